@@ -1,0 +1,90 @@
+package mapping
+
+import (
+	"net/netip"
+	"sync/atomic"
+)
+
+// Entry is one RFC 7757 EAM record: an IPv4 prefix and an IPv6 prefix whose
+// suffix lengths (32-len4 and 128-len6) are equal. A single address pair is
+// a /32 <-> /128 entry.
+type Entry struct {
+	IPv4 netip.Prefix
+	IPv6 netip.Prefix
+}
+
+// Origin says which mechanism translated an address.
+type Origin uint8
+
+const (
+	// NotTranslatable: neither an EAM entry nor the RFC 6052 prefix covers it.
+	NotTranslatable Origin = iota
+	// ByEAM: an RFC 7757 table entry matched.
+	ByEAM
+	// ByPrefix: the RFC 6052 prefix embedded or extracted it.
+	ByPrefix
+)
+
+// Snapshot is the immutable address view the translator reads for one
+// packet: the RFC 6052 prefix and the EAM table. EAM entries take
+// precedence over the prefix (RFC 7757 section 3.3).
+type Snapshot struct {
+	prefix Prefix
+	table  *Table
+}
+
+// NewSnapshot combines a prefix and a table after checking the rules that
+// involve both (an EAM IPv6 prefix inside the translation prefix; the
+// well-known prefix with non-global IPv4 space, RFC 6052 section 3.1).
+func NewSnapshot(p Prefix, t *Table) (*Snapshot, error) {
+	if t == nil {
+		t = emptyTable
+	}
+	if err := validateSnapshot(p, t); err != nil {
+		return nil, err
+	}
+	return &Snapshot{prefix: p, table: t}, nil
+}
+
+// Prefix is the RFC 6052 translation prefix.
+func (s *Snapshot) Prefix() Prefix { return s.prefix }
+
+// Table is the EAM table.
+func (s *Snapshot) Table() *Table { return s.table }
+
+// To6 translates an IPv4 address: the EAM table first, then the prefix.
+// delta is the ones' complement difference sum(v6 words) - sum(v4 words):
+// adding it to a checksum sum that covered the IPv4 address makes it cover
+// the IPv6 one (RFC 1624 incremental update).
+func (s *Snapshot) To6(a [4]byte) (v6 [16]byte, delta uint16, o Origin) {
+	if v6, delta, ok := s.table.Lookup4(a); ok {
+		return v6, delta, ByEAM
+	}
+	if !s.prefix.Valid() {
+		return v6, 0, NotTranslatable
+	}
+	v6, delta = s.prefix.Embed(a)
+	return v6, delta, ByPrefix
+}
+
+// To4 translates an IPv6 address: the EAM table first, then the prefix.
+// delta is the same quantity as in To6 (sum(v6) - sum(v4)); subtract it
+// (add its complement) to move a checksum from IPv6 to IPv4.
+func (s *Snapshot) To4(a [16]byte) (v4 [4]byte, delta uint16, o Origin) {
+	if v4, delta, ok := s.table.Lookup6(a); ok {
+		return v4, delta, ByEAM
+	}
+	if v4, delta, ok := s.prefix.Extract(a); ok {
+		return v4, delta, ByPrefix
+	}
+	return v4, 0, NotTranslatable
+}
+
+// Store publishes Snapshots to the packet path. Load is wait-free.
+type Store struct{ p atomic.Pointer[Snapshot] }
+
+// Load returns the current snapshot (nil before the first Swap).
+func (s *Store) Load() *Snapshot { return s.p.Load() }
+
+// Swap installs next and returns the previous snapshot.
+func (s *Store) Swap(next *Snapshot) *Snapshot { return s.p.Swap(next) }

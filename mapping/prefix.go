@@ -1,0 +1,107 @@
+package mapping
+
+import (
+	"fmt"
+	"net/netip"
+
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+)
+
+// Prefix is an RFC 6052 IPv4-embedded IPv6 prefix of length 32, 40, 48,
+// 56, 64 or 96. The zero Prefix is invalid (no prefix configured).
+type Prefix struct {
+	p   netip.Prefix
+	raw [16]byte
+}
+
+// WellKnown is 64:ff9b::/96 (RFC 6052 section 2.1).
+var WellKnown = netip.MustParsePrefix("64:ff9b::/96")
+
+// NewPrefix validates p as an RFC 6052 prefix (section 2.2): one of the
+// permitted lengths, no host bits, and bits 64-71 (the "u" octet) zero.
+func NewPrefix(p netip.Prefix) (Prefix, error) {
+	if !p.IsValid() || !p.Addr().Is6() || p.Addr().Is4In6() {
+		return Prefix{}, fmt.Errorf("prefix %v: not an IPv6 prefix", p)
+	}
+	switch p.Bits() {
+	case 32, 40, 48, 56, 64, 96:
+	default:
+		return Prefix{}, fmt.Errorf("prefix %v: RFC 6052 allows only /32, /40, /48, /56, /64 or /96", p)
+	}
+	if p.Masked() != p {
+		return Prefix{}, fmt.Errorf("prefix %v: host bits set (did you mean %v?)", p, p.Masked())
+	}
+	raw := p.Addr().As16()
+	if raw[8] != 0 {
+		return Prefix{}, fmt.Errorf("prefix %v: bits 64-71 must be zero (RFC 6052 section 2.2)", p)
+	}
+	return Prefix{p: p, raw: raw}, nil
+}
+
+// Valid reports whether a prefix is configured.
+func (p Prefix) Valid() bool { return p.p.IsValid() }
+
+// Prefix returns the prefix as a netip.Prefix.
+func (p Prefix) Prefix() netip.Prefix { return p.p }
+
+// IsWellKnown reports whether this is 64:ff9b::/96.
+func (p Prefix) IsWellKnown() bool { return p.p == WellKnown }
+
+// positions lists where the four IPv4 octets go for each prefix length
+// (RFC 6052 section 2.2, Figure 1): octet 8 is always skipped.
+var positions = map[int][4]int{
+	32: {4, 5, 6, 7},
+	40: {5, 6, 7, 9},
+	48: {6, 7, 9, 10},
+	56: {7, 9, 10, 11},
+	64: {9, 10, 11, 12},
+	96: {12, 13, 14, 15},
+}
+
+// Embed returns the IPv4-embedded IPv6 address for a and the checksum delta
+// sum(v6) - sum(v4).
+func (p Prefix) Embed(a [4]byte) (v6 [16]byte, delta uint16) {
+	v6 = p.raw
+	pos := positions[p.p.Bits()]
+	for i, at := range pos {
+		v6[at] = a[i]
+	}
+	return v6, Delta(a, v6)
+}
+
+// Extract returns the IPv4 address embedded in v6 if v6 is inside the
+// prefix. The suffix bits are ignored, as RFC 6052 section 2.2 requires.
+func (p Prefix) Extract(v6 [16]byte) (a [4]byte, delta uint16, ok bool) {
+	if !p.Valid() || !p.Contains(v6) {
+		return a, 0, false
+	}
+	pos := positions[p.p.Bits()]
+	for i, at := range pos {
+		a[i] = v6[at]
+	}
+	return a, Delta(a, v6), true
+}
+
+// Contains reports whether v6 is inside the prefix.
+func (p Prefix) Contains(v6 [16]byte) bool {
+	if !p.Valid() {
+		return false
+	}
+	n := p.p.Bits() / 8
+	return [16]byte(p.raw) == mask16(v6, n)
+}
+
+func mask16(v6 [16]byte, nbytes int) [16]byte {
+	for i := nbytes; i < 16; i++ {
+		v6[i] = 0
+	}
+	return v6
+}
+
+// Delta is the ones' complement difference sum(v6) - sum(v4) of the 16-bit
+// words of two addresses (RFC 1624).
+func Delta(v4 [4]byte, v6 [16]byte) uint16 {
+	s6 := checksum.Checksum(v6[:], 0)
+	s4 := checksum.Checksum(v4[:], 0)
+	return checksum.Combine(s6, ^s4)
+}

@@ -1,0 +1,101 @@
+// Package xlat is the stateless IP/ICMP translation engine of RFC 7915 with
+// the explicit address mappings of RFC 7757: bytes in, bytes out, no I/O.
+// It translates in place, so a caller reserves Headroom bytes in front of
+// every packet; it never allocates per packet.
+package xlat
+
+import (
+	"net/netip"
+
+	"github.com/map646/map646/mapping"
+)
+
+// Headroom is what a caller reserves in front of each packet: IPv4 -> IPv6
+// grows the header by 20 bytes, 28 with a Fragment header.
+const Headroom = 64
+
+// UDPZero is the policy for IPv4 UDP datagrams with checksum zero
+// (RFC 7915 section 4.5).
+type UDPZero uint8
+
+const (
+	UDPZeroCompute UDPZero = iota // compute the checksum (unfragmented only)
+	UDPZeroDrop                   // drop them
+)
+
+// Hairpin selects EAM hairpinning (RFC 7757 section 4.2).
+type Hairpin uint8
+
+const (
+	HairpinOff Hairpin = iota
+	HairpinSimple
+	HairpinIntrinsic
+)
+
+// Policy is what the operator configures besides the addresses.
+type Policy struct {
+	LowestIPv6MTU   int            // RFC 7915 section 4: DF=0 IPv4 whose IPv6 form exceeds it is fragmented; default 1280
+	UDPZeroChecksum UDPZero        // RFC 7915 section 4.5
+	Hairpin         Hairpin        // RFC 7757 section 4.2
+	ICMPSourcePool  []netip.Prefix // RFC 6791: sources for ICMPv4 errors from untranslatable IPv6 routers
+	DenyIPv4        []netip.Prefix // never translated, either direction
+	IPv4MTU         int            // MTU towards the IPv4 side (0: unknown); GSO size / MSS limits
+	IPv6MTU         int            // MTU towards the IPv6 side (0: unknown)
+	ICMPRate        int            // translator-originated ICMP errors per second per worker (0: default)
+}
+
+// Config is one complete, immutable translator configuration.
+type Config struct {
+	Map    *mapping.Snapshot
+	Policy Policy
+}
+
+// Offload is struct virtio_net_hdr decoded to host order: how a packet from
+// a tun with IFF_VNET_HDR is to be checksummed and segmented. The engine
+// rewrites it together with the packet (offsets are from the packet start).
+type Offload struct {
+	Flags      uint8 // OffloadNeedsCsum, OffloadDataValid
+	GSOType    uint8 // GSONone, GSOTCPv4, GSOUDP, GSOTCPv6, GSOUDPL4, | GSOECN
+	HdrLen     uint16
+	GSOSize    uint16
+	CsumStart  uint16
+	CsumOffset uint16
+}
+
+// virtio_net_hdr flag and gso_type values (include/uapi/linux/virtio_net.h).
+const (
+	OffloadNeedsCsum = 1
+	OffloadDataValid = 2
+
+	GSONone  = 0
+	GSOTCPv4 = 1
+	GSOUDP   = 3
+	GSOTCPv6 = 4
+	GSOUDPL4 = 5
+	GSOECN   = 0x80
+)
+
+// Sink receives packets the engine makes besides the in-place result:
+// translator-originated ICMP errors and fragments. pkt is valid only
+// during the call.
+type Sink interface {
+	Emit(pkt []byte, off *Offload)
+}
+
+// Verdict is what became of a packet.
+type Verdict uint8
+
+const (
+	Forward  Verdict = iota // the translated packet is buf[Start:End]
+	Consumed                // everything produced went to the Sink
+	Drop                    // not translated; Reason says why
+)
+
+// Result describes one processed packet.
+type Result struct {
+	Start, End int
+	Verdict    Verdict
+	Reason     Reason
+	Dir        Dir
+	Proto      Proto
+}
