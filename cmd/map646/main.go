@@ -1,0 +1,46 @@
+// Command map646 is the SIIT-DC border relay (RFC 7755): it translates
+// between IPv4 clients and IPv6-only servers with explicit address mappings
+// (RFC 7757) and an RFC 6052 prefix, keeping no per-connection state.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// commands are the subcommands; each file adds its own in init so that the
+// subcommands live beside the code they drive.
+var commands []func() *cobra.Command
+
+func addCommand(f func() *cobra.Command) { commands = append(commands, f) }
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "map646",
+		Short: "Stateless IPv4/IPv6 translator for IPv6-only clouds (SIIT-DC, RFC 7755)",
+		Long: `map646 lets IPv4 clients on the Internet reach servers that have only IPv6
+addresses. Each public IPv4 address maps one-to-one to a server's IPv6 address
+(RFC 7757); IPv4 clients appear on the IPv6 side inside a /96 prefix (RFC 6052).
+No connection state is kept, so several translators can run side by side.
+
+Start with:
+  map646 check -c map646.hcl     validate a configuration
+  map646 run -c map646.hcl       translate (as root)
+  map646 stats                   counters of the running translator`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	for _, f := range commands {
+		root.AddCommand(f())
+	}
+	return root
+}
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "map646:", err)
+		os.Exit(1)
+	}
+}
