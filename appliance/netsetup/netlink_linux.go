@@ -1,0 +1,313 @@
+package netsetup
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Netlink is the Kernel of the network namespace that was current for the
+// calling thread when Open ran: links and addresses through
+// github.com/vishvananda/netlink, routes through batched rtnetlink requests
+// of its own, sysctls through /proc/sys.
+type Netlink struct {
+	h *netlink.Handle
+
+	mu    sync.Mutex // serialises route batches on fd
+	fd    int
+	seq   uint32
+	rbuf  []byte
+	sysfs string // "/proc/sys", replaced in tests
+}
+
+var _ Kernel = (*Netlink)(nil)
+
+// Open opens netlink sockets in the calling thread's network namespace.
+func Open() (*Netlink, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink: %w", err)
+	}
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("netlink socket: %w", err)
+	}
+	// Acks without the echoed request, and room for a whole batch of them.
+	_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
+	_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_EXT_ACK, 1)
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
+	}
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 1<<20)
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		h.Close()
+		return nil, fmt.Errorf("netlink bind: %w", err)
+	}
+	return &Netlink{h: h, fd: fd, rbuf: make([]byte, 1<<16), sysfs: "/proc/sys"}, nil
+}
+
+// Close releases the sockets.
+func (n *Netlink) Close() error {
+	n.h.Close()
+	return unix.Close(n.fd)
+}
+
+// Link implements Kernel.
+func (n *Netlink) Link(name string) (int, bool, error) {
+	l, err := n.h.LinkByName(name)
+	if err != nil {
+		return 0, false, fmt.Errorf("link %s: %w", name, err)
+	}
+	a := l.Attrs()
+	return a.MTU, a.Flags&net.FlagUp != 0, nil
+}
+
+// SetLink implements Kernel.
+func (n *Netlink) SetLink(name string, mtu int, up bool) error {
+	l, err := n.h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", name, err)
+	}
+	if mtu > 0 && mtu != l.Attrs().MTU {
+		if err := n.h.LinkSetMTU(l, mtu); err != nil {
+			return fmt.Errorf("link %s: mtu %d: %w", name, mtu, err)
+		}
+	}
+	if up {
+		err = n.h.LinkSetUp(l)
+	} else {
+		err = n.h.LinkSetDown(l)
+	}
+	if err != nil {
+		return fmt.Errorf("link %s: set state: %w", name, err)
+	}
+	return nil
+}
+
+func nlAddr(p netip.Prefix) *netlink.Addr {
+	a := &netlink.Addr{IPNet: &net.IPNet{
+		IP:   p.Addr().AsSlice(),
+		Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
+	}}
+	if p.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	return a
+}
+
+// ReplaceAddr implements Kernel.
+func (n *Netlink) ReplaceAddr(dev string, p netip.Prefix) error {
+	l, err := n.h.LinkByName(dev)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", dev, err)
+	}
+	return n.h.AddrReplace(l, nlAddr(p))
+}
+
+// DelAddr implements Kernel.
+func (n *Netlink) DelAddr(dev string, p netip.Prefix) error {
+	l, err := n.h.LinkByName(dev)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return fmt.Errorf("link %s: %w", dev, err)
+	}
+	if err := n.h.AddrDel(l, nlAddr(p)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	return nil
+}
+
+// Sysctl implements Kernel. key is the path below /proc/sys with dots or
+// slashes ("net.ipv6.conf.all.forwarding").
+func (n *Netlink) Sysctl(key, value string) (string, error) {
+	p := filepath.Join(n.sysfs, strings.ReplaceAll(key, ".", "/"))
+	old, err := os.ReadFile(p)
+	if err != nil {
+		return "", fmt.Errorf("sysctl %s: %w", key, err)
+	}
+	o := strings.TrimSpace(string(old))
+	if o == value {
+		return o, nil
+	}
+	if err := os.WriteFile(p, []byte(value), 0); err != nil {
+		return o, fmt.Errorf("sysctl %s=%s: %w", key, value, err)
+	}
+	return o, nil
+}
+
+// ReplaceRoutes implements Kernel: RTM_NEWROUTE with NLM_F_CREATE|
+// NLM_F_REPLACE, many requests per sendmsg.
+func (n *Netlink) ReplaceRoutes(rs []Route) error {
+	return n.routeBatch(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, rs)
+}
+
+// DelRoutes implements Kernel (RTM_DELROUTE; ESRCH/ENODEV are ignored, the
+// route is already gone, e.g. with its device).
+func (n *Netlink) DelRoutes(rs []Route) error {
+	return n.routeBatch(unix.RTM_DELROUTE, 0, rs)
+}
+
+// batchBytes bounds one sendmsg of route requests; the acks for one batch
+// must fit the receive buffer, which is why it is not larger.
+const batchBytes = 64 << 10
+
+func (n *Netlink) routeBatch(typ uint16, flags uint16, rs []Route) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ifindex := map[string]int{}
+	buf := make([]byte, 0, batchBytes+256)
+	var pending []Route // pending[i] has sequence number base+i
+	var errs []error
+	flush := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		base := n.seq - uint32(len(pending)) + 1
+		if err := unix.Sendto(n.fd, buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+			return fmt.Errorf("netlink send: %w", err)
+		}
+		for left := len(pending); left > 0; {
+			k, _, err := unix.Recvfrom(n.fd, n.rbuf, 0)
+			if err != nil {
+				if err == unix.EINTR {
+					continue
+				}
+				return fmt.Errorf("netlink receive: %w", err)
+			}
+			msgs := n.rbuf[:k]
+			for len(msgs) >= unix.NLMSG_HDRLEN {
+				l := int(binary.NativeEndian.Uint32(msgs[0:4]))
+				if l < unix.NLMSG_HDRLEN || l > len(msgs) {
+					return errors.New("netlink: truncated reply")
+				}
+				mtype := binary.NativeEndian.Uint16(msgs[4:6])
+				seq := binary.NativeEndian.Uint32(msgs[8:12])
+				body := msgs[unix.NLMSG_HDRLEN:l]
+				msgs = msgs[min(nlAlign(l), len(msgs)):]
+				if mtype != unix.NLMSG_ERROR || len(body) < 4 {
+					continue
+				}
+				i := int(seq - base)
+				if i < 0 || i >= len(pending) {
+					continue // a stale reply from an earlier, failed batch
+				}
+				left--
+				errno := -int32(binary.NativeEndian.Uint32(body[0:4]))
+				if errno == 0 {
+					continue
+				}
+				e := unix.Errno(errno)
+				if typ == unix.RTM_DELROUTE && (e == unix.ESRCH || e == unix.ENODEV || e == unix.ENOENT) {
+					continue
+				}
+				op := "add"
+				if typ == unix.RTM_DELROUTE {
+					op = "delete"
+				}
+				errs = append(errs, fmt.Errorf("route %s %v: %w", op, pending[i], e))
+			}
+		}
+		buf = buf[:0]
+		pending = pending[:0]
+		return nil
+	}
+	for _, r := range rs {
+		oif := 0
+		if r.Dev != "" {
+			idx, ok := ifindex[r.Dev]
+			if !ok {
+				ifi, err := net.InterfaceByName(r.Dev)
+				if err != nil {
+					if typ == unix.RTM_DELROUTE {
+						continue // the device, and its routes, are gone
+					}
+					errs = append(errs, fmt.Errorf("route %v: %w", r, err))
+					continue
+				}
+				idx = ifi.Index
+				ifindex[r.Dev] = idx
+			}
+			oif = idx
+		}
+		n.seq++
+		buf = appendRouteMsg(buf, typ, flags, n.seq, r, oif)
+		pending = append(pending, r)
+		if len(buf) >= batchBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	return errors.Join(errs...)
+}
+
+func nlAlign(n int) int { return (n + 3) &^ 3 }
+
+func appendAttr(b []byte, typ uint16, data []byte) []byte {
+	l := 4 + len(data)
+	b = binary.NativeEndian.AppendUint16(b, uint16(l))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, data...)
+	for range nlAlign(l) - l {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// appendRouteMsg appends one rtnetlink route request (nlmsghdr, struct
+// rtmsg, attributes; include/uapi/linux/rtnetlink.h).
+func appendRouteMsg(b []byte, typ, flags uint16, seq uint32, r Route, oif int) []byte {
+	start := len(b)
+	b = binary.NativeEndian.AppendUint32(b, 0) // length, set below
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = binary.NativeEndian.AppendUint16(b, unix.NLM_F_REQUEST|unix.NLM_F_ACK|flags)
+	b = binary.NativeEndian.AppendUint32(b, seq)
+	b = binary.NativeEndian.AppendUint32(b, 0) // port id: the kernel
+	family := byte(unix.AF_INET6)
+	if r.Dst.Addr().Is4() {
+		family = unix.AF_INET
+	}
+	scope, rtype, proto := byte(unix.RT_SCOPE_LINK), byte(unix.RTN_UNICAST), byte(unix.RTPROT_STATIC)
+	if r.Via.IsValid() {
+		scope = unix.RT_SCOPE_UNIVERSE
+	}
+	if typ == unix.RTM_DELROUTE {
+		scope, rtype, proto = unix.RT_SCOPE_NOWHERE, 0, 0
+	}
+	b = append(b, family, byte(r.Dst.Bits()), 0, 0, unix.RT_TABLE_MAIN, proto, scope, rtype)
+	b = binary.NativeEndian.AppendUint32(b, 0) // rtm_flags
+	b = appendAttr(b, unix.RTA_DST, r.Dst.Masked().Addr().AsSlice())
+	if oif > 0 {
+		b = appendAttr(b, unix.RTA_OIF, binary.NativeEndian.AppendUint32(nil, uint32(oif)))
+	}
+	if r.Via.IsValid() {
+		if r.Via.Is4() == r.Dst.Addr().Is4() {
+			b = appendAttr(b, unix.RTA_GATEWAY, r.Via.AsSlice())
+		} else { // struct rtvia: family then address (RFC 8950 next hop)
+			v := binary.NativeEndian.AppendUint16(nil, unix.AF_INET6)
+			if r.Via.Is4() {
+				v = binary.NativeEndian.AppendUint16(nil, unix.AF_INET)
+			}
+			b = appendAttr(b, unix.RTA_VIA, append(v, r.Via.AsSlice()...))
+		}
+	}
+	binary.NativeEndian.PutUint32(b[start:], uint32(len(b)-start))
+	return b
+}

@@ -1,0 +1,163 @@
+package netsetup
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/map646/map646/appliance/netsetup/nstest"
+)
+
+// routes4 returns n /32 routes into dev from 198.51.100.0 upwards
+// (documentation space, wrapping into 203.0.113.0/24 and beyond only in
+// the namespace's own table: nothing is sent).
+func routes4(n int, dev string) []Route {
+	rs := make([]Route, n)
+	base := binary.BigEndian.Uint32([]byte{198, 51, 100, 0})
+	for i := range rs {
+		var a [4]byte
+		binary.BigEndian.PutUint32(a[:], base+uint32(i))
+		rs[i] = Route{Dst: netip.PrefixFrom(netip.AddrFrom4(a), 32), Dev: dev}
+	}
+	return rs
+}
+
+func countRoutes(t *testing.T, ns *nstest.NS, family, match string) int {
+	t.Helper()
+	out := ns.MustRun(t, "ip", family, "route", "show", "dev", "dm0")
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, match) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestNetlinkAgainstTheKernel(t *testing.T) {
+	ns := nstest.New(t, "dm-ns")
+	ns.MustRun(t, "ip", "link", "add", "dm0", "type", "veth", "peer", "name", "dm1")
+	ns.MustRun(t, "ip", "link", "set", "dm1", "up")
+	err := ns.Do(func() error {
+		k, err := Open()
+		if err != nil {
+			return err
+		}
+		defer k.Close()
+		tr := NewTracker(k)
+		if err := tr.Sysctl("net.ipv6.conf.all.forwarding", "1"); err != nil {
+			return err
+		}
+		if err := tr.Link("dm0", 1520, false); err != nil {
+			return err
+		}
+		if err := tr.SyncAddrs([]Addr{
+			{"dm0", netip.MustParsePrefix("2001:db8:ffff::1/64")},
+			{"dm0", netip.MustParsePrefix("203.0.113.1/28")},
+		}); err != nil {
+			return err
+		}
+		want := append(routes4(1000, "dm0"),
+			Route{Dst: netip.MustParsePrefix("2001:db8:64::/96"), Dev: "dm0"},
+			Route{Dst: netip.MustParsePrefix("192.0.2.0/24"), Via: netip.MustParseAddr("203.0.113.14")},
+			// An IPv4 route through an IPv6 next hop (RFC 8950).
+			Route{Dst: netip.MustParsePrefix("198.18.0.0/15"), Via: netip.MustParseAddr("2001:db8:ffff::2"), Dev: "dm0"},
+		)
+		if _, _, err := tr.SyncRoutes(want); err != nil {
+			return err
+		}
+		// Replace semantics: a second tracker (a restarted daemon) takes
+		// the same routes over without an error.
+		if err := NewTracker(k).Sysctl("net.ipv6.conf.all.forwarding", "1"); err != nil {
+			return err
+		}
+		if err := k.ReplaceRoutes(want[:10]); err != nil {
+			return fmt.Errorf("replacing existing routes: %w", err)
+		}
+
+		if n := countRoutes(t, ns, "-4", "proto static scope link"); n != 1000 {
+			return fmt.Errorf("%d /32 routes in the kernel, want 1000", n)
+		}
+		out := ns.MustRun(t, "ip", "-6", "route", "show", "2001:db8:64::/96")
+		if !strings.Contains(out, "dev dm0") {
+			return fmt.Errorf("IPv6 prefix route missing: %q", out)
+		}
+		if out := ns.MustRun(t, "ip", "route", "show", "198.18.0.0/15"); !strings.Contains(out, "via inet6 2001:db8:ffff::2") {
+			return fmt.Errorf("RFC 8950 route: %q", out)
+		}
+		if out := ns.MustRun(t, "ip", "-6", "addr", "show", "dev", "dm0"); !strings.Contains(out, "2001:db8:ffff::1/64") || !strings.Contains(out, "nodad") {
+			return fmt.Errorf("IPv6 address without nodad: %q", out)
+		}
+		if out := ns.MustRun(t, "ip", "link", "show", "dm0"); !strings.Contains(out, "mtu 1520") || !strings.Contains(out, "UP") {
+			return fmt.Errorf("link not set: %q", out)
+		}
+
+		// A reload that drops 500 routes and adds 500 others.
+		next := append(routes4(1500, "dm0")[500:], want[1000:]...)
+		if added, removed, err := tr.SyncRoutes(next); err != nil || added != 500 || removed != 500 {
+			return fmt.Errorf("sync: +%d -%d %v", added, removed, err)
+		}
+		if n := countRoutes(t, ns, "-4", "proto static scope link"); n != 1000 {
+			return fmt.Errorf("%d /32 routes after sync, want 1000", n)
+		}
+		if out := ns.MustRun(t, "ip", "route", "show", "198.51.100.0/32"); out != "" {
+			return fmt.Errorf("stale route left: %q", out)
+		}
+
+		// Errors name the route.
+		err = k.ReplaceRoutes([]Route{{Dst: netip.MustParsePrefix("192.0.2.128/25"), Via: netip.MustParseAddr("198.51.100.200")}})
+		if err == nil || !strings.Contains(err.Error(), "192.0.2.128/25") {
+			return fmt.Errorf("unreachable gateway: error %v should name the route", err)
+		}
+
+		if err := tr.Teardown(); err != nil {
+			return err
+		}
+		if out := ns.MustRun(t, "ip", "route", "show", "dev", "dm0"); out != "" {
+			return fmt.Errorf("routes left after teardown: %q", out)
+		}
+		if out := ns.MustRun(t, "ip", "addr", "show", "dev", "dm0"); strings.Contains(out, "203.0.113.1") || strings.Contains(out, "2001:db8:ffff::1/64") {
+			return fmt.Errorf("addresses left after teardown: %q", out)
+		}
+		if out := ns.MustRun(t, "ip", "link", "show", "dm0"); !strings.Contains(out, "mtu 1500") {
+			return fmt.Errorf("MTU not restored: %q", out)
+		}
+		if out := ns.MustRun(t, "sysctl", "-n", "net.ipv6.conf.all.forwarding"); strings.TrimSpace(out) != "0" {
+			return fmt.Errorf("forwarding not restored: %q", out)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkReplaceRoutes installs b.N /32 routes in batches (one op = one
+// route) and removes them again outside the timer.
+func BenchmarkReplaceRoutes(b *testing.B) {
+	ns := nstest.New(b, "dm-bn")
+	ns.MustRun(b, "ip", "link", "add", "dm0", "type", "veth", "peer", "name", "dm1")
+	ns.MustRun(b, "ip", "link", "set", "dm0", "up")
+	err := ns.Do(func() error {
+		k, err := Open()
+		if err != nil {
+			return err
+		}
+		defer k.Close()
+		rs := routes4(b.N, "dm0")
+		b.ResetTimer()
+		start := time.Now()
+		if err := k.ReplaceRoutes(rs); err != nil {
+			return err
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "routes/s")
+		return k.DelRoutes(rs)
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+}

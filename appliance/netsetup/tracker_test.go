@@ -1,0 +1,220 @@
+package netsetup
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// fakeKernel records calls and keeps the state a kernel would.
+type fakeKernel struct {
+	log     []string
+	links   map[string]linkState
+	addrs   map[Addr]bool
+	routes  map[Route]bool
+	sysctls map[string]string
+	failAdd map[netip.Prefix]bool // ReplaceRoutes fails for these
+}
+
+func newFake() *fakeKernel {
+	return &fakeKernel{
+		links:   map[string]linkState{"eth0": {1500, false}, "map646": {1500, false}},
+		addrs:   map[Addr]bool{},
+		routes:  map[Route]bool{},
+		sysctls: map[string]string{"net.ipv4.conf.all.forwarding": "0", "net.ipv6.conf.all.forwarding": "1"},
+	}
+}
+
+func (f *fakeKernel) Link(name string) (int, bool, error) {
+	s, ok := f.links[name]
+	if !ok {
+		return 0, false, fmt.Errorf("link %s: no such device", name)
+	}
+	return s.mtu, s.up, nil
+}
+func (f *fakeKernel) SetLink(name string, mtu int, up bool) error {
+	s := f.links[name]
+	if mtu > 0 {
+		s.mtu = mtu
+	}
+	s.up = up
+	f.links[name] = s
+	f.log = append(f.log, fmt.Sprintf("link %s mtu=%d up=%v", name, mtu, up))
+	return nil
+}
+func (f *fakeKernel) ReplaceAddr(dev string, p netip.Prefix) error {
+	f.addrs[Addr{dev, p}] = true
+	f.log = append(f.log, "addr+ "+p.String())
+	return nil
+}
+func (f *fakeKernel) DelAddr(dev string, p netip.Prefix) error {
+	delete(f.addrs, Addr{dev, p})
+	f.log = append(f.log, "addr- "+p.String())
+	return nil
+}
+func (f *fakeKernel) ReplaceRoutes(rs []Route) error {
+	var errs []error
+	for _, r := range rs {
+		if f.failAdd[r.Dst] {
+			errs = append(errs, fmt.Errorf("route %v: invalid argument", r))
+			continue
+		}
+		f.routes[r] = true
+	}
+	f.log = append(f.log, fmt.Sprintf("routes+ %d", len(rs)))
+	return errors.Join(errs...)
+}
+func (f *fakeKernel) DelRoutes(rs []Route) error {
+	for _, r := range rs {
+		delete(f.routes, r)
+	}
+	f.log = append(f.log, fmt.Sprintf("routes- %d", len(rs)))
+	return nil
+}
+func (f *fakeKernel) Sysctl(key, value string) (string, error) {
+	old, ok := f.sysctls[key]
+	if !ok {
+		return "", fmt.Errorf("sysctl %s: no such file", key)
+	}
+	f.sysctls[key] = value
+	f.log = append(f.log, "sysctl "+key+"="+value)
+	return old, nil
+}
+
+func rt(dst string) Route { return Route{Dst: netip.MustParsePrefix(dst), Dev: "map646"} }
+
+func TestDiffRoutes(t *testing.T) {
+	a, b, c := rt("198.51.100.0/24"), rt("2001:db8:64::/96"), rt("203.0.113.0/25")
+	via := Route{Dst: netip.MustParsePrefix("0.0.0.0/0"), Via: netip.MustParseAddr("203.0.113.14")}
+	for _, tc := range []struct {
+		name          string
+		have, want    []Route
+		wantAdd, wDel []Route
+	}{
+		{"empty", nil, nil, nil, nil},
+		{"initial", nil, []Route{b, a}, []Route{a, b}, nil},
+		{"same", []Route{a, b}, []Route{b, a}, nil, nil},
+		{"add and remove", []Route{a, b}, []Route{b, c, via}, []Route{via, c}, []Route{a}},
+		{"everything gone", []Route{a, via}, nil, nil, []Route{via, a}},
+		{"duplicates collapse", nil, []Route{a, a, a}, []Route{a}, nil},
+		{"same dst other dev", []Route{a}, []Route{{Dst: a.Dst, Dev: "eth0"}}, []Route{{Dst: a.Dst, Dev: "eth0"}}, []Route{a}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			add, del := DiffRoutes(tc.have, tc.want)
+			if !reflect.DeepEqual(add, tc.wantAdd) || !reflect.DeepEqual(del, tc.wDel) {
+				t.Errorf("DiffRoutes = add %v del %v, want add %v del %v", add, del, tc.wantAdd, tc.wDel)
+			}
+		})
+	}
+}
+
+func TestTrackerSyncRoutesAppliesOnlyTheDifference(t *testing.T) {
+	k := newFake()
+	tr := NewTracker(k)
+	a, b, c := rt("198.51.100.0/24"), rt("2001:db8:64::/96"), rt("203.0.113.0/25")
+	if n, m, err := tr.SyncRoutes([]Route{a, b}); err != nil || n != 2 || m != 0 {
+		t.Fatalf("first sync: %d %d %v", n, m, err)
+	}
+	k.log = nil
+	if n, m, err := tr.SyncRoutes([]Route{b, c}); err != nil || n != 1 || m != 1 {
+		t.Fatalf("second sync: %d %d %v", n, m, err)
+	}
+	// Adds before deletes: a destination never goes unrouted.
+	if want := []string{"routes+ 1", "routes- 1"}; !slices.Equal(k.log, want) {
+		t.Errorf("kernel calls %v, want %v", k.log, want)
+	}
+	if !k.routes[b] || !k.routes[c] || k.routes[a] {
+		t.Errorf("kernel routes %v", k.routes)
+	}
+	k.log = nil
+	if n, m, err := tr.SyncRoutes([]Route{c, b}); err != nil || n != 0 || m != 0 || len(k.log) != 0 {
+		t.Errorf("unchanged sync touched the kernel: %d %d %v %v", n, m, err, k.log)
+	}
+	if got := tr.Routes(); !reflect.DeepEqual(got, []Route{c, b}) {
+		t.Errorf("Routes() = %v", got)
+	}
+}
+
+func TestTrackerPartlyFailedBatchIsStillTornDown(t *testing.T) {
+	k := newFake()
+	k.failAdd = map[netip.Prefix]bool{netip.MustParsePrefix("203.0.113.0/25"): true}
+	tr := NewTracker(k)
+	_, _, err := tr.SyncRoutes([]Route{rt("198.51.100.0/24"), rt("203.0.113.0/25")})
+	if err == nil || !strings.Contains(err.Error(), "203.0.113.0/25") {
+		t.Fatalf("error %v should name the failed route", err)
+	}
+	// The part of the batch that went in must still be removed at the end.
+	if !k.routes[rt("198.51.100.0/24")] {
+		t.Fatal("the good route was not installed")
+	}
+	if err := tr.Teardown(); err != nil {
+		t.Fatal(err)
+	}
+	if len(k.routes) != 0 {
+		t.Errorf("teardown after a partly failed batch left %v", k.routes)
+	}
+}
+
+func TestTrackerTeardownUndoesEverythingInReverse(t *testing.T) {
+	k := newFake()
+	tr := NewTracker(k)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(tr.Sysctl("net.ipv4.conf.all.forwarding", "1"))
+	must(tr.Sysctl("net.ipv6.conf.all.forwarding", "1")) // unchanged: nothing to restore
+	must(tr.Link("eth0", 1520, false))
+	must(tr.Link("map646", 1500, true))
+	must(tr.SyncAddrs([]Addr{{"eth0", netip.MustParsePrefix("2001:db8:ffff::1/64")}, {"eth0", netip.MustParsePrefix("203.0.113.1/28")}}))
+	_, _, err := tr.SyncRoutes([]Route{rt("198.51.100.0/24"), {Dst: netip.MustParsePrefix("0.0.0.0/0"), Via: netip.MustParseAddr("203.0.113.14")}})
+	must(err)
+	if !k.links["eth0"].up || k.links["eth0"].mtu != 1520 || !k.links["map646"].up {
+		t.Fatalf("links not set up: %v", k.links)
+	}
+	// Reload: one address goes away.
+	must(tr.SyncAddrs([]Addr{{"eth0", netip.MustParsePrefix("203.0.113.1/28")}}))
+	if len(k.addrs) != 1 {
+		t.Fatalf("addresses after sync: %v", k.addrs)
+	}
+	k.log = nil
+	must(tr.Teardown())
+	want := []string{
+		"routes- 2",
+		"addr- 203.0.113.1/28",
+		"link eth0 mtu=1500 up=false",
+		"sysctl net.ipv4.conf.all.forwarding=0",
+	}
+	if !slices.Equal(k.log, want) {
+		t.Errorf("teardown calls\n%v\nwant\n%v", strings.Join(k.log, "\n"), strings.Join(want, "\n"))
+	}
+	if len(k.routes) != 0 || len(k.addrs) != 0 || k.sysctls["net.ipv6.conf.all.forwarding"] != "1" {
+		t.Errorf("left behind: routes %v addrs %v sysctls %v", k.routes, k.addrs, k.sysctls)
+	}
+	k.log = nil
+	must(tr.Teardown())
+	if len(k.log) != 0 {
+		t.Errorf("a second teardown touched the kernel: %v", k.log)
+	}
+}
+
+func TestTrackerLinkAlreadyRightIsLeftAlone(t *testing.T) {
+	k := newFake()
+	k.links["eth0"] = linkState{1500, true}
+	tr := NewTracker(k)
+	if err := tr.Link("eth0", 1500, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Link("eth9", 1500, false); err == nil {
+		t.Error("a missing link gave no error")
+	}
+	if err := tr.Teardown(); err != nil || len(k.log) != 0 {
+		t.Errorf("touched the kernel: %v %v", k.log, err)
+	}
+}
