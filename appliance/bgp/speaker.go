@@ -1,0 +1,365 @@
+package bgp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/apiutil"
+	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v3/pkg/server"
+)
+
+// Config is the speaker's configuration: one local AS and the neighbors it
+// peers with.
+type Config struct {
+	LocalAS  uint32
+	RouterID netip.Addr // BGP identifier; must be IPv4 (RFC 6286 relaxes this, GoBGP does not)
+	// ListenPort is the TCP port for incoming sessions: 0 means 179, a
+	// negative value means the speaker only dials out.
+	ListenPort int
+	// ListenAddresses restricts where the speaker listens; empty means all.
+	ListenAddresses []netip.Addr
+	// HoldTime, Keepalive and ConnectRetry are the RFC 4271 timers; zero
+	// takes GoBGP's defaults (90 s, 30 s, 120 s).
+	HoldTime, Keepalive, ConnectRetry time.Duration
+	// IPv4NextHopIPv6 sends the IPv4 prefixes to IPv6 neighbors too, with an
+	// IPv6 next hop (RFC 8950).
+	IPv4NextHopIPv6 bool
+	Neighbors       []Neighbor
+}
+
+// Neighbor is one BGP peer.
+type Neighbor struct {
+	Address      netip.Addr
+	RemoteAS     uint32
+	Password     string     // TCP MD5 signature (RFC 2385); empty for none
+	LocalAddress netip.Addr // source address of the session; zero lets the kernel choose
+	Port         uint16     // remote port; 0 means 179
+	Passive      bool       // wait for the neighbor to connect
+}
+
+// Validate reports the first problem in c.
+func (c *Config) Validate() error {
+	if c.LocalAS == 0 {
+		return errors.New("bgp: local AS is not set")
+	}
+	if !c.RouterID.Is4() {
+		return fmt.Errorf("bgp: router ID %v is not an IPv4 address", c.RouterID)
+	}
+	if c.ListenPort > 65535 {
+		return fmt.Errorf("bgp: listen port %d is out of range", c.ListenPort)
+	}
+	if c.Keepalive > 0 && c.HoldTime > 0 && c.Keepalive >= c.HoldTime {
+		return fmt.Errorf("bgp: keepalive %v must be shorter than the hold time %v", c.Keepalive, c.HoldTime)
+	}
+	if c.HoldTime > 0 && c.HoldTime < 3*time.Second {
+		return fmt.Errorf("bgp: hold time %v is below 3 s (RFC 4271 section 4.2)", c.HoldTime)
+	}
+	seen := map[netip.Addr]bool{}
+	for _, n := range c.Neighbors {
+		if !n.Address.IsValid() {
+			return errors.New("bgp: neighbor without an address")
+		}
+		if seen[n.Address] {
+			return fmt.Errorf("bgp: neighbor %v is listed twice", n.Address)
+		}
+		seen[n.Address] = true
+		if n.RemoteAS == 0 {
+			return fmt.Errorf("bgp: neighbor %v has no remote AS", n.Address)
+		}
+		if n.LocalAddress.IsValid() && n.LocalAddress.Is4() != n.Address.Is4() {
+			return fmt.Errorf("bgp: neighbor %v: local address %v is of the other family", n.Address, n.LocalAddress)
+		}
+		if len(n.Password) > 80 { // TCP_MD5SIG_MAXKEYLEN
+			return fmt.Errorf("bgp: neighbor %v: password longer than 80 bytes", n.Address)
+		}
+	}
+	return nil
+}
+
+// Speaker is an embedded BGP speaker (GoBGP, in process) that announces the
+// prefixes a translator serves. Its methods are safe for concurrent use.
+type Speaker struct {
+	cfg Config
+	log *slog.Logger
+	srv *server.BgpServer
+
+	mu        sync.Mutex
+	announced []netip.Prefix          // sorted, what is in the RIB now
+	uuids     map[netip.Prefix][]byte // GoBGP's handle of each announced path
+	healthy   bool
+	updates   uint64
+	lastErr   string
+	closed    bool
+}
+
+// New starts a speaker: it listens, dials its neighbors and announces
+// nothing until the first Update.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	srv := server.NewBgpServer(server.LoggerOption(newLogger(log)))
+	go srv.Serve()
+
+	global := &api.Global{
+		Asn:        cfg.LocalAS,
+		RouterId:   cfg.RouterID.String(),
+		ListenPort: int32(cfg.ListenPort),
+	}
+	if cfg.ListenPort == 0 {
+		global.ListenPort = bgp.BGP_PORT
+	}
+	for _, a := range cfg.ListenAddresses {
+		global.ListenAddresses = append(global.ListenAddresses, a.String())
+	}
+	if err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: global}); err != nil {
+		srv.Stop()
+		return nil, fmt.Errorf("bgp: start: %w", err)
+	}
+	s := &Speaker{cfg: cfg, log: log, srv: srv, uuids: map[netip.Prefix][]byte{}}
+	for _, n := range cfg.Neighbors {
+		if err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.peer(n)}); err != nil {
+			srv.Stop()
+			return nil, fmt.Errorf("bgp: neighbor %v: %w", n.Address, err)
+		}
+	}
+	log.Info("bgp speaker started", "local_as", cfg.LocalAS, "router_id", cfg.RouterID,
+		"listen_port", global.ListenPort, "neighbors", len(cfg.Neighbors))
+	return s, nil
+}
+
+func (s *Speaker) peer(n Neighbor) *api.Peer {
+	p := &api.Peer{
+		Conf: &api.PeerConf{
+			NeighborAddress: n.Address.String(),
+			PeerAsn:         n.RemoteAS,
+			AuthPassword:    n.Password,
+		},
+		Transport: &api.Transport{PassiveMode: n.Passive, RemotePort: uint32(n.Port)},
+		Timers: &api.Timers{Config: &api.TimersConfig{
+			HoldTime:          uint64(s.cfg.HoldTime / time.Second),
+			KeepaliveInterval: uint64(s.cfg.Keepalive / time.Second),
+			ConnectRetry:      uint64(s.cfg.ConnectRetry / time.Second),
+		}},
+	}
+	if n.LocalAddress.IsValid() {
+		p.Transport.LocalAddress = n.LocalAddress.String()
+	}
+	for _, f := range Families(n.Address, s.cfg.IPv4NextHopIPv6) {
+		p.AfiSafis = append(p.AfiSafis, &api.AfiSafi{Config: &api.AfiSafiConfig{Family: apiFamily(f), Enabled: true}})
+	}
+	return p
+}
+
+func apiFamily(f Family) *api.Family {
+	if f == IPv4Unicast {
+		return &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+	}
+	return &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
+}
+
+// path builds the locally originated path for p. The next hop is left
+// unspecified so that GoBGP puts the session's own address there for each
+// neighbor (RFC 4271 section 5.1.3); for an IPv4 prefix on an IPv6 session
+// that yields an MP_REACH_NLRI with an IPv6 next hop (RFC 8950).
+func path(p netip.Prefix) (*api.Path, error) {
+	origin := bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)
+	var nlri bgp.AddrPrefixInterface
+	var attrs []bgp.PathAttributeInterface
+	if p.Addr().Is4() {
+		nlri = bgp.NewIPAddrPrefix(uint8(p.Bits()), p.Addr().String())
+		attrs = []bgp.PathAttributeInterface{origin, bgp.NewPathAttributeNextHop("0.0.0.0")}
+	} else {
+		nlri = bgp.NewIPv6AddrPrefix(uint8(p.Bits()), p.Addr().String())
+		attrs = []bgp.PathAttributeInterface{origin, bgp.NewPathAttributeMpReachNLRI("::", []bgp.AddrPrefixInterface{nlri})}
+	}
+	return apiutil.NewPath(nlri, false, attrs, time.Now())
+}
+
+// Update makes the announced routes those of the announcement: the union of
+// ipv4 and ipv6 while healthy, nothing otherwise. Only the difference to
+// what is announced now is sent, so a reload that keeps a prefix does not
+// make it flap.
+func (s *Speaker) Update(ctx context.Context, ipv4, ipv6 []netip.Prefix, healthy bool) error {
+	want, err := Desired(ipv4, ipv6, healthy)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("bgp: speaker is closed")
+	}
+	s.updates++
+	s.healthy = healthy
+	add, del := Diff(s.announced, want)
+	err = s.apply(ctx, add, del)
+	if err != nil {
+		s.lastErr = err.Error()
+	} else {
+		s.lastErr = ""
+	}
+	if len(add)+len(del) > 0 {
+		s.log.Info("bgp announcements changed", "healthy", healthy, "announce", add, "withdraw", del)
+	}
+	return err
+}
+
+// apply withdraws del and announces add, keeping s.announced equal to what
+// GoBGP actually holds even when a call fails half way. Called with s.mu held.
+func (s *Speaker) apply(ctx context.Context, add, del []netip.Prefix) error {
+	var errs []error
+	for _, p := range del {
+		if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Uuid: s.uuids[p]}); err != nil {
+			errs = append(errs, fmt.Errorf("bgp: withdraw %v: %w", p, err))
+			continue
+		}
+		delete(s.uuids, p)
+		i, _ := slices.BinarySearchFunc(s.announced, p, comparePrefix)
+		s.announced = slices.Delete(s.announced, i, i+1)
+	}
+	for _, p := range add {
+		ap, err := path(p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bgp: announce %v: %w", p, err))
+			continue
+		}
+		r, err := s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: ap})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bgp: announce %v: %w", p, err))
+			continue
+		}
+		s.uuids[p] = r.Uuid
+		i, _ := slices.BinarySearchFunc(s.announced, p, comparePrefix)
+		s.announced = slices.Insert(s.announced, i, p)
+	}
+	return errors.Join(errs...)
+}
+
+// Close withdraws every route, then ends each session with a Cease
+// NOTIFICATION (RFC 4486 subcode 3, peer de-configured) so that neighbors
+// drop this translator at once instead of after the hold time.
+func (s *Speaker) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	err := s.apply(ctx, nil, slices.Clone(s.announced))
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		s.srv.Stop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = errors.Join(err, fmt.Errorf("bgp: stop: %w", ctx.Err()))
+	}
+	s.log.Info("bgp speaker stopped")
+	return err
+}
+
+// Status is what `map646 stats` and the metrics show about the speaker.
+type Status struct {
+	LocalAS   uint32           `json:"local_as"`
+	RouterID  string           `json:"router_id"`
+	Healthy   bool             `json:"healthy"`
+	Updates   uint64           `json:"updates"`
+	LastError string           `json:"last_error,omitempty"`
+	Announced []string         `json:"announced"`
+	Neighbors []NeighborStatus `json:"neighbors"`
+}
+
+// NeighborStatus is one session.
+type NeighborStatus struct {
+	Address  string `json:"address"`
+	RemoteAS uint32 `json:"remote_as"`
+	// State is the RFC 4271 FSM state in lower case: idle, connect, active,
+	// opensent, openconfirm, established.
+	State       string    `json:"state"`
+	Since       time.Time `json:"since,omitzero"` // established since, or down since
+	Advertised  uint64    `json:"advertised"`     // prefixes sent
+	Received    uint64    `json:"received"`       // prefixes received (and ignored: the speaker imports nothing it uses)
+	Established bool      `json:"established"`
+}
+
+// Status reports the sessions and the announced routes.
+func (s *Speaker) Status() Status {
+	s.mu.Lock()
+	st := Status{
+		LocalAS:   s.cfg.LocalAS,
+		RouterID:  s.cfg.RouterID.String(),
+		Healthy:   s.healthy,
+		Updates:   s.updates,
+		LastError: s.lastErr,
+		Announced: make([]string, 0, len(s.announced)),
+		Neighbors: []NeighborStatus{},
+	}
+	for _, p := range s.announced {
+		st.Announced = append(st.Announced, p.String())
+	}
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return st
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+		n := NeighborStatus{Address: p.GetConf().GetNeighborAddress(), RemoteAS: p.GetConf().GetPeerAsn()}
+		n.State = sessionState(p.GetState().GetSessionState())
+		n.Established = p.GetState().GetSessionState() == api.PeerState_ESTABLISHED
+		if t := p.GetTimers().GetState(); t != nil {
+			if n.Established && t.GetUptime() != nil {
+				n.Since = t.GetUptime().AsTime()
+			} else if !n.Established && t.GetDowntime() != nil && t.GetDowntime().GetSeconds() > 0 {
+				n.Since = t.GetDowntime().AsTime()
+			}
+		}
+		for _, a := range p.GetAfiSafis() {
+			n.Advertised += a.GetState().GetAdvertised()
+			n.Received += a.GetState().GetReceived()
+		}
+		st.Neighbors = append(st.Neighbors, n)
+	})
+	slices.SortFunc(st.Neighbors, func(a, b NeighborStatus) int {
+		x, _ := netip.ParseAddr(a.Address)
+		y, _ := netip.ParseAddr(b.Address)
+		return x.Compare(y)
+	})
+	return st
+}
+
+func sessionState(s api.PeerState_SessionState) string {
+	switch s {
+	case api.PeerState_IDLE:
+		return "idle"
+	case api.PeerState_CONNECT:
+		return "connect"
+	case api.PeerState_ACTIVE:
+		return "active"
+	case api.PeerState_OPENSENT:
+		return "opensent"
+	case api.PeerState_OPENCONFIRM:
+		return "openconfirm"
+	case api.PeerState_ESTABLISHED:
+		return "established"
+	}
+	return "unknown(" + strconv.Itoa(int(s)) + ")"
+}
