@@ -1,0 +1,256 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Offload flags of TUNSETOFFLOAD (include/uapi/linux/if_tun.h): what the
+// kernel may hand us unfinished. They are not in x/sys/unix.
+const (
+	OffloadCsum = 0x01 // TUN_F_CSUM: partial checksums (NEEDS_CSUM)
+	OffloadTSO4 = 0x02 // TUN_F_TSO4: TCP/IPv4 super-packets
+	OffloadTSO6 = 0x04 // TUN_F_TSO6: TCP/IPv6 super-packets
+	OffloadUSO4 = 0x20 // TUN_F_USO4: UDP/IPv4 super-packets (Linux >= 6.2)
+	OffloadUSO6 = 0x40 // TUN_F_USO6: UDP/IPv6 super-packets (Linux >= 6.2)
+)
+
+// MaxQueues is the kernel's limit on queues of one multi-queue tun
+// (MAX_TAP_QUEUES).
+const MaxQueues = 256
+
+// Config describes the tun to create.
+type Config struct {
+	// Name is the interface name; empty lets the kernel pick one (tun%d).
+	// An existing multi-queue tun of that name is attached to; a
+	// single-queue one is refused by the kernel.
+	Name string
+	// Queues is the number of queues, each with its own file descriptor
+	// and goroutine; 0 means one per CPU.
+	Queues int
+	// MTU is set on the interface; 0 keeps the kernel's default (1500).
+	// For the translator it should be at least the IPv4 MTU + 20 so that
+	// full-size IPv6 packets of the servers fit (RFC 7755 section 5).
+	MTU int
+	// Offload asks for checksum and segmentation offloads. The kernel may
+	// refuse some; Device.Offloads says what was granted.
+	Offload bool
+}
+
+// Device is an open multi-queue tun with virtio_net_hdr on every packet.
+// Open brings the interface up; addresses and routes are the caller's.
+type Device struct {
+	name     string
+	mtu      int
+	offloads int
+	queues   []*Queue
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Queue is one queue of a Device. Read returns one packet (with its
+// VnetHdrLen-byte header in front) per call; Write sends one. Both go
+// through the Go runtime poller, so Close interrupts a blocked Read.
+// A Queue must be read by one goroutine at a time.
+type Queue struct {
+	f     *os.File
+	index int
+}
+
+// Read reads one packet, prefixed by its virtio_net_hdr, into p. p should
+// hold VnetHdrLen + 65535 bytes: a super-packet is truncated otherwise.
+func (q *Queue) Read(p []byte) (int, error) { return q.f.Read(p) }
+
+// Write writes one packet prefixed by its virtio_net_hdr.
+func (q *Queue) Write(p []byte) (int, error) { return q.f.Write(p) }
+
+// SetReadDeadline makes a blocked or future Read fail with
+// os.ErrDeadlineExceeded after t; the zero time removes the deadline. It
+// stops a queue's reader without closing the device.
+func (q *Queue) SetReadDeadline(t time.Time) error { return q.f.SetReadDeadline(t) }
+
+// Index is the position of q among its device's queues.
+func (q *Queue) Index() int { return q.index }
+
+// Open creates (or attaches to) the multi-queue tun described by c in the
+// network namespace of the calling thread, sets its virtio_net_hdr size and
+// offloads, sets its MTU and brings it up.
+func Open(c Config) (*Device, error) {
+	n := c.Queues
+	if n == 0 {
+		n = runtime.NumCPU()
+	}
+	if n < 0 || n > MaxQueues {
+		return nil, fmt.Errorf("tun: %d queues: want 0 (one per CPU) to %d", c.Queues, MaxQueues)
+	}
+	if len(c.Name) >= unix.IFNAMSIZ {
+		return nil, fmt.Errorf("tun: interface name %q longer than %d bytes", c.Name, unix.IFNAMSIZ-1)
+	}
+	if c.MTU < 0 || c.MTU > 65535 {
+		return nil, fmt.Errorf("tun: MTU %d out of range", c.MTU)
+	}
+	d := &Device{name: c.Name}
+	for i := 0; i < n; i++ {
+		fd, name, err := openQueue(d.name)
+		if err != nil {
+			d.Close()
+			if i == 0 {
+				return nil, fmt.Errorf("tun: create %q: %w", c.Name, err)
+			}
+			return nil, fmt.Errorf("tun %s: queue %d: %w", d.name, i, err)
+		}
+		d.name = name
+		if i == 0 {
+			// Device-wide settings, made once through the first queue.
+			if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, VnetHdrLen); err != nil {
+				unix.Close(fd)
+				return nil, fmt.Errorf("tun %s: TUNSETVNETHDRSZ: %w", name, err)
+			}
+			set := func(flags int) error { return unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, flags) }
+			if d.offloads, err = negotiateOffloads(set, c.Offload); err != nil {
+				unix.Close(fd)
+				return nil, fmt.Errorf("tun %s: %w", name, err)
+			}
+		}
+		// The fd is non-blocking, so os.NewFile hands it to the runtime
+		// poller (and f.Fd must not be called: it would make it blocking).
+		f := os.NewFile(uintptr(fd), "/dev/net/tun:"+name)
+		d.queues = append(d.queues, &Queue{f: f, index: i})
+	}
+	if err := setLink(d.name, c.MTU); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("tun %s: %w", d.name, err)
+	}
+	d.mtu = c.MTU
+	if d.mtu == 0 {
+		d.mtu = 1500
+	}
+	return d, nil
+}
+
+// openQueue opens /dev/net/tun and attaches it to interface name (created
+// if it does not exist), returning the name the kernel used.
+func openQueue(name string) (int, string, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return -1, "", err
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return -1, "", err
+	}
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR | unix.IFF_MULTI_QUEUE)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return -1, "", fmt.Errorf("TUNSETIFF: %w", err)
+	}
+	return fd, ifr.Name(), nil
+}
+
+// offloadSteps is what Open asks for, best first: the kernel answers EINVAL
+// to flags it does not know (USO before Linux 6.2).
+var offloadSteps = []int{
+	OffloadCsum | OffloadTSO4 | OffloadTSO6 | OffloadUSO4 | OffloadUSO6,
+	OffloadCsum | OffloadTSO4 | OffloadTSO6,
+}
+
+// negotiateOffloads asks set for the best offloads the kernel accepts, or
+// for none if want is false or all are refused. Only a failure to set "no
+// offloads" is an error.
+func negotiateOffloads(set func(flags int) error, want bool) (int, error) {
+	if want {
+		for _, flags := range offloadSteps {
+			if set(flags) == nil {
+				return flags, nil
+			}
+		}
+	}
+	if err := set(0); err != nil {
+		return 0, fmt.Errorf("TUNSETOFFLOAD 0: %w", err)
+	}
+	return 0, nil
+}
+
+// OffloadNames spells TUNSETOFFLOAD flags, e.g. "csum,tso4,tso6,uso4,uso6",
+// or "none".
+func OffloadNames(flags int) string {
+	names := []struct {
+		bit  int
+		name string
+	}{{OffloadCsum, "csum"}, {OffloadTSO4, "tso4"}, {OffloadTSO6, "tso6"}, {OffloadUSO4, "uso4"}, {OffloadUSO6, "uso6"}}
+	var s []string
+	for _, n := range names {
+		if flags&n.bit != 0 {
+			s = append(s, n.name)
+		}
+	}
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ",")
+}
+
+// setLink sets the interface's MTU (if mtu > 0) and brings it up.
+func setLink(name string, mtu int) error {
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(s)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return err
+	}
+	if mtu > 0 {
+		ifr.SetUint32(uint32(mtu))
+		if err := unix.IoctlIfreq(s, unix.SIOCSIFMTU, ifr); err != nil {
+			return fmt.Errorf("set MTU %d: %w", mtu, err)
+		}
+	}
+	if err := unix.IoctlIfreq(s, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("get flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(s, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring up: %w", err)
+	}
+	return nil
+}
+
+// Name is the interface name.
+func (d *Device) Name() string { return d.name }
+
+// MTU is the interface MTU set by Open.
+func (d *Device) MTU() int { return d.mtu }
+
+// Queues are the device's queues, one per file descriptor.
+func (d *Device) Queues() []*Queue { return d.queues }
+
+// OffloadFlags are the TUNSETOFFLOAD flags the kernel granted.
+func (d *Device) OffloadFlags() int { return d.offloads }
+
+// Offloads names the granted offloads, e.g. "csum,tso4,tso6,uso4,uso6", or
+// "none".
+func (d *Device) Offloads() string { return OffloadNames(d.offloads) }
+
+// Close closes every queue; blocked reads return os.ErrClosed. The
+// interface disappears with its last queue.
+func (d *Device) Close() error {
+	d.closeOnce.Do(func() {
+		var errs []error
+		for _, q := range d.queues {
+			errs = append(errs, q.f.Close())
+		}
+		d.closeErr = errors.Join(errs...)
+	})
+	return d.closeErr
+}
