@@ -1,0 +1,448 @@
+// Command netns is the benchmark harness of issue 3: in one run on one
+// machine it compares native kernel IPv6 and IPv4 forwarding, TAYGA and
+// map646 (with 1 and with 1M mappings) between network namespaces joined by
+// veth pairs, with iperf3 (TCP 1 and 4 streams, 64-byte UDP packet rate),
+// ping round-trip times and the translator's CPU time.
+//
+// Setups alternate within each round (A B C D E, A B C D E, ...); the report
+// gives medians and same-run ratios, judges the issue's targets (met / not
+// met, never enforced), prints a Markdown section and can write it into
+// docs/benchmarks.md between its markers. The exit status is non-zero when a
+// measurement fails (a tool errors, no traffic passes), never because a
+// target is missed.
+//
+//	go run ./bench/netns -map646 bin/map646 -out docs/benchmarks.md   # full run
+//	go run ./bench/netns -quick -map646 bin/map646                    # smoke test
+//
+// It needs root, /dev/net/tun, iproute2, iperf3, ping, ethtool and tayga.
+// All traffic stays inside namespaces named bn-PID-{cli,rtr,srv}, which are
+// removed on exit, and uses documentation addresses only.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the harness's parameters.
+type options struct {
+	Rounds   int
+	Duration time.Duration
+	Pings    int
+	Mappings int      // size of the large map646 table
+	Setups   []string // keys, in the order they run in each round
+	Map646   string   // binary
+	Tayga    string   // binary
+	Out      string   // Markdown file to update; "" prints only
+	JSON     string   // per-round raw values; "" for none
+	Keep     bool     // keep the work directory (configs, logs)
+	Log      func(format string, a ...any)
+}
+
+var allSetups = []string{sNative6, sNative4, sTayga, sMap646, sMap646M1}
+
+func main() {
+	var o options
+	quick := flag.Bool("quick", false, "smoke test: 1 round of 3 s tests and 50 pings (overrides -rounds, -duration, -pings)")
+	flag.IntVar(&o.Rounds, "rounds", 5, "rounds; each runs every setup once")
+	flag.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each iperf3 test (whole seconds)")
+	flag.IntVar(&o.Pings, "pings", 200, "pings per setup and round, 10 ms apart")
+	flag.IntVar(&o.Mappings, "mappings", 1_000_000, "mappings in the large map646 table")
+	setups := flag.String("setups", strings.Join(allSetups, ","), "setups to compare, in run order")
+	flag.StringVar(&o.Map646, "map646", "bin/map646", "map646 binary (make build)")
+	flag.StringVar(&o.Tayga, "tayga", "/usr/sbin/tayga", "TAYGA binary")
+	flag.StringVar(&o.Out, "out", "", "Markdown file whose netns-harness section is replaced (e.g. docs/benchmarks.md)")
+	flag.StringVar(&o.JSON, "json", "", "write every per-round value to this JSON file")
+	flag.BoolVar(&o.Keep, "keep", false, "keep the work directory with configurations and translator logs")
+	flag.Parse()
+	if *quick {
+		o.Rounds, o.Duration, o.Pings = 1, 3*time.Second, 50
+	}
+	o.Setups = strings.Split(*setups, ",")
+	o.Log = func(f string, a ...any) { fmt.Fprintf(os.Stderr, "bench: "+f+"\n", a...) }
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	md, err := harness(ctx, o)
+	stop()
+	if md != "" {
+		fmt.Print(md)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// checkPrerequisites names whatever the harness cannot run without.
+func checkPrerequisites(o options) error {
+	var miss []string
+	if os.Geteuid() != 0 {
+		miss = append(miss, "root (network namespaces)")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil && (contains(o.Setups, sTayga) || contains(o.Setups, sMap646) || contains(o.Setups, sMap646M1)) {
+		miss = append(miss, "/dev/net/tun")
+	}
+	for _, tool := range []string{"ip", "iperf3", "ping", "ethtool", "sysctl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			miss = append(miss, tool)
+		}
+	}
+	if contains(o.Setups, sTayga) {
+		if _, err := exec.LookPath(o.Tayga); err != nil {
+			miss = append(miss, "tayga ("+o.Tayga+")")
+		}
+	}
+	if contains(o.Setups, sMap646) || contains(o.Setups, sMap646M1) {
+		if st, err := os.Stat(o.Map646); err != nil || st.IsDir() {
+			miss = append(miss, "map646 binary "+o.Map646+" (make build)")
+		}
+	}
+	if len(miss) > 0 {
+		return fmt.Errorf("missing: %s", strings.Join(miss, ", "))
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// buildSetups turns setup keys into setups with their translators.
+func buildSetups(o options, dir string) ([]setup, error) {
+	var out []setup
+	seen := map[string]bool{}
+	for _, k := range o.Setups {
+		if seen[k] {
+			return nil, fmt.Errorf("setup %q given twice", k)
+		}
+		seen[k] = true
+		switch k {
+		case sNative6:
+			out = append(out, setup{Key: k, Label: "native IPv6", Dst: server6})
+		case sNative4:
+			out = append(out, setup{Key: k, Label: "native IPv4", Dst: server4})
+		case sTayga:
+			out = append(out, setup{Key: k, Label: "TAYGA", Dst: public4, xlat: &taygaTranslator{bin: o.Tayga, dir: dir}})
+		case sMap646:
+			out = append(out, setup{Key: k, Label: "map646", Dst: public4, xlat: &map646Translator{bin: o.Map646, dir: dir, mappings: 1, name: "map646-1"}})
+		case sMap646M1:
+			out = append(out, setup{Key: k, Label: fmt.Sprintf("map646, %s mappings", countLabel(o.Mappings)), Dst: public4,
+				xlat: &map646Translator{bin: o.Map646, dir: dir, mappings: o.Mappings, name: "map646-large"}})
+		default:
+			return nil, fmt.Errorf("unknown setup %q (known: %s)", k, strings.Join(allSetups, ", "))
+		}
+	}
+	return out, nil
+}
+
+// countLabel writes 1000000 as "1M" and 1000 as "1k".
+func countLabel(n int) string {
+	switch {
+	case n >= 1_000_000 && n%1_000_000 == 0:
+		return fmt.Sprintf("%dM", n/1_000_000)
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return fmt.Sprint(n)
+}
+
+// harness runs the whole benchmark and returns the Markdown section. It
+// always removes its namespaces and stops its processes (by PID), also when
+// a measurement fails or ctx is cancelled.
+func harness(ctx context.Context, o options) (string, error) {
+	if o.Log == nil {
+		o.Log = func(string, ...any) {}
+	}
+	if o.Rounds < 1 || o.Duration < time.Second || o.Pings < 1 {
+		return "", errors.New("need -rounds >= 1, -duration >= 1s, -pings >= 1")
+	}
+	if err := checkPrerequisites(o); err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp("", "bn-bench-")
+	if err != nil {
+		return "", err
+	}
+	if o.Keep {
+		o.Log("work directory %s", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	if o.Map646 != "" {
+		if abs, err := filepath.Abs(o.Map646); err == nil {
+			o.Map646 = abs
+		}
+	}
+	setups, err := buildSetups(o, dir)
+	if err != nil {
+		return "", err
+	}
+
+	removeStale(ctx)
+	topo := newTopology(os.Getpid())
+	var iperfSrv *process
+	defer func() {
+		// A fresh context: ctx may be the cancelled one that got us here.
+		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, s := range setups {
+			if s.xlat != nil {
+				_ = s.xlat.stop(c, topo)
+			}
+		}
+		if iperfSrv != nil {
+			_ = iperfSrv.stop(3 * time.Second)
+		}
+		topo.down(c)
+	}()
+	if err := topo.up(ctx); err != nil {
+		return "", fmt.Errorf("topology: %w", err)
+	}
+	info := runInfo{Date: time.Now(), Rounds: o.Rounds, Duration: o.Duration, Pings: o.Pings, Mappings: o.Mappings,
+		Setups: setups, Translated: map[string]bool{}, Offloads: map[string]map[string]string{}}
+	fillMachineInfo(ctx, &info, o)
+	for _, s := range setups {
+		info.Translated[s.Key] = s.xlat != nil
+	}
+	for _, p := range [][2]string{{topo.Client, clientIf}, {topo.Router, router4If}, {topo.Router, router6If}, {topo.Server, serverIf}} {
+		f, err := offloads(ctx, p[0], p[1])
+		if err != nil {
+			return "", err
+		}
+		info.Offloads[roleOf(topo, p[0])+"/"+p[1]] = f
+	}
+
+	iperfSrv, err = startIn(topo.Server, filepath.Join(dir, "iperf3-server.log"), "iperf3", "-s")
+	if err != nil {
+		return "", err
+	}
+	if err := waitListening(ctx, topo.Server, iperfSrv, 5201, 10*time.Second); err != nil {
+		return "", err
+	}
+
+	res := newResults(o.Setups, o.Rounds)
+	m := measurer{topo: topo, duration: o.Duration, pings: o.Pings}
+	var failures []string
+	for round := 0; round < o.Rounds; round++ {
+		for _, s := range setups {
+			if ctx.Err() != nil {
+				return "", ctx.Err()
+			}
+			o.Log("round %d/%d: %s", round+1, o.Rounds, s.Label)
+			if err := measureSetup(ctx, m, s, round, res, &info); err != nil {
+				o.Log("round %d: %s: %v", round+1, s.Label, err)
+				failures = append(failures, fmt.Sprintf("round %d, %s: %v", round+1, s.Label, err))
+			}
+		}
+	}
+	if o.JSON != "" {
+		if err := writeJSON(o.JSON, info, res); err != nil {
+			return "", err
+		}
+	}
+	md := renderMarkdown(info, res)
+	if miss := res.missing(info.Translated); len(miss) > 0 || len(failures) > 0 {
+		msg := "measurements failed:\n  " + strings.Join(failures, "\n  ")
+		if len(miss) > 0 {
+			msg += fmt.Sprintf("\n  no number for: %s", strings.Join(miss, ", "))
+		}
+		return md, errors.New(msg)
+	}
+	if o.Out != "" {
+		if err := writeSection(o.Out, md); err != nil {
+			return md, err
+		}
+		o.Log("wrote %s", o.Out)
+	}
+	return md, nil
+}
+
+// measureSetup starts the setup's translator, runs every test once and
+// stops the translator again. The first error ends this setup's round.
+func measureSetup(ctx context.Context, m measurer, s setup, round int, res *results, info *runInfo) (err error) {
+	var p *process
+	if s.xlat != nil {
+		p, err = s.xlat.start(ctx, m.topo)
+		defer func() {
+			if serr := s.xlat.stop(context.WithoutCancel(ctx), m.topo); serr != nil && err == nil {
+				err = serr
+			}
+		}()
+		if err != nil {
+			return err
+		}
+		key := s.Key + "/" + s.xlat.tunName()
+		if _, ok := info.Offloads[key]; !ok {
+			if f, oerr := offloads(ctx, m.topo.Router, s.xlat.tunName()); oerr == nil {
+				info.Offloads[key] = f
+			}
+		}
+	}
+	for _, streams := range []int{1, 4} {
+		cpu, err := startCPU(p)
+		if err != nil {
+			return err
+		}
+		r, err := m.tcp(ctx, s.Dst, streams)
+		if err != nil {
+			return fmt.Errorf("TCP %d stream(s): %w", streams, err)
+		}
+		secs, err := cpu.seconds()
+		if err != nil {
+			return err
+		}
+		tput, cpuKey := mTCP1, mCPUTCP1
+		if streams == 4 {
+			tput, cpuKey = mTCP4, mCPUTCP4
+		}
+		res.set(s.Key, tput, round, r.BitsPerSecond/1e9)
+		res.set(s.Key, cpuKey, round, perUnit(secs, r.Bits/1e9))
+	}
+	cpu, err := startCPU(p)
+	if err != nil {
+		return err
+	}
+	u, err := m.udp64(ctx, s.Dst)
+	if err != nil {
+		return fmt.Errorf("UDP 64 B: %w", err)
+	}
+	secs, err := cpu.seconds()
+	if err != nil {
+		return err
+	}
+	res.set(s.Key, mUDP, round, u.PacketsPerSecond/1e3)
+	res.set(s.Key, mCPUUDP, round, perUnit(secs, u.Packets/1e6))
+	pr, err := m.ping(ctx, s.Dst)
+	if err != nil {
+		return fmt.Errorf("ping: %w", err)
+	}
+	res.set(s.Key, mRTT50, round, pr.Median*1000)
+	res.set(s.Key, mRTT99, round, pr.P99*1000)
+	if p != nil && p.exited() {
+		return fmt.Errorf("%s died during the tests: %v%s", p.name, p.err, p.logTail())
+	}
+	return nil
+}
+
+// perUnit divides CPU seconds by the amount of work; NaN stays NaN (no
+// translator process).
+func perUnit(cpuSeconds, units float64) float64 {
+	if math.IsNaN(cpuSeconds) || units <= 0 {
+		return math.NaN()
+	}
+	return cpuSeconds / units
+}
+
+func roleOf(t topology, ns string) string {
+	switch ns {
+	case t.Client:
+		return "client"
+	case t.Router:
+		return "router"
+	case t.Server:
+		return "server"
+	}
+	return ns
+}
+
+// waitListening waits until a TCP port listens inside ns.
+func waitListening(ctx context.Context, ns string, p *process, port int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		out, err := runIn(ctx, ns, "ss", "-Hltn", fmt.Sprintf("sport = :%d", port))
+		if err == nil && strings.TrimSpace(out) != "" {
+			return nil
+		}
+		if p.exited() {
+			return fmt.Errorf("%s exited: %v%s", p.name, p.err, p.logTail())
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listens on port %d in %s after %v", port, ns, limit)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// fillMachineInfo records the kernel, CPU and tool versions (best effort).
+func fillMachineInfo(ctx context.Context, info *runInfo, o options) {
+	var u syscall.Utsname
+	if syscall.Uname(&u) == nil {
+		info.Kernel = utsString(u.Release[:])
+	}
+	info.CPUModel, info.Cores = cpuInfo()
+	if info.Cores == 0 {
+		info.Cores = runtime.NumCPU()
+	}
+	if out, err := run(ctx, "iperf3", "--version"); err == nil {
+		info.Iperf = strings.Fields(out + " ")[0]
+		if f := strings.Fields(out); len(f) > 1 {
+			info.Iperf = f[0] + " " + f[1]
+		}
+	}
+	if contains(o.Setups, sMap646) || contains(o.Setups, sMap646M1) {
+		if out, err := run(ctx, o.Map646, "version"); err == nil {
+			info.Map646 = strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
+		}
+	}
+	if out, err := run(ctx, "git", "describe", "--always", "--dirty"); err == nil {
+		info.Commit = strings.TrimSpace(out)
+	}
+}
+
+func utsString(b []int8) string {
+	s := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		s = append(s, byte(c))
+	}
+	return string(s)
+}
+
+// cpuInfo returns the first "model name" and the number of processors in
+// /proc/cpuinfo.
+func cpuInfo() (model string, cores int) {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU", 0
+	}
+	return parseCPUInfo(string(b))
+}
+
+func parseCPUInfo(s string) (model string, cores int) {
+	for _, line := range strings.Split(s, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		switch strings.TrimSpace(k) {
+		case "processor":
+			cores++
+		case "model name":
+			if model == "" {
+				model = strings.TrimSpace(v)
+			}
+		}
+	}
+	if model == "" {
+		model = "unknown CPU"
+	}
+	return model, cores
+}

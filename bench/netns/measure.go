@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// iperfJSON is the part of `iperf3 --json` output the harness reads.
+type iperfJSON struct {
+	Error string `json:"error"`
+	End   struct {
+		SumReceived iperfSum `json:"sum_received"`
+	} `json:"end"`
+}
+
+type iperfSum struct {
+	Seconds       float64 `json:"seconds"`
+	Bytes         float64 `json:"bytes"`
+	BitsPerSecond float64 `json:"bits_per_second"`
+	Packets       float64 `json:"packets"`
+	LostPackets   float64 `json:"lost_packets"`
+}
+
+// tcpResult is what the receiver counted for one iperf3 TCP test.
+type tcpResult struct {
+	BitsPerSecond float64
+	Bits          float64 // received in total
+}
+
+// parseIperfTCP reads the receiver's totals. A run that reports an error or
+// moved no data is a failed measurement.
+func parseIperfTCP(b []byte) (tcpResult, error) {
+	var j iperfJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return tcpResult{}, fmt.Errorf("iperf3 output is not JSON: %w", err)
+	}
+	if j.Error != "" {
+		return tcpResult{}, fmt.Errorf("iperf3: %s", j.Error)
+	}
+	s := j.End.SumReceived
+	if s.BitsPerSecond <= 0 || s.Bytes <= 0 {
+		return tcpResult{}, errors.New("iperf3: the receiver got no data")
+	}
+	return tcpResult{BitsPerSecond: s.BitsPerSecond, Bits: s.Bytes * 8}, nil
+}
+
+// udpResult is the receiver's view of an iperf3 UDP test: what arrived, not
+// what was sent (with -b 0 the sender far outruns any translator).
+type udpResult struct {
+	PacketsPerSecond float64
+	Packets          float64 // received
+	Sent             float64
+}
+
+// parseIperfUDP computes received packets per second from the receiver's
+// sum: iperf3 reports the highest sequence number seen as "packets" and the
+// gaps as "lost_packets".
+func parseIperfUDP(b []byte) (udpResult, error) {
+	var j iperfJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return udpResult{}, fmt.Errorf("iperf3 output is not JSON: %w", err)
+	}
+	if j.Error != "" {
+		return udpResult{}, fmt.Errorf("iperf3: %s", j.Error)
+	}
+	s := j.End.SumReceived
+	got := s.Packets - s.LostPackets
+	if got <= 0 || s.Seconds <= 0 {
+		return udpResult{}, errors.New("iperf3: the receiver got no UDP packets")
+	}
+	return udpResult{PacketsPerSecond: got / s.Seconds, Packets: got, Sent: s.Packets}, nil
+}
+
+// pingResult holds the round-trip times of the echo replies received.
+type pingResult struct {
+	RTTs             []float64 // milliseconds, in arrival order
+	Sent, Received   int
+	Median, P99, Max float64 // milliseconds
+}
+
+// parsePing reads iputils ping output: one "time=0.123 ms" per reply and a
+// "N packets transmitted, M received" summary.
+func parsePing(out string) (pingResult, error) {
+	var r pingResult
+	summary := false
+	for _, line := range strings.Split(out, "\n") {
+		if i := strings.Index(line, "time="); i >= 0 && strings.Contains(line, "bytes from") {
+			f := strings.Fields(line[i+len("time="):])
+			if len(f) == 0 {
+				continue
+			}
+			v, err := strconv.ParseFloat(f[0], 64)
+			if err != nil {
+				return r, fmt.Errorf("ping: bad time in %q", line)
+			}
+			r.RTTs = append(r.RTTs, v)
+		}
+		if strings.Contains(line, "packets transmitted") {
+			f := strings.Fields(line)
+			if len(f) >= 4 {
+				r.Sent, _ = strconv.Atoi(f[0])
+				r.Received, _ = strconv.Atoi(f[3])
+				summary = true
+			}
+		}
+	}
+	if !summary {
+		return r, errors.New("ping: no summary line")
+	}
+	if len(r.RTTs) == 0 {
+		return r, fmt.Errorf("ping: no replies (%d sent)", r.Sent)
+	}
+	s := append([]float64(nil), r.RTTs...)
+	sort.Float64s(s)
+	r.Median = quantile(s, 0.5)
+	r.P99 = quantile(s, 0.99)
+	r.Max = s[len(s)-1]
+	return r, nil
+}
+
+// quantile returns the q-quantile of sorted values by linear interpolation
+// between closest ranks; NaN for no values.
+func quantile(sorted []float64, q float64) float64 {
+	n := len(sorted)
+	if n == 0 {
+		return math.NaN()
+	}
+	pos := q * float64(n-1)
+	lo := int(math.Floor(pos))
+	hi := int(math.Ceil(pos))
+	return sorted[lo] + (sorted[hi]-sorted[lo])*(pos-float64(lo))
+}
+
+// median of values that may be unsorted and may contain NaN (a missing
+// round); NaN if none is a number.
+func median(vals []float64) float64 {
+	s := make([]float64, 0, len(vals))
+	for _, v := range vals {
+		if !math.IsNaN(v) {
+			s = append(s, v)
+		}
+	}
+	sort.Float64s(s)
+	return quantile(s, 0.5)
+}
+
+// measurer runs the traffic tools in the client namespace towards one
+// destination, and reads a translator's CPU time around each test.
+type measurer struct {
+	topo     topology
+	duration time.Duration
+	pings    int
+}
+
+// iperf runs one iperf3 client and returns its JSON output.
+func (m measurer) iperf(ctx context.Context, dst string, extra ...string) ([]byte, error) {
+	secs := int(m.duration / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.duration+45*time.Second)
+	defer cancel()
+	argv := append([]string{"iperf3", "-c", dst, "-t", strconv.Itoa(secs), "--json", "--connect-timeout", "5000"}, extra...)
+	out, err := runIn(ctx, m.topo.Client, argv...)
+	if err != nil {
+		// iperf3 --json puts its error into the JSON; prefer that message.
+		var j iperfJSON
+		if json.Unmarshal([]byte(out), &j) == nil && j.Error != "" {
+			return nil, fmt.Errorf("iperf3 -c %s %s: %s", dst, strings.Join(extra, " "), j.Error)
+		}
+		return nil, err
+	}
+	return []byte(out), nil
+}
+
+func (m measurer) tcp(ctx context.Context, dst string, streams int) (tcpResult, error) {
+	out, err := m.iperf(ctx, dst, "-P", strconv.Itoa(streams))
+	if err != nil {
+		return tcpResult{}, err
+	}
+	return parseIperfTCP(out)
+}
+
+func (m measurer) udp64(ctx context.Context, dst string) (udpResult, error) {
+	out, err := m.iperf(ctx, dst, "-u", "-l", "64", "-b", "0")
+	if err != nil {
+		return udpResult{}, err
+	}
+	return parseIperfUDP(out)
+}
+
+// ping sends m.pings echo requests 10 ms apart.
+func (m measurer) ping(ctx context.Context, dst string) (pingResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(m.pings)*20*time.Millisecond+30*time.Second)
+	defer cancel()
+	out, err := runIn(ctx, m.topo.Client, "ping", "-n", "-c", strconv.Itoa(m.pings), "-i", "0.01", "-W", "1", dst)
+	r, perr := parsePing(out)
+	if perr != nil {
+		if err != nil {
+			return r, err
+		}
+		return r, perr
+	}
+	// ping exits 1 when some replies are missing; a few losses are data, not failure.
+	return r, nil
+}
+
+// cpuMeter reads a process's CPU time before and after a test. A nil meter
+// (native forwarding: the kernel's softirqs belong to no process) reads NaN.
+type cpuMeter struct {
+	pid   int
+	start uint64
+}
+
+func startCPU(p *process) (*cpuMeter, error) {
+	if p == nil {
+		return nil, nil
+	}
+	t, err := cpuTicks(p.PID())
+	if err != nil {
+		return nil, fmt.Errorf("%s cpu time: %w", p.name, err)
+	}
+	return &cpuMeter{pid: p.PID(), start: t}, nil
+}
+
+// seconds returns the CPU seconds used since startCPU.
+func (c *cpuMeter) seconds() (float64, error) {
+	if c == nil {
+		return math.NaN(), nil
+	}
+	t, err := cpuTicks(c.pid)
+	if err != nil {
+		return 0, fmt.Errorf("cpu time of pid %d: %w", c.pid, err)
+	}
+	return float64(t-c.start) / clockTicksPerSecond, nil
+}
