@@ -1,0 +1,186 @@
+// Package config reads the HCL file that describes one map646 appliance: the
+// translator (RFC 6052 prefix, RFC 7757 explicit address mappings, RFC 7915
+// policy), the appliance's own interfaces and routes, metrics, logging, and
+// the optional BGP speaker and router advertisements.
+//
+// Parse and Load check everything they can without touching the system, so a
+// Config they return is complete (every default filled in) and valid: the
+// address map has already been built once. Every problem is reported as an
+// HCL diagnostic with file, line and column; see Error.
+//
+// docs/configuration.md is the reference for operators; keep it in step
+// with the schema and the defaults here.
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+
+	"github.com/map646/map646/mapping"
+)
+
+// Config is one complete appliance configuration.
+type Config struct {
+	File   string // the HCL file's name as given to Load or Parse
+	Digest string // hex SHA-256 of the HCL bytes followed by the mappings file's bytes
+
+	Translator           Translator
+	Interfaces           []Interface // appliance (VM / PID 1) mode: NICs to configure
+	Routes               []Route     // appliance mode: static routes
+	Metrics              Metrics
+	Log                  Log
+	BGP                  *BGP                  // nil: no BGP speaker
+	RouterAdvertisements []RouterAdvertisement // none: no router advertisements
+
+	// Warnings are diagnostics that do not make the file invalid
+	// (e.g. an IPv6 MTU below the IPv4 MTU + 20 that RFC 7755 recommends).
+	Warnings hcl.Diagnostics
+
+	snap *mapping.Snapshot // built and checked by Parse; see Xlat
+}
+
+// Translator is the `translator` block: what to translate and how.
+type Translator struct {
+	Prefix          netip.Prefix    // RFC 6052 prefix: where IPv4 clients appear on the IPv6 side
+	Mappings        []mapping.Entry // RFC 7757 EAM entries: the mapping blocks in order, then the mappings_file lines
+	MappingsFile    string          // resolved path (relative to the HCL file's directory); "" if none
+	LowestIPv6MTU   int             // RFC 7915 section 4: default 1280
+	UDPZeroChecksum string          // "compute" (default) or "drop" (RFC 7915 section 4.5)
+	Hairpin         string          // "off", "simple" or "intrinsic" (default; RFC 7757 section 4.2)
+	ICMPSourcePool  []netip.Prefix  // RFC 6791 sources for ICMPv4 errors from untranslatable IPv6 routers
+	DenyIPv4        []netip.Prefix  // never translated
+	IPv4MTU         int             // MTU towards the IPv4 side; 0: unknown
+	IPv6MTU         int             // MTU towards the IPv6 side; 0: unknown
+	Tun             Tun
+}
+
+// Tun is the `tun` block inside `translator`: the device the kernel routes
+// translatable traffic into.
+type Tun struct {
+	Name    string // default "map646"
+	Queues  int    // 0 (default): one per CPU
+	Routes  bool   // route the mapped IPv4 prefixes and the RFC 6052 prefix into the tun; default true
+	MTU     int    // default: the larger of 1500, IPv6MTU and IPv4MTU+20
+	Offload bool   // virtio-net header offloads (checksum, TSO, USO); default true
+}
+
+// Interface is an `interface "name"` block: one of the appliance's own NICs.
+type Interface struct {
+	Name      string
+	Addresses []netip.Prefix // address with its prefix length, e.g. 203.0.113.1/28
+	MTU       int            // 0: leave as it is
+}
+
+// Route is a `route` block: a static route of the appliance.
+type Route struct {
+	To  netip.Prefix
+	Via netip.Addr // invalid (zero) when the route is on-link via Dev
+	Dev string     // "" when Via alone decides
+}
+
+// Metrics is the `metrics` block.
+type Metrics struct {
+	Listen string // host:port of the Prometheus endpoint and /healthz; "" disables
+}
+
+// Log is the `log` block.
+type Log struct {
+	Level  string // "debug", "info" (default), "warn", "error"
+	Format string // "text" (default) or "json"
+}
+
+// BGP is the `bgp` block: the speaker that announces the translated prefixes.
+type BGP struct {
+	LocalAS         uint32
+	RouterID        netip.Addr
+	ListenPort      int // 0: outgoing connections only
+	HoldTime        int // seconds; default 90 (RFC 4271 section 10)
+	Keepalive       int // seconds; default HoldTime/3
+	ConnectRetry    int // seconds; default 120 (RFC 4271 section 10)
+	IPv4NextHopIPv6 bool
+	Neighbors       []Neighbor
+}
+
+// Neighbor is a `neighbor "address"` block inside `bgp`.
+type Neighbor struct {
+	Address      netip.Addr
+	RemoteAS     uint32
+	Password     string     // TCP MD5 signature key (RFC 2385); "" for none
+	LocalAddress netip.Addr // invalid (zero): chosen by the kernel
+}
+
+// RouterAdvertisement is a `router_advertisement "interface"` block: RFC 4861
+// advertisements carrying an RFC 4191 route for the translated prefixes.
+type RouterAdvertisement struct {
+	Interface      string
+	Preference     string // "low", "medium" (default) or "high" (RFC 4191 section 2.1)
+	RouterLifetime int    // seconds; 0 (default): not a default router
+	Interval       int    // seconds between unsolicited advertisements; default 600
+	RouteLifetime  int    // seconds; default 3 * Interval
+}
+
+// Load reads and checks the HCL file at path (and its mappings_file).
+// An invalid file gives an *Error.
+func Load(path string) (*Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(src, path)
+}
+
+// Parse checks src as the HCL file named filename. A mappings_file is read
+// relative to filename's directory. An invalid file gives an *Error.
+func Parse(src []byte, filename string) (*Config, error) {
+	files := map[string]*hcl.File{}
+	f, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
+	if f != nil {
+		files[filename] = f
+	}
+	if diags.HasErrors() {
+		return nil, &Error{Diagnostics: diags, Files: files}
+	}
+	d := &decoder{files: files, dir: filepath.Dir(filename)}
+	c := d.decodeFile(f.Body)
+	c.File = filename
+
+	h := sha256.New()
+	h.Write(src)
+	if d.mappingsSrc != nil {
+		h.Write(d.mappingsSrc)
+	}
+	c.Digest = hex.EncodeToString(h.Sum(nil))
+
+	if !d.diags.HasErrors() {
+		d.buildMap(c, d.prefixRange)
+	}
+	var errs, warns hcl.Diagnostics
+	for _, x := range d.diags {
+		if x.Severity == hcl.DiagError {
+			errs = append(errs, x)
+		} else {
+			warns = append(warns, x)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, &Error{Diagnostics: append(errs, warns...), Files: files}
+	}
+	c.Warnings = warns
+	return c, nil
+}
+
+// Snapshot is the address map Parse built from Translator.Prefix and
+// Translator.Mappings. A Config is treated as immutable once parsed.
+func (c *Config) Snapshot() *mapping.Snapshot { return c.snap }
+
+// Summary is a one-line description for logs and `map646 check`.
+func (c *Config) Summary() string {
+	return fmt.Sprintf("%d mappings, prefix %v, digest %s", len(c.Translator.Mappings), c.Translator.Prefix, c.Digest)
+}

@@ -1,0 +1,432 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/map646/map646/mapping"
+)
+
+// The schema. Body.Content rejects anything not listed here, so a
+// misspelt attribute or block is an error, never silently ignored.
+var (
+	fileSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{
+		{Type: "translator"},
+		{Type: "interface", LabelNames: []string{"name"}},
+		{Type: "route"},
+		{Type: "metrics"},
+		{Type: "log"},
+		{Type: "bgp"},
+		{Type: "router_advertisement", LabelNames: []string{"interface"}},
+	}}
+	translatorSchema = &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{
+			{Name: "prefix", Required: true},
+			{Name: "mappings_file"},
+			{Name: "lowest_ipv6_mtu"},
+			{Name: "udp_zero_checksum"},
+			{Name: "hairpin"},
+			{Name: "icmp_source_pool"},
+			{Name: "deny_ipv4"},
+			{Name: "ipv4_mtu"},
+			{Name: "ipv6_mtu"},
+		},
+		Blocks: []hcl.BlockHeaderSchema{{Type: "mapping"}, {Type: "tun"}},
+	}
+	mappingSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "ipv4", Required: true},
+		{Name: "ipv6", Required: true},
+	}}
+	tunSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "name"}, {Name: "queues"}, {Name: "routes"}, {Name: "mtu"}, {Name: "offload"},
+	}}
+	interfaceSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "addresses"}, {Name: "mtu"},
+	}}
+	routeSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "to", Required: true}, {Name: "via"}, {Name: "dev"},
+	}}
+	metricsSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "listen"}}}
+	logSchema     = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "level"}, {Name: "format"}}}
+	bgpSchema     = &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{
+			{Name: "local_as", Required: true},
+			{Name: "router_id", Required: true},
+			{Name: "listen_port"},
+			{Name: "hold_time"},
+			{Name: "keepalive"},
+			{Name: "connect_retry"},
+			{Name: "ipv4_nexthop_ipv6"},
+		},
+		Blocks: []hcl.BlockHeaderSchema{{Type: "neighbor", LabelNames: []string{"address"}}},
+	}
+	neighborSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "remote_as", Required: true}, {Name: "password"}, {Name: "local_address"},
+	}}
+	raSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "preference"}, {Name: "router_lifetime"}, {Name: "interval"}, {Name: "route_lifetime"},
+	}}
+)
+
+// Defaults. docs/configuration.md lists the same values.
+const (
+	DefaultLowestIPv6MTU   = 1280 // RFC 7915 section 4: the IPv6 minimum MTU
+	DefaultUDPZeroChecksum = "compute"
+	DefaultHairpin         = "intrinsic"
+	DefaultTunName         = "map646"
+	DefaultMetricsListen   = "[::1]:9646"
+	DefaultLogLevel        = "info"
+	DefaultLogFormat       = "text"
+	DefaultBGPHoldTime     = 90  // RFC 4271 section 10
+	DefaultBGPConnectRetry = 120 // RFC 4271 section 10
+	DefaultRAPreference    = "medium"
+	DefaultRAInterval      = 600 // RFC 4861 section 6.2.1 MaxRtrAdvInterval
+)
+
+func (d *decoder) decodeFile(body hcl.Body) *Config {
+	c := &Config{
+		Log: Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+	}
+	content := d.content(body, fileSchema)
+	if content == nil {
+		return c
+	}
+	byType := content.Blocks.ByType()
+
+	tr := byType["translator"]
+	if len(tr) == 0 {
+		d.errorf(content.MissingItemRange, "Missing translator block", "A translator block is required: it holds the prefix and the mappings.")
+	}
+	if b := d.singleBlock(tr, "translator"); b != nil {
+		d.translator(b, &c.Translator)
+	}
+
+	seenIf := map[string]hcl.Range{}
+	for _, b := range byType["interface"] {
+		name := b.Labels[0]
+		if err := validIfName(name); err != nil {
+			d.errorf(b.LabelRanges[0], "Invalid interface name", "%s.", err)
+			continue
+		}
+		if first, dup := seenIf[name]; dup {
+			d.errorf(b.DefRange, "Duplicate interface block", "Interface %q is already configured at %s.", name, posString(first))
+			continue
+		}
+		seenIf[name] = b.DefRange
+		c.Interfaces = append(c.Interfaces, d.iface(b))
+	}
+	for _, b := range byType["route"] {
+		if r, ok := d.route(b); ok {
+			c.Routes = append(c.Routes, r)
+		}
+	}
+	if b := d.singleBlock(byType["metrics"], "metrics"); b != nil {
+		c.Metrics.Listen = DefaultMetricsListen
+		d.metrics(b, &c.Metrics)
+	}
+	if b := d.singleBlock(byType["log"], "log"); b != nil {
+		attrs := d.content(b.Body, logSchema).Attributes
+		d.oneOf(attrs, "level", &c.Log.Level, "debug", "info", "warn", "error")
+		d.oneOf(attrs, "format", &c.Log.Format, "text", "json")
+	}
+	if b := d.singleBlock(byType["bgp"], "bgp"); b != nil {
+		c.BGP = d.bgp(b)
+	}
+	seenRA := map[string]hcl.Range{}
+	for _, b := range byType["router_advertisement"] {
+		name := b.Labels[0]
+		if err := validIfName(name); err != nil {
+			d.errorf(b.LabelRanges[0], "Invalid interface name", "%s.", err)
+			continue
+		}
+		if first, dup := seenRA[name]; dup {
+			d.errorf(b.DefRange, "Duplicate router_advertisement block", "Interface %q already has one at %s.", name, posString(first))
+			continue
+		}
+		seenRA[name] = b.DefRange
+		c.RouterAdvertisements = append(c.RouterAdvertisements, d.routerAdvertisement(b))
+	}
+	return c
+}
+
+func (d *decoder) translator(b *hcl.Block, t *Translator) {
+	content := d.content(b.Body, translatorSchema)
+	if content == nil {
+		return
+	}
+	attrs := content.Attributes
+	*t = Translator{
+		LowestIPv6MTU:   DefaultLowestIPv6MTU,
+		UDPZeroChecksum: DefaultUDPZeroChecksum,
+		Hairpin:         DefaultHairpin,
+		ICMPSourcePool:  []netip.Prefix{},
+		DenyIPv4:        []netip.Prefix{},
+		Tun:             Tun{Name: DefaultTunName, Routes: true, Offload: true},
+	}
+
+	if a := d.prefix(attrs, "prefix", &t.Prefix, ipv6Only, strictLen); a != nil {
+		d.prefixRange = a.Expr.Range()
+		if _, err := mapping.NewPrefix(t.Prefix); err != nil {
+			d.errorf(a.Expr.Range(), "Invalid prefix", "%s.", err)
+		}
+	}
+	lowest := d.integer(attrs, "lowest_ipv6_mtu", &t.LowestIPv6MTU, 1280, 65535, false)
+	d.oneOf(attrs, "udp_zero_checksum", &t.UDPZeroChecksum, "compute", "drop")
+	d.oneOf(attrs, "hairpin", &t.Hairpin, "off", "simple", "intrinsic")
+	d.prefixList(attrs, "icmp_source_pool", &t.ICMPSourcePool, ipv4Only, network)
+	d.prefixList(attrs, "deny_ipv4", &t.DenyIPv4, ipv4Only, network)
+	v4mtu := d.integer(attrs, "ipv4_mtu", &t.IPv4MTU, 68, 65535, true)
+	v6mtu := d.integer(attrs, "ipv6_mtu", &t.IPv6MTU, 1280, 65535, true)
+	if v4mtu != nil && v6mtu != nil && t.IPv4MTU > 0 && t.IPv6MTU > 0 && t.IPv6MTU < t.IPv4MTU+20 {
+		d.warnf(v6mtu.Expr.Range(), "IPv6 MTU below IPv4 MTU + 20",
+			"RFC 7755 recommends an IPv6 MTU at least 20 bytes larger than the IPv4 MTU, so that full-size IPv4 packets (%d bytes) fit after translation (%d bytes); smaller ones cost fragmentation or Packet Too Big round trips.",
+			t.IPv4MTU, t.IPv4MTU+20)
+	}
+	if lowest != nil && v6mtu != nil && t.IPv6MTU > 0 && t.LowestIPv6MTU > t.IPv6MTU {
+		d.warnf(lowest.Expr.Range(), "lowest_ipv6_mtu above ipv6_mtu",
+			"lowest_ipv6_mtu (%d) is larger than this translator's own IPv6 MTU (%d): packets between the two sizes are not fragmented by the translator and will not fit.",
+			t.LowestIPv6MTU, t.IPv6MTU)
+	}
+
+	for _, mb := range content.Blocks.OfType("mapping") {
+		if e, ok := d.mappingBlock(mb); ok {
+			t.Mappings = append(t.Mappings, e)
+			d.mappingBlocks = append(d.mappingBlocks, mb.DefRange)
+		}
+	}
+	var file string
+	if a := d.str(attrs, "mappings_file", &file); a != nil {
+		d.mappingsFile(a, file, t)
+	}
+
+	tunMTUSet := false
+	if tb := d.singleBlock(content.Blocks.OfType("tun"), "tun"); tb != nil {
+		ta := d.content(tb.Body, tunSchema).Attributes
+		if a := d.str(ta, "name", &t.Tun.Name); a != nil {
+			if err := validIfName(t.Tun.Name); err != nil {
+				d.errorf(a.Expr.Range(), "Invalid tun name", "%s.", err)
+			}
+		}
+		// The kernel allows at most 256 queues per tun (MAX_TAP_QUEUES).
+		d.integer(ta, "queues", &t.Tun.Queues, 0, 256, false)
+		d.boolean(ta, "routes", &t.Tun.Routes)
+		tunMTUSet = d.integer(ta, "mtu", &t.Tun.MTU, 1280, 65535, false) != nil
+		d.boolean(ta, "offload", &t.Tun.Offload)
+	}
+	if !tunMTUSet {
+		t.Tun.MTU = max(1500, t.IPv6MTU)
+		if t.IPv4MTU > 0 {
+			t.Tun.MTU = max(t.Tun.MTU, t.IPv4MTU+20)
+		}
+	}
+}
+
+// mappingBlock reads a mapping block; each side is an address (a /32 or
+// /128 entry) or a prefix without host bits.
+func (d *decoder) mappingBlock(b *hcl.Block) (mapping.Entry, bool) {
+	var e mapping.Entry
+	content := d.content(b.Body, mappingSchema)
+	if content == nil {
+		return e, false
+	}
+	a4 := d.prefix(content.Attributes, "ipv4", &e.IPv4, ipv4Only, network)
+	a6 := d.prefix(content.Attributes, "ipv6", &e.IPv6, ipv6Only, network)
+	if a4 == nil || a6 == nil {
+		return e, false
+	}
+	// The mapping package's per-entry rules (RFC 7757 section 3.1 suffix
+	// lengths, host bits, special space, RFC 6052 section 3.1), checked
+	// block by block so that every bad block is reported at once.
+	if _, err := mapping.NewTable([]mapping.Entry{e}); err != nil {
+		var ee *mapping.EntryError
+		if errors.As(err, &ee) {
+			err = ee.Err
+		}
+		d.errorf(b.DefRange, "Invalid mapping", "%s: %v.", describe(e), err)
+		return e, false
+	}
+	return e, true
+}
+
+func (d *decoder) iface(b *hcl.Block) Interface {
+	i := Interface{Name: b.Labels[0], Addresses: []netip.Prefix{}}
+	attrs := d.content(b.Body, interfaceSchema).Attributes
+	d.prefixList(attrs, "addresses", &i.Addresses, anyFamily, hostBits)
+	if a := d.integer(attrs, "mtu", &i.MTU, 68, 65535, true); a != nil && i.MTU > 0 && i.MTU < 1280 {
+		for _, p := range i.Addresses {
+			if p.Addr().Is6() {
+				d.errorf(a.Expr.Range(), "Invalid mtu", "interface %q has IPv6 address %v, and IPv6 needs an MTU of at least 1280 (RFC 8200 section 5).", i.Name, p)
+				break
+			}
+		}
+	}
+	return i
+}
+
+func (d *decoder) route(b *hcl.Block) (Route, bool) {
+	var r Route
+	attrs := d.content(b.Body, routeSchema).Attributes
+	to := d.prefix(attrs, "to", &r.To, anyFamily, strictLen)
+	via := d.addr(attrs, "via", &r.Via, anyFamily)
+	dev := d.str(attrs, "dev", &r.Dev)
+	ok := to != nil && (attrs["via"] == nil || via != nil) && (attrs["dev"] == nil || dev != nil)
+	if dev != nil {
+		if err := validIfName(r.Dev); err != nil {
+			d.errorf(dev.Expr.Range(), "Invalid dev", "%s.", err)
+			ok = false
+		}
+	}
+	if attrs["via"] == nil && attrs["dev"] == nil {
+		d.errorf(b.DefRange, "Incomplete route", "A route needs a via (next hop), a dev (on-link), or both.")
+		return r, false
+	}
+	if !ok {
+		return r, false
+	}
+	if via != nil {
+		switch {
+		case r.Via.IsUnspecified() || r.Via.IsMulticast():
+			d.errorf(via.Expr.Range(), "Invalid via", "%v cannot be a next hop.", r.Via)
+			ok = false
+		case r.To.Addr().Is6() && r.Via.Is4():
+			d.errorf(via.Expr.Range(), "Invalid via", "an IPv6 route (%v) needs an IPv6 next hop, not %v.", r.To, r.Via)
+			ok = false
+		case r.Via.Is6() && r.Via.IsLinkLocalUnicast() && r.Dev == "":
+			d.errorf(via.Expr.Range(), "Invalid via", "the link-local next hop %v needs a dev to say which link it is on.", r.Via)
+			ok = false
+		}
+		// An IPv4 route through an IPv6 next hop is allowed: Linux
+		// (RTA_VIA) and RFC 8950 support it.
+	}
+	return r, ok
+}
+
+func (d *decoder) metrics(b *hcl.Block, m *Metrics) {
+	attrs := d.content(b.Body, metricsSchema).Attributes
+	a := d.str(attrs, "listen", &m.Listen)
+	if a == nil || m.Listen == "" {
+		return
+	}
+	host, port, err := net.SplitHostPort(m.Listen)
+	if err != nil {
+		d.errorf(a.Expr.Range(), "Invalid listen", "%q is not host:port (write IPv6 addresses in brackets, e.g. [::1]:9646), or \"\" to disable metrics.", m.Listen)
+		return
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		d.errorf(a.Expr.Range(), "Invalid listen", "%q: the port must be a number from 1 to 65535.", m.Listen)
+		return
+	}
+	if host != "" {
+		if _, err := parseAddr(host, anyFamily); err != nil {
+			d.errorf(a.Expr.Range(), "Invalid listen", "%q: the host must be an IP address or empty (all addresses).", m.Listen)
+		}
+	}
+}
+
+func (d *decoder) asNumber(attrs hcl.Attributes, name string, dst *uint32) *hcl.Attribute {
+	var n int
+	a := d.integer(attrs, name, &n, 1, 4294967295, false)
+	if a == nil {
+		return nil
+	}
+	// RFC 6793 section 9: AS_TRANS stands in for 4-octet ASes on old
+	// speakers and must not be anyone's own AS.
+	if n == 23456 {
+		d.errorf(a.Expr.Range(), "Invalid "+name, "23456 is AS_TRANS (RFC 6793), which is reserved.")
+		return nil
+	}
+	*dst = uint32(n)
+	return a
+}
+
+func (d *decoder) bgp(b *hcl.Block) *BGP {
+	g := &BGP{HoldTime: DefaultBGPHoldTime, ConnectRetry: DefaultBGPConnectRetry, Neighbors: []Neighbor{}}
+	content := d.content(b.Body, bgpSchema)
+	if content == nil {
+		return g
+	}
+	attrs := content.Attributes
+	d.asNumber(attrs, "local_as", &g.LocalAS)
+	if a := d.addr(attrs, "router_id", &g.RouterID, ipv4Only); a != nil && g.RouterID.IsUnspecified() {
+		// RFC 6286 section 2.1: a non-zero 4-octet identifier.
+		d.errorf(a.Expr.Range(), "Invalid router_id", "the BGP Identifier must not be 0.0.0.0 (RFC 6286 section 2.1).")
+	}
+	d.integer(attrs, "listen_port", &g.ListenPort, 0, 65535, false)
+	// RFC 4271 section 4.2: the hold time is 0 or at least 3 seconds.
+	hold := d.integer(attrs, "hold_time", &g.HoldTime, 3, 65535, true)
+	g.Keepalive = g.HoldTime / 3
+	if ka := d.integer(attrs, "keepalive", &g.Keepalive, 1, 65535, true); ka != nil && (hold != nil || attrs["hold_time"] == nil) {
+		switch {
+		case g.HoldTime == 0 && g.Keepalive != 0:
+			d.errorf(ka.Expr.Range(), "Invalid keepalive", "with hold_time = 0 no KEEPALIVE messages are sent (RFC 4271 section 4.4); set keepalive = 0 too.")
+		case g.HoldTime != 0 && g.Keepalive == 0:
+			d.errorf(ka.Expr.Range(), "Invalid keepalive", "keepalive = 0 turns KEEPALIVE messages off, so the peer's hold timer (%d s) would expire.", g.HoldTime)
+		case g.Keepalive >= g.HoldTime && g.HoldTime != 0:
+			d.errorf(ka.Expr.Range(), "Invalid keepalive", "keepalive (%d) must be shorter than hold_time (%d); RFC 4271 section 10 suggests a third of it.", g.Keepalive, g.HoldTime)
+		}
+	}
+	d.integer(attrs, "connect_retry", &g.ConnectRetry, 1, 65535, false)
+	d.boolean(attrs, "ipv4_nexthop_ipv6", &g.IPv4NextHopIPv6)
+
+	nbs := content.Blocks.OfType("neighbor")
+	if len(nbs) == 0 {
+		d.errorf(b.DefRange, "Missing neighbor", "A bgp block needs at least one neighbor block.")
+	}
+	seen := map[netip.Addr]hcl.Range{}
+	for _, nb := range nbs {
+		n := Neighbor{}
+		addr, err := parseAddr(nb.Labels[0], anyFamily)
+		if err != nil {
+			d.errorf(nb.LabelRanges[0], "Invalid neighbor", "%s.", err)
+			continue
+		}
+		if addr.IsUnspecified() || addr.IsMulticast() {
+			d.errorf(nb.LabelRanges[0], "Invalid neighbor", "%v cannot be a BGP neighbor.", addr)
+			continue
+		}
+		if first, dup := seen[addr]; dup {
+			d.errorf(nb.DefRange, "Duplicate neighbor", "Neighbor %v is already configured at %s.", addr, posString(first))
+			continue
+		}
+		seen[addr] = nb.DefRange
+		n.Address = addr
+		na := d.content(nb.Body, neighborSchema).Attributes
+		d.asNumber(na, "remote_as", &n.RemoteAS)
+		if a := d.str(na, "password", &n.Password); a != nil && len(n.Password) > 80 {
+			// TCP_MD5SIG_MAXKEYLEN in the Linux kernel.
+			d.errorf(a.Expr.Range(), "Invalid password", "TCP MD5 keys are at most 80 bytes; this one has %d.", len(n.Password))
+		}
+		if a := d.addr(na, "local_address", &n.LocalAddress, anyFamily); a != nil && n.LocalAddress.Is4() != addr.Is4() {
+			d.errorf(a.Expr.Range(), "Invalid local_address", "%v and the neighbor %v are of different address families.", n.LocalAddress, addr)
+		}
+		g.Neighbors = append(g.Neighbors, n)
+	}
+	return g
+}
+
+func (d *decoder) routerAdvertisement(b *hcl.Block) RouterAdvertisement {
+	ra := RouterAdvertisement{Interface: b.Labels[0], Preference: DefaultRAPreference, Interval: DefaultRAInterval}
+	attrs := d.content(b.Body, raSchema).Attributes
+	d.oneOf(attrs, "preference", &ra.Preference, "low", "medium", "high")
+	// RFC 4861 section 6.2.1: MaxRtrAdvInterval is 4 to 1800 seconds.
+	interval := d.integer(attrs, "interval", &ra.Interval, 4, 1800, false)
+	intervalOK := interval != nil || attrs["interval"] == nil
+	// AdvDefaultLifetime: 0, or MaxRtrAdvInterval to 9000 seconds.
+	if a := d.integer(attrs, "router_lifetime", &ra.RouterLifetime, 1, 9000, true); a != nil && intervalOK && ra.RouterLifetime != 0 && ra.RouterLifetime < ra.Interval {
+		d.errorf(a.Expr.Range(), "Invalid router_lifetime", "router_lifetime (%d) must be 0 or at least interval (%d) (RFC 4861 section 6.2.1).", ra.RouterLifetime, ra.Interval)
+	}
+	ra.RouteLifetime = 3 * ra.Interval
+	// RFC 4191 section 2.3: 0xffffffff means forever.
+	if a := d.integer(attrs, "route_lifetime", &ra.RouteLifetime, 1, 0xffffffff, false); a != nil && intervalOK && ra.RouteLifetime < ra.Interval {
+		d.errorf(a.Expr.Range(), "Invalid route_lifetime", "route_lifetime (%d) is shorter than interval (%d): the route would expire between advertisements.", ra.RouteLifetime, ra.Interval)
+	}
+	return ra
+}
+
+// describe is used in diagnostics about a mapping entry.
+func describe(e mapping.Entry) string { return fmt.Sprintf("%v = %v", e.IPv4, e.IPv6) }

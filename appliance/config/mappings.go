@@ -1,0 +1,181 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/map646/map646/mapping"
+	"github.com/map646/map646/stack/xlat"
+)
+
+// mappingsFile reads the CSV named by the mappings_file attribute a,
+// relative to the HCL file's directory, and appends its entries.
+func (d *decoder) mappingsFile(a *hcl.Attribute, name string, t *Translator) {
+	if name == "" {
+		d.errorf(a.Expr.Range(), "Invalid mappings_file", "mappings_file must name a file; leave it out for none.")
+		return
+	}
+	path := name
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(d.dir, path)
+	}
+	src, err := os.ReadFile(path)
+	if err != nil {
+		d.errorf(a.Expr.Range(), "Cannot read mappings_file", "%s.", err)
+		return
+	}
+	t.MappingsFile = path
+	d.mappingsSrc = src
+	d.mappingsName = path
+	d.files[path] = &hcl.File{Bytes: src}
+	entries, lines, err := mapping.ParseCSVLines(bytes.NewReader(src), path)
+	if err != nil {
+		var ce *mapping.CSVError
+		if errors.As(err, &ce) && ce.Name == path {
+			d.errorf(d.lineRange(ce.Line, ce.Col), "Invalid mapping", "%v.", ce.Err)
+		} else {
+			d.errorf(a.Expr.Range(), "Invalid mappings_file", "%s.", err)
+		}
+		return
+	}
+	d.csvLines = lines
+	t.Mappings = append(t.Mappings, entries...)
+}
+
+// lineRange is the range from column col of line (1-based) of the
+// mappings file to the end of that line.
+func (d *decoder) lineRange(line, col int) hcl.Range {
+	src := d.mappingsSrc
+	off := 0
+	for l := 1; l < line && off < len(src); l++ {
+		i := bytes.IndexByte(src[off:], '\n')
+		if i < 0 {
+			off = len(src)
+			break
+		}
+		off += i + 1
+	}
+	end := bytes.IndexByte(src[off:], '\n')
+	if end < 0 {
+		end = len(src)
+	} else {
+		end += off
+	}
+	if i := bytes.IndexByte(src[off:end], '#'); i >= 0 {
+		end = off + i
+	}
+	for end > off && (src[end-1] == '\r' || src[end-1] == ' ' || src[end-1] == '\t') {
+		end--
+	}
+	start := min(off+col-1, end)
+	return hcl.Range{
+		Filename: d.mappingsName,
+		Start:    hcl.Pos{Line: line, Column: col, Byte: start},
+		End:      hcl.Pos{Line: line, Column: col + max(end-start, 0), Byte: max(end, start)},
+	}
+}
+
+// csvEntryRange is where the n-th (0-based) entry of the mappings file is:
+// its line from the first non-blank byte.
+func (d *decoder) csvEntryRange(n int) hcl.Range {
+	line := d.csvLines[n]
+	r := d.lineRange(line, 1)
+	src := d.mappingsSrc[r.Start.Byte:r.End.Byte]
+	lead := len(src) - len(bytes.TrimLeft(src, " \t"))
+	return d.lineRange(line, lead+1)
+}
+
+// entryRange is where Translator.Mappings[i] was written.
+func (d *decoder) entryRange(i int) hcl.Range {
+	if i < len(d.mappingBlocks) {
+		return d.mappingBlocks[i]
+	}
+	return d.csvEntryRange(i - len(d.mappingBlocks))
+}
+
+// buildMap builds the address map once, so that every rule of the mapping
+// package (duplicates, overlaps, the translation prefix) is checked here and
+// its error points at the entry's mapping block or CSV line.
+func (d *decoder) buildMap(c *Config, prefixAttr hcl.Range) {
+	p, err := mapping.NewPrefix(c.Translator.Prefix)
+	if err != nil {
+		d.errorf(prefixAttr, "Invalid prefix", "%s.", err)
+		return
+	}
+	t, err := mapping.NewTable(c.Translator.Mappings)
+	if err == nil {
+		c.snap, err = mapping.NewSnapshot(p, t)
+	}
+	if err == nil {
+		return
+	}
+	var ee *mapping.EntryError
+	if !errors.As(err, &ee) || ee.Index < 0 || ee.Index >= len(c.Translator.Mappings) {
+		d.errorf(prefixAttr, "Invalid mappings", "%s.", err)
+		return
+	}
+	detail := fmt.Sprintf("%s: %v.", describe(ee.Entry), ee.Err)
+	if ee.Other >= 0 && ee.Other < len(c.Translator.Mappings) {
+		detail += fmt.Sprintf(" The other entry (%s) is at %s.", describe(ee.OtherEntry), posString(d.entryRange(ee.Other)))
+	}
+	if errors.Is(err, mapping.ErrInsidePrefix) || errors.Is(err, mapping.ErrWellKnownNonGlobal) {
+		detail += fmt.Sprintf(" The translation prefix is set at %s.", posString(prefixAttr))
+	}
+	d.diags = append(d.diags, &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  "Invalid mapping",
+		Detail:   detail,
+		Subject:  d.entryRange(ee.Index).Ptr(),
+	})
+}
+
+// Xlat is the engine configuration: the address map Parse built and the
+// translation policy.
+func (c *Config) Xlat() (*xlat.Config, error) {
+	snap := c.snap
+	if snap == nil {
+		// A Config built by hand rather than by Parse.
+		p, err := mapping.NewPrefix(c.Translator.Prefix)
+		if err != nil {
+			return nil, err
+		}
+		t, err := mapping.NewTable(c.Translator.Mappings)
+		if err != nil {
+			return nil, err
+		}
+		if snap, err = mapping.NewSnapshot(p, t); err != nil {
+			return nil, err
+		}
+	}
+	pol := xlat.Policy{
+		LowestIPv6MTU:  c.Translator.LowestIPv6MTU,
+		ICMPSourcePool: c.Translator.ICMPSourcePool,
+		DenyIPv4:       c.Translator.DenyIPv4,
+		IPv4MTU:        c.Translator.IPv4MTU,
+		IPv6MTU:        c.Translator.IPv6MTU,
+	}
+	switch c.Translator.UDPZeroChecksum {
+	case "compute", "":
+		pol.UDPZeroChecksum = xlat.UDPZeroCompute
+	case "drop":
+		pol.UDPZeroChecksum = xlat.UDPZeroDrop
+	default:
+		return nil, fmt.Errorf("config: udp_zero_checksum %q is not \"compute\" or \"drop\"", c.Translator.UDPZeroChecksum)
+	}
+	switch c.Translator.Hairpin {
+	case "off":
+		pol.Hairpin = xlat.HairpinOff
+	case "simple":
+		pol.Hairpin = xlat.HairpinSimple
+	case "intrinsic", "":
+		pol.Hairpin = xlat.HairpinIntrinsic
+	default:
+		return nil, fmt.Errorf("config: hairpin %q is not \"off\", \"simple\" or \"intrinsic\"", c.Translator.Hairpin)
+	}
+	return &xlat.Config{Map: snap, Policy: pol}, nil
+}

@@ -1,0 +1,363 @@
+package config
+
+import (
+	"fmt"
+	"math/big"
+	"net/netip"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+)
+
+// decoder collects diagnostics while it turns HCL bodies into Config values.
+// Attribute helpers leave their destination untouched (holding its default)
+// when the attribute is absent, and return the attribute only when it was
+// present and valid, so that cross-field checks run on good values only.
+type decoder struct {
+	diags       hcl.Diagnostics
+	files       map[string]*hcl.File
+	dir         string // the HCL file's directory: base of mappings_file
+	mappingsSrc []byte // the mappings file's bytes (digest, snippets)
+
+	// Where each Translator.Mappings entry came from: a mapping block's
+	// range for the first len(mappingBlocks) entries; CSV lines after.
+	mappingBlocks []hcl.Range
+	mappingsName  string    // the mappings file's name in diagnostics
+	csvLines      []int     // the line of each mappings file entry
+	prefixRange   hcl.Range // the translator's prefix value
+}
+
+func (d *decoder) errorf(r hcl.Range, summary, format string, args ...any) {
+	d.diags = append(d.diags, &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  summary,
+		Detail:   fmt.Sprintf(format, args...),
+		Subject:  r.Ptr(),
+	})
+}
+
+func (d *decoder) warnf(r hcl.Range, summary, format string, args ...any) {
+	d.diags = append(d.diags, &hcl.Diagnostic{
+		Severity: hcl.DiagWarning,
+		Summary:  summary,
+		Detail:   fmt.Sprintf(format, args...),
+		Subject:  r.Ptr(),
+	})
+}
+
+func (d *decoder) content(body hcl.Body, schema *hcl.BodySchema) *hcl.BodyContent {
+	c, diags := body.Content(schema)
+	d.diags = append(d.diags, diags...)
+	return c
+}
+
+// value evaluates attr without variables or functions (the file is plain
+// data) and converts it to ty.
+func (d *decoder) value(attr *hcl.Attribute, ty cty.Type) (cty.Value, bool) {
+	v, diags := attr.Expr.Value(nil)
+	d.diags = append(d.diags, diags...)
+	if diags.HasErrors() {
+		return cty.NilVal, false
+	}
+	if v.IsNull() {
+		d.errorf(attr.Expr.Range(), "Invalid value", "%s must not be null.", attr.Name)
+		return cty.NilVal, false
+	}
+	cv, err := convert.Convert(v, ty)
+	if err != nil {
+		d.errorf(attr.Expr.Range(), "Incorrect attribute value type", "%s: %s is required: %s.", attr.Name, ty.FriendlyName(), err)
+		return cty.NilVal, false
+	}
+	if !cv.IsWhollyKnown() {
+		d.errorf(attr.Expr.Range(), "Invalid value", "%s must be a constant.", attr.Name)
+		return cty.NilVal, false
+	}
+	return cv, true
+}
+
+func (d *decoder) str(attrs hcl.Attributes, name string, dst *string) *hcl.Attribute {
+	a := attrs[name]
+	if a == nil {
+		return nil
+	}
+	v, ok := d.value(a, cty.String)
+	if !ok {
+		return nil
+	}
+	*dst = v.AsString()
+	return a
+}
+
+// oneOf is str restricted to a set of words.
+func (d *decoder) oneOf(attrs hcl.Attributes, name string, dst *string, words ...string) *hcl.Attribute {
+	var s string
+	a := d.str(attrs, name, &s)
+	if a == nil {
+		return nil
+	}
+	for _, w := range words {
+		if s == w {
+			*dst = s
+			return a
+		}
+	}
+	d.errorf(a.Expr.Range(), "Invalid "+name, "%q is not one of %s.", s, quoteList(words))
+	return nil
+}
+
+func quoteList(words []string) string {
+	q := make([]string, len(words))
+	for i, w := range words {
+		q[i] = fmt.Sprintf("%q", w)
+	}
+	if len(q) == 1 {
+		return q[0]
+	}
+	return strings.Join(q[:len(q)-1], ", ") + " or " + q[len(q)-1]
+}
+
+func (d *decoder) boolean(attrs hcl.Attributes, name string, dst *bool) *hcl.Attribute {
+	a := attrs[name]
+	if a == nil {
+		return nil
+	}
+	v, ok := d.value(a, cty.Bool)
+	if !ok {
+		return nil
+	}
+	*dst = v.True()
+	return a
+}
+
+// integer reads a whole number in [lo, hi]. zeroOK also admits 0 (the
+// usual "unset" value) when lo > 0.
+func (d *decoder) integer(attrs hcl.Attributes, name string, dst *int, lo, hi int64, zeroOK bool) *hcl.Attribute {
+	a := attrs[name]
+	if a == nil {
+		return nil
+	}
+	v, ok := d.value(a, cty.Number)
+	if !ok {
+		return nil
+	}
+	bf := v.AsBigFloat()
+	if !bf.IsInt() {
+		d.errorf(a.Expr.Range(), "Invalid "+name, "%s must be a whole number, not %s.", name, bf.Text('g', -1))
+		return nil
+	}
+	n, acc := bf.Int64()
+	if acc != big.Exact || (n < lo || n > hi) && !(zeroOK && n == 0) {
+		if zeroOK {
+			d.errorf(a.Expr.Range(), "Invalid "+name, "%s must be 0 or between %d and %d, not %s.", name, lo, hi, bf.Text('g', -1))
+		} else {
+			d.errorf(a.Expr.Range(), "Invalid "+name, "%s must be between %d and %d, not %s.", name, lo, hi, bf.Text('g', -1))
+		}
+		return nil
+	}
+	*dst = int(n)
+	return a
+}
+
+// family restricts an address or prefix attribute.
+type family uint8
+
+const (
+	anyFamily family = iota
+	ipv4Only
+	ipv6Only
+)
+
+func (f family) ok(a netip.Addr) bool {
+	switch f {
+	case ipv4Only:
+		return a.Is4()
+	case ipv6Only:
+		return a.Is6()
+	}
+	return true
+}
+
+func (f family) String() string {
+	switch f {
+	case ipv4Only:
+		return "an IPv4"
+	case ipv6Only:
+		return "an IPv6"
+	}
+	return "an IPv4 or IPv6"
+}
+
+// parseAddr parses a literal address: no zone, and no IPv4-mapped IPv6
+// form (which would hide an IPv4 address on the IPv6 side).
+func parseAddr(s string, fam family) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return a, fmt.Errorf("%q is not an IP address", s)
+	}
+	if a.Zone() != "" {
+		return a, fmt.Errorf("%q: zones are not allowed here", s)
+	}
+	if a.Is4In6() {
+		return a, fmt.Errorf("%q: write IPv4-mapped addresses as plain IPv4", s)
+	}
+	if !fam.ok(a) {
+		return a, fmt.Errorf("%q is not %s address", s, fam)
+	}
+	return a, nil
+}
+
+// prefixMode says how parsePrefix treats a string without "/len" and host
+// bits.
+type prefixMode uint8
+
+const (
+	network   prefixMode = iota // "a/len" with no host bits, or a bare address as a full-length prefix
+	hostBits                    // "a/len" where a is an interface address (host bits kept)
+	strictLen                   // "a/len" only, no host bits
+)
+
+func parsePrefix(s string, fam family, mode prefixMode) (netip.Prefix, error) {
+	var p netip.Prefix
+	if i := strings.IndexByte(s, '/'); i >= 0 {
+		a, err := parseAddr(s[:i], anyFamily)
+		if err != nil {
+			return p, fmt.Errorf("%q is not an IP prefix (address/length)", s)
+		}
+		q, perr := netip.ParsePrefix(s)
+		if perr != nil {
+			return q, fmt.Errorf("%q is not an IP prefix: the length must be 0-%d", s, a.BitLen())
+		}
+		p = q
+	} else {
+		if mode != network {
+			return p, fmt.Errorf("%q has no prefix length (write it as address/length)", s)
+		}
+		a, err := parseAddr(s, anyFamily)
+		if err != nil {
+			return p, fmt.Errorf("%q is neither an IP address nor a prefix", s)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if p.Addr().Is4In6() {
+		return p, fmt.Errorf("%q: write IPv4-mapped prefixes as plain IPv4", s)
+	}
+	if !fam.ok(p.Addr()) {
+		return p, fmt.Errorf("%q is not %s prefix", s, fam)
+	}
+	if mode != hostBits && p.Masked() != p {
+		return p, fmt.Errorf("%q has host bits set (did you mean %v?)", s, p.Masked())
+	}
+	return p, nil
+}
+
+func (d *decoder) addr(attrs hcl.Attributes, name string, dst *netip.Addr, fam family) *hcl.Attribute {
+	var s string
+	a := d.str(attrs, name, &s)
+	if a == nil {
+		return nil
+	}
+	v, err := parseAddr(s, fam)
+	if err != nil {
+		d.errorf(a.Expr.Range(), "Invalid "+name, "%s.", err)
+		return nil
+	}
+	*dst = v
+	return a
+}
+
+func (d *decoder) prefix(attrs hcl.Attributes, name string, dst *netip.Prefix, fam family, mode prefixMode) *hcl.Attribute {
+	var s string
+	a := d.str(attrs, name, &s)
+	if a == nil {
+		return nil
+	}
+	v, err := parsePrefix(s, fam, mode)
+	if err != nil {
+		d.errorf(a.Expr.Range(), "Invalid "+name, "%s.", err)
+		return nil
+	}
+	*dst = v
+	return a
+}
+
+// prefixList reads a list of prefixes; an element's error points at that
+// element when the list is written literally.
+func (d *decoder) prefixList(attrs hcl.Attributes, name string, dst *[]netip.Prefix, fam family, mode prefixMode) *hcl.Attribute {
+	a := attrs[name]
+	if a == nil {
+		return nil
+	}
+	v, ok := d.value(a, cty.List(cty.String))
+	if !ok {
+		return nil
+	}
+	var elems []hcl.Expression
+	if t, ok := a.Expr.(interface{ ExprList() []hcl.Expression }); ok {
+		elems = t.ExprList()
+	}
+	out := []netip.Prefix{}
+	seen := map[netip.Prefix]int{}
+	good := true
+	for i, ev := range v.AsValueSlice() {
+		r := a.Expr.Range()
+		if i < len(elems) {
+			r = elems[i].Range()
+		}
+		if ev.IsNull() {
+			d.errorf(r, "Invalid "+name, "list elements must not be null.")
+			good = false
+			continue
+		}
+		p, err := parsePrefix(ev.AsString(), fam, mode)
+		if err != nil {
+			d.errorf(r, "Invalid "+name, "%s.", err)
+			good = false
+			continue
+		}
+		if j, dup := seen[p]; dup {
+			d.errorf(r, "Duplicate "+name, "%v is listed twice (elements %d and %d).", p, j+1, i+1)
+			good = false
+			continue
+		}
+		seen[p] = i
+		out = append(out, p)
+	}
+	if !good {
+		return nil
+	}
+	*dst = out
+	return a
+}
+
+// validIfName follows the kernel's dev_valid_name: 1 to 15 bytes
+// (IFNAMSIZ - 1), not "." or "..", no '/', ':' or white space.
+func validIfName(s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("an interface name must not be empty")
+	case len(s) > 15:
+		return fmt.Errorf("%q is longer than 15 bytes, the kernel's limit for interface names", s)
+	case s == "." || s == "..":
+		return fmt.Errorf("%q is not a valid interface name", s)
+	case strings.ContainsAny(s, "/: \t\n\r\v\f"):
+		return fmt.Errorf("%q: interface names must not contain '/', ':' or white space", s)
+	}
+	return nil
+}
+
+// singleBlock reports every block of a type after the first.
+func (d *decoder) singleBlock(blocks hcl.Blocks, what string) *hcl.Block {
+	if len(blocks) == 0 {
+		return nil
+	}
+	for _, b := range blocks[1:] {
+		d.errorf(b.DefRange, "Duplicate "+what+" block", "Only one %s block is allowed; the first is at %s.", what, posString(blocks[0].DefRange))
+	}
+	return blocks[0]
+}
+
+func posString(r hcl.Range) string {
+	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
+}
