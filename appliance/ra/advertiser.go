@@ -1,0 +1,331 @@
+package ra
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/mdlayher/ndp"
+	"golang.org/x/net/ipv6"
+)
+
+var allNodes = netip.MustParseAddr("ff02::1")
+var allRouters = netip.MustParseAddr("ff02::2")
+
+// minDelayBetweenRAs is MIN_DELAY_BETWEEN_RAS (RFC 4861 section 10): the
+// least time between two multicast advertisements sent in answer to
+// solicitations.
+const minDelayBetweenRAs = 3 * time.Second
+
+// linkLocalWait bounds how long Start waits for the interface's link-local
+// address to leave DAD.
+const linkLocalWait = 5 * time.Second
+
+// Advertiser sends router advertisements on one interface: one at start,
+// then every Interval, and one in answer to each Router Solicitation.
+// Its methods are safe for concurrent use.
+type Advertiser struct {
+	cfg Config
+	log *slog.Logger
+	ifi *net.Interface
+	c   *ndp.Conn
+	src netip.Addr
+
+	mu       sync.Mutex
+	routes   []netip.Prefix // advertised with the configured lifetime
+	gone     []netip.Prefix // sent once more with lifetime 0, then forgotten
+	healthy  bool
+	lastMcRS time.Time // last multicast answer to a solicitation
+	closed   bool
+	st       Status
+
+	wake chan struct{}
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+// Status counts what the advertiser did.
+type Status struct {
+	Interface  string    `json:"interface"`
+	Source     string    `json:"source"`
+	Healthy    bool      `json:"healthy"`
+	Routes     []string  `json:"routes"`
+	Sent       uint64    `json:"sent"`        // all advertisements
+	Solicited  uint64    `json:"solicited"`   // of which answers to solicitations
+	Goodbyes   uint64    `json:"goodbyes"`    // of which with lifetime 0
+	RSReceived uint64    `json:"rs_received"` // router solicitations seen
+	SendErrors uint64    `json:"send_errors"`
+	LastError  string    `json:"last_error,omitempty"`
+	LastSent   time.Time `json:"last_sent,omitzero"`
+}
+
+// Start opens the interface and begins advertising. Until the first healthy
+// Update it sends nothing: an appliance that cannot translate yet must not
+// attract traffic.
+// It must run in the network namespace of the interface; the socket stays
+// there.
+func Start(cfg Config, log *slog.Logger) (*Advertiser, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "ra", "interface", cfg.Interface)
+	ifi, err := net.InterfaceByName(cfg.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("ra: %w", err)
+	}
+	// Router advertisements must come from the link-local address (RFC 4861
+	// section 4.2); it cannot be bound while DAD runs, so wait a little.
+	var c *ndp.Conn
+	var src netip.Addr
+	deadline := time.Now().Add(linkLocalWait)
+	for {
+		c, src, err = ndp.Listen(ifi, ndp.LinkLocal)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ra: %s: no usable link-local address: %w", cfg.Interface, err)
+	}
+	var f ipv6.ICMPFilter
+	f.SetAll(true)
+	f.Accept(ipv6.ICMPTypeRouterSolicitation)
+	if err := c.SetICMPFilter(&f); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("ra: %s: %w", cfg.Interface, err)
+	}
+	if err := c.JoinGroup(allRouters); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("ra: %s: join ff02::2: %w", cfg.Interface, err)
+	}
+	a := &Advertiser{
+		cfg: cfg, log: log, ifi: ifi, c: c, src: src,
+		wake: make(chan struct{}, 1),
+		done: make(chan struct{}),
+	}
+	a.st.Interface = cfg.Interface
+	a.st.Source = src.String()
+	a.wg.Add(2)
+	go a.periodic()
+	go a.solicitations()
+	log.Info("router advertisements started", "source", src, "interval", cfg.Interval,
+		"route_lifetime", cfg.RouteLifetime, "preference", cfg.Preference)
+	return a, nil
+}
+
+// Update sets the routes to advertise. A change is advertised at once;
+// routes that disappear are advertised once with lifetime 0. While
+// unhealthy the advertiser says goodbye (all lifetimes 0) and keeps quiet.
+func (a *Advertiser) Update(routes []netip.Prefix, healthy bool) error {
+	want := make([]netip.Prefix, 0, len(routes))
+	for _, p := range routes {
+		if !p.IsValid() || !p.Addr().Is6() || p.Addr().Is4In6() {
+			return fmt.Errorf("ra: %v is not an IPv6 prefix", p)
+		}
+		want = append(want, p.Masked())
+	}
+	slices.SortFunc(want, func(x, y netip.Prefix) int {
+		if c := x.Addr().Compare(y.Addr()); c != 0 {
+			return c
+		}
+		return x.Bits() - y.Bits()
+	})
+	want = slices.Compact(want)
+
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return errors.New("ra: advertiser is closed")
+	}
+	changed := healthy != a.healthy || !slices.Equal(want, a.routes)
+	var goodbye bool
+	var msg *ndp.RouterAdvertisement
+	var err error
+	switch {
+	case !changed:
+	case !healthy && a.healthy:
+		// Going down: withdraw everything now, from this goroutine, so the
+		// caller knows the goodbye was sent.
+		msg, err = Message(a.cfg, a.routes, a.gone, a.ifi.HardwareAddr, true)
+		goodbye = true
+		a.gone = nil
+	case healthy:
+		for _, p := range a.routes {
+			if !slices.Contains(want, p) && !slices.Contains(a.gone, p) {
+				a.gone = append(a.gone, p)
+			}
+		}
+		a.gone = slices.DeleteFunc(a.gone, func(p netip.Prefix) bool { return slices.Contains(want, p) })
+	}
+	a.routes = want
+	a.healthy = healthy
+	a.st.Healthy = healthy
+	a.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if msg != nil {
+		return a.send(msg, allNodes, false, goodbye)
+	}
+	if changed && healthy {
+		select {
+		case a.wake <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// current builds the advertisement to send now and forgets the withdrawn
+// routes once they have been sent with lifetime 0. ok is false when there is
+// nothing to say (unhealthy and already said goodbye).
+func (a *Advertiser) current() (msg *ndp.RouterAdvertisement, ok bool, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.healthy {
+		return nil, false, nil
+	}
+	msg, err = Message(a.cfg, a.routes, a.gone, a.ifi.HardwareAddr, false)
+	a.gone = nil
+	return msg, err == nil, err
+}
+
+func (a *Advertiser) send(msg *ndp.RouterAdvertisement, dst netip.Addr, solicited, goodbye bool) error {
+	err := a.c.WriteTo(msg, nil, dst)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err != nil {
+		a.st.SendErrors++
+		a.st.LastError = err.Error()
+		return fmt.Errorf("ra: %s: send: %w", a.cfg.Interface, err)
+	}
+	a.st.Sent++
+	a.st.LastSent = time.Now()
+	if solicited {
+		a.st.Solicited++
+	}
+	if goodbye {
+		a.st.Goodbyes++
+	}
+	return nil
+}
+
+// periodic sends the unsolicited advertisements.
+func (a *Advertiser) periodic() {
+	defer a.wg.Done()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.done:
+			return
+		case <-a.wake:
+		case <-t.C:
+		}
+		if msg, ok, err := a.current(); err != nil {
+			a.log.Error("cannot build router advertisement", "err", err)
+		} else if ok {
+			if err := a.send(msg, allNodes, false, false); err != nil {
+				a.log.Warn("router advertisement not sent", "err", err)
+			}
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(a.cfg.Interval)
+	}
+}
+
+// solicitations answers Router Solicitations (RFC 4861 section 6.2.6): by
+// unicast to a solicitor that has an address, else by multicast, at most
+// once per MIN_DELAY_BETWEEN_RAS.
+func (a *Advertiser) solicitations() {
+	defer a.wg.Done()
+	for {
+		m, _, from, err := a.c.ReadFrom()
+		if err != nil {
+			select {
+			case <-a.done:
+				return
+			default:
+			}
+			a.log.Warn("reading router solicitations", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if _, ok := m.(*ndp.RouterSolicitation); !ok {
+			continue
+		}
+		a.mu.Lock()
+		a.st.RSReceived++
+		dst := from
+		if from.IsUnspecified() {
+			if time.Since(a.lastMcRS) < minDelayBetweenRAs {
+				a.mu.Unlock()
+				continue
+			}
+			a.lastMcRS = time.Now()
+			dst = allNodes
+		}
+		a.mu.Unlock()
+		msg, ok, err := a.current()
+		if err != nil || !ok {
+			continue
+		}
+		if err := a.send(msg, dst, true, false); err != nil {
+			a.log.Warn("answer to router solicitation not sent", "to", from, "err", err)
+		}
+	}
+}
+
+// Close sends the final advertisement with router and route lifetimes 0
+// (unless one was already sent because the translator became unhealthy),
+// then stops.
+func (a *Advertiser) Close() error {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return nil
+	}
+	a.closed = true
+	var msg *ndp.RouterAdvertisement
+	var err error
+	if a.healthy {
+		msg, err = Message(a.cfg, a.routes, a.gone, a.ifi.HardwareAddr, true)
+	}
+	a.healthy = false
+	a.mu.Unlock()
+	if msg != nil {
+		err = errors.Join(err, a.send(msg, allNodes, false, true))
+	}
+	close(a.done)
+	err = errors.Join(err, a.c.Close())
+	a.wg.Wait()
+	a.log.Info("router advertisements stopped")
+	return err
+}
+
+// Status returns the counters.
+func (a *Advertiser) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := a.st
+	st.Routes = make([]string, 0, len(a.routes))
+	for _, p := range a.routes {
+		st.Routes = append(st.Routes, p.String())
+	}
+	return st
+}
