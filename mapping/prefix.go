@@ -12,6 +12,7 @@ import (
 type Prefix struct {
 	p   netip.Prefix
 	raw [16]byte
+	pos [4]uint8 // where the four IPv4 octets go, from positions
 }
 
 // WellKnown is 64:ff9b::/96 (RFC 6052 section 2.1).
@@ -35,7 +36,7 @@ func NewPrefix(p netip.Prefix) (Prefix, error) {
 	if raw[8] != 0 {
 		return Prefix{}, fmt.Errorf("prefix %v: bits 64-71 must be zero (RFC 6052 section 2.2)", p)
 	}
-	return Prefix{p: p, raw: raw}, nil
+	return Prefix{p: p, raw: raw, pos: positions[p.Bits()]}, nil
 }
 
 // Valid reports whether a prefix is configured.
@@ -49,7 +50,7 @@ func (p Prefix) IsWellKnown() bool { return p.p == WellKnown }
 
 // positions lists where the four IPv4 octets go for each prefix length
 // (RFC 6052 section 2.2, Figure 1): octet 8 is always skipped.
-var positions = map[int][4]int{
+var positions = map[int][4]uint8{
 	32: {4, 5, 6, 7},
 	40: {5, 6, 7, 9},
 	48: {6, 7, 9, 10},
@@ -58,14 +59,15 @@ var positions = map[int][4]int{
 	96: {12, 13, 14, 15},
 }
 
-// Embed returns the IPv4-embedded IPv6 address for a and the checksum delta
-// sum(v6) - sum(v4).
+// Embed returns the IPv4-embedded IPv6 address for a (RFC 6052 section
+// 2.2: the u octet and the suffix are zero) and the checksum delta
+// sum(v6) - sum(v4). p must be Valid.
 func (p Prefix) Embed(a [4]byte) (v6 [16]byte, delta uint16) {
 	v6 = p.raw
-	pos := positions[p.p.Bits()]
-	for i, at := range pos {
-		v6[at] = a[i]
-	}
+	v6[p.pos[0]&15] = a[0]
+	v6[p.pos[1]&15] = a[1]
+	v6[p.pos[2]&15] = a[2]
+	v6[p.pos[3]&15] = a[3]
 	return v6, Delta(a, v6)
 }
 
@@ -75,10 +77,7 @@ func (p Prefix) Extract(v6 [16]byte) (a [4]byte, delta uint16, ok bool) {
 	if !p.Valid() || !p.Contains(v6) {
 		return a, 0, false
 	}
-	pos := positions[p.p.Bits()]
-	for i, at := range pos {
-		a[i] = v6[at]
-	}
+	a = [4]byte{v6[p.pos[0]&15], v6[p.pos[1]&15], v6[p.pos[2]&15], v6[p.pos[3]&15]}
 	return a, Delta(a, v6), true
 }
 

@@ -1,0 +1,164 @@
+package mapping
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+)
+
+// CSVError is a mappings file problem at a line and column (1-based; the
+// column counts bytes). Error prints it as "name:line:col: message".
+type CSVError struct {
+	Name      string
+	Line, Col int
+	Err       error
+}
+
+func (e *CSVError) Error() string {
+	return fmt.Sprintf("%s:%d:%d: %v", e.Name, e.Line, e.Col, e.Err)
+}
+
+func (e *CSVError) Unwrap() error { return e.Err }
+
+// ParseCSV reads a mappings file: one EAM entry per line as "ipv4,ipv6",
+// where each side is an address (a /32 or /128) or a prefix. Spaces and
+// tabs around fields are ignored, '#' starts a comment, CR LF line ends are
+// accepted. A line that is blank or whose first non-blank byte is '#'
+// holds no entry; every other line holds exactly one, so the n-th entry
+// is the n-th such line. Each entry passes the same per-entry checks as
+// NewTable (family, host bits, suffix lengths, special space, RFC 6052
+// section 3.1); the checks between entries (duplicates, overlaps) are
+// NewTable's. Errors are *CSVError values: "name:line:col: message".
+//
+// The file is read whole and parsed without per-line allocation.
+func ParseCSV(r io.Reader, name string) ([]Entry, error) {
+	entries, _, err := parseCSV(r, name, false)
+	return entries, err
+}
+
+// ParseCSVLines is ParseCSV that also returns the 1-based line number of
+// each entry, so that an *EntryError from NewTable can be reported at its
+// line.
+func ParseCSVLines(r io.Reader, name string) (entries []Entry, lines []int, err error) {
+	return parseCSV(r, name, true)
+}
+
+func parseCSV(r io.Reader, name string, wantLines bool) ([]Entry, []int, error) {
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", name, err)
+	}
+	// One string for the whole file: fields are substrings of it, so the
+	// address parser needs no per-field copies.
+	src := string(raw)
+	raw = nil
+	n := strings.Count(src, "\n") + 1 // an upper bound on the entries
+	entries := make([]Entry, 0, n)
+	var lines []int
+	if wantLines {
+		lines = make([]int, 0, n)
+	}
+	for lineNo := 1; len(src) > 0; lineNo++ {
+		line, rest, _ := strings.Cut(src, "\n")
+		src = rest
+		e, ok, err := parseCSVLine(line)
+		if err != nil {
+			err.Name, err.Line = name, lineNo
+			return nil, nil, err
+		}
+		if ok {
+			entries = append(entries, e)
+			if wantLines {
+				lines = append(lines, lineNo)
+			}
+		}
+	}
+	return entries, lines, nil
+}
+
+// parseCSVLine parses one line (without its '\n'); ok is false for a line
+// that holds no entry.
+func parseCSVLine(line string) (e Entry, ok bool, err *CSVError) {
+	body := line
+	if i := strings.IndexByte(body, '#'); i >= 0 {
+		body = body[:i]
+	}
+	body = strings.TrimRight(body, " \t\r")
+	lead := len(body) - len(strings.TrimLeft(body, " \t"))
+	if lead == len(body) {
+		return e, false, nil // blank, or a comment line
+	}
+	comma := strings.IndexByte(body, ',')
+	if comma < 0 {
+		return e, false, &CSVError{Col: len(body) + 1, Err: fmt.Errorf("expected \"ipv4,ipv6\", found no comma")}
+	}
+	if extra := strings.IndexByte(body[comma+1:], ','); extra >= 0 {
+		return e, false, &CSVError{Col: comma + 2 + extra, Err: fmt.Errorf("expected \"ipv4,ipv6\", found a third field")}
+	}
+	f4, c4 := field(body, lead, comma)
+	f6, c6 := field(body, comma+1, len(body))
+	if e.IPv4, err = parseSide(f4, c4, "IPv4"); err != nil {
+		return e, false, err
+	}
+	if e.IPv6, err = parseSide(f6, c6, "IPv6"); err != nil {
+		return e, false, err
+	}
+	if cerr, side := checkEntrySide(e); cerr != nil {
+		col := c4
+		if side == sideIPv6 {
+			col = c6
+		}
+		return e, false, &CSVError{Col: col, Err: cerr}
+	}
+	return e, true, nil
+}
+
+// field trims s[from:to] and returns it with its 1-based column.
+func field(s string, from, to int) (string, int) {
+	f := s[from:to]
+	t := strings.TrimLeft(f, " \t")
+	col := from + len(f) - len(t) + 1
+	return strings.TrimRight(t, " \t"), col
+}
+
+// parseSide parses an address or prefix of the given family.
+func parseSide(f string, col int, family string) (netip.Prefix, *CSVError) {
+	if f == "" {
+		return netip.Prefix{}, &CSVError{Col: col, Err: fmt.Errorf("the %s side is empty", family)}
+	}
+	var p netip.Prefix
+	if strings.IndexByte(f, '/') >= 0 {
+		var err error
+		if p, err = netip.ParsePrefix(f); err != nil {
+			return p, &CSVError{Col: col, Err: fmt.Errorf("invalid %s prefix %q: %v", family, f, unquoteErr(err))}
+		}
+	} else {
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return p, &CSVError{Col: col, Err: fmt.Errorf("invalid %s address %q: %v", family, f, unquoteErr(err))}
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if is4 := p.Addr().Is4(); is4 != (family == "IPv4") || p.Addr().Is4In6() {
+		return p, &CSVError{Col: col, Err: fmt.Errorf("%w: %s is not an %s %s (the format is \"ipv4,ipv6\")", ErrFamily, f, family, kind(f))}
+	}
+	return p, nil
+}
+
+func kind(f string) string {
+	if strings.IndexByte(f, '/') >= 0 {
+		return "prefix"
+	}
+	return "address"
+}
+
+// unquoteErr drops netip's `ParseAddr("x"): ` preamble, which repeats
+// what the message already says.
+func unquoteErr(err error) string {
+	s := err.Error()
+	if i := strings.Index(s, "): "); i >= 0 && strings.HasPrefix(s, "Parse") {
+		return s[i+3:]
+	}
+	return s
+}
