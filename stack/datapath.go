@@ -67,10 +67,11 @@ func monoNow() int64 { return int64(time.Since(epoch)) }
 // goroutine per tun queue (Serve) or gVisor's fdbased dispatch loop
 // (ServeFD). It stops when the context given to Serve is cancelled.
 type Datapath struct {
-	log      *slog.Logger
-	counters []*linkCounters
-	progress []*progress
-	wg       sync.WaitGroup
+	log        *slog.Logger
+	stallAfter time.Duration // StallTimeout; shorter in tests
+	counters   []*linkCounters
+	progress   []*progress
+	wg         sync.WaitGroup
 
 	errOnce sync.Once
 	err     error
@@ -108,7 +109,7 @@ func (d *Datapath) Check() error {
 			return fmt.Errorf("queue %d: worker exited", i)
 		}
 		if p.busy.Load() {
-			if stuck := time.Duration(now - p.since.Load()); stuck > StallTimeout {
+			if stuck := time.Duration(now - p.since.Load()); stuck > d.stallAfter {
 				return fmt.Errorf("queue %d: stalled on one packet for %v", i, stuck.Round(time.Millisecond))
 			}
 		}
@@ -162,7 +163,7 @@ func serveConns(ctx context.Context, conns []packetConn, newTranslator func() Tr
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Datapath{log: log}
+	d := &Datapath{log: log, stallAfter: StallTimeout}
 	workers := make([]*queueWorker, len(conns))
 	for i, c := range conns {
 		w := newQueueWorker(i, c, newTranslator(), log)

@@ -33,7 +33,7 @@ func serveFD(ctx context.Context, tr Translator, fd int, mtu int, log *slog.Logg
 	if mtu <= 0 || mtu > maxPacket {
 		return nil, fmt.Errorf("stack: fd %d: MTU %d out of range", fd, mtu)
 	}
-	d := &Datapath{log: log}
+	d := &Datapath{log: log, stallAfter: StallTimeout}
 	var h *Handler
 	ep, err := fdbased.New(&fdbased.Options{
 		FDs:                  []int{fd},

@@ -115,4 +115,3 @@ func (h *Handler) Stats() LinkStats {
 	h.stats.addTo(&s)
 	return s
 }
-

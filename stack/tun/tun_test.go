@@ -64,8 +64,8 @@ func TestNegotiateOffloads(t *testing.T) {
 
 func TestOffloadNames(t *testing.T) {
 	for flags, want := range map[int]string{
-		0: "none",
-		OffloadCsum | OffloadTSO4 | OffloadTSO6:                             "csum,tso4,tso6",
+		0:                                       "none",
+		OffloadCsum | OffloadTSO4 | OffloadTSO6: "csum,tso4,tso6",
 		OffloadCsum | OffloadTSO4 | OffloadTSO6 | OffloadUSO4 | OffloadUSO6: "csum,tso4,tso6,uso4,uso6",
 	} {
 		if got := OffloadNames(flags); got != want {

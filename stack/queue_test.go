@@ -1,0 +1,395 @@
+package stack
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/map646/map646/stack/tun"
+	"github.com/map646/map646/stack/xlat"
+)
+
+// Markers in the second byte of a test packet tell fakeTranslator what to do.
+const (
+	markForward = 0x00
+	markEmit    = 0xee // emit two packets, consume the original
+	markDrop    = 0xdd
+	markBlock   = 0xbb // wait for release before forwarding
+)
+
+// fakeTranslator mimics the engine's contract without translating: an
+// "IPv4" packet (first nibble 4) grows 20 bytes at the front, as a header
+// swap would, and its offload metadata moves the same way; an "IPv6" one
+// shrinks by 20. It checks what the data path promises the engine.
+type fakeTranslator struct {
+	t       testing.TB
+	calls   atomic.Int64
+	release chan struct{}
+	emitOff xlat.Offload
+}
+
+var emitted1, emitted2 = []byte{0x45, 'E', '1'}, []byte{0x45, 'E', '2'}
+
+func (f *fakeTranslator) Process(buf []byte, start, end int, off *xlat.Offload, sink xlat.Sink) xlat.Result {
+	f.calls.Add(1)
+	if start < xlat.Headroom || end > len(buf) || start > end {
+		f.t.Errorf("Process called with [%d:%d] of %d bytes", start, end, len(buf))
+		return xlat.Result{Verdict: xlat.Drop}
+	}
+	pkt := buf[start:end]
+	if len(pkt) < 2 {
+		return xlat.Result{Verdict: xlat.Drop, Reason: xlat.ReasonMalformed}
+	}
+	switch pkt[1] {
+	case markDrop:
+		return xlat.Result{Verdict: xlat.Drop, Reason: xlat.ReasonMalformed}
+	case markEmit:
+		f.emitOff = xlat.Offload{Flags: xlat.OffloadDataValid}
+		sink.Emit(emitted1, &f.emitOff)
+		sink.Emit(emitted2, nil)
+		return xlat.Result{Verdict: xlat.Consumed}
+	case markBlock:
+		<-f.release
+	}
+	if pkt[0]>>4 == 4 {
+		for i := start - 20; i < start; i++ {
+			buf[i] = 0x66
+		}
+		if off != nil && off.GSOType&^xlat.GSOECN == xlat.GSOTCPv4 {
+			off.GSOType = off.GSOType&xlat.GSOECN | xlat.GSOTCPv6
+		}
+		if off != nil && off.Flags&xlat.OffloadNeedsCsum != 0 {
+			off.CsumStart += 20
+			off.HdrLen += 20
+		}
+		return xlat.Result{Start: start - 20, End: end, Verdict: xlat.Forward}
+	}
+	if off != nil && off.Flags&xlat.OffloadNeedsCsum != 0 {
+		off.CsumStart -= 20
+		off.HdrLen -= 20
+	}
+	return xlat.Result{Start: start + 20, End: end, Verdict: xlat.Forward, Dir: xlat.Dir64}
+}
+
+// seqpacketPair returns the two ends of a SOCK_SEQPACKET socketpair, which
+// keeps packet boundaries like a tun queue.
+func seqpacketPair(t testing.TB) (*os.File, *os.File) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		// Room for a few 64 KiB super-packets in flight.
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 1<<20)
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
+	}
+	a, b := os.NewFile(uintptr(fds[0]), "datapath"), os.NewFile(uintptr(fds[1]), "peer")
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+func vnetPacket(off xlat.Offload, pkt []byte) []byte {
+	b := make([]byte, tun.VnetHdrLen+len(pkt))
+	tun.EncodeVnetHdr(b, &off)
+	copy(b[tun.VnetHdrLen:], pkt)
+	return b
+}
+
+// readPacket reads one packet from the peer end, failing after a second.
+func readPacket(t testing.TB, peer *os.File) (xlat.Offload, []byte) {
+	t.Helper()
+	buf := make([]byte, tun.VnetHdrLen+maxPacket+100)
+	peer.SetReadDeadline(time.Now().Add(time.Second))
+	n, err := peer.Read(buf)
+	if err != nil {
+		t.Fatalf("reading the data path's output: %v", err)
+	}
+	var off xlat.Offload
+	if err := tun.DecodeVnetHdr(buf[:n], &off); err != nil {
+		t.Fatal(err)
+	}
+	return off, buf[tun.VnetHdrLen:n]
+}
+
+func expectNoPacket(t testing.TB, peer *os.File) {
+	t.Helper()
+	buf := make([]byte, 100)
+	peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, err := peer.Read(buf); err == nil {
+		t.Fatalf("unexpected packet % x", buf[:n])
+	}
+}
+
+func testPacket(version, mark byte, n int) []byte {
+	p := make([]byte, n)
+	p[0] = version << 4
+	p[1] = mark
+	for i := 2; i < n; i++ {
+		p[i] = byte(i * 7)
+	}
+	return p
+}
+
+func TestQueueFraming(t *testing.T) {
+	conn, peer := seqpacketPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fake := &fakeTranslator{t: t}
+	d, err := serveConns(ctx, []packetConn{conn}, func() Translator { return fake }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tso4 := xlat.Offload{Flags: xlat.OffloadNeedsCsum, GSOType: xlat.GSOTCPv4 | xlat.GSOECN, HdrLen: 52, GSOSize: 1448, CsumStart: 20, CsumOffset: 16}
+	tso6 := xlat.Offload{Flags: xlat.OffloadNeedsCsum, GSOType: xlat.GSOTCPv6 | xlat.GSOECN, HdrLen: 72, GSOSize: 1448, CsumStart: 40, CsumOffset: 16}
+	for _, tc := range []struct {
+		name    string
+		in      xlat.Offload
+		pkt     []byte
+		wantOff xlat.Offload
+		want    []byte
+	}{
+		{"plain 4to6", xlat.Offload{}, testPacket(4, markForward, 100), xlat.Offload{},
+			append(bytes.Repeat([]byte{0x66}, 20), testPacket(4, markForward, 100)...)},
+		{"tso4 super-packet", tso4, testPacket(4, markForward, maxPacket), tso6,
+			append(bytes.Repeat([]byte{0x66}, 20), testPacket(4, markForward, maxPacket)...)},
+		{"6to4 partial checksum", xlat.Offload{Flags: xlat.OffloadNeedsCsum, CsumStart: 40, CsumOffset: 6}, testPacket(6, markForward, 1280),
+			xlat.Offload{Flags: xlat.OffloadNeedsCsum, CsumStart: 20, CsumOffset: 6, HdrLen: 0xffec}, testPacket(6, markForward, 1280)[20:]},
+	} {
+		if _, err := peer.Write(vnetPacket(tc.in, tc.pkt)); err != nil {
+			t.Fatal(err)
+		}
+		off, got := readPacket(t, peer)
+		if off != tc.wantOff {
+			t.Errorf("%s: offload %+v, want %+v", tc.name, off, tc.wantOff)
+		}
+		if !bytes.Equal(got, tc.want) {
+			t.Errorf("%s: got %d bytes, want %d (first % x)", tc.name, len(got), len(tc.want), got[:min(len(got), 24)])
+		}
+	}
+
+	// Engine-made packets go out with their own header; the consumed
+	// original does not.
+	peer.Write(vnetPacket(xlat.Offload{}, testPacket(4, markEmit, 40)))
+	off, got := readPacket(t, peer)
+	if off != (xlat.Offload{Flags: xlat.OffloadDataValid}) || string(got) != "\x45E1" {
+		t.Errorf("first emitted: %+v % x", off, got)
+	}
+	off, got = readPacket(t, peer)
+	if off != (xlat.Offload{}) || string(got) != "\x45E2" {
+		t.Errorf("second emitted: %+v % x", off, got)
+	}
+
+	// Dropped, short and invalid packets produce nothing and are counted.
+	peer.Write(vnetPacket(xlat.Offload{}, testPacket(4, markDrop, 40)))
+	peer.Write([]byte{1, 2, 3})
+	peer.Write(vnetPacket(xlat.Offload{Flags: 4}, testPacket(4, markForward, 40)))
+	peer.Write(vnetPacket(xlat.Offload{Flags: xlat.OffloadNeedsCsum, CsumStart: 30, CsumOffset: 16}, testPacket(4, markForward, 40)))
+	expectNoPacket(t, peer)
+
+	want := LinkStats{Reads: 8, Writes: 5, ShortVnetHdr: 1, InvalidVnetHdr: 2}
+	if got := d.LinkStats(); got != want {
+		t.Errorf("LinkStats %+v, want %+v", got, want)
+	}
+	if calls := fake.calls.Load(); calls != 5 {
+		t.Errorf("engine called %d times, want 5 (not for short or invalid headers)", calls)
+	}
+	if !d.Healthy() {
+		t.Errorf("unhealthy: %v", d.Check())
+	}
+	cancel()
+	if err := d.Wait(); err != nil {
+		t.Errorf("Wait after cancel: %v", err)
+	}
+	if d.Healthy() {
+		t.Error("healthy after stop")
+	}
+}
+
+// TestQueuesIndependent runs three queues, each with its own translator, and
+// checks that every packet comes back on the queue it arrived on.
+func TestQueuesIndependent(t *testing.T) {
+	const n = 3
+	var conns []packetConn
+	var peers []*os.File
+	for range n {
+		c, p := seqpacketPair(t)
+		conns = append(conns, c)
+		peers = append(peers, p)
+	}
+	var mu sync.Mutex
+	var fakes []*fakeTranslator
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := serveConns(ctx, conns, func() Translator {
+		mu.Lock()
+		defer mu.Unlock()
+		f := &fakeTranslator{t: t}
+		fakes = append(fakes, f)
+		return f
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := range 10 {
+		for q, p := range peers {
+			pkt := testPacket(6, markForward, 60+q)
+			pkt[59] = byte(round)
+			p.Write(vnetPacket(xlat.Offload{}, pkt))
+		}
+		for q, p := range peers {
+			_, got := readPacket(t, p)
+			if len(got) != 40+q || got[39] != byte(round) {
+				t.Fatalf("queue %d round %d: got %d bytes", q, round, len(got))
+			}
+		}
+	}
+	for i, f := range fakes {
+		if f.calls.Load() != 10 {
+			t.Errorf("translator %d: %d calls, want 10", i, f.calls.Load())
+		}
+	}
+	if len(fakes) != n {
+		t.Errorf("%d translators for %d queues", len(fakes), n)
+	}
+	if s := d.LinkStats(); s.Reads != 30 || s.Writes != 30 {
+		t.Errorf("LinkStats %+v", s)
+	}
+	cancel()
+	if err := d.Wait(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestHealthStall(t *testing.T) {
+	conn, peer := seqpacketPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fake := &fakeTranslator{t: t, release: make(chan struct{})}
+	d, err := serveConns(ctx, []packetConn{conn}, func() Translator { return fake }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.stallAfter = 20 * time.Millisecond
+	peer.Write(vnetPacket(xlat.Offload{}, testPacket(4, markBlock, 40)))
+	waitFor(t, "a stall report", func() bool {
+		err := d.Check()
+		return err != nil && strings.Contains(err.Error(), "queue 0: stalled")
+	})
+	close(fake.release)
+	readPacket(t, peer)
+	waitFor(t, "health after the stall", d.Healthy)
+	// An idle worker (blocked in read) is healthy however long it waits.
+	time.Sleep(3 * d.stallAfter)
+	if err := d.Check(); err != nil {
+		t.Errorf("idle worker: %v", err)
+	}
+	// A worker whose queue goes away is not.
+	peer.Close()
+	waitFor(t, "the exited worker to be reported", func() bool {
+		err := d.Check()
+		return err != nil && strings.Contains(err.Error(), "exited")
+	})
+	if err := d.Wait(); err != nil {
+		t.Errorf("Wait after the peer closed: %v", err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// errConn fails every read with err.
+type errConn struct {
+	err   error
+	reads atomic.Int64
+}
+
+func (c *errConn) Read([]byte) (int, error) {
+	c.reads.Add(1)
+	return 0, c.err
+}
+func (c *errConn) Write(p []byte) (int, error)     { return 0, c.err }
+func (c *errConn) SetReadDeadline(time.Time) error { return nil }
+
+func TestReadErrorsStopWorker(t *testing.T) {
+	for _, tc := range []struct {
+		err   error
+		reads uint64
+	}{
+		{unix.EIO, maxReadErrors},
+		{unix.EBADFD, 1}, // the interface was deleted
+	} {
+		c := &errConn{err: tc.err}
+		d, err := serveConns(context.Background(), []packetConn{c}, func() Translator { return &fakeTranslator{t: t} }, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Wait(); !errors.Is(err, tc.err) {
+			t.Errorf("Wait = %v, want %v", err, tc.err)
+		}
+		if s := d.LinkStats(); s.ReadErrors != tc.reads {
+			t.Errorf("%v: %d read errors, want %d", tc.err, s.ReadErrors, tc.reads)
+		}
+		if d.Healthy() {
+			t.Errorf("%v: healthy after the worker died", tc.err)
+		}
+	}
+}
+
+// memConn serves one packet per read from a slice and discards writes; the
+// benchmarks and allocation tests use it to measure the handler without
+// system calls.
+type memConn struct {
+	pkt    []byte
+	writes int
+}
+
+func (c *memConn) Read(p []byte) (int, error)      { return copy(p, c.pkt), nil }
+func (c *memConn) Write(p []byte) (int, error)     { c.writes++; return len(p), nil }
+func (c *memConn) SetReadDeadline(time.Time) error { return nil }
+
+// handleOnce does one iteration of the worker loop without the system calls.
+func handleOnce(w *queueWorker) {
+	n, _ := w.conn.Read(w.buf[readAt:])
+	w.handle(n)
+}
+
+func TestQueueHandleAllocs(t *testing.T) {
+	for _, mark := range []byte{markForward, markEmit, markDrop} {
+		c := &memConn{pkt: vnetPacket(xlat.Offload{}, testPacket(4, mark, 1500))}
+		w := newQueueWorker(0, c, &fakeTranslator{t: t}, nil)
+		if a := testing.AllocsPerRun(1000, func() { handleOnce(w) }); a != 0 {
+			t.Errorf("mark %#x: %v allocations per packet", mark, a)
+		}
+		if c.writes == 0 && mark != markDrop {
+			t.Errorf("mark %#x: nothing written", mark)
+		}
+	}
+}
+
+func BenchmarkQueueHandleFake(b *testing.B) {
+	c := &memConn{pkt: vnetPacket(xlat.Offload{}, testPacket(4, markForward, 1500))}
+	w := newQueueWorker(0, c, &fakeTranslator{t: b}, nil)
+	b.ReportAllocs()
+	b.SetBytes(1500)
+	for b.Loop() {
+		handleOnce(w)
+	}
+}
+
+func timeIn(testing.TB) time.Time { return time.Now().Add(2 * time.Second) }
