@@ -1,0 +1,630 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/map646/map646/mapping"
+	"github.com/map646/map646/stack/xlat"
+)
+
+const minimal = `
+translator {
+  prefix = "2001:db8:64::/96"
+}
+`
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse([]byte(minimal), "min.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Translator{
+		Prefix:          netip.MustParsePrefix("2001:db8:64::/96"),
+		LowestIPv6MTU:   1280,
+		UDPZeroChecksum: "compute",
+		Hairpin:         "intrinsic",
+		ICMPSourcePool:  []netip.Prefix{},
+		DenyIPv4:        []netip.Prefix{},
+		Tun:             Tun{Name: "map646", Queues: 0, Routes: true, MTU: 1500, Offload: true},
+	}
+	if !reflect.DeepEqual(c.Translator, want) {
+		t.Errorf("Translator:\n got %+v\nwant %+v", c.Translator, want)
+	}
+	if c.Log != (Log{Level: "info", Format: "text"}) {
+		t.Errorf("Log = %+v", c.Log)
+	}
+	if c.Metrics.Listen != "" || c.BGP != nil || c.Interfaces != nil || c.Routes != nil || c.RouterAdvertisements != nil {
+		t.Errorf("absent blocks are not empty: %+v", c)
+	}
+	if c.File != "min.hcl" || len(c.Digest) != 64 {
+		t.Errorf("File %q Digest %q", c.File, c.Digest)
+	}
+	if c.Snapshot() == nil || c.Snapshot().Table().Len() != 0 {
+		t.Errorf("Snapshot not built")
+	}
+}
+
+const full = `
+translator {
+  prefix = "2001:db8:64::/96"
+  mapping {
+    ipv4 = "198.51.100.10"
+    ipv6 = "2001:db8:6::10"
+  }
+  mapping {
+    ipv4 = "198.51.100.128/25"
+    ipv6 = "2001:db8:6::100:0/121"
+  }
+  lowest_ipv6_mtu   = 1400
+  udp_zero_checksum = "drop"
+  hairpin           = "simple"
+  icmp_source_pool  = ["203.0.113.64/26"]
+  deny_ipv4         = ["192.0.2.0/24", "203.0.113.99"]
+  ipv4_mtu          = 1500
+  ipv6_mtu          = 1520
+  tun {
+    name    = "xl0"
+    queues  = 4
+    routes  = false
+    mtu     = 9000
+    offload = false
+  }
+}
+
+interface "eth0" {
+  addresses = ["203.0.113.1/28", "2001:db8:ffff::1/64"]
+  mtu       = 1520
+}
+interface "eth1" {}
+
+route {
+  to  = "0.0.0.0/0"
+  via = "203.0.113.14"
+}
+route {
+  to  = "2001:db8:6::/64"
+  via = "fe80::1"
+  dev = "eth1"
+}
+route {
+  to  = "192.0.2.0/24"
+  dev = "eth0"
+}
+
+metrics {}
+log {
+  level  = "debug"
+  format = "json"
+}
+
+bgp {
+  local_as          = 64512
+  router_id         = "203.0.113.1"
+  listen_port       = 179
+  hold_time         = 9
+  connect_retry     = 5
+  ipv4_nexthop_ipv6 = true
+  neighbor "203.0.113.14" {
+    remote_as     = 64500
+    password      = "s3cret"
+    local_address = "203.0.113.1"
+  }
+  neighbor "2001:db8:ffff::14" {
+    remote_as = 4200000000
+  }
+}
+
+router_advertisement "eth1" {
+  preference      = "high"
+  router_lifetime = 0
+  interval        = 10
+}
+router_advertisement "eth2" {
+  route_lifetime = 86400
+}
+`
+
+func TestFull(t *testing.T) {
+	c, err := Parse([]byte(full), "full.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pp := netip.MustParsePrefix
+	want := &Config{
+		File:   "full.hcl",
+		Digest: c.Digest,
+		Translator: Translator{
+			Prefix: pp("2001:db8:64::/96"),
+			Mappings: []mapping.Entry{
+				{IPv4: pp("198.51.100.10/32"), IPv6: pp("2001:db8:6::10/128")},
+				{IPv4: pp("198.51.100.128/25"), IPv6: pp("2001:db8:6::100:0/121")},
+			},
+			LowestIPv6MTU:   1400,
+			UDPZeroChecksum: "drop",
+			Hairpin:         "simple",
+			ICMPSourcePool:  []netip.Prefix{pp("203.0.113.64/26")},
+			DenyIPv4:        []netip.Prefix{pp("192.0.2.0/24"), pp("203.0.113.99/32")},
+			IPv4MTU:         1500,
+			IPv6MTU:         1520,
+			Tun:             Tun{Name: "xl0", Queues: 4, Routes: false, MTU: 9000, Offload: false},
+		},
+		Interfaces: []Interface{
+			{Name: "eth0", Addresses: []netip.Prefix{pp("203.0.113.1/28"), pp("2001:db8:ffff::1/64")}, MTU: 1520},
+			{Name: "eth1", Addresses: []netip.Prefix{}},
+		},
+		Routes: []Route{
+			{To: pp("0.0.0.0/0"), Via: netip.MustParseAddr("203.0.113.14")},
+			{To: pp("2001:db8:6::/64"), Via: netip.MustParseAddr("fe80::1"), Dev: "eth1"},
+			{To: pp("192.0.2.0/24"), Dev: "eth0"},
+		},
+		Metrics: Metrics{Listen: "[::1]:9646"},
+		Log:     Log{Level: "debug", Format: "json"},
+		BGP: &BGP{
+			LocalAS: 64512, RouterID: netip.MustParseAddr("203.0.113.1"), ListenPort: 179,
+			HoldTime: 9, Keepalive: 3, ConnectRetry: 5, IPv4NextHopIPv6: true,
+			Neighbors: []Neighbor{
+				{Address: netip.MustParseAddr("203.0.113.14"), RemoteAS: 64500, Password: "s3cret", LocalAddress: netip.MustParseAddr("203.0.113.1")},
+				{Address: netip.MustParseAddr("2001:db8:ffff::14"), RemoteAS: 4200000000},
+			},
+		},
+		RouterAdvertisements: []RouterAdvertisement{
+			{Interface: "eth1", Preference: "high", RouterLifetime: 0, Interval: 10, RouteLifetime: 30},
+			{Interface: "eth2", Preference: "medium", RouterLifetime: 0, Interval: 600, RouteLifetime: 86400},
+		},
+		snap: c.snap,
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("got  %+v\nwant %+v", c, want)
+	}
+	if len(c.Warnings) != 0 {
+		t.Errorf("warnings: %v", c.Warnings)
+	}
+
+	x, err := c.Xlat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPol := xlat.Policy{
+		LowestIPv6MTU: 1400, UDPZeroChecksum: xlat.UDPZeroDrop, Hairpin: xlat.HairpinSimple,
+		ICMPSourcePool: want.Translator.ICMPSourcePool, DenyIPv4: want.Translator.DenyIPv4,
+		IPv4MTU: 1500, IPv6MTU: 1520,
+	}
+	if !reflect.DeepEqual(x.Policy, wantPol) {
+		t.Errorf("Policy %+v, want %+v", x.Policy, wantPol)
+	}
+	// The map translates what the mapping blocks say (RFC 7757) and the
+	// rest through the prefix (RFC 6052).
+	v6, _, o := x.Map.To6(netip.MustParseAddr("198.51.100.130").As4())
+	if o != mapping.ByEAM || netip.AddrFrom16(v6) != netip.MustParseAddr("2001:db8:6::100:2") {
+		t.Errorf("To6(198.51.100.130) = %v %v", netip.AddrFrom16(v6), o)
+	}
+	v6, _, o = x.Map.To6(netip.MustParseAddr("192.0.2.2").As4())
+	if o != mapping.ByPrefix || netip.AddrFrom16(v6) != netip.MustParseAddr("2001:db8:64::c000:202") {
+		t.Errorf("To6(192.0.2.2) = %v %v", netip.AddrFrom16(v6), o)
+	}
+}
+
+// TestXlatPolicyWords checks each policy word maps to its engine value.
+func TestXlatPolicyWords(t *testing.T) {
+	for _, tc := range []struct {
+		udp, hairpin string
+		wantUDP      xlat.UDPZero
+		wantHairpin  xlat.Hairpin
+	}{
+		{"compute", "off", xlat.UDPZeroCompute, xlat.HairpinOff},
+		{"drop", "simple", xlat.UDPZeroDrop, xlat.HairpinSimple},
+		{"compute", "intrinsic", xlat.UDPZeroCompute, xlat.HairpinIntrinsic},
+	} {
+		src := `translator {
+  prefix = "2001:db8:64::/96"
+  udp_zero_checksum = "` + tc.udp + `"
+  hairpin = "` + tc.hairpin + `"
+}`
+		c, err := Parse([]byte(src), "p.hcl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, err := c.Xlat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if x.Policy.UDPZeroChecksum != tc.wantUDP || x.Policy.Hairpin != tc.wantHairpin {
+			t.Errorf("%s/%s: got %v/%v", tc.udp, tc.hairpin, x.Policy.UDPZeroChecksum, x.Policy.Hairpin)
+		}
+	}
+}
+
+// TestXlatHandBuilt: a Config assembled in Go rather than parsed still
+// gives an engine configuration, and bad values are refused.
+func TestXlatHandBuilt(t *testing.T) {
+	c := &Config{Translator: Translator{
+		Prefix:   netip.MustParsePrefix("2001:db8:64::/96"),
+		Mappings: []mapping.Entry{{IPv4: netip.MustParsePrefix("198.51.100.10/32"), IPv6: netip.MustParsePrefix("2001:db8:6::10/128")}},
+	}}
+	x, err := c.Xlat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.Map.Table().Len() != 1 || x.Policy.Hairpin != xlat.HairpinIntrinsic {
+		t.Errorf("got %d entries, hairpin %v", x.Map.Table().Len(), x.Policy.Hairpin)
+	}
+	c.Translator.Hairpin = "sometimes"
+	if _, err := c.Xlat(); err == nil {
+		t.Error("hairpin \"sometimes\" accepted")
+	}
+	c.Translator.Hairpin = ""
+	c.Translator.Prefix = netip.MustParsePrefix("2001:db8:64::/97")
+	if _, err := c.Xlat(); err == nil {
+		t.Error("a /97 prefix accepted")
+	}
+}
+
+func TestTunMTUDefault(t *testing.T) {
+	for _, tc := range []struct {
+		attrs string
+		want  int
+	}{
+		{"", 1500},
+		{"ipv4_mtu = 1500", 1520},
+		{"ipv6_mtu = 9000", 9000},
+		{"ipv4_mtu = 1400\n ipv6_mtu = 1280", 1500},
+	} {
+		c, err := Parse([]byte("translator {\n prefix = \"2001:db8:64::/96\"\n "+tc.attrs+"\n}\n"), "t.hcl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Translator.Tun.MTU != tc.want {
+			t.Errorf("%q: tun MTU %d, want %d", tc.attrs, c.Translator.Tun.MTU, tc.want)
+		}
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	src := `translator {
+  prefix   = "2001:db8:64::/96"
+  ipv4_mtu = 1500
+  ipv6_mtu = 1500
+  lowest_ipv6_mtu = 1501
+}`
+	c, err := Parse([]byte(src), "w.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range c.Warnings {
+		got = append(got, FormatDiagnostic(w))
+	}
+	want := []string{"w.hcl:4:14: warning: IPv6 MTU below IPv4 MTU + 20", "w.hcl:5:21: warning: lowest_ipv6_mtu above ipv6_mtu"}
+	if len(got) != len(want) {
+		t.Fatalf("warnings %q, want %q", got, want)
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("warning %d = %q, want prefix %q", i, got[i], want[i])
+		}
+	}
+}
+
+// tr wraps translator attributes in a valid file; its content starts on
+// line 3, column 3.
+func tr(body string) string {
+	return "translator {\n  prefix = \"2001:db8:64::/96\"\n  " + body + "\n}\n"
+}
+
+// TestErrors: every kind of bad input gives a diagnostic at the exact
+// position of the offending text.
+func TestErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, src string
+		want      string // "line:col: summary", file name "bad.hcl" implied
+	}{
+		{"syntax", "translator {\n  prefix = \n}", "2:12: Invalid expression"},
+		{"no translator", `metrics {}`, "1:1: Missing translator block"},
+		{"two translators", minimal + minimal, "6:1: Duplicate translator block"},
+		{"unknown block", minimal + "\nfirewall {}\n", "6:1: Unsupported block type"},
+		{"unknown attribute", tr(`prefx = "x"`), "3:3: Unsupported argument"},
+		{"missing prefix", "translator {\n}\n", "1:12: Missing required argument"},
+		{"prefix not v6", "translator {\n  prefix = \"192.0.2.0/24\"\n}", "2:12: Invalid prefix"},
+		{"prefix length", "translator {\n  prefix = \"2001:db8:64::/97\"\n}", "2:12: Invalid prefix"},
+		{"prefix host bits", "translator {\n  prefix = \"2001:db8:64::1/96\"\n}", "2:12: Invalid prefix"},
+		{"prefix no length", "translator {\n  prefix = \"2001:db8:64::\"\n}", "2:12: Invalid prefix"},
+		{"prefix u octet", "translator {\n  prefix = \"2001:db8:0:0:ff00::/96\"\n}", "2:12: Invalid prefix"},
+		{"prefix wrong type", "translator {\n  prefix = [1]\n}", "2:12: Incorrect attribute value type"},
+		{"variables", "translator {\n  prefix = var.p\n}", "2:12: Variables not allowed"},
+		{"lowest mtu", tr(`lowest_ipv6_mtu = 1000`), "3:21: Invalid lowest_ipv6_mtu"},
+		{"fractional mtu", tr(`ipv4_mtu = 1500.5`), "3:14: Invalid ipv4_mtu"},
+		{"ipv6 mtu", tr(`ipv6_mtu = 1279`), "3:14: Invalid ipv6_mtu"},
+		{"udp zero", tr(`udp_zero_checksum = "ignore"`), "3:23: Invalid udp_zero_checksum"},
+		{"hairpin", tr(`hairpin = "on"`), "3:13: Invalid hairpin"},
+		{"pool v6", tr(`icmp_source_pool = ["203.0.113.64/26", "2001:db8::/64"]`), "3:42: Invalid icmp_source_pool"},
+		{"pool dup", tr(`icmp_source_pool = ["203.0.113.64/26", "203.0.113.64/26"]`), "3:42: Duplicate icmp_source_pool"},
+		{"deny host bits", tr(`deny_ipv4 = ["192.0.2.1/24"]`), "3:16: Invalid deny_ipv4"},
+		{"deny null", tr(`deny_ipv4 = null`), "3:15: Invalid value"},
+		{"mapping missing ipv6", tr("mapping {\n    ipv4 = \"198.51.100.1\"\n  }"), "3:11: Missing required argument"},
+		{"mapping ipv4 side v6", tr("mapping {\n    ipv4 = \"2001:db8::1\"\n    ipv6 = \"2001:db8:6::1\"\n  }"), "4:12: Invalid ipv4"},
+		{"mapping suffix", tr("mapping {\n    ipv4 = \"198.51.100.0/24\"\n    ipv6 = \"2001:db8:6::/64\"\n  }"), "3:3: Invalid mapping"},
+		{"mapping host bits", tr("mapping {\n    ipv4 = \"198.51.100.1/24\"\n    ipv6 = \"2001:db8:6::/120\"\n  }"), "4:12: Invalid ipv4"},
+		{"mapping duplicate", tr("mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:6::1\"\n  }\n  mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:6::2\"\n  }"), "7:3: Invalid mapping"},
+		{"mapping in prefix", tr("mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:64::1\"\n  }"), "3:3: Invalid mapping"},
+		{"mappings file missing", tr(`mappings_file = "nope.csv"`), "3:19: Cannot read mappings_file"},
+		{"mappings file empty name", tr(`mappings_file = ""`), "3:19: Invalid mappings_file"},
+		{"tun name", tr("tun {\n    name = \"a/b\"\n  }"), "4:12: Invalid tun name"},
+		{"tun long name", tr("tun {\n    name = \"abcdefghijklmnop\"\n  }"), "4:12: Invalid tun name"},
+		{"tun queues", tr("tun {\n    queues = 1000\n  }"), "4:14: Invalid queues"},
+		{"tun mtu", tr("tun {\n    mtu = 576\n  }"), "4:11: Invalid mtu"},
+		{"tun routes type", tr("tun {\n    routes = \"maybe\"\n  }"), "4:14: Incorrect attribute value type"},
+		{"two tuns", tr("tun {}\n  tun {}"), "4:3: Duplicate tun block"},
+		{"interface name", minimal + `interface "eth0:1" {}`, "5:11: Invalid interface name"},
+		{"interface dup", minimal + "interface \"eth0\" {}\ninterface \"eth0\" {}", "6:1: Duplicate interface block"},
+		{"interface no length", minimal + `interface "eth0" { addresses = ["203.0.113.1"] }`, "5:33: Invalid addresses"},
+		{"interface mtu v6", minimal + "interface \"eth0\" {\n  addresses = [\"2001:db8::1/64\"]\n  mtu = 1000\n}", "7:9: Invalid mtu"},
+		{"route neither", minimal + `route { to = "0.0.0.0/0" }`, "5:1: Incomplete route"},
+		{"route bad to", minimal + "route {\n  to = \"0.0.0.1/0\"\n  via = \"203.0.113.14\"\n}", "6:8: Invalid to"},
+		{"route family", minimal + "route {\n  to = \"::/0\"\n  via = \"203.0.113.14\"\n}", "7:9: Invalid via"},
+		{"route link-local", minimal + "route {\n  to = \"::/0\"\n  via = \"fe80::1\"\n}", "7:9: Invalid via"},
+		{"route bad dev", minimal + "route {\n  to = \"::/0\"\n  dev = \"\"\n}", "7:9: Invalid dev"},
+		{"metrics listen", minimal + `metrics { listen = "localhost" }`, "5:20: Invalid listen"},
+		{"metrics port", minimal + `metrics { listen = "[::1]:99999" }`, "5:20: Invalid listen"},
+		{"metrics host", minimal + `metrics { listen = "example.com:9646" }`, "5:20: Invalid listen"},
+		{"two metrics", minimal + "metrics {}\nmetrics {}", "6:1: Duplicate metrics block"},
+		{"log level", minimal + `log { level = "trace" }`, "5:15: Invalid level"},
+		{"log format", minimal + `log { format = "xml" }`, "5:16: Invalid format"},
+		{"bgp no neighbor", minimal + `bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+}`, "5:1: Missing neighbor"},
+		{"bgp missing as", minimal + `bgp {
+  router_id = "203.0.113.1"
+  neighbor "203.0.113.14" { remote_as = 64500 }
+}`, "5:5: Missing required argument"},
+		{"bgp as trans", minimal + `bgp {
+  local_as = 23456
+  router_id = "203.0.113.1"
+  neighbor "203.0.113.14" { remote_as = 64500 }
+}`, "6:14: Invalid local_as"},
+		{"bgp as range", minimal + `bgp {
+  local_as = 4294967296
+  router_id = "203.0.113.1"
+  neighbor "203.0.113.14" { remote_as = 64500 }
+}`, "6:14: Invalid local_as"},
+		{"bgp router id v6", minimal + `bgp {
+  local_as = 64512
+  router_id = "2001:db8::1"
+  neighbor "203.0.113.14" { remote_as = 64500 }
+}`, "7:15: Invalid router_id"},
+		{"bgp router id zero", minimal + `bgp {
+  local_as = 64512
+  router_id = "0.0.0.0"
+  neighbor "203.0.113.14" { remote_as = 64500 }
+}`, "7:15: Invalid router_id"},
+		{"bgp hold time", minimal + `bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+  hold_time = 2
+  neighbor "203.0.113.14" { remote_as = 64500 }
+}`, "8:15: Invalid hold_time"},
+		{"bgp keepalive", minimal + `bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+  hold_time = 9
+  keepalive = 9
+  neighbor "203.0.113.14" { remote_as = 64500 }
+}`, "9:15: Invalid keepalive"},
+		{"bgp keepalive without hold", minimal + `bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+  hold_time = 0
+  keepalive = 3
+  neighbor "203.0.113.14" { remote_as = 64500 }
+}`, "9:15: Invalid keepalive"},
+		{"bgp neighbor addr", minimal + `bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+  neighbor "203.0.113.300" { remote_as = 64500 }
+}`, "8:12: Invalid neighbor"},
+		{"bgp neighbor dup", minimal + `bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+  neighbor "203.0.113.14" { remote_as = 64500 }
+  neighbor "203.0.113.14" { remote_as = 64501 }
+}`, "9:3: Duplicate neighbor"},
+		{"bgp local family", minimal + `bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+  neighbor "203.0.113.14" {
+    remote_as = 64500
+    local_address = "2001:db8::1"
+  }
+}`, "10:21: Invalid local_address"},
+		{"bgp password", minimal + `bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+  neighbor "203.0.113.14" {
+    remote_as = 64500
+    password = "` + strings.Repeat("x", 81) + `"
+  }
+}`, "10:16: Invalid password"},
+		{"ra preference", minimal + `router_advertisement "eth1" { preference = "highest" }`, "5:44: Invalid preference"},
+		{"ra interval", minimal + `router_advertisement "eth1" { interval = 3 }`, "5:42: Invalid interval"},
+		{"ra router lifetime", minimal + `router_advertisement "eth1" { router_lifetime = 300 }`, "5:49: Invalid router_lifetime"},
+		{"ra route lifetime", minimal + `router_advertisement "eth1" {
+  interval = 100
+  route_lifetime = 50
+}`, "7:20: Invalid route_lifetime"},
+		{"ra dup", minimal + "router_advertisement \"eth1\" {}\nrouter_advertisement \"eth1\" {}", "6:1: Duplicate router_advertisement block"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.src), "bad.hcl")
+			if err == nil {
+				t.Fatalf("accepted:\n%s", tc.src)
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %T is not *Error: %v", err, err)
+			}
+			var diags hcl.Diagnostics
+			if !errors.As(err, &diags) || len(diags) == 0 {
+				t.Fatalf("errors.As(err, &hcl.Diagnostics) failed")
+			}
+			first := strings.SplitN(err.Error(), "\n", 2)[0]
+			if want := "bad.hcl:" + tc.want; !strings.HasPrefix(first, want) {
+				t.Errorf("got  %s\nwant %s...", first, want)
+			}
+		})
+	}
+}
+
+// TestAllErrorsAtOnce: an operator fixes a file in one pass, so every
+// independent problem is reported, not just the first.
+func TestAllErrorsAtOnce(t *testing.T) {
+	src := `translator {
+  prefix  = "2001:db8:64::/97"
+  hairpin = "on"
+  mapping {
+    ipv4 = "198.51.100.0/24"
+    ipv6 = "2001:db8:6::/64"
+  }
+}
+log { level = "loud" }
+`
+	_, err := Parse([]byte(src), "many.hcl")
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	got := err.Error()
+	for _, want := range []string{"many.hcl:2:13: Invalid prefix", "many.hcl:3:13: Invalid hairpin", "many.hcl:4:3: Invalid mapping", "many.hcl:9:15: Invalid level"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in\n%s", want, got)
+		}
+	}
+	if n := strings.Count(got, "\n") + 1; n != 4 {
+		t.Errorf("%d diagnostics, want 4:\n%s", n, got)
+	}
+}
+
+func writeFiles(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, body := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestMappingsFile(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"etc/map646.hcl": tr("mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:6::1\"\n  }\n  mappings_file = \"maps/m.csv\""),
+		"etc/maps/m.csv": "# server, public\n198.51.100.2, 2001:db8:6::2\n\n  198.51.100.4/30,2001:db8:7::/126 # a block\n",
+	})
+	path := filepath.Join(dir, "etc/map646.hcl")
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pp := netip.MustParsePrefix
+	want := []mapping.Entry{
+		{IPv4: pp("198.51.100.1/32"), IPv6: pp("2001:db8:6::1/128")},
+		{IPv4: pp("198.51.100.2/32"), IPv6: pp("2001:db8:6::2/128")},
+		{IPv4: pp("198.51.100.4/30"), IPv6: pp("2001:db8:7::/126")},
+	}
+	if err == nil && !reflect.DeepEqual(c.Translator.Mappings, want) {
+		t.Errorf("Mappings %v, want %v", c.Translator.Mappings, want)
+	}
+	if c.Translator.MappingsFile != filepath.Join(dir, "etc/maps/m.csv") {
+		t.Errorf("MappingsFile %q", c.Translator.MappingsFile)
+	}
+	// Changing the mappings file alone changes the digest.
+	d1 := c.Digest
+	if err := os.WriteFile(filepath.Join(dir, "etc/maps/m.csv"), []byte("198.51.100.3,2001:db8:6::3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2.Digest == d1 {
+		t.Error("digest did not change with the mappings file")
+	}
+	c3, err := Load(path)
+	if err != nil || c3.Digest != c2.Digest {
+		t.Errorf("digest not stable: %v %s %s", err, c3.Digest, c2.Digest)
+	}
+}
+
+// TestMappingsFileErrors: problems in the CSV point at its line and
+// column; conflicts between the CSV and a mapping block name both places.
+func TestMappingsFileErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, csv string
+		want      []string // substrings of the error, "D" replaced by the directory
+	}{
+		{"syntax", "198.51.100.2,2001:db8:6::2\n198.51.100.3;2001:db8:6::3\n",
+			[]string{"D/m.csv:2:27: Invalid mapping: expected"}},
+		{"bad address", "198.51.100.2,2001:db8:6::2\n\n  198.51.100.300 , 2001:db8:6::3\n",
+			[]string{"D/m.csv:3:3: Invalid mapping: invalid IPv4 address"}},
+		{"v6 on v4 side", "2001:db8:6::3,2001:db8:6::3\n",
+			[]string{"D/m.csv:1:1: Invalid mapping"}},
+		{"duplicate in file", "# c\n198.51.100.2,2001:db8:6::2\n\n\t198.51.100.2,2001:db8:6::3\n",
+			[]string{"D/m.csv:4:2: Invalid mapping", "The other entry (198.51.100.2/32 = 2001:db8:6::2/128) is at D/m.csv:2:1."}},
+		{"duplicate of block", "198.51.100.1,2001:db8:6::5\n",
+			[]string{"D/m.csv:1:1: Invalid mapping", "is at D/a.hcl:3:3."}},
+		{"inside prefix", "198.51.100.9,2001:db8:64::9\n",
+			[]string{"D/m.csv:1:1: Invalid mapping", "The translation prefix is set at D/a.hcl:2:12."}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := writeFiles(t, map[string]string{
+				"a.hcl": tr("mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:6::1\"\n  }\n  mappings_file = \"m.csv\""),
+				"m.csv": tc.csv,
+			})
+			_, err := Load(filepath.Join(dir, "a.hcl"))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				w = strings.ReplaceAll(w, "D/", dir+"/")
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("got  %v\nwant %s", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestWriteDiagnostics(t *testing.T) {
+	_, err := Parse([]byte("translator {\n\tprefix = \"2001:db8:64::/97\"\n}\n"), "s.hcl")
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := WriteDiagnostics(&b, ce.Diagnostics, ce.Files); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(b.String(), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "s.hcl:2:11: Invalid prefix: ") ||
+		lines[1] != "    2 | \tprefix = \"2001:db8:64::/97\"" ||
+		lines[2] != "      | \t         ^^^^^^^^^^^^^^^^^^" {
+		t.Errorf("got:\n%s", b.String())
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "none.hcl"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("err = %v, want not exist", err)
+	}
+}

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// runCmd runs one subcommand in-process and returns its stdout, stderr
+// and error.
+func runCmd(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	root := newRootCmd()
+	var out, errb bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	root.SetArgs(args)
+	err = root.Execute()
+	return out.String(), errb.String(), err
+}
+
+func writeTemp(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestCheckOK(t *testing.T) {
+	dir := writeTemp(t, map[string]string{
+		"ok.hcl": `translator {
+  prefix = "2001:db8:64::/96"
+  mapping {
+    ipv4 = "198.51.100.10"
+    ipv6 = "2001:db8:6::10"
+  }
+  mappings_file = "m.csv"
+}
+`,
+		"m.csv": "198.51.100.11,2001:db8:6::11\n198.51.100.12,2001:db8:6::12\n",
+	})
+	path := filepath.Join(dir, "ok.hcl")
+	out, errOut, err := runCmd(t, "check", "-c", path)
+	if err != nil {
+		t.Fatalf("check failed: %v\n%s", err, errOut)
+	}
+	re := regexp.MustCompile(`^` + regexp.QuoteMeta(path) + `: OK: 3 mappings, prefix 2001:db8:64::/96, digest [0-9a-f]{64}\n$`)
+	if !re.MatchString(out) {
+		t.Errorf("stdout %q does not match %v", out, re)
+	}
+	if errOut != "" {
+		t.Errorf("stderr %q", errOut)
+	}
+}
+
+func TestCheckErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		want  []string // lines expected on stderr; "D" is the directory
+	}{
+		{
+			name: "bad prefix and hairpin",
+			files: map[string]string{"c.hcl": `translator {
+  prefix  = "2001:db8:64::/97"
+  hairpin = "on"
+}
+`},
+			want: []string{
+				`D/c.hcl:2:13: Invalid prefix: prefix 2001:db8:64::/97: RFC 6052 allows only /32, /40, /48, /56, /64 or /96.`,
+				`    2 |   prefix  = "2001:db8:64::/97"`,
+				`      |             ^^^^^^^^^^^^^^^^^^`,
+				`D/c.hcl:3:13: Invalid hairpin: "on" is not one of "off", "simple" or "intrinsic".`,
+			},
+		},
+		{
+			name: "duplicate in the mappings file",
+			files: map[string]string{
+				"c.hcl": "translator {\n  prefix = \"2001:db8:64::/96\"\n  mappings_file = \"m.csv\"\n}\n",
+				"m.csv": "198.51.100.11,2001:db8:6::11\n# next\n 198.51.100.11,2001:db8:6::12\n",
+			},
+			want: []string{
+				`D/m.csv:3:2: Invalid mapping: `,
+				`    3 |  198.51.100.11,2001:db8:6::12`,
+				`      |  ^^^^^^^^^^^^^^^^^^^^^^^^^^^^`,
+			},
+		},
+		{
+			name:  "syntax",
+			files: map[string]string{"c.hcl": "translator {\n  prefix = \"2001:db8:64::/96\"\n"},
+			want:  []string{`D/c.hcl:1:12: Unclosed configuration block`},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := writeTemp(t, tc.files)
+			out, errOut, err := runCmd(t, "check", "-c", filepath.Join(dir, "c.hcl"))
+			if err == nil {
+				t.Fatalf("check accepted it; stdout %q", out)
+			}
+			if out != "" {
+				t.Errorf("stdout %q", out)
+			}
+			lines := strings.Split(errOut, "\n")
+			for _, w := range tc.want {
+				w = strings.ReplaceAll(w, "D/", dir+"/")
+				found := false
+				for _, l := range lines {
+					if strings.HasPrefix(l, w) {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("stderr lacks %q:\n%s", w, errOut)
+				}
+			}
+		})
+	}
+}
+
+func TestCheckWarning(t *testing.T) {
+	dir := writeTemp(t, map[string]string{"w.hcl": "translator {\n  prefix = \"2001:db8:64::/96\"\n  ipv4_mtu = 1500\n  ipv6_mtu = 1500\n}\n"})
+	path := filepath.Join(dir, "w.hcl")
+	out, errOut, err := runCmd(t, "check", "-c", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, ": OK: 0 mappings") || !strings.HasPrefix(errOut, path+":4:14: warning: IPv6 MTU below IPv4 MTU + 20") {
+		t.Errorf("stdout %q\nstderr %q", out, errOut)
+	}
+}
+
+func TestCheckNeedsConfig(t *testing.T) {
+	if _, _, err := runCmd(t, "check"); err == nil || !strings.Contains(err.Error(), "config") {
+		t.Errorf("check without -c: %v", err)
+	}
+	if _, _, err := runCmd(t, "check", "-c", filepath.Join(t.TempDir(), "missing.hcl")); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("missing file: %v", err)
+	}
+}
