@@ -340,3 +340,31 @@ func TestKernelPath(t *testing.T) {
 		t.Fatalf("%s is not a bzImage", p)
 	}
 }
+
+func TestConfigFiles(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "maps.csv"), []byte("198.51.100.20,2001:db8:6::20\n"), 0o644)
+	cfg := filepath.Join(dir, "map646.hcl")
+	os.WriteFile(cfg, []byte(strings.Replace(testHCL, "translator {", "translator {\n  mappings_file = \"maps.csv\"", 1)), 0o644)
+	files, err := configFiles(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, f := range files {
+		got[f.Path] = string(f.Data)
+	}
+	if !strings.Contains(got[GuestConfigPath], `mappings_file = "maps.csv"`) {
+		t.Errorf("config not baked as written: %q", got[GuestConfigPath])
+	}
+	if got["/etc/maps.csv"] != "198.51.100.20,2001:db8:6::20\n" {
+		t.Errorf("mappings file not at /etc/maps.csv: %v", got)
+	}
+
+	bad := filepath.Join(dir, "bad.hcl")
+	os.WriteFile(bad, []byte("translator {\n  prefix = \"2001:db8:64::/97\"\n}\n"), 0o644)
+	_, err = configFiles(bad)
+	if err == nil || !strings.Contains(err.Error(), "bad.hcl:2:") {
+		t.Fatalf("invalid config: err %v, want a diagnostic naming bad.hcl:2:col", err)
+	}
+}
