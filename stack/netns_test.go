@@ -1,0 +1,424 @@
+package stack
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/map646/map646/mapping"
+	"github.com/map646/map646/stack/internal/netnstest"
+	"github.com/map646/map646/stack/tun"
+	"github.com/map646/map646/stack/xlat"
+)
+
+// The conformance suite's address plan.
+const (
+	clientV4     = "192.0.2.2"
+	serverV4     = "198.51.100.10"
+	serverV6     = "2001:db8:6::10"
+	prefixV6     = "2001:db8:64::/96"
+	clientInV6   = "2001:db8:64::c000:202" // prefix ‖ 192.0.2.2
+	icmpPool6791 = "203.0.113.64/26"
+)
+
+// testEngine is the translator configuration of the address plan.
+func testEngine(t testing.TB) *xlat.Engine {
+	t.Helper()
+	p, err := mapping.NewPrefix(netip.MustParsePrefix(prefixV6))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := mapping.NewTable([]mapping.Entry{
+		{IPv4: netip.MustParsePrefix(serverV4 + "/32"), IPv6: netip.MustParsePrefix(serverV6 + "/128")},
+		{IPv4: netip.MustParsePrefix("198.51.100.11/32"), IPv6: netip.MustParsePrefix("2001:db8:6::11/128")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := mapping.NewSnapshot(p, tbl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := xlat.NewEngine(&xlat.Config{Map: snap, Policy: xlat.Policy{
+		LowestIPv6MTU:  1280,
+		ICMPSourcePool: []netip.Prefix{netip.MustParsePrefix(icmpPool6791)},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eng
+}
+
+// topology is an IPv4 client namespace, the translator namespace with the
+// tun and the in-process data path, and an IPv6-only server namespace:
+//
+//	cli: c4 203.0.113.2/28, 192.0.2.2 on lo
+//	xlat: x4 203.0.113.1/28, x6 2001:db8:ffff::1/64, tun dp-tun
+//	srv: s6 2001:db8:ffff::2/64, 2001:db8:6::10 on lo
+type topology struct {
+	cli, xlat, srv *netnstest.NS
+	eng            *xlat.Engine
+	dev            *tun.Device
+	dp             *Datapath
+}
+
+func newTopology(t *testing.T, offload bool, mtu6 int) *topology {
+	t.Helper()
+	netnstest.Require(t)
+	tp := &topology{
+		cli:  netnstest.New(t, "cli"),
+		xlat: netnstest.New(t, "xlat"),
+		srv:  netnstest.New(t, "srv"),
+	}
+	netnstest.Veth(t, tp.cli, "c4", tp.xlat, "x4")
+	netnstest.Veth(t, tp.xlat, "x6", tp.srv, "s6")
+	for _, c := range [][]string{
+		{"ip", "addr", "add", "203.0.113.2/28", "dev", "c4"},
+		{"ip", "addr", "add", clientV4 + "/32", "dev", "lo"},
+		{"ip", "route", "add", "198.51.100.0/24", "via", "203.0.113.1", "src", clientV4},
+	} {
+		tp.cli.Run(c...)
+	}
+	for _, c := range [][]string{
+		{"ip", "link", "set", "s6", "mtu", strconv.Itoa(mtu6)},
+		{"ip", "addr", "add", "2001:db8:ffff::2/64", "dev", "s6", "nodad"},
+		{"ip", "addr", "add", serverV6 + "/128", "dev", "lo", "nodad"},
+		// advmss: the server offers the MSS of a 1500-byte IPv4 path
+		// whatever its own link, so that the client's segments must go
+		// through path MTU discovery when the IPv6 link is smaller.
+		{"ip", "route", "add", prefixV6, "via", "2001:db8:ffff::1", "src", serverV6, "advmss", "1460"},
+	} {
+		tp.srv.Run(c...)
+	}
+	for _, c := range [][]string{
+		{"sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+			"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"},
+		{"ip", "link", "set", "x6", "mtu", strconv.Itoa(mtu6)},
+		{"ip", "addr", "add", "203.0.113.1/28", "dev", "x4"},
+		{"ip", "addr", "add", "2001:db8:ffff::1/64", "dev", "x6", "nodad"},
+		{"ip", "route", "add", "192.0.2.0/24", "via", "203.0.113.2"},
+		{"ip", "route", "add", "2001:db8:6::/64", "via", "2001:db8:ffff::2"},
+	} {
+		tp.xlat.Run(c...)
+	}
+
+	tp.eng = testEngine(t)
+	err := tp.xlat.Do(func() (err error) {
+		tp.dev, err = tun.Open(tun.Config{Name: "dp-tun", Queues: 2, MTU: 1520, Offload: offload})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tp.dev.Close() })
+	tp.xlat.Run("sysctl", "-qw", "net.ipv4.conf.dp-tun.rp_filter=0")
+	tp.xlat.Run("ip", "route", "add", "198.51.100.0/24", "dev", "dp-tun")
+	tp.xlat.Run("ip", "route", "add", prefixV6, "dev", "dp-tun")
+	t.Logf("tun %s, offloads %s", tp.dev.Name(), tp.dev.Offloads())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	tp.dp, err = Serve(ctx, tp.eng, tp.dev, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := tp.dp.Wait(); err != nil {
+			t.Errorf("data path: %v", err)
+		}
+		t.Logf("link stats %+v", tp.dp.LinkStats())
+	})
+	return tp
+}
+
+func TestNetnsPing(t *testing.T) {
+	tp := newTopology(t, true, 1520)
+	tp.cli.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", serverV4)
+	tp.srv.Run("ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", clientInV6)
+	if !tp.dp.Healthy() {
+		t.Errorf("unhealthy: %v", tp.dp.Check())
+	}
+}
+
+func TestNetnsTCP(t *testing.T) {
+	for _, offload := range []bool{true, false} {
+		t.Run(fmt.Sprintf("offload=%v", offload), func(t *testing.T) {
+			tp := newTopology(t, offload, 1520)
+			transferTCP(t, tp, 100<<20, true)
+			transferTCP(t, tp, 100<<20, false)
+			if s := tp.dp.LinkStats(); s.WriteErrors != 0 || s.InvalidVnetHdr != 0 {
+				t.Errorf("link errors: %+v", s)
+			}
+		})
+	}
+}
+
+// transferTCP sends size pseudo-random bytes from the IPv4 client to the
+// IPv6 server (upload) or back, and compares SHA-256 digests of what was
+// sent and what arrived.
+func transferTCP(t *testing.T, tp *topology, size int64, upload bool) {
+	t.Helper()
+	var ln net.Listener
+	if err := tp.srv.Do(func() (err error) {
+		ln, err = net.Listen("tcp6", "["+serverV6+"]:0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	srvDone := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			srvDone <- result{err: err}
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Minute))
+		if upload {
+			sum, n, err := drain(c)
+			srvDone <- result{sum, n, err}
+		} else {
+			sum, err := sendRandom(c, size, 2)
+			srvDone <- result{sum, size, err}
+		}
+	}()
+
+	var c net.Conn
+	if err := tp.cli.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp4", net.JoinHostPort(serverV4, strconv.Itoa(port)), 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	start := time.Now()
+	var sent, got [32]byte
+	var n int64
+	var err error
+	if upload {
+		sent, err = sendRandom(c, size, 1)
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		if err != nil {
+			t.Fatalf("upload: %v", err)
+		}
+		r := <-srvDone
+		if r.err != nil {
+			t.Fatalf("server: %v", r.err)
+		}
+		got, n = r.sum, r.n
+	} else {
+		got, n, err = drain(c)
+		if err != nil {
+			t.Fatalf("download: %v", err)
+		}
+		r := <-srvDone
+		if r.err != nil {
+			t.Fatalf("server: %v", r.err)
+		}
+		sent = r.sum
+	}
+	elapsed := time.Since(start)
+	if n != size || got != sent {
+		t.Fatalf("upload=%v: %d of %d bytes arrived, digest %x, sent %x", upload, n, size, got[:8], sent[:8])
+	}
+	t.Logf("upload=%v: %d MB verified in %v (%.2f Gbit/s)", upload, size>>20, elapsed.Round(time.Millisecond),
+		float64(size*8)/elapsed.Seconds()/1e9)
+}
+
+// sendRandom writes size bytes of a seeded pseudo-random stream to w and
+// returns their SHA-256.
+func sendRandom(w io.Writer, size int64, seed uint64) ([32]byte, error) {
+	rng := rand.NewChaCha8([32]byte{byte(seed)})
+	h := sha256.New()
+	buf := make([]byte, 256<<10)
+	for size > 0 {
+		b := buf[:min(int64(len(buf)), size)]
+		rng.Read(b)
+		h.Write(b)
+		if _, err := w.Write(b); err != nil {
+			return [32]byte{}, err
+		}
+		size -= int64(len(b))
+	}
+	return [32]byte(h.Sum(nil)), nil
+}
+
+func drain(r io.Reader) ([32]byte, int64, error) {
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, r, make([]byte, 256<<10))
+	return [32]byte(h.Sum(nil)), n, err
+}
+
+func TestNetnsUDP(t *testing.T) {
+	tp := newTopology(t, true, 1520)
+	var srv *net.UDPConn
+	if err := tp.srv.Do(func() (err error) {
+		srv, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.ParseIP(serverV6)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() { // echo
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := srv.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			srv.WriteToUDP(buf[:n], from)
+		}
+	}()
+	port := srv.LocalAddr().(*net.UDPAddr).Port
+
+	var c net.Conn
+	if err := tp.cli.Do(func() (err error) {
+		c, err = net.Dial("udp4", net.JoinHostPort(serverV4, strconv.Itoa(port)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// 4000 bytes do not fit the links: both sides fragment (IPv4 fragments
+	// become IPv6 fragments and back).
+	for _, size := range []int{1, 1000, 1472, 4000} {
+		msg := make([]byte, size)
+		for i := range msg {
+			msg[i] = byte(i*31 + size)
+		}
+		got, err := udpExchange(c, msg)
+		if err != nil {
+			t.Fatalf("%d-byte datagram: %v", size, err)
+		}
+		if !bytes.Equal(got, msg) {
+			t.Errorf("%d-byte datagram came back as %d bytes", size, len(got))
+		}
+	}
+}
+
+// udpExchange sends msg and waits for an answer of the same length (an
+// echo of an earlier, retried message is skipped), retrying a lost one.
+func udpExchange(c net.Conn, msg []byte) ([]byte, error) {
+	buf := make([]byte, 65536)
+	var err error
+	for range 3 {
+		if _, err = c.Write(msg); err != nil {
+			return nil, err
+		}
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		for {
+			var n int
+			n, err = c.Read(buf)
+			if err != nil {
+				break
+			}
+			if n == len(msg) {
+				return buf[:n], nil
+			}
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			continue
+		}
+		return nil, err
+	}
+	return nil, err
+}
+
+// TestNetnsPortUnreachable: the server's ICMPv6 Port Unreachable, translated
+// to ICMPv4, reaches the client's connected UDP socket as ECONNREFUSED.
+func TestNetnsPortUnreachable(t *testing.T) {
+	tp := newTopology(t, true, 1520)
+	var c net.Conn
+	if err := tp.cli.Do(func() (err error) {
+		c, err = net.Dial("udp4", serverV4+":9") // nothing listens on discard
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err := udpExchange(c, []byte("anyone there?"))
+	if !errors.Is(err, unix.ECONNREFUSED) {
+		t.Fatalf("got %v, want ECONNREFUSED", err)
+	}
+}
+
+// TestNetnsPathMTU: with a 1280-byte IPv6 link behind the translator, the
+// kernel's Packet Too Big comes back through the translator as
+// Fragmentation Needed (1280 - 20), the client's TCP lowers its segments,
+// the transfer completes, and no IPv6 fragment is made for DF traffic.
+func TestNetnsPathMTU(t *testing.T) {
+	for _, offload := range []bool{true, false} {
+		t.Run(fmt.Sprintf("offload=%v", offload), func(t *testing.T) {
+			tp := newTopology(t, offload, 1280)
+			transferTCP(t, tp, 8<<20, true)
+			out := tp.cli.Run("ip", "route", "get", serverV4, "from", clientV4)
+			if !strings.Contains(out, "mtu 1260") {
+				t.Errorf("client did not learn the path MTU: %s", out)
+			}
+			// A DF datagram that does not fit: the first send provokes
+			// the error, a later one is refused locally.
+			var c net.Conn
+			if err := tp.cli.Do(func() (err error) {
+				c, err = net.Dial("udp4", serverV4+":9")
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			rc, _ := c.(*net.UDPConn).SyscallConn()
+			rc.Control(func(fd uintptr) {
+				unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
+			})
+			var mtu int
+			waitFor(t, "the client's socket to learn MTU 1260", func() bool {
+				c.Write(make([]byte, 1400))
+				rc.Control(func(fd uintptr) { mtu, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU) })
+				return mtu == 1260
+			})
+			for _, ns := range []*netnstest.NS{tp.xlat, tp.srv} {
+				for _, counter := range []string{"Ip6FragCreates", "Ip6ReasmReqds"} {
+					if n := snmp6(t, ns, counter); n != 0 {
+						t.Errorf("%s: %s = %d, want no IPv6 fragments", ns.Name, counter, n)
+					}
+				}
+			}
+		})
+	}
+}
+
+func snmp6(t *testing.T, ns *netnstest.NS, name string) int {
+	t.Helper()
+	for _, line := range strings.Split(ns.Run("cat", "/proc/net/snmp6"), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == name {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	t.Fatalf("%s: no %s in /proc/net/snmp6", ns.Name, name)
+	return 0
+}
