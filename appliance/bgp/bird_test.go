@@ -284,7 +284,7 @@ func TestSpeakerBIRD(t *testing.T) {
 	const password = "doc-example-secret"
 	b := startBIRD(t, rtr, fmt.Sprintf(birdConf, password))
 	s := startRemoteSpeaker(t, spk, Config{
-		LocalAS: 64496, RouterID: netip.MustParseAddr("192.0.2.2"),
+		LocalAS: 64496, RouterID: netip.MustParseAddr("192.0.2.2"), ListenPort: 179,
 		HoldTime: 9 * time.Second, Keepalive: 3 * time.Second, ConnectRetry: time.Second,
 		IPv4NextHopIPv6: true,
 		Neighbors: []Neighbor{
@@ -354,7 +354,7 @@ func TestSpeakerBIRDWrongPassword(t *testing.T) {
 
 	b := startBIRD(t, rtr, fmt.Sprintf(birdConf, "doc-example-secret"))
 	s := startRemoteSpeaker(t, spk, Config{
-		LocalAS: 64496, RouterID: netip.MustParseAddr("192.0.2.2"),
+		LocalAS: 64496, RouterID: netip.MustParseAddr("192.0.2.2"), ListenPort: 179,
 		HoldTime: 9 * time.Second, Keepalive: 3 * time.Second, ConnectRetry: time.Second,
 		Neighbors: []Neighbor{
 			{Address: netip.MustParseAddr("192.0.2.1"), RemoteAS: 64500, Password: "not-the-secret"},

@@ -22,8 +22,8 @@ import (
 type Config struct {
 	LocalAS  uint32
 	RouterID netip.Addr // BGP identifier; must be IPv4 (RFC 6286 relaxes this, GoBGP does not)
-	// ListenPort is the TCP port for incoming sessions: 0 means 179, a
-	// negative value means the speaker only dials out.
+	// ListenPort is the TCP port for incoming sessions (usually 179); 0
+	// means the speaker only dials out.
 	ListenPort int
 	// ListenAddresses restricts where the speaker listens; empty means all.
 	ListenAddresses []netip.Addr
@@ -54,7 +54,7 @@ func (c *Config) Validate() error {
 	if !c.RouterID.Is4() {
 		return fmt.Errorf("bgp: router ID %v is not an IPv4 address", c.RouterID)
 	}
-	if c.ListenPort > 65535 {
+	if c.ListenPort < 0 || c.ListenPort > 65535 {
 		return fmt.Errorf("bgp: listen port %d is out of range", c.ListenPort)
 	}
 	if c.Keepalive > 0 && c.HoldTime > 0 && c.Keepalive >= c.HoldTime {
@@ -119,7 +119,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) {
 		ListenPort: int32(cfg.ListenPort),
 	}
 	if cfg.ListenPort == 0 {
-		global.ListenPort = bgp.BGP_PORT
+		global.ListenPort = -1 // GoBGP's "do not listen"
 	}
 	for _, a := range cfg.ListenAddresses {
 		global.ListenAddresses = append(global.ListenAddresses, a.String())

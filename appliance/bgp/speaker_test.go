@@ -172,7 +172,7 @@ func TestSpeakerIPv4Neighbor(t *testing.T) {
 	port := freePort(t, "127.0.0.2")
 	peer := startPeer(t, "127.0.0.2", port, "127.0.0.1")
 	s := newTestSpeaker(t, Config{
-		LocalAS: speakerAS, RouterID: netip.MustParseAddr("192.0.2.2"), ListenPort: -1,
+		LocalAS: speakerAS, RouterID: netip.MustParseAddr("192.0.2.2"),
 		ConnectRetry: time.Second,
 		Neighbors: []Neighbor{{
 			Address: netip.MustParseAddr("127.0.0.2"), RemoteAS: peerAS, Port: port,
@@ -253,7 +253,7 @@ func TestSpeakerIPv6NeighborExtendedNextHop(t *testing.T) {
 			port := freePort(t, "::1")
 			peer := startPeer(t, "::1", port, "::1")
 			s := newTestSpeaker(t, Config{
-				LocalAS: speakerAS, RouterID: netip.MustParseAddr("192.0.2.2"), ListenPort: -1,
+				LocalAS: speakerAS, RouterID: netip.MustParseAddr("192.0.2.2"),
 				ConnectRetry: time.Second, IPv4NextHopIPv6: extNH,
 				Neighbors: []Neighbor{{Address: netip.MustParseAddr("::1"), RemoteAS: peerAS, Port: port}},
 			})

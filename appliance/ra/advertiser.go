@@ -80,7 +80,7 @@ func Start(cfg Config, log *slog.Logger) (*Advertiser, error) {
 	log = log.With("component", "ra", "interface", cfg.Interface)
 	ifi, err := net.InterfaceByName(cfg.Interface)
 	if err != nil {
-		return nil, fmt.Errorf("ra: %w", err)
+		return nil, fmt.Errorf("ra: interface %s: %w", cfg.Interface, err)
 	}
 	// Router advertisements must come from the link-local address (RFC 4861
 	// section 4.2); it cannot be bound while DAD runs, so wait a little.

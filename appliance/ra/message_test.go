@@ -3,9 +3,11 @@ package ra
 import (
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/map646/map646/appliance/config"
 	"github.com/mdlayher/ndp"
 )
 
@@ -148,5 +150,28 @@ func TestValidate(t *testing.T) {
 		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
 			t.Errorf("Validate(%+v) = %v, want ok=%v", tc.cfg, err, tc.ok)
 		}
+	}
+}
+
+func TestFromConfig(t *testing.T) {
+	got := FromConfig([]config.RouterAdvertisement{
+		{Interface: "eth1", Preference: "high", RouterLifetime: 0, Interval: 10, RouteLifetime: 30},
+	})
+	want := Config{Interface: "eth1", Preference: "high", Interval: 10 * time.Second, RouteLifetime: 30 * time.Second}
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("FromConfig = %+v, want %+v", got, want)
+	}
+	if err := got[0].Validate(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestStartSetBadInterface(t *testing.T) {
+	s, err := StartSet([]Config{{Interface: "fo-nosuch0"}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "fo-nosuch0") {
+		t.Errorf("StartSet = %v, %v; want an error naming the interface", s, err)
+	}
+	if _, err := StartSet([]Config{{Interface: "eth1", Preference: "urgent"}}, nil); err == nil {
+		t.Error("invalid configuration accepted")
 	}
 }
