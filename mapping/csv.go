@@ -24,7 +24,7 @@ func (e *CSVError) Unwrap() error { return e.Err }
 // ParseCSV reads a mappings file: one EAM entry per line as "ipv4,ipv6",
 // where each side is an address (a /32 or /128) or a prefix. Spaces and
 // tabs around fields are ignored, '#' starts a comment, CR LF line ends are
-// accepted. A line that is blank or whose first non-blank byte is '#'
+// accepted, and so is a UTF-8 byte order mark. A line that is blank or whose first non-blank byte is '#'
 // holds no entry; every other line holds exactly one, so the n-th entry
 // is the n-th such line. Each entry passes the same per-entry checks as
 // NewTable (family, host bits, suffix lengths, special space, RFC 6052
@@ -53,6 +53,11 @@ func parseCSV(r io.Reader, name string, wantLines bool) ([]Entry, []int, error) 
 	// address parser needs no per-field copies.
 	src := string(raw)
 	raw = nil
+	bom := 0
+	if strings.HasPrefix(src, "\uFEFF") { // byte order mark, as spreadsheets write
+		bom = len("\uFEFF")
+		src = src[bom:]
+	}
 	n := strings.Count(src, "\n") + 1 // an upper bound on the entries
 	entries := make([]Entry, 0, n)
 	var lines []int
@@ -65,6 +70,9 @@ func parseCSV(r io.Reader, name string, wantLines bool) ([]Entry, []int, error) 
 		e, ok, err := parseCSVLine(line)
 		if err != nil {
 			err.Name, err.Line = name, lineNo
+			if lineNo == 1 {
+				err.Col += bom
+			}
 			return nil, nil, err
 		}
 		if ok {

@@ -1,0 +1,110 @@
+package mapping
+
+import (
+	"errors"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func TestParseCSV(t *testing.T) {
+	const src = "\uFEFF# public address, server address\r\n" +
+		"198.51.100.10,2001:db8:6::10\r\n" +
+		"\n" +
+		"   \t\n" +
+		"  # indented comment\n" +
+		" 198.51.100.11 ,\t2001:db8:6::11   # server B\n" +
+		"192.0.2.0/24,2001:db8:aaaa::/120\n" +
+		"203.0.113.7/32,2001:db8:bbbb::7/128" // no final newline
+	entries, lines, err := ParseCSVLines(strings.NewReader(src), "maps.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Entry{
+		e("198.51.100.10", "2001:db8:6::10"),
+		e("198.51.100.11", "2001:db8:6::11"),
+		e("192.0.2.0/24", "2001:db8:aaaa::/120"),
+		e("203.0.113.7", "2001:db8:bbbb::7"),
+	}
+	if !slices.Equal(entries, want) {
+		t.Errorf("entries = %v\nwant %v", entries, want)
+	}
+	if !slices.Equal(lines, []int{2, 6, 7, 8}) {
+		t.Errorf("lines = %v, want [2 6 7 8]", lines)
+	}
+	plain, err := ParseCSV(strings.NewReader(src), "maps.csv")
+	if err != nil || !slices.Equal(plain, want) {
+		t.Errorf("ParseCSV = %v, %v", plain, err)
+	}
+	if got, err := ParseCSV(strings.NewReader(""), "empty.csv"); err != nil || len(got) != 0 {
+		t.Errorf("empty file: %v, %v", got, err)
+	}
+}
+
+// TestParseCSVErrors: every error names file, line and column of the
+// offending field.
+func TestParseCSVErrors(t *testing.T) {
+	for _, tc := range []struct {
+		src    string
+		want   string
+		reason error
+	}{
+		{"198.51.100.10 2001:db8::1\n", "m.csv:1:26: expected \"ipv4,ipv6\", found no comma", nil},
+		{"# c\n198.51.100.10,2001:db8::1,x\n", "m.csv:2:26: expected \"ipv4,ipv6\", found a third field", nil},
+		{"\uFEFF198.51.100.1x,2001:db8::1\n", "m.csv:1:4: invalid IPv4 address", nil}, // columns count the BOM's bytes
+		{"198.51.100.10,\n", "m.csv:1:15: the IPv6 side is empty", nil},
+		{"  ,2001:db8::1\n", "m.csv:1:3: the IPv4 side is empty", nil},
+		{"198.51.100.1o,2001:db8::1\n", "m.csv:1:1: invalid IPv4 address \"198.51.100.1o\"", nil},
+		{"192.0.2.0/33,2001:db8::/129\n", "m.csv:1:1: invalid IPv4 prefix \"192.0.2.0/33\"", nil},
+		{"198.51.100.1, 2001:db8::g\n", "m.csv:1:15: invalid IPv6 address \"2001:db8::g\"", nil},
+		{"2001:db8::1,198.51.100.1\n", "m.csv:1:1: wrong address family: 2001:db8::1 is not an IPv4 address", ErrFamily},
+		{"198.51.100.1,192.0.2.1\n", "m.csv:1:14: wrong address family: 192.0.2.1 is not an IPv6 address", ErrFamily},
+		{"198.51.100.1,::ffff:192.0.2.1\n", "m.csv:1:14: wrong address family", ErrFamily},
+		{"\n\n192.0.2.1/24,2001:db8::/120\n", "m.csv:3:1: host bits set: 192.0.2.1/24 (did you mean 192.0.2.0/24?)", ErrHostBits},
+		{"192.0.2.0/24,\t2001:db8::/64\n", "m.csv:1:15: suffix lengths differ", ErrSuffixLength},
+		{"198.51.100.1,64:ff9b::c633:6401\n", "m.csv:1:14: well-known prefix with non-global IPv4", ErrWellKnownNonGlobal},
+		{"127.0.0.1,2001:db8::1\n", "m.csv:1:1: not a forwardable unicast address", ErrSpecial},
+	} {
+		_, err := ParseCSV(strings.NewReader(tc.src), "m.csv")
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("ParseCSV(%q) error\n  %v\nwant prefix\n  %s", tc.src, err, tc.want)
+			continue
+		}
+		var ce *CSVError
+		if !errors.As(err, &ce) || ce.Name != "m.csv" {
+			t.Errorf("error %v is not a *CSVError for m.csv", err)
+		}
+		if tc.reason != nil && !errors.Is(err, tc.reason) {
+			t.Errorf("error %v is not %v", err, tc.reason)
+		}
+	}
+}
+
+func TestParseCSVReadError(t *testing.T) {
+	boom := errors.New("disk on fire")
+	_, err := ParseCSV(iotest.ErrReader(boom), "m.csv")
+	if !errors.Is(err, boom) || !strings.HasPrefix(err.Error(), "m.csv: ") {
+		t.Errorf("error %v", err)
+	}
+	var _ io.Reader = iotest.ErrReader(boom)
+}
+
+// TestParseCSVThenTable: duplicates are NewTable's to find, and
+// ParseCSVLines maps its index back to a line.
+func TestParseCSVThenTable(t *testing.T) {
+	src := "# two servers\n198.51.100.10,2001:db8:6::10\n\n198.51.100.11,2001:db8:6::11\n198.51.100.10,2001:db8:6::12\n"
+	entries, lines, err := ParseCSVLines(strings.NewReader(src), "m.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = NewTable(entries)
+	var ee *EntryError
+	if !errors.As(err, &ee) || !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("NewTable error %v", err)
+	}
+	if lines[ee.Index] != 5 || lines[ee.Other] != 2 {
+		t.Errorf("duplicate at lines %d and %d, want 5 and 2", lines[ee.Index], lines[ee.Other])
+	}
+}

@@ -1,0 +1,85 @@
+package mapping
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+)
+
+var (
+	fuzzBases4 = [2][4]byte{{198, 51, 100, 0}, {203, 0, 113, 0}}
+	fuzzBases6 = [2][16]byte{
+		netip.MustParseAddr("2001:db8:1::").As16(),
+		netip.MustParseAddr("2001:db8:2::").As16(),
+	}
+)
+
+// fuzzEntries turns bytes into entries: 3 bytes each (length and base
+// choice, IPv4 low byte, IPv6 low byte), all inside two /24s and two /120s.
+func fuzzEntries(data []byte) []Entry {
+	var out []Entry
+	for ; len(data) >= 3 && len(out) < 64; data = data[3:] {
+		bits := 24 + int(data[0]%9)
+		mask := byte(0xff << (32 - bits))
+		a4, a6 := fuzzBases4[data[0]>>6&1], fuzzBases6[data[0]>>7]
+		a4[3] = data[1] & mask
+		a6[15] = data[2] & mask
+		out = append(out, Entry{IPv4: netip.PrefixFrom(netip.AddrFrom4(a4), bits), IPv6: netip.PrefixFrom(netip.AddrFrom16(a6), 96+bits)})
+	}
+	return out
+}
+
+// FuzzTable checks the indexed table against the linear reference
+// (refLookup4/6) for every address of the universe, in both build modes,
+// and that NewTable refuses exactly the tables with equal or nested
+// prefixes on one side.
+func FuzzTable(f *testing.F) {
+	f.Add([]byte{8, 10, 10, 8, 11, 11}, false)
+	f.Add([]byte{0, 0, 0, 5, 8, 16, 8, 9, 9}, true)
+	f.Add([]byte{0x48, 1, 1, 0x88, 1, 1, 0xc8, 1, 1, 8, 1, 1}, false)
+	f.Fuzz(func(t *testing.T, data []byte, nested bool) {
+		entries := fuzzEntries(data)
+		tab, err := NewTableWith(entries, Options{AllowNested: nested})
+
+		dup, overlap := false, false
+		for i := range entries {
+			for j := range i {
+				a, b := entries[i], entries[j]
+				dup = dup || a.IPv4 == b.IPv4 || a.IPv6 == b.IPv6
+				overlap = overlap || a.IPv4.Overlaps(b.IPv4) || a.IPv6.Overlaps(b.IPv6)
+			}
+		}
+		switch {
+		case dup:
+			if !errors.Is(err, ErrDuplicate) {
+				t.Fatalf("duplicate prefixes accepted or misreported: %v", err)
+			}
+			return
+		case overlap && !nested:
+			if !errors.Is(err, ErrOverlap) {
+				t.Fatalf("nested prefixes accepted or misreported: %v", err)
+			}
+			return
+		case err != nil:
+			t.Fatalf("valid table refused: %v", err)
+		}
+		for b := range 2 {
+			for x := range 256 {
+				a4 := fuzzBases4[b]
+				a4[3] = byte(x)
+				want6, wantOK := refLookup4(entries, a4)
+				v6, delta, ok := tab.Lookup4(a4)
+				if ok != wantOK || v6 != want6 || (ok && delta != Delta(a4, v6)) {
+					t.Fatalf("Lookup4(%v) = %v, %#x, %v; want %v, %v", netip.AddrFrom4(a4), netip.AddrFrom16(v6), delta, ok, netip.AddrFrom16(want6), wantOK)
+				}
+				a6 := fuzzBases6[b]
+				a6[15] = byte(x)
+				want4, wantOK := refLookup6(entries, a6)
+				v4, delta, ok := tab.Lookup6(a6)
+				if ok != wantOK || v4 != want4 || (ok && delta != Delta(v4, a6)) {
+					t.Fatalf("Lookup6(%v) = %v, %#x, %v; want %v, %v", netip.AddrFrom16(a6), netip.AddrFrom4(v4), delta, ok, netip.AddrFrom4(want4), wantOK)
+				}
+			}
+		}
+	})
+}
