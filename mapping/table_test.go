@@ -236,7 +236,7 @@ func TestNewTableRejects(t *testing.T) {
 func TestNewTableAccepts(t *testing.T) {
 	for _, entries := range [][]Entry{
 		nil,
-		{e("8.8.8.8", "64:ff9b::808:808")},                          // global IPv4 in the WKP: allowed
+		{e("8.8.8.8", "64:ff9b::808:808")}, // global IPv4 in the WKP: allowed
 		{e("10.0.0.1", "2001:db8::1"), e("10.0.0.2", "2001:db8::2")}, // private EAM space
 		{e("192.0.2.0/24", "2001:db8::/120"), e("192.0.3.0/24", "2001:db8::100/120")},
 		{e("240.0.0.1", "2001:db8::1")},
