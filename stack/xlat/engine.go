@@ -2,8 +2,13 @@ package xlat
 
 import (
 	"errors"
+	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/map646/map646/mapping"
 )
 
 // Dir is the direction of translation.
@@ -36,32 +41,108 @@ const (
 
 var protoNames = [NumProtos]string{"other", "tcp", "udp", "icmp", "fragment"}
 
-func (p Proto) String() string { return protoNames[p] }
+func (p Proto) String() string {
+	if p >= NumProtos {
+		return "invalid"
+	}
+	return protoNames[p]
+}
 
-// Reason says why a packet was not translated.
+// Reason says why a packet was not translated. Every value has a stable
+// snake_case name (String) for logs and metric labels.
 type Reason uint8
 
 const (
-	ReasonNone Reason = iota
-	ReasonMalformed
+	ReasonNone            Reason = iota
+	ReasonMalformed              // truncated or inconsistent headers
+	ReasonVersion                // neither IPv4 nor IPv6
+	ReasonHeadroom               // the caller reserved too little room in front
+	ReasonSrcIllegal             // RFC 7915 4.1/5.1: 0/8, 127/8, multicast, class E, ::, ::1, fe80::/10, ff00::/8 source
+	ReasonDstIllegal             // the same ranges as destination
+	ReasonDenied                 // an IPv4 address inside Policy.DenyIPv4
+	ReasonDstUnmapped            // 4->6: no EAM entry for the destination; 6->4: destination neither EAM nor prefix
+	ReasonSrcUnmapped            // source neither EAM nor prefix (and not an ICMPv6 error)
+	ReasonSourceRoute            // RFC 7915 4.1: unexpired LSRR/SSRR option; ICMPv4 3/5 sent
+	ReasonSegmentsLeft           // RFC 7915 5.1: Routing header with Segments Left != 0; ICMPv6 4/0 sent
+	ReasonExtHeaders             // extension header chain too long or cut short
+	ReasonUDPZeroChecksum        // RFC 7915 4.5: IPv4 UDP checksum 0 with policy "drop"
+	ReasonUDPZeroFragment        // RFC 7915 4.5: IPv4 UDP checksum 0 in a fragment (cannot be computed)
+	ReasonICMPFragmented         // fragmented ICMP: the ICMPv6 pseudo-header length is unknown
+	ReasonICMPType               // RFC 7915 4.2/5.2: ICMP type/code without counterpart, silently dropped
+	ReasonICMPInner              // RFC 7915 4.3/5.3: the packet quoted by an ICMP error is unusable
+	ReasonICMPNested             // RFC 7915 4.3/5.3: an ICMP error quoting an ICMP error
+	ReasonICMPProto              // ICMPv6 (58) inside IPv4 or ICMPv4 (1) inside IPv6
+	ReasonPoolEmpty              // RFC 6791: untranslatable ICMPv6 error source and no pool
+	ReasonTooBig                 // DF packet larger than the known next-hop MTU; Frag Needed / PTB sent
+	ReasonHairpinOff             // RFC 7757 4.2: hairpinning needed but off
+	ReasonHairpinError           // RFC 7757 4.2: an ICMP error that only intrinsic mode hairpins
+	ReasonNoSink                 // fragments or errors to emit but no Sink
 	NumReasons
 )
 
-var reasonNames = [NumReasons]string{"none", "malformed"}
+var reasonNames = [NumReasons]string{
+	"none", "malformed", "version", "headroom", "src_illegal", "dst_illegal", "denied",
+	"dst_unmapped", "src_unmapped", "source_route", "segments_left", "ext_headers",
+	"udp_zero_checksum", "udp_zero_fragment", "icmp_fragmented", "icmp_type", "icmp_inner",
+	"icmp_nested", "icmp_proto", "pool_empty", "too_big", "hairpin_off", "hairpin_error", "no_sink",
+}
 
-func (r Reason) String() string { return reasonNames[r] }
+func (r Reason) String() string {
+	if r >= NumReasons {
+		return "invalid"
+	}
+	return reasonNames[r]
+}
 
-// Counters are one worker's tallies; each worker is their only writer.
+// Counters are one worker's tallies; each worker is their only writer, so
+// the writer uses plain load+store (no locked instruction on the packet
+// path) and readers use atomic loads.
 type Counters struct {
-	Packets [NumDirs][NumProtos]atomic.Uint64
-	Bytes   [NumDirs]atomic.Uint64
-	Drops   [NumDirs][NumReasons]atomic.Uint64
-	Emitted atomic.Uint64 // packets made by the engine (ICMP errors, fragments)
+	Packets     [NumDirs][NumProtos]atomic.Uint64 // translated packets
+	Bytes       [NumDirs]atomic.Uint64            // bytes of translated packets (input size)
+	Drops       [NumDirs][NumReasons]atomic.Uint64
+	Emitted     atomic.Uint64 // packets made by the engine (ICMP errors, fragments)
+	Hairpinned  atomic.Uint64 // RFC 7757 4.2 hairpinned packets (also counted as 6to4)
+	RateLimited atomic.Uint64 // translator-originated errors suppressed by the rate limit
+}
+
+func inc(c *atomic.Uint64, n uint64) { c.Store(c.Load() + n) }
+
+// Totals is a plain snapshot of summed counters.
+type Totals struct {
+	Packets     [NumDirs][NumProtos]uint64
+	Bytes       [NumDirs]uint64
+	Drops       [NumDirs][NumReasons]uint64
+	Emitted     uint64
+	Hairpinned  uint64
+	RateLimited uint64
+}
+
+func (t *Totals) add(c *Counters) {
+	for d := range NumDirs {
+		for p := range NumProtos {
+			t.Packets[d][p] += c.Packets[d][p].Load()
+		}
+		t.Bytes[d] += c.Bytes[d].Load()
+		for r := range NumReasons {
+			t.Drops[d][r] += c.Drops[d][r].Load()
+		}
+	}
+	t.Emitted += c.Emitted.Load()
+	t.Hairpinned += c.Hairpinned.Load()
+	t.RateLimited += c.RateLimited.Load()
+}
+
+// Snapshot returns the worker's counters as plain numbers.
+func (c *Counters) Snapshot() Totals {
+	var t Totals
+	t.add(c)
+	return t
 }
 
 // Engine holds the current configuration; Workers translate with it.
 type Engine struct {
-	cfg     atomic.Pointer[Config]
+	st      atomic.Pointer[state]
 	mu      sync.Mutex
 	workers []*Worker
 }
@@ -76,37 +157,226 @@ func NewEngine(c *Config) (*Engine, error) {
 }
 
 // Reload swaps in a new configuration atomically; packets in flight finish
-// with the old one.
+// with the old one. An invalid configuration is refused and the old one
+// stays in use.
 func (e *Engine) Reload(c *Config) error {
-	if c == nil || c.Map == nil {
-		return errors.New("xlat: configuration without an address map")
+	s, err := compile(c)
+	if err != nil {
+		return err
 	}
-	e.cfg.Store(c)
+	e.st.Store(s)
 	return nil
 }
 
 // Config returns the configuration in use.
-func (e *Engine) Config() *Config { return e.cfg.Load() }
+func (e *Engine) Config() *Config { return e.st.Load().cfg }
+
+// Totals sums the counters of every worker of e.
+func (e *Engine) Totals() Totals {
+	var t Totals
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, w := range e.workers {
+		t.add(&w.C)
+	}
+	return t
+}
+
+// net4 is an IPv4 prefix as integers, for allocation-free membership tests.
+type net4 struct{ addr, mask uint32 }
+
+func (n net4) contains(a uint32) bool { return a&n.mask == n.addr }
+
+// hostRange is the usable part of an RFC 6791 pool prefix.
+type hostRange struct{ first, n uint32 }
+
+// state is a Config compiled for the packet path.
+type state struct {
+	cfg      *Config
+	m        *mapping.Snapshot
+	pfx      mapping.Prefix
+	lowest   int // lowest_ipv6_mtu
+	mtu4     int
+	mtu6     int
+	deny     []net4
+	pool     []hostRange
+	poolSize uint64
+	// errSrc4 is the source of ICMPv4 errors the translator originates: the
+	// first usable pool address, or 192.0.0.8 (RFC 7600) without a pool.
+	errSrc4 [4]byte
+	// errSrc6 is the source of ICMPv6 errors the translator originates:
+	// errSrc4 inside the RFC 6052 prefix (so that it is the translator's
+	// own address as the IPv6 side sees it).
+	errSrc6  [16]byte
+	errRate  int64 // errors per second per worker
+	errBurst int64
+}
+
+const defaultICMPRate = 100
+
+func compile(c *Config) (*state, error) {
+	if c == nil || c.Map == nil {
+		return nil, errors.New("xlat: configuration without an address map")
+	}
+	p := c.Policy
+	s := &state{cfg: c, m: c.Map, pfx: c.Map.Prefix(), lowest: p.LowestIPv6MTU, mtu4: p.IPv4MTU, mtu6: p.IPv6MTU}
+	if s.lowest == 0 {
+		s.lowest = 1280
+	}
+	if s.lowest < 1280 || s.lowest > 65535 {
+		return nil, fmt.Errorf("xlat: lowest IPv6 MTU %d: must be between 1280 and 65535", s.lowest)
+	}
+	if p.IPv4MTU != 0 && (p.IPv4MTU < 68 || p.IPv4MTU > 65535) {
+		return nil, fmt.Errorf("xlat: IPv4 MTU %d: must be between 68 and 65535", p.IPv4MTU)
+	}
+	if p.IPv6MTU != 0 && (p.IPv6MTU < 1280 || p.IPv6MTU > 65535) {
+		return nil, fmt.Errorf("xlat: IPv6 MTU %d: must be between 1280 and 65535", p.IPv6MTU)
+	}
+	if p.UDPZeroChecksum > UDPZeroDrop {
+		return nil, fmt.Errorf("xlat: unknown UDP zero-checksum policy %d", p.UDPZeroChecksum)
+	}
+	if p.Hairpin > HairpinIntrinsic {
+		return nil, fmt.Errorf("xlat: unknown hairpin mode %d", p.Hairpin)
+	}
+	if p.ICMPRate < 0 {
+		return nil, fmt.Errorf("xlat: ICMP rate %d: must not be negative", p.ICMPRate)
+	}
+	for _, d := range p.DenyIPv4 {
+		n, err := toNet4(d)
+		if err != nil {
+			return nil, fmt.Errorf("xlat: deny_ipv4: %w", err)
+		}
+		s.deny = append(s.deny, n)
+	}
+	for _, d := range p.ICMPSourcePool {
+		n, err := toNet4(d)
+		if err != nil {
+			return nil, fmt.Errorf("xlat: icmp_source_pool: %w", err)
+		}
+		r := hostRange{first: n.addr, n: ^n.mask + 1}
+		if d.Bits() == 0 {
+			r.n = ^uint32(0)
+		}
+		if d.Bits() < 31 { // skip the network and broadcast addresses
+			r.first++
+			r.n -= 2
+		}
+		s.pool = append(s.pool, r)
+		s.poolSize += uint64(r.n)
+	}
+	s.errSrc4 = [4]byte{192, 0, 0, 8}
+	if len(s.pool) > 0 {
+		s.errSrc4 = be32put(s.pool[0].first)
+	}
+	if s.pfx.Valid() {
+		s.errSrc6, _ = s.pfx.Embed(s.errSrc4)
+	}
+	s.errRate = int64(p.ICMPRate)
+	if s.errRate == 0 {
+		s.errRate = defaultICMPRate
+	}
+	s.errBurst = s.errRate
+	return s, nil
+}
+
+func toNet4(p netip.Prefix) (net4, error) {
+	if !p.IsValid() || !p.Addr().Is4() {
+		return net4{}, fmt.Errorf("%v is not an IPv4 prefix", p)
+	}
+	p = p.Masked()
+	a := p.Addr().As4()
+	var mask uint32
+	if p.Bits() > 0 {
+		mask = ^uint32(0) << (32 - p.Bits())
+	}
+	return net4{addr: be32(a[:]) & mask, mask: mask}, nil
+}
+
+func (s *state) denied(a [4]byte) bool {
+	v := be32(a[:])
+	for _, n := range s.deny {
+		if n.contains(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// poolAddr picks an RFC 6791 source deterministically from h (a hash of
+// the packet), so that every translator in a group picks the same one.
+func (s *state) poolAddr(h uint32) ([4]byte, bool) {
+	if s.poolSize == 0 {
+		return [4]byte{}, false
+	}
+	i := uint64(h) % s.poolSize
+	for _, r := range s.pool {
+		if i < uint64(r.n) {
+			return be32put(r.first + uint32(i)), true
+		}
+		i -= uint64(r.n)
+	}
+	return [4]byte{}, false
+}
+
+// scratchSize holds the largest IP packet plus room for header growth.
+const scratchSize = 65536 + 2*Headroom
 
 // Worker is the per-goroutine part of the engine: scratch buffers, the ICMP
 // rate limiter and counters. A Worker must not be used concurrently.
 type Worker struct {
 	eng *Engine
 	C   Counters
+
+	scratch []byte // ICMP error translation and fragments
+	errBuf  []byte // translator-originated ICMP errors
+	ipID    uint32 // IPv4 Identification for unfragmented 6->4 packets
+
+	// Token bucket for translator-originated errors: credit is in
+	// nanoseconds of budget; one error costs 1e9/rate.
+	credit int64
+	last   int64
+	primed bool
+	now    func() int64 // monotonic nanoseconds; replaced by tests
 }
+
+var monoStart = time.Now()
+
+func monotonic() int64 { return int64(time.Since(monoStart)) }
 
 // NewWorker returns a worker registered with e (its counters are summed by
 // Engine.Totals).
 func (e *Engine) NewWorker() *Worker {
-	w := &Worker{eng: e}
+	w := &Worker{
+		eng:     e,
+		scratch: make([]byte, scratchSize),
+		errBuf:  make([]byte, Headroom+1280),
+		now:     monotonic,
+	}
+	w.ipID = uint32(time.Now().UnixNano()) ^ uint32(len(e.workers))*0x9e3779b9
 	e.mu.Lock()
 	e.workers = append(e.workers, w)
 	e.mu.Unlock()
 	return w
 }
 
-// Process translates the IPv4 or IPv6 packet at buf[start:end] in place.
-// start must be at least Headroom. off may be nil (no offload metadata).
-func (w *Worker) Process(buf []byte, start, end int, off *Offload, sink Sink) Result {
-	panic("xlat: Process is being written (issue 2)")
+// allowError takes one token from the worker's bucket.
+func (w *Worker) allowError(s *state) bool {
+	cost := int64(time.Second) / s.errRate
+	now := w.now()
+	if !w.primed {
+		w.primed = true
+		w.credit = s.errBurst * cost
+	} else {
+		w.credit += now - w.last
+		if max := s.errBurst * cost; w.credit > max {
+			w.credit = max
+		}
+	}
+	w.last = now
+	if w.credit < cost {
+		inc(&w.C.RateLimited, 1)
+		return false
+	}
+	w.credit -= cost
+	return true
 }

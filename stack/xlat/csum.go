@@ -1,0 +1,95 @@
+package xlat
+
+import (
+	"encoding/binary"
+
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+)
+
+// Ones' complement arithmetic for RFC 1624 incremental checksum updates.
+// A "sum" is the folded, non-complemented ones' complement sum; a checksum
+// field in full form holds its complement, in partial form (virtio
+// NEEDS_CSUM) the pseudo-header sum itself.
+
+func be16(b []byte) uint16     { return binary.BigEndian.Uint16(b) }
+func put16(b []byte, v uint16) { binary.BigEndian.PutUint16(b, v) }
+func be32(b []byte) uint32     { return binary.BigEndian.Uint32(b) }
+func put32(b []byte, v uint32) { binary.BigEndian.PutUint32(b, v) }
+
+func be32put(v uint32) (a [4]byte) {
+	binary.BigEndian.PutUint32(a[:], v)
+	return a
+}
+
+// csumAdd is a + b in ones' complement.
+func csumAdd(a, b uint16) uint16 { return checksum.Combine(a, b) }
+
+// csumSub is a - b in ones' complement.
+func csumSub(a, b uint16) uint16 { return checksum.Combine(a, ^b) }
+
+// sum16 sums the 16 bytes of an IPv6 address.
+func sum16(a *[16]byte) uint16 {
+	var s uint32
+	for i := 0; i < 16; i += 2 {
+		s += uint32(a[i])<<8 | uint32(a[i+1])
+	}
+	s = s&0xffff + s>>16
+	s = s&0xffff + s>>16
+	return uint16(s)
+}
+
+// sum4 sums the 4 bytes of an IPv4 address.
+func sum4(a *[4]byte) uint16 {
+	s := uint32(a[0])<<8 | uint32(a[1])
+	s += uint32(a[2])<<8 | uint32(a[3])
+	s = s&0xffff + s>>16
+	return uint16(s)
+}
+
+// adjust applies the ones' complement difference d to the checksum field
+// at f. Full form (partial false): RFC 1624 eqn. 3, HC' = ~(~HC + d).
+// Partial form: the field holds a non-complemented sum, so HC' = HC + d.
+// zeroToFFFF maps a full-form result of 0 to 0xffff, as UDP requires.
+func adjust(f []byte, d uint16, partial, zeroToFFFF bool) {
+	c := be16(f)
+	if partial {
+		c = csumAdd(c, d)
+	} else {
+		c = ^csumAdd(^c, d)
+		if c == 0 && zeroToFFFF {
+			c = 0xffff
+		}
+	}
+	put16(f, c)
+}
+
+// pseudo6 is the sum of the IPv6 pseudo-header (RFC 8200 section 8.1).
+func pseudo6(src, dst *[16]byte, length uint32, nh uint8) uint16 {
+	s := csumAdd(sum16(src), sum16(dst))
+	s = csumAdd(s, uint16(length>>16))
+	s = csumAdd(s, uint16(length))
+	return csumAdd(s, uint16(nh))
+}
+
+// pseudo4 is the sum of the IPv4 pseudo-header (RFC 793 section 3.1).
+func pseudo4(src, dst *[4]byte, length uint16, proto uint8) uint16 {
+	s := csumAdd(sum4(src), sum4(dst))
+	s = csumAdd(s, length)
+	return csumAdd(s, uint16(proto))
+}
+
+// ipv4HeaderChecksum writes the header checksum of the IPv4 header h.
+func ipv4HeaderChecksum(h []byte) {
+	h[10], h[11] = 0, 0
+	put16(h[10:], ^checksum.Checksum(h, 0))
+}
+
+// complete turns a partial checksum (NEEDS_CSUM: the field at
+// l4[csumOff:] holds the pseudo-header sum) into a full one.
+func complete(l4 []byte, csumOff int, udp bool) {
+	c := ^checksum.Checksum(l4, 0)
+	if c == 0 && udp {
+		c = 0xffff
+	}
+	put16(l4[csumOff:], c)
+}

@@ -1,0 +1,106 @@
+package xlat
+
+import "gvisor.dev/gvisor/pkg/tcpip/checksum"
+
+// maxICMPv4Error is RFC 1812 section 4.3.2.3: an ICMPv4 error quotes as
+// much of the packet as fits in 576 bytes.
+const maxICMPv4Error = 576
+
+// emitError4 sends the translator's own ICMPv4 error about the IPv4 packet
+// orig back to its source (RFC 792), from s.errSrc4, rate-limited. Callers
+// never call it for ICMP errors or non-first fragments (RFC 1812 4.3.2.7).
+func (w *Worker) emitError4(s *state, orig []byte, typ, code byte, rest uint32, sink Sink) {
+	if sink == nil || !w.allowError(s) {
+		return
+	}
+	n := min(28+len(orig), maxICMPv4Error)
+	b := w.errBuf[Headroom : Headroom+n]
+	b[0], b[1] = 0x45, 0
+	put16(b[2:], uint16(n))
+	put16(b[4:], w.nextID())
+	put16(b[6:], 0)
+	b[8], b[9] = 64, protoICMPv4
+	copy(b[12:16], s.errSrc4[:])
+	copy(b[16:20], orig[12:16])
+	ipv4HeaderChecksum(b[:20])
+	ic := b[20:28]
+	ic[0], ic[1], ic[2], ic[3] = typ, code, 0, 0
+	put32(ic[4:], rest)
+	copy(b[28:], orig[:n-28])
+	put16(ic[2:], ^checksum.Checksum(b[20:n], 0))
+	sink.Emit(b, nil)
+	inc(&w.C.Emitted, 1)
+}
+
+// emitError6 sends the translator's own ICMPv6 error about the IPv6 packet
+// orig back to its source (RFC 4443), rate-limited. Its source is the
+// translator's error address inside the RFC 6052 prefix (s.errSrc6), or
+// the packet's destination when no prefix is configured.
+func (w *Worker) emitError6(s *state, orig []byte, typ, code byte, rest uint32, sink Sink, _ ext) {
+	if sink == nil || !w.allowError(s) {
+		return
+	}
+	n := min(48+len(orig), maxICMPv6Error)
+	b := w.errBuf[Headroom : Headroom+n]
+	src, dst := s.errSrc6, [16]byte(orig[8:24])
+	if !s.pfx.Valid() {
+		src = [16]byte(orig[24:40])
+	}
+	b[0], b[1], b[2], b[3] = 0x60, 0, 0, 0
+	put16(b[4:], uint16(n-40))
+	b[6], b[7] = protoICMPv6, 64
+	copy(b[8:24], src[:])
+	copy(b[24:40], dst[:])
+	ic := b[40:48]
+	ic[0], ic[1], ic[2], ic[3] = typ, code, 0, 0
+	put32(ic[4:], rest)
+	copy(b[48:], orig[:n-48])
+	put16(ic[2:], ^checksum.Checksum(b[40:n], pseudo6(&src, &dst, uint32(n-40), protoICMPv6)))
+	sink.Emit(b, nil)
+	inc(&w.C.Emitted, 1)
+}
+
+// fragment6 splits the translated IPv6 packet pkt (which carries a
+// Fragment header at offset 40) into fragments of at most lowest_ipv6_mtu
+// bytes with offsets in multiples of 8 (RFC 7915 section 4, RFC 8200
+// section 4.5) and emits them.
+func (w *Worker) fragment6(s *state, pkt []byte, off *Offload, sink Sink, r Result) Result {
+	if sink == nil {
+		return drop(r, ReasonNoSink)
+	}
+	base := int(be16(pkt[42:]) &^ 7)
+	data := pkt[48:]
+	if base+len(data) > 65535 {
+		return drop(r, ReasonMalformed)
+	}
+	if off != nil {
+		if off.Flags&OffloadNeedsCsum != 0 && base == 0 {
+			// Fragments cannot be checksummed by the device: finish the
+			// partial checksum over the whole datagram first.
+			cs := int(off.CsumStart)
+			if cs >= 48 && cs+int(off.CsumOffset)+2 <= len(pkt) {
+				complete(pkt[cs:], int(off.CsumOffset), pkt[40] == protoUDP)
+			}
+		}
+		*off = Offload{}
+	}
+	lastM := be16(pkt[42:]) & 1
+	step := (s.lowest - 48) &^ 7
+	for pos := 0; pos < len(data); {
+		n := min(step, len(data)-pos)
+		m := lastM
+		if pos+n < len(data) {
+			m = 1
+		}
+		o := w.scratch[:48+n]
+		copy(o, pkt[:48])
+		copy(o[48:], data[pos:pos+n])
+		put16(o[4:], uint16(8+n))
+		put16(o[42:], uint16(base+pos)|m)
+		sink.Emit(o, nil)
+		inc(&w.C.Emitted, 1)
+		pos += n
+	}
+	r.Verdict = Consumed
+	return r
+}
