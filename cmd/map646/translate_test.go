@@ -1,0 +1,370 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
+)
+
+// The plan of the conformance suite: server A is 198.51.100.10 <->
+// 2001:db8:6::10, IPv4 clients appear inside 2001:db8:64::/96.
+const translateHCL = `translator {
+  prefix = "2001:db8:64::/96"
+  mapping {
+    ipv4 = "198.51.100.10"
+    ipv6 = "2001:db8:6::10"
+  }
+}
+`
+
+var (
+	client4 = net.ParseIP("192.0.2.2").To4()
+	client6 = net.ParseIP("2001:db8:64::c000:202")
+	server4 = net.ParseIP("198.51.100.10").To4()
+	server6 = net.ParseIP("2001:db8:6::10")
+)
+
+func serialize(t *testing.T, ls ...gopacket.SerializableLayer) []byte {
+	t.Helper()
+	b := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(b, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
+		t.Fatal(err)
+	}
+	return append([]byte(nil), b.Bytes()...)
+}
+
+func udp4(t *testing.T, payload string) []byte {
+	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: client4, DstIP: server4, Flags: layers.IPv4DontFragment}
+	u := &layers.UDP{SrcPort: 40000, DstPort: 53}
+	u.SetNetworkLayerForChecksum(ip)
+	return serialize(t, ip, u, gopacket.Payload(payload))
+}
+
+func udp6(t *testing.T, payload string) []byte {
+	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolUDP, SrcIP: server6, DstIP: client6}
+	u := &layers.UDP{SrcPort: 53, DstPort: 40000}
+	u.SetNetworkLayerForChecksum(ip)
+	return serialize(t, ip, u, gopacket.Payload(payload))
+}
+
+func ether(t *testing.T, et layers.EthernetType, payload []byte) []byte {
+	e := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: et}
+	return serialize(t, e, gopacket.Payload(payload))
+}
+
+type frame struct {
+	data   []byte
+	length int // original length; 0: len(data)
+}
+
+func writePcap(t *testing.T, path string, lt layers.LinkType, frames []frame) {
+	t.Helper()
+	var b bytes.Buffer
+	w := pcapgo.NewWriter(&b)
+	if err := w.WriteFileHeader(65535, lt); err != nil {
+		t.Fatal(err)
+	}
+	ts := time.Unix(1764000000, 0)
+	for i, f := range frames {
+		l := f.length
+		if l == 0 {
+			l = len(f.data)
+		}
+		ci := gopacket.CaptureInfo{Timestamp: ts.Add(time.Duration(i) * time.Millisecond), CaptureLength: len(f.data), Length: l}
+		if err := w.WritePacket(ci, f.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readPcap(t *testing.T, path string) (layers.LinkType, [][]byte, []time.Time) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pkts [][]byte
+	var ts []time.Time
+	for {
+		d, ci, err := r.ReadPacketData()
+		if err != nil {
+			break
+		}
+		pkts = append(pkts, d)
+		ts = append(ts, ci.Timestamp)
+	}
+	return r.LinkType(), pkts, ts
+}
+
+// onesSum is the RFC 1071 sum of b folded to 16 bits.
+func onesSum(b []byte, s uint32) uint32 {
+	for ; len(b) >= 2; b = b[2:] {
+		s += uint32(binary.BigEndian.Uint16(b))
+	}
+	if len(b) == 1 {
+		s += uint32(b[0]) << 8
+	}
+	for s > 0xffff {
+		s = s>>16 + s&0xffff
+	}
+	return s
+}
+
+// checkUDP6 verifies a translated IPv6/UDP packet: addresses, hop limit,
+// payload, and that the UDP checksum is complete and right (RFC 8200
+// section 8.1 pseudo-header).
+func checkUDP6(t *testing.T, p []byte, src, dst net.IP, payload string) {
+	t.Helper()
+	pk := gopacket.NewPacket(p, layers.LayerTypeIPv6, gopacket.Default)
+	ip, _ := pk.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+	u, _ := pk.Layer(layers.LayerTypeUDP).(*layers.UDP)
+	if ip == nil || u == nil {
+		t.Fatalf("not IPv6/UDP: %v", pk)
+	}
+	if !ip.SrcIP.Equal(src) || !ip.DstIP.Equal(dst) || ip.HopLimit != 64 || string(u.Payload) != payload {
+		t.Errorf("got %v -> %v hlim %d payload %q", ip.SrcIP, ip.DstIP, ip.HopLimit, u.Payload)
+	}
+	seg := p[40:]
+	var ph []byte
+	ph = append(ph, p[8:40]...)
+	ph = binary.BigEndian.AppendUint32(ph, uint32(len(seg)))
+	ph = append(ph, 0, 0, 0, 17)
+	if s := onesSum(seg, onesSum(ph, 0)); s != 0xffff {
+		t.Errorf("UDP checksum %#04x is wrong (sum %#04x)", u.Checksum, s)
+	}
+}
+
+func checkUDP4(t *testing.T, p []byte, src, dst net.IP, payload string) {
+	t.Helper()
+	pk := gopacket.NewPacket(p, layers.LayerTypeIPv4, gopacket.Default)
+	ip, _ := pk.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	u, _ := pk.Layer(layers.LayerTypeUDP).(*layers.UDP)
+	if ip == nil || u == nil {
+		t.Fatalf("not IPv4/UDP: %v", pk)
+	}
+	if !ip.SrcIP.Equal(src) || !ip.DstIP.Equal(dst) || ip.TTL != 64 || string(u.Payload) != payload {
+		t.Errorf("got %v -> %v ttl %d payload %q", ip.SrcIP, ip.DstIP, ip.TTL, u.Payload)
+	}
+	if s := onesSum(p[:20], 0); s != 0xffff {
+		t.Errorf("IPv4 header checksum wrong")
+	}
+	seg := p[20:]
+	ph := append(append([]byte(nil), p[12:20]...), 0, 17, byte(len(seg)>>8), byte(len(seg)))
+	if s := onesSum(seg, onesSum(ph, 0)); s != 0xffff {
+		t.Errorf("UDP checksum %#04x is wrong", u.Checksum)
+	}
+}
+
+func TestTranslateRaw(t *testing.T) {
+	dir := writeTemp(t, map[string]string{"c.hcl": translateHCL})
+	in, out := filepath.Join(dir, "in.pcap"), filepath.Join(dir, "out.pcap")
+	malformed := udp4(t, "x")[:24] // an IPv4 header whose total length exceeds the packet
+	writePcap(t, in, layers.LinkTypeRaw, []frame{
+		{data: udp4(t, "query")},
+		{data: malformed},
+		{data: udp6(t, "answer")},
+		{data: udp4(t, "cut")[:20], length: 31},
+	})
+	stdout, stderr, err := runCmd(t, "translate", "-c", filepath.Join(dir, "c.hcl"), "-i", in, "-o", out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	lt, pkts, ts := readPcap(t, out)
+	if lt != layers.LinkTypeRaw || len(pkts) != 2 {
+		t.Fatalf("link type %v, %d packets; report:\n%s", lt, len(pkts), stdout)
+	}
+	checkUDP6(t, pkts[0], client6, server6, "query")
+	checkUDP4(t, pkts[1], server4, client4, "answer")
+	// Timestamps carry over from the input packets (1st and 3rd).
+	base := time.Unix(1764000000, 0)
+	if !ts[0].Equal(base) || !ts[1].Equal(base.Add(2*time.Millisecond)) {
+		t.Errorf("timestamps %v", ts)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	want := []string{
+		"packet 2: dropped (4to6 ",
+		"packet 4: skipped: the capture kept 20 of its 31 bytes",
+		"4 packets read: 2 translated, 1 dropped, 1 skipped; 0 made by the translator (ICMP errors, fragments); 2 written",
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("report:\n%s", stdout)
+	}
+	for i := range want {
+		if !strings.HasPrefix(lines[i], want[i]) {
+			t.Errorf("report line %d = %q, want prefix %q", i+1, lines[i], want[i])
+		}
+	}
+	if !strings.Contains(lines[0], "malformed") {
+		t.Errorf("drop reason missing: %q", lines[0])
+	}
+}
+
+// TestTranslateEthernetAndStdio: Ethernet captures (with an 802.1Q tag and a
+// non-IP frame) in, stdout out with the report on stderr.
+func TestTranslateEthernetAndStdio(t *testing.T) {
+	dir := writeTemp(t, map[string]string{"c.hcl": translateHCL})
+	in := filepath.Join(dir, "in.pcap")
+	tagged := append([]byte{0, 5, 0x08, 0x00}, udp4(t, "tagged")...) // VLAN 5, then IPv4
+	writePcap(t, in, layers.LinkTypeEthernet, []frame{
+		{data: ether(t, layers.EthernetTypeIPv4, udp4(t, "plain"))},
+		{data: ether(t, layers.EthernetTypeARP, make([]byte, 28))},
+		{data: ether(t, layers.EthernetTypeDot1Q, tagged)},
+	})
+	stdout, stderr, err := runCmd(t, "translate", "-c", filepath.Join(dir, "c.hcl"), "-i", in, "-o", "-")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	r, err := pcapgo.NewReader(strings.NewReader(stdout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pkts [][]byte
+	for {
+		d, _, err := r.ReadPacketData()
+		if err != nil {
+			break
+		}
+		pkts = append(pkts, d)
+	}
+	if len(pkts) != 2 {
+		t.Fatalf("%d packets; report:\n%s", len(pkts), stderr)
+	}
+	checkUDP6(t, pkts[0], client6, server6, "plain")
+	checkUDP6(t, pkts[1], client6, server6, "tagged")
+	if !strings.Contains(stderr, "packet 2: skipped: not IPv4 or IPv6 (EtherType 0x0806)") ||
+		!strings.Contains(stderr, "3 packets read: 2 translated, 0 dropped, 1 skipped") {
+		t.Errorf("report:\n%s", stderr)
+	}
+}
+
+func TestTranslatePcapng(t *testing.T) {
+	dir := writeTemp(t, map[string]string{"c.hcl": translateHCL})
+	in, out := filepath.Join(dir, "in.pcapng"), filepath.Join(dir, "out.pcap")
+	var b bytes.Buffer
+	w, err := pcapgo.NewNgWriter(&b, layers.LinkTypeRaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := udp4(t, "ng")
+	if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: time.Unix(1764000000, 0), CaptureLength: len(p), Length: len(p)}, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(in, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := runCmd(t, "translate", "-c", filepath.Join(dir, "c.hcl"), "-i", in, "-o", out); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	_, pkts, _ := readPcap(t, out)
+	if len(pkts) != 1 {
+		t.Fatalf("%d packets", len(pkts))
+	}
+	checkUDP6(t, pkts[0], client6, server6, "ng")
+}
+
+func TestTranslateBadInput(t *testing.T) {
+	dir := writeTemp(t, map[string]string{
+		"c.hcl":    translateHCL,
+		"bad.hcl":  "translator {}\n",
+		"junk.cap": "this is not a capture file",
+	})
+	c := filepath.Join(dir, "c.hcl")
+	out := filepath.Join(dir, "out.pcap")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-c", filepath.Join(dir, "bad.hcl"), "-i", filepath.Join(dir, "junk.cap"), "-o", out}, "bad.hcl:1:12: Missing required argument"},
+		{[]string{"-c", c, "-i", filepath.Join(dir, "junk.cap"), "-o", out}, "pcap: "},
+		{[]string{"-c", c, "-i", filepath.Join(dir, "none.pcap"), "-o", out}, "no such file"},
+		{[]string{"-c", c, "-i", filepath.Join(dir, "junk.cap")}, `"output" not set`},
+	} {
+		_, _, err := runCmd(t, append([]string{"translate"}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestIPPacket(t *testing.T) {
+	ip := []byte{0x45, 1, 2, 3}
+	sll := append([]byte{0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x08, 0x00}, ip...)
+	sll2 := append([]byte{0x86, 0xdd, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0}, ip...)
+	qinq := append([]byte{2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x88, 0xa8, 0, 1, 0x81, 0x00, 0, 2, 0x86, 0xdd}, ip...)
+	for _, tc := range []struct {
+		name  string
+		lt    uint16
+		frame []byte
+		err   string
+	}{
+		{"raw", linkTypeRaw, ip, ""},
+		{"ipv4", linkTypeIPv4, ip, ""},
+		{"ipv6", linkTypeIPv6, ip, ""},
+		{"bsd raw", linkTypeRawBSD, ip, ""},
+		{"sll", linkTypeLinuxSLL, sll, ""},
+		{"sll2", linkTypeLinuxSLL2, sll2, ""},
+		{"qinq", linkTypeEthernet, qinq, ""},
+		{"short ethernet", linkTypeEthernet, ip, "Ethernet frame of 4 bytes"},
+		{"cut tag", linkTypeEthernet, qinq[:16], "truncated VLAN tag"},
+		{"short sll", linkTypeLinuxSLL, sll[:10], "Linux cooked frame of 10 bytes"},
+		{"null", 0, ip, "is not supported"},
+	} {
+		got, err := ipPacket(tc.lt, tc.frame)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: err %v, want %q", tc.name, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || !bytes.Equal(got, ip) {
+			t.Errorf("%s: got %x, %v", tc.name, got, err)
+		}
+	}
+}
+
+// TestTranslateSLL2: tcpdump -i any writes LINKTYPE_LINUX_SLL2 (276),
+// which does not fit gopacket's one-byte LinkType; the header is read
+// directly.
+func TestTranslateSLL2(t *testing.T) {
+	dir := writeTemp(t, map[string]string{"c.hcl": translateHCL})
+	in, out := filepath.Join(dir, "in.pcap"), filepath.Join(dir, "out.pcap")
+	sll2 := append([]byte{0x08, 0x00, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0}, udp4(t, "any")...)
+	writePcap(t, in, layers.LinkTypeRaw, []frame{{data: sll2}})
+	b, err := os.ReadFile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary.LittleEndian.PutUint32(b[20:], 276)
+	if err := os.WriteFile(in, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, err := runCmd(t, "translate", "-c", filepath.Join(dir, "c.hcl"), "-i", in, "-o", out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	_, pkts, _ := readPcap(t, out)
+	if len(pkts) != 1 {
+		t.Fatalf("%d packets; report:\n%s", len(pkts), stdout)
+	}
+	checkUDP6(t, pkts[0], client6, server6, "any")
+}
