@@ -181,7 +181,8 @@ type v4opt struct {
 	flags   uint8 // header.IPv4FlagDontFragment | header.IPv4FlagMoreFragments
 	fo      uint16
 	options header.IPv4OptionsSerializer
-	nocsum  bool // leave the transport checksum as given
+	rawOpts []byte // options as bytes (a multiple of 4), instead of options
+	nocsum  bool   // leave the transport checksum as given
 }
 
 // ip4 builds an IPv4 packet with a correct header checksum and (unless
@@ -199,6 +200,15 @@ func ip4(src, dst string, ttl, proto uint8, l4 []byte, o v4opt) []byte {
 	h := header.IPv4(b)
 	h.Encode(&header.IPv4Fields{TOS: o.tos, TotalLength: uint16(len(b)), ID: o.id, Flags: o.flags,
 		FragmentOffset: o.fo, TTL: ttl, Protocol: proto, SrcAddr: a4(src), DstAddr: a4(dst), Options: o.options})
+	if o.rawOpts != nil {
+		b = append(b[:20:20], o.rawOpts...)
+		b = append(b, make([]byte, len(l4))...)
+		hl = len(b) - len(l4)
+		h = header.IPv4(b)
+		h.SetHeaderLength(uint8(hl))
+		h.SetTotalLength(uint16(len(b)))
+	}
+	h.SetChecksum(0)
 	h.SetChecksum(^h.CalculateChecksum())
 	copy(b[hl:], l4)
 	return b

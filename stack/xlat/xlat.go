@@ -183,8 +183,30 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 		return drop(r, ReasonSrcUnmapped)
 	}
 
-	partial := off != nil && off.Flags&OffloadNeedsCsum != 0
 	gso := off != nil && off.GSOType&^GSOECN != GSONone
+	hlen := 40
+	if isFrag {
+		hlen = 48
+	}
+	fragment := false
+	if len6 := hlen + len(l4); !gso && !isErr {
+		if df {
+			if s.mtu6 > 0 && len6 > s.mtu6 {
+				// RFC 7915 section 4.1 / RFC 1191: the IPv6 form cannot
+				// cross the IPv6 next hop.
+				if !isErr && first {
+					w.emitError4(s, p, 3, 4, uint32(s.mtu6-(hlen-ihl)), sink)
+				}
+				return drop(r, ReasonTooBig)
+			}
+		} else if len6 > s.lowest {
+			// RFC 7915 section 4 (lowest-ipv6-mtu): fragment DF=0 packets
+			// so that every IPv6 fragment fits.
+			fragment = true
+			hlen = 48
+		}
+	}
+	partial := off != nil && off.Flags&OffloadNeedsCsum != 0
 	nh := proto
 	l4hdr := 0
 	udpCompute := false
@@ -262,28 +284,6 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 		r.Proto = ProtoFragment
 	}
 
-	hlen := 40
-	if isFrag {
-		hlen = 48
-	}
-	fragment := false
-	if len6 := hlen + len(l4); !gso {
-		if df {
-			if s.mtu6 > 0 && len6 > s.mtu6 {
-				// RFC 7915 section 4.1 / RFC 1191: the IPv6 form cannot
-				// cross the IPv6 next hop.
-				if !isErr && first {
-					w.emitError4(s, p, 3, 4, uint32(s.mtu6-(hlen-ihl)), sink)
-				}
-				return drop(r, ReasonTooBig)
-			}
-		} else if len6 > s.lowest {
-			// RFC 7915 section 4 (lowest-ipv6-mtu): fragment DF=0 packets
-			// so that every IPv6 fragment fits.
-			fragment = true
-			hlen = 48
-		}
-	}
 	ns := start + ihl - hlen
 	if ns < 0 {
 		return drop(r, ReasonHeadroom)
@@ -401,8 +401,18 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 		return drop(r, ReasonDenied)
 	}
 
-	partial := off != nil && off.Flags&OffloadNeedsCsum != 0
 	gso := off != nil && off.GSOType&^GSOECN != GSONone
+	tot4 := 20 + len(l4)
+	df := x.fragAt < 0 && tot4 > dfThreshold
+	if df && !gso && !isErr && s.mtu4 > 0 && tot4 > s.mtu4 {
+		// The IPv4 next hop cannot take it and DF is set: RFC 7915
+		// section 5.1 / RFC 8201 Packet Too Big, MTU in IPv6 terms.
+		if !isErr && first {
+			w.emitError6(s, p, 2, 0, uint32(s.mtu4+20), sink, x)
+		}
+		return drop(r, ReasonTooBig)
+	}
+	partial := off != nil && off.Flags&OffloadNeedsCsum != 0
 	neg := ^csumAdd(dsrc, ddst) // moves a sum from the IPv6 to the IPv4 addresses
 	proto := x.nh
 	l4hdr := 0
@@ -476,16 +486,6 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 	}
 	if !first {
 		r.Proto = ProtoFragment
-	}
-	tot4 := 20 + len(l4)
-	df := x.fragAt < 0 && tot4 > dfThreshold
-	if df && !gso && s.mtu4 > 0 && tot4 > s.mtu4 {
-		// The IPv4 next hop cannot take it and DF is set: RFC 7915
-		// section 5.1 / RFC 8201 Packet Too Big, MTU in IPv6 terms.
-		if !isErr && first {
-			w.emitError6(s, p, 2, 0, uint32(s.mtu4+20), sink, x)
-		}
-		return drop(r, ReasonTooBig)
 	}
 	ns := start + x.off - 20
 	tc, hlim := p[0]<<4|p[1]>>4, p[7]
