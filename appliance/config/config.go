@@ -122,7 +122,7 @@ type RouterAdvertisement struct {
 	Interface      string
 	Preference     string // "low", "medium" (default) or "high" (RFC 4191 section 2.1)
 	RouterLifetime int    // seconds; 0 (default): not a default router
-	Interval       int    // seconds between unsolicited advertisements; default 600
+	Interval       int    // seconds between unsolicited advertisements; default 30
 	RouteLifetime  int    // seconds; default 3 * Interval
 }
 

@@ -177,7 +177,7 @@ func TestFull(t *testing.T) {
 		},
 		RouterAdvertisements: []RouterAdvertisement{
 			{Interface: "eth1", Preference: "high", RouterLifetime: 0, Interval: 10, RouteLifetime: 30},
-			{Interface: "eth2", Preference: "medium", RouterLifetime: 0, Interval: 600, RouteLifetime: 86400},
+			{Interface: "eth2", Preference: "medium", RouterLifetime: 0, Interval: 30, RouteLifetime: 86400},
 		},
 		snap: c.snap,
 	}
@@ -418,13 +418,24 @@ func TestErrors(t *testing.T) {
   keepalive = 9
   neighbor "203.0.113.14" { remote_as = 64500 }
 }`, "9:15: Invalid keepalive"},
-		{"bgp keepalive without hold", minimal + `bgp {
+		{"bgp hold time zero", minimal + `bgp {
   local_as = 64512
   router_id = "203.0.113.1"
   hold_time = 0
-  keepalive = 3
   neighbor "203.0.113.14" { remote_as = 64500 }
-}`, "9:15: Invalid keepalive"},
+}`, "8:15: Invalid hold_time"},
+		{"bgp keepalive zero", minimal + `bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+  keepalive = 0
+  neighbor "203.0.113.14" { remote_as = 64500 }
+}`, "8:15: Invalid keepalive"},
+		{"bgp keepalive above default hold", minimal + `bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+  keepalive = 90
+  neighbor "203.0.113.14" { remote_as = 64500 }
+}`, "8:15: Invalid keepalive"},
 		{"bgp neighbor addr", minimal + `bgp {
   local_as = 64512
   router_id = "203.0.113.1"
@@ -454,7 +465,7 @@ func TestErrors(t *testing.T) {
 }`, "10:16: Invalid password"},
 		{"ra preference", minimal + `router_advertisement "eth1" { preference = "highest" }`, "5:44: Invalid preference"},
 		{"ra interval", minimal + `router_advertisement "eth1" { interval = 3 }`, "5:42: Invalid interval"},
-		{"ra router lifetime", minimal + `router_advertisement "eth1" { router_lifetime = 300 }`, "5:49: Invalid router_lifetime"},
+		{"ra router lifetime", minimal + `router_advertisement "eth1" { router_lifetime = 20 }`, "5:49: Invalid router_lifetime"},
 		{"ra route lifetime", minimal + `router_advertisement "eth1" {
   interval = 100
   route_lifetime = 50

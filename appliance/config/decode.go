@@ -85,7 +85,7 @@ const (
 	DefaultBGPHoldTime     = 90  // RFC 4271 section 10
 	DefaultBGPConnectRetry = 120 // RFC 4271 section 10
 	DefaultRAPreference    = "medium"
-	DefaultRAInterval      = 600 // RFC 4861 section 6.2.1 MaxRtrAdvInterval
+	DefaultRAInterval      = 30 // seconds; RFC 4861 section 6.2.1 allows 4 to 1800
 )
 
 func (d *decoder) decodeFile(body hcl.Body) *Config {
@@ -357,18 +357,14 @@ func (d *decoder) bgp(b *hcl.Block) *BGP {
 		d.errorf(a.Expr.Range(), "Invalid router_id", "the BGP Identifier must not be 0.0.0.0 (RFC 6286 section 2.1).")
 	}
 	d.integer(attrs, "listen_port", &g.ListenPort, 0, 65535, false)
-	// RFC 4271 section 4.2: the hold time is 0 or at least 3 seconds.
-	hold := d.integer(attrs, "hold_time", &g.HoldTime, 3, 65535, true)
+	// RFC 4271 section 4.2: the hold time is 0 or at least 3 seconds. 0
+	// (no KEEPALIVEs at all) would leave a dead translator's routes in
+	// place forever, and the embedded speaker (GoBGP) cannot express it, so
+	// it is refused.
+	hold := d.integer(attrs, "hold_time", &g.HoldTime, 3, 65535, false)
 	g.Keepalive = g.HoldTime / 3
-	if ka := d.integer(attrs, "keepalive", &g.Keepalive, 1, 65535, true); ka != nil && (hold != nil || attrs["hold_time"] == nil) {
-		switch {
-		case g.HoldTime == 0 && g.Keepalive != 0:
-			d.errorf(ka.Expr.Range(), "Invalid keepalive", "with hold_time = 0 no KEEPALIVE messages are sent (RFC 4271 section 4.4); set keepalive = 0 too.")
-		case g.HoldTime != 0 && g.Keepalive == 0:
-			d.errorf(ka.Expr.Range(), "Invalid keepalive", "keepalive = 0 turns KEEPALIVE messages off, so the peer's hold timer (%d s) would expire.", g.HoldTime)
-		case g.Keepalive >= g.HoldTime && g.HoldTime != 0:
-			d.errorf(ka.Expr.Range(), "Invalid keepalive", "keepalive (%d) must be shorter than hold_time (%d); RFC 4271 section 10 suggests a third of it.", g.Keepalive, g.HoldTime)
-		}
+	if ka := d.integer(attrs, "keepalive", &g.Keepalive, 1, 65535, false); ka != nil && (hold != nil || attrs["hold_time"] == nil) && g.Keepalive >= g.HoldTime {
+		d.errorf(ka.Expr.Range(), "Invalid keepalive", "keepalive (%d) must be shorter than hold_time (%d); RFC 4271 section 10 suggests a third of it.", g.Keepalive, g.HoldTime)
 	}
 	d.integer(attrs, "connect_retry", &g.ConnectRetry, 1, 65535, false)
 	d.boolean(attrs, "ipv4_nexthop_ipv6", &g.IPv4NextHopIPv6)
