@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/map646/map646/appliance/pid1"
 )
 
 // commands are the subcommands; each file adds its own in init so that the
@@ -39,6 +41,10 @@ Start with:
 }
 
 func main() {
+	if os.Getpid() == 1 {
+		// Started by the kernel as /init inside the appliance image.
+		pid1.Main(pid1.Options{Version: Version()})
+	}
 	if err := newRootCmd().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "map646:", err)
 		os.Exit(1)

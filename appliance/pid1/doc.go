@@ -1,0 +1,20 @@
+// Package pid1 is what map646 does when the kernel starts it as /init inside
+// the appliance VM: the duties of an init process (mount the kernel file
+// systems, reap orphans, power off or reboot cleanly) and the appliance's
+// start-up (pick the configuration, bring the network up, run the
+// translator, announce readiness on the console).
+//
+// There is no udev and no shell: block and input devices are found through
+// /sys, device nodes come from devtmpfs (or are made from /sys when missing).
+//
+// Configuration: /etc/map646.hcl is baked into the initramfs; a config drive
+// replaces it when one is attached and valid. Recognised drives (ISO9660 or
+// FAT, by volume label):
+//
+//	MAP646    /map646.hcl
+//	cidata    /user-data                   (cloud-init NoCloud)
+//	config-2  /openstack/latest/user_data  (OpenStack config drive)
+//
+// An invalid drive is reported on the console and the baked configuration
+// runs instead.
+package pid1

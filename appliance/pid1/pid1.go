@@ -1,0 +1,247 @@
+package pid1
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/map646/map646/appliance/config"
+)
+
+// BakedConfig is where the image builder puts the configuration.
+const BakedConfig = "/etc/map646.hcl"
+
+// driveMount is where a config drive is mounted (read-only); it stays
+// mounted so that a mappings_file beside the configuration can be read.
+const driveMount = "/run/config-drive"
+
+// Ready is what the translator reports once it forwards.
+type Ready struct {
+	Version  string
+	Digest   string // config digest (config.Config.Digest)
+	Mappings int
+	Tun      string
+}
+
+// RunFunc runs the translator with the configuration at path until ctx
+// ends, calling onReady once it forwards. A value on reload asks it to
+// re-read the configuration.
+type RunFunc func(ctx context.Context, path string, log *slog.Logger, reload <-chan struct{}, onReady func(Ready)) error
+
+// Options are the parts of the appliance that PID 1 starts.
+type Options struct {
+	Version string
+	// Run is the translator; nil runs none: the configuration is loaded
+	// and the network brought up, nothing is translated.
+	Run RunFunc
+}
+
+// Main is the whole life of the appliance as PID 1. It never returns: it
+// ends by powering off or rebooting the machine, including after a panic
+// in this goroutine (a panic elsewhere kills PID 1, and the kernel's
+// panic= parameter reboots).
+func Main(opts Options) {
+	console := io.Writer(os.Stdout)
+	defer guard(console, halt)
+	cmd := boot(opts, console)
+	halt(cmd)
+	select {} // the kernel refused to halt; PID 1 must not exit
+}
+
+// guard turns a panic into a message on the console and a reboot.
+func guard(console io.Writer, halt func(int) error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	fmt.Fprintf(console, "map646: panic: %v\n%s\nmap646: rebooting\n", r, debug.Stack())
+	halt(unix.LINUX_REBOOT_CMD_RESTART)
+	select {}
+}
+
+// boot brings the appliance up, runs it, and returns how to halt.
+func boot(opts Options, console io.Writer) (haltCmd int) {
+	if err := mountKernelFS(); err != nil {
+		fmt.Fprintf(console, "map646: %v\n", err)
+	}
+	go reapChildren()
+	// Ctrl-Alt-Del sends SIGINT to PID 1 instead of an immediate reboot.
+	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
+	unix.Sethostname([]byte("map646"))
+
+	log := slog.New(slog.NewTextHandler(console, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	params := parseCmdline(readFile("/proc/cmdline"))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	haltCmd = unix.LINUX_REBOOT_CMD_POWER_OFF
+	stop := make(chan int, 4)
+	go watchPowerButton(ctx, "/sys", "/dev", stop, log)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGPWR)
+	go func() {
+		for s := range sigs {
+			if s == unix.SIGINT {
+				stop <- unix.LINUX_REBOOT_CMD_RESTART
+			} else {
+				stop <- unix.LINUX_REBOOT_CMD_POWER_OFF
+			}
+		}
+	}()
+
+	if err := loopbackUp(); err != nil {
+		log.Error("loopback", "err", err)
+	}
+	path, source := chooseConfig(ctx, params, console)
+	if cfg, err := config.Load(path); err == nil {
+		if err := setupNetwork(cfg); err != nil {
+			log.Error("network set-up", "err", err)
+		}
+	}
+
+	if opts.Run == nil {
+		opts.Run = withoutTranslator
+	}
+	reload := make(chan struct{}) // a new config drive is only read at boot
+	done := make(chan error, 1)
+	go func() {
+		done <- opts.Run(ctx, path, log, reload, func(r Ready) {
+			fmt.Fprintf(console, "map646 ready version=%s digest=%s mappings=%d config=%s uptime=%.2fs\n",
+				opts.Version, r.Digest, r.Mappings, source, uptime().Seconds())
+		})
+	}()
+	select {
+	case err := <-done:
+		fmt.Fprintf(console, "map646: the translator stopped: %v\nmap646: rebooting in 5 s\n", err)
+		time.Sleep(5 * time.Second)
+		return unix.LINUX_REBOOT_CMD_RESTART
+	case haltCmd = <-stop:
+	}
+	what := "powering off"
+	if haltCmd == unix.LINUX_REBOOT_CMD_RESTART {
+		what = "rebooting"
+	}
+	fmt.Fprintf(console, "map646: shutting down (%s)\n", what)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil && ctx.Err() == nil {
+			log.Error("translator", "err", err)
+		}
+	case <-time.After(15 * time.Second):
+		fmt.Fprintln(console, "map646: the translator did not stop within 15 s")
+	}
+	unix.Unmount(driveMount, unix.MNT_DETACH)
+	fmt.Fprintf(console, "map646: stopped cleanly, %s\n", what)
+	return haltCmd
+}
+
+// chooseConfig returns the configuration to run and where it came from: a
+// valid config drive's, else the baked one. A drive whose configuration is
+// invalid is reported with its diagnostics and ignored.
+func chooseConfig(ctx context.Context, params map[string]string, console io.Writer) (path, source string) {
+	wait := 2 * time.Second
+	if v, ok := params["map646.drive_wait"]; ok {
+		if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+			wait = d
+		} else {
+			fmt.Fprintf(console, "map646: map646.drive_wait=%q is not a duration; using %v\n", v, wait)
+		}
+	}
+	d, err := findDrive(ctx, "/sys", "/dev", wait, console)
+	if err != nil {
+		fmt.Fprintf(console, "map646: looking for a config drive: %v\n", err)
+	}
+	if d == nil {
+		return BakedConfig, "baked"
+	}
+	if err := mountDrive(d, driveMount); err != nil {
+		fmt.Fprintf(console, "map646: config drive %s: %v; running the baked configuration\n", d, err)
+		return BakedConfig, "baked"
+	}
+	p := filepath.Join(driveMount, d.Kind.ConfigFile())
+	if _, err := config.Load(p); err != nil {
+		fmt.Fprintf(console, "map646: config drive %s is invalid; running the baked configuration:\n%v\n", d, err)
+		return BakedConfig, "baked"
+	}
+	fmt.Fprintf(console, "map646: using the configuration of config drive %s\n", d)
+	return p, "drive:" + d.Kind.String()
+}
+
+// parseCmdline returns the key=value words of the kernel command line.
+func parseCmdline(s string) map[string]string {
+	m := map[string]string{}
+	for _, w := range strings.Fields(s) {
+		k, v, _ := strings.Cut(w, "=")
+		m[k] = v
+	}
+	return m
+}
+
+func readFile(p string) string {
+	b, _ := os.ReadFile(p)
+	return string(b)
+}
+
+// watchPowerButton sends LINUX_REBOOT_CMD_POWER_OFF on stop when the ACPI
+// power button is pressed (QEMU's system_powerdown, a hypervisor's ACPI
+// shutdown). The button's input device may register a moment after boot.
+func watchPowerButton(ctx context.Context, sys, dev string, stop chan<- int, log *slog.Logger) {
+	var btns []sysDevice
+	for i := 0; i < 50 && len(btns) == 0; i++ {
+		btns, _ = powerButtons(sys)
+		if len(btns) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	if len(btns) == 0 {
+		log.Warn("no ACPI power button found; power off with SIGTERM to PID 1 only")
+		return
+	}
+	for _, b := range btns {
+		node, err := ensureNode(filepath.Join(dev, "input", b.Name), unix.S_IFCHR, b.MajMin)
+		if err != nil {
+			log.Warn("power button", "err", err)
+			continue
+		}
+		f, err := os.Open(node)
+		if err != nil {
+			log.Warn("power button", "err", err)
+			continue
+		}
+		go func() {
+			defer f.Close()
+			if err := waitPowerKey(f); err != nil {
+				log.Warn("power button", "dev", node, "err", err)
+				return
+			}
+			stop <- unix.LINUX_REBOOT_CMD_POWER_OFF
+		}()
+	}
+}
+
+// withoutTranslator reports the configuration ready and waits: the
+// appliance's network without translation.
+func withoutTranslator(ctx context.Context, path string, log *slog.Logger, _ <-chan struct{}, onReady func(Ready)) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	log.Warn("no translator in this build: network only")
+	onReady(Ready{Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings)})
+	<-ctx.Done()
+	return nil
+}
