@@ -139,6 +139,17 @@ func newTopology(t *testing.T, offload bool, mtu6 int) *topology {
 			t.Errorf("data path: %v", err)
 		}
 		t.Logf("link stats %+v", tp.dp.LinkStats())
+		tot := tp.eng.Totals()
+		t.Logf("engine: packets %v, emitted %d", tot.Packets, tot.Emitted)
+		for dir := range xlat.NumDirs {
+			for r, n := range tot.Drops[dir] {
+				if n != 0 {
+					// IPv6 link-local chatter (MLD, router solicitations)
+					// of the tun itself is dropped as "src illegal".
+					t.Logf("engine: %d dropped %s: %s", n, dir, xlat.Reason(r))
+				}
+			}
+		}
 	})
 	return tp
 }
