@@ -47,7 +47,10 @@ type options struct {
 	Out      string   // Markdown file to update; "" prints only
 	JSON     string   // per-round raw values; "" for none
 	Keep     bool     // keep the work directory (configs, logs)
-	Log      func(format string, a ...any)
+	// StartTimeout bounds a map646 start (loading a large table, installing
+	// routes) until traffic passes; 0 means 90 s.
+	StartTimeout time.Duration
+	Log          func(format string, a ...any)
 }
 
 var allSetups = []string{sNative6, sNative4, sTayga, sMap646, sMap646M1}
@@ -140,10 +143,10 @@ func buildSetups(o options, dir string) ([]setup, error) {
 		case sTayga:
 			out = append(out, setup{Key: k, Label: "TAYGA", Dst: public4, xlat: &taygaTranslator{bin: o.Tayga, dir: dir}})
 		case sMap646:
-			out = append(out, setup{Key: k, Label: "map646", Dst: public4, xlat: &map646Translator{bin: o.Map646, dir: dir, mappings: 1, name: "map646-1"}})
+			out = append(out, setup{Key: k, Label: "map646", Dst: public4, xlat: &map646Translator{bin: o.Map646, dir: dir, mappings: 1, name: "map646-1", limit: o.StartTimeout}})
 		case sMap646M1:
 			out = append(out, setup{Key: k, Label: fmt.Sprintf("map646, %s mappings", countLabel(o.Mappings)), Dst: public4,
-				xlat: &map646Translator{bin: o.Map646, dir: dir, mappings: o.Mappings, name: "map646-large"}})
+				xlat: &map646Translator{bin: o.Map646, dir: dir, mappings: o.Mappings, name: "map646-large", limit: o.StartTimeout}})
 		default:
 			return nil, fmt.Errorf("unknown setup %q (known: %s)", k, strings.Join(allSetups, ", "))
 		}
@@ -381,6 +384,8 @@ func waitListening(ctx context.Context, ns string, p *process, port int, limit t
 
 // fillMachineInfo records the kernel, CPU and tool versions (best effort).
 func fillMachineInfo(ctx context.Context, info *runInfo, o options) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	var u syscall.Utsname
 	if syscall.Uname(&u) == nil {
 		info.Kernel = utsString(u.Release[:])

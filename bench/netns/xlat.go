@@ -92,6 +92,7 @@ type map646Translator struct {
 	bin, dir string
 	mappings int // 1: a mapping block; more: a mappings_file of this many lines
 	name     string
+	limit    time.Duration // start-up bound; 0: 90 s
 	proc     *process
 }
 
@@ -137,7 +138,11 @@ func (x *map646Translator) start(ctx context.Context, t topology) (*process, err
 		return nil, err
 	}
 	x.proc = p
-	if err := waitForward(ctx, t, p, 90*time.Second); err != nil {
+	limit := x.limit
+	if limit == 0 {
+		limit = 90 * time.Second
+	}
+	if err := waitForward(ctx, t, p, limit); err != nil {
 		return p, err
 	}
 	return p, nil
