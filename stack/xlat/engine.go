@@ -319,7 +319,7 @@ func (s *state) poolAddr(h uint32) ([4]byte, bool) {
 }
 
 // scratchSize holds the largest IP packet plus room for header growth.
-const scratchSize = 65536 + 2*Headroom
+const scratchSize = 65536 + 4*Headroom + 256
 
 // Worker is the per-goroutine part of the engine: scratch buffers, the ICMP
 // rate limiter and counters. A Worker must not be used concurrently.
