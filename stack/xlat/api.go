@@ -2,6 +2,22 @@
 // the explicit address mappings of RFC 7757: bytes in, bytes out, no I/O.
 // It translates in place, so a caller reserves Headroom bytes in front of
 // every packet; it never allocates per packet.
+//
+// Addresses (RFC 7755, SIIT-DC border relay): an IPv4 destination must have
+// an EAM entry (a server's public address); an IPv4 address that only the
+// RFC 6052 prefix can express is a client, valid as a source, and as an
+// IPv6 destination (prefix::client). A packet to an unmapped public IPv4
+// address is dropped (ReasonDstUnmapped) rather than sent to prefix::addr,
+// which would be routed straight back into the translator.
+//
+// ICMP errors the engine itself originates (source route failed, Parameter
+// Problem for Segments Left, Fragmentation Needed / Packet Too Big against
+// a configured MTU) are rate-limited per Worker and go to the Sink. ICMPv4
+// ones come from the first usable address of Policy.ICMPSourcePool, or
+// 192.0.0.8 (RFC 7600) without a pool; ICMPv6 ones from that same address
+// inside the RFC 6052 prefix, which is how the IPv6 side sees the
+// translator. They are never sent about an ICMP error or a non-first
+// fragment.
 package xlat
 
 import (
@@ -23,12 +39,28 @@ const (
 	UDPZeroDrop                   // drop them
 )
 
-// Hairpin selects EAM hairpinning (RFC 7757 section 4.2).
+// Hairpin selects EAM hairpinning (RFC 7757 section 4.2): what happens to
+// an IPv6 packet whose destination is prefix::<public IPv4 of an EAM
+// entry>, i.e. one server talking to another by its public address. A
+// hairpinned packet is translated 6->4 and at once 4->6, with the source
+// expressed through the prefix (prefix::<first server's public IPv4>), not
+// its EAM address, so that the other server's answer crosses the
+// translator again and is translated back the same way.
 type Hairpin uint8
 
 const (
+	// HairpinOff drops such packets (ReasonHairpinOff).
 	HairpinOff Hairpin = iota
+	// HairpinSimple hairpins ordinary packets only. An ICMPv6 error sent
+	// to a prefix-embedded EAM address (server B's error about a
+	// hairpinned packet from server A) is dropped (ReasonHairpinError),
+	// like Jool's "simple" mode, which only recognises hairpins by the
+	// outer destination of non-error packets.
 	HairpinSimple
+	// HairpinIntrinsic also hairpins those ICMP errors: the outer source
+	// and the quoted packet's destination go through the prefix, the
+	// outer destination and quoted source through the EAM table (Jool's
+	// "intrinsic" mode, its default).
 	HairpinIntrinsic
 )
 
