@@ -40,8 +40,8 @@ type NS struct {
 
 var seq atomic.Int32
 
-// New creates namespace dp-<short>-<pid>-<n> with loopback up and removes
-// it when t ends.
+// New creates namespace dp-<short>-<pid>-<n> with loopback up and IPv6
+// duplicate address detection off, and removes it when t ends.
 func New(t testing.TB, short string) *NS {
 	t.Helper()
 	name := fmt.Sprintf("dp-%s-%d-%d", short, os.Getpid(), seq.Add(1))
@@ -55,6 +55,10 @@ func New(t testing.TB, short string) *NS {
 		}
 	})
 	ns.Run("ip", "link", "set", "lo", "up")
+	// No duplicate address detection on interfaces created later: a
+	// link-local address still tentative holds up neighbour discovery,
+	// and so the first packets, for a second.
+	ns.Run("sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
 	return ns
 }
 
@@ -117,7 +121,7 @@ func (ns *NS) Do(f func() error) error {
 // Veth connects a (interface nameA) and b (nameB) with a veth pair.
 func Veth(t testing.TB, a *NS, nameA string, b *NS, nameB string) {
 	t.Helper()
-	if out, err := exec.Command("ip", "link", "add", nameA, "netns", a.Name, "type", "veth",
+	if out, err := exec.Command("ip", "link", "add", "name", nameA, "netns", a.Name, "type", "veth",
 		"peer", "name", nameB, "netns", b.Name).CombinedOutput(); err != nil {
 		t.Fatalf("veth %s/%s - %s/%s: %v: %s", a.Name, nameA, b.Name, nameB, err, out)
 	}
