@@ -77,6 +77,7 @@ const (
 	ReasonHairpinOff             // RFC 7757 4.2: hairpinning needed but off
 	ReasonHairpinError           // RFC 7757 4.2: an ICMP error that only intrinsic mode hairpins
 	ReasonNoSink                 // fragments or errors to emit but no Sink
+	ReasonProtoExtHeader         // IPv4 protocol 0, 43, 44 or 60: would read as an IPv6 extension header
 	NumReasons
 )
 
@@ -85,6 +86,7 @@ var reasonNames = [NumReasons]string{
 	"dst_unmapped", "src_unmapped", "source_route", "segments_left", "ext_headers",
 	"udp_zero_checksum", "udp_zero_fragment", "icmp_fragmented", "icmp_type", "icmp_inner",
 	"icmp_nested", "icmp_proto", "pool_empty", "too_big", "hairpin_off", "hairpin_error", "no_sink",
+	"proto_ext_header",
 }
 
 func (r Reason) String() string {
@@ -379,4 +381,24 @@ func (w *Worker) allowError(s *state) bool {
 	}
 	w.credit -= cost
 	return true
+}
+
+// Visit calls fn once for every counter, with a metric name and its
+// labels, so that exporters (Prometheus text, `map646 stats`) need no
+// knowledge of the arrays: "packets" (dir, proto), "bytes" (dir), "drops"
+// (dir, reason), and "emitted", "hairpinned", "rate_limited" (no labels).
+func (t *Totals) Visit(fn func(metric string, labels [][2]string, v uint64)) {
+	for d := range NumDirs {
+		dl := [2]string{"dir", d.String()}
+		for p := range NumProtos {
+			fn("packets", [][2]string{dl, {"proto", p.String()}}, t.Packets[d][p])
+		}
+		fn("bytes", [][2]string{dl}, t.Bytes[d])
+		for r := ReasonNone + 1; r < NumReasons; r++ {
+			fn("drops", [][2]string{dl, {"reason", r.String()}}, t.Drops[d][r])
+		}
+	}
+	fn("emitted", nil, t.Emitted)
+	fn("hairpinned", nil, t.Hairpinned)
+	fn("rate_limited", nil, t.RateLimited)
 }

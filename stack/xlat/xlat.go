@@ -277,6 +277,10 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 		}
 	case protoICMPv6:
 		return drop(r, ReasonICMPProto)
+	case protoHopByHop, protoRouting, protoFragment, protoDestOpts:
+		// Copied into Next Header these would announce an extension
+		// header that is not there.
+		return drop(r, ReasonProtoExtHeader)
 	default:
 		// RFC 7915 section 4.5: other protocols pass unchanged.
 	}

@@ -165,6 +165,8 @@ func TestDrops(t *testing.T) {
 		{name: "icmp6-neighbor-solicit", rfc: "7915 5.2 (ND dropped)", in: ip6(S6A, C6, 64, 58, icmpMsg(135, 0, 0, make([]byte, 16)), v6opt{}), reason: ReasonICMPType},
 		{name: "icmpv6-in-ipv4", rfc: "7915 4.1 (Protocol)", in: ip4(C4, S4A, 64, 58, icmpMsg(128, 0, 0, nil), v4opt{}), reason: ReasonICMPProto},
 		{name: "icmpv4-in-ipv6", rfc: "7915 5.1 (Next Header)", in: ip6(S6A, C6, 64, 1, icmpMsg(8, 0, 0, nil), v6opt{}), reason: ReasonICMPProto},
+		{name: "ipv4-proto-hopopt", rfc: "7915 4.1 (Next Header)", in: ip4(C4, S4A, 64, 0, payload(16), v4opt{}), reason: ReasonProtoExtHeader},
+		{name: "ipv4-proto-fragment", rfc: "7915 4.1 (Next Header)", in: ip4(C4, S4A, 64, 44, payload(16), v4opt{}), reason: ReasonProtoExtHeader},
 		{name: "tcp-short", rfc: "robustness", in: ip4(C4, S4A, 64, 6, payload(2), v4opt{nocsum: true}), reason: ReasonMalformed},
 		{name: "udp-short-6", rfc: "robustness", in: ip6(S6A, C6, 64, 17, payload(3), v6opt{nocsum: true}), reason: ReasonMalformed},
 		{name: "icmp-short", rfc: "robustness", in: ip4(C4, S4A, 64, 1, []byte{3, 3}, v4opt{nocsum: true}), reason: ReasonMalformed},
@@ -211,5 +213,31 @@ func TestCounters(t *testing.T) {
 	}
 	if NumReasons.String() != "invalid" || NumProtos.String() != "invalid" {
 		t.Error("out of range names")
+	}
+}
+
+func TestTotalsVisit(t *testing.T) {
+	w := newTestWorker(t, nil)
+	run(w, ip6(S6A, C6, 64, 17, udpSeg(1, 2, nil), v6opt{}), nil)
+	run(w, ip6("::1", C6, 64, 17, udpSeg(1, 2, nil), v6opt{}), nil)
+	tot := w.eng.Totals()
+	seen := map[string]uint64{}
+	n := 0
+	tot.Visit(func(metric string, labels [][2]string, v uint64) {
+		key := metric
+		for _, l := range labels {
+			key += "," + l[0] + "=" + l[1]
+		}
+		if _, dup := seen[key]; dup {
+			t.Errorf("duplicate series %s", key)
+		}
+		seen[key] = v
+		n++
+	})
+	if seen["packets,dir=6to4,proto=udp"] != 1 || seen["drops,dir=6to4,reason=src_illegal"] != 1 {
+		t.Errorf("series %v", seen)
+	}
+	if want := int(NumDirs)*(int(NumProtos)+1+int(NumReasons)-1) + 3; n != want {
+		t.Errorf("%d series, want %d", n, want)
 	}
 }
