@@ -115,8 +115,7 @@ func boot(opts Options, console io.Writer) (haltCmd int) {
 	done := make(chan error, 1)
 	go func() {
 		done <- opts.Run(ctx, path, log, reload, func(r Ready) {
-			fmt.Fprintf(console, "map646 ready version=%s digest=%s mappings=%d config=%s uptime=%.2fs\n",
-				opts.Version, r.Digest, r.Mappings, source, uptime().Seconds())
+			fmt.Fprintln(console, readyLine(opts.Version, r, source, uptime()))
 		})
 	}()
 	select {
@@ -244,4 +243,17 @@ func withoutTranslator(ctx context.Context, path string, log *slog.Logger, _ <-c
 	onReady(Ready{Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings)})
 	<-ctx.Done()
 	return nil
+}
+
+// readyLine is the console line that says the appliance forwards: tests
+// and operators wait for it.
+func readyLine(version string, r Ready, source string, up time.Duration) string {
+	if r.Version != "" {
+		version = r.Version
+	}
+	s := fmt.Sprintf("map646 ready version=%s digest=%s mappings=%d config=%s", version, r.Digest, r.Mappings, source)
+	if r.Tun != "" {
+		s += " tun=" + r.Tun
+	}
+	return s + fmt.Sprintf(" uptime=%.2fs", up.Seconds())
 }
