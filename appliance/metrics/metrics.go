@@ -1,0 +1,209 @@
+// Package metrics exposes a running translator's counters to Prometheus
+// and to `map646 stats`. Nothing here is on the packet path: a Collector
+// asks for a Stats snapshot at scrape time, and the data path only ever
+// increments its own per-worker counters.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Stats is one snapshot of a running translator. The same value is what
+// `map646 stats --json` prints, so its JSON names are part of the CLI.
+type Stats struct {
+	Version   string    `json:"version"`
+	Digest    string    `json:"config_digest"`
+	Config    string    `json:"config_file"`
+	Started   time.Time `json:"started"`
+	Mappings  int       `json:"mappings"`
+	Tun       string    `json:"tun"`
+	Offloads  string    `json:"offloads,omitempty"`
+	Healthy   bool      `json:"healthy"`
+	Routes    int       `json:"routes"`
+	Packets   []Count   `json:"packets"` // Dir, Kind = protocol
+	Bytes     []Count   `json:"bytes"`   // Dir
+	Drops     []Count   `json:"drops"`   // Dir, Kind = reason
+	Emitted   uint64    `json:"emitted"` // packets the translator made itself (ICMP errors, fragments)
+	Link      []Count   `json:"link"`    // Kind = link-level counter (read errors, ...)
+	Reloads   Reloads   `json:"reloads"`
+	Announcer []Status  `json:"announcers,omitempty"`
+}
+
+// Count is one counter value with its labels.
+type Count struct {
+	Dir   string `json:"direction,omitempty"`
+	Kind  string `json:"kind,omitempty"`
+	Value uint64 `json:"value"`
+}
+
+// Reloads counts configuration reloads.
+type Reloads struct {
+	OK        uint64    `json:"success"`
+	Failed    uint64    `json:"failure"`
+	Last      time.Time `json:"last,omitzero"`
+	LastError string    `json:"last_error,omitempty"`
+}
+
+// Status is what one announcer (BGP, router advertisements) reports.
+type Status struct {
+	Name   string `json:"name"`
+	Status any    `json:"status"`
+}
+
+var (
+	descPackets  = prometheus.NewDesc("map646_packets_total", "Packets translated, by direction and protocol.", []string{"direction", "protocol"}, nil)
+	descBytes    = prometheus.NewDesc("map646_bytes_total", "Bytes received for translation, by direction.", []string{"direction"}, nil)
+	descDrops    = prometheus.NewDesc("map646_drops_total", "Packets not translated, by direction and reason.", []string{"direction", "reason"}, nil)
+	descEmitted  = prometheus.NewDesc("map646_emitted_packets_total", "Packets the translator originated (ICMP errors, fragments).", nil, nil)
+	descLink     = prometheus.NewDesc("map646_link_events_total", "Link-level counters of the tun queues.", []string{"counter"}, nil)
+	descMappings = prometheus.NewDesc("map646_mappings", "Explicit address mappings (RFC 7757) in the running configuration.", nil, nil)
+	descRoutes   = prometheus.NewDesc("map646_routes", "Kernel routes the daemon installed.", nil, nil)
+	descHealthy  = prometheus.NewDesc("map646_datapath_healthy", "1 when every queue of the data path makes progress.", nil, nil)
+	descBuild    = prometheus.NewDesc("map646_build_info", "The running binary.", []string{"version", "goversion"}, nil)
+	descConfig   = prometheus.NewDesc("map646_config_info", "The running configuration (sha256 of the HCL and mappings files).", []string{"digest", "file"}, nil)
+	descReloads  = prometheus.NewDesc("map646_config_reloads_total", "Configuration reloads, by result.", []string{"result"}, nil)
+	descLastRel  = prometheus.NewDesc("map646_config_last_reload_timestamp_seconds", "When the configuration was last reloaded successfully.", nil, nil)
+	descStarted  = prometheus.NewDesc("map646_start_time_seconds", "When the daemon started.", nil, nil)
+)
+
+// Collector is a prometheus.Collector that reads a Stats snapshot at
+// scrape time.
+type Collector struct {
+	stats func() Stats
+}
+
+// NewCollector returns a collector over stats, which must be safe to call
+// from any goroutine.
+func NewCollector(stats func() Stats) *Collector { return &Collector{stats: stats} }
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPackets, descBytes, descDrops, descEmitted, descLink,
+		descMappings, descRoutes, descHealthy, descBuild, descConfig, descReloads, descLastRel, descStarted} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for _, p := range s.Packets {
+		counter(descPackets, p.Value, p.Dir, p.Kind)
+	}
+	for _, b := range s.Bytes {
+		counter(descBytes, b.Value, b.Dir)
+	}
+	for _, d := range s.Drops {
+		counter(descDrops, d.Value, d.Dir, d.Kind)
+	}
+	counter(descEmitted, s.Emitted)
+	for _, l := range s.Link {
+		counter(descLink, l.Value, l.Kind)
+	}
+	gauge(descMappings, float64(s.Mappings))
+	gauge(descRoutes, float64(s.Routes))
+	h := 0.0
+	if s.Healthy {
+		h = 1
+	}
+	gauge(descHealthy, h)
+	gauge(descBuild, 1, s.Version, runtime.Version())
+	gauge(descConfig, 1, s.Digest, s.Config)
+	counter(descReloads, s.Reloads.OK, "success")
+	counter(descReloads, s.Reloads.Failed, "failure")
+	if !s.Reloads.Last.IsZero() {
+		gauge(descLastRel, float64(s.Reloads.Last.UnixNano())/1e9)
+	}
+	if !s.Started.IsZero() {
+		gauge(descStarted, float64(s.Started.UnixNano())/1e9)
+	}
+}
+
+// Handler serves /metrics (Prometheus text format: the translator's
+// collector plus the Go runtime and process collectors) and /healthz (200
+// "ok" while the data path is healthy, 503 otherwise).
+func Handler(stats func() Stats) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(stats),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !stats().Healthy {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("unhealthy\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// Server is the metrics HTTP listener.
+type Server struct {
+	srv  *http.Server
+	ln   net.Listener
+	done chan error
+	once sync.Once
+	err  error
+}
+
+// Listen starts serving Handler(stats) on addr ("[::1]:9646"). It returns
+// once the socket is bound, so a bad address is an error here.
+func Listen(addr string, stats func() Stats, log *slog.Logger) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		srv: &http.Server{
+			Handler:           Handler(stats),
+			ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		},
+		ln:   ln,
+		done: make(chan error, 1),
+	}
+	go func() {
+		err := s.srv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		s.done <- err
+	}()
+	return s, nil
+}
+
+// Addr is the bound address (useful with port 0).
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Close stops the listener, letting scrapes in progress finish briefly.
+// Closing twice is harmless.
+func (s *Server) Close() error {
+	s.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		err := s.srv.Shutdown(ctx)
+		s.err = errors.Join(err, <-s.done)
+	})
+	return s.err
+}

@@ -1,0 +1,145 @@
+package metrics
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func sample() Stats {
+	return Stats{
+		Version:  "v1.2.3",
+		Digest:   "abc123",
+		Config:   "/etc/map646.hcl",
+		Started:  time.Unix(1700000000, 0),
+		Mappings: 2,
+		Tun:      "map646",
+		Healthy:  true,
+		Routes:   3,
+		Packets: []Count{
+			{Dir: "4to6", Kind: "tcp", Value: 10},
+			{Dir: "6to4", Kind: "udp", Value: 7},
+		},
+		Bytes:   []Count{{Dir: "4to6", Value: 1400}},
+		Drops:   []Count{{Dir: "4to6", Kind: "malformed", Value: 1}},
+		Emitted: 4,
+		Link:    []Count{{Kind: "read_errors", Value: 2}},
+		Reloads: Reloads{OK: 5, Failed: 1, Last: time.Unix(1700000100, 0)},
+	}
+}
+
+func TestCollectorExposition(t *testing.T) {
+	c := NewCollector(sample)
+	want := `
+# HELP map646_config_reloads_total Configuration reloads, by result.
+# TYPE map646_config_reloads_total counter
+map646_config_reloads_total{result="failure"} 1
+map646_config_reloads_total{result="success"} 5
+# HELP map646_drops_total Packets not translated, by direction and reason.
+# TYPE map646_drops_total counter
+map646_drops_total{direction="4to6",reason="malformed"} 1
+# HELP map646_mappings Explicit address mappings (RFC 7757) in the running configuration.
+# TYPE map646_mappings gauge
+map646_mappings 2
+# HELP map646_packets_total Packets translated, by direction and protocol.
+# TYPE map646_packets_total counter
+map646_packets_total{direction="4to6",protocol="tcp"} 10
+map646_packets_total{direction="6to4",protocol="udp"} 7
+# HELP map646_config_info The running configuration (sha256 of the HCL and mappings files).
+# TYPE map646_config_info gauge
+map646_config_info{digest="abc123",file="/etc/map646.hcl"} 1
+# HELP map646_link_events_total Link-level counters of the tun queues.
+# TYPE map646_link_events_total counter
+map646_link_events_total{counter="read_errors"} 2
+# HELP map646_datapath_healthy 1 when every queue of the data path makes progress.
+# TYPE map646_datapath_healthy gauge
+map646_datapath_healthy 1
+# HELP map646_config_last_reload_timestamp_seconds When the configuration was last reloaded successfully.
+# TYPE map646_config_last_reload_timestamp_seconds gauge
+map646_config_last_reload_timestamp_seconds 1.7000001e+09
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want),
+		"map646_config_reloads_total", "map646_drops_total", "map646_mappings", "map646_packets_total",
+		"map646_config_info", "map646_link_events_total", "map646_datapath_healthy",
+		"map646_config_last_reload_timestamp_seconds"); err != nil {
+		t.Error(err)
+	}
+	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", problems, err)
+	}
+	if n := testutil.CollectAndCount(c, "map646_build_info"); n != 1 {
+		t.Errorf("build_info: %d series", n)
+	}
+}
+
+// TestCollectorReadsAtScrapeTime: each scrape sees the counters as they
+// are then, no caching and no updates pushed from the packet path.
+func TestCollectorReadsAtScrapeTime(t *testing.T) {
+	var n atomic.Uint64
+	c := NewCollector(func() Stats {
+		return Stats{Packets: []Count{{Dir: "4to6", Kind: "udp", Value: n.Load()}}}
+	})
+	for _, v := range []uint64{0, 3, 1000} {
+		n.Store(v)
+		want := "# HELP map646_packets_total Packets translated, by direction and protocol.\n# TYPE map646_packets_total counter\n" +
+			"map646_packets_total{direction=\"4to6\",protocol=\"udp\"} " + map[uint64]string{0: "0", 3: "3", 1000: "1000"}[v] + "\n"
+		if err := testutil.CollectAndCompare(c, strings.NewReader(want), "map646_packets_total"); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestServerMetricsAndHealthz(t *testing.T) {
+	var healthy atomic.Bool
+	healthy.Store(true)
+	stats := func() Stats { s := sample(); s.Healthy = healthy.Load(); return s }
+	srv, err := Listen("127.0.0.1:0", stats, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	base := "http://" + srv.Addr().String()
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("/metrics")
+	if code != 200 || !strings.Contains(body, `map646_packets_total{direction="4to6",protocol="tcp"} 10`) ||
+		!strings.Contains(body, "go_goroutines") || !strings.Contains(body, "process_cpu_seconds_total") {
+		t.Errorf("/metrics: %d\n%s", code, body)
+	}
+	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz healthy: %d %q", code, body)
+	}
+	healthy.Store(false)
+	if code, _ := get("/healthz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/healthz unhealthy: %d", code)
+	}
+	if code, _ := get("/nothing"); code != http.StatusNotFound {
+		t.Errorf("/nothing: %d", code)
+	}
+	if err := srv.Close(); err != nil {
+		t.Error(err)
+	}
+	if _, err := http.Get(base + "/metrics"); err == nil {
+		t.Error("still serving after Close")
+	}
+}
+
+func TestListenBadAddress(t *testing.T) {
+	if _, err := Listen("not an address", sample, slog.New(slog.DiscardHandler)); err == nil {
+		t.Error("no error for a bad listen address")
+	}
+}
