@@ -166,6 +166,10 @@ func serveConns(ctx context.Context, conns []packetConn, newTranslator func() Tr
 	d := &Datapath{log: log, stallAfter: StallTimeout}
 	workers := make([]*queueWorker, len(conns))
 	for i, c := range conns {
+		// A previous Datapath's stop left a deadline in the past.
+		if err := c.SetReadDeadline(time.Time{}); err != nil {
+			return nil, fmt.Errorf("stack: queue %d: %w", i, err)
+		}
 		w := newQueueWorker(i, c, newTranslator(), log)
 		workers[i] = w
 		d.counters = append(d.counters, &w.stats)

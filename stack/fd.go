@@ -44,7 +44,7 @@ func serveFD(ctx context.Context, tr Translator, fd int, mtu int, log *slog.Logg
 			if e != nil && !d.stopped.Load() {
 				h.stats.readErrors.Add(1)
 				log.Error("fd endpoint stopped", "fd", fd, "err", e)
-				d.fail(fmt.Errorf("fd %d: %s", fd, e))
+				d.fail(fmt.Errorf("fd %d: reading stopped (peer closed or read failed): %s", fd, e))
 			}
 		},
 	})

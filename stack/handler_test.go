@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"testing"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/map646/map646/stack/xlat"
 )
 
 // captureWriter is a gvstack.LinkWriter that keeps copies of what is
@@ -146,5 +149,55 @@ func TestServeFDFake(t *testing.T) {
 	}
 	if d.Healthy() {
 		t.Error("healthy after stop")
+	}
+}
+
+// TestServeFDPeerClosed: when the other end of the descriptor goes away the
+// data path stops and says so.
+func TestServeFDPeerClosed(t *testing.T) {
+	conn, peer := seqpacketPair(t)
+	rc, _ := conn.SyscallConn()
+	var fd int
+	rc.Control(func(f uintptr) { fd = int(f) })
+	d, err := serveFD(context.Background(), &fakeTranslator{t: t}, fd, 1500, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.Healthy() {
+		t.Fatalf("unhealthy at start: %v", d.Check())
+	}
+	peer.Close()
+	done := make(chan error)
+	go func() { done <- d.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Wait returned nil: an unexpected end of the link is a fault")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not return after the peer closed")
+	}
+	if d.Healthy() {
+		t.Error("healthy after the peer closed")
+	}
+}
+
+// TestServeAgain: a device can be served again after a stopped Datapath.
+func TestServeAgain(t *testing.T) {
+	conn, peer := seqpacketPair(t)
+	for round := range 2 {
+		ctx, cancel := context.WithCancel(context.Background())
+		d, err := serveConns(ctx, []packetConn{conn}, func() Translator { return &fakeTranslator{t: t} }, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		peer.Write(vnetPacket(xlat.Offload{}, testPacket(6, markForward, 60)))
+		if _, got := readPacket(t, peer); len(got) != 40 {
+			t.Errorf("round %d: got %d bytes", round, len(got))
+		}
+		cancel()
+		if err := d.Wait(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
