@@ -370,6 +370,7 @@ func TestErrors(t *testing.T) {
 		{"route bad to", minimal + "route {\n  to = \"0.0.0.1/0\"\n  via = \"203.0.113.14\"\n}", "6:8: Invalid to"},
 		{"route family", minimal + "route {\n  to = \"::/0\"\n  via = \"203.0.113.14\"\n}", "7:9: Invalid via"},
 		{"route link-local", minimal + "route {\n  to = \"::/0\"\n  via = \"fe80::1\"\n}", "7:9: Invalid via"},
+		{"route dup", minimal + "route {\n  to = \"::/0\"\n  via = \"2001:db8::1\"\n}\nroute {\n  to = \"::/0\"\n  via = \"2001:db8::2\"\n}", "9:1: Duplicate route"},
 		{"route bad dev", minimal + "route {\n  to = \"::/0\"\n  dev = \"\"\n}", "7:9: Invalid dev"},
 		{"metrics listen", minimal + `metrics { listen = "localhost" }`, "5:20: Invalid listen"},
 		{"metrics port", minimal + `metrics { listen = "[::1]:99999" }`, "5:20: Invalid listen"},
@@ -638,4 +639,29 @@ func TestLoadMissingFile(t *testing.T) {
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("err = %v, want not exist", err)
 	}
+}
+
+// FuzzParse: no input makes Parse panic, and whatever it accepts is a
+// complete configuration whose engine configuration builds.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(minimal))
+	f.Add([]byte(full))
+	f.Add([]byte(tr("mapping {\n    ipv4 = \"198.51.100.0/24\"\n    ipv6 = \"2001:db8:6::/120\"\n  }")))
+	f.Add([]byte("translator { prefix = \"64:ff9b::/96\" }\nbgp {\n}\n"))
+	f.Fuzz(func(t *testing.T, src []byte) {
+		c, err := Parse(src, "fuzz.hcl")
+		if err != nil {
+			var ce *Error
+			if !errors.As(err, &ce) || len(ce.Diagnostics) == 0 {
+				t.Fatalf("error without diagnostics: %v", err)
+			}
+			return
+		}
+		if c.Snapshot() == nil {
+			t.Fatal("accepted without an address map")
+		}
+		if _, err := c.Xlat(); err != nil {
+			t.Fatalf("accepted but Xlat fails: %v", err)
+		}
+	})
 }

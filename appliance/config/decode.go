@@ -120,10 +120,20 @@ func (d *decoder) decodeFile(body hcl.Body) *Config {
 		seenIf[name] = b.DefRange
 		c.Interfaces = append(c.Interfaces, d.iface(b))
 	}
+	seenRoute := map[netip.Prefix]hcl.Range{}
 	for _, b := range byType["route"] {
-		if r, ok := d.route(b); ok {
-			c.Routes = append(c.Routes, r)
+		r, ok := d.route(b)
+		if !ok {
+			continue
 		}
+		// The kernel keeps one route per destination (and metric); a second
+		// would fail to install or silently replace the first.
+		if first, dup := seenRoute[r.To]; dup {
+			d.errorf(b.DefRange, "Duplicate route", "A route to %v is already configured at %s.", r.To, posString(first))
+			continue
+		}
+		seenRoute[r.To] = b.DefRange
+		c.Routes = append(c.Routes, r)
 	}
 	if b := d.singleBlock(byType["metrics"], "metrics"); b != nil {
 		c.Metrics.Listen = DefaultMetricsListen
