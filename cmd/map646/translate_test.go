@@ -368,3 +368,59 @@ func TestTranslateSLL2(t *testing.T) {
 	}
 	checkUDP6(t, pkts[0], client6, server6, "any")
 }
+
+// TestTranslateEmitted: packets the engine makes itself reach the output
+// too: IPv6 fragments of a DF=0 IPv4 packet larger than lowest_ipv6_mtu
+// (RFC 7915 section 4), and the Fragmentation Needed error for a DF packet
+// that exceeds ipv6_mtu (reported as a drop answered with an error).
+func TestTranslateEmitted(t *testing.T) {
+	hcl := strings.Replace(translateHCL, "prefix = \"2001:db8:64::/96\"", "prefix = \"2001:db8:64::/96\"\n  ipv6_mtu = 1400\n  icmp_source_pool = [\"203.0.113.64/26\"]", 1)
+	dir := writeTemp(t, map[string]string{"c.hcl": hcl})
+	in, out := filepath.Join(dir, "in.pcap"), filepath.Join(dir, "out.pcap")
+	big := strings.Repeat("x", 1300)
+	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: client4, DstIP: server4}
+	u := &layers.UDP{SrcPort: 40000, DstPort: 53}
+	u.SetNetworkLayerForChecksum(ip)
+	noDF := serialize(t, ip, u, gopacket.Payload(big))
+	writePcap(t, in, layers.LinkTypeRaw, []frame{
+		{data: noDF},
+		{data: udp4(t, big+big[:100])}, // DF, 1428 bytes: 1448 as IPv6 > 1400
+	})
+	stdout, stderr, err := runCmd(t, "translate", "-c", filepath.Join(dir, "c.hcl"), "-i", in, "-o", out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	_, pkts, _ := readPcap(t, out)
+	if len(pkts) != 3 {
+		t.Fatalf("%d packets; report:\n%s", len(pkts), stdout)
+	}
+	var payload []byte
+	for i, p := range pkts[:2] {
+		pk := gopacket.NewPacket(p, layers.LayerTypeIPv6, gopacket.Default)
+		fh, _ := pk.Layer(layers.LayerTypeIPv6Fragment).(*layers.IPv6Fragment)
+		if fh == nil || len(p) > 1280 {
+			t.Fatalf("packet %d is not an IPv6 fragment of at most 1280 bytes: %d bytes, %v", i+1, len(p), pk)
+		}
+		payload = append(payload, fh.Payload...)
+	}
+	if len(payload) != 8+len(big) || string(payload[8:]) != big {
+		t.Errorf("fragments carry %d bytes, want the %d-byte datagram", len(payload), 8+len(big))
+	}
+	pk := gopacket.NewPacket(pkts[2], layers.LayerTypeIPv4, gopacket.Default)
+	icmp, _ := pk.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	if icmp == nil || icmp.TypeCode != layers.CreateICMPv4TypeCode(3, 4) {
+		t.Fatalf("third packet is not Fragmentation Needed: %v", pk)
+	}
+	if mtu := binary.BigEndian.Uint16(pkts[2][20+6:]); mtu != 1380 {
+		t.Errorf("Fragmentation Needed says MTU %d, want 1380 (ipv6_mtu - 20)", mtu)
+	}
+	for _, want := range []string{
+		"packet 2: dropped (4to6 ",
+		"): too_big; answered with 1 ICMP error(s)\n",
+		"2 packets read: 1 translated, 1 dropped, 0 skipped; 3 made by the translator (ICMP errors, fragments); 3 written",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("report lacks %q:\n%s", want, stdout)
+		}
+	}
+}
