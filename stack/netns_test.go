@@ -74,7 +74,7 @@ type topology struct {
 	dp             *Datapath
 }
 
-func newTopology(t *testing.T, offload bool, mtu6 int) *topology {
+func newTopology(t testing.TB, offload bool, mtu6 int) *topology {
 	t.Helper()
 	netnstest.Require(t)
 	tp := &topology{
@@ -432,4 +432,62 @@ func snmp6(t *testing.T, ns *netnstest.NS, name string) int {
 	}
 	t.Fatalf("%s: no %s in /proc/net/snmp6", ns.Name, name)
 	return 0
+}
+
+// BenchmarkNetnsTCP measures one TCP stream through the real data path
+// (client namespace -> tun -> engine -> tun -> server namespace, or back):
+// b.N MiB, no hashing, so that the translator and the kernel are what is
+// measured. It needs root like the tests; the netns harness in bench/
+// compares it with native forwarding and TAYGA.
+func BenchmarkNetnsTCP(b *testing.B) {
+	for _, offload := range []bool{true, false} {
+		for _, upload := range []bool{true, false} {
+			b.Run(fmt.Sprintf("offload=%v/upload=%v", offload, upload), func(b *testing.B) {
+				tp := newTopology(b, offload, 1520)
+				var ln net.Listener
+				if err := tp.srv.Do(func() (err error) {
+					ln, err = net.Listen("tcp6", "["+serverV6+"]:0")
+					return err
+				}); err != nil {
+					b.Fatal(err)
+				}
+				defer ln.Close()
+				var c net.Conn
+				if err := tp.cli.Do(func() (err error) {
+					c, err = net.Dial("tcp4", net.JoinHostPort(serverV4, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)))
+					return err
+				}); err != nil {
+					b.Fatal(err)
+				}
+				s, err := ln.Accept()
+				if err != nil {
+					b.Fatal(err)
+				}
+				src, dst := c, s
+				if !upload {
+					src, dst = s, c
+				}
+				done := make(chan int64)
+				go func() {
+					n, _ := io.CopyBuffer(io.Discard, dst, make([]byte, 256<<10))
+					done <- n
+				}()
+				chunk := make([]byte, 1<<20)
+				b.SetBytes(int64(len(chunk)))
+				b.ResetTimer()
+				for range b.N {
+					if _, err := src.Write(chunk); err != nil {
+						b.Fatal(err)
+					}
+				}
+				src.(*net.TCPConn).CloseWrite()
+				if n := <-done; n != int64(b.N)*int64(len(chunk)) {
+					b.Fatalf("%d of %d bytes arrived", n, b.N*len(chunk))
+				}
+				b.StopTimer()
+				c.Close()
+				s.Close()
+			})
+		}
+	}
 }
