@@ -93,11 +93,16 @@ func (s *Snapshot) To6(a [4]byte) (v6 [16]byte, delta uint16, o Origin) {
 // delta is the same quantity as in To6 (sum(v6) - sum(v4)); subtract it
 // (add its complement) to move a checksum from IPv6 to IPv4.
 func (s *Snapshot) To4(a [16]byte) (v4 [4]byte, delta uint16, o Origin) {
+	// NewSnapshot keeps EAM entries out of the prefix, so an address in the
+	// prefix (every IPv4 client) needs no table lookup.
+	if v4, delta, ok := s.prefix.Extract(a); ok {
+		if s.wkp && !IsGlobal4(v4) {
+			return [4]byte{}, 0, NotTranslatable
+		}
+		return v4, delta, ByPrefix
+	}
 	if v4, delta, ok := s.table.Lookup6(a); ok {
 		return v4, delta, ByEAM
-	}
-	if v4, delta, ok := s.prefix.Extract(a); ok && (!s.wkp || IsGlobal4(v4)) {
-		return v4, delta, ByPrefix
 	}
 	return v4, 0, NotTranslatable
 }

@@ -262,3 +262,26 @@ func TestEmptyTable(t *testing.T) {
 		t.Error("empty table is not empty")
 	}
 }
+
+// TestLookupNoAlloc: the per-packet path must not allocate.
+func TestLookupNoAlloc(t *testing.T) {
+	tab := mustTable(t, e("198.51.100.10", "2001:db8:6::10"), e("192.0.2.0/24", "2001:db8:aaaa::/120"))
+	p := mustPrefix(t, "64:ff9b::/96")
+	s, err := NewSnapshot(Prefix{}, tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a4 := [4]byte{192, 0, 2, 7}
+	a6 := netip.MustParseAddr("2001:db8:6::10").As16()
+	if n := testing.AllocsPerRun(100, func() {
+		tab.Lookup4(a4)
+		tab.Lookup4([4]byte{8, 8, 8, 8})
+		tab.Lookup6(a6)
+		s.To6(a4)
+		s.To4(a6)
+		v6, _ := p.Embed([4]byte{8, 8, 8, 8})
+		p.Extract(v6)
+	}); n != 0 {
+		t.Errorf("%v allocations per lookup round", n)
+	}
+}

@@ -1,0 +1,208 @@
+package mapping
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// benchEntries returns n /32 <-> /128 entries: IPv4 addresses consecutive
+// from 20.0.0.0 (a public block, as an operator's pool would be) and IPv6
+// addresses spread over 2001:db8:6::/48 subnets.
+func benchEntries(n int) []Entry {
+	out := make([]Entry, n)
+	for i := range out {
+		x := uint32(20<<24) + uint32(i)
+		v6 := [16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 6, 6: byte(i >> 20), 7: byte(i >> 12), 14: byte(i >> 8), 15: byte(i)}
+		v6[13] = byte(i>>16) & 0x0f
+		out[i] = Entry{
+			IPv4: netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(x >> 24), byte(x >> 16), byte(x >> 8), byte(x)}), 32),
+			IPv6: netip.PrefixFrom(netip.AddrFrom16(v6), 128),
+		}
+	}
+	return out
+}
+
+var benchTables = struct {
+	sync.Mutex
+	m map[int]*benchTable
+}{m: map[int]*benchTable{}}
+
+type benchTable struct {
+	tab         *Table
+	hit4, miss4 [][4]byte
+	hit6, miss6 [][16]byte
+}
+
+const benchKeys = 1 << 16
+
+func getBenchTable(b *testing.B, n int) *benchTable {
+	benchTables.Lock()
+	defer benchTables.Unlock()
+	if bt := benchTables.m[n]; bt != nil {
+		return bt
+	}
+	entries := benchEntries(n)
+	tab, err := NewTable(entries)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bt := &benchTable{tab: tab}
+	rnd := newRand(uint64(n))
+	for range benchKeys {
+		en := entries[rnd.intn(n)]
+		bt.hit4 = append(bt.hit4, en.IPv4.Addr().As4())
+		bt.hit6 = append(bt.hit6, en.IPv6.Addr().As16())
+		var m4 [4]byte
+		rnd.fill(m4[:])
+		m4[0] = 21 // outside the table
+		bt.miss4 = append(bt.miss4, m4)
+		m6 := en.IPv6.Addr().As16()
+		m6[5] = 7 // 2001:db8:7::/48: outside the table
+		bt.miss6 = append(bt.miss6, m6)
+	}
+	benchTables.m[n] = bt
+	return bt
+}
+
+var benchSizes = []int{1, 1000, 100_000, 1_000_000}
+
+var sink4 [4]byte
+var sink6 [16]byte
+var sinkDelta uint16
+
+func BenchmarkLookup4(b *testing.B) {
+	for _, n := range benchSizes {
+		for _, kind := range []string{"hit", "miss"} {
+			b.Run(fmt.Sprintf("n=%d/%s", n, kind), func(b *testing.B) {
+				bt := getBenchTable(b, n)
+				keys := bt.hit4
+				if kind == "miss" {
+					keys = bt.miss4
+				}
+				cpuLoop(b, func(i int) {
+					sink6, sinkDelta, _ = bt.tab.Lookup4(keys[i&(benchKeys-1)])
+				})
+			})
+		}
+	}
+}
+
+func BenchmarkLookup6(b *testing.B) {
+	for _, n := range benchSizes {
+		for _, kind := range []string{"hit", "miss"} {
+			b.Run(fmt.Sprintf("n=%d/%s", n, kind), func(b *testing.B) {
+				bt := getBenchTable(b, n)
+				keys := bt.hit6
+				if kind == "miss" {
+					keys = bt.miss6
+				}
+				cpuLoop(b, func(i int) {
+					sink4, sinkDelta, _ = bt.tab.Lookup6(keys[i&(benchKeys-1)])
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkSnapshot is the engine's per-address cost: an EAM hit for the
+// server side and an EAM miss plus RFC 6052 embedding for the client side.
+func BenchmarkSnapshot(b *testing.B) {
+	bt := getBenchTable(b, 1_000_000)
+	p, err := NewPrefix(netip.MustParsePrefix("2001:db8:64::/96"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := NewSnapshot(p, bt.tab)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("To6/eam", func(b *testing.B) {
+		cpuLoop(b, func(i int) {
+			sink6, sinkDelta, _ = s.To6(bt.hit4[i&(benchKeys-1)])
+		})
+	})
+	b.Run("To6/prefix", func(b *testing.B) {
+		cpuLoop(b, func(i int) {
+			sink6, sinkDelta, _ = s.To6(bt.miss4[i&(benchKeys-1)])
+		})
+	})
+	clients := make([][16]byte, benchKeys)
+	for i := range clients {
+		clients[i], _ = p.Embed(bt.miss4[i])
+	}
+	b.Run("To4/prefix", func(b *testing.B) {
+		cpuLoop(b, func(i int) {
+			sink4, sinkDelta, _ = s.To4(clients[i&(benchKeys-1)])
+		})
+	})
+}
+
+// BenchmarkNewTable1M is the start-up cost of a million mappings; B/entry
+// is the heap the finished table holds per entry.
+func BenchmarkNewTable1M(b *testing.B) {
+	const n = 1_000_000
+	entries := benchEntries(n)
+	var perEntry float64
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		tab, err := NewTable(entries)
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		perEntry = float64(after.HeapAlloc-before.HeapAlloc) / n
+		runtime.KeepAlive(tab)
+	}
+	b.ReportMetric(perEntry, "B/entry")
+}
+
+func benchCSV(n int) []byte {
+	var buf bytes.Buffer
+	buf.WriteString("# generated\n")
+	for _, en := range benchEntries(n) {
+		fmt.Fprintf(&buf, "%s,%s\n", en.IPv4.Addr(), en.IPv6.Addr())
+	}
+	return buf.Bytes()
+}
+
+// BenchmarkParseCSV1M parses a million-line mappings file and builds the
+// table from it, as the daemon does at start-up (target: 3 s).
+func BenchmarkParseCSV1M(b *testing.B) {
+	src := benchCSV(1_000_000)
+	b.SetBytes(int64(len(src)))
+	var parse, build time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		entries, err := ParseCSV(bytes.NewReader(src), "bench.csv")
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if _, err := NewTable(entries); err != nil {
+			b.Fatal(err)
+		}
+		parse += t1.Sub(t0)
+		build += time.Since(t1)
+	}
+	b.ReportMetric(float64(parse.Milliseconds())/float64(b.N), "parse-ms/op")
+	b.ReportMetric(float64(build.Milliseconds())/float64(b.N), "build-ms/op")
+}
+
+func BenchmarkAggregate1M(b *testing.B) {
+	bt := getBenchTable(b, 1_000_000)
+	var n4, n6 int
+	for b.Loop() {
+		n4 = len(Aggregate4(bt.tab))
+		n6 = len(Aggregate6(bt.tab))
+	}
+	b.ReportMetric(float64(n4), "routes4")
+	b.ReportMetric(float64(n6), "routes6")
+}
