@@ -491,3 +491,40 @@ func BenchmarkNetnsTCP(b *testing.B) {
 		}
 	}
 }
+
+// TestNetnsTunDeleted: when the interface is deleted under the data path,
+// every worker stops with an error and the data path reports unhealthy,
+// so that the daemon withdraws its routes.
+func TestNetnsTunDeleted(t *testing.T) {
+	netnstest.Require(t)
+	ns := netnstest.New(t, "del")
+	var dev *tun.Device
+	if err := ns.Do(func() (err error) {
+		dev, err = tun.Open(tun.Config{Name: "dp-tun", Queues: 2, Offload: true})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	d, err := Serve(context.Background(), testEngine(t), dev, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.Healthy() {
+		t.Fatalf("unhealthy at start: %v", d.Check())
+	}
+	ns.Run("ip", "link", "del", "dp-tun")
+	done := make(chan error)
+	go func() { done <- d.Wait() }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, unix.EBADFD) {
+			t.Errorf("Wait = %v, want EBADFD", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("workers still running after the interface was deleted")
+	}
+	if d.Healthy() {
+		t.Error("healthy without an interface")
+	}
+}
