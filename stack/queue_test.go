@@ -393,3 +393,24 @@ func BenchmarkQueueHandleFake(b *testing.B) {
 }
 
 func timeIn(testing.TB) time.Time { return time.Now().Add(2 * time.Second) }
+
+// TestCloseStops: closing the device (here the queue's descriptor) stops
+// the workers without an error; the context need not be cancelled.
+func TestCloseStops(t *testing.T) {
+	conn, _ := seqpacketPair(t)
+	d, err := serveConns(context.Background(), []packetConn{conn}, func() Translator { return &fakeTranslator{t: t} }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	done := make(chan error)
+	go func() { done <- d.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Wait = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("worker still running after Close")
+	}
+}
