@@ -123,14 +123,23 @@ func roundTrips(p []byte) bool {
 }
 
 // normalize clears what RFC 7915 lets change on a round trip: the IPv4
-// Identification, flags and header checksum; the IPv6 flow label.
+// Identification, flags and header checksum; the IPv6 flow label. A TCP or
+// ICMP checksum of 0xffff becomes 0: both are ones' complement zero, and
+// an incremental update (RFC 1624) may turn one into the other.
 func normalize(p []byte) []byte {
 	p = append([]byte(nil), p...)
+	var proto uint8
+	var l4 []byte
 	if p[0]>>4 == 4 {
 		p[4], p[5], p[6], p[7], p[10], p[11] = 0, 0, 0, 0, 0, 0
+		proto, l4 = p[9], p[20:]
 	} else {
 		p[1] &= 0xf0
 		p[2], p[3] = 0, 0
+		proto, l4 = p[6], p[40:]
+	}
+	if at := csumAt(proto); proto != 17 && at >= 0 && len(l4) >= at+2 && l4[at] == 0xff && l4[at+1] == 0xff {
+		l4[at], l4[at+1] = 0, 0
 	}
 	return p
 }

@@ -385,7 +385,7 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 	}
 	hairpin := false
 	if od == mapping.ByPrefix {
-		if _, _, eam := s.m.To6(dst4); eam == mapping.ByEAM {
+		if _, _, eam := s.m.Table().Lookup4(dst4); eam {
 			// RFC 7757 section 4.2: the destination is another server's
 			// public address expressed in the prefix.
 			switch {
