@@ -3,6 +3,7 @@ package mapping
 import (
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -79,6 +80,38 @@ func FuzzTable(f *testing.F) {
 				if ok != wantOK || v4 != want4 || (ok && delta != Delta(v4, a6)) {
 					t.Fatalf("Lookup6(%v) = %v, %#x, %v; want %v, %v", netip.AddrFrom16(a6), netip.AddrFrom4(v4), delta, ok, netip.AddrFrom4(want4), wantOK)
 				}
+			}
+		}
+	})
+}
+
+// FuzzParseCSV: any input gives entries that pass the per-entry checks or
+// a *CSVError with a position inside the input; never a panic.
+func FuzzParseCSV(f *testing.F) {
+	f.Add("198.51.100.10,2001:db8:6::10\n# c\n\n192.0.2.0/24 , 2001:db8:a::/120 # x\r\n")
+	f.Add("\uFEFF1.2.3.4,::1,\n")
+	f.Add("a,b\n,,\n/,/")
+	f.Fuzz(func(t *testing.T, src string) {
+		entries, lines, err := ParseCSVLines(strings.NewReader(src), "f.csv")
+		if err != nil {
+			var ce *CSVError
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %v is not a *CSVError", err)
+			}
+			if ce.Line < 1 || ce.Line > strings.Count(src, "\n")+1 || ce.Col < 1 {
+				t.Fatalf("error position %d:%d outside the input", ce.Line, ce.Col)
+			}
+			return
+		}
+		if len(lines) != len(entries) {
+			t.Fatalf("%d lines for %d entries", len(lines), len(entries))
+		}
+		for i, e := range entries {
+			if err := checkEntry(e); err != nil {
+				t.Fatalf("entry %d (line %d) passed the parser but not checkEntry: %v", i, lines[i], err)
+			}
+			if i > 0 && lines[i] <= lines[i-1] {
+				t.Fatalf("lines not increasing: %v", lines)
 			}
 		}
 	})

@@ -16,8 +16,8 @@ import (
 // longest length down. A slot holds the masked key and everything a lookup
 // returns, so a lookup reads one slot, usually one cache line, and no
 // other memory: at a million entries every access is a cache miss, and one
-// miss per lookup is what keeps it fast. Indexes are at most two thirds
-// full. A flat array of the entries in input order serves All, validation
+// miss per lookup is what keeps it fast (see indexSize for the load
+// factors). A flat array of the entries in input order serves All, validation
 // and aggregation. Lookups do not allocate.
 type Table struct {
 	recs    []record

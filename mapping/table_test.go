@@ -247,6 +247,37 @@ func TestNewTableAccepts(t *testing.T) {
 	}
 }
 
+// TestLookupShortPrefix covers entries shorter than the /16 miss filter's
+// granularity, at their edges.
+func TestLookupShortPrefix(t *testing.T) {
+	tab := mustTable(t, e("20.0.0.0/12", "2001:db8:1::/108"), e("240.0.0.0/4", "2001:db8:2::/100"))
+	for _, tc := range []struct {
+		v4, v6 string
+		ok     bool
+	}{
+		{"20.0.0.0", "2001:db8:1::", true},
+		{"20.15.255.255", "2001:db8:1::f:ffff", true},
+		{"20.16.0.0", "", false},
+		{"19.255.255.255", "", false},
+		{"255.255.255.255", "2001:db8:2::fff:ffff", true},
+		{"239.255.255.255", "", false},
+	} {
+		a4 := netip.MustParseAddr(tc.v4).As4()
+		v6, _, ok := tab.Lookup4(a4)
+		if ok != tc.ok || (ok && netip.AddrFrom16(v6) != netip.MustParseAddr(tc.v6)) {
+			t.Errorf("Lookup4(%s) = %v, %v; want %s, %v", tc.v4, netip.AddrFrom16(v6), ok, tc.v6, tc.ok)
+		}
+		if ok {
+			if v4, _, ok := tab.Lookup6(v6); !ok || v4 != a4 {
+				t.Errorf("Lookup6(%v) = %v, %v", netip.AddrFrom16(v6), netip.AddrFrom4(v4), ok)
+			}
+		}
+	}
+	if got := Aggregate4(tab); !slices.Equal(got, prefixes("20.0.0.0/12", "240.0.0.0/4")) {
+		t.Errorf("Aggregate4 = %v", got)
+	}
+}
+
 func TestEmptyTable(t *testing.T) {
 	tab, err := NewTable(nil)
 	if err != nil {

@@ -12,8 +12,9 @@ var (
 	// ErrFamily: the IPv4 side is not an IPv4 prefix or the IPv6 side is
 	// not an IPv6 prefix (IPv4-mapped IPv6 counts as IPv4).
 	ErrFamily = errors.New("wrong address family")
-	// ErrSuffixLength: 32-len(IPv4) != 128-len(IPv6) (RFC 7757 section 3.1
-	// allows only equal suffix lengths here).
+	// ErrSuffixLength: 32-len(IPv4) != 128-len(IPv6). RFC 7757 section 3
+	// also permits a longer IPv6 suffix; this table supports equal ones
+	// only, as TAYGA and most deployments do.
 	ErrSuffixLength = errors.New("suffix lengths differ")
 	// ErrHostBits: a prefix has bits set after its length.
 	ErrHostBits = errors.New("host bits set")
@@ -66,10 +67,10 @@ var wellKnownBase = [12]byte{0x00, 0x64, 0xff, 0x9b}
 //
 //   - the IPv4 side is an IPv4 prefix, the IPv6 side an IPv6 prefix;
 //   - no host bits on either side;
-//   - equal suffix lengths (RFC 7757 section 3.1; unequal ones are not
-//     supported);
-//   - neither side inside "this network" 0.0.0.0/8, unspecified, loopback, link-local, multicast or
-//     limited-broadcast space, which RFC 7915 never forwards;
+//   - equal suffix lengths (see ErrSuffixLength);
+//   - neither side inside "this network" 0.0.0.0/8, unspecified, loopback,
+//     link-local, multicast or limited-broadcast space, which a translator
+//     never forwards;
 //   - the IPv6 side is not an address built from the well-known prefix
 //     64:ff9b::/96 and a non-global IPv4 address: RFC 6052 section 3.1 says
 //     translators MUST drop packets with such addresses, so a mapping to one
@@ -102,7 +103,7 @@ func checkEntrySide(e Entry) (err error, side int) {
 	case v6.Masked() != v6:
 		return fmt.Errorf("%w: %v (did you mean %v?)", ErrHostBits, v6, v6.Masked()), sideIPv6
 	case 32-v4.Bits() != 128-v6.Bits():
-		return fmt.Errorf("%w: %v has %d suffix bits, %v has %d (RFC 7757 section 3.1)",
+		return fmt.Errorf("%w: %v has %d suffix bits, %v has %d; they must be equal",
 			ErrSuffixLength, v4, 32-v4.Bits(), v6, 128-v6.Bits()), sideIPv6
 	}
 	if a := v4.Addr(); a.As4()[0] == 0 || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() ||
