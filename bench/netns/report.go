@@ -133,7 +133,7 @@ func renderMarkdown(info runInfo, r *results) string {
 		}
 		w("\n")
 		for _, m := range metrics {
-			if m.Key == mRTT99 || m.CPU && !info.Translated[sMap646] {
+			if m.Key == mRTT99 || m.Key == mStart || m.CPU && !info.Translated[sMap646] {
 				continue
 			}
 			w("| %s |", m.Label)
@@ -166,9 +166,9 @@ func renderMarkdown(info runInfo, r *results) string {
 	w("Translated: %s → %s, mapped (EAM) to %s; the server sees the client as %s (prefix %s). ", client4, public4, server6, clientAs6, prefix6)
 	w("TAYGA (Debian) runs on a tun of MTU %d with one `map` entry; map646 runs `map646 run -c` with one `mapping` block, ", mtu6)
 	w("or with a generated `mappings_file` of %d lines that contains the same pair. ", info.Mappings)
-	w("Each round runs every setup in turn (A B C D E, A B C D E, …), and per setup: iperf3 TCP 1 stream, TCP 4 streams (`-P 4`), ")
-	w("UDP with 64-byte payloads at full speed (`-u -l 64 -b 0`; the rate is what the receiver got), and %d pings 10 ms apart. ", info.Pings)
-	w("The translator's CPU is utime+stime from /proc/PID/stat over each test, divided by the Gbit or million packets received. ")
+	w("Each round runs every setup in turn (A B C D E, A B C D E, …), and per setup: %d pings 10 ms apart on the idle path, then iperf3 TCP 1 stream, TCP 4 streams (`-P 4`), ", info.Pings)
+	w("and UDP with 64-byte payloads at full speed (`-u -l 64 -b 0`; the rate is what the receiver got). ")
+	w("The translator's CPU is utime+stime from /proc/PID/stat over each test, divided by the Gbit or million packets received; start-up is the time from starting the translator until a ping passes through it (loading the table and installing routes included). ")
 	w("Targets are judged on the median of the per-round ratios; they are reported, never enforced.\n\n")
 	if len(info.Offloads) > 0 {
 		w("Offloads (`ethtool -k`, defaults left alone):\n\n| interface |")

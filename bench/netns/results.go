@@ -16,7 +16,7 @@ type metric struct {
 	Label  string
 	Unit   string
 	Higher bool // a higher value is better
-	CPU    bool // the translator's CPU: not defined for native forwarding
+	CPU    bool // a property of the translator process: not defined for native forwarding
 }
 
 const (
@@ -28,6 +28,7 @@ const (
 	mCPUTCP1 = "cpu_tcp1"
 	mCPUTCP4 = "cpu_tcp4"
 	mCPUUDP  = "cpu_udp64"
+	mStart   = "startup"
 )
 
 var metrics = []metric{
@@ -39,6 +40,7 @@ var metrics = []metric{
 	{Key: mCPUTCP1, Label: "translator CPU, TCP 1 stream", Unit: "CPU s/Gbit", CPU: true},
 	{Key: mCPUTCP4, Label: "translator CPU, TCP 4 streams", Unit: "CPU s/Gbit", CPU: true},
 	{Key: mCPUUDP, Label: "translator CPU, UDP 64 B", Unit: "CPU s/Mpkt", CPU: true},
+	{Key: mStart, Label: "translator start until an echo passes", Unit: "s", CPU: true},
 }
 
 // results holds every measurement: setup -> metric -> one value per round,
