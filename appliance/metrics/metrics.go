@@ -22,22 +22,25 @@ import (
 // Stats is one snapshot of a running translator. The same value is what
 // `map646 stats --json` prints, so its JSON names are part of the CLI.
 type Stats struct {
-	Version   string    `json:"version"`
-	Digest    string    `json:"config_digest"`
-	Config    string    `json:"config_file"`
-	Started   time.Time `json:"started"`
-	Mappings  int       `json:"mappings"`
-	Tun       string    `json:"tun"`
-	Offloads  string    `json:"offloads,omitempty"`
-	Healthy   bool      `json:"healthy"`
-	Routes    int       `json:"routes"`
-	Packets   []Count   `json:"packets"` // Dir, Kind = protocol
-	Bytes     []Count   `json:"bytes"`   // Dir
-	Drops     []Count   `json:"drops"`   // Dir, Kind = reason
-	Emitted   uint64    `json:"emitted"` // packets the translator made itself (ICMP errors, fragments)
-	Link      []Count   `json:"link"`    // Kind = link-level counter (read errors, ...)
-	Reloads   Reloads   `json:"reloads"`
-	Announcer []Status  `json:"announcers,omitempty"`
+	Version       string    `json:"version"`
+	Digest        string    `json:"config_digest"`
+	Config        string    `json:"config_file"`
+	Started       time.Time `json:"started"`
+	Mappings      int       `json:"mappings"`
+	Tun           string    `json:"tun"`
+	Offloads      string    `json:"offloads,omitempty"`
+	MetricsListen string    `json:"metrics_listen,omitempty"` // bound address of /metrics
+	Healthy       bool      `json:"healthy"`
+	Routes        int       `json:"routes"`
+	Packets       []Count   `json:"packets"`      // Dir, Kind = protocol
+	Bytes         []Count   `json:"bytes"`        // Dir
+	Drops         []Count   `json:"drops"`        // Dir, Kind = reason
+	Emitted       uint64    `json:"emitted"`      // packets the translator made itself (ICMP errors, fragments)
+	Hairpinned    uint64    `json:"hairpinned"`   // RFC 7757 section 4.2 hairpinned packets
+	RateLimited   uint64    `json:"rate_limited"` // translator-originated ICMP errors suppressed by the rate limit
+	Link          []Count   `json:"link"`         // Kind = link-level counter (read errors, ...)
+	Reloads       Reloads   `json:"reloads"`
+	Announcer     []Status  `json:"announcers,omitempty"`
 }
 
 // Count is one counter value with its labels.
@@ -66,6 +69,8 @@ var (
 	descBytes    = prometheus.NewDesc("map646_bytes_total", "Bytes received for translation, by direction.", []string{"direction"}, nil)
 	descDrops    = prometheus.NewDesc("map646_drops_total", "Packets not translated, by direction and reason.", []string{"direction", "reason"}, nil)
 	descEmitted  = prometheus.NewDesc("map646_emitted_packets_total", "Packets the translator originated (ICMP errors, fragments).", nil, nil)
+	descHairpin  = prometheus.NewDesc("map646_hairpinned_packets_total", "Packets hairpinned (RFC 7757 section 4.2), also counted as 6to4.", nil, nil)
+	descRateLim  = prometheus.NewDesc("map646_icmp_errors_rate_limited_total", "Translator-originated ICMP errors suppressed by the rate limit.", nil, nil)
 	descLink     = prometheus.NewDesc("map646_link_events_total", "Link-level counters of the tun queues.", []string{"counter"}, nil)
 	descMappings = prometheus.NewDesc("map646_mappings", "Explicit address mappings (RFC 7757) in the running configuration.", nil, nil)
 	descRoutes   = prometheus.NewDesc("map646_routes", "Kernel routes the daemon installed.", nil, nil)
@@ -89,7 +94,7 @@ func NewCollector(stats func() Stats) *Collector { return &Collector{stats: stat
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPackets, descBytes, descDrops, descEmitted, descLink,
+	for _, d := range []*prometheus.Desc{descPackets, descBytes, descDrops, descEmitted, descHairpin, descRateLim, descLink,
 		descMappings, descRoutes, descHealthy, descBuild, descConfig, descReloads, descLastRel, descStarted} {
 		ch <- d
 	}
@@ -114,6 +119,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descDrops, d.Value, d.Dir, d.Kind)
 	}
 	counter(descEmitted, s.Emitted)
+	counter(descHairpin, s.Hairpinned)
+	counter(descRateLim, s.RateLimited)
 	for _, l := range s.Link {
 		counter(descLink, l.Value, l.Kind)
 	}

@@ -1,0 +1,548 @@
+// Package daemon runs the translator as a service: it loads the HCL
+// configuration, builds the engine, creates the tun, installs routes
+// (aggregated) and the appliance's addresses, serves the data path, the
+// Prometheus endpoint and the control socket, reloads on request, tells
+// announcers (BGP, router advertisements) what to announce, and removes
+// everything it installed when it stops.
+//
+// A reload (SIGHUP or `map646 reload`) parses and validates the new file,
+// builds the new table, swaps it into the engine atomically and applies
+// only the route and address difference; a bad file is refused with its
+// diagnostics and the running configuration keeps forwarding.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"reflect"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/map646/map646/appliance/config"
+	"github.com/map646/map646/appliance/metrics"
+	"github.com/map646/map646/appliance/netsetup"
+	"github.com/map646/map646/stack"
+	"github.com/map646/map646/stack/tun"
+	"github.com/map646/map646/stack/xlat"
+)
+
+// DefaultControlSocket is where `map646 stats` and `map646 reload` find
+// the running daemon.
+const DefaultControlSocket = "/run/map646.sock"
+
+// Options configure Run.
+type Options struct {
+	ConfigPath string
+	// Logger receives the daemon's logs; nil builds one on stderr from
+	// the configuration's log block.
+	Logger *slog.Logger
+	// Reload asks for a configuration reload (SIGHUP).
+	Reload <-chan struct{}
+	// ControlSocket is the Unix socket path for stats and reload
+	// requests; "" means DefaultControlSocket.
+	ControlSocket string
+	// OnReady is called once everything is set up and packets flow.
+	OnReady func(ReadyInfo)
+}
+
+// ReadyInfo describes the running translator.
+type ReadyInfo struct {
+	Version, Digest string
+	Mappings        int
+	Tun             string
+}
+
+// Version is the version reported in ReadyInfo and the metrics; the
+// command sets it from its build flags.
+var Version = func() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// HealthInterval is how often the data path's health is polled.
+var HealthInterval = time.Second
+
+// DropLogInterval is the shortest time between two log lines about
+// dropped packets: drops are summarised, never logged one by one.
+var DropLogInterval = 10 * time.Second
+
+// device and datapath are the parts of the stack package the daemon
+// uses; the seams let lifecycle tests run without a tun.
+type device interface {
+	Name() string
+	Offloads() string
+	Close() error
+}
+
+type datapath interface {
+	Wait() error
+	Healthy() bool
+	LinkStats() stack.LinkStats
+}
+
+// env is how the daemon reaches the system.
+type env struct {
+	kernel  func() (netsetup.Kernel, func() error, error)
+	openTun func(tun.Config) (device, error)
+	serve   func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error)
+}
+
+var systemEnv = env{
+	kernel: func() (netsetup.Kernel, func() error, error) {
+		nl, err := netsetup.Open()
+		if err != nil {
+			return nil, nil, err
+		}
+		return nl, nl.Close, nil
+	},
+	openTun: func(c tun.Config) (device, error) { return tun.Open(c) },
+	serve: func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error) {
+		return stack.Serve(ctx, eng, dev.(*tun.Device), log)
+	},
+}
+
+// Run runs the translator until ctx is done, then removes what it
+// installed and returns nil. It returns an error if the configuration is
+// invalid, if setting up fails (after undoing what it did), or if the data
+// path fails.
+func Run(ctx context.Context, opts Options) error {
+	return run(ctx, opts, systemEnv)
+}
+
+// daemon is one running translator.
+type daemon struct {
+	opts    Options
+	env     env
+	log     *slog.Logger
+	started time.Time
+
+	eng     *xlat.Engine
+	dev     device
+	dp      datapath
+	tracker *netsetup.Tracker
+
+	mu       sync.Mutex // guards what reload changes and stats reads
+	cfg      *config.Config
+	plan     plan
+	healthy  bool
+	anns     []runningAnnouncer
+	reloads  metrics.Reloads
+	metrics  string     // bound address of the metrics listener
+	reloadMu sync.Mutex // one reload at a time
+}
+
+func run(ctx context.Context, opts Options, e env) (err error) {
+	if opts.ControlSocket == "" {
+		opts.ControlSocket = DefaultControlSocket
+	}
+	cfg, err := config.Load(opts.ConfigPath)
+	if err != nil {
+		return err
+	}
+	log := opts.Logger
+	if log == nil {
+		if log, err = NewLogger(os.Stderr, cfg.Log.Level, cfg.Log.Format); err != nil {
+			return err
+		}
+	}
+	for _, w := range cfg.Warnings {
+		log.Warn(config.FormatDiagnostic(w))
+	}
+	xc, err := cfg.Xlat()
+	if err != nil {
+		return err
+	}
+	eng, err := xlat.NewEngine(xc)
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	d := &daemon{opts: opts, env: e, log: log, started: time.Now(), eng: eng, cfg: cfg}
+
+	// Everything set up from here on is undone, newest first, by the
+	// deferred cleanups, whether Run fails half-way or stops normally.
+	var cleanups []func()
+	defer func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}()
+
+	k, closeKernel, err := e.kernel()
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func() { _ = closeKernel() })
+	d.tracker = netsetup.NewTracker(k)
+	cleanups = append(cleanups, func() {
+		if err := d.tracker.Teardown(); err != nil {
+			log.Error("removing what the translator installed", "err", err)
+		}
+	})
+	for _, key := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
+		if err := d.tracker.Sysctl(key, "1"); err != nil {
+			return err
+		}
+	}
+
+	t := cfg.Translator.Tun
+	setupStart := time.Now()
+	dev, err := e.openTun(tun.Config{Name: t.Name, Queues: t.Queues, MTU: t.MTU, Offload: t.Offload})
+	if err != nil {
+		return err
+	}
+	d.dev = dev
+	cleanups = append(cleanups, func() { _ = dev.Close() })
+
+	dpCtx, stopDatapath := context.WithCancel(context.Background())
+	dp, err := e.serve(dpCtx, eng, dev, log)
+	if err != nil {
+		stopDatapath()
+		return err
+	}
+	d.dp = dp
+	dpDone := make(chan error, 1)
+	go func() { dpDone <- dp.Wait() }()
+	cleanups = append(cleanups, func() {
+		stopDatapath()
+		_ = dev.Close()
+		if err := <-dpDone; err != nil {
+			log.Error("data path", "err", err)
+		}
+	})
+
+	d.plan = makePlan(cfg, dev.Name())
+	if err := d.applyPlan(d.plan); err != nil {
+		return err
+	}
+	log.Info("translator set up", "tun", dev.Name(), "offloads", dev.Offloads(), "mappings", len(cfg.Translator.Mappings),
+		"routes", len(d.tracker.Routes()), "took", time.Since(setupStart).Round(time.Millisecond))
+
+	if cfg.Metrics.Listen != "" {
+		ms, err := metrics.Listen(cfg.Metrics.Listen, d.Stats, log)
+		if err != nil {
+			return fmt.Errorf("metrics listen %s: %w", cfg.Metrics.Listen, err)
+		}
+		cleanups = append(cleanups, func() { _ = ms.Close() })
+		d.metrics = ms.Addr().String()
+		log.Info("metrics", "listen", d.metrics)
+	}
+
+	reloadReq := make(chan chan reloadReply)
+	cs, err := listenControl(opts.ControlSocket, d, reloadReq, log)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func() { _ = cs.Close() })
+
+	d.healthy = dp.Healthy()
+	anns, err := startAnnouncers(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	d.anns = anns
+	// Announcers close before the routes go (cleanups run newest first).
+	cleanups = append(cleanups, func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		d.mu.Lock()
+		as := d.anns
+		d.anns = nil
+		d.mu.Unlock()
+		closeAnnouncers(cctx, as, log)
+	})
+	d.announce(ctx)
+
+	log.Info("ready", "version", Version(), "digest", cfg.Digest, "mappings", len(cfg.Translator.Mappings), "tun", dev.Name())
+	if opts.OnReady != nil {
+		opts.OnReady(ReadyInfo{Version: Version(), Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings), Tun: dev.Name()})
+	}
+
+	health := time.NewTicker(HealthInterval)
+	defer health.Stop()
+	drops := time.NewTicker(DropLogInterval)
+	defer drops.Stop()
+	var lastDrops xlat.Totals
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("stopping")
+			return nil
+		case err := <-dpDone:
+			dpDone <- err // for the cleanup
+			if err == nil {
+				err = errors.New("stopped")
+			}
+			return fmt.Errorf("data path: %w", err)
+		case <-opts.Reload:
+			_, _ = d.reload(ctx)
+		case reply := <-reloadReq:
+			res, err := d.reload(ctx)
+			reply <- reloadReply{res, err}
+		case <-health.C:
+			h := dp.Healthy()
+			d.mu.Lock()
+			changed := h != d.healthy
+			d.healthy = h
+			d.mu.Unlock()
+			if changed {
+				if h {
+					log.Info("data path healthy again")
+				} else {
+					log.Warn("data path unhealthy: withdrawing announcements")
+				}
+				d.announce(ctx)
+			}
+		case <-drops.C:
+			lastDrops = d.logDrops(lastDrops)
+		}
+	}
+}
+
+// applyPlan brings links, addresses and routes to what p asks for.
+// Addresses go first so that gateways of route blocks are reachable.
+func (d *daemon) applyPlan(p plan) error {
+	var errs []error
+	for _, ifc := range p.links {
+		if err := d.tracker.Link(ifc.Name, ifc.MTU, false); err != nil {
+			errs = append(errs, fmt.Errorf("interface %s: %w", ifc.Name, err))
+		}
+	}
+	if err := d.tracker.SyncAddrs(p.addrs); err != nil {
+		errs = append(errs, err)
+	}
+	added, removed, err := d.tracker.SyncRoutes(p.routes)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if added > 0 || removed > 0 {
+		d.log.Debug("routes", "added", added, "removed", removed)
+	}
+	return errors.Join(errs...)
+}
+
+// announce sends the current announcement to every announcer.
+func (d *daemon) announce(ctx context.Context) {
+	d.mu.Lock()
+	a := d.plan.ann
+	a.Healthy = d.healthy
+	as := d.anns
+	d.mu.Unlock()
+	for _, r := range as {
+		if err := r.a.Update(ctx, a); err != nil {
+			d.log.Warn("announcer update", "announcer", r.name, "err", err)
+		}
+	}
+}
+
+// ReloadResult says what a successful reload changed.
+type ReloadResult struct {
+	Digest         string   `json:"digest"`
+	Mappings       int      `json:"mappings"`
+	RoutesAdded    int      `json:"routes_added"`
+	RoutesRemoved  int      `json:"routes_removed"`
+	NeedsRestart   []string `json:"needs_restart,omitempty"` // settings that take effect only at the next start
+	Unchanged      bool     `json:"unchanged"`
+	DurationMillis int64    `json:"duration_ms"`
+}
+
+// reload loads the configuration file again and switches to it. On any
+// error before the engine swap the running configuration is untouched.
+func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	start := time.Now()
+	res, err := d.doReload(ctx)
+	res.DurationMillis = time.Since(start).Milliseconds()
+	d.mu.Lock()
+	if err != nil {
+		d.reloads.Failed++
+		d.reloads.LastError = err.Error()
+	} else {
+		d.reloads.OK++
+		d.reloads.Last = time.Now()
+		d.reloads.LastError = ""
+	}
+	d.mu.Unlock()
+	if err != nil {
+		d.log.Error("reload refused; the running configuration stays", "file", d.opts.ConfigPath, "err", err)
+	} else {
+		d.log.Info("reloaded", "digest", res.Digest, "mappings", res.Mappings, "routes_added", res.RoutesAdded,
+			"routes_removed", res.RoutesRemoved, "took_ms", res.DurationMillis)
+		for _, s := range res.NeedsRestart {
+			d.log.Warn("changed setting takes effect at the next start", "setting", s)
+		}
+	}
+	return res, err
+}
+
+func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
+	cfg, err := config.Load(d.opts.ConfigPath)
+	if err != nil {
+		return ReloadResult{}, err
+	}
+	for _, w := range cfg.Warnings {
+		d.log.Warn(config.FormatDiagnostic(w))
+	}
+	d.mu.Lock()
+	old := d.cfg
+	d.mu.Unlock()
+	res := ReloadResult{Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings)}
+	if cfg.Digest == old.Digest {
+		res.Unchanged = true
+		return res, nil
+	}
+	xc, err := cfg.Xlat()
+	if err != nil {
+		return res, err
+	}
+	res.NeedsRestart = restartOnly(old, cfg)
+	if err := d.eng.Reload(xc); err != nil {
+		return res, fmt.Errorf("engine: %w", err)
+	}
+	// The engine translates with the new table from here on: routes to
+	// new mappings are added, then routes to removed ones deleted.
+	p := makePlan(cfg, d.dev.Name())
+	added, removed, rerr := d.tracker.SyncRoutes(p.routes)
+	res.RoutesAdded, res.RoutesRemoved = added, removed
+	var errs []error
+	if rerr != nil {
+		errs = append(errs, rerr)
+	}
+	for _, ifc := range p.links {
+		if err := d.tracker.Link(ifc.Name, ifc.MTU, false); err != nil {
+			errs = append(errs, fmt.Errorf("interface %s: %w", ifc.Name, err))
+		}
+	}
+	if err := d.tracker.SyncAddrs(p.addrs); err != nil {
+		errs = append(errs, err)
+	}
+	announcersChanged := !reflect.DeepEqual(old.BGP, cfg.BGP) || !reflect.DeepEqual(old.RouterAdvertisements, cfg.RouterAdvertisements)
+	d.mu.Lock()
+	d.cfg = cfg
+	d.plan = p
+	oldAnns := d.anns
+	d.mu.Unlock()
+	if announcersChanged {
+		closeAnnouncers(ctx, oldAnns, d.log)
+		anns, err := startAnnouncers(ctx, cfg, d.log)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		d.mu.Lock()
+		d.anns = anns
+		d.mu.Unlock()
+	}
+	d.announce(ctx)
+	if len(errs) > 0 {
+		return res, fmt.Errorf("new configuration in use, but: %w", errors.Join(errs...))
+	}
+	return res, nil
+}
+
+// restartOnly lists settings that differ between a and b but cannot change
+// while running: the tun is open, the metrics socket bound, the logger
+// built.
+func restartOnly(a, b *config.Config) []string {
+	var s []string
+	if a.Translator.Tun != b.Translator.Tun {
+		s = append(s, "translator.tun")
+	}
+	if a.Metrics != b.Metrics {
+		s = append(s, "metrics.listen")
+	}
+	if a.Log != b.Log {
+		s = append(s, "log")
+	}
+	return s
+}
+
+// Stats is a snapshot of the running translator (metrics and `map646
+// stats`). Safe for concurrent use.
+func (d *daemon) Stats() metrics.Stats {
+	d.mu.Lock()
+	cfg := d.cfg
+	s := metrics.Stats{
+		Version:       Version(),
+		Digest:        cfg.Digest,
+		Config:        cfg.File,
+		Started:       d.started,
+		Mappings:      len(cfg.Translator.Mappings),
+		Tun:           d.dev.Name(),
+		Offloads:      d.dev.Offloads(),
+		Healthy:       d.healthy,
+		Reloads:       d.reloads,
+		MetricsListen: d.metrics,
+	}
+	for _, a := range d.anns {
+		s.Announcer = append(s.Announcer, metrics.Status{Name: a.name, Status: a.a.Status()})
+	}
+	d.mu.Unlock()
+	s.Routes = len(d.tracker.Routes())
+	t := d.eng.Totals()
+	fillTotals(&s, &t)
+	ls := d.dp.LinkStats()
+	s.Link = []metrics.Count{
+		{Kind: "reads", Value: ls.Reads},
+		{Kind: "writes", Value: ls.Writes},
+		{Kind: "read_errors", Value: ls.ReadErrors},
+		{Kind: "write_errors", Value: ls.WriteErrors},
+		{Kind: "short_vnet_hdr", Value: ls.ShortVnetHdr},
+		{Kind: "invalid_vnet_hdr", Value: ls.InvalidVnetHdr},
+	}
+	return s
+}
+
+// fillTotals copies the engine's counters into s.
+func fillTotals(s *metrics.Stats, t *xlat.Totals) {
+	t.Visit(func(metric string, labels [][2]string, v uint64) {
+		c := metrics.Count{Value: v}
+		for _, l := range labels {
+			switch l[0] {
+			case "dir":
+				c.Dir = l[1]
+			default:
+				c.Kind = l[1]
+			}
+		}
+		switch metric {
+		case "packets":
+			s.Packets = append(s.Packets, c)
+		case "bytes":
+			s.Bytes = append(s.Bytes, c)
+		case "drops":
+			s.Drops = append(s.Drops, c)
+		case "emitted":
+			s.Emitted = v
+		case "hairpinned":
+			s.Hairpinned = v
+		case "rate_limited":
+			s.RateLimited = v
+		}
+	})
+}
+
+// logDrops writes one line summarising the packets dropped since prev, if
+// any, and returns the current totals.
+func (d *daemon) logDrops(prev xlat.Totals) xlat.Totals {
+	cur := d.eng.Totals()
+	var attrs []any
+	var total uint64
+	for dir := range xlat.NumDirs {
+		for r := xlat.ReasonNone + 1; r < xlat.NumReasons; r++ {
+			if n := cur.Drops[dir][r] - prev.Drops[dir][r]; n > 0 {
+				attrs = append(attrs, dir.String()+"_"+r.String(), n)
+				total += n
+			}
+		}
+	}
+	if total > 0 {
+		d.log.Warn("packets dropped", append([]any{"total", total, "interval", DropLogInterval.String()}, attrs...)...)
+	}
+	return cur
+}

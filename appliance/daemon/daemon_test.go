@@ -1,0 +1,604 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/map646/map646/appliance/config"
+	"github.com/map646/map646/appliance/netsetup"
+	"github.com/map646/map646/stack"
+	"github.com/map646/map646/stack/tun"
+	"github.com/map646/map646/stack/xlat"
+)
+
+// fakeKernel keeps routes, addresses and sysctls like a kernel would and
+// logs each call, so tests can see order and content.
+type fakeKernel struct {
+	mu      sync.Mutex
+	log     []string
+	routes  map[netsetup.Route]bool
+	addrs   map[netsetup.Addr]bool
+	sysctls map[string]string
+	links   map[string][2]int // mtu, up
+}
+
+func newFakeKernel() *fakeKernel {
+	return &fakeKernel{
+		routes:  map[netsetup.Route]bool{},
+		addrs:   map[netsetup.Addr]bool{},
+		sysctls: map[string]string{"net.ipv4.ip_forward": "0", "net.ipv6.conf.all.forwarding": "0"},
+		links:   map[string][2]int{"eth0": {1500, 0}},
+	}
+}
+
+func (k *fakeKernel) record(s string) { k.mu.Lock(); k.log = append(k.log, s); k.mu.Unlock() }
+func (k *fakeKernel) Link(name string) (int, bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	l, ok := k.links[name]
+	if !ok {
+		return 0, false, fmt.Errorf("no such link %s", name)
+	}
+	return l[0], l[1] == 1, nil
+}
+func (k *fakeKernel) SetLink(name string, mtu int, up bool) error {
+	k.mu.Lock()
+	l := k.links[name]
+	if mtu > 0 {
+		l[0] = mtu
+	}
+	l[1] = map[bool]int{true: 1}[up]
+	k.links[name] = l
+	k.mu.Unlock()
+	k.record(fmt.Sprintf("link %s %d %v", name, mtu, up))
+	return nil
+}
+func (k *fakeKernel) ReplaceAddr(dev string, p netip.Prefix) error {
+	k.mu.Lock()
+	k.addrs[netsetup.Addr{Dev: dev, Prefix: p}] = true
+	k.mu.Unlock()
+	return nil
+}
+func (k *fakeKernel) DelAddr(dev string, p netip.Prefix) error {
+	k.mu.Lock()
+	delete(k.addrs, netsetup.Addr{Dev: dev, Prefix: p})
+	k.mu.Unlock()
+	return nil
+}
+func (k *fakeKernel) ReplaceRoutes(rs []netsetup.Route) error {
+	k.mu.Lock()
+	for _, r := range rs {
+		k.routes[r] = true
+	}
+	k.mu.Unlock()
+	k.record(fmt.Sprintf("routes+ %v", rs))
+	return nil
+}
+func (k *fakeKernel) DelRoutes(rs []netsetup.Route) error {
+	k.mu.Lock()
+	for _, r := range rs {
+		delete(k.routes, r)
+	}
+	k.mu.Unlock()
+	k.record(fmt.Sprintf("routes- %v", rs))
+	return nil
+}
+func (k *fakeKernel) Sysctl(key, v string) (string, error) {
+	k.mu.Lock()
+	old, ok := k.sysctls[key]
+	k.sysctls[key] = v
+	k.mu.Unlock()
+	if !ok {
+		return "", fmt.Errorf("no sysctl %s", key)
+	}
+	return old, nil
+}
+func (k *fakeKernel) routeSet() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var s []string
+	for r := range k.routes {
+		s = append(s, r.String())
+	}
+	slices.Sort(s)
+	return s
+}
+
+type fakeDevice struct {
+	name   string
+	closed atomic.Bool
+}
+
+func (d *fakeDevice) Name() string     { return d.name }
+func (d *fakeDevice) Offloads() string { return "none" }
+func (d *fakeDevice) Close() error     { d.closed.Store(true); return nil }
+
+type fakeDatapath struct {
+	ctx     context.Context
+	healthy atomic.Bool
+	fail    chan error
+}
+
+func (p *fakeDatapath) Wait() error {
+	select {
+	case <-p.ctx.Done():
+		return nil
+	case err := <-p.fail:
+		return err
+	}
+}
+func (p *fakeDatapath) Healthy() bool              { return p.healthy.Load() }
+func (p *fakeDatapath) LinkStats() stack.LinkStats { return stack.LinkStats{Reads: 7} }
+
+// fakeAnnouncer records what it is told, in order, with the kernel's
+// routes at the time of Close.
+type fakeAnnouncer struct {
+	mu            sync.Mutex
+	updates       []Announcement
+	closed        bool
+	routesAtClose []string
+	k             *fakeKernel
+}
+
+func (a *fakeAnnouncer) Update(_ context.Context, x Announcement) error {
+	a.mu.Lock()
+	a.updates = append(a.updates, x)
+	a.mu.Unlock()
+	return nil
+}
+func (a *fakeAnnouncer) Status() any { return map[string]string{"session": "established"} }
+func (a *fakeAnnouncer) Close(context.Context) error {
+	a.mu.Lock()
+	a.closed = true
+	a.routesAtClose = a.k.routeSet()
+	a.mu.Unlock()
+	return nil
+}
+func (a *fakeAnnouncer) snapshot() ([]Announcement, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.updates), a.closed
+}
+
+// The fake announcer registers once for the package's tests; current
+// selects the instance of the test that is running.
+var (
+	currentAnn   atomic.Pointer[fakeAnnouncer]
+	registerOnce sync.Once
+)
+
+func registerFake() {
+	registerOnce.Do(func() {
+		RegisterAnnouncer("fake", func(cfg *config.Config, _ *slog.Logger) (Announcer, error) {
+			if cfg.BGP == nil {
+				return nil, nil
+			}
+			return currentAnn.Load(), nil
+		})
+	})
+}
+
+const baseConfig = `
+translator {
+  prefix = "2001:db8:64::/96"
+%s
+  tun {
+    name = "dmtest0"
+    queues = 1
+  }
+}
+bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+  neighbor "203.0.113.14" { remote_as = 64500 }
+}
+interface "eth0" {
+  addresses = ["203.0.113.1/28"]
+  mtu = 1520
+}
+route {
+  to = "192.0.2.0/24"
+  via = "203.0.113.14"
+}
+`
+
+func mappingBlocks(v4s ...string) string {
+	var b strings.Builder
+	for _, s := range v4s {
+		a := netip.MustParseAddr(s).As4()
+		fmt.Fprintf(&b, "  mapping {\n    ipv4 = %q\n    ipv6 = \"2001:db8:6::%d\"\n  }\n", s, a[3])
+	}
+	return b.String()
+}
+
+type harness struct {
+	t      *testing.T
+	k      *fakeKernel
+	dev    *fakeDevice
+	dp     atomic.Pointer[fakeDatapath]
+	ann    *fakeAnnouncer
+	cfg    string
+	sock   string
+	reload chan struct{}
+	ready  chan ReadyInfo
+	done   chan error
+	cancel context.CancelFunc
+}
+
+func writeConfig(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func start(t *testing.T, cfgBody string) *harness {
+	t.Helper()
+	registerFake()
+	oldH := HealthInterval
+	HealthInterval = 10 * time.Millisecond
+	t.Cleanup(func() { HealthInterval = oldH })
+	dir := t.TempDir()
+	h := &harness{
+		t:      t,
+		k:      newFakeKernel(),
+		dev:    &fakeDevice{name: "dmtest0"},
+		cfg:    filepath.Join(dir, "map646.hcl"),
+		sock:   filepath.Join(dir, "ctl.sock"),
+		reload: make(chan struct{}),
+		ready:  make(chan ReadyInfo, 1),
+		done:   make(chan error, 1),
+	}
+	h.ann = &fakeAnnouncer{k: h.k}
+	currentAnn.Store(h.ann)
+	writeConfig(t, h.cfg, cfgBody)
+	e := env{
+		kernel: func() (netsetup.Kernel, func() error, error) { return h.k, func() error { return nil }, nil },
+		openTun: func(c tun.Config) (device, error) {
+			if c.Name != "dmtest0" || c.Queues != 1 {
+				return nil, fmt.Errorf("unexpected tun config %+v", c)
+			}
+			return h.dev, nil
+		},
+		serve: func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error) {
+			p := &fakeDatapath{ctx: ctx, fail: make(chan error, 1)}
+			p.healthy.Store(true)
+			h.dp.Store(p)
+			return p, nil
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() {
+		h.done <- run(ctx, Options{
+			ConfigPath:    h.cfg,
+			Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Reload:        h.reload,
+			ControlSocket: h.sock,
+			OnReady:       func(r ReadyInfo) { h.ready <- r },
+		}, e)
+	}()
+	select {
+	case r := <-h.ready:
+		if r.Tun != "dmtest0" || r.Digest == "" {
+			t.Fatalf("ReadyInfo %+v", r)
+		}
+	case err := <-h.done:
+		t.Fatalf("Run returned before ready: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("not ready within 10 s")
+	}
+	return h
+}
+
+func (h *harness) stop() error {
+	h.cancel()
+	select {
+	case err := <-h.done:
+		return err
+	case <-time.After(10 * time.Second):
+		h.t.Fatal("Run did not return within 10 s of cancel")
+		return nil
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestLifecycleInstallsAggregatedRoutesAndRemovesEverything(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10", "198.51.100.11", "198.51.100.20")))
+	want := []string{
+		"192.0.2.0/24 via 203.0.113.14",
+		"198.51.100.10/31 dev dmtest0", // .10 and .11 aggregated
+		"198.51.100.20/32 dev dmtest0",
+		"2001:db8:64::/96 dev dmtest0",
+	}
+	if got := h.k.routeSet(); !slices.Equal(got, want) {
+		t.Errorf("routes\n%v\nwant\n%v", got, want)
+	}
+	if h.k.sysctls["net.ipv4.ip_forward"] != "1" || h.k.sysctls["net.ipv6.conf.all.forwarding"] != "1" {
+		t.Errorf("forwarding off: %v", h.k.sysctls)
+	}
+	if !h.k.addrs[netsetup.Addr{Dev: "eth0", Prefix: netip.MustParsePrefix("203.0.113.1/28")}] {
+		t.Errorf("interface address missing: %v", h.k.addrs)
+	}
+	if l := h.k.links["eth0"]; l != [2]int{1520, 1} {
+		t.Errorf("eth0 = %v, want mtu 1520 up", l)
+	}
+	ups, _ := h.ann.snapshot()
+	if len(ups) != 1 || !ups[0].Healthy ||
+		!slices.Equal(ups[0].IPv4, []netip.Prefix{netip.MustParsePrefix("198.51.100.10/31"), netip.MustParsePrefix("198.51.100.20/32")}) ||
+		!slices.Equal(ups[0].IPv6, []netip.Prefix{netip.MustParsePrefix("2001:db8:64::/96")}) {
+		t.Errorf("announcements at start: %+v", ups)
+	}
+
+	st, err := QueryStats(h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mappings != 3 || st.Tun != "dmtest0" || !st.Healthy || st.Routes != 4 || len(st.Announcer) != 1 || st.Announcer[0].Name != "fake" {
+		t.Errorf("stats %+v", st)
+	}
+	if len(st.Packets) != int(xlat.NumDirs)*int(xlat.NumProtos) || len(st.Drops) == 0 {
+		t.Errorf("stats counters: %d packets, %d drops", len(st.Packets), len(st.Drops))
+	}
+
+	if err := h.stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if got := h.k.routeSet(); len(got) != 0 {
+		t.Errorf("routes left after stop: %v", got)
+	}
+	if len(h.k.addrs) != 0 || h.k.sysctls["net.ipv4.ip_forward"] != "0" || h.k.links["eth0"] != [2]int{1500, 0} {
+		t.Errorf("left after stop: addrs %v sysctls %v eth0 %v", h.k.addrs, h.k.sysctls, h.k.links["eth0"])
+	}
+	if !h.dev.closed.Load() {
+		t.Error("tun not closed")
+	}
+	_, closed := h.ann.snapshot()
+	if !closed || len(h.ann.routesAtClose) != 4 {
+		t.Errorf("announcer closed=%v with routes %v at the time: it must close before routes go", closed, h.ann.routesAtClose)
+	}
+	if _, err := os.Stat(h.sock); !os.IsNotExist(err) {
+		t.Errorf("control socket left: %v", err)
+	}
+}
+
+func TestReloadAppliesOnlyTheDifference(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10", "198.51.100.20")))
+	defer h.stop()
+	h.k.mu.Lock()
+	h.k.log = nil
+	h.k.mu.Unlock()
+
+	writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10", "198.51.100.30")))
+	res, err := RequestReload(h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RoutesAdded != 1 || res.RoutesRemoved != 1 || res.Mappings != 2 || res.Unchanged {
+		t.Errorf("reload result %+v", res)
+	}
+	h.k.mu.Lock()
+	calls := slices.Clone(h.k.log)
+	h.k.mu.Unlock()
+	want := []string{"routes+ [198.51.100.30/32 dev dmtest0]", "routes- [198.51.100.20/32 dev dmtest0]"}
+	if !slices.Equal(calls, want) {
+		t.Errorf("kernel calls on reload\n%v\nwant\n%v", calls, want)
+	}
+	ups, _ := h.ann.snapshot()
+	if last := ups[len(ups)-1]; len(ups) != 2 || !slices.Contains(last.IPv4, netip.MustParsePrefix("198.51.100.30/32")) {
+		t.Errorf("announcements after reload: %+v", ups)
+	}
+
+	// The same file again: nothing to do.
+	if res, err := RequestReload(h.sock); err != nil || !res.Unchanged {
+		t.Errorf("unchanged reload: %+v %v", res, err)
+	}
+
+	// SIGHUP path.
+	writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10", "198.51.100.30", "198.51.100.40")))
+	h.reload <- struct{}{}
+	waitFor(t, "SIGHUP reload", func() bool { return slices.Contains(h.k.routeSet(), "198.51.100.40/32 dev dmtest0") })
+	st, err := QueryStats(h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Reloads.OK != 3 || st.Reloads.Failed != 0 || st.Mappings != 3 {
+		t.Errorf("reload counters %+v mappings %d", st.Reloads, st.Mappings)
+	}
+}
+
+func TestBadReloadKeepsTheRunningConfiguration(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
+	defer h.stop()
+	before := h.k.routeSet()
+	stBefore, err := QueryStats(h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, bad := range []struct{ name, body, wantPos string }{
+		{"syntax", "translator {\n  prefix = \n}\n", ":2:"},
+		{"bad mapping", fmt.Sprintf(baseConfig, "  mapping {\n    ipv4 = \"198.51.100.300\"\n    ipv6 = \"2001:db8:6::1\"\n  }\n"), ":5:"},
+	} {
+		t.Run(bad.name, func(t *testing.T) {
+			writeConfig(t, h.cfg, bad.body)
+			_, err := RequestReload(h.sock)
+			if err == nil {
+				t.Fatal("a bad file was accepted")
+			}
+			if !strings.Contains(err.Error(), h.cfg+bad.wantPos) {
+				t.Errorf("error %q does not point at %s%s", err, h.cfg, bad.wantPos)
+			}
+			if got := h.k.routeSet(); !slices.Equal(got, before) {
+				t.Errorf("routes changed by a refused reload: %v", got)
+			}
+		})
+	}
+	st, err := QueryStats(h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Reloads.Failed != 2 || st.Digest != stBefore.Digest || st.Mappings != 1 || st.Reloads.LastError == "" {
+		t.Errorf("after refused reloads: %+v digest %s", st.Reloads, st.Digest)
+	}
+}
+
+func TestHealthChangesAreAnnounced(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
+	defer h.stop()
+	dp := h.dp.Load()
+	dp.healthy.Store(false)
+	waitFor(t, "an unhealthy announcement", func() bool {
+		ups, _ := h.ann.snapshot()
+		return len(ups) == 2 && !ups[1].Healthy
+	})
+	dp.healthy.Store(true)
+	waitFor(t, "a healthy announcement", func() bool {
+		ups, _ := h.ann.snapshot()
+		return len(ups) == 3 && ups[2].Healthy
+	})
+	time.Sleep(50 * time.Millisecond)
+	if ups, _ := h.ann.snapshot(); len(ups) != 3 {
+		t.Errorf("announcements without a health change: %d", len(ups))
+	}
+}
+
+func TestDatapathFailureStopsRunAndCleansUp(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
+	h.dp.Load().fail <- fmt.Errorf("queue 0: read: input/output error")
+	select {
+	case err := <-h.done:
+		if err == nil || !strings.Contains(err.Error(), "input/output error") {
+			t.Errorf("Run returned %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run went on after the data path failed")
+	}
+	if got := h.k.routeSet(); len(got) != 0 {
+		t.Errorf("routes left: %v", got)
+	}
+}
+
+func TestSecondDaemonOnTheSameSocketIsRefused(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
+	defer h.stop()
+	d := &daemon{}
+	_, err := listenControl(h.sock, d, nil, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "another map646 is running") {
+		t.Errorf("second listener: %v", err)
+	}
+}
+
+func TestStaleSocketIsReplaced(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "ctl.sock")
+	if err := os.WriteFile(sock, nil, 0o600); err != nil { // left by a killed daemon
+		t.Fatal(err)
+	}
+	cs, err := listenControl(sock, &daemon{}, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs.Close()
+}
+
+func TestInvalidConfigFailsBeforeTouchingTheSystem(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "bad.hcl")
+	writeConfig(t, p, "translator {\n  prefix = \"2001:db8:64::/97\"\n}\n")
+	touched := false
+	e := env{kernel: func() (netsetup.Kernel, func() error, error) { touched = true; return nil, nil, fmt.Errorf("no") }}
+	err := run(context.Background(), Options{ConfigPath: p, Logger: slog.New(slog.DiscardHandler)}, e)
+	if err == nil || !strings.Contains(err.Error(), p+":2:") || touched {
+		t.Errorf("Run = %v (touched kernel: %v)", err, touched)
+	}
+}
+
+func TestMetricsEndpointServesTheDaemonsCounters(t *testing.T) {
+	// The configuration refuses port 0; take a free port from the kernel.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	h := start(t, strings.Replace(fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")), "bgp {", "metrics {\n  listen = \""+addr+"\"\n}\nbgp {", 1))
+	defer h.stop()
+	st, err := QueryStats(h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.MetricsListen != addr {
+		t.Fatal("stats do not say where metrics are served")
+	}
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + st.MetricsListen + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("/metrics")
+	for _, want := range []string{
+		"map646_mappings 1\n",
+		"map646_routes 3\n",
+		`map646_link_events_total{counter="reads"} 7`,
+		`map646_config_info{digest="` + st.Digest + `"`,
+		`map646_packets_total{direction="4to6",protocol="udp"} 0`,
+		`map646_drops_total{direction="6to4",reason="dst_unmapped"} 0`,
+		`map646_config_reloads_total{result="failure"} 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics (%d) lacks %q", code, want)
+		}
+	}
+	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	h.dp.Load().healthy.Store(false)
+	waitFor(t, "/healthz to turn 503", func() bool { c, _ := get("/healthz"); return c == http.StatusServiceUnavailable })
+}
+
+func TestNewLogger(t *testing.T) {
+	var b strings.Builder
+	l, err := NewLogger(&b, "warn", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Info("hidden")
+	l.Warn("shown", "k", 1)
+	if s := b.String(); strings.Contains(s, "hidden") || !strings.Contains(s, `"msg":"shown"`) {
+		t.Errorf("json warn logger wrote %q", s)
+	}
+	if _, err := NewLogger(&b, "loud", "text"); err == nil {
+		t.Error("bad level accepted")
+	}
+	if _, err := NewLogger(&b, "info", "xml"); err == nil {
+		t.Error("bad format accepted")
+	}
+}
