@@ -19,7 +19,9 @@ const (
 // DefaultCmdline is the kernel command line. A kernel panic (including
 // PID 1 exiting) reboots after 5 s instead of hanging, and an oops is a
 // panic: an appliance with a half-dead kernel is worse than a reboot.
-const DefaultCmdline = "console=ttyS0,115200 panic=5 oops=panic quiet"
+// no_timer_check skips the IO-APIC timer probe, which a busy hypervisor
+// (QEMU TCG on a loaded host) can fail, panicking a healthy boot.
+const DefaultCmdline = "console=ttyS0,115200 panic=5 oops=panic no_timer_check quiet"
 
 // fatEpoch is 1980-01-01T00:00:00Z, the earliest time FAT can store; the
 // default SOURCE_DATE_EPOCH.

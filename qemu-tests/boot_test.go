@@ -1,0 +1,153 @@
+package qemutests
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/map646/map646/appliance/config"
+)
+
+func digestOf(t *testing.T, path string) string {
+	t.Helper()
+	c, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Digest
+}
+
+// TestBootDisk boots the disk image the three ways it ships: raw under
+// SeaBIOS (syslinux), raw under UEFI (OVMF, systemd-boot) and qcow2; each
+// must reach the ready line with the baked configuration and power off
+// cleanly on the ACPI power button.
+func TestBootDisk(t *testing.T) {
+	needVM(t)
+	want := digestOf(t, filepath.Join(workDir, "map646.hcl"))
+	for _, tc := range []struct {
+		name   string
+		file   string
+		format string
+		uefi   bool
+	}{
+		{"raw-bios", "map646.img", "raw", false},
+		{"raw-uefi", "map646.img", "raw", true},
+		{"qcow2-bios", "map646.qcow2", "qcow2", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := startVM(t, vmConfig{disk: filepath.Join(baseImage, tc.file), format: tc.format, uefi: tc.uefi})
+			r := v.waitReady(tc.name)
+			if r.Config != "baked" || r.Digest != want || r.Mappings != 1 {
+				t.Errorf("ready %+v, want the baked config %s with 1 mapping", r, want)
+			}
+			v.powerdown()
+		})
+	}
+}
+
+// isoDrive makes an ISO9660 config drive.
+func isoDrive(t *testing.T, label string, files map[string]string) string {
+	t.Helper()
+	if _, err := exec.LookPath("xorriso"); err != nil {
+		t.Skip("xorriso missing (Debian package xorriso)")
+	}
+	src := filepath.Join(t.TempDir(), "src")
+	for name, data := range files {
+		p := filepath.Join(src, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(data), 0o644)
+	}
+	iso := filepath.Join(t.TempDir(), "drive.iso")
+	out, err := exec.Command("xorriso", "-as", "mkisofs", "-quiet", "-V", label, "-J", "-r", "-o", iso, src).CombinedOutput()
+	if err != nil {
+		t.Fatalf("xorriso: %v\n%s", err, out)
+	}
+	return iso
+}
+
+// fatDrive makes a FAT config drive with mkfs.fat and mtools.
+func fatDrive(t *testing.T, label string, files map[string]string) string {
+	t.Helper()
+	for _, p := range []string{"mkfs.fat", "mcopy"} {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Skipf("%s missing (Debian packages dosfstools, mtools)", p)
+		}
+	}
+	img := filepath.Join(t.TempDir(), "drive.img")
+	if out, err := exec.Command("mkfs.fat", "-C", "-n", label, img, "2048").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.fat: %v\n%s", err, out)
+	}
+	for name, data := range files {
+		p := filepath.Join(t.TempDir(), filepath.Base(name))
+		os.WriteFile(p, []byte(data), 0o644)
+		if out, err := exec.Command("mcopy", "-i", img, p, "::"+name).CombinedOutput(); err != nil {
+			t.Fatalf("mcopy: %v\n%s", err, out)
+		}
+	}
+	return img
+}
+
+// driveConfig changes the mapping: 198.51.100.11 instead of .10, plus a
+// second one, so the ready line's count and digest tell which ran.
+const driveConfig = `translator {
+  prefix = "2001:db8:64::/96"
+  mapping {
+    ipv4 = "198.51.100.11"
+    ipv6 = "2001:db8:6::10"
+  }
+  mapping {
+    ipv4 = "198.51.100.12"
+    ipv6 = "2001:db8:6::12"
+  }
+}
+`
+
+// brokenConfig has an error on line 3, column 12.
+const brokenConfig = `translator {
+  prefix = "2001:db8:64::/96"
+  mapping = 42
+}
+`
+
+func TestConfigDrive(t *testing.T) {
+	needVM(t)
+	cfgFile := filepath.Join(t.TempDir(), "drive.hcl")
+	os.WriteFile(cfgFile, []byte(driveConfig), 0o644)
+	driveDigest := digestOf(t, cfgFile)
+	bakedDigest := digestOf(t, filepath.Join(workDir, "map646.hcl"))
+
+	for _, tc := range []struct {
+		name        string
+		drive       func(t *testing.T) string
+		wantConfig  string
+		wantDigest  string
+		wantConsole *regexp.Regexp
+	}{
+		{"map646-iso", func(t *testing.T) string {
+			return isoDrive(t, "MAP646", map[string]string{"map646.hcl": driveConfig})
+		}, "drive:MAP646", driveDigest, regexp.MustCompile(`using the configuration of config drive /dev/vd. \(iso9660 "MAP646"\)`)},
+		{"config-2-iso", func(t *testing.T) string {
+			return isoDrive(t, "config-2", map[string]string{"openstack/latest/user_data": driveConfig})
+		}, "drive:config-2", driveDigest, nil},
+		{"broken-cidata-fat", func(t *testing.T) string {
+			return fatDrive(t, "cidata", map[string]string{"user-data": brokenConfig})
+		}, "baked", bakedDigest, regexp.MustCompile(`config drive /dev/vd. \(vfat "(?i:cidata)"\) is invalid; running the baked configuration:\n.*user-data:3:`)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := startVM(t, vmConfig{imageDir: baseImage, drives: []string{tc.drive(t)}})
+			r := v.waitReady(tc.name)
+			if r.Config != tc.wantConfig || r.Digest != tc.wantDigest {
+				t.Errorf("ready %+v, want config=%s digest=%s", r, tc.wantConfig, tc.wantDigest)
+			}
+			if tc.wantConsole != nil {
+				if _, err := v.waitFor(tc.wantConsole, time.Second); err != nil {
+					t.Error(err)
+				}
+			}
+			v.powerdown()
+		})
+	}
+}

@@ -1,0 +1,117 @@
+package qemutests
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The image under test, built once per test binary by TestMain.
+var (
+	skipReason string // why the QEMU tests cannot run here; "" if they can
+	workDir    string
+	map646Bin  string // static map646 built for the guest (and used to build images)
+	baseImage  string // output directory of `map646 image build` for baseConfig
+)
+
+// baseConfig is baked into the image: the IPv4 side on eth0, the IPv6 side
+// on eth1 with an MTU 100 bytes below the server's link, so that full-size
+// translated packets need path MTU discovery.
+const baseConfig = `translator {
+  prefix = "2001:db8:64::/96"
+  mapping {
+    ipv4 = "198.51.100.10"
+    ipv6 = "2001:db8:6::10"
+  }
+  icmp_source_pool = ["203.0.113.64/26"]
+}
+
+interface "eth0" {
+  addresses = ["203.0.113.1/28"]
+  mtu       = 1500
+}
+
+interface "eth1" {
+  addresses = ["2001:db8:ffff::1/64"]
+  mtu       = 1400
+}
+
+route {
+  to  = "2001:db8:6::/64"
+  via = "2001:db8:ffff::2"
+}
+`
+
+func TestMain(m *testing.M) {
+	skipReason = prerequisites()
+	code := 0
+	if skipReason == "" {
+		var err error
+		workDir, err = os.MkdirTemp("", "qm-image-")
+		if err == nil {
+			err = buildImage()
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "qemu-tests:", err)
+			os.RemoveAll(workDir)
+			os.Exit(1)
+		}
+	}
+	code = m.Run()
+	if workDir != "" {
+		os.RemoveAll(workDir)
+	}
+	os.Exit(code)
+}
+
+// prerequisites says what is missing for booting the appliance, if anything.
+func prerequisites() string {
+	if os.Geteuid() != 0 {
+		return "the QEMU tests need root (network namespaces, tap devices)"
+	}
+	for _, p := range []string{"qemu-system-x86_64", "qemu-img", "ip", "syslinux"} {
+		if _, err := exec.LookPath(p); err != nil {
+			return p + " not found (deps.sh installs it)"
+		}
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		return "/dev/net/tun missing: " + err.Error()
+	}
+	return ""
+}
+
+func needVM(t *testing.T) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+}
+
+// buildImage compiles map646 as the guest needs it (static) and runs its
+// own `image build` on baseConfig: the command operators use.
+func buildImage() error {
+	map646Bin = filepath.Join(workDir, "map646")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", map646Bin, "github.com/map646/map646/cmd/map646")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	cfg := filepath.Join(workDir, "map646.hcl")
+	if err := os.WriteFile(cfg, []byte(baseConfig), 0o644); err != nil {
+		return err
+	}
+	baseImage = filepath.Join(workDir, "out")
+	out, err := exec.Command(map646Bin, "image", "build", "-c", cfg, "-o", baseImage).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("map646 image build: %v\n%s", err, out)
+	}
+	fmt.Fprintf(os.Stderr, "qemu-tests: image sizes:\n%s", indent(string(out)))
+	return nil
+}
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ") + "\n"
+}
