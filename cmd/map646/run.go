@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/map646/map646/appliance/daemon"
+	"github.com/map646/map646/demo"
+)
+
+func init() {
+	daemon.Version = Version
+	addCommand(newRunCmd)
+}
+
+func newRunCmd() *cobra.Command {
+	var (
+		path, socket, logLevel, logFormat string
+		demoConfig                        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "run -c FILE",
+		Short: "Run the translator in the foreground (as root)",
+		Long: `run starts the translator with the HCL configuration FILE and keeps it running
+in the foreground, logging to stderr, until it receives SIGTERM or SIGINT.
+
+On start it checks the configuration exactly as 'map646 check' does, creates the
+tun device of the translator block (multi-queue, with offloads), routes the
+mapped IPv4 prefixes (adjacent mappings aggregated) and the RFC 6052 prefix
+into it, turns IPv4 and IPv6 forwarding on, configures the interface and route
+blocks if there are any, and starts the metrics endpoint (metrics.listen:
+Prometheus /metrics and /healthz) and the control socket that 'map646 stats'
+and 'map646 reload' use. On stop it removes everything it installed.
+
+Reload without a restart: edit the file, then 'map646 reload' (which prints the
+outcome) or 'kill -HUP <pid>'. The new file is checked first; if it has errors
+they are reported and the running configuration stays in use. Only the
+routes that changed are touched; the tun, metrics and log settings take
+effect at the next start.
+
+The log block of the configuration sets level and format unless --log-level
+or --log-format is given (then the other one defaults to info / text).`,
+		Example: `  map646 run -c /etc/map646.hcl
+  map646 run -c map646.hcl --log-format json
+  map646 run --demo-config        # the built-in demo: 198.51.100.10 <-> 2001:db8:6::10`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if demoConfig == (path != "") {
+				return fmt.Errorf("give either -c FILE or --demo-config")
+			}
+			if demoConfig {
+				dir, err := os.MkdirTemp("", "map646-demo-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir)
+				path = filepath.Join(dir, "demo.hcl")
+				if err := os.WriteFile(path, demo.Config, 0o644); err != nil {
+					return err
+				}
+			}
+			var log *slog.Logger
+			if logLevel != "" || logFormat != "" {
+				var err error
+				if log, err = daemon.NewLogger(cmd.ErrOrStderr(), logLevel, logFormat); err != nil {
+					return err
+				}
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			reload := make(chan struct{}, 1)
+			go func() {
+				for range hup {
+					select {
+					case reload <- struct{}{}:
+					default: // one is already pending
+					}
+				}
+			}()
+			return daemon.Run(ctx, daemon.Options{
+				ConfigPath:    path,
+				Logger:        log,
+				Reload:        reload,
+				ControlSocket: socket,
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&path, "config", "c", "", "the HCL configuration file")
+	f.BoolVar(&demoConfig, "demo-config", false, "run the built-in demo configuration instead of a file")
+	f.StringVar(&socket, "control-socket", daemon.DefaultControlSocket, "Unix socket for 'map646 stats' and 'map646 reload'")
+	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (overrides the log block)")
+	f.StringVar(&logFormat, "log-format", "", "text or json (overrides the log block)")
+	cmd.MarkFlagFilename("config", "hcl")
+	cmd.RegisterFlagCompletionFunc("log-level", cobra.FixedCompletions([]string{"debug", "info", "warn", "error"}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RegisterFlagCompletionFunc("log-format", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}

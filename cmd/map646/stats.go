@@ -1,0 +1,140 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/map646/map646/appliance/daemon"
+	"github.com/map646/map646/appliance/metrics"
+)
+
+func init() { addCommand(newStatsCmd) }
+
+func newStatsCmd() *cobra.Command {
+	var (
+		socket string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "stats",
+		Short: "Show the running translator's counters",
+		Long: `stats asks the running translator (through its control socket) for its
+counters and prints them: packets translated per direction (4to6, 6to4) and
+protocol, bytes, packets dropped per direction and reason (only reasons that
+occurred), packets the translator made itself (ICMP errors, fragments),
+link-level counters of the tun, the number of mappings and routes, reloads
+(with the last error, if the last reload was refused), the data path's health
+and the state of the announcers (BGP sessions, router advertisements).
+
+--json prints the same snapshot as one JSON object, for scripts. For
+monitoring, scrape the Prometheus endpoint (metrics.listen) instead.`,
+		Example: `  map646 stats
+  map646 stats --json | jq '.drops'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := daemon.QueryStats(socket)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			return printStats(cmd.OutOrStdout(), st, time.Now())
+		},
+	}
+	cmd.Flags().StringVar(&socket, "control-socket", daemon.DefaultControlSocket, "the running daemon's control socket")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// printStats writes the human-readable form of st.
+func printStats(w io.Writer, st *metrics.Stats, now time.Time) error {
+	health := "healthy"
+	if !st.Healthy {
+		health = "UNHEALTHY"
+	}
+	fmt.Fprintf(w, "map646 %s, up %s, data path %s\n", st.Version, now.Sub(st.Started).Round(time.Second), health)
+	fmt.Fprintf(w, "config   %s (digest %.16s)\n", st.Config, st.Digest)
+	fmt.Fprintf(w, "mappings %d, routes %d, tun %s (offloads %s)\n", st.Mappings, st.Routes, st.Tun, st.Offloads)
+	if st.MetricsListen != "" {
+		fmt.Fprintf(w, "metrics  http://%s/metrics\n", st.MetricsListen)
+	}
+	fmt.Fprintf(w, "reloads  %d ok, %d failed", st.Reloads.OK, st.Reloads.Failed)
+	if !st.Reloads.Last.IsZero() {
+		fmt.Fprintf(w, ", last ok at %s", st.Reloads.Last.Format(time.RFC3339))
+	}
+	fmt.Fprintln(w)
+	if st.Reloads.LastError != "" {
+		fmt.Fprintf(w, "         last reload refused:\n")
+		for _, l := range strings.Split(st.Reloads.LastError, "\n") {
+			fmt.Fprintf(w, "           %s\n", l)
+		}
+	}
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w)
+	fmt.Fprintln(tw, "packets\t4to6\t6to4\t")
+	var kinds []string
+	val := map[[2]string]uint64{}
+	for _, c := range st.Packets {
+		if !slices.Contains(kinds, c.Kind) {
+			kinds = append(kinds, c.Kind)
+		}
+		val[[2]string{c.Dir, c.Kind}] = c.Value
+	}
+	for _, k := range kinds {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t\n", k, val[[2]string{"4to6", k}], val[[2]string{"6to4", k}])
+	}
+	bytes := map[string]uint64{}
+	for _, c := range st.Bytes {
+		bytes[c.Dir] = c.Value
+	}
+	fmt.Fprintf(tw, "bytes\t%d\t%d\t\n", bytes["4to6"], bytes["6to4"])
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "emitted %d (ICMP errors, fragments), hairpinned %d, ICMP errors rate-limited %d\n", st.Emitted, st.Hairpinned, st.RateLimited)
+
+	var drops []metrics.Count
+	var total uint64
+	for _, c := range st.Drops {
+		if c.Value > 0 {
+			drops = append(drops, c)
+			total += c.Value
+		}
+	}
+	fmt.Fprintf(w, "\ndropped %d\n", total)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, c := range drops {
+		fmt.Fprintf(tw, "  %s\t%s\t%d\n", c.Dir, c.Kind, c.Value)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w, "\nlink")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, c := range st.Link {
+		fmt.Fprintf(tw, "  %s\t%d\n", c.Kind, c.Value)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, a := range st.Announcer {
+		b, err := json.Marshal(a.Status)
+		if err != nil {
+			b = []byte(fmt.Sprint(a.Status))
+		}
+		fmt.Fprintf(w, "\nannouncer %s: %s\n", a.Name, b)
+	}
+	return nil
+}
