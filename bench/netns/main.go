@@ -47,6 +47,7 @@ type options struct {
 	Out      string   // Markdown file to update; "" prints only
 	JSON     string   // per-round raw values; "" for none
 	Keep     bool     // keep the work directory (configs, logs)
+	Perf     string   // with perf(1): profile each translator in round 1 into this directory
 	// StartTimeout bounds a map646 start (loading a large table, installing
 	// routes) until traffic passes; 0 means 90 s.
 	StartTimeout time.Duration
@@ -68,6 +69,7 @@ func main() {
 	flag.StringVar(&o.Out, "out", "", "Markdown file whose netns-harness section is replaced (e.g. docs/benchmarks.md)")
 	flag.StringVar(&o.JSON, "json", "", "write every per-round value to this JSON file")
 	flag.BoolVar(&o.Keep, "keep", false, "keep the work directory with configurations and translator logs")
+	flag.StringVar(&o.Perf, "perf", "", "profile each translator with perf record during round 1's TCP 1 stream and UDP tests; data and reports go to this directory (use an unstripped map646 for Go symbols)")
 	flag.Parse()
 	if *quick {
 		o.Rounds, o.Duration, o.Pings = 1, 3*time.Second, 50
@@ -96,7 +98,11 @@ func checkPrerequisites(o options) error {
 	if _, err := os.Stat("/dev/net/tun"); err != nil && (contains(o.Setups, sTayga) || contains(o.Setups, sMap646) || contains(o.Setups, sMap646M1)) {
 		miss = append(miss, "/dev/net/tun")
 	}
-	for _, tool := range []string{"ip", "iperf3", "ping", "ethtool", "sysctl"} {
+	tools := []string{"ip", "iperf3", "ping", "ethtool", "sysctl", "ss"}
+	if o.Perf != "" {
+		tools = append(tools, "perf")
+	}
+	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			miss = append(miss, tool)
 		}
@@ -192,6 +198,11 @@ func harness(ctx context.Context, o options) (string, error) {
 			o.Map646 = abs
 		}
 	}
+	if o.Perf != "" {
+		if err := os.MkdirAll(o.Perf, 0o755); err != nil {
+			return "", err
+		}
+	}
 	setups, err := buildSetups(o, dir)
 	if err != nil {
 		return "", err
@@ -248,7 +259,7 @@ func harness(ctx context.Context, o options) (string, error) {
 				return "", ctx.Err()
 			}
 			o.Log("round %d/%d: %s", round+1, o.Rounds, s.Label)
-			if err := measureSetup(ctx, m, s, round, res, &info); err != nil {
+			if err := measureSetup(ctx, m, s, round, res, &info, o.Perf); err != nil {
 				o.Log("round %d: %s: %v", round+1, s.Label, err)
 				failures = append(failures, fmt.Sprintf("round %d, %s: %v", round+1, s.Label, err))
 			}
@@ -278,7 +289,7 @@ func harness(ctx context.Context, o options) (string, error) {
 
 // measureSetup starts the setup's translator, runs every test once and
 // stops the translator again. The first error ends this setup's round.
-func measureSetup(ctx context.Context, m measurer, s setup, round int, res *results, info *runInfo) (err error) {
+func measureSetup(ctx context.Context, m measurer, s setup, round int, res *results, info *runInfo, perfDir string) (err error) {
 	var p *process
 	if s.xlat != nil {
 		began := time.Now()
@@ -307,12 +318,40 @@ func measureSetup(ctx context.Context, m measurer, s setup, round int, res *resu
 	}
 	res.set(s.Key, mRTT50, round, pr.Median*1000)
 	res.set(s.Key, mRTT99, round, pr.P99*1000)
+	// profiled wraps a test in a perf recording of the translator (round 1,
+	// with -perf only).
+	profiled := func(key, test string, f func() error) error {
+		if perfDir == "" || round != 0 || p == nil {
+			return f()
+		}
+		rec, err := startPerf(perfDir, s.Key+"-"+key, p.PID())
+		if err != nil {
+			return err
+		}
+		ferr := f()
+		prof, err := rec.stop(ctx)
+		if ferr != nil {
+			return ferr
+		}
+		if err != nil {
+			return err
+		}
+		prof.Name = s.Label + ", " + test
+		info.Profiles = append(info.Profiles, prof)
+		return nil
+	}
 	for _, streams := range []int{1, 4} {
 		cpu, err := startCPU(p)
 		if err != nil {
 			return err
 		}
-		r, err := m.tcp(ctx, s.Dst, streams)
+		var r tcpResult
+		test := func() (err error) { r, err = m.tcp(ctx, s.Dst, streams); return err }
+		if streams == 1 {
+			err = profiled(mTCP1, "TCP 1 stream", test)
+		} else {
+			err = test()
+		}
 		if err != nil {
 			return fmt.Errorf("TCP %d stream(s): %w", streams, err)
 		}
@@ -331,7 +370,8 @@ func measureSetup(ctx context.Context, m measurer, s setup, round int, res *resu
 	if err != nil {
 		return err
 	}
-	u, err := m.udp64(ctx, s.Dst)
+	var u udpResult
+	err = profiled(mUDP, "UDP 64 B", func() (err error) { u, err = m.udp64(ctx, s.Dst); return err })
 	if err != nil {
 		return fmt.Errorf("UDP 64 B: %w", err)
 	}

@@ -26,6 +26,7 @@ type runInfo struct {
 	Offloads   map[string]map[string]string // "ns/if" -> feature -> on/off
 	Setups     []setup
 	Translated map[string]bool
+	Profiles   []profile // with -perf
 }
 
 const (
@@ -158,6 +159,21 @@ func renderMarkdown(info runInfo, r *results) string {
 			res = "**not met**"
 		}
 		w("| %s | %s | %s | %s |\n", t.Label, t.Comparison, formatRatio(ratio), res)
+	}
+
+	if len(info.Profiles) > 0 {
+		w("\n### Where the translators' CPU goes (perf record -g -p PID, round 1)\n\n")
+		w("| test | kernel | user space | top symbols (self) |\n|---|---:|---:|---|\n")
+		for _, p := range info.Profiles {
+			var top []string
+			for _, l := range p.TopSymbols {
+				if len(top) == 5 {
+					break
+				}
+				top = append(top, fmt.Sprintf("%s %.1f%%", strings.ReplaceAll(l.Symbol, "|", "\\|"), l.Pct))
+			}
+			w("| %s | %.0f%% | %.0f%% | %s |\n", p.Name, p.KernelPct, p.UserPct, strings.Join(top, ", "))
+		}
 	}
 
 	w("\n### Method\n\n")
