@@ -83,19 +83,19 @@ func (s *Snapshot) To6(a [4]byte) (v6 [16]byte, delta uint16, o Origin) {
 	if !s.prefix.Valid() || (s.wkp && !IsGlobal4(a)) {
 		return v6, 0, NotTranslatable
 	}
-	v6, delta = s.prefix.Embed(a)
+	v6, delta = s.prefix.embed(a)
 	return v6, delta, ByPrefix
 }
 
 // To4 translates an IPv6 address: the EAM table first, then the prefix.
-// With the well-known prefix, an address that embeds non-global IPv4 is
+// (It tries the prefix first, which gives the same answer because
+// NewSnapshot keeps EAM entries out of the prefix, and saves a table
+// lookup for every IPv4 client address.) With the well-known prefix, an address that embeds non-global IPv4 is
 // NotTranslatable (RFC 6052 section 3.1).
 // delta is the same quantity as in To6 (sum(v6) - sum(v4)); subtract it
 // (add its complement) to move a checksum from IPv6 to IPv4.
 func (s *Snapshot) To4(a [16]byte) (v4 [4]byte, delta uint16, o Origin) {
-	// NewSnapshot keeps EAM entries out of the prefix, so an address in the
-	// prefix (every IPv4 client) needs no table lookup.
-	if v4, delta, ok := s.prefix.Extract(a); ok {
+	if v4, delta, ok := s.prefix.extract(a); ok {
 		if s.wkp && !IsGlobal4(v4) {
 			return [4]byte{}, 0, NotTranslatable
 		}

@@ -82,6 +82,54 @@ func FuzzTable(f *testing.F) {
 				}
 			}
 		}
+
+		// The snapshot with a prefix equal to the second IPv6 base: EAM
+		// first, then the prefix (RFC 7757 section 3.3), in both directions.
+		p, err := NewPrefix(netip.PrefixFrom(netip.AddrFrom16(fuzzBases6[1]), 96))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := NewSnapshot(p, tab)
+		inside := false
+		for _, en := range entries {
+			inside = inside || p.Prefix().Overlaps(en.IPv6)
+		}
+		if inside {
+			if !errors.Is(err, ErrInsidePrefix) {
+				t.Fatalf("entry inside the prefix: error %v", err)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for b := range 2 {
+			for x := range 256 {
+				a4 := fuzzBases4[b]
+				a4[3] = byte(x)
+				want6, eam := refLookup4(entries, a4)
+				wantO := ByEAM
+				if !eam {
+					want6, _ = p.Embed(a4)
+					wantO = ByPrefix
+				}
+				if v6, _, o := s.To6(a4); v6 != want6 || o != wantO {
+					t.Fatalf("To6(%v) = %v, %v; want %v, %v", netip.AddrFrom4(a4), netip.AddrFrom16(v6), o, netip.AddrFrom16(want6), wantO)
+				}
+				a6 := fuzzBases6[b]
+				a6[15] = byte(x)
+				want4, eam := refLookup6(entries, a6)
+				wantO = ByEAM
+				if !eam {
+					var inPrefix bool
+					want4, _, inPrefix = p.Extract(a6)
+					wantO = map[bool]Origin{true: ByPrefix, false: NotTranslatable}[inPrefix]
+				}
+				if v4, _, o := s.To4(a6); v4 != want4 || o != wantO {
+					t.Fatalf("To4(%v) = %v, %v; want %v, %v", netip.AddrFrom16(a6), netip.AddrFrom4(v4), o, netip.AddrFrom4(want4), wantO)
+				}
+			}
+		}
 	})
 }
 

@@ -1,6 +1,7 @@
 package mapping
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 
@@ -13,6 +14,15 @@ type Prefix struct {
 	p   netip.Prefix
 	raw [16]byte
 	pos [4]uint8 // where the four IPv4 octets go, from positions
+	// delta is Delta(a, Embed(a)) for every a when it does not depend on
+	// a (deltaFixed): when each IPv4 octet keeps its byte parity (/32 and
+	// /96), sum(v6) = sum(prefix) + sum(v4), so the delta is sum(prefix)
+	// exactly, as long as that is not zero (the ones' complement zero
+	// would be represented differently).
+	delta      uint16
+	deltaFixed bool
+	// raw and its network mask as big-endian halves, for contains.
+	rawHi, rawLo, maskHi, maskLo uint64
 }
 
 // WellKnown is 64:ff9b::/96 (RFC 6052 section 2.1).
@@ -36,7 +46,19 @@ func NewPrefix(p netip.Prefix) (Prefix, error) {
 	if raw[8] != 0 {
 		return Prefix{}, fmt.Errorf("prefix %v: bits 64-71 must be zero (RFC 6052 section 2.2)", p)
 	}
-	return Prefix{p: p, raw: raw, pos: positions[p.Bits()]}, nil
+	np := Prefix{p: p, raw: raw, pos: positions[p.Bits()]}
+	np.rawHi, np.rawLo = split6(raw)
+	np.maskHi = ^uint64(0) << (64 - min(p.Bits(), 64))
+	np.maskLo = ^uint64(0) << (128 - max(p.Bits(), 64)) // a shift by 64 gives 0
+	if p.Bits() <= 64 {
+		np.maskLo = 0
+	}
+	np.delta = checksum.Checksum(raw[:], 0)
+	np.deltaFixed = np.delta != 0
+	for i, at := range np.pos {
+		np.deltaFixed = np.deltaFixed && int(at)%2 == i%2
+	}
+	return np, nil
 }
 
 // Valid reports whether a prefix is configured.
@@ -62,39 +84,47 @@ var positions = map[int][4]uint8{
 // Embed returns the IPv4-embedded IPv6 address for a (RFC 6052 section
 // 2.2: the u octet and the suffix are zero) and the checksum delta
 // sum(v6) - sum(v4). p must be Valid.
-func (p Prefix) Embed(a [4]byte) (v6 [16]byte, delta uint16) {
+func (p Prefix) Embed(a [4]byte) (v6 [16]byte, delta uint16) { return p.embed(a) }
+
+// embed is Embed without copying the Prefix, for the packet path.
+func (p *Prefix) embed(a [4]byte) (v6 [16]byte, delta uint16) {
 	v6 = p.raw
 	v6[p.pos[0]&15] = a[0]
 	v6[p.pos[1]&15] = a[1]
 	v6[p.pos[2]&15] = a[2]
 	v6[p.pos[3]&15] = a[3]
+	if p.deltaFixed {
+		return v6, p.delta
+	}
 	return v6, Delta(a, v6)
 }
 
 // Extract returns the IPv4 address embedded in v6 if v6 is inside the
 // prefix. The suffix bits are ignored, as RFC 6052 section 2.2 requires.
-func (p Prefix) Extract(v6 [16]byte) (a [4]byte, delta uint16, ok bool) {
-	if !p.Valid() || !p.Contains(v6) {
+func (p Prefix) Extract(v6 [16]byte) (a [4]byte, delta uint16, ok bool) { return p.extract(v6) }
+
+// extract is Extract without copying the Prefix, for the packet path.
+func (p *Prefix) extract(v6 [16]byte) (a [4]byte, delta uint16, ok bool) {
+	if !p.contains(v6) {
 		return a, 0, false
 	}
 	a = [4]byte{v6[p.pos[0]&15], v6[p.pos[1]&15], v6[p.pos[2]&15], v6[p.pos[3]&15]}
+	// Only /32 and /96 have a fixed delta; a /32 one holds only when the
+	// bits after the IPv4 address (u octet and suffix) are zero.
+	if p.deltaFixed && (p.p.Bits() == 96 || binary.BigEndian.Uint64(v6[8:]) == 0) {
+		return a, p.delta, true
+	}
 	return a, Delta(a, v6), true
 }
 
 // Contains reports whether v6 is inside the prefix.
-func (p Prefix) Contains(v6 [16]byte) bool {
-	if !p.Valid() {
-		return false
-	}
-	n := p.p.Bits() / 8
-	return [16]byte(p.raw) == mask16(v6, n)
-}
+func (p Prefix) Contains(v6 [16]byte) bool { return p.contains(v6) }
 
-func mask16(v6 [16]byte, nbytes int) [16]byte {
-	for i := nbytes; i < 16; i++ {
-		v6[i] = 0
-	}
-	return v6
+func (p *Prefix) contains(v6 [16]byte) bool {
+	// The zero Prefix has zero masks and a zero address, so it would
+	// contain everything: check validity first.
+	hi, lo := split6(v6)
+	return p.p.IsValid() && hi&p.maskHi == p.rawHi && lo&p.maskLo == p.rawLo
 }
 
 // Delta is the ones' complement difference sum(v6) - sum(v4) of the 16-bit

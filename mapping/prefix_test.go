@@ -122,3 +122,38 @@ func onesEqual(a, b uint16) bool {
 	}
 	return a == b
 }
+
+// TestPrefixDeltaAllLengths: Embed and Extract return Delta(v4, v6) for
+// random addresses at every length (the /32 and /96 ones use a
+// precomputed value), also with a suffix and for prefixes whose own sum
+// is special.
+func TestPrefixDeltaAllLengths(t *testing.T) {
+	rnd := newRand(5)
+	for _, s := range []string{"2001:db8::/32", "2001:db8:100::/40", "2001:db8:122::/48", "2001:db8:122:300::/56",
+		"2001:db8:122:344::/64", "2001:db8:122:344::/96", "64:ff9b::/96", "::/96", "ffff:ffff::/32", "0:1::/32", "ffff:0:0:ffff::/96"} {
+		p := mustPrefix(t, s)
+		for range 5000 {
+			var a [4]byte
+			rnd.fill(a[:])
+			if rnd.intn(8) == 0 {
+				a = [4]byte{}
+			}
+			v6, d := p.Embed(a)
+			if d != Delta(a, v6) {
+				t.Fatalf("%s: Embed(%v) delta %#04x, want %#04x", s, a, d, Delta(a, v6))
+			}
+			if rnd.intn(2) == 0 && p.Prefix().Bits() < 96 {
+				// Set the u octet or a suffix byte (after the IPv4 octets).
+				free := []int{8}
+				for i := int(p.pos[3]) + 1; i < 16; i++ {
+					free = append(free, i)
+				}
+				v6[free[rnd.intn(len(free))]] |= byte(1 + rnd.intn(255))
+			}
+			back, d, ok := p.Extract(v6)
+			if !ok || back != a || d != Delta(a, v6) {
+				t.Fatalf("%s: Extract(%v) = %v, %#04x, %v; want %v, %#04x", s, netip.AddrFrom16(v6), back, d, ok, a, Delta(a, v6))
+			}
+		}
+	}
+}
