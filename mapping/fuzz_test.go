@@ -40,7 +40,7 @@ func FuzzTable(f *testing.F) {
 	f.Add([]byte{0x48, 1, 1, 0x88, 1, 1, 0xc8, 1, 1, 8, 1, 1}, false)
 	f.Fuzz(func(t *testing.T, data []byte, nested bool) {
 		entries := fuzzEntries(data)
-		tab, err := NewTableWith(entries, Options{AllowNested: nested})
+		tab, err := NewTableWith(entries, TableOptions{AllowNested: nested})
 
 		dup, overlap := false, false
 		for i := range entries {

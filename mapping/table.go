@@ -81,8 +81,8 @@ const (
 
 var emptyTable = &Table{}
 
-// Options change what NewTableWith accepts.
-type Options struct {
+// TableOptions change what NewTableWith accepts.
+type TableOptions struct {
 	// AllowNested accepts an entry whose prefix lies inside another
 	// entry's on one side; the longest match wins (RFC 7757 section 3).
 	// Such tables are not symmetric (192.0.2.0/24 = 2001:db8:a::/120 with
@@ -97,11 +97,11 @@ type Options struct {
 // returned as an *EntryError naming the entry by its index in entries.
 // See checkEntry for the per-entry rules.
 func NewTable(entries []Entry) (*Table, error) {
-	return NewTableWith(entries, Options{})
+	return NewTableWith(entries, TableOptions{})
 }
 
 // NewTableWith is NewTable with options.
-func NewTableWith(entries []Entry, opt Options) (*Table, error) {
+func NewTableWith(entries []Entry, opt TableOptions) (*Table, error) {
 	var count4 [33]int
 	t := &Table{recs: make([]record, len(entries)), seed: randomSeed()}
 	for i, e := range entries {

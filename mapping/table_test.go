@@ -153,7 +153,7 @@ func TestLookupNested(t *testing.T) {
 	if _, err := NewTable(entries); !errors.Is(err, ErrOverlap) {
 		t.Fatalf("NewTable accepted nested entries: %v", err)
 	}
-	tab, err := NewTableWith(entries, Options{AllowNested: true})
+	tab, err := NewTableWith(entries, TableOptions{AllowNested: true})
 	if err != nil {
 		t.Fatal(err)
 	}
