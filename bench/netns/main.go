@@ -446,7 +446,8 @@ func fillMachineInfo(ctx context.Context, info *runInfo, o options) {
 	}
 	if contains(o.Setups, sMap646) || contains(o.Setups, sMap646M1) {
 		if out, err := run(ctx, o.Map646, "version"); err == nil {
-			info.Map646 = strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
+			v := strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
+			info.Map646 = strings.TrimSpace(strings.TrimPrefix(v, "map646"))
 		}
 	}
 	if out, err := run(ctx, "git", "describe", "--always", "--dirty"); err == nil {

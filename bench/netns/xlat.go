@@ -133,7 +133,10 @@ func (x *map646Translator) start(ctx context.Context, t topology) (*process, err
 	if err := os.WriteFile(conf, []byte(map646Config(csv)), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := startIn(t.Router, filepath.Join(x.dir, x.name+".log"), x.bin, "run", "-c", conf)
+	// A control socket of its own: the default path is shared by every
+	// map646 on the machine, whatever its network namespace.
+	sock := filepath.Join(x.dir, x.name+".sock")
+	p, err := startIn(t.Router, filepath.Join(x.dir, x.name+".log"), x.bin, "run", "-c", conf, "--control-socket", sock)
 	if err != nil {
 		return nil, err
 	}
