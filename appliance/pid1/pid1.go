@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/map646/map646/appliance/config"
+	"github.com/map646/map646/appliance/daemon"
 )
 
 // BakedConfig is where the image builder puts the configuration.
@@ -40,8 +41,8 @@ type RunFunc func(ctx context.Context, path string, log *slog.Logger, reload <-c
 // Options are the parts of the appliance that PID 1 starts.
 type Options struct {
 	Version string
-	// Run is the translator; nil runs none: the configuration is loaded
-	// and the network brought up, nothing is translated.
+	// Run is the translator; nil runs appliance/daemon, which also sets
+	// up the interface and route blocks, forwarding and the tun.
 	Run RunFunc
 }
 
@@ -78,6 +79,9 @@ func boot(opts Options, console io.Writer) (haltCmd int) {
 	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
 	unix.Sethostname([]byte("map646"))
 
+	if opts.Version != "" {
+		daemon.Version = func() string { return opts.Version }
+	}
 	log := slog.New(slog.NewTextHandler(console, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	params := parseCmdline(readFile("/proc/cmdline"))
 
@@ -102,14 +106,8 @@ func boot(opts Options, console io.Writer) (haltCmd int) {
 		log.Error("loopback", "err", err)
 	}
 	path, source := chooseConfig(ctx, params, console)
-	if cfg, err := config.Load(path); err == nil {
-		if err := setupNetwork(cfg); err != nil {
-			log.Error("network set-up", "err", err)
-		}
-	}
-
 	if opts.Run == nil {
-		opts.Run = withoutTranslator
+		opts.Run = runDaemon
 	}
 	reload := make(chan struct{}) // a new config drive is only read at boot
 	done := make(chan error, 1)
@@ -232,17 +230,17 @@ func watchPowerButton(ctx context.Context, sys, dev string, stop chan<- int, log
 	}
 }
 
-// withoutTranslator reports the configuration ready and waits: the
-// appliance's network without translation.
-func withoutTranslator(ctx context.Context, path string, log *slog.Logger, _ <-chan struct{}, onReady func(Ready)) error {
-	cfg, err := config.Load(path)
-	if err != nil {
-		return err
-	}
-	log.Warn("no translator in this build: network only")
-	onReady(Ready{Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings)})
-	<-ctx.Done()
-	return nil
+// runDaemon runs appliance/daemon: the translator with its tun, routes,
+// the appliance's interfaces and forwarding.
+func runDaemon(ctx context.Context, path string, log *slog.Logger, reload <-chan struct{}, onReady func(Ready)) error {
+	return daemon.Run(ctx, daemon.Options{
+		ConfigPath: path,
+		Logger:     log,
+		Reload:     reload,
+		OnReady: func(r daemon.ReadyInfo) {
+			onReady(Ready{Version: r.Version, Digest: r.Digest, Mappings: r.Mappings, Tun: r.Tun})
+		},
+	})
 }
 
 // readyLine is the console line that says the appliance forwards: tests
