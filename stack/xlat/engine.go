@@ -354,8 +354,9 @@ func (e *Engine) NewWorker() *Worker {
 		errBuf:  make([]byte, Headroom+1280),
 		now:     monotonic,
 	}
-	w.ipID = uint32(time.Now().UnixNano()) ^ uint32(len(e.workers))*0x9e3779b9
 	e.mu.Lock()
+	// Different workers (and translators) start their IPv4 IDs apart.
+	w.ipID = uint32(time.Now().UnixNano()) ^ uint32(len(e.workers))*0x9e3779b9
 	e.workers = append(e.workers, w)
 	e.mu.Unlock()
 	return w

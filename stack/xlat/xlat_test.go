@@ -241,3 +241,40 @@ func TestTotalsVisit(t *testing.T) {
 		t.Errorf("%d series, want %d", n, want)
 	}
 }
+
+// Workers run in parallel while the configuration is reloaded and the
+// counters are read (run with -race).
+func TestConcurrentWorkers(t *testing.T) {
+	w0 := newTestWorker(t, nil)
+	e := w0.eng
+	in := ip4(C4, S4A, 64, 17, udpSeg(1, 2, payload(32)), v4opt{})
+	done := make(chan struct{})
+	for range 3 {
+		w := e.NewWorker()
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for range 500 {
+				run(w, in, nil)
+			}
+		}()
+	}
+	cfg := *e.Config()
+	for range 50 {
+		if err := e.Reload(&cfg); err != nil {
+			t.Fatal(err)
+		}
+		_ = e.Totals()
+	}
+	for range 3 {
+		<-done
+	}
+	if got := e.Totals().Packets[Dir46][ProtoUDP]; got != 1500 {
+		t.Errorf("%d packets counted, want 1500", got)
+	}
+	if err := e.Reload(&Config{Map: cfg.Map, Policy: Policy{LowestIPv6MTU: 1000}}); err == nil {
+		t.Error("lowest IPv6 MTU 1000 accepted")
+	}
+	if e.Config().Policy.LowestIPv6MTU != 1280 {
+		t.Error("a refused reload replaced the configuration")
+	}
+}
