@@ -39,7 +39,7 @@ func Available() string {
 }
 
 // New creates a namespace named prefix + a unique suffix, with loopback
-// up, and deletes it at the end of the test. It skips the test when
+// up and IPv6 duplicate address detection off, and deletes it at the end of the test. It skips the test when
 // namespaces are unavailable.
 func New(t testing.TB, prefix string) *NS {
 	t.Helper()
@@ -62,6 +62,10 @@ func New(t testing.TB, prefix string) *NS {
 			t.Errorf("ip netns del %s: %v: %s", name, err, out)
 		}
 	})
+	// No duplicate address detection on links made later: a tentative
+	// link-local address holds IPv6 neighbour discovery, and so the first
+	// second of traffic, back.
+	ns.MustRun(t, "sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
 	ns.MustRun(t, "ip", "link", "set", "lo", "up")
 	return ns
 }

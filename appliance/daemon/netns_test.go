@@ -1,0 +1,457 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/map646/map646/appliance/netsetup/nstest"
+)
+
+// TestMain doubles as the daemon for the namespace tests: started again
+// with MAP646_TEST_DAEMON=<config>,<socket> (inside `ip netns exec`), the
+// test binary runs Run like `map646 run` does and exits.
+func TestMain(m *testing.M) {
+	if spec := os.Getenv("MAP646_TEST_DAEMON"); spec != "" {
+		cfg, sock, _ := strings.Cut(spec, ",")
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		log, _ := NewLogger(os.Stderr, "info", "text")
+		err := Run(ctx, Options{ConfigPath: cfg, ControlSocket: sock, Logger: log,
+			OnReady: func(r ReadyInfo) { fmt.Printf("READY %s %d\n", r.Tun, r.Mappings) }})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "daemon:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// topo is an IPv4-only client, the translator and an IPv6-only server,
+// each in its own namespace:
+//
+//	cli 192.0.2.2/24 --- 192.0.2.1/24 xlat 2001:db8:6::1/64 --- 2001:db8:6::10/64 srv
+//
+// The server sees the client as 2001:db8:64::c000:202.
+type topo struct {
+	cli, x, srv *nstest.NS
+	dir         string
+}
+
+func newTopo(t *testing.T) *topo {
+	t.Helper()
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skip("no /dev/net/tun: ", err)
+	}
+	tp := &topo{cli: nstest.New(t, "dm-c"), x: nstest.New(t, "dm-x"), srv: nstest.New(t, "dm-s"), dir: t.TempDir()}
+	run := func(ns *nstest.NS, cmd string) { ns.MustRun(t, strings.Fields(cmd)...) }
+	run(tp.cli, "ip link add dmc0 type veth peer name dmx4")
+	run(tp.cli, "ip link set dmx4 netns "+tp.x.Name)
+	run(tp.x, "ip link add dmx6 type veth peer name dms0")
+	run(tp.x, "ip link set dms0 netns "+tp.srv.Name)
+	run(tp.cli, "ip addr add 192.0.2.2/24 dev dmc0")
+	run(tp.cli, "ip link set dmc0 up")
+	run(tp.cli, "ip route add default via 192.0.2.1")
+	run(tp.x, "ip addr add 192.0.2.1/24 dev dmx4")
+	run(tp.x, "ip addr add 2001:db8:6::1/64 dev dmx6 nodad")
+	run(tp.x, "ip link set dmx4 up")
+	run(tp.x, "ip link set dmx6 up")
+	run(tp.srv, "ip addr add 2001:db8:6::10/64 dev dms0 nodad")
+	run(tp.srv, "ip addr add 2001:db8:6::11/64 dev dms0 nodad")
+	run(tp.srv, "ip link set dms0 up")
+	run(tp.srv, "ip -6 route add 2001:db8:64::/96 via 2001:db8:6::1")
+	return tp
+}
+
+// daemonProc is the test binary running Run inside the translator's
+// namespace.
+type daemonProc struct {
+	cmd  *exec.Cmd
+	sock string
+	out  *strings.Builder
+	exit chan error
+}
+
+func (tp *topo) startDaemon(t *testing.T, cfgPath string) *daemonProc {
+	t.Helper()
+	sock := filepath.Join(tp.dir, "ctl.sock")
+	cmd := exec.Command("ip", "netns", "exec", tp.x.Name, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "MAP646_TEST_DAEMON="+cfgPath+","+sock)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &daemonProc{cmd: cmd, sock: sock, out: &strings.Builder{}, exit: make(chan error, 1)}
+	cmd.Stderr = &lockedWriter{b: p.out}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "READY ") {
+				close(ready)
+			}
+		}
+		p.exit <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-p.exit:
+		t.Fatalf("daemon exited before ready: %v\n%s", err, p.out)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("daemon not ready within 60 s\n%s", p.out)
+	}
+	return p
+}
+
+type lockedWriter struct {
+	mu atomic.Bool
+	b  *strings.Builder
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	for !w.mu.CompareAndSwap(false, true) {
+	}
+	defer w.mu.Store(false)
+	return w.b.Write(p)
+}
+
+func (p *daemonProc) signal(t *testing.T, sig syscall.Signal) error {
+	t.Helper()
+	// `ip netns exec` execs the program, so the PID is the daemon's.
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.exit:
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatalf("daemon did not exit after %v", sig)
+		return nil
+	}
+}
+
+func (tp *topo) config(t *testing.T, name string, extraMappings []string) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("translator {\n  prefix = \"2001:db8:64::/96\"\n")
+	for _, m := range append([]string{"198.51.100.10=2001:db8:6::10"}, extraMappings...) {
+		v4, v6, _ := strings.Cut(m, "=")
+		fmt.Fprintf(&b, "  mapping {\n    ipv4 = %q\n    ipv6 = %q\n  }\n", v4, v6)
+	}
+	b.WriteString("  tun {\n    name = \"dmtun\"\n    queues = 2\n    mtu = 1520\n  }\n}\n")
+	p := filepath.Join(tp.dir, name)
+	if err := os.WriteFile(p+".tmp", []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Atomic replace, as an operator's deploy tool would.
+	if err := os.Rename(p+".tmp", p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// leftovers lists what a translator could have left in its namespace.
+func (tp *topo) leftovers(t *testing.T) string {
+	t.Helper()
+	var s []string
+	if out, err := tp.x.Run("ip", "link", "show", "dmtun"); err == nil {
+		s = append(s, "tun: "+out)
+	}
+	if out := tp.x.MustRun(t, "ip", "route", "show", "proto", "static"); out != "" {
+		s = append(s, "IPv4 routes: "+out)
+	}
+	if out := tp.x.MustRun(t, "ip", "-6", "route", "show", "proto", "static"); out != "" {
+		s = append(s, "IPv6 routes: "+out)
+	}
+	if out := tp.x.MustRun(t, "sysctl", "-n", "net.ipv4.ip_forward"); strings.TrimSpace(out) != "0" {
+		s = append(s, "ip_forward still "+out)
+	}
+	return strings.Join(s, "\n")
+}
+
+func ping(t *testing.T, ns *nstest.NS, args ...string) (int, int) {
+	t.Helper()
+	out, _ := ns.Run(append([]string{"ping", "-n", "-q"}, args...)...)
+	m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("ping output: %s", out)
+	}
+	var sent, recv int
+	fmt.Sscan(m[1], &sent)
+	fmt.Sscan(m[2], &recv)
+	return sent, recv
+}
+
+func TestDaemonInNamespacesStartsStopsAndSurvivesSIGKILL(t *testing.T) {
+	tp := newTopo(t)
+	cfg := tp.config(t, "map646.hcl", nil)
+
+	d := tp.startDaemon(t, cfg)
+	if sent, recv := ping(t, tp.cli, "-c", "3", "-i", "0.2", "-W", "2", "198.51.100.10"); recv != sent {
+		t.Fatalf("ping through the translator: %d/%d\n%s", recv, sent, d.out)
+	}
+	st, err := QueryStats(d.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var icmp uint64
+	for _, c := range st.Packets {
+		if c.Kind == "icmp" {
+			icmp += c.Value
+		}
+	}
+	if icmp < 6 || st.Mappings != 1 || st.Tun != "dmtun" {
+		t.Errorf("stats after 3 pings: icmp %d, %+v", icmp, st)
+	}
+	if err := d.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, d.out)
+	}
+	if l := tp.leftovers(t); l != "" {
+		t.Errorf("left after SIGTERM:\n%s", l)
+	}
+
+	// A crash leaves nothing that blocks the next start.
+	d = tp.startDaemon(t, cfg)
+	_ = d.signal(t, syscall.SIGKILL)
+	if _, err := os.Stat(d.sock); err != nil {
+		t.Logf("control socket after SIGKILL: %v", err)
+	}
+	d = tp.startDaemon(t, cfg)
+	if sent, recv := ping(t, tp.cli, "-c", "2", "-i", "0.2", "-W", "2", "198.51.100.10"); recv != sent {
+		t.Fatalf("ping after a restart that followed SIGKILL: %d/%d\n%s", recv, sent, d.out)
+	}
+	if err := d.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit: %v\n%s", err, d.out)
+	}
+	// forwarding was already 1 when the third daemon started (the killed
+	// one could not restore it), so only tun and routes are checked here.
+	if out, err := tp.x.Run("ip", "link", "show", "dmtun"); err == nil {
+		t.Errorf("tun left: %s", out)
+	}
+	if out := tp.x.MustRun(t, "ip", "route", "show", "proto", "static"); out != "" {
+		t.Errorf("routes left: %s", out)
+	}
+}
+
+// TestReloadUnderTraffic: a UDP stream and a ping run through the
+// translator to 198.51.100.10 while 100 reloads add and remove other
+// mappings (including 198.51.100.11, whose route aggregates with .10's
+// into a /31 and splits again). Nothing sent to the address that stayed
+// mapped may be lost.
+func TestReloadUnderTraffic(t *testing.T) {
+	tp := newTopo(t)
+	cfg := tp.config(t, "map646.hcl", nil)
+	d := tp.startDaemon(t, cfg)
+
+	// The receiver is a socket in the server's namespace.
+	var recvConn *net.UDPConn
+	if err := tp.srv.Do(func() (err error) {
+		recvConn, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.ParseIP("2001:db8:6::10"), Port: 9000})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer recvConn.Close()
+	var sendConn *net.UDPConn
+	if err := tp.cli.Do(func() (err error) {
+		sendConn, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.ParseIP("198.51.100.10"), Port: 9000})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer sendConn.Close()
+
+	var received atomic.Int64
+	seen := make([]atomic.Bool, 1<<20)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := recvConn.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			if n >= 4 && from.IP.Equal(net.ParseIP("2001:db8:64::c000:202")) {
+				seq := binary.BigEndian.Uint32(buf)
+				if int(seq) < len(seen) && !seen[seq].Swap(true) {
+					received.Add(1)
+				}
+			}
+		}
+	}()
+	stopSend := make(chan struct{})
+	sentc := make(chan int)
+	go func() {
+		buf := make([]byte, 200)
+		seq := 0
+		tick := time.NewTicker(500 * time.Microsecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopSend:
+				sentc <- seq
+				return
+			case <-tick.C:
+			}
+			binary.BigEndian.PutUint32(buf, uint32(seq))
+			if _, err := sendConn.Write(buf); err != nil {
+				t.Errorf("send %d: %v", seq, err)
+			}
+			seq++
+		}
+	}()
+	pingDone := make(chan [2]int)
+	go func() {
+		s, r := ping(t, tp.cli, "-c", "400", "-i", "0.01", "-W", "2", "198.51.100.10")
+		pingDone <- [2]int{s, r}
+	}()
+
+	start := time.Now()
+	for i := range 100 {
+		var extra []string
+		if i%2 == 0 {
+			extra = append(extra, "198.51.100.11=2001:db8:6::11")
+		}
+		for j := range 64 {
+			if (i+j)%3 == 0 {
+				extra = append(extra, fmt.Sprintf("198.51.100.%d=2001:db8:6::%x", 100+j, 0x100+j))
+			}
+		}
+		tp.config(t, "map646.hcl", extra)
+		res, err := RequestReload(d.sock)
+		if err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+		if res.Unchanged {
+			t.Fatalf("reload %d: unchanged", i)
+		}
+		time.Sleep(15 * time.Millisecond)
+	}
+	reloadTime := time.Since(start)
+	p := <-pingDone
+	close(stopSend)
+	sent := <-sentc
+	time.Sleep(500 * time.Millisecond)
+	got := received.Load()
+	for _, ns := range []*nstest.NS{tp.cli, tp.x, tp.srv} {
+		out, _ := ns.Run("nstat", "-az")
+		for _, l := range strings.Split(out, "\n") {
+			f := strings.Fields(l)
+			if len(f) >= 2 && f[1] != "0" && (strings.Contains(l, "Err") || strings.Contains(l, "Drop") || strings.Contains(l, "Discard") || strings.Contains(l, "NoRoutes")) {
+				t.Logf("%s: %s", ns.Name, l)
+			}
+		}
+	}
+	t.Logf("100 reloads in %v; UDP %d/%d received; ping %d/%d", reloadTime.Round(time.Millisecond), got, sent, p[1], p[0])
+	if got != int64(sent) {
+		t.Errorf("UDP: %d of %d datagrams lost during reloads", int64(sent)-got, sent)
+	}
+	if p[1] != p[0] {
+		t.Errorf("ping: %d of %d lost during reloads", p[0]-p[1], p[0])
+	}
+	st, err := QueryStats(d.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range st.Drops {
+		if c.Value > 0 {
+			t.Logf("translator dropped %s %s: %d", c.Dir, c.Kind, c.Value)
+		}
+	}
+	for _, c := range st.Link {
+		t.Logf("link %s: %d", c.Kind, c.Value)
+	}
+	if st.Reloads.OK != 100 || st.Reloads.Failed != 0 {
+		t.Errorf("reloads: %+v", st.Reloads)
+	}
+	// The last configuration (i = 99, odd) has no .11: its route split
+	// back into a /32 for .10.
+	out := tp.x.MustRun(t, "ip", "route", "show", "proto", "static")
+	if !strings.Contains(out, "198.51.100.10 dev dmtun") || strings.Contains(out, "198.51.100.10/31") {
+		t.Errorf("routes after the last reload:\n%s", out)
+	}
+	if err := d.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit: %v\n%s", err, d.out)
+	}
+	if l := tp.leftovers(t); l != "" {
+		t.Errorf("left after SIGTERM:\n%s", l)
+	}
+}
+
+// TestMillionMappings measures loading a configuration with 1M mappings
+// and installing its routes (aggregated) in a namespace. It reports the
+// time from start to ready; it does not assert it.
+func TestMillionMappings(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skipping the 1M-mapping start")
+	}
+	tp := newTopo(t)
+	const n = 1 << 20
+	csv := filepath.Join(tp.dir, "mappings.csv")
+	f, err := os.Create(csv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := bufio.NewWriter(f)
+	// 10.0.0.0/12: the routes live only in the test's namespace and no
+	// packet is sent to them.
+	for i := range n {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		fmt.Fprintf(w, "%s,2001:db8:6::%x:%x\n", a, i>>16, i&0xffff)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	cfg := filepath.Join(tp.dir, "big.hcl")
+	if err := os.WriteFile(cfg, []byte(`translator {
+  prefix = "2001:db8:64::/96"
+  mappings_file = "mappings.csv"
+  tun {
+    name = "dmtun"
+    queues = 1
+  }
+}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	d := tp.startDaemon(t, cfg)
+	took := time.Since(start)
+	st, err := QueryStats(d.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mappings != n || st.Routes != 2 { // 10.0.0.0/12 and the /96
+		t.Errorf("mappings %d routes %d", st.Mappings, st.Routes)
+	}
+	t.Logf("1M mappings: process start to ready %v (%d routes after aggregation)", took.Round(time.Millisecond), st.Routes)
+	m := regexp.MustCompile(`msg="translator set up".*took=(\S+)`).FindStringSubmatch(d.out.String())
+	if m != nil {
+		t.Logf("tun + routes set up in %s", m[1])
+	}
+	if err := d.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit: %v\n%s", err, d.out)
+	}
+}
