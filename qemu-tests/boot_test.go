@@ -38,7 +38,7 @@ func TestBootDisk(t *testing.T) {
 		{"qcow2-bios", "map646.qcow2", "qcow2", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := startVM(t, vmConfig{disk: filepath.Join(baseImage, tc.file), format: tc.format, uefi: tc.uefi})
+			v := startVM(t, vmConfig{disk: filepath.Join(baseImage, tc.file), format: tc.format, uefi: tc.uefi, nics: idleNICs(t)})
 			r := v.waitReady(tc.name)
 			if r.Config != "baked" || r.Digest != want || r.Mappings != 1 {
 				t.Errorf("ready %+v, want the baked config %s with 1 mapping", r, want)
@@ -46,6 +46,14 @@ func TestBootDisk(t *testing.T) {
 			v.powerdown()
 		})
 	}
+}
+
+// idleNICs gives the VM the eth0 and eth1 that baseConfig configures, as
+// taps in a namespace of their own that carries no traffic: the translator
+// refuses to start without the interfaces its configuration names.
+func idleNICs(t *testing.T) []*os.File {
+	ns := newNetns(t)
+	return []*os.File{ns.tap("qmtap4"), ns.tap("qmtap6")}
 }
 
 // isoDrive makes an ISO9660 config drive.
@@ -137,7 +145,7 @@ func TestConfigDrive(t *testing.T) {
 		}, "baked", bakedDigest, regexp.MustCompile(`config drive /dev/vd. \(vfat "(?i:cidata)"\) is invalid; running the baked configuration:\n.*user-data:3:`)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := startVM(t, vmConfig{imageDir: baseImage, drives: []string{tc.drive(t)}})
+			v := startVM(t, vmConfig{imageDir: baseImage, drives: []string{tc.drive(t)}, nics: idleNICs(t)})
 			r := v.waitReady(tc.name)
 			if r.Config != tc.wantConfig || r.Digest != tc.wantDigest {
 				t.Errorf("ready %+v, want config=%s digest=%s", r, tc.wantConfig, tc.wantDigest)
