@@ -173,7 +173,8 @@ func (e *Engine) Reload(c *Config) error {
 // Config returns the configuration in use.
 func (e *Engine) Config() *Config { return e.st.Load().cfg }
 
-// Totals sums the counters of every worker of e.
+// Totals sums the counters of every worker of e. Translated packets are
+// included once their worker has flushed them (Worker.Flush).
 func (e *Engine) Totals() Totals {
 	var t Totals
 	e.mu.Lock()
@@ -329,6 +330,11 @@ type Worker struct {
 	eng *Engine
 	C   Counters
 
+	// Translated-packet counts not yet published to C (see Flush).
+	pend      [NumDirs][NumProtos]uint64
+	pendBytes [NumDirs]uint64
+	pendN     int
+
 	scratch []byte // ICMP error translation and fragments
 	errBuf  []byte // translator-originated ICMP errors
 	ipID    uint32 // IPv4 Identification for unfragmented 6->4 packets
@@ -360,6 +366,32 @@ func (e *Engine) NewWorker() *Worker {
 	e.workers = append(e.workers, w)
 	e.mu.Unlock()
 	return w
+}
+
+// flushEvery bounds how many translated packets a worker tallies before
+// publishing them to its Counters.
+const flushEvery = 64
+
+// Flush publishes the worker's pending counts of translated packets and
+// bytes to C, where Engine.Totals reads them. Process flushes by itself
+// every flushEvery packets; the data path calls Flush when it has no more
+// packets to hand over (before blocking on a read), so that the totals
+// are exact while traffic pauses. Drops and emitted packets are published
+// at once.
+func (w *Worker) Flush() {
+	for d := range NumDirs {
+		for p := range NumProtos {
+			if n := w.pend[d][p]; n != 0 {
+				inc(&w.C.Packets[d][p], n)
+				w.pend[d][p] = 0
+			}
+		}
+		if n := w.pendBytes[d]; n != 0 {
+			inc(&w.C.Bytes[d], n)
+			w.pendBytes[d] = 0
+		}
+	}
+	w.pendN = 0
 }
 
 // allowError takes one token from the worker's bucket.

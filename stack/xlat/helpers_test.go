@@ -84,6 +84,7 @@ func run(w *Worker, in []byte, off *Offload) ([]byte, Result, *sink) {
 	copy(buf[Headroom:], in)
 	sk := &sink{}
 	r := w.Process(buf, Headroom, Headroom+len(in), off, sk)
+	w.Flush()
 	var out []byte
 	if r.Verdict == Forward {
 		out = append([]byte(nil), buf[r.Start:r.End]...)

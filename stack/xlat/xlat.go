@@ -55,8 +55,14 @@ func (w *Worker) Process(buf []byte, start, end int, off *Offload, sink Sink) Re
 	if r.Verdict == Drop {
 		inc(&w.C.Drops[r.Dir][r.Reason], 1)
 	} else {
-		inc(&w.C.Packets[r.Dir][r.Proto], 1)
-		inc(&w.C.Bytes[r.Dir], uint64(end-start))
+		// Translated packets are tallied locally and published in batches:
+		// an atomic store per counter per packet cost more than the
+		// translation itself.
+		w.pend[r.Dir][r.Proto]++
+		w.pendBytes[r.Dir] += uint64(end - start)
+		if w.pendN++; w.pendN >= flushEvery {
+			w.Flush()
+		}
 	}
 	return r
 }

@@ -278,3 +278,25 @@ func TestConcurrentWorkers(t *testing.T) {
 		t.Error("a refused reload replaced the configuration")
 	}
 }
+
+// Translated packets are published in batches and on Flush.
+func TestFlush(t *testing.T) {
+	w := newTestWorker(t, nil)
+	in := ip4(C4, S4A, 64, 17, udpSeg(1, 2, nil), v4opt{})
+	buf := make([]byte, Headroom+len(in))
+	for i := range flushEvery + 3 {
+		copy(buf[Headroom:], in)
+		w.Process(buf, Headroom, len(buf), nil, nil)
+		want := uint64(0)
+		if i+1 >= flushEvery {
+			want = flushEvery
+		}
+		if got := w.eng.Totals().Packets[Dir46][ProtoUDP]; got != want {
+			t.Fatalf("after %d packets: %d published, want %d", i+1, got, want)
+		}
+	}
+	w.Flush()
+	if got := w.eng.Totals(); got.Packets[Dir46][ProtoUDP] != flushEvery+3 || got.Bytes[Dir46] != uint64((flushEvery+3)*len(in)) {
+		t.Errorf("after Flush: %d packets, %d bytes", got.Packets[Dir46][ProtoUDP], got.Bytes[Dir46])
+	}
+}

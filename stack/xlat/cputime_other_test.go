@@ -1,0 +1,7 @@
+//go:build !linux
+
+package xlat
+
+import "time"
+
+func threadCPU() time.Duration { return 0 }
