@@ -29,6 +29,7 @@ type Handler struct {
 	buf  []byte
 	list gvstack.PacketBufferList
 
+	flush    func() // the translator's Flush, if it batches counters
 	stats    linkCounters
 	progress progress
 }
@@ -37,7 +38,11 @@ var _ gvstack.NetworkDispatcher = (*Handler)(nil)
 
 // NewHandler returns a handler that translates with tr and writes to out.
 func NewHandler(tr Translator, out gvstack.LinkWriter) *Handler {
-	return &Handler{tr: tr, out: out, buf: make([]byte, xlat.Headroom+maxPacket)}
+	h := &Handler{tr: tr, out: out, buf: make([]byte, xlat.Headroom+maxPacket), flush: func() {}}
+	if f, ok := tr.(flusher); ok {
+		h.flush = f.Flush
+	}
+	return h
 }
 
 // DeliverNetworkPacket implements gvstack.NetworkDispatcher: it translates
@@ -57,6 +62,9 @@ func (h *Handler) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *gvsta
 		return
 	}
 	res := h.tr.Process(h.buf, xlat.Headroom, xlat.Headroom+n, nil, h)
+	// fdbased says nothing about an empty queue; this path is the slow
+	// one anyway, so publish the engine's counts after every packet.
+	h.flush()
 	if res.Verdict != xlat.Forward {
 		return
 	}

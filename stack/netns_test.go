@@ -528,3 +528,59 @@ func TestNetnsTunDeleted(t *testing.T) {
 		t.Error("healthy without an interface")
 	}
 }
+
+// TestNetnsUDPSegmentation: a UDP_SEGMENT (USO) send of ten datagrams
+// crosses the translator as one super-packet when the tun has USO, and
+// arrives as ten intact datagrams at the IPv6 server.
+func TestNetnsUDPSegmentation(t *testing.T) {
+	tp := newTopology(t, true, 1520)
+	if !strings.Contains(tp.dev.Offloads(), "uso4") {
+		t.Skipf("the kernel did not grant USO (offloads %s)", tp.dev.Offloads())
+	}
+	var srv *net.UDPConn
+	if err := tp.srv.Do(func() (err error) {
+		srv, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.ParseIP(serverV6)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var c *net.UDPConn
+	if err := tp.cli.Do(func() error {
+		cc, err := net.Dial("udp4", net.JoinHostPort(serverV4, strconv.Itoa(srv.LocalAddr().(*net.UDPAddr).Port)))
+		c, _ = cc.(*net.UDPConn)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rc, _ := c.SyscallConn()
+	var serr error
+	rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, 1000) })
+	if serr != nil {
+		t.Skipf("UDP_SEGMENT: %v", serr)
+	}
+	before := tp.eng.Totals().Packets[xlat.Dir46][xlat.ProtoUDP]
+	const n = 10
+	msg := make([]byte, n*1000)
+	for i := range msg {
+		msg[i] = byte(i / 1000)
+	}
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 65536)
+	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for i := range n {
+		m, err := srv.Read(buf)
+		if err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+		if m != 1000 || !bytes.Equal(buf[:m], msg[i*1000:(i+1)*1000]) {
+			t.Fatalf("datagram %d: %d bytes, first %d", i, m, buf[0])
+		}
+	}
+	if got := tp.eng.Totals().Packets[xlat.Dir46][xlat.ProtoUDP] - before; got != 1 {
+		t.Errorf("engine translated %d UDP packets for one USO send, want 1 super-packet (%v)", got, tp.eng.Totals().Packets)
+	}
+}

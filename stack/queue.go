@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -47,17 +48,84 @@ type queueWorker struct {
 	stats    linkCounters
 	progress progress
 
+	// raw reads the descriptor itself when conn has one, so that the
+	// worker learns when the queue is empty (EAGAIN) and can flush the
+	// engine's batched counters before it waits; readFn, rn and rerr are
+	// its callback and results, kept here so that reading allocates
+	// nothing.
+	raw    syscall.RawConn
+	readFn func(fd uintptr) bool
+	rn     int
+	rerr   error
+	flush  func() // the translator's Flush, if it batches counters
+
 	loggedWriteErr bool
 }
 
+// flusher is a Translator that publishes its counters in batches
+// (*xlat.Worker): Flush makes them exact while traffic pauses.
+type flusher interface{ Flush() }
+
 func newQueueWorker(index int, conn packetConn, tr Translator, log *slog.Logger) *queueWorker {
-	return &queueWorker{
+	w := &queueWorker{
 		index:   index,
 		conn:    conn,
 		tr:      tr,
 		log:     log,
 		buf:     make([]byte, bufLen),
 		emitBuf: make([]byte, tun.VnetHdrLen+maxPacket),
+		flush:   func() {},
+	}
+	if f, ok := tr.(flusher); ok {
+		w.flush = f.Flush
+	}
+	if sc, ok := conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			w.raw = raw
+			w.readFn = w.readSyscall
+		}
+	}
+	return w
+}
+
+// errStopped: the runtime poller ended a read because the read deadline
+// passed (stop) or the descriptor was closed.
+var errStopped = errors.New("queue stopped")
+
+// read reads one packet into w.buf[readAt:].
+func (w *queueWorker) read() (int, error) {
+	if w.raw == nil {
+		n, err := w.conn.Read(w.buf[readAt:])
+		w.flush() // no way to tell an empty queue: keep the counts exact
+		return n, err
+	}
+	w.rn, w.rerr = 0, nil
+	if err := w.raw.Read(w.readFn); err != nil {
+		return 0, errStopped
+	}
+	if w.rn == 0 && w.rerr == nil {
+		return 0, io.EOF // a socket peer went away; a tun never reads 0
+	}
+	return w.rn, w.rerr
+}
+
+// readSyscall is the RawConn callback: one read(2); on EAGAIN it flushes
+// the engine's counters and lets the poller wait.
+func (w *queueWorker) readSyscall(fd uintptr) bool {
+	for {
+		n, err := unix.Read(int(fd), w.buf[readAt:])
+		switch err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			w.flush()
+			return false
+		case nil:
+			w.rn = n
+		default:
+			w.rerr = err
+		}
+		return true
 	}
 }
 
@@ -69,14 +137,15 @@ func (w *queueWorker) stop() {
 // run reads, translates and writes until stopped, the queue is closed, or
 // reads keep failing (then it returns the error).
 func (w *queueWorker) run() error {
+	defer w.flush()
 	readErrs := 0
 	for {
 		w.progress.busy.Store(false)
-		n, err := w.conn.Read(w.buf[readAt:])
+		n, err := w.read()
 		w.progress.since.Store(monoNow())
 		w.progress.busy.Store(true)
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) {
+			if err == errStopped || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) {
 				return nil
 			}
 			w.stats.readErrors.Add(1)

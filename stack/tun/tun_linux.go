@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -76,6 +77,11 @@ func (q *Queue) Write(p []byte) (int, error) { return q.f.Write(p) }
 // os.ErrDeadlineExceeded after t; the zero time removes the deadline. It
 // stops a queue's reader without closing the device.
 func (q *Queue) SetReadDeadline(t time.Time) error { return q.f.SetReadDeadline(t) }
+
+// SyscallConn gives raw access to the queue's descriptor through the
+// runtime poller (the data path reads with it to see when the queue is
+// empty).
+func (q *Queue) SyscallConn() (syscall.RawConn, error) { return q.f.SyscallConn() }
 
 // Index is the position of q among its device's queues.
 func (q *Queue) Index() int { return q.index }
