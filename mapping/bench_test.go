@@ -33,9 +33,9 @@ var benchTables = struct {
 }{m: map[int]*benchTable{}}
 
 type benchTable struct {
-	tab         *Table
-	hit4, miss4 [][4]byte
-	hit6, miss6 [][16]byte
+	tab                    *Table
+	hit4, miss4, unmapped4 [][4]byte
+	hit6, miss6, unmapped6 [][16]byte
 }
 
 const benchKeys = 1 << 16
@@ -64,6 +64,18 @@ func getBenchTable(b *testing.B, n int) *benchTable {
 		m6 := en.IPv6.Addr().As16()
 		m6[5] = 7 // 2001:db8:7::/48: outside the table
 		bt.miss6 = append(bt.miss6, m6)
+		// Unmapped addresses among mapped ones: the same /16 as the last
+		// IPv4 entry, the same /64 as an IPv6 entry; the miss filters
+		// cannot skip these.
+		last := be32(entries[n-1].IPv4.Addr().As4())
+		u := last&0xffff0000 | (last+1+uint32(rnd.intn(int(0xffff-last&0xffff)+1)))&0xffff
+		if last&0xffff == 0xffff {
+			u = last + 1 // no room in the /16: the next one, a filtered miss
+		}
+		bt.unmapped4 = append(bt.unmapped4, [4]byte{byte(u >> 24), byte(u >> 16), byte(u >> 8), byte(u)})
+		u6 := en.IPv6.Addr().As16()
+		u6[13] |= 0xf0 // benchEntries uses only the low nibble
+		bt.unmapped6 = append(bt.unmapped6, u6)
 	}
 	benchTables.m[n] = bt
 	return bt
@@ -75,15 +87,15 @@ var sink4 [4]byte
 var sink6 [16]byte
 var sinkDelta uint16
 
+// BenchmarkLookup4: "hit" looks up random entries, "miss" random addresses
+// outside the table's /16s (what client addresses are), "unmapped"
+// addresses next to mapped ones, which the miss filter cannot skip.
 func BenchmarkLookup4(b *testing.B) {
 	for _, n := range benchSizes {
-		for _, kind := range []string{"hit", "miss"} {
+		for _, kind := range []string{"hit", "miss", "unmapped"} {
 			b.Run(fmt.Sprintf("n=%d/%s", n, kind), func(b *testing.B) {
 				bt := getBenchTable(b, n)
-				keys := bt.hit4
-				if kind == "miss" {
-					keys = bt.miss4
-				}
+				keys := map[string][][4]byte{"hit": bt.hit4, "miss": bt.miss4, "unmapped": bt.unmapped4}[kind]
 				cpuLoop(b, func(i int) {
 					sink6, sinkDelta, _ = bt.tab.Lookup4(keys[i&(benchKeys-1)])
 				})
@@ -94,13 +106,10 @@ func BenchmarkLookup4(b *testing.B) {
 
 func BenchmarkLookup6(b *testing.B) {
 	for _, n := range benchSizes {
-		for _, kind := range []string{"hit", "miss"} {
+		for _, kind := range []string{"hit", "miss", "unmapped"} {
 			b.Run(fmt.Sprintf("n=%d/%s", n, kind), func(b *testing.B) {
 				bt := getBenchTable(b, n)
-				keys := bt.hit6
-				if kind == "miss" {
-					keys = bt.miss6
-				}
+				keys := map[string][][16]byte{"hit": bt.hit6, "miss": bt.miss6, "unmapped": bt.unmapped6}[kind]
 				cpuLoop(b, func(i int) {
 					sink4, sinkDelta, _ = bt.tab.Lookup6(keys[i&(benchKeys-1)])
 				})

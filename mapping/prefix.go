@@ -49,10 +49,7 @@ func NewPrefix(p netip.Prefix) (Prefix, error) {
 	np := Prefix{p: p, raw: raw, pos: positions[p.Bits()]}
 	np.rawHi, np.rawLo = split6(raw)
 	np.maskHi = ^uint64(0) << (64 - min(p.Bits(), 64))
-	np.maskLo = ^uint64(0) << (128 - max(p.Bits(), 64)) // a shift by 64 gives 0
-	if p.Bits() <= 64 {
-		np.maskLo = 0
-	}
+	np.maskLo = ^uint64(0) << (128 - max(p.Bits(), 64)) // Go's shift by 64 gives 0
 	np.delta = checksum.Checksum(raw[:], 0)
 	np.deltaFixed = np.delta != 0
 	for i, at := range np.pos {
