@@ -40,7 +40,8 @@ for ns in $NS4 $NS6 $NSV; do
 done
 
 say "Building map646 (static) and the appliance image"
-(cd "$root" && CGO_ENABLED=0 go build -trimpath -o "$work/map646" ./cmd/map646)
+version=$(cd "$root" && git describe --always --dirty 2>/dev/null || echo dev)
+(cd "$root" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$work/map646" ./cmd/map646)
 "$work/map646" image build -c "$root/image/demo.hcl" -o "$work/image"
 
 say "Creating the namespaces: an IPv4-only client, an IPv6-only web server, and the VM's"

@@ -74,7 +74,7 @@ func boot(opts Options, console io.Writer) (haltCmd int) {
 	if err := mountKernelFS(); err != nil {
 		fmt.Fprintf(console, "map646: %v\n", err)
 	}
-	go reapChildren()
+	go reapChildren(nil) // for the life of the machine
 	// Ctrl-Alt-Del sends SIGINT to PID 1 instead of an immediate reboot.
 	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
 	unix.Sethostname([]byte("map646"))

@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -305,5 +307,28 @@ func TestReadyLine(t *testing.T) {
 	got = readyLine("v1", Ready{Version: "v2", Digest: "ab12"}, "baked", 0)
 	if want := "map646 ready version=v2 digest=ab12 mappings=0 config=baked uptime=0.00s"; got != want {
 		t.Fatalf("%q\nwant %q", got, want)
+	}
+}
+
+func TestReapChildren(t *testing.T) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { reapChildren(stop); close(done) }()
+	defer func() { close(stop); <-done }()
+	time.Sleep(50 * time.Millisecond) // let signal.Notify take effect
+	// A child nobody waits for: without the reaper it stays a zombie.
+	pid, err := syscall.ForkExec("/bin/true", []string{"true"}, &syscall.ProcAttr{})
+	if err != nil {
+		t.Skip("cannot start /bin/true:", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
+			return // reaped
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child %d not reaped: %s", pid, readFile(fmt.Sprintf("/proc/%d/stat", pid)))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

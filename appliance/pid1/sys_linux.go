@@ -44,11 +44,17 @@ func mountKernelFS() error {
 }
 
 // reapChildren waits for every child that exits, so that orphans
-// re-parented to PID 1 do not stay zombies.
-func reapChildren() {
+// re-parented to PID 1 do not stay zombies, until stop is closed.
+func reapChildren(stop <-chan struct{}) {
 	ch := make(chan os.Signal, 16)
 	signal.Notify(ch, unix.SIGCHLD)
-	for range ch {
+	defer signal.Stop(ch)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ch:
+		}
 		for {
 			var ws unix.WaitStatus
 			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
