@@ -60,7 +60,7 @@ func (x *nsTranslator) Start(t testing.TB) {
 	x.ns.Run("ip", "route", "replace", "default", "via", RouterGateway(x.name))
 	var cmd *exec.Cmd
 	if bin := os.Getenv("MAP646_BIN"); bin != "" {
-		cmd = x.ns.Command(bin, "run", "-c", x.conf)
+		cmd = x.ns.Command(bin, "run", "-c", x.conf, "--control-socket", x.Socket())
 	} else {
 		exe, err := os.Executable()
 		if err != nil {
@@ -83,6 +83,9 @@ func (x *nsTranslator) Start(t testing.TB) {
 	x.gen++
 	x.mu.Unlock()
 }
+
+// Socket is the control socket of `map646 run` (MAP646_BIN only).
+func (x *nsTranslator) Socket() string { return x.conf + ".sock" }
 
 func (x *nsTranslator) take() *exec.Cmd {
 	x.mu.Lock()

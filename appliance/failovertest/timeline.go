@@ -130,10 +130,10 @@ func quantile(samples []Sample, q float64) time.Duration {
 
 // Plot geometry.
 const (
-	plotW, plotH    = 960, 600
+	plotW, plotH    = 960, 610
 	marginL, margin = 70, 20
-	rttTop, rttBot  = 60, 330
-	rateTop, rateBt = 390, 540
+	rttTop, rttBot  = 80, 340
+	rateTop, rateBt = 400, 550
 )
 
 var flowColors = []string{"#000000", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#bcbd22", "#e377c2"}
@@ -196,7 +196,7 @@ func (tl *Timeline) WriteSVG(w io.Writer) error {
 		y        func(float64) float64
 	}{
 		{rttTop, rttBot, rttStep, rttMaxMs, "RTT (ms)", func(v float64) float64 { return yRTT(time.Duration(v * float64(time.Millisecond))) }},
-		{rateTop, rateBt, rateStep, rateMax, "packets/s via tun", yRate},
+		{rateTop, rateBt, rateStep, rateMax, "packets/s through", yRate},
 	} {
 		fmt.Fprintf(&b, `<rect x="%d" y="%.1f" width="%d" height="%.1f" fill="none" stroke="#444"/>`+"\n", marginL, panel.top, plotW-marginL-margin, panel.bot-panel.top)
 		for v := 0.0; v <= panel.max+panel.step/2; v += panel.step {
@@ -217,11 +217,19 @@ func (tl *Timeline) WriteSVG(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">time (s)</text>`+"\n", (plotW+marginL)/2, rateBt+34)
 
-	// Events.
-	for i, e := range tl.Events {
+	// Events, their labels in up to three rows so that close ones do not
+	// overlap.
+	var rowEnd [3]float64
+	for _, e := range tl.Events {
 		x := xOf(e.At)
-		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="#d62728" stroke-dasharray="5,4"/>`, x, x, rttTop-14, rateBt)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#d62728">%s</text>`+"\n", x+3, rttTop-18+12*(i%2), html.EscapeString(e.Label))
+		row := 0
+		for row < len(rowEnd)-1 && x < rowEnd[row]+6 {
+			row++
+		}
+		rowEnd[row] = x + 3 + 6.5*float64(len(e.Label))
+		y := rttTop - 34 + 13*row
+		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="#d62728" stroke-dasharray="5,4"/>`, x, x, y-10, rateBt)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#d62728">%s</text>`+"\n", x+3, y, html.EscapeString(e.Label))
 	}
 
 	// Probes, one colour per flow; lost ones as red ticks along the top.
@@ -267,7 +275,7 @@ func (tl *Timeline) WriteSVG(w io.Writer) error {
 	fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#d62728" stroke-width="1.5"/><text x="%.1f" y="%.1f">lost</text>`+"\n", lx, lx, ly-10, ly, lx+6, ly)
 	lx += 50
 	for i, n := range names {
-		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="%s" stroke-width="2"/><text x="%.1f" y="%.1f">tun of %s</text>`+"\n", lx, lx+16, ly-4, ly-4, rateColors[i%len(rateColors)], lx+20, ly, html.EscapeString(n))
+		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="%s" stroke-width="2"/><text x="%.1f" y="%.1f">through %s</text>`+"\n", lx, lx+16, ly-4, ly-4, rateColors[i%len(rateColors)], lx+20, ly, html.EscapeString(n))
 		lx += 30 + 7*float64(len(n)) + 50
 	}
 	b.WriteString("</svg>\n")
