@@ -78,6 +78,7 @@ const (
 	ReasonHairpinError           // RFC 7757 4.2: an ICMP error that only intrinsic mode hairpins
 	ReasonNoSink                 // fragments or errors to emit but no Sink
 	ReasonProtoExtHeader         // IPv4 protocol 0, 43, 44 or 60: would read as an IPv6 extension header
+	ReasonICMPChecksum           // an ICMP error with a bad checksum: recomputing it would hide the damage
 	NumReasons
 )
 
@@ -86,7 +87,7 @@ var reasonNames = [NumReasons]string{
 	"dst_unmapped", "src_unmapped", "source_route", "segments_left", "ext_headers",
 	"udp_zero_checksum", "udp_zero_fragment", "icmp_fragmented", "icmp_type", "icmp_inner",
 	"icmp_nested", "icmp_proto", "pool_empty", "too_big", "hairpin_off", "hairpin_error", "no_sink",
-	"proto_ext_header",
+	"proto_ext_header", "icmp_checksum",
 }
 
 func (r Reason) String() string {

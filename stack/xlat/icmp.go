@@ -78,6 +78,11 @@ func (w *Worker) icmpError46(s *state, buf []byte, start, end, ihl int, src6, ds
 	r := Result{Dir: Dir46, Verdict: Drop, Proto: ProtoICMP}
 	p := buf[start:end]
 	icmp := p[ihl:]
+	if !partialCsum(off) && checksum.Checksum(icmp, 0) != 0xffff {
+		// The translation recomputes the checksum; check the old one first
+		// so that damage in transit is not laundered.
+		return drop(r, ReasonICMPChecksum)
+	}
 	typ, code := icmp[0], icmp[1]
 	var t6, c6 byte
 	var rest uint32
@@ -271,6 +276,12 @@ func (w *Worker) icmpError64(s *state, buf []byte, start, end int, x ext, src4, 
 	r := Result{Dir: Dir64, Verdict: Drop, Proto: ProtoICMP}
 	p := buf[start:end]
 	icmp := p[x.off:]
+	if !partialCsum(off) {
+		ps := pseudo6((*[16]byte)(p[8:24]), (*[16]byte)(p[24:40]), uint32(len(icmp)), protoICMPv6)
+		if checksum.Checksum(icmp, ps) != 0xffff {
+			return drop(r, ReasonICMPChecksum)
+		}
+	}
 	typ, code := icmp[0], icmp[1]
 	var t4, c4 byte
 	var rest uint32
@@ -520,3 +531,6 @@ func (w *Worker) place(buf []byte, start, end int, out []byte, r Result, off *Of
 	r.Start, r.End, r.Verdict = ns, ns+n, Forward
 	return r
 }
+
+// partialCsum reports a packet whose checksum the sender left to offload.
+func partialCsum(off *Offload) bool { return off != nil && off.Flags&OffloadNeedsCsum != 0 }

@@ -218,3 +218,23 @@ func TestRFC4884(t *testing.T) {
 		diff(t, "RFC 4884 6to4", got, want)
 	})
 }
+
+// ICMP errors are re-checksummed from scratch, so a damaged one is
+// dropped rather than laundered.
+func TestICMPErrorBadChecksum(t *testing.T) {
+	w := newTestWorker(t, nil)
+	in4 := ip4(R4, S4A, 64, 1, icmpMsg(3, 1, 0, innerV4(20)), v4opt{})
+	in4[len(in4)-1] ^= 1
+	if _, r, _ := run(w, in4, nil); r.Reason != ReasonICMPChecksum {
+		t.Errorf("ICMPv4: %v", r.Reason)
+	}
+	in6 := ip6(S6A, C6, 64, 58, icmpMsg(1, 4, 0, innerV6(20)), v6opt{})
+	in6[len(in6)-1] ^= 1
+	if _, r, _ := run(w, in6, nil); r.Reason != ReasonICMPChecksum {
+		t.Errorf("ICMPv6: %v", r.Reason)
+	}
+	// With a partial checksum there is nothing to check yet.
+	if _, r, _ := run(w, in6, &Offload{Flags: OffloadNeedsCsum, CsumStart: 40, CsumOffset: 2}); r.Verdict != Forward {
+		t.Errorf("partial: %d %v", r.Verdict, r.Reason)
+	}
+}
