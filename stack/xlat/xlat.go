@@ -381,6 +381,9 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 		return drop(r, why)
 	}
 	l4 := p[x.off:]
+	if int(x.fo)*8+len(l4) > 65535-20 {
+		return drop(r, ReasonMalformed) // would reassemble beyond the IPv4 maximum
+	}
 	first := x.fragAt < 0 || x.fo == 0
 	isFrag := x.fragAt >= 0 && (x.fo != 0 || x.m)
 	isErr := x.nh == protoICMPv6 && first && len(l4) > 0 && l4[0] < 128
