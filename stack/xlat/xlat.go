@@ -392,6 +392,9 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 	if od == mapping.NotTranslatable {
 		return drop(r, ReasonDstUnmapped)
 	}
+	if illegal4(dst4) { // e.g. prefix::224.0.0.1, prefix::127.0.0.1
+		return drop(r, ReasonDstIllegal)
+	}
 	hairpin := false
 	if od == mapping.ByPrefix {
 		if _, _, eam := s.m.Table().Lookup4(dst4); eam {
@@ -409,6 +412,9 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 	src4, dsrc, os := s.m.To4(src6)
 	if os == mapping.NotTranslatable && !isErr {
 		return drop(r, ReasonSrcUnmapped)
+	}
+	if os != mapping.NotTranslatable && illegal4(src4) {
+		return drop(r, ReasonSrcIllegal)
 	}
 	if len(s.deny) > 0 && ((os != mapping.NotTranslatable && s.denied(src4)) || s.denied(dst4)) {
 		return drop(r, ReasonDenied)
