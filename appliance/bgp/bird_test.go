@@ -328,6 +328,25 @@ func TestSpeakerBIRD(t *testing.T) {
 	b.waitRoutes(t, "xlat4", "198.51.100.0/24", "203.0.113.128/25")
 	b.waitRoutes(t, "xlat6", "198.51.100.0/24", "203.0.113.128/25", "2001:db8:64::/96")
 
+	// The router restarts the IPv4 session: the speaker comes back by
+	// itself, announces again, and counts the flap.
+	if out, err := exec.Command("birdc", "-s", b.sock, "restart", "xlat4").CombinedOutput(); err != nil {
+		t.Fatalf("birdc restart: %v: %s", err, out)
+	}
+	restarted := time.Now()
+	for {
+		st := s.status(t)
+		if st.Neighbors[0].Address == "192.0.2.1" && st.Neighbors[0].Established && st.Neighbors[0].Flaps >= 1 {
+			break
+		}
+		if time.Since(restarted) > 30*time.Second {
+			t.Fatalf("IPv4 session not re-established with a flap counted: %+v", st.Neighbors)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.waitRoutes(t, "xlat4", "198.51.100.0/24", "203.0.113.128/25")
+	t.Logf("IPv4 session back %.1f s after the router restarted it", time.Since(restarted).Seconds())
+
 	// Close: withdrawn everywhere and the sessions closed by a Cease.
 	s.do(t, "close")
 	b.waitRoutes(t, "xlat4")

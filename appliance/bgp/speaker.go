@@ -99,6 +99,8 @@ type Speaker struct {
 	updates   uint64
 	lastErr   string
 	closed    bool
+
+	stopWatch func()
 }
 
 // New starts a speaker: it listens, dials its neighbors and announces
@@ -129,6 +131,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) {
 		return nil, fmt.Errorf("bgp: start: %w", err)
 	}
 	s := &Speaker{cfg: cfg, log: log, srv: srv, uuids: map[netip.Prefix][]byte{}}
+	if err := s.watchSessions(); err != nil {
+		srv.Stop()
+		return nil, fmt.Errorf("bgp: watch sessions: %w", err)
+	}
 	for _, n := range cfg.Neighbors {
 		if err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.peer(n)}); err != nil {
 			srv.Stop()
@@ -264,6 +270,7 @@ func (s *Speaker) Close(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		s.srv.Stop()
+		s.stopWatch()
 		close(done)
 	}()
 	select {
@@ -273,6 +280,34 @@ func (s *Speaker) Close(ctx context.Context) error {
 	}
 	s.log.Info("bgp speaker stopped")
 	return err
+}
+
+// watchSessions logs each session reaching or leaving Established at info
+// level (the other FSM steps at debug): that is when routes appear and
+// disappear at the neighbor.
+func (s *Speaker) watchSessions() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopWatch = cancel
+	var mu sync.Mutex
+	up := map[string]bool{}
+	return s.srv.WatchEvent(ctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, func(r *api.WatchEventResponse) {
+		ev := r.GetPeer()
+		if ev == nil || ev.GetType() != api.WatchEventResponse_PeerEvent_STATE {
+			return
+		}
+		st := ev.GetPeer().GetState()
+		addr, state := st.GetNeighborAddress(), st.GetSessionState()
+		established := state == api.PeerState_ESTABLISHED
+		mu.Lock()
+		was := up[addr]
+		up[addr] = established
+		mu.Unlock()
+		level := slog.LevelDebug
+		if established != was {
+			level = slog.LevelInfo
+		}
+		s.log.Log(ctx, level, "bgp session "+sessionState(state), "neighbor", addr, "remote_as", st.GetPeerAsn())
+	})
 }
 
 // Status is what `map646 stats` and the metrics show about the speaker.
@@ -297,6 +332,7 @@ type NeighborStatus struct {
 	Advertised  uint64    `json:"advertised"`     // prefixes sent
 	Received    uint64    `json:"received"`       // prefixes received (and ignored: the speaker imports nothing it uses)
 	Established bool      `json:"established"`
+	Flaps       uint32    `json:"flaps"` // times the session left Established`
 }
 
 // Status reports the sessions and the announced routes.
@@ -325,6 +361,7 @@ func (s *Speaker) Status() Status {
 		n := NeighborStatus{Address: p.GetConf().GetNeighborAddress(), RemoteAS: p.GetConf().GetPeerAsn()}
 		n.State = sessionState(p.GetState().GetSessionState())
 		n.Established = p.GetState().GetSessionState() == api.PeerState_ESTABLISHED
+		n.Flaps = p.GetState().GetFlops()
 		if t := p.GetTimers().GetState(); t != nil {
 			if n.Established && t.GetUptime() != nil {
 				n.Since = t.GetUptime().AsTime()

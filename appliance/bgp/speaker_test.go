@@ -1,6 +1,7 @@
 package bgp
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -156,9 +158,31 @@ func waitEstablished(t *testing.T, s *Speaker) Status {
 	}
 }
 
+// syncBuffer is a bytes.Buffer that GoBGP's goroutines may log into.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
 func newTestSpeaker(t *testing.T, cfg Config) *Speaker {
+	return newTestSpeakerLog(t, testLogger(t).With("side", "speaker"), cfg)
+}
+
+func newTestSpeakerLog(t *testing.T, log *slog.Logger, cfg Config) *Speaker {
 	t.Helper()
-	s, err := New(context.Background(), cfg, testLogger(t).With("side", "speaker"))
+	s, err := New(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +195,8 @@ func newTestSpeaker(t *testing.T, cfg Config) *Speaker {
 func TestSpeakerIPv4Neighbor(t *testing.T) {
 	port := freePort(t, "127.0.0.2")
 	peer := startPeer(t, "127.0.0.2", port, "127.0.0.1")
-	s := newTestSpeaker(t, Config{
+	var logBuf syncBuffer
+	s := newTestSpeakerLog(t, slog.New(slog.NewTextHandler(&logBuf, nil)), Config{
 		LocalAS: speakerAS, RouterID: netip.MustParseAddr("192.0.2.2"),
 		ConnectRetry: time.Second,
 		Neighbors: []Neighbor{{
@@ -186,6 +211,12 @@ func TestSpeakerIPv4Neighbor(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := waitEstablished(t, s)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logBuf.String(), `msg="bgp session established" neighbor=127.0.0.2`); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no info line for the established session in:\n%s", logBuf.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if st.Neighbors[0].State != "established" || st.Neighbors[0].Address != "127.0.0.2" || st.Neighbors[0].RemoteAS != peerAS {
 		t.Errorf("neighbor status = %+v", st.Neighbors[0])
 	}
