@@ -146,7 +146,10 @@ func boot(opts Options, console io.Writer) (haltCmd int) {
 // valid config drive's, else the baked one. A drive whose configuration is
 // invalid is reported with its diagnostics and ignored.
 func chooseConfig(ctx context.Context, params map[string]string, console io.Writer) (path, source string) {
-	wait := 2 * time.Second
+	// The kernel finishes its asynchronous probes (libata, SCSI scans)
+	// before it starts /init, so the disks present at boot are there;
+	// the wait covers slower buses (e.g. USB mass storage) only.
+	wait := 500 * time.Millisecond
 	if v, ok := params["map646.drive_wait"]; ok {
 		if d, err := time.ParseDuration(v); err == nil && d >= 0 {
 			wait = d
