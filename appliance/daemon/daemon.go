@@ -221,7 +221,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 		return err
 	}
 	log.Info("translator set up", "tun", dev.Name(), "offloads", dev.Offloads(), "mappings", len(cfg.Translator.Mappings),
-		"routes", len(d.tracker.Routes()), "took", time.Since(setupStart).Round(time.Millisecond))
+		"routes", d.tracker.RouteCount(), "took", time.Since(setupStart).Round(time.Millisecond))
 
 	if cfg.Metrics.Listen != "" {
 		ms, err := metrics.Listen(cfg.Metrics.Listen, d.Stats, log)
@@ -483,7 +483,7 @@ func (d *daemon) Stats() metrics.Stats {
 		s.Announcer = append(s.Announcer, metrics.Status{Name: a.name, Status: a.a.Status()})
 	}
 	d.mu.Unlock()
-	s.Routes = len(d.tracker.Routes())
+	s.Routes = d.tracker.RouteCount()
 	t := d.eng.Totals()
 	fillTotals(&s, &t)
 	ls := d.dp.LinkStats()

@@ -230,16 +230,19 @@ func (n *Netlink) routeBatch(typ uint16, flags uint16, rs []Route) error {
 		if r.Dev != "" {
 			idx, ok := ifindex[r.Dev]
 			if !ok {
-				ifi, err := net.InterfaceByName(r.Dev)
-				if err != nil {
-					if typ == unix.RTM_DELROUTE {
-						continue // the device, and its routes, are gone
-					}
-					errs = append(errs, fmt.Errorf("route %v: %w", r, err))
-					continue
+				// Looked up once per device, hits and misses alike: a
+				// million routes must not mean a million link dumps.
+				if ifi, err := net.InterfaceByName(r.Dev); err == nil {
+					idx = ifi.Index
 				}
-				idx = ifi.Index
 				ifindex[r.Dev] = idx
+			}
+			if idx == 0 {
+				if typ == unix.RTM_DELROUTE {
+					continue // the device, and its routes, are gone
+				}
+				errs = append(errs, fmt.Errorf("route %v: no interface %q", r, r.Dev))
+				continue
 			}
 			oif = idx
 		}

@@ -63,24 +63,31 @@ func DiffRoutes(have, want []Route) (add, del []Route) {
 	for _, r := range have {
 		h[r] = struct{}{}
 	}
-	w := make(map[Route]struct{}, len(want))
+	_, add, del = diffRoutes(h, want)
+	SortRoutes(add)
+	SortRoutes(del)
+	return add, del
+}
+
+// diffRoutes is DiffRoutes against a set, unsorted, also returning want
+// as a set: the tracker's path, which must stay fast for a million routes.
+func diffRoutes(have map[Route]struct{}, want []Route) (w map[Route]struct{}, add, del []Route) {
+	w = make(map[Route]struct{}, len(want))
 	for _, r := range want {
 		if _, dup := w[r]; dup {
 			continue
 		}
 		w[r] = struct{}{}
-		if _, ok := h[r]; !ok {
+		if _, ok := have[r]; !ok {
 			add = append(add, r)
 		}
 	}
-	for r := range h {
+	for r := range have {
 		if _, ok := w[r]; !ok {
 			del = append(del, r)
 		}
 	}
-	SortRoutes(add)
-	SortRoutes(del)
-	return add, del
+	return w, add, del
 }
 
 // SortRoutes orders routes by destination, then device, then gateway, so

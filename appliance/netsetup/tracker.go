@@ -117,31 +117,39 @@ func (t *Tracker) SyncAddrs(want []Addr) error {
 // touching only the difference: new routes are added before stale ones are
 // removed, so a destination that moves between two entries of an
 // aggregate never goes unrouted. It returns how many routes it added and
-// removed.
+// removed. The kernel sees them in no particular order.
 func (t *Tracker) SyncRoutes(want []Route) (added, removed int, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	add, del := DiffRoutes(slices.Collect(maps.Keys(t.routes)), want)
+	w, add, del := diffRoutes(t.routes, want)
 	if len(add) > 0 {
-		// Recorded even when part of the batch failed: the kernel may
-		// hold the rest, and Teardown must remove them (deleting one that
-		// is not there is not an error).
-		for _, r := range add {
-			t.routes[r] = struct{}{}
-		}
 		if err := t.k.ReplaceRoutes(add); err != nil {
+			// Recorded all the same: the kernel may hold part of the
+			// batch, and Teardown must remove it (deleting a route that
+			// is not there is not an error).
+			for _, r := range add {
+				t.routes[r] = struct{}{}
+			}
 			return 0, 0, err
 		}
 	}
 	if len(del) > 0 {
 		if err := t.k.DelRoutes(del); err != nil {
+			for _, r := range add {
+				t.routes[r] = struct{}{}
+			}
 			return len(add), 0, err
 		}
-		for _, r := range del {
-			delete(t.routes, r)
-		}
 	}
+	t.routes = w
 	return len(add), len(del), nil
+}
+
+// RouteCount is the number of routes installed by this tracker.
+func (t *Tracker) RouteCount() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.routes)
 }
 
 // Routes returns the routes currently installed by this tracker, sorted.

@@ -1,0 +1,130 @@
+package daemon
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/map646/map646/appliance/config"
+	"github.com/map646/map646/appliance/netsetup"
+)
+
+func parse(t *testing.T, src string) *config.Config {
+	t.Helper()
+	c, err := config.Parse([]byte(src), "test.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestMakePlan(t *testing.T) {
+	pfx := netip.MustParsePrefix
+	for _, tc := range []struct {
+		name   string
+		src    string
+		routes []string
+		addrs  []netsetup.Addr
+		ann4   []netip.Prefix
+	}{
+		{
+			name: "aggregated EAM prefixes and the RFC 6052 prefix into the tun",
+			src: `translator {
+  prefix = "2001:db8:64::/96"
+  mapping {
+    ipv4 = "198.51.100.0/25"
+    ipv6 = "2001:db8:6::/121"
+  }
+  mapping {
+    ipv4 = "198.51.100.128/25"
+    ipv6 = "2001:db8:7::/121"
+  }
+  mapping {
+    ipv4 = "203.0.113.7"
+    ipv6 = "2001:db8:6::1:7"
+  }
+}`,
+			routes: []string{"198.51.100.0/24 dev map646", "203.0.113.7/32 dev map646", "2001:db8:64::/96 dev map646"},
+			ann4:   []netip.Prefix{pfx("198.51.100.0/24"), pfx("203.0.113.7/32")},
+		},
+		{
+			name: "routes = false leaves routing to the operator; announcements stay",
+			src: `translator {
+  prefix = "2001:db8:64::/96"
+  mapping {
+    ipv4 = "198.51.100.10"
+    ipv6 = "2001:db8:6::10"
+  }
+  tun {
+    routes = false
+  }
+}`,
+			ann4: []netip.Prefix{pfx("198.51.100.10/32")},
+		},
+		{
+			name: "appliance mode: interface and route blocks",
+			src: `translator {
+  prefix = "2001:db8:64::/96"
+  tun {
+    name = "xl0"
+  }
+}
+interface "eth0" {
+  addresses = ["203.0.113.1/28", "2001:db8:ffff::1/64"]
+  mtu = 1520
+}
+route {
+  to  = "0.0.0.0/0"
+  via = "203.0.113.14"
+}
+route {
+  to  = "2001:db8:6::/64"
+  via = "2001:db8:ffff::2"
+  dev = "eth0"
+}`,
+			routes: []string{"2001:db8:64::/96 dev xl0", "0.0.0.0/0 via 203.0.113.14", "2001:db8:6::/64 via 2001:db8:ffff::2 dev eth0"},
+			addrs:  []netsetup.Addr{{Dev: "eth0", Prefix: pfx("203.0.113.1/28")}, {Dev: "eth0", Prefix: pfx("2001:db8:ffff::1/64")}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := parse(t, tc.src)
+			p := makePlan(c, c.Translator.Tun.Name)
+			var routes []string
+			for _, r := range p.routes {
+				routes = append(routes, r.String())
+			}
+			if !slices.Equal(routes, tc.routes) {
+				t.Errorf("routes\n%q\nwant\n%q", routes, tc.routes)
+			}
+			if !slices.Equal(p.addrs, tc.addrs) {
+				t.Errorf("addresses %v, want %v", p.addrs, tc.addrs)
+			}
+			if !slices.Equal(p.ann.IPv4, tc.ann4) || !slices.Equal(p.ann.IPv6, []netip.Prefix{pfx("2001:db8:64::/96")}) {
+				t.Errorf("announcement %+v", p.ann)
+			}
+		})
+	}
+}
+
+func TestRestartOnlySettings(t *testing.T) {
+	base := `translator {
+  prefix = "2001:db8:64::/96"
+  tun {
+    name = "%s"
+  }
+}
+metrics {
+  listen = "%s"
+}
+`
+	a := parse(t, sprintf(base, "map646", "[::1]:9646"))
+	if got := restartOnly(a, parse(t, sprintf(base+"# a comment\n", "map646", "[::1]:9646"))); len(got) != 0 {
+		t.Errorf("no restart-only change, got %v", got)
+	}
+	if got := restartOnly(a, parse(t, sprintf(base, "xl0", "[::1]:9647"))); !slices.Equal(got, []string{"translator.tun", "metrics.listen"}) {
+		t.Errorf("got %v", got)
+	}
+}
+
+func sprintf(f string, a ...any) string { return fmt.Sprintf(f, a...) }
