@@ -38,6 +38,10 @@ type controlServer struct {
 	path string
 	wg   sync.WaitGroup
 	once sync.Once
+	quit chan struct{} // closed by Close: pending requests give up
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
 }
 
 // listenControl binds path. A socket file left by a daemon that died is
@@ -58,7 +62,7 @@ func listenControl(path string, d *daemon, reloads chan<- chan reloadReply, log 
 		ln.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	s := &controlServer{ln: ln, path: path}
+	s := &controlServer{ln: ln, path: path, quit: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -70,10 +74,16 @@ func listenControl(path string, d *daemon, reloads chan<- chan reloadReply, log 
 				}
 				return
 			}
+			s.mu.Lock()
+			s.conns[c] = struct{}{}
+			s.mu.Unlock()
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
 				s.serve(c, d, reloads)
+				s.mu.Lock()
+				delete(s.conns, c)
+				s.mu.Unlock()
 			}()
 		}
 	}()
@@ -106,6 +116,8 @@ func (s *controlServer) serve(c net.Conn, d *daemon, reloads chan<- chan reloadR
 					} else {
 						rep.OK = true
 					}
+				case <-s.quit:
+					rep.Error = "the daemon is stopping"
 				case <-time.After(time.Minute):
 					rep.Error = "the daemon did not take the reload request within a minute"
 				}
@@ -119,12 +131,18 @@ func (s *controlServer) serve(c net.Conn, d *daemon, reloads chan<- chan reloadR
 	}
 }
 
-// Close stops accepting, waits for requests in progress and removes the
-// socket file.
+// Close stops accepting, ends idle connections and requests that wait for
+// the daemon, waits for the rest and removes the socket file.
 func (s *controlServer) Close() error {
 	var err error
 	s.once.Do(func() {
 		err = s.ln.Close()
+		close(s.quit)
+		s.mu.Lock()
+		for c := range s.conns {
+			_ = c.SetReadDeadline(time.Now()) // an idle client must not hold the shutdown
+		}
+		s.mu.Unlock()
 		s.wg.Wait()
 		_ = os.Remove(s.path)
 	})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+
 	"net"
 	"net/http"
 	"net/netip"
@@ -600,5 +601,57 @@ func TestNewLogger(t *testing.T) {
 	}
 	if _, err := NewLogger(&b, "info", "xml"); err == nil {
 		t.Error("bad format accepted")
+	}
+}
+
+// TestIdleControlClientDoesNotHoldShutdown: a client that connected and
+// said nothing must not delay the daemon's exit.
+func TestIdleControlClientDoesNotHoldShutdown(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
+	c, err := net.Dial("unix", h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(20 * time.Millisecond) // let the server take the connection
+	begin := time.Now()
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(begin); d > 3*time.Second {
+		t.Errorf("stopping took %v with an idle control client", d)
+	}
+}
+
+// TestDropsAreSummarisedNotLoggedPerPacket: many drops make one line per
+// interval with counts by direction and reason; no drops, no line.
+func TestDropsAreSummarisedNotLoggedPerPacket(t *testing.T) {
+	c := parse(t, `translator {
+  prefix = "2001:db8:64::/96"
+}`)
+	xc, err := c.Xlat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := xlat.NewEngine(xc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	d := &daemon{eng: eng, log: slog.New(slog.NewTextHandler(&logs, nil))}
+	w := eng.NewWorker()
+	buf := make([]byte, xlat.Headroom+64)
+	for range 1000 {
+		buf[xlat.Headroom] = 0x50 // IP version 5
+		w.Process(buf, xlat.Headroom, len(buf), nil, nil)
+	}
+	prev := d.logDrops(xlat.Totals{})
+	if n := strings.Count(logs.String(), "\n"); n != 1 || !strings.Contains(logs.String(), "total=1000") {
+		t.Errorf("%d log lines for 1000 drops:\n%s", n, logs.String())
+	}
+	logs.Reset()
+	d.logDrops(prev)
+	if logs.Len() != 0 {
+		t.Errorf("logged without new drops: %s", logs.String())
 	}
 }
