@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -268,6 +269,10 @@ func Run(t *testing.T, n *Net, trs map[string]Translator, v Variant) {
 			t.Logf("--- bird.log ---\n%s", b)
 			out, _ := exec.Command("birdc", "-s", n.BirdSock, "show", "protocols", "all").CombinedOutput()
 			t.Logf("--- birdc show protocols all ---\n%s", out)
+			for _, c := range [][]string{{"ip", "-6", "route"}, {"ip", "-6", "neigh"}, {"bridge", "fdb", "show", "br", "br0"}} {
+				out, _ := n.Srv.Output(c...)
+				t.Logf("--- server: %s ---\n%s", strings.Join(c, " "), out)
+			}
 		}
 	}()
 	for _, name := range []string{"A", "B"} {
@@ -312,6 +317,8 @@ func Run(t *testing.T, n *Net, trs map[string]Translator, v Variant) {
 		f.Start()
 	}
 	rates := sampleRates(trs, t0)
+	stopWatch := watchServerRoutes(t, n, t0)
+	defer stopWatch()
 
 	var events []Event
 	mark := func(label string) time.Duration {
@@ -404,6 +411,33 @@ func Run(t *testing.T, n *Net, trs map[string]Translator, v Variant) {
 	if aAfter == 0 {
 		t.Error("translator A carried no traffic after it returned")
 	}
+}
+
+var expiresRE = regexp.MustCompile(` expires \d+sec`)
+
+// watchServerRoutes logs every change of the server's routes to the /96
+// (learned from the translators' RAs) until the returned function is called.
+func watchServerRoutes(t *testing.T, n *Net, t0 time.Time) func() {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		last := ""
+		for {
+			out, _ := n.Srv.Output("ip", "-6", "route", "show", "2001:db8:64::/96")
+			out = expiresRE.ReplaceAllString(out, "")
+			if out != last {
+				t.Logf("%6.3f s  server routes to the /96: %q", time.Since(t0).Seconds(), strings.TrimSpace(out))
+				last = out
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
 }
 
 // sampleRates samples every translator's packet count every 100 ms until
