@@ -46,7 +46,15 @@ routes that changed are touched; the tun, metrics and log settings take
 effect at the next start.
 
 The log block of the configuration sets level and format unless --log-level
-or --log-format is given (then the other one defaults to info / text).`,
+or --log-format is given (then the other one defaults to info / text).
+Dropped packets are summarised in one warning line per 10 s, never one line
+per packet; 'map646 stats' and the metrics have the counts by reason.
+
+As a systemd service: Type=simple, ExecStart=/usr/local/bin/map646 run -c
+/etc/map646.hcl, ExecReload=/bin/kill -HUP $MAINPID, Restart=on-failure. A
+translator that was killed leaves nothing that stops the next start. Several
+translators on one host (in different network namespaces) each need their own
+--control-socket.`,
 		Example: `  map646 run -c /etc/map646.hcl
   map646 run -c map646.hcl --log-format json
   map646 run --demo-config        # the built-in demo: 198.51.100.10 <-> 2001:db8:6::10`,
