@@ -247,15 +247,26 @@ func (tl *Timeline) WriteSVG(w io.Writer) error {
 	for i, f := range flowNames {
 		flows[f] = i
 	}
+	// One path per flow, a zero-length round-capped segment per probe: a
+	// tenth of the size of one element per probe.
+	dots := make([]strings.Builder, len(flowNames))
+	var lost strings.Builder
 	for _, s := range tl.Samples {
 		x := xOf(s.Sent)
 		if s.Lost {
-			fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="#d62728" stroke-width="1.5"/>`, x, x, rttTop+2, rttTop+12)
+			fmt.Fprintf(&lost, "M%.1f %dv10", x, rttTop+2)
 			continue
 		}
-		fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="1.6" fill="%s"/>`, x, yRTT(s.RTT), flowColors[flows[s.Flow]%len(flowColors)])
+		fmt.Fprintf(&dots[flows[s.Flow]], "M%.1f %.1fh0", x, yRTT(s.RTT))
 	}
-	b.WriteString("\n")
+	for i := range dots {
+		if dots[i].Len() > 0 {
+			fmt.Fprintf(&b, `<path class="probes" stroke="%s" stroke-width="3.2" stroke-linecap="round" d="%s"/>`+"\n", flowColors[i%len(flowColors)], dots[i].String())
+		}
+	}
+	if lost.Len() > 0 {
+		fmt.Fprintf(&b, `<path class="lost" stroke="#d62728" stroke-width="1.5" d="%s"/>`+"\n", lost.String())
+	}
 
 	// Rates.
 	for i, n := range names {

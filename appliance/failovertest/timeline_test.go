@@ -104,6 +104,7 @@ func TestWriteSVG(t *testing.T) {
 	// probe, one line per translator and the escaped title.
 	d := xml.NewDecoder(bytes.NewReader(b.Bytes()))
 	counts := map[string]int{}
+	marks := map[string]int{}
 	for {
 		tok, err := d.Token()
 		if err == io.EOF {
@@ -114,11 +115,20 @@ func TestWriteSVG(t *testing.T) {
 		}
 		if se, ok := tok.(xml.StartElement); ok {
 			counts[se.Name.Local]++
+			var class, path string
+			for _, a := range se.Attr {
+				switch a.Name.Local {
+				case "class":
+					class = a.Value
+				case "d":
+					path = a.Value
+				}
+			}
+			marks[class] += strings.Count(path, "M")
 		}
 	}
-	// +1 circle for the flow's legend entry.
-	if counts["circle"] != 149+1 || counts["polyline"] != 2 {
-		t.Errorf("elements %v", counts)
+	if marks["probes"] != 149 || marks["lost"] != 1 || counts["polyline"] != 2 {
+		t.Errorf("marks %v, elements %v", marks, counts)
 	}
 	if !strings.Contains(b.String(), "failover &lt;test&gt;") || !strings.Contains(b.String(), "stop A") {
 		t.Error("title or event label missing")
