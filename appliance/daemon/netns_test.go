@@ -391,6 +391,23 @@ func TestReloadUnderTraffic(t *testing.T) {
 	if !strings.Contains(out, "198.51.100.10 dev dmtun") || strings.Contains(out, "198.51.100.10/31") {
 		t.Errorf("routes after the last reload:\n%s", out)
 	}
+
+	// An added mapping carries traffic at once; a removed one no longer.
+	tp.config(t, "map646.hcl", []string{"198.51.100.11=2001:db8:6::11"})
+	if _, err := RequestReload(d.sock); err != nil {
+		t.Fatal(err)
+	}
+	if sent, recv := ping(t, tp.cli, "-c", "2", "-i", "0.2", "-W", "2", "198.51.100.11"); recv != sent {
+		t.Errorf("ping to a mapping added by reload: %d/%d", recv, sent)
+	}
+	tp.config(t, "map646.hcl", nil)
+	if _, err := RequestReload(d.sock); err != nil {
+		t.Fatal(err)
+	}
+	if _, recv := ping(t, tp.cli, "-c", "2", "-i", "0.2", "-W", "1", "198.51.100.11"); recv != 0 {
+		t.Errorf("ping to a mapping removed by reload: %d replies", recv)
+	}
+
 	if err := d.signal(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("exit: %v\n%s", err, d.out)
 	}
