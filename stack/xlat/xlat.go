@@ -98,28 +98,28 @@ func illegal6(a [16]byte) bool {
 // sourceRouted reports an unexpired Loose or Strict Source Route option
 // (RFC 791): RFC 7915 section 4.1 says such packets must not be
 // translated and an ICMPv4 "source route failed" (3/5) returned.
-func sourceRouted(opts []byte) (bool, int) {
+func sourceRouted(opts []byte) bool {
 	for i := 0; i < len(opts); {
 		switch opts[i] {
 		case 0: // end of options
-			return false, 0
+			return false
 		case 1: // no operation
 			i++
 			continue
 		}
 		if i+1 >= len(opts) {
-			return false, 0
+			return false
 		}
 		l := int(opts[i+1])
 		if l < 2 || i+l > len(opts) {
-			return false, 0
+			return false
 		}
 		if (opts[i] == 0x83 || opts[i] == 0x89) && l >= 3 && int(opts[i+2]) <= l {
-			return true, i
+			return true
 		}
 		i += l
 	}
-	return false, 0
+	return false
 }
 
 // isICMPv4Error reports the ICMPv4 error types (RFC 792, RFC 1812 4.3.2.1).
@@ -164,7 +164,7 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	l4 := p[ihl:]
 	isErr := proto == protoICMPv4 && first && len(l4) > 0 && isICMPv4Error(l4[0])
 	if ihl > 20 {
-		if routed, _ := sourceRouted(p[20:ihl]); routed {
+		if sourceRouted(p[20:ihl]) {
 			if !isErr && first {
 				w.emitError4(s, p, 3, 5, 0, sink)
 			}
