@@ -229,8 +229,10 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 			return fmt.Errorf("metrics listen %s: %w", cfg.Metrics.Listen, err)
 		}
 		cleanups = append(cleanups, func() { _ = ms.Close() })
+		d.mu.Lock() // a scrape may already be running
 		d.metrics = ms.Addr().String()
-		log.Info("metrics", "listen", d.metrics)
+		d.mu.Unlock()
+		log.Info("metrics", "listen", ms.Addr().String())
 	}
 
 	reloadReq := make(chan chan reloadReply)
@@ -240,12 +242,15 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	}
 	cleanups = append(cleanups, func() { _ = cs.Close() })
 
-	d.healthy = dp.Healthy()
+	healthy := dp.Healthy()
 	anns, err := startAnnouncers(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
+	d.mu.Lock() // stats requests may already be running
+	d.healthy = healthy
 	d.anns = anns
+	d.mu.Unlock()
 	// Announcers close before the routes go (cleanups run newest first).
 	cleanups = append(cleanups, func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
