@@ -478,6 +478,27 @@ func TestMillionMappings(t *testing.T) {
 				setup = m[1]
 			}
 			t.Logf("1M mappings (%s): process start to ready %v; tun + %d routes set up in %s", tc.name, took.Round(time.Millisecond), st.Routes, setup)
+			if tc.stride == 1 {
+				// A reload that drops one mapping from the middle: the
+				// aggregate splits into 20 prefixes around the hole.
+				b, err := os.ReadFile(csv)
+				if err != nil {
+					t.Fatal(err)
+				}
+				lines := strings.SplitAfter(string(b), "\n")
+				hole := n / 2
+				if err := os.WriteFile(csv, []byte(strings.Join(lines[:hole], "")+strings.Join(lines[hole+1:], "")), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				res, err := RequestReload(d.sock)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.Mappings != n-1 || res.RoutesAdded != 20 || res.RoutesRemoved != 1 {
+					t.Errorf("reload: %+v", res)
+				}
+				t.Logf("reload of 1M mappings minus one: %d ms (+%d -%d routes)", res.DurationMillis, res.RoutesAdded, res.RoutesRemoved)
+			}
 			stop := time.Now()
 			if err := d.signal(t, syscall.SIGTERM); err != nil {
 				t.Fatalf("exit: %v\n%s", err, d.out)
