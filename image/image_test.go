@@ -302,6 +302,14 @@ func checkDisk(t *testing.T, raw string) {
 func TestBuildRejects(t *testing.T) {
 	cfg := testConfig(t)
 	dyn, _ := exec.LookPath("true")
+	badCfg := filepath.Join(t.TempDir(), "bad.hcl")
+	os.WriteFile(badCfg, []byte("translator {\n  prefix = 42\n}\n"), 0o644)
+	outDir := filepath.Join(t.TempDir(), "never")
+	defer func() {
+		if _, err := os.Stat(outDir); err == nil {
+			t.Error("an invalid configuration still wrote an output directory")
+		}
+	}()
 	for _, tc := range []struct {
 		name string
 		opts Options
@@ -310,6 +318,7 @@ func TestBuildRejects(t *testing.T) {
 		{"missing config", Options{Config: "/nonexistent/map646.hcl", Binary: dyn, OutDir: t.TempDir()}, "nonexistent"},
 		{"dynamic binary", Options{Config: cfg, Binary: dyn, OutDir: t.TempDir()}, "CGO_ENABLED=0"},
 		{"no output", Options{Config: cfg, Binary: dyn}, "required"},
+		{"invalid config", Options{Config: badCfg, Binary: dyn, OutDir: outDir}, "bad.hcl:2:"},
 	} {
 		_, err := Build(tc.opts)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

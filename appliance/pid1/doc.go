@@ -19,7 +19,8 @@
 // runs instead. The kernel command line option map646.drive_wait=DURATION
 // (default 500ms) bounds how long /init waits for a drive to appear.
 //
-// Shutdown: the ACPI power button (its input device, KEY_POWER), SIGTERM
-// or SIGPWR power off; Ctrl-Alt-Del (SIGINT) reboots. The translator is
-// stopped first, then the machine halts through reboot(2).
+// Signals: SIGHUP re-reads the configuration in use. The ACPI power button
+// (its input device, KEY_POWER), SIGTERM or SIGPWR power off; Ctrl-Alt-Del
+// (SIGINT) reboots. The translator is stopped first, then the machine
+// halts through reboot(2).
 package pid1

@@ -90,13 +90,20 @@ func boot(opts Options, console io.Writer) (haltCmd int) {
 	haltCmd = unix.LINUX_REBOOT_CMD_POWER_OFF
 	stop := make(chan int, 4)
 	go watchPowerButton(ctx, "/sys", "/dev", stop, log)
+	reload := make(chan struct{}, 1)
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGPWR)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGPWR, unix.SIGHUP)
 	go func() {
 		for s := range sigs {
-			if s == unix.SIGINT {
+			switch s {
+			case unix.SIGHUP: // re-read the configuration file in use
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			case unix.SIGINT:
 				stop <- unix.LINUX_REBOOT_CMD_RESTART
-			} else {
+			default:
 				stop <- unix.LINUX_REBOOT_CMD_POWER_OFF
 			}
 		}
@@ -109,7 +116,6 @@ func boot(opts Options, console io.Writer) (haltCmd int) {
 	if opts.Run == nil {
 		opts.Run = runDaemon
 	}
-	reload := make(chan struct{}) // a new config drive is only read at boot
 	done := make(chan error, 1)
 	go func() {
 		done <- opts.Run(ctx, path, log, reload, func(r Ready) {
