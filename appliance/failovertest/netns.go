@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -128,10 +129,14 @@ func Do(name string, f func()) error {
 	return nil
 }
 
+var vethSeq atomic.Uint32
+
 // Veth connects namespace a (interface ifa) and b (interface ifb).
 func Veth(t testing.TB, a *Netns, ifa string, b *Netns, ifb string) {
 	t.Helper()
-	tmp := fmt.Sprintf("fov%d", time.Now().UnixNano()%1e9)
+	// Temporary names unique across processes (pid) and within one
+	// (counter), within IFNAMSIZ.
+	tmp := fmt.Sprintf("fo%d-%d", os.Getpid()%100000, vethSeq.Add(1)%1000)
 	if out, err := exec.Command("ip", "link", "add", tmp+"a", "type", "veth", "peer", "name", tmp+"b").CombinedOutput(); err != nil {
 		t.Fatalf("veth: %v: %s", err, out)
 	}
