@@ -159,3 +159,26 @@ func TestConfigDrive(t *testing.T) {
 		})
 	}
 }
+
+// TestTranslatorFailureReboots boots without the NICs the configuration
+// names: the translator cannot start, PID 1 says why on the console and
+// reboots (QEMU runs with -no-reboot, so the reboot ends it) instead of
+// hanging without forwarding.
+func TestTranslatorFailureReboots(t *testing.T) {
+	needVM(t)
+	v := startVM(t, vmConfig{imageDir: baseImage})
+	if _, err := v.waitFor(regexp.MustCompile(`map646: the translator stopped: .*eth0.*\n(?s:.*)map646: rebooting in 5 s`), bootTimeout); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-v.exited:
+	case <-time.After(shutdownTimeout):
+		t.Fatal("the guest did not reboot after the translator failed")
+	}
+	if _, err := v.waitFor(regexp.MustCompile(`reboot: Restarting system`), time.Second); err != nil {
+		t.Error(err)
+	}
+	if readyRE.MatchString(v.Console()) {
+		t.Error("a ready line although the translator never ran")
+	}
+}
