@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,20 +99,18 @@ func fatDrive(t *testing.T, label string, files map[string]string) string {
 	return img
 }
 
-// driveConfig changes the mapping: 198.51.100.11 instead of .10, plus a
-// second one, so the ready line's count and digest tell which ran.
-const driveConfig = `translator {
-  prefix = "2001:db8:64::/96"
-  mapping {
-    ipv4 = "198.51.100.11"
+// driveConfig is baseConfig with the mapping changed to 198.51.100.11
+// and a second one added, so the ready line's count and digest, and the
+// traffic, tell which configuration runs.
+var driveConfig = strings.Replace(baseConfig, `    ipv4 = "198.51.100.10"
+    ipv6 = "2001:db8:6::10"
+  }`, `    ipv4 = "198.51.100.11"
     ipv6 = "2001:db8:6::10"
   }
   mapping {
     ipv4 = "198.51.100.12"
     ipv6 = "2001:db8:6::12"
-  }
-}
-`
+  }`, 1)
 
 // brokenConfig has an error on line 3, column 12.
 const brokenConfig = `translator {
@@ -127,32 +126,52 @@ func TestConfigDrive(t *testing.T) {
 	driveDigest := digestOf(t, cfgFile)
 	bakedDigest := digestOf(t, filepath.Join(workDir, "map646.hcl"))
 
+	if !strings.Contains(driveConfig, "198.51.100.12") {
+		t.Fatal("driveConfig did not change baseConfig's mapping")
+	}
 	for _, tc := range []struct {
 		name        string
 		drive       func(t *testing.T) string
 		wantConfig  string
 		wantDigest  string
 		wantConsole *regexp.Regexp
+		traffic     bool // check that the drive's mapping is the one translated
 	}{
 		{"map646-iso", func(t *testing.T) string {
 			return isoDrive(t, "MAP646", map[string]string{"map646.hcl": driveConfig})
-		}, "drive:MAP646", driveDigest, regexp.MustCompile(`using the configuration of config drive /dev/vd. \(iso9660 "MAP646"\)`)},
+		}, "drive:MAP646", driveDigest, regexp.MustCompile(`using the configuration of config drive /dev/vd. \(iso9660 "MAP646"\)`), true},
 		{"config-2-iso", func(t *testing.T) string {
 			return isoDrive(t, "config-2", map[string]string{"openstack/latest/user_data": driveConfig})
-		}, "drive:config-2", driveDigest, nil},
+		}, "drive:config-2", driveDigest, nil, false},
 		{"broken-cidata-fat", func(t *testing.T) string {
 			return fatDrive(t, "cidata", map[string]string{"user-data": brokenConfig})
-		}, "baked", bakedDigest, regexp.MustCompile(`config drive /dev/vd. \(vfat "(?i:cidata)"\) is invalid; running the baked configuration:\n.*user-data:3:`)},
+		}, "baked", bakedDigest, regexp.MustCompile(`config drive /dev/vd. \(vfat "(?i:cidata)"\) is invalid; running the baked configuration:\n.*user-data:3:`), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := startVM(t, vmConfig{imageDir: baseImage, drives: []string{tc.drive(t)}, nics: idleNICs(t)})
-			r := v.waitReady(tc.name)
+			var v *vm
+			var r ready
+			var tp *topology
+			if tc.traffic {
+				tp = bootTopology(t, tc.drive(t))
+				v, r = tp.vm, tp.ready
+			} else {
+				v = startVM(t, vmConfig{imageDir: baseImage, drives: []string{tc.drive(t)}, nics: idleNICs(t)})
+				r = v.waitReady(tc.name)
+			}
 			if r.Config != tc.wantConfig || r.Digest != tc.wantDigest {
 				t.Errorf("ready %+v, want config=%s digest=%s", r, tc.wantConfig, tc.wantDigest)
 			}
 			if tc.wantConsole != nil {
 				if _, err := v.waitFor(tc.wantConsole, time.Second); err != nil {
 					t.Error(err)
+				}
+			}
+			if tp != nil {
+				if out, err := tp.client.exec("ping", "-c", "2", "-w", "20", "198.51.100.11"); err != nil {
+					t.Errorf("the drive's mapping 198.51.100.11 does not translate: %v\n%s", err, out)
+				}
+				if out, err := tp.client.exec("ping", "-c", "2", "-w", "3", serverV4); err == nil {
+					t.Errorf("the baked mapping %s still translates:\n%s", serverV4, out)
 				}
 			}
 			v.powerdown()

@@ -33,7 +33,7 @@ type topology struct {
 	ready          ready
 }
 
-func bootTopology(t *testing.T) *topology {
+func bootTopology(t *testing.T, drives ...string) *topology {
 	t.Helper()
 	tp := &topology{client: newNetns(t), server: newNetns(t)}
 	tap4 := tp.client.tap("qmtap4")
@@ -50,8 +50,12 @@ func bootTopology(t *testing.T) *topology {
 	s.ip("addr", "add", serverV6+"/128", "dev", "lo")
 	s.ip("route", "add", "2001:db8:64::/96", "via", "2001:db8:ffff::1")
 
-	tp.vm = startVM(t, vmConfig{imageDir: baseImage, nics: []*os.File{tap4, tap6}})
-	tp.ready = tp.vm.waitReady("direct kernel boot")
+	tp.vm = startVM(t, vmConfig{imageDir: baseImage, nics: []*os.File{tap4, tap6}, drives: drives})
+	what := "direct kernel boot"
+	if len(drives) > 0 {
+		what += " with a config drive"
+	}
+	tp.ready = tp.vm.waitReady(what)
 	return tp
 }
 
