@@ -250,6 +250,11 @@ type Variant struct {
 	Away      time.Duration // how long A stays away
 	Settle    time.Duration // steady traffic before and after
 	Timeout   time.Duration // for translators to come up
+	// Spurious is the fraction of probes that may be lost outside the
+	// windows: 0 for namespaces; TCG VMs on a shared machine drop a few
+	// when the host starves them (seen: 3 ICMP probes of 10840 in 40 ms,
+	// 6 s after the last change).
+	Spurious float64
 }
 
 // Run is the experiment: both translators up, traffic, A away, A back.
@@ -398,8 +403,11 @@ func Run(t *testing.T, n *Net, trs map[string]Translator, v Variant) {
 	// Nothing lost outside the moments of change: up to v.Window after
 	// A went (withdrawal on the router, RA goodbye or expiry on the
 	// server) and after it started again (its routes coming back).
-	if un := Unexplained(samples, []Event{{At: stopAt}, {At: startAt}, {At: backAt}}, 100*time.Millisecond, v.Window); len(un) > 0 {
-		t.Errorf("%d probes lost outside the failover windows, first %+v", len(un), un[0])
+	un := Unexplained(samples, []Event{{At: stopAt}, {At: startAt}, {At: backAt}}, 100*time.Millisecond, v.Window)
+	if allowed := int(v.Spurious * float64(len(samples))); len(un) > allowed {
+		t.Errorf("%d probes lost outside the failover windows (%d allowed), first %+v", len(un), allowed, un[0])
+	} else if len(un) > 0 {
+		t.Logf("%d probes lost outside the failover windows (%d allowed), first %+v", len(un), allowed, un[0])
 	}
 	// A carried traffic again after its return.
 	var aAfter float64

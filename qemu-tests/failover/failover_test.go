@@ -297,9 +297,9 @@ func TestFailoverVMs(t *testing.T) {
 	images := buildImages(t, dir)
 	for _, v := range []failovertest.Variant{
 		{Name: "graceful", Out: "failover-vm", Setting: "QEMU VMs", Window: 3 * time.Second, Away: 8 * time.Second,
-			Settle: 6 * time.Second, Timeout: 4 * time.Minute},
+			Settle: 6 * time.Second, Timeout: 4 * time.Minute, Spurious: 0.001},
 		{Name: "crash", Out: "failover-vm-crash", Setting: "QEMU VMs", Crash: true, Window: 14 * time.Second, Away: 16 * time.Second,
-			Settle: 6 * time.Second, Timeout: 4 * time.Minute},
+			Settle: 6 * time.Second, Timeout: 4 * time.Minute, Spurious: 0.001},
 	} {
 		t.Run(v.Name, func(t *testing.T) {
 			n := failovertest.NewNet(t)
