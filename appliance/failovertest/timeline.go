@@ -159,15 +159,23 @@ func (tl *Timeline) WriteSVG(w io.Writer) error {
 	xOf := func(d time.Duration) float64 {
 		return marginL + float64(d)/float64(end)*float64(plotW-marginL-margin)
 	}
-	// RTT axis: up to twice the 99th percentile, so that the bulk is
-	// readable; slower probes are drawn clipped at the top.
-	rttMax := 2 * quantile(tl.Samples, 0.99)
-	rttMax = max(rttMax, 200*time.Microsecond)
-	rttStep := niceStep(float64(rttMax) / float64(time.Millisecond) / 4)
-	rttMaxMs := math.Ceil(float64(rttMax)/float64(time.Millisecond)/rttStep) * rttStep
-	yRTT := func(d time.Duration) float64 {
-		ms := math.Min(float64(d)/float64(time.Millisecond), rttMaxMs)
-		return rttBot - ms/rttMaxMs*(rttBot-rttTop)
+	// RTT axis: logarithmic, whole decades from the fastest to the slowest
+	// answer, so that both the usual sub-millisecond RTT and the slow
+	// outliers of a loaded machine are readable.
+	toMs := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	lo := math.Pow(10, math.Floor(math.Log10(math.Max(toMs(quantile(tl.Samples, 0)), 0.001))))
+	hi := math.Pow(10, math.Ceil(math.Log10(math.Max(toMs(quantile(tl.Samples, 1)), lo*10))))
+	if hi <= lo {
+		hi = lo * 10
+	}
+	yMs := func(ms float64) float64 {
+		ms = math.Min(math.Max(ms, lo), hi)
+		return rttBot - math.Log10(ms/lo)/math.Log10(hi/lo)*(rttBot-rttTop)
+	}
+	yRTT := func(d time.Duration) float64 { return yMs(toMs(d)) }
+	var rttTicks []float64
+	for v := lo; v <= hi*1.001; v *= 10 {
+		rttTicks = append(rttTicks, v)
 	}
 	var rateMax float64 = 1
 	names := make([]string, 0, len(tl.Rates))
@@ -188,18 +196,21 @@ func (tl *Timeline) WriteSVG(w io.Writer) error {
 	fmt.Fprintf(&b, `<text x="%d" y="22" font-size="15" font-weight="bold">%s</text>`+"\n", marginL, html.EscapeString(tl.Title))
 
 	// Axes and grid.
+	var rateTicks []float64
+	for v := 0.0; v <= rateMax+rateStep/2; v += rateStep {
+		rateTicks = append(rateTicks, v)
+	}
 	for _, panel := range []struct {
 		top, bot float64
-		step     float64
-		max      float64
+		ticks    []float64
 		label    string
 		y        func(float64) float64
 	}{
-		{rttTop, rttBot, rttStep, rttMaxMs, "RTT (ms)", func(v float64) float64 { return yRTT(time.Duration(v * float64(time.Millisecond))) }},
-		{rateTop, rateBt, rateStep, rateMax, "packets/s through", yRate},
+		{rttTop, rttBot, rttTicks, "RTT (ms, log)", yMs},
+		{rateTop, rateBt, rateTicks, "packets/s through", yRate},
 	} {
 		fmt.Fprintf(&b, `<rect x="%d" y="%.1f" width="%d" height="%.1f" fill="none" stroke="#444"/>`+"\n", marginL, panel.top, plotW-marginL-margin, panel.bot-panel.top)
-		for v := 0.0; v <= panel.max+panel.step/2; v += panel.step {
+		for _, v := range panel.ticks {
 			y := panel.y(v)
 			fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/>`, marginL, plotW-margin, y, y)
 			fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", marginL-5, y+4, trimFloat(v))
