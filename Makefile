@@ -1,17 +1,67 @@
-# map646 — see README.md. Every target runs from a clean checkout.
+# map646 — see README.md. Every target works from a clean checkout (run ./deps.sh first, as root).
 GO      ?= go
 BIN     := bin/map646
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
+IMAGE_CONFIG ?= examples/appliance.hcl
+IMAGE_OUT    ?= out/image
 
-.PHONY: build test bench demo deps conformance image qemu-test vet
+.PHONY: build vet test test-race conformance bench bench-go bench-netns demo demo-netns image fuzz clean
 
+## build: the static map646 binary (the appliance's /init as well)
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/map646
 
+## vet: go vet and gofmt
 vet:
 	$(GO) vet ./...
-	test -z "$$(gofmt -l $$(git ls-files '*.go'))"
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
+## test: everything — unit, fuzz seeds, race detector on the packet path, root tests in
+## network namespaces, QEMU boots of the appliance image, the external conformance suite,
+## and a smoke run of the netns benchmark harness
 test: build vet
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -timeout 70m ./...
+	$(MAKE) test-race
+	$(MAKE) conformance
+	$(GO) run ./bench/netns -quick -map646 $(BIN)
+
+## test-race: the race detector over the concurrent packet-path and reload code
+test-race:
+	$(GO) test -count=1 -race -short ./mapping/... ./stack/... ./appliance/config/...
+
+## conformance: the external black-box suite (../shared/conformance) against map646
+conformance: build
+	MAP646_BIN=$(abspath $(BIN)) ./conformance/run.sh
+
+## bench: Go benchmarks of the hot code, then the netns harness (native, TAYGA, map646)
+bench: bench-go bench-netns
+
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./mapping ./stack/...
+
+bench-netns: build
+	$(GO) run ./bench/netns -map646 $(BIN) -out docs/benchmarks.md
+
+## demo: boot the appliance image under QEMU between an IPv4-only client and an IPv6-only web server
+demo: build
+	MAP646_BIN=$(abspath $(BIN)) ./image/demo.sh
+
+## demo-netns: the same through a map646 process in namespaces (no VM)
+demo-netns: build
+	MAP646_BIN=$(abspath $(BIN)) ./demo/run.sh
+
+## image: the bootable appliance (vmlinuz, initrd.img, map646.img, map646.qcow2)
+image: build
+	$(BIN) image build -c $(IMAGE_CONFIG) -o $(IMAGE_OUT)
+
+## fuzz: a few minutes of each fuzz target
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzTable$$' -fuzztime 60s ./mapping
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCSV$$' -fuzztime 60s ./mapping
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 60s ./appliance/config
+	$(GO) test -run '^$$' -fuzz '^FuzzProcess46$$' -fuzztime 120s ./stack/xlat
+	$(GO) test -run '^$$' -fuzz '^FuzzProcess64$$' -fuzztime 120s ./stack/xlat
+
+clean:
+	rm -rf bin out
