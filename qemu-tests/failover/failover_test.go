@@ -196,10 +196,27 @@ func (x *vmTranslator) Packets() (int, uint64, bool) {
 	return gen, n, ok
 }
 
+// Logs is the serial console, and the translator's own counters from its
+// metrics endpoint when it is running (fetched from the server's side).
 func (x *vmTranslator) Logs() string {
 	x.mu.Lock()
-	defer x.mu.Unlock()
-	return x.console.String()
+	con, running := x.console.String(), x.cmd != nil
+	x.mu.Unlock()
+	if !running {
+		return con
+	}
+	addr := strings.TrimSuffix(failovertest.ServerSide[x.name].Addr, "/64")
+	out, err := x.n.Srv.Output("curl", "-sS", "-m", "5", "http://["+addr+"]:9646/metrics")
+	if err != nil {
+		return con + "\nmetrics: " + err.Error() + ": " + out
+	}
+	var m []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "map646_") {
+			m = append(m, l)
+		}
+	}
+	return con + "\n--- metrics ---\n" + strings.Join(m, "\n")
 }
 
 // qmp sends one QMP command.
@@ -260,6 +277,10 @@ interface "eth1" {
 route {
   to  = "0.0.0.0/0"
   via = "%s"
+}
+
+metrics {
+  listen = "[::]:9646"
 }
 `, r.Peer, s.Addr, failovertest.RouterGateway(name))
 		conf := filepath.Join(dir, "xlat-"+name+".hcl")
