@@ -54,7 +54,7 @@ func TestQuickHarness(t *testing.T) {
 	raw := filepath.Join(dir, "raw.json")
 	o := options{
 		Rounds: 1, Duration: 3 * time.Second, Pings: 50, Mappings: 1_000_000,
-		Setups: allSetups, Map646: bin, Tayga: "/usr/sbin/tayga", Out: out, JSON: raw,
+		Setups: allSetups, Map646: bin, Tayga: "/usr/sbin/tayga", Out: out, JSON: raw, GRO: true,
 		Log: t.Logf,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)

@@ -48,6 +48,7 @@ type options struct {
 	JSON     string   // per-round raw values; "" for none
 	Keep     bool     // keep the work directory (configs, logs)
 	Perf     string   // with perf(1): profile each translator in round 1 into this directory
+	GRO      bool     // turn GRO on on the veths (as a NIC driver would by default)
 	// StartTimeout bounds a map646 start (loading a large table, installing
 	// routes) until traffic passes; 0 means 90 s.
 	StartTimeout time.Duration
@@ -68,6 +69,7 @@ func main() {
 	flag.StringVar(&o.Tayga, "tayga", "/usr/sbin/tayga", "TAYGA binary")
 	flag.StringVar(&o.Out, "out", "", "Markdown file whose netns-harness section is replaced (e.g. docs/benchmarks.md)")
 	flag.StringVar(&o.JSON, "json", "", "write every per-round value to this JSON file")
+	flag.BoolVar(&o.GRO, "gro", true, "turn GRO on on the veths, as NIC drivers do by default (veths leave it off); -gro=false keeps the veth defaults")
 	flag.BoolVar(&o.Keep, "keep", false, "keep the work directory with configurations and translator logs")
 	flag.StringVar(&o.Perf, "perf", "", "profile each translator with perf record during round 1's TCP 1 stream and UDP tests; data and reports go to this directory (use an unstripped map646 for Go symbols)")
 	flag.Parse()
@@ -225,16 +227,16 @@ func harness(ctx context.Context, o options) (string, error) {
 		}
 		topo.down(c)
 	}()
-	if err := topo.up(ctx); err != nil {
+	if err := topo.up(ctx, o.GRO); err != nil {
 		return "", fmt.Errorf("topology: %w", err)
 	}
-	info := runInfo{Date: time.Now(), Rounds: o.Rounds, Duration: o.Duration, Pings: o.Pings, Mappings: o.Mappings,
+	info := runInfo{Date: time.Now(), GRO: o.GRO, Rounds: o.Rounds, Duration: o.Duration, Pings: o.Pings, Mappings: o.Mappings,
 		Setups: setups, Translated: map[string]bool{}, Offloads: map[string]map[string]string{}}
 	fillMachineInfo(ctx, &info, o)
 	for _, s := range setups {
 		info.Translated[s.Key] = s.xlat != nil
 	}
-	for _, p := range [][2]string{{topo.Client, clientIf}, {topo.Router, router4If}, {topo.Router, router6If}, {topo.Server, serverIf}} {
+	for _, p := range topo.veths() {
 		f, err := offloads(ctx, p[0], p[1])
 		if err != nil {
 			return "", err

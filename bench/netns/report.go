@@ -27,6 +27,7 @@ type runInfo struct {
 	Setups     []setup
 	Translated map[string]bool
 	Profiles   []profile // with -perf
+	GRO        bool      // GRO turned on on the veths
 }
 
 const (
@@ -185,9 +186,15 @@ func renderMarkdown(info runInfo, r *results) string {
 	w("Each round runs every setup in turn (A B C D E, A B C D E, …), and per setup: %d pings 10 ms apart on the idle path, then iperf3 TCP 1 stream, TCP 4 streams (`-P 4`), ", info.Pings)
 	w("and UDP with 64-byte payloads at full speed (`-u -l 64 -b 0`; the rate is what the receiver got). ")
 	w("The translator's CPU is utime+stime from /proc/PID/stat over each test, divided by the Gbit or million packets received; start-up is the time from starting the translator until a ping passes through it (loading the table and installing routes included). ")
-	w("Targets are judged on the median of the per-round ratios; they are reported, never enforced.\n\n")
+	w("Targets are judged on the median of the per-round ratios; they are reported, never enforced. ")
+	w("iperf3 before 3.16 runs all streams of a test in one thread on each end, a limit every setup shares.\n\n")
+	w("Reproduce: `go run ./bench/netns -map646 bin/map646 -out docs/benchmarks.md` (flags: `-rounds`, `-duration`, `-setups`, `-quick`, `-json FILE`, `-perf DIR`).\n\n")
 	if len(info.Offloads) > 0 {
-		w("Offloads (`ethtool -k`, defaults left alone):\n\n| interface |")
+		if info.GRO {
+			w("Offloads (`ethtool -k`): veth defaults, plus GRO turned on on the veths as a NIC driver does by default (`-gro=false` keeps it off); the tuns as their translators set them:\n\n| interface |")
+		} else {
+			w("Offloads (`ethtool -k`): veth defaults left alone; the tuns as their translators set them:\n\n| interface |")
+		}
 		feats := offloadFeatures
 		for _, f := range feats {
 			w(" %s |", f)

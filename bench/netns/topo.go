@@ -63,6 +63,11 @@ func newTopology(pid int) topology {
 
 func (t topology) all() []string { return []string{t.Client, t.Router, t.Server} }
 
+// veths lists each veth end as {namespace, interface}.
+func (t topology) veths() [][2]string {
+	return [][2]string{{t.Client, clientIf}, {t.Router, router4If}, {t.Router, router6If}, {t.Server, serverIf}}
+}
+
 var staleNS = regexp.MustCompile(`^` + nsPrefix + `([0-9]+)-(cli|rtr|srv)$`)
 
 // staleNamespaces returns the harness namespaces (from `ip netns list`
@@ -106,8 +111,10 @@ func removeStale(ctx context.Context) {
 }
 
 // up creates the namespaces, veth pairs, addresses, routes and static
-// neighbours. Offloads stay at the veth defaults.
-func (t topology) up(ctx context.Context) error {
+// neighbours. Offloads stay at the veth defaults (TSO, GSO and checksum
+// offload on), except that with gro the veths also get GRO, which a veth
+// leaves off but a Linux NIC driver turns on by default.
+func (t topology) up(ctx context.Context, gro bool) error {
 	t.down(ctx)
 	for _, ns := range t.all() {
 		if _, err := run(ctx, "ip", "netns", "add", ns); err != nil {
@@ -175,6 +182,13 @@ func (t topology) up(ctx context.Context) error {
 	for _, ns := range t.all() {
 		if err := ipBatch(ctx, ns, batch[ns]); err != nil {
 			return err
+		}
+	}
+	if gro {
+		for _, p := range t.veths() {
+			if _, err := runIn(ctx, p[0], "ethtool", "-K", p[1], "gro", "on"); err != nil {
+				return err
+			}
 		}
 	}
 	// rp_filter of the interfaces themselves (the max of all/default/iface applies).
