@@ -28,7 +28,7 @@ test: build vet
 
 ## test-race: the race detector over the concurrent packet-path and reload code
 test-race:
-	$(GO) test -count=1 -race -short ./mapping/... ./stack/... ./appliance/config/...
+	$(GO) test -count=1 -race -short ./mapping/... ./stack/... ./appliance/config/... ./appliance/daemon/... ./appliance/netsetup/... ./appliance/metrics/...
 
 ## conformance: the external black-box suite (../shared/conformance) against map646
 conformance: build
