@@ -3,6 +3,7 @@ package tun
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"runtime"
 	"strings"
@@ -222,12 +223,28 @@ func setLink(name string, mtu int) error {
 			return fmt.Errorf("set MTU %d: %w", mtu, err)
 		}
 	}
+	if err := noLinkLocal(name); err != nil {
+		return err
+	}
 	if err := unix.IoctlIfreq(s, unix.SIOCGIFFLAGS, ifr); err != nil {
 		return fmt.Errorf("get flags: %w", err)
 	}
 	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
 	if err := unix.IoctlIfreq(s, unix.SIOCSIFFLAGS, ifr); err != nil {
 		return fmt.Errorf("bring up: %w", err)
+	}
+	return nil
+}
+
+// noLinkLocal sets the interface's IPv6 address generation mode to none
+// before it comes up. A tun with a link-local address sends MLD reports and
+// router solicitations from it into its own queues, where the translator
+// can only count them as drops of an illegal source. Kernels without IPv6
+// have no such setting, which is fine.
+func noLinkLocal(name string) error {
+	err := os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/addr_gen_mode", []byte("1"), 0)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("turn off IPv6 link-local address: %w", err)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package tun
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -118,6 +119,15 @@ func TestOpen(t *testing.T) {
 			}
 			if ifc.MTU != 1520 || ifc.Flags&net.FlagUp == 0 {
 				return errors.New("interface " + ifc.Name + " not up with MTU 1520: " + ifc.Flags.String())
+			}
+			// No link-local address: the kernel would send MLD and router
+			// solicitations from it into the translator.
+			addrs, err := ifc.Addrs()
+			if err != nil {
+				return err
+			}
+			if len(addrs) != 0 {
+				return fmt.Errorf("interface %s has addresses %v", ifc.Name, addrs)
 			}
 			return nil
 		})
