@@ -148,7 +148,11 @@ func NewNet(t testing.TB) *Net {
 	n.Rtr.Sysctl("net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1")
 	n.Rtr.Run("ip", "addr", "add", "192.0.2.1/29", "dev", "r0")
 
-	n.Srv.Run("ip", "link", "add", "br0", "type", "bridge")
+	// A fixed MAC (RFC 7042 documentation range): a bridge otherwise takes
+	// the lowest MAC of its ports, and when a VM's tap goes away the
+	// server's MAC changes under the other translator's neighbour entry,
+	// which then sends into the void until NUD notices.
+	n.Srv.Run("ip", "link", "add", "br0", "address", "00:00:5e:00:53:10", "type", "bridge")
 	n.Srv.Sysctl("net.ipv6.conf.br0.accept_dad=0", "net.ipv6.conf.br0.accept_ra=1",
 		"net.ipv6.conf.br0.accept_ra_rt_info_max_plen=128", "net.ipv6.conf.br0.accept_ra_rtr_pref=1")
 	n.Srv.Run("ip", "link", "set", "br0", "up")
