@@ -142,7 +142,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) {
 		}
 	}
 	log.Info("bgp speaker started", "local_as", cfg.LocalAS, "router_id", cfg.RouterID,
-		"listen_port", global.ListenPort, "neighbors", len(cfg.Neighbors))
+		"listen_port", cfg.ListenPort, "neighbors", len(cfg.Neighbors))
 	return s, nil
 }
 
