@@ -65,6 +65,10 @@ var Version = func() string {
 	return "dev"
 }
 
+// WithdrawDrain is how long the translator keeps forwarding after it told
+// its announcers to withdraw, before it removes the tun and its routes.
+var WithdrawDrain = 500 * time.Millisecond
+
 // HealthInterval is how often the data path's health is polled.
 var HealthInterval = time.Second
 
@@ -260,6 +264,13 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 		d.anns = nil
 		d.mu.Unlock()
 		closeAnnouncers(cctx, as, log)
+		if len(as) > 0 {
+			// Keep translating while the withdrawal spreads: routers
+			// and servers still send through this translator until they
+			// have processed it. Tearing the tun down at once lost
+			// packets in the failover experiment.
+			time.Sleep(WithdrawDrain)
+		}
 	})
 	d.announce(ctx)
 

@@ -119,13 +119,19 @@ func (k *fakeKernel) routeSet() []string {
 }
 
 type fakeDevice struct {
-	name   string
-	closed atomic.Bool
+	name     string
+	closed   atomic.Bool
+	closedAt atomic.Pointer[time.Time]
 }
 
 func (d *fakeDevice) Name() string     { return d.name }
 func (d *fakeDevice) Offloads() string { return "none" }
-func (d *fakeDevice) Close() error     { d.closed.Store(true); return nil }
+func (d *fakeDevice) Close() error {
+	now := time.Now()
+	d.closedAt.CompareAndSwap(nil, &now)
+	d.closed.Store(true)
+	return nil
+}
 
 type fakeDatapath struct {
 	ctx     context.Context
@@ -151,6 +157,7 @@ type fakeAnnouncer struct {
 	updates       []Announcement
 	closed        bool
 	routesAtClose []string
+	closedAt      time.Time
 	k             *fakeKernel
 }
 
@@ -164,6 +171,7 @@ func (a *fakeAnnouncer) Status() any { return map[string]string{"session": "esta
 func (a *fakeAnnouncer) Close(context.Context) error {
 	a.mu.Lock()
 	a.closed = true
+	a.closedAt = time.Now()
 	a.routesAtClose = a.k.routeSet()
 	a.mu.Unlock()
 	return nil
@@ -380,6 +388,11 @@ func TestLifecycleInstallsAggregatedRoutesAndRemovesEverything(t *testing.T) {
 	_, closed := h.ann.snapshot()
 	if !closed || len(h.ann.routesAtClose) != 4 {
 		t.Errorf("announcer closed=%v with routes %v at the time: it must close before routes go", closed, h.ann.routesAtClose)
+	}
+	if at := h.dev.closedAt.Load(); at == nil {
+		t.Error("tun never closed")
+	} else if at.Sub(h.ann.closedAt) < WithdrawDrain {
+		t.Errorf("tun closed %v after the announcers withdrew; want at least %v of draining", at.Sub(h.ann.closedAt), WithdrawDrain)
 	}
 	if _, err := os.Stat(h.sock); !os.IsNotExist(err) {
 		t.Errorf("control socket left: %v", err)
