@@ -6,7 +6,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 IMAGE_CONFIG ?= examples/appliance.hcl
 IMAGE_OUT    ?= out/image
 
-.PHONY: build vet test test-race conformance bench bench-go bench-netns demo demo-netns image fuzz clean
+.PHONY: build vet test test-race conformance bench bench-go bench-netns demo demo-netns image failover failover-vm fuzz clean
 
 ## build: the static map646 binary (the appliance's /init as well)
 build:
@@ -21,7 +21,7 @@ vet:
 ## network namespaces, QEMU boots of the appliance image, the external conformance suite,
 ## and a smoke run of the netns benchmark harness
 test: build vet
-	$(GO) test -count=1 -timeout 70m ./...
+	MAP646_FAILOVER_VM=1 $(GO) test -count=1 -timeout 70m ./...
 	$(MAKE) test-race
 	$(MAKE) conformance
 	$(GO) run ./bench/netns -quick -map646 $(BIN)
@@ -54,6 +54,14 @@ demo-netns: build
 ## image: the bootable appliance (vmlinuz, initrd.img, map646.img, map646.qcow2)
 image: build
 	$(BIN) image build -c $(IMAGE_CONFIG) -o $(IMAGE_OUT)
+
+## failover: the failover experiment with two map646 processes in namespaces (rewrites docs/failover*.svg)
+failover: build
+	MAP646_BIN=$(abspath $(BIN)) MAP646_FAILOVER_OUT=$(CURDIR)/docs $(GO) test -count=1 -v -run TestFailover ./appliance/failovertest
+
+## failover-vm: the same with two appliance VMs under QEMU, as in the original paper's experiment
+failover-vm: build
+	MAP646_FAILOVER_VM=1 MAP646_FAILOVER_OUT=$(CURDIR)/docs $(GO) test -count=1 -v -timeout 20m -run TestFailoverVMs ./qemu-tests/failover
 
 ## fuzz: a few minutes of each fuzz target
 fuzz:
