@@ -162,6 +162,7 @@ func renderMarkdown(info runInfo, r *results) string {
 		w("| %s | %s | %s | %s |\n", t.Label, t.Comparison, formatRatio(ratio), res)
 	}
 
+	w("\nRun-to-run noise on a shared 2-core machine is far above 5%%: for the 1M-mapping targets, the translator CPU per Gbit or per Mpkt (1M / 1 column above) is the steadier measure of what the larger table costs.\n")
 	if len(info.Profiles) > 0 {
 		w("\n### Where the translators' CPU goes (perf record -g -p PID, round 1)\n\n")
 		w("| test | kernel | user space | top symbols (self) |\n|---|---:|---:|---|\n")
