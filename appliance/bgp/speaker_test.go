@@ -20,6 +20,7 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/apiutil"
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 const (
@@ -231,6 +232,23 @@ func TestSpeakerIPv4Neighbor(t *testing.T) {
 	}
 	if st := s.Status(); !slices.Equal(st.Announced, []string{"198.51.100.0/24", "203.0.113.0/25", "2001:db8:64::/96"}) || !st.Healthy {
 		t.Errorf("status announced %v healthy %v", st.Announced, st.Healthy)
+	}
+	// The metrics endpoint shows the live session and what is announced.
+	live := `
+# HELP map646_bgp_session_established 1 while the BGP session with the neighbor is Established.
+# TYPE map646_bgp_session_established gauge
+map646_bgp_session_established{neighbor="127.0.0.2",remote_as="64500"} 1
+# HELP map646_bgp_announced_prefixes Prefixes the BGP speaker announces, by address family.
+# TYPE map646_bgp_announced_prefixes gauge
+map646_bgp_announced_prefixes{family="ipv4"} 2
+map646_bgp_announced_prefixes{family="ipv6"} 1
+# HELP map646_bgp_healthy 1 while the BGP speaker announces the translator's prefixes (the data path is healthy).
+# TYPE map646_bgp_healthy gauge
+map646_bgp_healthy 1
+`
+	if err := testutil.CollectAndCompare(statusCollector(s.Status), strings.NewReader(live),
+		"map646_bgp_session_established", "map646_bgp_announced_prefixes", "map646_bgp_healthy"); err != nil {
+		t.Error(err)
 	}
 
 	// Unhealthy: everything is withdrawn, the session stays up.

@@ -83,7 +83,8 @@ var (
 )
 
 // Collector is a prometheus.Collector that reads a Stats snapshot at
-// scrape time.
+// scrape time. Besides the translator's own series it emits those of every
+// announcer whose status is a Source.
 type Collector struct {
 	stats func() Stats
 }
@@ -92,13 +93,12 @@ type Collector struct {
 // from any goroutine.
 func NewCollector(stats func() Stats) *Collector { return &Collector{stats: stats} }
 
-// Describe implements prometheus.Collector.
-func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPackets, descBytes, descDrops, descEmitted, descHairpin, descRateLim, descLink,
-		descMappings, descRoutes, descHealthy, descBuild, descConfig, descReloads, descLastRel, descStarted} {
-		ch <- d
-	}
-}
+// Describe implements prometheus.Collector. It sends nothing, which makes
+// the collector unchecked: the announcers' series depend on the running
+// configuration (BGP neighbors, RA interfaces), which a reload changes, and
+// one snapshot per scrape must serve both the translator's series and
+// theirs.
+func (c *Collector) Describe(chan<- *prometheus.Desc) {}
 
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
@@ -141,6 +141,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if !s.Started.IsZero() {
 		gauge(descStarted, float64(s.Started.UnixNano())/1e9)
 	}
+	collectSources(ch, s.Announcer)
 }
 
 // Handler serves /metrics (Prometheus text format: the translator's

@@ -63,8 +63,8 @@ func (s *Set) Close() error {
 }
 
 // Status returns one Status per interface.
-func (s *Set) Status() []Status {
-	out := make([]Status, 0, len(s.advs))
+func (s *Set) Status() Statuses {
+	out := make(Statuses, 0, len(s.advs))
 	for _, a := range s.advs {
 		out = append(out, a.Status())
 	}
