@@ -98,7 +98,12 @@ func TestCollectorReadsAtScrapeTime(t *testing.T) {
 func TestServerMetricsAndHealthz(t *testing.T) {
 	var healthy atomic.Bool
 	healthy.Store(true)
-	stats := func() Stats { s := sample(); s.Healthy = healthy.Load(); return s }
+	stats := func() Stats {
+		s := sample()
+		s.Healthy = healthy.Load()
+		s.Announcer = []Status{{Name: "fake", Status: fakeSource{up: true, sent: 3, links: []string{"eth1"}}}}
+		return s
+	}
 	srv, err := Listen("127.0.0.1:0", stats, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -117,6 +122,7 @@ func TestServerMetricsAndHealthz(t *testing.T) {
 	}
 	code, body := get("/metrics")
 	if code != 200 || !strings.Contains(body, `map646_packets_total{direction="4to6",protocol="tcp"} 10`) ||
+		!strings.Contains(body, `map646_fake_sent_total{kind="hello",link="eth1"} 3`) ||
 		!strings.Contains(body, "go_goroutines") || !strings.Contains(body, "process_cpu_seconds_total") {
 		t.Errorf("/metrics: %d\n%s", code, body)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/map646/map646/appliance/failovertest"
 	"github.com/mdlayher/ndp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/ipv6"
 )
 
@@ -205,6 +206,10 @@ func TestAdvertiserLinux(t *testing.T) {
 	st := a.Status()
 	if st.Goodbyes != 2 || st.Sent < 4 || st.RSReceived < 1 || st.SendErrors != 0 {
 		t.Errorf("status %+v: want 2 goodbyes, >= 4 sent, >= 1 RS, no errors", st)
+	}
+	// After Close the counters stand still: the metrics show exactly them.
+	if err := testutil.CollectAndCompare(statusCollector(Statuses{st}), strings.NewReader(wantCounters(Statuses{st})), counterNames()...); err != nil {
+		t.Error(err)
 	}
 	if err := a.Update([]netip.Prefix{p2}, true); err == nil {
 		t.Error("Update after Close succeeded")
