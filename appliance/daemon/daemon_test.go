@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/map646/map646/appliance/config"
+	"github.com/map646/map646/appliance/metrics"
 	"github.com/map646/map646/appliance/netsetup"
 	"github.com/map646/map646/stack"
 	"github.com/map646/map646/stack/tun"
@@ -167,7 +168,22 @@ func (a *fakeAnnouncer) Update(_ context.Context, x Announcement) error {
 	a.mu.Unlock()
 	return nil
 }
-func (a *fakeAnnouncer) Status() any { return map[string]string{"session": "established"} }
+func (a *fakeAnnouncer) Status() any {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return fakeAnnouncerStatus{Session: "established", Updates: len(a.updates)}
+}
+
+// fakeAnnouncerStatus has series of its own, as the BGP and RA statuses do.
+type fakeAnnouncerStatus struct {
+	Session string `json:"session"`
+	Updates int    `json:"updates"`
+}
+
+func (s fakeAnnouncerStatus) Collect(emit metrics.Emit) {
+	emit("map646_fake_announcer_established", "1 while the fake session is up.", metrics.Gauge, metrics.Bool(s.Session == "established"))
+	emit("map646_fake_announcer_updates_total", "Announcements the fake announcer was given.", metrics.Counter, float64(s.Updates))
+}
 func (a *fakeAnnouncer) Close(context.Context) error {
 	a.mu.Lock()
 	a.closed = true
@@ -578,6 +594,7 @@ func TestMetricsEndpointServesTheDaemonsCounters(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	code, body := get("/metrics")
+	updates, _ := h.ann.snapshot()
 	for _, want := range []string{
 		"map646_mappings 1\n",
 		"map646_routes 3\n",
@@ -586,6 +603,9 @@ func TestMetricsEndpointServesTheDaemonsCounters(t *testing.T) {
 		`map646_packets_total{direction="4to6",protocol="udp"} 0`,
 		`map646_drops_total{direction="6to4",reason="dst_unmapped"} 0`,
 		`map646_config_reloads_total{result="failure"} 0`,
+		// The announcer's status, handed over as it is, brings its series.
+		"map646_fake_announcer_established 1\n",
+		fmt.Sprintf("map646_fake_announcer_updates_total %d\n", len(updates)),
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics (%d) lacks %q", code, want)
