@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/map646/map646/appliance/failovertest"
 )
 
@@ -335,7 +337,7 @@ func TestSpeakerBIRD(t *testing.T) {
 	}
 	restarted := time.Now()
 	for {
-		st := s.status(t)
+		st = s.status(t)
 		if st.Neighbors[0].Address == "192.0.2.1" && st.Neighbors[0].Established && st.Neighbors[0].Flaps >= 1 {
 			break
 		}
@@ -346,6 +348,25 @@ func TestSpeakerBIRD(t *testing.T) {
 	}
 	b.waitRoutes(t, "xlat4", "198.51.100.0/24", "203.0.113.128/25")
 	t.Logf("IPv4 session back %.1f s after the router restarted it", time.Since(restarted).Seconds())
+	// The metrics show both sessions up against BIRD and the flap.
+	want := fmt.Sprintf(`
+# HELP map646_bgp_session_established 1 while the BGP session with the neighbor is Established.
+# TYPE map646_bgp_session_established gauge
+map646_bgp_session_established{neighbor="192.0.2.1",remote_as="64500"} 1
+map646_bgp_session_established{neighbor="2001:db8:ff::1",remote_as="64500"} 1
+# HELP map646_bgp_session_flaps_total Times the BGP session left Established.
+# TYPE map646_bgp_session_flaps_total counter
+map646_bgp_session_flaps_total{neighbor="192.0.2.1"} %d
+map646_bgp_session_flaps_total{neighbor="2001:db8:ff::1"} 0
+# HELP map646_bgp_announced_prefixes Prefixes the BGP speaker announces, by address family.
+# TYPE map646_bgp_announced_prefixes gauge
+map646_bgp_announced_prefixes{family="ipv4"} 2
+map646_bgp_announced_prefixes{family="ipv6"} 1
+`, st.Neighbors[0].Flaps)
+	if err := testutil.CollectAndCompare(statusCollector(func() Status { return st }), strings.NewReader(want),
+		"map646_bgp_session_established", "map646_bgp_session_flaps_total", "map646_bgp_announced_prefixes"); err != nil {
+		t.Error(err)
+	}
 
 	// Close: withdrawn everywhere and the sessions closed by a Cease.
 	s.do(t, "close")
