@@ -77,8 +77,11 @@ type Datapath struct {
 	err     error
 	stopped atomic.Bool // the context was cancelled: stopping is not a fault
 
-	// wait replaces wg.Wait for ServeFD, whose goroutines belong to gVisor.
+	// wait replaces wg.Wait for ServeFD and ServeLink, whose goroutines
+	// belong to the endpoint.
 	wait func()
+	// extraStats adds an endpoint's own counters (ServeLink).
+	extraStats func(*LinkStats)
 }
 
 func (d *Datapath) fail(err error) {
@@ -127,6 +130,9 @@ func (d *Datapath) LinkStats() LinkStats {
 	var s LinkStats
 	for _, c := range d.counters {
 		c.addTo(&s)
+	}
+	if d.extraStats != nil {
+		d.extraStats(&s)
 	}
 	return s
 }

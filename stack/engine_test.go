@@ -185,24 +185,46 @@ func engineQueue(t *testing.T) (d *Datapath, eng *xlat.Engine, send func(xlat.Of
 	return d, eng, send, read
 }
 
-func TestEngineTranslatesEveryKind(t *testing.T) {
+// translateCase is one packet kind that the translation tests send through
+// a data path with the real engine.
+type translateCase struct {
+	name      string
+	v6in      bool
+	proto     tcpip.TransportProtocolNumber
+	size      int
+	partial   bool
+	off       xlat.Offload
+	wantProto tcpip.TransportProtocolNumber
+	wantGSO   uint8
+	wantType  byte // ICMP type after translation
+}
+
+// input builds the case's packet and the addresses its translation must
+// have. A TCP super-packet with the ECN GSO bit gets CWR in its header, as
+// the kernel only sets that bit then (tcp_ecn_send, tcp_gro_complete).
+func (tc *translateCase) input() (in []byte, wantSrc, wantDst tcpip.Address) {
+	data := payload(tc.size, byte(len(tc.name)))
+	if tc.v6in {
+		in = ipv6(tc.proto, srv6, cli6, l4(tc.proto, srv6, cli6, data, tc.partial))
+		wantSrc, wantDst = srv4, cli4
+	} else {
+		in = ipv4(tc.proto, cli4, srv4, l4(tc.proto, cli4, srv4, data, tc.partial), header.IPv4FlagDontFragment, 0)
+		wantSrc, wantDst = cli6, srv6
+	}
+	if tc.off.GSOType&xlat.GSOECN != 0 {
+		in[int(tc.off.CsumStart)+13] |= byte(header.TCPFlagCwr) // covered by the partial checksum's completion
+	}
+	return in, wantSrc, wantDst
+}
+
+func translateCases() []translateCase {
 	const (
 		tcp   = header.TCPProtocolNumber
 		udp   = header.UDPProtocolNumber
 		icmp  = header.ICMPv4ProtocolNumber
 		icmp6 = header.ICMPv6ProtocolNumber
 	)
-	for _, tc := range []struct {
-		name      string
-		v6in      bool
-		proto     tcpip.TransportProtocolNumber
-		size      int
-		partial   bool
-		off       xlat.Offload
-		wantProto tcpip.TransportProtocolNumber
-		wantGSO   uint8
-		wantType  byte // ICMP type after translation
-	}{
+	return []translateCase{
 		{name: "tcp 4to6", proto: tcp, size: 1000, wantProto: tcp},
 		{name: "udp 4to6", proto: udp, size: 1000, wantProto: udp},
 		{name: "icmp echo 4to6", proto: icmp, size: 56, wantProto: icmp6, wantType: byte(header.ICMPv6EchoRequest)},
@@ -225,55 +247,73 @@ func TestEngineTranslatesEveryKind(t *testing.T) {
 		{name: "uso6 super-packet", v6in: true, proto: udp, size: 40 * 1000, partial: true,
 			off:       xlat.Offload{Flags: xlat.OffloadNeedsCsum, GSOType: xlat.GSOUDPL4, HdrLen: 48, GSOSize: 1000, CsumStart: 40, CsumOffset: 6},
 			wantProto: udp, wantGSO: xlat.GSOUDPL4},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, _, send, readFn := engineQueue(t)
-			data := payload(tc.size, byte(len(tc.name)))
-			var in []byte
-			var wantSrc, wantDst tcpip.Address
-			if tc.v6in {
-				in = ipv6(tc.proto, srv6, cli6, l4(tc.proto, srv6, cli6, data, tc.partial))
-				wantSrc, wantDst = srv4, cli4
-			} else {
-				in = ipv4(tc.proto, cli4, srv4, l4(tc.proto, cli4, srv4, data, tc.partial), header.IPv4FlagDontFragment, 0)
-				wantSrc, wantDst = cli6, srv6
-			}
-			send(tc.off, in)
-			off, out := readFn()
-			p := parse(t, out)
-			if p.v6 == tc.v6in || p.src != wantSrc || p.dst != wantDst || p.proto != tc.wantProto || p.hop != ttl {
-				t.Fatalf("got IPv6=%v %v -> %v proto %d hop %d", p.v6, p.src, p.dst, p.proto, p.hop)
-			}
-			if tc.off.Flags&xlat.OffloadNeedsCsum != 0 {
-				if off.Flags&xlat.OffloadNeedsCsum == 0 || int(off.CsumStart) != len(out)-len(p.seg) || off.CsumOffset != tc.off.CsumOffset {
-					t.Errorf("offload %+v does not point at the translated checksum", off)
-				}
-			}
-			if tc.wantGSO != 0 {
-				if off.GSOType != tc.wantGSO || off.GSOSize != tc.off.GSOSize {
-					t.Errorf("GSO type %#x size %d, want %#x %d", off.GSOType, off.GSOSize, tc.wantGSO, tc.off.GSOSize)
-				}
-				hdrs := len(out) - len(p.seg) + tcpHdrLen
-				if tc.proto == udp {
-					hdrs = len(out) - len(p.seg) + udpHdrLen
-				}
-				if int(off.HdrLen) != hdrs {
-					t.Errorf("hdr_len %d, want %d", off.HdrLen, hdrs)
-				}
-			} else if off.GSOType != xlat.GSONone {
-				t.Errorf("GSO type %#x on a plain packet", off.GSOType)
-			}
-			complete(out, off)
-			if !checksumOK(p, p.seg) {
-				t.Errorf("transport checksum wrong after completion (offload %+v)", off)
-			}
-			if !bytes.Equal(p.seg[len(p.seg)-len(data):], data) {
-				t.Error("payload changed")
-			}
-			if tc.wantType != 0 && p.seg[0] != tc.wantType {
-				t.Errorf("ICMP type %d, want %d", p.seg[0], tc.wantType)
-			}
-		})
+	}
+}
+
+// queueFunc starts a data path with the real engine over a socketpair (see
+// engineQueue).
+type queueFunc func(t *testing.T) (*Datapath, *xlat.Engine, func(xlat.Offload, []byte), func() (xlat.Offload, []byte))
+
+// dataPaths are the two ways over a tun's queues: Serve's fast path and
+// the gVisor LinkEndpoint with a Handler attached.
+var dataPaths = []struct {
+	name  string
+	queue queueFunc
+}{{"fast", engineQueue}, {"link", linkQueue}}
+
+func TestEngineTranslatesEveryKind(t *testing.T) {
+	for _, path := range dataPaths {
+		for _, tc := range translateCases() {
+			t.Run(path.name+"/"+tc.name, func(t *testing.T) {
+				testTranslate(t, path.queue, tc)
+			})
+		}
+	}
+}
+
+// testTranslate sends tc's packet through the data path that queue starts
+// and checks the translation, its offload metadata and, after completing a
+// partial checksum as the kernel would, the checksum against a full
+// recomputation.
+func testTranslate(t *testing.T, queue queueFunc, tc translateCase) {
+	const udp = header.UDPProtocolNumber
+	_, _, send, readFn := queue(t)
+	data := payload(tc.size, byte(len(tc.name)))
+	in, wantSrc, wantDst := tc.input()
+	send(tc.off, in)
+	off, out := readFn()
+	p := parse(t, out)
+	if p.v6 == tc.v6in || p.src != wantSrc || p.dst != wantDst || p.proto != tc.wantProto || p.hop != ttl {
+		t.Fatalf("got IPv6=%v %v -> %v proto %d hop %d", p.v6, p.src, p.dst, p.proto, p.hop)
+	}
+	if tc.off.Flags&xlat.OffloadNeedsCsum != 0 {
+		if off.Flags&xlat.OffloadNeedsCsum == 0 || int(off.CsumStart) != len(out)-len(p.seg) || off.CsumOffset != tc.off.CsumOffset {
+			t.Errorf("offload %+v does not point at the translated checksum", off)
+		}
+	}
+	if tc.wantGSO != 0 {
+		if off.GSOType != tc.wantGSO || off.GSOSize != tc.off.GSOSize {
+			t.Errorf("GSO type %#x size %d, want %#x %d", off.GSOType, off.GSOSize, tc.wantGSO, tc.off.GSOSize)
+		}
+		hdrs := len(out) - len(p.seg) + tcpHdrLen
+		if tc.proto == udp {
+			hdrs = len(out) - len(p.seg) + udpHdrLen
+		}
+		if int(off.HdrLen) != hdrs {
+			t.Errorf("hdr_len %d, want %d", off.HdrLen, hdrs)
+		}
+	} else if off.GSOType != xlat.GSONone {
+		t.Errorf("GSO type %#x on a plain packet", off.GSOType)
+	}
+	complete(out, off)
+	if !checksumOK(p, p.seg) {
+		t.Errorf("transport checksum wrong after completion (offload %+v)", off)
+	}
+	if !bytes.Equal(p.seg[len(p.seg)-len(data):], data) {
+		t.Error("payload changed")
+	}
+	if tc.wantType != 0 && p.seg[0] != tc.wantType {
+		t.Errorf("ICMP type %d, want %d", p.seg[0], tc.wantType)
 	}
 }
 

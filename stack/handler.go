@@ -7,6 +7,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/map646/map646/stack/tun"
 	"github.com/map646/map646/stack/xlat"
 )
 
@@ -20,14 +21,23 @@ import (
 // Handler copies each packet into its own buffer (with xlat.Headroom in
 // front) before translating; the copy out is a pooled gVisor view. Handler
 // itself allocates nothing per packet. Calls are serialized by a mutex (the
-// fdbased endpoint delivers from one goroutine per descriptor; the lock is
-// uncontended then).
+// fdbased endpoint delivers from one goroutine per descriptor, the lock is
+// uncontended then; a tun.Endpoint delivers from one per queue, which then
+// take turns).
+//
+// Offload metadata travels in the PacketBuffer: GSOOptions and
+// RXChecksumValidated of a delivered packet become the engine's
+// xlat.Offload (tun.OffloadFromPacket), and the translated offload goes
+// back into the PacketBuffer written out (tun.OffloadToPacket), which a
+// tun.Endpoint encodes as the packet's virtio_net_hdr. A packet without any
+// (fdbased without GSO) is translated as complete, as before.
 type Handler struct {
 	mu   sync.Mutex
 	tr   Translator
 	out  gvstack.LinkWriter
 	buf  []byte
 	list gvstack.PacketBufferList
+	off  xlat.Offload // the current packet's offload metadata
 
 	flush    func() // the translator's Flush, if it batches counters
 	stats    linkCounters
@@ -56,12 +66,22 @@ func (h *Handler) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *gvsta
 	defer h.progress.busy.Store(false)
 	h.stats.reads.Add(1)
 
-	n, ok := copyPacket(h.buf[xlat.Headroom:], pkt)
+	n, ok := tun.CopyPacket(h.buf[xlat.Headroom:], pkt)
 	if !ok {
 		h.stats.readErrors.Add(1) // larger than any IP packet: truncated by the link
 		return
 	}
-	res := h.tr.Process(h.buf, xlat.Headroom, xlat.Headroom+n, nil, h)
+	var off *xlat.Offload
+	has, err := tun.OffloadFromPacket(pkt, h.buf[xlat.Headroom:xlat.Headroom+n], &h.off)
+	if err == nil && has {
+		err = tun.ValidateOffload(&h.off, n)
+		off = &h.off
+	}
+	if err != nil {
+		h.stats.invalidVnetHdr.Add(1)
+		return
+	}
+	res := h.tr.Process(h.buf, xlat.Headroom, xlat.Headroom+n, off, h)
 	// fdbased says nothing about an empty queue; this path is the slow
 	// one anyway, so publish the engine's counts after every packet.
 	h.flush()
@@ -72,27 +92,7 @@ func (h *Handler) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *gvsta
 		h.stats.writeErrors.Add(1)
 		return
 	}
-	h.write(h.buf[res.Start:res.End])
-}
-
-// copyPacket copies the whole packet (headers and data) into dst without
-// allocating; ok is false if it does not fit.
-func copyPacket(dst []byte, pkt *gvstack.PacketBuffer) (n int, ok bool) {
-	views, skip := pkt.AsViewList()
-	for v := views.Front(); v != nil; v = v.Next() {
-		s := v.AsSlice()
-		if skip >= len(s) {
-			skip -= len(s)
-			continue
-		}
-		s = s[skip:]
-		skip = 0
-		if len(s) > len(dst)-n {
-			return n, false
-		}
-		n += copy(dst[n:], s)
-	}
-	return n, true
+	h.write(h.buf[res.Start:res.End], off)
 }
 
 // DeliverLinkPacket implements gvstack.NetworkDispatcher. It is for packet
@@ -100,14 +100,20 @@ func copyPacket(dst []byte, pkt *gvstack.PacketBuffer) (n int, ok bool) {
 func (h *Handler) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *gvstack.PacketBuffer) {}
 
 // Emit implements xlat.Sink: engine-made packets go out like translated
-// ones. The fd path gives the engine no offload metadata, so what it emits
-// is complete and off is nil.
-func (h *Handler) Emit(pkt []byte, _ *xlat.Offload) { h.write(pkt) }
+// ones, with their offload metadata if they have any.
+func (h *Handler) Emit(pkt []byte, off *xlat.Offload) { h.write(pkt, off) }
 
-func (h *Handler) write(p []byte) {
-	h.list.PushBack(gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{
+// write sends p, whose offload metadata is off (nil: complete).
+func (h *Handler) write(p []byte, off *xlat.Offload) {
+	pb := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{
 		Payload: buffer.MakeWithData(p),
-	}))
+	})
+	if off != nil && !tun.OffloadToPacket(off, pb) {
+		pb.DecRef()
+		h.stats.writeErrors.Add(1)
+		return
+	}
+	h.list.PushBack(pb)
 	n, err := h.out.WritePackets(h.list)
 	h.list.Reset()
 	if err != nil || n != 1 {
