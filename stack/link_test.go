@@ -3,6 +3,7 @@ package stack
 import (
 	"bytes"
 	"context"
+	"runtime"
 	"testing"
 	"time"
 
@@ -227,5 +228,42 @@ func TestEndpointReattach(t *testing.T) {
 	case <-done:
 	case <-time.After(2 * time.Second):
 		t.Fatal("dispatch loop still running after the queue was closed")
+	}
+}
+
+// TestLinkPathAllocs: the LinkEndpoint path allocates nothing per packet
+// beyond gVisor's pooled PacketBuffers (which, warm, allocate nothing
+// either). A run of the whole path, goroutines included, is measured, so a
+// small constant for starting it is allowed.
+func TestLinkPathAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts of gVisor's pooled PacketBuffers are meaningless under -race")
+	}
+	const packets = 5000
+	for _, c := range handlerCases() {
+		eng := testEngine(t)
+		run := func(n int) *countedConn {
+			conn := &countedConn{pkt: vnetPacket(c.off, c.pkt), left: n}
+			ep := tun.NewEndpointConns([]tun.Conn{conn}, 1520, allOffloads)
+			d, err := ServeLink(context.Background(), eng, ep, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.Wait()
+			return conn
+		}
+		run(100) // warm gVisor's pools
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		conn := run(packets)
+		runtime.ReadMemStats(&after)
+		if conn.writes != packets {
+			t.Fatalf("%s: %d of %d packets written", c.name, conn.writes, packets)
+		}
+		// NewEndpointConns and NewHandler allocate their 64 KiB buffers,
+		// ServeLink its Datapath and goroutines: a few dozen in all.
+		if n := after.Mallocs - before.Mallocs; n > 100 {
+			t.Errorf("%s: %d allocations for %d packets", c.name, n, packets)
+		}
 	}
 }
