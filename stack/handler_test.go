@@ -204,3 +204,45 @@ func TestServeAgain(t *testing.T) {
 		}
 	}
 }
+
+// TestHandlerOffload: a delivered packet's GSOOptions reach the engine as
+// its offload metadata and the translated metadata goes out in the
+// written PacketBuffer; metadata the engine must not trust is counted and
+// dropped.
+func TestHandlerOffload(t *testing.T) {
+	var got gvstack.GSO
+	out := &gsoWriter{got: &got}
+	h := NewHandler(&fakeTranslator{t: t}, out)
+	pkt := chainedPacket(testPacket(4, markForward, 3000), 100)
+	pkt.GSOOptions = gvstack.GSO{Type: gvstack.GSOTCPv4, NeedsCsum: true, L3HdrLen: 20, CsumOffset: 16, MSS: 1000, MaxSize: 65535}
+	h.DeliverNetworkPacket(header.IPv4ProtocolNumber, pkt)
+	pkt.DecRef()
+	// fakeTranslator turns TCPv4 GSO into TCPv6 and moves csum_start by 20.
+	want := gvstack.GSO{Type: gvstack.GSOTCPv6, NeedsCsum: true, L3HdrLen: 40, CsumOffset: 16, MSS: 1000, MaxSize: 65535}
+	if got != want {
+		t.Errorf("written GSO %+v, want %+v", got, want)
+	}
+	for _, bad := range []gvstack.GSO{
+		{Type: gvstack.GSOGvisor, MSS: 1000},              // no virtio_net_hdr form
+		{Type: gvstack.GSOTCPv4, MSS: 1000},               // segmentation without a partial checksum
+		{NeedsCsum: true, L3HdrLen: 2990, CsumOffset: 16}, // checksum field outside the packet
+	} {
+		pkt := chainedPacket(testPacket(4, markForward, 3000), 100)
+		pkt.GSOOptions = bad
+		h.DeliverNetworkPacket(header.IPv4ProtocolNumber, pkt)
+		pkt.DecRef()
+	}
+	if s := h.Stats(); s != (LinkStats{Reads: 4, Writes: 1, InvalidVnetHdr: 3}) {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// gsoWriter records the GSOOptions of what is written.
+type gsoWriter struct{ got *gvstack.GSO }
+
+func (w *gsoWriter) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Error) {
+	for _, p := range pkts.AsSlice() {
+		*w.got = p.GSOOptions
+	}
+	return pkts.Len(), nil
+}
