@@ -18,8 +18,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/map646/map646/internal/netnstest"
 	"github.com/map646/map646/mapping"
-	"github.com/map646/map646/stack/internal/netnstest"
 	"github.com/map646/map646/stack/tun"
 	"github.com/map646/map646/stack/xlat"
 )
@@ -92,11 +92,11 @@ func newTopology(t testing.TB, offload bool, mtu6 int) *topology {
 
 func newTopologyWith(t testing.TB, offload bool, mtu6 int, serve serveFunc) *topology {
 	t.Helper()
-	netnstest.Require(t)
+	netnstest.RequireTun(t, "dp-")
 	tp := &topology{
-		cli:  netnstest.New(t, "cli"),
-		xlat: netnstest.New(t, "xlat"),
-		srv:  netnstest.New(t, "srv"),
+		cli:  netnstest.New(t, "dp-cli-"),
+		xlat: netnstest.New(t, "dp-xlat-"),
+		srv:  netnstest.New(t, "dp-srv-"),
 	}
 	netnstest.Veth(t, tp.cli, "c4", tp.xlat, "x4")
 	netnstest.Veth(t, tp.xlat, "x6", tp.srv, "s6")
@@ -518,8 +518,8 @@ func BenchmarkNetnsTCP(b *testing.B) {
 // every worker stops with an error and the data path reports unhealthy,
 // so that the daemon withdraws its routes.
 func TestNetnsTunDeleted(t *testing.T) {
-	netnstest.Require(t)
-	ns := netnstest.New(t, "del")
+	netnstest.RequireTun(t, "dp-")
+	ns := netnstest.New(t, "dp-del-")
 	var dev *tun.Device
 	if err := ns.Do(func() (err error) {
 		dev, err = tun.Open(tun.Config{Name: "dp-tun", Queues: 2, Offload: true})

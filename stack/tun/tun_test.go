@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/map646/map646/stack/internal/netnstest"
+	"github.com/map646/map646/internal/netnstest"
 )
 
 // fakeKernel accepts TUNSETOFFLOAD flags within a capability mask, like a
@@ -92,8 +92,8 @@ func TestOpenConfigErrors(t *testing.T) {
 // TestOpen creates a real multi-queue tun in a fresh namespace and checks
 // what the kernel made of it.
 func TestOpen(t *testing.T) {
-	netnstest.Require(t)
-	ns := netnstest.New(t, "tun")
+	netnstest.RequireTun(t, "dp-")
+	ns := netnstest.New(t, "dp-tun-")
 	for _, offload := range []bool{true, false} {
 		var d *Device
 		err := ns.Do(func() (err error) {
@@ -142,7 +142,7 @@ func TestOpen(t *testing.T) {
 		if err := d.Close(); err != nil {
 			t.Error(err)
 		}
-		if _, err := ns.Try("ip", "link", "show", "dp-tun0"); err == nil {
+		if _, err := ns.Output("ip", "link", "show", "dp-tun0"); err == nil {
 			t.Error("interface still there after Close")
 		}
 	}
