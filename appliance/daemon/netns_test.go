@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/map646/map646/appliance/netsetup/nstest"
+	"github.com/map646/map646/internal/netnstest"
 )
 
 // TestMain doubles as the daemon for the namespace tests: started again
@@ -48,7 +48,7 @@ func TestMain(m *testing.M) {
 //
 // The server sees the client as 2001:db8:64::c000:202.
 type topo struct {
-	cli, x, srv *nstest.NS
+	cli, x, srv *netnstest.NS
 	dir         string
 }
 
@@ -57,8 +57,8 @@ func newTopo(t *testing.T) *topo {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		t.Skip("no /dev/net/tun: ", err)
 	}
-	tp := &topo{cli: nstest.New(t, "dm-c"), x: nstest.New(t, "dm-x"), srv: nstest.New(t, "dm-s"), dir: t.TempDir()}
-	run := func(ns *nstest.NS, cmd string) { ns.MustRun(t, strings.Fields(cmd)...) }
+	tp := &topo{cli: netnstest.New(t, "dm-c"), x: netnstest.New(t, "dm-x"), srv: netnstest.New(t, "dm-s"), dir: t.TempDir()}
+	run := func(ns *netnstest.NS, cmd string) { ns.MustRun(t, strings.Fields(cmd)...) }
 	run(tp.cli, "ip link add dmc0 type veth peer name dmx4")
 	run(tp.cli, "ip link set dmx4 netns "+tp.x.Name)
 	run(tp.x, "ip link add dmx6 type veth peer name dms0")
@@ -176,7 +176,7 @@ func (tp *topo) config(t *testing.T, name string, extraMappings []string) string
 func (tp *topo) leftovers(t *testing.T) string {
 	t.Helper()
 	var s []string
-	if out, err := tp.x.Run("ip", "link", "show", "dmtun"); err == nil {
+	if out, err := tp.x.Output("ip", "link", "show", "dmtun"); err == nil {
 		s = append(s, "tun: "+out)
 	}
 	if out := tp.x.MustRun(t, "ip", "route", "show", "proto", "static"); out != "" {
@@ -191,9 +191,9 @@ func (tp *topo) leftovers(t *testing.T) string {
 	return strings.Join(s, "\n")
 }
 
-func ping(t *testing.T, ns *nstest.NS, args ...string) (int, int) {
+func ping(t *testing.T, ns *netnstest.NS, args ...string) (int, int) {
 	t.Helper()
-	out, _ := ns.Run(append([]string{"ping", "-n", "-q"}, args...)...)
+	out, _ := ns.Output(append([]string{"ping", "-n", "-q"}, args...)...)
 	m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`).FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("ping output: %s", out)
@@ -247,7 +247,7 @@ func TestDaemonInNamespacesStartsStopsAndSurvivesSIGKILL(t *testing.T) {
 	}
 	// forwarding was already 1 when the third daemon started (the killed
 	// one could not restore it), so only tun and routes are checked here.
-	if out, err := tp.x.Run("ip", "link", "show", "dmtun"); err == nil {
+	if out, err := tp.x.Output("ip", "link", "show", "dmtun"); err == nil {
 		t.Errorf("tun left: %s", out)
 	}
 	if out := tp.x.MustRun(t, "ip", "route", "show", "proto", "static"); out != "" {
@@ -354,8 +354,8 @@ func TestReloadUnderTraffic(t *testing.T) {
 	sent := <-sentc
 	time.Sleep(500 * time.Millisecond)
 	got := received.Load()
-	for _, ns := range []*nstest.NS{tp.cli, tp.x, tp.srv} {
-		out, _ := ns.Run("nstat", "-az")
+	for _, ns := range []*netnstest.NS{tp.cli, tp.x, tp.srv} {
+		out, _ := ns.Output("nstat", "-az")
 		for _, l := range strings.Split(out, "\n") {
 			f := strings.Fields(l)
 			if len(f) >= 2 && f[1] != "0" && (strings.Contains(l, "Err") || strings.Contains(l, "Drop") || strings.Contains(l, "Discard") || strings.Contains(l, "NoRoutes")) {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/map646/map646/appliance/netsetup/nstest"
+	"github.com/map646/map646/internal/netnstest"
 )
 
 // routes4 returns n /32 routes into dev from 198.51.100.0 upwards
@@ -25,7 +25,7 @@ func routes4(n int, dev string) []Route {
 	return rs
 }
 
-func countRoutes(t *testing.T, ns *nstest.NS, family, match string) int {
+func countRoutes(t *testing.T, ns *netnstest.NS, family, match string) int {
 	t.Helper()
 	out := ns.MustRun(t, "ip", family, "route", "show", "dev", "dm0")
 	n := 0
@@ -38,7 +38,7 @@ func countRoutes(t *testing.T, ns *nstest.NS, family, match string) int {
 }
 
 func TestNetlinkAgainstTheKernel(t *testing.T) {
-	ns := nstest.New(t, "dm-ns")
+	ns := netnstest.New(t, "dm-ns")
 	ns.MustRun(t, "ip", "link", "add", "dm0", "type", "veth", "peer", "name", "dm1")
 	ns.MustRun(t, "ip", "link", "set", "dm1", "up")
 	err := ns.Do(func() error {
@@ -138,7 +138,7 @@ func TestNetlinkAgainstTheKernel(t *testing.T) {
 // BenchmarkReplaceRoutes installs b.N /32 routes in batches (one op = one
 // route) and removes them again outside the timer.
 func BenchmarkReplaceRoutes(b *testing.B) {
-	ns := nstest.New(b, "dm-bn")
+	ns := netnstest.New(b, "dm-bn")
 	ns.MustRun(b, "ip", "link", "add", "dm0", "type", "veth", "peer", "name", "dm1")
 	ns.MustRun(b, "ip", "link", "set", "dm0", "up")
 	err := ns.Do(func() error {

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/map646/map646/appliance/metrics"
-	"github.com/map646/map646/appliance/netsetup/nstest"
+	"github.com/map646/map646/internal/netnstest"
 )
 
 // TestMain lets the test binary be the map646 command: started with
@@ -39,7 +39,7 @@ func TestRunSignals(t *testing.T) {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		t.Skip("no /dev/net/tun: ", err)
 	}
-	ns := nstest.New(t, "dm-cmd")
+	ns := netnstest.New(t, "dm-cmd")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "map646.hcl")
 	sock := filepath.Join(dir, "ctl.sock")
@@ -130,7 +130,7 @@ func TestRunSignals(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("map646 run did not exit after SIGTERM")
 	}
-	if out, err := ns.Run("ip", "link", "show", "dmcmd"); err == nil {
+	if out, err := ns.Output("ip", "link", "show", "dmcmd"); err == nil {
 		t.Errorf("tun left after exit: %s", out)
 	}
 	// The log block asked for JSON.
