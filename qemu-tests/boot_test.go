@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/map646/map646/appliance/config"
+
+	"github.com/map646/map646/internal/netnstest"
 )
 
 func digestOf(t *testing.T, path string) string {
@@ -53,8 +55,8 @@ func TestBootDisk(t *testing.T) {
 // taps in a namespace of their own that carries no traffic: the translator
 // refuses to start without the interfaces its configuration names.
 func idleNICs(t *testing.T) []*os.File {
-	ns := newNetns(t)
-	return []*os.File{ns.tap("qmtap4"), ns.tap("qmtap6")}
+	ns := netnstest.New(t, "qm-")
+	return []*os.File{ns.Tap(t, "qmtap4"), ns.Tap(t, "qmtap6")}
 }
 
 // isoDrive makes an ISO9660 config drive.
@@ -167,10 +169,10 @@ func TestConfigDrive(t *testing.T) {
 				}
 			}
 			if tp != nil {
-				if out, err := tp.client.exec("ping", "-c", "2", "-w", "20", "198.51.100.11"); err != nil {
+				if out, err := tp.client.Output("ping", "-c", "2", "-w", "20", "198.51.100.11"); err != nil {
 					t.Errorf("the drive's mapping 198.51.100.11 does not translate: %v\n%s", err, out)
 				}
-				if out, err := tp.client.exec("ping", "-c", "2", "-w", "3", serverV4); err == nil {
+				if out, err := tp.client.Output("ping", "-c", "2", "-w", "3", serverV4); err == nil {
 					t.Errorf("the baked mapping %s still translates:\n%s", serverV4, out)
 				}
 			}

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/map646/map646/internal/netnstest"
 )
 
 // The address plan of baseConfig (documentation prefixes only).
@@ -28,27 +30,27 @@ const (
 // topology is the appliance between an IPv4-only client namespace and an
 // IPv6-only server namespace.
 type topology struct {
-	client, server *netns
+	client, server *netnstest.NS
 	vm             *vm
 	ready          ready
 }
 
 func bootTopology(t *testing.T, drives ...string) *topology {
 	t.Helper()
-	tp := &topology{client: newNetns(t), server: newNetns(t)}
-	tap4 := tp.client.tap("qmtap4")
-	tap6 := tp.server.tap("qmtap6")
+	tp := &topology{client: netnstest.New(t, "qm-"), server: netnstest.New(t, "qm-")}
+	tap4 := tp.client.Tap(t, "qmtap4")
+	tap6 := tp.server.Tap(t, "qmtap6")
 
 	c := tp.client
-	c.ip("addr", "add", clientAddr+"/28", "dev", "qmtap4")
-	c.ip("link", "set", "qmtap4", "up")
-	c.ip("route", "add", "198.51.100.0/24", "via", "203.0.113.1")
+	c.Run("ip", "addr", "add", clientAddr+"/28", "dev", "qmtap4")
+	c.Run("ip", "link", "set", "qmtap4", "up")
+	c.Run("ip", "route", "add", "198.51.100.0/24", "via", "203.0.113.1")
 
 	s := tp.server
-	s.ip("addr", "add", "2001:db8:ffff::2/64", "dev", "qmtap6", "nodad")
-	s.ip("link", "set", "qmtap6", "up")
-	s.ip("addr", "add", serverV6+"/128", "dev", "lo")
-	s.ip("route", "add", "2001:db8:64::/96", "via", "2001:db8:ffff::1")
+	s.Run("ip", "addr", "add", "2001:db8:ffff::2/64", "dev", "qmtap6", "nodad")
+	s.Run("ip", "link", "set", "qmtap6", "up")
+	s.Run("ip", "addr", "add", serverV6+"/128", "dev", "lo")
+	s.Run("ip", "route", "add", "2001:db8:64::/96", "via", "2001:db8:ffff::1")
 
 	tp.vm = startVM(t, vmConfig{imageDir: baseImage, nics: []*os.File{tap4, tap6}, drives: drives})
 	what := "direct kernel boot"
@@ -68,10 +70,10 @@ func TestTraffic(t *testing.T) {
 
 	t.Run("appliance-interfaces", func(t *testing.T) {
 		// The interface blocks: addresses, MTU, link up.
-		if out, err := tp.client.exec("ping", "-c", "1", "-w", "20", "203.0.113.1"); err != nil {
+		if out, err := tp.client.Output("ping", "-c", "1", "-w", "20", "203.0.113.1"); err != nil {
 			t.Fatalf("ping the appliance's IPv4 address: %v\n%s", err, out)
 		}
-		if out, err := tp.server.exec("ping", "-6", "-c", "1", "-w", "20", "2001:db8:ffff::1"); err != nil {
+		if out, err := tp.server.Output("ping", "-6", "-c", "1", "-w", "20", "2001:db8:ffff::1"); err != nil {
 			t.Fatalf("ping the appliance's IPv6 address: %v\n%s", err, out)
 		}
 	})
@@ -81,12 +83,12 @@ func TestTraffic(t *testing.T) {
 	}
 
 	t.Run("ping-4to6", func(t *testing.T) {
-		if out, err := tp.client.exec("ping", "-c", "3", "-w", "20", serverV4); err != nil {
+		if out, err := tp.client.Output("ping", "-c", "3", "-w", "20", serverV4); err != nil {
 			t.Fatalf("IPv4 client -> IPv6 server: %v\n%s", err, out)
 		}
 	})
 	t.Run("ping-6to4", func(t *testing.T) {
-		if out, err := tp.server.exec("ping", "-6", "-c", "3", "-w", "20", "-I", serverV6, clientAsV6); err != nil {
+		if out, err := tp.server.Output("ping", "-6", "-c", "3", "-w", "20", "-I", serverV6, clientAsV6); err != nil {
 			t.Fatalf("IPv6 server -> IPv4 client: %v\n%s", err, out)
 		}
 	})
@@ -95,7 +97,7 @@ func TestTraffic(t *testing.T) {
 		// The appliance's eth1 has MTU 1400: full-size segments met a
 		// Packet Too Big there, which reached the client as
 		// Fragmentation Needed with MTU 1400 - 20 (RFC 7915 section 5.2).
-		out := tp.client.ip("route", "get", serverV4)
+		out := tp.client.Run("ip", "route", "get", serverV4)
 		if !strings.Contains(out, "mtu 1380") {
 			t.Errorf("the client learned no path MTU of 1380 towards %s:\n%s", serverV4, out)
 		}
@@ -114,7 +116,7 @@ func TestTraffic(t *testing.T) {
 // answers with their SHA-256 and the client address it saw.
 func tcpTransfer(t *testing.T, tp *topology, n int) {
 	var ln net.Listener
-	if err := tp.server.do(func() (err error) {
+	if err := tp.server.Do(func() (err error) {
 		ln, err = net.Listen("tcp6", "["+serverV6+"]:8080")
 		return err
 	}); err != nil {
@@ -134,7 +136,7 @@ func tcpTransfer(t *testing.T, tp *topology, n int) {
 	}()
 
 	var conn net.Conn
-	if err := tp.client.do(func() (err error) {
+	if err := tp.client.Do(func() (err error) {
 		conn, err = net.DialTimeout("tcp4", serverV4+":8080", 30*time.Second)
 		return err
 	}); err != nil {
@@ -161,7 +163,7 @@ func tcpTransfer(t *testing.T, tp *topology, n int) {
 
 func udpEcho(t *testing.T, tp *topology) {
 	var pc net.PacketConn
-	if err := tp.server.do(func() (err error) {
+	if err := tp.server.Do(func() (err error) {
 		pc, err = net.ListenPacket("udp6", "["+serverV6+"]:7007")
 		return err
 	}); err != nil {
@@ -179,7 +181,7 @@ func udpEcho(t *testing.T, tp *topology) {
 		}
 	}()
 	var c net.Conn
-	if err := tp.client.do(func() (err error) {
+	if err := tp.client.Do(func() (err error) {
 		c, err = net.Dial("udp4", serverV4+":7007")
 		return err
 	}); err != nil {
@@ -208,7 +210,7 @@ func udpEcho(t *testing.T, tp *topology) {
 // connected socket reports as ECONNREFUSED.
 func udpRefused(t *testing.T, tp *topology) {
 	var c net.Conn
-	if err := tp.client.do(func() (err error) {
+	if err := tp.client.Do(func() (err error) {
 		c, err = net.Dial("udp4", serverV4+":9")
 		return err
 	}); err != nil {
