@@ -2,10 +2,8 @@ package qemutests
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +15,8 @@ import (
 	"time"
 
 	"github.com/map646/map646/image"
+
+	"github.com/map646/map646/qemu-tests/internal/qmp"
 )
 
 // Generous: a boot under TCG takes 5-20 s and the machine is shared.
@@ -192,37 +192,9 @@ func (v *vm) waitReady(what string) ready {
 	return r
 }
 
-// qmp sends one QMP command and returns its reply.
+// qmp sends one QMP command and waits for its reply.
 func (v *vm) qmp(command string) error {
-	c, err := net.DialTimeout("unix", v.qmpPath, 10*time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	dec := json.NewDecoder(c)
-	var greeting map[string]any
-	if err := dec.Decode(&greeting); err != nil {
-		return fmt.Errorf("QMP greeting: %w", err)
-	}
-	for _, cmd := range []string{"qmp_capabilities", command} {
-		if _, err := fmt.Fprintf(c, `{"execute":%q}`+"\n", cmd); err != nil {
-			return err
-		}
-		for { // skip asynchronous events until the reply
-			var msg map[string]json.RawMessage
-			if err := dec.Decode(&msg); err != nil {
-				return fmt.Errorf("QMP %s: %w", cmd, err)
-			}
-			if e, ok := msg["error"]; ok {
-				return fmt.Errorf("QMP %s: %s", cmd, e)
-			}
-			if _, ok := msg["return"]; ok {
-				break
-			}
-		}
-	}
-	return nil
+	return qmp.Execute(v.qmpPath, command)
 }
 
 // powerdown presses the ACPI power button and expects the guest to stop

@@ -14,10 +14,8 @@ package failover
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,10 +25,10 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/map646/map646/appliance/failovertest"
 	"github.com/map646/map646/image"
+
+	"github.com/map646/map646/qemu-tests/internal/qmp"
 )
 
 var readyRE = regexp.MustCompile(`map646 ready version=\S+ digest=[0-9a-f]+ mappings=\d+ config=\S+(?: tun=\S+)? uptime=([0-9.]+)s`)
@@ -51,36 +49,12 @@ type vmTranslator struct {
 	gen     int
 }
 
-// tap creates a tap device inside ns and returns its file for QEMU.
-func tap(t testing.TB, ns *failovertest.Netns, name string) *os.File {
-	t.Helper()
-	var f *os.File
-	ns.Do(func() {
-		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ifr, err := unix.NewIfreq(name)
-		if err != nil {
-			unix.Close(fd)
-			t.Fatal(err)
-		}
-		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
-		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-			unix.Close(fd)
-			t.Fatalf("TUNSETIFF %s: %v", name, err)
-		}
-		f = os.NewFile(uintptr(fd), "tap:"+name)
-	})
-	return f
-}
-
 // Start creates the VM's taps (eth0 on the router, eth1 in the server's
 // bridge), boots it and waits for its ready line.
 func (x *vmTranslator) Start(t testing.TB) {
 	t.Helper()
-	up := tap(t, x.n.Rtr, failovertest.RouterSide[x.name].Dev)
-	dn := tap(t, x.n.Srv, failovertest.ServerSide[x.name].Dev)
+	up := x.n.Rtr.Tap(t, failovertest.RouterSide[x.name].Dev)
+	dn := x.n.Srv.Tap(t, failovertest.ServerSide[x.name].Dev)
 	x.n.AttachRouter(t, x.name)
 	x.n.AttachServer(t, x.name)
 	x.mu.Lock()
@@ -161,7 +135,7 @@ func (x *vmTranslator) Stop(t testing.TB) {
 	if cmd == nil {
 		return
 	}
-	if err := qmp(qmpPath, "system_powerdown"); err != nil {
+	if err := qmp.Execute(qmpPath, "system_powerdown"); err != nil {
 		t.Errorf("VM %s: %v", x.name, err)
 	}
 	select {
@@ -217,39 +191,6 @@ func (x *vmTranslator) Logs() string {
 		}
 	}
 	return con + "\n--- metrics ---\n" + strings.Join(m, "\n")
-}
-
-// qmp sends one QMP command.
-func qmp(path, command string) error {
-	c, err := net.DialTimeout("unix", path, 10*time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	dec := json.NewDecoder(c)
-	var greeting map[string]any
-	if err := dec.Decode(&greeting); err != nil {
-		return fmt.Errorf("QMP greeting: %w", err)
-	}
-	for _, cmd := range []string{"qmp_capabilities", command} {
-		if _, err := fmt.Fprintf(c, `{"execute":%q}`+"\n", cmd); err != nil {
-			return err
-		}
-		for {
-			var msg map[string]json.RawMessage
-			if err := dec.Decode(&msg); err != nil {
-				return fmt.Errorf("QMP %s: %w", cmd, err)
-			}
-			if e, ok := msg["error"]; ok {
-				return fmt.Errorf("QMP %s: %s", cmd, e)
-			}
-			if _, ok := msg["return"]; ok {
-				break
-			}
-		}
-	}
-	return nil
 }
 
 // buildImages compiles map646 for the guest and bakes one image per
