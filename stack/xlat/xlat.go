@@ -125,6 +125,19 @@ func sourceRouted(opts []byte) bool {
 // isICMPv4Error reports the ICMPv4 error types (RFC 792, RFC 1812 4.3.2.1).
 func isICMPv4Error(t byte) bool { return t == 3 || t == 4 || t == 5 || t == 11 || t == 12 }
 
+// tcpHeaderLen is the TCP header length from the data offset (RFC 9293
+// section 3.1), or 0 if the segment is too short to hold it.
+func tcpHeaderLen(l4 []byte) int {
+	if len(l4) < 20 {
+		return 0
+	}
+	n := int(l4[12]>>4) * 4
+	if n < 20 || n > len(l4) {
+		return 0
+	}
+	return n
+}
+
 func (w *Worker) nextID() uint16 {
 	w.ipID++
 	return uint16(w.ipID)
@@ -220,11 +233,7 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	case protoTCP:
 		r.Proto = ProtoTCP
 		if first {
-			if len(l4) < 20 {
-				return drop(r, ReasonMalformed)
-			}
-			l4hdr = int(l4[12]>>4) * 4
-			if l4hdr < 20 || l4hdr > len(l4) {
+			if l4hdr = tcpHeaderLen(l4); l4hdr == 0 {
 				return drop(r, ReasonMalformed)
 			}
 			// RFC 7915 section 4.5: the pseudo-header changed; the
@@ -439,11 +448,7 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 	case protoTCP:
 		r.Proto = ProtoTCP
 		if first {
-			if len(l4) < 20 {
-				return drop(r, ReasonMalformed)
-			}
-			l4hdr = int(l4[12]>>4) * 4
-			if l4hdr < 20 || l4hdr > len(l4) {
+			if l4hdr = tcpHeaderLen(l4); l4hdr == 0 {
 				return drop(r, ReasonMalformed)
 			}
 			adjust(l4[16:18], neg, partial, false)
