@@ -108,17 +108,9 @@ func (d *decoder) decodeFile(body hcl.Body) *Config {
 
 	seenIf := map[string]hcl.Range{}
 	for _, b := range byType["interface"] {
-		name := b.Labels[0]
-		if err := validIfName(name); err != nil {
-			d.errorf(b.LabelRanges[0], "Invalid interface name", "%s.", err)
-			continue
+		if d.interfaceLabel(b, seenIf, "Duplicate interface block", "is already configured") {
+			c.Interfaces = append(c.Interfaces, d.iface(b))
 		}
-		if first, dup := seenIf[name]; dup {
-			d.errorf(b.DefRange, "Duplicate interface block", "Interface %q is already configured at %s.", name, posString(first))
-			continue
-		}
-		seenIf[name] = b.DefRange
-		c.Interfaces = append(c.Interfaces, d.iface(b))
 	}
 	seenRoute := map[netip.Prefix]hcl.Range{}
 	for _, b := range byType["route"] {
@@ -149,19 +141,28 @@ func (d *decoder) decodeFile(body hcl.Body) *Config {
 	}
 	seenRA := map[string]hcl.Range{}
 	for _, b := range byType["router_advertisement"] {
-		name := b.Labels[0]
-		if err := validIfName(name); err != nil {
-			d.errorf(b.LabelRanges[0], "Invalid interface name", "%s.", err)
-			continue
+		if d.interfaceLabel(b, seenRA, "Duplicate router_advertisement block", "already has one") {
+			c.RouterAdvertisements = append(c.RouterAdvertisements, d.routerAdvertisement(b))
 		}
-		if first, dup := seenRA[name]; dup {
-			d.errorf(b.DefRange, "Duplicate router_advertisement block", "Interface %q already has one at %s.", name, posString(first))
-			continue
-		}
-		seenRA[name] = b.DefRange
-		c.RouterAdvertisements = append(c.RouterAdvertisements, d.routerAdvertisement(b))
 	}
 	return c
+}
+
+// interfaceLabel checks a block labelled with an interface name: a valid
+// name, and the first block of its kind for that interface (seen records
+// where each was). It reports whether the block should be decoded.
+func (d *decoder) interfaceLabel(b *hcl.Block, seen map[string]hcl.Range, dupSummary, dupVerb string) bool {
+	name := b.Labels[0]
+	if err := validIfName(name); err != nil {
+		d.errorf(b.LabelRanges[0], "Invalid interface name", "%s.", err)
+		return false
+	}
+	if first, dup := seen[name]; dup {
+		d.errorf(b.DefRange, dupSummary, "Interface %q %s at %s.", name, dupVerb, posString(first))
+		return false
+	}
+	seen[name] = b.DefRange
+	return true
 }
 
 func (d *decoder) translator(b *hcl.Block, t *Translator) {
