@@ -139,14 +139,8 @@ func (w *Worker) icmpError46(s *state, buf []byte, start, end, ihl int, src6, ds
 	if o == mapping.NotTranslatable {
 		return drop(r, ReasonICMPInner)
 	}
-	var idst6 [16]byte
-	var did uint16
-	if hp {
-		if !s.pfx.Valid() {
-			return drop(r, ReasonICMPInner)
-		}
-		idst6, did = s.pfx.Embed(idst4)
-	} else if idst6, did, o = s.m.To6(idst4); o == mapping.NotTranslatable {
+	idst6, did, ok := s.hairpinTo6(idst4, hp)
+	if !ok {
 		return drop(r, ReasonICMPInner)
 	}
 	iIsFrag := ifrag&0x3fff != 0

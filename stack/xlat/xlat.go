@@ -31,6 +31,21 @@ const (
 // packet, and also the inner destination of an ICMP error.
 type hairpinPass bool
 
+// hairpinTo6 translates the address that names the hairpinning server:
+// in the second half of a hairpin it is written in the RFC 6052 prefix
+// (see hairpinPass); otherwise EAM first, then the prefix.
+func (s *state) hairpinTo6(a [4]byte, hp hairpinPass) (v6 [16]byte, delta uint16, ok bool) {
+	if hp {
+		if !s.pfx.Valid() {
+			return v6, 0, false
+		}
+		v6, delta = s.pfx.Embed(a)
+		return v6, delta, true
+	}
+	v6, delta, o := s.m.To6(a)
+	return v6, delta, o != mapping.NotTranslatable
+}
+
 // Process translates the IPv4 or IPv6 packet at buf[start:end] in place.
 // start must be at least Headroom. off may be nil (no offload metadata);
 // when it is not, it is translated together with the packet.
@@ -191,14 +206,8 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	if o != mapping.ByEAM {
 		return drop(r, ReasonDstUnmapped)
 	}
-	var src6 [16]byte
-	var dsrc uint16
-	if hp {
-		if !s.pfx.Valid() {
-			return drop(r, ReasonSrcUnmapped)
-		}
-		src6, dsrc = s.pfx.Embed(src4)
-	} else if src6, dsrc, o = s.m.To6(src4); o == mapping.NotTranslatable {
+	src6, dsrc, ok := s.hairpinTo6(src4, hp)
+	if !ok {
 		return drop(r, ReasonSrcUnmapped)
 	}
 
