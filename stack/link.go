@@ -5,57 +5,75 @@ import (
 	"errors"
 	"log/slog"
 
-	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
-
 	"github.com/map646/map646/stack/tun"
 	"github.com/map646/map646/stack/xlat"
 )
 
-// ServeLink runs the translator over a gVisor link endpoint: it attaches a
-// Handler, translating with one worker of eng, and returns at once. The
-// endpoint's dispatch loops stop (Attach(nil)) when ctx is cancelled; the
-// endpoint itself stays the caller's.
-//
-// With tun.NewEndpoint(dev) this is the general path over the same queues
-// that Serve reads directly: every packet becomes a gVisor PacketBuffer
-// and passes through the Handler's lock, which is what the package comment
-// measures against Serve's zero-allocation path. The LinkStats of a
-// tun.Endpoint include its short, invalid and non-IP reads.
-func ServeLink(ctx context.Context, eng *xlat.Engine, ep gvstack.LinkEndpoint, log *slog.Logger) (*Datapath, error) {
+// ServeTun runs the translator over dev: ServeLink over tun.NewEndpoint(dev).
+// dev stays the caller's; close it after Wait returns (closing it earlier
+// also stops the data path).
+func ServeTun(ctx context.Context, eng *xlat.Engine, dev *tun.Device, log *slog.Logger) (*Datapath, error) {
+	if eng == nil || dev == nil {
+		return nil, errors.New("stack: ServeTun needs an engine and a device")
+	}
+	return ServeLink(ctx, eng, tun.NewEndpoint(dev), log)
+}
+
+// ServeLink runs the translator over a tun.Endpoint: it attaches a Handler
+// with one worker of eng per queue and returns at once. Each queue's
+// dispatch goroutine reads a packet, translates it and writes the result
+// itself. The dispatch loops stop (Attach(nil)) when ctx is cancelled or
+// when one of them fails, whose error Wait then returns; the endpoint
+// itself stays the caller's.
+func ServeLink(ctx context.Context, eng *xlat.Engine, ep *tun.Endpoint, log *slog.Logger) (*Datapath, error) {
 	if eng == nil || ep == nil {
 		return nil, errors.New("stack: ServeLink needs an engine and an endpoint")
 	}
-	return serveLink(ctx, eng.NewWorker(), ep, log), nil
+	return serveLink(ctx, func() Translator { return eng.NewWorker() }, ep, log)
 }
 
-func serveLink(ctx context.Context, tr Translator, ep gvstack.LinkEndpoint, log *slog.Logger) *Datapath {
+func serveLink(ctx context.Context, newTranslator func() Translator, ep *tun.Endpoint, log *slog.Logger) (*Datapath, error) {
+	if ep.Queues() == 0 {
+		return nil, errors.New("stack: endpoint without queues")
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Datapath{log: log, stallAfter: StallTimeout}
-	h := NewHandler(tr, ep)
-	d.counters = []*linkCounters{&h.stats}
-	d.progress = []*progress{&h.progress}
-	if te, ok := ep.(*tun.Endpoint); ok {
-		d.extraStats = func(s *LinkStats) {
-			es := te.Stats()
+	h := NewHandler(ep, ep.Queues(), newTranslator, log)
+	d := &Datapath{
+		log:        log,
+		stallAfter: StallTimeout,
+		handler:    h,
+		exited:     ep.Exited,
+		linkStats: func(s *LinkStats) {
+			es := ep.Stats()
 			s.ReadErrors += es.ReadErrors
 			s.ShortVnetHdr += es.ShortVnetHdr
-			s.InvalidVnetHdr += es.InvalidVnetHdr + es.NotIP
-		}
+			s.InvalidVnetHdr += es.InvalidVnetHdr
+			s.NotIP += es.NotIP
+		},
+		done: make(chan struct{}),
 	}
 	ep.Attach(h)
-	done := make(chan struct{})
-	d.wait = func() { <-done }
-	stopAfter := context.AfterFunc(ctx, func() {
-		d.stopped.Store(true)
-		ep.Attach(nil) // stops the dispatch loops and waits for them
-	})
+	failed := ep.Failed()
+	ended := make(chan struct{})
 	go func() {
 		ep.Wait()
-		h.progress.done.Store(true)
-		stopAfter()
-		close(done)
+		close(ended)
 	}()
-	return d
+	go func() {
+		defer close(d.done)
+		select {
+		case <-ctx.Done():
+			d.stopped.Store(true)
+		case <-failed:
+		case <-ended:
+		}
+		ep.Attach(nil) // stops the other dispatch loops and waits for them
+		if err := ep.Err(); err != nil {
+			log.Error("data path stopped", "err", err)
+			d.fail(err)
+		}
+	}()
+	return d, nil
 }

@@ -19,9 +19,10 @@ import (
 // allOffloads is what Open asks a recent kernel for.
 const allOffloads = tun.OffloadCsum | tun.OffloadTSO4 | tun.OffloadTSO6 | tun.OffloadUSO4 | tun.OffloadUSO6
 
-// linkQueue is engineQueue through the general path: a tun.Endpoint over
-// one socketpair queue with a Handler attached (ServeLink).
-func linkQueue(t *testing.T) (*Datapath, *xlat.Engine, func(xlat.Offload, []byte), func() (xlat.Offload, []byte)) {
+// engineQueue serves one socketpair queue with the real engine: a
+// tun.Endpoint with a Handler attached (ServeLink). It returns functions
+// that send a packet into the queue and read the next one out.
+func engineQueue(t *testing.T) (*Datapath, *xlat.Engine, func(xlat.Offload, []byte), func() (xlat.Offload, []byte)) {
 	conn, peer := seqpacketPair(t)
 	eng := testEngine(t)
 	ep := tun.NewEndpointConns([]tun.Conn{conn}, 1520, allOffloads)
@@ -48,49 +49,20 @@ func linkQueue(t *testing.T) (*Datapath, *xlat.Engine, func(xlat.Offload, []byte
 	return d, eng, send, func() (xlat.Offload, []byte) { return readPacket(t, peer) }
 }
 
-// TestLinkEndpointMatchesFastPath: every kind of packet, super-packets with
-// partial checksums included, leaves the LinkEndpoint+Handler path with
-// exactly the bytes and virtio_net_hdr that the fast path writes.
-func TestLinkEndpointMatchesFastPath(t *testing.T) {
-	_, _, sendFast, readFast := engineQueue(t)
-	_, _, sendLink, readLink := linkQueue(t)
-	for _, tc := range translateCases() {
-		in, _, _ := tc.input()
-		sendFast(tc.off, in)
-		sendLink(tc.off, in)
-		wantOff, want := readFast()
-		off, got := readLink()
-		if off != wantOff {
-			t.Errorf("%s: virtio_net_hdr %+v, fast path %+v", tc.name, off, wantOff)
-		}
-		if got[0]>>4 == 4 && want[0]>>4 == 4 {
-			// Each engine worker starts its IPv4 IDs at a random value;
-			// the ID and the header checksum covering it may differ.
-			clear(got[4:6])
-			clear(got[10:12])
-			clear(want[4:6])
-			clear(want[10:12])
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("%s: %d bytes differ from the fast path's %d", tc.name, len(got), len(want))
-		}
-	}
-}
-
 // TestEndpointDrops: what the endpoint cannot deliver is counted, nothing
 // is written, and the queue goes on.
 func TestEndpointDrops(t *testing.T) {
-	d, _, send, read := linkQueue(t)
+	d, _, send, read := engineQueue(t)
 	send(xlat.Offload{}, []byte{0x15, 0, 0, 0})                                                  // not IP
 	send(xlat.Offload{Flags: 0x10}, ipv6(header.UDPProtocolNumber, srv6, cli6, make([]byte, 8))) // unknown flag
 	send(xlat.Offload{GSOType: xlat.GSOUDP, GSOSize: 100, Flags: xlat.OffloadNeedsCsum, CsumStart: 40, CsumOffset: 6},
-		ipv6(header.UDPProtocolNumber, srv6, cli6, make([]byte, 400))) // UFO: no gVisor form
+		ipv6(header.UDPProtocolNumber, srv6, cli6, make([]byte, 400))) // UFO: Open never enables it
 	in := ipv4(header.UDPProtocolNumber, cli4, srv4, l4(header.UDPProtocolNumber, cli4, srv4, payload(10, 1), false), 0, 0)
 	send(xlat.Offload{}, in)
 	if _, out := read(); out[0]>>4 != 6 {
 		t.Fatalf("not translated: % x", out[:8])
 	}
-	want := LinkStats{Reads: 1, Writes: 1, InvalidVnetHdr: 3}
+	want := LinkStats{Reads: 1, Writes: 1, InvalidVnetHdr: 2, NotIP: 1}
 	waitFor(t, "stats", func() bool { return d.LinkStats() == want })
 }
 
@@ -194,9 +166,6 @@ func TestEndpointGSO(t *testing.T) {
 		t.Errorf("software GSO written: %d, %v", n, err)
 	}
 	list.Reset()
-	if s := ep.Stats(); s.Reads != 1 || s.Writes != 1 || s.WriteErrors != 1 {
-		t.Errorf("stats %+v", s)
-	}
 }
 
 // TestEndpointReattach: Attach(nil) stops the dispatch loops; attaching

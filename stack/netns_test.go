@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -75,22 +74,9 @@ type topology struct {
 	dp             *Datapath
 }
 
-// serveFunc starts a data path over the topology's tun: Serve, or
-// serveLinkEndpoint.
-type serveFunc func(ctx context.Context, eng *xlat.Engine, dev *tun.Device, log *slog.Logger) (*Datapath, error)
-
-// serveLinkEndpoint serves dev through the general path: the tun as a
-// gVisor LinkEndpoint with a Handler attached.
-func serveLinkEndpoint(ctx context.Context, eng *xlat.Engine, dev *tun.Device, log *slog.Logger) (*Datapath, error) {
-	return ServeLink(ctx, eng, tun.NewEndpoint(dev), log)
-}
-
+// newTopology builds the topology and serves its tun as the daemon does
+// (ServeTun: tun.Endpoint with a Handler attached).
 func newTopology(t testing.TB, offload bool, mtu6 int) *topology {
-	t.Helper()
-	return newTopologyWith(t, offload, mtu6, Serve)
-}
-
-func newTopologyWith(t testing.TB, offload bool, mtu6 int, serve serveFunc) *topology {
 	t.Helper()
 	netnstest.RequireTun(t, "dp-")
 	tp := &topology{
@@ -145,7 +131,7 @@ func newTopologyWith(t testing.TB, offload bool, mtu6 int, serve serveFunc) *top
 	t.Logf("tun %s, offloads %s", tp.dev.Name(), tp.dev.Offloads())
 
 	ctx, cancel := context.WithCancel(context.Background())
-	tp.dp, err = serve(ctx, tp.eng, tp.dev, nil)
+	tp.dp, err = ServeTun(ctx, tp.eng, tp.dev, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -528,7 +514,7 @@ func TestNetnsTunDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dev.Close()
-	d, err := Serve(context.Background(), testEngine(t), dev, nil)
+	d, err := ServeTun(context.Background(), testEngine(t), dev, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -614,7 +600,7 @@ func TestNetnsUDPSegmentation(t *testing.T) {
 func TestNetnsLinkEndpoint(t *testing.T) {
 	for _, offload := range []bool{true, false} {
 		t.Run(fmt.Sprintf("offload=%v", offload), func(t *testing.T) {
-			tp := newTopologyWith(t, offload, 1520, serveLinkEndpoint)
+			tp := newTopology(t, offload, 1520)
 			tp.cli.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", serverV4)
 			tp.srv.Run("ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", clientInV6)
 			const size = 20 << 20

@@ -139,12 +139,18 @@ func testPacket(version, mark byte, n int) []byte {
 	return p
 }
 
+// serveConns serves conns, each one queue, through tun.Endpoint and a
+// Handler whose queues translate with newTranslator (serveLink).
+func serveConns(ctx context.Context, conns []tun.Conn, newTranslator func() Translator) (*Datapath, error) {
+	return serveLink(ctx, newTranslator, tun.NewEndpointConns(conns, 1520, allOffloads), nil)
+}
+
 func TestQueueFraming(t *testing.T) {
 	conn, peer := seqpacketPair(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	fake := &fakeTranslator{t: t}
-	d, err := serveConns(ctx, []packetConn{conn}, func() Translator { return fake }, nil)
+	d, err := serveConns(ctx, []tun.Conn{conn}, func() Translator { return fake })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +201,7 @@ func TestQueueFraming(t *testing.T) {
 	peer.Write(vnetPacket(xlat.Offload{Flags: xlat.OffloadNeedsCsum, CsumStart: 30, CsumOffset: 16}, testPacket(4, markForward, 40)))
 	expectNoPacket(t, peer)
 
-	want := LinkStats{Reads: 8, Writes: 5, ShortVnetHdr: 1, InvalidVnetHdr: 2}
+	want := LinkStats{Reads: 5, Writes: 5, ShortVnetHdr: 1, InvalidVnetHdr: 2}
 	if got := d.LinkStats(); got != want {
 		t.Errorf("LinkStats %+v, want %+v", got, want)
 	}
@@ -218,7 +224,7 @@ func TestQueueFraming(t *testing.T) {
 // checks that every packet comes back on the queue it arrived on.
 func TestQueuesIndependent(t *testing.T) {
 	const n = 3
-	var conns []packetConn
+	var conns []tun.Conn
 	var peers []*os.File
 	for range n {
 		c, p := seqpacketPair(t)
@@ -234,7 +240,7 @@ func TestQueuesIndependent(t *testing.T) {
 		f := &fakeTranslator{t: t}
 		fakes = append(fakes, f)
 		return f
-	}, nil)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +281,7 @@ func TestHealthStall(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	fake := &fakeTranslator{t: t, release: make(chan struct{})}
-	d, err := serveConns(ctx, []packetConn{conn}, func() Translator { return fake }, nil)
+	d, err := serveConns(ctx, []tun.Conn{conn}, func() Translator { return fake })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,11 +339,11 @@ func TestReadErrorsStopWorker(t *testing.T) {
 		err   error
 		reads uint64
 	}{
-		{unix.EIO, maxReadErrors},
+		{unix.EIO, tun.MaxReadErrors},
 		{unix.EBADFD, 1}, // the interface was deleted
 	} {
 		c := &errConn{err: tc.err}
-		d, err := serveConns(context.Background(), []packetConn{c}, func() Translator { return &fakeTranslator{t: t} }, nil)
+		d, err := serveConns(context.Background(), []tun.Conn{c}, func() Translator { return &fakeTranslator{t: t} })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -353,54 +359,13 @@ func TestReadErrorsStopWorker(t *testing.T) {
 	}
 }
 
-// memConn serves one packet per read from a slice and discards writes; the
-// benchmarks and allocation tests use it to measure the handler without
-// system calls.
-type memConn struct {
-	pkt    []byte
-	writes int
-}
-
-func (c *memConn) Read(p []byte) (int, error)      { return copy(p, c.pkt), nil }
-func (c *memConn) Write(p []byte) (int, error)     { c.writes++; return len(p), nil }
-func (c *memConn) SetReadDeadline(time.Time) error { return nil }
-
-// handleOnce does one iteration of the worker loop without the system calls.
-func handleOnce(w *queueWorker) {
-	n, _ := w.conn.Read(w.buf[readAt:])
-	w.handle(n)
-}
-
-func TestQueueHandleAllocs(t *testing.T) {
-	for _, mark := range []byte{markForward, markEmit, markDrop} {
-		c := &memConn{pkt: vnetPacket(xlat.Offload{}, testPacket(4, mark, 1500))}
-		w := newQueueWorker(0, c, &fakeTranslator{t: t}, nil)
-		if a := testing.AllocsPerRun(1000, func() { handleOnce(w) }); a != 0 {
-			t.Errorf("mark %#x: %v allocations per packet", mark, a)
-		}
-		if c.writes == 0 && mark != markDrop {
-			t.Errorf("mark %#x: nothing written", mark)
-		}
-	}
-}
-
-func BenchmarkQueueHandleFake(b *testing.B) {
-	c := &memConn{pkt: vnetPacket(xlat.Offload{}, testPacket(4, markForward, 1500))}
-	w := newQueueWorker(0, c, &fakeTranslator{t: b}, nil)
-	b.ReportAllocs()
-	b.SetBytes(1500)
-	for b.Loop() {
-		handleOnce(w)
-	}
-}
-
 func timeIn(testing.TB) time.Time { return time.Now().Add(2 * time.Second) }
 
 // TestCloseStops: closing the device (here the queue's descriptor) stops
 // the workers without an error; the context need not be cancelled.
 func TestCloseStops(t *testing.T) {
 	conn, _ := seqpacketPair(t)
-	d, err := serveConns(context.Background(), []packetConn{conn}, func() Translator { return &fakeTranslator{t: t} }, nil)
+	d, err := serveConns(context.Background(), []tun.Conn{conn}, func() Translator { return &fakeTranslator{t: t} })
 	if err != nil {
 		t.Fatal(err)
 	}

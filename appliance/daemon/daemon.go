@@ -107,7 +107,7 @@ var systemEnv = env{
 	},
 	openTun: func(c tun.Config) (device, error) { return tun.Open(c) },
 	serve: func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error) {
-		return stack.Serve(ctx, eng, dev.(*tun.Device), log)
+		return stack.ServeTun(ctx, eng, dev.(*tun.Device), log)
 	},
 }
 
@@ -510,6 +510,8 @@ func (d *daemon) Stats() metrics.Stats {
 		{Kind: "write_errors", Value: ls.WriteErrors},
 		{Kind: "short_vnet_hdr", Value: ls.ShortVnetHdr},
 		{Kind: "invalid_vnet_hdr", Value: ls.InvalidVnetHdr},
+		{Kind: "not_ip", Value: ls.NotIP},
+		{Kind: "panics", Value: ls.Panics},
 	}
 	return s
 }

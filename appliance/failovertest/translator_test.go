@@ -72,7 +72,7 @@ func translatorMain(conf string) int {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	dp, err := stack.Serve(ctx, eng, dev, log)
+	dp, err := stack.ServeTun(ctx, eng, dev, log)
 	if err != nil {
 		return fail(err)
 	}
