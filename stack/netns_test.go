@@ -625,3 +625,61 @@ func TestNetnsLinkEndpoint(t *testing.T) {
 		})
 	}
 }
+
+// TestNetnsQueueSpread: the kernel spreads flows over the tun's queues by
+// their hash, and each queue's dispatch loop translates its own: with 32
+// UDP flows over two queues, both carry traffic, every datagram arrives,
+// and what the server sends back is translated too.
+func TestNetnsQueueSpread(t *testing.T) {
+	tp := newTopology(t, true, 1520)
+	var srv *net.UDPConn
+	if err := tp.srv.Do(func() (err error) {
+		srv, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.ParseIP(serverV6)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	port := strconv.Itoa(srv.LocalAddr().(*net.UDPAddr).Port)
+	const flows = 32
+	var conns []net.Conn
+	for range flows {
+		var c net.Conn
+		if err := tp.cli.Do(func() (err error) {
+			c, err = net.Dial("udp4", net.JoinHostPort(serverV4, port))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	buf := make([]byte, 2048)
+	for i, c := range conns {
+		msg := []byte(fmt.Sprintf("flow %d", i))
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, from, err := srv.ReadFromUDP(buf)
+		if err != nil || string(buf[:n]) != string(msg) {
+			t.Fatalf("flow %d: got %q, %v", i, buf[:n], err)
+		}
+		srv.WriteToUDP(msg, from)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := c.Read(buf); err != nil || string(buf[:n]) != string(msg) {
+			t.Fatalf("flow %d: reply %q, %v", i, buf[:n], err)
+		}
+	}
+	var busy int
+	for i, q := range tp.dp.handler.queues {
+		r := q.stats.Reads.Load()
+		t.Logf("queue %d: %d packets", i, r)
+		if r > 0 {
+			busy++
+		}
+	}
+	if busy < 2 {
+		t.Errorf("%d flows each way all went through one queue of %d", flows, len(tp.dp.handler.queues))
+	}
+}

@@ -3,7 +3,9 @@ package stack
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -379,5 +381,172 @@ func TestCloseStops(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("worker still running after Close")
+	}
+}
+
+// frameConn is a queue over memory that checks where writes come from.
+type frameConn struct {
+	pkt      []byte
+	left     int
+	frame    *tun.Frame
+	inFrame  int // writes straight out of the frame
+	elsewise int
+}
+
+func (c *frameConn) Read(p []byte) (int, error) {
+	if c.left == 0 {
+		return 0, os.ErrClosed
+	}
+	c.left--
+	return copy(p, c.pkt), nil
+}
+
+func (c *frameConn) Write(p []byte) (int, error) {
+	if _, ok := c.frame.Offset(p); ok {
+		c.inFrame++
+	} else {
+		c.elsewise++
+	}
+	return len(p), nil
+}
+
+func (c *frameConn) SetReadDeadline(time.Time) error { return nil }
+
+// frameTranslator is fakeTranslator that also checks that it is given the
+// queue's frame to translate in place.
+type frameTranslator struct {
+	fakeTranslator
+	frame   *tun.Frame
+	inPlace int
+}
+
+func (f *frameTranslator) Process(buf []byte, start, end int, off *xlat.Offload, sink xlat.Sink) xlat.Result {
+	if o, ok := f.frame.Offset(buf); ok && o == 0 && start == tun.FramePacket {
+		f.inPlace++
+	}
+	return f.fakeTranslator.Process(buf, start, end, off, sink)
+}
+
+// TestLinkInPlace: the Handler translates a packet in the very frame the
+// endpoint read it into and the endpoint writes the result from there:
+// the read and the write are the only copies. Engine-made packets, which
+// live in the engine's memory, are copied once into the write buffer.
+func TestLinkInPlace(t *testing.T) {
+	for _, tc := range []struct {
+		mark                   byte
+		inFrame, elsewise, tcs int
+	}{
+		{markForward, 10, 0, 10},
+		{markEmit, 0, 20, 10},
+	} {
+		conn := &frameConn{pkt: vnetPacket(xlat.Offload{}, testPacket(4, tc.mark, 1500)), left: 10}
+		ep := tun.NewEndpointConns([]tun.Conn{conn}, 1520, allOffloads)
+		conn.frame = ep.Frame(0)
+		tr := &frameTranslator{fakeTranslator: fakeTranslator{t: t}, frame: ep.Frame(0)}
+		d, err := serveLink(context.Background(), func() Translator { return tr }, ep, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if tr.inPlace != tc.tcs || conn.inFrame != tc.inFrame || conn.elsewise != tc.elsewise {
+			t.Errorf("mark %#x: %d translated in place, %d written from the frame, %d from elsewhere; want %d, %d, %d",
+				tc.mark, tr.inPlace, conn.inFrame, conn.elsewise, tc.tcs, tc.inFrame, tc.elsewise)
+		}
+	}
+}
+
+// panicTranslator panics on packets marked markPanic.
+type panicTranslator struct{ fakeTranslator }
+
+const markPanic = 0x99
+
+func (p *panicTranslator) Process(buf []byte, start, end int, off *xlat.Offload, sink xlat.Sink) xlat.Result {
+	if end-start > 1 && buf[start+1] == markPanic {
+		var m map[string]int
+		m["boom"]++ // a nil map write: a runtime panic like a real bug
+	}
+	return p.fakeTranslator.Process(buf, start, end, off, sink)
+}
+
+// TestHandlerPanic: a translator that panics loses that packet only. The
+// panic is counted, logged with the packet in hex (once per
+// PanicLogInterval), the data path stays healthy and translates the next
+// packet on the same queue.
+func TestHandlerPanic(t *testing.T) {
+	conn, peer := seqpacketPair(t)
+	var logBuf syncBuffer
+	log := slog.New(slog.NewTextHandler(&logBuf, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ep := tun.NewEndpointConns([]tun.Conn{conn}, 1520, allOffloads)
+	d, err := serveLink(ctx, func() Translator { return &panicTranslator{fakeTranslator{t: t}} }, ep, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := testPacket(4, markPanic, 40)
+	for range 3 {
+		peer.Write(vnetPacket(xlat.Offload{}, bad))
+	}
+	peer.Write(vnetPacket(xlat.Offload{}, testPacket(6, markForward, 60)))
+	if _, got := readPacket(t, peer); len(got) != 40 {
+		t.Errorf("after the panics: got %d bytes, want 40", len(got))
+	}
+	waitFor(t, "the write to be counted", func() bool { return d.LinkStats().Writes == 1 })
+	if s := d.LinkStats(); s != (LinkStats{Reads: 4, Writes: 1, Panics: 3}) {
+		t.Errorf("link stats %+v", s)
+	}
+	if !d.Healthy() {
+		t.Errorf("unhealthy after recovered panics: %v", d.Check())
+	}
+	out := logBuf.String()
+	if n := strings.Count(out, "translator panicked"); n != 1 {
+		t.Errorf("%d panic log lines, want 1 (rate-limited):\n%s", n, out)
+	}
+	if !strings.Contains(out, "assignment to entry in nil map") || !strings.Contains(out, hex.EncodeToString(bad)) {
+		t.Errorf("log lacks the panic or the packet:\n%s", out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger on another goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestOneQueueFails: when one queue's dispatch loop fails, Wait returns its
+// error and the other queues are stopped too; the data path is unhealthy.
+func TestOneQueueFails(t *testing.T) {
+	good, _ := seqpacketPair(t)
+	bad := &errConn{err: unix.EIO}
+	d, err := serveConns(context.Background(), []tun.Conn{good, bad}, func() Translator { return &fakeTranslator{t: t} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { done <- d.Wait() }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, unix.EIO) || !strings.Contains(err.Error(), "queue 1") {
+			t.Errorf("Wait = %v, want queue 1's EIO", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not return after a queue failed")
+	}
+	if err := d.Check(); err == nil || !strings.Contains(err.Error(), "exited") {
+		t.Errorf("Check = %v after a queue failed", err)
 	}
 }
