@@ -10,14 +10,22 @@ import (
 )
 
 // StallTimeout is how long a queue may spend on one packet before Healthy
-// reports the data path as stalled. A queue waiting for packets is never
+// reports the data path as stalled (as seen by calls of Check at least
+// that far apart). A queue waiting for packets is never
 // stalled.
 const StallTimeout = 2 * time.Second
 
-// progress is what a Handler queue publishes for the health check.
+// progress is what a Handler queue publishes for the health check: no
+// clock is read per packet; the check notices a queue that stays busy on
+// the same delivery (its Reads count) for longer than the stall timeout.
 type progress struct {
-	busy  atomic.Bool  // while a packet is being handled
-	since atomic.Int64 // monotonic nanoseconds when the packet was delivered
+	busy atomic.Bool // while a packet is being handled
+}
+
+// stallWatch is what Check remembers of one queue between calls.
+type stallWatch struct {
+	reads uint64 // the delivery the queue was busy with
+	since int64  // monoNow when Check first saw it busy with it
 }
 
 // epoch anchors the monotonic clock that progress timestamps use.
@@ -37,6 +45,9 @@ type Datapath struct {
 	// linkStats adds the endpoint's own counters.
 	linkStats func(*LinkStats)
 	done      chan struct{} // closed when every dispatch loop has ended
+
+	watchMu sync.Mutex
+	watch   []stallWatch // per queue, for Check
 
 	errOnce sync.Once
 	err     error
@@ -64,17 +75,28 @@ func (d *Datapath) Check() error {
 		return errors.New("datapath stopped")
 	}
 	now := monoNow()
+	d.watchMu.Lock()
+	defer d.watchMu.Unlock()
+	if d.watch == nil {
+		d.watch = make([]stallWatch, len(d.handler.queues))
+	}
+	var stalled error
 	for i, q := range d.handler.queues {
 		if d.exited(i) {
 			return fmt.Errorf("queue %d: dispatch loop exited", i)
 		}
-		if q.progress.busy.Load() {
-			if stuck := time.Duration(now - q.progress.since.Load()); stuck > d.stallAfter {
-				return fmt.Errorf("queue %d: stalled on one packet for %v", i, stuck.Round(time.Millisecond))
-			}
+		w := &d.watch[i]
+		reads := q.stats.Reads.Load()
+		if !q.progress.busy.Load() || reads != w.reads {
+			// Idle, or moved on since the last check.
+			*w = stallWatch{reads: reads, since: now}
+			continue
+		}
+		if stuck := time.Duration(now - w.since); stuck > d.stallAfter && stalled == nil {
+			stalled = fmt.Errorf("queue %d: stalled on one packet for over %v", i, stuck.Round(time.Millisecond))
 		}
 	}
-	return nil
+	return stalled
 }
 
 // Healthy reports whether the data path is forwarding: every queue is

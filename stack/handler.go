@@ -155,10 +155,9 @@ func (h *Handler) QueueIdle(q int) { h.queues[q%len(h.queues)].flush() }
 // pkt.Hash names.
 func (h *Handler) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) {
 	q := h.queues[pkt.Hash%uint32(len(h.queues))]
-	q.progress.since.Store(monoNow())
+	q.stats.Reads.Add(1)
 	q.progress.busy.Store(true)
 	defer q.done()
-	q.stats.Reads.Add(1)
 	if q.frame != nil {
 		if start, end, ok := q.frame.InFrame(pkt); ok && start >= xlat.Headroom {
 			q.translate(q.frame.Bytes(), start, end, &q.frame.Offload, true)
