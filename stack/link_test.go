@@ -131,6 +131,16 @@ func TestEndpointGSO(t *testing.T) {
 	if got.proto != header.IPv4ProtocolNumber || got.gso != wantGSO || !got.valid || !bytes.Equal(got.data, in) {
 		t.Errorf("delivered proto %d GSO %+v valid %v, %d bytes", got.proto, got.gso, got.valid, len(got.data))
 	}
+	// A USO super-packet has no gVisor form: a dispatcher that does not
+	// take frames cannot be given it.
+	uso := xlat.Offload{Flags: xlat.OffloadNeedsCsum, GSOType: xlat.GSOUDPL4, HdrLen: 28, GSOSize: 1000, CsumStart: 20, CsumOffset: 6}
+	peer.Write(vnetPacket(uso, ipv4(header.UDPProtocolNumber, cli4, srv4, l4(header.UDPProtocolNumber, cli4, srv4, payload(3000, 5), true), 0, 0)))
+	waitFor(t, "the USO packet to be refused", func() bool { return ep.Stats().InvalidVnetHdr == 1 })
+	select {
+	case got := <-rec.ch:
+		t.Errorf("USO super-packet delivered with GSO %+v", got.gso)
+	default:
+	}
 	ep.Close()
 	ep.Wait()
 	if ep.IsAttached() {
