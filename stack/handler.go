@@ -54,10 +54,13 @@ type LinkStats = tun.LinkStats
 // (which carries UDP segmentation, which gVisor's GSO cannot), and written
 // back as a PacketBuffer over the result in the same frame: the link's
 // read and its write are the only copies. Any other PacketBuffer (fdbased,
-// AF_PACKET) is copied into the queue's own buffer with headroom, its
+// AF_PACKET) is copied into the queue's own frame (tun.NewFrame), its
 // GSOOptions and RXChecksumValidated becoming the engine's xlat.Offload
-// (tun.OffloadFromPacket), and the result goes out in a pooled view with
-// the translated offload as its GSOOptions (tun.OffloadToPacket).
+// (tun.OffloadFromPacket), and the result goes out as a PacketBuffer over
+// that frame with the translated offload as its GSOOptions
+// (tun.OffloadToPacket): one copy more than the link's own. A writer that
+// keeps the PacketBuffer (IncRef) keeps the frame; the queue then takes a
+// new one.
 //
 // A panic while handling a packet is recovered on the queue that raised it:
 // the packet is dropped and counted (LinkStats.Panics), logged at most once
@@ -94,10 +97,10 @@ type handlerQueue struct {
 	flush func() // the translator's Flush, if it batches counters
 	frame *tun.Frame
 
-	buf  []byte       // xlat.Headroom + maxPacket: packets from elsewhere
-	off  xlat.Offload // such a packet's offload metadata
-	list gvstack.PacketBufferList
-	cur  []byte // the packet being translated, for the panic log
+	copyFrame *tun.Frame   // packets from elsewhere are copied into it
+	off       xlat.Offload // such a packet's offload metadata
+	list      gvstack.PacketBufferList
+	cur       []byte // the packet being translated, for the panic log
 
 	stats    tun.Counters
 	progress progress
@@ -160,7 +163,7 @@ func (h *Handler) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *gvsta
 	defer q.done()
 	if q.frame != nil {
 		if start, end, ok := q.frame.InFrame(pkt); ok && start >= xlat.Headroom {
-			q.translate(q.frame.Bytes(), start, end, &q.frame.Offload, true)
+			q.translate(q.frame.Bytes(), start, end, &q.frame.Offload, q.frame)
 			return
 		}
 	}
@@ -201,18 +204,19 @@ func (h *Handler) logPanic(q int, r any, pkt []byte) {
 }
 
 // deliverCopy translates a packet that is not in a frame of out: it is
-// copied into the queue's buffer with headroom first.
+// copied into the queue's copy frame, with headroom, first.
 func (q *handlerQueue) deliverCopy(pkt *gvstack.PacketBuffer) {
-	if q.buf == nil {
-		q.buf = make([]byte, xlat.Headroom+maxPacket)
+	if q.copyFrame == nil {
+		q.copyFrame = tun.NewFrame()
 	}
-	n, ok := tun.CopyPacket(q.buf[xlat.Headroom:], pkt)
+	buf := q.copyFrame.Bytes()
+	n, ok := tun.CopyPacket(buf[tun.FramePacket:], pkt)
 	if !ok {
 		q.stats.ReadErrors.Add(1) // larger than any IP packet: truncated by the link
 		return
 	}
 	var off *xlat.Offload
-	has, err := tun.OffloadFromPacket(pkt, q.buf[xlat.Headroom:xlat.Headroom+n], &q.off)
+	has, err := tun.OffloadFromPacket(pkt, buf[tun.FramePacket:tun.FramePacket+n], &q.off)
 	if err == nil && has {
 		err = tun.ValidateOffload(&q.off, n)
 		off = &q.off
@@ -221,12 +225,14 @@ func (q *handlerQueue) deliverCopy(pkt *gvstack.PacketBuffer) {
 		q.stats.InvalidVnetHdr.Add(1)
 		return
 	}
-	q.translate(q.buf, xlat.Headroom, xlat.Headroom+n, off, false)
+	q.translate(buf, tun.FramePacket, tun.FramePacket+n, off, q.copyFrame)
 }
 
-// translate has the engine rewrite buf[start:end] and writes the result:
-// in the frame (inFrame) or as a copy.
-func (q *handlerQueue) translate(buf []byte, start, end int, off *xlat.Offload, inFrame bool) {
+// translate has the engine rewrite buf[start:end], which lies in frame f,
+// and writes the result as a PacketBuffer over f: the link's frame (its
+// Offload is the metadata the link writes) or the queue's copy frame (the
+// metadata goes into the PacketBuffer's GSOOptions).
+func (q *handlerQueue) translate(buf []byte, start, end int, off *xlat.Offload, f *tun.Frame) {
 	q.cur = buf[start:end]
 	res := q.tr.Process(buf, start, end, off, q)
 	if res.Verdict != xlat.Forward {
@@ -237,11 +243,21 @@ func (q *handlerQueue) translate(buf []byte, start, end int, off *xlat.Offload, 
 		q.stats.WriteErrors.Add(1)
 		return
 	}
-	if inFrame {
-		q.send(q.frame.PacketBuffer(res.Start, res.End))
+	pb := f.PacketBuffer(res.Start, res.End)
+	if f == q.frame {
+		q.send(pb)
 		return
 	}
-	q.write(buf[res.Start:res.End], off)
+	if off != nil && !tun.OffloadToPacket(off, pb) {
+		pb.DecRef()
+		q.stats.InvalidVnetHdr.Add(1)
+		return
+	}
+	if q.send(pb) {
+		// The writer kept the packet (a queueing discipline, say): its
+		// memory is the copy frame's, so the next packet goes elsewhere.
+		q.copyFrame = nil
+	}
 }
 
 // Emit implements xlat.Sink: engine-made packets go out like translated
@@ -261,17 +277,20 @@ func (q *handlerQueue) write(p []byte, off *xlat.Offload) {
 	q.send(pb)
 }
 
-// send writes pb, which it consumes, to the queue it came from.
-func (q *handlerQueue) send(pb *gvstack.PacketBuffer) {
+// send writes pb, which it consumes, to the queue it came from. It reports
+// whether the writer kept a reference to pb.
+func (q *handlerQueue) send(pb *gvstack.PacketBuffer) (kept bool) {
 	pb.Hash = q.index
 	q.list.PushBack(pb)
 	n, err := q.h.out.WritePackets(q.list)
+	kept = pb.ReadRefs() > 1
 	q.list.Reset()
 	if err != nil || n != 1 {
 		q.stats.WriteErrors.Add(1)
-		return
+		return kept
 	}
 	q.stats.Writes.Add(1)
+	return kept
 }
 
 // Stats returns the handler's link-level counters, summed over its queues.

@@ -247,3 +247,43 @@ func (w *gsoWriter) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Erro
 	}
 	return pkts.Len(), nil
 }
+
+// keepWriter keeps a reference to every packet written, as a queueing
+// discipline does.
+type keepWriter struct{ kept []*gvstack.PacketBuffer }
+
+func (w *keepWriter) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Error) {
+	for _, p := range pkts.AsSlice() {
+		w.kept = append(w.kept, p.IncRef())
+	}
+	return pkts.Len(), nil
+}
+
+// TestHandlerWriterKeeps: a packet from another link is translated in the
+// queue's copy frame and written as a PacketBuffer over it; a writer that
+// keeps that PacketBuffer keeps its bytes intact, because the queue moves
+// on to a new frame.
+func TestHandlerWriterKeeps(t *testing.T) {
+	out := &keepWriter{}
+	h := NewHandler(out, 1, func() Translator { return &fakeTranslator{t: t} }, nil)
+	var want [][]byte
+	for i := range 3 {
+		p := testPacket(4, markForward, 100+i)
+		p[5] = byte(0xa0 + i) // each packet its own bytes
+		pkt := chainedPacket(p, 30)
+		h.DeliverNetworkPacket(header.IPv4ProtocolNumber, pkt)
+		pkt.DecRef()
+		want = append(want, append(bytes.Repeat([]byte{0x66}, 20), p...))
+	}
+	if len(out.kept) != 3 {
+		t.Fatalf("%d packets written", len(out.kept))
+	}
+	for i, pb := range out.kept {
+		b := pb.ToBuffer()
+		if got := b.Flatten(); !bytes.Equal(got, want[i]) {
+			t.Errorf("kept packet %d changed: %d bytes, % x...", i, len(got), got[:min(len(got), 24)])
+		}
+		b.Release()
+		pb.DecRef()
+	}
+}

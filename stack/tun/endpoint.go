@@ -63,7 +63,10 @@ type Frame struct {
 	Offload xlat.Offload
 }
 
-func newFrame() *Frame {
+// NewFrame returns a frame of its own, for a dispatcher that copies
+// packets from other links into memory with headroom and writes the
+// result as a PacketBuffer over it (Frame.PacketBuffer).
+func NewFrame() *Frame {
 	// Larger than gVisor's largest pooled chunk: allocated once, never
 	// cleared or returned to a pool.
 	v := buffer.NewViewSize(frameLen)
@@ -272,7 +275,7 @@ func NewEndpointConns(conns []Conn, mtu int, offloads int) *Endpoint {
 		run: &attachment{failed: make(chan struct{})},
 	}
 	for i, c := range conns {
-		q := &queue{index: i, conn: c, frame: newFrame(), wbuf: make([]byte, VnetHdrLen+GSOMaxSize), idle: func() {}}
+		q := &queue{index: i, conn: c, frame: NewFrame(), wbuf: make([]byte, VnetHdrLen+GSOMaxSize), idle: func() {}}
 		if sc, ok := c.(syscall.Conn); ok {
 			if raw, err := sc.SyscallConn(); err == nil {
 				q.raw = raw
