@@ -148,8 +148,10 @@ func (p *fakeDatapath) Wait() error {
 		return err
 	}
 }
-func (p *fakeDatapath) Healthy() bool              { return p.healthy.Load() }
-func (p *fakeDatapath) LinkStats() stack.LinkStats { return stack.LinkStats{Reads: 7} }
+func (p *fakeDatapath) Healthy() bool { return p.healthy.Load() }
+func (p *fakeDatapath) LinkStats() stack.LinkStats {
+	return stack.LinkStats{Reads: 7, Panics: 2, NotIP: 1}
+}
 
 // fakeAnnouncer records what it is told, in order, with the kernel's
 // routes at the time of Close.
@@ -599,6 +601,8 @@ func TestMetricsEndpointServesTheDaemonsCounters(t *testing.T) {
 		"map646_mappings 1\n",
 		"map646_routes 3\n",
 		`map646_link_events_total{counter="reads"} 7`,
+		`map646_link_events_total{counter="panics"} 2`,
+		`map646_link_events_total{counter="not_ip"} 1`,
 		`map646_config_info{digest="` + st.Digest + `"`,
 		`map646_packets_total{direction="4to6",protocol="udp"} 0`,
 		`map646_drops_total{direction="6to4",reason="dst_unmapped"} 0`,
