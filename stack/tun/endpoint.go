@@ -240,9 +240,10 @@ type queue struct {
 
 	// pollers counts the endpoint's queues in waitKeepingP; pfd and pts
 	// are its ppoll arguments, here so that waiting allocates nothing.
-	pollers *atomic.Int32
-	pfd     [1]unix.PollFd
-	pts     unix.Timespec
+	pollers    *atomic.Int32
+	maxPollers int32 // GOMAXPROCS-1 when attached
+	pfd        [1]unix.PollFd
+	pts        unix.Timespec
 
 	wmu  sync.Mutex
 	wbuf []byte // VnetHdrLen + GSOMaxSize: packets from outside the frame
@@ -378,7 +379,9 @@ func (e *Endpoint) Attach(d gvstack.NetworkDispatcher) {
 		frames = fd.TakesFrames(e)
 	}
 	idle, _ := d.(IdleDispatcher)
+	maxPollers := int32(runtime.GOMAXPROCS(0) - 1)
 	for _, q := range e.queues {
+		q.maxPollers = maxPollers
 		q.conn.SetReadDeadline(time.Time{}) // a previous stop left one in the past
 		q.idle = func() {}
 		if idle != nil {
@@ -515,10 +518,10 @@ var PollWait = time.Millisecond
 // giving up the P, if fewer than GOMAXPROCS-1 other queues do so; it
 // reports whether fd is readable.
 func (q *queue) waitKeepingP(fd uintptr) bool {
-	if PollWait <= 0 || q.pollers == nil {
+	if PollWait <= 0 || q.maxPollers <= 0 {
 		return false
 	}
-	if q.pollers.Add(1) > int32(runtime.GOMAXPROCS(0)-1) {
+	if q.pollers.Add(1) > q.maxPollers {
 		q.pollers.Add(-1)
 		return false
 	}

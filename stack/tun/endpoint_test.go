@@ -28,6 +28,7 @@ func TestWaitKeepingP(t *testing.T) {
 	defer b.Close()
 	e := NewEndpointConns([]Conn{a}, 1500, 0)
 	q := e.queues[0]
+	q.maxPollers = int32(runtime.GOMAXPROCS(0) - 1) // as Attach sets it
 	wait := func() (ok bool, took time.Duration) {
 		start := time.Now()
 		q.raw.Control(func(fd uintptr) { ok = q.waitKeepingP(fd) })
