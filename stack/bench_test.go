@@ -250,13 +250,3 @@ func BenchmarkLinkRoundTrip(b *testing.B) {
 		}
 	}
 }
-
-// BenchmarkLinkRoundTripNoPoll is BenchmarkLinkRoundTrip with the
-// dispatch loop parking in the runtime poller as soon as its queue is
-// empty (tun.PollWait 0): the goroutine wake-up per packet that
-// PollWait saves.
-func BenchmarkLinkRoundTripNoPoll(b *testing.B) {
-	defer func(p time.Duration) { tun.PollWait = p }(tun.PollWait)
-	tun.PollWait = 0
-	BenchmarkLinkRoundTrip(b)
-}

@@ -27,8 +27,8 @@
 // describe TCP segmentation only; UDP segmentation (USO) is carried in
 // frames only, never as an invented GSO type.
 //
-// An empty queue's loop first waits for the next packet in ppoll(2) on
-// its own thread (PollWait), which wakes that thread directly instead of
-// through the scheduler: a packet's latency is the wake-up, not the
-// translation (docs/datapath.md has the measurements).
+// An empty queue's loop parks in the runtime poller (after telling its
+// dispatcher, which publishes batched counters). Waiting for the next
+// packet on the loop's own thread instead (ppoll keeping the P) was
+// measured and rejected: docs/datapath.md.
 package tun

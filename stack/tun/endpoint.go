@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -202,8 +200,7 @@ type Endpoint struct {
 	dispatcher gvstack.NetworkDispatcher
 	wg         sync.WaitGroup
 	stopping   atomic.Bool
-	run        *attachment  // of the current or last dispatcher
-	pollers    atomic.Int32 // queues in waitKeepingP
+	run        *attachment // of the current or last dispatcher
 }
 
 // attachment is one Attach's outcome: the first dispatch loop failure.
@@ -237,13 +234,6 @@ type queue struct {
 	rn     int
 	rerr   error
 	idle   func() // the dispatcher's QueueIdle for this queue
-
-	// pollers counts the endpoint's queues in waitKeepingP; pfd and pts
-	// are its ppoll arguments, here so that waiting allocates nothing.
-	pollers    *atomic.Int32
-	maxPollers int32 // GOMAXPROCS-1 when attached
-	pfd        [1]unix.PollFd
-	pts        unix.Timespec
 
 	wmu  sync.Mutex
 	wbuf []byte // VnetHdrLen + GSOMaxSize: packets from outside the frame
@@ -283,7 +273,6 @@ func NewEndpointConns(conns []Conn, mtu int, offloads int) *Endpoint {
 				q.readFn = q.readSyscall
 			}
 		}
-		q.pollers = &e.pollers
 		q.exited.Store(true) // until attached
 		e.queues = append(e.queues, q)
 	}
@@ -379,9 +368,7 @@ func (e *Endpoint) Attach(d gvstack.NetworkDispatcher) {
 		frames = fd.TakesFrames(e)
 	}
 	idle, _ := d.(IdleDispatcher)
-	maxPollers := int32(runtime.GOMAXPROCS(0) - 1)
 	for _, q := range e.queues {
-		q.maxPollers = maxPollers
 		q.conn.SetReadDeadline(time.Time{}) // a previous stop left one in the past
 		q.idle = func() {}
 		if idle != nil {
@@ -490,9 +477,6 @@ func (q *queue) readSyscall(fd uintptr) bool {
 			continue
 		case unix.EAGAIN:
 			q.idle()
-			if q.waitKeepingP(fd) {
-				continue
-			}
 			return false
 		case nil:
 			q.rn = n
@@ -501,37 +485,6 @@ func (q *queue) readSyscall(fd uintptr) bool {
 		}
 		return true
 	}
-}
-
-// PollWait is how long a dispatch loop whose queue is empty waits for the
-// next packet in ppoll(2) on its own thread, keeping its P, before it
-// parks in the runtime poller. A packet that arrives meanwhile wakes that
-// thread directly: no goroutine wake-up, no scheduler in between, which
-// is what a packet's latency is made of (see docs/datapath.md). The P
-// held meanwhile runs nothing else, so at most GOMAXPROCS-1 queues wait
-// like this at a time (none with GOMAXPROCS 1), and the wait is a raw
-// system call the runtime's preemption signal interrupts (EINTR), so the
-// garbage collector and the scheduler are not held up.
-var PollWait = time.Millisecond
-
-// waitKeepingP waits up to PollWait for fd to become readable without
-// giving up the P, if fewer than GOMAXPROCS-1 other queues do so; it
-// reports whether fd is readable.
-func (q *queue) waitKeepingP(fd uintptr) bool {
-	if PollWait <= 0 || q.maxPollers <= 0 {
-		return false
-	}
-	if q.pollers.Add(1) > q.maxPollers {
-		q.pollers.Add(-1)
-		return false
-	}
-	q.pfd[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
-	q.pts = unix.NsecToTimespec(int64(PollWait))
-	// RawSyscall6: not Syscall6, whose entersyscall would let the P go
-	// and make the wake-up a scheduler hand-off again.
-	n, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&q.pfd[0])), 1, uintptr(unsafe.Pointer(&q.pts)), 0, 0, 0)
-	q.pollers.Add(-1)
-	return errno == 0 && n == 1 && q.pfd[0].Revents&unix.POLLIN != 0
 }
 
 // dispatchLoop reads queue q and delivers to d until stopped, the queue is
