@@ -23,9 +23,9 @@
 //
 // The fd path (ServeFD) is the generic one for other descriptors: gVisor's
 // fdbased endpoint reads the descriptor and hands PacketBuffers to the same
-// Handler, which copies each into its queue's buffer (the PacketBuffer has
-// no headroom), translates it, and writes the result back through that
-// endpoint in a pooled gVisor view. Any link endpoint can use Handler the
+// Handler, which copies each into its queue's own frame (the PacketBuffer
+// has no headroom), translates it there, and writes the result back
+// through that endpoint as a PacketBuffer over that frame. Any link endpoint can use Handler the
 // same way (NewHandler), provided each queue index in PacketBuffer.Hash is
 // delivered by one goroutine at a time.
 //
