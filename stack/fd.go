@@ -29,15 +29,10 @@ func ServeFD(ctx context.Context, eng *xlat.Engine, fd int, mtu int, log *slog.L
 }
 
 func serveFD(ctx context.Context, newTranslator func() Translator, fd int, mtu int, log *slog.Logger) (*Datapath, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	if mtu <= 0 || mtu > maxPacket {
 		return nil, fmt.Errorf("stack: fd %d: MTU %d out of range", fd, mtu)
 	}
-	d := &Datapath{log: log, stallAfter: StallTimeout, done: make(chan struct{})}
-	var closed atomic.Bool
-	d.exited = func(int) bool { return closed.Load() }
+	d := newDatapath(log)
 	var readErrors atomic.Uint64
 	d.linkStats = func(s *LinkStats) { s.ReadErrors += readErrors.Load() }
 	ep, err := fdbased.New(&fdbased.Options{
@@ -45,10 +40,9 @@ func serveFD(ctx context.Context, newTranslator func() Translator, fd int, mtu i
 		MTU:                  uint32(mtu),
 		ProcessorsPerChannel: 1, // one delivering goroutine: one Handler queue
 		ClosedFunc: func(e tcpip.Error) {
-			closed.Store(true)
 			if e != nil && !d.stopped.Load() {
 				readErrors.Add(1)
-				log.Error("fd endpoint stopped", "fd", fd, "err", e)
+				d.log.Error("fd endpoint stopped", "fd", fd, "err", e)
 				d.fail(fmt.Errorf("fd %d: reading stopped (peer closed or read failed): %s", fd, e))
 			}
 		},
@@ -56,15 +50,6 @@ func serveFD(ctx context.Context, newTranslator func() Translator, fd int, mtu i
 	if err != nil {
 		return nil, fmt.Errorf("stack: fd %d: %w", fd, err)
 	}
-	d.handler = NewHandler(ep, 1, newTranslator, log)
-	ep.Attach(d.handler)
-	go func() {
-		ep.Wait()
-		close(d.done)
-	}()
-	context.AfterFunc(ctx, func() {
-		d.stopped.Store(true)
-		ep.Attach(nil) // stops the dispatch loop and waits for it
-	})
+	serveEndpoint(ctx, d, newTranslator, ep)
 	return d, nil
 }

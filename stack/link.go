@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
+
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/map646/map646/stack/tun"
 	"github.com/map646/map646/stack/xlat"
@@ -19,40 +22,71 @@ func ServeTun(ctx context.Context, eng *xlat.Engine, dev *tun.Device, log *slog.
 	return ServeLink(ctx, eng, tun.NewEndpoint(dev), log)
 }
 
-// ServeLink runs the translator over a tun.Endpoint: it attaches a Handler
-// with one worker of eng per queue and returns at once. Each queue's
-// dispatch goroutine reads a packet, translates it and writes the result
-// itself. The dispatch loops stop (Attach(nil)) when ctx is cancelled or
-// when one of them fails, whose error Wait then returns; the endpoint
-// itself stays the caller's.
-func ServeLink(ctx context.Context, eng *xlat.Engine, ep *tun.Endpoint, log *slog.Logger) (*Datapath, error) {
+// ServeLink runs the translator over a gVisor link endpoint: it attaches a
+// Handler and returns at once; the endpoint itself stays the caller's.
+//
+// Over a tun.Endpoint the Handler has one worker of eng per queue, and
+// each queue's dispatch goroutine reads a packet, translates it in its
+// frame and writes the result itself. The dispatch loops stop
+// (Attach(nil)) when ctx is cancelled or when one of them fails, whose
+// error Wait then returns.
+//
+// Any other endpoint gets a Handler with one worker (queue 0): it must
+// deliver from one goroutine at a time, or stamp PacketBuffer.Hash with a
+// queue index per delivering goroutine and be served by a Handler made for
+// that many queues (NewHandler). It stops when ctx is cancelled.
+func ServeLink(ctx context.Context, eng *xlat.Engine, ep gvstack.LinkEndpoint, log *slog.Logger) (*Datapath, error) {
 	if eng == nil || ep == nil {
 		return nil, errors.New("stack: ServeLink needs an engine and an endpoint")
 	}
-	return serveLink(ctx, func() Translator { return eng.NewWorker() }, ep, log)
+	newTranslator := func() Translator { return eng.NewWorker() }
+	if te, ok := ep.(*tun.Endpoint); ok {
+		return serveLink(ctx, newTranslator, te, log)
+	}
+	d := newDatapath(log)
+	serveEndpoint(ctx, d, newTranslator, ep)
+	return d, nil
+}
+
+func newDatapath(log *slog.Logger) *Datapath {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Datapath{log: log, stallAfter: StallTimeout, done: make(chan struct{})}
+}
+
+// serveEndpoint attaches a one-queue Handler to ep, a link endpoint with
+// one delivering goroutine, for d.
+func serveEndpoint(ctx context.Context, d *Datapath, newTranslator func() Translator, ep gvstack.LinkEndpoint) {
+	var exited atomic.Bool
+	d.exited = func(int) bool { return exited.Load() }
+	d.handler = NewHandler(ep, 1, newTranslator, d.log)
+	ep.Attach(d.handler)
+	go func() {
+		ep.Wait()
+		exited.Store(true)
+		close(d.done)
+	}()
+	context.AfterFunc(ctx, func() {
+		d.stopped.Store(true)
+		ep.Attach(nil) // stops the dispatch loop and waits for it
+	})
 }
 
 func serveLink(ctx context.Context, newTranslator func() Translator, ep *tun.Endpoint, log *slog.Logger) (*Datapath, error) {
 	if ep.Queues() == 0 {
 		return nil, errors.New("stack: endpoint without queues")
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	h := NewHandler(ep, ep.Queues(), newTranslator, log)
-	d := &Datapath{
-		log:        log,
-		stallAfter: StallTimeout,
-		handler:    h,
-		exited:     ep.Exited,
-		linkStats: func(s *LinkStats) {
-			es := ep.Stats()
-			s.ReadErrors += es.ReadErrors
-			s.ShortVnetHdr += es.ShortVnetHdr
-			s.InvalidVnetHdr += es.InvalidVnetHdr
-			s.NotIP += es.NotIP
-		},
-		done: make(chan struct{}),
+	d := newDatapath(log)
+	h := NewHandler(ep, ep.Queues(), newTranslator, d.log)
+	d.handler = h
+	d.exited = ep.Exited
+	d.linkStats = func(s *LinkStats) {
+		es := ep.Stats()
+		s.ReadErrors += es.ReadErrors
+		s.ShortVnetHdr += es.ShortVnetHdr
+		s.InvalidVnetHdr += es.InvalidVnetHdr
+		s.NotIP += es.NotIP
 	}
 	ep.Attach(h)
 	failed := ep.Failed()
@@ -71,7 +105,7 @@ func serveLink(ctx context.Context, newTranslator func() Translator, ep *tun.End
 		}
 		ep.Attach(nil) // stops the other dispatch loops and waits for them
 		if err := ep.Err(); err != nil {
-			log.Error("data path stopped", "err", err)
+			d.log.Error("data path stopped", "err", err)
 			d.fail(err)
 		}
 	}()

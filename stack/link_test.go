@@ -10,6 +10,7 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/map646/map646/stack/tun"
@@ -244,5 +245,49 @@ func TestLinkPathAllocs(t *testing.T) {
 		if n := after.Mallocs - before.Mallocs; n > 100 {
 			t.Errorf("%s: %d allocations for %d packets", c.name, n, packets)
 		}
+	}
+}
+
+// TestServeLinkOtherEndpoint: ServeLink over a gVisor endpoint that is not
+// a tun.Endpoint (here fdbased on a socketpair) attaches a one-queue
+// Handler, which copies each packet into its own frame and translates it.
+func TestServeLinkOtherEndpoint(t *testing.T) {
+	conn, peer := seqpacketPair(t)
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int
+	rc.Control(func(f uintptr) { fd = int(f) })
+	ep, err := fdbased.New(&fdbased.Options{FDs: []int{fd}, MTU: 1500, ProcessorsPerChannel: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := ServeLink(ctx, testEngine(t), ep, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := payload(300, 9)
+	peer.Write(ipv4(header.UDPProtocolNumber, cli4, srv4, l4(header.UDPProtocolNumber, cli4, srv4, data, false), 0, 0))
+	buf := make([]byte, 2000)
+	peer.SetReadDeadline(timeIn(t))
+	n, err := peer.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := parse(t, buf[:n]); !p.v6 || p.src != cli6 || p.dst != srv6 || !checksumOK(p, p.seg) || !bytes.Equal(p.seg[udpHdrLen:], data) {
+		t.Errorf("translated to %v -> %v v6 %v", p.src, p.dst, p.v6)
+	}
+	if !d.Healthy() {
+		t.Errorf("unhealthy: %v", d.Check())
+	}
+	cancel()
+	if err := d.Wait(); err != nil {
+		t.Errorf("Wait: %v", err)
+	}
+	waitFor(t, "the write to be counted", func() bool { return d.LinkStats().Writes == 1 })
+	if s := d.LinkStats(); s != (LinkStats{Reads: 1, Writes: 1}) {
+		t.Errorf("link stats %+v", s)
 	}
 }
