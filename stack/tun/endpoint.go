@@ -127,9 +127,10 @@ func (f *Frame) InFrame(pkt *gvstack.PacketBuffer) (start, end int, ok bool) {
 // its frames (PacketBuffer.Hash is the queue index). It promises that
 // TakesFrames(e) is true only if it keeps no reference to a delivered
 // PacketBuffer or its memory once DeliverNetworkPacket returns, and that it
-// calls DeliverNetworkPacket's WritePackets for a frame packet only from
-// the delivering goroutine. Other dispatchers (a gVisor network stack) get
-// a copy of each packet in a pooled view instead.
+// writes a PacketBuffer over a frame (Frame.PacketBuffer) only from within
+// DeliverNetworkPacket, on the delivering goroutine, with that queue's
+// Hash. Other dispatchers (a gVisor network stack) get a copy of each
+// packet in a pooled view instead.
 type FrameDispatcher interface {
 	gvstack.NetworkDispatcher
 	TakesFrames(e *Endpoint) bool
