@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/map646/map646/appliance/failovertest"
+	"github.com/map646/map646/internal/testenv"
 )
 
 // GoBGP runs its sessions and listeners on goroutines of its own, which may
@@ -162,7 +163,7 @@ func requireBIRD(t *testing.T) {
 	t.Helper()
 	for _, c := range []string{"bird", "birdc"} {
 		if _, err := exec.LookPath(c); err != nil {
-			t.Skipf("needs BIRD 2 (%s not found; Debian package bird2)", c)
+			testenv.SkipOrFailf(t, "needs BIRD 2 (%s not found; Debian package bird2)", c)
 		}
 	}
 }

@@ -21,6 +21,8 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/map646/map646/internal/testenv"
 )
 
 const (
@@ -40,7 +42,7 @@ func freePort(t *testing.T, addr string) uint16 {
 	t.Helper()
 	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
 	if err != nil {
-		t.Skipf("cannot listen on %s: %v", addr, err)
+		testenv.SkipOrFailf(t, "cannot listen on %s: %v", addr, err)
 	}
 	defer l.Close()
 	return uint16(l.Addr().(*net.TCPAddr).Port)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/map646/map646/internal/netnstest"
+	"github.com/map646/map646/internal/testenv"
 )
 
 // TestMain doubles as the daemon for the namespace tests: started again
@@ -55,7 +56,7 @@ type topo struct {
 func newTopo(t *testing.T) *topo {
 	t.Helper()
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skip("no /dev/net/tun: ", err)
+		testenv.SkipOrFailf(t, "no /dev/net/tun: %v", err)
 	}
 	tp := &topo{cli: netnstest.New(t, "dm-c"), x: netnstest.New(t, "dm-x"), srv: netnstest.New(t, "dm-s"), dir: t.TempDir()}
 	run := func(ns *netnstest.NS, cmd string) { ns.MustRun(t, strings.Fields(cmd)...) }

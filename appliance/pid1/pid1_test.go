@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/map646/map646/internal/testenv"
 )
 
 // fatImage makes a FAT file system with mkfs.fat (dosfstools).
@@ -24,7 +26,7 @@ func fatImage(t *testing.T, label string, fat32 bool) string {
 	t.Helper()
 	mkfs, err := exec.LookPath("mkfs.fat")
 	if err != nil {
-		t.Skip("mkfs.fat missing (Debian package dosfstools)")
+		testenv.SkipOrFail(t, "mkfs.fat missing (Debian package dosfstools)")
 	}
 	p := filepath.Join(t.TempDir(), "fat.img")
 	size := "2048" // KiB
@@ -48,7 +50,7 @@ func isoImage(t *testing.T, label string, files map[string]string) string {
 	t.Helper()
 	x, err := exec.LookPath("xorriso")
 	if err != nil {
-		t.Skip("xorriso missing (Debian package xorriso)")
+		testenv.SkipOrFail(t, "xorriso missing (Debian package xorriso)")
 	}
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
@@ -201,7 +203,7 @@ func TestFindDrive(t *testing.T) {
 
 func TestEnsureNodeMakesMissingNodes(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("mknod needs root")
+		testenv.SkipOrFail(t, "mknod needs root")
 	}
 	p := filepath.Join(t.TempDir(), "input", "event7")
 	got, err := ensureNode(p, unix.S_IFCHR, "1:3") // /dev/null's number
@@ -319,7 +321,7 @@ func TestReapChildren(t *testing.T) {
 	// A child nobody waits for: without the reaper it stays a zombie.
 	pid, err := syscall.ForkExec("/bin/true", []string{"true"}, &syscall.ProcAttr{})
 	if err != nil {
-		t.Skip("cannot start /bin/true:", err)
+		testenv.SkipOrFailf(t, "cannot start /bin/true: %v", err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {

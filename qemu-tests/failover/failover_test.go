@@ -28,6 +28,7 @@ import (
 	"github.com/map646/map646/appliance/failovertest"
 	"github.com/map646/map646/image"
 
+	"github.com/map646/map646/internal/testenv"
 	"github.com/map646/map646/qemu-tests/internal/qmp"
 )
 
@@ -249,11 +250,11 @@ func TestFailoverVMs(t *testing.T) {
 	failovertest.RequireNetns(t)
 	for _, p := range []string{"qemu-system-x86_64", "go"} {
 		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("needs %s", p)
+			testenv.SkipOrFailf(t, "needs %s", p)
 		}
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skip("needs /dev/net/tun")
+		testenv.SkipOrFail(t, "needs /dev/net/tun")
 	}
 	dir := t.TempDir()
 	images := buildImages(t, dir)
