@@ -8,7 +8,7 @@ IMAGE_OUT    ?= out/image
 # runs a `go test -json` command and summarises it (see test below)
 TESTSUM := $(GO) run ./internal/testsummary
 
-.PHONY: build vet test test-race conformance bench bench-go bench-netns demo demo-netns image failover failover-vm fuzz clean
+.PHONY: build vet test test-race test-large conformance bench bench-go bench-netns demo demo-netns image failover failover-vm fuzz clean
 
 ## build: the static map646 binary (the appliance's /init as well)
 build:
@@ -35,6 +35,11 @@ test: build vet
 ## test-race: the race detector over the concurrent packet-path and reload code
 test-race:
 	$(TESTSUM) $(GO) test -json -count=1 -race -short ./mapping/... ./stack/... ./appliance/config/... ./appliance/daemon/... ./appliance/netsetup/... ./appliance/metrics/...
+
+## test-large: the timed 1M-mapping loads (config parse, daemon start and reload in a
+## namespace), which every go test run would otherwise pay for
+test-large:
+	MAP646_LARGE=1 $(GO) test -count=1 -v -timeout 20m -run 'Million' ./appliance/config ./appliance/daemon
 
 ## conformance: the external black-box suite (../shared/conformance) against map646
 conformance: build

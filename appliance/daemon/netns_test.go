@@ -420,11 +420,10 @@ func TestReloadUnderTraffic(t *testing.T) {
 // TestMillionMappings measures loading a configuration with 1M mappings
 // and installing its routes in a namespace: contiguous mappings (routes
 // aggregate to one) and every other address (nothing aggregates: 1M /32
-// routes). It reports the times; it does not assert them.
+// routes). It reports the times; it does not assert them. It runs only
+// with MAP646_LARGE=1 (make test-large).
 func TestMillionMappings(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: skipping the 1M-mapping starts")
-	}
+	testenv.RequireLarge(t)
 	for _, tc := range []struct {
 		name   string
 		stride int

@@ -35,3 +35,17 @@ func SkipOrFailf(t testing.TB, format string, args ...any) {
 	t.Helper()
 	SkipOrFail(t, fmt.Sprintf(format, args...))
 }
+
+// LargeEnv opts in to the tests that build and time 1M-entry tables
+// (`make test-large`): a minute of CPU that every `go test ./...` should
+// not pay, and whose times are only meaningful on a quiet machine.
+const LargeEnv = "MAP646_LARGE"
+
+// RequireLarge skips t unless LargeEnv=1. It is a deliberate opt-in, not a
+// missing capability, so it skips on CI as well.
+func RequireLarge(t testing.TB) {
+	t.Helper()
+	if os.Getenv(LargeEnv) != "1" {
+		t.Skip("a timed 1M-entry run: set " + LargeEnv + "=1 (make test-large) to run it")
+	}
+}

@@ -65,3 +65,42 @@ func TestSkipOrFail(t *testing.T) {
 		})
 	}
 }
+
+// TestHelperRequireLarge is the subject of TestRequireLarge.
+func TestHelperRequireLarge(t *testing.T) {
+	if os.Getenv(helperEnv) == "" {
+		return
+	}
+	RequireLarge(t)
+	t.Log("the large run goes on")
+}
+
+// TestRequireLarge: the 1M-entry tests run only with MAP646_LARGE=1, and
+// skip without it even on CI (an opt-in, not a missing capability).
+func TestRequireLarge(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		env  []string
+		want string
+	}{
+		{nil, "--- SKIP: TestHelperRequireLarge"},
+		{[]string{"CI=true"}, "--- SKIP: TestHelperRequireLarge"},
+		{[]string{LargeEnv + "=1", "CI=true"}, "the large run goes on"},
+	} {
+		cmd := exec.Command(exe, "-test.run=^TestHelperRequireLarge$", "-test.v", "-test.count=1")
+		var env []string
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "CI=") && !strings.HasPrefix(kv, LargeEnv+"=") {
+				env = append(env, kv)
+			}
+		}
+		cmd.Env = append(append(env, helperEnv+"=1"), tc.env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("env %v: %v, want %q in:\n%s", tc.env, err, tc.want, out)
+		}
+	}
+}
