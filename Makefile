@@ -68,7 +68,7 @@ image: build
 
 ## failover: the failover experiment with two map646 processes in namespaces (rewrites docs/failover*.svg)
 failover: build
-	MAP646_BIN=$(abspath $(BIN)) MAP646_FAILOVER_OUT=$(CURDIR)/docs $(GO) test -count=1 -v -run TestFailover ./appliance/failovertest
+	MAP646_BIN=$(abspath $(BIN)) MAP646_FAILOVER_OUT=$(CURDIR)/docs $(GO) test -count=1 -v -timeout 20m -run TestFailover ./internal/failover
 
 ## failover-vm: the same with two appliance VMs under QEMU, as in the original paper's experiment
 failover-vm: build

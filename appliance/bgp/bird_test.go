@@ -17,7 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/map646/map646/appliance/failovertest"
+	"github.com/map646/map646/internal/netnstest"
 	"github.com/map646/map646/internal/testenv"
 )
 
@@ -99,7 +99,7 @@ type remoteSpeaker struct {
 	out *bufio.Scanner
 }
 
-func startRemoteSpeaker(t *testing.T, ns *failovertest.Netns, cfg Config) *remoteSpeaker {
+func startRemoteSpeaker(t *testing.T, ns *netnstest.NS, cfg Config) *remoteSpeaker {
 	t.Helper()
 	b, err := json.Marshal(cfg)
 	if err != nil {
@@ -155,7 +155,7 @@ func (r *remoteSpeaker) status(t *testing.T) Status {
 // bird is a BIRD 2 daemon in a namespace.
 type bird struct {
 	sock string
-	ns   *failovertest.Netns
+	ns   *netnstest.NS
 }
 
 // RequireBIRD skips unless BIRD 2 is installed.
@@ -168,7 +168,7 @@ func requireBIRD(t *testing.T) {
 	}
 }
 
-func startBIRD(t *testing.T, ns *failovertest.Netns, conf string) *bird {
+func startBIRD(t *testing.T, ns *netnstest.NS, conf string) *bird {
 	t.Helper()
 	dir := t.TempDir()
 	confPath := filepath.Join(dir, "bird.conf")
@@ -274,11 +274,11 @@ protocol bgp xlat6 {
 // RFC 8950), and checks what BIRD learns through health changes, a reload
 // and Close.
 func TestSpeakerBIRD(t *testing.T) {
-	failovertest.RequireNetns(t)
+	netnstest.Require(t, "bg-")
 	requireBIRD(t)
-	rtr := failovertest.NewNetns(t, "bgr")
-	spk := failovertest.NewNetns(t, "bgs")
-	failovertest.Veth(t, rtr, "dn0", spk, "up0")
+	rtr := netnstest.New(t, "bg-r-")
+	spk := netnstest.New(t, "bg-s-")
+	netnstest.Veth(t, rtr, "dn0", spk, "up0")
 	rtr.Run("ip", "addr", "add", "192.0.2.1/30", "dev", "dn0")
 	rtr.Run("ip", "addr", "add", "2001:db8:ff::1/64", "dev", "dn0", "nodad")
 	spk.Run("ip", "addr", "add", "192.0.2.2/30", "dev", "up0")
@@ -383,11 +383,11 @@ map646_bgp_announced_prefixes{family="ipv6"} 1
 // the wrong one the IPv4 session never comes up while the IPv6 session
 // (no password) beside it does.
 func TestSpeakerBIRDWrongPassword(t *testing.T) {
-	failovertest.RequireNetns(t)
+	netnstest.Require(t, "bg-")
 	requireBIRD(t)
-	rtr := failovertest.NewNetns(t, "bgr")
-	spk := failovertest.NewNetns(t, "bgs")
-	failovertest.Veth(t, rtr, "dn0", spk, "up0")
+	rtr := netnstest.New(t, "bg-r-")
+	spk := netnstest.New(t, "bg-s-")
+	netnstest.Veth(t, rtr, "dn0", spk, "up0")
 	rtr.Run("ip", "addr", "add", "192.0.2.1/30", "dev", "dn0")
 	rtr.Run("ip", "addr", "add", "2001:db8:ff::1/64", "dev", "dn0", "nodad")
 	spk.Run("ip", "addr", "add", "192.0.2.2/30", "dev", "up0")
