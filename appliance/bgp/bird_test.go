@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -404,8 +405,16 @@ func TestSpeakerBIRDWrongPassword(t *testing.T) {
 	})
 	s.do(t, "update true 198.51.100.0/24 2001:db8:64::/96")
 	b.waitRoutes(t, "xlat6", "2001:db8:64::/96")
-	// The IPv6 session is up; give the IPv4 one several connect retries.
-	time.Sleep(4 * time.Second)
+	// The IPv6 session is up. Wait until the kernels have refused several
+	// IPv4 connection attempts for their signature (TCP MD5, RFC 2385):
+	// each side retries every second or so.
+	deadline := time.Now().Add(30 * time.Second)
+	for md5Failures(t, rtr)+md5Failures(t, spk) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no 3 TCP MD5 signature failures within 30 s (%d + %d)", md5Failures(t, rtr), md5Failures(t, spk))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if r := b.routes(t, "xlat4"); len(r) != 0 {
 		t.Errorf("routes learned despite the wrong password: %v", r)
 	}
@@ -414,4 +423,29 @@ func TestSpeakerBIRDWrongPassword(t *testing.T) {
 			t.Error("IPv4 session established with the wrong password")
 		}
 	}
+}
+
+// md5Failures is the namespace's count of TCP segments dropped for a wrong
+// MD5 signature (TcpExt TCPMD5Failure in /proc/net/netstat).
+func md5Failures(t *testing.T, ns *netnstest.NS) int {
+	t.Helper()
+	out := ns.MustRun(t, "cat", "/proc/net/netstat")
+	lines := strings.Split(out, "\n")
+	for i := 0; i+1 < len(lines); i += 2 {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != "TcpExt:" || len(values) != len(names) {
+			continue
+		}
+		for j, n := range names {
+			if n == "TCPMD5Failure" {
+				v, err := strconv.Atoi(values[j])
+				if err != nil {
+					t.Fatalf("TCPMD5Failure %q: %v", values[j], err)
+				}
+				return v
+			}
+		}
+	}
+	t.Fatalf("no TcpExt TCPMD5Failure in /proc/net/netstat:\n%s", out)
+	return 0
 }

@@ -189,16 +189,42 @@ func TestFindDrive(t *testing.T) {
 		t.Fatal("gave up before the wait")
 	}
 
-	// A drive that appears during the wait is found.
+	// A drive that appears during the wait is found: it is added once
+	// findDrive has opened vda, i.e. after a scan that found nothing.
+	scanned := openedOnce(t, filepath.Join(dev, "vda"))
+	late := fatImage(t, "MAP646", false)
 	go func() {
-		time.Sleep(200 * time.Millisecond)
-		link("vdc", fatImage(t, "MAP646", false))
+		<-scanned
+		link("vdc", late)
 		fakeSys(t, root, "block", "vdc", "253:32", "")
 	}()
 	d, err = findDrive(context.Background(), filepath.Join(root, "sys"), dev, 5*time.Second, io.Discard)
 	if err != nil || d == nil || d.Kind != Map646Drive {
 		t.Fatalf("late drive: %+v, %v", d, err)
 	}
+}
+
+// openedOnce returns a channel closed when path is next opened (inotify
+// IN_OPEN), or when t ends.
+func openedOnce(t *testing.T, path string) <-chan struct{} {
+	t.Helper()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.InotifyAddWatch(fd, path, unix.IN_OPEN); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "inotify")
+	t.Cleanup(func() { f.Close() })
+	ch := make(chan struct{})
+	go func() {
+		defer close(ch)
+		var buf [unix.SizeofInotifyEvent + unix.PathMax + 1]byte
+		f.Read(buf[:]) // one event, or an error once f is closed
+	}()
+	return ch
 }
 
 func TestEnsureNodeMakesMissingNodes(t *testing.T) {
@@ -317,7 +343,6 @@ func TestReapChildren(t *testing.T) {
 	done := make(chan struct{})
 	go func() { reapChildren(stop); close(done) }()
 	defer func() { close(stop); <-done }()
-	time.Sleep(50 * time.Millisecond) // let signal.Notify take effect
 	// A child nobody waits for: without the reaper it stays a zombie.
 	pid, err := syscall.ForkExec("/bin/true", []string{"true"}, &syscall.ProcAttr{})
 	if err != nil {
@@ -331,6 +356,10 @@ func TestReapChildren(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("child %d not reaped: %s", pid, readFile(fmt.Sprintf("/proc/%d/stat", pid)))
 		}
+		// The child may have exited before the reaper's signal.Notify
+		// was in place; a later SIGCHLD, like the next child's, makes
+		// it collect every zombie.
+		syscall.Kill(os.Getpid(), syscall.SIGCHLD)
 		time.Sleep(20 * time.Millisecond)
 	}
 }
