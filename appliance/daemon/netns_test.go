@@ -353,7 +353,11 @@ func TestReloadUnderTraffic(t *testing.T) {
 	p := <-pingDone
 	close(stopSend)
 	sent := <-sentc
-	time.Sleep(500 * time.Millisecond)
+	// Datagrams still in flight: wait until all arrived, or give the
+	// stragglers 5 s before counting the rest as lost.
+	for deadline := time.Now().Add(5 * time.Second); received.Load() < int64(sent) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	got := received.Load()
 	for _, ns := range []*netnstest.NS{tp.cli, tp.x, tp.srv} {
 		out, _ := ns.Output("nstat", "-az")
