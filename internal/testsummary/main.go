@@ -229,7 +229,8 @@ func short(pkg string) string {
 	return pkg
 }
 
-// print writes the per-package table, the skipped tests and a total line.
+// print writes the per-package table, the skipped tests, a total line and,
+// if anything failed, go test's closing FAIL.
 func (s *summary) print(w io.Writer) {
 	paths := append([]string(nil), s.order...)
 	sort.Strings(paths)
@@ -267,4 +268,9 @@ func (s *summary) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "go test: %d packages with tests (%d failed, %d without test files); tests run %d: pass %d, fail %d, skip %d\n",
 		pkgs, failedPkgs, noTests, tot.run, tot.pass, tot.fail, tot.skip)
+	if s.failed() {
+		// go test's own closing line when a package failed, which -json
+		// leaves out.
+		fmt.Fprintln(w, "FAIL")
+	}
 }

@@ -61,6 +61,9 @@ func TestRealGoTest(t *testing.T) {
 	}
 	var out bytes.Buffer
 	s.print(&out)
+	if !strings.HasSuffix(out.String(), "skip 2\nFAIL\n") {
+		t.Errorf("summary does not close with go test's FAIL line:\n%s", out.String())
+	}
 	for _, want := range []string{
 		"fixture  6    3     1     2     FAIL",
 		"TestSkips: fixture_test.go:15: the fixture's skip reason",
@@ -127,6 +130,9 @@ func TestEvents(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.print(&out)
+			if closed := strings.HasSuffix(out.String(), "\nFAIL\n"); closed != tc.failed {
+				t.Errorf("closing FAIL line printed = %v, want %v:\n%s", closed, tc.failed, out.String())
+			}
 			if s.failed() != tc.failed {
 				t.Errorf("failed() = %v, want %v", s.failed(), tc.failed)
 			}
