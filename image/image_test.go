@@ -167,7 +167,7 @@ func TestCheckStatic(t *testing.T) {
 	}
 }
 
-// needTools skips when a host boot tool is truly absent.
+// needTools skips (fails on CI) when a host boot tool is truly absent.
 func needTools(t *testing.T) {
 	t.Helper()
 	tools := Tools{}.withDefaults()

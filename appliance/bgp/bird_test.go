@@ -159,7 +159,7 @@ type bird struct {
 	ns   *netnstest.NS
 }
 
-// RequireBIRD skips unless BIRD 2 is installed.
+// requireBIRD skips (fails on CI) unless BIRD 2 is installed.
 func requireBIRD(t *testing.T) {
 	t.Helper()
 	for _, c := range []string{"bird", "birdc"} {

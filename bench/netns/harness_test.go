@@ -13,7 +13,7 @@ import (
 	"github.com/map646/map646/internal/testenv"
 )
 
-// requireNetns skips unless the machine can run the harness: root, a tun
+// requireNetns skips (fails on CI) unless the machine can run the harness: root, a tun
 // device, and the tools deps.sh installs.
 func requireNetns(t *testing.T) {
 	t.Helper()
