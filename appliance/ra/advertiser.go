@@ -286,9 +286,13 @@ func (a *Advertiser) periodic() {
 		}
 		// Whatever the reason, this advertisement answers the pending
 		// solicitations and restarts the interval (RFC 4861 section 6.2.6).
+		// It counts as the last multicast one from now, so that a
+		// solicitation arriving while it is being sent waits its turn.
 		a.mu.Lock()
+		now := time.Now()
 		a.solicitAt = time.Time{}
-		a.nextPeriodic = time.Now().Add(a.cfg.Interval)
+		a.nextPeriodic = now.Add(a.cfg.Interval)
+		a.lastMulticast = now
 		a.mu.Unlock()
 		if msg, ok, err := a.current(); err != nil {
 			a.log.Error("cannot build router advertisement", "err", err)
