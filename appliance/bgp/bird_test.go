@@ -30,6 +30,7 @@ import (
 //
 //	update <healthy> <ipv4,...|-> <ipv6,...|->
 //	status
+//	mem
 //	close
 const helperEnv = "MAP646_BGP_SPEAKER_HELPER"
 
@@ -75,6 +76,14 @@ func speakerHelper(cfgJSON string, in io.Reader, out io.Writer) int {
 			fmt.Fprintln(out, "ok")
 		case len(f) == 1 && f[0] == "status":
 			b, _ := json.Marshal(s.Status())
+			fmt.Fprintln(out, string(b))
+		case len(f) == 1 && f[0] == "mem":
+			m, err := readMem()
+			if err != nil {
+				fmt.Fprintln(out, "err", err)
+				continue
+			}
+			b, _ := json.Marshal(m)
 			fmt.Fprintln(out, string(b))
 		case len(f) == 1 && f[0] == "close":
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -114,6 +114,9 @@ type Neighbor struct {
 	RemoteAS     uint32
 	Password     string     // TCP MD5 signature key (RFC 2385); "" for none
 	LocalAddress netip.Addr // invalid (zero): chosen by the kernel
+	// MaxPrefixes is the most routes of one address family the neighbor may
+	// send before the session is ended (RFC 4486 Cease subcode 1).
+	MaxPrefixes int
 }
 
 // RouterAdvertisement is a `router_advertisement "interface"` block: RFC 4861

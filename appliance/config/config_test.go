@@ -116,6 +116,7 @@ bgp {
     remote_as     = 64500
     password      = "s3cret"
     local_address = "203.0.113.1"
+    max_prefixes  = 50
   }
   neighbor "2001:db8:ffff::14" {
     remote_as = 4200000000
@@ -171,8 +172,8 @@ func TestFull(t *testing.T) {
 			LocalAS: 64512, RouterID: netip.MustParseAddr("203.0.113.1"), ListenPort: 179,
 			HoldTime: 9, Keepalive: 3, ConnectRetry: 5, IPv4NextHopIPv6: true,
 			Neighbors: []Neighbor{
-				{Address: netip.MustParseAddr("203.0.113.14"), RemoteAS: 64500, Password: "s3cret", LocalAddress: netip.MustParseAddr("203.0.113.1")},
-				{Address: netip.MustParseAddr("2001:db8:ffff::14"), RemoteAS: 4200000000},
+				{Address: netip.MustParseAddr("203.0.113.14"), RemoteAS: 64500, Password: "s3cret", LocalAddress: netip.MustParseAddr("203.0.113.1"), MaxPrefixes: 50},
+				{Address: netip.MustParseAddr("2001:db8:ffff::14"), RemoteAS: 4200000000, MaxPrefixes: DefaultBGPMaxPrefixes},
 			},
 		},
 		RouterAdvertisements: []RouterAdvertisement{
@@ -464,6 +465,22 @@ func TestErrors(t *testing.T) {
     password = "` + strings.Repeat("x", 81) + `"
   }
 }`, "10:16: Invalid password"},
+		{"bgp max_prefixes 0", minimal + `bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+  neighbor "203.0.113.14" {
+    remote_as = 64500
+    max_prefixes = 0
+  }
+}`, "10:20: Invalid max_prefixes"},
+		{"bgp max_prefixes huge", minimal + `bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+  neighbor "203.0.113.14" {
+    remote_as = 64500
+    max_prefixes = 1000001
+  }
+}`, "10:20: Invalid max_prefixes"},
 		{"ra preference", minimal + `router_advertisement "eth1" { preference = "highest" }`, "5:44: Invalid preference"},
 		{"ra interval", minimal + `router_advertisement "eth1" { interval = 3 }`, "5:42: Invalid interval"},
 		{"ra router lifetime", minimal + `router_advertisement "eth1" { router_lifetime = 20 }`, "5:49: Invalid router_lifetime"},

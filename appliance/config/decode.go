@@ -66,7 +66,7 @@ var (
 		Blocks: []hcl.BlockHeaderSchema{{Type: "neighbor", LabelNames: []string{"address"}}},
 	}
 	neighborSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-		{Name: "remote_as", Required: true}, {Name: "password"}, {Name: "local_address"},
+		{Name: "remote_as", Required: true}, {Name: "password"}, {Name: "local_address"}, {Name: "max_prefixes"},
 	}}
 	raSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "preference"}, {Name: "router_lifetime"}, {Name: "interval"}, {Name: "route_lifetime"},
@@ -84,8 +84,15 @@ const (
 	DefaultLogFormat       = "text"
 	DefaultBGPHoldTime     = 90  // RFC 4271 section 10
 	DefaultBGPConnectRetry = 120 // RFC 4271 section 10
-	DefaultRAPreference    = "medium"
-	DefaultRAInterval      = 30 // seconds; RFC 4861 section 6.2.1 allows 4 to 1800
+	// DefaultBGPMaxPrefixes bounds the routes a neighbor may send per
+	// address family; the speaker imports none, so only a misconfigured or
+	// hostile neighbor comes near it.
+	DefaultBGPMaxPrefixes = 1000
+	// maxBGPMaxPrefixes is the largest max_prefixes accepted: every
+	// received route is held in memory even though it is ignored.
+	maxBGPMaxPrefixes   = 1000000
+	DefaultRAPreference = "medium"
+	DefaultRAInterval   = 30 // seconds; RFC 4861 section 6.2.1 allows 4 to 1800
 )
 
 func (d *decoder) decodeFile(body hcl.Body) *Config {
@@ -386,7 +393,7 @@ func (d *decoder) bgp(b *hcl.Block) *BGP {
 	}
 	seen := map[netip.Addr]hcl.Range{}
 	for _, nb := range nbs {
-		n := Neighbor{}
+		n := Neighbor{MaxPrefixes: DefaultBGPMaxPrefixes}
 		addr, err := parseAddr(nb.Labels[0], anyFamily)
 		if err != nil {
 			d.errorf(nb.LabelRanges[0], "Invalid neighbor", "%s.", err)
@@ -411,6 +418,7 @@ func (d *decoder) bgp(b *hcl.Block) *BGP {
 		if a := d.addr(na, "local_address", &n.LocalAddress, anyFamily); a != nil && n.LocalAddress.Is4() != addr.Is4() {
 			d.errorf(a.Expr.Range(), "Invalid local_address", "%v and the neighbor %v are of different address families.", n.LocalAddress, addr)
 		}
+		d.integer(na, "max_prefixes", &n.MaxPrefixes, 1, maxBGPMaxPrefixes, false)
 		g.Neighbors = append(g.Neighbors, n)
 	}
 	return g
