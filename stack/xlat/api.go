@@ -74,6 +74,21 @@ type Policy struct {
 	IPv4MTU         int            // MTU towards the IPv4 side (0: unknown); GSO size / MSS limits
 	IPv6MTU         int            // MTU towards the IPv6 side (0: unknown)
 	ICMPRate        int            // translator-originated ICMP errors per second per worker (0: default)
+
+	// IPv4Address is the translator's own IPv4 address (like TAYGA's
+	// ipv4-addr): the source of the ICMPv4 errors it originates when
+	// ICMPSourcePool is empty, and the RFC 6791 fallback source of ICMPv4
+	// errors translated from IPv6 routers that have no IPv4 address, so
+	// that Packet Too Big still reaches IPv4 hosts (RFC 7915 section 5.2,
+	// RFC 1191). Invalid (zero): none. It is also one of OwnAddrs.
+	IPv4Address netip.Addr
+	// OwnAddrs are the translator's own addresses with their subnet
+	// lengths (interface addresses, e.g. 203.0.113.1/28; a bare address
+	// is /32 or /128). No packet is translated to or from them
+	// (ReasonOwnAddress), nor to or from the directed broadcast address
+	// of an IPv4 subnet shorter than /31 (ReasonBroadcast, RFC 1812
+	// section 5.3.5.2).
+	OwnAddrs []netip.Prefix
 }
 
 // Config is one complete, immutable translator configuration.
