@@ -12,12 +12,21 @@
 //
 // ICMP errors the engine itself originates (source route failed, Parameter
 // Problem for Segments Left, Fragmentation Needed / Packet Too Big against
-// a configured MTU) are rate-limited per Worker and go to the Sink. ICMPv4
-// ones come from the first usable address of Policy.ICMPSourcePool, or
-// 192.0.0.8 (RFC 7600) without a pool; ICMPv6 ones from that same address
-// inside the RFC 6052 prefix, which is how the IPv6 side sees the
-// translator. They are never sent about an ICMP error or a non-first
-// fragment.
+// a configured MTU, Time Exceeded for a hairpinned packet) are
+// rate-limited per Worker and go to the Sink. ICMPv4 ones come from the
+// first usable address of Policy.ICMPSourcePool, else Policy.IPv4Address,
+// else 192.0.0.8 (RFC 7600); ICMPv6 ones from that same address inside the
+// RFC 6052 prefix, which is how the IPv6 side sees the translator. They
+// are never sent about an ICMP error or a non-first fragment (RFC 4443
+// section 2.4 (e), RFC 1812 section 4.3.2.7).
+//
+// Sources that only the translator writes are refused as spoofed
+// (ReasonSpoofed): an IPv6 source inside the RFC 6052 prefix, an IPv4
+// source with an EAM entry. So is traffic to or from the translator's own
+// addresses (Policy.OwnAddrs, Policy.IPv4Address) and directed broadcast
+// addresses. A hairpinned packet (RFC 7757 section 4.2) costs one hop and
+// hairpins once: its output, with its source inside the prefix, is
+// refused if it comes back.
 package xlat
 
 import (
