@@ -28,6 +28,7 @@ const (
 	R4in6 = "2001:db8:64::cb00:71c8"
 	R6X   = "2001:db8:ffff:99::1" // neither EAM nor prefix
 	POOL  = "203.0.113.64/26"
+	SELF4 = "203.0.113.1" // the translator's own IPv4 address (Policy.IPv4Address)
 )
 
 func testSnapshot(t testing.TB) *mapping.Snapshot {
@@ -56,6 +57,9 @@ func testPolicy() Policy {
 		Hairpin:        HairpinIntrinsic,
 		ICMPSourcePool: []netip.Prefix{netip.MustParsePrefix(POOL)},
 		ICMPRate:       1000000,
+		// As the daemon always sets one (config.DummyIPv4Address at
+		// least), so that the own-address checks are on the tested path.
+		IPv4Address: netip.MustParseAddr(SELF4),
 	}
 }
 

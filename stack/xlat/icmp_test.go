@@ -98,6 +98,8 @@ func TestPTBPlateauAndClamp(t *testing.T) {
 		{"plateau-1492", 0, 1500 - 28, 0, 1512},
 		{"plateau-small", 0, 100, 0, 1280},
 		{"clamp-ipv6-mtu", 1400, 60, 1480, 1400},
+		{"clamp-ipv6-mtu-equal", 1500, 60, 1500, 1500},
+		{"clamp-plateau", 1500, 2000 - 28, 0, 1500},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			w := newTestWorker(t, func(p *Policy) { p.IPv6MTU = c.mtu6 })
@@ -173,7 +175,7 @@ func TestICMPError64RFC6791(t *testing.T) {
 		t.Errorf("pool choice not deterministic: %v then %v", got[12:16], again[12:16])
 	}
 
-	w = newTestWorker(t, func(p *Policy) { p.ICMPSourcePool = nil })
+	w = newTestWorker(t, func(p *Policy) { p.ICMPSourcePool, p.IPv4Address = nil, netip.Addr{} })
 	if _, r, _ := run(w, in, nil); r.Verdict != Drop || r.Reason != ReasonPoolEmpty {
 		t.Errorf("empty pool: %d %v", r.Verdict, r.Reason)
 	}

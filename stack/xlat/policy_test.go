@@ -331,7 +331,7 @@ func TestIPv4AddressFallback(t *testing.T) {
 		t.Errorf("to ipv4_address: %v, want %v", r.Reason, ReasonOwnAddress)
 	}
 
-	w = newTestWorker(t, func(p *Policy) { p.ICMPSourcePool = nil })
+	w = newTestWorker(t, func(p *Policy) { p.ICMPSourcePool, p.IPv4Address = nil, netip.Addr{} })
 	if _, r, _ := run(w, in, nil); r.Verdict != Drop || r.Reason != ReasonPoolEmpty {
 		t.Errorf("neither pool nor ipv4_address: verdict %d %v", r.Verdict, r.Reason)
 	}
@@ -349,5 +349,69 @@ func TestIPv4AddressFallback(t *testing.T) {
 		if _, err := NewEngine(&Config{Map: testSnapshot(t), Policy: bad}); err == nil {
 			t.Errorf("policy %+v accepted", bad)
 		}
+	}
+}
+
+// Issue 10: the translator's own IPv4 addresses answer echo, from the
+// IPv4 side directly and from the IPv6 side inside the prefix; nothing
+// else to them is answered, and no reply goes where the translator would
+// not translate to.
+func TestEchoOwnAddress(t *testing.T) {
+	const self4 = "203.0.113.65"
+	const if4 = "203.0.113.1"
+	pol := func(p *Policy) {
+		p.ICMPSourcePool = nil
+		p.IPv4Address = netip.MustParseAddr(self4)
+		p.OwnAddrs = []netip.Prefix{mustPrefix(if4 + "/28")}
+	}
+	echo := icmpMsg(8, 0, 0x42420007, payload(56))
+	reply := icmpMsg(0, 0, 0x42420007, payload(56))
+	echo6 := icmpMsg(128, 0, 0x42420007, payload(56))
+	reply6 := icmpMsg(129, 0, 0x42420007, payload(56))
+	badEcho := ip4(C4, self4, 64, 1, echo, v4opt{})
+	badEcho[len(badEcho)-1] ^= 1
+	for _, c := range []struct {
+		name   string
+		in     []byte
+		want   []byte // the reply; nil: dropped with reason
+		reason Reason
+	}{
+		{"4to6-ipv4_address", ip4(C4, self4, 64, 1, echo, v4opt{tos: 0x10}), ip4(self4, C4, 64, 1, reply, v4opt{tos: 0x10}), 0},
+		{"4to6-interface-address", ip4(C4, if4, 9, 1, echo, v4opt{}), ip4(if4, C4, 64, 1, reply, v4opt{}), 0},
+		{"6to4-ipv4_address-in-prefix", ip6(S6A, v4in6(self4), 64, 58, echo6, v6opt{tc: 0x20}), ip6(v4in6(self4), S6A, 64, 58, reply6, v6opt{tc: 0x20}), 0},
+		{"4to6-from-mapped", ip4(S4B, self4, 64, 1, echo, v4opt{}), nil, ReasonSpoofed},
+		{"4to6-from-own-broadcast", ip4("203.0.113.15", self4, 64, 1, echo, v4opt{}), nil, ReasonBroadcast},
+		{"4to6-from-own", ip4(if4, self4, 64, 1, echo, v4opt{}), nil, ReasonOwnAddress},
+		{"4to6-bad-checksum", badEcho, nil, ReasonICMPChecksum},
+		{"4to6-fragment", ip4(C4, self4, 64, 1, echo, v4opt{flags: MF}), nil, ReasonOwnAddress},
+		{"4to6-echo-reply", ip4(C4, self4, 64, 1, reply, v4opt{}), nil, ReasonOwnAddress},
+		{"4to6-udp", ip4(C4, self4, 64, 17, udpSeg(1, 7, payload(8)), v4opt{}), nil, ReasonOwnAddress},
+		{"6to4-from-prefix", ip6(C6, v4in6(self4), 64, 58, echo6, v6opt{}), nil, ReasonSpoofed},
+		{"6to4-udp", ip6(S6A, v4in6(self4), 64, 17, udpSeg(1, 7, payload(8)), v6opt{}), nil, ReasonOwnAddress},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newTestWorker(t, pol)
+			_, r, sk := run(w, c.in, nil)
+			if c.want == nil {
+				if r.Verdict != Drop || r.Reason != c.reason || len(sk.pkts) != 0 {
+					t.Fatalf("verdict %d %v, %d emitted; want drop %v and nothing", r.Verdict, r.Reason, len(sk.pkts), c.reason)
+				}
+				return
+			}
+			if r.Verdict != Consumed || r.Proto != ProtoICMP {
+				t.Fatalf("verdict %d %v proto %v, want the reply emitted", r.Verdict, r.Reason, r.Proto)
+			}
+			expectEmitted(t, sk, c.want)
+		})
+	}
+	// The replies share the rate limit of the translator's own errors.
+	w := newTestWorker(t, func(p *Policy) { pol(p); p.ICMPRate = 1 })
+	w.now = func() int64 { return 0 }
+	in := ip4(C4, self4, 64, 1, echo, v4opt{})
+	if _, r, sk := run(w, in, nil); r.Verdict != Consumed || len(sk.pkts) != 1 {
+		t.Fatalf("first echo: verdict %d %v", r.Verdict, r.Reason)
+	}
+	if _, r, sk := run(w, in, nil); r.Verdict != Drop || len(sk.pkts) != 0 || w.C.RateLimited.Load() != 1 {
+		t.Errorf("second echo within the limit: verdict %d %v, %d emitted, %d limited", r.Verdict, r.Reason, len(sk.pkts), w.C.RateLimited.Load())
 	}
 }

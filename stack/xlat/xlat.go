@@ -200,6 +200,9 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	}
 	if s.special {
 		if why := s.check4(src4, dst4); why != ReasonNone {
+			if why == ReasonOwnAddress && s.isOwn4(dst4) && echoRequest4(proto, isFrag, l4) {
+				return w.answerEcho4(s, p, ihl, sink, r)
+			}
 			return drop(r, why)
 		}
 	}
@@ -480,20 +483,19 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 			s4 = dst4 // an error from an IPv6 router: its IPv4 source is ours to choose
 		}
 		if why := s.check4(s4, dst4); why != ReasonNone {
+			if why == ReasonOwnAddress && os == mapping.ByEAM && od == mapping.ByPrefix && s.isOwn4(dst4) &&
+				!s.isOwn4(src4) && !s.isBcast4(src4) && x.nh == protoICMPv6 && x.fragAt < 0 &&
+				len(l4) >= 8 && l4[0] == 128 && l4[1] == 0 {
+				return w.answerEcho6(s, p, x, sink, r)
+			}
 			return drop(r, why)
 		}
 	}
-	if hairpin {
-		// The hairpin is a hop like any other (RFC 8200 section 3): it
-		// costs one, and a packet that has none left is answered with
-		// Time Exceeded rather than sent round again.
-		if p[7] <= 1 {
-			if !isErr && first {
-				w.emitError6(s, p, 3, 0, 0, sink)
-			}
-			return drop(r, ReasonHopLimit)
-		}
-		p[7]--
+	if hairpin && p[7] <= 1 {
+		// The hairpin is a hop like any other (RFC 8200 section 3): a
+		// packet that has none left is answered with Time Exceeded
+		// rather than sent round again. (hairpin spends the hop.)
+		return w.hopLimitExceeded(s, p, r, !isErr && first, sink)
 	}
 
 	gso := off != nil && off.GSOType&^GSOECN != GSONone
@@ -641,12 +643,27 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 // translated to IPv4 is addressed to another EAM server, so it goes
 // straight back to IPv6 instead of leaving for the IPv4 network.
 func (w *Worker) hairpin(s *state, buf []byte, r Result, off *Offload, sink Sink) Result {
+	// The turn costs a hop (RFC 8200 section 3; v6to4 has refused a
+	// packet with none to spare): the TTL of the intermediate IPv4 form,
+	// which becomes the hop limit again. Its header checksum is not read.
+	buf[r.Start+8]--
 	rr := w.v4to6(s, buf, r.Start, r.End, off, sink, true)
 	rr.Dir = Dir64
 	if rr.Verdict != Drop {
 		inc(&w.C.Hairpinned, 1)
 	}
 	return rr
+}
+
+// hopLimitExceeded drops the IPv6 packet p, which was to be hairpinned
+// with no hop to spare, with RFC 4443 section 3.3 Time Exceeded (code 0)
+// back to its source when errorOK (not about an error or a non-first
+// fragment).
+func (w *Worker) hopLimitExceeded(s *state, p []byte, r Result, errorOK bool, sink Sink) Result {
+	if errorOK {
+		w.emitError6(s, p, 3, 0, 0, sink)
+	}
+	return drop(r, ReasonHopLimit)
 }
 
 // ext is what walkExt learnt about an IPv6 extension header chain.
