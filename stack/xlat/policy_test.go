@@ -193,7 +193,7 @@ func snapshotWith(t *testing.T) *mapping.Snapshot {
 // still go through (RFC 7915 4.1, 4.3).
 func TestAddressPolicy(t *testing.T) {
 	pol := testPolicy()
-	pol.OwnAddrs = []netip.Prefix{mustPrefix("203.0.113.1/28"), mustPrefix("2001:db8:7::99/64"), mustPrefix("192.0.2.200/32")}
+	pol.OwnAddrs = []netip.Prefix{mustPrefix("203.0.113.1/28"), mustPrefix("2001:db8:7::99/64"), mustPrefix("192.0.2.200/32"), mustPrefix("2001:db8:ffff::1/64")}
 	e, err := NewEngine(&Config{Map: snapshotWith(t), Policy: pol})
 	if err != nil {
 		t.Fatal(err)
@@ -229,9 +229,24 @@ func TestAddressPolicy(t *testing.T) {
 			want: ip6(v4in6("240.0.0.1"), S6A, 64, 58, icmpMsg(3, 0, 0, innerV4as6(20)), v6opt{})},
 		{name: "error-from-link-local", rfc: "7915 4.1 4.3", in: ip4("169.254.7.7", S4A, 64, 1, icmpMsg(3, 1, 0, errInner), v4opt{}),
 			want: ip6(v4in6("169.254.7.7"), S6A, 64, 58, icmpMsg(1, 0, 0, innerV4as6(20)), v6opt{})},
+		// The translator's host reports its forwarding failures from its
+		// own addresses: those errors are translated.
+		{name: "error-from-own", rfc: "7915 4.2; 1812 4.3.2.4", in: ip4("203.0.113.1", S4A, 64, 1, icmpMsg(11, 0, 0, errInner), v4opt{}),
+			want: ip6(v4in6("203.0.113.1"), S6A, 64, 58, icmpMsg(3, 0, 0, innerV4as6(20)), v6opt{})},
+		{name: "error-to-own", rfc: "issue 9", in: ip4(R4, "203.0.113.1", 64, 1, icmpMsg(11, 0, 0, errInner), v4opt{}), reason: ReasonOwnAddress},
 		{name: "echo-from-class-e", rfc: "7915 4.1", in: ip4("240.0.0.1", S4A, 64, 1, icmpMsg(8, 0, 1, payload(8)), v4opt{}), reason: ReasonSrcIllegal},
 		{name: "error-to-broadcast", rfc: "7915 4.1", in: ip4("240.0.0.1", "255.255.255.255", 64, 1, icmpMsg(11, 0, 0, errInner), v4opt{}), reason: ReasonDstIllegal},
 	})
+	// The kernel's Packet Too Big from the translator's own IPv6 address
+	// (RFC 4443 3.2) becomes Fragmentation Needed; anything else from it
+	// is refused (it has no translation).
+	ptb := ip6("2001:db8:ffff::1", C6, 64, 58, icmpMsg(2, 0, 1300, innerV6(60)), v6opt{})
+	if got, r, _ := run(w, ptb, nil); r.Verdict != Forward || len(got) < 28 || got[20] != 3 || got[21] != 4 {
+		t.Errorf("PTB from an own address: verdict %d %v", r.Verdict, r.Reason)
+	}
+	if _, r, _ := run(w, ip6("2001:db8:ffff::1", C6, 64, 58, icmpMsg(128, 0, 1, nil), v6opt{}), nil); r.Reason != ReasonSrcUnmapped {
+		t.Errorf("echo from an own address: %v, want %v", r.Reason, ReasonSrcUnmapped)
+	}
 }
 
 // RFC 7915 section 4.2: IGMP is silently dropped.

@@ -199,7 +199,13 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 		return drop(r, ReasonDenied)
 	}
 	if s.special {
-		if why := s.check4(src4, dst4); why != ReasonNone {
+		s4 := src4
+		if isErr {
+			// The translator's host reports its own forwarding failures
+			// (Time Exceeded, Fragmentation Needed) from its own addresses.
+			s4 = dst4
+		}
+		if why := s.check4(s4, dst4); why != ReasonNone {
 			if why == ReasonOwnAddress && s.isOwn4(dst4) && echoRequest4(proto, isFrag, l4) {
 				return w.answerEcho4(s, p, ihl, sink, r)
 			}
@@ -475,7 +481,9 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 		return drop(r, ReasonDenied)
 	}
 	if s.special {
-		if len(s.own6) > 0 && (s.isOwn6(&src6) || s.isOwn6(&dst6)) {
+		// An error may come from the translator's host itself (the
+		// kernel's Packet Too Big for a packet it could not forward).
+		if len(s.own6) > 0 && ((!isErr && s.isOwn6(&src6)) || s.isOwn6(&dst6)) {
 			return drop(r, ReasonOwnAddress)
 		}
 		s4 := src4
