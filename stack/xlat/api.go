@@ -22,11 +22,14 @@
 //
 // Sources that only the translator writes are refused as spoofed
 // (ReasonSpoofed): an IPv6 source inside the RFC 6052 prefix, an IPv4
-// source with an EAM entry. So is traffic to or from the translator's own
-// addresses (Policy.OwnAddrs, Policy.IPv4Address) and directed broadcast
-// addresses. A hairpinned packet (RFC 7757 section 4.2) costs one hop and
-// hairpins once: its output, with its source inside the prefix, is
-// refused if it comes back.
+// source with an EAM entry. Traffic to or from the translator's own
+// addresses (Policy.OwnAddrs, Policy.IPv4Address; ReasonOwnAddress) and
+// directed broadcast addresses (ReasonBroadcast) is refused too, but for
+// ICMP errors from the own addresses (the host reports its forwarding
+// failures from them); an echo request to an own IPv4 address is
+// answered through the Sink instead. A hairpinned packet
+// (RFC 7757 section 4.2) costs one hop and hairpins once: its output,
+// with its source inside the prefix, is refused if it comes back.
 package xlat
 
 import (
