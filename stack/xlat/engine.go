@@ -234,6 +234,10 @@ type state struct {
 	own6    [][16]byte
 	bcast4  []uint32
 	special bool
+	// last4 has bit b set when an address of own4 or bcast4 ends in the
+	// byte b: an inlined first test that lets almost every packet skip
+	// the lists.
+	last4 [4]uint64
 }
 
 const defaultICMPRate = 100
@@ -349,6 +353,12 @@ func (s *state) compileOwn(p *Policy) error {
 	}
 	slices.Sort(s.bcast4)
 	s.bcast4 = slices.Compact(s.bcast4)
+	for _, l := range [][]uint32{s.own4, s.bcast4} {
+		for _, a := range l {
+			b := byte(a)
+			s.last4[b>>6] |= 1 << (b & 63)
+		}
+	}
 	s.special = len(s.own4)+len(s.own6)+len(s.bcast4) > 0
 	return nil
 }
@@ -377,6 +387,12 @@ func (s *state) isOwn6(a *[16]byte) bool {
 func (s *state) isBcast4(a [4]byte) bool {
 	_, found := slices.BinarySearch(s.bcast4, be32(a[:]))
 	return found
+}
+
+// maybe4 reports whether src or dst may be an own or broadcast address
+// (see last4); check4 says for sure.
+func (s *state) maybe4(src, dst [4]byte) bool {
+	return s.last4[src[3]>>6]&(1<<(src[3]&63)) != 0 || s.last4[dst[3]>>6]&(1<<(dst[3]&63)) != 0
 }
 
 // check4 applies the own-address and broadcast policy to a pair of IPv4

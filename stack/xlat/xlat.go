@@ -198,8 +198,7 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	if len(s.deny) > 0 && (s.denied(src4) || s.denied(dst4)) {
 		return drop(r, ReasonDenied)
 	}
-	if s.special {
-		s4 := src4
+	if s4 := src4; s.special && s.maybe4(s4, dst4) {
 		if isErr {
 			// The translator's host reports its own forwarding failures
 			// (Time Exceeded, Fragmentation Needed) from its own addresses.
@@ -490,13 +489,15 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 		if os == mapping.NotTranslatable {
 			s4 = dst4 // an error from an IPv6 router: its IPv4 source is ours to choose
 		}
-		if why := s.check4(s4, dst4); why != ReasonNone {
-			if why == ReasonOwnAddress && os == mapping.ByEAM && od == mapping.ByPrefix && s.isOwn4(dst4) &&
-				!s.isOwn4(src4) && !s.isBcast4(src4) && x.nh == protoICMPv6 && x.fragAt < 0 &&
-				len(l4) >= 8 && l4[0] == 128 && l4[1] == 0 {
-				return w.answerEcho6(s, p, x, sink, r)
+		if s.maybe4(s4, dst4) {
+			if why := s.check4(s4, dst4); why != ReasonNone {
+				if why == ReasonOwnAddress && os == mapping.ByEAM && od == mapping.ByPrefix && s.isOwn4(dst4) &&
+					!s.isOwn4(src4) && !s.isBcast4(src4) && x.nh == protoICMPv6 && x.fragAt < 0 &&
+					len(l4) >= 8 && l4[0] == 128 && l4[1] == 0 {
+					return w.answerEcho6(s, p, x, sink, r)
+				}
+				return drop(r, why)
 			}
-			return drop(r, why)
 		}
 	}
 	if hairpin && p[7] <= 1 {
