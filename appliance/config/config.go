@@ -58,7 +58,12 @@ type Translator struct {
 	DenyIPv4        []netip.Prefix  // never translated
 	IPv4MTU         int             // MTU towards the IPv4 side; 0: unknown
 	IPv6MTU         int             // MTU towards the IPv6 side; 0: unknown
-	Tun             Tun
+	// IPv4Address is the translator's own IPv4 address: the source of its
+	// ICMPv4 errors and of translated ones from IPv6 routers without an
+	// IPv4 address when ICMPSourcePool is empty. Default: the first IPv4
+	// address of the interface blocks, else DummyIPv4Address.
+	IPv4Address netip.Addr
+	Tun         Tun
 }
 
 // Tun is the `tun` block inside `translator`: the device the kernel routes
