@@ -47,6 +47,9 @@ type Options struct {
 	ControlSocket string
 	// OnReady is called once everything is set up and packets flow.
 	OnReady func(ReadyInfo)
+	// LockDir is where the per-network-namespace instance lock lives;
+	// "" means DefaultLockDir.
+	LockDir string
 }
 
 // ReadyInfo describes the running translator.
@@ -145,6 +148,9 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	if opts.ControlSocket == "" {
 		opts.ControlSocket = DefaultControlSocket
 	}
+	if opts.LockDir == "" {
+		opts.LockDir = DefaultLockDir
+	}
 	cfg, err := config.Load(opts.ConfigPath)
 	if err != nil {
 		return err
@@ -176,6 +182,15 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 			cleanups[i]()
 		}
 	}()
+
+	// One translator per network namespace, decided before anything in
+	// the kernel is touched: a second one would attach to the first one's
+	// tun, replace its routes and delete them when it exits.
+	lock, err := lockInstance(opts.LockDir)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, lock.release)
 
 	k, closeKernel, err := e.kernel()
 	if err != nil {

@@ -250,17 +250,18 @@ func mappingBlocks(v4s ...string) string {
 }
 
 type harness struct {
-	t      *testing.T
-	k      *fakeKernel
-	dev    *fakeDevice
-	dp     atomic.Pointer[fakeDatapath]
-	ann    *fakeAnnouncer
-	cfg    string
-	sock   string
-	reload chan struct{}
-	ready  chan ReadyInfo
-	done   chan error
-	cancel context.CancelFunc
+	t       *testing.T
+	k       *fakeKernel
+	dev     *fakeDevice
+	dp      atomic.Pointer[fakeDatapath]
+	ann     *fakeAnnouncer
+	cfg     string
+	sock    string
+	lockDir string
+	reload  chan struct{}
+	ready   chan ReadyInfo
+	done    chan error
+	cancel  context.CancelFunc
 }
 
 func writeConfig(t *testing.T, path, body string) {
@@ -278,14 +279,15 @@ func start(t *testing.T, cfgBody string) *harness {
 	t.Cleanup(func() { HealthInterval = oldH })
 	dir := t.TempDir()
 	h := &harness{
-		t:      t,
-		k:      newFakeKernel(),
-		dev:    &fakeDevice{name: "dmtest0"},
-		cfg:    filepath.Join(dir, "map646.hcl"),
-		sock:   filepath.Join(dir, "ctl.sock"),
-		reload: make(chan struct{}),
-		ready:  make(chan ReadyInfo, 1),
-		done:   make(chan error, 1),
+		t:       t,
+		k:       newFakeKernel(),
+		dev:     &fakeDevice{name: "dmtest0"},
+		cfg:     filepath.Join(dir, "map646.hcl"),
+		sock:    filepath.Join(dir, "ctl.sock"),
+		lockDir: filepath.Join(dir, "lock"),
+		reload:  make(chan struct{}),
+		ready:   make(chan ReadyInfo, 1),
+		done:    make(chan error, 1),
 	}
 	h.ann = &fakeAnnouncer{k: h.k}
 	currentAnn.Store(h.ann)
@@ -313,6 +315,7 @@ func start(t *testing.T, cfgBody string) *harness {
 			Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 			Reload:        h.reload,
 			ControlSocket: h.sock,
+			LockDir:       h.lockDir,
 			OnReady:       func(r ReadyInfo) { h.ready <- r },
 		}, e)
 	}()
@@ -540,6 +543,41 @@ func TestSecondDaemonOnTheSameSocketIsRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "another map646 is running") {
 		t.Errorf("second listener: %v", err)
 	}
+}
+
+// TestSecondDaemonInTheNamespaceIsRefusedBeforeTouchingAnything: a second
+// Run in the same network namespace (its own control socket, so that only
+// the instance lock can stop it) fails at once, never reaching the kernel,
+// and the first keeps its routes.
+func TestSecondDaemonInTheNamespaceIsRefusedBeforeTouchingAnything(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
+	before := h.k.routeSet()
+	touched := false
+	e := env{kernel: func() (netsetup.Kernel, func() error, error) { touched = true; return nil, nil, fmt.Errorf("no") }}
+	start := time.Now()
+	err := run(context.Background(), Options{ConfigPath: h.cfg, ControlSocket: h.sock + "2", LockDir: h.lockDir,
+		Logger: slog.New(slog.DiscardHandler)}, e)
+	if err == nil || !strings.Contains(err.Error(), "another map646 (pid ") || !strings.Contains(err.Error(), "network namespace") {
+		t.Errorf("second run: %v", err)
+	}
+	if touched {
+		t.Error("the second run reached the kernel")
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("second run took %v to refuse", took)
+	}
+	if got := h.k.routeSet(); !slices.Equal(got, before) {
+		t.Errorf("routes changed: %v, were %v", got, before)
+	}
+	// Once the first stops, the lock is free for the next one.
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := lockInstance(h.lockDir)
+	if err != nil {
+		t.Fatalf("lock after the first stopped: %v", err)
+	}
+	l.release()
 }
 
 func TestStaleSocketIsReplaced(t *testing.T) {
