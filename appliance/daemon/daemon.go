@@ -19,6 +19,7 @@ import (
 	"os"
 	"reflect"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -57,6 +58,9 @@ type ReadyInfo struct {
 	Version, Digest string
 	Mappings        int
 	Tun             string
+	// PreexistingRoutes are wanted routes the kernel already had from
+	// someone else: left in place, not replaced, never removed.
+	PreexistingRoutes []string
 }
 
 // Version is the version reported in ReadyInfo and the metrics; the
@@ -97,6 +101,7 @@ type datapath interface {
 type env struct {
 	kernel  func() (netsetup.Kernel, func() error, error)
 	openTun func(tun.Config) (device, error)
+	watch   func() (watcher, error)
 	serve   func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error)
 }
 
@@ -109,6 +114,7 @@ var systemEnv = env{
 		return nl, nl.Close, nil
 	},
 	openTun: func(c tun.Config) (device, error) { return tun.Open(c) },
+	watch:   func() (watcher, error) { return netsetup.Watch() },
 	serve: func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error) {
 		return stack.Serve(ctx, eng, dev.(*tun.Device), log)
 	},
@@ -132,7 +138,9 @@ type daemon struct {
 	eng     *xlat.Engine
 	dev     device
 	dp      datapath
+	kernel  netsetup.Kernel
 	tracker *netsetup.Tracker
+	repair  repairState // run loop only
 
 	mu       sync.Mutex // guards what reload changes and stats reads
 	cfg      *config.Config
@@ -172,7 +180,8 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	if err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
-	d := &daemon{opts: opts, env: e, log: log, started: time.Now(), eng: eng, cfg: cfg}
+	d := &daemon{opts: opts, env: e, log: log, started: time.Now(), eng: eng, cfg: cfg,
+		repair: repairState{down: map[string]bool{}}}
 
 	// Everything set up from here on is undone, newest first, by the
 	// deferred cleanups, whether Run fails half-way or stops normally.
@@ -197,6 +206,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 		return err
 	}
 	cleanups = append(cleanups, func() { _ = closeKernel() })
+	d.kernel = k
 	d.tracker = netsetup.NewTracker(k)
 	cleanups = append(cleanups, func() {
 		if err := d.tracker.Teardown(); err != nil {
@@ -235,12 +245,46 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 		}
 	})
 
+	// Subscribed before the routes go in, so that nothing the kernel
+	// removes after they are installed goes unnoticed.
+	w, err := e.watch()
+	if err != nil {
+		return fmt.Errorf("watching links and routes: %w", err)
+	}
+	changes := make(chan []netsetup.Change, 64)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		var buf []netsetup.Change
+		for {
+			cs, err := w.Read(buf[:0])
+			if err != nil {
+				return
+			}
+			if len(cs) > 0 {
+				select {
+				case changes <- slices.Clone(cs):
+				default: // the loop is behind: it must assume anything changed
+					select {
+					case changes <- []netsetup.Change{{Lost: true}}:
+					default:
+					}
+				}
+			}
+			buf = cs
+		}
+	}()
+	cleanups = append(cleanups, func() { _ = w.Close(); <-watchDone })
+
+	d.mu.Lock()
 	d.plan = makePlan(cfg, dev.Name())
+	d.mu.Unlock()
 	if err := d.applyPlan(d.plan); err != nil {
 		return err
 	}
 	log.Info("translator set up", "tun", dev.Name(), "offloads", dev.Offloads(), "mappings", len(cfg.Translator.Mappings),
 		"routes", d.tracker.RouteCount(), "took", time.Since(setupStart).Round(time.Millisecond))
+	d.reportForeign()
 
 	if cfg.Metrics.Listen != "" {
 		ms, err := metrics.Listen(cfg.Metrics.Listen, d.Stats, log)
@@ -261,7 +305,8 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	}
 	cleanups = append(cleanups, func() { _ = cs.Close() })
 
-	healthy := dp.Healthy()
+	d.pollLinks()
+	healthy := dp.Healthy() && d.kernelFault() == nil
 	anns, err := startAnnouncers(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -291,7 +336,12 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 
 	log.Info("ready", "version", Version(), "digest", cfg.Digest, "mappings", len(cfg.Translator.Mappings), "tun", dev.Name())
 	if opts.OnReady != nil {
-		opts.OnReady(ReadyInfo{Version: Version(), Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings), Tun: dev.Name()})
+		var foreign []string
+		for _, r := range d.tracker.Foreign() {
+			foreign = append(foreign, r.String())
+		}
+		opts.OnReady(ReadyInfo{Version: Version(), Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings), Tun: dev.Name(),
+			PreexistingRoutes: foreign})
 	}
 
 	health := time.NewTicker(HealthInterval)
@@ -315,20 +365,14 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 		case reply := <-reloadReq:
 			res, err := d.reload(ctx)
 			reply <- reloadReply{res, err}
+		case cs := <-changes:
+			d.noteChanges(cs)
+			d.restore()
+			d.checkHealth(func() { d.announce(ctx) })
 		case <-health.C:
-			h := dp.Healthy()
-			d.mu.Lock()
-			changed := h != d.healthy
-			d.healthy = h
-			d.mu.Unlock()
-			if changed {
-				if h {
-					log.Info("data path healthy again")
-				} else {
-					log.Warn("data path unhealthy: withdrawing announcements")
-				}
-				d.announce(ctx)
-			}
+			d.pollLinks()
+			d.restore()
+			d.checkHealth(func() { d.announce(ctx) })
 		case <-drops.C:
 			lastDrops = d.logDrops(lastDrops)
 		}
@@ -354,7 +398,26 @@ func (d *daemon) applyPlan(p plan) error {
 	if added > 0 || removed > 0 {
 		d.log.Debug("routes", "added", added, "removed", removed)
 	}
+	// Rules after the routes: once they are in, the policy table is
+	// complete.
+	if err := d.tracker.SyncRules(p.rules); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// reportForeign logs the wanted routes that the kernel already had from
+// someone else: they are left as they are (and so may send the traffic
+// elsewhere) and never deleted.
+func (d *daemon) reportForeign() {
+	fs := d.tracker.Foreign()
+	for i, r := range fs {
+		if i == 20 {
+			d.log.Warn("more routes already present", "count", len(fs)-i)
+			break
+		}
+		d.log.Warn("route already present in the kernel: left as it is, not replaced and not removed at stop", "route", r.String())
+	}
 }
 
 // announce sends the current announcement to every announcer.
@@ -445,6 +508,10 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	if rerr != nil {
 		errs = append(errs, rerr)
 	}
+	if err := d.tracker.SyncRules(p.rules); err != nil {
+		errs = append(errs, err)
+	}
+	d.reportForeign()
 	for _, ifc := range p.links {
 		if err := d.tracker.Link(ifc.Name, ifc.MTU, false); err != nil {
 			errs = append(errs, fmt.Errorf("interface %s: %w", ifc.Name, err))
@@ -515,6 +582,7 @@ func (d *daemon) Stats() metrics.Stats {
 	}
 	d.mu.Unlock()
 	s.Routes = d.tracker.RouteCount()
+	s.RoutesPreexisting = len(d.tracker.Foreign())
 	t := d.eng.Totals()
 	fillTotals(&s, &t)
 	ls := d.dp.LinkStats()
