@@ -242,6 +242,9 @@ func TestUntranslatedTrafficIsNotForwarded(t *testing.T) {
 		{"srv", "ip route add 192.0.2.0/24 via 203.0.113.1"},
 		{"srv", "ip -6 route add 2001:db8:c::/64 via 2001:db8:6::1"},
 		{"x", "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1"},
+		// Strict reverse-path filtering: its lookup (as from lo) must
+		// still find the clients through the main table.
+		{"x", "sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.dmx4.rp_filter=1"},
 	} {
 		ns := map[string]*netnstest.NS{"x": tp.x, "cli": tp.cli, "srv": tp.srv}[c[0]]
 		ns.MustRun(t, strings.Fields(c[1])...)
