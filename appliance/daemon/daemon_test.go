@@ -37,6 +37,7 @@ type fakeKernel struct {
 	links   map[string][2]int // mtu, up
 	rules   []netsetup.Rule
 	failAdd bool // ReplaceRoutes fails (a restore that cannot work)
+	failed  int  // ReplaceRoutes calls that failed
 }
 
 func newFakeKernel() *fakeKernel {
@@ -85,6 +86,7 @@ func (k *fakeKernel) DelAddr(dev string, p netip.Prefix) error {
 func (k *fakeKernel) ReplaceRoutes(rs []netsetup.Route) error {
 	k.mu.Lock()
 	if k.failAdd {
+		k.failed++
 		k.mu.Unlock()
 		return fmt.Errorf("route %v: network is down", rs[0])
 	}
@@ -873,10 +875,16 @@ func TestKernelUndoingTheSetUpIsRepairedOrReported(t *testing.T) {
 			t.Errorf("%s answered %d %q while the routes are missing; want %q", path, resp.StatusCode, b, want)
 		}
 	}
-	// Retried on every health tick until it works.
+	// Retried, with a growing pause (each retry replaces every route),
+	// until it works.
+	time.Sleep(60 * HealthInterval)
 	h.k.mu.Lock()
 	h.k.failAdd = false
+	tries := h.k.failed
 	h.k.mu.Unlock()
+	if tries < 2 || tries > 10 {
+		t.Errorf("%d restore attempts in 60 health intervals; want a few, backing off", tries)
+	}
 	waitFor(t, "healthy once the route could be restored", healthy)
 	if got := h.k.routeSet(); !slices.Equal(got, want) {
 		t.Errorf("routes after the retry\n%v\nwant\n%v", got, want)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/map646/map646/appliance/netsetup"
 )
@@ -23,7 +24,14 @@ type repairState struct {
 	restoreErr error           // the last restore failed: not healthy
 	full       bool            // everything must be put back (link up again, lost events)
 	missing    []netsetup.Route
+	retryAt    time.Time     // after a failed restore, when to try again
+	backoff    time.Duration // doubles per failure, up to maxRestoreBackoff
 }
+
+// maxRestoreBackoff bounds the wait between two attempts at a restore
+// that keeps failing: each attempt replaces every route the daemon owns,
+// which for a million routes takes seconds of a core.
+const maxRestoreBackoff = 30 * time.Second
 
 // watchedLinks are the links the data path needs up: the tun and the
 // appliance's own interfaces.
@@ -90,6 +98,9 @@ func (d *daemon) restore() {
 	if !d.repair.full && len(d.repair.missing) == 0 && d.repair.restoreErr == nil {
 		return
 	}
+	if !d.repair.full && len(d.repair.missing) == 0 && time.Now().Before(d.repair.retryAt) {
+		return // a retry of a failed restore, not yet due
+	}
 	var err error
 	if d.repair.full || d.repair.restoreErr != nil {
 		err = d.tracker.Restore()
@@ -102,12 +113,15 @@ func (d *daemon) restore() {
 			d.log.Error("cannot restore the translator's routes: unhealthy until it can", "err", err)
 		}
 		d.repair.restoreErr = err
+		d.repair.backoff = min(max(2*d.repair.backoff, HealthInterval), maxRestoreBackoff)
+		d.repair.retryAt = time.Now().Add(d.repair.backoff)
 		return
 	}
 	if d.repair.restoreErr != nil {
 		d.log.Info("routes restored")
 	}
 	d.repair.restoreErr = nil
+	d.repair.backoff = 0
 }
 
 // kernelFault says why the kernel side cannot forward, or nil.

@@ -96,21 +96,9 @@ type Kernel interface {
 	Sysctl(key, value string) (old string, err error)
 }
 
-// DiffRoutes returns the routes in want but not in have (to add) and those
-// in have but not in want (to delete), each sorted. Duplicates collapse.
-func DiffRoutes(have, want []Route) (add, del []Route) {
-	h := make(map[Route]struct{}, len(have))
-	for _, r := range have {
-		h[r] = struct{}{}
-	}
-	_, add, del = diffRoutes(h, want)
-	SortRoutes(add)
-	SortRoutes(del)
-	return add, del
-}
-
-// diffRoutes is DiffRoutes against a set, unsorted, also returning want
-// as a set: the tracker's path, which must stay fast for a million routes.
+// diffRoutes returns the routes in want but not in have (to add) and those
+// in have but not in want (to delete), unsorted, and want as a set;
+// duplicates collapse. It must stay fast for a million routes.
 func diffRoutes(have map[Route]struct{}, want []Route) (w map[Route]struct{}, add, del []Route) {
 	w = make(map[Route]struct{}, len(want))
 	for _, r := range want {

@@ -282,22 +282,6 @@ func (t *Tracker) RouteCount() int {
 	return len(t.routes)
 }
 
-// Routes returns the routes currently installed by this tracker, sorted.
-func (t *Tracker) Routes() []Route {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	rs := slices.Collect(maps.Keys(t.routes))
-	SortRoutes(rs)
-	return rs
-}
-
-// Addrs returns the addresses currently installed by this tracker.
-func (t *Tracker) Addrs() []Addr {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return slices.Collect(maps.Keys(t.addrs))
-}
-
 // Teardown removes the rules, routes and addresses, restores the links and
 // sysctls, in the reverse order of setting up. It goes on past errors and
 // returns them all; the tracker is empty afterwards.

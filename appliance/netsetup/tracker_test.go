@@ -3,6 +3,7 @@ package netsetup
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -120,6 +121,18 @@ func (f *fakeKernel) Sysctl(key, value string) (string, error) {
 
 func rt(dst string) Route { return Route{Dst: netip.MustParsePrefix(dst), Dev: "map646"} }
 
+// sortedDiff is diffRoutes on lists, with sorted results.
+func sortedDiff(have, want []Route) (add, del []Route) {
+	h := make(map[Route]struct{}, len(have))
+	for _, r := range have {
+		h[r] = struct{}{}
+	}
+	_, add, del = diffRoutes(h, want)
+	SortRoutes(add)
+	SortRoutes(del)
+	return add, del
+}
+
 func TestDiffRoutes(t *testing.T) {
 	a, b, c := rt("198.51.100.0/24"), rt("2001:db8:64::/96"), rt("203.0.113.0/25")
 	via := Route{Dst: netip.MustParsePrefix("0.0.0.0/0"), Via: netip.MustParseAddr("203.0.113.14")}
@@ -137,9 +150,9 @@ func TestDiffRoutes(t *testing.T) {
 		{"same dst other dev", []Route{a}, []Route{{Dst: a.Dst, Dev: "eth0"}}, []Route{{Dst: a.Dst, Dev: "eth0"}}, []Route{a}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			add, del := DiffRoutes(tc.have, tc.want)
+			add, del := sortedDiff(tc.have, tc.want)
 			if !reflect.DeepEqual(add, tc.wantAdd) || !reflect.DeepEqual(del, tc.wDel) {
-				t.Errorf("DiffRoutes = add %v del %v, want add %v del %v", add, del, tc.wantAdd, tc.wDel)
+				t.Errorf("diffRoutes = add %v del %v, want add %v del %v", add, del, tc.wantAdd, tc.wDel)
 			}
 		})
 	}
@@ -167,8 +180,10 @@ func TestTrackerSyncRoutesAppliesOnlyTheDifference(t *testing.T) {
 	if n, m, err := tr.SyncRoutes([]Route{c, b}); err != nil || n != 0 || m != 0 || len(k.log) != 0 {
 		t.Errorf("unchanged sync touched the kernel: %d %d %v %v", n, m, err, k.log)
 	}
-	if got := tr.Routes(); !reflect.DeepEqual(got, []Route{c, b}) {
-		t.Errorf("Routes() = %v", got)
+	got := slices.Collect(maps.Keys(tr.routes))
+	SortRoutes(got)
+	if !reflect.DeepEqual(got, []Route{c, b}) {
+		t.Errorf("installed routes %v", got)
 	}
 }
 
