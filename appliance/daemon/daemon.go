@@ -19,7 +19,6 @@ import (
 	"os"
 	"reflect"
 	"runtime/debug"
-	"slices"
 	"sync"
 	"time"
 
@@ -251,7 +250,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	if err != nil {
 		return fmt.Errorf("watching links and routes: %w", err)
 	}
-	changes := make(chan []netsetup.Change, 64)
+	changes := newChangeQueue()
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
@@ -261,16 +260,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 			if err != nil {
 				return
 			}
-			if len(cs) > 0 {
-				select {
-				case changes <- slices.Clone(cs):
-				default: // the loop is behind: it must assume anything changed
-					select {
-					case changes <- []netsetup.Change{{Lost: true}}:
-					default:
-					}
-				}
-			}
+			changes.push(cs)
 			buf = cs
 		}
 	}()
@@ -365,8 +355,8 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 		case reply := <-reloadReq:
 			res, err := d.reload(ctx)
 			reply <- reloadReply{res, err}
-		case cs := <-changes:
-			d.noteChanges(cs)
+		case <-changes.ready:
+			d.noteChanges(changes.take())
 			d.restore()
 			d.checkHealth(func() { d.announce(ctx) })
 		case <-health.C:

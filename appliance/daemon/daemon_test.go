@@ -890,3 +890,40 @@ func TestKernelUndoingTheSetUpIsRepairedOrReported(t *testing.T) {
 		t.Errorf("routes after the retry\n%v\nwant\n%v", got, want)
 	}
 }
+
+// TestChangeQueueNeverBlocksNorLoses: events pile up without blocking the
+// watcher; too many collapse into one Lost, which restores everything.
+func TestChangeQueueNeverBlocksNorLoses(t *testing.T) {
+	q := newChangeQueue()
+	q.push([]netsetup.Change{{Link: "a"}})
+	q.push([]netsetup.Change{{Link: "b"}})
+	<-q.ready
+	if got := q.take(); len(got) != 2 || got[0].Link != "a" || got[1].Link != "b" {
+		t.Errorf("take = %+v", got)
+	}
+	select {
+	case <-q.ready:
+		t.Error("a token without changes")
+	default:
+	}
+	for range maxPendingChanges + 1 {
+		q.push([]netsetup.Change{{Link: "x"}})
+	}
+	<-q.ready
+	if got := q.take(); len(got) != 1 || !got[0].Lost {
+		t.Errorf("after an overflow: %d changes, first %+v", len(got), got[0])
+	}
+}
+
+// TestLostEventsRestoreEverything: when the kernel dropped events, routes
+// it removed without a word are put back.
+func TestLostEventsRestoreEverything(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10", "198.51.100.20")))
+	defer h.stop()
+	want := h.k.routeSet()
+	h.k.mu.Lock()
+	clear(h.k.routes)
+	h.k.mu.Unlock()
+	h.w.events <- []netsetup.Change{{Lost: true}}
+	waitFor(t, "every route back", func() bool { return slices.Equal(h.k.routeSet(), want) })
+}

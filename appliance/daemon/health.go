@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/map646/map646/appliance/netsetup"
@@ -14,6 +15,45 @@ import (
 type watcher interface {
 	Read(cs []netsetup.Change) ([]netsetup.Change, error)
 	Close() error
+}
+
+// changeQueue hands kernel events from the watcher's goroutine to the run
+// loop without ever blocking the watcher (the kernel would drop events)
+// and without losing any: past maxPendingChanges they collapse into one
+// Lost, which makes the loop restore everything.
+type changeQueue struct {
+	mu    sync.Mutex
+	cs    []netsetup.Change
+	ready chan struct{} // one token while cs is not empty
+}
+
+const maxPendingChanges = 4096
+
+func newChangeQueue() *changeQueue { return &changeQueue{ready: make(chan struct{}, 1)} }
+
+func (q *changeQueue) push(cs []netsetup.Change) {
+	if len(cs) == 0 {
+		return
+	}
+	q.mu.Lock()
+	if len(q.cs)+len(cs) > maxPendingChanges {
+		q.cs = append(q.cs[:0], netsetup.Change{Lost: true})
+	} else {
+		q.cs = append(q.cs, cs...)
+	}
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (q *changeQueue) take() []netsetup.Change {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	cs := q.cs
+	q.cs = nil
+	return cs
 }
 
 // repairState is what the daemon knows about the kernel side of its data
