@@ -309,19 +309,20 @@ func mappingBlocks(v4s ...string) string {
 }
 
 type harness struct {
-	t       *testing.T
-	k       *fakeKernel
-	w       *fakeWatcher
-	dev     *fakeDevice
-	dp      atomic.Pointer[fakeDatapath]
-	ann     *fakeAnnouncer
-	cfg     string
-	sock    string
-	lockDir string
-	reload  chan struct{}
-	ready   chan ReadyInfo
-	done    chan error
-	cancel  context.CancelFunc
+	t         *testing.T
+	k         *fakeKernel
+	w         *fakeWatcher
+	dev       *fakeDevice
+	dp        atomic.Pointer[fakeDatapath]
+	ann       *fakeAnnouncer
+	cfg       string
+	sock      string
+	lockDir   string
+	readyInfo ReadyInfo
+	reload    chan struct{}
+	ready     chan ReadyInfo
+	done      chan error
+	cancel    context.CancelFunc
 }
 
 func writeConfig(t *testing.T, path, body string) {
@@ -333,6 +334,12 @@ func writeConfig(t *testing.T, path, body string) {
 
 func start(t *testing.T, cfgBody string) *harness {
 	t.Helper()
+	return startWithKernel(t, cfgBody, newFakeKernel())
+}
+
+// startWithKernel is start with a kernel that may hold routes already.
+func startWithKernel(t *testing.T, cfgBody string, k *fakeKernel) *harness {
+	t.Helper()
 	registerFake()
 	oldH := HealthInterval
 	HealthInterval = 10 * time.Millisecond
@@ -340,7 +347,7 @@ func start(t *testing.T, cfgBody string) *harness {
 	dir := t.TempDir()
 	h := &harness{
 		t:       t,
-		k:       newFakeKernel(),
+		k:       k,
 		w:       newFakeWatcher(),
 		dev:     &fakeDevice{name: "dmtest0"},
 		cfg:     filepath.Join(dir, "map646.hcl"),
@@ -383,6 +390,7 @@ func start(t *testing.T, cfgBody string) *harness {
 	}()
 	select {
 	case r := <-h.ready:
+		h.readyInfo = r
 		if r.Tun != "dmtest0" || r.Digest == "" {
 			t.Fatalf("ReadyInfo %+v", r)
 		}
@@ -926,4 +934,30 @@ func TestLostEventsRestoreEverything(t *testing.T) {
 	h.k.mu.Unlock()
 	h.w.events <- []netsetup.Change{{Lost: true}}
 	waitFor(t, "every route back", func() bool { return slices.Equal(h.k.routeSet(), want) })
+}
+
+// TestRoutesOfOthersAreReportedAndKept: a route block whose destination
+// the kernel already routes is neither replaced nor removed at stop, and
+// the ready info, the stats and the log say so.
+func TestRoutesOfOthersAreReportedAndKept(t *testing.T) {
+	k := newFakeKernel()
+	theirs := netsetup.Route{Dst: netip.MustParsePrefix("192.0.2.0/24"), Via: netip.MustParseAddr("203.0.113.99")}
+	k.routes[theirs] = true
+	h := startWithKernel(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")), k)
+	if got := h.readyInfo.PreexistingRoutes; !slices.Equal(got, []string{"192.0.2.0/24 via 203.0.113.14"}) {
+		t.Errorf("ready info: preexisting %v", got)
+	}
+	st, err := QueryStats(h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.RoutesPreexisting != 1 || st.Routes != 2 {
+		t.Errorf("stats: %d preexisting, %d routes; want 1 and 2", st.RoutesPreexisting, st.Routes)
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.k.routeSet(); !slices.Equal(got, []string{theirs.String()}) {
+		t.Errorf("after stop: %v; want only %v", got, theirs)
+	}
 }
