@@ -1,9 +1,18 @@
 // Package daemon runs the translator as a service: it loads the HCL
-// configuration, builds the engine, creates the tun, installs routes
-// (aggregated) and the appliance's addresses, serves the data path, the
-// Prometheus endpoint and the control socket, reloads on request, tells
-// announcers (BGP, router advertisements) what to announce, and removes
-// everything it installed when it stops.
+// configuration, takes the one-per-network-namespace lock, builds the
+// engine, creates the tun, installs routes (aggregated, in their own table
+// behind policy rules that let only translated traffic be forwarded) and
+// the appliance's addresses, serves the data path, the Prometheus endpoint
+// and the control socket, reloads on request, tells announcers (BGP,
+// router advertisements) what to announce, and removes everything it
+// installed when it stops.
+//
+// It is healthy only while it can forward: the data path's workers are
+// alive, the links it needs are up and its routes are in place. A netlink
+// subscription tells it when the kernel undid part of the set-up (a link
+// down and up flushes the routes through it; an operator deletes a route);
+// it puts back what it can and is unhealthy, so that announcers withdraw,
+// until it has.
 //
 // A reload (SIGHUP or `map646 reload`) parses and validates the new file,
 // builds the new table, swaps it into the engine atomically and applies
