@@ -146,6 +146,9 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 			if name == "" {
 				name = w.names[idx]
 			}
+			if name == "" {
+				continue // a link we cannot name is none of ours
+			}
 			if typ == unix.RTM_DELLINK {
 				delete(w.names, idx)
 				cs = append(cs, Change{Link: name})

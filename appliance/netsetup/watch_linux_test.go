@@ -161,3 +161,28 @@ func TestKernelRoutesOfOthersAndPolicyRules(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// FuzzWatcherParse: whatever bytes a netlink socket hands over, parse
+// neither panics nor reports a route without a valid destination.
+func FuzzWatcherParse(f *testing.F) {
+	// An RTM_DELROUTE for 198.51.100.7/32 table 646 oif 1, and truncations.
+	msg := []byte{
+		0, 0, 0, 0, 25, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // nlmsghdr, length set below
+		2, 32, 0, 0, 0, 4, 0, 1, 0, 0, 0, 0, // rtmsg: AF_INET, /32, table unspec
+		8, 0, 1, 0, 198, 51, 100, 7, // RTA_DST
+		8, 0, 15, 0, 0x86, 0x02, 0, 0, // RTA_TABLE 646 (little-endian)
+		8, 0, 4, 0, 1, 0, 0, 0, // RTA_OIF 1
+	}
+	msg[0] = byte(len(msg))
+	f.Add(msg)
+	f.Add(msg[:20])
+	f.Add(append(msg[:16:16], 0xff, 0xff))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		w := &Watcher{names: map[int32]string{1: "lo"}}
+		for _, c := range w.parse(nil, b) {
+			if c.Link == "" && !c.Route.Dst.IsValid() {
+				t.Fatalf("change without link or route: %+v", c)
+			}
+		}
+	})
+}
