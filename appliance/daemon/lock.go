@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -54,7 +53,7 @@ func lockInstance(dir string) (*instanceLock, error) {
 		return nil, fmt.Errorf("instance lock: %w", err)
 	}
 	path := filepath.Join(dir, key+".lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("instance lock: %w", err)
 	}
