@@ -186,6 +186,17 @@ func (tp *topo) leftovers(t *testing.T) string {
 	if out := tp.x.MustRun(t, "ip", "-6", "route", "show", "proto", "static"); out != "" {
 		s = append(s, "IPv6 routes: "+out)
 	}
+	if out := tp.x.MustRun(t, "ip", "route", "show", "table", "all", "proto", "static"); out != "" {
+		s = append(s, "IPv4 routes in any table: "+out)
+	}
+	if out := tp.x.MustRun(t, "ip", "-6", "route", "show", "table", "all", "proto", "static"); out != "" {
+		s = append(s, "IPv6 routes in any table: "+out)
+	}
+	for _, fam := range []string{"-4", "-6"} {
+		if out := tp.x.MustRun(t, "ip", fam, "rule", "show"); strings.Contains(out, "646") {
+			s = append(s, "rules: "+out)
+		}
+	}
 	if out := tp.x.MustRun(t, "sysctl", "-n", "net.ipv4.ip_forward"); strings.TrimSpace(out) != "0" {
 		s = append(s, "ip_forward still "+out)
 	}
@@ -392,7 +403,7 @@ func TestReloadUnderTraffic(t *testing.T) {
 	}
 	// The last configuration (i = 99, odd) has no .11: its route split
 	// back into a /32 for .10.
-	out := tp.x.MustRun(t, "ip", "route", "show", "proto", "static")
+	out := tp.x.MustRun(t, "ip", "route", "show", "table", "646", "proto", "static")
 	if !strings.Contains(out, "198.51.100.10 dev dmtun") || strings.Contains(out, "198.51.100.10/31") {
 		t.Errorf("routes after the last reload:\n%s", out)
 	}
