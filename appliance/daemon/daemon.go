@@ -1,9 +1,18 @@
 // Package daemon runs the translator as a service: it loads the HCL
-// configuration, builds the engine, creates the tun, installs routes
-// (aggregated) and the appliance's addresses, serves the data path, the
-// Prometheus endpoint and the control socket, reloads on request, tells
-// announcers (BGP, router advertisements) what to announce, and removes
-// everything it installed when it stops.
+// configuration, takes the one-per-network-namespace lock, builds the
+// engine, creates the tun, installs routes (aggregated, in their own table
+// behind policy rules that let only translated traffic be forwarded) and
+// the appliance's addresses, serves the data path, the Prometheus endpoint
+// and the control socket, reloads on request, tells announcers (BGP,
+// router advertisements) what to announce, and removes everything it
+// installed when it stops.
+//
+// It is healthy only while it can forward: the data path's workers are
+// alive, the links it needs are up and its routes are in place. A netlink
+// subscription tells it when the kernel undid part of the set-up (a link
+// down and up flushes the routes through it; an operator deletes a route);
+// it puts back what it can and is unhealthy, so that announcers withdraw,
+// until it has.
 //
 // A reload (SIGHUP or `map646 reload`) parses and validates the new file,
 // builds the new table, swaps it into the engine atomically and applies
@@ -47,6 +56,9 @@ type Options struct {
 	ControlSocket string
 	// OnReady is called once everything is set up and packets flow.
 	OnReady func(ReadyInfo)
+	// LockDir is where the per-network-namespace instance lock lives;
+	// "" means DefaultLockDir.
+	LockDir string
 }
 
 // ReadyInfo describes the running translator.
@@ -54,6 +66,9 @@ type ReadyInfo struct {
 	Version, Digest string
 	Mappings        int
 	Tun             string
+	// PreexistingRoutes are wanted routes the kernel already had from
+	// someone else: left in place, not replaced, never removed.
+	PreexistingRoutes []string
 }
 
 // Version is the version reported in ReadyInfo and the metrics; the
@@ -94,6 +109,7 @@ type datapath interface {
 type env struct {
 	kernel  func() (netsetup.Kernel, func() error, error)
 	openTun func(tun.Config) (device, error)
+	watch   func() (watcher, error)
 	serve   func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error)
 }
 
@@ -106,6 +122,7 @@ var systemEnv = env{
 		return nl, nl.Close, nil
 	},
 	openTun: func(c tun.Config) (device, error) { return tun.Open(c) },
+	watch:   func() (watcher, error) { return netsetup.Watch() },
 	serve: func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error) {
 		return stack.ServeTun(ctx, eng, dev.(*tun.Device), log)
 	},
@@ -129,7 +146,9 @@ type daemon struct {
 	eng     *xlat.Engine
 	dev     device
 	dp      datapath
+	kernel  netsetup.Kernel
 	tracker *netsetup.Tracker
+	repair  repairState // run loop only
 
 	mu       sync.Mutex // guards what reload changes and stats reads
 	cfg      *config.Config
@@ -144,6 +163,9 @@ type daemon struct {
 func run(ctx context.Context, opts Options, e env) (err error) {
 	if opts.ControlSocket == "" {
 		opts.ControlSocket = DefaultControlSocket
+	}
+	if opts.LockDir == "" {
+		opts.LockDir = DefaultLockDir
 	}
 	cfg, err := config.Load(opts.ConfigPath)
 	if err != nil {
@@ -166,7 +188,8 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	if err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
-	d := &daemon{opts: opts, env: e, log: log, started: time.Now(), eng: eng, cfg: cfg}
+	d := &daemon{opts: opts, env: e, log: log, started: time.Now(), eng: eng, cfg: cfg,
+		repair: repairState{down: map[string]bool{}}}
 
 	// Everything set up from here on is undone, newest first, by the
 	// deferred cleanups, whether Run fails half-way or stops normally.
@@ -177,11 +200,21 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 		}
 	}()
 
+	// One translator per network namespace, decided before anything in
+	// the kernel is touched: a second one would attach to the first one's
+	// tun, replace its routes and delete them when it exits.
+	lock, err := lockInstance(opts.LockDir)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, lock.release)
+
 	k, closeKernel, err := e.kernel()
 	if err != nil {
 		return err
 	}
 	cleanups = append(cleanups, func() { _ = closeKernel() })
+	d.kernel = k
 	d.tracker = netsetup.NewTracker(k)
 	cleanups = append(cleanups, func() {
 		if err := d.tracker.Teardown(); err != nil {
@@ -220,12 +253,37 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 		}
 	})
 
+	// Subscribed before the routes go in, so that nothing the kernel
+	// removes after they are installed goes unnoticed.
+	w, err := e.watch()
+	if err != nil {
+		return fmt.Errorf("watching links and routes: %w", err)
+	}
+	changes := newChangeQueue()
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		var buf []netsetup.Change
+		for {
+			cs, err := w.Read(buf[:0])
+			if err != nil {
+				return
+			}
+			changes.push(cs)
+			buf = cs
+		}
+	}()
+	cleanups = append(cleanups, func() { _ = w.Close(); <-watchDone })
+
+	d.mu.Lock()
 	d.plan = makePlan(cfg, dev.Name())
+	d.mu.Unlock()
 	if err := d.applyPlan(d.plan); err != nil {
 		return err
 	}
 	log.Info("translator set up", "tun", dev.Name(), "offloads", dev.Offloads(), "mappings", len(cfg.Translator.Mappings),
 		"routes", d.tracker.RouteCount(), "took", time.Since(setupStart).Round(time.Millisecond))
+	d.reportForeign()
 
 	if cfg.Metrics.Listen != "" {
 		ms, err := metrics.Listen(cfg.Metrics.Listen, d.Stats, log)
@@ -246,7 +304,8 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	}
 	cleanups = append(cleanups, func() { _ = cs.Close() })
 
-	healthy := dp.Healthy()
+	d.pollLinks()
+	healthy := dp.Healthy() && d.kernelFault() == nil
 	anns, err := startAnnouncers(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -276,7 +335,12 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 
 	log.Info("ready", "version", Version(), "digest", cfg.Digest, "mappings", len(cfg.Translator.Mappings), "tun", dev.Name())
 	if opts.OnReady != nil {
-		opts.OnReady(ReadyInfo{Version: Version(), Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings), Tun: dev.Name()})
+		var foreign []string
+		for _, r := range d.tracker.Foreign() {
+			foreign = append(foreign, r.String())
+		}
+		opts.OnReady(ReadyInfo{Version: Version(), Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings), Tun: dev.Name(),
+			PreexistingRoutes: foreign})
 	}
 
 	health := time.NewTicker(HealthInterval)
@@ -300,20 +364,14 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 		case reply := <-reloadReq:
 			res, err := d.reload(ctx)
 			reply <- reloadReply{res, err}
+		case <-changes.ready:
+			d.noteChanges(changes.take())
+			d.restore()
+			d.checkHealth(func() { d.announce(ctx) })
 		case <-health.C:
-			h := dp.Healthy()
-			d.mu.Lock()
-			changed := h != d.healthy
-			d.healthy = h
-			d.mu.Unlock()
-			if changed {
-				if h {
-					log.Info("data path healthy again")
-				} else {
-					log.Warn("data path unhealthy: withdrawing announcements")
-				}
-				d.announce(ctx)
-			}
+			d.pollLinks()
+			d.restore()
+			d.checkHealth(func() { d.announce(ctx) })
 		case <-drops.C:
 			lastDrops = d.logDrops(lastDrops)
 		}
@@ -339,7 +397,26 @@ func (d *daemon) applyPlan(p plan) error {
 	if added > 0 || removed > 0 {
 		d.log.Debug("routes", "added", added, "removed", removed)
 	}
+	// Rules after the routes: once they are in, the policy table is
+	// complete.
+	if err := d.tracker.SyncRules(p.rules); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// reportForeign logs the wanted routes that the kernel already had from
+// someone else: they are left as they are (and so may send the traffic
+// elsewhere) and never deleted.
+func (d *daemon) reportForeign() {
+	fs := d.tracker.Foreign()
+	for i, r := range fs {
+		if i == 20 {
+			d.log.Warn("more routes already present", "count", len(fs)-i)
+			break
+		}
+		d.log.Warn("route already present in the kernel: left as it is, not replaced and not removed at stop", "route", r.String())
+	}
 }
 
 // announce sends the current announcement to every announcer.
@@ -430,6 +507,10 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	if rerr != nil {
 		errs = append(errs, rerr)
 	}
+	if err := d.tracker.SyncRules(p.rules); err != nil {
+		errs = append(errs, err)
+	}
+	d.reportForeign()
 	for _, ifc := range p.links {
 		if err := d.tracker.Link(ifc.Name, ifc.MTU, false); err != nil {
 			errs = append(errs, fmt.Errorf("interface %s: %w", ifc.Name, err))
@@ -500,6 +581,7 @@ func (d *daemon) Stats() metrics.Stats {
 	}
 	d.mu.Unlock()
 	s.Routes = d.tracker.RouteCount()
+	s.RoutesPreexisting = len(d.tracker.Foreign())
 	t := d.eng.Totals()
 	fillTotals(&s, &t)
 	ls := d.dp.LinkStats()

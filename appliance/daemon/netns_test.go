@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/map646/map646/internal/netnstest"
+	"github.com/map646/map646/internal/testenv"
 )
 
 // TestMain doubles as the daemon for the namespace tests: started again
@@ -55,7 +56,7 @@ type topo struct {
 func newTopo(t *testing.T) *topo {
 	t.Helper()
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skip("no /dev/net/tun: ", err)
+		testenv.SkipOrFailf(t, "no /dev/net/tun: %v", err)
 	}
 	tp := &topo{cli: netnstest.New(t, "dm-c"), x: netnstest.New(t, "dm-x"), srv: netnstest.New(t, "dm-s"), dir: t.TempDir()}
 	run := func(ns *netnstest.NS, cmd string) { ns.MustRun(t, strings.Fields(cmd)...) }
@@ -184,6 +185,17 @@ func (tp *topo) leftovers(t *testing.T) string {
 	}
 	if out := tp.x.MustRun(t, "ip", "-6", "route", "show", "proto", "static"); out != "" {
 		s = append(s, "IPv6 routes: "+out)
+	}
+	if out := tp.x.MustRun(t, "ip", "route", "show", "table", "all", "proto", "static"); out != "" {
+		s = append(s, "IPv4 routes in any table: "+out)
+	}
+	if out := tp.x.MustRun(t, "ip", "-6", "route", "show", "table", "all", "proto", "static"); out != "" {
+		s = append(s, "IPv6 routes in any table: "+out)
+	}
+	for _, fam := range []string{"-4", "-6"} {
+		if out := tp.x.MustRun(t, "ip", fam, "rule", "show"); strings.Contains(out, "646") {
+			s = append(s, "rules: "+out)
+		}
 	}
 	if out := tp.x.MustRun(t, "sysctl", "-n", "net.ipv4.ip_forward"); strings.TrimSpace(out) != "0" {
 		s = append(s, "ip_forward still "+out)
@@ -352,7 +364,11 @@ func TestReloadUnderTraffic(t *testing.T) {
 	p := <-pingDone
 	close(stopSend)
 	sent := <-sentc
-	time.Sleep(500 * time.Millisecond)
+	// Datagrams still in flight: wait until all arrived, or give the
+	// stragglers 5 s before counting the rest as lost.
+	for deadline := time.Now().Add(5 * time.Second); received.Load() < int64(sent) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	got := received.Load()
 	for _, ns := range []*netnstest.NS{tp.cli, tp.x, tp.srv} {
 		out, _ := ns.Output("nstat", "-az")
@@ -387,7 +403,7 @@ func TestReloadUnderTraffic(t *testing.T) {
 	}
 	// The last configuration (i = 99, odd) has no .11: its route split
 	// back into a /32 for .10.
-	out := tp.x.MustRun(t, "ip", "route", "show", "proto", "static")
+	out := tp.x.MustRun(t, "ip", "route", "show", "table", "646", "proto", "static")
 	if !strings.Contains(out, "198.51.100.10 dev dmtun") || strings.Contains(out, "198.51.100.10/31") {
 		t.Errorf("routes after the last reload:\n%s", out)
 	}
@@ -419,11 +435,10 @@ func TestReloadUnderTraffic(t *testing.T) {
 // TestMillionMappings measures loading a configuration with 1M mappings
 // and installing its routes in a namespace: contiguous mappings (routes
 // aggregate to one) and every other address (nothing aggregates: 1M /32
-// routes). It reports the times; it does not assert them.
+// routes). It reports the times; it does not assert them. It runs only
+// with MAP646_LARGE=1 (make test-large).
 func TestMillionMappings(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: skipping the 1M-mapping starts")
-	}
+	testenv.RequireLarge(t)
 	for _, tc := range []struct {
 		name   string
 		stride int

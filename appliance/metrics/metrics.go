@@ -32,15 +32,18 @@ type Stats struct {
 	MetricsListen string    `json:"metrics_listen,omitempty"` // bound address of /metrics
 	Healthy       bool      `json:"healthy"`
 	Routes        int       `json:"routes"`
-	Packets       []Count   `json:"packets"`      // Dir, Kind = protocol
-	Bytes         []Count   `json:"bytes"`        // Dir
-	Drops         []Count   `json:"drops"`        // Dir, Kind = reason
-	Emitted       uint64    `json:"emitted"`      // packets the translator made itself (ICMP errors, fragments)
-	Hairpinned    uint64    `json:"hairpinned"`   // RFC 7757 section 4.2 hairpinned packets
-	RateLimited   uint64    `json:"rate_limited"` // translator-originated ICMP errors suppressed by the rate limit
-	Link          []Count   `json:"link"`         // Kind = link-level counter (read errors, ...)
-	Reloads       Reloads   `json:"reloads"`
-	Announcer     []Status  `json:"announcers,omitempty"`
+	// RoutesPreexisting counts wanted main-table routes that someone
+	// else had installed: left alone, never removed.
+	RoutesPreexisting int      `json:"routes_preexisting"`
+	Packets           []Count  `json:"packets"`      // Dir, Kind = protocol
+	Bytes             []Count  `json:"bytes"`        // Dir
+	Drops             []Count  `json:"drops"`        // Dir, Kind = reason
+	Emitted           uint64   `json:"emitted"`      // packets the translator made itself (ICMP errors, fragments)
+	Hairpinned        uint64   `json:"hairpinned"`   // RFC 7757 section 4.2 hairpinned packets
+	RateLimited       uint64   `json:"rate_limited"` // translator-originated ICMP errors suppressed by the rate limit
+	Link              []Count  `json:"link"`         // Kind = link-level counter (read errors, ...)
+	Reloads           Reloads  `json:"reloads"`
+	Announcer         []Status `json:"announcers,omitempty"`
 }
 
 // Count is one counter value with its labels.
@@ -74,7 +77,8 @@ var (
 	descLink     = prometheus.NewDesc("map646_link_events_total", "Link-level counters of the tun queues.", []string{"counter"}, nil)
 	descMappings = prometheus.NewDesc("map646_mappings", "Explicit address mappings (RFC 7757) in the running configuration.", nil, nil)
 	descRoutes   = prometheus.NewDesc("map646_routes", "Kernel routes the daemon installed.", nil, nil)
-	descHealthy  = prometheus.NewDesc("map646_datapath_healthy", "1 when every queue of the data path makes progress.", nil, nil)
+	descPreexist = prometheus.NewDesc("map646_routes_preexisting", "Wanted routes another party had installed first: left alone, not replaced, never removed.", nil, nil)
+	descHealthy  = prometheus.NewDesc("map646_datapath_healthy", "1 when the data path can forward: its links are up, its routes in place and every queue makes progress.", nil, nil)
 	descBuild    = prometheus.NewDesc("map646_build_info", "The running binary.", []string{"version", "goversion"}, nil)
 	descConfig   = prometheus.NewDesc("map646_config_info", "The running configuration (sha256 of the HCL and mappings files).", []string{"digest", "file"}, nil)
 	descReloads  = prometheus.NewDesc("map646_config_reloads_total", "Configuration reloads, by result.", []string{"result"}, nil)
@@ -126,6 +130,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descMappings, float64(s.Mappings))
 	gauge(descRoutes, float64(s.Routes))
+	gauge(descPreexist, float64(s.RoutesPreexisting))
 	h := 0.0
 	if s.Healthy {
 		h = 1

@@ -13,6 +13,7 @@ import (
 
 	"github.com/map646/map646/appliance/metrics"
 	"github.com/map646/map646/internal/netnstest"
+	"github.com/map646/map646/internal/testenv"
 )
 
 // TestMain lets the test binary be the map646 command: started with
@@ -37,7 +38,7 @@ func map646Cmd(args ...string) *exec.Cmd {
 // `map646 stats`, and on SIGTERM exits 0 leaving no tun behind.
 func TestRunSignals(t *testing.T) {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skip("no /dev/net/tun: ", err)
+		testenv.SkipOrFailf(t, "no /dev/net/tun: %v", err)
 	}
 	ns := netnstest.New(t, "dm-cmd")
 	dir := t.TempDir()
@@ -103,7 +104,7 @@ func TestRunSignals(t *testing.T) {
 	if st.Mappings != 2 {
 		t.Errorf("after SIGHUP: %d mappings", st.Mappings)
 	}
-	if out := ns.MustRun(t, "ip", "route", "show", "dev", "dmcmd"); !strings.Contains(out, "198.51.100.10/31") {
+	if out := ns.MustRun(t, "ip", "route", "show", "table", "646", "dev", "dmcmd"); !strings.Contains(out, "198.51.100.10/31") {
 		t.Errorf("routes after SIGHUP reload: %q", out)
 	}
 
