@@ -45,6 +45,9 @@ type Options struct {
 	// ControlSocket is the Unix socket path for stats and reload
 	// requests; "" means DefaultControlSocket.
 	ControlSocket string
+	// ControlGroup is a group (name or number) whose members may use the
+	// control socket besides root and the daemon's user; "" for none.
+	ControlGroup string
 	// OnReady is called once everything is set up and packets flow.
 	OnReady func(ReadyInfo)
 }
@@ -240,7 +243,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	}
 
 	reloadReq := make(chan chan reloadReply)
-	cs, err := listenControl(opts.ControlSocket, d, reloadReq, log)
+	cs, err := listenControl(opts.ControlSocket, opts.ControlGroup, d, reloadReq, log)
 	if err != nil {
 		return err
 	}
