@@ -23,7 +23,7 @@ func init() {
 func newRunCmd() *cobra.Command {
 	var (
 		path, socket, group, logLevel, logFormat string
-		demoConfig                        bool
+		demoConfig                               bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run -c FILE",
