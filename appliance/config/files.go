@@ -105,6 +105,12 @@ func fileKind(m os.FileMode) string {
 	return m.Type().String()
 }
 
+// ReadFile reads the HCL file at path as Load does: a regular file of at
+// most MaxConfigBytes, opened without blocking.
+func ReadFile(path string) ([]byte, error) {
+	return fileSource{}.readFile(path, MaxConfigBytes)
+}
+
 // Load reads and checks the HCL file at path (and its mappings_file).
 // Both must be regular files within MaxConfigBytes and MaxMappingsBytes.
 // An invalid file gives an *Error.
