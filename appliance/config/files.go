@@ -18,10 +18,12 @@ import (
 // nesting must give an error, not exhaust memory, hang or overflow the
 // parser's stack. docs/configuration.md lists the same values.
 const (
-	// MaxConfigBytes caps the HCL file. Parsing HCL costs a few hundred
-	// bytes of memory per byte of input; very large tables belong in a
-	// mappings_file, which is read line by line.
-	MaxConfigBytes = 1 << 20
+	// MaxConfigBytes caps the HCL file: room for some 3,000 mapping
+	// blocks. The HCL lexer and parser allocate up to about 1 KiB per
+	// byte of hostile input (one token per byte) and the appliance VM may
+	// have 128 MiB; larger tables belong in a mappings_file, which costs
+	// a few bytes per byte.
+	MaxConfigBytes = 256 << 10
 	// MaxMappingsBytes caps the mappings_file: room for several million
 	// "ipv4,ipv6" lines (a 1M-line table of typical lines is ~35 MiB).
 	MaxMappingsBytes = 256 << 20

@@ -394,6 +394,10 @@ func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
 	start := time.Now()
 	res, err := d.doReload(ctx)
 	res.DurationMillis = time.Since(start).Milliseconds()
+	// A refused file may have cost a lot of transient memory (the HCL
+	// parser allocates up to ~1 KiB per byte of hostile input); a good
+	// one leaves the old table behind. Return it to the system now.
+	debug.FreeOSMemory()
 	d.mu.Lock()
 	if err != nil {
 		d.reloads.Failed++

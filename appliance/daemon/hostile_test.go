@@ -48,13 +48,13 @@ func TestHostileReloadKeepsRunning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deep := "translator " + strings.Repeat("{\n", 100_000) + strings.Repeat("}\n", 100_000)
+	deep := "translator " + strings.Repeat("{", 100_000) + strings.Repeat("}", 100_000)
 	for _, tc := range []struct {
 		name  string
 		setup func() // writes the hostile file
 		want  string
 	}{
-		{"deep nesting", func() { writeConfig(t, h.cfg, deep) }, h.cfg + ":65:1: Nesting too deep"},
+		{"deep nesting", func() { writeConfig(t, h.cfg, deep) }, h.cfg + ":1:76: Nesting too deep"},
 		{"mappings_file /dev/zero", func() {
 			writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, `  mappings_file = "/dev/zero"`))
 		}, "not a regular file (a character device)"},

@@ -28,7 +28,7 @@ number of mappings, the prefix, and the configuration digest (the same digest
 that 'map646 stats' and the metrics show for the running configuration).
 
 Both files must be regular files (not a FIFO or a device), the HCL file at
-most 1 MiB and nested at most 64 levels deep, the mappings_file at most
+most 256 KiB and nested at most 64 levels deep, the mappings_file at most
 256 MiB.`,
 		Example: `  map646 check -c /etc/map646.hcl`,
 		Args:    cobra.NoArgs,
