@@ -162,6 +162,9 @@ func load(src fileSource, path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	if src.root == nil {
+		return Parse(b, path)
+	}
 	return parse(b, path, src)
 }
 

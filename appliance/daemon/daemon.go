@@ -394,10 +394,6 @@ func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
 	start := time.Now()
 	res, err := d.doReload(ctx)
 	res.DurationMillis = time.Since(start).Milliseconds()
-	// A refused file may have cost a lot of transient memory (the HCL
-	// parser allocates up to ~1 KiB per byte of hostile input); a good
-	// one leaves the old table behind. Return it to the system now.
-	debug.FreeOSMemory()
 	d.mu.Lock()
 	if err != nil {
 		d.reloads.Failed++
@@ -419,6 +415,11 @@ func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
 			d.log.Warn("changed setting takes effect at the next start", "setting", s)
 		}
 	}
+	// A refused file may have cost a lot of transient memory (the HCL
+	// parser allocates up to ~1 KiB per byte of hostile input); a good
+	// one leaves the old table behind. Return it to the system now,
+	// once the outcome is recorded.
+	debug.FreeOSMemory()
 	return res, err
 }
 

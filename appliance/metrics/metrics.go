@@ -147,10 +147,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 // Handler serves /metrics (Prometheus text format: the translator's
 // collector plus the Go runtime and process collectors) and /healthz (200
 // "ok" while the data path is healthy, 503 otherwise).
-func Handler(stats func() Stats) http.Handler { return handler(stats) }
-
-// handler is Handler with more collectors (the server's own counters).
-func handler(stats func() Stats, more ...prometheus.Collector) http.Handler {
+// More collectors (the server's own counters) join the translator's.
+func Handler(stats func() Stats, more ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewCollector(stats),
 		collectors.NewGoCollector(),
@@ -208,7 +206,7 @@ func Listen(addr string, stats func() Stats, log *slog.Logger) (*Server, error) 
 		return nil, err
 	}
 	ln := newCapListener(inner, limits.maxConns)
-	h := handler(stats, ln)
+	h := Handler(stats, ln)
 	s := &Server{
 		srv: &http.Server{
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
