@@ -418,8 +418,11 @@ func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
 	// A refused file may have cost a lot of transient memory (the HCL
 	// parser allocates up to ~1 KiB per byte of hostile input); a good
 	// one leaves the old table behind. Return it to the system now,
-	// once the outcome is recorded.
-	debug.FreeOSMemory()
+	// once the outcome is recorded; not when stopping (an abandoned load
+	// is still running, and a full collection would delay the stop).
+	if ctx.Err() == nil {
+		debug.FreeOSMemory()
+	}
 	return res, err
 }
 
