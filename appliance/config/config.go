@@ -17,7 +17,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 
 	"github.com/hashicorp/hcl/v2"
@@ -134,20 +133,22 @@ type RouterAdvertisement struct {
 	RouteLifetime  int    // seconds; default 3 * Interval
 }
 
-// Load reads and checks the HCL file at path (and its mappings_file).
-// An invalid file gives an *Error.
-func Load(path string) (*Config, error) {
-	src, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return Parse(src, path)
+// Parse checks src as the HCL file named filename. A mappings_file is read
+// relative to filename's directory. An invalid file gives an *Error; so
+// does one nested deeper than MaxNesting, checked before HCL parses it.
+func Parse(src []byte, filename string) (*Config, error) {
+	return parse(src, filename, fileSource{})
 }
 
-// Parse checks src as the HCL file named filename. A mappings_file is read
-// relative to filename's directory. An invalid file gives an *Error.
-func Parse(src []byte, filename string) (*Config, error) {
+func parse(src []byte, filename string, fsrc fileSource) (*Config, error) {
 	files := map[string]*hcl.File{}
+	if len(src) > MaxConfigBytes {
+		return nil, fmt.Errorf("%s is %d bytes, more than the limit of %d", filename, len(src), MaxConfigBytes)
+	}
+	if diags := checkNesting(src, filename); diags.HasErrors() {
+		files[filename] = &hcl.File{Bytes: src}
+		return nil, &Error{Diagnostics: diags, Files: files}
+	}
 	f, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
 	if f != nil {
 		files[filename] = f
@@ -155,7 +156,7 @@ func Parse(src []byte, filename string) (*Config, error) {
 	if diags.HasErrors() {
 		return nil, &Error{Diagnostics: diags, Files: files}
 	}
-	d := &decoder{files: files, dir: filepath.Dir(filename)}
+	d := &decoder{files: files, dir: filepath.Dir(filename), src: fsrc}
 	c := d.decodeFile(f.Body)
 	c.File = filename
 

@@ -46,6 +46,9 @@ const DefaultControlSocket = "/run/map646.sock"
 // Options configure Run.
 type Options struct {
 	ConfigPath string
+	// ConfigRoot, if set, confines the configuration and its
+	// mappings_file to this directory (a config drive).
+	ConfigRoot string
 	// Logger receives the daemon's logs; nil builds one on stderr from
 	// the configuration's log block.
 	Logger *slog.Logger
@@ -54,6 +57,9 @@ type Options struct {
 	// ControlSocket is the Unix socket path for stats and reload
 	// requests; "" means DefaultControlSocket.
 	ControlSocket string
+	// ControlGroup is a group (name or number) whose members may use the
+	// control socket besides root and the daemon's user; "" for none.
+	ControlGroup string
 	// OnReady is called once everything is set up and packets flow.
 	OnReady func(ReadyInfo)
 	// LockDir is where the per-network-namespace instance lock lives;
@@ -83,6 +89,19 @@ var Version = func() string {
 // WithdrawDrain is how long the translator keeps forwarding after it told
 // its announcers to withdraw, before it removes the tun and its routes.
 var WithdrawDrain = 500 * time.Millisecond
+
+// ConfigLoadTimeout bounds reading and checking the configuration (a
+// million-line mappings file takes a few seconds); a load still running
+// then is abandoned, so a file system that hangs cannot hang the daemon.
+var ConfigLoadTimeout = time.Minute
+
+// loadConfig loads the configuration, giving up when ctx ends (SIGTERM
+// wins over a reload in progress) or after ConfigLoadTimeout.
+func loadConfig(ctx context.Context, opts Options) (*config.Config, error) {
+	ctx, cancel := context.WithTimeout(ctx, ConfigLoadTimeout)
+	defer cancel()
+	return config.LoadContext(ctx, opts.ConfigPath, opts.ConfigRoot)
+}
 
 // HealthInterval is how often the data path's health is polled.
 var HealthInterval = time.Second
@@ -167,7 +186,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	if opts.LockDir == "" {
 		opts.LockDir = DefaultLockDir
 	}
-	cfg, err := config.Load(opts.ConfigPath)
+	cfg, err := loadConfig(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -298,7 +317,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	}
 
 	reloadReq := make(chan chan reloadReply)
-	cs, err := listenControl(opts.ControlSocket, d, reloadReq, log)
+	cs, err := listenControl(opts.ControlSocket, opts.ControlGroup, d, reloadReq, log)
 	if err != nil {
 		return err
 	}
@@ -462,7 +481,9 @@ func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
 		d.reloads.LastError = ""
 	}
 	d.mu.Unlock()
-	if err != nil {
+	if err != nil && ctx.Err() != nil {
+		d.log.Info("reload abandoned: stopping", "file", d.opts.ConfigPath)
+	} else if err != nil {
 		d.log.Error("reload refused; the running configuration stays", "file", d.opts.ConfigPath, "err", err)
 	} else {
 		d.log.Info("reloaded", "digest", res.Digest, "mappings", res.Mappings, "routes_added", res.RoutesAdded,
@@ -471,11 +492,19 @@ func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
 			d.log.Warn("changed setting takes effect at the next start", "setting", s)
 		}
 	}
+	// A refused file may have cost a lot of transient memory (the HCL
+	// parser allocates up to ~1 KiB per byte of hostile input); a good
+	// one leaves the old table behind. Return it to the system now,
+	// once the outcome is recorded; not when stopping (an abandoned load
+	// is still running, and a full collection would delay the stop).
+	if ctx.Err() == nil {
+		debug.FreeOSMemory()
+	}
 	return res, err
 }
 
 func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
-	cfg, err := config.Load(d.opts.ConfigPath)
+	cfg, err := loadConfig(ctx, d.opts)
 	if err != nil {
 		return ReloadResult{}, err
 	}
@@ -495,6 +524,9 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 		return res, err
 	}
 	res.NeedsRestart = restartOnly(old, cfg)
+	if err := ctx.Err(); err != nil {
+		return res, err // stopping: keep what runs, the cleanup removes it
+	}
 	if err := d.eng.Reload(xc); err != nil {
 		return res, fmt.Errorf("engine: %w", err)
 	}

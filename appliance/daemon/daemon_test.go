@@ -618,7 +618,7 @@ func TestSecondDaemonOnTheSameSocketIsRefused(t *testing.T) {
 	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
 	defer h.stop()
 	d := &daemon{}
-	_, err := listenControl(h.sock, d, nil, slog.New(slog.DiscardHandler))
+	_, err := listenControl(h.sock, "", d, nil, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "another map646 is running") {
 		t.Errorf("second listener: %v", err)
 	}
@@ -665,7 +665,7 @@ func TestStaleSocketIsReplaced(t *testing.T) {
 	if err := os.WriteFile(sock, nil, 0o600); err != nil { // left by a killed daemon
 		t.Fatal(err)
 	}
-	cs, err := listenControl(sock, &daemon{}, nil, slog.New(slog.DiscardHandler))
+	cs, err := listenControl(sock, "", &daemon{}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
