@@ -98,6 +98,12 @@ type Metrics struct {
 type Log struct {
 	Level  string // "debug", "info" (default), "warn", "error"
 	Format string // "text" (default) or "json"
+	// Drops turns on a warning per dropped packet with its addresses,
+	// ports, protocol and drop reason (like TAYGA's `log drop`), at most
+	// DropsPerSecond lines a second; the rest are counted. Off by default:
+	// drops are otherwise only counted and summarised.
+	Drops          bool
+	DropsPerSecond int
 }
 
 // BGP is the `bgp` block: the speaker that announces the translated prefixes.

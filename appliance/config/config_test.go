@@ -39,7 +39,7 @@ func TestDefaults(t *testing.T) {
 	if !reflect.DeepEqual(c.Translator, want) {
 		t.Errorf("Translator:\n got %+v\nwant %+v", c.Translator, want)
 	}
-	if c.Log != (Log{Level: "info", Format: "text"}) {
+	if c.Log != (Log{Level: "info", Format: "text", DropsPerSecond: DefaultDropsPerSecond}) {
 		t.Errorf("Log = %+v", c.Log)
 	}
 	if c.Metrics.Listen != "" || c.BGP != nil || c.Interfaces != nil || c.Routes != nil || c.RouterAdvertisements != nil {
@@ -102,8 +102,10 @@ route {
 
 metrics {}
 log {
-  level  = "debug"
-  format = "json"
+  level            = "debug"
+  format           = "json"
+  drops            = true
+  drops_per_second = 25
 }
 
 bgp {
@@ -169,7 +171,7 @@ func TestFull(t *testing.T) {
 			{To: pp("192.0.2.0/24"), Dev: "eth0"},
 		},
 		Metrics: Metrics{Listen: "[::1]:9646"},
-		Log:     Log{Level: "debug", Format: "json"},
+		Log:     Log{Level: "debug", Format: "json", Drops: true, DropsPerSecond: 25},
 		BGP: &BGP{
 			LocalAS: 64512, RouterID: netip.MustParseAddr("203.0.113.1"), ListenPort: 179,
 			HoldTime: 9, Keepalive: 3, ConnectRetry: 5, IPv4NextHopIPv6: true,
@@ -456,6 +458,9 @@ func TestErrors(t *testing.T) {
 		{"two metrics", minimal + "metrics {}\nmetrics {}", "6:1: Duplicate metrics block"},
 		{"log level", minimal + `log { level = "trace" }`, "5:15: Invalid level"},
 		{"log format", minimal + `log { format = "xml" }`, "5:16: Invalid format"},
+		{"log drops", minimal + `log { drops = "yes" }`, "5:15: "},
+		{"log drops_per_second 0", minimal + `log { drops_per_second = 0 }`, "5:26: Invalid drops_per_second"},
+		{"log drops_per_second huge", minimal + `log { drops_per_second = 100001 }`, "5:26: Invalid drops_per_second"},
 		{"bgp no neighbor", minimal + `bgp {
   local_as = 64512
   router_id = "203.0.113.1"

@@ -53,8 +53,10 @@ var (
 		{Name: "to", Required: true}, {Name: "via"}, {Name: "dev"},
 	}}
 	metricsSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "listen"}}}
-	logSchema     = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "level"}, {Name: "format"}}}
-	bgpSchema     = &hcl.BodySchema{
+	logSchema     = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "level"}, {Name: "format"}, {Name: "drops"}, {Name: "drops_per_second"},
+	}}
+	bgpSchema = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{
 			{Name: "local_as", Required: true},
 			{Name: "router_id", Required: true},
@@ -83,6 +85,12 @@ const (
 	DefaultMetricsListen   = "[::1]:9646"
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "text"
+	// DefaultDropsPerSecond bounds the drop log (log.drops): enough to see
+	// what is dropped, too few to flood a serial console.
+	DefaultDropsPerSecond = 10
+	// MaxDropsPerSecond is the highest drops_per_second accepted (the data
+	// path's own limit, stack.MaxDropLogRate).
+	MaxDropsPerSecond      = 100000
 	DefaultBGPHoldTime     = 90  // RFC 4271 section 10
 	DefaultBGPConnectRetry = 120 // RFC 4271 section 10
 	// DefaultBGPMaxPrefixes bounds the routes a neighbor may send per
@@ -104,7 +112,7 @@ var DummyIPv4Address = netip.AddrFrom4([4]byte{192, 0, 0, 8})
 
 func (d *decoder) decodeFile(body hcl.Body) *Config {
 	c := &Config{
-		Log: Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		Log: Log{Level: DefaultLogLevel, Format: DefaultLogFormat, DropsPerSecond: DefaultDropsPerSecond},
 	}
 	content := d.content(body, fileSchema)
 	if content == nil {
@@ -150,6 +158,8 @@ func (d *decoder) decodeFile(body hcl.Body) *Config {
 		attrs := d.content(b.Body, logSchema).Attributes
 		d.oneOf(attrs, "level", &c.Log.Level, "debug", "info", "warn", "error")
 		d.oneOf(attrs, "format", &c.Log.Format, "text", "json")
+		d.boolean(attrs, "drops", &c.Log.Drops)
+		d.integer(attrs, "drops_per_second", &c.Log.DropsPerSecond, 1, MaxDropsPerSecond, false)
 	}
 	if b := d.singleBlock(byType["bgp"], "bgp"); b != nil {
 		c.BGP = d.bgp(b)

@@ -262,6 +262,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 		return err
 	}
 	d.dp = dp
+	setDropLog(dp, cfg.Log)
 	dpDone := make(chan error, 1)
 	go func() { dpDone <- dp.Wait() }()
 	cleanups = append(cleanups, func() {
@@ -530,6 +531,7 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	if err := d.eng.Reload(xc); err != nil {
 		return res, fmt.Errorf("engine: %w", err)
 	}
+	setDropLog(d.dp, cfg.Log)
 	// The engine translates with the new table from here on: routes to
 	// new mappings are added, then routes to removed ones deleted.
 	p := makePlan(cfg, d.dev.Name())
@@ -574,6 +576,18 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	return res, nil
 }
 
+// setDropLog applies log.drops to a data path that has a drop log
+// (*stack.Datapath).
+func setDropLog(dp datapath, l config.Log) {
+	if dl, ok := dp.(interface{ SetDropLog(perSecond int) }); ok {
+		rate := 0
+		if l.Drops {
+			rate = l.DropsPerSecond
+		}
+		dl.SetDropLog(rate)
+	}
+}
+
 // restartOnly lists settings that differ between a and b but cannot change
 // while running: the tun is open, the metrics socket bound, the logger
 // built.
@@ -585,8 +599,8 @@ func restartOnly(a, b *config.Config) []string {
 	if a.Metrics != b.Metrics {
 		s = append(s, "metrics.listen")
 	}
-	if a.Log != b.Log {
-		s = append(s, "log")
+	if a.Log.Level != b.Log.Level || a.Log.Format != b.Log.Format {
+		s = append(s, "log") // log.drops and drops_per_second change at once
 	}
 	return s
 }
@@ -617,16 +631,9 @@ func (d *daemon) Stats() metrics.Stats {
 	t := d.eng.Totals()
 	fillTotals(&s, &t)
 	ls := d.dp.LinkStats()
-	s.Link = []metrics.Count{
-		{Kind: "reads", Value: ls.Reads},
-		{Kind: "writes", Value: ls.Writes},
-		{Kind: "read_errors", Value: ls.ReadErrors},
-		{Kind: "write_errors", Value: ls.WriteErrors},
-		{Kind: "short_vnet_hdr", Value: ls.ShortVnetHdr},
-		{Kind: "invalid_vnet_hdr", Value: ls.InvalidVnetHdr},
-		{Kind: "not_ip", Value: ls.NotIP},
-		{Kind: "panics", Value: ls.Panics},
-	}
+	stack.VisitLinkStats(&ls, func(name string, v uint64) {
+		s.Link = append(s.Link, metrics.Count{Kind: name, Value: v})
+	})
 	return s
 }
 

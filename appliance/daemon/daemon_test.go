@@ -198,7 +198,10 @@ type fakeDatapath struct {
 	healthy atomic.Bool
 	checks  atomic.Int64 // calls of Healthy: the daemon's health polls
 	fail    chan error
+	dropLog atomic.Int64 // the rate last set by SetDropLog; -1 never set
 }
+
+func (p *fakeDatapath) SetDropLog(perSecond int) { p.dropLog.Store(int64(perSecond)) }
 
 func (p *fakeDatapath) Wait() error {
 	select {
@@ -213,7 +216,7 @@ func (p *fakeDatapath) Healthy() bool {
 	return p.healthy.Load()
 }
 func (p *fakeDatapath) LinkStats() stack.LinkStats {
-	return stack.LinkStats{Reads: 7, Panics: 2, NotIP: 1}
+	return stack.LinkStats{Reads: 7, Panics: 2, NotIP: 1, LinkChatter: 3, DropLogSuppressed: 4}
 }
 
 // fakeAnnouncer records what it is told, in order, with the kernel's
@@ -378,6 +381,7 @@ func startWithKernel(t *testing.T, cfgBody string, k *fakeKernel) *harness {
 		serve: func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error) {
 			p := &fakeDatapath{ctx: ctx, fail: make(chan error, 1)}
 			p.healthy.Store(true)
+			p.dropLog.Store(-1)
 			h.dp.Store(p)
 			return p, nil
 		},
@@ -725,6 +729,8 @@ func TestMetricsEndpointServesTheDaemonsCounters(t *testing.T) {
 		`map646_link_events_total{counter="reads"} 7`,
 		`map646_link_events_total{counter="panics"} 2`,
 		`map646_link_events_total{counter="not_ip"} 1`,
+		`map646_link_events_total{counter="link_chatter"} 3`,
+		`map646_link_events_total{counter="drop_log_suppressed"} 4`,
 		`map646_config_info{digest="` + st.Digest + `"`,
 		`map646_packets_total{direction="4to6",protocol="udp"} 0`,
 		`map646_drops_total{direction="6to4",reason="dst_unmapped"} 0`,
@@ -974,5 +980,49 @@ func TestRoutesOfOthersAreReportedAndKept(t *testing.T) {
 	}
 	if got := h.k.routeSet(); !slices.Equal(got, []string{theirs.String()}) {
 		t.Errorf("after stop: %v; want only %v", got, theirs)
+	}
+}
+
+// TestDropLogFollowsTheConfig: log.drops sets the data path's drop log at
+// start and on every reload, without a restart; the log level still needs
+// one.
+func TestDropLogFollowsTheConfig(t *testing.T) {
+	body := func(log string) string {
+		return fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")) + log
+	}
+	h := start(t, body(""))
+	if got := h.dp.Load().dropLog.Load(); got != 0 {
+		t.Errorf("drop log %d at start without log.drops, want 0 (off)", got)
+	}
+	for _, tc := range []struct {
+		log         string
+		rate        int64
+		needRestart bool
+	}{
+		{"log {\n  drops = true\n}\n", config.DefaultDropsPerSecond, false},
+		{"log {\n  drops = true\n  drops_per_second = 3\n}\n", 3, false},
+		{"log {\n  drops = false\n  drops_per_second = 3\n}\n", 0, false},
+		{"log {\n  drops = true\n  level = \"debug\"\n}\n", config.DefaultDropsPerSecond, true},
+	} {
+		writeConfig(t, h.cfg, body(tc.log))
+		res, err := RequestReload(h.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := h.dp.Load().dropLog.Load(); got != tc.rate {
+			t.Errorf("%q: drop log %d, want %d", tc.log, got, tc.rate)
+		}
+		if got := slices.Contains(res.NeedsRestart, "log"); got != tc.needRestart {
+			t.Errorf("%q: needs restart %v, want %v (%v)", tc.log, got, tc.needRestart, res.NeedsRestart)
+		}
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	h = start(t, body("log {\n  drops = true\n  drops_per_second = 5\n}\n"))
+	defer h.stop()
+	if got := h.dp.Load().dropLog.Load(); got != 5 {
+		t.Errorf("drop log %d at start with drops_per_second = 5", got)
 	}
 }
