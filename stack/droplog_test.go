@@ -329,3 +329,32 @@ func TestLinkChatter(t *testing.T) {
 		t.Errorf("LinkChatter %d after other traffic, want %d", s.LinkChatter, len(chatter))
 	}
 }
+
+// BenchmarkHandlerDropLog: the drop log's cost per packet, off and on, for
+// dropped packets over the rate and for forwarded ones (real engine, the
+// copy path).
+func BenchmarkHandlerDropLog(b *testing.B) {
+	fwd := ipv4(header.UDPProtocolNumber, cli4, srv4, l4(header.UDPProtocolNumber, cli4, srv4, payload(100, 1), false), 0, 0)
+	for _, bc := range []struct {
+		name string
+		rate int
+		pkt  []byte
+	}{
+		{"dropped/off", 0, unmapped4()},
+		{"dropped/on-over-rate", 1, unmapped4()},
+		{"forwarded/off", 0, fwd},
+		{"forwarded/on", 1, fwd},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			eng := testEngine(b)
+			h := NewHandler(&captureWriter{discard: true}, 1, func() Translator { return eng.NewWorker() }, slog.New(slog.DiscardHandler))
+			h.SetDropLog(bc.rate)
+			pb := chainedPacket(bc.pkt)
+			defer pb.DecRef()
+			b.ReportAllocs()
+			for b.Loop() {
+				h.DeliverNetworkPacket(0, pb)
+			}
+		})
+	}
+}
