@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -356,5 +358,33 @@ func BenchmarkHandlerDropLog(b *testing.B) {
 				h.DeliverNetworkPacket(0, pb)
 			}
 		})
+	}
+}
+
+// TestDropLogAllowConcurrent: queues sharing the limit never write more
+// than the rate in a second between them, nor fewer while drops last.
+func TestDropLogAllowConcurrent(t *testing.T) {
+	const rate, queues, each = 7, 4, 500
+	var l dropLog
+	var clock atomic.Int64
+	clock.Store(int64(time.Hour))
+	l.now = clock.Load
+	for sec := range 3 {
+		var allowed atomic.Int64
+		var wg sync.WaitGroup
+		for range queues {
+			wg.Go(func() {
+				for range each {
+					if l.allow(rate) {
+						allowed.Add(1)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if n := allowed.Load(); n != rate {
+			t.Errorf("second %d: %d lines allowed, want %d", sec, n, rate)
+		}
+		clock.Add(int64(time.Second))
 	}
 }

@@ -203,6 +203,9 @@ type fakeDatapath struct {
 
 func (p *fakeDatapath) SetDropLog(perSecond int) { p.dropLog.Store(int64(perSecond)) }
 
+// The real data path has the drop log setDropLog looks for.
+var _ interface{ SetDropLog(perSecond int) } = (*stack.Datapath)(nil)
+
 func (p *fakeDatapath) Wait() error {
 	select {
 	case <-p.ctx.Done():
