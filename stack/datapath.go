@@ -29,6 +29,7 @@ type LinkStats struct {
 	WriteErrors    uint64 // failed or short writes; the packet is lost
 	ShortVnetHdr   uint64 // reads shorter than a virtio_net_hdr
 	InvalidVnetHdr uint64 // virtio_net_hdr the kernel would refuse (tun.ValidateOffload)
+	NoNextHop      uint64 // NIC mode: no route or link address yet for the destination; also in WriteErrors
 }
 
 // linkCounters are one queue's LinkStats; the queue goroutine is the only
