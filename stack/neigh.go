@@ -57,19 +57,40 @@ type resolver struct {
 	mu   sync.RWMutex
 	dsts map[netip.Addr]nextHop
 
-	req     chan netip.Addr
-	pendMu  sync.Mutex
-	pending map[netip.Addr]bool
+	req chan netip.Addr
+
+	// parked packets wait for their next hop's link address, like the
+	// kernel's small per-neighbour queue (unres_qlen): a flow's first
+	// packet is not lost to resolution. send transmits one once resolved.
+	parkMu sync.Mutex
+	parked [parkSlots]parkedPacket
+	send   func(h nextHop, pkt []byte)
+}
+
+// Parking: slots of parkSize bytes, preallocated; a packet that does not
+// fit, or finds no free slot, is dropped. A slot not sent within parkTTL is
+// free again (its neighbour never answered).
+const (
+	parkSlots = 16
+	parkSize  = 2048
+	parkTTL   = 3 * time.Second
+)
+
+type parkedPacket struct {
+	dst   netip.Addr
+	since int64 // monoNow; 0: free
+	n     int
+	buf   [parkSize]byte
 }
 
 func newResolver(k neighKernel, ports []int, log *slog.Logger) *resolver {
 	r := &resolver{
-		k:       k,
-		ports:   map[int]bool{},
-		log:     log,
-		dsts:    map[netip.Addr]nextHop{},
-		req:     make(chan netip.Addr, 256),
-		pending: map[netip.Addr]bool{},
+		k:     k,
+		ports: map[int]bool{},
+		log:   log,
+		dsts:  map[netip.Addr]nextHop{},
+		req:   make(chan netip.Addr, 256),
+		send:  func(nextHop, []byte) {},
 	}
 	for _, p := range ports {
 		r.ports[p] = true
@@ -106,11 +127,16 @@ func (r *resolver) run(done <-chan struct{}) {
 }
 
 // resolve finds dst's route and next hop and, if the kernel knows the next
-// hop's link address, publishes it; if not, it solicits it.
+// hop's link address, publishes it; if not, it solicits it. The entry is
+// stored before the neighbour table is read and the solicitation sent, so
+// that the neighbour event answering it always finds the entry.
 func (r *resolver) resolve(dst netip.Addr) {
 	r.mu.RLock()
 	h, ok := r.dsts[dst]
 	r.mu.RUnlock()
+	if ok && h.resolved {
+		return
+	}
 	if !ok {
 		ifindex, via, err := r.k.route(dst)
 		if err != nil {
@@ -125,37 +151,86 @@ func (r *resolver) resolve(dst netip.Addr) {
 			return
 		}
 		h = nextHop{ifindex: ifindex, via: via}
-	}
-	if !h.resolved {
-		mac, known, err := r.k.neighbour(h.ifindex, h.via)
-		if err != nil {
-			r.log.Debug("neighbour lookup", "via", h.via, "err", err)
-			return
+		r.mu.Lock()
+		if len(r.dsts) >= maxDestinations {
+			clear(r.dsts)
 		}
-		if known {
-			h.mac, h.resolved = mac, true
-		} else if err := r.k.solicit(h.ifindex, h.via); err != nil {
-			r.log.Debug("neighbour solicitation", "via", h.via, "err", err)
+		r.dsts[dst] = h
+		r.mu.Unlock()
+	}
+	mac, known, err := r.k.neighbour(h.ifindex, h.via)
+	if err != nil {
+		r.log.Debug("neighbour lookup", "via", h.via, "err", err)
+		return
+	}
+	if known {
+		r.neighbourUpdate(h.ifindex, h.via, mac, true)
+		return
+	}
+	if err := r.k.solicit(h.ifindex, h.via); err != nil {
+		r.log.Debug("neighbour solicitation", "via", h.via, "err", err)
+	}
+}
+
+// park keeps a copy of pkt, the packet to dst that lookup could not
+// place, until its next hop is resolved; it reports whether there was room.
+func (r *resolver) park(dst netip.Addr, pkt [][]byte) bool {
+	n := 0
+	for _, s := range pkt {
+		n += len(s)
+	}
+	if n > parkSize {
+		return false
+	}
+	now := monoNow()
+	r.parkMu.Lock()
+	defer r.parkMu.Unlock()
+	for i := range r.parked {
+		p := &r.parked[i]
+		if p.since != 0 && time.Duration(now-p.since) < parkTTL {
+			continue
+		}
+		p.dst, p.since, p.n = dst, now, 0
+		for _, s := range pkt {
+			p.n += copy(p.buf[p.n:], s)
+		}
+		return true
+	}
+	return false
+}
+
+// unpark sends the parked packets whose destinations are now resolved.
+func (r *resolver) unpark() {
+	r.parkMu.Lock()
+	defer r.parkMu.Unlock()
+	for i := range r.parked {
+		p := &r.parked[i]
+		if p.since == 0 {
+			continue
+		}
+		r.mu.RLock()
+		h, ok := r.dsts[p.dst]
+		r.mu.RUnlock()
+		if ok && h.resolved {
+			r.send(h, p.buf[:p.n])
+			p.since = 0
 		}
 	}
-	r.mu.Lock()
-	if len(r.dsts) >= maxDestinations {
-		clear(r.dsts)
-	}
-	r.dsts[dst] = h
-	r.mu.Unlock()
 }
 
 // neighbourUpdate applies a neighbour table event: a usable link address
 // for via on ifindex (valid) or its loss.
 func (r *resolver) neighbourUpdate(ifindex int, via netip.Addr, mac [6]byte, valid bool) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	for dst, h := range r.dsts {
 		if h.ifindex == ifindex && h.via == via {
 			h.mac, h.resolved = mac, valid
 			r.dsts[dst] = h
 		}
+	}
+	r.mu.Unlock()
+	if valid {
+		r.unpark()
 	}
 }
 

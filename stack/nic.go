@@ -118,6 +118,7 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 	}
 	n.nl = h
 	n.res = newResolver(netlinkKernel{h}, ifindexes, log)
+	n.res.send = newNICWriter(n, 0).sendParked
 	n.done = make(chan struct{})
 	if err := watchKernel(h, n.res, &n.local, n.done); err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
@@ -352,6 +353,7 @@ type nicWriter struct {
 	queue int
 	hdr   [40]byte
 	iov   [maxIov]unix.Iovec
+	parts [maxIov][]byte // the iovecs as slices, for parking
 	sll   unix.RawSockaddrLinklayer
 	msg   unix.Msghdr
 }
@@ -405,9 +407,34 @@ func (w *nicWriter) write(pkt *gvstack.PacketBuffer) tcpip.Error {
 	}
 	hop, ok := w.n.res.lookup(dst)
 	if !ok {
+		for i := range niov {
+			w.parts[i] = unsafe.Slice(w.iov[i].Base, w.iov[i].Len)
+		}
+		if w.n.res.park(dst, w.parts[:niov]) {
+			return nil // sent when the next hop is resolved
+		}
 		w.n.noNextHop.Add(1)
 		return &tcpip.ErrHostUnreachable{}
 	}
+	return w.send(hop, proto, niov)
+}
+
+// sendParked sends a packet the resolver kept until its next hop was
+// resolved (the resolver serializes the calls).
+func (w *nicWriter) sendParked(hop nextHop, pkt []byte) {
+	var proto uint16 = unix.ETH_P_IPV6
+	if pkt[0]>>4 == 4 {
+		proto = unix.ETH_P_IP
+	}
+	w.iov[0].Base = &pkt[0]
+	w.iov[0].SetLen(len(pkt))
+	if err := w.send(hop, proto, 1); err != nil {
+		w.n.log.Debug("sending a packet that waited for its next hop", "err", err)
+	}
+}
+
+// send sends the packet in w.iov[:niov] to hop.
+func (w *nicWriter) send(hop nextHop, proto uint16, niov int) tcpip.Error {
 	p := w.n.port(hop.ifindex)
 	if p == nil {
 		w.n.noNextHop.Add(1)

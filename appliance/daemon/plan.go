@@ -20,7 +20,9 @@ type plan struct {
 // tun named tunName: the mapped IPv4 prefixes aggregated (RFC 7757 entries
 // that are adjacent merge, so a million mappings in a few /16s are a few
 // routes) and the RFC 6052 prefix into the tun when tun.routes is on, then
-// the appliance's own route and interface blocks.
+// the appliance's own route and interface blocks. The fd and nic modes
+// route nothing into a tun: whoever handed the fd over routes into it, and
+// in NIC mode the translator reads the NICs itself.
 func makePlan(cfg *config.Config, tunName string) plan {
 	var p plan
 	var v4 []netip.Prefix
@@ -34,7 +36,7 @@ func makePlan(cfg *config.Config, tunName string) plan {
 		v6 = []netip.Prefix{cfg.Translator.Prefix.Masked()}
 	}
 	p.ann = Announcement{IPv4: v4, IPv6: v6}
-	if cfg.Translator.Tun.Routes {
+	if cfg.Translator.Link == config.LinkTun && cfg.Translator.Tun.Routes {
 		for _, pfx := range v4 {
 			p.routes = append(p.routes, netsetup.Route{Dst: pfx, Dev: tunName})
 		}
