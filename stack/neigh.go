@@ -164,7 +164,13 @@ func (r *resolver) resolve(dst netip.Addr) {
 		return
 	}
 	if known {
-		r.neighbourUpdate(h.ifindex, h.via, mac, true)
+		r.mu.Lock()
+		if cur, ok := r.dsts[dst]; ok && cur.ifindex == h.ifindex && cur.via == h.via {
+			cur.mac, cur.resolved = mac, true
+			r.dsts[dst] = cur
+		}
+		r.mu.Unlock()
+		r.unpark()
 		return
 	}
 	if err := r.k.solicit(h.ifindex, h.via); err != nil {

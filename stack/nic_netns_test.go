@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/map646/map646/internal/netnstest"
 	"github.com/map646/map646/stack/xlat"
@@ -322,5 +325,56 @@ func TestNetnsNICFanout(t *testing.T) {
 		if r == 0 {
 			t.Errorf("handler %d (NIC %s, queue %d) read nothing: no spread", i, []string{"x4", "x6"}[i/2], i%2)
 		}
+	}
+}
+
+// TestNICPathAllocs: in NIC mode the host filter, the Handler, the engine
+// and the writer (next hop lookup, sendmsg on a real AF_PACKET socket)
+// allocate nothing per packet once the next hop is resolved.
+func TestNICPathAllocs(t *testing.T) {
+	netnstest.Require(t, "dp-")
+	ns := netnstest.New(t, "dp-alloc-")
+	peer := netnstest.New(t, "dp-peer-")
+	netnstest.Veth(t, ns, "x6", peer, "p6")
+	// Room for the translated 1500-byte packet on both ends.
+	ns.Run("ip", "link", "set", "x6", "mtu", "1520")
+	peer.Run("ip", "link", "set", "p6", "mtu", "1520")
+	n := &nicPath{log: slog.New(slog.DiscardHandler)}
+	t.Cleanup(n.close)
+	err := ns.Do(func() error {
+		ifc, err := net.InterfaceByName("x6")
+		if err != nil {
+			return err
+		}
+		p := &nicPort{name: "x6", ifindex: ifc.Index, mtu: ifc.MTU}
+		fd, err := openPacketSocket(ifc.Index, true, p)
+		if err != nil {
+			return err
+		}
+		p.fds = []int{fd}
+		n.ports = []*nicPort{p}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.res = newResolver(&fakeNeighKernel{}, []int{n.ports[0].ifindex}, n.log)
+	n.res.dsts[netip.MustParseAddr(serverV6)] = nextHop{ifindex: n.ports[0].ifindex, via: netip.MustParseAddr(serverV6), mac: [6]byte{2, 0, 0, 0, 0, 1}, resolved: true}
+	w := newNICWriter(n, 0)
+	h := NewHandler(testEngine(t).NewWorker(), w)
+	probe := chainedPacket(ipv6(header.UDPProtocolNumber, cli6, srv6, make([]byte, 8)))
+	if err := w.write(probe); err != nil {
+		t.Errorf("write: %v", err)
+	}
+	probe.DecRef()
+	f := &hostFilter{local: &n.local, h: h}
+	c := handlerCases()[0] // IPv4 TCP, 1500 bytes, to the server
+	pkt := chainedPacket(c.pkt, 128, 384)
+	defer pkt.DecRef()
+	if a := testing.AllocsPerRun(500, func() { f.DeliverNetworkPacket(header.IPv4ProtocolNumber, pkt) }); a != 0 {
+		t.Errorf("%v allocations per packet", a)
+	}
+	if s := h.Stats(); s.Writes == 0 || s.WriteErrors != 0 {
+		t.Errorf("handler stats %+v", s)
 	}
 }
