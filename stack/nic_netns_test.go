@@ -22,17 +22,18 @@ import (
 type linkMode int
 
 const (
-	modeNIC linkMode = iota // AF_PACKET on x4 and x6, kernel forwarding off
-	modeFD                  // an inherited bare-IP tun fd (no vnet header), kernel routing into it
+	modeNIC    linkMode = iota // AF_PACKET on x4 and x6, kernel forwarding off
+	modeFD                     // an inherited bare-IP tun fd (no vnet header), kernel routing into it
+	modeKernel                 // no translator: the server also has IPv4 and the kernel forwards (the baseline of measurements)
 )
 
-func (m linkMode) String() string { return [...]string{"nic", "fd"}[m] }
+func (m linkMode) String() string { return [...]string{"nic", "fd", "kernel"}[m] }
 
 // newModeTopology is newTopology's address plan served in another link
 // mode. The client and server namespaces send complete packets (no TSO, no
 // partial checksums): in NIC mode their veth peers are the translator's
 // NICs, and a real NIC never hands the host either.
-func newModeTopology(t *testing.T, mode linkMode, mtu6, queues int) *topology {
+func newModeTopology(t testing.TB, mode linkMode, mtu6, queues int) *topology {
 	t.Helper()
 	netnstest.RequireTun(t, "dp-")
 	tp := &topology{
@@ -59,6 +60,13 @@ func newModeTopology(t *testing.T, mode linkMode, mtu6, queues int) *topology {
 	}
 	completePackets(t, tp.cli, "c4")
 	completePackets(t, tp.srv, "s6")
+	if mode == modeKernel {
+		tp.srv.Run("ip", "addr", "add", "203.0.113.18/28", "dev", "s6")
+		tp.srv.Run("ip", "addr", "add", serverV4+"/32", "dev", "lo")
+		tp.srv.Run("ip", "route", "add", "192.0.2.0/24", "via", "203.0.113.17")
+		tp.xlat.Run("ip", "addr", "add", "203.0.113.17/28", "dev", "x6")
+		tp.xlat.Run("ip", "route", "add", "198.51.100.0/24", "via", "203.0.113.18")
+	}
 	forwarding := "1"
 	if mode == modeNIC {
 		forwarding = "0"
@@ -107,6 +115,9 @@ func newModeTopology(t *testing.T, mode linkMode, mtu6, queues int) *topology {
 		tp.xlat.Run("ip", "route", "add", "198.51.100.0/24", "dev", "dp-fd")
 		tp.xlat.Run("ip", "route", "add", prefixV6, "dev", "dp-fd")
 		tp.dp, err = ServeFD(ctx, eng, fd, 1520, nil)
+	case modeKernel:
+		cancel()
+		return tp
 	}
 	if err != nil {
 		cancel()
@@ -133,7 +144,7 @@ func newModeTopology(t *testing.T, mode linkMode, mtu6, queues int) *topology {
 
 // completePackets turns transmit checksum offload, TSO and GSO off on
 // interface name in ns.
-func completePackets(t *testing.T, ns *netnstest.NS, name string) {
+func completePackets(t testing.TB, ns *netnstest.NS, name string) {
 	t.Helper()
 	err := ns.Do(func() error {
 		fd, err := ethtoolSocket()
