@@ -89,6 +89,7 @@ func newModeTopology(t testing.TB, mode linkMode, mtu6, queues int) *topology {
 	cfg := *testEngine(t).Config()
 	if mode == modeNIC {
 		cfg.Policy.IPv4MTU, cfg.Policy.IPv6MTU = 1500, mtu6
+		cfg.Policy.DecrementTTL = true
 	}
 	eng, err := xlat.NewEngine(&cfg)
 	if err != nil {
@@ -211,6 +212,17 @@ func TestNetnsModes(t *testing.T) {
 				transferTCP(t, tp, 10<<20, false)
 			})
 			t.Run("udp", func(t *testing.T) { udpEcho(t, tp) })
+			t.Run("ttl", func(t *testing.T) {
+				// The hops the translator counts: one in NIC mode (it
+				// decrements itself), two with an fd (the kernel routes
+				// into the tun and out of it).
+				hops := map[linkMode]int{modeNIC: 1, modeFD: 2}[mode]
+				out, _ := tp.cli.Output("ping", "-c", "1", "-t", strconv.Itoa(hops), "-W", "2", serverV4)
+				if !strings.Contains(out, "Time to live exceeded") {
+					t.Errorf("TTL %d did not expire at the translator:\n%s", hops, out)
+				}
+				tp.cli.MustRun(t, "ping", "-c", "1", "-t", strconv.Itoa(hops+1), "-W", "2", serverV4)
+			})
 			t.Run("port-unreachable", func(t *testing.T) {
 				var c net.Conn
 				if err := tp.cli.Do(func() (err error) {

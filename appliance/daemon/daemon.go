@@ -174,14 +174,20 @@ var systemEnv = env{
 }
 
 // xlatConfig is cfg's engine configuration. In NIC mode nothing else
-// stands between the translator and the NICs' MTUs (the kernel does not
-// forward): unless ipv4_mtu and ipv6_mtu say otherwise, they are the
-// NICs' MTUs, so that the engine itself answers packets too big for them
-// (RFC 7915 sections 4 and 5) and clamps the TCP MSS.
+// stands between the translator and the NICs (the kernel does not
+// forward): the engine decrements TTL and Hop Limit itself, and unless
+// ipv4_mtu and ipv6_mtu say otherwise they are the NICs' MTUs, so that the
+// engine answers packets too big for them (RFC 7915 sections 4 and 5) and
+// clamps the TCP MSS.
 func xlatConfig(cfg *config.Config, e env) (*xlat.Config, error) {
 	xc, err := cfg.Xlat()
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Translator.Link == config.LinkNIC {
+		// No kernel forwards before or after the translator: it is the
+		// router whose hop the TTL counts (RFC 7915 sections 4.1, 5.1).
+		xc.Policy.DecrementTTL = true
 	}
 	if t := cfg.Translator; t.Link == config.LinkNIC && e.nicMTU != nil {
 		for _, side := range []struct {

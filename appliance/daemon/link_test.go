@@ -89,6 +89,9 @@ func TestLinkModes(t *testing.T) {
 			if fmt.Sprint(gotDev) != fmt.Sprint(tc.wantDev) {
 				t.Errorf("served %#v, want %#v", gotDev, tc.wantDev)
 			}
+			if gotPolicy.DecrementTTL != (tc.forwarding == "0") {
+				t.Errorf("engine decrements TTL: %v, in mode %s", gotPolicy.DecrementTTL, tc.name)
+			}
 			if gotPolicy.IPv4MTU != tc.mtu4 || gotPolicy.IPv6MTU != tc.mtu6 {
 				t.Errorf("engine MTUs %d/%d, want %d/%d", gotPolicy.IPv4MTU, gotPolicy.IPv6MTU, tc.mtu4, tc.mtu6)
 			}

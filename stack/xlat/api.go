@@ -74,6 +74,11 @@ type Policy struct {
 	IPv4MTU         int            // MTU towards the IPv4 side (0: unknown); GSO size / MSS limits
 	IPv6MTU         int            // MTU towards the IPv6 side (0: unknown)
 	ICMPRate        int            // translator-originated ICMP errors per second per worker (0: default)
+	// DecrementTTL: no kernel forwards the packets before or after the
+	// translator (NIC mode), so the translator, as the router, decrements
+	// the TTL / Hop Limit itself and answers its expiry with Time Exceeded
+	// (RFC 7915 sections 4.1 and 5.1). With a tun the kernel does both.
+	DecrementTTL bool
 }
 
 // Config is one complete, immutable translator configuration.

@@ -79,6 +79,7 @@ const (
 	ReasonNoSink                 // fragments or errors to emit but no Sink
 	ReasonProtoExtHeader         // IPv4 protocol 0, 43, 44 or 60: would read as an IPv6 extension header
 	ReasonICMPChecksum           // an ICMP error with a bad checksum: recomputing it would hide the damage
+	ReasonTTLExceeded            // Policy.DecrementTTL: TTL / Hop Limit would reach 0; Time Exceeded sent
 	NumReasons
 )
 
@@ -87,7 +88,7 @@ var reasonNames = [NumReasons]string{
 	"dst_unmapped", "src_unmapped", "source_route", "segments_left", "ext_headers",
 	"udp_zero_checksum", "udp_zero_fragment", "icmp_fragmented", "icmp_type", "icmp_inner",
 	"icmp_nested", "icmp_proto", "pool_empty", "too_big", "hairpin_off", "hairpin_error", "no_sink",
-	"proto_ext_header", "icmp_checksum",
+	"proto_ext_header", "icmp_checksum", "ttl_exceeded",
 }
 
 func (r Reason) String() string {
@@ -202,6 +203,7 @@ type state struct {
 	lowest   int // lowest_ipv6_mtu
 	mtu4     int
 	mtu6     int
+	decTTL   bool // Policy.DecrementTTL
 	deny     []net4
 	pool     []hostRange
 	poolSize uint64
@@ -223,7 +225,7 @@ func compile(c *Config) (*state, error) {
 		return nil, errors.New("xlat: configuration without an address map")
 	}
 	p := c.Policy
-	s := &state{cfg: c, m: c.Map, pfx: c.Map.Prefix(), lowest: p.LowestIPv6MTU, mtu4: p.IPv4MTU, mtu6: p.IPv6MTU}
+	s := &state{cfg: c, m: c.Map, pfx: c.Map.Prefix(), lowest: p.LowestIPv6MTU, mtu4: p.IPv4MTU, mtu6: p.IPv6MTU, decTTL: p.DecrementTTL}
 	if s.lowest == 0 {
 		s.lowest = 1280
 	}

@@ -211,6 +211,13 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 		return drop(r, ReasonSrcUnmapped)
 	}
 
+	if s.decTTL && p[8] <= 1 {
+		// RFC 7915 section 4.1: as a router, Time Exceeded in Transit.
+		if !isErr && first {
+			w.emitError4(s, p, 11, 0, 0, sink)
+		}
+		return drop(r, ReasonTTLExceeded)
+	}
 	gso := off != nil && off.GSOType&^GSOECN != GSONone
 	hlen := 40
 	if isFrag {
@@ -324,7 +331,10 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	h[1] = tos << 4 // flow label 0
 	h[2], h[3] = 0, 0
 	put16(h[4:], uint16(hlen-40+len(l4)))
-	h[7] = ttl // the host kernel decremented it on the way into the tun
+	if s.decTTL {
+		ttl--
+	}
+	h[7] = ttl // with a tun, the host kernel decremented it on the way in
 	copy(h[8:24], src6[:])
 	copy(h[24:40], dst6[:])
 	if hlen == 48 {
@@ -438,6 +448,13 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 		return drop(r, ReasonDenied)
 	}
 
+	if s.decTTL && p[7] <= 1 {
+		// RFC 7915 section 5.1: as a router, Hop Limit Exceeded.
+		if !isErr && first {
+			w.emitError6(s, p, 3, 0, 0, sink, x)
+		}
+		return drop(r, ReasonTTLExceeded)
+	}
 	gso := off != nil && off.GSOType&^GSOECN != GSONone
 	tot4 := 20 + len(l4)
 	df := x.fragAt < 0 && tot4 > dfThreshold
@@ -544,6 +561,9 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 		} else {
 			put16(h[6:], 0)
 		}
+	}
+	if s.decTTL {
+		hlim--
 	}
 	h[8] = hlim
 	h[9] = proto

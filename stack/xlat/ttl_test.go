@@ -1,0 +1,40 @@
+package xlat
+
+import "testing"
+
+// TestDecrementTTL: with Policy.DecrementTTL (NIC mode, no kernel routing
+// around the translator) the translator decrements TTL / Hop Limit and
+// answers its expiry with Time Exceeded (RFC 7915 sections 4.1, 5.1);
+// without it (a tun: the kernel decrements) both pass unchanged.
+func TestDecrementTTL(t *testing.T) {
+	for _, dec := range []bool{false, true} {
+		w := newTestWorker(t, func(p *Policy) { p.DecrementTTL = dec })
+		want := byte(64)
+		if dec {
+			want = 63
+		}
+		in4 := ip4(C4, S4A, 64, 17, udpSeg(41000, 42000, payload(8)), v4opt{})
+		if out, r, _ := run(w, in4, nil); r.Verdict != Forward || out[7] != want {
+			t.Errorf("decrement=%v: 4->6 verdict %v reason %v, hop limit %d, want %d", dec, r.Verdict, r.Reason, out[7], want)
+		}
+		in6 := ip6(S6A, C6, 64, 17, udpSeg(42000, 41000, payload(8)), v6opt{})
+		if out, r, _ := run(w, in6, nil); r.Verdict != Forward || out[8] != want {
+			t.Errorf("decrement=%v: 6->4 verdict %v reason %v, TTL %d, want %d", dec, r.Verdict, r.Reason, out[8], want)
+		}
+	}
+
+	w := newTestWorker(t, func(p *Policy) { p.DecrementTTL = true })
+	in4 := ip4(C4, S4A, 1, 17, udpSeg(41000, 42000, payload(8)), v4opt{})
+	_, r, sk := run(w, in4, nil)
+	if r.Reason != ReasonTTLExceeded {
+		t.Fatalf("4->6 TTL 1: reason %v", r.Reason)
+	}
+	expectEmitted(t, sk, ip4(errSrc4, C4, 64, 1, icmpMsg(11, 0, 0, in4), v4opt{}))
+
+	in6 := ip6(S6A, C6, 1, 17, udpSeg(42000, 41000, payload(8)), v6opt{})
+	_, r, sk = run(w, in6, nil)
+	if r.Reason != ReasonTTLExceeded {
+		t.Fatalf("6->4 hop limit 1: reason %v", r.Reason)
+	}
+	expectEmitted(t, sk, ip6(errSrc6, S6A, 64, 58, icmpMsg(3, 0, 0, in6), v6opt{}))
+}
