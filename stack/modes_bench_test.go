@@ -33,8 +33,8 @@ func BenchmarkNetnsModes(b *testing.B) {
 		{"nic-2q", newModeTopology(b, modeNIC, 1520, 2)},
 		{"fd", newModeTopology(b, modeFD, 1520, 1)},
 	}
-	const rounds = 5
-	const dur = 3 * time.Second
+	const rounds = 3
+	const dur = 2 * time.Second
 	pps := map[string][]float64{}
 	rtt := map[string][]float64{}
 	for range b.N {
