@@ -114,9 +114,11 @@ func (l *localAddrs) load(h *netlink.Handle) error {
 }
 
 // watchKernel keeps r and local in step with the kernel's neighbour,
-// route and address tables until done is closed. The subscriptions are
+// route and address tables, and reports links' MTUs to onMTU, until done
+// is closed. The subscriptions are
 // opened before it returns, in the calling thread's network namespace.
-func watchKernel(h *netlink.Handle, r *resolver, local *localAddrs, done <-chan struct{}) error {
+func watchKernel(h *netlink.Handle, r *resolver, local *localAddrs, onMTU func(ifindex, mtu int), done <-chan struct{}) error {
+	links := make(chan netlink.LinkUpdate, 64)
 	neighs := make(chan netlink.NeighUpdate, 256)
 	routes := make(chan netlink.RouteUpdate, 256)
 	addrs := make(chan netlink.AddrUpdate, 64)
@@ -130,6 +132,9 @@ func watchKernel(h *netlink.Handle, r *resolver, local *localAddrs, done <-chan 
 	}
 	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{ErrorCallback: onErr}); err != nil {
 		return fmt.Errorf("address events: %w", err)
+	}
+	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		return fmt.Errorf("link events: %w", err)
 	}
 	if err := local.load(h); err != nil {
 		return fmt.Errorf("addresses: %w", err)
@@ -168,6 +173,14 @@ func watchKernel(h *netlink.Handle, r *resolver, local *localAddrs, done <-chan 
 				}
 				if err := local.load(h); err != nil {
 					r.log.Warn("reloading the host's addresses", "err", err)
+				}
+			case u, ok := <-links:
+				if !ok {
+					links = nil
+					continue
+				}
+				if a := u.Attrs(); a != nil {
+					onMTU(a.Index, a.MTU)
 				}
 			case <-tick.C:
 				r.refresh()

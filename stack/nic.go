@@ -30,6 +30,12 @@ type NICConfig struct {
 	// PACKET_FANOUT_HASH group so that the kernel spreads flows over
 	// them; each has its own translator and goroutine. 0 means 1.
 	Queues int
+	// FollowIPv4MTU, FollowIPv6MTU: the engine's Policy.IPv4MTU and
+	// IPv6MTU are the NICs' MTUs (the daemon's default in NIC mode), so
+	// ServeNIC reloads the engine with the new value when one changes;
+	// a packet too big for the NIC is then answered by the engine with
+	// Fragmentation Needed or Packet Too Big instead of failing to send.
+	FollowIPv4MTU, FollowIPv6MTU bool
 }
 
 // ServeNIC runs the translator in NIC mode over the interfaces of c, in the
@@ -120,7 +126,27 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 	n.res = newResolver(netlinkKernel{h}, ifindexes, log)
 	n.res.send = newNICWriter(n, 0).sendParked
 	n.done = make(chan struct{})
-	if err := watchKernel(h, n.res, &n.local, n.done); err != nil {
+	ifindex4 := n.ports[0].ifindex
+	ifindex6 := n.ports[len(n.ports)-1].ifindex
+	onMTU := func(ifindex, mtu int) {
+		cfg := *eng.Config()
+		changed := false
+		if c.FollowIPv4MTU && ifindex == ifindex4 && cfg.Policy.IPv4MTU != mtu && mtu >= 68 {
+			cfg.Policy.IPv4MTU, changed = mtu, true
+		}
+		if c.FollowIPv6MTU && ifindex == ifindex6 && cfg.Policy.IPv6MTU != mtu && mtu >= 1280 {
+			cfg.Policy.IPv6MTU, changed = mtu, true
+		}
+		if !changed {
+			return
+		}
+		if err := eng.Reload(&cfg); err != nil {
+			log.Warn("NIC MTU changed, engine not updated", "ifindex", ifindex, "mtu", mtu, "err", err)
+			return
+		}
+		log.Info("NIC MTU changed", "ifindex", ifindex, "mtu", mtu)
+	}
+	if err := watchKernel(h, n.res, &n.local, onMTU, n.done); err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
 	go n.res.run(n.done)

@@ -70,6 +70,9 @@ func newModeTopology(t testing.TB, mode linkMode, mtu6, queues int) *topology {
 	forwarding := "1"
 	if mode == modeNIC {
 		forwarding = "0"
+		// As the daemon does: no ICMPv6 "no route" from the kernel for
+		// its copy of the packets to the prefix.
+		tp.xlat.Run("ip", "-6", "route", "add", "blackhole", prefixV6)
 	}
 	for _, c := range [][]string{
 		{"sysctl", "-qw", "net.ipv4.ip_forward=" + forwarding, "net.ipv6.conf.all.forwarding=" + forwarding,
@@ -100,7 +103,7 @@ func newModeTopology(t testing.TB, mode linkMode, mtu6, queues int) *topology {
 	switch mode {
 	case modeNIC:
 		err = tp.xlat.Do(func() (err error) {
-			tp.dp, err = ServeNIC(ctx, eng, NICConfig{IPv4: "x4", IPv6: "x6", Queues: queues}, nil)
+			tp.dp, err = ServeNIC(ctx, eng, NICConfig{IPv4: "x4", IPv6: "x6", Queues: queues, FollowIPv4MTU: true, FollowIPv6MTU: true}, nil)
 			return err
 		})
 	case modeFD:
@@ -256,26 +259,45 @@ func TestNetnsModesPathMTU(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			tp := newModeTopology(t, mode, 1280, 1)
 			transferTCP(t, tp, 4<<20, true)
-			var c net.Conn
-			if err := tp.cli.Do(func() (err error) {
-				c, err = net.Dial("udp4", serverV4+":9")
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			rc, _ := c.(*net.UDPConn).SyscallConn()
-			rc.Control(func(fd uintptr) {
-				unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
-			})
-			var mtu int
-			waitFor(t, "the client's socket to learn MTU 1260", func() bool {
-				c.Write(make([]byte, 1400))
-				rc.Control(func(fd uintptr) { mtu, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU) })
-				return mtu == 1260
-			})
+			learnsMTU(t, tp, 1260)
 		})
 	}
+}
+
+// learnsMTU sends DF datagrams too large for the path from the client
+// until its socket learns mtu from a Fragmentation Needed.
+func learnsMTU(t *testing.T, tp *topology, mtu int) {
+	t.Helper()
+	var c net.Conn
+	if err := tp.cli.Do(func() (err error) {
+		c, err = net.Dial("udp4", serverV4+":9")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rc, _ := c.(*net.UDPConn).SyscallConn()
+	rc.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
+	})
+	var got int
+	waitFor(t, fmt.Sprintf("the client's socket to learn MTU %d", mtu), func() bool {
+		c.Write(make([]byte, 1400))
+		rc.Control(func(fd uintptr) { got, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU) })
+		return got == mtu
+	})
+}
+
+// TestNetnsNICFollowsMTU: when the IPv6 NIC's MTU drops while running, NIC
+// mode answers DF packets that no longer fit with Fragmentation Needed for
+// the new MTU (the engine follows the NIC), instead of failing to send.
+func TestNetnsNICFollowsMTU(t *testing.T) {
+	tp := newModeTopology(t, modeNIC, 1520, 1)
+	tp.cli.Run("ping", "-c", "1", "-W", "2", serverV4)
+	tp.srv.Run("ip", "link", "set", "s6", "mtu", "1280")
+	tp.xlat.Run("ip", "link", "set", "x6", "mtu", "1280")
+	waitFor(t, "the engine to take MTU 1280", func() bool { return tp.eng.Config().Policy.IPv6MTU == 1280 })
+	learnsMTU(t, tp, 1260)
 }
 
 // TestNetnsNICHostTraffic: in NIC mode the appliance's own traffic stays

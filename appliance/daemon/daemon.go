@@ -140,7 +140,9 @@ func openLink(t config.Translator) (device, error) {
 		if q == 0 {
 			q = runtime.NumCPU()
 		}
-		return &nicLink{cfg: stack.NICConfig{IPv4: t.NIC.IPv4, IPv6: t.NIC.IPv6, Queues: q}}, nil
+		// Unset MTUs are the NICs' (xlatConfig), and follow them.
+		return &nicLink{cfg: stack.NICConfig{IPv4: t.NIC.IPv4, IPv6: t.NIC.IPv6, Queues: q,
+			FollowIPv4MTU: t.IPv4MTU == 0, FollowIPv6MTU: t.IPv6MTU == 0}}, nil
 	}
 	return nil, fmt.Errorf("unknown link mode %q", t.Link)
 }

@@ -31,9 +31,9 @@ func TestLinkModes(t *testing.T) {
 		mtu4, mtu6 int
 	}{
 		{"nic", "nic {\n    ipv4 = \"eth0\"\n    ipv6 = \"eth1\"\n    queues = 3\n  }",
-			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth1", Queues: 3}}, "nic eth0,eth1", "0", 1500, 9000},
+			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth1", Queues: 3, FollowIPv4MTU: true, FollowIPv6MTU: true}}, "nic eth0,eth1", "0", 1500, 9000},
 		{"nic one NIC, ipv6_mtu set", "ipv6_mtu = 1280\n  nic {\n    ipv4 = \"eth0\"\n    queues = 1\n  }",
-			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth0", Queues: 1}}, "nic eth0", "0", 1500, 1280},
+			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth0", Queues: 1, FollowIPv4MTU: true}}, "nic eth0", "0", 1500, 1280},
 		{"fd", "fd {\n    fd = 3\n  }", &fdLink{fd: 3, mtu: 1500}, "fd 3", "1", 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -101,8 +101,12 @@ func TestLinkModes(t *testing.T) {
 			if fwd4 != tc.forwarding || fwd6 != tc.forwarding {
 				t.Errorf("forwarding %s/%s while running, want %s", fwd4, fwd6, tc.forwarding)
 			}
-			if rs := k.routeSet(); len(rs) != 0 {
-				t.Errorf("routes installed: %v", rs)
+			wantRoutes := "[]"
+			if tc.forwarding == "0" {
+				wantRoutes = "[blackhole 2001:db8:64::/96]"
+			}
+			if rs := fmt.Sprint(k.routeSet()); rs != wantRoutes {
+				t.Errorf("routes installed: %v, want %s", rs, wantRoutes)
 			}
 			cancel()
 			if err := <-done; err != nil {
@@ -112,6 +116,9 @@ func TestLinkModes(t *testing.T) {
 			defer k.mu.Unlock()
 			if k.sysctls["net.ipv4.ip_forward"] != "1" || k.sysctls["net.ipv6.conf.all.forwarding"] != "1" {
 				t.Errorf("forwarding not restored: %v", k.sysctls)
+			}
+			if len(k.routes) != 0 {
+				t.Errorf("routes left: %v", k.routes)
 			}
 		})
 	}

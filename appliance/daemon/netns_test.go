@@ -545,6 +545,9 @@ func TestDaemonNICMode(t *testing.T) {
 	if sent, recv := ping(t, tp.cli, "-c", "2", "-i", "0.2", "-W", "2", "192.0.2.1"); recv != sent {
 		t.Errorf("ping to the appliance itself: %d/%d", recv, sent)
 	}
+	if out := tp.x.MustRun(t, "ip", "-6", "route", "show", "2001:db8:64::/96"); !strings.Contains(out, "blackhole") {
+		t.Errorf("no blackhole route for the prefix: %q", out)
+	}
 	st, err := QueryStats(d.sock)
 	if err != nil {
 		t.Fatal(err)
@@ -559,6 +562,9 @@ func TestDaemonNICMode(t *testing.T) {
 		if out := strings.TrimSpace(tp.x.MustRun(t, "sysctl", "-n", key)); out != "1" {
 			t.Errorf("%s = %s after stop, want 1 restored", key, out)
 		}
+	}
+	if out := tp.x.MustRun(t, "ip", "-6", "route", "show", "2001:db8:64::/96"); out != "" {
+		t.Errorf("blackhole route left: %q", out)
 	}
 }
 

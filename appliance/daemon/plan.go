@@ -36,12 +36,21 @@ func makePlan(cfg *config.Config, tunName string) plan {
 		v6 = []netip.Prefix{cfg.Translator.Prefix.Masked()}
 	}
 	p.ann = Announcement{IPv4: v4, IPv6: v6}
-	if cfg.Translator.Link == config.LinkTun && cfg.Translator.Tun.Routes {
+	switch {
+	case cfg.Translator.Link == config.LinkTun && cfg.Translator.Tun.Routes:
 		for _, pfx := range v4 {
 			p.routes = append(p.routes, netsetup.Route{Dst: pfx, Dev: tunName})
 		}
 		for _, pfx := range v6 {
 			p.routes = append(p.routes, netsetup.Route{Dst: pfx, Dev: tunName})
+		}
+	case cfg.Translator.Link == config.LinkNIC:
+		// The kernel sees a copy of every packet the translator reads.
+		// With forwarding off it drops IPv4 transit silently, but an
+		// IPv6 packet to the prefix that no route matches would get an
+		// ICMPv6 "no route" back from it; a blackhole drops it quietly.
+		for _, pfx := range v6 {
+			p.routes = append(p.routes, netsetup.Route{Dst: pfx, Blackhole: true})
 		}
 	}
 	for _, r := range cfg.Routes {

@@ -23,9 +23,15 @@ type Route struct {
 	Dst netip.Prefix
 	Dev string
 	Via netip.Addr
+	// Blackhole: the kernel drops what matches, silently (no ICMP
+	// unreachable); Dev and Via are not used.
+	Blackhole bool
 }
 
 func (r Route) String() string {
+	if r.Blackhole {
+		return "blackhole " + r.Dst.String()
+	}
 	s := r.Dst.String()
 	if r.Via.IsValid() {
 		s += " via " + r.Via.String()

@@ -23,7 +23,20 @@ func TestDecrementTTL(t *testing.T) {
 		}
 	}
 
+	// Translated ICMP errors are forwarded too: their outer TTL counts
+	// the hop, the quoted packet's does not change.
 	w := newTestWorker(t, func(p *Policy) { p.DecrementTTL = true })
+	quoted6 := ip6(C6, S6A, 5, 17, udpSeg(41000, 42000, payload(8)), v6opt{})
+	err6 := ip6(S6A, C6, 64, 58, icmpMsg(1, 4, 0, quoted6), v6opt{}) // port unreachable
+	if out, r, _ := run(w, err6, nil); r.Verdict != Forward || out[8] != 63 || out[20+8+8] != 5 {
+		t.Errorf("6->4 error: verdict %v reason %v", r.Verdict, r.Reason)
+	}
+	quoted4 := ip4(S4A, C4, 5, 17, udpSeg(42000, 41000, payload(8)), v4opt{})
+	err4 := ip4(C4, S4A, 64, 1, icmpMsg(3, 3, 0, quoted4), v4opt{})
+	if out, r, _ := run(w, err4, nil); r.Verdict != Forward || out[7] != 63 || out[40+8+7] != 5 {
+		t.Errorf("4->6 error: verdict %v reason %v", r.Verdict, r.Reason)
+	}
+
 	in4 := ip4(C4, S4A, 1, 17, udpSeg(41000, 42000, payload(8)), v4opt{})
 	_, r, sk := run(w, in4, nil)
 	if r.Reason != ReasonTTLExceeded {
