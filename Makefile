@@ -5,8 +5,10 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 IMAGE_CONFIG ?= examples/appliance.hcl
 IMAGE_OUT    ?= out/image
+# runs a `go test -json` command and summarises it (see test below)
+TESTSUM := $(GO) run ./internal/testsummary
 
-.PHONY: build vet test test-race conformance bench bench-go bench-netns demo demo-netns image failover failover-vm fuzz clean
+.PHONY: build vet test test-race test-large conformance bench bench-go bench-netns demo demo-netns image failover failover-vm fuzz clean
 
 ## build: the static map646 binary (the appliance's /init as well)
 build:
@@ -20,16 +22,24 @@ vet:
 ## test: everything — unit, fuzz seeds, race detector on the packet path, root tests in
 ## network namespaces, QEMU boots of the appliance image (and the two-VM failover), a smoke
 ## run of the netns benchmark harness, and last the external conformance suite, whose
-## closing line ("N passed, M failed, K skipped") is the run's summary
+## closing line ("N passed, M failed, K skipped") is the run's summary. Each go test run
+## prints go test's own lines, then how many tests ran, passed, failed and skipped per
+## package and why each skip happened (internal/testsummary). With CI=true a test that
+## lacks root, a tun, QEMU or a tool fails instead of skipping (internal/testenv).
 test: build vet
-	MAP646_FAILOVER_VM=1 $(GO) test -count=1 -timeout 70m ./...
+	MAP646_FAILOVER_VM=1 $(TESTSUM) $(GO) test -json -count=1 -timeout 70m ./...
 	$(MAKE) test-race
 	$(GO) run ./bench/netns -quick -map646 $(BIN)
 	$(MAKE) conformance
 
 ## test-race: the race detector over the concurrent packet-path and reload code
 test-race:
-	$(GO) test -count=1 -race -short ./mapping/... ./stack/... ./appliance/config/... ./appliance/daemon/... ./appliance/netsetup/... ./appliance/metrics/...
+	$(TESTSUM) $(GO) test -json -count=1 -race -short ./mapping/... ./stack/... ./appliance/config/... ./appliance/daemon/... ./appliance/netsetup/... ./appliance/metrics/...
+
+## test-large: the timed 1M-mapping loads (config parse, daemon start and reload in a
+## namespace), which every go test run would otherwise pay for
+test-large:
+	MAP646_LARGE=1 $(GO) test -count=1 -v -timeout 20m -run 'Million' ./appliance/config ./appliance/daemon
 
 ## conformance: the external black-box suite (../shared/conformance) against map646
 conformance: build
@@ -58,7 +68,7 @@ image: build
 
 ## failover: the failover experiment with two map646 processes in namespaces (rewrites docs/failover*.svg)
 failover: build
-	MAP646_BIN=$(abspath $(BIN)) MAP646_FAILOVER_OUT=$(CURDIR)/docs $(GO) test -count=1 -v -run TestFailover ./appliance/failovertest
+	MAP646_BIN=$(abspath $(BIN)) MAP646_FAILOVER_OUT=$(CURDIR)/docs $(GO) test -count=1 -v -timeout 20m -run TestFailover ./internal/failover
 
 ## failover-vm: the same with two appliance VMs under QEMU, as in the original paper's experiment
 failover-vm: build

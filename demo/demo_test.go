@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/map646/map646/appliance/config"
+	"github.com/map646/map646/internal/testenv"
 )
 
 // TestDemoConfigIsValid: the embedded configuration passes the same
@@ -28,19 +29,19 @@ func TestDemoConfigIsValid(t *testing.T) {
 // 2001:db8:64::c000:202. Needs root, iproute2, python3 and curl.
 func TestDemoScript(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("the demo needs root (network namespaces, a tun)")
+		testenv.SkipOrFail(t, "the demo needs root (network namespaces, a tun)")
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skip("no /dev/net/tun: ", err)
+		testenv.SkipOrFailf(t, "no /dev/net/tun: %v", err)
 	}
 	for _, tool := range []string{"ip", "python3", "curl", "go"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("the demo needs %s (deps.sh installs it)", tool)
+			testenv.SkipOrFailf(t, "the demo needs %s (deps.sh installs it)", tool)
 		}
 	}
 	out, err := exec.Command("ip", "netns", "list").Output()
 	if err == nil && strings.Contains(string(out), "demo-") {
-		t.Skipf("demo namespaces exist (a demo is running?):\n%s", out)
+		testenv.SkipOrFailf(t, "demo namespaces exist (a demo is running?):\n%s", out)
 	}
 	script, err := filepath.Abs("run.sh")
 	if err != nil {

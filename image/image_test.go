@@ -15,6 +15,8 @@ import (
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/u-root/u-root/pkg/cpio"
+
+	"github.com/map646/map646/internal/testenv"
 )
 
 func readInitramfs(t *testing.T, b []byte) []cpio.Record {
@@ -132,7 +134,7 @@ func staticBinary(t *testing.T) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		t.Skip("go command not found: cannot build a static test binary")
+		testenv.SkipOrFail(t, "go command not found: cannot build a static test binary")
 	}
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module initstub\n\ngo 1.22\n"), 0o644)
@@ -154,7 +156,7 @@ func TestCheckStatic(t *testing.T) {
 	}
 	dyn, err := exec.LookPath("true")
 	if err != nil {
-		t.Skip("no dynamically linked program to compare with")
+		testenv.SkipOrFail(t, "no dynamically linked program to compare with")
 	}
 	b, _ = os.ReadFile(dyn)
 	if err := checkStatic(dyn, b); err == nil || !strings.Contains(err.Error(), "CGO_ENABLED=0") {
@@ -165,18 +167,18 @@ func TestCheckStatic(t *testing.T) {
 	}
 }
 
-// needTools skips when a host boot tool is truly absent.
+// needTools skips (fails on CI) when a host boot tool is truly absent.
 func needTools(t *testing.T) {
 	t.Helper()
 	tools := Tools{}.withDefaults()
 	for _, f := range []string{tools.GPTMBR, tools.SystemdEFI} {
 		if _, err := os.Stat(f); err != nil {
-			t.Skipf("boot loader file %s missing (Debian packages syslinux, systemd-boot-efi): %v", f, err)
+			testenv.SkipOrFailf(t, "boot loader file %s missing (Debian packages syslinux, systemd-boot-efi): %v", f, err)
 		}
 	}
 	for _, p := range []string{tools.Syslinux, tools.FsckFAT, tools.QemuImg} {
 		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("%s missing (Debian packages syslinux, dosfstools, qemu-utils)", p)
+			testenv.SkipOrFailf(t, "%s missing (Debian packages syslinux, dosfstools, qemu-utils)", p)
 		}
 	}
 }
@@ -331,7 +333,7 @@ func TestKernelPath(t *testing.T) {
 	p, err := KernelPath()
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			t.Skip(err)
+			testenv.SkipOrFail(t, err.Error())
 		}
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/map646/map646/appliance/config"
 
 	"github.com/map646/map646/internal/netnstest"
+	"github.com/map646/map646/internal/testenv"
 )
 
 func digestOf(t *testing.T, path string) string {
@@ -63,7 +64,7 @@ func idleNICs(t *testing.T) []*os.File {
 func isoDrive(t *testing.T, label string, files map[string]string) string {
 	t.Helper()
 	if _, err := exec.LookPath("xorriso"); err != nil {
-		t.Skip("xorriso missing (Debian package xorriso)")
+		testenv.SkipOrFail(t, "xorriso missing (Debian package xorriso)")
 	}
 	src := filepath.Join(t.TempDir(), "src")
 	for name, data := range files {
@@ -84,7 +85,7 @@ func fatDrive(t *testing.T, label string, files map[string]string) string {
 	t.Helper()
 	for _, p := range []string{"mkfs.fat", "mcopy"} {
 		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("%s missing (Debian packages dosfstools, mtools)", p)
+			testenv.SkipOrFailf(t, "%s missing (Debian packages dosfstools, mtools)", p)
 		}
 	}
 	img := filepath.Join(t.TempDir(), "drive.img")

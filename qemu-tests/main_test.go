@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/map646/map646/internal/testenv"
 )
 
 // The image under test, built once per test binary by TestMain.
@@ -86,7 +88,7 @@ func prerequisites() string {
 func needVM(t *testing.T) {
 	t.Helper()
 	if skipReason != "" {
-		t.Skip(skipReason)
+		testenv.SkipOrFail(t, skipReason)
 	}
 }
 

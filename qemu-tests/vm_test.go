@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/map646/map646/image"
-
+	"github.com/map646/map646/internal/testenv"
 	"github.com/map646/map646/qemu-tests/internal/qmp"
 )
 
@@ -90,7 +90,7 @@ func startVM(t *testing.T, c vmConfig) *vm {
 		vars := filepath.Join(dir, "OVMF_VARS.fd")
 		b, err := os.ReadFile("/usr/share/OVMF/OVMF_VARS.fd")
 		if err != nil {
-			t.Skipf("OVMF not installed (Debian package ovmf): %v", err)
+			testenv.SkipOrFailf(t, "OVMF not installed (Debian package ovmf): %v", err)
 		}
 		os.WriteFile(vars, b, 0o644)
 		args = append(args,

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/map646/map646/internal/netnstest"
+	"github.com/map646/map646/internal/testenv"
 	"github.com/map646/map646/mapping"
 	"github.com/map646/map646/stack/tun"
 	"github.com/map646/map646/stack/xlat"
@@ -557,7 +558,7 @@ func TestNetnsTunDeleted(t *testing.T) {
 func TestNetnsUDPSegmentation(t *testing.T) {
 	tp := newTopology(t, true, 1520)
 	if !strings.Contains(tp.dev.Offloads(), "uso4") {
-		t.Skipf("the kernel did not grant USO (offloads %s)", tp.dev.Offloads())
+		testenv.SkipOrFailf(t, "the kernel did not grant USO (offloads %s)", tp.dev.Offloads())
 	}
 	var srv *net.UDPConn
 	if err := tp.srv.Do(func() (err error) {
@@ -580,7 +581,7 @@ func TestNetnsUDPSegmentation(t *testing.T) {
 	var serr error
 	rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, 1000) })
 	if serr != nil {
-		t.Skipf("UDP_SEGMENT: %v", serr)
+		testenv.SkipOrFailf(t, "UDP_SEGMENT: %v", serr)
 	}
 	before := tp.eng.Totals().Packets[xlat.Dir46][xlat.ProtoUDP]
 	const n = 10

@@ -11,13 +11,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/map646/map646/appliance/failovertest"
+	"github.com/map646/map646/internal/netnstest"
+	"github.com/map646/map646/internal/testenv"
 )
 
 // GoBGP runs its sessions and listeners on goroutines of its own, which may
@@ -28,6 +30,7 @@ import (
 //
 //	update <healthy> <ipv4,...|-> <ipv6,...|->
 //	status
+//	mem
 //	close
 const helperEnv = "MAP646_BGP_SPEAKER_HELPER"
 
@@ -74,6 +77,14 @@ func speakerHelper(cfgJSON string, in io.Reader, out io.Writer) int {
 		case len(f) == 1 && f[0] == "status":
 			b, _ := json.Marshal(s.Status())
 			fmt.Fprintln(out, string(b))
+		case len(f) == 1 && f[0] == "mem":
+			m, err := readMem()
+			if err != nil {
+				fmt.Fprintln(out, "err", err)
+				continue
+			}
+			b, _ := json.Marshal(m)
+			fmt.Fprintln(out, string(b))
 		case len(f) == 1 && f[0] == "close":
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			err := s.Close(ctx)
@@ -98,7 +109,7 @@ type remoteSpeaker struct {
 	out *bufio.Scanner
 }
 
-func startRemoteSpeaker(t *testing.T, ns *failovertest.Netns, cfg Config) *remoteSpeaker {
+func startRemoteSpeaker(t *testing.T, ns *netnstest.NS, cfg Config) *remoteSpeaker {
 	t.Helper()
 	b, err := json.Marshal(cfg)
 	if err != nil {
@@ -154,20 +165,20 @@ func (r *remoteSpeaker) status(t *testing.T) Status {
 // bird is a BIRD 2 daemon in a namespace.
 type bird struct {
 	sock string
-	ns   *failovertest.Netns
+	ns   *netnstest.NS
 }
 
-// RequireBIRD skips unless BIRD 2 is installed.
+// requireBIRD skips (fails on CI) unless BIRD 2 is installed.
 func requireBIRD(t *testing.T) {
 	t.Helper()
 	for _, c := range []string{"bird", "birdc"} {
 		if _, err := exec.LookPath(c); err != nil {
-			t.Skipf("needs BIRD 2 (%s not found; Debian package bird2)", c)
+			testenv.SkipOrFailf(t, "needs BIRD 2 (%s not found; Debian package bird2)", c)
 		}
 	}
 }
 
-func startBIRD(t *testing.T, ns *failovertest.Netns, conf string) *bird {
+func startBIRD(t *testing.T, ns *netnstest.NS, conf string) *bird {
 	t.Helper()
 	dir := t.TempDir()
 	confPath := filepath.Join(dir, "bird.conf")
@@ -273,11 +284,11 @@ protocol bgp xlat6 {
 // RFC 8950), and checks what BIRD learns through health changes, a reload
 // and Close.
 func TestSpeakerBIRD(t *testing.T) {
-	failovertest.RequireNetns(t)
+	netnstest.Require(t, "bg-")
 	requireBIRD(t)
-	rtr := failovertest.NewNetns(t, "bgr")
-	spk := failovertest.NewNetns(t, "bgs")
-	failovertest.Veth(t, rtr, "dn0", spk, "up0")
+	rtr := netnstest.New(t, "bg-r-")
+	spk := netnstest.New(t, "bg-s-")
+	netnstest.Veth(t, rtr, "dn0", spk, "up0")
 	rtr.Run("ip", "addr", "add", "192.0.2.1/30", "dev", "dn0")
 	rtr.Run("ip", "addr", "add", "2001:db8:ff::1/64", "dev", "dn0", "nodad")
 	spk.Run("ip", "addr", "add", "192.0.2.2/30", "dev", "up0")
@@ -382,11 +393,11 @@ map646_bgp_announced_prefixes{family="ipv6"} 1
 // the wrong one the IPv4 session never comes up while the IPv6 session
 // (no password) beside it does.
 func TestSpeakerBIRDWrongPassword(t *testing.T) {
-	failovertest.RequireNetns(t)
+	netnstest.Require(t, "bg-")
 	requireBIRD(t)
-	rtr := failovertest.NewNetns(t, "bgr")
-	spk := failovertest.NewNetns(t, "bgs")
-	failovertest.Veth(t, rtr, "dn0", spk, "up0")
+	rtr := netnstest.New(t, "bg-r-")
+	spk := netnstest.New(t, "bg-s-")
+	netnstest.Veth(t, rtr, "dn0", spk, "up0")
 	rtr.Run("ip", "addr", "add", "192.0.2.1/30", "dev", "dn0")
 	rtr.Run("ip", "addr", "add", "2001:db8:ff::1/64", "dev", "dn0", "nodad")
 	spk.Run("ip", "addr", "add", "192.0.2.2/30", "dev", "up0")
@@ -403,8 +414,16 @@ func TestSpeakerBIRDWrongPassword(t *testing.T) {
 	})
 	s.do(t, "update true 198.51.100.0/24 2001:db8:64::/96")
 	b.waitRoutes(t, "xlat6", "2001:db8:64::/96")
-	// The IPv6 session is up; give the IPv4 one several connect retries.
-	time.Sleep(4 * time.Second)
+	// The IPv6 session is up. Wait until the kernels have refused several
+	// IPv4 connection attempts for their signature (TCP MD5, RFC 2385):
+	// each side retries every second or so.
+	deadline := time.Now().Add(30 * time.Second)
+	for md5Failures(t, rtr)+md5Failures(t, spk) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no 3 TCP MD5 signature failures within 30 s (%d + %d)", md5Failures(t, rtr), md5Failures(t, spk))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if r := b.routes(t, "xlat4"); len(r) != 0 {
 		t.Errorf("routes learned despite the wrong password: %v", r)
 	}
@@ -413,4 +432,29 @@ func TestSpeakerBIRDWrongPassword(t *testing.T) {
 			t.Error("IPv4 session established with the wrong password")
 		}
 	}
+}
+
+// md5Failures is the namespace's count of TCP segments dropped for a wrong
+// MD5 signature (TcpExt TCPMD5Failure in /proc/net/netstat).
+func md5Failures(t *testing.T, ns *netnstest.NS) int {
+	t.Helper()
+	out := ns.MustRun(t, "cat", "/proc/net/netstat")
+	lines := strings.Split(out, "\n")
+	for i := 0; i+1 < len(lines); i += 2 {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != "TcpExt:" || len(values) != len(names) {
+			continue
+		}
+		for j, n := range names {
+			if n == "TCPMD5Failure" {
+				v, err := strconv.Atoi(values[j])
+				if err != nil {
+					t.Fatalf("TCPMD5Failure %q: %v", values[j], err)
+				}
+				return v
+			}
+		}
+	}
+	t.Fatalf("no TcpExt TCPMD5Failure in /proc/net/netstat:\n%s", out)
+	return 0
 }

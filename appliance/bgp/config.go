@@ -32,6 +32,7 @@ func FromConfig(c *config.BGP) (Config, error) {
 			RemoteAS:     n.RemoteAS,
 			Password:     n.Password,
 			LocalAddress: n.LocalAddress,
+			MaxPrefixes:  uint32(n.MaxPrefixes),
 		})
 	}
 	return out, out.Validate()

@@ -54,6 +54,8 @@ func (s Status) Collect(emit metrics.Emit) {
 			metrics.Counter, float64(n.Flaps), "neighbor", n.Address)
 		emit("map646_bgp_prefixes_advertised", "Prefixes advertised to the BGP neighbor.",
 			metrics.Gauge, float64(n.Advertised), "neighbor", n.Address)
+		emit("map646_bgp_prefix_limit_exceeded_total", "Sessions ended because the BGP neighbor sent more prefixes than max_prefixes allows.",
+			metrics.Counter, float64(n.PrefixLimitHits), "neighbor", n.Address)
 		emit("map646_bgp_prefixes_received", "Prefixes received from the BGP neighbor (ignored: the speaker imports nothing).",
 			metrics.Gauge, float64(n.Received), "neighbor", n.Address)
 	}

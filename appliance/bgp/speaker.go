@@ -15,6 +15,8 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/apiutil"
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
+
+	"github.com/map646/map646/appliance/config"
 )
 
 // Config is the speaker's configuration: one local AS and the neighbors it
@@ -33,8 +35,19 @@ type Config struct {
 	// IPv4NextHopIPv6 sends the IPv4 prefixes to IPv6 neighbors too, with an
 	// IPv6 next hop (RFC 8950).
 	IPv4NextHopIPv6 bool
-	Neighbors       []Neighbor
+	// PrefixLimitRestart is how long a session ended for sending more than
+	// its neighbor's MaxPrefixes stays down before it may come up again;
+	// 0 means DefaultPrefixLimitRestart. GoBGP alone would keep it down
+	// until an operator intervened, which an unattended appliance cannot
+	// wait for.
+	PrefixLimitRestart time.Duration
+	Neighbors          []Neighbor
 }
+
+// DefaultPrefixLimitRestart is the default Config.PrefixLimitRestart: long
+// enough that a neighbor flooding routes costs the speaker one bounded
+// burst a minute.
+const DefaultPrefixLimitRestart = time.Minute
 
 // Neighbor is one BGP peer.
 type Neighbor struct {
@@ -44,6 +57,22 @@ type Neighbor struct {
 	LocalAddress netip.Addr // source address of the session; zero lets the kernel choose
 	Port         uint16     // remote port; 0 means 179
 	Passive      bool       // wait for the neighbor to connect
+	// MaxPrefixes is the most prefixes of one address family the neighbor
+	// may send before the session is ended with a Cease NOTIFICATION
+	// (RFC 4486 subcode 1, maximum number of prefixes reached); 0 means
+	// config.DefaultBGPMaxPrefixes. The speaker imports nothing, but GoBGP
+	// keeps every received route in its Adj-RIB-In whatever the import
+	// policy says, so this limit is what bounds the memory a neighbor can
+	// make the speaker use.
+	MaxPrefixes uint32
+}
+
+// maxPrefixes is n's limit with the default applied.
+func (n Neighbor) maxPrefixes() uint32 {
+	if n.MaxPrefixes == 0 {
+		return config.DefaultBGPMaxPrefixes
+	}
+	return n.MaxPrefixes
 }
 
 // Validate reports the first problem in c.
@@ -101,6 +130,11 @@ type Speaker struct {
 	closed    bool
 
 	stopWatch func()
+
+	limitMu     sync.Mutex             // guards the fields below; never held with mu
+	limitHits   map[string]uint64      // sessions ended by the prefix limit, by neighbor
+	limitTimers map[string]*time.Timer // pending restarts after the limit, by neighbor
+	limitClosed bool                   // no more restarts: the server is stopping
 }
 
 // New starts a speaker: it listens, dials its neighbors and announces
@@ -130,7 +164,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) {
 		srv.Stop()
 		return nil, fmt.Errorf("bgp: start: %w", err)
 	}
-	s := &Speaker{cfg: cfg, log: log, srv: srv, uuids: map[netip.Prefix][]byte{}}
+	// The policy is in place before the first neighbor exists, so that no
+	// session ever sees the default accept-all of GoBGP.
+	if err := setPolicy(ctx, srv); err != nil {
+		srv.Stop()
+		return nil, fmt.Errorf("bgp: policy: %w", err)
+	}
+	s := &Speaker{cfg: cfg, log: log, srv: srv, uuids: map[netip.Prefix][]byte{},
+		limitHits: map[string]uint64{}, limitTimers: map[string]*time.Timer{}}
 	if err := s.watchSessions(); err != nil {
 		srv.Stop()
 		return nil, fmt.Errorf("bgp: watch sessions: %w", err)
@@ -164,10 +205,59 @@ func (s *Speaker) peer(n Neighbor) *api.Peer {
 		p.Transport.LocalAddress = n.LocalAddress.String()
 	}
 	for _, f := range Families(n.Address, s.cfg.IPv4NextHopIPv6) {
-		p.AfiSafis = append(p.AfiSafis, &api.AfiSafi{Config: &api.AfiSafiConfig{Family: apiFamily(f), Enabled: true}})
+		p.AfiSafis = append(p.AfiSafis, &api.AfiSafi{
+			Config: &api.AfiSafiConfig{Family: apiFamily(f), Enabled: true},
+			PrefixLimits: &api.PrefixLimit{
+				Family: apiFamily(f), MaxPrefixes: n.maxPrefixes(),
+				// GoBGP warns in the log at this share of the limit.
+				ShutdownThresholdPct: prefixLimitWarnPct,
+			},
+		})
 	}
 	return p
 }
+
+// prefixLimitWarnPct is the share of a neighbor's MaxPrefixes at which a
+// warning is logged, before the limit ends the session.
+const prefixLimitWarnPct = 80
+
+// originatedOnly is the name of the one policy, applied to both import and
+// export: accept what this speaker originates, nothing else.
+const originatedOnly = "map646-originated-only"
+
+// setPolicy makes the speaker a stub that never carries anyone's routes
+// (RFC 8212: no route exchange without an explicit policy). Import: every
+// route received from a neighbor is rejected, so none reaches the RIB and
+// none can be passed on to another neighbor (the speaker is not a transit
+// AS). Export: only the locally originated paths (the mapped IPv4 prefixes
+// and the translation prefix that Update adds) are sent. GoBGP runs the
+// import policy on locally added paths too, so both directions accept
+// exactly the local paths and reject everything else by default.
+func setPolicy(ctx context.Context, srv *server.BgpServer) error {
+	err := srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{
+		Name: originatedOnly,
+		Statements: []*api.Statement{{
+			Name:       originatedOnly + "-local",
+			Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
+			Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
+		}},
+	}})
+	if err != nil {
+		return err
+	}
+	for _, dir := range []api.PolicyDirection{api.PolicyDirection_IMPORT, api.PolicyDirection_EXPORT} {
+		if err := srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+			Name: globalRIB, Direction: dir, DefaultAction: api.RouteAction_REJECT,
+			Policies: []*api.Policy{{Name: originatedOnly}},
+		}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// globalRIB is GoBGP's name for the global table's policy assignments.
+const globalRIB = "global"
 
 func apiFamily(f Family) *api.Family {
 	if f == IPv4Unicast {
@@ -267,6 +357,13 @@ func (s *Speaker) Close(ctx context.Context) error {
 	err := s.apply(ctx, nil, slices.Clone(s.announced))
 	s.mu.Unlock()
 
+	s.limitMu.Lock()
+	s.limitClosed = true
+	for _, t := range s.limitTimers {
+		t.Stop()
+	}
+	s.limitMu.Unlock()
+
 	done := make(chan struct{})
 	go func() {
 		s.srv.Stop()
@@ -307,6 +404,38 @@ func (s *Speaker) watchSessions() error {
 			level = slog.LevelInfo
 		}
 		s.log.Log(ctx, level, "bgp session "+sessionState(state), "neighbor", addr, "remote_as", st.GetPeerAsn())
+		if was && !established && st.GetAdminState() == api.PeerState_PFX_CT {
+			s.prefixLimitHit(addr)
+		}
+	})
+}
+
+// prefixLimitHit counts a session that GoBGP ended because the neighbor
+// sent more than its MaxPrefixes (RFC 4486 Cease subcode 1), and lets the
+// session come up again after PrefixLimitRestart.
+func (s *Speaker) prefixLimitHit(addr string) {
+	restart := s.cfg.PrefixLimitRestart
+	if restart == 0 {
+		restart = DefaultPrefixLimitRestart
+	}
+	s.limitMu.Lock()
+	defer s.limitMu.Unlock()
+	s.limitHits[addr]++
+	s.log.Warn("bgp session ended: the neighbor sent more prefixes than max_prefixes allows",
+		"neighbor", addr, "restart_in", restart)
+	if s.limitClosed || s.limitTimers[addr] != nil {
+		return
+	}
+	s.limitTimers[addr] = time.AfterFunc(restart, func() {
+		s.limitMu.Lock()
+		defer s.limitMu.Unlock()
+		delete(s.limitTimers, addr)
+		if s.limitClosed {
+			return
+		}
+		if err := s.srv.EnablePeer(context.Background(), &api.EnablePeerRequest{Address: addr}); err != nil {
+			s.log.Error("bgp session cannot restart after the prefix limit", "neighbor", addr, "err", err)
+		}
 	})
 }
 
@@ -333,6 +462,9 @@ type NeighborStatus struct {
 	Received    uint64    `json:"received"`       // prefixes received (and ignored: the speaker imports nothing it uses)
 	Established bool      `json:"established"`
 	Flaps       uint32    `json:"flaps"` // times the session left Established`
+	// PrefixLimitHits counts the sessions ended because the neighbor sent
+	// more prefixes than its limit.
+	PrefixLimitHits uint64 `json:"prefix_limit_hits"`
 }
 
 // Status reports the sessions and the announced routes.
@@ -375,6 +507,11 @@ func (s *Speaker) Status() Status {
 		}
 		st.Neighbors = append(st.Neighbors, n)
 	})
+	s.limitMu.Lock()
+	for i := range st.Neighbors {
+		st.Neighbors[i].PrefixLimitHits = s.limitHits[st.Neighbors[i].Address]
+	}
+	s.limitMu.Unlock()
 	slices.SortFunc(st.Neighbors, func(a, b NeighborStatus) int {
 		x, _ := netip.ParseAddr(a.Address)
 		y, _ := netip.ParseAddr(b.Address)

@@ -21,6 +21,8 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/map646/map646/internal/testenv"
 )
 
 const (
@@ -40,7 +42,7 @@ func freePort(t *testing.T, addr string) uint16 {
 	t.Helper()
 	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
 	if err != nil {
-		t.Skipf("cannot listen on %s: %v", addr, err)
+		testenv.SkipOrFailf(t, "cannot listen on %s: %v", addr, err)
 	}
 	defer l.Close()
 	return uint16(l.Addr().(*net.TCPAddr).Port)
@@ -55,11 +57,19 @@ type testPeer struct {
 
 func startPeer(t *testing.T, addr string, port uint16, speakerAddr string) *testPeer {
 	t.Helper()
+	return startPeerAS(t, peerAS, "192.0.2.1", addr, port, speakerAddr)
+}
+
+// startPeerAS is startPeer for a router in AS as with BGP identifier id.
+// GoBGP sends no path back to the router whose identifier it came from, so
+// routers that must see each other's paths need distinct identifiers.
+func startPeerAS(t *testing.T, as uint32, id, addr string, port uint16, speakerAddr string) *testPeer {
+	t.Helper()
 	ctx := context.Background()
 	srv := server.NewBgpServer(server.LoggerOption(newLogger(testLogger(t).With("side", "peer"))))
 	go srv.Serve()
 	if err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
-		Asn: peerAS, RouterId: "192.0.2.1", ListenPort: int32(port), ListenAddresses: []string{addr},
+		Asn: as, RouterId: id, ListenPort: int32(port), ListenAddresses: []string{addr},
 	}}); err != nil {
 		t.Fatal(err)
 	}

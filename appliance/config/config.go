@@ -58,6 +58,11 @@ type Translator struct {
 	DenyIPv4        []netip.Prefix  // never translated
 	IPv4MTU         int             // MTU towards the IPv4 side; 0: unknown
 	IPv6MTU         int             // MTU towards the IPv6 side; 0: unknown
+	// IPv4Address is the translator's own IPv4 address: the source of its
+	// ICMPv4 errors and of translated ones from IPv6 routers without an
+	// IPv4 address when ICMPSourcePool is empty. Default: the first IPv4
+	// address of the interface blocks, else DummyIPv4Address.
+	IPv4Address netip.Addr
 	// Link is how packets reach the translator: LinkTun (default, the
 	// `tun` block), LinkFD (the `fd` block) or LinkNIC (the `nic` block).
 	Link string
@@ -145,6 +150,9 @@ type Neighbor struct {
 	RemoteAS     uint32
 	Password     string     // TCP MD5 signature key (RFC 2385); "" for none
 	LocalAddress netip.Addr // invalid (zero): chosen by the kernel
+	// MaxPrefixes is the most routes of one address family the neighbor may
+	// send before the session is ended (RFC 4486 Cease subcode 1).
+	MaxPrefixes int
 }
 
 // RouterAdvertisement is a `router_advertisement "interface"` block: RFC 4861

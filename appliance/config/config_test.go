@@ -33,6 +33,7 @@ func TestDefaults(t *testing.T) {
 		Hairpin:         "intrinsic",
 		ICMPSourcePool:  []netip.Prefix{},
 		DenyIPv4:        []netip.Prefix{},
+		IPv4Address:     DummyIPv4Address,
 		Link:            "tun",
 		Tun:             Tun{Name: "map646", Queues: 0, Routes: true, MTU: 1500, Offload: true},
 	}
@@ -117,6 +118,7 @@ bgp {
     remote_as     = 64500
     password      = "s3cret"
     local_address = "203.0.113.1"
+    max_prefixes  = 50
   }
   neighbor "2001:db8:ffff::14" {
     remote_as = 4200000000
@@ -155,6 +157,7 @@ func TestFull(t *testing.T) {
 			DenyIPv4:        []netip.Prefix{pp("192.0.2.0/24"), pp("203.0.113.99/32")},
 			IPv4MTU:         1500,
 			IPv6MTU:         1520,
+			IPv4Address:     netip.MustParseAddr("203.0.113.1"), // eth0's
 			Link:            "tun",
 			Tun:             Tun{Name: "xl0", Queues: 4, Routes: false, MTU: 9000, Offload: false},
 		},
@@ -173,8 +176,8 @@ func TestFull(t *testing.T) {
 			LocalAS: 64512, RouterID: netip.MustParseAddr("203.0.113.1"), ListenPort: 179,
 			HoldTime: 9, Keepalive: 3, ConnectRetry: 5, IPv4NextHopIPv6: true,
 			Neighbors: []Neighbor{
-				{Address: netip.MustParseAddr("203.0.113.14"), RemoteAS: 64500, Password: "s3cret", LocalAddress: netip.MustParseAddr("203.0.113.1")},
-				{Address: netip.MustParseAddr("2001:db8:ffff::14"), RemoteAS: 4200000000},
+				{Address: netip.MustParseAddr("203.0.113.14"), RemoteAS: 64500, Password: "s3cret", LocalAddress: netip.MustParseAddr("203.0.113.1"), MaxPrefixes: 50},
+				{Address: netip.MustParseAddr("2001:db8:ffff::14"), RemoteAS: 4200000000, MaxPrefixes: DefaultBGPMaxPrefixes},
 			},
 		},
 		RouterAdvertisements: []RouterAdvertisement{
@@ -198,6 +201,8 @@ func TestFull(t *testing.T) {
 		LowestIPv6MTU: 1400, UDPZeroChecksum: xlat.UDPZeroDrop, Hairpin: xlat.HairpinSimple,
 		ICMPSourcePool: want.Translator.ICMPSourcePool, DenyIPv4: want.Translator.DenyIPv4,
 		IPv4MTU: 1500, IPv6MTU: 1520,
+		IPv4Address: netip.MustParseAddr("203.0.113.1"),
+		OwnAddrs:    []netip.Prefix{pp("203.0.113.1/28"), pp("2001:db8:ffff::1/64")},
 	}
 	if !reflect.DeepEqual(x.Policy, wantPol) {
 		t.Errorf("Policy %+v, want %+v", x.Policy, wantPol)
@@ -319,6 +324,72 @@ func TestTunMTUDefault(t *testing.T) {
 	}
 }
 
+// ipv4_address: given, else the first interface IPv4 address, else RFC
+// 7600's dummy address with a warning that an icmp_source_pool silences;
+// the engine gets it with every interface address as its own. Without
+// ipv6_mtu, the engine's IPv6 MTU is the smallest of the interfaces with
+// an IPv6 address (a Packet Too Big must not announce more).
+func TestOwnAddressesAndLinkMTU(t *testing.T) {
+	pp := netip.MustParsePrefix
+	a := netip.MustParseAddr
+	ifaces := `
+interface "eth0" {
+  addresses = ["2001:db8:ffff::1/64"]
+  mtu       = 9000
+}
+interface "eth1" {
+  addresses = ["203.0.113.1/28", "2001:db8:fffe::1/64"]
+  mtu       = 1500
+}
+interface "eth2" {
+  addresses = ["198.18.0.1/24"]
+  mtu       = 1400
+}
+`
+	for _, tc := range []struct {
+		name     string
+		src      string
+		addr     netip.Addr
+		own      []netip.Prefix
+		mtu6     int
+		warnings int
+	}{
+		{"given", tr(`ipv4_address = "203.0.113.65"`), a("203.0.113.65"), nil, 0, 0},
+		{"given-over-interface", tr(`ipv4_address = "203.0.113.65"`) + ifaces, a("203.0.113.65"),
+			[]netip.Prefix{pp("2001:db8:ffff::1/64"), pp("203.0.113.1/28"), pp("2001:db8:fffe::1/64"), pp("198.18.0.1/24")}, 1500, 0},
+		{"from-interface", minimal + ifaces, a("203.0.113.1"),
+			[]netip.Prefix{pp("2001:db8:ffff::1/64"), pp("203.0.113.1/28"), pp("2001:db8:fffe::1/64"), pp("198.18.0.1/24")}, 1500, 0},
+		{"ipv6_mtu-wins", tr(`ipv6_mtu = 1600`) + ifaces, a("203.0.113.1"),
+			[]netip.Prefix{pp("2001:db8:ffff::1/64"), pp("203.0.113.1/28"), pp("2001:db8:fffe::1/64"), pp("198.18.0.1/24")}, 1600, 0},
+		{"dummy", minimal, DummyIPv4Address, nil, 0, 1},
+		{"dummy-with-pool", tr(`icmp_source_pool = ["203.0.113.64/26"]`), DummyIPv4Address, nil, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.src), "o.hcl")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c.Warnings) != tc.warnings {
+				t.Errorf("%d warnings, want %d: %v", len(c.Warnings), tc.warnings, c.Warnings)
+			}
+			if c.Translator.IPv4Address != tc.addr {
+				t.Errorf("ipv4_address %v, want %v", c.Translator.IPv4Address, tc.addr)
+			}
+			x, err := c.Xlat()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if x.Policy.IPv4Address != tc.addr || !reflect.DeepEqual(x.Policy.OwnAddrs, tc.own) || x.Policy.IPv6MTU != tc.mtu6 {
+				t.Errorf("policy: address %v, own %v, IPv6 MTU %d; want %v, %v, %d",
+					x.Policy.IPv4Address, x.Policy.OwnAddrs, x.Policy.IPv6MTU, tc.addr, tc.own, tc.mtu6)
+			}
+			if _, err := xlat.NewEngine(x); err != nil {
+				t.Errorf("engine refused the policy: %v", err)
+			}
+		})
+	}
+}
+
 func TestWarnings(t *testing.T) {
 	src := `translator {
   prefix   = "2001:db8:64::/96"
@@ -334,7 +405,8 @@ func TestWarnings(t *testing.T) {
 	for _, w := range c.Warnings {
 		got = append(got, FormatDiagnostic(w))
 	}
-	want := []string{"w.hcl:4:14: warning: IPv6 MTU below IPv4 MTU + 20", "w.hcl:5:21: warning: lowest_ipv6_mtu above ipv6_mtu"}
+	want := []string{"w.hcl:4:14: warning: IPv6 MTU below IPv4 MTU + 20", "w.hcl:5:21: warning: lowest_ipv6_mtu above ipv6_mtu",
+		"w.hcl:1:1: warning: No IPv4 address for ICMP errors"}
 	if len(got) != len(want) {
 		t.Fatalf("warnings %q, want %q", got, want)
 	}
@@ -380,6 +452,12 @@ func TestErrors(t *testing.T) {
 		{"pool dup", tr(`icmp_source_pool = ["203.0.113.64/26", "203.0.113.64/26"]`), "3:42: Duplicate icmp_source_pool"},
 		{"deny host bits", tr(`deny_ipv4 = ["192.0.2.1/24"]`), "3:16: Invalid deny_ipv4"},
 		{"deny null", tr(`deny_ipv4 = null`), "3:15: Invalid value"},
+		{"ipv4_address v6", tr(`ipv4_address = "2001:db8::1"`), "3:18: Invalid ipv4_address"},
+		{"ipv4_address prefix", tr(`ipv4_address = "203.0.113.1/28"`), "3:18: Invalid ipv4_address"},
+		{"ipv4_address loopback", tr(`ipv4_address = "127.0.0.1"`), "3:18: Invalid ipv4_address"},
+		{"ipv4_address link-local", tr(`ipv4_address = "169.254.169.254"`), "3:18: Invalid ipv4_address"},
+		{"ipv4_address multicast", tr(`ipv4_address = "224.0.0.1"`), "3:18: Invalid ipv4_address"},
+		{"ipv4_address mapped", tr("ipv4_address = \"198.51.100.7\"\n  mapping {\n    ipv4 = \"198.51.100.0/24\"\n    ipv6 = \"2001:db8:6::/120\"\n  }"), "3:18: Invalid ipv4_address"},
 		{"mapping missing ipv6", tr("mapping {\n    ipv4 = \"198.51.100.1\"\n  }"), "3:11: Missing required argument"},
 		{"mapping ipv4 side v6", tr("mapping {\n    ipv4 = \"2001:db8::1\"\n    ipv6 = \"2001:db8:6::1\"\n  }"), "4:12: Invalid ipv4"},
 		{"mapping suffix", tr("mapping {\n    ipv4 = \"198.51.100.0/24\"\n    ipv6 = \"2001:db8:6::/64\"\n  }"), "3:3: Invalid mapping"},
@@ -507,6 +585,22 @@ func TestErrors(t *testing.T) {
     password = "` + strings.Repeat("x", 81) + `"
   }
 }`, "10:16: Invalid password"},
+		{"bgp max_prefixes 0", minimal + `bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+  neighbor "203.0.113.14" {
+    remote_as = 64500
+    max_prefixes = 0
+  }
+}`, "10:20: Invalid max_prefixes"},
+		{"bgp max_prefixes huge", minimal + `bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+  neighbor "203.0.113.14" {
+    remote_as = 64500
+    max_prefixes = 1000001
+  }
+}`, "10:20: Invalid max_prefixes"},
 		{"ra preference", minimal + `router_advertisement "eth1" { preference = "highest" }`, "5:44: Invalid preference"},
 		{"ra interval", minimal + `router_advertisement "eth1" { interval = 3 }`, "5:42: Invalid interval"},
 		{"ra router lifetime", minimal + `router_advertisement "eth1" { router_lifetime = 20 }`, "5:49: Invalid router_lifetime"},

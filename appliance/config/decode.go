@@ -35,6 +35,7 @@ var (
 			{Name: "deny_ipv4"},
 			{Name: "ipv4_mtu"},
 			{Name: "ipv6_mtu"},
+			{Name: "ipv4_address"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{{Type: "mapping"}, {Type: "tun"}, {Type: "fd"}, {Type: "nic"}},
 	}
@@ -72,7 +73,7 @@ var (
 		Blocks: []hcl.BlockHeaderSchema{{Type: "neighbor", LabelNames: []string{"address"}}},
 	}
 	neighborSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-		{Name: "remote_as", Required: true}, {Name: "password"}, {Name: "local_address"},
+		{Name: "remote_as", Required: true}, {Name: "password"}, {Name: "local_address"}, {Name: "max_prefixes"},
 	}}
 	raSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "preference"}, {Name: "router_lifetime"}, {Name: "interval"}, {Name: "route_lifetime"},
@@ -90,9 +91,22 @@ const (
 	DefaultLogFormat       = "text"
 	DefaultBGPHoldTime     = 90  // RFC 4271 section 10
 	DefaultBGPConnectRetry = 120 // RFC 4271 section 10
-	DefaultRAPreference    = "medium"
-	DefaultRAInterval      = 30 // seconds; RFC 4861 section 6.2.1 allows 4 to 1800
+	// DefaultBGPMaxPrefixes bounds the routes a neighbor may send per
+	// address family; the speaker imports none, so only a misconfigured or
+	// hostile neighbor comes near it.
+	DefaultBGPMaxPrefixes = 1000
+	// maxBGPMaxPrefixes is the largest max_prefixes accepted: every
+	// received route is held in memory even though it is ignored.
+	maxBGPMaxPrefixes   = 1000000
+	DefaultRAPreference = "medium"
+	DefaultRAInterval   = 30 // seconds; RFC 4861 section 6.2.1 allows 4 to 1800
 )
+
+// DummyIPv4Address is RFC 7600's IPv4 dummy address: the translator's
+// IPv4 address when neither ipv4_address nor an interface gives it one
+// (draft-ietf-v6ops-icmpext-xlat-v6only-source proposes it as the source
+// of ICMPv4 errors translated from IPv6-only routers).
+var DummyIPv4Address = netip.AddrFrom4([4]byte{192, 0, 0, 8})
 
 func (d *decoder) decodeFile(body hcl.Body) *Config {
 	c := &Config{
@@ -118,6 +132,7 @@ func (d *decoder) decodeFile(body hcl.Body) *Config {
 			c.Interfaces = append(c.Interfaces, d.iface(b))
 		}
 	}
+	d.defaultIPv4Address(c)
 	seenRoute := map[netip.Prefix]hcl.Range{}
 	for _, b := range byType["route"] {
 		r, ok := d.route(b)
@@ -171,7 +186,36 @@ func (d *decoder) interfaceLabel(b *hcl.Block, seen map[string]hcl.Range, dupSum
 	return true
 }
 
+// defaultIPv4Address gives the translator an IPv4 address when the file
+// does not: the first IPv4 address of the interface blocks, else RFC
+// 7600's dummy address with a warning unless an icmp_source_pool makes
+// the address matter less. Translated ICMPv4 errors from IPv6 routers
+// without an IPv4 address (Packet Too Big among them) come from the pool
+// or this address; without either they would be dropped and path MTU
+// discovery would break (RFC 7915 section 5.2, RFC 6791).
+func (d *decoder) defaultIPv4Address(c *Config) {
+	t := &c.Translator
+	if t.IPv4Address.IsValid() || !t.Prefix.IsValid() {
+		return
+	}
+	for _, i := range c.Interfaces {
+		for _, a := range i.Addresses {
+			if a.Addr().Is4() {
+				t.IPv4Address = a.Addr()
+				return
+			}
+		}
+	}
+	t.IPv4Address = DummyIPv4Address
+	if len(t.ICMPSourcePool) == 0 && !d.diags.HasErrors() {
+		d.warnf(d.translatorRange, "No IPv4 address for ICMP errors",
+			"Neither ipv4_address, nor icmp_source_pool, nor an interface block gives the translator an IPv4 address: ICMPv6 errors from IPv6 routers that have no IPv4 translation (Packet Too Big among them) are translated with the source %v (RFC 7600's dummy address), which networks that filter non-global sources drop, breaking path MTU discovery. Set ipv4_address to an IPv4 address of this translator, or icmp_source_pool (RFC 6791).",
+			DummyIPv4Address)
+	}
+}
+
 func (d *decoder) translator(b *hcl.Block, t *Translator) {
+	d.translatorRange = b.DefRange
 	content := d.content(b.Body, translatorSchema)
 	if content == nil {
 		return
@@ -198,6 +242,12 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 	d.oneOf(attrs, "hairpin", &t.Hairpin, "off", "simple", "intrinsic")
 	d.prefixList(attrs, "icmp_source_pool", &t.ICMPSourcePool, ipv4Only, network)
 	d.prefixList(attrs, "deny_ipv4", &t.DenyIPv4, ipv4Only, network)
+	if a := d.addr(attrs, "ipv4_address", &t.IPv4Address, ipv4Only); a != nil {
+		d.ipv4AddrRange = a.Expr.Range()
+		if b := t.IPv4Address.As4(); b[0] == 0 || b[0] == 127 || b[0] >= 224 || (b[0] == 169 && b[1] == 254) {
+			d.errorf(a.Expr.Range(), "Invalid ipv4_address", "%v cannot be the translator's address: it is this-network, loopback, link-local, multicast or reserved space, which the translator never translates (RFC 7915 section 4.1).", t.IPv4Address)
+		}
+	}
 	v4mtu := d.integer(attrs, "ipv4_mtu", &t.IPv4MTU, 68, 65535, true)
 	v6mtu := d.integer(attrs, "ipv6_mtu", &t.IPv6MTU, 1280, 65535, true)
 	if v4mtu != nil && v6mtu != nil && t.IPv4MTU > 0 && t.IPv6MTU > 0 && t.IPv6MTU < t.IPv4MTU+20 {
@@ -443,7 +493,7 @@ func (d *decoder) bgp(b *hcl.Block) *BGP {
 	}
 	seen := map[netip.Addr]hcl.Range{}
 	for _, nb := range nbs {
-		n := Neighbor{}
+		n := Neighbor{MaxPrefixes: DefaultBGPMaxPrefixes}
 		addr, err := parseAddr(nb.Labels[0], anyFamily)
 		if err != nil {
 			d.errorf(nb.LabelRanges[0], "Invalid neighbor", "%s.", err)
@@ -468,6 +518,7 @@ func (d *decoder) bgp(b *hcl.Block) *BGP {
 		if a := d.addr(na, "local_address", &n.LocalAddress, anyFamily); a != nil && n.LocalAddress.Is4() != addr.Is4() {
 			d.errorf(a.Expr.Range(), "Invalid local_address", "%v and the neighbor %v are of different address families.", n.LocalAddress, addr)
 		}
+		d.integer(na, "max_prefixes", &n.MaxPrefixes, 1, maxBGPMaxPrefixes, false)
 		g.Neighbors = append(g.Neighbors, n)
 	}
 	return g

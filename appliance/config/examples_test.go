@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/map646/map646/internal/testenv"
 )
 
 // TestExamples loads every configuration under examples/, so that they stay
@@ -52,7 +54,7 @@ func TestExamples(t *testing.T) {
 			gen := filepath.Join(filepath.Dir(f), "gen-mappings.sh")
 			if _, err := os.Stat(gen); err == nil {
 				if _, err := exec.LookPath("awk"); err != nil {
-					t.Skip("awk is needed to generate the mappings file")
+					testenv.SkipOrFail(t, "awk is needed to generate the mappings file")
 				}
 				dir := t.TempDir()
 				src, err := os.ReadFile(f)

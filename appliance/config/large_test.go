@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/map646/map646/internal/testenv"
 )
 
 // writeLarge writes an HCL file whose mappings_file holds n one-to-one
@@ -43,11 +45,10 @@ func writeLarge(tb testing.TB, dir string, n int) string {
 
 // TestLoadMillion loads a 1M-line mappings file (the target is
 // 3 s) and checks that every entry arrived and translates. The time is
-// logged, not asserted; BenchmarkLoad measures it.
+// logged, not asserted; BenchmarkLoad measures it. It runs only with
+// MAP646_LARGE=1 (make test-large).
 func TestLoadMillion(t *testing.T) {
-	if testing.Short() {
-		t.Skip("1M-entry load skipped in -short mode")
-	}
+	testenv.RequireLarge(t)
 	const n = 1 << 20
 	path := writeLarge(t, t.TempDir(), n)
 	var before, after runtime.MemStats

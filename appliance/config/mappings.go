@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -112,6 +114,11 @@ func (d *decoder) buildMap(c *Config, prefixAttr hcl.Range) {
 		c.snap, err = mapping.NewSnapshot(p, t)
 	}
 	if err == nil {
+		if a := c.Translator.IPv4Address; a.IsValid() && d.ipv4AddrRange.Filename != "" {
+			if _, _, mapped := t.Lookup4(a.As4()); mapped {
+				d.errorf(d.ipv4AddrRange, "Invalid ipv4_address", "%v has a mapping: it belongs to a server behind the translator, not to the translator.", a)
+			}
+		}
 		return
 	}
 	var ee *mapping.EntryError
@@ -158,6 +165,18 @@ func (c *Config) Xlat() (*xlat.Config, error) {
 		DenyIPv4:       c.Translator.DenyIPv4,
 		IPv4MTU:        c.Translator.IPv4MTU,
 		IPv6MTU:        c.Translator.IPv6MTU,
+		IPv4Address:    c.Translator.IPv4Address,
+	}
+	for _, i := range c.Interfaces {
+		pol.OwnAddrs = append(pol.OwnAddrs, i.Addresses...)
+		// Without ipv6_mtu, the IPv6 next hop's MTU is that of the
+		// smallest interface with an IPv6 address, when the file sets it:
+		// a Packet Too Big must not announce more (RFC 7915 section 4.2).
+		if c.Translator.IPv6MTU == 0 && i.MTU > 0 && slices.ContainsFunc(i.Addresses, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
+			if pol.IPv6MTU == 0 || i.MTU < pol.IPv6MTU {
+				pol.IPv6MTU = i.MTU
+			}
+		}
 	}
 	switch c.Translator.UDPZeroChecksum {
 	case "compute", "":

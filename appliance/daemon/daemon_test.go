@@ -137,6 +137,7 @@ func (d *fakeDevice) Close() error {
 type fakeDatapath struct {
 	ctx     context.Context
 	healthy atomic.Bool
+	checks  atomic.Int64 // calls of Healthy: the daemon's health polls
 	fail    chan error
 }
 
@@ -148,7 +149,10 @@ func (p *fakeDatapath) Wait() error {
 		return err
 	}
 }
-func (p *fakeDatapath) Healthy() bool              { return p.healthy.Load() }
+func (p *fakeDatapath) Healthy() bool {
+	p.checks.Add(1)
+	return p.healthy.Load()
+}
 func (p *fakeDatapath) LinkStats() stack.LinkStats { return stack.LinkStats{Reads: 7} }
 
 // fakeAnnouncer records what it is told, in order, with the kernel's
@@ -510,7 +514,10 @@ func TestHealthChangesAreAnnounced(t *testing.T) {
 		ups, _ := h.ann.snapshot()
 		return len(ups) == 3 && ups[2].Healthy
 	})
-	time.Sleep(50 * time.Millisecond)
+	// Two more polls that see no change: the first one's announcement,
+	// had it made one, is recorded before the second poll runs.
+	polled := dp.checks.Load()
+	waitFor(t, "two more health polls", func() bool { return dp.checks.Load() >= polled+2 })
 	if ups, _ := h.ann.snapshot(); len(ups) != 3 {
 		t.Errorf("announcements without a health change: %d", len(ups))
 	}
@@ -646,7 +653,11 @@ func TestIdleControlClientDoesNotHoldShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	time.Sleep(20 * time.Millisecond) // let the server take the connection
+	// The server accepts connections in order on one goroutine: once it
+	// has answered a later connection, it has taken c.
+	if _, err := QueryStats(h.sock); err != nil {
+		t.Fatal(err)
+	}
 	begin := time.Now()
 	if err := h.stop(); err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/map646/map646/internal/netnstest"
+	"github.com/map646/map646/internal/testenv"
 )
 
 // TestMain doubles as the daemon for the namespace tests: started again
@@ -58,7 +59,7 @@ type topo struct {
 func newTopo(t *testing.T) *topo {
 	t.Helper()
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skip("no /dev/net/tun: ", err)
+		testenv.SkipOrFailf(t, "no /dev/net/tun: %v", err)
 	}
 	tp := &topo{cli: netnstest.New(t, "dm-c"), x: netnstest.New(t, "dm-x"), srv: netnstest.New(t, "dm-s"), dir: t.TempDir()}
 	run := func(ns *netnstest.NS, cmd string) { ns.MustRun(t, strings.Fields(cmd)...) }
@@ -356,7 +357,11 @@ func TestReloadUnderTraffic(t *testing.T) {
 	p := <-pingDone
 	close(stopSend)
 	sent := <-sentc
-	time.Sleep(500 * time.Millisecond)
+	// Datagrams still in flight: wait until all arrived, or give the
+	// stragglers 5 s before counting the rest as lost.
+	for deadline := time.Now().Add(5 * time.Second); received.Load() < int64(sent) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	got := received.Load()
 	for _, ns := range []*netnstest.NS{tp.cli, tp.x, tp.srv} {
 		out, _ := ns.Output("nstat", "-az")
@@ -423,11 +428,10 @@ func TestReloadUnderTraffic(t *testing.T) {
 // TestMillionMappings measures loading a configuration with 1M mappings
 // and installing its routes in a namespace: contiguous mappings (routes
 // aggregate to one) and every other address (nothing aggregates: 1M /32
-// routes). It reports the times; it does not assert them.
+// routes). It reports the times; it does not assert them. It runs only
+// with MAP646_LARGE=1 (make test-large).
 func TestMillionMappings(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: skipping the 1M-mapping starts")
-	}
+	testenv.RequireLarge(t)
 	for _, tc := range []struct {
 		name   string
 		stride int

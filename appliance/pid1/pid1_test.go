@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/map646/map646/internal/testenv"
 )
 
 // fatImage makes a FAT file system with mkfs.fat (dosfstools).
@@ -24,7 +26,7 @@ func fatImage(t *testing.T, label string, fat32 bool) string {
 	t.Helper()
 	mkfs, err := exec.LookPath("mkfs.fat")
 	if err != nil {
-		t.Skip("mkfs.fat missing (Debian package dosfstools)")
+		testenv.SkipOrFail(t, "mkfs.fat missing (Debian package dosfstools)")
 	}
 	p := filepath.Join(t.TempDir(), "fat.img")
 	size := "2048" // KiB
@@ -48,7 +50,7 @@ func isoImage(t *testing.T, label string, files map[string]string) string {
 	t.Helper()
 	x, err := exec.LookPath("xorriso")
 	if err != nil {
-		t.Skip("xorriso missing (Debian package xorriso)")
+		testenv.SkipOrFail(t, "xorriso missing (Debian package xorriso)")
 	}
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
@@ -187,10 +189,13 @@ func TestFindDrive(t *testing.T) {
 		t.Fatal("gave up before the wait")
 	}
 
-	// A drive that appears during the wait is found.
+	// A drive that appears during the wait is found: it is added once
+	// findDrive has opened vda, i.e. after a scan that found nothing.
+	scanned := openedOnce(t, filepath.Join(dev, "vda"))
+	late := fatImage(t, "MAP646", false)
 	go func() {
-		time.Sleep(200 * time.Millisecond)
-		link("vdc", fatImage(t, "MAP646", false))
+		<-scanned
+		link("vdc", late)
 		fakeSys(t, root, "block", "vdc", "253:32", "")
 	}()
 	d, err = findDrive(context.Background(), filepath.Join(root, "sys"), dev, 5*time.Second, io.Discard)
@@ -199,9 +204,32 @@ func TestFindDrive(t *testing.T) {
 	}
 }
 
+// openedOnce returns a channel closed when path is next opened (inotify
+// IN_OPEN), or when t ends.
+func openedOnce(t *testing.T, path string) <-chan struct{} {
+	t.Helper()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.InotifyAddWatch(fd, path, unix.IN_OPEN); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "inotify")
+	t.Cleanup(func() { f.Close() })
+	ch := make(chan struct{})
+	go func() {
+		defer close(ch)
+		var buf [unix.SizeofInotifyEvent + unix.PathMax + 1]byte
+		f.Read(buf[:]) // one event, or an error once f is closed
+	}()
+	return ch
+}
+
 func TestEnsureNodeMakesMissingNodes(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("mknod needs root")
+		testenv.SkipOrFail(t, "mknod needs root")
 	}
 	p := filepath.Join(t.TempDir(), "input", "event7")
 	got, err := ensureNode(p, unix.S_IFCHR, "1:3") // /dev/null's number
@@ -315,11 +343,10 @@ func TestReapChildren(t *testing.T) {
 	done := make(chan struct{})
 	go func() { reapChildren(stop); close(done) }()
 	defer func() { close(stop); <-done }()
-	time.Sleep(50 * time.Millisecond) // let signal.Notify take effect
 	// A child nobody waits for: without the reaper it stays a zombie.
 	pid, err := syscall.ForkExec("/bin/true", []string{"true"}, &syscall.ProcAttr{})
 	if err != nil {
-		t.Skip("cannot start /bin/true:", err)
+		testenv.SkipOrFailf(t, "cannot start /bin/true: %v", err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -329,6 +356,10 @@ func TestReapChildren(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("child %d not reaped: %s", pid, readFile(fmt.Sprintf("/proc/%d/stat", pid)))
 		}
+		// The child may have exited before the reaper's signal.Notify
+		// was in place; a later SIGCHLD, like the next child's, makes
+		// it collect every zombie.
+		syscall.Kill(os.Getpid(), syscall.SIGCHLD)
 		time.Sleep(20 * time.Millisecond)
 	}
 }

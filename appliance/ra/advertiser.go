@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -22,12 +23,17 @@ var allRouters = netip.MustParseAddr("ff02::2")
 // solicitations.
 const minDelayBetweenRAs = 3 * time.Second
 
+// maxRADelay is MAX_RA_DELAY_TIME (RFC 4861 section 10): the longest random
+// delay before answering a solicitation.
+const maxRADelay = 500 * time.Millisecond
+
 // linkLocalWait bounds how long Start waits for the interface's link-local
 // address to leave DAD.
 const linkLocalWait = 5 * time.Second
 
 // Advertiser sends router advertisements on one interface: one at start,
-// then every Interval, and one in answer to each Router Solicitation.
+// then every Interval, and multicast answers to valid Router Solicitations
+// at most once per MIN_DELAY_BETWEEN_RAS (RFC 4861 section 6.2.6).
 // Its methods are safe for concurrent use.
 type Advertiser struct {
 	cfg Config
@@ -36,32 +42,46 @@ type Advertiser struct {
 	c   *ndp.Conn
 	src netip.Addr
 
-	mu       sync.Mutex
-	routes   []netip.Prefix // advertised with the configured lifetime
-	gone     []netip.Prefix // sent once more with lifetime 0, then forgotten
-	healthy  bool
-	lastMcRS time.Time // last multicast answer to a solicitation
-	closed   bool
-	st       Status
+	mu      sync.Mutex
+	routes  []netip.Prefix // advertised with the configured lifetime
+	gone    []netip.Prefix // sent once more with lifetime 0, then forgotten
+	healthy bool
+	closed  bool
+	st      Status
+	// lastMulticast is when the last advertisement went to all nodes, of
+	// any kind; nextPeriodic when the next unsolicited one is due;
+	// solicitAt when the pending answer to solicitations is due (zero:
+	// none pending).
+	lastMulticast, nextPeriodic, solicitAt time.Time
 
-	wake chan struct{}
-	done chan struct{}
-	wg   sync.WaitGroup
+	wake    chan struct{} // the routes changed: advertise now
+	resched chan struct{} // a solicitation set solicitAt
+	done    chan struct{}
+	wg      sync.WaitGroup
 }
 
 // Status counts what the advertiser did.
 type Status struct {
-	Interface  string    `json:"interface"`
-	Source     string    `json:"source"`
-	Healthy    bool      `json:"healthy"`
-	Routes     []string  `json:"routes"`
-	Sent       uint64    `json:"sent"`        // all advertisements
-	Solicited  uint64    `json:"solicited"`   // of which answers to solicitations
-	Goodbyes   uint64    `json:"goodbyes"`    // of which with lifetime 0
-	RSReceived uint64    `json:"rs_received"` // router solicitations seen
-	SendErrors uint64    `json:"send_errors"`
-	LastError  string    `json:"last_error,omitempty"`
-	LastSent   time.Time `json:"last_sent,omitzero"`
+	Interface  string   `json:"interface"`
+	Source     string   `json:"source"`
+	Healthy    bool     `json:"healthy"`
+	Routes     []string `json:"routes"`
+	Sent       uint64   `json:"sent"`        // all advertisements
+	Solicited  uint64   `json:"solicited"`   // of which answers to solicitations
+	Goodbyes   uint64   `json:"goodbyes"`    // of which with lifetime 0
+	RSReceived uint64   `json:"rs_received"` // router solicitations seen
+	// RSBadHopLimit and RSInvalid count solicitations ignored as invalid
+	// (RFC 4861 section 6.1.1): with an IP hop limit other than 255 (so
+	// possibly from off the link), or malformed.
+	RSBadHopLimit uint64 `json:"rs_bad_hop_limit"`
+	RSInvalid     uint64 `json:"rs_invalid"`
+	// RSRateLimited counts valid solicitations that got no advertisement
+	// of their own: an answer was already scheduled, and one multicast
+	// advertisement answers them all (RFC 4861 section 6.2.6).
+	RSRateLimited uint64    `json:"rs_rate_limited"`
+	SendErrors    uint64    `json:"send_errors"`
+	LastError     string    `json:"last_error,omitempty"`
+	LastSent      time.Time `json:"last_sent,omitzero"`
 }
 
 // Start opens the interface and begins advertising. Until the first healthy
@@ -104,14 +124,21 @@ func Start(cfg Config, log *slog.Logger) (*Advertiser, error) {
 		c.Close()
 		return nil, fmt.Errorf("ra: %s: %w", cfg.Interface, err)
 	}
+	// The hop limit of each solicitation tells one sent on the link (255)
+	// from one forwarded by a router (RFC 4861 section 6.1.1).
+	if err := c.SetControlMessage(ipv6.FlagHopLimit, true); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("ra: %s: %w", cfg.Interface, err)
+	}
 	if err := c.JoinGroup(allRouters); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("ra: %s: join ff02::2: %w", cfg.Interface, err)
 	}
 	a := &Advertiser{
 		cfg: cfg, log: log, ifi: ifi, c: c, src: src,
-		wake: make(chan struct{}, 1),
-		done: make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		resched: make(chan struct{}, 1),
+		done:    make(chan struct{}),
 	}
 	a.st.Interface = cfg.Interface
 	a.st.Source = src.String()
@@ -211,6 +238,9 @@ func (a *Advertiser) send(msg *ndp.RouterAdvertisement, dst netip.Addr, solicite
 	}
 	a.st.Sent++
 	a.st.LastSent = time.Now()
+	if dst.IsMulticast() {
+		a.lastMulticast = a.st.LastSent
+	}
 	if solicited {
 		a.st.Solicited++
 	}
@@ -220,42 +250,119 @@ func (a *Advertiser) send(msg *ndp.RouterAdvertisement, dst netip.Addr, solicite
 	return nil
 }
 
-// periodic sends the unsolicited advertisements.
+// periodic sends the unsolicited advertisements, and the multicast
+// answers to solicitations when they are due.
 func (a *Advertiser) periodic() {
 	defer a.wg.Done()
+	a.mu.Lock()
+	a.nextPeriodic = time.Now()
+	a.mu.Unlock()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
+		a.mu.Lock()
+		due := a.nextPeriodic
+		if !a.solicitAt.IsZero() && a.solicitAt.Before(due) {
+			due = a.solicitAt
+		}
+		a.mu.Unlock()
+		t.Reset(time.Until(due))
+		solicited := false
 		select {
 		case <-a.done:
 			return
+		case <-a.resched:
+			continue
 		case <-a.wake:
 		case <-t.C:
+			now := time.Now()
+			a.mu.Lock()
+			periodic := !now.Before(a.nextPeriodic)
+			solicited = !periodic && !a.solicitAt.IsZero() && !now.Before(a.solicitAt)
+			a.mu.Unlock()
+			if !periodic && !solicited {
+				continue
+			}
 		}
+		// Whatever the reason, this advertisement answers the pending
+		// solicitations and restarts the interval (RFC 4861 section 6.2.6).
+		// It counts as the last multicast one from now, so that a
+		// solicitation arriving while it is being sent waits its turn.
+		a.mu.Lock()
+		now := time.Now()
+		a.solicitAt = time.Time{}
+		a.nextPeriodic = now.Add(a.cfg.Interval)
+		a.lastMulticast = now
+		a.mu.Unlock()
 		if msg, ok, err := a.current(); err != nil {
 			a.log.Error("cannot build router advertisement", "err", err)
 		} else if ok {
-			if err := a.send(msg, allNodes, false, false); err != nil {
+			if err := a.send(msg, allNodes, solicited, false); err != nil {
 				a.log.Warn("router advertisement not sent", "err", err)
 			}
 		}
-		if !t.Stop() {
-			select {
-			case <-t.C:
-			default:
-			}
-		}
-		t.Reset(a.cfg.Interval)
 	}
 }
 
-// solicitations answers Router Solicitations (RFC 4861 section 6.2.6): by
-// unicast to a solicitor that has an address, else by multicast, at most
-// once per MIN_DELAY_BETWEEN_RAS.
+// answerAt decides when to answer a valid solicitation received at now
+// (RFC 4861 section 6.2.6): after a random delay (up to MAX_RA_DELAY_TIME),
+// and no sooner than MIN_DELAY_BETWEEN_RAS after the last multicast
+// advertisement. If an answer is already pending (due at pending), or the
+// next unsolicited advertisement (due at nextPeriodic) comes first, that
+// one answers and schedule is false.
+func answerAt(now, lastMulticast, nextPeriodic, pending time.Time, delay time.Duration) (at time.Time, schedule bool) {
+	if !pending.IsZero() {
+		return pending, false
+	}
+	at = now.Add(delay)
+	if !lastMulticast.IsZero() && now.Sub(lastMulticast) < minDelayBetweenRAs {
+		at = lastMulticast.Add(minDelayBetweenRAs + delay)
+	}
+	if !nextPeriodic.IsZero() && at.After(nextPeriodic) {
+		return nextPeriodic, false
+	}
+	return at, true
+}
+
+// solicitationProblem says why b, an ICMPv6 message received with control
+// message cm from src, is not a valid Router Solicitation (RFC 4861 section
+// 6.1.1), or "" if it is. The kernel has checked the ICMPv6 checksum.
+func solicitationProblem(b []byte, cm *ipv6.ControlMessage, src netip.Addr) (reason string) {
+	if cm == nil || cm.HopLimit != ndp.HopLimit {
+		return "hop_limit"
+	}
+	// Type 133, code 0, at least 8 octets.
+	if len(b) < 8 || b[0] != byte(ipv6.ICMPTypeRouterSolicitation) || b[1] != 0 {
+		return "invalid"
+	}
+	m, err := ndp.ParseMessage(b)
+	if err != nil {
+		return "invalid" // among others, an option of length 0
+	}
+	rs, ok := m.(*ndp.RouterSolicitation)
+	if !ok {
+		return "invalid"
+	}
+	if src.IsUnspecified() {
+		for _, o := range rs.Options {
+			if l, ok := o.(*ndp.LinkLayerAddress); ok && l.Direction == ndp.Source {
+				return "invalid"
+			}
+		}
+	}
+	return ""
+}
+
+// solicitations reads Router Solicitations, ignores the invalid ones and
+// schedules one multicast answer for each burst of valid ones
+// (RFC 4861 section 6.2.6). The answer is always multicast: a unicast
+// answer per solicitation would let a flood of solicitations from many
+// source addresses draw as many advertisements.
 func (a *Advertiser) solicitations() {
 	defer a.wg.Done()
+	b := make([]byte, max(a.ifi.MTU, 1280))
 	for {
-		m, _, from, err := a.c.ReadFrom()
+		n, cm, from, err := a.c.ReadRaw(b)
 		if err != nil {
 			select {
 			case <-a.done:
@@ -266,27 +373,33 @@ func (a *Advertiser) solicitations() {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		if _, ok := m.(*ndp.RouterSolicitation); !ok {
-			continue
+		if from == a.src {
+			continue // looped back from this socket
 		}
+		problem := solicitationProblem(b[:n], cm, from)
 		a.mu.Lock()
 		a.st.RSReceived++
-		dst := from
-		if from.IsUnspecified() {
-			if time.Since(a.lastMcRS) < minDelayBetweenRAs {
-				a.mu.Unlock()
-				continue
+		schedule := false
+		switch problem {
+		case "hop_limit":
+			a.st.RSBadHopLimit++
+		case "":
+			var at time.Time
+			at, schedule = answerAt(time.Now(), a.lastMulticast, a.nextPeriodic, a.solicitAt, rand.N(maxRADelay))
+			if schedule {
+				a.solicitAt = at
+			} else {
+				a.st.RSRateLimited++
 			}
-			a.lastMcRS = time.Now()
-			dst = allNodes
+		default:
+			a.st.RSInvalid++
 		}
 		a.mu.Unlock()
-		msg, ok, err := a.current()
-		if err != nil || !ok {
-			continue
-		}
-		if err := a.send(msg, dst, true, false); err != nil {
-			a.log.Warn("answer to router solicitation not sent", "to", from, "err", err)
+		if schedule {
+			select {
+			case a.resched <- struct{}{}:
+			default:
+			}
 		}
 	}
 }

@@ -24,6 +24,11 @@ func (ss Statuses) Collect(emit metrics.Emit) {
 			metrics.Counter, float64(s.Goodbyes), "interface", i)
 		emit("map646_ra_solicitations_received_total", "Router solicitations received on the interface.",
 			metrics.Counter, float64(s.RSReceived), "interface", i)
+		const ignored = "Router solicitations ignored as invalid (RFC 4861 section 6.1.1), by reason: hop_limit (not 255) or invalid (malformed)."
+		emit("map646_ra_solicitations_ignored_total", ignored, metrics.Counter, float64(s.RSBadHopLimit), "interface", i, "reason", "hop_limit")
+		emit("map646_ra_solicitations_ignored_total", ignored, metrics.Counter, float64(s.RSInvalid), "interface", i, "reason", "invalid")
+		emit("map646_ra_solicitations_rate_limited_total", "Valid router solicitations answered by an advertisement already scheduled (RFC 4861 section 6.2.6 rate limit).",
+			metrics.Counter, float64(s.RSRateLimited), "interface", i)
 		emit("map646_ra_send_errors_total", "Router advertisements that could not be sent.",
 			metrics.Counter, float64(s.SendErrors), "interface", i)
 		if !s.LastSent.IsZero() {

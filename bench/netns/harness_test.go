@@ -9,17 +9,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/map646/map646/internal/testenv"
 )
 
-// requireNetns skips unless the machine can run the harness: root, a tun
+// requireNetns skips (fails on CI) unless the machine can run the harness: root, a tun
 // device, and the tools deps.sh installs.
 func requireNetns(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
+		testenv.SkipOrFail(t, "needs root for network namespaces")
 	}
 	if f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0); err != nil {
-		t.Skipf("needs /dev/net/tun: %v", err)
+		testenv.SkipOrFailf(t, "needs /dev/net/tun: %v", err)
 	} else {
 		f.Close()
 	}
@@ -30,7 +32,7 @@ func requireNetns(t *testing.T) {
 		}
 	}
 	if len(miss) > 0 {
-		t.Skipf("needs %s (./deps.sh installs them)", strings.Join(miss, ", "))
+		testenv.SkipOrFailf(t, "needs %s (./deps.sh installs them)", strings.Join(miss, ", "))
 	}
 }
 

@@ -42,6 +42,7 @@ func TestCheckOK(t *testing.T) {
     ipv6 = "2001:db8:6::10"
   }
   mappings_file = "m.csv"
+  ipv4_address  = "203.0.113.1"
 }
 `,
 		"m.csv": "198.51.100.11,2001:db8:6::11\n198.51.100.12,2001:db8:6::12\n",
@@ -57,6 +58,24 @@ func TestCheckOK(t *testing.T) {
 	}
 	if errOut != "" {
 		t.Errorf("stderr %q", errOut)
+	}
+}
+
+// Without icmp_source_pool, ipv4_address or an interface IPv4 address,
+// translated errors from IPv6-only routers (Packet Too Big included) come
+// from 192.0.0.8: check says so, and still succeeds.
+func TestCheckWarnsNoIPv4Address(t *testing.T) {
+	dir := writeTemp(t, map[string]string{"c.hcl": "translator {\n  prefix = \"2001:db8:64::/96\"\n}\n"})
+	path := filepath.Join(dir, "c.hcl")
+	out, errOut, err := runCmd(t, "check", "-c", path)
+	if err != nil {
+		t.Fatalf("check failed: %v\n%s", err, errOut)
+	}
+	if !strings.Contains(out, ": OK: ") {
+		t.Errorf("stdout %q", out)
+	}
+	if want := path + ":1:1: warning: No IPv4 address for ICMP errors"; !strings.HasPrefix(errOut, want) {
+		t.Errorf("stderr %q, want a warning starting %q", errOut, want)
 	}
 }
 

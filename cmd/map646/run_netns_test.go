@@ -13,6 +13,7 @@ import (
 
 	"github.com/map646/map646/appliance/metrics"
 	"github.com/map646/map646/internal/netnstest"
+	"github.com/map646/map646/internal/testenv"
 )
 
 // TestMain lets the test binary be the map646 command: started with
@@ -37,7 +38,7 @@ func map646Cmd(args ...string) *exec.Cmd {
 // `map646 stats`, and on SIGTERM exits 0 leaving no tun behind.
 func TestRunSignals(t *testing.T) {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skip("no /dev/net/tun: ", err)
+		testenv.SkipOrFailf(t, "no /dev/net/tun: %v", err)
 	}
 	ns := netnstest.New(t, "dm-cmd")
 	dir := t.TempDir()

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/map646/map646/internal/testenv"
 )
 
 // Available reports why namespaces cannot be used here, or "" if they can.
@@ -33,17 +35,18 @@ func Available() string {
 	return ""
 }
 
-// Require skips t unless it may create network namespaces: root, iproute2,
+// Require stops t unless it may create network namespaces: root, iproute2,
 // and a kernel that really lets us add one (checked by adding and deleting
-// a probe namespace named prefix + "probe-" + pid).
+// a probe namespace named prefix + "probe-" + pid). It skips, or fails on
+// CI (testenv.SkipOrFail).
 func Require(t testing.TB, prefix string) {
 	t.Helper()
 	if why := Available(); why != "" {
-		t.Skip(why)
+		testenv.SkipOrFail(t, why)
 	}
 	name := fmt.Sprintf("%sprobe-%d", prefix, os.Getpid())
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Skipf("cannot create a network namespace: %v: %s", err, out)
+		testenv.SkipOrFailf(t, "cannot create a network namespace: %v: %s", err, out)
 	}
 	exec.Command("ip", "netns", "del", name).Run()
 }
@@ -53,7 +56,7 @@ func RequireTun(t testing.TB, prefix string) {
 	t.Helper()
 	Require(t, prefix)
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skipf("needs /dev/net/tun: %v", err)
+		testenv.SkipOrFailf(t, "needs /dev/net/tun: %v", err)
 	}
 }
 
@@ -67,11 +70,11 @@ var seq atomic.Uint32
 
 // New creates namespace prefix<pid>-<n> with loopback up and IPv6 duplicate
 // address detection off, and deletes it when t ends. It skips t when
-// namespaces are unavailable.
+// namespaces are unavailable, or fails it on CI.
 func New(t testing.TB, prefix string) *NS {
 	t.Helper()
 	if why := Available(); why != "" {
-		t.Skip(why)
+		testenv.SkipOrFail(t, why)
 	}
 	name := fmt.Sprintf("%s%d-%d", prefix, os.Getpid(), seq.Add(1))
 	exec.Command("ip", "netns", "del", name).Run() // leftover of a killed run with the same pid

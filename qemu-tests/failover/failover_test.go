@@ -1,4 +1,4 @@
-// Package failover runs the failover experiment of appliance/failovertest
+// Package failover runs the failover experiment of internal/failover
 // with the translators as two appliance VMs under QEMU (TCG): each boots
 // the map646 image with its own baked configuration and is attached to the
 // router and to the server's bridge by taps created inside those
@@ -25,9 +25,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/map646/map646/appliance/failovertest"
 	"github.com/map646/map646/image"
-
+	"github.com/map646/map646/internal/failover"
+	"github.com/map646/map646/internal/netnstest"
+	"github.com/map646/map646/internal/testenv"
 	"github.com/map646/map646/qemu-tests/internal/qmp"
 )
 
@@ -38,7 +39,7 @@ type vmTranslator struct {
 	name     string
 	imageDir string
 	mac      byte // distinguishes the two VMs' NICs on the shared bridge
-	n        *failovertest.Net
+	n        *failover.Net
 	dir      string
 
 	mu      sync.Mutex
@@ -53,8 +54,8 @@ type vmTranslator struct {
 // bridge), boots it and waits for its ready line.
 func (x *vmTranslator) Start(t testing.TB) {
 	t.Helper()
-	up := x.n.Rtr.Tap(t, failovertest.RouterSide[x.name].Dev)
-	dn := x.n.Srv.Tap(t, failovertest.ServerSide[x.name].Dev)
+	up := x.n.Rtr.Tap(t, failover.RouterSide[x.name].Dev)
+	dn := x.n.Srv.Tap(t, failover.ServerSide[x.name].Dev)
 	x.n.AttachRouter(t, x.name)
 	x.n.AttachServer(t, x.name)
 	x.mu.Lock()
@@ -166,7 +167,7 @@ func (x *vmTranslator) Packets() (int, uint64, bool) {
 	if !running {
 		return 0, 0, false
 	}
-	n, ok := failovertest.DevPackets(x.n.BirdPID(), failovertest.RouterSide[x.name].Dev, false)
+	n, ok := failover.DevPackets(x.n.BirdPID(), failover.RouterSide[x.name].Dev, false)
 	return gen, n, ok
 }
 
@@ -179,7 +180,7 @@ func (x *vmTranslator) Logs() string {
 	if !running {
 		return con
 	}
-	addr := strings.TrimSuffix(failovertest.ServerSide[x.name].Addr, "/64")
+	addr := strings.TrimSuffix(failover.ServerSide[x.name].Addr, "/64")
 	out, err := x.n.Srv.Output("curl", "-sS", "-m", "5", "http://["+addr+"]:9646/metrics")
 	if err != nil {
 		return con + "\nmetrics: " + err.Error() + ": " + out
@@ -205,7 +206,7 @@ func buildImages(t *testing.T, dir string) map[string]string {
 	}
 	images := map[string]string{}
 	for _, name := range []string{"A", "B"} {
-		r, s := failovertest.RouterSide[name], failovertest.ServerSide[name]
+		r, s := failover.RouterSide[name], failover.ServerSide[name]
 		extra := fmt.Sprintf(`
 interface "eth0" {
   addresses = ["%s/30"]
@@ -223,9 +224,9 @@ route {
 metrics {
   listen = "[::]:9646"
 }
-`, r.Peer, s.Addr, failovertest.RouterGateway(name))
+`, r.Peer, s.Addr, failover.RouterGateway(name))
 		conf := filepath.Join(dir, "xlat-"+name+".hcl")
-		hcl := failovertest.TranslatorHCL(r.Peer, failovertest.RouterGateway(name), "eth1", "map646", extra)
+		hcl := failover.TranslatorHCL(r.Peer, failover.RouterGateway(name), "eth1", "map646", extra)
 		if err := os.WriteFile(conf, []byte(hcl), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -246,32 +247,32 @@ func TestFailoverVMs(t *testing.T) {
 	if os.Getenv("MAP646_FAILOVER_VM") != "1" {
 		t.Skip("set MAP646_FAILOVER_VM=1 to run the failover experiment with QEMU VMs (about 3 minutes)")
 	}
-	failovertest.RequireNetns(t)
+	netnstest.Require(t, "fo-")
 	for _, p := range []string{"qemu-system-x86_64", "go"} {
 		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("needs %s", p)
+			testenv.SkipOrFailf(t, "needs %s", p)
 		}
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skip("needs /dev/net/tun")
+		testenv.SkipOrFail(t, "needs /dev/net/tun")
 	}
 	dir := t.TempDir()
 	images := buildImages(t, dir)
-	for _, v := range []failovertest.Variant{
+	for _, v := range []failover.Variant{
 		{Name: "graceful", Out: "failover-vm", Setting: "QEMU VMs", Window: 3 * time.Second, Away: 8 * time.Second,
 			Settle: 6 * time.Second, Timeout: 4 * time.Minute, Spurious: 0.001},
 		{Name: "crash", Out: "failover-vm-crash", Setting: "QEMU VMs", Crash: true, Window: 14 * time.Second, Away: 16 * time.Second,
 			Settle: 6 * time.Second, Timeout: 4 * time.Minute, Spurious: 0.001},
 	} {
 		t.Run(v.Name, func(t *testing.T) {
-			n := failovertest.NewNet(t)
-			trs := map[string]failovertest.Translator{}
+			n := failover.NewNet(t)
+			trs := map[string]failover.Translator{}
 			for i, name := range []string{"A", "B"} {
 				x := &vmTranslator{name: name, imageDir: images[name], mac: byte(0xa0 + i), n: n, dir: t.TempDir()}
 				trs[name] = x
 				t.Cleanup(func() { x.Crash(t) })
 			}
-			failovertest.Run(t, n, trs, v)
+			failover.Run(t, n, trs, v)
 		})
 	}
 }

@@ -1,6 +1,7 @@
-package failovertest
+package failover
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,15 +9,58 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/map646/map646/internal/netnstest"
 )
 
 const tunName = "xlat-tun"
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+	buildDir  string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// map646Binary is the map646 command the translators run: MAP646_BIN if
+// set (make failover passes the one it built), else the binary built from
+// this checkout once per test run, so that the experiment tests the
+// daemon operators run (its route set-up, health checks, withdraw drain).
+func map646Binary(t testing.TB) string {
+	t.Helper()
+	if bin := os.Getenv("MAP646_BIN"); bin != "" {
+		return bin
+	}
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("", "fo-bin-"); buildErr != nil {
+			return
+		}
+		builtBin = filepath.Join(buildDir, "map646")
+		out, err := exec.Command("go", "build", "-o", builtBin, "github.com/map646/map646/cmd/map646").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build map646: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
 
 // nsTranslator is a translator process in its own namespace, linked to the
 // router and the server's bridge by veth pairs.
 type nsTranslator struct {
 	name, conf, logPath string
-	ns                  *Netns
+	ns                  *netnstest.NS
+	bin                 string
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -25,17 +69,17 @@ type nsTranslator struct {
 
 func newNSTranslator(t *testing.T, n *Net, name string) *nsTranslator {
 	routerID, gateway := RouterSide[name].Peer, RouterGateway(name)
-	ns := NewNetns(t, "x"+name)
+	ns := netnstest.New(t, "fo-x"+name+"-")
 	r, s := RouterSide[name], ServerSide[name]
-	Veth(t, n.Rtr, r.Dev, ns, "up0")
-	Veth(t, ns, "dn0", n.Srv, s.Dev)
+	netnstest.Veth(t, n.Rtr, r.Dev, ns, "up0")
+	netnstest.Veth(t, ns, "dn0", n.Srv, s.Dev)
 	n.AttachRouter(t, name)
 	n.AttachServer(t, name)
 	ns.Sysctl("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv6.conf.dn0.keep_addr_on_down=1",
 		"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
 	ns.Run("ip", "addr", "add", routerID+"/30", "dev", "up0")
 	ns.Run("ip", "addr", "add", s.Addr, "dev", "dn0", "nodad")
-	x := &nsTranslator{name: name, ns: ns,
+	x := &nsTranslator{name: name, ns: ns, bin: map646Binary(t),
 		conf: filepath.Join(n.Dir, "xlat-"+name+".hcl"), logPath: filepath.Join(n.Dir, "xlat-"+name+".log")}
 	if err := os.WriteFile(x.conf, []byte(TranslatorHCL(routerID, gateway, "dn0", tunName, "")), 0o644); err != nil {
 		t.Fatal(err)
@@ -58,17 +102,7 @@ func (x *nsTranslator) Start(t testing.TB) {
 	x.ns.Run("ip", "link", "set", "up0", "up")
 	x.ns.Run("ip", "link", "set", "dn0", "up")
 	x.ns.Run("ip", "route", "replace", "default", "via", RouterGateway(x.name))
-	var cmd *exec.Cmd
-	if bin := os.Getenv("MAP646_BIN"); bin != "" {
-		cmd = x.ns.Command(bin, "run", "-c", x.conf, "--control-socket", x.Socket())
-	} else {
-		exe, err := os.Executable()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd = x.ns.Command(exe)
-		cmd.Env = append(os.Environ(), helperEnv+"="+x.conf)
-	}
+	cmd := x.ns.Command(x.bin, "run", "-c", x.conf, "--control-socket", x.Socket())
 	f, err := os.OpenFile(x.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +118,7 @@ func (x *nsTranslator) Start(t testing.TB) {
 	x.mu.Unlock()
 }
 
-// Socket is the control socket of `map646 run` (MAP646_BIN only).
+// Socket is the control socket of `map646 run`.
 func (x *nsTranslator) Socket() string { return x.conf + ".sock" }
 
 func (x *nsTranslator) take() *exec.Cmd {
@@ -154,14 +188,11 @@ func (x *nsTranslator) Logs() string {
 // Traffic must go on through B, come back to A, and lose nothing outside
 // the moments of change.
 //
-// MAP646_BIN=path runs the translators as `map646 run -c file`; without it
-// they run as this test binary's translator helper (the same packages, the
-// same HCL). MAP646_FAILOVER_OUT=dir writes each timeline there as SVG and
-// its numbers as Markdown.
+// The translators are `map646 run -c file` processes: MAP646_BIN=path, or
+// the command built from this checkout. MAP646_FAILOVER_OUT=dir writes
+// each timeline there as SVG and its numbers as Markdown.
 func TestFailover(t *testing.T) {
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skip("needs /dev/net/tun")
-	}
+	netnstest.RequireTun(t, "fo-")
 	for _, v := range []Variant{
 		// A is shut down: it withdraws its BGP routes, sends a final RA
 		// and only then stops translating.

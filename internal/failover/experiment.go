@@ -1,4 +1,12 @@
-package failovertest
+// Package failover is the failover experiment of the map646 paper as a
+// test library: two stateless translators behind a BGP router (BIRD 2,
+// ECMP), an IPv6-only server that learns its way back from their router
+// advertisements, probes that record every loss while one translator goes
+// away and comes back, and the timeline drawn as SVG. TestFailover here
+// runs it with `map646 run` processes in network namespaces;
+// qemu-tests/failover with appliance VMs. It is test code: nothing in the
+// product imports it.
+package failover
 
 import (
 	"bytes"
@@ -15,6 +23,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/map646/map646/internal/netnstest"
+	"github.com/map646/map646/internal/testenv"
 )
 
 // The experiment's address plan (documentation addresses only):
@@ -124,7 +135,7 @@ type Translator interface {
 
 // Net is the client, the router and the server.
 type Net struct {
-	Cli, Rtr, Srv *Netns
+	Cli, Rtr, Srv *netnstest.NS
 	Dir           string
 	BirdSock      string
 	bird          *exec.Cmd
@@ -134,15 +145,15 @@ type Net struct {
 // The translators attach themselves (AttachRouter, AttachServer).
 func NewNet(t testing.TB) *Net {
 	t.Helper()
-	RequireNetns(t)
+	netnstest.Require(t, "fo-")
 	for _, c := range []string{"bird", "birdc", "ping"} {
 		if _, err := exec.LookPath(c); err != nil {
-			t.Skipf("needs %s (Debian packages bird2, iputils-ping)", c)
+			testenv.SkipOrFailf(t, "needs %s (Debian packages bird2, iputils-ping)", c)
 		}
 	}
 	n := &Net{Dir: t.TempDir()}
-	n.Cli, n.Rtr, n.Srv = NewNetns(t, "cli"), NewNetns(t, "rtr"), NewNetns(t, "srv")
-	Veth(t, n.Cli, "c0", n.Rtr, "r0")
+	n.Cli, n.Rtr, n.Srv = netnstest.New(t, "fo-cli-"), netnstest.New(t, "fo-rtr-"), netnstest.New(t, "fo-srv-")
+	netnstest.Veth(t, n.Cli, "c0", n.Rtr, "r0")
 	n.Cli.Run("ip", "addr", "add", "192.0.2.2/29", "dev", "c0")
 	n.Cli.Run("ip", "route", "add", "default", "via", "192.0.2.1")
 	n.Rtr.Sysctl("net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1")
@@ -297,25 +308,28 @@ func Run(t *testing.T, n *Net, trs map[string]Translator, v Variant) {
 	// An echo server on the IPv6-only server; a ping and UDP streams from
 	// the IPv4 client.
 	var echo net.PacketConn
-	n.Srv.Do(func() {
-		var err error
-		if echo, err = net.ListenPacket("udp6", net.JoinHostPort(ServerV6, strconv.Itoa(EchoPort))); err != nil {
-			t.Fatal(err)
-		}
-	})
+	if err := n.Srv.Do(func() (err error) {
+		echo, err = net.ListenPacket("udp6", net.JoinHostPort(ServerV6, strconv.Itoa(EchoPort)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 	go EchoUDP(echo)
 	defer echo.Close()
 	t0 := time.Now()
 	var flows []*UDPFlow
-	n.Cli.Do(func() {
+	if err := n.Cli.Do(func() error {
 		for i := range UDPFlows {
 			c, err := net.Dial("udp4", net.JoinHostPort(ServerV4, strconv.Itoa(EchoPort)))
 			if err != nil {
-				t.Fatal(err)
+				return err
 			}
 			flows = append(flows, NewUDPFlow(fmt.Sprintf("udp-%d", i+1), uint32(i+1), c, UDPEvery, t0))
 		}
-	})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	var pingOut bytes.Buffer
 	ping := n.Cli.Command("ping", "-D", "-n", "-i", strconv.FormatFloat(PingEvery.Seconds(), 'f', 3, 64), "-W", "1", ServerV4)
 	ping.Stdout = &pingOut

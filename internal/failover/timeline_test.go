@@ -1,4 +1,4 @@
-package failovertest
+package failover
 
 import (
 	"bytes"
