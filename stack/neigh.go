@@ -98,20 +98,22 @@ func newResolver(k neighKernel, ports []int, log *slog.Logger) *resolver {
 	return r
 }
 
-// lookup returns the next hop of dst if its link address is known;
-// otherwise it requests resolution and reports false.
+// lookup returns the next hop of dst if its link address is known.
 func (r *resolver) lookup(dst netip.Addr) (nextHop, bool) {
 	r.mu.RLock()
 	h, ok := r.dsts[dst]
 	r.mu.RUnlock()
-	if ok && h.resolved {
-		return h, true
-	}
+	return h, ok && h.resolved
+}
+
+// request asks the resolving goroutine, without waiting, to resolve dst
+// (after a failed lookup, and after parking the packet: the resolution
+// then finds it parked).
+func (r *resolver) request(dst netip.Addr) {
 	select {
 	case r.req <- dst:
 	default: // the resolver is busy: a later packet asks again
 	}
-	return nextHop{}, false
 }
 
 // run resolves requested destinations until done is closed.
@@ -135,6 +137,9 @@ func (r *resolver) resolve(dst netip.Addr) {
 	h, ok := r.dsts[dst]
 	r.mu.RUnlock()
 	if ok && h.resolved {
+		// Resolved since the lookup that asked: a packet parked after
+		// that lookup leaves now.
+		r.unpark()
 		return
 	}
 	if !ok {

@@ -68,6 +68,9 @@ func TestResolver(t *testing.T) {
 	want := func(step string, dst netip.Addr, ok bool, mac [6]byte) {
 		t.Helper()
 		h, got := r.lookup(dst)
+		if !got {
+			r.request(dst)
+		}
 		if got != ok || (ok && h.mac != mac) {
 			t.Errorf("%s: lookup %v = %+v %v, want %v %x", step, dst, h, got, ok, mac)
 		}
@@ -80,6 +83,18 @@ func TestResolver(t *testing.T) {
 	if len(k.solicited) != 0 {
 		t.Errorf("solicited %v for a known neighbour", k.solicited)
 	}
+
+	// A packet parked after a lookup that raced with the resolution
+	// leaves when its request is handled (the neighbour is known by then).
+	if !r.park(dst4, [][]byte{{0x45, 9}}) {
+		t.Fatal("no room to park")
+	}
+	r.request(dst4)
+	resolveQueued()
+	if len(sent) != 1 || sent[0].pkt[1] != 9 || sent[0].hop.mac != mac1 {
+		t.Fatalf("packet parked after resolution: sent %+v", sent)
+	}
+	sent = nil
 
 	// An unknown one is solicited; its packet waits and leaves with the
 	// neighbour event.

@@ -436,7 +436,9 @@ func (w *nicWriter) write(pkt *gvstack.PacketBuffer) tcpip.Error {
 		for i := range niov {
 			w.parts[i] = unsafe.Slice(w.iov[i].Base, w.iov[i].Len)
 		}
-		if w.n.res.park(dst, w.parts[:niov]) {
+		parked := w.n.res.park(dst, w.parts[:niov])
+		w.n.res.request(dst)
+		if parked {
 			return nil // sent when the next hop is resolved
 		}
 		w.n.noNextHop.Add(1)
