@@ -51,3 +51,25 @@ func TestDecrementTTL(t *testing.T) {
 	}
 	expectEmitted(t, sk, ip6(errSrc6, S6A, 64, 58, icmpMsg(3, 0, 0, in6), v6opt{}))
 }
+
+// TestDecrementTTLHairpin: with DecrementTTL a hairpinned packet costs the
+// translator's hop and the turn's, two in all, and one with fewer to spare
+// is answered with Time Exceeded.
+func TestDecrementTTLHairpin(t *testing.T) {
+	u := udpSeg(42000, 42001, payload(20))
+	for _, c := range []struct {
+		in, out uint8 // hop limits; out 0: dropped
+	}{{64, 62}, {3, 1}, {2, 0}} {
+		w := newTestWorker(t, func(p *Policy) { p.DecrementTTL = true })
+		out, r, sk := run(w, ip6(S6A, v4in6(S4B), c.in, 17, u, v6opt{}), nil)
+		if c.out == 0 {
+			if r.Verdict != Drop || r.Reason != ReasonHopLimit || len(sk.pkts) != 1 {
+				t.Errorf("hop limit %d: verdict %v %v, %d emitted; want a drop with Time Exceeded", c.in, r.Verdict, r.Reason, len(sk.pkts))
+			}
+			continue
+		}
+		if r.Verdict != Forward || out[7] != c.out {
+			t.Errorf("hop limit %d: verdict %v %v, out %d, want %d", c.in, r.Verdict, r.Reason, out[7], c.out)
+		}
+	}
+}

@@ -238,7 +238,7 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 		return drop(r, ReasonSourceRoute)
 	}
 
-	if s.decTTL && p[8] <= 1 {
+	if s.decTTL && !bool(hp) && p[8] <= 1 {
 		// RFC 7915 section 4.1: as a router, Time Exceeded in Transit.
 		if !isErr && first {
 			w.emitError4(s, p, 11, 0, 0, sink)
@@ -365,7 +365,7 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	h[1] = tos << 4 // flow label 0
 	h[2], h[3] = 0, 0
 	put16(h[4:], uint16(hlen-40+len(l4)))
-	if s.decTTL {
+	if s.decTTL && !bool(hp) { // a hairpin's hop was counted on its way in
 		ttl--
 	}
 	h[7] = ttl // with a tun, the host kernel decremented it on the way in
@@ -510,10 +510,11 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 			}
 		}
 	}
-	if hairpin && p[7] <= 1 {
+	if hairpin && (p[7] <= 1 || s.decTTL && p[7] <= 2) {
 		// The hairpin is a hop like any other (RFC 8200 section 3): a
 		// packet that has none left is answered with Time Exceeded
-		// rather than sent round again. (hairpin spends the hop.)
+		// rather than sent round again. (hairpin spends the hop; with
+		// DecrementTTL the translator's own hop comes first.)
 		return w.hopLimitExceeded(s, p, r, !isErr && first, sink)
 	}
 
