@@ -156,6 +156,7 @@ type LinkStats struct {
 	InvalidVnetHdr uint64 // offload metadata the kernel would refuse or without a gVisor form
 	NotIP          uint64 // packets that are neither IPv4 nor IPv6
 	Panics         uint64 // packets on which the translator panicked; the queue went on
+	NoNextHop      uint64 // NIC mode: no route or link address for the destination; also in WriteErrors
 }
 
 // Counters are LinkStats a goroutine updates while others read them.
