@@ -44,4 +44,18 @@
 // the queue goes on. A queue whose reads keep failing (tun.MaxReadErrors,
 // or at once when the interface is deleted) stops the data path, and
 // Datapath.Wait returns its error.
+//
+// NIC mode (ServeNIC) reads the appliance's NICs directly: per NIC, a
+// PACKET_FANOUT_HASH group of AF_PACKET sockets, each read by its own
+// fdbased endpoint (PACKET_MMAP ring, one processor: the reading goroutine
+// translates) into its own Handler, whose output is a nicWriter: sendmsg to
+// the next hop's link address from the kernel's routing and neighbour
+// tables (resolver). What the pinned gVisor's fdbased offers there, and
+// what ServeNIC therefore does itself: PACKET_MMAP (TPACKET_V1, 32 frames
+// of 64 KiB per socket) and recvmmsg dispatch are both there; it creates a
+// fanout group only across the descriptors of one endpoint, so ServeNIC
+// joins its sockets itself (PreConfigured) to give each its own Handler;
+// it writes a virtio_net_hdr for host GSO on sockets but drops the one
+// PACKET_VNET_HDR puts before received frames, so super-packets cannot
+// pass and ServeNIC turns GRO off on its NICs instead.
 package stack

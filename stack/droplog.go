@@ -214,7 +214,8 @@ func protoName(p uint8) string {
 // link-local address exists), router solicitations, and neighbour
 // solicitations for duplicate address detection (RFC 4862 section 5.4.2).
 // RFC 7915 section 5.1 forbids translating such sources and destinations
-// anyway; the Handler counts these packets as LinkStats.LinkChatter and
+// anyway (in NIC mode the other hosts on the link send the same); the
+// Handler counts these packets as LinkStats.LinkChatter and
 // does not hand them to the engine, so that they are not counted as
 // drops of anyone's traffic.
 func isLinkChatter(p []byte) bool {

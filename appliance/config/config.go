@@ -62,7 +62,38 @@ type Translator struct {
 	// IPv4 address when ICMPSourcePool is empty. Default: the first IPv4
 	// address of the interface blocks, else DummyIPv4Address.
 	IPv4Address netip.Addr
-	Tun         Tun
+	// Link is how packets reach the translator: LinkTun (default, the
+	// `tun` block), LinkFD (the `fd` block) or LinkNIC (the `nic` block).
+	Link string
+	Tun  Tun
+	FD   FD
+	NIC  NIC
+}
+
+// Link modes: the values of Translator.Link.
+const (
+	LinkTun = "tun" // host mode: the kernel routes into the translator's tun
+	LinkFD  = "fd"  // an inherited file descriptor carrying bare IP packets
+	LinkNIC = "nic" // appliance mode: AF_PACKET on the NICs, kernel forwarding off
+)
+
+// FD is the `fd` block inside `translator`: a descriptor handed over by a
+// supervisor or VM manager (a tun opened without a packet-information or
+// virtio-net header, or a datagram or seqpacket socket), one bare IP
+// packet per read and write. Whoever hands it over routes into it.
+type FD struct {
+	FD  int // the descriptor number in this process; 3 or more
+	MTU int // default: as for the tun
+}
+
+// NIC is the `nic` block inside `translator`: the appliance reads transit
+// packets off its NICs with AF_PACKET sockets and sends the translated ones
+// out itself, to next hops from the kernel's routing and neighbour tables;
+// kernel forwarding is turned off.
+type NIC struct {
+	IPv4   string // the NIC facing the IPv4 side
+	IPv6   string // the NIC facing the IPv6 side; default: IPv4
+	Queues int    // AF_PACKET sockets per NIC in one fanout group; 0 (default): one per CPU
 }
 
 // Tun is the `tun` block inside `translator`: the device the kernel routes

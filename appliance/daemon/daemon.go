@@ -25,11 +25,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"reflect"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/map646/map646/appliance/config"
 	"github.com/map646/map646/appliance/metrics"
@@ -129,7 +133,53 @@ type env struct {
 	kernel  func() (netsetup.Kernel, func() error, error)
 	openTun func(tun.Config) (device, error)
 	watch   func() (watcher, error)
-	serve   func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error)
+	// openLink opens the link of the fd and nic modes (translator.link).
+	openLink func(config.Translator) (device, error)
+	serve    func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error)
+	// nicMTU returns an interface's MTU (NIC mode's default IPv4 and
+	// IPv6 MTUs).
+	nicMTU func(name string) (int, error)
+}
+
+// fdLink is the fd mode's device: a descriptor the daemon inherited. It
+// stays open when the daemon stops (its owner is whoever handed it over).
+type fdLink struct{ fd, mtu int }
+
+func (l *fdLink) Name() string     { return fmt.Sprintf("fd %d", l.fd) }
+func (l *fdLink) Offloads() string { return "none" }
+func (l *fdLink) Close() error     { return nil }
+
+// nicLink is the NIC mode's device: the NICs the data path opens its
+// AF_PACKET sockets on (and closes them itself when it stops).
+type nicLink struct{ cfg stack.NICConfig }
+
+func (l *nicLink) Name() string {
+	if l.cfg.IPv4 == l.cfg.IPv6 {
+		return "nic " + l.cfg.IPv4
+	}
+	return "nic " + l.cfg.IPv4 + "," + l.cfg.IPv6
+}
+func (l *nicLink) Offloads() string { return "none" }
+func (l *nicLink) Close() error     { return nil }
+
+// openLink checks and returns the device of the fd or nic mode.
+func openLink(t config.Translator) (device, error) {
+	switch t.Link {
+	case config.LinkFD:
+		if _, err := unix.FcntlInt(uintptr(t.FD.FD), unix.F_GETFD, 0); err != nil {
+			return nil, fmt.Errorf("translator fd %d: not an open descriptor of this process: %w", t.FD.FD, err)
+		}
+		return &fdLink{fd: t.FD.FD, mtu: t.FD.MTU}, nil
+	case config.LinkNIC:
+		q := t.NIC.Queues
+		if q == 0 {
+			q = runtime.NumCPU()
+		}
+		// Unset MTUs are the NICs' (xlatConfig), and follow them.
+		return &nicLink{cfg: stack.NICConfig{IPv4: t.NIC.IPv4, IPv6: t.NIC.IPv6, Queues: q,
+			FollowIPv4MTU: t.IPv4MTU == 0, FollowIPv6MTU: t.IPv6MTU == 0}}, nil
+	}
+	return nil, fmt.Errorf("unknown link mode %q", t.Link)
 }
 
 var systemEnv = env{
@@ -140,11 +190,59 @@ var systemEnv = env{
 		}
 		return nl, nl.Close, nil
 	},
-	openTun: func(c tun.Config) (device, error) { return tun.Open(c) },
-	watch:   func() (watcher, error) { return netsetup.Watch() },
+	openTun:  func(c tun.Config) (device, error) { return tun.Open(c) },
+	openLink: openLink,
+	watch:    func() (watcher, error) { return netsetup.Watch() },
 	serve: func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error) {
+		switch l := dev.(type) {
+		case *fdLink:
+			return stack.ServeFD(ctx, eng, l.fd, l.mtu, log)
+		case *nicLink:
+			return stack.ServeNIC(ctx, eng, l.cfg, log)
+		}
 		return stack.ServeTun(ctx, eng, dev.(*tun.Device), log)
 	},
+	nicMTU: func(name string) (int, error) {
+		ifc, err := net.InterfaceByName(name)
+		if err != nil {
+			return 0, err
+		}
+		return ifc.MTU, nil
+	},
+}
+
+// xlatConfig is cfg's engine configuration. In NIC mode nothing else
+// stands between the translator and the NICs (the kernel does not
+// forward): the engine decrements TTL and Hop Limit itself, and unless
+// ipv4_mtu and ipv6_mtu say otherwise they are the NICs' MTUs, so that the
+// engine answers packets too big for them (RFC 7915 sections 4 and 5) and
+// clamps the TCP MSS.
+func xlatConfig(cfg *config.Config, e env) (*xlat.Config, error) {
+	xc, err := cfg.Xlat()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Translator.Link == config.LinkNIC {
+		// No kernel forwards before or after the translator: it is the
+		// router whose hop the TTL counts (RFC 7915 sections 4.1, 5.1).
+		xc.Policy.DecrementTTL = true
+	}
+	if t := cfg.Translator; t.Link == config.LinkNIC && e.nicMTU != nil {
+		for _, side := range []struct {
+			name string
+			mtu  *int
+		}{{t.NIC.IPv4, &xc.Policy.IPv4MTU}, {t.NIC.IPv6, &xc.Policy.IPv6MTU}} {
+			if *side.mtu != 0 {
+				continue
+			}
+			m, err := e.nicMTU(side.name)
+			if err != nil {
+				return nil, fmt.Errorf("translator nic %s: %w", side.name, err)
+			}
+			*side.mtu = m
+		}
+	}
+	return xc, nil
 }
 
 // Run runs the translator until ctx is done, then removes what it
@@ -199,7 +297,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	for _, w := range cfg.Warnings {
 		log.Warn(config.FormatDiagnostic(w))
 	}
-	xc, err := cfg.Xlat()
+	xc, err := xlatConfig(cfg, e)
 	if err != nil {
 		return err
 	}
@@ -240,15 +338,27 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 			log.Error("removing what the translator installed", "err", err)
 		}
 	})
-	for _, key := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
-		if err := d.tracker.Sysctl(key, "1"); err != nil {
-			return err
+	// Host mode: the kernel forwards into and out of the tun. NIC mode:
+	// the kernel must not forward what the translator reads off the NICs
+	// (it sees a copy of every frame). fd mode: whoever handed the
+	// descriptor over routes.
+	forwarding := map[string]string{config.LinkTun: "1", config.LinkNIC: "0"}[cfg.Translator.Link]
+	if forwarding != "" {
+		for _, key := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
+			if err := d.tracker.Sysctl(key, forwarding); err != nil {
+				return err
+			}
 		}
 	}
 
 	t := cfg.Translator.Tun
 	setupStart := time.Now()
-	dev, err := e.openTun(tun.Config{Name: t.Name, Queues: t.Queues, MTU: t.MTU, Offload: t.Offload})
+	var dev device
+	if cfg.Translator.Link == config.LinkTun {
+		dev, err = e.openTun(tun.Config{Name: t.Name, Queues: t.Queues, MTU: t.MTU, Offload: t.Offload})
+	} else {
+		dev, err = e.openLink(cfg.Translator)
+	}
 	if err != nil {
 		return err
 	}
@@ -520,7 +630,7 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 		res.Unchanged = true
 		return res, nil
 	}
-	xc, err := cfg.Xlat()
+	xc, err := xlatConfig(cfg, d.env)
 	if err != nil {
 		return res, err
 	}
@@ -595,6 +705,9 @@ func restartOnly(a, b *config.Config) []string {
 	var s []string
 	if a.Translator.Tun != b.Translator.Tun {
 		s = append(s, "translator.tun")
+	}
+	if a.Translator.Link != b.Translator.Link || a.Translator.FD != b.Translator.FD || a.Translator.NIC != b.Translator.NIC {
+		s = append(s, "translator link (fd, nic)")
 	}
 	if a.Metrics != b.Metrics {
 		s = append(s, "metrics.listen")

@@ -156,6 +156,7 @@ type LinkStats struct {
 	InvalidVnetHdr uint64 // offload metadata the kernel would refuse or without a gVisor form
 	NotIP          uint64 // packets that are neither IPv4 nor IPv6
 	Panics         uint64 // packets on which the translator panicked; the queue went on
+	NoNextHop      uint64 // NIC mode: no route or link address for the destination; also in WriteErrors
 	// LinkChatter counts the host's own link-scope IPv6 traffic on the
 	// link (MLD, router and neighbour solicitations from :: or fe80::/10
 	// to ff02::/16): never translatable, not a drop of anyone's traffic.
