@@ -47,6 +47,20 @@ type Options struct {
 	ControlSocket string
 	// OnReady is called once everything is set up and packets flow.
 	OnReady func(ReadyInfo)
+	// OnReload, if set, is called with true when a reload starts and with
+	// false when it has ended, applied or refused: a service manager is
+	// told RELOADING=1 and then READY=1 (sd_notify(3)).
+	OnReload func(starting bool)
+	// OnHealth, if set, is called with the data path's health at every
+	// poll (HealthInterval): systemd's watchdog is fed only while it is
+	// healthy, so a translator that black-holes packets gets restarted.
+	OnHealth func(healthy bool)
+}
+
+func (o *Options) reloading(starting bool) {
+	if o.OnReload != nil {
+		o.OnReload(starting)
+	}
 }
 
 // ReadyInfo describes the running translator.
@@ -225,7 +239,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 		return err
 	}
 	log.Info("translator set up", "tun", dev.Name(), "offloads", dev.Offloads(), "mappings", len(cfg.Translator.Mappings),
-		"routes", d.tracker.RouteCount(), "took", time.Since(setupStart).Round(time.Millisecond))
+		"routes", d.tracker.RouteCount(), "took_ms", time.Since(setupStart).Milliseconds())
 
 	if cfg.Metrics.Listen != "" {
 		ms, err := metrics.Listen(cfg.Metrics.Listen, d.Stats, log)
@@ -296,9 +310,13 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 			}
 			return fmt.Errorf("data path: %w", err)
 		case <-opts.Reload:
+			opts.reloading(true)
 			_, _ = d.reload(ctx)
+			opts.reloading(false)
 		case reply := <-reloadReq:
+			opts.reloading(true)
 			res, err := d.reload(ctx)
+			opts.reloading(false)
 			reply <- reloadReply{res, err}
 		case <-health.C:
 			h := dp.Healthy()
@@ -306,6 +324,9 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 			changed := h != d.healthy
 			d.healthy = h
 			d.mu.Unlock()
+			if opts.OnHealth != nil {
+				opts.OnHealth(h)
+			}
 			if changed {
 				if h {
 					log.Info("data path healthy again")
