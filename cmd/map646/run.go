@@ -60,7 +60,7 @@ host (in different network namespaces) each need their own --control-socket.`,
 		Example: `  map646 run -c /etc/map646.hcl
   map646 run -c map646.hcl --log-format json
   map646 run --demo-config        # the built-in demo: 198.51.100.10 <-> 2001:db8:6::10`,
-		Args: cobra.NoArgs,
+		Args: noArgsTakeC,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if demoConfig == (path != "") {
 				return fmt.Errorf("give either -c FILE or --demo-config")
