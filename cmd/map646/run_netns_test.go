@@ -206,3 +206,30 @@ type atomicCounter struct{ n atomic.Int64 }
 
 func (c *atomicCounter) add()       { c.n.Add(1) }
 func (c *atomicCounter) get() int64 { return c.n.Load() }
+
+// TestRunTunNameTaken: a tun name that belongs to a link of another kind is
+// reported as such, not as the kernel's bare "TUNSETIFF: invalid argument".
+func TestRunTunNameTaken(t *testing.T) {
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		testenv.SkipOrFailf(t, "no /dev/net/tun: %v", err)
+	}
+	ns := netnstest.New(t, "dm-taken")
+	ns.MustRun(t, "ip", "link", "add", "dmtaken", "type", "veth", "peer", "name", "dmtakenp")
+	cfg := filepath.Join(t.TempDir(), "map646.hcl")
+	src := "translator {\n  prefix = \"2001:db8:64::/96\"\n  tun {\n    name = \"dmtaken\"\n    queues = 1\n  }\n}\n"
+	if err := os.WriteFile(cfg, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := exec.Command("ip", "netns", "exec", ns.Name, os.Args[0], "run", "-c", cfg, "--control-socket", filepath.Join(t.TempDir(), "ctl.sock"))
+	run.Env = append(os.Environ(), "MAP646_TEST_MAIN=1")
+	out, err := run.CombinedOutput()
+	if err == nil {
+		t.Fatalf("map646 run took a veth link for its tun:\n%s", out)
+	}
+	if !strings.Contains(string(out), `a link named "dmtaken" exists and is not a tun (its driver is veth)`) {
+		t.Errorf("output:\n%s", out)
+	}
+	if got := ns.MustRun(t, "ip", "link", "show", "dmtaken"); !strings.Contains(got, "dmtaken") {
+		t.Errorf("the veth link is gone: %q", got)
+	}
+}
