@@ -57,7 +57,7 @@ set, WATCHDOG=1 at every health poll while the data path is healthy, so that
 systemd restarts a translator that stopped forwarding. A translator that was
 killed leaves nothing that stops the next start. Several translators on one
 host (in different network namespaces) each need their own --control-socket.`,
-		Example: `  map646 run -c /etc/map646.hcl
+		Example: `  map646 run -c /etc/map646/map646.hcl
   map646 run -c map646.hcl --log-format json
   map646 run --demo-config        # the built-in demo: 198.51.100.10 <-> 2001:db8:6::10`,
 		Args: noArgsTakeC,
