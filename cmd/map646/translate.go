@@ -191,8 +191,9 @@ const maxSnaplen = 262144
 // ngBlockGuard passes a pcapng stream through block by block and refuses a
 // packet block whose captured length exceeds maxSnaplen or its own block
 // (pcapng, draft-ietf-opsawg-pcapng section 4): pcapgo's reader allocates
-// that length before reading it. Blocks are at most maxSnaplen plus room for
-// their options; a stream cut inside a block is passed on as it is, for the
+// that length before reading it. A packet block holds at most maxSnaplen
+// plus room for options, any other block (name resolution, statistics) at
+// most 16 MiB. A stream cut inside a block is passed on as it is, for the
 // reader to report as io.ErrUnexpectedEOF.
 type ngBlockGuard struct {
 	r     io.Reader
@@ -207,7 +208,8 @@ const (
 	ngEnhancedPacket = 6
 	ngSimplePacket   = 3
 	ngObsoletePacket = 2
-	ngMaxBlock       = maxSnaplen + 64<<10
+	ngMaxPacketBlock = maxSnaplen + 64<<10 // a packet and its options
+	ngMaxBlock       = 16 << 20            // others: name resolution, statistics, ...
 )
 
 func (g *ngBlockGuard) Read(p []byte) (int, error) {
@@ -255,8 +257,13 @@ func (g *ngBlockGuard) next() error {
 		return fmt.Errorf("pcapng: no section header block")
 	}
 	length := g.order.Uint32(hdr[4:8])
-	if length < 12 || length%4 != 0 || length > ngMaxBlock {
-		return fmt.Errorf("pcapng: a block of %d bytes (at most %d, a multiple of 4)", length, ngMaxBlock)
+	typ := g.order.Uint32(hdr[:4])
+	limit := uint32(ngMaxBlock)
+	if typ == ngEnhancedPacket || typ == ngObsoletePacket || typ == ngSimplePacket {
+		limit = ngMaxPacketBlock
+	}
+	if length < 12 || length%4 != 0 || length > limit {
+		return fmt.Errorf("pcapng: a block of %d bytes (at most %d, a multiple of 4)", length, limit)
 	}
 	head := 8
 	if binary.BigEndian.Uint32(hdr[:4]) == ngSectionHeader {
@@ -273,7 +280,7 @@ func (g *ngBlockGuard) next() error {
 		return err
 	}
 	var capLen uint32
-	switch g.order.Uint32(hdr[:4]) {
+	switch typ {
 	case ngEnhancedPacket, ngObsoletePacket:
 		if length < 32 {
 			return fmt.Errorf("pcapng: a packet block of %d bytes", length)

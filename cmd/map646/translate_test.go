@@ -504,6 +504,45 @@ func TestTranslateTruncatedLastRecord(t *testing.T) {
 	}
 }
 
+// TestTranslateLargeOtherBlock: a large block that is not a packet (here
+// of a custom type, 1 MiB) is passed over, and the packets after it are
+// translated.
+func TestTranslateLargeOtherBlock(t *testing.T) {
+	dir := writeTemp(t, map[string]string{"c.hcl": translateHCL})
+	var b bytes.Buffer
+	w, err := pcapgo.NewNgWriter(&b, layers.LinkTypeRaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	blk := binary.LittleEndian.AppendUint32(nil, 0xbad)
+	blk = binary.LittleEndian.AppendUint32(blk, 12+1<<20)
+	blk = append(blk, make([]byte, 1<<20)...)
+	blk = binary.LittleEndian.AppendUint32(blk, 12+1<<20)
+	b.Write(blk)
+	p := udp4(t, "after")
+	if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: time.Unix(1764000000, 0), CaptureLength: len(p), Length: len(p)}, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	in, out := filepath.Join(dir, "in.pcapng"), filepath.Join(dir, "out.pcap")
+	if err := os.WriteFile(in, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := runCmd(t, "translate", "-c", filepath.Join(dir, "c.hcl"), "-i", in, "-o", out); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	if _, pkts, _ := readPcap(t, out); len(pkts) != 1 {
+		t.Fatalf("%d packets", len(pkts))
+	} else {
+		checkUDP6(t, pkts[0], client6, server6, "after")
+	}
+}
+
 // TestTranslateHostileLengths: record lengths in a hostile capture are
 // refused before anything that size is allocated.
 func TestTranslateHostileLengths(t *testing.T) {
@@ -544,6 +583,7 @@ func TestTranslateHostileLengths(t *testing.T) {
 		{"pcapng enhanced", append(append(shb, idb...), ng(6, epbBody)...), "claims 2147483648 captured bytes"},
 		{"pcapng simple", append(append(shb, idb...), ng(3, spbBody)...), "a packet of 2147483648 captured bytes"},
 		{"pcapng huge block", append(append(shb, idb...), ng(6, make([]byte, 400<<10))...), "a block of"},
+		{"pcapng huge other block", append(append(shb, idb...), ng(0xbad, make([]byte, 17<<20))...), "a block of"},
 	} {
 		in := filepath.Join(dir, "hostile")
 		if err := os.WriteFile(in, tc.data, 0o644); err != nil {
