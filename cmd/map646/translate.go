@@ -60,15 +60,19 @@ Each packet that is not translated is reported with its number (the first is
 				}
 				defer f.Close()
 				r = f
-				// os.Create would empty the capture before a packet is
-				// read: refuse the same file under any name (a symlink, a
-				// hard link, "./in.pcap").
-				if out != "-" {
-					fi, ierr := f.Stat()
-					fo, oerr := os.Stat(out)
-					if ierr == nil && oerr == nil && os.SameFile(fi, fo) {
-						return fmt.Errorf("-o %s is the input file %s: writing it would destroy the capture; choose another output", out, in)
+			}
+			// os.Create would empty the capture before a packet is read:
+			// refuse the same file under any name (a symlink, a hard link,
+			// "./in.pcap", or standard input redirected from it).
+			if f, ok := r.(*os.File); ok && out != "-" {
+				fi, ierr := f.Stat()
+				fo, oerr := os.Stat(out)
+				if ierr == nil && oerr == nil && fi.Mode().IsRegular() && os.SameFile(fi, fo) {
+					name := in
+					if in == "-" {
+						name = "(standard input)"
 					}
+					return fmt.Errorf("-o %s is the input file %s: writing it would destroy the capture; choose another output", out, name)
 				}
 			}
 			report := cmd.OutOrStdout()

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -449,6 +450,23 @@ func TestTranslateRefusesSameFile(t *testing.T) {
 		if now, _ := os.ReadFile(in); !bytes.Equal(now, orig) {
 			t.Fatalf("-o %s changed the input", out)
 		}
+	}
+	// Standard input redirected from the file (translate -i - -o in.pcap < in.pcap).
+	stdin, err := os.Open(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	root := newRootCmd()
+	root.SetIn(stdin)
+	root.SetOut(io.Discard)
+	root.SetErr(io.Discard)
+	root.SetArgs([]string{"translate", "-c", filepath.Join(dir, "c.hcl"), "-i", "-", "-o", filepath.Join(dir, "hard.pcap")})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "is the input file (standard input)") {
+		t.Errorf("stdin from the output file: err %v", err)
+	}
+	if now, _ := os.ReadFile(in); !bytes.Equal(now, orig) {
+		t.Fatal("-i - changed the input")
 	}
 }
 
