@@ -283,6 +283,17 @@ func (g *ngBlockGuard) next() error {
 		g.buf = g.buf[:head+m]
 		return err
 	}
+	if err := g.checkPacket(typ, length); err != nil {
+		// The reader must not see the block: it would allocate the
+		// claimed length before asking for the bytes.
+		g.buf = g.buf[:0]
+		return err
+	}
+	return nil
+}
+
+// checkPacket checks the captured length of a packet block in buf.
+func (g *ngBlockGuard) checkPacket(typ, length uint32) error {
 	var capLen uint32
 	switch typ {
 	case ngEnhancedPacket, ngObsoletePacket:

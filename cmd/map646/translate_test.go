@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -607,9 +608,17 @@ func TestTranslateHostileLengths(t *testing.T) {
 		if err := os.WriteFile(in, tc.data, 0o644); err != nil {
 			t.Fatal(err)
 		}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
 		_, _, err := runCmd(t, "translate", "-c", c, "-i", in, "-o", filepath.Join(dir, "out.pcap"))
+		runtime.ReadMemStats(&after)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err %v, want %q", tc.name, err, tc.want)
+		}
+		// Reading the file itself takes up to its size (17 MiB) in
+		// buffers; the claimed 2 GiB must not be allocated.
+		if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 {
+			t.Errorf("%s: %d MiB allocated", tc.name, n>>20)
 		}
 	}
 }
