@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -314,6 +315,11 @@ func call(socket string, cmd string, timeout time.Duration) (*reply, error) {
 		socket = DefaultControlSocket
 	}
 	c, err := net.DialTimeout("unix", socket, 5*time.Second)
+	if errors.Is(err, fs.ErrPermission) {
+		// The socket is there (a daemon is likely running) but only root
+		// may connect: saying "no running map646" would mislead.
+		return nil, fmt.Errorf("permission denied on the control socket %s: run as root (e.g. with sudo)", socket)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("no running map646 at %s: %w", socket, err)
 	}

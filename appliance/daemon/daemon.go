@@ -69,6 +69,20 @@ type Options struct {
 	// LockDir is where the per-network-namespace instance lock lives;
 	// "" means DefaultLockDir.
 	LockDir string
+	// OnReload, if set, is called with true when a reload starts and with
+	// false when it has ended, applied or refused: a service manager is
+	// told RELOADING=1 and then READY=1 (sd_notify(3)).
+	OnReload func(starting bool)
+	// OnHealth, if set, is called with the data path's health at every
+	// poll (HealthInterval): systemd's watchdog is fed only while it is
+	// healthy, so a translator that black-holes packets gets restarted.
+	OnHealth func(healthy bool)
+}
+
+func (o *Options) reloading(starting bool) {
+	if o.OnReload != nil {
+		o.OnReload(starting)
+	}
 }
 
 // ReadyInfo describes the running translator.
@@ -412,7 +426,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 		return err
 	}
 	log.Info("translator set up", "tun", dev.Name(), "offloads", dev.Offloads(), "mappings", len(cfg.Translator.Mappings),
-		"routes", d.tracker.RouteCount(), "took", time.Since(setupStart).Round(time.Millisecond))
+		"routes", d.tracker.RouteCount(), "took_ms", time.Since(setupStart).Milliseconds())
 	d.reportForeign()
 
 	if cfg.Metrics.Listen != "" {
@@ -490,9 +504,13 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 			}
 			return fmt.Errorf("data path: %w", err)
 		case <-opts.Reload:
+			opts.reloading(true)
 			_, _ = d.reload(ctx)
+			opts.reloading(false)
 		case reply := <-reloadReq:
+			opts.reloading(true)
 			res, err := d.reload(ctx)
+			opts.reloading(false)
 			reply <- reloadReply{res, err}
 		case <-changes.ready:
 			d.noteChanges(changes.take())

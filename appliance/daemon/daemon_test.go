@@ -335,6 +335,21 @@ type harness struct {
 	ready     chan ReadyInfo
 	done      chan error
 	cancel    context.CancelFunc
+
+	hooksMu sync.Mutex
+	hooks   []string // OnReload and OnHealth calls, in order
+}
+
+func (h *harness) hook(s string) {
+	h.hooksMu.Lock()
+	h.hooks = append(h.hooks, s)
+	h.hooksMu.Unlock()
+}
+
+func (h *harness) hookCalls() []string {
+	h.hooksMu.Lock()
+	defer h.hooksMu.Unlock()
+	return slices.Clone(h.hooks)
 }
 
 func writeConfig(t *testing.T, path, body string) {
@@ -399,6 +414,8 @@ func startWithKernel(t *testing.T, cfgBody string, k *fakeKernel) *harness {
 			ControlSocket: h.sock,
 			LockDir:       h.lockDir,
 			OnReady:       func(r ReadyInfo) { h.ready <- r },
+			OnReload:      func(starting bool) { h.hook(fmt.Sprint("reload ", starting)) },
+			OnHealth:      func(healthy bool) { h.hook(fmt.Sprint("health ", healthy)) },
 		}, e)
 	}()
 	select {
@@ -602,6 +619,48 @@ func TestHealthChangesAreAnnounced(t *testing.T) {
 	waitFor(t, "two more health polls", func() bool { return dp.checks.Load() >= polled+2 })
 	if ups, _ := h.ann.snapshot(); len(ups) != 3 {
 		t.Errorf("announcements without a health change: %d", len(ups))
+	}
+}
+
+// TestServiceManagerHooks: OnHealth reports every health poll's outcome
+// (the CLI feeds systemd's watchdog only on true), and OnReload brackets
+// each reload, from SIGHUP or the control socket, applied or refused.
+func TestServiceManagerHooks(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
+	defer h.stop()
+	count := func(s string) int {
+		n := 0
+		for _, c := range h.hookCalls() {
+			if c == s {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, "a healthy poll", func() bool { return count("health true") > 0 })
+	dp := h.dp.Load()
+	dp.healthy.Store(false)
+	waitFor(t, "an unhealthy poll", func() bool { return count("health false") > 0 })
+	dp.healthy.Store(true)
+
+	// Only reload calls from here: health polls go on in between.
+	reloads := func() []string {
+		var r []string
+		for _, c := range h.hookCalls() {
+			if strings.HasPrefix(c, "reload ") {
+				r = append(r, c)
+			}
+		}
+		return r
+	}
+	h.reload <- struct{}{}
+	waitFor(t, "a SIGHUP reload's end", func() bool { return len(reloads()) == 2 })
+	writeConfig(t, h.cfg, "translator {\n")
+	if _, err := RequestReload(h.sock); err == nil {
+		t.Error("a broken file was accepted")
+	}
+	if got := reloads(); !slices.Equal(got, []string{"reload true", "reload false", "reload true", "reload false"}) {
+		t.Errorf("reload hooks %q", got)
 	}
 }
 
