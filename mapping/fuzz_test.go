@@ -32,22 +32,35 @@ func fuzzEntries(data []byte) []Entry {
 
 // FuzzTable checks the indexed table against the linear reference
 // (refLookup4/6) for every address of the universe, in both build modes,
-// and that NewTable refuses exactly the tables with equal or nested
-// prefixes on one side.
+// and that NewTable refuses exactly the tables with equal prefixes on one
+// side or nested ones whose inner entry did not opt in (optIn has bit i%64
+// set for entry i's TableOptions.Nested).
 func FuzzTable(f *testing.F) {
-	f.Add([]byte{8, 10, 10, 8, 11, 11}, false)
-	f.Add([]byte{0, 0, 0, 5, 8, 16, 8, 9, 9}, true)
-	f.Add([]byte{0x48, 1, 1, 0x88, 1, 1, 0xc8, 1, 1, 8, 1, 1}, false)
-	f.Fuzz(func(t *testing.T, data []byte, nested bool) {
+	f.Add([]byte{8, 10, 10, 8, 11, 11}, false, uint64(0))
+	f.Add([]byte{0, 0, 0, 5, 8, 16, 8, 9, 9}, true, uint64(0))
+	f.Add([]byte{0x48, 1, 1, 0x88, 1, 1, 0xc8, 1, 1, 8, 1, 1}, false, uint64(0))
+	// A /24 and two /32s inside it, on both sides: both inner ones opt in,
+	// then only one.
+	f.Add([]byte{0, 0, 0, 8, 10, 10, 8, 11, 11}, false, uint64(6))
+	f.Add([]byte{0, 0, 0, 8, 10, 10, 8, 11, 11}, false, uint64(2))
+	// The inner entry first, the outer one (opting in, which is not enough) later.
+	f.Add([]byte{8, 10, 10, 0, 0, 0}, false, uint64(2))
+	f.Fuzz(func(t *testing.T, data []byte, nested bool, optIn uint64) {
 		entries := fuzzEntries(data)
-		tab, err := NewTableWith(entries, TableOptions{AllowNested: nested})
+		tab, err := NewTableWith(entries, TableOptions{AllowNested: nested, Nested: func(i int) bool { return optIn>>(i%64)&1 != 0 }})
 
 		dup, overlap := false, false
 		for i := range entries {
 			for j := range i {
 				a, b := entries[i], entries[j]
 				dup = dup || a.IPv4 == b.IPv4 || a.IPv6 == b.IPv6
-				overlap = overlap || a.IPv4.Overlaps(b.IPv4) || a.IPv6.Overlaps(b.IPv6)
+				if a.IPv4.Overlaps(b.IPv4) || a.IPv6.Overlaps(b.IPv6) {
+					inner := i
+					if b.IPv4.Bits() > a.IPv4.Bits() {
+						inner = j
+					}
+					overlap = overlap || optIn>>(inner%64)&1 == 0
+				}
 			}
 		}
 		switch {

@@ -1,11 +1,15 @@
 package mapping
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/binary"
+	"fmt"
 	"iter"
 	"math/bits"
 	"net/netip"
+	"slices"
+	"strings"
 )
 
 // Table is an immutable RFC 7757 EAM table with longest-prefix match in
@@ -90,12 +94,92 @@ type TableOptions struct {
 	// back to 2001:db8:b::9), which is why NewTable refuses them. Entries
 	// with exactly the same prefix on one side are always refused.
 	AllowNested bool
+	// Nested, when AllowNested is false, says per entry (by index) whether
+	// it may lie inside another entry: an operator's explicit opt-in for
+	// one more-specific entry, like Jool's "eamt add --force". The opt-in
+	// belongs to the inner entry (the longer prefixes; suffix lengths are
+	// equal, so it is longer on both sides), the one that punches a hole
+	// into the other.
+	Nested func(i int) bool
+}
+
+// TableError lists every entry NewTable refused, in entry order: the
+// first MaxReported in Errs, and the number of further ones in More.
+// NewTable returns a single refusal as the bare *EntryError; errors.As
+// with an *EntryError finds the first one either way.
+type TableError struct {
+	Errs []*EntryError
+	More int
+}
+
+func (e *TableError) Error() string {
+	var b strings.Builder
+	for i, ee := range e.Errs {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(ee.Error())
+	}
+	if e.More > 0 {
+		fmt.Fprintf(&b, "\nand %d more", e.More)
+	}
+	return b.String()
+}
+
+// Unwrap gives the individual errors to errors.Is and errors.As.
+func (e *TableError) Unwrap() []error {
+	out := make([]error, len(e.Errs))
+	for i, ee := range e.Errs {
+		out[i] = ee
+	}
+	return out
+}
+
+// refusals collects EntryErrors up to MaxReported and counts the rest.
+type refusals struct {
+	errs []*EntryError
+	more int
+	bad  []bool // entries already refused, reported once each
+}
+
+// full reports whether further refusals are only counted.
+func (r *refusals) full() bool { return len(r.errs) >= MaxReported }
+
+func (r *refusals) add(i int, describe func() *EntryError) {
+	if r.bad == nil {
+		// Only error paths get here; the table is already too big for a
+		// few more bytes per entry to matter.
+		r.bad = make([]bool, i+1)
+	}
+	if i >= len(r.bad) {
+		r.bad = append(r.bad, make([]bool, i+1-len(r.bad))...)
+	}
+	if r.bad[i] {
+		return
+	}
+	r.bad[i] = true
+	if r.full() {
+		r.more++
+		return
+	}
+	r.errs = append(r.errs, describe())
+}
+
+func (r *refusals) err() error {
+	switch {
+	case len(r.errs) == 0:
+		return nil
+	case len(r.errs) == 1 && r.more == 0:
+		return r.errs[0]
+	}
+	slices.SortStableFunc(r.errs, func(a, b *EntryError) int { return cmp.Compare(a.Index, b.Index) })
+	return &TableError{Errs: r.errs, More: r.more}
 }
 
 // NewTable validates entries and builds a table. Nested (overlapping)
-// entries are refused; see NewTableWith. The first problem found is
-// returned as an *EntryError naming the entry by its index in entries.
-// See checkEntry for the per-entry rules.
+// entries are refused; see NewTableWith. Every refused entry is reported
+// (see TableError), each as an *EntryError naming the entry by its index
+// in entries. See checkEntry for the per-entry rules.
 func NewTable(entries []Entry) (*Table, error) {
 	return NewTableWith(entries, TableOptions{})
 }
@@ -103,10 +187,12 @@ func NewTable(entries []Entry) (*Table, error) {
 // NewTableWith is NewTable with options.
 func NewTableWith(entries []Entry, opt TableOptions) (*Table, error) {
 	var count4 [33]int
+	var bad refusals
 	t := &Table{recs: make([]record, len(entries)), seed: randomSeed()}
 	for i, e := range entries {
 		if err := checkEntry(e); err != nil {
-			return nil, &EntryError{Index: i, Entry: e, Other: -1, Err: err}
+			bad.add(i, func() *EntryError { return &EntryError{Index: i, Entry: e, Other: -1, Err: err} })
+			continue
 		}
 		r := record{v4: e.IPv4.Addr().As4(), v6: e.IPv6.Addr().As16(), bits4: uint8(e.IPv4.Bits())}
 		r.delta = Delta(r.v4, r.v6)
@@ -120,6 +206,9 @@ func NewTableWith(entries []Entry, opt TableOptions) (*Table, error) {
 		b := bucket64(hi)
 		t.any64[b>>6] |= 1 << (b & 63)
 	}
+	if err := bad.err(); err != nil {
+		return nil, err
+	}
 	for b := 32; b >= 0; b-- {
 		if n := count4[b]; n > 0 {
 			t.levels4 = append(t.levels4, level4{mask: ^hostMask4(b), bits: uint8(b), slots: make([]slot4, indexSize(n, 3))})
@@ -128,15 +217,18 @@ func NewTableWith(entries []Entry, opt TableOptions) (*Table, error) {
 	}
 	for i := range t.recs {
 		if !t.insert(&t.recs[i]) {
-			return nil, t.conflict(entries, i, ErrDuplicate)
+			bad.add(i, func() *EntryError { return t.conflict(entries, i, ErrDuplicate) })
 		}
 	}
 	if !opt.AllowNested && len(t.levels4) > 1 {
 		for i := range t.recs {
-			if t.nested(&t.recs[i]) {
-				return nil, t.conflict(entries, i, ErrOverlap)
+			if (opt.Nested == nil || !opt.Nested(i)) && t.nested(&t.recs[i]) {
+				bad.add(i, func() *EntryError { return t.conflict(entries, i, ErrOverlap) })
 			}
 		}
+	}
+	if err := bad.err(); err != nil {
+		return nil, err
 	}
 	return t, nil
 }
@@ -233,35 +325,34 @@ func (t *Table) nested(r *record) bool {
 	return false
 }
 
-// conflict describes entry i clashing with an earlier one on one side.
-// Only error paths call it, so it searches linearly.
+// conflict describes entry i clashing with another on one side: for
+// ErrDuplicate an earlier entry with the same prefix, for ErrOverlap an
+// entry whose shorter prefix covers entry i's (i is the inner one, whose
+// opt-in TableOptions.Nested would have allowed it). Only error paths call
+// it, so it searches linearly.
 func (t *Table) conflict(entries []Entry, i int, reason error) *EntryError {
 	ei := entries[i]
 	for j, ej := range entries {
-		if j == i {
+		if j == i || (reason == ErrDuplicate && j > i) {
 			continue
 		}
-		side, pi, pj := "IPv4", ei.IPv4, ej.IPv4
-		if !pi.Overlaps(pj) {
-			side, pi, pj = "IPv6", ei.IPv6, ej.IPv6
-			if !pi.Overlaps(pj) {
-				continue
+		var side string
+		var pi netip.Prefix
+		for _, s := range [2]struct {
+			name   string
+			pi, pj netip.Prefix
+		}{{"IPv4", ei.IPv4, ej.IPv4}, {"IPv6", ei.IPv6, ej.IPv6}} {
+			if reason == ErrDuplicate && s.pi == s.pj || reason == ErrOverlap && s.pj.Bits() < s.pi.Bits() && s.pj.Overlaps(s.pi) {
+				side, pi = s.name, s.pi
+				break
 			}
 		}
-		if (reason == ErrDuplicate) != (pi == pj) {
+		if side == "" {
 			continue
 		}
-		if j > i {
-			// Report against the later entry.
-			i, j, ei, ej = j, i, ej, ei
-			pi, pj = pj, pi
-		}
 		verb := "equals that of"
-		switch {
-		case pi.Bits() > pj.Bits():
+		if reason == ErrOverlap {
 			verb = "lies inside that of"
-		case pi.Bits() < pj.Bits():
-			verb = "contains that of"
 		}
 		return &EntryError{Index: i, Entry: ei, Other: j, OtherEntry: ej,
 			Err: errorf(reason, "the %s side %v %s entry %s (index %d)", side, pi, verb, formatEntry(ej), j)}

@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -205,7 +206,9 @@ func TestNewTableRejects(t *testing.T) {
 		{"duplicate v6", []Entry{ok1, e("198.51.100.12", "2001:db8:6::10")}, ErrDuplicate, 1, 0, "IPv6 side"},
 		{"identical", []Entry{ok1, ok1}, ErrDuplicate, 1, 0, "equals"},
 		{"nested v4", []Entry{e("198.51.100.0/24", "2001:db8:7::/120"), ok1}, ErrOverlap, 1, 0, "IPv4 side 198.51.100.10/32 lies inside"},
-		{"nested v4, container later", []Entry{ok1, e("198.51.100.0/24", "2001:db8:7::/120")}, ErrOverlap, 1, 0, "contains"},
+		// The inner entry is the one refused: it is where an opt-in
+		// (TableOptions.Nested) would go.
+		{"nested v4, container later", []Entry{ok1, e("198.51.100.0/24", "2001:db8:7::/120")}, ErrOverlap, 0, 1, "IPv4 side 198.51.100.10/32 lies inside that of entry 198.51.100.0/24"},
 		{"nested v6", []Entry{e("192.0.2.0/24", "2001:db8:6::/120"), ok1}, ErrOverlap, 1, 0, "IPv6 side 2001:db8:6::10/128 lies inside"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -314,5 +317,91 @@ func TestLookupNoAlloc(t *testing.T) {
 		p.Extract(v6)
 	}); n != 0 {
 		t.Errorf("%v allocations per lookup round", n)
+	}
+}
+
+// TestNewTableReportsAll: every refused entry is reported, in entry order,
+// the first MaxReported in full and the rest counted.
+func TestNewTableReportsAll(t *testing.T) {
+	outer := e("198.51.100.0/24", "2001:db8:7::/120")
+	entries := []Entry{
+		e("198.51.100.10", "2001:db8:6::10"), // 0: inside 3
+		e("192.0.2.1", "2001:db8:6::1"),      // 1
+		e("192.0.2.1", "2001:db8:6::2"),      // 2: duplicate of 1
+		outer,                                // 3
+		e("192.0.2.3", "2001:db8:6::1"),      // 4: duplicate of 1 (IPv6)
+	}
+	_, err := NewTable(entries)
+	var te *TableError
+	if !errors.As(err, &te) {
+		t.Fatalf("error %v (%T), want a *TableError", err, err)
+	}
+	var got []string
+	for _, ee := range te.Errs {
+		got = append(got, fmt.Sprintf("%d/%d %v", ee.Index, ee.Other, errors.Is(ee, ErrOverlap)))
+	}
+	if want := []string{"0/3 true", "2/1 false", "4/1 false"}; !slices.Equal(got, want) || te.More != 0 {
+		t.Errorf("refusals %v (+%d more), want %v", got, te.More, want)
+	}
+	var first *EntryError
+	if !errors.As(err, &first) || first.Index != 0 {
+		t.Errorf("errors.As finds %v, want entry 0", first)
+	}
+
+	// Past MaxReported only a count.
+	many := []Entry{e("192.0.2.1", "2001:db8:6::1")}
+	for i := range MaxReported + 7 {
+		many = append(many, e("192.0.2.1", fmt.Sprintf("2001:db8:6::1:%x", i)))
+	}
+	_, err = NewTable(many)
+	if !errors.As(err, &te) || len(te.Errs) != MaxReported || te.More != 7 {
+		t.Fatalf("error with %d+%d refusals, want %d+7: %.200v", len(te.Errs), te.More, MaxReported, err)
+	}
+	if !strings.HasSuffix(err.Error(), "\nand 7 more") {
+		t.Errorf("error does not end with the count: ...%s", err.Error()[len(err.Error())-40:])
+	}
+	for i, ee := range te.Errs {
+		if ee.Index != i+1 || ee.Other != 0 {
+			t.Fatalf("refusal %d is entry %d against %d", i, ee.Index, ee.Other)
+		}
+	}
+}
+
+// TestNewTableNestedOptIn: an inner entry that opts in may lie inside
+// another (longest match wins, RFC 7757 section 3); one that does not is
+// still refused, and the outer entry's opt-in does not cover it.
+func TestNewTableNestedOptIn(t *testing.T) {
+	entries := []Entry{
+		e("198.51.100.0/24", "2001:db8:7::/120"),
+		e("198.51.100.10", "2001:db8:6::10"),
+		e("198.51.100.11", "2001:db8:6::11"),
+	}
+	optIn := func(set ...int) func(int) bool {
+		return func(i int) bool { return slices.Contains(set, i) }
+	}
+	tab, err := NewTableWith(entries, TableOptions{Nested: optIn(1, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ v4, v6 string }{
+		{"198.51.100.10", "2001:db8:6::10"},
+		{"198.51.100.11", "2001:db8:6::11"},
+		{"198.51.100.12", "2001:db8:7::c"},
+	} {
+		v6, _, ok := tab.Lookup4(netip.MustParseAddr(tc.v4).As4())
+		if !ok || netip.AddrFrom16(v6) != netip.MustParseAddr(tc.v6) {
+			t.Errorf("Lookup4(%s) = %v, %v; want %s", tc.v4, netip.AddrFrom16(v6), ok, tc.v6)
+		}
+		v4, _, ok := tab.Lookup6(netip.MustParseAddr(tc.v6).As16())
+		if !ok || netip.AddrFrom4(v4) != netip.MustParseAddr(tc.v4) {
+			t.Errorf("Lookup6(%s) = %v, %v; want %s", tc.v6, netip.AddrFrom4(v4), ok, tc.v4)
+		}
+	}
+	for _, set := range [][]int{{1}, {0, 2}, {0}} {
+		_, err := NewTableWith(entries, TableOptions{Nested: optIn(set...)})
+		var ee *EntryError
+		if !errors.As(err, &ee) || !errors.Is(err, ErrOverlap) || slices.Contains(set, ee.Index) || ee.Other != 0 {
+			t.Errorf("opt-in %v: error %v", set, err)
+		}
 	}
 }
