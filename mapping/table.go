@@ -474,26 +474,33 @@ func (t *Table) Lookup6(a [16]byte) (v4 [4]byte, delta uint16, ok bool) {
 	return v4, 0, false
 }
 
-// validateSnapshot applies the rules documented on NewSnapshot.
+// validateSnapshot applies the rules documented on NewSnapshot to every
+// entry and reports all the refused ones (see TableError).
 func validateSnapshot(p Prefix, t *Table) error {
 	if !p.Valid() {
 		return nil
 	}
+	var bad refusals
 	wkp := p.IsWellKnown()
 	for i := range t.recs {
 		r := &t.recs[i]
 		if p.Contains(r.v6) {
-			e := r.entry()
-			return &EntryError{Index: i, Entry: e, Other: -1,
-				Err: errorf(ErrInsidePrefix, "the IPv6 side %v lies inside the RFC 6052 prefix %v", e.IPv6, p.Prefix())}
+			bad.add(i, func() *EntryError {
+				e := r.entry()
+				return &EntryError{Index: i, Entry: e, Other: -1,
+					Err: errorf(ErrInsidePrefix, "the IPv6 side %v lies inside the RFC 6052 prefix %v", e.IPv6, p.Prefix())}
+			})
+			continue
 		}
 		if lo := be32(r.v4); wkp && overlapsNonGlobal4(lo, lo|hostMask4(int(r.bits4))) {
-			e := r.entry()
-			as6, _ := p.Embed(r.v4)
-			return &EntryError{Index: i, Entry: e, Other: -1,
-				Err: errorf(ErrWellKnownNonGlobal, "the IPv4 side %v is not global, and with the well-known prefix %v hairpinned traffic (RFC 7757 section 4.2) would represent it as %v, which RFC 6052 section 3.1 forbids; use a network-specific prefix",
-					e.IPv4, WellKnown, netip.AddrFrom16(as6))}
+			bad.add(i, func() *EntryError {
+				e := r.entry()
+				as6, _ := p.Embed(r.v4)
+				return &EntryError{Index: i, Entry: e, Other: -1,
+					Err: errorf(ErrWellKnownNonGlobal, "the IPv4 side %v is not global, and with the well-known prefix %v hairpinned traffic (RFC 7757 section 4.2) would represent it as %v, which RFC 6052 section 3.1 forbids; use a network-specific prefix",
+						e.IPv4, WellKnown, netip.AddrFrom16(as6))}
+			})
 		}
 	}
-	return nil
+	return bad.err()
 }

@@ -2,10 +2,12 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -180,10 +182,19 @@ func TestFull(t *testing.T) {
 			{Interface: "eth1", Preference: "high", RouterLifetime: 0, Interval: 10, RouteLifetime: 30},
 			{Interface: "eth2", Preference: "medium", RouterLifetime: 0, Interval: 30, RouteLifetime: 86400},
 		},
-		snap: c.snap,
+		snap:   c.snap,
+		origin: c.origin, // checked below
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
+	}
+	for i, wantLine := range []int{4, 8} {
+		if f, l, ok := c.MappingOrigin(i); f != "full.hcl" || l != wantLine || !ok {
+			t.Errorf("MappingOrigin(%d) = %s:%d, %v; want full.hcl:%d", i, f, l, ok, wantLine)
+		}
+	}
+	if _, _, ok := c.MappingOrigin(2); ok {
+		t.Errorf("MappingOrigin(2) of 2 entries is ok")
 	}
 	if len(c.Warnings) != 0 {
 		t.Errorf("warnings: %v", c.Warnings)
@@ -681,4 +692,122 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted but Xlat fails: %v", err)
 		}
 	})
+}
+
+// diagPositions is "file:line:col: summary" of each diagnostic of err, the
+// directory dir written as "D".
+func diagPositions(t *testing.T, err error, dir string) []string {
+	t.Helper()
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("error %v (%T), want an *Error", err, err)
+	}
+	var out []string
+	for _, d := range ce.Diagnostics {
+		s := FormatDiagnostic(d)
+		if i := strings.Index(s, ": "); i >= 0 {
+			if j := strings.Index(s[i+2:], ": "); j >= 0 {
+				s = s[:i+2+j]
+			}
+		}
+		out = append(out, strings.ReplaceAll(s, dir+"/", "D/"))
+	}
+	return out
+}
+
+// TestReportsAllMappingProblems: every bad CSV line, and every refused
+// entry, is reported at its place in file order; past mapping.MaxReported
+// only a count.
+func TestReportsAllMappingProblems(t *testing.T) {
+	hcl := tr("mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:6::1\"\n  }\n  mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:6::2\"\n  }\n  mappings_file = \"m.csv\"")
+	for _, tc := range []struct {
+		name, csv string
+		want      []string
+	}{
+		{"bad lines", "198.51.100.2,2001:db8:6::2\nnope\n198.51.100.3,2001:db8:6::3\n198.51.100.4;x\n1.2.3.4/24,2001:db8::/120\n",
+			[]string{"D/m.csv:2:5: Invalid mapping", "D/m.csv:4:15: Invalid mapping", "D/m.csv:5:1: Invalid mapping"}},
+		{"conflicts", "198.51.100.9,2001:db8:6::9\n198.51.100.9,2001:db8:6::8\n# c\n198.51.100.7,2001:db8:6::9\n198.51.100.0/24,2001:db8:7::/120\n",
+			// The /24 on line 5 covers every other entry; each is reported once.
+			[]string{"D/a.hcl:3:3: Invalid mapping", "D/a.hcl:7:3: Invalid mapping", "D/m.csv:1:1: Invalid mapping", "D/m.csv:2:1: Invalid mapping", "D/m.csv:4:1: Invalid mapping"}},
+		{"many", strings.Repeat("x\n", mapping.MaxReported+3),
+			append(slices.Repeat([]string{"Invalid mapping"}, mapping.MaxReported), "D/a.hcl:11:19: More invalid mappings")},
+		{"many conflicts", strings.Repeat("198.51.100.1,2001:db8:6::1\n", mapping.MaxReported+3),
+			append(slices.Repeat([]string{"Invalid mapping"}, mapping.MaxReported), "D/a.hcl:2:12: More invalid mappings")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := writeFiles(t, map[string]string{"a.hcl": hcl, "m.csv": tc.csv})
+			_, err := Load(filepath.Join(dir, "a.hcl"))
+			got := diagPositions(t, err, dir)
+			if len(got) != len(tc.want) {
+				t.Fatalf("%d diagnostics, want %d:\n%s", len(got), len(tc.want), strings.Join(got, "\n"))
+			}
+			for i := range got {
+				if !strings.HasSuffix(got[i], tc.want[i]) {
+					t.Errorf("diagnostic %d = %q, want %q", i, got[i], tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+// TestOverlapOptIn: a more specific entry inside another is an error that
+// says how to opt in; overlap = true on its block, or mappings_overlap for
+// the file's entries, accepts it and the longest match wins.
+func TestOverlapOptIn(t *testing.T) {
+	outer := "mapping {\n    ipv4 = \"198.51.100.0/24\"\n    ipv6 = \"2001:db8:7::/120\"\n  }\n  "
+	inner := func(extra string) string {
+		return "mapping {\n    ipv4 = \"198.51.100.9\"\n    ipv6 = \"2001:db8:6::9\"\n    " + extra + "\n  }\n  "
+	}
+	for _, tc := range []struct {
+		name, hcl, csv string
+		err            string // "" for accepted
+	}{
+		{"block without", outer + inner(""), "", "bad.hcl:7:3: Invalid mapping: 198.51.100.9/32 = 2001:db8:6::9/128: overlapping"},
+		{"block with", outer + inner("overlap = true"), "", ""},
+		{"block with, inner first", inner("overlap = true") + outer, "", ""},
+		{"outer opts in", "mapping {\n    ipv4 = \"198.51.100.0/24\"\n    ipv6 = \"2001:db8:7::/120\"\n    overlap = true\n  }\n  " + inner(""), "", "add overlap = true to its mapping block"},
+		{"csv without", outer + "mappings_file = \"m.csv\"", "198.51.100.9,2001:db8:6::9\n", "m.csv:1:1: Invalid mapping"},
+		{"csv without, hint", outer + "mappings_file = \"m.csv\"", "198.51.100.9,2001:db8:6::9\n", "set mappings_overlap = true"},
+		{"csv with", outer + "mappings_file = \"m.csv\"\n  mappings_overlap = true", "198.51.100.9,2001:db8:6::9\n", ""},
+		{"mappings_overlap without file", outer + "mappings_overlap = true", "", "bad.hcl:7:22: Invalid mappings_overlap"},
+		{"overlap not bool", inner("overlap = \"yes\""), "", "bad.hcl:6:15: Incorrect attribute value type"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := writeFiles(t, map[string]string{"bad.hcl": tr(tc.hcl), "m.csv": tc.csv})
+			c, err := Load(filepath.Join(dir, "bad.hcl"))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(strings.ReplaceAll(err.Error(), dir+"/", ""), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for v4, v6 := range map[string]string{"198.51.100.9": "2001:db8:6::9", "198.51.100.10": "2001:db8:7::a"} {
+				got, _, _ := c.Snapshot().To6(netip.MustParseAddr(v4).As4())
+				if netip.AddrFrom16(got) != netip.MustParseAddr(v6) {
+					t.Errorf("To6(%s) = %v, want %s", v4, netip.AddrFrom16(got), v6)
+				}
+			}
+		})
+	}
+}
+
+// TestMappingOriginCSV: entries of the mappings file remember their line.
+func TestMappingOriginCSV(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"a.hcl": tr("mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:6::1\"\n  }\n  mappings_file = \"m.csv\""),
+		"m.csv": "# c\n198.51.100.2,2001:db8:6::2\n\n198.51.100.3,2001:db8:6::3\n",
+	})
+	c, err := Load(filepath.Join(dir, "a.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"a.hcl:3", "m.csv:2", "m.csv:4"} {
+		f, l, ok := c.MappingOrigin(i)
+		if got := fmt.Sprintf("%s:%d", filepath.Base(f), l); got != want || !ok {
+			t.Errorf("MappingOrigin(%d) = %s, %v; want %s", i, got, ok, want)
+		}
+	}
 }

@@ -35,12 +35,14 @@ var (
 			{Name: "deny_ipv4"},
 			{Name: "ipv4_mtu"},
 			{Name: "ipv6_mtu"},
+			{Name: "mappings_overlap"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{{Type: "mapping"}, {Type: "tun"}},
 	}
 	mappingSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "ipv4", Required: true},
 		{Name: "ipv6", Required: true},
+		{Name: "overlap"},
 	}}
 	tunSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "name"}, {Name: "queues"}, {Name: "routes"}, {Name: "mtu"}, {Name: "offload"},
@@ -212,14 +214,18 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 	}
 
 	for _, mb := range content.Blocks.OfType("mapping") {
-		if e, ok := d.mappingBlock(mb); ok {
+		if e, overlap, ok := d.mappingBlock(mb); ok {
 			t.Mappings = append(t.Mappings, e)
 			d.mappingBlocks = append(d.mappingBlocks, mb.DefRange)
+			d.blockOverlap = append(d.blockOverlap, overlap)
 		}
 	}
 	var file string
 	if a := d.str(attrs, "mappings_file", &file); a != nil {
 		d.mappingsFile(a, file, t)
+	}
+	if a := d.boolean(attrs, "mappings_overlap", &d.csvOverlap); a != nil && d.csvOverlap && attrs["mappings_file"] == nil {
+		d.errorf(a.Expr.Range(), "Invalid mappings_overlap", "mappings_overlap applies to the mappings_file entries, and there is no mappings_file; use overlap = true in mapping blocks.")
 	}
 
 	tunMTUSet := false
@@ -245,17 +251,18 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 }
 
 // mappingBlock reads a mapping block; each side is an address (a /32 or
-// /128 entry) or a prefix without host bits.
-func (d *decoder) mappingBlock(b *hcl.Block) (mapping.Entry, bool) {
-	var e mapping.Entry
+// /128 entry) or a prefix without host bits. overlap = true lets the entry
+// lie inside another one (see mapping.TableOptions.Nested).
+func (d *decoder) mappingBlock(b *hcl.Block) (e mapping.Entry, overlap, ok bool) {
 	content := d.content(b.Body, mappingSchema)
 	if content == nil {
-		return e, false
+		return e, false, false
 	}
 	a4 := d.prefix(content.Attributes, "ipv4", &e.IPv4, ipv4Only, network)
 	a6 := d.prefix(content.Attributes, "ipv6", &e.IPv6, ipv6Only, network)
+	d.boolean(content.Attributes, "overlap", &overlap)
 	if a4 == nil || a6 == nil {
-		return e, false
+		return e, false, false
 	}
 	// The mapping package's per-entry rules (RFC 7757 section 3.1 suffix
 	// lengths, host bits, special space, RFC 6052 section 3.1), checked
@@ -266,9 +273,9 @@ func (d *decoder) mappingBlock(b *hcl.Block) (mapping.Entry, bool) {
 			err = ee.Err
 		}
 		d.errorf(b.DefRange, "Invalid mapping", "%s: %v.", describe(e), err)
-		return e, false
+		return e, false, false
 	}
-	return e, true
+	return e, overlap, true
 }
 
 func (d *decoder) iface(b *hcl.Block) Interface {
