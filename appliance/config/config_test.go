@@ -305,6 +305,10 @@ func TestWarnings(t *testing.T) {
   ipv4_mtu = 1500
   ipv6_mtu = 1500
   lowest_ipv6_mtu = 1501
+  mapping {
+    ipv4 = "198.51.100.1"
+    ipv6 = "2001:db8:6::1"
+  }
 }`
 	c, err := Parse([]byte(src), "w.hcl")
 	if err != nil {
@@ -809,5 +813,50 @@ func TestMappingOriginCSV(t *testing.T) {
 		if got := fmt.Sprintf("%s:%d", filepath.Base(f), l); got != want || !ok {
 			t.Errorf("MappingOrigin(%d) = %s, %v; want %s", i, got, ok, want)
 		}
+	}
+}
+
+// TestQuestionableValues: values that are valid but almost certainly a
+// mistake give a warning at their position, and the file still loads.
+func TestQuestionableValues(t *testing.T) {
+	m := "mapping {\n    ipv4 = \"198.51.100.9\"\n    ipv6 = \"2001:db8:6::9\"\n  }\n  " // lines 3-6
+	for _, tc := range []struct {
+		name, src string
+		want      []string // "line:col: summary" of each warning, file "q.hcl"
+	}{
+		{"clean", tr(m + "icmp_source_pool = [\"203.0.113.64/26\"]\n  deny_ipv4 = [\"192.0.2.0/24\"]"), nil},
+		{"no mappings", tr(""), []string{"1:1: No mappings"}},
+		{"multicast prefix", "translator {\n  prefix = \"ff0e::/96\"\n  " + m + "\n}\n", []string{"2:12: Questionable prefix"}},
+		{"link-local prefix", "translator {\n  prefix = \"fe80::/64\"\n  " + m + "\n}\n", []string{"2:12: Questionable prefix"}},
+		{"::/96 prefix", "translator {\n  prefix = \"::/96\"\n  " + m + "\n}\n", []string{"2:12: Questionable prefix"}},
+		{"pool everything", tr(m + "icmp_source_pool = [\"203.0.113.64/26\", \"0.0.0.0/0\"]"), []string{"7:42: Questionable icmp_source_pool"}},
+		{"pool private", tr(m + "icmp_source_pool = [\"172.20.0.0/24\", \"192.168.0.0/15\"]"), []string{"7:23: Questionable icmp_source_pool", "7:40: Questionable icmp_source_pool"}},
+		{"deny cancels", tr(m + "deny_ipv4 = [\"192.0.2.0/24\", \"198.51.100.0/24\"]"), []string{"7:32: deny_ipv4 cancels a mapping"}},
+		{"tun mtu below ipv4_mtu", tr(m + "ipv4_mtu = 9000\n  ipv6_mtu = 9020\n  tun {\n    mtu = 1500\n  }"), []string{"10:11: tun MTU below the link MTU"}},
+		{"tun mtu fits", tr(m + "ipv4_mtu = 1500\n  tun {\n    mtu = 1520\n  }"), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.src), "q.hcl")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, w := range c.Warnings {
+				got = append(got, FormatDiagnostic(w))
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("warnings\n  %s\nwant %q", strings.Join(got, "\n  "), tc.want)
+			}
+			for i, w := range tc.want {
+				if want := "q.hcl:" + strings.Replace(w, ": ", ": warning: ", 1); !strings.HasPrefix(got[i], want) {
+					t.Errorf("warning %d = %q, want prefix %q", i, got[i], want)
+				}
+			}
+		})
+	}
+	// The deny warning names the mapping and where it is.
+	c, err := Parse([]byte(tr(m+"deny_ipv4 = [\"198.51.100.0/24\"]")), "q.hcl")
+	if err != nil || len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0].Detail, "198.51.100.9/32 = 2001:db8:6::9/128 at q.hcl:3:3") {
+		t.Errorf("deny warning: %v %v", err, c.Warnings)
 	}
 }

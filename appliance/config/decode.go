@@ -193,13 +193,17 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 		d.prefixRange = a.Expr.Range()
 		if _, err := mapping.NewPrefix(t.Prefix); err != nil {
 			d.errorf(a.Expr.Range(), "Invalid prefix", "%s.", err)
+		} else {
+			d.warnPrefix(a.Expr.Range(), t.Prefix)
 		}
 	}
 	lowest := d.integer(attrs, "lowest_ipv6_mtu", &t.LowestIPv6MTU, 1280, 65535, false)
 	d.oneOf(attrs, "udp_zero_checksum", &t.UDPZeroChecksum, "compute", "drop")
 	d.oneOf(attrs, "hairpin", &t.Hairpin, "off", "simple", "intrinsic")
-	d.prefixList(attrs, "icmp_source_pool", &t.ICMPSourcePool, ipv4Only, network)
-	d.prefixList(attrs, "deny_ipv4", &t.DenyIPv4, ipv4Only, network)
+	if a := d.prefixList(attrs, "icmp_source_pool", &t.ICMPSourcePool, ipv4Only, network); a != nil {
+		d.warnICMPSourcePool(a, t.ICMPSourcePool)
+	}
+	denyAttr := d.prefixList(attrs, "deny_ipv4", &t.DenyIPv4, ipv4Only, network)
 	v4mtu := d.integer(attrs, "ipv4_mtu", &t.IPv4MTU, 68, 65535, true)
 	v6mtu := d.integer(attrs, "ipv6_mtu", &t.IPv6MTU, 1280, 65535, true)
 	if v4mtu != nil && v6mtu != nil && t.IPv4MTU > 0 && t.IPv6MTU > 0 && t.IPv6MTU < t.IPv4MTU+20 {
@@ -229,6 +233,7 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 	}
 
 	tunMTUSet := false
+	var tunMTU *hcl.Attribute
 	if tb := d.singleBlock(content.Blocks.OfType("tun"), "tun"); tb != nil {
 		ta := d.content(tb.Body, tunSchema).Attributes
 		if a := d.str(ta, "name", &t.Tun.Name); a != nil {
@@ -239,7 +244,8 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 		// The kernel allows at most 256 queues per tun (MAX_TAP_QUEUES).
 		d.integer(ta, "queues", &t.Tun.Queues, 0, 256, false)
 		d.boolean(ta, "routes", &t.Tun.Routes)
-		tunMTUSet = d.integer(ta, "mtu", &t.Tun.MTU, 1280, 65535, false) != nil
+		tunMTU = d.integer(ta, "mtu", &t.Tun.MTU, 1280, 65535, false)
+		tunMTUSet = tunMTU != nil
 		d.boolean(ta, "offload", &t.Tun.Offload)
 	}
 	if !tunMTUSet {
@@ -247,6 +253,104 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 		if t.IPv4MTU > 0 {
 			t.Tun.MTU = max(t.Tun.MTU, t.IPv4MTU+20)
 		}
+	} else if a := tunMTU; t.Tun.MTU < max(t.IPv4MTU, t.IPv6MTU) {
+		d.warnf(a.Expr.Range(), "tun MTU below the link MTU",
+			"The tun MTU (%d) is smaller than ipv4_mtu (%d) or ipv6_mtu (%d): full-size packets from those links cannot enter the tun, and the kernel answers them with ICMP errors instead of translating them. Leave mtu out to get max(1500, ipv6_mtu, ipv4_mtu + 20).",
+			t.Tun.MTU, t.IPv4MTU, t.IPv6MTU)
+	}
+
+	if denyAttr != nil {
+		d.warnDenyCancels(denyAttr, t)
+	}
+	if len(t.Mappings) == 0 && !d.diags.HasErrors() {
+		d.warnf(b.DefRange, "No mappings",
+			"The translator has no mapping blocks and no mappings_file entries: IPv4 clients reach nothing on the IPv6 side (RFC 7757 EAM entries are what map IPv6 servers to public IPv4 addresses); only the RFC 6052 prefix translates.")
+	}
+}
+
+// warnPrefix warns about RFC 6052 prefixes that NewPrefix accepts but that
+// cannot work: translated addresses inside them would be multicast or
+// link-local, or IPv4-compatible (::/96, deprecated by RFC 4291 section
+// 2.5.5.1 and never routed).
+func (d *decoder) warnPrefix(r hcl.Range, p netip.Prefix) {
+	var why string
+	switch a := p.Addr(); {
+	case a.IsMulticast():
+		why = "is multicast (ff00::/8): IPv4 clients would appear as multicast sources, which no IPv6 host answers (RFC 4291 section 2.7)"
+	case a.IsLinkLocalUnicast():
+		why = "is link-local (fe80::/10): its addresses are not routed beyond one link (RFC 4291 section 2.5.6)"
+	case p == netip.MustParsePrefix("::/96"):
+		why = "is ::/96, the IPv4-compatible space deprecated by RFC 4291 section 2.5.5.1; routers drop it"
+	default:
+		return
+	}
+	d.warnf(r, "Questionable prefix", "The translation prefix %v %s. Use the well-known 64:ff9b::/96 or a prefix from your own allocation.", p, why)
+}
+
+// rfc1918 is the private IPv4 space of RFC 1918 section 3.
+var rfc1918 = []netip.Prefix{
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+}
+
+// elemRange is where element i of a literal list attribute was written
+// (the whole value when the list is not literal).
+func elemRange(a *hcl.Attribute, i int) hcl.Range {
+	if t, ok := a.Expr.(interface{ ExprList() []hcl.Expression }); ok {
+		if elems := t.ExprList(); i < len(elems) {
+			return elems[i].Range()
+		}
+	}
+	return a.Expr.Range()
+}
+
+// warnICMPSourcePool warns about pool prefixes that make the translator's
+// own ICMPv4 errors (RFC 6791 / RFC 7915 section 5.1) undeliverable or
+// misleading: the whole IPv4 space, or private space, which strict uRPF
+// and bogon filters on the way to an Internet client drop.
+func (d *decoder) warnICMPSourcePool(a *hcl.Attribute, pool []netip.Prefix) {
+	for i, p := range pool {
+		switch {
+		case p.Bits() == 0:
+			d.warnf(elemRange(a, i), "Questionable icmp_source_pool",
+				"%v would pick ICMPv4 error sources from the whole IPv4 space, including addresses that belong to others; RFC 6791 asks for a small pool of addresses that are yours.", p)
+		default:
+			for _, priv := range rfc1918 {
+				if priv.Overlaps(p) {
+					d.warnf(elemRange(a, i), "Questionable icmp_source_pool",
+						"%v is private address space (RFC 1918, %v): ICMPv4 errors from it are dropped by bogon and uRPF filters on the way to Internet clients, which breaks Path MTU Discovery. RFC 6791 section 4 recommends a public address.", p, priv)
+					break
+				}
+			}
+		}
+	}
+}
+
+// warnDenyCancels warns about deny_ipv4 entries that cover the IPv4 side
+// of a mapping: traffic to that mapping is always dropped, so the mapping
+// or the deny entry is a mistake.
+func (d *decoder) warnDenyCancels(a *hcl.Attribute, t *Translator) {
+	for i, p := range t.DenyIPv4 {
+		first, n := -1, 0
+		for j, e := range t.Mappings {
+			if p.Overlaps(e.IPv4) {
+				if first < 0 {
+					first = j
+				}
+				n++
+			}
+		}
+		if first < 0 {
+			continue
+		}
+		others := ""
+		if n > 1 {
+			others = fmt.Sprintf(" and %d more mappings", n-1)
+		}
+		d.warnf(elemRange(a, i), "deny_ipv4 cancels a mapping",
+			"deny_ipv4 %v covers the mapping %s at %s%s: packets to and from them are dropped instead of translated.",
+			p, describe(t.Mappings[first]), posString(d.entryRange(first)), others)
 	}
 }
 
