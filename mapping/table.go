@@ -504,3 +504,35 @@ func validateSnapshot(p Prefix, t *Table) error {
 	}
 	return bad.err()
 }
+
+// Entry returns entry i, in the order given to NewTable.
+func (t *Table) Entry(i int) Entry { return t.recs[i].entry() }
+
+// Find4 returns the index of the entry Lookup4 uses for a: the one with
+// the longest IPv4 prefix covering it. It scans the whole table, for
+// diagnostics (map646 lookup), not for the packet path.
+func (t *Table) Find4(a [4]byte) (i int, ok bool) {
+	x := be32(a)
+	best, bestBits := -1, -1
+	for j := range t.recs {
+		r := &t.recs[j]
+		if int(r.bits4) > bestBits && x&^hostMask4(int(r.bits4)) == be32(r.v4) {
+			best, bestBits = j, int(r.bits4)
+		}
+	}
+	return best, best >= 0
+}
+
+// Find6 is Find4 for the IPv6 side: the entry Lookup6 uses for a.
+func (t *Table) Find6(a [16]byte) (i int, ok bool) {
+	hi, lo := split6(a)
+	best, bestBits := -1, -1
+	for j := range t.recs {
+		r := &t.recs[j]
+		rhi, rlo := split6(r.v6)
+		if int(r.bits4) > bestBits && hi == rhi && lo&^uint64(hostMask4(int(r.bits4))) == rlo {
+			best, bestBits = j, int(r.bits4)
+		}
+	}
+	return best, best >= 0
+}

@@ -405,3 +405,39 @@ func TestNewTableNestedOptIn(t *testing.T) {
 		}
 	}
 }
+
+// TestFind: Find4 and Find6 name the entry the lookups use (the longest
+// match), and agree with them on every address of a nested table.
+func TestFind(t *testing.T) {
+	entries := []Entry{
+		e("198.51.100.0/24", "2001:db8:7::/120"),
+		e("198.51.100.8/30", "2001:db8:8::/126"),
+		e("198.51.100.9", "2001:db8:6::9"),
+	}
+	tab, err := NewTableWith(entries, TableOptions{AllowNested: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		addr string
+		want int
+	}{
+		{"198.51.100.9", 2}, {"198.51.100.10", 1}, {"198.51.100.200", 0}, {"192.0.2.1", -1},
+		{"2001:db8:6::9", 2}, {"2001:db8:8::3", 1}, {"2001:db8:7::ff", 0}, {"2001:db8:6::8", -1}, {"2001:db8:7:1::1", -1},
+	} {
+		a := netip.MustParseAddr(tc.addr)
+		var i int
+		var ok bool
+		if a.Is4() {
+			i, ok = tab.Find4(a.As4())
+		} else {
+			i, ok = tab.Find6(a.As16())
+		}
+		if ok != (tc.want >= 0) || ok && i != tc.want {
+			t.Errorf("Find(%s) = %d, %v; want %d", tc.addr, i, ok, tc.want)
+		}
+		if ok && tab.Entry(i) != entries[i] {
+			t.Errorf("Entry(%d) = %v", i, tab.Entry(i))
+		}
+	}
+}
