@@ -64,7 +64,8 @@ func TestParseCSVErrors(t *testing.T) {
 		{"198.51.100.1,192.0.2.1\n", "m.csv:1:14: wrong address family: 192.0.2.1 is not an IPv6 address", ErrFamily},
 		{"198.51.100.1,::ffff:192.0.2.1\n", "m.csv:1:14: wrong address family", ErrFamily},
 		{"\n\n192.0.2.1/24,2001:db8::/120\n", "m.csv:3:1: host bits set: 192.0.2.1/24 (did you mean 192.0.2.0/24?)", ErrHostBits},
-		{"192.0.2.0/24,\t2001:db8::/64\n", "m.csv:1:15: suffix lengths differ", ErrSuffixLength},
+		{"192.0.2.0/24,\t2001:db8::/124\n", "m.csv:1:15: suffix lengths differ", ErrSuffixLength},
+		{"192.0.2.0/24,2001:db8::/63\n", "m.csv:1:14: suffix lengths differ: 2001:db8::/63 is shorter than /64", ErrSuffixLength},
 		{"198.51.100.1,64:ff9b::c633:6401\n", "m.csv:1:14: well-known prefix with non-global IPv4", ErrWellKnownNonGlobal},
 		{"127.0.0.1,2001:db8::1\n", "m.csv:1:1: not a forwardable unicast address", ErrSpecial},
 	} {

@@ -17,15 +17,23 @@ var (
 
 // fuzzEntries turns bytes into entries: 3 bytes each (length and base
 // choice, IPv4 low byte, IPv6 low byte), all inside two /24s and two /120s.
+// Bit 5 of the first byte (when the IPv4 side is shorter than /32) gives
+// the IPv6 side one bit more suffix than the IPv4 side (RFC 7757 section
+// 3.2).
 func fuzzEntries(data []byte) []Entry {
 	var out []Entry
 	for ; len(data) >= 3 && len(out) < 64; data = data[3:] {
 		bits := 24 + int(data[0]%9)
+		bits6 := 96 + bits
+		if bits < 32 && data[0]&0x20 != 0 {
+			bits6--
+		}
 		mask := byte(0xff << (32 - bits))
+		mask6 := byte(0xff << (128 - bits6))
 		a4, a6 := fuzzBases4[data[0]>>6&1], fuzzBases6[data[0]>>7]
 		a4[3] = data[1] & mask
-		a6[15] = data[2] & mask
-		out = append(out, Entry{IPv4: netip.PrefixFrom(netip.AddrFrom4(a4), bits), IPv6: netip.PrefixFrom(netip.AddrFrom16(a6), 96+bits)})
+		a6[15] = data[2] & mask6
+		out = append(out, Entry{IPv4: netip.PrefixFrom(netip.AddrFrom4(a4), bits), IPv6: netip.PrefixFrom(netip.AddrFrom16(a6), bits6)})
 	}
 	return out
 }
@@ -45,6 +53,8 @@ func FuzzTable(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 8, 10, 10, 8, 11, 11}, false, uint64(2))
 	// The inner entry first, the outer one (opting in, which is not enough) later.
 	f.Add([]byte{8, 10, 10, 0, 0, 0}, false, uint64(2))
+	// Longer IPv6 suffixes (bit 5): a /30 <-> /125 and a /31 <-> /126.
+	f.Add([]byte{0x26, 4, 8, 0x27, 8, 16}, false, uint64(0))
 	f.Fuzz(func(t *testing.T, data []byte, nested bool, optIn uint64) {
 		entries := fuzzEntries(data)
 		tab, err := NewTableWith(entries, TableOptions{AllowNested: nested, Nested: func(i int) bool { return optIn>>(i%64)&1 != 0 }})
@@ -54,9 +64,18 @@ func FuzzTable(f *testing.F) {
 			for j := range i {
 				a, b := entries[i], entries[j]
 				dup = dup || a.IPv4 == b.IPv4 || a.IPv6 == b.IPv6
-				if a.IPv4.Overlaps(b.IPv4) || a.IPv6.Overlaps(b.IPv6) {
+				// The entry with the longer prefix on an overlapping side
+				// must opt in (the sides can disagree on which is inner).
+				if a.IPv4.Overlaps(b.IPv4) && a.IPv4 != b.IPv4 {
 					inner := i
 					if b.IPv4.Bits() > a.IPv4.Bits() {
+						inner = j
+					}
+					overlap = overlap || optIn>>(inner%64)&1 == 0
+				}
+				if a.IPv6.Overlaps(b.IPv6) && a.IPv6 != b.IPv6 {
+					inner := i
+					if b.IPv6.Bits() > a.IPv6.Bits() {
 						inner = j
 					}
 					overlap = overlap || optIn>>(inner%64)&1 == 0

@@ -43,8 +43,13 @@ type record struct {
 	v6    [16]byte // IPv6 prefix address
 	v4    [4]byte  // IPv4 prefix address
 	delta uint16   // Delta(v4, v6): exact for /32 entries
-	bits4 uint8    // IPv4 prefix length; the IPv6 one is 96+bits4
+	bits4 uint8    // IPv4 prefix length
+	bits6 uint8    // IPv6 prefix length: 64 or more, at most 96+bits4
 }
+
+// shift is where the IPv4 suffix sits in the IPv6 suffix: the IPv6 suffix
+// is the IPv4 suffix followed by shift zero bits (RFC 7757 section 3.2).
+func (r *record) shift() uint8 { return (128 - r.bits6) - (32 - r.bits4) }
 
 // level4 indexes the IPv4 sides of the entries with one prefix length.
 type level4 struct {
@@ -59,10 +64,11 @@ type slot4 struct {
 	key   uint32
 	delta uint16
 	used  bool
+	shift uint8 // record.shift
 }
 
 // level6 indexes the IPv6 sides of the entries with one prefix length
-// (always /96../128, so only the low 32 bits are ever masked).
+// (always /64../128, so only the low 64 bits are ever masked).
 type level6 struct {
 	mask  uint64 // network mask of the low 64 bits
 	bits  uint8
@@ -76,6 +82,7 @@ type slot6 struct {
 	v4     [4]byte
 	delta  uint16
 	used   bool
+	shift  uint8 // record.shift
 }
 
 const (
@@ -187,6 +194,7 @@ func NewTable(entries []Entry) (*Table, error) {
 // NewTableWith is NewTable with options.
 func NewTableWith(entries []Entry, opt TableOptions) (*Table, error) {
 	var count4 [33]int
+	var count6 [129]int
 	var bad refusals
 	t := &Table{recs: make([]record, len(entries)), seed: randomSeed()}
 	for i, e := range entries {
@@ -194,10 +202,11 @@ func NewTableWith(entries []Entry, opt TableOptions) (*Table, error) {
 			bad.add(i, func() *EntryError { return &EntryError{Index: i, Entry: e, Other: -1, Err: err} })
 			continue
 		}
-		r := record{v4: e.IPv4.Addr().As4(), v6: e.IPv6.Addr().As16(), bits4: uint8(e.IPv4.Bits())}
+		r := record{v4: e.IPv4.Addr().As4(), v6: e.IPv6.Addr().As16(), bits4: uint8(e.IPv4.Bits()), bits6: uint8(e.IPv6.Bits())}
 		r.delta = Delta(r.v4, r.v6)
 		t.recs[i] = r
 		count4[r.bits4]++
+		count6[r.bits6]++
 		lo := be32(r.v4)
 		for x := lo >> 16; x <= (lo|hostMask4(int(r.bits4)))>>16; x++ {
 			t.any16[x>>6] |= 1 << (x & 63)
@@ -212,7 +221,11 @@ func NewTableWith(entries []Entry, opt TableOptions) (*Table, error) {
 	for b := 32; b >= 0; b-- {
 		if n := count4[b]; n > 0 {
 			t.levels4 = append(t.levels4, level4{mask: ^hostMask4(b), bits: uint8(b), slots: make([]slot4, indexSize(n, 3))})
-			t.levels6 = append(t.levels6, level6{mask: ^uint64(hostMask4(b)), bits: uint8(96 + b), slots: make([]slot6, indexSize(n, 2))})
+		}
+	}
+	for b := 128; b >= 64; b-- {
+		if n := count6[b]; n > 0 {
+			t.levels6 = append(t.levels6, level6{mask: ^hostMask64(b), bits: uint8(b), slots: make([]slot6, indexSize(n, 2))})
 		}
 	}
 	for i := range t.recs {
@@ -220,7 +233,7 @@ func NewTableWith(entries []Entry, opt TableOptions) (*Table, error) {
 			bad.add(i, func() *EntryError { return t.conflict(entries, i, ErrDuplicate) })
 		}
 	}
-	if !opt.AllowNested && len(t.levels4) > 1 {
+	if !opt.AllowNested && (len(t.levels4) > 1 || len(t.levels6) > 1) {
 		for i := range t.recs {
 			if (opt.Nested == nil || !opt.Nested(i)) && t.nested(&t.recs[i]) {
 				bad.add(i, func() *EntryError { return t.conflict(entries, i, ErrOverlap) })
@@ -281,7 +294,12 @@ func (t *Table) insert(r *record) bool {
 	var l6 *level6
 	for i := range t.levels4 {
 		if t.levels4[i].bits == r.bits4 {
-			l4, l6 = &t.levels4[i], &t.levels6[i]
+			l4 = &t.levels4[i]
+		}
+	}
+	for i := range t.levels6 {
+		if t.levels6[i].bits == r.bits6 {
+			l6 = &t.levels6[i]
 		}
 	}
 	key := be32(r.v4)
@@ -300,8 +318,8 @@ func (t *Table) insert(r *record) bool {
 			return false
 		}
 	}
-	l4.slots[p] = slot4{v6: r.v6, key: key, delta: r.delta, used: true}
-	l6.slots[q] = slot6{hi: hi, lo: lo, v4: r.v4, delta: r.delta, used: true}
+	l4.slots[p] = slot4{v6: r.v6, key: key, delta: r.delta, used: true, shift: r.shift()}
+	l6.slots[q] = slot6{hi: hi, lo: lo, v4: r.v4, delta: r.delta, used: true, shift: r.shift()}
 	return true
 }
 
@@ -315,10 +333,14 @@ func next(p, n int) int {
 
 // nested reports whether a shorter entry covers r on either side.
 func (t *Table) nested(r *record) bool {
-	hi, lo := split6(r.v6)
 	for i := range t.levels4 {
-		if t.levels4[i].bits < r.bits4 &&
-			(t.levels4[i].find(be32(r.v4), t.seed) != nil || t.levels6[i].find(hi, lo, t.seed) != nil) {
+		if t.levels4[i].bits < r.bits4 && t.levels4[i].find(be32(r.v4), t.seed) != nil {
+			return true
+		}
+	}
+	hi, lo := split6(r.v6)
+	for i := range t.levels6 {
+		if t.levels6[i].bits < r.bits6 && t.levels6[i].find(hi, lo, t.seed) != nil {
 			return true
 		}
 	}
@@ -413,13 +435,13 @@ func (t *Table) All() iter.Seq[Entry] {
 func (r *record) entry() Entry {
 	return Entry{
 		IPv4: netip.PrefixFrom(netip.AddrFrom4(r.v4), int(r.bits4)),
-		IPv6: netip.PrefixFrom(netip.AddrFrom16(r.v6), 96+int(r.bits4)),
+		IPv6: netip.PrefixFrom(netip.AddrFrom16(r.v6), int(r.bits6)),
 	}
 }
 
 // PrefixLengths returns the distinct IPv4 prefix lengths in the table,
-// longest first (the IPv6 ones are 96 more). Lookups probe one index per
-// length.
+// longest first. Lookup4 probes one index per IPv4 length, Lookup6 one per
+// IPv6 length.
 func (t *Table) PrefixLengths() []int {
 	out := make([]int, len(t.levels4))
 	for i, l := range t.levels4 {
@@ -429,8 +451,9 @@ func (t *Table) PrefixLengths() []int {
 }
 
 // Lookup4 finds the longest IPv4 prefix covering a and returns the mapped
-// IPv6 address (suffix bits copied, RFC 7757 section 3) and the checksum
-// delta sum(v6) - sum(v4).
+// IPv6 address and the checksum delta sum(v6) - sum(v4). The IPv4 suffix
+// becomes the most significant bits of the IPv6 suffix, the rest zero
+// (RFC 7757 section 3.2; with equal suffix lengths it is copied as is).
 func (t *Table) Lookup4(a [4]byte) (v6 [16]byte, delta uint16, ok bool) {
 	x := be32(a)
 	if t.any16[x>>22]&(1<<(x>>16&63)) == 0 {
@@ -446,14 +469,16 @@ func (t *Table) Lookup4(a [4]byte) (v6 [16]byte, delta uint16, ok bool) {
 			return s.v6, s.delta, true
 		}
 		v6 = s.v6
-		binary.BigEndian.PutUint32(v6[12:], binary.BigEndian.Uint32(v6[12:])|x&^l.mask)
+		binary.BigEndian.PutUint64(v6[8:], binary.BigEndian.Uint64(v6[8:])|uint64(x&^l.mask)<<s.shift)
 		return v6, Delta(a, v6), true
 	}
 	return v6, 0, false
 }
 
 // Lookup6 finds the longest IPv6 prefix covering a and returns the mapped
-// IPv4 address (suffix bits copied) and the checksum delta sum(v6) - sum(v4).
+// IPv4 address and the checksum delta sum(v6) - sum(v4). The IPv4 suffix
+// is the most significant bits of the IPv6 suffix; when the IPv6 suffix is
+// longer, its remaining bits are ignored (RFC 7757 section 3.2).
 func (t *Table) Lookup6(a [16]byte) (v4 [4]byte, delta uint16, ok bool) {
 	hi, lo := split6(a)
 	if b := bucket64(hi); t.any64[b>>6]&(1<<(b&63)) == 0 {
@@ -468,7 +493,7 @@ func (t *Table) Lookup6(a [16]byte) (v4 [4]byte, delta uint16, ok bool) {
 		if l.bits == 128 {
 			return s.v4, s.delta, true
 		}
-		binary.BigEndian.PutUint32(v4[:], be32(s.v4)|uint32(lo&^l.mask))
+		binary.BigEndian.PutUint32(v4[:], be32(s.v4)|uint32((lo&^l.mask)>>s.shift))
 		return v4, Delta(v4, a), true
 	}
 	return v4, 0, false
@@ -484,11 +509,15 @@ func validateSnapshot(p Prefix, t *Table) error {
 	wkp := p.IsWellKnown()
 	for i := range t.recs {
 		r := &t.recs[i]
-		if p.Contains(r.v6) {
+		if p.Prefix().Overlaps(netip.PrefixFrom(netip.AddrFrom16(r.v6), int(r.bits6))) {
 			bad.add(i, func() *EntryError {
 				e := r.entry()
+				verb := "lies inside"
+				if e.IPv6.Bits() < p.Prefix().Bits() {
+					verb = "contains"
+				}
 				return &EntryError{Index: i, Entry: e, Other: -1,
-					Err: errorf(ErrInsidePrefix, "the IPv6 side %v lies inside the RFC 6052 prefix %v", e.IPv6, p.Prefix())}
+					Err: errorf(ErrInsidePrefix, "the IPv6 side %v %s the RFC 6052 prefix %v", e.IPv6, verb, p.Prefix())}
 			})
 			continue
 		}
@@ -530,9 +559,18 @@ func (t *Table) Find6(a [16]byte) (i int, ok bool) {
 	for j := range t.recs {
 		r := &t.recs[j]
 		rhi, rlo := split6(r.v6)
-		if int(r.bits4) > bestBits && hi == rhi && lo&^uint64(hostMask4(int(r.bits4))) == rlo {
-			best, bestBits = j, int(r.bits4)
+		if int(r.bits6) > bestBits && hi == rhi && lo&^hostMask64(int(r.bits6)) == rlo {
+			best, bestBits = j, int(r.bits6)
 		}
 	}
 	return best, best >= 0
+}
+
+// hostMask64 is the mask of the host bits of an IPv6 /bits (64..128)
+// within the low 64 bits.
+func hostMask64(bits int) uint64 {
+	if bits >= 128 {
+		return 0
+	}
+	return ^uint64(0) >> (bits - 64)
 }

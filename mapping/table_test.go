@@ -35,15 +35,16 @@ func refLookup4(entries []Entry, a [4]byte) (v6 [16]byte, ok bool) {
 	if best < 0 {
 		return v6, false
 	}
-	v6 = entries[best].IPv6.Addr().As16()
-	for i := 0; i < 4; i++ { // copy the suffix bits (RFC 7757 section 3)
-		hostByte := byte(0xff)
-		if b := entries[best].IPv4.Bits() - 8*i; b >= 8 {
-			hostByte = 0
-		} else if b > 0 {
-			hostByte = 0xff >> b
+	// RFC 7757 section 3.2: the IPv4 suffix, then zeros, after the IPv6
+	// prefix; done bit by bit, unlike the table.
+	e := entries[best]
+	v6 = e.IPv6.Addr().As16()
+	s4, s6 := 32-e.IPv4.Bits(), 128-e.IPv6.Bits()
+	for k := range s4 { // bit k of the IPv4 suffix, from its least significant
+		if a[3-k/8]>>(k%8)&1 != 0 {
+			pos := k + s6 - s4 // from the least significant bit of v6
+			v6[15-pos/8] |= 1 << (pos % 8)
 		}
-		v6[12+i] |= a[i] & hostByte
 	}
 	return v6, true
 }
@@ -59,15 +60,13 @@ func refLookup6(entries []Entry, a [16]byte) (v4 [4]byte, ok bool) {
 	if best < 0 {
 		return v4, false
 	}
-	v4 = entries[best].IPv4.Addr().As4()
-	for i := 0; i < 4; i++ {
-		hostByte := byte(0xff)
-		if b := entries[best].IPv4.Bits() - 8*i; b >= 8 {
-			hostByte = 0
-		} else if b > 0 {
-			hostByte = 0xff >> b
+	e := entries[best]
+	v4 = e.IPv4.Addr().As4()
+	s4, s6 := 32-e.IPv4.Bits(), 128-e.IPv6.Bits()
+	for k := range s4 {
+		if pos := k + s6 - s4; a[15-pos/8]>>(pos%8)&1 != 0 {
+			v4[3-k/8] |= 1 << (k % 8)
 		}
-		v4[i] |= a[12+i] & hostByte
 	}
 	return v4, true
 }
@@ -191,7 +190,9 @@ func TestNewTableRejects(t *testing.T) {
 		{"v6 on the v4 side", []Entry{ok1, e("2001:db8::1", "2001:db8:6::1")}, ErrFamily, 1, -1, "not an IPv4 prefix"},
 		{"v4-mapped v6 side", []Entry{e("198.51.100.1", "::ffff:198.51.100.1")}, ErrFamily, 0, -1, "not an IPv6 prefix"},
 		{"zero entry", []Entry{{}}, ErrFamily, 0, -1, "not an IPv4 prefix"},
-		{"suffix lengths", []Entry{ok1, e("192.0.2.0/24", "2001:db8:aaaa::/64")}, ErrSuffixLength, 1, -1, "8 suffix bits"},
+		{"IPv6 suffix shorter", []Entry{ok1, e("192.0.2.0/24", "2001:db8:aaaa::/124")}, ErrSuffixLength, 1, -1, "8 suffix bits"},
+		{"IPv6 side shorter than /64", []Entry{e("192.0.2.0/24", "2001:db8:aaaa::/60")}, ErrSuffixLength, 0, -1, "shorter than /64"},
+		{"contains the wkp", []Entry{e("192.0.2.0/24", "64:ff9b::/64")}, ErrWellKnownNonGlobal, 0, -1, "contains the well-known prefix"},
 		{"v4 host bits", []Entry{e("192.0.2.1/24", "2001:db8:aaaa::/120")}, ErrHostBits, 0, -1, "did you mean 192.0.2.0/24"},
 		{"v6 host bits", []Entry{e("192.0.2.0/24", "2001:db8:aaaa::1/120")}, ErrHostBits, 0, -1, "did you mean 2001:db8:aaaa::/120"},
 		{"loopback", []Entry{e("127.0.0.1", "2001:db8::1")}, ErrSpecial, 0, -1, "127.0.0.1/32"},
@@ -439,5 +440,67 @@ func TestFind(t *testing.T) {
 		if ok && tab.Entry(i) != entries[i] {
 			t.Errorf("Entry(%d) = %v", i, tab.Entry(i))
 		}
+	}
+}
+
+// TestLongerIPv6Suffix: RFC 7757 section 3.2 entries whose IPv6 suffix is
+// longer than the IPv4 one, both directions: the IPv4 suffix fills the
+// most significant bits of the IPv6 suffix, the rest is zero one way and
+// ignored the other.
+func TestLongerIPv6Suffix(t *testing.T) {
+	entries := []Entry{
+		e("198.51.100.0/30", "2001:db8:6::/124"),        // 2 bits into 4
+		e("203.0.113.0/24", "2001:db8:7::/64"),          // 8 bits into 64
+		e("192.0.2.7", "2001:db8:8::/120"),              // a /32 for a whole /120
+		e("198.51.100.128/25", "2001:db8:9::100:0/104"), // 7 bits into 24
+	}
+	tab, err := NewTable(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ v4, v6 string }{
+		{"198.51.100.0", "2001:db8:6::"},
+		{"198.51.100.1", "2001:db8:6::4"},
+		{"198.51.100.3", "2001:db8:6::c"},
+		{"203.0.113.1", "2001:db8:7:0:100::"},
+		{"203.0.113.255", "2001:db8:7:0:ff00::"},
+		{"192.0.2.7", "2001:db8:8::"},
+		{"198.51.100.129", "2001:db8:9::102:0"},
+		{"198.51.100.255", "2001:db8:9::1fe:0"},
+	} {
+		a4, a6 := netip.MustParseAddr(tc.v4), netip.MustParseAddr(tc.v6)
+		v6, delta, ok := tab.Lookup4(a4.As4())
+		if !ok || netip.AddrFrom16(v6) != a6 || delta != Delta(a4.As4(), v6) {
+			t.Errorf("Lookup4(%s) = %v, %#x, %v; want %s", tc.v4, netip.AddrFrom16(v6), delta, ok, tc.v6)
+		}
+		v4, delta, ok := tab.Lookup6(a6.As16())
+		if !ok || netip.AddrFrom4(v4) != a4 || delta != Delta(v4, a6.As16()) {
+			t.Errorf("Lookup6(%s) = %v, %v; want %s", tc.v6, netip.AddrFrom4(v4), ok, tc.v4)
+		}
+	}
+	// The low bits the IPv4 suffix does not fill are ignored towards IPv4.
+	for v6, want := range map[string]string{
+		"2001:db8:6::7":                   "198.51.100.1",
+		"2001:db8:6::f":                   "198.51.100.3",
+		"2001:db8:7:0:1ff:ffff:ffff:ffff": "203.0.113.1",
+		"2001:db8:8::ff":                  "192.0.2.7",
+		"2001:db8:9::1ff:ffff":            "198.51.100.255",
+	} {
+		v4, delta, ok := tab.Lookup6(netip.MustParseAddr(v6).As16())
+		if !ok || netip.AddrFrom4(v4) != netip.MustParseAddr(want) || delta != Delta(v4, netip.MustParseAddr(v6).As16()) {
+			t.Errorf("Lookup6(%s) = %v, %v; want %s", v6, netip.AddrFrom4(v4), ok, want)
+		}
+	}
+	// The entries come back as given, and the IPv6 routes cover them whole.
+	if got := slices.Collect(tab.All()); !slices.Equal(got, entries) {
+		t.Errorf("All() = %v", got)
+	}
+	if got := Aggregate6(tab); len(got) != 4 || !slices.Contains(got, netip.MustParsePrefix("2001:db8:7::/64")) {
+		t.Errorf("Aggregate6 = %v", got)
+	}
+	// An EAM /64 that contains the translation prefix is refused.
+	p, _ := NewPrefix(netip.MustParsePrefix("2001:db8:7::/96"))
+	if _, err := NewSnapshot(p, tab); !errors.Is(err, ErrInsidePrefix) || !strings.Contains(err.Error(), "contains the RFC 6052 prefix") {
+		t.Errorf("NewSnapshot with the prefix inside an EAM /64: %v", err)
 	}
 }

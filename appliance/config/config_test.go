@@ -366,7 +366,7 @@ func TestErrors(t *testing.T) {
 		{"deny null", tr(`deny_ipv4 = null`), "3:15: Invalid value"},
 		{"mapping missing ipv6", tr("mapping {\n    ipv4 = \"198.51.100.1\"\n  }"), "3:11: Missing required argument"},
 		{"mapping ipv4 side v6", tr("mapping {\n    ipv4 = \"2001:db8::1\"\n    ipv6 = \"2001:db8:6::1\"\n  }"), "4:12: Invalid ipv4"},
-		{"mapping suffix", tr("mapping {\n    ipv4 = \"198.51.100.0/24\"\n    ipv6 = \"2001:db8:6::/64\"\n  }"), "3:3: Invalid mapping"},
+		{"mapping suffix", tr("mapping {\n    ipv4 = \"198.51.100.0/24\"\n    ipv6 = \"2001:db8:6::/124\"\n  }"), "3:3: Invalid mapping"},
 		{"mapping host bits", tr("mapping {\n    ipv4 = \"198.51.100.1/24\"\n    ipv6 = \"2001:db8:6::/120\"\n  }"), "4:12: Invalid ipv4"},
 		{"mapping duplicate", tr("mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:6::1\"\n  }\n  mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:6::2\"\n  }"), "7:3: Invalid mapping"},
 		{"mapping in prefix", tr("mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:64::1\"\n  }"), "3:3: Invalid mapping"},
@@ -534,7 +534,7 @@ func TestAllErrorsAtOnce(t *testing.T) {
   hairpin = "on"
   mapping {
     ipv4 = "198.51.100.0/24"
-    ipv6 = "2001:db8:6::/64"
+    ipv6 = "2001:db8:6::/124"
   }
 }
 log { level = "loud" }
@@ -858,5 +858,23 @@ func TestQuestionableValues(t *testing.T) {
 	c, err := Parse([]byte(tr(m+"deny_ipv4 = [\"198.51.100.0/24\"]")), "q.hcl")
 	if err != nil || len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0].Detail, "198.51.100.9/32 = 2001:db8:6::9/128 at q.hcl:3:3") {
 		t.Errorf("deny warning: %v %v", err, c.Warnings)
+	}
+}
+
+// TestLongerIPv6Suffix: a mapping whose IPv6 suffix is longer than its
+// IPv4 one loads (RFC 7757 section 3.2); a shorter one is refused at its
+// block.
+func TestLongerIPv6Suffix(t *testing.T) {
+	c, err := Parse([]byte(tr("mapping {\n    ipv4 = \"198.51.100.0/30\"\n    ipv6 = \"2001:db8:6::/124\"\n  }")), "l.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v6, _, _ := c.Snapshot().To6(netip.MustParseAddr("198.51.100.3").As4())
+	if got := netip.AddrFrom16(v6); got != netip.MustParseAddr("2001:db8:6::c") {
+		t.Errorf("198.51.100.3 -> %v, want 2001:db8:6::c", got)
+	}
+	_, err = Parse([]byte(tr("mapping {\n    ipv4 = \"198.51.100.0/24\"\n    ipv6 = \"2001:db8:6::/124\"\n  }")), "l.hcl")
+	if err == nil || !strings.Contains(err.Error(), "l.hcl:3:3: Invalid mapping") || !strings.Contains(err.Error(), "needs at least as many") {
+		t.Errorf("shorter IPv6 suffix: %v", err)
 	}
 }
