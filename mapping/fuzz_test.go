@@ -171,6 +171,7 @@ func FuzzParseCSV(f *testing.F) {
 	f.Add("198.51.100.10,2001:db8:6::10\n# c\n\n192.0.2.0/24 , 2001:db8:a::/120 # x\r\n")
 	f.Add("\uFEFF1.2.3.4,::1,\n")
 	f.Add("a,b\n,,\n/,/")
+	f.Add("198.51.100.1,2001:db8:6::1\nx\n198.51.100.2/24,2001:db8:6::/120\n\ny")
 	f.Fuzz(func(t *testing.T, src string) {
 		entries, lines, err := ParseCSVLines(strings.NewReader(src), "f.csv")
 		if err != nil {
@@ -180,6 +181,18 @@ func FuzzParseCSV(f *testing.F) {
 			}
 			if ce.Line < 1 || ce.Line > strings.Count(src, "\n")+1 || ce.Col < 1 {
 				t.Fatalf("error position %d:%d outside the input", ce.Line, ce.Col)
+			}
+			// Several bad lines: each reported once, in line order.
+			var all *CSVErrors
+			if errors.As(err, &all) {
+				if len(all.Errs) < 2 || len(all.Errs) > MaxReported || (all.More > 0 && len(all.Errs) != MaxReported) {
+					t.Fatalf("%d errors and %d more", len(all.Errs), all.More)
+				}
+				for i, ce := range all.Errs {
+					if ce.Line > strings.Count(src, "\n")+1 || ce.Col < 1 || i > 0 && ce.Line <= all.Errs[i-1].Line {
+						t.Fatalf("error %d at %d:%d after line %d", i, ce.Line, ce.Col, all.Errs[max(i-1, 0)].Line)
+					}
+				}
 			}
 			return
 		}
