@@ -35,9 +35,10 @@ var (
 			{Name: "deny_ipv4"},
 			{Name: "ipv4_mtu"},
 			{Name: "ipv6_mtu"},
+			{Name: "ipv4_address"},
 			{Name: "mappings_overlap"},
 		},
-		Blocks: []hcl.BlockHeaderSchema{{Type: "mapping"}, {Type: "tun"}},
+		Blocks: []hcl.BlockHeaderSchema{{Type: "mapping"}, {Type: "tun"}, {Type: "fd"}, {Type: "nic"}},
 	}
 	mappingSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "ipv4", Required: true},
@@ -46,6 +47,12 @@ var (
 	}}
 	tunSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "name"}, {Name: "queues"}, {Name: "routes"}, {Name: "mtu"}, {Name: "offload"},
+	}}
+	fdSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "fd", Required: true}, {Name: "mtu"},
+	}}
+	nicSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "ipv4", Required: true}, {Name: "ipv6"}, {Name: "queues"},
 	}}
 	interfaceSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "addresses"}, {Name: "mtu"},
@@ -97,6 +104,12 @@ const (
 	DefaultRAInterval   = 30 // seconds; RFC 4861 section 6.2.1 allows 4 to 1800
 )
 
+// DummyIPv4Address is RFC 7600's IPv4 dummy address: the translator's
+// IPv4 address when neither ipv4_address nor an interface gives it one
+// (draft-ietf-v6ops-icmpext-xlat-v6only-source proposes it as the source
+// of ICMPv4 errors translated from IPv6-only routers).
+var DummyIPv4Address = netip.AddrFrom4([4]byte{192, 0, 0, 8})
+
 func (d *decoder) decodeFile(body hcl.Body) *Config {
 	c := &Config{
 		Log: Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
@@ -121,6 +134,7 @@ func (d *decoder) decodeFile(body hcl.Body) *Config {
 			c.Interfaces = append(c.Interfaces, d.iface(b))
 		}
 	}
+	d.defaultIPv4Address(c)
 	seenRoute := map[netip.Prefix]hcl.Range{}
 	for _, b := range byType["route"] {
 		r, ok := d.route(b)
@@ -174,7 +188,36 @@ func (d *decoder) interfaceLabel(b *hcl.Block, seen map[string]hcl.Range, dupSum
 	return true
 }
 
+// defaultIPv4Address gives the translator an IPv4 address when the file
+// does not: the first IPv4 address of the interface blocks, else RFC
+// 7600's dummy address with a warning unless an icmp_source_pool makes
+// the address matter less. Translated ICMPv4 errors from IPv6 routers
+// without an IPv4 address (Packet Too Big among them) come from the pool
+// or this address; without either they would be dropped and path MTU
+// discovery would break (RFC 7915 section 5.2, RFC 6791).
+func (d *decoder) defaultIPv4Address(c *Config) {
+	t := &c.Translator
+	if t.IPv4Address.IsValid() || !t.Prefix.IsValid() {
+		return
+	}
+	for _, i := range c.Interfaces {
+		for _, a := range i.Addresses {
+			if a.Addr().Is4() {
+				t.IPv4Address = a.Addr()
+				return
+			}
+		}
+	}
+	t.IPv4Address = DummyIPv4Address
+	if len(t.ICMPSourcePool) == 0 && !d.diags.HasErrors() {
+		d.warnf(d.translatorRange, "No IPv4 address for ICMP errors",
+			"Neither ipv4_address, nor icmp_source_pool, nor an interface block gives the translator an IPv4 address: ICMPv6 errors from IPv6 routers that have no IPv4 translation (Packet Too Big among them) are translated with the source %v (RFC 7600's dummy address), which networks that filter non-global sources drop, breaking path MTU discovery. Set ipv4_address to an IPv4 address of this translator, or icmp_source_pool (RFC 6791).",
+			DummyIPv4Address)
+	}
+}
+
 func (d *decoder) translator(b *hcl.Block, t *Translator) {
+	d.translatorRange = b.DefRange
 	content := d.content(b.Body, translatorSchema)
 	if content == nil {
 		return
@@ -186,6 +229,7 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 		Hairpin:         DefaultHairpin,
 		ICMPSourcePool:  []netip.Prefix{},
 		DenyIPv4:        []netip.Prefix{},
+		Link:            LinkTun,
 		Tun:             Tun{Name: DefaultTunName, Routes: true, Offload: true},
 	}
 
@@ -204,6 +248,12 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 		d.warnICMPSourcePool(a, t.ICMPSourcePool)
 	}
 	denyAttr := d.prefixList(attrs, "deny_ipv4", &t.DenyIPv4, ipv4Only, network)
+	if a := d.addr(attrs, "ipv4_address", &t.IPv4Address, ipv4Only); a != nil {
+		d.ipv4AddrRange = a.Expr.Range()
+		if b := t.IPv4Address.As4(); b[0] == 0 || b[0] == 127 || b[0] >= 224 || (b[0] == 169 && b[1] == 254) {
+			d.errorf(a.Expr.Range(), "Invalid ipv4_address", "%v cannot be the translator's address: it is this-network, loopback, link-local, multicast or reserved space, which the translator never translates (RFC 7915 section 4.1).", t.IPv4Address)
+		}
+	}
 	v4mtu := d.integer(attrs, "ipv4_mtu", &t.IPv4MTU, 68, 65535, true)
 	v6mtu := d.integer(attrs, "ipv6_mtu", &t.IPv6MTU, 1280, 65535, true)
 	if v4mtu != nil && v6mtu != nil && t.IPv4MTU > 0 && t.IPv6MTU > 0 && t.IPv6MTU < t.IPv4MTU+20 {
@@ -248,16 +298,18 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 		tunMTUSet = tunMTU != nil
 		d.boolean(ta, "offload", &t.Tun.Offload)
 	}
+	defaultMTU := max(1500, t.IPv6MTU)
+	if t.IPv4MTU > 0 {
+		defaultMTU = max(defaultMTU, t.IPv4MTU+20)
+	}
 	if !tunMTUSet {
-		t.Tun.MTU = max(1500, t.IPv6MTU)
-		if t.IPv4MTU > 0 {
-			t.Tun.MTU = max(t.Tun.MTU, t.IPv4MTU+20)
-		}
+		t.Tun.MTU = defaultMTU
 	} else if a := tunMTU; t.Tun.MTU < max(t.IPv4MTU, t.IPv6MTU) {
 		d.warnf(a.Expr.Range(), "tun MTU below the link MTU",
 			"The tun MTU (%d) is smaller than ipv4_mtu (%d) or ipv6_mtu (%d): full-size packets from those links cannot enter the tun, and the kernel answers them with ICMP errors instead of translating them. Leave mtu out to get max(1500, ipv6_mtu, ipv4_mtu + 20).",
 			t.Tun.MTU, t.IPv4MTU, t.IPv6MTU)
 	}
+	d.linkMode(content.Blocks, t, defaultMTU)
 
 	if denyAttr != nil {
 		d.warnDenyCancels(denyAttr, t)
@@ -351,6 +403,54 @@ func (d *decoder) warnDenyCancels(a *hcl.Attribute, t *Translator) {
 		d.warnf(elemRange(a, i), "deny_ipv4 cancels a mapping",
 			"deny_ipv4 %v covers the mapping %s at %s%s: packets to and from them are dropped instead of translated.",
 			p, describe(t.Mappings[first]), posString(d.entryRange(first)), others)
+	}
+}
+
+// linkMode reads the fd or nic block, if there is one: at most one of
+// tun, fd and nic says how packets reach the translator.
+func (d *decoder) linkMode(blocks hcl.Blocks, t *Translator, defaultMTU int) {
+	var first *hcl.Block
+	for _, b := range blocks {
+		if b.Type != LinkTun && b.Type != LinkFD && b.Type != LinkNIC {
+			continue
+		}
+		if first == nil {
+			first = b
+			continue
+		}
+		if b.Type != first.Type { // the same type twice is singleBlock's diagnostic
+			d.errorf(b.DefRange, "Conflicting link blocks",
+				"A translator is served by one link: a %s block is already at %s; use tun, fd or nic, not two of them.", first.Type, posString(first.DefRange))
+		}
+	}
+	if fb := d.singleBlock(blocks.OfType(LinkFD), LinkFD); fb != nil {
+		t.Link = LinkFD
+		t.FD.MTU = defaultMTU
+		attrs := d.content(fb.Body, fdSchema).Attributes
+		// 0, 1 and 2 are standard input, output and error.
+		d.integer(attrs, "fd", &t.FD.FD, 3, 1<<20, false)
+		d.integer(attrs, "mtu", &t.FD.MTU, 1280, 65535, false)
+	}
+	if nb := d.singleBlock(blocks.OfType(LinkNIC), LinkNIC); nb != nil {
+		t.Link = LinkNIC
+		attrs := d.content(nb.Body, nicSchema).Attributes
+		for _, name := range []string{"ipv4", "ipv6"} {
+			dst := &t.NIC.IPv4
+			if name == "ipv6" {
+				dst = &t.NIC.IPv6
+			}
+			if a := d.str(attrs, name, dst); a != nil {
+				if err := validIfName(*dst); err != nil {
+					d.errorf(a.Expr.Range(), "Invalid "+name, "%s.", err)
+				}
+			}
+		}
+		if t.NIC.IPv6 == "" {
+			t.NIC.IPv6 = t.NIC.IPv4
+		}
+		// PACKET_FANOUT groups hold at most 256 sockets by default
+		// (PACKET_FANOUT_MAX is larger, but queues cost memory each).
+		d.integer(attrs, "queues", &t.NIC.Queues, 0, 256, false)
 	}
 }
 

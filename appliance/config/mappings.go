@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
+	"net/netip"
 	"path/filepath"
+	"slices"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -14,7 +15,9 @@ import (
 )
 
 // mappingsFile reads the CSV named by the mappings_file attribute a,
-// relative to the HCL file's directory, and appends its entries.
+// relative to the HCL file's directory, and appends its entries. It must
+// be a regular file of at most MaxMappingsBytes (inside the config drive
+// when the HCL file came from one).
 func (d *decoder) mappingsFile(a *hcl.Attribute, name string, t *Translator) {
 	if name == "" {
 		d.errorf(a.Expr.Range(), "Invalid mappings_file", "mappings_file must name a file; leave it out for none.")
@@ -24,7 +27,7 @@ func (d *decoder) mappingsFile(a *hcl.Attribute, name string, t *Translator) {
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(d.dir, path)
 	}
-	src, err := os.ReadFile(path)
+	src, err := d.src.readFile(path, MaxMappingsBytes)
 	if err != nil {
 		d.errorf(a.Expr.Range(), "Cannot read mappings_file", "%s.", err)
 		return
@@ -130,6 +133,11 @@ func (d *decoder) buildMap(c *Config, prefixAttr hcl.Range) {
 	}
 	if err == nil {
 		c.origin = d.origins()
+		if a := c.Translator.IPv4Address; a.IsValid() && d.ipv4AddrRange.Filename != "" {
+			if _, _, mapped := t.Lookup4(a.As4()); mapped {
+				d.errorf(d.ipv4AddrRange, "Invalid ipv4_address", "%v has a mapping: it belongs to a server behind the translator, not to the translator.", a)
+			}
+		}
 		return
 	}
 	var refused []*mapping.EntryError
@@ -232,6 +240,18 @@ func (c *Config) Xlat() (*xlat.Config, error) {
 		DenyIPv4:       c.Translator.DenyIPv4,
 		IPv4MTU:        c.Translator.IPv4MTU,
 		IPv6MTU:        c.Translator.IPv6MTU,
+		IPv4Address:    c.Translator.IPv4Address,
+	}
+	for _, i := range c.Interfaces {
+		pol.OwnAddrs = append(pol.OwnAddrs, i.Addresses...)
+		// Without ipv6_mtu, the IPv6 next hop's MTU is that of the
+		// smallest interface with an IPv6 address, when the file sets it:
+		// a Packet Too Big must not announce more (RFC 7915 section 4.2).
+		if c.Translator.IPv6MTU == 0 && i.MTU > 0 && slices.ContainsFunc(i.Addresses, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
+			if pol.IPv6MTU == 0 || i.MTU < pol.IPv6MTU {
+				pol.IPv6MTU = i.MTU
+			}
+		}
 	}
 	switch c.Translator.UDPZeroChecksum {
 	case "compute", "":

@@ -18,17 +18,20 @@ import (
 type decoder struct {
 	diags       hcl.Diagnostics
 	files       map[string]*hcl.File
-	dir         string // the HCL file's directory: base of mappings_file
-	mappingsSrc []byte // the mappings file's bytes (digest, snippets)
+	dir         string     // the HCL file's directory: base of mappings_file
+	src         fileSource // where mappings_file is read from
+	mappingsSrc []byte     // the mappings file's bytes (digest, snippets)
 
 	// Where each Translator.Mappings entry came from: a mapping block's
 	// range for the first len(mappingBlocks) entries; CSV lines after.
-	mappingBlocks []hcl.Range
-	blockOverlap  []bool    // each mapping block's overlap opt-in
-	csvOverlap    bool      // mappings_overlap: every mappings file entry opts in
-	mappingsName  string    // the mappings file's name in diagnostics
-	csvLines      []uint32  // the line of each mappings file entry
-	prefixRange   hcl.Range // the translator's prefix value
+	mappingBlocks   []hcl.Range
+	blockOverlap    []bool    // each mapping block's overlap opt-in
+	csvOverlap      bool      // mappings_overlap: every mappings file entry opts in
+	mappingsName    string    // the mappings file's name in diagnostics
+	csvLines        []uint32  // the line of each mappings file entry
+	prefixRange     hcl.Range // the translator's prefix value
+	ipv4AddrRange   hcl.Range // the translator's ipv4_address value, if given
+	translatorRange hcl.Range // the translator block's header
 }
 
 func (d *decoder) errorf(r hcl.Range, summary, format string, args ...any) {

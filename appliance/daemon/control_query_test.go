@@ -87,7 +87,7 @@ func TestMappingsDumpHeapGrowth(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "c.sock")
-	cs, err := listenControl(sock, &daemon{cfg: cfg}, nil, slog.New(slog.DiscardHandler))
+	cs, err := listenControl(sock, "", &daemon{cfg: cfg}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,6 +42,7 @@ func TestCheckOK(t *testing.T) {
     ipv6 = "2001:db8:6::10"
   }
   mappings_file = "m.csv"
+  ipv4_address  = "203.0.113.1"
 }
 `,
 		"m.csv": "198.51.100.11,2001:db8:6::11\n198.51.100.12,2001:db8:6::12\n",
@@ -57,6 +58,25 @@ func TestCheckOK(t *testing.T) {
 	}
 	if errOut != "" {
 		t.Errorf("stderr %q", errOut)
+	}
+}
+
+// Without icmp_source_pool, ipv4_address or an interface IPv4 address,
+// translated errors from IPv6-only routers (Packet Too Big included) come
+// from 192.0.0.8: check says so, and still succeeds.
+func TestCheckWarnsNoIPv4Address(t *testing.T) {
+	// One mapping, so that the "No mappings" warning does not come first.
+	dir := writeTemp(t, map[string]string{"c.hcl": "translator {\n  prefix = \"2001:db8:64::/96\"\n  mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:6::1\"\n  }\n}\n"})
+	path := filepath.Join(dir, "c.hcl")
+	out, errOut, err := runCmd(t, "check", "-c", path)
+	if err != nil {
+		t.Fatalf("check failed: %v\n%s", err, errOut)
+	}
+	if !strings.Contains(out, ": OK: ") {
+		t.Errorf("stdout %q", out)
+	}
+	if want := path + ":1:1: warning: No IPv4 address for ICMP errors"; !strings.HasPrefix(errOut, want) {
+		t.Errorf("stderr %q, want a warning starting %q", errOut, want)
 	}
 }
 
@@ -142,5 +162,28 @@ func TestCheckNeedsConfig(t *testing.T) {
 	}
 	if _, _, err := runCmd(t, "check", "-c", filepath.Join(t.TempDir(), "missing.hcl")); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+// TestCheckRefusesHostileFiles: check reports, and does not hang on or
+// crash with, the hostile inputs of issue 9.
+func TestCheckRefusesHostileFiles(t *testing.T) {
+	dir := writeTemp(t, map[string]string{
+		"deep.hcl": "translator " + strings.Repeat("{", 100_000) + strings.Repeat("}", 100_000) + "\n",
+		"zero.hcl": "translator {\n  prefix = \"2001:db8:64::/96\"\n  mappings_file = \"/dev/zero\"\n}\n",
+	})
+	for _, tc := range []struct{ file, want string }{
+		{"deep.hcl", ":1:76: Nesting too deep"},
+		{"zero.hcl", ":3:19: Cannot read mappings_file: /dev/zero is not a regular file (a character device)."},
+		{"/dev/zero", "/dev/zero is not a regular file"},
+	} {
+		path := tc.file
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(dir, path)
+		}
+		_, errOut, err := runCmd(t, "check", "-c", path)
+		if err == nil || !strings.Contains(errOut+err.Error(), tc.want) {
+			t.Errorf("check %s: %v\n%s\nwant %q", tc.file, err, errOut, tc.want)
+		}
 	}
 }

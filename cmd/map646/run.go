@@ -22,8 +22,8 @@ func init() {
 
 func newRunCmd() *cobra.Command {
 	var (
-		path, socket, logLevel, logFormat string
-		demoConfig                        bool
+		path, socket, group, logLevel, logFormat string
+		demoConfig                               bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run -c FILE",
@@ -54,7 +54,11 @@ As a systemd service: Type=simple, ExecStart=/usr/local/bin/map646 run -c
 /etc/map646.hcl, ExecReload=/bin/kill -HUP $MAINPID, Restart=on-failure. A
 translator that was killed leaves nothing that stops the next start. Several
 translators on one host (in different network namespaces) each need their own
---control-socket.`,
+--control-socket.
+
+The control socket is created with mode 0600: only root and the daemon's user
+may use it, checked again from the peer's credentials at every connection.
+--control-group lets the members of one more group in (mode 0660).`,
 		Example: `  map646 run -c /etc/map646.hcl
   map646 run -c map646.hcl --log-format json
   map646 run --demo-config        # the built-in demo: 198.51.100.10 <-> 2001:db8:6::10`,
@@ -100,6 +104,7 @@ translators on one host (in different network namespaces) each need their own
 				Logger:        log,
 				Reload:        reload,
 				ControlSocket: socket,
+				ControlGroup:  group,
 			})
 		},
 	}
@@ -107,6 +112,7 @@ translators on one host (in different network namespaces) each need their own
 	f.StringVarP(&path, "config", "c", "", "the HCL configuration file")
 	f.BoolVar(&demoConfig, "demo-config", false, "run the built-in demo configuration instead of a file")
 	f.StringVar(&socket, "control-socket", daemon.DefaultControlSocket, "Unix socket for 'map646 stats' and 'map646 reload'")
+	f.StringVar(&group, "control-group", "", "a group (name or number) whose members may also use the control socket (mode 0660)")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (overrides the log block)")
 	f.StringVar(&logFormat, "log-format", "", "text or json (overrides the log block)")
 	cmd.MarkFlagFilename("config", "hcl")

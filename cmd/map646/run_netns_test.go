@@ -104,7 +104,7 @@ func TestRunSignals(t *testing.T) {
 	if st.Mappings != 2 {
 		t.Errorf("after SIGHUP: %d mappings", st.Mappings)
 	}
-	if out := ns.MustRun(t, "ip", "route", "show", "dev", "dmcmd"); !strings.Contains(out, "198.51.100.10/31") {
+	if out := ns.MustRun(t, "ip", "route", "show", "table", "646", "dev", "dmcmd"); !strings.Contains(out, "198.51.100.10/31") {
 		t.Errorf("routes after SIGHUP reload: %q", out)
 	}
 

@@ -27,6 +27,12 @@ translator {
   ipv4_mtu = 1500
   ipv6_mtu = 1520 # RFC 7755: at least the IPv4 MTU + 20, so nothing fragments
 
+  # The translator's own IPv4 address: the source of the ICMPv4 errors it
+  # sends and of Packet Too Big from IPv6 routers that have no IPv4
+  # address (without it path MTU discovery depends on 192.0.0.8 getting
+  # through). Use one that routes back to this host.
+  ipv4_address = "203.0.113.1"
+
   tun {
     queues = 0
     # With routes = true the daemon installs the mapped IPv4 space

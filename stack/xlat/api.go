@@ -12,12 +12,24 @@
 //
 // ICMP errors the engine itself originates (source route failed, Parameter
 // Problem for Segments Left, Fragmentation Needed / Packet Too Big against
-// a configured MTU) are rate-limited per Worker and go to the Sink. ICMPv4
-// ones come from the first usable address of Policy.ICMPSourcePool, or
-// 192.0.0.8 (RFC 7600) without a pool; ICMPv6 ones from that same address
-// inside the RFC 6052 prefix, which is how the IPv6 side sees the
-// translator. They are never sent about an ICMP error or a non-first
-// fragment.
+// a configured MTU, Time Exceeded for a hairpinned packet) are
+// rate-limited per Worker and go to the Sink. ICMPv4 ones come from the
+// first usable address of Policy.ICMPSourcePool, else Policy.IPv4Address,
+// else 192.0.0.8 (RFC 7600); ICMPv6 ones from that same address inside the
+// RFC 6052 prefix, which is how the IPv6 side sees the translator. They
+// are never sent about an ICMP error or a non-first fragment (RFC 4443
+// section 2.4 (e), RFC 1812 section 4.3.2.7).
+//
+// Sources that only the translator writes are refused as spoofed
+// (ReasonSpoofed): an IPv6 source inside the RFC 6052 prefix, an IPv4
+// source with an EAM entry. Traffic to or from the translator's own
+// addresses (Policy.OwnAddrs, Policy.IPv4Address; ReasonOwnAddress) and
+// directed broadcast addresses (ReasonBroadcast) is refused too, but for
+// ICMP errors from the own addresses (the host reports its forwarding
+// failures from them); an echo request to an own IPv4 address is
+// answered through the Sink instead. A hairpinned packet
+// (RFC 7757 section 4.2) costs one hop and hairpins once: its output,
+// with its source inside the prefix, is refused if it comes back.
 package xlat
 
 import (
@@ -74,6 +86,26 @@ type Policy struct {
 	IPv4MTU         int            // MTU towards the IPv4 side (0: unknown); GSO size / MSS limits
 	IPv6MTU         int            // MTU towards the IPv6 side (0: unknown)
 	ICMPRate        int            // translator-originated ICMP errors per second per worker (0: default)
+
+	// IPv4Address is the translator's own IPv4 address (like TAYGA's
+	// ipv4-addr): the source of the ICMPv4 errors it originates when
+	// ICMPSourcePool is empty, and the RFC 6791 fallback source of ICMPv4
+	// errors translated from IPv6 routers that have no IPv4 address, so
+	// that Packet Too Big still reaches IPv4 hosts (RFC 7915 section 5.2,
+	// RFC 1191). Invalid (zero): none. It is also one of OwnAddrs.
+	IPv4Address netip.Addr
+	// OwnAddrs are the translator's own addresses with their subnet
+	// lengths (interface addresses, e.g. 203.0.113.1/28; a bare address
+	// is /32 or /128). No packet is translated to or from them
+	// (ReasonOwnAddress), nor to or from the directed broadcast address
+	// of an IPv4 subnet shorter than /31 (ReasonBroadcast, RFC 1812
+	// section 5.3.5.2).
+	OwnAddrs []netip.Prefix
+	// DecrementTTL: no kernel forwards the packets before or after the
+	// translator (NIC mode), so the translator, as the router, decrements
+	// the TTL / Hop Limit itself and answers its expiry with Time Exceeded
+	// (RFC 7915 sections 4.1 and 5.1). With a tun the kernel does both.
+	DecrementTTL bool
 }
 
 // Config is one complete, immutable translator configuration.

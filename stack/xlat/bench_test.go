@@ -37,6 +37,8 @@ func benchPackets() []struct {
 		{"icmperr/4to6", ip4(R4, S4A, 64, 1, icmpMsg(3, 4, 1400, innerV4(60)), v4opt{}), nil},
 		{"icmperr/6to4", ip6(S6A, C6, 64, 58, icmpMsg(1, 4, 0, innerV6(60)), v6opt{}), nil},
 		{"hairpin/6to6", ip6(S6A, v4in6(S4B), 64, 17, udpSeg(1, 2, payload(64)), v6opt{}), nil},
+		{"ownecho/4to6", ip4(C4, SELF4, 64, 1, icmpMsg(8, 0, 1, payload(56)), v4opt{}), nil},
+		{"ownecho/6to4", ip6(S6A, v4in6(SELF4), 64, 58, icmpMsg(128, 0, 1, payload(56)), v6opt{}), nil},
 		{"ownerr/6to4", ip6(S6A, C6, 64, 17, udpSeg(1, 2, payload(8)), v6opt{extNH: 43,
 			ext: []byte{17, 2, 0, 1, 0, 0, 0, 0, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}}), nil},
 	}

@@ -38,14 +38,6 @@ func sum16(a *[16]byte) uint16 {
 	return uint16(s)
 }
 
-// sum4 sums the 4 bytes of an IPv4 address.
-func sum4(a *[4]byte) uint16 {
-	s := uint32(a[0])<<8 | uint32(a[1])
-	s += uint32(a[2])<<8 | uint32(a[3])
-	s = s&0xffff + s>>16
-	return uint16(s)
-}
-
 // adjust applies the ones' complement difference d to the checksum field
 // at f. Full form (partial false): RFC 1624 eqn. 3, HC' = ~(~HC + d).
 // Partial form: the field holds a non-complemented sum, so HC' = HC + d.
@@ -69,13 +61,6 @@ func pseudo6(src, dst *[16]byte, length uint32, nh uint8) uint16 {
 	s = csumAdd(s, uint16(length>>16))
 	s = csumAdd(s, uint16(length))
 	return csumAdd(s, uint16(nh))
-}
-
-// pseudo4 is the sum of the IPv4 pseudo-header (RFC 793 section 3.1).
-func pseudo4(src, dst *[4]byte, length uint16, proto uint8) uint16 {
-	s := csumAdd(sum4(src), sum4(dst))
-	s = csumAdd(s, length)
-	return csumAdd(s, uint16(proto))
 }
 
 // ipv4HeaderChecksum writes the header checksum of the IPv4 header h.

@@ -8,7 +8,8 @@ const maxICMPv4Error = 576
 
 // emitError4 sends the translator's own ICMPv4 error about the IPv4 packet
 // orig back to its source (RFC 792), from s.errSrc4, rate-limited. Callers
-// never call it for ICMP errors or non-first fragments (RFC 1812 4.3.2.7).
+// never call it for ICMP errors or non-first fragments (RFC 1812 4.3.2.7),
+// nor about the intermediate IPv4 form of a hairpinned packet.
 func (w *Worker) emitError4(s *state, orig []byte, typ, code byte, rest uint32, sink Sink) {
 	if sink == nil || !w.allowError(s) {
 		return
@@ -36,7 +37,7 @@ func (w *Worker) emitError4(s *state, orig []byte, typ, code byte, rest uint32, 
 // orig back to its source (RFC 4443), rate-limited. Its source is the
 // translator's error address inside the RFC 6052 prefix (s.errSrc6), or
 // the packet's destination when no prefix is configured.
-func (w *Worker) emitError6(s *state, orig []byte, typ, code byte, rest uint32, sink Sink, _ ext) {
+func (w *Worker) emitError6(s *state, orig []byte, typ, code byte, rest uint32, sink Sink) {
 	if sink == nil || !w.allowError(s) {
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,32 +54,39 @@ func (p Proto) String() string {
 type Reason uint8
 
 const (
-	ReasonNone            Reason = iota
-	ReasonMalformed              // truncated or inconsistent headers
-	ReasonVersion                // neither IPv4 nor IPv6
-	ReasonHeadroom               // the caller reserved too little room in front
-	ReasonSrcIllegal             // RFC 7915 4.1/5.1: 0/8, 127/8, multicast, class E, ::, ::1, fe80::/10, ff00::/8 source
-	ReasonDstIllegal             // the same ranges as destination
-	ReasonDenied                 // an IPv4 address inside Policy.DenyIPv4
-	ReasonDstUnmapped            // 4->6: no EAM entry for the destination; 6->4: destination neither EAM nor prefix
-	ReasonSrcUnmapped            // source neither EAM nor prefix (and not an ICMPv6 error)
-	ReasonSourceRoute            // RFC 7915 4.1: unexpired LSRR/SSRR option; ICMPv4 3/5 sent
-	ReasonSegmentsLeft           // RFC 7915 5.1: Routing header with Segments Left != 0; ICMPv6 4/0 sent
-	ReasonExtHeaders             // extension header chain too long or cut short
-	ReasonUDPZeroChecksum        // RFC 7915 4.5: IPv4 UDP checksum 0 with policy "drop"
-	ReasonUDPZeroFragment        // RFC 7915 4.5: IPv4 UDP checksum 0 in a fragment (cannot be computed)
-	ReasonICMPFragmented         // fragmented ICMP: the ICMPv6 pseudo-header length is unknown
-	ReasonICMPType               // RFC 7915 4.2/5.2: ICMP type/code without counterpart, silently dropped
-	ReasonICMPInner              // RFC 7915 4.3/5.3: the packet quoted by an ICMP error is unusable
-	ReasonICMPNested             // RFC 7915 4.3/5.3: an ICMP error quoting an ICMP error
-	ReasonICMPProto              // ICMPv6 (58) inside IPv4 or ICMPv4 (1) inside IPv6
-	ReasonPoolEmpty              // RFC 6791: untranslatable ICMPv6 error source and no pool
-	ReasonTooBig                 // DF packet larger than the known next-hop MTU; Frag Needed / PTB sent
-	ReasonHairpinOff             // RFC 7757 4.2: hairpinning needed but off
-	ReasonHairpinError           // RFC 7757 4.2: an ICMP error that only intrinsic mode hairpins
-	ReasonNoSink                 // fragments or errors to emit but no Sink
-	ReasonProtoExtHeader         // IPv4 protocol 0, 43, 44 or 60: would read as an IPv6 extension header
-	ReasonICMPChecksum           // an ICMP error with a bad checksum: recomputing it would hide the damage
+	ReasonNone             Reason = iota
+	ReasonMalformed               // truncated or inconsistent headers
+	ReasonVersion                 // neither IPv4 nor IPv6
+	ReasonHeadroom                // the caller reserved too little room in front
+	ReasonSrcIllegal              // RFC 7915 4.1/5.1: 0/8, 127/8, multicast, class E, ::, ::1, fe80::/10, ff00::/8 source
+	ReasonDstIllegal              // the same ranges as destination
+	ReasonDenied                  // an IPv4 address inside Policy.DenyIPv4
+	ReasonDstUnmapped             // 4->6: no EAM entry for the destination; 6->4: destination neither EAM nor prefix
+	ReasonSrcUnmapped             // source neither EAM nor prefix (and not an ICMPv6 error)
+	ReasonSourceRoute             // RFC 7915 4.1: unexpired LSRR/SSRR option; ICMPv4 3/5 sent
+	ReasonSegmentsLeft            // RFC 7915 5.1: Routing header with Segments Left != 0; ICMPv6 4/0 sent
+	ReasonExtHeaders              // extension header chain too long or cut short
+	ReasonUDPZeroChecksum         // RFC 7915 4.5: IPv4 UDP checksum 0 with policy "drop"
+	ReasonUDPZeroFragment         // RFC 7915 4.5: IPv4 UDP checksum 0 in a fragment (cannot be computed)
+	ReasonICMPFragmented          // fragmented ICMP: the ICMPv6 pseudo-header length is unknown
+	ReasonICMPType                // RFC 7915 4.2/5.2: ICMP type/code without counterpart, silently dropped
+	ReasonICMPInner               // RFC 7915 4.3/5.3: the packet quoted by an ICMP error is unusable
+	ReasonICMPNested              // RFC 7915 4.3/5.3: an ICMP error quoting an ICMP error
+	ReasonICMPProto               // ICMPv6 (58) inside IPv4 or ICMPv4 (1) inside IPv6
+	ReasonPoolEmpty               // RFC 6791: untranslatable ICMPv6 error source and no pool
+	ReasonTooBig                  // DF packet larger than the known next-hop MTU; Frag Needed / PTB sent
+	ReasonHairpinOff              // RFC 7757 4.2: hairpinning needed but off
+	ReasonHairpinError            // RFC 7757 4.2: an ICMP error that only intrinsic mode hairpins
+	ReasonNoSink                  // fragments or errors to emit but no Sink
+	ReasonProtoExtHeader          // IPv4 protocol 0, 43, 44 or 60: would read as an IPv6 extension header
+	ReasonICMPChecksum            // an ICMP error with a bad checksum: recomputing it would hide the damage
+	ReasonSpoofed                 // 6->4: source inside the RFC 6052 prefix; 4->6: source is a mapped (EAM) address
+	ReasonOwnAddress              // to or from one of the translator's own addresses (Policy.OwnAddrs, IPv4Address)
+	ReasonBroadcast               // RFC 1812 5.3.5.2: to or from the directed broadcast address of a mapped or own subnet
+	ReasonHopLimit                // RFC 8200 3 / RFC 1812 5.3.1: a hairpinned packet whose hop limit ran out; ICMPv6 3/0 sent
+	ReasonIGMP                    // RFC 7915 4.2: IGMP (IPv4 protocol 2) is silently dropped
+	ReasonExtAfterFragment        // RFC 7915 5.1.1: extension header after the Fragment header of a non-atomic fragment
+	ReasonTTLExceeded             // Policy.DecrementTTL: TTL / Hop Limit would reach 0 at the translator; Time Exceeded sent
 	NumReasons
 )
 
@@ -87,7 +95,8 @@ var reasonNames = [NumReasons]string{
 	"dst_unmapped", "src_unmapped", "source_route", "segments_left", "ext_headers",
 	"udp_zero_checksum", "udp_zero_fragment", "icmp_fragmented", "icmp_type", "icmp_inner",
 	"icmp_nested", "icmp_proto", "pool_empty", "too_big", "hairpin_off", "hairpin_error", "no_sink",
-	"proto_ext_header", "icmp_checksum",
+	"proto_ext_header", "icmp_checksum", "spoofed", "own_address", "broadcast", "hop_limit", "igmp",
+	"ext_after_fragment", "ttl_exceeded",
 }
 
 func (r Reason) String() string {
@@ -202,6 +211,7 @@ type state struct {
 	lowest   int // lowest_ipv6_mtu
 	mtu4     int
 	mtu6     int
+	decTTL   bool // Policy.DecrementTTL
 	deny     []net4
 	pool     []hostRange
 	poolSize uint64
@@ -214,6 +224,22 @@ type state struct {
 	errSrc6  [16]byte
 	errRate  int64 // errors per second per worker
 	errBurst int64
+
+	// ipv4Addr is Policy.IPv4Address (hasIPv4Addr false without one).
+	ipv4Addr    [4]byte
+	hasIPv4Addr bool
+	// own4 and own6 are the translator's own addresses; bcast4 the
+	// directed broadcast addresses of own and mapped IPv4 subnets shorter
+	// than /31, sorted. special says any of the three is non-empty, so
+	// that the packet path tests one flag when there are none.
+	own4    []uint32
+	own6    [][16]byte
+	bcast4  []uint32
+	special bool
+	// last4 has bit b set when an address of own4 or bcast4 ends in the
+	// byte b: an inlined first test that lets almost every packet skip
+	// the lists.
+	last4 [4]uint64
 }
 
 const defaultICMPRate = 100
@@ -223,7 +249,7 @@ func compile(c *Config) (*state, error) {
 		return nil, errors.New("xlat: configuration without an address map")
 	}
 	p := c.Policy
-	s := &state{cfg: c, m: c.Map, pfx: c.Map.Prefix(), lowest: p.LowestIPv6MTU, mtu4: p.IPv4MTU, mtu6: p.IPv6MTU}
+	s := &state{cfg: c, m: c.Map, pfx: c.Map.Prefix(), lowest: p.LowestIPv6MTU, mtu4: p.IPv4MTU, mtu6: p.IPv6MTU, decTTL: p.DecrementTTL}
 	if s.lowest == 0 {
 		s.lowest = 1280
 	}
@@ -268,9 +294,15 @@ func compile(c *Config) (*state, error) {
 		s.pool = append(s.pool, r)
 		s.poolSize += uint64(r.n)
 	}
+	if err := s.compileOwn(&p); err != nil {
+		return nil, err
+	}
 	s.errSrc4 = [4]byte{192, 0, 0, 8}
-	if len(s.pool) > 0 {
+	switch {
+	case len(s.pool) > 0:
 		s.errSrc4 = be32put(s.pool[0].first)
+	case s.hasIPv4Addr:
+		s.errSrc4 = s.ipv4Addr
 	}
 	if s.pfx.Valid() {
 		s.errSrc6, _ = s.pfx.Embed(s.errSrc4)
@@ -281,6 +313,100 @@ func compile(c *Config) (*state, error) {
 	}
 	s.errBurst = s.errRate
 	return s, nil
+}
+
+// compileOwn fills own4, own6 and bcast4 from the policy's own addresses
+// and the EAM table's IPv4 prefixes shorter than /31 (whose all-ones host
+// part is a directed broadcast address, RFC 1812 section 5.3.5.2).
+func (s *state) compileOwn(p *Policy) error {
+	if a := p.IPv4Address; a.IsValid() {
+		if !a.Is4() {
+			return fmt.Errorf("xlat: IPv4 address %v is not an IPv4 address", a)
+		}
+		s.ipv4Addr, s.hasIPv4Addr = a.As4(), true
+		s.own4 = append(s.own4, be32(s.ipv4Addr[:]))
+	}
+	for _, o := range p.OwnAddrs {
+		if !o.IsValid() {
+			return fmt.Errorf("xlat: own address %v is not valid", o)
+		}
+		a := o.Addr().Unmap()
+		if a.Is4() {
+			v := a.As4()
+			s.own4 = append(s.own4, be32(v[:]))
+			if b := o.Bits(); b < 31 {
+				s.bcast4 = append(s.bcast4, be32(v[:])|^uint32(0)>>b)
+			}
+			continue
+		}
+		s.own6 = append(s.own6, a.As16())
+	}
+	for _, b := range s.m.Table().PrefixLengths() {
+		if b >= 31 {
+			continue
+		}
+		for e := range s.m.Table().All() {
+			if bits := e.IPv4.Bits(); bits < 31 {
+				v := e.IPv4.Masked().Addr().As4()
+				s.bcast4 = append(s.bcast4, be32(v[:])|^uint32(0)>>bits)
+			}
+		}
+		break
+	}
+	slices.Sort(s.bcast4)
+	s.bcast4 = slices.Compact(s.bcast4)
+	for _, l := range [][]uint32{s.own4, s.bcast4} {
+		for _, a := range l {
+			b := byte(a)
+			s.last4[b>>6] |= 1 << (b & 63)
+		}
+	}
+	s.special = len(s.own4)+len(s.own6)+len(s.bcast4) > 0
+	return nil
+}
+
+// isOwn4 reports one of the translator's own IPv4 addresses. The lists
+// are short (a few interface addresses), so a scan beats a map.
+func (s *state) isOwn4(a [4]byte) bool {
+	v := be32(a[:])
+	for _, o := range s.own4 {
+		if o == v {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *state) isOwn6(a *[16]byte) bool {
+	for i := range s.own6 {
+		if s.own6[i] == *a {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *state) isBcast4(a [4]byte) bool {
+	_, found := slices.BinarySearch(s.bcast4, be32(a[:]))
+	return found
+}
+
+// maybe4 reports whether src or dst may be an own or broadcast address
+// (see last4); check4 says for sure.
+func (s *state) maybe4(src, dst [4]byte) bool {
+	return s.last4[src[3]>>6]&(1<<(src[3]&63)) != 0 || s.last4[dst[3]>>6]&(1<<(dst[3]&63)) != 0
+}
+
+// check4 applies the own-address and broadcast policy to a pair of IPv4
+// addresses (ReasonNone: neither is special).
+func (s *state) check4(src, dst [4]byte) Reason {
+	if s.isOwn4(src) || s.isOwn4(dst) {
+		return ReasonOwnAddress
+	}
+	if len(s.bcast4) > 0 && (s.isBcast4(src) || s.isBcast4(dst)) {
+		return ReasonBroadcast
+	}
+	return ReasonNone
 }
 
 func toNet4(p netip.Prefix) (net4, error) {

@@ -21,11 +21,12 @@ func v4in6(v4 string) string {
 func TestHairpin(t *testing.T) {
 	pl := payload(20)
 	in := ip6(S6A, v4in6(S4B), 64, 17, udpSeg(42000, 42001, pl), v6opt{})
-	want := ip6(v4in6(S4A), S6B, 64, 17, udpSeg(42000, 42001, pl), v6opt{})
+	// The hairpin costs a hop (RFC 8200 section 3).
+	want := ip6(v4in6(S4A), S6B, 63, 17, udpSeg(42000, 42001, pl), v6opt{})
 	// Server B's ICMP error about a hairpinned packet goes back to server
 	// A the same way (intrinsic mode only).
 	errIn := ip6(S6B, v4in6(S4A), 64, 58, icmpMsg(1, 4, 0, ip6(v4in6(S4A), S6B, 60, 17, udpSeg(42000, 42001, pl), v6opt{})), v6opt{})
-	errWant := ip6(v4in6(S4B), S6A, 64, 58, icmpMsg(1, 4, 0, ip6(S6A, v4in6(S4B), 60, 17, udpSeg(42000, 42001, pl), v6opt{})), v6opt{})
+	errWant := ip6(v4in6(S4B), S6A, 63, 58, icmpMsg(1, 4, 0, ip6(S6A, v4in6(S4B), 60, 17, udpSeg(42000, 42001, pl), v6opt{})), v6opt{})
 	for _, c := range []struct {
 		mode       Hairpin
 		pkt, err   Reason

@@ -28,6 +28,7 @@ const (
 	R4in6 = "2001:db8:64::cb00:71c8"
 	R6X   = "2001:db8:ffff:99::1" // neither EAM nor prefix
 	POOL  = "203.0.113.64/26"
+	SELF4 = "203.0.113.1" // the translator's own IPv4 address (Policy.IPv4Address)
 )
 
 func testSnapshot(t testing.TB) *mapping.Snapshot {
@@ -56,6 +57,9 @@ func testPolicy() Policy {
 		Hairpin:        HairpinIntrinsic,
 		ICMPSourcePool: []netip.Prefix{netip.MustParsePrefix(POOL)},
 		ICMPRate:       1000000,
+		// As the daemon always sets one (config.DummyIPv4Address at
+		// least), so that the own-address checks are on the tested path.
+		IPv4Address: netip.MustParseAddr(SELF4),
 	}
 }
 
@@ -336,3 +340,18 @@ func wellFormed(p []byte, wantL4 bool) error {
 }
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// sum4 sums the 4 bytes of an IPv4 address.
+func sum4(a *[4]byte) uint16 {
+	s := uint32(a[0])<<8 | uint32(a[1])
+	s += uint32(a[2])<<8 | uint32(a[3])
+	s = s&0xffff + s>>16
+	return uint16(s)
+}
+
+// pseudo4 is the sum of the IPv4 pseudo-header (RFC 793 section 3.1).
+func pseudo4(src, dst *[4]byte, length uint16, proto uint8) uint16 {
+	s := csumAdd(sum4(src), sum4(dst))
+	s = csumAdd(s, length)
+	return csumAdd(s, uint16(proto))
+}

@@ -131,6 +131,11 @@ func (w *Worker) icmpError46(s *state, buf []byte, start, end, ihl int, src6, ds
 	quote, extn := inner, []byte(nil)
 	if l := int(icmp[5]) * 4; l != 0 && l >= iihl && l <= len(inner) {
 		quote, extn = inner[:l], inner[l:] // RFC 4884 section 4.1
+		if itot < len(quote) {
+			// The zero padding to a 32-bit boundary is not part of the
+			// packet: it is redone for the ICMPv6 form (RFC 4884 4.5).
+			quote = quote[:itot]
+		}
 	}
 	ifrag := be16(inner[6:])
 	iproto := inner[9]
@@ -139,8 +144,8 @@ func (w *Worker) icmpError46(s *state, buf []byte, start, end, ihl int, src6, ds
 	if o == mapping.NotTranslatable {
 		return drop(r, ReasonICMPInner)
 	}
-	idst6, did, ok := s.hairpinTo6(idst4, hp)
-	if !ok {
+	idst6, did, o := s.hairpinTo6(idst4, hp)
+	if o == mapping.NotTranslatable {
 		return drop(r, ReasonICMPInner)
 	}
 	iIsFrag := ifrag&0x3fff != 0
@@ -258,6 +263,9 @@ func (w *Worker) icmpError46(s *state, buf []byte, start, end, ihl int, src6, ds
 	put16(oh[4:], uint16(n-40))
 	oh[6] = protoICMPv6
 	oh[7] = p[8]
+	if s.decTTL { // an error is forwarded like any packet (its expiry was checked)
+		oh[7]--
+	}
 	copy(oh[8:24], src6[:])
 	copy(oh[24:40], dst6[:])
 	put16(ic[2:], ^checksum.Checksum(out[40:n], pseudo6(src6, dst6, uint32(n-40), protoICMPv6)))
@@ -323,6 +331,12 @@ func (w *Worker) icmpError64(s *state, buf []byte, start, end int, x ext, src4, 
 	quote, extn := inner, []byte(nil)
 	if l := int(icmp[4]) * 8; hasLen && l != 0 && l >= 40 && l <= len(inner) {
 		quote, extn = inner[:l], inner[l:] // RFC 4884 section 4.1
+		if n := 40 + int(be16(inner[4:])); n < len(quote) {
+			// The zero padding to a 64-bit boundary is not part of the
+			// packet: carried over, it would make the ICMPv4 length a
+			// word too long. It is redone to 32 bits (RFC 4884 4.5).
+			quote = quote[:n]
+		}
 	}
 	xi, why := walkExt(quote)
 	if why != ReasonNone && why != ReasonSegmentsLeft {
@@ -461,6 +475,9 @@ func (w *Worker) icmpError64(s *state, buf []byte, start, end int, x ext, src4, 
 		put16(oh[6:], 0)
 	}
 	oh[8] = p[7]
+	if s.decTTL { // an error is forwarded like any packet (its expiry was checked)
+		oh[8]--
+	}
 	oh[9] = protoICMPv4
 	copy(oh[12:16], src4[:])
 	copy(oh[16:20], dst4[:])

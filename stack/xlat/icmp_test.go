@@ -98,6 +98,8 @@ func TestPTBPlateauAndClamp(t *testing.T) {
 		{"plateau-1492", 0, 1500 - 28, 0, 1512},
 		{"plateau-small", 0, 100, 0, 1280},
 		{"clamp-ipv6-mtu", 1400, 60, 1480, 1400},
+		{"clamp-ipv6-mtu-equal", 1500, 60, 1500, 1500},
+		{"clamp-plateau", 1500, 2000 - 28, 0, 1500},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			w := newTestWorker(t, func(p *Policy) { p.IPv6MTU = c.mtu6 })
@@ -173,7 +175,7 @@ func TestICMPError64RFC6791(t *testing.T) {
 		t.Errorf("pool choice not deterministic: %v then %v", got[12:16], again[12:16])
 	}
 
-	w = newTestWorker(t, func(p *Policy) { p.ICMPSourcePool = nil })
+	w = newTestWorker(t, func(p *Policy) { p.ICMPSourcePool, p.IPv4Address = nil, netip.Addr{} })
 	if _, r, _ := run(w, in, nil); r.Verdict != Drop || r.Reason != ReasonPoolEmpty {
 		t.Errorf("empty pool: %d %v", r.Verdict, r.Reason)
 	}
@@ -236,5 +238,68 @@ func TestICMPErrorBadChecksum(t *testing.T) {
 	// With a partial checksum there is nothing to check yet.
 	if _, r, _ := run(w, in6, &Offload{Flags: OffloadNeedsCsum, CsumStart: 40, CsumOffset: 2}); r.Verdict != Forward {
 		t.Errorf("partial: %d %v", r.Verdict, r.Reason)
+	}
+}
+
+// RFC 4884 section 4.5: the quoted packet is zero-padded to the new
+// family's boundary (64 bits in ICMPv6, 32 in ICMPv4), at least 128
+// bytes, and the length counts exactly that; the old padding is not part
+// of the packet. Every translated type that carries a length, and one
+// that does not (Parameter Problem becomes ICMPv6 4, whose extensions
+// are dropped with the padding).
+func TestRFC4884Padding(t *testing.T) {
+	ext := []byte{0x20, 0, 0, 0, 0, 8, 1, 1, 0, 0, 0, 7}
+	pad := func(b []byte, to int) []byte { return append(append([]byte{}, b...), make([]byte, to-len(b))...) }
+	cat := func(bs ...[]byte) []byte {
+		var o []byte
+		for _, b := range bs {
+			o = append(o, b...)
+		}
+		return o
+	}
+	// Quoted packets whose length is not a multiple of the boundary.
+	in4 := innerV4(122)         // 150 bytes: 152 in ICMPv4 (38 words)
+	as6 := innerV4as6(122)      // 170 bytes: 176 in ICMPv6 (22 words)
+	in6 := innerV6(132)         // 180 bytes: 184 in ICMPv6 (23 words)
+	as4 := innerV6as4(132)      // 160 bytes: 160 in ICMPv4 (40 words)
+	small6 := innerV6(100)      // 148 bytes: 152 in ICMPv6 (19 words)
+	smallAs4 := innerV6as4(100) // 128 bytes: exactly the minimum (32 words)
+	for _, c := range []struct {
+		name string
+		in   []byte
+		want []byte
+	}{
+		{"4to6-time-exceeded",
+			ip4(R4, S4A, 64, 1, icmpMsg(11, 0, 38<<16, cat(pad(in4, 152), ext)), v4opt{}),
+			ip6(R4in6, S6A, 64, 58, icmpMsg(3, 0, 22<<24, cat(pad(as6, 176), ext)), v6opt{})},
+		{"4to6-port-unreachable",
+			ip4(C4, S4A, 64, 1, icmpMsg(3, 3, 38<<16, cat(pad(in4, 152), ext)), v4opt{}),
+			ip6(C6, S6A, 64, 58, icmpMsg(1, 4, 22<<24, cat(pad(as6, 176), ext)), v6opt{})},
+		{"4to6-parameter-problem-no-length",
+			ip4(R4, S4A, 64, 1, icmpMsg(12, 0, 8<<24|38<<16, cat(pad(in4, 152), ext)), v4opt{}),
+			ip6(R4in6, S6A, 64, 58, icmpMsg(4, 0, 7, as6), v6opt{})},
+		{"6to4-port-unreachable",
+			ip6(S6A, C6, 64, 58, icmpMsg(1, 4, 23<<24, cat(pad(in6, 184), ext)), v6opt{}),
+			ip4(S4A, C4, 64, 1, icmpMsg(3, 3, 40<<16, cat(as4, ext)), v4opt{})},
+		{"6to4-time-exceeded",
+			ip6(S6A, C6, 64, 58, icmpMsg(3, 0, 23<<24, cat(pad(in6, 184), ext)), v6opt{}),
+			ip4(S4A, C4, 64, 1, icmpMsg(11, 0, 40<<16, cat(as4, ext)), v4opt{})},
+		{"6to4-minimum-128",
+			ip6(S6A, C6, 64, 58, icmpMsg(1, 0, 19<<24, cat(pad(small6, 152), ext)), v6opt{}),
+			ip4(S4A, C4, 64, 1, icmpMsg(3, 1, 32<<16, cat(smallAs4, ext)), v4opt{})},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newTestWorker(t, nil)
+			got, r, _ := run(w, c.in, nil)
+			if r.Verdict != Forward {
+				t.Fatalf("verdict %d %v", r.Verdict, r.Reason)
+			}
+			want := c.want
+			if want[0]>>4 == 4 {
+				want = withID(want, got)
+			}
+			diff(t, "RFC 4884 4.5", got, want)
+			checkWellFormed(t, got, true)
+		})
 	}
 }

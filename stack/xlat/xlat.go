@@ -9,6 +9,7 @@ import (
 const (
 	protoHopByHop = 0
 	protoICMPv4   = 1
+	protoIGMP     = 2
 	protoTCP      = 6
 	protoUDP      = 17
 	protoRouting  = 43
@@ -34,16 +35,17 @@ type hairpinPass bool
 // hairpinTo6 translates the address that names the hairpinning server:
 // in the second half of a hairpin it is written in the RFC 6052 prefix
 // (see hairpinPass); otherwise EAM first, then the prefix.
-func (s *state) hairpinTo6(a [4]byte, hp hairpinPass) (v6 [16]byte, delta uint16, ok bool) {
+// The origin is ByPrefix for the hairpinning server, whatever its EAM
+// entry says.
+func (s *state) hairpinTo6(a [4]byte, hp hairpinPass) (v6 [16]byte, delta uint16, o mapping.Origin) {
 	if hp {
 		if !s.pfx.Valid() {
-			return v6, 0, false
+			return v6, 0, mapping.NotTranslatable
 		}
 		v6, delta = s.pfx.Embed(a)
-		return v6, delta, true
+		return v6, delta, mapping.ByPrefix
 	}
-	v6, delta, o := s.m.To6(a)
-	return v6, delta, o != mapping.NotTranslatable
+	return s.m.To6(a)
 }
 
 // Process translates the IPv4 or IPv6 packet at buf[start:end] in place.
@@ -90,9 +92,12 @@ func drop(r Result, why Reason) Result {
 
 // illegal4 reports addresses RFC 7915 section 4.1 / RFC 1812 forbid as
 // sources and that a unicast translator cannot use as destinations: this
-// network (0/8), loopback (127/8), multicast (224/4), class E and the
-// limited broadcast (240/4).
-func illegal4(a [4]byte) bool { return a[0] == 0 || a[0] == 127 || a[0] >= 224 }
+// network (0/8), loopback (127/8), link-local (169.254/16, RFC 3927: a
+// cloud's metadata service lives there), multicast (224/4), class E and
+// the limited broadcast (240/4).
+func illegal4(a [4]byte) bool {
+	return a[0] == 0 || a[0] == 127 || a[0] >= 224 || (a[0] == 169 && a[1] == 254)
+}
 
 // illegal6 reports the IPv6 unspecified and loopback addresses, multicast
 // (ff00::/8) and link-local unicast (fe80::/10): RFC 7915 section 5.1
@@ -180,7 +185,11 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	first := fo == 0
 	proto := p[9]
 	src4, dst4 := [4]byte(p[12:16]), [4]byte(p[16:20])
-	if illegal4(src4) {
+	l4 := p[ihl:]
+	isErr := proto == protoICMPv4 && first && len(l4) > 0 && isICMPv4Error(l4[0])
+	if illegal4(src4) && !isErr {
+		// RFC 7915 sections 4.1 and 4.3: the illegal-source check does not
+		// apply to ICMPv4 errors, which routers in any space may send.
 		return drop(r, ReasonSrcIllegal)
 	}
 	if illegal4(dst4) {
@@ -189,14 +198,17 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	if len(s.deny) > 0 && (s.denied(src4) || s.denied(dst4)) {
 		return drop(r, ReasonDenied)
 	}
-	l4 := p[ihl:]
-	isErr := proto == protoICMPv4 && first && len(l4) > 0 && isICMPv4Error(l4[0])
-	if ihl > 20 {
-		if sourceRouted(p[20:ihl]) {
-			if !isErr && first {
-				w.emitError4(s, p, 3, 5, 0, sink)
+	if s4 := src4; s.special && s.maybe4(s4, dst4) {
+		if isErr {
+			// The translator's host reports its own forwarding failures
+			// (Time Exceeded, Fragmentation Needed) from its own addresses.
+			s4 = dst4
+		}
+		if why := s.check4(s4, dst4); why != ReasonNone {
+			if why == ReasonOwnAddress && s.isOwn4(dst4) && echoRequest4(proto, isFrag, l4) {
+				return w.answerEcho4(s, p, ihl, sink, r)
 			}
-			return drop(r, ReasonSourceRoute)
+			return drop(r, why)
 		}
 	}
 	// RFC 7755 / RFC 7757: an IPv4 destination is a server's public address
@@ -206,11 +218,33 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	if o != mapping.ByEAM {
 		return drop(r, ReasonDstUnmapped)
 	}
-	src6, dsrc, ok := s.hairpinTo6(src4, hp)
-	if !ok {
+	src6, dsrc, os := s.hairpinTo6(src4, hp)
+	switch os {
+	case mapping.NotTranslatable:
 		return drop(r, ReasonSrcUnmapped)
+	case mapping.ByEAM:
+		// A mapped public IPv4 address belongs to a server behind this
+		// translator: from the IPv4 side it can only be forged, and would
+		// reach another server from that server's real IPv6 address.
+		return drop(r, ReasonSpoofed)
+	}
+	if len(s.own6) > 0 && (s.isOwn6(&src6) || s.isOwn6(&dst6)) {
+		return drop(r, ReasonOwnAddress)
+	}
+	if ihl > 20 && sourceRouted(p[20:ihl]) {
+		if !isErr && first {
+			w.emitError4(s, p, 3, 5, 0, sink)
+		}
+		return drop(r, ReasonSourceRoute)
 	}
 
+	if s.decTTL && !bool(hp) && p[8] <= 1 {
+		// RFC 7915 section 4.1: as a router, Time Exceeded in Transit.
+		if !isErr && first {
+			w.emitError4(s, p, 11, 0, 0, sink)
+		}
+		return drop(r, ReasonTTLExceeded)
+	}
 	gso := off != nil && off.GSOType&^GSOECN != GSONone
 	hlen := 40
 	if isFrag {
@@ -222,7 +256,10 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 			if s.mtu6 > 0 && len6 > s.mtu6 {
 				// RFC 7915 section 4.1 / RFC 1191: the IPv6 form cannot
 				// cross the IPv6 next hop.
-				if !isErr && first {
+				// Not in a hairpin: the IPv4 packet is the engine's own
+				// intermediate form, and an error about it would make a
+				// second packet out of one.
+				if !isErr && first && !bool(hp) {
 					w.emitError4(s, p, 3, 4, uint32(s.mtu6-(hlen-ihl)), sink)
 				}
 				return drop(r, ReasonTooBig)
@@ -301,6 +338,10 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 		}
 	case protoICMPv6:
 		return drop(r, ReasonICMPProto)
+	case protoIGMP:
+		// RFC 7915 section 4.2: IGMP messages are single-hop and SHOULD
+		// be silently dropped.
+		return drop(r, ReasonIGMP)
 	case protoHopByHop, protoRouting, protoFragment, protoDestOpts:
 		// Copied into Next Header these would announce an extension
 		// header that is not there.
@@ -324,7 +365,10 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	h[1] = tos << 4 // flow label 0
 	h[2], h[3] = 0, 0
 	put16(h[4:], uint16(hlen-40+len(l4)))
-	h[7] = ttl // the host kernel decremented it on the way into the tun
+	if s.decTTL && !bool(hp) { // a hairpin's hop was counted on its way in
+		ttl--
+	}
+	h[7] = ttl // with a tun, the host kernel decremented it on the way in
 	copy(h[8:24], src6[:])
 	copy(h[24:40], dst6[:])
 	if hlen == 48 {
@@ -391,10 +435,10 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 	}
 	x, why := walkExt(p)
 	if why != ReasonNone {
-		if why == ReasonSegmentsLeft {
+		if why == ReasonSegmentsLeft && errorAllowed6(p) {
 			// RFC 7915 section 5.1: Parameter Problem, code 0, pointing
 			// at the Segments Left field.
-			w.emitError6(s, p, 4, 0, uint32(x.slAt), sink, x)
+			w.emitError6(s, p, 4, 0, uint32(x.slAt), sink)
 		}
 		return drop(r, why)
 	}
@@ -434,18 +478,62 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 	if os != mapping.NotTranslatable && illegal4(src4) {
 		return drop(r, ReasonSrcIllegal)
 	}
+	if os == mapping.ByPrefix {
+		// Only the translator writes sources inside the prefix (IPv4
+		// clients, and the hairpinning server in the second half of a
+		// hairpin). One arriving from the IPv6 side is forged, or our own
+		// output coming back: it would leave with any IPv4 source it
+		// likes, a mapped server's included.
+		return drop(r, ReasonSpoofed)
+	}
 	if len(s.deny) > 0 && ((os != mapping.NotTranslatable && s.denied(src4)) || s.denied(dst4)) {
 		return drop(r, ReasonDenied)
 	}
+	if s.special {
+		// An error may come from the translator's host itself (the
+		// kernel's Packet Too Big for a packet it could not forward).
+		if len(s.own6) > 0 && ((!isErr && s.isOwn6(&src6)) || s.isOwn6(&dst6)) {
+			return drop(r, ReasonOwnAddress)
+		}
+		s4 := src4
+		if os == mapping.NotTranslatable {
+			s4 = dst4 // an error from an IPv6 router: its IPv4 source is ours to choose
+		}
+		if s.maybe4(s4, dst4) {
+			if why := s.check4(s4, dst4); why != ReasonNone {
+				if why == ReasonOwnAddress && os == mapping.ByEAM && od == mapping.ByPrefix && s.isOwn4(dst4) &&
+					!s.isOwn4(src4) && !s.isBcast4(src4) && x.nh == protoICMPv6 && x.fragAt < 0 &&
+					len(l4) >= 8 && l4[0] == 128 && l4[1] == 0 {
+					return w.answerEcho6(s, p, x, sink, r)
+				}
+				return drop(r, why)
+			}
+		}
+	}
+	if hairpin && (p[7] <= 1 || s.decTTL && p[7] <= 2) {
+		// The hairpin is a hop like any other (RFC 8200 section 3): a
+		// packet that has none left is answered with Time Exceeded
+		// rather than sent round again. (hairpin spends the hop; with
+		// DecrementTTL the translator's own hop comes first.)
+		return w.hopLimitExceeded(s, p, r, !isErr && first, sink)
+	}
 
+	if s.decTTL && p[7] <= 1 {
+		// RFC 7915 section 5.1: as a router, Hop Limit Exceeded.
+		if !isErr && first {
+			w.emitError6(s, p, 3, 0, 0, sink)
+		}
+		return drop(r, ReasonTTLExceeded)
+	}
 	gso := off != nil && off.GSOType&^GSOECN != GSONone
 	tot4 := 20 + len(l4)
 	df := x.fragAt < 0 && tot4 > dfThreshold
-	if df && !gso && !isErr && s.mtu4 > 0 && tot4 > s.mtu4 {
+	if df && !gso && !isErr && !hairpin && s.mtu4 > 0 && tot4 > s.mtu4 {
 		// The IPv4 next hop cannot take it and DF is set: RFC 7915
-		// section 5.1 / RFC 8201 Packet Too Big, MTU in IPv6 terms.
+		// section 5.1 / RFC 8201 Packet Too Big, MTU in IPv6 terms. (A
+		// hairpinned packet never meets the IPv4 next hop.)
 		if !isErr && first {
-			w.emitError6(s, p, 2, 0, uint32(s.mtu4+20), sink, x)
+			w.emitError6(s, p, 2, 0, uint32(s.mtu4+20), sink)
 		}
 		return drop(r, ReasonTooBig)
 	}
@@ -500,10 +588,16 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 			if os == mapping.NotTranslatable {
 				// RFC 6791: an IPv6 router without an IPv4 address.
 				a, ok := s.poolAddr(hash6(&src6, &dst6))
-				if !ok {
+				switch {
+				case ok:
+					src4 = a
+				case s.hasIPv4Addr:
+					// Without a pool, the translator's own address, so
+					// that Packet Too Big is not lost (PMTUD black hole).
+					src4 = s.ipv4Addr
+				default:
 					return drop(r, ReasonPoolEmpty)
 				}
-				src4 = a
 			}
 			rr := w.icmpError64(s, buf, start, end, x, src4, dst4, off, sink)
 			if hairpin && rr.Verdict == Forward {
@@ -545,6 +639,9 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 			put16(h[6:], 0)
 		}
 	}
+	if s.decTTL {
+		hlim--
+	}
 	h[8] = hlim
 	h[9] = proto
 	copy(h[12:16], src4[:])
@@ -576,12 +673,27 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 // translated to IPv4 is addressed to another EAM server, so it goes
 // straight back to IPv6 instead of leaving for the IPv4 network.
 func (w *Worker) hairpin(s *state, buf []byte, r Result, off *Offload, sink Sink) Result {
+	// The turn costs a hop (RFC 8200 section 3; v6to4 has refused a
+	// packet with none to spare): the TTL of the intermediate IPv4 form,
+	// which becomes the hop limit again. Its header checksum is not read.
+	buf[r.Start+8]--
 	rr := w.v4to6(s, buf, r.Start, r.End, off, sink, true)
 	rr.Dir = Dir64
 	if rr.Verdict != Drop {
 		inc(&w.C.Hairpinned, 1)
 	}
 	return rr
+}
+
+// hopLimitExceeded drops the IPv6 packet p, which was to be hairpinned
+// with no hop to spare, with RFC 4443 section 3.3 Time Exceeded (code 0)
+// back to its source when errorOK (not about an error or a non-first
+// fragment).
+func (w *Worker) hopLimitExceeded(s *state, p []byte, r Result, errorOK bool, sink Sink) Result {
+	if errorOK {
+		w.emitError6(s, p, 3, 0, 0, sink)
+	}
+	return drop(r, ReasonHopLimit)
 }
 
 // ext is what walkExt learnt about an IPv6 extension header chain.
@@ -610,6 +722,13 @@ func walkExt(p []byte) (x ext, why Reason) {
 			if x.off+8 > len(p) {
 				return x, ReasonExtHeaders
 			}
+			if x.fragAt >= 0 && x.m {
+				// RFC 7915 section 5.1.1: this header is part of the
+				// fragmentable part; stripping it from the first fragment
+				// alone would shift the data against the offsets of the
+				// others.
+				return x, ReasonExtAfterFragment
+			}
 			if x.nh == protoRouting && p[x.off+3] != 0 {
 				x.slAt = x.off + 3
 				return x, ReasonSegmentsLeft
@@ -637,6 +756,23 @@ func walkExt(p []byte) (x ext, why Reason) {
 		}
 		return x, ReasonNone
 	}
+}
+
+// errorAllowed6 reports whether the translator may answer the IPv6 packet
+// p with an ICMPv6 error of its own: not about an ICMPv6 error, nor about
+// a non-first fragment (RFC 4443 section 2.4 (e)), nor when its headers
+// cannot be followed far enough to tell.
+func errorAllowed6(p []byte) bool {
+	x, why := walkExtInner(p)
+	switch {
+	case why != ReasonNone:
+		return false
+	case x.fragAt >= 0 && x.fo != 0:
+		return false
+	case x.nh == protoICMPv6:
+		return x.off < len(p) && p[x.off] >= 128
+	}
+	return true
 }
 
 // hash6 mixes two IPv6 addresses (FNV-1a) for RFC 6791 source selection.

@@ -1,6 +1,8 @@
 package xlat
 
 import (
+	"os"
+	"strings"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -301,5 +303,22 @@ func TestFlush(t *testing.T) {
 	w.Flush()
 	if got := w.eng.Totals(); got.Packets[Dir46][ProtoUDP] != flushEvery+3 || got.Bytes[Dir46] != uint64((flushEvery+3)*len(in)) {
 		t.Errorf("after Flush: %d packets, %d bytes", got.Packets[Dir46][ProtoUDP], got.Bytes[Dir46])
+	}
+}
+
+// docs/configuration.md documents every drop reason under its name.
+func TestReasonsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(doc), "### Drop reasons")
+	if !ok {
+		t.Fatal("docs/configuration.md has no Drop reasons section")
+	}
+	for r := ReasonNone + 1; r < NumReasons; r++ {
+		if !strings.Contains(table, "\n| `"+r.String()+"` |") {
+			t.Errorf("drop reason %q is not in the Drop reasons table of docs/configuration.md", r)
+		}
 	}
 }

@@ -1,0 +1,94 @@
+package xlat
+
+import "gvisor.dev/gvisor/pkg/tcpip/checksum"
+
+// The translator's own IPv4 addresses (Policy.IPv4Address, the IPv4
+// addresses of Policy.OwnAddrs) answer ICMP echo, as TAYGA's ipv4-addr
+// does, so that either side can ping the translator itself: an IPv4 host
+// pings the address, an IPv6 server pings it inside the RFC 6052 prefix
+// (the address the translator's ICMPv6 errors come from). The reply goes
+// to the Sink (Verdict Consumed), shares the rate limit of the errors the
+// translator originates, and goes only to a source the translator would
+// translate: never to a spoofed, broadcast or own address, nor about a
+// fragment or a request with a bad checksum.
+
+// echoRequest4 reports an unfragmented ICMPv4 Echo Request (RFC 792).
+func echoRequest4(proto byte, isFrag bool, l4 []byte) bool {
+	return proto == protoICMPv4 && !isFrag && len(l4) >= 8 && l4[0] == 8 && l4[1] == 0
+}
+
+// answerEcho4 answers the Echo Request p (IPv4 header of ihl bytes) to one
+// of the translator's own IPv4 addresses with an Echo Reply from it.
+func (w *Worker) answerEcho4(s *state, p []byte, ihl int, sink Sink, r Result) Result {
+	r.Proto = ProtoICMP
+	src4 := [4]byte(p[12:16])
+	l4 := p[ihl:]
+	switch {
+	case s.isOwn4(src4):
+		return drop(r, ReasonOwnAddress)
+	case s.isBcast4(src4):
+		return drop(r, ReasonBroadcast)
+	}
+	if _, _, mapped := s.m.Table().Lookup4(src4); mapped {
+		return drop(r, ReasonSpoofed)
+	}
+	if checksum.Checksum(l4, 0) != 0xffff {
+		return drop(r, ReasonICMPChecksum)
+	}
+	if sink == nil {
+		return drop(r, ReasonNoSink)
+	}
+	if !w.allowError(s) {
+		return drop(r, ReasonOwnAddress)
+	}
+	n := 20 + len(l4)
+	b := w.scratch[:n]
+	b[0], b[1] = 0x45, p[1]
+	put16(b[2:], uint16(n))
+	put16(b[4:], w.nextID())
+	put16(b[6:], 0)
+	b[8], b[9] = 64, protoICMPv4
+	copy(b[12:16], p[16:20])
+	copy(b[16:20], p[12:16])
+	ipv4HeaderChecksum(b[:20])
+	copy(b[20:], l4)
+	b[20], b[22], b[23] = 0, 0, 0 // Echo Reply
+	put16(b[22:], ^checksum.Checksum(b[20:], 0))
+	sink.Emit(b, nil)
+	inc(&w.C.Emitted, 1)
+	r.Verdict = Consumed
+	return r
+}
+
+// answerEcho6 answers the ICMPv6 Echo Request (RFC 4443 section 4.1) at
+// p[x.off:], sent by a server to the translator's own IPv4 address inside
+// the prefix, with an Echo Reply from that address. The caller has
+// checked the source (an EAM server) and that it is no fragment.
+func (w *Worker) answerEcho6(s *state, p []byte, x ext, sink Sink, r Result) Result {
+	r.Proto = ProtoICMP
+	src6, dst6 := [16]byte(p[8:24]), [16]byte(p[24:40])
+	l4 := p[x.off:]
+	if checksum.Checksum(l4, pseudo6(&src6, &dst6, uint32(len(l4)), protoICMPv6)) != 0xffff {
+		return drop(r, ReasonICMPChecksum)
+	}
+	if sink == nil {
+		return drop(r, ReasonNoSink)
+	}
+	if !w.allowError(s) {
+		return drop(r, ReasonOwnAddress)
+	}
+	n := 40 + len(l4)
+	b := w.scratch[:n]
+	b[0], b[1], b[2], b[3] = 0x60|p[0]&0x0f, p[1]&0xf0, 0, 0 // traffic class kept, flow label 0
+	put16(b[4:], uint16(len(l4)))
+	b[6], b[7] = protoICMPv6, 64
+	copy(b[8:24], dst6[:])
+	copy(b[24:40], src6[:])
+	copy(b[40:], l4)
+	b[40], b[42], b[43] = 129, 0, 0 // Echo Reply
+	put16(b[42:], ^checksum.Checksum(b[40:], pseudo6(&dst6, &src6, uint32(len(l4)), protoICMPv6)))
+	sink.Emit(b, nil)
+	inc(&w.C.Emitted, 1)
+	r.Verdict = Consumed
+	return r
+}
