@@ -1,8 +1,8 @@
 # bench/netns: map646 serving an inherited fd. The harness opens a tun
 # (IFF_TUN|IFF_NO_PI) in the router namespace, routes the public IPv4 prefix
 # and the /96 into it and hands it to map646 as fd {{.FD}}.
-# The block below is the harness's guess at the link-mode syntax: if the
-# binary rejects it, the setup is reported as unsupported.
+# The link block is docs/configuration.md's "Link modes"; a binary that
+# rejects it is reported as unsupported.
 translator {
   prefix = "{{.Prefix}}"
 {{- if .MappingsFile}}

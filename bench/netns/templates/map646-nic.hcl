@@ -1,8 +1,8 @@
 # bench/netns: map646 in NIC mode. map646 reads and writes the router
 # namespace's veths through AF_PACKET; the harness turns the namespace's
 # kernel forwarding off, so only map646 moves transit packets.
-# The block below is the harness's guess at the link-mode syntax: if the
-# binary rejects it, the setup is reported as unsupported.
+# The link block is docs/configuration.md's "Link modes"; a binary that
+# rejects it is reported as unsupported.
 translator {
   prefix = "{{.Prefix}}"
 {{- if .MappingsFile}}
