@@ -33,7 +33,7 @@ func Aggregate6(t *Table) []netip.Prefix {
 	for i := range t.recs {
 		r := &t.recs[i]
 		hi, lo := split6(r.v6)
-		rs[i] = u128Range{u128{hi, lo}, u128{hi, lo | uint64(hostMask4(int(r.bits4)))}}
+		rs[i] = u128Range{u128{hi, lo}, u128{hi, lo | hostMask64(int(r.bits6))}}
 	}
 	var out []netip.Prefix
 	cover(rs, 128, func(start u128, bits int) {

@@ -21,6 +21,42 @@ func (e *CSVError) Error() string {
 
 func (e *CSVError) Unwrap() error { return e.Err }
 
+// MaxReported is how many problems ParseCSVLines and NewTable describe in
+// full; past it they only count the rest, so that a file with a million bad
+// lines costs a million counter increments, not a million messages.
+const MaxReported = 100
+
+// CSVErrors is every problem of a mappings file, in line order: the first
+// MaxReported in Errs, and More the number of further bad lines. errors.As
+// with a *CSVError finds the first one.
+type CSVErrors struct {
+	Errs []*CSVError
+	More int
+}
+
+func (e *CSVErrors) Error() string {
+	var b strings.Builder
+	for i, ce := range e.Errs {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(ce.Error())
+	}
+	if e.More > 0 {
+		fmt.Fprintf(&b, "\nand %d more", e.More)
+	}
+	return b.String()
+}
+
+// Unwrap gives the individual errors to errors.Is and errors.As.
+func (e *CSVErrors) Unwrap() []error {
+	out := make([]error, len(e.Errs))
+	for i, ce := range e.Errs {
+		out[i] = ce
+	}
+	return out
+}
+
 // ParseCSV reads a mappings file: one EAM entry per line as "ipv4,ipv6",
 // where each side is an address (a /32 or /128) or a prefix. Spaces and
 // tabs around fields are ignored, '#' starts a comment, CR LF line ends are
@@ -29,7 +65,9 @@ func (e *CSVError) Unwrap() error { return e.Err }
 // is the n-th such line. Each entry passes the same per-entry checks as
 // NewTable (family, host bits, suffix lengths, special space, RFC 6052
 // section 3.1); the checks between entries (duplicates, overlaps) are
-// NewTable's. Errors are *CSVError values: "name:line:col: message".
+// NewTable's. A bad line does not stop the parse: the error is a
+// *CSVError when one line is bad and a *CSVErrors listing them all
+// (MaxReported in full) when several are, each "name:line:col: message".
 //
 // The file is read whole and parsed without per-line allocation.
 func ParseCSV(r io.Reader, name string) ([]Entry, error) {
@@ -39,12 +77,13 @@ func ParseCSV(r io.Reader, name string) ([]Entry, error) {
 
 // ParseCSVLines is ParseCSV that also returns the 1-based line number of
 // each entry, so that an *EntryError from NewTable can be reported at its
-// line.
-func ParseCSVLines(r io.Reader, name string) (entries []Entry, lines []int, err error) {
+// line, and a configuration can say where each entry came from (4 bytes
+// per entry).
+func ParseCSVLines(r io.Reader, name string) (entries []Entry, lines []uint32, err error) {
 	return parseCSV(r, name, true)
 }
 
-func parseCSV(r io.Reader, name string, wantLines bool) ([]Entry, []int, error) {
+func parseCSV(r io.Reader, name string, wantLines bool) ([]Entry, []uint32, error) {
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", name, err)
@@ -60,27 +99,39 @@ func parseCSV(r io.Reader, name string, wantLines bool) ([]Entry, []int, error) 
 	}
 	n := strings.Count(src, "\n") + 1 // an upper bound on the entries
 	entries := make([]Entry, 0, n)
-	var lines []int
+	var lines []uint32
 	if wantLines {
-		lines = make([]int, 0, n)
+		lines = make([]uint32, 0, n)
 	}
+	var bad CSVErrors
 	for lineNo := 1; len(src) > 0; lineNo++ {
 		line, rest, _ := strings.Cut(src, "\n")
 		src = rest
 		e, ok, err := parseCSVLine(line)
 		if err != nil {
+			if len(bad.Errs) == MaxReported {
+				bad.More++
+				continue
+			}
 			err.Name, err.Line = name, lineNo
 			if lineNo == 1 {
 				err.Col += bom
 			}
-			return nil, nil, err
+			bad.Errs = append(bad.Errs, err)
+			continue
 		}
-		if ok {
+		if ok && len(bad.Errs) == 0 {
 			entries = append(entries, e)
 			if wantLines {
-				lines = append(lines, lineNo)
+				lines = append(lines, uint32(lineNo))
 			}
 		}
+	}
+	switch {
+	case len(bad.Errs) == 1:
+		return nil, nil, bad.Errs[0]
+	case len(bad.Errs) > 1:
+		return nil, nil, &bad
 	}
 	return entries, lines, nil
 }

@@ -42,7 +42,8 @@ type Config struct {
 	// (e.g. an IPv6 MTU below the IPv4 MTU + 20 that RFC 7755 recommends).
 	Warnings hcl.Diagnostics
 
-	snap *mapping.Snapshot // built and checked by Parse; see Xlat
+	snap   *mapping.Snapshot // built and checked by Parse; see Xlat
+	origin mappingOrigin     // where each mapping was written; see MappingOrigin
 }
 
 // Translator is the `translator` block: what to translate and how.

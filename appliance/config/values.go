@@ -25,8 +25,10 @@ type decoder struct {
 	// Where each Translator.Mappings entry came from: a mapping block's
 	// range for the first len(mappingBlocks) entries; CSV lines after.
 	mappingBlocks   []hcl.Range
+	blockOverlap    []bool    // each mapping block's overlap opt-in
+	csvOverlap      bool      // mappings_overlap: every mappings file entry opts in
 	mappingsName    string    // the mappings file's name in diagnostics
-	csvLines        []int     // the line of each mappings file entry
+	csvLines        []uint32  // the line of each mappings file entry
 	prefixRange     hcl.Range // the translator's prefix value
 	ipv4AddrRange   hcl.Range // the translator's ipv4_address value, if given
 	translatorRange hcl.Range // the translator block's header

@@ -65,7 +65,8 @@ func TestCheckOK(t *testing.T) {
 // translated errors from IPv6-only routers (Packet Too Big included) come
 // from 192.0.0.8: check says so, and still succeeds.
 func TestCheckWarnsNoIPv4Address(t *testing.T) {
-	dir := writeTemp(t, map[string]string{"c.hcl": "translator {\n  prefix = \"2001:db8:64::/96\"\n}\n"})
+	// One mapping, so that the "No mappings" warning does not come first.
+	dir := writeTemp(t, map[string]string{"c.hcl": "translator {\n  prefix = \"2001:db8:64::/96\"\n  mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:6::1\"\n  }\n}\n"})
 	path := filepath.Join(dir, "c.hcl")
 	out, errOut, err := runCmd(t, "check", "-c", path)
 	if err != nil {
