@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -383,4 +384,222 @@ func ipv6(src, dst netip.Addr, hop, next byte, payload []byte) []byte {
 	copy(p[24:], d[:])
 	copy(p[40:], payload)
 	return p
+}
+
+// kernelPathConfig is attackConfig on a tun the kernel routes into
+// (routes = true), for the attacks a router in front would pass on.
+const kernelPathConfig = `translator {
+  prefix       = "2001:db8:64::/96"
+  ipv4_address = "203.0.113.1"
+  mapping {
+    ipv4 = "198.51.100.10"
+    ipv6 = "2001:db8:6::10"
+  }
+  mapping {
+    ipv4 = "198.51.100.11"
+    ipv6 = "2001:db8:6::11"
+  }
+  mapping {
+    ipv4 = "198.51.100.16/30"
+    ipv6 = "2001:db8:6::10:0/126"
+  }
+  tun {
+    name   = "dmatk"
+    queues = 1
+    routes = true
+  }
+}
+`
+
+// ethSocket is an AF_PACKET socket bound to one interface of a namespace.
+type ethSocket struct {
+	fd   int
+	idx  int
+	peer []byte // the MAC of the other end of the veth
+}
+
+func openEth(t *testing.T, ns *netnstest.NS, ifname string, peer []byte) *ethSocket {
+	t.Helper()
+	s := &ethSocket{peer: peer}
+	err := ns.Do(func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		s.idx = ifi.Index
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+		if err != nil {
+			return err
+		}
+		s.fd = fd
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: s.idx})
+	})
+	if err != nil {
+		t.Fatalf("AF_PACKET on %s in %s: %v", ifname, ns.Name, err)
+	}
+	t.Cleanup(func() { unix.Close(s.fd) })
+	return s
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+func macOf(t *testing.T, ns *netnstest.NS, ifname string) []byte {
+	t.Helper()
+	var mac []byte
+	if err := ns.Do(func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err == nil {
+			mac = ifi.HardwareAddr
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return mac
+}
+
+// sendIP sends one IP packet in an Ethernet frame to the veth's peer.
+func (s *ethSocket) sendIP(t *testing.T, pkt []byte) {
+	t.Helper()
+	etype := uint16(unix.ETH_P_IP)
+	if pkt[0]>>4 == 6 {
+		etype = unix.ETH_P_IPV6
+	}
+	frame := append(append(append([]byte{}, s.peer...), make([]byte, 6)...), byte(etype>>8), byte(etype))
+	frame = append(frame, pkt...)
+	if err := unix.Sendto(s.fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: s.idx, Halen: 6, Addr: [8]byte(append(bytes.Clone(s.peer), 0, 0))}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// udpSeen counts the incoming UDP packets (of either IP version) the
+// interface receives within window: neighbour discovery, ARP and ICMP
+// are left out.
+func (s *ethSocket) udpSeen(t *testing.T, window time.Duration) int {
+	t.Helper()
+	n := 0
+	end := time.Now().Add(window)
+	buf := make([]byte, 65536)
+	for {
+		left := time.Until(end)
+		if left <= 0 {
+			return n
+		}
+		tv := unix.NsecToTimeval(left.Nanoseconds())
+		if err := unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			t.Fatal(err)
+		}
+		m, from, err := unix.Recvfrom(s.fd, buf, 0)
+		if err == unix.EAGAIN || err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+			continue
+		}
+		f := buf[:m]
+		switch {
+		case len(f) >= 14+20 && f[12] == 0x08 && f[13] == 0x00 && f[14+9] == 17,
+			len(f) >= 14+40 && f[12] == 0x86 && f[13] == 0xdd && f[14+6] == 17:
+			n++
+		}
+	}
+}
+
+// TestAttackKernelPath: the attacks a router in front of the translator
+// would forward (their destinations are routed into the tun) sent as
+// Ethernet frames onto the translator's veths from the client and server
+// namespaces; the other side's veth sees nothing, and the drops are
+// counted. A control packet crosses each way to show the capture works.
+func TestAttackKernelPath(t *testing.T) {
+	netnstest.RequireTun(t, "dmk")
+	cli, x, srv := netnstest.New(t, "dmk"), netnstest.New(t, "dmk"), netnstest.New(t, "dmk")
+	netnstest.Veth(t, cli, "c0", x, "x4")
+	netnstest.Veth(t, x, "x6", srv, "s0")
+	cli.Run("ip", "addr", "add", "192.0.2.2/24", "dev", "c0")
+	x.Run("ip", "addr", "add", "192.0.2.1/24", "dev", "x4")
+	x.Run("ip", "addr", "add", "2001:db8:6::1/64", "dev", "x6", "nodad")
+	srv.Run("ip", "addr", "add", "2001:db8:6::10/64", "dev", "s0", "nodad")
+	srv.Run("ip", "addr", "add", "2001:db8:6::11/64", "dev", "s0", "nodad")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "map646.hcl")
+	if err := os.WriteFile(cfg, []byte(kernelPathConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := &attackDaemon{sock: filepath.Join(dir, "ctl.sock"), logs: &bytes.Buffer{}}
+	run := exec.Command("ip", "netns", "exec", x.Name, os.Args[0], "run", "-c", cfg, "--control-socket", d.sock)
+	run.Env = append(os.Environ(), "MAP646_TEST_MAIN=1")
+	run.Stderr = d.logs
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.pid = run.Process.Pid
+	exited := make(chan error, 1)
+	go func() { exited <- run.Wait() }()
+	t.Cleanup(func() {
+		_ = run.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = run.Process.Kill()
+			<-exited
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for st := d.stats(t); st == nil || st.Routes == 0; st = d.stats(t) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no stats with routes within 30 s; log:\n%s", d.logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	rssBefore := rssNow(t, d.pid)
+	v4side := openEth(t, cli, "c0", macOf(t, x, "x4"))
+	v6side := openEth(t, srv, "s0", macOf(t, x, "x6"))
+	a := netip.MustParseAddr
+	pfx := func(v4 string) netip.Addr {
+		b := a("2001:db8:64::").As16()
+		v := a(v4).As4()
+		copy(b[12:], v[:])
+		return netip.AddrFrom16(b)
+	}
+	udp4 := func(src, dst netip.Addr) []byte { return ipv4(src, dst, 64, 17, udp(src, dst, []byte("attack"))) }
+	udp6 := func(src, dst netip.Addr) []byte { return ipv6(src, dst, 64, 17, udp(src, dst, []byte("attack"))) }
+	for _, c := range []struct {
+		name, sent    string
+		from, capture *ethSocket
+		pkt           []byte
+		reason        string
+		wantDelivered int
+	}{
+		{"control 4to6", "UDP 192.0.2.2 -> 198.51.100.10", v4side, v6side, udp4(a("192.0.2.2"), a("198.51.100.10")), "", 1},
+		{"control 6to4", "UDP 2001:db8:6::10 -> prefix::192.0.2.2", v6side, v4side, udp6(a("2001:db8:6::10"), pfx("192.0.2.2")), "", 1},
+		{"6to4 source inside prefix", "UDP 2001:db8:64::c633:640b -> prefix::192.0.2.2", v6side, v4side, udp6(pfx("198.51.100.11"), pfx("192.0.2.2")), "spoofed", 0},
+		{"4to6 source a mapped address", "UDP 198.51.100.11 -> 198.51.100.10", v4side, v6side, udp4(a("198.51.100.11"), a("198.51.100.10")), "spoofed", 0},
+		{"6to4 to metadata", "UDP 2001:db8:6::10 -> prefix::a9fe:a9fe", v6side, v4side, udp6(a("2001:db8:6::10"), pfx("169.254.169.254")), "dst_illegal", 0},
+		{"4to6 directed broadcast of mapped /30", "UDP 192.0.2.2 -> 198.51.100.19", v4side, v6side, udp4(a("192.0.2.2"), a("198.51.100.19")), "broadcast", 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var before uint64
+			if c.reason != "" {
+				before = d.drops(t, c.reason)
+			}
+			c.from.sendIP(t, c.pkt)
+			got := c.capture.udpSeen(t, 500*time.Millisecond)
+			if got != c.wantDelivered {
+				t.Errorf("sent %s: %d UDP packets on the other side, want %d", c.sent, got, c.wantDelivered)
+			}
+			outcome := fmt.Sprintf("%d delivered", got)
+			if c.reason != "" {
+				after := d.drops(t, c.reason)
+				if after != before+1 {
+					t.Errorf("sent %s: drops{reason=%q} %d -> %d, want +1; all drops: %+v", c.sent, c.reason, before, after, d.stats(t).Drops)
+				}
+				outcome += fmt.Sprintf(", %s %d -> %d", c.reason, before, after)
+			}
+			t.Logf("| %s (kernel path) | %s | %s |", c.name, c.sent, outcome)
+		})
+	}
+	t.Logf("daemon RSS: before %s, after %s", rssBefore, rssNow(t, d.pid))
 }
