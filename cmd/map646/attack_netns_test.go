@@ -223,30 +223,37 @@ func TestAttackPackets(t *testing.T) {
 		pkt        []byte
 		reason     string // "" for the controls
 		emitted    int    // packets the translator must emit
+		// what the emitted packet must be (controls only)
+		want func(p []byte) bool
 	}{
-		{"control: translated", "UDP 2001:db8:6::10 -> prefix::192.0.2.2", udp6(srvA, pfx("192.0.2.2")), "", 1},
-		{"control: segments left answered", "UDP with Routing header SL=1", ipv6(srvA, pfx("192.0.2.2"), 64, 43, withRH(17, udp(srvA, pfx("192.0.2.3"), []byte("x")))), "segments_left", 1},
+		{"control: translated", "UDP 2001:db8:6::10 -> prefix::192.0.2.2", udp6(srvA, pfx("192.0.2.2")), "", 1, func(p []byte) bool {
+			return len(p) >= 28 && p[0] == 0x45 && p[9] == 17 && netip.AddrFrom4([4]byte(p[12:16])) == a4("198.51.100.10") && netip.AddrFrom4([4]byte(p[16:20])) == client
+		}},
+		// RFC 7915 section 5.1: Parameter Problem, code 0, pointing at Segments Left (40+3).
+		{"control: segments left answered", "UDP with Routing header SL=1", ipv6(srvA, pfx("192.0.2.2"), 64, 43, withRH(17, udp(srvA, pfx("192.0.2.3"), []byte("x")))), "segments_left", 1, func(p []byte) bool {
+			return len(p) >= 48 && p[0]>>4 == 6 && p[6] == 58 && p[40] == 4 && p[41] == 0 && binary.BigEndian.Uint32(p[44:]) == 43 && netip.AddrFrom16([16]byte(p[24:40])) == srvA
+		}},
 
-		{"6to4 source inside prefix", "UDP 2001:db8:64::c633:640b -> prefix::192.0.2.2", udp6(pfx("198.51.100.11"), pfx("192.0.2.2")), "spoofed", 0},
-		{"4to6 source a mapped address", "UDP 198.51.100.11 -> 198.51.100.10", udp4(a4("198.51.100.11"), a4("198.51.100.10")), "spoofed", 0},
+		{"6to4 source inside prefix", "UDP 2001:db8:64::c633:640b -> prefix::192.0.2.2", udp6(pfx("198.51.100.11"), pfx("192.0.2.2")), "spoofed", 0, nil},
+		{"4to6 source a mapped address", "UDP 198.51.100.11 -> 198.51.100.10", udp4(a4("198.51.100.11"), a4("198.51.100.10")), "spoofed", 0, nil},
 
-		{"6to4 to metadata 169.254.169.254", "UDP 2001:db8:6::10 -> prefix::a9fe:a9fe", udp6(srvA, pfx("169.254.169.254")), "dst_illegal", 0},
-		{"4to6 from metadata 169.254.169.254", "UDP 169.254.169.254 -> 198.51.100.10", udp4(a4("169.254.169.254"), a4("198.51.100.10")), "src_illegal", 0},
-		{"6to4 to 127.0.0.1", "UDP 2001:db8:6::10 -> prefix::127.0.0.1", udp6(srvA, pfx("127.0.0.1")), "dst_illegal", 0},
-		{"4to6 from 127.0.0.1", "UDP 127.0.0.1 -> 198.51.100.10", udp4(a4("127.0.0.1"), a4("198.51.100.10")), "src_illegal", 0},
-		{"6to4 to 224.0.0.1", "UDP 2001:db8:6::10 -> prefix::224.0.0.1", udp6(srvA, pfx("224.0.0.1")), "dst_illegal", 0},
-		{"4to6 from 224.0.0.1", "UDP 224.0.0.1 -> 198.51.100.10", udp4(a4("224.0.0.1"), a4("198.51.100.10")), "src_illegal", 0},
-		{"6to4 to 240.0.0.1", "UDP 2001:db8:6::10 -> prefix::240.0.0.1", udp6(srvA, pfx("240.0.0.1")), "dst_illegal", 0},
-		{"6to4 to 255.255.255.255", "UDP 2001:db8:6::10 -> prefix::255.255.255.255", udp6(srvA, pfx("255.255.255.255")), "dst_illegal", 0},
-		{"6to4 to own ipv4_address", "UDP 2001:db8:6::10 -> prefix::203.0.113.1", udp6(srvA, pfx("203.0.113.1")), "own_address", 0},
-		{"4to6 from own ipv4_address", "UDP 203.0.113.1 -> 198.51.100.10", udp4(a4("203.0.113.1"), a4("198.51.100.10")), "own_address", 0},
-		{"4to6 directed broadcast of mapped /30", "UDP 192.0.2.2 -> 198.51.100.19", udp4(client, a4("198.51.100.19")), "broadcast", 0},
-		{"6to4 from mapped /30 broadcast", "UDP 2001:db8:6::10:3 -> prefix::192.0.2.2", udp6(a4("2001:db8:6::10:3"), pfx("192.0.2.2")), "broadcast", 0},
-		{"6to4 to link-local fe80::1", "UDP 2001:db8:6::10 -> fe80::1", udp6(srvA, a4("fe80::1")), "dst_illegal", 0},
-		{"6to4 to multicast ff02::1", "UDP 2001:db8:6::10 -> ff02::1", udp6(srvA, a4("ff02::1")), "dst_illegal", 0},
+		{"6to4 to metadata 169.254.169.254", "UDP 2001:db8:6::10 -> prefix::a9fe:a9fe", udp6(srvA, pfx("169.254.169.254")), "dst_illegal", 0, nil},
+		{"4to6 from metadata 169.254.169.254", "UDP 169.254.169.254 -> 198.51.100.10", udp4(a4("169.254.169.254"), a4("198.51.100.10")), "src_illegal", 0, nil},
+		{"6to4 to 127.0.0.1", "UDP 2001:db8:6::10 -> prefix::127.0.0.1", udp6(srvA, pfx("127.0.0.1")), "dst_illegal", 0, nil},
+		{"4to6 from 127.0.0.1", "UDP 127.0.0.1 -> 198.51.100.10", udp4(a4("127.0.0.1"), a4("198.51.100.10")), "src_illegal", 0, nil},
+		{"6to4 to 224.0.0.1", "UDP 2001:db8:6::10 -> prefix::224.0.0.1", udp6(srvA, pfx("224.0.0.1")), "dst_illegal", 0, nil},
+		{"4to6 from 224.0.0.1", "UDP 224.0.0.1 -> 198.51.100.10", udp4(a4("224.0.0.1"), a4("198.51.100.10")), "src_illegal", 0, nil},
+		{"6to4 to 240.0.0.1", "UDP 2001:db8:6::10 -> prefix::240.0.0.1", udp6(srvA, pfx("240.0.0.1")), "dst_illegal", 0, nil},
+		{"6to4 to 255.255.255.255", "UDP 2001:db8:6::10 -> prefix::255.255.255.255", udp6(srvA, pfx("255.255.255.255")), "dst_illegal", 0, nil},
+		{"6to4 to own ipv4_address", "UDP 2001:db8:6::10 -> prefix::203.0.113.1", udp6(srvA, pfx("203.0.113.1")), "own_address", 0, nil},
+		{"4to6 from own ipv4_address", "UDP 203.0.113.1 -> 198.51.100.10", udp4(a4("203.0.113.1"), a4("198.51.100.10")), "own_address", 0, nil},
+		{"4to6 directed broadcast of mapped /30", "UDP 192.0.2.2 -> 198.51.100.19", udp4(client, a4("198.51.100.19")), "broadcast", 0, nil},
+		{"6to4 from mapped /30 broadcast", "UDP 2001:db8:6::10:3 -> prefix::192.0.2.2", udp6(a4("2001:db8:6::10:3"), pfx("192.0.2.2")), "broadcast", 0, nil},
+		{"6to4 to link-local fe80::1", "UDP 2001:db8:6::10 -> fe80::1", udp6(srvA, a4("fe80::1")), "dst_illegal", 0, nil},
+		{"6to4 to multicast ff02::1", "UDP 2001:db8:6::10 -> ff02::1", udp6(srvA, a4("ff02::1")), "dst_illegal", 0, nil},
 
-		{"ICMPv6 error with Routing header SL=1", "Destination Unreachable behind Routing header SL=1", ipv6(srvA, pfx("192.0.2.2"), 64, 43, withRH(58, icmp6Err[40:])), "segments_left", 0},
-		{"later fragment with Routing header SL=1", "Routing header SL=1 + Fragment offset 16", ipv6(srvA, pfx("192.0.2.2"), 64, 43, withRH(44, frag(17, []byte("later fragment")))), "segments_left", 0},
+		{"ICMPv6 error with Routing header SL=1", "Destination Unreachable behind Routing header SL=1", ipv6(srvA, pfx("192.0.2.2"), 64, 43, withRH(58, icmp6Err[40:])), "segments_left", 0, nil},
+		{"later fragment with Routing header SL=1", "Routing header SL=1 + Fragment offset 16", ipv6(srvA, pfx("192.0.2.2"), 64, 43, withRH(44, frag(17, []byte("later fragment")))), "segments_left", 0, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var before uint64
@@ -257,6 +264,8 @@ func TestAttackPackets(t *testing.T) {
 			got := d.collect(t, 300*time.Millisecond, nil)
 			if len(got) != c.emitted {
 				t.Errorf("sent %s: %d packets emitted, want %d: % x", c.sent, len(got), c.emitted, got)
+			} else if c.want != nil && !c.want(got[0]) {
+				t.Errorf("sent %s: emitted % x", c.sent, got[0])
 			}
 			outcome := fmt.Sprintf("%d emitted", len(got))
 			if c.reason != "" {
