@@ -171,7 +171,7 @@ func (d *attackDaemon) collect(t *testing.T, window time.Duration, reply func([]
 	}
 }
 
-func rssNow(t *testing.T, pid int) string {
+func atkRSS(t *testing.T, pid int) string {
 	return fmt.Sprintf("%.1f MiB", float64(rssKiB(t, pid))/1024)
 }
 
@@ -186,7 +186,7 @@ func rssNow(t *testing.T, pid int) string {
 // fragment.
 func TestAttackPackets(t *testing.T) {
 	d := startAttackDaemon(t)
-	rssBefore := rssNow(t, d.pid)
+	rssBefore := atkRSS(t, d.pid)
 	a4 := netip.MustParseAddr
 	pfx := func(v4 string) netip.Addr { // RFC 6052 /96 form in 2001:db8:64::/96
 		b := netip.MustParseAddr("2001:db8:64::").As16()
@@ -196,8 +196,8 @@ func TestAttackPackets(t *testing.T) {
 	}
 	srvA := a4("2001:db8:6::10")
 	client := a4("192.0.2.2")
-	udp6 := func(src, dst netip.Addr) []byte { return ipv6(src, dst, 64, 17, udp(src, dst, []byte("attack"))) }
-	udp4 := func(src, dst netip.Addr) []byte { return ipv4(src, dst, 64, 17, udp(src, dst, []byte("attack"))) }
+	udp6 := func(src, dst netip.Addr) []byte { return atkIPv6(src, dst, 64, 17, atkUDP(src, dst, []byte("attack"))) }
+	udp4 := func(src, dst netip.Addr) []byte { return atkIPv4(src, dst, 64, 17, atkUDP(src, dst, []byte("attack"))) }
 
 	// An ICMPv6 Destination Unreachable quoting a packet from the client.
 	quoted := udp6(pfx("192.0.2.2"), srvA)
@@ -216,7 +216,7 @@ func TestAttackPackets(t *testing.T) {
 		h := []byte{next, 0, 0, 16, 0, 0, 0x46, 0x46}
 		return append(h, payload...)
 	}
-	icmp6Err := icmpv6(srvA, pfx("192.0.2.2"), icmpErr)
+	icmp6Err := atkICMPv6(srvA, pfx("192.0.2.2"), icmpErr)
 
 	for _, c := range []struct {
 		name, sent string
@@ -230,7 +230,7 @@ func TestAttackPackets(t *testing.T) {
 			return len(p) >= 28 && p[0] == 0x45 && p[9] == 17 && netip.AddrFrom4([4]byte(p[12:16])) == a4("198.51.100.10") && netip.AddrFrom4([4]byte(p[16:20])) == client
 		}},
 		// RFC 7915 section 5.1: Parameter Problem, code 0, pointing at Segments Left (40+3).
-		{"control: segments left answered", "UDP with Routing header SL=1", ipv6(srvA, pfx("192.0.2.2"), 64, 43, withRH(17, udp(srvA, pfx("192.0.2.3"), []byte("x")))), "segments_left", 1, func(p []byte) bool {
+		{"control: segments left answered", "UDP with Routing header SL=1", atkIPv6(srvA, pfx("192.0.2.2"), 64, 43, withRH(17, atkUDP(srvA, pfx("192.0.2.3"), []byte("x")))), "segments_left", 1, func(p []byte) bool {
 			return len(p) >= 48 && p[0]>>4 == 6 && p[6] == 58 && p[40] == 4 && p[41] == 0 && binary.BigEndian.Uint32(p[44:]) == 43 && netip.AddrFrom16([16]byte(p[24:40])) == srvA
 		}},
 
@@ -252,8 +252,8 @@ func TestAttackPackets(t *testing.T) {
 		{"6to4 to link-local fe80::1", "UDP 2001:db8:6::10 -> fe80::1", udp6(srvA, a4("fe80::1")), "dst_illegal", 0, nil},
 		{"6to4 to multicast ff02::1", "UDP 2001:db8:6::10 -> ff02::1", udp6(srvA, a4("ff02::1")), "dst_illegal", 0, nil},
 
-		{"ICMPv6 error with Routing header SL=1", "Destination Unreachable behind Routing header SL=1", ipv6(srvA, pfx("192.0.2.2"), 64, 43, withRH(58, icmp6Err[40:])), "segments_left", 0, nil},
-		{"later fragment with Routing header SL=1", "Routing header SL=1 + Fragment offset 16", ipv6(srvA, pfx("192.0.2.2"), 64, 43, withRH(44, frag(17, []byte("later fragment")))), "segments_left", 0, nil},
+		{"ICMPv6 error with Routing header SL=1", "Destination Unreachable behind Routing header SL=1", atkIPv6(srvA, pfx("192.0.2.2"), 64, 43, withRH(58, icmp6Err[40:])), "segments_left", 0, nil},
+		{"later fragment with Routing header SL=1", "Routing header SL=1 + Fragment offset 16", atkIPv6(srvA, pfx("192.0.2.2"), 64, 43, withRH(44, frag(17, []byte("later fragment")))), "segments_left", 0, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var before uint64
@@ -284,7 +284,7 @@ func TestAttackPackets(t *testing.T) {
 			t.Logf("| %s | %s | %s |", c.name, c.sent, outcome)
 		})
 	}
-	t.Logf("daemon RSS: before %s, after %s", rssBefore, rssNow(t, d.pid))
+	t.Logf("daemon RSS: before %s, after %s", rssBefore, atkRSS(t, d.pid))
 }
 
 // TestAttackHairpinLoop: two mapped servers that reflect UDP to each other
@@ -294,7 +294,7 @@ func TestAttackPackets(t *testing.T) {
 // at most 64 passes and then a Time Exceeded, not an endless loop.
 func TestAttackHairpinLoop(t *testing.T) {
 	d := startAttackDaemon(t)
-	rssBefore := rssNow(t, d.pid)
+	rssBefore := atkRSS(t, d.pid)
 	srvA := netip.MustParseAddr("2001:db8:6::10")
 	toB := netip.MustParseAddr("2001:db8:64::c633:640b") // 198.51.100.11 in prefix
 	before := d.drops(t, "hop_limit")
@@ -312,9 +312,9 @@ func TestAttackHairpinLoop(t *testing.T) {
 		}
 		passes++
 		src, dst := netip.AddrFrom16([16]byte(p[24:40])), netip.AddrFrom16([16]byte(p[8:24]))
-		return ipv6(src, dst, p[7], 17, udp(src, dst, p[48:]))
+		return atkIPv6(src, dst, p[7], 17, atkUDP(src, dst, p[48:]))
 	}
-	d.send(t, ipv6(srvA, toB, 64, 17, udp(srvA, toB, []byte("ping-pong"))))
+	d.send(t, atkIPv6(srvA, toB, 64, 17, atkUDP(srvA, toB, []byte("ping-pong"))))
 	got := d.collect(t, 2*time.Second, reflect)
 	after := d.drops(t, "hop_limit")
 	t.Logf("| hairpin loop | one UDP 2001:db8:6::10 -> prefix::198.51.100.11, hop limit 64, reflected by both servers | %d passes in 2 s, %d Time Exceeded, hop_limit %d -> %d |", passes, timeExceeded, before, after)
@@ -330,11 +330,11 @@ func TestAttackHairpinLoop(t *testing.T) {
 	if late := d.collect(t, 500*time.Millisecond, reflect); len(late) != 0 {
 		t.Errorf("the loop goes on: %d more packets", len(late))
 	}
-	t.Logf("daemon RSS: before %s, after %s", rssBefore, rssNow(t, d.pid))
+	t.Logf("daemon RSS: before %s, after %s", rssBefore, atkRSS(t, d.pid))
 }
 
-// sum16 is the RFC 1071 one's complement sum, folded.
-func sum16(b []byte, acc uint32) uint32 {
+// atkSum16 is the RFC 1071 one's complement sum, folded.
+func atkSum16(b []byte, acc uint32) uint32 {
 	for ; len(b) >= 2; b = b[2:] {
 		acc += uint32(binary.BigEndian.Uint16(b))
 	}
@@ -347,20 +347,20 @@ func sum16(b []byte, acc uint32) uint32 {
 	return acc
 }
 
-func pseudo(src, dst netip.Addr, proto byte, n int) uint32 {
-	acc := sum16(src.AsSlice(), 0)
-	acc = sum16(dst.AsSlice(), acc)
+func atkPseudo(src, dst netip.Addr, proto byte, n int) uint32 {
+	acc := atkSum16(src.AsSlice(), 0)
+	acc = atkSum16(dst.AsSlice(), acc)
 	return acc + uint32(proto) + uint32(n)
 }
 
-// udp is a UDP datagram from src to dst with its checksum.
-func udp(src, dst netip.Addr, payload []byte) []byte {
+// atkUDP is a UDP datagram from src to dst with its checksum.
+func atkUDP(src, dst netip.Addr, payload []byte) []byte {
 	u := make([]byte, 8+len(payload))
 	binary.BigEndian.PutUint16(u[0:], 4000)
 	binary.BigEndian.PutUint16(u[2:], 5000)
 	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
 	copy(u[8:], payload)
-	c := ^uint16(sum16(u, pseudo(src, dst, 17, len(u))))
+	c := ^uint16(atkSum16(u, atkPseudo(src, dst, 17, len(u))))
 	if c == 0 {
 		c = 0xffff
 	}
@@ -368,14 +368,15 @@ func udp(src, dst netip.Addr, payload []byte) []byte {
 	return u
 }
 
-// icmpv6 is a whole IPv6 packet carrying ICMPv6 message m, checksummed.
-func icmpv6(src, dst netip.Addr, m []byte) []byte {
+// atkICMPv6 is a whole IPv6 packet carrying ICMPv6 message m, checksummed.
+func atkICMPv6(src, dst netip.Addr, m []byte) []byte {
 	m = bytes.Clone(m)
-	binary.BigEndian.PutUint16(m[2:], ^uint16(sum16(m, pseudo(src, dst, 58, len(m)))))
-	return ipv6(src, dst, 64, 58, m)
+	binary.BigEndian.PutUint16(m[2:], ^uint16(atkSum16(m, atkPseudo(src, dst, 58, len(m)))))
+	return atkIPv6(src, dst, 64, 58, m)
 }
 
-func ipv4(src, dst netip.Addr, ttl, proto byte, payload []byte) []byte {
+// atkIPv4 is an IPv4 packet with DF set and its header checksum.
+func atkIPv4(src, dst netip.Addr, ttl, proto byte, payload []byte) []byte {
 	p := make([]byte, 20+len(payload))
 	p[0] = 0x45
 	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
@@ -384,12 +385,13 @@ func ipv4(src, dst netip.Addr, ttl, proto byte, payload []byte) []byte {
 	s, d := src.As4(), dst.As4()
 	copy(p[12:], s[:])
 	copy(p[16:], d[:])
-	binary.BigEndian.PutUint16(p[10:], ^uint16(sum16(p[:20], 0)))
+	binary.BigEndian.PutUint16(p[10:], ^uint16(atkSum16(p[:20], 0)))
 	copy(p[20:], payload)
 	return p
 }
 
-func ipv6(src, dst netip.Addr, hop, next byte, payload []byte) []byte {
+// atkIPv6 is an IPv6 packet; payload starts with header next.
+func atkIPv6(src, dst netip.Addr, hop, next byte, payload []byte) []byte {
 	p := make([]byte, 40+len(payload))
 	p[0] = 0x60
 	binary.BigEndian.PutUint16(p[4:], uint16(len(payload)))
@@ -442,12 +444,12 @@ func openEth(t *testing.T, ns *netnstest.NS, ifname string, peer []byte) *ethSoc
 			return err
 		}
 		s.idx = ifi.Index
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(atkHtons(unix.ETH_P_ALL)))
 		if err != nil {
 			return err
 		}
 		s.fd = fd
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: s.idx})
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: atkHtons(unix.ETH_P_ALL), Ifindex: s.idx})
 	})
 	if err != nil {
 		t.Fatalf("AF_PACKET on %s in %s: %v", ifname, ns.Name, err)
@@ -456,9 +458,9 @@ func openEth(t *testing.T, ns *netnstest.NS, ifname string, peer []byte) *ethSoc
 	return s
 }
 
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
+func atkHtons(v uint16) uint16 { return v<<8 | v>>8 }
 
-func macOf(t *testing.T, ns *netnstest.NS, ifname string) []byte {
+func atkMAC(t *testing.T, ns *netnstest.NS, ifname string) []byte {
 	t.Helper()
 	var mac []byte
 	if err := ns.Do(func() error {
@@ -569,9 +571,9 @@ func TestAttackKernelPath(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	rssBefore := rssNow(t, d.pid)
-	v4side := openEth(t, cli, "c0", macOf(t, x, "x4"))
-	v6side := openEth(t, srv, "s0", macOf(t, x, "x6"))
+	rssBefore := atkRSS(t, d.pid)
+	v4side := openEth(t, cli, "c0", atkMAC(t, x, "x4"))
+	v6side := openEth(t, srv, "s0", atkMAC(t, x, "x6"))
 	a := netip.MustParseAddr
 	pfx := func(v4 string) netip.Addr {
 		b := a("2001:db8:64::").As16()
@@ -579,8 +581,8 @@ func TestAttackKernelPath(t *testing.T) {
 		copy(b[12:], v[:])
 		return netip.AddrFrom16(b)
 	}
-	udp4 := func(src, dst netip.Addr) []byte { return ipv4(src, dst, 64, 17, udp(src, dst, []byte("attack"))) }
-	udp6 := func(src, dst netip.Addr) []byte { return ipv6(src, dst, 64, 17, udp(src, dst, []byte("attack"))) }
+	udp4 := func(src, dst netip.Addr) []byte { return atkIPv4(src, dst, 64, 17, atkUDP(src, dst, []byte("attack"))) }
+	udp6 := func(src, dst netip.Addr) []byte { return atkIPv6(src, dst, 64, 17, atkUDP(src, dst, []byte("attack"))) }
 	for _, c := range []struct {
 		name, sent    string
 		from, capture *ethSocket
@@ -620,5 +622,5 @@ func TestAttackKernelPath(t *testing.T) {
 			t.Logf("| %s (kernel path) | %s | %s |", c.name, c.sent, outcome)
 		})
 	}
-	t.Logf("daemon RSS: before %s, after %s", rssBefore, rssNow(t, d.pid))
+	t.Logf("daemon RSS: before %s, after %s", rssBefore, atkRSS(t, d.pid))
 }
