@@ -164,21 +164,23 @@ func TestAdvertiserSolicitationFlood(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	quiet := func(d time.Duration) {
-		t.Helper()
-		select {
-		case ra := <-capt.ch:
-			t.Fatalf("unexpected advertisement %+v", ra)
-		case <-time.After(d):
-		}
-	}
+
 
 	// Hop limit 64: ignored and counted, even once the rate limit allows
 	// an answer.
 	time.Sleep(time.Until(firstAt.Add(minDelayBetweenRAs + 200*time.Millisecond)))
 	solicit(64)
 	waitStatus("counting the hop limit 64 solicitation", func(st Status) bool { return st.RSBadHopLimit == 1 })
-	quiet(maxRADelay + 500*time.Millisecond)
+	// Absence of an answer: the time an answer would take has to pass. The
+	// counters say whether one was sent; the wire is not watched here,
+	// since a periodic advertisement may legitimately fall in this window.
+	time.Sleep(maxRADelay + 500*time.Millisecond)
+	if st := a.Status(); st.Solicited != 0 {
+		t.Fatalf("the hop limit 64 solicitation was answered: %+v", st)
+	}
+	for len(capt.ch) > 0 {
+		<-capt.ch
+	}
 
 	// Hop limit 255: answered by multicast within MAX_RA_DELAY_TIME.
 	sent := time.Now()
