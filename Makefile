@@ -69,8 +69,12 @@ bench: bench-go bench-netns
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./mapping ./stack/...
 
+## bench-netns: TAYGA_FORK=/path/to/tayga adds the apalrd/tayga fork (docs/benchmarks.md says how
+## to build it); BENCH_NETNS_FLAGS passes more harness flags (-rounds 3, -setups ..., -quick)
+TAYGA_FORK ?=
+BENCH_NETNS_FLAGS ?=
 bench-netns: build
-	$(GO) run ./bench/netns -map646 $(BIN) -out docs/benchmarks.md
+	$(GO) run ./bench/netns -map646 $(BIN) $(if $(TAYGA_FORK),-tayga-fork $(abspath $(TAYGA_FORK))) -out docs/benchmarks.md $(BENCH_NETNS_FLAGS)
 
 ## demo: boot the appliance image under QEMU between an IPv4-only client and an IPv6-only web server
 demo: build
