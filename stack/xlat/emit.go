@@ -16,14 +16,7 @@ func (w *Worker) emitError4(s *state, orig []byte, typ, code byte, rest uint32, 
 	}
 	n := min(28+len(orig), maxICMPv4Error)
 	b := w.errBuf[Headroom : Headroom+n]
-	b[0], b[1] = 0x45, 0
-	put16(b[2:], uint16(n))
-	put16(b[4:], w.nextID())
-	put16(b[6:], 0)
-	b[8], b[9] = 64, protoICMPv4
-	copy(b[12:16], s.errSrc4[:])
-	copy(b[16:20], orig[12:16])
-	ipv4HeaderChecksum(b[:20])
+	putIPv4(b[:ip4Size], 0, 64, protoICMPv4, n, w.nextID(), 0, &s.errSrc4, (*[4]byte)(orig[ip4Src:ip4Dst]))
 	ic := b[20:28]
 	ic[0], ic[1], ic[2], ic[3] = typ, code, 0, 0
 	put32(ic[4:], rest)
@@ -43,15 +36,11 @@ func (w *Worker) emitError6(s *state, orig []byte, typ, code byte, rest uint32, 
 	}
 	n := min(48+len(orig), maxICMPv6Error)
 	b := w.errBuf[Headroom : Headroom+n]
-	src, dst := s.errSrc6, [16]byte(orig[8:24])
+	src, dst := s.errSrc6, [16]byte(orig[ip6Src:ip6Dst])
 	if !s.pfx.Valid() {
-		src = [16]byte(orig[24:40])
+		src = [16]byte(orig[ip6Dst:ip6Size])
 	}
-	b[0], b[1], b[2], b[3] = 0x60, 0, 0, 0
-	put16(b[4:], uint16(n-40))
-	b[6], b[7] = protoICMPv6, 64
-	copy(b[8:24], src[:])
-	copy(b[24:40], dst[:])
+	putIPv6(b[:ip6Size], 0, 64, protoICMPv6, n-ip6Size, &src, &dst, fragment{})
 	ic := b[40:48]
 	ic[0], ic[1], ic[2], ic[3] = typ, code, 0, 0
 	put32(ic[4:], rest)

@@ -1,0 +1,217 @@
+package xlat
+
+import "github.com/map646/map646/mapping"
+
+// in4 is an IPv4 packet on its way to IPv6 and what the steps of RFC 7915
+// section 4 have learnt about it.
+type in4 struct {
+	p          []byte // the packet, cut to its Total Length
+	ihl        int
+	df, mf     bool
+	fo         uint16 // Fragment Offset, 8-byte units
+	proto      byte
+	src, dst   [4]byte
+	l4         []byte
+	isErr      bool // an ICMPv4 error (RFC 792), not a later fragment of one
+	src6, dst6 [16]byte
+	delta      uint16 // the pseudo-header change from the IPv4 to the IPv6 addresses
+}
+
+func (q *in4) isFrag() bool { return q.mf || q.fo != 0 }
+func (q *in4) first() bool  { return q.fo == 0 }
+
+// parse checks the IPv4 header (RFC 791 section 3.1) of p and fills q.
+func (q *in4) parse(p []byte) Reason {
+	if len(p) < ip4Size {
+		return ReasonMalformed
+	}
+	ihl := int(p[0]&0xf) * 4
+	tot := int(be16(p[ip4TotalLen:]))
+	if ihl < ip4Size || tot < ihl || tot > len(p) {
+		return ReasonMalformed
+	}
+	p = p[:tot]
+	ff := be16(p[ip4FlagsFO:])
+	*q = in4{p: p, ihl: ihl, df: ff&ip4DF != 0, mf: ff&ip4MF != 0, fo: ff & ip4FOMask,
+		proto: p[ip4Proto], src: [4]byte(p[ip4Src:]), dst: [4]byte(p[ip4Dst:]), l4: p[ihl:]}
+	q.isErr = q.proto == protoICMPv4 && q.first() && len(q.l4) > 0 && isICMPv4Error(q.l4[0])
+	return ReasonNone
+}
+
+// v4to6 is RFC 7915 section 4: IPv4 -> IPv6, one step per section.
+func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink Sink, hp hairpinPass) Result {
+	r := Result{Dir: Dir46, Verdict: Drop}
+	var q in4
+	if why := q.parse(buf[start:end]); why != ReasonNone {
+		return drop(r, why)
+	}
+	end = start + len(q.p)
+	if res, done := w.addresses46(s, &q, sink, hp, r); done {
+		return res
+	}
+	gso := off != nil && off.GSOType&^GSOECN != GSONone
+	hlen, split, why := w.size46(s, &q, gso, sink, hp)
+	if why != ReasonNone {
+		return drop(r, why)
+	}
+	if q.proto == protoICMPv4 && !q.isFrag() && len(q.l4) >= icmpSize && icmpErrorType46(q.l4[0]) {
+		return w.icmpError46(s, buf, start, end, &q, off, sink, hp)
+	}
+	partial := partialCsum(off)
+	nh, l4hdr, udpCompute, why := s.transport46(&q, partial, &r)
+	if why != ReasonNone {
+		return drop(r, why)
+	}
+	ns := start + q.ihl - hlen
+	if ns < 0 {
+		return drop(r, ReasonHeadroom)
+	}
+	// The old IPv4 header is overwritten: what is needed from it is read
+	// first. The host kernel decremented the TTL on the way into the tun.
+	tos, ttl, id := q.p[ip4TOS], q.p[ip4TTL], be16(q.p[ip4ID:])
+	putIPv6(buf[ns:ns+hlen], tos, ttl, nh, len(q.l4), &q.src6, &q.dst6, fragment{q.fo, q.mf, uint32(id)})
+	if udpCompute {
+		// RFC 7915 section 4.5: IPv6 requires the UDP checksum IPv4 left out.
+		put16(q.l4[udpChecksum:], pseudo6(&q.src6, &q.dst6, uint32(len(q.l4)), protoUDP))
+		complete(q.l4, udpChecksum, true)
+	}
+	if off != nil {
+		moveOffload(off, hlen-q.ihl, hlen, l4hdr, s.mtu6, GSOTCPv4, GSOTCPv6)
+	}
+	r.Start, r.End, r.Verdict = ns, end, Forward
+	if split {
+		return w.fragment6(s, buf[ns:end], off, sink, r)
+	}
+	return r
+}
+
+// addresses46 is RFC 7915 section 4.1's address rules with RFC 7757's
+// mappings: illegal and denied addresses, the translator's own addresses
+// (an Echo Request to one is answered), an EAM destination, a source that
+// only the prefix expresses, and the source route options the section
+// refuses. done says the packet's fate is settled.
+func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass, r Result) (res Result, done bool) {
+	if illegal4(q.src) && !q.isErr {
+		// Sections 4.1 and 4.3: the illegal-source check does not apply to
+		// ICMPv4 errors, which routers in any space may send.
+		return drop(r, ReasonSrcIllegal), true
+	}
+	if illegal4(q.dst) {
+		return drop(r, ReasonDstIllegal), true
+	}
+	if len(s.deny) > 0 && (s.denied(q.src) || s.denied(q.dst)) {
+		return drop(r, ReasonDenied), true
+	}
+	if s4 := q.src; s.special && s.maybe4(s4, q.dst) {
+		if q.isErr {
+			// The translator's host reports its own forwarding failures
+			// (Time Exceeded, Fragmentation Needed) from its own addresses.
+			s4 = q.dst
+		}
+		if why := s.check4(s4, q.dst); why != ReasonNone {
+			if why == ReasonOwnAddress && s.isOwn4(q.dst) && echoRequest4(q.proto, q.isFrag(), q.l4) {
+				return w.answerEcho4(s, q.p, q.ihl, sink, r), true
+			}
+			return drop(r, why), true
+		}
+	}
+	// RFC 7755 / RFC 7757: an IPv4 destination is a server's public address
+	// and must have an EAM entry. A destination that only the RFC 6052
+	// prefix could express would be routed straight back to the translator.
+	dst6, ddst, dstOrigin := s.m.To6(q.dst)
+	if dstOrigin != mapping.ByEAM {
+		return drop(r, ReasonDstUnmapped), true
+	}
+	src6, dsrc, srcOrigin := s.hairpinTo6(q.src, hp)
+	switch srcOrigin {
+	case mapping.NotTranslatable:
+		return drop(r, ReasonSrcUnmapped), true
+	case mapping.ByEAM:
+		// A mapped public IPv4 address belongs to a server behind this
+		// translator: from the IPv4 side it can only be forged, and would
+		// reach another server from that server's real IPv6 address.
+		return drop(r, ReasonSpoofed), true
+	}
+	if len(s.own6) > 0 && (s.isOwn6(&src6) || s.isOwn6(&dst6)) {
+		return drop(r, ReasonOwnAddress), true
+	}
+	q.src6, q.dst6, q.delta = src6, dst6, csumAdd(dsrc, ddst)
+	if q.ihl > ip4Size && sourceRouted(q.p[ip4Size:q.ihl]) {
+		if !q.isErr && q.first() {
+			w.emitError4(s, q.p, 3, 5, 0, sink)
+		}
+		return drop(r, ReasonSourceRoute), true
+	}
+	return r, false
+}
+
+// size46 is the length of the IPv6 header(s) (section 4.1: a Fragment
+// header for an IPv4 fragment) and whether the packet is to be fragmented
+// (section 4: a DF=0 packet whose IPv6 form exceeds lowest-ipv6-mtu). A
+// DF packet the IPv6 next hop cannot take is refused with Fragmentation
+// Needed (section 4.1, RFC 1191), but not in a hairpin: that IPv4 packet
+// is the engine's own intermediate form, and an error about it would make
+// a second packet out of one. Errors and super-packets are never refused.
+func (w *Worker) size46(s *state, q *in4, gso bool, sink Sink, hp hairpinPass) (hlen int, split bool, why Reason) {
+	hlen = ip6Size
+	if q.isFrag() {
+		hlen += frag6Size
+	}
+	if gso || q.isErr {
+		return hlen, false, ReasonNone
+	}
+	switch len6 := hlen + len(q.l4); {
+	case q.df && s.mtu6 > 0 && len6 > s.mtu6:
+		if q.first() && !bool(hp) {
+			w.emitError4(s, q.p, 3, 4, uint32(s.mtu6-(hlen-q.ihl)), sink)
+		}
+		return hlen, false, ReasonTooBig
+	case !q.df && len6 > s.lowest:
+		return ip6Size + frag6Size, true, ReasonNone
+	}
+	return hlen, false, ReasonNone
+}
+
+// transport46 is RFC 7915 section 4.5 (TCP, UDP, other protocols) and the
+// Echo part of section 4.2: it fixes the upper-layer header in place and
+// returns the IPv6 Next Header, the transport header length (for offload)
+// and whether a zero UDP checksum is to be computed once the addresses
+// are written. It sets r.Proto.
+func (s *state) transport46(q *in4, partial bool, r *Result) (nh byte, l4hdr int, udpCompute bool, why Reason) {
+	nh = q.proto
+	switch q.proto {
+	case protoTCP, protoUDP:
+		if l4hdr, why = s.fixTransport(q.proto, q.l4, q.first(), q.delta, partial, r); why != ReasonNone {
+			return nh, 0, false, why
+		}
+		if q.proto == protoUDP && q.first() && be16(q.l4[udpChecksum:]) == 0 && !partial {
+			// Section 4.5: IPv6 requires a UDP checksum.
+			switch {
+			case q.isFrag():
+				return nh, 0, false, ReasonUDPZeroFragment
+			case s.cfg.Policy.UDPZeroChecksum == UDPZeroDrop:
+				return nh, 0, false, ReasonUDPZeroChecksum
+			}
+			udpCompute = true
+		}
+	case protoICMPv4:
+		r.Proto = ProtoICMP
+		ps := pseudo6(&q.src6, &q.dst6, uint32(len(q.l4)), protoICMPv6)
+		return protoICMPv6, 0, false, translateEcho(q.l4, q.isFrag(), true, ps, partial)
+	case protoICMPv6:
+		return nh, 0, false, ReasonICMPProto
+	case protoIGMP:
+		// Section 4.2: IGMP messages are single-hop and SHOULD be
+		// silently dropped.
+		return nh, 0, false, ReasonIGMP
+	case protoHopByHop, protoRouting, protoFragment, protoDestOpts:
+		// Copied into Next Header these would announce an extension
+		// header that is not there.
+		return nh, 0, false, ReasonProtoExtHeader
+	}
+	// Other protocols pass unchanged (section 4.5).
+	if !q.first() {
+		r.Proto = ProtoFragment
+	}
+	return nh, l4hdr, udpCompute, ReasonNone
+}
