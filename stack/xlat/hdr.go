@@ -131,7 +131,9 @@ func (s *state) fixTransport(proto byte, l4 []byte, first bool, delta uint16, pa
 			if len(l4) < udpSize {
 				return 0, ReasonMalformed
 			}
-			fixL4(protoUDP, l4, delta, partial)
+			if partial || be16(l4[udpChecksum:]) != 0 {
+				adjust(l4[udpChecksum:udpChecksum+2], delta, partial, true)
+			}
 		}
 		return udpSize, ReasonNone
 	}
@@ -142,7 +144,7 @@ func (s *state) fixTransport(proto byte, l4 []byte, first bool, delta uint16, pa
 	if l4hdr = tcpHeaderLen(l4); l4hdr == 0 {
 		return 0, ReasonMalformed
 	}
-	fixL4(protoTCP, l4, delta, partial)
+	adjust(l4[tcpChecksum:tcpChecksum+2], delta, partial, false)
 	clampMSS(l4, l4hdr, s.maxMSS(), partial)
 	return l4hdr, ReasonNone
 }

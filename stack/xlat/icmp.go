@@ -406,8 +406,7 @@ func (w *Worker) place(buf []byte, start, end int, out []byte, r Result, off *Of
 			if sink == nil {
 				return drop(r, ReasonNoSink)
 			}
-			sink.Emit(out, nil)
-			inc(&w.C.Emitted, 1)
+			w.emit(out, sink)
 			r.Verdict = Consumed
 			return r
 		}

@@ -20,7 +20,17 @@ type in4 struct {
 func (q *in4) isFrag() bool { return q.mf || q.fo != 0 }
 func (q *in4) first() bool  { return q.fo == 0 }
 
-// parse checks the IPv4 header (RFC 791 section 3.1) of p and fills q.
+// hlen6 is the length of the IPv6 header(s) of section 4.1: a Fragment
+// header follows the fixed header for an IPv4 fragment.
+func (q *in4) hlen6() int {
+	if q.isFrag() {
+		return ip6Size + frag6Size
+	}
+	return ip6Size
+}
+
+// parse checks the IPv4 header (RFC 791 section 3.1) of p and fills q,
+// which starts zero.
 func (q *in4) parse(p []byte) Reason {
 	if len(p) < ip4Size {
 		return ReasonMalformed
@@ -32,8 +42,11 @@ func (q *in4) parse(p []byte) Reason {
 	}
 	p = p[:tot]
 	ff := be16(p[ip4FlagsFO:])
-	*q = in4{p: p, ihl: ihl, df: ff&ip4DF != 0, mf: ff&ip4MF != 0, fo: ff & ip4FOMask,
-		proto: p[ip4Proto], src: [4]byte(p[ip4Src:]), dst: [4]byte(p[ip4Dst:]), l4: p[ihl:]}
+	// Field by field: a composite literal is built aside and copied, at a
+	// cost the benchmarks see.
+	q.p, q.ihl, q.l4 = p, ihl, p[ihl:]
+	q.df, q.mf, q.fo = ff&ip4DF != 0, ff&ip4MF != 0, ff&ip4FOMask
+	q.proto, q.src, q.dst = p[ip4Proto], [4]byte(p[ip4Src:]), [4]byte(p[ip4Dst:])
 	q.isErr = q.proto == protoICMPv4 && q.first() && len(q.l4) > 0 && isICMPv4Error(q.l4[0])
 	return ReasonNone
 }
@@ -46,13 +59,19 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 		return drop(r, why)
 	}
 	end = start + len(q.p)
-	if res, done := w.addresses46(s, &q, sink, hp, r); done {
-		return res
+	switch why, echo := w.addresses46(s, &q, sink, hp); {
+	case echo:
+		return w.answerEcho4(s, q.p, q.ihl, sink, r)
+	case why != ReasonNone:
+		return drop(r, why)
 	}
 	gso := off != nil && off.GSOType&^GSOECN != GSONone
-	hlen, split, why := w.size46(s, &q, gso, sink, hp)
-	if why != ReasonNone {
-		return drop(r, why)
+	hlen, split := q.hlen6(), false
+	if !gso && !q.isErr && hlen+len(q.l4) > s.fit6 {
+		var why Reason
+		if hlen, split, why = w.size46(s, &q, sink, hp); why != ReasonNone {
+			return drop(r, why)
+		}
 	}
 	if q.proto == protoICMPv4 && !q.isFrag() && len(q.l4) >= icmpSize && icmpErrorType46(q.l4[0]) {
 		return w.icmpError46(s, buf, start, end, &q, off, sink, hp)
@@ -87,20 +106,20 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 
 // addresses46 is RFC 7915 section 4.1's address rules with RFC 7757's
 // mappings: illegal and denied addresses, the translator's own addresses
-// (an Echo Request to one is answered), an EAM destination, a source that
+// (echo says an Echo Request to one is to be answered), an EAM destination, a source that
 // only the prefix expresses, and the source route options the section
-// refuses. done says the packet's fate is settled.
-func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass, r Result) (res Result, done bool) {
+// refuses.
+func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass) (why Reason, echo bool) {
 	if illegal4(q.src) && !q.isErr {
 		// Sections 4.1 and 4.3: the illegal-source check does not apply to
 		// ICMPv4 errors, which routers in any space may send.
-		return drop(r, ReasonSrcIllegal), true
+		return ReasonSrcIllegal, false
 	}
 	if illegal4(q.dst) {
-		return drop(r, ReasonDstIllegal), true
+		return ReasonDstIllegal, false
 	}
 	if len(s.deny) > 0 && (s.denied(q.src) || s.denied(q.dst)) {
-		return drop(r, ReasonDenied), true
+		return ReasonDenied, false
 	}
 	if s4 := q.src; s.special && s.maybe4(s4, q.dst) {
 		if q.isErr {
@@ -109,57 +128,50 @@ func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass, r Resu
 			s4 = q.dst
 		}
 		if why := s.check4(s4, q.dst); why != ReasonNone {
-			if why == ReasonOwnAddress && s.isOwn4(q.dst) && echoRequest4(q.proto, q.isFrag(), q.l4) {
-				return w.answerEcho4(s, q.p, q.ihl, sink, r), true
-			}
-			return drop(r, why), true
+			return why, why == ReasonOwnAddress && s.isOwn4(q.dst) && echoRequest4(q.proto, q.isFrag(), q.l4)
 		}
 	}
 	// RFC 7755 / RFC 7757: an IPv4 destination is a server's public address
 	// and must have an EAM entry. A destination that only the RFC 6052
 	// prefix could express would be routed straight back to the translator.
-	dst6, ddst, dstOrigin := s.m.To6(q.dst)
+	var dsrc, ddst uint16
+	var dstOrigin, srcOrigin mapping.Origin
+	q.dst6, ddst, dstOrigin = s.m.To6(q.dst)
 	if dstOrigin != mapping.ByEAM {
-		return drop(r, ReasonDstUnmapped), true
+		return ReasonDstUnmapped, false
 	}
-	src6, dsrc, srcOrigin := s.hairpinTo6(q.src, hp)
+	q.src6, dsrc, srcOrigin = s.hairpinTo6(q.src, hp)
 	switch srcOrigin {
 	case mapping.NotTranslatable:
-		return drop(r, ReasonSrcUnmapped), true
+		return ReasonSrcUnmapped, false
 	case mapping.ByEAM:
 		// A mapped public IPv4 address belongs to a server behind this
 		// translator: from the IPv4 side it can only be forged, and would
 		// reach another server from that server's real IPv6 address.
-		return drop(r, ReasonSpoofed), true
+		return ReasonSpoofed, false
 	}
-	if len(s.own6) > 0 && (s.isOwn6(&src6) || s.isOwn6(&dst6)) {
-		return drop(r, ReasonOwnAddress), true
+	if len(s.own6) > 0 && (s.isOwn6(&q.src6) || s.isOwn6(&q.dst6)) {
+		return ReasonOwnAddress, false
 	}
-	q.src6, q.dst6, q.delta = src6, dst6, csumAdd(dsrc, ddst)
+	q.delta = csumAdd(dsrc, ddst)
 	if q.ihl > ip4Size && sourceRouted(q.p[ip4Size:q.ihl]) {
 		if !q.isErr && q.first() {
 			w.emitError4(s, q.p, 3, 5, 0, sink)
 		}
-		return drop(r, ReasonSourceRoute), true
+		return ReasonSourceRoute, false
 	}
-	return r, false
+	return ReasonNone, false
 }
 
-// size46 is the length of the IPv6 header(s) (section 4.1: a Fragment
-// header for an IPv4 fragment) and whether the packet is to be fragmented
-// (section 4: a DF=0 packet whose IPv6 form exceeds lowest-ipv6-mtu). A
-// DF packet the IPv6 next hop cannot take is refused with Fragmentation
-// Needed (section 4.1, RFC 1191), but not in a hairpin: that IPv4 packet
-// is the engine's own intermediate form, and an error about it would make
-// a second packet out of one. Errors and super-packets are never refused.
-func (w *Worker) size46(s *state, q *in4, gso bool, sink Sink, hp hairpinPass) (hlen int, split bool, why Reason) {
-	hlen = ip6Size
-	if q.isFrag() {
-		hlen += frag6Size
-	}
-	if gso || q.isErr {
-		return hlen, false, ReasonNone
-	}
+// size46 is, for a packet larger than s.fit6, the length of its IPv6
+// header(s) (hlen6) and whether it is to be fragmented (section 4: a DF=0
+// packet whose IPv6 form exceeds lowest-ipv6-mtu). A DF packet the IPv6
+// next hop cannot take is refused with Fragmentation Needed (section 4.1,
+// RFC 1191), but not in a hairpin: that IPv4 packet is the engine's own
+// intermediate form, and an error about it would make a second packet
+// out of one. Errors and super-packets never come here.
+func (w *Worker) size46(s *state, q *in4, sink Sink, hp hairpinPass) (hlen int, split bool, why Reason) {
+	hlen = q.hlen6()
 	switch len6 := hlen + len(q.l4); {
 	case q.df && s.mtu6 > 0 && len6 > s.mtu6:
 		if q.first() && !bool(hp) {

@@ -31,8 +31,13 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 	if why := s.addresses64(&q); why != ReasonNone {
 		return drop(r, why)
 	}
-	if res, done := w.own64(s, &q, sink, r); done {
-		return res
+	if s.special {
+		switch why, echo := s.own64(&q); {
+		case echo:
+			return w.answerEcho6(s, q.p, q.x, sink, r)
+		case why != ReasonNone:
+			return drop(r, why)
+		}
 	}
 	if q.hairpin && q.p[ip6HopLimit] <= 1 {
 		// The hairpin is a hop like any other (RFC 8200 section 3): a
@@ -40,9 +45,10 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 		// rather than sent round again. (hairpin spends the hop.)
 		return w.hopLimitExceeded(s, q.p, r, !q.isErr && q.first(), sink)
 	}
-	gso := off != nil && off.GSOType&^GSOECN != GSONone
-	if why := w.size64(s, &q, gso, sink); why != ReasonNone {
-		return drop(r, why)
+	if gso := off != nil && off.GSOType&^GSOECN != GSONone; s.mtu4 > 0 && ip4Size+len(q.l4) > s.mtu4 && !gso {
+		if why := w.size64(s, &q, sink); why != ReasonNone {
+			return drop(r, why)
+		}
 	}
 	if q.x.nh == protoICMPv6 && !q.isFrag() && len(q.l4) >= icmpSize && q.l4[0] < 128 {
 		return w.error64(s, buf, start, end, &q, off, sink)
@@ -154,43 +160,34 @@ func (s *state) addresses64(q *in6) Reason {
 }
 
 // own64 refuses packets to or from the translator's own addresses and
-// directed broadcast addresses, but for errors from its host (the
-// kernel's Packet Too Big for a packet it could not forward), and answers
-// an Echo Request from a server to an own IPv4 address in the prefix.
-// done says the packet's fate is settled.
-func (w *Worker) own64(s *state, q *in6, sink Sink, r Result) (res Result, done bool) {
-	if !s.special {
-		return r, false
-	}
+// directed broadcast addresses (s.special: there are some), but for
+// errors from its host (the kernel's Packet Too Big for a packet it could
+// not forward); echo says the packet is an Echo Request from a server to
+// an own IPv4 address in the prefix, to be answered.
+func (s *state) own64(q *in6) (why Reason, echo bool) {
 	if len(s.own6) > 0 && ((!q.isErr && s.isOwn6(&q.src6)) || s.isOwn6(&q.dst6)) {
-		return drop(r, ReasonOwnAddress), true
+		return ReasonOwnAddress, false
 	}
 	s4 := q.src4
 	if q.srcOrigin == mapping.NotTranslatable {
 		s4 = q.dst4 // an error from an IPv6 router: its IPv4 source is ours to choose
 	}
 	if !s.maybe4(s4, q.dst4) {
-		return r, false
+		return ReasonNone, false
 	}
-	why := s.check4(s4, q.dst4)
-	switch {
-	case why == ReasonNone:
-		return r, false
-	case why == ReasonOwnAddress && q.srcOrigin == mapping.ByEAM && q.dstOrigin == mapping.ByPrefix &&
+	why = s.check4(s4, q.dst4)
+	return why, why == ReasonOwnAddress && q.srcOrigin == mapping.ByEAM && q.dstOrigin == mapping.ByPrefix &&
 		s.isOwn4(q.dst4) && !s.isOwn4(q.src4) && !s.isBcast4(q.src4) && q.x.nh == protoICMPv6 &&
-		q.x.fragAt < 0 && len(q.l4) >= icmpSize && q.l4[0] == 128 && q.l4[1] == 0:
-		return w.answerEcho6(s, q.p, q.x, sink, r), true
-	}
-	return drop(r, why), true
+		q.x.fragAt < 0 && len(q.l4) >= icmpSize && q.l4[0] == 128 && q.l4[1] == 0
 }
 
-// size64 refuses a packet the IPv4 next hop cannot take once it carries
-// DF (section 5.1: unfragmented and over dfThreshold) with Packet Too Big
-// (section 5.1, RFC 8201), the MTU in IPv6 terms. Errors, super-packets
-// and hairpinned packets (which never meet the IPv4 next hop) pass.
-func (w *Worker) size64(s *state, q *in6, gso bool, sink Sink) Reason {
-	tot4 := ip4Size + len(q.l4)
-	if q.x.fragAt >= 0 || dfFlag(tot4) == 0 || gso || q.isErr || q.hairpin || s.mtu4 == 0 || tot4 <= s.mtu4 {
+// size64 refuses a packet larger than the IPv4 next hop's MTU once it
+// carries DF (section 5.1: unfragmented and over dfThreshold) with Packet
+// Too Big (section 5.1, RFC 8201), the MTU in IPv6 terms. Errors and
+// hairpinned packets (which never meet the IPv4 next hop) pass, and
+// super-packets never come here.
+func (w *Worker) size64(s *state, q *in6, sink Sink) Reason {
+	if q.x.fragAt >= 0 || dfFlag(ip4Size+len(q.l4)) == 0 || q.isErr || q.hairpin {
 		return ReasonNone
 	}
 	// Unfragmented and no error: RFC 4443 section 2.4 (e) allows an error.

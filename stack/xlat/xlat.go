@@ -148,11 +148,11 @@ func isICMPv4Error(t byte) bool { return t == 3 || t == 4 || t == 5 || t == 11 |
 // tcpHeaderLen is the TCP header length from the data offset (RFC 9293
 // section 3.1), or 0 if the segment is too short to hold it.
 func tcpHeaderLen(l4 []byte) int {
-	if len(l4) < 20 {
+	if len(l4) < tcpMinSize {
 		return 0
 	}
 	n := int(l4[12]>>4) * 4
-	if n < 20 || n > len(l4) {
+	if n < tcpMinSize || n > len(l4) {
 		return 0
 	}
 	return n
