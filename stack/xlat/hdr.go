@@ -122,11 +122,10 @@ func fixL4(proto byte, l4 []byte, d uint16, partial bool) {
 // fixTransport is sections 4.5 and 5.5 for the TCP or UDP header of an
 // outer packet, alike in both directions: the checksum follows the
 // pseudo-header (delta), and a SYN's MSS is clamped to what both next
-// hops carry. It sets r.Proto and returns the transport header length
+// hops carry. It returns the transport header length
 // (for offload); a later fragment has no header to fix.
-func (s *state) fixTransport(proto byte, l4 []byte, first bool, delta uint16, partial bool, r *Result) (l4hdr int, why Reason) {
+func (s *state) fixTransport(proto byte, l4 []byte, first bool, delta uint16, partial bool) (l4hdr int, why Reason) {
 	if proto == protoUDP {
-		r.Proto = ProtoUDP
 		if first {
 			if len(l4) < udpSize {
 				return 0, ReasonMalformed
@@ -137,7 +136,6 @@ func (s *state) fixTransport(proto byte, l4 []byte, first bool, delta uint16, pa
 		}
 		return udpSize, ReasonNone
 	}
-	r.Proto = ProtoTCP
 	if !first {
 		return 0, ReasonNone
 	}

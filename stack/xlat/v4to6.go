@@ -77,8 +77,8 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 		return w.icmpError46(s, buf, start, end, &q, off, sink, hp)
 	}
 	partial := partialCsum(off)
-	nh, l4hdr, udpCompute, why := s.transport46(&q, partial, &r)
-	if why != ReasonNone {
+	nh, l4hdr, udpCompute, cls, why := s.transport46(&q, partial)
+	if r.Proto = cls; why != ReasonNone {
 		return drop(r, why)
 	}
 	ns := start + q.ihl - hlen
@@ -110,25 +110,26 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 // only the prefix expresses, and the source route options the section
 // refuses.
 func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass) (why Reason, echo bool) {
-	if illegal4(q.src) && !q.isErr {
+	src, dst := q.src, q.dst
+	if illegal4(src) && !q.isErr {
 		// Sections 4.1 and 4.3: the illegal-source check does not apply to
 		// ICMPv4 errors, which routers in any space may send.
 		return ReasonSrcIllegal, false
 	}
-	if illegal4(q.dst) {
+	if illegal4(dst) {
 		return ReasonDstIllegal, false
 	}
-	if len(s.deny) > 0 && (s.denied(q.src) || s.denied(q.dst)) {
+	if len(s.deny) > 0 && (s.denied(src) || s.denied(dst)) {
 		return ReasonDenied, false
 	}
-	if s4 := q.src; s.special && s.maybe4(s4, q.dst) {
+	if s4 := src; s.special && s.maybe4(s4, dst) {
 		if q.isErr {
 			// The translator's host reports its own forwarding failures
 			// (Time Exceeded, Fragmentation Needed) from its own addresses.
-			s4 = q.dst
+			s4 = dst
 		}
-		if why := s.check4(s4, q.dst); why != ReasonNone {
-			return why, why == ReasonOwnAddress && s.isOwn4(q.dst) && echoRequest4(q.proto, q.isFrag(), q.l4)
+		if why := s.check4(s4, dst); why != ReasonNone {
+			return why, why == ReasonOwnAddress && s.isOwn4(dst) && echoRequest4(q.proto, q.isFrag(), q.l4)
 		}
 	}
 	// RFC 7755 / RFC 7757: an IPv4 destination is a server's public address
@@ -136,11 +137,11 @@ func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass) (why R
 	// prefix could express would be routed straight back to the translator.
 	var dsrc, ddst uint16
 	var dstOrigin, srcOrigin mapping.Origin
-	q.dst6, ddst, dstOrigin = s.m.To6(q.dst)
+	q.dst6, ddst, dstOrigin = s.m.To6(dst)
 	if dstOrigin != mapping.ByEAM {
 		return ReasonDstUnmapped, false
 	}
-	q.src6, dsrc, srcOrigin = s.hairpinTo6(q.src, hp)
+	q.src6, dsrc, srcOrigin = s.hairpinTo6(src, hp)
 	switch srcOrigin {
 	case mapping.NotTranslatable:
 		return ReasonSrcUnmapped, false
@@ -188,42 +189,44 @@ func (w *Worker) size46(s *state, q *in4, sink Sink, hp hairpinPass) (hlen int, 
 // Echo part of section 4.2: it fixes the upper-layer header in place and
 // returns the IPv6 Next Header, the transport header length (for offload)
 // and whether a zero UDP checksum is to be computed once the addresses
-// are written. It sets r.Proto.
-func (s *state) transport46(q *in4, partial bool, r *Result) (nh byte, l4hdr int, udpCompute bool, why Reason) {
-	nh = q.proto
+// are written, and the packet's class for the counters.
+func (s *state) transport46(q *in4, partial bool) (nh byte, l4hdr int, udpCompute bool, cls Proto, why Reason) {
+	nh, cls = q.proto, ProtoOther
 	switch q.proto {
 	case protoTCP, protoUDP:
-		if l4hdr, why = s.fixTransport(q.proto, q.l4, q.first(), q.delta, partial, r); why != ReasonNone {
-			return nh, 0, false, why
+		if cls = ProtoTCP; q.proto == protoUDP {
+			cls = ProtoUDP
+		}
+		if l4hdr, why = s.fixTransport(q.proto, q.l4, q.first(), q.delta, partial); why != ReasonNone {
+			return nh, 0, false, cls, why
 		}
 		if q.proto == protoUDP && q.first() && be16(q.l4[udpChecksum:]) == 0 && !partial {
 			// Section 4.5: IPv6 requires a UDP checksum.
 			switch {
 			case q.isFrag():
-				return nh, 0, false, ReasonUDPZeroFragment
+				return nh, 0, false, cls, ReasonUDPZeroFragment
 			case s.cfg.Policy.UDPZeroChecksum == UDPZeroDrop:
-				return nh, 0, false, ReasonUDPZeroChecksum
+				return nh, 0, false, cls, ReasonUDPZeroChecksum
 			}
 			udpCompute = true
 		}
 	case protoICMPv4:
-		r.Proto = ProtoICMP
 		ps := pseudo6(&q.src6, &q.dst6, uint32(len(q.l4)), protoICMPv6)
-		return protoICMPv6, 0, false, translateEcho(q.l4, q.isFrag(), true, ps, partial)
+		return protoICMPv6, 0, false, ProtoICMP, translateEcho(q.l4, q.isFrag(), true, ps, partial)
 	case protoICMPv6:
-		return nh, 0, false, ReasonICMPProto
+		return nh, 0, false, cls, ReasonICMPProto
 	case protoIGMP:
 		// Section 4.2: IGMP messages are single-hop and SHOULD be
 		// silently dropped.
-		return nh, 0, false, ReasonIGMP
+		return nh, 0, false, cls, ReasonIGMP
 	case protoHopByHop, protoRouting, protoFragment, protoDestOpts:
 		// Copied into Next Header these would announce an extension
 		// header that is not there.
-		return nh, 0, false, ReasonProtoExtHeader
+		return nh, 0, false, cls, ReasonProtoExtHeader
 	}
 	// Other protocols pass unchanged (section 4.5).
 	if !q.first() {
-		r.Proto = ProtoFragment
+		cls = ProtoFragment
 	}
-	return nh, l4hdr, udpCompute, ReasonNone
+	return nh, l4hdr, udpCompute, cls, ReasonNone
 }

@@ -54,8 +54,8 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 		return w.error64(s, buf, start, end, &q, off, sink)
 	}
 	partial := partialCsum(off)
-	proto, l4hdr, why := s.transport64(&q, partial, &r)
-	if why != ReasonNone {
+	proto, l4hdr, cls, why := s.transport64(&q, partial)
+	if r.Proto = cls; why != ReasonNone {
 		return drop(r, why)
 	}
 	ns := start + q.x.off - ip4Size
@@ -198,25 +198,27 @@ func (w *Worker) size64(s *state, q *in6, sink Sink) Reason {
 // transport64 is RFC 7915 section 5.5 (TCP, UDP, other protocols) and the
 // Echo part of section 5.2: it fixes the upper-layer header in place and
 // returns the IPv4 Protocol and the transport header length (for
-// offload). It sets r.Proto.
-func (s *state) transport64(q *in6, partial bool, r *Result) (proto byte, l4hdr int, why Reason) {
-	proto = q.x.nh
+// offload), and the packet's class for the counters.
+func (s *state) transport64(q *in6, partial bool) (proto byte, l4hdr int, cls Proto, why Reason) {
+	proto, cls = q.x.nh, ProtoOther
 	switch proto {
 	case protoTCP, protoUDP:
-		if l4hdr, why = s.fixTransport(proto, q.l4, q.first(), q.delta, partial, r); why != ReasonNone {
-			return proto, 0, why
+		if cls = ProtoTCP; proto == protoUDP {
+			cls = ProtoUDP
+		}
+		if l4hdr, why = s.fixTransport(proto, q.l4, q.first(), q.delta, partial); why != ReasonNone {
+			return proto, 0, cls, why
 		}
 	case protoICMPv6:
-		r.Proto = ProtoICMP
 		ps := ^pseudo6(&q.src6, &q.dst6, uint32(len(q.l4)), protoICMPv6)
-		return protoICMPv4, 0, translateEcho(q.l4, q.isFrag(), false, ps, partial)
+		return protoICMPv4, 0, ProtoICMP, translateEcho(q.l4, q.isFrag(), false, ps, partial)
 	case protoICMPv4:
-		return proto, 0, ReasonICMPProto
+		return proto, 0, cls, ReasonICMPProto
 	}
 	if !q.first() {
-		r.Proto = ProtoFragment
+		cls = ProtoFragment
 	}
-	return proto, l4hdr, ReasonNone
+	return proto, l4hdr, cls, ReasonNone
 }
 
 // error64 translates an ICMPv6 error (section 5.2) from the source RFC
