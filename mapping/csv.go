@@ -148,7 +148,12 @@ func parseSide(f string, col int, family string) (netip.Prefix, *CSVError) {
 		}
 		p = netip.PrefixFrom(a, a.BitLen())
 	}
-	if is4 := p.Addr().Is4(); is4 != (family == "IPv4") || p.Addr().Is4In6() {
+	if p.Addr().Is4In6() {
+		// RFC 4291 section 2.5.5.2: a socket's name for an IPv4 peer,
+		// never an address in an IPv6 packet.
+		return p, &CSVError{Col: col, Err: fmt.Errorf("%w: %s is an IPv4-mapped IPv6 %s (::ffff:a.b.c.d), which never appears in IPv6 packets; write the IPv4 side as plain IPv4 and the IPv6 side as the server's IPv6 address", ErrFamily, f, kind(f))}
+	}
+	if is4 := p.Addr().Is4(); is4 != (family == "IPv4") {
 		return p, &CSVError{Col: col, Err: fmt.Errorf("%w: %s is not an %s %s (the format is \"ipv4,ipv6\")", ErrFamily, f, family, kind(f))}
 	}
 	return p, nil

@@ -1,9 +1,18 @@
 // Package daemon runs the translator as a service: it loads the HCL
-// configuration, builds the engine, creates the tun, installs routes
-// (aggregated) and the appliance's addresses, serves the data path, the
-// Prometheus endpoint and the control socket, reloads on request, tells
-// announcers (BGP, router advertisements) what to announce, and removes
-// everything it installed when it stops.
+// configuration, takes the one-per-network-namespace lock, builds the
+// engine, creates the tun, installs routes (aggregated, in their own table
+// behind policy rules that let only translated traffic be forwarded) and
+// the appliance's addresses, serves the data path, the Prometheus endpoint
+// and the control socket, reloads on request, tells announcers (BGP,
+// router advertisements) what to announce, and removes everything it
+// installed when it stops.
+//
+// It is healthy only while it can forward: the data path's workers are
+// alive, the links it needs are up and its routes are in place. A netlink
+// subscription tells it when the kernel undid part of the set-up (a link
+// down and up flushes the routes through it; an operator deletes a route);
+// it puts back what it can and is unhealthy, so that announcers withdraw,
+// until it has.
 //
 // A reload (SIGHUP or `map646 reload`) parses and validates the new file,
 // builds the new table, swaps it into the engine atomically and applies
@@ -16,11 +25,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"reflect"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/map646/map646/appliance/config"
 	"github.com/map646/map646/appliance/metrics"
@@ -37,6 +50,9 @@ const DefaultControlSocket = "/run/map646.sock"
 // Options configure Run.
 type Options struct {
 	ConfigPath string
+	// ConfigRoot, if set, confines the configuration and its
+	// mappings_file to this directory (a config drive).
+	ConfigRoot string
 	// Logger receives the daemon's logs; nil builds one on stderr from
 	// the configuration's log block.
 	Logger *slog.Logger
@@ -45,8 +61,28 @@ type Options struct {
 	// ControlSocket is the Unix socket path for stats and reload
 	// requests; "" means DefaultControlSocket.
 	ControlSocket string
+	// ControlGroup is a group (name or number) whose members may use the
+	// control socket besides root and the daemon's user; "" for none.
+	ControlGroup string
 	// OnReady is called once everything is set up and packets flow.
 	OnReady func(ReadyInfo)
+	// LockDir is where the per-network-namespace instance lock lives;
+	// "" means DefaultLockDir.
+	LockDir string
+	// OnReload, if set, is called with true when a reload starts and with
+	// false when it has ended, applied or refused: a service manager is
+	// told RELOADING=1 and then READY=1 (sd_notify(3)).
+	OnReload func(starting bool)
+	// OnHealth, if set, is called with the data path's health at every
+	// poll (HealthInterval): systemd's watchdog is fed only while it is
+	// healthy, so a translator that black-holes packets gets restarted.
+	OnHealth func(healthy bool)
+}
+
+func (o *Options) reloading(starting bool) {
+	if o.OnReload != nil {
+		o.OnReload(starting)
+	}
 }
 
 // ReadyInfo describes the running translator.
@@ -54,6 +90,9 @@ type ReadyInfo struct {
 	Version, Digest string
 	Mappings        int
 	Tun             string
+	// PreexistingRoutes are wanted routes the kernel already had from
+	// someone else: left in place, not replaced, never removed.
+	PreexistingRoutes []string
 }
 
 // Version is the version reported in ReadyInfo and the metrics; the
@@ -68,6 +107,19 @@ var Version = func() string {
 // WithdrawDrain is how long the translator keeps forwarding after it told
 // its announcers to withdraw, before it removes the tun and its routes.
 var WithdrawDrain = 500 * time.Millisecond
+
+// ConfigLoadTimeout bounds reading and checking the configuration (a
+// million-line mappings file takes a few seconds); a load still running
+// then is abandoned, so a file system that hangs cannot hang the daemon.
+var ConfigLoadTimeout = time.Minute
+
+// loadConfig loads the configuration, giving up when ctx ends (SIGTERM
+// wins over a reload in progress) or after ConfigLoadTimeout.
+func loadConfig(ctx context.Context, opts Options) (*config.Config, error) {
+	ctx, cancel := context.WithTimeout(ctx, ConfigLoadTimeout)
+	defer cancel()
+	return config.LoadContext(ctx, opts.ConfigPath, opts.ConfigRoot)
+}
 
 // HealthInterval is how often the data path's health is polled.
 var HealthInterval = time.Second
@@ -94,7 +146,54 @@ type datapath interface {
 type env struct {
 	kernel  func() (netsetup.Kernel, func() error, error)
 	openTun func(tun.Config) (device, error)
-	serve   func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error)
+	watch   func() (watcher, error)
+	// openLink opens the link of the fd and nic modes (translator.link).
+	openLink func(config.Translator) (device, error)
+	serve    func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error)
+	// nicMTU returns an interface's MTU (NIC mode's default IPv4 and
+	// IPv6 MTUs).
+	nicMTU func(name string) (int, error)
+}
+
+// fdLink is the fd mode's device: a descriptor the daemon inherited. It
+// stays open when the daemon stops (its owner is whoever handed it over).
+type fdLink struct{ fd, mtu int }
+
+func (l *fdLink) Name() string     { return fmt.Sprintf("fd %d", l.fd) }
+func (l *fdLink) Offloads() string { return "none" }
+func (l *fdLink) Close() error     { return nil }
+
+// nicLink is the NIC mode's device: the NICs the data path opens its
+// AF_PACKET sockets on (and closes them itself when it stops).
+type nicLink struct{ cfg stack.NICConfig }
+
+func (l *nicLink) Name() string {
+	if l.cfg.IPv4 == l.cfg.IPv6 {
+		return "nic " + l.cfg.IPv4
+	}
+	return "nic " + l.cfg.IPv4 + "," + l.cfg.IPv6
+}
+func (l *nicLink) Offloads() string { return "none" }
+func (l *nicLink) Close() error     { return nil }
+
+// openLink checks and returns the device of the fd or nic mode.
+func openLink(t config.Translator) (device, error) {
+	switch t.Link {
+	case config.LinkFD:
+		if _, err := unix.FcntlInt(uintptr(t.FD.FD), unix.F_GETFD, 0); err != nil {
+			return nil, fmt.Errorf("translator fd %d: not an open descriptor of this process: %w", t.FD.FD, err)
+		}
+		return &fdLink{fd: t.FD.FD, mtu: t.FD.MTU}, nil
+	case config.LinkNIC:
+		q := t.NIC.Queues
+		if q == 0 {
+			q = runtime.NumCPU()
+		}
+		// Unset MTUs are the NICs' (xlatConfig), and follow them.
+		return &nicLink{cfg: stack.NICConfig{IPv4: t.NIC.IPv4, IPv6: t.NIC.IPv6, Queues: q,
+			FollowIPv4MTU: t.IPv4MTU == 0, FollowIPv6MTU: t.IPv6MTU == 0}}, nil
+	}
+	return nil, fmt.Errorf("unknown link mode %q", t.Link)
 }
 
 var systemEnv = env{
@@ -105,10 +204,59 @@ var systemEnv = env{
 		}
 		return nl, nl.Close, nil
 	},
-	openTun: func(c tun.Config) (device, error) { return tun.Open(c) },
+	openTun:  func(c tun.Config) (device, error) { return tun.Open(c) },
+	openLink: openLink,
+	watch:    func() (watcher, error) { return netsetup.Watch() },
 	serve: func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error) {
-		return stack.Serve(ctx, eng, dev.(*tun.Device), log)
+		switch l := dev.(type) {
+		case *fdLink:
+			return stack.ServeFD(ctx, eng, l.fd, l.mtu, log)
+		case *nicLink:
+			return stack.ServeNIC(ctx, eng, l.cfg, log)
+		}
+		return stack.ServeTun(ctx, eng, dev.(*tun.Device), log)
 	},
+	nicMTU: func(name string) (int, error) {
+		ifc, err := net.InterfaceByName(name)
+		if err != nil {
+			return 0, err
+		}
+		return ifc.MTU, nil
+	},
+}
+
+// xlatConfig is cfg's engine configuration. In NIC mode nothing else
+// stands between the translator and the NICs (the kernel does not
+// forward): the engine decrements TTL and Hop Limit itself, and unless
+// ipv4_mtu and ipv6_mtu say otherwise they are the NICs' MTUs, so that the
+// engine answers packets too big for them (RFC 7915 sections 4 and 5) and
+// clamps the TCP MSS.
+func xlatConfig(cfg *config.Config, e env) (*xlat.Config, error) {
+	xc, err := cfg.Xlat()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Translator.Link == config.LinkNIC {
+		// No kernel forwards before or after the translator: it is the
+		// router whose hop the TTL counts (RFC 7915 sections 4.1, 5.1).
+		xc.Policy.DecrementTTL = true
+	}
+	if t := cfg.Translator; t.Link == config.LinkNIC && e.nicMTU != nil {
+		for _, side := range []struct {
+			name string
+			mtu  *int
+		}{{t.NIC.IPv4, &xc.Policy.IPv4MTU}, {t.NIC.IPv6, &xc.Policy.IPv6MTU}} {
+			if *side.mtu != 0 {
+				continue
+			}
+			m, err := e.nicMTU(side.name)
+			if err != nil {
+				return nil, fmt.Errorf("translator nic %s: %w", side.name, err)
+			}
+			*side.mtu = m
+		}
+	}
+	return xc, nil
 }
 
 // Run runs the translator until ctx is done, then removes what it
@@ -129,7 +277,9 @@ type daemon struct {
 	eng     *xlat.Engine
 	dev     device
 	dp      datapath
+	kernel  netsetup.Kernel
 	tracker *netsetup.Tracker
+	repair  repairState // run loop only
 
 	mu       sync.Mutex // guards what reload changes and stats reads
 	cfg      *config.Config
@@ -145,7 +295,10 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	if opts.ControlSocket == "" {
 		opts.ControlSocket = DefaultControlSocket
 	}
-	cfg, err := config.Load(opts.ConfigPath)
+	if opts.LockDir == "" {
+		opts.LockDir = DefaultLockDir
+	}
+	cfg, err := loadConfig(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -158,7 +311,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	for _, w := range cfg.Warnings {
 		log.Warn(config.FormatDiagnostic(w))
 	}
-	xc, err := cfg.Xlat()
+	xc, err := xlatConfig(cfg, e)
 	if err != nil {
 		return err
 	}
@@ -166,7 +319,8 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	if err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
-	d := &daemon{opts: opts, env: e, log: log, started: time.Now(), eng: eng, cfg: cfg}
+	d := &daemon{opts: opts, env: e, log: log, started: time.Now(), eng: eng, cfg: cfg,
+		repair: repairState{down: map[string]bool{}}}
 
 	// Everything set up from here on is undone, newest first, by the
 	// deferred cleanups, whether Run fails half-way or stops normally.
@@ -177,26 +331,48 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 		}
 	}()
 
+	// One translator per network namespace, decided before anything in
+	// the kernel is touched: a second one would attach to the first one's
+	// tun, replace its routes and delete them when it exits.
+	lock, err := lockInstance(opts.LockDir)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, lock.release)
+
 	k, closeKernel, err := e.kernel()
 	if err != nil {
 		return err
 	}
 	cleanups = append(cleanups, func() { _ = closeKernel() })
+	d.kernel = k
 	d.tracker = netsetup.NewTracker(k)
 	cleanups = append(cleanups, func() {
 		if err := d.tracker.Teardown(); err != nil {
 			log.Error("removing what the translator installed", "err", err)
 		}
 	})
-	for _, key := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
-		if err := d.tracker.Sysctl(key, "1"); err != nil {
-			return err
+	// Host mode: the kernel forwards into and out of the tun. NIC mode:
+	// the kernel must not forward what the translator reads off the NICs
+	// (it sees a copy of every frame). fd mode: whoever handed the
+	// descriptor over routes.
+	forwarding := map[string]string{config.LinkTun: "1", config.LinkNIC: "0"}[cfg.Translator.Link]
+	if forwarding != "" {
+		for _, key := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
+			if err := d.tracker.Sysctl(key, forwarding); err != nil {
+				return err
+			}
 		}
 	}
 
 	t := cfg.Translator.Tun
 	setupStart := time.Now()
-	dev, err := e.openTun(tun.Config{Name: t.Name, Queues: t.Queues, MTU: t.MTU, Offload: t.Offload})
+	var dev device
+	if cfg.Translator.Link == config.LinkTun {
+		dev, err = e.openTun(tun.Config{Name: t.Name, Queues: t.Queues, MTU: t.MTU, Offload: t.Offload})
+	} else {
+		dev, err = e.openLink(cfg.Translator)
+	}
 	if err != nil {
 		return err
 	}
@@ -210,6 +386,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 		return err
 	}
 	d.dp = dp
+	setDropLog(dp, cfg.Log)
 	dpDone := make(chan error, 1)
 	go func() { dpDone <- dp.Wait() }()
 	cleanups = append(cleanups, func() {
@@ -220,12 +397,37 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 		}
 	})
 
+	// Subscribed before the routes go in, so that nothing the kernel
+	// removes after they are installed goes unnoticed.
+	w, err := e.watch()
+	if err != nil {
+		return fmt.Errorf("watching links and routes: %w", err)
+	}
+	changes := newChangeQueue()
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		var buf []netsetup.Change
+		for {
+			cs, err := w.Read(buf[:0])
+			if err != nil {
+				return
+			}
+			changes.push(cs)
+			buf = cs
+		}
+	}()
+	cleanups = append(cleanups, func() { _ = w.Close(); <-watchDone })
+
+	d.mu.Lock()
 	d.plan = makePlan(cfg, dev.Name())
+	d.mu.Unlock()
 	if err := d.applyPlan(d.plan); err != nil {
 		return err
 	}
 	log.Info("translator set up", "tun", dev.Name(), "offloads", dev.Offloads(), "mappings", len(cfg.Translator.Mappings),
-		"routes", d.tracker.RouteCount(), "took", time.Since(setupStart).Round(time.Millisecond))
+		"routes", d.tracker.RouteCount(), "took_ms", time.Since(setupStart).Milliseconds())
+	d.reportForeign()
 
 	if cfg.Metrics.Listen != "" {
 		ms, err := metrics.Listen(cfg.Metrics.Listen, d.Stats, log)
@@ -240,13 +442,14 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	}
 
 	reloadReq := make(chan chan reloadReply)
-	cs, err := listenControl(opts.ControlSocket, d, reloadReq, log)
+	cs, err := listenControl(opts.ControlSocket, opts.ControlGroup, d, reloadReq, log)
 	if err != nil {
 		return err
 	}
 	cleanups = append(cleanups, func() { _ = cs.Close() })
 
-	healthy := dp.Healthy()
+	d.pollLinks()
+	healthy := dp.Healthy() && d.kernelFault() == nil
 	anns, err := startAnnouncers(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -276,7 +479,12 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 
 	log.Info("ready", "version", Version(), "digest", cfg.Digest, "mappings", len(cfg.Translator.Mappings), "tun", dev.Name())
 	if opts.OnReady != nil {
-		opts.OnReady(ReadyInfo{Version: Version(), Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings), Tun: dev.Name()})
+		var foreign []string
+		for _, r := range d.tracker.Foreign() {
+			foreign = append(foreign, r.String())
+		}
+		opts.OnReady(ReadyInfo{Version: Version(), Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings), Tun: dev.Name(),
+			PreexistingRoutes: foreign})
 	}
 
 	health := time.NewTicker(HealthInterval)
@@ -296,24 +504,22 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 			}
 			return fmt.Errorf("data path: %w", err)
 		case <-opts.Reload:
+			opts.reloading(true)
 			_, _ = d.reload(ctx)
+			opts.reloading(false)
 		case reply := <-reloadReq:
+			opts.reloading(true)
 			res, err := d.reload(ctx)
+			opts.reloading(false)
 			reply <- reloadReply{res, err}
+		case <-changes.ready:
+			d.noteChanges(changes.take())
+			d.restore()
+			d.checkHealth(func() { d.announce(ctx) })
 		case <-health.C:
-			h := dp.Healthy()
-			d.mu.Lock()
-			changed := h != d.healthy
-			d.healthy = h
-			d.mu.Unlock()
-			if changed {
-				if h {
-					log.Info("data path healthy again")
-				} else {
-					log.Warn("data path unhealthy: withdrawing announcements")
-				}
-				d.announce(ctx)
-			}
+			d.pollLinks()
+			d.restore()
+			d.checkHealth(func() { d.announce(ctx) })
 		case <-drops.C:
 			lastDrops = d.logDrops(lastDrops)
 		}
@@ -339,7 +545,26 @@ func (d *daemon) applyPlan(p plan) error {
 	if added > 0 || removed > 0 {
 		d.log.Debug("routes", "added", added, "removed", removed)
 	}
+	// Rules after the routes: once they are in, the policy table is
+	// complete.
+	if err := d.tracker.SyncRules(p.rules); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// reportForeign logs the wanted routes that the kernel already had from
+// someone else: they are left as they are (and so may send the traffic
+// elsewhere) and never deleted.
+func (d *daemon) reportForeign() {
+	fs := d.tracker.Foreign()
+	for i, r := range fs {
+		if i == 20 {
+			d.log.Warn("more routes already present", "count", len(fs)-i)
+			break
+		}
+		d.log.Warn("route already present in the kernel: left as it is, not replaced and not removed at stop", "route", r.String())
+	}
 }
 
 // announce sends the current announcement to every announcer.
@@ -385,7 +610,9 @@ func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
 		d.reloads.LastError = ""
 	}
 	d.mu.Unlock()
-	if err != nil {
+	if err != nil && ctx.Err() != nil {
+		d.log.Info("reload abandoned: stopping", "file", d.opts.ConfigPath)
+	} else if err != nil {
 		d.log.Error("reload refused; the running configuration stays", "file", d.opts.ConfigPath, "err", err)
 	} else {
 		d.log.Info("reloaded", "digest", res.Digest, "mappings", res.Mappings, "routes_added", res.RoutesAdded,
@@ -394,11 +621,19 @@ func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
 			d.log.Warn("changed setting takes effect at the next start", "setting", s)
 		}
 	}
+	// A refused file may have cost a lot of transient memory (the HCL
+	// parser allocates up to ~1 KiB per byte of hostile input); a good
+	// one leaves the old table behind. Return it to the system now,
+	// once the outcome is recorded; not when stopping (an abandoned load
+	// is still running, and a full collection would delay the stop).
+	if ctx.Err() == nil {
+		debug.FreeOSMemory()
+	}
 	return res, err
 }
 
 func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
-	cfg, err := config.Load(d.opts.ConfigPath)
+	cfg, err := loadConfig(ctx, d.opts)
 	if err != nil {
 		return ReloadResult{}, err
 	}
@@ -413,14 +648,18 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 		res.Unchanged = true
 		return res, nil
 	}
-	xc, err := cfg.Xlat()
+	xc, err := xlatConfig(cfg, d.env)
 	if err != nil {
 		return res, err
 	}
 	res.NeedsRestart = restartOnly(old, cfg)
+	if err := ctx.Err(); err != nil {
+		return res, err // stopping: keep what runs, the cleanup removes it
+	}
 	if err := d.eng.Reload(xc); err != nil {
 		return res, fmt.Errorf("engine: %w", err)
 	}
+	setDropLog(d.dp, cfg.Log)
 	// The engine translates with the new table from here on: routes to
 	// new mappings are added, then routes to removed ones deleted.
 	p := makePlan(cfg, d.dev.Name())
@@ -430,6 +669,10 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	if rerr != nil {
 		errs = append(errs, rerr)
 	}
+	if err := d.tracker.SyncRules(p.rules); err != nil {
+		errs = append(errs, err)
+	}
+	d.reportForeign()
 	for _, ifc := range p.links {
 		if err := d.tracker.Link(ifc.Name, ifc.MTU, false); err != nil {
 			errs = append(errs, fmt.Errorf("interface %s: %w", ifc.Name, err))
@@ -461,6 +704,18 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	return res, nil
 }
 
+// setDropLog applies log.drops to a data path that has a drop log
+// (*stack.Datapath).
+func setDropLog(dp datapath, l config.Log) {
+	if dl, ok := dp.(interface{ SetDropLog(perSecond int) }); ok {
+		rate := 0
+		if l.Drops {
+			rate = l.DropsPerSecond
+		}
+		dl.SetDropLog(rate)
+	}
+}
+
 // restartOnly lists settings that differ between a and b but cannot change
 // while running: the tun is open, the metrics socket bound, the logger
 // built.
@@ -469,11 +724,14 @@ func restartOnly(a, b *config.Config) []string {
 	if a.Translator.Tun != b.Translator.Tun {
 		s = append(s, "translator.tun")
 	}
+	if a.Translator.Link != b.Translator.Link || a.Translator.FD != b.Translator.FD || a.Translator.NIC != b.Translator.NIC {
+		s = append(s, "translator link (fd, nic)")
+	}
 	if a.Metrics != b.Metrics {
 		s = append(s, "metrics.listen")
 	}
-	if a.Log != b.Log {
-		s = append(s, "log")
+	if a.Log.Level != b.Log.Level || a.Log.Format != b.Log.Format {
+		s = append(s, "log") // log.drops and drops_per_second change at once
 	}
 	return s
 }
@@ -500,17 +758,13 @@ func (d *daemon) Stats() metrics.Stats {
 	}
 	d.mu.Unlock()
 	s.Routes = d.tracker.RouteCount()
+	s.RoutesPreexisting = len(d.tracker.Foreign())
 	t := d.eng.Totals()
 	fillTotals(&s, &t)
 	ls := d.dp.LinkStats()
-	s.Link = []metrics.Count{
-		{Kind: "reads", Value: ls.Reads},
-		{Kind: "writes", Value: ls.Writes},
-		{Kind: "read_errors", Value: ls.ReadErrors},
-		{Kind: "write_errors", Value: ls.WriteErrors},
-		{Kind: "short_vnet_hdr", Value: ls.ShortVnetHdr},
-		{Kind: "invalid_vnet_hdr", Value: ls.InvalidVnetHdr},
-	}
+	stack.VisitLinkStats(&ls, func(name string, v uint64) {
+		s.Link = append(s.Link, metrics.Count{Kind: name, Value: v})
+	})
 	return s
 }
 

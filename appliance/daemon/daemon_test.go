@@ -35,6 +35,9 @@ type fakeKernel struct {
 	addrs   map[netsetup.Addr]bool
 	sysctls map[string]string
 	links   map[string][2]int // mtu, up
+	rules   []netsetup.Rule
+	failAdd bool // ReplaceRoutes fails (a restore that cannot work)
+	failed  int  // ReplaceRoutes calls that failed
 }
 
 func newFakeKernel() *fakeKernel {
@@ -42,7 +45,7 @@ func newFakeKernel() *fakeKernel {
 		routes:  map[netsetup.Route]bool{},
 		addrs:   map[netsetup.Addr]bool{},
 		sysctls: map[string]string{"net.ipv4.ip_forward": "0", "net.ipv6.conf.all.forwarding": "0"},
-		links:   map[string][2]int{"eth0": {1500, 0}},
+		links:   map[string][2]int{"eth0": {1500, 0}, "dmtest0": {1500, 1}},
 	}
 }
 
@@ -82,11 +85,47 @@ func (k *fakeKernel) DelAddr(dev string, p netip.Prefix) error {
 }
 func (k *fakeKernel) ReplaceRoutes(rs []netsetup.Route) error {
 	k.mu.Lock()
+	if k.failAdd {
+		k.failed++
+		k.mu.Unlock()
+		return fmt.Errorf("route %v: network is down", rs[0])
+	}
 	for _, r := range rs {
 		k.routes[r] = true
 	}
 	k.mu.Unlock()
 	k.record(fmt.Sprintf("routes+ %v", rs))
+	return nil
+}
+func (k *fakeKernel) AddRoutes(rs []netsetup.Route) ([]netsetup.Route, error) {
+	k.mu.Lock()
+	var existed []netsetup.Route
+next:
+	for _, r := range rs {
+		for h := range k.routes {
+			if h.Dst == r.Dst && h.Table == r.Table {
+				existed = append(existed, r)
+				continue next
+			}
+		}
+		k.routes[r] = true
+	}
+	k.mu.Unlock()
+	k.record(fmt.Sprintf("routes+ %v", rs))
+	return existed, nil
+}
+func (k *fakeKernel) AddRule(r netsetup.Rule) error {
+	k.mu.Lock()
+	if !slices.Contains(k.rules, r) {
+		k.rules = append(k.rules, r)
+	}
+	k.mu.Unlock()
+	return nil
+}
+func (k *fakeKernel) DelRule(r netsetup.Rule) error {
+	k.mu.Lock()
+	k.rules = slices.DeleteFunc(k.rules, func(x netsetup.Rule) bool { return x == r })
+	k.mu.Unlock()
 	return nil
 }
 func (k *fakeKernel) DelRoutes(rs []netsetup.Route) error {
@@ -119,6 +158,26 @@ func (k *fakeKernel) routeSet() []string {
 	return s
 }
 
+// fakeWatcher hands the daemon the kernel events a test sends.
+type fakeWatcher struct {
+	events chan []netsetup.Change
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newFakeWatcher() *fakeWatcher {
+	return &fakeWatcher{events: make(chan []netsetup.Change), closed: make(chan struct{})}
+}
+func (w *fakeWatcher) Read(cs []netsetup.Change) ([]netsetup.Change, error) {
+	select {
+	case e := <-w.events:
+		return append(cs, e...), nil
+	case <-w.closed:
+		return cs, fmt.Errorf("closed")
+	}
+}
+func (w *fakeWatcher) Close() error { w.once.Do(func() { close(w.closed) }); return nil }
+
 type fakeDevice struct {
 	name     string
 	closed   atomic.Bool
@@ -139,7 +198,13 @@ type fakeDatapath struct {
 	healthy atomic.Bool
 	checks  atomic.Int64 // calls of Healthy: the daemon's health polls
 	fail    chan error
+	dropLog atomic.Int64 // the rate last set by SetDropLog; -1 never set
 }
+
+func (p *fakeDatapath) SetDropLog(perSecond int) { p.dropLog.Store(int64(perSecond)) }
+
+// The real data path has the drop log setDropLog looks for.
+var _ interface{ SetDropLog(perSecond int) } = (*stack.Datapath)(nil)
 
 func (p *fakeDatapath) Wait() error {
 	select {
@@ -153,7 +218,9 @@ func (p *fakeDatapath) Healthy() bool {
 	p.checks.Add(1)
 	return p.healthy.Load()
 }
-func (p *fakeDatapath) LinkStats() stack.LinkStats { return stack.LinkStats{Reads: 7} }
+func (p *fakeDatapath) LinkStats() stack.LinkStats {
+	return stack.LinkStats{Reads: 7, Panics: 2, NotIP: 1, LinkChatter: 3, DropLogSuppressed: 4}
+}
 
 // fakeAnnouncer records what it is told, in order, with the kernel's
 // routes at the time of Close.
@@ -254,17 +321,35 @@ func mappingBlocks(v4s ...string) string {
 }
 
 type harness struct {
-	t      *testing.T
-	k      *fakeKernel
-	dev    *fakeDevice
-	dp     atomic.Pointer[fakeDatapath]
-	ann    *fakeAnnouncer
-	cfg    string
-	sock   string
-	reload chan struct{}
-	ready  chan ReadyInfo
-	done   chan error
-	cancel context.CancelFunc
+	t         *testing.T
+	k         *fakeKernel
+	w         *fakeWatcher
+	dev       *fakeDevice
+	dp        atomic.Pointer[fakeDatapath]
+	ann       *fakeAnnouncer
+	cfg       string
+	sock      string
+	lockDir   string
+	readyInfo ReadyInfo
+	reload    chan struct{}
+	ready     chan ReadyInfo
+	done      chan error
+	cancel    context.CancelFunc
+
+	hooksMu sync.Mutex
+	hooks   []string // OnReload and OnHealth calls, in order
+}
+
+func (h *harness) hook(s string) {
+	h.hooksMu.Lock()
+	h.hooks = append(h.hooks, s)
+	h.hooksMu.Unlock()
+}
+
+func (h *harness) hookCalls() []string {
+	h.hooksMu.Lock()
+	defer h.hooksMu.Unlock()
+	return slices.Clone(h.hooks)
 }
 
 func writeConfig(t *testing.T, path, body string) {
@@ -276,26 +361,35 @@ func writeConfig(t *testing.T, path, body string) {
 
 func start(t *testing.T, cfgBody string) *harness {
 	t.Helper()
+	return startWithKernel(t, cfgBody, newFakeKernel())
+}
+
+// startWithKernel is start with a kernel that may hold routes already.
+func startWithKernel(t *testing.T, cfgBody string, k *fakeKernel) *harness {
+	t.Helper()
 	registerFake()
 	oldH := HealthInterval
 	HealthInterval = 10 * time.Millisecond
 	t.Cleanup(func() { HealthInterval = oldH })
 	dir := t.TempDir()
 	h := &harness{
-		t:      t,
-		k:      newFakeKernel(),
-		dev:    &fakeDevice{name: "dmtest0"},
-		cfg:    filepath.Join(dir, "map646.hcl"),
-		sock:   filepath.Join(dir, "ctl.sock"),
-		reload: make(chan struct{}),
-		ready:  make(chan ReadyInfo, 1),
-		done:   make(chan error, 1),
+		t:       t,
+		k:       k,
+		w:       newFakeWatcher(),
+		dev:     &fakeDevice{name: "dmtest0"},
+		cfg:     filepath.Join(dir, "map646.hcl"),
+		sock:    filepath.Join(dir, "ctl.sock"),
+		lockDir: filepath.Join(dir, "lock"),
+		reload:  make(chan struct{}),
+		ready:   make(chan ReadyInfo, 1),
+		done:    make(chan error, 1),
 	}
 	h.ann = &fakeAnnouncer{k: h.k}
 	currentAnn.Store(h.ann)
 	writeConfig(t, h.cfg, cfgBody)
 	e := env{
 		kernel: func() (netsetup.Kernel, func() error, error) { return h.k, func() error { return nil }, nil },
+		watch:  func() (watcher, error) { return h.w, nil },
 		openTun: func(c tun.Config) (device, error) {
 			if c.Name != "dmtest0" || c.Queues != 1 {
 				return nil, fmt.Errorf("unexpected tun config %+v", c)
@@ -305,6 +399,7 @@ func start(t *testing.T, cfgBody string) *harness {
 		serve: func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error) {
 			p := &fakeDatapath{ctx: ctx, fail: make(chan error, 1)}
 			p.healthy.Store(true)
+			p.dropLog.Store(-1)
 			h.dp.Store(p)
 			return p, nil
 		},
@@ -317,11 +412,15 @@ func start(t *testing.T, cfgBody string) *harness {
 			Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 			Reload:        h.reload,
 			ControlSocket: h.sock,
+			LockDir:       h.lockDir,
 			OnReady:       func(r ReadyInfo) { h.ready <- r },
+			OnReload:      func(starting bool) { h.hook(fmt.Sprint("reload ", starting)) },
+			OnHealth:      func(healthy bool) { h.hook(fmt.Sprint("health ", healthy)) },
 		}, e)
 	}()
 	select {
 	case r := <-h.ready:
+		h.readyInfo = r
 		if r.Tun != "dmtest0" || r.Digest == "" {
 			t.Fatalf("ReadyInfo %+v", r)
 		}
@@ -359,9 +458,9 @@ func TestLifecycleInstallsAggregatedRoutesAndRemovesEverything(t *testing.T) {
 	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10", "198.51.100.11", "198.51.100.20")))
 	want := []string{
 		"192.0.2.0/24 via 203.0.113.14",
-		"198.51.100.10/31 dev dmtest0", // .10 and .11 aggregated
-		"198.51.100.20/32 dev dmtest0",
-		"2001:db8:64::/96 dev dmtest0",
+		"198.51.100.10/31 dev dmtest0 table 646", // .10 and .11 aggregated
+		"198.51.100.20/32 dev dmtest0 table 646",
+		"2001:db8:64::/96 dev dmtest0 table 646",
 	}
 	if got := h.k.routeSet(); !slices.Equal(got, want) {
 		t.Errorf("routes\n%v\nwant\n%v", got, want)
@@ -437,7 +536,7 @@ func TestReloadAppliesOnlyTheDifference(t *testing.T) {
 	h.k.mu.Lock()
 	calls := slices.Clone(h.k.log)
 	h.k.mu.Unlock()
-	want := []string{"routes+ [198.51.100.30/32 dev dmtest0]", "routes- [198.51.100.20/32 dev dmtest0]"}
+	want := []string{"routes+ [198.51.100.30/32 dev dmtest0 table 646]", "routes- [198.51.100.20/32 dev dmtest0 table 646]"}
 	if !slices.Equal(calls, want) {
 		t.Errorf("kernel calls on reload\n%v\nwant\n%v", calls, want)
 	}
@@ -454,7 +553,7 @@ func TestReloadAppliesOnlyTheDifference(t *testing.T) {
 	// SIGHUP path.
 	writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10", "198.51.100.30", "198.51.100.40")))
 	h.reload <- struct{}{}
-	waitFor(t, "SIGHUP reload", func() bool { return slices.Contains(h.k.routeSet(), "198.51.100.40/32 dev dmtest0") })
+	waitFor(t, "SIGHUP reload", func() bool { return slices.Contains(h.k.routeSet(), "198.51.100.40/32 dev dmtest0 table 646") })
 	st, err := QueryStats(h.sock)
 	if err != nil {
 		t.Fatal(err)
@@ -523,6 +622,48 @@ func TestHealthChangesAreAnnounced(t *testing.T) {
 	}
 }
 
+// TestServiceManagerHooks: OnHealth reports every health poll's outcome
+// (the CLI feeds systemd's watchdog only on true), and OnReload brackets
+// each reload, from SIGHUP or the control socket, applied or refused.
+func TestServiceManagerHooks(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
+	defer h.stop()
+	count := func(s string) int {
+		n := 0
+		for _, c := range h.hookCalls() {
+			if c == s {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, "a healthy poll", func() bool { return count("health true") > 0 })
+	dp := h.dp.Load()
+	dp.healthy.Store(false)
+	waitFor(t, "an unhealthy poll", func() bool { return count("health false") > 0 })
+	dp.healthy.Store(true)
+
+	// Only reload calls from here: health polls go on in between.
+	reloads := func() []string {
+		var r []string
+		for _, c := range h.hookCalls() {
+			if strings.HasPrefix(c, "reload ") {
+				r = append(r, c)
+			}
+		}
+		return r
+	}
+	h.reload <- struct{}{}
+	waitFor(t, "a SIGHUP reload's end", func() bool { return len(reloads()) == 2 })
+	writeConfig(t, h.cfg, "translator {\n")
+	if _, err := RequestReload(h.sock); err == nil {
+		t.Error("a broken file was accepted")
+	}
+	if got := reloads(); !slices.Equal(got, []string{"reload true", "reload false", "reload true", "reload false"}) {
+		t.Errorf("reload hooks %q", got)
+	}
+}
+
 func TestDatapathFailureStopsRunAndCleansUp(t *testing.T) {
 	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
 	h.dp.Load().fail <- fmt.Errorf("queue 0: read: input/output error")
@@ -543,10 +684,45 @@ func TestSecondDaemonOnTheSameSocketIsRefused(t *testing.T) {
 	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
 	defer h.stop()
 	d := &daemon{}
-	_, err := listenControl(h.sock, d, nil, slog.New(slog.DiscardHandler))
+	_, err := listenControl(h.sock, "", d, nil, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "another map646 is running") {
 		t.Errorf("second listener: %v", err)
 	}
+}
+
+// TestSecondDaemonInTheNamespaceIsRefusedBeforeTouchingAnything: a second
+// Run in the same network namespace (its own control socket, so that only
+// the instance lock can stop it) fails at once, never reaching the kernel,
+// and the first keeps its routes.
+func TestSecondDaemonInTheNamespaceIsRefusedBeforeTouchingAnything(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
+	before := h.k.routeSet()
+	touched := false
+	e := env{kernel: func() (netsetup.Kernel, func() error, error) { touched = true; return nil, nil, fmt.Errorf("no") }}
+	start := time.Now()
+	err := run(context.Background(), Options{ConfigPath: h.cfg, ControlSocket: h.sock + "2", LockDir: h.lockDir,
+		Logger: slog.New(slog.DiscardHandler)}, e)
+	if err == nil || !strings.Contains(err.Error(), "another map646 (pid ") || !strings.Contains(err.Error(), "network namespace") {
+		t.Errorf("second run: %v", err)
+	}
+	if touched {
+		t.Error("the second run reached the kernel")
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("second run took %v to refuse", took)
+	}
+	if got := h.k.routeSet(); !slices.Equal(got, before) {
+		t.Errorf("routes changed: %v, were %v", got, before)
+	}
+	// Once the first stops, the lock is free for the next one.
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := lockInstance(h.lockDir)
+	if err != nil {
+		t.Fatalf("lock after the first stopped: %v", err)
+	}
+	l.release()
 }
 
 func TestStaleSocketIsReplaced(t *testing.T) {
@@ -555,7 +731,7 @@ func TestStaleSocketIsReplaced(t *testing.T) {
 	if err := os.WriteFile(sock, nil, 0o600); err != nil { // left by a killed daemon
 		t.Fatal(err)
 	}
-	cs, err := listenControl(sock, &daemon{}, nil, slog.New(slog.DiscardHandler))
+	cs, err := listenControl(sock, "", &daemon{}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -574,7 +750,9 @@ func TestInvalidConfigFailsBeforeTouchingTheSystem(t *testing.T) {
 	}
 }
 
-func TestMetricsEndpointServesTheDaemonsCounters(t *testing.T) {
+// withMetrics adds a metrics block on a free loopback port to cfg.
+func withMetrics(t *testing.T, cfg string) string {
+	t.Helper()
 	// The configuration refuses port 0; take a free port from the kernel.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -582,13 +760,17 @@ func TestMetricsEndpointServesTheDaemonsCounters(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	h := start(t, strings.Replace(fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")), "bgp {", "metrics {\n  listen = \""+addr+"\"\n}\nbgp {", 1))
+	return strings.Replace(cfg, "bgp {", "metrics {\n  listen = \""+addr+"\"\n}\nbgp {", 1)
+}
+
+func TestMetricsEndpointServesTheDaemonsCounters(t *testing.T) {
+	h := start(t, withMetrics(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10"))))
 	defer h.stop()
 	st, err := QueryStats(h.sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.MetricsListen != addr {
+	if st.MetricsListen == "" {
 		t.Fatal("stats do not say where metrics are served")
 	}
 	get := func(path string) (int, string) {
@@ -605,7 +787,12 @@ func TestMetricsEndpointServesTheDaemonsCounters(t *testing.T) {
 	for _, want := range []string{
 		"map646_mappings 1\n",
 		"map646_routes 3\n",
+		"map646_routes_preexisting 0\n",
 		`map646_link_events_total{counter="reads"} 7`,
+		`map646_link_events_total{counter="panics"} 2`,
+		`map646_link_events_total{counter="not_ip"} 1`,
+		`map646_link_events_total{counter="link_chatter"} 3`,
+		`map646_link_events_total{counter="drop_log_suppressed"} 4`,
 		`map646_config_info{digest="` + st.Digest + `"`,
 		`map646_packets_total{direction="4to6",protocol="udp"} 0`,
 		`map646_drops_total{direction="6to4",reason="dst_unmapped"} 0`,
@@ -697,5 +884,207 @@ func TestDropsAreSummarisedNotLoggedPerPacket(t *testing.T) {
 	d.logDrops(prev)
 	if logs.Len() != 0 {
 		t.Errorf("logged without new drops: %s", logs.String())
+	}
+}
+
+// TestKernelUndoingTheSetUpIsRepairedOrReported: the tun going down makes
+// the daemon unhealthy (announcers withdraw); when it comes back up, the
+// routes the kernel flushed are put back and it is healthy again. A route
+// deleted by hand is restored; one that cannot be restored keeps the
+// daemon unhealthy until it can.
+func TestKernelUndoingTheSetUpIsRepairedOrReported(t *testing.T) {
+	h := start(t, withMetrics(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10"))))
+	defer h.stop()
+	want := h.k.routeSet()
+	healthy := func() bool {
+		st, err := QueryStats(h.sock)
+		return err == nil && st.Healthy
+	}
+	lastAnn := func() (int, bool) {
+		ups, _ := h.ann.snapshot()
+		return len(ups), ups[len(ups)-1].Healthy
+	}
+	setLink := func(up bool) {
+		h.k.mu.Lock()
+		l := h.k.links["dmtest0"]
+		l[1] = map[bool]int{true: 1}[up]
+		h.k.links["dmtest0"] = l
+		if !up { // the kernel flushes the routes through a link that goes down
+			for r := range h.k.routes {
+				if r.Dev == "dmtest0" {
+					delete(h.k.routes, r)
+				}
+			}
+		}
+		h.k.mu.Unlock()
+		h.w.events <- []netsetup.Change{{Link: "dmtest0", Up: up}}
+	}
+
+	// ip link set tun down
+	setLink(false)
+	waitFor(t, "unhealthy after the tun went down", func() bool { return !healthy() })
+	waitFor(t, "a withdrawing announcement", func() bool { _, ok := lastAnn(); return !ok })
+	// ip link set tun up
+	setLink(true)
+	waitFor(t, "healthy after the tun came back", healthy)
+	if got := h.k.routeSet(); !slices.Equal(got, want) {
+		t.Errorf("routes after the tun came back\n%v\nwant\n%v", got, want)
+	}
+	if _, ok := lastAnn(); !ok {
+		t.Error("the last announcement still withdraws")
+	}
+
+	// ip route del 198.51.100.10 table 646
+	gone := netsetup.Route{Dst: netip.MustParsePrefix("198.51.100.10/32"), Dev: "dmtest0", Table: PolicyTable}
+	h.k.mu.Lock()
+	delete(h.k.routes, gone)
+	h.k.mu.Unlock()
+	h.w.events <- []netsetup.Change{{Route: gone}}
+	waitFor(t, "the deleted route back", func() bool { return slices.Equal(h.k.routeSet(), want) })
+	// A route that is not ours going away changes nothing.
+	h.w.events <- []netsetup.Change{{Route: netsetup.Route{Dst: netip.MustParsePrefix("192.0.2.128/25"), Dev: "eth0"}}}
+
+	// The route cannot be put back: unhealthy, and it says so.
+	h.k.mu.Lock()
+	h.k.failAdd = true
+	delete(h.k.routes, gone)
+	h.k.mu.Unlock()
+	h.w.events <- []netsetup.Change{{Route: gone}}
+	waitFor(t, "unhealthy while the route cannot be restored", func() bool { return !healthy() })
+	st, err := QueryStats(h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{"/healthz": "unhealthy", "/metrics": "map646_datapath_healthy 0\n"} {
+		resp, err := http.Get("http://" + st.MetricsListen + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), want) || (path == "/healthz" && resp.StatusCode != http.StatusServiceUnavailable) {
+			t.Errorf("%s answered %d %q while the routes are missing; want %q", path, resp.StatusCode, b, want)
+		}
+	}
+	// Retried, with a growing pause (each retry replaces every route),
+	// until it works.
+	time.Sleep(60 * HealthInterval)
+	h.k.mu.Lock()
+	h.k.failAdd = false
+	tries := h.k.failed
+	h.k.mu.Unlock()
+	if tries < 2 || tries > 10 {
+		t.Errorf("%d restore attempts in 60 health intervals; want a few, backing off", tries)
+	}
+	waitFor(t, "healthy once the route could be restored", healthy)
+	if got := h.k.routeSet(); !slices.Equal(got, want) {
+		t.Errorf("routes after the retry\n%v\nwant\n%v", got, want)
+	}
+}
+
+// TestChangeQueueNeverBlocksNorLoses: events pile up without blocking the
+// watcher; too many collapse into one Lost, which restores everything.
+func TestChangeQueueNeverBlocksNorLoses(t *testing.T) {
+	q := newChangeQueue()
+	q.push([]netsetup.Change{{Link: "a"}})
+	q.push([]netsetup.Change{{Link: "b"}})
+	<-q.ready
+	if got := q.take(); len(got) != 2 || got[0].Link != "a" || got[1].Link != "b" {
+		t.Errorf("take = %+v", got)
+	}
+	select {
+	case <-q.ready:
+		t.Error("a token without changes")
+	default:
+	}
+	for range maxPendingChanges + 1 {
+		q.push([]netsetup.Change{{Link: "x"}})
+	}
+	<-q.ready
+	if got := q.take(); len(got) != 1 || !got[0].Lost {
+		t.Errorf("after an overflow: %d changes, first %+v", len(got), got[0])
+	}
+}
+
+// TestLostEventsRestoreEverything: when the kernel dropped events, routes
+// it removed without a word are put back.
+func TestLostEventsRestoreEverything(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10", "198.51.100.20")))
+	defer h.stop()
+	want := h.k.routeSet()
+	h.k.mu.Lock()
+	clear(h.k.routes)
+	h.k.mu.Unlock()
+	h.w.events <- []netsetup.Change{{Lost: true}}
+	waitFor(t, "every route back", func() bool { return slices.Equal(h.k.routeSet(), want) })
+}
+
+// TestRoutesOfOthersAreReportedAndKept: a route block whose destination
+// the kernel already routes is neither replaced nor removed at stop, and
+// the ready info, the stats and the log say so.
+func TestRoutesOfOthersAreReportedAndKept(t *testing.T) {
+	k := newFakeKernel()
+	theirs := netsetup.Route{Dst: netip.MustParsePrefix("192.0.2.0/24"), Via: netip.MustParseAddr("203.0.113.99")}
+	k.routes[theirs] = true
+	h := startWithKernel(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")), k)
+	if got := h.readyInfo.PreexistingRoutes; !slices.Equal(got, []string{"192.0.2.0/24 via 203.0.113.14"}) {
+		t.Errorf("ready info: preexisting %v", got)
+	}
+	st, err := QueryStats(h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.RoutesPreexisting != 1 || st.Routes != 2 {
+		t.Errorf("stats: %d preexisting, %d routes; want 1 and 2", st.RoutesPreexisting, st.Routes)
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.k.routeSet(); !slices.Equal(got, []string{theirs.String()}) {
+		t.Errorf("after stop: %v; want only %v", got, theirs)
+	}
+}
+
+// TestDropLogFollowsTheConfig: log.drops sets the data path's drop log at
+// start and on every reload, without a restart; the log level still needs
+// one.
+func TestDropLogFollowsTheConfig(t *testing.T) {
+	body := func(log string) string {
+		return fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")) + log
+	}
+	h := start(t, body(""))
+	if got := h.dp.Load().dropLog.Load(); got != 0 {
+		t.Errorf("drop log %d at start without log.drops, want 0 (off)", got)
+	}
+	for _, tc := range []struct {
+		log         string
+		rate        int64
+		needRestart bool
+	}{
+		{"log {\n  drops = true\n}\n", config.DefaultDropsPerSecond, false},
+		{"log {\n  drops = true\n  drops_per_second = 3\n}\n", 3, false},
+		{"log {\n  drops = false\n  drops_per_second = 3\n}\n", 0, false},
+		{"log {\n  drops = true\n  level = \"debug\"\n}\n", config.DefaultDropsPerSecond, true},
+	} {
+		writeConfig(t, h.cfg, body(tc.log))
+		res, err := RequestReload(h.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := h.dp.Load().dropLog.Load(); got != tc.rate {
+			t.Errorf("%q: drop log %d, want %d", tc.log, got, tc.rate)
+		}
+		if got := slices.Contains(res.NeedsRestart, "log"); got != tc.needRestart {
+			t.Errorf("%q: needs restart %v, want %v (%v)", tc.log, got, tc.needRestart, res.NeedsRestart)
+		}
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	h = start(t, body("log {\n  drops = true\n  drops_per_second = 5\n}\n"))
+	defer h.stop()
+	if got := h.dp.Load().dropLog.Load(); got != 5 {
+		t.Errorf("drop log %d at start with drops_per_second = 5", got)
 	}
 }

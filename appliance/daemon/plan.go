@@ -8,9 +8,18 @@ import (
 	"github.com/map646/map646/mapping"
 )
 
+// PolicyTable is the routing table that holds the routes into the tun
+// (the mapped IPv4 prefixes and the RFC 6052 /96), and RulePriority the
+// priority of the first of the policy rules around it. See policyRules.
+const (
+	PolicyTable  = 646
+	RulePriority = 6460
+)
+
 // plan is the kernel state one configuration asks for.
 type plan struct {
 	routes []netsetup.Route
+	rules  []netsetup.Rule
 	addrs  []netsetup.Addr
 	links  []config.Interface
 	ann    Announcement // without Healthy
@@ -19,8 +28,11 @@ type plan struct {
 // makePlan derives the routes, addresses and announcement of cfg with the
 // tun named tunName: the mapped IPv4 prefixes aggregated (RFC 7757 entries
 // that are adjacent merge, so a million mappings in a few /16s are a few
-// routes) and the RFC 6052 prefix into the tun when tun.routes is on, then
-// the appliance's own route and interface blocks.
+// routes) and the RFC 6052 prefix into the tun, in PolicyTable with the
+// policy rules, when tun.routes is on; then the appliance's own route and
+// interface blocks (main table). The fd and nic modes route nothing into a
+// tun: whoever handed the fd over routes into it, and in NIC mode the
+// translator reads the NICs itself.
 func makePlan(cfg *config.Config, tunName string) plan {
 	var p plan
 	var v4 []netip.Prefix
@@ -34,12 +46,22 @@ func makePlan(cfg *config.Config, tunName string) plan {
 		v6 = []netip.Prefix{cfg.Translator.Prefix.Masked()}
 	}
 	p.ann = Announcement{IPv4: v4, IPv6: v6}
-	if cfg.Translator.Tun.Routes {
+	switch {
+	case cfg.Translator.Link == config.LinkTun && cfg.Translator.Tun.Routes:
 		for _, pfx := range v4 {
-			p.routes = append(p.routes, netsetup.Route{Dst: pfx, Dev: tunName})
+			p.routes = append(p.routes, netsetup.Route{Dst: pfx, Dev: tunName, Table: PolicyTable})
 		}
 		for _, pfx := range v6 {
-			p.routes = append(p.routes, netsetup.Route{Dst: pfx, Dev: tunName})
+			p.routes = append(p.routes, netsetup.Route{Dst: pfx, Dev: tunName, Table: PolicyTable})
+		}
+		p.rules = policyRules(tunName)
+	case cfg.Translator.Link == config.LinkNIC:
+		// The kernel sees a copy of every packet the translator reads.
+		// With forwarding off it drops IPv4 transit silently, but an
+		// IPv6 packet to the prefix that no route matches would get an
+		// ICMPv6 "no route" back from it; a blackhole drops it quietly.
+		for _, pfx := range v6 {
+			p.routes = append(p.routes, netsetup.Route{Dst: pfx, Blackhole: true})
 		}
 	}
 	for _, r := range cfg.Routes {
@@ -53,3 +75,36 @@ func makePlan(cfg *config.Config, tunName string) plan {
 	}
 	return p
 }
+
+// policyRules keep the appliance from forwarding anything untranslated
+// while forwarding is on (it must be, for the kernel to route into the
+// tun): without them a packet from one interface to an unmapped address
+// behind another would be routed natively, past the EAM table (RFC 7757)
+// and deny_ipv4. For each family, in priority order:
+//
+//	6460  lookup 646              mapped prefixes and the /96 go into the tun, from anywhere
+//	6461  iif lo lookup main      the appliance's own packets (BGP, RA, ICMP errors) route normally
+//	6462  iif <tun> lookup main   translated packets leave through the main table
+//	6463  unreachable             everything else is refused with an ICMP unreachable
+//
+// (An unreachable default route in the policy table would not do: a
+// lookup that ends on it is an error, which stops the rule walk before
+// any later rule; fib_rules_lookup.)
+//
+// The local table (priority 0) still comes first, so packets to the
+// appliance's own addresses are delivered. No netfilter is needed, which
+// the image's kernel may lack.
+func policyRules(tunName string) []netsetup.Rule {
+	var rs []netsetup.Rule
+	for _, fam := range []int{4, 6} {
+		rs = append(rs,
+			netsetup.Rule{Family: fam, Priority: RulePriority, Table: PolicyTable},
+			netsetup.Rule{Family: fam, Priority: RulePriority + 1, Iif: "lo", Table: mainTable},
+			netsetup.Rule{Family: fam, Priority: RulePriority + 2, Iif: tunName, Table: mainTable},
+			netsetup.Rule{Family: fam, Priority: RulePriority + 3, Unreachable: true})
+	}
+	return rs
+}
+
+// mainTable is RT_TABLE_MAIN.
+const mainTable = 254

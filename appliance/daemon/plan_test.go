@@ -45,7 +45,7 @@ func TestMakePlan(t *testing.T) {
     ipv6 = "2001:db8:6::1:7"
   }
 }`,
-			routes: []string{"198.51.100.0/24 dev map646", "203.0.113.7/32 dev map646", "2001:db8:64::/96 dev map646"},
+			routes: []string{"198.51.100.0/24 dev map646 table 646", "203.0.113.7/32 dev map646 table 646", "2001:db8:64::/96 dev map646 table 646"},
 			ann4:   []netip.Prefix{pfx("198.51.100.0/24"), pfx("203.0.113.7/32")},
 		},
 		{
@@ -83,7 +83,7 @@ route {
   via = "2001:db8:ffff::2"
   dev = "eth0"
 }`,
-			routes: []string{"2001:db8:64::/96 dev xl0", "0.0.0.0/0 via 203.0.113.14", "2001:db8:6::/64 via 2001:db8:ffff::2 dev eth0"},
+			routes: []string{"2001:db8:64::/96 dev xl0 table 646", "0.0.0.0/0 via 203.0.113.14", "2001:db8:6::/64 via 2001:db8:ffff::2 dev eth0"},
 			addrs:  []netsetup.Addr{{Dev: "eth0", Prefix: pfx("203.0.113.1/28")}, {Dev: "eth0", Prefix: pfx("2001:db8:ffff::1/64")}},
 		},
 	} {

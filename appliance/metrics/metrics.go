@@ -32,15 +32,18 @@ type Stats struct {
 	MetricsListen string    `json:"metrics_listen,omitempty"` // bound address of /metrics
 	Healthy       bool      `json:"healthy"`
 	Routes        int       `json:"routes"`
-	Packets       []Count   `json:"packets"`      // Dir, Kind = protocol
-	Bytes         []Count   `json:"bytes"`        // Dir
-	Drops         []Count   `json:"drops"`        // Dir, Kind = reason
-	Emitted       uint64    `json:"emitted"`      // packets the translator made itself (ICMP errors, fragments)
-	Hairpinned    uint64    `json:"hairpinned"`   // RFC 7757 section 4.2 hairpinned packets
-	RateLimited   uint64    `json:"rate_limited"` // translator-originated ICMP errors suppressed by the rate limit
-	Link          []Count   `json:"link"`         // Kind = link-level counter (read errors, ...)
-	Reloads       Reloads   `json:"reloads"`
-	Announcer     []Status  `json:"announcers,omitempty"`
+	// RoutesPreexisting counts wanted main-table routes that someone
+	// else had installed: left alone, never removed.
+	RoutesPreexisting int      `json:"routes_preexisting"`
+	Packets           []Count  `json:"packets"`      // Dir, Kind = protocol
+	Bytes             []Count  `json:"bytes"`        // Dir
+	Drops             []Count  `json:"drops"`        // Dir, Kind = reason
+	Emitted           uint64   `json:"emitted"`      // packets the translator made itself (ICMP errors, fragments)
+	Hairpinned        uint64   `json:"hairpinned"`   // RFC 7757 section 4.2 hairpinned packets
+	RateLimited       uint64   `json:"rate_limited"` // translator-originated ICMP errors suppressed by the rate limit
+	Link              []Count  `json:"link"`         // Kind = link-level counter (read errors, ...)
+	Reloads           Reloads  `json:"reloads"`
+	Announcer         []Status `json:"announcers,omitempty"`
 }
 
 // Count is one counter value with its labels.
@@ -74,7 +77,8 @@ var (
 	descLink     = prometheus.NewDesc("map646_link_events_total", "Link-level counters of the tun queues.", []string{"counter"}, nil)
 	descMappings = prometheus.NewDesc("map646_mappings", "Explicit address mappings (RFC 7757) in the running configuration.", nil, nil)
 	descRoutes   = prometheus.NewDesc("map646_routes", "Kernel routes the daemon installed.", nil, nil)
-	descHealthy  = prometheus.NewDesc("map646_datapath_healthy", "1 when every queue of the data path makes progress.", nil, nil)
+	descPreexist = prometheus.NewDesc("map646_routes_preexisting", "Wanted routes another party had installed first: left alone, not replaced, never removed.", nil, nil)
+	descHealthy  = prometheus.NewDesc("map646_datapath_healthy", "1 when the data path can forward: its links are up, its routes in place and every queue makes progress.", nil, nil)
 	descBuild    = prometheus.NewDesc("map646_build_info", "The running binary.", []string{"version", "goversion"}, nil)
 	descConfig   = prometheus.NewDesc("map646_config_info", "The running configuration (sha256 of the HCL and mappings files).", []string{"digest", "file"}, nil)
 	descReloads  = prometheus.NewDesc("map646_config_reloads_total", "Configuration reloads, by result.", []string{"result"}, nil)
@@ -126,6 +130,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descMappings, float64(s.Mappings))
 	gauge(descRoutes, float64(s.Routes))
+	gauge(descPreexist, float64(s.RoutesPreexisting))
 	h := 0.0
 	if s.Healthy {
 		h = 1
@@ -147,11 +152,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 // Handler serves /metrics (Prometheus text format: the translator's
 // collector plus the Go runtime and process collectors) and /healthz (200
 // "ok" while the data path is healthy, 503 otherwise).
-func Handler(stats func() Stats) http.Handler {
+// More collectors (the server's own counters) join the translator's.
+func Handler(stats func() Stats, more ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewCollector(stats),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(more...)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -169,23 +176,54 @@ func Handler(stats func() Stats) http.Handler {
 // Server is the metrics HTTP listener.
 type Server struct {
 	srv  *http.Server
-	ln   net.Listener
+	ln   *capListener
 	done chan error
 	once sync.Once
 	err  error
 }
 
+// serverLimits bound what one client can hold of the metrics server: a
+// scraper needs one short request at a time, so slow or idle clients
+// (slowloris) are cut off rather than allowed to pile up.
+type serverLimits struct {
+	maxConns          int           // open connections; the oldest idle one makes room for a new one
+	readHeaderTimeout time.Duration // to send the request line and headers
+	readTimeout       time.Duration // to send the whole request
+	writeTimeout      time.Duration // from the end of the headers to the end of the reply
+	idleTimeout       time.Duration // between requests on a kept-alive connection
+	maxHeaderBytes    int
+}
+
+var limits = serverLimits{
+	maxConns:          64,
+	readHeaderTimeout: 5 * time.Second,
+	readTimeout:       10 * time.Second,
+	writeTimeout:      30 * time.Second,
+	idleTimeout:       60 * time.Second,
+	maxHeaderBytes:    8 << 10,
+}
+
 // Listen starts serving Handler(stats) on addr ("[::1]:9646"). It returns
 // once the socket is bound, so a bad address is an error here.
 func Listen(addr string, stats func() Stats, log *slog.Logger) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
+	inner, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
+	ln := newCapListener(inner, limits.maxConns)
+	h := Handler(stats, ln)
 	s := &Server{
 		srv: &http.Server{
-			Handler:           Handler(stats),
-			ReadHeaderTimeout: 5 * time.Second,
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				defer ln.busy(r.Context())()
+				h.ServeHTTP(w, r)
+			}),
+			ReadHeaderTimeout: limits.readHeaderTimeout,
+			ReadTimeout:       limits.readTimeout,
+			WriteTimeout:      limits.writeTimeout,
+			IdleTimeout:       limits.idleTimeout,
+			MaxHeaderBytes:    limits.maxHeaderBytes,
+			ConnContext:       ln.connContext,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		},
 		ln:   ln,

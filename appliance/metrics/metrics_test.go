@@ -22,6 +22,8 @@ func sample() Stats {
 		Tun:      "map646",
 		Healthy:  true,
 		Routes:   3,
+		// One main-table route was there before the daemon.
+		RoutesPreexisting: 1,
 		Packets: []Count{
 			{Dir: "4to6", Kind: "tcp", Value: 10},
 			{Dir: "6to4", Kind: "udp", Value: 7},
@@ -57,7 +59,10 @@ map646_config_info{digest="abc123",file="/etc/map646.hcl"} 1
 # HELP map646_link_events_total Link-level counters of the tun queues.
 # TYPE map646_link_events_total counter
 map646_link_events_total{counter="read_errors"} 2
-# HELP map646_datapath_healthy 1 when every queue of the data path makes progress.
+# HELP map646_routes_preexisting Wanted routes another party had installed first: left alone, not replaced, never removed.
+# TYPE map646_routes_preexisting gauge
+map646_routes_preexisting 1
+# HELP map646_datapath_healthy 1 when the data path can forward: its links are up, its routes in place and every queue makes progress.
 # TYPE map646_datapath_healthy gauge
 map646_datapath_healthy 1
 # HELP map646_config_last_reload_timestamp_seconds When the configuration was last reloaded successfully.
@@ -66,7 +71,7 @@ map646_config_last_reload_timestamp_seconds 1.7000001e+09
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want),
 		"map646_config_reloads_total", "map646_drops_total", "map646_mappings", "map646_packets_total",
-		"map646_config_info", "map646_link_events_total", "map646_datapath_healthy",
+		"map646_config_info", "map646_link_events_total", "map646_datapath_healthy", "map646_routes_preexisting",
 		"map646_config_last_reload_timestamp_seconds"); err != nil {
 		t.Error(err)
 	}

@@ -152,20 +152,64 @@ func (n *Netlink) Sysctl(key, value string) (string, error) {
 // ReplaceRoutes implements Kernel: RTM_NEWROUTE with NLM_F_CREATE|
 // NLM_F_REPLACE, many requests per sendmsg.
 func (n *Netlink) ReplaceRoutes(rs []Route) error {
-	return n.routeBatch(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, rs)
+	_, err := n.routeBatch(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, rs)
+	return err
+}
+
+// AddRoutes implements Kernel: RTM_NEWROUTE with NLM_F_CREATE|NLM_F_EXCL.
+// The kernel answers EEXIST when the table has a route with the same
+// destination, TOS and metric (fib_table_insert; fib6_add_rt2node for
+// IPv6), whatever its device or gateway: that route is someone else's.
+func (n *Netlink) AddRoutes(rs []Route) ([]Route, error) {
+	return n.routeBatch(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_EXCL, rs)
+}
+
+func nlRule(r Rule) *netlink.Rule {
+	nr := netlink.NewRule()
+	nr.Family = unix.AF_INET
+	if r.Family == 6 {
+		nr.Family = unix.AF_INET6
+	}
+	nr.Priority = r.Priority
+	nr.IifName = r.Iif
+	nr.Table = r.Table
+	if r.Unreachable {
+		nr.Type = unix.FR_ACT_UNREACHABLE
+		nr.Table = unix.RT_TABLE_UNSPEC
+	}
+	return nr
+}
+
+// AddRule implements Kernel.
+func (n *Netlink) AddRule(r Rule) error {
+	if err := n.h.RuleAdd(nlRule(r)); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("rule %v: %w", r, err)
+	}
+	return nil
+}
+
+// DelRule implements Kernel.
+func (n *Netlink) DelRule(r Rule) error {
+	if err := n.h.RuleDel(nlRule(r)); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("rule %v: %w", r, err)
+	}
+	return nil
 }
 
 // DelRoutes implements Kernel (RTM_DELROUTE; ESRCH/ENODEV are ignored, the
 // route is already gone, e.g. with its device).
 func (n *Netlink) DelRoutes(rs []Route) error {
-	return n.routeBatch(unix.RTM_DELROUTE, 0, rs)
+	_, err := n.routeBatch(unix.RTM_DELROUTE, 0, rs)
+	return err
 }
 
 // batchBytes bounds one sendmsg of route requests; the acks for one batch
 // must fit the receive buffer, which is why it is not larger.
 const batchBytes = 64 << 10
 
-func (n *Netlink) routeBatch(typ uint16, flags uint16, rs []Route) error {
+// routeBatch sends rs as requests of type typ, and returns the routes the
+// kernel answered EEXIST for when flags has NLM_F_EXCL.
+func (n *Netlink) routeBatch(typ uint16, flags uint16, rs []Route) (existed []Route, _ error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	ifindex := map[string]int{}
@@ -214,6 +258,10 @@ func (n *Netlink) routeBatch(typ uint16, flags uint16, rs []Route) error {
 				if typ == unix.RTM_DELROUTE && (e == unix.ESRCH || e == unix.ENODEV || e == unix.ENOENT) {
 					continue
 				}
+				if flags&unix.NLM_F_EXCL != 0 && e == unix.EEXIST {
+					existed = append(existed, pending[i])
+					continue
+				}
 				op := "add"
 				if typ == unix.RTM_DELROUTE {
 					op = "delete"
@@ -251,14 +299,14 @@ func (n *Netlink) routeBatch(typ uint16, flags uint16, rs []Route) error {
 		pending = append(pending, r)
 		if len(buf) >= batchBytes {
 			if err := flush(); err != nil {
-				return err
+				return existed, err
 			}
 		}
 	}
 	if err := flush(); err != nil {
-		return err
+		return existed, err
 	}
-	return errors.Join(errs...)
+	return existed, errors.Join(errs...)
 }
 
 func nlAlign(n int) int { return (n + 3) &^ 3 }
@@ -291,11 +339,23 @@ func appendRouteMsg(b []byte, typ, flags uint16, seq uint32, r Route, oif int) [
 	if r.Via.IsValid() {
 		scope = unix.RT_SCOPE_UNIVERSE
 	}
+	if r.Blackhole {
+		scope, rtype = unix.RT_SCOPE_UNIVERSE, unix.RTN_BLACKHOLE
+	}
 	if typ == unix.RTM_DELROUTE {
 		scope, rtype, proto = unix.RT_SCOPE_NOWHERE, 0, 0
 	}
-	b = append(b, family, byte(r.Dst.Bits()), 0, 0, unix.RT_TABLE_MAIN, proto, scope, rtype)
+	table := uint32(unix.RT_TABLE_MAIN)
+	if r.Table != 0 {
+		table = uint32(r.Table)
+	}
+	rtmTable := byte(unix.RT_TABLE_UNSPEC) // the table is in RTA_TABLE
+	if table < 256 {
+		rtmTable = byte(table)
+	}
+	b = append(b, family, byte(r.Dst.Bits()), 0, 0, rtmTable, proto, scope, rtype)
 	b = binary.NativeEndian.AppendUint32(b, 0) // rtm_flags
+	b = appendAttr(b, unix.RTA_TABLE, binary.NativeEndian.AppendUint32(nil, table))
 	b = appendAttr(b, unix.RTA_DST, r.Dst.Masked().Addr().AsSlice())
 	if oif > 0 {
 		b = appendAttr(b, unix.RTA_OIF, binary.NativeEndian.AppendUint32(nil, uint32(oif)))

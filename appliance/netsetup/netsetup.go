@@ -4,10 +4,12 @@
 //
 // The daemon describes what it wants; a Tracker applies the difference to
 // what it installed before and remembers it, so a reload changes only what
-// changed and a shutdown removes exactly what this process added. Every
-// kernel operation uses replace semantics (RTM_NEWROUTE with NLM_F_REPLACE,
-// RTM_NEWADDR with NLM_F_REPLACE), so a daemon restarted after a crash takes
-// over whatever its predecessor left instead of failing on it.
+// changed and a shutdown removes exactly what this process added. A route
+// in the main table is added with NLM_F_EXCL: one that is there already
+// belongs to someone else, is reported and left alone, and is never
+// deleted. Routes in the translator's own table (PolicyTable) and
+// addresses use replace semantics, so a daemon restarted after a crash
+// takes over what its predecessor left there instead of failing on it.
 package netsetup
 
 import (
@@ -17,15 +19,23 @@ import (
 	"slices"
 )
 
-// Route is one kernel route in the main table: Dst into Dev, through Via
-// when Via is valid. IPv4 routes may have an IPv6 Via (RFC 8950, RTA_VIA).
+// Route is one kernel route: Dst into Dev, through Via when Via is valid,
+// in the main table unless Table is set. IPv4 routes may have an IPv6 Via
+// (RFC 8950, RTA_VIA).
 type Route struct {
-	Dst netip.Prefix
-	Dev string
-	Via netip.Addr
+	Dst   netip.Prefix
+	Dev   string
+	Via   netip.Addr
+	Table int // 0: the main table
+	// Blackhole: the kernel drops what matches, silently (no ICMP
+	// unreachable); Dev and Via are not used.
+	Blackhole bool
 }
 
 func (r Route) String() string {
+	if r.Blackhole {
+		return "blackhole " + r.Dst.String()
+	}
 	s := r.Dst.String()
 	if r.Via.IsValid() {
 		s += " via " + r.Via.String()
@@ -33,7 +43,33 @@ func (r Route) String() string {
 	if r.Dev != "" {
 		s += " dev " + r.Dev
 	}
+	if r.Table != 0 {
+		s += fmt.Sprintf(" table %d", r.Table)
+	}
 	return s
+}
+
+// Rule is one policy routing rule (ip rule): packets of family 4 or 6 that
+// arrived on Iif (any interface when empty; "lo" means the host's own
+// packets) look up Table at priority Priority; or, if Unreachable, are
+// refused (FR_ACT_UNREACHABLE: the sender gets an ICMP unreachable).
+type Rule struct {
+	Family      int // 4 or 6
+	Priority    int
+	Iif         string
+	Table       int
+	Unreachable bool
+}
+
+func (r Rule) String() string {
+	s := fmt.Sprintf("ipv%d %d:", r.Family, r.Priority)
+	if r.Iif != "" {
+		s += " iif " + r.Iif
+	}
+	if r.Unreachable {
+		return s + " unreachable"
+	}
+	return s + fmt.Sprintf(" lookup %d", r.Table)
 }
 
 // Kernel is the seam between the daemon's plan and the kernel. *Netlink
@@ -48,29 +84,27 @@ type Kernel interface {
 	ReplaceAddr(dev string, p netip.Prefix) error
 	// DelAddr removes an address; a missing one is not an error.
 	DelAddr(dev string, p netip.Prefix) error
+	// AddRoutes adds routes that must not exist yet (NLM_F_EXCL),
+	// batching the requests; those the kernel already has a route for
+	// (same table, destination and metric: EEXIST) are left as they are
+	// and returned, and are not errors.
+	AddRoutes(rs []Route) (existed []Route, err error)
 	// ReplaceRoutes adds or replaces routes, batching the requests.
 	ReplaceRoutes(rs []Route) error
 	// DelRoutes removes routes; missing ones are not an error.
 	DelRoutes(rs []Route) error
+	// AddRule adds a policy routing rule; an identical one that is
+	// there already is not an error.
+	AddRule(r Rule) error
+	// DelRule removes a rule; a missing one is not an error.
+	DelRule(r Rule) error
 	// Sysctl writes value to /proc/sys/<key> and returns the old value.
 	Sysctl(key, value string) (old string, err error)
 }
 
-// DiffRoutes returns the routes in want but not in have (to add) and those
-// in have but not in want (to delete), each sorted. Duplicates collapse.
-func DiffRoutes(have, want []Route) (add, del []Route) {
-	h := make(map[Route]struct{}, len(have))
-	for _, r := range have {
-		h[r] = struct{}{}
-	}
-	_, add, del = diffRoutes(h, want)
-	SortRoutes(add)
-	SortRoutes(del)
-	return add, del
-}
-
-// diffRoutes is DiffRoutes against a set, unsorted, also returning want
-// as a set: the tracker's path, which must stay fast for a million routes.
+// diffRoutes returns the routes in want but not in have (to add) and those
+// in have but not in want (to delete), unsorted, and want as a set;
+// duplicates collapse. It must stay fast for a million routes.
 func diffRoutes(have map[Route]struct{}, want []Route) (w map[Route]struct{}, add, del []Route) {
 	w = make(map[Route]struct{}, len(want))
 	for _, r := range want {
@@ -101,6 +135,9 @@ func SortRoutes(rs []Route) {
 			return c
 		}
 		if c := cmp.Compare(a.Dev, b.Dev); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.Table, b.Table); c != 0 {
 			return c
 		}
 		return a.Via.Compare(b.Via)

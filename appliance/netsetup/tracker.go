@@ -16,6 +16,8 @@ type Tracker struct {
 
 	mu      sync.Mutex
 	routes  map[Route]struct{}
+	foreign []Route // wanted main-table routes that were there before us
+	rules   []Rule  // in the order they were added
 	addrs   map[Addr]struct{}
 	links   map[string]linkState // state before our first change
 	linkOrd []string
@@ -118,31 +120,159 @@ func (t *Tracker) SyncAddrs(want []Addr) error {
 // removed, so a destination that moves between two entries of an
 // aggregate never goes unrouted. It returns how many routes it added and
 // removed. The kernel sees them in no particular order.
+//
+// A wanted main-table route whose destination the kernel already routes
+// (EEXIST) is someone else's: it is left as it is, never deleted, and
+// listed by Foreign until a later sync finds the way free. Routes in other
+// tables (the translator's own) replace what is there.
 func (t *Tracker) SyncRoutes(want []Route) (added, removed int, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	w, add, del := diffRoutes(t.routes, want)
-	if len(add) > 0 {
-		if err := t.k.ReplaceRoutes(add); err != nil {
-			// Recorded all the same: the kernel may hold part of the
-			// batch, and Teardown must remove it (deleting a route that
-			// is not there is not an error).
-			for _, r := range add {
-				t.routes[r] = struct{}{}
-			}
-			return 0, 0, err
+	var main, own []Route
+	for _, r := range add {
+		if r.Table == 0 {
+			main = append(main, r)
+		} else {
+			own = append(own, r)
 		}
 	}
+	var errs []error
+	var existed []Route
+	if len(main) > 0 {
+		existed, err = t.k.AddRoutes(main)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(own) > 0 {
+		if err := t.k.ReplaceRoutes(own); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, r := range existed {
+		delete(w, r)
+	}
+	SortRoutes(existed)
+	t.foreign = existed
+	if len(errs) > 0 {
+		// Recorded all the same: the kernel may hold part of the
+		// batch, and Teardown must remove it (deleting a route that
+		// is not there is not an error).
+		for _, r := range add {
+			if _, ok := w[r]; ok {
+				t.routes[r] = struct{}{}
+			}
+		}
+		return 0, 0, errors.Join(errs...)
+	}
+	added = len(add) - len(existed)
 	if len(del) > 0 {
 		if err := t.k.DelRoutes(del); err != nil {
 			for _, r := range add {
-				t.routes[r] = struct{}{}
+				if _, ok := w[r]; ok {
+					t.routes[r] = struct{}{}
+				}
 			}
-			return len(add), 0, err
+			return added, 0, err
 		}
 	}
 	t.routes = w
-	return len(add), len(del), nil
+	return added, len(del), nil
+}
+
+// Foreign lists the wanted main-table routes that the kernel had before
+// this tracker tried to add them (found by the last SyncRoutes), sorted.
+func (t *Tracker) Foreign() []Route {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.foreign)
+}
+
+// Owned reports whether r (as the kernel describes it, with the device it
+// resolved) is a route this tracker installed, and returns it as
+// installed: r itself, or r without its device (a route block that names
+// only a gateway).
+func (t *Tracker) Owned(r Route) (Route, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.routes[r]; ok {
+		return r, true
+	}
+	r.Dev = ""
+	_, ok := t.routes[r]
+	return r, ok
+}
+
+// Reinstall puts back, with replace semantics, those of rs this tracker
+// still owns (a route deleted by hand).
+func (t *Tracker) Reinstall(rs []Route) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var put []Route
+	for _, r := range rs {
+		if _, ok := t.routes[r]; ok {
+			put = append(put, r)
+		}
+	}
+	if len(put) == 0 {
+		return nil
+	}
+	return t.k.ReplaceRoutes(put)
+}
+
+// Restore puts back, with replace semantics, every route and address this
+// tracker installed: after a link went down and up the kernel has
+// flushed the routes through it (IPv4 ones without telling anyone) and
+// IPv6 addresses.
+func (t *Tracker) Restore() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var errs []error
+	for a := range t.addrs {
+		if err := t.k.ReplaceAddr(a.Dev, a.Prefix); err != nil {
+			errs = append(errs, fmt.Errorf("address %v: %w", a, err))
+		}
+	}
+	if len(t.routes) > 0 {
+		rs := slices.Collect(maps.Keys(t.routes))
+		SortRoutes(rs)
+		if err := t.k.ReplaceRoutes(rs); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SyncRules makes the rules this tracker added equal want, in want's
+// order: new ones are added first, then stale ones removed.
+func (t *Tracker) SyncRules(want []Rule) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var errs []error
+	var now []Rule
+	for _, r := range want {
+		if slices.Contains(t.rules, r) {
+			now = append(now, r)
+			continue
+		}
+		if err := t.k.AddRule(r); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		now = append(now, r)
+	}
+	for _, r := range t.rules {
+		if slices.Contains(want, r) {
+			continue
+		}
+		if err := t.k.DelRule(r); err != nil {
+			errs = append(errs, err)
+			now = append(now, r)
+		}
+	}
+	t.rules = now
+	return errors.Join(errs...)
 }
 
 // RouteCount is the number of routes installed by this tracker.
@@ -152,29 +282,22 @@ func (t *Tracker) RouteCount() int {
 	return len(t.routes)
 }
 
-// Routes returns the routes currently installed by this tracker, sorted.
-func (t *Tracker) Routes() []Route {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	rs := slices.Collect(maps.Keys(t.routes))
-	SortRoutes(rs)
-	return rs
-}
-
-// Addrs returns the addresses currently installed by this tracker.
-func (t *Tracker) Addrs() []Addr {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return slices.Collect(maps.Keys(t.addrs))
-}
-
-// Teardown removes the routes and addresses, restores the links and
+// Teardown removes the rules, routes and addresses, restores the links and
 // sysctls, in the reverse order of setting up. It goes on past errors and
 // returns them all; the tracker is empty afterwards.
 func (t *Tracker) Teardown() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var errs []error
+	// Rules first: once they are gone, nothing reaches the translator's
+	// table, whose routes can then go.
+	for i := len(t.rules) - 1; i >= 0; i-- {
+		if err := t.k.DelRule(t.rules[i]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	t.rules = nil
+	t.foreign = nil
 	if len(t.routes) > 0 {
 		rs := slices.Collect(maps.Keys(t.routes))
 		SortRoutes(rs)

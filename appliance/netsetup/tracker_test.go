@@ -3,6 +3,7 @@ package netsetup
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -17,7 +18,8 @@ type fakeKernel struct {
 	addrs   map[Addr]bool
 	routes  map[Route]bool
 	sysctls map[string]string
-	failAdd map[netip.Prefix]bool // ReplaceRoutes fails for these
+	rules   []Rule
+	failAdd map[netip.Prefix]bool // ReplaceRoutes and AddRoutes fail for these
 }
 
 func newFake() *fakeKernel {
@@ -68,6 +70,38 @@ func (f *fakeKernel) ReplaceRoutes(rs []Route) error {
 	f.log = append(f.log, fmt.Sprintf("routes+ %d", len(rs)))
 	return errors.Join(errs...)
 }
+func (f *fakeKernel) AddRoutes(rs []Route) ([]Route, error) {
+	var errs []error
+	var existed []Route
+next:
+	for _, r := range rs {
+		if f.failAdd[r.Dst] {
+			errs = append(errs, fmt.Errorf("route %v: invalid argument", r))
+			continue
+		}
+		for h := range f.routes { // one key per table and destination, as the kernel's
+			if h.Dst == r.Dst && h.Table == r.Table {
+				existed = append(existed, r)
+				continue next
+			}
+		}
+		f.routes[r] = true
+	}
+	f.log = append(f.log, fmt.Sprintf("routes+excl %d", len(rs)))
+	return existed, errors.Join(errs...)
+}
+func (f *fakeKernel) AddRule(r Rule) error {
+	if !slices.Contains(f.rules, r) {
+		f.rules = append(f.rules, r)
+	}
+	f.log = append(f.log, "rule+ "+r.String())
+	return nil
+}
+func (f *fakeKernel) DelRule(r Rule) error {
+	f.rules = slices.DeleteFunc(f.rules, func(x Rule) bool { return x == r })
+	f.log = append(f.log, "rule- "+r.String())
+	return nil
+}
 func (f *fakeKernel) DelRoutes(rs []Route) error {
 	for _, r := range rs {
 		delete(f.routes, r)
@@ -87,6 +121,18 @@ func (f *fakeKernel) Sysctl(key, value string) (string, error) {
 
 func rt(dst string) Route { return Route{Dst: netip.MustParsePrefix(dst), Dev: "map646"} }
 
+// sortedDiff is diffRoutes on lists, with sorted results.
+func sortedDiff(have, want []Route) (add, del []Route) {
+	h := make(map[Route]struct{}, len(have))
+	for _, r := range have {
+		h[r] = struct{}{}
+	}
+	_, add, del = diffRoutes(h, want)
+	SortRoutes(add)
+	SortRoutes(del)
+	return add, del
+}
+
 func TestDiffRoutes(t *testing.T) {
 	a, b, c := rt("198.51.100.0/24"), rt("2001:db8:64::/96"), rt("203.0.113.0/25")
 	via := Route{Dst: netip.MustParsePrefix("0.0.0.0/0"), Via: netip.MustParseAddr("203.0.113.14")}
@@ -104,9 +150,9 @@ func TestDiffRoutes(t *testing.T) {
 		{"same dst other dev", []Route{a}, []Route{{Dst: a.Dst, Dev: "eth0"}}, []Route{{Dst: a.Dst, Dev: "eth0"}}, []Route{a}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			add, del := DiffRoutes(tc.have, tc.want)
+			add, del := sortedDiff(tc.have, tc.want)
 			if !reflect.DeepEqual(add, tc.wantAdd) || !reflect.DeepEqual(del, tc.wDel) {
-				t.Errorf("DiffRoutes = add %v del %v, want add %v del %v", add, del, tc.wantAdd, tc.wDel)
+				t.Errorf("diffRoutes = add %v del %v, want add %v del %v", add, del, tc.wantAdd, tc.wDel)
 			}
 		})
 	}
@@ -124,7 +170,7 @@ func TestTrackerSyncRoutesAppliesOnlyTheDifference(t *testing.T) {
 		t.Fatalf("second sync: %d %d %v", n, m, err)
 	}
 	// Adds before deletes: a destination never goes unrouted.
-	if want := []string{"routes+ 1", "routes- 1"}; !slices.Equal(k.log, want) {
+	if want := []string{"routes+excl 1", "routes- 1"}; !slices.Equal(k.log, want) {
 		t.Errorf("kernel calls %v, want %v", k.log, want)
 	}
 	if !k.routes[b] || !k.routes[c] || k.routes[a] {
@@ -134,8 +180,10 @@ func TestTrackerSyncRoutesAppliesOnlyTheDifference(t *testing.T) {
 	if n, m, err := tr.SyncRoutes([]Route{c, b}); err != nil || n != 0 || m != 0 || len(k.log) != 0 {
 		t.Errorf("unchanged sync touched the kernel: %d %d %v %v", n, m, err, k.log)
 	}
-	if got := tr.Routes(); !reflect.DeepEqual(got, []Route{c, b}) {
-		t.Errorf("Routes() = %v", got)
+	got := slices.Collect(maps.Keys(tr.routes))
+	SortRoutes(got)
+	if !reflect.DeepEqual(got, []Route{c, b}) {
+		t.Errorf("installed routes %v", got)
 	}
 }
 
@@ -175,6 +223,7 @@ func TestTrackerTeardownUndoesEverythingInReverse(t *testing.T) {
 	must(tr.SyncAddrs([]Addr{{"eth0", netip.MustParsePrefix("2001:db8:ffff::1/64")}, {"eth0", netip.MustParsePrefix("203.0.113.1/28")}}))
 	_, _, err := tr.SyncRoutes([]Route{rt("198.51.100.0/24"), {Dst: netip.MustParsePrefix("0.0.0.0/0"), Via: netip.MustParseAddr("203.0.113.14")}})
 	must(err)
+	must(tr.SyncRules([]Rule{{Family: 4, Priority: 1, Iif: "lo", Table: 254}, {Family: 6, Priority: 2, Table: 646}}))
 	if !k.links["eth0"].up || k.links["eth0"].mtu != 1520 || !k.links["map646"].up {
 		t.Fatalf("links not set up: %v", k.links)
 	}
@@ -186,6 +235,8 @@ func TestTrackerTeardownUndoesEverythingInReverse(t *testing.T) {
 	k.log = nil
 	must(tr.Teardown())
 	want := []string{
+		"rule- ipv6 2: lookup 646",
+		"rule- ipv4 1: iif lo lookup 254",
 		"routes- 2",
 		"addr- 203.0.113.1/28",
 		"link eth0 mtu=1500 up=false",
@@ -257,4 +308,61 @@ func BenchmarkTrackerSyncMillion(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// TestTrackerLeavesForeignRoutesAlone: a main-table route that was there
+// before is neither replaced nor deleted at teardown, and is reported; one
+// in the translator's own table is replaced and owned.
+func TestTrackerLeavesForeignRoutesAlone(t *testing.T) {
+	k := newFake()
+	theirs := Route{Dst: netip.MustParsePrefix("192.0.2.0/24"), Via: netip.MustParseAddr("203.0.113.99")}
+	k.routes[theirs] = true
+	leftover := Route{Dst: netip.MustParsePrefix("2001:db8:64::/96"), Dev: "map646", Table: 646} // a crashed run's
+	k.routes[leftover] = true
+	tr := NewTracker(k)
+	ours := Route{Dst: netip.MustParsePrefix("192.0.2.0/24"), Via: netip.MustParseAddr("203.0.113.14")}
+	tun := rt("198.51.100.0/24")
+	tun.Table = 646
+	added, _, err := tr.SyncRoutes([]Route{ours, tun, leftover})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if added != 2 || !slices.Equal(tr.Foreign(), []Route{ours}) {
+		t.Errorf("added %d, foreign %v; want 2 and %v", added, tr.Foreign(), ours)
+	}
+	if k.routes[ours] || !k.routes[theirs] {
+		t.Errorf("the existing route was replaced: %v", k.routes)
+	}
+	owns := func(r Route) bool { _, ok := tr.Owned(r); return ok }
+	resolved := Route{Dst: ours.Dst, Via: ours.Via, Dev: "eth0"} // as the kernel reports a gateway route
+	gw := Route{Dst: netip.MustParsePrefix("0.0.0.0/0"), Via: netip.MustParseAddr("203.0.113.14")}
+	if _, _, err := tr.SyncRoutes([]Route{ours, tun, leftover, gw}); err != nil {
+		t.Fatal(err)
+	}
+	if owns(ours) || owns(resolved) || !owns(leftover) || !owns(tun) || !owns(Route{Dst: gw.Dst, Via: gw.Via, Dev: "eth0"}) {
+		t.Errorf("Owned: ours %v leftover %v tun %v", owns(ours), owns(leftover), owns(tun))
+	}
+	delete(k.routes, tun)
+	if err := tr.Reinstall([]Route{tun, ours}); err != nil || !k.routes[tun] || k.routes[ours] {
+		t.Errorf("Reinstall: %v %v", err, k.routes)
+	}
+	// Restore puts back what the kernel flushed, and only that.
+	delete(k.routes, tun)
+	if err := tr.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	if !k.routes[tun] || k.routes[ours] {
+		t.Errorf("after Restore: %v", k.routes)
+	}
+	if err := tr.Teardown(); err != nil {
+		t.Fatal(err)
+	}
+	if len(k.routes) != 1 || !k.routes[theirs] {
+		t.Errorf("after teardown: %v; want only %v", k.routes, theirs)
+	}
+	// Once the other route is gone, the next sync installs ours.
+	delete(k.routes, theirs)
+	if added, _, err := tr.SyncRoutes([]Route{ours}); err != nil || added != 1 || len(tr.Foreign()) != 0 {
+		t.Errorf("second sync: added %d foreign %v err %v", added, tr.Foreign(), err)
+	}
 }

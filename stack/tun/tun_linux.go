@@ -31,8 +31,8 @@ const MaxQueues = 256
 // Config describes the tun to create.
 type Config struct {
 	// Name is the interface name; empty lets the kernel pick one (tun%d).
-	// An existing multi-queue tun of that name is attached to; a
-	// single-queue one is refused by the kernel.
+	// The interface must not exist: Open never attaches to a tun that
+	// another process (or a persistent device left behind) holds.
 	Name string
 	// Queues is the number of queues, each with its own file descriptor
 	// and goroutine; 0 means one per CPU.
@@ -106,9 +106,18 @@ func Open(c Config) (*Device, error) {
 	}
 	d := &Device{name: c.Name}
 	for i := 0; i < n; i++ {
-		fd, name, err := openQueue(d.name)
+		fd, name, err := openQueue(d.name, i == 0)
 		if err != nil {
 			d.Close()
+			if i == 0 && c.Name != "" {
+				if drv := existingDriver(c.Name); drv != "" && drv != "tun" {
+					return nil, fmt.Errorf("tun: a link named %q exists and is not a tun (its driver is %s): choose another tun name, or remove that link if it is not in use: %w", c.Name, drv, err)
+				}
+			}
+			if i == 0 && errors.Is(err, unix.EBUSY) {
+				return nil, fmt.Errorf("tun: create %q: an interface of that name exists already "+
+					"(another process's tun, or a persistent one left behind: remove it with 'ip link del %s'): %w", c.Name, c.Name, err)
+			}
 			if i == 0 {
 				return nil, fmt.Errorf("tun: create %q: %w", c.Name, err)
 			}
@@ -143,9 +152,13 @@ func Open(c Config) (*Device, error) {
 	return d, nil
 }
 
-// openQueue opens /dev/net/tun and attaches it to interface name (created
-// if it does not exist), returning the name the kernel used.
-func openQueue(name string) (int, string, error) {
+// openQueue opens /dev/net/tun and attaches it to interface name, returning
+// the name the kernel used. The first queue (create) carries IFF_TUN_EXCL,
+// with which TUNSETIFF fails with EBUSY if the interface exists already
+// (drivers/net/tun.c, tun_set_iff): attaching to a live translator's tun
+// would steal part of its traffic. The other queues attach to the tun the
+// first one created.
+func openQueue(name string, create bool) (int, string, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return -1, "", err
@@ -155,7 +168,11 @@ func openQueue(name string) (int, string, error) {
 		unix.Close(fd)
 		return -1, "", err
 	}
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR | unix.IFF_MULTI_QUEUE)
+	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR | unix.IFF_MULTI_QUEUE)
+	if create {
+		flags |= unix.IFF_TUN_EXCL
+	}
+	ifr.SetUint16(flags)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
 		return -1, "", fmt.Errorf("TUNSETIFF: %w", err)
@@ -276,4 +293,28 @@ func (d *Device) Close() error {
 		d.closeErr = errors.Join(errs...)
 	})
 	return d.closeErr
+}
+
+// existingDriver names the driver of the link called name in this network
+// namespace (ethtool's driver info, as "ethtool -i" shows it: "tun",
+// "dummy", "veth", "bridge"...), or "" if there is no such link. TUNSETIFF
+// on a name that belongs to another kind of link fails with a bare EINVAL
+// (drivers/net/tun.c, tun_set_iff), which says nothing to an operator.
+func existingDriver(name string) string {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(fd)
+	info, err := unix.IoctlGetEthtoolDrvinfo(fd, name)
+	if err != nil {
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			return "unknown"
+		}
+		return ""
+	}
+	if drv := unix.ByteSliceToString(info.Driver[:]); drv != "" {
+		return drv
+	}
+	return "unknown"
 }

@@ -171,7 +171,11 @@ func (w *Worker) icmpError46(s *state, buf []byte, start, end int, q *in4, off *
 	if lenField > 0 {
 		ic[4] = byte(lenField)
 	}
-	putIPv6(out[:ip6Size], q.p[ip4TOS], q.p[ip4TTL], protoICMPv6, n-ip6Size, &q.src6, &q.dst6, fragment{})
+	hlim := q.p[ip4TTL]
+	if s.decTTL { // an error is forwarded like any packet (its expiry was checked)
+		hlim--
+	}
+	putIPv6(out[:ip6Size], q.p[ip4TOS], hlim, protoICMPv6, n-ip6Size, &q.src6, &q.dst6, fragment{})
 	put16(ic[icmpChecksum:], ^checksum.Checksum(out[ip6Size:n], pseudo6(&q.src6, &q.dst6, uint32(n-ip6Size), protoICMPv6)))
 	return w.place(buf, start, end, out[:n], r, off, sink)
 }
@@ -307,7 +311,8 @@ func (w *Worker) icmpError64(s *state, buf []byte, start, end int, q *in6, off *
 		ic[5] = byte(lenField)
 	}
 	put16(ic[icmpChecksum:], ^checksum.Checksum(out[ip4Size:n], 0))
-	putIPv4(out[:ip4Size], trafficClass(q.p), q.p[ip6HopLimit], protoICMPv4, n, w.nextID(), dfFlag(n), &q.src4, &q.dst4)
+	// An error is forwarded like any packet (its expiry was checked).
+	putIPv4(out[:ip4Size], trafficClass(q.p), s.hopLimit64(q.p), protoICMPv4, n, w.nextID(), dfFlag(n), &q.src4, &q.dst4)
 	return w.place(buf, start, end, out[:n], r, off, sink)
 }
 

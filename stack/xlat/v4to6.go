@@ -65,6 +65,13 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	case why != ReasonNone:
 		return drop(r, why)
 	}
+	if s.decTTL && !bool(hp) && q.p[ip4TTL] <= 1 {
+		// Section 4.1: as a router, Time Exceeded in Transit.
+		if !q.isErr && q.first() {
+			w.emitError4(s, q.p, 11, 0, 0, sink)
+		}
+		return drop(r, ReasonTTLExceeded)
+	}
 	gso := off != nil && off.GSOType&^GSOECN != GSONone
 	hlen, split := q.hlen6(), false
 	if !gso && !q.isErr && hlen+len(q.l4) > s.fit6 {
@@ -86,8 +93,13 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 		return drop(r, ReasonHeadroom)
 	}
 	// The old IPv4 header is overwritten: what is needed from it is read
-	// first. The host kernel decremented the TTL on the way into the tun.
+	// first. With a tun, the host kernel decremented the TTL on the way in;
+	// with DecrementTTL the translator does (a hairpin's hop was counted
+	// on its way in).
 	tos, ttl, id := q.p[ip4TOS], q.p[ip4TTL], be16(q.p[ip4ID:])
+	if s.decTTL && !bool(hp) {
+		ttl--
+	}
 	putIPv6(buf[ns:ns+hlen], tos, ttl, nh, len(q.l4), &q.src6, &q.dst6, fragment{q.fo, q.mf, uint32(id)})
 	if udpCompute {
 		// RFC 7915 section 4.5: IPv6 requires the UDP checksum IPv4 left out.

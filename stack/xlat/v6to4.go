@@ -39,11 +39,8 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 			return drop(r, why)
 		}
 	}
-	if q.hairpin && q.p[ip6HopLimit] <= 1 {
-		// The hairpin is a hop like any other (RFC 8200 section 3): a
-		// packet that has none left is answered with Time Exceeded
-		// rather than sent round again. (hairpin spends the hop.)
-		return w.hopLimitExceeded(s, q.p, r, !q.isErr && q.first(), sink)
+	if why := w.hops64(s, &q, sink); why != ReasonNone {
+		return drop(r, why)
 	}
 	if gso := off != nil && off.GSOType&^GSOECN != GSONone; s.mtu4 > 0 && ip4Size+len(q.l4) > s.mtu4 && !gso {
 		if why := w.size64(s, &q, sink); why != ReasonNone {
@@ -67,7 +64,7 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 		id = w.nextID()
 	}
 	id, flagsFO := q.x.ipv4Frag(tot4, id)
-	putIPv4(buf[ns:ns+ip4Size], trafficClass(q.p), q.p[ip6HopLimit], proto, tot4, id, flagsFO, &q.src4, &q.dst4)
+	putIPv4(buf[ns:ns+ip4Size], trafficClass(q.p), s.hopLimit64(q.p), proto, tot4, id, flagsFO, &q.src4, &q.dst4)
 	if off != nil {
 		moveOffload(off, ip4Size-q.x.off, ip4Size, l4hdr, s.mtu4, GSOTCPv6, GSOTCPv4)
 	}
@@ -276,15 +273,37 @@ func (w *Worker) hairpin(s *state, buf []byte, r Result, off *Offload, sink Sink
 	return rr
 }
 
-// hopLimitExceeded drops the IPv6 packet p, which was to be hairpinned
-// with no hop to spare, with RFC 4443 section 3.3 Time Exceeded (code 0)
-// back to its source when errorOK (not about an error or a non-first
-// fragment).
-func (w *Worker) hopLimitExceeded(s *state, p []byte, r Result, errorOK bool, sink Sink) Result {
-	if errorOK {
-		w.emitError6(s, p, 3, 0, 0, sink)
+// hops64 refuses a packet with no hop to spare, with RFC 4443 section 3.3
+// Time Exceeded (code 0) back to its source unless it is an error or a
+// later fragment. The hairpin is a hop like any other (RFC 8200 section
+// 3): a packet that has none left for it is not sent round again
+// (ReasonHopLimit; hairpin spends the hop, and with DecrementTTL the
+// translator's own hop comes first). With DecrementTTL the translator is
+// the router of RFC 7915 section 5.1 (ReasonTTLExceeded).
+func (w *Worker) hops64(s *state, q *in6, sink Sink) Reason {
+	hl, why := q.p[ip6HopLimit], ReasonNone
+	switch {
+	case q.hairpin && (hl <= 1 || s.decTTL && hl <= 2):
+		why = ReasonHopLimit
+	case s.decTTL && hl <= 1:
+		why = ReasonTTLExceeded
+	default:
+		return ReasonNone
 	}
-	return drop(r, ReasonHopLimit)
+	if !q.isErr && q.first() {
+		w.emitError6(s, q.p, 3, 0, 0, sink)
+	}
+	return why
+}
+
+// hopLimit64 is the TTL of the IPv4 form of the IPv6 packet p: its hop
+// limit, less the translator's hop with DecrementTTL (with a tun the host
+// kernel counts it). hops64 has refused a packet with none to spare.
+func (s *state) hopLimit64(p []byte) byte {
+	if s.decTTL {
+		return p[ip6HopLimit] - 1
+	}
+	return p[ip6HopLimit]
 }
 
 // ext is what walkExt learnt about an IPv6 extension header chain.

@@ -1,0 +1,208 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/map646/map646/appliance/netsetup"
+)
+
+// watcher is the netlink subscription the daemon repairs its set-up from
+// (*netsetup.Watcher; tests use a fake).
+type watcher interface {
+	Read(cs []netsetup.Change) ([]netsetup.Change, error)
+	Close() error
+}
+
+// changeQueue hands kernel events from the watcher's goroutine to the run
+// loop without ever blocking the watcher (the kernel would drop events)
+// and without losing any: past maxPendingChanges they collapse into one
+// Lost, which makes the loop restore everything.
+type changeQueue struct {
+	mu    sync.Mutex
+	cs    []netsetup.Change
+	ready chan struct{} // one token while cs is not empty
+}
+
+const maxPendingChanges = 4096
+
+func newChangeQueue() *changeQueue { return &changeQueue{ready: make(chan struct{}, 1)} }
+
+func (q *changeQueue) push(cs []netsetup.Change) {
+	if len(cs) == 0 {
+		return
+	}
+	q.mu.Lock()
+	if len(q.cs)+len(cs) > maxPendingChanges {
+		q.cs = append(q.cs[:0], netsetup.Change{Lost: true})
+	} else {
+		q.cs = append(q.cs, cs...)
+	}
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (q *changeQueue) take() []netsetup.Change {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	cs := q.cs
+	q.cs = nil
+	return cs
+}
+
+// repairState is what the daemon knows about the kernel side of its data
+// path: links it needs that are down, and whether putting back what the
+// kernel removed worked. Only the run loop touches it.
+type repairState struct {
+	down       map[string]bool // watched links seen down
+	restoreErr error           // the last restore failed: not healthy
+	full       bool            // everything must be put back (link up again, lost events)
+	missing    []netsetup.Route
+	retryAt    time.Time     // after a failed restore, when to try again
+	backoff    time.Duration // doubles per failure, up to maxRestoreBackoff
+}
+
+// maxRestoreBackoff bounds the wait between two attempts at a restore
+// that keeps failing: each attempt replaces every route the daemon owns,
+// which for a million routes takes seconds of a core.
+const maxRestoreBackoff = 30 * time.Second
+
+// watchedLinks are the links the data path needs up: the tun and the
+// appliance's own interfaces.
+func (d *daemon) watchedLinks() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	names := []string{d.dev.Name()}
+	for _, l := range d.plan.links {
+		names = append(names, l.Name)
+	}
+	return names
+}
+
+// noteChanges records kernel events: a watched link that went down, one
+// that came up again (its routes, and IPv6 addresses, are gone: restore
+// everything), a route of ours that was deleted.
+func (d *daemon) noteChanges(cs []netsetup.Change) {
+	links := d.watchedLinks()
+	for _, c := range cs {
+		switch {
+		case c.Lost:
+			d.repair.full = true
+		case c.Link != "":
+			if !slices.Contains(links, c.Link) {
+				continue
+			}
+			if !c.Up {
+				if !d.repair.down[c.Link] {
+					d.log.Warn("link down: the translator cannot forward through it", "link", c.Link)
+				}
+				d.repair.down[c.Link] = true
+			} else if d.repair.down[c.Link] {
+				delete(d.repair.down, c.Link)
+				d.log.Info("link up again: restoring its routes and addresses", "link", c.Link)
+				d.repair.full = true
+			}
+		case c.Route.Dst.IsValid():
+			if r, ok := d.tracker.Owned(c.Route); ok {
+				d.log.Warn("a route of the translator was deleted: restoring it", "route", r.String())
+				d.repair.missing = append(d.repair.missing, r)
+			}
+		}
+	}
+}
+
+// pollLinks reads the state of the watched links, for events the
+// subscription may have missed.
+func (d *daemon) pollLinks() {
+	var cs []netsetup.Change
+	for _, name := range d.watchedLinks() {
+		_, up, err := d.kernel.Link(name)
+		cs = append(cs, netsetup.Change{Link: name, Up: up && err == nil})
+	}
+	d.noteChanges(cs)
+}
+
+// restore puts back what the kernel removed, unless a link it needs is
+// down (the kernel refuses routes through a down link; they are restored
+// when it comes back up).
+func (d *daemon) restore() {
+	if len(d.repair.down) > 0 {
+		return
+	}
+	if !d.repair.full && len(d.repair.missing) == 0 && d.repair.restoreErr == nil {
+		return
+	}
+	if !d.repair.full && len(d.repair.missing) == 0 && time.Now().Before(d.repair.retryAt) {
+		return // a retry of a failed restore, not yet due
+	}
+	var err error
+	if d.repair.full || d.repair.restoreErr != nil {
+		err = d.tracker.Restore()
+	} else {
+		err = d.tracker.Reinstall(d.repair.missing)
+	}
+	d.repair.full, d.repair.missing = false, nil
+	if err != nil {
+		if d.repair.restoreErr == nil {
+			d.log.Error("cannot restore the translator's routes: unhealthy until it can", "err", err)
+		}
+		d.repair.restoreErr = err
+		d.repair.backoff = min(max(2*d.repair.backoff, HealthInterval), maxRestoreBackoff)
+		d.repair.retryAt = time.Now().Add(d.repair.backoff)
+		return
+	}
+	if d.repair.restoreErr != nil {
+		d.log.Info("routes restored")
+	}
+	d.repair.restoreErr = nil
+	d.repair.backoff = 0
+}
+
+// kernelFault says why the kernel side cannot forward, or nil.
+func (d *daemon) kernelFault() error {
+	if len(d.repair.down) > 0 {
+		var names []string
+		for n := range d.repair.down {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		return fmt.Errorf("link down: %v", names)
+	}
+	if d.repair.restoreErr != nil {
+		return fmt.Errorf("routes not restored: %w", d.repair.restoreErr)
+	}
+	return nil
+}
+
+// checkHealth sets the daemon's health (the data path's workers are alive,
+// the links are up, the routes are in place) and tells the announcers
+// when it changed, so that BGP and router advertisements withdraw.
+func (d *daemon) checkHealth(announce func()) {
+	fault := d.kernelFault()
+	if fault == nil && !d.dp.Healthy() {
+		fault = errors.New("data path workers not forwarding")
+	}
+	h := fault == nil
+	if d.opts.OnHealth != nil {
+		d.opts.OnHealth(h)
+	}
+	d.mu.Lock()
+	changed := h != d.healthy
+	d.healthy = h
+	d.mu.Unlock()
+	if !changed {
+		return
+	}
+	if h {
+		d.log.Info("healthy again")
+	} else {
+		d.log.Warn("unhealthy: withdrawing announcements", "why", fault.Error())
+	}
+	announce()
+}

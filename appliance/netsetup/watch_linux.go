@@ -1,0 +1,239 @@
+package netsetup
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Change is one kernel event that may undo what a Tracker installed.
+type Change struct {
+	// Link is the interface an RTM_NEWLINK or RTM_DELLINK was about;
+	// Up is its administrative state afterwards (false when deleted).
+	Link string
+	Up   bool
+	// Route is set (Dst valid) for RTM_DELROUTE: the route the kernel
+	// removed, with the device it resolved.
+	Route Route
+	// Lost is true when the kernel dropped events (ENOBUFS): anything
+	// may have changed.
+	Lost bool
+}
+
+// Watcher receives link and route events of the network namespace that
+// was current for the thread that called Watch, on a netlink socket
+// subscribed to RTNLGRP_LINK, RTNLGRP_IPV4_ROUTE and RTNLGRP_IPV6_ROUTE.
+// IPv4 routes that the kernel flushes with their link (ip link set down)
+// produce no RTM_DELROUTE (fib_sync_down_dev): the link event is the
+// only sign of them, so a reader must restore everything when a link
+// comes back up.
+type Watcher struct {
+	f     *os.File // non-blocking, in the runtime poller: Close wakes Read
+	buf   []byte
+	names map[int32]string
+	msgs  int // messages received, for tests of the socket filter
+}
+
+// Watch opens the subscription.
+func Watch() (*Watcher, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink socket: %w", err)
+	}
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	}
+	// Only the messages a Watcher reads pass: the RTM_NEWROUTE of every
+	// route the daemon installs (a million for a sparse table) would
+	// overflow the socket, and losing events costs a full restore.
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, watchFilter()); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("netlink filter: %w", err)
+	}
+	groups := uint32(1<<(unix.RTNLGRP_LINK-1) | 1<<(unix.RTNLGRP_IPV4_ROUTE-1) | 1<<(unix.RTNLGRP_IPV6_ROUTE-1))
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: groups}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("netlink bind: %w", err)
+	}
+	w := &Watcher{f: os.NewFile(uintptr(fd), "netlink-watch"), buf: make([]byte, 1<<16), names: map[int32]string{}}
+	if ifs, err := net.Interfaces(); err == nil {
+		for _, i := range ifs {
+			w.names[int32(i.Index)] = i.Name
+		}
+	}
+	return w, nil
+}
+
+// watchFilter is a classic BPF program that accepts rtnetlink messages of
+// type RTM_NEWLINK, RTM_DELLINK and RTM_DELROUTE and drops the rest (each
+// notification is an skb of its own). A BPF half-word load reads network
+// byte order; nlmsg_type is in host order.
+func watchFilter() *unix.SockFprog {
+	be := func(t uint16) uint32 {
+		return uint32(binary.BigEndian.Uint16(binary.NativeEndian.AppendUint16(nil, t)))
+	}
+	prog := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: 4},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 3, K: be(unix.RTM_NEWLINK)},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 2, K: be(unix.RTM_DELLINK)},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 1, K: be(unix.RTM_DELROUTE)},
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0},
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
+	}
+	return &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+}
+
+// Close ends the subscription; a blocked Read returns an error.
+func (w *Watcher) Close() error {
+	return w.f.Close()
+}
+
+// Read blocks until the kernel sends events and appends those that
+// concern links (all of them) and deleted routes to cs.
+func (w *Watcher) Read(cs []Change) ([]Change, error) {
+	rc, err := w.f.SyscallConn()
+	if err != nil {
+		return cs, err
+	}
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, rerr = unix.Recvfrom(int(fd), w.buf, 0)
+		return !errors.Is(rerr, unix.EAGAIN) && !errors.Is(rerr, unix.EINTR)
+	})
+	if err != nil {
+		return cs, err
+	}
+	if errors.Is(rerr, unix.ENOBUFS) {
+		return append(cs, Change{Lost: true}), nil
+	}
+	if rerr != nil {
+		return cs, rerr
+	}
+	return w.parse(cs, w.buf[:n]), nil
+}
+
+// parse decodes a buffer of rtnetlink messages (include/uapi/linux/
+// rtnetlink.h, if_link.h). Malformed messages are skipped.
+func (w *Watcher) parse(cs []Change, b []byte) []Change {
+	for len(b) >= unix.NLMSG_HDRLEN {
+		l := int(binary.NativeEndian.Uint32(b[0:4]))
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			return cs
+		}
+		typ := binary.NativeEndian.Uint16(b[4:6])
+		body := b[unix.NLMSG_HDRLEN:l]
+		w.msgs++
+		b = b[min(nlAlign(l), len(b)):]
+		switch typ {
+		case unix.RTM_NEWLINK, unix.RTM_DELLINK:
+			if len(body) < unix.SizeofIfInfomsg {
+				continue
+			}
+			idx := int32(binary.NativeEndian.Uint32(body[4:8]))
+			flags := binary.NativeEndian.Uint32(body[8:12])
+			name := ""
+			for t, v := range attrs(body[unix.SizeofIfInfomsg:]) {
+				if t == unix.IFLA_IFNAME && len(v) > 0 {
+					name = string(v[:max(0, len(v)-1)]) // NUL-terminated
+				}
+			}
+			if name == "" {
+				name = w.names[idx]
+			}
+			if name == "" {
+				continue // a link we cannot name is none of ours
+			}
+			if typ == unix.RTM_DELLINK {
+				delete(w.names, idx)
+				cs = append(cs, Change{Link: name})
+				continue
+			}
+			w.names[idx] = name
+			cs = append(cs, Change{Link: name, Up: flags&unix.IFF_UP != 0})
+		case unix.RTM_DELROUTE:
+			if len(body) < unix.SizeofRtMsg {
+				continue
+			}
+			family, dstLen, table := body[0], int(body[1]), uint32(body[4])
+			var r Route
+			var dst []byte
+			for t, v := range attrs(body[unix.SizeofRtMsg:]) {
+				switch t {
+				case unix.RTA_DST:
+					dst = v
+				case unix.RTA_TABLE:
+					if len(v) >= 4 {
+						table = binary.NativeEndian.Uint32(v)
+					}
+				case unix.RTA_OIF:
+					if len(v) >= 4 {
+						idx := int32(binary.NativeEndian.Uint32(v))
+						r.Dev = w.name(idx)
+					}
+				case unix.RTA_GATEWAY:
+					r.Via, _ = netip.AddrFromSlice(v)
+				case unix.RTA_VIA:
+					if len(v) > 2 {
+						r.Via, _ = netip.AddrFromSlice(v[2:])
+					}
+				}
+			}
+			var a netip.Addr
+			switch {
+			case family == unix.AF_INET && (dst == nil || len(dst) == 4):
+				a = netip.IPv4Unspecified()
+			case family == unix.AF_INET6 && (dst == nil || len(dst) == 16):
+				a = netip.IPv6Unspecified()
+			default:
+				continue
+			}
+			if dst != nil {
+				a, _ = netip.AddrFromSlice(dst)
+			}
+			p, err := a.Prefix(dstLen)
+			if err != nil || p.Addr() != a {
+				continue
+			}
+			r.Dst = p
+			if table != unix.RT_TABLE_MAIN {
+				r.Table = int(table)
+			}
+			cs = append(cs, Change{Route: r})
+		}
+	}
+	return cs
+}
+
+func (w *Watcher) name(idx int32) string {
+	if n, ok := w.names[idx]; ok {
+		return n
+	}
+	if i, err := net.InterfaceByIndex(int(idx)); err == nil {
+		w.names[idx] = i.Name
+		return i.Name
+	}
+	return ""
+}
+
+// attrs iterates over the rtattrs in b, stopping at a malformed one.
+func attrs(b []byte) func(yield func(uint16, []byte) bool) {
+	return func(yield func(uint16, []byte) bool) {
+		for len(b) >= 4 {
+			l := int(binary.NativeEndian.Uint16(b[0:2]))
+			t := binary.NativeEndian.Uint16(b[2:4]) &^ unix.NLA_F_NESTED
+			if l < 4 || l > len(b) {
+				return
+			}
+			if !yield(t, b[4:l]) {
+				return
+			}
+			b = b[min(nlAlign(l), len(b)):]
+		}
+	}
+}

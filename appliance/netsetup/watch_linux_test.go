@@ -1,0 +1,188 @@
+package netsetup
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/map646/map646/internal/netnstest"
+)
+
+// readUntil reads changes until one satisfies ok or 5 s pass.
+func readUntil(t *testing.T, w *Watcher, what string, ok func(Change) bool) []Change {
+	t.Helper()
+	got := make(chan []Change, 1)
+	go func() {
+		var all []Change
+		for {
+			cs, err := w.Read(nil)
+			if err != nil {
+				got <- all
+				return
+			}
+			all = append(all, cs...)
+			if slices.ContainsFunc(cs, ok) {
+				got <- all
+				return
+			}
+		}
+	}()
+	select {
+	case all := <-got:
+		if !slices.ContainsFunc(all, ok) {
+			t.Fatalf("no %s among %+v", what, all)
+		}
+		return all
+	case <-time.After(5 * time.Second):
+		w.Close()
+		t.Fatalf("no %s within 5 s", what)
+		return nil
+	}
+}
+
+// TestWatcherSeesLinksAndDeletedRoutes: a route deleted by hand and a
+// link going down and up reach the Watcher, decoded; the RTM_NEWROUTE of
+// a thousand routes we add does not (the socket filter drops it).
+func TestWatcherSeesLinksAndDeletedRoutes(t *testing.T) {
+	ns := netnstest.New(t, "dm-wt")
+	ns.MustRun(t, "ip", "link", "add", "dm0", "type", "veth", "peer", "name", "dm1")
+	ns.MustRun(t, "ip", "link", "set", "dm1", "up")
+	ns.MustRun(t, "ip", "link", "set", "dm0", "up")
+	err := ns.Do(func() error {
+		k, err := Open()
+		if err != nil {
+			return err
+		}
+		defer k.Close()
+		w, err := Watch()
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		if err := k.ReplaceRoutes(routes4(1000, "dm0")); err != nil {
+			return err
+		}
+		mapped := Route{Dst: netip.MustParsePrefix("2001:db8:64::/96"), Dev: "dm0", Table: 646}
+		if err := k.ReplaceRoutes([]Route{mapped}); err != nil {
+			return err
+		}
+		ns.MustRun(t, "ip", "route", "del", "198.51.100.7/32")
+		cs := readUntil(t, w, "deleted route", func(c Change) bool { return c.Route.Dst.IsValid() })
+		if len(cs) != 1 || cs[0].Route != (Route{Dst: netip.MustParsePrefix("198.51.100.7/32"), Dev: "dm0"}) {
+			return fmt.Errorf("changes after one route deletion: %+v", cs)
+		}
+		if w.msgs > 10 {
+			return fmt.Errorf("%d messages reached the socket: the filter let RTM_NEWROUTE through", w.msgs)
+		}
+		ns.MustRun(t, "ip", "-6", "route", "del", "2001:db8:64::/96", "table", "646")
+		readUntil(t, w, "deleted route of table 646", func(c Change) bool { return c.Route == mapped })
+		ns.MustRun(t, "ip", "link", "set", "dm0", "down")
+		readUntil(t, w, "link down", func(c Change) bool { return c.Link == "dm0" && !c.Up })
+		ns.MustRun(t, "ip", "link", "set", "dm0", "up")
+		readUntil(t, w, "link up", func(c Change) bool { return c.Link == "dm0" && c.Up })
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestKernelRoutesOfOthersAndPolicyRules: AddRoutes leaves a route that
+// is there already alone and says so; rules and routes in a table of
+// their own go in and out.
+func TestKernelRoutesOfOthersAndPolicyRules(t *testing.T) {
+	ns := netnstest.New(t, "dm-fr")
+	ns.MustRun(t, "ip", "link", "add", "dm0", "type", "veth", "peer", "name", "dm1")
+	ns.MustRun(t, "ip", "link", "set", "dm1", "up")
+	ns.MustRun(t, "ip", "link", "set", "dm0", "up")
+	ns.MustRun(t, "ip", "route", "add", "192.0.2.0/24", "dev", "dm0") // the operator's (proto boot, not shown)
+	err := ns.Do(func() error {
+		k, err := Open()
+		if err != nil {
+			return err
+		}
+		defer k.Close()
+		mine := Route{Dst: netip.MustParsePrefix("198.51.100.0/24"), Dev: "dm0"}
+		theirs := Route{Dst: netip.MustParsePrefix("192.0.2.0/24"), Dev: "dm0"}
+		existed, err := k.AddRoutes([]Route{mine, theirs})
+		if err != nil || !slices.Equal(existed, []Route{theirs}) {
+			return fmt.Errorf("AddRoutes: existed %v, %v", existed, err)
+		}
+		if out := ns.MustRun(t, "ip", "route", "show", "192.0.2.0/24"); strings.Contains(out, "proto static") || !strings.Contains(out, "dev dm0") {
+			return fmt.Errorf("the operator's route was replaced: %q", out)
+		}
+		rule := Rule{Family: 4, Priority: 6463, Unreachable: true}
+		for range 2 { // an identical rule is not an error
+			if err := k.AddRule(rule); err != nil {
+				return err
+			}
+		}
+		if err := k.AddRule(Rule{Family: 6, Priority: 6462, Iif: "dm0", Table: 254}); err != nil {
+			return err
+		}
+		if out := ns.MustRun(t, "ip", "-4", "rule", "show"); !strings.Contains(out, "6463:\tfrom all unreachable") {
+			return fmt.Errorf("IPv4 rules: %q", out)
+		}
+		if out := ns.MustRun(t, "ip", "-6", "rule", "show"); !strings.Contains(out, "6462:\tfrom all iif dm0 lookup main") {
+			return fmt.Errorf("IPv6 rules: %q", out)
+		}
+		for _, r := range []Rule{rule, {Family: 6, Priority: 6462, Iif: "dm0", Table: 254}} {
+			if err := k.DelRule(r); err != nil {
+				return err
+			}
+			if err := k.DelRule(r); err != nil {
+				return fmt.Errorf("deleting a missing rule: %w", err)
+			}
+		}
+		for _, fam := range []string{"-4", "-6"} {
+			if out := ns.MustRun(t, "ip", fam, "rule", "show"); strings.Contains(out, "646") {
+				return fmt.Errorf("rules left: %q", out)
+			}
+		}
+		own := []Route{{Dst: netip.MustParsePrefix("198.51.100.0/24"), Dev: "dm0", Table: 646}, {Dst: netip.MustParsePrefix("2001:db8:64::/96"), Dev: "dm0", Table: 646}}
+		if err := k.ReplaceRoutes(own); err != nil {
+			return err
+		}
+		if out := ns.MustRun(t, "ip", "route", "show", "table", "646"); !strings.Contains(out, "198.51.100.0/24 dev dm0") {
+			return fmt.Errorf("table 646: %q", out)
+		}
+		if err := k.DelRoutes(own); err != nil {
+			return err
+		}
+		if out := ns.MustRun(t, "ip", "-6", "route", "show", "table", "646"); out != "" {
+			return fmt.Errorf("table 646 after delete: %q", out)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// FuzzWatcherParse: whatever bytes a netlink socket hands over, parse
+// neither panics nor reports a route without a valid destination.
+func FuzzWatcherParse(f *testing.F) {
+	// An RTM_DELROUTE for 198.51.100.7/32 table 646 oif 1, and truncations.
+	msg := []byte{
+		0, 0, 0, 0, 25, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // nlmsghdr, length set below
+		2, 32, 0, 0, 0, 4, 0, 1, 0, 0, 0, 0, // rtmsg: AF_INET, /32, table unspec
+		8, 0, 1, 0, 198, 51, 100, 7, // RTA_DST
+		8, 0, 15, 0, 0x86, 0x02, 0, 0, // RTA_TABLE 646 (little-endian)
+		8, 0, 4, 0, 1, 0, 0, 0, // RTA_OIF 1
+	}
+	msg[0] = byte(len(msg))
+	f.Add(msg)
+	f.Add(msg[:20])
+	f.Add(append(msg[:16:16], 0xff, 0xff))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		w := &Watcher{names: map[int32]string{1: "lo"}}
+		for _, c := range w.parse(nil, b) {
+			if c.Link == "" && !c.Route.Dst.IsValid() {
+				t.Fatalf("change without link or route: %+v", c)
+			}
+		}
+	})
+}
