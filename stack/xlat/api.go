@@ -30,6 +30,12 @@
 // answered through the Sink instead. A hairpinned packet
 // (RFC 7757 section 4.2) costs one hop and hairpins once: its output,
 // with its source inside the prefix, is refused if it comes back.
+//
+// The code follows RFC 7915 step by step, one function per section:
+// v4to6.go is section 4 (IPv4 -> IPv6), v6to4.go section 5, icmp.go the
+// ICMP error sections 4.2/4.3 and 5.2/5.3 with their type, code and
+// pointer tables; hdr.go holds what both directions and the quoted
+// packets share (header writers, checksum fix-ups, offload).
 package xlat
 
 import (

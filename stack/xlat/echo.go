@@ -1,6 +1,9 @@
 package xlat
 
-import "gvisor.dev/gvisor/pkg/tcpip/checksum"
+import (
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
 
 // The translator's own IPv4 addresses (Policy.IPv4Address, the IPv4
 // addresses of Policy.OwnAddrs) answer ICMP echo, as TAYGA's ipv4-addr
@@ -21,7 +24,7 @@ func echoRequest4(proto byte, isFrag bool, l4 []byte) bool {
 // of the translator's own IPv4 addresses with an Echo Reply from it.
 func (w *Worker) answerEcho4(s *state, p []byte, ihl int, sink Sink, r Result) Result {
 	r.Proto = ProtoICMP
-	src4 := [4]byte(p[12:16])
+	src4 := [4]byte(p[ip4Src:ip4Dst])
 	l4 := p[ihl:]
 	switch {
 	case s.isOwn4(src4):
@@ -35,29 +38,17 @@ func (w *Worker) answerEcho4(s *state, p []byte, ihl int, sink Sink, r Result) R
 	if checksum.Checksum(l4, 0) != 0xffff {
 		return drop(r, ReasonICMPChecksum)
 	}
-	if sink == nil {
-		return drop(r, ReasonNoSink)
+	if why := w.mayReply(s, sink); why != ReasonNone {
+		return drop(r, why)
 	}
-	if !w.allowError(s) {
-		return drop(r, ReasonOwnAddress)
-	}
-	n := 20 + len(l4)
+	n := ip4Size + len(l4)
 	b := w.scratch[:n]
-	b[0], b[1] = 0x45, p[1]
-	put16(b[2:], uint16(n))
-	put16(b[4:], w.nextID())
-	put16(b[6:], 0)
-	b[8], b[9] = 64, protoICMPv4
-	copy(b[12:16], p[16:20])
-	copy(b[16:20], p[12:16])
-	ipv4HeaderChecksum(b[:20])
-	copy(b[20:], l4)
-	b[20], b[22], b[23] = 0, 0, 0 // Echo Reply
-	put16(b[22:], ^checksum.Checksum(b[20:], 0))
-	sink.Emit(b, nil)
-	inc(&w.C.Emitted, 1)
-	r.Verdict = Consumed
-	return r
+	putIPv4(b[:ip4Size], p[ip4TOS], 64, protoICMPv4, n, w.nextID(), 0, (*[4]byte)(p[ip4Dst:ip4Size]), &src4)
+	m := b[ip4Size:]
+	copy(m, l4)
+	m[0], m[icmpChecksum], m[icmpChecksum+1] = byte(header.ICMPv4EchoReply), 0, 0
+	put16(m[icmpChecksum:], ^checksum.Checksum(m, 0))
+	return w.reply(b, sink, r)
 }
 
 // answerEcho6 answers the ICMPv6 Echo Request (RFC 4443 section 4.1) at
@@ -66,29 +57,40 @@ func (w *Worker) answerEcho4(s *state, p []byte, ihl int, sink Sink, r Result) R
 // checked the source (an EAM server) and that it is no fragment.
 func (w *Worker) answerEcho6(s *state, p []byte, x ext, sink Sink, r Result) Result {
 	r.Proto = ProtoICMP
-	src6, dst6 := [16]byte(p[8:24]), [16]byte(p[24:40])
+	src6, dst6 := [16]byte(p[ip6Src:ip6Dst]), [16]byte(p[ip6Dst:ip6Size])
 	l4 := p[x.off:]
 	if checksum.Checksum(l4, pseudo6(&src6, &dst6, uint32(len(l4)), protoICMPv6)) != 0xffff {
 		return drop(r, ReasonICMPChecksum)
 	}
+	if why := w.mayReply(s, sink); why != ReasonNone {
+		return drop(r, why)
+	}
+	n := ip6Size + len(l4)
+	b := w.scratch[:n]
+	putIPv6(b[:ip6Size], trafficClass(p), 64, protoICMPv6, len(l4), &dst6, &src6, fragment{}) // traffic class kept
+	m := b[ip6Size:]
+	copy(m, l4)
+	m[0], m[icmpChecksum], m[icmpChecksum+1] = byte(header.ICMPv6EchoReply), 0, 0
+	put16(m[icmpChecksum:], ^checksum.Checksum(m, pseudo6(&dst6, &src6, uint32(len(l4)), protoICMPv6)))
+	return w.reply(b, sink, r)
+}
+
+// mayReply says why no echo reply can be sent (ReasonNone: one can): no
+// sink, or the rate limit the replies share with the errors the
+// translator originates.
+func (w *Worker) mayReply(s *state, sink Sink) Reason {
 	if sink == nil {
-		return drop(r, ReasonNoSink)
+		return ReasonNoSink
 	}
 	if !w.allowError(s) {
-		return drop(r, ReasonOwnAddress)
+		return ReasonOwnAddress
 	}
-	n := 40 + len(l4)
-	b := w.scratch[:n]
-	b[0], b[1], b[2], b[3] = 0x60|p[0]&0x0f, p[1]&0xf0, 0, 0 // traffic class kept, flow label 0
-	put16(b[4:], uint16(len(l4)))
-	b[6], b[7] = protoICMPv6, 64
-	copy(b[8:24], dst6[:])
-	copy(b[24:40], src6[:])
-	copy(b[40:], l4)
-	b[40], b[42], b[43] = 129, 0, 0 // Echo Reply
-	put16(b[42:], ^checksum.Checksum(b[40:], pseudo6(&dst6, &src6, uint32(len(l4)), protoICMPv6)))
-	sink.Emit(b, nil)
-	inc(&w.C.Emitted, 1)
+	return ReasonNone
+}
+
+// reply hands the echo reply b to the sink.
+func (w *Worker) reply(b []byte, sink Sink, r Result) Result {
+	w.emit(b, sink)
 	r.Verdict = Consumed
 	return r
 }

@@ -14,23 +14,11 @@ func (w *Worker) emitError4(s *state, orig []byte, typ, code byte, rest uint32, 
 	if sink == nil || !w.allowError(s) {
 		return
 	}
-	n := min(28+len(orig), maxICMPv4Error)
+	n := min(ip4Size+icmpSize+len(orig), maxICMPv4Error)
 	b := w.errBuf[Headroom : Headroom+n]
-	b[0], b[1] = 0x45, 0
-	put16(b[2:], uint16(n))
-	put16(b[4:], w.nextID())
-	put16(b[6:], 0)
-	b[8], b[9] = 64, protoICMPv4
-	copy(b[12:16], s.errSrc4[:])
-	copy(b[16:20], orig[12:16])
-	ipv4HeaderChecksum(b[:20])
-	ic := b[20:28]
-	ic[0], ic[1], ic[2], ic[3] = typ, code, 0, 0
-	put32(ic[4:], rest)
-	copy(b[28:], orig[:n-28])
-	put16(ic[2:], ^checksum.Checksum(b[20:n], 0))
-	sink.Emit(b, nil)
-	inc(&w.C.Emitted, 1)
+	putIPv4(b[:ip4Size], 0, 64, protoICMPv4, n, w.nextID(), 0, &s.errSrc4, (*[4]byte)(orig[ip4Src:ip4Dst]))
+	putICMPError(b[ip4Size:], typ, code, rest, orig, 0)
+	w.emit(b, sink)
 }
 
 // emitError6 sends the translator's own ICMPv6 error about the IPv6 packet
@@ -41,22 +29,29 @@ func (w *Worker) emitError6(s *state, orig []byte, typ, code byte, rest uint32, 
 	if sink == nil || !w.allowError(s) {
 		return
 	}
-	n := min(48+len(orig), maxICMPv6Error)
+	n := min(ip6Size+icmpSize+len(orig), maxICMPv6Error)
 	b := w.errBuf[Headroom : Headroom+n]
-	src, dst := s.errSrc6, [16]byte(orig[8:24])
+	src, dst := s.errSrc6, [16]byte(orig[ip6Src:ip6Dst])
 	if !s.pfx.Valid() {
-		src = [16]byte(orig[24:40])
+		src = [16]byte(orig[ip6Dst:ip6Size])
 	}
-	b[0], b[1], b[2], b[3] = 0x60, 0, 0, 0
-	put16(b[4:], uint16(n-40))
-	b[6], b[7] = protoICMPv6, 64
-	copy(b[8:24], src[:])
-	copy(b[24:40], dst[:])
-	ic := b[40:48]
-	ic[0], ic[1], ic[2], ic[3] = typ, code, 0, 0
-	put32(ic[4:], rest)
-	copy(b[48:], orig[:n-48])
-	put16(ic[2:], ^checksum.Checksum(b[40:n], pseudo6(&src, &dst, uint32(n-40), protoICMPv6)))
+	putIPv6(b[:ip6Size], 0, 64, protoICMPv6, n-ip6Size, &src, &dst, fragment{})
+	putICMPError(b[ip6Size:], typ, code, rest, orig, pseudo6(&src, &dst, uint32(n-ip6Size), protoICMPv6))
+	w.emit(b, sink)
+}
+
+// putICMPError writes at m an ICMP error message (RFC 792, RFC 4443
+// section 2.1) quoting as much of orig as m holds, with its checksum over
+// the pseudo-header sum ps (0 in ICMPv4, which has none).
+func putICMPError(m []byte, typ, code byte, rest uint32, orig []byte, ps uint16) {
+	m[0], m[1], m[2], m[3] = typ, code, 0, 0
+	put32(m[4:], rest)
+	copy(m[icmpSize:], orig)
+	put16(m[icmpChecksum:], ^checksum.Checksum(m, ps))
+}
+
+// emit hands a packet the engine made to the sink.
+func (w *Worker) emit(b []byte, sink Sink) {
 	sink.Emit(b, nil)
 	inc(&w.C.Emitted, 1)
 }
@@ -98,8 +93,7 @@ func (w *Worker) fragment6(s *state, pkt []byte, off *Offload, sink Sink, r Resu
 		copy(o[48:], data[pos:pos+n])
 		put16(o[4:], uint16(8+n))
 		put16(o[42:], uint16(base+pos)|m)
-		sink.Emit(o, nil)
-		inc(&w.C.Emitted, 1)
+		w.emit(o, sink)
 		pos += n
 	}
 	r.Verdict = Consumed

@@ -205,10 +205,13 @@ type hostRange struct{ first, n uint32 }
 
 // state is a Config compiled for the packet path.
 type state struct {
-	cfg      *Config
-	m        *mapping.Snapshot
-	pfx      mapping.Prefix
-	lowest   int // lowest_ipv6_mtu
+	cfg    *Config
+	m      *mapping.Snapshot
+	pfx    mapping.Prefix
+	lowest int // lowest_ipv6_mtu
+	// fit6 is the largest IPv6 packet that is neither fragmented nor
+	// refused for the IPv6 next hop: min(lowest, mtu6).
+	fit6     int
 	mtu4     int
 	mtu6     int
 	decTTL   bool // Policy.DecrementTTL
@@ -255,6 +258,10 @@ func compile(c *Config) (*state, error) {
 	}
 	if s.lowest < 1280 || s.lowest > 65535 {
 		return nil, fmt.Errorf("xlat: lowest IPv6 MTU %d: must be between 1280 and 65535", s.lowest)
+	}
+	s.fit6 = s.lowest
+	if s.mtu6 > 0 && s.mtu6 < s.fit6 {
+		s.fit6 = s.mtu6
 	}
 	if p.IPv4MTU != 0 && (p.IPv4MTU < 68 || p.IPv4MTU > 65535) {
 		return nil, fmt.Errorf("xlat: IPv4 MTU %d: must be between 68 and 65535", p.IPv4MTU)

@@ -320,7 +320,7 @@ func wellFormed(p []byte, wantL4 bool) error {
 			return fmt.Errorf("IPv6 payload length mismatch")
 		}
 		if wantL4 {
-			x, why := walkExt(p)
+			x, why := walkExt(p, false)
 			if why == ReasonNone && (x.fragAt < 0 || (x.fo == 0 && !x.m)) {
 				l4 := p[x.off:]
 				at := csumAt(x.nh)

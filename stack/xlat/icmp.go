@@ -32,489 +32,368 @@ func plateau(total int) int {
 	return 68
 }
 
-// pointer46 is RFC 7915 section 4.2 Figure 3: an ICMPv4 Parameter Problem
-// pointer as an ICMPv6 one.
-func pointer46(p byte) (uint32, bool) {
-	switch {
-	case p == 0 || p == 1: // Version/IHL, Type Of Service
-		return uint32(p), true
-	case p == 2 || p == 3: // Total Length -> Payload Length
-		return 4, true
-	case p == 8: // Time to Live -> Hop Limit
-		return 7, true
-	case p == 9: // Protocol -> Next Header
-		return 6, true
-	case p >= 12 && p <= 15: // Source Address
-		return 8, true
-	case p >= 16 && p <= 19: // Destination Address
-		return 24, true
-	}
-	return 0, false // Identification, Flags, Offset, Checksum, options: no counterpart
+// icmpMap is one entry of an ICMP error translation table: the type and
+// code on the other side, and how the second word of the header is made.
+type icmpMap struct {
+	ok        bool // false: no counterpart, the error is silently dropped
+	typ, code byte
+	rfc4884   bool   // the type carries an RFC 4884 length
+	rest      uint32 // a fixed second word
+	pointer   bool   // Parameter Problem: the second word is the pointer, mapped
+	mtu       bool   // Packet Too Big / Fragmentation Needed: the second word is the MTU
 }
 
-// pointer64 is RFC 7915 section 5.2 Figure 6: an ICMPv6 Parameter Problem
-// pointer as an ICMPv4 one.
-func pointer64(p uint32) (byte, bool) {
-	switch {
-	case p == 0 || p == 1: // Version/Traffic Class
-		return byte(p), true
-	case p == 4 || p == 5: // Payload Length -> Total Length
-		return 2, true
-	case p == 6: // Next Header -> Protocol
-		return 9, true
-	case p == 7: // Hop Limit -> Time to Live
-		return 8, true
-	case p >= 8 && p <= 23: // Source Address
-		return 12, true
-	case p >= 24 && p <= 39: // Destination Address
-		return 16, true
-	}
-	return 0, false // Flow Label and beyond the header: no counterpart
+// icmpTable is indexed by type and code; both directions fit.
+type icmpTable [13][16]icmpMap
+
+// unreach6 and unreach4 are the Destination Unreachable entries, which
+// carry an RFC 4884 length in both families.
+func unreach6(code byte) icmpMap { return icmpMap{ok: true, typ: 1, code: code, rfc4884: true} }
+func unreach4(code byte) icmpMap { return icmpMap{ok: true, typ: 3, code: code, rfc4884: true} }
+
+// icmpErrors46 is RFC 7915 section 4.2 for ICMPv4 error messages.
+var icmpErrors46 = icmpTable{
+	3: { // Destination Unreachable
+		0: unreach6(0), 1: unreach6(0), 5: unreach6(0), 6: unreach6(0), // net/host unreachable, source route failed
+		7: unreach6(0), 8: unreach6(0), 11: unreach6(0), 12: unreach6(0),
+		9: unreach6(1), 10: unreach6(1), 13: unreach6(1), 15: unreach6(1), // administratively prohibited
+		3: unreach6(4),                          // port unreachable
+		2: {ok: true, typ: 4, code: 1, rest: 6}, // protocol unreachable -> Parameter Problem, Next Header
+		4: {ok: true, typ: 2, mtu: true},        // fragmentation needed -> Packet Too Big
+		// 14 (host precedence violation) has no counterpart.
+	},
+	11: { // Time Exceeded
+		0: {ok: true, typ: 3, code: 0, rfc4884: true},
+		1: {ok: true, typ: 3, code: 1, rfc4884: true},
+	},
+	12: { // Parameter Problem: pointer, bad length
+		0: {ok: true, typ: 4, pointer: true},
+		2: {ok: true, typ: 4, pointer: true},
+	},
 }
 
-// icmpError46 translates an ICMPv4 error (RFC 7915 section 4.2 for the
-// type and code, section 4.3 for the quoted packet) into buf.
-func (w *Worker) icmpError46(s *state, buf []byte, start, end, ihl int, src6, dst6 *[16]byte, off *Offload, sink Sink, hp hairpinPass) Result {
+// icmpErrors64 is RFC 7915 section 5.2 for ICMPv6 error messages.
+var icmpErrors64 = icmpTable{
+	1: { // Destination Unreachable
+		0: unreach4(1), 2: unreach4(1), 3: unreach4(1), // no route, beyond scope, address unreachable -> host unreachable
+		1: unreach4(10), // administratively prohibited
+		4: unreach4(3),  // port unreachable
+	},
+	2: {0: {ok: true, typ: 3, code: 4, mtu: true}}, // Packet Too Big -> Fragmentation Needed
+	3: { // Time Exceeded
+		0: {ok: true, typ: 11, code: 0, rfc4884: true},
+		1: {ok: true, typ: 11, code: 1, rfc4884: true},
+	},
+	4: { // Parameter Problem
+		0: {ok: true, typ: 12, pointer: true},
+		1: {ok: true, typ: 3, code: 2}, // unrecognized Next Header -> protocol unreachable
+	},
+}
+
+// pointers46 is RFC 7915 section 4.2 Figure 3: an ICMPv4 Parameter
+// Problem pointer as an ICMPv6 one (-1: Identification, Flags, Offset,
+// Checksum and options have no counterpart).
+var pointers46 = [...]int8{
+	0, 1, // Version/IHL, Type Of Service
+	4, 4, // Total Length -> Payload Length
+	-1, -1, -1, -1,
+	7, 6, // Time to Live -> Hop Limit, Protocol -> Next Header
+	-1, -1,
+	8, 8, 8, 8, // Source Address
+	24, 24, 24, 24, // Destination Address
+}
+
+// pointers64 is RFC 7915 section 5.2 Figure 6: an ICMPv6 Parameter
+// Problem pointer as an ICMPv4 one (-1: the Flow Label has none).
+var pointers64 = [...]int8{
+	0, 1, // Version/Traffic Class
+	-1, -1,
+	2, 2, // Payload Length -> Total Length
+	9, 8, // Next Header -> Protocol, Hop Limit -> Time to Live
+	12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, // Source Address
+	16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, // Destination Address
+}
+
+// lookup maps an error's type and code through t; a Parameter Problem's
+// pointer ptr goes through pointers and is placed in the second word
+// shifted left by shift bits. ok false: the error has no counterpart.
+func (t *icmpTable) lookup(typ, code byte, ptr uint32, pointers []int8, shift uint) (m icmpMap, ok bool) {
+	if int(typ) >= len(t) || int(code) >= len(t[typ]) {
+		return m, false
+	}
+	m = t[typ][code]
+	if m.pointer {
+		if ptr >= uint32(len(pointers)) || pointers[ptr] < 0 {
+			return m, false
+		}
+		m.rest = uint32(pointers[ptr]) << shift
+	}
+	return m, m.ok
+}
+
+// icmpErrorType46 reports the ICMPv4 error types RFC 7915 section 4.2
+// translates; the others (Source Quench, Redirect) are dropped.
+func icmpErrorType46(t byte) bool { return t == 3 || t == 11 || t == 12 }
+
+// icmpError46 translates an ICMPv4 error: RFC 7915 section 4.2 for the
+// type and code, section 4.3 for the quoted packet, RFC 4884 for its
+// extensions.
+func (w *Worker) icmpError46(s *state, buf []byte, start, end int, q *in4, off *Offload, sink Sink, hp hairpinPass) Result {
 	r := Result{Dir: Dir46, Verdict: Drop, Proto: ProtoICMP}
-	p := buf[start:end]
-	icmp := p[ihl:]
+	icmp := q.l4
 	if !partialCsum(off) && checksum.Checksum(icmp, 0) != 0xffff {
 		// The translation recomputes the checksum; check the old one first
 		// so that damage in transit is not laundered.
 		return drop(r, ReasonICMPChecksum)
 	}
-	typ, code := icmp[0], icmp[1]
-	var t6, c6 byte
-	var rest uint32
-	hasLen := false // the ICMPv6 type carries an RFC 4884 length
-	switch typ {
-	case 3: // Destination Unreachable
-		switch code {
-		case 0, 1, 5, 6, 7, 8, 11, 12: // net/host unreachable, source route failed, ...
-			t6, c6, hasLen = 1, 0, true
-		case 9, 10, 13, 15: // administratively prohibited
-			t6, c6, hasLen = 1, 1, true
-		case 3: // port unreachable
-			t6, c6, hasLen = 1, 4, true
-		case 2: // protocol unreachable -> Parameter Problem, Next Header
-			t6, c6, rest = 4, 1, 6
-		case 4: // fragmentation needed -> Packet Too Big
-			t6 = 2
-		default: // 14 (host precedence violation) and unknown codes
-			return drop(r, ReasonICMPType)
-		}
-	case 11: // Time Exceeded
-		if code > 1 {
-			return drop(r, ReasonICMPType)
-		}
-		t6, c6, hasLen = 3, code, true
-	case 12: // Parameter Problem
-		if code != 0 && code != 2 {
-			return drop(r, ReasonICMPType)
-		}
-		ptr, ok := pointer46(icmp[4])
-		if !ok {
-			return drop(r, ReasonICMPType)
-		}
-		t6, rest = 4, ptr
+	m, ok := icmpErrors46.lookup(icmp[0], icmp[1], uint32(icmp[4]), pointers46[:], 0)
+	if !ok {
+		return drop(r, ReasonICMPType)
 	}
-
-	inner := icmp[8:]
-	if len(inner) < 20 || inner[0]>>4 != 4 {
-		return drop(r, ReasonICMPInner)
-	}
-	iihl := int(inner[0]&0xf) * 4
-	itot := int(be16(inner[2:]))
-	if iihl < 20 || iihl > len(inner) || itot < iihl {
-		return drop(r, ReasonICMPInner)
-	}
-	quote, extn := inner, []byte(nil)
-	if l := int(icmp[5]) * 4; l != 0 && l >= iihl && l <= len(inner) {
-		quote, extn = inner[:l], inner[l:] // RFC 4884 section 4.1
-		if itot < len(quote) {
-			// The zero padding to a 32-bit boundary is not part of the
-			// packet: it is redone for the ICMPv6 form (RFC 4884 4.5).
-			quote = quote[:itot]
-		}
-	}
-	ifrag := be16(inner[6:])
-	iproto := inner[9]
-	isrc4, idst4 := [4]byte(inner[12:16]), [4]byte(inner[16:20])
-	isrc6, dis, o := s.m.To6(isrc4)
-	if o == mapping.NotTranslatable {
-		return drop(r, ReasonICMPInner)
-	}
-	idst6, did, o := s.hairpinTo6(idst4, hp)
-	if o == mapping.NotTranslatable {
-		return drop(r, ReasonICMPInner)
-	}
-	iIsFrag := ifrag&0x3fff != 0
-	iFirst := ifrag&0x1fff == 0
-	ipl := quote[iihl:]
-	if iproto == protoICMPv4 && iFirst && len(ipl) > 0 && isICMPv4Error(ipl[0]) {
-		return drop(r, ReasonICMPNested)
-	}
-	if iproto == protoICMPv6 {
-		return drop(r, ReasonICMPInner)
-	}
-	ihlen := 40
-	if iIsFrag {
-		ihlen = 48
-	}
+	const at = ip6Size + icmpSize // where the quoted packet starts in out
 	out := w.scratch
-	n := 48 + ihlen + len(ipl)
-	copy(out[48+ihlen:], ipl)
-	ip := out[48+ihlen : n]
-	inh := iproto
-	if iFirst {
-		// The quoted transport header, translated like a normal packet
-		// (RFC 7915 section 4.3) as far as it was quoted.
-		d := csumAdd(dis, did)
-		switch iproto {
-		case protoTCP:
-			if len(ip) >= 18 {
-				adjust(ip[16:18], d, false, false)
-			}
-		case protoUDP:
-			if len(ip) >= 8 && be16(ip[6:]) != 0 {
-				adjust(ip[6:8], d, false, true)
-			}
-		case protoICMPv4:
-			if len(ip) >= 4 && (ip[0] == 8 || ip[0] == 0) {
-				nt := byte(128)
-				if ip[0] == 0 {
-					nt = 129
-				}
-				ps := pseudo6(&isrc6, &idst6, uint32(itot-iihl), protoICMPv6)
-				adjust(ip[2:4], csumAdd(ps, csumSub(uint16(nt)<<8, uint16(ip[0])<<8)), false, false)
-				ip[0] = nt
-			}
-		}
+	n, extn, why := s.quote46(out[at:], icmp, hp)
+	if why != ReasonNone {
+		return drop(r, why)
 	}
-	if iproto == protoICMPv4 {
-		inh = protoICMPv6
-	}
-	ih := out[48 : 48+ihlen]
-	itos := inner[1]
-	ih[0] = 0x60 | itos>>4
-	ih[1] = itos << 4
-	ih[2], ih[3] = 0, 0
-	put16(ih[4:], uint16(itot-iihl+ihlen-40))
-	ih[7] = inner[8] // TTL unchanged inside an error
-	copy(ih[8:24], isrc6[:])
-	copy(ih[24:40], idst6[:])
-	if iIsFrag {
-		ih[6] = protoFragment
-		ih[40], ih[41] = inh, 0
-		put16(ih[42:], (ifrag&0x1fff)<<3|(ifrag>>13)&1)
-		put32(ih[44:], uint32(be16(inner[4:])))
-	} else {
-		ih[6] = inh
-	}
+	n += at
 	lenField := 0
-	if extn != nil && hasLen {
-		// RFC 4884 section 4.5: the original datagram is zero-padded to a
-		// 64-bit boundary and at least 128 bytes; length counts 64-bit words.
-		l := n - 48
-		pad := (l + 7) &^ 7
-		if pad < rfc4884Min {
-			pad = rfc4884Min
-		}
-		if 48+pad+len(extn) <= maxICMPv6Error {
-			clear(out[n : 48+pad])
-			copy(out[48+pad:], extn)
-			n = 48 + pad + len(extn)
-			lenField = pad / 8
-		}
+	if extn != nil && m.rfc4884 {
+		n, lenField = appendExtension(out, at, n, extn, 8, maxICMPv6Error)
 	}
-	if n > maxICMPv6Error {
-		n = maxICMPv6Error
+	n = min(n, maxICMPv6Error)
+	if m.mtu {
+		m.rest = s.mtu46(icmp)
 	}
-	if t6 == 2 {
-		// RFC 7915 section 4.2: min(MTU+20, IPv6 next hop, IPv4 next hop
-		// + 20), a plateau when the router said 0, never below 1280.
-		m := int(be16(icmp[6:8]))
-		if m == 0 {
-			m = plateau(itot)
-		}
-		m += 20
-		if s.mtu6 > 0 && m > s.mtu6 {
-			m = s.mtu6
-		}
-		if s.mtu4 > 0 && m > s.mtu4+20 {
-			m = s.mtu4 + 20
-		}
-		if m < 1280 {
-			m = 1280
-		}
-		rest = uint32(m)
-	}
-	ic := out[40:48]
-	ic[0], ic[1], ic[2], ic[3] = t6, c6, 0, 0
-	put32(ic[4:], rest)
+	ic := out[ip6Size:at]
+	ic[0], ic[1], ic[2], ic[3] = m.typ, m.code, 0, 0
+	put32(ic[4:], m.rest)
 	if lenField > 0 {
 		ic[4] = byte(lenField)
 	}
-	oh := out[:40]
-	tos := p[1]
-	oh[0] = 0x60 | tos>>4
-	oh[1] = tos << 4
-	oh[2], oh[3] = 0, 0
-	put16(oh[4:], uint16(n-40))
-	oh[6] = protoICMPv6
-	oh[7] = p[8]
+	hlim := q.p[ip4TTL]
 	if s.decTTL { // an error is forwarded like any packet (its expiry was checked)
-		oh[7]--
+		hlim--
 	}
-	copy(oh[8:24], src6[:])
-	copy(oh[24:40], dst6[:])
-	put16(ic[2:], ^checksum.Checksum(out[40:n], pseudo6(src6, dst6, uint32(n-40), protoICMPv6)))
+	putIPv6(out[:ip6Size], q.p[ip4TOS], hlim, protoICMPv6, n-ip6Size, &q.src6, &q.dst6, fragment{})
+	put16(ic[icmpChecksum:], ^checksum.Checksum(out[ip6Size:n], pseudo6(&q.src6, &q.dst6, uint32(n-ip6Size), protoICMPv6)))
 	return w.place(buf, start, end, out[:n], r, off, sink)
 }
 
-// icmpError64 translates an ICMPv6 error (RFC 7915 section 5.2 for the
-// type and code, section 5.3 for the quoted packet) into buf.
-func (w *Worker) icmpError64(s *state, buf []byte, start, end int, x ext, src4, dst4 [4]byte, off *Offload, sink Sink) Result {
-	r := Result{Dir: Dir64, Verdict: Drop, Proto: ProtoICMP}
-	p := buf[start:end]
-	icmp := p[x.off:]
-	if !partialCsum(off) {
-		ps := pseudo6((*[16]byte)(p[8:24]), (*[16]byte)(p[24:40]), uint32(len(icmp)), protoICMPv6)
-		if checksum.Checksum(icmp, ps) != 0xffff {
-			return drop(r, ReasonICMPChecksum)
+// quote46 is RFC 7915 section 4.3: the IPv4 packet quoted by the ICMPv4
+// error icmp, translated into out as far as it was quoted: an IPv6 header
+// (with a Fragment header for a fragment) whose destination is written as
+// in a hairpin's second half when hp, and the upper layer with the fix-ups
+// of an outer packet. It returns the bytes written and the RFC 4884
+// extension structure that followed the quote (section 4.1 of RFC 4884).
+func (s *state) quote46(out, icmp []byte, hp hairpinPass) (n int, extn []byte, why Reason) {
+	inner := icmp[icmpSize:]
+	if len(inner) < ip4Size || inner[0]>>4 != 4 {
+		return 0, nil, ReasonICMPInner
+	}
+	ihl := int(inner[0]&0xf) * 4
+	tot := int(be16(inner[ip4TotalLen:]))
+	if ihl < ip4Size || ihl > len(inner) || tot < ihl {
+		return 0, nil, ReasonICMPInner
+	}
+	quote := inner
+	if l := int(icmp[5]) * 4; l != 0 && l >= ihl && l <= len(inner) {
+		// The zero padding to a 32-bit boundary is not part of the
+		// packet: it is redone for the ICMPv6 form (RFC 4884 4.5).
+		quote, extn = inner[:min(l, tot)], inner[l:]
+	}
+	src6, dsrc, o := s.m.To6([4]byte(inner[ip4Src:]))
+	if o == mapping.NotTranslatable {
+		return 0, nil, ReasonICMPInner
+	}
+	dst6, ddst, o := s.hairpinTo6([4]byte(inner[ip4Dst:]), hp)
+	if o == mapping.NotTranslatable {
+		return 0, nil, ReasonICMPInner
+	}
+	ff, proto, l4 := be16(inner[ip4FlagsFO:]), inner[ip4Proto], quote[ihl:]
+	first := ff&ip4FOMask == 0
+	switch {
+	case proto == protoICMPv4 && first && len(l4) > 0 && isICMPv4Error(l4[0]):
+		return 0, nil, ReasonICMPNested
+	case proto == protoICMPv6:
+		return 0, nil, ReasonICMPInner
+	}
+	hlen, nh := ip6Size, proto
+	if ff&(ip4MF|ip4FOMask) != 0 {
+		hlen += frag6Size
+	}
+	if proto == protoICMPv4 {
+		nh = protoICMPv6
+	}
+	ul := out[hlen : hlen+len(l4)]
+	copy(ul, l4)
+	if first {
+		fixL4(proto, ul, csumAdd(dsrc, ddst), false)
+		if proto == protoICMPv4 && len(ul) >= 4 {
+			if nt, ok := echoType(ul[0], true); ok {
+				fixEcho(ul, nt, pseudo6(&src6, &dst6, uint32(tot-ihl), protoICMPv6), false)
+			}
 		}
 	}
-	typ, code := icmp[0], icmp[1]
-	var t4, c4 byte
-	var rest uint32
-	hasLen := false // the ICMPv6 type carries an RFC 4884 length
-	switch typ {
-	case 1: // Destination Unreachable
-		hasLen = true
-		switch code {
-		case 0, 2, 3: // no route, beyond scope, address unreachable -> host unreachable
-			t4, c4 = 3, 1
-		case 1: // administratively prohibited
-			t4, c4 = 3, 10
-		case 4: // port unreachable
-			t4, c4 = 3, 3
-		default:
-			return drop(r, ReasonICMPType)
-		}
-	case 2: // Packet Too Big -> Fragmentation Needed
-		t4, c4 = 3, 4
-	case 3: // Time Exceeded
-		if code > 1 {
-			return drop(r, ReasonICMPType)
-		}
-		t4, c4, hasLen = 11, code, true
-	case 4: // Parameter Problem
-		switch code {
-		case 0:
-			ptr, ok := pointer64(be32(icmp[4:]))
-			if !ok {
-				return drop(r, ReasonICMPType)
-			}
-			t4, rest = 12, uint32(ptr)<<24
-		case 1: // unrecognized Next Header -> protocol unreachable
-			t4, c4 = 3, 2
-		default:
-			return drop(r, ReasonICMPType)
-		}
-	default:
+	f := fragment{offset: ff & ip4FOMask, more: ff&ip4MF != 0, id: uint32(be16(inner[ip4ID:]))}
+	putIPv6(out[:hlen], inner[ip4TOS], inner[ip4TTL], nh, tot-ihl, &src6, &dst6, f) // TTL unchanged inside an error
+	return hlen + len(l4), extn, ReasonNone
+}
+
+// mtu46 is the MTU of RFC 7915 section 4.2's Packet Too Big:
+// min(MTU+20, IPv6 next hop, IPv4 next hop + 20), a plateau when the
+// router said 0, never below 1280.
+func (s *state) mtu46(icmp []byte) uint32 {
+	m := int(be16(icmp[6:8]))
+	if m == 0 {
+		m = plateau(int(be16(icmp[icmpSize+ip4TotalLen:])))
+	}
+	m += ip6Size - ip4Size
+	if s.mtu6 > 0 && m > s.mtu6 {
+		m = s.mtu6
+	}
+	if s.mtu4 > 0 && m > s.mtu4+ip6Size-ip4Size {
+		m = s.mtu4 + ip6Size - ip4Size
+	}
+	return uint32(max(m, 1280))
+}
+
+// appendExtension is RFC 4884 section 4.5: the original datagram at
+// out[at:n] is zero-padded to a multiple of unit bytes (8 in ICMPv6, 4 in
+// ICMPv4) and at least 128, and the extension structure follows. It
+// returns the message's new end and its length field (in units), or n
+// and 0 (the extension left out) when the message would exceed limit.
+func appendExtension(out []byte, at, n int, extn []byte, unit, limit int) (int, int) {
+	pad := max((n-at+unit-1)&^(unit-1), rfc4884Min)
+	if at+pad+len(extn) > limit {
+		return n, 0
+	}
+	clear(out[n : at+pad])
+	copy(out[at+pad:], extn)
+	return at + pad + len(extn), pad / unit
+}
+
+// icmpError64 translates an ICMPv6 error: RFC 7915 section 5.2 for the
+// type and code, section 5.3 for the quoted packet, RFC 4884 for its
+// extensions.
+func (w *Worker) icmpError64(s *state, buf []byte, start, end int, q *in6, off *Offload, sink Sink) Result {
+	r := Result{Dir: Dir64, Verdict: Drop, Proto: ProtoICMP}
+	icmp := q.l4
+	if !partialCsum(off) && checksum.Checksum(icmp, pseudo6(&q.src6, &q.dst6, uint32(len(icmp)), protoICMPv6)) != 0xffff {
+		return drop(r, ReasonICMPChecksum)
+	}
+	code := icmp[1]
+	if icmp[0] == 2 {
+		code = 0 // RFC 4443 section 3.2: Packet Too Big's code is ignored by the receiver
+	}
+	m, ok := icmpErrors64.lookup(icmp[0], code, be32(icmp[4:]), pointers64[:], 24)
+	if !ok {
 		return drop(r, ReasonICMPType)
 	}
-	inner := icmp[8:]
-	if len(inner) < 40 || inner[0]>>4 != 6 {
-		return drop(r, ReasonICMPInner)
-	}
-	quote, extn := inner, []byte(nil)
-	if l := int(icmp[4]) * 8; hasLen && l != 0 && l >= 40 && l <= len(inner) {
-		quote, extn = inner[:l], inner[l:] // RFC 4884 section 4.1
-		if n := 40 + int(be16(inner[4:])); n < len(quote) {
-			// The zero padding to a 64-bit boundary is not part of the
-			// packet: carried over, it would make the ICMPv4 length a
-			// word too long. It is redone to 32 bits (RFC 4884 4.5).
-			quote = quote[:n]
-		}
-	}
-	xi, why := walkExt(quote)
-	if why != ReasonNone && why != ReasonSegmentsLeft {
-		return drop(r, ReasonICMPInner)
-	}
-	if why == ReasonSegmentsLeft {
-		// The quoted packet was still being source-routed: translate its
-		// final destination as written, skipping the Routing header.
-		if xi, why = walkExtInner(quote); why != ReasonNone {
-			return drop(r, ReasonICMPInner)
-		}
-	}
-	isrc6, idst6 := [16]byte(inner[8:24]), [16]byte(inner[24:40])
-	isrc4, dis, o := s.m.To4(isrc6)
-	if o == mapping.NotTranslatable {
-		return drop(r, ReasonICMPInner)
-	}
-	idst4, did, o := s.m.To4(idst6)
-	if o == mapping.NotTranslatable {
-		return drop(r, ReasonICMPInner)
-	}
-	iFirst := xi.fragAt < 0 || xi.fo == 0
-	ipl := quote[xi.off:]
-	if xi.nh == protoICMPv6 && iFirst && len(ipl) > 0 && ipl[0] < 128 {
-		return drop(r, ReasonICMPNested)
-	}
-	if xi.nh == protoICMPv4 {
-		return drop(r, ReasonICMPInner)
-	}
-	iplen := int(be16(inner[4:])) - (xi.off - 40)
-	if iplen < 0 {
-		return drop(r, ReasonICMPInner)
-	}
+	const at = ip4Size + icmpSize // where the quoted packet starts in out
 	out := w.scratch
-	n := 48 + len(ipl)
-	copy(out[48:], ipl)
-	ip := out[48:n]
-	iproto := xi.nh
-	if iFirst {
-		neg := ^csumAdd(dis, did)
-		switch xi.nh {
-		case protoTCP:
-			if len(ip) >= 18 {
-				adjust(ip[16:18], neg, false, false)
-			}
-		case protoUDP:
-			if len(ip) >= 8 && be16(ip[6:]) != 0 {
-				adjust(ip[6:8], neg, false, true)
-			}
-		case protoICMPv6:
-			if len(ip) >= 4 && (ip[0] == 128 || ip[0] == 129) {
-				nt := byte(8)
-				if ip[0] == 129 {
-					nt = 0
-				}
-				ps := pseudo6(&isrc6, &idst6, uint32(iplen), protoICMPv6)
-				adjust(ip[2:4], csumAdd(^ps, csumSub(uint16(nt)<<8, uint16(ip[0])<<8)), false, false)
-				ip[0] = nt
-			}
-		}
+	n, extn, fragmented, why := s.quote64(out[at:], icmp, m.rfc4884)
+	if why != ReasonNone {
+		return drop(r, why)
 	}
-	if iproto == protoICMPv6 {
-		iproto = protoICMPv4
-	}
-	ih := out[28:48]
-	itot := 20 + iplen
-	ih[0] = 0x45
-	ih[1] = inner[0]<<4 | inner[1]>>4
-	put16(ih[2:], uint16(itot))
-	if xi.fragAt >= 0 {
-		put16(ih[4:], uint16(xi.id))
-		m := uint16(0)
-		if xi.m {
-			m = 0x2000
-		}
-		put16(ih[6:], xi.fo|m)
-	} else {
-		put16(ih[4:], 0)
-		if itot > dfThreshold {
-			put16(ih[6:], 0x4000)
-		} else {
-			put16(ih[6:], 0)
-		}
-	}
-	ih[8] = inner[7] // hop limit unchanged inside an error
-	ih[9] = iproto
-	copy(ih[12:16], isrc4[:])
-	copy(ih[16:20], idst4[:])
-	ipv4HeaderChecksum(ih)
+	n += at
 	lenField := 0
 	if extn != nil {
-		// RFC 4884 section 4.5: pad to a 32-bit boundary, at least 128
-		// bytes; the ICMPv4 length counts 32-bit words.
-		l := n - 28
-		pad := (l + 3) &^ 3
-		if pad < rfc4884Min {
-			pad = rfc4884Min
-		}
-		clear(out[n : 28+pad])
-		copy(out[28+pad:], extn)
-		n = 28 + pad + len(extn)
-		lenField = pad / 4
+		n, lenField = appendExtension(out, at, n, extn, 4, len(out))
 	}
-	if typ == 2 {
-		// RFC 7915 section 5.2: min(MTU-20, IPv4 next hop, IPv6 next hop
-		// - 20); 8 more when the packet in error had a Fragment header.
-		m := int(min(be32(icmp[4:8]), 65535+28))
-		m -= 20
-		if xi.fragAt >= 0 {
-			m -= 8
-		}
-		if s.mtu4 > 0 && m > s.mtu4 {
-			m = s.mtu4
-		}
-		if s.mtu6 > 0 && m > s.mtu6-20 {
-			m = s.mtu6 - 20
-		}
-		m = max(68, min(m, 65535))
-		rest = uint32(m)
+	if m.mtu {
+		m.rest = s.mtu64(icmp, fragmented)
 	}
-	ic := out[20:28]
-	ic[0], ic[1], ic[2], ic[3] = t4, c4, 0, 0
-	put32(ic[4:], rest)
+	ic := out[ip4Size:at]
+	ic[0], ic[1], ic[2], ic[3] = m.typ, m.code, 0, 0
+	put32(ic[4:], m.rest)
 	if lenField > 0 {
 		ic[5] = byte(lenField)
 	}
-	put16(ic[2:], ^checksum.Checksum(out[20:n], 0))
-	oh := out[:20]
-	oh[0] = 0x45
-	oh[1] = p[0]<<4 | p[1]>>4
-	put16(oh[2:], uint16(n))
-	put16(oh[4:], w.nextID())
-	if n > dfThreshold {
-		put16(oh[6:], 0x4000)
-	} else {
-		put16(oh[6:], 0)
-	}
-	oh[8] = p[7]
-	if s.decTTL { // an error is forwarded like any packet (its expiry was checked)
-		oh[8]--
-	}
-	oh[9] = protoICMPv4
-	copy(oh[12:16], src4[:])
-	copy(oh[16:20], dst4[:])
-	ipv4HeaderChecksum(oh)
+	put16(ic[icmpChecksum:], ^checksum.Checksum(out[ip4Size:n], 0))
+	// An error is forwarded like any packet (its expiry was checked).
+	putIPv4(out[:ip4Size], trafficClass(q.p), s.hopLimit64(q.p), protoICMPv4, n, w.nextID(), dfFlag(n), &q.src4, &q.dst4)
 	return w.place(buf, start, end, out[:n], r, off, sink)
 }
 
-// walkExtInner walks a quoted packet's extension headers skipping Routing
-// headers whatever their Segments Left.
-func walkExtInner(p []byte) (ext, Reason) {
-	x := ext{nh: p[6], off: 40, fragAt: -1}
-	for i := 0; i < maxExtHeaders; i++ {
-		switch x.nh {
-		case protoHopByHop, protoDestOpts, protoRouting:
-			if x.off+8 > len(p) {
-				return x, ReasonExtHeaders
+// quote64 is RFC 7915 section 5.3: the IPv6 packet quoted by the ICMPv6
+// error icmp, translated into out as far as it was quoted: an IPv4 header
+// without its extension headers (a packet still on its source route is
+// translated to its final destination as written) and the upper layer
+// with the fix-ups of an outer packet. It returns the bytes written, the
+// RFC 4884 extension structure that followed the quote when the type
+// carries a length (rfc4884), and whether the quote had a Fragment header.
+func (s *state) quote64(out, icmp []byte, rfc4884 bool) (n int, extn []byte, fragmented bool, why Reason) {
+	inner := icmp[icmpSize:]
+	if len(inner) < ip6Size || inner[0]>>4 != 6 {
+		return 0, nil, false, ReasonICMPInner
+	}
+	quote := inner
+	if l := int(icmp[4]) * 8; rfc4884 && l != 0 && l >= ip6Size && l <= len(inner) {
+		// The zero padding to a 64-bit boundary is not part of the
+		// packet: carried over, it would make the ICMPv4 length a word
+		// too long. It is redone to 32 bits (RFC 4884 4.5).
+		quote, extn = inner[:min(l, ip6Size+int(be16(inner[ip6PayloadLen:])))], inner[l:]
+	}
+	x, why := walkExt(quote, false)
+	if why == ReasonSegmentsLeft {
+		x, why = walkExt(quote, true)
+	}
+	if why != ReasonNone {
+		return 0, nil, false, ReasonICMPInner
+	}
+	src6, dst6 := [16]byte(inner[ip6Src:ip6Dst]), [16]byte(inner[ip6Dst:ip6Size])
+	src4, dsrc, o := s.m.To4(src6)
+	if o == mapping.NotTranslatable {
+		return 0, nil, false, ReasonICMPInner
+	}
+	dst4, ddst, o := s.m.To4(dst6)
+	if o == mapping.NotTranslatable {
+		return 0, nil, false, ReasonICMPInner
+	}
+	first, l4 := x.fragAt < 0 || x.fo == 0, quote[x.off:]
+	ulen := int(be16(inner[ip6PayloadLen:])) - (x.off - ip6Size)
+	switch {
+	case x.nh == protoICMPv6 && first && len(l4) > 0 && l4[0] < 128:
+		return 0, nil, false, ReasonICMPNested
+	case x.nh == protoICMPv4 || ulen < 0:
+		return 0, nil, false, ReasonICMPInner
+	}
+	proto := x.nh
+	if proto == protoICMPv6 {
+		proto = protoICMPv4
+	}
+	ul := out[ip4Size : ip4Size+len(l4)]
+	copy(ul, l4)
+	if first {
+		fixL4(x.nh, ul, ^csumAdd(dsrc, ddst), false)
+		if x.nh == protoICMPv6 && len(ul) >= 4 {
+			if nt, ok := echoType(ul[0], false); ok {
+				fixEcho(ul, nt, ^pseudo6(&src6, &dst6, uint32(ulen), protoICMPv6), false)
 			}
-			x.nh, x.off = p[x.off], x.off+(int(p[x.off+1])+1)*8
-			if x.off > len(p) {
-				return x, ReasonExtHeaders
-			}
-		case protoFragment:
-			if x.fragAt >= 0 || x.off+8 > len(p) {
-				return x, ReasonExtHeaders
-			}
-			x.fragAt = x.off
-			f := p[x.off:]
-			x.nh, x.fo, x.m, x.id = f[0], be16(f[2:])>>3, f[3]&1 != 0, be32(f[4:])
-			x.off += 8
-			if x.fo != 0 {
-				return x, ReasonNone
-			}
-		default:
-			return x, ReasonNone
 		}
 	}
-	return x, ReasonExtHeaders
+	id, flagsFO := x.ipv4Frag(ip4Size+ulen, 0)
+	// The hop limit is unchanged inside an error.
+	putIPv4(out[:ip4Size], trafficClass(inner), inner[ip6HopLimit], proto, ip4Size+ulen, id, flagsFO, &src4, &dst4)
+	return ip4Size + len(l4), extn, x.fragAt >= 0, ReasonNone
+}
+
+// mtu64 is the MTU of RFC 7915 section 5.2's Fragmentation Needed:
+// min(MTU-20, IPv4 next hop, IPv6 next hop - 20), 8 less when the packet
+// in error had a Fragment header.
+func (s *state) mtu64(icmp []byte, fragmented bool) uint32 {
+	m := int(min(be32(icmp[4:8]), 65535+28)) - (ip6Size - ip4Size)
+	if fragmented {
+		m -= frag6Size
+	}
+	if s.mtu4 > 0 && m > s.mtu4 {
+		m = s.mtu4
+	}
+	if s.mtu6 > 0 && m > s.mtu6-(ip6Size-ip4Size) {
+		m = s.mtu6 - (ip6Size - ip4Size)
+	}
+	return uint32(max(68, min(m, 65535)))
 }
 
 // place copies a translated ICMP error from the scratch buffer into buf,
@@ -532,8 +411,7 @@ func (w *Worker) place(buf []byte, start, end int, out []byte, r Result, off *Of
 			if sink == nil {
 				return drop(r, ReasonNoSink)
 			}
-			sink.Emit(out, nil)
-			inc(&w.C.Emitted, 1)
+			w.emit(out, sink)
 			r.Verdict = Consumed
 			return r
 		}

@@ -303,3 +303,70 @@ func TestRFC4884Padding(t *testing.T) {
 		})
 	}
 }
+
+// Every Parameter Problem pointer goes through the tables as RFC 7915
+// section 4.2 Figure 3 and section 5.2 Figure 6 say, written here as the
+// figures' field ranges; fields without a counterpart drop the error.
+func TestParameterProblemPointers(t *testing.T) {
+	figure3 := func(p int) int { // IPv4 field -> IPv6 field
+		switch {
+		case p <= 1: // Version/IHL, Type Of Service
+			return p
+		case p <= 3: // Total Length -> Payload Length
+			return 4
+		case p == 8: // Time to Live -> Hop Limit
+			return 7
+		case p == 9: // Protocol -> Next Header
+			return 6
+		case p >= 12 && p <= 15: // Source Address
+			return 8
+		case p >= 16 && p <= 19: // Destination Address
+			return 24
+		}
+		return -1
+	}
+	figure6 := func(p int) int { // IPv6 field -> IPv4 field
+		switch {
+		case p <= 1: // Version/Traffic Class
+			return p
+		case p == 4 || p == 5: // Payload Length -> Total Length
+			return 2
+		case p == 6: // Next Header -> Protocol
+			return 9
+		case p == 7: // Hop Limit -> Time to Live
+			return 8
+		case p >= 8 && p <= 23: // Source Address
+			return 12
+		case p >= 24 && p <= 39: // Destination Address
+			return 16
+		}
+		return -1
+	}
+	for p := range 256 {
+		for _, c := range []struct {
+			dir       string
+			tbl       *icmpTable
+			typ       byte
+			pointers  []int8
+			shift     uint
+			want      int
+			wantTyp   byte
+			ptrOfRest func(uint32) int
+		}{
+			{"4to6", &icmpErrors46, 12, pointers46[:], 0, figure3(p), 4, func(r uint32) int { return int(r) }},
+			{"6to4", &icmpErrors64, 4, pointers64[:], 24, figure6(p), 12, func(r uint32) int { return int(r >> 24) }},
+		} {
+			m, ok := c.tbl.lookup(c.typ, 0, uint32(p), c.pointers, c.shift)
+			switch {
+			case ok != (c.want >= 0):
+				t.Errorf("%s pointer %d: translated %v, want %v", c.dir, p, ok, c.want >= 0)
+			case ok && (m.typ != c.wantTyp || m.code != 0 || c.ptrOfRest(m.rest) != c.want):
+				t.Errorf("%s pointer %d: type %d code %d pointer %d, want %d 0 %d", c.dir, p, m.typ, m.code, c.ptrOfRest(m.rest), c.wantTyp, c.want)
+			}
+		}
+	}
+	// A pointer beyond the table's reach (a 32-bit ICMPv6 pointer) too.
+	if _, ok := icmpErrors64.lookup(4, 0, 1<<31, pointers64[:], 24); ok {
+		t.Error("6to4 pointer 2^31 translated")
+	}
+}

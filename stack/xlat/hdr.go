@@ -1,0 +1,223 @@
+package xlat
+
+import "gvisor.dev/gvisor/pkg/tcpip/header"
+
+// Field offsets of the headers the engine reads and writes: IPv4 (RFC 791
+// section 3.1), IPv6 (RFC 8200 section 3), its Fragment header (RFC 8200
+// section 4.5), TCP (RFC 9293 section 3.1), UDP (RFC 768) and the first
+// word of every ICMP message (RFC 792, RFC 4443 section 2.1). gVisor's
+// header package exports the sizes but keeps most offsets private.
+const (
+	ip4TOS      = 1
+	ip4TotalLen = 2
+	ip4ID       = 4
+	ip4FlagsFO  = 6
+	ip4TTL      = 8
+	ip4Proto    = 9
+	ip4Src      = 12
+	ip4Dst      = 16
+	ip4Size     = header.IPv4MinimumSize
+
+	ip4DF     = 0x4000 // Don't Fragment, in the Flags and Fragment Offset word
+	ip4MF     = 0x2000 // More Fragments
+	ip4FOMask = 0x1fff // Fragment Offset, in 8-byte units
+
+	ip6PayloadLen = header.IPv6PayloadLenOffset
+	ip6NextHeader = header.IPv6NextHeaderOffset
+	ip6HopLimit   = 7
+	ip6Src        = 8
+	ip6Dst        = 24
+	ip6Size       = header.IPv6FixedHeaderSize
+	frag6Size     = header.IPv6FragmentHeaderSize
+
+	tcpChecksum = 16
+	tcpMinSize  = header.TCPMinimumSize
+	udpChecksum = 6
+	udpSize     = header.UDPMinimumSize
+
+	icmpChecksum = 2
+	icmpSize     = header.ICMPv4MinimumSize // the same 8 bytes in ICMPv6
+)
+
+// fragment holds the fields RFC 7915 sections 4.1 and 5.1.1 carry between
+// the IPv4 header and an IPv6 Fragment header.
+type fragment struct {
+	offset uint16 // in 8-byte units
+	more   bool
+	id     uint32
+}
+
+// putIPv6 writes the IPv6 header of RFC 7915 section 4.1 (outer packets)
+// and section 4.3 (packets quoted in ICMP errors) at h: 40 bytes, or 48
+// with a Fragment header carrying f. tos is the IPv4 Type of Service,
+// copied into the Traffic Class (flow label 0); ulen is the length of
+// what follows the header(s); nh is the upper-layer protocol.
+func putIPv6(h []byte, tos, hlim, nh byte, ulen int, src, dst *[16]byte, f fragment) {
+	h[0] = 0x60 | tos>>4
+	h[1] = tos << 4
+	h[2], h[3] = 0, 0
+	put16(h[ip6PayloadLen:], uint16(len(h)-ip6Size+ulen))
+	h[ip6HopLimit] = hlim
+	copy(h[ip6Src:ip6Dst], src[:])
+	copy(h[ip6Dst:ip6Size], dst[:])
+	if len(h) == ip6Size {
+		h[ip6NextHeader] = nh
+		return
+	}
+	h[ip6NextHeader] = protoFragment
+	fh := h[ip6Size:]
+	fh[0], fh[1] = nh, 0
+	m := uint16(0)
+	if f.more {
+		m = 1
+	}
+	put16(fh[2:], f.offset<<3|m)
+	put32(fh[4:], f.id)
+}
+
+// putIPv4 writes the 20-byte IPv4 header of RFC 7915 section 5.1 (outer
+// packets) and section 5.3 (quoted packets) at h, checksum included.
+// flagsFO is the Flags and Fragment Offset word.
+func putIPv4(h []byte, tos, ttl, proto byte, total int, id, flagsFO uint16, src, dst *[4]byte) {
+	h[0], h[ip4TOS] = 0x45, tos
+	put16(h[ip4TotalLen:], uint16(total))
+	put16(h[ip4ID:], id)
+	put16(h[ip4FlagsFO:], flagsFO)
+	h[ip4TTL], h[ip4Proto] = ttl, proto
+	copy(h[ip4Src:ip4Dst], src[:])
+	copy(h[ip4Dst:ip4Size], dst[:])
+	ipv4HeaderChecksum(h[:ip4Size])
+}
+
+// trafficClass is the IPv6 Traffic Class of the header p (RFC 8200
+// section 3), which RFC 7915 section 5.1 copies into the Type of Service.
+func trafficClass(p []byte) byte { return p[0]<<4 | p[1]>>4 }
+
+// dfFlag is RFC 7915 section 5.1's Flags for an unfragmented packet, as
+// updated by RFC 8021: DF set only on packets larger than dfThreshold.
+func dfFlag(total int) uint16 {
+	if total > dfThreshold {
+		return ip4DF
+	}
+	return 0
+}
+
+// fixL4 is RFC 7915 sections 4.5 and 5.5 for the TCP or UDP header at l4,
+// or as much of it as an ICMP error quotes: the pseudo-header moved by d,
+// the payload did not. A UDP checksum of zero (none) stays zero unless it
+// is partial.
+func fixL4(proto byte, l4 []byte, d uint16, partial bool) {
+	switch proto {
+	case protoTCP:
+		if len(l4) >= tcpChecksum+2 {
+			adjust(l4[tcpChecksum:tcpChecksum+2], d, partial, false)
+		}
+	case protoUDP:
+		if len(l4) >= udpSize && (partial || be16(l4[udpChecksum:]) != 0) {
+			adjust(l4[udpChecksum:udpChecksum+2], d, partial, true)
+		}
+	}
+}
+
+// fixTransport is sections 4.5 and 5.5 for the TCP or UDP header of an
+// outer packet, alike in both directions: the checksum follows the
+// pseudo-header (delta), and a SYN's MSS is clamped to what both next
+// hops carry. It returns the transport header length
+// (for offload); a later fragment has no header to fix.
+func (s *state) fixTransport(proto byte, l4 []byte, first bool, delta uint16, partial bool) (l4hdr int, why Reason) {
+	if proto == protoUDP {
+		if first {
+			if len(l4) < udpSize {
+				return 0, ReasonMalformed
+			}
+			if partial || be16(l4[udpChecksum:]) != 0 {
+				adjust(l4[udpChecksum:udpChecksum+2], delta, partial, true)
+			}
+		}
+		return udpSize, ReasonNone
+	}
+	if !first {
+		return 0, ReasonNone
+	}
+	if l4hdr = tcpHeaderLen(l4); l4hdr == 0 {
+		return 0, ReasonMalformed
+	}
+	adjust(l4[tcpChecksum:tcpChecksum+2], delta, partial, false)
+	clampMSS(l4, l4hdr, s.maxMSS(), partial)
+	return l4hdr, ReasonNone
+}
+
+// echoType is RFC 7915 sections 4.2 (to6) and 5.2: the type of an Echo
+// Request or Reply (ICMPv4 8 and 0, ICMPv6 128 and 129) in the other
+// family; ok false for every other type.
+func echoType(t byte, to6 bool) (nt byte, ok bool) {
+	req, reply := byte(header.ICMPv4Echo), byte(header.ICMPv4EchoReply)
+	nreq, nreply := byte(header.ICMPv6EchoRequest), byte(header.ICMPv6EchoReply)
+	if !to6 {
+		req, reply, nreq, nreply = nreq, nreply, req, reply
+	}
+	switch t {
+	case req:
+		return nreq, true
+	case reply:
+		return nreply, true
+	}
+	return 0, false
+}
+
+// translateEcho is sections 4.2 and 5.2 for an informational message l4:
+// Echo Request and Reply change type and checksum (ps as for fixEcho),
+// every other type is dropped (ICMPv4 Timestamp, Information, Address
+// Mask, Router Advertisement and Solicitation, Redirect, Source Quench;
+// ICMPv6 MLD, Neighbor Discovery; unknown types), and so is a fragmented
+// message: its ICMPv6 checksum covers a pseudo-header of its whole length.
+func translateEcho(l4 []byte, isFrag, to6 bool, ps uint16, partial bool) Reason {
+	if isFrag {
+		return ReasonICMPFragmented
+	}
+	if len(l4) < icmpSize {
+		return ReasonMalformed
+	}
+	nt, ok := echoType(l4[0], to6)
+	if !ok {
+		return ReasonICMPType
+	}
+	fixEcho(l4, nt, ps, partial)
+	return ReasonNone
+}
+
+// fixEcho rewrites the type of the Echo message at icmp to nt (RFC 7915
+// sections 4.2 and 5.2) and moves its checksum by ps, the ICMPv6
+// pseudo-header sum (4->6) or its complement (6->4), since only ICMPv6
+// sums one. A partial checksum (virtio NEEDS_CSUM) holds the
+// pseudo-header sum alone, so the type change does not enter it.
+func fixEcho(icmp []byte, nt byte, ps uint16, partial bool) {
+	f := icmp[icmpChecksum : icmpChecksum+2]
+	if partial {
+		adjust(f, ps, true, false)
+	} else {
+		adjust(f, csumAdd(ps, csumSub(uint16(nt)<<8, uint16(icmp[0])<<8)), false, false)
+	}
+	icmp[0] = nt
+}
+
+// moveOffload rewrites the virtio offload metadata of a packet whose IP
+// header grew by grow bytes (negative: shrank) to hdr bytes: the checksum
+// start moves, a TCP segmentation type changes family from to to, and the
+// segment size shrinks so that a segment of hdr+l4hdr header bytes fits
+// the next hop's mtu (0: unknown).
+func moveOffload(off *Offload, grow, hdr, l4hdr, mtu int, from, to uint8) {
+	if off.Flags&OffloadNeedsCsum != 0 || off.CsumStart != 0 {
+		off.CsumStart = uint16(int(off.CsumStart) + grow)
+	}
+	if off.GSOType&^GSOECN == GSONone {
+		return
+	}
+	if off.GSOType&^GSOECN == from {
+		off.GSOType = to | off.GSOType&GSOECN
+	}
+	off.HdrLen = uint16(hdr + l4hdr)
+	if mtu > 0 && l4hdr > 0 && int(off.GSOSize)+hdr+l4hdr > mtu {
+		off.GSOSize = uint16(mtu - hdr - l4hdr)
+	}
+}

@@ -1,0 +1,382 @@
+package xlat
+
+import "github.com/map646/map646/mapping"
+
+// in6 is an IPv6 packet on its way to IPv4 and what the steps of RFC 7915
+// section 5 have learnt about it.
+type in6 struct {
+	p          []byte // the packet, cut to its Payload Length
+	x          ext
+	l4         []byte
+	isErr      bool // an ICMPv6 error (RFC 4443), not a later fragment of one
+	src6, dst6 [16]byte
+	src4, dst4 [4]byte
+	srcOrigin  mapping.Origin
+	dstOrigin  mapping.Origin
+	delta      uint16 // moves a sum from the IPv6 to the IPv4 addresses
+	hairpin    bool   // RFC 7757 section 4.2: back to IPv6 once translated
+}
+
+func (q *in6) first() bool  { return q.x.fragAt < 0 || q.x.fo == 0 }
+func (q *in6) isFrag() bool { return q.x.fragAt >= 0 && (q.x.fo != 0 || q.x.m) }
+
+// v6to4 is RFC 7915 section 5: IPv6 -> IPv4, one step per section.
+func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink Sink) Result {
+	r := Result{Dir: Dir64, Verdict: Drop}
+	var q in6
+	if why := w.parse6(s, &q, buf[start:end], sink); why != ReasonNone {
+		return drop(r, why)
+	}
+	end = start + len(q.p)
+	if why := s.addresses64(&q); why != ReasonNone {
+		return drop(r, why)
+	}
+	if s.special {
+		switch why, echo := s.own64(&q); {
+		case echo:
+			return w.answerEcho6(s, q.p, q.x, sink, r)
+		case why != ReasonNone:
+			return drop(r, why)
+		}
+	}
+	if why := w.hops64(s, &q, sink); why != ReasonNone {
+		return drop(r, why)
+	}
+	if gso := off != nil && off.GSOType&^GSOECN != GSONone; s.mtu4 > 0 && ip4Size+len(q.l4) > s.mtu4 && !gso {
+		if why := w.size64(s, &q, sink); why != ReasonNone {
+			return drop(r, why)
+		}
+	}
+	if q.x.nh == protoICMPv6 && !q.isFrag() && len(q.l4) >= icmpSize && q.l4[0] < 128 {
+		return w.error64(s, buf, start, end, &q, off, sink)
+	}
+	partial := partialCsum(off)
+	proto, l4hdr, cls, why := s.transport64(&q, partial)
+	if r.Proto = cls; why != ReasonNone {
+		return drop(r, why)
+	}
+	ns := start + q.x.off - ip4Size
+	tot4 := ip4Size + len(q.l4)
+	// Section 5.1: the IPv4 header, written over the end of the IPv6
+	// header and its extension headers.
+	id := uint16(0)
+	if q.x.fragAt < 0 {
+		id = w.nextID()
+	}
+	id, flagsFO := q.x.ipv4Frag(tot4, id)
+	putIPv4(buf[ns:ns+ip4Size], trafficClass(q.p), s.hopLimit64(q.p), proto, tot4, id, flagsFO, &q.src4, &q.dst4)
+	if off != nil {
+		moveOffload(off, ip4Size-q.x.off, ip4Size, l4hdr, s.mtu4, GSOTCPv6, GSOTCPv4)
+	}
+	r.Start, r.End, r.Verdict = ns, end, Forward
+	if q.hairpin {
+		return w.hairpin(s, buf, r, off, sink)
+	}
+	return r
+}
+
+// parse6 checks the IPv6 header (RFC 8200 section 3) of p, follows its
+// extension headers as RFC 7915 section 5.1 says (answering a Routing
+// header with Segments Left with Parameter Problem, code 0, pointing at
+// that field) and fills q.
+func (w *Worker) parse6(s *state, q *in6, p []byte, sink Sink) Reason {
+	if len(p) < ip6Size {
+		return ReasonMalformed
+	}
+	pl := int(be16(p[ip6PayloadLen:]))
+	if ip6Size+pl > len(p) || pl == 0 {
+		return ReasonMalformed
+	}
+	p = p[:ip6Size+pl]
+	q.p, q.src6, q.dst6 = p, [16]byte(p[ip6Src:ip6Dst]), [16]byte(p[ip6Dst:ip6Size])
+	if illegal6(q.src6) {
+		return ReasonSrcIllegal
+	}
+	if illegal6(q.dst6) {
+		return ReasonDstIllegal
+	}
+	x, why := walkExt(p, false)
+	if why != ReasonNone {
+		if why == ReasonSegmentsLeft && errorAllowed6(p) {
+			w.emitError6(s, p, 4, 0, uint32(x.slAt), sink)
+		}
+		return why
+	}
+	q.x, q.l4 = x, p[x.off:]
+	if int(x.fo)*8+len(q.l4) > 65535-ip4Size {
+		return ReasonMalformed // would reassemble beyond the IPv4 maximum
+	}
+	q.isErr = x.nh == protoICMPv6 && q.first() && len(q.l4) > 0 && q.l4[0] < 128
+	return ReasonNone
+}
+
+// addresses64 is RFC 7915 section 5.1's address rules with RFC 7757's
+// mappings: the destination through the EAM table or the RFC 6052 prefix
+// (another server's public address in the prefix is a hairpin, section
+// 4.2), the source through the EAM table only (an ICMPv6 error may come
+// from a router without one, RFC 6791), and the deny list.
+func (s *state) addresses64(q *in6) Reason {
+	var dsrc, ddst uint16
+	q.dst4, ddst, q.dstOrigin = s.m.To4(q.dst6)
+	if q.dstOrigin == mapping.NotTranslatable {
+		return ReasonDstUnmapped
+	}
+	if illegal4(q.dst4) { // e.g. prefix::224.0.0.1, prefix::127.0.0.1
+		return ReasonDstIllegal
+	}
+	if q.dstOrigin == mapping.ByPrefix {
+		if _, _, eam := s.m.Table().Lookup4(q.dst4); eam {
+			switch {
+			case s.cfg.Policy.Hairpin == HairpinOff:
+				return ReasonHairpinOff
+			case s.cfg.Policy.Hairpin == HairpinSimple && q.isErr:
+				return ReasonHairpinError
+			}
+			q.hairpin = true
+		}
+	}
+	q.src4, dsrc, q.srcOrigin = s.m.To4(q.src6)
+	untranslatable := q.srcOrigin == mapping.NotTranslatable
+	switch {
+	case untranslatable && !q.isErr:
+		return ReasonSrcUnmapped
+	case !untranslatable && illegal4(q.src4):
+		return ReasonSrcIllegal
+	case q.srcOrigin == mapping.ByPrefix:
+		// Only the translator writes sources inside the prefix (IPv4
+		// clients, and the hairpinning server in the second half of a
+		// hairpin). One arriving from the IPv6 side is forged, or our own
+		// output coming back: it would leave with any IPv4 source it
+		// likes, a mapped server's included.
+		return ReasonSpoofed
+	case len(s.deny) > 0 && ((!untranslatable && s.denied(q.src4)) || s.denied(q.dst4)):
+		return ReasonDenied
+	}
+	q.delta = ^csumAdd(dsrc, ddst)
+	return ReasonNone
+}
+
+// own64 refuses packets to or from the translator's own addresses and
+// directed broadcast addresses (s.special: there are some), but for
+// errors from its host (the kernel's Packet Too Big for a packet it could
+// not forward); echo says the packet is an Echo Request from a server to
+// an own IPv4 address in the prefix, to be answered.
+func (s *state) own64(q *in6) (why Reason, echo bool) {
+	if len(s.own6) > 0 && ((!q.isErr && s.isOwn6(&q.src6)) || s.isOwn6(&q.dst6)) {
+		return ReasonOwnAddress, false
+	}
+	s4 := q.src4
+	if q.srcOrigin == mapping.NotTranslatable {
+		s4 = q.dst4 // an error from an IPv6 router: its IPv4 source is ours to choose
+	}
+	if !s.maybe4(s4, q.dst4) {
+		return ReasonNone, false
+	}
+	why = s.check4(s4, q.dst4)
+	return why, why == ReasonOwnAddress && q.srcOrigin == mapping.ByEAM && q.dstOrigin == mapping.ByPrefix &&
+		s.isOwn4(q.dst4) && !s.isOwn4(q.src4) && !s.isBcast4(q.src4) && q.x.nh == protoICMPv6 &&
+		q.x.fragAt < 0 && len(q.l4) >= icmpSize && q.l4[0] == 128 && q.l4[1] == 0
+}
+
+// size64 refuses a packet larger than the IPv4 next hop's MTU once it
+// carries DF (section 5.1: unfragmented and over dfThreshold) with Packet
+// Too Big (section 5.1, RFC 8201), the MTU in IPv6 terms. Errors and
+// hairpinned packets (which never meet the IPv4 next hop) pass, and
+// super-packets never come here.
+func (w *Worker) size64(s *state, q *in6, sink Sink) Reason {
+	if q.x.fragAt >= 0 || dfFlag(ip4Size+len(q.l4)) == 0 || q.isErr || q.hairpin {
+		return ReasonNone
+	}
+	// Unfragmented and no error: RFC 4443 section 2.4 (e) allows an error.
+	w.emitError6(s, q.p, 2, 0, uint32(s.mtu4+ip4Size), sink)
+	return ReasonTooBig
+}
+
+// transport64 is RFC 7915 section 5.5 (TCP, UDP, other protocols) and the
+// Echo part of section 5.2: it fixes the upper-layer header in place and
+// returns the IPv4 Protocol and the transport header length (for
+// offload), and the packet's class for the counters.
+func (s *state) transport64(q *in6, partial bool) (proto byte, l4hdr int, cls Proto, why Reason) {
+	proto, cls = q.x.nh, ProtoOther
+	switch proto {
+	case protoTCP, protoUDP:
+		if cls = ProtoTCP; proto == protoUDP {
+			cls = ProtoUDP
+		}
+		if l4hdr, why = s.fixTransport(proto, q.l4, q.first(), q.delta, partial); why != ReasonNone {
+			return proto, 0, cls, why
+		}
+	case protoICMPv6:
+		ps := ^pseudo6(&q.src6, &q.dst6, uint32(len(q.l4)), protoICMPv6)
+		return protoICMPv4, 0, ProtoICMP, translateEcho(q.l4, q.isFrag(), false, ps, partial)
+	case protoICMPv4:
+		return proto, 0, cls, ReasonICMPProto
+	}
+	if !q.first() {
+		cls = ProtoFragment
+	}
+	return proto, l4hdr, cls, ReasonNone
+}
+
+// error64 translates an ICMPv6 error (section 5.2) from the source RFC
+// 6791 prescribes when the router that sent it has no IPv4 address, and
+// hairpins it when it is addressed to another server (RFC 7757 section
+// 4.2, intrinsic mode).
+func (w *Worker) error64(s *state, buf []byte, start, end int, q *in6, off *Offload, sink Sink) Result {
+	if q.srcOrigin == mapping.NotTranslatable {
+		a, ok := s.poolAddr(hash6(&q.src6, &q.dst6))
+		switch {
+		case ok:
+			q.src4 = a
+		case s.hasIPv4Addr:
+			// Without a pool, the translator's own address, so that
+			// Packet Too Big is not lost (PMTUD black hole).
+			q.src4 = s.ipv4Addr
+		default:
+			return drop(Result{Dir: Dir64, Verdict: Drop, Proto: ProtoICMP}, ReasonPoolEmpty)
+		}
+	}
+	r := w.icmpError64(s, buf, start, end, q, off, sink)
+	if q.hairpin && r.Verdict == Forward {
+		return w.hairpin(s, buf, r, off, sink)
+	}
+	return r
+}
+
+// ipv4Frag is section 5.1's Identification and Flags: copied from the
+// Fragment header with DF clear (section 5.1.1), else id and DF above
+// dfThreshold.
+func (x *ext) ipv4Frag(total int, id uint16) (uint16, uint16) {
+	if x.fragAt < 0 {
+		return id, dfFlag(total)
+	}
+	m := uint16(0)
+	if x.m {
+		m = ip4MF
+	}
+	return uint16(x.id), x.fo | m
+}
+
+// hairpin is the second half of RFC 7757 section 4.2: the packet just
+// translated to IPv4 is addressed to another EAM server, so it goes
+// straight back to IPv6 instead of leaving for the IPv4 network.
+func (w *Worker) hairpin(s *state, buf []byte, r Result, off *Offload, sink Sink) Result {
+	// The turn costs a hop (RFC 8200 section 3; v6to4 has refused a
+	// packet with none to spare): the TTL of the intermediate IPv4 form,
+	// which becomes the hop limit again. Its header checksum is not read.
+	buf[r.Start+ip4TTL]--
+	rr := w.v4to6(s, buf, r.Start, r.End, off, sink, true)
+	rr.Dir = Dir64
+	if rr.Verdict != Drop {
+		inc(&w.C.Hairpinned, 1)
+	}
+	return rr
+}
+
+// hops64 refuses a packet with no hop to spare, with RFC 4443 section 3.3
+// Time Exceeded (code 0) back to its source unless it is an error or a
+// later fragment. The hairpin is a hop like any other (RFC 8200 section
+// 3): a packet that has none left for it is not sent round again
+// (ReasonHopLimit; hairpin spends the hop, and with DecrementTTL the
+// translator's own hop comes first). With DecrementTTL the translator is
+// the router of RFC 7915 section 5.1 (ReasonTTLExceeded).
+func (w *Worker) hops64(s *state, q *in6, sink Sink) Reason {
+	hl, why := q.p[ip6HopLimit], ReasonNone
+	switch {
+	case q.hairpin && (hl <= 1 || s.decTTL && hl <= 2):
+		why = ReasonHopLimit
+	case s.decTTL && hl <= 1:
+		why = ReasonTTLExceeded
+	default:
+		return ReasonNone
+	}
+	if !q.isErr && q.first() {
+		w.emitError6(s, q.p, 3, 0, 0, sink)
+	}
+	return why
+}
+
+// hopLimit64 is the TTL of the IPv4 form of the IPv6 packet p: its hop
+// limit, less the translator's hop with DecrementTTL (with a tun the host
+// kernel counts it). hops64 has refused a packet with none to spare.
+func (s *state) hopLimit64(p []byte) byte {
+	if s.decTTL {
+		return p[ip6HopLimit] - 1
+	}
+	return p[ip6HopLimit]
+}
+
+// ext is what walkExt learnt about an IPv6 extension header chain.
+type ext struct {
+	nh     uint8 // the upper-layer protocol (or the fragment's next header)
+	off    int   // offset of the upper-layer header from the IPv6 header
+	fragAt int   // offset of the Fragment header, -1 without one
+	fo     uint16
+	m      bool
+	id     uint32
+	slAt   int // offset of a non-zero Segments Left field
+}
+
+// walkExt skips the extension headers RFC 7915 section 5.1 says to skip:
+// Hop-by-Hop Options, Destination Options, a Routing header whose Segments
+// Left is 0, and the Fragment header (section 5.1.1), whose fields it
+// records. Anything else is the upper layer. A quoted packet (section 5.3)
+// may still have been on its source route: its Routing headers are
+// skipped whatever their Segments Left, and its headers after a Fragment
+// header are not refused (they are only read).
+func walkExt(p []byte, quoted bool) (x ext, why Reason) {
+	x.nh, x.off, x.fragAt = p[ip6NextHeader], ip6Size, -1
+	for range maxExtHeaders {
+		switch x.nh {
+		case protoHopByHop, protoDestOpts, protoRouting:
+			if x.off+8 > len(p) {
+				return x, ReasonExtHeaders
+			}
+			if !quoted && x.fragAt >= 0 && x.m {
+				// Section 5.1.1: this header is part of the fragmentable
+				// part; stripping it from the first fragment alone would
+				// shift the data against the offsets of the others.
+				return x, ReasonExtAfterFragment
+			}
+			if !quoted && x.nh == protoRouting && p[x.off+3] != 0 {
+				x.slAt = x.off + 3
+				return x, ReasonSegmentsLeft
+			}
+			x.nh, x.off = p[x.off], x.off+(int(p[x.off+1])+1)*8
+			if x.off > len(p) {
+				return x, ReasonExtHeaders
+			}
+		case protoFragment:
+			if x.fragAt >= 0 || x.off+frag6Size > len(p) {
+				return x, ReasonExtHeaders
+			}
+			x.fragAt = x.off
+			f := p[x.off:]
+			x.nh, x.fo, x.m, x.id = f[0], be16(f[2:])>>3, f[3]&1 != 0, be32(f[4:])
+			x.off += frag6Size
+			if x.fo != 0 {
+				return x, ReasonNone // the rest is data
+			}
+		default:
+			return x, ReasonNone
+		}
+	}
+	return x, ReasonExtHeaders
+}
+
+// errorAllowed6 reports whether the translator may answer the IPv6 packet
+// p with an ICMPv6 error of its own: not about an ICMPv6 error, nor about
+// a non-first fragment (RFC 4443 section 2.4 (e)), nor when its headers
+// cannot be followed far enough to tell.
+func errorAllowed6(p []byte) bool {
+	x, why := walkExt(p, true)
+	switch {
+	case why != ReasonNone:
+		return false
+	case x.fragAt >= 0 && x.fo != 0:
+		return false
+	case x.nh == protoICMPv6:
+		return x.off < len(p) && p[x.off] >= 128
+	}
+	return true
+}
