@@ -165,7 +165,6 @@ func TestAdvertiserSolicitationFlood(t *testing.T) {
 		}
 	}
 
-
 	// Hop limit 64: ignored and counted, even once the rate limit allows
 	// an answer.
 	time.Sleep(time.Until(firstAt.Add(minDelayBetweenRAs + 200*time.Millisecond)))
