@@ -29,33 +29,7 @@ const MaxReported = 100
 // CSVErrors is every problem of a mappings file, in line order: the first
 // MaxReported in Errs, and More the number of further bad lines. errors.As
 // with a *CSVError finds the first one.
-type CSVErrors struct {
-	Errs []*CSVError
-	More int
-}
-
-func (e *CSVErrors) Error() string {
-	var b strings.Builder
-	for i, ce := range e.Errs {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		b.WriteString(ce.Error())
-	}
-	if e.More > 0 {
-		fmt.Fprintf(&b, "\nand %d more", e.More)
-	}
-	return b.String()
-}
-
-// Unwrap gives the individual errors to errors.Is and errors.As.
-func (e *CSVErrors) Unwrap() []error {
-	out := make([]error, len(e.Errs))
-	for i, ce := range e.Errs {
-		out[i] = ce
-	}
-	return out
-}
+type CSVErrors = ErrorList[*CSVError]
 
 // ParseCSV reads a mappings file: one EAM entry per line as "ipv4,ipv6",
 // where each side is an address (a /32 or /128) or a prefix. Spaces and

@@ -114,18 +114,23 @@ type TableOptions struct {
 // first MaxReported in Errs, and the number of further ones in More.
 // NewTable returns a single refusal as the bare *EntryError; errors.As
 // with an *EntryError finds the first one either way.
-type TableError struct {
-	Errs []*EntryError
+type TableError = ErrorList[*EntryError]
+
+// ErrorList is every problem of one kind found in an input, in input
+// order: the first MaxReported in Errs, and the number of further ones in
+// More (they were only counted).
+type ErrorList[E error] struct {
+	Errs []E
 	More int
 }
 
-func (e *TableError) Error() string {
+func (e *ErrorList[E]) Error() string {
 	var b strings.Builder
-	for i, ee := range e.Errs {
+	for i, err := range e.Errs {
 		if i > 0 {
 			b.WriteByte('\n')
 		}
-		b.WriteString(ee.Error())
+		b.WriteString(err.Error())
 	}
 	if e.More > 0 {
 		fmt.Fprintf(&b, "\nand %d more", e.More)
@@ -134,10 +139,10 @@ func (e *TableError) Error() string {
 }
 
 // Unwrap gives the individual errors to errors.Is and errors.As.
-func (e *TableError) Unwrap() []error {
+func (e *ErrorList[E]) Unwrap() []error {
 	out := make([]error, len(e.Errs))
-	for i, ee := range e.Errs {
-		out[i] = ee
+	for i, err := range e.Errs {
+		out[i] = err
 	}
 	return out
 }
