@@ -94,9 +94,12 @@ func TestTraffic(t *testing.T) {
 	})
 	t.Run("tcp-and-pmtud", func(t *testing.T) {
 		tcpTransfer(t, tp, 4<<20)
-		// The appliance's eth1 has MTU 1400: full-size segments met a
-		// Packet Too Big there, which reached the client as
-		// Fragmentation Needed with MTU 1400 - 20 (RFC 7915 section 5.2).
+		// The appliance's eth1 has MTU 1400, which the translator takes
+		// as its IPv6 MTU: TCP's MSS is clamped to fit, so full-size
+		// segments never meet it. A full-size echo request with DF does:
+		// it gets Fragmentation Needed with MTU 1400 - 20 (RFC 7915
+		// section 4.1, the IPv6 next hop's MTU less the header growth).
+		tp.client.Output("ping", "-M", "do", "-s", "1472", "-c", "2", "-w", "10", serverV4)
 		out := tp.client.Run("ip", "route", "get", serverV4)
 		if !strings.Contains(out, "mtu 1380") {
 			t.Errorf("the client learned no path MTU of 1380 towards %s:\n%s", serverV4, out)
