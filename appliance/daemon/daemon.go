@@ -150,8 +150,13 @@ type daemon struct {
 	tracker *netsetup.Tracker
 	repair  repairState // run loop only
 
-	mu       sync.Mutex // guards what reload changes and stats reads
-	cfg      *config.Config
+	mu  sync.Mutex     // guards what reload changes and stats reads
+	cfg *config.Config // the file last loaded: its mappings, routes and announcers are in use
+	// running is the configuration whose restart-only settings (tun,
+	// metrics, log) are in effect: the one started with, or a later one
+	// that left them as they were. Reloads compare against it, so that a
+	// setting changed and changed back is not reported as pending.
+	running  *config.Config
 	plan     plan
 	healthy  bool
 	anns     []runningAnnouncer
@@ -188,7 +193,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	if err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
-	d := &daemon{opts: opts, env: e, log: log, started: time.Now(), eng: eng, cfg: cfg,
+	d := &daemon{opts: opts, env: e, log: log, started: time.Now(), eng: eng, cfg: cfg, running: cfg,
 		repair: repairState{down: map[string]bool{}}}
 
 	// Everything set up from here on is undone, newest first, by the
@@ -435,13 +440,27 @@ func (d *daemon) announce(ctx context.Context) {
 
 // ReloadResult says what a successful reload changed.
 type ReloadResult struct {
+	// Digest is that of the configuration running: the file just loaded
+	// unless some of its settings wait for a restart. Then it stays the
+	// digest of the file those settings come from, and PendingDigest is
+	// the loaded file's (whose mappings, routes and announcers are in use
+	// already, and which runs in full from the next start).
 	Digest         string   `json:"digest"`
+	PendingDigest  string   `json:"pending_digest,omitempty"`
 	Mappings       int      `json:"mappings"`
 	RoutesAdded    int      `json:"routes_added"`
 	RoutesRemoved  int      `json:"routes_removed"`
-	NeedsRestart   []string `json:"needs_restart,omitempty"` // settings that take effect only at the next start
+	NeedsRestart   []string `json:"needs_restart,omitempty"` // settings that differ from the running ones and take effect only at the next start
 	Unchanged      bool     `json:"unchanged"`
 	DurationMillis int64    `json:"duration_ms"`
+}
+
+// digests returns the running and the pending configuration digest.
+func digests(running, loaded *config.Config) (digest, pending string) {
+	if running.Digest == loaded.Digest {
+		return running.Digest, ""
+	}
+	return running.Digest, loaded.Digest
 }
 
 // reload loads the configuration file again and switches to it. On any
@@ -465,7 +484,7 @@ func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
 	if err != nil {
 		d.log.Error("reload refused; the running configuration stays", "file", d.opts.ConfigPath, "err", err)
 	} else {
-		d.log.Info("reloaded", "digest", res.Digest, "mappings", res.Mappings, "routes_added", res.RoutesAdded,
+		d.log.Info("reloaded", "digest", res.Digest, "pending_digest", res.PendingDigest, "mappings", res.Mappings, "routes_added", res.RoutesAdded,
 			"routes_removed", res.RoutesRemoved, "took_ms", res.DurationMillis)
 		for _, s := range res.NeedsRestart {
 			d.log.Warn("changed setting takes effect at the next start", "setting", s)
@@ -483,18 +502,18 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 		d.log.Warn(config.FormatDiagnostic(w))
 	}
 	d.mu.Lock()
-	old := d.cfg
+	old, running := d.cfg, d.running
 	d.mu.Unlock()
-	res := ReloadResult{Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings)}
+	res := ReloadResult{Mappings: len(cfg.Translator.Mappings), NeedsRestart: restartOnly(running, cfg)}
 	if cfg.Digest == old.Digest {
 		res.Unchanged = true
+		res.Digest, res.PendingDigest = digests(running, old)
 		return res, nil
 	}
 	xc, err := cfg.Xlat()
 	if err != nil {
 		return res, err
 	}
-	res.NeedsRestart = restartOnly(old, cfg)
 	if err := d.eng.Reload(xc); err != nil {
 		return res, fmt.Errorf("engine: %w", err)
 	}
@@ -522,6 +541,10 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	announcersChanged := !reflect.DeepEqual(old.BGP, cfg.BGP) || !reflect.DeepEqual(old.RouterAdvertisements, cfg.RouterAdvertisements)
 	d.mu.Lock()
 	d.cfg = cfg
+	if len(res.NeedsRestart) == 0 {
+		d.running = cfg // every setting of the file is in effect
+	}
+	res.Digest, res.PendingDigest = digests(d.running, cfg)
 	d.plan = p
 	oldAnns := d.anns
 	d.mu.Unlock()
@@ -542,18 +565,18 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	return res, nil
 }
 
-// restartOnly lists settings that differ between a and b but cannot change
-// while running: the tun is open, the metrics socket bound, the logger
-// built.
-func restartOnly(a, b *config.Config) []string {
+// restartOnly lists the settings of loaded that differ from those running
+// but cannot change while running: the tun is open, the metrics socket
+// bound, the logger built.
+func restartOnly(running, loaded *config.Config) []string {
 	var s []string
-	if a.Translator.Tun != b.Translator.Tun {
+	if running.Translator.Tun != loaded.Translator.Tun {
 		s = append(s, "translator.tun")
 	}
-	if a.Metrics != b.Metrics {
+	if running.Metrics != loaded.Metrics {
 		s = append(s, "metrics.listen")
 	}
-	if a.Log != b.Log {
+	if running.Log != loaded.Log {
 		s = append(s, "log")
 	}
 	return s
@@ -564,9 +587,11 @@ func restartOnly(a, b *config.Config) []string {
 func (d *daemon) Stats() metrics.Stats {
 	d.mu.Lock()
 	cfg := d.cfg
+	digest, pending := digests(d.running, cfg)
 	s := metrics.Stats{
 		Version:       Version(),
-		Digest:        cfg.Digest,
+		Digest:        digest,
+		PendingDigest: pending,
 		Config:        cfg.File,
 		Started:       d.started,
 		Mappings:      len(cfg.Translator.Mappings),

@@ -972,3 +972,63 @@ func TestRoutesOfOthersAreReportedAndKept(t *testing.T) {
 		t.Errorf("after stop: %v; want only %v", got, theirs)
 	}
 }
+
+// TestReloadReportsAgainstTheRunningSettings: the tun and log settings
+// are changed by one reload (pending a restart) and changed back by the
+// next, which must then report nothing pending; the digest reported is
+// that of the configuration running, with the loaded one as pending.
+func TestReloadReportsAgainstTheRunningSettings(t *testing.T) {
+	base := fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10"))
+	h := start(t, base)
+	defer h.stop()
+	startDigest := h.readyInfo.Digest
+
+	changed := strings.Replace(base, "queues = 1", "queues = 2", 1) + "log {\n  level = \"debug\"\n}\n"
+	changed = strings.Replace(changed, mappingBlocks("198.51.100.10"), mappingBlocks("198.51.100.10", "198.51.100.20"), 1)
+	writeConfig(t, h.cfg, changed)
+	res, err := RequestReload(h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.NeedsRestart, []string{"translator.tun", "log"}) || res.Digest != startDigest ||
+		res.PendingDigest == "" || res.PendingDigest == startDigest || res.Mappings != 2 || res.RoutesAdded != 1 {
+		t.Errorf("changing tun and log: %+v; want both pending, digest %s running", res, startDigest)
+	}
+	pending := res.PendingDigest
+	st, err := QueryStats(h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Digest != startDigest || st.PendingDigest != pending || st.Mappings != 2 {
+		t.Errorf("stats after a pending change: digest %s pending %s mappings %d", st.Digest, st.PendingDigest, st.Mappings)
+	}
+
+	// The same file again: still pending.
+	if res, err := RequestReload(h.sock); err != nil || !res.Unchanged || len(res.NeedsRestart) != 2 || res.PendingDigest != pending {
+		t.Errorf("unchanged reload while settings are pending: %+v %v", res, err)
+	}
+
+	// Back to the running tun and log, keeping the new mapping.
+	reverted := strings.Replace(base, mappingBlocks("198.51.100.10"), mappingBlocks("198.51.100.10", "198.51.100.20"), 1)
+	writeConfig(t, h.cfg, reverted)
+	res, err = RequestReload(h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.NeedsRestart) != 0 || res.PendingDigest != "" || res.Digest == startDigest || res.Digest == pending {
+		t.Errorf("reverting tun and log: %+v; want nothing pending and the reverted file's digest", res)
+	}
+	st, err = QueryStats(h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Digest != res.Digest || st.PendingDigest != "" {
+		t.Errorf("stats after reverting: digest %s pending %s, want %s and none", st.Digest, st.PendingDigest, res.Digest)
+	}
+
+	// Reverting to the very file started with reports its digest.
+	writeConfig(t, h.cfg, base)
+	if res, err := RequestReload(h.sock); err != nil || res.Digest != startDigest || len(res.NeedsRestart) != 0 {
+		t.Errorf("back to the start file: %+v %v", res, err)
+	}
+}
