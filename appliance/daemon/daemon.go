@@ -59,6 +59,56 @@ type Options struct {
 	// LockDir is where the per-network-namespace instance lock lives;
 	// "" means DefaultLockDir.
 	LockDir string
+	// Announcers are the kinds of announcer the daemon starts, in this
+	// order, when their configuration block is present.
+	Announcers []AnnouncerKind
+	// Version is reported in ReadyInfo, the log and the metrics; "" means
+	// the main module's version from the build info, or "dev".
+	Version string
+	// WithdrawDrain is how long the translator keeps forwarding after it
+	// told its announcers to withdraw, before it removes the tun and its
+	// routes; 0 means DefaultWithdrawDrain.
+	WithdrawDrain time.Duration
+	// HealthInterval is how often the data path's health and the links
+	// are polled; 0 means DefaultHealthInterval.
+	HealthInterval time.Duration
+	// DropLogInterval is the shortest time between two log lines about
+	// dropped packets (drops are summarised, never logged one by one); 0
+	// means DefaultDropLogInterval.
+	DropLogInterval time.Duration
+}
+
+// Defaults of Options.
+const (
+	DefaultWithdrawDrain   = 500 * time.Millisecond
+	DefaultHealthInterval  = time.Second
+	DefaultDropLogInterval = 10 * time.Second
+)
+
+// withDefaults fills the options left zero.
+func (o Options) withDefaults() Options {
+	if o.ControlSocket == "" {
+		o.ControlSocket = DefaultControlSocket
+	}
+	if o.LockDir == "" {
+		o.LockDir = DefaultLockDir
+	}
+	if o.Version == "" {
+		o.Version = "dev"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+			o.Version = bi.Main.Version
+		}
+	}
+	if o.WithdrawDrain == 0 {
+		o.WithdrawDrain = DefaultWithdrawDrain
+	}
+	if o.HealthInterval == 0 {
+		o.HealthInterval = DefaultHealthInterval
+	}
+	if o.DropLogInterval == 0 {
+		o.DropLogInterval = DefaultDropLogInterval
+	}
+	return o
 }
 
 // ReadyInfo describes the running translator.
@@ -70,26 +120,6 @@ type ReadyInfo struct {
 	// someone else: left in place, not replaced, never removed.
 	PreexistingRoutes []string
 }
-
-// Version is the version reported in ReadyInfo and the metrics; the
-// command sets it from its build flags.
-var Version = func() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "dev"
-}
-
-// WithdrawDrain is how long the translator keeps forwarding after it told
-// its announcers to withdraw, before it removes the tun and its routes.
-var WithdrawDrain = 500 * time.Millisecond
-
-// HealthInterval is how often the data path's health is polled.
-var HealthInterval = time.Second
-
-// DropLogInterval is the shortest time between two log lines about
-// dropped packets: drops are summarised, never logged one by one.
-var DropLogInterval = 10 * time.Second
 
 // device and datapath are the parts of the stack package the daemon
 // uses; the seams let lifecycle tests run without a tun.
@@ -166,12 +196,7 @@ type daemon struct {
 }
 
 func run(ctx context.Context, opts Options, e env) (err error) {
-	if opts.ControlSocket == "" {
-		opts.ControlSocket = DefaultControlSocket
-	}
-	if opts.LockDir == "" {
-		opts.LockDir = DefaultLockDir
-	}
+	opts = opts.withDefaults()
 	cfg, err := config.Load(opts.ConfigPath)
 	if err != nil {
 		return err
@@ -311,7 +336,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 
 	d.pollLinks()
 	healthy := dp.Healthy() && d.kernelFault() == nil
-	anns, err := startAnnouncers(ctx, cfg, log)
+	anns, err := startAnnouncers(ctx, opts.Announcers, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -333,24 +358,24 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 			// and servers still send through this translator until they
 			// have processed it. Tearing the tun down at once lost
 			// packets in the failover experiment.
-			time.Sleep(WithdrawDrain)
+			time.Sleep(opts.WithdrawDrain)
 		}
 	})
 	d.announce(ctx)
 
-	log.Info("ready", "version", Version(), "digest", cfg.Digest, "mappings", len(cfg.Translator.Mappings), "tun", dev.Name())
+	log.Info("ready", "version", opts.Version, "digest", cfg.Digest, "mappings", len(cfg.Translator.Mappings), "tun", dev.Name())
 	if opts.OnReady != nil {
 		var foreign []string
 		for _, r := range d.tracker.Foreign() {
 			foreign = append(foreign, r.String())
 		}
-		opts.OnReady(ReadyInfo{Version: Version(), Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings), Tun: dev.Name(),
+		opts.OnReady(ReadyInfo{Version: opts.Version, Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings), Tun: dev.Name(),
 			PreexistingRoutes: foreign})
 	}
 
-	health := time.NewTicker(HealthInterval)
+	health := time.NewTicker(opts.HealthInterval)
 	defer health.Stop()
-	drops := time.NewTicker(DropLogInterval)
+	drops := time.NewTicker(opts.DropLogInterval)
 	defer drops.Stop()
 	var lastDrops xlat.Totals
 	for {
@@ -550,7 +575,7 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	d.mu.Unlock()
 	if announcersChanged {
 		closeAnnouncers(ctx, oldAnns, d.log)
-		anns, err := startAnnouncers(ctx, cfg, d.log)
+		anns, err := startAnnouncers(ctx, d.opts.Announcers, cfg, d.log)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -589,7 +614,7 @@ func (d *daemon) Stats() metrics.Stats {
 	cfg := d.cfg
 	digest, pending := digests(d.running, cfg)
 	s := metrics.Stats{
-		Version:       Version(),
+		Version:       d.opts.Version,
 		Digest:        digest,
 		PendingDigest: pending,
 		Config:        cfg.File,
@@ -665,7 +690,7 @@ func (d *daemon) logDrops(prev xlat.Totals) xlat.Totals {
 		}
 	}
 	if total > 0 {
-		d.log.Warn("packets dropped", append([]any{"total", total, "interval", DropLogInterval.String()}, attrs...)...)
+		d.log.Warn("packets dropped", append([]any{"total", total, "interval", d.opts.DropLogInterval.String()}, attrs...)...)
 	}
 	return cur
 }

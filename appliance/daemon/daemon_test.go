@@ -261,23 +261,20 @@ func (a *fakeAnnouncer) snapshot() ([]Announcement, bool) {
 	return slices.Clone(a.updates), a.closed
 }
 
-// The fake announcer registers once for the package's tests; current
-// selects the instance of the test that is running.
-var (
-	currentAnn   atomic.Pointer[fakeAnnouncer]
-	registerOnce sync.Once
-)
+// currentAnn is the fake announcer of the test that is running.
+var currentAnn atomic.Pointer[fakeAnnouncer]
 
-func registerFake() {
-	registerOnce.Do(func() {
-		RegisterAnnouncer("fake", func(cfg *config.Config, _ *slog.Logger) (Announcer, error) {
-			if cfg.BGP == nil {
-				return nil, nil
-			}
-			return currentAnn.Load(), nil
-		})
-	})
-}
+// fakeKind starts the test's fake announcer when the configuration has a
+// bgp block.
+var fakeKind = AnnouncerKind{Name: "fake", New: func(cfg *config.Config, _ *slog.Logger) (Announcer, error) {
+	if cfg.BGP == nil {
+		return nil, nil
+	}
+	return currentAnn.Load(), nil
+}}
+
+// testHealthInterval is the harness's Options.HealthInterval.
+const testHealthInterval = 10 * time.Millisecond
 
 const baseConfig = `
 translator {
@@ -344,10 +341,6 @@ func start(t *testing.T, cfgBody string) *harness {
 // startWithKernel is start with a kernel that may hold routes already.
 func startWithKernel(t *testing.T, cfgBody string, k *fakeKernel) *harness {
 	t.Helper()
-	registerFake()
-	oldH := HealthInterval
-	HealthInterval = 10 * time.Millisecond
-	t.Cleanup(func() { HealthInterval = oldH })
 	dir := t.TempDir()
 	h := &harness{
 		t:       t,
@@ -384,12 +377,14 @@ func startWithKernel(t *testing.T, cfgBody string, k *fakeKernel) *harness {
 	h.cancel = cancel
 	go func() {
 		h.done <- run(ctx, Options{
-			ConfigPath:    h.cfg,
-			Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Reload:        h.reload,
-			ControlSocket: h.sock,
-			LockDir:       h.lockDir,
-			OnReady:       func(r ReadyInfo) { h.ready <- r },
+			ConfigPath:     h.cfg,
+			Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Reload:         h.reload,
+			ControlSocket:  h.sock,
+			LockDir:        h.lockDir,
+			OnReady:        func(r ReadyInfo) { h.ready <- r },
+			Announcers:     []AnnouncerKind{fakeKind},
+			HealthInterval: testHealthInterval,
 		}, e)
 	}()
 	select {
@@ -484,8 +479,8 @@ func TestLifecycleInstallsAggregatedRoutesAndRemovesEverything(t *testing.T) {
 	}
 	if at := h.dev.closedAt.Load(); at == nil {
 		t.Error("tun never closed")
-	} else if at.Sub(h.ann.closedAt) < WithdrawDrain {
-		t.Errorf("tun closed %v after the announcers withdrew; want at least %v of draining", at.Sub(h.ann.closedAt), WithdrawDrain)
+	} else if at.Sub(h.ann.closedAt) < DefaultWithdrawDrain {
+		t.Errorf("tun closed %v after the announcers withdrew; want at least %v of draining", at.Sub(h.ann.closedAt), DefaultWithdrawDrain)
 	}
 	if _, err := os.Stat(h.sock); !os.IsNotExist(err) {
 		t.Errorf("control socket left: %v", err)
@@ -896,7 +891,7 @@ func TestKernelUndoingTheSetUpIsRepairedOrReported(t *testing.T) {
 	}
 	// Retried, with a growing pause (each retry replaces every route),
 	// until it works.
-	time.Sleep(60 * HealthInterval)
+	time.Sleep(60 * testHealthInterval)
 	h.k.mu.Lock()
 	h.k.failAdd = false
 	tries := h.k.failed

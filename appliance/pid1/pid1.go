@@ -25,25 +25,13 @@ const BakedConfig = "/etc/map646.hcl"
 // mounted so that a mappings_file beside the configuration can be read.
 const driveMount = "/run/config-drive"
 
-// Ready is what the translator reports once it forwards.
-type Ready struct {
-	Version  string
-	Digest   string // config digest (config.Config.Digest)
-	Mappings int
-	Tun      string
-}
-
-// RunFunc runs the translator with the configuration at path until ctx
-// ends, calling onReady once it forwards. A value on reload asks it to
-// re-read the configuration.
-type RunFunc func(ctx context.Context, path string, log *slog.Logger, reload <-chan struct{}, onReady func(Ready)) error
-
 // Options are the parts of the appliance that PID 1 starts.
 type Options struct {
+	// Version is the translator's version, reported on the console.
 	Version string
-	// Run is the translator; nil runs appliance/daemon, which also sets
-	// up the interface and route blocks, forwarding and the tun.
-	Run RunFunc
+	// Announcers are the kinds of announcer the translator starts (BGP,
+	// router advertisements) when their configuration block is present.
+	Announcers []daemon.AnnouncerKind
 }
 
 // Main is the whole life of the appliance as PID 1. It never returns: it
@@ -79,9 +67,6 @@ func boot(opts Options, console io.Writer) (haltCmd int) {
 	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
 	unix.Sethostname([]byte("map646"))
 
-	if opts.Version != "" {
-		daemon.Version = func() string { return opts.Version }
-	}
 	log := slog.New(slog.NewTextHandler(console, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	params := parseCmdline(readFile("/proc/cmdline"))
 
@@ -113,13 +98,19 @@ func boot(opts Options, console io.Writer) (haltCmd int) {
 		log.Error("loopback", "err", err)
 	}
 	path, source := chooseConfig(ctx, params, console)
-	if opts.Run == nil {
-		opts.Run = runDaemon
-	}
 	done := make(chan error, 1)
 	go func() {
-		done <- opts.Run(ctx, path, log, reload, func(r Ready) {
-			fmt.Fprintln(console, readyLine(opts.Version, r, source, uptime()))
+		// appliance/daemon also sets up the interface and route blocks,
+		// forwarding and the tun.
+		done <- daemon.Run(ctx, daemon.Options{
+			ConfigPath: path,
+			Logger:     log,
+			Reload:     reload,
+			Version:    opts.Version,
+			Announcers: opts.Announcers,
+			OnReady: func(r daemon.ReadyInfo) {
+				fmt.Fprintln(console, readyLine(r, source, uptime()))
+			},
 		})
 	}()
 	select {
@@ -239,26 +230,10 @@ func watchPowerButton(ctx context.Context, sys, dev string, stop chan<- int, log
 	}
 }
 
-// runDaemon runs appliance/daemon: the translator with its tun, routes,
-// the appliance's interfaces and forwarding.
-func runDaemon(ctx context.Context, path string, log *slog.Logger, reload <-chan struct{}, onReady func(Ready)) error {
-	return daemon.Run(ctx, daemon.Options{
-		ConfigPath: path,
-		Logger:     log,
-		Reload:     reload,
-		OnReady: func(r daemon.ReadyInfo) {
-			onReady(Ready{Version: r.Version, Digest: r.Digest, Mappings: r.Mappings, Tun: r.Tun})
-		},
-	})
-}
-
 // readyLine is the console line that says the appliance forwards: tests
 // and operators wait for it.
-func readyLine(version string, r Ready, source string, up time.Duration) string {
-	if r.Version != "" {
-		version = r.Version
-	}
-	s := fmt.Sprintf("map646 ready version=%s digest=%s mappings=%d config=%s", version, r.Digest, r.Mappings, source)
+func readyLine(r daemon.ReadyInfo, source string, up time.Duration) string {
+	s := fmt.Sprintf("map646 ready version=%s digest=%s mappings=%d config=%s", r.Version, r.Digest, r.Mappings, source)
 	if r.Tun != "" {
 		s += " tun=" + r.Tun
 	}

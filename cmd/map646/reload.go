@@ -9,8 +9,6 @@ import (
 	"github.com/map646/map646/appliance/daemon"
 )
 
-func init() { addCommand(newReloadCmd) }
-
 func newReloadCmd() *cobra.Command {
 	var socket string
 	cmd := &cobra.Command{

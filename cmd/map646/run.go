@@ -15,11 +15,6 @@ import (
 	"github.com/map646/map646/demo"
 )
 
-func init() {
-	daemon.Version = Version
-	addCommand(newRunCmd)
-}
-
 func newRunCmd() *cobra.Command {
 	var (
 		path, socket, logLevel, logFormat string
@@ -100,6 +95,8 @@ translators on one host (in different network namespaces) each need their own
 				Logger:        log,
 				Reload:        reload,
 				ControlSocket: socket,
+				Version:       Version(),
+				Announcers:    announcers(),
 			})
 		},
 	}

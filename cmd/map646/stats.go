@@ -15,8 +15,6 @@ import (
 	"github.com/map646/map646/appliance/metrics"
 )
 
-func init() { addCommand(newStatsCmd) }
-
 func newStatsCmd() *cobra.Command {
 	var (
 		socket string
