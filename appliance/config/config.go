@@ -51,6 +51,7 @@ type Translator struct {
 	Prefix          netip.Prefix    // RFC 6052 prefix: where IPv4 clients appear on the IPv6 side
 	Mappings        []mapping.Entry // RFC 7757 EAM entries: the mapping blocks in order, then the mappings_file lines
 	MappingsFile    string          // resolved path (relative to the HCL file's directory); "" if none
+	MappingsName    string          // mappings_file as written in the HCL file (the image builder places it for the guest)
 	LowestIPv6MTU   int             // RFC 7915 section 4: default 1280
 	UDPZeroChecksum string          // "compute" (default) or "drop" (RFC 7915 section 4.5)
 	Hairpin         string          // "off", "simple" or "intrinsic" (default; RFC 7757 section 4.2)
@@ -144,6 +145,15 @@ func Load(path string) (*Config, error) {
 	return Parse(src, path)
 }
 
+// Digest is Config.Digest of an HCL file's bytes and its mappings file's
+// (nil if none).
+func Digest(hclSrc, mappingsSrc []byte) string {
+	h := sha256.New()
+	h.Write(hclSrc)
+	h.Write(mappingsSrc)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
 // Parse checks src as the HCL file named filename. A mappings_file is read
 // relative to filename's directory. An invalid file gives an *Error.
 func Parse(src []byte, filename string) (*Config, error) {
@@ -159,12 +169,7 @@ func Parse(src []byte, filename string) (*Config, error) {
 	c := d.decodeFile(f.Body)
 	c.File = filename
 
-	h := sha256.New()
-	h.Write(src)
-	if d.mappingsSrc != nil {
-		h.Write(d.mappingsSrc)
-	}
-	c.Digest = hex.EncodeToString(h.Sum(nil))
+	c.Digest = Digest(src, d.mappingsSrc)
 
 	if !d.diags.HasErrors() {
 		d.buildMap(c, d.prefixRange)
