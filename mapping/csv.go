@@ -21,30 +21,21 @@ func (e *CSVError) Error() string {
 
 func (e *CSVError) Unwrap() error { return e.Err }
 
-// ParseCSV reads a mappings file: one EAM entry per line as "ipv4,ipv6",
-// where each side is an address (a /32 or /128) or a prefix. Spaces and
-// tabs around fields are ignored, '#' starts a comment, CR LF line ends are
-// accepted, and so is a UTF-8 byte order mark. A line that is blank or whose first non-blank byte is '#'
-// holds no entry; every other line holds exactly one, so the n-th entry
-// is the n-th such line. Each entry passes the same per-entry checks as
-// NewTable (family, host bits, suffix lengths, special space, RFC 6052
-// section 3.1); the checks between entries (duplicates, overlaps) are
-// NewTable's. Errors are *CSVError values: "name:line:col: message".
+// ParseCSVLines reads a mappings file: one EAM entry per line as
+// "ipv4,ipv6", where each side is an address (a /32 or /128) or a prefix.
+// Spaces and tabs around fields are ignored, '#' starts a comment, CR LF
+// line ends are accepted, and so is a UTF-8 byte order mark. A line that is
+// blank or whose first non-blank byte is '#' holds no entry; every other
+// line holds exactly one, so the n-th entry is the n-th such line. Each
+// entry passes the same per-entry checks as NewTable (family, host bits,
+// suffix lengths, special space, RFC 6052 section 3.1); the checks between
+// entries (duplicates, overlaps) are NewTable's, and lines holds the
+// 1-based line number of each entry so that an *EntryError from NewTable
+// can be reported at its line. Errors are *CSVError values:
+// "name:line:col: message".
 //
 // The file is read whole and parsed without per-line allocation.
-func ParseCSV(r io.Reader, name string) ([]Entry, error) {
-	entries, _, err := parseCSV(r, name, false)
-	return entries, err
-}
-
-// ParseCSVLines is ParseCSV that also returns the 1-based line number of
-// each entry, so that an *EntryError from NewTable can be reported at its
-// line.
 func ParseCSVLines(r io.Reader, name string) (entries []Entry, lines []int, err error) {
-	return parseCSV(r, name, true)
-}
-
-func parseCSV(r io.Reader, name string, wantLines bool) ([]Entry, []int, error) {
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", name, err)
@@ -59,11 +50,8 @@ func parseCSV(r io.Reader, name string, wantLines bool) ([]Entry, []int, error) 
 		src = src[bom:]
 	}
 	n := strings.Count(src, "\n") + 1 // an upper bound on the entries
-	entries := make([]Entry, 0, n)
-	var lines []int
-	if wantLines {
-		lines = make([]int, 0, n)
-	}
+	entries = make([]Entry, 0, n)
+	lines = make([]int, 0, n)
 	for lineNo := 1; len(src) > 0; lineNo++ {
 		line, rest, _ := strings.Cut(src, "\n")
 		src = rest
@@ -77,9 +65,7 @@ func parseCSV(r io.Reader, name string, wantLines bool) ([]Entry, []int, error) 
 		}
 		if ok {
 			entries = append(entries, e)
-			if wantLines {
-				lines = append(lines, lineNo)
-			}
+			lines = append(lines, lineNo)
 		}
 	}
 	return entries, lines, nil

@@ -1,7 +1,6 @@
 package mapping
 
 import (
-	"net/netip"
 )
 
 // nonGlobal4 lists the IPv4 address space that RFC 6052 section 3.1 calls
@@ -74,13 +73,6 @@ func overlapsNonGlobal4(lo, hi uint32) bool {
 		}
 	}
 	return false
-}
-
-// range4 returns the first and last address of an IPv4 prefix.
-func range4(p netip.Prefix) (lo, hi uint32) {
-	a := p.Addr().As4()
-	lo = ip4(a[0], a[1], a[2], a[3])
-	return lo, lo | hostMask4(p.Bits())
 }
 
 // hostMask4 is the mask of the host (suffix) bits of an IPv4 /bits.
