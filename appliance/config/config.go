@@ -36,6 +36,7 @@ type Config struct {
 	Routes               []Route     // appliance mode: static routes
 	Metrics              Metrics
 	Log                  Log
+	RunAs                RunAs
 	BGP                  *BGP                  // nil: no BGP speaker
 	RouterAdvertisements []RouterAdvertisement // none: no router advertisements
 
@@ -100,6 +101,14 @@ type Metrics struct {
 type Log struct {
 	Level  string // "debug", "info" (default), "warn", "error"
 	Format string // "text" (default) or "json"
+}
+
+// RunAs is the `run_as` block: the user (and group) the translator runs as
+// once it is set up, keeping only the capabilities it needs. The names
+// are resolved on the host that runs it; empty: stay root.
+type RunAs struct {
+	User  string // a user name or numeric uid
+	Group string // a group name or numeric gid; "": the user's primary group
 }
 
 // BGP is the `bgp` block: the speaker that announces the translated prefixes.

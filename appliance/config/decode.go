@@ -21,6 +21,7 @@ var (
 		{Type: "route"},
 		{Type: "metrics"},
 		{Type: "log"},
+		{Type: "run_as"},
 		{Type: "bgp"},
 		{Type: "router_advertisement", LabelNames: []string{"interface"}},
 	}}
@@ -54,6 +55,7 @@ var (
 	}}
 	metricsSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "listen"}}}
 	logSchema     = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "level"}, {Name: "format"}}}
+	runAsSchema   = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "user", Required: true}, {Name: "group"}}}
 	bgpSchema     = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{
 			{Name: "local_as", Required: true},
@@ -150,6 +152,15 @@ func (d *decoder) decodeFile(body hcl.Body) *Config {
 		attrs := d.content(b.Body, logSchema).Attributes
 		d.oneOf(attrs, "level", &c.Log.Level, "debug", "info", "warn", "error")
 		d.oneOf(attrs, "format", &c.Log.Format, "text", "json")
+	}
+	if b := d.singleBlock(byType["run_as"], "run_as"); b != nil {
+		attrs := d.content(b.Body, runAsSchema).Attributes
+		if a := d.str(attrs, "user", &c.RunAs.User); a != nil && c.RunAs.User == "" {
+			d.errorf(a.Expr.Range(), "Invalid run_as user", "user must name a user (or a numeric uid); leave the block out to stay root.")
+		}
+		if a := d.str(attrs, "group", &c.RunAs.Group); a != nil && c.RunAs.Group == "" {
+			d.errorf(a.Expr.Range(), "Invalid run_as group", "group must name a group (or a numeric gid); leave it out for the user's own group.")
+		}
 	}
 	if b := d.singleBlock(byType["bgp"], "bgp"); b != nil {
 		c.BGP = d.bgp(b)
