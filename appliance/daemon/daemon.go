@@ -59,6 +59,9 @@ type Options struct {
 	// LockDir is where the per-network-namespace instance lock lives;
 	// "" means DefaultLockDir.
 	LockDir string
+	// User and Group, when set, replace the run_as block's user and group
+	// (`map646 run --user/--group`).
+	User, Group string
 	// Announcers are the kinds of announcer the daemon starts, in this
 	// order, when their configuration block is present.
 	Announcers []AnnouncerKind
@@ -141,6 +144,10 @@ type env struct {
 	openTun func(tun.Config) (device, error)
 	watch   func() (watcher, error)
 	serve   func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error)
+	// dropPrivileges switches the whole process to id and the
+	// capabilities keep once it is set up; nil keeps them (the lifecycle
+	// tests run the daemon inside the test process).
+	dropPrivileges func(id identity, keep []uintptr) error
 }
 
 var systemEnv = env{
@@ -156,6 +163,7 @@ var systemEnv = env{
 	serve: func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error) {
 		return stack.Serve(ctx, eng, dev.(*tun.Device), log)
 	},
+	dropPrivileges: dropPrivileges,
 }
 
 // Run runs the translator until ctx is done, then removes what it
@@ -209,6 +217,17 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	}
 	for _, w := range cfg.Warnings {
 		log.Warn(config.FormatDiagnostic(w))
+	}
+	runAs := cfg.RunAs
+	if opts.User != "" {
+		runAs.User = opts.User
+	}
+	if opts.Group != "" {
+		runAs.Group = opts.Group
+	}
+	id, err := resolveIdentity(runAs)
+	if err != nil {
+		return err
 	}
 	xc, err := cfg.Xlat()
 	if err != nil {
@@ -362,6 +381,21 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 		}
 	})
 	d.announce(ctx)
+
+	// Set up: from here on the translator needs only what reloads,
+	// restores and the stop do (neededCaps), and none of root's other
+	// powers.
+	if e.dropPrivileges != nil {
+		keep := neededCaps(cfg)
+		if err := e.dropPrivileges(id, keep); err != nil {
+			if id.set || !errors.Is(err, errCgoThreads) {
+				return fmt.Errorf("dropping privileges: %w", err)
+			}
+			log.Warn("running with every capability it was started with", "err", err)
+		} else {
+			log.Info("privileges dropped", "uid", os.Getuid(), "gid", os.Getgid(), "capabilities", capNames(keep))
+		}
+	}
 
 	log.Info("ready", "version", opts.Version, "digest", cfg.Digest, "mappings", len(cfg.Translator.Mappings), "tun", dev.Name())
 	if opts.OnReady != nil {

@@ -18,6 +18,7 @@ import (
 func newRunCmd() *cobra.Command {
 	var (
 		path, socket, logLevel, logFormat string
+		runUser, runGroup                 string
 		demoConfig                        bool
 	)
 	cmd := &cobra.Command{
@@ -39,6 +40,14 @@ outcome) or 'kill -HUP <pid>'. The new file is checked first; if it has errors
 they are reported and the running configuration stays in use. Only the
 routes that changed are touched; the tun, metrics and log settings take
 effect at the next start.
+
+Privileges: once set up, the translator keeps only the capabilities it still
+needs (CAP_NET_ADMIN for reloads, route restores and the stop; also
+CAP_NET_BIND_SERVICE when the BGP speaker listens on a port below 1024 and
+CAP_NET_RAW for router advertisements) and, with a run_as block or --user,
+runs as that user and group with no supplementary groups. The configuration
+file (and its mappings_file) must then be readable by that user for reloads.
+This needs a binary built with CGO_ENABLED=0, as 'make' builds it.
 
 The log block of the configuration sets level and format unless --log-level
 or --log-format is given (then the other one defaults to info / text).
@@ -95,6 +104,8 @@ translators on one host (in different network namespaces) each need their own
 				Logger:        log,
 				Reload:        reload,
 				ControlSocket: socket,
+				User:          runUser,
+				Group:         runGroup,
 				Version:       Version(),
 				Announcers:    announcers(),
 			})
@@ -104,6 +115,8 @@ translators on one host (in different network namespaces) each need their own
 	f.StringVarP(&path, "config", "c", "", "the HCL configuration file")
 	f.BoolVar(&demoConfig, "demo-config", false, "run the built-in demo configuration instead of a file")
 	f.StringVar(&socket, "control-socket", daemon.DefaultControlSocket, "Unix socket for 'map646 stats' and 'map646 reload'")
+	f.StringVar(&runUser, "user", "", "once set up, run as this user (name or uid; overrides run_as.user)")
+	f.StringVar(&runGroup, "group", "", "with --user or run_as: run as this group instead of the user's own (overrides run_as.group)")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (overrides the log block)")
 	f.StringVar(&logFormat, "log-format", "", "text or json (overrides the log block)")
 	cmd.MarkFlagFilename("config", "hcl")
