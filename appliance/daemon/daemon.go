@@ -626,7 +626,7 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 
 // restartOnly lists the settings of loaded that differ from those running
 // but cannot change while running: the tun is open, the metrics socket
-// bound, the logger built.
+// bound, the logger built, the user switched.
 func restartOnly(running, loaded *config.Config) []string {
 	var s []string
 	if running.Translator.Tun != loaded.Translator.Tun {
@@ -637,6 +637,9 @@ func restartOnly(running, loaded *config.Config) []string {
 	}
 	if running.Log != loaded.Log {
 		s = append(s, "log")
+	}
+	if running.RunAs != loaded.RunAs {
+		s = append(s, "run_as")
 	}
 	return s
 }

@@ -978,14 +978,14 @@ func TestReloadReportsAgainstTheRunningSettings(t *testing.T) {
 	defer h.stop()
 	startDigest := h.readyInfo.Digest
 
-	changed := strings.Replace(base, "queues = 1", "queues = 2", 1) + "log {\n  level = \"debug\"\n}\n"
+	changed := strings.Replace(base, "queues = 1", "queues = 2", 1) + "log {\n  level = \"debug\"\n}\nrun_as {\n  user = \"nobody\"\n}\n"
 	changed = strings.Replace(changed, mappingBlocks("198.51.100.10"), mappingBlocks("198.51.100.10", "198.51.100.20"), 1)
 	writeConfig(t, h.cfg, changed)
 	res, err := RequestReload(h.sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(res.NeedsRestart, []string{"translator.tun", "log"}) || res.Digest != startDigest ||
+	if !slices.Equal(res.NeedsRestart, []string{"translator.tun", "log", "run_as"}) || res.Digest != startDigest ||
 		res.PendingDigest == "" || res.PendingDigest == startDigest || res.Mappings != 2 || res.RoutesAdded != 1 {
 		t.Errorf("changing tun and log: %+v; want both pending, digest %s running", res, startDigest)
 	}
@@ -999,7 +999,7 @@ func TestReloadReportsAgainstTheRunningSettings(t *testing.T) {
 	}
 
 	// The same file again: still pending.
-	if res, err := RequestReload(h.sock); err != nil || !res.Unchanged || len(res.NeedsRestart) != 2 || res.PendingDigest != pending {
+	if res, err := RequestReload(h.sock); err != nil || !res.Unchanged || len(res.NeedsRestart) != 3 || res.PendingDigest != pending {
 		t.Errorf("unchanged reload while settings are pending: %+v %v", res, err)
 	}
 
