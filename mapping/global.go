@@ -1,6 +1,5 @@
 package mapping
 
-import ()
 
 // nonGlobal4 lists the IPv4 address space that RFC 6052 section 3.1 calls
 // non-global: the blocks of the IANA IPv4 Special-Purpose Address Registry
