@@ -1,6 +1,5 @@
 package mapping
 
-
 // nonGlobal4 lists the IPv4 address space that RFC 6052 section 3.1 calls
 // non-global: the blocks of the IANA IPv4 Special-Purpose Address Registry
 // (RFC 6890 section 2.2.2, which obsoletes the RFC 5735 section 3 list that
