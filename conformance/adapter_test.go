@@ -64,3 +64,37 @@ func TestAdapterNeedsTheHarnessVariables(t *testing.T) {
 		t.Errorf("adapter.sh without the harness: %v %s", err, out)
 	}
 }
+
+// TestAdapterNICMode: with XLAT_TUN empty the adapter configures NIC mode
+// on the harness's interfaces instead of a tun.
+func TestAdapterNICMode(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "map646")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(),
+		"MAP646_BIN="+fake,
+		"XLAT_WORKDIR="+dir,
+		"XLAT_PREFIX6=2001:db8:64::/96",
+		"XLAT_EAM=198.51.100.10=2001:db8:6::10",
+		"XLAT_TUN=",
+	)
+	cmd := exec.Command("bash", "adapter.sh")
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "XLAT_IF4") {
+		t.Errorf("NIC mode without interfaces: %v %s", err, out)
+	}
+	cmd = exec.Command("bash", "adapter.sh")
+	cmd.Env = append(env, "XLAT_IF4=j-x4", "XLAT_IF6=j-x6")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("adapter.sh: %v\n%s", err, out)
+	}
+	c, err := config.Load(filepath.Join(dir, "map646.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr := c.Translator; tr.Link != config.LinkNIC || tr.NIC != (config.NIC{IPv4: "j-x4", IPv6: "j-x6", Queues: 1}) {
+		t.Errorf("generated configuration: link %q nic %+v", tr.Link, tr.NIC)
+	}
+}

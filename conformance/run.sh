@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the external conformance suite against map646 (the lead's
 # `make conformance`). Extra arguments go to run.py, e.g. `-k icmp6 -v`.
+# MAP646_LINK=nic runs the translator in NIC mode on j-x4/j-x6 (XLAT_TUN
+# empty: no tun, the translator routes) instead of host mode on a tun.
 #
 # The suite lives beside the checkout in CI (../shared/conformance) and in
 # /work/shared/conformance on the developers' machines; CONFORMANCE_DIR
@@ -32,7 +34,11 @@ if [[ -z "${MAP646_BIN:-}" ]]; then
 fi
 export MAP646_BIN=$(realpath "$MAP646_BIN")
 export XLAT_CMD=$ROOT/conformance/adapter.sh
-export XLAT_TUN=${XLAT_TUN:-j-tun}
+if [[ "${MAP646_LINK:-tun}" == nic ]]; then
+  export XLAT_TUN=
+else
+  export XLAT_TUN=${XLAT_TUN:-j-tun}
+fi
 
 cd "$SUITE"
 # run.py copies nothing into the read-only suite folder; its work files go

@@ -1,61 +1,31 @@
 package stack
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/map646/map646/stack/tun"
-	"github.com/map646/map646/stack/xlat"
 )
 
-// Translator is the engine as the data path sees it; *xlat.Worker
-// implements it. One Translator is used by one goroutine only.
-type Translator interface {
-	Process(buf []byte, start, end int, off *xlat.Offload, sink xlat.Sink) xlat.Result
-}
-
-// LinkStats are the link-level counters of a Datapath, summed over its
-// queues. What the engine did with each packet (per direction, protocol and
-// drop reason) is in the engine's own counters (xlat.Engine.Totals).
-type LinkStats struct {
-	Reads          uint64 // packets (or super-packets) read from the link
-	Writes         uint64 // packets written to the link, translated or engine-made
-	ReadErrors     uint64 // failed reads
-	WriteErrors    uint64 // failed or short writes; the packet is lost
-	ShortVnetHdr   uint64 // reads shorter than a virtio_net_hdr
-	InvalidVnetHdr uint64 // virtio_net_hdr the kernel would refuse (tun.ValidateOffload)
-}
-
-// linkCounters are one queue's LinkStats; the queue goroutine is the only
-// writer.
-type linkCounters struct {
-	reads, writes, readErrors, writeErrors, shortVnetHdr, invalidVnetHdr atomic.Uint64
-}
-
-func (c *linkCounters) addTo(s *LinkStats) {
-	s.Reads += c.reads.Load()
-	s.Writes += c.writes.Load()
-	s.ReadErrors += c.readErrors.Load()
-	s.WriteErrors += c.writeErrors.Load()
-	s.ShortVnetHdr += c.shortVnetHdr.Load()
-	s.InvalidVnetHdr += c.invalidVnetHdr.Load()
-}
-
-// StallTimeout is how long a worker may spend on one packet before Healthy
-// reports the data path as stalled. A worker waiting for packets is never
+// StallTimeout is how long a queue may spend on one packet before Healthy
+// reports the data path as stalled (as seen by calls of Check at least
+// that far apart). A queue waiting for packets is never
 // stalled.
 const StallTimeout = 2 * time.Second
 
-// progress is what a worker publishes for the health check.
+// progress is what a Handler queue publishes for the health check: no
+// clock is read per packet; the check notices a queue that stays busy on
+// the same delivery (its Reads count) for longer than the stall timeout.
 type progress struct {
-	busy  atomic.Bool  // between returning from a read and starting the next
-	since atomic.Int64 // monotonic nanoseconds when it last returned from a read
-	done  atomic.Bool  // the worker has exited
+	busy atomic.Bool // while a packet is being handled
+}
+
+// stallWatch is what Check remembers of one queue between calls.
+type stallWatch struct {
+	reads uint64 // the delivery the queue was busy with
+	since int64  // monoNow when Check first saw it busy with it
 }
 
 // epoch anchors the monotonic clock that progress timestamps use.
@@ -63,143 +33,82 @@ var epoch = time.Now()
 
 func monoNow() int64 { return int64(time.Since(epoch)) }
 
-// Datapath is the translating handler running over an endpoint: one
-// goroutine per tun queue (Serve) or gVisor's fdbased dispatch loop
-// (ServeFD). It stops when the context given to Serve is cancelled.
+// Datapath is a Handler running over a link endpoint's dispatch loops
+// (ServeLink, ServeTun, ServeFD). It stops when the context given to them
+// is cancelled, when the link is closed, or when a dispatch loop fails.
 type Datapath struct {
 	log        *slog.Logger
 	stallAfter time.Duration // StallTimeout; shorter in tests
-	counters   []*linkCounters
-	progress   []*progress
-	wg         sync.WaitGroup
+	handler    *Handler
+	// exited reports whether queue i's dispatch loop has ended.
+	exited func(i int) bool
+	// linkStats adds the endpoint's own counters.
+	linkStats func(*LinkStats)
+	done      chan struct{} // closed when every dispatch loop has ended
+
+	watchMu sync.Mutex
+	watch   []stallWatch // per queue, for Check
 
 	errOnce sync.Once
 	err     error
 	stopped atomic.Bool // the context was cancelled: stopping is not a fault
-
-	// wait replaces wg.Wait for ServeFD and ServeLink, whose goroutines
-	// belong to the endpoint.
-	wait func()
-	// extraStats adds an endpoint's own counters (ServeLink).
-	extraStats func(*LinkStats)
 }
 
 func (d *Datapath) fail(err error) {
-	d.errOnce.Do(func() { d.err = err })
+	if err != nil {
+		d.errOnce.Do(func() { d.err = err })
+	}
 }
 
-// Wait blocks until every worker has exited and returns the first error that
-// stopped one, or nil if they stopped because the context was cancelled or
-// the device was closed.
+// Wait blocks until every dispatch loop has exited and returns the error
+// that stopped one, or nil if they stopped because the context was
+// cancelled or the link was closed.
 func (d *Datapath) Wait() error {
-	if d.wait != nil {
-		d.wait()
-	} else {
-		d.wg.Wait()
-	}
+	<-d.done
 	return d.err
 }
 
-// Check returns nil if every worker is alive and none has spent more than
+// Check returns nil if every queue is served and none has spent more than
 // StallTimeout on one packet; otherwise an error naming the first fault.
 func (d *Datapath) Check() error {
 	if d.stopped.Load() {
 		return errors.New("datapath stopped")
 	}
 	now := monoNow()
-	for i, p := range d.progress {
-		if p.done.Load() {
-			return fmt.Errorf("queue %d: worker exited", i)
+	d.watchMu.Lock()
+	defer d.watchMu.Unlock()
+	if d.watch == nil {
+		d.watch = make([]stallWatch, len(d.handler.queues))
+	}
+	var stalled error
+	for i, q := range d.handler.queues {
+		if d.exited(i) {
+			return fmt.Errorf("queue %d: dispatch loop exited", i)
 		}
-		if p.busy.Load() {
-			if stuck := time.Duration(now - p.since.Load()); stuck > d.stallAfter {
-				return fmt.Errorf("queue %d: stalled on one packet for %v", i, stuck.Round(time.Millisecond))
-			}
+		w := &d.watch[i]
+		reads := q.stats.Reads.Load()
+		if !q.progress.busy.Load() || reads != w.reads {
+			// Idle, or moved on since the last check.
+			*w = stallWatch{reads: reads, since: now}
+			continue
+		}
+		if stuck := time.Duration(now - w.since); stuck > d.stallAfter && stalled == nil {
+			stalled = fmt.Errorf("queue %d: stalled on one packet for over %v", i, stuck.Round(time.Millisecond))
 		}
 	}
-	return nil
+	return stalled
 }
 
-// Healthy reports whether the data path is forwarding: every worker is
-// alive and none is stuck (Check returns nil). The daemon withdraws its
+// Healthy reports whether the data path is forwarding: every queue is
+// served and none is stuck (Check returns nil). The daemon withdraws its
 // routes (BGP) when it is not.
 func (d *Datapath) Healthy() bool { return d.Check() == nil }
 
-// LinkStats sums the link-level counters of all queues.
+// LinkStats sums the link-level counters of the endpoint and the Handler.
 func (d *Datapath) LinkStats() LinkStats {
-	var s LinkStats
-	for _, c := range d.counters {
-		c.addTo(&s)
-	}
-	if d.extraStats != nil {
-		d.extraStats(&s)
+	s := d.handler.Stats()
+	if d.linkStats != nil {
+		d.linkStats(&s)
 	}
 	return s
-}
-
-// Serve starts one goroutine per queue of dev, each translating with its
-// own worker of eng, and returns at once. The workers stop when ctx is
-// cancelled (dev stays open: closing it is the caller's) or when dev is
-// closed.
-func Serve(ctx context.Context, eng *xlat.Engine, dev *tun.Device, log *slog.Logger) (*Datapath, error) {
-	if eng == nil || dev == nil {
-		return nil, errors.New("stack: Serve needs an engine and a device")
-	}
-	qs := dev.Queues()
-	conns := make([]packetConn, len(qs))
-	for i, q := range qs {
-		conns[i] = q
-	}
-	return serveConns(ctx, conns, func() Translator { return eng.NewWorker() }, log)
-}
-
-// packetConn is one queue of a link: one packet per Read and per Write,
-// each prefixed by a virtio_net_hdr. *tun.Queue implements it; tests use
-// socketpairs.
-type packetConn interface {
-	Read(p []byte) (int, error)
-	Write(p []byte) (int, error)
-	SetReadDeadline(t time.Time) error
-}
-
-func serveConns(ctx context.Context, conns []packetConn, newTranslator func() Translator, log *slog.Logger) (*Datapath, error) {
-	if len(conns) == 0 {
-		return nil, errors.New("stack: device without queues")
-	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	d := &Datapath{log: log, stallAfter: StallTimeout}
-	workers := make([]*queueWorker, len(conns))
-	for i, c := range conns {
-		// A previous Datapath's stop left a deadline in the past.
-		if err := c.SetReadDeadline(time.Time{}); err != nil {
-			return nil, fmt.Errorf("stack: queue %d: %w", i, err)
-		}
-		w := newQueueWorker(i, c, newTranslator(), log)
-		workers[i] = w
-		d.counters = append(d.counters, &w.stats)
-		d.progress = append(d.progress, &w.progress)
-	}
-	stopAfter := context.AfterFunc(ctx, func() {
-		d.stopped.Store(true)
-		for _, w := range workers {
-			w.stop()
-		}
-	})
-	for _, w := range workers {
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			defer w.progress.done.Store(true)
-			if err := w.run(); err != nil {
-				d.fail(err)
-			}
-		}()
-	}
-	go func() {
-		d.wg.Wait()
-		stopAfter()
-	}()
-	return d, nil
 }

@@ -1,28 +1,52 @@
-// Package stack is the translator's data path: it moves packets between a
-// link (the offload-aware multi-queue tun of package stack/tun, or any file
-// descriptor through gVisor's fdbased endpoint) and the translation engine
-// of package stack/xlat, and counts what happens at the link.
+// Package stack is the translator's data path: packets taken from a gVisor
+// link endpoint are handed to Handler, a gVisor stack.NetworkDispatcher
+// that has the engine of package stack/xlat rewrite their headers, and the
+// result is written back through the endpoint's WritePackets. It counts
+// what happens at the link (LinkStats) and watches that every queue makes
+// progress (Datapath.Check).
 //
-// The tun path (Serve) runs one goroutine per queue. Each owns one buffer of
-// VnetHdrLen + xlat.Headroom + 64 KiB, reads a packet with its
-// virtio_net_hdr into it, has the engine rewrite packet and offload
-// metadata in place, encodes the metadata back in front of the result and
-// writes it to the same queue: one read and one write per packet or
-// GSO super-packet, no copy and no allocation in between.
-//
-// The same tun is also a gVisor stack.LinkEndpoint (tun.NewEndpoint), the
-// general path: ServeLink attaches Handler, a gVisor
-// stack.NetworkDispatcher, which copies each delivered PacketBuffer into
-// its own buffer, translates it with its offload metadata (the
-// PacketBuffer's GSOOptions, converted to and from xlat.Offload) and
-// writes the result back through the endpoint's WritePackets. It gives
-// identical output (TestLinkEndpointMatchesFastPath) and allocates nothing
-// per packet either, but costs 2.5x the fast path per 1500-byte packet and
-// 5.5x per 64 KiB super-packet (BenchmarkPathPerPacket: 398 vs 154 ns and
-// 4.4 vs 0.8 us; the numbers are in package tun's comment), so Serve, which
-// the daemon runs, stays on the fast path.
+// The product's path (ServeTun, what `map646 run` and the image run) is
+// the offload-aware multi-queue tun of package stack/tun as a
+// tun.Endpoint. Each queue has one dispatch goroutine that reads a packet
+// or GSO super-packet with its virtio_net_hdr into the queue's tun.Frame
+// (a buffer with xlat.Headroom in front of the packet) and, on the same
+// goroutine, delivers it to the Handler as a PacketBuffer over that
+// memory, stamped with the queue index in PacketBuffer.Hash. The Handler
+// keeps one translator (an xlat.Worker) and one set of buffers per queue,
+// selected by that index, with no lock: it translates the packet in place,
+// with the frame's Offload as its offload metadata, and writes a
+// PacketBuffer over the result back with the same Hash, which the endpoint
+// sends to the same queue from the frame, its header encoded in front.
+// Per packet: one read, one write, no copy in between, no allocation, no
+// goroutine hand-off. docs/datapath.md draws the path and gives the
+// measurements.
 //
 // The fd path (ServeFD) is the generic one for other descriptors: gVisor's
 // fdbased endpoint reads the descriptor and hands PacketBuffers to the same
-// Handler, which writes the result back through that endpoint.
+// Handler, which copies each into its queue's own frame (the PacketBuffer
+// has no headroom), translates it there, and writes the result back
+// through that endpoint as a PacketBuffer over that frame. Any link endpoint can use Handler the
+// same way (NewHandler), provided each queue index in PacketBuffer.Hash is
+// delivered by one goroutine at a time.
+//
+// A translator that panics loses the packet it panicked on, nothing
+// else: the Handler recovers on the queue, counts it (LinkStats.Panics),
+// logs it with the packet in hex at most once per PanicLogInterval, and
+// the queue goes on. A queue whose reads keep failing (tun.MaxReadErrors,
+// or at once when the interface is deleted) stops the data path, and
+// Datapath.Wait returns its error.
+//
+// NIC mode (ServeNIC) reads the appliance's NICs directly: per NIC, a
+// PACKET_FANOUT_HASH group of AF_PACKET sockets, each read by its own
+// fdbased endpoint (PACKET_MMAP ring, one processor: the reading goroutine
+// translates) into its own Handler, whose output is a nicWriter: sendmsg to
+// the next hop's link address from the kernel's routing and neighbour
+// tables (resolver). What the pinned gVisor's fdbased offers there, and
+// what ServeNIC therefore does itself: PACKET_MMAP (TPACKET_V1, 32 frames
+// of 64 KiB per socket) and recvmmsg dispatch are both there; it creates a
+// fanout group only across the descriptors of one endpoint, so ServeNIC
+// joins its sockets itself (PreConfigured) to give each its own Handler;
+// it writes a virtio_net_hdr for host GSO on sockets but drops the one
+// PACKET_VNET_HDR puts before received frames, so super-packets cannot
+// pass and ServeNIC turns GRO off on its NICs instead.
 package stack

@@ -158,33 +158,6 @@ func checksumOK(p parsed, seg []byte) bool {
 	return checksum.Checksum(seg, sum) == 0xffff
 }
 
-// engineQueue serves one queue with the real engine over a socketpair.
-// It returns functions that send a packet into the queue and read the next
-// one out.
-func engineQueue(t *testing.T) (d *Datapath, eng *xlat.Engine, send func(xlat.Offload, []byte), read func() (xlat.Offload, []byte)) {
-	conn, peer := seqpacketPair(t)
-	eng = testEngine(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := serveConns(ctx, []packetConn{conn}, func() Translator { return eng.NewWorker() }, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := d.Wait(); err != nil {
-			t.Error(err)
-		}
-	})
-	send = func(off xlat.Offload, pkt []byte) {
-		if _, err := peer.Write(vnetPacket(off, pkt)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() { expectNoPacket(t, peer) })
-	read = func() (xlat.Offload, []byte) { return readPacket(t, peer) }
-	return d, eng, send, read
-}
-
 // translateCase is one packet kind that the translation tests send through
 // a data path with the real engine.
 type translateCase struct {
@@ -254,20 +227,11 @@ func translateCases() []translateCase {
 // engineQueue).
 type queueFunc func(t *testing.T) (*Datapath, *xlat.Engine, func(xlat.Offload, []byte), func() (xlat.Offload, []byte))
 
-// dataPaths are the two ways over a tun's queues: Serve's fast path and
-// the gVisor LinkEndpoint with a Handler attached.
-var dataPaths = []struct {
-	name  string
-	queue queueFunc
-}{{"fast", engineQueue}, {"link", linkQueue}}
-
 func TestEngineTranslatesEveryKind(t *testing.T) {
-	for _, path := range dataPaths {
-		for _, tc := range translateCases() {
-			t.Run(path.name+"/"+tc.name, func(t *testing.T) {
-				testTranslate(t, path.queue, tc)
-			})
-		}
+	for _, tc := range translateCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			testTranslate(t, engineQueue, tc)
+		})
 	}
 }
 

@@ -1,7 +1,11 @@
 package stack
 
 import (
-	"sync"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -11,121 +15,289 @@ import (
 	"github.com/map646/map646/stack/xlat"
 )
 
+// Translator is the engine as the data path sees it; *xlat.Worker
+// implements it. One Translator is used by one goroutine only.
+type Translator interface {
+	Process(buf []byte, start, end int, off *xlat.Offload, sink xlat.Sink) xlat.Result
+}
+
+// flusher is a Translator that publishes its counters in batches
+// (*xlat.Worker): Flush makes them exact while traffic pauses.
+type flusher interface{ Flush() }
+
+// maxPacket is the largest IP packet or GSO super-packet.
+const maxPacket = 65535
+
+// LinkStats are the link-level counters of a data path: the endpoint's
+// (read errors, packets it could not deliver) and the Handler's (packets
+// delivered, written, and what went wrong with them), summed over queues.
+// What the engine did with each packet (per direction, protocol and drop
+// reason) is in the engine's own counters (xlat.Engine.Totals).
+type LinkStats = tun.LinkStats
+
 // Handler is the translating packet handler for gVisor link endpoints: a
 // gvstack.NetworkDispatcher that translates every IP packet delivered to it
 // and writes the result (and whatever the engine emits) back through out.
 // It is what an endpoint is attached to instead of a gVisor network stack:
 // the translator terminates nothing, so no protocol stack is needed.
 //
-// A PacketBuffer's storage is a chain of views with no room in front, so
-// Handler copies each packet into its own buffer (with xlat.Headroom in
-// front) before translating; the copy out is a pooled gVisor view. Handler
-// itself allocates nothing per packet. Calls are serialized by a mutex (the
-// fdbased endpoint delivers from one goroutine per descriptor, the lock is
-// uncontended then; a tun.Endpoint delivers from one per queue, which then
-// take turns).
+// A Handler has one translator and one set of buffers per queue, indexed
+// by PacketBuffer.Hash (modulo the number of queues), and no lock: each
+// queue index must be delivered by one goroutine at a time. A tun.Endpoint
+// stamps the index of the queue a packet came from (and sends what is
+// written with that Hash back to that queue); gVisor's fdbased endpoint
+// with one descriptor delivers everything with Hash 0 from one goroutine.
 //
-// Offload metadata travels in the PacketBuffer: GSOOptions and
-// RXChecksumValidated of a delivered packet become the engine's
-// xlat.Offload (tun.OffloadFromPacket), and the translated offload goes
-// back into the PacketBuffer written out (tun.OffloadToPacket), which a
-// tun.Endpoint encodes as the packet's virtio_net_hdr. A packet without any
-// (fdbased without GSO) is translated as complete, as before.
+// If out is a tun.Endpoint (or any frameLink), a packet delivered in its
+// queue's tun.Frame is translated in place, xlat.Headroom in front of it
+// being the frame's, with the frame's Offload as its offload metadata
+// (which carries UDP segmentation, which gVisor's GSO cannot), and written
+// back as a PacketBuffer over the result in the same frame: the link's
+// read and its write are the only copies. Any other PacketBuffer (fdbased,
+// AF_PACKET) is copied into the queue's own frame (tun.NewFrame), its
+// GSOOptions and RXChecksumValidated becoming the engine's xlat.Offload
+// (tun.OffloadFromPacket), and the result goes out as a PacketBuffer over
+// that frame with the translated offload as its GSOOptions
+// (tun.OffloadToPacket): one copy more than the link's own. A writer that
+// keeps the PacketBuffer (IncRef) keeps the frame; the queue then takes a
+// new one.
+//
+// A panic while handling a packet is recovered on the queue that raised it:
+// the packet is dropped and counted (LinkStats.Panics), logged at most once
+// per PanicLogInterval with the packet in hex, and the queue goes on.
 type Handler struct {
-	mu   sync.Mutex
-	tr   Translator
-	out  gvstack.LinkWriter
-	buf  []byte
-	list gvstack.PacketBufferList
-	off  xlat.Offload // the current packet's offload metadata
+	out    gvstack.LinkWriter
+	queues []*handlerQueue
+	log    *slog.Logger
+	link   frameLink // out, if it reads into frames
+	// flushEach: the link does not say when a queue is empty (it is not
+	// an IdleDispatcher's link), so the engine's batched counts are
+	// published after every packet.
+	flushEach bool
+	lastPanic atomic.Int64 // monoNow of the last panic logged
+}
 
-	flush    func() // the translator's Flush, if it batches counters
-	stats    linkCounters
+// frameLink is a link whose queues read into tun.Frames and that tells
+// its dispatcher when a queue is idle: a *tun.Endpoint.
+type frameLink interface {
+	Queues() int
+	Frame(q int) *tun.Frame
+}
+
+// PanicLogInterval is the shortest time between two log lines about
+// packets the translator panicked on; the rest are only counted.
+var PanicLogInterval = 10 * time.Second
+
+// handlerQueue is one queue's translator and buffers; one goroutine at a
+// time uses it.
+type handlerQueue struct {
+	h     *Handler
+	index uint32
+	tr    Translator
+	flush func() // the translator's Flush, if it batches counters
+	frame *tun.Frame
+
+	copyFrame *tun.Frame   // packets from elsewhere are copied into it
+	off       xlat.Offload // such a packet's offload metadata
+	list      gvstack.PacketBufferList
+	cur       []byte // the packet being translated, for the panic log
+
+	stats    tun.Counters
 	progress progress
 }
 
-var _ gvstack.NetworkDispatcher = (*Handler)(nil)
+var (
+	_ gvstack.NetworkDispatcher = (*Handler)(nil)
+	_ tun.FrameDispatcher       = (*Handler)(nil)
+	_ tun.IdleDispatcher        = (*Handler)(nil)
+)
 
-// NewHandler returns a handler that translates with tr and writes to out.
-func NewHandler(tr Translator, out gvstack.LinkWriter) *Handler {
-	h := &Handler{tr: tr, out: out, buf: make([]byte, xlat.Headroom+maxPacket), flush: func() {}}
-	if f, ok := tr.(flusher); ok {
-		h.flush = f.Flush
+// NewHandler returns a handler that writes to out and translates the
+// packets of each of queues delivering goroutines with its own translator
+// from newTranslator. If out is a tun.Endpoint, queues is its number of
+// queues. log receives the panic reports (nil: discarded).
+func NewHandler(out gvstack.LinkWriter, queues int, newTranslator func() Translator, log *slog.Logger) *Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{out: out, log: log, flushEach: true}
+	if l, ok := out.(frameLink); ok {
+		h.link = l
+		h.flushEach = false
+		queues = l.Queues()
+	}
+	queues = max(queues, 1)
+	for i := range queues {
+		q := &handlerQueue{h: h, index: uint32(i), tr: newTranslator(), flush: func() {}}
+		if f, ok := q.tr.(flusher); ok {
+			q.flush = f.Flush
+		}
+		if h.link != nil {
+			q.frame = h.link.Frame(i)
+		}
+		h.queues = append(h.queues, q)
 	}
 	return h
 }
 
+// TakesFrames implements tun.FrameDispatcher: the Handler made for e
+// translates e's frames in place and keeps no reference to them.
+func (h *Handler) TakesFrames(e *tun.Endpoint) bool {
+	l, ok := h.link.(*tun.Endpoint)
+	return ok && l == e
+}
+
+// QueueIdle implements tun.IdleDispatcher: queue q has nothing to read,
+// so its translator publishes its batched counters. It is called on q's
+// dispatch goroutine.
+func (h *Handler) QueueIdle(q int) { h.queues[q%len(h.queues)].flush() }
+
 // DeliverNetworkPacket implements gvstack.NetworkDispatcher: it translates
 // pkt, which holds a whole IPv4 or IPv6 packet (the engine reads the version
-// from the packet itself, so protocol is not needed).
+// from the packet itself, so protocol is not needed), on the queue
+// pkt.Hash names.
 func (h *Handler) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.progress.since.Store(monoNow())
-	h.progress.busy.Store(true)
-	defer h.progress.busy.Store(false)
-	h.stats.reads.Add(1)
-
-	n, ok := tun.CopyPacket(h.buf[xlat.Headroom:], pkt)
-	if !ok {
-		h.stats.readErrors.Add(1) // larger than any IP packet: truncated by the link
-		return
+	q := h.queues[pkt.Hash%uint32(len(h.queues))]
+	q.stats.Reads.Add(1)
+	q.progress.busy.Store(true)
+	defer q.done()
+	if q.frame != nil {
+		if start, end, ok := q.frame.InFrame(pkt); ok && start >= xlat.Headroom {
+			q.translate(q.frame.Bytes(), start, end, &q.frame.Offload, q.frame)
+			return
+		}
 	}
-	var off *xlat.Offload
-	has, err := tun.OffloadFromPacket(pkt, h.buf[xlat.Headroom:xlat.Headroom+n], &h.off)
-	if err == nil && has {
-		err = tun.ValidateOffload(&h.off, n)
-		off = &h.off
-	}
-	if err != nil {
-		h.stats.invalidVnetHdr.Add(1)
-		return
-	}
-	res := h.tr.Process(h.buf, xlat.Headroom, xlat.Headroom+n, off, h)
-	// fdbased says nothing about an empty queue; this path is the slow
-	// one anyway, so publish the engine's counts after every packet.
-	h.flush()
-	if res.Verdict != xlat.Forward {
-		return
-	}
-	if res.Start < 0 || res.Start > res.End || res.End > len(h.buf) {
-		h.stats.writeErrors.Add(1)
-		return
-	}
-	h.write(h.buf[res.Start:res.End], off)
+	q.deliverCopy(pkt)
 }
 
 // DeliverLinkPacket implements gvstack.NetworkDispatcher. It is for packet
 // sockets (taps on the link); the translator has none, so it does nothing.
 func (h *Handler) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *gvstack.PacketBuffer) {}
 
+// done ends a delivery: it recovers from a panic of the translator (the
+// packet is lost, the queue goes on) and publishes progress.
+func (q *handlerQueue) done() {
+	if r := recover(); r != nil {
+		q.stats.Panics.Add(1)
+		q.list.Reset()
+		q.h.logPanic(int(q.index), r, q.cur)
+	}
+	q.cur = nil
+	if q.h.flushEach {
+		// The link says nothing about an empty queue: publish the
+		// engine's counts after every packet.
+		q.flush()
+	}
+	q.progress.busy.Store(false)
+}
+
+// logPanic logs a recovered panic with the packet as it was when the
+// translator panicked, at most once per PanicLogInterval.
+func (h *Handler) logPanic(q int, r any, pkt []byte) {
+	now, last := monoNow(), h.lastPanic.Load()
+	if last != 0 && time.Duration(now-last) < PanicLogInterval || !h.lastPanic.CompareAndSwap(last, now) {
+		return
+	}
+	const show = 256
+	h.log.Error("translator panicked; packet dropped, queue goes on (further panics only counted for a while)",
+		"queue", q, "panic", fmt.Sprint(r), "len", len(pkt), "packet", hex.EncodeToString(pkt[:min(len(pkt), show)]))
+}
+
+// deliverCopy translates a packet that is not in a frame of out: it is
+// copied into the queue's copy frame, with headroom, first.
+func (q *handlerQueue) deliverCopy(pkt *gvstack.PacketBuffer) {
+	if q.copyFrame == nil {
+		q.copyFrame = tun.NewFrame()
+	}
+	buf := q.copyFrame.Bytes()
+	n, ok := tun.CopyPacket(buf[tun.FramePacket:], pkt)
+	if !ok {
+		q.stats.ReadErrors.Add(1) // larger than any IP packet: truncated by the link
+		return
+	}
+	var off *xlat.Offload
+	has, err := tun.OffloadFromPacket(pkt, buf[tun.FramePacket:tun.FramePacket+n], &q.off)
+	if err == nil && has {
+		err = tun.ValidateOffload(&q.off, n)
+		off = &q.off
+	}
+	if err != nil {
+		q.stats.InvalidVnetHdr.Add(1)
+		return
+	}
+	q.translate(buf, tun.FramePacket, tun.FramePacket+n, off, q.copyFrame)
+}
+
+// translate has the engine rewrite buf[start:end], which lies in frame f,
+// and writes the result as a PacketBuffer over f: the link's frame (its
+// Offload is the metadata the link writes) or the queue's copy frame (the
+// metadata goes into the PacketBuffer's GSOOptions).
+func (q *handlerQueue) translate(buf []byte, start, end int, off *xlat.Offload, f *tun.Frame) {
+	q.cur = buf[start:end]
+	res := q.tr.Process(buf, start, end, off, q)
+	if res.Verdict != xlat.Forward {
+		return
+	}
+	if res.Start < tun.VnetHdrLen || res.Start > res.End || res.End > len(buf) {
+		// The engine broke its Headroom contract; nothing sane to send.
+		q.stats.WriteErrors.Add(1)
+		return
+	}
+	pb := f.PacketBuffer(res.Start, res.End)
+	if f == q.frame {
+		q.send(pb)
+		return
+	}
+	if off != nil && !tun.OffloadToPacket(off, pb) {
+		pb.DecRef()
+		q.stats.InvalidVnetHdr.Add(1)
+		return
+	}
+	if q.send(pb) {
+		// The writer kept the packet (a queueing discipline, say): its
+		// memory is the copy frame's, so the next packet goes elsewhere.
+		q.copyFrame = nil
+	}
+}
+
 // Emit implements xlat.Sink: engine-made packets go out like translated
 // ones, with their offload metadata if they have any.
-func (h *Handler) Emit(pkt []byte, off *xlat.Offload) { h.write(pkt, off) }
+func (q *handlerQueue) Emit(pkt []byte, off *xlat.Offload) { q.write(pkt, off) }
 
-// write sends p, whose offload metadata is off (nil: complete).
-func (h *Handler) write(p []byte, off *xlat.Offload) {
+// write sends a copy of p, whose offload metadata is off (nil: complete).
+func (q *handlerQueue) write(p []byte, off *xlat.Offload) {
 	pb := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{
 		Payload: buffer.MakeWithData(p),
 	})
 	if off != nil && !tun.OffloadToPacket(off, pb) {
 		pb.DecRef()
-		h.stats.writeErrors.Add(1)
+		q.stats.InvalidVnetHdr.Add(1)
 		return
 	}
-	h.list.PushBack(pb)
-	n, err := h.out.WritePackets(h.list)
-	h.list.Reset()
-	if err != nil || n != 1 {
-		h.stats.writeErrors.Add(1)
-		return
-	}
-	h.stats.writes.Add(1)
+	q.send(pb)
 }
 
-// Stats returns the handler's link-level counters.
+// send writes pb, which it consumes, to the queue it came from. It reports
+// whether the writer kept a reference to pb.
+func (q *handlerQueue) send(pb *gvstack.PacketBuffer) (kept bool) {
+	pb.Hash = q.index
+	q.list.PushBack(pb)
+	n, err := q.h.out.WritePackets(q.list)
+	kept = pb.ReadRefs() > 1
+	q.list.Reset()
+	if err != nil || n != 1 {
+		q.stats.WriteErrors.Add(1)
+		return kept
+	}
+	q.stats.Writes.Add(1)
+	return kept
+}
+
+// Stats returns the handler's link-level counters, summed over its queues.
 func (h *Handler) Stats() LinkStats {
 	var s LinkStats
-	h.stats.addTo(&s)
+	for _, q := range h.queues {
+		q.stats.AddTo(&s)
+	}
 	return s
 }

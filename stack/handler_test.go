@@ -11,6 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/map646/map646/stack/tun"
 	"github.com/map646/map646/stack/xlat"
 )
 
@@ -49,7 +50,7 @@ func chainedPacket(pkt []byte, cuts ...int) *gvstack.PacketBuffer {
 func TestHandlerDeliver(t *testing.T) {
 	out := &captureWriter{}
 	fake := &fakeTranslator{t: t}
-	h := NewHandler(fake, out)
+	h := NewHandler(out, 1, func() Translator { return fake }, nil)
 
 	v4 := testPacket(4, markForward, 1400)
 	pkt := chainedPacket(v4, 7, 128, 384)
@@ -95,7 +96,7 @@ func TestHandlerAllocs(t *testing.T) {
 	}
 	for _, mark := range []byte{markForward, markEmit} {
 		out := &captureWriter{discard: true}
-		h := NewHandler(&fakeTranslator{t: t}, out)
+		h := NewHandler(out, 1, func() Translator { return &fakeTranslator{t: t} }, nil)
 		pkt := chainedPacket(testPacket(4, mark, 1500), 128, 384)
 		if a := testing.AllocsPerRun(1000, func() { h.DeliverNetworkPacket(header.IPv4ProtocolNumber, pkt) }); a != 0 {
 			t.Errorf("mark %#x: %v allocations per packet", mark, a)
@@ -108,7 +109,7 @@ func TestHandlerAllocs(t *testing.T) {
 }
 
 func BenchmarkHandlerDeliverFake(b *testing.B) {
-	h := NewHandler(&fakeTranslator{t: b}, &captureWriter{discard: true})
+	h := NewHandler(&captureWriter{discard: true}, 1, func() Translator { return &fakeTranslator{t: b} }, nil)
 	pkt := chainedPacket(testPacket(4, markForward, 1500), 128, 384)
 	defer pkt.DecRef()
 	b.ReportAllocs()
@@ -124,7 +125,7 @@ func TestServeFDFake(t *testing.T) {
 	conn, peer := seqpacketPair(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	d, err := serveFD(ctx, &fakeTranslator{t: t}, int(conn.Fd()), 1500, nil)
+	d, err := serveFD(ctx, func() Translator { return &fakeTranslator{t: t} }, int(conn.Fd()), 1500, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +163,7 @@ func TestServeFDPeerClosed(t *testing.T) {
 	rc, _ := conn.SyscallConn()
 	var fd int
 	rc.Control(func(f uintptr) { fd = int(f) })
-	d, err := serveFD(context.Background(), &fakeTranslator{t: t}, fd, 1500, nil)
+	d, err := serveFD(context.Background(), func() Translator { return &fakeTranslator{t: t} }, fd, 1500, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +191,7 @@ func TestServeAgain(t *testing.T) {
 	conn, peer := seqpacketPair(t)
 	for round := range 2 {
 		ctx, cancel := context.WithCancel(context.Background())
-		d, err := serveConns(ctx, []packetConn{conn}, func() Translator { return &fakeTranslator{t: t} }, nil)
+		d, err := serveConns(ctx, []tun.Conn{conn}, func() Translator { return &fakeTranslator{t: t} })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,7 +213,7 @@ func TestServeAgain(t *testing.T) {
 func TestHandlerOffload(t *testing.T) {
 	var got gvstack.GSO
 	out := &gsoWriter{got: &got}
-	h := NewHandler(&fakeTranslator{t: t}, out)
+	h := NewHandler(out, 1, func() Translator { return &fakeTranslator{t: t} }, nil)
 	pkt := chainedPacket(testPacket(4, markForward, 3000), 100)
 	pkt.GSOOptions = gvstack.GSO{Type: gvstack.GSOTCPv4, NeedsCsum: true, L3HdrLen: 20, CsumOffset: 16, MSS: 1000, MaxSize: 65535}
 	h.DeliverNetworkPacket(header.IPv4ProtocolNumber, pkt)
@@ -245,4 +246,44 @@ func (w *gsoWriter) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Erro
 		*w.got = p.GSOOptions
 	}
 	return pkts.Len(), nil
+}
+
+// keepWriter keeps a reference to every packet written, as a queueing
+// discipline does.
+type keepWriter struct{ kept []*gvstack.PacketBuffer }
+
+func (w *keepWriter) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Error) {
+	for _, p := range pkts.AsSlice() {
+		w.kept = append(w.kept, p.IncRef())
+	}
+	return pkts.Len(), nil
+}
+
+// TestHandlerWriterKeeps: a packet from another link is translated in the
+// queue's copy frame and written as a PacketBuffer over it; a writer that
+// keeps that PacketBuffer keeps its bytes intact, because the queue moves
+// on to a new frame.
+func TestHandlerWriterKeeps(t *testing.T) {
+	out := &keepWriter{}
+	h := NewHandler(out, 1, func() Translator { return &fakeTranslator{t: t} }, nil)
+	var want [][]byte
+	for i := range 3 {
+		p := testPacket(4, markForward, 100+i)
+		p[5] = byte(0xa0 + i) // each packet its own bytes
+		pkt := chainedPacket(p, 30)
+		h.DeliverNetworkPacket(header.IPv4ProtocolNumber, pkt)
+		pkt.DecRef()
+		want = append(want, append(bytes.Repeat([]byte{0x66}, 20), p...))
+	}
+	if len(out.kept) != 3 {
+		t.Fatalf("%d packets written", len(out.kept))
+	}
+	for i, pb := range out.kept {
+		b := pb.ToBuffer()
+		if got := b.Flatten(); !bytes.Equal(got, want[i]) {
+			t.Errorf("kept packet %d changed: %d bytes, % x...", i, len(got), got[:min(len(got), 24)])
+		}
+		b.Release()
+		pb.DecRef()
+	}
 }

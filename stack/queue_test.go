@@ -3,7 +3,9 @@ package stack
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -139,12 +141,18 @@ func testPacket(version, mark byte, n int) []byte {
 	return p
 }
 
+// serveConns serves conns, each one queue, through tun.Endpoint and a
+// Handler whose queues translate with newTranslator (serveLink).
+func serveConns(ctx context.Context, conns []tun.Conn, newTranslator func() Translator) (*Datapath, error) {
+	return serveLink(ctx, newTranslator, tun.NewEndpointConns(conns, 1520, allOffloads), nil)
+}
+
 func TestQueueFraming(t *testing.T) {
 	conn, peer := seqpacketPair(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	fake := &fakeTranslator{t: t}
-	d, err := serveConns(ctx, []packetConn{conn}, func() Translator { return fake }, nil)
+	d, err := serveConns(ctx, []tun.Conn{conn}, func() Translator { return fake })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +203,7 @@ func TestQueueFraming(t *testing.T) {
 	peer.Write(vnetPacket(xlat.Offload{Flags: xlat.OffloadNeedsCsum, CsumStart: 30, CsumOffset: 16}, testPacket(4, markForward, 40)))
 	expectNoPacket(t, peer)
 
-	want := LinkStats{Reads: 8, Writes: 5, ShortVnetHdr: 1, InvalidVnetHdr: 2}
+	want := LinkStats{Reads: 5, Writes: 5, ShortVnetHdr: 1, InvalidVnetHdr: 2}
 	if got := d.LinkStats(); got != want {
 		t.Errorf("LinkStats %+v, want %+v", got, want)
 	}
@@ -218,7 +226,7 @@ func TestQueueFraming(t *testing.T) {
 // checks that every packet comes back on the queue it arrived on.
 func TestQueuesIndependent(t *testing.T) {
 	const n = 3
-	var conns []packetConn
+	var conns []tun.Conn
 	var peers []*os.File
 	for range n {
 		c, p := seqpacketPair(t)
@@ -234,7 +242,7 @@ func TestQueuesIndependent(t *testing.T) {
 		f := &fakeTranslator{t: t}
 		fakes = append(fakes, f)
 		return f
-	}, nil)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +283,7 @@ func TestHealthStall(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	fake := &fakeTranslator{t: t, release: make(chan struct{})}
-	d, err := serveConns(ctx, []packetConn{conn}, func() Translator { return fake }, nil)
+	d, err := serveConns(ctx, []tun.Conn{conn}, func() Translator { return fake })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,11 +341,11 @@ func TestReadErrorsStopWorker(t *testing.T) {
 		err   error
 		reads uint64
 	}{
-		{unix.EIO, maxReadErrors},
+		{unix.EIO, tun.MaxReadErrors},
 		{unix.EBADFD, 1}, // the interface was deleted
 	} {
 		c := &errConn{err: tc.err}
-		d, err := serveConns(context.Background(), []packetConn{c}, func() Translator { return &fakeTranslator{t: t} }, nil)
+		d, err := serveConns(context.Background(), []tun.Conn{c}, func() Translator { return &fakeTranslator{t: t} })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -353,54 +361,13 @@ func TestReadErrorsStopWorker(t *testing.T) {
 	}
 }
 
-// memConn serves one packet per read from a slice and discards writes; the
-// benchmarks and allocation tests use it to measure the handler without
-// system calls.
-type memConn struct {
-	pkt    []byte
-	writes int
-}
-
-func (c *memConn) Read(p []byte) (int, error)      { return copy(p, c.pkt), nil }
-func (c *memConn) Write(p []byte) (int, error)     { c.writes++; return len(p), nil }
-func (c *memConn) SetReadDeadline(time.Time) error { return nil }
-
-// handleOnce does one iteration of the worker loop without the system calls.
-func handleOnce(w *queueWorker) {
-	n, _ := w.conn.Read(w.buf[readAt:])
-	w.handle(n)
-}
-
-func TestQueueHandleAllocs(t *testing.T) {
-	for _, mark := range []byte{markForward, markEmit, markDrop} {
-		c := &memConn{pkt: vnetPacket(xlat.Offload{}, testPacket(4, mark, 1500))}
-		w := newQueueWorker(0, c, &fakeTranslator{t: t}, nil)
-		if a := testing.AllocsPerRun(1000, func() { handleOnce(w) }); a != 0 {
-			t.Errorf("mark %#x: %v allocations per packet", mark, a)
-		}
-		if c.writes == 0 && mark != markDrop {
-			t.Errorf("mark %#x: nothing written", mark)
-		}
-	}
-}
-
-func BenchmarkQueueHandleFake(b *testing.B) {
-	c := &memConn{pkt: vnetPacket(xlat.Offload{}, testPacket(4, markForward, 1500))}
-	w := newQueueWorker(0, c, &fakeTranslator{t: b}, nil)
-	b.ReportAllocs()
-	b.SetBytes(1500)
-	for b.Loop() {
-		handleOnce(w)
-	}
-}
-
 func timeIn(testing.TB) time.Time { return time.Now().Add(2 * time.Second) }
 
 // TestCloseStops: closing the device (here the queue's descriptor) stops
 // the workers without an error; the context need not be cancelled.
 func TestCloseStops(t *testing.T) {
 	conn, _ := seqpacketPair(t)
-	d, err := serveConns(context.Background(), []packetConn{conn}, func() Translator { return &fakeTranslator{t: t} }, nil)
+	d, err := serveConns(context.Background(), []tun.Conn{conn}, func() Translator { return &fakeTranslator{t: t} })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,5 +381,172 @@ func TestCloseStops(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("worker still running after Close")
+	}
+}
+
+// frameConn is a queue over memory that checks where writes come from.
+type frameConn struct {
+	pkt      []byte
+	left     int
+	frame    *tun.Frame
+	inFrame  int // writes straight out of the frame
+	elsewise int
+}
+
+func (c *frameConn) Read(p []byte) (int, error) {
+	if c.left == 0 {
+		return 0, os.ErrClosed
+	}
+	c.left--
+	return copy(p, c.pkt), nil
+}
+
+func (c *frameConn) Write(p []byte) (int, error) {
+	if _, ok := c.frame.Offset(p); ok {
+		c.inFrame++
+	} else {
+		c.elsewise++
+	}
+	return len(p), nil
+}
+
+func (c *frameConn) SetReadDeadline(time.Time) error { return nil }
+
+// frameTranslator is fakeTranslator that also checks that it is given the
+// queue's frame to translate in place.
+type frameTranslator struct {
+	fakeTranslator
+	frame   *tun.Frame
+	inPlace int
+}
+
+func (f *frameTranslator) Process(buf []byte, start, end int, off *xlat.Offload, sink xlat.Sink) xlat.Result {
+	if o, ok := f.frame.Offset(buf); ok && o == 0 && start == tun.FramePacket {
+		f.inPlace++
+	}
+	return f.fakeTranslator.Process(buf, start, end, off, sink)
+}
+
+// TestLinkInPlace: the Handler translates a packet in the very frame the
+// endpoint read it into and the endpoint writes the result from there:
+// the read and the write are the only copies. Engine-made packets, which
+// live in the engine's memory, are copied once into the write buffer.
+func TestLinkInPlace(t *testing.T) {
+	for _, tc := range []struct {
+		mark                   byte
+		inFrame, elsewise, tcs int
+	}{
+		{markForward, 10, 0, 10},
+		{markEmit, 0, 20, 10},
+	} {
+		conn := &frameConn{pkt: vnetPacket(xlat.Offload{}, testPacket(4, tc.mark, 1500)), left: 10}
+		ep := tun.NewEndpointConns([]tun.Conn{conn}, 1520, allOffloads)
+		conn.frame = ep.Frame(0)
+		tr := &frameTranslator{fakeTranslator: fakeTranslator{t: t}, frame: ep.Frame(0)}
+		d, err := serveLink(context.Background(), func() Translator { return tr }, ep, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if tr.inPlace != tc.tcs || conn.inFrame != tc.inFrame || conn.elsewise != tc.elsewise {
+			t.Errorf("mark %#x: %d translated in place, %d written from the frame, %d from elsewhere; want %d, %d, %d",
+				tc.mark, tr.inPlace, conn.inFrame, conn.elsewise, tc.tcs, tc.inFrame, tc.elsewise)
+		}
+	}
+}
+
+// panicTranslator panics on packets marked markPanic.
+type panicTranslator struct{ fakeTranslator }
+
+const markPanic = 0x99
+
+func (p *panicTranslator) Process(buf []byte, start, end int, off *xlat.Offload, sink xlat.Sink) xlat.Result {
+	if end-start > 1 && buf[start+1] == markPanic {
+		var m map[string]int
+		m["boom"]++ // a nil map write: a runtime panic like a real bug
+	}
+	return p.fakeTranslator.Process(buf, start, end, off, sink)
+}
+
+// TestHandlerPanic: a translator that panics loses that packet only. The
+// panic is counted, logged with the packet in hex (once per
+// PanicLogInterval), the data path stays healthy and translates the next
+// packet on the same queue.
+func TestHandlerPanic(t *testing.T) {
+	conn, peer := seqpacketPair(t)
+	var logBuf syncBuffer
+	log := slog.New(slog.NewTextHandler(&logBuf, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ep := tun.NewEndpointConns([]tun.Conn{conn}, 1520, allOffloads)
+	d, err := serveLink(ctx, func() Translator { return &panicTranslator{fakeTranslator{t: t}} }, ep, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := testPacket(4, markPanic, 40)
+	for range 3 {
+		peer.Write(vnetPacket(xlat.Offload{}, bad))
+	}
+	peer.Write(vnetPacket(xlat.Offload{}, testPacket(6, markForward, 60)))
+	if _, got := readPacket(t, peer); len(got) != 40 {
+		t.Errorf("after the panics: got %d bytes, want 40", len(got))
+	}
+	waitFor(t, "the write to be counted", func() bool { return d.LinkStats().Writes == 1 })
+	if s := d.LinkStats(); s != (LinkStats{Reads: 4, Writes: 1, Panics: 3}) {
+		t.Errorf("link stats %+v", s)
+	}
+	if !d.Healthy() {
+		t.Errorf("unhealthy after recovered panics: %v", d.Check())
+	}
+	out := logBuf.String()
+	if n := strings.Count(out, "translator panicked"); n != 1 {
+		t.Errorf("%d panic log lines, want 1 (rate-limited):\n%s", n, out)
+	}
+	if !strings.Contains(out, "assignment to entry in nil map") || !strings.Contains(out, hex.EncodeToString(bad)) {
+		t.Errorf("log lacks the panic or the packet:\n%s", out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger on another goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestOneQueueFails: when one queue's dispatch loop fails, Wait returns its
+// error and the other queues are stopped too; the data path is unhealthy.
+func TestOneQueueFails(t *testing.T) {
+	good, _ := seqpacketPair(t)
+	bad := &errConn{err: unix.EIO}
+	d, err := serveConns(context.Background(), []tun.Conn{good, bad}, func() Translator { return &fakeTranslator{t: t} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { done <- d.Wait() }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, unix.EIO) || !strings.Contains(err.Error(), "queue 1") {
+			t.Errorf("Wait = %v, want queue 1's EIO", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not return after a queue failed")
+	}
+	if err := d.Check(); err == nil || !strings.Contains(err.Error(), "exited") {
+		t.Errorf("Check = %v after a queue failed", err)
 	}
 }

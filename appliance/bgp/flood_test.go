@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/map646/map646/appliance/failovertest"
+	"github.com/map646/map646/internal/netnstest"
 )
 
 // mem is the memory of the speaker helper process.
@@ -142,14 +142,14 @@ protocol bgp xlat6 {
 // instead, to measure what the flood costs when only the import policy
 // stands in its way (GoBGP keeps rejected routes in its Adj-RIB-In).
 func TestSpeakerBIRDBorder(t *testing.T) {
-	failovertest.RequireNetns(t)
+	netnstest.Require(t, "bg-")
 	requireBIRD(t)
 	noLimit := os.Getenv("MAP646_BGP_FLOOD_NOLIMIT") == "1"
-	ra := failovertest.NewNetns(t, "bga")
-	rb := failovertest.NewNetns(t, "bgb")
-	spk := failovertest.NewNetns(t, "bgs")
-	failovertest.Veth(t, ra, "dn0", spk, "a0")
-	failovertest.Veth(t, rb, "dn0", spk, "b0")
+	ra := netnstest.New(t, "bg-a-")
+	rb := netnstest.New(t, "bg-b-")
+	spk := netnstest.New(t, "bg-s-")
+	netnstest.Veth(t, ra, "dn0", spk, "a0")
+	netnstest.Veth(t, rb, "dn0", spk, "b0")
 	ra.Run("ip", "addr", "add", "192.0.2.1/30", "dev", "dn0")
 	ra.Run("ip", "addr", "add", "2001:db8:ff:a::1/64", "dev", "dn0", "nodad")
 	rb.Run("ip", "addr", "add", "192.0.2.5/30", "dev", "dn0")

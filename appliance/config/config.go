@@ -17,7 +17,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 
 	"github.com/hashicorp/hcl/v2"
@@ -65,7 +64,38 @@ type Translator struct {
 	// IPv4 address when ICMPSourcePool is empty. Default: the first IPv4
 	// address of the interface blocks, else DummyIPv4Address.
 	IPv4Address netip.Addr
-	Tun         Tun
+	// Link is how packets reach the translator: LinkTun (default, the
+	// `tun` block), LinkFD (the `fd` block) or LinkNIC (the `nic` block).
+	Link string
+	Tun  Tun
+	FD   FD
+	NIC  NIC
+}
+
+// Link modes: the values of Translator.Link.
+const (
+	LinkTun = "tun" // host mode: the kernel routes into the translator's tun
+	LinkFD  = "fd"  // an inherited file descriptor carrying bare IP packets
+	LinkNIC = "nic" // appliance mode: AF_PACKET on the NICs, kernel forwarding off
+)
+
+// FD is the `fd` block inside `translator`: a descriptor handed over by a
+// supervisor or VM manager (a tun opened without a packet-information or
+// virtio-net header, or a datagram or seqpacket socket), one bare IP
+// packet per read and write. Whoever hands it over routes into it.
+type FD struct {
+	FD  int // the descriptor number in this process; 3 or more
+	MTU int // default: as for the tun
+}
+
+// NIC is the `nic` block inside `translator`: the appliance reads transit
+// packets off its NICs with AF_PACKET sockets and sends the translated ones
+// out itself, to next hops from the kernel's routing and neighbour tables;
+// kernel forwarding is turned off.
+type NIC struct {
+	IPv4   string // the NIC facing the IPv4 side
+	IPv6   string // the NIC facing the IPv6 side; default: IPv4
+	Queues int    // AF_PACKET sockets per NIC in one fanout group; 0 (default): one per CPU
 }
 
 // Tun is the `tun` block inside `translator`: the device the kernel routes
@@ -144,14 +174,11 @@ type RouterAdvertisement struct {
 	RouteLifetime  int    // seconds; default 3 * Interval
 }
 
-// Load reads and checks the HCL file at path (and its mappings_file).
-// An invalid file gives an *Error.
-func Load(path string) (*Config, error) {
-	src, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return Parse(src, path)
+// Parse checks src as the HCL file named filename. A mappings_file is read
+// relative to filename's directory. An invalid file gives an *Error; so
+// does one nested deeper than MaxNesting, checked before HCL parses it.
+func Parse(src []byte, filename string) (*Config, error) {
+	return parse(src, filename, fileSource{})
 }
 
 // Digest is Config.Digest of an HCL file's bytes and its mappings file's
@@ -163,10 +190,15 @@ func Digest(hclSrc, mappingsSrc []byte) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// Parse checks src as the HCL file named filename. A mappings_file is read
-// relative to filename's directory. An invalid file gives an *Error.
-func Parse(src []byte, filename string) (*Config, error) {
+func parse(src []byte, filename string, fsrc fileSource) (*Config, error) {
 	files := map[string]*hcl.File{}
+	if len(src) > MaxConfigBytes {
+		return nil, fmt.Errorf("%s is %d bytes, more than the limit of %d", filename, len(src), MaxConfigBytes)
+	}
+	if diags := checkNesting(src, filename); diags.HasErrors() {
+		files[filename] = &hcl.File{Bytes: src}
+		return nil, &Error{Diagnostics: diags, Files: files}
+	}
 	f, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
 	if f != nil {
 		files[filename] = f
@@ -174,7 +206,7 @@ func Parse(src []byte, filename string) (*Config, error) {
 	if diags.HasErrors() {
 		return nil, &Error{Diagnostics: diags, Files: files}
 	}
-	d := &decoder{files: files, dir: filepath.Dir(filename)}
+	d := &decoder{files: files, dir: filepath.Dir(filename), src: fsrc}
 	c := d.decodeFile(f.Body)
 	c.File = filename
 

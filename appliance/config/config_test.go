@@ -34,6 +34,7 @@ func TestDefaults(t *testing.T) {
 		ICMPSourcePool:  []netip.Prefix{},
 		DenyIPv4:        []netip.Prefix{},
 		IPv4Address:     DummyIPv4Address,
+		Link:            "tun",
 		Tun:             Tun{Name: "map646", Queues: 0, Routes: true, MTU: 1500, Offload: true},
 	}
 	if !reflect.DeepEqual(c.Translator, want) {
@@ -157,6 +158,7 @@ func TestFull(t *testing.T) {
 			IPv4MTU:         1500,
 			IPv6MTU:         1520,
 			IPv4Address:     netip.MustParseAddr("203.0.113.1"), // eth0's
+			Link:            "tun",
 			Tun:             Tun{Name: "xl0", Queues: 4, Routes: false, MTU: 9000, Offload: false},
 		},
 		Interfaces: []Interface{
@@ -269,6 +271,36 @@ func TestXlatHandBuilt(t *testing.T) {
 	c.Translator.Prefix = netip.MustParsePrefix("2001:db8:64::/97")
 	if _, err := c.Xlat(); err == nil {
 		t.Error("a /97 prefix accepted")
+	}
+}
+
+// TestLinkModes: the fd and nic blocks choose the link and fill their
+// defaults; without either the tun stays the link.
+func TestLinkModes(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		link       string
+		fd         FD
+		nic        NIC
+	}{
+		{"default", "", LinkTun, FD{}, NIC{}},
+		{"tun block", "tun {\n    routes = false\n  }", LinkTun, FD{}, NIC{}},
+		{"fd", "fd {\n    fd = 3\n  }", LinkFD, FD{FD: 3, MTU: 1500}, NIC{}},
+		{"fd mtu from ipv6_mtu", "ipv6_mtu = 9000\n  fd {\n    fd = 7\n  }", LinkFD, FD{FD: 7, MTU: 9000}, NIC{}},
+		{"fd mtu", "fd {\n    fd = 3\n    mtu = 1520\n  }", LinkFD, FD{FD: 3, MTU: 1520}, NIC{}},
+		{"nic one", "nic {\n    ipv4 = \"eth0\"\n  }", LinkNIC, FD{}, NIC{IPv4: "eth0", IPv6: "eth0"}},
+		{"nic two", "nic {\n    ipv4 = \"eth0\"\n    ipv6 = \"eth1\"\n    queues = 2\n  }", LinkNIC, FD{}, NIC{IPv4: "eth0", IPv6: "eth1", Queues: 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tr(tc.body)), "link.hcl")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr := c.Translator
+			if tr.Link != tc.link || tr.FD != tc.fd || tr.NIC != tc.nic {
+				t.Errorf("link %q fd %+v nic %+v, want %q %+v %+v", tr.Link, tr.FD, tr.NIC, tc.link, tc.fd, tc.nic)
+			}
+		})
 	}
 }
 
@@ -444,6 +476,17 @@ func TestErrors(t *testing.T) {
 		{"tun mtu", tr("tun {\n    mtu = 576\n  }"), "4:11: Invalid mtu"},
 		{"tun routes type", tr("tun {\n    routes = \"maybe\"\n  }"), "4:14: Incorrect attribute value type"},
 		{"two tuns", tr("tun {}\n  tun {}"), "4:3: Duplicate tun block"},
+		{"tun and nic", tr("tun {}\n  nic {\n    ipv4 = \"eth0\"\n  }"), "4:3: Conflicting link blocks"},
+		{"fd and nic", tr("fd {\n    fd = 3\n  }\n  nic {\n    ipv4 = \"eth0\"\n  }"), "6:3: Conflicting link blocks"},
+		{"two fds", tr("fd {\n    fd = 3\n  }\n  fd {\n    fd = 4\n  }"), "6:3: Duplicate fd block"},
+		{"fd missing", tr("fd {}"), "3:6: Missing required argument"},
+		{"fd stdin", tr("fd {\n    fd = 0\n  }"), "4:10: Invalid fd"},
+		{"fd mtu", tr("fd {\n    fd = 3\n    mtu = 1000\n  }"), "5:11: Invalid mtu"},
+		{"nic missing ipv4", tr("nic {\n    ipv6 = \"eth1\"\n  }"), "3:7: Missing required argument"},
+		{"nic name", tr("nic {\n    ipv4 = \"eth 0\"\n  }"), "4:12: Invalid ipv4"},
+		{"nic ipv6 name", tr("nic {\n    ipv4 = \"eth0\"\n    ipv6 = \"\"\n  }"), "5:12: Invalid ipv6"},
+		{"nic queues", tr("nic {\n    ipv4 = \"eth0\"\n    queues = 300\n  }"), "5:14: Invalid queues"},
+		{"nic unknown", tr("nic {\n    ipv4 = \"eth0\"\n    mode = \"mmap\"\n  }"), "5:5: Unsupported argument"},
 		{"interface name", minimal + `interface "eth0:1" {}`, "5:11: Invalid interface name"},
 		{"interface dup", minimal + "interface \"eth0\" {}\ninterface \"eth0\" {}", "6:1: Duplicate interface block"},
 		{"interface no length", minimal + `interface "eth0" { addresses = ["203.0.113.1"] }`, "5:33: Invalid addresses"},

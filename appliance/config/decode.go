@@ -38,7 +38,7 @@ var (
 			{Name: "ipv6_mtu"},
 			{Name: "ipv4_address"},
 		},
-		Blocks: []hcl.BlockHeaderSchema{{Type: "mapping"}, {Type: "tun"}},
+		Blocks: []hcl.BlockHeaderSchema{{Type: "mapping"}, {Type: "tun"}, {Type: "fd"}, {Type: "nic"}},
 	}
 	mappingSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "ipv4", Required: true},
@@ -46,6 +46,12 @@ var (
 	}}
 	tunSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "name"}, {Name: "queues"}, {Name: "routes"}, {Name: "mtu"}, {Name: "offload"},
+	}}
+	fdSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "fd", Required: true}, {Name: "mtu"},
+	}}
+	nicSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "ipv4", Required: true}, {Name: "ipv6"}, {Name: "queues"},
 	}}
 	interfaceSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "addresses"}, {Name: "mtu"},
@@ -232,6 +238,7 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 		Hairpin:         DefaultHairpin,
 		ICMPSourcePool:  []netip.Prefix{},
 		DenyIPv4:        []netip.Prefix{},
+		Link:            LinkTun,
 		Tun:             Tun{Name: DefaultTunName, Routes: true, Offload: true},
 	}
 
@@ -290,11 +297,61 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 		tunMTUSet = d.integer(ta, "mtu", &t.Tun.MTU, 1280, 65535, false) != nil
 		d.boolean(ta, "offload", &t.Tun.Offload)
 	}
+	defaultMTU := max(1500, t.IPv6MTU)
+	if t.IPv4MTU > 0 {
+		defaultMTU = max(defaultMTU, t.IPv4MTU+20)
+	}
 	if !tunMTUSet {
-		t.Tun.MTU = max(1500, t.IPv6MTU)
-		if t.IPv4MTU > 0 {
-			t.Tun.MTU = max(t.Tun.MTU, t.IPv4MTU+20)
+		t.Tun.MTU = defaultMTU
+	}
+	d.linkMode(content.Blocks, t, defaultMTU)
+}
+
+// linkMode reads the fd or nic block, if there is one: at most one of
+// tun, fd and nic says how packets reach the translator.
+func (d *decoder) linkMode(blocks hcl.Blocks, t *Translator, defaultMTU int) {
+	var first *hcl.Block
+	for _, b := range blocks {
+		if b.Type != LinkTun && b.Type != LinkFD && b.Type != LinkNIC {
+			continue
 		}
+		if first == nil {
+			first = b
+			continue
+		}
+		if b.Type != first.Type { // the same type twice is singleBlock's diagnostic
+			d.errorf(b.DefRange, "Conflicting link blocks",
+				"A translator is served by one link: a %s block is already at %s; use tun, fd or nic, not two of them.", first.Type, posString(first.DefRange))
+		}
+	}
+	if fb := d.singleBlock(blocks.OfType(LinkFD), LinkFD); fb != nil {
+		t.Link = LinkFD
+		t.FD.MTU = defaultMTU
+		attrs := d.content(fb.Body, fdSchema).Attributes
+		// 0, 1 and 2 are standard input, output and error.
+		d.integer(attrs, "fd", &t.FD.FD, 3, 1<<20, false)
+		d.integer(attrs, "mtu", &t.FD.MTU, 1280, 65535, false)
+	}
+	if nb := d.singleBlock(blocks.OfType(LinkNIC), LinkNIC); nb != nil {
+		t.Link = LinkNIC
+		attrs := d.content(nb.Body, nicSchema).Attributes
+		for _, name := range []string{"ipv4", "ipv6"} {
+			dst := &t.NIC.IPv4
+			if name == "ipv6" {
+				dst = &t.NIC.IPv6
+			}
+			if a := d.str(attrs, name, dst); a != nil {
+				if err := validIfName(*dst); err != nil {
+					d.errorf(a.Expr.Range(), "Invalid "+name, "%s.", err)
+				}
+			}
+		}
+		if t.NIC.IPv6 == "" {
+			t.NIC.IPv6 = t.NIC.IPv4
+		}
+		// PACKET_FANOUT groups hold at most 256 sockets by default
+		// (PACKET_FANOUT_MAX is larger, but queues cost memory each).
+		d.integer(attrs, "queues", &t.NIC.Queues, 0, 256, false)
 	}
 }
 

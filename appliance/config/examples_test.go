@@ -35,6 +35,11 @@ func TestExamples(t *testing.T) {
 				t.Errorf("%d mappings from %q", len(c.Translator.Mappings), c.Translator.MappingsFile)
 			}
 		},
+		"nic-mode.hcl": func(t *testing.T, c *Config) {
+			if n := c.Translator.NIC; c.Translator.Link != LinkNIC || n.IPv4 != "eth0" || n.IPv6 != "eth1" || len(c.Interfaces) != 2 {
+				t.Errorf("NIC mode example: link %q, nic %+v, %d interfaces", c.Translator.Link, n, len(c.Interfaces))
+			}
+		},
 		"appliance.hcl": func(t *testing.T, c *Config) {
 			if len(c.Interfaces) != 2 || len(c.Routes) != 2 || c.BGP == nil || len(c.BGP.Neighbors) != 2 || len(c.RouterAdvertisements) != 1 {
 				t.Errorf("appliance example lacks its blocks: %+v", c)

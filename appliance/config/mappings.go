@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 
@@ -16,7 +15,9 @@ import (
 )
 
 // mappingsFile reads the CSV named by the mappings_file attribute a,
-// relative to the HCL file's directory, and appends its entries.
+// relative to the HCL file's directory, and appends its entries. It must
+// be a regular file of at most MaxMappingsBytes (inside the config drive
+// when the HCL file came from one).
 func (d *decoder) mappingsFile(a *hcl.Attribute, name string, t *Translator) {
 	if name == "" {
 		d.errorf(a.Expr.Range(), "Invalid mappings_file", "mappings_file must name a file; leave it out for none.")
@@ -26,7 +27,7 @@ func (d *decoder) mappingsFile(a *hcl.Attribute, name string, t *Translator) {
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(d.dir, path)
 	}
-	src, err := os.ReadFile(path)
+	src, err := d.src.readFile(path, MaxMappingsBytes)
 	if err != nil {
 		d.errorf(a.Expr.Range(), "Cannot read mappings_file", "%s.", err)
 		return

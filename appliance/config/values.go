@@ -18,8 +18,9 @@ import (
 type decoder struct {
 	diags       hcl.Diagnostics
 	files       map[string]*hcl.File
-	dir         string // the HCL file's directory: base of mappings_file
-	mappingsSrc []byte // the mappings file's bytes (digest, snippets)
+	dir         string     // the HCL file's directory: base of mappings_file
+	src         fileSource // where mappings_file is read from
+	mappingsSrc []byte     // the mappings file's bytes (digest, snippets)
 
 	// Where each Translator.Mappings entry came from: a mapping block's
 	// range for the first len(mappingBlocks) entries; CSV lines after.

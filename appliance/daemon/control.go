@@ -8,15 +8,25 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/map646/map646/appliance/metrics"
 )
 
 // The control socket speaks one JSON request per line and answers with one
-// JSON reply per line. It is a Unix socket with mode 0600: only root (the
-// daemon's user) may reload or read counters.
+// JSON reply per line. It is a Unix socket created with mode 0600 (0660
+// with a control group): only root, the daemon's own user and members of
+// the control group may reload or read counters. The file mode is checked
+// by the kernel at connect; the peer's credentials (SO_PEERCRED) are
+// checked again at accept, so a socket whose mode was loosened, or one
+// reached through a descriptor passed on, still answers only them.
 type request struct {
 	Command string `json:"command"` // "stats" or "reload"
 }
@@ -34,19 +44,127 @@ type reloadReply struct {
 }
 
 type controlServer struct {
-	ln   net.Listener
-	path string
-	wg   sync.WaitGroup
-	once sync.Once
-	quit chan struct{} // closed by Close: pending requests give up
+	ln     net.Listener
+	path   string
+	access controlAccess
+	log    *slog.Logger
+	wg     sync.WaitGroup
+	once   sync.Once
+	quit   chan struct{} // closed by Close: pending requests give up
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 }
 
+// controlAccess says who may use the control socket besides root.
+type controlAccess struct {
+	uid int // the daemon's own effective uid
+	gid int // the control group; -1 for none
+}
+
+// lookupControlGroup resolves a group name or number ("" for none).
+func lookupControlGroup(name string) (int, error) {
+	if name == "" {
+		return -1, nil
+	}
+	if n, err := strconv.Atoi(name); err == nil && n >= 0 {
+		return n, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return -1, fmt.Errorf("control group: %w", err)
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+// allows reports whether a peer with these credentials may use the
+// socket: root, the daemon's user, or a member of the control group
+// (primary group, or a supplementary group read from /proc/<pid>/status).
+func (a controlAccess) allows(cred *unix.Ucred, groups func(pid int32) []int) bool {
+	switch {
+	case cred.Uid == 0 || int(cred.Uid) == a.uid:
+		return true
+	case a.gid < 0:
+		return false
+	case int(cred.Gid) == a.gid:
+		return true
+	}
+	return slices.Contains(groups(cred.Pid), a.gid)
+}
+
+// procGroups is the supplementary groups of process pid.
+func procGroups(pid int32) []int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "Groups:"); ok {
+			var gs []int
+			for _, f := range strings.Fields(rest) {
+				if g, err := strconv.Atoi(f); err == nil {
+					gs = append(gs, g)
+				}
+			}
+			return gs
+		}
+	}
+	return nil
+}
+
+// peerCred is the credentials of the process at the other end of c.
+func peerCred(c net.Conn) (*unix.Ucred, error) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil, fmt.Errorf("not a Unix socket: %T", c)
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	return cred, cerr
+}
+
+// bindPrivately binds a Unix socket at path with the process umask set
+// so that the socket file is created with mode 0600 (0660 with a group):
+// a chmod after bind would leave it open to everyone for a moment. The
+// umask is process-wide; the daemon creates no other files meanwhile,
+// and a file created meanwhile would only get fewer permissions.
+func bindPrivately(path string, gid int) (net.Listener, error) {
+	mask := 0o177
+	if gid >= 0 {
+		mask = 0o117
+	}
+	old := unix.Umask(mask)
+	ln, err := net.Listen("unix", path)
+	unix.Umask(old)
+	if err != nil {
+		return nil, err
+	}
+	if gid >= 0 {
+		if err := os.Lchown(path, -1, gid); err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
+	return ln, nil
+}
+
 // listenControl binds path. A socket file left by a daemon that died is
 // replaced; one that answers belongs to a running daemon and is an error.
-func listenControl(path string, d *daemon, reloads chan<- chan reloadReply, log *slog.Logger) (*controlServer, error) {
+// group names the control group ("" for none).
+func listenControl(path, group string, d *daemon, reloads chan<- chan reloadReply, log *slog.Logger) (*controlServer, error) {
+	gid, err := lookupControlGroup(group)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := os.Stat(path); err == nil {
 		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 			c.Close()
@@ -54,44 +172,86 @@ func listenControl(path string, d *daemon, reloads chan<- chan reloadReply, log 
 		}
 		_ = os.Remove(path)
 	}
-	ln, err := net.Listen("unix", path)
+	ln, err := bindPrivately(path, gid)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("control socket: %w", err)
-	}
-	s := &controlServer{ln: ln, path: path, quit: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+	s := &controlServer{ln: ln, path: path, access: controlAccess{uid: os.Geteuid(), gid: gid}, log: log,
+		quit: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				if !errors.Is(err, net.ErrClosed) {
-					log.Warn("control socket", "err", err)
-				}
-				return
-			}
-			s.mu.Lock()
-			s.conns[c] = struct{}{}
-			s.mu.Unlock()
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				s.serve(c, d, reloads)
-				s.mu.Lock()
-				delete(s.conns, c)
-				s.mu.Unlock()
-			}()
-		}
+		s.acceptLoop(d, reloads)
 	}()
 	return s, nil
 }
 
+// acceptBackoff bounds the pause after a failed accept.
+var acceptBackoff = struct{ min, max time.Duration }{5 * time.Millisecond, time.Second}
+
+// acceptLoop serves connections until the listener is closed. A failed
+// accept (EMFILE or ENFILE when descriptors run out, ECONNABORTED,
+// ENOBUFS...) is retried after a pause that doubles up to a second, as
+// net/http does: `map646 stats` and `reload` must work again as soon as
+// descriptors are free, without a restart.
+func (s *controlServer) acceptLoop(d *daemon, reloads chan<- chan reloadReply) {
+	var pause time.Duration
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if pause == 0 {
+				pause = acceptBackoff.min
+				s.log.Warn("control socket: accept failed; retrying", "err", err)
+			} else {
+				pause = min(2*pause, acceptBackoff.max)
+			}
+			select {
+			case <-s.quit:
+				return
+			case <-time.After(pause):
+			}
+			continue
+		}
+		pause = 0
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if s.admit(c) {
+				s.serve(c, d, reloads)
+			}
+			c.Close()
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// admit checks the peer's credentials; a refused peer gets one error
+// reply.
+func (s *controlServer) admit(c net.Conn) bool {
+	cred, err := peerCred(c)
+	if err == nil && s.access.allows(cred, procGroups) {
+		return true
+	}
+	msg := "permission denied: only root, the daemon's user or the control group may use this socket"
+	if err != nil {
+		s.log.Warn("control socket: cannot read the peer's credentials", "err", err)
+	} else {
+		s.log.Warn("control socket: peer refused", "uid", cred.Uid, "gid", cred.Gid, "pid", cred.Pid)
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = json.NewEncoder(c).Encode(reply{Error: msg})
+	return false
+}
+
 func (s *controlServer) serve(c net.Conn, d *daemon, reloads chan<- chan reloadReply) {
-	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Minute))
 	sc := bufio.NewScanner(c)
 	enc := json.NewEncoder(c)

@@ -25,11 +25,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"reflect"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/map646/map646/appliance/config"
 	"github.com/map646/map646/appliance/metrics"
@@ -46,6 +50,9 @@ const DefaultControlSocket = "/run/map646.sock"
 // Options configure Run.
 type Options struct {
 	ConfigPath string
+	// ConfigRoot, if set, confines the configuration and its
+	// mappings_file to this directory (a config drive).
+	ConfigRoot string
 	// Logger receives the daemon's logs; nil builds one on stderr from
 	// the configuration's log block.
 	Logger *slog.Logger
@@ -54,6 +61,9 @@ type Options struct {
 	// ControlSocket is the Unix socket path for stats and reload
 	// requests; "" means DefaultControlSocket.
 	ControlSocket string
+	// ControlGroup is a group (name or number) whose members may use the
+	// control socket besides root and the daemon's user; "" for none.
+	ControlGroup string
 	// OnReady is called once everything is set up and packets flow.
 	OnReady func(ReadyInfo)
 	// LockDir is where the per-network-namespace instance lock lives;
@@ -124,6 +134,19 @@ type ReadyInfo struct {
 	PreexistingRoutes []string
 }
 
+// ConfigLoadTimeout bounds reading and checking the configuration (a
+// million-line mappings file takes a few seconds); a load still running
+// then is abandoned, so a file system that hangs cannot hang the daemon.
+const ConfigLoadTimeout = time.Minute
+
+// loadConfig loads the configuration, giving up when ctx ends (SIGTERM
+// wins over a reload in progress) or after ConfigLoadTimeout.
+func loadConfig(ctx context.Context, opts Options) (*config.Config, error) {
+	ctx, cancel := context.WithTimeout(ctx, ConfigLoadTimeout)
+	defer cancel()
+	return config.LoadContext(ctx, opts.ConfigPath, opts.ConfigRoot)
+}
+
 // device and datapath are the parts of the stack package the daemon
 // uses; the seams let lifecycle tests run without a tun.
 type device interface {
@@ -143,11 +166,57 @@ type env struct {
 	kernel  func() (netsetup.Kernel, func() error, error)
 	openTun func(tun.Config) (device, error)
 	watch   func() (watcher, error)
-	serve   func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error)
+	// openLink opens the link of the fd and nic modes (translator.link).
+	openLink func(config.Translator) (device, error)
+	serve    func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error)
+	// nicMTU returns an interface's MTU (NIC mode's default IPv4 and
+	// IPv6 MTUs).
+	nicMTU func(name string) (int, error)
 	// dropPrivileges switches the whole process to id and the
 	// capabilities keep once it is set up; nil keeps them (the lifecycle
 	// tests run the daemon inside the test process).
 	dropPrivileges func(id identity, keep []uintptr) error
+}
+
+// fdLink is the fd mode's device: a descriptor the daemon inherited. It
+// stays open when the daemon stops (its owner is whoever handed it over).
+type fdLink struct{ fd, mtu int }
+
+func (l *fdLink) Name() string     { return fmt.Sprintf("fd %d", l.fd) }
+func (l *fdLink) Offloads() string { return "none" }
+func (l *fdLink) Close() error     { return nil }
+
+// nicLink is the NIC mode's device: the NICs the data path opens its
+// AF_PACKET sockets on (and closes them itself when it stops).
+type nicLink struct{ cfg stack.NICConfig }
+
+func (l *nicLink) Name() string {
+	if l.cfg.IPv4 == l.cfg.IPv6 {
+		return "nic " + l.cfg.IPv4
+	}
+	return "nic " + l.cfg.IPv4 + "," + l.cfg.IPv6
+}
+func (l *nicLink) Offloads() string { return "none" }
+func (l *nicLink) Close() error     { return nil }
+
+// openLink checks and returns the device of the fd or nic mode.
+func openLink(t config.Translator) (device, error) {
+	switch t.Link {
+	case config.LinkFD:
+		if _, err := unix.FcntlInt(uintptr(t.FD.FD), unix.F_GETFD, 0); err != nil {
+			return nil, fmt.Errorf("translator fd %d: not an open descriptor of this process: %w", t.FD.FD, err)
+		}
+		return &fdLink{fd: t.FD.FD, mtu: t.FD.MTU}, nil
+	case config.LinkNIC:
+		q := t.NIC.Queues
+		if q == 0 {
+			q = runtime.NumCPU()
+		}
+		// Unset MTUs are the NICs' (xlatConfig), and follow them.
+		return &nicLink{cfg: stack.NICConfig{IPv4: t.NIC.IPv4, IPv6: t.NIC.IPv6, Queues: q,
+			FollowIPv4MTU: t.IPv4MTU == 0, FollowIPv6MTU: t.IPv6MTU == 0}}, nil
+	}
+	return nil, fmt.Errorf("unknown link mode %q", t.Link)
 }
 
 var systemEnv = env{
@@ -158,12 +227,60 @@ var systemEnv = env{
 		}
 		return nl, nl.Close, nil
 	},
-	openTun: func(c tun.Config) (device, error) { return tun.Open(c) },
-	watch:   func() (watcher, error) { return netsetup.Watch() },
+	openTun:  func(c tun.Config) (device, error) { return tun.Open(c) },
+	openLink: openLink,
+	watch:    func() (watcher, error) { return netsetup.Watch() },
 	serve: func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error) {
-		return stack.Serve(ctx, eng, dev.(*tun.Device), log)
+		switch l := dev.(type) {
+		case *fdLink:
+			return stack.ServeFD(ctx, eng, l.fd, l.mtu, log)
+		case *nicLink:
+			return stack.ServeNIC(ctx, eng, l.cfg, log)
+		}
+		return stack.ServeTun(ctx, eng, dev.(*tun.Device), log)
 	},
 	dropPrivileges: dropPrivileges,
+	nicMTU: func(name string) (int, error) {
+		ifc, err := net.InterfaceByName(name)
+		if err != nil {
+			return 0, err
+		}
+		return ifc.MTU, nil
+	},
+}
+
+// xlatConfig is cfg's engine configuration. In NIC mode nothing else
+// stands between the translator and the NICs (the kernel does not
+// forward): the engine decrements TTL and Hop Limit itself, and unless
+// ipv4_mtu and ipv6_mtu say otherwise they are the NICs' MTUs, so that the
+// engine answers packets too big for them (RFC 7915 sections 4 and 5) and
+// clamps the TCP MSS.
+func xlatConfig(cfg *config.Config, e env) (*xlat.Config, error) {
+	xc, err := cfg.Xlat()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Translator.Link == config.LinkNIC {
+		// No kernel forwards before or after the translator: it is the
+		// router whose hop the TTL counts (RFC 7915 sections 4.1, 5.1).
+		xc.Policy.DecrementTTL = true
+	}
+	if t := cfg.Translator; t.Link == config.LinkNIC && e.nicMTU != nil {
+		for _, side := range []struct {
+			name string
+			mtu  *int
+		}{{t.NIC.IPv4, &xc.Policy.IPv4MTU}, {t.NIC.IPv6, &xc.Policy.IPv6MTU}} {
+			if *side.mtu != 0 {
+				continue
+			}
+			m, err := e.nicMTU(side.name)
+			if err != nil {
+				return nil, fmt.Errorf("translator nic %s: %w", side.name, err)
+			}
+			*side.mtu = m
+		}
+	}
+	return xc, nil
 }
 
 // Run runs the translator until ctx is done, then removes what it
@@ -205,7 +322,7 @@ type daemon struct {
 
 func run(ctx context.Context, opts Options, e env) (err error) {
 	opts = opts.withDefaults()
-	cfg, err := config.Load(opts.ConfigPath)
+	cfg, err := loadConfig(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -229,7 +346,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	if err != nil {
 		return err
 	}
-	xc, err := cfg.Xlat()
+	xc, err := xlatConfig(cfg, e)
 	if err != nil {
 		return err
 	}
@@ -270,15 +387,27 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 			log.Error("removing what the translator installed", "err", err)
 		}
 	})
-	for _, key := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
-		if err := d.tracker.Sysctl(key, "1"); err != nil {
-			return err
+	// Host mode: the kernel forwards into and out of the tun. NIC mode:
+	// the kernel must not forward what the translator reads off the NICs
+	// (it sees a copy of every frame). fd mode: whoever handed the
+	// descriptor over routes.
+	forwarding := map[string]string{config.LinkTun: "1", config.LinkNIC: "0"}[cfg.Translator.Link]
+	if forwarding != "" {
+		for _, key := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
+			if err := d.tracker.Sysctl(key, forwarding); err != nil {
+				return err
+			}
 		}
 	}
 
 	t := cfg.Translator.Tun
 	setupStart := time.Now()
-	dev, err := e.openTun(tun.Config{Name: t.Name, Queues: t.Queues, MTU: t.MTU, Offload: t.Offload})
+	var dev device
+	if cfg.Translator.Link == config.LinkTun {
+		dev, err = e.openTun(tun.Config{Name: t.Name, Queues: t.Queues, MTU: t.MTU, Offload: t.Offload})
+	} else {
+		dev, err = e.openLink(cfg.Translator)
+	}
 	if err != nil {
 		return err
 	}
@@ -347,7 +476,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	}
 
 	reloadReq := make(chan chan reloadReply)
-	cs, err := listenControl(opts.ControlSocket, d, reloadReq, log)
+	cs, err := listenControl(opts.ControlSocket, opts.ControlGroup, d, reloadReq, log)
 	if err != nil {
 		return err
 	}
@@ -540,7 +669,9 @@ func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
 		d.reloads.LastError = ""
 	}
 	d.mu.Unlock()
-	if err != nil {
+	if err != nil && ctx.Err() != nil {
+		d.log.Info("reload abandoned: stopping", "file", d.opts.ConfigPath)
+	} else if err != nil {
 		d.log.Error("reload refused; the running configuration stays", "file", d.opts.ConfigPath, "err", err)
 	} else {
 		d.log.Info("reloaded", "digest", res.Digest, "pending_digest", res.PendingDigest, "mappings", res.Mappings, "routes_added", res.RoutesAdded,
@@ -549,11 +680,19 @@ func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
 			d.log.Warn("changed setting takes effect at the next start", "setting", s)
 		}
 	}
+	// A refused file may have cost a lot of transient memory (the HCL
+	// parser allocates up to ~1 KiB per byte of hostile input); a good
+	// one leaves the old table behind. Return it to the system now,
+	// once the outcome is recorded; not when stopping (an abandoned load
+	// is still running, and a full collection would delay the stop).
+	if ctx.Err() == nil {
+		debug.FreeOSMemory()
+	}
 	return res, err
 }
 
 func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
-	cfg, err := config.Load(d.opts.ConfigPath)
+	cfg, err := loadConfig(ctx, d.opts)
 	if err != nil {
 		return ReloadResult{}, err
 	}
@@ -569,9 +708,12 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 		res.Digest, res.PendingDigest = digests(running, old)
 		return res, nil
 	}
-	xc, err := cfg.Xlat()
+	xc, err := xlatConfig(cfg, d.env)
 	if err != nil {
 		return res, err
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err // stopping: keep what runs, the cleanup removes it
 	}
 	if err := d.eng.Reload(xc); err != nil {
 		return res, fmt.Errorf("engine: %w", err)
@@ -632,6 +774,9 @@ func restartOnly(running, loaded *config.Config) []string {
 	if running.Translator.Tun != loaded.Translator.Tun {
 		s = append(s, "translator.tun")
 	}
+	if running.Translator.Link != loaded.Translator.Link || running.Translator.FD != loaded.Translator.FD || running.Translator.NIC != loaded.Translator.NIC {
+		s = append(s, "translator link (fd, nic)")
+	}
 	if running.Metrics != loaded.Metrics {
 		s = append(s, "metrics.listen")
 	}
@@ -679,6 +824,9 @@ func (d *daemon) Stats() metrics.Stats {
 		{Kind: "write_errors", Value: ls.WriteErrors},
 		{Kind: "short_vnet_hdr", Value: ls.ShortVnetHdr},
 		{Kind: "invalid_vnet_hdr", Value: ls.InvalidVnetHdr},
+		{Kind: "not_ip", Value: ls.NotIP},
+		{Kind: "panics", Value: ls.Panics},
+		{Kind: "no_next_hop", Value: ls.NoNextHop},
 	}
 	return s
 }

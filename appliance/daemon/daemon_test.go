@@ -212,7 +212,9 @@ func (p *fakeDatapath) Healthy() bool {
 	p.checks.Add(1)
 	return p.healthy.Load()
 }
-func (p *fakeDatapath) LinkStats() stack.LinkStats { return stack.LinkStats{Reads: 7} }
+func (p *fakeDatapath) LinkStats() stack.LinkStats {
+	return stack.LinkStats{Reads: 7, Panics: 2, NotIP: 1}
+}
 
 // fakeAnnouncer records what it is told, in order, with the kernel's
 // routes at the time of Close.
@@ -611,7 +613,7 @@ func TestSecondDaemonOnTheSameSocketIsRefused(t *testing.T) {
 	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
 	defer h.stop()
 	d := &daemon{}
-	_, err := listenControl(h.sock, d, nil, slog.New(slog.DiscardHandler))
+	_, err := listenControl(h.sock, "", d, nil, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "another map646 is running") {
 		t.Errorf("second listener: %v", err)
 	}
@@ -658,7 +660,7 @@ func TestStaleSocketIsReplaced(t *testing.T) {
 	if err := os.WriteFile(sock, nil, 0o600); err != nil { // left by a killed daemon
 		t.Fatal(err)
 	}
-	cs, err := listenControl(sock, &daemon{}, nil, slog.New(slog.DiscardHandler))
+	cs, err := listenControl(sock, "", &daemon{}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -716,6 +718,8 @@ func TestMetricsEndpointServesTheDaemonsCounters(t *testing.T) {
 		"map646_routes 3\n",
 		"map646_routes_preexisting 0\n",
 		`map646_link_events_total{counter="reads"} 7`,
+		`map646_link_events_total{counter="panics"} 2`,
+		`map646_link_events_total{counter="not_ip"} 1`,
 		`map646_config_info{digest="` + st.Digest + `"`,
 		`map646_packets_total{direction="4to6",protocol="udp"} 0`,
 		`map646_drops_total{direction="6to4",reason="dst_unmapped"} 0`,

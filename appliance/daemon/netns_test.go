@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/map646/map646/internal/netnstest"
 	"github.com/map646/map646/internal/testenv"
 )
@@ -51,6 +53,7 @@ func TestMain(m *testing.M) {
 type topo struct {
 	cli, x, srv *netnstest.NS
 	dir         string
+	extraFiles  []*os.File // handed to the daemon as fd 3, 4, ...
 }
 
 func newTopo(t *testing.T) *topo {
@@ -92,6 +95,7 @@ func (tp *topo) startDaemon(t *testing.T, cfgPath string) *daemonProc {
 	sock := filepath.Join(tp.dir, "ctl.sock")
 	cmd := exec.Command("ip", "netns", "exec", tp.x.Name, os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "MAP646_TEST_DAEMON="+cfgPath+","+sock)
+	cmd.ExtraFiles = tp.extraFiles
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -523,5 +527,121 @@ func TestMillionMappings(t *testing.T) {
 				t.Errorf("left after SIGTERM:\n%.500s", l)
 			}
 		})
+	}
+}
+
+// TestDaemonNICMode: `nic { ipv4, ipv6 }` runs the translator on the
+// namespace's veths through AF_PACKET: pings cross both ways with the
+// kernel's forwarding off, the kernel still answers for its own address,
+// and forwarding is restored when the daemon stops.
+func TestDaemonNICMode(t *testing.T) {
+	tp := newTopo(t)
+	tp.x.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+	p := filepath.Join(tp.dir, "nic.hcl")
+	cfg := "translator {\n  prefix = \"2001:db8:64::/96\"\n  mapping {\n    ipv4 = \"198.51.100.10\"\n    ipv6 = \"2001:db8:6::10\"\n  }\n" +
+		"  nic {\n    ipv4 = \"dmx4\"\n    ipv6 = \"dmx6\"\n    queues = 2\n  }\n}\n"
+	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := tp.startDaemon(t, p)
+	for _, key := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
+		if out := strings.TrimSpace(tp.x.MustRun(t, "sysctl", "-n", key)); out != "0" {
+			t.Errorf("%s = %s in NIC mode, want 0", key, out)
+		}
+	}
+	// The first packet each way waits for neighbour resolution (parked,
+	// not dropped).
+	if sent, recv := ping(t, tp.cli, "-c", "4", "-i", "0.2", "-W", "2", "198.51.100.10"); recv != sent {
+		t.Errorf("ping 4->6 through NIC mode: %d/%d\n%s", recv, sent, d.out)
+	}
+	if sent, recv := ping(t, tp.srv, "-6", "-I", "2001:db8:6::10", "-c", "4", "-i", "0.2", "-W", "2", "2001:db8:64::c000:202"); recv != sent {
+		t.Errorf("ping 6->4 through NIC mode: %d/%d\n%s", recv, sent, d.out)
+	}
+	if sent, recv := ping(t, tp.cli, "-c", "2", "-i", "0.2", "-W", "2", "192.0.2.1"); recv != sent {
+		t.Errorf("ping to the appliance itself: %d/%d", recv, sent)
+	}
+	if out := tp.x.MustRun(t, "ip", "-6", "route", "show", "2001:db8:64::/96"); !strings.Contains(out, "blackhole") {
+		t.Errorf("no blackhole route for the prefix: %q", out)
+	}
+	st, err := QueryStats(d.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Tun != "nic dmx4,dmx6" {
+		t.Errorf("stats link %q", st.Tun)
+	}
+	if err := d.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, d.out)
+	}
+	for _, key := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
+		if out := strings.TrimSpace(tp.x.MustRun(t, "sysctl", "-n", key)); out != "1" {
+			t.Errorf("%s = %s after stop, want 1 restored", key, out)
+		}
+	}
+	if out := tp.x.MustRun(t, "ip", "-6", "route", "show", "2001:db8:64::/96"); out != "" {
+		t.Errorf("blackhole route left: %q", out)
+	}
+}
+
+// TestDaemonFDMode: a supervisor (the test) opens a bare-IP tun in the
+// translator's namespace, routes into it and hands it over as fd 3; with
+// `fd { fd = 3 }` the daemon translates on it and leaves forwarding and
+// routes alone.
+func TestDaemonFDMode(t *testing.T) {
+	tp := newTopo(t)
+	tp.x.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+	var tunFile *os.File
+	err := tp.x.Do(func() error {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		ifr, err := unix.NewIfreq("dmfd")
+		if err != nil {
+			unix.Close(fd)
+			return err
+		}
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		tunFile = os.NewFile(uintptr(fd), "tun:dmfd")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tunFile.Close()
+	for _, c := range []string{"ip link set dmfd mtu 1520 up", "ip route add 198.51.100.10/32 dev dmfd", "ip -6 route add 2001:db8:64::/96 dev dmfd"} {
+		tp.x.MustRun(t, strings.Fields(c)...)
+	}
+	tp.extraFiles = []*os.File{tunFile}
+	p := filepath.Join(tp.dir, "fd.hcl")
+	cfg := "translator {\n  prefix = \"2001:db8:64::/96\"\n  mapping {\n    ipv4 = \"198.51.100.10\"\n    ipv6 = \"2001:db8:6::10\"\n  }\n" +
+		"  fd {\n    fd = 3\n  }\n}\n"
+	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := tp.startDaemon(t, p)
+	if sent, recv := ping(t, tp.cli, "-c", "3", "-i", "0.2", "-W", "2", "198.51.100.10"); recv != sent {
+		t.Errorf("ping through the inherited fd: %d/%d\n%s", recv, sent, d.out)
+	}
+	st, err := QueryStats(d.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Tun != "fd 3" || st.Routes != 0 {
+		t.Errorf("stats: link %q, %d routes", st.Tun, st.Routes)
+	}
+	if err := d.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, d.out)
+	}
+	// The supervisor's routes and forwarding are untouched.
+	if out := tp.x.MustRun(t, "ip", "route", "show", "dev", "dmfd"); !strings.Contains(out, "198.51.100.10") {
+		t.Errorf("the supervisor's route is gone: %q", out)
+	}
+	if out := strings.TrimSpace(tp.x.MustRun(t, "sysctl", "-n", "net.ipv4.ip_forward")); out != "1" {
+		t.Errorf("ip_forward = %s after stop, want the supervisor's 1", out)
 	}
 }

@@ -30,7 +30,9 @@ type plan struct {
 // that are adjacent merge, so a million mappings in a few /16s are a few
 // routes) and the RFC 6052 prefix into the tun, in PolicyTable with the
 // policy rules, when tun.routes is on; then the appliance's own route and
-// interface blocks (main table).
+// interface blocks (main table). The fd and nic modes route nothing into a
+// tun: whoever handed the fd over routes into it, and in NIC mode the
+// translator reads the NICs itself.
 func makePlan(cfg *config.Config, tunName string) plan {
 	var p plan
 	var v4 []netip.Prefix
@@ -44,7 +46,8 @@ func makePlan(cfg *config.Config, tunName string) plan {
 		v6 = []netip.Prefix{cfg.Translator.Prefix.Masked()}
 	}
 	p.ann = Announcement{IPv4: v4, IPv6: v6}
-	if cfg.Translator.Tun.Routes {
+	switch {
+	case cfg.Translator.Link == config.LinkTun && cfg.Translator.Tun.Routes:
 		for _, pfx := range v4 {
 			p.routes = append(p.routes, netsetup.Route{Dst: pfx, Dev: tunName, Table: PolicyTable})
 		}
@@ -52,6 +55,14 @@ func makePlan(cfg *config.Config, tunName string) plan {
 			p.routes = append(p.routes, netsetup.Route{Dst: pfx, Dev: tunName, Table: PolicyTable})
 		}
 		p.rules = policyRules(tunName)
+	case cfg.Translator.Link == config.LinkNIC:
+		// The kernel sees a copy of every packet the translator reads.
+		// With forwarding off it drops IPv4 transit silently, but an
+		// IPv6 packet to the prefix that no route matches would get an
+		// ICMPv6 "no route" back from it; a blackhole drops it quietly.
+		for _, pfx := range v6 {
+			p.routes = append(p.routes, netsetup.Route{Dst: pfx, Blackhole: true})
+		}
 	}
 	for _, r := range cfg.Routes {
 		p.routes = append(p.routes, netsetup.Route{Dst: r.To, Via: r.Via, Dev: r.Dev})

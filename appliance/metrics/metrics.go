@@ -155,11 +155,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 // Handler serves /metrics (Prometheus text format: the translator's
 // collector plus the Go runtime and process collectors) and /healthz (200
 // "ok" while the data path is healthy, 503 otherwise).
-func Handler(stats func() Stats) http.Handler {
+// More collectors (the server's own counters) join the translator's.
+func Handler(stats func() Stats, more ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewCollector(stats),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(more...)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -177,23 +179,54 @@ func Handler(stats func() Stats) http.Handler {
 // Server is the metrics HTTP listener.
 type Server struct {
 	srv  *http.Server
-	ln   net.Listener
+	ln   *capListener
 	done chan error
 	once sync.Once
 	err  error
 }
 
+// serverLimits bound what one client can hold of the metrics server: a
+// scraper needs one short request at a time, so slow or idle clients
+// (slowloris) are cut off rather than allowed to pile up.
+type serverLimits struct {
+	maxConns          int           // open connections; the oldest idle one makes room for a new one
+	readHeaderTimeout time.Duration // to send the request line and headers
+	readTimeout       time.Duration // to send the whole request
+	writeTimeout      time.Duration // from the end of the headers to the end of the reply
+	idleTimeout       time.Duration // between requests on a kept-alive connection
+	maxHeaderBytes    int
+}
+
+var limits = serverLimits{
+	maxConns:          64,
+	readHeaderTimeout: 5 * time.Second,
+	readTimeout:       10 * time.Second,
+	writeTimeout:      30 * time.Second,
+	idleTimeout:       60 * time.Second,
+	maxHeaderBytes:    8 << 10,
+}
+
 // Listen starts serving Handler(stats) on addr ("[::1]:9646"). It returns
 // once the socket is bound, so a bad address is an error here.
 func Listen(addr string, stats func() Stats, log *slog.Logger) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
+	inner, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
+	ln := newCapListener(inner, limits.maxConns)
+	h := Handler(stats, ln)
 	s := &Server{
 		srv: &http.Server{
-			Handler:           Handler(stats),
-			ReadHeaderTimeout: 5 * time.Second,
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				defer ln.busy(r.Context())()
+				h.ServeHTTP(w, r)
+			}),
+			ReadHeaderTimeout: limits.readHeaderTimeout,
+			ReadTimeout:       limits.readTimeout,
+			WriteTimeout:      limits.writeTimeout,
+			IdleTimeout:       limits.idleTimeout,
+			MaxHeaderBytes:    limits.maxHeaderBytes,
+			ConnContext:       ln.connContext,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		},
 		ln:   ln,

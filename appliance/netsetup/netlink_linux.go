@@ -339,6 +339,9 @@ func appendRouteMsg(b []byte, typ, flags uint16, seq uint32, r Route, oif int) [
 	if r.Via.IsValid() {
 		scope = unix.RT_SCOPE_UNIVERSE
 	}
+	if r.Blackhole {
+		scope, rtype = unix.RT_SCOPE_UNIVERSE, unix.RTN_BLACKHOLE
+	}
 	if typ == unix.RTM_DELROUTE {
 		scope, rtype, proto = unix.RT_SCOPE_NOWHERE, 0, 0
 	}

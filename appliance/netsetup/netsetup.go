@@ -27,9 +27,15 @@ type Route struct {
 	Dev   string
 	Via   netip.Addr
 	Table int // 0: the main table
+	// Blackhole: the kernel drops what matches, silently (no ICMP
+	// unreachable); Dev and Via are not used.
+	Blackhole bool
 }
 
 func (r Route) String() string {
+	if r.Blackhole {
+		return "blackhole " + r.Dst.String()
+	}
 	s := r.Dst.String()
 	if r.Via.IsValid() {
 		s += " via " + r.Via.String()

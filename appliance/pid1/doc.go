@@ -16,7 +16,12 @@
 //	config-2  /openstack/latest/user_data  (OpenStack config drive)
 //
 // An invalid drive is reported on the console and the baked configuration
-// runs instead. The kernel command line option map646.drive_wait=DURATION
+// runs instead. A drive's configuration may name only files on the drive
+// (its mappings_file). A translator that stops on its own is restarted
+// (backing off from 1 s to 30 s); after three failures in a row with the
+// drive's configuration the baked one runs, and after three with that
+// PID 1 stays up without a translator and says so on the console: it never
+// reboots in a loop. The kernel command line option map646.drive_wait=DURATION
 // (default 500ms) bounds how long /init waits for a drive to appear.
 //
 // Signals: SIGHUP re-reads the configuration in use. The ACPI power button

@@ -25,6 +25,18 @@ const BakedConfig = "/etc/map646.hcl"
 // mounted so that a mappings_file beside the configuration can be read.
 const driveMount = "/run/config-drive"
 
+// ConfigFile is a configuration to run and where it came from.
+type ConfigFile struct {
+	Path   string
+	Root   string // "" or the directory the configuration's files must stay in (a config drive)
+	Source string // "baked" or "drive:<kind>", for the console
+}
+
+// RunFunc runs the translator with the configuration cfg until ctx ends,
+// calling onReady once it forwards. A value on reload asks it to re-read
+// the configuration.
+type RunFunc func(ctx context.Context, cfg ConfigFile, log *slog.Logger, reload <-chan struct{}, onReady func(daemon.ReadyInfo)) error
+
 // Options are the parts of the appliance that PID 1 starts.
 type Options struct {
 	// Version is the translator's version, reported on the console.
@@ -72,7 +84,6 @@ func boot(opts Options, console io.Writer) (haltCmd int) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	haltCmd = unix.LINUX_REBOOT_CMD_POWER_OFF
 	stop := make(chan int, 4)
 	go watchPowerButton(ctx, "/sys", "/dev", stop, log)
 	reload := make(chan struct{}, 1)
@@ -97,29 +108,15 @@ func boot(opts Options, console io.Writer) (haltCmd int) {
 	if err := loopbackUp(); err != nil {
 		log.Error("loopback", "err", err)
 	}
-	path, source := chooseConfig(ctx, params, console)
-	done := make(chan error, 1)
+	configs := chooseConfig(ctx, params, console)
+	done := make(chan struct{})
 	go func() {
-		// appliance/daemon also sets up the interface and route blocks,
-		// forwarding and the tun.
-		done <- daemon.Run(ctx, daemon.Options{
-			ConfigPath: path,
-			Logger:     log,
-			Reload:     reload,
-			Version:    opts.Version,
-			Announcers: opts.Announcers,
-			OnReady: func(r daemon.ReadyInfo) {
-				fmt.Fprintln(console, readyLine(r, source, uptime()))
-			},
+		defer close(done)
+		supervise(ctx, configs, daemonRunner(opts), log, console, reload, func(r daemon.ReadyInfo, source string) {
+			fmt.Fprintln(console, readyLine(r, source, uptime()))
 		})
 	}()
-	select {
-	case err := <-done:
-		fmt.Fprintf(console, "map646: the translator stopped: %v\nmap646: rebooting in 5 s\n", err)
-		time.Sleep(5 * time.Second)
-		return unix.LINUX_REBOOT_CMD_RESTART
-	case haltCmd = <-stop:
-	}
+	haltCmd = <-stop
 	what := "powering off"
 	if haltCmd == unix.LINUX_REBOOT_CMD_RESTART {
 		what = "rebooting"
@@ -127,10 +124,7 @@ func boot(opts Options, console io.Writer) (haltCmd int) {
 	fmt.Fprintf(console, "map646: shutting down (%s)\n", what)
 	cancel()
 	select {
-	case err := <-done:
-		if err != nil && ctx.Err() == nil {
-			log.Error("translator", "err", err)
-		}
+	case <-done:
 	case <-time.After(15 * time.Second):
 		fmt.Fprintln(console, "map646: the translator did not stop within 15 s")
 	}
@@ -139,10 +133,12 @@ func boot(opts Options, console io.Writer) (haltCmd int) {
 	return haltCmd
 }
 
-// chooseConfig returns the configuration to run and where it came from: a
-// valid config drive's, else the baked one. A drive whose configuration is
-// invalid is reported with its diagnostics and ignored.
-func chooseConfig(ctx context.Context, params map[string]string, console io.Writer) (path, source string) {
+// chooseConfig returns the configurations to try, in order: a config
+// drive's whose configuration loads (confined to the drive), then the
+// baked one. A drive whose configuration is invalid is reported with its
+// diagnostics and left out.
+func chooseConfig(ctx context.Context, params map[string]string, console io.Writer) []ConfigFile {
+	baked := []ConfigFile{{Path: BakedConfig, Source: "baked"}}
 	// The kernel finishes its asynchronous probes (libata, SCSI scans)
 	// before it starts /init, so the disks present at boot are there;
 	// the wait covers slower buses (e.g. USB mass storage) only.
@@ -159,19 +155,28 @@ func chooseConfig(ctx context.Context, params map[string]string, console io.Writ
 		fmt.Fprintf(console, "map646: looking for a config drive: %v\n", err)
 	}
 	if d == nil {
-		return BakedConfig, "baked"
+		return baked
 	}
 	if err := mountDrive(d, driveMount); err != nil {
 		fmt.Fprintf(console, "map646: config drive %s: %v; running the baked configuration\n", d, err)
-		return BakedConfig, "baked"
+		return baked
 	}
-	p := filepath.Join(driveMount, d.Kind.ConfigFile())
-	if _, err := config.Load(p); err != nil {
+	c := ConfigFile{Path: filepath.Join(driveMount, d.Kind.ConfigFile()), Root: driveMount, Source: "drive:" + d.Kind.String()}
+	if err := checkConfig(ctx, c); err != nil {
 		fmt.Fprintf(console, "map646: config drive %s is invalid; running the baked configuration:\n%v\n", d, err)
-		return BakedConfig, "baked"
+		return baked
 	}
 	fmt.Fprintf(console, "map646: using the configuration of config drive %s\n", d)
-	return p, "drive:" + d.Kind.String()
+	return append([]ConfigFile{c}, baked...)
+}
+
+// checkConfig loads c once, within a bound: a drive that hangs must not
+// hang the boot.
+func checkConfig(ctx context.Context, c ConfigFile) error {
+	ctx, cancel := context.WithTimeout(ctx, daemon.ConfigLoadTimeout)
+	defer cancel()
+	_, err := config.LoadContext(ctx, c.Path, c.Root)
+	return err
 }
 
 // parseCmdline returns the key=value words of the kernel command line.
@@ -227,6 +232,22 @@ func watchPowerButton(ctx context.Context, sys, dev string, stop chan<- int, log
 			}
 			stop <- unix.LINUX_REBOOT_CMD_POWER_OFF
 		}()
+	}
+}
+
+// daemonRunner runs appliance/daemon: the translator with its tun, routes,
+// the appliance's interfaces and forwarding.
+func daemonRunner(opts Options) RunFunc {
+	return func(ctx context.Context, cfg ConfigFile, log *slog.Logger, reload <-chan struct{}, onReady func(daemon.ReadyInfo)) error {
+		return daemon.Run(ctx, daemon.Options{
+			ConfigPath: cfg.Path,
+			ConfigRoot: cfg.Root,
+			Logger:     log,
+			Reload:     reload,
+			Version:    opts.Version,
+			Announcers: opts.Announcers,
+			OnReady:    onReady,
+		})
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 	"github.com/mdlayher/ndp"
 	"golang.org/x/net/ipv6"
 
-	"github.com/map646/map646/appliance/failovertest"
+	"github.com/map646/map646/internal/netnstest"
 )
 
 func TestAnswerAt(t *testing.T) {
@@ -105,10 +105,10 @@ func TestSolicitationProblem(t *testing.T) {
 // MIN_DELAY_BETWEEN_RAS after the previous advertisement; a flood of
 // solicitations gets a bounded number of advertisements, all counted.
 func TestAdvertiserSolicitationFlood(t *testing.T) {
-	failovertest.RequireNetns(t)
-	r := failovertest.NewNetns(t, "rar")
-	h := failovertest.NewNetns(t, "rah")
-	failovertest.Veth(t, r, "xlat0", h, "srv0")
+	netnstest.Require(t, "ra-")
+	r := netnstest.New(t, "ra-r-")
+	h := netnstest.New(t, "ra-h-")
+	netnstest.Veth(t, r, "xlat0", h, "srv0")
 	// The capture binds the host's link-local address: wait for it.
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(h.Run("ip", "-6", "addr", "show", "dev", "srv0", "scope", "link"), "fe80::"); {
 		if time.Now().After(deadline) {
@@ -122,15 +122,14 @@ func TestAdvertiserSolicitationFlood(t *testing.T) {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	var a *Advertiser
-	r.Do(func() {
-		var err error
+	if err := r.Do(func() (err error) {
 		// A long interval: every advertisement after the first is an
 		// answer to a solicitation.
 		a, err = Start(Config{Interface: "xlat0", Interval: 600 * time.Second}, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-	})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 	defer a.Close()
 	if err := a.Update([]netip.Prefix{netip.MustParsePrefix("2001:db8:64::/96")}, true); err != nil {
 		t.Fatal(err)
@@ -139,12 +138,12 @@ func TestAdvertiserSolicitationFlood(t *testing.T) {
 	firstAt := time.Now()
 	allRouters := netip.MustParseAddr("ff02::2")
 	var ifi *net.Interface
-	h.Do(func() {
-		var err error
-		if ifi, err = net.InterfaceByName("srv0"); err != nil {
-			t.Fatal(err)
-		}
-	})
+	if err := h.Do(func() (err error) {
+		ifi, err = net.InterfaceByName("srv0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 	solicit := func(hopLimit int) {
 		t.Helper()
 		if err := capt.c.WriteTo(&ndp.RouterSolicitation{}, &ipv6.ControlMessage{HopLimit: hopLimit, IfIndex: ifi.Index}, allRouters); err != nil {

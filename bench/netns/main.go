@@ -1,17 +1,23 @@
-// Command netns is the benchmark harness of issue 3: in one run on one
-// machine it compares native kernel IPv6 and IPv4 forwarding, TAYGA and
-// map646 (with 1 and with 1M mappings) between network namespaces joined by
-// veth pairs, with iperf3 (TCP 1 and 4 streams, 64-byte UDP packet rate),
-// ping round-trip times and the translator's CPU time.
+// Command netns is the benchmark harness of issues 3 and 12: in one run on
+// one machine it compares native kernel IPv6 and IPv4 forwarding, Debian's
+// TAYGA 0.9.2, the multi-queue TAYGA fork (-tayga-fork PATH) and map646 in
+// each of its link modes (host mode on its tun, with 1 and with 1M
+// mappings; NIC mode on AF_PACKET; an inherited fd) between network
+// namespaces joined by veth pairs, with GRO on and off on the veths, using
+// iperf3 (TCP 1 and 4 streams, 64-byte UDP packet rate), ping (100/s and 1/s
+// on the idle path, 100/s during the UDP flood) and the translator's CPU
+// time.
 //
-// Setups alternate within each round (A B C D E, A B C D E, ...); the report
-// gives medians and same-run ratios, judges the issue's targets (met / not
-// met, never enforced), prints a Markdown section and can write it into
-// docs/benchmarks.md between its markers. The exit status is non-zero when a
-// measurement fails (a tool errors, no traffic passes), never because a
-// target is missed.
+// map646 setups are rendered from HCL templates (templates/, or -template
+// MODE=FILE); a link mode that `map646 check` rejects is reported as
+// unsupported, not as a failure. Setups alternate within each round (A B C,
+// A B C, ...; GRO on, then GRO off); the report gives medians and same-run
+// ratios, judges the issues' targets (met / not met, never enforced),
+// prints a Markdown section and can write it into docs/benchmarks.md
+// between its markers. The exit status is non-zero when a measurement fails
+// (a tool errors, no traffic passes), never because a target is missed.
 //
-//	go run ./bench/netns -map646 bin/map646 -out docs/benchmarks.md   # full run
+//	go run ./bench/netns -map646 bin/map646 -tayga-fork /tmp/tayga-fork/tayga -out docs/benchmarks.md
 //	go run ./bench/netns -quick -map646 bin/map646                    # smoke test
 //
 // It needs root, /dev/net/tun, iproute2, iperf3, ping, ethtool and tayga.
@@ -41,42 +47,67 @@ type options struct {
 	Duration time.Duration
 	Pings    int
 	Mappings int      // size of the large map646 table
+	Pings1s  int      // pings at 1/s per setup and round (sparse traffic)
 	Setups   []string // keys, in the order they run in each round
 	Map646   string   // binary
-	Tayga    string   // binary
-	Out      string   // Markdown file to update; "" prints only
-	JSON     string   // per-round raw values; "" for none
-	Keep     bool     // keep the work directory (configs, logs)
-	Perf     string   // with perf(1): profile each translator in round 1 into this directory
-	GRO      bool     // turn GRO on on the veths (as a NIC driver would by default)
+	Tayga    string   // binary of TAYGA 0.9.2
+	// TaygaFork is the apalrd/tayga binary ("": not measured).
+	TaygaFork string
+	// Templates replaces the embedded HCL template of a link mode
+	// (mode -> file).
+	Templates map[string]string
+	Out       string // Markdown file to update; "" prints only
+	JSON      string // per-round raw values; "" for none
+	Keep      bool   // keep the work directory (configs, logs)
+	Perf      string // with perf(1): profile each translator in round 1 into this directory
+	// Conds are the veth states every setup is measured in, in order.
+	Conds []condition
 	// StartTimeout bounds a map646 start (loading a large table, installing
 	// routes) until traffic passes; 0 means 90 s.
 	StartTimeout time.Duration
 	Log          func(format string, a ...any)
 }
 
-var allSetups = []string{sNative6, sNative4, sTayga, sMap646, sMap646M1}
-
 func main() {
 	var o options
-	quick := flag.Bool("quick", false, "smoke test: 1 round of 3 s tests and 50 pings (overrides -rounds, -duration, -pings)")
-	flag.IntVar(&o.Rounds, "rounds", 5, "rounds; each runs every setup once")
+	quick := flag.Bool("quick", false, "smoke test: 1 round of 3 s tests, 50 pings at 100/s and 2 at 1/s, GRO on only unless -gro is given (overrides -rounds, -duration, -pings, -pings-1s)")
+	flag.IntVar(&o.Rounds, "rounds", 5, "rounds; each runs every setup once in every GRO condition")
 	flag.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each iperf3 test (whole seconds)")
-	flag.IntVar(&o.Pings, "pings", 200, "pings per setup and round, 10 ms apart")
+	flag.IntVar(&o.Pings, "pings", 200, "pings per setup and round, 10 ms apart (100/s)")
+	flag.IntVar(&o.Pings1s, "pings-1s", 10, "pings per setup and round, 1 s apart (sparse traffic)")
 	flag.IntVar(&o.Mappings, "mappings", 1_000_000, "mappings in the large map646 table")
-	setups := flag.String("setups", strings.Join(allSetups, ","), "setups to compare, in run order")
+	setups := flag.String("setups", "", "setups to compare, in run order (default: "+strings.Join(defaultSetups("PATH"), ",")+"; tayga-fork only with -tayga-fork)")
 	flag.StringVar(&o.Map646, "map646", "bin/map646", "map646 binary (make build)")
-	flag.StringVar(&o.Tayga, "tayga", "/usr/sbin/tayga", "TAYGA binary")
+	flag.StringVar(&o.Tayga, "tayga", "/usr/sbin/tayga", "TAYGA 0.9.2 binary")
+	flag.StringVar(&o.TaygaFork, "tayga-fork", "", "binary of the apalrd/tayga fork, run with `workers 2`; empty: not measured")
+	tmpl := flag.String("template", "", "replace a link mode's HCL template: MODE=FILE[,MODE=FILE] with MODE tun, nic or fd (text/template; see bench/netns/templates)")
 	flag.StringVar(&o.Out, "out", "", "Markdown file whose netns-harness section is replaced (e.g. docs/benchmarks.md)")
 	flag.StringVar(&o.JSON, "json", "", "write every per-round value to this JSON file")
-	flag.BoolVar(&o.GRO, "gro", true, "turn GRO on on the veths, as NIC drivers do by default (veths leave it off); -gro=false keeps the veth defaults")
+	gro := flag.String("gro", "both", "GRO on the veths: on (as NIC drivers do by default), off (the veth default) or both (each round measures every setup with GRO on, then off)")
 	flag.BoolVar(&o.Keep, "keep", false, "keep the work directory with configurations and translator logs")
 	flag.StringVar(&o.Perf, "perf", "", "profile each translator with perf record during round 1's TCP 1 stream and UDP tests; data and reports go to this directory (use an unstripped map646 for Go symbols)")
 	flag.Parse()
+	groSet := false
+	flag.Visit(func(f *flag.Flag) { groSet = groSet || f.Name == "gro" })
 	if *quick {
-		o.Rounds, o.Duration, o.Pings = 1, 3*time.Second, 50
+		o.Rounds, o.Duration, o.Pings, o.Pings1s = 1, 3*time.Second, 50, 2
+		if !groSet {
+			*gro = "on"
+		}
 	}
-	o.Setups = strings.Split(*setups, ",")
+	var err error
+	if o.Conds, err = parseGRO(*gro); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	if o.Templates, err = parseTemplateFlags(*tmpl); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	o.Setups = defaultSetups(o.TaygaFork)
+	if *setups != "" {
+		o.Setups = strings.Split(*setups, ",")
+	}
 	o.Log = func(f string, a ...any) { fmt.Fprintf(os.Stderr, "bench: "+f+"\n", a...) }
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -91,13 +122,26 @@ func main() {
 	}
 }
 
+// parseGRO turns -gro into the conditions to measure.
+func parseGRO(v string) ([]condition, error) {
+	switch v {
+	case "on", "true":
+		return []condition{condGRO}, nil
+	case "off", "false":
+		return []condition{condNoGRO}, nil
+	case "both":
+		return []condition{condGRO, condNoGRO}, nil
+	}
+	return nil, fmt.Errorf("-gro %q: want on, off or both", v)
+}
+
 // checkPrerequisites names whatever the harness cannot run without.
 func checkPrerequisites(o options) error {
 	var miss []string
 	if os.Geteuid() != 0 {
 		miss = append(miss, "root (network namespaces)")
 	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil && (contains(o.Setups, sTayga) || contains(o.Setups, sMap646) || contains(o.Setups, sMap646M1)) {
+	if _, err := os.Stat("/dev/net/tun"); err != nil && (contains(o.Setups, sTayga) || contains(o.Setups, sTaygaFork) || usesMap646(o.Setups)) {
 		miss = append(miss, "/dev/net/tun")
 	}
 	tools := []string{"ip", "iperf3", "ping", "ethtool", "sysctl", "ss"}
@@ -114,7 +158,12 @@ func checkPrerequisites(o options) error {
 			miss = append(miss, "tayga ("+o.Tayga+")")
 		}
 	}
-	if contains(o.Setups, sMap646) || contains(o.Setups, sMap646M1) {
+	if contains(o.Setups, sTaygaFork) {
+		if st, err := os.Stat(o.TaygaFork); o.TaygaFork == "" || err != nil || st.IsDir() {
+			miss = append(miss, "TAYGA fork binary ("+o.TaygaFork+", -tayga-fork)")
+		}
+	}
+	if usesMap646(o.Setups) {
 		if st, err := os.Stat(o.Map646); err != nil || st.IsDir() {
 			miss = append(miss, "map646 binary "+o.Map646+" (make build)")
 		}
@@ -125,6 +174,16 @@ func checkPrerequisites(o options) error {
 	return nil
 }
 
+// usesMap646 reports whether any setup runs map646.
+func usesMap646(setups []string) bool {
+	for _, s := range setups {
+		if strings.HasPrefix(s, sMap646) {
+			return true
+		}
+	}
+	return false
+}
+
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
@@ -132,34 +191,6 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// buildSetups turns setup keys into setups with their translators.
-func buildSetups(o options, dir string) ([]setup, error) {
-	var out []setup
-	seen := map[string]bool{}
-	for _, k := range o.Setups {
-		if seen[k] {
-			return nil, fmt.Errorf("setup %q given twice", k)
-		}
-		seen[k] = true
-		switch k {
-		case sNative6:
-			out = append(out, setup{Key: k, Label: "native IPv6", Dst: server6})
-		case sNative4:
-			out = append(out, setup{Key: k, Label: "native IPv4", Dst: server4})
-		case sTayga:
-			out = append(out, setup{Key: k, Label: "TAYGA", Dst: public4, xlat: &taygaTranslator{bin: o.Tayga, dir: dir}})
-		case sMap646:
-			out = append(out, setup{Key: k, Label: "map646", Dst: public4, xlat: &map646Translator{bin: o.Map646, dir: dir, mappings: 1, name: "map646-1", limit: o.StartTimeout}})
-		case sMap646M1:
-			out = append(out, setup{Key: k, Label: fmt.Sprintf("map646, %s mappings", countLabel(o.Mappings)), Dst: public4,
-				xlat: &map646Translator{bin: o.Map646, dir: dir, mappings: o.Mappings, name: "map646-large", limit: o.StartTimeout}})
-		default:
-			return nil, fmt.Errorf("unknown setup %q (known: %s)", k, strings.Join(allSetups, ", "))
-		}
-	}
-	return out, nil
 }
 
 // countLabel writes 1000000 as "1M" and 1000 as "1k".
@@ -180,8 +211,11 @@ func harness(ctx context.Context, o options) (string, error) {
 	if o.Log == nil {
 		o.Log = func(string, ...any) {}
 	}
-	if o.Rounds < 1 || o.Duration < time.Second || o.Pings < 1 {
-		return "", errors.New("need -rounds >= 1, -duration >= 1s, -pings >= 1")
+	if o.Rounds < 1 || o.Duration < time.Second || o.Pings < 1 || o.Pings1s < 1 {
+		return "", errors.New("need -rounds >= 1, -duration >= 1s, -pings >= 1, -pings-1s >= 1")
+	}
+	if len(o.Conds) == 0 {
+		o.Conds = []condition{condGRO}
 	}
 	if err := checkPrerequisites(o); err != nil {
 		return "", err
@@ -209,6 +243,16 @@ func harness(ctx context.Context, o options) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	unsupported := map[string]string{}
+	if usesMap646(o.Setups) {
+		setups, unsupported, err = checkSupport(ctx, setups, o.Map646, dir, o.Templates)
+		if err != nil {
+			return "", err
+		}
+		for k, why := range unsupported {
+			o.Log("%s: unsupported by %s: %s", k, o.Map646, why)
+		}
+	}
 
 	removeStale(ctx)
 	topo := newTopology(os.Getpid())
@@ -227,21 +271,18 @@ func harness(ctx context.Context, o options) (string, error) {
 		}
 		topo.down(c)
 	}()
-	if err := topo.up(ctx, o.GRO); err != nil {
+	if err := topo.up(ctx, o.Conds[0].GRO); err != nil {
 		return "", fmt.Errorf("topology: %w", err)
 	}
-	info := runInfo{Date: time.Now(), GRO: o.GRO, Rounds: o.Rounds, Duration: o.Duration, Pings: o.Pings, Mappings: o.Mappings,
-		Setups: setups, Translated: map[string]bool{}, Offloads: map[string]map[string]string{}}
+	info := runInfo{Date: time.Now(), Conds: o.Conds, Rounds: o.Rounds, Duration: o.Duration, Pings: o.Pings, Pings1s: o.Pings1s, Mappings: o.Mappings,
+		Setups: setups, Unsupported: unsupported, Translated: map[string]bool{}, Offloads: map[string]map[string]string{}, Tuns: map[string]string{}}
 	fillMachineInfo(ctx, &info, o)
-	for _, s := range setups {
-		info.Translated[s.Key] = s.xlat != nil
-	}
-	for _, p := range topo.veths() {
-		f, err := offloads(ctx, p[0], p[1])
-		if err != nil {
-			return "", err
+	var cols []string
+	for _, c := range o.Conds {
+		for _, s := range setups {
+			cols = append(cols, col(c.Key, s.Key))
+			info.Translated[col(c.Key, s.Key)] = s.xlat != nil
 		}
-		info.Offloads[roleOf(topo, p[0])+"/"+p[1]] = f
 	}
 
 	iperfSrv, err = startIn(topo.Server, filepath.Join(dir, "iperf3-server.log"), "iperf3", "-s")
@@ -252,18 +293,34 @@ func harness(ctx context.Context, o options) (string, error) {
 		return "", err
 	}
 
-	res := newResults(o.Setups, o.Rounds)
-	m := measurer{topo: topo, duration: o.Duration, pings: o.Pings}
+	res := newResults(cols, o.Rounds)
+	m := measurer{topo: topo, duration: o.Duration, pings: o.Pings, pings1s: o.Pings1s}
 	var failures []string
 	for round := 0; round < o.Rounds; round++ {
-		for _, s := range setups {
-			if ctx.Err() != nil {
-				return "", ctx.Err()
+		for ci, c := range o.Conds {
+			if ci > 0 || round > 0 {
+				if err := topo.setGRO(ctx, c.GRO); err != nil {
+					return "", err
+				}
 			}
-			o.Log("round %d/%d: %s", round+1, o.Rounds, s.Label)
-			if err := measureSetup(ctx, m, s, round, res, &info, o.Perf); err != nil {
-				o.Log("round %d: %s: %v", round+1, s.Label, err)
-				failures = append(failures, fmt.Sprintf("round %d, %s: %v", round+1, s.Label, err))
+			if round == 0 {
+				for _, p := range topo.veths() {
+					f, err := offloads(ctx, p[0], p[1])
+					if err != nil {
+						return "", err
+					}
+					info.Offloads[c.Label+": "+roleOf(topo, p[0])+"/"+p[1]] = f
+				}
+			}
+			for _, s := range setups {
+				if ctx.Err() != nil {
+					return "", ctx.Err()
+				}
+				o.Log("round %d/%d, %s: %s", round+1, o.Rounds, c.Label, s.Label)
+				if err := measureSetup(ctx, m, s, c, round, res, &info, o.Perf); err != nil {
+					o.Log("round %d, %s: %s: %v", round+1, c.Label, s.Label, err)
+					failures = append(failures, fmt.Sprintf("round %d, %s, %s: %v", round+1, c.Label, s.Label, err))
+				}
 			}
 		}
 	}
@@ -289,9 +346,11 @@ func harness(ctx context.Context, o options) (string, error) {
 	return md, nil
 }
 
-// measureSetup starts the setup's translator, runs every test once and
-// stops the translator again. The first error ends this setup's round.
-func measureSetup(ctx context.Context, m measurer, s setup, round int, res *results, info *runInfo, perfDir string) (err error) {
+// measureSetup starts the setup's translator, runs every test once in
+// condition c and stops the translator again. The first error ends this
+// setup's round.
+func measureSetup(ctx context.Context, m measurer, s setup, c condition, round int, res *results, info *runInfo, perfDir string) (err error) {
+	key := col(c.Key, s.Key)
 	var p *process
 	if s.xlat != nil {
 		began := time.Now()
@@ -304,29 +363,37 @@ func measureSetup(ctx context.Context, m measurer, s setup, round int, res *resu
 		if err != nil {
 			return err
 		}
-		res.set(s.Key, mStart, round, time.Since(began).Seconds())
-		key := s.Key + "/" + s.xlat.tunName()
-		if _, ok := info.Offloads[key]; !ok {
-			if f, oerr := offloads(ctx, m.topo.Router, s.xlat.tunName()); oerr == nil {
-				info.Offloads[key] = f
+		res.set(key, mStart, round, time.Since(began).Seconds())
+		if tun := s.xlat.tunName(); tun != "" {
+			k := s.Key + "/" + tun
+			if _, ok := info.Offloads[k]; !ok {
+				if f, oerr := offloads(ctx, m.topo.Router, tun); oerr == nil {
+					info.Offloads[k] = f
+				}
+				info.Tuns[k] = tunQueues(ctx, m.topo.Router, tun)
 			}
 		}
 	}
 	// Ping first, on an idle path: after the UDP flood a slow translator's
 	// tun queue still holds a backlog that would end up in the RTTs.
-	pr, err := m.ping(ctx, s.Dst)
+	pr, err := m.ping(ctx, s.Dst, m.pings, fastInterval)
 	if err != nil {
-		return fmt.Errorf("ping: %w", err)
+		return fmt.Errorf("ping 100/s: %w", err)
 	}
-	res.set(s.Key, mRTT50, round, pr.Median*1000)
-	res.set(s.Key, mRTT99, round, pr.P99*1000)
+	res.set(key, mRTT50, round, pr.Median*1000)
+	res.set(key, mRTT99, round, pr.P99*1000)
+	pr, err = m.ping(ctx, s.Dst, m.pings1s, time.Second)
+	if err != nil {
+		return fmt.Errorf("ping 1/s: %w", err)
+	}
+	res.set(key, mRTTSlow, round, pr.Median*1000)
 	// profiled wraps a test in a perf recording of the translator (round 1,
-	// with -perf only).
-	profiled := func(key, test string, f func() error) error {
-		if perfDir == "" || round != 0 || p == nil {
+	// first condition, with -perf only).
+	profiled := func(pkey, test string, f func() error) error {
+		if perfDir == "" || round != 0 || p == nil || c != info.Conds[0] {
 			return f()
 		}
-		rec, err := startPerf(perfDir, s.Key+"-"+key, p.PID())
+		rec, err := startPerf(perfDir, s.Key+"-"+pkey, p.PID())
 		if err != nil {
 			return err
 		}
@@ -365,15 +432,19 @@ func measureSetup(ctx context.Context, m measurer, s setup, round int, res *resu
 		if streams == 4 {
 			tput, cpuKey = mTCP4, mCPUTCP4
 		}
-		res.set(s.Key, tput, round, r.BitsPerSecond/1e9)
-		res.set(s.Key, cpuKey, round, perUnit(secs, r.Bits/1e9))
+		res.set(key, tput, round, r.BitsPerSecond/1e9)
+		res.set(key, cpuKey, round, perUnit(secs, r.Bits/1e9))
 	}
 	cpu, err := startCPU(p)
 	if err != nil {
 		return err
 	}
 	var u udpResult
-	err = profiled(mUDP, "UDP 64 B", func() (err error) { u, err = m.udp64(ctx, s.Dst); return err })
+	var lp pingResult
+	err = profiled(mUDP, "UDP 64 B", func() (err error) {
+		u, lp, err = m.udp64WithPing(ctx, s.Dst)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("UDP 64 B: %w", err)
 	}
@@ -381,8 +452,10 @@ func measureSetup(ctx context.Context, m measurer, s setup, round int, res *resu
 	if err != nil {
 		return err
 	}
-	res.set(s.Key, mUDP, round, u.PacketsPerSecond/1e3)
-	res.set(s.Key, mCPUUDP, round, perUnit(secs, u.Packets/1e6))
+	res.set(key, mUDP, round, u.PacketsPerSecond/1e3)
+	res.set(key, mCPUUDP, round, perUnit(secs, u.Packets/1e6))
+	res.set(key, mRTTLoad, round, lp.Median*1000) // NaN when every echo was lost
+	res.set(key, mLossLoad, round, lp.lossPercent())
 	if p != nil && p.exited() {
 		return fmt.Errorf("%s died during the tests: %v%s", p.name, p.err, p.logTail())
 	}
@@ -446,7 +519,7 @@ func fillMachineInfo(ctx context.Context, info *runInfo, o options) {
 			info.Iperf = f[0] + " " + f[1]
 		}
 	}
-	if contains(o.Setups, sMap646) || contains(o.Setups, sMap646M1) {
+	if usesMap646(o.Setups) {
 		if out, err := run(ctx, o.Map646, "version"); err == nil {
 			v := strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
 			info.Map646 = strings.TrimSpace(strings.TrimPrefix(v, "map646"))

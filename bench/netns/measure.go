@@ -85,6 +85,15 @@ type pingResult struct {
 	Median, P99, Max float64 // milliseconds
 }
 
+// lossPercent is the share of echo requests without a reply; NaN if none
+// was sent.
+func (r pingResult) lossPercent() float64 {
+	if r.Sent <= 0 {
+		return math.NaN()
+	}
+	return 100 * float64(r.Sent-r.Received) / float64(r.Sent)
+}
+
 // parsePing reads iputils ping output: one "time=0.123 ms" per reply and a
 // "N packets transmitted, M received" summary.
 func parsePing(out string) (pingResult, error) {
@@ -156,8 +165,12 @@ func median(vals []float64) float64 {
 type measurer struct {
 	topo     topology
 	duration time.Duration
-	pings    int
+	pings    int // at 100/s
+	pings1s  int // at 1/s
 }
+
+// fastInterval is the gap of the 100/s pings.
+const fastInterval = 10 * time.Millisecond
 
 // iperf runs one iperf3 client and returns its JSON output.
 func (m measurer) iperf(ctx context.Context, dst string, extra ...string) ([]byte, error) {
@@ -196,11 +209,13 @@ func (m measurer) udp64(ctx context.Context, dst string) (udpResult, error) {
 	return parseIperfUDP(out)
 }
 
-// ping sends m.pings echo requests 10 ms apart.
-func (m measurer) ping(ctx context.Context, dst string) (pingResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(m.pings)*20*time.Millisecond+30*time.Second)
+// ping sends count echo requests interval apart (-W 1: a reply later
+// than 1 s counts as lost).
+func (m measurer) ping(ctx context.Context, dst string, count int, interval time.Duration) (pingResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(count)*(interval+10*time.Millisecond)+30*time.Second)
 	defer cancel()
-	out, err := runIn(ctx, m.topo.Client, "ping", "-n", "-c", strconv.Itoa(m.pings), "-i", "0.01", "-W", "1", dst)
+	out, err := runIn(ctx, m.topo.Client, "ping", "-n", "-c", strconv.Itoa(count),
+		"-i", strconv.FormatFloat(interval.Seconds(), 'f', -1, 64), "-W", "1", dst)
 	r, perr := parsePing(out)
 	if perr != nil {
 		if err != nil {
@@ -210,6 +225,42 @@ func (m measurer) ping(ctx context.Context, dst string) (pingResult, error) {
 	}
 	// ping exits 1 when some replies are missing; a few losses are data, not failure.
 	return r, nil
+}
+
+// udp64WithPing runs the 64 B UDP flood and, from 0.5 s into it until 0.5 s
+// before its end, pings at 100/s: the round-trip time a flooded translator
+// adds (its queues full). A ping whose every echo is lost has a NaN median
+// and 100% loss; only a ping that cannot run is an error.
+func (m measurer) udp64WithPing(ctx context.Context, dst string) (udpResult, pingResult, error) {
+	n := int((m.duration - time.Second) / fastInterval)
+	if n < 10 {
+		n = 10
+	}
+	var pr pingResult
+	var perr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-time.After(500 * time.Millisecond):
+		case <-ctx.Done():
+			perr = ctx.Err()
+			return
+		}
+		pr, perr = m.ping(ctx, dst, n, fastInterval)
+		if perr != nil && pr.Sent > 0 && pr.Received == 0 {
+			pr.Median, perr = math.NaN(), nil
+		}
+	}()
+	u, err := m.udp64(ctx, dst)
+	<-done
+	if err != nil {
+		return u, pr, err
+	}
+	if perr != nil {
+		return u, pr, fmt.Errorf("ping during the flood: %w", perr)
+	}
+	return u, pr, nil
 }
 
 // cpuMeter reads a process's CPU time before and after a test. A nil meter

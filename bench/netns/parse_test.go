@@ -249,3 +249,36 @@ func TestCountLabel(t *testing.T) {
 		}
 	}
 }
+
+func TestQdiscSummary(t *testing.T) {
+	for out, want := range map[string]string{
+		"qdisc mq 0: root \nqdisc fq_codel 0: parent :2 limit 10240p\nqdisc fq_codel 0: parent :1 limit 10240p\n": "mq (2 children)",
+		"qdisc fq_codel 0: root refcnt 2 limit 10240p flows 1024\n":                                               "fq_codel",
+		"qdisc noqueue 0: root refcnt 2\n":                                                                        "noqueue",
+		"":                                                                                                        "none",
+	} {
+		if got := qdiscSummary(out); got != want {
+			t.Errorf("qdiscSummary(%q) = %q, want %q", out, got, want)
+		}
+	}
+}
+
+func TestPingLoss(t *testing.T) {
+	out := "64 bytes from 198.51.100.10: icmp_seq=1 ttl=62 time=0.120 ms\n\n--- 198.51.100.10 ping statistics ---\n4 packets transmitted, 1 received, 75% packet loss, time 30ms\n"
+	r, err := parsePing(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.lossPercent(); got != 75 {
+		t.Errorf("loss = %v, want 75", got)
+	}
+	if got := (pingResult{}).lossPercent(); !math.IsNaN(got) {
+		t.Errorf("loss of nothing sent = %v, want NaN", got)
+	}
+	// Every echo lost: an error from parsePing, but the counts are there
+	// for udp64WithPing to report 100% loss.
+	r, err = parsePing("\n--- x ping statistics ---\n5 packets transmitted, 0 received, 100% packet loss, time 40ms\n")
+	if err == nil || r.Sent != 5 || r.Received != 0 || r.lossPercent() != 100 {
+		t.Errorf("all lost: %+v, %v", r, err)
+	}
+}

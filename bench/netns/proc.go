@@ -28,6 +28,12 @@ type process struct {
 // the program in place: the PID we hold is the program's own, so its CPU time
 // can be read from /proc/PID/stat. Output goes to logPath.
 func startIn(ns, logPath string, argv ...string) (*process, error) {
+	return startInWith(ns, logPath, nil, argv...)
+}
+
+// startInWith is startIn that also hands the program extra descriptors,
+// numbered from 3 (ip netns exec passes them on: it execs in place).
+func startInWith(ns, logPath string, extra []*os.File, argv ...string) (*process, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -36,6 +42,7 @@ func startIn(ns, logPath string, argv ...string) (*process, error) {
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...)
 	cmd.Stdout = f
 	cmd.Stderr = f
+	cmd.ExtraFiles = extra
 	// Pdeathsig: if the harness itself is killed, its children go with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -10,132 +10,218 @@ import (
 	"time"
 )
 
+var sampleSetups = []string{sNative6, sNative4, sTayga, sTaygaFork, sMap646, sMap646M1}
+
+// g is a column of the GRO-on condition, n of the GRO-off one.
+func g(setup string) string { return col(condGRO.Key, setup) }
+func n(setup string) string { return col(condNoGRO.Key, setup) }
+
 // sampleResults: three rounds where the whole machine slows down in round 2;
-// same-run ratios stay put while the absolute numbers move.
+// same-run ratios stay put while the absolute numbers move. GRO off halves
+// native TCP and leaves map646 as it is.
 func sampleResults() *results {
-	r := newResults(allSetups, 3)
+	var cols []string
+	for _, c := range []condition{condGRO, condNoGRO} {
+		for _, s := range sampleSetups {
+			cols = append(cols, col(c.Key, s))
+		}
+	}
+	r := newResults(cols, 3)
 	fill := func(s, m string, v ...float64) {
 		for i, x := range v {
 			r.set(s, m, i, x)
 		}
 	}
-	fill(sNative6, mTCP1, 10, 5, 10)
-	fill(sTayga, mTCP1, 1, 0.5, 1)
-	fill(sMap646, mTCP1, 6, 3, 6)
-	fill(sMap646M1, mTCP1, 5.5, 2.9, 6)
-	fill(sNative6, mTCP4, 20, 10, 20)
-	fill(sMap646, mTCP4, 10, 5, 10)
-	fill(sMap646M1, mTCP4, 10, 5, 10)
-	fill(sTayga, mUDP, 100, 50, 100)
-	fill(sMap646, mUDP, 150, 60, 120)
-	fill(sMap646M1, mUDP, 150, 60, 120)
-	fill(sTayga, mRTT50, 100, 100, 100)
-	fill(sMap646, mRTT50, 90, 110, 80)
+	fill(g(sNative6), mTCP1, 10, 5, 10)
+	fill(g(sTayga), mTCP1, 1, 0.5, 1)
+	fill(g(sMap646), mTCP1, 8, 4, 8)
+	fill(g(sMap646M1), mTCP1, 7.9, 3.9, 8)
+	fill(n(sNative6), mTCP1, 5, 2.5, 5)
+	fill(n(sMap646), mTCP1, 3, 1.5, 3)
+	fill(g(sNative6), mTCP4, 20, 10, 20)
+	fill(g(sMap646), mTCP4, 10, 5, 10)
+	fill(g(sMap646M1), mTCP4, 10, 5, 10)
+	fill(g(sNative6), mUDP, 200, 100, 200)
+	fill(g(sTayga), mUDP, 100, 50, 100)
+	fill(g(sTaygaFork), mUDP, 100, 50, 100)
+	fill(g(sMap646), mUDP, 150, 60, 120)
+	fill(g(sMap646M1), mUDP, 150, 60, 120)
+	fill(g(sTayga), mRTT50, 100, 100, 100)
+	fill(g(sMap646), mRTT50, 90, 110, 80)
+	fill(g(sTayga), mRTTSlow, 200, 200, 200)
+	fill(g(sMap646), mRTTSlow, 300, 300, 300)
+	fill(g(sTayga), mRTTLoad, 5000, 5000, 5000)
+	fill(g(sMap646), mRTTLoad, 10000, 11000, 9000)
+	fill(g(sTayga), mCPUUDP, 10, 10, 10)
+	fill(g(sMap646), mCPUUDP, 7, 8, 9)
+	fill(g(sMap646M1), mCPUUDP, 7.2, 8, 9)
 	return r
 }
 
 func TestRatioIsMedianOfSameRunRatios(t *testing.T) {
 	r := sampleResults()
-	if got := r.ratio(mTCP1, sMap646, sNative6); got != 0.6 {
-		t.Errorf("map646/native = %v, want 0.6", got)
+	if got := r.ratio(mTCP1, g(sMap646), g(sNative6)); got != 0.8 {
+		t.Errorf("map646/native = %v, want 0.8", got)
 	}
 	// Per round 1.5, 1.2, 1.2: median 1.2 (the ratio of medians would be 1.2 as well,
 	// but not for the next one).
-	if got := r.ratio(mUDP, sMap646, sTayga); math.Abs(got-1.2) > 1e-9 {
+	if got := r.ratio(mUDP, g(sMap646), g(sTayga)); math.Abs(got-1.2) > 1e-9 {
 		t.Errorf("UDP map646/tayga = %v, want 1.2", got)
 	}
-	// 5.5/6, 2.9/3, 6/6 -> median 2.9/3.
-	if got := r.ratio(mTCP1, sMap646M1, sMap646); math.Abs(got-2.9/3) > 1e-9 {
+	// 7.9/8, 3.9/4, 8/8 -> median 7.9/8.
+	if got := r.ratio(mTCP1, g(sMap646M1), g(sMap646)); math.Abs(got-7.9/8) > 1e-9 {
 		t.Errorf("1M/1 = %v", got)
 	}
-	if !math.IsNaN(r.ratio(mTCP1, sMap646, "nonexistent")) {
+	if !math.IsNaN(r.ratio(mTCP1, g(sMap646), "nonexistent")) {
 		t.Error("ratio against an unknown setup is a number")
 	}
-	if got := r.median(sNative6, mTCP1); got != 10 {
+	if got := r.median(g(sNative6), mTCP1); got != 10 {
 		t.Errorf("median = %v", got)
 	}
-	if lo, hi := r.span(sNative6, mTCP1); lo != 5 || hi != 10 {
+	if lo, hi := r.span(g(sNative6), mTCP1); lo != 5 || hi != 10 {
 		t.Errorf("span = %v..%v", lo, hi)
 	}
 }
 
-func TestTargetsVerdicts(t *testing.T) {
-	r := sampleResults()
-	want := map[string]struct {
-		met, ok bool
-	}{
-		"TCP 1 stream vs native IPv6":     {true, true},  // 0.6 >= 0.5
-		"TCP 1 stream vs TAYGA":           {false, true}, // 6 < 8
-		"TCP 4 streams vs native IPv6":    {false, true}, // 0.5 < 0.6
-		"UDP 64 B rate vs TAYGA":          {false, true}, // 1.2 < 1.3
-		"RTT median vs TAYGA":             {true, true},  // 0.9 <= 1
-		"1M mappings vs 1: TCP 1 stream":  {true, true},  // 0.967 >= 0.95
-		"1M mappings vs 1: TCP 4 streams": {true, true},
-		"1M mappings vs 1: UDP 64 B rate": {true, true},
+func sampleSetupList(keys ...string) []setup {
+	var out []setup
+	for _, k := range keys {
+		out = append(out, setup{Key: k, Label: k})
 	}
-	for _, tg := range targets {
-		_, met, ok := tg.verdict(r)
-		w, found := want[tg.Label]
+	return out
+}
+
+func TestIssueTargets(t *testing.T) {
+	r := sampleResults()
+	conds := []condition{condGRO, condNoGRO}
+	type want struct {
+		met, ok bool
+		goal    string
+	}
+	wants := map[string]want{
+		"GRO on|map646: TCP 1 stream":                     {true, true, "≥ 0.8× native6"},  // 0.8
+		"GRO off|map646: TCP 1 stream":                    {false, true, "≥ 0.8× native6"}, // 0.6
+		"GRO on|map646: TCP 4 streams":                    {false, true, "≥ 0.7× native6"}, // 0.5
+		"GRO off|map646: TCP 4 streams":                   {false, false, "≥ 0.7× native6"},
+		"GRO on|map646: UDP 64 B rate":                    {false, true, ""},           // 1.2 < 1.5 (fork) and 0.6 >= 0.6 (native): two rows
+		"GRO on|map646: ping RTT 100/s median":            {true, true, "≤ 1× tayga"},  // 0.9
+		"GRO on|map646: ping RTT 1/s median":              {false, true, "≤ 1× tayga"}, // 1.5
+		"GRO on|map646: CPU per Mpkt, UDP 64 B":           {false, true, "≤ 0.7× tayga"},
+		"GRO on|map646-1m vs 1: TCP, 1 stream":            {true, true, "≥ 0.95× map646"},
+		"GRO on|map646-1m vs 1: translator CPU, UDP 64 B": {true, true, "≤ 1.05× map646"}, // 7.2/7, 1, 1
+		"GRO off|map646-1m vs 1: TCP, 1 stream":           {false, false, "≥ 0.95× map646"},
+	}
+	got := map[string]int{}
+	for _, tg := range issueTargets(conds, sampleSetupList(sampleSetups...)) {
+		k := tg.Cond + "|" + tg.Label
+		got[k]++
+		w, found := wants[k]
 		if !found {
-			t.Errorf("target %q has no expectation here", tg.Label)
 			continue
 		}
-		if met != w.met || ok != w.ok {
-			t.Errorf("%s: met=%v ok=%v, want met=%v ok=%v", tg.Label, met, ok, w.met, w.ok)
+		_, met, ok := tg.verdict(r)
+		if k == "GRO on|map646: UDP 64 B rate" {
+			// vs the fork 1.2 (not met), vs native 0.6 (met)
+			if tg.Den == g(sTaygaFork) && (met || !ok || tg.Threshold != 1.5) || tg.Den == g(sNative6) && (!met || !ok) || tg.Den == g(sTayga) {
+				t.Errorf("%s vs %s: met=%v ok=%v threshold %v", k, tg.Den, met, ok, tg.Threshold)
+			}
+			continue
+		}
+		if met != w.met || ok != w.ok || tg.Comparison != w.goal {
+			t.Errorf("%s: met=%v ok=%v goal %q, want met=%v ok=%v goal %q", k, met, ok, tg.Comparison, w.met, w.ok, w.goal)
 		}
 	}
-	empty := newResults(allSetups, 1)
-	for _, tg := range targets {
-		if _, _, ok := tg.verdict(empty); ok {
-			t.Errorf("%s: judged without measurements", tg.Label)
+	for k := range wants {
+		if got[k] == 0 {
+			t.Errorf("no target %q", k)
+		}
+	}
+	// 7 goals for map646 and 8 rows of 1M vs 1, in each of the 2 conditions.
+	if n := len(issueTargets(conds, sampleSetupList(sampleSetups...))); n != 2*(7+8) {
+		t.Errorf("%d targets", n)
+	}
+	// Without the fork the UDP goal is 1.6x TAYGA 0.9.2; a NIC mode gets its own rows.
+	tg := issueTargets([]condition{condGRO}, sampleSetupList(sNative6, sTayga, sMap646, sMap646NIC))
+	var udp []string
+	for _, x := range tg {
+		if x.Metric == mUDP && x.Den == g(sTayga) {
+			udp = append(udp, x.Label+" "+x.Comparison)
+		}
+	}
+	if strings.Join(udp, ",") != "map646: UDP 64 B rate ≥ 1.6× tayga,map646-nic: UDP 64 B rate ≥ 1.6× tayga" {
+		t.Errorf("UDP targets without the fork: %v", udp)
+	}
+	empty := newResults(nil, 1)
+	for _, x := range issueTargets(conds, sampleSetupList(sampleSetups...)) {
+		if _, _, ok := x.verdict(empty); ok {
+			t.Errorf("%s: judged without measurements", x.Label)
 		}
 	}
 }
 
 func TestMissing(t *testing.T) {
-	r := newResults([]string{sNative6, sTayga}, 1)
+	r := newResults([]string{g(sNative6), g(sTayga)}, 1)
 	for _, m := range metrics {
-		r.set(sTayga, m.Key, 0, 1)
+		r.set(g(sTayga), m.Key, 0, 1)
 		if !m.CPU {
-			r.set(sNative6, m.Key, 0, 1)
+			r.set(g(sNative6), m.Key, 0, 1)
 		}
 	}
-	translated := map[string]bool{sTayga: true}
+	translated := map[string]bool{g(sTayga): true}
 	if miss := r.missing(translated); len(miss) != 0 {
 		t.Errorf("complete results reported missing: %v", miss)
 	}
-	r.set(sTayga, mCPUUDP, 0, math.NaN())
-	r.set(sNative6, mRTT99, 0, math.Inf(1))
+	r.set(g(sTayga), mCPUUDP, 0, math.NaN())
+	r.set(g(sNative6), mRTT99, 0, math.Inf(1))
+	// Every echo lost during the flood: no median, but not a failed run.
+	r.set(g(sTayga), mRTTLoad, 0, math.NaN())
 	miss := r.missing(translated)
-	if strings.Join(miss, ",") != "native6/rtt99/round 1,tayga/cpu_udp64/round 1" {
+	if strings.Join(miss, ",") != "gro/native6/rtt99/round 1,gro/tayga/cpu_udp64/round 1" {
 		t.Errorf("missing = %v", miss)
 	}
 }
 
 func testInfo() runInfo {
-	return runInfo{
+	info := runInfo{
 		Date: time.Date(2026, 11, 25, 23, 30, 0, 0, time.UTC), Kernel: "6.18.44", CPUModel: "AMD EPYC", Cores: 2,
-		Rounds: 3, Duration: 10 * time.Second, Pings: 200, Mappings: 1_000_000, Iperf: "iperf 3.12",
+		Rounds: 3, Duration: 10 * time.Second, Pings: 200, Pings1s: 10, Mappings: 1_000_000, Iperf: "iperf 3.12",
 		Setups: []setup{
-			{Key: sNative6, Label: "native IPv6"}, {Key: sNative4, Label: "native IPv4"}, {Key: sTayga, Label: "TAYGA"},
-			{Key: sMap646, Label: "map646"}, {Key: sMap646M1, Label: "map646, 1M mappings"},
+			{Key: sNative6, Label: "native IPv6"}, {Key: sNative4, Label: "native IPv4"}, {Key: sTayga, Label: "TAYGA 0.9.2"},
+			{Key: sTaygaFork, Label: "TAYGA fork"}, {Key: sMap646, Label: "map646 tun"}, {Key: sMap646M1, Label: "map646 tun, 1M mappings"},
 		},
-		Translated: map[string]bool{sTayga: true, sMap646: true, sMap646M1: true},
-		Offloads:   map[string]map[string]string{"router/rtr4": {"tcp-segmentation-offload": "on"}},
+		Conds:       []condition{condGRO, condNoGRO},
+		Unsupported: map[string]string{sMap646NIC: "check-nic.hcl:14:3: Unsupported block type | x"},
+		Translated:  map[string]bool{},
+		Offloads:    map[string]map[string]string{"GRO on: router/rtr4": {"tcp-segmentation-offload": "on"}},
+		Tuns:        map[string]string{"map646/bn-map646": "2 tx queue(s), txqueuelen 500, qdisc mq (2 children)"},
 	}
+	for _, c := range info.Conds {
+		for _, s := range []string{sTayga, sTaygaFork, sMap646, sMap646M1} {
+			info.Translated[col(c.Key, s)] = true
+		}
+	}
+	return info
 }
 
 func TestRenderMarkdown(t *testing.T) {
 	md := renderMarkdown(testInfo(), sampleResults())
 	for _, want := range []string{
 		"## netns harness",
-		"Linux 6.18.44, AMD EPYC, 2 cores; 3 round(s) of 10s",
-		"| TCP, 1 stream | Gbit/s | 10.0 (5.00–10.0) | n/a | 1.00 (0.50–1.00) | 6.00 (3.00–6.00) |",
-		"| TCP 1 stream vs native IPv6 | ≥ 0.5× | 0.60× | met |",
-		"| TCP 1 stream vs TAYGA | ≥ 8× | 6.00× | **not met** |",
-		"| RTT median vs TAYGA | ≤ 1.0× | 0.90× | met |",
-		"| map646 / native IPv6 |",
-		"| router/rtr4 | — | — | on |",
+		"Linux 6.18.44, AMD EPYC, 2 cores; 3 round(s) of 10s per iperf3 test, 200 pings at 100/s and 10 at 1/s",
+		"### GRO on on the veths: medians over rounds (min–max)",
+		"### GRO off on the veths: medians over rounds (min–max)",
+		"| TCP, 1 stream | Gbit/s | 10.0 (5.00–10.0) | n/a | 1.00 (0.50–1.00) | n/a | 8.00 (4.00–8.00) |",
+		"| TCP, 1 stream | Gbit/s | 5.00 (2.50–5.00) | n/a | n/a | n/a | 3.00 (1.50–3.00) |",
+		"| map646 tun: TCP 1 stream | GRO on | ≥ 0.8× native IPv6 | 0.80× | met |",
+		"| map646 tun: TCP 1 stream | GRO off | ≥ 0.8× native IPv6 | 0.60× | **not met** |",
+		"| map646 tun: UDP 64 B rate | GRO on | ≥ 1.5× TAYGA fork | 1.20× | **not met** |",
+		"| map646 tun: ping RTT 100/s median | GRO on | ≤ 1× TAYGA 0.9.2 | 0.90× | met |",
+		"| map646 tun / native IPv6 |",
+		"| TAYGA fork / TAYGA 0.9.2 |",
+		"- `map646-nic`: unsupported: check-nic.hcl:14:3: Unsupported block type \\| x",
+		"| GRO on | 100/s, during the flood | 5000 µs, n/a% lost | n/a (n/a µs, n/a% lost) | 2.00× (10000 µs, n/a% lost) |",
+		"| map646/bn-map646 | 2 tx queue(s), txqueuelen 500, qdisc mq (2 children) |",
+		"| GRO on: router/rtr4 | — | — | on |",
 		"translator CPU, TCP 1 stream | CPU s/Gbit | — | — |",
 	} {
 		if !strings.Contains(md, want) {
@@ -149,7 +235,7 @@ func TestRenderMarkdown(t *testing.T) {
 			cols = 0
 			continue
 		}
-		n := strings.Count(line, "|")
+		n := strings.Count(line, "|") - strings.Count(line, "\\|")
 		if cols == 0 {
 			cols = n
 		} else if n != cols {
@@ -224,8 +310,8 @@ func TestWriteSectionAndJSON(t *testing.T) {
 	if err := json.Unmarshal(b, &doc); err != nil {
 		t.Fatal(err)
 	}
-	v := doc.Values[sNative6][mTCP1]
-	if doc.Rounds != 3 || len(v) != 3 || v[1] == nil || *v[1] != 5 || doc.Values[sNative4][mTCP1][0] != nil {
+	v := doc.Values[g(sNative6)][mTCP1]
+	if doc.Rounds != 3 || len(v) != 3 || v[1] == nil || *v[1] != 5 || doc.Values[g(sNative4)][mTCP1][0] != nil {
 		t.Errorf("json: %s", b)
 	}
 }

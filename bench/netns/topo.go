@@ -185,10 +185,8 @@ func (t topology) up(ctx context.Context, gro bool) error {
 		}
 	}
 	if gro {
-		for _, p := range t.veths() {
-			if _, err := runIn(ctx, p[0], "ethtool", "-K", p[1], "gro", "on"); err != nil {
-				return err
-			}
+		if err := t.setGRO(ctx, true); err != nil {
+			return err
 		}
 	}
 	// rp_filter of the interfaces themselves (the max of all/default/iface applies).
@@ -198,6 +196,69 @@ func (t topology) up(ctx context.Context, gro bool) error {
 		}
 	}
 	return nil
+}
+
+// setGRO turns GRO on or off on every veth. With GRO on, a veth receives
+// through NAPI and merges TCP segments into super-packets, as a NIC driver
+// does by default; off is the veth default.
+func (t topology) setGRO(ctx context.Context, on bool) error {
+	v := "off"
+	if on {
+		v = "on"
+	}
+	for _, p := range t.veths() {
+		if _, err := runIn(ctx, p[0], "ethtool", "-K", p[1], "gro", v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tunQueues describes a tun's transmit side, where packets wait for the
+// translator: the number of queues the translator attached, the length of
+// each queue and the qdisc (best effort, for the report).
+func tunQueues(ctx context.Context, ns, tun string) string {
+	var parts []string
+	if out, err := runIn(ctx, ns, "ls", "/sys/class/net/"+tun+"/queues"); err == nil {
+		n := 0
+		for _, f := range strings.Fields(out) {
+			if strings.HasPrefix(f, "tx-") {
+				n++
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%d tx queue(s)", n))
+	}
+	if out, err := runIn(ctx, ns, "cat", "/sys/class/net/"+tun+"/tx_queue_len"); err == nil {
+		parts = append(parts, "txqueuelen "+strings.TrimSpace(out))
+	}
+	if out, err := runIn(ctx, ns, "tc", "qdisc", "show", "dev", tun); err == nil {
+		parts = append(parts, "qdisc "+qdiscSummary(out))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// qdiscSummary names the root qdisc in `tc qdisc show` output and how many
+// child qdiscs hang below it.
+func qdiscSummary(out string) string {
+	root, kids := "", 0
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "qdisc" {
+			continue
+		}
+		if strings.Contains(line, " root ") && root == "" {
+			root = f[1]
+		} else {
+			kids++
+		}
+	}
+	if root == "" {
+		return "none"
+	}
+	if kids > 0 {
+		return fmt.Sprintf("%s (%d children)", root, kids)
+	}
+	return root
 }
 
 // ipBatch runs ip commands in one namespace with `ip -batch`, so that a

@@ -7,8 +7,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
+	"runtime"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // translator starts and stops one translator inside the router namespace.
@@ -21,33 +23,46 @@ type translator interface {
 
 // setup is one column of the comparison: how the client reaches the server.
 type setup struct {
-	Key   string // flag and table key
-	Label string // table heading
-	Dst   string // the address the client sends to
+	Key   string    // flag and table key
+	Label string    // table heading
+	Dst   string    // the address the client sends to
+	Mode  *linkMode // map646 setups: the link mode
 	xlat  translator
 }
 
-// taygaTranslator runs Debian's TAYGA with one EAM ("map") entry.
+// taygaTranslator runs TAYGA with one EAM ("map") entry: Debian's 0.9.2,
+// or the apalrd/tayga fork with workers > 0 (one thread and tun queue each).
 type taygaTranslator struct {
 	bin, dir string
+	tun      string
+	workers  int // 0: no `workers` line (0.9.2 does not know it)
 	proc     *process
 }
 
-const taygaTun = "bn-tayga"
+const (
+	taygaTun     = "bn-tayga"
+	taygaForkTun = "bn-taygaf"
+)
 
-func (x *taygaTranslator) tunName() string { return taygaTun }
+func (x *taygaTranslator) tunName() string { return x.tun }
 
-func (x *taygaTranslator) confPath() string { return filepath.Join(x.dir, "tayga.conf") }
+func (x *taygaTranslator) confPath() string { return filepath.Join(x.dir, x.tun+".conf") }
 
 // taygaConfig is TAYGA's configuration for the address plan: its own IPv4
-// address (ICMP error source), the RFC 6052 prefix and the EAM entry.
-func taygaConfig() string {
-	return fmt.Sprintf("tun-device %s\nipv4-addr %s\nprefix %s\nmap %s %s\n",
-		taygaTun, taygaSelf4, prefix6, public4, server6)
+// address (ICMP error source), the RFC 6052 prefix and the EAM entry. The
+// fork also gets its worker count and an offlink-mtu equal to the IPv6
+// link's (its default, 1280, would fragment every larger DF=0 packet).
+func taygaConfig(tun string, workers int) string {
+	s := fmt.Sprintf("tun-device %s\nipv4-addr %s\nprefix %s\nmap %s %s\n",
+		tun, taygaSelf4, prefix6, public4, server6)
+	if workers > 0 {
+		s += fmt.Sprintf("workers %d\nofflink-mtu %d\n", workers, mtu6)
+	}
+	return s
 }
 
 func (x *taygaTranslator) start(ctx context.Context, t topology) (*process, error) {
-	if err := os.WriteFile(x.confPath(), []byte(taygaConfig()), 0o644); err != nil {
+	if err := os.WriteFile(x.confPath(), []byte(taygaConfig(x.tun, x.workers)), 0o644); err != nil {
 		return nil, err
 	}
 	// TAYGA reads the tun MTU once at start: create the device persistently,
@@ -55,15 +70,10 @@ func (x *taygaTranslator) start(ctx context.Context, t topology) (*process, erro
 	if _, err := runIn(ctx, t.Router, x.bin, "-c", x.confPath(), "--mktun"); err != nil {
 		return nil, err
 	}
-	err := ipBatch(ctx, t.Router, []string{
-		fmt.Sprintf("link set %s mtu %d up", taygaTun, mtu6),
-		fmt.Sprintf("route replace %s dev %s", publicNet4, taygaTun),
-		fmt.Sprintf("route replace %s dev %s", prefix6, taygaTun),
-	})
-	if err != nil {
+	if err := tunRoutes(ctx, t, x.tun); err != nil {
 		return nil, err
 	}
-	p, err := startIn(t.Router, filepath.Join(x.dir, "tayga.log"), x.bin, "-c", x.confPath(), "-d")
+	p, err := startIn(t.Router, filepath.Join(x.dir, x.tun+".log"), x.bin, "-c", x.confPath(), "-d")
 	if err != nil {
 		return nil, err
 	}
@@ -72,6 +82,16 @@ func (x *taygaTranslator) start(ctx context.Context, t topology) (*process, erro
 		return p, err
 	}
 	return p, nil
+}
+
+// tunRoutes brings a tun up at the IPv6 side's MTU and routes the public
+// IPv4 prefix and the /96 into it.
+func tunRoutes(ctx context.Context, t topology, tun string) error {
+	return ipBatch(ctx, t.Router, []string{
+		fmt.Sprintf("link set %s mtu %d up", tun, mtu6),
+		fmt.Sprintf("route replace %s dev %s", publicNet4, tun),
+		fmt.Sprintf("route replace %s dev %s", prefix6, tun),
+	})
 }
 
 func (x *taygaTranslator) stop(ctx context.Context, t topology) error {
@@ -86,37 +106,43 @@ func (x *taygaTranslator) stop(ctx context.Context, t topology) error {
 	return err
 }
 
-// map646Translator runs `map646 run -c FILE` with either the one mapping of
-// the plan or a generated table of n mappings that contains it.
+// map646Translator runs `map646 run -c FILE` in one link mode, with either
+// the one mapping of the plan or a generated table of n mappings that
+// contains it.
 type map646Translator struct {
-	bin, dir string
-	mappings int // 1: a mapping block; more: a mappings_file of this many lines
-	name     string
-	limit    time.Duration // start-up bound; 0: 90 s
-	proc     *process
+	bin, dir  string
+	mappings  int // 1: a mapping block; more: a mappings_file of this many lines
+	name      string
+	limit     time.Duration // start-up bound; 0: 90 s
+	mode      linkMode
+	templates map[string]string // -template overrides: mode -> file
+	proc      *process
+	tun       *os.File // fd mode: the harness's copy of the inherited tun
+	noFwd     bool     // forwarding was turned off and must be restored
 }
 
-const map646Tun = "bn-map646"
+const (
+	map646Tun   = "bn-map646"
+	map646FDTun = "bn-map646fd"
+)
 
-func (x *map646Translator) tunName() string { return map646Tun }
-
-// map646Config renders the HCL configuration (DESIGN.md's contract). With
-// csv set, the table comes from the mappings file alone.
-func map646Config(csv string) string {
-	var b strings.Builder
-	b.WriteString("# Generated by bench/netns for one benchmark run.\n")
-	b.WriteString("translator {\n")
-	fmt.Fprintf(&b, "  prefix = %q\n", prefix6)
-	if csv == "" {
-		fmt.Fprintf(&b, "  mapping {\n    ipv4 = %q\n    ipv6 = %q\n  }\n", public4, server6)
-	} else {
-		fmt.Fprintf(&b, "  mappings_file = %q\n", csv)
+func (x *map646Translator) tunName() string {
+	switch {
+	case x.mode.PassTun:
+		return map646FDTun
+	case x.mode.NoForwarding:
+		return "" // no tun: the veths themselves
 	}
-	fmt.Fprintf(&b, "  ipv4_mtu = %d\n  ipv6_mtu = %d\n", mtu4, mtu6)
-	fmt.Fprintf(&b, "  tun {\n    name    = %q\n    queues  = 0\n    routes  = true\n    mtu     = %d\n    offload = true\n  }\n",
-		map646Tun, mtu6)
-	b.WriteString("}\n")
-	return b.String()
+	return map646Tun
+}
+
+// config renders the mode's HCL template for this translator.
+func (x *map646Translator) config(csv string) (string, error) {
+	name, src, err := templateSource(x.mode, x.templates)
+	if err != nil {
+		return "", err
+	}
+	return renderTemplate(name, src, newTemplateData(csv))
 }
 
 func (x *map646Translator) start(ctx context.Context, t topology) (*process, error) {
@@ -129,14 +155,36 @@ func (x *map646Translator) start(ctx context.Context, t topology) (*process, err
 			}
 		}
 	}
-	conf := filepath.Join(x.dir, x.name+".hcl")
-	if err := os.WriteFile(conf, []byte(map646Config(csv)), 0o644); err != nil {
+	src, err := x.config(csv)
+	if err != nil {
 		return nil, err
+	}
+	conf := filepath.Join(x.dir, x.name+".hcl")
+	if err := os.WriteFile(conf, []byte(src), 0o644); err != nil {
+		return nil, err
+	}
+	var extra []*os.File
+	if x.mode.PassTun {
+		f, err := openTunIn(t.Router, map646FDTun)
+		if err != nil {
+			return nil, err
+		}
+		x.tun = f
+		if err := tunRoutes(ctx, t, map646FDTun); err != nil {
+			return nil, err
+		}
+		extra = append(extra, f)
+	}
+	if x.mode.NoForwarding {
+		x.noFwd = true
+		if err := setForwarding(ctx, t, false); err != nil {
+			return nil, err
+		}
 	}
 	// A control socket of its own: the default path is shared by every
 	// map646 on the machine, whatever its network namespace.
 	sock := filepath.Join(x.dir, x.name+".sock")
-	p, err := startIn(t.Router, filepath.Join(x.dir, x.name+".log"), x.bin, "run", "-c", conf, "--control-socket", sock)
+	p, err := startInWith(t.Router, filepath.Join(x.dir, x.name+".log"), extra, x.bin, "run", "-c", conf, "--control-socket", sock)
 	if err != nil {
 		return nil, err
 	}
@@ -152,12 +200,80 @@ func (x *map646Translator) start(ctx context.Context, t topology) (*process, err
 }
 
 func (x *map646Translator) stop(ctx context.Context, t topology) error {
-	if x.proc == nil {
-		return nil
+	var err error
+	if x.proc != nil {
+		err = x.proc.stop(15 * time.Second)
+		x.proc = nil
 	}
-	err := x.proc.stop(15 * time.Second)
-	x.proc = nil
+	if x.tun != nil {
+		// The tun is not persistent: it goes with the last descriptor.
+		if cerr := x.tun.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+		x.tun = nil
+	}
+	if x.noFwd {
+		x.noFwd = false
+		if ferr := setForwarding(ctx, t, true); ferr != nil && err == nil {
+			err = ferr
+		}
+	}
 	return err
+}
+
+// setForwarding turns the router namespace's IPv4 and IPv6 forwarding on or
+// off.
+func setForwarding(ctx context.Context, t topology, on bool) error {
+	v := "0"
+	if on {
+		v = "1"
+	}
+	_, err := runIn(ctx, t.Router, "sysctl", "-qw", "net.ipv4.ip_forward="+v, "net.ipv6.conf.all.forwarding="+v)
+	return err
+}
+
+// openTunIn creates a tun (IFF_TUN|IFF_NO_PI: bare IP packets) named name
+// inside namespace ns and returns its descriptor. The device lives in ns
+// while any copy of the descriptor is open.
+func openTunIn(ns, name string) (*os.File, error) {
+	type result struct {
+		f   *os.File
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// The thread joins ns and is never unlocked: Go ends a locked
+		// thread when its goroutine returns, so no other goroutine runs in ns.
+		runtime.LockOSThread()
+		f, err := func() (*os.File, error) {
+			nsf, err := os.Open(filepath.Join("/var/run/netns", ns))
+			if err != nil {
+				return nil, err
+			}
+			defer nsf.Close()
+			if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
+				return nil, fmt.Errorf("setns %s: %w", ns, err)
+			}
+			fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return nil, fmt.Errorf("open /dev/net/tun: %w", err)
+			}
+			ifr, err := unix.NewIfreq(name)
+			if err != nil {
+				unix.Close(fd)
+				return nil, err
+			}
+			ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+			if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+				unix.Close(fd)
+				return nil, fmt.Errorf("TUNSETIFF %s: %w", name, err)
+			}
+			return os.NewFile(uintptr(fd), "/dev/net/tun:"+name), nil
+		}()
+		ch <- result{f, err}
+	}()
+	r := <-ch
+	return r.f, r.err
 }
 
 // waitForward pings the public address from the client until a reply comes

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
@@ -24,7 +23,11 @@ once, but changes nothing on the system: no tun, no routes, no sockets.
 Problems are printed to stderr as "file:line:column: message" with the source
 line marked, and the exit status is 1. On success it prints one line: the
 number of mappings, the prefix, and the configuration digest (the same digest
-that 'map646 stats' and the metrics show for the running configuration).`,
+that 'map646 stats' and the metrics show for the running configuration).
+
+Both files must be regular files (not a FIFO or a device), the HCL file at
+most 256 KiB and nested at most 64 levels deep, the mappings_file at most
+256 MiB.`,
 		Example: `  map646 check -c /etc/map646.hcl`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -48,7 +51,7 @@ that 'map646 stats' and the metrics show for the running configuration).`,
 			if len(c.Warnings) > 0 {
 				// Warnings point into the HCL file; read it again for the snippets.
 				files := map[string]*hcl.File{}
-				if src, err := os.ReadFile(path); err == nil {
+				if src, err := config.ReadFile(path); err == nil {
 					files[path] = &hcl.File{Bytes: src}
 				}
 				if err := config.WriteDiagnostics(cmd.ErrOrStderr(), c.Warnings, files); err != nil {

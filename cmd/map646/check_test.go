@@ -163,3 +163,26 @@ func TestCheckNeedsConfig(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 }
+
+// TestCheckRefusesHostileFiles: check reports, and does not hang on or
+// crash with, the hostile inputs of issue 9.
+func TestCheckRefusesHostileFiles(t *testing.T) {
+	dir := writeTemp(t, map[string]string{
+		"deep.hcl": "translator " + strings.Repeat("{", 100_000) + strings.Repeat("}", 100_000) + "\n",
+		"zero.hcl": "translator {\n  prefix = \"2001:db8:64::/96\"\n  mappings_file = \"/dev/zero\"\n}\n",
+	})
+	for _, tc := range []struct{ file, want string }{
+		{"deep.hcl", ":1:76: Nesting too deep"},
+		{"zero.hcl", ":3:19: Cannot read mappings_file: /dev/zero is not a regular file (a character device)."},
+		{"/dev/zero", "/dev/zero is not a regular file"},
+	} {
+		path := tc.file
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(dir, path)
+		}
+		_, errOut, err := runCmd(t, "check", "-c", path)
+		if err == nil || !strings.Contains(errOut+err.Error(), tc.want) {
+			t.Errorf("check %s: %v\n%s\nwant %q", tc.file, err, errOut, tc.want)
+		}
+	}
+}

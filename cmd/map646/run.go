@@ -17,9 +17,9 @@ import (
 
 func newRunCmd() *cobra.Command {
 	var (
-		path, socket, logLevel, logFormat string
-		runUser, runGroup                 string
-		demoConfig                        bool
+		path, socket, group, logLevel, logFormat string
+		runUser, runGroup                        string
+		demoConfig                               bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run -c FILE",
@@ -58,7 +58,11 @@ As a systemd service: Type=simple, ExecStart=/usr/local/bin/map646 run -c
 /etc/map646.hcl, ExecReload=/bin/kill -HUP $MAINPID, Restart=on-failure. A
 translator that was killed leaves nothing that stops the next start. Several
 translators on one host (in different network namespaces) each need their own
---control-socket.`,
+--control-socket.
+
+The control socket is created with mode 0600: only root and the daemon's user
+may use it, checked again from the peer's credentials at every connection.
+--control-group lets the members of one more group in (mode 0660).`,
 		Example: `  map646 run -c /etc/map646.hcl
   map646 run -c map646.hcl --log-format json
   map646 run --demo-config        # the built-in demo: 198.51.100.10 <-> 2001:db8:6::10`,
@@ -104,6 +108,7 @@ translators on one host (in different network namespaces) each need their own
 				Logger:        log,
 				Reload:        reload,
 				ControlSocket: socket,
+				ControlGroup:  group,
 				User:          runUser,
 				Group:         runGroup,
 				Version:       Version(),
@@ -115,6 +120,7 @@ translators on one host (in different network namespaces) each need their own
 	f.StringVarP(&path, "config", "c", "", "the HCL configuration file")
 	f.BoolVar(&demoConfig, "demo-config", false, "run the built-in demo configuration instead of a file")
 	f.StringVar(&socket, "control-socket", daemon.DefaultControlSocket, "Unix socket for 'map646 stats' and 'map646 reload'")
+	f.StringVar(&group, "control-group", "", "a group (name or number) whose members may also use the control socket (mode 0660)")
 	f.StringVar(&runUser, "user", "", "once set up, run as this user (name or uid; overrides run_as.user)")
 	f.StringVar(&runGroup, "group", "", "with --user or run_as: run as this group instead of the user's own (overrides run_as.group)")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (overrides the log block)")

@@ -2,12 +2,15 @@ package tun
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -19,66 +22,226 @@ import (
 // Conn is one queue as an Endpoint uses it: one packet with its
 // virtio_net_hdr per Read and per Write. *Queue implements it; so does an
 // *os.File of a SOCK_SEQPACKET socket, which is how tests run without a
-// tun.
+// tun. A Conn that is also a syscall.Conn is read through its raw
+// descriptor, so that the endpoint learns when the queue is empty.
 type Conn interface {
 	Read(p []byte) (int, error)
 	Write(p []byte) (int, error)
 	SetReadDeadline(t time.Time) error
 }
 
-// maxReadErrors in a row end a queue's dispatch loop: the device is gone.
-const maxReadErrors = 100
+// MaxReadErrors in a row end a queue's dispatch loop (and with it the
+// endpoint's attachment, see Failed): the device is gone or broken, and
+// spinning on it helps nobody.
+const MaxReadErrors = 100
+
+// Frame layout: a queue reads the virtio_net_hdr at FrameHeader and the IP
+// packet follows at FramePacket, with xlat.Headroom bytes in front for a
+// translator to grow headers into; a result anywhere at or after
+// VnetHdrLen has room for its own header in front.
+const (
+	FrameHeader = xlat.Headroom
+	FramePacket = FrameHeader + VnetHdrLen
+	frameLen    = FramePacket + GSOMaxSize
+)
+
+// Frame is the memory one queue of an Endpoint reads into: a gVisor view
+// the endpoint owns for its whole life, so that a packet is delivered as a
+// PacketBuffer over it (no copy) and a translator may rewrite it in place.
+// Only the queue's dispatch goroutine uses a Frame, and only while it
+// delivers the packet read into it.
+type Frame struct {
+	view *buffer.View // owns buf; PacketBuffers over the frame are clones
+	buf  []byte
+	// Offload is the decoded virtio_net_hdr of the packet being delivered.
+	// A FrameDispatcher that rewrites the packet in place updates it to
+	// describe the result; WritePackets encodes it in front of a
+	// PacketBuffer that lies in the frame. It carries what gVisor's GSO
+	// has no form for (UDP segmentation, the ECN bit, hdr_len).
+	Offload xlat.Offload
+}
+
+// NewFrame returns a frame of its own, for a dispatcher that copies
+// packets from other links into memory with headroom and writes the
+// result as a PacketBuffer over it (Frame.PacketBuffer).
+func NewFrame() *Frame {
+	// Larger than gVisor's largest pooled chunk: allocated once, never
+	// cleared or returned to a pool.
+	v := buffer.NewViewSize(frameLen)
+	return &Frame{view: v, buf: v.AsSlice()}
+}
+
+// Bytes is the frame's memory, len FramePacket + GSOMaxSize. A delivered
+// packet starts at FramePacket.
+func (f *Frame) Bytes() []byte { return f.buf }
+
+// PacketBuffer returns a new PacketBuffer whose payload is
+// f.Bytes()[start:end], without copying. The caller owns it (DecRef).
+func (f *Frame) PacketBuffer(start, end int) *gvstack.PacketBuffer {
+	v := f.view.Clone()
+	v.TrimFront(start)
+	v.CapLength(end - start)
+	return gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+}
+
+// Offset reports where b starts in the frame, if b is a slice of it.
+// Two slices share memory up to the frame's end exactly when their
+// last possible elements are the same.
+func (f *Frame) Offset(b []byte) (int, bool) {
+	if len(b) == 0 || cap(b) > len(f.buf) {
+		return 0, false
+	}
+	full := b[:cap(b)]
+	if &full[len(full)-1] != &f.buf[len(f.buf)-1] {
+		return 0, false
+	}
+	return len(f.buf) - cap(b), true
+}
+
+// packetSlice returns the bytes of pkt if they are one contiguous view.
+func packetSlice(pkt *gvstack.PacketBuffer) ([]byte, bool) {
+	views, skip := pkt.AsViewList()
+	v := views.Front()
+	if v == nil || v.Next() != nil {
+		return nil, false
+	}
+	s := v.AsSlice()
+	if skip > len(s) {
+		return nil, false
+	}
+	return s[skip:], true
+}
+
+// InFrame reports whether pkt is one PacketBuffer over f (made by
+// f.PacketBuffer or delivered from f) and where its bytes lie in f.Bytes().
+func (f *Frame) InFrame(pkt *gvstack.PacketBuffer) (start, end int, ok bool) {
+	s, ok := packetSlice(pkt)
+	if !ok {
+		return 0, 0, false
+	}
+	start, ok = f.Offset(s)
+	return start, start + len(s), ok
+}
+
+// FrameDispatcher is a NetworkDispatcher that an Endpoint hands packets in
+// its frames (PacketBuffer.Hash is the queue index). It promises that
+// TakesFrames(e) is true only if it keeps no reference to a delivered
+// PacketBuffer or its memory once DeliverNetworkPacket returns, and that it
+// writes a PacketBuffer over a frame (Frame.PacketBuffer) only from within
+// DeliverNetworkPacket, on the delivering goroutine, with that queue's
+// Hash. Other dispatchers (a gVisor network stack) get a copy of each
+// packet in a pooled view instead.
+type FrameDispatcher interface {
+	gvstack.NetworkDispatcher
+	TakesFrames(e *Endpoint) bool
+}
+
+// IdleDispatcher is a NetworkDispatcher told when a queue has no packet
+// waiting (before the dispatch loop blocks): a time to publish batched
+// counters.
+type IdleDispatcher interface {
+	QueueIdle(q int)
+}
+
+// LinkStats are link-level counters: what happened to packets before and
+// after the translator. One type serves the endpoint (its part) and the
+// data path (the endpoint's and the dispatcher's parts, which count
+// different events, summed).
+type LinkStats struct {
+	Reads          uint64 // packets (or super-packets) handed to the translator
+	Writes         uint64 // packets written to the link, translated or engine-made
+	ReadErrors     uint64 // failed reads, and packets too large to handle
+	WriteErrors    uint64 // failed or short writes; the packet is lost
+	ShortVnetHdr   uint64 // reads shorter than a virtio_net_hdr
+	InvalidVnetHdr uint64 // offload metadata the kernel would refuse or without a gVisor form
+	NotIP          uint64 // packets that are neither IPv4 nor IPv6
+	Panics         uint64 // packets on which the translator panicked; the queue went on
+	NoNextHop      uint64 // NIC mode: no route or link address for the destination; also in WriteErrors
+}
+
+// Counters are LinkStats a goroutine updates while others read them.
+type Counters struct {
+	Reads, Writes, ReadErrors, WriteErrors, ShortVnetHdr, InvalidVnetHdr, NotIP, Panics atomic.Uint64
+}
+
+// AddTo adds the counters to s.
+func (c *Counters) AddTo(s *LinkStats) {
+	s.Reads += c.Reads.Load()
+	s.Writes += c.Writes.Load()
+	s.ReadErrors += c.ReadErrors.Load()
+	s.WriteErrors += c.WriteErrors.Load()
+	s.ShortVnetHdr += c.ShortVnetHdr.Load()
+	s.InvalidVnetHdr += c.InvalidVnetHdr.Load()
+	s.NotIP += c.NotIP.Load()
+	s.Panics += c.Panics.Load()
+}
 
 // Endpoint is a multi-queue tun (or any set of Conns with virtio_net_hdr
-// framing) as a gVisor stack.LinkEndpoint: the general, PacketBuffer-based
-// way to the queues, for a stack.NetworkDispatcher such as the
-// translator's stack.Handler or a gVisor network stack.
+// framing) as a gVisor stack.LinkEndpoint, and the translator's one read
+// loop.
 //
 // Attach starts one goroutine per queue. Each reads a packet with its
-// virtio_net_hdr into the queue's buffer, copies it into a new PacketBuffer
-// whose GSOOptions and RXChecksumValidated say what the header said
-// (OffloadToPacket), and delivers it. WritePackets does the reverse
-// (OffloadFromPacket), copying each packet behind its header into a
-// per-queue buffer for one write. Neither allocates beyond what gVisor's
-// pooled PacketBuffer costs; that cost is why stack.Serve does not use this
-// type but reads the same queues itself (see the package comment).
+// virtio_net_hdr into the queue's Frame and delivers it on the same
+// goroutine, stamped with the queue index in PacketBuffer.Hash: to a
+// FrameDispatcher as a PacketBuffer over the frame itself, to any other
+// dispatcher as a copy whose GSOOptions and RXChecksumValidated say what
+// the header said (OffloadToPacket). WritePackets sends each packet to
+// the queue its Hash names: one from a frame with the frame's Offload
+// encoded in the VnetHdrLen bytes in front of it (one write, no copy), any
+// other behind a header made from its GSOOptions (OffloadFromPacket),
+// copied into a per-queue write buffer.
 //
 // Close and Attach(nil) stop the dispatch loops; the Conns (the Device)
 // stay open and are the caller's to close.
 type Endpoint struct {
-	conns   []Conn
-	readBuf [][]byte
-	writers []queueWriter
-	mtu     atomic.Uint32
-	gso     bool // TSO/USO granted: advertise host GSO
+	queues []*queue
+	mtu    atomic.Uint32
+	gso    bool // TSO/USO granted: advertise host GSO
 
 	mu         sync.Mutex // serializes Attach and Close
 	dispatcher gvstack.NetworkDispatcher
 	wg         sync.WaitGroup
 	stopping   atomic.Bool
-
-	stats endpointCounters
+	run        *attachment // of the current or last dispatcher
 }
 
-type queueWriter struct {
-	mu  sync.Mutex
-	buf []byte
+// attachment is one Attach's outcome: the first dispatch loop failure.
+type attachment struct {
+	once   sync.Once
+	err    error
+	failed chan struct{}
 }
 
-// EndpointStats are an Endpoint's link-level counters, summed over its
-// queues.
-type EndpointStats struct {
-	Reads          uint64 // packets read and delivered
-	Writes         uint64 // packets written
-	ReadErrors     uint64 // failed reads
-	WriteErrors    uint64 // packets WritePackets refused or failed to write
-	ShortVnetHdr   uint64 // reads shorter than a virtio_net_hdr
-	InvalidVnetHdr uint64 // headers ValidateOffload refuses, or without a gVisor form
-	NotIP          uint64 // packets that are neither IPv4 nor IPv6
+func (a *attachment) fail(err error) {
+	a.once.Do(func() {
+		a.err = err
+		close(a.failed)
+	})
 }
 
-type endpointCounters struct {
-	reads, writes, readErrors, writeErrors, shortVnetHdr, invalidVnetHdr, notIP atomic.Uint64
+// queue is one queue's state; its dispatch goroutine is the only user of
+// all of it but wbuf (which foreign writers share under wmu) and the
+// atomics.
+type queue struct {
+	index int
+	conn  Conn
+	frame *Frame
+
+	// raw reads the descriptor itself when conn has one, so that the
+	// loop learns when the queue is empty (EAGAIN); readFn, rn and rerr
+	// are its callback and results, kept here so that reading allocates
+	// nothing.
+	raw    syscall.RawConn
+	readFn func(fd uintptr) bool
+	rn     int
+	rerr   error
+	idle   func() // the dispatcher's QueueIdle for this queue
+
+	wmu  sync.Mutex
+	wbuf []byte // VnetHdrLen + GSOMaxSize: packets from outside the frame
+
+	stats  Counters
+	exited atomic.Bool
 }
 
 var (
@@ -101,18 +264,29 @@ func NewEndpoint(d *Device) *Endpoint {
 // include TSO or USO.
 func NewEndpointConns(conns []Conn, mtu int, offloads int) *Endpoint {
 	e := &Endpoint{
-		conns:   conns,
-		readBuf: make([][]byte, len(conns)),
-		writers: make([]queueWriter, len(conns)),
-		gso:     offloads&(OffloadTSO4|OffloadTSO6|OffloadUSO4|OffloadUSO6) != 0,
+		gso: offloads&(OffloadTSO4|OffloadTSO6|OffloadUSO4|OffloadUSO6) != 0,
+		run: &attachment{failed: make(chan struct{})},
 	}
-	for i := range conns {
-		e.readBuf[i] = make([]byte, VnetHdrLen+GSOMaxSize)
-		e.writers[i].buf = make([]byte, VnetHdrLen+GSOMaxSize)
+	for i, c := range conns {
+		q := &queue{index: i, conn: c, frame: NewFrame(), wbuf: make([]byte, VnetHdrLen+GSOMaxSize), idle: func() {}}
+		if sc, ok := c.(syscall.Conn); ok {
+			if raw, err := sc.SyscallConn(); err == nil {
+				q.raw = raw
+				q.readFn = q.readSyscall
+			}
+		}
+		q.exited.Store(true) // until attached
+		e.queues = append(e.queues, q)
 	}
 	e.mtu.Store(uint32(mtu))
 	return e
 }
+
+// Queues is the number of queues, each with its own dispatch goroutine.
+func (e *Endpoint) Queues() int { return len(e.queues) }
+
+// Frame is queue q's frame.
+func (e *Endpoint) Frame(q int) *Frame { return e.queues[q].frame }
 
 // MTU implements stack.LinkEndpoint.
 func (e *Endpoint) MTU() uint32 { return e.mtu.Load() }
@@ -189,12 +363,27 @@ func (e *Endpoint) Attach(d gvstack.NetworkDispatcher) {
 	if d == nil {
 		return
 	}
-	for i, c := range e.conns {
-		c.SetReadDeadline(time.Time{}) // a previous stop left one in the past
+	run := &attachment{failed: make(chan struct{})}
+	e.run = run
+	frames := false
+	if fd, ok := d.(FrameDispatcher); ok {
+		frames = fd.TakesFrames(e)
+	}
+	idle, _ := d.(IdleDispatcher)
+	for _, q := range e.queues {
+		q.conn.SetReadDeadline(time.Time{}) // a previous stop left one in the past
+		q.idle = func() {}
+		if idle != nil {
+			q.idle = func() { idle.QueueIdle(q.index) }
+		}
+		q.exited.Store(false)
 		e.wg.Add(1)
 		go func() {
 			defer e.wg.Done()
-			e.dispatchLoop(i, d)
+			defer q.exited.Store(true)
+			if err := e.dispatchLoop(q, d, frames); err != nil {
+				run.fail(err)
+			}
 		}()
 	}
 }
@@ -205,64 +394,136 @@ func (e *Endpoint) stop() {
 		return
 	}
 	e.stopping.Store(true)
-	for _, c := range e.conns {
-		c.SetReadDeadline(time.Unix(1, 0))
+	for _, q := range e.queues {
+		q.conn.SetReadDeadline(time.Unix(1, 0))
 	}
 	e.wg.Wait()
 	e.stopping.Store(false)
 }
 
 // Wait implements stack.LinkEndpoint: it blocks until the dispatch loops
-// have exited (after Attach(nil), Close, or the queues being closed).
+// have exited (after Attach(nil), Close, the queues being closed, or a
+// queue failing).
 func (e *Endpoint) Wait() { e.wg.Wait() }
+
+// Failed is closed when a dispatch loop of the current attachment stops on
+// an error (Err says which); the other queues keep running until
+// Attach(nil) or Close.
+func (e *Endpoint) Failed() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.run.failed
+}
+
+// Err is the error that ended the first failed dispatch loop of the
+// current (or last) attachment, or nil.
+func (e *Endpoint) Err() error {
+	e.mu.Lock()
+	run := e.run
+	e.mu.Unlock()
+	select {
+	case <-run.failed:
+		return run.err
+	default:
+		return nil
+	}
+}
+
+// Exited reports whether queue q's dispatch loop is not running.
+func (e *Endpoint) Exited(q int) bool { return e.queues[q].exited.Load() }
 
 // Close implements stack.LinkEndpoint: it stops the dispatch loops. The
 // queues stay open.
 func (e *Endpoint) Close() { e.Attach(nil) }
 
-// Stats returns the endpoint's counters.
-func (e *Endpoint) Stats() EndpointStats {
-	c := &e.stats
-	return EndpointStats{
-		Reads: c.reads.Load(), Writes: c.writes.Load(),
-		ReadErrors: c.readErrors.Load(), WriteErrors: c.writeErrors.Load(),
-		ShortVnetHdr: c.shortVnetHdr.Load(), InvalidVnetHdr: c.invalidVnetHdr.Load(),
-		NotIP: c.notIP.Load(),
+// Stats returns the endpoint's counters, summed over its queues: what it
+// counts itself (read errors and packets it could not deliver); reads and
+// writes are counted by the dispatcher, which sees their outcome.
+func (e *Endpoint) Stats() LinkStats {
+	var s LinkStats
+	for _, q := range e.queues {
+		q.stats.AddTo(&s)
+	}
+	return s
+}
+
+// errStopped: the runtime poller ended a read because the read deadline
+// passed (stop) or the descriptor was closed.
+var errStopped = errors.New("queue stopped")
+
+// read reads one packet into the frame at FrameHeader.
+func (q *queue) read() (int, error) {
+	buf := q.frame.buf[FrameHeader:]
+	if q.raw == nil {
+		n, err := q.conn.Read(buf)
+		q.idle() // no way to tell an empty queue: keep the counts exact
+		return n, err
+	}
+	q.rn, q.rerr = 0, nil
+	if err := q.raw.Read(q.readFn); err != nil {
+		return 0, errStopped
+	}
+	if q.rn == 0 && q.rerr == nil {
+		return 0, io.EOF // a socket peer went away; a tun never reads 0
+	}
+	return q.rn, q.rerr
+}
+
+// readSyscall is the RawConn callback: one read(2); on EAGAIN it tells the
+// dispatcher the queue is idle and lets the poller wait.
+func (q *queue) readSyscall(fd uintptr) bool {
+	for {
+		n, err := unix.Read(int(fd), q.frame.buf[FrameHeader:])
+		switch err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			q.idle()
+			return false
+		case nil:
+			q.rn = n
+		default:
+			q.rerr = err
+		}
+		return true
 	}
 }
 
-// dispatchLoop reads queue i and delivers to d until stopped, the queue is
-// closed, or reads keep failing.
-func (e *Endpoint) dispatchLoop(i int, d gvstack.NetworkDispatcher) {
-	c, buf := e.conns[i], e.readBuf[i]
+// dispatchLoop reads queue q and delivers to d until stopped, the queue is
+// closed (nil), or reads keep failing (the error).
+func (e *Endpoint) dispatchLoop(q *queue, d gvstack.NetworkDispatcher, frames bool) error {
+	defer q.idle()
 	errs := 0
 	for {
-		n, err := c.Read(buf)
+		n, err := q.read()
 		if err != nil {
-			if e.stopping.Load() || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) {
-				return
+			if e.stopping.Load() || err == errStopped || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) {
+				return nil
 			}
-			e.stats.readErrors.Add(1)
-			if errs++; errs >= maxReadErrors {
-				return
+			q.stats.ReadErrors.Add(1)
+			// EBADFD: the interface was deleted under us.
+			if errs++; errs >= MaxReadErrors || errors.Is(err, unix.EBADFD) {
+				return fmt.Errorf("tun queue %d: read: %w", q.index, err)
 			}
 			continue
 		}
 		errs = 0
-		e.deliver(d, buf[:n])
+		e.deliver(q, d, n, frames)
 	}
 }
 
-// deliver hands one packet read from a queue, b, to d.
-func (e *Endpoint) deliver(d gvstack.NetworkDispatcher, b []byte) {
-	var off xlat.Offload
-	if DecodeVnetHdr(b, &off) != nil {
-		e.stats.shortVnetHdr.Add(1)
+// deliver hands the n bytes read into q's frame to d.
+func (e *Endpoint) deliver(q *queue, d gvstack.NetworkDispatcher, n int, frames bool) {
+	f := q.frame
+	if n < VnetHdrLen {
+		q.stats.ShortVnetHdr.Add(1)
 		return
 	}
-	ip := b[VnetHdrLen:]
-	if ValidateOffload(&off, len(ip)) != nil {
-		e.stats.invalidVnetHdr.Add(1)
+	DecodeVnetHdr(f.buf[FrameHeader:], &f.Offload)
+	end := FrameHeader + n
+	ip := f.buf[FramePacket:end]
+	if ValidateOffload(&f.Offload, len(ip)) != nil {
+		q.stats.InvalidVnetHdr.Add(1)
 		return
 	}
 	var proto tcpip.NetworkProtocolNumber
@@ -272,54 +533,71 @@ func (e *Endpoint) deliver(d gvstack.NetworkDispatcher, b []byte) {
 	case header.IPv6Version:
 		proto = header.IPv6ProtocolNumber
 	default:
-		e.stats.notIP.Add(1)
+		q.stats.NotIP.Add(1)
 		return
 	}
-	pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{Payload: buffer.MakeWithData(ip)})
-	defer pkt.DecRef()
-	if !OffloadToPacket(&off, pkt) {
-		e.stats.invalidVnetHdr.Add(1)
-		return
+	var pkt *gvstack.PacketBuffer
+	if frames {
+		pkt = f.PacketBuffer(FramePacket, end)
+	} else {
+		pkt = gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{Payload: buffer.MakeWithData(ip)})
+		if !OffloadToPacket(&f.Offload, pkt) {
+			pkt.DecRef()
+			q.stats.InvalidVnetHdr.Add(1)
+			return
+		}
 	}
 	pkt.NetworkProtocolNumber = proto
-	e.stats.reads.Add(1)
+	pkt.Hash = uint32(q.index)
 	d.DeliverNetworkPacket(proto, pkt)
+	pkt.DecRef()
 }
 
 // WritePackets implements stack.LinkWriter: each packet goes to the queue
-// its Hash selects, behind a virtio_net_hdr made from its GSOOptions
-// (OffloadFromPacket). It stops at the first packet it cannot write.
+// its Hash selects (modulo the number of queues). It stops at the first
+// packet it cannot write.
 func (e *Endpoint) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Error) {
 	n := 0
 	for _, pkt := range pkts.AsSlice() {
 		if err := e.writePacket(pkt); err != nil {
-			e.stats.writeErrors.Add(1)
 			return n, err
 		}
-		e.stats.writes.Add(1)
 		n++
 	}
 	return n, nil
 }
 
 func (e *Endpoint) writePacket(pkt *gvstack.PacketBuffer) tcpip.Error {
-	w := &e.writers[pkt.Hash%uint32(len(e.writers))]
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n, ok := CopyPacket(w.buf[VnetHdrLen:], pkt)
+	q := e.queues[pkt.Hash%uint32(len(e.queues))]
+	if start, end, ok := q.frame.InFrame(pkt); ok && start >= VnetHdrLen {
+		// The packet is in the frame: its header goes in front of it.
+		b := q.frame.buf[start-VnetHdrLen : end]
+		EncodeVnetHdr(b, &q.frame.Offload)
+		m, err := q.conn.Write(b)
+		return writeResult(m, err, len(b))
+	}
+	q.wmu.Lock()
+	defer q.wmu.Unlock()
+	n, ok := CopyPacket(q.wbuf[VnetHdrLen:], pkt)
 	if !ok {
 		return &tcpip.ErrMessageTooLong{}
 	}
 	var off xlat.Offload
-	if _, err := OffloadFromPacket(pkt, w.buf[VnetHdrLen:VnetHdrLen+n], &off); err != nil {
+	if _, err := OffloadFromPacket(pkt, q.wbuf[VnetHdrLen:VnetHdrLen+n], &off); err != nil {
 		return &tcpip.ErrNotSupported{}
 	}
-	EncodeVnetHdr(w.buf, &off)
-	m, err := e.conns[pkt.Hash%uint32(len(e.conns))].Write(w.buf[:VnetHdrLen+n])
+	EncodeVnetHdr(q.wbuf, &off)
+	m, err := q.conn.Write(q.wbuf[:VnetHdrLen+n])
+	return writeResult(m, err, VnetHdrLen+n)
+}
+
+// writeResult turns the result of a write of want bytes into a
+// tcpip.Error.
+func writeResult(m int, err error, want int) tcpip.Error {
 	switch {
 	case errors.Is(err, os.ErrClosed):
 		return &tcpip.ErrClosedForSend{}
-	case err != nil || m != VnetHdrLen+n:
+	case err != nil || m != want:
 		return &tcpip.ErrAborted{}
 	}
 	return nil

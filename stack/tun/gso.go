@@ -8,12 +8,6 @@ import (
 	"github.com/map646/map646/stack/xlat"
 )
 
-// GSOUDPL4 is the gVisor GSO type this package uses for UDP segmentation
-// offload (VIRTIO_NET_HDR_GSO_UDP_L4, the tun's USO4/USO6). gVisor's
-// vocabulary has TCP types only; the value is placed after gVisor's own
-// so that no gVisor link endpoint mistakes it for one of them.
-const GSOUDPL4 = gvstack.GSOGvisor + 1
-
 // GSOMaxSize is the largest super-packet the tun hands over or accepts: an
 // IP packet's 16-bit length.
 const GSOMaxSize = 65535
@@ -29,8 +23,8 @@ var ErrUnsupportedGSO = errors.New("tun: GSO type without a virtio_net_hdr form"
 //   - NEEDS_CSUM becomes GSOOptions.NeedsCsum, with csum_start as L3HdrLen
 //     (a tun has no link header, so the transport header starts right
 //     after the network headers) and csum_offset as CsumOffset;
-//   - the TCP GSO types become GSOTCPv4/GSOTCPv6 and UDP_L4 GSOUDPL4, with
-//     gso_size as MSS and GSOMaxSize as MaxSize;
+//   - the TCP GSO types become GSOTCPv4/GSOTCPv6, with gso_size as MSS
+//     and GSOMaxSize as MaxSize;
 //   - DATA_VALID becomes RXChecksumValidated.
 //
 // Two fields have no gVisor form and are recomputed from the packet by
@@ -38,8 +32,11 @@ var ErrUnsupportedGSO = errors.New("tun: GSO type without a virtio_net_hdr form"
 // TCP GSO types, which the kernel sets exactly when the super-packet's TCP
 // header has CWR (tcp_ecn_send, tcp_gro_complete).
 //
-// It reports false, leaving pkt alone, for a GSO type gVisor cannot carry
-// (VIRTIO_NET_HDR_GSO_UDP, UFO, which Open never enables).
+// It reports false, leaving pkt alone, for a GSO type gVisor has no form
+// for: UDP segmentation (VIRTIO_NET_HDR_GSO_UDP_L4, the tun's USO4/USO6;
+// gVisor's GSOType knows TCP only) and UFO (VIRTIO_NET_HDR_GSO_UDP, which
+// Open never enables). Such super-packets cross an Endpoint only in its
+// frames, whose Offload carries the virtio_net_hdr as it is.
 func OffloadToPacket(off *xlat.Offload, pkt *gvstack.PacketBuffer) bool {
 	var g gvstack.GSO
 	switch off.GSOType &^ xlat.GSOECN {
@@ -48,8 +45,6 @@ func OffloadToPacket(off *xlat.Offload, pkt *gvstack.PacketBuffer) bool {
 		g.Type = gvstack.GSOTCPv4
 	case xlat.GSOTCPv6:
 		g.Type = gvstack.GSOTCPv6
-	case xlat.GSOUDPL4:
-		g.Type = GSOUDPL4
 	default:
 		return false
 	}
@@ -98,9 +93,6 @@ func OffloadFromPacket(pkt *gvstack.PacketBuffer, b []byte, off *xlat.Offload) (
 				off.GSOType |= xlat.GSOECN
 			}
 		}
-	case GSOUDPL4:
-		off.GSOType = xlat.GSOUDPL4
-		l4hdr = 8
 	default:
 		return false, ErrUnsupportedGSO
 	}

@@ -55,7 +55,9 @@ func EncodeVnetHdr(b []byte, o *xlat.Offload) {
 
 // ValidateOffload checks the offload metadata of a packet of pktLen bytes as
 // the kernel's virtio_net_hdr_to_skb would before trusting it: known flags
-// and GSO types, a segment size for super-packets, and a checksum field that
+// and GSO types (UFO, VIRTIO_NET_HDR_GSO_UDP, is refused: Open never
+// enables it, and its segments are IP fragments the translator would have
+// to make), a segment size for super-packets, and a checksum field that
 // lies inside the packet (csum_start + csum_offset + 2 <= length).
 func ValidateOffload(o *xlat.Offload, pktLen int) error {
 	if o.Flags&^knownFlags != 0 {
@@ -66,7 +68,7 @@ func ValidateOffload(o *xlat.Offload, pktLen int) error {
 		if o.GSOType&xlat.GSOECN != 0 {
 			return ErrInvalidVnetHdr
 		}
-	case xlat.GSOTCPv4, xlat.GSOTCPv6, xlat.GSOUDP, xlat.GSOUDPL4:
+	case xlat.GSOTCPv4, xlat.GSOTCPv6, xlat.GSOUDPL4:
 		if o.GSOSize == 0 || o.Flags&xlat.OffloadNeedsCsum == 0 {
 			// Segmentation needs a partial checksum to complete per
 			// segment (virtio_net_hdr_to_skb rejects it otherwise).

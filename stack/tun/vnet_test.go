@@ -65,6 +65,7 @@ func TestValidateOffload(t *testing.T) {
 		{"tso4", xlat.Offload{Flags: csum, GSOType: xlat.GSOTCPv4, HdrLen: 40, GSOSize: 1460, CsumStart: 20, CsumOffset: 16}, 3000, true},
 		{"tso6 ecn", xlat.Offload{Flags: csum, GSOType: xlat.GSOTCPv6 | xlat.GSOECN, GSOSize: 1440, CsumStart: 40, CsumOffset: 16}, 3000, true},
 		{"uso", xlat.Offload{Flags: csum, GSOType: xlat.GSOUDPL4, GSOSize: 1000, CsumStart: 20, CsumOffset: 6}, 3000, true},
+		{"ufo", xlat.Offload{Flags: csum, GSOType: xlat.GSOUDP, GSOSize: 1000, CsumStart: 20, CsumOffset: 6}, 3000, false},
 		{"gso without segment size", xlat.Offload{Flags: csum, GSOType: xlat.GSOTCPv4, CsumStart: 20, CsumOffset: 16}, 3000, false},
 		{"gso without partial checksum", xlat.Offload{GSOType: xlat.GSOTCPv4, GSOSize: 1460}, 3000, false},
 		{"ecn without gso", xlat.Offload{GSOType: xlat.GSOECN}, 40, false},

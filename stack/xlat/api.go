@@ -101,6 +101,11 @@ type Policy struct {
 	// of an IPv4 subnet shorter than /31 (ReasonBroadcast, RFC 1812
 	// section 5.3.5.2).
 	OwnAddrs []netip.Prefix
+	// DecrementTTL: no kernel forwards the packets before or after the
+	// translator (NIC mode), so the translator, as the router, decrements
+	// the TTL / Hop Limit itself and answers its expiry with Time Exceeded
+	// (RFC 7915 sections 4.1 and 5.1). With a tun the kernel does both.
+	DecrementTTL bool
 }
 
 // Config is one complete, immutable translator configuration.

@@ -86,6 +86,7 @@ const (
 	ReasonHopLimit                // RFC 8200 3 / RFC 1812 5.3.1: a hairpinned packet whose hop limit ran out; ICMPv6 3/0 sent
 	ReasonIGMP                    // RFC 7915 4.2: IGMP (IPv4 protocol 2) is silently dropped
 	ReasonExtAfterFragment        // RFC 7915 5.1.1: extension header after the Fragment header of a non-atomic fragment
+	ReasonTTLExceeded             // Policy.DecrementTTL: TTL / Hop Limit would reach 0 at the translator; Time Exceeded sent
 	NumReasons
 )
 
@@ -95,7 +96,7 @@ var reasonNames = [NumReasons]string{
 	"udp_zero_checksum", "udp_zero_fragment", "icmp_fragmented", "icmp_type", "icmp_inner",
 	"icmp_nested", "icmp_proto", "pool_empty", "too_big", "hairpin_off", "hairpin_error", "no_sink",
 	"proto_ext_header", "icmp_checksum", "spoofed", "own_address", "broadcast", "hop_limit", "igmp",
-	"ext_after_fragment",
+	"ext_after_fragment", "ttl_exceeded",
 }
 
 func (r Reason) String() string {
@@ -210,6 +211,7 @@ type state struct {
 	lowest   int // lowest_ipv6_mtu
 	mtu4     int
 	mtu6     int
+	decTTL   bool // Policy.DecrementTTL
 	deny     []net4
 	pool     []hostRange
 	poolSize uint64
@@ -247,7 +249,7 @@ func compile(c *Config) (*state, error) {
 		return nil, errors.New("xlat: configuration without an address map")
 	}
 	p := c.Policy
-	s := &state{cfg: c, m: c.Map, pfx: c.Map.Prefix(), lowest: p.LowestIPv6MTU, mtu4: p.IPv4MTU, mtu6: p.IPv6MTU}
+	s := &state{cfg: c, m: c.Map, pfx: c.Map.Prefix(), lowest: p.LowestIPv6MTU, mtu4: p.IPv4MTU, mtu6: p.IPv6MTU, decTTL: p.DecrementTTL}
 	if s.lowest == 0 {
 		s.lowest = 1280
 	}

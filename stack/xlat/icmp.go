@@ -263,6 +263,9 @@ func (w *Worker) icmpError46(s *state, buf []byte, start, end, ihl int, src6, ds
 	put16(oh[4:], uint16(n-40))
 	oh[6] = protoICMPv6
 	oh[7] = p[8]
+	if s.decTTL { // an error is forwarded like any packet (its expiry was checked)
+		oh[7]--
+	}
 	copy(oh[8:24], src6[:])
 	copy(oh[24:40], dst6[:])
 	put16(ic[2:], ^checksum.Checksum(out[40:n], pseudo6(src6, dst6, uint32(n-40), protoICMPv6)))
@@ -472,6 +475,9 @@ func (w *Worker) icmpError64(s *state, buf []byte, start, end int, x ext, src4, 
 		put16(oh[6:], 0)
 	}
 	oh[8] = p[7]
+	if s.decTTL { // an error is forwarded like any packet (its expiry was checked)
+		oh[8]--
+	}
 	oh[9] = protoICMPv4
 	copy(oh[12:16], src4[:])
 	copy(oh[16:20], dst4[:])

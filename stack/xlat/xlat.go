@@ -238,6 +238,13 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 		return drop(r, ReasonSourceRoute)
 	}
 
+	if s.decTTL && !bool(hp) && p[8] <= 1 {
+		// RFC 7915 section 4.1: as a router, Time Exceeded in Transit.
+		if !isErr && first {
+			w.emitError4(s, p, 11, 0, 0, sink)
+		}
+		return drop(r, ReasonTTLExceeded)
+	}
 	gso := off != nil && off.GSOType&^GSOECN != GSONone
 	hlen := 40
 	if isFrag {
@@ -358,7 +365,10 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	h[1] = tos << 4 // flow label 0
 	h[2], h[3] = 0, 0
 	put16(h[4:], uint16(hlen-40+len(l4)))
-	h[7] = ttl // the host kernel decremented it on the way into the tun
+	if s.decTTL && !bool(hp) { // a hairpin's hop was counted on its way in
+		ttl--
+	}
+	h[7] = ttl // with a tun, the host kernel decremented it on the way in
 	copy(h[8:24], src6[:])
 	copy(h[24:40], dst6[:])
 	if hlen == 48 {
@@ -500,13 +510,21 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 			}
 		}
 	}
-	if hairpin && p[7] <= 1 {
+	if hairpin && (p[7] <= 1 || s.decTTL && p[7] <= 2) {
 		// The hairpin is a hop like any other (RFC 8200 section 3): a
 		// packet that has none left is answered with Time Exceeded
-		// rather than sent round again. (hairpin spends the hop.)
+		// rather than sent round again. (hairpin spends the hop; with
+		// DecrementTTL the translator's own hop comes first.)
 		return w.hopLimitExceeded(s, p, r, !isErr && first, sink)
 	}
 
+	if s.decTTL && p[7] <= 1 {
+		// RFC 7915 section 5.1: as a router, Hop Limit Exceeded.
+		if !isErr && first {
+			w.emitError6(s, p, 3, 0, 0, sink)
+		}
+		return drop(r, ReasonTTLExceeded)
+	}
 	gso := off != nil && off.GSOType&^GSOECN != GSONone
 	tot4 := 20 + len(l4)
 	df := x.fragAt < 0 && tot4 > dfThreshold
@@ -620,6 +638,9 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 		} else {
 			put16(h[6:], 0)
 		}
+	}
+	if s.decTTL {
+		hlim--
 	}
 	h[8] = hlim
 	h[9] = proto

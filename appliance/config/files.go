@@ -1,0 +1,213 @@
+package config
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"golang.org/x/sys/unix"
+)
+
+// Limits on what Load reads. The configuration is hostile input like any
+// other: a file name that leads to /dev/zero, a FIFO or a 100,000-deep
+// nesting must give an error, not exhaust memory, hang or overflow the
+// parser's stack. docs/configuration.md lists the same values.
+const (
+	// MaxConfigBytes caps the HCL file: room for some 3,000 mapping
+	// blocks. The HCL lexer and parser allocate up to about 1 KiB per
+	// byte of hostile input (one token per byte) and the appliance VM may
+	// have 128 MiB; larger tables belong in a mappings_file, which costs
+	// a few bytes per byte.
+	MaxConfigBytes = 256 << 10
+	// MaxMappingsBytes caps the mappings_file: room for several million
+	// "ipv4,ipv6" lines (a 1M-line table of typical lines is ~35 MiB).
+	MaxMappingsBytes = 256 << 20
+	// MaxNesting caps how deeply brackets, braces, parentheses, template
+	// interpolations and runs of unary operators nest in the HCL file.
+	// The HCL parser recurses once per level; the deepest valid
+	// configuration nests four levels.
+	MaxNesting = 64
+)
+
+// fileSource is where Load finds the HCL file and its mappings_file: the
+// whole file system, or only inside one directory (a config drive).
+type fileSource struct {
+	root    *os.Root // nil: the whole file system
+	rootDir string   // the directory root was opened on
+}
+
+// open opens path for reading without blocking: a FIFO with no writer
+// would block an ordinary open, and a device would block its reads.
+// Inside a root, path must lie within the root's directory; os.Root
+// refuses "..", absolute names and symbolic links that lead outside.
+func (s fileSource) open(path string) (*os.File, error) {
+	const flags = os.O_RDONLY | unix.O_NONBLOCK | unix.O_NOCTTY
+	if s.root == nil {
+		return os.OpenFile(path, flags, 0)
+	}
+	rel, err := filepath.Rel(s.rootDir, path)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return nil, fmt.Errorf("%s is outside %s: a configuration there may only name files beside it", path, s.rootDir)
+	}
+	f, err := s.root.OpenFile(rel, flags, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w (a configuration in %s may only name files inside it)", path, err, s.rootDir)
+	}
+	return f, nil
+}
+
+// readFile reads the regular file at path, at most limit bytes. Anything
+// else (a device, FIFO, socket or directory) is refused before a byte is
+// read.
+func (s fileSource) readFile(path string, limit int64) ([]byte, error) {
+	f, err := s.open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fileKind(fi.Mode()))
+	}
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("%s is %d bytes, more than the limit of %d", path, fi.Size(), limit)
+	}
+	// The file may grow between the stat and the read.
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is more than the limit of %d bytes", path, limit)
+	}
+	return b, nil
+}
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	}
+	return m.Type().String()
+}
+
+// ReadFile reads the HCL file at path as Load does: a regular file of at
+// most MaxConfigBytes, opened without blocking.
+func ReadFile(path string) ([]byte, error) {
+	return fileSource{}.readFile(path, MaxConfigBytes)
+}
+
+// Load reads and checks the HCL file at path (and its mappings_file).
+// Both must be regular files within MaxConfigBytes and MaxMappingsBytes.
+// An invalid file gives an *Error.
+func Load(path string) (*Config, error) {
+	return load(fileSource{}, path)
+}
+
+// LoadContext is Load that gives up when ctx ends: a reload must never
+// hold up a shutdown, and a read from a hung file system must not hang
+// the caller. An abandoned load finishes in the background and its
+// result is discarded.
+//
+// With root set, path and the mappings_file it names must lie inside the
+// directory root (a config drive): "..", absolute names elsewhere and
+// symbolic links that lead out of it are refused.
+func LoadContext(ctx context.Context, path, root string) (*Config, error) {
+	src := fileSource{}
+	if root != "" {
+		r, err := os.OpenRoot(root)
+		if err != nil {
+			return nil, err
+		}
+		src = fileSource{root: r, rootDir: filepath.Clean(root)}
+	}
+	type result struct {
+		c   *Config
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := load(src, path)
+		if src.root != nil {
+			src.root.Close()
+		}
+		done <- result{c, err}
+	}()
+	select {
+	case r := <-done:
+		return r.c, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("reading %s: %w", path, context.Cause(ctx))
+	}
+}
+
+func load(src fileSource, path string) (*Config, error) {
+	b, err := src.readFile(path, MaxConfigBytes)
+	if err != nil {
+		return nil, err
+	}
+	if src.root == nil {
+		return Parse(b, path)
+	}
+	return parse(b, path, src)
+}
+
+// checkNesting refuses src when its brackets, braces, parentheses,
+// quoted templates, interpolations or unary operators nest more than
+// MaxNesting deep. It runs the HCL lexer, which does not recurse, before
+// the parser, which does: a deep enough file would overflow the stack and
+// kill the process (a fatal error, not a panic that can be recovered).
+func checkNesting(src []byte, filename string) hcl.Diagnostics {
+	toks, _ := hclsyntax.LexConfig(src, filename, hcl.InitialPos)
+	depth, unary, splats := 0, 0, 0
+	for i, t := range toks {
+		switch t.Type {
+		case hclsyntax.TokenOBrace, hclsyntax.TokenOBrack, hclsyntax.TokenOParen,
+			hclsyntax.TokenTemplateInterp, hclsyntax.TokenTemplateControl,
+			hclsyntax.TokenOQuote, hclsyntax.TokenOHeredoc:
+			depth++
+			unary = 0
+		case hclsyntax.TokenCBrace, hclsyntax.TokenCBrack, hclsyntax.TokenCParen,
+			hclsyntax.TokenTemplateSeqEnd, hclsyntax.TokenCQuote, hclsyntax.TokenCHeredoc:
+			depth--
+			unary = 0
+		case hclsyntax.TokenBang, hclsyntax.TokenMinus:
+			unary++ // "!!!!x" and "----1" recurse too
+		case hclsyntax.TokenStar:
+			// Each splat ("[*]", ".*") nests the rest of its traversal
+			// in another splat expression. A configuration has no use
+			// for splats at all, so they are counted over the file.
+			if i > 0 && (toks[i-1].Type == hclsyntax.TokenOBrack || toks[i-1].Type == hclsyntax.TokenDot) {
+				splats++
+			}
+			unary = 0
+		default:
+			unary = 0
+		}
+		if depth+unary+splats > MaxNesting {
+			return hcl.Diagnostics{{
+				Severity: hcl.DiagError,
+				Summary:  "Nesting too deep",
+				Detail:   fmt.Sprintf("Brackets, braces, parentheses, templates or unary operators nest more than %d levels deep here; map646 refuses such a file before parsing it.", MaxNesting),
+				Subject:  t.Range.Ptr(),
+			}}
+		}
+	}
+	return nil
+}

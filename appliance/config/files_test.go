@@ -1,0 +1,231 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// loadQuickly runs load and fails the test if it takes more than 10 s: a
+// FIFO or a device must be refused at once, not read.
+func loadQuickly(t *testing.T, load func() (*Config, error)) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := load()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("Load hangs")
+		return nil
+	}
+}
+
+// TestLoadRefusesNonRegularFiles replays the attacks of issue 9: a
+// mappings_file (or the configuration itself) that is /dev/zero, a FIFO
+// nobody writes to, or a directory is refused with a diagnostic at the
+// attribute, without reading it.
+func TestLoadRefusesNonRegularFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, target, want string
+	}{
+		{"dev zero", "/dev/zero", "not a regular file (a character device)"},
+		{"fifo", fifo, "not a regular file (a FIFO)"},
+		{"directory", dir, "not a regular file (a directory)"},
+	} {
+		t.Run("mappings_file "+tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "a.hcl")
+			src := tr("mappings_file = \"" + tc.target + "\"")
+			if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			err := loadQuickly(t, func() (*Config, error) { return Load(p) })
+			if err == nil || !strings.Contains(err.Error(), p+":3:19: Cannot read mappings_file") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want a diagnostic at %s:3:19 saying %q", err, p, tc.want)
+			}
+		})
+		t.Run("config "+tc.name, func(t *testing.T) {
+			err := loadQuickly(t, func() (*Config, error) { return Load(tc.target) })
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestLoadSizeLimits: files over the caps are refused from their size,
+// before they are read (the files here are sparse).
+func TestLoadSizeLimits(t *testing.T) {
+	dir := t.TempDir()
+	big := func(name string, size int64) string {
+		p := filepath.Join(dir, name)
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(size); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		return p
+	}
+	if _, err := Load(big("big.hcl", MaxConfigBytes+1)); err == nil || !strings.Contains(err.Error(), "more than the limit of 262144") {
+		t.Errorf("HCL over the limit: %v", err)
+	}
+	big("big.csv", MaxMappingsBytes+1)
+	p := filepath.Join(dir, "a.hcl")
+	os.WriteFile(p, []byte(tr(`mappings_file = "big.csv"`)), 0o644)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "more than the limit of 268435456") || !strings.Contains(err.Error(), p+":3:19:") {
+		t.Errorf("mappings_file over the limit: %v", err)
+	}
+	if _, err := Parse(make([]byte, MaxConfigBytes+1), "p.hcl"); err == nil {
+		t.Error("Parse accepted more than MaxConfigBytes")
+	}
+}
+
+// TestNestingLimit: 40,000-deep nestings of every kind that makes the
+// HCL parser recurse are refused with a diagnostic where the limit is
+// crossed. Without the check each of them kills the test binary with a
+// stack overflow.
+func TestNestingLimit(t *testing.T) {
+	const n = 40_000 // deep, and within MaxConfigBytes
+	r := strings.Repeat
+	for _, tc := range []struct {
+		name, src string
+		col       int
+	}{
+		{"blocks", "a " + r("{\nb ", n) + r("}\n", n), 3},
+		{"brackets", "a = " + r("[", n) + r("]", n) + "\n", 4 + MaxNesting + 1},
+		{"parentheses", "a = " + r("(", n) + "1" + r(")", n) + "\n", 4 + MaxNesting + 1},
+		{"objects", "a = " + r("{b=", n) + "1" + r("}", n) + "\n", 4 + 3*MaxNesting + 1},
+		{"interpolations", "a = " + r(`"${`, n) + "1" + r(`}"`, n) + "\n", 0},
+		{"function calls", "a = " + r("f(", n) + "1" + r(")", n) + "\n", 0},
+		{"for expressions", "a = " + r("[for x in ", n/4) + "[]" + r(": x]", n/4) + "\n", 0},
+		{"splats", "a = b" + r("[*]", n) + "\n", 5 + 3*(MaxNesting-1) + 2}, // the open bracket counts too
+		{"attribute splats", "a = b" + r(".*", n) + "\n", 5 + 2*MaxNesting + 2},
+		{"negations", "a = " + r("!", n) + "true\n", 4 + MaxNesting + 1},
+		{"minus signs", "a = " + r("-", n) + "1\n", 4 + MaxNesting + 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.src), "deep.hcl")
+			var ce *Error
+			if !errors.As(err, &ce) || len(ce.Diagnostics) != 1 || ce.Diagnostics[0].Summary != "Nesting too deep" {
+				t.Fatalf("err = %v, want one \"Nesting too deep\" diagnostic", err)
+			}
+			s := ce.Diagnostics[0].Subject
+			if s == nil || s.Filename != "deep.hcl" || (tc.col != 0 && s.Start.Column != tc.col) {
+				t.Fatalf("diagnostic at %v, want deep.hcl column %d", s, tc.col)
+			}
+		})
+	}
+	// Nesting up to the limit is still parsed (and fails for its content).
+	ok := "a = " + r("[", MaxNesting) + r("]", MaxNesting) + "\n"
+	_, err := Parse([]byte(ok), "ok.hcl")
+	if err == nil || strings.Contains(err.Error(), "Nesting too deep") {
+		t.Fatalf("nesting at the limit: %v", err)
+	}
+	// The full example (blocks, lists, strings) is far from the limit.
+	if _, err := Parse([]byte(full), "full.hcl"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLoadConfinedToRoot: a configuration from a config drive names files
+// on the drive only; "..", absolute paths elsewhere and symbolic links
+// out of the drive are refused.
+func TestLoadConfinedToRoot(t *testing.T) {
+	outside := writeFiles(t, map[string]string{"secret.csv": "198.51.100.7,2001:db8:6::7\n"})
+	drive := writeFiles(t, map[string]string{
+		"map646.hcl":   "",
+		"maps/m.csv":   "198.51.100.2,2001:db8:6::2\n",
+		"sub/ok.csv":   "198.51.100.3,2001:db8:6::3\n",
+		"openstack/x":  "",
+		"sub/deep/.k":  "",
+		"sub/deep/k.c": "",
+	})
+	if err := os.Symlink(filepath.Join(outside, "secret.csv"), filepath.Join(drive, "out.csv")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("maps/m.csv", filepath.Join(drive, "in.csv")); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(drive, filepath.Join(outside, "secret.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, file string
+		ok         bool
+	}{
+		{"relative", "maps/m.csv", true},
+		{"absolute inside", filepath.Join(drive, "maps/m.csv"), true},
+		{"symlink inside", "in.csv", true},
+		{"dot-dot inside", "sub/../maps/m.csv", true},
+		{"dot-dot out", rel, false},
+		{"dot-dot to etc", "../../../../../../etc/hostname", false},
+		{"absolute outside", "/etc/hostname", false},
+		{"symlink out", "out.csv", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(drive, "map646.hcl")
+			if err := os.WriteFile(p, []byte(tr(`mappings_file = "`+tc.file+`"`)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			c, err := LoadContext(context.Background(), p, drive)
+			if tc.ok {
+				if err != nil || len(c.Translator.Mappings) != 1 {
+					t.Fatalf("confined load of %q: %v", tc.file, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("read %q outside the drive: %v", tc.file, c.Translator.Mappings)
+			}
+			if !strings.Contains(err.Error(), p+":3:19: Cannot read mappings_file") {
+				t.Fatalf("err = %v, want a diagnostic at the attribute", err)
+			}
+			// Unconfined, the same file loads: the refusal is the root's doing.
+			if tc.file != "/etc/hostname" && !strings.Contains(tc.file, "etc/hostname") {
+				if _, err := Load(p); err != nil {
+					t.Fatalf("unconfined load: %v", err)
+				}
+			}
+		})
+	}
+	// The HCL file itself must be inside too.
+	if _, err := LoadContext(context.Background(), filepath.Join(outside, "secret.csv"), drive); err == nil {
+		t.Error("a configuration outside the root was read")
+	}
+}
+
+// TestLoadContextGivesUp: a load that is still reading when its context
+// ends returns at once with the context's error.
+func TestLoadContextGivesUp(t *testing.T) {
+	path := writeLarge(t, t.TempDir(), 200_000)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	_, err := LoadContext(ctx, path, "")
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Fatalf("gave up after %v", d)
+	}
+	if c, err := LoadContext(context.Background(), path, ""); err != nil || len(c.Translator.Mappings) != 200_000 {
+		t.Fatalf("uncancelled load: %v", err)
+	}
+}

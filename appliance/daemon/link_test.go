@@ -1,0 +1,143 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/map646/map646/appliance/config"
+	"github.com/map646/map646/appliance/netsetup"
+	"github.com/map646/map646/stack"
+	"github.com/map646/map646/stack/tun"
+	"github.com/map646/map646/stack/xlat"
+)
+
+// TestLinkModes: the fd and nic blocks start the data path on the link
+// they name instead of a tun. NIC mode turns kernel forwarding off (and
+// restores it), routes nothing into a tun, and gives the engine the NICs'
+// MTUs unless ipv4_mtu / ipv6_mtu are set; fd mode leaves forwarding and
+// routes to whoever handed the descriptor over.
+func TestLinkModes(t *testing.T) {
+	for _, tc := range []struct {
+		name, link string
+		wantDev    device
+		wantName   string
+		forwarding string // during the run; "1" (the fake's initial value): untouched
+		mtu4, mtu6 int
+	}{
+		{"nic", "nic {\n    ipv4 = \"eth0\"\n    ipv6 = \"eth1\"\n    queues = 3\n  }",
+			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth1", Queues: 3, FollowIPv4MTU: true, FollowIPv6MTU: true}}, "nic eth0,eth1", "0", 1500, 9000},
+		{"nic one NIC, ipv6_mtu set", "ipv6_mtu = 1280\n  nic {\n    ipv4 = \"eth0\"\n    queues = 1\n  }",
+			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth0", Queues: 1, FollowIPv4MTU: true}}, "nic eth0", "0", 1500, 1280},
+		{"fd", "fd {\n    fd = 3\n  }", &fdLink{fd: 3, mtu: 1500}, "fd 3", "1", 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := newFakeKernel()
+			k.sysctls["net.ipv4.ip_forward"] = "1"
+			k.sysctls["net.ipv6.conf.all.forwarding"] = "1"
+			dir := t.TempDir()
+			cfgPath := filepath.Join(dir, "map646.hcl")
+			writeConfig(t, cfgPath, fmt.Sprintf("translator {\n  prefix = \"2001:db8:64::/96\"\n%s\n  %s\n}\n", mappingBlocks("198.51.100.10"), tc.link))
+			var gotDev device
+			var gotPolicy xlat.Policy
+			served := make(chan struct{}, 1)
+			e := env{
+				kernel:  func() (netsetup.Kernel, func() error, error) { return k, func() error { return nil }, nil },
+				openTun: func(tun.Config) (device, error) { return nil, fmt.Errorf("a tun was opened") },
+				openLink: func(tr config.Translator) (device, error) {
+					// The system's openLink, minus the descriptor check
+					// (fd 3 is not ours in a test).
+					if tr.Link == config.LinkFD {
+						return &fdLink{fd: tr.FD.FD, mtu: tr.FD.MTU}, nil
+					}
+					return openLink(tr)
+				},
+				serve: func(ctx context.Context, eng *xlat.Engine, dev device, _ *slog.Logger) (datapath, error) {
+					gotDev, gotPolicy = dev, eng.Config().Policy
+					p := &fakeDatapath{ctx: ctx, fail: make(chan error, 1)}
+					p.healthy.Store(true)
+					served <- struct{}{}
+					return p, nil
+				},
+				nicMTU: func(name string) (int, error) {
+					return map[string]int{"eth0": 1500, "eth1": 9000}[name], nil
+				},
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			ready := make(chan ReadyInfo, 1)
+			done := make(chan error, 1)
+			go func() {
+				done <- run(ctx, Options{ConfigPath: cfgPath, Logger: slog.New(slog.DiscardHandler),
+					ControlSocket: filepath.Join(dir, "ctl.sock"), OnReady: func(r ReadyInfo) { ready <- r }}, e)
+			}()
+			select {
+			case r := <-ready:
+				if r.Tun != tc.wantName {
+					t.Errorf("ready on %q, want %q", r.Tun, tc.wantName)
+				}
+			case err := <-done:
+				t.Fatalf("Run: %v", err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("not ready within 10 s")
+			}
+			<-served
+			if fmt.Sprint(gotDev) != fmt.Sprint(tc.wantDev) {
+				t.Errorf("served %#v, want %#v", gotDev, tc.wantDev)
+			}
+			if gotPolicy.DecrementTTL != (tc.forwarding == "0") {
+				t.Errorf("engine decrements TTL: %v, in mode %s", gotPolicy.DecrementTTL, tc.name)
+			}
+			if gotPolicy.IPv4MTU != tc.mtu4 || gotPolicy.IPv6MTU != tc.mtu6 {
+				t.Errorf("engine MTUs %d/%d, want %d/%d", gotPolicy.IPv4MTU, gotPolicy.IPv6MTU, tc.mtu4, tc.mtu6)
+			}
+			k.mu.Lock()
+			fwd4, fwd6 := k.sysctls["net.ipv4.ip_forward"], k.sysctls["net.ipv6.conf.all.forwarding"]
+			k.mu.Unlock()
+			if fwd4 != tc.forwarding || fwd6 != tc.forwarding {
+				t.Errorf("forwarding %s/%s while running, want %s", fwd4, fwd6, tc.forwarding)
+			}
+			wantRoutes := "[]"
+			if tc.forwarding == "0" {
+				wantRoutes = "[blackhole 2001:db8:64::/96]"
+			}
+			if rs := fmt.Sprint(k.routeSet()); rs != wantRoutes {
+				t.Errorf("routes installed: %v, want %s", rs, wantRoutes)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			k.mu.Lock()
+			defer k.mu.Unlock()
+			if k.sysctls["net.ipv4.ip_forward"] != "1" || k.sysctls["net.ipv6.conf.all.forwarding"] != "1" {
+				t.Errorf("forwarding not restored: %v", k.sysctls)
+			}
+			if len(k.routes) != 0 {
+				t.Errorf("routes left: %v", k.routes)
+			}
+		})
+	}
+}
+
+// TestOpenLinkFD: an fd that is not open in the process is refused with
+// its number, before anything is served.
+func TestOpenLinkFD(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := int(f.Fd())
+	if _, err := openLink(config.Translator{Link: config.LinkFD, FD: config.FD{FD: fd, MTU: 1500}}); err != nil {
+		t.Errorf("open fd %d refused: %v", fd, err)
+	}
+	f.Close()
+	_, err = openLink(config.Translator{Link: config.LinkFD, FD: config.FD{FD: fd, MTU: 1500}})
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("fd %d", fd)) {
+		t.Errorf("closed fd %d: %v", fd, err)
+	}
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/map646/map646/internal/netnstest"
+)
+
+// The fd mode's plumbing: the tun is created inside the router namespace
+// (not the harness's), reaches the child as descriptor 3 through `ip netns
+// exec`, and disappears when the last descriptor closes.
+func TestOpenTunInPassesFD3(t *testing.T) {
+	netnstest.RequireTun(t, "bn-")
+	ns := netnstest.New(t, "bn-")
+	const name = "bn-fdtest"
+	f, err := openTunIn(ns.Name, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if out, err := ns.Output("ip", "link", "show", name); err != nil {
+		t.Fatalf("tun not in %s: %v: %s", ns.Name, err, out)
+	}
+	if _, err := os.Stat("/sys/class/net/" + name); err == nil {
+		t.Errorf("tun %s also appeared in the harness's namespace", name)
+	}
+	// The child reports what its fd 3 is and which tun it is attached to.
+	log := filepath.Join(t.TempDir(), "child.log")
+	p, err := startInWith(ns.Name, log, []*os.File{f}, "sh", "-c", "readlink /proc/self/fd/3; grep iff /proc/self/fdinfo/3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		p.stop(time.Second)
+		t.Fatal("child did not exit")
+	}
+	b, _ := os.ReadFile(log)
+	if p.err != nil || !strings.Contains(string(b), "/dev/net/tun") || !strings.Contains(string(b), name) {
+		t.Errorf("child's fd 3: %v\n%s", p.err, b)
+	}
+	f.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := ns.Output("ip", "link", "show", name); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tun %s still exists after its last descriptor closed", name)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// NIC mode: the router's kernel forwarding is off while the translator
+// runs (the fake prints what it sees) and on again once it is stopped, also
+// when the translator never forwarded.
+func TestNICModeTurnsForwardingOff(t *testing.T) {
+	netnstest.Require(t, "bn-")
+	ns := netnstest.New(t, "bn-")
+	ns.Run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "map646")
+	script := "#!/bin/sh\nsysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding | tr '\\n' ' '\necho\nexec sleep 600\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	topo := topology{Client: ns.Name, Router: ns.Name, Server: ns.Name}
+	x := &map646Translator{bin: fake, dir: dir, mappings: 1, name: "nic", limit: time.Second, mode: modeNIC}
+	ctx := t.Context()
+	_, err := x.start(ctx, topo)
+	if err == nil || !strings.Contains(err.Error(), "no echo reply") {
+		t.Errorf("start: %v", err)
+	}
+	if err := x.stop(ctx, topo); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "nic.log"))
+	if strings.TrimSpace(string(b)) != "0 0" {
+		t.Errorf("forwarding seen by the translator: %q, want \"0 0\"", b)
+	}
+	if out := strings.Fields(ns.Run("sysctl", "-n", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")); strings.Join(out, " ") != "1 1" {
+		t.Errorf("forwarding after stop: %v, want 1 1", out)
+	}
+	conf, _ := os.ReadFile(filepath.Join(dir, "nic.hcl"))
+	if !strings.Contains(string(conf), `ipv4 = "rtr4"`) {
+		t.Errorf("NIC config:\n%s", conf)
+	}
+}

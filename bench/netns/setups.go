@@ -1,0 +1,229 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/template"
+)
+
+// Setup keys: the columns a run can compare, in their default order.
+const (
+	sNative6   = "native6"
+	sNative4   = "native4"
+	sTayga     = "tayga"      // Debian's TAYGA 0.9.2
+	sTaygaFork = "tayga-fork" // apalrd/tayga, multi-queue (-tayga-fork PATH)
+	sMap646    = "map646"     // host mode: map646's own tun, the kernel routes
+	sMap646M1  = "map646-1m"  // host mode with the large table (-mappings)
+	sMap646NIC = "map646-nic" // AF_PACKET on the router's veths, kernel forwarding off
+	sMap646FD  = "map646-fd"  // a tun opened by the harness, inherited as fd 3
+)
+
+// linkMode is how a map646 setup is attached to the router namespace: the
+// HCL template it renders and what the harness prepares around the process.
+// A new link mode of the daemon needs one template file and one entry here.
+type linkMode struct {
+	Name     string // "tun", "nic", "fd"
+	Template string // file name under templates/
+	// Optional modes may be missing from the binary under test: when
+	// `map646 check` rejects their configuration, the setup is reported
+	// as unsupported instead of failing the run.
+	Optional bool
+	// NoForwarding turns the router namespace's kernel forwarding off while
+	// the translator runs: in NIC mode only the translator moves transit
+	// packets, and the kernel must not forward (or duplicate) them.
+	NoForwarding bool
+	// PassTun: the harness opens a tun in the router namespace, routes the
+	// public IPv4 prefix and the /96 into it and hands it over as fd 3.
+	PassTun bool
+}
+
+var (
+	modeTun = linkMode{Name: "tun", Template: "map646-tun.hcl"}
+	modeNIC = linkMode{Name: "nic", Template: "map646-nic.hcl", Optional: true, NoForwarding: true}
+	modeFD  = linkMode{Name: "fd", Template: "map646-fd.hcl", Optional: true, PassTun: true}
+)
+
+//go:embed templates/*.hcl
+var templateFS embed.FS
+
+// templateData is what a map646 template may use.
+type templateData struct {
+	Prefix, Public4, Server6 string
+	MappingsFile             string // "": one mapping block with Public4 = Server6
+	IPv4MTU, IPv6MTU         int
+	Tun                      string // tun name (host mode)
+	IPv4If, IPv6If           string // the router namespace's veths (NIC mode)
+	FD                       int    // inherited descriptor (fd mode)
+}
+
+// passedFD is the descriptor number the inherited tun gets in map646: the
+// first of exec.Cmd.ExtraFiles.
+const passedFD = 3
+
+func newTemplateData(csv string) templateData {
+	return templateData{Prefix: prefix6, Public4: public4, Server6: server6, MappingsFile: csv,
+		IPv4MTU: mtu4, IPv6MTU: mtu6, Tun: map646Tun, IPv4If: router4If, IPv6If: router6If, FD: passedFD}
+}
+
+// renderTemplate fills the HCL template src (its name is for errors only).
+func renderTemplate(name, src string, d templateData) (string, error) {
+	t, err := template.New(name).Option("missingkey=error").Parse(src)
+	if err != nil {
+		return "", fmt.Errorf("template %s: %w", name, err)
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, d); err != nil {
+		return "", fmt.Errorf("template %s: %w", name, err)
+	}
+	return b.String(), nil
+}
+
+// templateSource returns the template for mode: the file given with
+// -template MODE=FILE, else the embedded one.
+func templateSource(mode linkMode, overrides map[string]string) (name, src string, err error) {
+	if p, ok := overrides[mode.Name]; ok {
+		b, err := os.ReadFile(p)
+		return p, string(b), err
+	}
+	b, err := templateFS.ReadFile("templates/" + mode.Template)
+	return mode.Template, string(b), err
+}
+
+// parseTemplateFlags reads -template values "MODE=FILE" (comma-separated).
+func parseTemplateFlags(v string) (map[string]string, error) {
+	out := map[string]string{}
+	if v == "" {
+		return out, nil
+	}
+	known := map[string]bool{modeTun.Name: true, modeNIC.Name: true, modeFD.Name: true}
+	for _, kv := range strings.Split(v, ",") {
+		k, p, ok := strings.Cut(kv, "=")
+		if !ok || !known[k] || p == "" {
+			return nil, fmt.Errorf("-template %q: want MODE=FILE with MODE one of tun, nic, fd", kv)
+		}
+		out[k] = p
+	}
+	return out, nil
+}
+
+// defaultSetups is the run order without -setups: the TAYGA fork only
+// when its binary is given.
+func defaultSetups(taygaFork string) []string {
+	s := []string{sNative6, sNative4, sTayga}
+	if taygaFork != "" {
+		s = append(s, sTaygaFork)
+	}
+	return append(s, sMap646, sMap646M1, sMap646NIC, sMap646FD)
+}
+
+var knownSetups = []string{sNative6, sNative4, sTayga, sTaygaFork, sMap646, sMap646M1, sMap646NIC, sMap646FD}
+
+// taygaForkWorkers is the fork's `workers` setting: one thread and tun
+// queue per core of the 2-core machines this runs on.
+const taygaForkWorkers = 2
+
+// buildSetups turns setup keys into setups with their translators.
+func buildSetups(o options, dir string) ([]setup, error) {
+	var out []setup
+	seen := map[string]bool{}
+	m646 := func(k, label string, mode linkMode, n int) setup {
+		return setup{Key: k, Label: label, Dst: public4, Mode: &mode,
+			xlat: &map646Translator{bin: o.Map646, dir: dir, mappings: n, name: k, limit: o.StartTimeout, mode: mode, templates: o.Templates}}
+	}
+	for _, k := range o.Setups {
+		if seen[k] {
+			return nil, fmt.Errorf("setup %q given twice", k)
+		}
+		seen[k] = true
+		switch k {
+		case sNative6:
+			out = append(out, setup{Key: k, Label: "native IPv6", Dst: server6})
+		case sNative4:
+			out = append(out, setup{Key: k, Label: "native IPv4", Dst: server4})
+		case sTayga:
+			out = append(out, setup{Key: k, Label: "TAYGA 0.9.2", Dst: public4, xlat: &taygaTranslator{bin: o.Tayga, dir: dir, tun: taygaTun}})
+		case sTaygaFork:
+			if o.TaygaFork == "" {
+				return nil, fmt.Errorf("setup %q needs -tayga-fork PATH", k)
+			}
+			out = append(out, setup{Key: k, Label: fmt.Sprintf("TAYGA fork, %d workers", taygaForkWorkers), Dst: public4,
+				xlat: &taygaTranslator{bin: o.TaygaFork, dir: dir, tun: taygaForkTun, workers: taygaForkWorkers}})
+		case sMap646:
+			out = append(out, m646(k, "map646 tun", modeTun, 1))
+		case sMap646M1:
+			out = append(out, m646(k, fmt.Sprintf("map646 tun, %s mappings", countLabel(o.Mappings)), modeTun, o.Mappings))
+		case sMap646NIC:
+			out = append(out, m646(k, "map646 NIC (AF_PACKET)", modeNIC, 1))
+		case sMap646FD:
+			out = append(out, m646(k, "map646 fd", modeFD, 1))
+		default:
+			return nil, fmt.Errorf("unknown setup %q (known: %s)", k, strings.Join(knownSetups, ", "))
+		}
+	}
+	return out, nil
+}
+
+// checkSupport asks the binary whether it accepts each optional link
+// mode's configuration (`map646 check`, which touches nothing on the
+// system). Setups it rejects are returned with the reason and left out of
+// the run; a rejected configuration of a non-optional mode is an error.
+func checkSupport(ctx context.Context, setups []setup, bin, dir string, overrides map[string]string) (kept []setup, unsupported map[string]string, err error) {
+	unsupported = map[string]string{}
+	verdict := map[string]string{} // mode -> "" (accepted) or the reason
+	for _, s := range setups {
+		if s.Mode == nil {
+			kept = append(kept, s)
+			continue
+		}
+		reason, done := verdict[s.Mode.Name]
+		if !done {
+			name, src, err := templateSource(*s.Mode, overrides)
+			if err != nil {
+				return nil, nil, err
+			}
+			conf, err := renderTemplate(name, src, newTemplateData(""))
+			if err != nil {
+				return nil, nil, err
+			}
+			p := filepath.Join(dir, "check-"+s.Mode.Name+".hcl")
+			if err := os.WriteFile(p, []byte(conf), 0o644); err != nil {
+				return nil, nil, err
+			}
+			out, cerr := run(ctx, bin, "check", "-c", p)
+			if cerr != nil {
+				if ctx.Err() != nil {
+					return nil, nil, ctx.Err()
+				}
+				reason = firstLine(out)
+				if reason == "" {
+					reason = cerr.Error()
+				}
+				if !s.Mode.Optional {
+					return nil, nil, fmt.Errorf("map646 check rejects the %s-mode configuration: %s", s.Mode.Name, strings.TrimSpace(out))
+				}
+			}
+			verdict[s.Mode.Name] = reason
+		}
+		if reason != "" {
+			unsupported[s.Key] = reason
+			continue
+		}
+		kept = append(kept, s)
+	}
+	return kept, unsupported, nil
+}
+
+// firstLine is the first non-empty line of s, trimmed.
+func firstLine(s string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			return l
+		}
+	}
+	return ""
+}

@@ -1,0 +1,21 @@
+# bench/netns: map646 serving an inherited fd. The harness opens a tun
+# (IFF_TUN|IFF_NO_PI) in the router namespace, routes the public IPv4 prefix
+# and the /96 into it and hands it to map646 as fd {{.FD}}.
+# The link block is docs/configuration.md's "Link modes"; a binary that
+# rejects it is reported as unsupported.
+translator {
+  prefix = "{{.Prefix}}"
+{{- if .MappingsFile}}
+  mappings_file = "{{.MappingsFile}}"
+{{- else}}
+  mapping {
+    ipv4 = "{{.Public4}}"
+    ipv6 = "{{.Server6}}"
+  }
+{{- end}}
+  ipv4_mtu = {{.IPv4MTU}}
+  ipv6_mtu = {{.IPv6MTU}}
+  fd {
+    fd = {{.FD}}
+  }
+}

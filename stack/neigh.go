@@ -1,0 +1,280 @@
+package stack
+
+import (
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// nextHop is where a translated packet for one destination leaves: the NIC
+// (by interface index), the next hop's address (a gateway or, on-link, the
+// destination itself) and its link address once known.
+type nextHop struct {
+	ifindex  int
+	via      netip.Addr
+	mac      [6]byte
+	resolved bool
+}
+
+// neighKernel is how the resolver asks the host: its routing table and its
+// neighbour table (ARP, RFC 826; IPv6 Neighbor Discovery, RFC 4861 section
+// 7). The kernel implementation is netlink (neigh_linux.go); tests use a
+// fake.
+type neighKernel interface {
+	// route returns the interface and next hop the kernel's routing
+	// table chooses for dst (via is dst itself for an on-link route).
+	route(dst netip.Addr) (ifindex int, via netip.Addr, err error)
+	// neighbour returns the link address of via on ifindex if the kernel
+	// has a usable one (reachable, stale, delay, probe, permanent).
+	neighbour(ifindex int, via netip.Addr) (mac [6]byte, ok bool, err error)
+	// solicit asks the kernel to resolve (or re-confirm) via on ifindex;
+	// the answer arrives as a neighbour event.
+	solicit(ifindex int, via netip.Addr) error
+}
+
+// maxDestinations bounds the destination cache: a flood of packets to
+// distinct addresses (each client address is a destination on the IPv4
+// side) empties it rather than grow it without limit.
+const maxDestinations = 1 << 16
+
+// resolver maps destination addresses to next hops and link addresses with
+// the host's own tables, so that the appliance's routes (route blocks, BGP
+// is announcements only) and neighbour resolution stay the kernel's: in NIC
+// mode the kernel keeps its addresses and answers ARP and ND for them, and
+// only the translator's transit packets bypass its forwarding.
+//
+// lookup is the packet path: a read lock and a map lookup, no allocation.
+// A miss asks the resolving goroutine (without waiting) and the packet is
+// dropped, as the kernel drops what overflows its own small queue of
+// packets waiting for resolution. Neighbour events fill in and invalidate
+// link addresses, any route change empties the cache.
+type resolver struct {
+	k     neighKernel
+	ports map[int]bool // interface indexes the translator may send on
+	log   *slog.Logger
+
+	mu   sync.RWMutex
+	dsts map[netip.Addr]nextHop
+
+	req chan netip.Addr
+
+	// parked packets wait for their next hop's link address, like the
+	// kernel's small per-neighbour queue (unres_qlen): a flow's first
+	// packet is not lost to resolution. send transmits one once resolved.
+	parkMu sync.Mutex
+	parked [parkSlots]parkedPacket
+	send   func(h nextHop, pkt []byte)
+}
+
+// Parking: slots of parkSize bytes, preallocated; a packet that does not
+// fit, or finds no free slot, is dropped. A slot not sent within parkTTL is
+// free again (its neighbour never answered).
+const (
+	parkSlots = 16
+	parkSize  = 2048
+	parkTTL   = 3 * time.Second
+)
+
+type parkedPacket struct {
+	dst   netip.Addr
+	since int64 // monoNow; 0: free
+	n     int
+	buf   [parkSize]byte
+}
+
+func newResolver(k neighKernel, ports []int, log *slog.Logger) *resolver {
+	r := &resolver{
+		k:     k,
+		ports: map[int]bool{},
+		log:   log,
+		dsts:  map[netip.Addr]nextHop{},
+		req:   make(chan netip.Addr, 256),
+		send:  func(nextHop, []byte) {},
+	}
+	for _, p := range ports {
+		r.ports[p] = true
+	}
+	return r
+}
+
+// lookup returns the next hop of dst if its link address is known.
+func (r *resolver) lookup(dst netip.Addr) (nextHop, bool) {
+	r.mu.RLock()
+	h, ok := r.dsts[dst]
+	r.mu.RUnlock()
+	return h, ok && h.resolved
+}
+
+// request asks the resolving goroutine, without waiting, to resolve dst
+// (after a failed lookup, and after parking the packet: the resolution
+// then finds it parked).
+func (r *resolver) request(dst netip.Addr) {
+	select {
+	case r.req <- dst:
+	default: // the resolver is busy: a later packet asks again
+	}
+}
+
+// run resolves requested destinations until done is closed.
+func (r *resolver) run(done <-chan struct{}) {
+	for {
+		select {
+		case <-done:
+			return
+		case dst := <-r.req:
+			r.resolve(dst)
+		}
+	}
+}
+
+// resolve finds dst's route and next hop and, if the kernel knows the next
+// hop's link address, publishes it; if not, it solicits it. The entry is
+// stored before the neighbour table is read and the solicitation sent, so
+// that the neighbour event answering it always finds the entry.
+func (r *resolver) resolve(dst netip.Addr) {
+	r.mu.RLock()
+	h, ok := r.dsts[dst]
+	r.mu.RUnlock()
+	if ok && h.resolved {
+		// Resolved since the lookup that asked: a packet parked after
+		// that lookup leaves now.
+		r.unpark()
+		return
+	}
+	if !ok {
+		ifindex, via, err := r.k.route(dst)
+		if err != nil {
+			r.log.Debug("no route for translated packet", "dst", dst, "err", err)
+			return
+		}
+		if !r.ports[ifindex] {
+			// The kernel would send it elsewhere (another NIC, or
+			// back where it came from on a loop): not a link of the
+			// translator.
+			r.log.Debug("route leaves by a link the translator does not serve", "dst", dst, "ifindex", ifindex)
+			return
+		}
+		h = nextHop{ifindex: ifindex, via: via}
+		r.mu.Lock()
+		if len(r.dsts) >= maxDestinations {
+			clear(r.dsts)
+		}
+		r.dsts[dst] = h
+		r.mu.Unlock()
+	}
+	mac, known, err := r.k.neighbour(h.ifindex, h.via)
+	if err != nil {
+		r.log.Debug("neighbour lookup", "via", h.via, "err", err)
+		return
+	}
+	if known {
+		r.mu.Lock()
+		if cur, ok := r.dsts[dst]; ok && cur.ifindex == h.ifindex && cur.via == h.via {
+			cur.mac, cur.resolved = mac, true
+			r.dsts[dst] = cur
+		}
+		r.mu.Unlock()
+		r.unpark()
+		return
+	}
+	if err := r.k.solicit(h.ifindex, h.via); err != nil {
+		r.log.Debug("neighbour solicitation", "via", h.via, "err", err)
+	}
+}
+
+// park keeps a copy of pkt, the packet to dst that lookup could not
+// place, until its next hop is resolved; it reports whether there was room.
+func (r *resolver) park(dst netip.Addr, pkt [][]byte) bool {
+	n := 0
+	for _, s := range pkt {
+		n += len(s)
+	}
+	if n > parkSize {
+		return false
+	}
+	now := monoNow()
+	r.parkMu.Lock()
+	defer r.parkMu.Unlock()
+	for i := range r.parked {
+		p := &r.parked[i]
+		if p.since != 0 && time.Duration(now-p.since) < parkTTL {
+			continue
+		}
+		p.dst, p.since, p.n = dst, now, 0
+		for _, s := range pkt {
+			p.n += copy(p.buf[p.n:], s)
+		}
+		return true
+	}
+	return false
+}
+
+// unpark sends the parked packets whose destinations are now resolved.
+func (r *resolver) unpark() {
+	r.parkMu.Lock()
+	defer r.parkMu.Unlock()
+	for i := range r.parked {
+		p := &r.parked[i]
+		if p.since == 0 {
+			continue
+		}
+		r.mu.RLock()
+		h, ok := r.dsts[p.dst]
+		r.mu.RUnlock()
+		if ok && h.resolved {
+			r.send(h, p.buf[:p.n])
+			p.since = 0
+		}
+	}
+}
+
+// neighbourUpdate applies a neighbour table event: a usable link address
+// for via on ifindex (valid) or its loss.
+func (r *resolver) neighbourUpdate(ifindex int, via netip.Addr, mac [6]byte, valid bool) {
+	r.mu.Lock()
+	for dst, h := range r.dsts {
+		if h.ifindex == ifindex && h.via == via {
+			h.mac, h.resolved = mac, valid
+			r.dsts[dst] = h
+		}
+	}
+	r.mu.Unlock()
+	if valid {
+		r.unpark()
+	}
+}
+
+// routesChanged forgets every destination: the next packet to each looks
+// its route up again.
+func (r *resolver) routesChanged() {
+	r.mu.Lock()
+	clear(r.dsts)
+	r.mu.Unlock()
+}
+
+// refresh asks the kernel to re-confirm every next hop in use. The kernel
+// does not send to them itself, so without this their entries would age
+// to stale and never be probed again: a neighbour that changed its link
+// address would stay unreachable.
+func (r *resolver) refresh() {
+	type key struct {
+		ifindex int
+		via     netip.Addr
+	}
+	seen := map[key]bool{}
+	r.mu.RLock()
+	for _, h := range r.dsts {
+		seen[key{h.ifindex, h.via}] = true
+	}
+	r.mu.RUnlock()
+	for k := range seen {
+		if err := r.k.solicit(k.ifindex, k.via); err != nil {
+			r.log.Debug("neighbour refresh", "via", k.via, "err", err)
+		}
+	}
+}
+
+// neighbourRefresh is how often refresh runs: within the kernel's default
+// base_reachable_time of 30 s, so in-use entries are probed while stale.
+const neighbourRefresh = 20 * time.Second

@@ -1,0 +1,181 @@
+package stack
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"testing"
+)
+
+// fakeNeighKernel is a routing and neighbour table.
+type fakeNeighKernel struct {
+	routes    map[netip.Addr][2]any // dst -> ifindex, via
+	neighbors map[netip.Addr][6]byte
+	solicited []netip.Addr
+}
+
+func (k *fakeNeighKernel) route(dst netip.Addr) (int, netip.Addr, error) {
+	r, ok := k.routes[dst]
+	if !ok {
+		return 0, netip.Addr{}, errors.New("no route")
+	}
+	return r[0].(int), r[1].(netip.Addr), nil
+}
+
+func (k *fakeNeighKernel) neighbour(_ int, via netip.Addr) ([6]byte, bool, error) {
+	m, ok := k.neighbors[via]
+	return m, ok, nil
+}
+
+func (k *fakeNeighKernel) solicit(_ int, via netip.Addr) error {
+	k.solicited = append(k.solicited, via)
+	return nil
+}
+
+type sentPacket struct {
+	hop nextHop
+	pkt []byte
+}
+
+func TestResolver(t *testing.T) {
+	a := netip.MustParseAddr
+	dst4, gw4 := a("192.0.2.2"), a("203.0.113.2")
+	dst6 := a("2001:db8:6::10")
+	other := a("192.0.2.99")
+	mac1, mac2 := [6]byte{2, 0, 0, 0, 0, 1}, [6]byte{2, 0, 0, 0, 0, 2}
+	k := &fakeNeighKernel{
+		routes: map[netip.Addr][2]any{
+			dst4:  {4, gw4},  // through a gateway on NIC 4
+			dst6:  {6, dst6}, // on-link on NIC 6
+			other: {9, other},
+		},
+		neighbors: map[netip.Addr][6]byte{gw4: mac1},
+	}
+	r := newResolver(k, []int{4, 6}, slog.New(slog.DiscardHandler))
+	var sent []sentPacket
+	r.send = func(h nextHop, p []byte) { sent = append(sent, sentPacket{h, bytes.Clone(p)}) }
+	resolveQueued := func() {
+		for {
+			select {
+			case d := <-r.req:
+				r.resolve(d)
+			default:
+				return
+			}
+		}
+	}
+	want := func(step string, dst netip.Addr, ok bool, mac [6]byte) {
+		t.Helper()
+		h, got := r.lookup(dst)
+		if !got {
+			r.request(dst)
+		}
+		if got != ok || (ok && h.mac != mac) {
+			t.Errorf("%s: lookup %v = %+v %v, want %v %x", step, dst, h, got, ok, mac)
+		}
+	}
+
+	// A known neighbour: the first lookup misses and asks, the next hits.
+	want("gateway, first", dst4, false, mac1)
+	resolveQueued()
+	want("gateway, resolved", dst4, true, mac1)
+	if len(k.solicited) != 0 {
+		t.Errorf("solicited %v for a known neighbour", k.solicited)
+	}
+
+	// A packet parked after a lookup that raced with the resolution
+	// leaves when its request is handled (the neighbour is known by then).
+	if !r.park(dst4, [][]byte{{0x45, 9}}) {
+		t.Fatal("no room to park")
+	}
+	r.request(dst4)
+	resolveQueued()
+	if len(sent) != 1 || sent[0].pkt[1] != 9 || sent[0].hop.mac != mac1 {
+		t.Fatalf("packet parked after resolution: sent %+v", sent)
+	}
+	sent = nil
+
+	// An unknown one is solicited; its packet waits and leaves with the
+	// neighbour event.
+	want("on-link, first", dst6, false, mac2)
+	if !r.park(dst6, [][]byte{{0x60, 1}, {2, 3}}) {
+		t.Fatal("no room to park")
+	}
+	resolveQueued()
+	if len(k.solicited) != 1 || k.solicited[0] != dst6 {
+		t.Errorf("solicited %v, want [%v]", k.solicited, dst6)
+	}
+	want("on-link, unresolved", dst6, false, mac2)
+	r.neighbourUpdate(6, dst6, mac2, true)
+	want("on-link, after event", dst6, true, mac2)
+	if len(sent) != 1 || !bytes.Equal(sent[0].pkt, []byte{0x60, 1, 2, 3}) || sent[0].hop.mac != mac2 || sent[0].hop.ifindex != 6 {
+		t.Errorf("parked packet sent as %+v", sent)
+	}
+
+	// The neighbour goes away (or fails): misses again.
+	r.neighbourUpdate(6, dst6, [6]byte{}, false)
+	want("on-link, lost", dst6, false, mac2)
+	// An event for another interface changes nothing.
+	r.neighbourUpdate(4, dst6, mac1, true)
+	want("other interface's event", dst6, false, mac2)
+
+	// A route change forgets everything; the next lookup re-resolves
+	// through the new route.
+	k.routes[dst4] = [2]any{4, a("203.0.113.3")}
+	k.neighbors[a("203.0.113.3")] = mac2
+	r.routesChanged()
+	want("after route change", dst4, false, mac2)
+	resolveQueued()
+	want("new gateway", dst4, true, mac2)
+
+	// A route out of a NIC the translator does not serve, or none.
+	for _, d := range []netip.Addr{other, a("198.51.100.77")} {
+		want("not ours", d, false, mac1)
+		resolveQueued()
+		want("not ours, after resolving", d, false, mac1)
+	}
+}
+
+func TestResolverParking(t *testing.T) {
+	r := newResolver(&fakeNeighKernel{}, nil, slog.New(slog.DiscardHandler))
+	dst := netip.MustParseAddr("192.0.2.2")
+	if r.park(dst, [][]byte{make([]byte, parkSize+1)}) {
+		t.Error("parked a packet larger than a slot")
+	}
+	for i := range parkSlots {
+		if !r.park(dst, [][]byte{{byte(i)}}) {
+			t.Fatalf("slot %d refused", i)
+		}
+	}
+	if r.park(dst, [][]byte{{0xff}}) {
+		t.Error("parked beyond the slots")
+	}
+	// Slots whose neighbour never answered are free again after parkTTL.
+	for i := range r.parked {
+		r.parked[i].since -= int64(parkTTL)
+	}
+	if !r.park(dst, [][]byte{{0xff}}) {
+		t.Error("an expired slot was not reused")
+	}
+}
+
+// TestResolverBounded: a flood of distinct destinations empties the cache
+// instead of growing it.
+func TestResolverBounded(t *testing.T) {
+	k := &fakeNeighKernel{routes: map[netip.Addr][2]any{}, neighbors: map[netip.Addr][6]byte{}}
+	gw := netip.MustParseAddr("203.0.113.2")
+	k.neighbors[gw] = [6]byte{2}
+	base := netip.MustParseAddr("10.0.0.0").As4()
+	r := newResolver(k, []int{1}, slog.New(slog.DiscardHandler))
+	for i := range maxDestinations + 10 {
+		b := base
+		b[1], b[2], b[3] = byte(i>>16), byte(i>>8), byte(i)
+		d := netip.AddrFrom4(b)
+		k.routes[d] = [2]any{1, gw}
+		r.resolve(d)
+		if len(r.dsts) > maxDestinations {
+			t.Fatalf("%d destinations cached", len(r.dsts))
+		}
+	}
+}

@@ -1,0 +1,429 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/map646/map646/internal/netnstest"
+	"github.com/map646/map646/stack/xlat"
+)
+
+// linkMode is how the translator namespace of a modeTopology is served.
+type linkMode int
+
+const (
+	modeNIC    linkMode = iota // AF_PACKET on x4 and x6, kernel forwarding off
+	modeFD                     // an inherited bare-IP tun fd (no vnet header), kernel routing into it
+	modeKernel                 // no translator: the server also has IPv4 and the kernel forwards (the baseline of measurements)
+)
+
+func (m linkMode) String() string { return [...]string{"nic", "fd", "kernel"}[m] }
+
+// newModeTopology is newTopology's address plan served in another link
+// mode. The client and server namespaces send complete packets (no TSO, no
+// partial checksums): in NIC mode their veth peers are the translator's
+// NICs, and a real NIC never hands the host either.
+func newModeTopology(t testing.TB, mode linkMode, mtu6, queues int) *topology {
+	t.Helper()
+	netnstest.RequireTun(t, "dp-")
+	tp := &topology{
+		cli:  netnstest.New(t, "dp-cli-"),
+		xlat: netnstest.New(t, "dp-xlat-"),
+		srv:  netnstest.New(t, "dp-srv-"),
+	}
+	netnstest.Veth(t, tp.cli, "c4", tp.xlat, "x4")
+	netnstest.Veth(t, tp.xlat, "x6", tp.srv, "s6")
+	for _, c := range [][]string{
+		{"ip", "addr", "add", "203.0.113.2/28", "dev", "c4"},
+		{"ip", "addr", "add", clientV4 + "/32", "dev", "lo"},
+		{"ip", "route", "add", "198.51.100.0/24", "via", "203.0.113.1", "src", clientV4},
+	} {
+		tp.cli.Run(c...)
+	}
+	for _, c := range [][]string{
+		{"ip", "link", "set", "s6", "mtu", strconv.Itoa(mtu6)},
+		{"ip", "addr", "add", "2001:db8:ffff::2/64", "dev", "s6", "nodad"},
+		{"ip", "addr", "add", serverV6 + "/128", "dev", "lo", "nodad"},
+		{"ip", "route", "add", prefixV6, "via", "2001:db8:ffff::1", "src", serverV6, "advmss", "1460"},
+	} {
+		tp.srv.Run(c...)
+	}
+	completePackets(t, tp.cli, "c4")
+	completePackets(t, tp.srv, "s6")
+	if mode == modeKernel {
+		tp.srv.Run("ip", "addr", "add", "203.0.113.18/28", "dev", "s6")
+		tp.srv.Run("ip", "addr", "add", serverV4+"/32", "dev", "lo")
+		tp.srv.Run("ip", "route", "add", "192.0.2.0/24", "via", "203.0.113.17")
+		tp.xlat.Run("ip", "addr", "add", "203.0.113.17/28", "dev", "x6")
+		tp.xlat.Run("ip", "route", "add", "198.51.100.0/24", "via", "203.0.113.18")
+	}
+	forwarding := "1"
+	if mode == modeNIC {
+		forwarding = "0"
+		// As the daemon does: no ICMPv6 "no route" from the kernel for
+		// its copy of the packets to the prefix.
+		tp.xlat.Run("ip", "-6", "route", "add", "blackhole", prefixV6)
+	}
+	for _, c := range [][]string{
+		{"sysctl", "-qw", "net.ipv4.ip_forward=" + forwarding, "net.ipv6.conf.all.forwarding=" + forwarding,
+			"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"},
+		{"ip", "link", "set", "x6", "mtu", strconv.Itoa(mtu6)},
+		{"ip", "addr", "add", "203.0.113.1/28", "dev", "x4"},
+		{"ip", "addr", "add", "2001:db8:ffff::1/64", "dev", "x6", "nodad"},
+		{"ip", "route", "add", "192.0.2.0/24", "via", "203.0.113.2"},
+		{"ip", "route", "add", "2001:db8:6::/64", "via", "2001:db8:ffff::2"},
+	} {
+		tp.xlat.Run(c...)
+	}
+
+	// In NIC mode the engine knows the NICs' MTUs (the daemon sets them),
+	// as the kernel's forwarding would; with an fd the kernel routes, and
+	// its errors are translated.
+	cfg := *testEngine(t).Config()
+	if mode == modeNIC {
+		cfg.Policy.IPv4MTU, cfg.Policy.IPv6MTU = 1500, mtu6
+		cfg.Policy.DecrementTTL = true
+	}
+	eng, err := xlat.NewEngine(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.eng = eng
+	ctx, cancel := context.WithCancel(context.Background())
+	switch mode {
+	case modeNIC:
+		err = tp.xlat.Do(func() (err error) {
+			tp.dp, err = ServeNIC(ctx, eng, NICConfig{IPv4: "x4", IPv6: "x6", Queues: queues, FollowIPv4MTU: true, FollowIPv6MTU: true}, nil)
+			return err
+		})
+	case modeFD:
+		var fd int
+		if err := tp.xlat.Do(func() (err error) {
+			fd, err = openPlainTun("dp-fd")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		tp.xlat.Run("ip", "link", "set", "dp-fd", "mtu", "1520", "up")
+		tp.xlat.Run("ip", "route", "add", "198.51.100.0/24", "dev", "dp-fd")
+		tp.xlat.Run("ip", "route", "add", prefixV6, "dev", "dp-fd")
+		tp.dp, err = ServeFD(ctx, eng, fd, 1520, nil)
+	case modeKernel:
+		cancel()
+		return tp
+	}
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := tp.dp.Wait(); err != nil {
+			t.Errorf("data path: %v", err)
+		}
+		t.Logf("link stats %+v", tp.dp.LinkStats())
+		tot := tp.eng.Totals()
+		t.Logf("engine: packets %v, emitted %d", tot.Packets, tot.Emitted)
+		for dir := range xlat.NumDirs {
+			for r, n := range tot.Drops[dir] {
+				if n != 0 {
+					t.Logf("engine: %d dropped %s: %s", n, dir, xlat.Reason(r))
+				}
+			}
+		}
+	})
+	return tp
+}
+
+// completePackets turns transmit checksum offload, TSO and GSO off on
+// interface name in ns.
+func completePackets(t testing.TB, ns *netnstest.NS, name string) {
+	t.Helper()
+	err := ns.Do(func() error {
+		fd, err := ethtoolSocket()
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		for _, cmd := range []uint32{ethtoolSTSO, ethtoolSGSO, ethtoolSTXCSUM} {
+			if err := setOffload(fd, name, cmd, false); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openPlainTun opens a tun that carries bare IP packets (IFF_NO_PI, no
+// vnet header), as a supervisor would hand one over.
+func openPlainTun(name string) (int, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// TestNetnsModes runs the traffic of the tun tests through NIC mode and an
+// inherited fd: ping both ways, 10 MB of TCP each way with SHA-256, UDP of
+// several sizes, a translated Port Unreachable (ECONNREFUSED), and path
+// MTU discovery over a 1280-byte IPv6 link.
+func TestNetnsModes(t *testing.T) {
+	for _, mode := range []linkMode{modeNIC, modeFD} {
+		t.Run(mode.String(), func(t *testing.T) {
+			tp := newModeTopology(t, mode, 1520, 1)
+			t.Run("ping", func(t *testing.T) {
+				for _, c := range []struct {
+					ns   *netnstest.NS
+					args []string
+				}{
+					{tp.cli, []string{"ping", "-c", "3", "-i", "0.2", "-W", "2", serverV4}},
+					{tp.srv, []string{"ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", clientInV6}},
+				} {
+					out := c.ns.MustRun(t, c.args...)
+					if strings.Contains(out, "DUP!") {
+						t.Errorf("duplicate replies (the kernel forwarded too?):\n%s", out)
+					}
+				}
+			})
+			t.Run("tcp", func(t *testing.T) {
+				transferTCP(t, tp, 10<<20, true)
+				transferTCP(t, tp, 10<<20, false)
+			})
+			t.Run("udp", func(t *testing.T) { udpEcho(t, tp) })
+			t.Run("ttl", func(t *testing.T) {
+				// The hops the translator counts: one in NIC mode (it
+				// decrements itself), two with an fd (the kernel routes
+				// into the tun and out of it).
+				hops := map[linkMode]int{modeNIC: 1, modeFD: 2}[mode]
+				out, _ := tp.cli.Output("ping", "-c", "1", "-t", strconv.Itoa(hops), "-W", "2", serverV4)
+				if !strings.Contains(out, "Time to live exceeded") {
+					t.Errorf("TTL %d did not expire at the translator:\n%s", hops, out)
+				}
+				tp.cli.MustRun(t, "ping", "-c", "1", "-t", strconv.Itoa(hops+1), "-W", "2", serverV4)
+			})
+			t.Run("port-unreachable", func(t *testing.T) {
+				var c net.Conn
+				if err := tp.cli.Do(func() (err error) {
+					c, err = net.Dial("udp4", serverV4+":9")
+					return err
+				}); err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if _, err := udpExchange(c, []byte("anyone there?")); !errors.Is(err, unix.ECONNREFUSED) {
+					t.Fatalf("got %v, want ECONNREFUSED", err)
+				}
+			})
+			if s := tp.dp.LinkStats(); s.ReadErrors != 0 {
+				t.Errorf("link stats %+v", s)
+			}
+			if !tp.dp.Healthy() {
+				t.Errorf("unhealthy: %v", tp.dp.Check())
+			}
+		})
+	}
+}
+
+// TestNetnsModesPathMTU: behind a 1280-byte IPv6 link a TCP transfer
+// completes, and a DF datagram too large for the link makes the client's
+// socket learn MTU 1260 from a Fragmentation Needed: in NIC mode the
+// engine makes it (it knows the NIC's MTU), with an fd the kernel's Packet
+// Too Big is translated.
+func TestNetnsModesPathMTU(t *testing.T) {
+	for _, mode := range []linkMode{modeNIC, modeFD} {
+		t.Run(mode.String(), func(t *testing.T) {
+			tp := newModeTopology(t, mode, 1280, 1)
+			transferTCP(t, tp, 4<<20, true)
+			learnsMTU(t, tp, 1260)
+		})
+	}
+}
+
+// learnsMTU sends DF datagrams too large for the path from the client
+// until its socket learns mtu from a Fragmentation Needed.
+func learnsMTU(t *testing.T, tp *topology, mtu int) {
+	t.Helper()
+	var c net.Conn
+	if err := tp.cli.Do(func() (err error) {
+		c, err = net.Dial("udp4", serverV4+":9")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rc, _ := c.(*net.UDPConn).SyscallConn()
+	rc.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
+	})
+	var got int
+	waitFor(t, fmt.Sprintf("the client's socket to learn MTU %d", mtu), func() bool {
+		c.Write(make([]byte, 1400))
+		rc.Control(func(fd uintptr) { got, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU) })
+		return got == mtu
+	})
+}
+
+// TestNetnsNICFollowsMTU: when the IPv6 NIC's MTU drops while running, NIC
+// mode answers DF packets that no longer fit with Fragmentation Needed for
+// the new MTU (the engine follows the NIC), instead of failing to send.
+func TestNetnsNICFollowsMTU(t *testing.T) {
+	tp := newModeTopology(t, modeNIC, 1520, 1)
+	tp.cli.Run("ping", "-c", "1", "-W", "2", serverV4)
+	tp.srv.Run("ip", "link", "set", "s6", "mtu", "1280")
+	tp.xlat.Run("ip", "link", "set", "x6", "mtu", "1280")
+	waitFor(t, "the engine to take MTU 1280", func() bool { return tp.eng.Config().Policy.IPv6MTU == 1280 })
+	learnsMTU(t, tp, 1260)
+}
+
+// TestNetnsNICHostTraffic: in NIC mode the appliance's own traffic stays
+// the kernel's: pings to the translator's addresses are answered once, by
+// the kernel, and never reach a Handler.
+func TestNetnsNICHostTraffic(t *testing.T) {
+	tp := newModeTopology(t, modeNIC, 1520, 1)
+	before := tp.dp.LinkStats()
+	for _, c := range []struct {
+		ns   *netnstest.NS
+		args []string
+	}{
+		{tp.cli, []string{"ping", "-c", "2", "-i", "0.2", "-W", "2", "203.0.113.1"}},
+		{tp.srv, []string{"ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "2001:db8:ffff::1"}},
+	} {
+		if out := c.ns.Run(c.args...); strings.Contains(out, "DUP!") {
+			t.Errorf("duplicate replies:\n%s", out)
+		}
+	}
+	if after := tp.dp.LinkStats(); after.Reads != before.Reads {
+		t.Errorf("the translator read %d packets meant for the host", after.Reads-before.Reads)
+	}
+}
+
+// TestNetnsNICFanout: with two sockets per NIC in one fanout group, the
+// kernel spreads flows over both, and each translates its share.
+func TestNetnsNICFanout(t *testing.T) {
+	tp := newModeTopology(t, modeNIC, 1520, 2)
+	var srv *net.UDPConn
+	if err := tp.srv.Do(func() (err error) {
+		srv, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.ParseIP(serverV6)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := srv.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			srv.WriteToUDP(buf[:n], from)
+		}
+	}()
+	port := srv.LocalAddr().(*net.UDPAddr).Port
+	// 32 flows (source ports): the chance that a hash puts all on one
+	// socket is 2^-31.
+	for i := range 32 {
+		var c net.Conn
+		if err := tp.cli.Do(func() (err error) {
+			c, err = net.Dial("udp4", net.JoinHostPort(serverV4, strconv.Itoa(port)))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := udpExchange(c, []byte(fmt.Sprintf("flow %d", i))); err != nil {
+			t.Fatalf("flow %d: %v", i, err)
+		}
+		c.Close()
+	}
+	// Handler queues: x4 sockets 0 and 1, then x6 sockets 0 and 1.
+	qs := tp.dp.handler.queues
+	if len(qs) != 4 {
+		t.Fatalf("%d handler queues, want 4", len(qs))
+	}
+	for i, q := range qs {
+		r := q.stats.Reads.Load()
+		t.Logf("handler queue %d: %d reads", i, r)
+		if r == 0 {
+			t.Errorf("handler queue %d (NIC %s, socket %d) read nothing: no spread", i, []string{"x4", "x6"}[i/2], i%2)
+		}
+	}
+}
+
+// TestNICPathAllocs: in NIC mode the host filter, the Handler, the engine
+// and the writer (next hop lookup, sendmsg on a real AF_PACKET socket)
+// allocate nothing per packet once the next hop is resolved.
+func TestNICPathAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts of gVisor's pooled PacketBuffers are meaningless under -race")
+	}
+	netnstest.Require(t, "dp-")
+	ns := netnstest.New(t, "dp-alloc-")
+	peer := netnstest.New(t, "dp-peer-")
+	netnstest.Veth(t, ns, "x6", peer, "p6")
+	// Room for the translated 1500-byte packet on both ends.
+	ns.Run("ip", "link", "set", "x6", "mtu", "1520")
+	peer.Run("ip", "link", "set", "p6", "mtu", "1520")
+	n := &nicPath{log: slog.New(slog.DiscardHandler)}
+	t.Cleanup(n.close)
+	err := ns.Do(func() error {
+		ifc, err := net.InterfaceByName("x6")
+		if err != nil {
+			return err
+		}
+		p := &nicPort{name: "x6", ifindex: ifc.Index, mtu: ifc.MTU}
+		fd, err := openPacketSocket(ifc.Index, true, p)
+		if err != nil {
+			return err
+		}
+		p.fds = []int{fd}
+		n.ports = []*nicPort{p}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.res = newResolver(&fakeNeighKernel{}, []int{n.ports[0].ifindex}, n.log)
+	n.res.dsts[netip.MustParseAddr(serverV6)] = nextHop{ifindex: n.ports[0].ifindex, via: netip.MustParseAddr(serverV6), mac: [6]byte{2, 0, 0, 0, 0, 1}, resolved: true}
+	w := newNICWriter(n, 0)
+	h := NewHandler(w, 1, func() Translator { return testEngine(t).NewWorker() }, nil)
+	probe := chainedPacket(ipv6(header.UDPProtocolNumber, cli6, srv6, make([]byte, 8)))
+	if err := w.write(probe); err != nil {
+		t.Errorf("write: %v", err)
+	}
+	probe.DecRef()
+	f := &hostFilter{local: &n.local, h: h}
+	c := handlerCases()[0] // IPv4 TCP, 1500 bytes, to the server
+	pkt := chainedPacket(c.pkt, 128, 384)
+	defer pkt.DecRef()
+	if a := testing.AllocsPerRun(500, func() { f.DeliverNetworkPacket(header.IPv4ProtocolNumber, pkt) }); a != 0 {
+		t.Errorf("%v allocations per packet", a)
+	}
+	if s := h.Stats(); s.Writes == 0 || s.WriteErrors != 0 {
+		t.Errorf("handler stats %+v", s)
+	}
+}
