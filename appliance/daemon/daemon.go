@@ -72,6 +72,11 @@ type Options struct {
 	// User and Group, when set, replace the run_as block's user and group
 	// (`map646 run --user/--group`).
 	User, Group string
+	// KeepPrivileges keeps the process's user and capabilities after
+	// set-up (and ignores run_as, with a warning): PID 1 runs the
+	// translator in its own process and must still power off, unmount
+	// and start the translator again.
+	KeepPrivileges bool
 	// Announcers are the kinds of announcer the daemon starts, in this
 	// order, when their configuration block is present.
 	Announcers []AnnouncerKind
@@ -514,7 +519,10 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	// Set up: from here on the translator needs only what reloads,
 	// restores and the stop do (neededCaps), and none of root's other
 	// powers.
-	if e.dropPrivileges != nil {
+	if opts.KeepPrivileges && id.set {
+		log.Warn("run_as ignored: this process keeps its privileges", "user", runAs.User)
+	}
+	if e.dropPrivileges != nil && !opts.KeepPrivileges {
 		keep := neededCaps(cfg)
 		if err := e.dropPrivileges(id, keep); err != nil {
 			if id.set || !errors.Is(err, errCgoThreads) {

@@ -24,6 +24,7 @@ import (
 	"github.com/map646/map646/stack"
 	"github.com/map646/map646/stack/tun"
 	"github.com/map646/map646/stack/xlat"
+	"golang.org/x/sys/unix"
 )
 
 // fakeKernel keeps routes, addresses and sysctls like a kernel would and
@@ -322,10 +323,13 @@ type harness struct {
 	sock      string
 	lockDir   string
 	readyInfo ReadyInfo
-	reload    chan struct{}
-	ready     chan ReadyInfo
-	done      chan error
-	cancel    context.CancelFunc
+	// drops records the calls to dropPrivileges: the identity, the
+	// capabilities kept and the routes installed at that moment.
+	drops  []droppedPrivileges
+	reload chan struct{}
+	ready  chan ReadyInfo
+	done   chan error
+	cancel context.CancelFunc
 }
 
 func writeConfig(t *testing.T, path, body string) {
@@ -342,6 +346,18 @@ func start(t *testing.T, cfgBody string) *harness {
 
 // startWithKernel is start with a kernel that may hold routes already.
 func startWithKernel(t *testing.T, cfgBody string, k *fakeKernel) *harness {
+	t.Helper()
+	return startWith(t, cfgBody, k, func(*Options) {})
+}
+
+type droppedPrivileges struct {
+	id     identity
+	keep   []uintptr
+	routes int
+}
+
+// startWith is startWithKernel with options changed by opt.
+func startWith(t *testing.T, cfgBody string, k *fakeKernel, opt func(*Options)) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	h := &harness{
@@ -374,21 +390,25 @@ func startWithKernel(t *testing.T, cfgBody string, k *fakeKernel) *harness {
 			h.dp.Store(p)
 			return p, nil
 		},
+		dropPrivileges: func(id identity, keep []uintptr) error {
+			h.drops = append(h.drops, droppedPrivileges{id, keep, len(h.k.routeSet())})
+			return nil
+		},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
-	go func() {
-		h.done <- run(ctx, Options{
-			ConfigPath:     h.cfg,
-			Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Reload:         h.reload,
-			ControlSocket:  h.sock,
-			LockDir:        h.lockDir,
-			OnReady:        func(r ReadyInfo) { h.ready <- r },
-			Announcers:     []AnnouncerKind{fakeKind},
-			HealthInterval: testHealthInterval,
-		}, e)
-	}()
+	opts := Options{
+		ConfigPath:     h.cfg,
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Reload:         h.reload,
+		ControlSocket:  h.sock,
+		LockDir:        h.lockDir,
+		OnReady:        func(r ReadyInfo) { h.ready <- r },
+		Announcers:     []AnnouncerKind{fakeKind},
+		HealthInterval: testHealthInterval,
+	}
+	opt(&opts)
+	go func() { h.done <- run(ctx, opts, e) }()
 	select {
 	case r := <-h.ready:
 		h.readyInfo = r
@@ -1029,5 +1049,42 @@ func TestReloadReportsAgainstTheRunningSettings(t *testing.T) {
 	writeConfig(t, h.cfg, base)
 	if res, err := RequestReload(h.sock); err != nil || res.Digest != startDigest || len(res.NeedsRestart) != 0 {
 		t.Errorf("back to the start file: %+v %v", res, err)
+	}
+}
+
+// TestPrivilegesDroppedOnceSetUp: the daemon gives up its privileges once,
+// after the routes are in and before it says it is ready, keeping
+// CAP_NET_ADMIN (the test config's BGP speaker only dials out); with
+// KeepPrivileges (PID 1) it keeps them; an unknown run_as user stops the
+// start before anything is set up.
+func TestPrivilegesDroppedOnceSetUp(t *testing.T) {
+	body := fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10"))
+	h := start(t, body)
+	if len(h.drops) != 1 || h.drops[0].id.set || !slices.Equal(h.drops[0].keep, []uintptr{unix.CAP_NET_ADMIN}) || h.drops[0].routes == 0 {
+		t.Errorf("privileges dropped %+v; want once, after the routes, keeping CAP_NET_ADMIN", h.drops)
+	}
+	h.stop()
+
+	h = startWith(t, body+"run_as {\n  user = \"nobody\"\n}\n", newFakeKernel(), func(o *Options) { o.Group = "0" })
+	if len(h.drops) != 1 || h.drops[0].id != (identity{set: true, uid: 65534, gid: 0, name: "nobody"}) {
+		t.Errorf("run_as nobody with --group 0: %+v", h.drops)
+	}
+	h.stop()
+
+	h = startWith(t, body+"run_as {\n  user = \"nobody\"\n}\n", newFakeKernel(), func(o *Options) { o.KeepPrivileges = true })
+	if len(h.drops) != 0 {
+		t.Errorf("KeepPrivileges: privileges dropped %+v", h.drops)
+	}
+	h.stop()
+
+	dir := t.TempDir()
+	p := filepath.Join(dir, "map646.hcl")
+	writeConfig(t, p, body+"run_as {\n  user = \"fo-no-such-user\"\n}\n")
+	touched := false
+	e := env{kernel: func() (netsetup.Kernel, func() error, error) { touched = true; return nil, nil, fmt.Errorf("no") }}
+	err := run(context.Background(), Options{ConfigPath: p, LockDir: filepath.Join(dir, "lock"), ControlSocket: filepath.Join(dir, "s"),
+		Logger: slog.New(slog.DiscardHandler)}, e)
+	if err == nil || !strings.Contains(err.Error(), "fo-no-such-user") || touched {
+		t.Errorf("unknown user: err %v, kernel touched %v", err, touched)
 	}
 }

@@ -247,6 +247,9 @@ func daemonRunner(opts Options) RunFunc {
 			Version:    opts.Version,
 			Announcers: opts.Announcers,
 			OnReady:    onReady,
+			// PID 1 is this process: it must keep what it needs to
+			// power off, unmount the drive and restart the translator.
+			KeepPrivileges: true,
 		})
 	}
 }
