@@ -112,7 +112,7 @@ func boot(opts Options, console io.Writer) (haltCmd int) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		supervise(ctx, configs, daemonRunner(opts), log, console, reload, func(r daemon.ReadyInfo, source string) {
+		supervise(ctx, defaultRestarts(), configs, daemonRunner(opts), log, console, reload, func(r daemon.ReadyInfo, source string) {
 			fmt.Fprintln(console, readyLine(r, source, uptime()))
 		})
 	}()

@@ -63,10 +63,11 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
-func fastRestarts(t *testing.T) {
-	old := restartBackoff
-	restartBackoff.min, restartBackoff.max = time.Millisecond, 4*time.Millisecond
-	t.Cleanup(func() { restartBackoff = old })
+// fastRestarts is the default policy with millisecond pauses.
+func fastRestarts() restartPolicy {
+	p := defaultRestarts()
+	p.minPause, p.maxPause = time.Millisecond, 4*time.Millisecond
+	return p
 }
 
 var (
@@ -77,7 +78,6 @@ var (
 // TestSuperviseFallsBackToBaked: a drive's configuration that loads but
 // cannot run gets three attempts, then the baked configuration runs.
 func TestSuperviseFallsBackToBaked(t *testing.T) {
-	fastRestarts(t)
 	f := &fakeRuns{works: map[string]bool{"baked": true}}
 	var console syncBuffer
 	ready := make(chan string, 1)
@@ -85,7 +85,7 @@ func TestSuperviseFallsBackToBaked(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		supervise(ctx, []ConfigFile{drive, baked}, f.run, slog.New(slog.DiscardHandler), &console, nil,
+		supervise(ctx, fastRestarts(), []ConfigFile{drive, baked}, f.run, slog.New(slog.DiscardHandler), &console, nil,
 			func(r daemon.ReadyInfo, source string) { ready <- source })
 	}()
 	select {
@@ -113,14 +113,13 @@ func TestSuperviseFallsBackToBaked(t *testing.T) {
 // the attempts are bounded, nothing reboots, PID 1 says so and waits for
 // the power-off.
 func TestSuperviseStaysUpWhenNothingRuns(t *testing.T) {
-	fastRestarts(t)
 	f := &fakeRuns{}
 	var console syncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		supervise(ctx, []ConfigFile{drive, baked}, f.run, slog.New(slog.DiscardHandler), &console, nil, func(daemon.ReadyInfo, string) {})
+		supervise(ctx, fastRestarts(), []ConfigFile{drive, baked}, f.run, slog.New(slog.DiscardHandler), &console, nil, func(daemon.ReadyInfo, string) {})
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(console.String(), "staying up without it") {
@@ -135,8 +134,8 @@ func TestSuperviseStaysUpWhenNothingRuns(t *testing.T) {
 		t.Fatal("supervise returned before the power-off")
 	default:
 	}
-	if n := len(f.sources()); n != 2*attemptsPerConfig {
-		t.Errorf("%d runs, want %d", n, 2*attemptsPerConfig)
+	if n := len(f.sources()); n != 2*defaultRestarts().attempts {
+		t.Errorf("%d runs, want %d", n, 2*defaultRestarts().attempts)
 	}
 	cancel()
 	select {
@@ -149,15 +148,14 @@ func TestSuperviseStaysUpWhenNothingRuns(t *testing.T) {
 // TestSuperviseStopsDuringBackoff: a power-off while waiting to restart
 // ends the wait.
 func TestSuperviseStopsDuringBackoff(t *testing.T) {
-	old := restartBackoff
-	restartBackoff.min = time.Hour
-	defer func() { restartBackoff = old }()
+	pol := defaultRestarts()
+	pol.minPause = time.Hour
 	f := &fakeRuns{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		supervise(ctx, []ConfigFile{baked}, f.run, slog.New(slog.DiscardHandler), &syncBuffer{}, nil, func(daemon.ReadyInfo, string) {})
+		supervise(ctx, pol, []ConfigFile{baked}, f.run, slog.New(slog.DiscardHandler), &syncBuffer{}, nil, func(daemon.ReadyInfo, string) {})
 	}()
 	for len(f.sources()) == 0 {
 		time.Sleep(time.Millisecond)
@@ -190,7 +188,6 @@ func TestDriveConfigConfined(t *testing.T) {
 // a day is restarted with its configuration rather than dropped for the
 // baked one.
 func TestSuperviseForgetsOldFailures(t *testing.T) {
-	fastRestarts(t)
 	for _, tc := range []struct {
 		stable time.Duration
 		want   string // the source of the 5th run
@@ -198,8 +195,8 @@ func TestSuperviseForgetsOldFailures(t *testing.T) {
 		{0, "drive:MAP646"},
 		{time.Hour, "baked"},
 	} {
-		old := stableAfter
-		stableAfter = tc.stable
+		pol := fastRestarts()
+		pol.stableAfter = tc.stable
 		var mu sync.Mutex
 		var runs []string
 		ctx, cancel := context.WithCancel(context.Background())
@@ -213,8 +210,7 @@ func TestSuperviseForgetsOldFailures(t *testing.T) {
 			onReady(daemon.ReadyInfo{})
 			return errors.New("data path: queue 0 failed")
 		}
-		supervise(ctx, []ConfigFile{drive, baked}, run, slog.New(slog.DiscardHandler), &syncBuffer{}, nil, func(daemon.ReadyInfo, string) {})
-		stableAfter = old
+		supervise(ctx, pol, []ConfigFile{drive, baked}, run, slog.New(slog.DiscardHandler), &syncBuffer{}, nil, func(daemon.ReadyInfo, string) {})
 		if len(runs) != 5 || runs[4] != tc.want {
 			t.Errorf("stableAfter %v: runs %v, want the 5th with %s", tc.stable, runs, tc.want)
 		}
