@@ -5,14 +5,32 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 IMAGE_CONFIG ?= examples/appliance.hcl
 IMAGE_OUT    ?= out/image
+MAN_DIR      := out/man
+PKG_DIR      ?= out/pkg
+# Debian versions must start with a digit; tags are not used yet.
+DEB_VERSION  ?= 0.0.0+git$(shell git rev-parse --short HEAD 2>/dev/null || echo 0)
+DEB_ARCH     ?= $(shell $(GO) env GOARCH)
 # runs a `go test -json` command and summarises it (see test below)
 TESTSUM := $(GO) run ./internal/testsummary
 
-.PHONY: build vet test test-race test-large conformance bench bench-go bench-netns demo demo-netns image failover failover-vm fuzz clean
+.PHONY: build man package vet test test-race test-large conformance bench bench-go bench-netns demo demo-netns image failover failover-vm fuzz clean
 
 ## build: the static map646 binary (the appliance's /init as well)
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/map646
+
+## man: the manual pages (section 8), made from the command tree, in out/man/*.8.gz
+man: build
+	rm -rf $(MAN_DIR)
+	$(BIN) man -o $(MAN_DIR)
+	gzip -9nf $(MAN_DIR)/*.8
+
+## package: the Debian package out/pkg/map646_VERSION_ARCH.deb (binary, systemd
+## unit, man pages, /etc/map646/map646.hcl as a conffile), built by nfpm (pinned in go.mod)
+package: build man
+	mkdir -p $(PKG_DIR)
+	MAP646_BIN=$(BIN) MAP646_MAN=$(MAN_DIR) MAP646_DEB_VERSION=$(DEB_VERSION) MAP646_DEB_ARCH=$(DEB_ARCH) \
+		$(GO) tool nfpm package -f packaging/nfpm.yaml -p deb -t $(PKG_DIR)/
 
 ## vet: go vet and gofmt
 vet:

@@ -5,6 +5,7 @@ set -euo pipefail
 
 pkgs=(
   make git ca-certificates iproute2 iputils-ping curl ethtool procps kmod
+  systemd dpkg gzip                # systemd-analyze verify and dpkg --root: the package test
   python3 python3-scapy            # the external conformance suite
   iperf3 tayga                     # benchmarks: throughput and the TAYGA baseline
   bird2                            # the upstream router of the failover test

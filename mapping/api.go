@@ -5,8 +5,11 @@ import (
 )
 
 // Entry is one RFC 7757 EAM record: an IPv4 prefix and an IPv6 prefix whose
-// suffix lengths (32-len4 and 128-len6) are equal. A single address pair is
-// a /32 <-> /128 entry.
+// suffix (128-len6 bits) is at least as long as the IPv4 one (32-len4), and
+// at most 64 bits. A single address pair is a /32 <-> /128 entry; with a
+// longer IPv6 suffix the IPv4 suffix fills its most significant bits (RFC
+// 7757 section 3.2), e.g. 198.51.100.1 in 198.51.100.0/30 <->
+// 2001:db8:6::/124 is 2001:db8:6::4.
 type Entry struct {
 	IPv4 netip.Prefix
 	IPv6 netip.Prefix
@@ -37,11 +40,10 @@ type Snapshot struct {
 // for none) after checking the rules that involve both. Errors are
 // *EntryError values naming the entry's index in the table:
 //
-//   - An EAM IPv6 prefix must not lie inside the translation prefix
+//   - An EAM IPv6 prefix must not overlap the translation prefix
 //     (ErrInsidePrefix): the address would have two translations, and
 //     RFC 7757 section 3.3's precedence would silently hide part of the
-//     prefix. (EAM IPv6 prefixes are /96 or longer and the translation
-//     prefix /96 or shorter, so overlapping means inside.)
+//     prefix.
 //
 //   - With the well-known prefix 64:ff9b::/96, every EAM IPv4 prefix must be
 //     entirely global (ErrWellKnownNonGlobal). RFC 6052 section 3.1: the

@@ -217,3 +217,43 @@ func BenchmarkAggregate1M(b *testing.B) {
 	}
 	b.ReportMetric(float64(n4), "routes4")
 }
+
+// BenchmarkLookupLongSuffix1M: a million RFC 7757 section 3.2 entries
+// whose IPv6 suffix is longer than the IPv4 one (/30 <-> /124), so every
+// hit takes the suffix-placing path in both directions.
+func BenchmarkLookupLongSuffix1M(b *testing.B) {
+	const n = 1_000_000
+	entries := make([]Entry, n)
+	for i := range entries {
+		x := uint32(20<<24) + uint32(i)<<2
+		v6 := [16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 6, 13: byte(i >> 12), 14: byte(i >> 4), 15: byte(i << 4)}
+		entries[i] = Entry{
+			IPv4: netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(x >> 24), byte(x >> 16), byte(x >> 8), byte(x)}), 30),
+			IPv6: netip.PrefixFrom(netip.AddrFrom16(v6), 124),
+		}
+	}
+	tab, err := NewTable(entries)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rnd := newRand(n)
+	keys4 := make([][4]byte, benchKeys)
+	keys6 := make([][16]byte, benchKeys)
+	for k := range keys4 {
+		en := entries[rnd.intn(n)]
+		keys4[k] = en.IPv4.Addr().As4()
+		keys4[k][3] |= 3
+		keys6[k] = en.IPv6.Addr().As16()
+		keys6[k][15] |= 0xd
+	}
+	b.Run("Lookup4", func(b *testing.B) {
+		cpuLoop(b, func(i int) {
+			sink6, sinkDelta, _ = tab.Lookup4(keys4[i&(benchKeys-1)])
+		})
+	})
+	b.Run("Lookup6", func(b *testing.B) {
+		cpuLoop(b, func(i int) {
+			sink4, sinkDelta, _ = tab.Lookup6(keys6[i&(benchKeys-1)])
+		})
+	})
+}

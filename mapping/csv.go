@@ -21,6 +21,42 @@ func (e *CSVError) Error() string {
 
 func (e *CSVError) Unwrap() error { return e.Err }
 
+// MaxReported is how many problems ParseCSVLines and NewTable describe in
+// full; past it they only count the rest, so that a file with a million bad
+// lines costs a million counter increments, not a million messages.
+const MaxReported = 100
+
+// CSVErrors is every problem of a mappings file, in line order: the first
+// MaxReported in Errs, and More the number of further bad lines. errors.As
+// with a *CSVError finds the first one.
+type CSVErrors struct {
+	Errs []*CSVError
+	More int
+}
+
+func (e *CSVErrors) Error() string {
+	var b strings.Builder
+	for i, ce := range e.Errs {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(ce.Error())
+	}
+	if e.More > 0 {
+		fmt.Fprintf(&b, "\nand %d more", e.More)
+	}
+	return b.String()
+}
+
+// Unwrap gives the individual errors to errors.Is and errors.As.
+func (e *CSVErrors) Unwrap() []error {
+	out := make([]error, len(e.Errs))
+	for i, ce := range e.Errs {
+		out[i] = ce
+	}
+	return out
+}
+
 // ParseCSVLines reads a mappings file: one EAM entry per line as
 // "ipv4,ipv6", where each side is an address (a /32 or /128) or a prefix.
 // Spaces and tabs around fields are ignored, '#' starts a comment, CR LF
@@ -29,13 +65,16 @@ func (e *CSVError) Unwrap() error { return e.Err }
 // line holds exactly one, so the n-th entry is the n-th such line. Each
 // entry passes the same per-entry checks as NewTable (family, host bits,
 // suffix lengths, special space, RFC 6052 section 3.1); the checks between
-// entries (duplicates, overlaps) are NewTable's, and lines holds the
-// 1-based line number of each entry so that an *EntryError from NewTable
-// can be reported at its line. Errors are *CSVError values:
-// "name:line:col: message".
+// entries (duplicates, overlaps) are NewTable's. A bad line does not stop
+// the parse: the error is a *CSVError when one line is bad and a
+// *CSVErrors listing them all (MaxReported in full) when several are, each
+// "name:line:col: message". lines holds the 1-based line number of each
+// entry, so that an *EntryError from NewTable can be reported at its line,
+// and a configuration can say where each entry came from (4 bytes per
+// entry).
 //
 // The file is read whole and parsed without per-line allocation.
-func ParseCSVLines(r io.Reader, name string) (entries []Entry, lines []int, err error) {
+func ParseCSVLines(r io.Reader, name string) (entries []Entry, lines []uint32, err error) {
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", name, err)
@@ -51,22 +90,34 @@ func ParseCSVLines(r io.Reader, name string) (entries []Entry, lines []int, err 
 	}
 	n := strings.Count(src, "\n") + 1 // an upper bound on the entries
 	entries = make([]Entry, 0, n)
-	lines = make([]int, 0, n)
+	lines = make([]uint32, 0, n)
+	var bad CSVErrors
 	for lineNo := 1; len(src) > 0; lineNo++ {
 		line, rest, _ := strings.Cut(src, "\n")
 		src = rest
 		e, ok, err := parseCSVLine(line)
 		if err != nil {
+			if len(bad.Errs) == MaxReported {
+				bad.More++
+				continue
+			}
 			err.Name, err.Line = name, lineNo
 			if lineNo == 1 {
 				err.Col += bom
 			}
-			return nil, nil, err
+			bad.Errs = append(bad.Errs, err)
+			continue
 		}
-		if ok {
+		if ok && len(bad.Errs) == 0 {
 			entries = append(entries, e)
-			lines = append(lines, lineNo)
+			lines = append(lines, uint32(lineNo))
 		}
+	}
+	switch {
+	case len(bad.Errs) == 1:
+		return nil, nil, bad.Errs[0]
+	case len(bad.Errs) > 1:
+		return nil, nil, &bad
 	}
 	return entries, lines, nil
 }
@@ -134,7 +185,12 @@ func parseSide(f string, col int, family string) (netip.Prefix, *CSVError) {
 		}
 		p = netip.PrefixFrom(a, a.BitLen())
 	}
-	if is4 := p.Addr().Is4(); is4 != (family == "IPv4") || p.Addr().Is4In6() {
+	if p.Addr().Is4In6() {
+		// RFC 4291 section 2.5.5.2: a socket's name for an IPv4 peer,
+		// never an address in an IPv6 packet.
+		return p, &CSVError{Col: col, Err: fmt.Errorf("%w: %s is an IPv4-mapped IPv6 %s (::ffff:a.b.c.d), which never appears in IPv6 packets; write the IPv4 side as plain IPv4 and the IPv6 side as the server's IPv6 address", ErrFamily, f, kind(f))}
+	}
+	if is4 := p.Addr().Is4(); is4 != (family == "IPv4") {
 		return p, &CSVError{Col: col, Err: fmt.Errorf("%w: %s is not an %s %s (the format is \"ipv4,ipv6\")", ErrFamily, f, family, kind(f))}
 	}
 	return p, nil

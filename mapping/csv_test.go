@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -31,7 +32,7 @@ func TestParseCSV(t *testing.T) {
 	if !slices.Equal(entries, want) {
 		t.Errorf("entries = %v\nwant %v", entries, want)
 	}
-	if !slices.Equal(lines, []int{2, 6, 7, 8}) {
+	if !slices.Equal(lines, []uint32{2, 6, 7, 8}) {
 		t.Errorf("lines = %v, want [2 6 7 8]", lines)
 	}
 	if got, _, err := ParseCSVLines(strings.NewReader(""), "empty.csv"); err != nil || len(got) != 0 {
@@ -57,9 +58,11 @@ func TestParseCSVErrors(t *testing.T) {
 		{"198.51.100.1, 2001:db8::g\n", "m.csv:1:15: invalid IPv6 address \"2001:db8::g\"", nil},
 		{"2001:db8::1,198.51.100.1\n", "m.csv:1:1: wrong address family: 2001:db8::1 is not an IPv4 address", ErrFamily},
 		{"198.51.100.1,192.0.2.1\n", "m.csv:1:14: wrong address family: 192.0.2.1 is not an IPv6 address", ErrFamily},
-		{"198.51.100.1,::ffff:192.0.2.1\n", "m.csv:1:14: wrong address family", ErrFamily},
+		{"198.51.100.1,::ffff:192.0.2.1\n", "m.csv:1:14: wrong address family: ::ffff:192.0.2.1 is an IPv4-mapped IPv6 address (::ffff:a.b.c.d), which never appears in IPv6 packets", ErrFamily},
+		{"::ffff:198.51.100.0/120,2001:db8::/120\n", "m.csv:1:1: wrong address family: ::ffff:198.51.100.0/120 is an IPv4-mapped IPv6 prefix", ErrFamily},
 		{"\n\n192.0.2.1/24,2001:db8::/120\n", "m.csv:3:1: host bits set: 192.0.2.1/24 (did you mean 192.0.2.0/24?)", ErrHostBits},
-		{"192.0.2.0/24,\t2001:db8::/64\n", "m.csv:1:15: suffix lengths differ", ErrSuffixLength},
+		{"192.0.2.0/24,\t2001:db8::/124\n", "m.csv:1:15: suffix lengths differ", ErrSuffixLength},
+		{"192.0.2.0/24,2001:db8::/63\n", "m.csv:1:14: suffix lengths differ: 2001:db8::/63 is shorter than /64", ErrSuffixLength},
 		{"198.51.100.1,64:ff9b::c633:6401\n", "m.csv:1:14: well-known prefix with non-global IPv4", ErrWellKnownNonGlobal},
 		{"127.0.0.1,2001:db8::1\n", "m.csv:1:1: not a forwardable unicast address", ErrSpecial},
 	} {
@@ -102,5 +105,36 @@ func TestParseCSVThenTable(t *testing.T) {
 	}
 	if lines[ee.Index] != 5 || lines[ee.Other] != 2 {
 		t.Errorf("duplicate at lines %d and %d, want 5 and 2", lines[ee.Index], lines[ee.Other])
+	}
+}
+
+// TestParseCSVReportsAll: every bad line is reported in line order, the
+// first MaxReported in full and the rest counted; no entries come back.
+func TestParseCSVReportsAll(t *testing.T) {
+	src := "198.51.100.10,2001:db8:6::10\nbad\n198.51.100.11,2001:db8:6::11\n198.51.100.1/24,2001:db8:6::/120\n1.2.3.4,2001:db8::1,x\n"
+	entries, _, err := ParseCSVLines(strings.NewReader(src), "m.csv")
+	var all *CSVErrors
+	if !errors.As(err, &all) || entries != nil {
+		t.Fatalf("error %v (%T), %d entries; want a *CSVErrors and none", err, err, len(entries))
+	}
+	var got []string
+	for _, ce := range all.Errs {
+		got = append(got, fmt.Sprintf("%s:%d:%d", ce.Name, ce.Line, ce.Col))
+	}
+	if want := []string{"m.csv:2:4", "m.csv:4:1", "m.csv:5:20"}; !slices.Equal(got, want) || all.More != 0 {
+		t.Errorf("errors at %v (+%d), want %v\n%v", got, all.More, want, err)
+	}
+	var first *CSVError
+	if !errors.As(err, &first) || first.Line != 2 {
+		t.Errorf("errors.As finds %v, want line 2", first)
+	}
+
+	src = strings.Repeat("x\n", MaxReported+5)
+	_, _, err = ParseCSVLines(strings.NewReader(src), "m.csv")
+	if !errors.As(err, &all) || len(all.Errs) != MaxReported || all.More != 5 || all.Errs[MaxReported-1].Line != MaxReported {
+		t.Fatalf("%d errors + %d more: %.100v", len(all.Errs), all.More, err)
+	}
+	if !strings.HasSuffix(err.Error(), "\nand 5 more") {
+		t.Errorf("error does not end with the count")
 	}
 }

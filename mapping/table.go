@@ -1,11 +1,15 @@
 package mapping
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/binary"
+	"fmt"
 	"iter"
 	"math/bits"
 	"net/netip"
+	"slices"
+	"strings"
 )
 
 // Table is an immutable RFC 7757 EAM table with longest-prefix match in
@@ -39,8 +43,13 @@ type record struct {
 	v6    [16]byte // IPv6 prefix address
 	v4    [4]byte  // IPv4 prefix address
 	delta uint16   // Delta(v4, v6): exact for /32 entries
-	bits4 uint8    // IPv4 prefix length; the IPv6 one is 96+bits4
+	bits4 uint8    // IPv4 prefix length
+	bits6 uint8    // IPv6 prefix length: 64 or more, at most 96+bits4
 }
+
+// shift is where the IPv4 suffix sits in the IPv6 suffix: the IPv6 suffix
+// is the IPv4 suffix followed by shift zero bits (RFC 7757 section 3.2).
+func (r *record) shift() uint8 { return (128 - r.bits6) - (32 - r.bits4) }
 
 // level4 indexes the IPv4 sides of the entries with one prefix length.
 type level4 struct {
@@ -55,10 +64,11 @@ type slot4 struct {
 	key   uint32
 	delta uint16
 	used  bool
+	shift uint8 // record.shift
 }
 
 // level6 indexes the IPv6 sides of the entries with one prefix length
-// (always /96../128, so only the low 32 bits are ever masked).
+// (always /64../128, so only the low 64 bits are ever masked).
 type level6 struct {
 	mask  uint64 // network mask of the low 64 bits
 	bits  uint8
@@ -72,6 +82,7 @@ type slot6 struct {
 	v4     [4]byte
 	delta  uint16
 	used   bool
+	shift  uint8 // record.shift
 }
 
 const (
@@ -90,12 +101,92 @@ type TableOptions struct {
 	// back to 2001:db8:b::9), which is why NewTable refuses them. Entries
 	// with exactly the same prefix on one side are always refused.
 	AllowNested bool
+	// Nested, when AllowNested is false, says per entry (by index) whether
+	// it may lie inside another entry: an operator's explicit opt-in for
+	// one more-specific entry, like Jool's "eamt add --force". The opt-in
+	// belongs to the inner entry (the longer prefixes; suffix lengths are
+	// equal, so it is longer on both sides), the one that punches a hole
+	// into the other.
+	Nested func(i int) bool
+}
+
+// TableError lists every entry NewTable refused, in entry order: the
+// first MaxReported in Errs, and the number of further ones in More.
+// NewTable returns a single refusal as the bare *EntryError; errors.As
+// with an *EntryError finds the first one either way.
+type TableError struct {
+	Errs []*EntryError
+	More int
+}
+
+func (e *TableError) Error() string {
+	var b strings.Builder
+	for i, ee := range e.Errs {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(ee.Error())
+	}
+	if e.More > 0 {
+		fmt.Fprintf(&b, "\nand %d more", e.More)
+	}
+	return b.String()
+}
+
+// Unwrap gives the individual errors to errors.Is and errors.As.
+func (e *TableError) Unwrap() []error {
+	out := make([]error, len(e.Errs))
+	for i, ee := range e.Errs {
+		out[i] = ee
+	}
+	return out
+}
+
+// refusals collects EntryErrors up to MaxReported and counts the rest.
+type refusals struct {
+	errs []*EntryError
+	more int
+	bad  []bool // entries already refused, reported once each
+}
+
+// full reports whether further refusals are only counted.
+func (r *refusals) full() bool { return len(r.errs) >= MaxReported }
+
+func (r *refusals) add(i int, describe func() *EntryError) {
+	if r.bad == nil {
+		// Only error paths get here; the table is already too big for a
+		// few more bytes per entry to matter.
+		r.bad = make([]bool, i+1)
+	}
+	if i >= len(r.bad) {
+		r.bad = append(r.bad, make([]bool, i+1-len(r.bad))...)
+	}
+	if r.bad[i] {
+		return
+	}
+	r.bad[i] = true
+	if r.full() {
+		r.more++
+		return
+	}
+	r.errs = append(r.errs, describe())
+}
+
+func (r *refusals) err() error {
+	switch {
+	case len(r.errs) == 0:
+		return nil
+	case len(r.errs) == 1 && r.more == 0:
+		return r.errs[0]
+	}
+	slices.SortStableFunc(r.errs, func(a, b *EntryError) int { return cmp.Compare(a.Index, b.Index) })
+	return &TableError{Errs: r.errs, More: r.more}
 }
 
 // NewTable validates entries and builds a table. Nested (overlapping)
-// entries are refused; see NewTableWith. The first problem found is
-// returned as an *EntryError naming the entry by its index in entries.
-// See checkEntry for the per-entry rules.
+// entries are refused; see NewTableWith. Every refused entry is reported
+// (see TableError), each as an *EntryError naming the entry by its index
+// in entries. See checkEntry for the per-entry rules.
 func NewTable(entries []Entry) (*Table, error) {
 	return NewTableWith(entries, TableOptions{})
 }
@@ -103,15 +194,19 @@ func NewTable(entries []Entry) (*Table, error) {
 // NewTableWith is NewTable with options.
 func NewTableWith(entries []Entry, opt TableOptions) (*Table, error) {
 	var count4 [33]int
+	var count6 [129]int
+	var bad refusals
 	t := &Table{recs: make([]record, len(entries)), seed: randomSeed()}
 	for i, e := range entries {
 		if err := checkEntry(e); err != nil {
-			return nil, &EntryError{Index: i, Entry: e, Other: -1, Err: err}
+			bad.add(i, func() *EntryError { return &EntryError{Index: i, Entry: e, Other: -1, Err: err} })
+			continue
 		}
-		r := record{v4: e.IPv4.Addr().As4(), v6: e.IPv6.Addr().As16(), bits4: uint8(e.IPv4.Bits())}
+		r := record{v4: e.IPv4.Addr().As4(), v6: e.IPv6.Addr().As16(), bits4: uint8(e.IPv4.Bits()), bits6: uint8(e.IPv6.Bits())}
 		r.delta = Delta(r.v4, r.v6)
 		t.recs[i] = r
 		count4[r.bits4]++
+		count6[r.bits6]++
 		lo := be32(r.v4)
 		for x := lo >> 16; x <= (lo|hostMask4(int(r.bits4)))>>16; x++ {
 			t.any16[x>>6] |= 1 << (x & 63)
@@ -120,23 +215,33 @@ func NewTableWith(entries []Entry, opt TableOptions) (*Table, error) {
 		b := bucket64(hi)
 		t.any64[b>>6] |= 1 << (b & 63)
 	}
+	if err := bad.err(); err != nil {
+		return nil, err
+	}
 	for b := 32; b >= 0; b-- {
 		if n := count4[b]; n > 0 {
 			t.levels4 = append(t.levels4, level4{mask: ^hostMask4(b), bits: uint8(b), slots: make([]slot4, indexSize(n, 3))})
-			t.levels6 = append(t.levels6, level6{mask: ^uint64(hostMask4(b)), bits: uint8(96 + b), slots: make([]slot6, indexSize(n, 2))})
+		}
+	}
+	for b := 128; b >= 64; b-- {
+		if n := count6[b]; n > 0 {
+			t.levels6 = append(t.levels6, level6{mask: ^hostMask64(b), bits: uint8(b), slots: make([]slot6, indexSize(n, 2))})
 		}
 	}
 	for i := range t.recs {
 		if !t.insert(&t.recs[i]) {
-			return nil, t.conflict(entries, i, ErrDuplicate)
+			bad.add(i, func() *EntryError { return t.conflict(entries, i, ErrDuplicate) })
 		}
 	}
-	if !opt.AllowNested && len(t.levels4) > 1 {
+	if !opt.AllowNested && (len(t.levels4) > 1 || len(t.levels6) > 1) {
 		for i := range t.recs {
-			if t.nested(&t.recs[i]) {
-				return nil, t.conflict(entries, i, ErrOverlap)
+			if (opt.Nested == nil || !opt.Nested(i)) && t.nested(&t.recs[i]) {
+				bad.add(i, func() *EntryError { return t.conflict(entries, i, ErrOverlap) })
 			}
 		}
+	}
+	if err := bad.err(); err != nil {
+		return nil, err
 	}
 	return t, nil
 }
@@ -189,7 +294,12 @@ func (t *Table) insert(r *record) bool {
 	var l6 *level6
 	for i := range t.levels4 {
 		if t.levels4[i].bits == r.bits4 {
-			l4, l6 = &t.levels4[i], &t.levels6[i]
+			l4 = &t.levels4[i]
+		}
+	}
+	for i := range t.levels6 {
+		if t.levels6[i].bits == r.bits6 {
+			l6 = &t.levels6[i]
 		}
 	}
 	key := be32(r.v4)
@@ -208,8 +318,8 @@ func (t *Table) insert(r *record) bool {
 			return false
 		}
 	}
-	l4.slots[p] = slot4{v6: r.v6, key: key, delta: r.delta, used: true}
-	l6.slots[q] = slot6{hi: hi, lo: lo, v4: r.v4, delta: r.delta, used: true}
+	l4.slots[p] = slot4{v6: r.v6, key: key, delta: r.delta, used: true, shift: r.shift()}
+	l6.slots[q] = slot6{hi: hi, lo: lo, v4: r.v4, delta: r.delta, used: true, shift: r.shift()}
 	return true
 }
 
@@ -223,45 +333,48 @@ func next(p, n int) int {
 
 // nested reports whether a shorter entry covers r on either side.
 func (t *Table) nested(r *record) bool {
-	hi, lo := split6(r.v6)
 	for i := range t.levels4 {
-		if t.levels4[i].bits < r.bits4 &&
-			(t.levels4[i].find(be32(r.v4), t.seed) != nil || t.levels6[i].find(hi, lo, t.seed) != nil) {
+		if t.levels4[i].bits < r.bits4 && t.levels4[i].find(be32(r.v4), t.seed) != nil {
+			return true
+		}
+	}
+	hi, lo := split6(r.v6)
+	for i := range t.levels6 {
+		if t.levels6[i].bits < r.bits6 && t.levels6[i].find(hi, lo, t.seed) != nil {
 			return true
 		}
 	}
 	return false
 }
 
-// conflict describes entry i clashing with an earlier one on one side.
-// Only error paths call it, so it searches linearly.
+// conflict describes entry i clashing with another on one side: for
+// ErrDuplicate an earlier entry with the same prefix, for ErrOverlap an
+// entry whose shorter prefix covers entry i's (i is the inner one, whose
+// opt-in TableOptions.Nested would have allowed it). Only error paths call
+// it, so it searches linearly.
 func (t *Table) conflict(entries []Entry, i int, reason error) *EntryError {
 	ei := entries[i]
 	for j, ej := range entries {
-		if j == i {
+		if j == i || (reason == ErrDuplicate && j > i) {
 			continue
 		}
-		side, pi, pj := "IPv4", ei.IPv4, ej.IPv4
-		if !pi.Overlaps(pj) {
-			side, pi, pj = "IPv6", ei.IPv6, ej.IPv6
-			if !pi.Overlaps(pj) {
-				continue
+		var side string
+		var pi netip.Prefix
+		for _, s := range [2]struct {
+			name   string
+			pi, pj netip.Prefix
+		}{{"IPv4", ei.IPv4, ej.IPv4}, {"IPv6", ei.IPv6, ej.IPv6}} {
+			if reason == ErrDuplicate && s.pi == s.pj || reason == ErrOverlap && s.pj.Bits() < s.pi.Bits() && s.pj.Overlaps(s.pi) {
+				side, pi = s.name, s.pi
+				break
 			}
 		}
-		if (reason == ErrDuplicate) != (pi == pj) {
+		if side == "" {
 			continue
 		}
-		if j > i {
-			// Report against the later entry.
-			i, j, ei, ej = j, i, ej, ei
-			pi, pj = pj, pi
-		}
 		verb := "equals that of"
-		switch {
-		case pi.Bits() > pj.Bits():
+		if reason == ErrOverlap {
 			verb = "lies inside that of"
-		case pi.Bits() < pj.Bits():
-			verb = "contains that of"
 		}
 		return &EntryError{Index: i, Entry: ei, Other: j, OtherEntry: ej,
 			Err: errorf(reason, "the %s side %v %s entry %s (index %d)", side, pi, verb, formatEntry(ej), j)}
@@ -322,13 +435,13 @@ func (t *Table) All() iter.Seq[Entry] {
 func (r *record) entry() Entry {
 	return Entry{
 		IPv4: netip.PrefixFrom(netip.AddrFrom4(r.v4), int(r.bits4)),
-		IPv6: netip.PrefixFrom(netip.AddrFrom16(r.v6), 96+int(r.bits4)),
+		IPv6: netip.PrefixFrom(netip.AddrFrom16(r.v6), int(r.bits6)),
 	}
 }
 
 // PrefixLengths returns the distinct IPv4 prefix lengths in the table,
-// longest first (the IPv6 ones are 96 more). Lookups probe one index per
-// length.
+// longest first. Lookup4 probes one index per IPv4 length, Lookup6 one per
+// IPv6 length.
 func (t *Table) PrefixLengths() []int {
 	out := make([]int, len(t.levels4))
 	for i, l := range t.levels4 {
@@ -338,8 +451,9 @@ func (t *Table) PrefixLengths() []int {
 }
 
 // Lookup4 finds the longest IPv4 prefix covering a and returns the mapped
-// IPv6 address (suffix bits copied, RFC 7757 section 3) and the checksum
-// delta sum(v6) - sum(v4).
+// IPv6 address and the checksum delta sum(v6) - sum(v4). The IPv4 suffix
+// becomes the most significant bits of the IPv6 suffix, the rest zero
+// (RFC 7757 section 3.2; with equal suffix lengths it is copied as is).
 func (t *Table) Lookup4(a [4]byte) (v6 [16]byte, delta uint16, ok bool) {
 	x := be32(a)
 	if t.any16[x>>22]&(1<<(x>>16&63)) == 0 {
@@ -355,14 +469,16 @@ func (t *Table) Lookup4(a [4]byte) (v6 [16]byte, delta uint16, ok bool) {
 			return s.v6, s.delta, true
 		}
 		v6 = s.v6
-		binary.BigEndian.PutUint32(v6[12:], binary.BigEndian.Uint32(v6[12:])|x&^l.mask)
+		binary.BigEndian.PutUint64(v6[8:], binary.BigEndian.Uint64(v6[8:])|uint64(x&^l.mask)<<s.shift)
 		return v6, Delta(a, v6), true
 	}
 	return v6, 0, false
 }
 
 // Lookup6 finds the longest IPv6 prefix covering a and returns the mapped
-// IPv4 address (suffix bits copied) and the checksum delta sum(v6) - sum(v4).
+// IPv4 address and the checksum delta sum(v6) - sum(v4). The IPv4 suffix
+// is the most significant bits of the IPv6 suffix; when the IPv6 suffix is
+// longer, its remaining bits are ignored (RFC 7757 section 3.2).
 func (t *Table) Lookup6(a [16]byte) (v4 [4]byte, delta uint16, ok bool) {
 	hi, lo := split6(a)
 	if b := bucket64(hi); t.any64[b>>6]&(1<<(b&63)) == 0 {
@@ -377,32 +493,84 @@ func (t *Table) Lookup6(a [16]byte) (v4 [4]byte, delta uint16, ok bool) {
 		if l.bits == 128 {
 			return s.v4, s.delta, true
 		}
-		binary.BigEndian.PutUint32(v4[:], be32(s.v4)|uint32(lo&^l.mask))
+		binary.BigEndian.PutUint32(v4[:], be32(s.v4)|uint32((lo&^l.mask)>>s.shift))
 		return v4, Delta(v4, a), true
 	}
 	return v4, 0, false
 }
 
-// validateSnapshot applies the rules documented on NewSnapshot.
+// validateSnapshot applies the rules documented on NewSnapshot to every
+// entry and reports all the refused ones (see TableError).
 func validateSnapshot(p Prefix, t *Table) error {
 	if !p.Valid() {
 		return nil
 	}
+	var bad refusals
 	wkp := p.IsWellKnown()
 	for i := range t.recs {
 		r := &t.recs[i]
-		if p.Contains(r.v6) {
-			e := r.entry()
-			return &EntryError{Index: i, Entry: e, Other: -1,
-				Err: errorf(ErrInsidePrefix, "the IPv6 side %v lies inside the RFC 6052 prefix %v", e.IPv6, p.Prefix())}
+		if p.Prefix().Overlaps(netip.PrefixFrom(netip.AddrFrom16(r.v6), int(r.bits6))) {
+			bad.add(i, func() *EntryError {
+				e := r.entry()
+				verb := "lies inside"
+				if e.IPv6.Bits() < p.Prefix().Bits() {
+					verb = "contains"
+				}
+				return &EntryError{Index: i, Entry: e, Other: -1,
+					Err: errorf(ErrInsidePrefix, "the IPv6 side %v %s the RFC 6052 prefix %v", e.IPv6, verb, p.Prefix())}
+			})
+			continue
 		}
 		if lo := be32(r.v4); wkp && overlapsNonGlobal4(lo, lo|hostMask4(int(r.bits4))) {
-			e := r.entry()
-			as6, _ := p.Embed(r.v4)
-			return &EntryError{Index: i, Entry: e, Other: -1,
-				Err: errorf(ErrWellKnownNonGlobal, "the IPv4 side %v is not global, and with the well-known prefix %v hairpinned traffic (RFC 7757 section 4.2) would represent it as %v, which RFC 6052 section 3.1 forbids; use a network-specific prefix",
-					e.IPv4, WellKnown, netip.AddrFrom16(as6))}
+			bad.add(i, func() *EntryError {
+				e := r.entry()
+				as6, _ := p.Embed(r.v4)
+				return &EntryError{Index: i, Entry: e, Other: -1,
+					Err: errorf(ErrWellKnownNonGlobal, "the IPv4 side %v is not global, and with the well-known prefix %v hairpinned traffic (RFC 7757 section 4.2) would represent it as %v, which RFC 6052 section 3.1 forbids; use a network-specific prefix",
+						e.IPv4, WellKnown, netip.AddrFrom16(as6))}
+			})
 		}
 	}
-	return nil
+	return bad.err()
+}
+
+// Entry returns entry i, in the order given to NewTable.
+func (t *Table) Entry(i int) Entry { return t.recs[i].entry() }
+
+// Find4 returns the index of the entry Lookup4 uses for a: the one with
+// the longest IPv4 prefix covering it. It scans the whole table, for
+// diagnostics (map646 lookup), not for the packet path.
+func (t *Table) Find4(a [4]byte) (i int, ok bool) {
+	x := be32(a)
+	best, bestBits := -1, -1
+	for j := range t.recs {
+		r := &t.recs[j]
+		if int(r.bits4) > bestBits && x&^hostMask4(int(r.bits4)) == be32(r.v4) {
+			best, bestBits = j, int(r.bits4)
+		}
+	}
+	return best, best >= 0
+}
+
+// Find6 is Find4 for the IPv6 side: the entry Lookup6 uses for a.
+func (t *Table) Find6(a [16]byte) (i int, ok bool) {
+	hi, lo := split6(a)
+	best, bestBits := -1, -1
+	for j := range t.recs {
+		r := &t.recs[j]
+		rhi, rlo := split6(r.v6)
+		if int(r.bits6) > bestBits && hi == rhi && lo&^hostMask64(int(r.bits6)) == rlo {
+			best, bestBits = j, int(r.bits6)
+		}
+	}
+	return best, best >= 0
+}
+
+// hostMask64 is the mask of the host bits of an IPv6 /bits (64..128)
+// within the low 64 bits.
+func hostMask64(bits int) uint64 {
+	if bits >= 128 {
+		return 0
+	}
+	return ^uint64(0) >> (bits - 64)
 }

@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -34,15 +35,16 @@ func refLookup4(entries []Entry, a [4]byte) (v6 [16]byte, ok bool) {
 	if best < 0 {
 		return v6, false
 	}
-	v6 = entries[best].IPv6.Addr().As16()
-	for i := 0; i < 4; i++ { // copy the suffix bits (RFC 7757 section 3)
-		hostByte := byte(0xff)
-		if b := entries[best].IPv4.Bits() - 8*i; b >= 8 {
-			hostByte = 0
-		} else if b > 0 {
-			hostByte = 0xff >> b
+	// RFC 7757 section 3.2: the IPv4 suffix, then zeros, after the IPv6
+	// prefix; done bit by bit, unlike the table.
+	e := entries[best]
+	v6 = e.IPv6.Addr().As16()
+	s4, s6 := 32-e.IPv4.Bits(), 128-e.IPv6.Bits()
+	for k := range s4 { // bit k of the IPv4 suffix, from its least significant
+		if a[3-k/8]>>(k%8)&1 != 0 {
+			pos := k + s6 - s4 // from the least significant bit of v6
+			v6[15-pos/8] |= 1 << (pos % 8)
 		}
-		v6[12+i] |= a[i] & hostByte
 	}
 	return v6, true
 }
@@ -58,15 +60,13 @@ func refLookup6(entries []Entry, a [16]byte) (v4 [4]byte, ok bool) {
 	if best < 0 {
 		return v4, false
 	}
-	v4 = entries[best].IPv4.Addr().As4()
-	for i := 0; i < 4; i++ {
-		hostByte := byte(0xff)
-		if b := entries[best].IPv4.Bits() - 8*i; b >= 8 {
-			hostByte = 0
-		} else if b > 0 {
-			hostByte = 0xff >> b
+	e := entries[best]
+	v4 = e.IPv4.Addr().As4()
+	s4, s6 := 32-e.IPv4.Bits(), 128-e.IPv6.Bits()
+	for k := range s4 {
+		if pos := k + s6 - s4; a[15-pos/8]>>(pos%8)&1 != 0 {
+			v4[3-k/8] |= 1 << (k % 8)
 		}
-		v4[i] |= a[12+i] & hostByte
 	}
 	return v4, true
 }
@@ -190,7 +190,9 @@ func TestNewTableRejects(t *testing.T) {
 		{"v6 on the v4 side", []Entry{ok1, e("2001:db8::1", "2001:db8:6::1")}, ErrFamily, 1, -1, "not an IPv4 prefix"},
 		{"v4-mapped v6 side", []Entry{e("198.51.100.1", "::ffff:198.51.100.1")}, ErrFamily, 0, -1, "not an IPv6 prefix"},
 		{"zero entry", []Entry{{}}, ErrFamily, 0, -1, "not an IPv4 prefix"},
-		{"suffix lengths", []Entry{ok1, e("192.0.2.0/24", "2001:db8:aaaa::/64")}, ErrSuffixLength, 1, -1, "8 suffix bits"},
+		{"IPv6 suffix shorter", []Entry{ok1, e("192.0.2.0/24", "2001:db8:aaaa::/124")}, ErrSuffixLength, 1, -1, "8 suffix bits"},
+		{"IPv6 side shorter than /64", []Entry{e("192.0.2.0/24", "2001:db8:aaaa::/60")}, ErrSuffixLength, 0, -1, "shorter than /64"},
+		{"contains the wkp", []Entry{e("192.0.2.0/24", "64:ff9b::/64")}, ErrWellKnownNonGlobal, 0, -1, "contains the well-known prefix"},
 		{"v4 host bits", []Entry{e("192.0.2.1/24", "2001:db8:aaaa::/120")}, ErrHostBits, 0, -1, "did you mean 192.0.2.0/24"},
 		{"v6 host bits", []Entry{e("192.0.2.0/24", "2001:db8:aaaa::1/120")}, ErrHostBits, 0, -1, "did you mean 2001:db8:aaaa::/120"},
 		{"loopback", []Entry{e("127.0.0.1", "2001:db8::1")}, ErrSpecial, 0, -1, "127.0.0.1/32"},
@@ -205,7 +207,9 @@ func TestNewTableRejects(t *testing.T) {
 		{"duplicate v6", []Entry{ok1, e("198.51.100.12", "2001:db8:6::10")}, ErrDuplicate, 1, 0, "IPv6 side"},
 		{"identical", []Entry{ok1, ok1}, ErrDuplicate, 1, 0, "equals"},
 		{"nested v4", []Entry{e("198.51.100.0/24", "2001:db8:7::/120"), ok1}, ErrOverlap, 1, 0, "IPv4 side 198.51.100.10/32 lies inside"},
-		{"nested v4, container later", []Entry{ok1, e("198.51.100.0/24", "2001:db8:7::/120")}, ErrOverlap, 1, 0, "contains"},
+		// The inner entry is the one refused: it is where an opt-in
+		// (TableOptions.Nested) would go.
+		{"nested v4, container later", []Entry{ok1, e("198.51.100.0/24", "2001:db8:7::/120")}, ErrOverlap, 0, 1, "IPv4 side 198.51.100.10/32 lies inside that of entry 198.51.100.0/24"},
 		{"nested v6", []Entry{e("192.0.2.0/24", "2001:db8:6::/120"), ok1}, ErrOverlap, 1, 0, "IPv6 side 2001:db8:6::10/128 lies inside"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -314,5 +318,186 @@ func TestLookupNoAlloc(t *testing.T) {
 		p.Extract(v6)
 	}); n != 0 {
 		t.Errorf("%v allocations per lookup round", n)
+	}
+}
+
+// TestNewTableReportsAll: every refused entry is reported, in entry order,
+// the first MaxReported in full and the rest counted.
+func TestNewTableReportsAll(t *testing.T) {
+	outer := e("198.51.100.0/24", "2001:db8:7::/120")
+	entries := []Entry{
+		e("198.51.100.10", "2001:db8:6::10"), // 0: inside 3
+		e("192.0.2.1", "2001:db8:6::1"),      // 1
+		e("192.0.2.1", "2001:db8:6::2"),      // 2: duplicate of 1
+		outer,                                // 3
+		e("192.0.2.3", "2001:db8:6::1"),      // 4: duplicate of 1 (IPv6)
+	}
+	_, err := NewTable(entries)
+	var te *TableError
+	if !errors.As(err, &te) {
+		t.Fatalf("error %v (%T), want a *TableError", err, err)
+	}
+	var got []string
+	for _, ee := range te.Errs {
+		got = append(got, fmt.Sprintf("%d/%d %v", ee.Index, ee.Other, errors.Is(ee, ErrOverlap)))
+	}
+	if want := []string{"0/3 true", "2/1 false", "4/1 false"}; !slices.Equal(got, want) || te.More != 0 {
+		t.Errorf("refusals %v (+%d more), want %v", got, te.More, want)
+	}
+	var first *EntryError
+	if !errors.As(err, &first) || first.Index != 0 {
+		t.Errorf("errors.As finds %v, want entry 0", first)
+	}
+
+	// Past MaxReported only a count.
+	many := []Entry{e("192.0.2.1", "2001:db8:6::1")}
+	for i := range MaxReported + 7 {
+		many = append(many, e("192.0.2.1", fmt.Sprintf("2001:db8:6::1:%x", i)))
+	}
+	_, err = NewTable(many)
+	if !errors.As(err, &te) || len(te.Errs) != MaxReported || te.More != 7 {
+		t.Fatalf("error with %d+%d refusals, want %d+7: %.200v", len(te.Errs), te.More, MaxReported, err)
+	}
+	if !strings.HasSuffix(err.Error(), "\nand 7 more") {
+		t.Errorf("error does not end with the count: ...%s", err.Error()[len(err.Error())-40:])
+	}
+	for i, ee := range te.Errs {
+		if ee.Index != i+1 || ee.Other != 0 {
+			t.Fatalf("refusal %d is entry %d against %d", i, ee.Index, ee.Other)
+		}
+	}
+}
+
+// TestNewTableNestedOptIn: an inner entry that opts in may lie inside
+// another (longest match wins, RFC 7757 section 3); one that does not is
+// still refused, and the outer entry's opt-in does not cover it.
+func TestNewTableNestedOptIn(t *testing.T) {
+	entries := []Entry{
+		e("198.51.100.0/24", "2001:db8:7::/120"),
+		e("198.51.100.10", "2001:db8:6::10"),
+		e("198.51.100.11", "2001:db8:6::11"),
+	}
+	optIn := func(set ...int) func(int) bool {
+		return func(i int) bool { return slices.Contains(set, i) }
+	}
+	tab, err := NewTableWith(entries, TableOptions{Nested: optIn(1, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ v4, v6 string }{
+		{"198.51.100.10", "2001:db8:6::10"},
+		{"198.51.100.11", "2001:db8:6::11"},
+		{"198.51.100.12", "2001:db8:7::c"},
+	} {
+		v6, _, ok := tab.Lookup4(netip.MustParseAddr(tc.v4).As4())
+		if !ok || netip.AddrFrom16(v6) != netip.MustParseAddr(tc.v6) {
+			t.Errorf("Lookup4(%s) = %v, %v; want %s", tc.v4, netip.AddrFrom16(v6), ok, tc.v6)
+		}
+		v4, _, ok := tab.Lookup6(netip.MustParseAddr(tc.v6).As16())
+		if !ok || netip.AddrFrom4(v4) != netip.MustParseAddr(tc.v4) {
+			t.Errorf("Lookup6(%s) = %v, %v; want %s", tc.v6, netip.AddrFrom4(v4), ok, tc.v4)
+		}
+	}
+	for _, set := range [][]int{{1}, {0, 2}, {0}} {
+		_, err := NewTableWith(entries, TableOptions{Nested: optIn(set...)})
+		var ee *EntryError
+		if !errors.As(err, &ee) || !errors.Is(err, ErrOverlap) || slices.Contains(set, ee.Index) || ee.Other != 0 {
+			t.Errorf("opt-in %v: error %v", set, err)
+		}
+	}
+}
+
+// TestFind: Find4 and Find6 name the entry the lookups use (the longest
+// match), and agree with them on every address of a nested table.
+func TestFind(t *testing.T) {
+	entries := []Entry{
+		e("198.51.100.0/24", "2001:db8:7::/120"),
+		e("198.51.100.8/30", "2001:db8:8::/126"),
+		e("198.51.100.9", "2001:db8:6::9"),
+	}
+	tab, err := NewTableWith(entries, TableOptions{AllowNested: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		addr string
+		want int
+	}{
+		{"198.51.100.9", 2}, {"198.51.100.10", 1}, {"198.51.100.200", 0}, {"192.0.2.1", -1},
+		{"2001:db8:6::9", 2}, {"2001:db8:8::3", 1}, {"2001:db8:7::ff", 0}, {"2001:db8:6::8", -1}, {"2001:db8:7:1::1", -1},
+	} {
+		a := netip.MustParseAddr(tc.addr)
+		var i int
+		var ok bool
+		if a.Is4() {
+			i, ok = tab.Find4(a.As4())
+		} else {
+			i, ok = tab.Find6(a.As16())
+		}
+		if ok != (tc.want >= 0) || ok && i != tc.want {
+			t.Errorf("Find(%s) = %d, %v; want %d", tc.addr, i, ok, tc.want)
+		}
+		if ok && tab.Entry(i) != entries[i] {
+			t.Errorf("Entry(%d) = %v", i, tab.Entry(i))
+		}
+	}
+}
+
+// TestLongerIPv6Suffix: RFC 7757 section 3.2 entries whose IPv6 suffix is
+// longer than the IPv4 one, both directions: the IPv4 suffix fills the
+// most significant bits of the IPv6 suffix, the rest is zero one way and
+// ignored the other.
+func TestLongerIPv6Suffix(t *testing.T) {
+	entries := []Entry{
+		e("198.51.100.0/30", "2001:db8:6::/124"),        // 2 bits into 4
+		e("203.0.113.0/24", "2001:db8:7::/64"),          // 8 bits into 64
+		e("192.0.2.7", "2001:db8:8::/120"),              // a /32 for a whole /120
+		e("198.51.100.128/25", "2001:db8:9::100:0/104"), // 7 bits into 24
+	}
+	tab, err := NewTable(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ v4, v6 string }{
+		{"198.51.100.0", "2001:db8:6::"},
+		{"198.51.100.1", "2001:db8:6::4"},
+		{"198.51.100.3", "2001:db8:6::c"},
+		{"203.0.113.1", "2001:db8:7:0:100::"},
+		{"203.0.113.255", "2001:db8:7:0:ff00::"},
+		{"192.0.2.7", "2001:db8:8::"},
+		{"198.51.100.129", "2001:db8:9::102:0"},
+		{"198.51.100.255", "2001:db8:9::1fe:0"},
+	} {
+		a4, a6 := netip.MustParseAddr(tc.v4), netip.MustParseAddr(tc.v6)
+		v6, delta, ok := tab.Lookup4(a4.As4())
+		if !ok || netip.AddrFrom16(v6) != a6 || delta != Delta(a4.As4(), v6) {
+			t.Errorf("Lookup4(%s) = %v, %#x, %v; want %s", tc.v4, netip.AddrFrom16(v6), delta, ok, tc.v6)
+		}
+		v4, delta, ok := tab.Lookup6(a6.As16())
+		if !ok || netip.AddrFrom4(v4) != a4 || delta != Delta(v4, a6.As16()) {
+			t.Errorf("Lookup6(%s) = %v, %v; want %s", tc.v6, netip.AddrFrom4(v4), ok, tc.v4)
+		}
+	}
+	// The low bits the IPv4 suffix does not fill are ignored towards IPv4.
+	for v6, want := range map[string]string{
+		"2001:db8:6::7":                   "198.51.100.1",
+		"2001:db8:6::f":                   "198.51.100.3",
+		"2001:db8:7:0:1ff:ffff:ffff:ffff": "203.0.113.1",
+		"2001:db8:8::ff":                  "192.0.2.7",
+		"2001:db8:9::1ff:ffff":            "198.51.100.255",
+	} {
+		v4, delta, ok := tab.Lookup6(netip.MustParseAddr(v6).As16())
+		if !ok || netip.AddrFrom4(v4) != netip.MustParseAddr(want) || delta != Delta(v4, netip.MustParseAddr(v6).As16()) {
+			t.Errorf("Lookup6(%s) = %v, %v; want %s", v6, netip.AddrFrom4(v4), ok, want)
+		}
+	}
+	// The entries come back as given.
+	if got := slices.Collect(tab.All()); !slices.Equal(got, entries) {
+		t.Errorf("All() = %v", got)
+	}
+	// An EAM /64 that contains the translation prefix is refused.
+	p, _ := NewPrefix(netip.MustParsePrefix("2001:db8:7::/96"))
+	if _, err := NewSnapshot(p, tab); !errors.Is(err, ErrInsidePrefix) || !strings.Contains(err.Error(), "contains the RFC 6052 prefix") {
+		t.Errorf("NewSnapshot with the prefix inside an EAM /64: %v", err)
 	}
 }

@@ -12,9 +12,12 @@ var (
 	// ErrFamily: the IPv4 side is not an IPv4 prefix or the IPv6 side is
 	// not an IPv6 prefix (IPv4-mapped IPv6 counts as IPv4).
 	ErrFamily = errors.New("wrong address family")
-	// ErrSuffixLength: 32-len(IPv4) != 128-len(IPv6). RFC 7757 section 3
-	// also permits a longer IPv6 suffix; this table supports equal ones
-	// only, as TAYGA and most deployments do.
+	// ErrSuffixLength: the IPv6 suffix (128-len(IPv6)) is shorter than the
+	// IPv4 one (32-len(IPv4)), so some IPv4 addresses would have no IPv6
+	// counterpart, or the IPv6 prefix is shorter than /64. RFC 7757 section
+	// 3.2 permits a longer IPv6 suffix: the IPv4 suffix goes into its most
+	// significant bits. The /64 limit keeps every entry inside one /64,
+	// which the lookup's miss filter relies on.
 	ErrSuffixLength = errors.New("suffix lengths differ")
 	// ErrHostBits: a prefix has bits set after its length.
 	ErrHostBits = errors.New("host bits set")
@@ -67,16 +70,16 @@ var wellKnownBase = [12]byte{0x00, 0x64, 0xff, 0x9b}
 //
 //   - the IPv4 side is an IPv4 prefix, the IPv6 side an IPv6 prefix;
 //   - no host bits on either side;
-//   - equal suffix lengths (see ErrSuffixLength);
+//   - an IPv6 suffix at least as long as the IPv4 one, and an IPv6 prefix
+//     of /64 or longer (see ErrSuffixLength);
 //   - neither side inside "this network" 0.0.0.0/8, unspecified, loopback,
 //     link-local, multicast or limited-broadcast space, which a translator
 //     never forwards;
 //   - the IPv6 side is not an address built from the well-known prefix
 //     64:ff9b::/96 and a non-global IPv4 address: RFC 6052 section 3.1 says
 //     translators MUST drop packets with such addresses, so a mapping to one
-//     could never carry traffic. (Every EAM IPv6 prefix is /96 or longer, so
-//     it is either inside 64:ff9b::/96 or disjoint from it; its embedded IPv4
-//     part is the low 32 bits.)
+//     could never carry traffic. An IPv6 side shorter than /96 that contains
+//     64:ff9b::/96 is refused too: it holds every such address.
 func checkEntry(e Entry) error {
 	err, _ := checkEntrySide(e)
 	return err
@@ -102,9 +105,11 @@ func checkEntrySide(e Entry) (err error, side int) {
 		return fmt.Errorf("%w: %v (did you mean %v?)", ErrHostBits, v4, v4.Masked()), sideIPv4
 	case v6.Masked() != v6:
 		return fmt.Errorf("%w: %v (did you mean %v?)", ErrHostBits, v6, v6.Masked()), sideIPv6
-	case 32-v4.Bits() != 128-v6.Bits():
-		return fmt.Errorf("%w: %v has %d suffix bits, %v has %d; they must be equal",
+	case 128-v6.Bits() < 32-v4.Bits():
+		return fmt.Errorf("%w: %v has %d suffix bits, %v has %d; the IPv6 side needs at least as many (RFC 7757 section 3.2)",
 			ErrSuffixLength, v4, 32-v4.Bits(), v6, 128-v6.Bits()), sideIPv6
+	case v6.Bits() < 64:
+		return fmt.Errorf("%w: %v is shorter than /64; an IPv6 side must be /64 or longer", ErrSuffixLength, v6), sideIPv6
 	}
 	if a := v4.Addr(); a.As4()[0] == 0 || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() ||
 		a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
@@ -113,7 +118,11 @@ func checkEntrySide(e Entry) (err error, side int) {
 	if a := v6.Addr(); a.IsUnspecified() || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() {
 		return fmt.Errorf("%w: %v", ErrSpecial, v6), sideIPv6
 	}
-	if raw := v6.Addr().As16(); [12]byte(raw[:12]) == wellKnownBase {
+	if v6.Bits() < 96 && v6.Overlaps(WellKnown) {
+		return fmt.Errorf("%w: %v contains the well-known prefix 64:ff9b::/96, whose non-global IPv4 addresses translators must drop (RFC 6052 section 3.1)",
+			ErrWellKnownNonGlobal, v6), sideIPv6
+	}
+	if raw := v6.Addr().As16(); v6.Bits() >= 96 && [12]byte(raw[:12]) == wellKnownBase {
 		lo := ip4(raw[12], raw[13], raw[14], raw[15])
 		if overlapsNonGlobal4(lo, lo|hostMask4(v6.Bits()-96)) {
 			return fmt.Errorf("%w: %v is the well-known prefix 64:ff9b::/96 with non-global IPv4 addresses, which translators must drop (RFC 6052 section 3.1)",

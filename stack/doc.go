@@ -29,6 +29,15 @@
 // same way (NewHandler), provided each queue index in PacketBuffer.Hash is
 // delivered by one goroutine at a time.
 //
+// Before the engine, the Handler sets aside the host's own link chatter on
+// the tun (IPv6 from :: or fe80::/10 to ff02::/16: the kernel's MLD, router
+// and neighbour solicitations), counted as LinkStats.LinkChatter rather
+// than as dropped traffic. An opt-in drop log (Datapath.SetDropLog; the
+// configuration's log.drops) writes a rate-limited line per packet the
+// engine drops, from a copy of the packet's head taken before the engine
+// rewrote it. What every drop reason and link counter means, and what to
+// do about it, is in DropReasons and LinkCounters.
+//
 // A translator that panics loses the packet it panicked on, nothing
 // else: the Handler recovers on the queue, counts it (LinkStats.Panics),
 // logs it with the packet in hex at most once per PanicLogInterval, and

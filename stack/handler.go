@@ -62,6 +62,13 @@ type LinkStats = tun.LinkStats
 // keeps the PacketBuffer (IncRef) keeps the frame; the queue then takes a
 // new one.
 //
+// The host's own link chatter (IPv6 from :: or fe80::/10 to ff02::/16:
+// MLD, router and neighbour solicitations the kernel sends on the tun as it
+// comes up) is counted as LinkStats.LinkChatter and not handed to the
+// engine, so it does not show as dropped traffic. With SetDropLog, every
+// packet the engine drops is also logged, rate-limited, with its addresses,
+// ports, protocol and reason.
+//
 // A panic while handling a packet is recovered on the queue that raised it:
 // the packet is dropped and counted (LinkStats.Panics), logged at most once
 // per PanicLogInterval with the packet in hex, and the queue goes on.
@@ -75,6 +82,7 @@ type Handler struct {
 	// published after every packet.
 	flushEach bool
 	lastPanic atomic.Int64 // monoNow of the last panic logged
+	drops     dropLog      // the opt-in log of dropped packets (SetDropLog)
 }
 
 // frameLink is a link whose queues read into tun.Frames and that tells
@@ -102,6 +110,11 @@ type handlerQueue struct {
 	list      gvstack.PacketBufferList
 	cur       []byte // the packet being translated, for the panic log
 
+	// While the drop log is on: the head of the packet handed to the
+	// engine, as it was before the engine rewrote any of it.
+	head    [dropLogHead]byte
+	headLen int
+
 	stats    tun.Counters
 	progress progress
 }
@@ -121,6 +134,7 @@ func NewHandler(out gvstack.LinkWriter, queues int, newTranslator func() Transla
 		log = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{out: out, log: log, flushEach: true}
+	h.drops.now = monoNow
 	if l, ok := out.(frameLink); ok {
 		h.link = l
 		h.flushEach = false
@@ -234,8 +248,21 @@ func (q *handlerQueue) deliverCopy(pkt *gvstack.PacketBuffer) {
 // metadata goes into the PacketBuffer's GSOOptions).
 func (q *handlerQueue) translate(buf []byte, start, end int, off *xlat.Offload, f *tun.Frame) {
 	q.cur = buf[start:end]
+	if isLinkChatter(q.cur) {
+		// The host's own MLD, RS and ND on the link: not traffic to
+		// translate, and not a drop worth an operator's attention.
+		q.stats.LinkChatter.Add(1)
+		return
+	}
+	rate := q.h.drops.perSecond.Load()
+	if rate > 0 {
+		q.headLen = copy(q.head[:], q.cur)
+	}
 	res := q.tr.Process(buf, start, end, off, q)
 	if res.Verdict != xlat.Forward {
+		if res.Verdict == xlat.Drop && rate > 0 {
+			q.logDrop(rate, res, end-start)
+		}
 		return
 	}
 	if res.Start < tun.VnetHdrLen || res.Start > res.End || res.End > len(buf) {

@@ -147,8 +147,6 @@ func newTopology(t testing.TB, offload bool, mtu6 int) *topology {
 		for dir := range xlat.NumDirs {
 			for r, n := range tot.Drops[dir] {
 				if n != 0 {
-					// IPv6 link-local chatter (MLD, router solicitations)
-					// of the tun itself is dropped as "src illegal".
 					t.Logf("engine: %d dropped %s: %s", n, dir, xlat.Reason(r))
 				}
 			}
@@ -163,6 +161,24 @@ func TestNetnsPing(t *testing.T) {
 	tp.srv.Run("ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", clientInV6)
 	if !tp.dp.Healthy() {
 		t.Errorf("unhealthy: %v", tp.dp.Check())
+	}
+}
+
+// TestNetnsLinkChatter: the kernel's own MLD reports and duplicate address
+// detection on the tun (from :: and fe80::/10 to ff02::/16) are counted as
+// link chatter, not as engine drops.
+func TestNetnsLinkChatter(t *testing.T) {
+	tp := newTopology(t, true, 1520)
+	before := tp.dp.LinkStats().LinkChatter
+	// A new address makes the kernel join its solicited-node group (MLD)
+	// and probe it (DAD: a neighbour solicitation from ::) on the tun.
+	tp.xlat.Run("ip", "addr", "add", "2001:db8:ffff:1::1/64", "dev", "dp-tun")
+	waitFor(t, "the kernel's MLD and DAD on the tun", func() bool { return tp.dp.LinkStats().LinkChatter >= before+2 })
+	tot := tp.eng.Totals()
+	for _, r := range []xlat.Reason{xlat.ReasonSrcIllegal, xlat.ReasonDstIllegal, xlat.ReasonICMPType} {
+		if n := tot.Drops[xlat.Dir64][r]; n != 0 {
+			t.Errorf("6to4 %s: %d: the host's link chatter counted as dropped traffic", r, n)
+		}
 	}
 }
 

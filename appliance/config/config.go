@@ -43,7 +43,8 @@ type Config struct {
 	// (e.g. an IPv6 MTU below the IPv4 MTU + 20 that RFC 7755 recommends).
 	Warnings hcl.Diagnostics
 
-	snap *mapping.Snapshot // built and checked by Parse; see Xlat
+	snap   *mapping.Snapshot // built and checked by Parse; see Xlat
+	origin mappingOrigin     // where each mapping was written; see MappingOrigin
 }
 
 // Translator is the `translator` block: what to translate and how.
@@ -131,6 +132,12 @@ type Metrics struct {
 type Log struct {
 	Level  string // "debug", "info" (default), "warn", "error"
 	Format string // "text" (default) or "json"
+	// Drops turns on a warning per dropped packet with its addresses,
+	// ports, protocol and drop reason (like TAYGA's `log drop`), at most
+	// DropsPerSecond lines a second; the rest are counted. Off by default:
+	// drops are otherwise only counted and summarised.
+	Drops          bool
+	DropsPerSecond int
 }
 
 // RunAs is the `run_as` block: the user (and group) the translator runs as

@@ -2,10 +2,12 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -40,7 +42,7 @@ func TestDefaults(t *testing.T) {
 	if !reflect.DeepEqual(c.Translator, want) {
 		t.Errorf("Translator:\n got %+v\nwant %+v", c.Translator, want)
 	}
-	if c.Log != (Log{Level: "info", Format: "text"}) || c.RunAs != (RunAs{}) {
+	if c.Log != (Log{Level: "info", Format: "text", DropsPerSecond: DefaultDropsPerSecond}) || c.RunAs != (RunAs{}) {
 		t.Errorf("Log = %+v, RunAs = %+v", c.Log, c.RunAs)
 	}
 	if c.Metrics.Listen != "" || c.BGP != nil || c.Interfaces != nil || c.Routes != nil || c.RouterAdvertisements != nil {
@@ -103,8 +105,10 @@ route {
 
 metrics {}
 log {
-  level  = "debug"
-  format = "json"
+  level            = "debug"
+  format           = "json"
+  drops            = true
+  drops_per_second = 25
 }
 
 bgp {
@@ -171,7 +175,7 @@ func TestFull(t *testing.T) {
 			{To: pp("192.0.2.0/24"), Dev: "eth0"},
 		},
 		Metrics: Metrics{Listen: "[::1]:9646"},
-		Log:     Log{Level: "debug", Format: "json"},
+		Log:     Log{Level: "debug", Format: "json", Drops: true, DropsPerSecond: 25},
 		BGP: &BGP{
 			LocalAS: 64512, RouterID: netip.MustParseAddr("203.0.113.1"), ListenPort: 179,
 			HoldTime: 9, Keepalive: 3, ConnectRetry: 5, IPv4NextHopIPv6: true,
@@ -184,10 +188,19 @@ func TestFull(t *testing.T) {
 			{Interface: "eth1", Preference: "high", RouterLifetime: 0, Interval: 10, RouteLifetime: 30},
 			{Interface: "eth2", Preference: "medium", RouterLifetime: 0, Interval: 30, RouteLifetime: 86400},
 		},
-		snap: c.snap,
+		snap:   c.snap,
+		origin: c.origin, // checked below
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
+	}
+	for i, wantLine := range []int{4, 8} {
+		if f, l, ok := c.MappingOrigin(i); f != "full.hcl" || l != wantLine || !ok {
+			t.Errorf("MappingOrigin(%d) = %s:%d, %v; want full.hcl:%d", i, f, l, ok, wantLine)
+		}
+	}
+	if _, _, ok := c.MappingOrigin(2); ok {
+		t.Errorf("MappingOrigin(2) of 2 entries is ok")
 	}
 	if len(c.Warnings) != 0 {
 		t.Errorf("warnings: %v", c.Warnings)
@@ -369,8 +382,14 @@ interface "eth2" {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(c.Warnings) != tc.warnings {
-				t.Errorf("%d warnings, want %d: %v", len(c.Warnings), tc.warnings, c.Warnings)
+			n := 0
+			for _, w := range c.Warnings {
+				if w.Summary != "No mappings" { // these files have none on purpose
+					n++
+				}
+			}
+			if n != tc.warnings {
+				t.Errorf("%d warnings, want %d: %v", n, tc.warnings, c.Warnings)
 			}
 			if c.Translator.IPv4Address != tc.addr {
 				t.Errorf("ipv4_address %v, want %v", c.Translator.IPv4Address, tc.addr)
@@ -396,6 +415,10 @@ func TestWarnings(t *testing.T) {
   ipv4_mtu = 1500
   ipv6_mtu = 1500
   lowest_ipv6_mtu = 1501
+  mapping {
+    ipv4 = "198.51.100.1"
+    ipv6 = "2001:db8:6::1"
+  }
 }`
 	c, err := Parse([]byte(src), "w.hcl")
 	if err != nil {
@@ -464,7 +487,7 @@ func TestErrors(t *testing.T) {
 		{"ipv4_address mapped", tr("ipv4_address = \"198.51.100.7\"\n  mapping {\n    ipv4 = \"198.51.100.0/24\"\n    ipv6 = \"2001:db8:6::/120\"\n  }"), "3:18: Invalid ipv4_address"},
 		{"mapping missing ipv6", tr("mapping {\n    ipv4 = \"198.51.100.1\"\n  }"), "3:11: Missing required argument"},
 		{"mapping ipv4 side v6", tr("mapping {\n    ipv4 = \"2001:db8::1\"\n    ipv6 = \"2001:db8:6::1\"\n  }"), "4:12: Invalid ipv4"},
-		{"mapping suffix", tr("mapping {\n    ipv4 = \"198.51.100.0/24\"\n    ipv6 = \"2001:db8:6::/64\"\n  }"), "3:3: Invalid mapping"},
+		{"mapping suffix", tr("mapping {\n    ipv4 = \"198.51.100.0/24\"\n    ipv6 = \"2001:db8:6::/124\"\n  }"), "3:3: Invalid mapping"},
 		{"mapping host bits", tr("mapping {\n    ipv4 = \"198.51.100.1/24\"\n    ipv6 = \"2001:db8:6::/120\"\n  }"), "4:12: Invalid ipv4"},
 		{"mapping duplicate", tr("mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:6::1\"\n  }\n  mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:6::2\"\n  }"), "7:3: Invalid mapping"},
 		{"mapping in prefix", tr("mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:64::1\"\n  }"), "3:3: Invalid mapping"},
@@ -503,6 +526,9 @@ func TestErrors(t *testing.T) {
 		{"two metrics", minimal + "metrics {}\nmetrics {}", "6:1: Duplicate metrics block"},
 		{"log level", minimal + `log { level = "trace" }`, "5:15: Invalid level"},
 		{"log format", minimal + `log { format = "xml" }`, "5:16: Invalid format"},
+		{"log drops", minimal + `log { drops = "yes" }`, "5:15: "},
+		{"log drops_per_second 0", minimal + `log { drops_per_second = 0 }`, "5:26: Invalid drops_per_second"},
+		{"log drops_per_second huge", minimal + `log { drops_per_second = 100001 }`, "5:26: Invalid drops_per_second"},
 		{"bgp no neighbor", minimal + `bgp {
   local_as = 64512
   router_id = "203.0.113.1"
@@ -643,7 +669,7 @@ func TestAllErrorsAtOnce(t *testing.T) {
   hairpin = "on"
   mapping {
     ipv4 = "198.51.100.0/24"
-    ipv6 = "2001:db8:6::/64"
+    ipv6 = "2001:db8:6::/124"
   }
 }
 log { level = "loud" }
@@ -822,5 +848,192 @@ func TestRunAs(t *testing.T) {
 		if c.RunAs != tc.want {
 			t.Errorf("%q: RunAs %+v, want %+v", tc.body, c.RunAs, tc.want)
 		}
+	}
+}
+
+// diagPositions is "file:line:col: summary" of each diagnostic of err, the
+// directory dir written as "D".
+func diagPositions(t *testing.T, err error, dir string) []string {
+	t.Helper()
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("error %v (%T), want an *Error", err, err)
+	}
+	var out []string
+	for _, d := range ce.Diagnostics {
+		if d.Severity != hcl.DiagError {
+			continue
+		}
+		s := FormatDiagnostic(d)
+		if i := strings.Index(s, ": "); i >= 0 {
+			if j := strings.Index(s[i+2:], ": "); j >= 0 {
+				s = s[:i+2+j]
+			}
+		}
+		out = append(out, strings.ReplaceAll(s, dir+"/", "D/"))
+	}
+	return out
+}
+
+// TestReportsAllMappingProblems: every bad CSV line, and every refused
+// entry, is reported at its place in file order; past mapping.MaxReported
+// only a count.
+func TestReportsAllMappingProblems(t *testing.T) {
+	hcl := tr("mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:6::1\"\n  }\n  mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:6::2\"\n  }\n  mappings_file = \"m.csv\"")
+	for _, tc := range []struct {
+		name, csv string
+		want      []string
+	}{
+		{"bad lines", "198.51.100.2,2001:db8:6::2\nnope\n198.51.100.3,2001:db8:6::3\n198.51.100.4;x\n1.2.3.4/24,2001:db8::/120\n",
+			[]string{"D/m.csv:2:5: Invalid mapping", "D/m.csv:4:15: Invalid mapping", "D/m.csv:5:1: Invalid mapping"}},
+		{"conflicts", "198.51.100.9,2001:db8:6::9\n198.51.100.9,2001:db8:6::8\n# c\n198.51.100.7,2001:db8:6::9\n198.51.100.0/24,2001:db8:7::/120\n",
+			// The /24 on line 5 covers every other entry; each is reported once.
+			[]string{"D/a.hcl:3:3: Invalid mapping", "D/a.hcl:7:3: Invalid mapping", "D/m.csv:1:1: Invalid mapping", "D/m.csv:2:1: Invalid mapping", "D/m.csv:4:1: Invalid mapping"}},
+		{"many", strings.Repeat("x\n", mapping.MaxReported+3),
+			append(slices.Repeat([]string{"Invalid mapping"}, mapping.MaxReported), "D/a.hcl:11:19: More invalid mappings")},
+		{"many conflicts", strings.Repeat("198.51.100.1,2001:db8:6::1\n", mapping.MaxReported+3),
+			append(slices.Repeat([]string{"Invalid mapping"}, mapping.MaxReported), "D/a.hcl:2:12: More invalid mappings")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := writeFiles(t, map[string]string{"a.hcl": hcl, "m.csv": tc.csv})
+			_, err := Load(filepath.Join(dir, "a.hcl"))
+			got := diagPositions(t, err, dir)
+			if len(got) != len(tc.want) {
+				t.Fatalf("%d diagnostics, want %d:\n%s", len(got), len(tc.want), strings.Join(got, "\n"))
+			}
+			for i := range got {
+				if !strings.HasSuffix(got[i], tc.want[i]) {
+					t.Errorf("diagnostic %d = %q, want %q", i, got[i], tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+// TestOverlapOptIn: a more specific entry inside another is an error that
+// says how to opt in; overlap = true on its block, or mappings_overlap for
+// the file's entries, accepts it and the longest match wins.
+func TestOverlapOptIn(t *testing.T) {
+	outer := "mapping {\n    ipv4 = \"198.51.100.0/24\"\n    ipv6 = \"2001:db8:7::/120\"\n  }\n  "
+	inner := func(extra string) string {
+		return "mapping {\n    ipv4 = \"198.51.100.9\"\n    ipv6 = \"2001:db8:6::9\"\n    " + extra + "\n  }\n  "
+	}
+	for _, tc := range []struct {
+		name, hcl, csv string
+		err            string // "" for accepted
+	}{
+		{"block without", outer + inner(""), "", "bad.hcl:7:3: Invalid mapping: 198.51.100.9/32 = 2001:db8:6::9/128: overlapping"},
+		{"block with", outer + inner("overlap = true"), "", ""},
+		{"block with, inner first", inner("overlap = true") + outer, "", ""},
+		{"outer opts in", "mapping {\n    ipv4 = \"198.51.100.0/24\"\n    ipv6 = \"2001:db8:7::/120\"\n    overlap = true\n  }\n  " + inner(""), "", "add overlap = true to its mapping block"},
+		{"csv without", outer + "mappings_file = \"m.csv\"", "198.51.100.9,2001:db8:6::9\n", "m.csv:1:1: Invalid mapping"},
+		{"csv without, hint", outer + "mappings_file = \"m.csv\"", "198.51.100.9,2001:db8:6::9\n", "set mappings_overlap = true"},
+		{"csv with", outer + "mappings_file = \"m.csv\"\n  mappings_overlap = true", "198.51.100.9,2001:db8:6::9\n", ""},
+		{"mappings_overlap without file", outer + "mappings_overlap = true", "", "bad.hcl:7:22: Invalid mappings_overlap"},
+		{"overlap not bool", inner("overlap = \"yes\""), "", "bad.hcl:6:15: Incorrect attribute value type"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := writeFiles(t, map[string]string{"bad.hcl": tr(tc.hcl), "m.csv": tc.csv})
+			c, err := Load(filepath.Join(dir, "bad.hcl"))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(strings.ReplaceAll(err.Error(), dir+"/", ""), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for v4, v6 := range map[string]string{"198.51.100.9": "2001:db8:6::9", "198.51.100.10": "2001:db8:7::a"} {
+				got, _, _ := c.Snapshot().To6(netip.MustParseAddr(v4).As4())
+				if netip.AddrFrom16(got) != netip.MustParseAddr(v6) {
+					t.Errorf("To6(%s) = %v, want %s", v4, netip.AddrFrom16(got), v6)
+				}
+			}
+		})
+	}
+}
+
+// TestMappingOriginCSV: entries of the mappings file remember their line.
+func TestMappingOriginCSV(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"a.hcl": tr("mapping {\n    ipv4 = \"198.51.100.1\"\n    ipv6 = \"2001:db8:6::1\"\n  }\n  mappings_file = \"m.csv\""),
+		"m.csv": "# c\n198.51.100.2,2001:db8:6::2\n\n198.51.100.3,2001:db8:6::3\n",
+	})
+	c, err := Load(filepath.Join(dir, "a.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"a.hcl:3", "m.csv:2", "m.csv:4"} {
+		f, l, ok := c.MappingOrigin(i)
+		if got := fmt.Sprintf("%s:%d", filepath.Base(f), l); got != want || !ok {
+			t.Errorf("MappingOrigin(%d) = %s, %v; want %s", i, got, ok, want)
+		}
+	}
+}
+
+// TestQuestionableValues: values that are valid but almost certainly a
+// mistake give a warning at their position, and the file still loads.
+func TestQuestionableValues(t *testing.T) {
+	m := "mapping {\n    ipv4 = \"198.51.100.9\"\n    ipv6 = \"2001:db8:6::9\"\n  }\n  " // lines 3-6
+	for _, tc := range []struct {
+		name, src string
+		want      []string // "line:col: summary" of each warning, file "q.hcl"
+	}{
+		{"clean", tr(m + "icmp_source_pool = [\"203.0.113.64/26\"]\n  deny_ipv4 = [\"192.0.2.0/24\"]"), nil},
+		{"no mappings", tr(""), []string{"1:1: No mappings"}},
+		{"multicast prefix", "translator {\n  prefix = \"ff0e::/96\"\n  " + m + "\n}\n", []string{"2:12: Questionable prefix"}},
+		{"link-local prefix", "translator {\n  prefix = \"fe80::/64\"\n  " + m + "\n}\n", []string{"2:12: Questionable prefix"}},
+		{"::/96 prefix", "translator {\n  prefix = \"::/96\"\n  " + m + "\n}\n", []string{"2:12: Questionable prefix"}},
+		{"pool everything", tr(m + "icmp_source_pool = [\"203.0.113.64/26\", \"0.0.0.0/0\"]"), []string{"7:42: Questionable icmp_source_pool"}},
+		{"pool private", tr(m + "icmp_source_pool = [\"172.20.0.0/24\", \"192.168.0.0/15\"]"), []string{"7:23: Questionable icmp_source_pool", "7:40: Questionable icmp_source_pool"}},
+		{"deny cancels", tr(m + "deny_ipv4 = [\"192.0.2.0/24\", \"198.51.100.0/24\"]"), []string{"7:32: deny_ipv4 cancels a mapping"}},
+		{"tun mtu below ipv4_mtu", tr(m + "ipv4_mtu = 9000\n  ipv6_mtu = 9020\n  tun {\n    mtu = 1500\n  }"), []string{"10:11: tun MTU below the link MTU"}},
+		{"tun mtu fits", tr(m + "ipv4_mtu = 1500\n  tun {\n    mtu = 1520\n  }"), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.src), "q.hcl")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, w := range c.Warnings {
+				if w.Summary == "No IPv4 address for ICMP errors" {
+					continue // TestWarnings covers it; these files have no IPv4 address on purpose
+				}
+				got = append(got, FormatDiagnostic(w))
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("warnings\n  %s\nwant %q", strings.Join(got, "\n  "), tc.want)
+			}
+			for i, w := range tc.want {
+				if want := "q.hcl:" + strings.Replace(w, ": ", ": warning: ", 1); !strings.HasPrefix(got[i], want) {
+					t.Errorf("warning %d = %q, want prefix %q", i, got[i], want)
+				}
+			}
+		})
+	}
+	// The deny warning names the mapping and where it is.
+	c, err := Parse([]byte(tr(m+"deny_ipv4 = [\"198.51.100.0/24\"]")), "q.hcl")
+	if err != nil || len(c.Warnings) < 1 || !strings.Contains(c.Warnings[0].Detail, "198.51.100.9/32 = 2001:db8:6::9/128 at q.hcl:3:3") {
+		t.Errorf("deny warning: %v %v", err, c.Warnings)
+	}
+}
+
+// TestLongerIPv6Suffix: a mapping whose IPv6 suffix is longer than its
+// IPv4 one loads (RFC 7757 section 3.2); a shorter one is refused at its
+// block.
+func TestLongerIPv6Suffix(t *testing.T) {
+	c, err := Parse([]byte(tr("mapping {\n    ipv4 = \"198.51.100.0/30\"\n    ipv6 = \"2001:db8:6::/124\"\n  }")), "l.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v6, _, _ := c.Snapshot().To6(netip.MustParseAddr("198.51.100.3").As4())
+	if got := netip.AddrFrom16(v6); got != netip.MustParseAddr("2001:db8:6::c") {
+		t.Errorf("198.51.100.3 -> %v, want 2001:db8:6::c", got)
+	}
+	_, err = Parse([]byte(tr("mapping {\n    ipv4 = \"198.51.100.0/24\"\n    ipv6 = \"2001:db8:6::/124\"\n  }")), "l.hcl")
+	if err == nil || !strings.Contains(err.Error(), "l.hcl:3:3: Invalid mapping") || !strings.Contains(err.Error(), "needs at least as many") {
+		t.Errorf("shorter IPv6 suffix: %v", err)
 	}
 }

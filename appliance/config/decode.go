@@ -37,12 +37,14 @@ var (
 			{Name: "ipv4_mtu"},
 			{Name: "ipv6_mtu"},
 			{Name: "ipv4_address"},
+			{Name: "mappings_overlap"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{{Type: "mapping"}, {Type: "tun"}, {Type: "fd"}, {Type: "nic"}},
 	}
 	mappingSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "ipv4", Required: true},
 		{Name: "ipv6", Required: true},
+		{Name: "overlap"},
 	}}
 	tunSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "name"}, {Name: "queues"}, {Name: "routes"}, {Name: "mtu"}, {Name: "offload"},
@@ -60,9 +62,11 @@ var (
 		{Name: "to", Required: true}, {Name: "via"}, {Name: "dev"},
 	}}
 	metricsSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "listen"}}}
-	logSchema     = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "level"}, {Name: "format"}}}
-	runAsSchema   = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "user", Required: true}, {Name: "group"}}}
-	bgpSchema     = &hcl.BodySchema{
+	logSchema     = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "level"}, {Name: "format"}, {Name: "drops"}, {Name: "drops_per_second"},
+	}}
+	runAsSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "user", Required: true}, {Name: "group"}}}
+	bgpSchema   = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{
 			{Name: "local_as", Required: true},
 			{Name: "router_id", Required: true},
@@ -91,6 +95,12 @@ const (
 	DefaultMetricsListen   = "[::1]:9646"
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "text"
+	// DefaultDropsPerSecond bounds the drop log (log.drops): enough to see
+	// what is dropped, too few to flood a serial console.
+	DefaultDropsPerSecond = 10
+	// MaxDropsPerSecond is the highest drops_per_second accepted (the data
+	// path's own limit, stack.MaxDropLogRate).
+	MaxDropsPerSecond      = 100000
 	DefaultBGPHoldTime     = 90  // RFC 4271 section 10
 	DefaultBGPConnectRetry = 120 // RFC 4271 section 10
 	// DefaultBGPMaxPrefixes bounds the routes a neighbor may send per
@@ -112,7 +122,7 @@ var DummyIPv4Address = netip.AddrFrom4([4]byte{192, 0, 0, 8})
 
 func (d *decoder) decodeFile(body hcl.Body) *Config {
 	c := &Config{
-		Log: Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		Log: Log{Level: DefaultLogLevel, Format: DefaultLogFormat, DropsPerSecond: DefaultDropsPerSecond},
 	}
 	content := d.content(body, fileSchema)
 	if content == nil {
@@ -158,6 +168,8 @@ func (d *decoder) decodeFile(body hcl.Body) *Config {
 		attrs := d.content(b.Body, logSchema).Attributes
 		d.oneOf(attrs, "level", &c.Log.Level, "debug", "info", "warn", "error")
 		d.oneOf(attrs, "format", &c.Log.Format, "text", "json")
+		d.boolean(attrs, "drops", &c.Log.Drops)
+		d.integer(attrs, "drops_per_second", &c.Log.DropsPerSecond, 1, MaxDropsPerSecond, false)
 	}
 	if b := d.singleBlock(byType["run_as"], "run_as"); b != nil {
 		attrs := d.content(b.Body, runAsSchema).Attributes
@@ -246,13 +258,17 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 		d.prefixRange = a.Expr.Range()
 		if _, err := mapping.NewPrefix(t.Prefix); err != nil {
 			d.errorf(a.Expr.Range(), "Invalid prefix", "%s.", err)
+		} else {
+			d.warnPrefix(a.Expr.Range(), t.Prefix)
 		}
 	}
 	lowest := d.integer(attrs, "lowest_ipv6_mtu", &t.LowestIPv6MTU, 1280, 65535, false)
 	d.oneOf(attrs, "udp_zero_checksum", &t.UDPZeroChecksum, "compute", "drop")
 	d.oneOf(attrs, "hairpin", &t.Hairpin, "off", "simple", "intrinsic")
-	d.prefixList(attrs, "icmp_source_pool", &t.ICMPSourcePool, ipv4Only, network)
-	d.prefixList(attrs, "deny_ipv4", &t.DenyIPv4, ipv4Only, network)
+	if a := d.prefixList(attrs, "icmp_source_pool", &t.ICMPSourcePool, ipv4Only, network); a != nil {
+		d.warnICMPSourcePool(a, t.ICMPSourcePool)
+	}
+	denyAttr := d.prefixList(attrs, "deny_ipv4", &t.DenyIPv4, ipv4Only, network)
 	if a := d.addr(attrs, "ipv4_address", &t.IPv4Address, ipv4Only); a != nil {
 		d.ipv4AddrRange = a.Expr.Range()
 		if b := t.IPv4Address.As4(); b[0] == 0 || b[0] == 127 || b[0] >= 224 || (b[0] == 169 && b[1] == 254) {
@@ -273,17 +289,22 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 	}
 
 	for _, mb := range content.Blocks.OfType("mapping") {
-		if e, ok := d.mappingBlock(mb); ok {
+		if e, overlap, ok := d.mappingBlock(mb); ok {
 			t.Mappings = append(t.Mappings, e)
 			d.mappingBlocks = append(d.mappingBlocks, mb.DefRange)
+			d.blockOverlap = append(d.blockOverlap, overlap)
 		}
 	}
 	var file string
 	if a := d.str(attrs, "mappings_file", &file); a != nil {
 		d.mappingsFile(a, file, t)
 	}
+	if a := d.boolean(attrs, "mappings_overlap", &d.csvOverlap); a != nil && d.csvOverlap && attrs["mappings_file"] == nil {
+		d.errorf(a.Expr.Range(), "Invalid mappings_overlap", "mappings_overlap applies to the mappings_file entries, and there is no mappings_file; use overlap = true in mapping blocks.")
+	}
 
 	tunMTUSet := false
+	var tunMTU *hcl.Attribute
 	if tb := d.singleBlock(content.Blocks.OfType("tun"), "tun"); tb != nil {
 		ta := d.content(tb.Body, tunSchema).Attributes
 		if a := d.str(ta, "name", &t.Tun.Name); a != nil {
@@ -294,7 +315,8 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 		// The kernel allows at most 256 queues per tun (MAX_TAP_QUEUES).
 		d.integer(ta, "queues", &t.Tun.Queues, 0, 256, false)
 		d.boolean(ta, "routes", &t.Tun.Routes)
-		tunMTUSet = d.integer(ta, "mtu", &t.Tun.MTU, 1280, 65535, false) != nil
+		tunMTU = d.integer(ta, "mtu", &t.Tun.MTU, 1280, 65535, false)
+		tunMTUSet = tunMTU != nil
 		d.boolean(ta, "offload", &t.Tun.Offload)
 	}
 	defaultMTU := max(1500, t.IPv6MTU)
@@ -303,8 +325,106 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 	}
 	if !tunMTUSet {
 		t.Tun.MTU = defaultMTU
+	} else if a := tunMTU; t.Tun.MTU < max(t.IPv4MTU, t.IPv6MTU) {
+		d.warnf(a.Expr.Range(), "tun MTU below the link MTU",
+			"The tun MTU (%d) is smaller than ipv4_mtu (%d) or ipv6_mtu (%d): full-size packets from those links cannot enter the tun, and the kernel answers them with ICMP errors instead of translating them. Leave mtu out to get max(1500, ipv6_mtu, ipv4_mtu + 20).",
+			t.Tun.MTU, t.IPv4MTU, t.IPv6MTU)
 	}
 	d.linkMode(content.Blocks, t, defaultMTU)
+
+	if denyAttr != nil {
+		d.warnDenyCancels(denyAttr, t)
+	}
+	if len(t.Mappings) == 0 && !d.diags.HasErrors() {
+		d.warnf(b.DefRange, "No mappings",
+			"The translator has no mapping blocks and no mappings_file entries: IPv4 clients reach nothing on the IPv6 side (RFC 7757 EAM entries are what map IPv6 servers to public IPv4 addresses); only the RFC 6052 prefix translates.")
+	}
+}
+
+// warnPrefix warns about RFC 6052 prefixes that NewPrefix accepts but that
+// cannot work: translated addresses inside them would be multicast or
+// link-local, or IPv4-compatible (::/96, deprecated by RFC 4291 section
+// 2.5.5.1 and never routed).
+func (d *decoder) warnPrefix(r hcl.Range, p netip.Prefix) {
+	var why string
+	switch a := p.Addr(); {
+	case a.IsMulticast():
+		why = "is multicast (ff00::/8): IPv4 clients would appear as multicast sources, which no IPv6 host answers (RFC 4291 section 2.7)"
+	case a.IsLinkLocalUnicast():
+		why = "is link-local (fe80::/10): its addresses are not routed beyond one link (RFC 4291 section 2.5.6)"
+	case p == netip.MustParsePrefix("::/96"):
+		why = "is ::/96, the IPv4-compatible space deprecated by RFC 4291 section 2.5.5.1; routers drop it"
+	default:
+		return
+	}
+	d.warnf(r, "Questionable prefix", "The translation prefix %v %s. Use the well-known 64:ff9b::/96 or a prefix from your own allocation.", p, why)
+}
+
+// rfc1918 is the private IPv4 space of RFC 1918 section 3.
+var rfc1918 = []netip.Prefix{
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+}
+
+// elemRange is where element i of a literal list attribute was written
+// (the whole value when the list is not literal).
+func elemRange(a *hcl.Attribute, i int) hcl.Range {
+	if t, ok := a.Expr.(interface{ ExprList() []hcl.Expression }); ok {
+		if elems := t.ExprList(); i < len(elems) {
+			return elems[i].Range()
+		}
+	}
+	return a.Expr.Range()
+}
+
+// warnICMPSourcePool warns about pool prefixes that make the translator's
+// own ICMPv4 errors (RFC 6791 / RFC 7915 section 5.1) undeliverable or
+// misleading: the whole IPv4 space, or private space, which strict uRPF
+// and bogon filters on the way to an Internet client drop.
+func (d *decoder) warnICMPSourcePool(a *hcl.Attribute, pool []netip.Prefix) {
+	for i, p := range pool {
+		switch {
+		case p.Bits() == 0:
+			d.warnf(elemRange(a, i), "Questionable icmp_source_pool",
+				"%v would pick ICMPv4 error sources from the whole IPv4 space, including addresses that belong to others; RFC 6791 asks for a small pool of addresses that are yours.", p)
+		default:
+			for _, priv := range rfc1918 {
+				if priv.Overlaps(p) {
+					d.warnf(elemRange(a, i), "Questionable icmp_source_pool",
+						"%v is private address space (RFC 1918, %v): ICMPv4 errors from it are dropped by bogon and uRPF filters on the way to Internet clients, which breaks Path MTU Discovery. RFC 6791 section 4 recommends a public address.", p, priv)
+					break
+				}
+			}
+		}
+	}
+}
+
+// warnDenyCancels warns about deny_ipv4 entries that cover the IPv4 side
+// of a mapping: traffic to that mapping is always dropped, so the mapping
+// or the deny entry is a mistake.
+func (d *decoder) warnDenyCancels(a *hcl.Attribute, t *Translator) {
+	for i, p := range t.DenyIPv4 {
+		first, n := -1, 0
+		for j, e := range t.Mappings {
+			if p.Overlaps(e.IPv4) {
+				if first < 0 {
+					first = j
+				}
+				n++
+			}
+		}
+		if first < 0 {
+			continue
+		}
+		others := ""
+		if n > 1 {
+			others = fmt.Sprintf(" and %d more mappings", n-1)
+		}
+		d.warnf(elemRange(a, i), "deny_ipv4 cancels a mapping",
+			"deny_ipv4 %v covers the mapping %s at %s%s: packets to and from them are dropped instead of translated.",
+			p, describe(t.Mappings[first]), posString(d.entryRange(first)), others)
+	}
 }
 
 // linkMode reads the fd or nic block, if there is one: at most one of
@@ -356,17 +476,18 @@ func (d *decoder) linkMode(blocks hcl.Blocks, t *Translator, defaultMTU int) {
 }
 
 // mappingBlock reads a mapping block; each side is an address (a /32 or
-// /128 entry) or a prefix without host bits.
-func (d *decoder) mappingBlock(b *hcl.Block) (mapping.Entry, bool) {
-	var e mapping.Entry
+// /128 entry) or a prefix without host bits. overlap = true lets the entry
+// lie inside another one (see mapping.TableOptions.Nested).
+func (d *decoder) mappingBlock(b *hcl.Block) (e mapping.Entry, overlap, ok bool) {
 	content := d.content(b.Body, mappingSchema)
 	if content == nil {
-		return e, false
+		return e, false, false
 	}
 	a4 := d.prefix(content.Attributes, "ipv4", &e.IPv4, ipv4Only, network)
 	a6 := d.prefix(content.Attributes, "ipv6", &e.IPv6, ipv6Only, network)
+	d.boolean(content.Attributes, "overlap", &overlap)
 	if a4 == nil || a6 == nil {
-		return e, false
+		return e, false, false
 	}
 	// The mapping package's per-entry rules (RFC 7757 section 3.1 suffix
 	// lengths, host bits, special space, RFC 6052 section 3.1), checked
@@ -377,9 +498,9 @@ func (d *decoder) mappingBlock(b *hcl.Block) (mapping.Entry, bool) {
 			err = ee.Err
 		}
 		d.errorf(b.DefRange, "Invalid mapping", "%s: %v.", describe(e), err)
-		return e, false
+		return e, false, false
 	}
-	return e, true
+	return e, overlap, true
 }
 
 func (d *decoder) iface(b *hcl.Block) Interface {

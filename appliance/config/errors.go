@@ -44,12 +44,31 @@ func FormatDiagnostic(d *hcl.Diagnostic) string {
 	if d.Severity == hcl.DiagWarning {
 		b.WriteString("warning: ")
 	}
-	b.WriteString(d.Summary)
+	b.WriteString(clipWords(d.Summary))
 	if d.Detail != "" {
 		b.WriteString(": ")
-		b.WriteString(strings.Join(strings.Fields(d.Detail), " "))
+		b.WriteString(clipWords(strings.Join(strings.Fields(d.Detail), " ")))
 	}
 	return b.String()
+}
+
+// maxQuote is the most of one word or source line a diagnostic quotes: a
+// hostile or broken file (a 5 MB CSV line) must not be echoed whole.
+const maxQuote = 120
+
+// clipWords shortens each space-separated word longer than maxQuote runes
+// to its first maxQuote runes and an ellipsis.
+func clipWords(s string) string {
+	if len(s) <= maxQuote {
+		return s
+	}
+	words := strings.Split(s, " ")
+	for i, w := range words {
+		if r := []rune(w); len(r) > maxQuote {
+			words[i] = string(r[:maxQuote]) + "…"
+		}
+	}
+	return strings.Join(words, " ")
 }
 
 // WriteDiagnostics writes each diagnostic as its one-line form followed by
@@ -84,10 +103,34 @@ func writeSnippet(w io.Writer, src []byte, r hcl.Range) {
 	} else {
 		end += start
 	}
-	line := strings.TrimRight(string(src[start:end]), "\r")
+	line := []rune(strings.TrimRight(string(src[start:end]), "\r"))
+	n := 1
+	if r.End.Line == r.Start.Line && r.End.Column > r.Start.Column {
+		n = r.End.Column - r.Start.Column
+	} else if r.End.Line != r.Start.Line {
+		n = max(1, len(line)-r.Start.Column+1)
+	}
+	// A long line is shown as a window of maxQuote characters that starts
+	// a little before the range, with ellipses where it was cut.
+	first := 1 // the column of line[0]
+	var lead, tail string
+	if len(line) > maxQuote {
+		from := max(0, min(r.Start.Column-1-maxQuote/6, len(line)-maxQuote))
+		line, first = line[from:from+maxQuote], from+1
+		if from > 0 {
+			lead = "…"
+		}
+		if from+maxQuote < len(strings.TrimRight(string(src[start:end]), "\r")) {
+			tail = "…"
+		}
+		n = max(1, min(n, first+maxQuote-r.Start.Column))
+	}
 	// Columns count characters; tabs keep their width by being copied.
 	var pad strings.Builder
-	col := 1
+	if lead != "" {
+		pad.WriteByte(' ')
+	}
+	col := first
 	for _, ch := range line {
 		if col >= r.Start.Column {
 			break
@@ -99,13 +142,7 @@ func writeSnippet(w io.Writer, src []byte, r hcl.Range) {
 		}
 		col++
 	}
-	n := 1
-	if r.End.Line == r.Start.Line && r.End.Column > r.Start.Column {
-		n = r.End.Column - r.Start.Column
-	} else if r.End.Line != r.Start.Line {
-		n = max(1, len([]rune(line))-r.Start.Column+1)
-	}
 	num := fmt.Sprint(r.Start.Line)
-	fmt.Fprintf(w, "%5s | %s\n", num, line)
+	fmt.Fprintf(w, "%5s | %s%s%s\n", num, lead, string(line), tail)
 	fmt.Fprintf(w, "%5s | %s%s\n", "", pad.String(), strings.Repeat("^", n))
 }

@@ -38,10 +38,19 @@ func (d *decoder) mappingsFile(a *hcl.Attribute, name string, t *Translator) {
 	d.files[path] = &hcl.File{Bytes: src}
 	entries, lines, err := mapping.ParseCSVLines(bytes.NewReader(src), path)
 	if err != nil {
+		var all *mapping.CSVErrors
 		var ce *mapping.CSVError
-		if errors.As(err, &ce) && ce.Name == path {
+		switch {
+		case errors.As(err, &all):
+			for _, ce := range all.Errs {
+				d.errorf(d.lineRange(ce.Line, ce.Col), "Invalid mapping", "%v.", ce.Err)
+			}
+			if all.More > 0 {
+				d.errorf(a.Expr.Range(), "More invalid mappings", "%s has %d more invalid lines after the %d shown.", path, all.More, len(all.Errs))
+			}
+		case errors.As(err, &ce) && ce.Name == path:
 			d.errorf(d.lineRange(ce.Line, ce.Col), "Invalid mapping", "%v.", ce.Err)
-		} else {
+		default:
 			d.errorf(a.Expr.Range(), "Invalid mappings_file", "%s.", err)
 		}
 		return
@@ -86,7 +95,7 @@ func (d *decoder) lineRange(line, col int) hcl.Range {
 // csvEntryRange is where the n-th (0-based) entry of the mappings file is:
 // its line from the first non-blank byte.
 func (d *decoder) csvEntryRange(n int) hcl.Range {
-	line := d.csvLines[n]
+	line := int(d.csvLines[n])
 	r := d.lineRange(line, 1)
 	src := d.mappingsSrc[r.Start.Byte:r.End.Byte]
 	lead := len(src) - len(bytes.TrimLeft(src, " \t"))
@@ -103,18 +112,27 @@ func (d *decoder) entryRange(i int) hcl.Range {
 
 // buildMap builds the address map once, so that every rule of the mapping
 // package (duplicates, overlaps, the translation prefix) is checked here and
-// its error points at the entry's mapping block or CSV line.
+// each refused entry is reported at its mapping block or CSV line: all of
+// them, up to mapping.MaxReported, then a count. It also records where each
+// entry came from (Config.MappingOrigin).
 func (d *decoder) buildMap(c *Config, prefixAttr hcl.Range) {
 	p, err := mapping.NewPrefix(c.Translator.Prefix)
 	if err != nil {
 		d.errorf(prefixAttr, "Invalid prefix", "%s.", err)
 		return
 	}
-	t, err := mapping.NewTable(c.Translator.Mappings)
+	nBlocks := len(d.mappingBlocks)
+	t, err := mapping.NewTableWith(c.Translator.Mappings, mapping.TableOptions{Nested: func(i int) bool {
+		if i < nBlocks {
+			return d.blockOverlap[i]
+		}
+		return d.csvOverlap
+	}})
 	if err == nil {
 		c.snap, err = mapping.NewSnapshot(p, t)
 	}
 	if err == nil {
+		c.origin = d.origins()
 		if a := c.Translator.IPv4Address; a.IsValid() && d.ipv4AddrRange.Filename != "" {
 			if _, _, mapped := t.Lookup4(a.As4()); mapped {
 				d.errorf(d.ipv4AddrRange, "Invalid ipv4_address", "%v has a mapping: it belongs to a server behind the translator, not to the translator.", a)
@@ -122,24 +140,80 @@ func (d *decoder) buildMap(c *Config, prefixAttr hcl.Range) {
 		}
 		return
 	}
+	var refused []*mapping.EntryError
+	more := 0
+	var te *mapping.TableError
 	var ee *mapping.EntryError
-	if !errors.As(err, &ee) || ee.Index < 0 || ee.Index >= len(c.Translator.Mappings) {
+	switch {
+	case errors.As(err, &te):
+		refused, more = te.Errs, te.More
+	case errors.As(err, &ee):
+		refused = []*mapping.EntryError{ee}
+	}
+	for _, ee := range refused {
+		if ee.Index < 0 || ee.Index >= len(c.Translator.Mappings) {
+			d.errorf(prefixAttr, "Invalid mappings", "%s.", ee)
+			continue
+		}
+		detail := fmt.Sprintf("%s: %v.", describe(ee.Entry), ee.Err)
+		if ee.Other >= 0 && ee.Other < len(c.Translator.Mappings) {
+			detail += fmt.Sprintf(" The other entry (%s) is at %s.", describe(ee.OtherEntry), posString(d.entryRange(ee.Other)))
+		}
+		if errors.Is(ee, mapping.ErrOverlap) {
+			if ee.Index < nBlocks {
+				detail += " If the more specific entry is meant, add overlap = true to its mapping block (the longest match wins, RFC 7757 section 3)."
+			} else {
+				detail += " If the more specific entries are meant, set mappings_overlap = true (the longest match wins, RFC 7757 section 3)."
+			}
+		}
+		if errors.Is(ee, mapping.ErrInsidePrefix) || errors.Is(ee, mapping.ErrWellKnownNonGlobal) {
+			detail += fmt.Sprintf(" The translation prefix is set at %s.", posString(prefixAttr))
+		}
+		d.diags = append(d.diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "Invalid mapping",
+			Detail:   detail,
+			Subject:  d.entryRange(ee.Index).Ptr(),
+		})
+	}
+	if len(refused) == 0 {
 		d.errorf(prefixAttr, "Invalid mappings", "%s.", err)
-		return
 	}
-	detail := fmt.Sprintf("%s: %v.", describe(ee.Entry), ee.Err)
-	if ee.Other >= 0 && ee.Other < len(c.Translator.Mappings) {
-		detail += fmt.Sprintf(" The other entry (%s) is at %s.", describe(ee.OtherEntry), posString(d.entryRange(ee.Other)))
+	if more > 0 {
+		d.errorf(prefixAttr, "More invalid mappings", "%d more mappings are refused after the %d shown.", more, len(refused))
 	}
-	if errors.Is(err, mapping.ErrInsidePrefix) || errors.Is(err, mapping.ErrWellKnownNonGlobal) {
-		detail += fmt.Sprintf(" The translation prefix is set at %s.", posString(prefixAttr))
+}
+
+// origins is the line of each Translator.Mappings entry: its mapping
+// block's line in the HCL file, then the mappings file's lines.
+func (d *decoder) origins() mappingOrigin {
+	lines := make([]uint32, 0, len(d.mappingBlocks)+len(d.csvLines))
+	for _, r := range d.mappingBlocks {
+		lines = append(lines, uint32(r.Start.Line))
 	}
-	d.diags = append(d.diags, &hcl.Diagnostic{
-		Severity: hcl.DiagError,
-		Summary:  "Invalid mapping",
-		Detail:   detail,
-		Subject:  d.entryRange(ee.Index).Ptr(),
-	})
+	lines = append(lines, d.csvLines...)
+	return mappingOrigin{lines: lines, blocks: len(d.mappingBlocks)}
+}
+
+// mappingOrigin is where each mapping was written, at 4 bytes per entry:
+// the first blocks entries are mapping blocks of the HCL file, the rest
+// lines of the mappings file.
+type mappingOrigin struct {
+	lines  []uint32
+	blocks int
+}
+
+// MappingOrigin says where Translator.Mappings[i] was written: the file
+// (the HCL file for a mapping block, else the mappings file) and its
+// 1-based line. ok is false for a Config not built by Parse.
+func (c *Config) MappingOrigin(i int) (file string, line int, ok bool) {
+	if i < 0 || i >= len(c.origin.lines) {
+		return "", 0, false
+	}
+	if i < c.origin.blocks {
+		return c.File, int(c.origin.lines[i]), true
+	}
+	return c.Translator.MappingsFile, int(c.origin.lines[i]), true
 }
 
 // Xlat is the engine configuration: the address map Parse built and the

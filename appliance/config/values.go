@@ -25,8 +25,10 @@ type decoder struct {
 	// Where each Translator.Mappings entry came from: a mapping block's
 	// range for the first len(mappingBlocks) entries; CSV lines after.
 	mappingBlocks   []hcl.Range
+	blockOverlap    []bool    // each mapping block's overlap opt-in
+	csvOverlap      bool      // mappings_overlap: every mappings file entry opts in
 	mappingsName    string    // the mappings file's name in diagnostics
-	csvLines        []int     // the line of each mappings file entry
+	csvLines        []uint32  // the line of each mappings file entry
 	prefixRange     hcl.Range // the translator's prefix value
 	ipv4AddrRange   hcl.Range // the translator's ipv4_address value, if given
 	translatorRange hcl.Range // the translator block's header
@@ -203,12 +205,21 @@ func parseAddr(s string, fam family) (netip.Addr, error) {
 		return a, fmt.Errorf("%q: zones are not allowed here", s)
 	}
 	if a.Is4In6() {
-		return a, fmt.Errorf("%q: write IPv4-mapped addresses as plain IPv4", s)
+		return a, errMapped(s, a.Unmap().String())
 	}
 	if !fam.ok(a) {
 		return a, fmt.Errorf("%q is not %s address", s, fam)
 	}
 	return a, nil
+}
+
+// errMapped explains why an IPv4-mapped IPv6 address (::ffff:0:0/96, RFC
+// 4291 section 2.5.5.2) is refused: it is how a dual-stack socket names an
+// IPv4 peer and never appears in an IPv6 packet on the wire (RFC 7915
+// section 5.1 translates to and from real IPv6 addresses), so accepting it
+// would hide an IPv4 address on the IPv6 side.
+func errMapped(s, plain string) error {
+	return fmt.Errorf("%q: IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are not allowed: they never appear in IPv6 packets, so nothing could match; write the plain %s address", s, plain)
 }
 
 // prefixMode says how parsePrefix treats a string without "/len" and host
@@ -225,8 +236,19 @@ func parsePrefix(s string, fam family, mode prefixMode) (netip.Prefix, error) {
 	var p netip.Prefix
 	if i := strings.IndexByte(s, '/'); i >= 0 {
 		a, err := parseAddr(s[:i], anyFamily)
+		if m, merr := netip.ParsePrefix(s); merr == nil && m.Addr().Is4In6() {
+			plain := "IPv4"
+			if m.Bits() >= 96 {
+				plain = netip.PrefixFrom(m.Addr().Unmap(), m.Bits()-96).String()
+			}
+			return p, errMapped(s, plain)
+		}
 		if err != nil {
 			return p, fmt.Errorf("%q is not an IP prefix (address/length)", s)
+		}
+		bits := s[i+1:]
+		if bits == "" || strings.TrimLeft(bits, "0123456789") != "" {
+			return p, fmt.Errorf("%q is a malformed prefix: after the \"/\" must come only the length, a number 0-%d", s, a.BitLen())
 		}
 		q, perr := netip.ParsePrefix(s)
 		if perr != nil {
@@ -239,12 +261,15 @@ func parsePrefix(s string, fam family, mode prefixMode) (netip.Prefix, error) {
 		}
 		a, err := parseAddr(s, anyFamily)
 		if err != nil {
+			if _, perr := netip.ParseAddr(s); perr == nil {
+				return p, err // an address, but not one allowed here: say why
+			}
 			return p, fmt.Errorf("%q is neither an IP address nor a prefix", s)
 		}
 		p = netip.PrefixFrom(a, a.BitLen())
 	}
 	if p.Addr().Is4In6() {
-		return p, fmt.Errorf("%q: write IPv4-mapped prefixes as plain IPv4", s)
+		return p, errMapped(s, "IPv4")
 	}
 	if !fam.ok(p.Addr()) {
 		return p, fmt.Errorf("%q is not %s prefix", s, fam)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -17,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/map646/map646/appliance/config"
 	"github.com/map646/map646/appliance/metrics"
 )
 
@@ -28,14 +30,20 @@ import (
 // checked again at accept, so a socket whose mode was loosened, or one
 // reached through a descriptor passed on, still answers only them.
 type request struct {
-	Command string `json:"command"` // "stats" or "reload"
+	Command string `json:"command"`           // "stats", "reload", "lookup" or "mappings"
+	Address string `json:"address,omitempty"` // lookup: the address
+	Format  string `json:"format,omitempty"`  // mappings: "csv" or "json"
 }
 
 type reply struct {
-	OK     bool           `json:"ok"`
-	Error  string         `json:"error,omitempty"`
-	Stats  *metrics.Stats `json:"stats,omitempty"`
-	Reload *ReloadResult  `json:"reload,omitempty"`
+	OK     bool                 `json:"ok"`
+	Error  string               `json:"error,omitempty"`
+	Stats  *metrics.Stats       `json:"stats,omitempty"`
+	Reload *ReloadResult        `json:"reload,omitempty"`
+	Lookup *config.LookupResult `json:"lookup,omitempty"`
+	// Stream: the listing follows this line until the server closes the
+	// connection (see serveMappings).
+	Stream bool `json:"stream,omitempty"`
 }
 
 type reloadReply struct {
@@ -287,8 +295,16 @@ func (s *controlServer) serve(c net.Conn, d *daemon, reloads chan<- chan reloadR
 				case <-time.After(time.Minute):
 					rep.Error = "the daemon did not take the reload request within a minute"
 				}
+			case "lookup":
+				rep.Lookup, rep.Error = d.lookup(req.Address)
+				rep.OK = rep.Error == ""
+			case "mappings":
+				if d.serveMappings(c, enc, req.Format) {
+					return // the listing ends with the connection
+				}
+				continue
 			default:
-				rep.Error = fmt.Sprintf("unknown command %q (want \"stats\" or \"reload\")", req.Command)
+				rep.Error = fmt.Sprintf("unknown command %q (want \"stats\", \"reload\", \"lookup\" or \"mappings\")", req.Command)
 			}
 		}
 		if err := enc.Encode(rep); err != nil {
@@ -320,6 +336,11 @@ func call(socket string, cmd string, timeout time.Duration) (*reply, error) {
 		socket = DefaultControlSocket
 	}
 	c, err := net.DialTimeout("unix", socket, 5*time.Second)
+	if errors.Is(err, fs.ErrPermission) {
+		// The socket is there (a daemon is likely running) but only root
+		// may connect: saying "no running map646" would mislead.
+		return nil, fmt.Errorf("permission denied on the control socket %s: run as root (e.g. with sudo)", socket)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("no running map646 at %s: %w", socket, err)
 	}

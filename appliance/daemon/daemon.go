@@ -94,6 +94,14 @@ type Options struct {
 	// dropped packets (drops are summarised, never logged one by one); 0
 	// means DefaultDropLogInterval.
 	DropLogInterval time.Duration
+	// OnReload, if set, is called with true when a reload starts and with
+	// false when it has ended, applied or refused: a service manager is
+	// told RELOADING=1 and then READY=1 (sd_notify(3)).
+	OnReload func(starting bool)
+	// OnHealth, if set, is called with the data path's health at every
+	// poll (HealthInterval): systemd's watchdog is fed only while it is
+	// healthy, so a translator that black-holes packets gets restarted.
+	OnHealth func(healthy bool)
 }
 
 // Defaults of Options.
@@ -127,6 +135,12 @@ func (o Options) withDefaults() Options {
 		o.DropLogInterval = DefaultDropLogInterval
 	}
 	return o
+}
+
+func (o *Options) reloading(starting bool) {
+	if o.OnReload != nil {
+		o.OnReload(starting)
+	}
 }
 
 // ReadyInfo describes the running translator.
@@ -426,6 +440,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 		return err
 	}
 	d.dp = dp
+	setDropLog(dp, cfg.Log)
 	dpDone := make(chan error, 1)
 	go func() { dpDone <- dp.Wait() }()
 	cleanups = append(cleanups, func() {
@@ -465,7 +480,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 		return err
 	}
 	log.Info("translator set up", "tun", dev.Name(), "offloads", dev.Offloads(), "mappings", len(cfg.Translator.Mappings),
-		"routes", d.tracker.RouteCount(), "took", time.Since(setupStart).Round(time.Millisecond))
+		"routes", d.tracker.RouteCount(), "took_ms", time.Since(setupStart).Milliseconds())
 	d.reportForeign()
 
 	if cfg.Metrics.Listen != "" {
@@ -561,9 +576,13 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 			}
 			return fmt.Errorf("data path: %w", err)
 		case <-opts.Reload:
+			opts.reloading(true)
 			_, _ = d.reload(ctx)
+			opts.reloading(false)
 		case reply := <-reloadReq:
+			opts.reloading(true)
 			res, err := d.reload(ctx)
+			opts.reloading(false)
 			reply <- reloadReply{res, err}
 		case <-changes.ready:
 			d.noteChanges(changes.take())
@@ -726,6 +745,7 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	if err := d.eng.Reload(xc); err != nil {
 		return res, fmt.Errorf("engine: %w", err)
 	}
+	setDropLog(d.dp, cfg.Log)
 	// The engine translates with the new table from here on: routes to
 	// new mappings are added, then routes to removed ones deleted.
 	p := makePlan(cfg, d.dev.Name())
@@ -774,6 +794,18 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	return res, nil
 }
 
+// setDropLog applies log.drops to a data path that has a drop log
+// (*stack.Datapath).
+func setDropLog(dp datapath, l config.Log) {
+	if dl, ok := dp.(interface{ SetDropLog(perSecond int) }); ok {
+		rate := 0
+		if l.Drops {
+			rate = l.DropsPerSecond
+		}
+		dl.SetDropLog(rate)
+	}
+}
+
 // restartOnly lists the settings of loaded that differ from those running
 // but cannot change while running: the tun is open, the metrics socket
 // bound, the logger built, the user switched.
@@ -788,8 +820,8 @@ func restartOnly(running, loaded *config.Config) []string {
 	if running.Metrics != loaded.Metrics {
 		s = append(s, "metrics.listen")
 	}
-	if running.Log != loaded.Log {
-		s = append(s, "log")
+	if running.Log.Level != loaded.Log.Level || running.Log.Format != loaded.Log.Format {
+		s = append(s, "log") // log.drops and drops_per_second change at once
 	}
 	if running.RunAs != loaded.RunAs {
 		s = append(s, "run_as")
@@ -825,17 +857,9 @@ func (d *daemon) Stats() metrics.Stats {
 	t := d.eng.Totals()
 	fillTotals(&s, &t)
 	ls := d.dp.LinkStats()
-	s.Link = []metrics.Count{
-		{Kind: "reads", Value: ls.Reads},
-		{Kind: "writes", Value: ls.Writes},
-		{Kind: "read_errors", Value: ls.ReadErrors},
-		{Kind: "write_errors", Value: ls.WriteErrors},
-		{Kind: "short_vnet_hdr", Value: ls.ShortVnetHdr},
-		{Kind: "invalid_vnet_hdr", Value: ls.InvalidVnetHdr},
-		{Kind: "not_ip", Value: ls.NotIP},
-		{Kind: "panics", Value: ls.Panics},
-		{Kind: "no_next_hop", Value: ls.NoNextHop},
-	}
+	stack.VisitLinkStats(&ls, func(name string, v uint64) {
+		s.Link = append(s.Link, metrics.Count{Kind: name, Value: v})
+	})
 	return s
 }
 

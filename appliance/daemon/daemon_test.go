@@ -199,7 +199,13 @@ type fakeDatapath struct {
 	healthy atomic.Bool
 	checks  atomic.Int64 // calls of Healthy: the daemon's health polls
 	fail    chan error
+	dropLog atomic.Int64 // the rate last set by SetDropLog; -1 never set
 }
+
+func (p *fakeDatapath) SetDropLog(perSecond int) { p.dropLog.Store(int64(perSecond)) }
+
+// The real data path has the drop log setDropLog looks for.
+var _ interface{ SetDropLog(perSecond int) } = (*stack.Datapath)(nil)
 
 func (p *fakeDatapath) Wait() error {
 	select {
@@ -214,7 +220,7 @@ func (p *fakeDatapath) Healthy() bool {
 	return p.healthy.Load()
 }
 func (p *fakeDatapath) LinkStats() stack.LinkStats {
-	return stack.LinkStats{Reads: 7, Panics: 2, NotIP: 1}
+	return stack.LinkStats{Reads: 7, Panics: 2, NotIP: 1, LinkChatter: 3, DropLogSuppressed: 4}
 }
 
 // fakeAnnouncer records what it is told, in order, with the kernel's
@@ -330,6 +336,21 @@ type harness struct {
 	ready  chan ReadyInfo
 	done   chan error
 	cancel context.CancelFunc
+
+	hooksMu sync.Mutex
+	hooks   []string // OnReload and OnHealth calls, in order
+}
+
+func (h *harness) hook(s string) {
+	h.hooksMu.Lock()
+	h.hooks = append(h.hooks, s)
+	h.hooksMu.Unlock()
+}
+
+func (h *harness) hookCalls() []string {
+	h.hooksMu.Lock()
+	defer h.hooksMu.Unlock()
+	return slices.Clone(h.hooks)
 }
 
 func writeConfig(t *testing.T, path, body string) {
@@ -387,6 +408,7 @@ func startWith(t *testing.T, cfgBody string, k *fakeKernel, opt func(*Options)) 
 		serve: func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error) {
 			p := &fakeDatapath{ctx: ctx, fail: make(chan error, 1)}
 			p.healthy.Store(true)
+			p.dropLog.Store(-1)
 			h.dp.Store(p)
 			return p, nil
 		},
@@ -406,6 +428,8 @@ func startWith(t *testing.T, cfgBody string, k *fakeKernel, opt func(*Options)) 
 		OnReady:        func(r ReadyInfo) { h.ready <- r },
 		Announcers:     []AnnouncerKind{fakeKind},
 		HealthInterval: testHealthInterval,
+		OnReload:       func(starting bool) { h.hook(fmt.Sprint("reload ", starting)) },
+		OnHealth:       func(healthy bool) { h.hook(fmt.Sprint("health ", healthy)) },
 	}
 	opt(&opts)
 	go func() { h.done <- run(ctx, opts, e) }()
@@ -613,6 +637,48 @@ func TestHealthChangesAreAnnounced(t *testing.T) {
 	}
 }
 
+// TestServiceManagerHooks: OnHealth reports every health poll's outcome
+// (the CLI feeds systemd's watchdog only on true), and OnReload brackets
+// each reload, from SIGHUP or the control socket, applied or refused.
+func TestServiceManagerHooks(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
+	defer h.stop()
+	count := func(s string) int {
+		n := 0
+		for _, c := range h.hookCalls() {
+			if c == s {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, "a healthy poll", func() bool { return count("health true") > 0 })
+	dp := h.dp.Load()
+	dp.healthy.Store(false)
+	waitFor(t, "an unhealthy poll", func() bool { return count("health false") > 0 })
+	dp.healthy.Store(true)
+
+	// Only reload calls from here: health polls go on in between.
+	reloads := func() []string {
+		var r []string
+		for _, c := range h.hookCalls() {
+			if strings.HasPrefix(c, "reload ") {
+				r = append(r, c)
+			}
+		}
+		return r
+	}
+	h.reload <- struct{}{}
+	waitFor(t, "a SIGHUP reload's end", func() bool { return len(reloads()) == 2 })
+	writeConfig(t, h.cfg, "translator {\n")
+	if _, err := RequestReload(h.sock); err == nil {
+		t.Error("a broken file was accepted")
+	}
+	if got := reloads(); !slices.Equal(got, []string{"reload true", "reload false", "reload true", "reload false"}) {
+		t.Errorf("reload hooks %q", got)
+	}
+}
+
 func TestDatapathFailureStopsRunAndCleansUp(t *testing.T) {
 	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
 	h.dp.Load().fail <- fmt.Errorf("queue 0: read: input/output error")
@@ -740,6 +806,8 @@ func TestMetricsEndpointServesTheDaemonsCounters(t *testing.T) {
 		`map646_link_events_total{counter="reads"} 7`,
 		`map646_link_events_total{counter="panics"} 2`,
 		`map646_link_events_total{counter="not_ip"} 1`,
+		`map646_link_events_total{counter="link_chatter"} 3`,
+		`map646_link_events_total{counter="drop_log_suppressed"} 4`,
 		`map646_config_info{digest="` + st.Digest + `"`,
 		`map646_packets_total{direction="4to6",protocol="udp"} 0`,
 		`map646_drops_total{direction="6to4",reason="dst_unmapped"} 0`,
@@ -1086,5 +1154,49 @@ func TestPrivilegesDroppedOnceSetUp(t *testing.T) {
 		Logger: slog.New(slog.DiscardHandler)}, e)
 	if err == nil || !strings.Contains(err.Error(), "fo-no-such-user") || touched {
 		t.Errorf("unknown user: err %v, kernel touched %v", err, touched)
+	}
+}
+
+// TestDropLogFollowsTheConfig: log.drops sets the data path's drop log at
+// start and on every reload, without a restart; the log level still needs
+// one.
+func TestDropLogFollowsTheConfig(t *testing.T) {
+	body := func(log string) string {
+		return fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")) + log
+	}
+	h := start(t, body(""))
+	if got := h.dp.Load().dropLog.Load(); got != 0 {
+		t.Errorf("drop log %d at start without log.drops, want 0 (off)", got)
+	}
+	for _, tc := range []struct {
+		log         string
+		rate        int64
+		needRestart bool
+	}{
+		{"log {\n  drops = true\n}\n", config.DefaultDropsPerSecond, false},
+		{"log {\n  drops = true\n  drops_per_second = 3\n}\n", 3, false},
+		{"log {\n  drops = false\n  drops_per_second = 3\n}\n", 0, false},
+		{"log {\n  drops = true\n  level = \"debug\"\n}\n", config.DefaultDropsPerSecond, true},
+	} {
+		writeConfig(t, h.cfg, body(tc.log))
+		res, err := RequestReload(h.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := h.dp.Load().dropLog.Load(); got != tc.rate {
+			t.Errorf("%q: drop log %d, want %d", tc.log, got, tc.rate)
+		}
+		if got := slices.Contains(res.NeedsRestart, "log"); got != tc.needRestart {
+			t.Errorf("%q: needs restart %v, want %v (%v)", tc.log, got, tc.needRestart, res.NeedsRestart)
+		}
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	h = start(t, body("log {\n  drops = true\n  drops_per_second = 5\n}\n"))
+	defer h.stop()
+	if got := h.dp.Load().dropLog.Load(); got != 5 {
+		t.Errorf("drop log %d at start with drops_per_second = 5", got)
 	}
 }

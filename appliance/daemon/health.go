@@ -189,6 +189,9 @@ func (d *daemon) checkHealth(announce func()) {
 		fault = errors.New("data path workers not forwarding")
 	}
 	h := fault == nil
+	if d.opts.OnHealth != nil {
+		d.opts.OnHealth(h)
+	}
 	d.mu.Lock()
 	changed := h != d.healthy
 	d.healthy = h

@@ -29,6 +29,14 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	case "", "text":
 		return slog.New(slog.NewTextHandler(w, o)), nil
 	case "json":
+		// slog writes a time.Duration as bare nanoseconds in JSON; a
+		// reader of the log cannot tell the unit. "1.5s" says it.
+		o.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
+			if a.Value.Kind() == slog.KindDuration {
+				a.Value = slog.StringValue(a.Value.Duration().String())
+			}
+			return a
+		}
 		return slog.New(slog.NewJSONHandler(w, o)), nil
 	}
 	return nil, fmt.Errorf("log format %q: want text or json", format)

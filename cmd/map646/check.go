@@ -13,7 +13,7 @@ import (
 func newCheckCmd() *cobra.Command {
 	var path string
 	cmd := &cobra.Command{
-		Use:   "check -c FILE",
+		Use:   "check -c FILE | check FILE",
 		Short: "Validate a configuration without touching the system",
 		Long: `check reads the HCL configuration and its mappings_file, applies every rule
 that 'map646 run' applies (syntax, value ranges, RFC 6052 prefix, RFC 7757
@@ -28,9 +28,25 @@ that 'map646 stats' and the metrics show for the running configuration).
 Both files must be regular files (not a FIFO or a device), the HCL file at
 most 256 KiB and nested at most 64 levels deep, the mappings_file at most
 256 MiB.`,
-		Example: `  map646 check -c /etc/map646.hcl`,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Example: `  map646 check -c /etc/map646/map646.hcl
+  map646 check map646.hcl`,
+		// The file may come as -c FILE, like run and translate take it,
+		// or as the one argument, as operators of other tools type it.
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case len(args) > 1:
+				return fmt.Errorf("check takes one configuration file, not %d arguments (check -c FILE)", len(args))
+			case len(args) == 1 && path != "":
+				return fmt.Errorf("give the configuration file once: either -c %s or %s", path, args[0])
+			case len(args) == 0 && path == "":
+				return fmt.Errorf("which configuration? give it as check -c FILE (or check FILE)")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				path = args[0]
+			}
 			c, err := config.Load(path)
 			if err != nil {
 				var ce *config.Error
@@ -63,7 +79,6 @@ most 256 KiB and nested at most 64 levels deep, the mappings_file at most
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "the HCL configuration file")
-	cmd.MarkFlagRequired("config")
 	cmd.MarkFlagFilename("config", "hcl")
 	return cmd
 }

@@ -6,6 +6,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -35,9 +36,12 @@ Start with:
 		newCheckCmd(),
 		newReloadCmd(),
 		newStatsCmd(),
+		newMappingsCmd(),
+		newLookupCmd(),
 		newTranslateCmd(),
 		newImageCmd(),
 		newVersionCmd(),
+		newManCmd(),
 	)
 	return root
 }
@@ -51,4 +55,17 @@ func main() {
 		fmt.Fprintln(os.Stderr, "map646:", err)
 		os.Exit(1)
 	}
+}
+
+// noArgsTakeC refuses positional arguments of commands whose file comes
+// with -c, naming the flag: cobra's own answer, "unknown command", sends an
+// operator used to "tool FILE" looking for a subcommand.
+func noArgsTakeC(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	if len(args) == 1 && strings.HasSuffix(args[0], ".hcl") && cmd.Flags().Lookup("config") != nil {
+		return fmt.Errorf("unexpected argument %q: give the configuration file as -c %s", args[0], args[0])
+	}
+	return fmt.Errorf("%s takes no arguments, got %q (see %s --help)", cmd.CommandPath(), args, cmd.CommandPath())
 }

@@ -14,7 +14,7 @@ func TestRootCommandTree(t *testing.T) {
 		names = append(names, c.Name())
 	}
 	slices.Sort(names)
-	if want := []string{"check", "image", "reload", "run", "stats", "translate", "version"}; !slices.Equal(names, want) {
+	if want := []string{"check", "image", "lookup", "man", "mappings", "reload", "run", "stats", "translate", "version"}; !slices.Equal(names, want) {
 		t.Fatalf("subcommands %v, want %v", names, want)
 	}
 	run, _, err := root.Find([]string{"run"})

@@ -22,7 +22,7 @@ it had. Otherwise the new address table is swapped in atomically and only the
 routes that changed are added or removed; the summary says how many.
 
 Sending SIGHUP to 'map646 run' does the same, with the outcome in its log.`,
-		Example: `  map646 check -c /etc/map646.hcl && map646 reload`,
+		Example: `  map646 check /etc/map646/map646.hcl && map646 reload`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			res, err := daemon.RequestReload(socket)

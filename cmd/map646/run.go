@@ -54,19 +54,21 @@ or --log-format is given (then the other one defaults to info / text).
 Dropped packets are summarised in one warning line per 10 s, never one line
 per packet; 'map646 stats' and the metrics have the counts by reason.
 
-As a systemd service: Type=simple, ExecStart=/usr/local/bin/map646 run -c
-/etc/map646.hcl, ExecReload=/bin/kill -HUP $MAINPID, Restart=on-failure. A
-translator that was killed leaves nothing that stops the next start. Several
-translators on one host (in different network namespaces) each need their own
---control-socket.
+As a systemd service (the package installs map646.service): Type=notify.
+Under $NOTIFY_SOCKET it sends READY=1 once packets flow, RELOADING=1 and
+READY=1 around every reload, STOPPING=1 on SIGTERM, and, when WatchdogSec= is
+set, WATCHDOG=1 at every health poll while the data path is healthy, so that
+systemd restarts a translator that stopped forwarding. A translator that was
+killed leaves nothing that stops the next start. Several translators on one
+host (in different network namespaces) each need their own --control-socket.
 
 The control socket is created with mode 0600: only root and the daemon's user
 may use it, checked again from the peer's credentials at every connection.
 --control-group lets the members of one more group in (mode 0660).`,
-		Example: `  map646 run -c /etc/map646.hcl
+		Example: `  map646 run -c /etc/map646/map646.hcl
   map646 run -c map646.hcl --log-format json
   map646 run --demo-config        # the built-in demo: 198.51.100.10 <-> 2001:db8:6::10`,
-		Args: cobra.NoArgs,
+		Args: noArgsTakeC,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if demoConfig == (path != "") {
 				return fmt.Errorf("give either -c FILE or --demo-config")
@@ -89,8 +91,17 @@ may use it, checked again from the peer's credentials at every connection.
 					return err
 				}
 			}
+			sd, err := newNotifier()
+			if err != nil {
+				return err
+			}
+			defer sd.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
+			go func() {
+				<-ctx.Done()
+				sd.stopping()
+			}()
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
@@ -109,6 +120,9 @@ may use it, checked again from the peer's credentials at every connection.
 				Reload:        reload,
 				ControlSocket: socket,
 				ControlGroup:  group,
+				OnReady:       sd.ready,
+				OnReload:      sd.reload,
+				OnHealth:      sd.health,
 				User:          runUser,
 				Group:         runGroup,
 				Version:       Version(),

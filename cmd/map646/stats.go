@@ -13,12 +13,14 @@ import (
 
 	"github.com/map646/map646/appliance/daemon"
 	"github.com/map646/map646/appliance/metrics"
+	"github.com/map646/map646/stack"
 )
 
 func newStatsCmd() *cobra.Command {
 	var (
-		socket string
-		asJSON bool
+		socket  string
+		asJSON  bool
+		explain bool
 	)
 	cmd := &cobra.Command{
 		Use:   "stats",
@@ -31,9 +33,14 @@ link-level counters of the tun, the number of mappings and routes, reloads
 (with the last error, if the last reload was refused), the data path's health
 and the state of the announcers (BGP sessions, router advertisements).
 
+--explain follows the drops and the link counters with what each counter
+shown means and what to do about it (docs/configuration.md has the same
+tables).
+
 --json prints the same snapshot as one JSON object, for scripts. For
 monitoring, scrape the Prometheus endpoint (metrics.listen) instead.`,
 		Example: `  map646 stats
+  map646 stats --explain
   map646 stats --json | jq '.drops'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -46,16 +53,18 @@ monitoring, scrape the Prometheus endpoint (metrics.listen) instead.`,
 				enc.SetIndent("", "  ")
 				return enc.Encode(st)
 			}
-			return printStats(cmd.OutOrStdout(), st, time.Now())
+			return printStats(cmd.OutOrStdout(), st, time.Now(), explain)
 		},
 	}
 	cmd.Flags().StringVar(&socket, "control-socket", daemon.DefaultControlSocket, "the running daemon's control socket")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&explain, "explain", false, "say what each drop reason and link counter shown means and what to do about it")
 	return cmd
 }
 
-// printStats writes the human-readable form of st.
-func printStats(w io.Writer, st *metrics.Stats, now time.Time) error {
+// printStats writes the human-readable form of st, with explain the
+// explanations of its drop reasons and link counters.
+func printStats(w io.Writer, st *metrics.Stats, now time.Time, explain bool) error {
 	health := "healthy"
 	if !st.Healthy {
 		health = "UNHEALTHY"
@@ -121,6 +130,13 @@ func printStats(w io.Writer, st *metrics.Stats, now time.Time) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if explain {
+		var names []string
+		for _, c := range drops {
+			names = append(names, c.Kind)
+		}
+		writeExplanations(w, names, stack.DropReasons())
+	}
 
 	fmt.Fprintln(w, "\nlink")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -129,6 +145,13 @@ func printStats(w io.Writer, st *metrics.Stats, now time.Time) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if explain {
+		var names []string
+		for _, c := range st.Link {
+			names = append(names, c.Kind)
+		}
+		writeExplanations(w, names, stack.LinkCounters())
 	}
 	for _, a := range st.Announcer {
 		b, err := json.Marshal(a.Status)

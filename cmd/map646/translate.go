@@ -36,7 +36,7 @@ Each packet that is not translated is reported with its number (the first is
 		Example: `  tcpdump -i eth0 -w in.pcap 'net 198.51.100.0/24'
   map646 translate -c map646.hcl -i in.pcap -o out.pcap
   tcpdump -nr out.pcap`,
-		Args: cobra.NoArgs,
+		Args: noArgsTakeC,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := config.Load(cfgPath)
 			if err != nil {
@@ -59,6 +59,20 @@ Each packet that is not translated is reported with its number (the first is
 				defer f.Close()
 				r = f
 			}
+			// os.Create would empty the capture before a packet is read:
+			// refuse the same file under any name (a symlink, a hard link,
+			// "./in.pcap", or standard input redirected from it).
+			if f, ok := r.(*os.File); ok && out != "-" {
+				fi, ierr := f.Stat()
+				fo, oerr := os.Stat(out)
+				if ierr == nil && oerr == nil && fi.Mode().IsRegular() && os.SameFile(fi, fo) {
+					name := in
+					if in == "-" {
+						name = "(standard input)"
+					}
+					return fmt.Errorf("-o %s is the input file %s: writing it would destroy the capture; choose another output", out, name)
+				}
+			}
 			report := cmd.OutOrStdout()
 			var w io.Writer
 			var outFile *os.File
@@ -73,10 +87,12 @@ Each packet that is not translated is reported with its number (the first is
 			}
 			bw := bufio.NewWriter(w)
 			sum, err := translateCapture(eng.NewWorker(), r, bw, report)
-			if err != nil {
-				return err
+			// What was translated before a broken record is kept.
+			if ferr := bw.Flush(); err == nil {
+				err = ferr
 			}
-			if err := bw.Flush(); err != nil {
+			if err != nil {
+				fmt.Fprintln(report, sum)
 				return err
 			}
 			if outFile != nil {
@@ -135,7 +151,7 @@ func openCapture(r io.Reader) (packetSource, func(gopacket.CaptureInfo) uint16, 
 	if binary.BigEndian.Uint32(magic) == 0x0a0d0d0a { // pcapng Section Header Block
 		opts := pcapgo.DefaultNgReaderOptions
 		opts.WantMixedLinkType = true
-		ng, err := pcapgo.NewNgReader(br, opts)
+		ng, err := pcapgo.NewNgReader(&ngBlockGuard{r: br}, opts)
 		if err != nil {
 			return nil, nil, fmt.Errorf("pcapng: %w", err)
 		}
@@ -161,7 +177,143 @@ func openCapture(r io.Reader) (packetSource, func(gopacket.CaptureInfo) uint16, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("pcap: %w", err)
 	}
+	// The reader allocates each record's captured length, which it
+	// bounds by the header's snaplen: a hostile header must not raise
+	// that bound to 4 GiB.
+	if pr.Snaplen() > maxSnaplen {
+		pr.SetSnaplen(maxSnaplen)
+	}
 	return pr, func(gopacket.CaptureInfo) uint16 { return lt }, nil
+}
+
+// maxSnaplen bounds what one record may hold: tcpdump's largest snapshot
+// length (MAXIMUM_SNAPLEN), more than any IP packet with its link header.
+const maxSnaplen = 262144
+
+// ngBlockGuard passes a pcapng stream through block by block and refuses a
+// packet block whose captured length exceeds maxSnaplen or its own block
+// (pcapng, draft-ietf-opsawg-pcapng section 4): pcapgo's reader allocates
+// that length before reading it. A packet block holds at most maxSnaplen
+// plus room for options, any other block (name resolution, statistics) at
+// most 16 MiB. A stream cut inside a block is passed on as it is, for the
+// reader to report as io.ErrUnexpectedEOF.
+type ngBlockGuard struct {
+	r     io.Reader
+	order binary.ByteOrder
+	buf   []byte // the current block, served from off
+	off   int
+	err   error
+}
+
+const (
+	ngSectionHeader  = 0x0a0d0d0a
+	ngEnhancedPacket = 6
+	ngSimplePacket   = 3
+	ngObsoletePacket = 2
+	ngMaxPacketBlock = maxSnaplen + 64<<10 // a packet and its options
+	ngMaxBlock       = 16 << 20            // others: name resolution, statistics, ...
+)
+
+func (g *ngBlockGuard) Read(p []byte) (int, error) {
+	if g.off == len(g.buf) {
+		if g.err != nil {
+			return 0, g.err
+		}
+		g.err = g.next()
+		if g.off == len(g.buf) {
+			return 0, g.err
+		}
+	}
+	n := copy(p, g.buf[g.off:])
+	g.off += n
+	return n, nil
+}
+
+// next reads the next block into buf and checks its lengths.
+func (g *ngBlockGuard) next() error {
+	g.buf, g.off = g.buf[:0], 0
+	var hdr [12]byte
+	n, err := io.ReadFull(g.r, hdr[:8])
+	if err != nil {
+		// io.EOF between blocks is the end; a part of a header is not.
+		g.buf = append(g.buf, hdr[:n]...)
+		return err
+	}
+	if binary.BigEndian.Uint32(hdr[:4]) == ngSectionHeader {
+		// The byte-order magic follows the length and sets the order of
+		// every field in the section.
+		m, err := io.ReadFull(g.r, hdr[8:12])
+		if err != nil {
+			g.buf = append(g.buf, hdr[:8+m]...)
+			return io.ErrUnexpectedEOF
+		}
+		switch binary.LittleEndian.Uint32(hdr[8:12]) {
+		case 0x1a2b3c4d:
+			g.order = binary.LittleEndian
+		case 0x4d3c2b1a:
+			g.order = binary.BigEndian
+		default:
+			return fmt.Errorf("pcapng: bad byte-order magic %#x", hdr[8:12])
+		}
+	} else if g.order == nil {
+		return fmt.Errorf("pcapng: no section header block")
+	}
+	length := g.order.Uint32(hdr[4:8])
+	typ := g.order.Uint32(hdr[:4])
+	limit := uint32(ngMaxBlock)
+	if typ == ngEnhancedPacket || typ == ngObsoletePacket || typ == ngSimplePacket {
+		limit = ngMaxPacketBlock
+	}
+	if length < 12 || length%4 != 0 || length > limit {
+		return fmt.Errorf("pcapng: a block of %d bytes (at most %d, a multiple of 4)", length, limit)
+	}
+	head := 8
+	if binary.BigEndian.Uint32(hdr[:4]) == ngSectionHeader {
+		head = 12
+	}
+	g.buf = append(g.buf, hdr[:head]...)
+	g.buf = append(g.buf, make([]byte, int(length)-head)...)
+	m, err := io.ReadFull(g.r, g.buf[head:])
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF // the block was begun
+	}
+	if err != nil {
+		g.buf = g.buf[:head+m]
+		return err
+	}
+	if err := g.checkPacket(typ, length); err != nil {
+		// The reader must not see the block: it would allocate the
+		// claimed length before asking for the bytes.
+		g.buf = g.buf[:0]
+		return err
+	}
+	return nil
+}
+
+// checkPacket checks the captured length of a packet block in buf.
+func (g *ngBlockGuard) checkPacket(typ, length uint32) error {
+	var capLen uint32
+	switch typ {
+	case ngEnhancedPacket, ngObsoletePacket:
+		if length < 32 {
+			return fmt.Errorf("pcapng: a packet block of %d bytes", length)
+		}
+		capLen = g.order.Uint32(g.buf[20:24])
+		if capLen > length-32 {
+			return fmt.Errorf("pcapng: a packet block of %d bytes claims %d captured bytes", length, capLen)
+		}
+	case ngSimplePacket:
+		if length < 16 {
+			return fmt.Errorf("pcapng: a simple packet block of %d bytes", length)
+		}
+		// Its captured length is the original length, cut only by the
+		// interface's snaplen, which may be 0 (none).
+		capLen = g.order.Uint32(g.buf[8:12])
+	}
+	if capLen > maxSnaplen {
+		return fmt.Errorf("pcapng: a packet of %d captured bytes (at most %d)", capLen, maxSnaplen)
+	}
+	return nil
 }
 
 // Link types (https://www.tcpdump.org/linktypes.html).
@@ -250,6 +402,12 @@ func translateCapture(w *xlat.Worker, r io.Reader, out io.Writer, report io.Writ
 	for {
 		frame, ci, err := src.ReadPacketData()
 		if err == io.EOF {
+			return sum, nil
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			// A capture whose writer was killed ends inside a record:
+			// keep every packet before it, as tcpdump -r does.
+			fmt.Fprintf(report, "warning: packet %d: the capture ends inside this record (cut short, as when tcpdump is killed); it is left out, the %d packets before it are kept\n", sum.Read+1, sum.Read)
 			return sum, nil
 		}
 		if err != nil {

@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -421,6 +423,202 @@ func TestTranslateEmitted(t *testing.T) {
 	} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("report lacks %q:\n%s", want, stdout)
+		}
+	}
+}
+
+// TestTranslateRefusesSameFile: -o naming the input under any name would
+// empty the capture before it is read.
+func TestTranslateRefusesSameFile(t *testing.T) {
+	dir := writeTemp(t, map[string]string{"c.hcl": translateHCL})
+	in := filepath.Join(dir, "in.pcap")
+	writePcap(t, in, layers.LinkTypeRaw, []frame{{data: udp4(t, "keep")}})
+	orig, err := os.ReadFile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(in, filepath.Join(dir, "sym.pcap")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(in, filepath.Join(dir, "hard.pcap")); err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{in, filepath.Join(dir, "sym.pcap"), filepath.Join(dir, "hard.pcap"), dir + "/./in.pcap"} {
+		_, _, err := runCmd(t, "translate", "-c", filepath.Join(dir, "c.hcl"), "-i", in, "-o", out)
+		if err == nil || !strings.Contains(err.Error(), "is the input file") {
+			t.Errorf("-o %s: err %v", out, err)
+		}
+		if now, _ := os.ReadFile(in); !bytes.Equal(now, orig) {
+			t.Fatalf("-o %s changed the input", out)
+		}
+	}
+	// Standard input redirected from the file (translate -i - -o in.pcap < in.pcap).
+	stdin, err := os.Open(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	root := newRootCommand()
+	root.SetIn(stdin)
+	root.SetOut(io.Discard)
+	root.SetErr(io.Discard)
+	root.SetArgs([]string{"translate", "-c", filepath.Join(dir, "c.hcl"), "-i", "-", "-o", filepath.Join(dir, "hard.pcap")})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "is the input file (standard input)") {
+		t.Errorf("stdin from the output file: err %v", err)
+	}
+	if now, _ := os.ReadFile(in); !bytes.Equal(now, orig) {
+		t.Fatal("-i - changed the input")
+	}
+}
+
+// TestTranslateTruncatedLastRecord: a capture cut inside its last record
+// (a killed tcpdump) keeps the packets before it, with a warning.
+func TestTranslateTruncatedLastRecord(t *testing.T) {
+	dir := writeTemp(t, map[string]string{"c.hcl": translateHCL})
+	c := filepath.Join(dir, "c.hcl")
+	pcapIn := filepath.Join(dir, "in.pcap")
+	writePcap(t, pcapIn, layers.LinkTypeRaw, []frame{{data: udp4(t, "one")}, {data: udp4(t, "two")}, {data: udp4(t, "three")}})
+	var ng bytes.Buffer
+	nw, err := pcapgo.NewNgWriter(&ng, layers.LinkTypeRaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pl := range []string{"one", "two", "three"} {
+		p := udp4(t, pl)
+		if err := nw.WritePacket(gopacket.CaptureInfo{Timestamp: time.Unix(1764000000, 0), CaptureLength: len(p), Length: len(p)}, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ngIn := filepath.Join(dir, "in.pcapng")
+	if err := os.WriteFile(ngIn, ng.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range []string{pcapIn, ngIn} {
+		for _, cut := range []int{5, 30} { // inside the data; inside the record header
+			b, err := os.ReadFile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cutIn := filepath.Join(dir, "cut-"+filepath.Base(in))
+			if err := os.WriteFile(cutIn, b[:len(b)-cut], 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(dir, "out.pcap")
+			stdout, stderr, err := runCmd(t, "translate", "-c", c, "-i", cutIn, "-o", out)
+			if err != nil {
+				t.Fatalf("%s cut by %d: %v\n%s", in, cut, err, stderr)
+			}
+			if !strings.Contains(stdout, "warning: packet 3: the capture ends inside this record") || !strings.Contains(stdout, "2 packets read: 2 translated") {
+				t.Errorf("%s cut by %d: report %q", in, cut, stdout)
+			}
+			_, pkts, _ := readPcap(t, out)
+			if len(pkts) != 2 {
+				t.Fatalf("%s cut by %d: %d packets kept, want 2", in, cut, len(pkts))
+			}
+			checkUDP6(t, pkts[1], client6, server6, "two")
+		}
+	}
+}
+
+// TestTranslateLargeOtherBlock: a large block that is not a packet (here
+// of a custom type, 1 MiB) is passed over, and the packets after it are
+// translated.
+func TestTranslateLargeOtherBlock(t *testing.T) {
+	dir := writeTemp(t, map[string]string{"c.hcl": translateHCL})
+	var b bytes.Buffer
+	w, err := pcapgo.NewNgWriter(&b, layers.LinkTypeRaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	blk := binary.LittleEndian.AppendUint32(nil, 0xbad)
+	blk = binary.LittleEndian.AppendUint32(blk, 12+1<<20)
+	blk = append(blk, make([]byte, 1<<20)...)
+	blk = binary.LittleEndian.AppendUint32(blk, 12+1<<20)
+	b.Write(blk)
+	p := udp4(t, "after")
+	if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: time.Unix(1764000000, 0), CaptureLength: len(p), Length: len(p)}, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	in, out := filepath.Join(dir, "in.pcapng"), filepath.Join(dir, "out.pcap")
+	if err := os.WriteFile(in, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := runCmd(t, "translate", "-c", filepath.Join(dir, "c.hcl"), "-i", in, "-o", out); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	if _, pkts, _ := readPcap(t, out); len(pkts) != 1 {
+		t.Fatalf("%d packets", len(pkts))
+	} else {
+		checkUDP6(t, pkts[0], client6, server6, "after")
+	}
+}
+
+// TestTranslateHostileLengths: record lengths in a hostile capture are
+// refused before anything that size is allocated.
+func TestTranslateHostileLengths(t *testing.T) {
+	dir := writeTemp(t, map[string]string{"c.hcl": translateHCL})
+	c := filepath.Join(dir, "c.hcl")
+	// pcap: snaplen 2^32-1 in the header, then a record claiming 2 GiB.
+	hdr := binary.LittleEndian.AppendUint32(nil, 0xa1b2c3d4)
+	hdr = binary.LittleEndian.AppendUint16(hdr, 2)
+	hdr = binary.LittleEndian.AppendUint16(hdr, 4)
+	hdr = append(hdr, make([]byte, 8)...)
+	hdr = binary.LittleEndian.AppendUint32(hdr, 0xffffffff) // snaplen
+	hdr = binary.LittleEndian.AppendUint32(hdr, 101)        // LINKTYPE_RAW
+	rec := binary.LittleEndian.AppendUint32(nil, 1764000000)
+	rec = binary.LittleEndian.AppendUint32(rec, 0)
+	rec = binary.LittleEndian.AppendUint32(rec, 1<<31) // captured
+	rec = binary.LittleEndian.AppendUint32(rec, 1<<31) // original
+	// pcapng: a section, an interface, an enhanced packet block of 36
+	// bytes claiming 2 GiB captured.
+	ng := func(typ uint32, body []byte) []byte {
+		l := uint32(12 + len(body))
+		b := binary.LittleEndian.AppendUint32(nil, typ)
+		b = binary.LittleEndian.AppendUint32(b, l)
+		b = append(b, body...)
+		return binary.LittleEndian.AppendUint32(b, l)
+	}
+	shb := ng(0x0a0d0d0a, []byte{0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	idb := ng(1, []byte{101, 0, 0, 0, 0, 0, 0, 0})
+	epbBody := binary.LittleEndian.AppendUint32(make([]byte, 12), 1<<31)
+	epbBody = binary.LittleEndian.AppendUint32(epbBody, 1<<31)
+	epbBody = append(epbBody, 0, 0, 0, 0)
+	spbBody := binary.LittleEndian.AppendUint32(nil, 1<<31) // original length, no snaplen
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"pcap", append(append(hdr, rec...), make([]byte, 64)...), "capture length exceeds snap length: 2147483648 > 262144"},
+		{"pcapng enhanced", append(append(shb, idb...), ng(6, epbBody)...), "claims 2147483648 captured bytes"},
+		{"pcapng simple", append(append(shb, idb...), ng(3, spbBody)...), "a packet of 2147483648 captured bytes"},
+		{"pcapng huge block", append(append(shb, idb...), ng(6, make([]byte, 400<<10))...), "a block of"},
+		{"pcapng huge other block", append(append(shb, idb...), ng(0xbad, make([]byte, 17<<20))...), "a block of"},
+	} {
+		in := filepath.Join(dir, "hostile")
+		if err := os.WriteFile(in, tc.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, _, err := runCmd(t, "translate", "-c", c, "-i", in, "-o", filepath.Join(dir, "out.pcap"))
+		runtime.ReadMemStats(&after)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err %v, want %q", tc.name, err, tc.want)
+		}
+		// Reading the file itself takes up to its size (17 MiB) in
+		// buffers; the claimed 2 GiB must not be allocated.
+		if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 {
+			t.Errorf("%s: %d MiB allocated", tc.name, n>>20)
 		}
 	}
 }

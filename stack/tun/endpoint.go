@@ -157,11 +157,19 @@ type LinkStats struct {
 	NotIP          uint64 // packets that are neither IPv4 nor IPv6
 	Panics         uint64 // packets on which the translator panicked; the queue went on
 	NoNextHop      uint64 // NIC mode: no route or link address for the destination; also in WriteErrors
+	// LinkChatter counts the host's own link-scope IPv6 traffic on the
+	// link (MLD, router and neighbour solicitations from :: or fe80::/10
+	// to ff02::/16): never translatable, not a drop of anyone's traffic.
+	LinkChatter uint64
+	// DropLogSuppressed counts drop log lines not written because the
+	// drop log's rate limit was spent.
+	DropLogSuppressed uint64
 }
 
 // Counters are LinkStats a goroutine updates while others read them.
 type Counters struct {
 	Reads, Writes, ReadErrors, WriteErrors, ShortVnetHdr, InvalidVnetHdr, NotIP, Panics atomic.Uint64
+	LinkChatter, DropLogSuppressed                                                      atomic.Uint64
 }
 
 // AddTo adds the counters to s.
@@ -174,6 +182,8 @@ func (c *Counters) AddTo(s *LinkStats) {
 	s.InvalidVnetHdr += c.InvalidVnetHdr.Load()
 	s.NotIP += c.NotIP.Load()
 	s.Panics += c.Panics.Load()
+	s.LinkChatter += c.LinkChatter.Load()
+	s.DropLogSuppressed += c.DropLogSuppressed.Load()
 }
 
 // Endpoint is a multi-queue tun (or any set of Conns with virtio_net_hdr

@@ -109,6 +109,11 @@ func Open(c Config) (*Device, error) {
 		fd, name, err := openQueue(d.name, i == 0)
 		if err != nil {
 			d.Close()
+			if i == 0 && c.Name != "" {
+				if drv := existingDriver(c.Name); drv != "" && drv != "tun" {
+					return nil, fmt.Errorf("tun: a link named %q exists and is not a tun (its driver is %s): choose another tun name, or remove that link if it is not in use: %w", c.Name, drv, err)
+				}
+			}
 			if i == 0 && errors.Is(err, unix.EBUSY) {
 				return nil, fmt.Errorf("tun: create %q: an interface of that name exists already "+
 					"(another process's tun, or a persistent one left behind: remove it with 'ip link del %s'): %w", c.Name, c.Name, err)
@@ -288,4 +293,28 @@ func (d *Device) Close() error {
 		d.closeErr = errors.Join(errs...)
 	})
 	return d.closeErr
+}
+
+// existingDriver names the driver of the link called name in this network
+// namespace (ethtool's driver info, as "ethtool -i" shows it: "tun",
+// "dummy", "veth", "bridge"...), or "" if there is no such link. TUNSETIFF
+// on a name that belongs to another kind of link fails with a bare EINVAL
+// (drivers/net/tun.c, tun_set_iff), which says nothing to an operator.
+func existingDriver(name string) string {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(fd)
+	info, err := unix.IoctlGetEthtoolDrvinfo(fd, name)
+	if err != nil {
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			return "unknown"
+		}
+		return ""
+	}
+	if drv := unix.ByteSliceToString(info.Driver[:]); drv != "" {
+		return drv
+	}
+	return "unknown"
 }

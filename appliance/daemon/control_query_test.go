@@ -1,0 +1,152 @@
+package daemon
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/map646/map646/appliance/config"
+)
+
+// TestLookupAndMappingsOverTheSocket: the running daemon answers lookup
+// and streams its table with origins, and both follow a reload.
+func TestLookupAndMappingsOverTheSocket(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10", "198.51.100.11")))
+	defer h.stop()
+
+	r, err := QueryLookup(h.sock, netip.MustParseAddr("198.51.100.11"))
+	if err != nil || r.By != "eam" || r.Entry == nil || r.Entry.File != h.cfg || r.Entry.Line == 0 {
+		t.Fatalf("lookup = %+v, %v", r, err)
+	}
+	r, err = QueryLookup(h.sock, netip.MustParseAddr("2001:db8:64::c000:201"))
+	if err != nil || r.By != "prefix" || r.Translated != netip.MustParseAddr("192.0.2.1") {
+		t.Errorf("lookup by prefix = %+v, %v", r, err)
+	}
+
+	var b bytes.Buffer
+	if err := StreamMappings(h.sock, "csv", &b); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(b.String(), "\n"); n != 3 || !strings.Contains(b.String(), "198.51.100.11,") {
+		t.Errorf("csv listing:\n%s", b.String())
+	}
+	b.Reset()
+	if err := StreamMappings(h.sock, "json", &b); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct{ Mappings []config.MappingInfo }
+	if err := json.Unmarshal(b.Bytes(), &doc); err != nil || len(doc.Mappings) != 2 || doc.Mappings[1].File != h.cfg {
+		t.Errorf("json listing %v: %s", err, b.String())
+	}
+	if err := StreamMappings(h.sock, "xml", &b); err == nil || !strings.Contains(err.Error(), "unknown format") {
+		t.Errorf("bad format: %v", err)
+	}
+	if _, err := QueryLookup(h.sock, netip.Addr{}); err == nil || !strings.Contains(err.Error(), "not an IPv4 or IPv6 address") {
+		t.Errorf("bad address: %v", err)
+	}
+
+	writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
+	if _, err := RequestReload(h.sock); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := QueryLookup(h.sock, netip.MustParseAddr("198.51.100.11")); err != nil || r.By != "prefix" {
+		t.Errorf("after reload: lookup = %+v, %v", r, err)
+	}
+}
+
+// TestMappingsDumpHeapGrowth lists a million-entry table over the control
+// socket and measures the daemon process's heap: its peak growth during
+// the dump must stay far below the table's size (no second copy).
+func TestMappingsDumpHeapGrowth(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a million-entry table")
+	}
+	const n = 1 << 20
+	dir := t.TempDir()
+	var csv strings.Builder
+	for i := range n {
+		fmt.Fprintf(&csv, "20.%d.%d.%d,2001:db8:6::%x:%x\n", i>>16, i>>8&255, i&255, i>>16, i&0xffff)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "m.csv"), []byte(csv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	csv.Reset()
+	writeConfig(t, filepath.Join(dir, "a.hcl"), "translator {\n  prefix = \"2001:db8:64::/96\"\n  mappings_file = \"m.csv\"\n}\n")
+	cfg, err := config.Load(filepath.Join(dir, "a.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "c.sock")
+	cs, err := listenControl(sock, "", &daemon{cfg: cfg}, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+
+	for _, format := range []string{"csv", "json"} {
+		runtime.GC()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		var peak atomic.Uint64
+		stop := make(chan struct{})
+		sampled := make(chan struct{})
+		go func() {
+			defer close(sampled)
+			var m runtime.MemStats
+			for {
+				runtime.ReadMemStats(&m)
+				if m.HeapAlloc > peak.Load() {
+					peak.Store(m.HeapAlloc)
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}()
+		var lines lineCounter
+		start := time.Now()
+		if err := StreamMappings(sock, format, &lines); err != nil {
+			t.Fatal(err)
+		}
+		close(stop)
+		<-sampled
+		var after runtime.MemStats
+		runtime.ReadMemStats(&after)
+		growth := int64(peak.Load()) - int64(before.HeapAlloc)
+		t.Logf("%s: %d lines, %d bytes in %v; heap before %d MB, peak growth %d KB, allocated %d KB",
+			format, lines.n, lines.bytes, time.Since(start).Round(time.Millisecond), before.HeapAlloc>>20, growth>>10, (after.TotalAlloc-before.TotalAlloc)>>10)
+		if lines.n < n {
+			t.Errorf("%s: %d lines for %d entries", format, lines.n, n)
+		}
+		// The table alone is about 100 MB; a copy of the entries would be 64 MB.
+		if growth > 8<<20 {
+			t.Errorf("%s: heap grew by %d bytes during the dump", format, growth)
+		}
+	}
+	// The connection stays usable for other clients afterwards.
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+}
+
+type lineCounter struct{ n, bytes int }
+
+func (w *lineCounter) Write(p []byte) (int, error) {
+	w.n += bytes.Count(p, []byte{'\n'})
+	w.bytes += len(p)
+	return len(p), nil
+}
