@@ -8,12 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+
+	"github.com/map646/map646/appliance/pid1"
 )
 
-// Paths of the configuration inside the guest.
+// Paths of the configuration inside the guest: where PID 1 reads it.
 const (
-	GuestConfigPath = "/etc/map646.hcl"
-	GuestConfigDir  = "/etc"
+	GuestConfigPath = pid1.BakedConfig
+	GuestConfigDir  = "/etc" // the directory of GuestConfigPath
 )
 
 // DefaultCmdline is the kernel command line. A kernel panic (including

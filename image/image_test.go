@@ -372,6 +372,14 @@ func TestConfigFiles(t *testing.T) {
 		t.Errorf("mappings file not at /etc/maps.csv: %v", got)
 	}
 
+	// A name in a subdirectory keeps its place relative to /etc.
+	os.MkdirAll(filepath.Join(dir, "sub"), 0o755)
+	os.WriteFile(filepath.Join(dir, "sub", "m.csv"), []byte("198.51.100.30,2001:db8:6::30\n"), 0o644)
+	os.WriteFile(cfg, []byte(strings.Replace(testHCL, "translator {", "translator {\n  mappings_file = \"sub/m.csv\"", 1)), 0o644)
+	if files, err := configFiles(cfg); err != nil || len(files) != 2 || files[1].Path != "/etc/sub/m.csv" {
+		t.Errorf("sub/m.csv: %v %v", files, err)
+	}
+
 	bad := filepath.Join(dir, "bad.hcl")
 	os.WriteFile(bad, []byte("translator {\n  prefix = \"2001:db8:64::/97\"\n}\n"), 0o644)
 	_, err = configFiles(bad)

@@ -27,23 +27,6 @@ func Aggregate4(t *Table) []netip.Prefix {
 	return out
 }
 
-// Aggregate6 is Aggregate4 for the IPv6 sides.
-func Aggregate6(t *Table) []netip.Prefix {
-	rs := make([]u128Range, len(t.recs))
-	for i := range t.recs {
-		r := &t.recs[i]
-		hi, lo := split6(r.v6)
-		rs[i] = u128Range{u128{hi, lo}, u128{hi, lo | hostMask64(int(r.bits6))}}
-	}
-	var out []netip.Prefix
-	cover(rs, 128, func(start u128, bits int) {
-		var a [16]byte
-		putU128(a[:], start)
-		out = append(out, netip.PrefixFrom(netip.AddrFrom16(a), bits))
-	})
-	return out
-}
-
 // u128 is an unsigned 128-bit number (an IPv6 address, or an IPv4 one in
 // lo).
 type u128 struct{ hi, lo uint64 }
@@ -99,13 +82,6 @@ func pow2(k int) u128 {
 		return u128{1 << (k - 64), 0}
 	}
 	return u128{0, 1 << k}
-}
-
-func putU128(b []byte, a u128) {
-	for i := 0; i < 8; i++ {
-		b[i] = byte(a.hi >> (56 - 8*i))
-		b[8+i] = byte(a.lo >> (56 - 8*i))
-	}
 }
 
 // cover sorts and merges the ranges (overlapping or adjacent ones join)

@@ -19,34 +19,37 @@ func TestAggregateExamples(t *testing.T) {
 		name    string
 		entries []Entry
 		want4   []netip.Prefix
-		want6   []netip.Prefix
 	}{
 		{"pair", []Entry{e("198.51.100.11", "2001:db8:6::11"), e("198.51.100.10", "2001:db8:6::10")},
-			prefixes("198.51.100.10/31"), prefixes("2001:db8:6::10/127")},
+			prefixes("198.51.100.10/31")},
 		{"unaligned pair", []Entry{e("198.51.100.9", "2001:db8:6::9"), e("198.51.100.10", "2001:db8:6::a")},
-			prefixes("198.51.100.9/32", "198.51.100.10/32"), prefixes("2001:db8:6::9/128", "2001:db8:6::a/128")},
+			prefixes("198.51.100.9/32", "198.51.100.10/32")},
 		{"run of 7", []Entry{
 			e("192.0.2.1", "2001:db8::1"), e("192.0.2.2", "2001:db8::2"), e("192.0.2.3", "2001:db8::3"),
 			e("192.0.2.4", "2001:db8::4"), e("192.0.2.5", "2001:db8::5"), e("192.0.2.6", "2001:db8::6"),
 			e("192.0.2.7", "2001:db8::7")},
-			prefixes("192.0.2.1/32", "192.0.2.2/31", "192.0.2.4/30"), prefixes("2001:db8::1/128", "2001:db8::2/127", "2001:db8::4/126")},
+			prefixes("192.0.2.1/32", "192.0.2.2/31", "192.0.2.4/30")},
 		{"prefix and addresses", []Entry{e("192.0.2.0/25", "2001:db8:1::/121"), e("192.0.2.128", "2001:db8:2::1"),
 			e("192.0.3.0/24", "2001:db8:1::100/120")},
-			prefixes("192.0.2.0/25", "192.0.2.128/32", "192.0.3.0/24"), prefixes("2001:db8:1::/121", "2001:db8:1::100/120", "2001:db8:2::1/128")},
+			prefixes("192.0.2.0/25", "192.0.2.128/32", "192.0.3.0/24")},
 		{"top of the IPv4 space", []Entry{e("248.0.0.0/5", "2001:db8:0:1::/101"), e("240.0.0.0/5", "2001:db8::/101")},
-			prefixes("240.0.0.0/4"), prefixes("2001:db8::/101", "2001:db8:0:1::/101")},
+			prefixes("240.0.0.0/4")},
 		{"across a /96 boundary", []Entry{e("192.0.2.1", "2001:db8::ffff:ffff"), e("192.0.2.2", "2001:db8::1:0:0")},
-			prefixes("192.0.2.1/32", "192.0.2.2/32"), prefixes("2001:db8::ffff:ffff/128", "2001:db8::1:0:0/128")},
+			prefixes("192.0.2.1/32", "192.0.2.2/32")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tab := mustTable(t, tc.entries...)
 			if got := Aggregate4(tab); !slices.Equal(got, tc.want4) {
 				t.Errorf("Aggregate4 = %v, want %v", got, tc.want4)
 			}
-			if got := Aggregate6(tab); !slices.Equal(got, tc.want6) {
-				t.Errorf("Aggregate6 = %v, want %v", got, tc.want6)
-			}
 		})
+	}
+}
+
+func putU128(b []byte, a u128) {
+	for i := 0; i < 8; i++ {
+		b[i] = byte(a.hi >> (56 - 8*i))
+		b[8+i] = byte(a.lo >> (56 - 8*i))
 	}
 }
 
@@ -124,7 +127,6 @@ func TestAggregateExact(t *testing.T) {
 			}
 		}
 		check("IPv4", Aggregate4(tab), &in4, func(a netip.Addr) int { return int(a.As4()[3]) }, 32)
-		check("IPv6", Aggregate6(tab), &in6, func(a netip.Addr) int { return int(a.As16()[15]) }, 128)
 	}
 }
 

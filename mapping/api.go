@@ -2,7 +2,6 @@ package mapping
 
 import (
 	"net/netip"
-	"sync/atomic"
 )
 
 // Entry is one RFC 7757 EAM record: an IPv4 prefix and an IPv6 prefix whose
@@ -108,12 +107,3 @@ func (s *Snapshot) To4(a [16]byte) (v4 [4]byte, delta uint16, o Origin) {
 	}
 	return v4, 0, NotTranslatable
 }
-
-// Store publishes Snapshots to the packet path. Load is wait-free.
-type Store struct{ p atomic.Pointer[Snapshot] }
-
-// Load returns the current snapshot (nil before the first Swap).
-func (s *Store) Load() *Snapshot { return s.p.Load() }
-
-// Swap installs next and returns the previous snapshot.
-func (s *Store) Swap(next *Snapshot) *Snapshot { return s.p.Swap(next) }

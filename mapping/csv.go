@@ -31,33 +31,24 @@ const MaxReported = 100
 // with a *CSVError finds the first one.
 type CSVErrors = ErrorList[*CSVError]
 
-// ParseCSV reads a mappings file: one EAM entry per line as "ipv4,ipv6",
-// where each side is an address (a /32 or /128) or a prefix. Spaces and
-// tabs around fields are ignored, '#' starts a comment, CR LF line ends are
-// accepted, and so is a UTF-8 byte order mark. A line that is blank or whose first non-blank byte is '#'
-// holds no entry; every other line holds exactly one, so the n-th entry
-// is the n-th such line. Each entry passes the same per-entry checks as
-// NewTable (family, host bits, suffix lengths, special space, RFC 6052
-// section 3.1); the checks between entries (duplicates, overlaps) are
-// NewTable's. A bad line does not stop the parse: the error is a
-// *CSVError when one line is bad and a *CSVErrors listing them all
-// (MaxReported in full) when several are, each "name:line:col: message".
+// ParseCSVLines reads a mappings file: one EAM entry per line as
+// "ipv4,ipv6", where each side is an address (a /32 or /128) or a prefix.
+// Spaces and tabs around fields are ignored, '#' starts a comment, CR LF
+// line ends are accepted, and so is a UTF-8 byte order mark. A line that is
+// blank or whose first non-blank byte is '#' holds no entry; every other
+// line holds exactly one, so the n-th entry is the n-th such line. Each
+// entry passes the same per-entry checks as NewTable (family, host bits,
+// suffix lengths, special space, RFC 6052 section 3.1); the checks between
+// entries (duplicates, overlaps) are NewTable's. A bad line does not stop
+// the parse: the error is a *CSVError when one line is bad and a
+// *CSVErrors listing them all (MaxReported in full) when several are, each
+// "name:line:col: message". lines holds the 1-based line number of each
+// entry, so that an *EntryError from NewTable can be reported at its line,
+// and a configuration can say where each entry came from (4 bytes per
+// entry).
 //
 // The file is read whole and parsed without per-line allocation.
-func ParseCSV(r io.Reader, name string) ([]Entry, error) {
-	entries, _, err := parseCSV(r, name, false)
-	return entries, err
-}
-
-// ParseCSVLines is ParseCSV that also returns the 1-based line number of
-// each entry, so that an *EntryError from NewTable can be reported at its
-// line, and a configuration can say where each entry came from (4 bytes
-// per entry).
 func ParseCSVLines(r io.Reader, name string) (entries []Entry, lines []uint32, err error) {
-	return parseCSV(r, name, true)
-}
-
-func parseCSV(r io.Reader, name string, wantLines bool) ([]Entry, []uint32, error) {
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", name, err)
@@ -72,11 +63,8 @@ func parseCSV(r io.Reader, name string, wantLines bool) ([]Entry, []uint32, erro
 		src = src[bom:]
 	}
 	n := strings.Count(src, "\n") + 1 // an upper bound on the entries
-	entries := make([]Entry, 0, n)
-	var lines []uint32
-	if wantLines {
-		lines = make([]uint32, 0, n)
-	}
+	entries = make([]Entry, 0, n)
+	lines = make([]uint32, 0, n)
 	var bad CSVErrors
 	for lineNo := 1; len(src) > 0; lineNo++ {
 		line, rest, _ := strings.Cut(src, "\n")
@@ -96,9 +84,7 @@ func parseCSV(r io.Reader, name string, wantLines bool) ([]Entry, []uint32, erro
 		}
 		if ok && len(bad.Errs) == 0 {
 			entries = append(entries, e)
-			if wantLines {
-				lines = append(lines, uint32(lineNo))
-			}
+			lines = append(lines, uint32(lineNo))
 		}
 	}
 	switch {

@@ -1,7 +1,8 @@
 // Package mapping holds the address mappings a SIIT-DC border relay consults:
 // the Explicit Address Mapping table of RFC 7757 and the IPv4-embedded IPv6
-// prefix of RFC 6052. Tables are immutable once built; a Store swaps whole
-// snapshots atomically so that a reload never blocks or tears the packet path.
+// prefix of RFC 6052. Tables are immutable once built, so that the
+// translator can swap whole snapshots atomically and a reload never blocks or
+// tears the packet path.
 //
 // The pieces:
 //
@@ -11,11 +12,10 @@
 //     entry comes back as an *EntryError carrying its index, so a
 //     configuration layer can point at the line it came from.
 //   - Snapshot: a prefix and a table checked together (NewSnapshot), with
-//     To6 and To4, the two per-address operations of the translator; Store
-//     publishes snapshots.
-//   - ParseCSV and ParseCSVLines read a mappings file.
-//   - Aggregate4 and Aggregate6 reduce the table to the fewest prefixes, for
-//     routes.
+//     To6 and To4, the two per-address operations of the translator.
+//   - ParseCSVLines reads a mappings file.
+//   - Aggregate4 reduces the IPv4 sides of the table to the fewest prefixes,
+//     for routes.
 //   - IsGlobal4 tells which IPv4 addresses the well-known prefix may carry
 //     (RFC 6052 section 3.1).
 //

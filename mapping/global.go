@@ -1,9 +1,5 @@
 package mapping
 
-import (
-	"net/netip"
-)
-
 // nonGlobal4 lists the IPv4 address space that RFC 6052 section 3.1 calls
 // non-global: the blocks of the IANA IPv4 Special-Purpose Address Registry
 // (RFC 6890 section 2.2.2, which obsoletes the RFC 5735 section 3 list that
@@ -74,13 +70,6 @@ func overlapsNonGlobal4(lo, hi uint32) bool {
 		}
 	}
 	return false
-}
-
-// range4 returns the first and last address of an IPv4 prefix.
-func range4(p netip.Prefix) (lo, hi uint32) {
-	a := p.Addr().As4()
-	lo = ip4(a[0], a[1], a[2], a[3])
-	return lo, lo | hostMask4(p.Bits())
 }
 
 // hostMask4 is the mask of the host (suffix) bits of an IPv4 /bits.

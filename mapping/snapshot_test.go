@@ -4,8 +4,6 @@ import (
 	"errors"
 	"net/netip"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 )
 
@@ -148,65 +146,5 @@ func TestSnapshotEntryInsidePrefix(t *testing.T) {
 	_, err = NewSnapshot(mustPrefix(t, "2001:db8::/32"), tab)
 	if !errors.Is(err, ErrInsidePrefix) {
 		t.Errorf("entry inside a /32 prefix: %v", err)
-	}
-}
-
-// TestStoreConcurrentSwap runs readers against a writer that keeps
-// swapping snapshots; each snapshot maps 192.0.2.1 to an address whose
-// last byte equals the snapshot's generation modulo 256 and contains the
-// same generation on the IPv6 side, so a reader can tell a torn or mixed
-// view. Run with -race.
-func TestStoreConcurrentSwap(t *testing.T) {
-	const gens = 200
-	snaps := make([]*Snapshot, gens)
-	p := mustPrefix(t, "2001:db8:64::/96")
-	for g := range snaps {
-		v6 := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 6, 14: byte(g >> 8), 15: byte(g)})
-		tab := mustTable(t,
-			Entry{IPv4: pfx("192.0.2.1"), IPv6: netip.PrefixFrom(v6, 128)},
-			Entry{IPv4: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(g)}), 32), IPv6: pfx("2001:db8:7::1")})
-		s, err := NewSnapshot(p, tab)
-		if err != nil {
-			t.Fatal(err)
-		}
-		snaps[g] = s
-	}
-	var st Store
-	if st.Load() != nil {
-		t.Fatal("a new Store is not empty")
-	}
-	st.Swap(snaps[0])
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	var lookups atomic.Int64
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; !stop.Load() || n == 0; n++ {
-				s := st.Load()
-				v6, _, o := s.To6([4]byte{192, 0, 2, 1})
-				v4, _, o2 := s.To4([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 7, 15: 1})
-				if o != ByEAM || o2 != ByEAM || v4[3] != v6[15] {
-					t.Errorf("inconsistent snapshot: %v (%v) and %v (%v)", netip.AddrFrom16(v6), o, netip.AddrFrom4(v4), o2)
-					return
-				}
-				lookups.Add(1)
-			}
-		}()
-	}
-	const swaps = 20 * gens
-	for i := 1; i <= swaps; i++ {
-		if prev := st.Swap(snaps[i%gens]); prev != snaps[(i-1)%gens] {
-			t.Fatalf("Swap returned the wrong previous snapshot at swap %d", i)
-		}
-	}
-	stop.Store(true)
-	wg.Wait()
-	if st.Load() != snaps[swaps%gens] {
-		t.Error("the last snapshot is not installed")
-	}
-	if lookups.Load() == 0 {
-		t.Error("readers did no lookups")
 	}
 }

@@ -16,16 +16,6 @@ const (
 	IPv6Unicast
 )
 
-func (f Family) String() string {
-	switch f {
-	case IPv4Unicast:
-		return "ipv4-unicast"
-	case IPv6Unicast:
-		return "ipv6-unicast"
-	}
-	return fmt.Sprintf("family(%d)", int(f))
-}
-
 // Families returns the address families negotiated with a neighbor. A
 // translator sits between an IPv4 network and an IPv6 network, so the mapped
 // IPv4 prefixes go to neighbors reached over IPv4 and the translation prefix
@@ -104,12 +94,4 @@ func comparePrefix(a, b netip.Prefix) int {
 		return c
 	}
 	return a.Bits() - b.Bits()
-}
-
-// familyOf is the address family that carries p.
-func familyOf(p netip.Prefix) Family {
-	if p.Addr().Is4() {
-		return IPv4Unicast
-	}
-	return IPv6Unicast
 }

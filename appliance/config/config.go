@@ -35,6 +35,7 @@ type Config struct {
 	Routes               []Route     // appliance mode: static routes
 	Metrics              Metrics
 	Log                  Log
+	RunAs                RunAs
 	BGP                  *BGP                  // nil: no BGP speaker
 	RouterAdvertisements []RouterAdvertisement // none: no router advertisements
 
@@ -51,6 +52,7 @@ type Translator struct {
 	Prefix          netip.Prefix    // RFC 6052 prefix: where IPv4 clients appear on the IPv6 side
 	Mappings        []mapping.Entry // RFC 7757 EAM entries: the mapping blocks in order, then the mappings_file lines
 	MappingsFile    string          // resolved path (relative to the HCL file's directory); "" if none
+	MappingsName    string          // mappings_file as written in the HCL file (the image builder places it for the guest)
 	LowestIPv6MTU   int             // RFC 7915 section 4: default 1280
 	UDPZeroChecksum string          // "compute" (default) or "drop" (RFC 7915 section 4.5)
 	Hairpin         string          // "off", "simple" or "intrinsic" (default; RFC 7757 section 4.2)
@@ -138,6 +140,14 @@ type Log struct {
 	DropsPerSecond int
 }
 
+// RunAs is the `run_as` block: the user (and group) the translator runs as
+// once it is set up, keeping only the capabilities it needs. The names
+// are resolved on the host that runs it; empty: stay root.
+type RunAs struct {
+	User  string // a user name or numeric uid
+	Group string // a group name or numeric gid; "": the user's primary group
+}
+
 // BGP is the `bgp` block: the speaker that announces the translated prefixes.
 type BGP struct {
 	LocalAS         uint32
@@ -178,6 +188,15 @@ func Parse(src []byte, filename string) (*Config, error) {
 	return parse(src, filename, fileSource{})
 }
 
+// Digest is Config.Digest of an HCL file's bytes and its mappings file's
+// (nil if none).
+func Digest(hclSrc, mappingsSrc []byte) string {
+	h := sha256.New()
+	h.Write(hclSrc)
+	h.Write(mappingsSrc)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
 func parse(src []byte, filename string, fsrc fileSource) (*Config, error) {
 	files := map[string]*hcl.File{}
 	if len(src) > MaxConfigBytes {
@@ -198,12 +217,7 @@ func parse(src []byte, filename string, fsrc fileSource) (*Config, error) {
 	c := d.decodeFile(f.Body)
 	c.File = filename
 
-	h := sha256.New()
-	h.Write(src)
-	if d.mappingsSrc != nil {
-		h.Write(d.mappingsSrc)
-	}
-	c.Digest = hex.EncodeToString(h.Sum(nil))
+	c.Digest = Digest(src, d.mappingsSrc)
 
 	if !d.diags.HasErrors() {
 		d.buildMap(c, d.prefixRange)

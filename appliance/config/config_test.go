@@ -42,8 +42,8 @@ func TestDefaults(t *testing.T) {
 	if !reflect.DeepEqual(c.Translator, want) {
 		t.Errorf("Translator:\n got %+v\nwant %+v", c.Translator, want)
 	}
-	if c.Log != (Log{Level: "info", Format: "text", DropsPerSecond: DefaultDropsPerSecond}) {
-		t.Errorf("Log = %+v", c.Log)
+	if c.Log != (Log{Level: "info", Format: "text", DropsPerSecond: DefaultDropsPerSecond}) || c.RunAs != (RunAs{}) {
+		t.Errorf("Log = %+v, RunAs = %+v", c.Log, c.RunAs)
 	}
 	if c.Metrics.Listen != "" || c.BGP != nil || c.Interfaces != nil || c.Routes != nil || c.RouterAdvertisements != nil {
 		t.Errorf("absent blocks are not empty: %+v", c)
@@ -457,6 +457,10 @@ func TestErrors(t *testing.T) {
 		{"no translator", `metrics {}`, "1:1: Missing translator block"},
 		{"two translators", minimal + minimal, "6:1: Duplicate translator block"},
 		{"unknown block", minimal + "\nfirewall {}\n", "6:1: Unsupported block type"},
+		{"run_as no user", minimal + "\nrun_as {\n  group = \"nogroup\"\n}\n", "6:8: Missing required argument"},
+		{"run_as empty user", minimal + "\nrun_as {\n  user = \"\"\n}\n", "7:10: Invalid run_as user"},
+		{"run_as empty group", minimal + "\nrun_as {\n  user = \"nobody\"\n  group = \"\"\n}\n", "8:11: Invalid run_as group"},
+		{"two run_as", minimal + "\nrun_as {\n  user = \"a\"\n}\nrun_as {\n  user = \"b\"\n}\n", "9:1: Duplicate run_as block"},
 		{"unknown attribute", tr(`prefx = "x"`), "3:3: Unsupported argument"},
 		{"missing prefix", "translator {\n}\n", "1:12: Missing required argument"},
 		{"prefix not v6", "translator {\n  prefix = \"192.0.2.0/24\"\n}", "2:12: Invalid prefix"},
@@ -827,6 +831,24 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted but Xlat fails: %v", err)
 		}
 	})
+}
+
+func TestRunAs(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		want RunAs
+	}{
+		{"run_as {\n  user = \"map646\"\n}\n", RunAs{User: "map646"}},
+		{"run_as {\n  user = \"65534\"\n  group = \"nogroup\"\n}\n", RunAs{User: "65534", Group: "nogroup"}},
+	} {
+		c, err := Parse([]byte(minimal+tc.body), "run_as.hcl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.RunAs != tc.want {
+			t.Errorf("%q: RunAs %+v, want %+v", tc.body, c.RunAs, tc.want)
+		}
+	}
 }
 
 // diagPositions is "file:line:col: summary" of each diagnostic of err, the

@@ -21,6 +21,7 @@ var (
 		{Type: "route"},
 		{Type: "metrics"},
 		{Type: "log"},
+		{Type: "run_as"},
 		{Type: "bgp"},
 		{Type: "router_advertisement", LabelNames: []string{"interface"}},
 	}}
@@ -64,7 +65,8 @@ var (
 	logSchema     = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "level"}, {Name: "format"}, {Name: "drops"}, {Name: "drops_per_second"},
 	}}
-	bgpSchema = &hcl.BodySchema{
+	runAsSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "user", Required: true}, {Name: "group"}}}
+	bgpSchema   = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{
 			{Name: "local_as", Required: true},
 			{Name: "router_id", Required: true},
@@ -168,6 +170,15 @@ func (d *decoder) decodeFile(body hcl.Body) *Config {
 		d.oneOf(attrs, "format", &c.Log.Format, "text", "json")
 		d.boolean(attrs, "drops", &c.Log.Drops)
 		d.integer(attrs, "drops_per_second", &c.Log.DropsPerSecond, 1, MaxDropsPerSecond, false)
+	}
+	if b := d.singleBlock(byType["run_as"], "run_as"); b != nil {
+		attrs := d.content(b.Body, runAsSchema).Attributes
+		if a := d.str(attrs, "user", &c.RunAs.User); a != nil && c.RunAs.User == "" {
+			d.errorf(a.Expr.Range(), "Invalid run_as user", "user must name a user (or a numeric uid); leave the block out to stay root.")
+		}
+		if a := d.str(attrs, "group", &c.RunAs.Group); a != nil && c.RunAs.Group == "" {
+			d.errorf(a.Expr.Range(), "Invalid run_as group", "group must name a group (or a numeric gid); leave it out for the user's own group.")
+		}
 	}
 	if b := d.singleBlock(byType["bgp"], "bgp"); b != nil {
 		c.BGP = d.bgp(b)

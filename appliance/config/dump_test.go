@@ -43,7 +43,7 @@ func TestWriteMappingsCSV(t *testing.T) {
 	if got := strings.ReplaceAll(b.String(), dir+"/", "D/"); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
-	back, err := mapping.ParseCSV(&b, "dump.csv")
+	back, _, err := mapping.ParseCSVLines(&b, "dump.csv")
 	if err != nil || !reflect.DeepEqual(back, c.Translator.Mappings) {
 		t.Errorf("listing loads back as %v, %v; want %v", back, err, c.Translator.Mappings)
 	}

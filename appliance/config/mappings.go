@@ -32,7 +32,7 @@ func (d *decoder) mappingsFile(a *hcl.Attribute, name string, t *Translator) {
 		d.errorf(a.Expr.Range(), "Cannot read mappings_file", "%s.", err)
 		return
 	}
-	t.MappingsFile = path
+	t.MappingsFile, t.MappingsName = path, name
 	d.mappingsSrc = src
 	d.mappingsName = path
 	d.files[path] = &hcl.File{Bytes: src}

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
-	"sync"
 
 	"github.com/map646/map646/appliance/config"
 )
@@ -40,33 +39,10 @@ type Announcer interface {
 // nil, nil when its configuration block is absent.
 type AnnouncerFactory func(cfg *config.Config, log *slog.Logger) (Announcer, error)
 
-var (
-	registryMu sync.Mutex
-	registry   []namedFactory
-)
-
-type namedFactory struct {
-	name string
-	f    AnnouncerFactory
-}
-
-// RegisterAnnouncer adds an announcer kind; call it from an init function.
-// Registering a name twice panics: it is a programming error.
-func RegisterAnnouncer(name string, f func(cfg *config.Config, log *slog.Logger) (Announcer, error)) {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	for _, r := range registry {
-		if r.name == name {
-			panic(fmt.Sprintf("daemon: announcer %q registered twice", name))
-		}
-	}
-	registry = append(registry, namedFactory{name, f})
-}
-
-func factories() []namedFactory {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	return slices.Clone(registry)
+// AnnouncerKind is one kind of announcer the daemon may start.
+type AnnouncerKind struct {
+	Name string
+	New  AnnouncerFactory
 }
 
 // runningAnnouncer is an announcer the daemon started, with its name.
@@ -75,18 +51,18 @@ type runningAnnouncer struct {
 	a    Announcer
 }
 
-// startAnnouncers builds every registered announcer whose configuration is
+// startAnnouncers builds every announcer of kinds whose configuration is
 // present. On error the ones already built are closed.
-func startAnnouncers(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]runningAnnouncer, error) {
+func startAnnouncers(ctx context.Context, kinds []AnnouncerKind, cfg *config.Config, log *slog.Logger) ([]runningAnnouncer, error) {
 	var out []runningAnnouncer
-	for _, f := range factories() {
-		a, err := f.f(cfg, log.With("announcer", f.name))
+	for _, k := range kinds {
+		a, err := k.New(cfg, log.With("announcer", k.Name))
 		if err != nil {
 			closeAnnouncers(ctx, out, log)
-			return nil, fmt.Errorf("announcer %s: %w", f.name, err)
+			return nil, fmt.Errorf("announcer %s: %w", k.Name, err)
 		}
 		if a != nil {
-			out = append(out, runningAnnouncer{f.name, a})
+			out = append(out, runningAnnouncer{k.Name, a})
 		}
 	}
 	return out, nil

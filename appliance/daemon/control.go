@@ -59,6 +59,8 @@ type controlServer struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 	quit   chan struct{} // closed by Close: pending requests give up
+	// minPause and maxPause bound the pause after a failed accept.
+	minPause, maxPause time.Duration
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -185,6 +187,7 @@ func listenControl(path, group string, d *daemon, reloads chan<- chan reloadRepl
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	s := &controlServer{ln: ln, path: path, access: controlAccess{uid: os.Geteuid(), gid: gid}, log: log,
+		minPause: acceptMinPause, maxPause: acceptMaxPause,
 		quit: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	s.wg.Add(1)
 	go func() {
@@ -194,8 +197,11 @@ func listenControl(path, group string, d *daemon, reloads chan<- chan reloadRepl
 	return s, nil
 }
 
-// acceptBackoff bounds the pause after a failed accept.
-var acceptBackoff = struct{ min, max time.Duration }{5 * time.Millisecond, time.Second}
+// The bounds of the pause after a failed accept.
+const (
+	acceptMinPause = 5 * time.Millisecond
+	acceptMaxPause = time.Second
+)
 
 // acceptLoop serves connections until the listener is closed. A failed
 // accept (EMFILE or ENFILE when descriptors run out, ECONNABORTED,
@@ -211,10 +217,10 @@ func (s *controlServer) acceptLoop(d *daemon, reloads chan<- chan reloadReply) {
 				return
 			}
 			if pause == 0 {
-				pause = acceptBackoff.min
+				pause = s.minPause
 				s.log.Warn("control socket: accept failed; retrying", "err", err)
 			} else {
-				pause = min(2*pause, acceptBackoff.max)
+				pause = min(2*pause, s.maxPause)
 			}
 			select {
 			case <-s.quit:

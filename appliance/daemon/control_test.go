@@ -198,9 +198,6 @@ func (l *flakyListener) Accept() (net.Conn, error) {
 // TestControlAcceptSurvivesErrors: failed accepts (EMFILE, ENFILE,
 // ECONNABORTED) do not end the accept loop.
 func TestControlAcceptSurvivesErrors(t *testing.T) {
-	old := acceptBackoff
-	acceptBackoff.min, acceptBackoff.max = time.Millisecond, 20*time.Millisecond
-	defer func() { acceptBackoff = old }()
 	sock := filepath.Join(t.TempDir(), "ctl.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -211,7 +208,8 @@ func TestControlAcceptSurvivesErrors(t *testing.T) {
 		errs = append(errs, unix.EMFILE, unix.ENFILE, unix.ECONNABORTED)
 	}
 	s := &controlServer{ln: &flakyListener{Listener: ln, errs: errs}, path: sock, access: controlAccess{uid: os.Geteuid(), gid: -1},
-		log: slog.New(slog.DiscardHandler), quit: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+		log: slog.New(slog.DiscardHandler), quit: make(chan struct{}), conns: map[net.Conn]struct{}{},
+		minPause: time.Millisecond, maxPause: 20 * time.Millisecond}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.acceptLoop(&daemon{}, nil) }()
 	defer s.Close()

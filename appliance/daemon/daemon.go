@@ -69,6 +69,31 @@ type Options struct {
 	// LockDir is where the per-network-namespace instance lock lives;
 	// "" means DefaultLockDir.
 	LockDir string
+	// User and Group, when set, replace the run_as block's user and group
+	// (`map646 run --user/--group`).
+	User, Group string
+	// KeepPrivileges keeps the process's user and capabilities after
+	// set-up (and ignores run_as, with a warning): PID 1 runs the
+	// translator in its own process and must still power off, unmount
+	// and start the translator again.
+	KeepPrivileges bool
+	// Announcers are the kinds of announcer the daemon starts, in this
+	// order, when their configuration block is present.
+	Announcers []AnnouncerKind
+	// Version is reported in ReadyInfo, the log and the metrics; "" means
+	// the main module's version from the build info, or "dev".
+	Version string
+	// WithdrawDrain is how long the translator keeps forwarding after it
+	// told its announcers to withdraw, before it removes the tun and its
+	// routes; 0 means DefaultWithdrawDrain.
+	WithdrawDrain time.Duration
+	// HealthInterval is how often the data path's health and the links
+	// are polled; 0 means DefaultHealthInterval.
+	HealthInterval time.Duration
+	// DropLogInterval is the shortest time between two log lines about
+	// dropped packets (drops are summarised, never logged one by one); 0
+	// means DefaultDropLogInterval.
+	DropLogInterval time.Duration
 	// OnReload, if set, is called with true when a reload starts and with
 	// false when it has ended, applied or refused: a service manager is
 	// told RELOADING=1 and then READY=1 (sd_notify(3)).
@@ -77,6 +102,39 @@ type Options struct {
 	// poll (HealthInterval): systemd's watchdog is fed only while it is
 	// healthy, so a translator that black-holes packets gets restarted.
 	OnHealth func(healthy bool)
+}
+
+// Defaults of Options.
+const (
+	DefaultWithdrawDrain   = 500 * time.Millisecond
+	DefaultHealthInterval  = time.Second
+	DefaultDropLogInterval = 10 * time.Second
+)
+
+// withDefaults fills the options left zero.
+func (o Options) withDefaults() Options {
+	if o.ControlSocket == "" {
+		o.ControlSocket = DefaultControlSocket
+	}
+	if o.LockDir == "" {
+		o.LockDir = DefaultLockDir
+	}
+	if o.Version == "" {
+		o.Version = "dev"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+			o.Version = bi.Main.Version
+		}
+	}
+	if o.WithdrawDrain == 0 {
+		o.WithdrawDrain = DefaultWithdrawDrain
+	}
+	if o.HealthInterval == 0 {
+		o.HealthInterval = DefaultHealthInterval
+	}
+	if o.DropLogInterval == 0 {
+		o.DropLogInterval = DefaultDropLogInterval
+	}
+	return o
 }
 
 func (o *Options) reloading(starting bool) {
@@ -95,23 +153,10 @@ type ReadyInfo struct {
 	PreexistingRoutes []string
 }
 
-// Version is the version reported in ReadyInfo and the metrics; the
-// command sets it from its build flags.
-var Version = func() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "dev"
-}
-
-// WithdrawDrain is how long the translator keeps forwarding after it told
-// its announcers to withdraw, before it removes the tun and its routes.
-var WithdrawDrain = 500 * time.Millisecond
-
 // ConfigLoadTimeout bounds reading and checking the configuration (a
 // million-line mappings file takes a few seconds); a load still running
 // then is abandoned, so a file system that hangs cannot hang the daemon.
-var ConfigLoadTimeout = time.Minute
+const ConfigLoadTimeout = time.Minute
 
 // loadConfig loads the configuration, giving up when ctx ends (SIGTERM
 // wins over a reload in progress) or after ConfigLoadTimeout.
@@ -120,13 +165,6 @@ func loadConfig(ctx context.Context, opts Options) (*config.Config, error) {
 	defer cancel()
 	return config.LoadContext(ctx, opts.ConfigPath, opts.ConfigRoot)
 }
-
-// HealthInterval is how often the data path's health is polled.
-var HealthInterval = time.Second
-
-// DropLogInterval is the shortest time between two log lines about
-// dropped packets: drops are summarised, never logged one by one.
-var DropLogInterval = 10 * time.Second
 
 // device and datapath are the parts of the stack package the daemon
 // uses; the seams let lifecycle tests run without a tun.
@@ -153,6 +191,10 @@ type env struct {
 	// nicMTU returns an interface's MTU (NIC mode's default IPv4 and
 	// IPv6 MTUs).
 	nicMTU func(name string) (int, error)
+	// dropPrivileges switches the whole process to id and the
+	// capabilities keep once it is set up; nil keeps them (the lifecycle
+	// tests run the daemon inside the test process).
+	dropPrivileges func(id identity, keep []uintptr) error
 }
 
 // fdLink is the fd mode's device: a descriptor the daemon inherited. It
@@ -216,6 +258,7 @@ var systemEnv = env{
 		}
 		return stack.ServeTun(ctx, eng, dev.(*tun.Device), log)
 	},
+	dropPrivileges: dropPrivileges,
 	nicMTU: func(name string) (int, error) {
 		ifc, err := net.InterfaceByName(name)
 		if err != nil {
@@ -281,8 +324,13 @@ type daemon struct {
 	tracker *netsetup.Tracker
 	repair  repairState // run loop only
 
-	mu       sync.Mutex // guards what reload changes and stats reads
-	cfg      *config.Config
+	mu  sync.Mutex     // guards what reload changes and stats reads
+	cfg *config.Config // the file last loaded: its mappings, routes and announcers are in use
+	// running is the configuration whose restart-only settings (tun,
+	// metrics, log) are in effect: the one started with, or a later one
+	// that left them as they were. Reloads compare against it, so that a
+	// setting changed and changed back is not reported as pending.
+	running  *config.Config
 	plan     plan
 	healthy  bool
 	anns     []runningAnnouncer
@@ -292,12 +340,7 @@ type daemon struct {
 }
 
 func run(ctx context.Context, opts Options, e env) (err error) {
-	if opts.ControlSocket == "" {
-		opts.ControlSocket = DefaultControlSocket
-	}
-	if opts.LockDir == "" {
-		opts.LockDir = DefaultLockDir
-	}
+	opts = opts.withDefaults()
 	cfg, err := loadConfig(ctx, opts)
 	if err != nil {
 		return err
@@ -311,6 +354,17 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	for _, w := range cfg.Warnings {
 		log.Warn(config.FormatDiagnostic(w))
 	}
+	runAs := cfg.RunAs
+	if opts.User != "" {
+		runAs.User = opts.User
+	}
+	if opts.Group != "" {
+		runAs.Group = opts.Group
+	}
+	id, err := resolveIdentity(runAs)
+	if err != nil {
+		return err
+	}
 	xc, err := xlatConfig(cfg, e)
 	if err != nil {
 		return err
@@ -319,7 +373,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	if err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
-	d := &daemon{opts: opts, env: e, log: log, started: time.Now(), eng: eng, cfg: cfg,
+	d := &daemon{opts: opts, env: e, log: log, started: time.Now(), eng: eng, cfg: cfg, running: cfg,
 		repair: repairState{down: map[string]bool{}}}
 
 	// Everything set up from here on is undone, newest first, by the
@@ -450,7 +504,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 
 	d.pollLinks()
 	healthy := dp.Healthy() && d.kernelFault() == nil
-	anns, err := startAnnouncers(ctx, cfg, log)
+	anns, err := startAnnouncers(ctx, opts.Announcers, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -472,24 +526,42 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 			// and servers still send through this translator until they
 			// have processed it. Tearing the tun down at once lost
 			// packets in the failover experiment.
-			time.Sleep(WithdrawDrain)
+			time.Sleep(opts.WithdrawDrain)
 		}
 	})
 	d.announce(ctx)
 
-	log.Info("ready", "version", Version(), "digest", cfg.Digest, "mappings", len(cfg.Translator.Mappings), "tun", dev.Name())
+	// Set up: from here on the translator needs only what reloads,
+	// restores and the stop do (neededCaps), and none of root's other
+	// powers.
+	if opts.KeepPrivileges && id.set {
+		log.Warn("run_as ignored: this process keeps its privileges", "user", runAs.User)
+	}
+	if e.dropPrivileges != nil && !opts.KeepPrivileges {
+		keep := neededCaps(cfg)
+		if err := e.dropPrivileges(id, keep); err != nil {
+			if id.set || !errors.Is(err, errCgoThreads) {
+				return fmt.Errorf("dropping privileges: %w", err)
+			}
+			log.Warn("running with every capability it was started with", "err", err)
+		} else {
+			log.Info("privileges dropped", "uid", os.Getuid(), "gid", os.Getgid(), "capabilities", capNames(keep))
+		}
+	}
+
+	log.Info("ready", "version", opts.Version, "digest", cfg.Digest, "mappings", len(cfg.Translator.Mappings), "tun", dev.Name())
 	if opts.OnReady != nil {
 		var foreign []string
 		for _, r := range d.tracker.Foreign() {
 			foreign = append(foreign, r.String())
 		}
-		opts.OnReady(ReadyInfo{Version: Version(), Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings), Tun: dev.Name(),
+		opts.OnReady(ReadyInfo{Version: opts.Version, Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings), Tun: dev.Name(),
 			PreexistingRoutes: foreign})
 	}
 
-	health := time.NewTicker(HealthInterval)
+	health := time.NewTicker(opts.HealthInterval)
 	defer health.Stop()
-	drops := time.NewTicker(DropLogInterval)
+	drops := time.NewTicker(opts.DropLogInterval)
 	defer drops.Stop()
 	var lastDrops xlat.Totals
 	for {
@@ -583,13 +655,27 @@ func (d *daemon) announce(ctx context.Context) {
 
 // ReloadResult says what a successful reload changed.
 type ReloadResult struct {
+	// Digest is that of the configuration running: the file just loaded
+	// unless some of its settings wait for a restart. Then it stays the
+	// digest of the file those settings come from, and PendingDigest is
+	// the loaded file's (whose mappings, routes and announcers are in use
+	// already, and which runs in full from the next start).
 	Digest         string   `json:"digest"`
+	PendingDigest  string   `json:"pending_digest,omitempty"`
 	Mappings       int      `json:"mappings"`
 	RoutesAdded    int      `json:"routes_added"`
 	RoutesRemoved  int      `json:"routes_removed"`
-	NeedsRestart   []string `json:"needs_restart,omitempty"` // settings that take effect only at the next start
+	NeedsRestart   []string `json:"needs_restart,omitempty"` // settings that differ from the running ones and take effect only at the next start
 	Unchanged      bool     `json:"unchanged"`
 	DurationMillis int64    `json:"duration_ms"`
+}
+
+// digests returns the running and the pending configuration digest.
+func digests(running, loaded *config.Config) (digest, pending string) {
+	if running.Digest == loaded.Digest {
+		return running.Digest, ""
+	}
+	return running.Digest, loaded.Digest
 }
 
 // reload loads the configuration file again and switches to it. On any
@@ -615,7 +701,7 @@ func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
 	} else if err != nil {
 		d.log.Error("reload refused; the running configuration stays", "file", d.opts.ConfigPath, "err", err)
 	} else {
-		d.log.Info("reloaded", "digest", res.Digest, "mappings", res.Mappings, "routes_added", res.RoutesAdded,
+		d.log.Info("reloaded", "digest", res.Digest, "pending_digest", res.PendingDigest, "mappings", res.Mappings, "routes_added", res.RoutesAdded,
 			"routes_removed", res.RoutesRemoved, "took_ms", res.DurationMillis)
 		for _, s := range res.NeedsRestart {
 			d.log.Warn("changed setting takes effect at the next start", "setting", s)
@@ -641,18 +727,18 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 		d.log.Warn(config.FormatDiagnostic(w))
 	}
 	d.mu.Lock()
-	old := d.cfg
+	old, running := d.cfg, d.running
 	d.mu.Unlock()
-	res := ReloadResult{Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings)}
+	res := ReloadResult{Mappings: len(cfg.Translator.Mappings), NeedsRestart: restartOnly(running, cfg)}
 	if cfg.Digest == old.Digest {
 		res.Unchanged = true
+		res.Digest, res.PendingDigest = digests(running, old)
 		return res, nil
 	}
 	xc, err := xlatConfig(cfg, d.env)
 	if err != nil {
 		return res, err
 	}
-	res.NeedsRestart = restartOnly(old, cfg)
 	if err := ctx.Err(); err != nil {
 		return res, err // stopping: keep what runs, the cleanup removes it
 	}
@@ -684,12 +770,16 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	announcersChanged := !reflect.DeepEqual(old.BGP, cfg.BGP) || !reflect.DeepEqual(old.RouterAdvertisements, cfg.RouterAdvertisements)
 	d.mu.Lock()
 	d.cfg = cfg
+	if len(res.NeedsRestart) == 0 {
+		d.running = cfg // every setting of the file is in effect
+	}
+	res.Digest, res.PendingDigest = digests(d.running, cfg)
 	d.plan = p
 	oldAnns := d.anns
 	d.mu.Unlock()
 	if announcersChanged {
 		closeAnnouncers(ctx, oldAnns, d.log)
-		anns, err := startAnnouncers(ctx, cfg, d.log)
+		anns, err := startAnnouncers(ctx, d.opts.Announcers, cfg, d.log)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -716,22 +806,25 @@ func setDropLog(dp datapath, l config.Log) {
 	}
 }
 
-// restartOnly lists settings that differ between a and b but cannot change
-// while running: the tun is open, the metrics socket bound, the logger
-// built.
-func restartOnly(a, b *config.Config) []string {
+// restartOnly lists the settings of loaded that differ from those running
+// but cannot change while running: the tun is open, the metrics socket
+// bound, the logger built, the user switched.
+func restartOnly(running, loaded *config.Config) []string {
 	var s []string
-	if a.Translator.Tun != b.Translator.Tun {
+	if running.Translator.Tun != loaded.Translator.Tun {
 		s = append(s, "translator.tun")
 	}
-	if a.Translator.Link != b.Translator.Link || a.Translator.FD != b.Translator.FD || a.Translator.NIC != b.Translator.NIC {
+	if running.Translator.Link != loaded.Translator.Link || running.Translator.FD != loaded.Translator.FD || running.Translator.NIC != loaded.Translator.NIC {
 		s = append(s, "translator link (fd, nic)")
 	}
-	if a.Metrics != b.Metrics {
+	if running.Metrics != loaded.Metrics {
 		s = append(s, "metrics.listen")
 	}
-	if a.Log.Level != b.Log.Level || a.Log.Format != b.Log.Format {
+	if running.Log.Level != loaded.Log.Level || running.Log.Format != loaded.Log.Format {
 		s = append(s, "log") // log.drops and drops_per_second change at once
+	}
+	if running.RunAs != loaded.RunAs {
+		s = append(s, "run_as")
 	}
 	return s
 }
@@ -741,9 +834,11 @@ func restartOnly(a, b *config.Config) []string {
 func (d *daemon) Stats() metrics.Stats {
 	d.mu.Lock()
 	cfg := d.cfg
+	digest, pending := digests(d.running, cfg)
 	s := metrics.Stats{
-		Version:       Version(),
-		Digest:        cfg.Digest,
+		Version:       d.opts.Version,
+		Digest:        digest,
+		PendingDigest: pending,
 		Config:        cfg.File,
 		Started:       d.started,
 		Mappings:      len(cfg.Translator.Mappings),
@@ -812,7 +907,7 @@ func (d *daemon) logDrops(prev xlat.Totals) xlat.Totals {
 		}
 	}
 	if total > 0 {
-		d.log.Warn("packets dropped", append([]any{"total", total, "interval", DropLogInterval.String()}, attrs...)...)
+		d.log.Warn("packets dropped", append([]any{"total", total, "interval", d.opts.DropLogInterval.String()}, attrs...)...)
 	}
 	return cur
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/map646/map646/stack"
 	"github.com/map646/map646/stack/tun"
 	"github.com/map646/map646/stack/xlat"
+	"golang.org/x/sys/unix"
 )
 
 // fakeKernel keeps routes, addresses and sysctls like a kernel would and
@@ -269,23 +270,20 @@ func (a *fakeAnnouncer) snapshot() ([]Announcement, bool) {
 	return slices.Clone(a.updates), a.closed
 }
 
-// The fake announcer registers once for the package's tests; current
-// selects the instance of the test that is running.
-var (
-	currentAnn   atomic.Pointer[fakeAnnouncer]
-	registerOnce sync.Once
-)
+// currentAnn is the fake announcer of the test that is running.
+var currentAnn atomic.Pointer[fakeAnnouncer]
 
-func registerFake() {
-	registerOnce.Do(func() {
-		RegisterAnnouncer("fake", func(cfg *config.Config, _ *slog.Logger) (Announcer, error) {
-			if cfg.BGP == nil {
-				return nil, nil
-			}
-			return currentAnn.Load(), nil
-		})
-	})
-}
+// fakeKind starts the test's fake announcer when the configuration has a
+// bgp block.
+var fakeKind = AnnouncerKind{Name: "fake", New: func(cfg *config.Config, _ *slog.Logger) (Announcer, error) {
+	if cfg.BGP == nil {
+		return nil, nil
+	}
+	return currentAnn.Load(), nil
+}}
+
+// testHealthInterval is the harness's Options.HealthInterval.
+const testHealthInterval = 10 * time.Millisecond
 
 const baseConfig = `
 translator {
@@ -331,10 +329,13 @@ type harness struct {
 	sock      string
 	lockDir   string
 	readyInfo ReadyInfo
-	reload    chan struct{}
-	ready     chan ReadyInfo
-	done      chan error
-	cancel    context.CancelFunc
+	// drops records the calls to dropPrivileges: the identity, the
+	// capabilities kept and the routes installed at that moment.
+	drops  []droppedPrivileges
+	reload chan struct{}
+	ready  chan ReadyInfo
+	done   chan error
+	cancel context.CancelFunc
 
 	hooksMu sync.Mutex
 	hooks   []string // OnReload and OnHealth calls, in order
@@ -367,10 +368,18 @@ func start(t *testing.T, cfgBody string) *harness {
 // startWithKernel is start with a kernel that may hold routes already.
 func startWithKernel(t *testing.T, cfgBody string, k *fakeKernel) *harness {
 	t.Helper()
-	registerFake()
-	oldH := HealthInterval
-	HealthInterval = 10 * time.Millisecond
-	t.Cleanup(func() { HealthInterval = oldH })
+	return startWith(t, cfgBody, k, func(*Options) {})
+}
+
+type droppedPrivileges struct {
+	id     identity
+	keep   []uintptr
+	routes int
+}
+
+// startWith is startWithKernel with options changed by opt.
+func startWith(t *testing.T, cfgBody string, k *fakeKernel, opt func(*Options)) *harness {
+	t.Helper()
 	dir := t.TempDir()
 	h := &harness{
 		t:       t,
@@ -403,21 +412,27 @@ func startWithKernel(t *testing.T, cfgBody string, k *fakeKernel) *harness {
 			h.dp.Store(p)
 			return p, nil
 		},
+		dropPrivileges: func(id identity, keep []uintptr) error {
+			h.drops = append(h.drops, droppedPrivileges{id, keep, len(h.k.routeSet())})
+			return nil
+		},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
-	go func() {
-		h.done <- run(ctx, Options{
-			ConfigPath:    h.cfg,
-			Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Reload:        h.reload,
-			ControlSocket: h.sock,
-			LockDir:       h.lockDir,
-			OnReady:       func(r ReadyInfo) { h.ready <- r },
-			OnReload:      func(starting bool) { h.hook(fmt.Sprint("reload ", starting)) },
-			OnHealth:      func(healthy bool) { h.hook(fmt.Sprint("health ", healthy)) },
-		}, e)
-	}()
+	opts := Options{
+		ConfigPath:     h.cfg,
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Reload:         h.reload,
+		ControlSocket:  h.sock,
+		LockDir:        h.lockDir,
+		OnReady:        func(r ReadyInfo) { h.ready <- r },
+		Announcers:     []AnnouncerKind{fakeKind},
+		HealthInterval: testHealthInterval,
+		OnReload:       func(starting bool) { h.hook(fmt.Sprint("reload ", starting)) },
+		OnHealth:       func(healthy bool) { h.hook(fmt.Sprint("health ", healthy)) },
+	}
+	opt(&opts)
+	go func() { h.done <- run(ctx, opts, e) }()
 	select {
 	case r := <-h.ready:
 		h.readyInfo = r
@@ -510,8 +525,8 @@ func TestLifecycleInstallsAggregatedRoutesAndRemovesEverything(t *testing.T) {
 	}
 	if at := h.dev.closedAt.Load(); at == nil {
 		t.Error("tun never closed")
-	} else if at.Sub(h.ann.closedAt) < WithdrawDrain {
-		t.Errorf("tun closed %v after the announcers withdrew; want at least %v of draining", at.Sub(h.ann.closedAt), WithdrawDrain)
+	} else if at.Sub(h.ann.closedAt) < DefaultWithdrawDrain {
+		t.Errorf("tun closed %v after the announcers withdrew; want at least %v of draining", at.Sub(h.ann.closedAt), DefaultWithdrawDrain)
 	}
 	if _, err := os.Stat(h.sock); !os.IsNotExist(err) {
 		t.Errorf("control socket left: %v", err)
@@ -968,7 +983,7 @@ func TestKernelUndoingTheSetUpIsRepairedOrReported(t *testing.T) {
 	}
 	// Retried, with a growing pause (each retry replaces every route),
 	// until it works.
-	time.Sleep(60 * HealthInterval)
+	time.Sleep(60 * testHealthInterval)
 	h.k.mu.Lock()
 	h.k.failAdd = false
 	tries := h.k.failed
@@ -1042,6 +1057,103 @@ func TestRoutesOfOthersAreReportedAndKept(t *testing.T) {
 	}
 	if got := h.k.routeSet(); !slices.Equal(got, []string{theirs.String()}) {
 		t.Errorf("after stop: %v; want only %v", got, theirs)
+	}
+}
+
+// TestReloadReportsAgainstTheRunningSettings: the tun and log settings
+// are changed by one reload (pending a restart) and changed back by the
+// next, which must then report nothing pending; the digest reported is
+// that of the configuration running, with the loaded one as pending.
+func TestReloadReportsAgainstTheRunningSettings(t *testing.T) {
+	base := fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10"))
+	h := start(t, base)
+	defer h.stop()
+	startDigest := h.readyInfo.Digest
+
+	changed := strings.Replace(base, "queues = 1", "queues = 2", 1) + "log {\n  level = \"debug\"\n}\nrun_as {\n  user = \"nobody\"\n}\n"
+	changed = strings.Replace(changed, mappingBlocks("198.51.100.10"), mappingBlocks("198.51.100.10", "198.51.100.20"), 1)
+	writeConfig(t, h.cfg, changed)
+	res, err := RequestReload(h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.NeedsRestart, []string{"translator.tun", "log", "run_as"}) || res.Digest != startDigest ||
+		res.PendingDigest == "" || res.PendingDigest == startDigest || res.Mappings != 2 || res.RoutesAdded != 1 {
+		t.Errorf("changing tun and log: %+v; want both pending, digest %s running", res, startDigest)
+	}
+	pending := res.PendingDigest
+	st, err := QueryStats(h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Digest != startDigest || st.PendingDigest != pending || st.Mappings != 2 {
+		t.Errorf("stats after a pending change: digest %s pending %s mappings %d", st.Digest, st.PendingDigest, st.Mappings)
+	}
+
+	// The same file again: still pending.
+	if res, err := RequestReload(h.sock); err != nil || !res.Unchanged || len(res.NeedsRestart) != 3 || res.PendingDigest != pending {
+		t.Errorf("unchanged reload while settings are pending: %+v %v", res, err)
+	}
+
+	// Back to the running tun and log, keeping the new mapping.
+	reverted := strings.Replace(base, mappingBlocks("198.51.100.10"), mappingBlocks("198.51.100.10", "198.51.100.20"), 1)
+	writeConfig(t, h.cfg, reverted)
+	res, err = RequestReload(h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.NeedsRestart) != 0 || res.PendingDigest != "" || res.Digest == startDigest || res.Digest == pending {
+		t.Errorf("reverting tun and log: %+v; want nothing pending and the reverted file's digest", res)
+	}
+	st, err = QueryStats(h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Digest != res.Digest || st.PendingDigest != "" {
+		t.Errorf("stats after reverting: digest %s pending %s, want %s and none", st.Digest, st.PendingDigest, res.Digest)
+	}
+
+	// Reverting to the very file started with reports its digest.
+	writeConfig(t, h.cfg, base)
+	if res, err := RequestReload(h.sock); err != nil || res.Digest != startDigest || len(res.NeedsRestart) != 0 {
+		t.Errorf("back to the start file: %+v %v", res, err)
+	}
+}
+
+// TestPrivilegesDroppedOnceSetUp: the daemon gives up its privileges once,
+// after the routes are in and before it says it is ready, keeping
+// CAP_NET_ADMIN (the test config's BGP speaker only dials out); with
+// KeepPrivileges (PID 1) it keeps them; an unknown run_as user stops the
+// start before anything is set up.
+func TestPrivilegesDroppedOnceSetUp(t *testing.T) {
+	body := fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10"))
+	h := start(t, body)
+	if len(h.drops) != 1 || h.drops[0].id.set || !slices.Equal(h.drops[0].keep, []uintptr{unix.CAP_NET_ADMIN}) || h.drops[0].routes == 0 {
+		t.Errorf("privileges dropped %+v; want once, after the routes, keeping CAP_NET_ADMIN", h.drops)
+	}
+	h.stop()
+
+	h = startWith(t, body+"run_as {\n  user = \"nobody\"\n}\n", newFakeKernel(), func(o *Options) { o.Group = "0" })
+	if len(h.drops) != 1 || h.drops[0].id != (identity{set: true, uid: 65534, gid: 0, name: "nobody"}) {
+		t.Errorf("run_as nobody with --group 0: %+v", h.drops)
+	}
+	h.stop()
+
+	h = startWith(t, body+"run_as {\n  user = \"nobody\"\n}\n", newFakeKernel(), func(o *Options) { o.KeepPrivileges = true })
+	if len(h.drops) != 0 {
+		t.Errorf("KeepPrivileges: privileges dropped %+v", h.drops)
+	}
+	h.stop()
+
+	dir := t.TempDir()
+	p := filepath.Join(dir, "map646.hcl")
+	writeConfig(t, p, body+"run_as {\n  user = \"fo-no-such-user\"\n}\n")
+	touched := false
+	e := env{kernel: func() (netsetup.Kernel, func() error, error) { touched = true; return nil, nil, fmt.Errorf("no") }}
+	err := run(context.Background(), Options{ConfigPath: p, LockDir: filepath.Join(dir, "lock"), ControlSocket: filepath.Join(dir, "s"),
+		Logger: slog.New(slog.DiscardHandler)}, e)
+	if err == nil || !strings.Contains(err.Error(), "fo-no-such-user") || touched {
+		t.Errorf("unknown user: err %v, kernel touched %v", err, touched)
 	}
 }
 

@@ -153,7 +153,7 @@ func (d *daemon) restore() {
 			d.log.Error("cannot restore the translator's routes: unhealthy until it can", "err", err)
 		}
 		d.repair.restoreErr = err
-		d.repair.backoff = min(max(2*d.repair.backoff, HealthInterval), maxRestoreBackoff)
+		d.repair.backoff = min(max(2*d.repair.backoff, d.opts.HealthInterval), maxRestoreBackoff)
 		d.repair.retryAt = time.Now().Add(d.repair.backoff)
 		return
 	}

@@ -89,7 +89,7 @@ func TestTunFlapAndDeletedRoutesAreRestored(t *testing.T) {
 
 	tp.x.MustRun(t, "ip", "link", "set", "dmtun", "down")
 	waitUntil(t, d, "unhealthy after the tun went down", 5*time.Second, func() bool { return !healthyNow(d) })
-	time.Sleep(2 * HealthInterval) // still down: it must stay unhealthy
+	time.Sleep(2 * DefaultHealthInterval) // still down: it must stay unhealthy
 	if healthyNow(d) {
 		t.Fatalf("healthy again while the tun is down\n%s", d.out)
 	}

@@ -22,8 +22,11 @@ import (
 // Stats is one snapshot of a running translator. The same value is what
 // `map646 stats --json` prints, so its JSON names are part of the CLI.
 type Stats struct {
-	Version       string    `json:"version"`
-	Digest        string    `json:"config_digest"`
+	Version string `json:"version"`
+	Digest  string `json:"config_digest"` // of the configuration running
+	// PendingDigest is that of the file last reloaded while some of its
+	// settings (tun, metrics, log) wait for a restart; "" when none do.
+	PendingDigest string    `json:"pending_config_digest,omitempty"`
 	Config        string    `json:"config_file"`
 	Started       time.Time `json:"started"`
 	Mappings      int       `json:"mappings"`

@@ -25,14 +25,6 @@ const BakedConfig = "/etc/map646.hcl"
 // mounted so that a mappings_file beside the configuration can be read.
 const driveMount = "/run/config-drive"
 
-// Ready is what the translator reports once it forwards.
-type Ready struct {
-	Version  string
-	Digest   string // config digest (config.Config.Digest)
-	Mappings int
-	Tun      string
-}
-
 // ConfigFile is a configuration to run and where it came from.
 type ConfigFile struct {
 	Path   string
@@ -43,14 +35,15 @@ type ConfigFile struct {
 // RunFunc runs the translator with the configuration cfg until ctx ends,
 // calling onReady once it forwards. A value on reload asks it to re-read
 // the configuration.
-type RunFunc func(ctx context.Context, cfg ConfigFile, log *slog.Logger, reload <-chan struct{}, onReady func(Ready)) error
+type RunFunc func(ctx context.Context, cfg ConfigFile, log *slog.Logger, reload <-chan struct{}, onReady func(daemon.ReadyInfo)) error
 
 // Options are the parts of the appliance that PID 1 starts.
 type Options struct {
+	// Version is the translator's version, reported on the console.
 	Version string
-	// Run is the translator; nil runs appliance/daemon, which also sets
-	// up the interface and route blocks, forwarding and the tun.
-	Run RunFunc
+	// Announcers are the kinds of announcer the translator starts (BGP,
+	// router advertisements) when their configuration block is present.
+	Announcers []daemon.AnnouncerKind
 }
 
 // Main is the whole life of the appliance as PID 1. It never returns: it
@@ -86,9 +79,6 @@ func boot(opts Options, console io.Writer) (haltCmd int) {
 	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
 	unix.Sethostname([]byte("map646"))
 
-	if opts.Version != "" {
-		daemon.Version = func() string { return opts.Version }
-	}
 	log := slog.New(slog.NewTextHandler(console, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	params := parseCmdline(readFile("/proc/cmdline"))
 
@@ -119,14 +109,11 @@ func boot(opts Options, console io.Writer) (haltCmd int) {
 		log.Error("loopback", "err", err)
 	}
 	configs := chooseConfig(ctx, params, console)
-	if opts.Run == nil {
-		opts.Run = runDaemon
-	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		supervise(ctx, configs, opts.Run, log, console, reload, func(r Ready, source string) {
-			fmt.Fprintln(console, readyLine(opts.Version, r, source, uptime()))
+		supervise(ctx, defaultRestarts(), configs, daemonRunner(opts), log, console, reload, func(r daemon.ReadyInfo, source string) {
+			fmt.Fprintln(console, readyLine(r, source, uptime()))
 		})
 	}()
 	haltCmd = <-stop
@@ -248,27 +235,29 @@ func watchPowerButton(ctx context.Context, sys, dev string, stop chan<- int, log
 	}
 }
 
-// runDaemon runs appliance/daemon: the translator with its tun, routes,
+// daemonRunner runs appliance/daemon: the translator with its tun, routes,
 // the appliance's interfaces and forwarding.
-func runDaemon(ctx context.Context, cfg ConfigFile, log *slog.Logger, reload <-chan struct{}, onReady func(Ready)) error {
-	return daemon.Run(ctx, daemon.Options{
-		ConfigPath: cfg.Path,
-		ConfigRoot: cfg.Root,
-		Logger:     log,
-		Reload:     reload,
-		OnReady: func(r daemon.ReadyInfo) {
-			onReady(Ready{Version: r.Version, Digest: r.Digest, Mappings: r.Mappings, Tun: r.Tun})
-		},
-	})
+func daemonRunner(opts Options) RunFunc {
+	return func(ctx context.Context, cfg ConfigFile, log *slog.Logger, reload <-chan struct{}, onReady func(daemon.ReadyInfo)) error {
+		return daemon.Run(ctx, daemon.Options{
+			ConfigPath: cfg.Path,
+			ConfigRoot: cfg.Root,
+			Logger:     log,
+			Reload:     reload,
+			Version:    opts.Version,
+			Announcers: opts.Announcers,
+			OnReady:    onReady,
+			// PID 1 is this process: it must keep what it needs to
+			// power off, unmount the drive and restart the translator.
+			KeepPrivileges: true,
+		})
+	}
 }
 
 // readyLine is the console line that says the appliance forwards: tests
 // and operators wait for it.
-func readyLine(version string, r Ready, source string, up time.Duration) string {
-	if r.Version != "" {
-		version = r.Version
-	}
-	s := fmt.Sprintf("map646 ready version=%s digest=%s mappings=%d config=%s", version, r.Digest, r.Mappings, source)
+func readyLine(r daemon.ReadyInfo, source string, up time.Duration) string {
+	s := fmt.Sprintf("map646 ready version=%s digest=%s mappings=%d config=%s", r.Version, r.Digest, r.Mappings, source)
 	if r.Tun != "" {
 		s += " tun=" + r.Tun
 	}

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/map646/map646/appliance/daemon"
 	"github.com/map646/map646/internal/testenv"
 )
 
@@ -327,12 +328,12 @@ func TestGuardRebootsOnPanic(t *testing.T) {
 }
 
 func TestReadyLine(t *testing.T) {
-	got := readyLine("v1", Ready{Digest: "ab12", Mappings: 3, Tun: "map646"}, "drive:MAP646", 8250*time.Millisecond)
+	got := readyLine(daemon.ReadyInfo{Version: "v1", Digest: "ab12", Mappings: 3, Tun: "map646"}, "drive:MAP646", 8250*time.Millisecond)
 	want := "map646 ready version=v1 digest=ab12 mappings=3 config=drive:MAP646 tun=map646 uptime=8.25s"
 	if got != want {
 		t.Fatalf("%q\nwant %q", got, want)
 	}
-	got = readyLine("v1", Ready{Version: "v2", Digest: "ab12"}, "baked", 0)
+	got = readyLine(daemon.ReadyInfo{Version: "v2", Digest: "ab12"}, "baked", 0)
 	if want := "map646 ready version=v2 digest=ab12 mappings=0 config=baked uptime=0.00s"; got != want {
 		t.Fatalf("%q\nwant %q", got, want)
 	}

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/map646/map646/appliance/daemon"
 )
 
 // fakeRuns is a RunFunc that fails or forwards as told, per configuration.
@@ -20,7 +22,7 @@ type fakeRuns struct {
 	works map[string]bool // by Source: becomes ready and runs until ctx ends
 }
 
-func (f *fakeRuns) run(ctx context.Context, c ConfigFile, _ *slog.Logger, _ <-chan struct{}, onReady func(Ready)) error {
+func (f *fakeRuns) run(ctx context.Context, c ConfigFile, _ *slog.Logger, _ <-chan struct{}, onReady func(daemon.ReadyInfo)) error {
 	f.mu.Lock()
 	f.calls = append(f.calls, c)
 	works := f.works[c.Source]
@@ -28,7 +30,7 @@ func (f *fakeRuns) run(ctx context.Context, c ConfigFile, _ *slog.Logger, _ <-ch
 	if !works {
 		return errors.New("interface eth0: link not found")
 	}
-	onReady(Ready{Digest: c.Source})
+	onReady(daemon.ReadyInfo{Digest: c.Source})
 	<-ctx.Done()
 	return nil
 }
@@ -61,10 +63,11 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
-func fastRestarts(t *testing.T) {
-	old := restartBackoff
-	restartBackoff.min, restartBackoff.max = time.Millisecond, 4*time.Millisecond
-	t.Cleanup(func() { restartBackoff = old })
+// fastRestarts is the default policy with millisecond pauses.
+func fastRestarts() restartPolicy {
+	p := defaultRestarts()
+	p.minPause, p.maxPause = time.Millisecond, 4*time.Millisecond
+	return p
 }
 
 var (
@@ -75,7 +78,6 @@ var (
 // TestSuperviseFallsBackToBaked: a drive's configuration that loads but
 // cannot run gets three attempts, then the baked configuration runs.
 func TestSuperviseFallsBackToBaked(t *testing.T) {
-	fastRestarts(t)
 	f := &fakeRuns{works: map[string]bool{"baked": true}}
 	var console syncBuffer
 	ready := make(chan string, 1)
@@ -83,8 +85,8 @@ func TestSuperviseFallsBackToBaked(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		supervise(ctx, []ConfigFile{drive, baked}, f.run, slog.New(slog.DiscardHandler), &console, nil,
-			func(r Ready, source string) { ready <- source })
+		supervise(ctx, fastRestarts(), []ConfigFile{drive, baked}, f.run, slog.New(slog.DiscardHandler), &console, nil,
+			func(r daemon.ReadyInfo, source string) { ready <- source })
 	}()
 	select {
 	case src := <-ready:
@@ -111,14 +113,13 @@ func TestSuperviseFallsBackToBaked(t *testing.T) {
 // the attempts are bounded, nothing reboots, PID 1 says so and waits for
 // the power-off.
 func TestSuperviseStaysUpWhenNothingRuns(t *testing.T) {
-	fastRestarts(t)
 	f := &fakeRuns{}
 	var console syncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		supervise(ctx, []ConfigFile{drive, baked}, f.run, slog.New(slog.DiscardHandler), &console, nil, func(Ready, string) {})
+		supervise(ctx, fastRestarts(), []ConfigFile{drive, baked}, f.run, slog.New(slog.DiscardHandler), &console, nil, func(daemon.ReadyInfo, string) {})
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(console.String(), "staying up without it") {
@@ -133,8 +134,8 @@ func TestSuperviseStaysUpWhenNothingRuns(t *testing.T) {
 		t.Fatal("supervise returned before the power-off")
 	default:
 	}
-	if n := len(f.sources()); n != 2*attemptsPerConfig {
-		t.Errorf("%d runs, want %d", n, 2*attemptsPerConfig)
+	if n := len(f.sources()); n != 2*defaultRestarts().attempts {
+		t.Errorf("%d runs, want %d", n, 2*defaultRestarts().attempts)
 	}
 	cancel()
 	select {
@@ -147,15 +148,14 @@ func TestSuperviseStaysUpWhenNothingRuns(t *testing.T) {
 // TestSuperviseStopsDuringBackoff: a power-off while waiting to restart
 // ends the wait.
 func TestSuperviseStopsDuringBackoff(t *testing.T) {
-	old := restartBackoff
-	restartBackoff.min = time.Hour
-	defer func() { restartBackoff = old }()
+	pol := defaultRestarts()
+	pol.minPause = time.Hour
 	f := &fakeRuns{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		supervise(ctx, []ConfigFile{baked}, f.run, slog.New(slog.DiscardHandler), &syncBuffer{}, nil, func(Ready, string) {})
+		supervise(ctx, pol, []ConfigFile{baked}, f.run, slog.New(slog.DiscardHandler), &syncBuffer{}, nil, func(daemon.ReadyInfo, string) {})
 	}()
 	for len(f.sources()) == 0 {
 		time.Sleep(time.Millisecond)
@@ -188,7 +188,6 @@ func TestDriveConfigConfined(t *testing.T) {
 // a day is restarted with its configuration rather than dropped for the
 // baked one.
 func TestSuperviseForgetsOldFailures(t *testing.T) {
-	fastRestarts(t)
 	for _, tc := range []struct {
 		stable time.Duration
 		want   string // the source of the 5th run
@@ -196,23 +195,22 @@ func TestSuperviseForgetsOldFailures(t *testing.T) {
 		{0, "drive:MAP646"},
 		{time.Hour, "baked"},
 	} {
-		old := stableAfter
-		stableAfter = tc.stable
+		pol := fastRestarts()
+		pol.stableAfter = tc.stable
 		var mu sync.Mutex
 		var runs []string
 		ctx, cancel := context.WithCancel(context.Background())
-		run := func(_ context.Context, c ConfigFile, _ *slog.Logger, _ <-chan struct{}, onReady func(Ready)) error {
+		run := func(_ context.Context, c ConfigFile, _ *slog.Logger, _ <-chan struct{}, onReady func(daemon.ReadyInfo)) error {
 			mu.Lock()
 			runs = append(runs, c.Source)
 			if len(runs) == 5 {
 				cancel()
 			}
 			mu.Unlock()
-			onReady(Ready{})
+			onReady(daemon.ReadyInfo{})
 			return errors.New("data path: queue 0 failed")
 		}
-		supervise(ctx, []ConfigFile{drive, baked}, run, slog.New(slog.DiscardHandler), &syncBuffer{}, nil, func(Ready, string) {})
-		stableAfter = old
+		supervise(ctx, pol, []ConfigFile{drive, baked}, run, slog.New(slog.DiscardHandler), &syncBuffer{}, nil, func(daemon.ReadyInfo, string) {})
 		if len(runs) != 5 || runs[4] != tc.want {
 			t.Errorf("stableAfter %v: runs %v, want the 5th with %s", tc.stable, runs, tc.want)
 		}

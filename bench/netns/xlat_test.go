@@ -24,7 +24,7 @@ func TestWriteMappingsCSV(t *testing.T) {
 	}
 	f, _ := os.Open(p)
 	defer f.Close()
-	entries, err := mapping.ParseCSV(f, p)
+	entries, _, err := mapping.ParseCSVLines(f, p)
 	if err != nil || len(entries) != 5 {
 		t.Errorf("mapping.ParseCSV: %d entries, %v", len(entries), err)
 	}

@@ -9,13 +9,15 @@ import (
 	"github.com/map646/map646/appliance/ra"
 )
 
-// The daemon announces the translator's prefixes through every announcer
-// registered here whose configuration block is present: the BGP speaker
-// (the mapped IPv4 prefixes and the /96 towards routers) and router
-// advertisements (the /96 towards the servers' link).
-func init() {
-	daemon.RegisterAnnouncer("bgp", newBGPAnnouncer) // announcers_bgp.go or announcers_nobgp.go
-	daemon.RegisterAnnouncer("ra", newRAAnnouncer)
+// announcers are the announcers the daemon starts when their
+// configuration block is present: the BGP speaker (the mapped IPv4
+// prefixes and the /96 towards routers) and router advertisements (the
+// /96 towards the servers' link).
+func announcers() []daemon.AnnouncerKind {
+	return []daemon.AnnouncerKind{
+		{Name: "bgp", New: newBGPAnnouncer}, // announcers_bgp.go or announcers_nobgp.go
+		{Name: "ra", New: newRAAnnouncer},
+	}
 }
 
 type raAnnouncer struct{ s *ra.Set }

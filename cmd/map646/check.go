@@ -10,8 +10,6 @@ import (
 	"github.com/map646/map646/appliance/config"
 )
 
-func init() { addCommand(newCheckCmd) }
-
 func newCheckCmd() *cobra.Command {
 	var path string
 	cmd := &cobra.Command{

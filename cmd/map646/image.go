@@ -8,8 +8,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { addCommand(newImageCmd) }
-
 func newImageCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "image",

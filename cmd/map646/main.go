@@ -13,13 +13,9 @@ import (
 	"github.com/map646/map646/appliance/pid1"
 )
 
-// commands are the subcommands; each file adds its own in init so that the
-// subcommands live beside the code they drive.
-var commands []func() *cobra.Command
-
-func addCommand(f func() *cobra.Command) { commands = append(commands, f) }
-
-func newRootCmd() *cobra.Command {
+// newRootCommand builds the command tree; each subcommand's constructor
+// lives beside the code it drives.
+func newRootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "map646",
 		Short: "Stateless IPv4/IPv6 translator for IPv6-only clouds (SIIT-DC, RFC 7755)",
@@ -35,18 +31,27 @@ Start with:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	for _, f := range commands {
-		root.AddCommand(f())
-	}
+	root.AddCommand(
+		newRunCmd(),
+		newCheckCmd(),
+		newReloadCmd(),
+		newStatsCmd(),
+		newMappingsCmd(),
+		newLookupCmd(),
+		newTranslateCmd(),
+		newImageCmd(),
+		newVersionCmd(),
+		newManCmd(),
+	)
 	return root
 }
 
 func main() {
 	if os.Getpid() == 1 {
 		// Started by the kernel as /init inside the appliance image.
-		pid1.Main(pid1.Options{Version: Version()})
+		pid1.Main(pid1.Options{Version: Version(), Announcers: announcers()})
 	}
-	if err := newRootCmd().Execute(); err != nil {
+	if err := newRootCommand().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "map646:", err)
 		os.Exit(1)
 	}

@@ -8,8 +8,6 @@ import (
 	"github.com/spf13/cobra/doc"
 )
 
-func init() { addCommand(newManCmd) }
-
 func newManCmd() *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{

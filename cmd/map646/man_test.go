@@ -14,7 +14,7 @@ func TestManPages(t *testing.T) {
 	if _, errOut, err := runCmd(t, "man", "-o", dir); err != nil {
 		t.Fatalf("%v\n%s", err, errOut)
 	}
-	for _, c := range newRootCmd().Commands() {
+	for _, c := range newRootCommand().Commands() {
 		if !c.IsAvailableCommand() {
 			continue
 		}

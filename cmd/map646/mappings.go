@@ -13,11 +13,6 @@ import (
 	"github.com/map646/map646/appliance/daemon"
 )
 
-func init() {
-	addCommand(newMappingsCmd)
-	addCommand(newLookupCmd)
-}
-
 // loadForQuery loads FILE for the offline form of mappings and lookup; a
 // refused file's diagnostics become the error.
 func loadForQuery(path string) (*config.Config, error) {

@@ -2,13 +2,12 @@ package main
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
 	"github.com/map646/map646/appliance/daemon"
 )
-
-func init() { addCommand(newReloadCmd) }
 
 func newReloadCmd() *cobra.Command {
 	var socket string
@@ -37,16 +36,26 @@ Sending SIGHUP to 'map646 run' does the same, with the outcome in its log.`,
 			out := cmd.OutOrStdout()
 			if res.Unchanged {
 				fmt.Fprintf(out, "unchanged: %d mappings, digest %.16s\n", res.Mappings, res.Digest)
+				printPending(out, res)
 				return nil
 			}
 			fmt.Fprintf(out, "reloaded: %d mappings, digest %.16s, routes +%d -%d, %d ms\n",
 				res.Mappings, res.Digest, res.RoutesAdded, res.RoutesRemoved, res.DurationMillis)
-			for _, s := range res.NeedsRestart {
-				fmt.Fprintf(out, "note: the change to %s takes effect at the next start\n", s)
-			}
+			printPending(out, res)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&socket, "control-socket", daemon.DefaultControlSocket, "the running daemon's control socket")
 	return cmd
+}
+
+// printPending names the settings that still differ from the running ones
+// and the digest of the file that runs in full from the next start.
+func printPending(out io.Writer, res *daemon.ReloadResult) {
+	for _, s := range res.NeedsRestart {
+		fmt.Fprintf(out, "note: the change to %s takes effect at the next start\n", s)
+	}
+	if res.PendingDigest != "" {
+		fmt.Fprintf(out, "note: digest %.16s runs in full from the next start\n", res.PendingDigest)
+	}
 }

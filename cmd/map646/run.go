@@ -15,14 +15,10 @@ import (
 	"github.com/map646/map646/demo"
 )
 
-func init() {
-	daemon.Version = Version
-	addCommand(newRunCmd)
-}
-
 func newRunCmd() *cobra.Command {
 	var (
 		path, socket, group, logLevel, logFormat string
+		runUser, runGroup                        string
 		demoConfig                               bool
 	)
 	cmd := &cobra.Command{
@@ -44,6 +40,14 @@ outcome) or 'kill -HUP <pid>'. The new file is checked first; if it has errors
 they are reported and the running configuration stays in use. Only the
 routes that changed are touched; the tun, metrics and log settings take
 effect at the next start.
+
+Privileges: once set up, the translator keeps only the capabilities it still
+needs (CAP_NET_ADMIN for reloads, route restores and the stop; also
+CAP_NET_BIND_SERVICE when the BGP speaker listens on a port below 1024 and
+CAP_NET_RAW for router advertisements) and, with a run_as block or --user,
+runs as that user and group with no supplementary groups. The configuration
+file (and its mappings_file) must then be readable by that user for reloads.
+This needs a binary built with CGO_ENABLED=0, as 'make' builds it.
 
 The log block of the configuration sets level and format unless --log-level
 or --log-format is given (then the other one defaults to info / text).
@@ -119,6 +123,10 @@ may use it, checked again from the peer's credentials at every connection.
 				OnReady:       sd.ready,
 				OnReload:      sd.reload,
 				OnHealth:      sd.health,
+				User:          runUser,
+				Group:         runGroup,
+				Version:       Version(),
+				Announcers:    announcers(),
 			})
 		},
 	}
@@ -127,6 +135,8 @@ may use it, checked again from the peer's credentials at every connection.
 	f.BoolVar(&demoConfig, "demo-config", false, "run the built-in demo configuration instead of a file")
 	f.StringVar(&socket, "control-socket", daemon.DefaultControlSocket, "Unix socket for 'map646 stats' and 'map646 reload'")
 	f.StringVar(&group, "control-group", "", "a group (name or number) whose members may also use the control socket (mode 0660)")
+	f.StringVar(&runUser, "user", "", "once set up, run as this user (name or uid; overrides run_as.user)")
+	f.StringVar(&runGroup, "group", "", "with --user or run_as: run as this group instead of the user's own (overrides run_as.group)")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (overrides the log block)")
 	f.StringVar(&logFormat, "log-format", "", "text or json (overrides the log block)")
 	cmd.MarkFlagFilename("config", "hcl")

@@ -61,7 +61,9 @@ func sampleStats() *metrics.Stats {
 }
 
 func TestStatsPrintsTheDaemonsCounters(t *testing.T) {
-	sock := fakeControl(t, map[string]any{"stats": map[string]any{"ok": true, "stats": sampleStats()}})
+	sample := sampleStats()
+	sample.PendingDigest = "aabbccddeeff00112233"
+	sock := fakeControl(t, map[string]any{"stats": map[string]any{"ok": true, "stats": sample}})
 	out, _, err := runCmd(t, "stats", "--control-socket", sock)
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +71,7 @@ func TestStatsPrintsTheDaemonsCounters(t *testing.T) {
 	for _, want := range []string{
 		"map646 v9, up 1m30s, data path healthy",
 		"digest 0123456789abcdef)",
+		"pending  digest aabbccddeeff0011: reloaded, runs in full from the next start",
 		"mappings 2, routes 3, tun map646 (offloads csum,tso4)",
 		"http://[::1]:9646/metrics",
 		"reloads  4 ok, 1 failed",
@@ -110,13 +113,15 @@ func TestStatsWithoutDaemon(t *testing.T) {
 
 func TestReloadReportsOutcome(t *testing.T) {
 	ok := fakeControl(t, map[string]any{"reload": map[string]any{"ok": true, "reload": daemon.ReloadResult{
-		Digest: "fedcba9876543210ff", Mappings: 5, RoutesAdded: 2, RoutesRemoved: 1, DurationMillis: 12, NeedsRestart: []string{"translator.tun"}}}})
+		Digest: "fedcba9876543210ff", Mappings: 5, RoutesAdded: 2, RoutesRemoved: 1, DurationMillis: 12, NeedsRestart: []string{"translator.tun"},
+		PendingDigest: "0011223344556677889900"}}})
 	out, _, err := runCmd(t, "reload", "--control-socket", ok)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out, "reloaded: 5 mappings, digest fedcba9876543210, routes +2 -1, 12 ms") ||
-		!strings.Contains(out, "translator.tun takes effect at the next start") {
+		!strings.Contains(out, "translator.tun takes effect at the next start") ||
+		!strings.Contains(out, "digest 0011223344556677 runs in full from the next start") {
 		t.Errorf("reload output:\n%s", out)
 	}
 

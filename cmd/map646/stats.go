@@ -16,8 +16,6 @@ import (
 	"github.com/map646/map646/stack"
 )
 
-func init() { addCommand(newStatsCmd) }
-
 func newStatsCmd() *cobra.Command {
 	var (
 		socket  string
@@ -73,6 +71,9 @@ func printStats(w io.Writer, st *metrics.Stats, now time.Time, explain bool) err
 	}
 	fmt.Fprintf(w, "map646 %s, up %s, data path %s\n", st.Version, now.Sub(st.Started).Round(time.Second), health)
 	fmt.Fprintf(w, "config   %s (digest %.16s)\n", st.Config, st.Digest)
+	if st.PendingDigest != "" {
+		fmt.Fprintf(w, "pending  digest %.16s: reloaded, runs in full from the next start\n", st.PendingDigest)
+	}
 	fmt.Fprintf(w, "mappings %d, routes %d, tun %s (offloads %s)\n", st.Mappings, st.Routes, st.Tun, st.Offloads)
 	if st.MetricsListen != "" {
 		fmt.Fprintf(w, "metrics  http://%s/metrics\n", st.MetricsListen)

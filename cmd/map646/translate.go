@@ -17,8 +17,6 @@ import (
 	"github.com/map646/map646/stack/xlat"
 )
 
-func init() { addCommand(newTranslateCmd) }
-
 func newTranslateCmd() *cobra.Command {
 	var cfgPath, in, out string
 	cmd := &cobra.Command{

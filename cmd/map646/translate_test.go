@@ -458,7 +458,7 @@ func TestTranslateRefusesSameFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stdin.Close()
-	root := newRootCmd()
+	root := newRootCommand()
 	root.SetIn(stdin)
 	root.SetOut(io.Discard)
 	root.SetErr(io.Discard)
