@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,4 +92,53 @@ func TestNICModeTurnsForwardingOff(t *testing.T) {
 	if !strings.Contains(string(conf), `ipv4 = "rtr4"`) {
 		t.Errorf("NIC config:\n%s", conf)
 	}
+}
+
+// openTunIn must not end the thread it borrows: the harness's children are
+// started with Pdeathsig, which the kernel fires when the thread that forked
+// the child ends, and an ended thread took the iperf3 server with it (every
+// later TCP test was refused). No thread that existed before the calls may be
+// gone after them, and a child started before them is still running.
+func TestOpenTunInKeepsThreads(t *testing.T) {
+	netnstest.RequireTun(t, "bn-")
+	ns := netnstest.New(t, "bn-")
+	child, err := startIn(ns.Name, filepath.Join(t.TempDir(), "sleep.log"), "sleep", "600")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer child.stop(time.Second)
+	before := threads(t)
+	for i := range 20 {
+		f, err := openTunIn(ns.Name, fmt.Sprintf("bn-kt%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	after := threads(t)
+	for tid := range before {
+		if !after[tid] {
+			t.Errorf("thread %s ended during openTunIn", tid)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if child.exited() {
+		t.Errorf("a child started before openTunIn was killed: %v", child.err)
+	}
+	if _, err := os.Stat("/sys/class/net/bn-kt0"); err == nil {
+		t.Error("a tun appeared in the harness's namespace")
+	}
+}
+
+// threads returns the ids of the test process's threads.
+func threads(t *testing.T) map[string]bool {
+	es, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]bool{}
+	for _, e := range es {
+		m[e.Name()] = true
+	}
+	return m
 }

@@ -235,6 +235,14 @@ func setForwarding(ctx context.Context, t topology, on bool) error {
 // openTunIn creates a tun (IFF_TUN|IFF_NO_PI: bare IP packets) named name
 // inside namespace ns and returns its descriptor. The device lives in ns
 // while any copy of the descriptor is open.
+//
+// The thread that joins ns returns to the harness's namespace before it is
+// unlocked, so that it lives on. It must not end: the harness starts its
+// children (the iperf3 server, the translators) with Pdeathsig, which
+// prctl(2) ties to the thread that forked the child, not to the process; a
+// Go thread that ends with its locked goroutine may be the one that started
+// the iperf3 server, which the kernel then SIGKILLs, and every later TCP
+// test is refused.
 func openTunIn(ns, name string) (*os.File, error) {
 	type result struct {
 		f   *os.File
@@ -242,9 +250,14 @@ func openTunIn(ns, name string) (*os.File, error) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		// The thread joins ns and is never unlocked: Go ends a locked
-		// thread when its goroutine returns, so no other goroutine runs in ns.
 		runtime.LockOSThread()
+		home, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{nil, err}
+			return
+		}
+		defer home.Close()
 		f, err := func() (*os.File, error) {
 			nsf, err := os.Open(filepath.Join("/var/run/netns", ns))
 			if err != nil {
@@ -270,6 +283,17 @@ func openTunIn(ns, name string) (*os.File, error) {
 			}
 			return os.NewFile(uintptr(fd), "/dev/net/tun:"+name), nil
 		}()
+		if rerr := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); rerr != nil {
+			// Still in ns: the thread stays locked and ends with this
+			// goroutine rather than run other goroutines in ns. Say so,
+			// since a child it started is killed with it.
+			if f != nil {
+				f.Close()
+			}
+			ch <- result{nil, fmt.Errorf("return from namespace %s: %w", ns, rerr)}
+			return
+		}
+		runtime.UnlockOSThread()
 		ch <- result{f, err}
 	}()
 	r := <-ch
