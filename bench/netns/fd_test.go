@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,14 +60,27 @@ func TestOpenTunInPassesFD3(t *testing.T) {
 
 // NIC mode: the router's kernel forwarding is off while the translator
 // runs (the fake prints what it sees) and on again once it is stopped, also
-// when the translator never forwarded.
+// when the translator never forwarded. So are tx checksum offload, TSO and
+// GSO on the client's and server's veths: with them on, AF_PACKET hands the
+// translator TCP and UDP packets whose checksum is only partial.
 func TestNICModeTurnsForwardingOff(t *testing.T) {
 	netnstest.Require(t, "bn-")
 	ns := netnstest.New(t, "bn-")
 	ns.Run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+	ns.Run("ip", "link", "add", clientIf, "type", "veth", "peer", "name", serverIf)
+	// The server's veth starts with TSO off: stop must restore each
+	// interface's own state, not "on".
+	ns.Run("ethtool", "-K", serverIf, "tso", "off")
+	want := map[string]string{clientIf: "on on on", serverIf: "on off on"}
+	for ifc, w := range want {
+		if got := csumState(t, ns, ifc); got != w {
+			t.Fatalf("%s before start: %q, want %q", ifc, got, w)
+		}
+	}
 	dir := t.TempDir()
 	fake := filepath.Join(dir, "map646")
-	script := "#!/bin/sh\nsysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding | tr '\\n' ' '\necho\nexec sleep 600\n"
+	script := "#!/bin/sh\nsysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding | tr '\\n' ' '\necho\n" +
+		"for i in " + clientIf + " " + serverIf + "; do ethtool -k $i | grep -E '^(tx-checksumming|tcp-segmentation-offload|generic-segmentation-offload):' | tr '\\n' ' '; echo; done\nexec sleep 600\n"
 	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -81,8 +95,19 @@ func TestNICModeTurnsForwardingOff(t *testing.T) {
 		t.Errorf("stop: %v", err)
 	}
 	b, _ := os.ReadFile(filepath.Join(dir, "nic.log"))
-	if strings.TrimSpace(string(b)) != "0 0" {
-		t.Errorf("forwarding seen by the translator: %q, want \"0 0\"", b)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 3 || strings.TrimSpace(lines[0]) != "0 0" {
+		t.Fatalf("translator saw:\n%s\nwant forwarding \"0 0\" and two offload lines", b)
+	}
+	for _, l := range lines[1:] {
+		if strings.Count(l, ": off") != 3 {
+			t.Errorf("offloads seen by the translator: %q, want tx checksumming, TSO and GSO off", l)
+		}
+	}
+	for ifc, w := range want {
+		if got := csumState(t, ns, ifc); got != w {
+			t.Errorf("%s after stop: %q, want %q", ifc, got, w)
+		}
 	}
 	if out := strings.Fields(ns.Run("sysctl", "-n", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")); strings.Join(out, " ") != "1 1" {
 		t.Errorf("forwarding after stop: %v, want 1 1", out)
@@ -91,4 +116,60 @@ func TestNICModeTurnsForwardingOff(t *testing.T) {
 	if !strings.Contains(string(conf), `ipv4 = "rtr4"`) {
 		t.Errorf("NIC config:\n%s", conf)
 	}
+}
+
+// openTunIn must not end the thread it borrows: the harness's children are
+// started with Pdeathsig, which the kernel fires when the thread that forked
+// the child ends, and an ended thread took the iperf3 server with it (every
+// later TCP test was refused). No thread that existed before the calls may be
+// gone after them, and a child started before them is still running.
+func TestOpenTunInKeepsThreads(t *testing.T) {
+	netnstest.RequireTun(t, "bn-")
+	ns := netnstest.New(t, "bn-")
+	child, err := startIn(ns.Name, filepath.Join(t.TempDir(), "sleep.log"), "sleep", "600")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer child.stop(time.Second)
+	before := threads(t)
+	for i := range 20 {
+		f, err := openTunIn(ns.Name, fmt.Sprintf("bn-kt%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	after := threads(t)
+	for tid := range before {
+		if !after[tid] {
+			t.Errorf("thread %s ended during openTunIn", tid)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if child.exited() {
+		t.Errorf("a child started before openTunIn was killed: %v", child.err)
+	}
+	if _, err := os.Stat("/sys/class/net/bn-kt0"); err == nil {
+		t.Error("a tun appeared in the harness's namespace")
+	}
+}
+
+// threads returns the ids of the test process's threads.
+func threads(t *testing.T) map[string]bool {
+	es, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]bool{}
+	for _, e := range es {
+		m[e.Name()] = true
+	}
+	return m
+}
+
+// csumState is an interface's tx-checksumming, TSO and GSO state, "on off on".
+func csumState(t *testing.T, ns *netnstest.NS, ifc string) string {
+	t.Helper()
+	st := parseEthtoolK(ns.Run("ethtool", "-k", ifc), offloadFeatures)
+	return st["tx-checksumming"] + " " + st["tcp-segmentation-offload"] + " " + st["generic-segmentation-offload"]
 }

@@ -119,6 +119,67 @@ type map646Translator struct {
 	proc      *process
 	tun       *os.File // fd mode: the harness's copy of the inherited tun
 	noFwd     bool     // forwarding was turned off and must be restored
+	// NIC mode: the client's and server's veth offloads as they were
+	// before start turned checksum offload off; stop restores them.
+	saved []savedOffloads
+}
+
+// savedOffloads is one veth's checksum and segmentation offload state.
+type savedOffloads struct {
+	ns, ifc string
+	state   map[string]string // ethtool -k feature -> on/off
+}
+
+// checksumOffloads are the ethtool -K names of the features NIC mode turns
+// off on the sending veths, keyed by their ethtool -k names.
+var checksumOffloads = [][2]string{
+	{"tx-checksumming", "tx"},
+	{"tcp-segmentation-offload", "tso"},
+	{"generic-segmentation-offload", "gso"},
+}
+
+// completeChecksums turns tx checksum offload, TSO and GSO off on the
+// client's and server's veths and records how they were. A veth with tx
+// checksum offload hands its peer TCP and UDP packets whose checksum is
+// only partial (CHECKSUM_PARTIAL), and AF_PACKET without PACKET_VNET_HDR
+// gives the translator no way to tell: it would translate them with a wrong
+// checksum and the receiver would drop every segment. A real NIC always
+// delivers complete checksums; this makes the veths do the same.
+func (x *map646Translator) completeChecksums(ctx context.Context, t topology) error {
+	for _, p := range [][2]string{{t.Client, clientIf}, {t.Server, serverIf}} {
+		state, err := offloads(ctx, p[0], p[1])
+		if err != nil {
+			return err
+		}
+		args := []string{"ethtool", "-K", p[1]}
+		for _, f := range checksumOffloads {
+			if state[f[0]] == "" {
+				return fmt.Errorf("ethtool -k %s: no %s", p[1], f[0])
+			}
+			args = append(args, f[1], "off")
+		}
+		x.saved = append(x.saved, savedOffloads{ns: p[0], ifc: p[1], state: state})
+		if _, err := runIn(ctx, p[0], args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restoreOffloads puts back what completeChecksums changed.
+func (x *map646Translator) restoreOffloads(ctx context.Context) error {
+	var first error
+	for _, s := range x.saved {
+		args := []string{"ethtool", "-K", s.ifc}
+		for _, f := range checksumOffloads {
+			args = append(args, f[1], s.state[f[0]])
+		}
+		if _, err := runIn(ctx, s.ns, args...); err != nil && first == nil {
+			first = err
+		}
+	}
+	x.saved = nil
+	return first
 }
 
 const (
@@ -180,6 +241,9 @@ func (x *map646Translator) start(ctx context.Context, t topology) (*process, err
 		if err := setForwarding(ctx, t, false); err != nil {
 			return nil, err
 		}
+		if err := x.completeChecksums(ctx, t); err != nil {
+			return nil, err
+		}
 	}
 	// A control socket of its own: the default path is shared by every
 	// map646 on the machine, whatever its network namespace.
@@ -218,6 +282,9 @@ func (x *map646Translator) stop(ctx context.Context, t topology) error {
 			err = ferr
 		}
 	}
+	if oerr := x.restoreOffloads(ctx); oerr != nil && err == nil {
+		err = oerr
+	}
 	return err
 }
 
@@ -235,6 +302,14 @@ func setForwarding(ctx context.Context, t topology, on bool) error {
 // openTunIn creates a tun (IFF_TUN|IFF_NO_PI: bare IP packets) named name
 // inside namespace ns and returns its descriptor. The device lives in ns
 // while any copy of the descriptor is open.
+//
+// The thread that joins ns returns to the harness's namespace before it is
+// unlocked, so that it lives on. It must not end: the harness starts its
+// children (the iperf3 server, the translators) with Pdeathsig, which
+// prctl(2) ties to the thread that forked the child, not to the process; a
+// Go thread that ends with its locked goroutine may be the one that started
+// the iperf3 server, which the kernel then SIGKILLs, and every later TCP
+// test is refused.
 func openTunIn(ns, name string) (*os.File, error) {
 	type result struct {
 		f   *os.File
@@ -242,9 +317,14 @@ func openTunIn(ns, name string) (*os.File, error) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		// The thread joins ns and is never unlocked: Go ends a locked
-		// thread when its goroutine returns, so no other goroutine runs in ns.
 		runtime.LockOSThread()
+		home, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{nil, err}
+			return
+		}
+		defer home.Close()
 		f, err := func() (*os.File, error) {
 			nsf, err := os.Open(filepath.Join("/var/run/netns", ns))
 			if err != nil {
@@ -270,6 +350,17 @@ func openTunIn(ns, name string) (*os.File, error) {
 			}
 			return os.NewFile(uintptr(fd), "/dev/net/tun:"+name), nil
 		}()
+		if rerr := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); rerr != nil {
+			// Still in ns: the thread stays locked and ends with this
+			// goroutine rather than run other goroutines in ns. Say so,
+			// since a child it started is killed with it.
+			if f != nil {
+				f.Close()
+			}
+			ch <- result{nil, fmt.Errorf("return from namespace %s: %w", ns, rerr)}
+			return
+		}
+		runtime.UnlockOSThread()
 		ch <- result{f, err}
 	}()
 	r := <-ch
