@@ -605,7 +605,14 @@ func TestNetnsUDPSegmentation(t *testing.T) {
 			t.Fatalf("datagram %d: %d bytes, first %d", i, m, buf[0])
 		}
 	}
-	if got := tp.eng.Totals().Packets[xlat.Dir46][xlat.ProtoUDP] - before; got != 1 {
+	// The queue publishes its counts when it next finds nothing to read:
+	// wait for that, not for a fixed time.
+	got := tp.eng.Totals().Packets[xlat.Dir46][xlat.ProtoUDP] - before
+	for deadline := time.Now().Add(5 * time.Second); got == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		got = tp.eng.Totals().Packets[xlat.Dir46][xlat.ProtoUDP] - before
+	}
+	if got != 1 {
 		t.Errorf("engine translated %d UDP packets for one USO send, want 1 super-packet (%v)", got, tp.eng.Totals().Packets)
 	}
 }
