@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -86,7 +87,7 @@ func newTopo(t *testing.T) *topo {
 type daemonProc struct {
 	cmd  *exec.Cmd
 	sock string
-	out  *strings.Builder
+	out  *lockedWriter
 	exit chan error
 }
 
@@ -100,8 +101,8 @@ func (tp *topo) startDaemon(t *testing.T, cfgPath string) *daemonProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &daemonProc{cmd: cmd, sock: sock, out: &strings.Builder{}, exit: make(chan error, 1)}
-	cmd.Stderr = &lockedWriter{b: p.out}
+	p := &daemonProc{cmd: cmd, sock: sock, out: &lockedWriter{}, exit: make(chan error, 1)}
+	cmd.Stderr = p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -130,16 +131,23 @@ func (tp *topo) startDaemon(t *testing.T, cfgPath string) *daemonProc {
 	return p
 }
 
+// lockedWriter collects the daemon's stderr, written by exec's copying
+// goroutine while the test reads it.
 type lockedWriter struct {
-	mu atomic.Bool
-	b  *strings.Builder
+	mu sync.Mutex
+	b  strings.Builder
 }
 
 func (w *lockedWriter) Write(p []byte) (int, error) {
-	for !w.mu.CompareAndSwap(false, true) {
-	}
-	defer w.mu.Store(false)
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	return w.b.Write(p)
+}
+
+func (w *lockedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
 
 func (p *daemonProc) signal(t *testing.T, sig syscall.Signal) error {
