@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -72,29 +71,10 @@ func TestRunSurvivesHostileInput(t *testing.T) {
 	run := exec.Command("ip", "netns", "exec", ns.Name, os.Args[0], "run", "-c", cfg, "--control-socket", sock)
 	run.Env = append(os.Environ(), "MAP646_TEST_MAIN=1")
 	run.Stderr = &logs
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
+	exited := startRun(t, run)
 	pid := run.Process.Pid // ip netns exec execs map646 in its place
-	exited := make(chan error, 1)
-	go func() { exited <- run.Wait() }()
-	t.Cleanup(func() {
-		if run.ProcessState == nil {
-			_ = run.Process.Kill()
-			<-exited
-		}
-	})
-	stats := func() *metrics.Stats {
-		out, err := map646Cmd("stats", "--json", "--control-socket", sock).Output()
-		if err != nil {
-			return nil
-		}
-		var st metrics.Stats
-		if json.Unmarshal(out, &st) != nil {
-			return nil
-		}
-		return &st
-	}
+	stats := func() *metrics.Stats { return runStats(t, sock) }
+
 	deadline := time.Now().Add(30 * time.Second)
 	var st0 *metrics.Stats
 	for st0 = stats(); st0 == nil; st0 = stats() {

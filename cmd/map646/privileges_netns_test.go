@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,28 +56,9 @@ func TestRunDropsPrivileges(t *testing.T) {
 	var logs bytes.Buffer
 	run := exec.Command("ip", "netns", "exec", ns.Name, bin, "run", "-c", cfg, "--control-socket", sock, "--group", "nogroup")
 	run.Stderr = &logs
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- run.Wait() }()
-	t.Cleanup(func() {
-		if run.ProcessState == nil {
-			_ = run.Process.Kill()
-			<-exited
-		}
-	})
-	stats := func() *metrics.Stats {
-		out, err := map646Cmd("stats", "--json", "--control-socket", sock).Output()
-		if err != nil {
-			return nil
-		}
-		var st metrics.Stats
-		if err := json.Unmarshal(out, &st); err != nil {
-			t.Fatalf("stats --json: %v\n%s", err, out)
-		}
-		return &st
-	}
+	exited := startRun(t, run)
+	stats := func() *metrics.Stats { return runStats(t, sock) }
+
 	waitUntil := func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(30 * time.Second)

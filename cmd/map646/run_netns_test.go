@@ -92,29 +92,9 @@ func TestRunSignals(t *testing.T) {
 	run := exec.Command("ip", "netns", "exec", ns.Name, os.Args[0], "run", "-c", cfg, "--control-socket", sock)
 	run.Env = append(os.Environ(), "MAP646_TEST_MAIN=1", "NOTIFY_SOCKET="+notify.path, "WATCHDOG_USEC=10000000", "WATCHDOG_PID=")
 	run.Stderr = &logs
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- run.Wait() }()
-	t.Cleanup(func() {
-		if run.ProcessState == nil {
-			_ = run.Process.Kill()
-			<-exited
-		}
-	})
-	stats := func() *metrics.Stats {
-		t.Helper()
-		out, err := map646Cmd("stats", "--json", "--control-socket", sock).Output()
-		if err != nil {
-			return nil
-		}
-		var st metrics.Stats
-		if err := json.Unmarshal(out, &st); err != nil {
-			t.Fatalf("stats --json: %v\n%s", err, out)
-		}
-		return &st
-	}
+	exited := startRun(t, run)
+	stats := func() *metrics.Stats { return runStats(t, sock) }
+
 	deadline := time.Now().Add(30 * time.Second)
 	var st *metrics.Stats
 	for st = stats(); st == nil; st = stats() {
@@ -232,4 +212,38 @@ func TestRunTunNameTaken(t *testing.T) {
 	if got := ns.MustRun(t, "ip", "link", "show", "dmtaken"); !strings.Contains(got, "dmtaken") {
 		t.Errorf("the veth link is gone: %q", got)
 	}
+}
+
+// startRun starts run (a `map646 run`, under `ip netns exec`, which execs
+// it in its place) and kills it when the test ends unless the test waited
+// for it; the channel receives Wait's result.
+func startRun(t *testing.T, run *exec.Cmd) <-chan error {
+	t.Helper()
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- run.Wait() }()
+	t.Cleanup(func() {
+		if run.ProcessState == nil {
+			_ = run.Process.Kill()
+			<-exited
+		}
+	})
+	return exited
+}
+
+// runStats asks the daemon behind sock for its counters: nil while it does
+// not answer; an answer that is not the stats JSON fails t.
+func runStats(t *testing.T, sock string) *metrics.Stats {
+	t.Helper()
+	out, err := map646Cmd("stats", "--json", "--control-socket", sock).Output()
+	if err != nil {
+		return nil
+	}
+	var st metrics.Stats
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("stats --json: %v\n%s", err, out)
+	}
+	return &st
 }
