@@ -213,7 +213,7 @@ func TestFull(t *testing.T) {
 	wantPol := xlat.Policy{
 		LowestIPv6MTU: 1400, UDPZeroChecksum: xlat.UDPZeroDrop, Hairpin: xlat.HairpinSimple,
 		ICMPSourcePool: want.Translator.ICMPSourcePool, DenyIPv4: want.Translator.DenyIPv4,
-		IPv4MTU: 1500, IPv6MTU: 1520,
+		IPv4MTU: 1500, IPv6MTU: 1520, ClampMSS: true,
 		IPv4Address: netip.MustParseAddr("203.0.113.1"),
 		OwnAddrs:    []netip.Prefix{pp("203.0.113.1/28"), pp("2001:db8:ffff::1/64")},
 	}
@@ -341,7 +341,8 @@ func TestTunMTUDefault(t *testing.T) {
 // 7600's dummy address with a warning that an icmp_source_pool silences;
 // the engine gets it with every interface address as its own. Without
 // ipv6_mtu, the engine's IPv6 MTU is the smallest of the interfaces with
-// an IPv6 address (a Packet Too Big must not announce more).
+// an IPv6 address (a Packet Too Big must not announce more). An MTU from
+// the file turns the TCP MSS clamp on; without one it stays off.
 func TestOwnAddressesAndLinkMTU(t *testing.T) {
 	pp := netip.MustParsePrefix
 	a := netip.MustParseAddr
@@ -401,6 +402,9 @@ interface "eth2" {
 			if x.Policy.IPv4Address != tc.addr || !reflect.DeepEqual(x.Policy.OwnAddrs, tc.own) || x.Policy.IPv6MTU != tc.mtu6 {
 				t.Errorf("policy: address %v, own %v, IPv6 MTU %d; want %v, %v, %d",
 					x.Policy.IPv4Address, x.Policy.OwnAddrs, x.Policy.IPv6MTU, tc.addr, tc.own, tc.mtu6)
+			}
+			if x.Policy.ClampMSS != (tc.mtu6 > 0) {
+				t.Errorf("policy: ClampMSS %v with IPv6 MTU %d from the file", x.Policy.ClampMSS, tc.mtu6)
 			}
 			if _, err := xlat.NewEngine(x); err != nil {
 				t.Errorf("engine refused the policy: %v", err)

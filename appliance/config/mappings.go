@@ -253,6 +253,10 @@ func (c *Config) Xlat() (*xlat.Config, error) {
 			}
 		}
 	}
+	// The MSS clamp is policy beyond RFC 7915: on where the file gives an
+	// MTU (ipv4_mtu, ipv6_mtu, an interface's mtu), never because of an
+	// MTU the daemon learns from a NIC.
+	pol.ClampMSS = pol.IPv4MTU > 0 || pol.IPv6MTU > 0
 	switch c.Translator.UDPZeroChecksum {
 	case "compute", "":
 		pol.UDPZeroChecksum = xlat.UDPZeroCompute

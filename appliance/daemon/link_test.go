@@ -21,7 +21,9 @@ import (
 // they name instead of a tun. NIC mode turns kernel forwarding off (and
 // restores it), routes nothing into a tun, and gives the engine the NICs'
 // MTUs unless ipv4_mtu / ipv6_mtu are set; fd mode leaves forwarding and
-// routes to whoever handed the descriptor over.
+// routes to whoever handed the descriptor over. MTUs learnt from the NICs
+// bound packet sizes but do not turn the TCP MSS clamp on (RFC 7915
+// leaves TCP options alone); an MTU in the file does.
 func TestLinkModes(t *testing.T) {
 	for _, tc := range []struct {
 		name, link string
@@ -29,12 +31,13 @@ func TestLinkModes(t *testing.T) {
 		wantName   string
 		forwarding string // during the run; "1" (the fake's initial value): untouched
 		mtu4, mtu6 int
+		clampMSS   bool
 	}{
 		{"nic", "nic {\n    ipv4 = \"eth0\"\n    ipv6 = \"eth1\"\n    queues = 3\n  }",
-			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth1", Queues: 3, FollowIPv4MTU: true, FollowIPv6MTU: true}}, "nic eth0,eth1", "0", 1500, 9000},
+			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth1", Queues: 3, FollowIPv4MTU: true, FollowIPv6MTU: true}}, "nic eth0,eth1", "0", 1500, 9000, false},
 		{"nic one NIC, ipv6_mtu set", "ipv6_mtu = 1280\n  nic {\n    ipv4 = \"eth0\"\n    queues = 1\n  }",
-			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth0", Queues: 1, FollowIPv4MTU: true}}, "nic eth0", "0", 1500, 1280},
-		{"fd", "fd {\n    fd = 3\n  }", &fdLink{fd: 3, mtu: 1500}, "fd 3", "1", 0, 0},
+			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth0", Queues: 1, FollowIPv4MTU: true}}, "nic eth0", "0", 1500, 1280, true},
+		{"fd", "fd {\n    fd = 3\n  }", &fdLink{fd: 3, mtu: 1500}, "fd 3", "1", 0, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			k := newFakeKernel()
@@ -95,6 +98,9 @@ func TestLinkModes(t *testing.T) {
 			}
 			if gotPolicy.IPv4MTU != tc.mtu4 || gotPolicy.IPv6MTU != tc.mtu6 {
 				t.Errorf("engine MTUs %d/%d, want %d/%d", gotPolicy.IPv4MTU, gotPolicy.IPv6MTU, tc.mtu4, tc.mtu6)
+			}
+			if gotPolicy.ClampMSS != tc.clampMSS {
+				t.Errorf("engine clamps the MSS: %v, want %v", gotPolicy.ClampMSS, tc.clampMSS)
 			}
 			k.mu.Lock()
 			fwd4, fwd6 := k.sysctls["net.ipv4.ip_forward"], k.sysctls["net.ipv6.conf.all.forwarding"]

@@ -112,6 +112,13 @@ type Policy struct {
 	// the TTL / Hop Limit itself and answers its expiry with Time Exceeded
 	// (RFC 7915 sections 4.1 and 5.1). With a tun the kernel does both.
 	DecrementTTL bool
+	// ClampMSS lowers the MSS option of translated TCP SYNs to the largest
+	// segment that fits IPv4MTU and IPv6MTU after translation. RFC 7915
+	// sections 4.5 and 5.5 change nothing in TCP but the checksum, so this
+	// is operator policy (like a router's MSS clamp), not translation: the
+	// configuration turns it on where the operator sets an MTU, while
+	// MTUs learnt from the NICs only bound packet sizes.
+	ClampMSS bool
 }
 
 // Config is one complete, immutable translator configuration.

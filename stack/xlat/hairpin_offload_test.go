@@ -192,8 +192,9 @@ func TestGSO(t *testing.T) {
 	})
 }
 
-// The MSS option of a SYN is clamped so that segments fit both next hops
-// (IPv6 MTU - 60, IPv4 MTU - 40), with the checksum updated.
+// With ClampMSS, the MSS option of a SYN is clamped so that segments fit
+// both next hops (IPv6 MTU - 60, IPv4 MTU - 40), with the checksum
+// updated; without it, a known MTU leaves the option alone.
 func TestMSSClamp(t *testing.T) {
 	opts := func(mss uint16, pad bool) []byte {
 		o := []byte{2, 4, byte(mss >> 8), byte(mss), 1, 1, 1, 0}
@@ -203,7 +204,7 @@ func TestMSSClamp(t *testing.T) {
 		return o
 	}
 	for _, pad := range []bool{false, true} {
-		w := newTestWorker(t, func(p *Policy) { p.IPv6MTU = 1400 })
+		w := newTestWorker(t, func(p *Policy) { p.IPv6MTU, p.ClampMSS = 1400, true })
 		in := ip4(C4, S4A, 64, 6, tcpSeg(1, 2, header.TCPFlagSyn, 1, 0, opts(1460, pad), nil), v4opt{})
 		got, _, _ := run(w, in, nil)
 		diff(t, "MSS clamp", got, ip6(C6, S6A, 64, 6, tcpSeg(1, 2, header.TCPFlagSyn, 1, 0, opts(1340, pad), nil), v6opt{}))
@@ -212,10 +213,14 @@ func TestMSSClamp(t *testing.T) {
 		got, _, _ = run(w, in, nil)
 		diff(t, "no clamp without SYN", got, ip6(C6, S6A, 64, 6, tcpSeg(1, 2, header.TCPFlagAck, 1, 0, opts(1460, pad), nil), v6opt{}))
 	}
-	w := newTestWorker(t, func(p *Policy) { p.IPv4MTU = 1300 })
-	in := ip6(S6A, C6, 64, 6, tcpSeg(1, 2, header.TCPFlagSyn|header.TCPFlagAck, 1, 2, opts(1440, false), nil), v6opt{})
+	w := newTestWorker(t, func(p *Policy) { p.IPv6MTU = 1400 })
+	in := ip4(C4, S4A, 64, 6, tcpSeg(1, 2, header.TCPFlagSyn, 1, 0, opts(1460, false), nil), v4opt{})
+	got, _, _ := run(w, in, nil)
+	diff(t, "no clamp without ClampMSS", got, ip6(C6, S6A, 64, 6, tcpSeg(1, 2, header.TCPFlagSyn, 1, 0, opts(1460, false), nil), v6opt{}))
+	w = newTestWorker(t, func(p *Policy) { p.IPv4MTU, p.ClampMSS = 1300, true })
+	in = ip6(S6A, C6, 64, 6, tcpSeg(1, 2, header.TCPFlagSyn|header.TCPFlagAck, 1, 2, opts(1440, false), nil), v6opt{})
 	off := makePartial(in)
-	got, _, _ := run(w, in, off)
+	got, _, _ = run(w, in, off)
 	finish(got, off)
 	diff(t, "MSS clamp, partial checksum", got, withID(ip4(S4A, C4, 64, 6, tcpSeg(1, 2, header.TCPFlagSyn|header.TCPFlagAck, 1, 2, opts(1260, false), nil), v4opt{}), got))
 }

@@ -176,8 +176,12 @@ func hash6(a, b *[16]byte) uint32 {
 }
 
 // maxMSS is the largest TCP MSS whose segments fit both the IPv4 and the
-// IPv6 next hop (0: neither MTU known).
+// IPv6 next hop (0: no clamp, because Policy.ClampMSS is off or neither
+// MTU is known).
 func (s *state) maxMSS() int {
+	if !s.cfg.Policy.ClampMSS {
+		return 0
+	}
 	m := 0
 	if s.mtu4 > 0 {
 		m = s.mtu4 - 40
