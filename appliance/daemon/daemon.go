@@ -272,8 +272,10 @@ var systemEnv = env{
 // stands between the translator and the NICs (the kernel does not
 // forward): the engine decrements TTL and Hop Limit itself, and unless
 // ipv4_mtu and ipv6_mtu say otherwise they are the NICs' MTUs, so that the
-// engine answers packets too big for them (RFC 7915 sections 4 and 5) and
-// clamps the TCP MSS.
+// engine answers packets too big for them (RFC 7915 sections 4 and 5).
+// Learnt MTUs leave the TCP MSS clamp as the file set it (off without an
+// MTU in the file): RFC 7915 changes no TCP option, and every link mode
+// translates the same SYN the same way.
 func xlatConfig(cfg *config.Config, e env) (*xlat.Config, error) {
 	xc, err := cfg.Xlat()
 	if err != nil {
@@ -316,6 +318,8 @@ type daemon struct {
 	env     env
 	log     *slog.Logger
 	started time.Time
+	runAs   config.RunAs // the identity asked for (run_as, or the command line's)
+	id      identity     // runAs resolved
 
 	eng     *xlat.Engine
 	dev     device
@@ -339,16 +343,82 @@ type daemon struct {
 	reloadMu sync.Mutex // one reload at a time
 }
 
-func run(ctx context.Context, opts Options, e env) (err error) {
-	opts = opts.withDefaults()
-	cfg, err := loadConfig(ctx, opts)
+// run starts the translator step by step, serves until ctx is done or the
+// data path fails, and undoes every step, newest first, on the way out,
+// whether it fails half-way or stops normally.
+func run(ctx context.Context, opts Options, e env) error {
+	d, err := newDaemon(ctx, opts.withDefaults(), e)
 	if err != nil {
 		return err
+	}
+	var u undoStack
+	defer u.run()
+	if err := d.setUpKernel(&u); err != nil {
+		return err
+	}
+	setupStart := time.Now()
+	dpDone, err := d.startDatapath(&u)
+	if err != nil {
+		return err
+	}
+	changes, err := d.watchKernel(&u)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.plan = makePlan(d.cfg, d.dev.Name())
+	d.mu.Unlock()
+	if err := d.applyPlan(d.plan); err != nil {
+		return err
+	}
+	d.log.Info("translator set up", "tun", d.dev.Name(), "offloads", d.dev.Offloads(), "mappings", len(d.cfg.Translator.Mappings),
+		"routes", d.tracker.RouteCount(), "took_ms", time.Since(setupStart).Milliseconds())
+	d.reportForeign()
+	if err := d.startMetrics(&u); err != nil {
+		return err
+	}
+	reloadReq := make(chan chan reloadReply)
+	cs, err := listenControl(d.opts.ControlSocket, d.opts.ControlGroup, d, reloadReq, d.log)
+	if err != nil {
+		return err
+	}
+	u.add(func() { _ = cs.Close() })
+	if err := d.startAnnouncing(ctx, &u); err != nil {
+		return err
+	}
+	if err := d.giveUpPrivileges(); err != nil {
+		return err
+	}
+	d.ready()
+	return d.serve(ctx, dpDone, reloadReq, changes)
+}
+
+// undoStack holds what undoes each set-up step; run calls them newest
+// first.
+type undoStack []func()
+
+func (u *undoStack) add(f func()) { *u = append(*u, f) }
+
+// run has a pointer receiver so that `defer u.run()` sees the steps
+// added after the defer statement.
+func (u *undoStack) run() {
+	for i := len(*u) - 1; i >= 0; i-- {
+		(*u)[i]()
+	}
+}
+
+// newDaemon loads the configuration (given up when ctx ends), opens the
+// log, resolves the run_as identity and builds the engine; nothing in the
+// kernel is touched yet.
+func newDaemon(ctx context.Context, opts Options, e env) (*daemon, error) {
+	cfg, err := loadConfig(ctx, opts)
+	if err != nil {
+		return nil, err
 	}
 	log := opts.Logger
 	if log == nil {
 		if log, err = NewLogger(os.Stderr, cfg.Log.Level, cfg.Log.Format); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for _, w := range cfg.Warnings {
@@ -363,54 +433,49 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	}
 	id, err := resolveIdentity(runAs)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	xc, err := xlatConfig(cfg, e)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	eng, err := xlat.NewEngine(xc)
 	if err != nil {
-		return fmt.Errorf("engine: %w", err)
+		return nil, fmt.Errorf("engine: %w", err)
 	}
-	d := &daemon{opts: opts, env: e, log: log, started: time.Now(), eng: eng, cfg: cfg, running: cfg,
-		repair: repairState{down: map[string]bool{}}}
+	return &daemon{opts: opts, env: e, log: log, started: time.Now(), eng: eng, cfg: cfg, running: cfg,
+		runAs: runAs, id: id, repair: repairState{down: map[string]bool{}}}, nil
+}
 
-	// Everything set up from here on is undone, newest first, by the
-	// deferred cleanups, whether Run fails half-way or stops normally.
-	var cleanups []func()
-	defer func() {
-		for i := len(cleanups) - 1; i >= 0; i-- {
-			cleanups[i]()
-		}
-	}()
-
+// setUpKernel takes the namespace's instance lock, opens the kernel
+// (netlink) and sets forwarding as the link mode needs it.
+func (d *daemon) setUpKernel(u *undoStack) error {
 	// One translator per network namespace, decided before anything in
 	// the kernel is touched: a second one would attach to the first one's
 	// tun, replace its routes and delete them when it exits.
-	lock, err := lockInstance(opts.LockDir)
+	lock, err := lockInstance(d.opts.LockDir)
 	if err != nil {
 		return err
 	}
-	cleanups = append(cleanups, lock.release)
+	u.add(lock.release)
 
-	k, closeKernel, err := e.kernel()
+	k, closeKernel, err := d.env.kernel()
 	if err != nil {
 		return err
 	}
-	cleanups = append(cleanups, func() { _ = closeKernel() })
+	u.add(func() { _ = closeKernel() })
 	d.kernel = k
 	d.tracker = netsetup.NewTracker(k)
-	cleanups = append(cleanups, func() {
+	u.add(func() {
 		if err := d.tracker.Teardown(); err != nil {
-			log.Error("removing what the translator installed", "err", err)
+			d.log.Error("removing what the translator installed", "err", err)
 		}
 	})
 	// Host mode: the kernel forwards into and out of the tun. NIC mode:
 	// the kernel must not forward what the translator reads off the NICs
 	// (it sees a copy of every frame). fd mode: whoever handed the
 	// descriptor over routes.
-	forwarding := map[string]string{config.LinkTun: "1", config.LinkNIC: "0"}[cfg.Translator.Link]
+	forwarding := map[string]string{config.LinkTun: "1", config.LinkNIC: "0"}[d.cfg.Translator.Link]
 	if forwarding != "" {
 		for _, key := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
 			if err := d.tracker.Sysctl(key, forwarding); err != nil {
@@ -418,44 +483,53 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 			}
 		}
 	}
+	return nil
+}
 
-	t := cfg.Translator.Tun
-	setupStart := time.Now()
+// startDatapath opens the link (the tun, an inherited fd or the NICs) and
+// starts the data path on it. The channel it returns gets the data path's
+// end (nil or why it failed).
+func (d *daemon) startDatapath(u *undoStack) (chan error, error) {
 	var dev device
-	if cfg.Translator.Link == config.LinkTun {
-		dev, err = e.openTun(tun.Config{Name: t.Name, Queues: t.Queues, MTU: t.MTU, Offload: t.Offload})
+	var err error
+	if t := d.cfg.Translator.Tun; d.cfg.Translator.Link == config.LinkTun {
+		dev, err = d.env.openTun(tun.Config{Name: t.Name, Queues: t.Queues, MTU: t.MTU, Offload: t.Offload})
 	} else {
-		dev, err = e.openLink(cfg.Translator)
+		dev, err = d.env.openLink(d.cfg.Translator)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	d.dev = dev
-	cleanups = append(cleanups, func() { _ = dev.Close() })
+	u.add(func() { _ = dev.Close() })
 
 	dpCtx, stopDatapath := context.WithCancel(context.Background())
-	dp, err := e.serve(dpCtx, eng, dev, log)
+	dp, err := d.env.serve(dpCtx, d.eng, dev, d.log)
 	if err != nil {
 		stopDatapath()
-		return err
+		return nil, err
 	}
 	d.dp = dp
-	setDropLog(dp, cfg.Log)
+	setDropLog(dp, d.cfg.Log)
 	dpDone := make(chan error, 1)
 	go func() { dpDone <- dp.Wait() }()
-	cleanups = append(cleanups, func() {
+	u.add(func() {
 		stopDatapath()
 		_ = dev.Close()
 		if err := <-dpDone; err != nil {
-			log.Error("data path", "err", err)
+			d.log.Error("data path", "err", err)
 		}
 	})
+	return dpDone, nil
+}
 
-	// Subscribed before the routes go in, so that nothing the kernel
-	// removes after they are installed goes unnoticed.
-	w, err := e.watch()
+// watchKernel subscribes to link, address and route changes. It runs
+// before the routes go in, so that nothing the kernel removes after they
+// are installed goes unnoticed.
+func (d *daemon) watchKernel(u *undoStack) (*changeQueue, error) {
+	w, err := d.env.watch()
 	if err != nil {
-		return fmt.Errorf("watching links and routes: %w", err)
+		return nil, fmt.Errorf("watching links and routes: %w", err)
 	}
 	changes := newChangeQueue()
 	watchDone := make(chan struct{})
@@ -471,40 +545,36 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 			buf = cs
 		}
 	}()
-	cleanups = append(cleanups, func() { _ = w.Close(); <-watchDone })
+	u.add(func() { _ = w.Close(); <-watchDone })
+	return changes, nil
+}
 
-	d.mu.Lock()
-	d.plan = makePlan(cfg, dev.Name())
-	d.mu.Unlock()
-	if err := d.applyPlan(d.plan); err != nil {
-		return err
+// startMetrics serves the metrics block's listener, if there is one.
+func (d *daemon) startMetrics(u *undoStack) error {
+	listen := d.cfg.Metrics.Listen
+	if listen == "" {
+		return nil
 	}
-	log.Info("translator set up", "tun", dev.Name(), "offloads", dev.Offloads(), "mappings", len(cfg.Translator.Mappings),
-		"routes", d.tracker.RouteCount(), "took_ms", time.Since(setupStart).Milliseconds())
-	d.reportForeign()
-
-	if cfg.Metrics.Listen != "" {
-		ms, err := metrics.Listen(cfg.Metrics.Listen, d.Stats, log)
-		if err != nil {
-			return fmt.Errorf("metrics listen %s: %w", cfg.Metrics.Listen, err)
-		}
-		cleanups = append(cleanups, func() { _ = ms.Close() })
-		d.mu.Lock() // a scrape may already be running
-		d.metrics = ms.Addr().String()
-		d.mu.Unlock()
-		log.Info("metrics", "listen", ms.Addr().String())
-	}
-
-	reloadReq := make(chan chan reloadReply)
-	cs, err := listenControl(opts.ControlSocket, opts.ControlGroup, d, reloadReq, log)
+	ms, err := metrics.Listen(listen, d.Stats, d.log)
 	if err != nil {
-		return err
+		return fmt.Errorf("metrics listen %s: %w", listen, err)
 	}
-	cleanups = append(cleanups, func() { _ = cs.Close() })
+	u.add(func() { _ = ms.Close() })
+	d.mu.Lock() // a scrape may already be running
+	d.metrics = ms.Addr().String()
+	d.mu.Unlock()
+	d.log.Info("metrics", "listen", ms.Addr().String())
+	return nil
+}
 
+// startAnnouncing takes the first health reading and starts the
+// announcers (BGP, router advertisements), which announce the prefixes
+// while the translator is healthy. On the way out they withdraw, and the
+// translator keeps translating for opts.WithdrawDrain while that spreads.
+func (d *daemon) startAnnouncing(ctx context.Context, u *undoStack) error {
 	d.pollLinks()
-	healthy := dp.Healthy() && d.kernelFault() == nil
-	anns, err := startAnnouncers(ctx, opts.Announcers, cfg, log)
+	healthy := d.dp.Healthy() && d.kernelFault() == nil
+	anns, err := startAnnouncers(ctx, d.opts.Announcers, d.cfg, d.log)
 	if err != nil {
 		return err
 	}
@@ -512,53 +582,69 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	d.healthy = healthy
 	d.anns = anns
 	d.mu.Unlock()
-	// Announcers close before the routes go (cleanups run newest first).
-	cleanups = append(cleanups, func() {
+	// Announcers close before the routes go (undone newest first).
+	u.add(func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		d.mu.Lock()
 		as := d.anns
 		d.anns = nil
 		d.mu.Unlock()
-		closeAnnouncers(cctx, as, log)
+		closeAnnouncers(cctx, as, d.log)
 		if len(as) > 0 {
 			// Keep translating while the withdrawal spreads: routers
 			// and servers still send through this translator until they
 			// have processed it. Tearing the tun down at once lost
 			// packets in the failover experiment.
-			time.Sleep(opts.WithdrawDrain)
+			time.Sleep(d.opts.WithdrawDrain)
 		}
 	})
 	d.announce(ctx)
+	return nil
+}
 
-	// Set up: from here on the translator needs only what reloads,
-	// restores and the stop do (neededCaps), and none of root's other
-	// powers.
-	if opts.KeepPrivileges && id.set {
-		log.Warn("run_as ignored: this process keeps its privileges", "user", runAs.User)
+// giveUpPrivileges runs once everything is set up: from then on the
+// translator needs only what reloads, restores and the stop do
+// (neededCaps), and none of root's other powers.
+func (d *daemon) giveUpPrivileges() error {
+	if d.opts.KeepPrivileges && d.id.set {
+		d.log.Warn("run_as ignored: this process keeps its privileges", "user", d.runAs.User)
 	}
-	if e.dropPrivileges != nil && !opts.KeepPrivileges {
-		keep := neededCaps(cfg)
-		if err := e.dropPrivileges(id, keep); err != nil {
-			if id.set || !errors.Is(err, errCgoThreads) {
-				return fmt.Errorf("dropping privileges: %w", err)
-			}
-			log.Warn("running with every capability it was started with", "err", err)
-		} else {
-			log.Info("privileges dropped", "uid", os.Getuid(), "gid", os.Getgid(), "capabilities", capNames(keep))
+	if d.env.dropPrivileges == nil || d.opts.KeepPrivileges {
+		return nil
+	}
+	keep := neededCaps(d.cfg)
+	if err := d.env.dropPrivileges(d.id, keep); err != nil {
+		if d.id.set || !errors.Is(err, errCgoThreads) {
+			return fmt.Errorf("dropping privileges: %w", err)
 		}
+		d.log.Warn("running with every capability it was started with", "err", err)
+		return nil
 	}
+	d.log.Info("privileges dropped", "uid", os.Getuid(), "gid", os.Getgid(), "capabilities", capNames(keep))
+	return nil
+}
 
-	log.Info("ready", "version", opts.Version, "digest", cfg.Digest, "mappings", len(cfg.Translator.Mappings), "tun", dev.Name())
-	if opts.OnReady != nil {
-		var foreign []string
-		for _, r := range d.tracker.Foreign() {
-			foreign = append(foreign, r.String())
-		}
-		opts.OnReady(ReadyInfo{Version: opts.Version, Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings), Tun: dev.Name(),
-			PreexistingRoutes: foreign})
+// ready says so in the log and to opts.OnReady.
+func (d *daemon) ready() {
+	cfg, name := d.cfg, d.dev.Name()
+	d.log.Info("ready", "version", d.opts.Version, "digest", cfg.Digest, "mappings", len(cfg.Translator.Mappings), "tun", name)
+	if d.opts.OnReady == nil {
+		return
 	}
+	var foreign []string
+	for _, r := range d.tracker.Foreign() {
+		foreign = append(foreign, r.String())
+	}
+	d.opts.OnReady(ReadyInfo{Version: d.opts.Version, Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings), Tun: name,
+		PreexistingRoutes: foreign})
+}
 
+// serve is the run loop: reloads, kernel changes and health checks,
+// periodic drop logs, until ctx is done (nil) or the data path ends (its
+// error).
+func (d *daemon) serve(ctx context.Context, dpDone chan error, reloadReq <-chan chan reloadReply, changes *changeQueue) error {
+	opts := d.opts
 	health := time.NewTicker(opts.HealthInterval)
 	defer health.Stop()
 	drops := time.NewTicker(opts.DropLogInterval)
@@ -567,10 +653,10 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	for {
 		select {
 		case <-ctx.Done():
-			log.Info("stopping")
+			d.log.Info("stopping")
 			return nil
 		case err := <-dpDone:
-			dpDone <- err // for the cleanup
+			dpDone <- err // for the data path's undo step
 			if err == nil {
 				err = errors.New("stopped")
 			}

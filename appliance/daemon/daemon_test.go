@@ -1200,3 +1200,21 @@ func TestDropLogFollowsTheConfig(t *testing.T) {
 		t.Errorf("drop log %d at start with drops_per_second = 5", got)
 	}
 }
+
+// TestUndoStackRunsNewestFirst: run's deferred undo sees the steps added
+// after the defer statement and undoes them newest first (a value
+// receiver would have seen none: the daemon then left its routes and
+// sysctls behind).
+func TestUndoStackRunsNewestFirst(t *testing.T) {
+	var got []int
+	func() {
+		var u undoStack
+		defer u.run()
+		for i := range 3 {
+			u.add(func() { got = append(got, i) })
+		}
+	}()
+	if fmt.Sprint(got) != "[2 1 0]" {
+		t.Errorf("undone in order %v, want [2 1 0]", got)
+	}
+}
