@@ -5,10 +5,16 @@
 # and execs `map646 run` in the foreground; the harness stops it by killing
 # its process group.
 #
-# With XLAT_TUN set (the default) map646 runs in host mode on that tun. With
-# XLAT_TUN empty it does its own routing: NIC mode on XLAT_IF4/XLAT_IF6
-# (j-x4/j-x6), AF_PACKET with kernel forwarding off, TTL decremented once
-# by the translator (run with XLAT_TTL_DEC=1, the harness's default then).
+# MAP646_LINK picks the link mode (run.sh sets it and XLAT_TUN to match):
+#   tun  (default) host mode: map646 creates the tun XLAT_TUN and routes into
+#        it; the kernel forwards in and out (XLAT_TTL_DEC=2).
+#   fd   the same tun, but opened here (IFF_TUN|IFF_NO_PI, no vnet header)
+#        and inherited by map646 as fd 3, as a supervisor would hand it
+#        over; map646 neither creates nor routes it (the harness routes
+#        into XLAT_TUN once it appears).
+#   nic  XLAT_TUN empty: map646 does its own routing on XLAT_IF4/XLAT_IF6
+#        (j-x4/j-x6), AF_PACKET with kernel forwarding off, TTL decremented
+#        once by the translator (XLAT_TTL_DEC=1, the harness's default then).
 #
 #   MAP646_BIN   the binary to run (default: bin/map646 of this checkout)
 set -euo pipefail
@@ -17,6 +23,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${MAP646_BIN:-$ROOT/bin/map646}
 : "${XLAT_WORKDIR:?the conformance harness sets XLAT_WORKDIR}"
 : "${XLAT_PREFIX6:?}" "${XLAT_EAM:?}"
+LINK=${MAP646_LINK:-tun}
+case "$LINK" in
+  tun | nic) ;;
+  fd) : "${XLAT_TUN:?fd mode needs XLAT_TUN, the tun to open and hand over}" ;;
+  *) echo "adapter.sh: MAP646_LINK=$LINK: not tun, fd or nic" >&2; exit 2 ;;
+esac
 
 conf=$XLAT_WORKDIR/map646.hcl
 {
@@ -27,7 +39,11 @@ conf=$XLAT_WORKDIR/map646.hcl
   done
   echo "  lowest_ipv6_mtu = ${XLAT_LOWEST_IPV6_MTU:-1280}"
   [[ -n "${XLAT_POOL6791:-}" ]] && echo "  icmp_source_pool = [\"$XLAT_POOL6791\"]"
-  if [[ -n "${XLAT_TUN:-}" ]]; then
+  if [[ "$LINK" == fd ]]; then
+    echo "  fd {"
+    echo "    fd = 3"
+    echo "  }"
+  elif [[ -n "${XLAT_TUN:-}" ]]; then
     echo "  tun {"
     echo "    name   = \"$XLAT_TUN\""
     echo "    queues = 1"
@@ -47,4 +63,20 @@ conf=$XLAT_WORKDIR/map646.hcl
   echo "}"
 } >"$conf"
 
-exec "$BIN" run -c "$conf" --control-socket "$XLAT_WORKDIR/map646.sock"
+args=(run -c "$conf" --control-socket "$XLAT_WORKDIR/map646.sock")
+if [[ "$LINK" == fd ]]; then
+  # Bash cannot issue TUNSETIFF; the suite's own Python can. It opens the
+  # tun as fd 3 (inheritable) and execs map646 with it.
+  exec /usr/bin/python3 -c '
+import fcntl, os, struct, sys
+TUNSETIFF, IFF_TUN, IFF_NO_PI = 0x400454CA, 0x0001, 0x1000
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", sys.argv[1].encode(), IFF_TUN | IFF_NO_PI))
+if fd != 3:
+    os.dup2(fd, 3)
+    os.close(fd)
+os.set_inheritable(3, True)
+os.execv(sys.argv[2], sys.argv[2:])
+' "$XLAT_TUN" "$BIN" "${args[@]}"
+fi
+exec "$BIN" "${args[@]}"

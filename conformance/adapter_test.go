@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/map646/map646/appliance/config"
+	"github.com/map646/map646/internal/netnstest"
 )
 
 func TestAdapterWritesTheHarnessPlanAsHCL(t *testing.T) {
@@ -96,5 +97,77 @@ func TestAdapterNICMode(t *testing.T) {
 	}
 	if tr := c.Translator; tr.Link != config.LinkNIC || tr.NIC != (config.NIC{IPv4: "j-x4", IPv6: "j-x6", Queues: 1}) {
 		t.Errorf("generated configuration: link %q nic %+v", tr.Link, tr.NIC)
+	}
+}
+
+// TestAdapterFDMode: with MAP646_LINK=fd the adapter opens the tun
+// XLAT_TUN itself (bare IP: no packet information, no vnet header), hands
+// it to map646 as fd 3 and writes an fd block instead of a tun block.
+func TestAdapterFDMode(t *testing.T) {
+	netnstest.RequireTun(t, "cfa")
+	ns := netnstest.New(t, "cfa")
+	dir := t.TempDir()
+	// A stand-in for the binary that records its arguments, what its fd 3
+	// is, and the tun's kind while that fd holds it open.
+	fake := filepath.Join(dir, "map646")
+	script := "#!/bin/sh\n{ echo \"$@\"; readlink /proc/$$/fd/3; ip -d link show \"$XLAT_TUN\"; } > \"$XLAT_WORKDIR/args\" 2>&1\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := ns.Command("bash", "adapter.sh")
+	cmd.Env = append(os.Environ(),
+		"MAP646_BIN="+fake,
+		"MAP646_LINK=fd",
+		"XLAT_WORKDIR="+dir,
+		"XLAT_PREFIX6=2001:db8:64::/96",
+		"XLAT_EAM=198.51.100.10=2001:db8:6::10",
+		"XLAT_TUN=cfa-tun",
+	)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("adapter.sh: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "args"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitN(string(b), "\n", 3)
+	conf := filepath.Join(dir, "map646.hcl")
+	if want := "run -c " + conf + " --control-socket " + filepath.Join(dir, "map646.sock"); len(lines) < 3 || lines[0] != want {
+		t.Fatalf("started as %q, want %q", b, want)
+	}
+	if lines[1] != "/dev/net/tun" {
+		t.Errorf("fd 3 is %q, want /dev/net/tun", lines[1])
+	}
+	if !strings.Contains(lines[2], "cfa-tun") || !strings.Contains(lines[2], "tun type tun pi off vnet_hdr off") {
+		t.Errorf("the inherited tun: %s", lines[2])
+	}
+	c, err := config.Load(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr := c.Translator; tr.Link != config.LinkFD || tr.FD.FD != 3 {
+		t.Errorf("generated configuration: link %q fd %+v", tr.Link, tr.FD)
+	}
+	// The tun lived as long as the descriptor: it is gone with the process.
+	if out, err := ns.Output("ip", "link", "show", "cfa-tun"); err == nil {
+		t.Errorf("tun left after the translator exited: %s", out)
+	}
+}
+
+// TestAdapterRefusesUnknownLinkModes: a misspelt MAP646_LINK, or fd mode
+// without a tun name, stops the adapter with a message instead of
+// starting some other mode.
+func TestAdapterRefusesUnknownLinkModes(t *testing.T) {
+	for _, tc := range []struct{ link, tun, want string }{
+		{"tap", "j-tun", "MAP646_LINK=tap"},
+		{"fd", "", "XLAT_TUN"},
+	} {
+		cmd := exec.Command("bash", "adapter.sh")
+		cmd.Env = append(os.Environ(), "MAP646_BIN=/bin/false", "XLAT_WORKDIR="+t.TempDir(),
+			"XLAT_PREFIX6=2001:db8:64::/96", "XLAT_EAM=198.51.100.10=2001:db8:6::10",
+			"MAP646_LINK="+tc.link, "XLAT_TUN="+tc.tun)
+		if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("MAP646_LINK=%s XLAT_TUN=%s: %v %s", tc.link, tc.tun, err, out)
+		}
 	}
 }

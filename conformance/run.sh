@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Runs the external conformance suite against map646 (the lead's
-# `make conformance`). Extra arguments go to run.py, e.g. `-k icmp6 -v`.
-# MAP646_LINK=nic runs the translator in NIC mode on j-x4/j-x6 (XLAT_TUN
-# empty: no tun, the translator routes) instead of host mode on a tun.
+# Runs the external conformance suite against map646 (`make conformance`)
+# once per link mode: MAP646_LINKS (default "tun fd nic") in that order.
+#   tun  host mode on the tun j-tun that map646 creates and routes into;
+#   fd   the tun j-tun opened by the adapter and inherited as fd 3;
+#   nic  NIC mode on j-x4/j-x6 (XLAT_TUN empty: no tun, the translator
+#        routes itself).
+# Each mode prints the suite's closing line ("N passed, M failed, K
+# skipped"); then a line per mode with its time, and last the sum over the
+# modes in the suite's own format, which CI reads. The exit
+# status is 0 only if every mode passed. Extra arguments go to run.py, e.g.
+# `-k icmp6 -v`.
 #
 # The suite lives beside the checkout in CI (../shared/conformance) and in
 # /work/shared/conformance on the developers' machines; CONFORMANCE_DIR
@@ -34,13 +41,36 @@ if [[ -z "${MAP646_BIN:-}" ]]; then
 fi
 export MAP646_BIN=$(realpath "$MAP646_BIN")
 export XLAT_CMD=$ROOT/conformance/adapter.sh
-if [[ "${MAP646_LINK:-tun}" == nic ]]; then
-  export XLAT_TUN=
-else
-  export XLAT_TUN=${XLAT_TUN:-j-tun}
-fi
+tun=${XLAT_TUN:-j-tun}
 
 cd "$SUITE"
-# run.py copies nothing into the read-only suite folder; its work files go
-# to a temporary directory that it creates.
-/usr/bin/python3 ./run.py --set public "$@"
+status=0
+summary=()
+passed=0 failed=0 skipped=0
+for link in ${MAP646_LINKS:-tun fd nic}; do
+  case "$link" in
+    tun | fd) export XLAT_TUN=$tun ;;
+    nic) export XLAT_TUN= ;;
+    *) echo "conformance/run.sh: link mode $link: not tun, fd or nic" >&2; exit 2 ;;
+  esac
+  export MAP646_LINK=$link
+  echo "== conformance, link mode $link"
+  start=$SECONDS
+  # run.py copies nothing into the read-only suite folder; its work files
+  # go to a temporary directory that it creates. Its last line is the
+  # summary that CI reads.
+  out=$(mktemp /tmp/map646-conformance-out.XXXXXX)
+  rc=0
+  /usr/bin/python3 ./run.py --set public "$@" | tee "$out" || rc=$?
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' "$out" | tail -n 1 || true)
+  rm -f "$out"
+  if [[ "$line" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed,\ ([0-9]+)\ skipped ]]; then
+    ((passed += BASH_REMATCH[1], failed += BASH_REMATCH[2], skipped += BASH_REMATCH[3])) || true
+  fi
+  summary+=("$link: ${line:-no summary line (run.py exit status $rc)} in $((SECONDS - start)) s")
+  ((rc == 0)) || status=1
+done
+echo "== conformance by link mode"
+printf '%s\n' "${summary[@]}"
+echo "$passed passed, $failed failed, $skipped skipped"
+exit $status
