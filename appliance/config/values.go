@@ -82,16 +82,25 @@ func (d *decoder) value(attr *hcl.Attribute, ty cty.Type) (cty.Value, bool) {
 	return cv, true
 }
 
-func (d *decoder) str(attrs hcl.Attributes, name string, dst *string) *hcl.Attribute {
+// typed is attribute name of attrs converted to ty: a nil attribute when
+// it is absent or (reported) not of that type.
+func (d *decoder) typed(attrs hcl.Attributes, name string, ty cty.Type) (*hcl.Attribute, cty.Value) {
 	a := attrs[name]
 	if a == nil {
-		return nil
+		return nil, cty.NilVal
 	}
-	v, ok := d.value(a, cty.String)
+	v, ok := d.value(a, ty)
 	if !ok {
-		return nil
+		return nil, cty.NilVal
 	}
-	*dst = v.AsString()
+	return a, v
+}
+
+func (d *decoder) str(attrs hcl.Attributes, name string, dst *string) *hcl.Attribute {
+	a, v := d.typed(attrs, name, cty.String)
+	if a != nil {
+		*dst = v.AsString()
+	}
 	return a
 }
 
@@ -124,27 +133,18 @@ func quoteList(words []string) string {
 }
 
 func (d *decoder) boolean(attrs hcl.Attributes, name string, dst *bool) *hcl.Attribute {
-	a := attrs[name]
-	if a == nil {
-		return nil
+	a, v := d.typed(attrs, name, cty.Bool)
+	if a != nil {
+		*dst = v.True()
 	}
-	v, ok := d.value(a, cty.Bool)
-	if !ok {
-		return nil
-	}
-	*dst = v.True()
 	return a
 }
 
 // integer reads a whole number in [lo, hi]. zeroOK also admits 0 (the
 // usual "unset" value) when lo > 0.
 func (d *decoder) integer(attrs hcl.Attributes, name string, dst *int, lo, hi int64, zeroOK bool) *hcl.Attribute {
-	a := attrs[name]
+	a, v := d.typed(attrs, name, cty.Number)
 	if a == nil {
-		return nil
-	}
-	v, ok := d.value(a, cty.Number)
-	if !ok {
 		return nil
 	}
 	bf := v.AsBigFloat()
@@ -313,12 +313,8 @@ func (d *decoder) prefix(attrs hcl.Attributes, name string, dst *netip.Prefix, f
 // prefixList reads a list of prefixes; an element's error points at that
 // element when the list is written literally.
 func (d *decoder) prefixList(attrs hcl.Attributes, name string, dst *[]netip.Prefix, fam family, mode prefixMode) *hcl.Attribute {
-	a := attrs[name]
+	a, v := d.typed(attrs, name, cty.List(cty.String))
 	if a == nil {
-		return nil
-	}
-	v, ok := d.value(a, cty.List(cty.String))
-	if !ok {
 		return nil
 	}
 	var elems []hcl.Expression

@@ -33,14 +33,9 @@ func resolveIdentity(ra config.RunAs) (identity, error) {
 		}
 		return identity{}, nil
 	}
-	u, err := user.Lookup(ra.User)
+	u, err := nameOrID(ra.User, user.Lookup, user.LookupId)
 	if err != nil {
-		if _, nerr := strconv.Atoi(ra.User); nerr != nil {
-			return identity{}, fmt.Errorf("run_as: %w", err)
-		}
-		if u, err = user.LookupId(ra.User); err != nil {
-			return identity{}, fmt.Errorf("run_as: %w", err)
-		}
+		return identity{}, err
 	}
 	id := identity{set: true, name: u.Username}
 	if id.uid, err = strconv.Atoi(u.Uid); err != nil {
@@ -48,14 +43,9 @@ func resolveIdentity(ra config.RunAs) (identity, error) {
 	}
 	gid := u.Gid
 	if ra.Group != "" {
-		g, err := user.LookupGroup(ra.Group)
+		g, err := nameOrID(ra.Group, user.LookupGroup, user.LookupGroupId)
 		if err != nil {
-			if _, nerr := strconv.Atoi(ra.Group); nerr != nil {
-				return identity{}, fmt.Errorf("run_as: %w", err)
-			}
-			if g, err = user.LookupGroupId(ra.Group); err != nil {
-				return identity{}, fmt.Errorf("run_as: %w", err)
-			}
+			return identity{}, err
 		}
 		gid = g.Gid
 	}
@@ -63,6 +53,21 @@ func resolveIdentity(ra config.RunAs) (identity, error) {
 		return identity{}, fmt.Errorf("run_as: gid %q", gid)
 	}
 	return id, nil
+}
+
+// nameOrID looks a user or group up by name, and a number that is no
+// name by id (as chown does).
+func nameOrID[T any](s string, byName, byID func(string) (*T, error)) (*T, error) {
+	v, err := byName(s)
+	if err != nil {
+		if _, nerr := strconv.Atoi(s); nerr != nil {
+			return nil, fmt.Errorf("run_as: %w", err)
+		}
+		if v, err = byID(s); err != nil {
+			return nil, fmt.Errorf("run_as: %w", err)
+		}
+	}
+	return v, nil
 }
 
 // neededCaps are the capabilities the running translator keeps:

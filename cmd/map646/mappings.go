@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -107,9 +106,7 @@ FILE would load. --json prints the answer as a JSON object.`,
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(r)
+				return writeJSON(cmd.OutOrStdout(), r)
 			}
 			_, err = fmt.Fprintln(cmd.OutOrStdout(), r.String())
 			return err

@@ -49,9 +49,7 @@ monitoring, scrape the Prometheus endpoint (metrics.listen) instead.`,
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return writeJSON(cmd.OutOrStdout(), st)
 			}
 			return printStats(cmd.OutOrStdout(), st, time.Now(), explain)
 		},
@@ -161,4 +159,12 @@ func printStats(w io.Writer, st *metrics.Stats, now time.Time, explain bool) err
 		fmt.Fprintf(w, "\nannouncer %s: %s\n", a.Name, b)
 	}
 	return nil
+}
+
+// writeJSON is the --json output of the query commands: v as one
+// indented JSON document.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
