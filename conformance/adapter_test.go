@@ -15,6 +15,15 @@ import (
 	"github.com/map646/map646/internal/netnstest"
 )
 
+// harness is the environment the suite starts the adapter in: bin as the
+// translator, dir as the work directory, the plan's prefix and one
+// mapping, host mode unless extra (which wins) says otherwise.
+func harness(bin, dir string, extra ...string) []string {
+	env := append(os.Environ(), "MAP646_BIN="+bin, "MAP646_LINK=", "XLAT_WORKDIR="+dir,
+		"XLAT_PREFIX6=2001:db8:64::/96", "XLAT_EAM=198.51.100.10=2001:db8:6::10")
+	return append(env, extra...)
+}
+
 func TestAdapterWritesTheHarnessPlanAsHCL(t *testing.T) {
 	dir := t.TempDir()
 	// A stand-in for the binary that records how it was started.
@@ -23,10 +32,7 @@ func TestAdapterWritesTheHarnessPlanAsHCL(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("bash", "adapter.sh")
-	cmd.Env = append(os.Environ(),
-		"MAP646_BIN="+fake,
-		"XLAT_WORKDIR="+dir,
-		"XLAT_PREFIX6=2001:db8:64::/96",
+	cmd.Env = harness(fake, dir,
 		"XLAT_EAM=198.51.100.10=2001:db8:6::10 198.51.100.11=2001:db8:6::11",
 		"XLAT_SELF4=203.0.113.65",
 		"XLAT_POOL6791=203.0.113.64/26",
@@ -74,13 +80,7 @@ func TestAdapterNICMode(t *testing.T) {
 	if err := os.WriteFile(fake, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	env := append(os.Environ(),
-		"MAP646_BIN="+fake,
-		"XLAT_WORKDIR="+dir,
-		"XLAT_PREFIX6=2001:db8:64::/96",
-		"XLAT_EAM=198.51.100.10=2001:db8:6::10",
-		"XLAT_TUN=",
-	)
+	env := harness(fake, dir, "XLAT_TUN=")
 	cmd := exec.Command("bash", "adapter.sh")
 	cmd.Env = env
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "XLAT_IF4") {
@@ -115,14 +115,7 @@ func TestAdapterFDMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := ns.Command("bash", "adapter.sh")
-	cmd.Env = append(os.Environ(),
-		"MAP646_BIN="+fake,
-		"MAP646_LINK=fd",
-		"XLAT_WORKDIR="+dir,
-		"XLAT_PREFIX6=2001:db8:64::/96",
-		"XLAT_EAM=198.51.100.10=2001:db8:6::10",
-		"XLAT_TUN=cfa-tun",
-	)
+	cmd.Env = harness(fake, dir, "MAP646_LINK=fd", "XLAT_TUN=cfa-tun")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("adapter.sh: %v\n%s", err, out)
 	}
@@ -163,9 +156,7 @@ func TestAdapterRefusesUnknownLinkModes(t *testing.T) {
 		{"fd", "", "XLAT_TUN"},
 	} {
 		cmd := exec.Command("bash", "adapter.sh")
-		cmd.Env = append(os.Environ(), "MAP646_BIN=/bin/false", "XLAT_WORKDIR="+t.TempDir(),
-			"XLAT_PREFIX6=2001:db8:64::/96", "XLAT_EAM=198.51.100.10=2001:db8:6::10",
-			"MAP646_LINK="+tc.link, "XLAT_TUN="+tc.tun)
+		cmd.Env = harness("/bin/false", t.TempDir(), "MAP646_LINK="+tc.link, "XLAT_TUN="+tc.tun)
 		if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), tc.want) {
 			t.Errorf("MAP646_LINK=%s XLAT_TUN=%s: %v %s", tc.link, tc.tun, err, out)
 		}
