@@ -39,8 +39,9 @@ vet:
 
 ## test: everything — unit, fuzz seeds, race detector on the packet path, root tests in
 ## network namespaces, QEMU boots of the appliance image (and the two-VM failover), a smoke
-## run of the netns benchmark harness, and last the external conformance suite, whose
-## closing line ("N passed, M failed, K skipped") is the run's summary. Each go test run
+## run of the netns benchmark harness, and last the external conformance suite in every
+## link mode, whose closing line ("N passed, M failed, K skipped", summed over the modes)
+## is the run's summary. Each go test run
 ## prints go test's own lines, then how many tests ran, passed, failed and skipped per
 ## package and why each skip happened (internal/testsummary). With CI=true a test that
 ## lacks root, a tun, QEMU or a tool fails instead of skipping (internal/testenv).
@@ -59,9 +60,12 @@ test-race:
 test-large:
 	MAP646_LARGE=1 $(GO) test -count=1 -v -timeout 20m -run 'Million' ./appliance/config ./appliance/daemon
 
-## conformance: the external black-box suite (../shared/conformance) against map646
+## conformance: the external black-box suite (../shared/conformance) against map646 in
+## every link mode (tun, fd, nic; MAP646_LINKS picks some), each mode's summary line and
+## time, then their sum; fails if any mode fails
+MAP646_LINKS ?= tun fd nic
 conformance: build
-	MAP646_BIN=$(abspath $(BIN)) ./conformance/run.sh
+	MAP646_LINKS='$(MAP646_LINKS)' MAP646_BIN=$(abspath $(BIN)) ./conformance/run.sh
 
 ## bench: Go benchmarks of the hot code, then the netns harness (native, TAYGA, map646)
 bench: bench-go bench-netns
