@@ -34,22 +34,23 @@ type decoder struct {
 	translatorRange hcl.Range // the translator block's header
 }
 
-func (d *decoder) errorf(r hcl.Range, summary, format string, args ...any) {
+// diagf records a diagnostic of severity sev pointing at r (the
+// file:line:col an operator sees).
+func (d *decoder) diagf(sev hcl.DiagnosticSeverity, r hcl.Range, summary, format string, args ...any) {
 	d.diags = append(d.diags, &hcl.Diagnostic{
-		Severity: hcl.DiagError,
+		Severity: sev,
 		Summary:  summary,
 		Detail:   fmt.Sprintf(format, args...),
 		Subject:  r.Ptr(),
 	})
 }
 
+func (d *decoder) errorf(r hcl.Range, summary, format string, args ...any) {
+	d.diagf(hcl.DiagError, r, summary, format, args...)
+}
+
 func (d *decoder) warnf(r hcl.Range, summary, format string, args ...any) {
-	d.diags = append(d.diags, &hcl.Diagnostic{
-		Severity: hcl.DiagWarning,
-		Summary:  summary,
-		Detail:   fmt.Sprintf(format, args...),
-		Subject:  r.Ptr(),
-	})
+	d.diagf(hcl.DiagWarning, r, summary, format, args...)
 }
 
 func (d *decoder) content(body hcl.Body, schema *hcl.BodySchema) *hcl.BodyContent {
