@@ -38,6 +38,7 @@ var (
 			{Name: "ipv6_mtu"},
 			{Name: "ipv4_address"},
 			{Name: "mappings_overlap"},
+			{Name: "mapping_counters"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{{Type: "mapping"}, {Type: "tun"}, {Type: "fd"}, {Type: "nic"}},
 	}
@@ -61,7 +62,7 @@ var (
 	routeSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "to", Required: true}, {Name: "via"}, {Name: "dev"},
 	}}
-	metricsSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "listen"}}}
+	metricsSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "listen"}, {Name: "mapping_top"}}}
 	logSchema     = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "level"}, {Name: "format"}, {Name: "drops"}, {Name: "drops_per_second"},
 	}}
@@ -100,7 +101,10 @@ const (
 	DefaultDropsPerSecond = 10
 	// MaxDropsPerSecond is the highest drops_per_second accepted (the data
 	// path's own limit, stack.MaxDropLogRate).
-	MaxDropsPerSecond      = 100000
+	MaxDropsPerSecond = 100000
+	// MaxMappingTop bounds metrics.mapping_top: each entry exported is
+	// four series (packets and bytes, two directions).
+	MaxMappingTop          = 100
 	DefaultBGPHoldTime     = 90  // RFC 4271 section 10
 	DefaultBGPConnectRetry = 120 // RFC 4271 section 10
 	// DefaultBGPMaxPrefixes bounds the routes a neighbor may send per
@@ -162,7 +166,10 @@ func (d *decoder) decodeFile(body hcl.Body) *Config {
 	}
 	if b := d.singleBlock(byType["metrics"], "metrics"); b != nil {
 		c.Metrics.Listen = DefaultMetricsListen
-		d.metrics(b, &c.Metrics)
+		if a := d.metrics(b, &c.Metrics); a != nil && c.Metrics.MappingTop > 0 && !c.Translator.MappingCounters {
+			d.errorf(a.Expr.Range(), "mapping_top without mapping counters",
+				"mapping_top exports per-mapping counters, which are off: set mapping_counters = true in the translator block, or leave mapping_top out.")
+		}
 	}
 	if b := d.singleBlock(byType["log"], "log"); b != nil {
 		attrs := d.content(b.Body, logSchema).Attributes
@@ -275,6 +282,7 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 			d.errorf(a.Expr.Range(), "Invalid ipv4_address", "%v cannot be the translator's address: it is this-network, loopback, link-local, multicast or reserved space, which the translator never translates (RFC 7915 section 4.1).", t.IPv4Address)
 		}
 	}
+	d.boolean(attrs, "mapping_counters", &t.MappingCounters)
 	v4mtu := d.integer(attrs, "ipv4_mtu", &t.IPv4MTU, 68, 65535, true)
 	v6mtu := d.integer(attrs, "ipv6_mtu", &t.IPv6MTU, 1280, 65535, true)
 	if v4mtu != nil && v6mtu != nil && t.IPv4MTU > 0 && t.IPv6MTU > 0 && t.IPv6MTU < t.IPv4MTU+20 {
@@ -556,26 +564,30 @@ func (d *decoder) route(b *hcl.Block) (Route, bool) {
 	return r, ok
 }
 
-func (d *decoder) metrics(b *hcl.Block, m *Metrics) {
+// metrics decodes the metrics block; it returns the mapping_top
+// attribute, if there is one.
+func (d *decoder) metrics(b *hcl.Block, m *Metrics) (top *hcl.Attribute) {
 	attrs := d.content(b.Body, metricsSchema).Attributes
+	top = d.integer(attrs, "mapping_top", &m.MappingTop, 0, MaxMappingTop, false)
 	a := d.str(attrs, "listen", &m.Listen)
 	if a == nil || m.Listen == "" {
-		return
+		return top
 	}
 	host, port, err := net.SplitHostPort(m.Listen)
 	if err != nil {
 		d.errorf(a.Expr.Range(), "Invalid listen", "%q is not host:port (write IPv6 addresses in brackets, e.g. [::1]:9646), or \"\" to disable metrics.", m.Listen)
-		return
+		return top
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
 		d.errorf(a.Expr.Range(), "Invalid listen", "%q: the port must be a number from 1 to 65535.", m.Listen)
-		return
+		return top
 	}
 	if host != "" {
 		if _, err := parseAddr(host, anyFamily); err != nil {
 			d.errorf(a.Expr.Range(), "Invalid listen", "%q: the host must be an IP address or empty (all addresses).", m.Listen)
 		}
 	}
+	return top
 }
 
 func (d *decoder) asNumber(attrs hcl.Attributes, name string, dst *uint32) *hcl.Attribute {
