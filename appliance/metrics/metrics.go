@@ -47,6 +47,22 @@ type Stats struct {
 	Link              []Count  `json:"link"`         // Kind = link-level counter (read errors, ...)
 	Reloads           Reloads  `json:"reloads"`
 	Announcer         []Status `json:"announcers,omitempty"`
+	// TopMappings are the busiest EAM entries by packets, as many as
+	// metrics.mapping_top asks for (none when it is 0 or the counters
+	// are off).
+	TopMappings []MappingCount `json:"top_mappings,omitempty"`
+}
+
+// MappingCount is one EAM entry's counters (translator.mapping_counters):
+// packets and bytes per direction, bytes as received before translation.
+// It is also one record of `map646 stats --mappings --format json`.
+type MappingCount struct {
+	IPv4        string `json:"ipv4"`
+	IPv6        string `json:"ipv6"`
+	Packets4to6 uint64 `json:"packets_4to6"`
+	Bytes4to6   uint64 `json:"bytes_4to6"`
+	Packets6to4 uint64 `json:"packets_6to4"`
+	Bytes6to4   uint64 `json:"bytes_6to4"`
 }
 
 // Count is one counter value with its labels.
@@ -87,6 +103,8 @@ var (
 	descReloads  = prometheus.NewDesc("map646_config_reloads_total", "Configuration reloads, by result.", []string{"result"}, nil)
 	descLastRel  = prometheus.NewDesc("map646_config_last_reload_timestamp_seconds", "When the configuration was last reloaded successfully.", nil, nil)
 	descStarted  = prometheus.NewDesc("map646_start_time_seconds", "When the daemon started.", nil, nil)
+	descMapPkts  = prometheus.NewDesc("map646_mapping_packets_total", "Packets translated for one EAM entry (the metrics.mapping_top busiest by packets), by direction.", []string{"ipv4", "ipv6", "direction"}, nil)
+	descMapBytes = prometheus.NewDesc("map646_mapping_bytes_total", "Bytes received for translation for one EAM entry (the metrics.mapping_top busiest by packets), by direction.", []string{"ipv4", "ipv6", "direction"}, nil)
 )
 
 // Collector is a prometheus.Collector that reads a Stats snapshot at
@@ -148,6 +166,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if !s.Started.IsZero() {
 		gauge(descStarted, float64(s.Started.UnixNano())/1e9)
+	}
+	for _, m := range s.TopMappings {
+		counter(descMapPkts, m.Packets4to6, m.IPv4, m.IPv6, "4to6")
+		counter(descMapPkts, m.Packets6to4, m.IPv4, m.IPv6, "6to4")
+		counter(descMapBytes, m.Bytes4to6, m.IPv4, m.IPv6, "4to6")
+		counter(descMapBytes, m.Bytes6to4, m.IPv4, m.IPv6, "6to4")
 	}
 	collectSources(ch, s.Announcer)
 }
