@@ -105,7 +105,7 @@ func (s *countSet) sum(i int) MappingCount {
 type MappingCounters struct {
 	queues int
 	cur    atomic.Pointer[countSet]
-	mu     sync.Mutex // Replace and the readers
+	mu     sync.Mutex // held by Replace until the counts are carried over
 }
 
 func newCountSet(t *mapping.Table, queues int) *countSet {
@@ -158,11 +158,13 @@ func (m *MappingCounters) Replace(t *mapping.Table) {
 func (m *MappingCounters) Table() *mapping.Table { return m.cur.Load().idx.Table() }
 
 // Each calls fn for every entry of the table, in table order, with its
-// counts, until fn returns false. Replace waits while it runs.
+// counts, until fn returns false. It walks the table counted when it
+// started: a Replace meanwhile neither waits for it (a slow reader holds
+// up no reload) nor changes what it lists.
 func (m *MappingCounters) Each(fn func(i int, e mapping.Entry, c MappingCount) bool) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	s := m.cur.Load()
+	s := m.cur.Load() // its base is complete and, from now on, never written
+	m.mu.Unlock()
 	t := s.idx.Table()
 	for i := range t.Len() {
 		if !fn(i, t.Entry(i), s.sum(i)) {

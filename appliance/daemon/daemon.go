@@ -441,6 +441,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	}
 	d.dp = dp
 	setDropLog(dp, cfg.Log)
+	setMappingCounters(dp, cfg.Translator, xc.Map.Table())
 	dpDone := make(chan error, 1)
 	go func() { dpDone <- dp.Wait() }()
 	cleanups = append(cleanups, func() {
@@ -746,6 +747,7 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 		return res, fmt.Errorf("engine: %w", err)
 	}
 	setDropLog(d.dp, cfg.Log)
+	setMappingCounters(d.dp, cfg.Translator, xc.Map.Table())
 	// The engine translates with the new table from here on: routes to
 	// new mappings are added, then routes to removed ones deleted.
 	p := makePlan(cfg, d.dev.Name())
@@ -817,7 +819,7 @@ func restartOnly(running, loaded *config.Config) []string {
 	if running.Translator.Link != loaded.Translator.Link || running.Translator.FD != loaded.Translator.FD || running.Translator.NIC != loaded.Translator.NIC {
 		s = append(s, "translator link (fd, nic)")
 	}
-	if running.Metrics != loaded.Metrics {
+	if running.Metrics.Listen != loaded.Metrics.Listen { // mapping_top changes at once
 		s = append(s, "metrics.listen")
 	}
 	if running.Log.Level != loaded.Log.Level || running.Log.Format != loaded.Log.Format {
@@ -856,6 +858,7 @@ func (d *daemon) Stats() metrics.Stats {
 	s.RoutesPreexisting = len(d.tracker.Foreign())
 	t := d.eng.Totals()
 	fillTotals(&s, &t)
+	s.TopMappings = d.topMappings(cfg.Metrics.MappingTop)
 	ls := d.dp.LinkStats()
 	stack.VisitLinkStats(&ls, func(name string, v uint64) {
 		s.Link = append(s.Link, metrics.Count{Kind: name, Value: v})
