@@ -196,25 +196,7 @@ metrics {
 	}
 
 	// /metrics carries the two busiest entries (mapping_top = 2).
-	var body string
-	if err := ns.Do(func() error {
-		c, err := net.Dial("tcp", metricsAddr) // by hand: an http.Client dials from another thread
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		fmt.Fprintf(c, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return err
-		}
-		b, err := io.ReadAll(resp.Body)
-		body = string(b)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	body := scrapeMetrics(t, ns, metricsAddr)
 	for _, line := range []string{
 		`map646_mapping_packets_total{direction="4to6",ipv4="198.51.100.11/32",ipv6="2001:db8:6::11/128"} 9`,
 		`map646_mapping_bytes_total{direction="6to4",ipv4="198.51.100.10/32",ipv6="2001:db8:6::10/128"} 696`,
@@ -253,6 +235,34 @@ metrics {
 	if out, err := mappings(); err == nil || !strings.Contains(out, "per-mapping counters are off") {
 		t.Errorf("with the counters off, stats --mappings: %v\n%s", err, out)
 	}
+	if body := scrapeMetrics(t, ns, metricsAddr); strings.Contains(body, "map646_mapping_") || !strings.Contains(body, "map646_packets_total") {
+		t.Errorf("with the counters off, /metrics:\n%s", body)
+	}
+}
+
+// scrapeMetrics reads /metrics at addr inside ns.
+func scrapeMetrics(t *testing.T, ns *netnstest.NS, addr string) string {
+	t.Helper()
+	var body string
+	if err := ns.Do(func() error {
+		c, err := net.Dial("tcp", addr) // by hand: an http.Client dials from another thread
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		b, err := io.ReadAll(resp.Body)
+		body = string(b)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return body
 }
 
 // countsHeader is the header line of `stats --mappings` CSV.
