@@ -23,13 +23,6 @@ func (c MappingCount) Total() (packets, bytes uint64) {
 	return c.Packets[xlat.Dir46] + c.Packets[xlat.Dir64], c.Bytes[xlat.Dir46] + c.Bytes[xlat.Dir64]
 }
 
-func (c *MappingCount) add(o *MappingCount) {
-	for d := range xlat.NumDirs {
-		c.Packets[d] += o.Packets[d]
-		c.Bytes[d] += o.Bytes[d]
-	}
-}
-
 func (c *MappingCount) zero() bool { return *c == MappingCount{} }
 
 // entryCounters is one entry's counters on one queue. The queue is their
