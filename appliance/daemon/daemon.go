@@ -485,7 +485,7 @@ func run(ctx context.Context, opts Options, e env) (err error) {
 	d.reportForeign()
 
 	if cfg.Metrics.Listen != "" {
-		ms, err := metrics.Listen(cfg.Metrics.Listen, d.Stats, log)
+		ms, err := metrics.Listen(cfg.Metrics.Listen, d.Stats, log, metrics.NewMappingCollector(d.metricsTopMappings))
 		if err != nil {
 			return fmt.Errorf("metrics listen %s: %w", cfg.Metrics.Listen, err)
 		}
@@ -858,7 +858,6 @@ func (d *daemon) Stats() metrics.Stats {
 	s.RoutesPreexisting = len(d.tracker.Foreign())
 	t := d.eng.Totals()
 	fillTotals(&s, &t)
-	s.TopMappings = d.topMappings(cfg.Metrics.MappingTop)
 	ls := d.dp.LinkStats()
 	stack.VisitLinkStats(&ls, func(name string, v uint64) {
 		s.Link = append(s.Link, metrics.Count{Kind: name, Value: v})

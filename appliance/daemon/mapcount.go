@@ -44,8 +44,11 @@ func (d *daemon) mappingCounters() *stack.MappingCounters {
 	return nil
 }
 
-// topMappings is the top n entries by packets for the metrics export.
-func (d *daemon) topMappings(n int) []metrics.MappingCount {
+// metricsTopMappings is what /metrics exports of the per-mapping
+// counters: the metrics.mapping_top busiest entries by packets of the
+// running configuration.
+func (d *daemon) metricsTopMappings() []metrics.MappingCount {
+	n := d.runningConfig().Metrics.MappingTop
 	m := d.mappingCounters()
 	if n <= 0 || m == nil {
 		return nil

@@ -47,10 +47,6 @@ type Stats struct {
 	Link              []Count  `json:"link"`         // Kind = link-level counter (read errors, ...)
 	Reloads           Reloads  `json:"reloads"`
 	Announcer         []Status `json:"announcers,omitempty"`
-	// TopMappings are the busiest EAM entries by packets, as many as
-	// metrics.mapping_top asks for (none when it is 0 or the counters
-	// are off).
-	TopMappings []MappingCount `json:"top_mappings,omitempty"`
 }
 
 // MappingCount is one EAM entry's counters (translator.mapping_counters):
@@ -167,13 +163,38 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if !s.Started.IsZero() {
 		gauge(descStarted, float64(s.Started.UnixNano())/1e9)
 	}
-	for _, m := range s.TopMappings {
-		counter(descMapPkts, m.Packets4to6, m.IPv4, m.IPv6, "4to6")
-		counter(descMapPkts, m.Packets6to4, m.IPv4, m.IPv6, "6to4")
-		counter(descMapBytes, m.Bytes4to6, m.IPv4, m.IPv6, "4to6")
-		counter(descMapBytes, m.Bytes6to4, m.IPv4, m.IPv6, "6to4")
-	}
 	collectSources(ch, s.Announcer)
+}
+
+// MappingCollector exports per-mapping counters: those of the entries top
+// returns at scrape time (the daemon's metrics.mapping_top busiest; none
+// while that is 0). It is a collector of its own, not part of Stats, so
+// that /healthz and `map646 stats` never pay for ranking a large table.
+type MappingCollector struct {
+	top func() []MappingCount
+}
+
+// NewMappingCollector returns a collector over top, which must be safe to
+// call from any goroutine.
+func NewMappingCollector(top func() []MappingCount) *MappingCollector {
+	return &MappingCollector{top: top}
+}
+
+// Describe implements prometheus.Collector; unchecked, like Collector
+// (the entries exported change from scrape to scrape).
+func (c *MappingCollector) Describe(chan<- *prometheus.Desc) {}
+
+// Collect implements prometheus.Collector.
+func (c *MappingCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, m := range c.top() {
+		for _, v := range [4]struct {
+			d   *prometheus.Desc
+			v   uint64
+			dir string
+		}{{descMapPkts, m.Packets4to6, "4to6"}, {descMapPkts, m.Packets6to4, "6to4"}, {descMapBytes, m.Bytes4to6, "4to6"}, {descMapBytes, m.Bytes6to4, "6to4"}} {
+			ch <- prometheus.MustNewConstMetric(v.d, prometheus.CounterValue, float64(v.v), m.IPv4, m.IPv6, v.dir)
+		}
+	}
 }
 
 // Handler serves /metrics (Prometheus text format: the translator's
@@ -230,15 +251,15 @@ var limits = serverLimits{
 	maxHeaderBytes:    8 << 10,
 }
 
-// Listen starts serving Handler(stats) on addr ("[::1]:9646"). It returns
-// once the socket is bound, so a bad address is an error here.
-func Listen(addr string, stats func() Stats, log *slog.Logger) (*Server, error) {
+// Listen starts serving Handler(stats, more...) on addr ("[::1]:9646").
+// It returns once the socket is bound, so a bad address is an error here.
+func Listen(addr string, stats func() Stats, log *slog.Logger, more ...prometheus.Collector) (*Server, error) {
 	inner, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	ln := newCapListener(inner, limits.maxConns)
-	h := Handler(stats, ln)
+	h := Handler(stats, append(more, ln)...)
 	s := &Server{
 		srv: &http.Server{
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -155,19 +155,19 @@ func TestListenBadAddress(t *testing.T) {
 	}
 }
 
-// TestCollectorMappings: the per-mapping series are exported only for the
-// entries the snapshot carries (the daemon's top N), four per entry; none
-// without.
-func TestCollectorMappings(t *testing.T) {
-	s := sample()
-	if n := testutil.CollectAndCount(NewCollector(func() Stats { return s }), "map646_mapping_packets_total", "map646_mapping_bytes_total"); n != 0 {
+// TestMappingCollector: the per-mapping series are exported for the
+// entries top returns at scrape time (the daemon's top N), four per
+// entry; none while it returns none.
+func TestMappingCollector(t *testing.T) {
+	var top []MappingCount
+	c := NewMappingCollector(func() []MappingCount { return top })
+	if n := testutil.CollectAndCount(c); n != 0 {
 		t.Errorf("%d mapping series without mapping counters", n)
 	}
-	s.TopMappings = []MappingCount{
+	top = []MappingCount{
 		{IPv4: "198.51.100.10/32", IPv6: "2001:db8:6::10/128", Packets4to6: 5, Bytes4to6: 500, Packets6to4: 4, Bytes6to4: 320},
 		{IPv4: "198.51.100.11/32", IPv6: "2001:db8:6::11/128", Packets4to6: 1, Bytes4to6: 60},
 	}
-	c := NewCollector(func() Stats { return s })
 	want := `
 # HELP map646_mapping_packets_total Packets translated for one EAM entry (the metrics.mapping_top busiest by packets), by direction.
 # TYPE map646_mapping_packets_total counter
