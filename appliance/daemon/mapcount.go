@@ -71,6 +71,10 @@ const (
 	ByBytes   = "bytes"
 )
 
+// MaxTop bounds request.Top: the daemon keeps that many entries while it
+// ranks them (a listing of every entry, Top 0, keeps none).
+const MaxTop = 100000
+
 // mappingCountsHeader is the CSV listing's header line.
 const mappingCountsHeader = "ipv4,ipv6,packets_4to6,bytes_4to6,packets_6to4,bytes_6to4\n"
 
@@ -86,10 +90,10 @@ func (d *daemon) serveMappingCounts(c net.Conn, enc *json.Encoder, req request) 
 	switch {
 	case req.Format != config.FormatCSV && req.Format != config.FormatJSON:
 		rep.Error = fmt.Sprintf("mapping_counts: unknown format %q (want %q or %q)", req.Format, config.FormatCSV, config.FormatJSON)
-	case req.By != ByPackets && req.By != ByBytes:
+	case req.By != "" && req.By != ByPackets && req.By != ByBytes:
 		rep.Error = fmt.Sprintf("mapping_counts: unknown order %q (want %q or %q)", req.By, ByPackets, ByBytes)
-	case req.Top < 0:
-		rep.Error = fmt.Sprintf("mapping_counts: top %d: must not be negative", req.Top)
+	case req.Top < 0 || req.Top > MaxTop:
+		rep.Error = fmt.Sprintf("mapping_counts: top %d: want 1 to %d, or 0 for every entry", req.Top, MaxTop)
 	case m == nil:
 		rep.Error = "per-mapping counters are off: set mapping_counters = true in the translator block and reload"
 	default:
@@ -134,7 +138,11 @@ func writeMappingCounts(w io.Writer, m *stack.MappingCounters, req request) erro
 	if req.Format == config.FormatCSV {
 		bw.WriteString(mappingCountsHeader)
 	} else {
-		fmt.Fprintf(bw, "{\"count\":%d,\"top\":%d,\"by\":%q,\"mappings\":[", m.Table().Len(), req.Top, req.By)
+		by := req.By
+		if by == "" {
+			by = ByPackets
+		}
+		fmt.Fprintf(bw, "{\"count\":%d,\"top\":%d,\"by\":%q,\"mappings\":[", m.Table().Len(), req.Top, by)
 	}
 	if req.Top > 0 {
 		for _, st := range m.Top(req.Top, req.By == ByBytes) {

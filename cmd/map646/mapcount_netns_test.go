@@ -189,7 +189,7 @@ metrics {
 		listing.Mappings[1].IPv4 != "198.51.100.11/32" {
 		t.Errorf("stats --mappings --top 2 --by bytes --json: %v\n%s", err, out)
 	}
-	for _, bad := range [][]string{{"--top", "-1"}, {"--by", "flows"}} {
+	for _, bad := range [][]string{{"--top", "-1"}, {"--top", "100001"}, {"--by", "flows"}} {
 		if out, err := mappings(bad...); err == nil {
 			t.Errorf("stats --mappings %v accepted:\n%s", bad, out)
 		}

@@ -64,8 +64,8 @@ million entries need no copy of the table here or there.`,
 				return fmt.Errorf("--top and --by go with --mappings")
 			}
 			if mappings {
-				if top < 0 {
-					return fmt.Errorf("--top %d: must be 0 (every entry) or more", top)
+				if top < 0 || top > daemon.MaxTop {
+					return fmt.Errorf("--top %d: want 1 to %d, or 0 for every entry", top, daemon.MaxTop)
 				}
 				if by != daemon.ByPackets && by != daemon.ByBytes {
 					return fmt.Errorf("--by %q: want packets or bytes", by)
