@@ -1,8 +1,11 @@
 package stack
 
 import (
+	"fmt"
 	"net/netip"
+	"runtime"
 	"testing"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -187,14 +190,15 @@ func TestMappingCountsAllocs(t *testing.T) {
 
 // BenchmarkHandlerMappingCounts is the fd path's handler with the real
 // engine and a table of a million /32 <-> /128 entries, with per-entry
-// counting off and on: 64-byte UDP datagrams to 2^18 servers spread over
-// the table, each followed by a reply, so that table slots, the entry
-// index and the counters miss the cache as they do under traffic to many
-// servers. The packets are two PacketBuffers whose headers are rewritten
-// before each delivery from precomputed ones (the handler copies the
-// packet out, so this costs a 28 or 48 byte copy and nothing else).
+// counting off and on: 64-byte UDP datagrams to 2^12 servers (their
+// slots and counters stay in cache) or 2^18 (table slots, the entry index
+// and the counters miss the cache, as under traffic to many servers),
+// spread over the table, each followed by a reply. The packets are two
+// PacketBuffers whose headers are rewritten before each delivery from
+// precomputed ones (the handler copies the packet out, so this costs a
+// 28 or 48 byte copy and nothing else).
 func BenchmarkHandlerMappingCounts(b *testing.B) {
-	const n, servers = 1 << 20, 1 << 18
+	const n = 1 << 20
 	entries := make([]mapping.Entry, n)
 	for i := range entries {
 		v4 := [4]byte{20, byte(i >> 16), byte(i >> 8), byte(i)}
@@ -219,53 +223,64 @@ func BenchmarkHandlerMappingCounts(b *testing.B) {
 	}
 	const udp = header.UDPProtocolNumber
 	const hdr4, hdr6 = 28, 48
-	heads4 := make([]byte, 0, servers*hdr4)
-	heads6 := make([]byte, 0, servers*hdr6)
-	var pkt4, pkt6 []byte
-	for i := range servers {
-		e := entries[(uint64(i)*0x9e3779b97f4a7c15>>44)%n] // spread over the table
-		s4 := tcpip.AddrFrom4(e.IPv4.Addr().As4())
-		s6 := tcpip.AddrFrom16(e.IPv6.Addr().As16())
-		pkt4 = ipv4(udp, cli4, s4, l4(udp, cli4, s4, payload(36, 1), false), 0, 0)
-		pkt6 = ipv6(udp, s6, cli6, l4(udp, s6, cli6, payload(16, 2), false))
-		heads4 = append(heads4, pkt4[:hdr4]...)
-		heads6 = append(heads6, pkt6[:hdr6]...)
-	}
-	pb4, pb6 := chainedPacket(pkt4), chainedPacket(pkt6)
-	defer pb4.DecRef()
-	defer pb6.DecRef()
-	v4, v6 := pb4.AsSlices()[0], pb6.AsSlices()[0]
-	for _, on := range []bool{false, true} {
-		name := "off"
-		if on {
-			name = "on"
+	for _, servers := range []int{1 << 12, 1 << 18} {
+		heads4 := make([]byte, 0, servers*hdr4)
+		heads6 := make([]byte, 0, servers*hdr6)
+		var pkt4, pkt6 []byte
+		for i := range servers {
+			e := entries[(uint64(i)*0x9e3779b97f4a7c15>>44)%n] // spread over the table
+			s4 := tcpip.AddrFrom4(e.IPv4.Addr().As4())
+			s6 := tcpip.AddrFrom16(e.IPv6.Addr().As16())
+			pkt4 = ipv4(udp, cli4, s4, l4(udp, cli4, s4, payload(36, 1), false), 0, 0)
+			pkt6 = ipv6(udp, s6, cli6, l4(udp, s6, cli6, payload(16, 2), false))
+			heads4 = append(heads4, pkt4[:hdr4]...)
+			heads6 = append(heads6, pkt6[:hdr6]...)
 		}
-		b.Run(name, func(b *testing.B) {
-			out := &captureWriter{discard: true}
-			h := NewHandler(out, 1, func() Translator { return eng.NewWorker() }, nil)
-			var m *MappingCounters
+		pb4, pb6 := chainedPacket(pkt4), chainedPacket(pkt6)
+		v4, v6 := pb4.AsSlices()[0], pb6.AsSlices()[0]
+		for _, on := range []bool{false, true} {
+			name := fmt.Sprintf("servers=%d/off", servers)
 			if on {
-				m = h.CountMappings(tbl)
+				name = fmt.Sprintf("servers=%d/on", servers)
 			}
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				copy(v4, heads4[i*hdr4:(i+1)*hdr4])
-				h.DeliverNetworkPacket(header.IPv4ProtocolNumber, pb4)
-				copy(v6, heads6[i*hdr6:(i+1)*hdr6])
-				h.DeliverNetworkPacket(header.IPv6ProtocolNumber, pb6)
-				if i++; i == servers {
-					i = 0
+			b.Run(name, func(b *testing.B) {
+				out := &captureWriter{discard: true}
+				h := NewHandler(out, 1, func() Translator { return eng.NewWorker() }, nil)
+				var m *MappingCounters
+				if on {
+					m = h.CountMappings(tbl)
 				}
-			}
-			b.StopTimer()
-			if s := h.Stats(); s.Writes != s.Reads {
-				b.Fatalf("%d of %d packets written", s.Writes, s.Reads)
-			}
-			if on && len(m.Top(1, false)) != 1 {
-				b.Fatal("nothing counted")
-			}
-		})
+				b.ReportAllocs()
+				runtime.LockOSThread() // for threadCPU
+				defer runtime.UnlockOSThread()
+				i := 0
+				var cpu0 time.Duration
+				for b.Loop() {
+					if cpu0 == 0 {
+						cpu0 = threadCPU()
+					}
+					copy(v4, heads4[i*hdr4:(i+1)*hdr4])
+					h.DeliverNetworkPacket(header.IPv4ProtocolNumber, pb4)
+					copy(v6, heads6[i*hdr6:(i+1)*hdr6])
+					h.DeliverNetworkPacket(header.IPv6ProtocolNumber, pb6)
+					if i++; i == servers {
+						i = 0
+					}
+				}
+				b.StopTimer()
+				if cpu := threadCPU() - cpu0; cpu0 > 0 && cpu > 0 {
+					b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+				}
+				if s := h.Stats(); s.Writes != s.Reads {
+					b.Fatalf("%d of %d packets written", s.Writes, s.Reads)
+				}
+				if on && len(m.Top(1, false)) != 1 {
+					b.Fatal("nothing counted")
+				}
+			})
+		}
+		pb4.DecRef()
+		pb6.DecRef()
 	}
 }
 
