@@ -334,3 +334,28 @@ func TestMappingCountsConcurrent(t *testing.T) {
 		t.Errorf("%d of %d packets counted across %d switches", total, n, switches)
 	}
 }
+
+// TestMappingCountsHairpin: a hairpinned packet (RFC 7757 section 4.2,
+// server A to server B's public address inside the prefix) counts once,
+// as 6to4 at A's entry, as docs/configuration.md says.
+func TestMappingCountsHairpin(t *testing.T) {
+	h, eng, m := countedHandler(t)
+	cfg := *eng.Config()
+	cfg.Policy.Hairpin = xlat.HairpinIntrinsic
+	if err := eng.Reload(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	const udp = header.UDPProtocolNumber
+	toB := tcpip.AddrFrom16(netip.MustParseAddr("2001:db8:64::c633:640b").As16()) // prefix::198.51.100.11
+	pkt := ipv6(udp, srv6, toB, l4(udp, srv6, toB, payload(30, 5), false))
+	deliverGSO(h, pkt, gvstack.GSO{})
+	if tot := eng.Totals(); tot.Hairpinned != 1 {
+		t.Fatalf("not hairpinned: %+v", tot)
+	}
+	var got []MappingCount
+	m.Each(func(_ int, _ mapping.Entry, c MappingCount) bool { got = append(got, c); return true })
+	want := MappingCount{Packets: [2]uint64{0, 1}, Bytes: [2]uint64{0, uint64(len(pkt))}}
+	if got[0] != want || got[1] != (MappingCount{}) {
+		t.Errorf("counts %+v, want A %+v and nothing at B", got, want)
+	}
+}
