@@ -138,7 +138,14 @@ func (m *MappingCounters) Replace(t *mapping.Table) {
 		if c.zero() {
 			continue
 		}
-		if i, ok := s.idx.Exact(ot.Entry(j)); ok {
+		e := ot.Entry(j)
+		// Most reloads keep most entries where they were: try the same
+		// position before the index.
+		i, ok := j, j < t.Len() && t.Entry(j) == e
+		if !ok {
+			i, ok = s.idx.Exact(e)
+		}
+		if ok {
 			if s.base == nil {
 				s.base = make([]MappingCount, t.Len())
 			}
@@ -193,13 +200,18 @@ func (m *MappingCounters) Top(n int, byBytes bool) []MappingStat {
 		if c.zero() {
 			return true
 		}
-		st := MappingStat{Index: i, Entry: e, MappingCount: c}
-		if h.Len() < n {
-			heap.Push(h, st)
-		} else if h.less(&h.s[0], &st) {
-			h.s[0] = st
+		if h.Len() == n {
+			// Most entries do not beat the weakest kept: decide that
+			// before building anything (ties go to the earlier entry,
+			// which the kept one is).
+			if k := key(&c); k <= key(&h.s[0].MappingCount) {
+				return true
+			}
+			h.s[0] = MappingStat{Index: i, Entry: e, MappingCount: c}
 			heap.Fix(h, 0)
+			return true
 		}
+		heap.Push(h, MappingStat{Index: i, Entry: e, MappingCount: c})
 		return true
 	})
 	out := make([]MappingStat, h.Len())
