@@ -32,13 +32,13 @@ var (
 			{Name: "lowest_ipv6_mtu"},
 			{Name: "udp_zero_checksum"},
 			{Name: "hairpin"},
+			{Name: "mapping_counters"},
 			{Name: "icmp_source_pool"},
 			{Name: "deny_ipv4"},
 			{Name: "ipv4_mtu"},
 			{Name: "ipv6_mtu"},
 			{Name: "ipv4_address"},
 			{Name: "mappings_overlap"},
-			{Name: "mapping_counters"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{{Type: "mapping"}, {Type: "tun"}, {Type: "fd"}, {Type: "nic"}},
 	}
@@ -272,6 +272,7 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 	lowest := d.integer(attrs, "lowest_ipv6_mtu", &t.LowestIPv6MTU, 1280, 65535, false)
 	d.oneOf(attrs, "udp_zero_checksum", &t.UDPZeroChecksum, "compute", "drop")
 	d.oneOf(attrs, "hairpin", &t.Hairpin, "off", "simple", "intrinsic")
+	d.boolean(attrs, "mapping_counters", &t.MappingCounters)
 	if a := d.prefixList(attrs, "icmp_source_pool", &t.ICMPSourcePool, ipv4Only, network); a != nil {
 		d.warnICMPSourcePool(a, t.ICMPSourcePool)
 	}
@@ -282,7 +283,6 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 			d.errorf(a.Expr.Range(), "Invalid ipv4_address", "%v cannot be the translator's address: it is this-network, loopback, link-local, multicast or reserved space, which the translator never translates (RFC 7915 section 4.1).", t.IPv4Address)
 		}
 	}
-	d.boolean(attrs, "mapping_counters", &t.MappingCounters)
 	v4mtu := d.integer(attrs, "ipv4_mtu", &t.IPv4MTU, 68, 65535, true)
 	v6mtu := d.integer(attrs, "ipv6_mtu", &t.IPv6MTU, 1280, 65535, true)
 	if v4mtu != nil && v6mtu != nil && t.IPv4MTU > 0 && t.IPv6MTU > 0 && t.IPv6MTU < t.IPv4MTU+20 {
