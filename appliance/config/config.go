@@ -56,19 +56,19 @@ type Translator struct {
 	LowestIPv6MTU   int             // RFC 7915 section 4: default 1280
 	UDPZeroChecksum string          // "compute" (default) or "drop" (RFC 7915 section 4.5)
 	Hairpin         string          // "off", "simple" or "intrinsic" (default; RFC 7757 section 4.2)
-	// MappingCounters turns on per-entry packet and byte counters
-	// (`map646 stats --mappings`, metrics.mapping_top). Off by default:
-	// they cost memory per entry and queue (docs/configuration.md).
-	MappingCounters bool
-	ICMPSourcePool  []netip.Prefix // RFC 6791 sources for ICMPv4 errors from untranslatable IPv6 routers
-	DenyIPv4        []netip.Prefix // never translated
-	IPv4MTU         int            // MTU towards the IPv4 side; 0: unknown
-	IPv6MTU         int            // MTU towards the IPv6 side; 0: unknown
+	ICMPSourcePool  []netip.Prefix  // RFC 6791 sources for ICMPv4 errors from untranslatable IPv6 routers
+	DenyIPv4        []netip.Prefix  // never translated
+	IPv4MTU         int             // MTU towards the IPv4 side; 0: unknown
+	IPv6MTU         int             // MTU towards the IPv6 side; 0: unknown
 	// IPv4Address is the translator's own IPv4 address: the source of its
 	// ICMPv4 errors and of translated ones from IPv6 routers without an
 	// IPv4 address when ICMPSourcePool is empty. Default: the first IPv4
 	// address of the interface blocks, else DummyIPv4Address.
 	IPv4Address netip.Addr
+	// MappingCounters turns on per-entry packet and byte counters
+	// (`map646 stats --mappings`, metrics.mapping_top). Off by default:
+	// they cost memory per entry and queue (docs/configuration.md).
+	MappingCounters bool
 	// Link is how packets reach the translator: LinkTun (default, the
 	// `tun` block), LinkFD (the `fd` block) or LinkNIC (the `nic` block).
 	Link string

@@ -101,10 +101,7 @@ const (
 	DefaultDropsPerSecond = 10
 	// MaxDropsPerSecond is the highest drops_per_second accepted (the data
 	// path's own limit, stack.MaxDropLogRate).
-	MaxDropsPerSecond = 100000
-	// MaxMappingTop bounds metrics.mapping_top: each entry exported is
-	// four series (packets and bytes, two directions).
-	MaxMappingTop          = 100
+	MaxDropsPerSecond      = 100000
 	DefaultBGPHoldTime     = 90  // RFC 4271 section 10
 	DefaultBGPConnectRetry = 120 // RFC 4271 section 10
 	// DefaultBGPMaxPrefixes bounds the routes a neighbor may send per
@@ -117,6 +114,10 @@ const (
 	DefaultRAPreference = "medium"
 	DefaultRAInterval   = 30 // seconds; RFC 4861 section 6.2.1 allows 4 to 1800
 )
+
+// MaxMappingTop bounds metrics.mapping_top: each entry exported is four
+// series (packets and bytes, two directions).
+const MaxMappingTop = 100
 
 // DummyIPv4Address is RFC 7600's IPv4 dummy address: the translator's
 // IPv4 address when neither ipv4_address nor an interface gives it one
