@@ -83,6 +83,8 @@ type Handler struct {
 	flushEach bool
 	lastPanic atomic.Int64 // monoNow of the last panic logged
 	drops     dropLog      // the opt-in log of dropped packets (SetDropLog)
+	// counts are the opt-in per-entry counters (CountMappings); nil: off.
+	counts atomic.Pointer[MappingCounters]
 }
 
 // frameLink is a link whose queues read into tun.Frames and that tells
@@ -258,7 +260,20 @@ func (q *handlerQueue) translate(buf []byte, start, end int, off *xlat.Offload, 
 	if rate > 0 {
 		q.headLen = copy(q.head[:], q.cur)
 	}
+	var cs *countSet
+	ent := -1
+	if m := q.h.counts.Load(); m != nil {
+		// Looked up before the engine rewrites the addresses; the engine's
+		// own lookup of the same address then finds its slot in cache.
+		cs = m.cur.Load()
+		ent = cs.entry(q.cur)
+	}
 	res := q.tr.Process(buf, start, end, off, q)
+	if ent >= 0 && res.Verdict != xlat.Drop {
+		c := &cs.queue[q.index][ent]
+		c.packets[res.Dir].Store(c.packets[res.Dir].Load() + 1)
+		c.bytes[res.Dir].Store(c.bytes[res.Dir].Load() + uint64(end-start))
+	}
 	if res.Verdict != xlat.Forward {
 		if res.Verdict == xlat.Drop && rate > 0 {
 			q.logDrop(rate, res, end-start)

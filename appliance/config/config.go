@@ -65,6 +65,10 @@ type Translator struct {
 	// IPv4 address when ICMPSourcePool is empty. Default: the first IPv4
 	// address of the interface blocks, else DummyIPv4Address.
 	IPv4Address netip.Addr
+	// MappingCounters turns on per-entry packet and byte counters
+	// (`map646 stats --mappings`, metrics.mapping_top). Off by default:
+	// they cost memory per entry and queue (docs/configuration.md).
+	MappingCounters bool
 	// Link is how packets reach the translator: LinkTun (default, the
 	// `tun` block), LinkFD (the `fd` block) or LinkNIC (the `nic` block).
 	Link string
@@ -126,6 +130,10 @@ type Route struct {
 // Metrics is the `metrics` block.
 type Metrics struct {
 	Listen string // host:port of the Prometheus endpoint and /healthz; "" disables
+	// MappingTop exports the per-entry counters of this many entries, the
+	// busiest by packets (0, the default: none; at most MaxMappingTop).
+	// Needs translator.mapping_counters.
+	MappingTop int
 }
 
 // Log is the `log` block.

@@ -74,6 +74,7 @@ translator {
   deny_ipv4         = ["192.0.2.0/24", "203.0.113.99"]
   ipv4_mtu          = 1500
   ipv6_mtu          = 1520
+  mapping_counters  = true
   tun {
     name    = "xl0"
     queues  = 4
@@ -103,7 +104,9 @@ route {
   dev = "eth0"
 }
 
-metrics {}
+metrics {
+  mapping_top = 10
+}
 log {
   level            = "debug"
   format           = "json"
@@ -161,6 +164,7 @@ func TestFull(t *testing.T) {
 			DenyIPv4:        []netip.Prefix{pp("192.0.2.0/24"), pp("203.0.113.99/32")},
 			IPv4MTU:         1500,
 			IPv6MTU:         1520,
+			MappingCounters: true,
 			IPv4Address:     netip.MustParseAddr("203.0.113.1"), // eth0's
 			Link:            "tun",
 			Tun:             Tun{Name: "xl0", Queues: 4, Routes: false, MTU: 9000, Offload: false},
@@ -174,7 +178,7 @@ func TestFull(t *testing.T) {
 			{To: pp("2001:db8:6::/64"), Via: netip.MustParseAddr("fe80::1"), Dev: "eth1"},
 			{To: pp("192.0.2.0/24"), Dev: "eth0"},
 		},
-		Metrics: Metrics{Listen: "[::1]:9646"},
+		Metrics: Metrics{Listen: "[::1]:9646", MappingTop: 10},
 		Log:     Log{Level: "debug", Format: "json", Drops: true, DropsPerSecond: 25},
 		BGP: &BGP{
 			LocalAS: 64512, RouterID: netip.MustParseAddr("203.0.113.1"), ListenPort: 179,
@@ -528,6 +532,10 @@ func TestErrors(t *testing.T) {
 		{"metrics port", minimal + `metrics { listen = "[::1]:99999" }`, "5:20: Invalid listen"},
 		{"metrics host", minimal + `metrics { listen = "example.com:9646" }`, "5:20: Invalid listen"},
 		{"two metrics", minimal + "metrics {}\nmetrics {}", "6:1: Duplicate metrics block"},
+		{"metrics mapping_top without counters", minimal + `metrics { mapping_top = 5 }`, "5:25: mapping_top without mapping counters"},
+		{"metrics mapping_top huge", tr("mapping_counters = true") + `metrics { mapping_top = 101 }`, "5:25: Invalid mapping_top"},
+		{"metrics mapping_top negative", tr("mapping_counters = true") + `metrics { mapping_top = -1 }`, "5:25: Invalid mapping_top"},
+		{"mapping_counters not bool", tr(`mapping_counters = "yes"`), "3:22: "},
 		{"log level", minimal + `log { level = "trace" }`, "5:15: Invalid level"},
 		{"log format", minimal + `log { format = "xml" }`, "5:16: Invalid format"},
 		{"log drops", minimal + `log { drops = "yes" }`, "5:15: "},

@@ -32,6 +32,7 @@ var (
 			{Name: "lowest_ipv6_mtu"},
 			{Name: "udp_zero_checksum"},
 			{Name: "hairpin"},
+			{Name: "mapping_counters"},
 			{Name: "icmp_source_pool"},
 			{Name: "deny_ipv4"},
 			{Name: "ipv4_mtu"},
@@ -61,7 +62,7 @@ var (
 	routeSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "to", Required: true}, {Name: "via"}, {Name: "dev"},
 	}}
-	metricsSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "listen"}}}
+	metricsSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "listen"}, {Name: "mapping_top"}}}
 	logSchema     = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "level"}, {Name: "format"}, {Name: "drops"}, {Name: "drops_per_second"},
 	}}
@@ -114,6 +115,10 @@ const (
 	DefaultRAInterval   = 30 // seconds; RFC 4861 section 6.2.1 allows 4 to 1800
 )
 
+// MaxMappingTop bounds metrics.mapping_top: each entry exported is four
+// series (packets and bytes, two directions).
+const MaxMappingTop = 100
+
 // DummyIPv4Address is RFC 7600's IPv4 dummy address: the translator's
 // IPv4 address when neither ipv4_address nor an interface gives it one
 // (draft-ietf-v6ops-icmpext-xlat-v6only-source proposes it as the source
@@ -162,7 +167,10 @@ func (d *decoder) decodeFile(body hcl.Body) *Config {
 	}
 	if b := d.singleBlock(byType["metrics"], "metrics"); b != nil {
 		c.Metrics.Listen = DefaultMetricsListen
-		d.metrics(b, &c.Metrics)
+		if a := d.metrics(b, &c.Metrics); a != nil && c.Metrics.MappingTop > 0 && !c.Translator.MappingCounters {
+			d.errorf(a.Expr.Range(), "mapping_top without mapping counters",
+				"mapping_top exports per-mapping counters, which are off: set mapping_counters = true in the translator block, or leave mapping_top out.")
+		}
 	}
 	if b := d.singleBlock(byType["log"], "log"); b != nil {
 		attrs := d.content(b.Body, logSchema).Attributes
@@ -265,6 +273,7 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 	lowest := d.integer(attrs, "lowest_ipv6_mtu", &t.LowestIPv6MTU, 1280, 65535, false)
 	d.oneOf(attrs, "udp_zero_checksum", &t.UDPZeroChecksum, "compute", "drop")
 	d.oneOf(attrs, "hairpin", &t.Hairpin, "off", "simple", "intrinsic")
+	d.boolean(attrs, "mapping_counters", &t.MappingCounters)
 	if a := d.prefixList(attrs, "icmp_source_pool", &t.ICMPSourcePool, ipv4Only, network); a != nil {
 		d.warnICMPSourcePool(a, t.ICMPSourcePool)
 	}
@@ -556,26 +565,30 @@ func (d *decoder) route(b *hcl.Block) (Route, bool) {
 	return r, ok
 }
 
-func (d *decoder) metrics(b *hcl.Block, m *Metrics) {
+// metrics decodes the metrics block; it returns the mapping_top
+// attribute, if there is one.
+func (d *decoder) metrics(b *hcl.Block, m *Metrics) (top *hcl.Attribute) {
 	attrs := d.content(b.Body, metricsSchema).Attributes
+	top = d.integer(attrs, "mapping_top", &m.MappingTop, 0, MaxMappingTop, false)
 	a := d.str(attrs, "listen", &m.Listen)
 	if a == nil || m.Listen == "" {
-		return
+		return top
 	}
 	host, port, err := net.SplitHostPort(m.Listen)
 	if err != nil {
 		d.errorf(a.Expr.Range(), "Invalid listen", "%q is not host:port (write IPv6 addresses in brackets, e.g. [::1]:9646), or \"\" to disable metrics.", m.Listen)
-		return
+		return top
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
 		d.errorf(a.Expr.Range(), "Invalid listen", "%q: the port must be a number from 1 to 65535.", m.Listen)
-		return
+		return top
 	}
 	if host != "" {
 		if _, err := parseAddr(host, anyFamily); err != nil {
 			d.errorf(a.Expr.Range(), "Invalid listen", "%q: the host must be an IP address or empty (all addresses).", m.Listen)
 		}
 	}
+	return top
 }
 
 func (d *decoder) asNumber(attrs hcl.Attributes, name string, dst *uint32) *hcl.Attribute {

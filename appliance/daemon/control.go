@@ -30,9 +30,11 @@ import (
 // checked again at accept, so a socket whose mode was loosened, or one
 // reached through a descriptor passed on, still answers only them.
 type request struct {
-	Command string `json:"command"`           // "stats", "reload", "lookup" or "mappings"
+	Command string `json:"command"`           // "stats", "reload", "lookup", "mappings" or "mapping_counts"
 	Address string `json:"address,omitempty"` // lookup: the address
-	Format  string `json:"format,omitempty"`  // mappings: "csv" or "json"
+	Format  string `json:"format,omitempty"`  // mappings, mapping_counts: "csv" or "json"
+	Top     int    `json:"top,omitempty"`     // mapping_counts: only the busiest Top entries (0: all)
+	By      string `json:"by,omitempty"`      // mapping_counts: "packets" or "bytes", the order of Top
 }
 
 type reply struct {
@@ -303,8 +305,13 @@ func (s *controlServer) serve(c net.Conn, d *daemon, reloads chan<- chan reloadR
 					return // the listing ends with the connection
 				}
 				continue
+			case "mapping_counts":
+				if d.serveMappingCounts(c, enc, req) {
+					return
+				}
+				continue
 			default:
-				rep.Error = fmt.Sprintf("unknown command %q (want \"stats\", \"reload\", \"lookup\" or \"mappings\")", req.Command)
+				rep.Error = fmt.Sprintf("unknown command %q (want \"stats\", \"reload\", \"lookup\", \"mappings\" or \"mapping_counts\")", req.Command)
 			}
 		}
 		if err := enc.Encode(rep); err != nil {

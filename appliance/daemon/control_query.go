@@ -87,12 +87,19 @@ func QueryLookup(socket string, addr netip.Addr) (*config.LookupResult, error) {
 // StreamMappings asks the daemon for its address map in format ("csv" or
 // "json") and copies the listing to w as it arrives.
 func StreamMappings(socket, format string, w io.Writer) error {
+	return streamListing(socket, request{Command: "mappings", Format: format}, w)
+}
+
+// streamListing sends req, whose answer is a reply line and then a
+// listing until the daemon closes the connection, and copies the listing
+// to w as it arrives.
+func streamListing(socket string, req request, w io.Writer) error {
 	c, err := dialControl(socket)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if err := json.NewEncoder(c).Encode(request{Command: "mappings", Format: format}); err != nil {
+	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return err
 	}
 	br := bufio.NewReader(c)

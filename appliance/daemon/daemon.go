@@ -511,6 +511,7 @@ func (d *daemon) startDatapath(u *undoStack) (chan error, error) {
 	}
 	d.dp = dp
 	setDropLog(dp, d.cfg.Log)
+	setMappingCounters(dp, d.cfg.Translator, d.eng.Config().Map.Table())
 	dpDone := make(chan error, 1)
 	go func() { dpDone <- dp.Wait() }()
 	u.add(func() {
@@ -555,7 +556,7 @@ func (d *daemon) startMetrics(u *undoStack) error {
 	if listen == "" {
 		return nil
 	}
-	ms, err := metrics.Listen(listen, d.Stats, d.log)
+	ms, err := metrics.Listen(listen, d.Stats, d.log, metrics.NewMappingCollector(d.metricsTopMappings))
 	if err != nil {
 		return fmt.Errorf("metrics listen %s: %w", listen, err)
 	}
@@ -832,6 +833,7 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 		return res, fmt.Errorf("engine: %w", err)
 	}
 	setDropLog(d.dp, cfg.Log)
+	setMappingCounters(d.dp, cfg.Translator, xc.Map.Table())
 	// The engine translates with the new table from here on: routes to
 	// new mappings are added, then routes to removed ones deleted.
 	p := makePlan(cfg, d.dev.Name())
@@ -903,7 +905,7 @@ func restartOnly(running, loaded *config.Config) []string {
 	if running.Translator.Link != loaded.Translator.Link || running.Translator.FD != loaded.Translator.FD || running.Translator.NIC != loaded.Translator.NIC {
 		s = append(s, "translator link (fd, nic)")
 	}
-	if running.Metrics != loaded.Metrics {
+	if running.Metrics.Listen != loaded.Metrics.Listen { // mapping_top changes at once
 		s = append(s, "metrics.listen")
 	}
 	if running.Log.Level != loaded.Log.Level || running.Log.Format != loaded.Log.Format {

@@ -49,6 +49,18 @@ type Stats struct {
 	Announcer         []Status `json:"announcers,omitempty"`
 }
 
+// MappingCount is one EAM entry's counters (translator.mapping_counters):
+// packets and bytes per direction, bytes as received before translation.
+// It is also one record of `map646 stats --mappings --format json`.
+type MappingCount struct {
+	IPv4        string `json:"ipv4"`
+	IPv6        string `json:"ipv6"`
+	Packets4to6 uint64 `json:"packets_4to6"`
+	Bytes4to6   uint64 `json:"bytes_4to6"`
+	Packets6to4 uint64 `json:"packets_6to4"`
+	Bytes6to4   uint64 `json:"bytes_6to4"`
+}
+
 // Count is one counter value with its labels.
 type Count struct {
 	Dir   string `json:"direction,omitempty"`
@@ -87,6 +99,8 @@ var (
 	descReloads  = prometheus.NewDesc("map646_config_reloads_total", "Configuration reloads, by result.", []string{"result"}, nil)
 	descLastRel  = prometheus.NewDesc("map646_config_last_reload_timestamp_seconds", "When the configuration was last reloaded successfully.", nil, nil)
 	descStarted  = prometheus.NewDesc("map646_start_time_seconds", "When the daemon started.", nil, nil)
+	descMapPkts  = prometheus.NewDesc("map646_mapping_packets_total", "Packets translated for one EAM entry (the metrics.mapping_top busiest by packets), by direction.", []string{"ipv4", "ipv6", "direction"}, nil)
+	descMapBytes = prometheus.NewDesc("map646_mapping_bytes_total", "Bytes received for translation for one EAM entry (the metrics.mapping_top busiest by packets), by direction.", []string{"ipv4", "ipv6", "direction"}, nil)
 )
 
 // Collector is a prometheus.Collector that reads a Stats snapshot at
@@ -152,6 +166,37 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	collectSources(ch, s.Announcer)
 }
 
+// MappingCollector exports per-mapping counters: those of the entries top
+// returns at scrape time (the daemon's metrics.mapping_top busiest; none
+// while that is 0). It is a collector of its own, not part of Stats, so
+// that /healthz and `map646 stats` never pay for ranking a large table.
+type MappingCollector struct {
+	top func() []MappingCount
+}
+
+// NewMappingCollector returns a collector over top, which must be safe to
+// call from any goroutine.
+func NewMappingCollector(top func() []MappingCount) *MappingCollector {
+	return &MappingCollector{top: top}
+}
+
+// Describe implements prometheus.Collector; unchecked, like Collector
+// (the entries exported change from scrape to scrape).
+func (c *MappingCollector) Describe(chan<- *prometheus.Desc) {}
+
+// Collect implements prometheus.Collector.
+func (c *MappingCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, m := range c.top() {
+		for _, v := range [4]struct {
+			d   *prometheus.Desc
+			v   uint64
+			dir string
+		}{{descMapPkts, m.Packets4to6, "4to6"}, {descMapPkts, m.Packets6to4, "6to4"}, {descMapBytes, m.Bytes4to6, "4to6"}, {descMapBytes, m.Bytes6to4, "6to4"}} {
+			ch <- prometheus.MustNewConstMetric(v.d, prometheus.CounterValue, float64(v.v), m.IPv4, m.IPv6, v.dir)
+		}
+	}
+}
+
 // Handler serves /metrics (Prometheus text format: the translator's
 // collector plus the Go runtime and process collectors) and /healthz (200
 // "ok" while the data path is healthy, 503 otherwise).
@@ -206,15 +251,15 @@ var limits = serverLimits{
 	maxHeaderBytes:    8 << 10,
 }
 
-// Listen starts serving Handler(stats) on addr ("[::1]:9646"). It returns
-// once the socket is bound, so a bad address is an error here.
-func Listen(addr string, stats func() Stats, log *slog.Logger) (*Server, error) {
+// Listen starts serving Handler(stats, more...) on addr ("[::1]:9646").
+// It returns once the socket is bound, so a bad address is an error here.
+func Listen(addr string, stats func() Stats, log *slog.Logger, more ...prometheus.Collector) (*Server, error) {
 	inner, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	ln := newCapListener(inner, limits.maxConns)
-	h := Handler(stats, ln)
+	h := Handler(stats, append(more, ln)...)
 	s := &Server{
 		srv: &http.Server{
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -154,3 +154,38 @@ func TestListenBadAddress(t *testing.T) {
 		t.Error("no error for a bad listen address")
 	}
 }
+
+// TestMappingCollector: the per-mapping series are exported for the
+// entries top returns at scrape time (the daemon's top N), four per
+// entry; none while it returns none.
+func TestMappingCollector(t *testing.T) {
+	var top []MappingCount
+	c := NewMappingCollector(func() []MappingCount { return top })
+	if n := testutil.CollectAndCount(c); n != 0 {
+		t.Errorf("%d mapping series without mapping counters", n)
+	}
+	top = []MappingCount{
+		{IPv4: "198.51.100.10/32", IPv6: "2001:db8:6::10/128", Packets4to6: 5, Bytes4to6: 500, Packets6to4: 4, Bytes6to4: 320},
+		{IPv4: "198.51.100.11/32", IPv6: "2001:db8:6::11/128", Packets4to6: 1, Bytes4to6: 60},
+	}
+	want := `
+# HELP map646_mapping_packets_total Packets translated for one EAM entry (the metrics.mapping_top busiest by packets), by direction.
+# TYPE map646_mapping_packets_total counter
+map646_mapping_packets_total{direction="4to6",ipv4="198.51.100.10/32",ipv6="2001:db8:6::10/128"} 5
+map646_mapping_packets_total{direction="6to4",ipv4="198.51.100.10/32",ipv6="2001:db8:6::10/128"} 4
+map646_mapping_packets_total{direction="4to6",ipv4="198.51.100.11/32",ipv6="2001:db8:6::11/128"} 1
+map646_mapping_packets_total{direction="6to4",ipv4="198.51.100.11/32",ipv6="2001:db8:6::11/128"} 0
+# HELP map646_mapping_bytes_total Bytes received for translation for one EAM entry (the metrics.mapping_top busiest by packets), by direction.
+# TYPE map646_mapping_bytes_total counter
+map646_mapping_bytes_total{direction="4to6",ipv4="198.51.100.10/32",ipv6="2001:db8:6::10/128"} 500
+map646_mapping_bytes_total{direction="6to4",ipv4="198.51.100.10/32",ipv6="2001:db8:6::10/128"} 320
+map646_mapping_bytes_total{direction="4to6",ipv4="198.51.100.11/32",ipv6="2001:db8:6::11/128"} 60
+map646_mapping_bytes_total{direction="6to4",ipv4="198.51.100.11/32",ipv6="2001:db8:6::11/128"} 0
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "map646_mapping_packets_total", "map646_mapping_bytes_total"); err != nil {
+		t.Error(err)
+	}
+	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", problems, err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/map646/map646/appliance/config"
 	"github.com/map646/map646/appliance/daemon"
 	"github.com/map646/map646/appliance/metrics"
 	"github.com/map646/map646/stack"
@@ -18,9 +19,12 @@ import (
 
 func newStatsCmd() *cobra.Command {
 	var (
-		socket  string
-		asJSON  bool
-		explain bool
+		socket   string
+		asJSON   bool
+		explain  bool
+		mappings bool
+		top      int
+		by       string
 	)
 	cmd := &cobra.Command{
 		Use:   "stats",
@@ -38,12 +42,43 @@ shown means and what to do about it (docs/configuration.md has the same
 tables).
 
 --json prints the same snapshot as one JSON object, for scripts. For
-monitoring, scrape the Prometheus endpoint (metrics.listen) instead.`,
+monitoring, scrape the Prometheus endpoint (metrics.listen) instead.
+
+--mappings prints the per-mapping counters instead (they are on with
+mapping_counters = true in the translator block): for every RFC 7757 entry
+in configuration order, packets and bytes translated towards the server
+(4to6) and from it (6to4), as CSV with a header line, or with --json as one
+object {"count", "top", "by", "mappings": [{"ipv4", "ipv6", "packets_4to6",
+"bytes_4to6", "packets_6to4", "bytes_6to4"}, ...]}. --top N lists only the N
+busiest entries that had traffic, by packets (or --by bytes), busiest first.
+The listing is streamed from the translator as it reads the counters: a
+million entries need no copy of the table here or there.`,
 		Example: `  map646 stats
   map646 stats --explain
-  map646 stats --json | jq '.drops'`,
+  map646 stats --json | jq '.drops'
+  map646 stats --mappings --top 10
+  map646 stats --mappings --json | jq '.mappings[] | select(.packets_4to6 == 0)'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !mappings && (top != 0 || cmd.Flags().Changed("by")) {
+				return fmt.Errorf("--top and --by go with --mappings")
+			}
+			if mappings {
+				if top < 0 || top > daemon.MaxTop {
+					return fmt.Errorf("--top %d: want 1 to %d, or 0 for every entry", top, daemon.MaxTop)
+				}
+				if by != daemon.ByPackets && by != daemon.ByBytes {
+					return fmt.Errorf("--by %q: want packets or bytes", by)
+				}
+				if explain {
+					return fmt.Errorf("--explain does not go with --mappings")
+				}
+				format := config.FormatCSV
+				if asJSON {
+					format = config.FormatJSON
+				}
+				return daemon.StreamMappingCounts(socket, format, top, by, cmd.OutOrStdout())
+			}
 			st, err := daemon.QueryStats(socket)
 			if err != nil {
 				return err
@@ -57,6 +92,9 @@ monitoring, scrape the Prometheus endpoint (metrics.listen) instead.`,
 	cmd.Flags().StringVar(&socket, "control-socket", daemon.DefaultControlSocket, "the running daemon's control socket")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&explain, "explain", false, "say what each drop reason and link counter shown means and what to do about it")
+	cmd.Flags().BoolVar(&mappings, "mappings", false, "print the per-mapping counters (translator.mapping_counters) instead")
+	cmd.Flags().IntVar(&top, "top", 0, "with --mappings: only the N busiest entries (0: every entry)")
+	cmd.Flags().StringVar(&by, "by", daemon.ByPackets, "with --top: rank by packets or bytes")
 	return cmd
 }
 
