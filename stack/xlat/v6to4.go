@@ -64,7 +64,7 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 		id = w.nextID()
 	}
 	id, flagsFO := q.x.ipv4Frag(tot4, id)
-	putIPv4(buf[ns:ns+ip4Size], trafficClass(q.p), s.hopLimit64(q.p), proto, tot4, id, flagsFO, &q.src4, &q.dst4)
+	putIPv4(buf[ns:ns+ip4Size], s.tos64.apply(trafficClass(q.p)), s.hopLimit64(q.p), proto, tot4, id, flagsFO, &q.src4, &q.dst4)
 	if off != nil {
 		moveOffload(off, ip4Size-q.x.off, ip4Size, l4hdr, s.mtu4, GSOTCPv6, GSOTCPv4)
 	}
