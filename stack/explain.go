@@ -1,6 +1,10 @@
 package stack
 
-import "github.com/map646/map646/stack/xlat"
+import (
+	"slices"
+
+	"github.com/map646/map646/stack/xlat"
+)
 
 // Explanation says what a counter means and what an operator can do about
 // it. It is the one source of these texts: `map646 stats --explain` prints
@@ -61,6 +65,19 @@ func DropReasons() []Explanation {
 	}
 	return e
 }
+
+// engineCounters explain the engine's counters that are neither
+// translated packets nor drops: the unlabelled metrics of
+// xlat.Totals.Visit, in its order (a test fails for one without an entry).
+var engineCounters = []Explanation{
+	{"emitted", "Packets the translator made itself: its ICMP errors (Fragmentation Needed, Packet Too Big, Time Exceeded, Parameter Problem, source route failed), its echo replies, and the IPv6 fragments of DF=0 IPv4 packets larger than `lowest_ipv6_mtu`.", "Nothing: they are the translator doing its job. Many fragments: raise the IPv6 side's MTU (RFC 7755)."},
+	{"hairpinned", "IPv6 packets from one server to another's public IPv4 address, translated twice (RFC 7757 section 4.2); also counted as translated 6to4.", "Nothing. Set `hairpin = \"off\"` if servers must not reach each other that way."},
+	{"rate_limited", "ICMP messages the translator would have originated (errors and echo replies, not the errors it translates) but suppressed because its queue's bucket was empty: `icmp_errors_per_second` refills it, `icmp_errors_burst` is its size (RFC 4443 section 2.4 (f)). The packet that caused each is still counted under its drop reason.", "Nothing in a flood or a scan: the limit is doing its job. Growing under normal traffic (senders miss Packet Too Big, path MTU discovery stalls): raise `icmp_errors_per_second`, or fix the MTUs that cause the errors."},
+}
+
+// EngineCounters explains the engine's own counters (emitted,
+// hairpinned, rate_limited), in the order of xlat.Totals.Visit.
+func EngineCounters() []Explanation { return slices.Clone(engineCounters) }
 
 // linkCounter is one field of LinkStats with its name and texts.
 type linkCounter struct {

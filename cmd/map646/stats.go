@@ -33,18 +33,35 @@ link-level counters of the tun, the number of mappings and routes, reloads
 (with the last error, if the last reload was refused), the data path's health
 and the state of the announcers (BGP sessions, router advertisements).
 
---explain follows the drops and the link counters with what each counter
-shown means and what to do about it (docs/configuration.md has the same
-tables).
+--explain follows the drops, the engine's own counters and the link
+counters with what each counter shown means and what to do about it
+(docs/configuration.md has the same tables).
 
 --json prints the same snapshot as one JSON object, for scripts. For
-monitoring, scrape the Prometheus endpoint (metrics.listen) instead.`,
+monitoring, scrape the Prometheus endpoint (metrics.listen) instead.
+
+--explain --json prints every explanation this binary has, as one JSON
+object: {"counts", "drop_reasons", "link_counters", "engine_counters"},
+each counter with "name", "meaning", "action" (Markdown) and, when a
+daemon answers, "count" (drop reasons also "by_direction"). Without a
+daemon it prints the explanations alone ("counts": false) and says why on
+stderr.`,
 		Example: `  map646 stats
   map646 stats --explain
-  map646 stats --json | jq '.drops'`,
+  map646 stats --json | jq '.drops'
+  map646 stats --explain --json | jq '.drop_reasons[] | select(.count > 0)'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := daemon.QueryStats(socket)
+			if explain && asJSON {
+				if err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "map646 stats: explanations without counts: %v\n", err)
+					st = nil
+				}
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(newExplainReport(st))
+			}
 			if err != nil {
 				return err
 			}
@@ -58,7 +75,7 @@ monitoring, scrape the Prometheus endpoint (metrics.listen) instead.`,
 	}
 	cmd.Flags().StringVar(&socket, "control-socket", daemon.DefaultControlSocket, "the running daemon's control socket")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.Flags().BoolVar(&explain, "explain", false, "say what each drop reason and link counter shown means and what to do about it")
+	cmd.Flags().BoolVar(&explain, "explain", false, "say what each drop reason and counter shown means and what to do about it (with --json: all of them, as JSON)")
 	return cmd
 }
 
@@ -113,6 +130,9 @@ func printStats(w io.Writer, st *metrics.Stats, now time.Time, explain bool) err
 		return err
 	}
 	fmt.Fprintf(w, "emitted %d (ICMP errors, fragments), hairpinned %d, ICMP errors rate-limited %d\n", st.Emitted, st.Hairpinned, st.RateLimited)
+	if explain {
+		writeExplanations(w, []string{"emitted", "hairpinned", "rate_limited"}, stack.EngineCounters())
+	}
 
 	var drops []metrics.Count
 	var total uint64

@@ -139,8 +139,8 @@ type Policy struct {
 // and override-tos do. Only the DSCP (the upper six bits) is ever reset:
 // the ECN field (the lower two, RFC 3168) is always copied, so that
 // ECN-capable transports keep working and Congestion Experienced marks
-// reach the receiver instead of turning into losses (RFC 3168 section 6,
-// RFC 6040). The translator's own ICMP messages carry 0, an echo reply
+// reach the receiver instead of turning into losses (as RFC 3168 section
+// 9 and RFC 6040 ask of tunnels). The translator's own ICMP messages carry 0, an echo reply
 // that of the request, and a packet quoted inside an ICMP error is never
 // changed.
 type TOS struct {
