@@ -26,8 +26,8 @@
 // addresses (Policy.OwnAddrs, Policy.IPv4Address; ReasonOwnAddress) and
 // directed broadcast addresses (ReasonBroadcast) is refused too, but for
 // ICMP errors from the own addresses (the host reports its forwarding
-// failures from them); an echo request to an own IPv4 address is
-// answered through the Sink instead. A hairpinned packet
+// failures from them); an echo request to an own address is answered
+// through the Sink instead (echo.go). A hairpinned packet
 // (RFC 7757 section 4.2) costs one hop and hairpins once: its output,
 // with its source inside the prefix, is refused if it comes back.
 //
@@ -140,9 +140,9 @@ type Policy struct {
 // the ECN field (the lower two, RFC 3168) is always copied, so that
 // ECN-capable transports keep working and Congestion Experienced marks
 // reach the receiver instead of turning into losses (as RFC 3168 section
-// 9 and RFC 6040 ask of tunnels). The translator's own ICMP messages carry 0, an echo reply
-// that of the request, and a packet quoted inside an ICMP error is never
-// changed.
+// 9 and RFC 6040 ask of tunnels). The translator's own ICMP errors carry
+// 0, an echo reply that of the request, and a packet quoted inside an
+// ICMP error is never changed.
 type TOS struct {
 	Reset bool  // false: copy the whole octet
 	DSCP  uint8 // with Reset: the DSCP written, 0-63 (0: zero it)
