@@ -143,6 +143,16 @@ func TestICMPBurst(t *testing.T) {
 	if got := send(5); got != 4 {
 		t.Errorf("after an idle hour: %d emitted, want the burst of 4", got)
 	}
+	// Suppressing costs no allocation either (the bucket is empty now).
+	buf := make([]byte, Headroom+len(in))
+	sk := &nullSink{}
+	before := w.C.RateLimited.Load()
+	if a := testing.AllocsPerRun(50, func() {
+		copy(buf[Headroom:], in)
+		w.Process(buf, Headroom, len(buf), nil, sk)
+	}); a != 0 || w.C.RateLimited.Load()-before < 50 || sk.n != 0 {
+		t.Errorf("suppressed errors: %v allocations each, %d rate-limited, %d bytes emitted", a, w.C.RateLimited.Load()-before, sk.n)
+	}
 	for _, p := range []Policy{{ICMPRate: -1}, {ICMPBurst: -1}, {ICMPRate: MaxICMPRate + 1}, {ICMPBurst: MaxICMPRate + 1}} {
 		if _, err := NewEngine(&Config{Map: testSnapshot(t), Policy: p}); err == nil {
 			t.Errorf("rate %d burst %d accepted", p.ICMPRate, p.ICMPBurst)
