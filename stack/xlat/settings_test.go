@@ -68,6 +68,23 @@ func TestTrafficClassPolicy(t *testing.T) {
 			}
 		})
 	}
+	// The IPv6 fragments of a large DF=0 packet all carry the rule's
+	// value; a hairpinned packet passes both rules (6to4, then 4to6).
+	w := newTestWorker(t, func(p *Policy) { p.TrafficClass, p.TypeOfService = TOS{Reset: true, DSCP: 10}, af41 })
+	_, r, sk := run(w, ip4(C4, S4A, 64, 17, udpSeg(1, 2, payload(1372)), v4opt{tos: in}), nil)
+	if r.Verdict != Consumed || len(sk.pkts) < 2 {
+		t.Fatalf("split: verdict %d %v, %d fragments", r.Verdict, r.Reason, len(sk.pkts))
+	}
+	for i, f := range sk.pkts {
+		if got := trafficClass(f); got != 10<<2|1 {
+			t.Errorf("fragment %d: traffic class %#x, want %#x", i, got, 10<<2|1)
+		}
+	}
+	out, r, _ := run(w, ip6(S6A, v4in6(S4B), 64, 17, udpSeg(1, 2, payload(20)), v6opt{tc: in}), nil)
+	if r.Verdict != Forward || trafficClass(out) != 10<<2|1 {
+		t.Errorf("hairpin: verdict %d %v, traffic class %#x; want %#x", r.Verdict, r.Reason, trafficClass(out), 10<<2|1)
+	}
+
 	_, err := NewEngine(&Config{Map: testSnapshot(t), Policy: Policy{TypeOfService: TOS{Reset: true, DSCP: 64}}})
 	if err == nil || !strings.Contains(err.Error(), "DSCP 64") {
 		t.Errorf("DSCP 64 accepted: %v", err)
