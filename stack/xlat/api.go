@@ -23,7 +23,8 @@
 // Sources that only the translator writes are refused as spoofed
 // (ReasonSpoofed): an IPv6 source inside the RFC 6052 prefix, an IPv4
 // source with an EAM entry. Traffic to or from the translator's own
-// addresses (Policy.OwnAddrs, Policy.IPv4Address; ReasonOwnAddress) and
+// addresses (Policy.OwnAddrs, Policy.IPv4Address, the first pool address;
+// ReasonOwnAddress) and
 // directed broadcast addresses (ReasonBroadcast) is refused too, but for
 // ICMP errors from the own addresses (the host reports its forwarding
 // failures from them); an echo request to an own address is answered

@@ -9,8 +9,9 @@ import (
 // The translator's own addresses answer ICMP echo, as TAYGA's ipv4-addr
 // does, so that either side can ping the translator itself:
 //
-//   - its IPv4 addresses (Policy.IPv4Address, the IPv4 addresses of
-//     Policy.OwnAddrs), from IPv4 hosts;
+//   - its IPv4 addresses (Policy.IPv4Address, the first address of
+//     Policy.ICMPSourcePool, the IPv4 addresses of Policy.OwnAddrs),
+//     from IPv4 hosts;
 //   - the same addresses inside the RFC 6052 prefix, which is how the
 //     IPv6 side sees the translator (its ICMPv6 errors come from there
 //     when there is no pool), from any IPv6 host: mapped servers and

@@ -71,3 +71,52 @@ func TestEchoOwnIPv6(t *testing.T) {
 		t.Errorf("second echo within the limit: verdict %d %v, %d emitted, %d limited", r.Verdict, r.Reason, len(sk.pkts), w.C.RateLimited.Load())
 	}
 }
+
+// With an icmp_source_pool, the translator's own errors come from the
+// pool's first address (the hop a traceroute shows): it is the
+// translator's own too, answers ping from both sides, and nothing is
+// translated to it.
+func TestEchoErrorSource(t *testing.T) {
+	const errSrc4 = "203.0.113.65" // the first usable address of POOL
+	echo := icmpMsg(8, 0, 0x4242000b, payload(24))
+	reply := icmpMsg(0, 0, 0x4242000b, payload(24))
+	echo6 := icmpMsg(128, 0, 0x4242000b, payload(24))
+	reply6 := icmpMsg(129, 0, 0x4242000b, payload(24))
+	for _, c := range []struct {
+		name   string
+		in     []byte
+		want   []byte
+		reason Reason
+	}{
+		{"4to6", ip4(C4, errSrc4, 64, 1, echo, v4opt{}), ip4(errSrc4, C4, 64, 1, reply, v4opt{}), 0},
+		{"6to4-from-server", ip6(S6A, v4in6(errSrc4), 64, 58, echo6, v6opt{}), ip6(v4in6(errSrc4), S6A, 64, 58, reply6, v6opt{}), 0},
+		{"6to4-from-unmapped", ip6(R6X, v4in6(errSrc4), 64, 58, echo6, v6opt{}), ip6(v4in6(errSrc4), R6X, 64, 58, reply6, v6opt{}), 0},
+		{"4to6-udp", ip4(C4, errSrc4, 64, 17, udpSeg(1, 7, payload(8)), v4opt{}), nil, ReasonOwnAddress},
+		{"other-pool-address", ip4(C4, "203.0.113.66", 64, 1, echo, v4opt{}), nil, ReasonDstUnmapped},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newTestWorker(t, nil)
+			_, r, sk := run(w, c.in, nil)
+			if c.want == nil {
+				if r.Verdict != Drop || r.Reason != c.reason || len(sk.pkts) != 0 {
+					t.Fatalf("verdict %d %v, %d emitted; want drop %v and nothing", r.Verdict, r.Reason, len(sk.pkts), c.reason)
+				}
+				return
+			}
+			if r.Verdict != Consumed {
+				t.Fatalf("verdict %d %v, want the reply emitted", r.Verdict, r.Reason)
+			}
+			expectEmitted(t, sk, c.want)
+		})
+	}
+}
+
+// A pool that overlaps the mappings (a misconfiguration, but a valid one)
+// does not take the first pool address from the server mapped to it.
+func TestErrorSourceMappedStaysServer(t *testing.T) {
+	w := newTestWorker(t, func(p *Policy) { p.ICMPSourcePool = []netip.Prefix{mustPrefix(S4A + "/32")} })
+	out, r, _ := run(w, ip4(C4, S4A, 64, 1, icmpMsg(8, 0, 1, payload(8)), v4opt{}), nil)
+	if r.Verdict != Forward || len(out) < 40 || out[0]>>4 != 6 {
+		t.Errorf("echo to a mapped server that is also the first pool address: verdict %d %v", r.Verdict, r.Reason)
+	}
+}

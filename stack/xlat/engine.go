@@ -396,6 +396,15 @@ func (s *state) compileOwn(p *Policy) error {
 		s.ipv4Addr, s.hasIPv4Addr = a.As4(), true
 		s.own4 = append(s.own4, be32(s.ipv4Addr[:]))
 	}
+	if len(s.pool) > 0 {
+		// The first pool address is the source of the translator's own
+		// ICMP errors (errSrc4): the translator's address in traceroutes,
+		// so it is the translator's own and answers ping; unless a pool
+		// that overlaps the mappings makes it a server's.
+		if _, _, mapped := s.m.Table().Lookup4(be32put(s.pool[0].first)); !mapped {
+			s.own4 = append(s.own4, s.pool[0].first)
+		}
+	}
 	for _, o := range p.OwnAddrs {
 		if !o.IsValid() {
 			return fmt.Errorf("xlat: own address %v is not valid", o)
