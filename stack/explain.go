@@ -1,6 +1,10 @@
 package stack
 
-import "github.com/map646/map646/stack/xlat"
+import (
+	"slices"
+
+	"github.com/map646/map646/stack/xlat"
+)
 
 // Explanation says what a counter means and what an operator can do about
 // it. It is the one source of these texts: `map646 stats --explain` prints
@@ -25,7 +29,7 @@ var reasonTexts = map[xlat.Reason][2]string{
 	xlat.ReasonDstUnmapped:      {"4to6: the destination has no mapping; 6to4: the destination is neither mapped nor inside `prefix`.", "4to6: add a `mapping` for the address, or stop routing it to the translator. 6to4: a server sends to an address outside `prefix`; route only `prefix` and the mapped addresses to the translator."},
 	xlat.ReasonSrcUnmapped:      {"the source is neither mapped nor expressible (and the packet is not an ICMP error).", "6to4: a server without a `mapping` sends through the translator; add its mapping or fix its routes."},
 	xlat.ReasonSpoofed:          {"6to4: its source is inside `prefix`, where only the translator writes; 4to6: its source is a mapped address, which belongs to a server behind the translator.", "Forged sources, or the translator's output routed back into it: check that the routes of `prefix` and of the mapped addresses do not loop."},
-	xlat.ReasonOwnAddress:       {"it is to one of the translator's own addresses (`ipv4_address`, `interface` addresses), or from one and not an ICMP error (the host's own errors are translated). An echo request to an own IPv4 address is answered instead (counted as a translated ICMP packet and an emitted one), unless the reply is rate-limited.", "Traffic for the appliance itself must reach the host, not the tun: check the routes of its own addresses."},
+	xlat.ReasonOwnAddress:       {"it is to one of the translator's own addresses (`ipv4_address`, the first `icmp_source_pool` address, `interface` addresses), or from one and not an ICMP error (the host's own errors are translated). An echo request to an own address (an own IPv4 address, from the IPv4 side or inside `prefix`, or an own IPv6 address) is answered instead (counted as a translated ICMP packet and an emitted one), unless the reply is rate-limited (`rate_limited`).", "Traffic for the appliance itself must reach the host, not the tun: check the routes of its own addresses."},
 	xlat.ReasonBroadcast:        {"it is to or from the directed broadcast address of an own or mapped IPv4 subnet shorter than /31 (RFC 1812 section 5.3.5.2).", "Nothing: directed broadcasts are never forwarded. Use /31 or /32 mappings if the addresses are real hosts."},
 	xlat.ReasonHopLimit:         {"it was to be hairpinned with hop limit 1 or 0; an ICMPv6 Time Exceeded went back (RFC 8200 section 3).", "A routing loop between servers or a sender's very low hop limit (traceroute); check the servers' routes if it grows."},
 	xlat.ReasonSourceRoute:      {"IPv4 with an unexpired source route option; an ICMPv4 3/5 went back (RFC 7915 section 4.1).", "Nothing: source routing is refused by design, and the sender was told."},
@@ -61,6 +65,19 @@ func DropReasons() []Explanation {
 	}
 	return e
 }
+
+// engineCounters explain the engine's counters that are neither
+// translated packets nor drops: the unlabelled metrics of
+// xlat.Totals.Visit, in its order (a test fails for one without an entry).
+var engineCounters = []Explanation{
+	{"emitted", "Packets the translator made itself: its ICMP errors (Fragmentation Needed, Packet Too Big, Time Exceeded, Parameter Problem, source route failed), its echo replies, and the IPv6 fragments of DF=0 IPv4 packets larger than `lowest_ipv6_mtu`.", "Nothing: they are the translator doing its job. Many fragments: raise the IPv6 side's MTU (RFC 7755)."},
+	{"hairpinned", "IPv6 packets from one server to another's public IPv4 address, translated twice (RFC 7757 section 4.2); also counted as translated 6to4.", "Nothing. Set `hairpin = \"off\"` if servers must not reach each other that way."},
+	{"rate_limited", "ICMP messages the translator would have originated (errors and echo replies, not the errors it translates) but suppressed because its queue's bucket was empty: `icmp_errors_per_second` refills it, `icmp_errors_burst` is its size (RFC 4443 section 2.4 (f)). The packet that caused each is still counted under its drop reason.", "Nothing in a flood or a scan: the limit is doing its job. Growing under normal traffic (senders miss Packet Too Big, path MTU discovery stalls): raise `icmp_errors_per_second`, or fix the MTUs that cause the errors."},
+}
+
+// EngineCounters explains the engine's own counters (emitted,
+// hairpinned, rate_limited), in the order of xlat.Totals.Visit.
+func EngineCounters() []Explanation { return slices.Clone(engineCounters) }
 
 // linkCounter is one field of LinkStats with its name and texts.
 type linkCounter struct {

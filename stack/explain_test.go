@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -31,6 +32,26 @@ func TestEveryCounterIsExplained(t *testing.T) {
 		if r == xlat.ReasonNone || r >= xlat.NumReasons {
 			t.Errorf("text for reason %d, which the engine does not have", r)
 		}
+	}
+
+	// Every counter of the engine without labels (neither a translated
+	// packet count nor a drop) is explained, in the order Visit gives them.
+	var tot xlat.Totals
+	var unlabelled []string
+	tot.Visit(func(metric string, labels [][2]string, _ uint64) {
+		if len(labels) == 0 {
+			unlabelled = append(unlabelled, metric)
+		}
+	})
+	var explained []string
+	for _, e := range EngineCounters() {
+		explained = append(explained, e.Name)
+		if e.Meaning == "" || e.Action == "" {
+			t.Errorf("engine counter %s has no explanation: %+v", e.Name, e)
+		}
+	}
+	if !slices.Equal(explained, unlabelled) {
+		t.Errorf("engine counters explained %v, the engine has %v", explained, unlabelled)
 	}
 
 	// Every LinkStats field is visited once, under its own name.
@@ -85,6 +106,7 @@ func TestDocsExplainEveryCounter(t *testing.T) {
 	}{
 		{"| reason | the packet was not translated because | what to do |", explainTable("| reason | the packet was not translated because | what to do |", DropReasons())},
 		{"| counter | meaning | what to do |", explainTable("| counter | meaning | what to do |", LinkCounters())},
+		{"| engine counter | meaning | what to do |", explainTable("| engine counter | meaning | what to do |", EngineCounters())},
 	} {
 		start := strings.Index(doc, tc.head+"\n")
 		if start < 0 {

@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
 	"github.com/map646/map646/mapping"
+	"github.com/map646/map646/stack/xlat"
 )
 
 // Config is one complete appliance configuration.
@@ -60,6 +61,20 @@ type Translator struct {
 	DenyIPv4        []netip.Prefix  // never translated
 	IPv4MTU         int             // MTU towards the IPv4 side; 0: unknown
 	IPv6MTU         int             // MTU towards the IPv6 side; 0: unknown
+	// TrafficClass is `traffic_class`: how the IPv6 Traffic Class of a
+	// packet translated 4to6 is made (RFC 7915 section 4.1); TOS is `tos`,
+	// the IPv4 Type of Service of one translated 6to4 (section 5.1). The
+	// zero value copies (the default).
+	TrafficClass xlat.TOS
+	TOS          xlat.TOS
+	// MTUPlateaus is `mtu_plateaus` as written (RFC 1191 section 7, used
+	// by RFC 7915 section 4.2); nil: the RFC's table.
+	MTUPlateaus []int
+	// ICMPErrorsPerSecond and ICMPErrorsBurst are the token bucket of the
+	// ICMP messages each queue originates (default: 100 per second, a
+	// burst of as many).
+	ICMPErrorsPerSecond int
+	ICMPErrorsBurst     int
 	// IPv4Address is the translator's own IPv4 address: the source of its
 	// ICMPv4 errors and of translated ones from IPv6 routers without an
 	// IPv4 address when ICMPSourcePool is empty. Default: the first IPv4

@@ -38,6 +38,8 @@ func TestDefaults(t *testing.T) {
 		IPv4Address:     DummyIPv4Address,
 		Link:            "tun",
 		Tun:             Tun{Name: "map646", Queues: 0, Routes: true, MTU: 1500, Offload: true},
+
+		ICMPErrorsPerSecond: 100, ICMPErrorsBurst: 100,
 	}
 	if !reflect.DeepEqual(c.Translator, want) {
 		t.Errorf("Translator:\n got %+v\nwant %+v", c.Translator, want)
@@ -168,6 +170,8 @@ func TestFull(t *testing.T) {
 			IPv4Address:     netip.MustParseAddr("203.0.113.1"), // eth0's
 			Link:            "tun",
 			Tun:             Tun{Name: "xl0", Queues: 4, Routes: false, MTU: 9000, Offload: false},
+
+			ICMPErrorsPerSecond: 100, ICMPErrorsBurst: 100,
 		},
 		Interfaces: []Interface{
 			{Name: "eth0", Addresses: []netip.Prefix{pp("203.0.113.1/28"), pp("2001:db8:ffff::1/64")}, MTU: 1520},
@@ -220,6 +224,7 @@ func TestFull(t *testing.T) {
 		IPv4MTU: 1500, IPv6MTU: 1520, ClampMSS: true,
 		IPv4Address: netip.MustParseAddr("203.0.113.1"),
 		OwnAddrs:    []netip.Prefix{pp("203.0.113.1/28"), pp("2001:db8:ffff::1/64")},
+		ICMPRate:    100, ICMPBurst: 100,
 	}
 	if !reflect.DeepEqual(x.Policy, wantPol) {
 		t.Errorf("Policy %+v, want %+v", x.Policy, wantPol)
@@ -483,6 +488,21 @@ func TestErrors(t *testing.T) {
 		{"ipv6 mtu", tr(`ipv6_mtu = 1279`), "3:14: Invalid ipv6_mtu"},
 		{"udp zero", tr(`udp_zero_checksum = "ignore"`), "3:23: Invalid udp_zero_checksum"},
 		{"hairpin", tr(`hairpin = "on"`), "3:13: Invalid hairpin"},
+		{"traffic_class word", tr(`traffic_class = "reset"`), "3:19: Invalid traffic_class"},
+		{"traffic_class dscp", tr(`traffic_class = 64`), "3:19: Invalid traffic_class"},
+		{"tos fraction", tr(`tos = 1.5`), "3:9: Invalid tos"},
+		{"tos negative", tr(`tos = -1`), "3:9: Invalid tos"},
+		{"tos list", tr(`tos = [1]`), "3:9: Invalid tos"},
+		{"plateaus empty", tr(`mtu_plateaus = []`), "3:18: Invalid mtu_plateaus"},
+		{"plateau low", tr(`mtu_plateaus = [1500, 67]`), "3:25: Invalid mtu_plateaus"},
+		{"plateau high", tr(`mtu_plateaus = [65536]`), "3:19: Invalid mtu_plateaus"},
+		{"plateau fraction", tr(`mtu_plateaus = [1499.5]`), "3:19: Invalid mtu_plateaus"},
+		{"plateau dup", tr(`mtu_plateaus = [1492, 1006, 1492]`), "3:31: Duplicate mtu_plateaus"},
+		{"plateaus words", tr(`mtu_plateaus = ["big"]`), "3:18: Incorrect attribute value type"},
+		{"plateaus too many", tr(`mtu_plateaus = [` + strings.Repeat("1500, ", 65) + `]`), "3:18: Invalid mtu_plateaus"},
+		{"icmp rate zero", tr(`icmp_errors_per_second = 0`), "3:28: Invalid icmp_errors_per_second"},
+		{"icmp rate high", tr(`icmp_errors_per_second = 1000001`), "3:28: Invalid icmp_errors_per_second"},
+		{"icmp burst zero", tr(`icmp_errors_burst = 0`), "3:23: Invalid icmp_errors_burst"},
 		{"pool v6", tr(`icmp_source_pool = ["203.0.113.64/26", "2001:db8::/64"]`), "3:42: Invalid icmp_source_pool"},
 		{"pool dup", tr(`icmp_source_pool = ["203.0.113.64/26", "203.0.113.64/26"]`), "3:42: Duplicate icmp_source_pool"},
 		{"deny host bits", tr(`deny_ipv4 = ["192.0.2.1/24"]`), "3:16: Invalid deny_ipv4"},
@@ -1047,5 +1067,44 @@ func TestLongerIPv6Suffix(t *testing.T) {
 	_, err = Parse([]byte(tr("mapping {\n    ipv4 = \"198.51.100.0/24\"\n    ipv6 = \"2001:db8:6::/124\"\n  }")), "l.hcl")
 	if err == nil || !strings.Contains(err.Error(), "l.hcl:3:3: Invalid mapping") || !strings.Contains(err.Error(), "needs at least as many") {
 		t.Errorf("shorter IPv6 suffix: %v", err)
+	}
+}
+
+// Issue 10, "Settings Jool has": traffic_class and tos (RFC 7915 sections
+// 4.1 and 5.1), mtu_plateaus (section 4.2, RFC 1191 section 7) and the
+// ICMP rate limit reach the engine's policy as written.
+func TestJoolSettings(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		want       xlat.Policy // only the fields of these settings
+	}{
+		{"defaults", "", xlat.Policy{ICMPRate: 100, ICMPBurst: 100}},
+		{"zero and fixed", `traffic_class = "zero"
+  tos = 46`, xlat.Policy{TrafficClass: xlat.TOS{Reset: true}, TypeOfService: xlat.TOS{Reset: true, DSCP: 46}, ICMPRate: 100, ICMPBurst: 100}},
+		{"explicit copy and dscp 0", `traffic_class = "copy"
+  tos = 0`, xlat.Policy{TypeOfService: xlat.TOS{Reset: true}, ICMPRate: 100, ICMPBurst: 100}},
+		{"plateaus in any order", `mtu_plateaus = [1400, 9000, 1280]`, xlat.Policy{MTUPlateaus: []int{1400, 9000, 1280}, ICMPRate: 100, ICMPBurst: 100}},
+		{"rate, burst follows", `icmp_errors_per_second = 10`, xlat.Policy{ICMPRate: 10, ICMPBurst: 10}},
+		{"rate and burst", `icmp_errors_per_second = 10
+  icmp_errors_burst = 50`, xlat.Policy{ICMPRate: 10, ICMPBurst: 50}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tr(tc.body)), "j.hcl")
+			if err != nil {
+				t.Fatal(err)
+			}
+			x, err := c.Xlat()
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := x.Policy
+			got := xlat.Policy{TrafficClass: p.TrafficClass, TypeOfService: p.TypeOfService, MTUPlateaus: p.MTUPlateaus, ICMPRate: p.ICMPRate, ICMPBurst: p.ICMPBurst}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("policy %+v, want %+v", got, tc.want)
+			}
+			if _, err := xlat.NewEngine(x); err != nil {
+				t.Errorf("the engine refuses it: %v", err)
+			}
+		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/map646/map646/mapping"
+	"github.com/map646/map646/stack/xlat"
 )
 
 // The schema. Body.Content rejects anything not listed here, so a
@@ -39,6 +40,11 @@ var (
 			{Name: "ipv6_mtu"},
 			{Name: "ipv4_address"},
 			{Name: "mappings_overlap"},
+			{Name: "traffic_class"},
+			{Name: "tos"},
+			{Name: "mtu_plateaus"},
+			{Name: "icmp_errors_per_second"},
+			{Name: "icmp_errors_burst"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{{Type: "mapping"}, {Type: "tun"}, {Type: "fd"}, {Type: "nic"}},
 	}
@@ -86,6 +92,10 @@ var (
 		{Name: "preference"}, {Name: "router_lifetime"}, {Name: "interval"}, {Name: "route_lifetime"},
 	}}
 )
+
+// DefaultICMPErrorsPerSecond is the rate of the ICMP messages each queue
+// of the translator originates (xlat.DefaultICMPRate).
+const DefaultICMPErrorsPerSecond = xlat.DefaultICMPRate
 
 // Defaults. docs/configuration.md lists the same values.
 const (
@@ -260,6 +270,8 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 		DenyIPv4:        []netip.Prefix{},
 		Link:            LinkTun,
 		Tun:             Tun{Name: DefaultTunName, Routes: true, Offload: true},
+
+		ICMPErrorsPerSecond: DefaultICMPErrorsPerSecond,
 	}
 
 	if a := d.prefix(attrs, "prefix", &t.Prefix, ipv6Only, strictLen); a != nil {
@@ -284,6 +296,12 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 			d.errorf(a.Expr.Range(), "Invalid ipv4_address", "%v cannot be the translator's address: it is this-network, loopback, link-local, multicast or reserved space, which the translator never translates (RFC 7915 section 4.1).", t.IPv4Address)
 		}
 	}
+	d.tosSetting(attrs, "traffic_class", &t.TrafficClass)
+	d.tosSetting(attrs, "tos", &t.TOS)
+	d.mtuPlateaus(attrs, &t.MTUPlateaus)
+	d.integer(attrs, "icmp_errors_per_second", &t.ICMPErrorsPerSecond, 1, xlat.MaxICMPRate, false)
+	t.ICMPErrorsBurst = t.ICMPErrorsPerSecond
+	d.integer(attrs, "icmp_errors_burst", &t.ICMPErrorsBurst, 1, xlat.MaxICMPRate, false)
 	v4mtu := d.integer(attrs, "ipv4_mtu", &t.IPv4MTU, 68, 65535, true)
 	v6mtu := d.integer(attrs, "ipv6_mtu", &t.IPv6MTU, 1280, 65535, true)
 	if v4mtu != nil && v6mtu != nil && t.IPv4MTU > 0 && t.IPv6MTU > 0 && t.IPv6MTU < t.IPv4MTU+20 {

@@ -241,6 +241,11 @@ func (c *Config) Xlat() (*xlat.Config, error) {
 		IPv4MTU:        c.Translator.IPv4MTU,
 		IPv6MTU:        c.Translator.IPv6MTU,
 		IPv4Address:    c.Translator.IPv4Address,
+		TrafficClass:   c.Translator.TrafficClass,
+		TypeOfService:  c.Translator.TOS,
+		MTUPlateaus:    c.Translator.MTUPlateaus,
+		ICMPRate:       c.Translator.ICMPErrorsPerSecond,
+		ICMPBurst:      c.Translator.ICMPErrorsBurst,
 	}
 	for _, i := range c.Interfaces {
 		pol.OwnAddrs = append(pol.OwnAddrs, i.Addresses...)

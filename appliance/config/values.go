@@ -9,6 +9,8 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
+
+	"github.com/map646/map646/stack/xlat"
 )
 
 // decoder collects diagnostics while it turns HCL bodies into Config values.
@@ -385,4 +387,98 @@ func (d *decoder) singleBlock(blocks hcl.Blocks, what string) *hcl.Block {
 
 func posString(r hcl.Range) string {
 	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
+}
+
+// tosSetting decodes traffic_class or tos (RFC 7915 sections 4.1 and
+// 5.1): "copy", "zero", or a DSCP from 0 to 63 (RFC 2474), which replaces
+// the upper six bits of the octet while the ECN bits are copied.
+func (d *decoder) tosSetting(attrs hcl.Attributes, name string, dst *xlat.TOS) *hcl.Attribute {
+	a := attrs[name]
+	if a == nil {
+		return nil
+	}
+	v, diags := a.Expr.Value(nil)
+	d.diags = append(d.diags, diags...)
+	if diags.HasErrors() {
+		return nil
+	}
+	bad := func() *hcl.Attribute {
+		d.errorf(a.Expr.Range(), "Invalid "+name, `%s must be "copy", "zero" or a DSCP value from 0 to 63 (the ECN bits are always copied).`, name)
+		return nil
+	}
+	switch {
+	case v.IsNull() || !v.IsWhollyKnown():
+		return bad()
+	case v.Type() == cty.String:
+		switch v.AsString() {
+		case "copy":
+			*dst = xlat.TOS{}
+		case "zero":
+			*dst = xlat.TOS{Reset: true}
+		default:
+			return bad()
+		}
+	case v.Type() == cty.Number:
+		n, acc := v.AsBigFloat().Int64()
+		if acc != big.Exact || n < 0 || n > 63 {
+			return bad()
+		}
+		*dst = xlat.TOS{Reset: true, DSCP: uint8(n)}
+	default:
+		return bad()
+	}
+	return a
+}
+
+// mtuPlateaus decodes mtu_plateaus: whole numbers from 68 to 65535, in
+// any order (the engine sorts them), no duplicates, at most
+// xlat.MaxMTUPlateaus. Each bad element is reported where it is written.
+func (d *decoder) mtuPlateaus(attrs hcl.Attributes, dst *[]int) *hcl.Attribute {
+	const name = "mtu_plateaus"
+	a := attrs[name]
+	if a == nil {
+		return nil
+	}
+	v, ok := d.value(a, cty.List(cty.Number))
+	if !ok {
+		return nil
+	}
+	vals := v.AsValueSlice()
+	switch {
+	case len(vals) == 0:
+		d.errorf(a.Expr.Range(), "Invalid "+name, "%s must not be empty; leave it out for the plateaus of RFC 1191 section 7.", name)
+		return nil
+	case len(vals) > xlat.MaxMTUPlateaus:
+		d.errorf(a.Expr.Range(), "Invalid "+name, "%d plateaus: at most %d.", len(vals), xlat.MaxMTUPlateaus)
+		return nil
+	}
+	out := make([]int, 0, len(vals))
+	seen := map[int64]int{}
+	good := true
+	for i, ev := range vals {
+		r := elemRange(a, i)
+		if ev.IsNull() {
+			d.errorf(r, "Invalid "+name, "list elements must not be null.")
+			good = false
+			continue
+		}
+		n, acc := ev.AsBigFloat().Int64()
+		if acc != big.Exact || n < 68 || n > 65535 {
+			d.errorf(r, "Invalid "+name, "a plateau is an MTU, a whole number from 68 (RFC 791) to 65535, not %s.", ev.AsBigFloat().Text('g', -1))
+			good = false
+			continue
+		}
+		if j, dup := seen[n]; dup {
+			d.errorf(r, "Duplicate "+name, "%d is listed twice (elements %d and %d).", n, j+1, i+1)
+			good = false
+			continue
+		}
+		seen[n] = i
+		out = append(out, int(n))
+	}
+	if !good {
+		return nil
+	}
+	*dst = out
+	return a
 }

@@ -324,6 +324,7 @@ type harness struct {
 	w         *fakeWatcher
 	dev       *fakeDevice
 	dp        atomic.Pointer[fakeDatapath]
+	eng       atomic.Pointer[xlat.Engine] // the engine handed to the data path
 	ann       *fakeAnnouncer
 	cfg       string
 	sock      string
@@ -410,6 +411,7 @@ func startWith(t *testing.T, cfgBody string, k *fakeKernel, opt func(*Options)) 
 			p.healthy.Store(true)
 			p.dropLog.Store(-1)
 			h.dp.Store(p)
+			h.eng.Store(eng)
 			return p, nil
 		},
 		dropPrivileges: func(id identity, keep []uintptr) error {
@@ -1117,6 +1119,38 @@ func TestReloadReportsAgainstTheRunningSettings(t *testing.T) {
 	writeConfig(t, h.cfg, base)
 	if res, err := RequestReload(h.sock); err != nil || res.Digest != startDigest || len(res.NeedsRestart) != 0 {
 		t.Errorf("back to the start file: %+v %v", res, err)
+	}
+}
+
+// TestJoolSettingsChangeOnReload: traffic_class, tos, mtu_plateaus and
+// the ICMP rate limit reach the running engine, and a reload changes them
+// at once (nothing waits for a restart).
+func TestJoolSettingsChangeOnReload(t *testing.T) {
+	base := fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10"))
+	h := start(t, base)
+	defer h.stop()
+	pol := func() xlat.Policy { return h.eng.Load().Config().Policy }
+	if p := pol(); p.TrafficClass != (xlat.TOS{}) || p.TypeOfService != (xlat.TOS{}) || p.MTUPlateaus != nil || p.ICMPRate != 100 || p.ICMPBurst != 100 {
+		t.Errorf("defaults: %+v", p)
+	}
+	changed := strings.Replace(base, `prefix = "2001:db8:64::/96"`, `prefix = "2001:db8:64::/96"
+  traffic_class = "zero"
+  tos = 46
+  mtu_plateaus = [9000, 1500, 1400]
+  icmp_errors_per_second = 20
+  icmp_errors_burst = 5`, 1)
+	writeConfig(t, h.cfg, changed)
+	res, err := RequestReload(h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.NeedsRestart) != 0 {
+		t.Errorf("needs a restart: %v", res.NeedsRestart)
+	}
+	p := pol()
+	if p.TrafficClass != (xlat.TOS{Reset: true}) || p.TypeOfService != (xlat.TOS{Reset: true, DSCP: 46}) ||
+		!slices.Equal(p.MTUPlateaus, []int{9000, 1500, 1400}) || p.ICMPRate != 20 || p.ICMPBurst != 5 {
+		t.Errorf("after reload: %+v", p)
 	}
 }
 

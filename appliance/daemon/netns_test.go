@@ -279,6 +279,32 @@ func TestDaemonInNamespacesStartsStopsAndSurvivesSIGKILL(t *testing.T) {
 	}
 }
 
+// TestDaemonAnswersPingOnItsIPv6Address (issue 10, "a translator you can
+// ping"): the translator's own address as the IPv6 side sees it, its
+// ipv4_address inside the prefix (here the default 192.0.0.8), answers
+// ping from a mapped server and from an IPv6 host without a mapping, and
+// the replies are the engine's (counted as emitted), not the kernel's.
+func TestDaemonAnswersPingOnItsIPv6Address(t *testing.T) {
+	tp := newTopo(t)
+	d := tp.startDaemon(t, tp.config(t, "map646.hcl", nil))
+	const self6 = "2001:db8:64::c000:8" // 192.0.0.8 in the prefix
+	for _, src := range []string{"2001:db8:6::10", "2001:db8:6::11"} {
+		if sent, recv := ping(t, tp.srv, "-6", "-c", "2", "-i", "0.2", "-W", "2", "-I", src, self6); recv != sent {
+			t.Errorf("ping %s from %s: %d/%d\n%s", self6, src, recv, sent, d.out)
+		}
+	}
+	st, err := QueryStats(d.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Emitted < 4 {
+		t.Errorf("%d packets emitted by the translator after 4 answered pings", st.Emitted)
+	}
+	if err := d.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, d.out)
+	}
+}
+
 // TestReloadUnderTraffic: a UDP stream and a ping run through the
 // translator to 198.51.100.10 while 100 reloads add and remove other
 // mappings (including 198.51.100.11, whose route aggregates with .10's

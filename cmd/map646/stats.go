@@ -37,9 +37,9 @@ link-level counters of the tun, the number of mappings and routes, reloads
 (with the last error, if the last reload was refused), the data path's health
 and the state of the announcers (BGP sessions, router advertisements).
 
---explain follows the drops and the link counters with what each counter
-shown means and what to do about it (docs/configuration.md has the same
-tables).
+--explain follows the drops, the engine's own counters and the link
+counters with what each counter shown means and what to do about it
+(docs/configuration.md has the same tables).
 
 --json prints the same snapshot as one JSON object, for scripts. For
 monitoring, scrape the Prometheus endpoint (metrics.listen) instead.
@@ -52,12 +52,20 @@ object {"count", "top", "by", "mappings": [{"ipv4", "ipv6", "packets_4to6",
 "bytes_4to6", "packets_6to4", "bytes_6to4"}, ...]}. --top N lists only the N
 busiest entries that had traffic, by packets (or --by bytes), busiest first.
 The listing is streamed from the translator as it reads the counters: a
-million entries need no copy of the table here or there.`,
+million entries need no copy of the table here or there.
+
+--explain --json prints every explanation this binary has, as one JSON
+object: {"counts", "drop_reasons", "link_counters", "engine_counters"},
+each counter with "name", "meaning", "action" (Markdown) and, when a
+daemon answers, "count" (drop reasons also "by_direction"). Without a
+daemon it prints the explanations alone ("counts": false) and says why on
+stderr.`,
 		Example: `  map646 stats
   map646 stats --explain
   map646 stats --json | jq '.drops'
   map646 stats --mappings --top 10
-  map646 stats --mappings --json | jq '.mappings[] | select(.packets_4to6 == 0)'`,
+  map646 stats --mappings --json | jq '.mappings[] | select(.packets_4to6 == 0)'
+  map646 stats --explain --json | jq '.drop_reasons[] | select(.count > 0)'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !mappings && (top != 0 || cmd.Flags().Changed("by")) {
@@ -80,6 +88,15 @@ million entries need no copy of the table here or there.`,
 				return daemon.StreamMappingCounts(socket, format, top, by, cmd.OutOrStdout())
 			}
 			st, err := daemon.QueryStats(socket)
+			if explain && asJSON {
+				if err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "map646 stats: explanations without counts: %v\n", err)
+					st = nil
+				}
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(newExplainReport(st))
+			}
 			if err != nil {
 				return err
 			}
@@ -91,7 +108,7 @@ million entries need no copy of the table here or there.`,
 	}
 	cmd.Flags().StringVar(&socket, "control-socket", daemon.DefaultControlSocket, "the running daemon's control socket")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.Flags().BoolVar(&explain, "explain", false, "say what each drop reason and link counter shown means and what to do about it")
+	cmd.Flags().BoolVar(&explain, "explain", false, "say what each drop reason and counter shown means and what to do about it (with --json: all of them, as JSON)")
 	cmd.Flags().BoolVar(&mappings, "mappings", false, "print the per-mapping counters (translator.mapping_counters) instead")
 	cmd.Flags().IntVar(&top, "top", 0, "with --mappings: only the N busiest entries (0: every entry)")
 	cmd.Flags().StringVar(&by, "by", daemon.ByPackets, "with --top: rank by packets or bytes")
@@ -149,6 +166,9 @@ func printStats(w io.Writer, st *metrics.Stats, now time.Time, explain bool) err
 		return err
 	}
 	fmt.Fprintf(w, "emitted %d (ICMP errors, fragments), hairpinned %d, ICMP errors rate-limited %d\n", st.Emitted, st.Hairpinned, st.RateLimited)
+	if explain {
+		writeExplanations(w, []string{"emitted", "hairpinned", "rate_limited"}, stack.EngineCounters())
+	}
 
 	var drops []metrics.Count
 	var total uint64

@@ -23,11 +23,12 @@
 // Sources that only the translator writes are refused as spoofed
 // (ReasonSpoofed): an IPv6 source inside the RFC 6052 prefix, an IPv4
 // source with an EAM entry. Traffic to or from the translator's own
-// addresses (Policy.OwnAddrs, Policy.IPv4Address; ReasonOwnAddress) and
+// addresses (Policy.OwnAddrs, Policy.IPv4Address, the first pool address;
+// ReasonOwnAddress) and
 // directed broadcast addresses (ReasonBroadcast) is refused too, but for
 // ICMP errors from the own addresses (the host reports its forwarding
-// failures from them); an echo request to an own IPv4 address is
-// answered through the Sink instead. A hairpinned packet
+// failures from them); an echo request to an own address is answered
+// through the Sink instead (echo.go). A hairpinned packet
 // (RFC 7757 section 4.2) costs one hop and hairpins once: its output,
 // with its source inside the prefix, is refused if it comes back.
 //
@@ -91,7 +92,25 @@ type Policy struct {
 	DenyIPv4        []netip.Prefix // never translated, either direction
 	IPv4MTU         int            // MTU towards the IPv4 side (0: unknown); GSO size / MSS limits
 	IPv6MTU         int            // MTU towards the IPv6 side (0: unknown)
-	ICMPRate        int            // translator-originated ICMP errors per second per worker (0: default)
+	// ICMPRate and ICMPBurst bound the ICMP messages the translator
+	// originates (its errors and echo replies, not the errors it
+	// translates), per Worker: a token bucket of ICMPBurst messages
+	// refilled at ICMPRate per second (RFC 4443 section 2.4 (f), RFC 1812
+	// section 4.3.2.8). 0: DefaultICMPRate; ICMPBurst 0: ICMPRate.
+	ICMPRate  int
+	ICMPBurst int
+	// MTUPlateaus are the plateaus of RFC 1191 section 7 that RFC 7915
+	// section 4.2 uses when an IPv4 router's Fragmentation Needed carries
+	// MTU 0 (before RFC 1191): the Packet Too Big announces the greatest
+	// plateau below the quoted packet's Total Length. Any order;
+	// duplicates are ignored. Empty: DefaultMTUPlateaus.
+	MTUPlateaus []int
+	// TrafficClass is how the IPv6 Traffic Class of a packet translated
+	// 4->6 is made from the IPv4 Type of Service (RFC 7915 section 4.1),
+	// TypeOfService the IPv4 Type of Service of a packet translated 6->4
+	// (section 5.1). The zero value copies, as the RFC says by default.
+	TrafficClass  TOS
+	TypeOfService TOS
 
 	// IPv4Address is the translator's own IPv4 address (like TAYGA's
 	// ipv4-addr): the source of the ICMPv4 errors it originates when
@@ -120,6 +139,29 @@ type Policy struct {
 	// MTUs learnt from the NICs only bound packet sizes.
 	ClampMSS bool
 }
+
+// TOS says how the translator writes the Differentiated Services field
+// (RFC 2474: the IPv4 Type of Service octet and the IPv6 Traffic Class)
+// of a translated packet. RFC 7915 sections 4.1 and 5.1 copy it by
+// default and let the operator reset it, as Jool's zeroize-traffic-class
+// and override-tos do. Only the DSCP (the upper six bits) is ever reset:
+// the ECN field (the lower two, RFC 3168) is always copied, so that
+// ECN-capable transports keep working and Congestion Experienced marks
+// reach the receiver instead of turning into losses (as RFC 3168 section
+// 9 and RFC 6040 ask of tunnels). The translator's own ICMP errors carry
+// 0, an echo reply that of the request, and a packet quoted inside an
+// ICMP error is never changed.
+type TOS struct {
+	Reset bool  // false: copy the whole octet
+	DSCP  uint8 // with Reset: the DSCP written, 0-63 (0: zero it)
+}
+
+// DefaultMTUPlateaus is the table of RFC 1191 section 7.
+var DefaultMTUPlateaus = []int{65535, 32000, 17914, 8166, 4352, 2002, 1492, 1006, 508, 296, 68}
+
+// MaxMTUPlateaus bounds Policy.MTUPlateaus: the list is scanned for each
+// Fragmentation Needed with MTU 0.
+const MaxMTUPlateaus = 64
 
 // Config is one complete, immutable translator configuration.
 type Config struct {

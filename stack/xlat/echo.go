@@ -1,19 +1,29 @@
 package xlat
 
 import (
+	"github.com/map646/map646/mapping"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
-// The translator's own IPv4 addresses (Policy.IPv4Address, the IPv4
-// addresses of Policy.OwnAddrs) answer ICMP echo, as TAYGA's ipv4-addr
-// does, so that either side can ping the translator itself: an IPv4 host
-// pings the address, an IPv6 server pings it inside the RFC 6052 prefix
-// (the address the translator's ICMPv6 errors come from). The reply goes
-// to the Sink (Verdict Consumed), shares the rate limit of the errors the
-// translator originates, and goes only to a source the translator would
-// translate: never to a spoofed, broadcast or own address, nor about a
-// fragment or a request with a bad checksum.
+// The translator's own addresses answer ICMP echo, as TAYGA's ipv4-addr
+// does, so that either side can ping the translator itself:
+//
+//   - its IPv4 addresses (Policy.IPv4Address, the first address of
+//     Policy.ICMPSourcePool, the IPv4 addresses of Policy.OwnAddrs),
+//     from IPv4 hosts;
+//   - the same addresses inside the RFC 6052 prefix, which is how the
+//     IPv6 side sees the translator (its ICMPv6 errors come from there
+//     when there is no pool), from any IPv6 host: mapped servers and
+//     hosts without a mapping alike;
+//   - its IPv6 addresses (the IPv6 addresses of Policy.OwnAddrs), when
+//     traffic to them reaches the engine (an fd link, or routes into the
+//     tun), from any IPv6 host.
+//
+// The reply goes to the Sink (Verdict Consumed), shares the rate limit of
+// the errors the translator originates, and never goes to a spoofed,
+// broadcast or own address, nor answers a fragment or a request with a
+// bad checksum (RFC 792, RFC 4443 section 4.1).
 
 // echoRequest4 reports an unfragmented ICMPv4 Echo Request (RFC 792).
 func echoRequest4(proto byte, isFrag bool, l4 []byte) bool {
@@ -51,10 +61,43 @@ func (w *Worker) answerEcho4(s *state, p []byte, ihl int, sink Sink, r Result) R
 	return w.reply(b, sink, r)
 }
 
+// echoRequest6 reports an unfragmented ICMPv6 Echo Request (RFC 4443
+// section 4.1).
+func echoRequest6(q *in6) bool {
+	return q.x.nh == protoICMPv6 && q.x.fragAt < 0 && len(q.l4) >= icmpSize && q.l4[0] == 128 && q.l4[1] == 0
+}
+
+// echoToOwn4 reports an Echo Request to one of the translator's own IPv4
+// addresses inside the prefix from an IPv6 host without a mapping (which
+// addresses64 refuses as src_unmapped: it could not be translated, but
+// the translator answers it itself). Sources inside the prefix never get
+// here (spoofed).
+func (s *state) echoToOwn4(q *in6) bool {
+	return q.dstOrigin == mapping.ByPrefix && q.srcOrigin == mapping.NotTranslatable &&
+		s.isOwn4(q.dst4) && echoRequest6(q)
+}
+
+// toOwn6 is a packet to one of the translator's own IPv6 addresses:
+// nothing is translated to them (ReasonOwnAddress), but an Echo Request
+// from an IPv6 host is answered. A source inside the prefix is an IPv4
+// client's, which only the translator writes (ReasonSpoofed).
+func (w *Worker) toOwn6(s *state, q *in6, sink Sink, r Result) Result {
+	switch {
+	case !echoRequest6(q):
+		return drop(r, ReasonOwnAddress)
+	case s.isOwn6(&q.src6):
+		return drop(r, ReasonOwnAddress)
+	case s.pfx.Valid() && s.pfx.Contains(q.src6):
+		return drop(r, ReasonSpoofed)
+	}
+	return w.answerEcho6(s, q.p, q.x, sink, r)
+}
+
 // answerEcho6 answers the ICMPv6 Echo Request (RFC 4443 section 4.1) at
-// p[x.off:], sent by a server to the translator's own IPv4 address inside
-// the prefix, with an Echo Reply from that address. The caller has
-// checked the source (an EAM server) and that it is no fragment.
+// p[x.off:] to one of the translator's own IPv6 addresses (an own IPv4
+// address inside the prefix, or an own IPv6 address) with an Echo Reply
+// from that address. The caller has checked the source and that the
+// request is no fragment.
 func (w *Worker) answerEcho6(s *state, p []byte, x ext, sink Sink, r Result) Result {
 	r.Proto = ProtoICMP
 	src6, dst6 := [16]byte(p[ip6Src:ip6Dst]), [16]byte(p[ip6Dst:ip6Size])

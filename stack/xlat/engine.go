@@ -227,6 +227,11 @@ type state struct {
 	errSrc6  [16]byte
 	errRate  int64 // errors per second per worker
 	errBurst int64
+	// plateaus are Policy.MTUPlateaus (or the RFC 1191 ones) in
+	// descending order, without duplicates.
+	plateaus []int
+	// tos46 and tos64 are Policy.TrafficClass and TypeOfService.
+	tos46, tos64 tosRule
 
 	// ipv4Addr is Policy.IPv4Address (hasIPv4Addr false without one).
 	ipv4Addr    [4]byte
@@ -245,7 +250,49 @@ type state struct {
 	last4 [4]uint64
 }
 
-const defaultICMPRate = 100
+// DefaultICMPRate is the ICMP messages per second each Worker may
+// originate when Policy.ICMPRate is 0.
+const DefaultICMPRate = 100
+
+// MaxICMPRate bounds Policy.ICMPRate and ICMPBurst (the bucket's nanosecond
+// arithmetic stays far from overflow).
+const MaxICMPRate = 1000000
+
+// tosRule is a compiled TOS: the octet written is in&mask | set.
+type tosRule struct{ mask, set byte }
+
+func (t tosRule) apply(in byte) byte { return in&t.mask | t.set }
+
+// compileTOS checks t; what names the setting for errors.
+func compileTOS(t TOS, what string) (tosRule, error) {
+	if !t.Reset {
+		return tosRule{mask: 0xff}, nil
+	}
+	if t.DSCP > 63 {
+		return tosRule{}, fmt.Errorf("xlat: %s DSCP %d: must be between 0 and 63", what, t.DSCP)
+	}
+	return tosRule{mask: 0x03, set: t.DSCP << 2}, nil
+}
+
+// compilePlateaus checks the MTU plateaus and sorts them in descending
+// order without duplicates.
+func compilePlateaus(in []int) ([]int, error) {
+	if len(in) == 0 {
+		in = DefaultMTUPlateaus
+	}
+	if len(in) > MaxMTUPlateaus {
+		return nil, fmt.Errorf("xlat: %d MTU plateaus: at most %d", len(in), MaxMTUPlateaus)
+	}
+	for _, p := range in {
+		if p < 68 || p > 65535 {
+			return nil, fmt.Errorf("xlat: MTU plateau %d: must be between 68 and 65535", p)
+		}
+	}
+	out := slices.Clone(in)
+	slices.Sort(out)
+	slices.Reverse(out)
+	return slices.Compact(out), nil
+}
 
 func compile(c *Config) (*state, error) {
 	if c == nil || c.Map == nil {
@@ -275,8 +322,21 @@ func compile(c *Config) (*state, error) {
 	if p.Hairpin > HairpinIntrinsic {
 		return nil, fmt.Errorf("xlat: unknown hairpin mode %d", p.Hairpin)
 	}
-	if p.ICMPRate < 0 {
-		return nil, fmt.Errorf("xlat: ICMP rate %d: must not be negative", p.ICMPRate)
+	if p.ICMPRate < 0 || p.ICMPRate > MaxICMPRate {
+		return nil, fmt.Errorf("xlat: ICMP rate %d: must be between 0 and %d", p.ICMPRate, MaxICMPRate)
+	}
+	if p.ICMPBurst < 0 || p.ICMPBurst > MaxICMPRate {
+		return nil, fmt.Errorf("xlat: ICMP burst %d: must be between 0 and %d", p.ICMPBurst, MaxICMPRate)
+	}
+	var err error
+	if s.plateaus, err = compilePlateaus(p.MTUPlateaus); err != nil {
+		return nil, err
+	}
+	if s.tos46, err = compileTOS(p.TrafficClass, "traffic class"); err != nil {
+		return nil, err
+	}
+	if s.tos64, err = compileTOS(p.TypeOfService, "type of service"); err != nil {
+		return nil, err
 	}
 	for _, d := range p.DenyIPv4 {
 		n, err := toNet4(d)
@@ -316,9 +376,12 @@ func compile(c *Config) (*state, error) {
 	}
 	s.errRate = int64(p.ICMPRate)
 	if s.errRate == 0 {
-		s.errRate = defaultICMPRate
+		s.errRate = DefaultICMPRate
 	}
-	s.errBurst = s.errRate
+	s.errBurst = int64(p.ICMPBurst)
+	if s.errBurst == 0 {
+		s.errBurst = s.errRate
+	}
 	return s, nil
 }
 
@@ -332,6 +395,15 @@ func (s *state) compileOwn(p *Policy) error {
 		}
 		s.ipv4Addr, s.hasIPv4Addr = a.As4(), true
 		s.own4 = append(s.own4, be32(s.ipv4Addr[:]))
+	}
+	if len(s.pool) > 0 {
+		// The first pool address is the source of the translator's own
+		// ICMP errors (errSrc4): the translator's address in traceroutes,
+		// so it is the translator's own and answers ping; unless a pool
+		// that overlaps the mappings makes it a server's.
+		if _, _, mapped := s.m.Table().Lookup4(be32put(s.pool[0].first)); !mapped {
+			s.own4 = append(s.own4, s.pool[0].first)
+		}
 	}
 	for _, o := range p.OwnAddrs {
 		if !o.IsValid() {

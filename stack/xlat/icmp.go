@@ -17,14 +17,12 @@ const maxICMPv6Error = 1280
 // extension structure follows.
 const rfc4884Min = 128
 
-// mtuPlateaus are the RFC 1191 section 7 plateaus, used when an IPv4
-// router reports Fragmentation Needed with an MTU of 0.
-var mtuPlateaus = [...]int{65535, 32000, 17914, 8166, 4352, 2002, 1492, 1006, 508, 296, 68}
-
-// plateau is the greatest plateau less than the quoted Total Length
-// (RFC 7915 section 4.2, Type 3 Code 4).
-func plateau(total int) int {
-	for _, p := range mtuPlateaus {
+// plateau is the greatest of the configured MTU plateaus (RFC 1191
+// section 7, sorted in descending order) less than the quoted Total
+// Length (RFC 7915 section 4.2, Type 3 Code 4), else 68, the least MTU
+// of IPv4 (RFC 791).
+func (s *state) plateau(total int) int {
+	for _, p := range s.plateaus {
 		if p < total {
 			return p
 		}
@@ -175,7 +173,7 @@ func (w *Worker) icmpError46(s *state, buf []byte, start, end int, q *in4, off *
 	if s.decTTL { // an error is forwarded like any packet (its expiry was checked)
 		hlim--
 	}
-	putIPv6(out[:ip6Size], q.p[ip4TOS], hlim, protoICMPv6, n-ip6Size, &q.src6, &q.dst6, fragment{})
+	putIPv6(out[:ip6Size], s.tos46.apply(q.p[ip4TOS]), hlim, protoICMPv6, n-ip6Size, &q.src6, &q.dst6, fragment{})
 	put16(ic[icmpChecksum:], ^checksum.Checksum(out[ip6Size:n], pseudo6(&q.src6, &q.dst6, uint32(n-ip6Size), protoICMPv6)))
 	return w.place(buf, start, end, out[:n], r, off, sink)
 }
@@ -246,7 +244,7 @@ func (s *state) quote46(out, icmp []byte, hp hairpinPass) (n int, extn []byte, w
 func (s *state) mtu46(icmp []byte) uint32 {
 	m := int(be16(icmp[6:8]))
 	if m == 0 {
-		m = plateau(int(be16(icmp[icmpSize+ip4TotalLen:])))
+		m = s.plateau(int(be16(icmp[icmpSize+ip4TotalLen:])))
 	}
 	m += ip6Size - ip4Size
 	if s.mtu6 > 0 && m > s.mtu6 {
@@ -312,7 +310,7 @@ func (w *Worker) icmpError64(s *state, buf []byte, start, end int, q *in6, off *
 	}
 	put16(ic[icmpChecksum:], ^checksum.Checksum(out[ip4Size:n], 0))
 	// An error is forwarded like any packet (its expiry was checked).
-	putIPv4(out[:ip4Size], trafficClass(q.p), s.hopLimit64(q.p), protoICMPv4, n, w.nextID(), dfFlag(n), &q.src4, &q.dst4)
+	putIPv4(out[:ip4Size], s.tos64.apply(trafficClass(q.p)), s.hopLimit64(q.p), protoICMPv4, n, w.nextID(), dfFlag(n), &q.src4, &q.dst4)
 	return w.place(buf, start, end, out[:n], r, off, sink)
 }
 

@@ -96,7 +96,7 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	// first. With a tun, the host kernel decremented the TTL on the way in;
 	// with DecrementTTL the translator does (a hairpin's hop was counted
 	// on its way in).
-	tos, ttl, id := q.p[ip4TOS], q.p[ip4TTL], be16(q.p[ip4ID:])
+	tos, ttl, id := s.tos46.apply(q.p[ip4TOS]), q.p[ip4TTL], be16(q.p[ip4ID:])
 	if s.decTTL && !bool(hp) {
 		ttl--
 	}

@@ -28,7 +28,13 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 		return drop(r, why)
 	}
 	end = start + len(q.p)
+	if len(s.own6) > 0 && s.isOwn6(&q.dst6) {
+		return w.toOwn6(s, &q, sink, r)
+	}
 	if why := s.addresses64(&q); why != ReasonNone {
+		if why == ReasonSrcUnmapped && s.echoToOwn4(&q) {
+			return w.answerEcho6(s, q.p, q.x, sink, r)
+		}
 		return drop(r, why)
 	}
 	if s.special {
@@ -64,7 +70,7 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 		id = w.nextID()
 	}
 	id, flagsFO := q.x.ipv4Frag(tot4, id)
-	putIPv4(buf[ns:ns+ip4Size], trafficClass(q.p), s.hopLimit64(q.p), proto, tot4, id, flagsFO, &q.src4, &q.dst4)
+	putIPv4(buf[ns:ns+ip4Size], s.tos64.apply(trafficClass(q.p)), s.hopLimit64(q.p), proto, tot4, id, flagsFO, &q.src4, &q.dst4)
 	if off != nil {
 		moveOffload(off, ip4Size-q.x.off, ip4Size, l4hdr, s.mtu4, GSOTCPv6, GSOTCPv4)
 	}
@@ -162,7 +168,7 @@ func (s *state) addresses64(q *in6) Reason {
 // not forward); echo says the packet is an Echo Request from a server to
 // an own IPv4 address in the prefix, to be answered.
 func (s *state) own64(q *in6) (why Reason, echo bool) {
-	if len(s.own6) > 0 && ((!q.isErr && s.isOwn6(&q.src6)) || s.isOwn6(&q.dst6)) {
+	if len(s.own6) > 0 && !q.isErr && s.isOwn6(&q.src6) { // to own6: see toOwn6
 		return ReasonOwnAddress, false
 	}
 	s4 := q.src4
