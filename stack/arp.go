@@ -404,7 +404,7 @@ func (n *tapNeigh) handleND(p []byte, src [6]byte) {
 		n.stats.BadNeighbour.Add(1)
 		return
 	}
-	body := icmp[header.ICMPv6MinimumSize:]
+	body := icmp[header.ICMPv6HeaderSize:]
 	target := netip.AddrFrom16([16]byte(body[4:20]))
 	lla, ok := linkAddrOption(body[20:], icmp.Type())
 	if !ok || target.IsMulticast() || srcIP.IsMulticast() {
@@ -496,7 +496,7 @@ func (n *tapNeigh) ndFrame(f []byte, t header.ICMPv6Type, dst [6]byte, from, to,
 	icmp := header.ICMPv6(f[ethHdrLen+header.IPv6MinimumSize:])
 	clear(icmp)
 	icmp.SetType(t)
-	body := icmp[header.ICMPv6MinimumSize:]
+	body := icmp[header.ICMPv6HeaderSize:]
 	tb := target.As16()
 	copy(body[4:20], tb[:])
 	opt := ndpSourceLinkAddr

@@ -332,7 +332,14 @@ func (e *tapEndpoint) dispatchLoop(efd int, d gvstack.NetworkDispatcher, idle tu
 		switch errno {
 		case 0:
 			if n == 0 {
-				return fmt.Errorf("tap fd %d: closed by its peer", e.fd)
+				// An empty datagram, or the end of a seqpacket
+				// socket whose peer closed it (then hung up).
+				e.stats.ShortFrames.Add(1)
+				pfd := []unix.PollFd{{Fd: int32(e.fd), Events: unix.POLLIN}}
+				if _, err := unix.Poll(pfd, 0); err == nil && pfd[0].Revents&unix.POLLHUP != 0 {
+					return fmt.Errorf("tap fd %d: closed by its peer", e.fd)
+				}
+				continue
 			}
 			errs = 0
 			e.deliver(d, buf[:n])
