@@ -639,8 +639,8 @@ func TestDaemonFDMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Tun != "fd 3" || st.Routes != 0 {
-		t.Errorf("stats: link %q, %d routes", st.Tun, st.Routes)
+	if st.Tun != "fd 3" || st.Routes != 0 || !st.Healthy {
+		t.Errorf("stats: link %q, %d routes, healthy %v (an fd is no link to watch)", st.Tun, st.Routes, st.Healthy)
 	}
 	if err := d.signal(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, d.out)
