@@ -90,20 +90,30 @@ func ServeTap(ctx context.Context, eng *xlat.Engine, c TapConfig, log *slog.Logg
 	}
 	d := newDatapath(log)
 	ep := newTapEndpoint(c, func(a netip.Addr) bool { return ownsForNeighbours(eng.Config(), a) }, d.log)
+	serveFDEndpoint(ctx, d, ep, func() Translator { return eng.NewWorker() })
+	return d, nil
+}
+
+// serveFDEndpoint attaches a one-queue Handler to ep for d and, for a
+// tap, runs its resolver; all stop when ctx is cancelled or the dispatch
+// loop fails (d.Wait returns its error).
+func serveFDEndpoint(ctx context.Context, d *Datapath, ep *tapEndpoint, newTranslator func() Translator) {
 	d.linkStats = ep.addStats
-	d.handler = NewHandler(ep, 1, func() Translator { return eng.NewWorker() }, d.log)
+	d.handler = NewHandler(ep, 1, newTranslator, d.log)
 	var exited atomic.Bool
 	d.exited = func(int) bool { return exited.Load() }
 	done := make(chan struct{})
-	go ep.res.run(done)
-	go ep.maintain(done)
+	if ep.eth {
+		go ep.res.run(done)
+		go ep.maintain(done)
+	}
 	ep.Attach(d.handler)
 	go func() {
 		ep.Wait()
 		exited.Store(true)
 		close(done)
 		if err := ep.err.Load(); err != nil && !d.stopped.Load() {
-			d.log.Error("tap stopped", "fd", c.FD, "err", *err)
+			d.log.Error("fd endpoint stopped", "fd", ep.fd, "err", *err)
 			d.fail(*err)
 		}
 		close(d.done)
@@ -112,7 +122,6 @@ func ServeTap(ctx context.Context, eng *xlat.Engine, c TapConfig, log *slog.Logg
 		d.stopped.Store(true)
 		ep.Attach(nil)
 	})
-	return d, nil
 }
 
 // ownsForNeighbours reports whether the translator answers ARP or NS for
@@ -162,7 +171,11 @@ func ownsForNeighbours(c *xlat.Config, a netip.Addr) bool {
 // bridge floods those), so any host on the segment could stop the
 // translator; and its WritePackets allocates per call.
 type tapEndpoint struct {
-	fd    int
+	fd int
+	// eth: the fd carries Ethernet frames (a tap); false: bare IP
+	// packets (a tun without headers, a datagram or seqpacket socket),
+	// with no link header, no neighbours and no next hops.
+	eth   bool
 	mtu   atomic.Uint32
 	mac   [6]byte
 	log   *slog.Logger
@@ -200,12 +213,20 @@ var (
 )
 
 func newTapEndpoint(c TapConfig, owns func(netip.Addr) bool, log *slog.Logger) *tapEndpoint {
-	e := &tapEndpoint{fd: c.FD, mac: c.MAC, log: log, frame: tun.NewFrame()}
+	e := &tapEndpoint{fd: c.FD, eth: true, mac: c.MAC, log: log, frame: tun.NewFrame()}
 	e.mtu.Store(uint32(c.MTU))
 	e.neigh = newTapNeigh(c.MAC, c.IPv4Gateway, c.IPv6Gateway, owns, e.sendFrame, &e.stats)
 	e.res = newResolver(e.neigh, []int{tapIfindex}, log)
 	e.res.send = e.sendParked
 	e.neigh.update = e.res.neighbourUpdate
+	return e
+}
+
+// newRawFDEndpoint returns the endpoint of an fd that carries bare IP
+// packets.
+func newRawFDEndpoint(fd, mtu int, log *slog.Logger) *tapEndpoint {
+	e := &tapEndpoint{fd: fd, log: log, frame: tun.NewFrame()}
+	e.mtu.Store(uint32(mtu))
 	return e
 }
 
@@ -325,7 +346,10 @@ func (e *tapEndpoint) Attach(d gvstack.NetworkDispatcher) {
 // or the descriptor fails: closed by its peer, or tun.MaxReadErrors
 // failed reads in a row.
 func (e *tapEndpoint) dispatchLoop(efd int, d gvstack.NetworkDispatcher, idle tun.IdleDispatcher) error {
-	buf := e.frame.Bytes()[tun.FramePacket-ethHdrLen:]
+	buf := e.frame.Bytes()[tun.FramePacket:]
+	if e.eth {
+		buf = e.frame.Bytes()[tun.FramePacket-ethHdrLen:]
+	}
 	errs := 0
 	for {
 		n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(e.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
@@ -370,6 +394,10 @@ func (e *tapEndpoint) dispatchLoop(efd int, d gvstack.NetworkDispatcher, idle tu
 // FramePacket-ethHdrLen: IP addressed to our MAC goes to d, ARP and ND to
 // tapNeigh, the rest is counted.
 func (e *tapEndpoint) deliver(d gvstack.NetworkDispatcher, f []byte) {
+	if !e.eth {
+		e.deliverIP(d, f)
+		return
+	}
 	if len(f) < ethHdrLen || len(f) > ethHdrLen+int(e.mtu.Load()) {
 		e.stats.ShortFrames.Add(1)
 		return
@@ -412,7 +440,27 @@ func (e *tapEndpoint) deliver(d gvstack.NetworkDispatcher, f []byte) {
 		e.linkChatter.Add(1)
 		return
 	}
-	pkt := e.frame.PacketBuffer(tun.FramePacket, tun.FramePacket+len(p))
+	e.dispatchIP(d, proto, len(p))
+}
+
+// deliverIP hands the bare IP packet p, read into the frame at
+// FramePacket, to d.
+func (e *tapEndpoint) deliverIP(d gvstack.NetworkDispatcher, p []byte) {
+	switch {
+	case len(p) > int(e.mtu.Load()):
+		e.stats.ShortFrames.Add(1)
+	case len(p) >= header.IPv4MinimumSize && p[0]>>4 == 4:
+		e.dispatchIP(d, header.IPv4ProtocolNumber, len(p))
+	case len(p) >= header.IPv6MinimumSize && p[0]>>4 == 6:
+		e.dispatchIP(d, header.IPv6ProtocolNumber, len(p))
+	default:
+		e.stats.OtherEtherType.Add(1)
+	}
+}
+
+// dispatchIP delivers the n bytes at FramePacket in the frame, in place.
+func (e *tapEndpoint) dispatchIP(d gvstack.NetworkDispatcher, proto tcpip.NetworkProtocolNumber, n int) {
+	pkt := e.frame.PacketBuffer(tun.FramePacket, tun.FramePacket+n)
 	pkt.NetworkProtocolNumber = proto
 	d.DeliverNetworkPacket(proto, pkt)
 	pkt.DecRef()
@@ -460,6 +508,12 @@ func (e *tapEndpoint) writePacket(pkt *gvstack.PacketBuffer) tcpip.Error {
 		// The engine keeps to the MTUs it is given; a larger packet
 		// cannot cross the segment.
 		return &tcpip.ErrMessageTooLong{}
+	}
+	if !e.eth {
+		if errno := rawfile.NonBlockingWriteIovec(e.fd, e.wiov[1:niov]); errno != 0 {
+			return tcpip.TranslateErrno(errno)
+		}
+		return nil
 	}
 	hop, ok := e.res.lookup(dst)
 	if !ok {

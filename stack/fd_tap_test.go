@@ -230,3 +230,43 @@ func TestTapTransitAllocs(t *testing.T) {
 		t.Errorf("writes %d errors %d", s.Writes, s.WriteErrors)
 	}
 }
+
+// TestFDTransitAllocs: a bare-IP fd's packet costs no allocation either:
+// read into the frame, translated there, one writev.
+func TestFDTransitAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	eng := testEngine(t)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	unix.SetNonblock(fds[0], true)
+	ep := newRawFDEndpoint(fds[0], 1500, slog.New(slog.DiscardHandler))
+	h := NewHandler(ep, 1, func() Translator { return eng.NewWorker() }, nil)
+	v4 := ipv4(header.UDPProtocolNumber, cli4, srv4, l4(header.UDPProtocolNumber, cli4, srv4, payload(32, 1), false), 0, 0)
+	buf := ep.frame.Bytes()[tun.FramePacket:]
+	out := make([]byte, 2048)
+	var n int
+	allocs := testing.AllocsPerRun(200, func() {
+		ep.deliver(h, buf[:copy(buf, v4)])
+		n, _ = unix.Read(fds[1], out)
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per packet", allocs)
+	}
+	if ip6 := header.IPv6(out[:n]); n != len(v4)+20 || ip6.DestinationAddress() != srv6 {
+		t.Errorf("wrote %d bytes: %x", n, out[:n])
+	}
+	// Not IP, and larger than the MTU: counted, not delivered.
+	ep.deliver(h, buf[:copy(buf, []byte{0x10, 0, 0, 0})])
+	ep.deliver(h, buf[:1501])
+	var s LinkStats
+	ep.addStats(&s)
+	if s.NotIP != 2 || h.Stats().Reads != 201 {
+		t.Errorf("NotIP %d reads %d", s.NotIP, h.Stats().Reads)
+	}
+}
