@@ -203,8 +203,12 @@ type tapEndpoint struct {
 	mu         sync.Mutex
 	dispatcher gvstack.NetworkDispatcher
 	stop       *stopfd.StopFD
-	wg         sync.WaitGroup
-	err        atomic.Pointer[error]
+	// stopping is set while Attach stops the loop: under a flood the
+	// descriptor never runs dry, so the loop would never poll the stop
+	// eventfd.
+	stopping atomic.Bool
+	wg       sync.WaitGroup
+	err      atomic.Pointer[error]
 }
 
 var (
@@ -317,8 +321,10 @@ func (e *tapEndpoint) Attach(d gvstack.NetworkDispatcher) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.stop != nil {
+		e.stopping.Store(true)
 		e.stop.Stop()
 		e.wg.Wait()
+		e.stopping.Store(false)
 		unix.Close(e.stop.EFD)
 		e.stop = nil
 	}
@@ -367,6 +373,9 @@ func (e *tapEndpoint) dispatchLoop(efd int, d gvstack.NetworkDispatcher, idle tu
 			}
 			errs = 0
 			e.deliver(d, buf[:n])
+			if e.stopping.Load() {
+				return nil
+			}
 			continue
 		case unix.EAGAIN:
 			if idle != nil {

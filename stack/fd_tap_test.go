@@ -270,3 +270,58 @@ func TestFDTransitAllocs(t *testing.T) {
 		t.Errorf("NotIP %d reads %d", s.NotIP, h.Stats().Reads)
 	}
 }
+
+// TestFDStopsUnderFlood: cancelling stops the data path even while the
+// descriptor never runs dry (each packet translated sends the next one).
+func TestFDStopsUnderFlood(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	unix.SetNonblock(fds[1], true)
+	v4 := testPacket(4, markForward, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := serveFD(ctx, func() Translator { return refillTranslator{&fakeTranslator{t: t}, fds[1], v4} }, fds[0], 1500, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drained := make(chan struct{})
+	go func() { // the replies, so that they do not fill the peer
+		defer close(drained)
+		out := make([]byte, 2048)
+		for ctx.Err() == nil {
+			if _, err := unix.Read(fds[1], out); err != nil {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	defer func() { <-drained }()
+	unix.Write(fds[1], v4)
+	waitFor(t, "the flood to be read", func() bool { return d.LinkStats().Reads > 1000 })
+	cancel()
+	done := make(chan error, 1)
+	go func() { done <- d.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Wait: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the data path did not stop under a flood")
+	}
+}
+
+// refillTranslator sends pkt to the data path's descriptor (through the
+// other end, fd) each time it translates a packet.
+type refillTranslator struct {
+	Translator
+	fd  int
+	pkt []byte
+}
+
+func (r refillTranslator) Process(buf []byte, start, end int, off *xlat.Offload, sink xlat.Sink) xlat.Result {
+	unix.Write(r.fd, r.pkt)
+	return r.Translator.Process(buf, start, end, off, sink)
+}
