@@ -14,33 +14,53 @@ import (
 // ServeFD runs the translator over an already open file descriptor that
 // carries one bare IP packet per read and write: a tun opened without
 // IFF_VNET_HDR and inherited from a supervisor, or a datagram/seqpacket
-// socket. One goroutine reads a packet into a frame with headroom, the
-// Handler translates it there and the result is written with one writev:
-// no copy besides the read and the write, no allocation per packet, and
-// the engine's counters published whenever the descriptor has nothing to
-// read (the endpoint of fd_tap.go, without Ethernet). gVisor's fdbased
-// endpoint did this before at a higher cost per packet (a PacketBuffer
-// and view per read, a copy into the Handler's frame, two allocations per
-// write), which on one queue shared by both directions and a flood is
-// what decides how many packets (pings among them) the kernel drops at
-// the fd's full queue.
-// ServeFD makes fd non-blocking but does not own it: close it after Wait
-// returns. It returns at once; the endpoint stops when ctx is cancelled.
+// socket. It is ServeFDQueues with one descriptor.
 func ServeFD(ctx context.Context, eng *xlat.Engine, fd int, mtu int, log *slog.Logger) (*Datapath, error) {
+	return ServeFDQueues(ctx, eng, []int{fd}, mtu, log)
+}
+
+// ServeFDQueues runs the translator over descriptors that each carry one
+// bare IP packet per read and write: typically the queues of one tun
+// opened with IFF_MULTI_QUEUE (the kernel spreads flows over them, so a
+// flood on one does not fill the queue of another flow, pings included),
+// or one descriptor. Each has one goroutine that reads a packet into a
+// frame with headroom; the Handler translates it there, on that
+// descriptor's own queue (translator, counters), and the result is
+// written back to the same descriptor with one writev: no copy besides
+// the read and the write, no allocation per packet, and the engine's
+// counters published whenever a descriptor has nothing to read (the
+// endpoint of fd_tap.go, without Ethernet). gVisor's fdbased endpoint did
+// this before at a higher cost per packet (a PacketBuffer and view per
+// read, a copy into the Handler's frame, two allocations per write).
+// ServeFDQueues makes the descriptors non-blocking but does not own them:
+// close them after Wait returns. It returns at once; the data path stops
+// when ctx is cancelled or any descriptor fails.
+func ServeFDQueues(ctx context.Context, eng *xlat.Engine, fds []int, mtu int, log *slog.Logger) (*Datapath, error) {
 	if eng == nil {
 		return nil, errors.New("stack: ServeFD needs an engine")
 	}
-	return serveFD(ctx, func() Translator { return eng.NewWorker() }, fd, mtu, log)
+	return serveFDs(ctx, func() Translator { return eng.NewWorker() }, fds, mtu, log)
 }
 
 func serveFD(ctx context.Context, newTranslator func() Translator, fd int, mtu int, log *slog.Logger) (*Datapath, error) {
-	if mtu <= 0 || mtu > maxPacket {
-		return nil, fmt.Errorf("stack: fd %d: MTU %d out of range", fd, mtu)
+	return serveFDs(ctx, newTranslator, []int{fd}, mtu, log)
+}
+
+func serveFDs(ctx context.Context, newTranslator func() Translator, fds []int, mtu int, log *slog.Logger) (*Datapath, error) {
+	if len(fds) == 0 {
+		return nil, errors.New("stack: no descriptor to serve")
 	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		return nil, fmt.Errorf("stack: fd %d: %w", fd, err)
+	if mtu <= 0 || mtu > maxPacket {
+		return nil, fmt.Errorf("stack: fd %d: MTU %d out of range", fds[0], mtu)
 	}
 	d := newDatapath(log)
-	serveFDEndpoint(ctx, d, newRawFDEndpoint(fd, mtu, d.log), newTranslator)
+	var eps fdQueues
+	for _, fd := range fds {
+		if err := unix.SetNonblock(fd, true); err != nil {
+			return nil, fmt.Errorf("stack: fd %d: %w", fd, err)
+		}
+		eps = append(eps, newRawFDEndpoint(fd, mtu, d.log))
+	}
+	serveFDEndpoints(ctx, d, eps, newTranslator)
 	return d, nil
 }

@@ -90,39 +90,87 @@ func ServeTap(ctx context.Context, eng *xlat.Engine, c TapConfig, log *slog.Logg
 	}
 	d := newDatapath(log)
 	ep := newTapEndpoint(c, func(a netip.Addr) bool { return ownsForNeighbours(eng.Config(), a) }, d.log)
-	serveFDEndpoint(ctx, d, ep, func() Translator { return eng.NewWorker() })
+	serveFDEndpoints(ctx, d, fdQueues{ep}, func() Translator { return eng.NewWorker() })
 	return d, nil
 }
 
-// serveFDEndpoint attaches a one-queue Handler to ep for d and, for a
-// tap, runs its resolver; all stop when ctx is cancelled or the dispatch
-// loop fails (d.Wait returns its error).
-func serveFDEndpoint(ctx context.Context, d *Datapath, ep *tapEndpoint, newTranslator func() Translator) {
-	d.linkStats = ep.addStats
-	d.handler = NewHandler(ep, 1, newTranslator, d.log)
-	var exited atomic.Bool
-	d.exited = func(int) bool { return exited.Load() }
-	done := make(chan struct{})
-	if ep.eth {
-		go ep.res.run(done)
-		go ep.maintain(done)
+// serveFDEndpoints attaches one Handler to eps, one queue per endpoint
+// (each endpoint's one reading goroutine stamps its index in
+// PacketBuffer.Hash, and the Handler's writes go back to the endpoint of
+// that index), and for a tap runs its resolver. They all stop when ctx is
+// cancelled or when one dispatch loop fails (d.Wait returns its error).
+func serveFDEndpoints(ctx context.Context, d *Datapath, eps fdQueues, newTranslator func() Translator) {
+	for i, ep := range eps {
+		ep.index = uint32(i)
 	}
-	ep.Attach(d.handler)
-	go func() {
-		ep.Wait()
-		exited.Store(true)
-		close(done)
-		if err := ep.err.Load(); err != nil && !d.stopped.Load() {
-			d.log.Error("fd endpoint stopped", "fd", ep.fd, "err", *err)
-			d.fail(*err)
+	d.linkStats = func(s *LinkStats) {
+		for _, ep := range eps {
+			ep.addStats(s)
 		}
+	}
+	d.handler = NewHandler(eps, len(eps), newTranslator, d.log)
+	exited := make([]atomic.Bool, len(eps))
+	d.exited = func(i int) bool { return exited[i].Load() }
+	done := make(chan struct{})
+	for _, ep := range eps {
+		if ep.eth {
+			go ep.res.run(done)
+			go ep.maintain(done)
+		}
+	}
+	stopAll := func() {
+		for _, ep := range eps {
+			ep.Attach(nil)
+		}
+	}
+	for _, ep := range eps {
+		ep.Attach(d.handler)
+	}
+	var wg sync.WaitGroup
+	for i, ep := range eps {
+		wg.Go(func() {
+			ep.Wait()
+			exited[i].Store(true)
+			if err := ep.err.Load(); err != nil && !d.stopped.Load() {
+				d.log.Error("fd endpoint stopped", "fd", ep.fd, "err", *err)
+				d.fail(*err)
+				go stopAll() // one queue down stops the data path
+			}
+		})
+	}
+	go func() {
+		wg.Wait()
+		close(done)
 		close(d.done)
 	}()
 	context.AfterFunc(ctx, func() {
 		d.stopped.Store(true)
-		ep.Attach(nil)
+		stopAll()
 	})
 }
+
+// fdQueues are the endpoints of one data path's descriptors, as the
+// Handler's link: a packet goes out through the endpoint of its Hash (the
+// queue it was read from), and each queue's frame is its endpoint's.
+type fdQueues []*tapEndpoint
+
+var _ frameLink = fdQueues(nil)
+
+// WritePackets implements gvstack.LinkWriter. A Handler queue writes its
+// own packets only, so one list has one Hash.
+func (qs fdQueues) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Error) {
+	all := pkts.AsSlice()
+	if len(all) == 0 {
+		return 0, nil
+	}
+	return qs[all[0].Hash%uint32(len(qs))].WritePackets(pkts)
+}
+
+// Queues implements frameLink.
+func (qs fdQueues) Queues() int { return len(qs) }
+
+// Frame implements frameLink.
+func (qs fdQueues) Frame(q int) *tun.Frame { return qs[q].frame }
 
 // ownsForNeighbours reports whether the translator answers ARP or NS for
 // a (see ServeTap): the address is its own or one it translates to, so
@@ -171,7 +219,8 @@ func ownsForNeighbours(c *xlat.Config, a netip.Addr) bool {
 // bridge floods those), so any host on the segment could stop the
 // translator; and its WritePackets allocates per call.
 type tapEndpoint struct {
-	fd int
+	fd    int
+	index uint32 // the Handler queue of this descriptor (PacketBuffer.Hash)
 	// eth: the fd carries Ethernet frames (a tap); false: bare IP
 	// packets (a tun without headers, a datagram or seqpacket socket),
 	// with no link header, no neighbours and no next hops.
@@ -379,7 +428,7 @@ func (e *tapEndpoint) dispatchLoop(efd int, d gvstack.NetworkDispatcher, idle tu
 			continue
 		case unix.EAGAIN:
 			if idle != nil {
-				idle.QueueIdle(0)
+				idle.QueueIdle(int(e.index))
 			}
 			stopped, perr := rawfile.BlockingPollUntilStopped(efd, e.fd, unix.POLLIN)
 			if stopped {
@@ -471,6 +520,7 @@ func (e *tapEndpoint) deliverIP(d gvstack.NetworkDispatcher, p []byte) {
 func (e *tapEndpoint) dispatchIP(d gvstack.NetworkDispatcher, proto tcpip.NetworkProtocolNumber, n int) {
 	pkt := e.frame.PacketBuffer(tun.FramePacket, tun.FramePacket+n)
 	pkt.NetworkProtocolNumber = proto
+	pkt.Hash = e.index
 	d.DeliverNetworkPacket(proto, pkt)
 	pkt.DecRef()
 }

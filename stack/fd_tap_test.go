@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -353,5 +355,60 @@ func BenchmarkServeFD(b *testing.B) {
 		if n, err := unix.Read(fds[1], out); err != nil || n != len(v4)+20 {
 			b.Fatalf("read %d: %v", n, err)
 		}
+	}
+}
+
+// TestFDQueues: with several descriptors (a multi-queue tun's), each
+// packet is translated on its descriptor's own queue and written back to
+// that descriptor; one descriptor failing stops them all and Wait says
+// why.
+func TestFDQueues(t *testing.T) {
+	var dps, peers []int
+	for range 3 {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+		dps, peers = append(dps, fds[0]), append(peers, fds[1])
+	}
+	eng := testEngine(t)
+	d, err := serveFDs(context.Background(), func() Translator { return eng.NewWorker() }, dps, 1500, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v4 := ipv4(header.UDPProtocolNumber, cli4, srv4, l4(header.UDPProtocolNumber, cli4, srv4, payload(32, 1), false), 0, 0)
+	for _, q := range []int{2, 0, 1, 2} {
+		peer := tapPeer{t, peers[q]}
+		peer.raw(v4)
+		if got := peer.recv(); len(got) != len(v4)+20 || header.IPv6(got).DestinationAddress() != srv6 {
+			t.Fatalf("queue %d: got %x", q, got)
+		}
+		for i, other := range peers {
+			if i != q {
+				tapPeer{t, other}.expectNone(fmt.Sprintf("queue %d's packet", q))
+			}
+		}
+	}
+	waitFor(t, "the counts", func() bool { return d.LinkStats().Writes == 4 })
+	if qs := d.handler.queues; qs[0].stats.Reads.Load() != 1 || qs[1].stats.Reads.Load() != 1 || qs[2].stats.Reads.Load() != 2 {
+		t.Errorf("per-queue reads %d %d %d, want 1 1 2", qs[0].stats.Reads.Load(), qs[1].stats.Reads.Load(), qs[2].stats.Reads.Load())
+	}
+	if !d.Healthy() {
+		t.Fatalf("unhealthy: %v", d.Check())
+	}
+	unix.Shutdown(peers[1], unix.SHUT_RDWR)
+	done := make(chan error, 1)
+	go func() { done <- d.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("fd %d", dps[1])) {
+			t.Errorf("Wait: %v, want queue fd %d's failure", err, dps[1])
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the other queues did not stop after one failed")
+	}
+	if d.Healthy() {
+		t.Error("healthy after a queue failed")
 	}
 }

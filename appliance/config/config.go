@@ -93,8 +93,13 @@ const (
 // prefix) and resolving the next hop of each translated packet: the
 // family's gateway, or the destination itself (on-link).
 type FD struct {
-	FD       int  // the descriptor number in this process; 3 or more
-	MTU      int  // the link's IP MTU; default: as for the tun
+	FD  int // the descriptor number in this process; 3 or more
+	MTU int // the link's IP MTU; default: as for the tun
+	// Queues: the descriptors FD … FD+Queues-1, each one queue of a
+	// multi-queue tun (IFF_MULTI_QUEUE), as socket activation and exec
+	// hand over consecutive descriptors; default 1. Bare IP only.
+	Queues int
+
 	Ethernet bool // frames, not bare IP packets: a tap
 	// MAC is the translator's link address with Ethernet; zero (default):
 	// one derived from the prefix and FD, locally administered.

@@ -50,7 +50,7 @@ var (
 		{Name: "name"}, {Name: "queues"}, {Name: "routes"}, {Name: "mtu"}, {Name: "offload"},
 	}}
 	fdSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-		{Name: "fd", Required: true}, {Name: "mtu"}, {Name: "ethernet"}, {Name: "mac"},
+		{Name: "fd", Required: true}, {Name: "mtu"}, {Name: "queues"}, {Name: "ethernet"}, {Name: "mac"},
 		{Name: "ipv4_gateway"}, {Name: "ipv6_gateway"},
 	}}
 	nicSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
@@ -452,7 +452,13 @@ func (d *decoder) linkMode(blocks hcl.Blocks, t *Translator, defaultMTU int) {
 		// 0, 1 and 2 are standard input, output and error.
 		d.integer(attrs, "fd", &t.FD.FD, 3, 1<<20, false)
 		d.integer(attrs, "mtu", &t.FD.MTU, 1280, 65535, false)
+		t.FD.Queues = 1
+		// The kernel allows at most 256 queues per tun (MAX_TAP_QUEUES).
+		q := d.integer(attrs, "queues", &t.FD.Queues, 1, 256, false)
 		d.fdEthernet(attrs, t)
+		if q != nil && t.FD.Ethernet && t.FD.Queues > 1 {
+			d.errorf(q.Expr.Range(), "Invalid queues", "An Ethernet fd (a tap) is served on one descriptor; queues applies to bare-IP descriptors (a multi-queue tun's).")
+		}
 	}
 	if nb := d.singleBlock(blocks.OfType(LinkNIC), LinkNIC); nb != nil {
 		t.Link = LinkNIC

@@ -201,14 +201,27 @@ type env struct {
 // stays open when the daemon stops (its owner is whoever handed it over).
 type fdLink struct {
 	fd, mtu int
+	queues  int              // descriptors fd … fd+queues-1; 0 or 1: one
 	tap     *stack.TapConfig // the fd carries Ethernet frames; nil: bare IP
 }
 
 func (l *fdLink) Name() string {
-	if l.tap != nil {
+	switch {
+	case l.tap != nil:
 		return fmt.Sprintf("fd %d (Ethernet, %s)", l.fd, net.HardwareAddr(l.tap.MAC[:]))
+	case l.queues > 1:
+		return fmt.Sprintf("fd %d-%d", l.fd, l.fd+l.queues-1)
 	}
 	return fmt.Sprintf("fd %d", l.fd)
+}
+
+// fds are the link's descriptors.
+func (l *fdLink) fds() []int {
+	fds := []int{l.fd}
+	for i := 1; i < l.queues; i++ {
+		fds = append(fds, l.fd+i)
+	}
+	return fds
 }
 func (l *fdLink) Offloads() string { return "none" }
 func (l *fdLink) Close() error     { return nil }
@@ -230,10 +243,12 @@ func (l *nicLink) Close() error     { return nil }
 func openLink(t config.Translator) (device, error) {
 	switch t.Link {
 	case config.LinkFD:
-		if _, err := unix.FcntlInt(uintptr(t.FD.FD), unix.F_GETFD, 0); err != nil {
-			return nil, fmt.Errorf("translator fd %d: not an open descriptor of this process: %w", t.FD.FD, err)
+		l := &fdLink{fd: t.FD.FD, mtu: t.FD.MTU, queues: t.FD.Queues}
+		for _, fd := range l.fds() {
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+				return nil, fmt.Errorf("translator fd %d: not an open descriptor of this process: %w", fd, err)
+			}
 		}
-		l := &fdLink{fd: t.FD.FD, mtu: t.FD.MTU}
 		if t.FD.Ethernet {
 			mac := t.FD.MAC
 			if mac == [6]byte{} {
@@ -271,7 +286,7 @@ var systemEnv = env{
 			if l.tap != nil {
 				return stack.ServeTap(ctx, eng, *l.tap, log)
 			}
-			return stack.ServeFD(ctx, eng, l.fd, l.mtu, log)
+			return stack.ServeFDQueues(ctx, eng, l.fds(), l.mtu, log)
 		case *nicLink:
 			return stack.ServeNIC(ctx, eng, l.cfg, log)
 		}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/map646/map646/appliance/config"
 	"github.com/map646/map646/appliance/netsetup"
 	"github.com/map646/map646/stack"
@@ -191,5 +193,50 @@ func TestOpenLinkTap(t *testing.T) {
 	}
 	if !xc.Policy.DecrementTTL || xc.Policy.IPv4MTU != 1400 || xc.Policy.IPv6MTU != 1280 {
 		t.Errorf("policy: decrement %v, MTUs %d/%d; want true, 1400/1280", xc.Policy.DecrementTTL, xc.Policy.IPv4MTU, xc.Policy.IPv6MTU)
+	}
+}
+
+// TestOpenLinkFDQueues: queues = N takes the descriptors fd … fd+N-1, and
+// every one must be open.
+func TestOpenLinkFDQueues(t *testing.T) {
+	var fds [2][2]int
+	for i := range fds {
+		p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds[i] = p
+		defer unix.Close(p[0])
+		defer unix.Close(p[1])
+	}
+	// Two consecutive descriptors: dup them to a free pair.
+	base := 100
+	for base < 1000 {
+		_, e1 := unix.FcntlInt(uintptr(base), unix.F_GETFD, 0)
+		_, e2 := unix.FcntlInt(uintptr(base+1), unix.F_GETFD, 0)
+		if e1 != nil && e2 != nil {
+			break
+		}
+		base += 2
+	}
+	if err := unix.Dup2(fds[0][0], base); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(base)
+	tr := config.Translator{Link: config.LinkFD, FD: config.FD{FD: base, MTU: 1500, Queues: 2}}
+	if _, err := openLink(tr); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("fd %d", base+1)) {
+		t.Errorf("second descriptor closed: %v", err)
+	}
+	if err := unix.Dup2(fds[1][0], base+1); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(base + 1)
+	dev, err := openLink(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := dev.(*fdLink)
+	if got := l.fds(); len(got) != 2 || got[0] != base || got[1] != base+1 || dev.Name() != fmt.Sprintf("fd %d-%d", base, base+1) {
+		t.Errorf("fds %v name %q", got, dev.Name())
 	}
 }
