@@ -21,7 +21,7 @@
 // goroutine hand-off. docs/datapath.md draws the path and gives the
 // measurements.
 //
-// The fd path (ServeFD, ServeFDQueues, ServeTap) serves inherited
+// The fd path (ServeFDQueues, ServeTap) serves inherited
 // descriptors with an endpoint of ours (fd_tap.go): one goroutine per
 // descriptor reads into a frame with headroom, the same Handler translates
 // in place, and the result is written with one writev (behind an Ethernet

@@ -11,14 +11,6 @@ import (
 	"github.com/map646/map646/stack/xlat"
 )
 
-// ServeFD runs the translator over an already open file descriptor that
-// carries one bare IP packet per read and write: a tun opened without
-// IFF_VNET_HDR and inherited from a supervisor, or a datagram/seqpacket
-// socket. It is ServeFDQueues with one descriptor.
-func ServeFD(ctx context.Context, eng *xlat.Engine, fd int, mtu int, log *slog.Logger) (*Datapath, error) {
-	return ServeFDQueues(ctx, eng, []int{fd}, mtu, log)
-}
-
 // ServeFDQueues runs the translator over descriptors that each carry one
 // bare IP packet per read and write: typically the queues of one tun
 // opened with IFF_MULTI_QUEUE (the kernel spreads flows over them, so a
@@ -37,13 +29,9 @@ func ServeFD(ctx context.Context, eng *xlat.Engine, fd int, mtu int, log *slog.L
 // when ctx is cancelled or any descriptor fails.
 func ServeFDQueues(ctx context.Context, eng *xlat.Engine, fds []int, mtu int, log *slog.Logger) (*Datapath, error) {
 	if eng == nil {
-		return nil, errors.New("stack: ServeFD needs an engine")
+		return nil, errors.New("stack: ServeFDQueues needs an engine")
 	}
 	return serveFDs(ctx, func() Translator { return eng.NewWorker() }, fds, mtu, log)
-}
-
-func serveFD(ctx context.Context, newTranslator func() Translator, fd int, mtu int, log *slog.Logger) (*Datapath, error) {
-	return serveFDs(ctx, newTranslator, []int{fd}, mtu, log)
 }
 
 func serveFDs(ctx context.Context, newTranslator func() Translator, fds []int, mtu int, log *slog.Logger) (*Datapath, error) {

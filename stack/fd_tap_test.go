@@ -285,7 +285,7 @@ func TestFDStopsUnderFlood(t *testing.T) {
 	unix.SetNonblock(fds[1], true)
 	v4 := testPacket(4, markForward, 100)
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := serveFD(ctx, func() Translator { return refillTranslator{&fakeTranslator{t: t}, fds[1], v4} }, fds[0], 1500, nil)
+	d, err := serveFDs(ctx, func() Translator { return refillTranslator{&fakeTranslator{t: t}, fds[1], v4} }, []int{fds[0]}, 1500, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +340,7 @@ func BenchmarkServeFD(b *testing.B) {
 	defer unix.Close(fds[0])
 	defer unix.Close(fds[1])
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := ServeFD(ctx, testEngine(b), fds[0], 1500, nil)
+	d, err := ServeFDQueues(ctx, testEngine(b), []int{fds[0]}, 1500, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
