@@ -34,7 +34,7 @@ var epoch = time.Now()
 func monoNow() int64 { return int64(time.Since(epoch)) }
 
 // Datapath is a Handler running over a link endpoint's dispatch loops
-// (ServeLink, ServeTun, ServeFD). It stops when the context given to them
+// (ServeLink, ServeTun, ServeFDQueues, ServeTap, ServeNIC). It stops when the context given to them
 // is cancelled, when the link is closed, or when a dispatch loop fails.
 type Datapath struct {
 	log        *slog.Logger

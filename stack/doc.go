@@ -21,13 +21,16 @@
 // goroutine hand-off. docs/datapath.md draws the path and gives the
 // measurements.
 //
-// The fd path (ServeFD) is the generic one for other descriptors: gVisor's
-// fdbased endpoint reads the descriptor and hands PacketBuffers to the same
-// Handler, which copies each into its queue's own frame (the PacketBuffer
-// has no headroom), translates it there, and writes the result back
-// through that endpoint as a PacketBuffer over that frame. Any link endpoint can use Handler the
-// same way (NewHandler), provided each queue index in PacketBuffer.Hash is
-// delivered by one goroutine at a time.
+// The fd path (ServeFDQueues, ServeTap) serves inherited
+// descriptors with an endpoint of ours (fd_tap.go): one goroutine per
+// descriptor reads into a frame with headroom, the same Handler translates
+// in place, and the result is written with one writev (behind an Ethernet
+// header to the resolved next hop for a tap, whose ARP and Neighbor
+// Discovery it answers itself: arp.go). NIC mode reads AF_PACKET sockets
+// with gVisor's fdbased endpoint, whose PacketBuffers the Handler copies
+// into its queue's own frame (they have no headroom). Any link endpoint
+// can use Handler the same way (NewHandler), provided each queue index in
+// PacketBuffer.Hash is delivered by one goroutine at a time.
 //
 // Before the engine, the Handler sets aside the host's own link chatter on
 // the tun (IPv6 from :: or fe80::/10 to ff02::/16: the kernel's MLD, router

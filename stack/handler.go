@@ -45,8 +45,9 @@ type LinkStats = tun.LinkStats
 // by PacketBuffer.Hash (modulo the number of queues), and no lock: each
 // queue index must be delivered by one goroutine at a time. A tun.Endpoint
 // stamps the index of the queue a packet came from (and sends what is
-// written with that Hash back to that queue); gVisor's fdbased endpoint
-// with one descriptor delivers everything with Hash 0 from one goroutine.
+// written with that Hash back to that queue), as the fd endpoints do; gVisor's
+// fdbased endpoint with one descriptor delivers everything with Hash 0
+// from one goroutine.
 //
 // If out is a tun.Endpoint (or any frameLink), a packet delivered in its
 // queue's tun.Frame is translated in place, xlat.Headroom in front of it

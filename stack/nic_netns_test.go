@@ -118,7 +118,7 @@ func newModeTopology(t testing.TB, mode linkMode, mtu6, queues int) *topology {
 		tp.xlat.Run("ip", "link", "set", "dp-fd", "mtu", "1520", "up")
 		tp.xlat.Run("ip", "route", "add", "198.51.100.0/24", "dev", "dp-fd")
 		tp.xlat.Run("ip", "route", "add", prefixV6, "dev", "dp-fd")
-		tp.dp, err = ServeFD(ctx, eng, fd, 1520, nil)
+		tp.dp, err = ServeFDQueues(ctx, eng, []int{fd}, 1520, nil)
 	case modeKernel:
 		cancel()
 		return tp

@@ -103,9 +103,28 @@ const (
 // supervisor or VM manager (a tun opened without a packet-information or
 // virtio-net header, or a datagram or seqpacket socket), one bare IP
 // packet per read and write. Whoever hands it over routes into it.
+//
+// With Ethernet, the descriptor carries one Ethernet frame per read and
+// write instead (a tap opened with IFF_TAP|IFF_NO_PI, a VM's NIC): the
+// translator is then a host on that segment, with its own link address,
+// answering ARP and Neighbor Solicitations for the addresses it
+// translates to (the EAM IPv4 addresses, its ipv4_address, the RFC 6052
+// prefix) and resolving the next hop of each translated packet: the
+// family's gateway, or the destination itself (on-link).
 type FD struct {
 	FD  int // the descriptor number in this process; 3 or more
-	MTU int // default: as for the tun
+	MTU int // the link's IP MTU; default: as for the tun
+	// Queues: the descriptors FD … FD+Queues-1, each one queue of a
+	// multi-queue tun (IFF_MULTI_QUEUE), as socket activation and exec
+	// hand over consecutive descriptors; default 1. Bare IP only.
+	Queues int
+
+	Ethernet bool // frames, not bare IP packets: a tap
+	// MAC is the translator's link address with Ethernet; zero (default):
+	// one derived from the prefix and FD, locally administered.
+	MAC         [6]byte
+	IPv4Gateway netip.Addr // next hop of translated IPv4 with Ethernet; invalid: on-link
+	IPv6Gateway netip.Addr // next hop of translated IPv6 with Ethernet; invalid: on-link
 }
 
 // NIC is the `nic` block inside `translator`: the appliance reads transit

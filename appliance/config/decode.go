@@ -57,7 +57,8 @@ var (
 		{Name: "name"}, {Name: "queues"}, {Name: "routes"}, {Name: "mtu"}, {Name: "offload"},
 	}}
 	fdSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-		{Name: "fd", Required: true}, {Name: "mtu"},
+		{Name: "fd", Required: true}, {Name: "mtu"}, {Name: "queues"}, {Name: "ethernet"}, {Name: "mac"},
+		{Name: "ipv4_gateway"}, {Name: "ipv6_gateway"},
 	}}
 	nicSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "ipv4", Required: true}, {Name: "ipv6"}, {Name: "queues"},
@@ -478,6 +479,13 @@ func (d *decoder) linkMode(blocks hcl.Blocks, t *Translator, defaultMTU int) {
 		// 0, 1 and 2 are standard input, output and error.
 		d.integer(attrs, "fd", &t.FD.FD, 3, 1<<20, false)
 		d.integer(attrs, "mtu", &t.FD.MTU, 1280, 65535, false)
+		t.FD.Queues = 1
+		// The kernel allows at most 256 queues per tun (MAX_TAP_QUEUES).
+		q := d.integer(attrs, "queues", &t.FD.Queues, 1, 256, false)
+		d.fdEthernet(attrs, t)
+		if q != nil && t.FD.Ethernet && t.FD.Queues > 1 {
+			d.errorf(q.Expr.Range(), "Invalid queues", "An Ethernet fd (a tap) is served on one descriptor; queues applies to bare-IP descriptors (a multi-queue tun's).")
+		}
 	}
 	if nb := d.singleBlock(blocks.OfType(LinkNIC), LinkNIC); nb != nil {
 		t.Link = LinkNIC
@@ -499,6 +507,64 @@ func (d *decoder) linkMode(blocks hcl.Blocks, t *Translator, defaultMTU int) {
 		// PACKET_FANOUT groups hold at most 256 sockets by default
 		// (PACKET_FANOUT_MAX is larger, but queues cost memory each).
 		d.integer(attrs, "queues", &t.NIC.Queues, 0, 256, false)
+	}
+}
+
+// fdEthernet reads the fd block's Ethernet attributes: ethernet, and with
+// it mac, ipv4_gateway and ipv6_gateway. A gateway must be a unicast
+// address that the translator does not answer for itself (an EAM IPv4
+// address, ipv4_address, an address in the prefix): it would resolve its
+// own address and send its packets to itself.
+func (d *decoder) fdEthernet(attrs hcl.Attributes, t *Translator) {
+	d.boolean(attrs, "ethernet", &t.FD.Ethernet)
+	for _, name := range []string{"mac", "ipv4_gateway", "ipv6_gateway"} {
+		if a := attrs[name]; a != nil && !t.FD.Ethernet {
+			d.errorf(a.NameRange, "Unexpected "+name, "%s applies to an fd that carries Ethernet frames (a tap); set ethernet = true, or leave %s out.", name, name)
+			return
+		}
+	}
+	var s string
+	if a := d.str(attrs, "mac", &s); a != nil {
+		mac, err := net.ParseMAC(s)
+		switch {
+		case err != nil:
+			d.errorf(a.Expr.Range(), "Invalid mac", "%q is not a MAC address (write it as 02:00:5e:10:00:01).", s)
+		case len(mac) != 6:
+			d.errorf(a.Expr.Range(), "Invalid mac", "%q is not a 48-bit Ethernet address.", s)
+		case mac[0]&1 != 0 || [6]byte(mac) == [6]byte{}:
+			d.errorf(a.Expr.Range(), "Invalid mac", "%s is a group (multicast or broadcast) or all-zero address; the translator needs a unicast one (the low bit of the first byte clear).", mac)
+		default:
+			t.FD.MAC = [6]byte(mac)
+		}
+	}
+	for _, name := range []string{"ipv4_gateway", "ipv6_gateway"} {
+		dst, fam := &t.FD.IPv4Gateway, ipv4Only
+		if name == "ipv6_gateway" {
+			dst, fam = &t.FD.IPv6Gateway, ipv6Only
+		}
+		a := d.addr(attrs, name, dst, fam)
+		if a == nil {
+			continue
+		}
+		gw := *dst
+		why := ""
+		switch {
+		case gw.IsUnspecified() || gw.IsMulticast() || gw.IsLoopback() || gw == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+			why = "it is not a unicast address"
+		case gw == t.IPv4Address:
+			why = "it is the translator's own ipv4_address"
+		case gw.Is6() && t.Prefix.IsValid() && t.Prefix.Contains(gw):
+			why = fmt.Sprintf("it is inside the prefix %v, whose addresses the translator answers for", t.Prefix)
+		}
+		for _, e := range t.Mappings {
+			if why == "" && e.IPv4.Contains(gw) {
+				why = fmt.Sprintf("it is the mapped address of %s, which the translator answers for", describe(e))
+			}
+		}
+		if why != "" {
+			d.errorf(a.Expr.Range(), "Invalid "+name, "%v cannot be the next hop: %s.", gw, why)
+			*dst = netip.Addr{}
+		}
 	}
 }
 

@@ -199,9 +199,30 @@ type env struct {
 
 // fdLink is the fd mode's device: a descriptor the daemon inherited. It
 // stays open when the daemon stops (its owner is whoever handed it over).
-type fdLink struct{ fd, mtu int }
+type fdLink struct {
+	fd, mtu int
+	queues  int              // descriptors fd … fd+queues-1; 0 or 1: one
+	tap     *stack.TapConfig // the fd carries Ethernet frames; nil: bare IP
+}
 
-func (l *fdLink) Name() string     { return fmt.Sprintf("fd %d", l.fd) }
+func (l *fdLink) Name() string {
+	switch {
+	case l.tap != nil:
+		return fmt.Sprintf("fd %d (Ethernet, %s)", l.fd, net.HardwareAddr(l.tap.MAC[:]))
+	case l.queues > 1:
+		return fmt.Sprintf("fd %d-%d", l.fd, l.fd+l.queues-1)
+	}
+	return fmt.Sprintf("fd %d", l.fd)
+}
+
+// fds are the link's descriptors.
+func (l *fdLink) fds() []int {
+	fds := []int{l.fd}
+	for i := 1; i < l.queues; i++ {
+		fds = append(fds, l.fd+i)
+	}
+	return fds
+}
 func (l *fdLink) Offloads() string { return "none" }
 func (l *fdLink) Close() error     { return nil }
 
@@ -222,10 +243,20 @@ func (l *nicLink) Close() error     { return nil }
 func openLink(t config.Translator) (device, error) {
 	switch t.Link {
 	case config.LinkFD:
-		if _, err := unix.FcntlInt(uintptr(t.FD.FD), unix.F_GETFD, 0); err != nil {
-			return nil, fmt.Errorf("translator fd %d: not an open descriptor of this process: %w", t.FD.FD, err)
+		l := &fdLink{fd: t.FD.FD, mtu: t.FD.MTU, queues: t.FD.Queues}
+		for _, fd := range l.fds() {
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+				return nil, fmt.Errorf("translator fd %d: not an open descriptor of this process: %w", fd, err)
+			}
 		}
-		return &fdLink{fd: t.FD.FD, mtu: t.FD.MTU}, nil
+		if t.FD.Ethernet {
+			mac := t.FD.MAC
+			if mac == [6]byte{} {
+				mac = stack.TapMAC(t.Prefix, t.FD.FD)
+			}
+			l.tap = &stack.TapConfig{FD: t.FD.FD, MTU: t.FD.MTU, MAC: mac, IPv4Gateway: t.FD.IPv4Gateway, IPv6Gateway: t.FD.IPv6Gateway}
+		}
+		return l, nil
 	case config.LinkNIC:
 		q := t.NIC.Queues
 		if q == 0 {
@@ -252,7 +283,10 @@ var systemEnv = env{
 	serve: func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error) {
 		switch l := dev.(type) {
 		case *fdLink:
-			return stack.ServeFD(ctx, eng, l.fd, l.mtu, log)
+			if l.tap != nil {
+				return stack.ServeTap(ctx, eng, *l.tap, log)
+			}
+			return stack.ServeFDQueues(ctx, eng, l.fds(), l.mtu, log)
 		case *nicLink:
 			return stack.ServeNIC(ctx, eng, l.cfg, log)
 		}
@@ -281,10 +315,21 @@ func xlatConfig(cfg *config.Config, e env) (*xlat.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Translator.Link == config.LinkNIC {
+	if t := cfg.Translator; t.Link == config.LinkNIC || t.Link == config.LinkFD && t.FD.Ethernet {
 		// No kernel forwards before or after the translator: it is the
 		// router whose hop the TTL counts (RFC 7915 sections 4.1, 5.1).
 		xc.Policy.DecrementTTL = true
+	}
+	if t := cfg.Translator; t.Link == config.LinkFD && t.FD.Ethernet {
+		// Both sides are the tap's segment: unless configured, its
+		// MTU is each side's, so that the engine answers packets too
+		// big for it (RFC 7915 sections 4 and 5).
+		if xc.Policy.IPv4MTU == 0 {
+			xc.Policy.IPv4MTU = t.FD.MTU
+		}
+		if xc.Policy.IPv6MTU == 0 {
+			xc.Policy.IPv6MTU = t.FD.MTU
+		}
 	}
 	if t := cfg.Translator; t.Link == config.LinkNIC && e.nicMTU != nil {
 		for _, side := range []struct {

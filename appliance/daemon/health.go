@@ -74,11 +74,16 @@ type repairState struct {
 const maxRestoreBackoff = 30 * time.Second
 
 // watchedLinks are the links the data path needs up: the tun and the
-// appliance's own interfaces.
+// appliance's own interfaces. An inherited fd is not one: its name ("fd 3")
+// is no interface of this namespace (a tap's interface may be in another),
+// and looking it up would read as a link down for ever.
 func (d *daemon) watchedLinks() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	names := []string{d.dev.Name()}
+	var names []string
+	if _, fd := d.dev.(*fdLink); !fd {
+		names = append(names, d.dev.Name())
+	}
 	for _, l := range d.plan.links {
 		names = append(names, l.Name)
 	}

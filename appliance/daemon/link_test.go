@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/map646/map646/appliance/config"
 	"github.com/map646/map646/appliance/netsetup"
@@ -146,5 +149,100 @@ func TestOpenLinkFD(t *testing.T) {
 	_, err = openLink(config.Translator{Link: config.LinkFD, FD: config.FD{FD: fd, MTU: 1500}})
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("fd %d", fd)) {
 		t.Errorf("closed fd %d: %v", fd, err)
+	}
+}
+
+// TestOpenLinkTap: with ethernet = true the fd is served as a tap: the
+// configured MAC, or one derived from the prefix and fd (stable across
+// restarts), and the gateways; the engine decrements TTL (no kernel
+// forwards around it on the segment) and takes the tap's MTU for both
+// sides unless they are configured.
+func TestOpenLinkTap(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	prefix := netip.MustParsePrefix("2001:db8:64::/96")
+	gw := netip.MustParseAddr("192.0.2.1")
+	tr := config.Translator{Prefix: prefix, Link: config.LinkFD, FD: config.FD{FD: fd, MTU: 1400, Ethernet: true, IPv4Gateway: gw}}
+	dev, err := openLink(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := dev.(*fdLink)
+	if l.tap == nil || l.tap.MAC != stack.TapMAC(prefix, fd) || l.tap.MAC[0]&3 != 2 || l.tap.IPv4Gateway != gw || l.tap.MTU != 1400 {
+		t.Fatalf("tap config %+v", l.tap)
+	}
+	if other := stack.TapMAC(netip.MustParsePrefix("2001:db8:65::/96"), fd); other == l.tap.MAC {
+		t.Error("the derived MAC does not depend on the prefix")
+	}
+	tr.FD.MAC = [6]byte{2, 0, 0x5e, 0x10, 0, 1}
+	dev, _ = openLink(tr)
+	if dev.(*fdLink).tap.MAC != tr.FD.MAC || !strings.Contains(dev.Name(), "02:00:5e:10:00:01") {
+		t.Errorf("configured MAC not used: %s", dev.Name())
+	}
+	tr.FD.Ethernet = false
+	if dev, _ = openLink(tr); dev.(*fdLink).tap != nil {
+		t.Error("a bare-IP fd served as a tap")
+	}
+
+	src := fmt.Sprintf("translator {\n  prefix = \"2001:db8:64::/96\"\n  ipv6_mtu = 1280\n  fd {\n    fd = %d\n    mtu = 1400\n    ethernet = true\n  }\n}\n", fd)
+	cfg, err := config.Parse([]byte(src), "tap.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	xc, err := xlatConfig(cfg, env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !xc.Policy.DecrementTTL || xc.Policy.IPv4MTU != 1400 || xc.Policy.IPv6MTU != 1280 {
+		t.Errorf("policy: decrement %v, MTUs %d/%d; want true, 1400/1280", xc.Policy.DecrementTTL, xc.Policy.IPv4MTU, xc.Policy.IPv6MTU)
+	}
+}
+
+// TestOpenLinkFDQueues: queues = N takes the descriptors fd … fd+N-1, and
+// every one must be open.
+func TestOpenLinkFDQueues(t *testing.T) {
+	var fds [2][2]int
+	for i := range fds {
+		p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds[i] = p
+		defer unix.Close(p[0])
+		defer unix.Close(p[1])
+	}
+	// Two consecutive descriptors: dup them to a free pair.
+	base := 100
+	for base < 1000 {
+		_, e1 := unix.FcntlInt(uintptr(base), unix.F_GETFD, 0)
+		_, e2 := unix.FcntlInt(uintptr(base+1), unix.F_GETFD, 0)
+		if e1 != nil && e2 != nil {
+			break
+		}
+		base += 2
+	}
+	if err := unix.Dup2(fds[0][0], base); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(base)
+	tr := config.Translator{Link: config.LinkFD, FD: config.FD{FD: base, MTU: 1500, Queues: 2}}
+	if _, err := openLink(tr); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("fd %d", base+1)) {
+		t.Errorf("second descriptor closed: %v", err)
+	}
+	if err := unix.Dup2(fds[1][0], base+1); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(base + 1)
+	dev, err := openLink(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := dev.(*fdLink)
+	if got := l.fds(); len(got) != 2 || got[0] != base || got[1] != base+1 || dev.Name() != fmt.Sprintf("fd %d-%d", base, base+1) {
+		t.Errorf("fds %v name %q", got, dev.Name())
 	}
 }

@@ -665,8 +665,8 @@ func TestDaemonFDMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Tun != "fd 3" || st.Routes != 0 {
-		t.Errorf("stats: link %q, %d routes", st.Tun, st.Routes)
+	if st.Tun != "fd 3" || st.Routes != 0 || !st.Healthy {
+		t.Errorf("stats: link %q, %d routes, healthy %v (an fd is no link to watch)", st.Tun, st.Routes, st.Healthy)
 	}
 	if err := d.signal(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, d.out)
@@ -677,5 +677,106 @@ func TestDaemonFDMode(t *testing.T) {
 	}
 	if out := strings.TrimSpace(tp.x.MustRun(t, "sysctl", "-n", "net.ipv4.ip_forward")); out != "1" {
 		t.Errorf("ip_forward = %s after stop, want the supervisor's 1", out)
+	}
+}
+
+// TestDaemonFDModeQueues: a supervisor opens a two-queue tun
+// (IFF_MULTI_QUEUE) and hands both queues over as fds 3 and 4; with
+// `fd { fd = 3, queues = 2 }` the daemon translates on both. Flows from
+// many source ports are spread over the queues by the kernel; every ping
+// and datagram comes back whichever queue it used.
+func TestDaemonFDModeQueues(t *testing.T) {
+	tp := newTopo(t)
+	tp.x.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+	var queues []*os.File
+	err := tp.x.Do(func() error {
+		for range 2 {
+			fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			ifr, err := unix.NewIfreq("dmfq")
+			if err != nil {
+				unix.Close(fd)
+				return err
+			}
+			ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_MULTI_QUEUE)
+			if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+				unix.Close(fd)
+				return err
+			}
+			queues = append(queues, os.NewFile(uintptr(fd), "tun:dmfq"))
+		}
+		return nil
+	})
+	for _, f := range queues {
+		defer f.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"ip link set dmfq mtu 1520 up", "ip route add 198.51.100.10/32 dev dmfq", "ip -6 route add 2001:db8:64::/96 dev dmfq"} {
+		tp.x.MustRun(t, strings.Fields(c)...)
+	}
+	tp.extraFiles = queues
+	p := filepath.Join(tp.dir, "fdq.hcl")
+	cfg := "translator {\n  prefix = \"2001:db8:64::/96\"\n  mapping {\n    ipv4 = \"198.51.100.10\"\n    ipv6 = \"2001:db8:6::10\"\n  }\n" +
+		"  fd {\n    fd = 3\n    queues = 2\n  }\n}\n"
+	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := tp.startDaemon(t, p)
+	if sent, recv := ping(t, tp.cli, "-c", "3", "-i", "0.2", "-W", "2", "198.51.100.10"); recv != sent {
+		t.Errorf("ping through the inherited queues: %d/%d\n%s", recv, sent, d.out)
+	}
+	// UDP echo from 32 source ports: the server answers each datagram.
+	var srv *net.UDPConn
+	if err := tp.srv.Do(func() (err error) {
+		srv, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.ParseIP("2001:db8:6::10"), Port: 7007})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, a, err := srv.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			srv.WriteToUDP(buf[:n], a)
+		}
+	}()
+	echoed := 0
+	for i := range 32 {
+		var c *net.UDPConn
+		if err := tp.cli.Do(func() (err error) {
+			c, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.ParseIP("198.51.100.10"), Port: 7007})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		msg := []byte(fmt.Sprintf("flow %d", i))
+		c.Write(msg)
+		buf := make([]byte, 100)
+		if n, err := c.Read(buf); err == nil && string(buf[:n]) == string(msg) {
+			echoed++
+		}
+		c.Close()
+	}
+	if echoed != 32 {
+		t.Errorf("%d of 32 flows echoed\n%s", echoed, d.out)
+	}
+	st, err := QueryStats(d.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Tun != "fd 3-4" || !st.Healthy {
+		t.Errorf("stats: link %q, healthy %v", st.Tun, st.Healthy)
+	}
+	if err := d.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, d.out)
 	}
 }

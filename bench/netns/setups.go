@@ -21,6 +21,9 @@ const (
 	sMap646M1  = "map646-1m"  // host mode with the large table (-mappings)
 	sMap646NIC = "map646-nic" // AF_PACKET on the router's veths, kernel forwarding off
 	sMap646FD  = "map646-fd"  // a tun opened by the harness, inherited as fd 3
+	// sMap646FD2 is map646-fd with a two-queue tun (IFF_MULTI_QUEUE),
+	// inherited as fds 3 and 4 (`queues = 2`).
+	sMap646FD2 = "map646-fd-2q"
 )
 
 // linkMode is how a map646 setup is attached to the router namespace: the
@@ -40,12 +43,16 @@ type linkMode struct {
 	// PassTun: the harness opens a tun in the router namespace, routes the
 	// public IPv4 prefix and the /96 into it and hands it over as fd 3.
 	PassTun bool
+	// TunQueues: with PassTun, the tun's queues (IFF_MULTI_QUEUE when
+	// more than 1), handed over as fd 3 onwards; 0 means 1.
+	TunQueues int
 }
 
 var (
 	modeTun = linkMode{Name: "tun", Template: "map646-tun.hcl"}
 	modeNIC = linkMode{Name: "nic", Template: "map646-nic.hcl", Optional: true, NoForwarding: true}
 	modeFD  = linkMode{Name: "fd", Template: "map646-fd.hcl", Optional: true, PassTun: true}
+	modeFD2 = linkMode{Name: "fd", Template: "map646-fd.hcl", Optional: true, PassTun: true, TunQueues: 2}
 )
 
 //go:embed templates/*.hcl
@@ -59,6 +66,7 @@ type templateData struct {
 	Tun                      string // tun name (host mode)
 	IPv4If, IPv6If           string // the router namespace's veths (NIC mode)
 	FD                       int    // inherited descriptor (fd mode)
+	FDQueues                 int    // fd mode: descriptors FD onwards, one per tun queue
 }
 
 // passedFD is the descriptor number the inherited tun gets in map646: the
@@ -67,7 +75,7 @@ const passedFD = 3
 
 func newTemplateData(csv string) templateData {
 	return templateData{Prefix: prefix6, Public4: public4, Server6: server6, MappingsFile: csv,
-		IPv4MTU: mtu4, IPv6MTU: mtu6, Tun: map646Tun, IPv4If: router4If, IPv6If: router6If, FD: passedFD}
+		IPv4MTU: mtu4, IPv6MTU: mtu6, Tun: map646Tun, IPv4If: router4If, IPv6If: router6If, FD: passedFD, FDQueues: 1}
 }
 
 // renderTemplate fills the HCL template src (its name is for errors only).
@@ -121,7 +129,7 @@ func defaultSetups(taygaFork string) []string {
 	return append(s, sMap646, sMap646M1, sMap646NIC, sMap646FD)
 }
 
-var knownSetups = []string{sNative6, sNative4, sTayga, sTaygaFork, sMap646, sMap646M1, sMap646NIC, sMap646FD}
+var knownSetups = []string{sNative6, sNative4, sTayga, sTaygaFork, sMap646, sMap646M1, sMap646NIC, sMap646FD, sMap646FD2}
 
 // taygaForkWorkers is the fork's `workers` setting: one thread and tun
 // queue per core of the 2-core machines this runs on.
@@ -161,6 +169,8 @@ func buildSetups(o options, dir string) ([]setup, error) {
 			out = append(out, m646(k, "map646 NIC (AF_PACKET)", modeNIC, 1))
 		case sMap646FD:
 			out = append(out, m646(k, "map646 fd", modeFD, 1))
+		case sMap646FD2:
+			out = append(out, m646(k, "map646 fd, 2-queue tun", modeFD2, 1))
 		default:
 			return nil, fmt.Errorf("unknown setup %q (known: %s)", k, strings.Join(knownSetups, ", "))
 		}
@@ -180,17 +190,20 @@ func checkSupport(ctx context.Context, setups []setup, bin, dir string, override
 			kept = append(kept, s)
 			continue
 		}
-		reason, done := verdict[s.Mode.Name]
+		key := fmt.Sprintf("%s/%d", s.Mode.Name, s.Mode.TunQueues) // fd and fd with queues differ
+		reason, done := verdict[key]
 		if !done {
 			name, src, err := templateSource(*s.Mode, overrides)
 			if err != nil {
 				return nil, nil, err
 			}
-			conf, err := renderTemplate(name, src, newTemplateData(""))
+			data := newTemplateData("")
+			data.FDQueues = max(1, s.Mode.TunQueues)
+			conf, err := renderTemplate(name, src, data)
 			if err != nil {
 				return nil, nil, err
 			}
-			p := filepath.Join(dir, "check-"+s.Mode.Name+".hcl")
+			p := filepath.Join(dir, fmt.Sprintf("check-%s-%d.hcl", s.Mode.Name, s.Mode.TunQueues))
 			if err := os.WriteFile(p, []byte(conf), 0o644); err != nil {
 				return nil, nil, err
 			}
@@ -207,7 +220,7 @@ func checkSupport(ctx context.Context, setups []setup, bin, dir string, override
 					return nil, nil, fmt.Errorf("map646 check rejects the %s-mode configuration: %s", s.Mode.Name, strings.TrimSpace(out))
 				}
 			}
-			verdict[s.Mode.Name] = reason
+			verdict[key] = reason
 		}
 		if reason != "" {
 			unsupported[s.Key] = reason

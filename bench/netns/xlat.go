@@ -117,8 +117,8 @@ type map646Translator struct {
 	mode      linkMode
 	templates map[string]string // -template overrides: mode -> file
 	proc      *process
-	tun       *os.File // fd mode: the harness's copy of the inherited tun
-	noFwd     bool     // forwarding was turned off and must be restored
+	tuns      []*os.File // fd mode: the harness's copies of the inherited tun's queues
+	noFwd     bool       // forwarding was turned off and must be restored
 	// NIC mode: the client's and server's veth offloads as they were
 	// before start turned checksum offload off; stop restores them.
 	saved []savedOffloads
@@ -185,10 +185,14 @@ func (x *map646Translator) restoreOffloads(ctx context.Context) error {
 const (
 	map646Tun   = "bn-map646"
 	map646FDTun = "bn-map646fd"
+	// map646FDQTun is the multi-queue tun of map646-fd-2q.
+	map646FDQTun = "bn-map646fq"
 )
 
 func (x *map646Translator) tunName() string {
 	switch {
+	case x.mode.PassTun && x.mode.TunQueues > 1:
+		return map646FDQTun
 	case x.mode.PassTun:
 		return map646FDTun
 	case x.mode.NoForwarding:
@@ -203,7 +207,9 @@ func (x *map646Translator) config(csv string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return renderTemplate(name, src, newTemplateData(csv))
+	d := newTemplateData(csv)
+	d.FDQueues = max(1, x.mode.TunQueues)
+	return renderTemplate(name, src, d)
 }
 
 func (x *map646Translator) start(ctx context.Context, t topology) (*process, error) {
@@ -226,15 +232,15 @@ func (x *map646Translator) start(ctx context.Context, t topology) (*process, err
 	}
 	var extra []*os.File
 	if x.mode.PassTun {
-		f, err := openTunIn(t.Router, map646FDTun)
+		fs, err := openTunQueuesIn(t.Router, x.tunName(), max(1, x.mode.TunQueues))
 		if err != nil {
 			return nil, err
 		}
-		x.tun = f
-		if err := tunRoutes(ctx, t, map646FDTun); err != nil {
+		x.tuns = fs
+		if err := tunRoutes(ctx, t, x.tunName()); err != nil {
 			return nil, err
 		}
-		extra = append(extra, f)
+		extra = append(extra, fs...)
 	}
 	if x.mode.NoForwarding {
 		x.noFwd = true
@@ -269,13 +275,13 @@ func (x *map646Translator) stop(ctx context.Context, t topology) error {
 		err = x.proc.stop(15 * time.Second)
 		x.proc = nil
 	}
-	if x.tun != nil {
-		// The tun is not persistent: it goes with the last descriptor.
-		if cerr := x.tun.Close(); cerr != nil && err == nil {
+	// The tun is not persistent: it goes with the last descriptor.
+	for _, f := range x.tuns {
+		if cerr := f.Close(); cerr != nil && err == nil {
 			err = cerr
 		}
-		x.tun = nil
 	}
+	x.tuns = nil
 	if x.noFwd {
 		x.noFwd = false
 		if ferr := setForwarding(ctx, t, true); ferr != nil && err == nil {
@@ -302,6 +308,16 @@ func setForwarding(ctx context.Context, t topology, on bool) error {
 // openTunIn creates a tun (IFF_TUN|IFF_NO_PI: bare IP packets) named name
 // inside namespace ns and returns its descriptor. The device lives in ns
 // while any copy of the descriptor is open.
+func openTunIn(ns, name string) (*os.File, error) {
+	fs, err := openTunQueuesIn(ns, name, 1)
+	if err != nil {
+		return nil, err
+	}
+	return fs[0], nil
+}
+
+// openTunQueuesIn is openTunIn for a tun with n queues: with n > 1 it is
+// opened with IFF_MULTI_QUEUE and each queue's descriptor is returned.
 //
 // The thread that joins ns returns to the harness's namespace before it is
 // unlocked, so that it lives on. It must not end: the harness starts its
@@ -310,9 +326,9 @@ func setForwarding(ctx context.Context, t topology, on bool) error {
 // Go thread that ends with its locked goroutine may be the one that started
 // the iperf3 server, which the kernel then SIGKILLs, and every later TCP
 // test is refused.
-func openTunIn(ns, name string) (*os.File, error) {
+func openTunQueuesIn(ns, name string, n int) ([]*os.File, error) {
 	type result struct {
-		f   *os.File
+		f   []*os.File
 		err error
 	}
 	ch := make(chan result, 1)
@@ -325,7 +341,7 @@ func openTunIn(ns, name string) (*os.File, error) {
 			return
 		}
 		defer home.Close()
-		f, err := func() (*os.File, error) {
+		fs, err := func() ([]*os.File, error) {
 			nsf, err := os.Open(filepath.Join("/var/run/netns", ns))
 			if err != nil {
 				return nil, err
@@ -334,34 +350,49 @@ func openTunIn(ns, name string) (*os.File, error) {
 			if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
 				return nil, fmt.Errorf("setns %s: %w", ns, err)
 			}
-			fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return nil, fmt.Errorf("open /dev/net/tun: %w", err)
+			flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
+			if n > 1 {
+				flags |= unix.IFF_MULTI_QUEUE
 			}
-			ifr, err := unix.NewIfreq(name)
-			if err != nil {
-				unix.Close(fd)
-				return nil, err
+			var fs []*os.File
+			for range n {
+				fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+				if err == nil {
+					var ifr *unix.Ifreq
+					if ifr, err = unix.NewIfreq(name); err == nil {
+						ifr.SetUint16(flags)
+						if err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+							err = fmt.Errorf("TUNSETIFF %s: %w", name, err)
+						}
+					}
+					if err != nil {
+						unix.Close(fd)
+					}
+				} else {
+					err = fmt.Errorf("open /dev/net/tun: %w", err)
+				}
+				if err != nil {
+					for _, f := range fs {
+						f.Close()
+					}
+					return nil, err
+				}
+				fs = append(fs, os.NewFile(uintptr(fd), "/dev/net/tun:"+name))
 			}
-			ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
-			if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-				unix.Close(fd)
-				return nil, fmt.Errorf("TUNSETIFF %s: %w", name, err)
-			}
-			return os.NewFile(uintptr(fd), "/dev/net/tun:"+name), nil
+			return fs, nil
 		}()
 		if rerr := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); rerr != nil {
 			// Still in ns: the thread stays locked and ends with this
 			// goroutine rather than run other goroutines in ns. Say so,
 			// since a child it started is killed with it.
-			if f != nil {
+			for _, f := range fs {
 				f.Close()
 			}
 			ch <- result{nil, fmt.Errorf("return from namespace %s: %w", ns, rerr)}
 			return
 		}
 		runtime.UnlockOSThread()
-		ch <- result{f, err}
+		ch <- result{fs, err}
 	}()
 	r := <-ch
 	return r.f, r.err

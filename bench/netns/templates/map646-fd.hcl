@@ -1,6 +1,7 @@
 # bench/netns: map646 serving an inherited fd. The harness opens a tun
 # (IFF_TUN|IFF_NO_PI) in the router namespace, routes the public IPv4 prefix
-# and the /96 into it and hands it to map646 as fd {{.FD}}.
+# and the /96 into it and hands it to map646 as fd {{.FD}} (map646-fd-2q: a
+# two-queue tun, fds {{.FD}} onwards).
 # The link block is docs/configuration.md's "Link modes"; a binary that
 # rejects it is reported as unsupported.
 translator {
@@ -17,5 +18,8 @@ translator {
   ipv6_mtu = {{.IPv6MTU}}
   fd {
     fd = {{.FD}}
+{{- if gt .FDQueues 1}}
+    queues = {{.FDQueues}}
+{{- end}}
   }
 }
