@@ -128,7 +128,7 @@ func (n *tapNeigh) route(dst netip.Addr) (int, netip.Addr, error) {
 		via = n.gw6
 	}
 	if !validNeighbour(via) || n.ours(via) {
-		return 0, netip.Addr{}, errNoNextHop
+		return 0, netip.Addr{}, errNotOnSegment
 	}
 	return tapIfindex, via, nil
 }
@@ -139,7 +139,7 @@ func (noNextHopError) Error() string {
 	return "no next hop on the segment (multicast, broadcast, unspecified, or one of our own addresses)"
 }
 
-var errNoNextHop error = noNextHopError{}
+var errNotOnSegment error = noNextHopError{}
 
 // validNeighbour reports whether a can be a neighbour's unicast address.
 func validNeighbour(a netip.Addr) bool {
@@ -166,7 +166,7 @@ func (n *tapNeigh) neighbour(_ int, via netip.Addr) ([6]byte, bool, error) {
 // (RFC 4861 section 7.2.2), at most once per solicitInterval per address.
 func (n *tapNeigh) solicit(_ int, via netip.Addr) error {
 	if !validNeighbour(via) {
-		return errNoNextHop
+		return errNotOnSegment
 	}
 	now := n.now()
 	n.mu.Lock()

@@ -49,16 +49,14 @@
 // Datapath.Wait returns its error.
 //
 // NIC mode (ServeNIC) reads the appliance's NICs directly: per NIC, a
-// PACKET_FANOUT_HASH group of AF_PACKET sockets, each read by its own
-// fdbased endpoint (PACKET_MMAP ring, one processor: the reading goroutine
-// translates) into its own Handler, whose output is a nicWriter: sendmsg to
-// the next hop's link address from the kernel's routing and neighbour
-// tables (resolver). What the pinned gVisor's fdbased offers there, and
-// what ServeNIC therefore does itself: PACKET_MMAP (TPACKET_V1, 32 frames
-// of 64 KiB per socket) and recvmmsg dispatch are both there; it creates a
-// fanout group only across the descriptors of one endpoint, so ServeNIC
-// joins its sockets itself (PreConfigured) to give each its own Handler;
-// it writes a virtio_net_hdr for host GSO on sockets but drops the one
-// PACKET_VNET_HDR puts before received frames, so super-packets cannot
-// pass and ServeNIC turns GRO off on its NICs instead.
+// PACKET_FANOUT_HASH group of AF_PACKET sockets with PACKET_VNET_HDR, each
+// one queue of a tun.Endpoint (nicConn moves the Ethernet header aside so
+// that the sockets have a tun's framing), so it is the tun's path: a
+// goroutine per socket reads a packet or GRO/GSO super-packet into its
+// frame, the Handler translates it in place, and the socket's Write sends
+// it to the next hop's link address from the kernel's routing and
+// neighbour tables (resolver). gVisor's own fdbased endpoint is not used
+// there: the pinned version drops the virtio_net_hdr that PACKET_VNET_HDR
+// puts before received frames, so super-packets and partial checksums
+// could not pass.
 package stack

@@ -208,6 +208,9 @@ func ownsForNeighbours(c *xlat.Config, a netip.Addr) bool {
 	return true
 }
 
+// maxIov bounds the views of one packet the tap writer sends.
+const maxIov = 64
+
 // tapEndpoint is a tap descriptor as a gVisor link endpoint for the
 // Handler: its dispatch loop reads frames into a tun.Frame (so that the
 // Handler translates in place: it is the Handler's frameLink), keeps ARP
@@ -240,8 +243,8 @@ type tapEndpoint struct {
 	whdr [ethHdrLen]byte
 	wiov [maxIov + 1]unix.Iovec
 	wcp  [40]byte
-	// parts is wiov as slices, for parking.
-	parts [maxIov][]byte
+	// pbuf gathers a packet's views for parking.
+	pbuf [parkSize]byte
 
 	// The control writer: ARP and ND frames and parked packets, from
 	// the dispatch goroutine and the resolver's.
@@ -576,10 +579,13 @@ func (e *tapEndpoint) writePacket(pkt *gvstack.PacketBuffer) tcpip.Error {
 	}
 	hop, ok := e.res.lookup(dst)
 	if !ok {
-		for i := 1; i < niov; i++ {
-			e.parts[i-1] = unsafe.Slice(e.wiov[i].Base, e.wiov[i].Len)
+		// Parking is rare (the first packets to a next hop): gather the
+		// views into the endpoint's own buffer, which park copies.
+		n := 0
+		for i := 1; i < niov && n <= len(e.pbuf); i++ {
+			n += copy(e.pbuf[n:], unsafe.Slice(e.wiov[i].Base, e.wiov[i].Len))
 		}
-		parked := e.res.park(dst, e.parts[:niov-1])
+		parked := size <= len(e.pbuf) && e.res.park(dst, e.pbuf[:n])
 		e.res.request(dst)
 		if parked {
 			return nil // sent when the next hop is resolved

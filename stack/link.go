@@ -74,6 +74,21 @@ func serveEndpoint(ctx context.Context, d *Datapath, newTranslator func() Transl
 }
 
 func serveLink(ctx context.Context, newTranslator func() Translator, ep *tun.Endpoint, log *slog.Logger) (*Datapath, error) {
+	return serveLinkHooks(ctx, newTranslator, ep, log, linkHooks{})
+}
+
+// linkHooks are what a data path over a tun.Endpoint adds to serveLink's:
+// NIC mode's, over its sockets.
+type linkHooks struct {
+	// dispatcher, if set, is what the endpoint delivers to in front of
+	// the Handler (it must pass its frames and idle notices on).
+	dispatcher func(*Handler) gvstack.NetworkDispatcher
+	stats      func(*LinkStats) // adds counters of its own
+	fail       <-chan error     // an error on it stops the data path with it
+	stopped    func()           // called once every dispatch loop has ended
+}
+
+func serveLinkHooks(ctx context.Context, newTranslator func() Translator, ep *tun.Endpoint, log *slog.Logger, hooks linkHooks) (*Datapath, error) {
 	if ep.Queues() == 0 {
 		return nil, errors.New("stack: endpoint without queues")
 	}
@@ -87,8 +102,15 @@ func serveLink(ctx context.Context, newTranslator func() Translator, ep *tun.End
 		s.ShortVnetHdr += es.ShortVnetHdr
 		s.InvalidVnetHdr += es.InvalidVnetHdr
 		s.NotIP += es.NotIP
+		if hooks.stats != nil {
+			hooks.stats(s)
+		}
 	}
-	ep.Attach(h)
+	var disp gvstack.NetworkDispatcher = h
+	if hooks.dispatcher != nil {
+		disp = hooks.dispatcher(h)
+	}
+	ep.Attach(disp)
 	failed := ep.Failed()
 	ended := make(chan struct{})
 	go func() {
@@ -102,11 +124,17 @@ func serveLink(ctx context.Context, newTranslator func() Translator, ep *tun.End
 			d.stopped.Store(true)
 		case <-failed:
 		case <-ended:
+		case err := <-hooks.fail:
+			d.log.Error("data path stopped", "err", err)
+			d.fail(err)
 		}
 		ep.Attach(nil) // stops the other dispatch loops and waits for them
 		if err := ep.Err(); err != nil {
 			d.log.Error("data path stopped", "err", err)
 			d.fail(err)
+		}
+		if hooks.stopped != nil {
+			hooks.stopped()
 		}
 	}()
 	return d, nil

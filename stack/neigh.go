@@ -185,12 +185,8 @@ func (r *resolver) resolve(dst netip.Addr) {
 
 // park keeps a copy of pkt, the packet to dst that lookup could not
 // place, until its next hop is resolved; it reports whether there was room.
-func (r *resolver) park(dst netip.Addr, pkt [][]byte) bool {
-	n := 0
-	for _, s := range pkt {
-		n += len(s)
-	}
-	if n > parkSize {
+func (r *resolver) park(dst netip.Addr, pkt []byte) bool {
+	if len(pkt) > parkSize {
 		return false
 	}
 	now := monoNow()
@@ -201,10 +197,8 @@ func (r *resolver) park(dst netip.Addr, pkt [][]byte) bool {
 		if p.since != 0 && time.Duration(now-p.since) < parkTTL {
 			continue
 		}
-		p.dst, p.since, p.n = dst, now, 0
-		for _, s := range pkt {
-			p.n += copy(p.buf[p.n:], s)
-		}
+		p.dst, p.since = dst, now
+		p.n = copy(p.buf[:], pkt)
 		return true
 	}
 	return false

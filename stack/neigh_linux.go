@@ -114,10 +114,10 @@ func (l *localAddrs) load(h *netlink.Handle) error {
 }
 
 // watchKernel keeps r and local in step with the kernel's neighbour,
-// route and address tables, and reports links' MTUs to onMTU, until done
-// is closed. The subscriptions are
+// route and address tables, and reports links' MTUs and deletions to
+// onLink, until done is closed. The subscriptions are
 // opened before it returns, in the calling thread's network namespace.
-func watchKernel(h *netlink.Handle, r *resolver, local *localAddrs, onMTU func(ifindex, mtu int), done <-chan struct{}) error {
+func watchKernel(h *netlink.Handle, r *resolver, local *localAddrs, onLink func(ifindex, mtu int, deleted bool), done <-chan struct{}) error {
 	links := make(chan netlink.LinkUpdate, 64)
 	neighs := make(chan netlink.NeighUpdate, 256)
 	routes := make(chan netlink.RouteUpdate, 256)
@@ -180,7 +180,7 @@ func watchKernel(h *netlink.Handle, r *resolver, local *localAddrs, onMTU func(i
 					continue
 				}
 				if a := u.Attrs(); a != nil {
-					onMTU(a.Index, a.MTU)
+					onLink(a.Index, a.MTU, u.Header.Type == unix.RTM_DELLINK)
 				}
 			case <-tick.C:
 				r.refresh()

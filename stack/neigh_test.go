@@ -86,7 +86,7 @@ func TestResolver(t *testing.T) {
 
 	// A packet parked after a lookup that raced with the resolution
 	// leaves when its request is handled (the neighbour is known by then).
-	if !r.park(dst4, [][]byte{{0x45, 9}}) {
+	if !r.park(dst4, []byte{0x45, 9}) {
 		t.Fatal("no room to park")
 	}
 	r.request(dst4)
@@ -99,7 +99,7 @@ func TestResolver(t *testing.T) {
 	// An unknown one is solicited; its packet waits and leaves with the
 	// neighbour event.
 	want("on-link, first", dst6, false, mac2)
-	if !r.park(dst6, [][]byte{{0x60, 1}, {2, 3}}) {
+	if !r.park(dst6, []byte{0x60, 1, 2, 3}) {
 		t.Fatal("no room to park")
 	}
 	resolveQueued()
@@ -140,22 +140,22 @@ func TestResolver(t *testing.T) {
 func TestResolverParking(t *testing.T) {
 	r := newResolver(&fakeNeighKernel{}, nil, slog.New(slog.DiscardHandler))
 	dst := netip.MustParseAddr("192.0.2.2")
-	if r.park(dst, [][]byte{make([]byte, parkSize+1)}) {
+	if r.park(dst, make([]byte, parkSize+1)) {
 		t.Error("parked a packet larger than a slot")
 	}
 	for i := range parkSlots {
-		if !r.park(dst, [][]byte{{byte(i)}}) {
+		if !r.park(dst, []byte{byte(i)}) {
 			t.Fatalf("slot %d refused", i)
 		}
 	}
-	if r.park(dst, [][]byte{{0xff}}) {
+	if r.park(dst, []byte{0xff}) {
 		t.Error("parked beyond the slots")
 	}
 	// Slots whose neighbour never answered are free again after parkTTL.
 	for i := range r.parked {
 		r.parked[i].since -= int64(parkTTL)
 	}
-	if !r.park(dst, [][]byte{{0xff}}) {
+	if !r.park(dst, []byte{0xff}) {
 		t.Error("an expired slot was not reused")
 	}
 }

@@ -562,59 +562,7 @@ func TestNetnsUDPSegmentation(t *testing.T) {
 	if !strings.Contains(tp.dev.Offloads(), "uso4") {
 		testenv.SkipOrFailf(t, "the kernel did not grant USO (offloads %s)", tp.dev.Offloads())
 	}
-	var srv *net.UDPConn
-	if err := tp.srv.Do(func() (err error) {
-		srv, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.ParseIP(serverV6)})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	var c *net.UDPConn
-	if err := tp.cli.Do(func() error {
-		cc, err := net.Dial("udp4", net.JoinHostPort(serverV4, strconv.Itoa(srv.LocalAddr().(*net.UDPAddr).Port)))
-		c, _ = cc.(*net.UDPConn)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	rc, _ := c.SyscallConn()
-	var serr error
-	rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, 1000) })
-	if serr != nil {
-		testenv.SkipOrFailf(t, "UDP_SEGMENT: %v", serr)
-	}
-	before := tp.eng.Totals().Packets[xlat.Dir46][xlat.ProtoUDP]
-	const n = 10
-	msg := make([]byte, n*1000)
-	for i := range msg {
-		msg[i] = byte(i / 1000)
-	}
-	if _, err := c.Write(msg); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 65536)
-	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for i := range n {
-		m, err := srv.Read(buf)
-		if err != nil {
-			t.Fatalf("datagram %d: %v", i, err)
-		}
-		if m != 1000 || !bytes.Equal(buf[:m], msg[i*1000:(i+1)*1000]) {
-			t.Fatalf("datagram %d: %d bytes, first %d", i, m, buf[0])
-		}
-	}
-	// The queue publishes its counts when it next finds nothing to read:
-	// wait for that, not for a fixed time.
-	got := tp.eng.Totals().Packets[xlat.Dir46][xlat.ProtoUDP] - before
-	for deadline := time.Now().Add(5 * time.Second); got == 0 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-		got = tp.eng.Totals().Packets[xlat.Dir46][xlat.ProtoUDP] - before
-	}
-	if got != 1 {
-		t.Errorf("engine translated %d UDP packets for one USO send, want 1 super-packet (%v)", got, tp.eng.Totals().Packets)
-	}
+	usoCrosses(t, tp, xlat.Dir46)
 }
 
 // TestNetnsLinkEndpoint runs traffic through a real tun served the general

@@ -2,21 +2,25 @@ package stack
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/map646/map646/stack/tun"
 	"github.com/map646/map646/stack/xlat"
 )
 
@@ -40,28 +44,36 @@ type NICConfig struct {
 
 // ServeNIC runs the translator in NIC mode over the interfaces of c, in the
 // network namespace of the calling thread, and returns at once; it stops
-// when ctx is cancelled.
+// when ctx is cancelled, and fails (Wait returns the error) when a NIC is
+// deleted or a socket's reads keep failing.
 //
 // Each NIC gets c.Queues AF_PACKET sockets (SOCK_DGRAM: the kernel strips
 // and adds the Ethernet header) in one PACKET_FANOUT_HASH group. A socket
 // filter passes only IPv4 and IPv6 frames addressed to the NIC itself
 // (PACKET_HOST: no broadcast, multicast or other hosts' frames), and
-// PACKET_IGNORE_OUTGOING keeps the packets sent on the NIC out. Each socket
-// is read by a gVisor fdbased endpoint (PACKET_MMAP ring, one processor:
-// the reading goroutine translates) into its own Handler; a packet to one
-// of the host's own addresses is left to the kernel, which sees a copy of
-// every frame anyway and keeps answering ARP and ND and carrying the
-// appliance's own traffic. Kernel forwarding must be off (the daemon does
-// that), or the kernel would forward the untranslated packets too.
+// PACKET_IGNORE_OUTGOING keeps the packets sent on the NIC out.
+//
+// The sockets carry a virtio_net_hdr in front of every packet
+// (PACKET_VNET_HDR), the same framing as a tun opened with IFF_VNET_HDR,
+// so they are the queues of a tun.Endpoint (one per socket, see nicConn):
+// a queue's goroutine reads a packet into its frame, the Handler
+// translates it in place and the endpoint writes it back through the same
+// queue, whose Write sends it to the next hop. GRO and GSO super-packets
+// and partial checksums (a veth peer's or a VM's transmit offloads) thus
+// cross the translator whole, as they do through the tun: the kernel
+// segments and completes them on the way out (RFC 7915 section 5.1.1
+// leaves segment sizes to the path; the engine fits them to the next
+// hop's MTU). ServeNIC leaves the NICs' GRO as it is.
+//
+// A packet to one of the host's own addresses, or IPv6 link-local, is left
+// to the kernel (hostFilter), which sees a copy of every frame anyway and
+// keeps answering ARP and ND and carrying the appliance's own traffic.
+// Kernel forwarding must be off (the daemon does that), or the kernel
+// would forward the untranslated packets too.
 //
 // Translated packets leave by the NIC and next hop that the kernel's
 // routing table gives for their destination, to the link address in the
-// kernel's neighbour table (see resolver). The pinned gVisor's fdbased
-// discards the virtio_net_hdr of PACKET_VNET_HDR on reception, so GRO/GSO
-// super-packets and partial checksums cannot pass: ServeNIC turns GRO off
-// on its NICs (and back on when it stops); senders on the same host (veth
-// peers, a VM's virtio-net) must not hand the NICs TSO packets or partial
-// checksums. A real NIC delivers neither.
+// kernel's neighbour table (see resolver).
 func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logger) (*Datapath, error) {
 	if eng == nil {
 		return nil, errors.New("stack: ServeNIC needs an engine")
@@ -84,38 +96,40 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 			n.close()
 		}
 	}()
-	ctl, err := ethtoolSocket()
-	if err != nil {
-		return nil, fmt.Errorf("stack: %w", err)
-	}
-	n.ctl = ctl
 	var ifindexes []int
+	var conns []tun.Conn
+	mtu := 0
 	for _, name := range names {
 		ifc, err := net.InterfaceByName(name)
 		if err != nil {
 			return nil, fmt.Errorf("stack: NIC %q: %w", name, err)
 		}
 		p := &nicPort{name: name, ifindex: ifc.Index, mtu: ifc.MTU}
+		if len(ifc.HardwareAddr) != 6 {
+			return nil, fmt.Errorf("stack: NIC %s: not Ethernet (link address %v)", name, ifc.HardwareAddr)
+		}
+		p.mac = [6]byte(ifc.HardwareAddr)
 		if p.mtu <= 0 || p.mtu > maxPacket {
 			return nil, fmt.Errorf("stack: NIC %s: MTU %d out of range", name, p.mtu)
 		}
-		// GRO would hand the sockets super-packets whose segment size
-		// fdbased cannot pass on (see above); off while we serve.
-		if on, err := ethtoolValue(ctl, name, ethtoolGGRO, false); err == nil && on {
-			if err := setOffload(ctl, name, ethtoolSGRO, false); err != nil {
-				return nil, fmt.Errorf("stack: NIC %s: turning GRO off: %w", name, err)
-			}
-			p.groWasOn = true
-		}
+		n.ports = append(n.ports, p)
 		for q := range queues {
 			fd, err := openPacketSocket(ifc.Index, q == 0, p)
 			if err != nil {
 				return nil, fmt.Errorf("stack: NIC %s queue %d: %w", name, q, err)
 			}
 			p.fds = append(p.fds, fd)
+			// Non-blocking: the runtime poller waits for it, and
+			// the endpoint learns when the socket is empty.
+			p.files = append(p.files, os.NewFile(uintptr(fd), fmt.Sprintf("AF_PACKET %s/%d", name, q)))
+			c, err := newNICConn(n, p.files[q], q)
+			if err != nil {
+				return nil, fmt.Errorf("stack: NIC %s queue %d: %w", name, q, err)
+			}
+			conns = append(conns, c)
 		}
-		n.ports = append(n.ports, p)
 		ifindexes = append(ifindexes, ifc.Index)
+		mtu = max(mtu, p.mtu)
 	}
 
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
@@ -124,11 +138,21 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 	}
 	n.nl = h
 	n.res = newResolver(netlinkKernel{h}, ifindexes, log)
-	n.res.send = newNICWriter(n, 0).sendParked
+	n.res.send = n.sendParked
 	n.done = make(chan struct{})
+	gone := make(chan error, 1)
 	ifindex4 := n.ports[0].ifindex
 	ifindex6 := n.ports[len(n.ports)-1].ifindex
-	onMTU := func(ifindex, mtu int) {
+	onLink := func(ifindex, mtu int, deleted bool) {
+		if deleted {
+			if p := n.port(ifindex); p != nil {
+				select {
+				case gone <- fmt.Errorf("NIC %s was deleted", p.name):
+				default:
+				}
+			}
+			return
+		}
 		cfg := *eng.Config()
 		changed := false
 		if c.FollowIPv4MTU && ifindex == ifindex4 && cfg.Policy.IPv4MTU != mtu && mtu >= 68 {
@@ -146,93 +170,184 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 		}
 		log.Info("NIC MTU changed", "ifindex", ifindex, "mtu", mtu)
 	}
-	if err := watchKernel(h, n.res, &n.local, onMTU, n.done); err != nil {
+	if err := watchKernel(h, n.res, &n.local, onLink, n.done); err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
-	go n.res.run(n.done)
+	n.resolving = make(chan struct{})
+	go func() {
+		defer close(n.resolving)
+		n.res.run(n.done)
+	}()
 
-	d := newDatapath(log)
-	var readErrors atomic.Uint64
-	d.linkStats = func(s *LinkStats) {
-		s.NoNextHop += n.noNextHop.Load()
-		s.ReadErrors += readErrors.Load()
-	}
-	// One Handler queue per socket: each socket's endpoint delivers from
-	// one goroutine, its hostFilter stamps the queue index in
-	// PacketBuffer.Hash, and the Handler writes with that Hash to the
-	// socket's own nicWriter.
-	var writers nicWriters
-	var eps []gvstack.LinkEndpoint
-	var filters []*hostFilter
-	for _, p := range n.ports {
-		for q, fd := range p.fds {
-			ep, err := fdbased.New(&fdbased.Options{
-				FDs:                  []int{fd},
-				MTU:                  uint32(p.mtu),
-				PacketDispatchMode:   fdbased.PacketMMap,
-				ProcessorsPerChannel: 1, // translate on the reading goroutine: no hand-off per packet
-				PreConfigured:        true,
-				IsPacketSocket:       []bool{true},
-				ClosedFunc: func(e tcpip.Error) {
-					if e != nil && !d.stopped.Load() {
-						readErrors.Add(1)
-						log.Error("NIC socket stopped", "nic", p.name, "queue", q, "err", e)
-						d.fail(fmt.Errorf("NIC %s queue %d: reading stopped: %s", p.name, q, e))
-					}
-				},
-			})
-			if err != nil {
-				return nil, fmt.Errorf("stack: NIC %s queue %d: %w", p.name, q, err)
+	// The endpoint's queues are the sockets, NIC by NIC; its Handler
+	// has a translator per socket. Offloads: every kind the kernel's
+	// virtio_net_hdr_from_skb reports on receive.
+	ep := tun.NewEndpointConns(conns, mtu, tun.OffloadTSO4|tun.OffloadTSO6|tun.OffloadUSO4|tun.OffloadUSO6)
+	d, err := serveLinkHooks(ctx, func() Translator { return eng.NewWorker() }, ep, log, linkHooks{
+		dispatcher: func(hd *Handler) gvstack.NetworkDispatcher {
+			for i, c := range conns {
+				c.(*nicConn).idle = func() { hd.QueueIdle(i) }
 			}
-			writers = append(writers, newNICWriter(n, q))
-			filters = append(filters, &hostFilter{local: &n.local, queue: uint32(len(eps))})
-			eps = append(eps, ep)
-		}
-	}
-	hd := NewHandler(writers, len(eps), func() Translator { return eng.NewWorker() }, log)
-	d.handler = hd
-	exited := make([]atomic.Bool, len(eps))
-	d.exited = func(i int) bool { return exited[i].Load() }
-	for i, ep := range eps {
-		filters[i].h = hd
-		ep.Attach(filters[i])
+			return &hostFilter{local: &n.local, h: hd}
+		},
+		stats: func(s *LinkStats) {
+			s.NoNextHop += n.noNextHop.Load()
+			for _, c := range conns {
+				c.(*nicConn).stats.AddTo(s)
+			}
+		},
+		fail:    gone,
+		stopped: n.close,
+	})
+	if err != nil {
+		return nil, err
 	}
 	ok = true
-	var wg sync.WaitGroup
-	for i, ep := range eps {
-		wg.Go(func() {
-			ep.Wait()
-			exited[i].Store(true)
-		})
-	}
-	stopAfter := context.AfterFunc(ctx, func() {
-		d.stopped.Store(true)
-		for _, ep := range eps {
-			ep.Attach(nil) // stops the dispatch loop and waits for it
-		}
-	})
-	go func() {
-		wg.Wait()
-		stopAfter()
-		n.close()
-		close(d.done)
-	}()
 	return d, nil
 }
 
-// nicWriters are the sockets' writers, indexed by the Handler queue
-// (PacketBuffer.Hash) a packet was translated on: a socket's packets go
-// out through its own writer.
-type nicWriters []*nicWriter
+// NIC mode's frames have an Ethernet header of ethHdrLen (arp.go) with no
+// VLAN tag: the kernel has taken a tag off before the sockets see the
+// frame, or the filter has not passed it.
 
-func (ws nicWriters) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Error) {
-	all := pkts.AsSlice()
-	if len(all) == 0 {
-		return 0, nil
+// nicConn is one AF_PACKET socket as a queue of a tun.Endpoint, with the
+// framing of a tun opened with IFF_VNET_HDR: a virtio_net_hdr, then the IP
+// packet. The socket itself (SOCK_RAW: the kernel accepts PACKET_VNET_HDR
+// on no other kind) has the Ethernet header between the two, and its
+// virtio_net_hdr counts checksum start and header length from the
+// Ethernet header: Read takes the Ethernet header out of the way with a
+// scattered recvmsg (no copy) and moves the offsets; Write (nicPath.write)
+// does the opposite towards the destination's next hop, through the
+// socket of the same index on that hop's NIC.
+type nicConn struct {
+	n     *nicPath
+	file  *os.File
+	queue int // the socket's index among its NIC's sockets
+
+	// Read's state, kept here so that reading allocates nothing; only
+	// the queue's dispatch goroutine reads.
+	raw    syscall.RawConn
+	readFn func(fd uintptr) bool
+	// idle is the Handler's QueueIdle for this queue, called when the
+	// socket is found empty: the endpoint knows that of a tun's queues
+	// only, and would otherwise publish the engine's counts of a queue's
+	// last packet only when the next one arrives.
+	idle func()
+	iov  [3]unix.Iovec
+	msg  unix.Msghdr
+	eth  [ethHdrLen]byte
+	p    []byte // what Read reads into
+	rn   int
+	rerr error
+
+	// stats counts the frames Read skipped (InvalidVnetHdr, ReadErrors,
+	// ShortVnetHdr, NotIP).
+	stats tun.Counters
+}
+
+var _ tun.Conn = (*nicConn)(nil)
+
+func newNICConn(n *nicPath, file *os.File, queue int) (*nicConn, error) {
+	raw, err := file.SyscallConn()
+	if err != nil {
+		return nil, err
 	}
-	// A Handler queue writes its own packets only, so one list has one
-	// Hash.
-	return ws[all[0].Hash%uint32(len(ws))].WritePackets(pkts)
+	c := &nicConn{n: n, file: file, queue: queue, raw: raw, idle: func() {}}
+	c.readFn = c.readSyscall
+	c.msg.Iov = &c.iov[0]
+	c.msg.SetIovlen(len(c.iov))
+	c.iov[1].Base = &c.eth[0]
+	c.iov[1].SetLen(ethHdrLen)
+	return c, nil
+}
+
+func (c *nicConn) SetReadDeadline(t time.Time) error { return c.file.SetReadDeadline(t) }
+
+// Read reads one packet into p: its virtio_net_hdr at p[:tun.VnetHdrLen]
+// and the IP packet behind it. It waits for one in the runtime poller.
+func (c *nicConn) Read(p []byte) (int, error) {
+	if len(p) <= tun.VnetHdrLen {
+		return 0, unix.EINVAL
+	}
+	c.p = p
+	c.iov[0].Base = &p[0]
+	c.iov[0].SetLen(tun.VnetHdrLen)
+	c.iov[2].Base = &p[tun.VnetHdrLen]
+	c.iov[2].SetLen(len(p) - tun.VnetHdrLen)
+	c.rn, c.rerr = 0, nil
+	err := c.raw.Read(c.readFn)
+	c.p = nil
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return 0, err
+	case err != nil:
+		return 0, os.ErrClosed
+	}
+	return c.rn, c.rerr
+}
+
+// readSyscall is Read's RawConn callback: recvmsg until it has a packet to
+// deliver; on EAGAIN it tells the Handler the queue is idle and lets the
+// poller wait. What it cannot deliver it counts and skips, so that no
+// sender can make the endpoint see a run of failed reads (which would stop
+// the queue): super-packets of a kind virtio_net_hdr has no form for
+// (recvmsg fails with EINVAL; GRO makes them of IP-in-IP or GRE flows),
+// frames larger than any IP packet, and frames that are not IPv4 or IPv6
+// (the filter passes by the kernel's protocol; a VLAN frame could slip by).
+func (c *nicConn) readSyscall(fd uintptr) bool {
+	p := c.p
+	for {
+		c.msg.Flags = 0
+		r, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.msg)), unix.MSG_DONTWAIT)
+		switch errno {
+		case 0:
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			c.idle()
+			return false
+		case unix.EINVAL:
+			c.stats.InvalidVnetHdr.Add(1)
+			continue
+		default:
+			c.rerr = errno
+			return true
+		}
+		n := int(r)
+		switch {
+		case c.msg.Flags&unix.MSG_TRUNC != 0:
+			c.stats.ReadErrors.Add(1)
+			continue
+		case n < tun.VnetHdrLen+ethHdrLen:
+			c.stats.ShortVnetHdr.Add(1)
+			continue
+		}
+		if et := binary.BigEndian.Uint16(c.eth[12:]); et != unix.ETH_P_IP && et != unix.ETH_P_IPV6 {
+			c.stats.NotIP.Add(1)
+			continue
+		}
+		// The offsets count from the Ethernet header; the tun's from
+		// the IP header.
+		if p[0]&xlat.OffloadNeedsCsum != 0 {
+			cs := binary.LittleEndian.Uint16(p[6:])
+			if cs < ethHdrLen {
+				c.stats.InvalidVnetHdr.Add(1)
+				continue
+			}
+			binary.LittleEndian.PutUint16(p[6:], cs-ethHdrLen) // csum_start
+		}
+		hl := binary.LittleEndian.Uint16(p[2:])
+		binary.LittleEndian.PutUint16(p[2:], hl-min(hl, ethHdrLen)) // hdr_len
+		c.rn = n - ethHdrLen
+		return true
+	}
+}
+
+func (c *nicConn) Write(b []byte) (int, error) {
+	if err := c.n.write(c.queue, b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
 
 // nicPath is what the sockets of one ServeNIC share.
@@ -243,9 +358,9 @@ type nicPath struct {
 	res       *resolver
 	local     localAddrs
 	done      chan struct{}
+	resolving chan struct{} // closed when the resolver's goroutine has returned
 	noNextHop atomic.Uint64
 	closeOnce sync.Once
-	ctl       int // ethtool socket, in the NICs' namespace; 0: none
 }
 
 // nicPort is one NIC: its sockets (one per queue) and MTU.
@@ -253,32 +368,33 @@ type nicPort struct {
 	name    string
 	ifindex int
 	mtu     int
-	fds     []int
-	fanout  int // the PACKET_FANOUT group id the kernel gave the first socket
-	// groWasOn: ServeNIC turned GRO off and turns it on again at the end.
-	groWasOn bool
+	mac     [6]byte    // its link address, the source of what it sends
+	fds     []int      // the sockets, for sending
+	files   []*os.File // the same sockets, which own them and are read
+	fanout  int        // the PACKET_FANOUT group id the kernel gave the first socket
 }
 
+// close stops the resolver and closes the sockets (after the endpoint's
+// dispatch loops have stopped: nothing sends on them any more).
 func (n *nicPath) close() {
 	n.closeOnce.Do(func() {
 		if n.done != nil {
 			close(n.done)
 		}
+		if n.resolving != nil {
+			<-n.resolving // it may be sending a parked packet
+		}
 		if n.nl != nil {
 			n.nl.Close()
 		}
 		for _, p := range n.ports {
-			for _, fd := range p.fds {
-				unix.Close(fd)
-			}
-			if p.groWasOn {
-				if err := setOffload(n.ctl, p.name, ethtoolSGRO, true); err != nil {
-					n.log.Warn("turning GRO back on", "nic", p.name, "err", err)
+			for i, fd := range p.fds {
+				if i < len(p.files) {
+					p.files[i].Close()
+				} else {
+					unix.Close(fd)
 				}
 			}
-		}
-		if n.ctl > 0 {
-			unix.Close(n.ctl)
 		}
 	})
 }
@@ -313,13 +429,18 @@ var hostIPFilter = []unix.SockFilter{
 	{Code: unix.BPF_RET | unix.BPF_K, K: 0},
 }
 
-// openPacketSocket opens one queue's AF_PACKET socket on ifindex: the
-// filter and options are in place before it is bound, so it never sees a
-// packet it should not, and it joins p's fanout group (creating it when
-// first).
+// socketBuffer is the receive buffer asked of each socket: room for a
+// burst of GRO super-packets (the kernel's default holds about three) or
+// a few thousand small packets while the queue's goroutine is busy.
+const socketBuffer = 4 << 20
+
+// openPacketSocket opens one queue's non-blocking AF_PACKET socket on
+// ifindex: the filter and options are in place before it is bound, so it
+// never sees a packet it should not, and it joins p's fanout group
+// (creating it when first).
 func openPacketSocket(ifindex int, first bool, p *nicPort) (int, error) {
 	// Protocol 0: receives nothing until bound below.
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		return -1, fmt.Errorf("AF_PACKET socket: %w", err)
 	}
@@ -333,6 +454,14 @@ func openPacketSocket(ifindex int, first bool, p *nicPort) (int, error) {
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
 		return fail("PACKET_IGNORE_OUTGOING (Linux 4.20 or later)", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+		return fail("PACKET_VNET_HDR", err)
+	}
+	// FORCE passes net.core.rmem_max (we have CAP_NET_ADMIN: NIC mode
+	// needs it); without it the kernel's default stays.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, socketBuffer); err != nil {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, socketBuffer)
 	}
 	sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}
 	if err := unix.Bind(fd, sa); err != nil {
@@ -356,161 +485,135 @@ func openPacketSocket(ifindex int, first bool, p *nicPort) (int, error) {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// hostFilter passes a delivered packet to the Handler unless it is
-// addressed to the host itself or is IPv6 link-local: those are the
-// kernel's, which receives its own copy of the frame.
+// hostFilter is the dispatcher of the NIC sockets' endpoint: it passes a
+// delivered packet to the Handler unless it is addressed to the host
+// itself or is IPv6 link-local: those are the kernel's, which receives its
+// own copy of the frame. It delivers the endpoint's frames as they are
+// (the Handler translates them in place) and passes the endpoint's idle
+// notices on.
 type hostFilter struct {
 	local *localAddrs
 	h     *Handler
-	queue uint32 // the Handler queue of this filter's socket
 }
+
+var (
+	_ tun.FrameDispatcher = (*hostFilter)(nil)
+	_ tun.IdleDispatcher  = (*hostFilter)(nil)
+)
 
 func (f *hostFilter) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) {
 	var hdr [40]byte
-	views, skip := pkt.AsViewList()
-	n := 0
-	for v := views.Front(); v != nil && n < len(hdr); v = v.Next() {
-		s := v.AsSlice()
-		if skip >= len(s) {
-			skip -= len(s)
-			continue
-		}
-		n += copy(hdr[n:], s[skip:])
-		skip = 0
-	}
-	var dst netip.Addr
-	switch {
-	case n >= 20 && hdr[0]>>4 == 4:
-		dst = netip.AddrFrom4([4]byte(hdr[16:20]))
-	case n >= 40 && hdr[0]>>4 == 6:
-		dst = netip.AddrFrom16([16]byte(hdr[24:40]))
-		if dst.IsLinkLocalUnicast() {
-			return
-		}
-	}
-	if dst.IsValid() && f.local.has(dst) {
+	n := tun.CopyHead(hdr[:], pkt)
+	if dst, ok := destination(hdr[:n]); ok && (dst.Is6() && dst.IsLinkLocalUnicast() || f.local.has(dst)) {
 		return
 	}
-	pkt.Hash = f.queue
 	f.h.DeliverNetworkPacket(proto, pkt)
 }
 
 func (f *hostFilter) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *gvstack.PacketBuffer) {}
 
-// maxIov bounds the views of one packet a nicWriter sends.
-const maxIov = 64
+// TakesFrames implements tun.FrameDispatcher: the filter keeps nothing,
+// and the Handler says whether it takes e's frames.
+func (f *hostFilter) TakesFrames(e *tun.Endpoint) bool { return f.h.TakesFrames(e) }
 
-// nicWriter is a Handler's output in NIC mode (a gvstack.LinkWriter): it
-// sends each packet out of the NIC and to the link address that the
-// resolver gives for its destination, with sendmsg on one of that NIC's
-// AF_PACKET sockets (the kernel adds the Ethernet header). One per Handler,
-// whose lock serializes its calls; it allocates nothing.
-type nicWriter struct {
-	n     *nicPath
-	queue int
-	hdr   [40]byte
-	iov   [maxIov]unix.Iovec
-	parts [maxIov][]byte // the iovecs as slices, for parking
-	sll   unix.RawSockaddrLinklayer
-	msg   unix.Msghdr
-}
+// QueueIdle implements tun.IdleDispatcher.
+func (f *hostFilter) QueueIdle(q int) { f.h.QueueIdle(q) }
 
-func newNICWriter(n *nicPath, queue int) *nicWriter {
-	w := &nicWriter{n: n, queue: queue}
-	w.msg.Name = (*byte)(unsafe.Pointer(&w.sll))
-	w.msg.Namelen = unix.SizeofSockaddrLinklayer
-	w.msg.Iov = &w.iov[0]
-	return w
-}
-
-// WritePackets implements gvstack.LinkWriter.
-func (w *nicWriter) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Error) {
-	for i, pkt := range pkts.AsSlice() {
-		if err := w.write(pkt); err != nil {
-			return i, err
-		}
-	}
-	return pkts.Len(), nil
-}
-
-func (w *nicWriter) write(pkt *gvstack.PacketBuffer) tcpip.Error {
-	views, skip := pkt.AsViewList()
-	niov, nhdr := 0, 0
-	for v := views.Front(); v != nil; v = v.Next() {
-		s := v.AsSlice()
-		if skip >= len(s) {
-			skip -= len(s)
-			continue
-		}
-		s = s[skip:]
-		skip = 0
-		if niov == maxIov {
-			return &tcpip.ErrMessageTooLong{}
-		}
-		nhdr += copy(w.hdr[nhdr:], s)
-		w.iov[niov].Base = &s[0]
-		w.iov[niov].SetLen(len(s))
-		niov++
-	}
-	var dst netip.Addr
-	var proto uint16
+// destination returns the destination address of the IPv4 or IPv6 packet
+// that starts ip (at least its fixed header).
+func destination(ip []byte) (netip.Addr, bool) {
 	switch {
-	case nhdr >= 20 && w.hdr[0]>>4 == 4:
-		dst, proto = netip.AddrFrom4([4]byte(w.hdr[16:20])), unix.ETH_P_IP
-	case nhdr >= 40 && w.hdr[0]>>4 == 6:
-		dst, proto = netip.AddrFrom16([16]byte(w.hdr[24:40])), unix.ETH_P_IPV6
-	default:
-		return &tcpip.ErrMalformedHeader{}
+	case len(ip) >= 20 && ip[0]>>4 == 4:
+		return netip.AddrFrom4([4]byte(ip[16:20])), true
+	case len(ip) >= 40 && ip[0]>>4 == 6:
+		return netip.AddrFrom16([16]byte(ip[24:40])), true
 	}
-	hop, ok := w.n.res.lookup(dst)
+	return netip.Addr{}, false
+}
+
+// errNoNextHop: a packet whose destination has no route through the
+// translator's NICs or no link address (counted in LinkStats.NoNextHop).
+var errNoNextHop = errors.New("no next hop")
+
+// write sends b, a virtio_net_hdr and the IP packet behind it, out of the
+// NIC and to the link address that the resolver gives for its destination,
+// through that NIC's socket number queue. A packet whose next hop is not
+// resolved yet is parked (sent when it is) if there is room. It is called
+// by the endpoint's queues, concurrently, and allocates nothing.
+func (n *nicPath) write(queue int, b []byte) error {
+	if len(b) < tun.VnetHdrLen {
+		return unix.EINVAL
+	}
+	dst, ok := destination(b[tun.VnetHdrLen:])
 	if !ok {
-		for i := range niov {
-			w.parts[i] = unsafe.Slice(w.iov[i].Base, w.iov[i].Len)
-		}
-		parked := w.n.res.park(dst, w.parts[:niov])
-		w.n.res.request(dst)
+		return unix.EINVAL
+	}
+	hop, ok := n.res.lookup(dst)
+	if !ok {
+		parked := n.res.park(dst, b)
+		n.res.request(dst)
 		if parked {
 			return nil // sent when the next hop is resolved
 		}
-		w.n.noNextHop.Add(1)
-		return &tcpip.ErrHostUnreachable{}
+		n.noNextHop.Add(1)
+		return errNoNextHop
 	}
-	return w.send(hop, proto, niov)
+	return n.send(hop, queue, b)
 }
 
-// sendParked sends a packet the resolver kept until its next hop was
-// resolved (the resolver serializes the calls).
-func (w *nicWriter) sendParked(hop nextHop, pkt []byte) {
+// sendParked sends a packet (with its virtio_net_hdr) that the resolver
+// kept until its next hop was resolved.
+func (n *nicPath) sendParked(hop nextHop, b []byte) {
+	if err := n.send(hop, 0, b); err != nil {
+		n.log.Debug("sending a packet that waited for its next hop", "err", err)
+	}
+}
+
+// send sends b (virtio_net_hdr and IP packet) to hop with sendmsg on
+// hop's NIC's socket number queue, with an Ethernet header from the NIC to
+// the hop between the two and the virtio_net_hdr's offsets moved past it;
+// the kernel segments and completes the packet as the header says.
+func (n *nicPath) send(hop nextHop, queue int, b []byte) error {
+	p := n.port(hop.ifindex)
+	if p == nil {
+		n.noNextHop.Add(1)
+		return errNoNextHop
+	}
+	if len(b) <= tun.VnetHdrLen {
+		return unix.EINVAL
+	}
 	var proto uint16 = unix.ETH_P_IPV6
-	if pkt[0]>>4 == 4 {
+	if b[tun.VnetHdrLen]>>4 == 4 {
 		proto = unix.ETH_P_IP
 	}
-	w.iov[0].Base = &pkt[0]
-	w.iov[0].SetLen(len(pkt))
-	if err := w.send(hop, proto, 1); err != nil {
-		w.n.log.Debug("sending a packet that waited for its next hop", "err", err)
+	var vnet [tun.VnetHdrLen]byte
+	copy(vnet[:], b)
+	if vnet[0]&xlat.OffloadNeedsCsum != 0 {
+		binary.LittleEndian.PutUint16(vnet[6:], binary.LittleEndian.Uint16(vnet[6:])+ethHdrLen)
 	}
-}
-
-// send sends the packet in w.iov[:niov] to hop.
-func (w *nicWriter) send(hop nextHop, proto uint16, niov int) tcpip.Error {
-	p := w.n.port(hop.ifindex)
-	if p == nil {
-		w.n.noNextHop.Add(1)
-		return &tcpip.ErrHostUnreachable{}
+	if hl := binary.LittleEndian.Uint16(vnet[2:]); hl != 0 {
+		binary.LittleEndian.PutUint16(vnet[2:], hl+ethHdrLen)
 	}
-	w.sll = unix.RawSockaddrLinklayer{
+	var eth [ethHdrLen]byte
+	copy(eth[0:6], hop.mac[:])
+	copy(eth[6:12], p.mac[:])
+	binary.BigEndian.PutUint16(eth[12:], proto)
+	sll := unix.RawSockaddrLinklayer{
 		Family:   unix.AF_PACKET,
 		Protocol: htons(proto),
 		Ifindex:  int32(hop.ifindex),
-		Halen:    6,
 	}
-	copy(w.sll.Addr[:], hop.mac[:])
-	w.msg.SetIovlen(niov)
-	fd := p.fds[w.queue%len(p.fds)]
-	_, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&w.msg)), unix.MSG_DONTWAIT)
+	var iov [3]unix.Iovec
+	iov[0].Base, iov[1].Base, iov[2].Base = &vnet[0], &eth[0], &b[tun.VnetHdrLen]
+	iov[0].SetLen(tun.VnetHdrLen)
+	iov[1].SetLen(ethHdrLen)
+	iov[2].SetLen(len(b) - tun.VnetHdrLen)
+	msg := unix.Msghdr{Name: (*byte)(unsafe.Pointer(&sll)), Namelen: unix.SizeofSockaddrLinklayer, Iov: &iov[0]}
+	msg.SetIovlen(len(iov))
+	fd := p.fds[queue%len(p.fds)]
+	_, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT)
 	if errno != 0 {
-		return tcpip.TranslateErrno(errno)
+		return errno
 	}
 	return nil
 }

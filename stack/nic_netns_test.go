@@ -1,20 +1,25 @@
 package stack
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/map646/map646/internal/netnstest"
+	"github.com/map646/map646/internal/testenv"
+	"github.com/map646/map646/stack/tun"
 	"github.com/map646/map646/stack/xlat"
 )
 
@@ -30,10 +35,19 @@ const (
 func (m linkMode) String() string { return [...]string{"nic", "fd", "kernel"}[m] }
 
 // newModeTopology is newTopology's address plan served in another link
-// mode. The client and server namespaces send complete packets (no TSO, no
-// partial checksums): in NIC mode their veth peers are the translator's
-// NICs, and a real NIC never hands the host either.
+// mode. In NIC mode every veth has GRO on (as NIC drivers do) and the
+// client and server keep their veths' transmit offloads (partial
+// checksums, TSO and GSO super-packets, which a veth hands its peer, the
+// translator's NIC, as they are); the other modes have the client and
+// server send complete packets.
 func newModeTopology(t testing.TB, mode linkMode, mtu6, queues int) *topology {
+	return newModeTopologyOffloads(t, mode, mtu6, queues, true)
+}
+
+// newModeTopologyOffloads is newModeTopology with, in NIC mode, the
+// client's and server's TSO and GSO on (tso) or off: off, the
+// super-packets the translator sees are GRO's alone.
+func newModeTopologyOffloads(t testing.TB, mode linkMode, mtu6, queues int, tso bool) *topology {
 	t.Helper()
 	netnstest.RequireTun(t, "dp-")
 	tp := &topology{
@@ -58,8 +72,18 @@ func newModeTopology(t testing.TB, mode linkMode, mtu6, queues int) *topology {
 	} {
 		tp.srv.Run(c...)
 	}
-	completePackets(t, tp.cli, "c4")
-	completePackets(t, tp.srv, "s6")
+	if mode == modeNIC {
+		for _, p := range []struct {
+			ns   *netnstest.NS
+			name string
+		}{{tp.cli, "c4"}, {tp.srv, "s6"}, {tp.xlat, "x4"}, {tp.xlat, "x6"}} {
+			setOffloads(t, p.ns, p.name, true, ethtoolSGRO, ethtoolSTXCSUM)
+			setOffloads(t, p.ns, p.name, tso, ethtoolSTSO, ethtoolSGSO)
+		}
+	} else {
+		setOffloads(t, tp.cli, "c4", false, ethtoolSTSO, ethtoolSGSO, ethtoolSTXCSUM)
+		setOffloads(t, tp.srv, "s6", false, ethtoolSTSO, ethtoolSGSO, ethtoolSTXCSUM)
+	}
 	if mode == modeKernel {
 		tp.srv.Run("ip", "addr", "add", "203.0.113.18/28", "dev", "s6")
 		tp.srv.Run("ip", "addr", "add", serverV4+"/32", "dev", "lo")
@@ -146,9 +170,9 @@ func newModeTopology(t testing.TB, mode linkMode, mtu6, queues int) *topology {
 	return tp
 }
 
-// completePackets turns transmit checksum offload, TSO and GSO off on
-// interface name in ns.
-func completePackets(t testing.TB, ns *netnstest.NS, name string) {
+// setOffloads switches the offloads of cmds (ethtool set commands) on or
+// off on interface name in ns.
+func setOffloads(t testing.TB, ns *netnstest.NS, name string, on bool, cmds ...uint32) {
 	t.Helper()
 	err := ns.Do(func() error {
 		fd, err := ethtoolSocket()
@@ -156,8 +180,8 @@ func completePackets(t testing.TB, ns *netnstest.NS, name string) {
 			return err
 		}
 		defer unix.Close(fd)
-		for _, cmd := range []uint32{ethtoolSTSO, ethtoolSGSO, ethtoolSTXCSUM} {
-			if err := setOffload(fd, name, cmd, false); err != nil {
+		for _, cmd := range cmds {
+			if err := setOffload(fd, name, cmd, on); err != nil {
 				return err
 			}
 		}
@@ -375,8 +399,8 @@ func TestNetnsNICFanout(t *testing.T) {
 }
 
 // TestNICPathAllocs: in NIC mode the host filter, the Handler, the engine
-// and the writer (next hop lookup, sendmsg on a real AF_PACKET socket)
-// allocate nothing per packet once the next hop is resolved.
+// and the socket's Write (next hop lookup, sendto on a real AF_PACKET
+// socket) allocate nothing per packet once the next hop is resolved.
 func TestNICPathAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts of gVisor's pooled PacketBuffers are meaningless under -race")
@@ -396,12 +420,13 @@ func TestNICPathAllocs(t *testing.T) {
 			return err
 		}
 		p := &nicPort{name: "x6", ifindex: ifc.Index, mtu: ifc.MTU}
+		n.ports = []*nicPort{p}
 		fd, err := openPacketSocket(ifc.Index, true, p)
 		if err != nil {
 			return err
 		}
 		p.fds = []int{fd}
-		n.ports = []*nicPort{p}
+		p.files = []*os.File{os.NewFile(uintptr(fd), "x6")}
 		return nil
 	})
 	if err != nil {
@@ -409,21 +434,174 @@ func TestNICPathAllocs(t *testing.T) {
 	}
 	n.res = newResolver(&fakeNeighKernel{}, []int{n.ports[0].ifindex}, n.log)
 	n.res.dsts[netip.MustParseAddr(serverV6)] = nextHop{ifindex: n.ports[0].ifindex, via: netip.MustParseAddr(serverV6), mac: [6]byte{2, 0, 0, 0, 0, 1}, resolved: true}
-	w := newNICWriter(n, 0)
-	h := NewHandler(w, 1, func() Translator { return testEngine(t).NewWorker() }, nil)
-	probe := chainedPacket(ipv6(header.UDPProtocolNumber, cli6, srv6, make([]byte, 8)))
-	if err := w.write(probe); err != nil {
+	conn, err := newNICConn(n, n.ports[0].files[0], 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := append(make([]byte, tun.VnetHdrLen), ipv6(header.UDPProtocolNumber, cli6, srv6, make([]byte, 8))...)
+	if _, err := conn.Write(probe); err != nil {
 		t.Errorf("write: %v", err)
 	}
-	probe.DecRef()
+	ep := tun.NewEndpointConns([]tun.Conn{conn}, 1520, allOffloads)
+	h := NewHandler(ep, 1, func() Translator { return testEngine(t).NewWorker() }, nil)
 	f := &hostFilter{local: &n.local, h: h}
+	if !f.TakesFrames(ep) {
+		t.Fatal("the filter does not pass the endpoint's frames to the Handler")
+	}
 	c := handlerCases()[0] // IPv4 TCP, 1500 bytes, to the server
-	pkt := chainedPacket(c.pkt, 128, 384)
-	defer pkt.DecRef()
-	if a := testing.AllocsPerRun(500, func() { f.DeliverNetworkPacket(header.IPv4ProtocolNumber, pkt) }); a != 0 {
+	frame := ep.Frame(0)
+	deliver := func() {
+		// What the endpoint does for each packet it reads.
+		copy(frame.Bytes()[tun.FramePacket:], c.pkt)
+		frame.Offload = xlat.Offload{}
+		pkt := frame.PacketBuffer(tun.FramePacket, tun.FramePacket+len(c.pkt))
+		f.DeliverNetworkPacket(header.IPv4ProtocolNumber, pkt)
+		pkt.DecRef()
+	}
+	deliver()
+	if a := testing.AllocsPerRun(500, deliver); a != 0 {
 		t.Errorf("%v allocations per packet", a)
 	}
 	if s := h.Stats(); s.Writes == 0 || s.WriteErrors != 0 {
 		t.Errorf("handler stats %+v", s)
+	}
+}
+
+// TestNetnsNICSuperPackets: in NIC mode GSO super-packets cross the
+// translator whole, both ways, whether the sender's TSO made them (tso) or
+// the translator's NIC's GRO merged them (gro, the senders' TSO and GSO
+// off): 2 x 20 MiB of TCP (SHA-256 checked) take far fewer reads than
+// segments, with partial checksums from the senders' transmit checksum
+// offload completed by the kernel on the way out. A UDP_SEGMENT (USO)
+// send of ten datagrams crosses as one super-packet each way and arrives
+// as ten intact datagrams.
+func TestNetnsNICSuperPackets(t *testing.T) {
+	for _, tso := range []bool{true, false} {
+		name := map[bool]string{true: "tso", false: "gro"}[tso]
+		t.Run(name, func(t *testing.T) {
+			tp := newModeTopologyOffloads(t, modeNIC, 1520, 1, tso)
+			const size = 20 << 20
+			before := tp.dp.LinkStats().Reads
+			transferTCP(t, tp, size, true)
+			transferTCP(t, tp, size, false)
+			reads := tp.dp.LinkStats().Reads - before
+			// Over 14000 full-size segments each way, and ACKs.
+			t.Logf("%d reads for 2 x %d bytes", reads, size)
+			if reads > size/1448 {
+				t.Errorf("%d reads for 2 x %d bytes: no super-packets", reads, size)
+			}
+			if tso {
+				usoCrosses(t, tp, xlat.Dir46)
+				usoCrosses(t, tp, xlat.Dir64)
+			}
+			s := tp.dp.LinkStats()
+			if s.WriteErrors != 0 || s.InvalidVnetHdr != 0 || s.ReadErrors != 0 || s.NoNextHop != 0 {
+				t.Errorf("link errors: %+v", s)
+			}
+		})
+	}
+}
+
+// usoCrosses sends ten datagrams of 1000 bytes in one UDP_SEGMENT write
+// across the translator in direction dir (4to6: client to server) and
+// checks that they arrive intact and that the engine translated one
+// super-packet.
+func usoCrosses(t *testing.T, tp *topology, dir xlat.Dir) {
+	t.Helper()
+	from, to := tp.cli, tp.srv
+	lnet, lip, dnet, dip := "udp6", serverV6, "udp4", serverV4
+	if dir == xlat.Dir64 {
+		from, to = tp.srv, tp.cli
+		lnet, lip, dnet, dip = "udp4", clientV4, "udp6", clientInV6
+	}
+	var srv *net.UDPConn
+	if err := to.Do(func() (err error) {
+		srv, err = net.ListenUDP(lnet, &net.UDPAddr{IP: net.ParseIP(lip)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var c *net.UDPConn
+	if err := from.Do(func() error {
+		cc, err := net.Dial(dnet, net.JoinHostPort(dip, strconv.Itoa(srv.LocalAddr().(*net.UDPAddr).Port)))
+		c, _ = cc.(*net.UDPConn)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rc, _ := c.SyscallConn()
+	var serr error
+	rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, 1000) })
+	if serr != nil {
+		testenv.SkipOrFailf(t, "UDP_SEGMENT: %v", serr)
+	}
+	before := tp.eng.Totals().Packets[dir][xlat.ProtoUDP]
+	const n = 10
+	msg := make([]byte, n*1000)
+	for i := range msg {
+		msg[i] = byte(i/1000 + 1)
+	}
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 65536)
+	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for i := range n {
+		m, err := srv.Read(buf)
+		if err != nil {
+			t.Fatalf("%s: datagram %d: %v", dir, i, err)
+		}
+		if m != 1000 || !bytes.Equal(buf[:m], msg[i*1000:(i+1)*1000]) {
+			t.Fatalf("%s: datagram %d: %d bytes, first %d", dir, i, m, buf[0])
+		}
+	}
+	// The queue publishes its counts when it finds its socket empty.
+	var got uint64
+	for deadline := time.Now().Add(5 * time.Second); got == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		got = tp.eng.Totals().Packets[dir][xlat.ProtoUDP] - before
+	}
+	if got != 1 {
+		t.Errorf("%s: engine translated %d UDP packets for one USO send, want 1 super-packet", dir, got)
+	}
+}
+
+// TestNetnsNICDeleted: when one of its NICs is deleted, the NIC data path
+// stops, Wait returns an error naming the NIC, and it reports unhealthy
+// (the daemon then withdraws its routes).
+func TestNetnsNICDeleted(t *testing.T) {
+	netnstest.Require(t, "dp-")
+	ns := netnstest.New(t, "dp-nicdel-")
+	peer := netnstest.New(t, "dp-nicpeer-")
+	netnstest.Veth(t, ns, "x4", peer, "p4")
+	netnstest.Veth(t, ns, "x6", peer, "p6")
+	ns.Run("sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var d *Datapath
+	if err := ns.Do(func() (err error) {
+		d, err = ServeNIC(ctx, testEngine(t), NICConfig{IPv4: "x4", IPv6: "x6", Queues: 2}, nil)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !d.Healthy() {
+		t.Fatalf("unhealthy at start: %v", d.Check())
+	}
+	ns.Run("ip", "link", "del", "x4")
+	done := make(chan error, 1)
+	go func() { done <- d.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "x4") {
+			t.Errorf("Wait = %v, want an error naming x4", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("data path still running after its NIC was deleted")
+	}
+	if d.Healthy() {
+		t.Error("healthy without its NIC")
 	}
 }

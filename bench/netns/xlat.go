@@ -119,67 +119,6 @@ type map646Translator struct {
 	proc      *process
 	tuns      []*os.File // fd mode: the harness's copies of the inherited tun's queues
 	noFwd     bool       // forwarding was turned off and must be restored
-	// NIC mode: the client's and server's veth offloads as they were
-	// before start turned checksum offload off; stop restores them.
-	saved []savedOffloads
-}
-
-// savedOffloads is one veth's checksum and segmentation offload state.
-type savedOffloads struct {
-	ns, ifc string
-	state   map[string]string // ethtool -k feature -> on/off
-}
-
-// checksumOffloads are the ethtool -K names of the features NIC mode turns
-// off on the sending veths, keyed by their ethtool -k names.
-var checksumOffloads = [][2]string{
-	{"tx-checksumming", "tx"},
-	{"tcp-segmentation-offload", "tso"},
-	{"generic-segmentation-offload", "gso"},
-}
-
-// completeChecksums turns tx checksum offload, TSO and GSO off on the
-// client's and server's veths and records how they were. A veth with tx
-// checksum offload hands its peer TCP and UDP packets whose checksum is
-// only partial (CHECKSUM_PARTIAL), and AF_PACKET without PACKET_VNET_HDR
-// gives the translator no way to tell: it would translate them with a wrong
-// checksum and the receiver would drop every segment. A real NIC always
-// delivers complete checksums; this makes the veths do the same.
-func (x *map646Translator) completeChecksums(ctx context.Context, t topology) error {
-	for _, p := range [][2]string{{t.Client, clientIf}, {t.Server, serverIf}} {
-		state, err := offloads(ctx, p[0], p[1])
-		if err != nil {
-			return err
-		}
-		args := []string{"ethtool", "-K", p[1]}
-		for _, f := range checksumOffloads {
-			if state[f[0]] == "" {
-				return fmt.Errorf("ethtool -k %s: no %s", p[1], f[0])
-			}
-			args = append(args, f[1], "off")
-		}
-		x.saved = append(x.saved, savedOffloads{ns: p[0], ifc: p[1], state: state})
-		if _, err := runIn(ctx, p[0], args...); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// restoreOffloads puts back what completeChecksums changed.
-func (x *map646Translator) restoreOffloads(ctx context.Context) error {
-	var first error
-	for _, s := range x.saved {
-		args := []string{"ethtool", "-K", s.ifc}
-		for _, f := range checksumOffloads {
-			args = append(args, f[1], s.state[f[0]])
-		}
-		if _, err := runIn(ctx, s.ns, args...); err != nil && first == nil {
-			first = err
-		}
-	}
-	x.saved = nil
-	return first
 }
 
 const (
@@ -247,9 +186,6 @@ func (x *map646Translator) start(ctx context.Context, t topology) (*process, err
 		if err := setForwarding(ctx, t, false); err != nil {
 			return nil, err
 		}
-		if err := x.completeChecksums(ctx, t); err != nil {
-			return nil, err
-		}
 	}
 	// A control socket of its own: the default path is shared by every
 	// map646 on the machine, whatever its network namespace.
@@ -287,9 +223,6 @@ func (x *map646Translator) stop(ctx context.Context, t topology) error {
 		if ferr := setForwarding(ctx, t, true); ferr != nil && err == nil {
 			err = ferr
 		}
-	}
-	if oerr := x.restoreOffloads(ctx); oerr != nil && err == nil {
-		err = oerr
 	}
 	return err
 }

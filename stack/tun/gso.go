@@ -106,19 +106,24 @@ func OffloadFromPacket(pkt *gvstack.PacketBuffer, b []byte, off *xlat.Offload) (
 // CopyPacket copies the whole of pkt (headers and data) into dst without
 // allocating; ok is false if it does not fit.
 func CopyPacket(dst []byte, pkt *gvstack.PacketBuffer) (n int, ok bool) {
+	n = CopyHead(dst, pkt)
+	return n, n == pkt.Size()
+}
+
+// CopyHead copies the first len(dst) bytes of pkt (headers and data), or
+// all of it if it is shorter, into dst without allocating, and returns how
+// many it copied: a look at a packet's headers whatever views hold them.
+func CopyHead(dst []byte, pkt *gvstack.PacketBuffer) int {
+	n := 0
 	views, skip := pkt.AsViewList()
-	for v := views.Front(); v != nil; v = v.Next() {
+	for v := views.Front(); v != nil && n < len(dst); v = v.Next() {
 		s := v.AsSlice()
 		if skip >= len(s) {
 			skip -= len(s)
 			continue
 		}
-		s = s[skip:]
+		n += copy(dst[n:], s[skip:])
 		skip = 0
-		if len(s) > len(dst)-n {
-			return n, false
-		}
-		n += copy(dst[n:], s)
 	}
-	return n, true
+	return n
 }

@@ -102,4 +102,16 @@ func TestCopyPacket(t *testing.T) {
 	if _, ok := CopyPacket(dst[:999], pkt); ok {
 		t.Error("copy into a short buffer succeeded")
 	}
+	// CopyHead: a prefix that ends inside the first view, one across
+	// views, and a buffer larger than the packet.
+	for _, want := range []int{0, 5, 7, 40, 501, 1000} {
+		clear(dst)
+		if n := CopyHead(dst[:want], pkt); n != want || !bytes.Equal(dst[:n], data[:want]) {
+			t.Errorf("CopyHead of %d bytes copied %d: %v", want, n, dst[:n])
+		}
+	}
+	big := make([]byte, 2000)
+	if n := CopyHead(big, pkt); n != 1000 || !bytes.Equal(big[:n], data) {
+		t.Errorf("CopyHead into 2000 bytes copied %d", n)
+	}
 }
