@@ -42,13 +42,17 @@ func sum16(a *[16]byte) uint16 {
 // at f. Full form (partial false): RFC 1624 eqn. 3, HC' = ~(~HC + d).
 // Partial form: the field holds a non-complemented sum, so HC' = HC + d.
 // zeroToFFFF maps a full-form result of 0 to 0xffff, as UDP requires.
+//
+// One csumAdd for both forms keeps adjust within the inlining budget: it
+// runs once or twice per packet.
 func adjust(f []byte, d uint16, partial, zeroToFFFF bool) {
 	c := be16(f)
-	if partial {
-		c = csumAdd(c, d)
-	} else {
-		c = ^csumAdd(^c, d)
-		if c == 0 && zeroToFFFF {
+	if !partial {
+		c = ^c
+	}
+	c = csumAdd(c, d)
+	if !partial {
+		if c = ^c; c == 0 && zeroToFFFF {
 			c = 0xffff
 		}
 	}

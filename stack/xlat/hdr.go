@@ -53,18 +53,18 @@ type fragment struct {
 // copied into the Traffic Class (flow label 0); ulen is the length of
 // what follows the header(s); nh is the upper-layer protocol.
 func putIPv6(h []byte, tos, hlim, nh byte, ulen int, src, dst *[16]byte, f fragment) {
-	h[0] = 0x60 | tos>>4
-	h[1] = tos << 4
-	h[2], h[3] = 0, 0
-	put16(h[ip6PayloadLen:], uint16(len(h)-ip6Size+ulen))
-	h[ip6HopLimit] = hlim
-	copy(h[ip6Src:ip6Dst], src[:])
-	copy(h[ip6Dst:ip6Size], dst[:])
+	// Whole words and arrays: one bounds check, few stores.
+	fixed := (*[ip6Size]byte)(h)
+	put32(fixed[:], 6<<28|uint32(tos)<<20)
+	put16(fixed[ip6PayloadLen:], uint16(len(h)-ip6Size+ulen))
+	fixed[ip6HopLimit] = hlim
+	*(*[16]byte)(fixed[ip6Src:]) = *src
+	*(*[16]byte)(fixed[ip6Dst:]) = *dst
 	if len(h) == ip6Size {
-		h[ip6NextHeader] = nh
+		fixed[ip6NextHeader] = nh
 		return
 	}
-	h[ip6NextHeader] = protoFragment
+	fixed[ip6NextHeader] = protoFragment
 	fh := h[ip6Size:]
 	fh[0], fh[1] = nh, 0
 	m := uint16(0)
@@ -122,29 +122,32 @@ func fixL4(proto byte, l4 []byte, d uint16, partial bool) {
 // fixTransport is sections 4.5 and 5.5 for the TCP or UDP header of an
 // outer packet, alike in both directions: the checksum follows the
 // pseudo-header (delta), and a SYN's MSS is clamped to what both next
-// hops carry. It returns the transport header length
-// (for offload); a later fragment has no header to fix.
-func (s *state) fixTransport(proto byte, l4 []byte, first bool, delta uint16, partial bool) (l4hdr int, why Reason) {
+// hops carry. It returns the transport header length (for offload), and
+// noCsum for the first fragment of a UDP datagram without a checksum
+// (zero, and not partial), which it leaves alone; a later fragment has
+// no header to fix.
+func (s *state) fixTransport(proto byte, l4 []byte, first bool, delta uint16, partial bool) (l4hdr int, noCsum bool, why Reason) {
 	if proto == protoUDP {
 		if first {
 			if len(l4) < udpSize {
-				return 0, ReasonMalformed
+				return 0, false, ReasonMalformed
 			}
-			if partial || be16(l4[udpChecksum:]) != 0 {
-				adjust(l4[udpChecksum:udpChecksum+2], delta, partial, true)
+			if !partial && be16(l4[udpChecksum:]) == 0 {
+				return udpSize, true, ReasonNone
 			}
+			adjust(l4[udpChecksum:udpChecksum+2], delta, partial, true)
 		}
-		return udpSize, ReasonNone
+		return udpSize, false, ReasonNone
 	}
 	if !first {
-		return 0, ReasonNone
+		return 0, false, ReasonNone
 	}
 	if l4hdr = tcpHeaderLen(l4); l4hdr == 0 {
-		return 0, ReasonMalformed
+		return 0, false, ReasonMalformed
 	}
 	adjust(l4[tcpChecksum:tcpChecksum+2], delta, partial, false)
 	clampMSS(l4, l4hdr, s.maxMSS(), partial)
-	return l4hdr, ReasonNone
+	return l4hdr, false, ReasonNone
 }
 
 // echoType is RFC 7915 sections 4.2 (to6) and 5.2: the type of an Echo

@@ -7,8 +7,7 @@ import "github.com/map646/map646/mapping"
 type in4 struct {
 	p          []byte // the packet, cut to its Total Length
 	ihl        int
-	df, mf     bool
-	fo         uint16 // Fragment Offset, 8-byte units
+	ff         uint16 // the Flags and Fragment Offset word
 	proto      byte
 	src, dst   [4]byte
 	l4         []byte
@@ -17,8 +16,11 @@ type in4 struct {
 	delta      uint16 // the pseudo-header change from the IPv4 to the IPv6 addresses
 }
 
-func (q *in4) isFrag() bool { return q.mf || q.fo != 0 }
-func (q *in4) first() bool  { return q.fo == 0 }
+func (q *in4) df() bool     { return q.ff&ip4DF != 0 }
+func (q *in4) mf() bool     { return q.ff&ip4MF != 0 }
+func (q *in4) fo() uint16   { return q.ff & ip4FOMask } // in 8-byte units
+func (q *in4) isFrag() bool { return q.ff&(ip4MF|ip4FOMask) != 0 }
+func (q *in4) first() bool  { return q.ff&ip4FOMask == 0 }
 
 // hlen6 is the length of the IPv6 header(s) of section 4.1: a Fragment
 // header follows the fixed header for an IPv4 fragment.
@@ -41,11 +43,9 @@ func (q *in4) parse(p []byte) Reason {
 		return ReasonMalformed
 	}
 	p = p[:tot]
-	ff := be16(p[ip4FlagsFO:])
 	// Field by field: a composite literal is built aside and copied, at a
 	// cost the benchmarks see.
-	q.p, q.ihl, q.l4 = p, ihl, p[ihl:]
-	q.df, q.mf, q.fo = ff&ip4DF != 0, ff&ip4MF != 0, ff&ip4FOMask
+	q.p, q.ihl, q.l4, q.ff = p, ihl, p[ihl:], be16(p[ip4FlagsFO:])
 	q.proto, q.src, q.dst = p[ip4Proto], [4]byte(p[ip4Src:]), [4]byte(p[ip4Dst:])
 	q.isErr = q.proto == protoICMPv4 && q.first() && len(q.l4) > 0 && isICMPv4Error(q.l4[0])
 	return ReasonNone
@@ -100,7 +100,7 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	if s.decTTL && !bool(hp) {
 		ttl--
 	}
-	putIPv6(buf[ns:ns+hlen], tos, ttl, nh, len(q.l4), &q.src6, &q.dst6, fragment{q.fo, q.mf, uint32(id)})
+	putIPv6(buf[ns:ns+hlen], tos, ttl, nh, len(q.l4), &q.src6, &q.dst6, fragment{q.fo(), q.mf(), uint32(id)})
 	if udpCompute {
 		// RFC 7915 section 4.5: IPv6 requires the UDP checksum IPv4 left out.
 		put16(q.l4[udpChecksum:], pseudo6(&q.src6, &q.dst6, uint32(len(q.l4)), protoUDP))
@@ -186,12 +186,12 @@ func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass) (why R
 func (w *Worker) size46(s *state, q *in4, sink Sink, hp hairpinPass) (hlen int, split bool, why Reason) {
 	hlen = q.hlen6()
 	switch len6 := hlen + len(q.l4); {
-	case q.df && s.mtu6 > 0 && len6 > s.mtu6:
+	case q.df() && s.mtu6 > 0 && len6 > s.mtu6:
 		if q.first() && !bool(hp) {
 			w.emitError4(s, q.p, 3, 4, uint32(s.mtu6-(hlen-q.ihl)), sink)
 		}
 		return hlen, false, ReasonTooBig
-	case !q.df && len6 > s.lowest:
+	case !q.df() && len6 > s.lowest:
 		return ip6Size + frag6Size, true, ReasonNone
 	}
 	return hlen, false, ReasonNone
@@ -209,10 +209,11 @@ func (s *state) transport46(q *in4, partial bool) (nh byte, l4hdr int, udpComput
 		if cls = ProtoTCP; q.proto == protoUDP {
 			cls = ProtoUDP
 		}
-		if l4hdr, why = s.fixTransport(q.proto, q.l4, q.first(), q.delta, partial); why != ReasonNone {
+		var noCsum bool
+		if l4hdr, noCsum, why = s.fixTransport(q.proto, q.l4, q.first(), q.delta, partial); why != ReasonNone {
 			return nh, 0, false, cls, why
 		}
-		if q.proto == protoUDP && q.first() && be16(q.l4[udpChecksum:]) == 0 && !partial {
+		if noCsum {
 			// Section 4.5: IPv6 requires a UDP checksum.
 			switch {
 			case q.isFrag():

@@ -203,7 +203,7 @@ func (s *state) transport64(q *in6, partial bool) (proto byte, l4hdr int, cls Pr
 		if cls = ProtoTCP; proto == protoUDP {
 			cls = ProtoUDP
 		}
-		if l4hdr, why = s.fixTransport(proto, q.l4, q.first(), q.delta, partial); why != ReasonNone {
+		if l4hdr, _, why = s.fixTransport(proto, q.l4, q.first(), q.delta, partial); why != ReasonNone {
 			return proto, 0, cls, why
 		}
 	case protoICMPv6:
