@@ -3,24 +3,31 @@ package xlat
 import "github.com/map646/map646/mapping"
 
 // in4 is an IPv4 packet on its way to IPv6 and what the steps of RFC 7915
-// section 4 have learnt about it.
+// section 4 have learnt about it. The fields of the fixed header are read
+// through h, which needs no bounds checks, when a step needs them.
 type in4 struct {
-	p          []byte // the packet, cut to its Total Length
-	ihl        int
-	ff         uint16 // the Flags and Fragment Offset word
-	proto      byte
-	src, dst   [4]byte
-	l4         []byte
-	isErr      bool // an ICMPv4 error (RFC 792), not a later fragment of one
-	src6, dst6 [16]byte
-	delta      uint16 // the pseudo-header change from the IPv4 to the IPv6 addresses
+	p          []byte         // the packet, cut to its Total Length
+	h          *[ip4Size]byte // its fixed header (RFC 791 section 3.1)
+	ihl        int            // its header length, options included
+	l4         []byte         // what follows the header
+	src6, dst6 [16]byte       // the addresses of section 4.1
+	delta      uint16         // the pseudo-header change from the IPv4 to the IPv6 addresses
 }
 
-func (q *in4) df() bool     { return q.ff&ip4DF != 0 }
-func (q *in4) mf() bool     { return q.ff&ip4MF != 0 }
-func (q *in4) fo() uint16   { return q.ff & ip4FOMask } // in 8-byte units
-func (q *in4) isFrag() bool { return q.ff&(ip4MF|ip4FOMask) != 0 }
-func (q *in4) first() bool  { return q.ff&ip4FOMask == 0 }
+func (q *in4) ff() uint16   { return be16(q.h[ip4FlagsFO:]) } // Flags and Fragment Offset
+func (q *in4) df() bool     { return q.ff()&ip4DF != 0 }
+func (q *in4) mf() bool     { return q.ff()&ip4MF != 0 }
+func (q *in4) fo() uint16   { return q.ff() & ip4FOMask } // in 8-byte units
+func (q *in4) isFrag() bool { return q.ff()&(ip4MF|ip4FOMask) != 0 }
+func (q *in4) first() bool  { return q.ff()&ip4FOMask == 0 }
+func (q *in4) proto() byte  { return q.h[ip4Proto] }
+func (q *in4) src() [4]byte { return [4]byte(q.h[ip4Src:]) }
+func (q *in4) dst() [4]byte { return [4]byte(q.h[ip4Dst:]) }
+
+// isErr reports an ICMPv4 error (RFC 792), not a later fragment of one.
+func (q *in4) isErr() bool {
+	return q.h[ip4Proto] == protoICMPv4 && q.first() && len(q.l4) > 0 && isICMPv4Error(q.l4[0])
+}
 
 // hlen6 is the length of the IPv6 header(s) of section 4.1: a Fragment
 // header follows the fixed header for an IPv4 fragment.
@@ -43,11 +50,7 @@ func (q *in4) parse(p []byte) Reason {
 		return ReasonMalformed
 	}
 	p = p[:tot]
-	// Field by field: a composite literal is built aside and copied, at a
-	// cost the benchmarks see.
-	q.p, q.ihl, q.l4, q.ff = p, ihl, p[ihl:], be16(p[ip4FlagsFO:])
-	q.proto, q.src, q.dst = p[ip4Proto], [4]byte(p[ip4Src:]), [4]byte(p[ip4Dst:])
-	q.isErr = q.proto == protoICMPv4 && q.first() && len(q.l4) > 0 && isICMPv4Error(q.l4[0])
+	q.p, q.h, q.ihl, q.l4 = p, (*[ip4Size]byte)(p), ihl, p[ihl:]
 	return ReasonNone
 }
 
@@ -65,22 +68,22 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	case why != ReasonNone:
 		return drop(r, why)
 	}
-	if s.decTTL && !bool(hp) && q.p[ip4TTL] <= 1 {
+	if s.decTTL && !bool(hp) && q.h[ip4TTL] <= 1 {
 		// Section 4.1: as a router, Time Exceeded in Transit.
-		if !q.isErr && q.first() {
+		if !q.isErr() && q.first() {
 			w.emitError4(s, q.p, 11, 0, 0, sink)
 		}
 		return drop(r, ReasonTTLExceeded)
 	}
 	gso := off != nil && off.GSOType&^GSOECN != GSONone
 	hlen, split := q.hlen6(), false
-	if !gso && !q.isErr && hlen+len(q.l4) > s.fit6 {
+	if !gso && !q.isErr() && hlen+len(q.l4) > s.fit6 {
 		var why Reason
 		if hlen, split, why = w.size46(s, &q, sink, hp); why != ReasonNone {
 			return drop(r, why)
 		}
 	}
-	if q.proto == protoICMPv4 && !q.isFrag() && len(q.l4) >= icmpSize && icmpErrorType46(q.l4[0]) {
+	if q.proto() == protoICMPv4 && !q.isFrag() && len(q.l4) >= icmpSize && icmpErrorType46(q.l4[0]) {
 		return w.icmpError46(s, buf, start, end, &q, off, sink, hp)
 	}
 	partial := partialCsum(off)
@@ -96,7 +99,7 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	// first. With a tun, the host kernel decremented the TTL on the way in;
 	// with DecrementTTL the translator does (a hairpin's hop was counted
 	// on its way in).
-	tos, ttl, id := q.p[ip4TOS], q.p[ip4TTL], be16(q.p[ip4ID:])
+	tos, ttl, id := q.h[ip4TOS], q.h[ip4TTL], be16(q.h[ip4ID:])
 	if s.decTTL && !bool(hp) {
 		ttl--
 	}
@@ -122,8 +125,8 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 // only the prefix expresses, and the source route options the section
 // refuses.
 func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass) (why Reason, echo bool) {
-	src, dst := q.src, q.dst
-	if illegal4(src) && !q.isErr {
+	src, dst := q.src(), q.dst()
+	if illegal4(src) && !q.isErr() {
 		// Sections 4.1 and 4.3: the illegal-source check does not apply to
 		// ICMPv4 errors, which routers in any space may send.
 		return ReasonSrcIllegal, false
@@ -135,13 +138,13 @@ func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass) (why R
 		return ReasonDenied, false
 	}
 	if s4 := src; s.special && s.maybe4(s4, dst) {
-		if q.isErr {
+		if q.isErr() {
 			// The translator's host reports its own forwarding failures
 			// (Time Exceeded, Fragmentation Needed) from its own addresses.
 			s4 = dst
 		}
 		if why := s.check4(s4, dst); why != ReasonNone {
-			return why, why == ReasonOwnAddress && s.isOwn4(dst) && echoRequest4(q.proto, q.isFrag(), q.l4)
+			return why, why == ReasonOwnAddress && s.isOwn4(dst) && echoRequest4(q.proto(), q.isFrag(), q.l4)
 		}
 	}
 	// RFC 7755 / RFC 7757: an IPv4 destination is a server's public address
@@ -168,7 +171,7 @@ func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass) (why R
 	}
 	q.delta = csumAdd(dsrc, ddst)
 	if q.ihl > ip4Size && sourceRouted(q.p[ip4Size:q.ihl]) {
-		if !q.isErr && q.first() {
+		if !q.isErr() && q.first() {
 			w.emitError4(s, q.p, 3, 5, 0, sink)
 		}
 		return ReasonSourceRoute, false
@@ -203,14 +206,14 @@ func (w *Worker) size46(s *state, q *in4, sink Sink, hp hairpinPass) (hlen int, 
 // and whether a zero UDP checksum is to be computed once the addresses
 // are written, and the packet's class for the counters.
 func (s *state) transport46(q *in4, partial bool) (nh byte, l4hdr int, udpCompute bool, cls Proto, why Reason) {
-	nh, cls = q.proto, ProtoOther
-	switch q.proto {
+	nh, cls = q.proto(), ProtoOther
+	switch nh {
 	case protoTCP, protoUDP:
-		if cls = ProtoTCP; q.proto == protoUDP {
+		if cls = ProtoTCP; nh == protoUDP {
 			cls = ProtoUDP
 		}
 		var noCsum bool
-		if l4hdr, noCsum, why = s.fixTransport(q.proto, q.l4, q.first(), q.delta, partial); why != ReasonNone {
+		if l4hdr, noCsum, why = s.fixTransport(nh, q.l4, q.first(), q.delta, partial); why != ReasonNone {
 			return nh, 0, false, cls, why
 		}
 		if noCsum {
