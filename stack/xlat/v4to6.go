@@ -156,7 +156,11 @@ func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass) (why R
 	if dstOrigin != mapping.ByEAM {
 		return ReasonDstUnmapped, false
 	}
-	q.src6, dsrc, srcOrigin = s.hairpinTo6(src, hp)
+	if hp {
+		q.src6, dsrc, srcOrigin = s.hairpinTo6(src, hp)
+	} else { // what hairpinTo6 does then, without its call
+		q.src6, dsrc, srcOrigin = s.m.To6(src)
+	}
 	switch srcOrigin {
 	case mapping.NotTranslatable:
 		return ReasonSrcUnmapped, false
