@@ -119,35 +119,37 @@ func fixL4(proto byte, l4 []byte, d uint16, partial bool) {
 	}
 }
 
-// fixTransport is sections 4.5 and 5.5 for the TCP or UDP header of an
-// outer packet, alike in both directions: the checksum follows the
-// pseudo-header (delta), and a SYN's MSS is clamped to what both next
-// hops carry. It returns the transport header length (for offload), and
-// noCsum for the first fragment of a UDP datagram without a checksum
-// (zero, and not partial), which it leaves alone; a later fragment has
-// no header to fix.
-func (s *state) fixTransport(proto byte, l4 []byte, first bool, delta uint16, partial bool) (l4hdr int, noCsum bool, why Reason) {
-	if proto == protoUDP {
-		if first {
-			if len(l4) < udpSize {
-				return 0, false, ReasonMalformed
-			}
-			if !partial && be16(l4[udpChecksum:]) == 0 {
-				return udpSize, true, ReasonNone
-			}
-			adjust(l4[udpChecksum:udpChecksum+2], delta, partial, true)
-		}
-		return udpSize, false, ReasonNone
+// fixUDP and fixTCP are sections 4.5 and 5.5 for the UDP or TCP header
+// of an outer packet, alike in both directions: the checksum follows the
+// pseudo-header (delta); a later fragment has no header to fix.
+//
+// fixUDP reports noCsum for the first fragment of a datagram without a
+// checksum (zero, and not partial), which it leaves alone.
+func fixUDP(l4 []byte, first bool, delta uint16, partial bool) (noCsum bool, why Reason) {
+	switch {
+	case !first:
+		return false, ReasonNone
+	case len(l4) < udpSize:
+		return false, ReasonMalformed
+	case !partial && be16(l4[udpChecksum:]) == 0:
+		return true, ReasonNone
 	}
+	adjust(l4[udpChecksum:udpChecksum+2], delta, partial, true)
+	return false, ReasonNone
+}
+
+// fixTCP also clamps a SYN's MSS to what both next hops carry, and
+// returns the TCP header length (for offload).
+func (s *state) fixTCP(l4 []byte, first bool, delta uint16, partial bool) (l4hdr int, why Reason) {
 	if !first {
-		return 0, false, ReasonNone
+		return 0, ReasonNone
 	}
 	if l4hdr = tcpHeaderLen(l4); l4hdr == 0 {
-		return 0, false, ReasonMalformed
+		return 0, ReasonMalformed
 	}
 	adjust(l4[tcpChecksum:tcpChecksum+2], delta, partial, false)
 	clampMSS(l4, l4hdr, s.maxMSS(), partial)
-	return l4hdr, false, ReasonNone
+	return l4hdr, ReasonNone
 }
 
 // echoType is RFC 7915 sections 4.2 (to6) and 5.2: the type of an Echo

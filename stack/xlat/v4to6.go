@@ -212,12 +212,14 @@ func (w *Worker) size46(s *state, q *in4, sink Sink, hp hairpinPass) (hlen int, 
 func (s *state) transport46(q *in4, partial bool) (nh byte, l4hdr int, udpCompute bool, cls Proto, why Reason) {
 	nh, cls = q.proto(), ProtoOther
 	switch nh {
-	case protoTCP, protoUDP:
-		if cls = ProtoTCP; nh == protoUDP {
-			cls = ProtoUDP
+	case protoTCP:
+		if l4hdr, why = s.fixTCP(q.l4, q.first(), q.delta, partial); why != ReasonNone {
+			return nh, 0, false, ProtoTCP, why
 		}
-		var noCsum bool
-		if l4hdr, noCsum, why = s.fixTransport(nh, q.l4, q.first(), q.delta, partial); why != ReasonNone {
+		cls = ProtoTCP
+	case protoUDP:
+		noCsum, why := fixUDP(q.l4, q.first(), q.delta, partial)
+		if l4hdr, cls = udpSize, ProtoUDP; why != ReasonNone {
 			return nh, 0, false, cls, why
 		}
 		if noCsum {

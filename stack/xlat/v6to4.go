@@ -199,13 +199,17 @@ func (w *Worker) size64(s *state, q *in6, sink Sink) Reason {
 func (s *state) transport64(q *in6, partial bool) (proto byte, l4hdr int, cls Proto, why Reason) {
 	proto, cls = q.x.nh, ProtoOther
 	switch proto {
-	case protoTCP, protoUDP:
-		if cls = ProtoTCP; proto == protoUDP {
-			cls = ProtoUDP
+	case protoTCP:
+		if l4hdr, why = s.fixTCP(q.l4, q.first(), q.delta, partial); why != ReasonNone {
+			return proto, 0, ProtoTCP, why
 		}
-		if l4hdr, _, why = s.fixTransport(proto, q.l4, q.first(), q.delta, partial); why != ReasonNone {
-			return proto, 0, cls, why
+		cls = ProtoTCP
+	case protoUDP:
+		// A datagram without a checksum keeps none (IPv4 allows it).
+		if _, why = fixUDP(q.l4, q.first(), q.delta, partial); why != ReasonNone {
+			return proto, 0, ProtoUDP, why
 		}
+		l4hdr, cls = udpSize, ProtoUDP
 	case protoICMPv6:
 		ps := ^pseudo6(&q.src6, &q.dst6, uint32(len(q.l4)), protoICMPv6)
 		return protoICMPv4, 0, ProtoICMP, translateEcho(q.l4, q.isFrag(), false, ps, partial)
