@@ -67,12 +67,6 @@ func pseudo6(src, dst *[16]byte, length uint32, nh uint8) uint16 {
 	return csumAdd(s, uint16(nh))
 }
 
-// ipv4HeaderChecksum writes the header checksum of the IPv4 header h.
-func ipv4HeaderChecksum(h []byte) {
-	h[10], h[11] = 0, 0
-	put16(h[10:], ^checksum.Checksum(h, 0))
-}
-
 // complete turns a partial checksum (NEEDS_CSUM: the field at
 // l4[csumOff:] holds the pseudo-header sum) into a full one.
 func complete(l4 []byte, csumOff int, udp bool) {

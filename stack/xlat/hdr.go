@@ -1,6 +1,9 @@
 package xlat
 
-import "gvisor.dev/gvisor/pkg/tcpip/header"
+import (
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
 
 // Field offsets of the headers the engine reads and writes: IPv4 (RFC 791
 // section 3.1), IPv6 (RFC 8200 section 3), its Fragment header (RFC 8200
@@ -14,6 +17,7 @@ const (
 	ip4FlagsFO  = 6
 	ip4TTL      = 8
 	ip4Proto    = 9
+	ip4Checksum = 10
 	ip4Src      = 12
 	ip4Dst      = 16
 	ip4Size     = header.IPv4MinimumSize
@@ -79,14 +83,14 @@ func putIPv6(h []byte, tos, hlim, nh byte, ulen int, src, dst *[16]byte, f fragm
 // packets) and section 5.3 (quoted packets) at h, checksum included.
 // flagsFO is the Flags and Fragment Offset word.
 func putIPv4(h []byte, tos, ttl, proto byte, total int, id, flagsFO uint16, src, dst *[4]byte) {
-	h[0], h[ip4TOS] = 0x45, tos
-	put16(h[ip4TotalLen:], uint16(total))
-	put16(h[ip4ID:], id)
-	put16(h[ip4FlagsFO:], flagsFO)
-	h[ip4TTL], h[ip4Proto] = ttl, proto
-	copy(h[ip4Src:ip4Dst], src[:])
-	copy(h[ip4Dst:ip4Size], dst[:])
-	ipv4HeaderChecksum(h[:ip4Size])
+	// Whole words and arrays: one bounds check, few stores.
+	fixed := (*[ip4Size]byte)(h)
+	put32(fixed[:], 0x45<<24|uint32(tos)<<16|uint32(total)&0xffff)
+	put32(fixed[ip4ID:], uint32(id)<<16|uint32(flagsFO))
+	put32(fixed[ip4TTL:], uint32(ttl)<<24|uint32(proto)<<16) // checksum 0
+	*(*[4]byte)(fixed[ip4Src:]) = *src
+	*(*[4]byte)(fixed[ip4Dst:]) = *dst
+	put16(fixed[ip4Checksum:], ^checksum.Checksum(fixed[:], 0))
 }
 
 // trafficClass is the IPv6 Traffic Class of the header p (RFC 8200
