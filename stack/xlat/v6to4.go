@@ -39,8 +39,10 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 			return drop(r, why)
 		}
 	}
-	if why := w.hops64(s, &q, sink); why != ReasonNone {
-		return drop(r, why)
+	if q.hairpin || s.decTTL { // the only packets hops64 may refuse
+		if why := w.hops64(s, &q, sink); why != ReasonNone {
+			return drop(r, why)
+		}
 	}
 	if gso := off != nil && off.GSOType&^GSOECN != GSONone; s.mtu4 > 0 && ip4Size+len(q.l4) > s.mtu4 && !gso {
 		if why := w.size64(s, &q, sink); why != ReasonNone {
