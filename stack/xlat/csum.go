@@ -42,13 +42,17 @@ func sum16(a *[16]byte) uint16 {
 // at f. Full form (partial false): RFC 1624 eqn. 3, HC' = ~(~HC + d).
 // Partial form: the field holds a non-complemented sum, so HC' = HC + d.
 // zeroToFFFF maps a full-form result of 0 to 0xffff, as UDP requires.
+//
+// One csumAdd for both forms keeps adjust within the inlining budget: it
+// runs once or twice per packet.
 func adjust(f []byte, d uint16, partial, zeroToFFFF bool) {
 	c := be16(f)
-	if partial {
-		c = csumAdd(c, d)
-	} else {
-		c = ^csumAdd(^c, d)
-		if c == 0 && zeroToFFFF {
+	if !partial {
+		c = ^c
+	}
+	c = csumAdd(c, d)
+	if !partial {
+		if c = ^c; c == 0 && zeroToFFFF {
 			c = 0xffff
 		}
 	}
@@ -61,12 +65,6 @@ func pseudo6(src, dst *[16]byte, length uint32, nh uint8) uint16 {
 	s = csumAdd(s, uint16(length>>16))
 	s = csumAdd(s, uint16(length))
 	return csumAdd(s, uint16(nh))
-}
-
-// ipv4HeaderChecksum writes the header checksum of the IPv4 header h.
-func ipv4HeaderChecksum(h []byte) {
-	h[10], h[11] = 0, 0
-	put16(h[10:], ^checksum.Checksum(h, 0))
 }
 
 // complete turns a partial checksum (NEEDS_CSUM: the field at

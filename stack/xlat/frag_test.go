@@ -116,6 +116,9 @@ func TestFragmentLarge46(t *testing.T) {
 		if off != nil && *off != (Offload{}) {
 			t.Errorf("offload not cleared: %+v", off)
 		}
+		if n := w.C.Emitted.Load(); n != uint64(len(sk.pkts)) {
+			t.Errorf("partial=%v: %d packets emitted, %d counted", partial, len(sk.pkts), n)
+		}
 	}
 }
 

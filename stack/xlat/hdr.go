@@ -1,6 +1,9 @@
 package xlat
 
-import "gvisor.dev/gvisor/pkg/tcpip/header"
+import (
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
 
 // Field offsets of the headers the engine reads and writes: IPv4 (RFC 791
 // section 3.1), IPv6 (RFC 8200 section 3), its Fragment header (RFC 8200
@@ -14,6 +17,7 @@ const (
 	ip4FlagsFO  = 6
 	ip4TTL      = 8
 	ip4Proto    = 9
+	ip4Checksum = 10
 	ip4Src      = 12
 	ip4Dst      = 16
 	ip4Size     = header.IPv4MinimumSize
@@ -53,18 +57,18 @@ type fragment struct {
 // copied into the Traffic Class (flow label 0); ulen is the length of
 // what follows the header(s); nh is the upper-layer protocol.
 func putIPv6(h []byte, tos, hlim, nh byte, ulen int, src, dst *[16]byte, f fragment) {
-	h[0] = 0x60 | tos>>4
-	h[1] = tos << 4
-	h[2], h[3] = 0, 0
-	put16(h[ip6PayloadLen:], uint16(len(h)-ip6Size+ulen))
-	h[ip6HopLimit] = hlim
-	copy(h[ip6Src:ip6Dst], src[:])
-	copy(h[ip6Dst:ip6Size], dst[:])
+	// Whole words and arrays: one bounds check, few stores.
+	fixed := (*[ip6Size]byte)(h)
+	put32(fixed[:], 6<<28|uint32(tos)<<20)
+	put16(fixed[ip6PayloadLen:], uint16(len(h)-ip6Size+ulen))
+	fixed[ip6HopLimit] = hlim
+	*(*[16]byte)(fixed[ip6Src:]) = *src
+	*(*[16]byte)(fixed[ip6Dst:]) = *dst
 	if len(h) == ip6Size {
-		h[ip6NextHeader] = nh
+		fixed[ip6NextHeader] = nh
 		return
 	}
-	h[ip6NextHeader] = protoFragment
+	fixed[ip6NextHeader] = protoFragment
 	fh := h[ip6Size:]
 	fh[0], fh[1] = nh, 0
 	m := uint16(0)
@@ -79,14 +83,14 @@ func putIPv6(h []byte, tos, hlim, nh byte, ulen int, src, dst *[16]byte, f fragm
 // packets) and section 5.3 (quoted packets) at h, checksum included.
 // flagsFO is the Flags and Fragment Offset word.
 func putIPv4(h []byte, tos, ttl, proto byte, total int, id, flagsFO uint16, src, dst *[4]byte) {
-	h[0], h[ip4TOS] = 0x45, tos
-	put16(h[ip4TotalLen:], uint16(total))
-	put16(h[ip4ID:], id)
-	put16(h[ip4FlagsFO:], flagsFO)
-	h[ip4TTL], h[ip4Proto] = ttl, proto
-	copy(h[ip4Src:ip4Dst], src[:])
-	copy(h[ip4Dst:ip4Size], dst[:])
-	ipv4HeaderChecksum(h[:ip4Size])
+	// Whole words and arrays: one bounds check, few stores.
+	fixed := (*[ip4Size]byte)(h)
+	put32(fixed[:], 0x45<<24|uint32(tos)<<16|uint32(total)&0xffff)
+	put32(fixed[ip4ID:], uint32(id)<<16|uint32(flagsFO))
+	put32(fixed[ip4TTL:], uint32(ttl)<<24|uint32(proto)<<16) // checksum 0
+	*(*[4]byte)(fixed[ip4Src:]) = *src
+	*(*[4]byte)(fixed[ip4Dst:]) = *dst
+	put16(fixed[ip4Checksum:], ^checksum.Checksum(fixed[:], 0))
 }
 
 // trafficClass is the IPv6 Traffic Class of the header p (RFC 8200
@@ -119,23 +123,28 @@ func fixL4(proto byte, l4 []byte, d uint16, partial bool) {
 	}
 }
 
-// fixTransport is sections 4.5 and 5.5 for the TCP or UDP header of an
-// outer packet, alike in both directions: the checksum follows the
-// pseudo-header (delta), and a SYN's MSS is clamped to what both next
-// hops carry. It returns the transport header length
-// (for offload); a later fragment has no header to fix.
-func (s *state) fixTransport(proto byte, l4 []byte, first bool, delta uint16, partial bool) (l4hdr int, why Reason) {
-	if proto == protoUDP {
-		if first {
-			if len(l4) < udpSize {
-				return 0, ReasonMalformed
-			}
-			if partial || be16(l4[udpChecksum:]) != 0 {
-				adjust(l4[udpChecksum:udpChecksum+2], delta, partial, true)
-			}
-		}
-		return udpSize, ReasonNone
+// fixUDP and fixTCP are sections 4.5 and 5.5 for the UDP or TCP header
+// of an outer packet, alike in both directions: the checksum follows the
+// pseudo-header (delta); a later fragment has no header to fix.
+//
+// fixUDP reports noCsum for the first fragment of a datagram without a
+// checksum (zero, and not partial), which it leaves alone.
+func fixUDP(l4 []byte, first bool, delta uint16, partial bool) (noCsum bool, why Reason) {
+	switch {
+	case !first:
+		return false, ReasonNone
+	case len(l4) < udpSize:
+		return false, ReasonMalformed
+	case !partial && be16(l4[udpChecksum:]) == 0:
+		return true, ReasonNone
 	}
+	adjust(l4[udpChecksum:udpChecksum+2], delta, partial, true)
+	return false, ReasonNone
+}
+
+// fixTCP also clamps a SYN's MSS to what both next hops carry, and
+// returns the TCP header length (for offload).
+func (s *state) fixTCP(l4 []byte, first bool, delta uint16, partial bool) (l4hdr int, why Reason) {
 	if !first {
 		return 0, ReasonNone
 	}

@@ -3,22 +3,31 @@ package xlat
 import "github.com/map646/map646/mapping"
 
 // in4 is an IPv4 packet on its way to IPv6 and what the steps of RFC 7915
-// section 4 have learnt about it.
+// section 4 have learnt about it. The fields of the fixed header are read
+// through h, which needs no bounds checks, when a step needs them.
 type in4 struct {
-	p          []byte // the packet, cut to its Total Length
-	ihl        int
-	df, mf     bool
-	fo         uint16 // Fragment Offset, 8-byte units
-	proto      byte
-	src, dst   [4]byte
-	l4         []byte
-	isErr      bool // an ICMPv4 error (RFC 792), not a later fragment of one
-	src6, dst6 [16]byte
-	delta      uint16 // the pseudo-header change from the IPv4 to the IPv6 addresses
+	p          []byte         // the packet, cut to its Total Length
+	h          *[ip4Size]byte // its fixed header (RFC 791 section 3.1)
+	ihl        int            // its header length, options included
+	l4         []byte         // what follows the header
+	src6, dst6 [16]byte       // the addresses of section 4.1
+	delta      uint16         // the pseudo-header change from the IPv4 to the IPv6 addresses
 }
 
-func (q *in4) isFrag() bool { return q.mf || q.fo != 0 }
-func (q *in4) first() bool  { return q.fo == 0 }
+func (q *in4) ff() uint16   { return be16(q.h[ip4FlagsFO:]) } // Flags and Fragment Offset
+func (q *in4) df() bool     { return q.ff()&ip4DF != 0 }
+func (q *in4) mf() bool     { return q.ff()&ip4MF != 0 }
+func (q *in4) fo() uint16   { return q.ff() & ip4FOMask } // in 8-byte units
+func (q *in4) isFrag() bool { return q.ff()&(ip4MF|ip4FOMask) != 0 }
+func (q *in4) first() bool  { return q.ff()&ip4FOMask == 0 }
+func (q *in4) proto() byte  { return q.h[ip4Proto] }
+func (q *in4) src() [4]byte { return [4]byte(q.h[ip4Src:]) }
+func (q *in4) dst() [4]byte { return [4]byte(q.h[ip4Dst:]) }
+
+// isErr reports an ICMPv4 error (RFC 792), not a later fragment of one.
+func (q *in4) isErr() bool {
+	return q.h[ip4Proto] == protoICMPv4 && q.first() && len(q.l4) > 0 && isICMPv4Error(q.l4[0])
+}
 
 // hlen6 is the length of the IPv6 header(s) of section 4.1: a Fragment
 // header follows the fixed header for an IPv4 fragment.
@@ -41,13 +50,7 @@ func (q *in4) parse(p []byte) Reason {
 		return ReasonMalformed
 	}
 	p = p[:tot]
-	ff := be16(p[ip4FlagsFO:])
-	// Field by field: a composite literal is built aside and copied, at a
-	// cost the benchmarks see.
-	q.p, q.ihl, q.l4 = p, ihl, p[ihl:]
-	q.df, q.mf, q.fo = ff&ip4DF != 0, ff&ip4MF != 0, ff&ip4FOMask
-	q.proto, q.src, q.dst = p[ip4Proto], [4]byte(p[ip4Src:]), [4]byte(p[ip4Dst:])
-	q.isErr = q.proto == protoICMPv4 && q.first() && len(q.l4) > 0 && isICMPv4Error(q.l4[0])
+	q.p, q.h, q.ihl, q.l4 = p, (*[ip4Size]byte)(p), ihl, p[ihl:]
 	return ReasonNone
 }
 
@@ -65,22 +68,22 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	case why != ReasonNone:
 		return drop(r, why)
 	}
-	if s.decTTL && !bool(hp) && q.p[ip4TTL] <= 1 {
+	if s.decTTL && !bool(hp) && q.h[ip4TTL] <= 1 {
 		// Section 4.1: as a router, Time Exceeded in Transit.
-		if !q.isErr && q.first() {
+		if !q.isErr() && q.first() {
 			w.emitError4(s, q.p, 11, 0, 0, sink)
 		}
 		return drop(r, ReasonTTLExceeded)
 	}
 	gso := off != nil && off.GSOType&^GSOECN != GSONone
 	hlen, split := q.hlen6(), false
-	if !gso && !q.isErr && hlen+len(q.l4) > s.fit6 {
+	if !gso && !q.isErr() && hlen+len(q.l4) > s.fit6 {
 		var why Reason
 		if hlen, split, why = w.size46(s, &q, sink, hp); why != ReasonNone {
 			return drop(r, why)
 		}
 	}
-	if q.proto == protoICMPv4 && !q.isFrag() && len(q.l4) >= icmpSize && icmpErrorType46(q.l4[0]) {
+	if q.proto() == protoICMPv4 && !q.isFrag() && len(q.l4) >= icmpSize && icmpErrorType46(q.l4[0]) {
 		return w.icmpError46(s, buf, start, end, &q, off, sink, hp)
 	}
 	partial := partialCsum(off)
@@ -96,11 +99,11 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	// first. With a tun, the host kernel decremented the TTL on the way in;
 	// with DecrementTTL the translator does (a hairpin's hop was counted
 	// on its way in).
-	tos, ttl, id := s.tos46.apply(q.p[ip4TOS]), q.p[ip4TTL], be16(q.p[ip4ID:])
+	tos, ttl, id := s.tos46.apply(q.h[ip4TOS]), q.h[ip4TTL], be16(q.h[ip4ID:])
 	if s.decTTL && !bool(hp) {
 		ttl--
 	}
-	putIPv6(buf[ns:ns+hlen], tos, ttl, nh, len(q.l4), &q.src6, &q.dst6, fragment{q.fo, q.mf, uint32(id)})
+	putIPv6(buf[ns:ns+hlen], tos, ttl, nh, len(q.l4), &q.src6, &q.dst6, fragment{q.fo(), q.mf(), uint32(id)})
 	if udpCompute {
 		// RFC 7915 section 4.5: IPv6 requires the UDP checksum IPv4 left out.
 		put16(q.l4[udpChecksum:], pseudo6(&q.src6, &q.dst6, uint32(len(q.l4)), protoUDP))
@@ -122,8 +125,8 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 // only the prefix expresses, and the source route options the section
 // refuses.
 func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass) (why Reason, echo bool) {
-	src, dst := q.src, q.dst
-	if illegal4(src) && !q.isErr {
+	src, dst := q.src(), q.dst()
+	if illegal4(src) && !q.isErr() {
 		// Sections 4.1 and 4.3: the illegal-source check does not apply to
 		// ICMPv4 errors, which routers in any space may send.
 		return ReasonSrcIllegal, false
@@ -135,13 +138,13 @@ func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass) (why R
 		return ReasonDenied, false
 	}
 	if s4 := src; s.special && s.maybe4(s4, dst) {
-		if q.isErr {
+		if q.isErr() {
 			// The translator's host reports its own forwarding failures
 			// (Time Exceeded, Fragmentation Needed) from its own addresses.
 			s4 = dst
 		}
 		if why := s.check4(s4, dst); why != ReasonNone {
-			return why, why == ReasonOwnAddress && s.isOwn4(dst) && echoRequest4(q.proto, q.isFrag(), q.l4)
+			return why, why == ReasonOwnAddress && s.isOwn4(dst) && echoRequest4(q.proto(), q.isFrag(), q.l4)
 		}
 	}
 	// RFC 7755 / RFC 7757: an IPv4 destination is a server's public address
@@ -153,7 +156,11 @@ func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass) (why R
 	if dstOrigin != mapping.ByEAM {
 		return ReasonDstUnmapped, false
 	}
-	q.src6, dsrc, srcOrigin = s.hairpinTo6(src, hp)
+	if hp {
+		q.src6, dsrc, srcOrigin = s.hairpinTo6(src, hp)
+	} else { // what hairpinTo6 does then, without its call
+		q.src6, dsrc, srcOrigin = s.m.To6(src)
+	}
 	switch srcOrigin {
 	case mapping.NotTranslatable:
 		return ReasonSrcUnmapped, false
@@ -168,7 +175,7 @@ func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass) (why R
 	}
 	q.delta = csumAdd(dsrc, ddst)
 	if q.ihl > ip4Size && sourceRouted(q.p[ip4Size:q.ihl]) {
-		if !q.isErr && q.first() {
+		if !q.isErr() && q.first() {
 			w.emitError4(s, q.p, 3, 5, 0, sink)
 		}
 		return ReasonSourceRoute, false
@@ -186,12 +193,12 @@ func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass) (why R
 func (w *Worker) size46(s *state, q *in4, sink Sink, hp hairpinPass) (hlen int, split bool, why Reason) {
 	hlen = q.hlen6()
 	switch len6 := hlen + len(q.l4); {
-	case q.df && s.mtu6 > 0 && len6 > s.mtu6:
+	case q.df() && s.mtu6 > 0 && len6 > s.mtu6:
 		if q.first() && !bool(hp) {
 			w.emitError4(s, q.p, 3, 4, uint32(s.mtu6-(hlen-q.ihl)), sink)
 		}
 		return hlen, false, ReasonTooBig
-	case !q.df && len6 > s.lowest:
+	case !q.df() && len6 > s.lowest:
 		return ip6Size + frag6Size, true, ReasonNone
 	}
 	return hlen, false, ReasonNone
@@ -203,16 +210,19 @@ func (w *Worker) size46(s *state, q *in4, sink Sink, hp hairpinPass) (hlen int, 
 // and whether a zero UDP checksum is to be computed once the addresses
 // are written, and the packet's class for the counters.
 func (s *state) transport46(q *in4, partial bool) (nh byte, l4hdr int, udpCompute bool, cls Proto, why Reason) {
-	nh, cls = q.proto, ProtoOther
-	switch q.proto {
-	case protoTCP, protoUDP:
-		if cls = ProtoTCP; q.proto == protoUDP {
-			cls = ProtoUDP
+	nh, cls = q.proto(), ProtoOther
+	switch nh {
+	case protoTCP:
+		if l4hdr, why = s.fixTCP(q.l4, q.first(), q.delta, partial); why != ReasonNone {
+			return nh, 0, false, ProtoTCP, why
 		}
-		if l4hdr, why = s.fixTransport(q.proto, q.l4, q.first(), q.delta, partial); why != ReasonNone {
+		cls = ProtoTCP
+	case protoUDP:
+		noCsum, why := fixUDP(q.l4, q.first(), q.delta, partial)
+		if l4hdr, cls = udpSize, ProtoUDP; why != ReasonNone {
 			return nh, 0, false, cls, why
 		}
-		if q.proto == protoUDP && q.first() && be16(q.l4[udpChecksum:]) == 0 && !partial {
+		if noCsum {
 			// Section 4.5: IPv6 requires a UDP checksum.
 			switch {
 			case q.isFrag():

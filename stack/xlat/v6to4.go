@@ -45,8 +45,10 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 			return drop(r, why)
 		}
 	}
-	if why := w.hops64(s, &q, sink); why != ReasonNone {
-		return drop(r, why)
+	if q.hairpin || s.decTTL { // the only packets hops64 may refuse
+		if why := w.hops64(s, &q, sink); why != ReasonNone {
+			return drop(r, why)
+		}
 	}
 	if gso := off != nil && off.GSOType&^GSOECN != GSONone; s.mtu4 > 0 && ip4Size+len(q.l4) > s.mtu4 && !gso {
 		if why := w.size64(s, &q, sink); why != ReasonNone {
@@ -205,13 +207,17 @@ func (w *Worker) size64(s *state, q *in6, sink Sink) Reason {
 func (s *state) transport64(q *in6, partial bool) (proto byte, l4hdr int, cls Proto, why Reason) {
 	proto, cls = q.x.nh, ProtoOther
 	switch proto {
-	case protoTCP, protoUDP:
-		if cls = ProtoTCP; proto == protoUDP {
-			cls = ProtoUDP
+	case protoTCP:
+		if l4hdr, why = s.fixTCP(q.l4, q.first(), q.delta, partial); why != ReasonNone {
+			return proto, 0, ProtoTCP, why
 		}
-		if l4hdr, why = s.fixTransport(proto, q.l4, q.first(), q.delta, partial); why != ReasonNone {
-			return proto, 0, cls, why
+		cls = ProtoTCP
+	case protoUDP:
+		// A datagram without a checksum keeps none (IPv4 allows it).
+		if _, why = fixUDP(q.l4, q.first(), q.delta, partial); why != ReasonNone {
+			return proto, 0, ProtoUDP, why
 		}
+		l4hdr, cls = udpSize, ProtoUDP
 	case protoICMPv6:
 		ps := ^pseudo6(&q.src6, &q.dst6, uint32(len(q.l4)), protoICMPv6)
 		return protoICMPv4, 0, ProtoICMP, translateEcho(q.l4, q.isFrag(), false, ps, partial)
