@@ -2,7 +2,10 @@
 
 package mapping
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // cpuLoop runs body under b.Loop (CPU time is measured on Linux only).
 func cpuLoop(b *testing.B, body func(i int)) {
@@ -11,5 +14,20 @@ func cpuLoop(b *testing.B, body func(i int)) {
 	for b.Loop() {
 		body(i)
 		i++
+	}
+}
+
+// cpuLoopPer is cpuLoop for a body that does per units of work, reported
+// as ns/UNIT.
+func cpuLoopPer(b *testing.B, per int, unit string, body func(i int)) {
+	b.ReportAllocs()
+	start := time.Now()
+	i := 0
+	for b.Loop() {
+		body(i)
+		i++
+	}
+	if i > 0 {
+		b.ReportMetric(float64(time.Since(start))/float64(i*per), "ns/"+unit)
 	}
 }
