@@ -6,7 +6,42 @@ import (
 	"testing"
 )
 
-// checkBatch compares Lookup4Batch and Lookup6Batch with Lookup4 and
+// Result4 is one Lookup4 answer in a batch.
+type Result4 struct {
+	V6    [16]byte
+	Delta uint16
+	OK    bool
+}
+
+// Result6 is one Lookup6 answer in a batch.
+type Result6 struct {
+	V4    [4]byte
+	Delta uint16
+	OK    bool
+}
+
+// lookup4Batch is how a batch is looked up: prefetch every key's slot,
+// then look each up. out[i] is the answer for keys[i].
+func lookup4Batch(t *Table, keys [][4]byte, out []Result4) {
+	out = out[:len(keys)]
+	t.touch4(keys)
+	for i, a := range keys {
+		r := &out[i]
+		r.V6, r.Delta, r.OK = t.Lookup4(a)
+	}
+}
+
+// lookup6Batch is lookup4Batch for Lookup6.
+func lookup6Batch(t *Table, keys [][16]byte, out []Result6) {
+	out = out[:len(keys)]
+	t.touch6(keys)
+	for i, a := range keys {
+		r := &out[i]
+		r.V4, r.Delta, r.OK = t.Lookup6(a)
+	}
+}
+
+// checkBatch compares batched lookups (prefetch, then lookups) with Lookup4 and
 // Lookup6 key by key, for the whole key list and for every batch size up
 // to 9 (partial last batches included).
 func checkBatch(t *testing.T, tab *Table, keys4 [][4]byte, keys6 [][16]byte) {
@@ -22,16 +57,16 @@ func checkBatch(t *testing.T, tab *Table, keys4 [][4]byte, keys6 [][16]byte) {
 			for i := range out4 {
 				out4[i] = Result4{V6: [16]byte{0xff}, Delta: 0xffff, OK: true} // stale results must be overwritten
 			}
-			tab.Lookup4Batch(batch, out4)
+			lookup4Batch(tab, batch, out4)
 			for i, a := range batch {
 				v6, delta, ok := tab.Lookup4(a)
 				if got := out4[i]; got != (Result4{v6, delta, ok}) {
-					t.Fatalf("batch of %d: Lookup4Batch[%d] (%v) = %v, %#x, %v; Lookup4 = %v, %#x, %v", size, i, netip.AddrFrom4(a),
+					t.Fatalf("batch of %d: batch[%d] (%v) = %v, %#x, %v; Lookup4 = %v, %#x, %v", size, i, netip.AddrFrom4(a),
 						netip.AddrFrom16(got.V6), got.Delta, got.OK, netip.AddrFrom16(v6), delta, ok)
 				}
 			}
 			if out4[len(batch)].Delta != 0xffff {
-				t.Fatalf("Lookup4Batch wrote past its %d keys", len(batch))
+				t.Fatalf("lookup4Batch wrote past its %d keys", len(batch))
 			}
 		}
 		for from := 0; from < len(keys6); from += size {
@@ -39,16 +74,16 @@ func checkBatch(t *testing.T, tab *Table, keys4 [][4]byte, keys6 [][16]byte) {
 			for i := range out6 {
 				out6[i] = Result6{V4: [4]byte{0xff}, Delta: 0xffff, OK: true}
 			}
-			tab.Lookup6Batch(batch, out6)
+			lookup6Batch(tab, batch, out6)
 			for i, a := range batch {
 				v4, delta, ok := tab.Lookup6(a)
 				if got := out6[i]; got != (Result6{v4, delta, ok}) {
-					t.Fatalf("batch of %d: Lookup6Batch[%d] (%v) = %v, %#x, %v; Lookup6 = %v, %#x, %v", size, i, netip.AddrFrom16(a),
+					t.Fatalf("batch of %d: batch[%d] (%v) = %v, %#x, %v; Lookup6 = %v, %#x, %v", size, i, netip.AddrFrom16(a),
 						netip.AddrFrom4(got.V4), got.Delta, got.OK, netip.AddrFrom4(v4), delta, ok)
 				}
 			}
 			if out6[len(batch)].Delta != 0xffff {
-				t.Fatalf("Lookup6Batch wrote past its %d keys", len(batch))
+				t.Fatalf("lookup6Batch wrote past its %d keys", len(batch))
 			}
 		}
 	}
@@ -210,8 +245,8 @@ func TestBatchNoAlloc(t *testing.T) {
 	out4 := make([]Result4, len(keys4))
 	out6 := make([]Result6, len(keys6))
 	if n := testing.AllocsPerRun(100, func() {
-		tab.Lookup4Batch(keys4, out4)
-		tab.Lookup6Batch(keys6, out6)
+		lookup4Batch(tab, keys4, out4)
+		lookup6Batch(tab, keys6, out6)
 		s.Prefetch(keys4, keys6)
 	}); n != 0 {
 		t.Errorf("%v allocations per batch round", n)
