@@ -65,7 +65,7 @@ func (s *Snapshot) touch(keys4 [][4]byte, keys6 [][16]byte) uint64 {
 	if !s.prefix.Valid() {
 		return sum + s.table.touch6(keys6)
 	}
-		for i := range keys6 {
+	for i := range keys6 {
 		if v4, _, ok := s.prefix.extract(keys6[i]); ok {
 			sum += uint64(s.table.touch4([][4]byte{v4}))
 		} else {
