@@ -316,6 +316,7 @@ func benchLookupBatch(b *testing.B, huge bool) {
 					}
 				}
 				cpuLoopPer(b, size, "lookup", body)
+				b.ReportMetric(tableHugeMiB(b, bt.tab), "hugeMiB")
 			})
 		}
 	}

@@ -12,7 +12,7 @@ import (
 )
 
 // vmaOf returns the /proc/self/smaps fields of the mapping holding addr.
-func vmaOf(t *testing.T, addr uintptr) map[string]string {
+func vmaOf(t testing.TB, addr uintptr) map[string]string {
 	t.Helper()
 	f, err := os.Open("/proc/self/smaps")
 	if err != nil {
@@ -41,6 +41,30 @@ func vmaOf(t *testing.T, addr uintptr) map[string]string {
 		t.Fatalf("no mapping holds %#x", addr)
 	}
 	return fields
+}
+
+// tableHugeMiB is the AnonHugePages, in MiB, of the mappings that hold
+// the table's index slots: what the kernel actually gave, for benchmarks
+// to report beside their times.
+func tableHugeMiB(b testing.TB, t *Table) float64 {
+	seen := map[string]bool{}
+	var kb int
+	add := func(addr uintptr) {
+		vma := vmaOf(b, addr)
+		if seen[vma["range"]] {
+			return
+		}
+		seen[vma["range"]] = true
+		n, _ := strconv.Atoi(strings.Fields(vma["AnonHugePages"] + " 0")[0])
+		kb += n
+	}
+	for i := range t.levels4 {
+		add(uintptr(unsafe.Pointer(&t.levels4[i].slots[0])))
+	}
+	for i := range t.levels6 {
+		add(uintptr(unsafe.Pointer(&t.levels6[i].slots[0])))
+	}
+	return float64(kb) / 1024
 }
 
 func thpMode(t *testing.T) string {
