@@ -257,3 +257,71 @@ func BenchmarkLookupLongSuffix1M(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkLookupBatch1M: lookups of random keys in a million-entry table,
+// one at a time ("single") and in batches (lookup4Batch: prefetch the
+// batch, then look it up), on huge pages and on base pages,
+// reported per lookup: ns/lookup (wall clock) and cpu-ns/lookup (the
+// thread's CPU time, which a loaded machine does not inflate). "hit" and
+// "unmapped" are the keys of BenchmarkLookup4/6.
+func BenchmarkLookupBatch1M(b *testing.B) {
+	// Base pages first: memory once advised keeps the advice after the
+	// collector frees it, so a base-page table built after a huge-page
+	// one could land on huge pages anyway (hugeMiB shows it). Compare
+	// the two with -count 1, one process per run.
+	for _, huge := range []bool{false, true} {
+		b.Run(map[bool]string{true: "huge", false: "base"}[huge], func(b *testing.B) {
+			benchLookupBatch(b, huge)
+		})
+	}
+}
+
+// benchLookupBatch builds its own table (on huge pages or not) rather
+// than sharing getBenchTable's.
+func benchLookupBatch(b *testing.B, huge bool) {
+	useHugePages = huge
+	tab, err := NewTable(benchEntries(1_000_000))
+	useHugePages = true
+	if err != nil {
+		b.Fatal(err)
+	}
+	bt := *getBenchTable(b, 1_000_000)
+	bt.tab = tab
+	out4 := make([]Result4, 64)
+	out6 := make([]Result6, 64)
+	for _, kind := range []string{"4/hit", "6/hit", "6/unmapped"} {
+		for _, size := range []int{1, 8, 16, 32, 64} {
+			name := fmt.Sprintf("%s/batch=%d", kind, size)
+			if size == 1 {
+				name = kind + "/single"
+			}
+			b.Run(name, func(b *testing.B) {
+				var body func(i int)
+				switch {
+				case kind == "4/hit" && size == 1:
+					body = func(i int) { sink6, sinkDelta, _ = bt.tab.Lookup4(bt.hit4[i&(benchKeys-1)]) }
+				case kind == "4/hit":
+					body = func(i int) {
+						from := (i * size) & (benchKeys - 1)
+						lookup4Batch(bt.tab, bt.hit4[from:from+size], out4)
+					}
+				default:
+					keys := bt.hit6
+					if kind == "6/unmapped" {
+						keys = bt.unmapped6
+					}
+					if size == 1 {
+						body = func(i int) { sink4, sinkDelta, _ = bt.tab.Lookup6(keys[i&(benchKeys-1)]) }
+					} else {
+						body = func(i int) {
+							from := (i * size) & (benchKeys - 1)
+							lookup6Batch(bt.tab, keys[from:from+size], out6)
+						}
+					}
+				}
+				cpuLoopPer(b, size, "lookup", body)
+				b.ReportMetric(tableHugeMiB(b, bt.tab), "hugeMiB")
+			})
+		}
+	}
+}

@@ -35,3 +35,23 @@ func cpuLoop(b *testing.B, body func(i int)) {
 		b.ReportMetric(float64(threadCPU()-start)/float64(i), "cpu-ns/op")
 	}
 }
+
+// cpuLoopPer is cpuLoop for a body that does per units of work (a batch
+// of lookups): it reports ns/UNIT and cpu-ns/UNIT besides the per-op
+// figures.
+func cpuLoopPer(b *testing.B, per int, unit string, body func(i int)) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	b.ReportAllocs()
+	start, startWall := threadCPU(), time.Now()
+	i := 0
+	for b.Loop() {
+		body(i)
+		i++
+	}
+	if i > 0 {
+		n := float64(i * per)
+		b.ReportMetric(float64(time.Since(startWall))/n, "ns/"+unit)
+		b.ReportMetric(float64(threadCPU()-start)/n, "cpu-ns/"+unit)
+	}
+}

@@ -12,7 +12,10 @@
 //     entry comes back as an *EntryError carrying its index, so a
 //     configuration layer can point at the line it came from.
 //   - Snapshot: a prefix and a table checked together (NewSnapshot), with
-//     To6 and To4, the two per-address operations of the translator.
+//     To6 and To4, the two per-address operations of the translator, and
+//     Prefetch, which warms the table slots a batch of packets will look
+//     up so that a large table's cache misses overlap. Large tables keep
+//     their arrays on huge pages where the kernel offers them.
 //   - ParseCSVLines reads a mappings file.
 //   - Aggregate4 reduces the IPv4 sides of the table to the fewest prefixes,
 //     for routes.

@@ -115,6 +115,18 @@ func FuzzTable(f *testing.F) {
 			}
 		}
 
+		// Batches agree with single lookups over the same universe.
+		var keys4 [][4]byte
+		var keys6 [][16]byte
+		for b := range 2 {
+			for x := range 256 {
+				a4, a6 := fuzzBases4[b], fuzzBases6[b]
+				a4[3], a6[15] = byte(x), byte(x)
+				keys4, keys6 = append(keys4, a4), append(keys6, a6)
+			}
+		}
+		checkBatch(t, tab, keys4, keys6)
+
 		// The snapshot with a prefix equal to the second IPv6 base: EAM
 		// first, then the prefix (RFC 7757 section 3.3), in both directions.
 		p, err := NewPrefix(netip.PrefixFrom(netip.AddrFrom16(fuzzBases6[1]), 96))

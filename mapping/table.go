@@ -22,7 +22,8 @@ import (
 // other memory: at a million entries every access is a cache miss, and one
 // miss per lookup is what keeps it fast (see indexSize for the load
 // factors). A flat array of the entries in input order serves All, validation
-// and aggregation. Lookups do not allocate.
+// and aggregation. Lookups do not allocate. Large arrays are on huge pages
+// where the kernel offers them (largeSlice).
 type Table struct {
 	recs    []record
 	levels4 []level4 // longest prefix first
@@ -201,7 +202,7 @@ func NewTableWith(entries []Entry, opt TableOptions) (*Table, error) {
 	var count4 [33]int
 	var count6 [129]int
 	var bad refusals
-	t := &Table{recs: make([]record, len(entries)), seed: randomSeed()}
+	t := &Table{recs: largeSlice[record](len(entries)), seed: randomSeed()}
 	for i, e := range entries {
 		if err := checkEntry(e); err != nil {
 			bad.add(i, func() *EntryError { return &EntryError{Index: i, Entry: e, Other: -1, Err: err} })
@@ -225,12 +226,12 @@ func NewTableWith(entries []Entry, opt TableOptions) (*Table, error) {
 	}
 	for b := 32; b >= 0; b-- {
 		if n := count4[b]; n > 0 {
-			t.levels4 = append(t.levels4, level4{mask: ^hostMask4(b), bits: uint8(b), slots: make([]slot4, indexSize(n, 3))})
+			t.levels4 = append(t.levels4, level4{mask: ^hostMask4(b), bits: uint8(b), slots: largeSlice[slot4](indexSize(n, 3))})
 		}
 	}
 	for b := 128; b >= 64; b-- {
 		if n := count6[b]; n > 0 {
-			t.levels6 = append(t.levels6, level6{mask: ^hostMask64(b), bits: uint8(b), slots: make([]slot6, indexSize(n, 2))})
+			t.levels6 = append(t.levels6, level6{mask: ^hostMask64(b), bits: uint8(b), slots: largeSlice[slot6](indexSize(n, 2))})
 		}
 	}
 	for i := range t.recs {

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/map646/map646/appliance/config"
+	"github.com/map646/map646/mapping"
 	"github.com/map646/map646/stack/xlat"
 )
 
@@ -86,7 +87,7 @@ Each packet that is not translated is reported with its number (the first is
 				w = outFile
 			}
 			bw := bufio.NewWriter(w)
-			sum, err := translateCapture(eng.NewWorker(), r, bw, report)
+			sum, err := translateCapture(eng.NewWorker(), xc.Map, translateBatch, r, bw, report)
 			// What was translated before a broken record is kept.
 			if ferr := bw.Flush(); err == nil {
 				err = ferr
@@ -379,10 +380,25 @@ func (s *captureSink) Emit(pkt []byte, _ *xlat.Offload) {
 	s.pkts = append(s.pkts, append([]byte(nil), pkt...))
 }
 
+// translateBatch is how many records translateCapture reads before it
+// translates them: enough for the table slots of a batch's addresses to
+// be fetched from memory together (mapping.Snapshot.Prefetch), few enough
+// for them to stay in cache until the batch is translated.
+const translateBatch = 32
+
+// captureRecord is one capture record read ahead of its translation.
+type captureRecord struct {
+	frame []byte // the reader's own copy
+	ci    gopacket.CaptureInfo
+}
+
 // translateCapture translates every packet of the capture in r with w and
 // writes a LINKTYPE_RAW pcap to out; report gets one line per packet not
-// translated.
-func translateCapture(w *xlat.Worker, r io.Reader, out io.Writer, report io.Writer) (translateSummary, error) {
+// translated. It reads batch records at a time and prefetches the mapping
+// slots of their addresses from snap (the engine's snapshot; nil for
+// none), which changes only the speed: each packet is translated, written
+// and reported in order as before.
+func translateCapture(w *xlat.Worker, snap *mapping.Snapshot, batch int, r io.Reader, out io.Writer, report io.Writer) (translateSummary, error) {
 	var sum translateSummary
 	src, linkType, err := openCapture(r)
 	if err != nil {
@@ -399,63 +415,113 @@ func translateCapture(w *xlat.Worker, r io.Reader, out io.Writer, report io.Writ
 		sum.Written++
 		return pw.WritePacket(ci, p)
 	}
+	recs := make([]captureRecord, 0, batch)
+	var keys prefetchKeys
 	for {
-		frame, ci, err := src.ReadPacketData()
-		if err == io.EOF {
-			return sum, nil
+		recs, keys = recs[:0], keys.reset()
+		var rerr error
+		for len(recs) < batch {
+			frame, ci, err := src.ReadPacketData()
+			if err != nil {
+				rerr = err
+				break
+			}
+			recs = append(recs, captureRecord{frame, ci})
+			if pkt, err := ipPacket(linkType(ci), frame); err == nil {
+				keys.add(pkt)
+			}
 		}
-		if errors.Is(err, io.ErrUnexpectedEOF) {
+		if snap != nil {
+			snap.Prefetch(keys.v4, keys.v6)
+		}
+		for _, rec := range recs {
+			if err := translateRecord(w, rec, linkType, buf, sink, &sum, write, report); err != nil {
+				return sum, err
+			}
+		}
+		switch {
+		case rerr == nil:
+		case rerr == io.EOF:
+			return sum, nil
+		case errors.Is(rerr, io.ErrUnexpectedEOF):
 			// A capture whose writer was killed ends inside a record:
 			// keep every packet before it, as tcpdump -r does.
 			fmt.Fprintf(report, "warning: packet %d: the capture ends inside this record (cut short, as when tcpdump is killed); it is left out, the %d packets before it are kept\n", sum.Read+1, sum.Read)
 			return sum, nil
-		}
-		if err != nil {
-			return sum, fmt.Errorf("packet %d: %w", sum.Read+1, err)
-		}
-		sum.Read++
-		n := sum.Read
-		if ci.CaptureLength < ci.Length {
-			sum.Skipped++
-			fmt.Fprintf(report, "packet %d: skipped: the capture kept %d of its %d bytes\n", n, ci.CaptureLength, ci.Length)
-			continue
-		}
-		pkt, err := ipPacket(linkType(ci), frame)
-		if err != nil {
-			sum.Skipped++
-			fmt.Fprintf(report, "packet %d: skipped: %v\n", n, err)
-			continue
-		}
-		if len(pkt) > len(buf)-2*xlat.Headroom {
-			sum.Skipped++
-			fmt.Fprintf(report, "packet %d: skipped: %d bytes is larger than an IP packet can be\n", n, len(pkt))
-			continue
-		}
-		start := xlat.Headroom
-		end := start + copy(buf[start:], pkt)
-		sink.pkts = sink.pkts[:0]
-		res := w.Process(buf, start, end, nil, sink)
-		for _, p := range sink.pkts {
-			sum.Emitted++
-			if err := write(ci, p); err != nil {
-				return sum, err
-			}
-		}
-		switch res.Verdict {
-		case xlat.Forward:
-			sum.Translated++
-			if err := write(ci, buf[res.Start:res.End]); err != nil {
-				return sum, err
-			}
-		case xlat.Consumed:
-			sum.Translated++
-		case xlat.Drop:
-			sum.Dropped++
-			fmt.Fprintf(report, "packet %d: dropped (%v %v): %v", n, res.Dir, res.Proto, res.Reason)
-			if len(sink.pkts) > 0 {
-				fmt.Fprintf(report, "; answered with %d ICMP error(s)", len(sink.pkts))
-			}
-			fmt.Fprintln(report)
+		default:
+			return sum, fmt.Errorf("packet %d: %w", sum.Read+1, rerr)
 		}
 	}
+}
+
+// prefetchKeys collects the addresses the engine looks up for a batch of
+// packets: for IPv4 the destination (its EAM entry) and the source (To6
+// as well: a mapped source is a spoof), for IPv6 both (To4).
+type prefetchKeys struct {
+	v4 [][4]byte
+	v6 [][16]byte
+}
+
+func (k prefetchKeys) reset() prefetchKeys { return prefetchKeys{k.v4[:0], k.v6[:0]} }
+
+// add takes the addresses of the IP packet p. A packet too short for its
+// header adds nothing: the engine drops it without a lookup.
+func (k *prefetchKeys) add(p []byte) {
+	switch {
+	case len(p) >= 20 && p[0]>>4 == 4:
+		k.v4 = append(k.v4, [4]byte(p[16:20]), [4]byte(p[12:16]))
+	case len(p) >= 40 && p[0]>>4 == 6:
+		k.v6 = append(k.v6, [16]byte(p[24:40]), [16]byte(p[8:24]))
+	}
+}
+
+// translateRecord translates, writes and reports one record.
+func translateRecord(w *xlat.Worker, rec captureRecord, linkType func(gopacket.CaptureInfo) uint16, buf []byte, sink *captureSink,
+	sum *translateSummary, write func(gopacket.CaptureInfo, []byte) error, report io.Writer) error {
+	frame, ci := rec.frame, rec.ci
+	sum.Read++
+	n := sum.Read
+	if ci.CaptureLength < ci.Length {
+		sum.Skipped++
+		fmt.Fprintf(report, "packet %d: skipped: the capture kept %d of its %d bytes\n", n, ci.CaptureLength, ci.Length)
+		return nil
+	}
+	pkt, err := ipPacket(linkType(ci), frame)
+	if err != nil {
+		sum.Skipped++
+		fmt.Fprintf(report, "packet %d: skipped: %v\n", n, err)
+		return nil
+	}
+	if len(pkt) > len(buf)-2*xlat.Headroom {
+		sum.Skipped++
+		fmt.Fprintf(report, "packet %d: skipped: %d bytes is larger than an IP packet can be\n", n, len(pkt))
+		return nil
+	}
+	start := xlat.Headroom
+	end := start + copy(buf[start:], pkt)
+	sink.pkts = sink.pkts[:0]
+	res := w.Process(buf, start, end, nil, sink)
+	for _, p := range sink.pkts {
+		sum.Emitted++
+		if err := write(ci, p); err != nil {
+			return err
+		}
+	}
+	switch res.Verdict {
+	case xlat.Forward:
+		sum.Translated++
+		if err := write(ci, buf[res.Start:res.End]); err != nil {
+			return err
+		}
+	case xlat.Consumed:
+		sum.Translated++
+	case xlat.Drop:
+		sum.Dropped++
+		fmt.Fprintf(report, "packet %d: dropped (%v %v): %v", n, res.Dir, res.Proto, res.Reason)
+		if len(sink.pkts) > 0 {
+			fmt.Fprintf(report, "; answered with %d ICMP error(s)", len(sink.pkts))
+		}
+		fmt.Fprintln(report)
+	}
+	return nil
 }

@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,9 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
+
+	"github.com/map646/map646/appliance/config"
+	"github.com/map646/map646/stack/xlat"
 )
 
 // The plan of the conformance suite: server A is 198.51.100.10 <->
@@ -620,5 +625,125 @@ func TestTranslateHostileLengths(t *testing.T) {
 		if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 {
 			t.Errorf("%s: %d MiB allocated", tc.name, n>>20)
 		}
+	}
+}
+
+// TestTranslateBatches: reading records ahead in batches, to prefetch
+// their mapping slots, changes nothing in the output or the report,
+// whatever the batch size and wherever the capture ends (cut inside the
+// last record included), with drops, skips and emitted errors on both
+// sides of batch boundaries.
+func TestTranslateBatches(t *testing.T) {
+	hcl := strings.Replace(translateHCL, "prefix = \"2001:db8:64::/96\"", "prefix = \"2001:db8:64::/96\"\n  ipv6_mtu = 1400", 1)
+	dir := writeTemp(t, map[string]string{"c.hcl": hcl})
+	c, err := config.Load(filepath.Join(dir, "c.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	xc, err := c.Xlat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spoofed := udp4(t, "spoof")
+	copy(spoofed[12:16], server4) // a mapped IPv4 source
+	kinds := [][]byte{
+		udp4(t, "query"),
+		udp6(t, "answer"),
+		udp4(t, "x")[:24], // malformed
+		spoofed,
+		udp4(t, strings.Repeat("x", 1400)), // DF, too big: Fragmentation Needed
+		{0x45, 0},                          // shorter than a header
+	}
+	var frames []frame
+	for i := range 3*translateBatch + 5 {
+		f := frame{data: kinds[i*7%len(kinds)]}
+		if i%11 == 10 {
+			f.length = len(f.data) + 1 // cut by the capture: skipped
+		}
+		frames = append(frames, f)
+	}
+	in := filepath.Join(dir, "in.pcap")
+	writePcap(t, in, layers.LinkTypeRaw, frames)
+	whole, err := os.ReadFile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cut := range []int{0, 3} {
+		capture := whole[:len(whole)-cut]
+		var wantOut, wantReport string
+		for i, batch := range []int{1, 1, 2, 7, translateBatch, 1000} {
+			eng, err := xlat.NewEngine(xc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out, report bytes.Buffer
+			sum, err := translateCapture(eng.NewWorker(), xc.Map, batch, bytes.NewReader(capture), &out, &report)
+			if err != nil {
+				t.Fatalf("cut %d, batch %d: %v", cut, batch, err)
+			}
+			fmt.Fprintln(&report, sum)
+			got := withoutIPv4IDs(t, out.Bytes())
+			if i == 0 {
+				wantOut, wantReport = got, report.String()
+				for _, s := range []string{"dropped", "skipped", "answered with 1 ICMP error(s)", "spoofed"} {
+					if !strings.Contains(wantReport, s) {
+						t.Fatalf("cut %d: the capture does not exercise %q:\n%s", cut, s, wantReport)
+					}
+				}
+				if cut > 0 && !strings.Contains(wantReport, "the capture ends inside this record") {
+					t.Fatalf("cut %d: no warning:\n%s", cut, wantReport)
+				}
+				continue
+			}
+			if got != wantOut {
+				t.Errorf("cut %d, batch %d: the output differs from one record at a time", cut, batch)
+			}
+			if report.String() != wantReport {
+				t.Errorf("cut %d, batch %d: report\n%s\nwant\n%s", cut, batch, report.String(), wantReport)
+			}
+		}
+	}
+}
+
+// withoutIPv4IDs returns the packets of a pcap, with the Identification
+// and header checksum of IPv4 headers zeroed: each engine starts its IDs
+// at a random value.
+func withoutIPv4IDs(t *testing.T, capture []byte) string {
+	t.Helper()
+	r, err := pcapgo.NewReader(bytes.NewReader(capture))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for {
+		p, ci, err := r.ReadPacketData()
+		if err == io.EOF {
+			return b.String()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p) >= 20 && p[0]>>4 == 4 {
+			p[4], p[5], p[10], p[11] = 0, 0, 0, 0
+		}
+		fmt.Fprintf(&b, "%v %x\n", ci.Timestamp.UnixNano(), p)
+	}
+}
+
+// TestPrefetchKeys: the addresses prefetched for a packet are those the
+// engine looks up: destination and source, of the packet's own version.
+func TestPrefetchKeys(t *testing.T) {
+	var k prefetchKeys
+	for _, p := range [][]byte{udp4(t, "a"), udp6(t, "b"), udp4(t, "c")[:19], udp6(t, "d")[:39], {0x60}, nil, append([]byte{0x55}, udp4(t, "e")[1:]...)} {
+		k.add(p)
+	}
+	want4 := [][4]byte{[4]byte(server4), [4]byte(client4)}
+	want6 := [][16]byte{[16]byte(client6), [16]byte(server6)}
+	if !slices.Equal(k.v4, want4) || !slices.Equal(k.v6, want6) {
+		t.Errorf("keys %v %v, want %v %v", k.v4, k.v6, want4, want6)
+	}
+	k = k.reset()
+	if len(k.v4) != 0 || len(k.v6) != 0 || cap(k.v4) == 0 {
+		t.Errorf("reset: %d, %d keys, capacity %d", len(k.v4), len(k.v6), cap(k.v4))
 	}
 }
