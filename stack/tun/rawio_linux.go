@@ -38,9 +38,13 @@ import (
 // docs/datapath.md "Latency levers" for the measurement behind it.
 var spinReads = 0
 
+// rawWait is how long a queue waits in a raw ppoll, keeping its P, before
+// the blocking wait.
+var rawWait time.Duration
+
 // foreignWait bounds one blocking wait on a Conn that is not a Queue of a
 // Device: nothing wakes the loop when such a Conn is closed.
-const foreignWait = 100 * time.Millisecond
+var foreignWait = 100 * time.Millisecond
 
 // rawIO is a queue's raw descriptor access and the state its callbacks
 // share; only the queue's dispatch goroutine uses it.
@@ -121,7 +125,7 @@ func (q *queue) waitRead(fd uintptr) {
 	r := q.rio
 	buf := q.frame.buf[FrameHeader:]
 	spins := spinReads
-	idled := false
+	idled, waited := false, false
 	for {
 		n, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
 		switch errno {
@@ -145,6 +149,18 @@ func (q *queue) waitRead(fd uintptr) {
 		}
 		r.pfds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
 		r.pfds[1].Revents = 0
+		if rawWait > 0 && !waited {
+			waited = true
+			ts := unix.NsecToTimespec(int64(rawWait))
+			ready, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&r.pfds[0])), 2, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+			if errno == unix.EINTR {
+				runtime.Gosched() // a preemption request (GC stop-the-world) may be why
+			}
+			if errno == 0 && ready > 0 && r.pfds[1].Revents == 0 {
+				continue
+			}
+			r.pfds[1].Revents = 0
+		}
 		ready, err := unix.Ppoll(r.pfds[:], r.timeout, nil)
 		switch {
 		case err == unix.EINTR:
