@@ -17,15 +17,18 @@ import (
 // thread, which never parks in the runtime poller: a packet that arrives
 // after an idle gap then costs one wake-up (the kernel waking this thread)
 // instead of two (the poller's thread, then a hand-off of the goroutine to
-// a thread with a P). The loop waits in three steps:
+// a thread with a P). When a read finds the queue empty, the loop
 //
-//  1. spin: up to spinReads non-blocking read(2)s by RawSyscall (no
-//     entersyscall: the thread keeps its P, nobody else is woken);
-//  2. once the queue is found empty, the dispatcher is told (QueueIdle);
-//  3. block in ppoll(2) on the queue and the attachment's wake eventfd
-//     through the ordinary syscall path (entersyscall), so that the
-//     runtime takes the P back for other goroutines and the garbage
-//     collector's stop-the-world never waits for an idle queue.
+//  1. tells the dispatcher (QueueIdle: it publishes batched counters);
+//  2. waits up to rawWait in ppoll(2) by RawSyscall, on the queue and the
+//     attachment's wake eventfd: no entersyscall, so the thread keeps its
+//     P and runs on at once when the next packet (typically the reply to
+//     the one just sent) arrives. The wait is bounded, and a preemption
+//     request (a signal: EINTR) makes it yield the P at once (Gosched), so
+//     the garbage collector's stop-the-world never waits for it;
+//  3. then blocks in ppoll through the ordinary syscall path
+//     (entersyscall), so that the runtime takes the P back for other
+//     goroutines for as long as the queue stays idle.
 //
 // Stop (Attach, Close) writes the wake eventfd; Device.Close does too
 // before it closes the descriptors. A Conn closed by anyone else is noticed
@@ -34,13 +37,11 @@ import (
 // The descriptor is used only inside syscall.RawConn.Control, which holds
 // a reference on it: it cannot be closed and reused under the loop.
 
-// spinReads is how many empty reads a queue makes before it blocks; see
-// docs/datapath.md "Latency levers" for the measurement behind it.
-var spinReads = 0
-
-// rawWait is how long a queue waits in a raw ppoll, keeping its P, before
-// the blocking wait.
-var rawWait time.Duration
+// rawWait is how long an empty queue waits in a raw ppoll, keeping its P,
+// before the blocking wait: longer than a packet's round trip through the
+// hosts on either side, short enough that other goroutines hardly notice
+// (docs/datapath.md, "Latency levers"). Tests change it.
+var rawWait = time.Millisecond
 
 // foreignWait bounds one blocking wait on a Conn that is not a Queue of a
 // Device: nothing wakes the loop when such a Conn is closed.
@@ -56,6 +57,7 @@ type rawIO struct {
 	writeFn func(fd uintptr)
 	// timeout of one blocking wait; nil waits until a packet or a wake-up.
 	timeout *unix.Timespec
+	rawWait unix.Timespec // of the wait that keeps the P (rawWait)
 
 	pfds  [2]unix.PollFd // the queue, the wake eventfd
 	n     int
@@ -86,7 +88,7 @@ func newRawIO(c Conn, bounded bool) *rawIO {
 	}); err != nil || !nonblock {
 		return nil
 	}
-	r := &rawIO{rc: rc}
+	r := &rawIO{rc: rc, rawWait: unix.NsecToTimespec(int64(rawWait))}
 	if bounded {
 		ts := unix.NsecToTimespec(int64(foreignWait))
 		r.timeout = &ts
@@ -124,7 +126,6 @@ func (q *queue) rawRead(wakeFd int) (int, error) {
 func (q *queue) waitRead(fd uintptr) {
 	r := q.rio
 	buf := q.frame.buf[FrameHeader:]
-	spins := spinReads
 	idled, waited := false, false
 	for {
 		n, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
@@ -139,20 +140,15 @@ func (q *queue) waitRead(fd uintptr) {
 			r.err = errno
 			return
 		}
-		if spins > 0 {
-			spins--
-			continue
-		}
 		if !idled {
 			q.idle()
 			idled = true
 		}
 		r.pfds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
 		r.pfds[1].Revents = 0
-		if rawWait > 0 && !waited {
+		if !waited {
 			waited = true
-			ts := unix.NsecToTimespec(int64(rawWait))
-			ready, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&r.pfds[0])), 2, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+			ready, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&r.pfds[0])), 2, uintptr(unsafe.Pointer(&r.rawWait)), 0, 0, 0)
 			if errno == unix.EINTR {
 				runtime.Gosched() // a preemption request (GC stop-the-world) may be why
 			}

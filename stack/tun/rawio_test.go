@@ -164,6 +164,37 @@ func TestRawBlockedKeepsNoP(t *testing.T) {
 	}
 }
 
+// TestRawWaitYields: a queue waiting in the raw ppoll that keeps its P
+// (here for an hour, so that only a preemption request can end it) gives
+// the P up when the runtime asks: with GOMAXPROCS 2 and both queues in
+// that wait, a garbage collection completes and goroutines run.
+func TestRawWaitYields(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	saved := rawWait
+	rawWait = time.Hour
+	defer func() { rawWait = saved }()
+	e, _, _ := idleEndpoint(t, 2)
+	defer e.Close()
+	done := make(chan struct{})
+	go func() {
+		for range 3 {
+			runtime.GC()
+		}
+		var wg sync.WaitGroup
+		for range 100 {
+			wg.Add(1)
+			go func() { defer wg.Done(); time.Sleep(time.Millisecond) }()
+		}
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("GC and goroutines stuck while every queue waits in a raw ppoll")
+	}
+}
+
 // TestRawWriteErrors: a raw write that fails (the peer is gone) is
 // reported to the writer as an aborted write, and the queue's loop ends
 // without error when the peer's end is closed (read of 0: EOF).
