@@ -52,7 +52,7 @@ var foreignWait = 100 * time.Millisecond
 type rawIO struct {
 	rc syscall.RawConn
 	// waitFn and writeFn are the Control callbacks (q.waitRead,
-	// q.rawWrite), made once so that no call allocates.
+	// q.writeFd), made once so that no call allocates.
 	waitFn  func(fd uintptr)
 	writeFn func(fd uintptr)
 	// timeout of one blocking wait; nil waits until a packet or a wake-up.
