@@ -27,8 +27,13 @@
 // describe TCP segmentation only; UDP segmentation (USO) is carried in
 // frames only, never as an invented GSO type.
 //
-// An empty queue's loop parks in the runtime poller (after telling its
-// dispatcher, which publishes batched counters). Waiting for the next
-// packet on the loop's own thread instead (ppoll keeping the P) was
-// measured and rejected: docs/datapath.md.
+// Each queue's loop runs on a thread of its own and reads and writes its
+// non-blocking descriptor by raw system calls (no entersyscall). An empty
+// queue tells its dispatcher (which publishes batched counters), then
+// blocks in ppoll(2) on the queue and the attachment's wake eventfd
+// through the ordinary syscall path, which lets the runtime use the P
+// meanwhile; the descriptors are kept out of the runtime poller. A packet
+// after an idle gap thus costs one wake-up, the kernel waking the loop's
+// own thread (rawio_linux.go; the levers measured are in docs/datapath.md,
+// "Latency levers").
 package tun

@@ -7,7 +7,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -22,8 +21,9 @@ import (
 // Conn is one queue as an Endpoint uses it: one packet with its
 // virtio_net_hdr per Read and per Write. *Queue implements it; so does an
 // *os.File of a SOCK_SEQPACKET socket, which is how tests run without a
-// tun. A Conn that is also a syscall.Conn is read through its raw
-// descriptor, so that the endpoint learns when the queue is empty.
+// tun. A Conn that is also a syscall.Conn over a non-blocking descriptor
+// is read and written by raw system calls on its loop's own thread, not
+// through the runtime poller (rawio_linux.go).
 type Conn interface {
 	Read(p []byte) (int, error)
 	Write(p []byte) (int, error)
@@ -213,6 +213,12 @@ type Endpoint struct {
 	wg         sync.WaitGroup
 	stopping   atomic.Bool
 	run        *attachment // of the current or last dispatcher
+
+	// wakeFd is the current attachment's eventfd (-1 if none), in every
+	// raw queue's poll set: written to stop the loops or when the Device
+	// closes. wakeMu guards the descriptor's life, not its use.
+	wakeMu sync.Mutex
+	wakeFd int
 }
 
 // attachment is one Attach's outcome: the first dispatch loop failure.
@@ -237,15 +243,10 @@ type queue struct {
 	conn  Conn
 	frame *Frame
 
-	// raw reads the descriptor itself when conn has one, so that the
-	// loop learns when the queue is empty (EAGAIN); readFn, rn and rerr
-	// are its callback and results, kept here so that reading allocates
-	// nothing.
-	raw    syscall.RawConn
-	readFn func(fd uintptr) bool
-	rn     int
-	rerr   error
-	idle   func() // the dispatcher's QueueIdle for this queue
+	// rio reads and writes the descriptor itself when conn has a
+	// non-blocking one (nil otherwise).
+	rio  *rawIO
+	idle func() // the dispatcher's QueueIdle for this queue
 
 	wmu  sync.Mutex
 	wbuf []byte // VnetHdrLen + GSOMaxSize: packets from outside the frame
@@ -266,7 +267,9 @@ func NewEndpoint(d *Device) *Endpoint {
 	for i, q := range d.queues {
 		conns[i] = q
 	}
-	return NewEndpointConns(conns, d.mtu, d.offloads)
+	e := NewEndpointConns(conns, d.mtu, d.offloads)
+	d.onClose(e.wake)
+	return e
 }
 
 // NewEndpointConns returns an Endpoint over conns, which carry packets of
@@ -274,16 +277,16 @@ func NewEndpoint(d *Device) *Endpoint {
 // include TSO or USO.
 func NewEndpointConns(conns []Conn, mtu int, offloads int) *Endpoint {
 	e := &Endpoint{
-		gso: offloads&(OffloadTSO4|OffloadTSO6|OffloadUSO4|OffloadUSO6) != 0,
-		run: &attachment{failed: make(chan struct{})},
+		gso:    offloads&(OffloadTSO4|OffloadTSO6|OffloadUSO4|OffloadUSO6) != 0,
+		run:    &attachment{failed: make(chan struct{})},
+		wakeFd: -1,
 	}
 	for i, c := range conns {
 		q := &queue{index: i, conn: c, frame: NewFrame(), wbuf: make([]byte, VnetHdrLen+GSOMaxSize), idle: func() {}}
-		if sc, ok := c.(syscall.Conn); ok {
-			if raw, err := sc.SyscallConn(); err == nil {
-				q.raw = raw
-				q.readFn = q.readSyscall
-			}
+		_, ofDevice := c.(*Queue) // Device.Close wakes the loop
+		if q.rio = newRawIO(c, !ofDevice); q.rio != nil {
+			q.rio.waitFn = q.waitRead
+			q.rio.writeFn = q.writeFd
 		}
 		q.exited.Store(true) // until attached
 		e.queues = append(e.queues, q)
@@ -380,6 +383,13 @@ func (e *Endpoint) Attach(d gvstack.NetworkDispatcher) {
 		frames = fd.TakesFrames(e)
 	}
 	idle, _ := d.(IdleDispatcher)
+	wakeFd, err := e.newWake()
+	if err != nil {
+		// No eventfd (descriptors exhausted): nothing could stop the
+		// loops, so none starts; Wait returns at once and Err says why.
+		run.fail(fmt.Errorf("tun: wake eventfd: %w", err))
+		return
+	}
 	for _, q := range e.queues {
 		q.conn.SetReadDeadline(time.Time{}) // a previous stop left one in the past
 		q.idle = func() {}
@@ -388,13 +398,43 @@ func (e *Endpoint) Attach(d gvstack.NetworkDispatcher) {
 		}
 		q.exited.Store(false)
 		e.wg.Add(1)
-		go func() {
+		go q.runQueue(func() {
 			defer e.wg.Done()
 			defer q.exited.Store(true)
-			if err := e.dispatchLoop(q, d, frames); err != nil {
+			if err := e.dispatchLoop(q, d, frames, wakeFd); err != nil {
 				run.fail(err)
 			}
-		}()
+		})
+	}
+}
+
+// newWake makes the attachment's wake eventfd if a queue waits in ppoll.
+func (e *Endpoint) newWake() (int, error) {
+	raw := false
+	for _, q := range e.queues {
+		raw = raw || q.rio != nil
+	}
+	if !raw {
+		return -1, nil
+	}
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return -1, err
+	}
+	e.wakeMu.Lock()
+	e.wakeFd = fd
+	e.wakeMu.Unlock()
+	return fd, nil
+}
+
+// wake makes the current attachment's eventfd readable, which ends every
+// raw queue's wait; it stays readable until the attachment ends.
+func (e *Endpoint) wake() {
+	e.wakeMu.Lock()
+	defer e.wakeMu.Unlock()
+	if e.wakeFd >= 0 {
+		one := [8]byte{1}
+		unix.Write(e.wakeFd, one[:])
 	}
 }
 
@@ -404,11 +444,18 @@ func (e *Endpoint) stop() {
 		return
 	}
 	e.stopping.Store(true)
+	e.wake()
 	for _, q := range e.queues {
 		q.conn.SetReadDeadline(time.Unix(1, 0))
 	}
 	e.wg.Wait()
 	e.stopping.Store(false)
+	e.wakeMu.Lock()
+	if e.wakeFd >= 0 {
+		unix.Close(e.wakeFd)
+		e.wakeFd = -1
+	}
+	e.wakeMu.Unlock()
 }
 
 // Wait implements stack.LinkEndpoint: it blocks until the dispatch loops
@@ -461,51 +508,40 @@ func (e *Endpoint) Stats() LinkStats {
 // passed (stop) or the descriptor was closed.
 var errStopped = errors.New("queue stopped")
 
+// errEOF: a socket peer went away.
+var errEOF = io.EOF
+
 // read reads one packet into the frame at FrameHeader.
-func (q *queue) read() (int, error) {
-	buf := q.frame.buf[FrameHeader:]
-	if q.raw == nil {
-		n, err := q.conn.Read(buf)
-		q.idle() // no way to tell an empty queue: keep the counts exact
-		return n, err
+func (q *queue) read(wakeFd int) (int, error) {
+	if q.rio != nil {
+		return q.rawRead(wakeFd)
 	}
-	q.rn, q.rerr = 0, nil
-	if err := q.raw.Read(q.readFn); err != nil {
-		return 0, errStopped
-	}
-	if q.rn == 0 && q.rerr == nil {
-		return 0, io.EOF // a socket peer went away; a tun never reads 0
-	}
-	return q.rn, q.rerr
+	n, err := q.conn.Read(q.frame.buf[FrameHeader:])
+	q.idle() // no way to tell an empty queue: keep the counts exact
+	return n, err
 }
 
-// readSyscall is the RawConn callback: one read(2); on EAGAIN it tells the
-// dispatcher the queue is idle and lets the poller wait.
-func (q *queue) readSyscall(fd uintptr) bool {
-	for {
-		n, err := unix.Read(int(fd), q.frame.buf[FrameHeader:])
-		switch err {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			q.idle()
-			return false
-		case nil:
-			q.rn = n
-		default:
-			q.rerr = err
-		}
-		return true
+// write writes one packet with its virtio_net_hdr to the queue.
+func (q *queue) write(b []byte) (int, error) {
+	if q.rio != nil {
+		return q.rawWrite(b)
 	}
+	return q.conn.Write(b)
 }
 
 // dispatchLoop reads queue q and delivers to d until stopped, the queue is
 // closed (nil), or reads keep failing (the error).
-func (e *Endpoint) dispatchLoop(q *queue, d gvstack.NetworkDispatcher, frames bool) error {
+func (e *Endpoint) dispatchLoop(q *queue, d gvstack.NetworkDispatcher, frames bool, wakeFd int) error {
 	defer q.idle()
 	errs := 0
 	for {
-		n, err := q.read()
+		n, err := q.read(wakeFd)
+		if err == errWoken {
+			if e.stopping.Load() {
+				return nil
+			}
+			continue // a Device closing, or a bounded wait's end
+		}
 		if err != nil {
 			if e.stopping.Load() || err == errStopped || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) {
 				return nil
@@ -583,7 +619,7 @@ func (e *Endpoint) writePacket(pkt *gvstack.PacketBuffer) tcpip.Error {
 		// The packet is in the frame: its header goes in front of it.
 		b := q.frame.buf[start-VnetHdrLen : end]
 		EncodeVnetHdr(b, &q.frame.Offload)
-		m, err := q.conn.Write(b)
+		m, err := q.write(b)
 		return writeResult(m, err, len(b))
 	}
 	q.wmu.Lock()

@@ -56,11 +56,25 @@ type Device struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	wakeMu sync.Mutex
+	wakers []func() // endpoints' wake-ups, called before the queues close
+}
+
+// onClose registers wake, to be called by Close before it closes the
+// queues: an Endpoint's loops wait in ppoll, which a close does not end.
+func (d *Device) onClose(wake func()) {
+	d.wakeMu.Lock()
+	defer d.wakeMu.Unlock()
+	d.wakers = append(d.wakers, wake)
 }
 
 // Queue is one queue of a Device. Read returns one packet (with its
-// VnetHdrLen-byte header in front) per call; Write sends one. Both go
-// through the Go runtime poller, so Close interrupts a blocked Read.
+// VnetHdrLen-byte header in front) per call; Write sends one. The
+// descriptor is non-blocking and kept out of the Go runtime poller: an
+// Endpoint waits for it on its own thread (rawio_linux.go), and a poller
+// registration would wake the poller's thread for every packet that
+// arrives at an idle queue. Read of an empty queue fails with EAGAIN.
 // A Queue must be read by one goroutine at a time.
 type Queue struct {
 	f     *os.File
@@ -74,14 +88,12 @@ func (q *Queue) Read(p []byte) (int, error) { return q.f.Read(p) }
 // Write writes one packet prefixed by its virtio_net_hdr.
 func (q *Queue) Write(p []byte) (int, error) { return q.f.Write(p) }
 
-// SetReadDeadline makes a blocked or future Read fail with
-// os.ErrDeadlineExceeded after t; the zero time removes the deadline. It
-// stops a queue's reader without closing the device.
+// SetReadDeadline fails with os.ErrNoDeadline: Read never blocks. An
+// Endpoint stops its loops through its wake eventfd instead.
 func (q *Queue) SetReadDeadline(t time.Time) error { return q.f.SetReadDeadline(t) }
 
-// SyscallConn gives raw access to the queue's descriptor through the
-// runtime poller (the data path reads with it to see when the queue is
-// empty).
+// SyscallConn gives raw access to the queue's descriptor (the data path
+// reads and writes it by raw system calls).
 func (q *Queue) SyscallConn() (syscall.RawConn, error) { return q.f.SyscallConn() }
 
 // Index is the position of q among its device's queues.
@@ -136,9 +148,16 @@ func Open(c Config) (*Device, error) {
 				return nil, fmt.Errorf("tun %s: %w", name, err)
 			}
 		}
-		// The fd is non-blocking, so os.NewFile hands it to the runtime
-		// poller (and f.Fd must not be called: it would make it blocking).
+		// The fd is still blocking here, so os.NewFile keeps it out of
+		// the runtime poller (Queue); then it is made non-blocking, which
+		// the data path's raw reads need. f.Fd must not be called: it
+		// would make it blocking again.
 		f := os.NewFile(uintptr(fd), "/dev/net/tun:"+name)
+		if err := unix.SetNonblock(fd, true); err != nil {
+			f.Close()
+			d.Close()
+			return nil, fmt.Errorf("tun %s: queue %d: O_NONBLOCK: %w", name, i, err)
+		}
 		d.queues = append(d.queues, &Queue{f: f, index: i})
 	}
 	if err := setLink(d.name, c.MTU); err != nil {
@@ -159,7 +178,7 @@ func Open(c Config) (*Device, error) {
 // would steal part of its traffic. The other queues attach to the tun the
 // first one created.
 func openQueue(name string, create bool) (int, string, error) {
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, "", err
 	}
@@ -286,6 +305,11 @@ func (d *Device) Offloads() string { return OffloadNames(d.offloads) }
 // interface disappears with its last queue.
 func (d *Device) Close() error {
 	d.closeOnce.Do(func() {
+		d.wakeMu.Lock()
+		for _, wake := range d.wakers {
+			wake()
+		}
+		d.wakeMu.Unlock()
 		var errs []error
 		for _, q := range d.queues {
 			errs = append(errs, q.f.Close())

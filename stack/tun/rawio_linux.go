@@ -1,0 +1,219 @@
+package tun
+
+import (
+	"os"
+	"runtime"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Waiting for packets without the runtime poller.
+//
+// A queue whose Conn is a non-blocking descriptor (a tun queue, a socket)
+// is read and written by raw system calls on its dispatch goroutine's own
+// thread, which never parks in the runtime poller: a packet that arrives
+// after an idle gap then costs one wake-up (the kernel waking this thread)
+// instead of two (the poller's thread, then a hand-off of the goroutine to
+// a thread with a P). When a read finds the queue empty, the loop
+//
+//  1. tells the dispatcher (QueueIdle: it publishes batched counters);
+//  2. waits up to rawWait in ppoll(2) by RawSyscall, on the queue and the
+//     attachment's wake eventfd: no entersyscall, so the thread keeps its
+//     P and runs on at once when the next packet (typically the reply to
+//     the one just sent) arrives. The wait is bounded, and a preemption
+//     request (a signal: EINTR) makes it yield the P at once (Gosched), so
+//     the garbage collector's stop-the-world never waits for it;
+//  3. then blocks in ppoll through the ordinary syscall path
+//     (entersyscall), so that the runtime takes the P back for other
+//     goroutines for as long as the queue stays idle.
+//
+// Stop (Attach, Close) writes the wake eventfd; Device.Close does too
+// before it closes the descriptors. A Conn closed by anyone else is noticed
+// when the bounded wait (foreignWait) ends.
+//
+// The descriptor is used only inside syscall.RawConn.Control, which holds
+// a reference on it: it cannot be closed and reused under the loop.
+
+// rawWait is how long an empty queue waits in a raw ppoll, keeping its P,
+// before the blocking wait: longer than a packet's round trip through the
+// hosts on either side, short enough that other goroutines hardly notice
+// (docs/datapath.md, "Latency levers"). Tests change it.
+var rawWait = time.Millisecond
+
+// foreignWait bounds one blocking wait on a Conn that is not a Queue of a
+// Device: nothing wakes the loop when such a Conn is closed.
+var foreignWait = 100 * time.Millisecond
+
+// rawIO is a queue's raw descriptor access and the state its callbacks
+// share; only the queue's dispatch goroutine uses it.
+type rawIO struct {
+	rc syscall.RawConn
+	// waitFn and writeFn are the Control callbacks (q.waitRead,
+	// q.writeFd), made once so that no call allocates.
+	waitFn  func(fd uintptr)
+	writeFn func(fd uintptr)
+	// timeout of one blocking wait; nil waits until a packet or a wake-up.
+	timeout *unix.Timespec
+	rawWait unix.Timespec // of the wait that keeps the P (rawWait)
+
+	pfds  [2]unix.PollFd // the queue, the wake eventfd
+	n     int
+	err   error
+	woken bool // the wait ended without a packet: look at stopping
+
+	wb   []byte
+	wn   int
+	werr unix.Errno
+}
+
+// newRawIO returns raw access to c's descriptor if c has one and it is
+// non-blocking (a blocking one would hold the thread's P in a raw read),
+// else nil. bounded: nothing but the wait timeout notices c being closed.
+func newRawIO(c Conn, bounded bool) *rawIO {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	nonblock := false
+	if err := rc.Control(func(fd uintptr) {
+		fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+		nonblock = err == nil && fl&unix.O_NONBLOCK != 0
+	}); err != nil || !nonblock {
+		return nil
+	}
+	r := &rawIO{rc: rc, rawWait: unix.NsecToTimespec(int64(rawWait))}
+	if bounded {
+		ts := unix.NsecToTimespec(int64(foreignWait))
+		r.timeout = &ts
+	}
+	return r
+}
+
+// errWoken: the wait ended without a packet (a stop, a Device closing, or
+// the bounded wait of a foreign Conn): the loop checks why.
+type wokenError struct{}
+
+func (wokenError) Error() string { return "queue woken" }
+
+var errWoken error = wokenError{}
+
+// rawRead reads one packet into the frame at FrameHeader, waiting for one
+// as the package comment describes.
+func (q *queue) rawRead(wakeFd int) (int, error) {
+	r := q.rio
+	r.n, r.err, r.woken = 0, nil, false
+	r.pfds[1] = unix.PollFd{Fd: int32(wakeFd), Events: unix.POLLIN}
+	if err := r.rc.Control(r.waitFn); err != nil {
+		return 0, errStopped // closed
+	}
+	if r.woken {
+		return 0, errWoken
+	}
+	if r.n == 0 && r.err == nil {
+		return 0, errEOF // a socket peer went away; a tun never reads 0
+	}
+	return r.n, r.err
+}
+
+// waitRead is the Control callback of rawRead.
+func (q *queue) waitRead(fd uintptr) {
+	r := q.rio
+	buf := q.frame.buf[FrameHeader:]
+	idled, waited := false, false
+	for {
+		n, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+		switch errno {
+		case 0:
+			r.n = int(n)
+			return
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+		default:
+			r.err = errno
+			return
+		}
+		if !idled {
+			q.idle()
+			idled = true
+		}
+		r.pfds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+		r.pfds[1].Revents = 0
+		if !waited {
+			waited = true
+			ready, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&r.pfds[0])), 2, uintptr(unsafe.Pointer(&r.rawWait)), 0, 0, 0)
+			if errno == unix.EINTR {
+				runtime.Gosched() // a preemption request (GC stop-the-world) may be why
+			}
+			if errno == 0 && ready > 0 && r.pfds[1].Revents == 0 {
+				continue
+			}
+			r.pfds[1].Revents = 0
+		}
+		ready, err := unix.Ppoll(r.pfds[:], r.timeout, nil)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			r.err = err
+			return
+		case ready == 0 || r.pfds[1].Revents != 0:
+			r.woken = true
+			return
+		}
+		// The queue is readable, or in error (a deleted tun, a closed
+		// peer): the next read says which.
+	}
+}
+
+// rawWrite writes b (a packet with its virtio_net_hdr) by one write(2) on
+// the calling thread, without entersyscall: a tun write never blocks. A
+// Conn that is full (a socket) is written through its own Write instead,
+// which waits.
+func (q *queue) rawWrite(b []byte) (int, error) {
+	r := q.rio
+	r.wb, r.wn, r.werr = b, 0, 0
+	err := r.rc.Control(r.writeFn)
+	r.wb = nil
+	switch {
+	case err != nil:
+		return 0, os.ErrClosed
+	case r.werr == unix.EAGAIN:
+		return q.conn.Write(b)
+	case r.werr != 0:
+		return r.wn, r.werr
+	}
+	return r.wn, nil
+}
+
+// writeFd is the Control callback of rawWrite.
+func (q *queue) writeFd(fd uintptr) {
+	r := q.rio
+	for {
+		n, _, errno := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&r.wb[0])), uintptr(len(r.wb)))
+		if errno == unix.EINTR {
+			continue
+		}
+		r.wn, r.werr = int(n), errno
+		return
+	}
+}
+
+// lockThread: each raw queue's dispatch goroutine keeps its own thread.
+var lockThread = true
+
+// runQueue runs fn on a thread of its own if the queue does raw I/O.
+func (q *queue) runQueue(fn func()) {
+	if q.rio != nil && lockThread {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
+	fn()
+}

@@ -1,0 +1,304 @@
+package tun
+
+import (
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/map646/map646/internal/netnstest"
+)
+
+// echoDispatcher writes every packet back to the queue it came from and
+// counts the times a queue found itself empty.
+type echoDispatcher struct {
+	e      *Endpoint
+	idle   []atomic.Int64
+	echoed atomic.Int64
+	lists  [4]gvstack.PacketBufferList // per queue, reused: no allocation
+}
+
+func (d *echoDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) {
+	l := &d.lists[pkt.Hash%uint32(len(d.lists))]
+	l.PushBack(pkt.IncRef())
+	if n, _ := d.e.WritePackets(*l); n == 1 {
+		d.echoed.Add(1)
+	}
+	l.Reset()
+}
+
+func (*echoDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *gvstack.PacketBuffer) {}
+
+func (d *echoDispatcher) QueueIdle(q int) { d.idle[q].Add(1) }
+
+// rawPair returns the two ends of a non-blocking SOCK_SEQPACKET
+// socketpair: the first is a queue an Endpoint serves with raw I/O.
+func rawPair(t *testing.T) (*os.File, *os.File) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := os.NewFile(uintptr(fds[0]), "queue"), os.NewFile(uintptr(fds[1]), "peer")
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// waitUntil polls cond for up to five seconds.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// idleEndpoint serves n raw socketpair queues with an echoDispatcher and
+// returns once every queue has echoed a packet and then found itself
+// empty, i.e. waits in ppoll. The wait that only a timeout would end is
+// made an hour long, so that a stop that does not wake the loops hangs.
+func idleEndpoint(t *testing.T, n int) (*Endpoint, *echoDispatcher, []*os.File) {
+	t.Helper()
+	saved := foreignWait
+	foreignWait = time.Hour
+	t.Cleanup(func() { foreignWait = saved })
+	var conns []Conn
+	var peers []*os.File
+	for range n {
+		c, p := rawPair(t)
+		conns = append(conns, c)
+		peers = append(peers, p)
+	}
+	e := NewEndpointConns(conns, 1500, 0)
+	for i, q := range e.queues {
+		if q.rio == nil {
+			t.Fatalf("queue %d: no raw I/O over a non-blocking socket", i)
+		}
+	}
+	d := &echoDispatcher{e: e, idle: make([]atomic.Int64, n)}
+	e.Attach(d)
+	pkt := make([]byte, VnetHdrLen+28)
+	pkt[VnetHdrLen] = 0x45
+	buf := make([]byte, 100)
+	for i, p := range peers {
+		if _, err := p.Write(pkt); err != nil {
+			t.Fatal(err)
+		}
+		p.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if m, err := p.Read(buf); err != nil || m != len(pkt) {
+			t.Fatalf("queue %d: echo %d bytes, %v", i, m, err)
+		}
+	}
+	for i := range n {
+		waitUntil(t, "the queues to be idle", func() bool { return d.idle[i].Load() > 0 })
+	}
+	time.Sleep(20 * time.Millisecond) // into ppoll
+	return e, d, peers
+}
+
+// TestRawStopWhileBlocked: Attach(nil) wakes queues that wait in ppoll for
+// a packet that never comes (through the attachment's eventfd) and returns
+// promptly; a new attachment serves the queues again.
+func TestRawStopWhileBlocked(t *testing.T) {
+	e, _, peers := idleEndpoint(t, 2)
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		e.Attach(nil)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Attach(nil) still waiting for blocked queues after 5 s")
+	}
+	t.Logf("stopped two blocked queues in %v", time.Since(start))
+	for i := range 2 {
+		if !e.Exited(i) {
+			t.Errorf("queue %d still running", i)
+		}
+	}
+	d := &echoDispatcher{e: e, idle: make([]atomic.Int64, 2)}
+	e.Attach(d)
+	defer e.Close()
+	pkt := make([]byte, VnetHdrLen+28)
+	pkt[VnetHdrLen] = 0x60
+	if _, err := peers[1].Write(pkt); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the reattached queue to echo", func() bool { return d.echoed.Load() == 1 })
+}
+
+// TestRawBlockedKeepsNoP: with GOMAXPROCS 2 and two queues waiting for
+// packets, the runtime still runs everything else: a garbage collection
+// (whose stop-the-world needs every P) completes, and goroutines get
+// scheduled.
+func TestRawBlockedKeepsNoP(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	e, _, _ := idleEndpoint(t, 2)
+	defer e.Close()
+	done := make(chan struct{})
+	go func() {
+		for range 3 {
+			runtime.GC()
+		}
+		var wg sync.WaitGroup
+		for range 100 {
+			wg.Add(1)
+			go func() { defer wg.Done(); time.Sleep(time.Millisecond) }()
+		}
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("GC and goroutines stuck while every queue waits for packets")
+	}
+}
+
+// TestRawWaitYields: a queue waiting in the raw ppoll that keeps its P
+// (here for an hour, so that only a preemption request can end it) gives
+// the P up when the runtime asks: with GOMAXPROCS 2 and both queues in
+// that wait, a garbage collection completes and goroutines run.
+func TestRawWaitYields(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	saved := rawWait
+	rawWait = time.Hour
+	defer func() { rawWait = saved }()
+	e, _, _ := idleEndpoint(t, 2)
+	defer e.Close()
+	done := make(chan struct{})
+	go func() {
+		for range 3 {
+			runtime.GC()
+		}
+		var wg sync.WaitGroup
+		for range 100 {
+			wg.Add(1)
+			go func() { defer wg.Done(); time.Sleep(time.Millisecond) }()
+		}
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("GC and goroutines stuck while every queue waits in a raw ppoll")
+	}
+}
+
+// TestRawWriteErrors: a raw write that fails (the peer is gone) is
+// reported to the writer as an aborted write, and the queue's loop ends
+// without error when the peer's end is closed (read of 0: EOF).
+func TestRawWriteErrors(t *testing.T) {
+	c, p := rawPair(t)
+	e := NewEndpointConns([]Conn{c}, 1500, 0)
+	q := e.queues[0]
+	pkt := make([]byte, VnetHdrLen+28)
+	if m, err := q.write(pkt); err != nil || m != len(pkt) {
+		t.Fatalf("write = %d, %v", m, err)
+	}
+	p.Close()
+	m, err := q.write(pkt)
+	if werr := writeResult(m, err, len(pkt)); werr == nil {
+		t.Errorf("write to a closed peer: %d, %v, reported as success", m, err)
+	}
+	c.Close()
+	if _, err := q.write(pkt); err != os.ErrClosed {
+		t.Errorf("write to a closed queue: %v, want os.ErrClosed", err)
+	}
+}
+
+// TestDeviceCloseWakesEndpoint: closing a Device whose queues wait in
+// ppoll wakes them; the loops end and the descriptors close.
+func TestDeviceCloseWakesEndpoint(t *testing.T) {
+	netnstest.RequireTun(t, "dp-")
+	ns := netnstest.New(t, "dp-wake-")
+	var dev *Device
+	if err := ns.Do(func() (err error) {
+		dev, err = Open(Config{Name: "dp-wake0", Queues: 2})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 100)
+	if _, err := dev.Queues()[0].Read(buf); err != unix.EAGAIN && !isEAGAIN(err) {
+		t.Errorf("Read of an empty queue: %v, want EAGAIN (never blocks)", err)
+	}
+	e := NewEndpoint(dev)
+	d := &echoDispatcher{e: e, idle: make([]atomic.Int64, 2)}
+	e.Attach(d)
+	for i := range 2 {
+		waitUntil(t, "the queues to be idle", func() bool { return d.idle[i].Load() > 0 })
+	}
+	time.Sleep(20 * time.Millisecond)
+	closed := make(chan error)
+	go func() {
+		err := dev.Close()
+		e.Wait()
+		closed <- err
+	}()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("Close = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Device.Close did not end the blocked loops")
+	}
+	if err := e.Err(); err != nil {
+		t.Errorf("loops ended with %v, want nil", err)
+	}
+	if _, err := ns.Output("ip", "link", "show", "dp-wake0"); err == nil {
+		t.Error("interface still there after Close")
+	}
+}
+
+func isEAGAIN(err error) bool {
+	pe, ok := err.(*os.PathError)
+	return ok && pe.Err == unix.EAGAIN
+}
+
+// BenchmarkRawRoundTrip is one packet at a time through an Endpoint's raw
+// queue loop and back, over a socketpair, the peer in this process: the
+// cost of the loop's wake-up, read, delivery and write, without a
+// translator. rawWait is the product's.
+func BenchmarkRawRoundTrip(b *testing.B) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, p := os.NewFile(uintptr(fds[0]), "queue"), os.NewFile(uintptr(fds[1]), "peer")
+	defer c.Close()
+	defer p.Close()
+	e := NewEndpointConns([]Conn{c}, 1500, 0)
+	d := &echoDispatcher{e: e, idle: make([]atomic.Int64, 1)}
+	e.Attach(d)
+	defer e.Close()
+	pkt := make([]byte, VnetHdrLen+64)
+	pkt[VnetHdrLen] = 0x45
+	buf := make([]byte, 200)
+	p.SetReadDeadline(time.Now().Add(time.Minute))
+	b.ReportAllocs()
+	for range 10 { // the list's first append
+		p.Write(pkt)
+		p.Read(buf)
+	}
+	for b.Loop() {
+		if _, err := p.Write(pkt); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.Read(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
