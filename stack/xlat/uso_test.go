@@ -62,6 +62,10 @@ func usoCases() []usoCase {
 		// hop fragments each, as it would have each alone.
 		{name: "6to4 not DF too big", pol: mtu4(1000), in: udp6(1200), gsoType: GSOUDPL4, gsoSize: 1200, hdrLen: 48,
 			wantOff: Offload{Flags: OffloadNeedsCsum, GSOType: GSOUDPL4, HdrLen: 28, GSOSize: 1200, CsumStart: 20, CsumOffset: 6}},
+		// USO metadata on a TCP packet, which the kernel would refuse: too
+		// big all the same, but nothing is quoted as a datagram.
+		{name: "4to6 USO on TCP", pol: mtu6(1447), in: tcp4, gsoType: GSOUDPL4, gsoSize: 1400, hdrLen: 40, why: ReasonTooBig},
+		{name: "6to4 USO on TCP", pol: mtu4(1400), in: tcp6, gsoType: GSOUDPL4, gsoSize: 1380, hdrLen: 60, why: ReasonTooBig},
 		{name: "6to4 TCP shrinks", pol: mtu4(1400), in: tcp6, gsoType: GSOTCPv6, gsoSize: 1428, hdrLen: 60,
 			wantOff: Offload{Flags: OffloadNeedsCsum, GSOType: GSOTCPv4, HdrLen: 40, GSOSize: 1400 - 40, CsumStart: 20, CsumOffset: 16}, wantDF: true},
 	}

@@ -216,7 +216,7 @@ func (w *Worker) size46(s *state, q *in4, sink Sink, hp hairpinPass) (hlen int, 
 // engine does not cut a super-packet into datagrams, so it is dropped
 // without an error.
 func (w *Worker) usoTooBig46(s *state, q *in4, hlen, gso int, sink Sink, hp hairpinPass) Reason {
-	if q.df() && q.first() && !bool(hp) && len(q.l4) >= udpSize {
+	if q.df() && q.first() && !bool(hp) && q.proto() == protoUDP && len(q.l4) >= udpSize {
 		d, l, u, c := firstDatagram(q.p, ip4TotalLen, 0, q.ihl, ip4Checksum, gso)
 		w.emitError4(s, d, 3, 4, uint32(s.mtu6-(hlen-q.ihl)), sink)
 		restoreDatagram(q.p, ip4TotalLen, q.ihl, ip4Checksum, l, u, c)

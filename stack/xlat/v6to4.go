@@ -271,12 +271,14 @@ func (w *Worker) error64(s *state, buf []byte, start, end int, q *in6, off *Offl
 // super-packet passes, its IPv4 header without DF (see v6to4), and the
 // IPv4 next hop fragments each datagram as it would have alone.
 func (w *Worker) usoTooBig64(s *state, q *in6, gso int, sink Sink) Reason {
-	if q.x.fragAt >= 0 || dfFlag(ip4Size+udpSize+gso) == 0 || q.isErr || len(q.l4) < udpSize {
+	if q.x.fragAt >= 0 || dfFlag(ip4Size+udpSize+gso) == 0 {
 		return ReasonNone
 	}
-	d, l, u, c := firstDatagram(q.p, ip6PayloadLen, ip6Size, q.x.off, -1, gso)
-	w.emitError6(s, d, 2, 0, uint32(s.mtu4+ip4Size), sink)
-	restoreDatagram(q.p, ip6PayloadLen, q.x.off, -1, l, u, c)
+	if q.x.nh == protoUDP && len(q.l4) >= udpSize { // not metadata the kernel would refuse
+		d, l, u, c := firstDatagram(q.p, ip6PayloadLen, ip6Size, q.x.off, -1, gso)
+		w.emitError6(s, d, 2, 0, uint32(s.mtu4+ip4Size), sink)
+		restoreDatagram(q.p, ip6PayloadLen, q.x.off, -1, l, u, c)
+	}
 	return ReasonTooBig
 }
 
