@@ -134,8 +134,9 @@ func makePartialStart(p []byte) int {
 }
 
 // GSO super-packets are translated whole (DESIGN.md): gso_type TCPv4 <->
-// TCPv6 keeping ECN, csum_start/hdr_len moved by 20, gso_size lowered to
-// the other side's MTU, and never fragmented or refused for size.
+// TCPv6 keeping ECN, csum_start/hdr_len moved by 20, a TCP gso_size
+// lowered to the other side's MTU, and never fragmented (UDP ones that do
+// not fit: uso_test.go).
 func TestGSO(t *testing.T) {
 	seg := func() []byte { return tcpSeg(5001, 40000, header.TCPFlagAck, 1, 2, make([]byte, 12), payload(1448*44)) }
 	t.Run("4to6", func(t *testing.T) {

@@ -36,6 +36,7 @@ const (
 
 	tcpChecksum = 16
 	tcpMinSize  = header.TCPMinimumSize
+	udpLen      = 4
 	udpChecksum = 6
 	udpSize     = header.UDPMinimumSize
 
@@ -212,9 +213,11 @@ func fixEcho(icmp []byte, nt byte, ps uint16, partial bool) {
 
 // moveOffload rewrites the virtio offload metadata of a packet whose IP
 // header grew by grow bytes (negative: shrank) to hdr bytes: the checksum
-// start moves, a TCP segmentation type changes family from to to, and the
-// segment size shrinks so that a segment of hdr+l4hdr header bytes fits
-// the next hop's mtu (0: unknown).
+// start moves, a TCP segmentation type changes family from to to, and a
+// TCP segment size shrinks so that a segment of hdr+l4hdr header bytes
+// fits the next hop's mtu (0: unknown): a byte stream may be cut
+// anywhere. A UDP (USO) segment is one datagram whose boundaries are the
+// application's: its size never changes (see usoTooBig).
 func moveOffload(off *Offload, grow, hdr, l4hdr, mtu int, from, to uint8) {
 	if off.Flags&OffloadNeedsCsum != 0 || off.CsumStart != 0 {
 		off.CsumStart = uint16(int(off.CsumStart) + grow)
@@ -226,7 +229,48 @@ func moveOffload(off *Offload, grow, hdr, l4hdr, mtu int, from, to uint8) {
 		off.GSOType = to | off.GSOType&GSOECN
 	}
 	off.HdrLen = uint16(hdr + l4hdr)
-	if mtu > 0 && l4hdr > 0 && int(off.GSOSize)+hdr+l4hdr > mtu {
+	// Only a TCP header is tcpMinSize bytes or more (a UDP header is
+	// udpSize): this test keeps moveOffload within the inlining budget.
+	if mtu > 0 && l4hdr >= tcpMinSize && int(off.GSOSize)+hdr+l4hdr > mtu {
 		off.GSOSize = uint16(mtu - hdr - l4hdr)
+	}
+}
+
+// usoTooBig reports whether off describes a UDP super-packet (USO,
+// GSOUDPL4) whose datagrams, each hdr+8+GSOSize bytes once translated,
+// exceed the next hop's mtu (0: unknown). Shrinking gso_size as for TCP
+// would re-cut the payload into other datagrams and corrupt every
+// application message, so such a super-packet is refused as its datagrams
+// would be one by one.
+func usoTooBig(off *Offload, hdr, mtu int) bool {
+	return off != nil && off.GSOType&^GSOECN == GSOUDPL4 && mtu > 0 && hdr+udpSize+int(off.GSOSize) > mtu
+}
+
+// firstDatagram rewrites the length fields of the USO super-packet p, its
+// network header's at lenAt (whose value counts the bytes from counted
+// on) and its UDP header's at udp, to those of its first datagram of
+// gso UDP payload bytes, and returns p cut to that datagram with the old
+// values. An ICMP error quoting the super-packet then reads as one about
+// that datagram (RFC 792, RFC 4443 section 3.2): the sender's Path MTU
+// Discovery sees the length it sent, not the sum of all. The IPv4 header
+// checksum at csum4 (negative: IPv6, none) follows the Total Length.
+func firstDatagram(p []byte, lenAt, counted, udp, csum4, gso int) (dgram []byte, oldLen, oldUDP, oldCsum uint16) {
+	n := min(udp+udpSize+gso, len(p))
+	oldLen, oldUDP = be16(p[lenAt:]), be16(p[udp+udpLen:])
+	put16(p[lenAt:], uint16(n-counted))
+	put16(p[udp+udpLen:], uint16(n-udp))
+	if csum4 >= 0 {
+		oldCsum = be16(p[csum4:])
+		adjust(p[csum4:csum4+2], csumSub(uint16(n-counted), oldLen), false, false)
+	}
+	return p[:n], oldLen, oldUDP, oldCsum
+}
+
+// restoreDatagram undoes firstDatagram.
+func restoreDatagram(p []byte, lenAt, udp, csum4 int, oldLen, oldUDP, oldCsum uint16) {
+	put16(p[lenAt:], oldLen)
+	put16(p[udp+udpLen:], oldUDP)
+	if csum4 >= 0 {
+		put16(p[csum4:], oldCsum)
 	}
 }

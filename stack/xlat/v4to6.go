@@ -83,6 +83,9 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 			return drop(r, why)
 		}
 	}
+	if gso && usoTooBig(off, hlen, s.mtu6) {
+		return drop(r, w.usoTooBig46(s, &q, hlen, int(off.GSOSize), sink, hp))
+	}
 	if q.proto() == protoICMPv4 && !q.isFrag() && len(q.l4) >= icmpSize && icmpErrorType46(q.l4[0]) {
 		return w.icmpError46(s, buf, start, end, &q, off, sink, hp)
 	}
@@ -202,6 +205,23 @@ func (w *Worker) size46(s *state, q *in4, sink Sink, hp hairpinPass) (hlen int, 
 		return ip6Size + frag6Size, true, ReasonNone
 	}
 	return hlen, false, ReasonNone
+}
+
+// usoTooBig46 refuses a UDP super-packet whose datagrams of gso payload
+// bytes do not fit the IPv6 next hop, as size46 would each datagram sent
+// alone: with DF, one Fragmentation Needed (section 4.1, RFC 1191)
+// quoting the first datagram (firstDatagram), not one per datagram; but
+// not in a hairpin (see size46). Without DF each datagram would be
+// fragmented (section 4), which one super-packet cannot express: the
+// engine does not cut a super-packet into datagrams, so it is dropped
+// without an error.
+func (w *Worker) usoTooBig46(s *state, q *in4, hlen, gso int, sink Sink, hp hairpinPass) Reason {
+	if q.df() && q.first() && !bool(hp) && q.proto() == protoUDP && len(q.l4) >= udpSize {
+		d, l, u, c := firstDatagram(q.p, ip4TotalLen, 0, q.ihl, ip4Checksum, gso)
+		w.emitError4(s, d, 3, 4, uint32(s.mtu6-(hlen-q.ihl)), sink)
+		restoreDatagram(q.p, ip4TotalLen, q.ihl, ip4Checksum, l, u, c)
+	}
+	return ReasonTooBig
 }
 
 // transport46 is RFC 7915 section 4.5 (TCP, UDP, other protocols) and the

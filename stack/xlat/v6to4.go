@@ -55,6 +55,11 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 			return drop(r, why)
 		}
 	}
+	if !q.hairpin && usoTooBig(off, ip4Size, s.mtu4) {
+		if why := w.usoTooBig64(s, &q, int(off.GSOSize), sink); why != ReasonNone {
+			return drop(r, why)
+		}
+	}
 	if q.x.nh == protoICMPv6 && !q.isFrag() && len(q.l4) >= icmpSize && q.l4[0] < 128 {
 		return w.error64(s, buf, start, end, &q, off, sink)
 	}
@@ -71,7 +76,11 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 	if q.x.fragAt < 0 {
 		id = w.nextID()
 	}
-	id, flagsFO := q.x.ipv4Frag(tot4, id)
+	df4 := tot4 // the length section 5.1's DF rule weighs
+	if off != nil && off.GSOType&^GSOECN == GSOUDPL4 {
+		df4 = ip4Size + udpSize + int(off.GSOSize) // each datagram's, which carries the flag
+	}
+	id, flagsFO := q.x.ipv4Frag(df4, id)
 	putIPv4(buf[ns:ns+ip4Size], s.tos64.apply(trafficClass(q.p)), s.hopLimit64(q.p), proto, tot4, id, flagsFO, &q.src4, &q.dst4)
 	if off != nil {
 		moveOffload(off, ip4Size-q.x.off, ip4Size, l4hdr, s.mtu4, GSOTCPv6, GSOTCPv4)
@@ -253,6 +262,24 @@ func (w *Worker) error64(s *state, buf []byte, start, end int, q *in6, off *Offl
 		return w.hairpin(s, buf, r, off, sink)
 	}
 	return r
+}
+
+// usoTooBig64 refuses a UDP super-packet whose datagrams of gso payload
+// bytes do not fit the IPv4 next hop, as size64 would each datagram sent
+// alone: one Packet Too Big (section 5.1, RFC 8201) quoting the first
+// datagram (firstDatagram) when its IPv4 form carries DF. Without DF the
+// super-packet passes, its IPv4 header without DF (see v6to4), and the
+// IPv4 next hop fragments each datagram as it would have alone.
+func (w *Worker) usoTooBig64(s *state, q *in6, gso int, sink Sink) Reason {
+	if q.x.fragAt >= 0 || dfFlag(ip4Size+udpSize+gso) == 0 {
+		return ReasonNone
+	}
+	if q.x.nh == protoUDP && len(q.l4) >= udpSize { // not metadata the kernel would refuse
+		d, l, u, c := firstDatagram(q.p, ip6PayloadLen, ip6Size, q.x.off, -1, gso)
+		w.emitError6(s, d, 2, 0, uint32(s.mtu4+ip4Size), sink)
+		restoreDatagram(q.p, ip6PayloadLen, q.x.off, -1, l, u, c)
+	}
+	return ReasonTooBig
 }
 
 // ipv4Frag is section 5.1's Identification and Flags: copied from the
