@@ -206,7 +206,7 @@ func protoName(p uint8) string {
 	return strconv.Itoa(int(p))
 }
 
-// isLinkChatter reports whether p is the host's own link-scope IPv6
+// IsLinkChatter reports whether p is the host's own link-scope IPv6
 // traffic that a kernel sends on any link it brings up, the tun included:
 // from the unspecified address or a link-local one (RFC 4291 section
 // 2.5.6) to a link-scope multicast group, ff02::/16 (RFC 4291 section
@@ -218,7 +218,7 @@ func protoName(p uint8) string {
 // Handler counts these packets as LinkStats.LinkChatter and
 // does not hand them to the engine, so that they are not counted as
 // drops of anyone's traffic.
-func isLinkChatter(p []byte) bool {
+func IsLinkChatter(p []byte) bool {
 	if len(p) < 40 || p[0]>>4 != 6 || p[24] != 0xff || p[25] != 0x02 {
 		return false
 	}

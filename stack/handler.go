@@ -251,7 +251,7 @@ func (q *handlerQueue) deliverCopy(pkt *gvstack.PacketBuffer) {
 // metadata goes into the PacketBuffer's GSOOptions).
 func (q *handlerQueue) translate(buf []byte, start, end int, off *xlat.Offload, f *tun.Frame) {
 	q.cur = buf[start:end]
-	if isLinkChatter(q.cur) {
+	if IsLinkChatter(q.cur) {
 		// The host's own MLD, RS and ND on the link: not traffic to
 		// translate, and not a drop worth an operator's attention.
 		q.stats.LinkChatter.Add(1)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/map646/map646/appliance/config"
 	"github.com/map646/map646/mapping"
+	"github.com/map646/map646/stack"
 	"github.com/map646/map646/stack/xlat"
 )
 
@@ -495,6 +496,13 @@ func translateRecord(w *xlat.Worker, rec captureRecord, linkType func(gopacket.C
 	if len(pkt) > len(buf)-2*xlat.Headroom {
 		sum.Skipped++
 		fmt.Fprintf(report, "packet %d: skipped: %d bytes is larger than an IP packet can be\n", n, len(pkt))
+		return nil
+	}
+	if stack.IsLinkChatter(pkt) {
+		// What map646 run counts as link_chatter, not as a drop: a capture
+		// of the tun starts with the host kernel's own MLD and solicitations.
+		sum.Skipped++
+		fmt.Fprintf(report, "packet %d: skipped: link chatter (IPv6 from :: or fe80::/10 to ff02::/16), which the translator does not translate and does not count as a drop\n", n)
 		return nil
 	}
 	start := xlat.Headroom

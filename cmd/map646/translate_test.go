@@ -747,3 +747,39 @@ func TestPrefetchKeys(t *testing.T) {
 		t.Errorf("reset: %d, %d keys, capacity %d", len(k.v4), len(k.v6), cap(k.v4))
 	}
 }
+
+// TestTranslateLinkChatter: the host's own MLD report from :: at the head
+// of a tun capture is skipped as link chatter, as map646 run counts it, not
+// reported as a drop.
+func TestTranslateLinkChatter(t *testing.T) {
+	dir := writeTemp(t, map[string]string{"c.hcl": translateHCL})
+	in, out := filepath.Join(dir, "in.pcap"), filepath.Join(dir, "out.pcap")
+	mld := serialize(t,
+		&layers.IPv6{Version: 6, NextHeader: layers.IPProtocolICMPv6, HopLimit: 1, SrcIP: net.IPv6unspecified, DstIP: net.ParseIP("ff02::16")},
+		gopacket.Payload(make([]byte, 28)))
+	fromLinkLocal := serialize(t,
+		&layers.IPv6{Version: 6, NextHeader: layers.IPProtocolICMPv6, HopLimit: 255, SrcIP: net.ParseIP("fe80::1"), DstIP: net.ParseIP("ff02::2")},
+		gopacket.Payload(make([]byte, 8)))
+	writePcap(t, in, layers.LinkTypeRaw, []frame{{data: mld}, {data: fromLinkLocal}, {data: udp4(t, "query")}})
+	stdout, stderr, err := runCmd(t, "translate", "-c", filepath.Join(dir, "c.hcl"), "-i", in, "-o", out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	if _, pkts, _ := readPcap(t, out); len(pkts) != 1 {
+		t.Fatalf("%d packets written, want 1; report:\n%s", len(pkts), stdout)
+	}
+	want := []string{
+		"packet 1: skipped: link chatter",
+		"packet 2: skipped: link chatter",
+		"3 packets read: 1 translated, 0 dropped, 2 skipped;",
+	}
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("report:\n%s", stdout)
+	}
+	for i := range want {
+		if !strings.HasPrefix(lines[i], want[i]) {
+			t.Errorf("report line %d = %q, want prefix %q", i+1, lines[i], want[i])
+		}
+	}
+}
