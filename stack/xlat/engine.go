@@ -310,23 +310,8 @@ func compile(c *Config) (*state, error) {
 	if s.mtu6 > 0 && s.mtu6 < s.fit6 {
 		s.fit6 = s.mtu6
 	}
-	if p.IPv4MTU != 0 && (p.IPv4MTU < 68 || p.IPv4MTU > 65535) {
-		return nil, fmt.Errorf("xlat: IPv4 MTU %d: must be between 68 and 65535", p.IPv4MTU)
-	}
-	if p.IPv6MTU != 0 && (p.IPv6MTU < 1280 || p.IPv6MTU > 65535) {
-		return nil, fmt.Errorf("xlat: IPv6 MTU %d: must be between 1280 and 65535", p.IPv6MTU)
-	}
-	if p.UDPZeroChecksum > UDPZeroDrop {
-		return nil, fmt.Errorf("xlat: unknown UDP zero-checksum policy %d", p.UDPZeroChecksum)
-	}
-	if p.Hairpin > HairpinIntrinsic {
-		return nil, fmt.Errorf("xlat: unknown hairpin mode %d", p.Hairpin)
-	}
-	if p.ICMPRate < 0 || p.ICMPRate > MaxICMPRate {
-		return nil, fmt.Errorf("xlat: ICMP rate %d: must be between 0 and %d", p.ICMPRate, MaxICMPRate)
-	}
-	if p.ICMPBurst < 0 || p.ICMPBurst > MaxICMPRate {
-		return nil, fmt.Errorf("xlat: ICMP burst %d: must be between 0 and %d", p.ICMPBurst, MaxICMPRate)
+	if err := checkLimits(&p); err != nil {
+		return nil, err
 	}
 	var err error
 	if s.plateaus, err = compilePlateaus(p.MTUPlateaus); err != nil {
@@ -338,28 +323,8 @@ func compile(c *Config) (*state, error) {
 	if s.tos64, err = compileTOS(p.TypeOfService, "type of service"); err != nil {
 		return nil, err
 	}
-	for _, d := range p.DenyIPv4 {
-		n, err := toNet4(d)
-		if err != nil {
-			return nil, fmt.Errorf("xlat: deny_ipv4: %w", err)
-		}
-		s.deny = append(s.deny, n)
-	}
-	for _, d := range p.ICMPSourcePool {
-		n, err := toNet4(d)
-		if err != nil {
-			return nil, fmt.Errorf("xlat: icmp_source_pool: %w", err)
-		}
-		r := hostRange{first: n.addr, n: ^n.mask + 1}
-		if d.Bits() == 0 {
-			r.n = ^uint32(0)
-		}
-		if d.Bits() < 31 { // skip the network and broadcast addresses
-			r.first++
-			r.n -= 2
-		}
-		s.pool = append(s.pool, r)
-		s.poolSize += uint64(r.n)
+	if err := s.compileLists(&p); err != nil {
+		return nil, err
 	}
 	if err := s.compileOwn(&p); err != nil {
 		return nil, err
@@ -383,6 +348,60 @@ func compile(c *Config) (*state, error) {
 		s.errBurst = s.errRate
 	}
 	return s, nil
+}
+
+// checkLimits refuses policy numbers outside what the engine and the
+// RFCs allow: MTUs (RFC 791, RFC 8200 section 5), enums, the ICMP rate.
+func checkLimits(p *Policy) error {
+	if p.IPv4MTU != 0 && (p.IPv4MTU < 68 || p.IPv4MTU > 65535) {
+		return fmt.Errorf("xlat: IPv4 MTU %d: must be between 68 and 65535", p.IPv4MTU)
+	}
+	if p.IPv6MTU != 0 && (p.IPv6MTU < 1280 || p.IPv6MTU > 65535) {
+		return fmt.Errorf("xlat: IPv6 MTU %d: must be between 1280 and 65535", p.IPv6MTU)
+	}
+	if p.UDPZeroChecksum > UDPZeroDrop {
+		return fmt.Errorf("xlat: unknown UDP zero-checksum policy %d", p.UDPZeroChecksum)
+	}
+	if p.Hairpin > HairpinIntrinsic {
+		return fmt.Errorf("xlat: unknown hairpin mode %d", p.Hairpin)
+	}
+	if p.ICMPRate < 0 || p.ICMPRate > MaxICMPRate {
+		return fmt.Errorf("xlat: ICMP rate %d: must be between 0 and %d", p.ICMPRate, MaxICMPRate)
+	}
+	if p.ICMPBurst < 0 || p.ICMPBurst > MaxICMPRate {
+		return fmt.Errorf("xlat: ICMP burst %d: must be between 0 and %d", p.ICMPBurst, MaxICMPRate)
+	}
+	return nil
+}
+
+// compileLists turns deny_ipv4 and icmp_source_pool into the ranges the
+// packet path tests (RFC 6791: the pool skips network and broadcast
+// addresses of prefixes shorter than /31).
+func (s *state) compileLists(p *Policy) error {
+	for _, d := range p.DenyIPv4 {
+		n, err := toNet4(d)
+		if err != nil {
+			return fmt.Errorf("xlat: deny_ipv4: %w", err)
+		}
+		s.deny = append(s.deny, n)
+	}
+	for _, d := range p.ICMPSourcePool {
+		n, err := toNet4(d)
+		if err != nil {
+			return fmt.Errorf("xlat: icmp_source_pool: %w", err)
+		}
+		r := hostRange{first: n.addr, n: ^n.mask + 1}
+		if d.Bits() == 0 {
+			r.n = ^uint32(0)
+		}
+		if d.Bits() < 31 { // skip the network and broadcast addresses
+			r.first++
+			r.n -= 2
+		}
+		s.pool = append(s.pool, r)
+		s.poolSize += uint64(r.n)
+	}
+	return nil
 }
 
 // compileOwn fills own4, own6 and bcast4 from the policy's own addresses
