@@ -145,24 +145,7 @@ func TestRawBlockedKeepsNoP(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
 	e, _, _ := idleEndpoint(t, 2)
 	defer e.Close()
-	done := make(chan struct{})
-	go func() {
-		for range 3 {
-			runtime.GC()
-		}
-		var wg sync.WaitGroup
-		for range 100 {
-			wg.Add(1)
-			go func() { defer wg.Done(); time.Sleep(time.Millisecond) }()
-		}
-		wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("GC and goroutines stuck while every queue waits for packets")
-	}
+	requireRuntimeRuns(t, "for packets")
 }
 
 // TestRawWaitYields: a queue waiting in the raw ppoll that keeps its P
@@ -176,24 +159,7 @@ func TestRawWaitYields(t *testing.T) {
 	defer func() { rawWait = saved }()
 	e, _, _ := idleEndpoint(t, 2)
 	defer e.Close()
-	done := make(chan struct{})
-	go func() {
-		for range 3 {
-			runtime.GC()
-		}
-		var wg sync.WaitGroup
-		for range 100 {
-			wg.Add(1)
-			go func() { defer wg.Done(); time.Sleep(time.Millisecond) }()
-		}
-		wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("GC and goroutines stuck while every queue waits in a raw ppoll")
-	}
+	requireRuntimeRuns(t, "in a raw ppoll")
 }
 
 // TestRawWriteErrors: a raw write that fails (the peer is gone) is
@@ -300,5 +266,30 @@ func BenchmarkRawRoundTrip(b *testing.B) {
 		if _, err := p.Read(buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// requireRuntimeRuns fails t unless three garbage collections (whose
+// stop-the-world needs every P) and 100 goroutines complete while the
+// queues wait (how: for the message).
+func requireRuntimeRuns(t *testing.T, how string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		for range 3 {
+			runtime.GC()
+		}
+		var wg sync.WaitGroup
+		for range 100 {
+			wg.Add(1)
+			go func() { defer wg.Done(); time.Sleep(time.Millisecond) }()
+		}
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("GC and goroutines stuck while every queue waits " + how)
 	}
 }
