@@ -197,12 +197,7 @@ func TestTapTransitAllocs(t *testing.T) {
 		t.Skip("the race detector allocates")
 	}
 	eng := testEngine(t)
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fds[0])
-	defer unix.Close(fds[1])
+	fds := dgramPair(t)
 	unix.SetNonblock(fds[0], true)
 	ep := newTapEndpoint(TapConfig{FD: fds[0], MTU: 1500, MAC: tapMAC, IPv6Gateway: gw6}, func(a netip.Addr) bool { return ownsForNeighbours(eng.Config(), a) }, slog.New(slog.DiscardHandler))
 	h := NewHandler(ep, 1, func() Translator { return eng.NewWorker() }, nil)
@@ -240,12 +235,7 @@ func TestFDTransitAllocs(t *testing.T) {
 		t.Skip("the race detector allocates")
 	}
 	eng := testEngine(t)
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fds[0])
-	defer unix.Close(fds[1])
+	fds := dgramPair(t)
 	unix.SetNonblock(fds[0], true)
 	ep := newRawFDEndpoint(fds[0], 1500, slog.New(slog.DiscardHandler))
 	h := NewHandler(ep, 1, func() Translator { return eng.NewWorker() }, nil)
@@ -276,12 +266,7 @@ func TestFDTransitAllocs(t *testing.T) {
 // TestFDStopsUnderFlood: cancelling stops the data path even while the
 // descriptor never runs dry (each packet translated sends the next one).
 func TestFDStopsUnderFlood(t *testing.T) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fds[0])
-	defer unix.Close(fds[1])
+	fds := dgramPair(t)
 	unix.SetNonblock(fds[1], true)
 	v4 := testPacket(4, markForward, 100)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -333,12 +318,7 @@ func (r refillTranslator) Process(buf []byte, start, end int, off *xlat.Offload,
 // allocs/op counts every goroutine's allocations (the dispatch loop's
 // included).
 func BenchmarkServeFD(b *testing.B) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer unix.Close(fds[0])
-	defer unix.Close(fds[1])
+	fds := dgramPair(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	d, err := ServeFDQueues(ctx, testEngine(b), []int{fds[0]}, 1500, nil)
 	if err != nil {
@@ -411,4 +391,16 @@ func TestFDQueues(t *testing.T) {
 	if d.Healthy() {
 		t.Error("healthy after a queue failed")
 	}
+}
+
+// dgramPair is a datagram socketpair standing in for a tap or tun fd,
+// closed when the test ends.
+func dgramPair(tb testing.TB) [2]int {
+	tb.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+	return fds
 }
