@@ -8,7 +8,7 @@ package mapping
 // The table's slots do not hold their entry's index (a lookup reads only
 // the slot, and a wider slot would cost every lookup cache space whether or
 // not anything counts), so the index lives beside the table: one uint32 per
-// slot, 14 bytes per /32 <-> /128 entry at the table's load factors, built
+// slot, 18 bytes per /32 <-> /128 entry at the table's load factors, built
 // by Table.EntryIndex only when asked for. Entry4 and Entry6 probe the same
 // slots as Lookup4 and Lookup6 and do not allocate; right before or after
 // the translator's own lookup of the same address they find those slots in
