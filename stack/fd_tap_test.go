@@ -237,7 +237,7 @@ func TestFDTransitAllocs(t *testing.T) {
 	eng := testEngine(t)
 	fds := dgramPair(t)
 	unix.SetNonblock(fds[0], true)
-	ep := newRawFDEndpoint(fds[0], 1500, slog.New(slog.DiscardHandler))
+	ep := newRawFDEndpoint(fds[0], 1500, 0, slog.New(slog.DiscardHandler))
 	h := NewHandler(ep, 1, func() Translator { return eng.NewWorker() }, nil)
 	v4 := ipv4(header.UDPProtocolNumber, cli4, srv4, l4(header.UDPProtocolNumber, cli4, srv4, payload(32, 1), false), 0, 0)
 	buf := ep.frame.Bytes()[tun.FramePacket:]
@@ -270,7 +270,7 @@ func TestFDStopsUnderFlood(t *testing.T) {
 	unix.SetNonblock(fds[1], true)
 	v4 := testPacket(4, markForward, 100)
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := serveFDs(ctx, func() Translator { return refillTranslator{&fakeTranslator{t: t}, fds[1], v4} }, []int{fds[0]}, 1500, nil)
+	d, err := serveFDs(ctx, func() Translator { return refillTranslator{&fakeTranslator{t: t}, fds[1], v4} }, []int{fds[0]}, 1500, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +320,7 @@ func (r refillTranslator) Process(buf []byte, start, end int, off *xlat.Offload,
 func BenchmarkServeFD(b *testing.B) {
 	fds := dgramPair(b)
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := ServeFDQueues(ctx, testEngine(b), []int{fds[0]}, 1500, nil)
+	d, err := ServeFDQueues(ctx, testEngine(b), []int{fds[0]}, 1500, 0, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -353,7 +353,7 @@ func TestFDQueues(t *testing.T) {
 		dps, peers = append(dps, fds[0]), append(peers, fds[1])
 	}
 	eng := testEngine(t)
-	d, err := serveFDs(context.Background(), func() Translator { return eng.NewWorker() }, dps, 1500, nil)
+	d, err := serveFDs(context.Background(), func() Translator { return eng.NewWorker() }, dps, 1500, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
