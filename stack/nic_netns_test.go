@@ -27,11 +27,11 @@ import (
 type linkMode int
 
 const (
-	modeNIC    linkMode = iota // AF_PACKET on x4 and x6, kernel forwarding off
-	modeFD                     // an inherited bare-IP tun fd (no vnet header), kernel routing into it
-	modeKernel                 // no translator: the server also has IPv4 and the kernel forwards (the baseline of measurements)
-	modeFDVnet                 // an inherited tun fd with a 12-byte virtio_net_hdr and offloads (fd_vnet_netns_test.go)
-	modeTapVnet                // an inherited tap fd with a 12-byte virtio_net_hdr and offloads, the kernel routing on-link into it
+	modeNIC     linkMode = iota // AF_PACKET on x4 and x6, kernel forwarding off
+	modeFD                      // an inherited bare-IP tun fd (no vnet header), kernel routing into it
+	modeKernel                  // no translator: the server also has IPv4 and the kernel forwards (the baseline of measurements)
+	modeFDVnet                  // an inherited tun fd with a 12-byte virtio_net_hdr and offloads (fd_vnet_netns_test.go)
+	modeTapVnet                 // an inherited tap fd with a 12-byte virtio_net_hdr and offloads, the kernel routing on-link into it
 )
 
 func (m linkMode) String() string {
