@@ -2,14 +2,18 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/map646/map646/internal/netnstest"
 	"github.com/map646/map646/stack/xlat"
 )
 
@@ -129,6 +133,17 @@ func TestNetnsFDVnet(t *testing.T) {
 			usoCrosses(t, tp, xlat.Dir46)
 			usoCrosses(t, tp, xlat.Dir64)
 			udpEcho(t, tp)
+			var c net.Conn
+			if err := tp.cli.Do(func() (err error) {
+				c, err = net.Dial("udp4", serverV4+":9")
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := udpExchange(c, []byte("anyone there?")); !errors.Is(err, unix.ECONNREFUSED) {
+				t.Errorf("UDP to a closed port: got %v, want ECONNREFUSED (a translated Port Unreachable)", err)
+			}
+			c.Close()
 			// Two hops of the kernel around a tun; with a tap the
 			// translator is a router of its own (DecrementTTL) too.
 			hops := map[linkMode]int{modeFDVnet: 2, modeTapVnet: 3}[mode]
@@ -160,5 +175,40 @@ func TestNetnsFDVnetPathMTU(t *testing.T) {
 			transferTCP(t, tp, 4<<20, false)
 			learnsMTU(t, tp, 1260)
 		})
+	}
+}
+
+// TestNetnsFDVnetDeleted: when the tun behind a descriptor with a
+// virtio_net_hdr is deleted, the data path stops and Wait returns the
+// error, which names the fd.
+func TestNetnsFDVnetDeleted(t *testing.T) {
+	netnstest.RequireTun(t, "dp-")
+	ns := netnstest.New(t, "dp-del-")
+	var fd int
+	if err := ns.Do(func() (err error) {
+		fd, err = openVnetTun("dp-gone", false)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	ns.Run("ip", "link", "set", "dp-gone", "up")
+	d, err := ServeFDQueues(context.Background(), testEngine(t), []int{fd}, 1500, maxVnetHdr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Run("ip", "link", "del", "dp-gone")
+	done := make(chan error, 1)
+	go func() { done <- d.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("fd %d", fd)) {
+			t.Errorf("Wait: %v, want an error naming fd %d", err, fd)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait did not return after the tun was deleted")
+	}
+	if d.Healthy() {
+		t.Error("healthy after the tun was deleted")
 	}
 }
