@@ -212,3 +212,18 @@ func TestNetnsFDVnetDeleted(t *testing.T) {
 		t.Error("healthy after the tun was deleted")
 	}
 }
+
+// BenchmarkNetnsFDTCP: one TCP stream each way through an inherited fd:
+// a bare tun without a virtio_net_hdr (every segment alone; the client's
+// and server's offloads off, as TestNetnsModes has them), and a tun and a
+// tap with a 12-byte header (super-packets whole). Same-run ratios only:
+// docs/benchmarks.md has the harness's numbers.
+func BenchmarkNetnsFDTCP(b *testing.B) {
+	for _, mode := range []linkMode{modeFD, modeFDVnet, modeTapVnet} {
+		for _, upload := range []bool{true, false} {
+			b.Run(fmt.Sprintf("%s/upload=%v", mode, upload), func(b *testing.B) {
+				benchTCP(b, newModeTopology(b, mode, 1520, 1), upload)
+			})
+		}
+	}
+}
