@@ -723,7 +723,9 @@ func (e *tapEndpoint) writeOffload(pkt *gvstack.PacketBuffer) tcpip.Error {
 	if _, _, ok := e.frame.InFrame(pkt); ok {
 		e.woff = e.frame.Offload
 	} else {
-		b := unsafe.Slice(e.wiov[2].Base, e.wiov[2].Len) // a single view: made from one slice
+		// hdr_len and the ECN bit are read from the first view: an
+		// engine-made packet has one.
+		b := unsafe.Slice(e.wiov[2].Base, e.wiov[2].Len)
 		if _, err := tun.OffloadFromPacket(pkt, b, &e.woff); err != nil {
 			return &tcpip.ErrNotSupported{}
 		}
