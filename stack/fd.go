@@ -29,11 +29,13 @@ import (
 // close them after Wait returns. It returns at once; the data path stops
 // when ctx is cancelled or any descriptor fails.
 //
-// vnetHdr is the size of the virtio_net_hdr in front of every packet (a
-// tun opened with IFF_VNET_HDR, see FDInfo), or 0: then GSO and GRO
-// super-packets and partial checksums cross the translator whole, as they
-// do through the daemon's own tun, and the kernel behind the descriptor
-// segments and completes them on the way out.
+// vnetHdr is the size of the virtio_net_hdr (virtio 1.0 section 5.1.6)
+// in front of every packet, 10 or 12 for a tun opened with IFF_VNET_HDR
+// (see FDInfo), or 0 for none. With one, GSO and GRO super-packets and
+// partial checksums cross the translator whole, as they do through the
+// daemon's own tun, and the kernel behind the descriptor segments and
+// completes them on the way out (RFC 7915 section 5.1.1 leaves segment
+// sizes to the path; the engine keeps each super-packet's gso_size).
 func ServeFDQueues(ctx context.Context, eng *xlat.Engine, fds []int, mtu, vnetHdr int, log *slog.Logger) (*Datapath, error) {
 	if eng == nil {
 		return nil, errors.New("stack: ServeFDQueues needs an engine")
