@@ -35,7 +35,7 @@ import (
 // partial checksums cross the translator whole, as they do through the
 // daemon's own tun, and the kernel behind the descriptor segments and
 // completes them on the way out (RFC 7915 section 5.1.1 leaves segment
-// sizes to the path; the engine keeps each super-packet's gso_size).
+// sizes to the path).
 func ServeFDQueues(ctx context.Context, eng *xlat.Engine, fds []int, mtu, vnetHdr int, log *slog.Logger) (*Datapath, error) {
 	if eng == nil {
 		return nil, errors.New("stack: ServeFDQueues needs an engine")
