@@ -27,12 +27,16 @@ import (
 type linkMode int
 
 const (
-	modeNIC    linkMode = iota // AF_PACKET on x4 and x6, kernel forwarding off
-	modeFD                     // an inherited bare-IP tun fd (no vnet header), kernel routing into it
-	modeKernel                 // no translator: the server also has IPv4 and the kernel forwards (the baseline of measurements)
+	modeNIC     linkMode = iota // AF_PACKET on x4 and x6, kernel forwarding off
+	modeFD                      // an inherited bare-IP tun fd (no vnet header), kernel routing into it
+	modeKernel                  // no translator: the server also has IPv4 and the kernel forwards (the baseline of measurements)
+	modeFDVnet                  // an inherited tun fd with a 12-byte virtio_net_hdr and offloads (fd_vnet_netns_test.go)
+	modeTapVnet                 // an inherited tap fd with a 12-byte virtio_net_hdr and offloads, the kernel routing on-link into it
 )
 
-func (m linkMode) String() string { return [...]string{"nic", "fd", "kernel"}[m] }
+func (m linkMode) String() string {
+	return [...]string{"nic", "fd", "kernel", "fd-vnet", "tap-vnet"}[m]
+}
 
 // newModeTopology is newTopology's address plan served in another link
 // mode. In NIC mode every veth has GRO on (as NIC drivers do) and the
@@ -72,11 +76,13 @@ func newModeTopologyOffloads(t testing.TB, mode linkMode, mtu6, queues int, tso 
 	} {
 		tp.srv.Run(c...)
 	}
-	if mode == modeNIC {
+	if mode == modeNIC || mode.vnet() {
 		for _, p := range []struct {
 			ns   *netnstest.NS
 			name string
 		}{{tp.cli, "c4"}, {tp.srv, "s6"}, {tp.xlat, "x4"}, {tp.xlat, "x6"}} {
+			// Both ends' transmit offloads and GRO, as NIC drivers and
+			// VM managers' taps have them.
 			setOffloads(t, p.ns, p.name, true, ethtoolSGRO, ethtoolSTXCSUM)
 			setOffloads(t, p.ns, p.name, tso, ethtoolSTSO, ethtoolSGSO)
 		}
@@ -118,6 +124,12 @@ func newModeTopologyOffloads(t testing.TB, mode linkMode, mtu6, queues int, tso 
 		cfg.Policy.IPv4MTU, cfg.Policy.IPv6MTU = 1500, mtu6
 		cfg.Policy.DecrementTTL = true
 	}
+	if mode == modeTapVnet {
+		// As the daemon does on a tap: the translator is a router on
+		// the segment, whose MTU bounds both sides.
+		cfg.Policy.IPv4MTU, cfg.Policy.IPv6MTU = 1520, 1520
+		cfg.Policy.DecrementTTL = true
+	}
 	eng, err := xlat.NewEngine(&cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +154,9 @@ func newModeTopologyOffloads(t testing.TB, mode linkMode, mtu6, queues int, tso 
 		tp.xlat.Run("ip", "link", "set", "dp-fd", "mtu", "1520", "up")
 		tp.xlat.Run("ip", "route", "add", "198.51.100.0/24", "dev", "dp-fd")
 		tp.xlat.Run("ip", "route", "add", prefixV6, "dev", "dp-fd")
-		tp.dp, err = ServeFDQueues(ctx, eng, []int{fd}, 1520, nil)
+		tp.dp, err = ServeFDQueues(ctx, eng, []int{fd}, 1520, 0, nil)
+	case modeFDVnet, modeTapVnet:
+		tp.dp, err = serveVnetFD(t, tp, ctx, mode == modeTapVnet)
 	case modeKernel:
 		cancel()
 		return tp

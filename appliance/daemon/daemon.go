@@ -203,6 +203,11 @@ type fdLink struct {
 	fd, mtu int
 	queues  int              // descriptors fd … fd+queues-1; 0 or 1: one
 	tap     *stack.TapConfig // the fd carries Ethernet frames; nil: bare IP
+	// What the descriptors said (probeFDLink): a tun or tap, the size
+	// of their virtio_net_hdr (0: none) and the offloads set on it.
+	tun      bool
+	vnetHdr  int
+	offloads int
 }
 
 func (l *fdLink) Name() string {
@@ -223,7 +228,7 @@ func (l *fdLink) fds() []int {
 	}
 	return fds
 }
-func (l *fdLink) Offloads() string { return "none" }
+func (l *fdLink) Offloads() string { return tun.OffloadNames(l.offloads) }
 func (l *fdLink) Close() error     { return nil }
 
 // nicLink is the NIC mode's device: the NICs the data path opens its
@@ -249,12 +254,15 @@ func openLink(t config.Translator) (device, error) {
 				return nil, fmt.Errorf("translator fd %d: not an open descriptor of this process: %w", fd, err)
 			}
 		}
+		if err := probeFDLink(l, t.FD, t.LinkPos); err != nil {
+			return nil, err
+		}
 		if t.FD.Ethernet {
 			mac := t.FD.MAC
 			if mac == [6]byte{} {
 				mac = stack.TapMAC(t.Prefix, t.FD.FD)
 			}
-			l.tap = &stack.TapConfig{FD: t.FD.FD, MTU: t.FD.MTU, MAC: mac, IPv4Gateway: t.FD.IPv4Gateway, IPv6Gateway: t.FD.IPv6Gateway}
+			l.tap = &stack.TapConfig{FD: t.FD.FD, MTU: t.FD.MTU, VnetHdr: l.vnetHdr, MAC: mac, IPv4Gateway: t.FD.IPv4Gateway, IPv6Gateway: t.FD.IPv6Gateway}
 		}
 		return l, nil
 	case config.LinkNIC:
@@ -286,7 +294,7 @@ var systemEnv = env{
 			if l.tap != nil {
 				return stack.ServeTap(ctx, eng, *l.tap, log)
 			}
-			return stack.ServeFDQueues(ctx, eng, l.fds(), l.mtu, log)
+			return stack.ServeFDQueues(ctx, eng, l.fds(), l.mtu, l.vnetHdr, log)
 		case *nicLink:
 			return stack.ServeNIC(ctx, eng, l.cfg, log)
 		}
