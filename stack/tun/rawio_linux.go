@@ -55,9 +55,16 @@ type rawIO struct {
 	// q.writeFd), made once so that no call allocates.
 	waitFn  func(fd uintptr)
 	writeFn func(fd uintptr)
-	// timeout of one blocking wait; nil waits until a packet or a wake-up.
-	timeout *unix.Timespec
-	rawWait unix.Timespec // of the wait that keeps the P (rawWait)
+	// bounded: a blocking wait ends after foreignWait (else only a packet
+	// or a wake-up ends it).
+	bounded     bool
+	foreignWait unix.Timespec
+	rawWait     unix.Timespec // of the wait that keeps the P (rawWait)
+	// tmo is the timeout handed to ppoll(2), which writes the time left
+	// back into it (Linux ppoll; the time left of a wait that timed out is
+	// zero): each wait starts from a fresh copy of rawWait or foreignWait,
+	// or every wait after the first timeout would be a zero-length poll.
+	tmo unix.Timespec
 
 	pfds  [2]unix.PollFd // the queue, the wake eventfd
 	n     int
@@ -88,12 +95,8 @@ func newRawIO(c Conn, bounded bool) *rawIO {
 	}); err != nil || !nonblock {
 		return nil
 	}
-	r := &rawIO{rc: rc, rawWait: unix.NsecToTimespec(int64(rawWait))}
-	if bounded {
-		ts := unix.NsecToTimespec(int64(foreignWait))
-		r.timeout = &ts
-	}
-	return r
+	return &rawIO{rc: rc, bounded: bounded,
+		rawWait: unix.NsecToTimespec(int64(rawWait)), foreignWait: unix.NsecToTimespec(int64(foreignWait))}
 }
 
 // errWoken: the wait ended without a packet (a stop, a Device closing, or
@@ -148,7 +151,8 @@ func (q *queue) waitRead(fd uintptr) {
 		r.pfds[1].Revents = 0
 		if !waited {
 			waited = true
-			ready, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&r.pfds[0])), 2, uintptr(unsafe.Pointer(&r.rawWait)), 0, 0, 0)
+			r.tmo = r.rawWait
+			ready, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&r.pfds[0])), 2, uintptr(unsafe.Pointer(&r.tmo)), 0, 0, 0)
 			if errno == unix.EINTR {
 				runtime.Gosched() // a preemption request (GC stop-the-world) may be why
 			}
@@ -157,7 +161,12 @@ func (q *queue) waitRead(fd uintptr) {
 			}
 			r.pfds[1].Revents = 0
 		}
-		ready, err := unix.Ppoll(r.pfds[:], r.timeout, nil)
+		var tmo *unix.Timespec // nil: until a packet or a wake-up
+		if r.bounded {
+			r.tmo = r.foreignWait
+			tmo = &r.tmo
+		}
+		ready, err := unix.Ppoll(r.pfds[:], tmo, nil)
 		switch {
 		case err == unix.EINTR:
 			continue

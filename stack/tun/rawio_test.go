@@ -293,3 +293,40 @@ func requireRuntimeRuns(t *testing.T, how string) {
 		t.Fatal("GC and goroutines stuck while every queue waits " + how)
 	}
 }
+
+// TestRawWaitsKeepTheirLength: every wait of an empty queue lasts its full
+// length, not only the first. ppoll(2) writes the time left back into its
+// timeout (zero after a wait that timed out), so a loop that hands it the
+// same timespec each time waited its length once and then polled without
+// waiting: the raw wait that keeps the P ended at once and every packet
+// after an idle gap paid the blocking wait's wake-up.
+func TestRawWaitsKeepTheirLength(t *testing.T) {
+	// The raw wait stays below the runtime's 10 ms preemption of a
+	// goroutine that runs on (a signal ends the raw wait early, by design).
+	const raw, blocking = 5 * time.Millisecond, 20 * time.Millisecond
+	savedRaw, savedForeign := rawWait, foreignWait
+	rawWait, foreignWait = raw, blocking
+	defer func() { rawWait, foreignWait = savedRaw, savedForeign }()
+	c, _ := rawPair(t)
+	e := NewEndpointConns([]Conn{c}, 1500, 0) // not attached: the test reads
+	q := e.queues[0]
+	if q.rio == nil {
+		t.Fatal("no raw I/O over a non-blocking socket")
+	}
+	wakeFd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(wakeFd)
+	for i := range 3 {
+		start := time.Now()
+		if _, err := q.rawRead(wakeFd); err != errWoken {
+			t.Fatalf("wait %d of an empty queue: %v, want errWoken (the bounded wait's end)", i, err)
+		}
+		// A lower bound only: a loaded machine makes waits longer, never
+		// shorter. With the timeout reused, waits after the first took µs.
+		if took := time.Since(start); took < blocking {
+			t.Errorf("wait %d of an empty queue took %v, want >= %v (raw %v + blocking %v)", i, took, raw+blocking, raw, blocking)
+		}
+	}
+}
