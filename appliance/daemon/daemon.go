@@ -538,7 +538,13 @@ func (d *daemon) startDatapath(u *undoStack) (chan error, error) {
 	var dev device
 	var err error
 	if t := d.cfg.Translator.Tun; d.cfg.Translator.Link == config.LinkTun {
-		dev, err = d.env.openTun(tun.Config{Name: t.Name, Queues: t.Queues, MTU: t.MTU, Offload: t.Offload})
+		// SteerPrefix: both directions of a flow on one queue (a reply is
+		// then read by the thread that wrote the request, without a wake-up).
+		dev, err = d.env.openTun(tun.Config{Name: t.Name, Queues: t.Queues, MTU: t.MTU, Offload: t.Offload,
+			SteerPrefix: d.cfg.Translator.Prefix})
+		if s, ok := dev.(interface{ SteeringErr() error }); ok && err == nil && s.SteeringErr() != nil {
+			d.log.Warn("tun queues chosen by the kernel: replies may wake a second queue's thread", "err", s.SteeringErr())
+		}
 	} else {
 		dev, err = d.env.openLink(d.cfg.Translator)
 	}

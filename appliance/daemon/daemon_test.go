@@ -401,7 +401,7 @@ func startWith(t *testing.T, cfgBody string, k *fakeKernel, opt func(*Options)) 
 		kernel: func() (netsetup.Kernel, func() error, error) { return h.k, func() error { return nil }, nil },
 		watch:  func() (watcher, error) { return h.w, nil },
 		openTun: func(c tun.Config) (device, error) {
-			if c.Name != "dmtest0" || c.Queues != 1 {
+			if c.Name != "dmtest0" || c.Queues != 1 || c.SteerPrefix != netip.MustParsePrefix("2001:db8:64::/96") {
 				return nil, fmt.Errorf("unexpected tun config %+v", c)
 			}
 			return h.dev, nil
