@@ -246,3 +246,23 @@ func TestOpenLinkFDQueues(t *testing.T) {
 		t.Errorf("fds %v name %q", got, dev.Name())
 	}
 }
+
+// TestProcsForTun: one P per CPU and one per tun queue, unless $GOMAXPROCS
+// says otherwise.
+func TestProcsForTun(t *testing.T) {
+	for _, tc := range []struct {
+		cpus, queues int
+		env          string
+		want         int
+	}{
+		{2, 0, "", 4}, // one queue per CPU
+		{2, 2, "", 4}, // the same, spelt out
+		{4, 1, "", 5}, // one queue
+		{8, 16, "", 24},
+		{2, 0, "3", 0}, // the operator's choice stays
+	} {
+		if got := procsForTun(tc.cpus, tc.queues, tc.env); got != tc.want {
+			t.Errorf("procsForTun(%d, %d, %q) = %d, want %d", tc.cpus, tc.queues, tc.env, got, tc.want)
+		}
+	}
+}

@@ -143,6 +143,9 @@ func TestRawStopWhileBlocked(t *testing.T) {
 // scheduled.
 func TestRawBlockedKeepsNoP(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	saved := rawWait
+	rawWait = time.Millisecond // into the blocking wait at once
+	defer func() { rawWait = saved }()
 	e, _, _ := idleEndpoint(t, 2)
 	defer e.Close()
 	requireRuntimeRuns(t, "for packets")
@@ -328,5 +331,52 @@ func TestRawWaitsKeepTheirLength(t *testing.T) {
 		if took := time.Since(start); took < blocking {
 			t.Errorf("wait %d of an empty queue took %v, want >= %v (raw %v + blocking %v)", i, took, raw+blocking, raw, blocking)
 		}
+	}
+}
+
+// TestRawWaitOutlastsPreemption: a preemption request (here the
+// stop-the-world of garbage collections run every 5 ms) makes the raw wait
+// yield its P but not end: it goes on for the time left, and only then
+// does the blocking wait begin. Ending it at the first preemption (sysmon
+// sends one after every 10 ms of waiting) made any raw wait longer than
+// 10 ms useless.
+func TestRawWaitOutlastsPreemption(t *testing.T) {
+	const raw, blocking = 150 * time.Millisecond, 10 * time.Millisecond
+	savedRaw, savedForeign := rawWait, foreignWait
+	rawWait, foreignWait = raw, blocking
+	defer func() { rawWait, foreignWait = savedRaw, savedForeign }()
+	c, _ := rawPair(t)
+	e := NewEndpointConns([]Conn{c}, 1500, 0) // not attached: the test reads
+	q := e.queues[0]
+	wakeFd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(wakeFd)
+	stop := make(chan struct{})
+	var gcs atomic.Int64
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+				runtime.GC()
+				gcs.Add(1)
+			}
+		}
+	}()
+	start := time.Now()
+	_, err = q.rawRead(wakeFd)
+	took := time.Since(start)
+	close(stop)
+	if err != errWoken {
+		t.Fatalf("wait of an empty queue: %v, want errWoken (the bounded wait's end)", err)
+	}
+	if took < raw {
+		t.Errorf("wait of an empty queue took %v with %d garbage collections, want >= %v (raw %v + blocking %v)", took, gcs.Load(), raw+blocking, raw, blocking)
+	}
+	if gcs.Load() == 0 {
+		t.Error("no garbage collection ran during the wait: the raw wait kept the P")
 	}
 }
