@@ -49,6 +49,12 @@ import (
 // being preempted every 10 ms. Tests change it.
 var rawWait = 2 * time.Second
 
+// foreignRawWait replaces rawWait for a Conn that is not a Queue of a
+// Device (NIC mode's packet sockets, tests' socketpairs): the daemon adds
+// Ps for tun queues only, and such a Conn's closing is noticed only when
+// its waits end.
+var foreignRawWait = time.Millisecond
+
 // foreignWait bounds one blocking wait on a Conn that is not a Queue of a
 // Device: nothing wakes the loop when such a Conn is closed.
 var foreignWait = 100 * time.Millisecond
@@ -104,8 +110,12 @@ func newRawIO(c Conn, bounded bool) *rawIO {
 	}); err != nil || !nonblock {
 		return nil
 	}
+	raw := rawWait
+	if bounded {
+		raw = foreignRawWait
+	}
 	return &rawIO{rc: rc, bounded: bounded,
-		rawWait: unix.NsecToTimespec(int64(rawWait)), foreignWait: unix.NsecToTimespec(int64(foreignWait))}
+		rawWait: unix.NsecToTimespec(int64(raw)), foreignWait: unix.NsecToTimespec(int64(foreignWait))}
 }
 
 // errWoken: the wait ended without a packet (a stop, a Device closing, or

@@ -143,9 +143,9 @@ func TestRawStopWhileBlocked(t *testing.T) {
 // scheduled.
 func TestRawBlockedKeepsNoP(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
-	saved := rawWait
-	rawWait = time.Millisecond // into the blocking wait at once
-	defer func() { rawWait = saved }()
+	saved := foreignRawWait
+	foreignRawWait = time.Millisecond // into the blocking wait at once
+	defer func() { foreignRawWait = saved }()
 	e, _, _ := idleEndpoint(t, 2)
 	defer e.Close()
 	requireRuntimeRuns(t, "for packets")
@@ -157,9 +157,9 @@ func TestRawBlockedKeepsNoP(t *testing.T) {
 // that wait, a garbage collection completes and goroutines run.
 func TestRawWaitYields(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
-	saved := rawWait
-	rawWait = time.Hour
-	defer func() { rawWait = saved }()
+	saved := foreignRawWait
+	foreignRawWait = time.Hour
+	defer func() { foreignRawWait = saved }()
 	e, _, _ := idleEndpoint(t, 2)
 	defer e.Close()
 	requireRuntimeRuns(t, "in a raw ppoll")
@@ -204,6 +204,14 @@ func TestDeviceCloseWakesEndpoint(t *testing.T) {
 		t.Errorf("Read of an empty queue: %v, want EAGAIN (never blocks)", err)
 	}
 	e := NewEndpoint(dev)
+	// A Device's queues wait rawWait (the daemon adds Ps for them), not
+	// the foreign Conns' foreignRawWait, and only a wake-up ends their
+	// blocking wait.
+	for i, q := range e.queues {
+		if q.rio == nil || q.rio.rawWait != unix.NsecToTimespec(int64(rawWait)) || q.rio.bounded {
+			t.Fatalf("queue %d: raw I/O %+v, want a raw wait of %v and an unbounded blocking wait", i, q.rio, rawWait)
+		}
+	}
 	d := &echoDispatcher{e: e, idle: make([]atomic.Int64, 2)}
 	e.Attach(d)
 	for i := range 2 {
@@ -307,9 +315,9 @@ func TestRawWaitsKeepTheirLength(t *testing.T) {
 	// The raw wait stays below the runtime's 10 ms preemption of a
 	// goroutine that runs on (a signal ends the raw wait early, by design).
 	const raw, blocking = 5 * time.Millisecond, 20 * time.Millisecond
-	savedRaw, savedForeign := rawWait, foreignWait
-	rawWait, foreignWait = raw, blocking
-	defer func() { rawWait, foreignWait = savedRaw, savedForeign }()
+	savedRaw, savedForeign := foreignRawWait, foreignWait
+	foreignRawWait, foreignWait = raw, blocking
+	defer func() { foreignRawWait, foreignWait = savedRaw, savedForeign }()
 	c, _ := rawPair(t)
 	e := NewEndpointConns([]Conn{c}, 1500, 0) // not attached: the test reads
 	q := e.queues[0]
@@ -342,9 +350,9 @@ func TestRawWaitsKeepTheirLength(t *testing.T) {
 // 10 ms useless.
 func TestRawWaitOutlastsPreemption(t *testing.T) {
 	const raw, blocking = 150 * time.Millisecond, 10 * time.Millisecond
-	savedRaw, savedForeign := rawWait, foreignWait
-	rawWait, foreignWait = raw, blocking
-	defer func() { rawWait, foreignWait = savedRaw, savedForeign }()
+	savedRaw, savedForeign := foreignRawWait, foreignWait
+	foreignRawWait, foreignWait = raw, blocking
+	defer func() { foreignRawWait, foreignWait = savedRaw, savedForeign }()
 	c, _ := rawPair(t)
 	e := NewEndpointConns([]Conn{c}, 1500, 0) // not attached: the test reads
 	q := e.queues[0]
