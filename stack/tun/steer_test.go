@@ -226,7 +226,9 @@ func TestNetnsSteeringOneQueuePerFlow(t *testing.T) {
 		}
 		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 			for i, q := range dev.Queues() {
-				if n, err := q.Read(buf); err == nil && n > VnetHdrLen {
+				// Only the datagram sent: the kernel may send its own
+				// (IPv6 router solicitations, MLD reports) into the tun.
+				if n, err := q.Read(buf); err == nil && isUDPTo(buf[VnetHdrLen:n], dport) {
 					return i
 				}
 			}
@@ -244,4 +246,16 @@ func TestNetnsSteeringOneQueuePerFlow(t *testing.T) {
 		queues[a] = true
 	}
 	t.Logf("8 flows used queues %v", queues)
+}
+
+// isUDPTo reports whether p is a UDP datagram (IPv4 without options, or
+// IPv6 without extension headers) to port.
+func isUDPTo(p []byte, port int) bool {
+	switch {
+	case len(p) >= 28 && p[0] == 0x45 && p[9] == unix.IPPROTO_UDP:
+		return int(binary.BigEndian.Uint16(p[22:])) == port
+	case len(p) >= 48 && p[0]>>4 == 6 && p[6] == unix.IPPROTO_UDP:
+		return int(binary.BigEndian.Uint16(p[42:])) == port
+	}
+	return false
 }
