@@ -187,6 +187,11 @@ type fakeDevice struct {
 
 func (d *fakeDevice) Name() string     { return d.name }
 func (d *fakeDevice) Offloads() string { return "none" }
+
+// fakeSteeringErr is what every fakeDevice's SteeringErr returns.
+var fakeSteeringErr error
+
+func (d *fakeDevice) SteeringErr() error { return fakeSteeringErr }
 func (d *fakeDevice) Close() error {
 	now := time.Now()
 	d.closedAt.CompareAndSwap(nil, &now)
