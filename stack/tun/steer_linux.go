@@ -239,6 +239,8 @@ type bpfProgLoad struct {
 // steering program has) and returns its descriptor. The verifier's log is
 // in the error.
 func loadProgram(insns []bpfInsn) (int, error) {
+	// The kernel reads the license only to allow GPL-only helpers; the
+	// program calls no helper at all.
 	license := []byte("GPL\x00")
 	log := make([]byte, 64<<10)
 	attr := bpfProgLoad{
