@@ -539,6 +539,22 @@ func (d *daemon) setUpKernel(u *undoStack) error {
 	return nil
 }
 
+// procsForTun is the GOMAXPROCS for host mode with queues tun queues (0:
+// one per CPU) on cpus CPUs: one P per CPU as usual, plus one per queue,
+// because a queue's loop keeps its P while it waits for the next packet
+// (stack/tun/rawio_linux.go), and the rest of the daemon (BGP, metrics,
+// the garbage collector's workers) should not have to wait for a
+// preemption to run. 0 (leave it) when $GOMAXPROCS (env) is set.
+func procsForTun(cpus, queues int, env string) int {
+	if env != "" {
+		return 0
+	}
+	if queues <= 0 {
+		queues = cpus
+	}
+	return cpus + queues
+}
+
 // startDatapath opens the link (the tun, an inherited fd or the NICs) and
 // starts the data path on it. The channel it returns gets the data path's
 // end (nil or why it failed).
@@ -546,7 +562,16 @@ func (d *daemon) startDatapath(u *undoStack) (chan error, error) {
 	var dev device
 	var err error
 	if t := d.cfg.Translator.Tun; d.cfg.Translator.Link == config.LinkTun {
-		dev, err = d.env.openTun(tun.Config{Name: t.Name, Queues: t.Queues, MTU: t.MTU, Offload: t.Offload})
+		// SteerPrefix: both directions of a flow on one queue (a reply is
+		// then read by the thread that wrote the request, without a wake-up).
+		dev, err = d.env.openTun(tun.Config{Name: t.Name, Queues: t.Queues, MTU: t.MTU, Offload: t.Offload,
+			SteerPrefix: d.cfg.Translator.Prefix})
+		if n := procsForTun(runtime.NumCPU(), t.Queues, os.Getenv("GOMAXPROCS")); n > 0 {
+			runtime.GOMAXPROCS(n)
+		}
+		if s, ok := dev.(interface{ SteeringErr() error }); ok && err == nil && s.SteeringErr() != nil {
+			d.log.Warn("tun queues chosen by the kernel: replies may wake a second queue's thread", "err", s.SteeringErr())
+		}
 	} else {
 		dev, err = d.env.openLink(d.cfg.Translator)
 	}

@@ -187,6 +187,11 @@ type fakeDevice struct {
 
 func (d *fakeDevice) Name() string     { return d.name }
 func (d *fakeDevice) Offloads() string { return "none" }
+
+// fakeSteeringErr is what every fakeDevice's SteeringErr returns.
+var fakeSteeringErr error
+
+func (d *fakeDevice) SteeringErr() error { return fakeSteeringErr }
 func (d *fakeDevice) Close() error {
 	now := time.Now()
 	d.closedAt.CompareAndSwap(nil, &now)
@@ -401,7 +406,7 @@ func startWith(t *testing.T, cfgBody string, k *fakeKernel, opt func(*Options)) 
 		kernel: func() (netsetup.Kernel, func() error, error) { return h.k, func() error { return nil }, nil },
 		watch:  func() (watcher, error) { return h.w, nil },
 		openTun: func(c tun.Config) (device, error) {
-			if c.Name != "dmtest0" || c.Queues != 1 {
+			if c.Name != "dmtest0" || c.Queues != 1 || c.SteerPrefix != netip.MustParsePrefix("2001:db8:64::/96") {
 				return nil, fmt.Errorf("unexpected tun config %+v", c)
 			}
 			return h.dev, nil
