@@ -114,11 +114,12 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 		}
 		n.ports = append(n.ports, p)
 		for q := range queues {
-			fd, err := openPacketSocket(ifc.Index, q == 0, p)
+			fd, ring, err := openPacketSocket(ifc.Index, q == 0, p, ringFrames)
 			if err != nil {
 				return nil, fmt.Errorf("stack: NIC %s queue %d: %w", name, q, err)
 			}
 			p.fds = append(p.fds, fd)
+			p.rings = append(p.rings, ring)
 			// Non-blocking: the runtime poller waits for it, and
 			// the endpoint learns when the socket is empty.
 			p.files = append(p.files, os.NewFile(uintptr(fd), fmt.Sprintf("AF_PACKET %s/%d", name, q)))
@@ -126,6 +127,7 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 			if err != nil {
 				return nil, fmt.Errorf("stack: NIC %s queue %d: %w", name, q, err)
 			}
+			c.ring = ring
 			conns = append(conns, c)
 		}
 		ifindexes = append(ifindexes, ifc.Index)
@@ -223,11 +225,22 @@ type nicConn struct {
 	n     *nicPath
 	file  *os.File
 	queue int // the socket's index among its NIC's sockets
+	// ring is the socket's receive ring (nil: Read uses recvmsg alone,
+	// as for a socket that stands in for one in tests).
+	ring *nicRing
+	// deadline is the read deadline in Unix nanoseconds (0: none):
+	// reading the ring needs no system call, so Read checks it itself
+	// (the endpoint stops its loop with a deadline in the past).
+	deadline atomic.Int64
 
 	// Read's state, kept here so that reading allocates nothing; only
 	// the queue's dispatch goroutine reads.
 	raw    syscall.RawConn
 	readFn func(fd uintptr) bool
+	waitFn func(fd uintptr) bool // waits for the ring's head frame
+	// once: readSyscall makes one recvmsg (the packet a ring frame
+	// flagged TP_STATUS_COPY left in the receive queue) and never waits.
+	once bool
 	// idle is the Handler's QueueIdle for this queue, called when the
 	// socket is found empty: the endpoint knows that of a tun's queues
 	// only, and would otherwise publish the engine's counts of a queue's
@@ -254,6 +267,7 @@ func newNICConn(n *nicPath, file *os.File, queue int) (*nicConn, error) {
 	}
 	c := &nicConn{n: n, file: file, queue: queue, raw: raw, idle: func() {}}
 	c.readFn = c.readSyscall
+	c.waitFn = func(uintptr) bool { return c.ring.ready() }
 	c.msg.Iov = &c.iov[0]
 	c.msg.SetIovlen(len(c.iov))
 	c.iov[1].Base = &c.eth[0]
@@ -261,14 +275,62 @@ func newNICConn(n *nicPath, file *os.File, queue int) (*nicConn, error) {
 	return c, nil
 }
 
-func (c *nicConn) SetReadDeadline(t time.Time) error { return c.file.SetReadDeadline(t) }
+func (c *nicConn) SetReadDeadline(t time.Time) error {
+	var d int64
+	if !t.IsZero() {
+		d = max(t.UnixNano(), 1)
+	}
+	c.deadline.Store(d)
+	return c.file.SetReadDeadline(t)
+}
 
 // Read reads one packet into p: its virtio_net_hdr at p[:tun.VnetHdrLen]
-// and the IP packet behind it. It waits for one in the runtime poller.
+// and the IP packet behind it. It takes the packet from the ring's head
+// frame, or from the receive queue when the frame says the packet is
+// there, and waits in the runtime poller only while the ring is empty.
 func (c *nicConn) Read(p []byte) (int, error) {
 	if len(p) <= tun.VnetHdrLen {
 		return 0, unix.EINVAL
 	}
+	if c.ring == nil {
+		return c.recv(p)
+	}
+	for {
+		if d := c.deadline.Load(); d != 0 && time.Now().UnixNano() >= d {
+			return 0, os.ErrDeadlineExceeded
+		}
+		n, r := c.ring.next(p, &c.stats)
+		switch r {
+		case ringPacket:
+			return n, nil
+		case ringCopy:
+			c.once = true
+			n, err := c.recv(p)
+			c.once = false
+			if err != nil || n > 0 {
+				return n, err
+			}
+		case ringEmpty:
+			c.idle()
+			if err := c.raw.Read(c.waitFn); err != nil {
+				return 0, pollError(err)
+			}
+		}
+	}
+}
+
+// pollError is what Read returns when the runtime poller ends a wait with
+// err: the deadline's passing as it is (the endpoint is stopping the
+// queue), anything else as the socket being closed.
+func pollError(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	return os.ErrClosed
+}
+
+// recv reads one packet into p with recvmsg (readSyscall).
+func (c *nicConn) recv(p []byte) (int, error) {
 	c.p = p
 	c.iov[0].Base = &p[0]
 	c.iov[0].SetLen(tun.VnetHdrLen)
@@ -277,11 +339,8 @@ func (c *nicConn) Read(p []byte) (int, error) {
 	c.rn, c.rerr = 0, nil
 	err := c.raw.Read(c.readFn)
 	c.p = nil
-	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return 0, err
-	case err != nil:
-		return 0, os.ErrClosed
+	if err != nil {
+		return 0, pollError(err)
 	}
 	return c.rn, c.rerr
 }
@@ -294,6 +353,10 @@ func (c *nicConn) Read(p []byte) (int, error) {
 // (recvmsg fails with EINVAL; GRO makes them of IP-in-IP or GRE flows),
 // frames larger than any IP packet, and frames that are not IPv4 or IPv6
 // (the filter passes by the kernel's protocol; a VLAN frame could slip by).
+//
+// In once mode it makes a single recvmsg and never waits: the ring handed
+// over a frame saying that its packet is in the receive queue, and one
+// that is not there (or cannot be delivered) is counted and skipped.
 func (c *nicConn) readSyscall(fd uintptr) bool {
 	p := c.p
 	for {
@@ -304,10 +367,17 @@ func (c *nicConn) readSyscall(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			if c.once {
+				c.stats.ReadErrors.Add(1)
+				return true
+			}
 			c.idle()
 			return false
 		case unix.EINVAL:
 			c.stats.InvalidVnetHdr.Add(1)
+			if c.once {
+				return true
+			}
 			continue
 		default:
 			c.rerr = errno
@@ -317,30 +387,38 @@ func (c *nicConn) readSyscall(fd uintptr) bool {
 		switch {
 		case c.msg.Flags&unix.MSG_TRUNC != 0:
 			c.stats.ReadErrors.Add(1)
-			continue
 		case n < tun.VnetHdrLen+ethHdrLen:
 			c.stats.ShortVnetHdr.Add(1)
-			continue
+		case nicFraming(p, c.eth[:], &c.stats):
+			c.rn = n - ethHdrLen
+			return true
 		}
-		if et := binary.BigEndian.Uint16(c.eth[12:]); et != unix.ETH_P_IP && et != unix.ETH_P_IPV6 {
-			c.stats.NotIP.Add(1)
-			continue
+		if c.once {
+			return true // what the one recvmsg found was counted
 		}
-		// The offsets count from the Ethernet header; the tun's from
-		// the IP header.
-		if p[0]&xlat.OffloadNeedsCsum != 0 {
-			cs := binary.LittleEndian.Uint16(p[6:])
-			if cs < ethHdrLen {
-				c.stats.InvalidVnetHdr.Add(1)
-				continue
-			}
-			binary.LittleEndian.PutUint16(p[6:], cs-ethHdrLen) // csum_start
-		}
-		hl := binary.LittleEndian.Uint16(p[2:])
-		binary.LittleEndian.PutUint16(p[2:], hl-min(hl, ethHdrLen)) // hdr_len
-		c.rn = n - ethHdrLen
-		return true
 	}
+}
+
+// nicFraming checks that eth, the Ethernet header of the packet behind the
+// virtio_net_hdr at the start of p, is of an IPv4 or IPv6 packet, and moves
+// the header's offsets, which count from the Ethernet header, to count
+// from the IP header as a tun's do. What it refuses it counts in stats.
+func nicFraming(p, eth []byte, stats *tun.Counters) bool {
+	if et := binary.BigEndian.Uint16(eth[12:]); et != unix.ETH_P_IP && et != unix.ETH_P_IPV6 {
+		stats.NotIP.Add(1)
+		return false
+	}
+	if p[0]&xlat.OffloadNeedsCsum != 0 {
+		cs := binary.LittleEndian.Uint16(p[6:])
+		if cs < ethHdrLen {
+			stats.InvalidVnetHdr.Add(1)
+			return false
+		}
+		binary.LittleEndian.PutUint16(p[6:], cs-ethHdrLen) // csum_start
+	}
+	hl := binary.LittleEndian.Uint16(p[2:])
+	binary.LittleEndian.PutUint16(p[2:], hl-min(hl, ethHdrLen)) // hdr_len
+	return true
 }
 
 func (c *nicConn) Write(b []byte) (int, error) {
@@ -370,6 +448,7 @@ type nicPort struct {
 	mtu     int
 	mac     [6]byte    // its link address, the source of what it sends
 	fds     []int      // the sockets, for sending
+	rings   []*nicRing // their receive rings
 	files   []*os.File // the same sockets, which own them and are read
 	fanout  int        // the PACKET_FANOUT group id the kernel gave the first socket
 }
@@ -394,6 +473,9 @@ func (n *nicPath) close() {
 				} else {
 					unix.Close(fd)
 				}
+			}
+			for _, r := range p.rings {
+				r.close()
 			}
 		}
 	})
@@ -438,15 +520,19 @@ const socketBuffer = 4 << 20
 // ifindex: the filter and options are in place before it is bound, so it
 // never sees a packet it should not, and it joins p's fanout group
 // (creating it when first).
-func openPacketSocket(ifindex int, first bool, p *nicPort) (int, error) {
+func openPacketSocket(ifindex int, first bool, p *nicPort, frames int) (_ int, _ *nicRing, err error) {
 	// Protocol 0: receives nothing until bound below.
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
-		return -1, fmt.Errorf("AF_PACKET socket: %w", err)
+		return -1, nil, fmt.Errorf("AF_PACKET socket: %w", err)
 	}
-	fail := func(what string, err error) (int, error) {
+	var ring *nicRing
+	fail := func(what string, err error) (int, *nicRing, error) {
+		if ring != nil {
+			ring.close()
+		}
 		unix.Close(fd)
-		return -1, fmt.Errorf("%s: %w", what, err)
+		return -1, nil, fmt.Errorf("%s: %w", what, err)
 	}
 	prog := unix.SockFprog{Len: uint16(len(hostIPFilter)), Filter: &hostIPFilter[0]}
 	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
@@ -462,6 +548,12 @@ func openPacketSocket(ifindex int, first bool, p *nicPort) (int, error) {
 	// needs it); without it the kernel's default stays.
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, socketBuffer); err != nil {
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, socketBuffer)
+	}
+	// The ring before the bind: a packet queued without it would be
+	// read in the place of the next super-packet the ring defers to the
+	// receive queue.
+	if ring, err = newNICRing(fd, frames, p.mtu); err != nil {
+		return fail("receive ring", err)
 	}
 	sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}
 	if err := unix.Bind(fd, sa); err != nil {
@@ -480,7 +572,7 @@ func openPacketSocket(ifindex int, first bool, p *nicPort) (int, error) {
 	} else if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, p.fanout|unix.PACKET_FANOUT_HASH<<16); err != nil {
 		return fail("joining PACKET_FANOUT group", err)
 	}
-	return fd, nil
+	return fd, ring, nil
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }

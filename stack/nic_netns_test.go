@@ -421,11 +421,11 @@ func TestNICPathAllocs(t *testing.T) {
 		}
 		p := &nicPort{name: "x6", ifindex: ifc.Index, mtu: ifc.MTU}
 		n.ports = []*nicPort{p}
-		fd, err := openPacketSocket(ifc.Index, true, p)
+		fd, ring, err := openPacketSocket(ifc.Index, true, p, ringFrames)
 		if err != nil {
 			return err
 		}
-		p.fds = []int{fd}
+		p.fds, p.rings = []int{fd}, []*nicRing{ring}
 		p.files = []*os.File{os.NewFile(uintptr(fd), "x6")}
 		return nil
 	})
