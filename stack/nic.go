@@ -127,7 +127,7 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 			if err != nil {
 				return nil, fmt.Errorf("stack: NIC %s queue %d: %w", name, q, err)
 			}
-			c.ring = ring
+			c.useRing(ring)
 			conns = append(conns, c)
 		}
 		ifindexes = append(ifindexes, ifc.Index)
@@ -226,8 +226,12 @@ type nicConn struct {
 	file  *os.File
 	queue int // the socket's index among its NIC's sockets
 	// ring is the socket's receive ring (nil: Read uses recvmsg alone,
-	// as for a socket that stands in for one in tests).
-	ring *nicRing
+	// as for a socket that stands in for one in tests), batch the
+	// translated packets waiting to be sent (nil with no ring: Write
+	// sends each at once).
+	ring     *nicRing
+	batch    *nicBatch
+	writeErr func() // counts a packet of the batch that failed to send
 	// deadline is the read deadline in Unix nanoseconds (0: none):
 	// reading the ring needs no system call, so Read checks it itself
 	// (the endpoint stops its loop with a deadline in the past).
@@ -268,11 +272,18 @@ func newNICConn(n *nicPath, file *os.File, queue int) (*nicConn, error) {
 	c := &nicConn{n: n, file: file, queue: queue, raw: raw, idle: func() {}}
 	c.readFn = c.readSyscall
 	c.waitFn = func(uintptr) bool { return c.ring.ready() }
+	c.writeErr = func() { c.stats.WriteErrors.Add(1) }
 	c.msg.Iov = &c.iov[0]
 	c.msg.SetIovlen(len(c.iov))
 	c.iov[1].Base = &c.eth[0]
 	c.iov[1].SetLen(ethHdrLen)
 	return c, nil
+}
+
+// useRing makes c read through ring and send in batches.
+func (c *nicConn) useRing(ring *nicRing) {
+	c.ring = ring
+	c.batch = newNICBatch()
 }
 
 func (c *nicConn) SetReadDeadline(t time.Time) error {
@@ -297,6 +308,7 @@ func (c *nicConn) Read(p []byte) (int, error) {
 	}
 	for {
 		if d := c.deadline.Load(); d != 0 && time.Now().UnixNano() >= d {
+			c.batch.flush(c.writeErr)
 			return 0, os.ErrDeadlineExceeded
 		}
 		n, r := c.ring.next(p, &c.stats)
@@ -311,6 +323,8 @@ func (c *nicConn) Read(p []byte) (int, error) {
 				return n, err
 			}
 		case ringEmpty:
+			// What the queue translated leaves before it waits.
+			c.batch.flush(c.writeErr)
 			c.idle()
 			if err := c.raw.Read(c.waitFn); err != nil {
 				return 0, pollError(err)
@@ -422,7 +436,7 @@ func nicFraming(p, eth []byte, stats *tun.Counters) bool {
 }
 
 func (c *nicConn) Write(b []byte) (int, error) {
-	if err := c.n.write(c.queue, b); err != nil {
+	if err := c.n.write(c, b); err != nil {
 		return 0, err
 	}
 	return len(b), nil
@@ -629,10 +643,11 @@ var errNoNextHop = errors.New("no next hop")
 
 // write sends b, a virtio_net_hdr and the IP packet behind it, out of the
 // NIC and to the link address that the resolver gives for its destination,
-// through that NIC's socket number queue. A packet whose next hop is not
-// resolved yet is parked (sent when it is) if there is room. It is called
-// by the endpoint's queues, concurrently, and allocates nothing.
-func (n *nicPath) write(queue int, b []byte) error {
+// through that NIC's socket of c's queue number, in c's batch if c has
+// one. A packet whose next hop is not resolved yet is parked (sent when it
+// is) if there is room. It is called by the endpoint's queues,
+// concurrently, and allocates nothing.
+func (n *nicPath) write(c *nicConn, b []byte) error {
 	if len(b) < tun.VnetHdrLen {
 		return unix.EINVAL
 	}
@@ -650,7 +665,15 @@ func (n *nicPath) write(queue int, b []byte) error {
 		n.noNextHop.Add(1)
 		return errNoNextHop
 	}
-	return n.send(hop, queue, b)
+	if c.batch != nil && len(b) > tun.VnetHdrLen {
+		if p := n.port(hop.ifindex); p != nil {
+			if c.batch.add(p.fds[c.queue%len(p.fds)], hop, p, b, c.writeErr) {
+				return nil
+			}
+			c.batch.flush(c.writeErr) // the batch's packets go first
+		}
+	}
+	return n.send(hop, c.queue, b)
 }
 
 // sendParked sends a packet (with its virtio_net_hdr) that the resolver
@@ -674,27 +697,10 @@ func (n *nicPath) send(hop nextHop, queue int, b []byte) error {
 	if len(b) <= tun.VnetHdrLen {
 		return unix.EINVAL
 	}
-	var proto uint16 = unix.ETH_P_IPV6
-	if b[tun.VnetHdrLen]>>4 == 4 {
-		proto = unix.ETH_P_IP
-	}
 	var vnet [tun.VnetHdrLen]byte
-	copy(vnet[:], b)
-	if vnet[0]&xlat.OffloadNeedsCsum != 0 {
-		binary.LittleEndian.PutUint16(vnet[6:], binary.LittleEndian.Uint16(vnet[6:])+ethHdrLen)
-	}
-	if hl := binary.LittleEndian.Uint16(vnet[2:]); hl != 0 {
-		binary.LittleEndian.PutUint16(vnet[2:], hl+ethHdrLen)
-	}
 	var eth [ethHdrLen]byte
-	copy(eth[0:6], hop.mac[:])
-	copy(eth[6:12], p.mac[:])
-	binary.BigEndian.PutUint16(eth[12:], proto)
-	sll := unix.RawSockaddrLinklayer{
-		Family:   unix.AF_PACKET,
-		Protocol: htons(proto),
-		Ifindex:  int32(hop.ifindex),
-	}
+	var sll unix.RawSockaddrLinklayer
+	linkHeaders(hop, p, b, &vnet, &eth, &sll)
 	var iov [3]unix.Iovec
 	iov[0].Base, iov[1].Base, iov[2].Base = &vnet[0], &eth[0], &b[tun.VnetHdrLen]
 	iov[0].SetLen(tun.VnetHdrLen)
@@ -708,4 +714,30 @@ func (n *nicPath) send(hop nextHop, queue int, b []byte) error {
 		return errno
 	}
 	return nil
+}
+
+// linkHeaders makes what goes out in front of b's IP packet to hop through
+// NIC p: b's virtio_net_hdr with its offsets moved past the Ethernet
+// header, the Ethernet header from p to the hop, and the link-layer
+// address that sendmsg takes.
+func linkHeaders(hop nextHop, p *nicPort, b []byte, vnet *[tun.VnetHdrLen]byte, eth *[ethHdrLen]byte, sll *unix.RawSockaddrLinklayer) {
+	var proto uint16 = unix.ETH_P_IPV6
+	if b[tun.VnetHdrLen]>>4 == 4 {
+		proto = unix.ETH_P_IP
+	}
+	copy(vnet[:], b)
+	if vnet[0]&xlat.OffloadNeedsCsum != 0 {
+		binary.LittleEndian.PutUint16(vnet[6:], binary.LittleEndian.Uint16(vnet[6:])+ethHdrLen)
+	}
+	if hl := binary.LittleEndian.Uint16(vnet[2:]); hl != 0 {
+		binary.LittleEndian.PutUint16(vnet[2:], hl+ethHdrLen)
+	}
+	copy(eth[0:6], hop.mac[:])
+	copy(eth[6:12], p.mac[:])
+	binary.BigEndian.PutUint16(eth[12:], proto)
+	*sll = unix.RawSockaddrLinklayer{
+		Family:   unix.AF_PACKET,
+		Protocol: htons(proto),
+		Ifindex:  int32(hop.ifindex),
+	}
 }

@@ -438,6 +438,7 @@ func TestNICPathAllocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	conn.useRing(n.ports[0].rings[0]) // as ServeNIC does: Writes go in batches
 	probe := append(make([]byte, tun.VnetHdrLen), ipv6(header.UDPProtocolNumber, cli6, srv6, make([]byte, 8))...)
 	if _, err := conn.Write(probe); err != nil {
 		t.Errorf("write: %v", err)
@@ -645,7 +646,7 @@ func TestNetnsNICRingBound(t *testing.T) {
 			t.Errorf("ring of %d frames, want %d", ring.frames, frames)
 		}
 		conn, err = newNICConn(n, p.files[0], 0)
-		conn.ring = ring
+		conn.useRing(ring)
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -749,5 +750,134 @@ func TestNetnsNICRingBound(t *testing.T) {
 	conn.SetReadDeadline(time.Time{})
 	if _, err := conn.Read(buf); err != nil {
 		t.Errorf("the last packet: %v", err)
+	}
+}
+
+// TestNetnsNICBatchedWrites: a NIC queue's translated packets wait in its
+// batch and leave together, in order: when the queue finds its ring empty
+// (before it waits), when the batch is full, or before a packet too large
+// to batch, which then follows them.
+func TestNetnsNICBatchedWrites(t *testing.T) {
+	netnstest.Require(t, "dp-")
+	ns := netnstest.New(t, "dp-batch-")
+	peer := netnstest.New(t, "dp-batchpeer-")
+	netnstest.Veth(t, ns, "x6", peer, "p6")
+	ns.Run("ip", "link", "set", "x6", "mtu", "9000")
+	peer.Run("ip", "link", "set", "p6", "mtu", "9000")
+	n := &nicPath{log: slog.New(slog.DiscardHandler)}
+	t.Cleanup(n.close)
+	var conn *nicConn
+	if err := ns.Do(func() error {
+		ifc, err := net.InterfaceByName("x6")
+		if err != nil {
+			return err
+		}
+		p := &nicPort{name: "x6", ifindex: ifc.Index, mtu: 1500, mac: [6]byte(ifc.HardwareAddr)}
+		n.ports = []*nicPort{p}
+		fd, ring, err := openPacketSocket(ifc.Index, true, p, 16)
+		if err != nil {
+			return err
+		}
+		p.fds, p.rings = []int{fd}, []*nicRing{ring}
+		p.files = []*os.File{os.NewFile(uintptr(fd), "x6")}
+		conn, err = newNICConn(n, p.files[0], 0)
+		conn.useRing(ring)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The peer reads the IPv6 packets that reach p6.
+	var peerMAC [6]byte
+	var recv func() []byte // nil after 200 ms without one of ours
+	if err := peer.Do(func() error {
+		ifc, err := net.InterfaceByName("p6")
+		if err != nil {
+			return err
+		}
+		peerMAC = [6]byte(ifc.HardwareAddr)
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_IPV6)))
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IPV6), Ifindex: ifc.Index}); err != nil {
+			return err
+		}
+		tv := unix.NsecToTimeval(int64(200 * time.Millisecond))
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return err
+		}
+		recv = func() []byte {
+			buf := make([]byte, 9000)
+			for {
+				m, _, err := unix.Recvfrom(fd, buf, 0)
+				if err != nil {
+					return nil
+				}
+				if m > 40 && buf[6] == uint8(header.UDPProtocolNumber) {
+					return buf[:m]
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	n.res = newResolver(&fakeNeighKernel{}, []int{n.ports[0].ifindex}, n.log)
+	n.res.dsts[netip.MustParseAddr(serverV6)] = nextHop{ifindex: n.ports[0].ifindex, via: netip.MustParseAddr(serverV6), mac: peerMAC, resolved: true}
+	pkt := func(i, size int) []byte {
+		payload := make([]byte, size)
+		payload[8], payload[9] = byte(i), byte(i>>8)
+		return append(make([]byte, tun.VnetHdrLen), ipv6(header.UDPProtocolNumber, cli6, srv6, payload)...)
+	}
+	write := func(b []byte) {
+		if _, err := conn.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(what string, want ...[]byte) {
+		t.Helper()
+		for i, w := range want {
+			got := recv()
+			if !bytes.Equal(got, w[tun.VnetHdrLen:]) {
+				t.Fatalf("%s: packet %d: got %d bytes, want %d", what, i, len(got), len(w)-tun.VnetHdrLen)
+			}
+		}
+	}
+
+	// Batched until the queue finds its ring empty.
+	var small [][]byte
+	for i := range 5 {
+		small = append(small, pkt(i, 64))
+		write(small[i])
+	}
+	if got := recv(); got != nil {
+		t.Fatalf("a batched packet (%d bytes) left before the queue was idle", len(got))
+	}
+	conn.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := conn.Read(make([]byte, 65536)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read of an empty ring: %v", err)
+	}
+	expect("flushed by the empty ring", small...)
+
+	// A full batch leaves at once.
+	var full [][]byte
+	for i := range batchLen {
+		full = append(full, pkt(100+i, 64))
+		write(full[i])
+	}
+	expect("a full batch", full...)
+
+	// A packet too large for a slot follows the batched ones at once.
+	a, b, big := pkt(200, 64), pkt(201, 64), pkt(202, 3000)
+	write(a)
+	write(b)
+	write(big)
+	expect("a large packet behind a batch", a, b, big)
+
+	var s LinkStats
+	conn.stats.AddTo(&s)
+	if s != (LinkStats{}) {
+		t.Errorf("errors: %+v", s)
 	}
 }
