@@ -56,9 +56,11 @@ type NICConfig struct {
 // The sockets carry a virtio_net_hdr in front of every packet
 // (PACKET_VNET_HDR), the same framing as a tun opened with IFF_VNET_HDR,
 // so they are the queues of a tun.Endpoint (one per socket, see nicConn):
-// a queue's goroutine reads a packet into its frame, the Handler
-// translates it in place and the endpoint writes it back through the same
-// queue, whose Write sends it to the next hop. GRO and GSO super-packets
+// a queue's goroutine reads a packet into its frame from the socket's
+// receive ring (nic_ring.go: bounded in packets, read without a system
+// call per packet), the Handler translates it in place and the endpoint
+// writes it back through the same queue, whose Write queues it in a batch
+// for the next hop (nic_batch.go: one sendmmsg per batch). GRO and GSO super-packets
 // and partial checksums (a veth peer's or a VM's transmit offloads) thus
 // cross the translator whole, as they do through the tun: the kernel
 // segments and completes them on the way out (RFC 7915 section 5.1.1
@@ -525,9 +527,10 @@ var hostIPFilter = []unix.SockFilter{
 	{Code: unix.BPF_RET | unix.BPF_K, K: 0},
 }
 
-// socketBuffer is the receive buffer asked of each socket: room for a
-// burst of GRO super-packets (the kernel's default holds about three) or
-// a few thousand small packets while the queue's goroutine is busy.
+// socketBuffer is the receive buffer asked of each socket. With the ring
+// it holds only the packets too large for a ring frame (TP_STATUS_COPY):
+// room for a burst of GRO super-packets, where the kernel's default holds
+// about three; small packets wait in the ring, bounded in number.
 const socketBuffer = 4 << 20
 
 // openPacketSocket opens one queue's non-blocking AF_PACKET socket on
