@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -244,6 +245,9 @@ type nicConn struct {
 	raw    syscall.RawConn
 	readFn func(fd uintptr) bool
 	waitFn func(fd uintptr) bool // waits for the ring's head frame
+	spinFn func(fd uintptr)      // waits up to nicRawWait, keeping the P
+	pfd    unix.PollFd
+	spinTs unix.Timespec
 	// once: readSyscall makes one recvmsg (the packet a ring frame
 	// flagged TP_STATUS_COPY left in the receive queue) and never waits.
 	once bool
@@ -274,6 +278,8 @@ func newNICConn(n *nicPath, file *os.File, queue int) (*nicConn, error) {
 	c := &nicConn{n: n, file: file, queue: queue, raw: raw, idle: func() {}}
 	c.readFn = c.readSyscall
 	c.waitFn = func(uintptr) bool { return c.ring.ready() }
+	c.spinFn = c.spin
+	c.spinTs = unix.NsecToTimespec(int64(nicRawWait))
 	c.writeErr = func() { c.stats.WriteErrors.Add(1) }
 	c.msg.Iov = &c.iov[0]
 	c.msg.SetIovlen(len(c.iov))
@@ -328,10 +334,33 @@ func (c *nicConn) Read(p []byte) (int, error) {
 			// What the queue translated leaves before it waits.
 			c.batch.flush(c.writeErr)
 			c.idle()
+			if c.raw.Control(c.spinFn) == nil && c.ring.ready() {
+				continue
+			}
 			if err := c.raw.Read(c.waitFn); err != nil {
 				return 0, pollError(err)
 			}
 		}
+	}
+}
+
+// nicRawWait is how long a queue that finds its ring empty waits for the
+// next packet in a ppoll(2) that keeps its thread's P (RawSyscall, no
+// entersyscall) before it parks in the runtime poller, as the tun's queues
+// do (stack/tun/rawio_linux.go): the reply to what it just sent usually
+// comes within it, and then costs one wake-up (the kernel waking this
+// thread) instead of a park and an unpark of the goroutine through the
+// poller's thread. It is bounded, and a preemption request (EINTR) yields
+// the P at once, so the garbage collector never waits for it; Read checks
+// the deadline (the endpoint's stop) right after.
+const nicRawWait = time.Millisecond
+
+// spin is the Control callback of Read's bounded wait.
+func (c *nicConn) spin(fd uintptr) {
+	c.pfd = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	_, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&c.pfd)), 1, uintptr(unsafe.Pointer(&c.spinTs)), 0, 0, 0)
+	if errno == unix.EINTR {
+		runtime.Gosched()
 	}
 }
 
