@@ -131,6 +131,8 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 				return nil, fmt.Errorf("stack: NIC %s queue %d: %w", name, q, err)
 			}
 			c.useRing(ring)
+			c.port = p
+			n.ringConns = append(n.ringConns, c)
 			conns = append(conns, c)
 		}
 		ifindexes = append(ifindexes, ifc.Index)
@@ -183,6 +185,11 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 		defer close(n.resolving)
 		n.res.run(n.done)
 	}()
+	n.watching = make(chan struct{})
+	go func() {
+		defer close(n.watching)
+		watchRings(n.ringConns, socketDrops, ringWatchEvery, n.done, gone)
+	}()
 
 	// The endpoint's queues are the sockets, NIC by NIC; its Handler
 	// has a translator per socket. Offloads: every kind the kernel's
@@ -227,7 +234,8 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 type nicConn struct {
 	n     *nicPath
 	file  *os.File
-	queue int // the socket's index among its NIC's sockets
+	queue int      // the socket's index among its NIC's sockets
+	port  *nicPort // its NIC (nil in tests that need none)
 	// ring is the socket's receive ring (nil: Read uses recvmsg alone,
 	// as for a socket that stands in for one in tests), batch the
 	// translated packets waiting to be sent (nil with no ring: Write
@@ -482,6 +490,8 @@ type nicPath struct {
 	local     localAddrs
 	done      chan struct{}
 	resolving chan struct{} // closed when the resolver's goroutine has returned
+	ringConns []*nicConn    // the sockets' queues, for watchRings
+	watching  chan struct{} // closed when watchRings has returned
 	noNextHop atomic.Uint64
 	closeOnce sync.Once
 }
@@ -507,6 +517,9 @@ func (n *nicPath) close() {
 		}
 		if n.resolving != nil {
 			<-n.resolving // it may be sending a parked packet
+		}
+		if n.watching != nil {
+			<-n.watching // it reads the rings, which close unmaps
 		}
 		if n.nl != nil {
 			n.nl.Close()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -66,6 +67,8 @@ type nicRing struct {
 	frameSize int
 	frames    int
 	head      int // the next frame to read
+	// taken counts the frames the reader has taken, for watchRings.
+	taken atomic.Uint64
 }
 
 // ringFrameSize is the frame size for packets of up to mtu bytes behind an
@@ -145,6 +148,7 @@ func (r *nicRing) next(p []byte, stats *tun.Counters) (int, ringResult) {
 		return 0, ringEmpty
 	}
 	f := r.mem[r.head*r.frameSize : (r.head+1)*r.frameSize]
+	r.taken.Add(1)
 	defer func() {
 		atomic.StoreUint32(st, unix.TP_STATUS_KERNEL)
 		if r.head++; r.head == r.frames {
@@ -177,4 +181,81 @@ func (r *nicRing) next(p []byte, stats *tun.Counters) (int, ringResult) {
 	}
 	n := copy(p[tun.VnetHdrLen:], f[mac+ethHdrLen:mac+snap])
 	return tun.VnetHdrLen + n, ringPacket
+}
+
+// empty says whether every frame is the kernel's; it may run beside the
+// reader (it only loads the status words).
+func (r *nicRing) empty() bool {
+	for i := range r.frames {
+		if atomic.LoadUint32(r.status(i)) != unix.TP_STATUS_KERNEL {
+			return false
+		}
+	}
+	return true
+}
+
+// A stalled ring. With a ring and PACKET_VNET_HDR, a packet whose
+// virtio_net_hdr the kernel cannot make (a GSO super-packet that is
+// neither TCP nor UDP: SCTP or ESP segmentation offload from a sender on
+// the same host) is dropped by tpacket_rcv after it has claimed the head
+// frame, whose claim is then never released: from then on the kernel
+// drops every packet for that socket and hands over no frame, and the
+// queue, which only sees an empty ring, would wait for ever while its
+// traffic is lost. watchRings makes that a failure of the data path (as a
+// deleted NIC is), so that the daemon reports it and its supervisor
+// restarts it with new sockets.
+
+// ringWatchEvery is how often watchRings looks at the sockets.
+const ringWatchEvery = time.Second
+
+// watchRings looks at the rings of conns every interval until done is
+// closed, and sends an error to fail when one has stalled: the kernel
+// counted drops for its socket (drops reads and clears the count of
+// PACKET_STATISTICS) while its queue took no frame since the last look
+// and every frame is the kernel's. A ring that drops because it is full
+// has frames to take, so a busy or overloaded queue never looks stalled.
+func watchRings(conns []*nicConn, drops func(*nicConn) (uint32, error), every time.Duration, done <-chan struct{}, fail chan<- error) {
+	last := make([]uint64, len(conns))
+	for i, c := range conns {
+		last[i] = c.ring.taken.Load()
+		drops(c) // from here on
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		for i, c := range conns {
+			taken := c.ring.taken.Load()
+			d, err := drops(c)
+			if err == nil && d > 0 && taken == last[i] && c.ring.empty() {
+				select {
+				case fail <- fmt.Errorf("NIC %s queue %d: the kernel dropped %d packets and handed over no receive ring frame (a super-packet the virtio_net_hdr cannot describe stalls the ring)", c.port.name, c.queue, d):
+				default:
+				}
+			}
+			last[i] = taken
+		}
+	}
+}
+
+// socketDrops is watchRings' drops in ServeNIC: the socket's
+// PACKET_STATISTICS drop count, which reading clears.
+func socketDrops(c *nicConn) (uint32, error) {
+	var drops uint32
+	var serr error
+	err := c.raw.Control(func(fd uintptr) {
+		var st *unix.TpacketStats
+		st, serr = unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS)
+		if serr == nil {
+			drops = st.Drops
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	return drops, serr
 }
