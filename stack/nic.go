@@ -46,7 +46,8 @@ type NICConfig struct {
 // ServeNIC runs the translator in NIC mode over the interfaces of c, in the
 // network namespace of the calling thread, and returns at once; it stops
 // when ctx is cancelled, and fails (Wait returns the error) when a NIC is
-// deleted or a socket's reads keep failing.
+// deleted, a socket's reads keep failing, or the kernel stops filling a
+// socket's receive ring (watchRings).
 //
 // Each NIC gets c.Queues AF_PACKET sockets (SOCK_DGRAM: the kernel strips
 // and adds the Ethernet header) in one PACKET_FANOUT_HASH group. A socket
