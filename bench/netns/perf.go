@@ -15,18 +15,30 @@ import (
 )
 
 // perfRecording is a `perf record` of one translator process (all its
-// threads, user and kernel stacks) during one test. perf attaches by PID, so
-// it runs in the root namespace.
+// threads, user and kernel stacks) or of every CPU during one test. perf
+// attaches by PID, so it runs in the root namespace.
 type perfRecording struct {
 	name, data string
 	cmd        *exec.Cmd
 	done       chan error
 }
 
-// startPerf starts sampling pid at 999 Hz into dir/name.data.
+// perfOptions say what -perf records: nothing without a Dir, the
+// translator's threads, or with System every CPU.
+type perfOptions struct {
+	Dir    string
+	System bool
+}
+
+// startPerf starts sampling pid (every CPU when pid is 0) at 999 Hz into
+// dir/name.data.
 func startPerf(dir, name string, pid int) (*perfRecording, error) {
 	data := filepath.Join(dir, name+".data")
-	cmd := exec.Command("perf", "record", "-q", "-F", "999", "-g", "-p", strconv.Itoa(pid), "-o", data)
+	target := []string{"-a"}
+	if pid > 0 {
+		target = []string{"-p", strconv.Itoa(pid)}
+	}
+	cmd := exec.Command("perf", append(append([]string{"record", "-q", "-F", "999", "-g"}, target...), "-o", data)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("perf record: %w", err)
