@@ -89,7 +89,7 @@ func main() {
 	tmpl := flag.String("template", "", "replace a link mode's HCL template: MODE=FILE[,MODE=FILE] with MODE tun, nic or fd (text/template; see bench/netns/templates)")
 	flag.StringVar(&o.Out, "out", "", "Markdown file whose netns-harness section is replaced (e.g. docs/benchmarks.md)")
 	flag.StringVar(&o.JSON, "json", "", "write every per-round value to this JSON file")
-	gro := flag.String("gro", "both", "veth conditions, comma-separated, measured in this order: on (GRO, as NIC drivers do by default), off (the veth default), both (on,off), udp (GRO and rx-udp-gro-forwarding: forwarded UDP floods merge into USO super-packets), list (GRO and rx-gro-list: forwarded packets are chained, not merged)")
+	gro := flag.String("gro", "both", "veth conditions, comma-separated, measured in this order: on (GRO, as NIC drivers do by default), off (the veth default), both (on,off), udp (GRO and rx-udp-gro-forwarding: forwarded UDP floods merge into USO super-packets), list (GRO and rx-gro-list: forwarded packets are chained, not merged), napi (udp with threaded NAPI on the veths: a poll finds more packets to merge)")
 	flag.BoolVar(&o.Keep, "keep", false, "keep the work directory with configurations and translator logs")
 	flag.StringVar(&o.Perf, "perf", "", "profile each translator with perf record during round 1's TCP 1 stream and UDP tests; data and reports go to this directory (use an unstripped map646 for Go symbols)")
 	flag.BoolVar(&o.PerfSystem, "perf-system", false, "with -perf: sample every CPU (perf record -a), native forwarding included, instead of the translator's threads")
@@ -152,8 +152,10 @@ func parseGRO(v string) ([]condition, error) {
 			add(condUDPGRO)
 		case "list":
 			add(condGROList)
+		case "napi":
+			add(condNAPI)
 		default:
-			return nil, fmt.Errorf("-gro %q: want a comma-separated list of on, off, both, udp or list", v)
+			return nil, fmt.Errorf("-gro %q: want a comma-separated list of on, off, both, udp, list or napi", v)
 		}
 	}
 	return cs, nil

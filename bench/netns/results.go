@@ -76,6 +76,11 @@ type condition struct {
 	// and a device without fraglist offload (a tun) gets them unchained
 	// again.
 	FragList bool
+	// Threaded polls each veth's NAPI from a kernel thread
+	// (/sys/class/net/IF/threaded) instead of the softirq that runs at
+	// the end of each send: a poll then finds many packets waiting and
+	// GRO can merge them.
+	Threaded bool
 }
 
 var (
@@ -83,6 +88,7 @@ var (
 	condNoGRO   = condition{Key: "nogro", Label: "GRO off", GRO: false}
 	condUDPGRO  = condition{Key: "udpgro", Label: "GRO + UDP GRO forwarding", GRO: true, UDPFwd: true}
 	condGROList = condition{Key: "grolist", Label: "GRO + GRO list", GRO: true, FragList: true}
+	condNAPI    = condition{Key: "napi", Label: "GRO + UDP GRO forwarding, threaded NAPI", GRO: true, UDPFwd: true, Threaded: true}
 )
 
 // col is the results key of one setup measured in one condition.

@@ -230,7 +230,7 @@ func TestParseGRO(t *testing.T) {
 	for in, want := range map[string][]condition{
 		"on": {condGRO}, "off": {condNoGRO}, "both": {condGRO, condNoGRO}, "true": {condGRO}, "false": {condNoGRO},
 		"on,udp": {condGRO, condUDPGRO}, "udp,off": {condUDPGRO, condNoGRO}, "both,list,on": {condGRO, condNoGRO, condGROList},
-		"on, udp": {condGRO, condUDPGRO},
+		"on, udp": {condGRO, condUDPGRO}, "on,napi": {condGRO, condNAPI},
 	} {
 		got, err := parseGRO(in)
 		if err != nil || !reflect.DeepEqual(got, want) {
@@ -252,6 +252,7 @@ func TestEthtoolFeatures(t *testing.T) {
 		condGRO:     "gro on rx-udp-gro-forwarding off rx-gro-list off",
 		condUDPGRO:  "gro on rx-udp-gro-forwarding on rx-gro-list off",
 		condGROList: "gro on rx-udp-gro-forwarding off rx-gro-list on",
+		condNAPI:    "gro on rx-udp-gro-forwarding on rx-gro-list off",
 	} {
 		if got := strings.Join(ethtoolFeatures(c), " "); got != want {
 			t.Errorf("%s: ethtool -K IFACE %s, want %s", c.Key, got, want)

@@ -205,9 +205,29 @@ func (t topology) up(ctx context.Context, c condition) error {
 // the veth default. rx-udp-gro-forwarding and rx-gro-list only act with GRO
 // on.
 func (t topology) setCondition(ctx context.Context, c condition) error {
+	// Threaded NAPI needs the NAPI instance that GRO gives a veth: on
+	// after GRO, off before.
+	threaded := func(ns, ifc string, on bool) error {
+		v := "0"
+		if on {
+			v = "1"
+		}
+		_, err := runIn(ctx, ns, "sh", "-c", "echo "+v+" > /sys/class/net/"+ifc+"/threaded")
+		return err
+	}
 	for _, p := range t.veths() {
+		if !c.Threaded {
+			if err := threaded(p[0], p[1], false); err != nil {
+				return err
+			}
+		}
 		if _, err := runIn(ctx, p[0], append([]string{"ethtool", "-K", p[1]}, ethtoolFeatures(c)...)...); err != nil {
 			return err
+		}
+		if c.Threaded {
+			if err := threaded(p[0], p[1], true); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
