@@ -206,13 +206,15 @@ func (t topology) up(ctx context.Context, c condition) error {
 // on.
 func (t topology) setCondition(ctx context.Context, c condition) error {
 	// Threaded NAPI needs the NAPI instance that GRO gives a veth: on
-	// after GRO, off before.
+	// after GRO, off before. A veth without NAPI refuses any write
+	// (EIO), so it is written only when it has to change.
 	threaded := func(ns, ifc string, on bool) error {
 		v := "0"
 		if on {
 			v = "1"
 		}
-		_, err := runIn(ctx, ns, "sh", "-c", "echo "+v+" > /sys/class/net/"+ifc+"/threaded")
+		f := "/sys/class/net/" + ifc + "/threaded"
+		_, err := runIn(ctx, ns, "sh", "-c", `[ "$(cat `+f+`)" = `+v+` ] || echo `+v+` > `+f)
 		return err
 	}
 	for _, p := range t.veths() {
