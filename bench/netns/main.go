@@ -416,7 +416,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 	// profiled wraps a test in a perf recording (round 1 with -perf only)
 	// of the translator (first condition) or of every CPU (every
 	// condition, native forwarding included).
-	profiled := func(pkey, test string, f func() error) error {
+	profiled := func(pkey, test string, f func() error, units func() (float64, string)) error {
 		if perf.Dir == "" || round != 0 {
 			return f()
 		}
@@ -444,6 +444,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 		prof.Name = s.Label + ", " + test
 		if perf.System {
 			prof.Name = c.Label + ", " + prof.Name + " (every CPU)"
+			prof.Units, prof.Unit = units()
 		}
 		info.Profiles = append(info.Profiles, prof)
 		return nil
@@ -456,7 +457,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 		var r tcpResult
 		test := func() (err error) { r, err = m.tcp(ctx, s.Dst, streams); return err }
 		if streams == 1 {
-			err = profiled(mTCP1, "TCP 1 stream", test)
+			err = profiled(mTCP1, "TCP 1 stream", test, func() (float64, string) { return r.Bits / 8 / 65536, "64 KiB" })
 		} else {
 			err = test()
 		}
@@ -483,7 +484,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 	err = profiled(mUDP, "UDP 64 B", func() (err error) {
 		u, lp, err = m.udp64WithPing(ctx, s.Dst)
 		return err
-	})
+	}, func() (float64, string) { return u.Packets, "packet" })
 	if err != nil {
 		return fmt.Errorf("UDP 64 B: %w", err)
 	}
