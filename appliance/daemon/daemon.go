@@ -763,6 +763,16 @@ func (d *daemon) serve(ctx context.Context, dpDone chan error, reloadReq <-chan 
 	}
 }
 
+// forwardingFeatures are the netdev features an appliance NIC gets for
+// forwarding: GRO (which NIC drivers turn on by default, veths and some
+// virtual NICs do not) merges a TCP stream's segments into super-packets,
+// and UDP GRO forwarding (off by default) merges a forwarded UDP flow's
+// datagrams into UDP super-packets (USO). The translator takes both from
+// its tun (TUN_F_TSO4/6, TUN_F_USO4/6) or its AF_PACKET sockets (virtio
+// net headers) and translates each in one go; the kernel segments again on
+// the way out.
+var forwardingFeatures = map[string]bool{netsetup.FeatureGRO: true, netsetup.FeatureUDPGROForwarding: true}
+
 // applyPlan brings links, addresses and routes to what p asks for.
 // Addresses go first so that gateways of route blocks are reachable.
 func (d *daemon) applyPlan(p plan) error {
@@ -770,6 +780,11 @@ func (d *daemon) applyPlan(p plan) error {
 	for _, ifc := range p.links {
 		if err := d.tracker.Link(ifc.Name, ifc.MTU, false); err != nil {
 			errs = append(errs, fmt.Errorf("interface %s: %w", ifc.Name, err))
+			continue
+		}
+		// A NIC that cannot merge still forwards, packet by packet.
+		if err := d.tracker.Features(ifc.Name, forwardingFeatures); err != nil {
+			d.log.Warn("interface left without GRO forwarding", "interface", ifc.Name, "err", err)
 		}
 	}
 	if err := d.tracker.SyncAddrs(p.addrs); err != nil {

@@ -193,7 +193,9 @@ func renderMarkdown(info runInfo, r *results) string {
 	if has[sTayga] {
 		renderRTTComparison(w, info, r, labels)
 	}
-	if len(info.Profiles) > 0 {
+	if len(info.Profiles) > 0 && info.Profiles[0].Parts != nil {
+		renderPathProfile(w, info.Profiles)
+	} else if len(info.Profiles) > 0 {
 		w("\n### Where the translators' CPU goes (perf record -g -p PID, round 1, %s)\n\n", info.Conds[0].Label)
 		w("| test | kernel | user space | top symbols (self) |\n|---|---:|---:|---|\n")
 		for _, p := range info.Profiles {
@@ -353,4 +355,72 @@ func writeSection(path, section string) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return os.WriteFile(path, []byte(doc), 0o644)
+}
+
+// renderPathProfile writes the system-wide profiles (-perf-system) as CPU
+// µs per packet or per 64 KiB, by part of the path: one column per
+// profiled test, parts in pathParts order, then the processes' own code.
+// Idle CPUs and processes off the path are left out of the total.
+func renderPathProfile(w func(string, ...any), profs []profile) {
+	w("\n### Where every CPU's time goes (perf record -a -g, round 1): CPU µs per packet (UDP) or per 64 KiB (TCP)\n\n")
+	w("A sample is charged to the innermost function of its call chain that marks a part of the path (`bench/netns/perf.go`, pathParts); a sample without one is the process's own code or, in the kernel, its system call entry and exit.\n\n| part |")
+	for _, p := range profs {
+		w(" %s |", strings.ReplaceAll(p.Name, "|", "\\|"))
+	}
+	w("\n|---|%s\n", strings.Repeat("---:|", len(profs)))
+	var parts []string
+	seen := map[string]bool{}
+	for _, pp := range pathParts {
+		parts = append(parts, pp.Part)
+		seen[pp.Part] = true
+	}
+	var rest []string
+	for _, p := range profs {
+		for k := range p.Parts {
+			if !seen[k] && k != partOther {
+				seen[k] = true
+				rest = append(rest, k)
+			}
+		}
+	}
+	sort.Strings(rest)
+	parts = append(parts, rest...)
+	per := func(p profile, n int) float64 {
+		if p.Units <= 0 {
+			return math.NaN()
+		}
+		return float64(n) / perfHz / p.Units * 1e6
+	}
+	total := make([]float64, len(profs))
+	for _, part := range parts {
+		if part == partIdle {
+			continue
+		}
+		var cells []string
+		some := false
+		for i, p := range profs {
+			n := p.Parts[part]
+			if n == 0 {
+				cells = append(cells, "")
+				continue
+			}
+			some = true
+			v := per(p, n)
+			total[i] += v
+			cells = append(cells, format(v))
+		}
+		if some {
+			w("| %s | %s |\n", part, strings.Join(cells, " | "))
+		}
+	}
+	var cells []string
+	for _, t := range total {
+		cells = append(cells, "**"+format(t)+"**")
+	}
+	w("| **path total** (without idle CPUs and other processes) | %s |\n", strings.Join(cells, " | "))
+	cells = cells[:0]
+	for _, p := range profs {
+		cells = append(cells, fmt.Sprintf("%.0f × %s", p.Units, p.Unit))
+	}
+	w("| received during the profile | %s |\n", strings.Join(cells, " | "))
 }
