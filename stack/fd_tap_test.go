@@ -46,8 +46,7 @@ func (p tapPeer) raw(f []byte) {
 // nil.
 func (p tapPeer) recv() []byte {
 	p.t.Helper()
-	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
-	if n, err := unix.Poll(fds, 1000); err != nil || n == 0 {
+	if !p.readable(time.Second) {
 		return nil
 	}
 	b := make([]byte, 70000)
@@ -61,9 +60,29 @@ func (p tapPeer) recv() []byte {
 // expectNone checks the translator sends nothing within 100 ms.
 func (p tapPeer) expectNone(what string) {
 	p.t.Helper()
-	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
-	if n, _ := unix.Poll(fds, 100); n != 0 {
+	if p.readable(100 * time.Millisecond) {
 		p.t.Errorf("%s: translator sent %x", what, p.recv())
+	}
+}
+
+// readable waits up to d for the peer's descriptor to be readable. The
+// runtime's preemption signals interrupt poll(2) (EINTR) in a loaded test
+// binary: that is not an answer, so the wait goes on for what is left.
+func (p tapPeer) readable(d time.Duration) bool {
+	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
+	for end := time.Now().Add(d); ; {
+		left := time.Until(end)
+		if left < 0 {
+			left = 0
+		}
+		n, err := unix.Poll(fds, int(left.Milliseconds()))
+		switch {
+		case err == unix.EINTR && left > 0:
+			continue
+		case err != nil:
+			p.t.Fatalf("poll: %v", err)
+		}
+		return n > 0
 	}
 }
 
