@@ -247,6 +247,10 @@ type queue struct {
 	// non-blocking one (nil otherwise).
 	rio  *rawIO
 	idle func() // the dispatcher's QueueIdle for this queue
+	// uio is the queue's io_uring and read slots once it has used them
+	// (uringio_linux.go); uringOn: the loop runs on the ring now.
+	uio     *uringIO
+	uringOn atomic.Bool
 
 	wmu  sync.Mutex
 	wbuf []byte // VnetHdrLen + GSOMaxSize: packets from outside the frame
@@ -533,6 +537,11 @@ func (q *queue) write(b []byte) (int, error) {
 // closed (nil), or reads keep failing (the error).
 func (e *Endpoint) dispatchLoop(q *queue, d gvstack.NetworkDispatcher, frames bool, wakeFd int) error {
 	defer q.idle()
+	if q.rio != nil {
+		if ran, err := e.runURing(q, d, frames, wakeFd); ran {
+			return err
+		}
+	}
 	errs := 0
 	for {
 		n, err := q.read(wakeFd)
@@ -619,6 +628,9 @@ func (e *Endpoint) writePacket(pkt *gvstack.PacketBuffer) tcpip.Error {
 		// The packet is in the frame: its header goes in front of it.
 		b := q.frame.buf[start-VnetHdrLen : end]
 		EncodeVnetHdr(b, &q.frame.Offload)
+		if q.uio.queueWrite(b) {
+			return nil // written after the delivery, with the next batch
+		}
 		m, err := q.write(b)
 		return writeResult(m, err, len(b))
 	}
