@@ -50,6 +50,11 @@ const (
 // PacketBuffer over it (no copy) and a translator may rewrite it in place.
 // Only the queue's dispatch goroutine uses a Frame, and only while it
 // delivers the packet read into it.
+//
+// A queue that reads through its io_uring (uringio_linux.go) keeps
+// several reads posted, each into memory of its own: its Frame is then
+// pointed at the memory of the packet being delivered, so the same *Frame
+// holds different memory from one delivery to the next.
 type Frame struct {
 	view *buffer.View // owns buf; PacketBuffers over the frame are clones
 	buf  []byte
@@ -129,7 +134,9 @@ func (f *Frame) InFrame(pkt *gvstack.PacketBuffer) (start, end int, ok bool) {
 // PacketBuffer or its memory once DeliverNetworkPacket returns, and that it
 // writes a PacketBuffer over a frame (Frame.PacketBuffer) only from within
 // DeliverNetworkPacket, on the delivering goroutine, with that queue's
-// Hash. Other dispatchers (a gVisor network stack) get a copy of each
+// Hash, and leaves the bytes it wrote as they are until
+// DeliverNetworkPacket returns (a queue on an io_uring sends them after
+// the delivery, with the next batch). Other dispatchers (a gVisor network stack) get a copy of each
 // packet in a pooled view instead.
 type FrameDispatcher interface {
 	gvstack.NetworkDispatcher
@@ -302,7 +309,8 @@ func NewEndpointConns(conns []Conn, mtu int, offloads int) *Endpoint {
 // Queues is the number of queues, each with its own dispatch goroutine.
 func (e *Endpoint) Queues() int { return len(e.queues) }
 
-// Frame is queue q's frame.
+// Frame is queue q's frame (whose memory is the delivered packet's: see
+// Frame).
 func (e *Endpoint) Frame(q int) *Frame { return e.queues[q].frame }
 
 // MTU implements stack.LinkEndpoint.
