@@ -255,11 +255,31 @@ func isEAGAIN(err error) bool {
 	return ok && pe.Err == unix.EAGAIN
 }
 
-// BenchmarkRawRoundTrip is one packet at a time through an Endpoint's raw
-// queue loop and back, over a socketpair, the peer in this process: the
-// cost of the loop's wake-up, read, delivery and write, without a
+// BenchmarkRawRoundTrip is one packet at a time through an Endpoint's
+// queue loop (uring: through its io_uring; raw: read and write by raw
+// system calls) and back, over a socketpair, the peer in this process:
+// the cost of the loop's wake-up, read, delivery and write, without a
 // translator. rawWait is the product's.
 func BenchmarkRawRoundTrip(b *testing.B) {
+	for _, mode := range queueIOModes {
+		b.Run(mode, func(b *testing.B) { benchQueueBurst(b, mode, 1) })
+	}
+}
+
+// BenchmarkQueueBurst is bursts of 16 packets through a queue's loop and
+// back: the peer writes them all, then reads the 16 echoes; ns/op is per
+// burst. A loop that batches reads and writes pays fewer system calls per
+// packet here.
+func BenchmarkQueueBurst(b *testing.B) {
+	for _, mode := range queueIOModes {
+		b.Run(mode, func(b *testing.B) { benchQueueBurst(b, mode, 16) })
+	}
+}
+
+func benchQueueBurst(b *testing.B, mode string, burst int) {
+	saved := queueIO
+	queueIO = mode
+	defer func() { queueIO = saved }()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		b.Fatal(err)
@@ -280,12 +300,19 @@ func BenchmarkRawRoundTrip(b *testing.B) {
 		p.Write(pkt)
 		p.Read(buf)
 	}
+	if on := e.queues[0].uringOn.Load(); on != (mode == "uring") {
+		b.Fatalf("queue on its io_uring: %v, loop %q", on, mode)
+	}
 	for b.Loop() {
-		if _, err := p.Write(pkt); err != nil {
-			b.Fatal(err)
+		for range burst {
+			if _, err := p.Write(pkt); err != nil {
+				b.Fatal(err)
+			}
 		}
-		if _, err := p.Read(buf); err != nil {
-			b.Fatal(err)
+		for range burst {
+			if _, err := p.Read(buf); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 }
