@@ -571,13 +571,13 @@ func (e *Endpoint) dispatchLoop(q *queue, d gvstack.NetworkDispatcher, frames bo
 			continue
 		}
 		errs = 0
-		e.deliver(q, d, n, frames)
+		e.deliver(q, q.frame, d, n, frames)
 	}
 }
 
-// deliver hands the n bytes read into q's frame to d.
-func (e *Endpoint) deliver(q *queue, d gvstack.NetworkDispatcher, n int, frames bool) {
-	f := q.frame
+// deliver hands the n bytes read into f (q's frame, or for a dispatcher
+// that copies, a frame of q's io_uring) to d.
+func (e *Endpoint) deliver(q *queue, f *Frame, d gvstack.NetworkDispatcher, n int, frames bool) {
 	if n < VnetHdrLen {
 		q.stats.ShortVnetHdr.Add(1)
 		return

@@ -59,7 +59,7 @@ const (
 // it.
 type uringIO struct {
 	r     *ring
-	slots []uringSlot
+	slots []*Frame  // slots[0] shares the queue Frame's own memory
 	own   uringSlot // the queue Frame's own memory, restored on exit
 	cur   int       // the slot being delivered, -1 between deliveries
 	// busy counts slots with a read (after its writes) in flight;
@@ -87,11 +87,10 @@ func (q *queue) setupURing(fd int) error {
 	u := q.uio
 	if u == nil {
 		u = &uringIO{own: uringSlot{view: q.frame.view, buf: q.frame.buf}}
-		u.slots = make([]uringSlot, uringSlots)
-		u.slots[0] = u.own
+		u.slots = make([]*Frame, uringSlots)
+		u.slots[0] = &Frame{view: q.frame.view, buf: q.frame.buf}
 		for i := 1; i < uringSlots; i++ {
-			f := NewFrame()
-			u.slots[i] = uringSlot{view: f.view, buf: f.buf}
+			u.slots[i] = NewFrame()
 		}
 		q.uio = u
 	}
@@ -197,14 +196,19 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 	}
 }
 
-// deliver hands the n bytes read into slot i to d, through the queue's
-// Frame pointed at the slot, then queues the slot's next read (linked
-// behind the write of the result, if d wrote one).
+// deliver hands the n bytes read into slot i to d. A FrameDispatcher gets
+// them through the queue's Frame, pointed at the slot (it writes from the
+// frame on this goroutine only); any other dispatcher gets a copy from
+// the slot, and the queue's Frame stays as it is for writers on other
+// goroutines, which look at it.
 func (u *uringIO) deliver(e *Endpoint, q *queue, d gvstack.NetworkDispatcher, i, n int, frames bool) {
-	s := &u.slots[i]
-	q.frame.view, q.frame.buf = s.view, s.buf
+	f := u.slots[i]
+	if frames {
+		q.frame.view, q.frame.buf = f.view, f.buf
+		f = q.frame
+	}
 	u.cur = i
-	e.deliver(q, d, n, frames)
+	e.deliver(q, f, d, n, frames)
 	u.cur = -1
 }
 
