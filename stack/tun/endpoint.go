@@ -136,8 +136,8 @@ func (f *Frame) InFrame(pkt *gvstack.PacketBuffer) (start, end int, ok bool) {
 // DeliverNetworkPacket, on the delivering goroutine, with that queue's
 // Hash, and leaves the bytes it wrote as they are until
 // DeliverNetworkPacket returns (a queue on an io_uring sends them after
-// the delivery, with the next batch). Other dispatchers (a gVisor network stack) get a copy of each
-// packet in a pooled view instead.
+// the delivery, with the next batch). Other dispatchers (a gVisor network
+// stack) get a copy of each packet in a pooled view instead.
 type FrameDispatcher interface {
 	gvstack.NetworkDispatcher
 	TakesFrames(e *Endpoint) bool
