@@ -61,9 +61,9 @@ test-large:
 	MAP646_LARGE=1 $(GO) test -count=1 -v -timeout 20m -run 'Million' ./appliance/config ./appliance/daemon
 
 ## conformance: the external black-box suite (../shared/conformance) against map646 in
-## every link mode (tun, fd, nic; MAP646_LINKS picks some), each mode's summary line and
-## time, then their sum; fails if any mode fails
-MAP646_LINKS ?= tun fd nic
+## every link mode (tun, fd, fd-vnet, nic; MAP646_LINKS picks some), each mode's summary
+## line and time, then their sum; fails if any mode fails
+MAP646_LINKS ?= tun fd fd-vnet nic
 conformance: build
 	MAP646_LINKS='$(MAP646_LINKS)' MAP646_BIN=$(abspath $(BIN)) ./conformance/run.sh
 

@@ -12,6 +12,9 @@
 #        and inherited by map646 as fd 3, as a supervisor would hand it
 #        over; map646 neither creates nor routes it (the harness routes
 #        into XLAT_TUN once it appears).
+#   fd-vnet  as fd, but the tun opened with IFF_VNET_HDR and a 12-byte
+#        header, as QEMU and Firecracker open a VM's tap: map646 finds
+#        that out from the fd and carries super-packets whole.
 #   nic  XLAT_TUN empty: map646 does its own routing on XLAT_IF4/XLAT_IF6
 #        (j-x4/j-x6), AF_PACKET with kernel forwarding off, TTL decremented
 #        once by the translator (XLAT_TTL_DEC=1, the harness's default then).
@@ -26,8 +29,8 @@ BIN=${MAP646_BIN:-$ROOT/bin/map646}
 LINK=${MAP646_LINK:-tun}
 case "$LINK" in
   tun | nic) ;;
-  fd) : "${XLAT_TUN:?fd mode needs XLAT_TUN, the tun to open and hand over}" ;;
-  *) echo "adapter.sh: MAP646_LINK=$LINK: not tun, fd or nic" >&2; exit 2 ;;
+  fd | fd-vnet) : "${XLAT_TUN:?fd mode needs XLAT_TUN, the tun to open and hand over}" ;;
+  *) echo "adapter.sh: MAP646_LINK=$LINK: not tun, fd, fd-vnet or nic" >&2; exit 2 ;;
 esac
 
 conf=$XLAT_WORKDIR/map646.hcl
@@ -39,7 +42,7 @@ conf=$XLAT_WORKDIR/map646.hcl
   done
   echo "  lowest_ipv6_mtu = ${XLAT_LOWEST_IPV6_MTU:-1280}"
   [[ -n "${XLAT_POOL6791:-}" ]] && echo "  icmp_source_pool = [\"$XLAT_POOL6791\"]"
-  if [[ "$LINK" == fd ]]; then
+  if [[ "$LINK" == fd* ]]; then
     echo "  fd {"
     echo "    fd = 3"
     echo "  }"
@@ -64,19 +67,24 @@ conf=$XLAT_WORKDIR/map646.hcl
 } >"$conf"
 
 args=(run -c "$conf" --control-socket "$XLAT_WORKDIR/map646.sock")
-if [[ "$LINK" == fd ]]; then
+if [[ "$LINK" == fd* ]]; then
   # Bash cannot issue TUNSETIFF; the suite's own Python can. It opens the
   # tun as fd 3 (inheritable) and execs map646 with it.
   exec /usr/bin/python3 -c '
 import fcntl, os, struct, sys
-TUNSETIFF, IFF_TUN, IFF_NO_PI = 0x400454CA, 0x0001, 0x1000
+TUNSETIFF, TUNSETVNETHDRSZ = 0x400454CA, 0x400454D8
+IFF_TUN, IFF_NO_PI, IFF_VNET_HDR = 0x0001, 0x1000, 0x4000
+vnet = sys.argv[1] == "fd-vnet"
 fd = os.open("/dev/net/tun", os.O_RDWR)
-fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", sys.argv[1].encode(), IFF_TUN | IFF_NO_PI))
+flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet else 0)
+fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", sys.argv[2].encode(), flags))
+if vnet:
+    fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", 12))
 if fd != 3:
     os.dup2(fd, 3)
     os.close(fd)
 os.set_inheritable(3, True)
-os.execv(sys.argv[2], sys.argv[2:])
-' "$XLAT_TUN" "$BIN" "${args[@]}"
+os.execv(sys.argv[3], sys.argv[3:])
+' "$LINK" "$XLAT_TUN" "$BIN" "${args[@]}"
 fi
 exec "$BIN" "${args[@]}"

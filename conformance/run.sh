@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the external conformance suite against map646 (`make conformance`)
-# once per link mode: MAP646_LINKS (default "tun fd nic") in that order.
+# once per link mode: MAP646_LINKS (default "tun fd fd-vnet nic") in that order.
 #   tun  host mode on the tun j-tun that map646 creates and routes into;
 #   fd   the tun j-tun opened by the adapter and inherited as fd 3;
+#   fd-vnet  the same with IFF_VNET_HDR (a 12-byte virtio_net_hdr);
 #   nic  NIC mode on j-x4/j-x6 (XLAT_TUN empty: no tun, the translator
 #        routes itself).
 # Each mode prints the suite's closing line ("N passed, M failed, K
@@ -47,11 +48,11 @@ cd "$SUITE"
 status=0
 summary=()
 passed=0 failed=0 skipped=0
-for link in ${MAP646_LINKS:-tun fd nic}; do
+for link in ${MAP646_LINKS:-tun fd fd-vnet nic}; do
   case "$link" in
-    tun | fd) export XLAT_TUN=$tun ;;
+    tun | fd | fd-vnet) export XLAT_TUN=$tun ;;
     nic) export XLAT_TUN= ;;
-    *) echo "conformance/run.sh: link mode $link: not tun, fd or nic" >&2; exit 2 ;;
+    *) echo "conformance/run.sh: link mode $link: not tun, fd, fd-vnet or nic" >&2; exit 2 ;;
   esac
   export MAP646_LINK=$link
   echo "== conformance, link mode $link"

@@ -8,7 +8,7 @@ package mapping
 // The table's slots do not hold their entry's index (a lookup reads only
 // the slot, and a wider slot would cost every lookup cache space whether or
 // not anything counts), so the index lives beside the table: one uint32 per
-// slot, 14 bytes per /32 <-> /128 entry at the table's load factors, built
+// slot, 18 bytes per /32 <-> /128 entry at the table's load factors, built
 // by Table.EntryIndex only when asked for. Entry4 and Entry6 probe the same
 // slots as Lookup4 and Lookup6 and do not allocate; right before or after
 // the translator's own lookup of the same address they find those slots in
@@ -27,7 +27,7 @@ func (t *Table) EntryIndex() *EntryIndex {
 		x.ent4[i] = make([]uint32, len(t.levels4[i].slots))
 	}
 	for i := range t.levels6 {
-		x.ent6[i] = make([]uint32, len(t.levels6[i].slots))
+		x.ent6[i] = make([]uint32, len(t.levels6[i].buckets)*bucketSlots6)
 	}
 	for i := range t.recs {
 		r := &t.recs[i]
@@ -119,17 +119,12 @@ func (l *level4) pos(a uint32, seed uint64) int {
 	}
 }
 
-// pos is find that returns the slot's position (-1: none).
+// pos is find that returns the slot's position, bucket*bucketSlots6 +
+// slot (-1: none).
 func (l *level6) pos(hi, lo uint64, seed uint64) int {
-	lo &= l.mask
-	n := len(l.slots)
-	for p := slotOf(hash6(hi, lo, seed), n); ; p = next(p, n) {
-		s := &l.slots[p]
-		if !s.used {
-			return -1
-		}
-		if s.lo == lo && s.hi == hi {
-			return p
-		}
+	b, i := l.find(hi, lo, seed)
+	if b < 0 {
+		return -1
 	}
+	return b*bucketSlots6 + i
 }

@@ -62,7 +62,7 @@ func tableHugeMiB(b testing.TB, t *Table) float64 {
 		add(uintptr(unsafe.Pointer(&t.levels4[i].slots[0])))
 	}
 	for i := range t.levels6 {
-		add(uintptr(unsafe.Pointer(&t.levels6[i].slots[0])))
+		add(uintptr(unsafe.Pointer(&t.levels6[i].buckets[0])))
 	}
 	return float64(kb) / 1024
 }
@@ -84,13 +84,13 @@ func thpMode(t *testing.T) string {
 // and lie in a mapping the kernel marks for huge pages (VmFlags "hg")
 // when it has transparent huge pages.
 func TestLargeSlice(t *testing.T) {
-	small := largeSlice[slot6](100)
+	small := largeSlice[slot4](100)
 	if len(small) != 100 || cap(small) != 100 {
 		t.Errorf("small: len %d cap %d", len(small), cap(small))
 	}
-	n := 3*hugeMin/int(unsafe.Sizeof(slot6{})) + 5
+	n := 3*hugeMin/int(unsafe.Sizeof(slot4{})) + 5
 	for round := range 2 {
-		s := largeSlice[slot6](n)
+		s := largeSlice[slot4](n)
 		if len(s) != n {
 			t.Fatalf("len %d, want %d", len(s), n)
 		}
@@ -99,10 +99,10 @@ func TestLargeSlice(t *testing.T) {
 			t.Errorf("starts at %#x, not on a 2 MiB boundary", addr)
 		}
 		for i := range s {
-			if s[i] != (slot6{}) {
+			if s[i] != (slot4{}) {
 				t.Fatalf("round %d: slot %d is %+v, not zero", round, i, s[i])
 			}
-			s[i] = slot6{hi: ^uint64(0), lo: uint64(i), used: true}
+			s[i] = slot4{key: ^uint32(0), delta: uint16(i), used: true}
 		}
 		vma := vmaOf(t, addr)
 		mode := thpMode(t)

@@ -26,7 +26,9 @@
 // descriptor reads into a frame with headroom, the same Handler translates
 // in place, and the result is written with one writev (behind an Ethernet
 // header to the resolved next hop for a tap, whose ARP and Neighbor
-// Discovery it answers itself: arp.go). NIC mode reads AF_PACKET sockets
+// Discovery it answers itself: arp.go). A tun or tap opened with
+// IFF_VNET_HDR has its virtio_net_hdr read beside the frame and written
+// in front of the result, so that super-packets cross it whole too. NIC mode reads AF_PACKET sockets
 // with gVisor's fdbased endpoint, whose PacketBuffers the Handler copies
 // into its queue's own frame (they have no headroom). Any link endpoint
 // can use Handler the same way (NewHandler), provided each queue index in

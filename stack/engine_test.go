@@ -382,7 +382,7 @@ func TestServeFDEngine(t *testing.T) {
 	var fd int
 	rc.Control(func(f uintptr) { fd = int(f) })
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := ServeFDQueues(ctx, testEngine(t), []int{fd}, 1500, nil)
+	d, err := ServeFDQueues(ctx, testEngine(t), []int{fd}, 1500, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/map646/map646/stack/tun"
 	"github.com/map646/map646/stack/xlat"
 )
 
@@ -27,19 +28,30 @@ import (
 // ServeFDQueues makes the descriptors non-blocking but does not own them:
 // close them after Wait returns. It returns at once; the data path stops
 // when ctx is cancelled or any descriptor fails.
-func ServeFDQueues(ctx context.Context, eng *xlat.Engine, fds []int, mtu int, log *slog.Logger) (*Datapath, error) {
+//
+// vnetHdr is the size of the virtio_net_hdr (virtio 1.0 section 5.1.6)
+// in front of every packet, 10 or 12 for a tun opened with IFF_VNET_HDR
+// (see FDInfo), or 0 for none. With one, GSO and GRO super-packets and
+// partial checksums cross the translator whole, as they do through the
+// daemon's own tun, and the kernel behind the descriptor segments and
+// completes them on the way out (RFC 7915 section 5.1.1 leaves segment
+// sizes to the path).
+func ServeFDQueues(ctx context.Context, eng *xlat.Engine, fds []int, mtu, vnetHdr int, log *slog.Logger) (*Datapath, error) {
 	if eng == nil {
 		return nil, errors.New("stack: ServeFDQueues needs an engine")
 	}
-	return serveFDs(ctx, func() Translator { return eng.NewWorker() }, fds, mtu, log)
+	return serveFDs(ctx, func() Translator { return eng.NewWorker() }, fds, mtu, vnetHdr, log)
 }
 
-func serveFDs(ctx context.Context, newTranslator func() Translator, fds []int, mtu int, log *slog.Logger) (*Datapath, error) {
+func serveFDs(ctx context.Context, newTranslator func() Translator, fds []int, mtu, vnetHdr int, log *slog.Logger) (*Datapath, error) {
 	if len(fds) == 0 {
 		return nil, errors.New("stack: no descriptor to serve")
 	}
 	if mtu <= 0 || mtu > maxPacket {
 		return nil, fmt.Errorf("stack: fd %d: MTU %d out of range", fds[0], mtu)
+	}
+	if err := CheckVnetHdr(vnetHdr); err != nil {
+		return nil, fmt.Errorf("stack: fd %d: %w", fds[0], err)
 	}
 	d := newDatapath(log)
 	var eps fdQueues
@@ -47,8 +59,106 @@ func serveFDs(ctx context.Context, newTranslator func() Translator, fds []int, m
 		if err := unix.SetNonblock(fd, true); err != nil {
 			return nil, fmt.Errorf("stack: fd %d: %w", fd, err)
 		}
-		eps = append(eps, newRawFDEndpoint(fd, mtu, d.log))
+		eps = append(eps, newRawFDEndpoint(fd, mtu, vnetHdr, d.log))
 	}
 	serveFDEndpoints(ctx, d, eps, newTranslator)
 	return d, nil
+}
+
+// maxVnetHdr is the largest virtio_net_hdr an fd may carry: struct
+// virtio_net_hdr_mrg_rxbuf (virtio 1.0 section 5.1.6), which QEMU and
+// Firecracker set on the taps they open (TUNSETVNETHDRSZ 12). Its last
+// two bytes, num_buffers, mean nothing on a tun: they are read and
+// ignored, and written as zero.
+const maxVnetHdr = tun.VnetHdrLen + 2
+
+// CheckVnetHdr accepts the virtio_net_hdr sizes the endpoint can frame:
+// none, struct virtio_net_hdr (10) and virtio_net_hdr_mrg_rxbuf (12).
+// Any other size (TUNSETVNETHDRSZ accepts larger ones) would shift every
+// packet, so it is refused rather than guessed at.
+func CheckVnetHdr(n int) error {
+	if n != 0 && n != tun.VnetHdrLen && n != maxVnetHdr {
+		return fmt.Errorf("virtio_net_hdr of %d bytes: only %d and %d are supported", n, tun.VnetHdrLen, maxVnetHdr)
+	}
+	return nil
+}
+
+// FDInfo is what an inherited descriptor says about its framing.
+type FDInfo struct {
+	// Tun: the descriptor is a tun or tap attached to an interface
+	// (TUNGETIFF answered); false for sockets and anything else, whose
+	// framing only the configuration can tell.
+	Tun bool
+	// Interface is the tun's or tap's name.
+	Interface string
+	Tap       bool // IFF_TAP: Ethernet frames
+	// VnetHdr is the size of the virtio_net_hdr in front of every packet
+	// (TUNGETVNETHDRSZ) if the tun was opened with IFF_VNET_HDR, else 0.
+	VnetHdr int
+}
+
+// ProbeFD asks the descriptor fd what it carries: TUNGETIFF gives a tun's
+// IFF_ flags, TUNGETVNETHDRSZ the size of its virtio_net_hdr. A
+// descriptor that is not a tun (ENOTTY, EINVAL: a socket, a pipe) is
+// reported as such, without error; a tun not attached to an interface
+// (EBADFD) is an error.
+func ProbeFD(fd int) (FDInfo, error) {
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		return FDInfo{}, err
+	}
+	switch err := unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr); {
+	case errors.Is(err, unix.EBADFD):
+		return FDInfo{}, fmt.Errorf("fd %d: a tun descriptor attached to no interface (TUNSETIFF was not done)", fd)
+	case err != nil:
+		return FDInfo{}, nil
+	}
+	flags := ifr.Uint16()
+	// IFF_NO_PI is not asked: TUNGETIFF reports it set on a tun opened
+	// without it too (seen on Linux 6.18), so a struct tun_pi in front
+	// of the packets cannot be told from here.
+	info := FDInfo{
+		Tun:       true,
+		Interface: ifr.Name(),
+		Tap:       flags&unix.IFF_TAP != 0,
+	}
+	if flags&unix.IFF_VNET_HDR != 0 {
+		n, err := unix.IoctlGetInt(fd, unix.TUNGETVNETHDRSZ)
+		if err != nil {
+			return FDInfo{}, fmt.Errorf("fd %d: TUNGETVNETHDRSZ: %w", fd, err)
+		}
+		info.VnetHdr = n
+	}
+	return info, nil
+}
+
+// fdOffloadSteps are the TUNSETOFFLOAD flags SetFDOffloads asks for, best
+// first: the kernel answers EINVAL to flags it does not know (USO before
+// Linux 6.2). They are what the engine translates whole: TCP and UDP
+// segmentation (RFC 7915 section 5.1.1 leaves segment sizes to the path)
+// and partial checksums.
+var fdOffloadSteps = []int{
+	tun.OffloadCsum | tun.OffloadTSO4 | tun.OffloadTSO6 | tun.OffloadUSO4 | tun.OffloadUSO6,
+	tun.OffloadCsum | tun.OffloadTSO4 | tun.OffloadTSO6,
+	tun.OffloadCsum,
+}
+
+// SetFDOffloads sets the offloads of the tun or tap behind fd (opened with
+// IFF_VNET_HDR): what its kernel side may hand the translator unfinished
+// (TUNSETOFFLOAD; the device's, shared by all its queues). It returns the
+// flags the kernel granted, 0 if it granted none. The other way needs no
+// setting: a tun takes every kind of super-packet and partial checksum
+// that is written to it (virtio_net_hdr_to_skb), and the translator
+// writes only those it was handed, translated.
+func SetFDOffloads(fd int) (int, error) {
+	var err error
+	for _, flags := range fdOffloadSteps {
+		if err = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, flags); err == nil {
+			return flags, nil
+		}
+	}
+	if err0 := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, 0); err0 != nil {
+		return 0, fmt.Errorf("fd %d: TUNSETOFFLOAD: %w", fd, err)
+	}
+	return 0, nil
 }

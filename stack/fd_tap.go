@@ -27,13 +27,16 @@ import (
 
 // TapConfig is the fd mode on a tap: an inherited descriptor that carries
 // one Ethernet frame per read and write (a tap opened with
-// IFF_TAP|IFF_NO_PI and without IFF_VNET_HDR, as a VM manager hands over
-// a VM's NIC, or a datagram socket carrying frames). The translator is a
-// host on that segment.
+// IFF_TAP|IFF_NO_PI, as a VM manager hands over a VM's NIC, or a datagram
+// socket carrying frames). The translator is a host on that segment.
 type TapConfig struct {
 	FD  int
 	MTU int // the segment's IP MTU: frames carry at most MTU + 14 bytes
-	MAC [6]byte
+	// VnetHdr is the size of the virtio_net_hdr in front of every frame
+	// (a tap opened with IFF_VNET_HDR: 10, or 12 with num_buffers), or 0
+	// for none; see FDInfo.
+	VnetHdr int
+	MAC     [6]byte
 	// IPv4Gateway, IPv6Gateway: the next hop of every translated packet
 	// of the family; invalid: destinations are on the segment (on-link).
 	IPv4Gateway, IPv6Gateway netip.Addr
@@ -81,6 +84,9 @@ func ServeTap(ctx context.Context, eng *xlat.Engine, c TapConfig, log *slog.Logg
 	}
 	if c.MTU < 68 || c.MTU > maxPacket-ethHdrLen {
 		return nil, fmt.Errorf("stack: tap fd %d: MTU %d out of range", c.FD, c.MTU)
+	}
+	if err := CheckVnetHdr(c.VnetHdr); err != nil {
+		return nil, fmt.Errorf("stack: tap fd %d: %w", c.FD, err)
 	}
 	if !unicastMAC(c.MAC) {
 		return nil, fmt.Errorf("stack: tap fd %d: link address %x is not a unicast address", c.FD, c.MAC)
@@ -227,7 +233,13 @@ type tapEndpoint struct {
 	// eth: the fd carries Ethernet frames (a tap); false: bare IP
 	// packets (a tun without headers, a datagram or seqpacket socket),
 	// with no link header, no neighbours and no next hops.
-	eth   bool
+	eth bool
+	// vnet is the size of the virtio_net_hdr in front of every packet
+	// or frame (0: none). Its offsets count from the start of what
+	// follows it: the Ethernet header on a tap, which the endpoint
+	// moves to and from the IP header's start (the frame's Offload
+	// counts from there, as a tun's does).
+	vnet  int
 	mtu   atomic.Uint32
 	mac   [6]byte
 	log   *slog.Logger
@@ -237,20 +249,33 @@ type tapEndpoint struct {
 	stats neighStats
 
 	noNextHop, readErrors, linkChatter atomic.Uint64
+	shortVnetHdr, invalidVnetHdr       atomic.Uint64
+
+	// The reader's virtio_net_hdr, read in front of the frame by one
+	// readv (dispatch goroutine only).
+	rvnet [maxVnetHdr]byte
+	riov  [2]unix.Iovec
 
 	// The transit writer: used by the dispatch goroutine only (the
 	// Handler's one queue writes from within DeliverNetworkPacket).
-	whdr [ethHdrLen]byte
-	wiov [maxIov + 1]unix.Iovec
-	wcp  [40]byte
-	// pbuf gathers a packet's views for parking.
+	whdr  [ethHdrLen]byte
+	wvnet [maxVnetHdr]byte
+	woff  xlat.Offload
+	wiov  [maxIov + 2]unix.Iovec // the virtio_net_hdr, the Ethernet header, the views
+	wcp   [40]byte
+	// pbuf gathers a packet's views for parking (behind its
+	// virtio_net_hdr, if the fd has one).
 	pbuf [parkSize]byte
 
 	// The control writer: ARP and ND frames and parked packets, from
 	// the dispatch goroutine and the resolver's.
 	cmu  sync.Mutex
 	chdr [ethHdrLen]byte
-	ciov [2]unix.Iovec
+	ciov [3]unix.Iovec
+	// fiov: ARP and ND frames behind an empty virtio_net_hdr (under
+	// fmu).
+	fmu  sync.Mutex
+	fiov [2]unix.Iovec
 
 	mu         sync.Mutex
 	dispatcher gvstack.NetworkDispatcher
@@ -269,7 +294,7 @@ var (
 )
 
 func newTapEndpoint(c TapConfig, owns func(netip.Addr) bool, log *slog.Logger) *tapEndpoint {
-	e := &tapEndpoint{fd: c.FD, eth: true, mac: c.MAC, log: log, frame: tun.NewFrame()}
+	e := &tapEndpoint{fd: c.FD, eth: true, vnet: c.VnetHdr, mac: c.MAC, log: log, frame: tun.NewFrame()}
 	e.mtu.Store(uint32(c.MTU))
 	e.neigh = newTapNeigh(c.MAC, c.IPv4Gateway, c.IPv6Gateway, owns, e.sendFrame, &e.stats)
 	e.res = newResolver(e.neigh, []int{tapIfindex}, log)
@@ -279,9 +304,9 @@ func newTapEndpoint(c TapConfig, owns func(netip.Addr) bool, log *slog.Logger) *
 }
 
 // newRawFDEndpoint returns the endpoint of an fd that carries bare IP
-// packets.
-func newRawFDEndpoint(fd, mtu int, log *slog.Logger) *tapEndpoint {
-	e := &tapEndpoint{fd: fd, log: log, frame: tun.NewFrame()}
+// packets, each behind a virtio_net_hdr of vnet bytes if vnet > 0.
+func newRawFDEndpoint(fd, mtu, vnet int, log *slog.Logger) *tapEndpoint {
+	e := &tapEndpoint{fd: fd, vnet: vnet, log: log, frame: tun.NewFrame()}
 	e.mtu.Store(uint32(mtu))
 	return e
 }
@@ -308,6 +333,8 @@ func (e *tapEndpoint) maintain(done <-chan struct{}) {
 func (e *tapEndpoint) addStats(s *LinkStats) {
 	s.NoNextHop += e.noNextHop.Load()
 	s.ReadErrors += e.readErrors.Load()
+	s.ShortVnetHdr += e.shortVnetHdr.Load()
+	s.InvalidVnetHdr += e.invalidVnetHdr.Load()
 	s.NotIP += e.stats.ShortFrames.Load() + e.stats.OtherEtherType.Load() + e.stats.BadNeighbour.Load()
 	s.LinkChatter += e.stats.NotForUs.Load() + e.linkChatter.Load()
 }
@@ -408,9 +435,21 @@ func (e *tapEndpoint) dispatchLoop(efd int, d gvstack.NetworkDispatcher, idle tu
 	if e.eth {
 		buf = e.frame.Bytes()[tun.FramePacket-ethHdrLen:]
 	}
+	// With a virtio_net_hdr, one readv puts it in rvnet and the rest
+	// where it would be without.
+	if e.vnet > 0 {
+		e.riov[0] = rawfile.IovecFromBytes(e.rvnet[:e.vnet])
+		e.riov[1] = rawfile.IovecFromBytes(buf)
+	}
 	errs := 0
 	for {
-		n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(e.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+		var n uintptr
+		var errno unix.Errno
+		if e.vnet > 0 {
+			n, _, errno = unix.RawSyscall(unix.SYS_READV, uintptr(e.fd), uintptr(unsafe.Pointer(&e.riov[0])), 2)
+		} else {
+			n, _, errno = unix.RawSyscall(unix.SYS_READ, uintptr(e.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+		}
 		switch errno {
 		case 0:
 			if n == 0 {
@@ -424,7 +463,11 @@ func (e *tapEndpoint) dispatchLoop(efd int, d gvstack.NetworkDispatcher, idle tu
 				continue
 			}
 			errs = 0
-			e.deliver(d, buf[:n])
+			if int(n) < e.vnet {
+				e.shortVnetHdr.Add(1)
+				continue
+			}
+			e.deliver(d, buf[:int(n)-e.vnet])
 			if e.stopping.Load() {
 				return nil
 			}
@@ -452,14 +495,18 @@ func (e *tapEndpoint) dispatchLoop(efd int, d gvstack.NetworkDispatcher, idle tu
 }
 
 // deliver handles one frame f, read into the frame at
-// FramePacket-ethHdrLen: IP addressed to our MAC goes to d, ARP and ND to
-// tapNeigh, the rest is counted.
+// FramePacket-ethHdrLen (its virtio_net_hdr, if any, in rvnet): IP
+// addressed to our MAC goes to d, ARP and ND to tapNeigh, the rest is
+// counted.
 func (e *tapEndpoint) deliver(d gvstack.NetworkDispatcher, f []byte) {
+	if !e.readOffload(len(f)) {
+		return
+	}
 	if !e.eth {
 		e.deliverIP(d, f)
 		return
 	}
-	if len(f) < ethHdrLen || len(f) > ethHdrLen+int(e.mtu.Load()) {
+	if len(f) < ethHdrLen || len(f) > ethHdrLen+e.maxPacket() {
 		e.stats.ShortFrames.Add(1)
 		return
 	}
@@ -508,7 +555,7 @@ func (e *tapEndpoint) deliver(d gvstack.NetworkDispatcher, f []byte) {
 // FramePacket, to d.
 func (e *tapEndpoint) deliverIP(d gvstack.NetworkDispatcher, p []byte) {
 	switch {
-	case len(p) > int(e.mtu.Load()):
+	case len(p) > e.maxPacket():
 		e.stats.ShortFrames.Add(1)
 	case len(p) >= header.IPv4MinimumSize && p[0]>>4 == 4:
 		e.dispatchIP(d, header.IPv4ProtocolNumber, len(p))
@@ -517,6 +564,50 @@ func (e *tapEndpoint) deliverIP(d gvstack.NetworkDispatcher, p []byte) {
 	default:
 		e.stats.OtherEtherType.Add(1)
 	}
+}
+
+// readOffload decodes the virtio_net_hdr read in front of the n bytes of
+// a packet or frame into the frame's Offload (which the Handler
+// translates with the packet), moving a tap's offsets from the Ethernet
+// header to the IP header, and checks it as the kernel would; without a
+// header the Offload says the packet is complete. A header the kernel
+// would refuse is counted, and the packet dropped.
+func (e *tapEndpoint) readOffload(n int) bool {
+	off := &e.frame.Offload
+	if e.vnet == 0 {
+		*off = xlat.Offload{}
+		return true
+	}
+	tun.DecodeVnetHdr(e.rvnet[:], off)
+	ip := n
+	if e.eth {
+		ip -= ethHdrLen
+		if off.Flags&xlat.OffloadNeedsCsum != 0 {
+			if off.CsumStart < ethHdrLen {
+				e.invalidVnetHdr.Add(1)
+				return false
+			}
+			off.CsumStart -= ethHdrLen
+		}
+		off.HdrLen -= min(off.HdrLen, ethHdrLen)
+	}
+	if ip < 0 {
+		return true // too short a frame: deliver counts it
+	}
+	if tun.ValidateOffload(off, ip) != nil {
+		e.invalidVnetHdr.Add(1)
+		return false
+	}
+	return true
+}
+
+// maxPacket is the largest IP packet the endpoint takes: the MTU, or a
+// super-packet's limit for one the virtio_net_hdr says is to be segmented.
+func (e *tapEndpoint) maxPacket() int {
+	if e.frame.Offload.GSOType != xlat.GSONone {
+		return tun.GSOMaxSize
+	}
+	return int(e.mtu.Load())
 }
 
 // dispatchIP delivers the n bytes at FramePacket in the frame, in place.
@@ -544,7 +635,9 @@ func (e *tapEndpoint) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Er
 
 func (e *tapEndpoint) writePacket(pkt *gvstack.PacketBuffer) tcpip.Error {
 	views, skip := pkt.AsViewList()
-	niov, ncp, size := 1, 0, 0
+	// wiov[0] and wiov[1] are for the virtio_net_hdr and the Ethernet
+	// header, the views follow.
+	niov, ncp, size := 2, 0, 0
 	for v := views.Front(); v != nil; v = v.Next() {
 		s := v.AsSlice()
 		if skip >= len(s) {
@@ -566,13 +659,26 @@ func (e *tapEndpoint) writePacket(pkt *gvstack.PacketBuffer) tcpip.Error {
 	if !ok {
 		return &tcpip.ErrMalformedHeader{}
 	}
-	if size > int(e.mtu.Load()) {
+	gso := false
+	if e.vnet > 0 {
+		if err := e.writeOffload(pkt); err != nil {
+			return err
+		}
+		gso = e.woff.GSOType != xlat.GSONone
+	}
+	if size > int(e.mtu.Load()) && !gso {
 		// The engine keeps to the MTUs it is given; a larger packet
-		// cannot cross the segment.
+		// cannot cross the segment (a super-packet is segmented by the
+		// kernel behind the fd, to its gso_size).
 		return &tcpip.ErrMessageTooLong{}
 	}
+	first := 2 // the first iovec written
 	if !e.eth {
-		if errno := rawfile.NonBlockingWriteIovec(e.fd, e.wiov[1:niov]); errno != 0 {
+		if e.vnet > 0 {
+			first = 1
+			e.wiov[1] = rawfile.IovecFromBytes(e.wvnet[:e.vnet])
+		}
+		if errno := rawfile.NonBlockingWriteIovec(e.fd, e.wiov[first:niov]); errno != 0 {
 			return tcpip.TranslateErrno(errno)
 		}
 		return nil
@@ -581,11 +687,11 @@ func (e *tapEndpoint) writePacket(pkt *gvstack.PacketBuffer) tcpip.Error {
 	if !ok {
 		// Parking is rare (the first packets to a next hop): gather the
 		// views into the endpoint's own buffer, which park copies.
-		n := 0
-		for i := 1; i < niov && n <= len(e.pbuf); i++ {
+		n := copy(e.pbuf[:], e.wvnet[:e.vnet])
+		for i := 2; i < niov && n < len(e.pbuf); i++ {
 			n += copy(e.pbuf[n:], unsafe.Slice(e.wiov[i].Base, e.wiov[i].Len))
 		}
-		parked := size <= len(e.pbuf) && e.res.park(dst, e.pbuf[:n])
+		parked := e.vnet+size <= parkSize && e.res.park(dst, e.pbuf[:n])
 		e.res.request(dst)
 		if parked {
 			return nil // sent when the next hop is resolved
@@ -596,11 +702,43 @@ func (e *tapEndpoint) writePacket(pkt *gvstack.PacketBuffer) tcpip.Error {
 	copy(e.whdr[0:6], hop.mac[:])
 	copy(e.whdr[6:12], e.mac[:])
 	binary.BigEndian.PutUint16(e.whdr[12:14], etherType)
-	e.wiov[0].Base = &e.whdr[0]
-	e.wiov[0].SetLen(ethHdrLen)
-	if errno := rawfile.NonBlockingWriteIovec(e.fd, e.wiov[:niov]); errno != 0 {
+	e.wiov[1] = rawfile.IovecFromBytes(e.whdr[:])
+	first = 1
+	if e.vnet > 0 {
+		first = 0
+		e.wiov[0] = rawfile.IovecFromBytes(e.wvnet[:e.vnet])
+	}
+	if errno := rawfile.NonBlockingWriteIovec(e.fd, e.wiov[first:niov]); errno != 0 {
 		return tcpip.TranslateErrno(errno)
 	}
+	return nil
+}
+
+// writeOffload encodes the offload metadata of pkt into wvnet: the
+// frame's Offload for a packet translated in the frame (the engine has
+// made it describe the result), else what pkt's GSOOptions say (an
+// engine-made packet). On a tap the offsets are moved to count from the
+// Ethernet header. The bytes past VnetHdrLen (num_buffers) stay zero.
+func (e *tapEndpoint) writeOffload(pkt *gvstack.PacketBuffer) tcpip.Error {
+	if _, _, ok := e.frame.InFrame(pkt); ok {
+		e.woff = e.frame.Offload
+	} else {
+		// hdr_len and the ECN bit are read from the first view: an
+		// engine-made packet has one.
+		b := unsafe.Slice(e.wiov[2].Base, e.wiov[2].Len)
+		if _, err := tun.OffloadFromPacket(pkt, b, &e.woff); err != nil {
+			return &tcpip.ErrNotSupported{}
+		}
+	}
+	if e.eth {
+		if e.woff.Flags&xlat.OffloadNeedsCsum != 0 {
+			e.woff.CsumStart += ethHdrLen
+		}
+		if e.woff.HdrLen != 0 {
+			e.woff.HdrLen += ethHdrLen
+		}
+	}
+	tun.EncodeVnetHdr(e.wvnet[:], &e.woff)
 	return nil
 }
 
@@ -617,9 +755,13 @@ func ipDestination(h []byte) (netip.Addr, uint16, bool) {
 }
 
 // sendParked sends a packet the resolver kept until its next hop was
-// resolved.
+// resolved (behind its virtio_net_hdr, if the fd has one).
 func (e *tapEndpoint) sendParked(hop nextHop, pkt []byte) {
-	_, etherType, ok := ipDestination(pkt)
+	if len(pkt) < e.vnet {
+		return
+	}
+	vnet, ip := pkt[:e.vnet], pkt[e.vnet:]
+	_, etherType, ok := ipDestination(ip)
 	if !ok {
 		return
 	}
@@ -628,17 +770,34 @@ func (e *tapEndpoint) sendParked(hop nextHop, pkt []byte) {
 	copy(e.chdr[0:6], hop.mac[:])
 	copy(e.chdr[6:12], e.mac[:])
 	binary.BigEndian.PutUint16(e.chdr[12:14], etherType)
-	e.ciov[0] = rawfile.IovecFromBytes(e.chdr[:])
-	e.ciov[1] = rawfile.IovecFromBytes(pkt)
-	if errno := rawfile.NonBlockingWriteIovec(e.fd, e.ciov[:]); errno != 0 {
+	iov := e.ciov[:0]
+	if e.vnet > 0 {
+		iov = append(iov, rawfile.IovecFromBytes(vnet))
+	}
+	iov = append(iov, rawfile.IovecFromBytes(e.chdr[:]), rawfile.IovecFromBytes(ip))
+	if errno := rawfile.NonBlockingWriteIovec(e.fd, iov); errno != 0 {
 		e.log.Debug("sending a packet that waited for its next hop", "err", errno)
 	}
 }
 
-// sendFrame writes one whole frame (ARP and ND).
+// sendFrame writes one whole frame (ARP and ND), behind an empty
+// virtio_net_hdr if the fd has one: the frame is complete.
 func (e *tapEndpoint) sendFrame(f []byte) error {
-	if errno := rawfile.NonBlockingWrite(e.fd, f); errno != 0 {
+	if e.vnet == 0 {
+		if errno := rawfile.NonBlockingWrite(e.fd, f); errno != 0 {
+			return errno
+		}
+		return nil
+	}
+	e.fmu.Lock()
+	defer e.fmu.Unlock()
+	e.fiov[0] = rawfile.IovecFromBytes(noOffload[:e.vnet])
+	e.fiov[1] = rawfile.IovecFromBytes(f)
+	if errno := rawfile.NonBlockingWriteIovec(e.fd, e.fiov[:]); errno != 0 {
 		return errno
 	}
 	return nil
 }
+
+// noOffload is the virtio_net_hdr of a complete packet.
+var noOffload [maxVnetHdr]byte

@@ -237,7 +237,7 @@ func TestFDTransitAllocs(t *testing.T) {
 	eng := testEngine(t)
 	fds := dgramPair(t)
 	unix.SetNonblock(fds[0], true)
-	ep := newRawFDEndpoint(fds[0], 1500, slog.New(slog.DiscardHandler))
+	ep := newRawFDEndpoint(fds[0], 1500, 0, slog.New(slog.DiscardHandler))
 	h := NewHandler(ep, 1, func() Translator { return eng.NewWorker() }, nil)
 	v4 := ipv4(header.UDPProtocolNumber, cli4, srv4, l4(header.UDPProtocolNumber, cli4, srv4, payload(32, 1), false), 0, 0)
 	buf := ep.frame.Bytes()[tun.FramePacket:]
@@ -270,7 +270,7 @@ func TestFDStopsUnderFlood(t *testing.T) {
 	unix.SetNonblock(fds[1], true)
 	v4 := testPacket(4, markForward, 100)
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := serveFDs(ctx, func() Translator { return refillTranslator{&fakeTranslator{t: t}, fds[1], v4} }, []int{fds[0]}, 1500, nil)
+	d, err := serveFDs(ctx, func() Translator { return refillTranslator{&fakeTranslator{t: t}, fds[1], v4} }, []int{fds[0]}, 1500, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +320,7 @@ func (r refillTranslator) Process(buf []byte, start, end int, off *xlat.Offload,
 func BenchmarkServeFD(b *testing.B) {
 	fds := dgramPair(b)
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := ServeFDQueues(ctx, testEngine(b), []int{fds[0]}, 1500, nil)
+	d, err := ServeFDQueues(ctx, testEngine(b), []int{fds[0]}, 1500, 0, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -343,6 +343,15 @@ func BenchmarkServeFD(b *testing.B) {
 // that descriptor; one descriptor failing stops them all and Wait says
 // why.
 func TestFDQueues(t *testing.T) {
+	for _, vnet := range []int{0, maxVnetHdr} {
+		t.Run(fmt.Sprintf("vnet%d", vnet), func(t *testing.T) { testFDQueues(t, vnet) })
+	}
+}
+
+// testFDQueues is TestFDQueues with a virtio_net_hdr of vnet bytes (0:
+// none) on every descriptor: a partial checksum read on one queue goes
+// out of it with its header moved past the larger IPv6 header.
+func testFDQueues(t *testing.T, vnet int) {
 	var dps, peers []int
 	for range 3 {
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
@@ -353,16 +362,30 @@ func TestFDQueues(t *testing.T) {
 		dps, peers = append(dps, fds[0]), append(peers, fds[1])
 	}
 	eng := testEngine(t)
-	d, err := serveFDs(context.Background(), func() Translator { return eng.NewWorker() }, dps, 1500, nil)
+	d, err := serveFDs(context.Background(), func() Translator { return eng.NewWorker() }, dps, 1500, vnet, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v4 := ipv4(header.UDPProtocolNumber, cli4, srv4, l4(header.UDPProtocolNumber, cli4, srv4, payload(32, 1), false), 0, 0)
+	partial := vnet > 0
+	v4 := ipv4(header.UDPProtocolNumber, cli4, srv4, l4(header.UDPProtocolNumber, cli4, srv4, payload(32, 1), partial), 0, 0)
+	in, off := v4, xlat.Offload{}
+	if partial {
+		off = xlat.Offload{Flags: xlat.OffloadNeedsCsum, CsumStart: 20, CsumOffset: 6}
+		in = vnetFrame(vnet, false, off, v4)
+	}
 	for _, q := range []int{2, 0, 1, 2} {
 		peer := tapPeer{t, peers[q]}
-		peer.raw(v4)
-		if got := peer.recv(); len(got) != len(v4)+20 || header.IPv6(got).DestinationAddress() != srv6 {
+		peer.raw(in)
+		got := peer.recv()
+		var gotOff xlat.Offload
+		if partial {
+			gotOff, _, got = splitVnet(t, vnet, false, got)
+		}
+		if len(got) != len(v4)+20 || header.IPv6(got).DestinationAddress() != srv6 {
 			t.Fatalf("queue %d: got %x", q, got)
+		}
+		if partial && (gotOff.Flags&xlat.OffloadNeedsCsum == 0 || gotOff.CsumStart != 40 || gotOff.CsumOffset != 6) {
+			t.Errorf("queue %d: offload %+v, want a partial checksum at 40+6", q, gotOff)
 		}
 		for i, other := range peers {
 			if i != q {

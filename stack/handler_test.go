@@ -125,7 +125,7 @@ func TestServeFDFake(t *testing.T) {
 	conn, peer := seqpacketPair(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	d, err := serveFDs(ctx, func() Translator { return &fakeTranslator{t: t} }, []int{int(conn.Fd())}, 1500, nil)
+	d, err := serveFDs(ctx, func() Translator { return &fakeTranslator{t: t} }, []int{int(conn.Fd())}, 1500, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestServeFDPeerClosed(t *testing.T) {
 	rc, _ := conn.SyscallConn()
 	var fd int
 	rc.Control(func(f uintptr) { fd = int(f) })
-	d, err := serveFDs(context.Background(), func() Translator { return &fakeTranslator{t: t} }, []int{fd}, 1500, nil)
+	d, err := serveFDs(context.Background(), func() Translator { return &fakeTranslator{t: t} }, []int{fd}, 1500, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

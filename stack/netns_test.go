@@ -468,53 +468,58 @@ func BenchmarkNetnsTCP(b *testing.B) {
 	for _, offload := range []bool{true, false} {
 		for _, upload := range []bool{true, false} {
 			b.Run(fmt.Sprintf("offload=%v/upload=%v", offload, upload), func(b *testing.B) {
-				tp := newTopology(b, offload, 1520)
-				var ln net.Listener
-				if err := tp.srv.Do(func() (err error) {
-					ln, err = net.Listen("tcp6", "["+serverV6+"]:0")
-					return err
-				}); err != nil {
-					b.Fatal(err)
-				}
-				defer ln.Close()
-				var c net.Conn
-				if err := tp.cli.Do(func() (err error) {
-					c, err = net.Dial("tcp4", net.JoinHostPort(serverV4, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)))
-					return err
-				}); err != nil {
-					b.Fatal(err)
-				}
-				s, err := ln.Accept()
-				if err != nil {
-					b.Fatal(err)
-				}
-				src, dst := c, s
-				if !upload {
-					src, dst = s, c
-				}
-				done := make(chan int64)
-				go func() {
-					n, _ := io.CopyBuffer(io.Discard, dst, make([]byte, 256<<10))
-					done <- n
-				}()
-				chunk := make([]byte, 1<<20)
-				b.SetBytes(int64(len(chunk)))
-				b.ResetTimer()
-				for range b.N {
-					if _, err := src.Write(chunk); err != nil {
-						b.Fatal(err)
-					}
-				}
-				src.(*net.TCPConn).CloseWrite()
-				if n := <-done; n != int64(b.N)*int64(len(chunk)) {
-					b.Fatalf("%d of %d bytes arrived", n, b.N*len(chunk))
-				}
-				b.StopTimer()
-				c.Close()
-				s.Close()
+				benchTCP(b, newTopology(b, offload, 1520), upload)
 			})
 		}
 	}
+}
+
+// benchTCP measures one TCP stream from the client to the server (upload)
+// or back across tp's translator, in bytes per second.
+func benchTCP(b *testing.B, tp *topology, upload bool) {
+	var ln net.Listener
+	if err := tp.srv.Do(func() (err error) {
+		ln, err = net.Listen("tcp6", "["+serverV6+"]:0")
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	var c net.Conn
+	if err := tp.cli.Do(func() (err error) {
+		c, err = net.Dial("tcp4", net.JoinHostPort(serverV4, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)))
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	src, dst := c, s
+	if !upload {
+		src, dst = s, c
+	}
+	done := make(chan int64)
+	go func() {
+		n, _ := io.CopyBuffer(io.Discard, dst, make([]byte, 256<<10))
+		done <- n
+	}()
+	chunk := make([]byte, 1<<20)
+	b.SetBytes(int64(len(chunk)))
+	b.ResetTimer()
+	for range b.N {
+		if _, err := src.Write(chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+	src.(*net.TCPConn).CloseWrite()
+	if n := <-done; n != int64(b.N)*int64(len(chunk)) {
+		b.Fatalf("%d of %d bytes arrived", n, b.N*len(chunk))
+	}
+	b.StopTimer()
+	c.Close()
+	s.Close()
 }
 
 // TestNetnsTunDeleted: when the interface is deleted under the data path,

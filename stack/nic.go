@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -45,7 +46,8 @@ type NICConfig struct {
 // ServeNIC runs the translator in NIC mode over the interfaces of c, in the
 // network namespace of the calling thread, and returns at once; it stops
 // when ctx is cancelled, and fails (Wait returns the error) when a NIC is
-// deleted or a socket's reads keep failing.
+// deleted, a socket's reads keep failing, or the kernel stops filling a
+// socket's receive ring (watchRings).
 //
 // Each NIC gets c.Queues AF_PACKET sockets (SOCK_DGRAM: the kernel strips
 // and adds the Ethernet header) in one PACKET_FANOUT_HASH group. A socket
@@ -56,9 +58,11 @@ type NICConfig struct {
 // The sockets carry a virtio_net_hdr in front of every packet
 // (PACKET_VNET_HDR), the same framing as a tun opened with IFF_VNET_HDR,
 // so they are the queues of a tun.Endpoint (one per socket, see nicConn):
-// a queue's goroutine reads a packet into its frame, the Handler
-// translates it in place and the endpoint writes it back through the same
-// queue, whose Write sends it to the next hop. GRO and GSO super-packets
+// a queue's goroutine reads a packet into its frame from the socket's
+// receive ring (nic_ring.go: bounded in packets, read without a system
+// call per packet), the Handler translates it in place and the endpoint
+// writes it back through the same queue, whose Write queues it in a batch
+// for the next hop (nic_batch.go: one sendmmsg per batch). GRO and GSO super-packets
 // and partial checksums (a veth peer's or a VM's transmit offloads) thus
 // cross the translator whole, as they do through the tun: the kernel
 // segments and completes them on the way out (RFC 7915 section 5.1.1
@@ -114,11 +118,12 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 		}
 		n.ports = append(n.ports, p)
 		for q := range queues {
-			fd, err := openPacketSocket(ifc.Index, q == 0, p)
+			fd, ring, err := openPacketSocket(ifc.Index, q == 0, p, ringFrames)
 			if err != nil {
 				return nil, fmt.Errorf("stack: NIC %s queue %d: %w", name, q, err)
 			}
 			p.fds = append(p.fds, fd)
+			p.rings = append(p.rings, ring)
 			// Non-blocking: the runtime poller waits for it, and
 			// the endpoint learns when the socket is empty.
 			p.files = append(p.files, os.NewFile(uintptr(fd), fmt.Sprintf("AF_PACKET %s/%d", name, q)))
@@ -126,6 +131,9 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 			if err != nil {
 				return nil, fmt.Errorf("stack: NIC %s queue %d: %w", name, q, err)
 			}
+			c.useRing(ring)
+			c.port = p
+			n.ringConns = append(n.ringConns, c)
 			conns = append(conns, c)
 		}
 		ifindexes = append(ifindexes, ifc.Index)
@@ -178,6 +186,11 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 		defer close(n.resolving)
 		n.res.run(n.done)
 	}()
+	n.watching = make(chan struct{})
+	go func() {
+		defer close(n.watching)
+		watchRings(n.ringConns, socketDrops, ringWatchEvery, n.done, gone)
+	}()
 
 	// The endpoint's queues are the sockets, NIC by NIC; its Handler
 	// has a translator per socket. Offloads: every kind the kernel's
@@ -222,12 +235,31 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 type nicConn struct {
 	n     *nicPath
 	file  *os.File
-	queue int // the socket's index among its NIC's sockets
+	queue int      // the socket's index among its NIC's sockets
+	port  *nicPort // its NIC (nil in tests that need none)
+	// ring is the socket's receive ring (nil: Read uses recvmsg alone,
+	// as for a socket that stands in for one in tests), batch the
+	// translated packets waiting to be sent (nil with no ring: Write
+	// sends each at once).
+	ring     *nicRing
+	batch    *nicBatch
+	writeErr func() // counts a packet of the batch that failed to send
+	// deadline is the read deadline in Unix nanoseconds (0: none):
+	// reading the ring needs no system call, so Read checks it itself
+	// (the endpoint stops its loop with a deadline in the past).
+	deadline atomic.Int64
 
 	// Read's state, kept here so that reading allocates nothing; only
 	// the queue's dispatch goroutine reads.
 	raw    syscall.RawConn
 	readFn func(fd uintptr) bool
+	waitFn func(fd uintptr) bool // waits for the ring's head frame
+	spinFn func(fd uintptr)      // waits up to nicRawWait, keeping the P
+	pfd    unix.PollFd
+	spinTs unix.Timespec
+	// once: readSyscall makes one recvmsg (the packet a ring frame
+	// flagged TP_STATUS_COPY left in the receive queue) and never waits.
+	once bool
 	// idle is the Handler's QueueIdle for this queue, called when the
 	// socket is found empty: the endpoint knows that of a tun's queues
 	// only, and would otherwise publish the engine's counts of a queue's
@@ -254,6 +286,10 @@ func newNICConn(n *nicPath, file *os.File, queue int) (*nicConn, error) {
 	}
 	c := &nicConn{n: n, file: file, queue: queue, raw: raw, idle: func() {}}
 	c.readFn = c.readSyscall
+	c.waitFn = func(uintptr) bool { return c.ring.ready() }
+	c.spinFn = c.spin
+	c.spinTs = unix.NsecToTimespec(int64(nicRawWait))
+	c.writeErr = func() { c.stats.WriteErrors.Add(1) }
 	c.msg.Iov = &c.iov[0]
 	c.msg.SetIovlen(len(c.iov))
 	c.iov[1].Base = &c.eth[0]
@@ -261,14 +297,94 @@ func newNICConn(n *nicPath, file *os.File, queue int) (*nicConn, error) {
 	return c, nil
 }
 
-func (c *nicConn) SetReadDeadline(t time.Time) error { return c.file.SetReadDeadline(t) }
+// useRing makes c read through ring and send in batches.
+func (c *nicConn) useRing(ring *nicRing) {
+	c.ring = ring
+	c.batch = newNICBatch()
+}
+
+func (c *nicConn) SetReadDeadline(t time.Time) error {
+	var d int64
+	if !t.IsZero() {
+		d = max(t.UnixNano(), 1)
+	}
+	c.deadline.Store(d)
+	return c.file.SetReadDeadline(t)
+}
 
 // Read reads one packet into p: its virtio_net_hdr at p[:tun.VnetHdrLen]
-// and the IP packet behind it. It waits for one in the runtime poller.
+// and the IP packet behind it. It takes the packet from the ring's head
+// frame, or from the receive queue when the frame says the packet is
+// there, and waits in the runtime poller only while the ring is empty.
 func (c *nicConn) Read(p []byte) (int, error) {
 	if len(p) <= tun.VnetHdrLen {
 		return 0, unix.EINVAL
 	}
+	if c.ring == nil {
+		return c.recv(p)
+	}
+	for {
+		if d := c.deadline.Load(); d != 0 && time.Now().UnixNano() >= d {
+			c.batch.flush(c.writeErr)
+			return 0, os.ErrDeadlineExceeded
+		}
+		n, r := c.ring.next(p, &c.stats)
+		switch r {
+		case ringPacket:
+			return n, nil
+		case ringCopy:
+			c.once = true
+			n, err := c.recv(p)
+			c.once = false
+			if err != nil || n > 0 {
+				return n, err
+			}
+		case ringEmpty:
+			// What the queue translated leaves before it waits.
+			c.batch.flush(c.writeErr)
+			c.idle()
+			if c.raw.Control(c.spinFn) == nil && c.ring.ready() {
+				continue
+			}
+			if err := c.raw.Read(c.waitFn); err != nil {
+				return 0, pollError(err)
+			}
+		}
+	}
+}
+
+// nicRawWait is how long a queue that finds its ring empty waits for the
+// next packet in a ppoll(2) that keeps its thread's P (RawSyscall, no
+// entersyscall) before it parks in the runtime poller, as the tun's queues
+// do (stack/tun/rawio_linux.go): the reply to what it just sent usually
+// comes within it, and then costs one wake-up (the kernel waking this
+// thread) instead of a park and an unpark of the goroutine through the
+// poller's thread. It is bounded, and a preemption request (EINTR) yields
+// the P at once, so the garbage collector never waits for it; Read checks
+// the deadline (the endpoint's stop) right after.
+const nicRawWait = time.Millisecond
+
+// spin is the Control callback of Read's bounded wait.
+func (c *nicConn) spin(fd uintptr) {
+	c.pfd = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	_, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&c.pfd)), 1, uintptr(unsafe.Pointer(&c.spinTs)), 0, 0, 0)
+	if errno == unix.EINTR {
+		runtime.Gosched()
+	}
+}
+
+// pollError is what Read returns when the runtime poller ends a wait with
+// err: the deadline's passing as it is (the endpoint is stopping the
+// queue), anything else as the socket being closed.
+func pollError(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	return os.ErrClosed
+}
+
+// recv reads one packet into p with recvmsg (readSyscall).
+func (c *nicConn) recv(p []byte) (int, error) {
 	c.p = p
 	c.iov[0].Base = &p[0]
 	c.iov[0].SetLen(tun.VnetHdrLen)
@@ -277,11 +393,8 @@ func (c *nicConn) Read(p []byte) (int, error) {
 	c.rn, c.rerr = 0, nil
 	err := c.raw.Read(c.readFn)
 	c.p = nil
-	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return 0, err
-	case err != nil:
-		return 0, os.ErrClosed
+	if err != nil {
+		return 0, pollError(err)
 	}
 	return c.rn, c.rerr
 }
@@ -294,6 +407,10 @@ func (c *nicConn) Read(p []byte) (int, error) {
 // (recvmsg fails with EINVAL; GRO makes them of IP-in-IP or GRE flows),
 // frames larger than any IP packet, and frames that are not IPv4 or IPv6
 // (the filter passes by the kernel's protocol; a VLAN frame could slip by).
+//
+// In once mode it makes a single recvmsg and never waits: the ring handed
+// over a frame saying that its packet is in the receive queue, and one
+// that is not there (or cannot be delivered) is counted and skipped.
 func (c *nicConn) readSyscall(fd uintptr) bool {
 	p := c.p
 	for {
@@ -304,10 +421,17 @@ func (c *nicConn) readSyscall(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			if c.once {
+				c.stats.ReadErrors.Add(1)
+				return true
+			}
 			c.idle()
 			return false
 		case unix.EINVAL:
 			c.stats.InvalidVnetHdr.Add(1)
+			if c.once {
+				return true
+			}
 			continue
 		default:
 			c.rerr = errno
@@ -317,34 +441,42 @@ func (c *nicConn) readSyscall(fd uintptr) bool {
 		switch {
 		case c.msg.Flags&unix.MSG_TRUNC != 0:
 			c.stats.ReadErrors.Add(1)
-			continue
 		case n < tun.VnetHdrLen+ethHdrLen:
 			c.stats.ShortVnetHdr.Add(1)
-			continue
+		case nicFraming(p, c.eth[:], &c.stats):
+			c.rn = n - ethHdrLen
+			return true
 		}
-		if et := binary.BigEndian.Uint16(c.eth[12:]); et != unix.ETH_P_IP && et != unix.ETH_P_IPV6 {
-			c.stats.NotIP.Add(1)
-			continue
+		if c.once {
+			return true // what the one recvmsg found was counted
 		}
-		// The offsets count from the Ethernet header; the tun's from
-		// the IP header.
-		if p[0]&xlat.OffloadNeedsCsum != 0 {
-			cs := binary.LittleEndian.Uint16(p[6:])
-			if cs < ethHdrLen {
-				c.stats.InvalidVnetHdr.Add(1)
-				continue
-			}
-			binary.LittleEndian.PutUint16(p[6:], cs-ethHdrLen) // csum_start
-		}
-		hl := binary.LittleEndian.Uint16(p[2:])
-		binary.LittleEndian.PutUint16(p[2:], hl-min(hl, ethHdrLen)) // hdr_len
-		c.rn = n - ethHdrLen
-		return true
 	}
 }
 
+// nicFraming checks that eth, the Ethernet header of the packet behind the
+// virtio_net_hdr at the start of p, is of an IPv4 or IPv6 packet, and moves
+// the header's offsets, which count from the Ethernet header, to count
+// from the IP header as a tun's do. What it refuses it counts in stats.
+func nicFraming(p, eth []byte, stats *tun.Counters) bool {
+	if et := binary.BigEndian.Uint16(eth[12:]); et != unix.ETH_P_IP && et != unix.ETH_P_IPV6 {
+		stats.NotIP.Add(1)
+		return false
+	}
+	if p[0]&xlat.OffloadNeedsCsum != 0 {
+		cs := binary.LittleEndian.Uint16(p[6:])
+		if cs < ethHdrLen {
+			stats.InvalidVnetHdr.Add(1)
+			return false
+		}
+		binary.LittleEndian.PutUint16(p[6:], cs-ethHdrLen) // csum_start
+	}
+	hl := binary.LittleEndian.Uint16(p[2:])
+	binary.LittleEndian.PutUint16(p[2:], hl-min(hl, ethHdrLen)) // hdr_len
+	return true
+}
+
 func (c *nicConn) Write(b []byte) (int, error) {
-	if err := c.n.write(c.queue, b); err != nil {
+	if err := c.n.write(c, b); err != nil {
 		return 0, err
 	}
 	return len(b), nil
@@ -359,6 +491,8 @@ type nicPath struct {
 	local     localAddrs
 	done      chan struct{}
 	resolving chan struct{} // closed when the resolver's goroutine has returned
+	ringConns []*nicConn    // the sockets' queues, for watchRings
+	watching  chan struct{} // closed when watchRings has returned
 	noNextHop atomic.Uint64
 	closeOnce sync.Once
 }
@@ -370,6 +504,7 @@ type nicPort struct {
 	mtu     int
 	mac     [6]byte    // its link address, the source of what it sends
 	fds     []int      // the sockets, for sending
+	rings   []*nicRing // their receive rings
 	files   []*os.File // the same sockets, which own them and are read
 	fanout  int        // the PACKET_FANOUT group id the kernel gave the first socket
 }
@@ -384,6 +519,9 @@ func (n *nicPath) close() {
 		if n.resolving != nil {
 			<-n.resolving // it may be sending a parked packet
 		}
+		if n.watching != nil {
+			<-n.watching // it reads the rings, which close unmaps
+		}
 		if n.nl != nil {
 			n.nl.Close()
 		}
@@ -394,6 +532,9 @@ func (n *nicPath) close() {
 				} else {
 					unix.Close(fd)
 				}
+			}
+			for _, r := range p.rings {
+				r.close()
 			}
 		}
 	})
@@ -429,24 +570,29 @@ var hostIPFilter = []unix.SockFilter{
 	{Code: unix.BPF_RET | unix.BPF_K, K: 0},
 }
 
-// socketBuffer is the receive buffer asked of each socket: room for a
-// burst of GRO super-packets (the kernel's default holds about three) or
-// a few thousand small packets while the queue's goroutine is busy.
+// socketBuffer is the receive buffer asked of each socket. With the ring
+// it holds only the packets too large for a ring frame (TP_STATUS_COPY):
+// room for a burst of GRO super-packets, where the kernel's default holds
+// about three; small packets wait in the ring, bounded in number.
 const socketBuffer = 4 << 20
 
 // openPacketSocket opens one queue's non-blocking AF_PACKET socket on
 // ifindex: the filter and options are in place before it is bound, so it
 // never sees a packet it should not, and it joins p's fanout group
 // (creating it when first).
-func openPacketSocket(ifindex int, first bool, p *nicPort) (int, error) {
+func openPacketSocket(ifindex int, first bool, p *nicPort, frames int) (_ int, _ *nicRing, err error) {
 	// Protocol 0: receives nothing until bound below.
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
-		return -1, fmt.Errorf("AF_PACKET socket: %w", err)
+		return -1, nil, fmt.Errorf("AF_PACKET socket: %w", err)
 	}
-	fail := func(what string, err error) (int, error) {
+	var ring *nicRing
+	fail := func(what string, err error) (int, *nicRing, error) {
+		if ring != nil {
+			ring.close()
+		}
 		unix.Close(fd)
-		return -1, fmt.Errorf("%s: %w", what, err)
+		return -1, nil, fmt.Errorf("%s: %w", what, err)
 	}
 	prog := unix.SockFprog{Len: uint16(len(hostIPFilter)), Filter: &hostIPFilter[0]}
 	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
@@ -462,6 +608,12 @@ func openPacketSocket(ifindex int, first bool, p *nicPort) (int, error) {
 	// needs it); without it the kernel's default stays.
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, socketBuffer); err != nil {
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, socketBuffer)
+	}
+	// The ring before the bind: a packet queued without it would be
+	// read in the place of the next super-packet the ring defers to the
+	// receive queue.
+	if ring, err = newNICRing(fd, frames, p.mtu); err != nil {
+		return fail("receive ring", err)
 	}
 	sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}
 	if err := unix.Bind(fd, sa); err != nil {
@@ -480,7 +632,7 @@ func openPacketSocket(ifindex int, first bool, p *nicPort) (int, error) {
 	} else if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, p.fanout|unix.PACKET_FANOUT_HASH<<16); err != nil {
 		return fail("joining PACKET_FANOUT group", err)
 	}
-	return fd, nil
+	return fd, ring, nil
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
@@ -537,10 +689,11 @@ var errNoNextHop = errors.New("no next hop")
 
 // write sends b, a virtio_net_hdr and the IP packet behind it, out of the
 // NIC and to the link address that the resolver gives for its destination,
-// through that NIC's socket number queue. A packet whose next hop is not
-// resolved yet is parked (sent when it is) if there is room. It is called
-// by the endpoint's queues, concurrently, and allocates nothing.
-func (n *nicPath) write(queue int, b []byte) error {
+// through that NIC's socket of c's queue number, in c's batch if c has
+// one. A packet whose next hop is not resolved yet is parked (sent when it
+// is) if there is room. It is called by the endpoint's queues,
+// concurrently, and allocates nothing.
+func (n *nicPath) write(c *nicConn, b []byte) error {
 	if len(b) < tun.VnetHdrLen {
 		return unix.EINVAL
 	}
@@ -558,7 +711,15 @@ func (n *nicPath) write(queue int, b []byte) error {
 		n.noNextHop.Add(1)
 		return errNoNextHop
 	}
-	return n.send(hop, queue, b)
+	if c.batch != nil && len(b) > tun.VnetHdrLen {
+		if p := n.port(hop.ifindex); p != nil {
+			if c.batch.add(p.fds[c.queue%len(p.fds)], hop, p, b, c.writeErr) {
+				return nil
+			}
+			c.batch.flush(c.writeErr) // the batch's packets go first
+		}
+	}
+	return n.send(hop, c.queue, b)
 }
 
 // sendParked sends a packet (with its virtio_net_hdr) that the resolver
@@ -582,27 +743,10 @@ func (n *nicPath) send(hop nextHop, queue int, b []byte) error {
 	if len(b) <= tun.VnetHdrLen {
 		return unix.EINVAL
 	}
-	var proto uint16 = unix.ETH_P_IPV6
-	if b[tun.VnetHdrLen]>>4 == 4 {
-		proto = unix.ETH_P_IP
-	}
 	var vnet [tun.VnetHdrLen]byte
-	copy(vnet[:], b)
-	if vnet[0]&xlat.OffloadNeedsCsum != 0 {
-		binary.LittleEndian.PutUint16(vnet[6:], binary.LittleEndian.Uint16(vnet[6:])+ethHdrLen)
-	}
-	if hl := binary.LittleEndian.Uint16(vnet[2:]); hl != 0 {
-		binary.LittleEndian.PutUint16(vnet[2:], hl+ethHdrLen)
-	}
 	var eth [ethHdrLen]byte
-	copy(eth[0:6], hop.mac[:])
-	copy(eth[6:12], p.mac[:])
-	binary.BigEndian.PutUint16(eth[12:], proto)
-	sll := unix.RawSockaddrLinklayer{
-		Family:   unix.AF_PACKET,
-		Protocol: htons(proto),
-		Ifindex:  int32(hop.ifindex),
-	}
+	var sll unix.RawSockaddrLinklayer
+	linkHeaders(hop, p, b, &vnet, &eth, &sll)
 	var iov [3]unix.Iovec
 	iov[0].Base, iov[1].Base, iov[2].Base = &vnet[0], &eth[0], &b[tun.VnetHdrLen]
 	iov[0].SetLen(tun.VnetHdrLen)
@@ -616,4 +760,30 @@ func (n *nicPath) send(hop nextHop, queue int, b []byte) error {
 		return errno
 	}
 	return nil
+}
+
+// linkHeaders makes what goes out in front of b's IP packet to hop through
+// NIC p: b's virtio_net_hdr with its offsets moved past the Ethernet
+// header, the Ethernet header from p to the hop, and the link-layer
+// address that sendmsg takes.
+func linkHeaders(hop nextHop, p *nicPort, b []byte, vnet *[tun.VnetHdrLen]byte, eth *[ethHdrLen]byte, sll *unix.RawSockaddrLinklayer) {
+	var proto uint16 = unix.ETH_P_IPV6
+	if b[tun.VnetHdrLen]>>4 == 4 {
+		proto = unix.ETH_P_IP
+	}
+	copy(vnet[:], b)
+	if vnet[0]&xlat.OffloadNeedsCsum != 0 {
+		binary.LittleEndian.PutUint16(vnet[6:], binary.LittleEndian.Uint16(vnet[6:])+ethHdrLen)
+	}
+	if hl := binary.LittleEndian.Uint16(vnet[2:]); hl != 0 {
+		binary.LittleEndian.PutUint16(vnet[2:], hl+ethHdrLen)
+	}
+	copy(eth[0:6], hop.mac[:])
+	copy(eth[6:12], p.mac[:])
+	binary.BigEndian.PutUint16(eth[12:], proto)
+	*sll = unix.RawSockaddrLinklayer{
+		Family:   unix.AF_PACKET,
+		Protocol: htons(proto),
+		Ifindex:  int32(hop.ifindex),
+	}
 }

@@ -27,12 +27,16 @@ import (
 type linkMode int
 
 const (
-	modeNIC    linkMode = iota // AF_PACKET on x4 and x6, kernel forwarding off
-	modeFD                     // an inherited bare-IP tun fd (no vnet header), kernel routing into it
-	modeKernel                 // no translator: the server also has IPv4 and the kernel forwards (the baseline of measurements)
+	modeNIC     linkMode = iota // AF_PACKET on x4 and x6, kernel forwarding off
+	modeFD                      // an inherited bare-IP tun fd (no vnet header), kernel routing into it
+	modeKernel                  // no translator: the server also has IPv4 and the kernel forwards (the baseline of measurements)
+	modeFDVnet                  // an inherited tun fd with a 12-byte virtio_net_hdr and offloads (fd_vnet_netns_test.go)
+	modeTapVnet                 // an inherited tap fd with a 12-byte virtio_net_hdr and offloads, the kernel routing on-link into it
 )
 
-func (m linkMode) String() string { return [...]string{"nic", "fd", "kernel"}[m] }
+func (m linkMode) String() string {
+	return [...]string{"nic", "fd", "kernel", "fd-vnet", "tap-vnet"}[m]
+}
 
 // newModeTopology is newTopology's address plan served in another link
 // mode. In NIC mode every veth has GRO on (as NIC drivers do) and the
@@ -72,11 +76,13 @@ func newModeTopologyOffloads(t testing.TB, mode linkMode, mtu6, queues int, tso 
 	} {
 		tp.srv.Run(c...)
 	}
-	if mode == modeNIC {
+	if mode == modeNIC || mode.vnet() {
 		for _, p := range []struct {
 			ns   *netnstest.NS
 			name string
 		}{{tp.cli, "c4"}, {tp.srv, "s6"}, {tp.xlat, "x4"}, {tp.xlat, "x6"}} {
+			// Both ends' transmit offloads and GRO, as NIC drivers and
+			// VM managers' taps have them.
 			setOffloads(t, p.ns, p.name, true, ethtoolSGRO, ethtoolSTXCSUM)
 			setOffloads(t, p.ns, p.name, tso, ethtoolSTSO, ethtoolSGSO)
 		}
@@ -118,6 +124,12 @@ func newModeTopologyOffloads(t testing.TB, mode linkMode, mtu6, queues int, tso 
 		cfg.Policy.IPv4MTU, cfg.Policy.IPv6MTU = 1500, mtu6
 		cfg.Policy.DecrementTTL = true
 	}
+	if mode == modeTapVnet {
+		// As the daemon does on a tap: the translator is a router on
+		// the segment, whose MTU bounds both sides.
+		cfg.Policy.IPv4MTU, cfg.Policy.IPv6MTU = 1520, 1520
+		cfg.Policy.DecrementTTL = true
+	}
 	eng, err := xlat.NewEngine(&cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +154,9 @@ func newModeTopologyOffloads(t testing.TB, mode linkMode, mtu6, queues int, tso 
 		tp.xlat.Run("ip", "link", "set", "dp-fd", "mtu", "1520", "up")
 		tp.xlat.Run("ip", "route", "add", "198.51.100.0/24", "dev", "dp-fd")
 		tp.xlat.Run("ip", "route", "add", prefixV6, "dev", "dp-fd")
-		tp.dp, err = ServeFDQueues(ctx, eng, []int{fd}, 1520, nil)
+		tp.dp, err = ServeFDQueues(ctx, eng, []int{fd}, 1520, 0, nil)
+	case modeFDVnet, modeTapVnet:
+		tp.dp, err = serveVnetFD(t, tp, ctx, mode == modeTapVnet)
 	case modeKernel:
 		cancel()
 		return tp
@@ -421,11 +435,11 @@ func TestNICPathAllocs(t *testing.T) {
 		}
 		p := &nicPort{name: "x6", ifindex: ifc.Index, mtu: ifc.MTU}
 		n.ports = []*nicPort{p}
-		fd, err := openPacketSocket(ifc.Index, true, p)
+		fd, ring, err := openPacketSocket(ifc.Index, true, p, ringFrames)
 		if err != nil {
 			return err
 		}
-		p.fds = []int{fd}
+		p.fds, p.rings = []int{fd}, []*nicRing{ring}
 		p.files = []*os.File{os.NewFile(uintptr(fd), "x6")}
 		return nil
 	})
@@ -438,6 +452,7 @@ func TestNICPathAllocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	conn.useRing(n.ports[0].rings[0]) // as ServeNIC does: Writes go in batches
 	probe := append(make([]byte, tun.VnetHdrLen), ipv6(header.UDPProtocolNumber, cli6, srv6, make([]byte, 8))...)
 	if _, err := conn.Write(probe); err != nil {
 		t.Errorf("write: %v", err)
@@ -603,5 +618,280 @@ func TestNetnsNICDeleted(t *testing.T) {
 	}
 	if d.Healthy() {
 		t.Error("healthy without its NIC")
+	}
+}
+
+// TestNetnsNICRingBound: a NIC socket's queue is bounded in packets, not
+// bytes: with nobody reading, a burst of small packets fills the ring's
+// frames and the kernel drops the rest (a flood cannot build a long
+// queue); a packet larger than a frame arrives whole, from the receive
+// queue, in its place among the others; reading the ring allocates
+// nothing; and a read deadline in the past ends reading (the endpoint's
+// stop) even with packets waiting, since the ring needs no system call.
+func TestNetnsNICRingBound(t *testing.T) {
+	netnstest.Require(t, "dp-")
+	ns := netnstest.New(t, "dp-ring-")
+	peer := netnstest.New(t, "dp-ringpeer-")
+	netnstest.Veth(t, ns, "x6", peer, "p6")
+	// Jumbo frames on the link, but a ring sized for 1500-byte packets:
+	// the large packet below does not fit a frame.
+	ns.Run("ip", "link", "set", "x6", "mtu", "9000")
+	peer.Run("ip", "link", "set", "p6", "mtu", "9000")
+	const frames = 16
+	n := &nicPath{log: slog.New(slog.DiscardHandler)}
+	t.Cleanup(n.close)
+	var conn *nicConn
+	var mac [6]byte
+	if err := ns.Do(func() error {
+		ifc, err := net.InterfaceByName("x6")
+		if err != nil {
+			return err
+		}
+		mac = [6]byte(ifc.HardwareAddr)
+		p := &nicPort{name: "x6", ifindex: ifc.Index, mtu: 1500}
+		n.ports = []*nicPort{p}
+		fd, ring, err := openPacketSocket(ifc.Index, true, p, frames)
+		if err != nil {
+			return err
+		}
+		p.fds, p.rings = []int{fd}, []*nicRing{ring}
+		p.files = []*os.File{os.NewFile(uintptr(fd), "x6")}
+		if ring.frames != frames {
+			t.Errorf("ring of %d frames, want %d", ring.frames, frames)
+		}
+		conn, err = newNICConn(n, p.files[0], 0)
+		conn.useRing(ring)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The peer sends Ethernet frames straight to x6's link address.
+	var send func(ip []byte)
+	if err := peer.Do(func() error {
+		ifc, err := net.InterfaceByName("p6")
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IPV6), Ifindex: ifc.Index, Halen: 6}
+		copy(sa.Addr[:], mac[:])
+		send = func(ip []byte) {
+			f := append(append(append(mac[:], ifc.HardwareAddr...), 0x86, 0xdd), ip...)
+			if err := unix.Sendto(fd, f, 0, sa); err != nil {
+				t.Fatalf("sending %d bytes: %v", len(f), err)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	small := func(i int) []byte {
+		return ipv6(header.UDPProtocolNumber, cli6, srv6, append(make([]byte, 8), byte(i), byte(i>>8)))
+	}
+	bigPayload := make([]byte, 4000)
+	for i := range bigPayload {
+		bigPayload[i] = byte(i * 7)
+	}
+	big := ipv6(header.UDPProtocolNumber, cli6, srv6, bigPayload)
+	const burst = 200
+	send(small(0))
+	send(big)
+	for i := 1; i < burst; i++ {
+		send(small(i))
+	}
+	time.Sleep(100 * time.Millisecond) // the peer's softirq has run
+
+	buf := make([]byte, tun.VnetHdrLen+tun.GSOMaxSize)
+	var got [][]byte
+	conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	for {
+		m, err := conn.Read(buf)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, bytes.Clone(buf[tun.VnetHdrLen:m]))
+	}
+	// Frame by frame: small 0, the large packet (whole), small 1, 2, ...
+	want := [][]byte{small(0), big}
+	for i := 1; len(want) < frames; i++ {
+		want = append(want, small(i))
+	}
+	if len(got) != len(want) {
+		t.Errorf("read %d packets of a burst of %d into a ring of %d frames, want %d", len(got), burst+1, frames, len(want))
+	}
+	for i := range min(len(got), len(want)) {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Errorf("packet %d: %d bytes, want %d (% x)", i, len(got[i]), len(want[i]), got[i][:min(len(got[i]), 48)])
+		}
+	}
+	var s LinkStats
+	conn.stats.AddTo(&s)
+	if s != (LinkStats{}) {
+		t.Errorf("frames skipped: %+v", s)
+	}
+	if st, err := unix.GetsockoptTpacketStats(n.ports[0].fds[0], unix.SOL_PACKET, unix.PACKET_STATISTICS); err != nil {
+		t.Error(err)
+	} else if st.Drops != burst+1-frames {
+		t.Errorf("kernel dropped %d packets, want %d", st.Drops, burst+1-frames)
+	}
+
+	// Reading the ring allocates nothing.
+	for i := range frames {
+		send(small(i))
+	}
+	time.Sleep(50 * time.Millisecond)
+	conn.SetReadDeadline(time.Time{})
+	if a := testing.AllocsPerRun(frames-2, func() {
+		if _, err := conn.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Errorf("%v allocations per packet read from the ring", a)
+	}
+	// A frame still waits; a deadline in the past ends the read anyway.
+	conn.SetReadDeadline(time.Unix(1, 0))
+	if _, err := conn.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("read past the deadline with packets in the ring: %v", err)
+	}
+	conn.SetReadDeadline(time.Time{})
+	if _, err := conn.Read(buf); err != nil {
+		t.Errorf("the last packet: %v", err)
+	}
+}
+
+// TestNetnsNICBatchedWrites: a NIC queue's translated packets wait in its
+// batch and leave together, in order: when the queue finds its ring empty
+// (before it waits), when the batch is full, or before a packet too large
+// to batch, which then follows them.
+func TestNetnsNICBatchedWrites(t *testing.T) {
+	netnstest.Require(t, "dp-")
+	ns := netnstest.New(t, "dp-batch-")
+	peer := netnstest.New(t, "dp-batchpeer-")
+	netnstest.Veth(t, ns, "x6", peer, "p6")
+	ns.Run("ip", "link", "set", "x6", "mtu", "9000")
+	peer.Run("ip", "link", "set", "p6", "mtu", "9000")
+	n := &nicPath{log: slog.New(slog.DiscardHandler)}
+	t.Cleanup(n.close)
+	var conn *nicConn
+	if err := ns.Do(func() error {
+		ifc, err := net.InterfaceByName("x6")
+		if err != nil {
+			return err
+		}
+		p := &nicPort{name: "x6", ifindex: ifc.Index, mtu: 1500, mac: [6]byte(ifc.HardwareAddr)}
+		n.ports = []*nicPort{p}
+		fd, ring, err := openPacketSocket(ifc.Index, true, p, 16)
+		if err != nil {
+			return err
+		}
+		p.fds, p.rings = []int{fd}, []*nicRing{ring}
+		p.files = []*os.File{os.NewFile(uintptr(fd), "x6")}
+		conn, err = newNICConn(n, p.files[0], 0)
+		conn.useRing(ring)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The peer reads the IPv6 packets that reach p6.
+	var peerMAC [6]byte
+	var recv func() []byte // nil after 200 ms without one of ours
+	if err := peer.Do(func() error {
+		ifc, err := net.InterfaceByName("p6")
+		if err != nil {
+			return err
+		}
+		peerMAC = [6]byte(ifc.HardwareAddr)
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_IPV6)))
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IPV6), Ifindex: ifc.Index}); err != nil {
+			return err
+		}
+		tv := unix.NsecToTimeval(int64(200 * time.Millisecond))
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return err
+		}
+		recv = func() []byte {
+			buf := make([]byte, 9000)
+			for {
+				m, _, err := unix.Recvfrom(fd, buf, 0)
+				if err != nil {
+					return nil
+				}
+				if m > 40 && buf[6] == uint8(header.UDPProtocolNumber) {
+					return buf[:m]
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	n.res = newResolver(&fakeNeighKernel{}, []int{n.ports[0].ifindex}, n.log)
+	n.res.dsts[netip.MustParseAddr(serverV6)] = nextHop{ifindex: n.ports[0].ifindex, via: netip.MustParseAddr(serverV6), mac: peerMAC, resolved: true}
+	pkt := func(i, size int) []byte {
+		payload := make([]byte, size)
+		payload[8], payload[9] = byte(i), byte(i>>8)
+		return append(make([]byte, tun.VnetHdrLen), ipv6(header.UDPProtocolNumber, cli6, srv6, payload)...)
+	}
+	write := func(b []byte) {
+		if _, err := conn.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(what string, want ...[]byte) {
+		t.Helper()
+		for i, w := range want {
+			got := recv()
+			if !bytes.Equal(got, w[tun.VnetHdrLen:]) {
+				t.Fatalf("%s: packet %d: got %d bytes, want %d", what, i, len(got), len(w)-tun.VnetHdrLen)
+			}
+		}
+	}
+
+	// Batched until the queue finds its ring empty.
+	var small [][]byte
+	for i := range 5 {
+		small = append(small, pkt(i, 64))
+		write(small[i])
+	}
+	if got := recv(); got != nil {
+		t.Fatalf("a batched packet (%d bytes) left before the queue was idle", len(got))
+	}
+	conn.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := conn.Read(make([]byte, 65536)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read of an empty ring: %v", err)
+	}
+	expect("flushed by the empty ring", small...)
+
+	// A full batch leaves at once.
+	var full [][]byte
+	for i := range batchLen {
+		full = append(full, pkt(100+i, 64))
+		write(full[i])
+	}
+	expect("a full batch", full...)
+
+	// A packet too large for a slot follows the batched ones at once.
+	a, b, big := pkt(200, 64), pkt(201, 64), pkt(202, 3000)
+	write(a)
+	write(b)
+	write(big)
+	expect("a large packet behind a batch", a, b, big)
+
+	var s LinkStats
+	conn.stats.AddTo(&s)
+	if s != (LinkStats{}) {
+		t.Errorf("errors: %+v", s)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -100,5 +102,70 @@ func TestNICConnRead(t *testing.T) {
 	file.Close()
 	if _, err := c.Read(buf); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("read of a closed socket: %v", err)
+	}
+}
+
+// TestWatchRings: the data path fails when a socket's ring has stalled
+// (the kernel counts drops, the queue takes no frame, every frame is the
+// kernel's), and only then: an idle socket, a busy one, and one whose
+// full ring is what drops do not fail it. Plain memory stands in for the
+// mapped ring and a table for PACKET_STATISTICS.
+func TestWatchRings(t *testing.T) {
+	cases := []struct {
+		name  string
+		drops uint32
+		taken bool // the queue takes a frame between looks
+		full  bool // a frame waits for the queue
+		fails bool
+	}{
+		{"idle", 0, false, false, false},
+		{"busy", 0, true, false, false},
+		{"overloaded", 7, true, true, false},
+		{"full, the queue descheduled", 7, false, true, false},
+		{"dropping with frames taken", 7, true, false, false},
+		{"stalled", 7, false, false, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ring := &nicRing{mem: make([]byte, 4*2048), frameSize: 2048, frames: 4}
+			if tc.full {
+				*ring.status(2) = unix.TP_STATUS_USER
+			}
+			c := &nicConn{ring: ring, queue: 1, port: &nicPort{name: "x6"}}
+			var looks atomic.Int32
+			drops := func(*nicConn) (uint32, error) {
+				if tc.taken {
+					ring.taken.Add(1) // the queue took a frame since the last look
+				}
+				if looks.Add(1) == 1 {
+					return 3, nil // before the watch: not counted
+				}
+				return tc.drops, nil
+			}
+			done := make(chan struct{})
+			fail := make(chan error, 1)
+			stopped := make(chan struct{})
+			go func() {
+				defer close(stopped)
+				watchRings([]*nicConn{c}, drops, time.Millisecond, done, fail)
+			}()
+			for looks.Load() < 20 {
+				time.Sleep(time.Millisecond)
+			}
+			close(done)
+			<-stopped
+			select {
+			case err := <-fail:
+				if !tc.fails {
+					t.Errorf("failed: %v", err)
+				} else if !strings.Contains(err.Error(), "NIC x6 queue 1") {
+					t.Errorf("error %q does not name the NIC and queue", err)
+				}
+			default:
+				if tc.fails {
+					t.Error("a stalled ring did not fail the data path")
+				}
+			}
+		})
 	}
 }

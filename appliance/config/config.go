@@ -90,6 +90,10 @@ type Translator struct {
 	Tun  Tun
 	FD   FD
 	NIC  NIC
+	// LinkPos is where the fd block was written,
+	// "file:line:col": the start-up checks of the link itself (what an
+	// inherited descriptor turns out to carry) name it.
+	LinkPos string
 }
 
 // Link modes: the values of Translator.Link.
@@ -100,9 +104,10 @@ const (
 )
 
 // FD is the `fd` block inside `translator`: a descriptor handed over by a
-// supervisor or VM manager (a tun opened without a packet-information or
-// virtio-net header, or a datagram or seqpacket socket), one bare IP
-// packet per read and write. Whoever hands it over routes into it.
+// supervisor or VM manager (a tun opened with IFF_NO_PI, or a datagram or
+// seqpacket socket), one bare IP packet per read and write, behind a
+// virtio_net_hdr if the tun was opened with IFF_VNET_HDR (see VnetHdr).
+// Whoever hands it over routes into it.
 //
 // With Ethernet, the descriptor carries one Ethernet frame per read and
 // write instead (a tap opened with IFF_TAP|IFF_NO_PI, a VM's NIC): the
@@ -119,6 +124,12 @@ type FD struct {
 	// hand over consecutive descriptors; default 1. Bare IP only.
 	Queues int
 
+	// VnetHdr says whether every packet has a virtio_net_hdr in front:
+	// VnetAuto (default) asks a tun or tap (TUNGETIFF: IFF_VNET_HDR,
+	// TUNGETVNETHDRSZ) and takes a socket to have none; VnetOn and
+	// VnetOff say so for a socket, and for a tun must agree with it.
+	VnetHdr VnetHdr
+
 	Ethernet bool // frames, not bare IP packets: a tap
 	// MAC is the translator's link address with Ethernet; zero (default):
 	// one derived from the prefix and FD, locally administered.
@@ -126,6 +137,16 @@ type FD struct {
 	IPv4Gateway netip.Addr // next hop of translated IPv4 with Ethernet; invalid: on-link
 	IPv6Gateway netip.Addr // next hop of translated IPv6 with Ethernet; invalid: on-link
 }
+
+// VnetHdr is the fd block's vnet_hdr: unset, true or false.
+type VnetHdr uint8
+
+// The values of FD.VnetHdr.
+const (
+	VnetAuto VnetHdr = iota // ask the descriptor
+	VnetOn                  // vnet_hdr = true
+	VnetOff                 // vnet_hdr = false
+)
 
 // NIC is the `nic` block inside `translator`: the appliance reads transit
 // packets off its NICs with AF_PACKET sockets and sends the translated ones

@@ -314,17 +314,30 @@ func TestLinkModes(t *testing.T) {
 		{"fd tap derived mac", "fd {\n    fd = 3\n    ethernet = true\n  }", LinkFD, FD{FD: 3, MTU: 1500, Queues: 1, Ethernet: true}, NIC{}},
 		{"fd tap", "fd {\n    fd = 3\n    ethernet = true\n    mac = \"02:00:5e:10:00:01\"\n    ipv4_gateway = \"192.0.2.1\"\n    ipv6_gateway = \"fe80::1\"\n  }", LinkFD,
 			FD{FD: 3, MTU: 1500, Queues: 1, Ethernet: true, MAC: [6]byte{2, 0, 0x5e, 0x10, 0, 1}, IPv4Gateway: netip.MustParseAddr("192.0.2.1"), IPv6Gateway: netip.MustParseAddr("fe80::1")}, NIC{}},
+		{"fd vnet_hdr on", "fd {\n    fd = 3\n    vnet_hdr = true\n  }", LinkFD, FD{FD: 3, MTU: 1500, Queues: 1, VnetHdr: VnetOn}, NIC{}},
+		{"fd vnet_hdr off", "fd {\n    fd = 3\n    vnet_hdr = false\n    ethernet = true\n  }", LinkFD, FD{FD: 3, MTU: 1500, Queues: 1, VnetHdr: VnetOff, Ethernet: true}, NIC{}},
 		{"nic one", "nic {\n    ipv4 = \"eth0\"\n  }", LinkNIC, FD{}, NIC{IPv4: "eth0", IPv6: "eth0"}},
 		{"nic two", "nic {\n    ipv4 = \"eth0\"\n    ipv6 = \"eth1\"\n    queues = 2\n  }", LinkNIC, FD{}, NIC{IPv4: "eth0", IPv6: "eth1", Queues: 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := Parse([]byte(tr(tc.body)), "link.hcl")
+			src := tr(tc.body)
+			c, err := Parse([]byte(src), "link.hcl")
 			if err != nil {
 				t.Fatal(err)
 			}
 			tr := c.Translator
 			if tr.Link != tc.link || tr.FD != tc.fd || tr.NIC != tc.nic {
 				t.Errorf("link %q fd %+v nic %+v, want %q %+v %+v", tr.Link, tr.FD, tr.NIC, tc.link, tc.fd, tc.nic)
+			}
+			// Start-up checks of an inherited descriptor name the fd
+			// block.
+			wantPos := ""
+			if tc.link == LinkFD {
+				at := strings.Index(src, "fd {")
+				wantPos = fmt.Sprintf("link.hcl:%d:%d", strings.Count(src[:at], "\n")+1, at-strings.LastIndex(src[:at], "\n"))
+			}
+			if tr.LinkPos != wantPos {
+				t.Errorf("LinkPos %q, want %q", tr.LinkPos, wantPos)
 			}
 		})
 	}
@@ -545,6 +558,7 @@ func TestErrors(t *testing.T) {
 		{"fd mac long", tr("fd {\n    fd = 3\n    ethernet = true\n    mac = \"02:00:5e:10:00:01:02:03\"\n  }"), "6:11: Invalid mac"},
 		{"fd mac multicast", tr("fd {\n    fd = 3\n    ethernet = true\n    mac = \"33:33:00:00:00:01\"\n  }"), "6:11: Invalid mac"},
 		{"fd mac zero", tr("fd {\n    fd = 3\n    ethernet = true\n    mac = \"00:00:00:00:00:00\"\n  }"), "6:11: Invalid mac"},
+		{"fd vnet_hdr not bool", tr("fd {\n    fd = 3\n    vnet_hdr = 12\n  }"), "5:16: Incorrect attribute value type"},
 		{"fd ipv4 gateway family", tr("fd {\n    fd = 3\n    ethernet = true\n    ipv4_gateway = \"2001:db8::1\"\n  }"), "6:20: Invalid ipv4_gateway"},
 		{"fd ipv6 gateway family", tr("fd {\n    fd = 3\n    ethernet = true\n    ipv6_gateway = \"192.0.2.1\"\n  }"), "6:20: Invalid ipv6_gateway"},
 		{"fd ipv4 gateway broadcast", tr("fd {\n    fd = 3\n    ethernet = true\n    ipv4_gateway = \"255.255.255.255\"\n  }"), "6:20: Invalid ipv4_gateway"},

@@ -57,7 +57,7 @@ var (
 		{Name: "name"}, {Name: "queues"}, {Name: "routes"}, {Name: "mtu"}, {Name: "offload"},
 	}}
 	fdSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-		{Name: "fd", Required: true}, {Name: "mtu"}, {Name: "queues"}, {Name: "ethernet"}, {Name: "mac"},
+		{Name: "fd", Required: true}, {Name: "mtu"}, {Name: "queues"}, {Name: "ethernet"}, {Name: "mac"}, {Name: "vnet_hdr"},
 		{Name: "ipv4_gateway"}, {Name: "ipv6_gateway"},
 	}}
 	nicSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
@@ -474,6 +474,7 @@ func (d *decoder) linkMode(blocks hcl.Blocks, t *Translator, defaultMTU int) {
 	}
 	if fb := d.singleBlock(blocks.OfType(LinkFD), LinkFD); fb != nil {
 		t.Link = LinkFD
+		t.LinkPos = posString(fb.DefRange)
 		t.FD.MTU = defaultMTU
 		attrs := d.content(fb.Body, fdSchema).Attributes
 		// 0, 1 and 2 are standard input, output and error.
@@ -483,6 +484,10 @@ func (d *decoder) linkMode(blocks hcl.Blocks, t *Translator, defaultMTU int) {
 		// The kernel allows at most 256 queues per tun (MAX_TAP_QUEUES).
 		q := d.integer(attrs, "queues", &t.FD.Queues, 1, 256, false)
 		d.fdEthernet(attrs, t)
+		var vnet bool
+		if d.boolean(attrs, "vnet_hdr", &vnet) != nil {
+			t.FD.VnetHdr = map[bool]VnetHdr{true: VnetOn, false: VnetOff}[vnet]
+		}
 		if q != nil && t.FD.Ethernet && t.FD.Queues > 1 {
 			d.errorf(q.Expr.Range(), "Invalid queues", "An Ethernet fd (a tap) is served on one descriptor; queues applies to bare-IP descriptors (a multi-queue tun's).")
 		}

@@ -203,6 +203,11 @@ type fdLink struct {
 	fd, mtu int
 	queues  int              // descriptors fd … fd+queues-1; 0 or 1: one
 	tap     *stack.TapConfig // the fd carries Ethernet frames; nil: bare IP
+	// What the descriptors said (probeFDLink): a tun or tap, the size
+	// of their virtio_net_hdr (0: none) and the offloads set on it.
+	tun      bool
+	vnetHdr  int
+	offloads int
 }
 
 func (l *fdLink) Name() string {
@@ -223,7 +228,7 @@ func (l *fdLink) fds() []int {
 	}
 	return fds
 }
-func (l *fdLink) Offloads() string { return "none" }
+func (l *fdLink) Offloads() string { return tun.OffloadNames(l.offloads) }
 func (l *fdLink) Close() error     { return nil }
 
 // nicLink is the NIC mode's device: the NICs the data path opens its
@@ -249,12 +254,15 @@ func openLink(t config.Translator) (device, error) {
 				return nil, fmt.Errorf("translator fd %d: not an open descriptor of this process: %w", fd, err)
 			}
 		}
+		if err := probeFDLink(l, t.FD, t.LinkPos); err != nil {
+			return nil, err
+		}
 		if t.FD.Ethernet {
 			mac := t.FD.MAC
 			if mac == [6]byte{} {
 				mac = stack.TapMAC(t.Prefix, t.FD.FD)
 			}
-			l.tap = &stack.TapConfig{FD: t.FD.FD, MTU: t.FD.MTU, MAC: mac, IPv4Gateway: t.FD.IPv4Gateway, IPv6Gateway: t.FD.IPv6Gateway}
+			l.tap = &stack.TapConfig{FD: t.FD.FD, MTU: t.FD.MTU, VnetHdr: l.vnetHdr, MAC: mac, IPv4Gateway: t.FD.IPv4Gateway, IPv6Gateway: t.FD.IPv6Gateway}
 		}
 		return l, nil
 	case config.LinkNIC:
@@ -286,7 +294,7 @@ var systemEnv = env{
 			if l.tap != nil {
 				return stack.ServeTap(ctx, eng, *l.tap, log)
 			}
-			return stack.ServeFDQueues(ctx, eng, l.fds(), l.mtu, log)
+			return stack.ServeFDQueues(ctx, eng, l.fds(), l.mtu, l.vnetHdr, log)
 		case *nicLink:
 			return stack.ServeNIC(ctx, eng, l.cfg, log)
 		}
@@ -531,6 +539,22 @@ func (d *daemon) setUpKernel(u *undoStack) error {
 	return nil
 }
 
+// procsForTun is the GOMAXPROCS for host mode with queues tun queues (0:
+// one per CPU) on cpus CPUs: one P per CPU as usual, plus one per queue,
+// because a queue's loop keeps its P while it waits for the next packet
+// (stack/tun/rawio_linux.go), and the rest of the daemon (BGP, metrics,
+// the garbage collector's workers) should not have to wait for a
+// preemption to run. 0 (leave it) when $GOMAXPROCS (env) is set.
+func procsForTun(cpus, queues int, env string) int {
+	if env != "" {
+		return 0
+	}
+	if queues <= 0 {
+		queues = cpus
+	}
+	return cpus + queues
+}
+
 // startDatapath opens the link (the tun, an inherited fd or the NICs) and
 // starts the data path on it. The channel it returns gets the data path's
 // end (nil or why it failed).
@@ -538,7 +562,16 @@ func (d *daemon) startDatapath(u *undoStack) (chan error, error) {
 	var dev device
 	var err error
 	if t := d.cfg.Translator.Tun; d.cfg.Translator.Link == config.LinkTun {
-		dev, err = d.env.openTun(tun.Config{Name: t.Name, Queues: t.Queues, MTU: t.MTU, Offload: t.Offload})
+		// SteerPrefix: both directions of a flow on one queue (a reply is
+		// then read by the thread that wrote the request, without a wake-up).
+		dev, err = d.env.openTun(tun.Config{Name: t.Name, Queues: t.Queues, MTU: t.MTU, Offload: t.Offload,
+			SteerPrefix: d.cfg.Translator.Prefix})
+		if n := procsForTun(runtime.NumCPU(), t.Queues, os.Getenv("GOMAXPROCS")); n > 0 {
+			runtime.GOMAXPROCS(n)
+		}
+		if s, ok := dev.(interface{ SteeringErr() error }); ok && err == nil && s.SteeringErr() != nil {
+			d.log.Warn("tun queues chosen by the kernel: replies may wake a second queue's thread", "err", s.SteeringErr())
+		}
 	} else {
 		dev, err = d.env.openLink(d.cfg.Translator)
 	}
@@ -730,6 +763,16 @@ func (d *daemon) serve(ctx context.Context, dpDone chan error, reloadReq <-chan 
 	}
 }
 
+// forwardingFeatures are the netdev features an appliance NIC gets for
+// forwarding: GRO (which NIC drivers turn on by default, veths and some
+// virtual NICs do not) merges a TCP stream's segments into super-packets,
+// and UDP GRO forwarding (off by default) merges a forwarded UDP flow's
+// datagrams into UDP super-packets (USO). The translator takes both from
+// its tun (TUN_F_TSO4/6, TUN_F_USO4/6) or its AF_PACKET sockets (virtio
+// net headers) and translates each in one go; the kernel segments again on
+// the way out.
+var forwardingFeatures = map[string]bool{netsetup.FeatureGRO: true, netsetup.FeatureUDPGROForwarding: true}
+
 // applyPlan brings links, addresses and routes to what p asks for.
 // Addresses go first so that gateways of route blocks are reachable.
 func (d *daemon) applyPlan(p plan) error {
@@ -737,6 +780,11 @@ func (d *daemon) applyPlan(p plan) error {
 	for _, ifc := range p.links {
 		if err := d.tracker.Link(ifc.Name, ifc.MTU, false); err != nil {
 			errs = append(errs, fmt.Errorf("interface %s: %w", ifc.Name, err))
+			continue
+		}
+		// A NIC that cannot merge still forwards, packet by packet.
+		if err := d.tracker.Features(ifc.Name, forwardingFeatures); err != nil {
+			d.log.Warn("interface left without GRO forwarding", "interface", ifc.Name, "err", err)
 		}
 	}
 	if err := d.tracker.SyncAddrs(p.addrs); err != nil {

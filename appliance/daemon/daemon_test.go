@@ -39,6 +39,7 @@ type fakeKernel struct {
 	rules   []netsetup.Rule
 	failAdd bool // ReplaceRoutes fails (a restore that cannot work)
 	failed  int  // ReplaceRoutes calls that failed
+	feats   map[string]map[string]bool
 }
 
 func newFakeKernel() *fakeKernel {
@@ -47,6 +48,7 @@ func newFakeKernel() *fakeKernel {
 		addrs:   map[netsetup.Addr]bool{},
 		sysctls: map[string]string{"net.ipv4.ip_forward": "0", "net.ipv6.conf.all.forwarding": "0"},
 		links:   map[string][2]int{"eth0": {1500, 0}, "dmtest0": {1500, 1}},
+		feats:   map[string]map[string]bool{"eth0": {netsetup.FeatureGRO: false, netsetup.FeatureUDPGROForwarding: false}},
 	}
 }
 
@@ -148,6 +150,34 @@ func (k *fakeKernel) Sysctl(key, v string) (string, error) {
 	}
 	return old, nil
 }
+func (k *fakeKernel) Features(dev string, names []string) (map[string]bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	have, ok := k.feats[dev]
+	if !ok {
+		return nil, fmt.Errorf("no such link %s", dev)
+	}
+	res := map[string]bool{}
+	for _, n := range names {
+		if v, ok := have[n]; ok {
+			res[n] = v
+		}
+	}
+	return res, nil
+}
+func (k *fakeKernel) SetFeatures(dev string, want map[string]bool) error {
+	k.mu.Lock()
+	for n, v := range want {
+		k.feats[dev][n] = v
+	}
+	k.mu.Unlock()
+	return nil
+}
+func (k *fakeKernel) feature(dev, name string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.feats[dev][name]
+}
 func (k *fakeKernel) routeSet() []string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -187,6 +217,11 @@ type fakeDevice struct {
 
 func (d *fakeDevice) Name() string     { return d.name }
 func (d *fakeDevice) Offloads() string { return "none" }
+
+// fakeSteeringErr is what every fakeDevice's SteeringErr returns.
+var fakeSteeringErr error
+
+func (d *fakeDevice) SteeringErr() error { return fakeSteeringErr }
 func (d *fakeDevice) Close() error {
 	now := time.Now()
 	d.closedAt.CompareAndSwap(nil, &now)
@@ -401,7 +436,7 @@ func startWith(t *testing.T, cfgBody string, k *fakeKernel, opt func(*Options)) 
 		kernel: func() (netsetup.Kernel, func() error, error) { return h.k, func() error { return nil }, nil },
 		watch:  func() (watcher, error) { return h.w, nil },
 		openTun: func(c tun.Config) (device, error) {
-			if c.Name != "dmtest0" || c.Queues != 1 {
+			if c.Name != "dmtest0" || c.Queues != 1 || c.SteerPrefix != netip.MustParsePrefix("2001:db8:64::/96") {
 				return nil, fmt.Errorf("unexpected tun config %+v", c)
 			}
 			return h.dev, nil
@@ -491,6 +526,9 @@ func TestLifecycleInstallsAggregatedRoutesAndRemovesEverything(t *testing.T) {
 	if l := h.k.links["eth0"]; l != [2]int{1520, 1} {
 		t.Errorf("eth0 = %v, want mtu 1520 up", l)
 	}
+	if !h.k.feature("eth0", netsetup.FeatureGRO) || !h.k.feature("eth0", netsetup.FeatureUDPGROForwarding) {
+		t.Errorf("eth0 features %v, want GRO and UDP GRO forwarding on", h.k.feats["eth0"])
+	}
 	ups, _ := h.ann.snapshot()
 	if len(ups) != 1 || !ups[0].Healthy ||
 		!slices.Equal(ups[0].IPv4, []netip.Prefix{netip.MustParsePrefix("198.51.100.10/31"), netip.MustParsePrefix("198.51.100.20/32")}) ||
@@ -515,8 +553,9 @@ func TestLifecycleInstallsAggregatedRoutesAndRemovesEverything(t *testing.T) {
 	if got := h.k.routeSet(); len(got) != 0 {
 		t.Errorf("routes left after stop: %v", got)
 	}
-	if len(h.k.addrs) != 0 || h.k.sysctls["net.ipv4.ip_forward"] != "0" || h.k.links["eth0"] != [2]int{1500, 0} {
-		t.Errorf("left after stop: addrs %v sysctls %v eth0 %v", h.k.addrs, h.k.sysctls, h.k.links["eth0"])
+	if len(h.k.addrs) != 0 || h.k.sysctls["net.ipv4.ip_forward"] != "0" || h.k.links["eth0"] != [2]int{1500, 0} ||
+		h.k.feature("eth0", netsetup.FeatureGRO) || h.k.feature("eth0", netsetup.FeatureUDPGROForwarding) {
+		t.Errorf("left after stop: addrs %v sysctls %v eth0 %v features %v", h.k.addrs, h.k.sysctls, h.k.links["eth0"], h.k.feats["eth0"])
 	}
 	if !h.dev.closed.Load() {
 		t.Error("tun not closed")

@@ -1,13 +1,16 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -244,5 +247,59 @@ func TestOpenLinkFDQueues(t *testing.T) {
 	l := dev.(*fdLink)
 	if got := l.fds(); len(got) != 2 || got[0] != base || got[1] != base+1 || dev.Name() != fmt.Sprintf("fd %d-%d", base, base+1) {
 		t.Errorf("fds %v name %q", got, dev.Name())
+	}
+}
+
+// TestProcsForTun: one P per CPU and one per tun queue, unless $GOMAXPROCS
+// says otherwise.
+func TestProcsForTun(t *testing.T) {
+	for _, tc := range []struct {
+		cpus, queues int
+		env          string
+		want         int
+	}{
+		{2, 0, "", 4}, // one queue per CPU
+		{2, 2, "", 4}, // the same, spelt out
+		{4, 1, "", 5}, // one queue
+		{8, 16, "", 24},
+		{2, 0, "3", 0}, // the operator's choice stays
+	} {
+		if got := procsForTun(tc.cpus, tc.queues, tc.env); got != tc.want {
+			t.Errorf("procsForTun(%d, %d, %q) = %d, want %d", tc.cpus, tc.queues, tc.env, got, tc.want)
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer the daemon's goroutines may log into.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestSteeringRefusedIsLogged: a tun whose kernel refused the steering
+// program still serves (the kernel picks the queues), and the daemon says
+// so with the reason.
+func TestSteeringRefusedIsLogged(t *testing.T) {
+	fakeSteeringErr = errors.New("steering: BPF_PROG_LOAD: operation not permitted")
+	defer func() { fakeSteeringErr = nil }()
+	var logs lockedBuffer
+	h := startWith(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")), newFakeKernel(),
+		func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	defer h.stop()
+	out := logs.String()
+	if !strings.Contains(out, "level=WARN") || !strings.Contains(out, "tun queues chosen by the kernel") || !strings.Contains(out, "BPF_PROG_LOAD: operation not permitted") {
+		t.Errorf("no warning with the reason in the log:\n%s", out)
 	}
 }

@@ -3,6 +3,7 @@ package netsetup
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"testing"
@@ -182,5 +183,62 @@ func benchReplaceRoutes(b *testing.B, watched bool) {
 	})
 	if err != nil {
 		b.Fatal(err)
+	}
+}
+
+// TestFeaturesAgainstTheKernel switches GRO and UDP GRO forwarding on a
+// veth through SIOCETHTOOL and checks them with ethtool(8), the way an
+// operator would, and that the tracker's Teardown puts the veth's
+// defaults (both off) back.
+func TestFeaturesAgainstTheKernel(t *testing.T) {
+	ns := netnstest.New(t, "dm-ft")
+	ns.MustRun(t, "ip", "link", "add", "dm0", "type", "veth", "peer", "name", "dm1")
+	ethtoolK := func() map[string]string {
+		res := map[string]string{}
+		for _, l := range strings.Split(ns.MustRun(t, "ethtool", "-k", "dm0"), "\n") {
+			name, val, _ := strings.Cut(strings.TrimSpace(l), ":")
+			if f := strings.Fields(val); len(f) > 0 {
+				res[name] = f[0]
+			}
+		}
+		return res
+	}
+	if got := ethtoolK(); got["generic-receive-offload"] != "off" || got[FeatureUDPGROForwarding] != "off" {
+		t.Fatalf("a new veth has gro %s, udp gro forwarding %s; the test expects both off", got["generic-receive-offload"], got[FeatureUDPGROForwarding])
+	}
+	var read map[string]bool
+	err := ns.Do(func() error {
+		k, err := Open()
+		if err != nil {
+			return err
+		}
+		defer k.Close()
+		tr := NewTracker(k)
+		if err := tr.Features("dm0", map[string]bool{FeatureGRO: true, FeatureUDPGROForwarding: true}); err != nil {
+			return err
+		}
+		if read, err = k.Features("dm0", []string{FeatureGRO, FeatureUDPGROForwarding, "rx-warp-drive"}); err != nil {
+			return err
+		}
+		got := ethtoolK()
+		if got["generic-receive-offload"] != "on" || got[FeatureUDPGROForwarding] != "on" {
+			return fmt.Errorf("after SetFeatures ethtool -k says gro %s, udp gro forwarding %s", got["generic-receive-offload"], got[FeatureUDPGROForwarding])
+		}
+		if err := k.SetFeatures("dm0", map[string]bool{"rx-warp-drive": true}); err == nil || !strings.Contains(err.Error(), "rx-warp-drive") {
+			return fmt.Errorf("an unknown feature: err %v, want one naming it", err)
+		}
+		if err := k.SetFeatures("dm9", map[string]bool{FeatureGRO: true}); err == nil {
+			return fmt.Errorf("a missing link gave no error")
+		}
+		return tr.Teardown()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]bool{FeatureGRO: true, FeatureUDPGROForwarding: true}; !maps.Equal(read, want) {
+		t.Errorf("Features read %v, want %v (and no unknown name)", read, want)
+	}
+	if got := ethtoolK(); got["generic-receive-offload"] != "off" || got[FeatureUDPGROForwarding] != "off" {
+		t.Errorf("after Teardown ethtool -k says gro %s, udp gro forwarding %s, want both off again", got["generic-receive-offload"], got[FeatureUDPGROForwarding])
 	}
 }

@@ -100,6 +100,11 @@ type Kernel interface {
 	DelRule(r Rule) error
 	// Sysctl writes value to /proc/sys/<key> and returns the old value.
 	Sysctl(key, value string) (old string, err error)
+	// Features returns whether each named netdev feature (as `ethtool
+	// -k` names it) is on; names the kernel does not know are missing.
+	Features(dev string, names []string) (map[string]bool, error)
+	// SetFeatures switches netdev features on or off.
+	SetFeatures(dev string, want map[string]bool) error
 }
 
 // diffRoutes returns the routes in want but not in have (to add) and those

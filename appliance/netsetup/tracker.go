@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 )
 
@@ -23,6 +24,8 @@ type Tracker struct {
 	linkOrd []string
 	sysctls map[string]string // key -> value before our first change
 	sysOrd  []string
+	feats   map[string]map[string]bool // link -> feature -> state before our first change
+	featOrd []string
 }
 
 type linkState struct {
@@ -38,6 +41,7 @@ func NewTracker(k Kernel) *Tracker {
 		addrs:   map[Addr]struct{}{},
 		links:   map[string]linkState{},
 		sysctls: map[string]string{},
+		feats:   map[string]map[string]bool{},
 	}
 }
 
@@ -80,6 +84,51 @@ func (t *Tracker) Link(name string, mtu int, ownLink bool) error {
 	if _, seen := t.links[name]; !seen && !ownLink {
 		t.links[name] = linkState{mtu: oldMTU, up: oldUp}
 		t.linkOrd = append(t.linkOrd, name)
+	}
+	return nil
+}
+
+// Features switches netdev features of a link (ethtool -K), remembering
+// the state each had before the first change so that Teardown restores it.
+// Features the kernel does not know are an error and left alone.
+func (t *Tracker) Features(name string, want map[string]bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	names := slices.Sorted(maps.Keys(want))
+	old, err := t.k.Features(name, names)
+	if err != nil {
+		return err
+	}
+	change := map[string]bool{}
+	var unknown []string
+	for _, f := range names {
+		v, ok := old[f]
+		switch {
+		case !ok:
+			unknown = append(unknown, f)
+		case v != want[f]:
+			change[f] = want[f]
+		}
+	}
+	if len(change) > 0 {
+		// Remember first: a partly applied change is restored too.
+		prev := t.feats[name]
+		if prev == nil {
+			prev = map[string]bool{}
+			t.feats[name] = prev
+			t.featOrd = append(t.featOrd, name)
+		}
+		for f := range change {
+			if _, seen := prev[f]; !seen {
+				prev[f] = old[f]
+			}
+		}
+		if err := t.k.SetFeatures(name, change); err != nil {
+			return err
+		}
+	}
+	if len(unknown) > 0 {
+		return fmt.Errorf("%s: this kernel has no feature %s", name, strings.Join(unknown, ", "))
 	}
 	return nil
 }
@@ -282,8 +331,8 @@ func (t *Tracker) RouteCount() int {
 	return len(t.routes)
 }
 
-// Teardown removes the rules, routes and addresses, restores the links and
-// sysctls, in the reverse order of setting up. It goes on past errors and
+// Teardown removes the rules, routes and addresses, restores the links'
+// features, the links and the sysctls, in the reverse order of setting up. It goes on past errors and
 // returns them all; the tracker is empty afterwards.
 func (t *Tracker) Teardown() error {
 	t.mu.Lock()
@@ -312,6 +361,14 @@ func (t *Tracker) Teardown() error {
 		}
 	}
 	clear(t.addrs)
+	for i := len(t.featOrd) - 1; i >= 0; i-- {
+		name := t.featOrd[i]
+		if err := t.k.SetFeatures(name, t.feats[name]); err != nil {
+			errs = append(errs, fmt.Errorf("link %s: %w", name, err))
+		}
+	}
+	clear(t.feats)
+	t.featOrd = nil
 	for i := len(t.linkOrd) - 1; i >= 0; i-- {
 		name := t.linkOrd[i]
 		s := t.links[name]

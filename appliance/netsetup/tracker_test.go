@@ -20,6 +20,7 @@ type fakeKernel struct {
 	sysctls map[string]string
 	rules   []Rule
 	failAdd map[netip.Prefix]bool // ReplaceRoutes and AddRoutes fail for these
+	feats   map[string]map[string]bool
 }
 
 func newFake() *fakeKernel {
@@ -28,6 +29,7 @@ func newFake() *fakeKernel {
 		addrs:   map[Addr]bool{},
 		routes:  map[Route]bool{},
 		sysctls: map[string]string{"net.ipv4.conf.all.forwarding": "0", "net.ipv6.conf.all.forwarding": "1"},
+		feats:   map[string]map[string]bool{"eth0": {FeatureGRO: false, FeatureUDPGROForwarding: false}},
 	}
 }
 
@@ -117,6 +119,27 @@ func (f *fakeKernel) Sysctl(key, value string) (string, error) {
 	f.sysctls[key] = value
 	f.log = append(f.log, "sysctl "+key+"="+value)
 	return old, nil
+}
+
+func (f *fakeKernel) Features(dev string, names []string) (map[string]bool, error) {
+	have, ok := f.feats[dev]
+	if !ok {
+		return nil, fmt.Errorf("link %s: no such device", dev)
+	}
+	res := map[string]bool{}
+	for _, n := range names {
+		if v, ok := have[n]; ok {
+			res[n] = v
+		}
+	}
+	return res, nil
+}
+func (f *fakeKernel) SetFeatures(dev string, want map[string]bool) error {
+	for _, n := range slices.Sorted(maps.Keys(want)) {
+		f.feats[dev][n] = want[n]
+		f.log = append(f.log, fmt.Sprintf("feature %s %s=%v", dev, n, want[n]))
+	}
+	return nil
 }
 
 func rt(dst string) Route { return Route{Dst: netip.MustParsePrefix(dst), Dev: "map646"} }
@@ -220,6 +243,8 @@ func TestTrackerTeardownUndoesEverythingInReverse(t *testing.T) {
 	must(tr.Sysctl("net.ipv6.conf.all.forwarding", "1")) // unchanged: nothing to restore
 	must(tr.Link("eth0", 1520, false))
 	must(tr.Link("map646", 1500, true))
+	must(tr.Features("eth0", map[string]bool{FeatureGRO: true, FeatureUDPGROForwarding: true}))
+	must(tr.Features("eth0", map[string]bool{FeatureGRO: true})) // already on: nothing new to restore
 	must(tr.SyncAddrs([]Addr{{"eth0", netip.MustParsePrefix("2001:db8:ffff::1/64")}, {"eth0", netip.MustParsePrefix("203.0.113.1/28")}}))
 	_, _, err := tr.SyncRoutes([]Route{rt("198.51.100.0/24"), {Dst: netip.MustParsePrefix("0.0.0.0/0"), Via: netip.MustParseAddr("203.0.113.14")}})
 	must(err)
@@ -239,6 +264,8 @@ func TestTrackerTeardownUndoesEverythingInReverse(t *testing.T) {
 		"rule- ipv4 1: iif lo lookup 254",
 		"routes- 2",
 		"addr- 203.0.113.1/28",
+		"feature eth0 rx-gro=false",
+		"feature eth0 rx-udp-gro-forwarding=false",
 		"link eth0 mtu=1500 up=false",
 		"sysctl net.ipv4.conf.all.forwarding=0",
 	}
@@ -252,6 +279,35 @@ func TestTrackerTeardownUndoesEverythingInReverse(t *testing.T) {
 	must(tr.Teardown())
 	if len(k.log) != 0 {
 		t.Errorf("a second teardown touched the kernel: %v", k.log)
+	}
+}
+
+// TestTrackerFeatures checks that only features that differ are switched,
+// that a feature the kernel does not know is an error that does not stop
+// the others, and that Teardown restores just what was switched.
+func TestTrackerFeatures(t *testing.T) {
+	k := newFake()
+	k.feats["eth0"][FeatureGRO] = true // a NIC driver's default
+	tr := NewTracker(k)
+	err := tr.Features("eth0", map[string]bool{FeatureGRO: true, FeatureUDPGROForwarding: true, "rx-warp-drive": true})
+	if err == nil || !strings.Contains(err.Error(), "rx-warp-drive") {
+		t.Errorf("unknown feature: err %v, want one naming it", err)
+	}
+	if want := []string{"feature eth0 rx-udp-gro-forwarding=true"}; !slices.Equal(k.log, want) {
+		t.Errorf("calls %v, want %v", k.log, want)
+	}
+	if err := tr.Features("eth9", map[string]bool{FeatureGRO: true}); err == nil {
+		t.Error("a missing link gave no error")
+	}
+	k.log = nil
+	if err := tr.Teardown(); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"feature eth0 rx-udp-gro-forwarding=false"}; !slices.Equal(k.log, want) {
+		t.Errorf("teardown calls %v, want %v", k.log, want)
+	}
+	if !k.feats["eth0"][FeatureGRO] {
+		t.Error("teardown switched off GRO, which was on before")
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/map646/map646/internal/netnstest"
+	"github.com/map646/map646/internal/testenv"
+	"github.com/map646/map646/stack"
 )
 
 // The fd mode's plumbing: the tun is created inside the router namespace
@@ -173,4 +175,34 @@ func csumState(t *testing.T, ns *netnstest.NS, ifc string) string {
 	t.Helper()
 	st := parseEthtoolK(ns.Run("ethtool", "-k", ifc), offloadFeatures)
 	return st["tx-checksumming"] + " " + st["tcp-segmentation-offload"] + " " + st["generic-segmentation-offload"]
+}
+
+// The fd setups hand over what a VM manager would: a tun with
+// IFF_VNET_HDR, a 12-byte virtio_net_hdr and TSO set, which map646 reads
+// off the fd; map646-fd-plain's tun has none of them.
+func TestOpenTunVnet(t *testing.T) {
+	netnstest.RequireTun(t, "bn-")
+	ns := netnstest.New(t, "bn-")
+	for _, c := range []struct {
+		name string
+		vnet int
+		tso  string
+	}{{"bn-vnet", vmVnetHdr, "on"}, {"bn-plain", 0, "off"}} {
+		fs, err := openTunQueuesIn(ns.Name, c.name, 1, c.vnet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fs[0].Close()
+		info, err := stack.ProbeFD(int(fs[0].Fd()))
+		if err != nil || !info.Tun || info.VnetHdr != c.vnet {
+			t.Errorf("%s: ProbeFD %+v, %v; want a virtio_net_hdr of %d", c.name, info, err, c.vnet)
+		}
+		out, err := ns.Output("ethtool", "-k", c.name)
+		if err != nil {
+			testenv.SkipOrFailf(t, "ethtool: %v", err)
+		}
+		if !strings.Contains(out, "tcp-segmentation-offload: "+c.tso) {
+			t.Errorf("%s: TSO not %s:\n%s", c.name, c.tso, out)
+		}
+	}
 }

@@ -36,6 +36,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -60,6 +61,11 @@ type options struct {
 	JSON      string // per-round raw values; "" for none
 	Keep      bool   // keep the work directory (configs, logs)
 	Perf      string // with perf(1): profile each translator in round 1 into this directory
+	// PerfSystem profiles every CPU (perf record -a) instead of the
+	// translator's threads, native forwarding included: on a shared
+	// machine the kernel's forwarding, the veths and iperf3 run on the
+	// same CPUs and a per-process profile hides them.
+	PerfSystem bool
 	// Conds are the veth states every setup is measured in, in order.
 	Conds []condition
 	// StartTimeout bounds a map646 start (loading a large table, installing
@@ -83,9 +89,10 @@ func main() {
 	tmpl := flag.String("template", "", "replace a link mode's HCL template: MODE=FILE[,MODE=FILE] with MODE tun, nic or fd (text/template; see bench/netns/templates)")
 	flag.StringVar(&o.Out, "out", "", "Markdown file whose netns-harness section is replaced (e.g. docs/benchmarks.md)")
 	flag.StringVar(&o.JSON, "json", "", "write every per-round value to this JSON file")
-	gro := flag.String("gro", "both", "GRO on the veths: on (as NIC drivers do by default), off (the veth default) or both (each round measures every setup with GRO on, then off)")
+	gro := flag.String("gro", "both", "veth conditions, comma-separated, measured in this order: on (GRO, as NIC drivers do by default), off (the veth default), both (on,off), udp (GRO and rx-udp-gro-forwarding: forwarded UDP floods merge into USO super-packets), list (GRO and rx-gro-list: forwarded packets are chained, not merged), napi (udp with threaded NAPI on the veths: a poll finds more packets to merge)")
 	flag.BoolVar(&o.Keep, "keep", false, "keep the work directory with configurations and translator logs")
 	flag.StringVar(&o.Perf, "perf", "", "profile each translator with perf record during round 1's TCP 1 stream and UDP tests; data and reports go to this directory (use an unstripped map646 for Go symbols)")
+	flag.BoolVar(&o.PerfSystem, "perf-system", false, "with -perf: sample every CPU (perf record -a), native forwarding included, instead of the translator's threads")
 	flag.Parse()
 	groSet := false
 	flag.Visit(func(f *flag.Flag) { groSet = groSet || f.Name == "gro" })
@@ -122,17 +129,36 @@ func main() {
 	}
 }
 
-// parseGRO turns -gro into the conditions to measure.
+// parseGRO turns -gro, a comma-separated list, into the conditions to
+// measure, in the order given.
 func parseGRO(v string) ([]condition, error) {
-	switch v {
-	case "on", "true":
-		return []condition{condGRO}, nil
-	case "off", "false":
-		return []condition{condNoGRO}, nil
-	case "both":
-		return []condition{condGRO, condNoGRO}, nil
+	var cs []condition
+	add := func(more ...condition) {
+		for _, c := range more {
+			if !slices.Contains(cs, c) {
+				cs = append(cs, c)
+			}
+		}
 	}
-	return nil, fmt.Errorf("-gro %q: want on, off or both", v)
+	for _, w := range strings.Split(v, ",") {
+		switch strings.TrimSpace(w) {
+		case "on", "true":
+			add(condGRO)
+		case "off", "false":
+			add(condNoGRO)
+		case "both":
+			add(condGRO, condNoGRO)
+		case "udp":
+			add(condUDPGRO)
+		case "list":
+			add(condGROList)
+		case "napi":
+			add(condNAPI)
+		default:
+			return nil, fmt.Errorf("-gro %q: want a comma-separated list of on, off, both, udp, list or napi", v)
+		}
+	}
+	return cs, nil
 }
 
 // checkPrerequisites names whatever the harness cannot run without.
@@ -271,7 +297,7 @@ func harness(ctx context.Context, o options) (string, error) {
 		}
 		topo.down(c)
 	}()
-	if err := topo.up(ctx, o.Conds[0].GRO); err != nil {
+	if err := topo.up(ctx, o.Conds[0]); err != nil {
 		return "", fmt.Errorf("topology: %w", err)
 	}
 	info := runInfo{Date: time.Now(), Conds: o.Conds, Rounds: o.Rounds, Duration: o.Duration, Pings: o.Pings, Pings1s: o.Pings1s, Mappings: o.Mappings,
@@ -299,7 +325,7 @@ func harness(ctx context.Context, o options) (string, error) {
 	for round := 0; round < o.Rounds; round++ {
 		for ci, c := range o.Conds {
 			if ci > 0 || round > 0 {
-				if err := topo.setGRO(ctx, c.GRO); err != nil {
+				if err := topo.setCondition(ctx, c); err != nil {
 					return "", err
 				}
 			}
@@ -317,7 +343,7 @@ func harness(ctx context.Context, o options) (string, error) {
 					return "", ctx.Err()
 				}
 				o.Log("round %d/%d, %s: %s", round+1, o.Rounds, c.Label, s.Label)
-				if err := measureSetup(ctx, m, s, c, round, res, &info, o.Perf); err != nil {
+				if err := measureSetup(ctx, m, s, c, round, res, &info, perfOptions{Dir: o.Perf, System: o.PerfSystem}); err != nil {
 					o.Log("round %d, %s: %s: %v", round+1, c.Label, s.Label, err)
 					failures = append(failures, fmt.Sprintf("round %d, %s, %s: %v", round+1, c.Label, s.Label, err))
 				}
@@ -349,7 +375,7 @@ func harness(ctx context.Context, o options) (string, error) {
 // measureSetup starts the setup's translator, runs every test once in
 // condition c and stops the translator again. The first error ends this
 // setup's round.
-func measureSetup(ctx context.Context, m measurer, s setup, c condition, round int, res *results, info *runInfo, perfDir string) (err error) {
+func measureSetup(ctx context.Context, m measurer, s setup, c condition, round int, res *results, info *runInfo, perf perfOptions) (err error) {
 	key := col(c.Key, s.Key)
 	var p *process
 	if s.xlat != nil {
@@ -387,13 +413,23 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 		return fmt.Errorf("ping 1/s: %w", err)
 	}
 	res.set(key, mRTTSlow, round, pr.Median*1000)
-	// profiled wraps a test in a perf recording of the translator (round 1,
-	// first condition, with -perf only).
-	profiled := func(pkey, test string, f func() error) error {
-		if perfDir == "" || round != 0 || p == nil || c != info.Conds[0] {
+	// profiled wraps a test in a perf recording (round 1 with -perf only)
+	// of the translator (first condition) or of every CPU (every
+	// condition, native forwarding included).
+	profiled := func(pkey, test string, f func() error, units func() (float64, string)) error {
+		if perf.Dir == "" || round != 0 {
 			return f()
 		}
-		rec, err := startPerf(perfDir, s.Key+"-"+pkey, p.PID())
+		name, pid := s.Key+"-"+pkey, 0
+		if perf.System {
+			name = c.Key + "-" + name
+		} else {
+			if p == nil || c != info.Conds[0] {
+				return f()
+			}
+			pid = p.PID()
+		}
+		rec, err := startPerf(perf.Dir, name, pid)
 		if err != nil {
 			return err
 		}
@@ -406,6 +442,10 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 			return err
 		}
 		prof.Name = s.Label + ", " + test
+		if perf.System {
+			prof.Name = c.Label + ", " + prof.Name + " (every CPU)"
+			prof.Units, prof.Unit = units()
+		}
 		info.Profiles = append(info.Profiles, prof)
 		return nil
 	}
@@ -417,7 +457,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 		var r tcpResult
 		test := func() (err error) { r, err = m.tcp(ctx, s.Dst, streams); return err }
 		if streams == 1 {
-			err = profiled(mTCP1, "TCP 1 stream", test)
+			err = profiled(mTCP1, "TCP 1 stream", test, func() (float64, string) { return r.Bits / 8 / 65536, "64 KiB" })
 		} else {
 			err = test()
 		}
@@ -444,7 +484,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 	err = profiled(mUDP, "UDP 64 B", func() (err error) {
 		u, lp, err = m.udp64WithPing(ctx, s.Dst)
 		return err
-	})
+	}, func() (float64, string) { return u.Packets, "packet" })
 	if err != nil {
 		return fmt.Errorf("UDP 64 B: %w", err)
 	}

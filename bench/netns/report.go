@@ -193,7 +193,9 @@ func renderMarkdown(info runInfo, r *results) string {
 	if has[sTayga] {
 		renderRTTComparison(w, info, r, labels)
 	}
-	if len(info.Profiles) > 0 {
+	if len(info.Profiles) > 0 && info.Profiles[0].Parts != nil {
+		renderPathProfile(w, info.Profiles)
+	} else if len(info.Profiles) > 0 {
 		w("\n### Where the translators' CPU goes (perf record -g -p PID, round 1, %s)\n\n", info.Conds[0].Label)
 		w("| test | kernel | user space | top symbols (self) |\n|---|---:|---:|---|\n")
 		for _, p := range info.Profiles {
@@ -214,7 +216,7 @@ func renderMarkdown(info runInfo, r *results) string {
 	w("Translated: %s → %s, mapped (EAM) to %s; the server sees the client as %s (prefix %s). ", client4, public4, server6, clientAs6, prefix6)
 	w("TAYGA 0.9.2 (Debian) and the apalrd/tayga fork (`workers %d`, a multi-queue tun, `-tayga-fork PATH`) run on a tun of MTU %d with one `map` entry. ", taygaForkWorkers, mtu6)
 	w("map646 runs `map646 run -c` with a configuration rendered from its link mode's template (`bench/netns/templates`): host mode (`tun`, the kernel routes into map646's tun) with one `mapping` block ")
-	w("or with a generated `mappings_file` of %d lines that contains the same pair; NIC mode (AF_PACKET sockets with PACKET_VNET_HDR on the router's veths, the router's kernel forwarding off while it runs, every veth's offloads left as the GRO condition has them); fd mode (a tun the harness opens and routes into, inherited as fd %d). ", info.Mappings, passedFD)
+	w("or with a generated `mappings_file` of %d lines that contains the same pair; NIC mode (AF_PACKET sockets with PACKET_VNET_HDR on the router's veths, the router's kernel forwarding off while it runs, every veth's offloads left as the GRO condition has them); fd mode (a tun the harness opens and routes into, inherited as fd %d: opened as QEMU and Firecracker open a VM's tap, with IFF_VNET_HDR, a %d-byte virtio_net_hdr and checksum, TSO and USO offloads set, which map646 finds out from the fd; `map646-fd-plain` opens it without them, one packet per read). ", info.Mappings, passedFD, vmVnetHdr)
 	w("Each round measures every setup in turn in each veth condition (%s). ", condLabels(info.Conds))
 	w("Per setup: %d pings 10 ms apart and %d pings 1 s apart on the idle path, then iperf3 TCP 1 stream, TCP 4 streams (`-P 4`), ", info.Pings, info.Pings1s)
 	w("and UDP with 64-byte payloads at full speed (`-u -l 64 -b 0`; the rate is what the receiver got), with pings at 100/s running from 0.5 s into the flood until 0.5 s before its end. ")
@@ -353,4 +355,72 @@ func writeSection(path, section string) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return os.WriteFile(path, []byte(doc), 0o644)
+}
+
+// renderPathProfile writes the system-wide profiles (-perf-system) as CPU
+// µs per packet or per 64 KiB, by part of the path: one column per
+// profiled test, parts in pathParts order, then the processes' own code.
+// Idle CPUs and processes off the path are left out of the total.
+func renderPathProfile(w func(string, ...any), profs []profile) {
+	w("\n### Where every CPU's time goes (perf record -a -g, round 1): CPU µs per packet (UDP) or per 64 KiB (TCP)\n\n")
+	w("A sample is charged to the innermost function of its call chain that marks a part of the path (`bench/netns/perf.go`, pathParts); a sample without one is the process's own code or, in the kernel, its system call entry and exit.\n\n| part |")
+	for _, p := range profs {
+		w(" %s |", strings.ReplaceAll(p.Name, "|", "\\|"))
+	}
+	w("\n|---|%s\n", strings.Repeat("---:|", len(profs)))
+	var parts []string
+	seen := map[string]bool{}
+	for _, pp := range pathParts {
+		parts = append(parts, pp.Part)
+		seen[pp.Part] = true
+	}
+	var rest []string
+	for _, p := range profs {
+		for k := range p.Parts {
+			if !seen[k] && k != partOther {
+				seen[k] = true
+				rest = append(rest, k)
+			}
+		}
+	}
+	sort.Strings(rest)
+	parts = append(parts, rest...)
+	per := func(p profile, n int) float64 {
+		if p.Units <= 0 {
+			return math.NaN()
+		}
+		return float64(n) / perfHz / p.Units * 1e6
+	}
+	total := make([]float64, len(profs))
+	for _, part := range parts {
+		if part == partIdle {
+			continue
+		}
+		var cells []string
+		some := false
+		for i, p := range profs {
+			n := p.Parts[part]
+			if n == 0 {
+				cells = append(cells, "")
+				continue
+			}
+			some = true
+			v := per(p, n)
+			total[i] += v
+			cells = append(cells, format(v))
+		}
+		if some {
+			w("| %s | %s |\n", part, strings.Join(cells, " | "))
+		}
+	}
+	var cells []string
+	for _, t := range total {
+		cells = append(cells, "**"+format(t)+"**")
+	}
+	w("| **path total** (without idle CPUs and other processes) | %s |\n", strings.Join(cells, " | "))
+	cells = cells[:0]
+	for _, p := range profs {
+		cells = append(cells, fmt.Sprintf("%.0f × %s", p.Units, p.Unit))
+	}
+	w("| received during the profile | %s |\n", strings.Join(cells, " | "))
 }

@@ -66,11 +66,29 @@ type condition struct {
 	Key   string
 	Label string
 	GRO   bool // GRO on on every veth
+	// UDPFwd turns on rx-udp-gro-forwarding as well: GRO then also merges
+	// UDP datagrams that are forwarded (not delivered to a local socket)
+	// into one super-packet (SKB_GSO_UDP_L4), which a tun that accepts
+	// USO (TUN_F_USO4/6) reads in one go.
+	UDPFwd bool
+	// FragList turns on rx-gro-list as well: GRO chains forwarded UDP
+	// and TCP packets (SKB_GSO_FRAGLIST) without merging their payloads,
+	// and a device without fraglist offload (a tun) gets them unchained
+	// again.
+	FragList bool
+	// Threaded polls each veth's NAPI from a kernel thread
+	// (/sys/class/net/IF/threaded) instead of the softirq that runs at
+	// the end of each send: a poll then finds many packets waiting and
+	// GRO can merge them.
+	Threaded bool
 }
 
 var (
-	condGRO   = condition{Key: "gro", Label: "GRO on", GRO: true}
-	condNoGRO = condition{Key: "nogro", Label: "GRO off", GRO: false}
+	condGRO     = condition{Key: "gro", Label: "GRO on", GRO: true}
+	condNoGRO   = condition{Key: "nogro", Label: "GRO off", GRO: false}
+	condUDPGRO  = condition{Key: "udpgro", Label: "GRO + UDP GRO forwarding", GRO: true, UDPFwd: true}
+	condGROList = condition{Key: "grolist", Label: "GRO + GRO list", GRO: true, FragList: true}
+	condNAPI    = condition{Key: "napi", Label: "GRO + UDP GRO forwarding, threaded NAPI", GRO: true, UDPFwd: true, Threaded: true}
 )
 
 // col is the results key of one setup measured in one condition.

@@ -20,10 +20,14 @@ const (
 	sMap646    = "map646"     // host mode: map646's own tun, the kernel routes
 	sMap646M1  = "map646-1m"  // host mode with the large table (-mappings)
 	sMap646NIC = "map646-nic" // AF_PACKET on the router's veths, kernel forwarding off
-	sMap646FD  = "map646-fd"  // a tun opened by the harness, inherited as fd 3
+	sMap646FD  = "map646-fd"  // a tun opened by the harness as a VM manager would (IFF_VNET_HDR, offloads), inherited as fd 3
 	// sMap646FD2 is map646-fd with a two-queue tun (IFF_MULTI_QUEUE),
 	// inherited as fds 3 and 4 (`queues = 2`).
 	sMap646FD2 = "map646-fd-2q"
+	// sMap646FDPlain is map646-fd on a tun without a virtio_net_hdr
+	// (IFF_TUN|IFF_NO_PI only): every packet crosses alone, as all fd
+	// setups did before map646 read the header.
+	sMap646FDPlain = "map646-fd-plain"
 )
 
 // linkMode is how a map646 setup is attached to the router namespace: the
@@ -46,14 +50,24 @@ type linkMode struct {
 	// TunQueues: with PassTun, the tun's queues (IFF_MULTI_QUEUE when
 	// more than 1), handed over as fd 3 onwards; 0 means 1.
 	TunQueues int
+	// VnetHdr: with PassTun, the tun is opened with IFF_VNET_HDR and a
+	// virtio_net_hdr of this size (TUNSETVNETHDRSZ) and its offloads set
+	// (TUNSETOFFLOAD), as QEMU and Firecracker open a VM's tap; 0: a
+	// bare-IP tun without them.
+	VnetHdr int
 }
 
 var (
-	modeTun = linkMode{Name: "tun", Template: "map646-tun.hcl"}
-	modeNIC = linkMode{Name: "nic", Template: "map646-nic.hcl", Optional: true, NoForwarding: true}
-	modeFD  = linkMode{Name: "fd", Template: "map646-fd.hcl", Optional: true, PassTun: true}
-	modeFD2 = linkMode{Name: "fd", Template: "map646-fd.hcl", Optional: true, PassTun: true, TunQueues: 2}
+	modeTun     = linkMode{Name: "tun", Template: "map646-tun.hcl"}
+	modeNIC     = linkMode{Name: "nic", Template: "map646-nic.hcl", Optional: true, NoForwarding: true}
+	modeFD      = linkMode{Name: "fd", Template: "map646-fd.hcl", Optional: true, PassTun: true, VnetHdr: vmVnetHdr}
+	modeFD2     = linkMode{Name: "fd", Template: "map646-fd.hcl", Optional: true, PassTun: true, TunQueues: 2, VnetHdr: vmVnetHdr}
+	modeFDPlain = linkMode{Name: "fd", Template: "map646-fd.hcl", Optional: true, PassTun: true}
 )
+
+// vmVnetHdr is the virtio_net_hdr size QEMU and Firecracker set on the
+// taps they open (struct virtio_net_hdr_v1, with num_buffers).
+const vmVnetHdr = 12
 
 //go:embed templates/*.hcl
 var templateFS embed.FS
@@ -129,7 +143,7 @@ func defaultSetups(taygaFork string) []string {
 	return append(s, sMap646, sMap646M1, sMap646NIC, sMap646FD)
 }
 
-var knownSetups = []string{sNative6, sNative4, sTayga, sTaygaFork, sMap646, sMap646M1, sMap646NIC, sMap646FD, sMap646FD2}
+var knownSetups = []string{sNative6, sNative4, sTayga, sTaygaFork, sMap646, sMap646M1, sMap646NIC, sMap646FD, sMap646FD2, sMap646FDPlain}
 
 // taygaForkWorkers is the fork's `workers` setting: one thread and tun
 // queue per core of the 2-core machines this runs on.
@@ -171,6 +185,8 @@ func buildSetups(o options, dir string) ([]setup, error) {
 			out = append(out, m646(k, "map646 fd", modeFD, 1))
 		case sMap646FD2:
 			out = append(out, m646(k, "map646 fd, 2-queue tun", modeFD2, 1))
+		case sMap646FDPlain:
+			out = append(out, m646(k, "map646 fd, no vnet header", modeFDPlain, 1))
 		default:
 			return nil, fmt.Errorf("unknown setup %q (known: %s)", k, strings.Join(knownSetups, ", "))
 		}

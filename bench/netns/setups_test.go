@@ -229,13 +229,33 @@ func TestBuildSetups(t *testing.T) {
 func TestParseGRO(t *testing.T) {
 	for in, want := range map[string][]condition{
 		"on": {condGRO}, "off": {condNoGRO}, "both": {condGRO, condNoGRO}, "true": {condGRO}, "false": {condNoGRO},
+		"on,udp": {condGRO, condUDPGRO}, "udp,off": {condUDPGRO, condNoGRO}, "both,list,on": {condGRO, condNoGRO, condGROList},
+		"on, udp": {condGRO, condUDPGRO}, "on,napi": {condGRO, condNAPI},
 	} {
 		got, err := parseGRO(in)
 		if err != nil || !reflect.DeepEqual(got, want) {
 			t.Errorf("parseGRO(%q) = %v, %v", in, got, err)
 		}
 	}
-	if _, err := parseGRO("sometimes"); err == nil {
-		t.Error("parseGRO accepted nonsense")
+	for _, bad := range []string{"sometimes", "on,", "on,sometimes", ""} {
+		if _, err := parseGRO(bad); err == nil {
+			t.Errorf("parseGRO accepted %q", bad)
+		}
+	}
+}
+
+// TestEthtoolFeatures checks that every condition sets all three GRO
+// switches, so that a condition never inherits one from the previous one.
+func TestEthtoolFeatures(t *testing.T) {
+	for c, want := range map[condition]string{
+		condNoGRO:   "gro off rx-udp-gro-forwarding off rx-gro-list off",
+		condGRO:     "gro on rx-udp-gro-forwarding off rx-gro-list off",
+		condUDPGRO:  "gro on rx-udp-gro-forwarding on rx-gro-list off",
+		condGROList: "gro on rx-udp-gro-forwarding off rx-gro-list on",
+		condNAPI:    "gro on rx-udp-gro-forwarding on rx-gro-list off",
+	} {
+		if got := strings.Join(ethtoolFeatures(c), " "); got != want {
+			t.Errorf("%s: ethtool -K IFACE %s, want %s", c.Key, got, want)
+		}
 	}
 }

@@ -112,9 +112,10 @@ func removeStale(ctx context.Context) {
 
 // up creates the namespaces, veth pairs, addresses, routes and static
 // neighbours. Offloads stay at the veth defaults (TSO, GSO and checksum
-// offload on), except that with gro the veths also get GRO, which a veth
-// leaves off but a Linux NIC driver turns on by default.
-func (t topology) up(ctx context.Context, gro bool) error {
+// offload on), except for what condition c switches on (GRO, which a veth
+// leaves off but a Linux NIC driver turns on by default, and GRO's
+// forwarding variants).
+func (t topology) up(ctx context.Context, c condition) error {
 	t.down(ctx)
 	for _, ns := range t.all() {
 		if _, err := run(ctx, "ip", "netns", "add", ns); err != nil {
@@ -184,8 +185,8 @@ func (t topology) up(ctx context.Context, gro bool) error {
 			return err
 		}
 	}
-	if gro {
-		if err := t.setGRO(ctx, true); err != nil {
+	if c != condNoGRO {
+		if err := t.setCondition(ctx, c); err != nil {
 			return err
 		}
 	}
@@ -198,20 +199,51 @@ func (t topology) up(ctx context.Context, gro bool) error {
 	return nil
 }
 
-// setGRO turns GRO on or off on every veth. With GRO on, a veth receives
-// through NAPI and merges TCP segments into super-packets, as a NIC driver
-// does by default; off is the veth default.
-func (t topology) setGRO(ctx context.Context, on bool) error {
-	v := "off"
-	if on {
-		v = "on"
+// setCondition switches GRO and its forwarding variants on every veth as
+// condition c says. With GRO on, a veth receives through NAPI and merges
+// TCP segments into super-packets, as a NIC driver does by default; off is
+// the veth default. rx-udp-gro-forwarding and rx-gro-list only act with GRO
+// on.
+func (t topology) setCondition(ctx context.Context, c condition) error {
+	// Threaded NAPI needs the NAPI instance that GRO gives a veth: on
+	// after GRO, off before. A veth without NAPI refuses any write
+	// (EIO), so it is written only when it has to change.
+	threaded := func(ns, ifc string, on bool) error {
+		v := "0"
+		if on {
+			v = "1"
+		}
+		f := "/sys/class/net/" + ifc + "/threaded"
+		_, err := runIn(ctx, ns, "sh", "-c", `[ "$(cat `+f+`)" = `+v+` ] || echo `+v+` > `+f)
+		return err
 	}
 	for _, p := range t.veths() {
-		if _, err := runIn(ctx, p[0], "ethtool", "-K", p[1], "gro", v); err != nil {
+		if !c.Threaded {
+			if err := threaded(p[0], p[1], false); err != nil {
+				return err
+			}
+		}
+		if _, err := runIn(ctx, p[0], append([]string{"ethtool", "-K", p[1]}, ethtoolFeatures(c)...)...); err != nil {
 			return err
+		}
+		if c.Threaded {
+			if err := threaded(p[0], p[1], true); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// ethtoolFeatures are the `ethtool -K IFACE` arguments of condition c.
+func ethtoolFeatures(c condition) []string {
+	onOff := func(b bool) string {
+		if b {
+			return "on"
+		}
+		return "off"
+	}
+	return []string{"gro", onOff(c.GRO), "rx-udp-gro-forwarding", onOff(c.UDPFwd), "rx-gro-list", onOff(c.FragList)}
 }
 
 // tunQueues describes a tun's transmit side, where packets wait for the

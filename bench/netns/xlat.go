@@ -126,12 +126,16 @@ const (
 	map646FDTun = "bn-map646fd"
 	// map646FDQTun is the multi-queue tun of map646-fd-2q.
 	map646FDQTun = "bn-map646fq"
+	// map646FDPTun is the tun without a virtio_net_hdr of map646-fd-plain.
+	map646FDPTun = "bn-map646fp"
 )
 
 func (x *map646Translator) tunName() string {
 	switch {
 	case x.mode.PassTun && x.mode.TunQueues > 1:
 		return map646FDQTun
+	case x.mode.PassTun && x.mode.VnetHdr == 0:
+		return map646FDPTun
 	case x.mode.PassTun:
 		return map646FDTun
 	case x.mode.NoForwarding:
@@ -171,7 +175,7 @@ func (x *map646Translator) start(ctx context.Context, t topology) (*process, err
 	}
 	var extra []*os.File
 	if x.mode.PassTun {
-		fs, err := openTunQueuesIn(t.Router, x.tunName(), max(1, x.mode.TunQueues))
+		fs, err := openTunQueuesIn(t.Router, x.tunName(), max(1, x.mode.TunQueues), x.mode.VnetHdr)
 		if err != nil {
 			return nil, err
 		}
@@ -242,7 +246,7 @@ func setForwarding(ctx context.Context, t topology, on bool) error {
 // inside namespace ns and returns its descriptor. The device lives in ns
 // while any copy of the descriptor is open.
 func openTunIn(ns, name string) (*os.File, error) {
-	fs, err := openTunQueuesIn(ns, name, 1)
+	fs, err := openTunQueuesIn(ns, name, 1, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -251,6 +255,10 @@ func openTunIn(ns, name string) (*os.File, error) {
 
 // openTunQueuesIn is openTunIn for a tun with n queues: with n > 1 it is
 // opened with IFF_MULTI_QUEUE and each queue's descriptor is returned.
+// With vnet > 0 it is opened as a VM manager opens a VM's tap: with
+// IFF_VNET_HDR, a virtio_net_hdr of vnet bytes (TUNSETVNETHDRSZ) and the
+// offloads of a virtio-net guest that negotiated checksum, TSO and USO
+// (TUNSETOFFLOAD, without USO where the kernel lacks it).
 //
 // The thread that joins ns returns to the harness's namespace before it is
 // unlocked, so that it lives on. It must not end: the harness starts its
@@ -259,7 +267,7 @@ func openTunIn(ns, name string) (*os.File, error) {
 // Go thread that ends with its locked goroutine may be the one that started
 // the iperf3 server, which the kernel then SIGKILLs, and every later TCP
 // test is refused.
-func openTunQueuesIn(ns, name string, n int) ([]*os.File, error) {
+func openTunQueuesIn(ns, name string, n, vnet int) ([]*os.File, error) {
 	type result struct {
 		f   []*os.File
 		err error
@@ -287,6 +295,9 @@ func openTunQueuesIn(ns, name string, n int) ([]*os.File, error) {
 			if n > 1 {
 				flags |= unix.IFF_MULTI_QUEUE
 			}
+			if vnet > 0 {
+				flags |= unix.IFF_VNET_HDR
+			}
 			var fs []*os.File
 			for range n {
 				fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
@@ -296,6 +307,8 @@ func openTunQueuesIn(ns, name string, n int) ([]*os.File, error) {
 						ifr.SetUint16(flags)
 						if err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 							err = fmt.Errorf("TUNSETIFF %s: %w", name, err)
+						} else if vnet > 0 && len(fs) == 0 {
+							err = vmOffloads(fd, vnet)
 						}
 					}
 					if err != nil {
@@ -329,6 +342,23 @@ func openTunQueuesIn(ns, name string, n int) ([]*os.File, error) {
 	}()
 	r := <-ch
 	return r.f, r.err
+}
+
+// vmOffloads sets the virtio_net_hdr size and offloads of a tun opened with
+// IFF_VNET_HDR as QEMU does for a guest whose virtio-net driver took
+// checksum offload, TSO and USO (tap_fd_set_vnet_hdr_len,
+// tap_fd_set_offload): what the kernel side may hand the fd unfinished.
+func vmOffloads(fd, vnet int) error {
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, vnet); err != nil {
+		return fmt.Errorf("TUNSETVNETHDRSZ %d: %w", vnet, err)
+	}
+	const csum, tso4, tso6, uso4, uso6 = 0x01, 0x02, 0x04, 0x20, 0x40 // TUN_F_*
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, csum|tso4|tso6|uso4|uso6); err != nil {
+		if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, csum|tso4|tso6); err != nil {
+			return fmt.Errorf("TUNSETOFFLOAD: %w", err)
+		}
+	}
+	return nil
 }
 
 // waitForward pings the public address from the client until a reply comes

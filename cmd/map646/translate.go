@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/map646/map646/appliance/config"
-	"github.com/map646/map646/mapping"
 	"github.com/map646/map646/stack"
 	"github.com/map646/map646/stack/xlat"
 )
@@ -88,7 +87,7 @@ Each packet that is not translated is reported with its number (the first is
 				w = outFile
 			}
 			bw := bufio.NewWriter(w)
-			sum, err := translateCapture(eng.NewWorker(), xc.Map, translateBatch, r, bw, report)
+			sum, err := translateCapture(eng.NewWorker(), translateBatch, r, bw, report)
 			// What was translated before a broken record is kept.
 			if ferr := bw.Flush(); err == nil {
 				err = ferr
@@ -383,7 +382,7 @@ func (s *captureSink) Emit(pkt []byte, _ *xlat.Offload) {
 
 // translateBatch is how many records translateCapture reads before it
 // translates them: enough for the table slots of a batch's addresses to
-// be fetched from memory together (mapping.Snapshot.Prefetch), few enough
+// be fetched from memory together (xlat.Worker.Prefetch), few enough
 // for them to stay in cache until the batch is translated.
 const translateBatch = 32
 
@@ -396,10 +395,10 @@ type captureRecord struct {
 // translateCapture translates every packet of the capture in r with w and
 // writes a LINKTYPE_RAW pcap to out; report gets one line per packet not
 // translated. It reads batch records at a time and prefetches the mapping
-// slots of their addresses from snap (the engine's snapshot; nil for
-// none), which changes only the speed: each packet is translated, written
-// and reported in order as before.
-func translateCapture(w *xlat.Worker, snap *mapping.Snapshot, batch int, r io.Reader, out io.Writer, report io.Writer) (translateSummary, error) {
+// slots of their addresses (xlat.Worker.Prefetch), which changes only the
+// speed: each packet is translated, written and reported in order as
+// before.
+func translateCapture(w *xlat.Worker, batch int, r io.Reader, out io.Writer, report io.Writer) (translateSummary, error) {
 	var sum translateSummary
 	src, linkType, err := openCapture(r)
 	if err != nil {
@@ -417,9 +416,9 @@ func translateCapture(w *xlat.Worker, snap *mapping.Snapshot, batch int, r io.Re
 		return pw.WritePacket(ci, p)
 	}
 	recs := make([]captureRecord, 0, batch)
-	var keys prefetchKeys
+	pkts := make([][]byte, 0, batch)
 	for {
-		recs, keys = recs[:0], keys.reset()
+		recs, pkts = recs[:0], pkts[:0]
 		var rerr error
 		for len(recs) < batch {
 			frame, ci, err := src.ReadPacketData()
@@ -429,12 +428,10 @@ func translateCapture(w *xlat.Worker, snap *mapping.Snapshot, batch int, r io.Re
 			}
 			recs = append(recs, captureRecord{frame, ci})
 			if pkt, err := ipPacket(linkType(ci), frame); err == nil {
-				keys.add(pkt)
+				pkts = append(pkts, pkt)
 			}
 		}
-		if snap != nil {
-			snap.Prefetch(keys.v4, keys.v6)
-		}
+		w.Prefetch(pkts)
 		for _, rec := range recs {
 			if err := translateRecord(w, rec, linkType, buf, sink, &sum, write, report); err != nil {
 				return sum, err
@@ -452,27 +449,6 @@ func translateCapture(w *xlat.Worker, snap *mapping.Snapshot, batch int, r io.Re
 		default:
 			return sum, fmt.Errorf("packet %d: %w", sum.Read+1, rerr)
 		}
-	}
-}
-
-// prefetchKeys collects the addresses the engine looks up for a batch of
-// packets: for IPv4 the destination (its EAM entry) and the source (To6
-// as well: a mapped source is a spoof), for IPv6 both (To4).
-type prefetchKeys struct {
-	v4 [][4]byte
-	v6 [][16]byte
-}
-
-func (k prefetchKeys) reset() prefetchKeys { return prefetchKeys{k.v4[:0], k.v6[:0]} }
-
-// add takes the addresses of the IP packet p. A packet too short for its
-// header adds nothing: the engine drops it without a lookup.
-func (k *prefetchKeys) add(p []byte) {
-	switch {
-	case len(p) >= 20 && p[0]>>4 == 4:
-		k.v4 = append(k.v4, [4]byte(p[16:20]), [4]byte(p[12:16]))
-	case len(p) >= 40 && p[0]>>4 == 6:
-		k.v6 = append(k.v6, [16]byte(p[24:40]), [16]byte(p[8:24]))
 	}
 }
 

@@ -98,7 +98,7 @@ func BenchmarkTranslate1M(b *testing.B) {
 			wk := eng.NewWorker()
 			runtime.GC() // the garbage of loading the table, not of the loop
 			for b.Loop() {
-				sum, err := translateCapture(wk, xc.Map, batch, bytes.NewReader(capture.Bytes()), io.Discard, io.Discard)
+				sum, err := translateCapture(wk, batch, bytes.NewReader(capture.Bytes()), io.Discard, io.Discard)
 				if err != nil || sum.Translated != packets {
 					b.Fatalf("%v: %v", sum, err)
 				}

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -677,7 +676,7 @@ func TestTranslateBatches(t *testing.T) {
 				t.Fatal(err)
 			}
 			var out, report bytes.Buffer
-			sum, err := translateCapture(eng.NewWorker(), xc.Map, batch, bytes.NewReader(capture), &out, &report)
+			sum, err := translateCapture(eng.NewWorker(), batch, bytes.NewReader(capture), &out, &report)
 			if err != nil {
 				t.Fatalf("cut %d, batch %d: %v", cut, batch, err)
 			}
@@ -727,24 +726,6 @@ func withoutIPv4IDs(t *testing.T, capture []byte) string {
 			p[4], p[5], p[10], p[11] = 0, 0, 0, 0
 		}
 		fmt.Fprintf(&b, "%v %x\n", ci.Timestamp.UnixNano(), p)
-	}
-}
-
-// TestPrefetchKeys: the addresses prefetched for a packet are those the
-// engine looks up: destination and source, of the packet's own version.
-func TestPrefetchKeys(t *testing.T) {
-	var k prefetchKeys
-	for _, p := range [][]byte{udp4(t, "a"), udp6(t, "b"), udp4(t, "c")[:19], udp6(t, "d")[:39], {0x60}, nil, append([]byte{0x55}, udp4(t, "e")[1:]...)} {
-		k.add(p)
-	}
-	want4 := [][4]byte{[4]byte(server4), [4]byte(client4)}
-	want6 := [][16]byte{[16]byte(client6), [16]byte(server6)}
-	if !slices.Equal(k.v4, want4) || !slices.Equal(k.v6, want6) {
-		t.Errorf("keys %v %v, want %v %v", k.v4, k.v6, want4, want6)
-	}
-	k = k.reset()
-	if len(k.v4) != 0 || len(k.v6) != 0 || cap(k.v4) == 0 {
-		t.Errorf("reset: %d, %d keys, capacity %d", len(k.v4), len(k.v6), cap(k.v4))
 	}
 }
 

@@ -22,13 +22,17 @@ import (
 //  1. tells the dispatcher (QueueIdle: it publishes batched counters);
 //  2. waits up to rawWait in ppoll(2) by RawSyscall, on the queue and the
 //     attachment's wake eventfd: no entersyscall, so the thread keeps its
-//     P and runs on at once when the next packet (typically the reply to
-//     the one just sent) arrives. The wait is bounded, and a preemption
-//     request (a signal: EINTR) makes it yield the P at once (Gosched), so
-//     the garbage collector's stop-the-world never waits for it;
+//     P and runs on at once when the next packet arrives, with no
+//     exitsyscall, no scheduler hand-off and no wake-up of the runtime's
+//     sysmon thread. The runtime's preemption requests (a signal: EINTR),
+//     sysmon's after every 10 ms of waiting and a garbage collector's
+//     stop-the-world, make it yield the P (Gosched) and then wait on for
+//     the time left, so nothing waits for it. The daemon gives the runtime
+//     one P per tun queue beyond one per CPU, so that queues in this wait
+//     do not take the Ps the rest of the program runs on;
 //  3. then blocks in ppoll through the ordinary syscall path
-//     (entersyscall), so that the runtime takes the P back for other
-//     goroutines for as long as the queue stays idle.
+//     (entersyscall), so that a queue idle for longer than rawWait costs
+//     nothing: no preemptions every 10 ms.
 //
 // Stop (Attach, Close) writes the wake eventfd; Device.Close does too
 // before it closes the descriptors. A Conn closed by anyone else is noticed
@@ -38,10 +42,18 @@ import (
 // a reference on it: it cannot be closed and reused under the loop.
 
 // rawWait is how long an empty queue waits in a raw ppoll, keeping its P,
-// before the blocking wait: longer than a packet's round trip through the
-// hosts on either side, short enough that other goroutines hardly notice
-// (docs/datapath.md, "Latency levers"). Tests change it.
-var rawWait = time.Millisecond
+// before the blocking wait: longer than the gap between the packets of
+// sparse traffic (one probe or keepalive a second), whose every packet
+// would otherwise pay the blocking wait's wake-up (docs/datapath.md,
+// "Latency levers"); short enough that an idle translator soon stops
+// being preempted every 10 ms. Tests change it.
+var rawWait = 2 * time.Second
+
+// foreignRawWait replaces rawWait for a Conn that is not a Queue of a
+// Device (NIC mode's packet sockets, tests' socketpairs): the daemon adds
+// Ps for tun queues only, and such a Conn's closing is noticed only when
+// its waits end.
+var foreignRawWait = time.Millisecond
 
 // foreignWait bounds one blocking wait on a Conn that is not a Queue of a
 // Device: nothing wakes the loop when such a Conn is closed.
@@ -55,9 +67,19 @@ type rawIO struct {
 	// q.writeFd), made once so that no call allocates.
 	waitFn  func(fd uintptr)
 	writeFn func(fd uintptr)
-	// timeout of one blocking wait; nil waits until a packet or a wake-up.
-	timeout *unix.Timespec
-	rawWait unix.Timespec // of the wait that keeps the P (rawWait)
+	// bounded: a blocking wait ends after foreignWait (else only a packet
+	// or a wake-up ends it).
+	bounded     bool
+	foreignWait unix.Timespec
+	rawWait     unix.Timespec // of the wait that keeps the P (rawWait)
+	// rawLeft and tmo are the timeouts handed to ppoll(2), which writes
+	// the time left back into them (Linux ppoll; zero after a wait that
+	// timed out). Each wait for a packet starts from fresh copies of
+	// rawWait and foreignWait (a reused one made every wait after the
+	// first timeout a zero-length poll); a raw wait that a signal
+	// interrupted goes on for the time left in rawLeft.
+	rawLeft unix.Timespec
+	tmo     unix.Timespec
 
 	pfds  [2]unix.PollFd // the queue, the wake eventfd
 	n     int
@@ -88,12 +110,12 @@ func newRawIO(c Conn, bounded bool) *rawIO {
 	}); err != nil || !nonblock {
 		return nil
 	}
-	r := &rawIO{rc: rc, rawWait: unix.NsecToTimespec(int64(rawWait))}
+	raw := rawWait
 	if bounded {
-		ts := unix.NsecToTimespec(int64(foreignWait))
-		r.timeout = &ts
+		raw = foreignRawWait
 	}
-	return r
+	return &rawIO{rc: rc, bounded: bounded,
+		rawWait: unix.NsecToTimespec(int64(raw)), foreignWait: unix.NsecToTimespec(int64(foreignWait))}
 }
 
 // errWoken: the wait ended without a packet (a stop, a Device closing, or
@@ -148,16 +170,31 @@ func (q *queue) waitRead(fd uintptr) {
 		r.pfds[1].Revents = 0
 		if !waited {
 			waited = true
-			ready, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&r.pfds[0])), 2, uintptr(unsafe.Pointer(&r.rawWait)), 0, 0, 0)
-			if errno == unix.EINTR {
-				runtime.Gosched() // a preemption request (GC stop-the-world) may be why
-			}
-			if errno == 0 && ready > 0 && r.pfds[1].Revents == 0 {
+			r.rawLeft = r.rawWait
+		}
+		if r.rawLeft != (unix.Timespec{}) {
+			ready, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&r.pfds[0])), 2, uintptr(unsafe.Pointer(&r.rawLeft)), 0, 0, 0)
+			switch {
+			case errno == unix.EINTR:
+				// A preemption request: sysmon's after 10 ms of
+				// waiting, or a GC stop-the-world. Give the P up, then
+				// wait on for the time ppoll left in rawLeft.
+				runtime.Gosched()
+				continue
+			case errno == 0 && ready > 0 && r.pfds[1].Revents == 0:
 				continue
 			}
+			// Timed out (rawLeft is zero now), woken, or failed: the
+			// blocking wait below tells which.
+			r.rawLeft = unix.Timespec{}
 			r.pfds[1].Revents = 0
 		}
-		ready, err := unix.Ppoll(r.pfds[:], r.timeout, nil)
+		var tmo *unix.Timespec // nil: until a packet or a wake-up
+		if r.bounded {
+			r.tmo = r.foreignWait
+			tmo = &r.tmo
+		}
+		ready, err := unix.Ppoll(r.pfds[:], tmo, nil)
 		switch {
 		case err == unix.EINTR:
 			continue

@@ -152,6 +152,9 @@ func TestRawBlockedKeepsNoP(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			setQueueIO(t, mode)
 			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+			saved := foreignRawWait
+			foreignRawWait = time.Millisecond // into the blocking wait at once
+			defer func() { foreignRawWait = saved }()
 			e, _, _ := idleEndpoint(t, 2)
 			defer e.Close()
 			requireRuntimeRuns(t, "for packets")
@@ -168,9 +171,9 @@ func TestRawWaitYields(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			setQueueIO(t, mode)
 			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
-			saved := rawWait
-			rawWait = time.Hour
-			defer func() { rawWait = saved }()
+			saved := foreignRawWait
+			foreignRawWait = time.Hour
+			defer func() { foreignRawWait = saved }()
 			e, _, _ := idleEndpoint(t, 2)
 			defer e.Close()
 			requireRuntimeRuns(t, "in a raw ppoll")
@@ -220,10 +223,19 @@ func TestDeviceCloseWakesEndpoint(t *testing.T) {
 				t.Errorf("Read of an empty queue: %v, want EAGAIN (never blocks)", err)
 			}
 			e := NewEndpoint(dev)
+			// A Device's queues wait rawWait (the daemon adds Ps for them), not
+			// the foreign Conns' foreignRawWait, and only a wake-up ends their
+			// blocking wait.
+			for i, q := range e.queues {
+				if q.rio == nil || q.rio.rawWait != unix.NsecToTimespec(int64(rawWait)) || q.rio.bounded {
+					t.Fatalf("queue %d: raw I/O %+v, want a raw wait of %v and an unbounded blocking wait", i, q.rio, rawWait)
+				}
+			}
 			d := &echoDispatcher{e: e, idle: make([]atomic.Int64, 2)}
 			e.Attach(d)
 			for i := range 2 {
 				waitUntil(t, "the queues to be idle", func() bool { return d.idle[i].Load() > 0 })
+				requireQueueIO(t, e, i, mode)
 			}
 			time.Sleep(20 * time.Millisecond)
 			closed := make(chan error)
@@ -339,5 +351,89 @@ func requireRuntimeRuns(t *testing.T, how string) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("GC and goroutines stuck while every queue waits " + how)
+	}
+}
+
+// TestRawWaitsKeepTheirLength: every wait of an empty queue lasts its full
+// length, not only the first. ppoll(2) writes the time left back into its
+// timeout (zero after a wait that timed out), so a loop that hands it the
+// same timespec each time waited its length once and then polled without
+// waiting: the raw wait that keeps the P ended at once and every packet
+// after an idle gap paid the blocking wait's wake-up.
+func TestRawWaitsKeepTheirLength(t *testing.T) {
+	// The raw wait stays below the runtime's 10 ms preemption of a
+	// goroutine that runs on (a signal ends the raw wait early, by design).
+	const raw, blocking = 5 * time.Millisecond, 20 * time.Millisecond
+	savedRaw, savedForeign := foreignRawWait, foreignWait
+	foreignRawWait, foreignWait = raw, blocking
+	defer func() { foreignRawWait, foreignWait = savedRaw, savedForeign }()
+	c, _ := rawPair(t)
+	e := NewEndpointConns([]Conn{c}, 1500, 0) // not attached: the test reads
+	q := e.queues[0]
+	if q.rio == nil {
+		t.Fatal("no raw I/O over a non-blocking socket")
+	}
+	wakeFd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(wakeFd)
+	for i := range 3 {
+		start := time.Now()
+		if _, err := q.rawRead(wakeFd); err != errWoken {
+			t.Fatalf("wait %d of an empty queue: %v, want errWoken (the bounded wait's end)", i, err)
+		}
+		// A lower bound only: a loaded machine makes waits longer, never
+		// shorter. With the timeout reused, waits after the first took µs.
+		if took := time.Since(start); took < blocking {
+			t.Errorf("wait %d of an empty queue took %v, want >= %v (raw %v + blocking %v)", i, took, raw+blocking, raw, blocking)
+		}
+	}
+}
+
+// TestRawWaitOutlastsPreemption: a preemption request (here the
+// stop-the-world of garbage collections run every 5 ms) makes the raw wait
+// yield its P but not end: it goes on for the time left, and only then
+// does the blocking wait begin. Ending it at the first preemption (sysmon
+// sends one after every 10 ms of waiting) made any raw wait longer than
+// 10 ms useless.
+func TestRawWaitOutlastsPreemption(t *testing.T) {
+	const raw, blocking = 150 * time.Millisecond, 10 * time.Millisecond
+	savedRaw, savedForeign := foreignRawWait, foreignWait
+	foreignRawWait, foreignWait = raw, blocking
+	defer func() { foreignRawWait, foreignWait = savedRaw, savedForeign }()
+	c, _ := rawPair(t)
+	e := NewEndpointConns([]Conn{c}, 1500, 0) // not attached: the test reads
+	q := e.queues[0]
+	wakeFd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(wakeFd)
+	stop := make(chan struct{})
+	var gcs atomic.Int64
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+				runtime.GC()
+				gcs.Add(1)
+			}
+		}
+	}()
+	start := time.Now()
+	_, err = q.rawRead(wakeFd)
+	took := time.Since(start)
+	close(stop)
+	if err != errWoken {
+		t.Fatalf("wait of an empty queue: %v, want errWoken (the bounded wait's end)", err)
+	}
+	if took < raw {
+		t.Errorf("wait of an empty queue took %v with %d garbage collections, want >= %v (raw %v + blocking %v)", took, gcs.Load(), raw+blocking, raw, blocking)
+	}
+	if gcs.Load() == 0 {
+		t.Error("no garbage collection ran during the wait: the raw wait kept the P")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"runtime"
 	"strings"
@@ -44,6 +45,12 @@ type Config struct {
 	// Offload asks for checksum and segmentation offloads. The kernel may
 	// refuse some; Device.Offloads says what was granted.
 	Offload bool
+	// SteerPrefix is the translator's RFC 6052 prefix. When set (and there
+	// is more than one queue), a steering program puts both directions of
+	// a translated flow on one queue (steer_linux.go); a kernel that
+	// refuses it leaves the kernel's own choice, and Device.SteeringErr
+	// says why.
+	SteerPrefix netip.Prefix
 }
 
 // Device is an open multi-queue tun with virtio_net_hdr on every packet.
@@ -53,6 +60,7 @@ type Device struct {
 	mtu      int
 	offloads int
 	queues   []*Queue
+	steerErr error
 
 	closeOnce sync.Once
 	closeErr  error
@@ -146,6 +154,9 @@ func Open(c Config) (*Device, error) {
 			if d.offloads, err = negotiateOffloads(set, c.Offload); err != nil {
 				unix.Close(fd)
 				return nil, fmt.Errorf("tun %s: %w", name, err)
+			}
+			if c.SteerPrefix.IsValid() && n > 1 {
+				d.steerErr = setSteering(fd, c.SteerPrefix)
 			}
 		}
 		// The fd is still blocking here, so os.NewFile keeps it out of
@@ -300,6 +311,10 @@ func (d *Device) OffloadFlags() int { return d.offloads }
 // Offloads names the granted offloads, e.g. "csum,tso4,tso6,uso4,uso6", or
 // "none".
 func (d *Device) Offloads() string { return OffloadNames(d.offloads) }
+
+// SteeringErr says why Config.SteerPrefix was not used (the kernel chooses
+// the queues itself then), or nil.
+func (d *Device) SteeringErr() error { return d.steerErr }
 
 // Close closes every queue; blocked reads return os.ErrClosed. The
 // interface disappears with its last queue.

@@ -217,17 +217,29 @@ func (u *uringIO) deliver(e *Endpoint, q *queue, d gvstack.NetworkDispatcher, i,
 }
 
 // wait submits what is queued and waits for a completion as the raw loop
-// waits for a packet. errStopped: a bounded wait ended on a closed
+// waits for a packet: up to rawWait keeping the P (a preemption request,
+// EINTR, gives it up with Gosched, then the wait goes on for the time
+// left), then blocking. errStopped: a bounded wait ended on a closed
 // foreign Conn.
 func (u *uringIO) wait(q *queue) error {
 	q.idle()
 	rio := q.rio
-	errno := u.r.enter(true, &rio.rawWait, true)
-	if errno == unix.EINTR {
-		runtime.Gosched() // a preemption request (GC stop-the-world) may be why
+	raw := time.Duration(rio.rawWait.Nano())
+	start := time.Now()
+	for left := raw; left > 0 && u.r.ready() == 0; left = raw - time.Since(start) {
+		ts := unix.NsecToTimespec(int64(left))
+		errno := u.r.enter(true, &ts, true)
+		if errno != unix.EINTR {
+			break // a completion, the time is up (ETIME), or an error the blocking wait sees again
+		}
+		runtime.Gosched() // a preemption request: sysmon's, or a GC stop-the-world
+	}
+	var tmo *unix.Timespec // nil: until a completion (a packet or a wake-up)
+	if rio.bounded {
+		tmo = &rio.foreignWait
 	}
 	for u.r.ready() == 0 {
-		switch errno = u.r.enter(true, rio.timeout, false); errno {
+		switch errno := u.r.enter(true, tmo, false); errno {
 		case 0, unix.EINTR, unix.EBUSY:
 			// EBUSY: completions to reap first, which ready() sees.
 		case unix.ETIME:

@@ -570,6 +570,8 @@ type Worker struct {
 	last   int64
 	primed bool
 	now    func() int64 // monotonic nanoseconds; replaced by tests
+
+	prefetch prefetchKeys // Prefetch's addresses, kept off the stack
 }
 
 var monoStart = time.Now()

@@ -68,6 +68,18 @@ func usoCases() []usoCase {
 		{name: "6to4 USO on TCP", pol: mtu4(1400), in: tcp6, gsoType: GSOUDPL4, gsoSize: 1380, hdrLen: 60, why: ReasonTooBig},
 		{name: "6to4 TCP shrinks", pol: mtu4(1400), in: tcp6, gsoType: GSOTCPv6, gsoSize: 1428, hdrLen: 60,
 			wantOff: Offload{Flags: OffloadNeedsCsum, GSOType: GSOTCPv4, HdrLen: 40, GSOSize: 1400 - 40, CsumStart: 20, CsumOffset: 16}, wantDF: true},
+		// TSO: DF is weighed per segment (section 5.1, RFC 8021), as for
+		// datagrams above, not on the whole super-packet: segments of an
+		// IPv6 sender at the minimum MTU (1280) are 1260 bytes in IPv4
+		// and leave without DF, one byte more with it.
+		{name: "6to4 TCP segments of 1260 bytes, no DF", pol: mtu4(1500), in: tcp6, gsoType: GSOTCPv6, gsoSize: 1220, hdrLen: 60,
+			wantOff: Offload{Flags: OffloadNeedsCsum, GSOType: GSOTCPv4, HdrLen: 40, GSOSize: 1220, CsumStart: 20, CsumOffset: 16}},
+		{name: "6to4 TCP segments of 1261 bytes, DF", pol: mtu4(1500), in: tcp6, gsoType: GSOTCPv6, gsoSize: 1221, hdrLen: 60,
+			wantOff: Offload{Flags: OffloadNeedsCsum, GSOType: GSOTCPv4, HdrLen: 40, GSOSize: 1221, CsumStart: 20, CsumOffset: 16}, wantDF: true},
+		{name: "6to4 TCP shrinks to segments without DF", pol: mtu4(1200), in: tcp6, gsoType: GSOTCPv6, gsoSize: 1428, hdrLen: 60,
+			wantOff: Offload{Flags: OffloadNeedsCsum, GSOType: GSOTCPv4, HdrLen: 40, GSOSize: 1200 - 40, CsumStart: 20, CsumOffset: 16}},
+		{name: "6to4 TCP one short segment, no DF", pol: mtu4(1500), in: ip6(S6A, C6, 64, 6, tcpSeg(5001, 40000, header.TCPFlagAck, 1, 2, nil, payload(1000)), v6opt{}), gsoType: GSOTCPv6, gsoSize: 1428, hdrLen: 60,
+			wantOff: Offload{Flags: OffloadNeedsCsum, GSOType: GSOTCPv4, HdrLen: 40, GSOSize: 1428, CsumStart: 20, CsumOffset: 16}},
 	}
 }
 

@@ -76,11 +76,7 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 	if q.x.fragAt < 0 {
 		id = w.nextID()
 	}
-	df4 := tot4 // the length section 5.1's DF rule weighs
-	if off != nil && off.GSOType&^GSOECN == GSOUDPL4 {
-		df4 = ip4Size + udpSize + int(off.GSOSize) // each datagram's, which carries the flag
-	}
-	id, flagsFO := q.x.ipv4Frag(df4, id)
+	id, flagsFO := q.x.ipv4Frag(dfLength64(tot4, l4hdr, s.mtu4, off), id)
 	putIPv4(buf[ns:ns+ip4Size], s.tos64.apply(trafficClass(q.p)), s.hopLimit64(q.p), proto, tot4, id, flagsFO, &q.src4, &q.dst4)
 	if off != nil {
 		moveOffload(off, ip4Size-q.x.off, ip4Size, l4hdr, s.mtu4, GSOTCPv6, GSOTCPv4)
@@ -262,6 +258,33 @@ func (w *Worker) error64(s *state, buf []byte, start, end int, q *in6, off *Offl
 		return w.hairpin(s, buf, r, off, sink)
 	}
 	return r
+}
+
+// dfLength64 is the IPv4 length that section 5.1's DF rule weighs for a
+// packet of tot4 bytes once translated: its own, or for a super-packet
+// that of each packet the kernel cuts it into, which all copy the flag
+// from its header. A UDP super-packet (USO) is cut into datagrams of
+// gso_size payload bytes; a TCP one (TSO) into segments of gso_size
+// payload bytes after the transport header, gso_size as moveOffload
+// leaves it (at most the IPv4 MTU), so that segments of at most
+// dfThreshold bytes, such as those of an IPv6 sender at the 1280-byte
+// minimum MTU, leave without DF as each would have alone. A last, shorter
+// segment or datagram gets the flag of the others.
+func dfLength64(tot4, l4hdr, mtu4 int, off *Offload) int {
+	if off == nil {
+		return tot4
+	}
+	switch off.GSOType &^ GSOECN {
+	case GSOUDPL4:
+		return ip4Size + udpSize + int(off.GSOSize)
+	case GSOTCPv6:
+		seg := ip4Size + l4hdr + int(off.GSOSize)
+		if mtu4 > 0 && l4hdr >= tcpMinSize {
+			seg = min(seg, mtu4) // moveOffload's clamp
+		}
+		return min(seg, tot4)
+	}
+	return tot4
 }
 
 // usoTooBig64 refuses a UDP super-packet whose datagrams of gso payload

@@ -1,0 +1,127 @@
+package stack
+
+import (
+	"encoding/binary"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	xipv4 "golang.org/x/net/ipv4"
+
+	"github.com/map646/map646/internal/testenv"
+	"github.com/map646/map646/stack/xlat"
+)
+
+// TestNetnsUDPGROForwarding: with GRO and UDP GRO forwarding on the veth a
+// UDP flood arrives on (as the appliance sets up its NICs), the kernel
+// merges datagrams that one NAPI poll finds together into a UDP
+// super-packet (SKB_GSO_UDP_L4) and hands it to the tun as USO. Bursts of
+// small datagrams of mixed sizes must still reach the IPv6 server one by
+// one, each intact and in its own boundaries (the kernel checks the UDP
+// checksums the translator wrote on the way in).
+func TestNetnsUDPGROForwarding(t *testing.T) {
+	tp := newTopology(t, true, 1520)
+	if !strings.Contains(tp.dev.Offloads(), "uso4") {
+		testenv.SkipOrFailf(t, "the kernel did not grant USO (offloads %s)", tp.dev.Offloads())
+	}
+	if out, err := tp.xlat.Output("ethtool", "-K", "x4", "gro", "on", "rx-udp-gro-forwarding", "on"); err != nil {
+		testenv.SkipOrFailf(t, "UDP GRO forwarding on x4: %v: %s", err, out)
+	}
+	// Threaded NAPI polls x4 from a kernel thread, which finds most of
+	// a burst waiting when it runs; the softirq run at the end of each
+	// send finds one datagram.
+	if out, err := tp.xlat.Output("sh", "-c", "echo 1 > /sys/class/net/x4/threaded"); err != nil {
+		testenv.SkipOrFailf(t, "threaded NAPI on x4: %v: %s", err, out)
+	}
+	var srv *net.UDPConn
+	if err := tp.srv.Do(func() (err error) {
+		srv, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.ParseIP(serverV6)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if err := srv.SetReadBuffer(4 << 20); err != nil {
+		t.Fatal(err)
+	}
+	var c net.Conn
+	if err := tp.cli.Do(func() (err error) {
+		c, err = net.Dial("udp4", net.JoinHostPort(serverV4, strconv.Itoa(srv.LocalAddr().(*net.UDPAddr).Port)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pc := xipv4.NewPacketConn(c.(*net.UDPConn))
+
+	// Datagram i carries its number and a pattern derived from it; most
+	// are 64 bytes (what GRO merges), every 16th is shorter, which ends
+	// a merge (only the last segment of a super-packet may be short).
+	size := func(i int) int {
+		if i%16 == 15 {
+			return 9 + i%40
+		}
+		return 64
+	}
+	fill := func(b []byte, i int) {
+		binary.BigEndian.PutUint32(b, uint32(i))
+		for j := 4; j < len(b); j++ {
+			b[j] = byte(i*7 + j)
+		}
+	}
+	const bursts, burst = 40, 64
+	before := tp.eng.Totals().Packets[xlat.Dir46][xlat.ProtoUDP]
+	buf := make([]byte, 65536)
+	msgs := make([]xipv4.Message, burst)
+	for b := range bursts {
+		for k := range msgs {
+			i := b*burst + k
+			d := make([]byte, size(i))
+			fill(d, i)
+			msgs[k] = xipv4.Message{Buffers: [][]byte{d}}
+		}
+		for sent := 0; sent < burst; {
+			n, err := pc.WriteBatch(msgs[sent:], 0)
+			if err != nil {
+				t.Fatalf("burst %d: sendmmsg: %v", b, err)
+			}
+			sent += n
+		}
+		// Every datagram of the burst arrives, once and intact; the
+		// next burst goes only then, so no queue on the way overflows.
+		seen := make(map[int]bool, burst)
+		srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for len(seen) < burst {
+			n, err := srv.Read(buf)
+			if err != nil {
+				t.Fatalf("burst %d: %d of %d datagrams arrived: %v", b, len(seen), burst, err)
+			}
+			if n < 4 {
+				t.Fatalf("burst %d: a %d-byte datagram", b, n)
+			}
+			i := int(binary.BigEndian.Uint32(buf))
+			want := make([]byte, size(i))
+			fill(want, i)
+			if i/burst != b || seen[i] || n != len(want) || string(buf[:n]) != string(want) {
+				t.Fatalf("burst %d: datagram %d (%d bytes, want %d) is not what was sent or came twice", b, i, n, len(want))
+			}
+			seen[i] = true
+		}
+	}
+	// Fewer translated packets than datagrams: super-packets crossed.
+	// The queues publish their counts when they find their tun empty.
+	var got uint64
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		n := tp.eng.Totals().Packets[xlat.Dir46][xlat.ProtoUDP] - before
+		if n > 0 && n == got {
+			break
+		}
+		got = n
+	}
+	t.Logf("%d datagrams crossed as %d translated UDP packets", bursts*burst, got)
+	if got == 0 || got >= bursts*burst {
+		t.Errorf("%d datagrams crossed as %d translated UDP packets: GRO merged none, so no super-packet was checked", bursts*burst, got)
+	}
+}
