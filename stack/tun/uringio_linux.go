@@ -43,8 +43,11 @@ const uringSlots = 16
 // queueIO selects the queue loop for raw descriptors: "uring" tries
 // io_uring and falls back to the raw loop where it is missing, disabled
 // (kernel.io_uring_disabled) or too old; anything else is the raw loop.
-// The build sets it (-ldflags -X) to measure one against the other.
-var queueIO = "uring"
+// The raw loop is the default: with the merged wait policy the io_uring
+// loop made sparse (1/s) pings slower (docs/datapath.md, "io_uring on the
+// tun queues"). A build selects the ring with -ldflags -X
+// github.com/map646/map646/stack/tun.queueIO=uring.
+var queueIO = "raw"
 
 // User data of the ring's operations: the kind in the high word, the slot
 // in the low one.
