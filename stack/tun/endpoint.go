@@ -50,6 +50,11 @@ const (
 // PacketBuffer over it (no copy) and a translator may rewrite it in place.
 // Only the queue's dispatch goroutine uses a Frame, and only while it
 // delivers the packet read into it.
+//
+// A queue that reads through its io_uring (uringio_linux.go) keeps
+// several reads posted, each into memory of its own: its Frame is then
+// pointed at the memory of the packet being delivered, so the same *Frame
+// holds different memory from one delivery to the next.
 type Frame struct {
 	view *buffer.View // owns buf; PacketBuffers over the frame are clones
 	buf  []byte
@@ -129,8 +134,10 @@ func (f *Frame) InFrame(pkt *gvstack.PacketBuffer) (start, end int, ok bool) {
 // PacketBuffer or its memory once DeliverNetworkPacket returns, and that it
 // writes a PacketBuffer over a frame (Frame.PacketBuffer) only from within
 // DeliverNetworkPacket, on the delivering goroutine, with that queue's
-// Hash. Other dispatchers (a gVisor network stack) get a copy of each
-// packet in a pooled view instead.
+// Hash, and leaves the bytes it wrote as they are until
+// DeliverNetworkPacket returns (a queue on an io_uring sends them after
+// the delivery, with the next batch). Other dispatchers (a gVisor network
+// stack) get a copy of each packet in a pooled view instead.
 type FrameDispatcher interface {
 	gvstack.NetworkDispatcher
 	TakesFrames(e *Endpoint) bool
@@ -247,6 +254,10 @@ type queue struct {
 	// non-blocking one (nil otherwise).
 	rio  *rawIO
 	idle func() // the dispatcher's QueueIdle for this queue
+	// uio is the queue's io_uring and read slots once it has used them
+	// (uringio_linux.go); uringOn: the loop runs on the ring now.
+	uio     *uringIO
+	uringOn atomic.Bool
 
 	wmu  sync.Mutex
 	wbuf []byte // VnetHdrLen + GSOMaxSize: packets from outside the frame
@@ -298,7 +309,8 @@ func NewEndpointConns(conns []Conn, mtu int, offloads int) *Endpoint {
 // Queues is the number of queues, each with its own dispatch goroutine.
 func (e *Endpoint) Queues() int { return len(e.queues) }
 
-// Frame is queue q's frame.
+// Frame is queue q's frame (whose memory is the delivered packet's: see
+// Frame).
 func (e *Endpoint) Frame(q int) *Frame { return e.queues[q].frame }
 
 // MTU implements stack.LinkEndpoint.
@@ -533,6 +545,11 @@ func (q *queue) write(b []byte) (int, error) {
 // closed (nil), or reads keep failing (the error).
 func (e *Endpoint) dispatchLoop(q *queue, d gvstack.NetworkDispatcher, frames bool, wakeFd int) error {
 	defer q.idle()
+	if q.rio != nil {
+		if ran, err := e.runURing(q, d, frames, wakeFd); ran {
+			return err
+		}
+	}
 	errs := 0
 	for {
 		n, err := q.read(wakeFd)
@@ -554,13 +571,13 @@ func (e *Endpoint) dispatchLoop(q *queue, d gvstack.NetworkDispatcher, frames bo
 			continue
 		}
 		errs = 0
-		e.deliver(q, d, n, frames)
+		e.deliver(q, q.frame, d, n, frames)
 	}
 }
 
-// deliver hands the n bytes read into q's frame to d.
-func (e *Endpoint) deliver(q *queue, d gvstack.NetworkDispatcher, n int, frames bool) {
-	f := q.frame
+// deliver hands the n bytes read into f (q's frame, or for a dispatcher
+// that copies, a frame of q's io_uring) to d.
+func (e *Endpoint) deliver(q *queue, f *Frame, d gvstack.NetworkDispatcher, n int, frames bool) {
 	if n < VnetHdrLen {
 		q.stats.ShortVnetHdr.Add(1)
 		return
@@ -619,6 +636,9 @@ func (e *Endpoint) writePacket(pkt *gvstack.PacketBuffer) tcpip.Error {
 		// The packet is in the frame: its header goes in front of it.
 		b := q.frame.buf[start-VnetHdrLen : end]
 		EncodeVnetHdr(b, &q.frame.Offload)
+		if q.uio.queueWrite(b) {
+			return nil // written after the delivery, with the next batch
+		}
 		m, err := q.write(b)
 		return writeResult(m, err, len(b))
 	}

@@ -99,8 +99,9 @@ func idleEndpoint(t *testing.T, n int) (*Endpoint, *echoDispatcher, []*os.File) 
 	}
 	for i := range n {
 		waitUntil(t, "the queues to be idle", func() bool { return d.idle[i].Load() > 0 })
+		requireQueueIO(t, e, i, queueIO)
 	}
-	time.Sleep(20 * time.Millisecond) // into ppoll
+	time.Sleep(20 * time.Millisecond) // into ppoll or io_uring_enter
 	return e, d, peers
 }
 
@@ -108,33 +109,38 @@ func idleEndpoint(t *testing.T, n int) (*Endpoint, *echoDispatcher, []*os.File) 
 // a packet that never comes (through the attachment's eventfd) and returns
 // promptly; a new attachment serves the queues again.
 func TestRawStopWhileBlocked(t *testing.T) {
-	e, _, peers := idleEndpoint(t, 2)
-	done := make(chan struct{})
-	start := time.Now()
-	go func() {
-		e.Attach(nil)
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Attach(nil) still waiting for blocked queues after 5 s")
+	for _, mode := range queueIOModes {
+		t.Run(mode, func(t *testing.T) {
+			setQueueIO(t, mode)
+			e, _, peers := idleEndpoint(t, 2)
+			done := make(chan struct{})
+			start := time.Now()
+			go func() {
+				e.Attach(nil)
+				close(done)
+			}()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Attach(nil) still waiting for blocked queues after 5 s")
+			}
+			t.Logf("stopped two blocked queues in %v", time.Since(start))
+			for i := range 2 {
+				if !e.Exited(i) {
+					t.Errorf("queue %d still running", i)
+				}
+			}
+			d := &echoDispatcher{e: e, idle: make([]atomic.Int64, 2)}
+			e.Attach(d)
+			defer e.Close()
+			pkt := make([]byte, VnetHdrLen+28)
+			pkt[VnetHdrLen] = 0x60
+			if _, err := peers[1].Write(pkt); err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(t, "the reattached queue to echo", func() bool { return d.echoed.Load() == 1 })
+		})
 	}
-	t.Logf("stopped two blocked queues in %v", time.Since(start))
-	for i := range 2 {
-		if !e.Exited(i) {
-			t.Errorf("queue %d still running", i)
-		}
-	}
-	d := &echoDispatcher{e: e, idle: make([]atomic.Int64, 2)}
-	e.Attach(d)
-	defer e.Close()
-	pkt := make([]byte, VnetHdrLen+28)
-	pkt[VnetHdrLen] = 0x60
-	if _, err := peers[1].Write(pkt); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, "the reattached queue to echo", func() bool { return d.echoed.Load() == 1 })
 }
 
 // TestRawBlockedKeepsNoP: with GOMAXPROCS 2 and two queues waiting for
@@ -142,13 +148,18 @@ func TestRawStopWhileBlocked(t *testing.T) {
 // (whose stop-the-world needs every P) completes, and goroutines get
 // scheduled.
 func TestRawBlockedKeepsNoP(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
-	saved := foreignRawWait
-	foreignRawWait = time.Millisecond // into the blocking wait at once
-	defer func() { foreignRawWait = saved }()
-	e, _, _ := idleEndpoint(t, 2)
-	defer e.Close()
-	requireRuntimeRuns(t, "for packets")
+	for _, mode := range queueIOModes {
+		t.Run(mode, func(t *testing.T) {
+			setQueueIO(t, mode)
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+			saved := foreignRawWait
+			foreignRawWait = time.Millisecond // into the blocking wait at once
+			defer func() { foreignRawWait = saved }()
+			e, _, _ := idleEndpoint(t, 2)
+			defer e.Close()
+			requireRuntimeRuns(t, "for packets")
+		})
+	}
 }
 
 // TestRawWaitYields: a queue waiting in the raw ppoll that keeps its P
@@ -156,13 +167,18 @@ func TestRawBlockedKeepsNoP(t *testing.T) {
 // the P up when the runtime asks: with GOMAXPROCS 2 and both queues in
 // that wait, a garbage collection completes and goroutines run.
 func TestRawWaitYields(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
-	saved := foreignRawWait
-	foreignRawWait = time.Hour
-	defer func() { foreignRawWait = saved }()
-	e, _, _ := idleEndpoint(t, 2)
-	defer e.Close()
-	requireRuntimeRuns(t, "in a raw ppoll")
+	for _, mode := range queueIOModes {
+		t.Run(mode, func(t *testing.T) {
+			setQueueIO(t, mode)
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+			saved := foreignRawWait
+			foreignRawWait = time.Hour
+			defer func() { foreignRawWait = saved }()
+			e, _, _ := idleEndpoint(t, 2)
+			defer e.Close()
+			requireRuntimeRuns(t, "in a raw ppoll")
+		})
+	}
 }
 
 // TestRawWriteErrors: a raw write that fails (the peer is gone) is
@@ -190,53 +206,59 @@ func TestRawWriteErrors(t *testing.T) {
 // TestDeviceCloseWakesEndpoint: closing a Device whose queues wait in
 // ppoll wakes them; the loops end and the descriptors close.
 func TestDeviceCloseWakesEndpoint(t *testing.T) {
-	netnstest.RequireTun(t, "dp-")
-	ns := netnstest.New(t, "dp-wake-")
-	var dev *Device
-	if err := ns.Do(func() (err error) {
-		dev, err = Open(Config{Name: "dp-wake0", Queues: 2})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 100)
-	if _, err := dev.Queues()[0].Read(buf); err != unix.EAGAIN && !isEAGAIN(err) {
-		t.Errorf("Read of an empty queue: %v, want EAGAIN (never blocks)", err)
-	}
-	e := NewEndpoint(dev)
-	// A Device's queues wait rawWait (the daemon adds Ps for them), not
-	// the foreign Conns' foreignRawWait, and only a wake-up ends their
-	// blocking wait.
-	for i, q := range e.queues {
-		if q.rio == nil || q.rio.rawWait != unix.NsecToTimespec(int64(rawWait)) || q.rio.bounded {
-			t.Fatalf("queue %d: raw I/O %+v, want a raw wait of %v and an unbounded blocking wait", i, q.rio, rawWait)
-		}
-	}
-	d := &echoDispatcher{e: e, idle: make([]atomic.Int64, 2)}
-	e.Attach(d)
-	for i := range 2 {
-		waitUntil(t, "the queues to be idle", func() bool { return d.idle[i].Load() > 0 })
-	}
-	time.Sleep(20 * time.Millisecond)
-	closed := make(chan error)
-	go func() {
-		err := dev.Close()
-		e.Wait()
-		closed <- err
-	}()
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Errorf("Close = %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Device.Close did not end the blocked loops")
-	}
-	if err := e.Err(); err != nil {
-		t.Errorf("loops ended with %v, want nil", err)
-	}
-	if _, err := ns.Output("ip", "link", "show", "dp-wake0"); err == nil {
-		t.Error("interface still there after Close")
+	for _, mode := range queueIOModes {
+		t.Run(mode, func(t *testing.T) {
+			setQueueIO(t, mode)
+			netnstest.RequireTun(t, "dp-")
+			ns := netnstest.New(t, "dp-wake-")
+			var dev *Device
+			if err := ns.Do(func() (err error) {
+				dev, err = Open(Config{Name: "dp-wake0", Queues: 2})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 100)
+			if _, err := dev.Queues()[0].Read(buf); err != unix.EAGAIN && !isEAGAIN(err) {
+				t.Errorf("Read of an empty queue: %v, want EAGAIN (never blocks)", err)
+			}
+			e := NewEndpoint(dev)
+			// A Device's queues wait rawWait (the daemon adds Ps for them), not
+			// the foreign Conns' foreignRawWait, and only a wake-up ends their
+			// blocking wait.
+			for i, q := range e.queues {
+				if q.rio == nil || q.rio.rawWait != unix.NsecToTimespec(int64(rawWait)) || q.rio.bounded {
+					t.Fatalf("queue %d: raw I/O %+v, want a raw wait of %v and an unbounded blocking wait", i, q.rio, rawWait)
+				}
+			}
+			d := &echoDispatcher{e: e, idle: make([]atomic.Int64, 2)}
+			e.Attach(d)
+			for i := range 2 {
+				waitUntil(t, "the queues to be idle", func() bool { return d.idle[i].Load() > 0 })
+				requireQueueIO(t, e, i, mode)
+			}
+			time.Sleep(20 * time.Millisecond)
+			closed := make(chan error)
+			go func() {
+				err := dev.Close()
+				e.Wait()
+				closed <- err
+			}()
+			select {
+			case err := <-closed:
+				if err != nil {
+					t.Errorf("Close = %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Device.Close did not end the blocked loops")
+			}
+			if err := e.Err(); err != nil {
+				t.Errorf("loops ended with %v, want nil", err)
+			}
+			if _, err := ns.Output("ip", "link", "show", "dp-wake0"); err == nil {
+				t.Error("interface still there after Close")
+			}
+		})
 	}
 }
 
@@ -245,11 +267,31 @@ func isEAGAIN(err error) bool {
 	return ok && pe.Err == unix.EAGAIN
 }
 
-// BenchmarkRawRoundTrip is one packet at a time through an Endpoint's raw
-// queue loop and back, over a socketpair, the peer in this process: the
-// cost of the loop's wake-up, read, delivery and write, without a
+// BenchmarkRawRoundTrip is one packet at a time through an Endpoint's
+// queue loop (uring: through its io_uring; raw: read and write by raw
+// system calls) and back, over a socketpair, the peer in this process:
+// the cost of the loop's wake-up, read, delivery and write, without a
 // translator. rawWait is the product's.
 func BenchmarkRawRoundTrip(b *testing.B) {
+	for _, mode := range queueIOModes {
+		b.Run(mode, func(b *testing.B) { benchQueueBurst(b, mode, 1) })
+	}
+}
+
+// BenchmarkQueueBurst is bursts of 16 packets through a queue's loop and
+// back: the peer writes them all, then reads the 16 echoes; ns/op is per
+// burst. A loop that batches reads and writes pays fewer system calls per
+// packet here.
+func BenchmarkQueueBurst(b *testing.B) {
+	for _, mode := range queueIOModes {
+		b.Run(mode, func(b *testing.B) { benchQueueBurst(b, mode, 16) })
+	}
+}
+
+func benchQueueBurst(b *testing.B, mode string, burst int) {
+	saved := queueIO
+	queueIO = mode
+	defer func() { queueIO = saved }()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		b.Fatal(err)
@@ -270,12 +312,19 @@ func BenchmarkRawRoundTrip(b *testing.B) {
 		p.Write(pkt)
 		p.Read(buf)
 	}
+	if on := e.queues[0].uringOn.Load(); on != (mode == "uring") {
+		b.Fatalf("queue on its io_uring: %v, loop %q", on, mode)
+	}
 	for b.Loop() {
-		if _, err := p.Write(pkt); err != nil {
-			b.Fatal(err)
+		for range burst {
+			if _, err := p.Write(pkt); err != nil {
+				b.Fatal(err)
+			}
 		}
-		if _, err := p.Read(buf); err != nil {
-			b.Fatal(err)
+		for range burst {
+			if _, err := p.Read(buf); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 }

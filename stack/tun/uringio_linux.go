@@ -1,0 +1,307 @@
+package tun
+
+import (
+	"fmt"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/buffer"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// A queue's I/O through an io_uring of its own.
+//
+// The queue keeps uringSlots reads posted, each into a frame of its own
+// (the slots; each with FrameHeader bytes in front, like the queue's
+// Frame). One io_uring_enter(2) submits what the last batch queued and
+// waits for the next completions; the loop then delivers each packet read,
+// in turn, on its own goroutine, with the queue's Frame pointed at the
+// slot's memory. A write the dispatcher makes from the frame is queued,
+// not made: its entry is linked (IOSQE_IO_LINK) to the slot's next read,
+// so the slot is read into again only after the write completed, and a
+// successful write posts no completion (IOSQE_CQE_SKIP_SUCCESS). A queue
+// busy with K packets thus costs one system call per K packets, and an
+// idle one a single io_uring_enter per packet where the raw loop
+// (rawio_linux.go) makes a read, a write, a read that finds nothing and a
+// ppoll.
+//
+// Waiting follows the raw loop's rule: up to rawWait in io_uring_enter by
+// RawSyscall, keeping the P (a preemption signal ends it: EINTR, Gosched),
+// then blocking through entersyscall. The attachment's wake eventfd is
+// polled by the ring itself (IORING_OP_POLL_ADD), so Stop and Device.Close
+// end either wait. Before the loop returns it cancels everything in flight
+// and waits for it: the kernel must not write into a slot after that.
+//
+// The descriptor is registered with the ring (a fixed file), which holds a
+// reference to it: closing the Conn's descriptor cannot make the ring read
+// another file that reused its number.
+
+// uringSlots is how many reads a queue keeps posted: the largest batch.
+const uringSlots = 16
+
+// queueIO selects the queue loop for raw descriptors: "uring" tries
+// io_uring and falls back to the raw loop where it is missing, disabled
+// (kernel.io_uring_disabled) or too old; anything else is the raw loop.
+// The raw loop is the default: with the merged wait policy the io_uring
+// loop made sparse (1/s) pings slower (docs/datapath.md, "io_uring on the
+// tun queues"). A build selects the ring with -ldflags -X
+// github.com/map646/map646/stack/tun.queueIO=uring.
+var queueIO = "raw"
+
+// User data of the ring's operations: the kind in the high word, the slot
+// in the low one.
+const (
+	uringRead  = 1 << 32
+	uringWrite = 2 << 32
+	uringWake  = 3 << 32
+	uringStop  = 4 << 32
+)
+
+// uringIO is a queue's ring and slots; only its dispatch goroutine uses
+// it.
+type uringIO struct {
+	r     *ring
+	slots []*Frame  // slots[0] shares the queue Frame's own memory
+	own   uringSlot // the queue Frame's own memory, restored on exit
+	cur   int       // the slot being delivered, -1 between deliveries
+	// busy counts slots with a read (after its writes) in flight;
+	// wakeArmed: the eventfd's poll is.
+	busy      int
+	wakeArmed bool
+	// enters counts io_uring_enter calls of the loop while it delivered
+	// (what batching saves), over the queue's life.
+	enters uint64
+}
+
+type uringSlot struct {
+	view *buffer.View
+	buf  []byte
+}
+
+// setupURing gives q a ring over fd (the queue's descriptor), unless the
+// loop must stay raw (queueIO, or a thread that is not the queue's own:
+// the ring wants one submitter) or the kernel has none.
+func (q *queue) setupURing(fd int) error {
+	if queueIO != "uring" || !lockThread {
+		return errNoURing
+	}
+	r, err := uringSetup(2*uringSlots+4, fd)
+	if err != nil {
+		return err
+	}
+	u := q.uio
+	if u == nil {
+		u = &uringIO{own: uringSlot{view: q.frame.view, buf: q.frame.buf}}
+		u.slots = make([]*Frame, uringSlots)
+		u.slots[0] = &Frame{view: q.frame.view, buf: q.frame.buf}
+		for i := 1; i < uringSlots; i++ {
+			u.slots[i] = NewFrame()
+		}
+		q.uio = u
+	}
+	u.r, u.cur, u.busy, u.wakeArmed = r, -1, 0, false
+	return nil
+}
+
+// postRead queues slot i's next read, after any write of it queued in
+// this delivery.
+func (u *uringIO) postRead(i int) {
+	u.r.prepRW(uringOpRead, 0, u.slots[i].buf[FrameHeader:], uringRead|uint64(i))
+	u.busy++
+}
+
+// queueWrite queues the write of b, which lies in the slot being
+// delivered, linked to the slot's next read. It reports false if no slot
+// is being delivered.
+func (u *uringIO) queueWrite(b []byte) bool {
+	if u == nil || u.cur < 0 {
+		return false
+	}
+	if u.r.space() < 2 { // this write and the slot's read
+		u.r.enter(false, nil, true)
+	}
+	u.r.prepRW(uringOpWrite, uringSqeLink|uringSqeSkipSuccess, b, uringWrite|uint64(u.cur))
+	return true
+}
+
+// uringLoop is dispatchLoop through q's ring; it returns what
+// dispatchLoop would.
+func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool, wakeFd int) error {
+	u := q.uio
+	defer func() {
+		u.drain()
+		u.r.close()
+		u.r = nil
+		q.frame.view, q.frame.buf = u.own.view, u.own.buf
+	}()
+	for i := range u.slots {
+		u.postRead(i)
+	}
+	errs := 0
+	for {
+		if !u.wakeArmed {
+			u.r.prepPoll(wakeFd, uringWake)
+			u.wakeArmed = true
+		}
+		if u.r.ready() == 0 {
+			u.enters++
+			if err := u.wait(q); err != nil {
+				if err == errStopped {
+					return nil
+				}
+				return fmt.Errorf("tun queue %d: io_uring: %w", q.index, err)
+			}
+		}
+		// Every completion of the batch is accounted for, even after one
+		// ended the loop: drain waits for the rest by their count.
+		var stop bool
+		var err error
+		n := u.r.ready()
+		for i := range n {
+			c := u.r.cqe(i)
+			slot, res := int(c.userData&0xffffffff), c.res
+			switch c.userData &^ 0xffffffff {
+			case uringRead:
+				u.busy--
+				switch {
+				case stop:
+					continue
+				case res > 0:
+					errs = 0
+					u.deliver(e, q, d, slot, int(res), frames)
+				case res == 0:
+					stop = true // a socket peer went away; a tun never reads 0
+					continue
+				case res == -int32(unix.ECANCELED), res == -int32(unix.EINTR), res == -int32(unix.EAGAIN):
+					// ECANCELED: the write before it failed (counted there).
+				default:
+					errno := unix.Errno(-res)
+					q.stats.ReadErrors.Add(1)
+					// EBADFD: the interface was deleted under us.
+					if errs++; errs >= MaxReadErrors || errno == unix.EBADFD {
+						stop, err = true, fmt.Errorf("tun queue %d: read: %w", q.index, errno)
+						continue
+					}
+				}
+				u.postRead(slot)
+			case uringWrite:
+				q.stats.WriteErrors.Add(1) // only failures complete
+			case uringWake:
+				u.wakeArmed = false
+				if e.stopping.Load() || q.rio.rc.Control(func(uintptr) {}) != nil {
+					stop = true // stopped, or the Conn closed
+				}
+				// Otherwise a Device closing (it wakes, then closes): look
+				// again after re-arming.
+			}
+		}
+		u.r.consume(n)
+		if stop {
+			return err
+		}
+	}
+}
+
+// deliver hands the n bytes read into slot i to d. A FrameDispatcher gets
+// them through the queue's Frame, pointed at the slot (it writes from the
+// frame on this goroutine only); any other dispatcher gets a copy from
+// the slot, and the queue's Frame stays as it is for writers on other
+// goroutines, which look at it.
+func (u *uringIO) deliver(e *Endpoint, q *queue, d gvstack.NetworkDispatcher, i, n int, frames bool) {
+	f := u.slots[i]
+	if frames {
+		q.frame.view, q.frame.buf = f.view, f.buf
+		f = q.frame
+	}
+	u.cur = i
+	e.deliver(q, f, d, n, frames)
+	u.cur = -1
+}
+
+// wait submits what is queued and waits for a completion as the raw loop
+// waits for a packet: up to rawWait keeping the P (a preemption request,
+// EINTR, gives it up with Gosched, then the wait goes on for the time
+// left), then blocking. errStopped: a bounded wait ended on a closed
+// foreign Conn.
+func (u *uringIO) wait(q *queue) error {
+	q.idle()
+	rio := q.rio
+	raw := time.Duration(rio.rawWait.Nano())
+	start := time.Now()
+	for left := raw; left > 0 && u.r.ready() == 0; left = raw - time.Since(start) {
+		ts := unix.NsecToTimespec(int64(left))
+		errno := u.r.enter(true, &ts, true)
+		if errno != unix.EINTR {
+			break // a completion, the time is up (ETIME), or an error the blocking wait sees again
+		}
+		runtime.Gosched() // a preemption request: sysmon's, or a GC stop-the-world
+	}
+	var tmo *unix.Timespec // nil: until a completion (a packet or a wake-up)
+	if rio.bounded {
+		tmo = &rio.foreignWait
+	}
+	for u.r.ready() == 0 {
+		switch errno := u.r.enter(true, tmo, false); errno {
+		case 0, unix.EINTR, unix.EBUSY:
+			// EBUSY: completions to reap first, which ready() sees.
+		case unix.ETIME:
+			// The bounded wait of a foreign Conn: nothing wakes the loop
+			// when it is closed.
+			if rio.rc.Control(func(uintptr) {}) != nil {
+				return errStopped
+			}
+		default:
+			return errno
+		}
+	}
+	return nil
+}
+
+// drain cancels every operation in flight and waits until none is left,
+// so that no read lands in a slot after the loop returned. A cancellation
+// can miss an operation that was between two attempts (a read woken by
+// its poll and not yet re-armed): each wait is short, and cancellation
+// is asked again until nothing is left.
+func (u *uringIO) drain() {
+	cancels := 0
+	ts := unix.NsecToTimespec(int64(drainWait))
+	for u.busy > 0 || u.wakeArmed || cancels > 0 {
+		if cancels == 0 {
+			u.r.prepCancelAll(uringStop)
+			cancels++
+		}
+		u.r.enter(true, &ts, false)
+		n := u.r.ready()
+		for i := range n {
+			c := u.r.cqe(i)
+			switch c.userData &^ 0xffffffff {
+			case uringRead:
+				u.busy--
+			case uringWake:
+				u.wakeArmed = false
+			case uringStop:
+				cancels--
+			}
+		}
+		u.r.consume(n)
+	}
+}
+
+// drainWait bounds one wait of drain.
+const drainWait = 10 * time.Millisecond
+
+// runURing runs the uring loop over q's descriptor (registered with the
+// ring inside RawConn.Control). ran is false if q must use the raw loop.
+func (e *Endpoint) runURing(q *queue, d gvstack.NetworkDispatcher, frames bool, wakeFd int) (ran bool, err error) {
+	var setupErr error
+	if q.rio.rc.Control(func(fd uintptr) { setupErr = q.setupURing(int(fd)) }) != nil {
+		return true, nil // closed
+	}
+	if setupErr != nil {
+		return false, nil
+	}
+	q.uringOn.Store(true)
+	defer q.uringOn.Store(false)
+	return true, e.uringLoop(q, d, frames, wakeFd)
+}
