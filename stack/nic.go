@@ -754,12 +754,27 @@ func (n *nicPath) send(hop nextHop, queue int, b []byte) error {
 	iov[2].SetLen(len(b) - tun.VnetHdrLen)
 	msg := unix.Msghdr{Name: (*byte)(unsafe.Pointer(&sll)), Namelen: unix.SizeofSockaddrLinklayer, Iov: &iov[0]}
 	msg.SetIovlen(len(iov))
-	fd := p.fds[queue%len(p.fds)]
-	_, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT)
-	if errno != 0 {
+	if errno := sendmsg(p.fds[queue%len(p.fds)], &msg); errno != 0 {
 		return errno
 	}
 	return nil
+}
+
+// sendmsg sends msg on the AF_PACKET socket fd without blocking, and sends
+// it again if the first try fails with ENETDOWN: the kernel gives a socket
+// a pending ENETDOWN (sk_err) when it is bound to a NIC that is down or
+// when its NIC goes down, and the next send returns that error once,
+// consuming it, instead of sending. An appliance boots with its NICs down
+// and opens its sockets before its interface blocks bring them up, so
+// without the second try the first packet each socket sent was lost. If
+// the NIC is really down, the second try fails too. (nicBatch.flush does
+// the same for sendmmsg.)
+func sendmsg(fd int, msg *unix.Msghdr) unix.Errno {
+	_, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(msg)), unix.MSG_DONTWAIT)
+	if errno == unix.ENETDOWN {
+		_, _, errno = unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(msg)), unix.MSG_DONTWAIT)
+	}
+	return errno
 }
 
 // linkHeaders makes what goes out in front of b's IP packet to hop through
