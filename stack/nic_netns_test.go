@@ -659,6 +659,11 @@ func TestNetnsNICRingBound(t *testing.T) {
 		if ring.frames != frames {
 			t.Errorf("ring of %d frames, want %d", ring.frames, frames)
 		}
+		// Room to send GSO super-packets while the NIC holds the
+		// earlier ones (sends do not wait: a full buffer loses them).
+		if sndbuf, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF); err != nil || sndbuf < socketBuffer {
+			t.Errorf("send buffer %d bytes (%v), want %d or more", sndbuf, err, socketBuffer)
+		}
 		conn, err = newNICConn(n, p.files[0], 0)
 		conn.useRing(ring)
 		return err
