@@ -161,6 +161,11 @@ func checkTraffic(t *testing.T, tp *topology) {
 				t.Errorf("%s = %v after the traffic, want > 0", series, n)
 			}
 		}
+		// A packet the translator could not send is lost: TCP recovers,
+		// but slower, and a ping would not.
+		if series := `map646_link_events_total{counter="write_errors"}`; metricValue(body, series) != 0 {
+			t.Errorf("%s = %v, want 0", series, metricValue(body, series))
+		}
 	})
 }
 
