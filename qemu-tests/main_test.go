@@ -19,10 +19,12 @@ var (
 	baseImage  string // output directory of `map646 image build` for baseConfig
 )
 
-// baseConfig is baked into the image: the IPv4 side on eth0, the IPv6 side
-// on eth1 with an MTU 100 bytes below the server's link, so that full-size
-// translated packets need path MTU discovery.
-const baseConfig = `translator {
+// tunConfig is the appliance in host (tun) mode: the IPv4 side on eth0,
+// the IPv6 side on eth1 with an MTU 100 bytes below the server's link, so
+// that full-size translated packets need path MTU discovery. Its metrics
+// listen on every address, so the tests reach the appliance's own TCP
+// service on both NICs.
+const tunConfig = `translator {
   prefix = "2001:db8:64::/96"
   mapping {
     ipv4 = "198.51.100.10"
@@ -45,7 +47,25 @@ route {
   to  = "2001:db8:6::/64"
   via = "2001:db8:ffff::2"
 }
+
+metrics {
+  listen = ":9646"
+}
 `
+
+// nicConfig is tunConfig in NIC mode (docs/configuration.md "nic"): the
+// translator serves eth0 and eth1 with AF_PACKET sockets, its IPv6 MTU
+// is eth1's 1400 as in tun mode, and the kernel keeps the appliance's own
+// addresses, routes and metrics listener.
+var nicConfig = strings.Replace(tunConfig, "  icmp_source_pool", `  nic {
+    ipv4 = "eth0"
+    ipv6 = "eth1"
+  }
+  icmp_source_pool`, 1)
+
+// baseConfig is baked into the image: the link mode the image runs by
+// default. The other mode is booted from a config drive (TestTraffic).
+var baseConfig = tunConfig
 
 func TestMain(m *testing.M) {
 	skipReason = prerequisites()

@@ -25,8 +25,9 @@ const (
 	shutdownTimeout = time.Minute
 )
 
-// readyRE matches the guest's ready line (appliance/pid1).
-var readyRE = regexp.MustCompile(`map646 ready version=(\S+) digest=([0-9a-f]+) mappings=(\d+) config=(\S+)(?: tun=(\S+))? uptime=([0-9.]+)s`)
+// readyRE matches the guest's ready line (appliance/pid1). The link after
+// tun= may hold a space: NIC mode names it "nic eth0,eth1".
+var readyRE = regexp.MustCompile(`map646 ready version=(\S+) digest=([0-9a-f]+) mappings=(\d+) config=(\S+)(?: tun=(.+?))? uptime=([0-9.]+)s`)
 
 // ready is a parsed ready line.
 type ready struct {

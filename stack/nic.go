@@ -609,6 +609,14 @@ func openPacketSocket(ifindex int, first bool, p *nicPort, frames int) (_ int, _
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, socketBuffer); err != nil {
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, socketBuffer)
 	}
+	// The send buffer holds what was sent until the NIC's driver frees
+	// it after transmission; sends do not wait (MSG_DONTWAIT), so a full
+	// one fails with EAGAIN and loses the packet. The default holds about
+	// three GSO super-packets, which a virtio NIC under a slow hypervisor
+	// kept (EAGAIN on 4to6 TCP in the QEMU traffic test).
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, socketBuffer); err != nil {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, socketBuffer)
+	}
 	// The ring before the bind: a packet queued without it would be
 	// read in the place of the next super-packet the ring defers to the
 	// receive queue.
@@ -754,12 +762,27 @@ func (n *nicPath) send(hop nextHop, queue int, b []byte) error {
 	iov[2].SetLen(len(b) - tun.VnetHdrLen)
 	msg := unix.Msghdr{Name: (*byte)(unsafe.Pointer(&sll)), Namelen: unix.SizeofSockaddrLinklayer, Iov: &iov[0]}
 	msg.SetIovlen(len(iov))
-	fd := p.fds[queue%len(p.fds)]
-	_, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT)
-	if errno != 0 {
+	if errno := sendmsg(p.fds[queue%len(p.fds)], &msg); errno != 0 {
 		return errno
 	}
 	return nil
+}
+
+// sendmsg sends msg on the AF_PACKET socket fd without blocking, and sends
+// it again if the first try fails with ENETDOWN: the kernel gives a socket
+// a pending ENETDOWN (sk_err) when it is bound to a NIC that is down or
+// when its NIC goes down, and the next send returns that error once,
+// consuming it, instead of sending. An appliance boots with its NICs down
+// and opens its sockets before its interface blocks bring them up, so
+// without the second try the first packet each socket sent was lost. If
+// the NIC is really down, the second try fails too. (nicBatch.flush does
+// the same for sendmmsg.)
+func sendmsg(fd int, msg *unix.Msghdr) unix.Errno {
+	_, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(msg)), unix.MSG_DONTWAIT)
+	if errno == unix.ENETDOWN {
+		_, _, errno = unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(msg)), unix.MSG_DONTWAIT)
+	}
+	return errno
 }
 
 // linkHeaders makes what goes out in front of b's IP packet to hop through

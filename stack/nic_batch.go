@@ -98,10 +98,13 @@ func (b *nicBatch) flush(errs func()) {
 }
 
 func (b *nicBatch) flushLocked(errs func()) {
+	retried := false
 	for sent := 0; sent < b.n; {
 		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(b.fd), uintptr(unsafe.Pointer(&b.msgs[sent])), uintptr(b.n-sent), unix.MSG_DONTWAIT, 0, 0)
 		switch {
 		case errno == unix.EINTR:
+		case errno == unix.ENETDOWN && !retried:
+			retried = true // maybe the socket's stale error (see sendmsg)
 		case errno != 0 || r == 0:
 			errs() // the packet at sent is lost (as a failed sendmsg's is)
 			sent++

@@ -659,6 +659,11 @@ func TestNetnsNICRingBound(t *testing.T) {
 		if ring.frames != frames {
 			t.Errorf("ring of %d frames, want %d", ring.frames, frames)
 		}
+		// Room to send GSO super-packets while the NIC holds the
+		// earlier ones (sends do not wait: a full buffer loses them).
+		if sndbuf, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF); err != nil || sndbuf < socketBuffer {
+			t.Errorf("send buffer %d bytes (%v), want %d or more", sndbuf, err, socketBuffer)
+		}
 		conn, err = newNICConn(n, p.files[0], 0)
 		conn.useRing(ring)
 		return err
@@ -893,5 +898,36 @@ func TestNetnsNICBatchedWrites(t *testing.T) {
 	conn.stats.AddTo(&s)
 	if s != (LinkStats{}) {
 		t.Errorf("errors: %+v", s)
+	}
+}
+
+// TestNetnsNICLinkFlap: after its NICs went down and up again (as an
+// appliance's do at boot: its sockets are opened before the interface
+// blocks bring the NICs up), the first packet each way gets through. The
+// kernel leaves each socket a pending ENETDOWN that the next send returns
+// once instead of sending; the NIC path sends again.
+func TestNetnsNICLinkFlap(t *testing.T) {
+	tp := newModeTopology(t, modeNIC, 1520, 1)
+	tp.xlat.Run("sysctl", "-qw", "net.ipv6.conf.x6.keep_addr_on_down=1")
+	for _, c := range [][]string{
+		{"ip", "link", "set", "x4", "down"},
+		{"ip", "link", "set", "x6", "down"},
+		{"ip", "link", "set", "x4", "up"},
+		{"ip", "link", "set", "x6", "up"},
+		// Down took the routes through them.
+		{"ip", "route", "replace", "192.0.2.0/24", "via", "203.0.113.2"},
+		{"ip", "route", "replace", "2001:db8:6::/64", "via", "2001:db8:ffff::2"},
+	} {
+		tp.xlat.MustRun(t, c...)
+	}
+	before := tp.dp.LinkStats()
+	// One echo request, one reply: each is the first packet its socket
+	// sends since the flap. -W covers neighbour resolution (the packets
+	// are parked meanwhile).
+	if out, err := tp.cli.Output("ping", "-c", "1", "-W", "5", serverV4); err != nil {
+		t.Errorf("the first ping after the NICs went down and up was lost: %v\n%s", err, out)
+	}
+	if after := tp.dp.LinkStats(); after.WriteErrors != before.WriteErrors {
+		t.Errorf("%d write errors after the flap", after.WriteErrors-before.WriteErrors)
 	}
 }

@@ -73,19 +73,30 @@ type repairState struct {
 // which for a million routes takes seconds of a core.
 const maxRestoreBackoff = 30 * time.Second
 
-// watchedLinks are the links the data path needs up: the tun and the
-// appliance's own interfaces. An inherited fd is not one: its name ("fd 3")
-// is no interface of this namespace (a tap's interface may be in another),
-// and looking it up would read as a link down for ever.
+// watchedLinks are the links the data path needs up: the tun, or in NIC
+// mode the NICs themselves, and the appliance's own interfaces. Neither an
+// inherited fd nor the NIC link is watched by its device name: "fd 3" is
+// no interface of this namespace (a tap's interface may be in another),
+// nor is "nic eth0,eth1", and looking them up would read as a link down
+// for ever.
 func (d *daemon) watchedLinks() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var names []string
-	if _, fd := d.dev.(*fdLink); !fd {
+	switch l := d.dev.(type) {
+	case *fdLink:
+	case *nicLink:
+		names = append(names, l.cfg.IPv4)
+		if l.cfg.IPv6 != l.cfg.IPv4 {
+			names = append(names, l.cfg.IPv6)
+		}
+	default:
 		names = append(names, d.dev.Name())
 	}
 	for _, l := range d.plan.links {
-		names = append(names, l.Name)
+		if !slices.Contains(names, l.Name) {
+			names = append(names, l.Name)
+		}
 	}
 	return names
 }

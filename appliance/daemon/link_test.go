@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -301,5 +302,32 @@ func TestSteeringRefusedIsLogged(t *testing.T) {
 	out := logs.String()
 	if !strings.Contains(out, "level=WARN") || !strings.Contains(out, "tun queues chosen by the kernel") || !strings.Contains(out, "BPF_PROG_LOAD: operation not permitted") {
 		t.Errorf("no warning with the reason in the log:\n%s", out)
+	}
+}
+
+// TestWatchedLinks: the health check watches the links the data path
+// needs by interface name: the tun, or in NIC mode the NICs themselves
+// (the NIC link's own name, "nic eth0,eth1", is no interface, and an
+// inherited fd's is not either), plus the interface blocks, once each.
+func TestWatchedLinks(t *testing.T) {
+	ifaces := []config.Interface{{Name: "eth0"}, {Name: "eth1"}}
+	for _, tc := range []struct {
+		name   string
+		dev    device
+		ifaces []config.Interface
+		want   []string
+	}{
+		{"tun", &fakeDevice{name: "map646"}, ifaces, []string{"map646", "eth0", "eth1"}},
+		{"fd", &fdLink{fd: 3}, ifaces, []string{"eth0", "eth1"}},
+		{"nic", &nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth1"}}, ifaces, []string{"eth0", "eth1"}},
+		{"nic-one-nic", &nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth0"}}, ifaces[:1], []string{"eth0"}},
+		{"nic-no-interface-blocks", &nicLink{cfg: stack.NICConfig{IPv4: "ens3", IPv6: "ens4"}}, nil, []string{"ens3", "ens4"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &daemon{dev: tc.dev, plan: plan{links: tc.ifaces}}
+			if got := d.watchedLinks(); !slices.Equal(got, tc.want) {
+				t.Errorf("watched %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

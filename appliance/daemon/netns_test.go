@@ -601,8 +601,8 @@ func TestDaemonNICMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Tun != "nic dmx4,dmx6" {
-		t.Errorf("stats link %q", st.Tun)
+	if st.Tun != "nic dmx4,dmx6" || !st.Healthy {
+		t.Errorf("stats: link %q, healthy %v (the NICs are up)", st.Tun, st.Healthy)
 	}
 	if err := d.signal(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, d.out)
