@@ -69,6 +69,12 @@ type uringIO struct {
 	// wakeArmed: the eventfd's poll is.
 	busy      int
 	wakeArmed bool
+	// reading: the slot's read is queued or in flight. want: how many
+	// reads to keep posted while the queue has packets. readFlags: the
+	// reads' RWF_* (RWF_NOWAIT unless the file turned it down).
+	reading   [uringSlots]bool
+	want      int
+	readFlags uint32
 	// enters counts io_uring_enter calls of the loop while it delivered
 	// (what batching saves), over the queue's life.
 	enters uint64
@@ -101,13 +107,16 @@ func (q *queue) setupURing(fd int) error {
 		q.uio = u
 	}
 	u.r, u.cur, u.busy, u.wakeArmed = r, -1, 0, false
+	u.reading = [uringSlots]bool{}
+	u.want, u.readFlags = 2, unix.RWF_NOWAIT
 	return nil
 }
 
 // postRead queues slot i's next read, after any write of it queued in
 // this delivery.
 func (u *uringIO) postRead(i int) {
-	u.r.prepRW(uringOpRead, 0, u.slots[i].buf[FrameHeader:], uringRead|uint64(i))
+	u.r.prepRW(uringOpRead, 0, u.readFlags, u.slots[i].buf[FrameHeader:], uringRead|uint64(i))
+	u.reading[i] = true
 	u.busy++
 }
 
@@ -121,7 +130,7 @@ func (u *uringIO) queueWrite(b []byte) bool {
 	if u.r.space() < 2 { // this write and the slot's read
 		u.r.enter(false, nil, true)
 	}
-	u.r.prepRW(uringOpWrite, uringSqeLink|uringSqeSkipSuccess, b, uringWrite|uint64(u.cur))
+	u.r.prepRW(uringOpWrite, uringSqeLink|uringSqeSkipSuccess, 0, b, uringWrite|uint64(u.cur))
 	return true
 }
 
@@ -135,17 +144,40 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 		u.r = nil
 		q.frame.view, q.frame.buf = u.own.view, u.own.buf
 	}()
-	for i := range u.slots {
-		u.postRead(i)
-	}
+	rio := q.rio
+	rio.idled, rio.waited = false, false
+	u.postReads()
 	errs := 0
 	for {
-		if !u.wakeArmed {
-			u.r.prepPoll(wakeFd, uringWake)
-			u.wakeArmed = true
+		if e.stopping.Load() {
+			return nil // a queue that never goes idle still stops
 		}
+		if u.busy == 0 {
+			// The last batch's reads all found the queue empty (and a
+			// read is posted after every write): wait like the raw
+			// loop, then read again.
+			switch err := q.rawPoll(wakeFd); err {
+			case nil:
+			case errWoken:
+				// A stop, a Device closing or a bounded wait's end: the
+				// next wait's Control notices a closed Conn.
+				continue
+			case errStopped:
+				return nil
+			default:
+				return fmt.Errorf("tun queue %d: poll: %w", q.index, err)
+			}
+			u.postReads()
+		}
+		u.enters++
+		u.r.enter(false, nil, true) // submits; RWF_NOWAIT reads complete inside it
 		if u.r.ready() == 0 {
-			u.enters++
+			// Reads in flight that did not complete at once (a kernel
+			// that turned RWF_NOWAIT down): wait on the ring.
+			if !u.wakeArmed {
+				u.r.prepPoll(wakeFd, uringWake)
+				u.wakeArmed = true
+			}
 			if err := u.wait(q); err != nil {
 				if err == errStopped {
 					return nil
@@ -157,6 +189,7 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 		// ended the loop: drain waits for the rest by their count.
 		var stop bool
 		var err error
+		got := 0
 		n := u.r.ready()
 		for i := range n {
 			c := u.r.cqe(i)
@@ -164,16 +197,22 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 			switch c.userData &^ 0xffffffff {
 			case uringRead:
 				u.busy--
+				u.reading[slot] = false
 				switch {
 				case stop:
 					continue
 				case res > 0:
 					errs = 0
+					got++
 					u.deliver(e, q, d, slot, int(res), frames)
 				case res == 0:
 					stop = true // a socket peer went away; a tun never reads 0
 					continue
-				case res == -int32(unix.ECANCELED), res == -int32(unix.EINTR), res == -int32(unix.EAGAIN):
+				case res == -int32(unix.EAGAIN):
+					continue // the queue is empty: the slot is free
+				case res == -int32(unix.EOPNOTSUPP) && u.readFlags != 0:
+					u.readFlags = 0 // no RWF_NOWAIT on this file: reads wait in the ring
+				case res == -int32(unix.ECANCELED), res == -int32(unix.EINTR):
 					// ECANCELED: the write before it failed (counted there).
 				default:
 					errno := unix.Errno(-res)
@@ -199,6 +238,25 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 		u.r.consume(n)
 		if stop {
 			return err
+		}
+		if got > 0 {
+			rio.idled, rio.waited = false, false // the next empty read starts a new wait
+			// As many reads as the queue had packets and as many again,
+			// at least two (a reply that a write queues at once, and
+			// one more), at most uringSlots.
+			u.want = min(max(2*got, 2), uringSlots)
+		}
+		if got > 0 {
+			u.postReads()
+		}
+	}
+}
+
+// postReads posts reads into free slots until u.want are in flight.
+func (u *uringIO) postReads() {
+	for i := 0; i < len(u.slots) && u.busy < u.want; i++ {
+		if !u.reading[i] {
+			u.postRead(i)
 		}
 	}
 }
@@ -278,6 +336,7 @@ func (u *uringIO) drain() {
 			switch c.userData &^ 0xffffffff {
 			case uringRead:
 				u.busy--
+				u.reading[int(c.userData&0xffffffff)] = false
 			case uringWake:
 				u.wakeArmed = false
 			case uringStop:
