@@ -10,34 +10,42 @@ import (
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// A queue's I/O through an io_uring of its own.
+// A queue's I/O through an io_uring of its own, a batcher only while the
+// queue has packets.
 //
-// The queue keeps uringSlots reads posted, each into a frame of its own
-// (the slots; each with FrameHeader bytes in front, like the queue's
-// Frame). One io_uring_enter(2) submits what the last batch queued and
-// waits for the next completions; the loop then delivers each packet read,
-// in turn, on its own goroutine, with the queue's Frame pointed at the
-// slot's memory. A write the dispatcher makes from the frame is queued,
-// not made: its entry is linked (IOSQE_IO_LINK) to the slot's next read,
-// so the slot is read into again only after the write completed, and a
-// successful write posts no completion (IOSQE_CQE_SKIP_SUCCESS). A queue
-// busy with K packets thus costs one system call per K packets, and an
-// idle one a single io_uring_enter per packet where the raw loop
-// (rawio_linux.go) makes a read, a write, a read that finds nothing and a
-// ppoll.
+// The queue has uringSlots frames (the slots; each with FrameHeader bytes
+// in front, like the queue's Frame). Its reads are posted with RWF_NOWAIT
+// (preadv2(2)): a read of an empty queue completes at once with EAGAIN
+// instead of arming a poll, so every read completes inside the
+// io_uring_enter(2) that submits it. One io_uring_enter submits what the
+// last batch queued and the next reads; the loop then delivers each packet
+// read, in turn, on its own goroutine, with the queue's Frame pointed at
+// the slot's memory. A write the dispatcher makes from the frame is
+// queued, not made: its entry is linked (IOSQE_IO_LINK) to the slot's next
+// read, so the slot is read into again only after the write completed
+// (and a reply the write caused at once, on a veth path, is there for that
+// read), and a successful write posts no completion
+// (IOSQE_CQE_SKIP_SUCCESS). A queue busy with K packets thus costs one
+// system call per K packets. The reads posted follow the batches: twice
+// the last batch's packets, at least two, at most uringSlots.
 //
-// Waiting follows the raw loop's rule: up to rawWait in io_uring_enter by
-// RawSyscall, keeping the P (a preemption signal ends it: EINTR, Gosched),
-// then blocking through entersyscall. The attachment's wake eventfd is
-// polled by the ring itself (IORING_OP_POLL_ADD), so Stop and Device.Close
-// end either wait. Before the loop returns it cancels everything in flight
-// and waits for it: the kernel must not write into a slot after that.
+// A batch whose reads all found the queue empty leaves nothing in flight:
+// the loop then waits exactly as the raw loop does (waitReadable in
+// rawio_linux.go: up to rawWait in a raw ppoll keeping the P, then
+// blocking, on the queue and the attachment's wake eventfd), so a lone
+// packet wakes this thread directly rather than through the ring's poll
+// and task_work. Only if the file refuses RWF_NOWAIT (EOPNOTSUPP: the
+// reads go on without it) can reads stay in flight; the loop then waits in
+// io_uring_enter by the same rule, the ring polling the wake eventfd
+// itself (IORING_OP_POLL_ADD). Before the loop returns it cancels
+// everything in flight and waits for it: the kernel must not write into a
+// slot after that.
 //
 // The descriptor is registered with the ring (a fixed file), which holds a
 // reference to it: closing the Conn's descriptor cannot make the ring read
 // another file that reused its number.
 
-// uringSlots is how many reads a queue keeps posted: the largest batch.
+// uringSlots is the most reads a queue posts at once: the largest batch.
 const uringSlots = 16
 
 // queueIO selects the queue loop for raw descriptors: "uring" tries
@@ -48,6 +56,11 @@ const uringSlots = 16
 // tun queues"). A build selects the ring with -ldflags -X
 // github.com/map646/map646/stack/tun.queueIO=uring.
 var queueIO = "raw"
+
+// uringReadFlags are the RWF_* flags reads are posted with first. Tests
+// add one the kernel refuses, as a kernel without RWF_NOWAIT for the file
+// would.
+var uringReadFlags uint32 = unix.RWF_NOWAIT
 
 // User data of the ring's operations: the kind in the high word, the slot
 // in the low one.
@@ -71,12 +84,14 @@ type uringIO struct {
 	wakeArmed bool
 	// reading: the slot's read is queued or in flight. want: how many
 	// reads to keep posted while the queue has packets. readFlags: the
-	// reads' RWF_* (RWF_NOWAIT unless the file turned it down).
+	// reads' RWF_* (RWF_NOWAIT unless the file turned it down), and
+	// readWith the ones each slot's last read was posted with.
 	reading   [uringSlots]bool
+	readWith  [uringSlots]uint32
 	want      int
 	readFlags uint32
-	// enters counts io_uring_enter calls of the loop while it delivered
-	// (what batching saves), over the queue's life.
+	// enters counts the loop's io_uring_enter calls, each a batch (what
+	// batching saves), over the queue's life.
 	enters uint64
 }
 
@@ -108,7 +123,7 @@ func (q *queue) setupURing(fd int) error {
 	}
 	u.r, u.cur, u.busy, u.wakeArmed = r, -1, 0, false
 	u.reading = [uringSlots]bool{}
-	u.want, u.readFlags = 2, unix.RWF_NOWAIT
+	u.want, u.readFlags = 2, uringReadFlags
 	return nil
 }
 
@@ -116,7 +131,7 @@ func (q *queue) setupURing(fd int) error {
 // this delivery.
 func (u *uringIO) postRead(i int) {
 	u.r.prepRW(uringOpRead, 0, u.readFlags, u.slots[i].buf[FrameHeader:], uringRead|uint64(i))
-	u.reading[i] = true
+	u.reading[i], u.readWith[i] = true, u.readFlags
 	u.busy++
 }
 
@@ -210,7 +225,7 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 					continue
 				case res == -int32(unix.EAGAIN):
 					continue // the queue is empty: the slot is free
-				case res == -int32(unix.EOPNOTSUPP) && u.readFlags != 0:
+				case res == -int32(unix.EOPNOTSUPP) && u.readWith[slot] != 0:
 					u.readFlags = 0 // no RWF_NOWAIT on this file: reads wait in the ring
 				case res == -int32(unix.ECANCELED), res == -int32(unix.EINTR):
 					// ECANCELED: the write before it failed (counted there).

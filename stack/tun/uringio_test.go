@@ -305,3 +305,48 @@ func inSyscalls(t *testing.T) (ppoll, enter int) {
 	}
 	return ppoll, enter
 }
+
+// TestURingNoWaitRefused: where the kernel refuses the reads' flags
+// (EOPNOTSUPP, here for a flag no kernel knows), the loop posts its reads
+// without them, waits for them in io_uring_enter, echoes every packet and
+// still stops.
+func TestURingNoWaitRefused(t *testing.T) {
+	setQueueIO(t, "uring")
+	saved := uringReadFlags
+	uringReadFlags = unix.RWF_NOWAIT | 1<<30
+	defer func() { uringReadFlags = saved }()
+	c, p := rawPair(t)
+	e := NewEndpointConns([]Conn{c}, 1500, 0)
+	d := &echoDispatcher{e: e, idle: make([]atomic.Int64, 1)}
+	e.Attach(d)
+	pkt := make([]byte, VnetHdrLen+28)
+	pkt[VnetHdrLen] = 0x45
+	buf := make([]byte, 100)
+	for i := range 3 {
+		if _, err := p.Write(pkt); err != nil {
+			t.Fatal(err)
+		}
+		p.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if m, err := p.Read(buf); err != nil || m != len(pkt) {
+			t.Fatalf("echo %d: %d bytes, %v", i, m, err)
+		}
+	}
+	requireQueueIO(t, e, 0, "uring")
+	waitUntil(t, "the loop to wait in io_uring_enter", func() bool {
+		_, enter := inSyscalls(t)
+		return enter == 1
+	})
+	if s := e.Stats(); s.ReadErrors != 0 {
+		t.Errorf("%d read errors: the refused flags were counted", s.ReadErrors)
+	}
+	done := make(chan struct{})
+	go func() { e.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not stop the loop waiting in io_uring_enter")
+	}
+	if f := e.queues[0].uio.readFlags; f != 0 {
+		t.Errorf("reads posted with %#x after EOPNOTSUPP, want none", f)
+	}
+}
