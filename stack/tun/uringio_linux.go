@@ -161,26 +161,17 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 	}()
 	rio := q.rio
 	rio.idled, rio.waited = false, false
-	u.postReads()
 	errs := 0
 	for {
 		if e.stopping.Load() {
 			return nil // a queue that never goes idle still stops
 		}
 		if u.busy == 0 {
-			// The last batch's reads all found the queue empty (and a
-			// read is posted after every write): wait like the raw
-			// loop, then read again.
-			switch err := q.rawPoll(wakeFd); err {
-			case nil:
-			case errWoken:
-				// A stop, a Device closing or a bounded wait's end: the
-				// next wait's Control notices a closed Conn.
-				continue
-			case errStopped:
-				return nil
-			default:
-				return fmt.Errorf("tun queue %d: poll: %w", q.index, err)
+			// Nothing in flight: the queue was found empty. Read and
+			// write by raw calls, waiting as the raw loop does, until
+			// the queue stays busy; then batch on the ring.
+			if done, err := e.rawUntilBusy(q, d, frames, wakeFd, &errs); done {
+				return err
 			}
 			u.postReads()
 		}
@@ -265,6 +256,36 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 			u.postReads()
 		}
 	}
+}
+
+// uringBusyAfter is how many packets in a row, each found without a wait,
+// make a queue busy enough for the ring: a lone packet and the reply its
+// write queued at once (a ping) stay on raw read and write, whose path
+// costs less than the ring's after an idle gap.
+const uringBusyAfter = 4
+
+// rawUntilBusy reads and delivers packets as the raw loop does, waiting
+// in its ppoll when the queue is empty, until uringBusyAfter packets came
+// in a row without a wait. done: the loop must end, with err.
+func (e *Endpoint) rawUntilBusy(q *queue, d gvstack.NetworkDispatcher, frames bool, wakeFd int, errs *int) (done bool, err error) {
+	for streak := 0; streak < uringBusyAfter; {
+		if e.stopping.Load() {
+			return true, nil
+		}
+		before := q.stats.ReadErrors.Load()
+		if done, err := e.readOne(q, d, frames, wakeFd, errs); done {
+			return true, err
+		}
+		switch {
+		case q.rio.woken || q.stats.ReadErrors.Load() != before:
+			streak = 0
+		case q.rio.idled: // it waited for this packet
+			streak = 1
+		default:
+			streak++
+		}
+	}
+	return false, nil
 }
 
 // postReads posts reads into free slots until u.want are in flight.
