@@ -30,11 +30,14 @@ import (
 // the last batch's packets, at least two, at most uringSlots.
 //
 // A batch whose reads all found the queue empty leaves nothing in flight:
-// the loop then waits exactly as the raw loop does (waitReadable in
-// rawio_linux.go: up to rawWait in a raw ppoll keeping the P, then
-// blocking, on the queue and the attachment's wake eventfd), so a lone
-// packet wakes this thread directly rather than through the ring's poll
-// and task_work. Only if the file refuses RWF_NOWAIT (EOPNOTSUPP: the
+// the loop then reads, writes and waits exactly as the raw loop does
+// (readOne, waitReadable in rawio_linux.go: up to rawWait in a raw ppoll
+// keeping the P, then blocking, on the queue and the attachment's wake
+// eventfd), so a lone packet wakes this thread directly rather than
+// through the ring's poll and task_work, and sparse traffic never pays
+// the ring's path, which after an idle gap costs more than a read and a
+// write. It goes back to the ring when uringBusyAfter packets came in a
+// row without a wait. Only if the file refuses RWF_NOWAIT (EOPNOTSUPP: the
 // reads go on without it) can reads stay in flight; the loop then waits in
 // io_uring_enter by the same rule, the ring polling the wake eventfd
 // itself (IORING_OP_POLL_ADD). Before the loop returns it cancels
