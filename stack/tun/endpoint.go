@@ -297,7 +297,6 @@ func NewEndpointConns(conns []Conn, mtu int, offloads int) *Endpoint {
 		_, ofDevice := c.(*Queue) // Device.Close wakes the loop
 		if q.rio = newRawIO(c, !ofDevice); q.rio != nil {
 			q.rio.waitFn = q.waitRead
-			q.rio.pollFn = q.pollRead
 			q.rio.writeFn = q.writeFd
 		}
 		q.exited.Store(true) // until attached

@@ -63,10 +63,9 @@ var foreignWait = 100 * time.Millisecond
 // share; only the queue's dispatch goroutine uses it.
 type rawIO struct {
 	rc syscall.RawConn
-	// waitFn, pollFn and writeFn are the Control callbacks (q.waitRead,
-	// q.pollRead, q.writeFd), made once so that no call allocates.
+	// waitFn and writeFn are the Control callbacks (q.waitRead,
+	// q.writeFd), made once so that no call allocates.
 	waitFn  func(fd uintptr)
-	pollFn  func(fd uintptr)
 	writeFn func(fd uintptr)
 	// bounded: a blocking wait ends after foreignWait (else only a packet
 	// or a wake-up ends it).
@@ -88,8 +87,8 @@ type rawIO struct {
 	woken bool // the wait ended without a packet: look at stopping
 	// idled: the dispatcher was told the queue is idle in this wait for
 	// a packet; waited: its raw wait began (rawLeft is what is left of
-	// it); readable: rawPoll's wait ended with the queue readable.
-	idled, waited, readable bool
+	// it).
+	idled, waited bool
 
 	wb   []byte
 	wn   int
@@ -180,7 +179,7 @@ func (q *queue) waitRead(fd uintptr) {
 // caller clears r.idled and r.waited when it starts waiting for a packet:
 // the dispatcher is told once that the queue is idle, and a wait that a
 // spurious wake-up ends goes on with the raw wait's time left. The
-// io_uring loop waits here too when its reads find the queue empty.
+// io_uring loop's raw phase waits here too (through waitRead).
 func (q *queue) waitReadable(fd uintptr) bool {
 	r := q.rio
 	if !r.idled {
@@ -231,28 +230,6 @@ func (q *queue) waitReadable(fd uintptr) bool {
 		// peer): the next read says which.
 		return true
 	}
-}
-
-// pollRead is the Control callback of rawPoll.
-func (q *queue) pollRead(fd uintptr) { q.rio.readable = q.waitReadable(fd) }
-
-// rawPoll waits until the queue is readable, as rawRead waits for a
-// packet, for the io_uring loop: errWoken, errStopped (closed) or ppoll's
-// error if the wait ended otherwise.
-func (q *queue) rawPoll(wakeFd int) error {
-	r := q.rio
-	r.readable, r.err, r.woken = false, nil, false
-	r.pfds[1] = unix.PollFd{Fd: int32(wakeFd), Events: unix.POLLIN}
-	if err := r.rc.Control(r.pollFn); err != nil {
-		return errStopped // closed
-	}
-	switch {
-	case r.woken:
-		return errWoken
-	case !r.readable:
-		return r.err
-	}
-	return nil
 }
 
 // rawWrite writes b (a packet with its virtio_net_hdr) by one write(2) on
