@@ -30,9 +30,9 @@
 // frames only, never as an invented GSO type.
 //
 // Each queue's loop runs on a thread of its own and reads and writes its
-// non-blocking descriptor by raw system calls (no entersyscall). A build
-// that selects it (queueIO) runs the loop on an io_uring instead where
-// the kernel has one, as a batcher while the queue has packets: reads
+// non-blocking descriptor by raw system calls (no entersyscall). By
+// default (queueIO) a queue that stays busy runs on an io_uring where the
+// kernel has one, as a batcher while the queue has packets: reads
 // posted with RWF_NOWAIT, the writes of a batch submitted with the next
 // reads in one io_uring_enter (uringio_linux.go). Either way an empty
 // queue tells its dispatcher (which publishes batched counters), waits a

@@ -54,11 +54,11 @@ const uringSlots = 16
 // queueIO selects the queue loop for raw descriptors: "uring" tries
 // io_uring and falls back to the raw loop where it is missing, disabled
 // (kernel.io_uring_disabled) or too old; anything else is the raw loop.
-// The raw loop is the default: with the merged wait policy the io_uring
-// loop made sparse (1/s) pings slower (docs/datapath.md, "io_uring on the
-// tun queues"). A build selects the ring with -ldflags -X
-// github.com/map646/map646/stack/tun.queueIO=uring.
-var queueIO = "raw"
+// The ring is the default since its idle queues run the raw loop's read,
+// write and wait (sparse pings no slower; docs/datapath.md, "io_uring on
+// the tun queues"). A build selects the raw loop alone with -ldflags -X
+// github.com/map646/map646/stack/tun.queueIO=raw.
+var queueIO = "uring"
 
 // uringReadFlags are the RWF_* flags reads are posted with first. Tests
 // add one the kernel refuses, as a kernel without RWF_NOWAIT for the file
