@@ -30,17 +30,17 @@
 // frames only, never as an invented GSO type.
 //
 // Each queue's loop runs on a thread of its own and reads and writes its
-// non-blocking descriptor by raw system calls (no entersyscall). A build
-// that selects it (queueIO) runs the loop on an io_uring instead where
-// the kernel has one: several reads posted, the writes of a batch
-// submitted with the next reads in one io_uring_enter
-// (uringio_linux.go). Either way an empty
+// non-blocking descriptor by raw system calls (no entersyscall). By
+// default (queueIO) a queue that stays busy runs on an io_uring where the
+// kernel has one, as a batcher while the queue has packets: reads
+// posted with RWF_NOWAIT, the writes of a batch submitted with the next
+// reads in one io_uring_enter (uringio_linux.go). Either way an empty
 // queue tells its dispatcher (which publishes batched counters), waits a
-// little keeping its P, then blocks (in ppoll(2) on the queue and the
-// attachment's wake eventfd, or in io_uring_enter on a ring that polls
-// that eventfd) through the ordinary syscall path, which lets the
-// runtime use the P meanwhile; the descriptors are kept out of the
-// runtime poller. A packet after an idle gap thus costs one wake-up, the
-// kernel waking the loop's own thread (rawio_linux.go; the levers
-// measured are in docs/datapath.md, "Latency levers" and "io_uring").
+// little in ppoll(2) on the queue and the attachment's wake eventfd
+// keeping its P, then blocks there through the ordinary syscall path,
+// which lets the runtime use the P meanwhile; the descriptors are kept
+// out of the runtime poller. A packet after an idle gap thus costs one
+// wake-up, the kernel waking the loop's own thread (rawio_linux.go; the
+// levers measured are in docs/datapath.md, "Latency levers" and
+// "io_uring").
 package tun

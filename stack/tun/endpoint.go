@@ -552,27 +552,35 @@ func (e *Endpoint) dispatchLoop(q *queue, d gvstack.NetworkDispatcher, frames bo
 	}
 	errs := 0
 	for {
-		n, err := q.read(wakeFd)
-		if err == errWoken {
-			if e.stopping.Load() {
-				return nil
-			}
-			continue // a Device closing, or a bounded wait's end
+		if done, err := e.readOne(q, d, frames, wakeFd, &errs); done {
+			return err
 		}
-		if err != nil {
-			if e.stopping.Load() || err == errStopped || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) {
-				return nil
-			}
-			q.stats.ReadErrors.Add(1)
-			// EBADFD: the interface was deleted under us.
-			if errs++; errs >= MaxReadErrors || errors.Is(err, unix.EBADFD) {
-				return fmt.Errorf("tun queue %d: read: %w", q.index, err)
-			}
-			continue
-		}
-		errs = 0
-		e.deliver(q, q.frame, d, n, frames)
 	}
+}
+
+// readOne reads one packet from q (waiting for it) and delivers it to d.
+// done: the loop must end, with err (nil: stopped, closed, or the peer
+// went away). errs counts read errors in a row.
+func (e *Endpoint) readOne(q *queue, d gvstack.NetworkDispatcher, frames bool, wakeFd int, errs *int) (done bool, err error) {
+	n, err := q.read(wakeFd)
+	if err == errWoken {
+		// A stop, a Device closing, or a bounded wait's end.
+		return e.stopping.Load(), nil
+	}
+	if err != nil {
+		if e.stopping.Load() || err == errStopped || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) {
+			return true, nil
+		}
+		q.stats.ReadErrors.Add(1)
+		// EBADFD: the interface was deleted under us.
+		if *errs++; *errs >= MaxReadErrors || errors.Is(err, unix.EBADFD) {
+			return true, fmt.Errorf("tun queue %d: read: %w", q.index, err)
+		}
+		return false, nil
+	}
+	*errs = 0
+	e.deliver(q, q.frame, d, n, frames)
+	return false, nil
 }
 
 // deliver hands the n bytes read into f (q's frame, or for a dispatcher

@@ -85,6 +85,10 @@ type rawIO struct {
 	n     int
 	err   error
 	woken bool // the wait ended without a packet: look at stopping
+	// idled: the dispatcher was told the queue is idle in this wait for
+	// a packet; waited: its raw wait began (rawLeft is what is left of
+	// it).
+	idled, waited bool
 
 	wb   []byte
 	wn   int
@@ -148,7 +152,7 @@ func (q *queue) rawRead(wakeFd int) (int, error) {
 func (q *queue) waitRead(fd uintptr) {
 	r := q.rio
 	buf := q.frame.buf[FrameHeader:]
-	idled, waited := false, false
+	r.idled, r.waited = false, false
 	for {
 		n, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
 		switch errno {
@@ -162,14 +166,31 @@ func (q *queue) waitRead(fd uintptr) {
 			r.err = errno
 			return
 		}
-		if !idled {
-			q.idle()
-			idled = true
+		if !q.waitReadable(fd) {
+			return
 		}
+	}
+}
+
+// waitReadable waits, as the package comment describes, until fd (the
+// queue's descriptor, which a read found empty) is readable or in error,
+// and reports true; or until the wait ends otherwise (r.woken: a wake-up
+// or the bounded wait's end; r.err: ppoll failed), and reports false. The
+// caller clears r.idled and r.waited when it starts waiting for a packet:
+// the dispatcher is told once that the queue is idle, and a wait that a
+// spurious wake-up ends goes on with the raw wait's time left. The
+// io_uring loop's raw phase waits here too (through waitRead).
+func (q *queue) waitReadable(fd uintptr) bool {
+	r := q.rio
+	if !r.idled {
+		q.idle()
+		r.idled = true
+	}
+	for {
 		r.pfds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
 		r.pfds[1].Revents = 0
-		if !waited {
-			waited = true
+		if !r.waited {
+			r.waited = true
 			r.rawLeft = r.rawWait
 		}
 		if r.rawLeft != (unix.Timespec{}) {
@@ -182,7 +203,7 @@ func (q *queue) waitRead(fd uintptr) {
 				runtime.Gosched()
 				continue
 			case errno == 0 && ready > 0 && r.pfds[1].Revents == 0:
-				continue
+				return true
 			}
 			// Timed out (rawLeft is zero now), woken, or failed: the
 			// blocking wait below tells which.
@@ -200,13 +221,14 @@ func (q *queue) waitRead(fd uintptr) {
 			continue
 		case err != nil:
 			r.err = err
-			return
+			return false
 		case ready == 0 || r.pfds[1].Revents != 0:
 			r.woken = true
-			return
+			return false
 		}
 		// The queue is readable, or in error (a deleted tun, a closed
 		// peer): the next read says which.
+		return true
 	}
 }
 

@@ -223,10 +223,10 @@ func (r *ring) sqe() *uringSqe {
 }
 
 // prepRW queues a read or write of b on the registered file, with the
-// entry flags given (IOSQE_*).
-func (r *ring) prepRW(op, flags uint8, b []byte, userData uint64) {
+// entry flags (IOSQE_*) and read/write flags (RWF_*) given.
+func (r *ring) prepRW(op, flags uint8, rwFlags uint32, b []byte, userData uint64) {
 	s := r.sqe()
-	s.opcode, s.flags, s.fd = op, uringSqeFixedFile|flags, 0
+	s.opcode, s.flags, s.fd, s.opFlags = op, uringSqeFixedFile|flags, 0, rwFlags
 	s.addr, s.len, s.off = uint64(uintptr(unsafe.Pointer(&b[0]))), uint32(len(b)), ^uint64(0) // the file's position: a tun has none
 	s.userData = userData
 }

@@ -10,44 +10,60 @@ import (
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// A queue's I/O through an io_uring of its own.
+// A queue's I/O through an io_uring of its own, a batcher only while the
+// queue has packets.
 //
-// The queue keeps uringSlots reads posted, each into a frame of its own
-// (the slots; each with FrameHeader bytes in front, like the queue's
-// Frame). One io_uring_enter(2) submits what the last batch queued and
-// waits for the next completions; the loop then delivers each packet read,
-// in turn, on its own goroutine, with the queue's Frame pointed at the
-// slot's memory. A write the dispatcher makes from the frame is queued,
-// not made: its entry is linked (IOSQE_IO_LINK) to the slot's next read,
-// so the slot is read into again only after the write completed, and a
-// successful write posts no completion (IOSQE_CQE_SKIP_SUCCESS). A queue
-// busy with K packets thus costs one system call per K packets, and an
-// idle one a single io_uring_enter per packet where the raw loop
-// (rawio_linux.go) makes a read, a write, a read that finds nothing and a
-// ppoll.
+// The queue has uringSlots frames (the slots; each with FrameHeader bytes
+// in front, like the queue's Frame). Its reads are posted with RWF_NOWAIT
+// (preadv2(2)): a read of an empty queue completes at once with EAGAIN
+// instead of arming a poll, so every read completes inside the
+// io_uring_enter(2) that submits it. One io_uring_enter submits what the
+// last batch queued and the next reads; the loop then delivers each packet
+// read, in turn, on its own goroutine, with the queue's Frame pointed at
+// the slot's memory. A write the dispatcher makes from the frame is
+// queued, not made: its entry is linked (IOSQE_IO_LINK) to the slot's next
+// read, so the slot is read into again only after the write completed
+// (and a reply the write caused at once, on a veth path, is there for that
+// read), and a successful write posts no completion
+// (IOSQE_CQE_SKIP_SUCCESS). A queue busy with K packets thus costs one
+// system call per K packets. The reads posted follow the batches: twice
+// the last batch's packets, at least two, at most uringSlots.
 //
-// Waiting follows the raw loop's rule: up to rawWait in io_uring_enter by
-// RawSyscall, keeping the P (a preemption signal ends it: EINTR, Gosched),
-// then blocking through entersyscall. The attachment's wake eventfd is
-// polled by the ring itself (IORING_OP_POLL_ADD), so Stop and Device.Close
-// end either wait. Before the loop returns it cancels everything in flight
-// and waits for it: the kernel must not write into a slot after that.
+// A batch whose reads all found the queue empty leaves nothing in flight:
+// the loop then reads, writes and waits exactly as the raw loop does
+// (readOne, waitReadable in rawio_linux.go: up to rawWait in a raw ppoll
+// keeping the P, then blocking, on the queue and the attachment's wake
+// eventfd), so a lone packet wakes this thread directly rather than
+// through the ring's poll and task_work, and sparse traffic never pays
+// the ring's path, which after an idle gap costs more than a read and a
+// write. It goes back to the ring when uringBusyAfter packets came in a
+// row without a wait. Only if the file refuses RWF_NOWAIT (EOPNOTSUPP: the
+// reads go on without it) can reads stay in flight; the loop then waits in
+// io_uring_enter by the same rule, the ring polling the wake eventfd
+// itself (IORING_OP_POLL_ADD). Before the loop returns it cancels
+// everything in flight and waits for it: the kernel must not write into a
+// slot after that.
 //
 // The descriptor is registered with the ring (a fixed file), which holds a
 // reference to it: closing the Conn's descriptor cannot make the ring read
 // another file that reused its number.
 
-// uringSlots is how many reads a queue keeps posted: the largest batch.
+// uringSlots is the most reads a queue posts at once: the largest batch.
 const uringSlots = 16
 
 // queueIO selects the queue loop for raw descriptors: "uring" tries
 // io_uring and falls back to the raw loop where it is missing, disabled
 // (kernel.io_uring_disabled) or too old; anything else is the raw loop.
-// The raw loop is the default: with the merged wait policy the io_uring
-// loop made sparse (1/s) pings slower (docs/datapath.md, "io_uring on the
-// tun queues"). A build selects the ring with -ldflags -X
-// github.com/map646/map646/stack/tun.queueIO=uring.
-var queueIO = "raw"
+// The ring is the default since its idle queues run the raw loop's read,
+// write and wait (sparse pings no slower; docs/datapath.md, "io_uring on
+// the tun queues"). A build selects the raw loop alone with -ldflags -X
+// github.com/map646/map646/stack/tun.queueIO=raw.
+var queueIO = "uring"
+
+// uringReadFlags are the RWF_* flags reads are posted with first. Tests
+// add one the kernel refuses, as a kernel without RWF_NOWAIT for the file
+// would.
+var uringReadFlags uint32 = unix.RWF_NOWAIT
 
 // User data of the ring's operations: the kind in the high word, the slot
 // in the low one.
@@ -69,8 +85,16 @@ type uringIO struct {
 	// wakeArmed: the eventfd's poll is.
 	busy      int
 	wakeArmed bool
-	// enters counts io_uring_enter calls of the loop while it delivered
-	// (what batching saves), over the queue's life.
+	// reading: the slot's read is queued or in flight. want: how many
+	// reads to keep posted while the queue has packets. readFlags: the
+	// reads' RWF_* (RWF_NOWAIT unless the file turned it down), and
+	// readWith the ones each slot's last read was posted with.
+	reading   [uringSlots]bool
+	readWith  [uringSlots]uint32
+	want      int
+	readFlags uint32
+	// enters counts the loop's io_uring_enter calls, each a batch (what
+	// batching saves), over the queue's life.
 	enters uint64
 }
 
@@ -101,13 +125,16 @@ func (q *queue) setupURing(fd int) error {
 		q.uio = u
 	}
 	u.r, u.cur, u.busy, u.wakeArmed = r, -1, 0, false
+	u.reading = [uringSlots]bool{}
+	u.want, u.readFlags = 2, uringReadFlags
 	return nil
 }
 
 // postRead queues slot i's next read, after any write of it queued in
 // this delivery.
 func (u *uringIO) postRead(i int) {
-	u.r.prepRW(uringOpRead, 0, u.slots[i].buf[FrameHeader:], uringRead|uint64(i))
+	u.r.prepRW(uringOpRead, 0, u.readFlags, u.slots[i].buf[FrameHeader:], uringRead|uint64(i))
+	u.reading[i], u.readWith[i] = true, u.readFlags
 	u.busy++
 }
 
@@ -121,7 +148,7 @@ func (u *uringIO) queueWrite(b []byte) bool {
 	if u.r.space() < 2 { // this write and the slot's read
 		u.r.enter(false, nil, true)
 	}
-	u.r.prepRW(uringOpWrite, uringSqeLink|uringSqeSkipSuccess, b, uringWrite|uint64(u.cur))
+	u.r.prepRW(uringOpWrite, uringSqeLink|uringSqeSkipSuccess, 0, b, uringWrite|uint64(u.cur))
 	return true
 }
 
@@ -135,17 +162,31 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 		u.r = nil
 		q.frame.view, q.frame.buf = u.own.view, u.own.buf
 	}()
-	for i := range u.slots {
-		u.postRead(i)
-	}
+	rio := q.rio
+	rio.idled, rio.waited = false, false
 	errs := 0
 	for {
-		if !u.wakeArmed {
-			u.r.prepPoll(wakeFd, uringWake)
-			u.wakeArmed = true
+		if e.stopping.Load() {
+			return nil // a queue that never goes idle still stops
 		}
+		if u.busy == 0 {
+			// Nothing in flight: the queue was found empty. Read and
+			// write by raw calls, waiting as the raw loop does, until
+			// the queue stays busy; then batch on the ring.
+			if done, err := e.rawUntilBusy(q, d, frames, wakeFd, &errs); done {
+				return err
+			}
+			u.postReads()
+		}
+		u.enters++
+		u.r.enter(false, nil, true) // submits; RWF_NOWAIT reads complete inside it
 		if u.r.ready() == 0 {
-			u.enters++
+			// Reads in flight that did not complete at once (a kernel
+			// that turned RWF_NOWAIT down): wait on the ring.
+			if !u.wakeArmed {
+				u.r.prepPoll(wakeFd, uringWake)
+				u.wakeArmed = true
+			}
 			if err := u.wait(q); err != nil {
 				if err == errStopped {
 					return nil
@@ -157,6 +198,7 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 		// ended the loop: drain waits for the rest by their count.
 		var stop bool
 		var err error
+		got := 0
 		n := u.r.ready()
 		for i := range n {
 			c := u.r.cqe(i)
@@ -164,16 +206,22 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 			switch c.userData &^ 0xffffffff {
 			case uringRead:
 				u.busy--
+				u.reading[slot] = false
 				switch {
 				case stop:
 					continue
 				case res > 0:
 					errs = 0
+					got++
 					u.deliver(e, q, d, slot, int(res), frames)
 				case res == 0:
 					stop = true // a socket peer went away; a tun never reads 0
 					continue
-				case res == -int32(unix.ECANCELED), res == -int32(unix.EINTR), res == -int32(unix.EAGAIN):
+				case res == -int32(unix.EAGAIN):
+					continue // the queue is empty: the slot is free
+				case res == -int32(unix.EOPNOTSUPP) && u.readWith[slot] != 0:
+					u.readFlags = 0 // no RWF_NOWAIT on this file: reads wait in the ring
+				case res == -int32(unix.ECANCELED), res == -int32(unix.EINTR):
 					// ECANCELED: the write before it failed (counted there).
 				default:
 					errno := unix.Errno(-res)
@@ -199,6 +247,55 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 		u.r.consume(n)
 		if stop {
 			return err
+		}
+		if got > 0 {
+			rio.idled, rio.waited = false, false // the next empty read starts a new wait
+			// As many reads as the queue had packets and as many again,
+			// at least two (a reply that a write queues at once, and
+			// one more), at most uringSlots.
+			u.want = min(max(2*got, 2), uringSlots)
+		}
+		if got > 0 {
+			u.postReads()
+		}
+	}
+}
+
+// uringBusyAfter is how many packets in a row, each found without a wait,
+// make a queue busy enough for the ring: a lone packet and the reply its
+// write queued at once (a ping) stay on raw read and write, whose path
+// costs less than the ring's after an idle gap.
+const uringBusyAfter = 4
+
+// rawUntilBusy reads and delivers packets as the raw loop does, waiting
+// in its ppoll when the queue is empty, until uringBusyAfter packets came
+// in a row without a wait. done: the loop must end, with err.
+func (e *Endpoint) rawUntilBusy(q *queue, d gvstack.NetworkDispatcher, frames bool, wakeFd int, errs *int) (done bool, err error) {
+	for streak := 0; streak < uringBusyAfter; {
+		if e.stopping.Load() {
+			return true, nil
+		}
+		before := q.stats.ReadErrors.Load()
+		if done, err := e.readOne(q, d, frames, wakeFd, errs); done {
+			return true, err
+		}
+		switch {
+		case q.rio.woken || q.stats.ReadErrors.Load() != before:
+			streak = 0
+		case q.rio.idled: // it waited for this packet
+			streak = 1
+		default:
+			streak++
+		}
+	}
+	return false, nil
+}
+
+// postReads posts reads into free slots until u.want are in flight.
+func (u *uringIO) postReads() {
+	for i := 0; i < len(u.slots) && u.busy < u.want; i++ {
+		if !u.reading[i] {
+			u.postRead(i)
 		}
 	}
 }
@@ -278,6 +375,7 @@ func (u *uringIO) drain() {
 			switch c.userData &^ 0xffffffff {
 			case uringRead:
 				u.busy--
+				u.reading[int(c.userData&0xffffffff)] = false
 			case uringWake:
 				u.wakeArmed = false
 			case uringStop:

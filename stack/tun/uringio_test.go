@@ -2,9 +2,16 @@ package tun
 
 import (
 	"errors"
+	"net"
+	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/map646/map646/internal/netnstest"
+	"golang.org/x/sys/unix"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -87,7 +94,7 @@ func TestURingBatchInOrder(t *testing.T) {
 	e.Close() // the loop's count is read after it ended
 	// Packet 0's wait, then batches of up to uringSlots (16); the raw
 	// loop makes a read and a write per packet.
-	if enters, most := e.queues[0].uio.enters, uint64(n/4); enters > most {
+	if enters, most := e.queues[0].uio.enters, uint64(n/4); enters == 0 || enters > most {
 		t.Errorf("%d io_uring_enter waits for %d packets that were queued at once, want at most %d: not batched", enters, n, most)
 	}
 }
@@ -145,4 +152,217 @@ func TestURingPeerGone(t *testing.T) {
 		t.Errorf("loop ended with %v, want nil (EOF)", err)
 	}
 	e.Close()
+}
+
+// ioWorkers counts the process's io_uring worker threads (io-wq,
+// "iou-wrk-*"): a read or write the ring could not make inline would
+// have started one.
+func ioWorkers(t *testing.T) int {
+	t.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, task := range tasks {
+		comm, err := os.ReadFile("/proc/self/task/" + task.Name() + "/comm")
+		if err == nil && strings.HasPrefix(string(comm), "iou-wrk") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestURingTunReadNoWait: on a real tun queue, a read posted with
+// RWF_NOWAIT completes inside the io_uring_enter that submits it, with
+// EAGAIN when the queue is empty and with the packet when one is queued:
+// no poll is armed for it and no io-wq worker reads for it. This is what
+// lets the loop batch while the queue has packets and wait in ppoll,
+// like the raw loop, when it has none.
+func TestURingTunReadNoWait(t *testing.T) {
+	netnstest.RequireTun(t, "dp-")
+	ns := netnstest.New(t, "dp-uring-")
+	var dev *Device
+	if err := ns.Do(func() (err error) {
+		dev, err = Open(Config{Name: "dp-tun0", Queues: 1, MTU: 1500, Offload: true})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	ns.MustRun(t, "ip", "link", "set", "lo", "up")
+	ns.MustRun(t, "ip", "addr", "add", "198.51.100.1/32", "dev", "lo")
+	ns.MustRun(t, "ip", "route", "add", "192.0.2.0/24", "dev", "dp-tun0", "src", "198.51.100.1")
+	rc, err := dev.Queues()[0].f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r *ring
+	var setupErr error
+	if err := rc.Control(func(fd uintptr) { r, setupErr = newRing(8, int(fd)) }); err != nil || setupErr != nil {
+		t.Fatalf("ring over the tun queue: %v %v", err, setupErr)
+	}
+	defer r.close()
+	f := NewFrame()
+	// read posts one RWF_NOWAIT read and submits it without waiting: it
+	// must have completed when the call returns.
+	read := func() int32 {
+		t.Helper()
+		r.prepRW(uringOpRead, 0, unix.RWF_NOWAIT, f.buf[FrameHeader:], uringRead)
+		if errno := r.enter(false, nil, false); errno != 0 {
+			t.Fatalf("io_uring_enter: %v", errno)
+		}
+		if n := r.ready(); n != 1 {
+			t.Fatalf("%d completions right after the submission, want 1: the read did not complete inline", n)
+		}
+		res := r.cqe(0).res
+		r.consume(1)
+		return res
+	}
+	if res := read(); res != -int32(unix.EAGAIN) {
+		t.Fatalf("read of the empty queue: %d, want -EAGAIN", res)
+	}
+	if err := ns.Do(func() error {
+		c, err := net.Dial("udp4", "192.0.2.1:9")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("ping"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if res := read(); res != VnetHdrLen+28+4 {
+		t.Fatalf("read of a queued UDP packet: %d, want %d", res, VnetHdrLen+28+4)
+	}
+	if res := read(); res != -int32(unix.EAGAIN) {
+		t.Fatalf("read of the queue emptied again: %d, want -EAGAIN", res)
+	}
+	if n := ioWorkers(t); n != 0 {
+		t.Errorf("%d io-wq workers: a read went to io-wq", n)
+	}
+}
+
+// TestURingIdlesInPoll: between sparse packets the io_uring loop keeps no
+// read posted and waits where the raw loop waits, in ppoll(2) (its raw
+// wait here), not in io_uring_enter: a lone packet then wakes the loop's
+// own thread directly, not through the ring's poll and task_work; and
+// sparse packets are read and written by raw calls, never through the
+// ring.
+func TestURingIdlesInPoll(t *testing.T) {
+	setQueueIO(t, "uring")
+	saved := foreignRawWait
+	foreignRawWait = time.Hour
+	defer func() { foreignRawWait = saved }()
+	c, p := rawPair(t)
+	e := NewEndpointConns([]Conn{c}, 1500, 0)
+	d := &echoDispatcher{e: e, idle: make([]atomic.Int64, 1)}
+	e.Attach(d)
+	defer e.Close()
+	pkt := make([]byte, VnetHdrLen+28)
+	pkt[VnetHdrLen] = 0x45
+	buf := make([]byte, 100)
+	for i := range 3 {
+		if _, err := p.Write(pkt); err != nil {
+			t.Fatal(err)
+		}
+		p.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if m, err := p.Read(buf); err != nil || m != len(pkt) {
+			t.Fatalf("echo %d: %d bytes, %v", i, m, err)
+		}
+		waitUntil(t, "the loop to wait in ppoll", func() bool {
+			ppoll, enter := inSyscalls(t)
+			if enter > 0 {
+				t.Fatalf("after packet %d a thread waits in io_uring_enter", i)
+			}
+			return ppoll == 1
+		})
+	}
+	requireQueueIO(t, e, 0, "uring")
+	if n := ioWorkers(t); n != 0 {
+		t.Errorf("%d io-wq workers", n)
+	}
+	e.Close() // the loop's count is read after it ended
+	if enters := e.queues[0].uio.enters; enters != 0 {
+		t.Errorf("%d io_uring_enter calls for sparse packets, want none: they go by raw read and write", enters)
+	}
+}
+
+// inSyscalls counts the process's threads blocked in ppoll(2) (only a
+// queue loop uses it) and in io_uring_enter(2).
+func inSyscalls(t *testing.T) (ppoll, enter int) {
+	t.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + task.Name() + "/syscall")
+		if err != nil {
+			continue
+		}
+		switch nr, _, _ := strings.Cut(string(b), " "); nr {
+		case strconv.Itoa(unix.SYS_PPOLL):
+			ppoll++
+		case strconv.Itoa(unix.SYS_IO_URING_ENTER):
+			enter++
+		}
+	}
+	return ppoll, enter
+}
+
+// TestURingNoWaitRefused: where the kernel refuses the reads' flags
+// (EOPNOTSUPP, here for a flag no kernel knows), the loop posts its reads
+// without them, waits for them in io_uring_enter, echoes every packet and
+// still stops.
+func TestURingNoWaitRefused(t *testing.T) {
+	setQueueIO(t, "uring")
+	saved := uringReadFlags
+	uringReadFlags = unix.RWF_NOWAIT | 1<<30
+	defer func() { uringReadFlags = saved }()
+	c, p := rawPair(t)
+	e := NewEndpointConns([]Conn{c}, 1500, 0)
+	d := &gatedDispatcher{echoDispatcher: echoDispatcher{e: e, idle: make([]atomic.Int64, 1)}, gate: make(chan struct{}), inside: make(chan struct{})}
+	e.Attach(d)
+	const n = 24 // a burst: the loop goes to its ring
+	pkt := make([]byte, VnetHdrLen+28)
+	pkt[VnetHdrLen] = 0x45
+	for i := range n {
+		if _, err := p.Write(pkt); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			<-d.inside
+		}
+	}
+	close(d.gate)
+	buf := make([]byte, 100)
+	p.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for i := range n {
+		if m, err := p.Read(buf); err != nil || m != len(pkt) {
+			t.Fatalf("echo %d: %d bytes, %v", i, m, err)
+		}
+	}
+	requireQueueIO(t, e, 0, "uring")
+	waitUntil(t, "the loop to wait in io_uring_enter", func() bool {
+		_, enter := inSyscalls(t)
+		return enter == 1
+	})
+	if s := e.Stats(); s.ReadErrors != 0 {
+		t.Errorf("%d read errors: the refused flags were counted", s.ReadErrors)
+	}
+	done := make(chan struct{})
+	go func() { e.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not stop the loop waiting in io_uring_enter")
+	}
+	if e.queues[0].uio.enters == 0 {
+		t.Error("the burst never went to the ring")
+	}
+	if f := e.queues[0].uio.readFlags; f != 0 {
+		t.Errorf("reads posted with %#x after EOPNOTSUPP, want none", f)
+	}
 }
