@@ -3,6 +3,7 @@ package tun
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/map646/map646/internal/netnstest"
 )
@@ -12,6 +13,8 @@ import (
 // says what is in the way, and leave the first device working.
 func TestOpenNeverAttachesToAnExistingTun(t *testing.T) {
 	netnstest.RequireTun(t, "dp-")
+	defer func(w time.Duration) { busyWait = w }(busyWait)
+	busyWait = 50 * time.Millisecond
 	ns := netnstest.New(t, "dp-excl-")
 	err := ns.Do(func() error {
 		first, err := Open(Config{Name: "dp-excl0", Queues: 2})
@@ -42,6 +45,41 @@ func TestOpenNeverAttachesToAnExistingTun(t *testing.T) {
 			t.Error("Open attached to a persistent tun")
 		} else if !strings.Contains(err.Error(), "ip link del dp-stale0") {
 			t.Errorf("Open over a persistent tun: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOpenWaitsForADyingTun: a tun whose owner is going away (here: its
+// last queue closes 200 ms after the second Open starts, as a killed
+// translator's io_uring lets go of its registered queue after the process
+// is reaped) does not make a restart fail; the new Open gets a fresh tun.
+func TestOpenWaitsForADyingTun(t *testing.T) {
+	netnstest.RequireTun(t, "dp-")
+	ns := netnstest.New(t, "dp-dying-")
+	err := ns.Do(func() error {
+		first, err := Open(Config{Name: "dp-dying0", Queues: 2})
+		if err != nil {
+			return err
+		}
+		closed := make(chan struct{})
+		time.AfterFunc(200*time.Millisecond, func() { first.Close(); close(closed) })
+		start := time.Now()
+		d, err := Open(Config{Name: "dp-dying0", Queues: 2})
+		<-closed
+		if err != nil {
+			t.Errorf("Open while the old tun was going away: %v", err)
+			return nil
+		}
+		defer d.Close()
+		if waited := time.Since(start); waited < 150*time.Millisecond {
+			t.Errorf("Open returned after %v, before the old tun was gone", waited)
+		}
+		if len(d.Queues()) != 2 {
+			t.Errorf("%d queues, want 2", len(d.Queues()))
 		}
 		return nil
 	})

@@ -125,8 +125,17 @@ func Open(c Config) (*Device, error) {
 		return nil, fmt.Errorf("tun: MTU %d out of range", c.MTU)
 	}
 	d := &Device{name: c.Name}
+	busyUntil := time.Now().Add(busyWait)
 	for i := 0; i < n; i++ {
 		fd, name, err := openQueue(d.name, i == 0)
+		for i == 0 && c.Name != "" && errors.Is(err, unix.EBUSY) && time.Now().Before(busyUntil) {
+			// A tun whose owner has just died can outlive it briefly: a
+			// file registered with an io_uring is let go by the ring's
+			// exit work, after the process is gone. A restart right
+			// after a crash waits for it rather than failing.
+			time.Sleep(10 * time.Millisecond)
+			fd, name, err = openQueue(d.name, true)
+		}
 		if err != nil {
 			d.Close()
 			if i == 0 && c.Name != "" {
@@ -181,6 +190,13 @@ func Open(c Config) (*Device, error) {
 	}
 	return d, nil
 }
+
+// busyWait is how long Open waits for an existing tun of its name to go
+// away before it reports it: a killed translator's tun is destroyed when
+// the kernel has let go of its last queue, which for a queue registered
+// with an io_uring happens in the ring's exit work, tens of milliseconds
+// after the process has been reaped.
+var busyWait = 2 * time.Second
 
 // openQueue opens /dev/net/tun and attaches it to interface name, returning
 // the name the kernel used. The first queue (create) carries IFF_TUN_EXCL,
