@@ -68,6 +68,8 @@ type options struct {
 	PerfSystem bool
 	// Conds are the veth states every setup is measured in, in order.
 	Conds []condition
+	// Tests are the measurements each setup runs (-tests); empty: all.
+	Tests testSet
 	// StartTimeout bounds a map646 start (loading a large table, installing
 	// routes) until traffic passes; 0 means 90 s.
 	StartTimeout time.Duration
@@ -89,6 +91,7 @@ func main() {
 	tmpl := flag.String("template", "", "replace a link mode's HCL template: MODE=FILE[,MODE=FILE] with MODE tun, nic or fd (text/template; see bench/netns/templates)")
 	flag.StringVar(&o.Out, "out", "", "Markdown file whose netns-harness section is replaced (e.g. docs/benchmarks.md)")
 	flag.StringVar(&o.JSON, "json", "", "write every per-round value to this JSON file")
+	tests := flag.String("tests", "", "measurements to run, comma-separated, from "+strings.Join(allTests, ",")+" (udp includes the pings during the flood); default: all. An A/B of one measurement runs in a fraction of the time")
 	gro := flag.String("gro", "both", "veth conditions, comma-separated, measured in this order: on (GRO, as NIC drivers do by default), off (the veth default), both (on,off), udp (GRO and rx-udp-gro-forwarding: forwarded UDP floods merge into USO super-packets), list (GRO and rx-gro-list: forwarded packets are chained, not merged), napi (udp with threaded NAPI on the veths: a poll finds more packets to merge)")
 	flag.BoolVar(&o.Keep, "keep", false, "keep the work directory with configurations and translator logs")
 	flag.StringVar(&o.Perf, "perf", "", "profile each translator with perf record during round 1's TCP 1 stream and UDP tests; data and reports go to this directory (use an unstripped map646 for Go symbols)")
@@ -104,6 +107,10 @@ func main() {
 	}
 	var err error
 	if o.Conds, err = parseGRO(*gro); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	if o.Tests, err = parseTests(*tests); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
 	}
@@ -127,6 +134,37 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// The measurements -tests selects.
+const (
+	testPing   = "ping"   // 100/s on an idle path
+	testPing1s = "ping1s" // 1/s
+	testTCP1   = "tcp1"
+	testTCP4   = "tcp4"
+	testUDP    = "udp" // 64 B flood, with pings during it
+)
+
+var allTests = []string{testPing, testPing1s, testTCP1, testTCP4, testUDP}
+
+// testSet is the set of measurements to run; nil runs them all.
+type testSet map[string]bool
+
+func (t testSet) has(name string) bool { return t == nil || t[name] }
+
+// parseTests turns -tests into a set; "" is every measurement.
+func parseTests(v string) (testSet, error) {
+	if v == "" {
+		return nil, nil
+	}
+	t := testSet{}
+	for _, name := range strings.Split(v, ",") {
+		if !contains(allTests, name) {
+			return nil, fmt.Errorf("-tests: unknown measurement %q (want a comma-separated list of %s)", name, strings.Join(allTests, ", "))
+		}
+		t[name] = true
+	}
+	return t, nil
 }
 
 // parseGRO turns -gro, a comma-separated list, into the conditions to
@@ -320,7 +358,7 @@ func harness(ctx context.Context, o options) (string, error) {
 	}
 
 	res := newResults(cols, o.Rounds)
-	m := measurer{topo: topo, duration: o.Duration, pings: o.Pings, pings1s: o.Pings1s}
+	m := measurer{topo: topo, duration: o.Duration, pings: o.Pings, pings1s: o.Pings1s, tests: o.Tests}
 	var failures []string
 	for round := 0; round < o.Rounds; round++ {
 		for ci, c := range o.Conds {
@@ -402,17 +440,21 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 	}
 	// Ping first, on an idle path: after the UDP flood a slow translator's
 	// tun queue still holds a backlog that would end up in the RTTs.
-	pr, err := m.ping(ctx, s.Dst, m.pings, fastInterval)
-	if err != nil {
-		return fmt.Errorf("ping 100/s: %w", err)
+	if m.tests.has(testPing) {
+		pr, err := m.ping(ctx, s.Dst, m.pings, fastInterval)
+		if err != nil {
+			return fmt.Errorf("ping 100/s: %w", err)
+		}
+		res.set(key, mRTT50, round, pr.Median*1000)
+		res.set(key, mRTT99, round, pr.P99*1000)
 	}
-	res.set(key, mRTT50, round, pr.Median*1000)
-	res.set(key, mRTT99, round, pr.P99*1000)
-	pr, err = m.ping(ctx, s.Dst, m.pings1s, time.Second)
-	if err != nil {
-		return fmt.Errorf("ping 1/s: %w", err)
+	if m.tests.has(testPing1s) {
+		pr, err := m.ping(ctx, s.Dst, m.pings1s, time.Second)
+		if err != nil {
+			return fmt.Errorf("ping 1/s: %w", err)
+		}
+		res.set(key, mRTTSlow, round, pr.Median*1000)
 	}
-	res.set(key, mRTTSlow, round, pr.Median*1000)
 	// profiled wraps a test in a perf recording (round 1 with -perf only)
 	// of the translator (first condition) or of every CPU (every
 	// condition, native forwarding included).
@@ -450,6 +492,9 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 		return nil
 	}
 	for _, streams := range []int{1, 4} {
+		if (streams == 1 && !m.tests.has(testTCP1)) || (streams == 4 && !m.tests.has(testTCP4)) {
+			continue
+		}
 		cpu, err := startCPU(p)
 		if err != nil {
 			return err
@@ -474,6 +519,12 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 		}
 		res.set(key, tput, round, r.BitsPerSecond/1e9)
 		res.set(key, cpuKey, round, perUnit(secs, r.Bits/1e9))
+	}
+	if !m.tests.has(testUDP) {
+		if p != nil && p.exited() {
+			return fmt.Errorf("%s died during the tests: %v%s", p.name, p.err, p.logTail())
+		}
+		return nil
 	}
 	cpu, err := startCPU(p)
 	if err != nil {

@@ -167,6 +167,7 @@ type measurer struct {
 	duration time.Duration
 	pings    int // at 100/s
 	pings1s  int // at 1/s
+	tests    testSet
 }
 
 // fastInterval is the gap of the 100/s pings.

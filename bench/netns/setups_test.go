@@ -259,3 +259,29 @@ func TestEthtoolFeatures(t *testing.T) {
 		}
 	}
 }
+
+func TestParseTests(t *testing.T) {
+	all, err := parseTests("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range allTests {
+		if !all.has(name) {
+			t.Errorf("the default set misses %s", name)
+		}
+	}
+	some, err := parseTests("udp,ping1s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{testUDP: true, testPing1s: true, testPing: false, testTCP1: false, testTCP4: false} {
+		if some.has(name) != want {
+			t.Errorf("-tests udp,ping1s: has(%s) = %v", name, !want)
+		}
+	}
+	for _, bad := range []string{"tcp", "udp,", "ping,iperf"} {
+		if _, err := parseTests(bad); err == nil {
+			t.Errorf("parseTests accepted %q", bad)
+		}
+	}
+}
