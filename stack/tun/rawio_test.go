@@ -392,13 +392,15 @@ func TestRawWaitsKeepTheirLength(t *testing.T) {
 }
 
 // TestRawWaitOutlastsPreemption: a preemption request (here the
-// stop-the-world of garbage collections run every 5 ms) makes the raw wait
-// yield its P but not end: it goes on for the time left, and only then
-// does the blocking wait begin. Ending it at the first preemption (sysmon
-// sends one after every 10 ms of waiting) made any raw wait longer than
-// 10 ms useless.
+// stop-the-world of garbage collections) makes the raw wait yield its P but
+// not end: it goes on for the time left. Ending it at the first preemption
+// (sysmon sends one after every 10 ms of waiting) made any raw wait longer
+// than 10 ms useless. And the garbage collections complete while the raw
+// wait is still going on: it never holds up the world. The test ends the
+// wait by its wake eventfd once three collections are done, so that a
+// loaded machine only makes it slower, never wrong.
 func TestRawWaitOutlastsPreemption(t *testing.T) {
-	const raw, blocking = 150 * time.Millisecond, 10 * time.Millisecond
+	const raw, blocking = 10 * time.Second, 10 * time.Second
 	savedRaw, savedForeign := foreignRawWait, foreignWait
 	foreignRawWait, foreignWait = raw, blocking
 	defer func() { foreignRawWait, foreignWait = savedRaw, savedForeign }()
@@ -410,30 +412,29 @@ func TestRawWaitOutlastsPreemption(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(wakeFd)
-	stop := make(chan struct{})
-	var gcs atomic.Int64
+	var gcsDone, wokenAt atomic.Int64 // UnixNano
 	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-				runtime.GC()
-				gcs.Add(1)
-			}
+		time.Sleep(20 * time.Millisecond) // let the raw wait begin
+		for range 3 {
+			runtime.GC()
 		}
+		gcsDone.Store(time.Now().UnixNano())
+		time.Sleep(20 * time.Millisecond) // a wait that ended here would be seen
+		wokenAt.Store(time.Now().UnixNano())
+		unix.Write(wakeFd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 	}()
 	start := time.Now()
 	_, err = q.rawRead(wakeFd)
-	took := time.Since(start)
-	close(stop)
+	ended := time.Now()
 	if err != errWoken {
-		t.Fatalf("wait of an empty queue: %v, want errWoken (the bounded wait's end)", err)
+		t.Fatalf("wait of an empty queue: %v, want errWoken (the wake-up)", err)
 	}
-	if took < raw {
-		t.Errorf("wait of an empty queue took %v with %d garbage collections, want >= %v (raw %v + blocking %v)", took, gcs.Load(), raw+blocking, raw, blocking)
-	}
-	if gcs.Load() == 0 {
-		t.Error("no garbage collection ran during the wait: the raw wait kept the P")
+	switch {
+	case gcsDone.Load() == 0:
+		t.Fatalf("the wait ended after %v, before three garbage collections were done", ended.Sub(start))
+	case wokenAt.Load() == 0 || ended.UnixNano() < wokenAt.Load():
+		t.Errorf("the wait ended after %v, at a preemption, before the wake-up", ended.Sub(start))
+	case ended.Sub(start) >= raw:
+		t.Errorf("the wait took %v: the garbage collections waited for the raw wait (%v) to end", ended.Sub(start), raw)
 	}
 }
