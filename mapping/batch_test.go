@@ -289,3 +289,62 @@ func TestSnapshotPrefetch(t *testing.T) {
 		s.Prefetch(tc.keys4, tc.keys6)
 	}
 }
+
+// TestTouchRuns: a prefetch loads its lines in runs of touchRun; every
+// key of a batch longer than a run (runs full and partial, keys filtered
+// out between them, several prefix lengths per key) is still warmed once
+// per length, and Snapshot.touch sorts IPv6 keys into embedded IPv4 and
+// own ones across its chunks without losing any.
+func TestTouchRuns(t *testing.T) {
+	tab := mustTable(t, e("198.51.100.10", "2001:db8:6::10"))
+	nested, err := NewTableWith([]Entry{e("198.51.100.10", "2001:db8:6::10"), e("198.51.100.0/24", "2001:db8:6::100/120")}, TableOptions{AllowNested: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSnapshot(mustPrefix(t, "2001:db8:64::/96"), tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server4 := [4]byte{198, 51, 100, 10}
+	server6 := netip.MustParseAddr("2001:db8:6::10").As16()
+	hairpin := netip.MustParseAddr("2001:db8:64::c633:640a").As16()
+	_, lo6 := split6(server6)
+	for _, n := range []int{1, touchRun - 1, touchRun, touchRun + 1, 2*touchRun + 3, 100} {
+		var keys4 [][4]byte
+		var keys6, mixed [][16]byte
+		for i := range n {
+			keys4 = append(keys4, server4, [4]byte{8, 8, 8, 8}) // the second is filtered out
+			keys6 = append(keys6, server6, netip.MustParseAddr("2001:db8:7::1").As16())
+			mixed = append(mixed, server6)
+			if i%3 == 0 {
+				mixed = append(mixed, hairpin)
+			}
+		}
+		hairpins := (n + 2) / 3
+		if got, want := tab.touch4(keys4), uint32(n)*be32(server4); got != want {
+			t.Errorf("%d keys: touch4 read %#x, want %#x", n, got, want)
+		}
+		if got, want := tab.touch6(keys6), uint64(n)*lo6; got != want {
+			t.Errorf("%d keys: touch6 read %#x, want %#x", n, got, want)
+		}
+		// Two IPv4 lengths, each holding one entry at the slot probed first:
+		// every key loads the /32 entry's key and the /24 entry's.
+		if got, want := nested.touch4(keys4), uint32(n)*(be32(server4)+be32([4]byte{198, 51, 100, 0})); got != want {
+			t.Errorf("%d keys: touch4 over two prefix lengths read %#x, want %#x", n, got, want)
+		}
+		// touch4 sums in 32 bits, once per chunk of touchRun IPv6 keys.
+		want := uint64(n) * lo6
+		for from := 0; from < len(mixed); from += touchRun {
+			h := 0
+			for _, k := range mixed[from:min(from+touchRun, len(mixed))] {
+				if k == hairpin {
+					h++
+				}
+			}
+			want += uint64(uint32(h) * be32(server4))
+		}
+		if got := s.touch(nil, mixed); got != want {
+			t.Errorf("%d keys: Snapshot.touch of %d servers and %d hairpins read %#x, want %#x", n, n, hairpins, got, want)
+		}
+	}
+}
