@@ -309,6 +309,7 @@ func newNICConn(n *nicPath, file *os.File, queue int) (*nicConn, error) {
 func (c *nicConn) useRing(ring *nicRing) {
 	c.ring = ring
 	c.batch = newNICBatch()
+	c.ahead = 0 // nothing of this ring announced yet
 }
 
 func (c *nicConn) SetReadDeadline(t time.Time) error {
