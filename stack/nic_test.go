@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/map646/map646/stack/tun"
 	"github.com/map646/map646/stack/xlat"
@@ -259,5 +260,43 @@ func TestNICRingPrefetch(t *testing.T) {
 	read(8)
 	if len(got) != 2 {
 		t.Errorf("a lone packet was announced: %d batches", len(got))
+	}
+}
+
+// TestNICRingPrefetchAllocs: reading a run of ring frames, announced to
+// a real Handler whose engine prefetches them, allocates nothing.
+func TestNICRingPrefetchAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race")
+	}
+	ring := &nicRing{mem: make([]byte, 8*2048), frameSize: 2048, frames: 8}
+	h := NewHandler(&captureWriter{discard: true}, 1, func() Translator { return testEngine(t).NewWorker() }, nil)
+	c := &nicConn{ring: ring, idle: func() {}}
+	calls := 0
+	c.prefetch = func(pkts [][]byte) { calls++; h.PrefetchBatch(0, pkts) }
+	pkt4 := ipv4(header.UDPProtocolNumber, cli4, srv4, l4(header.UDPProtocolNumber, cli4, srv4, payload(8, 1), false), 0, 0)
+	pkt6 := ipv6(header.UDPProtocolNumber, srv6, cli6, l4(header.UDPProtocolNumber, srv6, cli6, payload(8, 2), false))
+	p := make([]byte, 2048)
+	next := 0
+	round := func() {
+		for range 4 {
+			if next%2 == 0 {
+				fillRingFrame(ring, next%ring.frames, unix.ETH_P_IP, pkt4, false)
+			} else {
+				fillRingFrame(ring, next%ring.frames, unix.ETH_P_IPV6, pkt6, false)
+			}
+			next++
+		}
+		for range 4 {
+			if _, err := c.Read(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if a := testing.AllocsPerRun(100, round); a != 0 {
+		t.Errorf("%v allocations per run of 4 frames", a)
+	}
+	if calls != 101 {
+		t.Errorf("%d runs announced, want 101", calls)
 	}
 }
