@@ -1,6 +1,7 @@
 package mapping
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -204,6 +205,13 @@ func btoi(b bool) int {
 	return 0
 }
 
+// slotWords4 is what touch4 loads from the slot of en: its IPv4 key and
+// the first word of its IPv6 address, the slot's two ends.
+func slotWords4(en Entry) uint32 {
+	v6 := en.IPv6.Addr().As16()
+	return be32(en.IPv4.Addr().As4()) + binary.NativeEndian.Uint32(v6[:4])
+}
+
 // TestTouchReadsTheLookupSlot: Prefetch loads the slot Lookup probes
 // first, which for a table of one entry holds that entry's masked key.
 // A prefetch of the wrong slot would not fail any other test.
@@ -217,8 +225,8 @@ func TestTouchReadsTheLookupSlot(t *testing.T) {
 		key4 := en.IPv4.Addr().As4()
 		in4 := key4
 		in4[3] |= 7 &^ byte(0xff<<(32-en.IPv4.Bits()))
-		if got := tab.touch4([][4]byte{in4}); got != be32(key4) {
-			t.Errorf("%v: touch4(%v) read %#x, want the entry's key %#x", en, netip.AddrFrom4(in4), got, be32(key4))
+		if got, want := tab.touch4([][4]byte{in4}), slotWords4(en); got != want {
+			t.Errorf("%v: touch4(%v) read %#x, want the entry's key and IPv6 word %#x", en, netip.AddrFrom4(in4), got, want)
 		}
 		if got := tab.touch4([][4]byte{{8, 8, 8, 8}}); got != 0 {
 			t.Errorf("%v: touch4(8.8.8.8) read %#x past the /16 filter", en, got)
@@ -258,7 +266,8 @@ func TestBatchNoAlloc(t *testing.T) {
 // the embedded IPv4 address (the translator's hairpin check); it
 // tolerates snapshots without a prefix or a table.
 func TestSnapshotPrefetch(t *testing.T) {
-	tab := mustTable(t, e("198.51.100.10", "2001:db8:6::10"))
+	server := e("198.51.100.10", "2001:db8:6::10")
+	tab := mustTable(t, server)
 	p := mustPrefix(t, "2001:db8:64::/96")
 	server4 := [4]byte{198, 51, 100, 10}
 	server6 := netip.MustParseAddr("2001:db8:6::10").As16()
@@ -272,8 +281,8 @@ func TestSnapshotPrefetch(t *testing.T) {
 		keys6 [][16]byte
 		want  uint64
 	}{
-		{"server both ways", p, tab, [][4]byte{server4}, [][16]byte{server6}, uint64(be32(server4)) + lo6},
-		{"hairpin", p, tab, nil, [][16]byte{hairpin}, uint64(be32(server4))},
+		{"server both ways", p, tab, [][4]byte{server4}, [][16]byte{server6}, uint64(slotWords4(server)) + lo6},
+		{"hairpin", p, tab, nil, [][16]byte{hairpin}, uint64(slotWords4(server))},
 		{"no prefix", Prefix{}, tab, nil, [][16]byte{hairpin, server6}, lo6},
 		{"no table", p, nil, [][4]byte{server4}, [][16]byte{hairpin, server6}, 0},
 		{"neither", Prefix{}, nil, [][4]byte{server4}, [][16]byte{server6}, 0},
@@ -287,5 +296,65 @@ func TestSnapshotPrefetch(t *testing.T) {
 			t.Errorf("%s: touch read %#x, want %#x", tc.name, got, tc.want)
 		}
 		s.Prefetch(tc.keys4, tc.keys6)
+	}
+}
+
+// TestTouchRuns: a prefetch loads its lines in runs of touchRun; every
+// key of a batch longer than a run (runs full and partial, keys filtered
+// out between them, several prefix lengths per key) is still warmed once
+// per length, and Snapshot.touch sorts IPv6 keys into embedded IPv4 and
+// own ones across its chunks without losing any.
+func TestTouchRuns(t *testing.T) {
+	server, net := e("198.51.100.10", "2001:db8:6::10"), e("198.51.100.0/24", "2001:db8:6::100/120")
+	tab := mustTable(t, server)
+	nested, err := NewTableWith([]Entry{server, net}, TableOptions{AllowNested: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSnapshot(mustPrefix(t, "2001:db8:64::/96"), tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server4 := [4]byte{198, 51, 100, 10}
+	server6 := netip.MustParseAddr("2001:db8:6::10").As16()
+	hairpin := netip.MustParseAddr("2001:db8:64::c633:640a").As16()
+	_, lo6 := split6(server6)
+	for _, n := range []int{1, touchRun - 1, touchRun, touchRun + 1, 2*touchRun + 3, 100} {
+		var keys4 [][4]byte
+		var keys6, mixed [][16]byte
+		for i := range n {
+			keys4 = append(keys4, server4, [4]byte{8, 8, 8, 8}) // the second is filtered out
+			keys6 = append(keys6, server6, netip.MustParseAddr("2001:db8:7::1").As16())
+			mixed = append(mixed, server6)
+			if i%3 == 0 {
+				mixed = append(mixed, hairpin)
+			}
+		}
+		hairpins := (n + 2) / 3
+		if got, want := tab.touch4(keys4), uint32(n)*slotWords4(server); got != want {
+			t.Errorf("%d keys: touch4 read %#x, want %#x", n, got, want)
+		}
+		if got, want := tab.touch6(keys6), uint64(n)*lo6; got != want {
+			t.Errorf("%d keys: touch6 read %#x, want %#x", n, got, want)
+		}
+		// Two IPv4 lengths, each holding one entry at the slot probed first:
+		// every key loads the /32 entry's key and the /24 entry's.
+		if got, want := nested.touch4(keys4), uint32(n)*(slotWords4(server)+slotWords4(net)); got != want {
+			t.Errorf("%d keys: touch4 over two prefix lengths read %#x, want %#x", n, got, want)
+		}
+		// touch4 sums in 32 bits, once per chunk of touchRun IPv6 keys.
+		want := uint64(n) * lo6
+		for from := 0; from < len(mixed); from += touchRun {
+			h := 0
+			for _, k := range mixed[from:min(from+touchRun, len(mixed))] {
+				if k == hairpin {
+					h++
+				}
+			}
+			want += uint64(uint32(h) * slotWords4(server))
+		}
+		if got := s.touch(nil, mixed); got != want {
+			t.Errorf("%d keys: Snapshot.touch of %d servers and %d hairpins read %#x, want %#x", n, n, hairpins, got, want)
+		}
 	}
 }

@@ -21,6 +21,10 @@ type Translator interface {
 	Process(buf []byte, start, end int, off *xlat.Offload, sink xlat.Sink) xlat.Result
 }
 
+// prefetcher is a Translator that can warm the memory translating a batch
+// of packets will read (*xlat.Worker: the batch's mapping-table slots).
+type prefetcher interface{ Prefetch(pkts [][]byte) }
+
 // flusher is a Translator that publishes its counters in batches
 // (*xlat.Worker): Flush makes them exact while traffic pauses.
 type flusher interface{ Flush() }
@@ -105,7 +109,8 @@ type handlerQueue struct {
 	h     *Handler
 	index uint32
 	tr    Translator
-	flush func() // the translator's Flush, if it batches counters
+	flush func()     // the translator's Flush, if it batches counters
+	pf    prefetcher // the translator, if it prefetches batches
 	frame *tun.Frame
 
 	copyFrame *tun.Frame   // packets from elsewhere are copied into it
@@ -126,6 +131,7 @@ var (
 	_ gvstack.NetworkDispatcher = (*Handler)(nil)
 	_ tun.FrameDispatcher       = (*Handler)(nil)
 	_ tun.IdleDispatcher        = (*Handler)(nil)
+	_ tun.BatchDispatcher       = (*Handler)(nil)
 )
 
 // NewHandler returns a handler that writes to out and translates the
@@ -149,6 +155,7 @@ func NewHandler(out gvstack.LinkWriter, queues int, newTranslator func() Transla
 		if f, ok := q.tr.(flusher); ok {
 			q.flush = f.Flush
 		}
+		q.pf, _ = q.tr.(prefetcher)
 		if h.link != nil {
 			q.frame = h.link.Frame(i)
 		}
@@ -168,6 +175,17 @@ func (h *Handler) TakesFrames(e *tun.Endpoint) bool {
 // so its translator publishes its batched counters. It is called on q's
 // dispatch goroutine.
 func (h *Handler) QueueIdle(q int) { h.queues[q%len(h.queues)].flush() }
+
+// PrefetchBatch implements tun.BatchDispatcher: queue q's translator
+// warms the mapping-table slots that translating pkts, which the queue
+// read together, will read, so that their cache misses overlap instead of
+// coming one per packet (docs/datapath.md, "Batches and the mapping
+// table"). It changes no result and does not allocate.
+func (h *Handler) PrefetchBatch(q int, pkts [][]byte) {
+	if pf := h.queues[q%len(h.queues)].pf; pf != nil {
+		pf.Prefetch(pkts)
+	}
+}
 
 // DeliverNetworkPacket implements gvstack.NetworkDispatcher: it translates
 // pkt, which holds a whole IPv4 or IPv6 packet (the engine reads the version

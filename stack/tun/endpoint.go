@@ -150,6 +150,20 @@ type IdleDispatcher interface {
 	QueueIdle(q int)
 }
 
+// BatchDispatcher is a NetworkDispatcher told of the packets a queue read
+// together, before it delivers them one by one: a time to warm the memory
+// translating them will read (the mapping table's slots, with
+// xlat.Worker.Prefetch), so that their cache misses overlap. pkts[i] is
+// the i-th packet of the batch, its IP packet from its first byte, in
+// memory that stays as it is until the batch is delivered; the dispatcher
+// must not keep pkts or the packets, nor change them. It is called on q's
+// dispatch goroutine. A queue on its io_uring hands over each batch of
+// completed reads of two packets or more (a lone packet gains nothing:
+// its lookups follow at once).
+type BatchDispatcher interface {
+	PrefetchBatch(q int, pkts [][]byte)
+}
+
 // LinkStats are link-level counters: what happened to packets before and
 // after the translator. One type serves the endpoint (its part) and the
 // data path (the endpoint's and the dispatcher's parts, which count

@@ -96,6 +96,9 @@ type uringIO struct {
 	// enters counts the loop's io_uring_enter calls, each a batch (what
 	// batching saves), over the queue's life.
 	enters uint64
+	// batch holds the packets of one batch's completed reads for a
+	// BatchDispatcher (prefetch).
+	batch [uringSlots][]byte
 }
 
 type uringSlot struct {
@@ -165,6 +168,7 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 	rio := q.rio
 	rio.idled, rio.waited = false, false
 	errs := 0
+	bd, _ := d.(BatchDispatcher)
 	for {
 		if e.stopping.Load() {
 			return nil // a queue that never goes idle still stops
@@ -200,6 +204,9 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 		var err error
 		got := 0
 		n := u.r.ready()
+		if bd != nil {
+			u.prefetch(bd, q, n)
+		}
 		for i := range n {
 			c := u.r.cqe(i)
 			slot, res := int(c.userData&0xffffffff), c.res
@@ -289,6 +296,24 @@ func (e *Endpoint) rawUntilBusy(q *queue, d gvstack.NetworkDispatcher, frames bo
 		}
 	}
 	return false, nil
+}
+
+// prefetch hands bd the IP packets of the first n completions' reads, in
+// their order, before any of them is delivered; packets deliver would
+// refuse as too short are left out, and so is a batch of one packet.
+func (u *uringIO) prefetch(bd BatchDispatcher, q *queue, n uint32) {
+	k := 0
+	for i := range n {
+		c := u.r.cqe(i)
+		if c.userData&^0xffffffff != uringRead || c.res <= VnetHdrLen {
+			continue
+		}
+		u.batch[k] = u.slots[c.userData&0xffffffff].buf[FramePacket : FrameHeader+int(c.res)]
+		k++
+	}
+	if k > 1 {
+		bd.PrefetchBatch(q.index, u.batch[:k])
+	}
 }
 
 // postReads posts reads into free slots until u.want are in flight.

@@ -1,7 +1,9 @@
 package tun
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strconv"
@@ -364,5 +366,99 @@ func TestURingNoWaitRefused(t *testing.T) {
 	}
 	if f := e.queues[0].uio.readFlags; f != 0 {
 		t.Errorf("reads posted with %#x after EOPNOTSUPP, want none", f)
+	}
+}
+
+// prefetchDispatcher is a gatedDispatcher that is also a BatchDispatcher:
+// it keeps a copy of the last batch PrefetchBatch got and checks each
+// delivery against the batch's next packet.
+type prefetchDispatcher struct {
+	gatedDispatcher
+	batch    [][]byte
+	next     int // packets of batch delivered
+	batches  int
+	largest  int
+	covered  int // deliveries announced by a batch, in its order
+	problems []string
+}
+
+func (d *prefetchDispatcher) PrefetchBatch(q int, pkts [][]byte) {
+	if q != 0 || len(pkts) < 2 {
+		d.problems = append(d.problems, fmt.Sprintf("PrefetchBatch(%d, %d packets)", q, len(pkts)))
+	}
+	if d.next < len(d.batch) {
+		d.problems = append(d.problems, fmt.Sprintf("a batch of %d came with %d packets of the last one undelivered", len(pkts), len(d.batch)-d.next))
+	}
+	d.batch, d.next = d.batch[:0], 0
+	for _, p := range pkts {
+		d.batch = append(d.batch, bytes.Clone(p))
+	}
+	d.batches++
+	d.largest = max(d.largest, len(pkts))
+}
+
+func (d *prefetchDispatcher) DeliverNetworkPacket(p tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) {
+	if d.next < len(d.batch) {
+		got := make([]byte, pkt.Size())
+		CopyPacket(got, pkt)
+		if !bytes.Equal(got, d.batch[d.next]) {
+			d.problems = append(d.problems, fmt.Sprintf("delivered %x where the batch had %x next", got, d.batch[d.next]))
+		}
+		d.next++
+		d.covered++
+	}
+	d.gatedDispatcher.DeliverNetworkPacket(p, pkt)
+}
+
+// TestURingPrefetchBatch: a queue on its io_uring hands a BatchDispatcher
+// the IP packets of each batch of completed reads before it delivers
+// them, exactly the packets it then delivers, in their order; batches of
+// one packet are not handed over. The raw loop, which reads one packet at
+// a time, hands over none.
+func TestURingPrefetchBatch(t *testing.T) {
+	for _, mode := range queueIOModes {
+		t.Run(mode, func(t *testing.T) {
+			setQueueIO(t, mode)
+			c, p := rawPair(t)
+			e := NewEndpointConns([]Conn{c}, 1500, 0)
+			d := &prefetchDispatcher{gatedDispatcher: gatedDispatcher{echoDispatcher: echoDispatcher{e: e, idle: make([]atomic.Int64, 1)}, gate: make(chan struct{}), inside: make(chan struct{})}}
+			e.Attach(d)
+			const n = 48
+			pkt := make([]byte, VnetHdrLen+28)
+			pkt[VnetHdrLen] = 0x45
+			for i := range n {
+				pkt[len(pkt)-2], pkt[len(pkt)-1] = byte(i), ^byte(i)
+				if _, err := p.Write(pkt); err != nil {
+					t.Fatal(err)
+				}
+				if i == 0 {
+					<-d.inside
+				}
+			}
+			close(d.gate)
+			buf := make([]byte, 100)
+			p.SetReadDeadline(time.Now().Add(5 * time.Second))
+			for i := range n {
+				if m, err := p.Read(buf); err != nil || m != len(pkt) || buf[m-2] != byte(i) {
+					t.Fatalf("echo %d: %d bytes (%x), %v", i, m, buf[:m], err)
+				}
+			}
+			requireQueueIO(t, e, 0, mode)
+			e.Close() // the dispatcher's record is read after the loop ended
+			for _, pr := range d.problems {
+				t.Error(pr)
+			}
+			if mode == "raw" {
+				if d.batches != 0 {
+					t.Errorf("the raw loop handed over %d batches", d.batches)
+				}
+				return
+			}
+			// The first packets come by raw reads (uringBusyAfter in a
+			// row), the rest in batches of 2, 4, 8, then 16.
+			if d.batches < 3 || d.largest < 8 || d.covered < n-2*uringBusyAfter {
+				t.Errorf("%d batches, the largest of %d packets, announcing %d of %d deliveries", d.batches, d.largest, d.covered, n)
+			}
+		})
 	}
 }
