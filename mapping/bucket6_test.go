@@ -28,6 +28,10 @@ func bucketProbes6(l *level6, hi, lo, seed uint64) int {
 // TestBucket6Overflow: at the load factor of bucketCount6 a lookup reads
 // one cache line, rarely two, and most hits are in their bucket's first
 // slot, for the keys of the benchmarks (dense servers) and random ones.
+// The fill depends on the table's seed (for dense keys, buckets read per
+// hit range from 1.003 to 1.09 over 60 random seeds), so the test fixes
+// eight seeds and bounds their mean and their worst: with a random seed
+// it failed about one run in seven.
 func TestBucket6Overflow(t *testing.T) {
 	random := func(n int) []Entry {
 		rnd := newRand(uint64(n))
@@ -40,6 +44,9 @@ func TestBucket6Overflow(t *testing.T) {
 		}
 		return out
 	}
+	saved := randomSeed
+	defer func() { randomSeed = saved }()
+	seeds := newRand(646)
 	for _, tc := range []struct {
 		name    string
 		entries []Entry
@@ -49,28 +56,36 @@ func TestBucket6Overflow(t *testing.T) {
 		{"random/200000", random(200_000)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tab, err := NewTable(tc.entries)
-			if err != nil {
-				t.Fatal(err)
-			}
-			l := &tab.levels6[0]
-			var hitProbes, missProbes, maxProbes, first int
-			for _, en := range tc.entries {
-				hi, lo := split6(en.IPv6.Addr().As16())
-				if b, i := l.find(hi, lo, tab.seed); b == slotOf(hash6(hi, lo, tab.seed), len(l.buckets)) && i == 0 {
-					first++
+			const runs = 8
+			var sumHit, sumMiss, sumFirst, worst float64
+			for range runs {
+				seed := seeds.Uint64()
+				randomSeed = func() uint64 { return seed }
+				tab, err := NewTable(tc.entries)
+				if err != nil {
+					t.Fatal(err)
 				}
-				p := bucketProbes6(l, hi, lo, tab.seed)
-				hitProbes += p
-				maxProbes = max(maxProbes, p)
-				missProbes += bucketProbes6(l, hi, lo^1<<40, tab.seed)
+				l := &tab.levels6[0]
+				var hitProbes, missProbes, maxProbes, first int
+				for _, en := range tc.entries {
+					hi, lo := split6(en.IPv6.Addr().As16())
+					if b, i := l.find(hi, lo, tab.seed); b == slotOf(hash6(hi, lo, tab.seed), len(l.buckets)) && i == 0 {
+						first++
+					}
+					p := bucketProbes6(l, hi, lo, tab.seed)
+					hitProbes += p
+					maxProbes = max(maxProbes, p)
+					missProbes += bucketProbes6(l, hi, lo^1<<40, tab.seed)
+				}
+				n := float64(len(tc.entries))
+				perHit, perMiss := float64(hitProbes)/n, float64(missProbes)/n
+				t.Logf("seed %#x: %d buckets; buckets read per hit %.3f, per miss %.3f, at most %d; hits in the first slot %.2f", seed, len(l.buckets), perHit, perMiss, maxProbes, float64(first)/n)
+				sumHit, sumMiss, sumFirst = sumHit+perHit, sumMiss+perMiss, sumFirst+float64(first)/n
+				worst = max(worst, perHit, perMiss)
 			}
-			n := float64(len(tc.entries))
-			perHit, perMiss := float64(hitProbes)/n, float64(missProbes)/n
-			inFirst := float64(first) / n
-			t.Logf("%d buckets; buckets read per hit %.3f, per miss %.3f, at most %d; hits in the first slot %.2f", len(l.buckets), perHit, perMiss, maxProbes, inFirst)
-			if perHit > 1.05 || perMiss > 1.05 || inFirst < 0.55 {
-				t.Errorf("buckets read per hit %.3f, per miss %.3f, hits in the first slot %.2f: want at most 1.05, 1.05, at least 0.55", perHit, perMiss, inFirst)
+			perHit, perMiss, inFirst := sumHit/runs, sumMiss/runs, sumFirst/runs
+			if perHit > 1.05 || perMiss > 1.05 || inFirst < 0.55 || worst > 1.12 {
+				t.Errorf("over %d seeds: buckets read per hit %.3f, per miss %.3f, hits in the first slot %.2f, worst seed %.3f: want at most 1.05, 1.05, at least 0.55, at most 1.12", runs, perHit, perMiss, inFirst, worst)
 			}
 		})
 	}
