@@ -593,7 +593,7 @@ func (e *Endpoint) deliver(q *queue, f *Frame, d gvstack.NetworkDispatcher, n in
 	DecodeVnetHdr(f.buf[FrameHeader:], &f.Offload)
 	end := FrameHeader + n
 	ip := f.buf[FramePacket:end]
-	if ValidateOffload(&f.Offload, len(ip)) != nil {
+	if ValidateOffloadPacket(&f.Offload, ip) != nil {
 		q.stats.InvalidVnetHdr.Add(1)
 		return
 	}
