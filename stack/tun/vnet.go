@@ -107,7 +107,12 @@ const maxExtHeaders = 8
 // TCP, USO on UDP, none on a fragment. A kernel's own tun or tap never
 // hands over a header that fails these; a guest or VM manager writing
 // into an inherited descriptor may.
+//
+// The checks count the packet to its IP length, not to the end of what
+// was read: a frame's trailing bytes (Ethernet padding of a short frame)
+// are not the packet's, and the translator drops them.
 func ValidateOffloadPacket(o *xlat.Offload, pkt []byte) error {
+	pkt = pkt[:min(len(pkt), ipLength(pkt))]
 	if err := ValidateOffload(o, len(pkt)); err != nil {
 		return err
 	}
@@ -160,6 +165,21 @@ func ValidateOffloadPacket(o *xlat.Offload, pkt []byte) error {
 		return ErrInvalidVnetHdr
 	}
 	return nil
+}
+
+// ipLength is the length the IP header of pkt gives it (IPv4 Total
+// Length, IPv6 40 + Payload Length), or len(pkt) if it gives none (not IP,
+// an IPv6 jumbogram).
+func ipLength(pkt []byte) int {
+	switch {
+	case len(pkt) >= 20 && pkt[0]>>4 == 4:
+		return int(binary.BigEndian.Uint16(pkt[2:]))
+	case len(pkt) >= 40 && pkt[0]>>4 == 6:
+		if n := int(binary.BigEndian.Uint16(pkt[4:])); n > 0 {
+			return 40 + n
+		}
+	}
+	return len(pkt)
 }
 
 // transportHeader finds where the transport header of the IP packet pkt

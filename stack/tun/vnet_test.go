@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"encoding/binary"
 	"errors"
 	"testing"
 
@@ -103,6 +104,7 @@ func TestValidateOffloadPacket(t *testing.T) {
 		p[6], p[7] = byte(frag>>8), byte(frag)
 		p[9] = proto
 		p[ihl*4+12] = 5 << 4
+		binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
 		return p
 	}
 	// ip6 is an IPv6 header, the extension headers ext (each a next
@@ -123,6 +125,20 @@ func TestValidateOffloadPacket(t *testing.T) {
 		l4 := len(p)
 		p = append(p, make([]byte, 20+data)...)
 		p[l4+12] = 5 << 4
+		binary.BigEndian.PutUint16(p[4:], uint16(len(p)-40))
+		return p
+	}
+	// padded is p with n bytes behind it that are not the packet's
+	// (Ethernet padding).
+	padded := func(p []byte, n int) []byte { return append(p, make([]byte, n)...) }
+	// cut is p cut to n bytes, its IP header saying so.
+	cut := func(p []byte, n int) []byte {
+		p = p[:n]
+		if p[0]>>4 == 4 {
+			binary.BigEndian.PutUint16(p[2:], uint16(n))
+		} else {
+			binary.BigEndian.PutUint16(p[4:], uint16(n-40))
+		}
 		return p
 	}
 	tso := func(typ uint8, start int) xlat.Offload {
@@ -172,6 +188,9 @@ func TestValidateOffloadPacket(t *testing.T) {
 		{"uso6 of 129 datagrams", uso(40, 10), ip6(17, nil, 17, 128*10-12+1), false},
 		{"uso on TCP", uso(20, 1000), ip4(5, 6, 0, 3000), false},
 		{"uso at tcp's offset", xlat.Offload{Flags: csum, GSOType: xlat.GSOUDPL4, GSOSize: 1000, CsumStart: 20, CsumOffset: 16}, ip4(5, 17, 0, 3000), false},
+		{"partial udp4 checksum field in the padding", xlat.Offload{Flags: csum, CsumStart: 20, CsumOffset: 6}, padded(cut(ip4(5, 17, 0, 0), 24), 20), false},
+		{"partial udp6 checksum field in the padding", xlat.Offload{Flags: csum, CsumStart: 40, CsumOffset: 6}, padded(cut(ip6(17, nil, 17, 0), 44), 20), false},
+		{"partial tcp4 with padding", xlat.Offload{Flags: csum, CsumStart: 20, CsumOffset: 16}, padded(ip4(5, 6, 0, 0), 6), true},
 		{"range check still applies", xlat.Offload{Flags: csum, CsumStart: 20, CsumOffset: 100}, ip4(5, 6, 0, 10), false},
 	} {
 		err := ValidateOffloadPacket(&tc.o, tc.pkt)
