@@ -659,3 +659,56 @@ func TestFDHostileOffloads(t *testing.T) {
 		}
 	}
 }
+
+// TestFDHostileReadAllocs: dropping hostile reads costs no allocation: a
+// virtio_net_hdr the kernel would refuse, one that does not fit its
+// packet, a runt, a VLAN-tagged frame, an unknown EtherType, a frame
+// longer than the MTU, a truncated IP header, for every framing that can
+// carry it.
+func TestFDHostileReadAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	fds := fuzzFDs(t)
+	const nc = uint8(xlat.OffloadNeedsCsum)
+	udp4 := ipv4(header.UDPProtocolNumber, cli4, srv4, l4(header.UDPProtocolNumber, cli4, srv4, payload(100, 2), true), header.IPv4FlagDontFragment, 0)
+	big := ipv4(header.UDPProtocolNumber, cli4, srv4, l4(header.UDPProtocolNumber, cli4, srv4, payload(3000, 2), false), 0, 0)
+	for _, vnet := range []int{0, tun.VnetHdrLen, maxVnetHdr} {
+		for _, eth := range []bool{false, true} {
+			f := fds[fuzzMode(vnet, eth)]
+			reads := map[string][]byte{
+				"longer than the MTU": fuzzFrame(vnet, eth, xlat.Offload{}, big),
+				"truncated IP header": fuzzFrame(vnet, eth, xlat.Offload{}, udp4[:12]),
+			}
+			if vnet > 0 {
+				reads["unknown flag"] = fuzzFrame(vnet, eth, xlat.Offload{Flags: 0x10}, udp4)
+				reads["checksum in the IP header"] = fuzzFrame(vnet, eth, xlat.Offload{Flags: nc, CsumStart: 0, CsumOffset: 10}, udp4)
+				reads["TSO on UDP"] = fuzzFrame(vnet, eth, xlat.Offload{Flags: nc, GSOType: xlat.GSOTCPv4, GSOSize: 1000, CsumStart: 20, CsumOffset: 16}, udp4)
+				reads["shorter than the header"] = make([]byte, vnet-1)
+			}
+			if eth {
+				vlan := fuzzFrame(vnet, eth, xlat.Offload{}, udp4)
+				reads["VLAN-tagged"] = append(vlan[:vnet+12:vnet+12], append([]byte{0x81, 0x00, 0, 7}, vlan[vnet+12:]...)...)
+				other := fuzzFrame(vnet, eth, xlat.Offload{}, udp4)
+				other[vnet+12], other[vnet+13] = 0x88, 0xb5
+				reads["unknown EtherType"] = other
+				reads["runt"] = append(make([]byte, vnet), tapMAC[:5]...)
+			}
+			for name, data := range reads {
+				before := f.counted()
+				allocs := testing.AllocsPerRun(50, func() {
+					f.read(data)
+					for f.written(t) != nil {
+						t.Errorf("%s: written", name)
+					}
+				})
+				if allocs != 0 {
+					t.Errorf("vnet %d eth %v, %s: %v allocations per read", vnet, eth, name, allocs)
+				}
+				if f.counted() == before {
+					t.Errorf("vnet %d eth %v, %s: dropped without a count", vnet, eth, name)
+				}
+			}
+		}
+	}
+}
