@@ -415,7 +415,14 @@ func fuzzFDSeeds() [][]byte {
 			// A packet too large for the MTU, without GSO.
 			add(xlat.Offload{}, v6(header.UDPProtocolNumber, 2000, false))
 			if eth {
+				snm := solicitedNode(netip.MustParseAddr(clientInV6)).String()
+				ns := ethHeader([6]byte{0x33, 0x33, 0xff, 0, 0, 0}, peerMAC, ethTypeIP6)
+				ns = append(ns, ndPacket(header.ICMPv6NeighborSolicit, "fe80::2", snm, clientInV6, 255, 0, otherMAC[:])...)
+				na := ethHeader(tapMAC, peerMAC, ethTypeIP6)
+				na = append(na, ndPacket(header.ICMPv6NeighborAdvert, "fe80::1", "fe80::5eff:fe10:1", "fe80::1", 255, 0x60, peerMAC[:])...)
 				seeds = append(seeds,
+					append([]byte{mode}, append(make([]byte, vnet), ns...)...),
+					append([]byte{mode}, append(make([]byte, vnet), na...)...),
 					append([]byte{mode}, append(make([]byte, vnet), arpPacketFrame()...)...),
 					append([]byte{mode}, append(make([]byte, vnet), tapMAC[:5]...)...), // a runt
 				)
