@@ -977,6 +977,20 @@ func TestNetnsNICIgnoresOtherVLANs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// What the engine counted from the IPv4 side: the server's ICMPv6
+	// errors about the UDP packets come back the other way while later
+	// cases run.
+	from4 := func() uint64 {
+		tot := tp.eng.Totals()
+		var n uint64
+		for _, c := range tot.Packets[xlat.Dir46] {
+			n += c
+		}
+		for _, c := range tot.Drops[xlat.Dir46] {
+			n += c
+		}
+		return n
+	}
 	for _, tc := range []struct {
 		name string
 		vid  int
@@ -988,15 +1002,15 @@ func TestNetnsNICIgnoresOtherVLANs(t *testing.T) {
 		{"priority-tagged", 0, true},
 		{"VLAN 20 with priority 5", 5<<13 | 20, false},
 	} {
-		before := tp.dp.LinkStats()
+		before := from4()
 		send(tc.vid)
 		if tc.read {
-			waitFor(t, tc.name+" translated", func() bool { return tp.dp.LinkStats().Reads > before.Reads })
+			waitFor(t, tc.name+" translated", func() bool { return from4() > before })
 			continue
 		}
-		time.Sleep(200 * time.Millisecond)
-		if after := tp.dp.LinkStats(); after.Reads != before.Reads {
-			t.Errorf("%s: the translator read the frame", tc.name)
+		time.Sleep(300 * time.Millisecond)
+		if after := from4(); after != before {
+			t.Errorf("%s: the translator took the frame", tc.name)
 		}
 	}
 }
