@@ -499,7 +499,7 @@ func (e *tapEndpoint) dispatchLoop(efd int, d gvstack.NetworkDispatcher, idle tu
 // addressed to our MAC goes to d, ARP and ND to tapNeigh, the rest is
 // counted.
 func (e *tapEndpoint) deliver(d gvstack.NetworkDispatcher, f []byte) {
-	if !e.readOffload(len(f)) {
+	if !e.readOffload(f) {
 		return
 	}
 	if !e.eth {
@@ -566,22 +566,26 @@ func (e *tapEndpoint) deliverIP(d gvstack.NetworkDispatcher, p []byte) {
 	}
 }
 
-// readOffload decodes the virtio_net_hdr read in front of the n bytes of
-// a packet or frame into the frame's Offload (which the Handler
-// translates with the packet), moving a tap's offsets from the Ethernet
-// header to the IP header, and checks it as the kernel would; without a
-// header the Offload says the packet is complete. A header the kernel
-// would refuse is counted, and the packet dropped.
-func (e *tapEndpoint) readOffload(n int) bool {
+// readOffload decodes the virtio_net_hdr read in front of the packet or
+// frame f into the frame's Offload (which the Handler translates with the
+// packet), moving a tap's offsets from the Ethernet header to the IP
+// header, and checks it as the kernel would and against the packet
+// (tun.ValidateOffloadPacket); without a header the Offload says the
+// packet is complete. A header that fails is counted, and the packet
+// dropped.
+func (e *tapEndpoint) readOffload(f []byte) bool {
 	off := &e.frame.Offload
 	if e.vnet == 0 {
 		*off = xlat.Offload{}
 		return true
 	}
 	tun.DecodeVnetHdr(e.rvnet[:], off)
-	ip := n
+	ip := f
 	if e.eth {
-		ip -= ethHdrLen
+		if len(f) < ethHdrLen {
+			return true // too short a frame: deliver counts it
+		}
+		ip = f[ethHdrLen:]
 		if off.Flags&xlat.OffloadNeedsCsum != 0 {
 			if off.CsumStart < ethHdrLen {
 				e.invalidVnetHdr.Add(1)
@@ -591,10 +595,7 @@ func (e *tapEndpoint) readOffload(n int) bool {
 		}
 		off.HdrLen -= min(off.HdrLen, ethHdrLen)
 	}
-	if ip < 0 {
-		return true // too short a frame: deliver counts it
-	}
-	if tun.ValidateOffload(off, ip) != nil {
+	if tun.ValidateOffloadPacket(off, ip) != nil {
 		e.invalidVnetHdr.Add(1)
 		return false
 	}

@@ -253,7 +253,7 @@ func (q *handlerQueue) deliverCopy(pkt *gvstack.PacketBuffer) {
 	var off *xlat.Offload
 	has, err := tun.OffloadFromPacket(pkt, buf[tun.FramePacket:tun.FramePacket+n], &q.off)
 	if err == nil && has {
-		err = tun.ValidateOffload(&q.off, n)
+		err = tun.ValidateOffloadPacket(&q.off, buf[tun.FramePacket:tun.FramePacket+n])
 		off = &q.off
 	}
 	if err != nil {

@@ -214,7 +214,7 @@ func TestHandlerOffload(t *testing.T) {
 	var got gvstack.GSO
 	out := &gsoWriter{got: &got}
 	h := NewHandler(out, 1, func() Translator { return &fakeTranslator{t: t} }, nil)
-	pkt := chainedPacket(testPacket(4, markForward, 3000), 100)
+	pkt := chainedPacket(tcp4Packet(markForward, 3000), 100)
 	pkt.GSOOptions = gvstack.GSO{Type: gvstack.GSOTCPv4, NeedsCsum: true, L3HdrLen: 20, CsumOffset: 16, MSS: 1000, MaxSize: 65535}
 	h.DeliverNetworkPacket(header.IPv4ProtocolNumber, pkt)
 	pkt.DecRef()

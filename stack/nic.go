@@ -572,20 +572,32 @@ func (n *nicPath) port(ifindex int) *nicPort {
 
 // Classic BPF (Documentation/networking/filter.rst) ancillary loads.
 const (
-	skfAdOff      = 0xfffff000 // SKF_AD_OFF, -0x1000 as the uint32 offset
-	skfAdProtocol = 0
-	skfAdPktType  = 4
+	skfAdOff            = 0xfffff000 // SKF_AD_OFF, -0x1000 as the uint32 offset
+	skfAdProtocol       = 0
+	skfAdPktType        = 4
+	skfAdVLANTag        = 44
+	skfAdVLANTagPresent = 48
 )
 
 // hostIPFilter accepts IPv4 and IPv6 frames sent to this host's link
 // address (PACKET_HOST) and nothing else: ARP, ND multicast and broadcast
-// stay the kernel's alone.
+// stay the kernel's alone, and so do frames of a VLAN, which the kernel
+// untags into the packet's metadata before packet sockets see them
+// (skb_vlan_untag): they are the VLAN interface's, not the untagged
+// link's, and translated they would leave the VLAN. A priority-tagged
+// frame (VLAN ID 0, IEEE 802.1Q) is the untagged link's, as the kernel
+// takes it.
 var hostIPFilter = []unix.SockFilter{
 	{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: uint32(skfAdOff + skfAdPktType)},
-	{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 4, K: unix.PACKET_HOST},
+	{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 9, K: unix.PACKET_HOST},
 	{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: uint32(skfAdOff + skfAdProtocol)},
 	{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 1, Jf: 0, K: unix.ETH_P_IP},
-	{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 1, K: unix.ETH_P_IPV6},
+	{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 6, K: unix.ETH_P_IPV6},
+	{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: uint32(skfAdOff + skfAdVLANTagPresent)},
+	{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 3, Jf: 0, K: 0},
+	{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: uint32(skfAdOff + skfAdVLANTag)},
+	{Code: unix.BPF_ALU | unix.BPF_AND | unix.BPF_K, K: 0xfff},
+	{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 1, K: 0},
 	{Code: unix.BPF_RET | unix.BPF_K, K: 0x40000},
 	{Code: unix.BPF_RET | unix.BPF_K, K: 0},
 }

@@ -3,6 +3,7 @@ package stack
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -929,5 +930,87 @@ func TestNetnsNICLinkFlap(t *testing.T) {
 	}
 	if after := tp.dp.LinkStats(); after.WriteErrors != before.WriteErrors {
 		t.Errorf("%d write errors after the flap", after.WriteErrors-before.WriteErrors)
+	}
+}
+
+// TestNetnsNICIgnoresOtherVLANs: a frame that arrives tagged with a VLAN
+// on a NIC the translator serves belongs to that VLAN's interface (or to
+// nobody, if the host has none), not to the untagged link: the kernel
+// strips the tag into the packet's metadata before packet sockets see it
+// (skb_vlan_untag in __netif_receive_skb_core), so the host filter must
+// refuse it, or traffic from another VLAN would be translated and sent
+// out untagged. A priority-tagged frame (VLAN 0, IEEE 802.1Q) is the
+// untagged link's, as the kernel takes it, and so is translated.
+func TestNetnsNICIgnoresOtherVLANs(t *testing.T) {
+	tp := newModeTopology(t, modeNIC, 1520, 1)
+	x4, err := net.ParseMAC(strings.TrimSpace(tp.xlat.Run("cat", "/sys/class/net/x4/address")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c4, err := net.ParseMAC(strings.TrimSpace(tp.cli.Run("cat", "/sys/class/net/c4/address")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp := ipv4(header.UDPProtocolNumber, cli4, srv4, l4(header.UDPProtocolNumber, cli4, srv4, payload(100, 1), false), 0, 0)
+	// send writes udp to x4 from c4 behind an 802.1Q tag of VLAN vid
+	// (none if vid < 0).
+	send := func(vid int) {
+		f := append(append([]byte{}, x4...), c4...)
+		if vid >= 0 {
+			f = binary.BigEndian.AppendUint16(f, unix.ETH_P_8021Q)
+			f = binary.BigEndian.AppendUint16(f, uint16(vid))
+		}
+		f = binary.BigEndian.AppendUint16(f, unix.ETH_P_IP)
+		f = append(f, udp...)
+		if err := tp.cli.Do(func() error {
+			fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			ifi, err := net.InterfaceByName("c4")
+			if err != nil {
+				return err
+			}
+			return unix.Sendto(fd, f, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// What the engine counted from the IPv4 side: the server's ICMPv6
+	// errors about the UDP packets come back the other way while later
+	// cases run.
+	from4 := func() uint64 {
+		tot := tp.eng.Totals()
+		var n uint64
+		for _, c := range tot.Packets[xlat.Dir46] {
+			n += c
+		}
+		for _, c := range tot.Drops[xlat.Dir46] {
+			n += c
+		}
+		return n
+	}
+	for _, tc := range []struct {
+		name string
+		vid  int
+		read bool
+	}{
+		{"untagged", -1, true},
+		{"VLAN 20", 20, false},
+		{"VLAN 4094", 4094, false},
+		{"priority-tagged", 0, true},
+		{"VLAN 20 with priority 5", 5<<13 | 20, false},
+	} {
+		before := from4()
+		send(tc.vid)
+		if tc.read {
+			waitFor(t, tc.name+" translated", func() bool { return from4() > before })
+			continue
+		}
+		time.Sleep(300 * time.Millisecond)
+		if after := from4(); after != before {
+			t.Errorf("%s: the translator took the frame", tc.name)
+		}
 	}
 }

@@ -131,6 +131,16 @@ func expectNoPacket(t testing.TB, peer *os.File) {
 	}
 }
 
+// tcp4Packet is testPacket(4, mark, n) with the IPv4 and TCP header
+// fields that offload metadata is checked against
+// (tun.ValidateOffloadPacket): a 20-byte header, no fragment, TCP with a
+// 20-byte header.
+func tcp4Packet(mark byte, n int) []byte {
+	p := testPacket(4, mark, n)
+	p[0], p[6], p[7], p[9], p[20+12] = 0x45, 0, 0, 6, 5<<4
+	return p
+}
+
 func testPacket(version, mark byte, n int) []byte {
 	p := make([]byte, n)
 	p[0] = version << 4
@@ -167,8 +177,8 @@ func TestQueueFraming(t *testing.T) {
 	}{
 		{"plain 4to6", xlat.Offload{}, testPacket(4, markForward, 100), xlat.Offload{},
 			append(bytes.Repeat([]byte{0x66}, 20), testPacket(4, markForward, 100)...)},
-		{"tso4 super-packet", tso4, testPacket(4, markForward, maxPacket), tso6,
-			append(bytes.Repeat([]byte{0x66}, 20), testPacket(4, markForward, maxPacket)...)},
+		{"tso4 super-packet", tso4, tcp4Packet(markForward, maxPacket), tso6,
+			append(bytes.Repeat([]byte{0x66}, 20), tcp4Packet(markForward, maxPacket)...)},
 		{"6to4 partial checksum", xlat.Offload{Flags: xlat.OffloadNeedsCsum, CsumStart: 40, CsumOffset: 6}, testPacket(6, markForward, 1280),
 			xlat.Offload{Flags: xlat.OffloadNeedsCsum, CsumStart: 20, CsumOffset: 6, HdrLen: 0xffec}, testPacket(6, markForward, 1280)[20:]},
 	} {

@@ -598,16 +598,23 @@ func (e *Endpoint) readOne(q *queue, d gvstack.NetworkDispatcher, frames bool, w
 }
 
 // deliver hands the n bytes read into f (q's frame, or for a dispatcher
-// that copies, a frame of q's io_uring) to d.
+// that copies, a frame of q's io_uring) to d. A length past the frame's
+// room (which no read into it can return: an io_uring completion or a
+// Conn that lies) is counted as a read error instead of ending the
+// process with a slice out of range.
 func (e *Endpoint) deliver(q *queue, f *Frame, d gvstack.NetworkDispatcher, n int, frames bool) {
 	if n < VnetHdrLen {
 		q.stats.ShortVnetHdr.Add(1)
 		return
 	}
+	if n > len(f.buf)-FrameHeader {
+		q.stats.ReadErrors.Add(1)
+		return
+	}
 	DecodeVnetHdr(f.buf[FrameHeader:], &f.Offload)
 	end := FrameHeader + n
 	ip := f.buf[FramePacket:end]
-	if ValidateOffload(&f.Offload, len(ip)) != nil {
+	if ValidateOffloadPacket(&f.Offload, ip) != nil {
 		q.stats.InvalidVnetHdr.Add(1)
 		return
 	}

@@ -213,7 +213,7 @@ func steeringProgram(bits int) ([]bpfInsn, error) {
 	a.mark(mix)
 	a.emit(
 		mov64Reg(r0, r9),
-		alu32Imm(unix.BPF_MUL, r0, -0x7a1435b5), // 0x85ebca6b
+		alu32Imm(unix.BPF_MUL, r0, -0x7a143595), // 0x85ebca6b
 		alu64Reg(unix.BPF_XOR, r0, r8),
 		alu32Imm(unix.BPF_MUL, r0, -0x61c8864f), // 0x9e3779b1
 		alu32Imm(unix.BPF_RSH, r0, 16),

@@ -58,7 +58,7 @@ func ipv6Packet(src, dst netip.Addr, next uint8, payload []byte) []byte {
 
 // requireBPF loads the steering program for bits or stops t: loading
 // needs root (CAP_BPF).
-func requireBPF(t *testing.T, bits int) int {
+func requireBPF(t testing.TB, bits int) int {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		testenv.SkipOrFail(t, "loading a BPF program needs root")
