@@ -177,7 +177,7 @@ func renderMarkdown(info runInfo, r *results) string {
 		}
 	}
 
-	w("\n### Targets (issue 12), as same-run ratios\n\n| target | veths | goal | measured | result |\n|---|---|---|---:|---|\n")
+	w("\n### Targets (issue 12), as same-run ratios\n\n| target | veths | goal | measured (rounds' min–max) | result |\n|---|---|---|---:|---|\n")
 	for _, t := range issueTargets(info.Conds, info.Setups) {
 		ratio, met, ok := t.verdict(r)
 		res := "not measured"
@@ -186,9 +186,17 @@ func renderMarkdown(info runInfo, r *results) string {
 		} else if ok {
 			res = "**not met**"
 		}
-		w("| %s | %s | %s | %s | %s |\n", t.Label, t.Cond, t.Comparison, formatRatio(ratio), res)
+		lo, hi, split := t.spread(r)
+		if ok && split {
+			res += ", not in every round"
+		}
+		measured := formatRatio(ratio)
+		if ok {
+			measured += fmt.Sprintf(" (%s–%s)", formatRatio(lo), formatRatio(hi))
+		}
+		w("| %s | %s | %s | %s | %s |\n", t.Label, t.Cond, t.Comparison, measured, res)
 	}
-	w("\nRun-to-run noise on a shared 2-core machine is far above 5%%: for the 1M-mapping targets, the translator CPU per Gbit or per Mpkt is the steadier measure of what the larger table costs.\n")
+	w("\nRun-to-run noise on a shared 2-core machine is often above 5%%: a result \"not in every round\" is decided by the median of the rounds alone, and a 5%% goal of the 1M table needs an A/B of its own (`-setups map646,map646-1m -tests ...`, more rounds and `-pings-1s 30`; see \"Sparse pings with the 1M table\" below the harness's section).\n")
 
 	if has[sTayga] {
 		renderRTTComparison(w, info, r, labels)
