@@ -442,13 +442,13 @@ func run(ctx context.Context, opts Options, e env) error {
 	if err := d.giveUpPrivileges(); err != nil {
 		return err
 	}
-	// Return the load's garbage (the mappings file's bytes, the parsed
-	// entries, the table builder's scratch) now: left to the background
-	// scavenger, which keeps freed memory up to the heap goal (twice the
-	// live heap), a 1M-mapping daemon kept ~140 MB of it resident in
-	// 4 KiB pages for good (docs/benchmarks.md, "Sparse pings with the
-	// 1M table").
-	debug.FreeOSMemory()
+	// The load's garbage (the mappings file's bytes, the table builder's
+	// scratch) is not returned to the system here with debug.FreeOSMemory:
+	// it would halve a 1M-mapping daemon's resident memory, but the
+	// allocations that follow then fault released pages back in, 3 per
+	// sparse ping against 0.3 without it (docs/benchmarks.md, "Sparse
+	// pings with the 1M table"); resident memory the daemon does not
+	// touch costs it nothing measurable.
 	d.ready()
 	return d.serve(ctx, dpDone, reloadReq, changes)
 }
@@ -513,10 +513,9 @@ func newDaemon(ctx context.Context, opts Options, e env) (*daemon, error) {
 // table yields them again: Table.All, Config.WriteMappings). The daemon
 // keeps a configuration for as long as it runs; the entries are 64 bytes
 // each and hold pointers (netip.Addr's zone), so at 1M mappings they were
-// 61 MiB of heap that every collection scanned (the forced one every
-// 2 minutes included) and that sat in 4 KiB pages beside the table's
-// huge ones. cfg itself is left as it is: a Config is immutable once
-// parsed.
+// 61 MiB of heap that every collection scanned: the one the runtime
+// forces every 2 minutes took 100 ms of CPU instead of 7. cfg itself is
+// left as it is: a Config is immutable once parsed.
 func withoutEntries(cfg *config.Config) *config.Config {
 	if cfg.Snapshot() == nil || cfg.Translator.Mappings == nil {
 		return cfg
