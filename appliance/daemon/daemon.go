@@ -445,8 +445,8 @@ func run(ctx context.Context, opts Options, e env) error {
 	// The load's garbage (the mappings file's bytes, the table builder's
 	// scratch) is not returned to the system here with debug.FreeOSMemory:
 	// it would halve a 1M-mapping daemon's resident memory, but the
-	// allocations that follow then fault released pages back in, 3 per
-	// sparse ping against 0.3 without it (docs/benchmarks.md, "Sparse
+	// allocations that follow then fault released pages back in, 1-3 a
+	// second against 0.1-0.3 without it (docs/benchmarks.md, "Sparse
 	// pings with the 1M table"); resident memory the daemon does not
 	// touch costs it nothing measurable.
 	d.ready()

@@ -229,7 +229,7 @@ func renderMarkdown(info runInfo, r *results) string {
 	w("Per setup: %d pings 10 ms apart and %d pings 1 s apart on the idle path, then iperf3 TCP 1 stream, TCP 4 streams (`-P 4`), ", info.Pings, info.Pings1s)
 	w("and UDP with 64-byte payloads at full speed (`-u -l 64 -b 0`; the rate is what the receiver got), with pings at 100/s running from 0.5 s into the flood until 0.5 s before its end. ")
 	w("The translator's CPU is utime+stime from /proc/PID/stat over each test, divided by the Gbit or million packets received; start-up is the time from starting the translator until a ping passes through it (loading the table and installing routes included). ")
-	w("Targets are judged on the median of the per-round ratios; they are reported, never enforced. ")
+	w("Targets are judged on the median of the per-round ratios, shown with the rounds' lowest and highest ratio; they are reported, never enforced. ")
 	w("iperf3 before 3.16 runs all streams of a test in one thread on each end, a limit every setup shares.\n\n")
 	w("Reproduce: `go run ./bench/netns -map646 bin/map646 -tayga-fork PATH -out docs/benchmarks.md` (flags: `-rounds`, `-duration`, `-pings`, `-pings-1s`, `-gro on|off|both`, `-setups`, `-template MODE=FILE`, `-quick`, `-json FILE`, `-perf DIR`).\n\n")
 	if len(info.Tuns) > 0 {

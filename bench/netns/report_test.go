@@ -220,6 +220,8 @@ func TestRenderMarkdown(t *testing.T) {
 		"| map646 tun: ping RTT 100/s median | GRO on | ≤ 1× TAYGA 0.9.2 | 0.90× (0.80×–1.10×) | met, not in every round |",
 		"| map646 tun, 1M mappings vs 1: TCP, 1 stream | GRO on | ≥ 0.95× map646 tun | 0.99× (0.97×–1.00×) | met |",
 		"| map646 tun: TCP 4 streams | GRO off | ≥ 0.7× native IPv6 | n/a | not measured |",
+		"the median of the per-round ratios, shown with the rounds' lowest and highest ratio",
+		"a result \"not in every round\" is decided by the median of the rounds alone",
 		"| map646 tun / native IPv6 |",
 		"| TAYGA fork / TAYGA 0.9.2 |",
 		"- `map646-nic`: unsupported: check-nic.hcl:14:3: Unsupported block type \\| x",
