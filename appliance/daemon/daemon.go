@@ -424,7 +424,7 @@ func run(ctx context.Context, opts Options, e env) error {
 	if err := d.applyPlan(d.plan); err != nil {
 		return err
 	}
-	d.log.Info("translator set up", "tun", d.dev.Name(), "offloads", d.dev.Offloads(), "mappings", len(d.cfg.Translator.Mappings),
+	d.log.Info("translator set up", "tun", d.dev.Name(), "offloads", d.dev.Offloads(), "mappings", entryCount(d.cfg),
 		"routes", d.tracker.RouteCount(), "took_ms", time.Since(setupStart).Milliseconds())
 	d.reportForeign()
 	if err := d.startMetrics(&u); err != nil {
@@ -442,6 +442,13 @@ func run(ctx context.Context, opts Options, e env) error {
 	if err := d.giveUpPrivileges(); err != nil {
 		return err
 	}
+	// The load's garbage (the mappings file's bytes, the table builder's
+	// scratch) is not returned to the system here with debug.FreeOSMemory:
+	// it would halve a 1M-mapping daemon's resident memory, but the
+	// allocations that follow then fault released pages back in, 1-3 a
+	// second against 0.1-0.3 without it (docs/benchmarks.md, "Sparse
+	// pings with the 1M table"); resident memory the daemon does not
+	// touch costs it nothing measurable.
 	d.ready()
 	return d.serve(ctx, dpDone, reloadReq, changes)
 }
@@ -496,8 +503,35 @@ func newDaemon(ctx context.Context, opts Options, e env) (*daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
+	cfg = withoutEntries(cfg)
 	return &daemon{opts: opts, env: e, log: log, started: time.Now(), eng: eng, cfg: cfg, running: cfg,
 		runAs: runAs, id: id, repair: repairState{down: map[string]bool{}}}, nil
+}
+
+// withoutEntries returns cfg without Translator.Mappings, the parsed RFC
+// 7757 entries, once cfg's snapshot holds the table built from them (the
+// table yields them again: Table.All, Config.WriteMappings). The daemon
+// keeps a configuration for as long as it runs; the entries are 64 bytes
+// each and hold pointers (netip.Addr's zone), so at 1M mappings they were
+// 61 MiB of heap that every collection scanned: the one the runtime
+// forces every 2 minutes took 100 ms of CPU instead of 7. cfg itself is
+// left as it is: a Config is immutable once parsed.
+func withoutEntries(cfg *config.Config) *config.Config {
+	if cfg.Snapshot() == nil || cfg.Translator.Mappings == nil {
+		return cfg
+	}
+	c := *cfg
+	c.Translator.Mappings = nil
+	return &c
+}
+
+// entryCount is the number of RFC 7757 entries of cfg, whether or not
+// withoutEntries dropped their list.
+func entryCount(cfg *config.Config) int {
+	if s := cfg.Snapshot(); s != nil {
+		return s.Table().Len()
+	}
+	return len(cfg.Translator.Mappings)
 }
 
 // setUpKernel takes the namespace's instance lock, opens the kernel
@@ -707,7 +741,7 @@ func (d *daemon) giveUpPrivileges() error {
 // ready says so in the log and to opts.OnReady.
 func (d *daemon) ready() {
 	cfg, name := d.cfg, d.dev.Name()
-	d.log.Info("ready", "version", d.opts.Version, "digest", cfg.Digest, "mappings", len(cfg.Translator.Mappings), "tun", name)
+	d.log.Info("ready", "version", d.opts.Version, "digest", cfg.Digest, "mappings", entryCount(cfg), "tun", name)
 	if d.opts.OnReady == nil {
 		return
 	}
@@ -715,7 +749,7 @@ func (d *daemon) ready() {
 	for _, r := range d.tracker.Foreign() {
 		foreign = append(foreign, r.String())
 	}
-	d.opts.OnReady(ReadyInfo{Version: d.opts.Version, Digest: cfg.Digest, Mappings: len(cfg.Translator.Mappings), Tun: name,
+	d.opts.OnReady(ReadyInfo{Version: d.opts.Version, Digest: cfg.Digest, Mappings: entryCount(cfg), Tun: name,
 		PreexistingRoutes: foreign})
 }
 
@@ -909,7 +943,7 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	d.mu.Lock()
 	old, running := d.cfg, d.running
 	d.mu.Unlock()
-	res := ReloadResult{Mappings: len(cfg.Translator.Mappings), NeedsRestart: restartOnly(running, cfg)}
+	res := ReloadResult{Mappings: entryCount(cfg), NeedsRestart: restartOnly(running, cfg)}
 	if cfg.Digest == old.Digest {
 		res.Unchanged = true
 		res.Digest, res.PendingDigest = digests(running, old)
@@ -925,6 +959,7 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	if err := d.eng.Reload(xc); err != nil {
 		return res, fmt.Errorf("engine: %w", err)
 	}
+	cfg = withoutEntries(cfg)
 	setDropLog(d.dp, cfg.Log)
 	setMappingCounters(d.dp, cfg.Translator, xc.Map.Table())
 	// The engine translates with the new table from here on: routes to
@@ -1022,7 +1057,7 @@ func (d *daemon) Stats() metrics.Stats {
 		PendingDigest: pending,
 		Config:        cfg.File,
 		Started:       d.started,
-		Mappings:      len(cfg.Translator.Mappings),
+		Mappings:      entryCount(cfg),
 		Tun:           d.dev.Name(),
 		Offloads:      d.dev.Offloads(),
 		Healthy:       d.healthy,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"time"
 )
@@ -145,9 +146,14 @@ func (r *results) span(setup, metric string) (lo, hi float64) {
 // ratio is the median over rounds of num/den measured in the same round, so
 // that load from the rest of the machine, which shifts whole rounds, cancels.
 func (r *results) ratio(metric, num, den string) float64 {
+	return median(r.roundRatios(metric, num, den))
+}
+
+// roundRatios is num/den of each round that measured both.
+func (r *results) roundRatios(metric, num, den string) []float64 {
 	a, b := r.Values[num][metric], r.Values[den][metric]
 	if a == nil || b == nil {
-		return math.NaN()
+		return nil
 	}
 	q := make([]float64, 0, len(a))
 	for i := range a {
@@ -156,7 +162,7 @@ func (r *results) ratio(metric, num, den string) float64 {
 		}
 		q = append(q, a[i]/b[i])
 	}
-	return median(q)
+	return q
 }
 
 // missing lists every measurement that did not produce a number, as
@@ -276,10 +282,28 @@ func (t target) verdict(r *results) (ratio float64, met, ok bool) {
 	if math.IsNaN(ratio) {
 		return ratio, false, false
 	}
+	return ratio, t.meets(ratio), true
+}
+
+func (t target) meets(ratio float64) bool {
 	if t.AtLeast {
-		return ratio, ratio >= t.Threshold, true
+		return ratio >= t.Threshold
 	}
-	return ratio, ratio <= t.Threshold, true
+	return ratio <= t.Threshold
+}
+
+// spread is the lowest and highest per-round ratio of the target and
+// whether the rounds disagree (some meet the goal, some do not): a goal
+// within the run-to-run noise, as the 5% ones of the 1M table are on a
+// loaded machine, is then decided by the median alone, and the reader
+// should know it.
+func (t target) spread(r *results) (lo, hi float64, split bool) {
+	q := r.roundRatios(t.Metric, t.Num, t.Den)
+	if len(q) == 0 {
+		return math.NaN(), math.NaN(), false
+	}
+	lo, hi = slices.Min(q), slices.Max(q)
+	return lo, hi, t.meets(lo) != t.meets(hi)
 }
 
 // writeJSON saves every per-round value (null where none) with the run's
