@@ -354,3 +354,52 @@ func BenchmarkUSOSplit46(b *testing.B) {
 		})
 	})
 }
+
+// FuzzUSOSplit46 feeds IPv4 packets with USO metadata (gso_size and
+// checksum flags fuzzed) to an engine whose IPv6 MTU makes large
+// datagrams too big: no panic, every packet emitted well formed and, if
+// a fragment, within lowest-ipv6-mtu; a drop counted.
+func FuzzUSOSplit46(f *testing.F) {
+	for _, c := range splitCases() {
+		in, off, _ := c.build()
+		f.Add(in, off.GSOSize, off.Flags)
+	}
+	short := ip4(C4, S4A, 64, 17, []byte{1, 2, 3, 4}, v4opt{nocsum: true})
+	f.Add(short, uint16(1400), uint8(OffloadNeedsCsum))
+	f.Add(ip4(C4, S4A, 64, 17, udpSeg(1, 2, payload(3000)), v4opt{}), uint16(0), uint8(0))
+	f.Add(ip4(C4, S4A, 64, 17, udpSeg(1, 2, payload(3000)), v4opt{flags: DF}), uint16(1400), uint8(OffloadNeedsCsum))
+	w := newTestWorker(f, splitPolicy)
+	buf := make([]byte, Headroom+65536)
+	f.Fuzz(func(t *testing.T, pkt []byte, gso uint16, flags uint8) {
+		if len(pkt) == 0 || len(pkt) > 65535 {
+			return
+		}
+		pkt[0] = 0x40 | pkt[0]&0x0f
+		ihl := int(pkt[0]&15) * 4
+		off := Offload{Flags: flags & (OffloadNeedsCsum | OffloadDataValid), GSOType: GSOUDPL4, GSOSize: gso,
+			HdrLen: uint16(ihl + udpSize), CsumStart: uint16(ihl), CsumOffset: udpChecksum}
+		n := copy(buf[Headroom:], pkt)
+		sk := &sink{}
+		drops := &w.C.Drops[Dir46]
+		before := uint64(0)
+		for i := range drops {
+			before += drops[i].Load()
+		}
+		r := w.Process(buf, Headroom, Headroom+n, &off, sk)
+		after := uint64(0)
+		for i := range drops {
+			after += drops[i].Load()
+		}
+		if (r.Verdict == Drop) != (after == before+1) {
+			t.Fatalf("verdict %d reason %v: drops %d -> %d", r.Verdict, r.Reason, before, after)
+		}
+		for i, p := range sk.pkts {
+			if err := wellFormed(p, false); err != nil {
+				t.Fatalf("packet %d: %v", i, err)
+			}
+			if p[0]>>4 == 6 && p[6] == protoFragment && len(p) > 1280 {
+				t.Fatalf("fragment %d of %d bytes", i, len(p))
+			}
+		}
+	})
+}
