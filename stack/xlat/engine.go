@@ -560,9 +560,10 @@ type Worker struct {
 	pendBytes [NumDirs]uint64
 	pendN     int
 
-	scratch []byte // ICMP error translation and fragments
-	errBuf  []byte // translator-originated ICMP errors
-	ipID    uint32 // IPv4 Identification for unfragmented 6->4 packets
+	scratch []byte           // ICMP error translation and fragments
+	errBuf  []byte           // translator-originated ICMP errors
+	usoHdr  [maxUDP4Hdr]byte // a super-packet's headers while splitUSO46 cuts it
+	ipID    uint32           // IPv4 Identification for unfragmented 6->4 packets
 
 	// Token bucket for translator-originated errors: credit is in
 	// nanoseconds of budget; one error costs 1e9/rate.

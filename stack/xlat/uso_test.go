@@ -30,7 +30,8 @@ type usoCase struct {
 // usoCases: each segment of a UDP super-packet (USO, GSOUDPL4) is one
 // datagram, so gso_size never changes; datagrams that do not fit the next
 // hop are refused as they would be one by one, with one ICMP error
-// quoting the first datagram. TCP's segment size still shrinks.
+// quoting the first datagram (with DF; without, they are fragmented one
+// by one: usosplit_test.go). TCP's segment size still shrinks.
 func usoCases() []usoCase {
 	const n = 10
 	udp4 := func(df uint8, gso int) []byte {
@@ -48,8 +49,8 @@ func usoCases() []usoCase {
 			wantOff: Offload{Flags: OffloadNeedsCsum, GSOType: GSOUDPL4, HdrLen: 48, GSOSize: 1400, CsumStart: 40, CsumOffset: 6}},
 		{name: "4to6 DF too big", pol: mtu6(1447), in: udp4(DF, 1400), gsoType: GSOUDPL4, gsoSize: 1400, hdrLen: 28,
 			why: ReasonTooBig, errType: 3, errCode: 4, errMTU: 1447 - 20},
-		{name: "4to6 not DF too big", pol: mtu6(1447), in: udp4(0, 1400), gsoType: GSOUDPL4, gsoSize: 1400, hdrLen: 28,
-			why: ReasonTooBig},
+		// Without DF the datagrams are cut apart and fragmented:
+		// usosplit_test.go.
 		{name: "4to6 TCP shrinks", pol: mtu6(1400), in: tcp4, gsoType: GSOTCPv4, gsoSize: 1448, hdrLen: 40,
 			wantOff: Offload{Flags: OffloadNeedsCsum, GSOType: GSOTCPv6, HdrLen: 60, GSOSize: 1400 - 60, CsumStart: 40, CsumOffset: 16}},
 		{name: "6to4 fits, DF per datagram", pol: mtu4(1500), in: udp6(1200), gsoType: GSOUDPL4, gsoSize: 1200, hdrLen: 48,

@@ -84,6 +84,9 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 		}
 	}
 	if gso && usoTooBig(off, hlen, s.mtu6) {
+		if !q.df() && !bool(hp) && q.proto() == protoUDP && !q.isFrag() {
+			return w.splitUSO46(s, buf, start, &q, off, sink)
+		}
 		return drop(r, w.usoTooBig46(s, &q, hlen, int(off.GSOSize), sink, hp))
 	}
 	if q.proto() == protoICMPv4 && !q.isFrag() && len(q.l4) >= icmpSize && icmpErrorType46(q.l4[0]) {
@@ -212,8 +215,9 @@ func (w *Worker) size46(s *state, q *in4, sink Sink, hp hairpinPass) (hlen int, 
 // alone: with DF, one Fragmentation Needed (section 4.1, RFC 1191)
 // quoting the first datagram (firstDatagram), not one per datagram; but
 // not in a hairpin (see size46). Without DF each datagram would be
-// fragmented (section 4), which one super-packet cannot express: the
-// engine does not cut a super-packet into datagrams, so it is dropped
+// fragmented (section 4): v4to6 hands such a super-packet to splitUSO46
+// instead; what still comes here without DF (a hairpin's intermediate
+// form, USO metadata on a fragment or on another protocol) is dropped
 // without an error.
 func (w *Worker) usoTooBig46(s *state, q *in4, hlen, gso int, sink Sink, hp hairpinPass) Reason {
 	if q.df() && q.first() && !bool(hp) && q.proto() == protoUDP && len(q.l4) >= udpSize {
