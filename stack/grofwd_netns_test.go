@@ -9,6 +9,7 @@ import (
 	"time"
 
 	xipv4 "golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 
 	"github.com/map646/map646/internal/testenv"
 	"github.com/map646/map646/stack/xlat"
@@ -21,8 +22,40 @@ import (
 // small datagrams of mixed sizes must still reach the IPv6 server one by
 // one, each intact and in its own boundaries (the kernel checks the UDP
 // checksums the translator wrote on the way in).
+//
+// The second case sends datagrams without DF that are too big for the IPv6
+// side once translated (1400 bytes of payload: 1448-byte IPv6 packets over
+// lowest-ipv6-mtu's 1280, and over the IPv6 links' MTU of 1280, which the
+// engine is not told): merged, the engine cuts the super-packet into its
+// datagrams and fragments each (RFC 7915 section 4), as it would each
+// alone; it used to pass the super-packet on whole, and the kernel then
+// dropped every datagram at the 1280-byte link.
 func TestNetnsUDPGROForwarding(t *testing.T) {
-	tp := newTopology(t, true, 1520)
+	t.Run("small datagrams", func(t *testing.T) {
+		udpGROForwarding(t, func(i int) int {
+			if i%16 == 15 {
+				return 9 + i%40
+			}
+			return 64
+		}, false, 1520)
+	})
+	t.Run("DF=0 datagrams too big for IPv6", func(t *testing.T) {
+		udpGROForwarding(t, func(i int) int {
+			if i%16 == 15 {
+				return 200 + i%40
+			}
+			return 1400
+		}, true, 1280)
+	})
+}
+
+// udpGROForwarding sends bursts of datagrams of size(i) bytes (most of one
+// size, which GRO merges; the shorter ones end a merge, since only the last
+// segment of a super-packet may be short), with DF cleared if noDF, and
+// checks that each arrives once and intact and that super-packets crossed;
+// the IPv6 links have an MTU of mtu6.
+func udpGROForwarding(t *testing.T, size func(i int) int, noDF bool, mtu6 int) {
+	tp := newTopology(t, true, mtu6)
 	if !strings.Contains(tp.dev.Offloads(), "uso4") {
 		testenv.SkipOrFailf(t, "the kernel did not grant USO (offloads %s)", tp.dev.Offloads())
 	}
@@ -54,17 +87,21 @@ func TestNetnsUDPGROForwarding(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	if noDF {
+		rc, err := c.(*net.UDPConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)
+		}); err != nil || serr != nil {
+			t.Fatalf("clearing DF: %v %v", err, serr)
+		}
+	}
 	pc := xipv4.NewPacketConn(c.(*net.UDPConn))
 
-	// Datagram i carries its number and a pattern derived from it; most
-	// are 64 bytes (what GRO merges), every 16th is shorter, which ends
-	// a merge (only the last segment of a super-packet may be short).
-	size := func(i int) int {
-		if i%16 == 15 {
-			return 9 + i%40
-		}
-		return 64
-	}
+	// Datagram i carries its number and a pattern derived from it.
 	fill := func(b []byte, i int) {
 		binary.BigEndian.PutUint32(b, uint32(i))
 		for j := 4; j < len(b); j++ {

@@ -7,8 +7,9 @@ import "gvisor.dev/gvisor/pkg/tcpip/checksum"
 const maxUDP4Hdr = 60 + udpSize
 
 // splitUSO46 translates an IPv4 UDP super-packet (USO, GSOUDPL4) without
-// DF whose datagrams, translated, do not fit the IPv6 next hop: each
-// datagram alone would have been fragmented (RFC 7915 section 4; RFC 8200
+// DF whose datagrams, translated, do not fit the IPv6 next hop or are
+// larger than lowest-ipv6-mtu: each datagram alone would have been
+// fragmented (RFC 7915 section 4; RFC 8200
 // section 4.5), which one super-packet cannot express, so it is cut into
 // its datagrams of gso payload bytes (the last may be shorter) and each is
 // translated as if it had arrived alone. Datagram i is what the kernel's

@@ -28,6 +28,15 @@ type splitCase struct {
 	csum  splitCsum
 	opts  []byte // IPv4 options
 	lie   bool   // the super-packet's UDP Length lies (the kernel ignores it)
+	mtu6  int    // the IPv6 next hop's MTU; 0: 1447 (splitPolicy)
+}
+
+// policy is splitPolicy with the case's IPv6 MTU.
+func (c splitCase) policy(p *Policy) {
+	splitPolicy(p)
+	if c.mtu6 != 0 {
+		p.IPv6MTU = c.mtu6
+	}
 }
 
 func splitCases() []splitCase {
@@ -47,6 +56,9 @@ func splitCases() []splitCase {
 		{name: "gso larger than the payload", sizes: []int{700}, gso: 1400},
 		{name: "UDP length lies", sizes: []int{1400, 1400, 333}, gso: 1400, lie: true},
 		{name: "44 datagrams", sizes: repeatSize(1432, 44), gso: 1432},
+		// The next hop takes them, but alone each would be fragmented
+		// all the same: larger than lowest-ipv6-mtu (1280).
+		{name: "fits the next hop, not lowest-ipv6-mtu", sizes: []int{1400, 1400, 333}, gso: 1400, mtu6: 1500},
 	}
 }
 
@@ -97,7 +109,7 @@ func (c splitCase) build() (in []byte, off *Offload, alone [][]byte) {
 }
 
 // RFC 7915 section 4: a DF=0 UDP super-packet whose datagrams do not fit
-// the IPv6 side is cut into its datagrams, and each leaves exactly as it
+// the IPv6 side, or would each be fragmented alone, is cut into its datagrams, and each leaves exactly as it
 // would have alone (fragmented, or whole if it fits): the same packets,
 // byte for byte, as the same engine makes of each datagram sent alone.
 func TestUSOSplit46(t *testing.T) {
@@ -105,7 +117,7 @@ func TestUSOSplit46(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			in, off, alone := c.build()
 			var want [][]byte
-			ref := newTestWorker(t, splitPolicy)
+			ref := newTestWorker(t, c.policy)
 			for i, d := range alone {
 				out, r, sk := run(ref, d, nil)
 				switch r.Verdict {
@@ -117,7 +129,7 @@ func TestUSOSplit46(t *testing.T) {
 					t.Fatalf("datagram %d alone: dropped, %v", i, r.Reason)
 				}
 			}
-			w := newTestWorker(t, splitPolicy)
+			w := newTestWorker(t, c.policy)
 			buf := make([]byte, Headroom+len(in))
 			copy(buf[Headroom:], in)
 			sk := &sink{}

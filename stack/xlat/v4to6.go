@@ -83,11 +83,18 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 			return drop(r, why)
 		}
 	}
-	if gso && usoTooBig(off, hlen, s.mtu6) {
-		if !q.df() && !bool(hp) && q.proto() == protoUDP && !q.isFrag() {
+	if gso {
+		// A UDP super-packet without DF whose datagrams, alone, would be
+		// fragmented (section 4: larger than lowest-ipv6-mtu, as size46
+		// decides for a packet) is cut into them, as is one whose
+		// datagrams do not fit the IPv6 next hop at all.
+		cut := !q.df() && !bool(hp) && q.proto() == protoUDP && !q.isFrag()
+		if cut && (usoTooBig(off, hlen, s.lowest) || usoTooBig(off, hlen, s.mtu6)) {
 			return w.splitUSO46(s, buf, start, &q, off, sink)
 		}
-		return drop(r, w.usoTooBig46(s, &q, hlen, int(off.GSOSize), sink, hp))
+		if usoTooBig(off, hlen, s.mtu6) {
+			return drop(r, w.usoTooBig46(s, &q, hlen, int(off.GSOSize), sink, hp))
+		}
 	}
 	if q.proto() == protoICMPv4 && !q.isFrag() && len(q.l4) >= icmpSize && icmpErrorType46(q.l4[0]) {
 		return w.icmpError46(s, buf, start, end, &q, off, sink, hp)
