@@ -462,3 +462,12 @@ func TestURingPrefetchBatch(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkQueueBurstOverSlots: bursts of four times uringSlots, which
+// the ring reads in several batches (the raw loop packet by packet): what
+// a larger uringSlots would save per packet.
+func BenchmarkQueueBurstOverSlots(b *testing.B) {
+	for _, mode := range queueIOModes {
+		b.Run(mode, func(b *testing.B) { benchQueueBurst(b, mode, 4*uringSlots) })
+	}
+}
