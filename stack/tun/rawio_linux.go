@@ -194,15 +194,9 @@ func (q *queue) waitReadable(fd uintptr) bool {
 			r.rawLeft = r.rawWait
 		}
 		if r.rawLeft != (unix.Timespec{}) {
-			ready, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&r.pfds[0])), 2, uintptr(unsafe.Pointer(&r.rawLeft)), 0, 0, 0)
-			switch {
-			case errno == unix.EINTR:
-				// A preemption request: sysmon's after 10 ms of
-				// waiting, or a GC stop-the-world. Give the P up, then
-				// wait on for the time ppoll left in rawLeft.
-				runtime.Gosched()
-				continue
-			case errno == 0 && ready > 0 && r.pfds[1].Revents == 0:
+			// Preemption requests yield the P and wait on for the
+			// time left in rawLeft (RawPoll).
+			if RawPoll(&r.pfds, &r.rawLeft) {
 				return true
 			}
 			// Timed out (rawLeft is zero now), woken, or failed: the
