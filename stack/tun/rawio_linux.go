@@ -50,9 +50,10 @@ import (
 var rawWait = 2 * time.Second
 
 // foreignRawWait replaces rawWait for a Conn that is not a Queue of a
-// Device (NIC mode's packet sockets, tests' socketpairs): the daemon adds
-// Ps for tun queues only, and such a Conn's closing is noticed only when
-// its waits end.
+// Device (tests' socketpairs; NIC mode's packet sockets are not read here
+// but wait in stack's nicConn, with RawPoll): the daemon adds Ps for tun
+// queues and NIC sockets only, and such a Conn's closing is noticed only
+// when its waits end.
 var foreignRawWait = time.Millisecond
 
 // foreignWait bounds one blocking wait on a Conn that is not a Queue of a
