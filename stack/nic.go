@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -256,8 +255,15 @@ type nicConn struct {
 	readFn func(fd uintptr) bool
 	waitFn func(fd uintptr) bool // waits for the ring's head frame
 	spinFn func(fd uintptr)      // waits up to nicRawWait, keeping the P
-	pfd    unix.PollFd
-	spinTs unix.Timespec
+	// wake is an eventfd in the raw wait's poll set: a read deadline
+	// that has passed (the endpoint stopping the queue) writes it, so
+	// that a queue in the raw wait stops at once; a cleared deadline
+	// (the next attachment) drains it.
+	wake int
+	// pfds and rawLeft are the raw wait's poll set (the socket, wake)
+	// and the time left of the current wait for a packet.
+	pfds    [2]unix.PollFd
+	rawLeft unix.Timespec
 	// once: readSyscall makes one recvmsg (the packet a ring frame
 	// flagged TP_STATUS_COPY left in the receive queue) and never waits.
 	once bool
@@ -292,11 +298,14 @@ func newNICConn(n *nicPath, file *os.File, queue int) (*nicConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &nicConn{n: n, file: file, queue: queue, raw: raw, idle: func() {}}
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("wake eventfd: %w", err)
+	}
+	c := &nicConn{n: n, file: file, queue: queue, raw: raw, idle: func() {}, wake: wake}
 	c.readFn = c.readSyscall
 	c.waitFn = func(uintptr) bool { return c.ring.ready() }
-	c.spinFn = c.spin
-	c.spinTs = unix.NsecToTimespec(int64(nicRawWait))
+	c.spinFn = c.rawWait
 	c.writeErr = func() { c.stats.WriteErrors.Add(1) }
 	c.msg.Iov = &c.iov[0]
 	c.msg.SetIovlen(len(c.iov))
@@ -312,19 +321,45 @@ func (c *nicConn) useRing(ring *nicRing) {
 	c.ahead = 0 // nothing of this ring announced yet
 }
 
+// SetReadDeadline sets the deadline of Read's waits. One that has passed
+// (how the endpoint stops the queue) also ends a raw wait at once, through
+// the wake eventfd; no deadline (how the endpoint starts the queue again)
+// drains the eventfd, so that raw waits last again.
 func (c *nicConn) SetReadDeadline(t time.Time) error {
 	var d int64
 	if !t.IsZero() {
 		d = max(t.UnixNano(), 1)
 	}
 	c.deadline.Store(d)
+	switch {
+	case d == 0:
+		c.drainWake()
+	case !t.After(time.Now()):
+		one := [8]byte{1}
+		unix.Write(c.wake, one[:])
+	}
 	return c.file.SetReadDeadline(t)
+}
+
+// drainWake makes the wake eventfd unreadable again.
+func (c *nicConn) drainWake() {
+	var b [8]byte
+	unix.Read(c.wake, b[:])
+}
+
+// closeWake closes the wake eventfd, when nothing reads c any more.
+func (c *nicConn) closeWake() {
+	if c.wake >= 0 {
+		unix.Close(c.wake)
+		c.wake = -1
+	}
 }
 
 // Read reads one packet into p: its virtio_net_hdr at p[:tun.VnetHdrLen]
 // and the IP packet behind it. It takes the packet from the ring's head
 // frame, or from the receive queue when the frame says the packet is
-// there, and waits in the runtime poller only while the ring is empty.
+// there. While the ring is empty it waits for up to nicRawWait keeping
+// its P (rawWait), then in the runtime poller.
 func (c *nicConn) Read(p []byte) (int, error) {
 	if len(p) <= tun.VnetHdrLen {
 		return 0, unix.EINVAL
@@ -332,10 +367,19 @@ func (c *nicConn) Read(p []byte) (int, error) {
 	if c.ring == nil {
 		return c.recv(p)
 	}
+	c.rawLeft = unix.NsecToTimespec(int64(nicRawWait)) // a fresh wait for this packet
 	for {
-		if d := c.deadline.Load(); d != 0 && time.Now().UnixNano() >= d {
-			c.batch.flush(c.writeErr)
-			return 0, os.ErrDeadlineExceeded
+		if d := c.deadline.Load(); d != 0 {
+			now := time.Now().UnixNano()
+			if now >= d {
+				c.batch.flush(c.writeErr)
+				return 0, os.ErrDeadlineExceeded
+			}
+			// The raw wait ends by the deadline: no system call
+			// notices it otherwise.
+			if left := d - now; left < c.rawLeft.Nano() {
+				c.rawLeft = unix.NsecToTimespec(left)
+			}
 		}
 		if c.ahead == 0 && c.prefetch != nil {
 			// The packets waiting from the head on: their translations'
@@ -363,8 +407,13 @@ func (c *nicConn) Read(p []byte) (int, error) {
 			// What the queue translated leaves before it waits.
 			c.batch.flush(c.writeErr)
 			c.idle()
-			if c.raw.Control(c.spinFn) == nil && c.ring.ready() {
-				continue
+			if c.rawLeft != (unix.Timespec{}) {
+				if c.raw.Control(c.spinFn) != nil {
+					return 0, os.ErrClosed
+				}
+				if c.rawLeft != (unix.Timespec{}) {
+					continue // a packet, or a wake-up: look again
+				}
 			}
 			if err := c.raw.Read(c.waitFn); err != nil {
 				return 0, pollError(err)
@@ -374,22 +423,49 @@ func (c *nicConn) Read(p []byte) (int, error) {
 }
 
 // nicRawWait is how long a queue that finds its ring empty waits for the
-// next packet in a ppoll(2) that keeps its thread's P (RawSyscall, no
-// entersyscall) before it parks in the runtime poller, as the tun's queues
-// do (stack/tun/rawio_linux.go): the reply to what it just sent usually
-// comes within it, and then costs one wake-up (the kernel waking this
-// thread) instead of a park and an unpark of the goroutine through the
-// poller's thread. It is bounded, and a preemption request (EINTR) yields
-// the P at once, so the garbage collector never waits for it; Read checks
-// the deadline (the endpoint's stop) right after.
-const nicRawWait = time.Millisecond
+// next packet in a ppoll(2) that keeps its thread's P (tun.RawPoll, the
+// tun queues' wait) before it parks in the runtime poller: longer than the
+// gap between the packets of sparse traffic (one probe or keepalive a
+// second), whose every packet would otherwise pay a park and an unpark of
+// the goroutine through the poller's thread instead of one wake-up (the
+// kernel waking this thread) (docs/datapath.md, "Latency levers"); short
+// enough that an idle translator soon stops being preempted every 10 ms.
+// Preemption requests yield the P and the wait goes on for the time left,
+// so the garbage collector never waits for it; the daemon gives the
+// runtime one P per queue beyond one per CPU, so that queues in this wait
+// do not take the Ps the rest of the program runs on. A read deadline
+// ends it (SetReadDeadline). Tests change it.
+var nicRawWait = 2 * time.Second
 
-// spin is the Control callback of Read's bounded wait.
-func (c *nicConn) spin(fd uintptr) {
-	c.pfd = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
-	_, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&c.pfd)), 1, uintptr(unsafe.Pointer(&c.spinTs)), 0, 0, 0)
-	if errno == unix.EINTR {
-		runtime.Gosched()
+// rawWait is the Control callback of Read's wait that keeps the P: it
+// waits for the socket (its ring) or the wake eventfd for the time left in
+// c.rawLeft, and leaves c.rawLeft zero when the wait is over (timed out,
+// the socket in error, or ppoll failed: the poller's wait follows), not
+// zero when it should go on if the ring is still empty (a packet, a
+// spurious wake-up, a wake-up without a deadline that has passed).
+func (c *nicConn) rawWait(fd uintptr) {
+	c.pfds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	c.pfds[1] = unix.PollFd{Fd: int32(c.wake), Events: unix.POLLIN}
+	if tun.RawPoll(&c.pfds, &c.rawLeft) {
+		if c.pfds[0].Revents&unix.POLLIN == 0 {
+			// An error, not a packet: the NIC went down (the kernel
+			// sets ENETDOWN on its sockets) or was deleted. ppoll
+			// would report it at once for the rest of the wait: take
+			// it (sendmsg's retry need not) and wait in the poller,
+			// which reports it once.
+			unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+			c.rawLeft = unix.Timespec{}
+		}
+		return
+	}
+	if c.pfds[1].Revents == 0 {
+		c.rawLeft = unix.Timespec{} // timed out or failed
+		return
+	}
+	// Woken: by a deadline that has passed (Read returns), or by one
+	// that was cleared since (drain: the wait goes on).
+	if d := c.deadline.Load(); d == 0 || time.Now().UnixNano() < d {
+		c.drainWake()
 	}
 }
 
@@ -556,6 +632,9 @@ func (n *nicPath) close() {
 			for _, r := range p.rings {
 				r.close()
 			}
+		}
+		for _, c := range n.ringConns {
+			c.closeWake()
 		}
 	})
 }

@@ -622,26 +622,22 @@ func TestNetnsNICDeleted(t *testing.T) {
 	}
 }
 
-// TestNetnsNICRingBound: a NIC socket's queue is bounded in packets, not
-// bytes: with nobody reading, a burst of small packets fills the ring's
-// frames and the kernel drops the rest (a flood cannot build a long
-// queue); a packet larger than a frame arrives whole, from the receive
-// queue, in its place among the others; reading the ring allocates
-// nothing; and a read deadline in the past ends reading (the endpoint's
-// stop) even with packets waiting, since the ring needs no system call.
-func TestNetnsNICRingBound(t *testing.T) {
+// ringQueue opens a NIC queue (an AF_PACKET socket with a receive ring of
+// frames frames for 1500-byte packets) on a veth of a new namespace whose
+// link MTU is 9000, not attached to an endpoint: the test reads it. send
+// sends an IPv6 packet to it from the veth's peer; the veth is x6 in ns.
+func ringQueue(t *testing.T, frames int) (ns *netnstest.NS, n *nicPath, conn *nicConn, send func(ip []byte)) {
+	t.Helper()
 	netnstest.Require(t, "dp-")
-	ns := netnstest.New(t, "dp-ring-")
+	ns = netnstest.New(t, "dp-ring-")
 	peer := netnstest.New(t, "dp-ringpeer-")
 	netnstest.Veth(t, ns, "x6", peer, "p6")
 	// Jumbo frames on the link, but a ring sized for 1500-byte packets:
-	// the large packet below does not fit a frame.
+	// a test can send packets that do not fit a frame.
 	ns.Run("ip", "link", "set", "x6", "mtu", "9000")
 	peer.Run("ip", "link", "set", "p6", "mtu", "9000")
-	const frames = 16
-	n := &nicPath{log: slog.New(slog.DiscardHandler)}
+	n = &nicPath{log: slog.New(slog.DiscardHandler)}
 	t.Cleanup(n.close)
-	var conn *nicConn
 	var mac [6]byte
 	if err := ns.Do(func() error {
 		ifc, err := net.InterfaceByName("x6")
@@ -665,15 +661,17 @@ func TestNetnsNICRingBound(t *testing.T) {
 		if sndbuf, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF); err != nil || sndbuf < socketBuffer {
 			t.Errorf("send buffer %d bytes (%v), want %d or more", sndbuf, err, socketBuffer)
 		}
-		conn, err = newNICConn(n, p.files[0], 0)
+		if conn, err = newNICConn(n, p.files[0], 0); err != nil {
+			return err
+		}
 		conn.useRing(ring)
-		return err
+		n.ringConns = []*nicConn{conn}
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
 
 	// The peer sends Ethernet frames straight to x6's link address.
-	var send func(ip []byte)
 	if err := peer.Do(func() error {
 		ifc, err := net.InterfaceByName("p6")
 		if err != nil {
@@ -696,6 +694,19 @@ func TestNetnsNICRingBound(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	return ns, n, conn, send
+}
+
+// TestNetnsNICRingBound: a NIC socket's queue is bounded in packets, not
+// bytes: with nobody reading, a burst of small packets fills the ring's
+// frames and the kernel drops the rest (a flood cannot build a long
+// queue); a packet larger than a frame arrives whole, from the receive
+// queue, in its place among the others; reading the ring allocates
+// nothing; and a read deadline in the past ends reading (the endpoint's
+// stop) even with packets waiting, since the ring needs no system call.
+func TestNetnsNICRingBound(t *testing.T) {
+	const frames = 16
+	_, n, conn, send := ringQueue(t, frames)
 	small := func(i int) []byte {
 		return ipv6(header.UDPProtocolNumber, cli6, srv6, append(make([]byte, 8), byte(i), byte(i>>8)))
 	}

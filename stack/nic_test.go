@@ -35,6 +35,7 @@ func TestNICConnRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer c.closeWake()
 	idle := 0
 	c.idle = func() { idle++ }
 

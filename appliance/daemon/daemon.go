@@ -244,6 +244,15 @@ func (l *nicLink) Name() string {
 func (l *nicLink) Offloads() string { return "none" }
 func (l *nicLink) Close() error     { return nil }
 
+// queues is the number of packet sockets ServeNIC opens, each read by a
+// queue loop of its own: cfg.Queues on each NIC.
+func (l *nicLink) queues() int {
+	if l.cfg.IPv6 != l.cfg.IPv4 {
+		return 2 * max(l.cfg.Queues, 1)
+	}
+	return max(l.cfg.Queues, 1)
+}
+
 // openLink checks and returns the device of the fd or nic mode.
 func openLink(t config.Translator) (device, error) {
 	switch t.Link {
@@ -573,13 +582,14 @@ func (d *daemon) setUpKernel(u *undoStack) error {
 	return nil
 }
 
-// procsForTun is the GOMAXPROCS for host mode with queues tun queues (0:
-// one per CPU) on cpus CPUs: one P per CPU as usual, plus one per queue,
-// because a queue's loop keeps its P while it waits for the next packet
-// (stack/tun/rawio_linux.go), and the rest of the daemon (BGP, metrics,
-// the garbage collector's workers) should not have to wait for a
-// preemption to run. 0 (leave it) when $GOMAXPROCS (env) is set.
-func procsForTun(cpus, queues int, env string) int {
+// procsForQueues is the GOMAXPROCS for a data path of queues queues (tun
+// queues in host mode, packet sockets in NIC mode; 0: one per CPU) on cpus
+// CPUs: one P per CPU as usual, plus one per queue, because a queue's loop
+// keeps its P while it waits for the next packet (tun.RawPoll), and the
+// rest of the daemon (BGP, metrics, the garbage collector's workers)
+// should not have to wait for a preemption to run. 0 (leave it) when
+// $GOMAXPROCS (env) is set.
+func procsForQueues(cpus, queues int, env string) int {
 	if env != "" {
 		return 0
 	}
@@ -587,6 +597,14 @@ func procsForTun(cpus, queues int, env string) int {
 		queues = cpus
 	}
 	return cpus + queues
+}
+
+// setProcs sets GOMAXPROCS for a data path of queues queues
+// (procsForQueues).
+func setProcs(queues int) {
+	if n := procsForQueues(runtime.NumCPU(), queues, os.Getenv("GOMAXPROCS")); n > 0 {
+		runtime.GOMAXPROCS(n)
+	}
 }
 
 // startDatapath opens the link (the tun, an inherited fd or the NICs) and
@@ -600,14 +618,15 @@ func (d *daemon) startDatapath(u *undoStack) (chan error, error) {
 		// then read by the thread that wrote the request, without a wake-up).
 		dev, err = d.env.openTun(tun.Config{Name: t.Name, Queues: t.Queues, MTU: t.MTU, Offload: t.Offload,
 			SteerPrefix: d.cfg.Translator.Prefix})
-		if n := procsForTun(runtime.NumCPU(), t.Queues, os.Getenv("GOMAXPROCS")); n > 0 {
-			runtime.GOMAXPROCS(n)
-		}
+		setProcs(t.Queues)
 		if s, ok := dev.(interface{ SteeringErr() error }); ok && err == nil && s.SteeringErr() != nil {
 			d.log.Warn("tun queues chosen by the kernel: replies may wake a second queue's thread", "err", s.SteeringErr())
 		}
 	} else {
 		dev, err = d.env.openLink(d.cfg.Translator)
+		if l, ok := dev.(*nicLink); ok && err == nil {
+			setProcs(l.queues())
+		}
 	}
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -28,7 +29,9 @@ import (
 // they name instead of a tun. NIC mode turns kernel forwarding off (and
 // restores it), routes nothing into a tun, and gives the engine the NICs'
 // MTUs unless ipv4_mtu / ipv6_mtu are set; fd mode leaves forwarding and
-// routes to whoever handed the descriptor over. MTUs learnt from the NICs
+// routes to whoever handed the descriptor over. NIC mode adds a P per
+// packet socket (its queue loop keeps one while it waits), fd mode none.
+// MTUs learnt from the NICs
 // bound packet sizes but do not turn the TCP MSS clamp on (RFC 7915
 // leaves TCP options alone); an MTU in the file does.
 func TestLinkModes(t *testing.T) {
@@ -39,14 +42,18 @@ func TestLinkModes(t *testing.T) {
 		forwarding string // during the run; "1" (the fake's initial value): untouched
 		mtu4, mtu6 int
 		clampMSS   bool
+		extraProcs int // GOMAXPROCS beyond one per CPU; -1: untouched
 	}{
 		{"nic", "nic {\n    ipv4 = \"eth0\"\n    ipv6 = \"eth1\"\n    queues = 3\n  }",
-			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth1", Queues: 3, FollowIPv4MTU: true, FollowIPv6MTU: true}}, "nic eth0,eth1", "0", 1500, 9000, false},
+			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth1", Queues: 3, FollowIPv4MTU: true, FollowIPv6MTU: true}}, "nic eth0,eth1", "0", 1500, 9000, false, 6},
 		{"nic one NIC, ipv6_mtu set", "ipv6_mtu = 1280\n  nic {\n    ipv4 = \"eth0\"\n    queues = 1\n  }",
-			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth0", Queues: 1, FollowIPv4MTU: true}}, "nic eth0", "0", 1500, 1280, true},
-		{"fd", "fd {\n    fd = 3\n  }", &fdLink{fd: 3, mtu: 1500}, "fd 3", "1", 0, 0, false},
+			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth0", Queues: 1, FollowIPv4MTU: true}}, "nic eth0", "0", 1500, 1280, true, 1},
+		{"fd", "fd {\n    fd = 3\n  }", &fdLink{fd: 3, mtu: 1500}, "fd 3", "1", 0, 0, false, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("GOMAXPROCS", "")
+			const untouched = 1
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(untouched))
 			k := newFakeKernel()
 			k.sysctls["net.ipv4.ip_forward"] = "1"
 			k.sysctls["net.ipv6.conf.all.forwarding"] = "1"
@@ -108,6 +115,13 @@ func TestLinkModes(t *testing.T) {
 			}
 			if gotPolicy.ClampMSS != tc.clampMSS {
 				t.Errorf("engine clamps the MSS: %v, want %v", gotPolicy.ClampMSS, tc.clampMSS)
+			}
+			wantProcs := untouched
+			if tc.extraProcs >= 0 {
+				wantProcs = runtime.NumCPU() + tc.extraProcs
+			}
+			if got := runtime.GOMAXPROCS(0); got != wantProcs {
+				t.Errorf("GOMAXPROCS %d, want %d", got, wantProcs)
 			}
 			k.mu.Lock()
 			fwd4, fwd6 := k.sysctls["net.ipv4.ip_forward"], k.sysctls["net.ipv6.conf.all.forwarding"]
@@ -251,9 +265,9 @@ func TestOpenLinkFDQueues(t *testing.T) {
 	}
 }
 
-// TestProcsForTun: one P per CPU and one per tun queue, unless $GOMAXPROCS
+// TestProcsForQueues: one P per CPU and one per queue, unless $GOMAXPROCS
 // says otherwise.
-func TestProcsForTun(t *testing.T) {
+func TestProcsForQueues(t *testing.T) {
 	for _, tc := range []struct {
 		cpus, queues int
 		env          string
@@ -265,8 +279,8 @@ func TestProcsForTun(t *testing.T) {
 		{8, 16, "", 24},
 		{2, 0, "3", 0}, // the operator's choice stays
 	} {
-		if got := procsForTun(tc.cpus, tc.queues, tc.env); got != tc.want {
-			t.Errorf("procsForTun(%d, %d, %q) = %d, want %d", tc.cpus, tc.queues, tc.env, got, tc.want)
+		if got := procsForQueues(tc.cpus, tc.queues, tc.env); got != tc.want {
+			t.Errorf("procsForQueues(%d, %d, %q) = %d, want %d", tc.cpus, tc.queues, tc.env, got, tc.want)
 		}
 	}
 }

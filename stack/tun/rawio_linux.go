@@ -50,9 +50,10 @@ import (
 var rawWait = 2 * time.Second
 
 // foreignRawWait replaces rawWait for a Conn that is not a Queue of a
-// Device (NIC mode's packet sockets, tests' socketpairs): the daemon adds
-// Ps for tun queues only, and such a Conn's closing is noticed only when
-// its waits end.
+// Device (tests' socketpairs; NIC mode's packet sockets are not read here
+// but wait in stack's nicConn, with RawPoll): the daemon adds Ps for tun
+// queues and NIC sockets only, and such a Conn's closing is noticed only
+// when its waits end.
 var foreignRawWait = time.Millisecond
 
 // foreignWait bounds one blocking wait on a Conn that is not a Queue of a
@@ -194,15 +195,9 @@ func (q *queue) waitReadable(fd uintptr) bool {
 			r.rawLeft = r.rawWait
 		}
 		if r.rawLeft != (unix.Timespec{}) {
-			ready, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&r.pfds[0])), 2, uintptr(unsafe.Pointer(&r.rawLeft)), 0, 0, 0)
-			switch {
-			case errno == unix.EINTR:
-				// A preemption request: sysmon's after 10 ms of
-				// waiting, or a GC stop-the-world. Give the P up, then
-				// wait on for the time ppoll left in rawLeft.
-				runtime.Gosched()
-				continue
-			case errno == 0 && ready > 0 && r.pfds[1].Revents == 0:
+			// Preemption requests yield the P and wait on for the
+			// time left in rawLeft (RawPoll).
+			if RawPoll(&r.pfds, &r.rawLeft) {
 				return true
 			}
 			// Timed out (rawLeft is zero now), woken, or failed: the

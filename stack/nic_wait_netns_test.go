@@ -1,0 +1,236 @@
+package stack
+
+import (
+	"errors"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/map646/map646/stack/tun"
+)
+
+// readResult is what a nicConn.Read that a test runs in the background
+// returned.
+type readResult struct {
+	n   int
+	err error
+}
+
+// readInBackground runs conn.Read on a goroutine of its own and returns
+// the channel its outcome arrives on.
+func readInBackground(conn *nicConn) <-chan readResult {
+	out := make(chan readResult, 1)
+	go func() {
+		buf := make([]byte, tun.VnetHdrLen+tun.GSOMaxSize)
+		n, err := conn.Read(buf)
+		out <- readResult{n, err}
+	}()
+	return out
+}
+
+// inRawWait reports whether a goroutine is in a NIC queue's wait that
+// keeps its P (nicConn.rawWait); the test's only queue.
+func inRawWait() bool {
+	buf := make([]byte, 1<<20)
+	return strings.Contains(string(buf[:runtime.Stack(buf, true)]), "(*nicConn).rawWait")
+}
+
+// setNICRawWait sets nicRawWait for the test.
+func setNICRawWait(t *testing.T, d time.Duration) {
+	saved := nicRawWait
+	nicRawWait = d
+	t.Cleanup(func() { nicRawWait = saved })
+}
+
+// TestNetnsNICRawWaitKeepsItsLength: a NIC queue that finds its ring empty
+// waits nicRawWait keeping its P, and only then in the runtime poller;
+// preemption requests (here garbage collections every 5 ms, besides
+// sysmon's every 10 ms) make it yield the P but not end; and every wait
+// for a packet starts afresh (not from a timeout a previous wait used up).
+// With the wait at 1 ms, a packet a second paid a park and an unpark in
+// the poller.
+func TestNetnsNICRawWaitKeepsItsLength(t *testing.T) {
+	const raw = 400 * time.Millisecond
+	setNICRawWait(t, raw)
+	_, _, conn, send := ringQueue(t, 16)
+	stop := make(chan struct{})
+	var gcs atomic.Int64
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+				runtime.GC()
+				gcs.Add(1)
+			}
+		}
+	}()
+	defer close(stop)
+	for i := range 2 {
+		start := time.Now()
+		got := readInBackground(conn)
+		// The wait ends no sooner than raw after the read began (a
+		// loaded machine makes it seem later, never sooner).
+		entered := false
+		for time.Since(start) < 10*time.Second {
+			in := inRawWait()
+			entered = entered || in
+			if entered && !in {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		took := time.Since(start)
+		switch {
+		case !entered:
+			t.Fatalf("wait %d: the queue never waited in the raw wait", i)
+		case took < raw:
+			t.Errorf("wait %d: the raw wait ended %v after the read began, want >= %v (%d garbage collections so far)", i, took, raw, gcs.Load())
+		case took >= 10*time.Second:
+			t.Errorf("wait %d: still in the raw wait after %v, want the poller's after %v", i, took, raw)
+		}
+		pkt := ipv6(header.UDPProtocolNumber, cli6, srv6, make([]byte, 8+byte(i)))
+		send(pkt)
+		select {
+		case r := <-got:
+			if r.err != nil || r.n != tun.VnetHdrLen+len(pkt) {
+				t.Fatalf("wait %d: read %d bytes, %v; want %d", i, r.n, r.err, tun.VnetHdrLen+len(pkt))
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("wait %d: packet not read after 5 s", i)
+		}
+	}
+	if gcs.Load() == 0 {
+		t.Error("no garbage collection ran during the waits: the raw wait kept the P")
+	}
+}
+
+// TestNetnsNICRawWaitStops: a read deadline in the past (the endpoint
+// stopping the queue) ends a raw wait at once through the wake eventfd,
+// not when the wait would have ended (here an hour); clearing the
+// deadline (the next attachment) makes the next wait last again, and it
+// reads the next packet.
+func TestNetnsNICRawWaitStops(t *testing.T) {
+	setNICRawWait(t, time.Hour)
+	_, _, conn, send := ringQueue(t, 16)
+	got := readInBackground(conn)
+	time.Sleep(50 * time.Millisecond)
+	if !inRawWait() {
+		t.Fatal("an idle queue is not in the raw wait")
+	}
+	start := time.Now()
+	conn.SetReadDeadline(time.Unix(1, 0))
+	select {
+	case r := <-got:
+		if !errors.Is(r.err, os.ErrDeadlineExceeded) {
+			t.Errorf("read stopped by a past deadline: %d bytes, %v", r.n, r.err)
+		}
+		if took := time.Since(start); took > 100*time.Millisecond {
+			t.Errorf("stopping a queue in the raw wait took %v, want < 100 ms", took)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a past deadline did not end the raw wait in 5 s")
+	}
+	conn.SetReadDeadline(time.Time{})
+	got = readInBackground(conn)
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case r := <-got:
+		t.Fatalf("read with no deadline returned at once: %d bytes, %v (the stop's wake-up left behind)", r.n, r.err)
+	default:
+	}
+	if !inRawWait() {
+		t.Error("the queue started again is not in the raw wait")
+	}
+	pkt := ipv6(header.UDPProtocolNumber, cli6, srv6, make([]byte, 8))
+	send(pkt)
+	select {
+	case r := <-got:
+		if r.err != nil || r.n != tun.VnetHdrLen+len(pkt) {
+			t.Fatalf("read %d bytes, %v; want %d", r.n, r.err, tun.VnetHdrLen+len(pkt))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("packet not read after 5 s")
+	}
+}
+
+// TestNetnsNICRawWaitKeepsNoP: with GOMAXPROCS 1 and the one P's queue in
+// the raw wait (for an hour: only a preemption request can take the P
+// from it), the runtime still runs everything else: garbage collections
+// (whose stop-the-world needs every P) complete and goroutines run.
+func TestNetnsNICRawWaitKeepsNoP(t *testing.T) {
+	setNICRawWait(t, time.Hour)
+	_, _, conn, _ := ringQueue(t, 16)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	got := readInBackground(conn)
+	time.Sleep(50 * time.Millisecond)
+	if !inRawWait() {
+		t.Fatal("an idle queue is not in the raw wait")
+	}
+	done := make(chan struct{})
+	go func() {
+		for range 3 {
+			runtime.GC()
+		}
+		var wg sync.WaitGroup
+		for range 100 {
+			wg.Add(1)
+			go func() { defer wg.Done(); time.Sleep(time.Millisecond) }()
+		}
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("GC and goroutines stuck while the queue waits in the raw wait")
+	}
+	conn.SetReadDeadline(time.Unix(1, 0))
+	if r := <-got; !errors.Is(r.err, os.ErrDeadlineExceeded) {
+		t.Errorf("read stopped by a past deadline: %d bytes, %v", r.n, r.err)
+	}
+}
+
+// TestNetnsNICRawWaitLinkDown: a NIC that goes down while its queue is in
+// the raw wait leaves an error on the socket (ENETDOWN), which ppoll
+// reports at once for as long as it stays: the queue takes it and waits
+// in the poller instead of spinning on it for the rest of the raw wait;
+// with the NIC up again it reads the next packet.
+func TestNetnsNICRawWaitLinkDown(t *testing.T) {
+	setNICRawWait(t, time.Hour)
+	ns, _, conn, send := ringQueue(t, 16)
+	// The queue tells the Handler it is idle each time it finds its ring
+	// empty: once per wait, or at every turn of a spin.
+	var idles atomic.Int64
+	conn.idle = func() { idles.Add(1) }
+	got := readInBackground(conn)
+	time.Sleep(50 * time.Millisecond)
+	if !inRawWait() {
+		t.Fatal("an idle queue is not in the raw wait")
+	}
+	before := idles.Load()
+	ns.Run("ip", "link", "set", "x6", "down")
+	time.Sleep(300 * time.Millisecond)
+	if n := idles.Load() - before; n > 10 {
+		t.Errorf("the queue found its ring empty %d times in 300 ms after its NIC went down: it spins on the socket's error", n)
+	}
+	ns.Run("ip", "link", "set", "x6", "up")
+	time.Sleep(100 * time.Millisecond) // the veth's carrier
+	pkt := ipv6(header.UDPProtocolNumber, cli6, srv6, make([]byte, 8))
+	send(pkt)
+	select {
+	case r := <-got:
+		if r.err != nil || r.n != tun.VnetHdrLen+len(pkt) {
+			t.Fatalf("read %d bytes, %v; want %d", r.n, r.err, tun.VnetHdrLen+len(pkt))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("packet not read after 5 s with the NIC up again")
+	}
+}
