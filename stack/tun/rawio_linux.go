@@ -30,6 +30,8 @@ import (
 //     the time left, so nothing waits for it. The daemon gives the runtime
 //     one P per tun queue beyond one per CPU, so that queues in this wait
 //     do not take the Ps the rest of the program runs on;
+//     While it waits it has a WarmDispatcher rehearse a packet every
+//     warmEvery (WarmQueue), keeping the path warm for the next one;
 //  3. then blocks in ppoll through the ordinary syscall path
 //     (entersyscall), so that a queue idle for longer than rawWait costs
 //     nothing: no preemptions every 10 ms.
@@ -48,6 +50,15 @@ import (
 // "Latency levers"); short enough that an idle translator soon stops
 // being preempted every 10 ms. Tests change it.
 var rawWait = 2 * time.Second
+
+// warmEvery is how often a queue in its raw wait has a WarmDispatcher
+// rehearse a packet: the translator's code and data were measured to go
+// cold (in this virtual machine, on a shared host) between packets more
+// than 2-5 ms apart, and the first packet after such a gap spent 4-5x the
+// user time of one that followed another closely (docs/datapath.md). A
+// rehearsal costs a timer wake-up and a few µs of CPU per period, and only
+// during the raw wait (rawWait after the last packet). Tests change it.
+var warmEvery = time.Millisecond
 
 // foreignRawWait replaces rawWait for a Conn that is not a Queue of a
 // Device (NIC mode's packet sockets, tests' socketpairs): the daemon adds
@@ -80,6 +91,9 @@ type rawIO struct {
 	// interrupted goes on for the time left in rawLeft.
 	rawLeft unix.Timespec
 	tmo     unix.Timespec
+	// slice is the part of the raw wait that ends in a rehearsal (warmEvery,
+	// when the queue has a WarmDispatcher and more than that is left).
+	slice unix.Timespec
 
 	pfds  [2]unix.PollFd // the queue, the wake eventfd
 	n     int
@@ -194,7 +208,16 @@ func (q *queue) waitReadable(fd uintptr) bool {
 			r.rawLeft = r.rawWait
 		}
 		if r.rawLeft != (unix.Timespec{}) {
-			ready, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&r.pfds[0])), 2, uintptr(unsafe.Pointer(&r.rawLeft)), 0, 0, 0)
+			tmo, sliced := &r.rawLeft, false
+			if q.warm != nil && warmEvery > 0 && r.rawLeft.Nano() > int64(warmEvery) {
+				r.slice = unix.NsecToTimespec(int64(warmEvery))
+				tmo, sliced = &r.slice, true
+			}
+			ready, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&r.pfds[0])), 2, uintptr(unsafe.Pointer(tmo)), 0, 0, 0)
+			if sliced {
+				// ppoll left what remains of the slice in r.slice.
+				r.rawLeft = unix.NsecToTimespec(r.rawLeft.Nano() - int64(warmEvery) + r.slice.Nano())
+			}
 			switch {
 			case errno == unix.EINTR:
 				// A preemption request: sysmon's after 10 ms of
@@ -204,6 +227,11 @@ func (q *queue) waitReadable(fd uintptr) bool {
 				continue
 			case errno == 0 && ready > 0 && r.pfds[1].Revents == 0:
 				return true
+			case sliced && errno == 0 && ready == 0:
+				// The slice ran out with raw wait left: rehearse, so
+				// that the next packet finds the path warm, and wait on.
+				q.warm()
+				continue
 			}
 			// Timed out (rawLeft is zero now), woken, or failed: the
 			// blocking wait below tells which.
