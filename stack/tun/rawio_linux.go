@@ -29,9 +29,9 @@ import (
 //     stop-the-world, make it yield the P (Gosched) and then wait on for
 //     the time left, so nothing waits for it. The daemon gives the runtime
 //     one P per tun queue beyond one per CPU, so that queues in this wait
-//     do not take the Ps the rest of the program runs on;
-//     While it waits it has a WarmDispatcher rehearse a packet every
-//     warmEvery (WarmQueue), keeping the path warm for the next one;
+//     do not take the Ps the rest of the program runs on. Every warmEvery
+//     of this wait, a WarmDispatcher rehearses a packet (WarmQueue), which
+//     keeps the path warm for the next one;
 //  3. then blocks in ppoll through the ordinary syscall path
 //     (entersyscall), so that a queue idle for longer than rawWait costs
 //     nothing: no preemptions every 10 ms.
