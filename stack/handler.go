@@ -25,6 +25,10 @@ type Translator interface {
 // of packets will read (*xlat.Worker: the batch's mapping-table slots).
 type prefetcher interface{ Prefetch(pkts [][]byte) }
 
+// rehearser is a Translator that can make another whose work is counted
+// nowhere (*xlat.Worker): the Handler rehearses packets with it (WarmQueue).
+type rehearser interface{ Rehearsal() *xlat.Worker }
+
 // flusher is a Translator that publishes its counters in batches
 // (*xlat.Worker): Flush makes them exact while traffic pauses.
 type flusher interface{ Flush() }
@@ -123,6 +127,8 @@ type handlerQueue struct {
 	head    [dropLogHead]byte
 	headLen int
 
+	reh rehearsal
+
 	stats    tun.Counters
 	progress progress
 }
@@ -132,6 +138,7 @@ var (
 	_ tun.FrameDispatcher       = (*Handler)(nil)
 	_ tun.IdleDispatcher        = (*Handler)(nil)
 	_ tun.BatchDispatcher       = (*Handler)(nil)
+	_ tun.WarmDispatcher        = (*Handler)(nil)
 )
 
 // NewHandler returns a handler that writes to out and translates the
@@ -156,6 +163,9 @@ func NewHandler(out gvstack.LinkWriter, queues int, newTranslator func() Transla
 			q.flush = f.Flush
 		}
 		q.pf, _ = q.tr.(prefetcher)
+		if r, ok := q.tr.(rehearser); ok {
+			q.reh.tr = r.Rehearsal()
+		}
 		if h.link != nil {
 			q.frame = h.link.Frame(i)
 		}
@@ -174,7 +184,106 @@ func (h *Handler) TakesFrames(e *tun.Endpoint) bool {
 // QueueIdle implements tun.IdleDispatcher: queue q has nothing to read,
 // so its translator publishes its batched counters. It is called on q's
 // dispatch goroutine.
-func (h *Handler) QueueIdle(q int) { h.queues[q%len(h.queues)].flush() }
+func (h *Handler) QueueIdle(q int) {
+	hq := h.queues[q%len(h.queues)]
+	hq.flush()
+	hq.reh.want = hq.reh.tr != nil
+}
+
+// rehearsalMax is the largest packet kept for rehearsals: a copy of it is
+// made once per idle period, so super-packets are left out.
+const rehearsalMax = 2048
+
+// rehearsal is a queue's copy of a packet its translator forwarded
+// recently, and what replays it (WarmQueue).
+type rehearsal struct {
+	tr    Translator // counted nowhere (xlat.Worker.Rehearsal); nil: no rehearsals
+	frame *tun.Frame // the replay's memory, made at the first rehearsal
+	// pkt[cur][:n] is the packet replayed, with offload metadata off if
+	// hasOff; pkt[1-cur][:nextN] is the one being translated, copied
+	// before the engine rewrote it, which replaces it once forwarded.
+	pkt                  [2][rehearsalMax]byte
+	cur                  int
+	n, nextN             int
+	off, nextOff, offNow xlat.Offload
+	hasOff, nextHasOff   bool
+	// want: the queue went idle (QueueIdle), so the next packet it
+	// translates becomes the one replayed.
+	want bool
+	runs uint64 // rehearsals that forwarded, for tests
+}
+
+// WarmQueue implements tun.WarmDispatcher: while queue q waits for packets
+// after recent traffic, it translates a copy of a packet the queue
+// forwarded after its last idle period with a translator whose counts go
+// nowhere, and makes and frees the PacketBuffer the result would go out in,
+// writing nothing. The next packet then finds the engine's and gVisor's
+// code and the mapping table's lines warm: a packet after a gap of more
+// than a few ms otherwise spent several times the user time of one right
+// after another (docs/datapath.md, "Where a ping's microseconds went").
+// It is called on q's dispatch goroutine.
+func (h *Handler) WarmQueue(q int) { h.queues[q%len(h.queues)].rehearse() }
+
+// rehearse replays the queue's sample packet (WarmQueue).
+func (q *handlerQueue) rehearse() {
+	r := &q.reh
+	if r.n == 0 || r.tr == nil {
+		return
+	}
+	defer func() {
+		if recover() != nil {
+			// The engine panics on this packet now (a new
+			// configuration?); the packet path recovers from that on its
+			// own. Forget the sample rather than panic every period.
+			r.n = 0
+			q.stats.Panics.Add(1)
+		}
+	}()
+	if r.frame == nil {
+		r.frame = tun.NewFrame()
+	}
+	buf := r.frame.Bytes()
+	n := copy(buf[tun.FramePacket:], r.pkt[r.cur][:r.n])
+	var off *xlat.Offload
+	if r.hasOff {
+		r.offNow = r.off
+		off = &r.offNow
+	}
+	res := r.tr.Process(buf, tun.FramePacket, tun.FramePacket+n, off, rehearsalSink{})
+	if res.Verdict == xlat.Forward && res.Start >= tun.VnetHdrLen && res.Start <= res.End && res.End <= len(buf) {
+		r.frame.PacketBuffer(res.Start, res.End).DecRef()
+		r.runs++
+	}
+}
+
+// sample copies the packet about to be translated if the queue wants a new
+// packet to rehearse (once per idle period; whole packets without
+// segmentation offload only).
+func (q *handlerQueue) sample(off *xlat.Offload) {
+	r := &q.reh
+	r.nextN = 0
+	if len(q.cur) > rehearsalMax || off != nil && off.GSOType&^xlat.GSOECN != xlat.GSONone {
+		return
+	}
+	r.nextN = copy(r.pkt[1-r.cur][:], q.cur)
+	r.nextHasOff = off != nil
+	if off != nil {
+		r.nextOff = *off
+	}
+}
+
+// keepSample makes the packet sampled before translation the one replayed,
+// now that the engine forwarded it.
+func (q *handlerQueue) keepSample() {
+	r := &q.reh
+	r.cur, r.n, r.nextN, r.want = 1-r.cur, r.nextN, 0, false
+	r.hasOff, r.off = r.nextHasOff, r.nextOff
+}
+
+// rehearsalSink drops what a rehearsal's engine emits.
+type rehearsalSink struct{}
+
+func (rehearsalSink) Emit([]byte, *xlat.Offload) {}
 
 // PrefetchBatch implements tun.BatchDispatcher: queue q's translator
 // warms the mapping-table slots that translating pkts, which the queue
@@ -287,7 +396,13 @@ func (q *handlerQueue) translate(buf []byte, start, end int, off *xlat.Offload, 
 		cs = m.cur.Load()
 		ent = cs.entry(q.cur)
 	}
+	if q.reh.want {
+		q.sample(off)
+	}
 	res := q.tr.Process(buf, start, end, off, q)
+	if q.reh.nextN != 0 && res.Verdict == xlat.Forward {
+		q.keepSample()
+	}
 	if ent >= 0 && res.Verdict != xlat.Drop {
 		c := &cs.queue[q.index][ent]
 		c.packets[res.Dir].Store(c.packets[res.Dir].Load() + 1)

@@ -164,6 +164,17 @@ type BatchDispatcher interface {
 	PrefetchBatch(q int, pkts [][]byte)
 }
 
+// WarmDispatcher is a NetworkDispatcher that can rehearse its per-packet
+// work without side effects. A queue whose raw wait keeps its P (after
+// recent traffic, rawio_linux.go) calls WarmQueue on its dispatch
+// goroutine every warmEvery while it waits, so that the next packet after
+// a gap of a few milliseconds finds the translator's code and data in the
+// caches and TLBs instead of paying for their misses (docs/datapath.md,
+// "Where a ping's microseconds went").
+type WarmDispatcher interface {
+	WarmQueue(q int)
+}
+
 // LinkStats are link-level counters: what happened to packets before and
 // after the translator. One type serves the endpoint (its part) and the
 // data path (the endpoint's and the dispatcher's parts, which count
@@ -268,6 +279,7 @@ type queue struct {
 	// non-blocking one (nil otherwise).
 	rio  *rawIO
 	idle func() // the dispatcher's QueueIdle for this queue
+	warm func() // the dispatcher's WarmQueue for this queue, or nil
 	// uio is the queue's io_uring and read slots once it has used them
 	// (uringio_linux.go); uringOn: the loop runs on the ring now.
 	uio     *uringIO
@@ -409,6 +421,7 @@ func (e *Endpoint) Attach(d gvstack.NetworkDispatcher) {
 		frames = fd.TakesFrames(e)
 	}
 	idle, _ := d.(IdleDispatcher)
+	warm, _ := d.(WarmDispatcher)
 	wakeFd, err := e.newWake()
 	if err != nil {
 		// No eventfd (descriptors exhausted): nothing could stop the
@@ -421,6 +434,10 @@ func (e *Endpoint) Attach(d gvstack.NetworkDispatcher) {
 		q.idle = func() {}
 		if idle != nil {
 			q.idle = func() { idle.QueueIdle(q.index) }
+		}
+		q.warm = nil
+		if warm != nil {
+			q.warm = func() { warm.WarmQueue(q.index) }
 		}
 		q.exited.Store(false)
 		e.wg.Add(1)

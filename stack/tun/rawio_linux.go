@@ -29,7 +29,9 @@ import (
 //     stop-the-world, make it yield the P (Gosched) and then wait on for
 //     the time left, so nothing waits for it. The daemon gives the runtime
 //     one P per tun queue beyond one per CPU, so that queues in this wait
-//     do not take the Ps the rest of the program runs on;
+//     do not take the Ps the rest of the program runs on. Every warmEvery
+//     of this wait, a WarmDispatcher rehearses a packet (WarmQueue), which
+//     keeps the path warm for the next one;
 //  3. then blocks in ppoll through the ordinary syscall path
 //     (entersyscall), so that a queue idle for longer than rawWait costs
 //     nothing: no preemptions every 10 ms.
@@ -48,6 +50,15 @@ import (
 // "Latency levers"); short enough that an idle translator soon stops
 // being preempted every 10 ms. Tests change it.
 var rawWait = 2 * time.Second
+
+// warmEvery is how often a queue in its raw wait has a WarmDispatcher
+// rehearse a packet: the translator's code and data were measured to go
+// cold (in this virtual machine, on a shared host) between packets more
+// than 2-5 ms apart, and the first packet after such a gap spent 4-5x the
+// user time of one that followed another closely (docs/datapath.md). A
+// rehearsal costs a timer wake-up and a few µs of CPU per period, and only
+// during the raw wait (rawWait after the last packet). Tests change it.
+var warmEvery = time.Millisecond
 
 // foreignRawWait replaces rawWait for a Conn that is not a Queue of a
 // Device (tests' socketpairs; NIC mode's packet sockets are not read here
@@ -81,6 +92,9 @@ type rawIO struct {
 	// interrupted goes on for the time left in rawLeft.
 	rawLeft unix.Timespec
 	tmo     unix.Timespec
+	// slice is the part of the raw wait that ends in a rehearsal (warmEvery,
+	// when the queue has a WarmDispatcher and more than that is left).
+	slice unix.Timespec
 
 	pfds  [2]unix.PollFd // the queue, the wake eventfd
 	n     int
@@ -196,9 +210,26 @@ func (q *queue) waitReadable(fd uintptr) bool {
 		}
 		if r.rawLeft != (unix.Timespec{}) {
 			// Preemption requests yield the P and wait on for the
-			// time left in rawLeft (RawPoll).
-			if RawPoll(&r.pfds, &r.rawLeft) {
+			// time left (RawPoll). With a WarmDispatcher the wait is cut
+			// into slices of warmEvery, a rehearsal after each.
+			tmo, sliced := &r.rawLeft, false
+			if q.warm != nil && warmEvery > 0 && r.rawLeft.Nano() > int64(warmEvery) {
+				r.slice = unix.NsecToTimespec(int64(warmEvery))
+				tmo, sliced = &r.slice, true
+			}
+			ready := RawPoll(&r.pfds, tmo)
+			if sliced {
+				// ppoll left what remains of the slice in r.slice.
+				r.rawLeft = unix.NsecToTimespec(r.rawLeft.Nano() - int64(warmEvery) + r.slice.Nano())
+			}
+			if ready {
 				return true
+			}
+			if sliced && r.slice == (unix.Timespec{}) && r.pfds[1].Revents == 0 {
+				// The slice ran out with raw wait left: rehearse, so
+				// that the next packet finds the path warm, and wait on.
+				q.warm()
+				continue
 			}
 			// Timed out (rawLeft is zero now), woken, or failed: the
 			// blocking wait below tells which.

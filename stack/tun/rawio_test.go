@@ -438,3 +438,108 @@ func TestRawWaitOutlastsPreemption(t *testing.T) {
 		t.Errorf("the wait took %v: the garbage collections waited for the raw wait (%v) to end", ended.Sub(start), raw)
 	}
 }
+
+// TestRawWaitRehearses: a queue whose dispatcher rehearses (q.warm) has
+// it rehearse every warmEvery of its raw wait, and only then: the raw wait
+// still lasts its full length before the blocking wait, a packet still
+// ends it at once, and no rehearsal happens in the blocking wait.
+func TestRawWaitRehearses(t *testing.T) {
+	const raw, blocking, every = 40 * time.Millisecond, 30 * time.Millisecond, 2 * time.Millisecond
+	savedRaw, savedForeign, savedWarm := foreignRawWait, foreignWait, warmEvery
+	foreignRawWait, foreignWait, warmEvery = raw, blocking, every
+	defer func() { foreignRawWait, foreignWait, warmEvery = savedRaw, savedForeign, savedWarm }()
+	c, peer := rawPair(t)
+	e := NewEndpointConns([]Conn{c}, 1500, 0) // not attached: the test reads
+	q := e.queues[0]
+	var warms int
+	q.warm = func() { warms++ }
+	wakeFd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(wakeFd)
+
+	start := time.Now()
+	if _, err := q.rawRead(wakeFd); err != errWoken {
+		t.Fatalf("wait of an empty queue: %v, want errWoken (the bounded wait's end)", err)
+	}
+	if took := time.Since(start); took < raw+blocking {
+		t.Errorf("wait of an empty queue took %v, want >= %v: rehearsals shortened the raw wait", took, raw+blocking)
+	}
+	// One per slice of the raw wait: raw/every, less the last one, which
+	// ends the raw wait rather than a slice. Preemptions only split slices.
+	if max := int(raw / every); warms < max/2 || warms > max {
+		t.Errorf("%d rehearsals in a raw wait of %v, want about %d", warms, raw, max-1)
+	}
+
+	warms = 0
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		peer.Write(make([]byte, VnetHdrLen+28))
+	}()
+	start = time.Now()
+	if n, err := q.rawRead(wakeFd); err != nil || n != VnetHdrLen+28 {
+		t.Fatalf("read of a packet sent during the raw wait: %d bytes, %v", n, err)
+	}
+	if took := time.Since(start); took >= raw {
+		t.Errorf("a packet sent 10 ms into the raw wait was read after %v", took)
+	}
+	if warms == 0 || warms >= int(raw/every) {
+		t.Errorf("%d rehearsals before a packet 10 ms into the wait, want some, fewer than %d", warms, raw/every)
+	}
+
+	warms = 0
+	warmEvery = 0
+	if _, err := q.rawRead(wakeFd); err != errWoken {
+		t.Fatalf("wait of an empty queue: %v, want errWoken", err)
+	}
+	if warms != 0 {
+		t.Errorf("%d rehearsals with warmEvery 0", warms)
+	}
+}
+
+// warmDispatcher is an echoDispatcher that counts rehearsals.
+type warmDispatcher struct {
+	echoDispatcher
+	warms atomic.Int64
+}
+
+func (d *warmDispatcher) WarmQueue(int) { d.warms.Add(1) }
+
+// TestAttachWiresWarmDispatcher: an attached WarmDispatcher is asked to
+// rehearse while a queue waits after a packet, and stops being asked once
+// the raw wait has ended.
+func TestAttachWiresWarmDispatcher(t *testing.T) {
+	const raw, every = 50 * time.Millisecond, 2 * time.Millisecond
+	savedRaw, savedWarm := foreignRawWait, warmEvery
+	foreignRawWait, warmEvery = raw, every
+	defer func() { foreignRawWait, warmEvery = savedRaw, savedWarm }()
+	c, peer := rawPair(t)
+	e := NewEndpointConns([]Conn{c}, 1500, 0)
+	d := &warmDispatcher{echoDispatcher: echoDispatcher{idle: make([]atomic.Int64, 1)}}
+	d.e = e
+	e.Attach(d)
+	defer e.Close()
+	pkt := make([]byte, VnetHdrLen+28)
+	pkt[VnetHdrLen] = 0x45
+	if _, err := peer.Write(pkt); err != nil {
+		t.Fatal(err)
+	}
+	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := peer.Read(make([]byte, 100)); err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+	waitUntil(t, "a rehearsal", func() bool { return d.warms.Load() > 0 })
+	// The raw wait ends and the blocking wait rehearses nothing: the count
+	// stops growing, at no more than one per slice of the raw wait (its
+	// length is counted in ppoll's time, so a loaded machine that
+	// stretches it in wall-clock time does not add slices).
+	waitUntil(t, "rehearsals to stop", func() bool {
+		n := d.warms.Load()
+		time.Sleep(10 * every)
+		return d.warms.Load() == n
+	})
+	if n := d.warms.Load(); n > int64(raw/every) {
+		t.Errorf("%d rehearsals after one packet, want at most %d (one per slice of the raw wait)", n, raw/every)
+	}
+}

@@ -596,6 +596,20 @@ func (e *Engine) NewWorker() *Worker {
 	return w
 }
 
+// Rehearsal returns a worker of w's engine that is not registered with it:
+// what it translates is counted nowhere (Engine.Totals never reads its
+// Counters). The data path replays a recently translated packet through
+// one while a queue waits, so that the next packet finds the translation's
+// code and data in the caches (stack.Handler.WarmQueue).
+func (w *Worker) Rehearsal() *Worker {
+	return &Worker{
+		eng:     w.eng,
+		scratch: make([]byte, scratchSize),
+		errBuf:  make([]byte, Headroom+1280),
+		now:     monotonic,
+	}
+}
+
 // flushEvery bounds how many translated packets a worker tallies before
 // publishing them to its Counters.
 const flushEvery = 64
