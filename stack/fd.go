@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 
 	"golang.org/x/sys/unix"
 
@@ -53,15 +54,69 @@ func serveFDs(ctx context.Context, newTranslator func() Translator, fds []int, m
 	if err := CheckVnetHdr(vnetHdr); err != nil {
 		return nil, fmt.Errorf("stack: fd %d: %w", fds[0], err)
 	}
-	d := newDatapath(log)
-	var eps fdQueues
+	tuns := true
 	for _, fd := range fds {
 		if err := unix.SetNonblock(fd, true); err != nil {
 			return nil, fmt.Errorf("stack: fd %d: %w", fd, err)
 		}
+		info, err := ProbeFD(fd)
+		if err != nil {
+			return nil, fmt.Errorf("stack: %w", err)
+		}
+		tuns = tuns && info.Tun && !info.Tap
+	}
+	if tuns && fdTunLoop {
+		return serveTunFDs(ctx, newTranslator, fds, mtu, vnetHdr, log)
+	}
+	d := newDatapath(log)
+	var eps fdQueues
+	for _, fd := range fds {
 		eps = append(eps, newRawFDEndpoint(fd, mtu, vnetHdr, d.log))
 	}
 	serveFDEndpoints(ctx, d, eps, newTranslator)
+	return d, nil
+}
+
+// fdTunLoop: descriptors of a tun run tun mode's queue loop
+// (serveTunFDs). Tests turn it off to compare with the loop of
+// fd_tap.go.
+var fdTunLoop = true
+
+// serveTunFDs serves descriptors that are queues of one tun (TUNGETIFF
+// answered, no IFF_TAP) as host mode serves its own tun's: through a
+// tun.Endpoint, whose queue loops read and write by raw system calls on
+// their own threads, wait for an empty queue in a raw ppoll that keeps
+// the P, and batch through an io_uring while the queue is busy
+// (stack/tun/rawio_linux.go, uringio_linux.go). The endpoint reads
+// duplicates of the descriptors (F_DUPFD_CLOEXEC: the same open file, so
+// the same tun queue), which it closes once its loops have ended: the
+// caller's stay the caller's, and closing them does not pull a
+// descriptor from under a loop or its io_uring.
+func serveTunFDs(ctx context.Context, newTranslator func() Translator, fds []int, mtu, vnetHdr int, log *slog.Logger) (*Datapath, error) {
+	files := make([]*os.File, 0, len(fds))
+	closeAll := func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	for _, fd := range fds {
+		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("stack: fd %d: dup: %w", fd, err)
+		}
+		files = append(files, os.NewFile(uintptr(dup), fmt.Sprintf("fd %d", fd)))
+	}
+	ep, err := tun.NewEndpointFiles(files, mtu, 0, vnetHdr)
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("stack: fd %d: %w", fds[0], err)
+	}
+	d, err := serveLinkHooks(ctx, newTranslator, ep, log, linkHooks{stopped: closeAll})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
 	return d, nil
 }
 
