@@ -555,6 +555,17 @@ func procsForTun(cpus, queues int, env string) int {
 	return cpus + queues
 }
 
+// tunLoopQueues is how many queues of the inherited link dev run host
+// mode's queue loop, which keeps a P while it waits (procsForTun): the
+// descriptors of a tun (stack.ServeFDQueues); 0 for a tap or sockets,
+// whose loops block in poll.
+func tunLoopQueues(dev device) int {
+	if l, ok := dev.(*fdLink); ok && l.tun && l.tap == nil {
+		return len(l.fds())
+	}
+	return 0
+}
+
 // startDatapath opens the link (the tun, an inherited fd or the NICs) and
 // starts the data path on it. The channel it returns gets the data path's
 // end (nil or why it failed).
@@ -574,6 +585,11 @@ func (d *daemon) startDatapath(u *undoStack) (chan error, error) {
 		}
 	} else {
 		dev, err = d.env.openLink(d.cfg.Translator)
+		if q := tunLoopQueues(dev); err == nil && q > 0 {
+			if n := procsForTun(runtime.NumCPU(), q, os.Getenv("GOMAXPROCS")); n > 0 {
+				runtime.GOMAXPROCS(n)
+			}
+		}
 	}
 	if err != nil {
 		return nil, err
