@@ -65,7 +65,7 @@ func serveFDs(ctx context.Context, newTranslator func() Translator, fds []int, m
 		}
 		tuns = tuns && info.Tun && !info.Tap
 	}
-	if tuns && fdTunLoop {
+	if tuns {
 		return serveTunFDs(ctx, newTranslator, fds, mtu, vnetHdr, log)
 	}
 	d := newDatapath(log)
@@ -76,11 +76,6 @@ func serveFDs(ctx context.Context, newTranslator func() Translator, fds []int, m
 	serveFDEndpoints(ctx, d, eps, newTranslator)
 	return d, nil
 }
-
-// fdTunLoop: descriptors of a tun run tun mode's queue loop
-// (serveTunFDs). Tests turn it off to compare with the loop of
-// fd_tap.go.
-var fdTunLoop = true
 
 // serveTunFDs serves descriptors that are queues of one tun (TUNGETIFF
 // answered, no IFF_TAP) as host mode serves its own tun's: through a
