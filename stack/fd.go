@@ -20,12 +20,12 @@ import (
 // or one descriptor. Each has one goroutine that reads a packet into a
 // frame with headroom; the Handler translates it there, on that
 // descriptor's own queue (translator, counters), and the result is
-// written back to the same descriptor with one writev: no copy besides
-// the read and the write, no allocation per packet, and the engine's
-// counters published whenever a descriptor has nothing to read (the
-// endpoint of fd_tap.go, without Ethernet). gVisor's fdbased endpoint did
-// this before at a higher cost per packet (a PacketBuffer and view per
-// read, a copy into the Handler's frame, two allocations per write).
+// written back to the same descriptor: no copy besides the read and the
+// write, no allocation per packet, and the engine's counters published
+// whenever a descriptor has nothing to read. Descriptors of a tun run
+// host mode's queue loop (serveTunFDs: raw I/O on a thread of their own,
+// a wait that keeps the P, io_uring batches); sockets the endpoint of
+// fd_tap.go without Ethernet (one writev per packet, poll when empty).
 // ServeFDQueues makes the descriptors non-blocking but does not own them:
 // close them after Wait returns. It returns at once; the data path stops
 // when ctx is cancelled or any descriptor fails.
