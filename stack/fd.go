@@ -100,7 +100,23 @@ func serveTunFDs(ctx context.Context, newTranslator func() Translator, fds []int
 			closeAll()
 			return nil, fmt.Errorf("stack: fd %d: dup: %w", fd, err)
 		}
-		files = append(files, os.NewFile(uintptr(dup), fmt.Sprintf("fd %d", fd)))
+		// As tun.Open does: blocking while os.NewFile looks, so that
+		// the runtime poller does not watch it (its epoll would wake an
+		// idle thread of the runtime at every packet that finds the queue
+		// empty, for nobody), then non-blocking again for the raw reads.
+		// O_NONBLOCK belongs to the open file, the caller's descriptor
+		// shares it for this moment.
+		if err := unix.SetNonblock(dup, false); err != nil {
+			unix.Close(dup)
+			closeAll()
+			return nil, fmt.Errorf("stack: fd %d: %w", fd, err)
+		}
+		f := os.NewFile(uintptr(dup), fmt.Sprintf("fd %d", fd))
+		files = append(files, f)
+		if err := unix.SetNonblock(dup, true); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("stack: fd %d: %w", fd, err)
+		}
 	}
 	ep, err := tun.NewEndpointFiles(files, mtu, 0, vnetHdr)
 	if err != nil {

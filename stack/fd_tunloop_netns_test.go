@@ -241,3 +241,52 @@ func TestNetnsFDQueueFails(t *testing.T) {
 		t.Errorf("%d read errors counted, want %d", s.ReadErrors, tun.MaxReadErrors)
 	}
 }
+
+// TestNetnsFDTunOutOfPoller: the duplicates the tun loop reads are not in
+// the runtime poller's epoll set (as a Device's queues are not): the
+// loop waits for them itself, and an epoll watching them would wake an
+// idle runtime thread at every packet.
+func TestNetnsFDTunOutOfPoller(t *testing.T) {
+	netnstest.RequireTun(t, "dp-")
+	ns := netnstest.New(t, "dp-poll-")
+	fds := openTunIn(t, ns, 2, maxVnetHdr)
+	callers := map[string]bool{}
+	for _, fd := range fds {
+		callers[fmt.Sprint(fd)] = true
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d, err := ServeFDQueues(ctx, testEngine(t), fds, 1520, maxVnetHdr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dups []string
+	var watched string
+	for fd := range openFDs(t) {
+		link, _ := os.Readlink("/proc/self/fd/" + fd)
+		switch {
+		case link == "/dev/net/tun" && !callers[fd]:
+			dups = append(dups, fd)
+		case link == "anon_inode:[eventpoll]":
+			b, _ := os.ReadFile("/proc/self/fdinfo/" + fd)
+			watched += string(b)
+		}
+	}
+	if len(dups) != len(fds) {
+		t.Fatalf("%d duplicates of the tun's %d descriptors", len(dups), len(fds))
+	}
+	for _, fd := range dups {
+		if strings.Contains(watched, "tfd: "+strings.Repeat(" ", max(0, 8-len(fd)))+fd+" ") {
+			t.Errorf("the runtime poller watches fd %s, a duplicate the loop reads", fd)
+		}
+	}
+	for _, fd := range fds {
+		if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err != nil || fl&unix.O_NONBLOCK == 0 {
+			t.Errorf("the caller's fd %d is not left non-blocking: flags %#x, %v", fd, fl, err)
+		}
+	}
+	cancel()
+	if err := d.Wait(); err != nil {
+		t.Error(err)
+	}
+}
