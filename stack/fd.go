@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 
 	"golang.org/x/sys/unix"
 
@@ -19,12 +20,12 @@ import (
 // or one descriptor. Each has one goroutine that reads a packet into a
 // frame with headroom; the Handler translates it there, on that
 // descriptor's own queue (translator, counters), and the result is
-// written back to the same descriptor with one writev: no copy besides
-// the read and the write, no allocation per packet, and the engine's
-// counters published whenever a descriptor has nothing to read (the
-// endpoint of fd_tap.go, without Ethernet). gVisor's fdbased endpoint did
-// this before at a higher cost per packet (a PacketBuffer and view per
-// read, a copy into the Handler's frame, two allocations per write).
+// written back to the same descriptor: no copy besides the read and the
+// write, no allocation per packet, and the engine's counters published
+// whenever a descriptor has nothing to read. Descriptors of a tun run
+// host mode's queue loop (serveTunFDs: raw I/O on a thread of their own,
+// a wait that keeps the P, io_uring batches); sockets the endpoint of
+// fd_tap.go without Ethernet (one writev per packet, poll when empty).
 // ServeFDQueues makes the descriptors non-blocking but does not own them:
 // close them after Wait returns. It returns at once; the data path stops
 // when ctx is cancelled or any descriptor fails.
@@ -53,15 +54,80 @@ func serveFDs(ctx context.Context, newTranslator func() Translator, fds []int, m
 	if err := CheckVnetHdr(vnetHdr); err != nil {
 		return nil, fmt.Errorf("stack: fd %d: %w", fds[0], err)
 	}
-	d := newDatapath(log)
-	var eps fdQueues
+	tuns := true
 	for _, fd := range fds {
 		if err := unix.SetNonblock(fd, true); err != nil {
 			return nil, fmt.Errorf("stack: fd %d: %w", fd, err)
 		}
+		info, err := ProbeFD(fd)
+		if err != nil {
+			return nil, fmt.Errorf("stack: %w", err)
+		}
+		tuns = tuns && info.Tun && !info.Tap
+	}
+	if tuns {
+		return serveTunFDs(ctx, newTranslator, fds, mtu, vnetHdr, log)
+	}
+	d := newDatapath(log)
+	var eps fdQueues
+	for _, fd := range fds {
 		eps = append(eps, newRawFDEndpoint(fd, mtu, vnetHdr, d.log))
 	}
 	serveFDEndpoints(ctx, d, eps, newTranslator)
+	return d, nil
+}
+
+// serveTunFDs serves descriptors that are queues of one tun (TUNGETIFF
+// answered, no IFF_TAP) as host mode serves its own tun's: through a
+// tun.Endpoint, whose queue loops read and write by raw system calls on
+// their own threads, wait for an empty queue in a raw ppoll that keeps
+// the P, and batch through an io_uring while the queue is busy
+// (stack/tun/rawio_linux.go, uringio_linux.go). The endpoint reads
+// duplicates of the descriptors (F_DUPFD_CLOEXEC: the same open file, so
+// the same tun queue), which it closes once its loops have ended: the
+// caller's stay the caller's, and closing them does not pull a
+// descriptor from under a loop or its io_uring.
+func serveTunFDs(ctx context.Context, newTranslator func() Translator, fds []int, mtu, vnetHdr int, log *slog.Logger) (*Datapath, error) {
+	files := make([]*os.File, 0, len(fds))
+	closeAll := func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	for _, fd := range fds {
+		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("stack: fd %d: dup: %w", fd, err)
+		}
+		// As tun.Open does: blocking while os.NewFile looks, so that
+		// the runtime poller does not watch it (its epoll would wake an
+		// idle thread of the runtime at every packet that finds the queue
+		// empty, for nobody), then non-blocking again for the raw reads.
+		// O_NONBLOCK belongs to the open file, the caller's descriptor
+		// shares it for this moment.
+		if err := unix.SetNonblock(dup, false); err != nil {
+			unix.Close(dup)
+			closeAll()
+			return nil, fmt.Errorf("stack: fd %d: %w", fd, err)
+		}
+		f := os.NewFile(uintptr(dup), fmt.Sprintf("fd %d", fd))
+		files = append(files, f)
+		if err := unix.SetNonblock(dup, true); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("stack: fd %d: %w", fd, err)
+		}
+	}
+	ep, err := tun.NewEndpointFiles(files, mtu, 0, vnetHdr)
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("stack: fd %d: %w", fds[0], err)
+	}
+	d, err := serveLinkHooks(ctx, newTranslator, ep, log, linkHooks{stopped: closeAll})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
 	return d, nil
 }
 

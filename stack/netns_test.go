@@ -608,7 +608,15 @@ func TestNetnsLinkEndpoint(t *testing.T) {
 // UDP flows over two queues, both carry traffic, every datagram arrives,
 // and what the server sends back is translated too.
 func TestNetnsQueueSpread(t *testing.T) {
-	tp := newTopology(t, true, 1520)
+	queueSpread(t, newTopology(t, true, 1520))
+}
+
+// queueSpread sends 32 UDP flows from the client to the server and back
+// through tp's translator, one datagram each way per flow, and checks that
+// every one arrives and that more than one of the translator's queues
+// carried them.
+func queueSpread(t *testing.T, tp *topology) {
+	t.Helper()
 	var srv *net.UDPConn
 	if err := tp.srv.Do(func() (err error) {
 		srv, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.ParseIP(serverV6)})

@@ -144,18 +144,22 @@ func newModeTopologyOffloads(t testing.TB, mode linkMode, mtu6, queues int, tso 
 			return err
 		})
 	case modeFD:
-		var fd int
+		var fds []int
 		if err := tp.xlat.Do(func() (err error) {
-			fd, err = openPlainTun("dp-fd")
+			fds, err = openTunQueues("dp-fd", max(queues, 1), 0)
 			return err
 		}); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { unix.Close(fd) })
+		t.Cleanup(func() {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+		})
 		tp.xlat.Run("ip", "link", "set", "dp-fd", "mtu", "1520", "up")
 		tp.xlat.Run("ip", "route", "add", "198.51.100.0/24", "dev", "dp-fd")
 		tp.xlat.Run("ip", "route", "add", prefixV6, "dev", "dp-fd")
-		tp.dp, err = ServeFDQueues(ctx, eng, []int{fd}, 1520, 0, nil)
+		tp.dp, err = ServeFDQueues(ctx, eng, fds, 1520, 0, nil)
 	case modeFDVnet, modeTapVnet:
 		tp.dp, err = serveVnetFD(t, tp, ctx, mode == modeTapVnet)
 	case modeKernel:
@@ -207,24 +211,46 @@ func setOffloads(t testing.TB, ns *netnstest.NS, name string, on bool, cmds ...u
 	}
 }
 
-// openPlainTun opens a tun that carries bare IP packets (IFF_NO_PI, no
-// vnet header), as a supervisor would hand one over.
-func openPlainTun(name string) (int, error) {
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
+// openTunQueues opens queues queues of a tun that carries bare IP packets
+// (IFF_NO_PI; IFF_MULTI_QUEUE for more than one), behind a virtio_net_hdr
+// of vnet bytes (IFF_VNET_HDR, TUNSETVNETHDRSZ) unless vnet is 0, as a
+// supervisor would hand them over, in the calling thread's namespace.
+func openTunQueues(name string, queues, vnet int) ([]int, error) {
+	var fds []int
+	fail := func(err error) ([]int, error) {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return nil, err
 	}
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		unix.Close(fd)
-		return -1, err
+	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if queues > 1 {
+		flags |= unix.IFF_MULTI_QUEUE
 	}
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-		unix.Close(fd)
-		return -1, err
+	if vnet > 0 {
+		flags |= unix.IFF_VNET_HDR
 	}
-	return fd, nil
+	for range queues {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fail(err)
+		}
+		fds = append(fds, fd)
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			return fail(err)
+		}
+		ifr.SetUint16(flags)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			return fail(fmt.Errorf("TUNSETIFF: %w", err))
+		}
+	}
+	if vnet > 0 {
+		if err := unix.IoctlSetPointerInt(fds[0], unix.TUNSETVNETHDRSZ, vnet); err != nil {
+			return fail(fmt.Errorf("TUNSETVNETHDRSZ: %w", err))
+		}
+	}
+	return fds, nil
 }
 
 // TestNetnsModes runs the traffic of the tun tests through NIC mode and an

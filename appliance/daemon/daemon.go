@@ -598,6 +598,17 @@ func setProcs(queues int) {
 	}
 }
 
+// tunLoopQueues is how many queues of the inherited link dev run host
+// mode's queue loop, which keeps a P while it waits (procsForQueues): the
+// descriptors of a tun (stack.ServeFDQueues); 0 for a tap or sockets,
+// whose loops block in poll.
+func tunLoopQueues(dev device) int {
+	if l, ok := dev.(*fdLink); ok && l.tun && l.tap == nil {
+		return len(l.fds())
+	}
+	return 0
+}
+
 // startDatapath opens the link (the tun, an inherited fd or the NICs) and
 // starts the data path on it. The channel it returns gets the data path's
 // end (nil or why it failed).
@@ -619,6 +630,11 @@ func (d *daemon) startDatapath(u *undoStack) (chan error, error) {
 		// P each, the data path cost 1.24-1.54x the CPU per packet
 		// (docs/datapath.md, NIC mode).
 		dev, err = d.env.openLink(d.cfg.Translator)
+		// An inherited tun's descriptors run host mode's loop
+		// (tunLoopQueues), and get a P each as the tun's queues do.
+		if q := tunLoopQueues(dev); err == nil && q > 0 {
+			setProcs(q)
+		}
 	}
 	if err != nil {
 		return nil, err

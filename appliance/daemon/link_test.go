@@ -265,6 +265,26 @@ func TestOpenLinkFDQueues(t *testing.T) {
 	}
 }
 
+// TestTunLoopQueues: the descriptors of an inherited tun get a P each
+// (they run host mode's loop); a tap's, sockets' and NIC mode's do not.
+func TestTunLoopQueues(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		dev  device
+		want int
+	}{
+		{"tun", &fdLink{fd: 3, tun: true}, 1},
+		{"tun, 2 queues", &fdLink{fd: 3, queues: 2, tun: true, vnetHdr: 12}, 2},
+		{"tap", &fdLink{fd: 3, tun: true, tap: &stack.TapConfig{FD: 3}}, 0},
+		{"socket", &fdLink{fd: 3, queues: 2}, 0},
+		{"nic", &nicLink{}, 0},
+	} {
+		if got := tunLoopQueues(tc.dev); got != tc.want {
+			t.Errorf("%s: %d queues, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
 // TestProcsForQueues: one P per CPU and one per queue, unless $GOMAXPROCS
 // says otherwise.
 func TestProcsForQueues(t *testing.T) {

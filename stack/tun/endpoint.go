@@ -35,7 +35,8 @@ type Conn interface {
 // spinning on it helps nobody.
 const MaxReadErrors = 100
 
-// Frame layout: a queue reads the virtio_net_hdr at FrameHeader and the IP
+// Frame layout: a queue reads the virtio_net_hdr at FrameHeader (a longer
+// or no header: so that the packet still starts at FramePacket) and the IP
 // packet follows at FramePacket, with xlat.Headroom bytes in front for a
 // translator to grow headers into; a result anywhere at or after
 // VnetHdrLen has room for its own header in front.
@@ -272,8 +273,14 @@ func (a *attachment) fail(err error) {
 // atomics.
 type queue struct {
 	index int
+	name  string // in errors: "tun queue 0", or the file's name
 	conn  Conn
 	frame *Frame
+	// hdr is the size of the virtio_net_hdr in front of every packet
+	// on the wire (VnetHdrLen, MrgVnetHdrLen or 0: see
+	// NewEndpointFiles); reads land at readAt, hdr bytes in front of
+	// FramePacket.
+	hdr, readAt int
 
 	// rio reads and writes the descriptor itself when conn has a
 	// non-blocking one (nil otherwise).
@@ -286,7 +293,7 @@ type queue struct {
 	uringOn atomic.Bool
 
 	wmu  sync.Mutex
-	wbuf []byte // VnetHdrLen + GSOMaxSize: packets from outside the frame
+	wbuf []byte // MrgVnetHdrLen + GSOMaxSize: packets from outside the frame
 
 	stats  Counters
 	exited atomic.Bool
@@ -313,15 +320,59 @@ func NewEndpoint(d *Device) *Endpoint {
 // up to mtu bytes, or super-packets if offloads (TUNSETOFFLOAD flags)
 // include TSO or USO.
 func NewEndpointConns(conns []Conn, mtu int, offloads int) *Endpoint {
+	return newEndpoint(conns, mtu, offloads, VnetHdrLen, func(c Conn) bool {
+		_, ofDevice := c.(*Queue) // Device.Close wakes the loop
+		return !ofDevice
+	})
+}
+
+// MrgVnetHdrLen is the size of struct virtio_net_hdr_mrg_rxbuf (virtio 1.0
+// section 5.1.6), which QEMU and Firecracker set on the tuns and taps they
+// open (TUNSETVNETHDRSZ 12): a virtio_net_hdr and num_buffers, which means
+// nothing on a tun (read and ignored, written as zero).
+const MrgVnetHdrLen = VnetHdrLen + 2
+
+// NewEndpointFiles returns an Endpoint over the queues of a tun that the
+// caller opened or inherited (a VM manager's, handed over as descriptors):
+// files carry one bare IP packet per read and write, behind a
+// virtio_net_hdr of vnetHdr bytes (VnetHdrLen, MrgVnetHdrLen, or 0 for a
+// tun opened without IFF_VNET_HDR, whose packets are complete and never
+// larger than mtu). offloads are the TUNSETOFFLOAD flags set on the tun.
+//
+// The files must be non-blocking and stay open until the dispatch loops
+// have ended (Attach(nil), Close; then Wait): the queues run the same
+// loops as a Device's (raw reads and writes, the raw wait of rawWait that
+// keeps the P, the io_uring once busy), woken only by a stop or by the
+// tun going away (its interface deleted: the read fails), never by a
+// timeout. A queue's errors start with its file's name.
+func NewEndpointFiles(files []*os.File, mtu, offloads, vnetHdr int) (*Endpoint, error) {
+	if vnetHdr != 0 && vnetHdr != VnetHdrLen && vnetHdr != MrgVnetHdrLen {
+		return nil, fmt.Errorf("tun: virtio_net_hdr of %d bytes: only %d and %d are supported", vnetHdr, VnetHdrLen, MrgVnetHdrLen)
+	}
+	conns := make([]Conn, len(files))
+	for i, f := range files {
+		conns[i] = f
+	}
+	e := newEndpoint(conns, mtu, offloads, vnetHdr, func(Conn) bool { return false })
+	for i, f := range files {
+		e.queues[i].name = f.Name()
+	}
+	return e, nil
+}
+
+// newEndpoint returns an Endpoint over conns, each packet behind hdr bytes
+// of virtio_net_hdr; bounded(c): nothing but a timeout notices c being
+// closed (see newRawIO).
+func newEndpoint(conns []Conn, mtu, offloads, hdr int, bounded func(Conn) bool) *Endpoint {
 	e := &Endpoint{
 		gso:    offloads&(OffloadTSO4|OffloadTSO6|OffloadUSO4|OffloadUSO6) != 0,
 		run:    &attachment{failed: make(chan struct{})},
 		wakeFd: -1,
 	}
 	for i, c := range conns {
-		q := &queue{index: i, conn: c, frame: NewFrame(), wbuf: make([]byte, VnetHdrLen+GSOMaxSize), idle: func() {}}
-		_, ofDevice := c.(*Queue) // Device.Close wakes the loop
-		if q.rio = newRawIO(c, !ofDevice); q.rio != nil {
+		q := &queue{index: i, name: fmt.Sprintf("tun queue %d", i), conn: c, frame: NewFrame(), hdr: hdr, readAt: FramePacket - hdr,
+			wbuf: make([]byte, MrgVnetHdrLen+GSOMaxSize), idle: func() {}}
+		if q.rio = newRawIO(c, bounded(c)); q.rio != nil {
 			q.rio.waitFn = q.waitRead
 			q.rio.writeFn = q.writeFd
 		}
@@ -554,12 +605,13 @@ var errStopped = errors.New("queue stopped")
 // errEOF: a socket peer went away.
 var errEOF = io.EOF
 
-// read reads one packet into the frame at FrameHeader.
+// read reads one packet with its virtio_net_hdr into the frame at
+// q.readAt.
 func (q *queue) read(wakeFd int) (int, error) {
 	if q.rio != nil {
 		return q.rawRead(wakeFd)
 	}
-	n, err := q.conn.Read(q.frame.buf[FrameHeader:])
+	n, err := q.conn.Read(q.frame.buf[q.readAt:])
 	q.idle() // no way to tell an empty queue: keep the counts exact
 	return n, err
 }
@@ -605,7 +657,7 @@ func (e *Endpoint) readOne(q *queue, d gvstack.NetworkDispatcher, frames bool, w
 		q.stats.ReadErrors.Add(1)
 		// EBADFD: the interface was deleted under us.
 		if *errs++; *errs >= MaxReadErrors || errors.Is(err, unix.EBADFD) {
-			return true, fmt.Errorf("tun queue %d: read: %w", q.index, err)
+			return true, fmt.Errorf("%s: read: %w", q.name, err)
 		}
 		return false, nil
 	}
@@ -620,20 +672,29 @@ func (e *Endpoint) readOne(q *queue, d gvstack.NetworkDispatcher, frames bool, w
 // Conn that lies) is counted as a read error instead of ending the
 // process with a slice out of range.
 func (e *Endpoint) deliver(q *queue, f *Frame, d gvstack.NetworkDispatcher, n int, frames bool) {
-	if n < VnetHdrLen {
+	if n < q.hdr {
 		q.stats.ShortVnetHdr.Add(1)
 		return
 	}
-	if n > len(f.buf)-FrameHeader {
+	if n > len(f.buf)-q.readAt {
 		q.stats.ReadErrors.Add(1)
 		return
 	}
-	DecodeVnetHdr(f.buf[FrameHeader:], &f.Offload)
-	end := FrameHeader + n
+	end := q.readAt + n
 	ip := f.buf[FramePacket:end]
-	if ValidateOffloadPacket(&f.Offload, ip) != nil {
-		q.stats.InvalidVnetHdr.Add(1)
-		return
+	if q.hdr == 0 {
+		// No header: the packet is complete.
+		f.Offload = xlat.Offload{}
+		if len(ip) > int(e.mtu.Load()) {
+			q.stats.ReadErrors.Add(1) // too large to handle
+			return
+		}
+	} else {
+		DecodeVnetHdr(f.buf[q.readAt:], &f.Offload)
+		if ValidateOffloadPacket(&f.Offload, ip) != nil {
+			q.stats.InvalidVnetHdr.Add(1)
+			return
+		}
 	}
 	var proto tcpip.NetworkProtocolNumber
 	switch header.IPVersion(ip) {
@@ -678,10 +739,12 @@ func (e *Endpoint) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Error
 
 func (e *Endpoint) writePacket(pkt *gvstack.PacketBuffer) tcpip.Error {
 	q := e.queues[pkt.Hash%uint32(len(e.queues))]
-	if start, end, ok := q.frame.InFrame(pkt); ok && start >= VnetHdrLen {
+	if start, end, ok := q.frame.InFrame(pkt); ok && start >= q.hdr {
 		// The packet is in the frame: its header goes in front of it.
-		b := q.frame.buf[start-VnetHdrLen : end]
-		EncodeVnetHdr(b, &q.frame.Offload)
+		b := q.frame.buf[start-q.hdr : end]
+		if !q.encodeHdr(b, &q.frame.Offload) {
+			return &tcpip.ErrNotSupported{}
+		}
 		if q.uio.queueWrite(b) {
 			return nil // written after the delivery, with the next batch
 		}
@@ -690,17 +753,35 @@ func (e *Endpoint) writePacket(pkt *gvstack.PacketBuffer) tcpip.Error {
 	}
 	q.wmu.Lock()
 	defer q.wmu.Unlock()
-	n, ok := CopyPacket(q.wbuf[VnetHdrLen:], pkt)
+	n, ok := CopyPacket(q.wbuf[q.hdr:], pkt)
 	if !ok {
 		return &tcpip.ErrMessageTooLong{}
 	}
 	var off xlat.Offload
-	if _, err := OffloadFromPacket(pkt, q.wbuf[VnetHdrLen:VnetHdrLen+n], &off); err != nil {
+	if _, err := OffloadFromPacket(pkt, q.wbuf[q.hdr:q.hdr+n], &off); err != nil {
 		return &tcpip.ErrNotSupported{}
 	}
-	EncodeVnetHdr(q.wbuf, &off)
-	m, err := q.conn.Write(q.wbuf[:VnetHdrLen+n])
-	return writeResult(m, err, VnetHdrLen+n)
+	if !q.encodeHdr(q.wbuf[:q.hdr+n], &off) {
+		return &tcpip.ErrNotSupported{}
+	}
+	m, err := q.conn.Write(q.wbuf[:q.hdr+n])
+	return writeResult(m, err, q.hdr+n)
+}
+
+// encodeHdr writes the virtio_net_hdr of off at the start of b, the
+// q.hdr bytes in front of the packet (num_buffers, if any, as zero). It
+// reports false if the queue has no header and off says the packet is
+// not complete (a super-packet, a partial checksum): a tun without
+// IFF_VNET_HDR would send it on as it is.
+func (q *queue) encodeHdr(b []byte, off *xlat.Offload) bool {
+	switch q.hdr {
+	case 0:
+		return off.Flags&xlat.OffloadNeedsCsum == 0 && off.GSOType == xlat.GSONone
+	case MrgVnetHdrLen:
+		b[VnetHdrLen], b[VnetHdrLen+1] = 0, 0
+	}
+	EncodeVnetHdr(b, off)
+	return true
 }
 
 // writeResult turns the result of a write of want bytes into a

@@ -145,7 +145,7 @@ func (wokenError) Error() string { return "queue woken" }
 
 var errWoken error = wokenError{}
 
-// rawRead reads one packet into the frame at FrameHeader, waiting for one
+// rawRead reads one packet into the frame at q.readAt, waiting for one
 // as the package comment describes.
 func (q *queue) rawRead(wakeFd int) (int, error) {
 	r := q.rio
@@ -166,7 +166,7 @@ func (q *queue) rawRead(wakeFd int) (int, error) {
 // waitRead is the Control callback of rawRead.
 func (q *queue) waitRead(fd uintptr) {
 	r := q.rio
-	buf := q.frame.buf[FrameHeader:]
+	buf := q.frame.buf[q.readAt:]
 	r.idled, r.waited = false, false
 	for {
 		n, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))

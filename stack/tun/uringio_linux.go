@@ -99,6 +99,8 @@ type uringIO struct {
 	// batch holds the packets of one batch's completed reads for a
 	// BatchDispatcher (prefetch).
 	batch [uringSlots][]byte
+	// readAt is where a slot's read lands (the queue's readAt).
+	readAt int
 }
 
 type uringSlot struct {
@@ -127,7 +129,7 @@ func (q *queue) setupURing(fd int) error {
 		}
 		q.uio = u
 	}
-	u.r, u.cur, u.busy, u.wakeArmed = r, -1, 0, false
+	u.r, u.cur, u.busy, u.wakeArmed, u.readAt = r, -1, 0, false, q.readAt
 	u.reading = [uringSlots]bool{}
 	u.want, u.readFlags = 2, uringReadFlags
 	return nil
@@ -136,7 +138,7 @@ func (q *queue) setupURing(fd int) error {
 // postRead queues slot i's next read, after any write of it queued in
 // this delivery.
 func (u *uringIO) postRead(i int) {
-	u.r.prepRW(uringOpRead, 0, u.readFlags, u.slots[i].buf[FrameHeader:], uringRead|uint64(i))
+	u.r.prepRW(uringOpRead, 0, u.readFlags, u.slots[i].buf[u.readAt:], uringRead|uint64(i))
 	u.reading[i], u.readWith[i] = true, u.readFlags
 	u.busy++
 }
@@ -195,7 +197,7 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 				if err == errStopped {
 					return nil
 				}
-				return fmt.Errorf("tun queue %d: io_uring: %w", q.index, err)
+				return fmt.Errorf("%s: io_uring: %w", q.name, err)
 			}
 		}
 		// Every completion of the batch is accounted for, even after one
@@ -235,7 +237,7 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 					q.stats.ReadErrors.Add(1)
 					// EBADFD: the interface was deleted under us.
 					if errs++; errs >= MaxReadErrors || errno == unix.EBADFD {
-						stop, err = true, fmt.Errorf("tun queue %d: read: %w", q.index, errno)
+						stop, err = true, fmt.Errorf("%s: read: %w", q.name, errno)
 						continue
 					}
 				}
