@@ -260,12 +260,13 @@ func TestUntranslatedTrafficIsNotForwarded(t *testing.T) {
 	}
 
 	d := tp.startDaemon(t, tp.config(t, "map646.hcl", nil))
-	// The tun's rule comes first: translated packets skip table 646
-	// (policyRules), and everything else still meets the unreachable rule.
+	// The rules of policyRules, in order: everything that is not to a
+	// mapped address, from the appliance itself or from the tun meets the
+	// unreachable rule.
 	wantRules := []string{
-		"6460:\tfrom all iif dmtun lookup main",
-		"6461:\tfrom all lookup 646",
-		"6462:\tfrom all iif lo lookup main",
+		"6460:\tfrom all lookup 646",
+		"6461:\tfrom all iif lo lookup main",
+		"6462:\tfrom all iif dmtun lookup main",
 		"6463:\tfrom all unreachable",
 	}
 	for _, fam := range []string{"-4", "-6"} {

@@ -82,23 +82,10 @@ func makePlan(cfg *config.Config, tunName string) plan {
 // behind another would be routed natively, past the EAM table (RFC 7757)
 // and deny_ipv4. For each family, in priority order:
 //
-//	6460  iif <tun> lookup main   translated packets leave through the main table
-//	6461  lookup 646              mapped prefixes and the /96 go into the tun, from anywhere else
-//	6462  iif lo lookup main      the appliance's own packets (BGP, RA, ICMP errors) route normally
+//	6460  lookup 646              mapped prefixes and the /96 go into the tun, from anywhere
+//	6461  iif lo lookup main      the appliance's own packets (BGP, RA, ICMP errors) route normally
+//	6462  iif <tun> lookup main   translated packets leave through the main table
 //	6463  unreachable             everything else is refused with an ICMP unreachable
-//
-// The tun's rule comes first because every packet the translator writes
-// is routed: the translated data and, in a TCP stream, every ACK. Behind
-// the policy table it cost each of them a lookup in table 646 that could
-// only miss, for the engine writes nothing to a destination the table
-// routes into the tun: an EAM's IPv6 side lies outside the RFC 6052
-// prefix (mapping.ErrInsidePrefix), and an IPv4 destination inside the
-// mapped prefixes is hairpinned within the engine (RFC 7757 section 4.2).
-// The one exception is an ICMP error about a packet with a forged source
-// inside them, which now takes the main table's route (towards whoever
-// routes those prefixes to the appliance) instead of going straight back
-// into the tun. Either way it leaves translated: nothing from the tun
-// reaches a route it could not reach before.
 //
 // (An unreachable default route in the policy table would not do: a
 // lookup that ends on it is an error, which stops the rule walk before
@@ -111,9 +98,9 @@ func policyRules(tunName string) []netsetup.Rule {
 	var rs []netsetup.Rule
 	for _, fam := range []int{4, 6} {
 		rs = append(rs,
-			netsetup.Rule{Family: fam, Priority: RulePriority, Iif: tunName, Table: mainTable},
-			netsetup.Rule{Family: fam, Priority: RulePriority + 1, Table: PolicyTable},
-			netsetup.Rule{Family: fam, Priority: RulePriority + 2, Iif: "lo", Table: mainTable},
+			netsetup.Rule{Family: fam, Priority: RulePriority, Table: PolicyTable},
+			netsetup.Rule{Family: fam, Priority: RulePriority + 1, Iif: "lo", Table: mainTable},
+			netsetup.Rule{Family: fam, Priority: RulePriority + 2, Iif: tunName, Table: mainTable},
 			netsetup.Rule{Family: fam, Priority: RulePriority + 3, Unreachable: true})
 	}
 	return rs

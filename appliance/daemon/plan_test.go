@@ -129,9 +129,9 @@ metrics {
 
 func sprintf(f string, a ...any) string { return fmt.Sprintf(f, a...) }
 
-// TestPolicyRules: for each family the tun's rule comes first (translated
-// packets skip table 646), then the policy table, the appliance's own
-// packets and the unreachable rule; only tun.routes asks for rules.
+// TestPolicyRules: for each family the policy table, the appliance's own
+// packets, the tun's translated packets and the unreachable rule, in that
+// order (policyRules); only tun.routes asks for rules.
 func TestPolicyRules(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -142,8 +142,8 @@ func TestPolicyRules(t *testing.T) {
 			name: "tun with routes",
 			src:  `translator { prefix = "2001:db8:64::/96" }`,
 			want: []string{
-				"ipv4 6460: iif map646 lookup 254", "ipv4 6461: lookup 646", "ipv4 6462: iif lo lookup 254", "ipv4 6463: unreachable",
-				"ipv6 6460: iif map646 lookup 254", "ipv6 6461: lookup 646", "ipv6 6462: iif lo lookup 254", "ipv6 6463: unreachable",
+				"ipv4 6460: lookup 646", "ipv4 6461: iif lo lookup 254", "ipv4 6462: iif map646 lookup 254", "ipv4 6463: unreachable",
+				"ipv6 6460: lookup 646", "ipv6 6461: iif lo lookup 254", "ipv6 6462: iif map646 lookup 254", "ipv6 6463: unreachable",
 			},
 		},
 		{
@@ -155,8 +155,8 @@ func TestPolicyRules(t *testing.T) {
   }
 }`,
 			want: []string{
-				"ipv4 6460: iif xl0 lookup 254", "ipv4 6461: lookup 646", "ipv4 6462: iif lo lookup 254", "ipv4 6463: unreachable",
-				"ipv6 6460: iif xl0 lookup 254", "ipv6 6461: lookup 646", "ipv6 6462: iif lo lookup 254", "ipv6 6463: unreachable",
+				"ipv4 6460: lookup 646", "ipv4 6461: iif lo lookup 254", "ipv4 6462: iif xl0 lookup 254", "ipv4 6463: unreachable",
+				"ipv6 6460: lookup 646", "ipv6 6461: iif lo lookup 254", "ipv6 6462: iif xl0 lookup 254", "ipv6 6463: unreachable",
 			},
 		},
 		{
