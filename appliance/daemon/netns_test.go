@@ -205,14 +205,31 @@ func (tp *topo) leftovers(t *testing.T) string {
 		s = append(s, "IPv6 routes in any table: "+out)
 	}
 	for _, fam := range []string{"-4", "-6"} {
-		if out := tp.x.MustRun(t, "ip", fam, "rule", "show"); strings.Contains(out, "646") {
-			s = append(s, "rules: "+out)
+		if extra := extraRules(t, tp.x, fam); len(extra) > 0 {
+			s = append(s, "rules: "+strings.Join(extra, "\n"))
 		}
 	}
 	if out := tp.x.MustRun(t, "sysctl", "-n", "net.ipv4.ip_forward"); strings.TrimSpace(out) != "0" {
 		s = append(s, "ip_forward still "+out)
 	}
 	return strings.Join(s, "\n")
+}
+
+// extraRules lists the policy rules of family fam ("-4", "-6") in ns
+// other than the kernel's own (local, main, default): those a translator
+// added, such as `iif <tun> lookup main`, which names no table 646.
+func extraRules(t *testing.T, ns *netnstest.NS, fam string) []string {
+	t.Helper()
+	var extra []string
+	for _, l := range strings.Split(strings.TrimSpace(ns.MustRun(t, "ip", fam, "rule", "show")), "\n") {
+		switch l = strings.TrimSpace(l); {
+		case l == "", strings.HasPrefix(l, "0:\tfrom all lookup local"),
+			strings.HasPrefix(l, "32766:\tfrom all lookup main"), strings.HasPrefix(l, "32767:\tfrom all lookup default"):
+		default:
+			extra = append(extra, l)
+		}
+	}
+	return extra
 }
 
 func ping(t *testing.T, ns *netnstest.NS, args ...string) (int, int) {

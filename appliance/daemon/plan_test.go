@@ -128,3 +128,57 @@ metrics {
 }
 
 func sprintf(f string, a ...any) string { return fmt.Sprintf(f, a...) }
+
+// TestPolicyRules: for each family the policy table, the appliance's own
+// packets, the tun's translated packets and the unreachable rule, in that
+// order (policyRules); only tun.routes asks for rules.
+func TestPolicyRules(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		src  string
+		want []string
+	}{
+		{
+			name: "tun with routes",
+			src:  `translator { prefix = "2001:db8:64::/96" }`,
+			want: []string{
+				"ipv4 6460: lookup 646", "ipv4 6461: iif lo lookup 254", "ipv4 6462: iif map646 lookup 254", "ipv4 6463: unreachable",
+				"ipv6 6460: lookup 646", "ipv6 6461: iif lo lookup 254", "ipv6 6462: iif map646 lookup 254", "ipv6 6463: unreachable",
+			},
+		},
+		{
+			name: "named tun",
+			src: `translator {
+  prefix = "2001:db8:64::/96"
+  tun {
+    name = "xl0"
+  }
+}`,
+			want: []string{
+				"ipv4 6460: lookup 646", "ipv4 6461: iif lo lookup 254", "ipv4 6462: iif xl0 lookup 254", "ipv4 6463: unreachable",
+				"ipv6 6460: lookup 646", "ipv6 6461: iif lo lookup 254", "ipv6 6462: iif xl0 lookup 254", "ipv6 6463: unreachable",
+			},
+		},
+		{
+			name: "routes = false: no rules",
+			src: `translator {
+  prefix = "2001:db8:64::/96"
+  tun {
+    routes = false
+  }
+}`,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := parse(t, tc.src)
+			p := makePlan(c, c.Translator.Tun.Name)
+			var got []string
+			for _, r := range p.rules {
+				got = append(got, r.String())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("rules\n%q\nwant\n%q", got, tc.want)
+			}
+		})
+	}
+}
