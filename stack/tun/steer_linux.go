@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -252,7 +253,18 @@ func loadProgram(insns []bpfInsn) (int, error) {
 		logSize:  uint32(len(log)),
 		logBuf:   uint64(uintptr(unsafe.Pointer(&log[0]))),
 	}
-	fd, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_LOAD, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	// The verifier gives up with EAGAIN when a signal is pending, and
+	// the Go runtime signals its threads (preemption, the garbage
+	// collector): a load that a signal interrupted is tried again, as
+	// libbpf does.
+	var fd uintptr
+	var errno syscall.Errno
+	for range 20 {
+		fd, _, errno = unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_LOAD, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+		if errno != unix.EAGAIN && errno != unix.EINTR {
+			break
+		}
+	}
 	runtime.KeepAlive(insns)
 	runtime.KeepAlive(license)
 	runtime.KeepAlive(log)

@@ -259,3 +259,39 @@ func isUDPTo(p []byte, port int) bool {
 	}
 	return false
 }
+
+// TestSteeringLoadsUnderSignals: loads made while the runtime signals the
+// process's threads (garbage collections back to back, whose preemption
+// requests the verifier sees as a pending signal and answers with EAGAIN)
+// all succeed. Without the retry one load in a few hundred failed here
+// (make test, 17:50 UTC).
+func TestSteeringLoadsUnderSignals(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.SkipOrFail(t, "loading a BPF program needs root")
+	}
+	insns, err := steeringProgram(96)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	for range 2 {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					runtime.GC()
+				}
+			}
+		}()
+	}
+	for i := range 400 {
+		fd, err := loadProgram(insns)
+		if err != nil {
+			t.Fatalf("load %d: %v", i, err)
+		}
+		unix.Close(fd)
+	}
+}
