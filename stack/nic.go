@@ -424,16 +424,21 @@ func (c *nicConn) Read(p []byte) (int, error) {
 
 // nicRawWait is how long a queue that finds its ring empty waits for the
 // next packet in a ppoll(2) that keeps its thread's P (tun.RawPoll, the
-// tun queues' wait) before it parks in the runtime poller. It is 1 ms, not
-// the tun queues' 2 s: a NIC queue in a long raw wait is preempted by
-// sysmon every 10 ms like any goroutine that never stops, and each yield
-// woke another P's thread, so with 2 s (and a P per queue) UDP 64 B fell to
-// 0.79-0.90x and CPU per packet rose 1.24-1.54x in the same run, for no
-// measurable gain at 1 ping a second (docs/datapath.md, NIC mode).
+// tun queues' wait) before it parks in the runtime poller: longer than the
+// gap between the packets of sparse traffic (one probe or keepalive a
+// second), whose every packet would otherwise pay a park and an unpark of
+// the goroutine through the poller's thread instead of one wake-up (the
+// kernel waking this thread) (docs/datapath.md, "Latency levers"); short
+// enough that an idle translator soon stops being preempted every 10 ms.
 // Preemption requests yield the P and the wait goes on for the time left,
-// so the garbage collector never waits for it. A read deadline ends it
-// (SetReadDeadline). Tests change it.
-var nicRawWait = time.Millisecond
+// so the garbage collector never waits for it; the daemon gives the
+// runtime one P per queue beyond one per CPU, so that queues in this wait
+// do not take the Ps the rest of the program runs on. A read deadline
+// ends it (SetReadDeadline). A 1 ms wait, measured in session 5, put ping
+// RTT at 1.2-1.5 ms: once the raw wait has ended, a packet is noticed
+// through the runtime poller about a millisecond late (not understood
+// yet; docs/datapath.md, NIC mode). Tests change it.
+var nicRawWait = 2 * time.Second
 
 // rawWait is the Control callback of Read's wait that keeps the P: it
 // waits for the socket (its ring) or the wake eventfd for the time left in

@@ -244,6 +244,15 @@ func (l *nicLink) Name() string {
 func (l *nicLink) Offloads() string { return "none" }
 func (l *nicLink) Close() error     { return nil }
 
+// queues is the number of packet sockets ServeNIC opens, each read by a
+// queue loop of its own: cfg.Queues on each NIC.
+func (l *nicLink) queues() int {
+	if l.cfg.IPv6 != l.cfg.IPv4 {
+		return 2 * max(l.cfg.Queues, 1)
+	}
+	return max(l.cfg.Queues, 1)
+}
+
 // openLink checks and returns the device of the fd or nic mode.
 func openLink(t config.Translator) (device, error) {
 	switch t.Link {
@@ -625,15 +634,16 @@ func (d *daemon) startDatapath(u *undoStack) (chan error, error) {
 			d.log.Warn("tun queues chosen by the kernel: replies may wake a second queue's thread", "err", s.SteeringErr())
 		}
 	} else {
-		// NIC mode's packet sockets wait only nicRawWait (1 ms) keeping
-		// their P, so they need no Ps of their own: with a 2 s wait and a
-		// P each, the data path cost 1.24-1.54x the CPU per packet
-		// (docs/datapath.md, NIC mode).
 		dev, err = d.env.openLink(d.cfg.Translator)
 		// An inherited tun's descriptors run host mode's loop
-		// (tunLoopQueues), and get a P each as the tun's queues do.
+		// (tunLoopQueues), and get a P each as the tun's queues do; so do
+		// NIC mode's packet sockets, which keep their P while they wait
+		// (nicRawWait).
 		if q := tunLoopQueues(dev); err == nil && q > 0 {
 			setProcs(q)
+		}
+		if l, ok := dev.(*nicLink); ok && err == nil {
+			setProcs(l.queues())
 		}
 	}
 	if err != nil {

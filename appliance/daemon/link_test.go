@@ -45,9 +45,9 @@ func TestLinkModes(t *testing.T) {
 		extraProcs int // GOMAXPROCS beyond one per CPU; -1: untouched
 	}{
 		{"nic", "nic {\n    ipv4 = \"eth0\"\n    ipv6 = \"eth1\"\n    queues = 3\n  }",
-			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth1", Queues: 3, FollowIPv4MTU: true, FollowIPv6MTU: true}}, "nic eth0,eth1", "0", 1500, 9000, false, -1},
+			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth1", Queues: 3, FollowIPv4MTU: true, FollowIPv6MTU: true}}, "nic eth0,eth1", "0", 1500, 9000, false, 6},
 		{"nic one NIC, ipv6_mtu set", "ipv6_mtu = 1280\n  nic {\n    ipv4 = \"eth0\"\n    queues = 1\n  }",
-			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth0", Queues: 1, FollowIPv4MTU: true}}, "nic eth0", "0", 1500, 1280, true, -1},
+			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth0", Queues: 1, FollowIPv4MTU: true}}, "nic eth0", "0", 1500, 1280, true, 1},
 		{"fd", "fd {\n    fd = 3\n  }", &fdLink{fd: 3, mtu: 1500}, "fd 3", "1", 0, 0, false, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
