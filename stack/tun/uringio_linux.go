@@ -302,16 +302,22 @@ func (e *Endpoint) rawUntilBusy(q *queue, d gvstack.NetworkDispatcher, frames bo
 
 // prefetch hands bd the IP packets of the first n completions' reads, in
 // their order, before any of them is delivered; packets deliver would
-// refuse as too short are left out, and so is a batch of one packet.
+// refuse (no byte past the queue's header, or a length past the slot's
+// room) are left out, and so is a batch of one packet. A read lands at
+// readAt, the queue's header in front of FramePacket (0, 10 or 12 bytes:
+// NewEndpointFiles), so the packet ends at readAt plus the read's length.
 func (u *uringIO) prefetch(bd BatchDispatcher, q *queue, n uint32) {
 	k := 0
 	for i := range n {
 		c := u.r.cqe(i)
-		if c.userData&^0xffffffff != uringRead || c.res <= VnetHdrLen {
+		if c.userData&^0xffffffff != uringRead {
 			continue
 		}
-		u.batch[k] = u.slots[c.userData&0xffffffff].buf[FramePacket : FrameHeader+int(c.res)]
-		k++
+		buf := u.slots[c.userData&0xffffffff].buf
+		if end := u.readAt + int(c.res); end > FramePacket && end <= len(buf) {
+			u.batch[k] = buf[FramePacket:end]
+			k++
+		}
 	}
 	if k > 1 {
 		bd.PrefetchBatch(q.index, u.batch[:k])

@@ -2,6 +2,7 @@ package tun
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -402,7 +403,8 @@ func (d *prefetchDispatcher) DeliverNetworkPacket(p tcpip.NetworkProtocolNumber,
 		got := make([]byte, pkt.Size())
 		CopyPacket(got, pkt)
 		if !bytes.Equal(got, d.batch[d.next]) {
-			d.problems = append(d.problems, fmt.Sprintf("delivered %x where the batch had %x next", got, d.batch[d.next]))
+			d.problems = append(d.problems, fmt.Sprintf("delivered %d bytes ending %x where the batch had %d ending %x next",
+				len(got), got[max(0, len(got)-4):], len(d.batch[d.next]), d.batch[d.next][max(0, len(d.batch[d.next])-4):]))
 		}
 		d.next++
 		d.covered++
@@ -414,52 +416,102 @@ func (d *prefetchDispatcher) DeliverNetworkPacket(p tcpip.NetworkProtocolNumber,
 // the IP packets of each batch of completed reads before it delivers
 // them, exactly the packets it then delivers, in their order; batches of
 // one packet are not handed over. The raw loop, which reads one packet at
-// a time, hands over none.
+// a time, hands over none. The queues of NewEndpointFiles read their
+// packets behind a header of 0, 10 or 12 bytes: each batch packet starts
+// and ends where the delivered one does, also for a super-packet of
+// GSOMaxSize behind a 12-byte header, which fills its slot to the last
+// byte (a batch cut as if behind 10 bytes ran 2 bytes past the slot and
+// ended the process with a slice out of range).
 func TestURingPrefetchBatch(t *testing.T) {
-	for _, mode := range queueIOModes {
-		t.Run(mode, func(t *testing.T) {
-			setQueueIO(t, mode)
-			c, p := rawPair(t)
-			e := NewEndpointConns([]Conn{c}, 1500, 0)
-			d := &prefetchDispatcher{gatedDispatcher: gatedDispatcher{echoDispatcher: echoDispatcher{e: e, idle: make([]atomic.Int64, 1)}, gate: make(chan struct{}), inside: make(chan struct{})}}
-			e.Attach(d)
-			const n = 48
-			pkt := make([]byte, VnetHdrLen+28)
-			pkt[VnetHdrLen] = 0x45
-			for i := range n {
-				pkt[len(pkt)-2], pkt[len(pkt)-1] = byte(i), ^byte(i)
-				if _, err := p.Write(pkt); err != nil {
-					t.Fatal(err)
+	for _, c := range []struct {
+		name  string
+		files bool // NewEndpointFiles; else NewEndpointConns (10 bytes)
+		hdr   int
+		big   int // packets at the end of the burst of GSOMaxSize bytes
+	}{
+		{name: "conns", hdr: VnetHdrLen},
+		{name: "files/none", files: true, hdr: 0},
+		{name: "files/10", files: true, hdr: VnetHdrLen},
+		{name: "files/12", files: true, hdr: MrgVnetHdrLen},
+		{name: "files/12 largest", files: true, hdr: MrgVnetHdrLen, big: 6},
+		{name: "files/10 largest", files: true, hdr: VnetHdrLen, big: 6},
+	} {
+		for _, mode := range queueIOModes {
+			t.Run(c.name+"/"+mode, func(t *testing.T) {
+				setQueueIO(t, mode)
+				cf, p := rawPair(t)
+				var e *Endpoint
+				if c.files {
+					var err error
+					if e, err = NewEndpointFiles([]*os.File{cf}, GSOMaxSize, OffloadUSO4, c.hdr); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					e = NewEndpointConns([]Conn{cf}, 1500, 0)
 				}
-				if i == 0 {
-					<-d.inside
+				if c.big > 0 {
+					// Room for the whole burst while the first delivery holds
+					// the loop, and for the echoes.
+					for _, f := range []*os.File{p, cf} {
+						if err := unix.SetsockoptInt(int(f.Fd()), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 8<<20); err != nil {
+							t.Fatal(err)
+						}
+					}
 				}
-			}
-			close(d.gate)
-			buf := make([]byte, 100)
-			p.SetReadDeadline(time.Now().Add(5 * time.Second))
-			for i := range n {
-				if m, err := p.Read(buf); err != nil || m != len(pkt) || buf[m-2] != byte(i) {
-					t.Fatalf("echo %d: %d bytes (%x), %v", i, m, buf[:m], err)
+				d := &prefetchDispatcher{gatedDispatcher: gatedDispatcher{echoDispatcher: echoDispatcher{e: e, idle: make([]atomic.Int64, 1)}, gate: make(chan struct{}), inside: make(chan struct{})}}
+				e.Attach(d)
+				const n = 48
+				small := make([]byte, c.hdr+28)
+				large := make([]byte, c.hdr+GSOMaxSize)
+				for _, b := range [][]byte{small, large} {
+					b[c.hdr] = 0x45
+					binary.BigEndian.PutUint16(b[c.hdr+2:], uint16(len(b)-c.hdr))
 				}
-			}
-			requireQueueIO(t, e, 0, mode)
-			e.Close() // the dispatcher's record is read after the loop ended
-			for _, pr := range d.problems {
-				t.Error(pr)
-			}
-			if mode == "raw" {
-				if d.batches != 0 {
-					t.Errorf("the raw loop handed over %d batches", d.batches)
+				size := func(i int) int {
+					if i >= n-c.big {
+						return len(large)
+					}
+					return len(small)
 				}
-				return
-			}
-			// The first packets come by raw reads (uringBusyAfter in a
-			// row), the rest in batches of 2, 4, 8, then 16.
-			if d.batches < 3 || d.largest < 8 || d.covered < n-2*uringBusyAfter {
-				t.Errorf("%d batches, the largest of %d packets, announcing %d of %d deliveries", d.batches, d.largest, d.covered, n)
-			}
-		})
+				for i := range n {
+					pkt := small
+					if size(i) == len(large) {
+						pkt = large
+					}
+					pkt[len(pkt)-2], pkt[len(pkt)-1] = byte(i), ^byte(i)
+					if _, err := p.Write(pkt); err != nil {
+						t.Fatal(err)
+					}
+					if i == 0 {
+						<-d.inside
+					}
+				}
+				close(d.gate)
+				buf := make([]byte, len(large)+1)
+				p.SetReadDeadline(time.Now().Add(10 * time.Second))
+				for i := range n {
+					if m, err := p.Read(buf); err != nil || m != size(i) || buf[m-2] != byte(i) {
+						t.Fatalf("echo %d: %d bytes (want %d), %v", i, m, size(i), err)
+					}
+				}
+				requireQueueIO(t, e, 0, mode)
+				e.Close() // the dispatcher's record is read after the loop ended
+				for _, pr := range d.problems[:min(len(d.problems), 5)] {
+					t.Error(pr)
+				}
+				if mode == "raw" {
+					if d.batches != 0 {
+						t.Errorf("the raw loop handed over %d batches", d.batches)
+					}
+					return
+				}
+				// The first packets come by raw reads (uringBusyAfter in a
+				// row), the rest in batches of 2, 4, 8, then 16.
+				if d.batches < 3 || d.largest < 8 || d.covered < n-2*uringBusyAfter {
+					t.Errorf("%d batches, the largest of %d packets, announcing %d of %d deliveries", d.batches, d.largest, d.covered, n)
+				}
+			})
+		}
 	}
 }
 
