@@ -3,6 +3,7 @@ package tun
 import (
 	"bytes"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -162,4 +163,61 @@ func TestEndpointFilesAllocs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEndpointRestartLeaksNothing: stopping and attaching again (what a
+// daemon's restart of its data path does) leaves no descriptor (the wake
+// eventfd, the io_uring) and no goroutine behind, on either loop, after
+// bursts that put the queue on its io_uring each time.
+func TestEndpointRestartLeaksNothing(t *testing.T) {
+	for _, mode := range queueIOModes {
+		t.Run(mode, func(t *testing.T) {
+			e, d, p := filesEndpoint(t, MrgVnetHdrLen, mode)
+			pkt := make([]byte, MrgVnetHdrLen+28)
+			pkt[MrgVnetHdrLen] = 0x45
+			buf := make([]byte, 100)
+			p.SetReadDeadline(time.Now().Add(time.Minute))
+			cycle := func() {
+				e.Attach(d)
+				for range 16 {
+					if _, err := p.Write(pkt); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for range 16 {
+					if _, err := p.Read(buf); err != nil {
+						t.Fatal(err)
+					}
+				}
+				requireQueueIO(t, e, 0, mode)
+				e.Close()
+			}
+			e.Close()
+			cycle() // the ring's slots, made once
+			fds, gs := openFDs(t), runtime.NumGoroutine()
+			for range 10 {
+				cycle()
+			}
+			if now := openFDs(t); len(now) != len(fds) {
+				t.Errorf("%d descriptors open after 10 restarts, %d before", len(now), len(fds))
+			}
+			if now := runtime.NumGoroutine(); now > gs {
+				t.Errorf("%d goroutines after 10 restarts, %d before", now, gs)
+			}
+		})
+	}
+}
+
+// openFDs lists the descriptors the process has open.
+func openFDs(t *testing.T) map[string]bool {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := map[string]bool{}
+	for _, e := range ents {
+		fds[e.Name()] = true
+	}
+	return fds
 }
