@@ -199,28 +199,7 @@ func TestMappingCountsAllocs(t *testing.T) {
 // 28 or 48 byte copy and nothing else).
 func BenchmarkHandlerMappingCounts(b *testing.B) {
 	const n = 1 << 20
-	entries := make([]mapping.Entry, n)
-	for i := range entries {
-		v4 := [4]byte{20, byte(i >> 16), byte(i >> 8), byte(i)}
-		v6 := [16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 6, 6: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)}
-		entries[i] = mapping.Entry{IPv4: netip.PrefixFrom(netip.AddrFrom4(v4), 32), IPv6: netip.PrefixFrom(netip.AddrFrom16(v6), 128)}
-	}
-	tbl, err := mapping.NewTable(entries)
-	if err != nil {
-		b.Fatal(err)
-	}
-	p, err := mapping.NewPrefix(netip.MustParsePrefix(prefixV6))
-	if err != nil {
-		b.Fatal(err)
-	}
-	snap, err := mapping.NewSnapshot(p, tbl)
-	if err != nil {
-		b.Fatal(err)
-	}
-	eng, err := xlat.NewEngine(&xlat.Config{Map: snap})
-	if err != nil {
-		b.Fatal(err)
-	}
+	entries, tbl, eng := engine1M(b, n)
 	const udp = header.UDPProtocolNumber
 	const hdr4, hdr6 = 28, 48
 	for _, servers := range []int{1 << 12, 1 << 18} {
@@ -358,4 +337,34 @@ func TestMappingCountsHairpin(t *testing.T) {
 	if got[0] != want || got[1] != (MappingCount{}) {
 		t.Errorf("counts %+v, want A %+v and nothing at B", got, want)
 	}
+}
+
+// engine1M returns n /32 <-> /128 entries (entry i maps 20.0.0.0 + i to
+// an address of 2001:db8:6::/48 made of i), their table, and an engine
+// over it and the test prefix: the benchmarks' table of a million mappings.
+func engine1M(b testing.TB, n int) ([]mapping.Entry, *mapping.Table, *xlat.Engine) {
+	b.Helper()
+	entries := make([]mapping.Entry, n)
+	for i := range entries {
+		v4 := [4]byte{20, byte(i >> 16), byte(i >> 8), byte(i)}
+		v6 := [16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 6, 6: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)}
+		entries[i] = mapping.Entry{IPv4: netip.PrefixFrom(netip.AddrFrom4(v4), 32), IPv6: netip.PrefixFrom(netip.AddrFrom16(v6), 128)}
+	}
+	tbl, err := mapping.NewTable(entries)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := mapping.NewPrefix(netip.MustParsePrefix(prefixV6))
+	if err != nil {
+		b.Fatal(err)
+	}
+	snap, err := mapping.NewSnapshot(p, tbl)
+	if err != nil {
+		b.Fatal(err)
+	}
+	eng, err := xlat.NewEngine(&xlat.Config{Map: snap})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return entries, tbl, eng
 }

@@ -3,7 +3,6 @@ package stack
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"runtime"
 	"testing"
 	"time"
@@ -120,28 +119,7 @@ func TestLinkLoopPrefetch(t *testing.T) {
 // cpu-ns/packet is the benchmarking thread's CPU time per packet.
 func BenchmarkHandlerBatch1M(b *testing.B) {
 	const n, batch, pool = 1 << 20, 16, 1 << 13
-	entries := make([]mapping.Entry, n)
-	for i := range entries {
-		v4 := [4]byte{20, byte(i >> 16), byte(i >> 8), byte(i)}
-		v6 := [16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 6, 6: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)}
-		entries[i] = mapping.Entry{IPv4: netip.PrefixFrom(netip.AddrFrom4(v4), 32), IPv6: netip.PrefixFrom(netip.AddrFrom16(v6), 128)}
-	}
-	tbl, err := mapping.NewTable(entries)
-	if err != nil {
-		b.Fatal(err)
-	}
-	p, err := mapping.NewPrefix(netip.MustParsePrefix(prefixV6))
-	if err != nil {
-		b.Fatal(err)
-	}
-	snap, err := mapping.NewSnapshot(p, tbl)
-	if err != nil {
-		b.Fatal(err)
-	}
-	eng, err := xlat.NewEngine(&xlat.Config{Map: snap})
-	if err != nil {
-		b.Fatal(err)
-	}
+	entries, _, eng := engine1M(b, n)
 	const udp = header.UDPProtocolNumber
 	rnd := uint64(646)
 	next := func() mapping.Entry {
