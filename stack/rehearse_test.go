@@ -2,12 +2,16 @@ package stack
 
 import (
 	"bytes"
+	"context"
 	"net/netip"
+	"os"
 	"testing"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/map646/map646/stack/tun"
 	"github.com/map646/map646/stack/xlat"
 )
 
@@ -113,5 +117,61 @@ func BenchmarkHandlerWarmQueue(b *testing.B) {
 	}
 	if h.queues[0].reh.runs == 0 {
 		b.Fatal("nothing rehearsed")
+	}
+}
+
+// TestLinkRehearsalsWriteNothing: a Handler on the queue loop of an
+// inherited tun's descriptor (tun.NewEndpointFiles: the 2 s raw wait,
+// rehearsals every millisecond of it) translates packets that come a few
+// rehearsals apart, each written once; the rehearsals between them write
+// nothing and count nothing (the link sees exactly the translations, the
+// engine's totals and the link counters exactly the live packets), and
+// under -race they share nothing unsynchronized with the live path.
+func TestLinkRehearsalsWriteNothing(t *testing.T) {
+	const udp = header.UDPProtocolNumber
+	eng := testEngine(t)
+	c, peer := seqpacketPair(t)
+	ep, err := tun.NewEndpointFiles([]*os.File{c}, 1520, 0, tun.VnetHdrLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d, err := serveLink(ctx, func() Translator { return eng.NewWorker() }, ep, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 30
+	for i := range n {
+		pkt := ipv4(udp, cli4, srv4, l4(udp, cli4, srv4, payload(56, byte(i)), false), 0, 0)
+		if _, err := peer.Write(vnetPacket(xlat.Offload{}, pkt)); err != nil {
+			t.Fatal(err)
+		}
+		if _, got := readPacket(t, peer); len(got) != len(pkt)+20 || got[0]>>4 != 6 {
+			t.Fatalf("packet %d: %d bytes out of %d, version %d", i, len(got), len(pkt), got[0]>>4)
+		}
+		time.Sleep(3 * time.Millisecond) // rehearsals
+	}
+	expectNoPacket(t, peer) // 50 ms of rehearsals more
+	cancel()
+	if err := d.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if runs := d.handler.queues[0].reh.runs; runs < n {
+		t.Fatalf("%d rehearsals between %d packets a few ms apart", runs, n)
+	}
+	tot := eng.Totals()
+	if tot.Packets[xlat.Dir46][xlat.ProtoUDP] != n || tot.Bytes[xlat.Dir46] != n*(20+8+56) || tot.Emitted != 0 {
+		t.Errorf("engine counted %d packets, %d bytes, %d emitted; want %d, %d, 0", tot.Packets[xlat.Dir46][xlat.ProtoUDP], tot.Bytes[xlat.Dir46], tot.Emitted, n, n*(20+8+56))
+	}
+	for dir := range tot.Drops {
+		for why, c := range tot.Drops[dir] {
+			if c != 0 {
+				t.Errorf("%d drops %v", c, xlat.Reason(why))
+			}
+		}
+	}
+	if s := d.LinkStats(); s.Reads != n || s.Writes != n || s.WriteErrors != 0 || s.Panics != 0 {
+		t.Errorf("link counters %+v, want %d reads and writes", s, n)
 	}
 }
