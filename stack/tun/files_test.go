@@ -174,6 +174,10 @@ func TestEndpointRestartLeaksNothing(t *testing.T) {
 			if now := openFDs(t); len(now) != len(fds) {
 				t.Errorf("%d descriptors open after 10 restarts, %d before", len(now), len(fds))
 			}
+			// A loop's goroutine ends just after Close saw it done.
+			for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > gs && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
 			if now := runtime.NumGoroutine(); now > gs {
 				t.Errorf("%d goroutines after 10 restarts, %d before", now, gs)
 			}
