@@ -38,6 +38,16 @@ func ringNextOne(t *testing.T, r *nicRing, p []byte, status, plen, snap uint32, 
 	f := append([]byte(nil), r.mem[head*r.frameSize:(head+1)*r.frameSize]...)
 	var stats tun.Counters
 	taken := r.taken.Load()
+	// peek reads the same frame first, and only reads: what it announces
+	// lies in the frame, and is the packet next then delivers.
+	var ahead [2][]byte
+	k, frames := r.peek(ahead[:])
+	if k > 1 || frames > 1 || k == 1 && status&unix.TP_STATUS_USER == 0 {
+		t.Fatalf("peek of one frame (status %#x): %d packets over %d frames", status, k, frames)
+	}
+	if !bytes.Equal(r.mem[head*r.frameSize:(head+1)*r.frameSize], f) || r.head != head || r.taken.Load() != taken {
+		t.Fatal("peek changed the ring")
+	}
 	n, res := r.next(p, &stats)
 	counted := stats.ReadErrors.Load() + stats.InvalidVnetHdr.Load() + stats.ShortVnetHdr.Load() + stats.NotIP.Load()
 	if status&unix.TP_STATUS_USER == 0 {
@@ -61,6 +71,9 @@ func ringNextOne(t *testing.T, r *nicRing, p []byte, status, plen, snap uint32, 
 		}
 		if !bytes.Equal(p[tun.VnetHdrLen:n], f[m+ethHdrLen:m+int(snap)]) {
 			t.Fatalf("packet bytes differ from the frame's")
+		}
+		if k != 1 || !bytes.Equal(ahead[0], p[tun.VnetHdrLen:n]) {
+			t.Fatalf("delivered a packet peek did not announce (%d announced)", k)
 		}
 		if et := binary.BigEndian.Uint16(f[m+12:]); et != unix.ETH_P_IP && et != unix.ETH_P_IPV6 {
 			t.Fatalf("EtherType %#04x delivered", et)
