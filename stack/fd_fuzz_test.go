@@ -603,6 +603,18 @@ func TestFDHostileOffloads(t *testing.T) {
 		p[20+12] = byte(doff/4) << 4
 		return p[:60]
 	}
+	// ext6 puts an 8-byte IPv6 extension header of type nh in front of
+	// p's transport header (a Fragment header: an atomic fragment).
+	ext6 := func(p []byte, nh byte) []byte {
+		e := []byte{p[6], 0, 1, 4, 0, 0, 0, 0} // PadN, 4 bytes
+		if nh == 44 {
+			e = []byte{p[6], 0, 0, 0, 0, 0, 0, 7} // Fragment: offset 0, M 0, ID 7
+		}
+		q := append(append(append([]byte(nil), p[:40]...), e...), p[40:]...)
+		q[6] = nh
+		binary.BigEndian.PutUint16(q[4:], uint16(len(q)-40))
+		return q
+	}
 	const nc = uint8(xlat.OffloadNeedsCsum)
 	for _, tc := range []struct {
 		name string
@@ -643,6 +655,15 @@ func TestFDHostileOffloads(t *testing.T) {
 		{"partial UDP4 checksum at the IP header", xlat.Offload{Flags: nc, CsumStart: 0, CsumOffset: 10}, udp4(200), true, 0},
 		{"partial UDP6 checksum in the addresses", xlat.Offload{Flags: nc, CsumStart: 8, CsumOffset: 0}, udp6(200), true, 0},
 		{"partial TCP4 csum_offset of UDP", xlat.Offload{Flags: nc, CsumStart: 20, CsumOffset: 6}, tcp4(200), true, 0},
+		// RFC 7915 section 5.1: the extension headers are left out of the
+		// IPv4 packet; the checksum and segmentation offsets follow the
+		// transport header to just behind the IPv4 header.
+		{"TSO6 behind a hop-by-hop header", xlat.Offload{Flags: nc, GSOType: xlat.GSOTCPv6, GSOSize: mss, CsumStart: 48, CsumOffset: 16}, ext6(tcp6(5*mss), 0), false, 0},
+		{"TSO6 behind destination options", xlat.Offload{Flags: nc, GSOType: xlat.GSOTCPv6, GSOSize: mss, CsumStart: 48, CsumOffset: 16}, ext6(tcp6(5*mss), 60), false, 0},
+		{"USO6 behind a hop-by-hop header", xlat.Offload{Flags: nc, GSOType: xlat.GSOUDPL4, GSOSize: 1232, CsumStart: 48, CsumOffset: 6}, ext6(udp6(5*1232), 0), false, 0},
+		{"partial UDP6 checksum behind a hop-by-hop header", xlat.Offload{Flags: nc, CsumStart: 48, CsumOffset: 6}, ext6(udp6(200), 0), false, 0},
+		{"TSO6 csum_start at the hop-by-hop header", xlat.Offload{Flags: nc, GSOType: xlat.GSOTCPv6, GSOSize: mss, CsumStart: 40, CsumOffset: 16}, ext6(tcp6(5*mss), 0), true, 0},
+		{"TSO6 of an atomic fragment", xlat.Offload{Flags: nc, GSOType: xlat.GSOTCPv6, GSOSize: mss, CsumStart: 48, CsumOffset: 16}, ext6(tcp6(5*mss), 44), true, 0},
 	} {
 		for _, vnet := range []int{tun.VnetHdrLen, maxVnetHdr} {
 			for _, eth := range []bool{false, true} {
