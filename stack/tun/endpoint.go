@@ -339,12 +339,13 @@ const MrgVnetHdrLen = VnetHdrLen + 2
 // tun opened without IFF_VNET_HDR, whose packets are complete and never
 // larger than mtu). offloads are the TUNSETOFFLOAD flags set on the tun.
 //
-// The files must be non-blocking and stay open until the dispatch loops
-// have ended (Attach(nil), Close; then Wait): the queues run the same
-// loops as a Device's (raw reads and writes, the raw wait of rawWait that
-// keeps the P, the io_uring once busy), woken only by a stop or by the
-// tun going away (its interface deleted: the read fails), never by a
-// timeout. A queue's errors start with its file's name.
+// The files must be non-blocking (a blocking one is refused) and stay
+// open until the dispatch loops have ended (Attach(nil), Close; then
+// Wait): the queues run the same loops as a Device's (raw reads and
+// writes, the raw wait of rawWait that keeps the P, the io_uring once
+// busy), woken only by a stop or by the tun going away (its interface
+// deleted: the read fails), never by a timeout. A queue's errors start
+// with its file's name.
 func NewEndpointFiles(files []*os.File, mtu, offloads, vnetHdr int) (*Endpoint, error) {
 	if vnetHdr != 0 && vnetHdr != VnetHdrLen && vnetHdr != MrgVnetHdrLen {
 		return nil, fmt.Errorf("tun: virtio_net_hdr of %d bytes: only %d and %d are supported", vnetHdr, VnetHdrLen, MrgVnetHdrLen)
@@ -356,6 +357,12 @@ func NewEndpointFiles(files []*os.File, mtu, offloads, vnetHdr int) (*Endpoint, 
 	e := newEndpoint(conns, mtu, offloads, vnetHdr, func(Conn) bool { return false })
 	for i, f := range files {
 		e.queues[i].name = f.Name()
+		if e.queues[i].rio == nil {
+			// A blocking read would hold the thread where no stop can
+			// reach it (SetReadDeadline does not apply to a file the
+			// runtime poller does not watch): Close would wait for ever.
+			return nil, fmt.Errorf("tun: %s is not a non-blocking descriptor (set O_NONBLOCK before handing it over)", f.Name())
+		}
 	}
 	return e, nil
 }

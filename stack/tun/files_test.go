@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"os"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // filesEndpoint serves one raw socketpair queue through NewEndpointFiles
@@ -95,6 +98,27 @@ func TestEndpointFilesRefusesHeaderSizes(t *testing.T) {
 		if _, err := NewEndpointFiles([]*os.File{c}, 1500, 0, hdr); err == nil {
 			t.Errorf("header of %d bytes accepted", hdr)
 		}
+	}
+}
+
+// TestEndpointFilesRefusesBlocking: a blocking descriptor is refused,
+// naming it: its queue would read it in a blocking read that no stop
+// reaches (the runtime poller does not watch it, so SetReadDeadline does
+// nothing), and Close would wait for ever.
+func TestEndpointFilesRefusesBlocking(t *testing.T) {
+	good, _ := rawPair(t)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocking, peer := os.NewFile(uintptr(fds[0]), "blocking queue"), os.NewFile(uintptr(fds[1]), "peer")
+	t.Cleanup(func() { blocking.Close(); peer.Close() })
+	e, err := NewEndpointFiles([]*os.File{good, blocking}, 1500, 0, VnetHdrLen)
+	if err == nil {
+		t.Fatalf("a blocking descriptor accepted (%d queues)", e.Queues())
+	}
+	if !strings.Contains(err.Error(), "blocking queue") {
+		t.Errorf("error %q does not name the descriptor", err)
 	}
 }
 
