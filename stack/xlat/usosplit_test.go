@@ -174,14 +174,34 @@ func TestUSOSplit46(t *testing.T) {
 // exceeds lowest-ipv6-mtu (1280).
 func checkSplitOutput(t *testing.T, out, alone [][]byte) {
 	t.Helper()
-	var got [][]byte
-	var data []byte
 	for i, p := range out {
 		checkWellFormed(t, p, true)
 		if len(p) > 1280 {
 			t.Errorf("packet %d is %d bytes", i, len(p))
 		}
-		if p[6] != protoFragment {
+	}
+	got := reassembleSplit(out)
+	if len(got) != len(alone) {
+		t.Fatalf("%d datagrams out, %d in", len(got), len(alone))
+	}
+	for i, d := range got {
+		checkWellFormed(t, d, true)
+		u4, u6 := alone[i][int(alone[i][0]&15)*4:], d[40:]
+		if d[6] != protoUDP || binary.BigEndian.Uint16(u6[4:]) != uint16(len(u6)) || !bytes.Equal(u6[8:], u4[8:]) {
+			t.Errorf("datagram %d: next header %d, UDP length %d of %d, payload equal %v", i, d[6], binary.BigEndian.Uint16(u6[4:]), len(u6), bytes.Equal(u6[8:], u4[8:]))
+		}
+	}
+}
+
+// reassembleSplit puts the IPv6 datagrams a split emitted back together:
+// whole ones as they are, the fragments of one (which come in a row, the
+// last without M) into one packet without the Fragment header. A run of
+// fragments not ended by a last one is left out.
+func reassembleSplit(out [][]byte) [][]byte {
+	var got [][]byte
+	var data []byte
+	for _, p := range out {
+		if len(p) < 48 || p[6] != protoFragment {
 			got = append(got, p)
 			continue
 		}
@@ -194,16 +214,7 @@ func checkSplitOutput(t *testing.T, out, alone [][]byte) {
 			data = nil
 		}
 	}
-	if len(got) != len(alone) {
-		t.Fatalf("%d datagrams out, %d in", len(got), len(alone))
-	}
-	for i, d := range got {
-		checkWellFormed(t, d, true)
-		u4, u6 := alone[i][int(alone[i][0]&15)*4:], d[40:]
-		if d[6] != protoUDP || binary.BigEndian.Uint16(u6[4:]) != uint16(len(u6)) || !bytes.Equal(u6[8:], u4[8:]) {
-			t.Errorf("datagram %d: next header %d, UDP length %d of %d, payload equal %v", i, d[6], binary.BigEndian.Uint16(u6[4:]), len(u6), bytes.Equal(u6[8:], u4[8:]))
-		}
-	}
+	return got
 }
 
 // Splitting allocates nothing.
@@ -414,6 +425,19 @@ func FuzzUSOSplit46(f *testing.F) {
 			}
 			if p[0]>>4 == 6 && p[6] == protoFragment && len(p) > 1280 {
 				t.Fatalf("fragment %d of %d bytes", i, len(p))
+			}
+		}
+		if r.Verdict == Consumed && n >= ihl+udpSize && pkt[9] == protoUDP {
+			// Cut into datagrams: each one's UDP checksum is computed
+			// afresh (or verified whole first), so every datagram, put
+			// back together, carries a valid one over its IPv6 pseudo-header.
+			for i, d := range reassembleSplit(sk.pkts) {
+				if d[0]>>4 != 6 || d[6] != protoUDP {
+					continue // an ICMPv4 error about the super-packet
+				}
+				if err := wellFormed(d, true); err != nil {
+					t.Fatalf("datagram %d of a split: %v", i, err)
+				}
 			}
 		}
 	})
