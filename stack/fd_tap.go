@@ -442,6 +442,7 @@ func (e *tapEndpoint) dispatchLoop(efd int, d gvstack.NetworkDispatcher, idle tu
 		e.riov[1] = rawfile.IovecFromBytes(buf)
 	}
 	errs := 0
+	datagrams := carriesDatagrams(e.fd)
 	for {
 		var n uintptr
 		var errno unix.Errno
@@ -459,6 +460,14 @@ func (e *tapEndpoint) dispatchLoop(efd int, d gvstack.NetworkDispatcher, idle tu
 				pfd := []unix.PollFd{{Fd: int32(e.fd), Events: unix.POLLIN}}
 				if _, err := unix.Poll(pfd, 0); err == nil && pfd[0].Revents&unix.POLLHUP != 0 {
 					return fmt.Errorf("tap fd %d: closed by its peer", e.fd)
+				}
+				if !datagrams {
+					// Anything else that reads 0 bytes has no more to
+					// give, and would read 0 again at once for ever.
+					return fmt.Errorf("tap fd %d: end of file (a read of 0 bytes: a stream whose writer shut it, or no packet descriptor)", e.fd)
+				}
+				if e.stopping.Load() {
+					return nil // a flood of empty datagrams never reads EAGAIN
 				}
 				continue
 			}
@@ -492,6 +501,15 @@ func (e *tapEndpoint) dispatchLoop(efd int, d gvstack.NetworkDispatcher, idle tu
 			return fmt.Errorf("tap fd %d: read: %w", e.fd, errno)
 		}
 	}
+}
+
+// carriesDatagrams reports whether fd is a socket that keeps message
+// boundaries (datagram, seqpacket, raw), on which a read of 0 bytes is an
+// empty message; on anything else (a stream socket, a pipe, a file; a tun
+// or tap never reads 0 bytes) it is the end of the data.
+func carriesDatagrams(fd int) bool {
+	t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	return err == nil && (t == unix.SOCK_DGRAM || t == unix.SOCK_SEQPACKET || t == unix.SOCK_RAW)
 }
 
 // deliver handles one frame f, read into the frame at
