@@ -236,6 +236,20 @@ func moveOffload(off *Offload, grow, hdr, l4hdr, mtu int, from, to uint8) {
 	}
 }
 
+// segMTU is mtu (0: unknown) as moveOffload is to shrink TCP segments
+// to, behind hdrs bytes of IP and TCP headers: at least the headers and
+// one byte. Where the headers alone fill the MTU (an IPv4 MTU of 68 to
+// 80 bytes and a TCP header with options) segments then carry one byte
+// each, which the next hop fragments, rather than a size that wrapped
+// round below zero (a segment the link drops, or a gso_size of 0 that
+// the kernel refuses).
+func segMTU(mtu, hdrs int) int {
+	if mtu > 0 && mtu <= hdrs {
+		return hdrs + 1
+	}
+	return mtu
+}
+
 // usoTooBig reports whether off describes a UDP super-packet (USO,
 // GSOUDPL4) whose datagrams, each hdr+8+GSOSize bytes once translated,
 // exceed the next hop's mtu (0: unknown). Shrinking gso_size as for TCP

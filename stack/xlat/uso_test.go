@@ -40,6 +40,8 @@ func usoCases() []usoCase {
 	udp6 := func(gso int) []byte { return ip6(S6A, C6, 64, 17, udpSeg(443, 40000, payload(gso*n)), v6opt{}) }
 	tcp4 := ip4(C4, S4A, 64, 6, tcpSeg(5001, 40000, header.TCPFlagAck, 1, 2, nil, payload(1448*n)), v4opt{flags: DF})
 	tcp6 := ip6(S6A, C6, 64, 6, tcpSeg(5001, 40000, header.TCPFlagAck, 1, 2, nil, payload(1428*n)), v6opt{})
+	nops := bytes.Repeat([]byte{1}, 40) // the largest TCP header: 60 bytes
+	tcp6opts := ip6(S6A, C6, 64, 6, tcpSeg(5001, 40000, header.TCPFlagAck, 1, 2, nops, payload(1388*n)), v6opt{})
 	mtu6 := func(m int) func(*Policy) { return func(p *Policy) { p.IPv6MTU = m } }
 	mtu4 := func(m int) func(*Policy) { return func(p *Policy) { p.IPv4MTU = m } }
 	return []usoCase{
@@ -79,6 +81,17 @@ func usoCases() []usoCase {
 			wantOff: Offload{Flags: OffloadNeedsCsum, GSOType: GSOTCPv4, HdrLen: 40, GSOSize: 1221, CsumStart: 20, CsumOffset: 16}, wantDF: true},
 		{name: "6to4 TCP shrinks to segments without DF", pol: mtu4(1200), in: tcp6, gsoType: GSOTCPv6, gsoSize: 1428, hdrLen: 60,
 			wantOff: Offload{Flags: OffloadNeedsCsum, GSOType: GSOTCPv4, HdrLen: 40, GSOSize: 1200 - 40, CsumStart: 20, CsumOffset: 16}},
+		{name: "6to4 TCP shrinks to the smallest IPv4 MTU", pol: mtu4(68), in: tcp6, gsoType: GSOTCPv6, gsoSize: 1428, hdrLen: 60,
+			wantOff: Offload{Flags: OffloadNeedsCsum, GSOType: GSOTCPv4, HdrLen: 40, GSOSize: 68 - 40, CsumStart: 20, CsumOffset: 16}},
+		// An IPv4 MTU (68 and up is allowed) that the 80 bytes of IPv4
+		// and a 60-byte TCP header fill or overflow: segments of one
+		// byte, which the IPv4 side fragments (without DF, being short),
+		// not a gso_size that wrapped round to 65524 (a DF segment the
+		// link drops) or 0 (a header the kernel refuses).
+		{name: "6to4 TCP headers fill the IPv4 MTU", pol: mtu4(80), in: tcp6opts, gsoType: GSOTCPv6, gsoSize: 1388, hdrLen: 100,
+			wantOff: Offload{Flags: OffloadNeedsCsum, GSOType: GSOTCPv4, HdrLen: 80, GSOSize: 1, CsumStart: 20, CsumOffset: 16}},
+		{name: "6to4 TCP headers exceed the IPv4 MTU", pol: mtu4(68), in: tcp6opts, gsoType: GSOTCPv6, gsoSize: 1388, hdrLen: 100,
+			wantOff: Offload{Flags: OffloadNeedsCsum, GSOType: GSOTCPv4, HdrLen: 80, GSOSize: 1, CsumStart: 20, CsumOffset: 16}},
 		{name: "6to4 TCP one short segment, no DF", pol: mtu4(1500), in: ip6(S6A, C6, 64, 6, tcpSeg(5001, 40000, header.TCPFlagAck, 1, 2, nil, payload(1000)), v6opt{}), gsoType: GSOTCPv6, gsoSize: 1428, hdrLen: 60,
 			wantOff: Offload{Flags: OffloadNeedsCsum, GSOType: GSOTCPv4, HdrLen: 40, GSOSize: 1428, CsumStart: 20, CsumOffset: 16}},
 	}

@@ -79,7 +79,7 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 	id, flagsFO := q.x.ipv4Frag(dfLength64(tot4, l4hdr, s.mtu4, off), id)
 	putIPv4(buf[ns:ns+ip4Size], s.tos64.apply(trafficClass(q.p)), s.hopLimit64(q.p), proto, tot4, id, flagsFO, &q.src4, &q.dst4)
 	if off != nil {
-		moveOffload(off, ip4Size-q.x.off, ip4Size, l4hdr, s.mtu4, GSOTCPv6, GSOTCPv4)
+		moveOffload(off, ip4Size-q.x.off, ip4Size, l4hdr, segMTU(s.mtu4, ip4Size+l4hdr), GSOTCPv6, GSOTCPv4)
 	}
 	r.Start, r.End, r.Verdict = ns, end, Forward
 	if q.hairpin {
@@ -280,7 +280,7 @@ func dfLength64(tot4, l4hdr, mtu4 int, off *Offload) int {
 	case GSOTCPv6:
 		seg := ip4Size + l4hdr + int(off.GSOSize)
 		if mtu4 > 0 && l4hdr >= tcpMinSize {
-			seg = min(seg, mtu4) // moveOffload's clamp
+			seg = min(seg, segMTU(mtu4, ip4Size+l4hdr)) // moveOffload's clamp
 		}
 		return min(seg, tot4)
 	}
