@@ -2,6 +2,7 @@ package stack
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"runtime"
 	"strings"
@@ -32,6 +33,20 @@ func readInBackground(conn *nicConn) <-chan readResult {
 		out <- readResult{n, err}
 	}()
 	return out
+}
+
+// expectRead fails t unless the background read got returns pkt (behind
+// its virtio_net_hdr) within 5 s; when says which read it was.
+func expectRead(t *testing.T, got <-chan readResult, pkt []byte, when string) {
+	t.Helper()
+	select {
+	case r := <-got:
+		if r.err != nil || r.n != tun.VnetHdrLen+len(pkt) {
+			t.Fatalf("%s: read %d bytes, %v; want %d", when, r.n, r.err, tun.VnetHdrLen+len(pkt))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s: packet not read after 5 s", when)
+	}
 }
 
 // inRawWait reports whether a goroutine is in a NIC queue's wait that
@@ -98,14 +113,7 @@ func TestNetnsNICRawWaitKeepsItsLength(t *testing.T) {
 		}
 		pkt := ipv6(header.UDPProtocolNumber, cli6, srv6, make([]byte, 8+byte(i)))
 		send(pkt)
-		select {
-		case r := <-got:
-			if r.err != nil || r.n != tun.VnetHdrLen+len(pkt) {
-				t.Fatalf("wait %d: read %d bytes, %v; want %d", i, r.n, r.err, tun.VnetHdrLen+len(pkt))
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("wait %d: packet not read after 5 s", i)
-		}
+		expectRead(t, got, pkt, fmt.Sprintf("wait %d", i))
 	}
 	if gcs.Load() == 0 {
 		t.Error("no garbage collection ran during the waits: the raw wait kept the P")
@@ -151,14 +159,7 @@ func TestNetnsNICRawWaitStops(t *testing.T) {
 	}
 	pkt := ipv6(header.UDPProtocolNumber, cli6, srv6, make([]byte, 8))
 	send(pkt)
-	select {
-	case r := <-got:
-		if r.err != nil || r.n != tun.VnetHdrLen+len(pkt) {
-			t.Fatalf("read %d bytes, %v; want %d", r.n, r.err, tun.VnetHdrLen+len(pkt))
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("packet not read after 5 s")
-	}
+	expectRead(t, got, pkt, "started again")
 }
 
 // TestNetnsNICRawWaitKeepsNoP: with GOMAXPROCS 1 and the one P's queue in
@@ -225,12 +226,5 @@ func TestNetnsNICRawWaitLinkDown(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // the veth's carrier
 	pkt := ipv6(header.UDPProtocolNumber, cli6, srv6, make([]byte, 8))
 	send(pkt)
-	select {
-	case r := <-got:
-		if r.err != nil || r.n != tun.VnetHdrLen+len(pkt) {
-			t.Fatalf("read %d bytes, %v; want %d", r.n, r.err, tun.VnetHdrLen+len(pkt))
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("packet not read after 5 s with the NIC up again")
-	}
+	expectRead(t, got, pkt, "with the NIC up again")
 }
