@@ -75,6 +75,27 @@ func TestHandlerAllocsEngine(t *testing.T) {
 	}
 }
 
+// serveLinkLoop serves one socketpair queue through the whole tun path
+// (tun.Endpoint, Handler, eng) until t ends, and returns the data path
+// and the peer end the test writes and reads.
+func serveLinkLoop(t *testing.T, eng *xlat.Engine) (*Datapath, *os.File) {
+	t.Helper()
+	conn, peer := seqpacketPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := ServeLink(ctx, eng, tun.NewEndpointConns([]tun.Conn{conn}, 1520, allOffloads), nil)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := d.Wait(); err != nil {
+			t.Error(err)
+		}
+	})
+	return d, peer
+}
+
 // TestLinkLoopAllocs: the whole tun path in steady state, over a real
 // socketpair: the endpoint's raw read through the runtime poller (with
 // the engine's counter flush on an empty queue), delivery in the frame,
@@ -86,19 +107,8 @@ func TestLinkLoopAllocs(t *testing.T) {
 	}
 	for _, c := range handlerCases() {
 		t.Run(c.name, func(t *testing.T) {
-			conn, peer := seqpacketPair(t)
 			eng := testEngine(t)
-			ctx, cancel := context.WithCancel(context.Background())
-			d, err := ServeLink(ctx, eng, tun.NewEndpointConns([]tun.Conn{conn}, 1520, allOffloads), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() {
-				cancel()
-				if err := d.Wait(); err != nil {
-					t.Error(err)
-				}
-			}()
+			d, peer := serveLinkLoop(t, eng)
 			in := vnetPacket(c.off, c.pkt)
 			out := make([]byte, 70000)
 			peer.SetReadDeadline(time.Now().Add(time.Minute))

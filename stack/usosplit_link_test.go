@@ -1,7 +1,6 @@
 package stack
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -22,19 +21,8 @@ func TestLinkLoopSplitAllocs(t *testing.T) {
 	}
 	const udp = header.UDPProtocolNumber
 	const gso, datagrams = 1472, 4
-	conn, peer := seqpacketPair(t)
 	eng := testEngine(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := ServeLink(ctx, eng, tun.NewEndpointConns([]tun.Conn{conn}, 1520, allOffloads), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cancel()
-		if err := d.Wait(); err != nil {
-			t.Error(err)
-		}
-	}()
+	_, peer := serveLinkLoop(t, eng)
 	pkt := ipv4(udp, cli4, srv4, l4(udp, cli4, srv4, payload(datagrams*gso, 3), true), 0, 0)
 	in := vnetPacket(xlat.Offload{Flags: xlat.OffloadNeedsCsum, GSOType: xlat.GSOUDPL4, HdrLen: 28, GSOSize: gso, CsumStart: 20, CsumOffset: 6}, pkt)
 	out := make([]byte, 70000)
