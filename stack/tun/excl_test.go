@@ -87,3 +87,31 @@ func TestOpenWaitsForADyingTun(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOpenOverALinkThatIsNotATun: a link of the name that is not a tun (a
+// veth here; a bridge, a NIC) is not going away: Open says so at once,
+// without the wait for a dying tun (busyWait) in front of the error.
+func TestOpenOverALinkThatIsNotATun(t *testing.T) {
+	netnstest.RequireTun(t, "dp-")
+	ns := netnstest.New(t, "dp-other-")
+	ns.MustRun(t, "ip", "link", "add", "dp-veth0", "type", "veth", "peer", "name", "dp-veth1")
+	err := ns.Do(func() error {
+		start := time.Now()
+		d, err := Open(Config{Name: "dp-veth0", Queues: 1})
+		if err == nil {
+			d.Close()
+			t.Error("Open took a veth")
+			return nil
+		}
+		if !strings.Contains(err.Error(), "is not a tun (its driver is veth)") {
+			t.Errorf("Open over a veth: %v", err)
+		}
+		if took := time.Since(start); took > busyWait/4 {
+			t.Errorf("Open took %v to refuse a link that is not a tun (busyWait %v)", took, busyWait)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

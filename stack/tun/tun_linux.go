@@ -132,7 +132,11 @@ func Open(c Config) (*Device, error) {
 			// A tun whose owner has just died can outlive it briefly: a
 			// file registered with an io_uring is let go by the ring's
 			// exit work, after the process is gone. A restart right
-			// after a crash waits for it rather than failing.
+			// after a crash waits for it rather than failing; a link
+			// that is not a tun (a veth, a bridge) will not go away.
+			if drv := existingDriver(c.Name); drv != "" && drv != "tun" {
+				break
+			}
 			time.Sleep(10 * time.Millisecond)
 			fd, name, err = openQueue(d.name, true)
 		}
