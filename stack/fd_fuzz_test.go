@@ -380,6 +380,20 @@ const udpMaxSegments = 128
 
 // fuzzFDSeeds are reads of every kind: complete packets and super-packets
 // through each framing, with and without partial checksums.
+// ext6Packet puts an 8-byte IPv6 extension header of type nh in front of
+// the transport header of the IPv6 packet p (hop-by-hop or destination
+// options: one PadN; a Fragment header: an atomic fragment).
+func ext6Packet(p []byte, nh byte) []byte {
+	e := []byte{p[6], 0, 1, 4, 0, 0, 0, 0} // PadN, 4 bytes
+	if nh == 44 {
+		e = []byte{p[6], 0, 0, 0, 0, 0, 0, 7} // Fragment: offset 0, M 0, ID 7
+	}
+	q := append(append(append([]byte(nil), p[:40]...), e...), p[40:]...)
+	q[6] = nh
+	binary.BigEndian.PutUint16(q[4:], uint16(len(q)-40))
+	return q
+}
+
 func fuzzFDSeeds() [][]byte {
 	tso4 := xlat.Offload{Flags: xlat.OffloadNeedsCsum, GSOType: xlat.GSOTCPv4, HdrLen: 40, GSOSize: 1448, CsumStart: 20, CsumOffset: 16}
 	tso6 := xlat.Offload{Flags: xlat.OffloadNeedsCsum, GSOType: xlat.GSOTCPv6, HdrLen: 60, GSOSize: 1428, CsumStart: 40, CsumOffset: 16}
@@ -413,6 +427,11 @@ func fuzzFDSeeds() [][]byte {
 			add(tso6, v6(header.TCPProtocolNumber, 7*1428+100, true))
 			add(uso6, v6(header.UDPProtocolNumber, 5*1400+17, true))
 			add(uso4, v4(header.UDPProtocolNumber, 3*1000, true))
+			// Behind IPv6 extension headers, which the IPv4 packet leaves out.
+			tso6ext, uso6ext := tso6, uso6
+			tso6ext.CsumStart, uso6ext.CsumStart = 48, 48
+			add(tso6ext, ext6Packet(v6(header.TCPProtocolNumber, 4*1428, true), 0))
+			add(uso6ext, ext6Packet(v6(header.UDPProtocolNumber, 3*1400, true), 60))
 			// Without DF, datagrams too big for the IPv6 side: cut apart
 			// and fragmented.
 			add(uso4NoDF, ipv4(header.UDPProtocolNumber, cli4, srv4, l4(header.UDPProtocolNumber, cli4, srv4, payload(3*1472+100, 3), true), 0, 0))
@@ -603,18 +622,6 @@ func TestFDHostileOffloads(t *testing.T) {
 		p[20+12] = byte(doff/4) << 4
 		return p[:60]
 	}
-	// ext6 puts an 8-byte IPv6 extension header of type nh in front of
-	// p's transport header (a Fragment header: an atomic fragment).
-	ext6 := func(p []byte, nh byte) []byte {
-		e := []byte{p[6], 0, 1, 4, 0, 0, 0, 0} // PadN, 4 bytes
-		if nh == 44 {
-			e = []byte{p[6], 0, 0, 0, 0, 0, 0, 7} // Fragment: offset 0, M 0, ID 7
-		}
-		q := append(append(append([]byte(nil), p[:40]...), e...), p[40:]...)
-		q[6] = nh
-		binary.BigEndian.PutUint16(q[4:], uint16(len(q)-40))
-		return q
-	}
 	const nc = uint8(xlat.OffloadNeedsCsum)
 	for _, tc := range []struct {
 		name string
@@ -658,12 +665,12 @@ func TestFDHostileOffloads(t *testing.T) {
 		// RFC 7915 section 5.1: the extension headers are left out of the
 		// IPv4 packet; the checksum and segmentation offsets follow the
 		// transport header to just behind the IPv4 header.
-		{"TSO6 behind a hop-by-hop header", xlat.Offload{Flags: nc, GSOType: xlat.GSOTCPv6, GSOSize: mss, CsumStart: 48, CsumOffset: 16}, ext6(tcp6(5*mss), 0), false, 0},
-		{"TSO6 behind destination options", xlat.Offload{Flags: nc, GSOType: xlat.GSOTCPv6, GSOSize: mss, CsumStart: 48, CsumOffset: 16}, ext6(tcp6(5*mss), 60), false, 0},
-		{"USO6 behind a hop-by-hop header", xlat.Offload{Flags: nc, GSOType: xlat.GSOUDPL4, GSOSize: 1232, CsumStart: 48, CsumOffset: 6}, ext6(udp6(5*1232), 0), false, 0},
-		{"partial UDP6 checksum behind a hop-by-hop header", xlat.Offload{Flags: nc, CsumStart: 48, CsumOffset: 6}, ext6(udp6(200), 0), false, 0},
-		{"TSO6 csum_start at the hop-by-hop header", xlat.Offload{Flags: nc, GSOType: xlat.GSOTCPv6, GSOSize: mss, CsumStart: 40, CsumOffset: 16}, ext6(tcp6(5*mss), 0), true, 0},
-		{"TSO6 of an atomic fragment", xlat.Offload{Flags: nc, GSOType: xlat.GSOTCPv6, GSOSize: mss, CsumStart: 48, CsumOffset: 16}, ext6(tcp6(5*mss), 44), true, 0},
+		{"TSO6 behind a hop-by-hop header", xlat.Offload{Flags: nc, GSOType: xlat.GSOTCPv6, GSOSize: mss, CsumStart: 48, CsumOffset: 16}, ext6Packet(tcp6(5*mss), 0), false, 0},
+		{"TSO6 behind destination options", xlat.Offload{Flags: nc, GSOType: xlat.GSOTCPv6, GSOSize: mss, CsumStart: 48, CsumOffset: 16}, ext6Packet(tcp6(5*mss), 60), false, 0},
+		{"USO6 behind a hop-by-hop header", xlat.Offload{Flags: nc, GSOType: xlat.GSOUDPL4, GSOSize: 1232, CsumStart: 48, CsumOffset: 6}, ext6Packet(udp6(5*1232), 0), false, 0},
+		{"partial UDP6 checksum behind a hop-by-hop header", xlat.Offload{Flags: nc, CsumStart: 48, CsumOffset: 6}, ext6Packet(udp6(200), 0), false, 0},
+		{"TSO6 csum_start at the hop-by-hop header", xlat.Offload{Flags: nc, GSOType: xlat.GSOTCPv6, GSOSize: mss, CsumStart: 40, CsumOffset: 16}, ext6Packet(tcp6(5*mss), 0), true, 0},
+		{"TSO6 of an atomic fragment", xlat.Offload{Flags: nc, GSOType: xlat.GSOTCPv6, GSOSize: mss, CsumStart: 48, CsumOffset: 16}, ext6Packet(tcp6(5*mss), 44), true, 0},
 	} {
 		for _, vnet := range []int{tun.VnetHdrLen, maxVnetHdr} {
 			for _, eth := range []bool{false, true} {
