@@ -55,7 +55,7 @@ func serveFDs(ctx context.Context, newTranslator func() Translator, fds []int, m
 		return nil, fmt.Errorf("stack: fd %d: %w", fds[0], err)
 	}
 	tuns := true
-	for _, fd := range fds {
+	for i, fd := range fds {
 		if err := unix.SetNonblock(fd, true); err != nil {
 			return nil, fmt.Errorf("stack: fd %d: %w", fd, err)
 		}
@@ -64,6 +64,9 @@ func serveFDs(ctx context.Context, newTranslator func() Translator, fds []int, m
 			return nil, fmt.Errorf("stack: %w", err)
 		}
 		tuns = tuns && info.Tun && !info.Tap
+		if err := distinctQueue(fds[:i], fd, info, len(fds)); err != nil {
+			return nil, fmt.Errorf("stack: %w", err)
+		}
 	}
 	if tuns {
 		return serveTunFDs(ctx, newTranslator, fds, mtu, vnetHdr, log)
@@ -131,6 +134,36 @@ func serveTunFDs(ctx context.Context, newTranslator func() Translator, fds []int
 	return d, nil
 }
 
+// distinctQueue refuses fd, the next of n descriptors after before, if it
+// reads a queue another of them reads: a tun or tap opened without
+// IFF_MULTI_QUEUE has one queue, and a descriptor that is a duplicate of
+// another (the same open file) is the same queue. Two readers of one queue
+// take its packets in turn, each translating on its own, and reorder
+// every flow through it.
+func distinctQueue(before []int, fd int, info FDInfo, n int) error {
+	if info.Tun && !info.MultiQueue && n > 1 {
+		return fmt.Errorf("fd %d: tun %s was opened without IFF_MULTI_QUEUE: it has one queue, served by one descriptor, not %d", fd, info.Interface, n)
+	}
+	for _, other := range before {
+		if sameOpenFile(other, fd) {
+			return fmt.Errorf("fds %d and %d are the same queue (duplicates of one open file): hand over each queue once", other, fd)
+		}
+	}
+	return nil
+}
+
+// kcmpFile is KCMP_FILE (include/uapi/linux/kcmp.h).
+const kcmpFile = 0
+
+// sameOpenFile reports whether the descriptors a and b of this process
+// refer to the same open file (kcmp(2)); false where the kernel cannot
+// tell (no kcmp: CONFIG_KCMP off, or a seccomp filter).
+func sameOpenFile(a, b int) bool {
+	pid := uintptr(unix.Getpid())
+	r, _, errno := unix.Syscall6(unix.SYS_KCMP, pid, pid, kcmpFile, uintptr(a), uintptr(b), 0)
+	return errno == 0 && r == 0
+}
+
 // maxVnetHdr is the largest virtio_net_hdr an fd may carry: struct
 // virtio_net_hdr_mrg_rxbuf (virtio 1.0 section 5.1.6), which QEMU and
 // Firecracker set on the taps they open (TUNSETVNETHDRSZ 12). Its last
@@ -158,6 +191,9 @@ type FDInfo struct {
 	// Interface is the tun's or tap's name.
 	Interface string
 	Tap       bool // IFF_TAP: Ethernet frames
+	// MultiQueue: opened with IFF_MULTI_QUEUE, so the tun or tap may have
+	// several queues, each its own descriptor; without it, one.
+	MultiQueue bool
 	// VnetHdr is the size of the virtio_net_hdr in front of every packet
 	// (TUNGETVNETHDRSZ) if the tun was opened with IFF_VNET_HDR, else 0.
 	VnetHdr int
@@ -184,9 +220,10 @@ func ProbeFD(fd int) (FDInfo, error) {
 	// without it too (seen on Linux 6.18), so a struct tun_pi in front
 	// of the packets cannot be told from here.
 	info := FDInfo{
-		Tun:       true,
-		Interface: ifr.Name(),
-		Tap:       flags&unix.IFF_TAP != 0,
+		Tun:        true,
+		Interface:  ifr.Name(),
+		Tap:        flags&unix.IFF_TAP != 0,
+		MultiQueue: flags&unix.IFF_MULTI_QUEUE != 0,
 	}
 	if flags&unix.IFF_VNET_HDR != 0 {
 		n, err := unix.IoctlGetInt(fd, unix.TUNGETVNETHDRSZ)
