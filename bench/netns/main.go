@@ -447,6 +447,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 		}
 		res.set(key, mRTT50, round, pr.Median*1000)
 		res.set(key, mRTT99, round, pr.P99*1000)
+		res.setRTTs(key, mRTT50, round, pr.RTTs)
 	}
 	if m.tests.has(testPing1s) {
 		pr, err := m.ping(ctx, s.Dst, m.pings1s, time.Second)
@@ -454,6 +455,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 			return fmt.Errorf("ping 1/s: %w", err)
 		}
 		res.set(key, mRTTSlow, round, pr.Median*1000)
+		res.setRTTs(key, mRTTSlow, round, pr.RTTs)
 	}
 	// profiled wraps a test in a perf recording (round 1 with -perf only)
 	// of the translator (first condition) or of every CPU (every

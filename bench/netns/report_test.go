@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -305,12 +306,15 @@ func TestWriteSectionAndJSON(t *testing.T) {
 	}
 
 	jp := filepath.Join(dir, "raw.json")
-	if err := writeJSON(jp, testInfo(), sampleResults()); err != nil {
+	res := sampleResults()
+	res.setRTTs(g(sMap646), mRTTSlow, 1, []float64{0.25, 0.2, 0.31})
+	if err := writeJSON(jp, testInfo(), res); err != nil {
 		t.Fatal(err)
 	}
 	var doc struct {
 		Rounds int
 		Values map[string]map[string][]*float64
+		RTTs   map[string]map[string][][]float64 `json:"rtts_ms"`
 	}
 	b, _ = os.ReadFile(jp)
 	if err := json.Unmarshal(b, &doc); err != nil {
@@ -319,5 +323,9 @@ func TestWriteSectionAndJSON(t *testing.T) {
 	v := doc.Values[g(sNative6)][mTCP1]
 	if doc.Rounds != 3 || len(v) != 3 || v[1] == nil || *v[1] != 5 || doc.Values[g(sNative4)][mTCP1][0] != nil {
 		t.Errorf("json: %s", b)
+	}
+	// Every echo of a ping test is kept per round, in arrival order.
+	if r := doc.RTTs[g(sMap646)][mRTTSlow]; len(r) != 3 || r[0] != nil || !slices.Equal(r[1], []float64{0.25, 0.2, 0.31}) {
+		t.Errorf("json rtts_ms: %v", doc.RTTs)
 	}
 }

@@ -100,10 +100,15 @@ func col(cond, setup string) string { return cond + "/" + setup }
 type results struct {
 	Rounds int
 	Values map[string]map[string][]float64
+	// RTTs keeps every echo's round-trip time (ms, in arrival order) of the
+	// ping tests: column -> metric -> round. A median of 10-30 sparse pings
+	// per round hides how wide they scatter; the JSON keeps them for
+	// quartiles over all rounds.
+	RTTs map[string]map[string][][]float64
 }
 
 func newResults(cols []string, rounds int) *results {
-	r := &results{Rounds: rounds, Values: map[string]map[string][]float64{}}
+	r := &results{Rounds: rounds, Values: map[string]map[string][]float64{}, RTTs: map[string]map[string][][]float64{}}
 	for _, s := range cols {
 		r.Values[s] = map[string][]float64{}
 		for _, m := range metrics {
@@ -119,6 +124,20 @@ func newResults(cols []string, rounds int) *results {
 
 func (r *results) set(setup, metric string, round int, v float64) {
 	r.Values[setup][metric][round] = v
+}
+
+// setRTTs keeps the single round-trip times (ms) behind a ping metric.
+func (r *results) setRTTs(setup, metric string, round int, rtts []float64) {
+	if r.RTTs == nil {
+		r.RTTs = map[string]map[string][][]float64{}
+	}
+	if r.RTTs[setup] == nil {
+		r.RTTs[setup] = map[string][][]float64{}
+	}
+	if r.RTTs[setup][metric] == nil {
+		r.RTTs[setup][metric] = make([][]float64, r.Rounds)
+	}
+	r.RTTs[setup][metric][round] = slices.Clone(rtts)
 }
 
 // median over the rounds of one setup's metric.
@@ -333,7 +352,9 @@ func writeJSON(path string, info runInfo, r *results) error {
 		Pings    int                              `json:"pings"`
 		Mappings int                              `json:"mappings"`
 		Values   map[string]map[string][]*float64 `json:"values"`
-	}{info.Date, info.Kernel, info.CPUModel, info.Cores, info.Rounds, info.Duration.Seconds(), info.Pings, info.Mappings, vals}
+		// RTTs: column -> ping metric -> round -> every echo's RTT, ms.
+		RTTs map[string]map[string][][]float64 `json:"rtts_ms"`
+	}{info.Date, info.Kernel, info.CPUModel, info.Cores, info.Rounds, info.Duration.Seconds(), info.Pings, info.Mappings, vals, r.RTTs}
 	b, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
 		return err
