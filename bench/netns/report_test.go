@@ -169,16 +169,29 @@ func TestMissing(t *testing.T) {
 		}
 	}
 	translated := map[string]bool{g(sTayga): true}
-	if miss := r.missing(translated); len(miss) != 0 {
+	if miss := r.missing(translated, nil); len(miss) != 0 {
 		t.Errorf("complete results reported missing: %v", miss)
 	}
 	r.set(g(sTayga), mCPUUDP, 0, math.NaN())
 	r.set(g(sNative6), mRTT99, 0, math.Inf(1))
 	// Every echo lost during the flood: no median, but not a failed run.
 	r.set(g(sTayga), mRTTLoad, 0, math.NaN())
-	miss := r.missing(translated)
+	miss := r.missing(translated, nil)
 	if strings.Join(miss, ",") != "gro/native6/rtt99/round 1,gro/tayga/cpu_udp64/round 1" {
 		t.Errorf("missing = %v", miss)
+	}
+	// -tests: what was not asked for is not missing.
+	for _, c := range []struct {
+		tests testSet
+		want  string
+	}{
+		{testSet{testPing: true}, "gro/native6/rtt99/round 1"},
+		{testSet{testUDP: true, testTCP1: true}, "gro/tayga/cpu_udp64/round 1"},
+		{testSet{testPing1s: true}, ""},
+	} {
+		if got := strings.Join(r.missing(translated, c.tests), ","); got != c.want {
+			t.Errorf("missing with -tests %v = %q, want %q", c.tests, got, c.want)
+		}
 	}
 }
 
