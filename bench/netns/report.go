@@ -201,6 +201,7 @@ func renderMarkdown(info runInfo, r *results) string {
 	if has[sTayga] {
 		renderRTTComparison(w, info, r, labels)
 	}
+	renderEchoSpread(w, info, r)
 	if len(info.Profiles) > 0 && info.Profiles[0].Parts != nil {
 		renderPathProfile(w, info.Profiles)
 	} else if len(info.Profiles) > 0 {
@@ -304,6 +305,44 @@ func renderRTTComparison(w func(string, ...any), info runInfo, r *results, label
 					w(", %s%% lost", format(r.median(ck, mLossLoad)))
 				}
 				w(") |")
+			}
+			w("\n")
+		}
+	}
+}
+
+// renderEchoSpread gives the idle pings' every echo, all rounds pooled:
+// median and quartiles, and how many echoes. The targets go by the
+// median of each round's median, and a round of 10 sparse pings moves by
+// ±20 % on this machine: the pooled quartiles show whether two setups'
+// sparse-ping RTTs differ by more than their scatter.
+func renderEchoSpread(w func(string, ...any), info runInfo, r *results) {
+	if len(r.RTTs) == 0 {
+		return
+	}
+	w("\n### Idle pings, every echo of every round: median (p25–p75) µs, echoes\n\n| veths | pings |")
+	for _, s := range info.Setups {
+		w(" %s |", s.Label)
+	}
+	w("\n|---|---|")
+	for range info.Setups {
+		w("---:|")
+	}
+	w("\n")
+	for _, c := range info.Conds {
+		for _, row := range []struct{ metric, what string }{{mRTT50, "100/s"}, {mRTTSlow, "1/s"}} {
+			w("| %s | %s |", c.Label, row.what)
+			for _, s := range info.Setups {
+				var all []float64
+				for _, rtts := range r.RTTs[col(c.Key, s.Key)][row.metric] {
+					all = append(all, rtts...)
+				}
+				if len(all) == 0 {
+					w(" — |")
+					continue
+				}
+				sort.Float64s(all)
+				w(" %s (%s–%s), %d |", format(1000*quantile(all, 0.5)), format(1000*quantile(all, 0.25)), format(1000*quantile(all, 0.75)), len(all))
 			}
 			w("\n")
 		}

@@ -342,3 +342,29 @@ func TestWriteSectionAndJSON(t *testing.T) {
 		t.Errorf("json rtts_ms: %v", doc.RTTs)
 	}
 }
+
+// TestRenderEchoSpread: the idle pings' echoes of every round are pooled
+// per setup and condition into a median and quartiles, with their count;
+// a setup without echoes (a round that failed, a test not run) shows "—".
+func TestRenderEchoSpread(t *testing.T) {
+	r := sampleResults()
+	md := renderMarkdown(testInfo(), r)
+	if strings.Contains(md, "every echo of every round") {
+		t.Errorf("echo table rendered without echoes:\n%s", md)
+	}
+	r.setRTTs(g(sTayga), mRTTSlow, 0, []float64{0.2, 0.3})
+	r.setRTTs(g(sTayga), mRTTSlow, 1, []float64{0.1})
+	r.setRTTs(g(sTayga), mRTTSlow, 2, []float64{0.5, 0.4})
+	r.setRTTs(g(sMap646), mRTTSlow, 2, []float64{0.15})
+	r.setRTTs(n(sMap646), mRTT50, 0, []float64{0.1, 0.1, 0.1, 0.1})
+	md = renderMarkdown(testInfo(), r)
+	for _, want := range []string{
+		"### Idle pings, every echo of every round: median (p25–p75) µs, echoes",
+		"| GRO on | 1/s | — | — | 300 (200–400), 5 | — | 150 (150–150), 1 | — |",
+		"| GRO off | 100/s | — | — | — | — | 100 (100–100), 4 | — |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+}
