@@ -11,7 +11,9 @@
 // map646 setups are rendered from HCL templates (templates/, or -template
 // MODE=FILE); a link mode that `map646 check` rejects is reported as
 // unsupported, not as a failure. Setups alternate within each round (A B C,
-// A B C, ...; GRO on, then GRO off); the report gives medians and same-run
+// A B C, ...; GRO on, then GRO off), each in namespaces built anew, so that
+// nothing one setup leaves in the kernel (a policy rule: the namespace's
+// fib_has_custom_rules stays set) reaches the next; the report gives medians and same-run
 // ratios, judges the issues' targets (met / not met, never enforced),
 // prints a Markdown section and can write it into docs/benchmarks.md
 // between its markers. The exit status is non-zero when a measurement fails
