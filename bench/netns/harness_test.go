@@ -5,12 +5,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/map646/map646/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // requireNetns skips (fails on CI) unless the machine can run the harness: root, a tun
@@ -128,4 +130,88 @@ func ourNamespaces(t *testing.T) []string {
 		}
 	}
 	return left
+}
+
+// TestHarnessFreshNamespacesPerSetup: every setup, in every round and
+// condition, is measured in namespaces built anew, so nothing a setup left
+// in the router namespace reaches the next one. The seam plays a translator
+// that adds a policy rule (as map646 does; the kernel then keeps
+// fib_has_custom_rules set in that namespace for good, which made native
+// forwarding measured after map646 walk the rules): the next setup must not
+// find it, and its namespaces must be new ones.
+func TestHarnessFreshNamespacesPerSetup(t *testing.T) {
+	requireNetns(t)
+	const rule = "646"
+	var calls int
+	seen := map[string]bool{}
+	hook := func(topo topology) error {
+		calls++
+		out, err := exec.Command("ip", "-n", topo.Router, "rule", "show").CombinedOutput()
+		if err != nil {
+			return err
+		}
+		if strings.Contains(string(out), "lookup "+rule) {
+			t.Errorf("setup %d: the router namespace still has the previous setup's rule:\n%s", calls, out)
+		}
+		// A namespace's cookie (SO_NETNS_COOKIE) is never reused, unlike
+		// its inode number: a new one proves a new namespace.
+		cookie, err := netnsCookie(topo.Router)
+		if err != nil {
+			return err
+		}
+		if seen[cookie] {
+			t.Errorf("setup %d: router namespace %s was measured in before", calls, cookie)
+		}
+		seen[cookie] = true
+		_, err = exec.Command("ip", "-n", topo.Router, "rule", "add", "pref", "100", "lookup", rule).CombinedOutput()
+		return err
+	}
+	o := options{Rounds: 2, Duration: time.Second, Pings: 2, Pings1s: 1, Mappings: 1,
+		Setups: []string{sNative6, sNative4}, Conds: []condition{condGRO, condNoGRO},
+		Tests: testSet{testPing: true}, Log: t.Logf, beforeSetup: hook}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if md, err := harness(ctx, o); err != nil {
+		t.Fatalf("%v\n%s", err, md)
+	}
+	if want := 2 * 2 * 2; calls != want {
+		t.Errorf("namespaces built for %d setups, want %d (rounds x conditions x setups)", calls, want)
+	}
+	if left := ourNamespaces(t); len(left) > 0 {
+		t.Errorf("namespaces left behind: %v", left)
+	}
+}
+
+// netnsCookie returns the cookie of namespace ns, read from a socket opened
+// in it on a thread of its own that dies afterwards (it never leaves ns).
+func netnsCookie(ns string) (string, error) {
+	type result struct {
+		cookie uint64
+		err    error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		r := result{}
+		defer func() { ch <- r }()
+		f, err := os.Open("/run/netns/" + ns)
+		if err != nil {
+			r.err = err
+			return
+		}
+		defer f.Close()
+		if r.err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); r.err != nil {
+			return
+		}
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			r.err = err
+			return
+		}
+		defer unix.Close(fd)
+		v, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		r.cookie, r.err = v, err
+	}()
+	r := <-ch
+	return strconv.FormatUint(r.cookie, 10), r.err
 }

@@ -11,7 +11,9 @@
 // map646 setups are rendered from HCL templates (templates/, or -template
 // MODE=FILE); a link mode that `map646 check` rejects is reported as
 // unsupported, not as a failure. Setups alternate within each round (A B C,
-// A B C, ...; GRO on, then GRO off); the report gives medians and same-run
+// A B C, ...; GRO on, then GRO off), each in namespaces built anew, so that
+// nothing one setup leaves in the kernel (a policy rule: the namespace's
+// fib_has_custom_rules stays set) reaches the next; the report gives medians and same-run
 // ratios, judges the issues' targets (met / not met, never enforced),
 // prints a Markdown section and can write it into docs/benchmarks.md
 // between its markers. The exit status is non-zero when a measurement fails
@@ -74,6 +76,9 @@ type options struct {
 	// routes) until traffic passes; 0 means 90 s.
 	StartTimeout time.Duration
 	Log          func(format string, a ...any)
+	// beforeSetup, if set, runs after the namespaces were built for a
+	// setup's measurement and before its translator starts (a test's seam).
+	beforeSetup func(topology) error
 }
 
 func main() {
@@ -335,9 +340,6 @@ func harness(ctx context.Context, o options) (string, error) {
 		}
 		topo.down(c)
 	}()
-	if err := topo.up(ctx, o.Conds[0]); err != nil {
-		return "", fmt.Errorf("topology: %w", err)
-	}
 	info := runInfo{Date: time.Now(), Conds: o.Conds, Rounds: o.Rounds, Duration: o.Duration, Pings: o.Pings, Pings1s: o.Pings1s, Mappings: o.Mappings,
 		Setups: setups, Unsupported: unsupported, Translated: map[string]bool{}, Offloads: map[string]map[string]string{}, Tuns: map[string]string{}}
 	fillMachineInfo(ctx, &info, o)
@@ -349,36 +351,56 @@ func harness(ctx context.Context, o options) (string, error) {
 		}
 	}
 
-	iperfSrv, err = startIn(topo.Server, filepath.Join(dir, "iperf3-server.log"), "iperf3", "-s")
-	if err != nil {
-		return "", err
-	}
-	if err := waitListening(ctx, topo.Server, iperfSrv, 5201, 10*time.Second); err != nil {
-		return "", err
+	// fresh builds the three namespaces anew, in condition c, for the next
+	// setup, with iperf3's server in the new server namespace. Every setup
+	// starts from the same kernel state, whichever ran before it: the kernel
+	// never clears a namespace's fib_has_custom_rules once a policy rule was
+	// added (map646 adds its own), so native forwarding measured in a router
+	// namespace that a map646 setup had used walked the policy rules too,
+	// and so did TAYGA; conntrack, neighbour and route caches, sysctls a
+	// translator changed (NIC mode turns forwarding off) and a tun left
+	// behind go the same way.
+	fresh := func(c condition) error {
+		if iperfSrv != nil {
+			_ = iperfSrv.stop(3 * time.Second)
+			iperfSrv = nil
+		}
+		if err := topo.up(ctx, c); err != nil {
+			return fmt.Errorf("topology: %w", err)
+		}
+		srv, err := startIn(topo.Server, filepath.Join(dir, "iperf3-server.log"), "iperf3", "-s")
+		if err != nil {
+			return err
+		}
+		iperfSrv = srv
+		return waitListening(ctx, topo.Server, iperfSrv, 5201, 10*time.Second)
 	}
 
 	res := newResults(cols, o.Rounds)
 	m := measurer{topo: topo, duration: o.Duration, pings: o.Pings, pings1s: o.Pings1s, tests: o.Tests}
 	var failures []string
 	for round := 0; round < o.Rounds; round++ {
-		for ci, c := range o.Conds {
-			if ci > 0 || round > 0 {
-				if err := topo.setCondition(ctx, c); err != nil {
-					return "", err
-				}
-			}
-			if round == 0 {
-				for _, p := range topo.veths() {
-					f, err := offloads(ctx, p[0], p[1])
-					if err != nil {
-						return "", err
-					}
-					info.Offloads[c.Label+": "+roleOf(topo, p[0])+"/"+p[1]] = f
-				}
-			}
-			for _, s := range setups {
+		for _, c := range o.Conds {
+			for si, s := range setups {
 				if ctx.Err() != nil {
 					return "", ctx.Err()
+				}
+				if err := fresh(c); err != nil {
+					return "", err
+				}
+				if round == 0 && si == 0 {
+					for _, p := range topo.veths() {
+						f, err := offloads(ctx, p[0], p[1])
+						if err != nil {
+							return "", err
+						}
+						info.Offloads[c.Label+": "+roleOf(topo, p[0])+"/"+p[1]] = f
+					}
+				}
+				if o.beforeSetup != nil {
+					if err := o.beforeSetup(topo); err != nil {
+						return "", err
+					}
 				}
 				o.Log("round %d/%d, %s: %s", round+1, o.Rounds, c.Label, s.Label)
 				if err := measureSetup(ctx, m, s, c, round, res, &info, perfOptions{Dir: o.Perf, System: o.PerfSystem}); err != nil {
@@ -394,7 +416,7 @@ func harness(ctx context.Context, o options) (string, error) {
 		}
 	}
 	md := renderMarkdown(info, res)
-	if miss := res.missing(info.Translated); len(miss) > 0 || len(failures) > 0 {
+	if miss := res.missing(info.Translated, o.Tests); len(miss) > 0 || len(failures) > 0 {
 		msg := "measurements failed:\n  " + strings.Join(failures, "\n  ")
 		if len(miss) > 0 {
 			msg += fmt.Sprintf("\n  no number for: %s", strings.Join(miss, ", "))
@@ -447,6 +469,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 		}
 		res.set(key, mRTT50, round, pr.Median*1000)
 		res.set(key, mRTT99, round, pr.P99*1000)
+		res.setRTTs(key, mRTT50, round, pr.RTTs)
 	}
 	if m.tests.has(testPing1s) {
 		pr, err := m.ping(ctx, s.Dst, m.pings1s, time.Second)
@@ -454,6 +477,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 			return fmt.Errorf("ping 1/s: %w", err)
 		}
 		res.set(key, mRTTSlow, round, pr.Median*1000)
+		res.setRTTs(key, mRTTSlow, round, pr.RTTs)
 	}
 	// profiled wraps a test in a perf recording (round 1 with -perf only)
 	// of the translator (first condition) or of every CPU (every

@@ -201,6 +201,7 @@ func renderMarkdown(info runInfo, r *results) string {
 	if has[sTayga] {
 		renderRTTComparison(w, info, r, labels)
 	}
+	renderEchoSpread(w, info, r)
 	if len(info.Profiles) > 0 && info.Profiles[0].Parts != nil {
 		renderPathProfile(w, info.Profiles)
 	} else if len(info.Profiles) > 0 {
@@ -225,7 +226,7 @@ func renderMarkdown(info runInfo, r *results) string {
 	w("TAYGA 0.9.2 (Debian) and the apalrd/tayga fork (`workers %d`, a multi-queue tun, `-tayga-fork PATH`) run on a tun of MTU %d with one `map` entry. ", taygaForkWorkers, mtu6)
 	w("map646 runs `map646 run -c` with a configuration rendered from its link mode's template (`bench/netns/templates`): host mode (`tun`, the kernel routes into map646's tun) with one `mapping` block ")
 	w("or with a generated `mappings_file` of %d lines that contains the same pair; NIC mode (AF_PACKET sockets with PACKET_VNET_HDR on the router's veths, the router's kernel forwarding off while it runs, every veth's offloads left as the GRO condition has them); fd mode (a tun the harness opens and routes into, inherited as fd %d: opened as QEMU and Firecracker open a VM's tap, with IFF_VNET_HDR, a %d-byte virtio_net_hdr and checksum, TSO and USO offloads set, which map646 finds out from the fd; `map646-fd-plain` opens it without them, one packet per read). ", info.Mappings, passedFD, vmVnetHdr)
-	w("Each round measures every setup in turn in each veth condition (%s). ", condLabels(info.Conds))
+	w("Each round measures every setup in turn in each veth condition (%s), each setup in the three namespaces built anew: a translator's policy rules (the kernel never clears a namespace's `fib_has_custom_rules` once one was added), caches and sysctls never reach the next setup's measurement. ", condLabels(info.Conds))
 	w("Per setup: %d pings 10 ms apart and %d pings 1 s apart on the idle path, then iperf3 TCP 1 stream, TCP 4 streams (`-P 4`), ", info.Pings, info.Pings1s)
 	w("and UDP with 64-byte payloads at full speed (`-u -l 64 -b 0`; the rate is what the receiver got), with pings at 100/s running from 0.5 s into the flood until 0.5 s before its end. ")
 	w("The translator's CPU is utime+stime from /proc/PID/stat over each test, divided by the Gbit or million packets received; start-up is the time from starting the translator until a ping passes through it (loading the table and installing routes included). ")
@@ -304,6 +305,44 @@ func renderRTTComparison(w func(string, ...any), info runInfo, r *results, label
 					w(", %s%% lost", format(r.median(ck, mLossLoad)))
 				}
 				w(") |")
+			}
+			w("\n")
+		}
+	}
+}
+
+// renderEchoSpread gives the idle pings' every echo, all rounds pooled:
+// median and quartiles, and how many echoes. The targets go by the
+// median of each round's median, and a round of 10 sparse pings moves by
+// ±20 % on this machine: the pooled quartiles show whether two setups'
+// sparse-ping RTTs differ by more than their scatter.
+func renderEchoSpread(w func(string, ...any), info runInfo, r *results) {
+	if len(r.RTTs) == 0 {
+		return
+	}
+	w("\n### Idle pings, every echo of every round: median (p25–p75) µs, echoes\n\n| veths | pings |")
+	for _, s := range info.Setups {
+		w(" %s |", s.Label)
+	}
+	w("\n|---|---|")
+	for range info.Setups {
+		w("---:|")
+	}
+	w("\n")
+	for _, c := range info.Conds {
+		for _, row := range []struct{ metric, what string }{{mRTT50, "100/s"}, {mRTTSlow, "1/s"}} {
+			w("| %s | %s |", c.Label, row.what)
+			for _, s := range info.Setups {
+				var all []float64
+				for _, rtts := range r.RTTs[col(c.Key, s.Key)][row.metric] {
+					all = append(all, rtts...)
+				}
+				if len(all) == 0 {
+					w(" — |")
+					continue
+				}
+				sort.Float64s(all)
+				w(" %s (%s–%s), %d |", format(1000*quantile(all, 0.5)), format(1000*quantile(all, 0.25)), format(1000*quantile(all, 0.75)), len(all))
 			}
 			w("\n")
 		}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -168,16 +169,29 @@ func TestMissing(t *testing.T) {
 		}
 	}
 	translated := map[string]bool{g(sTayga): true}
-	if miss := r.missing(translated); len(miss) != 0 {
+	if miss := r.missing(translated, nil); len(miss) != 0 {
 		t.Errorf("complete results reported missing: %v", miss)
 	}
 	r.set(g(sTayga), mCPUUDP, 0, math.NaN())
 	r.set(g(sNative6), mRTT99, 0, math.Inf(1))
 	// Every echo lost during the flood: no median, but not a failed run.
 	r.set(g(sTayga), mRTTLoad, 0, math.NaN())
-	miss := r.missing(translated)
+	miss := r.missing(translated, nil)
 	if strings.Join(miss, ",") != "gro/native6/rtt99/round 1,gro/tayga/cpu_udp64/round 1" {
 		t.Errorf("missing = %v", miss)
+	}
+	// -tests: what was not asked for is not missing.
+	for _, c := range []struct {
+		tests testSet
+		want  string
+	}{
+		{testSet{testPing: true}, "gro/native6/rtt99/round 1"},
+		{testSet{testUDP: true, testTCP1: true}, "gro/tayga/cpu_udp64/round 1"},
+		{testSet{testPing1s: true}, ""},
+	} {
+		if got := strings.Join(r.missing(translated, c.tests), ","); got != c.want {
+			t.Errorf("missing with -tests %v = %q, want %q", c.tests, got, c.want)
+		}
 	}
 }
 
@@ -305,12 +319,15 @@ func TestWriteSectionAndJSON(t *testing.T) {
 	}
 
 	jp := filepath.Join(dir, "raw.json")
-	if err := writeJSON(jp, testInfo(), sampleResults()); err != nil {
+	res := sampleResults()
+	res.setRTTs(g(sMap646), mRTTSlow, 1, []float64{0.25, 0.2, 0.31})
+	if err := writeJSON(jp, testInfo(), res); err != nil {
 		t.Fatal(err)
 	}
 	var doc struct {
 		Rounds int
 		Values map[string]map[string][]*float64
+		RTTs   map[string]map[string][][]float64 `json:"rtts_ms"`
 	}
 	b, _ = os.ReadFile(jp)
 	if err := json.Unmarshal(b, &doc); err != nil {
@@ -319,5 +336,35 @@ func TestWriteSectionAndJSON(t *testing.T) {
 	v := doc.Values[g(sNative6)][mTCP1]
 	if doc.Rounds != 3 || len(v) != 3 || v[1] == nil || *v[1] != 5 || doc.Values[g(sNative4)][mTCP1][0] != nil {
 		t.Errorf("json: %s", b)
+	}
+	// Every echo of a ping test is kept per round, in arrival order.
+	if r := doc.RTTs[g(sMap646)][mRTTSlow]; len(r) != 3 || r[0] != nil || !slices.Equal(r[1], []float64{0.25, 0.2, 0.31}) {
+		t.Errorf("json rtts_ms: %v", doc.RTTs)
+	}
+}
+
+// TestRenderEchoSpread: the idle pings' echoes of every round are pooled
+// per setup and condition into a median and quartiles, with their count;
+// a setup without echoes (a round that failed, a test not run) shows "—".
+func TestRenderEchoSpread(t *testing.T) {
+	r := sampleResults()
+	md := renderMarkdown(testInfo(), r)
+	if strings.Contains(md, "every echo of every round") {
+		t.Errorf("echo table rendered without echoes:\n%s", md)
+	}
+	r.setRTTs(g(sTayga), mRTTSlow, 0, []float64{0.2, 0.3})
+	r.setRTTs(g(sTayga), mRTTSlow, 1, []float64{0.1})
+	r.setRTTs(g(sTayga), mRTTSlow, 2, []float64{0.5, 0.4})
+	r.setRTTs(g(sMap646), mRTTSlow, 2, []float64{0.15})
+	r.setRTTs(n(sMap646), mRTT50, 0, []float64{0.1, 0.1, 0.1, 0.1})
+	md = renderMarkdown(testInfo(), r)
+	for _, want := range []string{
+		"### Idle pings, every echo of every round: median (p25–p75) µs, echoes",
+		"| GRO on | 1/s | — | — | 300 (200–400), 5 | — | 150 (150–150), 1 | — |",
+		"| GRO off | 100/s | — | — | — | — | 100 (100–100), 4 | — |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
 	}
 }

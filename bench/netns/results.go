@@ -21,6 +21,9 @@ type metric struct {
 	// MayLack: a round may have no number without the run failing (every
 	// echo of a ping under a flood can be dropped).
 	MayLack bool
+	// Test is the measurement (-tests) that yields it; "" for every run
+	// (the translator's start).
+	Test string
 }
 
 const (
@@ -39,17 +42,17 @@ const (
 )
 
 var metrics = []metric{
-	{Key: mTCP1, Label: "TCP, 1 stream", Unit: "Gbit/s", Higher: true},
-	{Key: mTCP4, Label: "TCP, 4 streams", Unit: "Gbit/s", Higher: true},
-	{Key: mUDP, Label: "UDP 64 B, received", Unit: "kpkt/s", Higher: true},
-	{Key: mRTT50, Label: "ping RTT 100/s, median", Unit: "µs"},
-	{Key: mRTT99, Label: "ping RTT 100/s, p99", Unit: "µs"},
-	{Key: mRTTSlow, Label: "ping RTT 1/s, median", Unit: "µs"},
-	{Key: mRTTLoad, Label: "ping RTT 100/s during UDP 64 B flood, median", Unit: "µs", MayLack: true},
-	{Key: mLossLoad, Label: "ping loss during UDP 64 B flood", Unit: "%"},
-	{Key: mCPUTCP1, Label: "translator CPU, TCP 1 stream", Unit: "CPU s/Gbit", CPU: true},
-	{Key: mCPUTCP4, Label: "translator CPU, TCP 4 streams", Unit: "CPU s/Gbit", CPU: true},
-	{Key: mCPUUDP, Label: "translator CPU, UDP 64 B", Unit: "CPU s/Mpkt", CPU: true},
+	{Key: mTCP1, Label: "TCP, 1 stream", Unit: "Gbit/s", Higher: true, Test: testTCP1},
+	{Key: mTCP4, Label: "TCP, 4 streams", Unit: "Gbit/s", Higher: true, Test: testTCP4},
+	{Key: mUDP, Label: "UDP 64 B, received", Unit: "kpkt/s", Higher: true, Test: testUDP},
+	{Key: mRTT50, Label: "ping RTT 100/s, median", Unit: "µs", Test: testPing},
+	{Key: mRTT99, Label: "ping RTT 100/s, p99", Unit: "µs", Test: testPing},
+	{Key: mRTTSlow, Label: "ping RTT 1/s, median", Unit: "µs", Test: testPing1s},
+	{Key: mRTTLoad, Label: "ping RTT 100/s during UDP 64 B flood, median", Unit: "µs", MayLack: true, Test: testUDP},
+	{Key: mLossLoad, Label: "ping loss during UDP 64 B flood", Unit: "%", Test: testUDP},
+	{Key: mCPUTCP1, Label: "translator CPU, TCP 1 stream", Unit: "CPU s/Gbit", CPU: true, Test: testTCP1},
+	{Key: mCPUTCP4, Label: "translator CPU, TCP 4 streams", Unit: "CPU s/Gbit", CPU: true, Test: testTCP4},
+	{Key: mCPUUDP, Label: "translator CPU, UDP 64 B", Unit: "CPU s/Mpkt", CPU: true, Test: testUDP},
 	{Key: mStart, Label: "translator start until an echo passes", Unit: "s", CPU: true},
 }
 
@@ -100,10 +103,15 @@ func col(cond, setup string) string { return cond + "/" + setup }
 type results struct {
 	Rounds int
 	Values map[string]map[string][]float64
+	// RTTs keeps every echo's round-trip time (ms, in arrival order) of the
+	// ping tests: column -> metric -> round. A median of 10-30 sparse pings
+	// per round hides how wide they scatter; the JSON keeps them for
+	// quartiles over all rounds.
+	RTTs map[string]map[string][][]float64
 }
 
 func newResults(cols []string, rounds int) *results {
-	r := &results{Rounds: rounds, Values: map[string]map[string][]float64{}}
+	r := &results{Rounds: rounds, Values: map[string]map[string][]float64{}, RTTs: map[string]map[string][][]float64{}}
 	for _, s := range cols {
 		r.Values[s] = map[string][]float64{}
 		for _, m := range metrics {
@@ -119,6 +127,20 @@ func newResults(cols []string, rounds int) *results {
 
 func (r *results) set(setup, metric string, round int, v float64) {
 	r.Values[setup][metric][round] = v
+}
+
+// setRTTs keeps the single round-trip times (ms) behind a ping metric.
+func (r *results) setRTTs(setup, metric string, round int, rtts []float64) {
+	if r.RTTs == nil {
+		r.RTTs = map[string]map[string][][]float64{}
+	}
+	if r.RTTs[setup] == nil {
+		r.RTTs[setup] = map[string][][]float64{}
+	}
+	if r.RTTs[setup][metric] == nil {
+		r.RTTs[setup][metric] = make([][]float64, r.Rounds)
+	}
+	r.RTTs[setup][metric][round] = slices.Clone(rtts)
 }
 
 // median over the rounds of one setup's metric.
@@ -167,8 +189,9 @@ func (r *results) roundRatios(metric, num, den string) []float64 {
 
 // missing lists every measurement that did not produce a number, as
 // "condition/setup/metric/round N". CPU metrics are expected only for
-// translators (translated is keyed by column).
-func (r *results) missing(translated map[string]bool) []string {
+// translators (translated is keyed by column), and only the metrics of the
+// tests that ran (nil: all of them).
+func (r *results) missing(translated map[string]bool, tests testSet) []string {
 	var out []string
 	setups := make([]string, 0, len(r.Values))
 	for s := range r.Values {
@@ -177,7 +200,7 @@ func (r *results) missing(translated map[string]bool) []string {
 	sort.Strings(setups)
 	for _, s := range setups {
 		for _, m := range metrics {
-			if m.CPU && !translated[s] || m.MayLack {
+			if m.CPU && !translated[s] || m.MayLack || m.Test != "" && !tests.has(m.Test) {
 				continue
 			}
 			for i, v := range r.Values[s][m.Key] {
@@ -333,7 +356,9 @@ func writeJSON(path string, info runInfo, r *results) error {
 		Pings    int                              `json:"pings"`
 		Mappings int                              `json:"mappings"`
 		Values   map[string]map[string][]*float64 `json:"values"`
-	}{info.Date, info.Kernel, info.CPUModel, info.Cores, info.Rounds, info.Duration.Seconds(), info.Pings, info.Mappings, vals}
+		// RTTs: column -> ping metric -> round -> every echo's RTT, ms.
+		RTTs map[string]map[string][][]float64 `json:"rtts_ms"`
+	}{info.Date, info.Kernel, info.CPUModel, info.Cores, info.Rounds, info.Duration.Seconds(), info.Pings, info.Mappings, vals, r.RTTs}
 	b, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
 		return err
