@@ -161,7 +161,7 @@ func TestURingPeerGone(t *testing.T) {
 // ioWorkers counts the process's io_uring worker threads (io-wq,
 // "iou-wrk-*"): a read or write the ring could not make inline would
 // have started one.
-func ioWorkers(t *testing.T) int {
+func ioWorkers(t testing.TB) int {
 	t.Helper()
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
