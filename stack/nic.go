@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -264,6 +265,10 @@ type nicConn struct {
 	// and the time left of the current wait for a packet.
 	pfds    [2]unix.PollFd
 	rawLeft unix.Timespec
+	// polled: the queue has parked in the runtime poller since its last
+	// raw wait, so its thread may be the one that was blocked in the
+	// poller (handOffPoller).
+	polled bool
 	// once: readSyscall makes one recvmsg (the packet a ring frame
 	// flagged TP_STATUS_COPY left in the receive queue) and never waits.
 	once bool
@@ -304,7 +309,13 @@ func newNICConn(n *nicPath, file *os.File, queue int) (*nicConn, error) {
 	}
 	c := &nicConn{n: n, file: file, queue: queue, raw: raw, idle: func() {}, wake: wake}
 	c.readFn = c.readSyscall
-	c.waitFn = func(uintptr) bool { return c.ring.ready() }
+	c.waitFn = func(uintptr) bool {
+		if c.ring.ready() {
+			return true
+		}
+		c.polled = true
+		return false
+	}
 	c.spinFn = c.rawWait
 	c.writeErr = func() { c.stats.WriteErrors.Add(1) }
 	c.msg.Iov = &c.iov[0]
@@ -408,6 +419,10 @@ func (c *nicConn) Read(p []byte) (int, error) {
 			c.batch.flush(c.writeErr)
 			c.idle()
 			if c.rawLeft != (unix.Timespec{}) {
+				if c.polled {
+					c.polled = false
+					handOffPoller()
+				}
 				if c.raw.Control(c.spinFn) != nil {
 					return 0, os.ErrClosed
 				}
@@ -434,10 +449,8 @@ func (c *nicConn) Read(p []byte) (int, error) {
 // so the garbage collector never waits for it; the daemon gives the
 // runtime one P per queue beyond one per CPU, so that queues in this wait
 // do not take the Ps the rest of the program runs on. A read deadline
-// ends it (SetReadDeadline). A 1 ms wait, measured in session 5, put ping
-// RTT at 1.2-1.5 ms: once the raw wait has ended, a packet is noticed
-// through the runtime poller about a millisecond late (not understood
-// yet; docs/datapath.md, NIC mode). Tests change it.
+// ends it (SetReadDeadline). A queue that was woken through the poller
+// hands the poller on before it waits raw (handOffPoller). Tests change it.
 var nicRawWait = 2 * time.Second
 
 // rawWait is the Control callback of Read's wait that keeps the P: it
@@ -471,6 +484,24 @@ func (c *nicConn) rawWait(fd uintptr) {
 		c.drainWake()
 	}
 }
+
+// handOffPoller makes sure that a thread other than the caller's watches
+// the runtime poller before the caller waits raw. The runtime keeps one
+// idle thread blocked in epoll_wait; when a descriptor becomes ready that
+// thread takes an idle P and runs the goroutine itself, and the runtime
+// counts on the goroutine soon blocking again (a system call hands its P
+// on, a park lets the thread poll again). A raw wait does neither: it keeps
+// the thread and its P in ppoll, so no thread watches the poller, and any
+// other goroutine parked there (the other NIC's queue that a reply comes
+// to, the daemon's servers) waits until the raw wait ends or sysmon polls
+// (every 10 ms): a 1 ms raw wait put ping RTT at 1.2-1.5 ms
+// (TestNetnsNICPollerHandOff; docs/datapath.md, NIC mode). Gosched wakes
+// an idle P's thread (wakep) whenever one is idle and none is spinning;
+// that thread finds no work and, since nobody else is, blocks in the
+// poller; the caller's own thread takes the caller from the global run
+// queue right away. It costs one thread wake-up per wake-up through the
+// poller, which already cost more, and none while packets come in a row.
+func handOffPoller() { runtime.Gosched() }
 
 // pollError is what Read returns when the runtime poller ends a wait with
 // err: the deadline's passing as it is (the endpoint is stopping the

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -227,4 +229,54 @@ func TestNetnsNICRawWaitLinkDown(t *testing.T) {
 	pkt := ipv6(header.UDPProtocolNumber, cli6, srv6, make([]byte, 8))
 	send(pkt)
 	expectRead(t, got, pkt, "with the NIC up again")
+}
+
+// pingTimes sends count pings interval apart from the topology's client to
+// the server through the translator and returns their round trips, sorted.
+func pingTimes(t *testing.T, tp *topology, count int, interval string) []time.Duration {
+	t.Helper()
+	out := tp.cli.Run("ping", "-n", "-c", strconv.Itoa(count), "-i", interval, "-W", "2", serverV4)
+	var rtts []time.Duration
+	for _, line := range strings.Split(out, "\n") {
+		// 64 bytes from 198.51.100.10: icmp_seq=1 ttl=63 time=0.291 ms
+		_, after, ok := strings.Cut(line, " time=")
+		if !ok {
+			continue
+		}
+		ms, err := strconv.ParseFloat(strings.TrimSuffix(after, " ms"), 64)
+		if err != nil {
+			t.Fatalf("ping line %q: %v", line, err)
+		}
+		rtts = append(rtts, time.Duration(ms*float64(time.Millisecond)))
+	}
+	if len(rtts) < count/2 {
+		t.Fatalf("%d of %d pings answered:\n%s", len(rtts), count, out)
+	}
+	slices.Sort(rtts)
+	return rtts
+}
+
+// TestNetnsNICPollerHandOff: a queue woken through the runtime poller (its
+// raw wait had lapsed) hands the poller to another thread before its next
+// raw wait. The thread that was blocked in the poller is the one that runs
+// the woken queue, and a raw wait keeps it: without the hand-off no thread
+// watches the poller while the queue waits raw, so a ping's reply, which
+// arrives on the other NIC's socket whose queue is parked in the poller,
+// waited until the request's queue ended its raw wait or sysmon polled
+// (every 10 ms): 1 ms late with a 1 ms raw wait. Here the raw wait (50 ms)
+// lapses between pings (200 ms apart), so that every request and reply is
+// read through the poller, and the replies would wait about 10 ms.
+func TestNetnsNICPollerHandOff(t *testing.T) {
+	setNICRawWait(t, 50*time.Millisecond)
+	const queues = 2
+	// The daemon's Ps: one per CPU and one per NIC socket (procsForQueues).
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(runtime.NumCPU() + 2*queues))
+	tp := newModeTopology(t, modeNIC, 1520, queues)
+	tp.cli.Run("ping", "-c", "3", "-i", "0.05", "-W", "2", serverV4) // neighbours
+	rtts := pingTimes(t, tp, 21, "0.2")
+	med := rtts[len(rtts)/2]
+	t.Logf("ping RTT through the poller: median %v, min %v, max %v", med, rtts[0], rtts[len(rtts)-1])
+	if med > 4*time.Millisecond {
+		t.Errorf("median ping RTT %v with every packet read through the poller, want < 4 ms (a reply waited for sysmon's poll)", med)
+	}
 }
