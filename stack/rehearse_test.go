@@ -12,7 +12,8 @@ import (
 )
 
 // TestHandlerWarmQueueRehearses: WarmQueue replays the first packet the
-// queue forwarded after its last idle period through a translator whose
+// queue forwarded after its last idle period (of each direction: see
+// TestHandlerWarmQueueRehearsesBothDirections) through a translator whose
 // work is counted nowhere, and writes nothing: the link sees no packet,
 // the engine's totals and the link counters do not move. A packet the
 // engine drops does not become the one replayed, and neither does one
@@ -45,8 +46,8 @@ func TestHandlerWarmQueueRehearses(t *testing.T) {
 	deliver(dropped) // dropped: not replayed
 	deliver(first)   // the first forwarded after the idle period
 	deliver(second)  // not the first
-	if got := q.reh.pkt[q.reh.cur][:q.reh.n]; !bytes.Equal(got, first) {
-		t.Fatalf("replayed packet is %d bytes, want the first forwarded after idle (%d bytes)", len(got), len(first))
+	if s := &q.reh.dirs[dir4]; !bytes.Equal(s.pkt[s.cur][:s.n], first) {
+		t.Fatalf("replayed packet is %d bytes, want the first forwarded after idle (%d bytes)", s.n, len(first))
 	}
 	h.QueueIdle(0)
 	written, stats, totals := out.n, h.Stats(), eng.Totals()
@@ -76,6 +77,76 @@ func TestHandlerWarmQueueRehearses(t *testing.T) {
 	}
 }
 
+// TestHandlerWarmQueueRehearsesBothDirections: a queue carries both
+// directions of a flow (the steering program's doing), so it keeps the
+// first IPv4 and the first IPv6 packet forwarded after an idle period
+// and replays both: a reply that follows its request with or without an
+// idle period between them does not replace the request, and the next
+// request and reply both find their own lookups' lines and code warm. A
+// later idle period with traffic in one direction only renews that
+// direction's sample.
+func TestHandlerWarmQueueRehearsesBothDirections(t *testing.T) {
+	const udp = header.UDPProtocolNumber
+	request := func(n int, seed byte) []byte {
+		return ipv4(udp, cli4, srv4, l4(udp, cli4, srv4, payload(n, seed), false), 0, 0)
+	}
+	reply := func(n int, seed byte) []byte {
+		return ipv6(udp, srv6, cli6, l4(udp, srv6, cli6, payload(n, seed), false))
+	}
+	for _, idleBetween := range []bool{false, true} {
+		eng := testEngine(t)
+		out := &captureWriter{}
+		h := NewHandler(out, 1, func() Translator { return eng.NewWorker() }, nil)
+		q := h.queues[0]
+		deliver := func(pkt []byte) {
+			t.Helper()
+			proto := header.IPv4ProtocolNumber
+			if pkt[0]>>4 == 6 {
+				proto = header.IPv6ProtocolNumber
+			}
+			pb := chainedPacket(pkt)
+			h.DeliverNetworkPacket(proto, pb)
+			pb.DecRef()
+		}
+		sampled := func(d int) []byte {
+			s := &q.reh.dirs[d]
+			return s.pkt[s.cur][:s.n]
+		}
+		req1, rep1 := request(56, 1), reply(56, 2)
+		h.QueueIdle(0)
+		deliver(req1)
+		if idleBetween {
+			h.QueueIdle(0)
+		}
+		deliver(rep1)
+		if !idleBetween {
+			deliver(request(80, 3)) // not the first of either direction
+			deliver(reply(80, 4))
+		}
+		if !bytes.Equal(sampled(dir4), req1) || !bytes.Equal(sampled(dir6), rep1) {
+			t.Fatalf("idle between: %v: samples of %d and %d bytes, want the request (%d) and the reply (%d)",
+				idleBetween, len(sampled(dir4)), len(sampled(dir6)), len(req1), len(rep1))
+		}
+		h.QueueIdle(0)
+		written, totals := out.n, eng.Totals()
+		for range 3 {
+			h.WarmQueue(0)
+		}
+		if q.reh.runs != 6 {
+			t.Errorf("idle between: %v: %d rehearsals forwarded after 3 periods, want 6 (both directions)", idleBetween, q.reh.runs)
+		}
+		if out.n != written || eng.Totals() != totals {
+			t.Errorf("idle between: %v: rehearsals wrote %d packets or moved the totals", idleBetween, out.n-written)
+		}
+		req2 := request(100, 5)
+		deliver(req2)
+		if !bytes.Equal(sampled(dir4), req2) || !bytes.Equal(sampled(dir6), rep1) {
+			t.Errorf("idle between: %v: after a request alone, samples of %d and %d bytes, want the new request (%d) and the old reply (%d)",
+				idleBetween, len(sampled(dir4)), len(sampled(dir6)), len(req2), len(rep1))
+		}
+	}
+}
+
 // TestHandlerWarmQueueWithoutRehearsal: a translator that cannot make a
 // rehearsal translator (not an *xlat.Worker) gets no rehearsals and no
 // copies of its packets.
@@ -87,8 +158,8 @@ func TestHandlerWarmQueueWithoutRehearsal(t *testing.T) {
 	h.DeliverNetworkPacket(header.IPv4ProtocolNumber, pb)
 	pb.DecRef()
 	h.WarmQueue(0)
-	if q := h.queues[0]; q.reh.n != 0 || q.reh.runs != 0 || q.reh.frame != nil {
-		t.Errorf("sampled %d bytes, %d rehearsals, frame %v: want none", q.reh.n, q.reh.runs, q.reh.frame != nil)
+	if q := h.queues[0]; q.reh.dirs[dir4].n != 0 || q.reh.runs != 0 || q.reh.frame != nil {
+		t.Errorf("sampled %d bytes, %d rehearsals, frame %v: want none", q.reh.dirs[dir4].n, q.reh.runs, q.reh.frame != nil)
 	}
 	if out.n != 1 {
 		t.Errorf("%d packets written, want 1", out.n)
