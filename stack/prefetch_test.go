@@ -109,17 +109,14 @@ func TestLinkLoopPrefetch(t *testing.T) {
 	t.Logf("%d of %d packets announced in %d batches", probe.announced, 56*batch, probe.calls)
 }
 
-// BenchmarkHandlerBatch1M is the Handler's dispatch of a batch as a queue
-// on its io_uring makes it, without the system calls: 16 UDP datagrams
-// (the most reads a queue posts at once) to or from random servers of a
-// table of 1,048,576 /32 <-> /128 mappings, delivered one by one
-// ("deliver") or after the Handler's PrefetchBatch of the batch
-// ("prefetch"). The packets are PacketBuffers from elsewhere, which the
-// Handler copies into its frame (the fd path; a tun's queue delivers in
-// place), their headers rewritten before each batch from a pool of 8192.
-// cpu-ns/packet is the benchmarking thread's CPU time per packet.
-func BenchmarkHandlerBatch1M(b *testing.B) {
-	const n, batch, pool = 1 << 20, 16, 1 << 13
+// engine1M returns an engine with the RFC 6052 prefix of the tests and a
+// table of 1,048,576 /32 <-> /128 mappings (20.x.y.z <-> 2001:db8:6::...),
+// and those mappings.
+func engine1M(b *testing.B) (*xlat.Engine, []mapping.Entry) { return engineN(b, 1<<20) }
+
+// engineN is engine1M with a table of the first n of those mappings.
+func engineN(b *testing.B, n int) (*xlat.Engine, []mapping.Entry) {
+	b.Helper()
 	entries := make([]mapping.Entry, n)
 	for i := range entries {
 		v4 := [4]byte{20, byte(i >> 16), byte(i >> 8), byte(i)}
@@ -142,6 +139,22 @@ func BenchmarkHandlerBatch1M(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return eng, entries
+}
+
+// BenchmarkHandlerBatch1M is the Handler's dispatch of a batch as a queue
+// on its io_uring makes it, without the system calls: 16 UDP datagrams
+// (the most reads a queue posts at once) to or from random servers of a
+// table of 1,048,576 /32 <-> /128 mappings, delivered one by one
+// ("deliver") or after the Handler's PrefetchBatch of the batch
+// ("prefetch"). The packets are PacketBuffers from elsewhere, which the
+// Handler copies into its frame (the fd path; a tun's queue delivers in
+// place), their headers rewritten before each batch from a pool of 8192.
+// cpu-ns/packet is the benchmarking thread's CPU time per packet.
+func BenchmarkHandlerBatch1M(b *testing.B) {
+	const batch, pool = 16, 1 << 13
+	eng, entries := engine1M(b)
+	n := uint64(len(entries))
 	const udp = header.UDPProtocolNumber
 	rnd := uint64(646)
 	next := func() mapping.Entry {
