@@ -228,7 +228,14 @@ type rehearsal struct {
 	// becomes the one replayed; set when the queue goes idle
 	// (QueueIdle), cleared per direction by the packet kept.
 	want uint8
-	runs uint64 // rehearsals that forwarded, for tests
+	// lead is the direction of the first packet forwarded after the
+	// queue last rehearsed, that is after a wait of a millisecond or more:
+	// the side that starts an exchange after a pause (a ping's request),
+	// replayed last so that its path is the freshest when the next
+	// exchange starts. warmed: a rehearsal ran since then.
+	lead   int
+	warmed bool
+	runs   uint64 // rehearsals that forwarded, for tests
 }
 
 // rehearsalSample is one direction's packet replayed by a queue.
@@ -257,8 +264,9 @@ type rehearsalSample struct {
 // called on q's dispatch goroutine.
 func (h *Handler) WarmQueue(q int) {
 	hq := h.queues[q%len(h.queues)]
-	hq.rehearse(dir4)
-	hq.rehearse(dir6)
+	hq.rehearse(1 - hq.reh.lead)
+	hq.rehearse(hq.reh.lead)
+	hq.reh.warmed = true
 }
 
 // rehearse replays the queue's sample packet of direction d (WarmQueue).
@@ -325,6 +333,9 @@ func (q *handlerQueue) keepSample() {
 	s.cur, s.n, s.nextN = 1-s.cur, s.nextN, 0
 	s.hasOff, s.off = s.nextHasOff, s.nextOff
 	r.want &^= 1 << r.next
+	if r.warmed {
+		r.lead, r.warmed = r.next, false
+	}
 }
 
 // rehearsalSink drops what a rehearsal's engine emits.

@@ -87,7 +87,9 @@ func TestHandlerWarmQueueRehearses(t *testing.T) {
 // idle period between them does not replace the request, and the next
 // request and reply both find their own lookups' lines and code warm. A
 // later idle period with traffic in one direction only renews that
-// direction's sample.
+// direction's sample. The direction of the first packet after the
+// rehearsals is replayed last (its path freshest when the next exchange
+// starts).
 func TestHandlerWarmQueueRehearsesBothDirections(t *testing.T) {
 	const udp = header.UDPProtocolNumber
 	request := func(n int, seed byte) []byte {
@@ -141,11 +143,27 @@ func TestHandlerWarmQueueRehearsesBothDirections(t *testing.T) {
 		if out.n != written || eng.Totals() != totals {
 			t.Errorf("idle between: %v: rehearsals wrote %d packets or moved the totals", idleBetween, out.n-written)
 		}
+		if q.reh.lead != dir4 {
+			t.Errorf("idle between: %v: the direction replayed last is %d, want the request's (%d)", idleBetween, q.reh.lead, dir4)
+		}
+		// After rehearsals, a reply that comes first (the other side
+		// starts the next exchange) becomes the direction replayed last,
+		// and a request behind it does not take that over.
+		rep2 := reply(100, 5)
+		deliver(rep2)
+		h.QueueIdle(0)
+		deliver(request(90, 6))
+		if q.reh.lead != dir6 || !bytes.Equal(sampled(dir6), rep2) {
+			t.Errorf("idle between: %v: lead %d and a reply sample of %d bytes after a reply came first, want %d and %d",
+				idleBetween, q.reh.lead, len(sampled(dir6)), dir6, len(rep2))
+		}
+		h.WarmQueue(0)
+		h.QueueIdle(0)
 		req2 := request(100, 5)
 		deliver(req2)
-		if !bytes.Equal(sampled(dir4), req2) || !bytes.Equal(sampled(dir6), rep1) {
-			t.Errorf("idle between: %v: after a request alone, samples of %d and %d bytes, want the new request (%d) and the old reply (%d)",
-				idleBetween, len(sampled(dir4)), len(sampled(dir6)), len(req2), len(rep1))
+		if !bytes.Equal(sampled(dir4), req2) || !bytes.Equal(sampled(dir6), rep2) || q.reh.lead != dir4 {
+			t.Errorf("idle between: %v: after a request alone, samples of %d and %d bytes and lead %d, want the new request (%d), the last reply (%d) and %d",
+				idleBetween, len(sampled(dir4)), len(sampled(dir6)), q.reh.lead, len(req2), len(rep2), dir4)
 		}
 	}
 }
