@@ -221,8 +221,7 @@ type rehearsal struct {
 	frame  *tun.Frame // the replay's memory, made at the first rehearsal
 	offNow xlat.Offload
 	dirs   [2]rehearsalSample // by sampleDir
-	// next is the direction of the packet being translated, sampled if
-	// dirs[next].nextN != 0.
+	// next is the direction of the packet sampled last (sample).
 	next int
 	// want: the directions (bit sampleDir) whose next forwarded packet
 	// becomes the one replayed; set when the queue goes idle
@@ -304,17 +303,17 @@ func (q *handlerQueue) rehearse(d int) {
 
 // sample copies the packet about to be translated if the queue wants a new
 // packet of its direction to rehearse (once per idle period and
-// direction; whole packets without segmentation offload only).
-func (q *handlerQueue) sample(off *xlat.Offload) {
+// direction; whole packets without segmentation offload only), and
+// reports whether it did: keepSample keeps the copy if the engine then
+// forwards the packet.
+func (q *handlerQueue) sample(off *xlat.Offload) bool {
 	r := &q.reh
-	// A packet sampled before one the engine panicked on is forgotten.
-	r.dirs[r.next].nextN = 0
 	if len(q.cur) == 0 || len(q.cur) > rehearsalMax || off != nil && off.GSOType&^xlat.GSOECN != xlat.GSONone {
-		return
+		return false
 	}
 	d := sampleDir(q.cur)
 	if r.want&(1<<d) == 0 {
-		return
+		return false
 	}
 	s := &r.dirs[d]
 	r.next = d
@@ -323,6 +322,7 @@ func (q *handlerQueue) sample(off *xlat.Offload) {
 	if off != nil {
 		s.nextOff = *off
 	}
+	return true
 }
 
 // keepSample makes the packet sampled before translation the one replayed
@@ -454,16 +454,10 @@ func (q *handlerQueue) translate(buf []byte, start, end int, off *xlat.Offload, 
 		cs = m.cur.Load()
 		ent = cs.entry(q.cur)
 	}
-	if q.reh.want != 0 {
-		q.sample(off)
-	}
+	sampled := q.reh.want != 0 && q.sample(off)
 	res := q.tr.Process(buf, start, end, off, q)
-	if q.reh.dirs[q.reh.next].nextN != 0 {
-		if res.Verdict == xlat.Forward {
-			q.keepSample()
-		} else {
-			q.reh.dirs[q.reh.next].nextN = 0
-		}
+	if sampled && res.Verdict == xlat.Forward {
+		q.keepSample()
 	}
 	if ent >= 0 && res.Verdict != xlat.Drop {
 		c := &cs.queue[q.index][ent]
