@@ -187,47 +187,92 @@ func (h *Handler) TakesFrames(e *tun.Endpoint) bool {
 func (h *Handler) QueueIdle(q int) {
 	hq := h.queues[q%len(h.queues)]
 	hq.flush()
-	hq.reh.want = hq.reh.tr != nil
+	if hq.reh.tr != nil {
+		hq.reh.want = wantBoth
+	}
 }
 
 // rehearsalMax is the largest packet kept for rehearsals: a copy of it is
-// made once per idle period, so super-packets are left out.
+// made once per idle period and direction, so super-packets are left out.
 const rehearsalMax = 2048
 
-// rehearsal is a queue's copy of a packet its translator forwarded
-// recently, and what replays it (WarmQueue).
+// The directions a queue keeps a sample of, by the version of the packet
+// read (sampleDir): IPv4 packets (translated to IPv6) and IPv6 packets.
+// The steering program puts both directions of a flow on one queue
+// (stack/tun, "Queue steering"), so a queue that forwarded a request
+// forwards its reply too, and the next request and the next reply each
+// look up their own index lines (an IPv4 slot, an IPv6 bucket) and run
+// their own direction's code.
+const (
+	dir4     = 0
+	dir6     = 1
+	wantBoth = 1<<dir4 | 1<<dir6
+)
+
+// sampleDir is the direction whose sample pkt (non-empty) would be: the
+// version nibble's bit 1 is 0 for 4 and 1 for 6. Other versions, which
+// the engine drops, are never kept (only forwarded packets are).
+func sampleDir(pkt []byte) int { return int(pkt[0] >> 5 & 1) }
+
+// rehearsal is a queue's copy of the packets its translator forwarded
+// recently, one per direction, and what replays them (WarmQueue).
 type rehearsal struct {
-	tr    Translator // counted nowhere (xlat.Worker.Rehearsal); nil: no rehearsals
-	frame *tun.Frame // the replay's memory, made at the first rehearsal
+	tr     Translator // counted nowhere (xlat.Worker.Rehearsal); nil: no rehearsals
+	frame  *tun.Frame // the replay's memory, made at the first rehearsal
+	offNow xlat.Offload
+	dirs   [2]rehearsalSample // by sampleDir
+	// next is the direction of the packet sampled last (sample).
+	next int
+	// want: the directions (bit sampleDir) whose next forwarded packet
+	// becomes the one replayed; set when the queue goes idle
+	// (QueueIdle), cleared per direction by the packet kept.
+	want uint8
+	// lead is the direction of the first packet forwarded after the
+	// queue last rehearsed, that is after a wait of a millisecond or more:
+	// the side that starts an exchange after a pause (a ping's request),
+	// replayed last so that its path is the freshest when the next
+	// exchange starts. warmed: a rehearsal ran since then.
+	lead   int
+	warmed bool
+	runs   uint64 // rehearsals that forwarded, for tests
+}
+
+// rehearsalSample is one direction's packet replayed by a queue.
+type rehearsalSample struct {
 	// pkt[cur][:n] is the packet replayed, with offload metadata off if
 	// hasOff; pkt[1-cur][:nextN] is the one being translated, copied
 	// before the engine rewrote it, which replaces it once forwarded.
-	pkt                  [2][rehearsalMax]byte
-	cur                  int
-	n, nextN             int
-	off, nextOff, offNow xlat.Offload
-	hasOff, nextHasOff   bool
-	// want: the queue went idle (QueueIdle), so the next packet it
-	// translates becomes the one replayed.
-	want bool
-	runs uint64 // rehearsals that forwarded, for tests
+	pkt                [2][rehearsalMax]byte
+	cur                int
+	n, nextN           int
+	off, nextOff       xlat.Offload
+	hasOff, nextHasOff bool
 }
 
 // WarmQueue implements tun.WarmDispatcher: while queue q waits for packets
-// after recent traffic, it translates a copy of a packet the queue
-// forwarded after its last idle period with a translator whose counts go
-// nowhere, and makes and frees the PacketBuffer the result would go out in,
-// writing nothing. The next packet then finds the engine's and gVisor's
-// code and the mapping table's lines warm: a packet after a gap of more
-// than a few ms otherwise spent several times the user time of one right
-// after another (docs/datapath.md, "Where a ping's microseconds went").
-// It is called on q's dispatch goroutine.
-func (h *Handler) WarmQueue(q int) { h.queues[q%len(h.queues)].rehearse() }
+// after recent traffic, it translates a copy of the first IPv4 and the
+// first IPv6 packet the queue forwarded after its last idle period with a
+// translator whose counts go nowhere, and makes and frees the
+// PacketBuffer each result would go out in, writing nothing. The next
+// packet in either direction then finds the engine's and gVisor's code
+// and the mapping table's lines warm: a packet after a gap of more than a
+// few ms otherwise spent several times the user time of one right after
+// another, and in a table of a million entries the lines of each
+// direction's lookups are cold after such a gap (docs/datapath.md, "Where
+// a ping's microseconds went", "Batches and the mapping table"). It is
+// called on q's dispatch goroutine.
+func (h *Handler) WarmQueue(q int) {
+	hq := h.queues[q%len(h.queues)]
+	hq.rehearse(1 - hq.reh.lead)
+	hq.rehearse(hq.reh.lead)
+	hq.reh.warmed = true
+}
 
-// rehearse replays the queue's sample packet (WarmQueue).
-func (q *handlerQueue) rehearse() {
+// rehearse replays the queue's sample packet of direction d (WarmQueue).
+func (q *handlerQueue) rehearse(d int) {
 	r := &q.reh
-	if r.n == 0 || r.tr == nil {
+	s := &r.dirs[d]
+	if s.n == 0 || r.tr == nil {
 		return
 	}
 	defer func() {
@@ -235,7 +280,7 @@ func (q *handlerQueue) rehearse() {
 			// The engine panics on this packet now (a new
 			// configuration?); the packet path recovers from that on its
 			// own. Forget the sample rather than panic every period.
-			r.n = 0
+			s.n = 0
 			q.stats.Panics.Add(1)
 		}
 	}()
@@ -243,10 +288,10 @@ func (q *handlerQueue) rehearse() {
 		r.frame = tun.NewFrame()
 	}
 	buf := r.frame.Bytes()
-	n := copy(buf[tun.FramePacket:], r.pkt[r.cur][:r.n])
+	n := copy(buf[tun.FramePacket:], s.pkt[s.cur][:s.n])
 	var off *xlat.Offload
-	if r.hasOff {
-		r.offNow = r.off
+	if s.hasOff {
+		r.offNow = s.off
 		off = &r.offNow
 	}
 	res := r.tr.Process(buf, tun.FramePacket, tun.FramePacket+n, off, rehearsalSink{})
@@ -257,27 +302,40 @@ func (q *handlerQueue) rehearse() {
 }
 
 // sample copies the packet about to be translated if the queue wants a new
-// packet to rehearse (once per idle period; whole packets without
-// segmentation offload only).
-func (q *handlerQueue) sample(off *xlat.Offload) {
+// packet of its direction to rehearse (once per idle period and
+// direction; whole packets without segmentation offload only), and
+// reports whether it did: keepSample keeps the copy if the engine then
+// forwards the packet.
+func (q *handlerQueue) sample(off *xlat.Offload) bool {
 	r := &q.reh
-	r.nextN = 0
-	if len(q.cur) > rehearsalMax || off != nil && off.GSOType&^xlat.GSOECN != xlat.GSONone {
-		return
+	if len(q.cur) == 0 || len(q.cur) > rehearsalMax || off != nil && off.GSOType&^xlat.GSOECN != xlat.GSONone {
+		return false
 	}
-	r.nextN = copy(r.pkt[1-r.cur][:], q.cur)
-	r.nextHasOff = off != nil
+	d := sampleDir(q.cur)
+	if r.want&(1<<d) == 0 {
+		return false
+	}
+	s := &r.dirs[d]
+	r.next = d
+	s.nextN = copy(s.pkt[1-s.cur][:], q.cur)
+	s.nextHasOff = off != nil
 	if off != nil {
-		r.nextOff = *off
+		s.nextOff = *off
 	}
+	return true
 }
 
-// keepSample makes the packet sampled before translation the one replayed,
-// now that the engine forwarded it.
+// keepSample makes the packet sampled before translation the one replayed
+// in its direction, now that the engine forwarded it.
 func (q *handlerQueue) keepSample() {
 	r := &q.reh
-	r.cur, r.n, r.nextN, r.want = 1-r.cur, r.nextN, 0, false
-	r.hasOff, r.off = r.nextHasOff, r.nextOff
+	s := &r.dirs[r.next]
+	s.cur, s.n, s.nextN = 1-s.cur, s.nextN, 0
+	s.hasOff, s.off = s.nextHasOff, s.nextOff
+	r.want &^= 1 << r.next
+	if r.warmed {
+		r.lead, r.warmed = r.next, false
+	}
 }
 
 // rehearsalSink drops what a rehearsal's engine emits.
@@ -396,11 +454,9 @@ func (q *handlerQueue) translate(buf []byte, start, end int, off *xlat.Offload, 
 		cs = m.cur.Load()
 		ent = cs.entry(q.cur)
 	}
-	if q.reh.want {
-		q.sample(off)
-	}
+	sampled := q.reh.want != 0 && q.sample(off)
 	res := q.tr.Process(buf, start, end, off, q)
-	if q.reh.nextN != 0 && res.Verdict == xlat.Forward {
+	if sampled && res.Verdict == xlat.Forward {
 		q.keepSample()
 	}
 	if ent >= 0 && res.Verdict != xlat.Drop {
