@@ -108,15 +108,7 @@ func renderMarkdown(info runInfo, r *results) string {
 	translated := func(c condition, key string) bool { return info.Translated[col(c.Key, key)] }
 	for _, c := range info.Conds {
 		w("\n### %s on the veths: medians over rounds (min–max)\n\n", c.Label)
-		w("| metric | unit |")
-		for _, s := range info.Setups {
-			w(" %s |", s.Label)
-		}
-		w("\n|---|---|")
-		for range info.Setups {
-			w("---:|")
-		}
-		w("\n")
+		setupsHeader(w, "| metric | unit |", info.Setups)
 		for _, m := range metrics {
 			w("| %s | %s |", m.Label, m.Unit)
 			for _, s := range info.Setups {
@@ -311,6 +303,20 @@ func renderRTTComparison(w func(string, ...any), info runInfo, r *results, label
 	}
 }
 
+// setupsHeader writes a table's header: two left columns named by lead
+// ("| a | b |"), then one right-aligned column per setup.
+func setupsHeader(w func(string, ...any), lead string, setups []setup) {
+	w("%s", lead)
+	for _, s := range setups {
+		w(" %s |", s.Label)
+	}
+	w("\n|---|---|")
+	for range setups {
+		w("---:|")
+	}
+	w("\n")
+}
+
 // renderEchoSpread gives the idle pings' every echo, all rounds pooled:
 // median and quartiles, and how many echoes. The targets go by the
 // median of each round's median, and a round of 10 sparse pings moves by
@@ -320,15 +326,8 @@ func renderEchoSpread(w func(string, ...any), info runInfo, r *results) {
 	if len(r.RTTs) == 0 {
 		return
 	}
-	w("\n### Idle pings, every echo of every round: median (p25–p75) µs, echoes\n\n| veths | pings |")
-	for _, s := range info.Setups {
-		w(" %s |", s.Label)
-	}
-	w("\n|---|---|")
-	for range info.Setups {
-		w("---:|")
-	}
-	w("\n")
+	w("\n### Idle pings, every echo of every round: median (p25–p75) µs, echoes\n\n")
+	setupsHeader(w, "| veths | pings |", info.Setups)
 	for _, c := range info.Conds {
 		for _, row := range []struct{ metric, what string }{{mRTT50, "100/s"}, {mRTTSlow, "1/s"}} {
 			w("| %s | %s |", c.Label, row.what)
