@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/map646/map646/internal/netnstest"
+	"github.com/map646/map646/internal/testenv"
 	"github.com/map646/map646/stack/xlat"
 	"golang.org/x/sys/unix"
 )
@@ -161,7 +162,7 @@ func BenchmarkTunCopy64K(b *testing.B) {
 				var setupErr error
 				rc.Control(func(f uintptr) { r, setupErr = newRing(8, int(f)) })
 				if setupErr != nil {
-					b.Skipf("no io_uring: %v", setupErr)
+					testenv.SkipOrFailf(b, "no io_uring: %v", setupErr)
 				}
 				defer r.close()
 				if fixed {
