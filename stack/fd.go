@@ -55,6 +55,7 @@ func serveFDs(ctx context.Context, newTranslator func() Translator, fds []int, m
 		return nil, fmt.Errorf("stack: fd %d: %w", fds[0], err)
 	}
 	tuns := true
+	infos := make([]FDInfo, len(fds))
 	for i, fd := range fds {
 		if err := unix.SetNonblock(fd, true); err != nil {
 			return nil, fmt.Errorf("stack: fd %d: %w", fd, err)
@@ -67,6 +68,14 @@ func serveFDs(ctx context.Context, newTranslator func() Translator, fds []int, m
 		if err := distinctQueue(fds[:i], fd, info, len(fds)); err != nil {
 			return nil, fmt.Errorf("stack: %w", err)
 		}
+		infos[i] = info
+	}
+	warn := slog.New(slog.DiscardHandler).Warn
+	if log != nil {
+		warn = log.Warn
+	}
+	if err := checkAllQueues(fds, infos, warn); err != nil {
+		return nil, fmt.Errorf("stack: %w", err)
 	}
 	if tuns {
 		return serveTunFDs(ctx, newTranslator, fds, mtu, vnetHdr, log)

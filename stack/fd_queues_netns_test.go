@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -57,6 +58,101 @@ func TestNetnsFDQueuesAreDistinct(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			d, err := ServeFDQueues(ctx, testEngine(t), c.fds, 1500, maxVnetHdr, nil)
+			if c.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				cancel()
+				if err := d.Wait(); err != nil {
+					t.Error(err)
+				}
+				return
+			}
+			if err == nil {
+				cancel()
+				d.Wait()
+				t.Fatalf("served %v", c.fds)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error %q, want it to say %q", err, c.want)
+			}
+		})
+	}
+}
+
+// TestNetnsFDQueuesAllHandedOver: the descriptors of a multi-queue tun
+// must be all the queues attached to it. The kernel spreads flows over
+// every attached queue, so with 3 attached and 2 handed over a third of
+// the flows would go to a queue nobody here reads while every served
+// queue looks healthy: ServeFDQueues refuses that, saying how many queues
+// the tun has. A queue detached with IFF_DETACH_QUEUE gets no packets and
+// does not count. The tun lives in a namespace of its own, as an
+// inherited one may, so the count comes from a sysfs mounted for that
+// namespace (attachedQueues); from inside the namespace, from /sys.
+func TestNetnsFDQueuesAllHandedOver(t *testing.T) {
+	netnstest.RequireTun(t, "dp-")
+	ns := netnstest.New(t, "dp-fdqa-")
+	var three, detached []int
+	if err := ns.Do(func() (err error) {
+		if three, err = openTunQueues("dp-mq3", 3, 0); err != nil {
+			return err
+		}
+		if detached, err = openTunQueues("dp-mqd", 3, 0); err != nil {
+			return err
+		}
+		ifr, err := unix.NewIfreq("")
+		if err != nil {
+			return err
+		}
+		ifr.SetUint16(unix.IFF_DETACH_QUEUE)
+		if err := unix.IoctlIfreq(detached[2], unix.TUNSETQUEUE, ifr); err != nil {
+			return fmt.Errorf("TUNSETQUEUE IFF_DETACH_QUEUE: %w", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range append(append([]int(nil), three...), detached...) {
+		defer unix.Close(fd)
+	}
+	if got := ns.Run("ls", "/sys/class/net/dp-mq3/queues"); strings.Count(got, "rx-") != 3 {
+		t.Fatalf("ip netns exec ls /sys/class/net/dp-mq3/queues: %q, want 3 rx queues", got)
+	}
+	t.Run("count", func(t *testing.T) {
+		for _, c := range []struct {
+			fd   int
+			name string
+			want int
+		}{{three[0], "dp-mq3", 3}, {detached[0], "dp-mqd", 2}} {
+			n, err := attachedQueues(c.fd, c.name)
+			if err != nil || n != c.want {
+				t.Errorf("attachedQueues(%s) from outside its namespace = %d, %v; want %d", c.name, n, err, c.want)
+			}
+			if err := ns.Do(func() error {
+				n, err := attachedQueues(c.fd, c.name)
+				if err != nil || n != c.want {
+					return fmt.Errorf("attachedQueues(%s) from inside its namespace = %d, %v; want %d", c.name, n, err, c.want)
+				}
+				return nil
+			}); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	for _, c := range []struct {
+		name string
+		fds  []int
+		want string // "": served
+	}{
+		{name: "2 of 3 queues", fds: three[:2], want: "tun dp-mq3 has 3 queues attached but 2 of them were handed over"},
+		{name: "1 of 3 queues", fds: three[2:], want: "has 3 queues attached but 1 of them"},
+		{name: "all 3 queues", fds: three},
+		{name: "the 2 attached queues of 3", fds: detached[:2]},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			d, err := ServeFDQueues(ctx, testEngine(t), c.fds, 1500, 0, nil)
 			if c.want == "" {
 				if err != nil {
 					t.Fatal(err)
