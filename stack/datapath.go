@@ -48,6 +48,9 @@ type Datapath struct {
 
 	watchMu sync.Mutex
 	watch   []stallWatch // per queue, for Check
+	// queues counts the queues of the inherited multi-queue tuns served
+	// (nil: none), for Check (watchQueues).
+	queues *queueCheck
 
 	errOnce sync.Once
 	err     error
@@ -96,7 +99,25 @@ func (d *Datapath) Check() error {
 			stalled = fmt.Errorf("queue %d: stalled on one packet for over %v", i, stuck.Round(time.Millisecond))
 		}
 	}
-	return stalled
+	if stalled != nil {
+		return stalled
+	}
+	return d.queues.check()
+}
+
+// watchQueues makes Check count the queues of the tuns qc watches, until
+// the data path has stopped: a queue attached to one of them after it
+// started (by a process that kept a descriptor of it) takes flows that
+// nobody here reads.
+func (d *Datapath) watchQueues(qc *queueCheck) {
+	if qc == nil || len(qc.tuns) == 0 {
+		return
+	}
+	d.queues = qc
+	go func() {
+		<-d.done
+		qc.close()
+	}()
 }
 
 // Healthy reports whether the data path is forwarding: every queue is

@@ -74,13 +74,21 @@ func serveFDs(ctx context.Context, newTranslator func() Translator, fds []int, m
 	if log != nil {
 		warn = log.Warn
 	}
-	if err := checkAllQueues(fds, infos, warn); err != nil {
+	qc, err := checkAllQueues(fds, infos, warn)
+	if err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
 	if tuns {
-		return serveTunFDs(ctx, newTranslator, fds, mtu, vnetHdr, log)
+		d, err := serveTunFDs(ctx, newTranslator, fds, mtu, vnetHdr, log)
+		if err != nil {
+			qc.close()
+			return nil, err
+		}
+		d.watchQueues(qc)
+		return d, nil
 	}
 	d := newDatapath(log)
+	d.watchQueues(qc)
 	var eps fdQueues
 	for _, fd := range fds {
 		eps = append(eps, newRawFDEndpoint(fd, mtu, vnetHdr, d.log))

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -32,8 +34,13 @@ var errQueuesUnknown = errors.New("cannot tell how many queues the tun has")
 // queues left out), which sysfs lists as queues/rx-N. infos are ProbeFD's
 // answers for fds. Where the count cannot be read, warn is told why and
 // the descriptors are served.
-func checkAllQueues(fds []int, infos []FDInfo, warn func(msg string, args ...any)) error {
+//
+// A queue can still be attached later (TUNSETIFF by another process, or
+// IFF_ATTACH_QUEUE on a descriptor kept detached): the queueCheck
+// returned counts again (Datapath.Check); close releases what it keeps.
+func checkAllQueues(fds []int, infos []FDInfo, warn func(msg string, args ...any)) (*queueCheck, error) {
 	handed := map[string][]int{}
+	kind := map[string]string{}
 	var names []string
 	for i, info := range infos {
 		if !info.Tun || !info.MultiQueue {
@@ -41,48 +48,132 @@ func checkAllQueues(fds []int, infos []FDInfo, warn func(msg string, args ...any
 		}
 		if handed[info.Interface] == nil {
 			names = append(names, info.Interface)
+			kind[info.Interface] = "tun"
+			if info.Tap {
+				kind[info.Interface] = "tap"
+			}
 		}
 		handed[info.Interface] = append(handed[info.Interface], fds[i])
 	}
+	qc := &queueCheck{}
 	for _, name := range names {
 		mine := handed[name]
-		n, err := attachedQueues(mine[0], name)
+		count, release := queueCounter(mine[0], name)
+		n, err := count()
 		if err != nil {
-			warn("inherited tun: cannot check that every queue was handed over; flows the kernel puts on a queue not handed over are lost", "interface", name, "fds", mine, "err", err)
+			release()
+			warn("inherited "+kind[name]+": cannot check that every queue was handed over; flows the kernel puts on a queue not handed over are lost", "interface", name, "fds", mine, "err", err)
 			continue
 		}
+		qc.tuns = append(qc.tuns, countedTun{name: kind[name] + " " + name, served: len(mine), count: count, release: release})
 		if n > len(mine) {
-			return fmt.Errorf("tun %s has %d queues attached but %d of them were handed over (fds %v): the kernel spreads flows over all %d, and those put on the other %d would be lost; hand over every queue, or detach the others first (TUNSETQUEUE with IFF_DETACH_QUEUE)",
-				name, n, len(mine), mine, n, n-len(mine))
+			qc.close()
+			return nil, fmt.Errorf("%s %s has %d queues attached but %d of them were handed over (fds %v): the kernel spreads flows over all %d, and those put on the other %d would be lost; hand over every queue, or detach the others first (TUNSETQUEUE with IFF_DETACH_QUEUE)",
+				kind[name], name, n, len(mine), mine, n, n-len(mine))
 		}
 	}
-	return nil
+	return qc, nil
+}
+
+// queueCheck counts the queues of the multi-queue tuns a data path serves
+// again while it runs (checkAllQueues), at most once per
+// queueRecountEvery: Datapath.Check, which the daemon calls every
+// second, reports the last count's finding in between.
+type queueCheck struct {
+	mu   sync.Mutex
+	tuns []countedTun
+	last int64 // monoNow of the last count; 0: none yet
+	err  error // what it found
+}
+
+// queueRecountEvery is how often queueCheck counts again: a queue
+// attached behind the data path's back shows in its health within this
+// (and a health poll) without a sysfs mount a second where the tun is in
+// another namespace.
+var queueRecountEvery = 5 * time.Second
+
+// countedTun is one tun whose queues queueCheck counts.
+type countedTun struct {
+	name    string
+	served  int                 // the queues handed over
+	count   func() (int, error) // queueCounter's
+	release func()
+}
+
+// check reports a tun that has more queues attached than the data path
+// serves; a count that fails now is no fault (the tun going away stops the
+// data path by itself). qc may be nil: nothing to count.
+func (qc *queueCheck) check() error {
+	if qc == nil {
+		return nil
+	}
+	qc.mu.Lock()
+	defer qc.mu.Unlock()
+	now := monoNow()
+	if qc.last != 0 && time.Duration(now-qc.last) < queueRecountEvery {
+		return qc.err
+	}
+	qc.last, qc.err = now, nil
+	for _, t := range qc.tuns {
+		if n, err := t.count(); err == nil && n > t.served {
+			qc.err = fmt.Errorf("%s has %d queues attached now, %d of them served here: the flows the kernel puts on the other %d are lost", t.name, n, t.served, n-t.served)
+			break
+		}
+	}
+	return qc.err
+}
+
+// close releases what the counts keep (a namespace descriptor); check
+// counts nothing afterwards.
+func (qc *queueCheck) close() {
+	if qc == nil {
+		return
+	}
+	qc.mu.Lock()
+	defer qc.mu.Unlock()
+	for _, t := range qc.tuns {
+		t.release()
+	}
+	qc.tuns = nil
 }
 
 // attachedQueues returns how many queues are attached to the tun named
-// name behind the queue descriptor fd: the rx-N entries of its sysfs
-// queues directory. A sysfs shows the devices of the network namespace
-// that mounted it, so /sys is read directly only when the tun is in this
-// process's namespace and /sys agrees on the device's ifindex; otherwise
-// a sysfs of the tun's namespace (TUNGETDEVNETNS) is mounted on a thread
-// of its own, in a mount namespace of its own, which ends with it
-// (needs CAP_SYS_ADMIN).
+// name behind the queue descriptor fd (queueCounter).
 func attachedQueues(fd int, name string) (int, error) {
-	nsfd, nsErr := unix.IoctlRetInt(fd, tunGetDevNetns)
-	if nsErr == nil {
-		defer unix.Close(nsfd)
-	}
-	same := nsErr == nil && sameNetns(nsfd)
-	if same || nsErr != nil {
-		// Without TUNGETDEVNETNS (no CAP_NET_ADMIN, an old kernel) the
-		// tun is taken to be in this namespace if /sys agrees.
-		if n, err := sysfsQueues("/sys", name, true); err == nil {
+	count, release := queueCounter(fd, name)
+	defer release()
+	return count()
+}
+
+// queueCounter returns what counts the queues attached to the tun named
+// name behind the queue descriptor fd, now and later: the rx-N entries of
+// its sysfs queues directory. A sysfs shows the devices of the network
+// namespace that mounted it, so /sys is read directly only when the tun
+// is in this process's namespace and /sys agrees on the device's
+// ifindex; otherwise a sysfs of the tun's namespace (TUNGETDEVNETNS,
+// kept open until release) is mounted on a thread of its own, in a mount
+// namespace of its own, which ends with it (needs CAP_SYS_ADMIN).
+func queueCounter(fd int, name string) (count func() (int, error), release func()) {
+	direct := func() (int, error) { return sysfsQueues("/sys", name, true) }
+	nsfd, nsErr := unix.IoctlRetInt(fd, tunGetDevNetns) // O_CLOEXEC (open_related_ns)
+	if nsErr != nil {
+		// Without TUNGETDEVNETNS (no CAP_NET_ADMIN, a kernel before
+		// 5.2) the tun is taken to be in this namespace if /sys agrees.
+		return func() (int, error) {
+			n, err := direct()
+			if err != nil {
+				return 0, fmt.Errorf("%w: TUNGETDEVNETNS: %v; /sys: %v", errQueuesUnknown, nsErr, err)
+			}
 			return n, nil
-		} else if nsErr != nil {
-			return 0, fmt.Errorf("%w: TUNGETDEVNETNS: %v; /sys: %v", errQueuesUnknown, nsErr, err)
+		}, func() {}
+	}
+	if sameNetns(nsfd) {
+		if _, err := direct(); err == nil {
+			unix.Close(nsfd)
+			return direct, func() {}
 		}
 	}
-	return queuesInNetns(nsfd, name)
+	return func() (int, error) { return queuesInNetns(nsfd, name) }, func() { unix.Close(nsfd) }
 }
 
 // sameNetns reports whether the namespace descriptor nsfd is this

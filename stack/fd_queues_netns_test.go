@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -172,5 +173,124 @@ func TestNetnsFDQueuesAllHandedOver(t *testing.T) {
 				t.Errorf("error %q, want it to say %q", err, c.want)
 			}
 		})
+	}
+}
+
+// TestNetnsFDQueuesAttachedLater: a queue attached to the inherited tun
+// after the data path started (another process's TUNSETIFF) takes flows
+// nobody here reads: Check reports it, naming the tun, within a recount
+// (queueRecountEvery), and is content again once that queue is detached.
+func TestNetnsFDQueuesAttachedLater(t *testing.T) {
+	netnstest.RequireTun(t, "dp-")
+	ns := netnstest.New(t, "dp-fdql-")
+	defer func(e time.Duration) { queueRecountEvery = e }(queueRecountEvery)
+	queueRecountEvery = 0
+	var two, third []int
+	if err := ns.Do(func() (err error) {
+		two, err = openTunQueues("dp-mql", 2, 0)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, fd := range append(two, third...) {
+			unix.Close(fd)
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d, err := ServeFDQueues(ctx, testEngine(t), two, 1500, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Wait()
+	defer cancel()
+	if err := d.Check(); err != nil {
+		t.Fatalf("all queues served: %v", err)
+	}
+	if err := ns.Do(func() error {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		third = append(third, fd)
+		ifr, err := unix.NewIfreq("dp-mql")
+		if err != nil {
+			return err
+		}
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_MULTI_QUEUE)
+		return unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Check(); err == nil || !strings.Contains(err.Error(), "tun dp-mql has 3 queues attached now, 2 of them served here") {
+		t.Fatalf("Check with a third queue attached = %v", err)
+	}
+	if d.Healthy() {
+		t.Fatal("healthy with a third of the flows going to a queue nobody reads")
+	}
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifr.SetUint16(unix.IFF_DETACH_QUEUE)
+	if err := unix.IoctlIfreq(third[0], unix.TUNSETQUEUE, ifr); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Check(); err != nil {
+		t.Fatalf("Check with the third queue detached again = %v", err)
+	}
+}
+
+// TestNetnsTapQueuesAllHandedOver: a tap opened with IFF_MULTI_QUEUE
+// spreads flows over its queues as a tun does, so ServeTap, which serves
+// one descriptor, refuses a tap that has another queue attached.
+func TestNetnsTapQueuesAllHandedOver(t *testing.T) {
+	netnstest.RequireTun(t, "dp-")
+	ns := netnstest.New(t, "dp-tapqa-")
+	var fds []int
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	if err := ns.Do(func() error {
+		for range 2 {
+			fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			fds = append(fds, fd)
+			ifr, err := unix.NewIfreq("dp-tapq")
+			if err != nil {
+				return err
+			}
+			ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_MULTI_QUEUE)
+			if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+				return fmt.Errorf("TUNSETIFF: %w", err)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if d, err := ServeTap(ctx, testEngine(t), TapConfig{FD: fds[0], MTU: 1500, MAC: tapMAC}, nil); err == nil || !strings.Contains(err.Error(), "tap dp-tapq has 2 queues attached but 1 of them were handed over") {
+		if err == nil {
+			cancel()
+			d.Wait()
+		}
+		t.Fatalf("ServeTap on 1 of 2 queues: %v", err)
+	}
+	unix.Close(fds[1])
+	fds = fds[:1]
+	d, err := ServeTap(ctx, testEngine(t), TapConfig{FD: fds[0], MTU: 1500, MAC: tapMAC}, nil)
+	if err != nil {
+		t.Fatalf("ServeTap on the only queue: %v", err)
+	}
+	cancel()
+	if err := d.Wait(); err != nil {
+		t.Error(err)
 	}
 }

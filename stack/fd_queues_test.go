@@ -73,15 +73,17 @@ func TestCheckAllQueuesSkipsSingleQueues(t *testing.T) {
 	var warned []string
 	warn := func(msg string, _ ...any) { warned = append(warned, msg) }
 	infos := []FDInfo{{}, {Tun: true, Interface: "dp-sq0"}}
-	if err := checkAllQueues([]int{-1, -1}, infos, warn); err != nil || len(warned) != 0 {
-		t.Fatalf("checkAllQueues = %v, warnings %q", err, warned)
+	qc, err := checkAllQueues([]int{-1, -1}, infos, warn)
+	if err != nil || len(warned) != 0 || len(qc.tuns) != 0 {
+		t.Fatalf("checkAllQueues = %+v, %v, warnings %q", qc, err, warned)
 	}
 	// A multi-queue tun whose count cannot be read (fd -1: no
 	// TUNGETDEVNETNS, and no such interface in /sys) is served with a
 	// warning that says what may be lost.
 	infos = []FDInfo{{Tun: true, MultiQueue: true, Interface: "dp-gone0"}}
-	if err := checkAllQueues([]int{-1}, infos, warn); err != nil || len(warned) != 1 || !strings.Contains(warned[0], "lost") {
-		t.Fatalf("checkAllQueues = %v, warnings %q", err, warned)
+	qc, err = checkAllQueues([]int{-1}, infos, warn)
+	if err != nil || len(warned) != 1 || !strings.Contains(warned[0], "lost") || len(qc.tuns) != 0 {
+		t.Fatalf("checkAllQueues = %+v, %v, warnings %q", qc, err, warned)
 	}
 }
 

@@ -95,6 +95,17 @@ func ServeTap(ctx context.Context, eng *xlat.Engine, c TapConfig, log *slog.Logg
 		return nil, fmt.Errorf("stack: tap fd %d: %w", c.FD, err)
 	}
 	d := newDatapath(log)
+	// A tap opened with IFF_MULTI_QUEUE spreads flows over every queue
+	// attached to it, as a tun does: this one must be its only one.
+	info, err := ProbeFD(c.FD)
+	if err != nil {
+		return nil, fmt.Errorf("stack: tap %w", err)
+	}
+	qc, err := checkAllQueues([]int{c.FD}, []FDInfo{info}, d.log.Warn)
+	if err != nil {
+		return nil, fmt.Errorf("stack: %w", err)
+	}
+	d.watchQueues(qc)
 	ep := newTapEndpoint(c, func(a netip.Addr) bool { return ownsForNeighbours(eng.Config(), a) }, d.log)
 	serveFDEndpoints(ctx, d, fdQueues{ep}, func() Translator { return eng.NewWorker() })
 	return d, nil
