@@ -33,7 +33,9 @@ var errQueuesUnknown = errors.New("cannot tell how many queues the tun has")
 // (tun_set_real_num_queues, after every attach and detach, detached
 // queues left out), which sysfs lists as queues/rx-N. infos are ProbeFD's
 // answers for fds. Where the count cannot be read, warn is told why and
-// the descriptors are served.
+// the descriptors are served. A descriptor handed over that is a detached
+// queue is attached first (attachQueue), so that the count of attached
+// queues is the descriptors' own plus any other.
 //
 // A queue can still be attached later (TUNSETIFF by another process, or
 // IFF_ATTACH_QUEUE on a descriptor kept detached): the queueCheck
@@ -58,6 +60,12 @@ func checkAllQueues(fds []int, infos []FDInfo, warn func(msg string, args ...any
 	qc := &queueCheck{}
 	for _, name := range names {
 		mine := handed[name]
+		var attached []int
+		for _, fd := range mine {
+			if attachQueue(fd, kind[name]+" "+name, warn) {
+				attached = append(attached, fd)
+			}
+		}
 		count, release := queueCounter(mine[0], name)
 		n, err := count()
 		if err != nil {
@@ -68,11 +76,46 @@ func checkAllQueues(fds []int, infos []FDInfo, warn func(msg string, args ...any
 		qc.tuns = append(qc.tuns, countedTun{name: kind[name] + " " + name, served: len(mine), count: count, release: release})
 		if n > len(mine) {
 			qc.close()
+			for _, fd := range attached {
+				setQueue(fd, unix.IFF_DETACH_QUEUE) // as they were handed over
+			}
 			return nil, fmt.Errorf("%s %s has %d queues attached but %d of them were handed over (fds %v): the kernel spreads flows over all %d, and those put on the other %d would be lost; hand over every queue, or detach the others first (TUNSETQUEUE with IFF_DETACH_QUEUE)",
 				kind[name], name, n, len(mine), mine, n, n-len(mine))
 		}
 	}
 	return qc, nil
+}
+
+// attachQueue attaches the queue descriptor fd of a multi-queue tun
+// (named what) if it was detached (TUNSETQUEUE with IFF_DETACH_QUEUE), and
+// says so through warn. A detached queue keeps its device (TUNGETIFF
+// answers, writes go through) but the kernel puts no packet on it, so a
+// detached queue handed over would be served idle, and the count of
+// attached queues would no longer tell whether all of them were handed
+// over. The only way to ask is to attach: TUNSETQUEUE with
+// IFF_ATTACH_QUEUE is EINVAL on a queue that is attached already
+// (tun_set_queue: no tfile->detached) and changes nothing then.
+// It reports whether it attached fd.
+func attachQueue(fd int, what string, warn func(msg string, args ...any)) bool {
+	switch err := setQueue(fd, unix.IFF_ATTACH_QUEUE); {
+	case err == nil:
+		warn("inherited "+what+": fd "+strconv.Itoa(fd)+" was a detached queue (IFF_DETACH_QUEUE), which receives nothing; attached it so that it is served", "fd", fd)
+		return true
+	case errors.Is(err, unix.EINVAL):
+	default:
+		warn("inherited "+what+": cannot tell whether fd "+strconv.Itoa(fd)+" is an attached queue (a detached one receives nothing)", "fd", fd, "err", err)
+	}
+	return false
+}
+
+// setQueue is TUNSETQUEUE with flags (IFF_ATTACH_QUEUE, IFF_DETACH_QUEUE).
+func setQueue(fd int, flags uint16) error {
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		return err
+	}
+	ifr.SetUint16(flags)
+	return unix.IoctlIfreq(fd, unix.TUNSETQUEUE, ifr)
 }
 
 // queueCheck counts the queues of the multi-queue tuns a data path serves

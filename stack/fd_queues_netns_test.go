@@ -1,8 +1,10 @@
 package stack
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -292,5 +294,76 @@ func TestNetnsTapQueuesAllHandedOver(t *testing.T) {
 	cancel()
 	if err := d.Wait(); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestNetnsFDDetachedQueue: a queue detached with IFF_DETACH_QUEUE keeps
+// its device (TUNGETIFF answers) but receives nothing. Handed over, it is
+// attached again and served, with a warning; and a detached queue handed
+// over with another process's attached queue left out is refused, as
+// that queue takes flows nobody here reads (counting alone would see 2
+// queues attached for 2 descriptors).
+func TestNetnsFDDetachedQueue(t *testing.T) {
+	netnstest.RequireTun(t, "dp-")
+	ns := netnstest.New(t, "dp-fddq-")
+	var fds []int
+	if err := ns.Do(func() (err error) {
+		fds, err = openTunQueues("dp-mqx", 3, 0)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	detach := func(fd int) {
+		t.Helper()
+		ifr, err := unix.NewIfreq("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ifr.SetUint16(unix.IFF_DETACH_QUEUE)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETQUEUE, ifr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	detach(fds[1])
+	detach(fds[2])
+	// fds[0] and the detached fds[1] handed over, fds[2] detached
+	// (nobody's): both served, fds[1] attached again.
+	var logged bytes.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := ServeFDQueues(ctx, testEngine(t), fds[:2], 1500, 0, slog.New(slog.NewTextHandler(&logged, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := attachedQueues(fds[0], "dp-mqx"); err != nil || n != 2 {
+		t.Errorf("%d queues attached while serving, %v; want 2", n, err)
+	}
+	if want := fmt.Sprintf("fd %d was a detached queue", fds[1]); !strings.Contains(logged.String(), want) {
+		t.Errorf("log %q, want it to say %q", logged.String(), want)
+	}
+	cancel()
+	if err := d.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// Now fds[1] is attached and fds[2] detached: fds[0] and fds[2]
+	// handed over leave fds[1] attached and unread.
+	// The refusal leaves fds[2] detached, as it was handed over.
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	d, err = ServeFDQueues(ctx, testEngine(t), []int{fds[0], fds[2]}, 1500, 0, nil)
+	if err == nil {
+		cancel()
+		d.Wait()
+		t.Fatal("served 2 queues of a tun that has 3 attached once the detached one is attached")
+	}
+	if want := "has 3 queues attached but 2 of them were handed over"; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q, want it to say %q", err, want)
+	}
+	if n, err := attachedQueues(fds[0], "dp-mqx"); err != nil || n != 2 {
+		t.Errorf("%d queues attached after the refusal, %v; want 2 (fds[2] detached again)", n, err)
 	}
 }

@@ -77,12 +77,13 @@ func TestCheckAllQueuesSkipsSingleQueues(t *testing.T) {
 	if err != nil || len(warned) != 0 || len(qc.tuns) != 0 {
 		t.Fatalf("checkAllQueues = %+v, %v, warnings %q", qc, err, warned)
 	}
-	// A multi-queue tun whose count cannot be read (fd -1: no
-	// TUNGETDEVNETNS, and no such interface in /sys) is served with a
-	// warning that says what may be lost.
+	// A multi-queue tun whose queue cannot be asked whether it is
+	// attached, nor its queues counted (fd -1: no TUNSETQUEUE, no
+	// TUNGETDEVNETNS, and no such interface in /sys) is served with
+	// warnings that say what may be lost.
 	infos = []FDInfo{{Tun: true, MultiQueue: true, Interface: "dp-gone0"}}
 	qc, err = checkAllQueues([]int{-1}, infos, warn)
-	if err != nil || len(warned) != 1 || !strings.Contains(warned[0], "lost") || len(qc.tuns) != 0 {
+	if err != nil || len(warned) != 2 || !strings.Contains(warned[0], "receives nothing") || !strings.Contains(warned[1], "lost") || len(qc.tuns) != 0 {
 		t.Fatalf("checkAllQueues = %+v, %v, warnings %q", qc, err, warned)
 	}
 }
