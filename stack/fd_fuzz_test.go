@@ -181,7 +181,7 @@ func (f *fuzzFD) inspectInput(data []byte) fuzzInput {
 		if at+2 > len(in.ip) {
 			return in
 		}
-		binary.BigEndian.PutUint16(in.ip[at:], ^checksum.Checksum(in.ip[off.CsumStart:], 0))
+		completeChecksum(in.ip, off)
 	}
 	proto, src, dst, seg, ok := simpleIP(in.ip)
 	if !ok {
@@ -190,6 +190,19 @@ func (f *fuzzFD) inspectInput(data []byte) fuzzInput {
 	in.l4 = proto
 	in.csumValid = transportChecksumOK(proto, src, dst, seg)
 	return in
+}
+
+// completeChecksum completes the partial checksum of p that off
+// describes (VIRTIO_NET_HDR_F_NEEDS_CSUM) as the kernel does
+// (skb_checksum_help): a sum that folds to 0 is written as 0xffff, the
+// same value in one's complement, since a UDP checksum of 0 means none.
+func completeChecksum(p []byte, off xlat.Offload) {
+	at := int(off.CsumStart) + int(off.CsumOffset)
+	c := ^checksum.Checksum(p[off.CsumStart:], 0)
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(p[at:], c)
 }
 
 // simpleIP splits an unfragmented IPv4 packet or an IPv6 packet without
@@ -363,8 +376,7 @@ func (f *fuzzFD) checkWritten(w []byte, in fuzzInput) error {
 		}
 	}
 	if off.Flags&xlat.OffloadNeedsCsum != 0 {
-		at := int(off.CsumStart) + int(off.CsumOffset)
-		binary.BigEndian.PutUint16(p[at:], ^checksum.Checksum(p[off.CsumStart:], 0))
+		completeChecksum(p, off)
 	}
 	if pr, src, dst, seg, ok := simpleIP(p); ok && in.csumValid && pr == proto && (pr == 6 || pr == 17) {
 		if !transportChecksumOK(pr, src, dst, seg) {
