@@ -201,8 +201,8 @@ func (d *daemon) kernelFault() error {
 // when it changed, so that BGP and router advertisements withdraw.
 func (d *daemon) checkHealth(announce func()) {
 	fault := d.kernelFault()
-	if fault == nil && !d.dp.Healthy() {
-		fault = errors.New("data path workers not forwarding")
+	if fault == nil {
+		fault = dataPathFault(d.dp)
 	}
 	h := fault == nil
 	if d.opts.OnHealth != nil {
@@ -221,4 +221,21 @@ func (d *daemon) checkHealth(announce func()) {
 		d.log.Warn("unhealthy: withdrawing announcements", "why", fault.Error())
 	}
 	announce()
+}
+
+// dataPathFault says why dp is not forwarding, nil if it is: its Check's
+// error where it has one (stack.Datapath: a queue stuck or ended, a queue
+// attached to an inherited tun that nobody here reads), so that the
+// warning that withdraws the announcements names the cause.
+func dataPathFault(dp datapath) error {
+	if c, ok := dp.(interface{ Check() error }); ok {
+		if err := c.Check(); err != nil {
+			return fmt.Errorf("data path: %w", err)
+		}
+		return nil
+	}
+	if !dp.Healthy() {
+		return errors.New("data path workers not forwarding")
+	}
+	return nil
 }
