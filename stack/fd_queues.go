@@ -180,14 +180,6 @@ func (qc *queueCheck) close() {
 	qc.tuns = nil
 }
 
-// attachedQueues returns how many queues are attached to the tun named
-// name behind the queue descriptor fd (queueCounter).
-func attachedQueues(fd int, name string) (int, error) {
-	count, release := queueCounter(fd, name)
-	defer release()
-	return count()
-}
-
 // queueCounter returns what counts the queues attached to the tun named
 // name behind the queue descriptor fd, now and later: the rx-N entries of
 // its sysfs queues directory. A sysfs shows the devices of the network

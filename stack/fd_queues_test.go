@@ -92,3 +92,11 @@ func netInterfaceIndex(name string) (string, error) {
 	b, err := os.ReadFile("/sys/class/net/" + name + "/ifindex")
 	return strings.TrimSpace(string(b)), err
 }
+
+// attachedQueues returns how many queues are attached to the tun named
+// name behind the queue descriptor fd, counted once (queueCounter).
+func attachedQueues(fd int, name string) (int, error) {
+	count, release := queueCounter(fd, name)
+	defer release()
+	return count()
+}
