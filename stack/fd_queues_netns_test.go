@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -365,5 +366,54 @@ func TestNetnsFDDetachedQueue(t *testing.T) {
 	}
 	if n, err := attachedQueues(fds[0], "dp-mqx"); err != nil || n != 2 {
 		t.Errorf("%d queues attached after the refusal, %v; want 2 (fds[2] detached again)", n, err)
+	}
+}
+
+// TestNetnsFDQueuesCountedFromOwnSysfs: a daemon in the tun's namespace
+// with that namespace's sysfs on /sys (as `ip netns exec` and a
+// container give it) counts the queues from /sys, with no right to mount
+// anything: the test binary runs itself there without CAP_SYS_ADMIN,
+// opens a tun of 3 queues and checks 2 of them.
+func TestNetnsFDQueuesCountedFromOwnSysfs(t *testing.T) {
+	if os.Getenv("MAP646_QUEUES_HELPER") == "1" {
+		countFromOwnSysfs(t)
+		return
+	}
+	netnstest.RequireTun(t, "dp-")
+	ns := netnstest.New(t, "dp-fdqo-")
+	out, err := ns.Output("setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin",
+		"env", "MAP646_QUEUES_HELPER=1", os.Args[0], "-test.run=^TestNetnsFDQueuesCountedFromOwnSysfs$", "-test.count=1", "-test.v")
+	if err != nil || !strings.Contains(out, "--- PASS: TestNetnsFDQueuesCountedFromOwnSysfs") {
+		t.Fatalf("without CAP_SYS_ADMIN in the tun's namespace: %v\n%s", err, out)
+	}
+}
+
+// countFromOwnSysfs is TestNetnsFDQueuesCountedFromOwnSysfs inside the
+// namespace.
+func countFromOwnSysfs(t *testing.T) {
+	fds, err := openTunQueues("dp-own", 3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	nsfd, err := unix.IoctlRetInt(fds[0], tunGetDevNetns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(nsfd)
+	if _, err := queuesInNetns(nsfd, "dp-own"); err == nil {
+		t.Fatal("a sysfs was mounted without CAP_SYS_ADMIN: this run does not show that /sys was read")
+	}
+	if n, err := attachedQueues(fds[0], "dp-own"); err != nil || n != 3 {
+		t.Fatalf("attachedQueues = %d, %v; want 3", n, err)
+	}
+	infos := []FDInfo{{Tun: true, MultiQueue: true, Interface: "dp-own"}, {Tun: true, MultiQueue: true, Interface: "dp-own"}}
+	_, err = checkAllQueues(fds[:2], infos, func(string, ...any) {})
+	if err == nil || !strings.Contains(err.Error(), "tun dp-own has 3 queues attached but 2 of them were handed over") {
+		t.Fatalf("checkAllQueues on 2 of 3 queues: %v", err)
 	}
 }
