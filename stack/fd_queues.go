@@ -259,18 +259,13 @@ func sysfsQueues(root, name string, check bool) (int, error) {
 }
 
 // queuesInNetns counts name's queues in the network namespace nsfd from a
-// sysfs mounted for it, on a locked thread that has its own mount
-// namespace and is never unlocked: the runtime ends the thread with the
-// goroutine, so no other goroutine runs in its namespaces.
+// sysfs mounted for it, on a thread of its own (throwawayThread) that has
+// its own mount namespace.
 func queuesInNetns(nsfd int, name string) (int, error) {
-	type result struct {
-		n   int
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		n, err := func() (int, error) {
+	var n int
+	var err error
+	throwawayThread(func() {
+		n, err = func() (int, error) {
 			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
 				return 0, fmt.Errorf("unshare(CLONE_NEWNS): %w", err)
 			}
@@ -285,11 +280,39 @@ func queuesInNetns(nsfd int, name string) (int, error) {
 			}
 			return sysfsQueues("/sys", name, false)
 		}()
-		done <- result{n, err}
-	}()
-	r := <-done
-	if r.err != nil {
-		return 0, fmt.Errorf("%w in its network namespace: %v", errQueuesUnknown, r.err)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("%w in its network namespace: %v", errQueuesUnknown, err)
 	}
-	return r.n, nil
+	return n, nil
+}
+
+// throwawayThread runs f, which may change its thread's namespaces, on a
+// locked OS thread that is never unlocked, so that the runtime ends the
+// thread with the goroutine and no other goroutine runs in them; and
+// never on the process's main thread, which the runtime cannot end (it
+// parks it for good) and whose namespaces are what /proc/PID/ns,
+// /proc/PID/net and /proc/PID/mountinfo show, and what `ip netns
+// identify` and `nsenter -t` read: the daemon would appear to live in the
+// tun's namespace. A goroutine that finds itself on the main thread hands
+// f to another while it keeps that thread.
+func throwawayThread(f func()) {
+	done := make(chan struct{})
+	run := func() {
+		runtime.LockOSThread()
+		f()
+		close(done)
+	}
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() != unix.Getpid() {
+			f()
+			close(done)
+			return
+		}
+		go run() // not on this thread: it is locked to us until done
+		<-done
+		runtime.UnlockOSThread()
+	}()
+	<-done
 }

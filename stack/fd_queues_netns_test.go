@@ -417,3 +417,53 @@ func countFromOwnSysfs(t *testing.T) {
 		t.Fatalf("checkAllQueues on 2 of 3 queues: %v", err)
 	}
 }
+
+// TestNetnsFDQueuesLeaveTheMainThread: counting the queues of a tun in
+// another namespace (a sysfs mounted on a thread in that namespace) leaves
+// the process's main thread alone, whose namespaces /proc/PID/ns/net and
+// /proc/PID/mountinfo show (`ip netns identify PID`, `nsenter -t PID`),
+// however often it is done: a goroutine that locks its thread and exits
+// on the main thread does not end it but parks it for good, in the
+// tun's namespaces.
+func TestNetnsFDQueuesLeaveTheMainThread(t *testing.T) {
+	netnstest.RequireTun(t, "dp-")
+	ns := netnstest.New(t, "dp-fdqm-")
+	var fds []int
+	if err := ns.Do(func() (err error) {
+		fds, err = openTunQueues("dp-mqm", 2, 0)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	mainNetns := func() uint64 {
+		var st unix.Stat_t
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", os.Getpid()), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	sysfsMounts := func() int {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", os.Getpid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(string(b), " - sysfs ")
+	}
+	ino, mounts := mainNetns(), sysfsMounts()
+	for i := range 200 {
+		if n, err := attachedQueues(fds[0], "dp-mqm"); err != nil || n != 2 {
+			t.Fatalf("count %d: %d queues, %v; want 2", i, n, err)
+		}
+		if got := mainNetns(); got != ino {
+			t.Fatalf("count %d: the main thread is in network namespace %d now, not %d", i, got, ino)
+		}
+	}
+	if got := sysfsMounts(); got != mounts {
+		t.Errorf("the main thread sees %d sysfs mounts after the counts, %d before", got, mounts)
+	}
+}
