@@ -105,3 +105,46 @@ func FuzzHandlerRehearsal(f *testing.F) {
 		}
 	})
 }
+
+// TestHandlerRehearsalSampleSize: a packet longer than a sample's store
+// (rehearsalMax) is forwarded but not kept, and the next packet of its
+// direction is; one of exactly rehearsalMax bytes is kept whole.
+func TestHandlerRehearsalSampleSize(t *testing.T) {
+	const udp = header.UDPProtocolNumber
+	eng := testEngine(t)
+	out := &captureWriter{discard: true}
+	h := NewHandler(out, 1, func() Translator { return eng.NewWorker() }, nil)
+	q := h.queues[0]
+	deliver := func(pkt []byte) {
+		t.Helper()
+		pb := chainedPacket(pkt)
+		h.DeliverNetworkPacket(header.IPv4ProtocolNumber, pb)
+		pb.DecRef()
+	}
+	sized := func(n int, seed byte) []byte {
+		p := ipv4(udp, cli4, srv4, l4(udp, cli4, srv4, payload(n-28, seed), false), header.IPv4FlagDontFragment, 0)
+		if len(p) != n {
+			t.Fatalf("built %d bytes, want %d", len(p), n)
+		}
+		return p
+	}
+	sample := func() []byte {
+		s := &q.reh.dirs[dir4]
+		return s.pkt[s.cur][:s.n]
+	}
+	h.QueueIdle(0)
+	deliver(sized(rehearsalMax+1, 1))
+	if out.n != 1 || len(sample()) != 0 || q.reh.want&(1<<dir4) == 0 {
+		t.Fatalf("after a packet of %d bytes: %d written, a sample of %d bytes, want %b; want 1, none, the IPv4 sample still wanted",
+			rehearsalMax+1, out.n, len(sample()), q.reh.want)
+	}
+	full := sized(rehearsalMax, 2)
+	deliver(full)
+	if !bytes.Equal(sample(), full) {
+		t.Fatalf("a packet of %d bytes kept as %d bytes", len(full), len(sample()))
+	}
+	h.WarmQueue(0)
+	if q.reh.runs != 1 || out.n != 2 {
+		t.Errorf("%d rehearsals, %d written; want 1 and 2", q.reh.runs, out.n)
+	}
+}
