@@ -58,9 +58,9 @@ func checkAllQueues(fds []int, infos []FDInfo, warn func(msg string, args ...any
 		handed[info.Interface] = append(handed[info.Interface], fds[i])
 	}
 	qc := &queueCheck{}
+	var attached []int // by attachQueue, detached again if refused
 	for _, name := range names {
 		mine := handed[name]
-		var attached []int
 		for _, fd := range mine {
 			if attachQueue(fd, kind[name]+" "+name, warn) {
 				attached = append(attached, fd)
