@@ -102,11 +102,6 @@ func serveLinkHooks(ctx context.Context, newTranslator func() Translator, ep *tu
 		s.ShortVnetHdr += es.ShortVnetHdr
 		s.InvalidVnetHdr += es.InvalidVnetHdr
 		s.NotIP += es.NotIP
-		// The queues' io_uring writes fail after WritePackets returned:
-		// the endpoint counts those, the Handler the others.
-		s.WriteErrors += es.WriteErrors
-		s.MergedDatagrams += es.MergedDatagrams
-		s.MergedWrites += es.MergedWrites
 		if hooks.stats != nil {
 			hooks.stats(s)
 		}

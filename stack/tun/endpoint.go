@@ -197,16 +197,12 @@ type LinkStats struct {
 	// DropLogSuppressed counts drop log lines not written because the
 	// drop log's rate limit was spent.
 	DropLogSuppressed uint64
-	// MergedDatagrams counts the UDP datagrams written inside USO
-	// super-packets of two or more (merge.go), MergedWrites those
-	// super-packets: MergedDatagrams / MergedWrites datagrams per write.
-	MergedDatagrams, MergedWrites uint64
 }
 
 // Counters are LinkStats a goroutine updates while others read them.
 type Counters struct {
 	Reads, Writes, ReadErrors, WriteErrors, ShortVnetHdr, InvalidVnetHdr, NotIP, Panics atomic.Uint64
-	LinkChatter, DropLogSuppressed, MergedDatagrams, MergedWrites                       atomic.Uint64
+	LinkChatter, DropLogSuppressed                                                      atomic.Uint64
 }
 
 // AddTo adds the counters to s.
@@ -221,8 +217,6 @@ func (c *Counters) AddTo(s *LinkStats) {
 	s.Panics += c.Panics.Load()
 	s.LinkChatter += c.LinkChatter.Load()
 	s.DropLogSuppressed += c.DropLogSuppressed.Load()
-	s.MergedDatagrams += c.MergedDatagrams.Load()
-	s.MergedWrites += c.MergedWrites.Load()
 }
 
 // Endpoint is a multi-queue tun (or any set of Conns with virtio_net_hdr
@@ -297,9 +291,6 @@ type queue struct {
 	// (uringio_linux.go); uringOn: the loop runs on the ring now.
 	uio     *uringIO
 	uringOn atomic.Bool
-	// uso6: the tun took USO6 (TUN_F_USO6), so the queue's io_uring
-	// writes UDP/IPv6 super-packets of the datagrams it merged.
-	uso6 bool
 
 	wmu  sync.Mutex
 	wbuf []byte // MrgVnetHdrLen + GSOMaxSize: packets from outside the frame
@@ -387,7 +378,7 @@ func newEndpoint(conns []Conn, mtu, offloads, hdr int, bounded func(Conn) bool) 
 	}
 	for i, c := range conns {
 		q := &queue{index: i, name: fmt.Sprintf("tun queue %d", i), conn: c, frame: NewFrame(), hdr: hdr, readAt: FramePacket - hdr,
-			wbuf: make([]byte, MrgVnetHdrLen+GSOMaxSize), idle: func() {}, uso6: offloads&OffloadUSO6 != 0}
+			wbuf: make([]byte, MrgVnetHdrLen+GSOMaxSize), idle: func() {}}
 		if q.rio = newRawIO(c, bounded(c)); q.rio != nil {
 			q.rio.waitFn = q.waitRead
 			q.rio.writeFn = q.writeFd
@@ -761,7 +752,7 @@ func (e *Endpoint) writePacket(pkt *gvstack.PacketBuffer) tcpip.Error {
 		if !q.encodeHdr(b, &q.frame.Offload) {
 			return &tcpip.ErrNotSupported{}
 		}
-		if q.uio.queueWrite(b, &q.frame.Offload) {
+		if q.uio.queueWrite(b) {
 			return nil // written after the delivery, with the next batch
 		}
 		m, err := q.write(b)

@@ -8,8 +8,6 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
-
-	"github.com/map646/map646/stack/xlat"
 )
 
 // A queue's I/O through an io_uring of its own, a batcher only while the
@@ -74,7 +72,6 @@ const (
 	uringWrite = 2 << 32
 	uringWake  = 3 << 32
 	uringStop  = 4 << 32
-	uringMerge = 5 << 32 // a merge write (merge.go); the low word is its id
 )
 
 // uringIO is a queue's ring and slots; only its dispatch goroutine uses
@@ -104,13 +101,6 @@ type uringIO struct {
 	batch [uringSlots][]byte
 	// readAt is where a slot's read lands (the queue's readAt).
 	readAt int
-	// merge coalesces the batch's UDP datagrams into USO super-packets
-	// (merge.go); nil unless the queue has a virtio_net_hdr and the tun
-	// took USO6.
-	merge *udpMerger
-	// flushFirst queues the pending merge's write before a write that
-	// does not join it, with room for that write and its slot's read.
-	flushFirst func()
 }
 
 type uringSlot struct {
@@ -142,15 +132,6 @@ func (q *queue) setupURing(fd int) error {
 	u.r, u.cur, u.busy, u.wakeArmed, u.readAt = r, -1, 0, false, q.readAt
 	u.reading = [uringSlots]bool{}
 	u.want, u.readFlags = 2, uringReadFlags
-	if q.uso6 && q.hdr != 0 && u.merge == nil {
-		u.merge = newUDPMerger(q.hdr)
-		u.flushFirst = func() {
-			if u.r.space() < 3 { // the merge, the write and the slot's read
-				u.r.enter(false, nil, true)
-			}
-			u.flushMerge(q)
-		}
-	}
 	return nil
 }
 
@@ -162,42 +143,18 @@ func (u *uringIO) postRead(i int) {
 	u.busy++
 }
 
-// queueWrite queues the write of b (the queue's virtio_net_hdr and the
-// packet, whose offload metadata is off), which lies in the slot being
-// delivered, linked to the slot's next read, or copies it into the
-// pending merge of UDP datagrams (merge.go); a write that does not merge
-// first queues the pending merge's. It reports false if no slot is being
-// delivered.
-func (u *uringIO) queueWrite(b []byte, off *xlat.Offload) bool {
+// queueWrite queues the write of b, which lies in the slot being
+// delivered, linked to the slot's next read. It reports false if no slot
+// is being delivered.
+func (u *uringIO) queueWrite(b []byte) bool {
 	if u == nil || u.cur < 0 {
 		return false
-	}
-	if u.merge != nil && u.merge.offer(b, off, u.flushFirst) {
-		return true
 	}
 	if u.r.space() < 2 { // this write and the slot's read
 		u.r.enter(false, nil, true)
 	}
 	u.r.prepRW(uringOpWrite, uringSqeLink|uringSqeSkipSuccess, 0, b, uringWrite|uint64(u.cur))
 	return true
-}
-
-// flushMerge queues the write of the pending merge, if any; its
-// completion frees its part of the merge arena.
-func (u *uringIO) flushMerge(q *queue) {
-	m := u.merge
-	if m == nil || !m.pending() {
-		return
-	}
-	if u.r.space() < 1 {
-		u.r.enter(false, nil, true)
-	}
-	b, id, n := m.finish()
-	if n > 1 {
-		q.stats.MergedDatagrams.Add(uint64(n))
-		q.stats.MergedWrites.Add(1)
-	}
-	u.r.prepRW(uringOpWrite, 0, 0, b, uringMerge|uint64(id))
 }
 
 // uringLoop is dispatchLoop through q's ring; it returns what
@@ -287,10 +244,6 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 				u.postRead(slot)
 			case uringWrite:
 				q.stats.WriteErrors.Add(1) // only failures complete
-			case uringMerge:
-				if lost := u.merge.done(slot, res); lost > 0 {
-					q.stats.WriteErrors.Add(uint64(lost))
-				}
 			case uringWake:
 				u.wakeArmed = false
 				if e.stopping.Load() || q.rio.rc.Control(func(uintptr) {}) != nil {
@@ -300,9 +253,6 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 				// again after re-arming.
 			}
 		}
-		// The batch's last merge leaves with it: nothing waits past the
-		// batch (queued before the next reads, with what the batch wrote).
-		u.flushMerge(q)
 		u.r.consume(n)
 		if stop {
 			return err
@@ -446,7 +396,7 @@ func (u *uringIO) wait(q *queue) error {
 func (u *uringIO) drain() {
 	cancels := 0
 	ts := unix.NsecToTimespec(int64(drainWait))
-	for u.busy > 0 || u.wakeArmed || cancels > 0 || (u.merge != nil && u.merge.inflight > 0) {
+	for u.busy > 0 || u.wakeArmed || cancels > 0 {
 		if cancels == 0 {
 			u.r.prepCancelAll(uringStop)
 			cancels++
@@ -461,8 +411,6 @@ func (u *uringIO) drain() {
 				u.reading[int(c.userData&0xffffffff)] = false
 			case uringWake:
 				u.wakeArmed = false
-			case uringMerge:
-				u.merge.done(int(c.userData&0xffffffff), c.res)
 			case uringStop:
 				cancels--
 			}
