@@ -102,6 +102,10 @@ func serveLinkHooks(ctx context.Context, newTranslator func() Translator, ep *tu
 		s.ShortVnetHdr += es.ShortVnetHdr
 		s.InvalidVnetHdr += es.InvalidVnetHdr
 		s.NotIP += es.NotIP
+		// A write a queue's io_uring makes after WritePackets returned
+		// (the Handler counted it in Writes) can fail there: the
+		// endpoint counts those, the Handler the ones that failed at once.
+		s.WriteErrors += es.WriteErrors
 		if hooks.stats != nil {
 			hooks.stats(s)
 		}

@@ -182,7 +182,7 @@ type WarmDispatcher interface {
 // different events, summed).
 type LinkStats struct {
 	Reads          uint64 // packets (or super-packets) handed to the translator
-	Writes         uint64 // packets written to the link, translated or engine-made
+	Writes         uint64 // packets handed to the link to write, translated or engine-made (one a queue's io_uring fails later is in WriteErrors too)
 	ReadErrors     uint64 // failed reads, and packets too large to handle
 	WriteErrors    uint64 // failed or short writes; the packet is lost
 	ShortVnetHdr   uint64 // reads shorter than a virtio_net_hdr

@@ -65,14 +65,25 @@ var queueIO = "uring"
 // would.
 var uringReadFlags uint32 = unix.RWF_NOWAIT
 
-// User data of the ring's operations: the kind in the high word, the slot
-// in the low one.
+// User data of the ring's operations: the kind in the high word; in the
+// low one, for reads and writes, the slot in the low byte and above it
+// the generation of the slot's read (uringIO.gen) that the operation is or
+// precedes.
 const (
 	uringRead  = 1 << 32
 	uringWrite = 2 << 32
 	uringWake  = 3 << 32
 	uringStop  = 4 << 32
+
+	uringKind    = ^uint64(0xffffffff)
+	uringSlotBit = 0xff
+	uringGenMask = 0xffffff
 )
+
+// uringSlotGen splits the user data of a read or write.
+func uringSlotGen(userData uint64) (slot int, gen uint32) {
+	return int(userData & uringSlotBit), uint32(userData>>8) & uringGenMask
+}
 
 // uringIO is a queue's ring and slots; only its dispatch goroutine uses
 // it.
@@ -89,8 +100,16 @@ type uringIO struct {
 	// reads to keep posted while the queue has packets. readFlags: the
 	// reads' RWF_* (RWF_NOWAIT unless the file turned it down), and
 	// readWith the ones each slot's last read was posted with.
-	reading   [uringSlots]bool
-	readWith  [uringSlots]uint32
+	reading  [uringSlots]bool
+	readWith [uringSlots]uint32
+	// gen counts each slot's reads (uringGenMask wide). A write linked to
+	// a slot's next read carries that read's generation: when the write
+	// fails, the kernel cancels the read, and with the write's
+	// IOSQE_CQE_SKIP_SUCCESS it posts no completion for the read (Linux
+	// 6.18 does not; the flag's semantics let a kernel post one): the
+	// write's failure is then what frees the slot (writeFailed), and a
+	// late -ECANCELED of that generation is stale.
+	gen       [uringSlots]uint32
 	want      int
 	readFlags uint32
 	// enters counts the loop's io_uring_enter calls, each a batch (what
@@ -138,7 +157,8 @@ func (q *queue) setupURing(fd int) error {
 // postRead queues slot i's next read, after any write of it queued in
 // this delivery.
 func (u *uringIO) postRead(i int) {
-	u.r.prepRW(uringOpRead, 0, u.readFlags, u.slots[i].buf[u.readAt:], uringRead|uint64(i))
+	u.gen[i] = (u.gen[i] + 1) & uringGenMask
+	u.r.prepRW(uringOpRead, 0, u.readFlags, u.slots[i].buf[u.readAt:], uringRead|uint64(u.gen[i])<<8|uint64(i))
 	u.reading[i], u.readWith[i] = true, u.readFlags
 	u.busy++
 }
@@ -153,7 +173,28 @@ func (u *uringIO) queueWrite(b []byte) bool {
 	if u.r.space() < 2 { // this write and the slot's read
 		u.r.enter(false, nil, true)
 	}
-	u.r.prepRW(uringOpWrite, uringSqeLink|uringSqeSkipSuccess, 0, b, uringWrite|uint64(u.cur))
+	next := (u.gen[u.cur] + 1) & uringGenMask // the generation of the slot's next read
+	u.r.prepRW(uringOpWrite, uringSqeLink|uringSqeSkipSuccess, 0, b, uringWrite|uint64(next)<<8|uint64(u.cur))
+	return true
+}
+
+// current reports whether a read completion of slot and gen is the slot's
+// read in flight, and not one the failure of the write before it already
+// accounted for (writeFailed).
+func (u *uringIO) current(slot int, gen uint32) bool {
+	return slot < len(u.slots) && u.reading[slot] && u.gen[slot] == gen
+}
+
+// writeFailed accounts for the failure of a write linked to slot's read
+// of generation gen: that read was cancelled with it, so the slot is free
+// (unless that read's own completion came first). It reports whether it
+// freed the slot.
+func (u *uringIO) writeFailed(slot int, gen uint32) bool {
+	if !u.current(slot, gen) {
+		return false
+	}
+	u.busy--
+	u.reading[slot] = false
 	return true
 }
 
@@ -162,7 +203,7 @@ func (u *uringIO) queueWrite(b []byte) bool {
 func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool, wakeFd int) error {
 	u := q.uio
 	defer func() {
-		u.drain()
+		u.drain(q)
 		u.r.close()
 		u.r = nil
 		q.frame.view, q.frame.buf = u.own.view, u.own.buf
@@ -211,9 +252,13 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 		}
 		for i := range n {
 			c := u.r.cqe(i)
-			slot, res := int(c.userData&0xffffffff), c.res
-			switch c.userData &^ 0xffffffff {
+			slot, gen := uringSlotGen(c.userData)
+			res := c.res
+			switch c.userData & uringKind {
 			case uringRead:
+				if !u.current(slot, gen) {
+					continue // cancelled with the failed write before it: accounted for
+				}
 				u.busy--
 				u.reading[slot] = false
 				switch {
@@ -244,6 +289,9 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 				u.postRead(slot)
 			case uringWrite:
 				q.stats.WriteErrors.Add(1) // only failures complete
+				if u.writeFailed(slot, gen) && !stop {
+					u.postRead(slot)
+				}
 			case uringWake:
 				u.wakeArmed = false
 				if e.stopping.Load() || q.rio.rc.Control(func(uintptr) {}) != nil {
@@ -310,10 +358,14 @@ func (u *uringIO) prefetch(bd BatchDispatcher, q *queue, n uint32) {
 	k := 0
 	for i := range n {
 		c := u.r.cqe(i)
-		if c.userData&^0xffffffff != uringRead {
+		if c.userData&uringKind != uringRead {
 			continue
 		}
-		buf := u.slots[c.userData&0xffffffff].buf
+		slot, gen := uringSlotGen(c.userData)
+		if !u.current(slot, gen) {
+			continue
+		}
+		buf := u.slots[slot].buf
 		if end := u.readAt + int(c.res); end > FramePacket && end <= len(buf) {
 			u.batch[k] = buf[FramePacket:end]
 			k++
@@ -392,8 +444,9 @@ func (u *uringIO) wait(q *queue) error {
 // so that no read lands in a slot after the loop returned. A cancellation
 // can miss an operation that was between two attempts (a read woken by
 // its poll and not yet re-armed): each wait is short, and cancellation
-// is asked again until nothing is left.
-func (u *uringIO) drain() {
+// is asked again until nothing is left. The writes of q's last batch
+// are submitted with it; those that fail are counted.
+func (u *uringIO) drain(q *queue) {
 	cancels := 0
 	ts := unix.NsecToTimespec(int64(drainWait))
 	for u.busy > 0 || u.wakeArmed || cancels > 0 {
@@ -405,10 +458,16 @@ func (u *uringIO) drain() {
 		n := u.r.ready()
 		for i := range n {
 			c := u.r.cqe(i)
-			switch c.userData &^ 0xffffffff {
+			slot, gen := uringSlotGen(c.userData)
+			switch c.userData & uringKind {
 			case uringRead:
-				u.busy--
-				u.reading[int(c.userData&0xffffffff)] = false
+				if u.current(slot, gen) {
+					u.busy--
+					u.reading[slot] = false
+				}
+			case uringWrite:
+				q.stats.WriteErrors.Add(1)
+				u.writeFailed(slot, gen)
 			case uringWake:
 				u.wakeArmed = false
 			case uringStop:
