@@ -32,9 +32,18 @@ type NICConfig struct {
 	IPv4 string // the NIC facing the IPv4 side
 	IPv6 string // the NIC facing the IPv6 side; may be the same as IPv4
 	// Queues is the number of AF_PACKET sockets per NIC, joined in one
-	// PACKET_FANOUT_HASH group so that the kernel spreads flows over
-	// them; each has its own translator and goroutine. 0 means 1.
+	// PACKET_FANOUT group so that the kernel spreads flows over them.
+	// With two NICs, one goroutine (and translator) reads the sockets of
+	// the same index of both; with one, each socket has its own. 0
+	// means 1.
 	Queues int
+	// SteerPrefix is the translator's RFC 6052 prefix. When set (and
+	// there are several queues) the fanout groups choose a socket with
+	// the tun's steering program (tun.LoadSteeringProgram) instead of the
+	// kernel's flow hash: a packet and its translated reply, read from
+	// the two NICs, come to sockets of the same index, and so to the
+	// goroutine that translated the packet.
+	SteerPrefix netip.Prefix
 	// FollowIPv4MTU, FollowIPv6MTU: the engine's Policy.IPv4MTU and
 	// IPv6MTU are the NICs' MTUs (the daemon's default in NIC mode), so
 	// ServeNIC reloads the engine with the new value when one changes;
@@ -49,8 +58,13 @@ type NICConfig struct {
 // deleted, a socket's reads keep failing, or the kernel stops filling a
 // socket's receive ring (watchRings).
 //
-// Each NIC gets c.Queues AF_PACKET sockets (SOCK_DGRAM: the kernel strips
-// and adds the Ethernet header) in one PACKET_FANOUT_HASH group. A socket
+// Each NIC gets c.Queues AF_PACKET sockets in one PACKET_FANOUT group
+// (PACKET_FANOUT_EBPF with c.SteerPrefix's steering program, else
+// PACKET_FANOUT_HASH). With two NICs the sockets of index i of both are
+// read by one goroutine (nicConn.pair): the request that goroutine
+// translated out of one NIC has its reply steered to its other socket, so
+// the reply finds the thread that is already running (or waiting raw)
+// instead of waking a second one. A socket
 // filter passes only IPv4 and IPv6 frames addressed to the NIC itself
 // (PACKET_HOST: no broadcast, multicast or other hosts' frames), and
 // PACKET_IGNORE_OUTGOING keeps the packets sent on the NIC out.
@@ -103,6 +117,16 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 	var ifindexes []int
 	var conns []tun.Conn
 	mtu := 0
+	prog := -1 // the fanout groups' steering program
+	if c.SteerPrefix.IsValid() && queues > 1 {
+		fd, err := tun.LoadSteeringProgram(c.SteerPrefix)
+		if err != nil {
+			log.Warn("NIC queues: no steering program, the kernel's flow hash spreads the packets (a reply may wake another queue)", "err", err)
+		} else {
+			prog = fd
+			defer unix.Close(prog) // the fanout groups hold their own reference
+		}
+	}
 	for _, name := range names {
 		ifc, err := net.InterfaceByName(name)
 		if err != nil {
@@ -118,7 +142,7 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 		}
 		n.ports = append(n.ports, p)
 		for q := range queues {
-			fd, ring, err := openPacketSocket(ifc.Index, q == 0, p, ringFrames)
+			fd, ring, err := openPacketSocket(ifc.Index, q == 0, p, ringFrames, prog)
 			if err != nil {
 				return nil, fmt.Errorf("stack: NIC %s queue %d: %w", name, q, err)
 			}
@@ -138,6 +162,15 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 		}
 		ifindexes = append(ifindexes, ifc.Index)
 		mtu = max(mtu, p.mtu)
+	}
+	if len(n.ports) == 2 {
+		// One goroutine per index reads both NICs' sockets.
+		conns = conns[:queues]
+		for q := range queues {
+			if err := n.ringConns[q].pair(n.ringConns[queues+q]); err != nil {
+				return nil, fmt.Errorf("stack: NIC queue %d: %w", q, err)
+			}
+		}
 	}
 
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
@@ -206,8 +239,8 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 		},
 		stats: func(s *LinkStats) {
 			s.NoNextHop += n.noNextHop.Load()
-			for _, c := range conns {
-				c.(*nicConn).stats.AddTo(s)
+			for _, c := range n.ringConns {
+				c.stats.AddTo(s)
 			}
 		},
 		fail:    gone,
@@ -236,8 +269,19 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 type nicConn struct {
 	n     *nicPath
 	file  *os.File
+	fd    int      // file's descriptor
 	queue int      // the socket's index among its NIC's sockets
 	port  *nicPort // its NIC (nil in tests that need none)
+	// other is the other NIC's socket of the same index, which this
+	// queue's goroutine reads too (pair; nil: none), waitFile the
+	// descriptor the queue waits on (the socket, or an epoll instance
+	// holding both sockets) and waitRaw its RawConn; otherFirst says
+	// which socket Read looks at first (the one it did not serve last,
+	// so that neither direction starves the other).
+	other      *nicConn
+	waitFile   *os.File
+	waitRaw    syscall.RawConn
+	otherFirst bool
 	// ring is the socket's receive ring (nil: Read uses recvmsg alone,
 	// as for a socket that stands in for one in tests), batch the
 	// translated packets waiting to be sent (nil with no ring: Write
@@ -307,10 +351,11 @@ func newNICConn(n *nicPath, file *os.File, queue int) (*nicConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wake eventfd: %w", err)
 	}
-	c := &nicConn{n: n, file: file, queue: queue, raw: raw, idle: func() {}, wake: wake}
+	c := &nicConn{n: n, file: file, fd: -1, queue: queue, raw: raw, waitFile: file, waitRaw: raw, idle: func() {}, wake: wake}
+	raw.Control(func(fd uintptr) { c.fd = int(fd) })
 	c.readFn = c.readSyscall
 	c.waitFn = func(uintptr) bool {
-		if c.ring.ready() {
+		if c.ready() {
 			return true
 		}
 		c.polled = true
@@ -323,6 +368,42 @@ func newNICConn(n *nicPath, file *os.File, queue int) (*nicConn, error) {
 	c.iov[1].Base = &c.eth[0]
 	c.iov[1].SetLen(ethHdrLen)
 	return c, nil
+}
+
+// pair makes c's reader read o's socket (the other NIC's of the same
+// index) too; o is read by nobody else. The two wait together in an epoll
+// instance: the raw wait polls it (a socket with a packet makes it
+// readable) and so does the runtime poller.
+func (c *nicConn) pair(o *nicConn) error {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("epoll: %w", err)
+	}
+	for _, s := range []*nicConn{c, o} {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(s.fd)}
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
+			unix.Close(ep)
+			return fmt.Errorf("epoll: %w", err)
+		}
+	}
+	// Non-blocking before os.NewFile, which then hands it to the poller.
+	if err := unix.SetNonblock(ep, true); err != nil {
+		unix.Close(ep)
+		return fmt.Errorf("epoll: %w", err)
+	}
+	f := os.NewFile(uintptr(ep), fmt.Sprintf("epoll of NIC queue %d", c.queue))
+	raw, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	c.other, c.waitFile, c.waitRaw = o, f, raw
+	return nil
+}
+
+// ready says whether a socket of c's queue has a packet at its ring's head.
+func (c *nicConn) ready() bool {
+	return c.ring.ready() || c.other != nil && c.other.ring.ready()
 }
 
 // useRing makes c read through ring and send in batches.
@@ -349,6 +430,11 @@ func (c *nicConn) SetReadDeadline(t time.Time) error {
 		one := [8]byte{1}
 		unix.Write(c.wake, one[:])
 	}
+	if c.waitFile != c.file {
+		if err := c.waitFile.SetReadDeadline(t); err != nil {
+			return err
+		}
+	}
 	return c.file.SetReadDeadline(t)
 }
 
@@ -358,19 +444,25 @@ func (c *nicConn) drainWake() {
 	unix.Read(c.wake, b[:])
 }
 
-// closeWake closes the wake eventfd, when nothing reads c any more.
+// closeWake closes the wake eventfd, and the epoll instance of a paired
+// queue, when nothing reads c any more.
 func (c *nicConn) closeWake() {
 	if c.wake >= 0 {
 		unix.Close(c.wake)
 		c.wake = -1
 	}
+	if c.waitFile != nil && c.waitFile != c.file {
+		c.waitFile.Close()
+		c.waitFile = nil
+	}
 }
 
 // Read reads one packet into p: its virtio_net_hdr at p[:tun.VnetHdrLen]
-// and the IP packet behind it. It takes the packet from the ring's head
-// frame, or from the receive queue when the frame says the packet is
-// there. While the ring is empty it waits for up to nicRawWait keeping
-// its P (rawWait), then in the runtime poller.
+// and the IP packet behind it. It takes the packet from the head frame of
+// the socket's ring, or of the other NIC's socket's (pair), whichever has
+// one, taking turns; or from the receive queue when the frame says the
+// packet is there. While the rings are empty it waits for up to nicRawWait
+// keeping its P (rawWait), then in the runtime poller.
 func (c *nicConn) Read(p []byte) (int, error) {
 	if len(p) <= tun.VnetHdrLen {
 		return 0, unix.EINVAL
@@ -392,25 +484,23 @@ func (c *nicConn) Read(p []byte) (int, error) {
 				c.rawLeft = unix.NsecToTimespec(left)
 			}
 		}
-		if c.ahead == 0 && c.prefetch != nil {
-			// The packets waiting from the head on: their translations'
-			// table lookups warm together (a run of one gains nothing).
-			if k, frames := c.ring.peek(c.pending[:]); k > 1 {
-				c.prefetch(c.pending[:k])
-				c.ahead = frames
-			}
+		first, second := c, c.other
+		if c.otherFirst && second != nil {
+			first, second = second, first
 		}
-		n, r := c.ring.next(p, &c.stats)
-		if r != ringEmpty && c.ahead > 0 {
-			c.ahead--
+		from := first
+		n, r, err := c.take(first, p)
+		if r == ringEmpty && second != nil {
+			from = second
+			n, r, err = c.take(second, p)
+		}
+		if r != ringEmpty {
+			c.otherFirst = from == c
 		}
 		switch r {
 		case ringPacket:
 			return n, nil
 		case ringCopy:
-			c.once = true
-			n, err := c.recv(p)
-			c.once = false
 			if err != nil || n > 0 {
 				return n, err
 			}
@@ -423,18 +513,45 @@ func (c *nicConn) Read(p []byte) (int, error) {
 					c.polled = false
 					handOffPoller()
 				}
-				if c.raw.Control(c.spinFn) != nil {
+				if c.waitRaw.Control(c.spinFn) != nil {
 					return 0, os.ErrClosed
 				}
 				if c.rawLeft != (unix.Timespec{}) {
 					continue // a packet, or a wake-up: look again
 				}
 			}
-			if err := c.raw.Read(c.waitFn); err != nil {
+			if err := c.waitRaw.Read(c.waitFn); err != nil {
 				return 0, pollError(err)
 			}
 		}
 	}
+}
+
+// take takes the packet at the head of s's ring (s is c or the socket
+// paired with it) into p, as Read delivers it: from the frame (ringPacket),
+// from s's receive queue (ringCopy: n is 0 when that packet was counted
+// and skipped), nothing (ringEmpty), or a frame counted and skipped. On
+// the first frame of a run it announces the run to c's PrefetchBatch.
+func (c *nicConn) take(s *nicConn, p []byte) (int, ringResult, error) {
+	if s.ahead == 0 && c.prefetch != nil {
+		// The packets waiting from the head on: their translations'
+		// table lookups warm together (a run of one gains nothing).
+		if k, frames := s.ring.peek(s.pending[:]); k > 1 {
+			c.prefetch(s.pending[:k])
+			s.ahead = frames
+		}
+	}
+	n, r := s.ring.next(p, &s.stats)
+	if r != ringEmpty && s.ahead > 0 {
+		s.ahead--
+	}
+	if r != ringCopy {
+		return n, r, nil
+	}
+	s.once = true
+	n, err := s.recv(p)
+	s.once = false
+	return n, r, err
 }
 
 // nicRawWait is how long a queue that finds its ring empty waits for the
@@ -454,7 +571,8 @@ func (c *nicConn) Read(p []byte) (int, error) {
 var nicRawWait = 2 * time.Second
 
 // rawWait is the Control callback of Read's wait that keeps the P: it
-// waits for the socket (its ring) or the wake eventfd for the time left in
+// waits for fd (the socket: its ring; or a pair's epoll instance) or the
+// wake eventfd for the time left in
 // c.rawLeft, and leaves c.rawLeft zero when the wait is over (timed out,
 // the socket in error, or ppoll failed: the poller's wait follows), not
 // zero when it should go on if the ring is still empty (a packet, a
@@ -463,13 +581,21 @@ func (c *nicConn) rawWait(fd uintptr) {
 	c.pfds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
 	c.pfds[1] = unix.PollFd{Fd: int32(c.wake), Events: unix.POLLIN}
 	if tun.RawPoll(&c.pfds, &c.rawLeft) {
-		if c.pfds[0].Revents&unix.POLLIN == 0 {
+		switch {
+		case c.pfds[0].Revents&unix.POLLIN == 0:
 			// An error, not a packet: the NIC went down (the kernel
 			// sets ENETDOWN on its sockets) or was deleted. ppoll
 			// would report it at once for the rest of the wait: take
 			// it (sendmsg's retry need not) and wait in the poller,
 			// which reports it once.
 			unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+			c.rawLeft = unix.Timespec{}
+		case c.other != nil && !c.ready():
+			// The epoll instance of a pair is readable for a socket's
+			// error as for a packet: with no packet, take the
+			// sockets' errors, as above.
+			unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+			unix.GetsockoptInt(c.other.fd, unix.SOL_SOCKET, unix.SO_ERROR)
 			c.rawLeft = unix.Timespec{}
 		}
 		return
@@ -724,8 +850,9 @@ const socketBuffer = 4 << 20
 // openPacketSocket opens one queue's non-blocking AF_PACKET socket on
 // ifindex: the filter and options are in place before it is bound, so it
 // never sees a packet it should not, and it joins p's fanout group
-// (creating it when first).
-func openPacketSocket(ifindex int, first bool, p *nicPort, frames int) (_ int, _ *nicRing, err error) {
+// (creating it when first: a PACKET_FANOUT_EBPF group with the program
+// steer, or with steer -1 a PACKET_FANOUT_HASH one).
+func openPacketSocket(ifindex int, first bool, p *nicPort, frames, steer int) (_ int, _ *nicRing, err error) {
 	// Protocol 0: receives nothing until bound below.
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
@@ -772,17 +899,28 @@ func openPacketSocket(ifindex int, first bool, p *nicPort, frames int) (_ int, _
 	if err := unix.Bind(fd, sa); err != nil {
 		return fail("bind", err)
 	}
+	mode := unix.PACKET_FANOUT_HASH
+	if steer >= 0 {
+		mode = unix.PACKET_FANOUT_EBPF
+	}
 	if first {
-		const arg = (unix.PACKET_FANOUT_HASH | unix.PACKET_FANOUT_FLAG_UNIQUEID) << 16
+		arg := (mode | unix.PACKET_FANOUT_FLAG_UNIQUEID) << 16
 		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, arg); err != nil {
 			return fail("PACKET_FANOUT", err)
+		}
+		// The program is the group's; the kernel takes its return
+		// value modulo the number of sockets (fanout_demux_bpf).
+		if steer >= 0 {
+			if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT_DATA, steer); err != nil {
+				return fail("PACKET_FANOUT_DATA (the steering program)", err)
+			}
 		}
 		id, err := unix.GetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT)
 		if err != nil {
 			return fail("PACKET_FANOUT id", err)
 		}
 		p.fanout = id & 0xffff
-	} else if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, p.fanout|unix.PACKET_FANOUT_HASH<<16); err != nil {
+	} else if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, p.fanout|mode<<16); err != nil {
 		return fail("joining PACKET_FANOUT group", err)
 	}
 	return fd, ring, nil
