@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -148,8 +147,6 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 			}
 			p.fds = append(p.fds, fd)
 			p.rings = append(p.rings, ring)
-			// Non-blocking: the runtime poller waits for it, and
-			// the endpoint learns when the socket is empty.
 			p.files = append(p.files, os.NewFile(uintptr(fd), fmt.Sprintf("AF_PACKET %s/%d", name, q)))
 			c, err := newNICConn(n, p.files[q], q)
 			if err != nil {
@@ -296,23 +293,21 @@ type nicConn struct {
 
 	// Read's state, kept here so that reading allocates nothing; only
 	// the queue's dispatch goroutine reads.
-	raw    syscall.RawConn
-	readFn func(fd uintptr) bool
-	waitFn func(fd uintptr) bool // waits for the ring's head frame
-	spinFn func(fd uintptr)      // waits up to nicRawWait, keeping the P
+	raw     syscall.RawConn
+	readFn  func(fd uintptr) bool
+	spinFn  func(fd uintptr) // waits up to nicRawWait, keeping the P
+	blockFn func(fd uintptr) // waits, handing the P on (blockWait)
 	// wake is an eventfd in the raw wait's poll set: a read deadline
 	// that has passed (the endpoint stopping the queue) writes it, so
 	// that a queue in the raw wait stops at once; a cleared deadline
 	// (the next attachment) drains it.
 	wake int
 	// pfds and rawLeft are the raw wait's poll set (the socket, wake)
-	// and the time left of the current wait for a packet.
-	pfds    [2]unix.PollFd
-	rawLeft unix.Timespec
-	// polled: the queue has parked in the runtime poller since its last
-	// raw wait, so its thread may be the one that was blocked in the
-	// poller (handOffPoller).
-	polled bool
+	// and the time left of the current wait for a packet; blockLeft is
+	// the blocking wait's timeout.
+	pfds      [2]unix.PollFd
+	rawLeft   unix.Timespec
+	blockLeft unix.Timespec
 	// once: readSyscall makes one recvmsg (the packet a ring frame
 	// flagged TP_STATUS_COPY left in the receive queue) and never waits.
 	once bool
@@ -354,14 +349,8 @@ func newNICConn(n *nicPath, file *os.File, queue int) (*nicConn, error) {
 	c := &nicConn{n: n, file: file, fd: -1, queue: queue, raw: raw, waitFile: file, waitRaw: raw, idle: func() {}, wake: wake}
 	raw.Control(func(fd uintptr) { c.fd = int(fd) })
 	c.readFn = c.readSyscall
-	c.waitFn = func(uintptr) bool {
-		if c.ready() {
-			return true
-		}
-		c.polled = true
-		return false
-	}
 	c.spinFn = c.rawWait
+	c.blockFn = c.blockWait
 	c.writeErr = func() { c.stats.WriteErrors.Add(1) }
 	c.msg.Iov = &c.iov[0]
 	c.msg.SetIovlen(len(c.iov))
@@ -372,8 +361,8 @@ func newNICConn(n *nicPath, file *os.File, queue int) (*nicConn, error) {
 
 // pair makes c's reader read o's socket (the other NIC's of the same
 // index) too; o is read by nobody else. The two wait together in an epoll
-// instance: the raw wait polls it (a socket with a packet makes it
-// readable) and so does the runtime poller.
+// instance, which the raw and the blocking wait poll (a socket with a
+// packet makes it readable).
 func (c *nicConn) pair(o *nicConn) error {
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -386,11 +375,8 @@ func (c *nicConn) pair(o *nicConn) error {
 			return fmt.Errorf("epoll: %w", err)
 		}
 	}
-	// Non-blocking before os.NewFile, which then hands it to the poller.
-	if err := unix.SetNonblock(ep, true); err != nil {
-		unix.Close(ep)
-		return fmt.Errorf("epoll: %w", err)
-	}
+	// Blocking, so os.NewFile keeps it out of the runtime poller, as the
+	// sockets are (openPacketSocket).
 	f := os.NewFile(uintptr(ep), fmt.Sprintf("epoll of NIC queue %d", c.queue))
 	raw, err := f.SyscallConn()
 	if err != nil {
@@ -414,7 +400,7 @@ func (c *nicConn) useRing(ring *nicRing) {
 }
 
 // SetReadDeadline sets the deadline of Read's waits. One that has passed
-// (how the endpoint stops the queue) also ends a raw wait at once, through
+// (how the endpoint stops the queue) also ends a wait at once, through
 // the wake eventfd; no deadline (how the endpoint starts the queue again)
 // drains the eventfd, so that raw waits last again.
 func (c *nicConn) SetReadDeadline(t time.Time) error {
@@ -430,12 +416,10 @@ func (c *nicConn) SetReadDeadline(t time.Time) error {
 		one := [8]byte{1}
 		unix.Write(c.wake, one[:])
 	}
-	if c.waitFile != c.file {
-		if err := c.waitFile.SetReadDeadline(t); err != nil {
-			return err
-		}
+	if c.ring != nil {
+		return nil // Read's waits watch the deadline and the eventfd
 	}
-	return c.file.SetReadDeadline(t)
+	return c.file.SetReadDeadline(t) // recv waits in the runtime poller
 }
 
 // drainWake makes the wake eventfd unreadable again.
@@ -462,7 +446,7 @@ func (c *nicConn) closeWake() {
 // the socket's ring, or of the other NIC's socket's (pair), whichever has
 // one, taking turns; or from the receive queue when the frame says the
 // packet is there. While the rings are empty it waits for up to nicRawWait
-// keeping its P (rawWait), then in the runtime poller.
+// keeping its P (rawWait), then in a ppoll that hands the P on (blockWait).
 func (c *nicConn) Read(p []byte) (int, error) {
 	if len(p) <= tun.VnetHdrLen {
 		return 0, unix.EINVAL
@@ -508,20 +492,14 @@ func (c *nicConn) Read(p []byte) (int, error) {
 			// What the queue translated leaves before it waits.
 			c.batch.flush(c.writeErr)
 			c.idle()
+			fn := c.blockFn
 			if c.rawLeft != (unix.Timespec{}) {
-				if c.polled {
-					c.polled = false
-					handOffPoller()
-				}
-				if c.waitRaw.Control(c.spinFn) != nil {
-					return 0, os.ErrClosed
-				}
-				if c.rawLeft != (unix.Timespec{}) {
-					continue // a packet, or a wake-up: look again
-				}
+				fn = c.spinFn
 			}
-			if err := c.waitRaw.Read(c.waitFn); err != nil {
-				return 0, pollError(err)
+			// Then look again: a packet, a wake-up, an error taken,
+			// or the end of a wait.
+			if c.waitRaw.Control(fn) != nil {
+				return 0, os.ErrClosed
 			}
 		}
 	}
@@ -558,44 +536,32 @@ func (c *nicConn) take(s *nicConn, p []byte) (int, ringResult, error) {
 // next packet in a ppoll(2) that keeps its thread's P (tun.RawPoll, the
 // tun queues' wait) before it parks in the runtime poller: longer than the
 // gap between the packets of sparse traffic (one probe or keepalive a
-// second), whose every packet would otherwise pay a park and an unpark of
-// the goroutine through the poller's thread instead of one wake-up (the
-// kernel waking this thread) (docs/datapath.md, "Latency levers"); short
-// enough that an idle translator soon stops being preempted every 10 ms.
+// second), whose every packet would otherwise pay the blocking wait's
+// hand-off of the P and its return through the scheduler instead of one
+// wake-up (the kernel waking this thread) (docs/datapath.md, "Latency
+// levers"); short enough that an idle translator soon stops being
+// preempted every 10 ms.
 // Preemption requests yield the P and the wait goes on for the time left,
 // so the garbage collector never waits for it; the daemon gives the
 // runtime one P per queue beyond one per CPU, so that queues in this wait
 // do not take the Ps the rest of the program runs on. A read deadline
-// ends it (SetReadDeadline). A queue that was woken through the poller
-// hands the poller on before it waits raw (handOffPoller). Tests change it.
+// ends it (SetReadDeadline). Tests change it.
 var nicRawWait = 2 * time.Second
 
 // rawWait is the Control callback of Read's wait that keeps the P: it
 // waits for fd (the socket: its ring; or a pair's epoll instance) or the
-// wake eventfd for the time left in
-// c.rawLeft, and leaves c.rawLeft zero when the wait is over (timed out,
-// the socket in error, or ppoll failed: the poller's wait follows), not
-// zero when it should go on if the ring is still empty (a packet, a
-// spurious wake-up, a wake-up without a deadline that has passed).
+// wake eventfd for the time left in c.rawLeft, and leaves c.rawLeft zero
+// when the wait is over (timed out, the socket in error, or ppoll failed:
+// the blocking wait follows), not zero when it should go on if the ring is
+// still empty (a packet, a spurious wake-up, a wake-up without a deadline
+// that has passed).
 func (c *nicConn) rawWait(fd uintptr) {
 	c.pfds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
 	c.pfds[1] = unix.PollFd{Fd: int32(c.wake), Events: unix.POLLIN}
 	if tun.RawPoll(&c.pfds, &c.rawLeft) {
-		switch {
-		case c.pfds[0].Revents&unix.POLLIN == 0:
-			// An error, not a packet: the NIC went down (the kernel
-			// sets ENETDOWN on its sockets) or was deleted. ppoll
-			// would report it at once for the rest of the wait: take
-			// it (sendmsg's retry need not) and wait in the poller,
-			// which reports it once.
-			unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
-			c.rawLeft = unix.Timespec{}
-		case c.other != nil && !c.ready():
-			// The epoll instance of a pair is readable for a socket's
-			// error as for a packet: with no packet, take the
-			// sockets' errors, as above.
-			unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
-			unix.GetsockoptInt(c.other.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if c.tookError(fd) {
+			// ppoll would report it at once for the rest of the
+			// wait: the blocking wait follows.
 			c.rawLeft = unix.Timespec{}
 		}
 		return
@@ -604,30 +570,71 @@ func (c *nicConn) rawWait(fd uintptr) {
 		c.rawLeft = unix.Timespec{} // timed out or failed
 		return
 	}
-	// Woken: by a deadline that has passed (Read returns), or by one
-	// that was cleared since (drain: the wait goes on).
+	c.woken()
+}
+
+// nicBlockWait bounds a blocking wait: a queue idle for longer looks at
+// its ring and deadline again (a deadline in the future is watched by no
+// system call).
+const nicBlockWait = time.Second
+
+// blockWait is the Control callback of Read's wait after the raw wait: a
+// ppoll of fd and the wake eventfd through the ordinary system call path,
+// which hands the P on (entersyscall), so that an idle queue costs
+// nothing, for up to nicBlockWait or until the read deadline. The sockets
+// and a pair's epoll instance are kept out of the runtime poller
+// (openPacketSocket, pair), as the tun's queues are: registered there,
+// every packet that arrived while the queue waited raw or was busy also
+// woke the thread blocked in the runtime's epoll_wait, which found nothing
+// to run (docs/datapath.md, "Wake-ups the runtime poller added").
+func (c *nicConn) blockWait(fd uintptr) {
+	c.pfds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	c.pfds[1] = unix.PollFd{Fd: int32(c.wake), Events: unix.POLLIN}
+	tmo := int64(nicBlockWait)
+	if d := c.deadline.Load(); d != 0 {
+		tmo = max(min(tmo, d-time.Now().UnixNano()), 0)
+	}
+	c.blockLeft = unix.NsecToTimespec(tmo)
+	r, _, errno := unix.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&c.pfds[0])), 2, uintptr(unsafe.Pointer(&c.blockLeft)), 0, 0, 0)
+	switch {
+	case errno != 0 || r == 0: // interrupted, timed out: Read looks again
+	case c.pfds[1].Revents != 0:
+		c.woken()
+	default:
+		c.tookError(fd)
+	}
+}
+
+// tookError takes the sockets' pending errors (SO_ERROR) when the wait on
+// fd ended for an error rather than a packet, and reports whether it did:
+// the NIC went down (the kernel sets ENETDOWN on its sockets) or was
+// deleted, and ppoll would report it at once for as long as it stays
+// (sendmsg's retry need not take it). A socket reports it as POLLERR
+// without POLLIN; the epoll instance of a pair is readable for a socket's
+// error as for a packet, so there it is a wake-up with both rings empty.
+func (c *nicConn) tookError(fd uintptr) bool {
+	switch {
+	case c.pfds[0].Revents == 0:
+		return false // the eventfd
+	case c.other == nil && c.pfds[0].Revents&unix.POLLIN == 0:
+		unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		return true
+	case c.other != nil && !c.ready():
+		unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		unix.GetsockoptInt(c.other.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		return true
+	}
+	return false
+}
+
+// woken handles a wake-up by the eventfd: by a deadline that has passed
+// (Read returns), or by one that was cleared since (drain: the wait goes
+// on).
+func (c *nicConn) woken() {
 	if d := c.deadline.Load(); d == 0 || time.Now().UnixNano() < d {
 		c.drainWake()
 	}
 }
-
-// handOffPoller makes sure that a thread other than the caller's watches
-// the runtime poller before the caller waits raw. The runtime keeps one
-// idle thread blocked in epoll_wait; when a descriptor becomes ready that
-// thread takes an idle P and runs the goroutine itself, and the runtime
-// counts on the goroutine soon blocking again (a system call hands its P
-// on, a park lets the thread poll again). A raw wait does neither: it keeps
-// the thread and its P in ppoll, so no thread watches the poller, and any
-// other goroutine parked there (the other NIC's queue that a reply comes
-// to, the daemon's servers) waits until the raw wait ends or sysmon polls
-// (every 10 ms): a 1 ms raw wait put ping RTT at 1.2-1.5 ms
-// (TestNetnsNICPollerHandOff; docs/datapath.md, NIC mode). Gosched wakes
-// an idle P's thread (wakep) whenever one is idle and none is spinning;
-// that thread finds no work and, since nobody else is, blocks in the
-// poller; the caller's own thread takes the caller from the global run
-// queue right away. It costs one thread wake-up per wake-up through the
-// poller, which already cost more, and none while packets come in a row.
-func handOffPoller() { runtime.Gosched() }
 
 // pollError is what Read returns when the runtime poller ends a wait with
 // err: the deadline's passing as it is (the endpoint is stopping the
@@ -847,14 +854,16 @@ var hostIPFilter = []unix.SockFilter{
 // about three; small packets wait in the ring, bounded in number.
 const socketBuffer = 4 << 20
 
-// openPacketSocket opens one queue's non-blocking AF_PACKET socket on
+// openPacketSocket opens one queue's AF_PACKET socket on
 // ifindex: the filter and options are in place before it is bound, so it
 // never sees a packet it should not, and it joins p's fanout group
 // (creating it when first: a PACKET_FANOUT_EBPF group with the program
 // steer, or with steer -1 a PACKET_FANOUT_HASH one).
 func openPacketSocket(ifindex int, first bool, p *nicPort, frames, steer int) (_ int, _ *nicRing, err error) {
 	// Protocol 0: receives nothing until bound below.
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	// Blocking, so that os.NewFile keeps it out of the runtime poller
+	// (nicConn.blockWait); every read and send passes MSG_DONTWAIT.
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, nil, fmt.Errorf("AF_PACKET socket: %w", err)
 	}
