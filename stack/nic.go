@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -32,9 +31,18 @@ type NICConfig struct {
 	IPv4 string // the NIC facing the IPv4 side
 	IPv6 string // the NIC facing the IPv6 side; may be the same as IPv4
 	// Queues is the number of AF_PACKET sockets per NIC, joined in one
-	// PACKET_FANOUT_HASH group so that the kernel spreads flows over
-	// them; each has its own translator and goroutine. 0 means 1.
+	// PACKET_FANOUT group so that the kernel spreads flows over them.
+	// With two NICs, one goroutine (and translator) reads the sockets of
+	// the same index of both; with one, each socket has its own. 0
+	// means 1.
 	Queues int
+	// SteerPrefix is the translator's RFC 6052 prefix. When set (and
+	// there are several queues) the fanout groups choose a socket with
+	// the tun's steering program (tun.LoadSteeringProgram) instead of the
+	// kernel's flow hash: a packet and its translated reply, read from
+	// the two NICs, come to sockets of the same index, and so to the
+	// goroutine that translated the packet.
+	SteerPrefix netip.Prefix
 	// FollowIPv4MTU, FollowIPv6MTU: the engine's Policy.IPv4MTU and
 	// IPv6MTU are the NICs' MTUs (the daemon's default in NIC mode), so
 	// ServeNIC reloads the engine with the new value when one changes;
@@ -49,8 +57,13 @@ type NICConfig struct {
 // deleted, a socket's reads keep failing, or the kernel stops filling a
 // socket's receive ring (watchRings).
 //
-// Each NIC gets c.Queues AF_PACKET sockets (SOCK_DGRAM: the kernel strips
-// and adds the Ethernet header) in one PACKET_FANOUT_HASH group. A socket
+// Each NIC gets c.Queues AF_PACKET sockets in one PACKET_FANOUT group
+// (PACKET_FANOUT_EBPF with c.SteerPrefix's steering program, else
+// PACKET_FANOUT_HASH). With two NICs the sockets of index i of both are
+// read by one goroutine (nicConn.pair): the request that goroutine
+// translated out of one NIC has its reply steered to its other socket, so
+// the reply finds the thread that is already running (or waiting raw)
+// instead of waking a second one. A socket
 // filter passes only IPv4 and IPv6 frames addressed to the NIC itself
 // (PACKET_HOST: no broadcast, multicast or other hosts' frames), and
 // PACKET_IGNORE_OUTGOING keeps the packets sent on the NIC out.
@@ -103,6 +116,16 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 	var ifindexes []int
 	var conns []tun.Conn
 	mtu := 0
+	prog := -1 // the fanout groups' steering program
+	if c.SteerPrefix.IsValid() && queues > 1 {
+		fd, err := tun.LoadSteeringProgram(c.SteerPrefix)
+		if err != nil {
+			log.Warn("NIC queues: no steering program, the kernel's flow hash spreads the packets (a reply may wake another queue)", "err", err)
+		} else {
+			prog = fd
+			defer unix.Close(prog) // the fanout groups hold their own reference
+		}
+	}
 	for _, name := range names {
 		ifc, err := net.InterfaceByName(name)
 		if err != nil {
@@ -118,14 +141,12 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 		}
 		n.ports = append(n.ports, p)
 		for q := range queues {
-			fd, ring, err := openPacketSocket(ifc.Index, q == 0, p, ringFrames)
+			fd, ring, err := openPacketSocket(ifc.Index, q == 0, p, ringFrames, prog)
 			if err != nil {
 				return nil, fmt.Errorf("stack: NIC %s queue %d: %w", name, q, err)
 			}
 			p.fds = append(p.fds, fd)
 			p.rings = append(p.rings, ring)
-			// Non-blocking: the runtime poller waits for it, and
-			// the endpoint learns when the socket is empty.
 			p.files = append(p.files, os.NewFile(uintptr(fd), fmt.Sprintf("AF_PACKET %s/%d", name, q)))
 			c, err := newNICConn(n, p.files[q], q)
 			if err != nil {
@@ -138,6 +159,15 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 		}
 		ifindexes = append(ifindexes, ifc.Index)
 		mtu = max(mtu, p.mtu)
+	}
+	if len(n.ports) == 2 {
+		// One goroutine per index reads both NICs' sockets.
+		conns = conns[:queues]
+		for q := range queues {
+			if err := n.ringConns[q].pair(n.ringConns[queues+q]); err != nil {
+				return nil, fmt.Errorf("stack: NIC queue %d: %w", q, err)
+			}
+		}
 	}
 
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
@@ -206,8 +236,8 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 		},
 		stats: func(s *LinkStats) {
 			s.NoNextHop += n.noNextHop.Load()
-			for _, c := range conns {
-				c.(*nicConn).stats.AddTo(s)
+			for _, c := range n.ringConns {
+				c.stats.AddTo(s)
 			}
 		},
 		fail:    gone,
@@ -236,8 +266,19 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 type nicConn struct {
 	n     *nicPath
 	file  *os.File
+	fd    int      // file's descriptor
 	queue int      // the socket's index among its NIC's sockets
 	port  *nicPort // its NIC (nil in tests that need none)
+	// other is the other NIC's socket of the same index, which this
+	// queue's goroutine reads too (pair; nil: none), waitFile the
+	// descriptor the queue waits on (the socket, or an epoll instance
+	// holding both sockets) and waitRaw its RawConn; otherFirst says
+	// which socket Read looks at first (the one it did not serve last,
+	// so that neither direction starves the other).
+	other      *nicConn
+	waitFile   *os.File
+	waitRaw    syscall.RawConn
+	otherFirst bool
 	// ring is the socket's receive ring (nil: Read uses recvmsg alone,
 	// as for a socket that stands in for one in tests), batch the
 	// translated packets waiting to be sent (nil with no ring: Write
@@ -252,23 +293,21 @@ type nicConn struct {
 
 	// Read's state, kept here so that reading allocates nothing; only
 	// the queue's dispatch goroutine reads.
-	raw    syscall.RawConn
-	readFn func(fd uintptr) bool
-	waitFn func(fd uintptr) bool // waits for the ring's head frame
-	spinFn func(fd uintptr)      // waits up to nicRawWait, keeping the P
+	raw     syscall.RawConn
+	readFn  func(fd uintptr) bool
+	spinFn  func(fd uintptr) // waits up to nicRawWait, keeping the P
+	blockFn func(fd uintptr) // waits, handing the P on (blockWait)
 	// wake is an eventfd in the raw wait's poll set: a read deadline
 	// that has passed (the endpoint stopping the queue) writes it, so
 	// that a queue in the raw wait stops at once; a cleared deadline
 	// (the next attachment) drains it.
 	wake int
 	// pfds and rawLeft are the raw wait's poll set (the socket, wake)
-	// and the time left of the current wait for a packet.
-	pfds    [2]unix.PollFd
-	rawLeft unix.Timespec
-	// polled: the queue has parked in the runtime poller since its last
-	// raw wait, so its thread may be the one that was blocked in the
-	// poller (handOffPoller).
-	polled bool
+	// and the time left of the current wait for a packet; blockLeft is
+	// the blocking wait's timeout.
+	pfds      [2]unix.PollFd
+	rawLeft   unix.Timespec
+	blockLeft unix.Timespec
 	// once: readSyscall makes one recvmsg (the packet a ring frame
 	// flagged TP_STATUS_COPY left in the receive queue) and never waits.
 	once bool
@@ -307,22 +346,50 @@ func newNICConn(n *nicPath, file *os.File, queue int) (*nicConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wake eventfd: %w", err)
 	}
-	c := &nicConn{n: n, file: file, queue: queue, raw: raw, idle: func() {}, wake: wake}
+	c := &nicConn{n: n, file: file, fd: -1, queue: queue, raw: raw, waitFile: file, waitRaw: raw, idle: func() {}, wake: wake}
+	raw.Control(func(fd uintptr) { c.fd = int(fd) })
 	c.readFn = c.readSyscall
-	c.waitFn = func(uintptr) bool {
-		if c.ring.ready() {
-			return true
-		}
-		c.polled = true
-		return false
-	}
 	c.spinFn = c.rawWait
+	c.blockFn = c.blockWait
 	c.writeErr = func() { c.stats.WriteErrors.Add(1) }
 	c.msg.Iov = &c.iov[0]
 	c.msg.SetIovlen(len(c.iov))
 	c.iov[1].Base = &c.eth[0]
 	c.iov[1].SetLen(ethHdrLen)
 	return c, nil
+}
+
+// pair makes c's reader read o's socket (the other NIC's of the same
+// index) too; o is read by nobody else. The two wait together in an epoll
+// instance, which the raw and the blocking wait poll (a socket with a
+// packet makes it readable).
+func (c *nicConn) pair(o *nicConn) error {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("epoll: %w", err)
+	}
+	for _, s := range []*nicConn{c, o} {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(s.fd)}
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
+			unix.Close(ep)
+			return fmt.Errorf("epoll: %w", err)
+		}
+	}
+	// Blocking, so os.NewFile keeps it out of the runtime poller, as the
+	// sockets are (openPacketSocket).
+	f := os.NewFile(uintptr(ep), fmt.Sprintf("epoll of NIC queue %d", c.queue))
+	raw, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	c.other, c.waitFile, c.waitRaw = o, f, raw
+	return nil
+}
+
+// ready says whether a socket of c's queue has a packet at its ring's head.
+func (c *nicConn) ready() bool {
+	return c.ring.ready() || c.other != nil && c.other.ring.ready()
 }
 
 // useRing makes c read through ring and send in batches.
@@ -333,7 +400,7 @@ func (c *nicConn) useRing(ring *nicRing) {
 }
 
 // SetReadDeadline sets the deadline of Read's waits. One that has passed
-// (how the endpoint stops the queue) also ends a raw wait at once, through
+// (how the endpoint stops the queue) also ends a wait at once, through
 // the wake eventfd; no deadline (how the endpoint starts the queue again)
 // drains the eventfd, so that raw waits last again.
 func (c *nicConn) SetReadDeadline(t time.Time) error {
@@ -349,7 +416,10 @@ func (c *nicConn) SetReadDeadline(t time.Time) error {
 		one := [8]byte{1}
 		unix.Write(c.wake, one[:])
 	}
-	return c.file.SetReadDeadline(t)
+	if c.ring != nil {
+		return nil // Read's waits watch the deadline and the eventfd
+	}
+	return c.file.SetReadDeadline(t) // recv waits in the runtime poller
 }
 
 // drainWake makes the wake eventfd unreadable again.
@@ -358,19 +428,25 @@ func (c *nicConn) drainWake() {
 	unix.Read(c.wake, b[:])
 }
 
-// closeWake closes the wake eventfd, when nothing reads c any more.
+// closeWake closes the wake eventfd, and the epoll instance of a paired
+// queue, when nothing reads c any more.
 func (c *nicConn) closeWake() {
 	if c.wake >= 0 {
 		unix.Close(c.wake)
 		c.wake = -1
 	}
+	if c.waitFile != nil && c.waitFile != c.file {
+		c.waitFile.Close()
+		c.waitFile = nil
+	}
 }
 
 // Read reads one packet into p: its virtio_net_hdr at p[:tun.VnetHdrLen]
-// and the IP packet behind it. It takes the packet from the ring's head
-// frame, or from the receive queue when the frame says the packet is
-// there. While the ring is empty it waits for up to nicRawWait keeping
-// its P (rawWait), then in the runtime poller.
+// and the IP packet behind it. It takes the packet from the head frame of
+// the socket's ring, or of the other NIC's socket's (pair), whichever has
+// one, taking turns; or from the receive queue when the frame says the
+// packet is there. While the rings are empty it waits for up to nicRawWait
+// keeping its P (rawWait), then in a ppoll that hands the P on (blockWait).
 func (c *nicConn) Read(p []byte) (int, error) {
 	if len(p) <= tun.VnetHdrLen {
 		return 0, unix.EINVAL
@@ -392,25 +468,23 @@ func (c *nicConn) Read(p []byte) (int, error) {
 				c.rawLeft = unix.NsecToTimespec(left)
 			}
 		}
-		if c.ahead == 0 && c.prefetch != nil {
-			// The packets waiting from the head on: their translations'
-			// table lookups warm together (a run of one gains nothing).
-			if k, frames := c.ring.peek(c.pending[:]); k > 1 {
-				c.prefetch(c.pending[:k])
-				c.ahead = frames
-			}
+		first, second := c, c.other
+		if c.otherFirst && second != nil {
+			first, second = second, first
 		}
-		n, r := c.ring.next(p, &c.stats)
-		if r != ringEmpty && c.ahead > 0 {
-			c.ahead--
+		from := first
+		n, r, err := c.take(first, p)
+		if r == ringEmpty && second != nil {
+			from = second
+			n, r, err = c.take(second, p)
+		}
+		if r != ringEmpty {
+			c.otherFirst = from == c
 		}
 		switch r {
 		case ringPacket:
 			return n, nil
 		case ringCopy:
-			c.once = true
-			n, err := c.recv(p)
-			c.once = false
 			if err != nil || n > 0 {
 				return n, err
 			}
@@ -418,58 +492,76 @@ func (c *nicConn) Read(p []byte) (int, error) {
 			// What the queue translated leaves before it waits.
 			c.batch.flush(c.writeErr)
 			c.idle()
+			fn := c.blockFn
 			if c.rawLeft != (unix.Timespec{}) {
-				if c.polled {
-					c.polled = false
-					handOffPoller()
-				}
-				if c.raw.Control(c.spinFn) != nil {
-					return 0, os.ErrClosed
-				}
-				if c.rawLeft != (unix.Timespec{}) {
-					continue // a packet, or a wake-up: look again
-				}
+				fn = c.spinFn
 			}
-			if err := c.raw.Read(c.waitFn); err != nil {
-				return 0, pollError(err)
+			// Then look again: a packet, a wake-up, an error taken,
+			// or the end of a wait.
+			if c.waitRaw.Control(fn) != nil {
+				return 0, os.ErrClosed
 			}
 		}
 	}
+}
+
+// take takes the packet at the head of s's ring (s is c or the socket
+// paired with it) into p, as Read delivers it: from the frame (ringPacket),
+// from s's receive queue (ringCopy: n is 0 when that packet was counted
+// and skipped), nothing (ringEmpty), or a frame counted and skipped. On
+// the first frame of a run it announces the run to c's PrefetchBatch.
+func (c *nicConn) take(s *nicConn, p []byte) (int, ringResult, error) {
+	if s.ahead == 0 && c.prefetch != nil {
+		// The packets waiting from the head on: their translations'
+		// table lookups warm together (a run of one gains nothing).
+		if k, frames := s.ring.peek(s.pending[:]); k > 1 {
+			c.prefetch(s.pending[:k])
+			s.ahead = frames
+		}
+	}
+	n, r := s.ring.next(p, &s.stats)
+	if r != ringEmpty && s.ahead > 0 {
+		s.ahead--
+	}
+	if r != ringCopy {
+		return n, r, nil
+	}
+	s.once = true
+	n, err := s.recv(p)
+	s.once = false
+	return n, r, err
 }
 
 // nicRawWait is how long a queue that finds its ring empty waits for the
 // next packet in a ppoll(2) that keeps its thread's P (tun.RawPoll, the
 // tun queues' wait) before it parks in the runtime poller: longer than the
 // gap between the packets of sparse traffic (one probe or keepalive a
-// second), whose every packet would otherwise pay a park and an unpark of
-// the goroutine through the poller's thread instead of one wake-up (the
-// kernel waking this thread) (docs/datapath.md, "Latency levers"); short
-// enough that an idle translator soon stops being preempted every 10 ms.
+// second), whose every packet would otherwise pay the blocking wait's
+// hand-off of the P and its return through the scheduler instead of one
+// wake-up (the kernel waking this thread) (docs/datapath.md, "Latency
+// levers"); short enough that an idle translator soon stops being
+// preempted every 10 ms.
 // Preemption requests yield the P and the wait goes on for the time left,
 // so the garbage collector never waits for it; the daemon gives the
 // runtime one P per queue beyond one per CPU, so that queues in this wait
 // do not take the Ps the rest of the program runs on. A read deadline
-// ends it (SetReadDeadline). A queue that was woken through the poller
-// hands the poller on before it waits raw (handOffPoller). Tests change it.
+// ends it (SetReadDeadline). Tests change it.
 var nicRawWait = 2 * time.Second
 
 // rawWait is the Control callback of Read's wait that keeps the P: it
-// waits for the socket (its ring) or the wake eventfd for the time left in
-// c.rawLeft, and leaves c.rawLeft zero when the wait is over (timed out,
-// the socket in error, or ppoll failed: the poller's wait follows), not
-// zero when it should go on if the ring is still empty (a packet, a
-// spurious wake-up, a wake-up without a deadline that has passed).
+// waits for fd (the socket: its ring; or a pair's epoll instance) or the
+// wake eventfd for the time left in c.rawLeft, and leaves c.rawLeft zero
+// when the wait is over (timed out, the socket in error, or ppoll failed:
+// the blocking wait follows), not zero when it should go on if the ring is
+// still empty (a packet, a spurious wake-up, a wake-up without a deadline
+// that has passed).
 func (c *nicConn) rawWait(fd uintptr) {
 	c.pfds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
 	c.pfds[1] = unix.PollFd{Fd: int32(c.wake), Events: unix.POLLIN}
 	if tun.RawPoll(&c.pfds, &c.rawLeft) {
-		if c.pfds[0].Revents&unix.POLLIN == 0 {
-			// An error, not a packet: the NIC went down (the kernel
-			// sets ENETDOWN on its sockets) or was deleted. ppoll
-			// would report it at once for the rest of the wait: take
-			// it (sendmsg's retry need not) and wait in the poller,
-			// which reports it once.
-			unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		if c.tookError(fd) {
+			// ppoll would report it at once for the rest of the
+			// wait: the blocking wait follows.
 			c.rawLeft = unix.Timespec{}
 		}
 		return
@@ -478,30 +570,71 @@ func (c *nicConn) rawWait(fd uintptr) {
 		c.rawLeft = unix.Timespec{} // timed out or failed
 		return
 	}
-	// Woken: by a deadline that has passed (Read returns), or by one
-	// that was cleared since (drain: the wait goes on).
+	c.woken()
+}
+
+// nicBlockWait bounds a blocking wait: a queue idle for longer looks at
+// its ring and deadline again (a deadline in the future is watched by no
+// system call).
+const nicBlockWait = time.Second
+
+// blockWait is the Control callback of Read's wait after the raw wait: a
+// ppoll of fd and the wake eventfd through the ordinary system call path,
+// which hands the P on (entersyscall), so that an idle queue costs
+// nothing, for up to nicBlockWait or until the read deadline. The sockets
+// and a pair's epoll instance are kept out of the runtime poller
+// (openPacketSocket, pair), as the tun's queues are: registered there,
+// every packet that arrived while the queue waited raw or was busy also
+// woke the thread blocked in the runtime's epoll_wait, which found nothing
+// to run (docs/datapath.md, "Wake-ups the runtime poller added").
+func (c *nicConn) blockWait(fd uintptr) {
+	c.pfds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	c.pfds[1] = unix.PollFd{Fd: int32(c.wake), Events: unix.POLLIN}
+	tmo := int64(nicBlockWait)
+	if d := c.deadline.Load(); d != 0 {
+		tmo = max(min(tmo, d-time.Now().UnixNano()), 0)
+	}
+	c.blockLeft = unix.NsecToTimespec(tmo)
+	r, _, errno := unix.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&c.pfds[0])), 2, uintptr(unsafe.Pointer(&c.blockLeft)), 0, 0, 0)
+	switch {
+	case errno != 0 || r == 0: // interrupted, timed out: Read looks again
+	case c.pfds[1].Revents != 0:
+		c.woken()
+	default:
+		c.tookError(fd)
+	}
+}
+
+// tookError takes the sockets' pending errors (SO_ERROR) when the wait on
+// fd ended for an error rather than a packet, and reports whether it did:
+// the NIC went down (the kernel sets ENETDOWN on its sockets) or was
+// deleted, and ppoll would report it at once for as long as it stays
+// (sendmsg's retry need not take it). A socket reports it as POLLERR
+// without POLLIN; the epoll instance of a pair is readable for a socket's
+// error as for a packet, so there it is a wake-up with both rings empty.
+func (c *nicConn) tookError(fd uintptr) bool {
+	switch {
+	case c.pfds[0].Revents == 0:
+		return false // the eventfd
+	case c.other == nil && c.pfds[0].Revents&unix.POLLIN == 0:
+		unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		return true
+	case c.other != nil && !c.ready():
+		unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		unix.GetsockoptInt(c.other.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		return true
+	}
+	return false
+}
+
+// woken handles a wake-up by the eventfd: by a deadline that has passed
+// (Read returns), or by one that was cleared since (drain: the wait goes
+// on).
+func (c *nicConn) woken() {
 	if d := c.deadline.Load(); d == 0 || time.Now().UnixNano() < d {
 		c.drainWake()
 	}
 }
-
-// handOffPoller makes sure that a thread other than the caller's watches
-// the runtime poller before the caller waits raw. The runtime keeps one
-// idle thread blocked in epoll_wait; when a descriptor becomes ready that
-// thread takes an idle P and runs the goroutine itself, and the runtime
-// counts on the goroutine soon blocking again (a system call hands its P
-// on, a park lets the thread poll again). A raw wait does neither: it keeps
-// the thread and its P in ppoll, so no thread watches the poller, and any
-// other goroutine parked there (the other NIC's queue that a reply comes
-// to, the daemon's servers) waits until the raw wait ends or sysmon polls
-// (every 10 ms): a 1 ms raw wait put ping RTT at 1.2-1.5 ms
-// (TestNetnsNICPollerHandOff; docs/datapath.md, NIC mode). Gosched wakes
-// an idle P's thread (wakep) whenever one is idle and none is spinning;
-// that thread finds no work and, since nobody else is, blocks in the
-// poller; the caller's own thread takes the caller from the global run
-// queue right away. It costs one thread wake-up per wake-up through the
-// poller, which already cost more, and none while packets come in a row.
-func handOffPoller() { runtime.Gosched() }
 
 // pollError is what Read returns when the runtime poller ends a wait with
 // err: the deadline's passing as it is (the endpoint is stopping the
@@ -721,13 +854,16 @@ var hostIPFilter = []unix.SockFilter{
 // about three; small packets wait in the ring, bounded in number.
 const socketBuffer = 4 << 20
 
-// openPacketSocket opens one queue's non-blocking AF_PACKET socket on
+// openPacketSocket opens one queue's AF_PACKET socket on
 // ifindex: the filter and options are in place before it is bound, so it
 // never sees a packet it should not, and it joins p's fanout group
-// (creating it when first).
-func openPacketSocket(ifindex int, first bool, p *nicPort, frames int) (_ int, _ *nicRing, err error) {
+// (creating it when first: a PACKET_FANOUT_EBPF group with the program
+// steer, or with steer -1 a PACKET_FANOUT_HASH one).
+func openPacketSocket(ifindex int, first bool, p *nicPort, frames, steer int) (_ int, _ *nicRing, err error) {
 	// Protocol 0: receives nothing until bound below.
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	// Blocking, so that os.NewFile keeps it out of the runtime poller
+	// (nicConn.blockWait); every read and send passes MSG_DONTWAIT.
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, nil, fmt.Errorf("AF_PACKET socket: %w", err)
 	}
@@ -772,17 +908,28 @@ func openPacketSocket(ifindex int, first bool, p *nicPort, frames int) (_ int, _
 	if err := unix.Bind(fd, sa); err != nil {
 		return fail("bind", err)
 	}
+	mode := unix.PACKET_FANOUT_HASH
+	if steer >= 0 {
+		mode = unix.PACKET_FANOUT_EBPF
+	}
 	if first {
-		const arg = (unix.PACKET_FANOUT_HASH | unix.PACKET_FANOUT_FLAG_UNIQUEID) << 16
+		arg := (mode | unix.PACKET_FANOUT_FLAG_UNIQUEID) << 16
 		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, arg); err != nil {
 			return fail("PACKET_FANOUT", err)
+		}
+		// The program is the group's; the kernel takes its return
+		// value modulo the number of sockets (fanout_demux_bpf).
+		if steer >= 0 {
+			if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT_DATA, steer); err != nil {
+				return fail("PACKET_FANOUT_DATA (the steering program)", err)
+			}
 		}
 		id, err := unix.GetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT)
 		if err != nil {
 			return fail("PACKET_FANOUT id", err)
 		}
 		p.fanout = id & 0xffff
-	} else if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, p.fanout|unix.PACKET_FANOUT_HASH<<16); err != nil {
+	} else if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, p.fanout|mode<<16); err != nil {
 		return fail("joining PACKET_FANOUT group", err)
 	}
 	return fd, ring, nil

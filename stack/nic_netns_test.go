@@ -140,7 +140,7 @@ func newModeTopologyOffloads(t testing.TB, mode linkMode, mtu6, queues int, tso 
 	switch mode {
 	case modeNIC:
 		err = tp.xlat.Do(func() (err error) {
-			tp.dp, err = ServeNIC(ctx, eng, NICConfig{IPv4: "x4", IPv6: "x6", Queues: queues, FollowIPv4MTU: true, FollowIPv6MTU: true}, nil)
+			tp.dp, err = ServeNIC(ctx, eng, NICConfig{IPv4: "x4", IPv6: "x6", Queues: queues, SteerPrefix: nicSteerPrefix, FollowIPv4MTU: true, FollowIPv6MTU: true}, nil)
 			return err
 		})
 	case modeFD:
@@ -387,55 +387,96 @@ func TestNetnsNICHostTraffic(t *testing.T) {
 	}
 }
 
-// TestNetnsNICFanout: with two sockets per NIC in one fanout group, the
-// kernel spreads flows over both, and each translates its share.
+// nicSteerPrefix is the SteerPrefix of newModeTopology's NIC mode: the
+// translator's prefix, as the daemon sets it.
+var nicSteerPrefix = netip.MustParsePrefix(prefixV6)
+
+// TestNetnsNICFanout: a NIC's sockets share its traffic flow by flow, and
+// one queue loop reads the sockets of one index of both NICs. With the
+// steering program (SteerPrefix) a flow's request, read from x4, and its
+// reply, read from x6, come to sockets of the same index, so one queue
+// loop translates both: of 32 UDP flows every exchange's two packets are
+// one queue's, and both queues get flows. With the kernel's flow hash (no
+// SteerPrefix) the flows spread too, but request and reply are hashed
+// apart (different addresses), so some exchanges are split between the
+// queues: what the steering removes.
 func TestNetnsNICFanout(t *testing.T) {
-	tp := newModeTopology(t, modeNIC, 1520, 2)
-	var srv *net.UDPConn
-	if err := tp.srv.Do(func() (err error) {
-		srv, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.ParseIP(serverV6)})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := srv.ReadFromUDP(buf)
-			if err != nil {
-				return
+	for _, steer := range []bool{true, false} {
+		t.Run(map[bool]string{true: "steered", false: "hash"}[steer], func(t *testing.T) {
+			if !steer {
+				saved := nicSteerPrefix
+				nicSteerPrefix = netip.Prefix{}
+				t.Cleanup(func() { nicSteerPrefix = saved })
 			}
-			srv.WriteToUDP(buf[:n], from)
-		}
-	}()
-	port := srv.LocalAddr().(*net.UDPAddr).Port
-	// 32 flows (source ports): the chance that a hash puts all on one
-	// socket is 2^-31.
-	for i := range 32 {
-		var c net.Conn
-		if err := tp.cli.Do(func() (err error) {
-			c, err = net.Dial("udp4", net.JoinHostPort(serverV4, strconv.Itoa(port)))
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := udpExchange(c, []byte(fmt.Sprintf("flow %d", i))); err != nil {
-			t.Fatalf("flow %d: %v", i, err)
-		}
-		c.Close()
-	}
-	// Handler queues: x4 sockets 0 and 1, then x6 sockets 0 and 1.
-	qs := tp.dp.handler.queues
-	if len(qs) != 4 {
-		t.Fatalf("%d handler queues, want 4", len(qs))
-	}
-	for i, q := range qs {
-		r := q.stats.Reads.Load()
-		t.Logf("handler queue %d: %d reads", i, r)
-		if r == 0 {
-			t.Errorf("handler queue %d (NIC %s, socket %d) read nothing: no spread", i, []string{"x4", "x6"}[i/2], i%2)
-		}
+			tp := newModeTopology(t, modeNIC, 1520, 2)
+			var srv *net.UDPConn
+			if err := tp.srv.Do(func() (err error) {
+				srv, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.ParseIP(serverV6)})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			go func() {
+				buf := make([]byte, 2048)
+				for {
+					n, from, err := srv.ReadFromUDP(buf)
+					if err != nil {
+						return
+					}
+					srv.WriteToUDP(buf[:n], from)
+				}
+			}()
+			port := srv.LocalAddr().(*net.UDPAddr).Port
+			// Handler queues: one per index, each reading x4's and
+			// x6's socket of that index.
+			qs := tp.dp.handler.queues
+			if len(qs) != 2 {
+				t.Fatalf("%d handler queues, want 2 (one per index of the NICs' sockets)", len(qs))
+			}
+			reads := func() [2]uint64 { return [2]uint64{qs[0].stats.Reads.Load(), qs[1].stats.Reads.Load()} }
+			// 32 flows (source ports): the chance that a hash puts all
+			// on one queue, or splits none, is 2^-31.
+			var flows [2]int
+			split := 0
+			for i := range 32 {
+				var c net.Conn
+				if err := tp.cli.Do(func() (err error) {
+					c, err = net.Dial("udp4", net.JoinHostPort(serverV4, strconv.Itoa(port)))
+					return err
+				}); err != nil {
+					t.Fatal(err)
+				}
+				before := reads()
+				if _, err := udpExchange(c, []byte(fmt.Sprintf("flow %d", i))); err != nil {
+					t.Fatalf("flow %d: %v", i, err)
+				}
+				c.Close()
+				after := reads()
+				d0, d1 := after[0]-before[0], after[1]-before[1]
+				switch {
+				case d0+d1 != 2:
+					t.Fatalf("flow %d: queues read %d and %d packets, want 2 in all", i, d0, d1)
+				case d0 == 2:
+					flows[0]++
+				case d1 == 2:
+					flows[1]++
+				default:
+					split++
+				}
+			}
+			t.Logf("exchanges on queue 0: %d, on queue 1: %d, split between them: %d", flows[0], flows[1], split)
+			if steer {
+				if split > 0 {
+					t.Errorf("%d of 32 exchanges had their request and reply read by different queues", split)
+				}
+				if flows[0] == 0 || flows[1] == 0 {
+					t.Errorf("exchanges per queue %v: no spread", flows)
+				}
+			} else if split == 0 || flows[0]+split == 0 || flows[1]+split == 0 {
+				t.Errorf("hash: exchanges per queue %v, split %d: want a spread and some split exchanges", flows, split)
+			}
+		})
 	}
 }
 
@@ -462,7 +503,7 @@ func TestNICPathAllocs(t *testing.T) {
 		}
 		p := &nicPort{name: "x6", ifindex: ifc.Index, mtu: ifc.MTU}
 		n.ports = []*nicPort{p}
-		fd, ring, err := openPacketSocket(ifc.Index, true, p, ringFrames)
+		fd, ring, err := openPacketSocket(ifc.Index, true, p, ringFrames, -1)
 		if err != nil {
 			return err
 		}
@@ -657,28 +698,51 @@ func ringQueue(t *testing.T, frames int) (ns *netnstest.NS, n *nicPath, conn *ni
 	netnstest.Require(t, "dp-")
 	ns = netnstest.New(t, "dp-ring-")
 	peer := netnstest.New(t, "dp-ringpeer-")
-	netnstest.Veth(t, ns, "x6", peer, "p6")
-	// Jumbo frames on the link, but a ring sized for 1500-byte packets:
-	// a test can send packets that do not fit a frame.
-	ns.Run("ip", "link", "set", "x6", "mtu", "9000")
-	peer.Run("ip", "link", "set", "p6", "mtu", "9000")
 	n = &nicPath{log: slog.New(slog.DiscardHandler)}
 	t.Cleanup(n.close)
+	conn, send = ringSocket(t, ns, peer, n, "x6", "p6", frames)
+	return ns, n, conn, send
+}
+
+// pairedQueue is ringQueue with a second veth, y6 (peer q6), whose socket
+// the queue of x6 reads too (nicConn.pair, as ServeNIC pairs the two NICs'
+// sockets of one index); send6 sends to x6, sendOther to y6.
+func pairedQueue(t *testing.T, frames int) (ns *netnstest.NS, conn *nicConn, send6, sendOther func(ip []byte)) {
+	t.Helper()
+	ns, n, conn, send6 := ringQueue(t, frames)
+	peer := netnstest.New(t, "dp-ringpeer2-")
+	other, sendOther := ringSocket(t, ns, peer, n, "y6", "q6", frames)
+	if err := conn.pair(other); err != nil {
+		t.Fatal(err)
+	}
+	return ns, conn, send6, sendOther
+}
+
+// ringSocket opens a NIC queue on a new veth name in ns (peer peerName in
+// peer), as ringQueue describes, adds it to n and returns it and the
+// peer's send.
+func ringSocket(t *testing.T, ns, peer *netnstest.NS, n *nicPath, name, peerName string, frames int) (conn *nicConn, send func(ip []byte)) {
+	t.Helper()
+	netnstest.Veth(t, ns, name, peer, peerName)
+	// Jumbo frames on the link, but a ring sized for 1500-byte packets:
+	// a test can send packets that do not fit a frame.
+	ns.Run("ip", "link", "set", name, "mtu", "9000")
+	peer.Run("ip", "link", "set", peerName, "mtu", "9000")
 	var mac [6]byte
 	if err := ns.Do(func() error {
-		ifc, err := net.InterfaceByName("x6")
+		ifc, err := net.InterfaceByName(name)
 		if err != nil {
 			return err
 		}
 		mac = [6]byte(ifc.HardwareAddr)
-		p := &nicPort{name: "x6", ifindex: ifc.Index, mtu: 1500}
-		n.ports = []*nicPort{p}
-		fd, ring, err := openPacketSocket(ifc.Index, true, p, frames)
+		p := &nicPort{name: name, ifindex: ifc.Index, mtu: 1500}
+		n.ports = append(n.ports, p)
+		fd, ring, err := openPacketSocket(ifc.Index, true, p, frames, -1)
 		if err != nil {
 			return err
 		}
 		p.fds, p.rings = []int{fd}, []*nicRing{ring}
-		p.files = []*os.File{os.NewFile(uintptr(fd), "x6")}
+		p.files = []*os.File{os.NewFile(uintptr(fd), name)}
 		if ring.frames != frames {
 			t.Errorf("ring of %d frames, want %d", ring.frames, frames)
 		}
@@ -691,15 +755,16 @@ func ringQueue(t *testing.T, frames int) (ns *netnstest.NS, n *nicPath, conn *ni
 			return err
 		}
 		conn.useRing(ring)
-		n.ringConns = []*nicConn{conn}
+		conn.port = p
+		n.ringConns = append(n.ringConns, conn)
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
 
-	// The peer sends Ethernet frames straight to x6's link address.
+	// The peer sends Ethernet frames straight to the veth's link address.
 	if err := peer.Do(func() error {
-		ifc, err := net.InterfaceByName("p6")
+		ifc, err := net.InterfaceByName(peerName)
 		if err != nil {
 			return err
 		}
@@ -720,7 +785,7 @@ func ringQueue(t *testing.T, frames int) (ns *netnstest.NS, n *nicPath, conn *ni
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return ns, n, conn, send
+	return conn, send
 }
 
 // TestNetnsNICRingBound: a NIC socket's queue is bounded in packets, not
@@ -831,7 +896,7 @@ func TestNetnsNICBatchedWrites(t *testing.T) {
 		}
 		p := &nicPort{name: "x6", ifindex: ifc.Index, mtu: 1500, mac: [6]byte(ifc.HardwareAddr)}
 		n.ports = []*nicPort{p}
-		fd, ring, err := openPacketSocket(ifc.Index, true, p, 16)
+		fd, ring, err := openPacketSocket(ifc.Index, true, p, 16, -1)
 		if err != nil {
 			return err
 		}

@@ -256,16 +256,16 @@ func pingTimes(t *testing.T, tp *topology, count int, interval string) []time.Du
 	return rtts
 }
 
-// TestNetnsNICPollerHandOff: a queue woken through the runtime poller (its
-// raw wait had lapsed) hands the poller to another thread before its next
-// raw wait. The thread that was blocked in the poller is the one that runs
-// the woken queue, and a raw wait keeps it: without the hand-off no thread
-// watches the poller while the queue waits raw, so a ping's reply, which
-// arrives on the other NIC's socket whose queue is parked in the poller,
-// waited until the request's queue ended its raw wait or sysmon polled
-// (every 10 ms): 1 ms late with a 1 ms raw wait. Here the raw wait (50 ms)
-// lapses between pings (200 ms apart), so that every request and reply is
-// read through the poller, and the replies would wait about 10 ms.
+// TestNetnsNICPollerHandOff: packets that come after a NIC queue's raw
+// wait has lapsed are read at once. Until session 7 such a queue parked in
+// the runtime poller, and a raw wait taken after a wake-up through the
+// poller kept the poller's thread: a ping's reply, on the other NIC's
+// socket whose queue was parked, waited until the request's queue ended
+// its raw wait or sysmon polled (every 10 ms; 1 ms late with a 1 ms raw
+// wait). The queues now wait in a blocking ppoll of their own and never
+// in the poller. Here the raw wait (50 ms) lapses between pings (200 ms
+// apart), so that every request and reply is read from the blocking wait,
+// with 2 queues, as the daemon runs them.
 func TestNetnsNICPollerHandOff(t *testing.T) {
 	setNICRawWait(t, 50*time.Millisecond)
 	const queues = 2
@@ -275,8 +275,109 @@ func TestNetnsNICPollerHandOff(t *testing.T) {
 	tp.cli.Run("ping", "-c", "3", "-i", "0.05", "-W", "2", serverV4) // neighbours
 	rtts := pingTimes(t, tp, 21, "0.2")
 	med := rtts[len(rtts)/2]
-	t.Logf("ping RTT through the poller: median %v, min %v, max %v", med, rtts[0], rtts[len(rtts)-1])
+	t.Logf("ping RTT after lapsed raw waits: median %v, min %v, max %v", med, rtts[0], rtts[len(rtts)-1])
 	if med > 4*time.Millisecond {
-		t.Errorf("median ping RTT %v with every packet read through the poller, want < 4 ms (a reply waited for sysmon's poll)", med)
+		t.Errorf("median ping RTT %v with every packet read after a lapsed raw wait, want < 4 ms (a reply waited for sysmon's poll)", med)
+	}
+}
+
+// TestNetnsNICPairedWait: a queue that reads two NICs' sockets (pair)
+// waits for both: in the raw wait and in the blocking wait a packet on
+// either ends the wait; the sockets and the pair's epoll instance are out
+// of the runtime poller (registered, every packet also woke the poller's
+// thread); packets waiting on both are read in turns, so
+// neither direction starves the other; a past deadline still ends the raw
+// wait at once; and the other NIC going down does not make the queue spin
+// on its socket's error (the pair's epoll instance reports it as
+// readable), and it reads again when the NIC is back up.
+func TestNetnsNICPairedWait(t *testing.T) {
+	setNICRawWait(t, time.Hour)
+	ns, conn, send6, sendOther := pairedQueue(t, 16)
+	var idles atomic.Int64
+	conn.idle = func() { idles.Add(1) }
+	pkt := func(n int) []byte { return ipv6(header.UDPProtocolNumber, cli6, srv6, make([]byte, 8+n)) }
+	// A file the runtime poller does not hold has no deadlines.
+	for _, f := range []*os.File{conn.file, conn.other.file, conn.waitFile} {
+		if err := f.SetReadDeadline(time.Time{}); !errors.Is(err, os.ErrNoDeadline) {
+			t.Errorf("%s: SetReadDeadline = %v, want os.ErrNoDeadline: the runtime poller holds it", f.Name(), err)
+		}
+	}
+
+	for i, send := range []func([]byte){sendOther, send6, sendOther} {
+		got := readInBackground(conn)
+		time.Sleep(50 * time.Millisecond)
+		if !inRawWait() {
+			t.Fatalf("packet %d: an idle queue is not in the raw wait", i)
+		}
+		send(pkt(i))
+		expectRead(t, got, pkt(i), fmt.Sprintf("raw wait, packet %d", i))
+	}
+
+	// Three packets waiting on each socket: read in turns.
+	for i := range 3 {
+		send6(pkt(10 + i))
+		sendOther(pkt(20 + i))
+	}
+	time.Sleep(50 * time.Millisecond)
+	buf := make([]byte, tun.VnetHdrLen+tun.GSOMaxSize)
+	var order []int
+	for range 6 {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		order = append(order, n-tun.VnetHdrLen-header.IPv6MinimumSize-8)
+	}
+	for i := 1; i < len(order); i++ {
+		if order[i]/10 == order[i-1]/10 {
+			t.Errorf("reads in the order of payloads %v: not in turns", order)
+			break
+		}
+	}
+
+	// The other NIC down, in the raw wait: no spin.
+	got := readInBackground(conn)
+	time.Sleep(50 * time.Millisecond)
+	before := idles.Load()
+	ns.Run("ip", "link", "set", "y6", "down")
+	time.Sleep(300 * time.Millisecond)
+	if n := idles.Load() - before; n > 10 {
+		t.Errorf("the queue found its rings empty %d times in 300 ms after the other NIC went down: it spins on the socket's error", n)
+	}
+	ns.Run("ip", "link", "set", "y6", "up")
+	time.Sleep(100 * time.Millisecond) // the veth's carrier
+	sendOther(pkt(30))
+	expectRead(t, got, pkt(30), "with the other NIC up again")
+
+	// The blocking wait: a raw wait that lapses at once.
+	setNICRawWait(t, time.Millisecond)
+	got = readInBackground(conn)
+	time.Sleep(50 * time.Millisecond)
+	if inRawWait() {
+		t.Fatal("the queue is still in a raw wait of 1 ms after 50 ms")
+	}
+	sendOther(pkt(31))
+	expectRead(t, got, pkt(31), "in the blocking wait, a packet on the other socket")
+	got = readInBackground(conn)
+	time.Sleep(50 * time.Millisecond)
+	send6(pkt(32))
+	expectRead(t, got, pkt(32), "in the blocking wait, a packet on the queue's own socket")
+
+	// A past deadline ends the raw wait at once.
+	setNICRawWait(t, time.Hour)
+	got = readInBackground(conn)
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	conn.SetReadDeadline(time.Unix(1, 0))
+	select {
+	case r := <-got:
+		if !errors.Is(r.err, os.ErrDeadlineExceeded) {
+			t.Errorf("read stopped by a past deadline: %d bytes, %v", r.n, r.err)
+		}
+		if took := time.Since(start); took > 100*time.Millisecond {
+			t.Errorf("stopping a paired queue in the raw wait took %v, want < 100 ms", took)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a past deadline did not end the paired queue's raw wait in 5 s")
 	}
 }

@@ -244,14 +244,9 @@ func (l *nicLink) Name() string {
 func (l *nicLink) Offloads() string { return "none" }
 func (l *nicLink) Close() error     { return nil }
 
-// queues is the number of packet sockets ServeNIC opens, each read by a
-// queue loop of its own: cfg.Queues on each NIC.
-func (l *nicLink) queues() int {
-	if l.cfg.IPv6 != l.cfg.IPv4 {
-		return 2 * max(l.cfg.Queues, 1)
-	}
-	return max(l.cfg.Queues, 1)
-}
+// queues is the number of queue loops ServeNIC runs: cfg.Queues, each
+// reading its index's socket of each NIC.
+func (l *nicLink) queues() int { return max(l.cfg.Queues, 1) }
 
 // openLink checks and returns the device of the fd or nic mode.
 func openLink(t config.Translator) (device, error) {
@@ -280,7 +275,8 @@ func openLink(t config.Translator) (device, error) {
 			q = runtime.NumCPU()
 		}
 		// Unset MTUs are the NICs' (xlatConfig), and follow them.
-		return &nicLink{cfg: stack.NICConfig{IPv4: t.NIC.IPv4, IPv6: t.NIC.IPv6, Queues: q,
+		// SteerPrefix: a flow's two directions on one queue loop.
+		return &nicLink{cfg: stack.NICConfig{IPv4: t.NIC.IPv4, IPv6: t.NIC.IPv6, Queues: q, SteerPrefix: t.Prefix,
 			FollowIPv4MTU: t.IPv4MTU == 0, FollowIPv6MTU: t.IPv6MTU == 0}}, nil
 	}
 	return nil, fmt.Errorf("unknown link mode %q", t.Link)
@@ -637,7 +633,7 @@ func (d *daemon) startDatapath(u *undoStack) (chan error, error) {
 		dev, err = d.env.openLink(d.cfg.Translator)
 		// An inherited tun's descriptors run host mode's loop
 		// (tunLoopQueues), and get a P each as the tun's queues do; so do
-		// NIC mode's packet sockets, which keep their P while they wait
+		// NIC mode's queue loops, which keep their P while they wait
 		// (nicRawWait).
 		if q := tunLoopQueues(dev); err == nil && q > 0 {
 			setProcs(q)

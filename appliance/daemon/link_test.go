@@ -30,7 +30,8 @@ import (
 // restores it), routes nothing into a tun, and gives the engine the NICs'
 // MTUs unless ipv4_mtu / ipv6_mtu are set; fd mode leaves forwarding and
 // routes to whoever handed the descriptor over. NIC mode adds a P per
-// packet socket (its queue loop keeps one while it waits), fd mode none.
+// queue loop (it keeps one while it waits; one loop reads an index's
+// socket of both NICs), fd mode none.
 // MTUs learnt from the NICs
 // bound packet sizes but do not turn the TCP MSS clamp on (RFC 7915
 // leaves TCP options alone); an MTU in the file does.
@@ -45,9 +46,9 @@ func TestLinkModes(t *testing.T) {
 		extraProcs int // GOMAXPROCS beyond one per CPU; -1: untouched
 	}{
 		{"nic", "nic {\n    ipv4 = \"eth0\"\n    ipv6 = \"eth1\"\n    queues = 3\n  }",
-			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth1", Queues: 3, FollowIPv4MTU: true, FollowIPv6MTU: true}}, "nic eth0,eth1", "0", 1500, 9000, false, 6},
+			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth1", Queues: 3, SteerPrefix: netip.MustParsePrefix("2001:db8:64::/96"), FollowIPv4MTU: true, FollowIPv6MTU: true}}, "nic eth0,eth1", "0", 1500, 9000, false, 3},
 		{"nic one NIC, ipv6_mtu set", "ipv6_mtu = 1280\n  nic {\n    ipv4 = \"eth0\"\n    queues = 1\n  }",
-			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth0", Queues: 1, FollowIPv4MTU: true}}, "nic eth0", "0", 1500, 1280, true, 1},
+			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth0", Queues: 1, SteerPrefix: netip.MustParsePrefix("2001:db8:64::/96"), FollowIPv4MTU: true}}, "nic eth0", "0", 1500, 1280, true, 1},
 		{"fd", "fd {\n    fd = 3\n  }", &fdLink{fd: 3, mtu: 1500}, "fd 3", "1", 0, 0, false, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

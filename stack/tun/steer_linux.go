@@ -284,20 +284,34 @@ func clen(b []byte) int {
 	return len(b)
 }
 
+// LoadSteeringProgram loads the steering program for the RFC 6052 prefix
+// and returns its descriptor, which the caller closes. The program reads a
+// packet from its IP header on, so it also serves as a PACKET_FANOUT_EBPF
+// program (the kernel runs fanout programs before the link header is
+// pushed back), where the same choice puts a flow's two directions, read
+// from two NICs, on sockets of the same index (stack.ServeNIC).
+func LoadSteeringProgram(prefix netip.Prefix) (int, error) {
+	if !prefix.Addr().Is6() || prefix.Addr().Is4In6() {
+		return -1, fmt.Errorf("steering: %v is not an IPv6 prefix", prefix)
+	}
+	insns, err := steeringProgram(prefix.Bits())
+	if err != nil {
+		return -1, fmt.Errorf("steering: %w", err)
+	}
+	prog, err := loadProgram(insns)
+	if err != nil {
+		return -1, fmt.Errorf("steering: %w", err)
+	}
+	return prog, nil
+}
+
 // setSteering loads the steering program for prefix and makes it the
 // queue selector of the tun that queue descriptor fd belongs to. The tun
 // holds its own reference on the program.
 func setSteering(fd int, prefix netip.Prefix) error {
-	if !prefix.Addr().Is6() || prefix.Addr().Is4In6() {
-		return fmt.Errorf("steering: %v is not an IPv6 prefix", prefix)
-	}
-	insns, err := steeringProgram(prefix.Bits())
+	prog, err := LoadSteeringProgram(prefix)
 	if err != nil {
-		return fmt.Errorf("steering: %w", err)
-	}
-	prog, err := loadProgram(insns)
-	if err != nil {
-		return fmt.Errorf("steering: %w", err)
+		return err
 	}
 	defer unix.Close(prog)
 	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETSTEERINGEBPF, prog); err != nil {
