@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -144,7 +146,7 @@ func TestHarnessFreshNamespacesPerSetup(t *testing.T) {
 	const rule = "646"
 	var calls int
 	seen := map[string]bool{}
-	hook := func(topo topology) error {
+	hook := func(topo topology, _ unit) error {
 		calls++
 		out, err := exec.Command("ip", "-n", topo.Router, "rule", "show").CombinedOutput()
 		if err != nil {
@@ -176,6 +178,45 @@ func TestHarnessFreshNamespacesPerSetup(t *testing.T) {
 	}
 	if want := 2 * 2 * 2; calls != want {
 		t.Errorf("namespaces built for %d setups, want %d (rounds x conditions x setups)", calls, want)
+	}
+	if left := ourNamespaces(t); len(left) > 0 {
+		t.Errorf("namespaces left behind: %v", left)
+	}
+}
+
+// TestHarnessPairsSetupsTestByTest: the harness measures one test at a
+// time for every setup (a compared pair back to back, not a whole setup's
+// tests apart), each in namespaces built anew, and reverses the setups'
+// order every other round. Under the old fixed order (every test of native
+// IPv6, then every test of native IPv4, in every round) the first member of
+// each pair was always measured first and the pair's tests were a setup's
+// tests apart.
+func TestHarnessPairsSetupsTestByTest(t *testing.T) {
+	requireNetns(t)
+	var got []string
+	setups := []string{sNative6, sNative4}
+	hook := func(_ topology, u unit) error {
+		got = append(got, fmt.Sprintf("%d %s %s", u.Round+1, setups[u.Setup], strings.Join(u.names(), "+")))
+		return nil
+	}
+	o := options{Rounds: 2, Duration: time.Second, Pings: 2, Pings1s: 1, Mappings: 1,
+		Setups: setups, Conds: []condition{condGRO},
+		Tests: testSet{testPing: true, testPing1s: true}, Log: t.Logf, beforeSetup: hook}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	md, err := harness(ctx, o)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, md)
+	}
+	want := []string{
+		"1 native6 ping", "1 native4 ping", "1 native6 ping1s", "1 native4 ping1s",
+		"2 native4 ping", "2 native6 ping", "2 native4 ping1s", "2 native6 ping1s",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("measuring order:\n got %q\nwant %q", got, want)
+	}
+	if !strings.Contains(md, "`-interleave test`") {
+		t.Errorf("the report does not say how the run was ordered:\n%s", md)
 	}
 	if left := ourNamespaces(t); len(left) > 0 {
 		t.Errorf("namespaces left behind: %v", left)

@@ -347,18 +347,20 @@ func writeJSON(path string, info runInfo, r *results) error {
 		}
 	}
 	doc := struct {
-		Date     time.Time                        `json:"date"`
-		Kernel   string                           `json:"kernel"`
-		CPU      string                           `json:"cpu"`
-		Cores    int                              `json:"cores"`
-		Rounds   int                              `json:"rounds"`
-		Seconds  float64                          `json:"seconds_per_test"`
-		Pings    int                              `json:"pings"`
-		Mappings int                              `json:"mappings"`
-		Values   map[string]map[string][]*float64 `json:"values"`
+		Date     time.Time `json:"date"`
+		Kernel   string    `json:"kernel"`
+		CPU      string    `json:"cpu"`
+		Cores    int       `json:"cores"`
+		Rounds   int       `json:"rounds"`
+		Seconds  float64   `json:"seconds_per_test"`
+		Pings    int       `json:"pings"`
+		Mappings int       `json:"mappings"`
+		// Interleave is the measuring order (-interleave).
+		Interleave string                           `json:"interleave"`
+		Values     map[string]map[string][]*float64 `json:"values"`
 		// RTTs: column -> ping metric -> round -> every echo's RTT, ms.
 		RTTs map[string]map[string][][]float64 `json:"rtts_ms"`
-	}{info.Date, info.Kernel, info.CPUModel, info.Cores, info.Rounds, info.Duration.Seconds(), info.Pings, info.Mappings, vals, r.RTTs}
+	}{info.Date, info.Kernel, info.CPUModel, info.Cores, info.Rounds, info.Duration.Seconds(), info.Pings, info.Mappings, info.Interleave, vals, r.RTTs}
 	b, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
 		return err
