@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -217,6 +218,57 @@ func TestHarnessPairsSetupsTestByTest(t *testing.T) {
 	}
 	if !strings.Contains(md, "`-interleave test`") {
 		t.Errorf("the report does not say how the run was ordered:\n%s", md)
+	}
+	if left := ourNamespaces(t); len(left) > 0 {
+		t.Errorf("namespaces left behind: %v", left)
+	}
+}
+
+// TestHarnessSameFlowsPerRound: in a round every setup's iperf3 tests
+// leave from the same client ports (as iperf3 itself reports them), so a
+// multi-queue translator puts both members of a pair on the same queues;
+// the next round uses other ports. With -kernel-flows, as before, each
+// setup gets ports of its own.
+func TestHarnessSameFlowsPerRound(t *testing.T) {
+	requireNetns(t)
+	for _, kernel := range []bool{false, true} {
+		raw := filepath.Join(t.TempDir(), "raw.json")
+		o := options{Rounds: 2, Duration: time.Second, Pings: 2, Pings1s: 1, Mappings: 1,
+			Setups: []string{sNative6, sNative4}, Conds: []condition{condGRO}, JSON: raw, KernelFlows: kernel,
+			Tests: testSet{testTCP1: true, testTCP4: true, testUDP: true}, Log: t.Logf}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		md, err := harness(ctx, o)
+		cancel()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, md)
+		}
+		b, err := os.ReadFile(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Ports map[string]map[string][]int `json:"client_ports"`
+		}
+		if err := json.Unmarshal(b, &doc); err != nil {
+			t.Fatal(err)
+		}
+		p6, p4 := doc.Ports[g(sNative6)], doc.Ports[g(sNative4)]
+		for _, m := range []string{mTCP1, mTCP4, mUDP} {
+			for r := 0; r < 2; r++ {
+				if p6[m][r] == 0 || p4[m][r] == 0 {
+					t.Fatalf("kernel-flows %v: no client port for %s round %d: %v", kernel, m, r+1, doc.Ports)
+				}
+				if same := p6[m][r] == p4[m][r]; same == kernel {
+					t.Errorf("kernel-flows %v, %s round %d: native IPv6 from port %d, native IPv4 from %d", kernel, m, r+1, p6[m][r], p4[m][r])
+				}
+			}
+			if !kernel && p6[m][0] == p6[m][1] {
+				t.Errorf("%s: both rounds used port %d", m, p6[m][0])
+			}
+		}
+		if !kernel && (p6[mTCP4][0] != p6[mTCP1][0]+portTCP4 || p6[mUDP][0] != p6[mTCP1][0]+portUDP) {
+			t.Errorf("round 1's ports: TCP 1 stream %d, 4 streams %d, UDP %d", p6[mTCP1][0], p6[mTCP4][0], p6[mUDP][0])
+		}
 	}
 	if left := ourNamespaces(t); len(left) > 0 {
 		t.Errorf("namespaces left behind: %v", left)

@@ -35,6 +35,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -84,6 +85,10 @@ type options struct {
 	// Interleave orders a round's measurements (-interleave):
 	// interleaveTest (also for "") or interleaveSetup.
 	Interleave string
+	// KernelFlows leaves the client ports and ping identifiers to the
+	// kernel and ping (-kernel-flows) instead of drawing them per round
+	// for every setup alike (flowIDs).
+	KernelFlows bool
 }
 
 func main() {
@@ -106,6 +111,7 @@ func main() {
 	flag.BoolVar(&o.Keep, "keep", false, "keep the work directory with configurations and translator logs")
 	flag.StringVar(&o.Perf, "perf", "", "profile each translator with perf record during round 1's TCP 1 stream and UDP tests; data and reports go to this directory (use an unstripped map646 for Go symbols)")
 	flag.StringVar(&o.Interleave, "interleave", interleaveTest, "order of a round's measurements: "+interleaveTest+" (each test runs for every setup before the next test, each setup's translator started for that test alone: a compared pair is measured back to back) or "+interleaveSetup+" (every test of a setup before the next setup, one translator start per setup); either way the setups' order is reversed every other round")
+	flag.BoolVar(&o.KernelFlows, "kernel-flows", false, "let the kernel pick iperf3's client ports and ping its identifiers, each setup its own, instead of giving every setup of a round the same ones (drawn at random per round)")
 	flag.BoolVar(&o.PerfSystem, "perf-system", false, "with -perf: sample every CPU (perf record -a), native forwarding included, instead of the translator's threads")
 	flag.Parse()
 	groSet := false
@@ -392,6 +398,11 @@ func harness(ctx context.Context, o options) (string, error) {
 		return "", err
 	}
 	info.Interleave = o.Interleave
+	flows := make([]flowIDs, o.Rounds)
+	if !o.KernelFlows {
+		flows = newFlowIDs(o.Rounds, rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))))
+	}
+	info.Flows = flows
 	var failures []string
 	offloadsSeen := map[string]bool{}
 	for _, u := range units {
@@ -419,7 +430,7 @@ func harness(ctx context.Context, o options) (string, error) {
 		}
 		tests := strings.Join(u.names(), ",")
 		o.Log("round %d/%d, %s: %s: %s", u.Round+1, o.Rounds, c.Label, s.Label, tests)
-		m.tests = u.Tests
+		m.tests, m.flows = u.Tests, flows[u.Round]
 		if err := measureSetup(ctx, m, s, c, u.Round, res, &info, perfOptions{Dir: o.Perf, System: o.PerfSystem}); err != nil {
 			o.Log("round %d, %s: %s: %s: %v", u.Round+1, c.Label, s.Label, tests, err)
 			failures = append(failures, fmt.Sprintf("round %d, %s, %s, %s: %v", u.Round+1, c.Label, s.Label, tests, err))
@@ -483,7 +494,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 	// Ping first, on an idle path: after the UDP flood a slow translator's
 	// tun queue still holds a backlog that would end up in the RTTs.
 	if m.tests.has(testPing) {
-		pr, err := m.ping(ctx, s.Dst, m.pings, fastInterval)
+		pr, err := m.ping(ctx, s.Dst, m.pings, fastInterval, pingIdle)
 		if err != nil {
 			return fmt.Errorf("ping 100/s: %w", err)
 		}
@@ -492,7 +503,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 		res.setRTTs(key, mRTT50, round, pr.RTTs)
 	}
 	if m.tests.has(testPing1s) {
-		pr, err := m.ping(ctx, s.Dst, m.pings1s, time.Second)
+		pr, err := m.ping(ctx, s.Dst, m.pings1s, time.Second, pingSparse)
 		if err != nil {
 			return fmt.Errorf("ping 1/s: %w", err)
 		}
@@ -562,6 +573,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 			tput, cpuKey = mTCP4, mCPUTCP4
 		}
 		res.set(key, tput, round, r.BitsPerSecond/1e9)
+		res.setPort(key, tput, round, r.Port)
 		res.set(key, cpuKey, round, perUnit(secs, r.Bits/1e9))
 	}
 	if !m.tests.has(testUDP) {
@@ -588,6 +600,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 		return err
 	}
 	res.set(key, mUDP, round, u.PacketsPerSecond/1e3)
+	res.setPort(key, mUDP, round, u.Port)
 	res.set(key, mCPUUDP, round, perUnit(secs, u.Packets/1e6))
 	res.set(key, mRTTLoad, round, lp.Median*1000) // NaN when every echo was lost
 	res.set(key, mLossLoad, round, lp.lossPercent())

@@ -35,6 +35,9 @@ type runInfo struct {
 	Conds       []condition     // veth states, in the order measured
 	// Interleave is the order of a round's measurements (-interleave).
 	Interleave string
+	// Flows are each round's client ports and ping identifiers; zero
+	// values where the kernel and ping chose (-kernel-flows).
+	Flows []flowIDs
 }
 
 const (
@@ -228,6 +231,11 @@ func renderMarkdown(info runInfo, r *results) string {
 	}
 	w("always in namespaces built anew: a translator's policy rules (the kernel never clears a namespace's `fib_has_custom_rules` once one was added), caches and sysctls never reach the next measurement. ")
 	w("The setups run in the order of the table in rounds 1, 3, ... and in reverse in rounds 2, 4, ... (A B, B A, ...), so that a drift of the machine's load over a round favours each member of a pair in half the rounds instead of the same one in all. ")
+	if len(info.Flows) > 0 && info.Flows[0].Port != 0 {
+		w("Every setup of a round sends from the same client ports (iperf3 `--cport`) and pings with the same identifiers (`ping -e`), drawn at random for each round: a multi-queue translator picks a flow's queue from them, so both members of a pair get the same queues in a round, and the rounds sample different ones. ")
+	} else {
+		w("The kernel picks iperf3's client ports and ping its identifiers, for each setup anew (`-kernel-flows`). ")
+	}
 	w("The tests: %d pings 10 ms apart and %d pings 1 s apart on the idle path, iperf3 TCP 1 stream, TCP 4 streams (`-P 4`), ", info.Pings, info.Pings1s)
 	w("and UDP with 64-byte payloads at full speed (`-u -l 64 -b 0`; the rate is what the receiver got), with pings at 100/s running from 0.5 s into the flood until 0.5 s before its end; the pings on the idle path run before the flood. ")
 	w("The translator's CPU is utime+stime from /proc/PID/stat over each test, divided by the Gbit or million packets received; start-up is the time from starting the translator until a ping passes through it (loading the table and installing routes included). ")
