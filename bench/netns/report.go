@@ -193,7 +193,7 @@ func renderMarkdown(info runInfo, r *results) string {
 		}
 		w("| %s | %s | %s | %s | %s |\n", t.Label, t.Cond, t.Comparison, measured, res)
 	}
-	w("\nRun-to-run noise on a shared 2-core machine is often above 5%%: a result \"not in every round\" is decided by the median of the rounds alone, and a 5%% goal of the 1M table needs an A/B of its own (`-setups map646,map646-1m -tests ...`, more rounds and `-pings-1s 30`; see \"Sparse pings with the 1M table\" below the harness's section).\n")
+	w("\nRun-to-run noise on a shared 2-core machine is often above 5%%: a result \"not in every round\" is decided by the median of the rounds alone. The 5%% goals of the 1M table lie inside the spread of an A/A run, the same comparison with one mapping on both sides (`-setups map646,map646-1m -mappings 1`): see \"How noisy the 1M rows are\" below the harness's section before reading them as a cost of the table.\n")
 
 	if has[sTayga] {
 		renderRTTComparison(w, info, r, labels)

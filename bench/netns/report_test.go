@@ -236,6 +236,7 @@ func TestRenderMarkdown(t *testing.T) {
 		"| map646 tun: TCP 4 streams | GRO off | ≥ 0.7× native IPv6 | n/a | not measured |",
 		"the median of the per-round ratios, shown with the rounds' lowest and highest ratio",
 		"a result \"not in every round\" is decided by the median of the rounds alone",
+		"the same comparison with one mapping on both sides (`-setups map646,map646-1m -mappings 1`)",
 		// How the pairs were ordered, and what the rounds' min–max is worth.
 		"one test at a time for every setup in turn before the next test (`-interleave test`)",
 		"in rounds 1, 3, ... and in reverse in rounds 2, 4, ... (A B, B A, ...)",
