@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -144,7 +147,7 @@ func TestHarnessFreshNamespacesPerSetup(t *testing.T) {
 	const rule = "646"
 	var calls int
 	seen := map[string]bool{}
-	hook := func(topo topology) error {
+	hook := func(topo topology, _ unit) error {
 		calls++
 		out, err := exec.Command("ip", "-n", topo.Router, "rule", "show").CombinedOutput()
 		if err != nil {
@@ -176,6 +179,96 @@ func TestHarnessFreshNamespacesPerSetup(t *testing.T) {
 	}
 	if want := 2 * 2 * 2; calls != want {
 		t.Errorf("namespaces built for %d setups, want %d (rounds x conditions x setups)", calls, want)
+	}
+	if left := ourNamespaces(t); len(left) > 0 {
+		t.Errorf("namespaces left behind: %v", left)
+	}
+}
+
+// TestHarnessPairsSetupsTestByTest: the harness measures one test at a
+// time for every setup (a compared pair back to back, not a whole setup's
+// tests apart), each in namespaces built anew, and reverses the setups'
+// order every other round. Under the old fixed order (every test of native
+// IPv6, then every test of native IPv4, in every round) the first member of
+// each pair was always measured first and the pair's tests were a setup's
+// tests apart.
+func TestHarnessPairsSetupsTestByTest(t *testing.T) {
+	requireNetns(t)
+	var got []string
+	setups := []string{sNative6, sNative4}
+	hook := func(_ topology, u unit) error {
+		got = append(got, fmt.Sprintf("%d %s %s", u.Round+1, setups[u.Setup], strings.Join(u.names(), "+")))
+		return nil
+	}
+	o := options{Rounds: 2, Duration: time.Second, Pings: 2, Pings1s: 1, Mappings: 1,
+		Setups: setups, Conds: []condition{condGRO},
+		Tests: testSet{testPing: true, testPing1s: true}, Log: t.Logf, beforeSetup: hook}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	md, err := harness(ctx, o)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, md)
+	}
+	want := []string{
+		"1 native6 ping", "1 native4 ping", "1 native6 ping1s", "1 native4 ping1s",
+		"2 native4 ping", "2 native6 ping", "2 native4 ping1s", "2 native6 ping1s",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("measuring order:\n got %q\nwant %q", got, want)
+	}
+	if !strings.Contains(md, "`-interleave test`") {
+		t.Errorf("the report does not say how the run was ordered:\n%s", md)
+	}
+	if left := ourNamespaces(t); len(left) > 0 {
+		t.Errorf("namespaces left behind: %v", left)
+	}
+}
+
+// TestHarnessSameFlowsPerRound: in a round every setup's iperf3 tests
+// leave from the same client ports (as iperf3 itself reports them), so a
+// multi-queue translator puts both members of a pair on the same queues;
+// the next round uses other ports. With -kernel-flows, as before, each
+// setup gets ports of its own.
+func TestHarnessSameFlowsPerRound(t *testing.T) {
+	requireNetns(t)
+	for _, kernel := range []bool{false, true} {
+		raw := filepath.Join(t.TempDir(), "raw.json")
+		o := options{Rounds: 2, Duration: time.Second, Pings: 2, Pings1s: 1, Mappings: 1,
+			Setups: []string{sNative6, sNative4}, Conds: []condition{condGRO}, JSON: raw, KernelFlows: kernel,
+			Tests: testSet{testTCP1: true, testTCP4: true, testUDP: true}, Log: t.Logf}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		md, err := harness(ctx, o)
+		cancel()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, md)
+		}
+		b, err := os.ReadFile(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Ports map[string]map[string][]int `json:"client_ports"`
+		}
+		if err := json.Unmarshal(b, &doc); err != nil {
+			t.Fatal(err)
+		}
+		p6, p4 := doc.Ports[g(sNative6)], doc.Ports[g(sNative4)]
+		for _, m := range []string{mTCP1, mTCP4, mUDP} {
+			for r := 0; r < 2; r++ {
+				if p6[m][r] == 0 || p4[m][r] == 0 {
+					t.Fatalf("kernel-flows %v: no client port for %s round %d: %v", kernel, m, r+1, doc.Ports)
+				}
+				if same := p6[m][r] == p4[m][r]; same == kernel {
+					t.Errorf("kernel-flows %v, %s round %d: native IPv6 from port %d, native IPv4 from %d", kernel, m, r+1, p6[m][r], p4[m][r])
+				}
+			}
+			if !kernel && p6[m][0] == p6[m][1] {
+				t.Errorf("%s: both rounds used port %d", m, p6[m][0])
+			}
+		}
+		if !kernel && (p6[mTCP4][0] != p6[mTCP1][0]+portTCP4 || p6[mUDP][0] != p6[mTCP1][0]+portUDP) {
+			t.Errorf("round 1's ports: TCP 1 stream %d, 4 streams %d, UDP %d", p6[mTCP1][0], p6[mTCP4][0], p6[mUDP][0])
+		}
 	}
 	if left := ourNamespaces(t); len(left) > 0 {
 		t.Errorf("namespaces left behind: %v", left)

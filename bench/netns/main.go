@@ -10,11 +10,13 @@
 //
 // map646 setups are rendered from HCL templates (templates/, or -template
 // MODE=FILE); a link mode that `map646 check` rejects is reported as
-// unsupported, not as a failure. Setups alternate within each round (A B C,
-// A B C, ...; GRO on, then GRO off), each in namespaces built anew, so that
-// nothing one setup leaves in the kernel (a policy rule: the namespace's
-// fib_has_custom_rules stays set) reaches the next; the report gives medians and same-run
-// ratios, judges the issues' targets (met / not met, never enforced),
+// unsupported, not as a failure. Within each round and condition (GRO on,
+// then GRO off) each test runs for every setup before the next test
+// (-interleave test: a compared pair is measured back to back), the setups
+// in reverse order every other round (A B, B A, ...), each measurement in
+// namespaces built anew, so that nothing one setup leaves in the kernel (a
+// policy rule: the namespace's fib_has_custom_rules stays set) reaches the
+// next; the report gives medians and same-run ratios, judges the issues' targets (met / not met, never enforced),
 // prints a Markdown section and can write it into docs/benchmarks.md
 // between its markers. The exit status is non-zero when a measurement fails
 // (a tool errors, no traffic passes), never because a target is missed.
@@ -33,6 +35,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -78,7 +81,14 @@ type options struct {
 	Log          func(format string, a ...any)
 	// beforeSetup, if set, runs after the namespaces were built for a
 	// setup's measurement and before its translator starts (a test's seam).
-	beforeSetup func(topology) error
+	beforeSetup func(topology, unit) error
+	// Interleave orders a round's measurements (-interleave):
+	// interleaveTest (also for "") or interleaveSetup.
+	Interleave string
+	// KernelFlows leaves the client ports and ping identifiers to the
+	// kernel and ping (-kernel-flows) instead of drawing them per round
+	// for every setup alike (flowIDs).
+	KernelFlows bool
 }
 
 func main() {
@@ -100,6 +110,8 @@ func main() {
 	gro := flag.String("gro", "both", "veth conditions, comma-separated, measured in this order: on (GRO, as NIC drivers do by default), off (the veth default), both (on,off), udp (GRO and rx-udp-gro-forwarding: forwarded UDP floods merge into USO super-packets), list (GRO and rx-gro-list: forwarded packets are chained, not merged), napi (udp with threaded NAPI on the veths: a poll finds more packets to merge)")
 	flag.BoolVar(&o.Keep, "keep", false, "keep the work directory with configurations and translator logs")
 	flag.StringVar(&o.Perf, "perf", "", "profile each translator with perf record during round 1's TCP 1 stream and UDP tests; data and reports go to this directory (use an unstripped map646 for Go symbols)")
+	flag.StringVar(&o.Interleave, "interleave", interleaveTest, "order of a round's measurements: "+interleaveTest+" (each test runs for every setup before the next test, each setup's translator started for that test alone: a compared pair is measured back to back) or "+interleaveSetup+" (every test of a setup before the next setup, one translator start per setup); either way the setups' order is reversed every other round")
+	flag.BoolVar(&o.KernelFlows, "kernel-flows", false, "let the kernel pick iperf3's client ports and ping its identifiers, each setup its own, instead of giving every setup of a round the same ones (drawn at random per round)")
 	flag.BoolVar(&o.PerfSystem, "perf-system", false, "with -perf: sample every CPU (perf record -a), native forwarding included, instead of the translator's threads")
 	flag.Parse()
 	groSet := false
@@ -377,37 +389,51 @@ func harness(ctx context.Context, o options) (string, error) {
 	}
 
 	res := newResults(cols, o.Rounds)
-	m := measurer{topo: topo, duration: o.Duration, pings: o.Pings, pings1s: o.Pings1s, tests: o.Tests}
+	m := measurer{topo: topo, duration: o.Duration, pings: o.Pings, pings1s: o.Pings1s}
+	if o.Interleave == "" {
+		o.Interleave = interleaveTest
+	}
+	units, err := schedule(o.Rounds, o.Conds, len(setups), o.Tests, o.Interleave)
+	if err != nil {
+		return "", err
+	}
+	info.Interleave = o.Interleave
+	flows := make([]flowIDs, o.Rounds)
+	if !o.KernelFlows {
+		flows = newFlowIDs(o.Rounds, rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))))
+	}
+	info.Flows = flows
 	var failures []string
-	for round := 0; round < o.Rounds; round++ {
-		for _, c := range o.Conds {
-			for si, s := range setups {
-				if ctx.Err() != nil {
-					return "", ctx.Err()
-				}
-				if err := fresh(c); err != nil {
+	offloadsSeen := map[string]bool{}
+	for _, u := range units {
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		c, s := u.Cond, setups[u.Setup]
+		if err := fresh(c); err != nil {
+			return "", err
+		}
+		if !offloadsSeen[c.Key] {
+			offloadsSeen[c.Key] = true
+			for _, p := range topo.veths() {
+				f, err := offloads(ctx, p[0], p[1])
+				if err != nil {
 					return "", err
 				}
-				if round == 0 && si == 0 {
-					for _, p := range topo.veths() {
-						f, err := offloads(ctx, p[0], p[1])
-						if err != nil {
-							return "", err
-						}
-						info.Offloads[c.Label+": "+roleOf(topo, p[0])+"/"+p[1]] = f
-					}
-				}
-				if o.beforeSetup != nil {
-					if err := o.beforeSetup(topo); err != nil {
-						return "", err
-					}
-				}
-				o.Log("round %d/%d, %s: %s", round+1, o.Rounds, c.Label, s.Label)
-				if err := measureSetup(ctx, m, s, c, round, res, &info, perfOptions{Dir: o.Perf, System: o.PerfSystem}); err != nil {
-					o.Log("round %d, %s: %s: %v", round+1, c.Label, s.Label, err)
-					failures = append(failures, fmt.Sprintf("round %d, %s, %s: %v", round+1, c.Label, s.Label, err))
-				}
+				info.Offloads[c.Label+": "+roleOf(topo, p[0])+"/"+p[1]] = f
 			}
+		}
+		if o.beforeSetup != nil {
+			if err := o.beforeSetup(topo, u); err != nil {
+				return "", err
+			}
+		}
+		tests := strings.Join(u.names(), ",")
+		o.Log("round %d/%d, %s: %s: %s", u.Round+1, o.Rounds, c.Label, s.Label, tests)
+		m.tests, m.flows = u.Tests, flows[u.Round]
+		if err := measureSetup(ctx, m, s, c, u.Round, res, &info, perfOptions{Dir: o.Perf, System: o.PerfSystem}); err != nil {
+			o.Log("round %d, %s: %s: %s: %v", u.Round+1, c.Label, s.Label, tests, err)
+			failures = append(failures, fmt.Sprintf("round %d, %s, %s, %s: %v", u.Round+1, c.Label, s.Label, tests, err))
 		}
 	}
 	if o.JSON != "" {
@@ -449,7 +475,12 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 		if err != nil {
 			return err
 		}
-		res.set(key, mStart, round, time.Since(began).Seconds())
+		// With -interleave test a setup starts once per test and round: the
+		// first start of the round is the one recorded, as it was the only
+		// one before.
+		if math.IsNaN(res.Values[key][mStart][round]) {
+			res.set(key, mStart, round, time.Since(began).Seconds())
+		}
 		if tun := s.xlat.tunName(); tun != "" {
 			k := s.Key + "/" + tun
 			if _, ok := info.Offloads[k]; !ok {
@@ -463,7 +494,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 	// Ping first, on an idle path: after the UDP flood a slow translator's
 	// tun queue still holds a backlog that would end up in the RTTs.
 	if m.tests.has(testPing) {
-		pr, err := m.ping(ctx, s.Dst, m.pings, fastInterval)
+		pr, err := m.ping(ctx, s.Dst, m.pings, fastInterval, pingIdle)
 		if err != nil {
 			return fmt.Errorf("ping 100/s: %w", err)
 		}
@@ -472,7 +503,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 		res.setRTTs(key, mRTT50, round, pr.RTTs)
 	}
 	if m.tests.has(testPing1s) {
-		pr, err := m.ping(ctx, s.Dst, m.pings1s, time.Second)
+		pr, err := m.ping(ctx, s.Dst, m.pings1s, time.Second, pingSparse)
 		if err != nil {
 			return fmt.Errorf("ping 1/s: %w", err)
 		}
@@ -542,6 +573,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 			tput, cpuKey = mTCP4, mCPUTCP4
 		}
 		res.set(key, tput, round, r.BitsPerSecond/1e9)
+		res.setPort(key, tput, round, r.Port)
 		res.set(key, cpuKey, round, perUnit(secs, r.Bits/1e9))
 	}
 	if !m.tests.has(testUDP) {
@@ -568,6 +600,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 		return err
 	}
 	res.set(key, mUDP, round, u.PacketsPerSecond/1e3)
+	res.setPort(key, mUDP, round, u.Port)
 	res.set(key, mCPUUDP, round, perUnit(secs, u.Packets/1e6))
 	res.set(key, mRTTLoad, round, lp.Median*1000) // NaN when every echo was lost
 	res.set(key, mLossLoad, round, lp.lossPercent())

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,7 +16,12 @@ import (
 // iperfJSON is the part of `iperf3 --json` output the harness reads.
 type iperfJSON struct {
 	Error string `json:"error"`
-	End   struct {
+	Start struct {
+		Connected []struct {
+			LocalPort int `json:"local_port"`
+		} `json:"connected"`
+	} `json:"start"`
+	End struct {
 		SumReceived iperfSum `json:"sum_received"`
 	} `json:"end"`
 }
@@ -32,6 +38,7 @@ type iperfSum struct {
 type tcpResult struct {
 	BitsPerSecond float64
 	Bits          float64 // received in total
+	Port          int     // the client's port of the first data stream, as iperf3 reports it
 }
 
 // parseIperfTCP reads the receiver's totals. A run that reports an error or
@@ -48,7 +55,7 @@ func parseIperfTCP(b []byte) (tcpResult, error) {
 	if s.BitsPerSecond <= 0 || s.Bytes <= 0 {
 		return tcpResult{}, errors.New("iperf3: the receiver got no data")
 	}
-	return tcpResult{BitsPerSecond: s.BitsPerSecond, Bits: s.Bytes * 8}, nil
+	return tcpResult{BitsPerSecond: s.BitsPerSecond, Bits: s.Bytes * 8, Port: j.clientPort()}, nil
 }
 
 // udpResult is the receiver's view of an iperf3 UDP test: what arrived, not
@@ -57,6 +64,7 @@ type udpResult struct {
 	PacketsPerSecond float64
 	Packets          float64 // received
 	Sent             float64
+	Port             int // the client's port of the data stream, as iperf3 reports it
 }
 
 // parseIperfUDP computes received packets per second from the receiver's
@@ -75,7 +83,19 @@ func parseIperfUDP(b []byte) (udpResult, error) {
 	if got <= 0 || s.Seconds <= 0 {
 		return udpResult{}, errors.New("iperf3: the receiver got no UDP packets")
 	}
-	return udpResult{PacketsPerSecond: got / s.Seconds, Packets: got, Sent: s.Packets}, nil
+	return udpResult{PacketsPerSecond: got / s.Seconds, Packets: got, Sent: s.Packets, Port: j.clientPort()}, nil
+}
+
+// clientPort is the lowest client port of the test's data streams; 0 if
+// iperf3 reported none.
+func (j iperfJSON) clientPort() int {
+	p := 0
+	for _, c := range j.Start.Connected {
+		if p == 0 || c.LocalPort < p {
+			p = c.LocalPort
+		}
+	}
+	return p
 }
 
 // pingResult holds the round-trip times of the echo replies received.
@@ -168,6 +188,62 @@ type measurer struct {
 	pings    int // at 100/s
 	pings1s  int // at 1/s
 	tests    testSet
+	flows    flowIDs // the round's client ports and ping identifiers
+}
+
+// flowIDs name a round's flows: every setup measured in the round sends
+// its tests from the same client ports and pings with the same ICMP
+// identifiers. A multi-queue translator picks a flow's queue from them
+// (map646's steering program hashes the IPv4 host's address and port, or
+// the echo identifier), and which queue a flow gets, and whether the flood
+// and the pings during it share one, moves a round's numbers by more than
+// the 5 % the 1M-table goals allow. With ports left to the kernel, the two
+// members of a pair drew their queues independently; with the round's
+// ports they draw the same, and the rounds, each with ports of their own
+// drawn at random, still sample every queue. Zero values leave the choice
+// to the kernel and to ping.
+type flowIDs struct {
+	// Port is the first client port: TCP 1 stream uses Port, TCP 4
+	// streams Port+1 to Port+4 (iperf3 numbers the streams from its
+	// --cport on), UDP Port+5. Fresh namespaces per measurement leave no
+	// TIME_WAIT socket behind to collide with.
+	Port int
+	// PingID is the identifier (ping -e) of the 100/s pings on the idle
+	// path; the 1/s pings use PingID+1, the pings during the flood PingID+2.
+	PingID int
+}
+
+// Offsets from flowIDs.Port and flowIDs.PingID per test.
+const (
+	portTCP1, portTCP4, portUDP   = 0, 1, 5
+	pingIdle, pingSparse, pingUDP = 0, 1, 2
+	flowPorts, flowPingIDs        = 6, 3 // ports and identifiers a round uses
+)
+
+// newFlowIDs draws each round's flows at random: ports from the kernel's
+// default ephemeral range (32768-60999), identifiers from 1-65535.
+func newFlowIDs(rounds int, rnd *rand.Rand) []flowIDs {
+	out := make([]flowIDs, rounds)
+	for i := range out {
+		out[i] = flowIDs{Port: 32768 + rnd.IntN(60999-32768+1-flowPorts+1), PingID: 1 + rnd.IntN(65535-flowPingIDs+1)}
+	}
+	return out
+}
+
+// iperfPort is the --cport argument of a test whose first port is Port+off.
+func (f flowIDs) iperfPort(off int) []string {
+	if f.Port == 0 {
+		return nil
+	}
+	return []string{"--cport", strconv.Itoa(f.Port + off)}
+}
+
+// pingID is ping's -e argument for identifier PingID+off.
+func (f flowIDs) pingID(off int) []string {
+	if f.PingID == 0 {
+		return nil
+	}
+	return []string{"-e", strconv.Itoa(f.PingID + off)}
 }
 
 // fastInterval is the gap of the 100/s pings.
@@ -195,7 +271,11 @@ func (m measurer) iperf(ctx context.Context, dst string, extra ...string) ([]byt
 }
 
 func (m measurer) tcp(ctx context.Context, dst string, streams int) (tcpResult, error) {
-	out, err := m.iperf(ctx, dst, "-P", strconv.Itoa(streams))
+	off := portTCP1
+	if streams > 1 {
+		off = portTCP4
+	}
+	out, err := m.iperf(ctx, dst, append([]string{"-P", strconv.Itoa(streams)}, m.flows.iperfPort(off)...)...)
 	if err != nil {
 		return tcpResult{}, err
 	}
@@ -203,7 +283,7 @@ func (m measurer) tcp(ctx context.Context, dst string, streams int) (tcpResult, 
 }
 
 func (m measurer) udp64(ctx context.Context, dst string) (udpResult, error) {
-	out, err := m.iperf(ctx, dst, "-u", "-l", "64", "-b", "0")
+	out, err := m.iperf(ctx, dst, append([]string{"-u", "-l", "64", "-b", "0"}, m.flows.iperfPort(portUDP)...)...)
 	if err != nil {
 		return udpResult{}, err
 	}
@@ -211,12 +291,13 @@ func (m measurer) udp64(ctx context.Context, dst string) (udpResult, error) {
 }
 
 // ping sends count echo requests interval apart (-W 1: a reply later
-// than 1 s counts as lost).
-func (m measurer) ping(ctx context.Context, dst string, count int, interval time.Duration) (pingResult, error) {
+// than 1 s counts as lost) with identifier PingID+id of the round's flows.
+func (m measurer) ping(ctx context.Context, dst string, count int, interval time.Duration, id int) (pingResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(count)*(interval+10*time.Millisecond)+30*time.Second)
 	defer cancel()
-	out, err := runIn(ctx, m.topo.Client, "ping", "-n", "-c", strconv.Itoa(count),
-		"-i", strconv.FormatFloat(interval.Seconds(), 'f', -1, 64), "-W", "1", dst)
+	argv := append([]string{"ping", "-n", "-c", strconv.Itoa(count),
+		"-i", strconv.FormatFloat(interval.Seconds(), 'f', -1, 64), "-W", "1"}, m.flows.pingID(id)...)
+	out, err := runIn(ctx, m.topo.Client, append(argv, dst)...)
 	r, perr := parsePing(out)
 	if perr != nil {
 		if err != nil {
@@ -248,7 +329,7 @@ func (m measurer) udp64WithPing(ctx context.Context, dst string) (udpResult, pin
 			perr = ctx.Err()
 			return
 		}
-		pr, perr = m.ping(ctx, dst, n, fastInterval)
+		pr, perr = m.ping(ctx, dst, n, fastInterval, pingUDP)
 		if perr != nil && pr.Sent > 0 && pr.Received == 0 {
 			pr.Median, perr = math.NaN(), nil
 		}

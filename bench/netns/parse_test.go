@@ -64,7 +64,9 @@ func TestCPUTicksOfSelf(t *testing.T) {
 }
 
 const iperfTCPJSON = `{
-  "start": {"version": "iperf 3.12"},
+  "start": {"version": "iperf 3.12", "connected": [
+    {"socket": 5, "local_host": "192.0.2.2", "local_port": 40002, "remote_host": "198.51.100.10", "remote_port": 5201},
+    {"socket": 7, "local_host": "192.0.2.2", "local_port": 40001, "remote_host": "198.51.100.10", "remote_port": 5201}]},
   "end": {
     "sum_sent": {"seconds": 10.0, "bytes": 6250000000, "bits_per_second": 5000000000},
     "sum_received": {"seconds": 10.04, "bytes": 6200000000, "bits_per_second": 4940239043}
@@ -83,7 +85,9 @@ func TestParseIperfTCP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.BitsPerSecond != 4940239043 || r.Bits != 6200000000*8 {
+	// The port is the lowest of the data streams' (iperf3 numbers them
+	// from --cport on).
+	if r.BitsPerSecond != 4940239043 || r.Bits != 6200000000*8 || r.Port != 40001 {
 		t.Errorf("got %+v", r)
 	}
 	for name, in := range map[string]string{
@@ -107,7 +111,7 @@ func TestParseIperfUDP(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Received = highest sequence seen - gaps, over the receiver's seconds.
-	if r.Packets != 300000 || r.PacketsPerSecond != 100000 || r.Sent != 1000000 {
+	if r.Packets != 300000 || r.PacketsPerSecond != 100000 || r.Sent != 1000000 || r.Port != 0 {
 		t.Errorf("got %+v", r)
 	}
 	for name, in := range map[string]string{

@@ -33,6 +33,11 @@ type runInfo struct {
 	Translated  map[string]bool // by column (condition/setup)
 	Profiles    []profile       // with -perf
 	Conds       []condition     // veth states, in the order measured
+	// Interleave is the order of a round's measurements (-interleave).
+	Interleave string
+	// Flows are each round's client ports and ping identifiers; zero
+	// values where the kernel and ping chose (-kernel-flows).
+	Flows []flowIDs
 }
 
 const (
@@ -188,7 +193,7 @@ func renderMarkdown(info runInfo, r *results) string {
 		}
 		w("| %s | %s | %s | %s | %s |\n", t.Label, t.Cond, t.Comparison, measured, res)
 	}
-	w("\nRun-to-run noise on a shared 2-core machine is often above 5%%: a result \"not in every round\" is decided by the median of the rounds alone, and a 5%% goal of the 1M table needs an A/B of its own (`-setups map646,map646-1m -tests ...`, more rounds and `-pings-1s 30`; see \"Sparse pings with the 1M table\" below the harness's section).\n")
+	w("\nRun-to-run noise on a shared 2-core machine is often above 5%%: a result \"not in every round\" is decided by the median of the rounds alone. The 5%% goals of the 1M table lie inside the spread of an A/A run, the same comparison with one mapping on both sides (`-setups map646,map646-1m -mappings 1`): see \"How noisy the 1M rows are\" below the harness's section before reading them as a cost of the table.\n")
 
 	if has[sTayga] {
 		renderRTTComparison(w, info, r, labels)
@@ -218,11 +223,26 @@ func renderMarkdown(info runInfo, r *results) string {
 	w("TAYGA 0.9.2 (Debian) and the apalrd/tayga fork (`workers %d`, a multi-queue tun, `-tayga-fork PATH`) run on a tun of MTU %d with one `map` entry. ", taygaForkWorkers, mtu6)
 	w("map646 runs `map646 run -c` with a configuration rendered from its link mode's template (`bench/netns/templates`): host mode (`tun`, the kernel routes into map646's tun) with one `mapping` block ")
 	w("or with a generated `mappings_file` of %d lines that contains the same pair; NIC mode (AF_PACKET sockets with PACKET_VNET_HDR on the router's veths, the router's kernel forwarding off while it runs, every veth's offloads left as the GRO condition has them); fd mode (a tun the harness opens and routes into, inherited as fd %d: opened as QEMU and Firecracker open a VM's tap, with IFF_VNET_HDR, a %d-byte virtio_net_hdr and checksum, TSO and USO offloads set, which map646 finds out from the fd; `map646-fd-plain` opens it without them, one packet per read). ", info.Mappings, passedFD, vmVnetHdr)
-	w("Each round measures every setup in turn in each veth condition (%s), each setup in the three namespaces built anew: a translator's policy rules (the kernel never clears a namespace's `fib_has_custom_rules` once one was added), caches and sysctls never reach the next setup's measurement. ", condLabels(info.Conds))
-	w("Per setup: %d pings 10 ms apart and %d pings 1 s apart on the idle path, then iperf3 TCP 1 stream, TCP 4 streams (`-P 4`), ", info.Pings, info.Pings1s)
-	w("and UDP with 64-byte payloads at full speed (`-u -l 64 -b 0`; the rate is what the receiver got), with pings at 100/s running from 0.5 s into the flood until 0.5 s before its end. ")
+	w("Each round measures in each veth condition (%s) ", condLabels(info.Conds))
+	if info.Interleave == interleaveSetup {
+		w("every setup in turn, all its tests with one start of its translator (`-interleave setup`), ")
+	} else {
+		w("one test at a time for every setup in turn before the next test (`-interleave test`), the translator started anew for each test, so that the two setups of a ratio are measured back to back under the same machine state, ")
+	}
+	w("always in namespaces built anew: a translator's policy rules (the kernel never clears a namespace's `fib_has_custom_rules` once one was added), caches and sysctls never reach the next measurement. ")
+	w("The setups run in the order of the table in rounds 1, 3, ... and in reverse in rounds 2, 4, ... (A B, B A, ...), so that a drift of the machine's load over a round favours each member of a pair in half the rounds instead of the same one in all. ")
+	if len(info.Flows) > 0 && info.Flows[0].Port != 0 {
+		w("Every setup of a round sends from the same client ports (iperf3 `--cport`) and pings with the same identifiers (`ping -e`), drawn at random for each round: a multi-queue translator picks a flow's queue from them, so both members of a pair get the same queues in a round, and the rounds sample different ones. ")
+	} else {
+		w("The kernel picks iperf3's client ports and ping its identifiers, for each setup anew (`-kernel-flows`). ")
+	}
+	w("The tests: %d pings 10 ms apart and %d pings 1 s apart on the idle path, iperf3 TCP 1 stream, TCP 4 streams (`-P 4`), ", info.Pings, info.Pings1s)
+	w("and UDP with 64-byte payloads at full speed (`-u -l 64 -b 0`; the rate is what the receiver got), with pings at 100/s running from 0.5 s into the flood until 0.5 s before its end; the pings on the idle path run before the flood. ")
 	w("The translator's CPU is utime+stime from /proc/PID/stat over each test, divided by the Gbit or million packets received; start-up is the time from starting the translator until a ping passes through it (loading the table and installing routes included). ")
 	w("Targets are judged on the median of the per-round ratios, shown with the rounds' lowest and highest ratio; they are reported, never enforced. ")
+	if info.Rounds > 1 {
+		w("With %d rounds the lowest and highest per-round ratio bound the pair's true median ratio with %s confidence (the chance that all rounds fall on one side of it is 2 × 2^-%d, whatever the noise's shape): a verdict \"not in every round\" has its goal inside that interval, and the run does not decide it. ", info.Rounds, confidencePercent(info.Rounds), info.Rounds)
+	}
 	w("iperf3 before 3.16 runs all streams of a test in one thread on each end, a limit every setup shares.\n\n")
 	w("Reproduce: `go run ./bench/netns -map646 bin/map646 -tayga-fork PATH -out docs/benchmarks.md` (flags: `-rounds`, `-duration`, `-pings`, `-pings-1s`, `-gro on|off|both`, `-setups`, `-template MODE=FILE`, `-quick`, `-json FILE`, `-perf DIR`).\n\n")
 	if len(info.Tuns) > 0 {
@@ -346,6 +366,13 @@ func renderEchoSpread(w func(string, ...any), info runInfo, r *results) {
 			w("\n")
 		}
 	}
+}
+
+// confidencePercent is the confidence with which the smallest and largest
+// of n independent per-round values bound their distribution's median:
+// 1 - 2 * 0.5^n (75 % at 3 rounds, 87.5 % at 4, 93.75 % at 5).
+func confidencePercent(n int) string {
+	return strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%.2f", 100*(1-2*math.Pow(0.5, float64(n)))), "0"), ".") + " %"
 }
 
 func condLabels(cs []condition) string {

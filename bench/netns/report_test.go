@@ -236,6 +236,11 @@ func TestRenderMarkdown(t *testing.T) {
 		"| map646 tun: TCP 4 streams | GRO off | ≥ 0.7× native IPv6 | n/a | not measured |",
 		"the median of the per-round ratios, shown with the rounds' lowest and highest ratio",
 		"a result \"not in every round\" is decided by the median of the rounds alone",
+		"the same comparison with one mapping on both sides (`-setups map646,map646-1m -mappings 1`)",
+		// How the pairs were ordered, and what the rounds' min–max is worth.
+		"one test at a time for every setup in turn before the next test (`-interleave test`)",
+		"in rounds 1, 3, ... and in reverse in rounds 2, 4, ... (A B, B A, ...)",
+		"With 3 rounds the lowest and highest per-round ratio bound the pair's true median ratio with 75 % confidence",
 		"| map646 tun / native IPv6 |",
 		"| TAYGA fork / TAYGA 0.9.2 |",
 		"- `map646-nic`: unsupported: check-nic.hcl:14:3: Unsupported block type \\| x",
@@ -297,6 +302,25 @@ func TestReplaceSection(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRenderMarkdownInterleaveSetup: a run ordered -interleave setup says
+// so in its Method text.
+func TestRenderMarkdownInterleaveSetup(t *testing.T) {
+	info := testInfo()
+	info.Interleave = interleaveSetup
+	md := renderMarkdown(info, sampleResults())
+	if !strings.Contains(md, "all its tests with one start of its translator (`-interleave setup`)") || strings.Contains(md, "`-interleave test`") {
+		t.Errorf("Method text does not describe -interleave setup:\n%s", md)
+	}
+}
+
+func TestConfidencePercent(t *testing.T) {
+	for n, want := range map[int]string{2: "50 %", 3: "75 %", 4: "87.5 %", 5: "93.75 %", 6: "96.88 %"} {
+		if got := confidencePercent(n); got != want {
+			t.Errorf("confidencePercent(%d) = %q, want %q", n, got, want)
+		}
 	}
 }
 

@@ -108,6 +108,9 @@ type results struct {
 	// per round hides how wide they scatter; the JSON keeps them for
 	// quartiles over all rounds.
 	RTTs map[string]map[string][][]float64
+	// Ports are the client ports iperf3 reported for its data streams:
+	// column -> throughput metric -> round (0: none reported).
+	Ports map[string]map[string][]int
 }
 
 func newResults(cols []string, rounds int) *results {
@@ -141,6 +144,20 @@ func (r *results) setRTTs(setup, metric string, round int, rtts []float64) {
 		r.RTTs[setup][metric] = make([][]float64, r.Rounds)
 	}
 	r.RTTs[setup][metric][round] = slices.Clone(rtts)
+}
+
+// setPort keeps the client port iperf3 used for a throughput metric.
+func (r *results) setPort(setup, metric string, round, port int) {
+	if r.Ports == nil {
+		r.Ports = map[string]map[string][]int{}
+	}
+	if r.Ports[setup] == nil {
+		r.Ports[setup] = map[string][]int{}
+	}
+	if r.Ports[setup][metric] == nil {
+		r.Ports[setup][metric] = make([]int, r.Rounds)
+	}
+	r.Ports[setup][metric][round] = port
 }
 
 // median over the rounds of one setup's metric.
@@ -347,18 +364,25 @@ func writeJSON(path string, info runInfo, r *results) error {
 		}
 	}
 	doc := struct {
-		Date     time.Time                        `json:"date"`
-		Kernel   string                           `json:"kernel"`
-		CPU      string                           `json:"cpu"`
-		Cores    int                              `json:"cores"`
-		Rounds   int                              `json:"rounds"`
-		Seconds  float64                          `json:"seconds_per_test"`
-		Pings    int                              `json:"pings"`
-		Mappings int                              `json:"mappings"`
-		Values   map[string]map[string][]*float64 `json:"values"`
+		Date     time.Time `json:"date"`
+		Kernel   string    `json:"kernel"`
+		CPU      string    `json:"cpu"`
+		Cores    int       `json:"cores"`
+		Rounds   int       `json:"rounds"`
+		Seconds  float64   `json:"seconds_per_test"`
+		Pings    int       `json:"pings"`
+		Mappings int       `json:"mappings"`
+		// Interleave is the measuring order (-interleave).
+		Interleave string                           `json:"interleave"`
+		Values     map[string]map[string][]*float64 `json:"values"`
 		// RTTs: column -> ping metric -> round -> every echo's RTT, ms.
 		RTTs map[string]map[string][][]float64 `json:"rtts_ms"`
-	}{info.Date, info.Kernel, info.CPUModel, info.Cores, info.Rounds, info.Duration.Seconds(), info.Pings, info.Mappings, vals, r.RTTs}
+		// Flows: each round's ports and ping identifiers given to every
+		// setup; Ports: column -> metric -> round -> the client port
+		// iperf3 reported.
+		Flows []flowIDs                   `json:"flows"`
+		Ports map[string]map[string][]int `json:"client_ports"`
+	}{info.Date, info.Kernel, info.CPUModel, info.Cores, info.Rounds, info.Duration.Seconds(), info.Pings, info.Mappings, info.Interleave, vals, r.RTTs, info.Flows, r.Ports}
 	b, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
 		return err

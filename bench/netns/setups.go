@@ -178,7 +178,13 @@ func buildSetups(o options, dir string) ([]setup, error) {
 		case sMap646:
 			out = append(out, m646(k, "map646 tun", modeTun, 1))
 		case sMap646M1:
-			out = append(out, m646(k, fmt.Sprintf("map646 tun, %s mappings", countLabel(o.Mappings)), modeTun, o.Mappings))
+			label := fmt.Sprintf("map646 tun, %s mappings", countLabel(o.Mappings))
+			if o.Mappings == 1 {
+				// -mappings 1: the A/A run that measures the noise of the
+				// 1M comparison; it has to be told from the real one.
+				label = "map646 tun, 1 mapping (A/A)"
+			}
+			out = append(out, m646(k, label, modeTun, o.Mappings))
 		case sMap646NIC:
 			out = append(out, m646(k, "map646 NIC (AF_PACKET)", modeNIC, 1))
 		case sMap646FD:

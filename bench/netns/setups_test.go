@@ -211,6 +211,13 @@ func TestBuildSetups(t *testing.T) {
 	if s[6].xlat.tunName() != "" || s[7].xlat.tunName() != map646FDTun || s[4].xlat.tunName() != map646Tun {
 		t.Errorf("tun names: %q %q %q", s[4].xlat.tunName(), s[6].xlat.tunName(), s[7].xlat.tunName())
 	}
+	o.Mappings = 1
+	if s, err = buildSetups(o, t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	if s[5].Label != "map646 tun, 1 mapping (A/A)" {
+		t.Errorf("-mappings 1: label %q", s[5].Label)
+	}
 	if d := defaultSetups(""); contains(d, sTaygaFork) {
 		t.Errorf("default setups without -tayga-fork: %v", d)
 	}
