@@ -166,6 +166,14 @@ func (u *uringIO) postRead(i int) {
 // queueWrite queues the write of b, which lies in the slot being
 // delivered, linked to the slot's next read. It reports false if no slot
 // is being delivered.
+//
+// A delivery queues at most one write: the translated packet, which the
+// engine rewrote in the slot. What the engine makes besides (ICMP errors,
+// fragments, the datagrams of a split UDP super-packet) the Handler hands
+// over as copies, which writePacket writes at once. The slot's
+// bookkeeping counts on that: with several writes chained to one read, the
+// failure of one would cancel the writes after it without a completion,
+// and they would be lost uncounted.
 func (u *uringIO) queueWrite(b []byte) bool {
 	if u == nil || u.cur < 0 {
 		return false
