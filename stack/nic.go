@@ -66,7 +66,8 @@ type NICConfig struct {
 // instead of waking a second one. A socket
 // filter passes only IPv4 and IPv6 frames addressed to the NIC itself
 // (PACKET_HOST: no broadcast, multicast or other hosts' frames), and
-// PACKET_IGNORE_OUTGOING keeps the packets sent on the NIC out.
+// PACKET_IGNORE_OUTGOING with PACKET_FANOUT_FLAG_IGNORE_OUTGOING keeps the
+// packets sent on the NIC out.
 //
 // The sockets carry a virtio_net_hdr in front of every packet
 // (PACKET_VNET_HDR), the same framing as a tun opened with IFF_VNET_HDR,
@@ -770,6 +771,9 @@ type nicPort struct {
 	rings   []*nicRing // their receive rings
 	files   []*os.File // the same sockets, which own them and are read
 	fanout  int        // the PACKET_FANOUT group id the kernel gave the first socket
+	// fanoutFlags: the group's PACKET_FANOUT_FLAG_* besides UNIQUEID,
+	// which the sockets that join it must give too.
+	fanoutFlags int
 }
 
 // close stops the resolver and closes the sockets (after the endpoint's
@@ -913,8 +917,21 @@ func openPacketSocket(ifindex int, first bool, p *nicPort, frames, steer int) (_
 		mode = unix.PACKET_FANOUT_EBPF
 	}
 	if first {
-		arg := (mode | unix.PACKET_FANOUT_FLAG_UNIQUEID) << 16
-		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, arg); err != nil {
+		// A fanout group has its own hook in the kernel, which the
+		// sockets' PACKET_IGNORE_OUTGOING does not reach: without
+		// PACKET_FANOUT_FLAG_IGNORE_OUTGOING every frame sent on the
+		// NIC (the translator's own) is cloned for the group and run
+		// through its steering and the socket filter, which then drops
+		// it. A kernel that does not know the flag refuses it (EINVAL):
+		// the group goes without.
+		p.fanoutFlags = unix.PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+		arg := (mode | unix.PACKET_FANOUT_FLAG_UNIQUEID | p.fanoutFlags) << 16
+		err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, arg)
+		if err == unix.EINVAL {
+			p.fanoutFlags = 0
+			err = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, (mode|unix.PACKET_FANOUT_FLAG_UNIQUEID)<<16)
+		}
+		if err != nil {
 			return fail("PACKET_FANOUT", err)
 		}
 		// The program is the group's; the kernel takes its return
@@ -929,7 +946,7 @@ func openPacketSocket(ifindex int, first bool, p *nicPort, frames, steer int) (_
 			return fail("PACKET_FANOUT id", err)
 		}
 		p.fanout = id & 0xffff
-	} else if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, p.fanout|mode<<16); err != nil {
+	} else if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, p.fanout|(mode|p.fanoutFlags)<<16); err != nil {
 		return fail("joining PACKET_FANOUT group", err)
 	}
 	return fd, ring, nil

@@ -107,7 +107,7 @@ type uringIO struct {
 	// fails, the kernel cancels the read, and with the write's
 	// IOSQE_CQE_SKIP_SUCCESS it posts no completion for the read (Linux
 	// 6.18 does not; the flag's semantics let a kernel post one): the
-	// write's failure is then what frees the slot (writeFailed), and a
+	// write's failure is then what frees the slot (readEnded), and a
 	// late -ECANCELED of that generation is stale.
 	gen       [uringSlots]uint32
 	want      int
@@ -166,6 +166,14 @@ func (u *uringIO) postRead(i int) {
 // queueWrite queues the write of b, which lies in the slot being
 // delivered, linked to the slot's next read. It reports false if no slot
 // is being delivered.
+//
+// A delivery queues at most one write: the translated packet, which the
+// engine rewrote in the slot. What the engine makes besides (ICMP errors,
+// fragments, the datagrams of a split UDP super-packet) the Handler hands
+// over as copies, which writePacket writes at once. The slot's
+// bookkeeping counts on that: with several writes chained to one read, the
+// failure of one would cancel the writes after it without a completion,
+// and they would be lost uncounted.
 func (u *uringIO) queueWrite(b []byte) bool {
 	if u == nil || u.cur < 0 {
 		return false
@@ -180,16 +188,19 @@ func (u *uringIO) queueWrite(b []byte) bool {
 
 // current reports whether a read completion of slot and gen is the slot's
 // read in flight, and not one the failure of the write before it already
-// accounted for (writeFailed).
+// accounted for (readEnded).
 func (u *uringIO) current(slot int, gen uint32) bool {
 	return slot < len(u.slots) && u.reading[slot] && u.gen[slot] == gen
 }
 
-// writeFailed accounts for the failure of a write linked to slot's read
-// of generation gen: that read was cancelled with it, so the slot is free
-// (unless that read's own completion came first). It reports whether it
-// freed the slot.
-func (u *uringIO) writeFailed(slot int, gen uint32) bool {
+// readEnded accounts for the end of slot's read of generation gen, told
+// by either of two completions: the read's own, or the failure of a write
+// linked to it (the kernel cancelled the read with it, and posts no
+// completion for it when the write had IOSQE_CQE_SKIP_SUCCESS). Whichever
+// comes first frees the slot; a kernel that posts both (-ECANCELED for
+// the read) has the second one find the slot free, or read again under a
+// later generation. It reports whether it freed the slot.
+func (u *uringIO) readEnded(slot int, gen uint32) bool {
 	if !u.current(slot, gen) {
 		return false
 	}
@@ -256,11 +267,9 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 			res := c.res
 			switch c.userData & uringKind {
 			case uringRead:
-				if !u.current(slot, gen) {
+				if !u.readEnded(slot, gen) {
 					continue // cancelled with the failed write before it: accounted for
 				}
-				u.busy--
-				u.reading[slot] = false
 				switch {
 				case stop:
 					continue
@@ -289,7 +298,7 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 				u.postRead(slot)
 			case uringWrite:
 				q.stats.WriteErrors.Add(1) // only failures complete
-				if u.writeFailed(slot, gen) && !stop {
+				if u.readEnded(slot, gen) && !stop {
 					u.postRead(slot)
 				}
 			case uringWake:
@@ -461,13 +470,10 @@ func (u *uringIO) drain(q *queue) {
 			slot, gen := uringSlotGen(c.userData)
 			switch c.userData & uringKind {
 			case uringRead:
-				if u.current(slot, gen) {
-					u.busy--
-					u.reading[slot] = false
-				}
+				u.readEnded(slot, gen)
 			case uringWrite:
 				q.stats.WriteErrors.Add(1)
-				u.writeFailed(slot, gen)
+				u.readEnded(slot, gen)
 			case uringWake:
 				u.wakeArmed = false
 			case uringStop:
