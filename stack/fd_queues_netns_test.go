@@ -58,29 +58,7 @@ func TestNetnsFDQueuesAreDistinct(t *testing.T) {
 		{name: "two queues", fds: multi},
 		{name: "one queue", fds: []int{single}},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			d, err := ServeFDQueues(ctx, testEngine(t), c.fds, 1500, maxVnetHdr, nil)
-			if c.want == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				cancel()
-				if err := d.Wait(); err != nil {
-					t.Error(err)
-				}
-				return
-			}
-			if err == nil {
-				cancel()
-				d.Wait()
-				t.Fatalf("served %v", c.fds)
-			}
-			if !strings.Contains(err.Error(), c.want) {
-				t.Errorf("error %q, want it to say %q", err, c.want)
-			}
-		})
+		t.Run(c.name, func(t *testing.T) { serveFDsOrRefuse(t, c.fds, maxVnetHdr, c.want) })
 	}
 }
 
@@ -153,29 +131,7 @@ func TestNetnsFDQueuesAllHandedOver(t *testing.T) {
 		{name: "all 3 queues", fds: three},
 		{name: "the 2 attached queues of 3", fds: detached[:2]},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			d, err := ServeFDQueues(ctx, testEngine(t), c.fds, 1500, 0, nil)
-			if c.want == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				cancel()
-				if err := d.Wait(); err != nil {
-					t.Error(err)
-				}
-				return
-			}
-			if err == nil {
-				cancel()
-				d.Wait()
-				t.Fatalf("served %v", c.fds)
-			}
-			if !strings.Contains(err.Error(), c.want) {
-				t.Errorf("error %q, want it to say %q", err, c.want)
-			}
-		})
+		t.Run(c.name, func(t *testing.T) { serveFDsOrRefuse(t, c.fds, 0, c.want) })
 	}
 }
 
@@ -465,5 +421,33 @@ func TestNetnsFDQueuesLeaveTheMainThread(t *testing.T) {
 	}
 	if got := sysfsMounts(); got != mounts {
 		t.Errorf("the main thread sees %d sysfs mounts after the counts, %d before", got, mounts)
+	}
+}
+
+// serveFDsOrRefuse serves fds (with a virtio_net_hdr of vnet bytes) and
+// stops again if want is empty; otherwise ServeFDQueues must refuse them
+// with an error that says want.
+func serveFDsOrRefuse(t *testing.T, fds []int, vnet int, want string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d, err := ServeFDQueues(ctx, testEngine(t), fds, 1500, vnet, nil)
+	if want == "" {
+		if err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if err := d.Wait(); err != nil {
+			t.Error(err)
+		}
+		return
+	}
+	if err == nil {
+		cancel()
+		d.Wait()
+		t.Fatalf("served %v", fds)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q, want it to say %q", err, want)
 	}
 }

@@ -306,19 +306,19 @@ func TestNetnsUDP(t *testing.T) {
 	udpEcho(t, newTopology(t, true, 1520))
 }
 
-// udpEcho exchanges datagrams of several sizes between the IPv4 client and
-// an echo server on the IPv6 side.
-func udpEcho(t *testing.T, tp *topology) {
+// startUDPEcho runs a UDP echo server on serverV6 in ns until the test
+// ends, and returns its port.
+func startUDPEcho(t *testing.T, ns *netnstest.NS) int {
 	t.Helper()
 	var srv *net.UDPConn
-	if err := tp.srv.Do(func() (err error) {
+	if err := ns.Do(func() (err error) {
 		srv, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.ParseIP(serverV6)})
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Close()
-	go func() { // echo
+	t.Cleanup(func() { srv.Close() })
+	go func() {
 		buf := make([]byte, 65536)
 		for {
 			n, from, err := srv.ReadFromUDP(buf)
@@ -328,7 +328,14 @@ func udpEcho(t *testing.T, tp *topology) {
 			srv.WriteToUDP(buf[:n], from)
 		}
 	}()
-	port := srv.LocalAddr().(*net.UDPAddr).Port
+	return srv.LocalAddr().(*net.UDPAddr).Port
+}
+
+// udpEcho exchanges datagrams of several sizes between the IPv4 client and
+// an echo server on the IPv6 side.
+func udpEcho(t *testing.T, tp *topology) {
+	t.Helper()
+	port := startUDPEcho(t, tp.srv)
 
 	var c net.Conn
 	if err := tp.cli.Do(func() (err error) {

@@ -409,25 +409,7 @@ func TestNetnsNICFanout(t *testing.T) {
 				t.Cleanup(func() { nicSteerPrefix = saved })
 			}
 			tp := newModeTopology(t, modeNIC, 1520, 2)
-			var srv *net.UDPConn
-			if err := tp.srv.Do(func() (err error) {
-				srv, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.ParseIP(serverV6)})
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			defer srv.Close()
-			go func() {
-				buf := make([]byte, 2048)
-				for {
-					n, from, err := srv.ReadFromUDP(buf)
-					if err != nil {
-						return
-					}
-					srv.WriteToUDP(buf[:n], from)
-				}
-			}()
-			port := srv.LocalAddr().(*net.UDPAddr).Port
+			port := startUDPEcho(t, tp.srv)
 			// Handler queues: one per index, each reading x4's and
 			// x6's socket of that index.
 			qs := tp.dp.handler.queues

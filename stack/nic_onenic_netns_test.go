@@ -74,25 +74,7 @@ func TestNetnsNICOneNIC(t *testing.T) {
 				t.Fatalf("%d handler queues, want %d (one per socket of the one NIC)", len(qs), queues)
 			}
 
-			var srv *net.UDPConn
-			if err := peer.Do(func() (err error) {
-				srv, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.ParseIP(serverV6)})
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			defer srv.Close()
-			go func() {
-				buf := make([]byte, 2048)
-				for {
-					n, from, err := srv.ReadFromUDP(buf)
-					if err != nil {
-						return
-					}
-					srv.WriteToUDP(buf[:n], from)
-				}
-			}()
-			port := srv.LocalAddr().(*net.UDPAddr).Port
+			port := startUDPEcho(t, peer)
 			reads := func() []uint64 {
 				r := make([]uint64, len(qs))
 				for i, q := range qs {
