@@ -173,7 +173,9 @@ func runTapFD(t *testing.T, vnet int) {
 	}
 
 	// TCP both ways, checked by SHA-256: the client connects to the
-	// server, sends 1 MiB and reads 1 MiB back.
+	// server, sends 1 MiB and reads 1 MiB back. Each end closes only once
+	// its own write returned: a close while its 1 MiB is still being
+	// handed to the kernel would cut the other direction short.
 	ln := listen(t, srv, "tcp6", "[2001:db8:6::10]:8080")
 	up, down := randomBytes(t, 1<<20), randomBytes(t, 1<<20)
 	gotUp := make(chan [32]byte, 1)
@@ -185,18 +187,22 @@ func runTapFD(t *testing.T, vnet int) {
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(30 * time.Second))
-		go c.Write(down)
+		wrote := make(chan struct{})
+		go func() { c.Write(down); close(wrote) }()
 		h := sha256.New()
 		io.CopyN(h, c, int64(len(up)))
 		gotUp <- [32]byte(h.Sum(nil))
+		<-wrote
 	}()
 	conn := dial(t, cli, "tcp4", "198.51.100.10:8080")
 	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	go conn.Write(up)
+	wrote := make(chan struct{})
+	go func() { conn.Write(up); close(wrote) }()
 	h := sha256.New()
 	if _, err := io.CopyN(h, conn, int64(len(down))); err != nil {
 		t.Errorf("TCP download: %v\nlog:\n%s", err, logs.String())
 	}
+	<-wrote
 	conn.Close()
 	if [32]byte(h.Sum(nil)) != sha256.Sum256(down) {
 		t.Error("TCP: the server's 1 MiB arrived changed")
