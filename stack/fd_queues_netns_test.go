@@ -263,18 +263,7 @@ func TestNetnsTapQueuesAllHandedOver(t *testing.T) {
 func TestNetnsFDDetachedQueue(t *testing.T) {
 	netnstest.RequireTun(t, "dp-")
 	ns := netnstest.New(t, "dp-fddq-")
-	var fds []int
-	if err := ns.Do(func() (err error) {
-		fds, err = openTunQueues("dp-mqx", 3, 0)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-	}()
+	fds := tunQueuesIn(t, ns, "dp-mqx", 3)
 	detach := func(fd int) {
 		t.Helper()
 		ifr, err := unix.NewIfreq("")
@@ -384,18 +373,7 @@ func countFromOwnSysfs(t *testing.T) {
 func TestNetnsFDQueuesLeaveTheMainThread(t *testing.T) {
 	netnstest.RequireTun(t, "dp-")
 	ns := netnstest.New(t, "dp-fdqm-")
-	var fds []int
-	if err := ns.Do(func() (err error) {
-		fds, err = openTunQueues("dp-mqm", 2, 0)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-	}()
+	fds := tunQueuesIn(t, ns, "dp-mqm", 2)
 	mainNetns := func() uint64 {
 		var st unix.Stat_t
 		if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", os.Getpid()), &st); err != nil {
@@ -450,4 +428,23 @@ func serveFDsOrRefuse(t *testing.T, fds []int, vnet int, want string) {
 	if !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q, want it to say %q", err, want)
 	}
+}
+
+// tunQueuesIn opens the queues queues of a multi-queue tun named name
+// (no virtio_net_hdr) in ns, closed when the test ends.
+func tunQueuesIn(t *testing.T, ns *netnstest.NS, name string, queues int) []int {
+	t.Helper()
+	var fds []int
+	if err := ns.Do(func() (err error) {
+		fds, err = openTunQueues(name, queues, 0)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	})
+	return fds
 }
