@@ -79,13 +79,7 @@ func udpRate(b *testing.B, tp *topology, d time.Duration) float64 {
 		}
 	}()
 	port := srv.LocalAddr().(*net.UDPAddr).Port
-	var c net.Conn
-	if err := tp.cli.Do(func() (err error) {
-		c, err = net.Dial("udp4", net.JoinHostPort(serverV4, strconv.Itoa(port)))
-		return err
-	}); err != nil {
-		b.Fatal(err)
-	}
+	c := dialServerUDP(b, tp.cli, port)
 	defer c.Close()
 	msg := make([]byte, 64)
 	// Warm up: the translator's next hops and the server's neighbours.

@@ -331,19 +331,27 @@ func startUDPEcho(t *testing.T, ns *netnstest.NS) int {
 	return srv.LocalAddr().(*net.UDPAddr).Port
 }
 
+// dialServerUDP connects a UDP socket in ns to the server's mapped IPv4
+// address and port.
+func dialServerUDP(t testing.TB, ns *netnstest.NS, port int) net.Conn {
+	t.Helper()
+	var c net.Conn
+	if err := ns.Do(func() (err error) {
+		c, err = net.Dial("udp4", net.JoinHostPort(serverV4, strconv.Itoa(port)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // udpEcho exchanges datagrams of several sizes between the IPv4 client and
 // an echo server on the IPv6 side.
 func udpEcho(t *testing.T, tp *topology) {
 	t.Helper()
 	port := startUDPEcho(t, tp.srv)
 
-	var c net.Conn
-	if err := tp.cli.Do(func() (err error) {
-		c, err = net.Dial("udp4", net.JoinHostPort(serverV4, strconv.Itoa(port)))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	c := dialServerUDP(t, tp.cli, port)
 	defer c.Close()
 	// 4000 bytes do not fit the links: both sides fragment (IPv4 fragments
 	// become IPv6 fragments and back).

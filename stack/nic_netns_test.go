@@ -422,13 +422,7 @@ func TestNetnsNICFanout(t *testing.T) {
 			var flows [2]int
 			split := 0
 			for i := range 32 {
-				var c net.Conn
-				if err := tp.cli.Do(func() (err error) {
-					c, err = net.Dial("udp4", net.JoinHostPort(serverV4, strconv.Itoa(port)))
-					return err
-				}); err != nil {
-					t.Fatal(err)
-				}
+				c := dialServerUDP(t, tp.cli, port)
 				before := reads()
 				if _, err := udpExchange(c, []byte(fmt.Sprintf("flow %d", i))); err != nil {
 					t.Fatalf("flow %d: %v", i, err)

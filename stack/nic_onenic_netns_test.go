@@ -3,8 +3,6 @@ package stack
 import (
 	"context"
 	"fmt"
-	"net"
-	"strconv"
 	"testing"
 
 	"github.com/map646/map646/internal/netnstest"
@@ -87,13 +85,7 @@ func TestNetnsNICOneNIC(t *testing.T) {
 			// 32 flows: with two queues, the chance that the steering
 			// puts all on one is 2^-31.
 			for i := range 32 {
-				var c net.Conn
-				if err := peer.Do(func() (err error) {
-					c, err = net.Dial("udp4", net.JoinHostPort(serverV4, strconv.Itoa(port)))
-					return err
-				}); err != nil {
-					t.Fatal(err)
-				}
+				c := dialServerUDP(t, peer, port)
 				before := reads()
 				if _, err := udpExchange(c, []byte(fmt.Sprintf("flow %d", i))); err != nil {
 					t.Fatalf("flow %d: %v", i, err)
