@@ -76,13 +76,13 @@ const (
 	uringStop  = 4 << 32
 
 	uringKind    = ^uint64(0xffffffff)
-	uringSlotBit = 0xff
+	uringSlotMask = 0xff
 	uringGenMask = 0xffffff
 )
 
 // uringSlotGen splits the user data of a read or write.
 func uringSlotGen(userData uint64) (slot int, gen uint32) {
-	return int(userData & uringSlotBit), uint32(userData>>8) & uringGenMask
+	return int(userData & uringSlotMask), uint32(userData>>8) & uringGenMask
 }
 
 // uringIO is a queue's ring and slots; only its dispatch goroutine uses
