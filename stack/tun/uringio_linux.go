@@ -75,9 +75,9 @@ const (
 	uringWake  = 3 << 32
 	uringStop  = 4 << 32
 
-	uringKind    = ^uint64(0xffffffff)
+	uringKind     = ^uint64(0xffffffff)
 	uringSlotMask = 0xff
-	uringGenMask = 0xffffff
+	uringGenMask  = 0xffffff
 )
 
 // uringSlotGen splits the user data of a read or write.
