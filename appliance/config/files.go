@@ -169,13 +169,15 @@ func load(src fileSource, path string) (*Config, error) {
 }
 
 // checkNesting refuses src when its brackets, braces, parentheses,
-// quoted templates, interpolations or unary operators nest more than
-// MaxNesting deep. It runs the HCL lexer, which does not recurse, before
-// the parser, which does: a deep enough file would overflow the stack and
-// kill the process (a fatal error, not a panic that can be recovered).
+// quoted templates, interpolations, conditionals or unary operators nest
+// more than MaxNesting deep. It runs the HCL lexer, which does not
+// recurse, before the parser, which does: a deep enough file would
+// overflow the stack and kill the process (a fatal error, not a panic
+// that can be recovered), and one short of that still costs a stack of
+// about a kilobyte per level on top of the parser's heap.
 func checkNesting(src []byte, filename string) hcl.Diagnostics {
 	toks, _ := hclsyntax.LexConfig(src, filename, hcl.InitialPos)
-	depth, unary, splats := 0, 0, 0
+	depth, unary, splats, conds := 0, 0, 0, 0
 	for i, t := range toks {
 		switch t.Type {
 		case hclsyntax.TokenOBrace, hclsyntax.TokenOBrack, hclsyntax.TokenOParen,
@@ -197,14 +199,23 @@ func checkNesting(src []byte, filename string) hcl.Diagnostics {
 				splats++
 			}
 			unary = 0
+		case hclsyntax.TokenQuestion:
+			// Each conditional parses (and evaluates) both its
+			// results as expressions of their own: "a?b:c?d:e?..."
+			// recurses once per "?" with no bracket to count, 64,000
+			// deep in a file within MaxConfigBytes. A configuration
+			// has no use for many conditionals, so, as splats, they
+			// are counted over the file.
+			conds++
+			unary = 0
 		default:
 			unary = 0
 		}
-		if depth+unary+splats > MaxNesting {
+		if depth+unary+splats+conds > MaxNesting {
 			return hcl.Diagnostics{{
 				Severity: hcl.DiagError,
 				Summary:  "Nesting too deep",
-				Detail:   fmt.Sprintf("Brackets, braces, parentheses, templates or unary operators nest more than %d levels deep here; map646 refuses such a file before parsing it.", MaxNesting),
+				Detail:   fmt.Sprintf("Brackets, braces, parentheses, templates, conditionals or unary operators nest more than %d levels deep here (splats and conditionals count over the whole file); map646 refuses such a file before parsing it.", MaxNesting),
 				Subject:  t.Range.Ptr(),
 			}}
 		}

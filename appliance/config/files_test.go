@@ -98,8 +98,9 @@ func TestLoadSizeLimits(t *testing.T) {
 
 // TestNestingLimit: 40,000-deep nestings of every kind that makes the
 // HCL parser recurse are refused with a diagnostic where the limit is
-// crossed. Without the check each of them kills the test binary with a
-// stack overflow.
+// crossed. Without the check each of them but the conditionals kills the
+// test binary with a stack overflow; the conditionals were parsed, a
+// kilobyte of stack per level, and the evaluated ones accepted.
 func TestNestingLimit(t *testing.T) {
 	const n = 40_000 // deep, and within MaxConfigBytes
 	r := strings.Repeat
@@ -118,6 +119,10 @@ func TestNestingLimit(t *testing.T) {
 		{"attribute splats", "a = b" + r(".*", n) + "\n", 5 + 2*MaxNesting + 2},
 		{"negations", "a = " + r("!", n) + "true\n", 4 + MaxNesting + 1},
 		{"minus signs", "a = " + r("-", n) + "1\n", 4 + MaxNesting + 1},
+		// No overflow, but 64 MiB of stack at 64,000 deep: the
+		// diagnostic is at the first "?" past the limit.
+		{"conditionals", "a = " + r("1?1:", n) + "1\n", 4 + 4*MaxNesting + 2},
+		{"conditionals evaluated", "translator {\nprefix = " + r("false?1:", n/2) + `"2001:db8:64::/96"` + "\n}\n", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.src), "deep.hcl")
