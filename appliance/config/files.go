@@ -175,10 +175,26 @@ func load(src fileSource, path string) (*Config, error) {
 // overflow the stack and kill the process (a fatal error, not a panic
 // that can be recovered), and one short of that still costs a stack of
 // about a kilobyte per level on top of the parser's heap.
+//
+// It also refuses for expressions ("[for x in xs: ...]", "{for ...}")
+// and template for directives ("%{for x in xs}"): evaluating nested ones
+// multiplies their collections' lengths, so that a file of 500 bytes
+// with five of them nested over 31-element lists evaluates 28 million
+// values, for a minute and hundreds of MiB, and one more level exhausts
+// the memory of the appliance (a load given up after ConfigLoadTimeout
+// goes on in the background). A configuration has no use for them.
 func checkNesting(src []byte, filename string) hcl.Diagnostics {
 	toks, _ := hclsyntax.LexConfig(src, filename, hcl.InitialPos)
 	depth, unary, splats, conds := 0, 0, 0, 0
 	for i, t := range toks {
+		if forKeyword(toks, i) {
+			return hcl.Diagnostics{{
+				Severity: hcl.DiagError,
+				Summary:  "For expressions are not allowed",
+				Detail:   "map646 refuses for expressions and %{for} template directives before parsing the file: nested ones multiply the work of evaluating them, and a configuration is written out in full.",
+				Subject:  t.Range.Ptr(),
+			}}
+		}
 		switch t.Type {
 		case hclsyntax.TokenOBrace, hclsyntax.TokenOBrack, hclsyntax.TokenOParen,
 			hclsyntax.TokenTemplateInterp, hclsyntax.TokenTemplateControl,
@@ -221,4 +237,26 @@ func checkNesting(src []byte, filename string) hcl.Diagnostics {
 		}
 	}
 	return nil
+}
+
+// forKeyword reports whether toks[i] is the "for" that starts a for
+// expression or a template for directive: the parser takes an identifier
+// "for" as one right after an open bracket or brace (newlines between are
+// ignored there) or after the "%{" (or "%{~") of a template directive.
+// An attribute named "for" directly in a block is reported too,
+// which costs nothing: no block of the configuration has one.
+func forKeyword(toks hclsyntax.Tokens, i int) bool {
+	if toks[i].Type != hclsyntax.TokenIdent || string(toks[i].Bytes) != "for" {
+		return false
+	}
+	for j := i - 1; j >= 0; j-- {
+		switch toks[j].Type {
+		case hclsyntax.TokenNewline:
+			continue
+		case hclsyntax.TokenOBrack, hclsyntax.TokenOBrace, hclsyntax.TokenTemplateControl:
+			return true
+		}
+		return false
+	}
+	return false
 }

@@ -114,7 +114,7 @@ func TestNestingLimit(t *testing.T) {
 		{"objects", "a = " + r("{b=", n) + "1" + r("}", n) + "\n", 4 + 3*MaxNesting + 1},
 		{"interpolations", "a = " + r(`"${`, n) + "1" + r(`}"`, n) + "\n", 0},
 		{"function calls", "a = " + r("f(", n) + "1" + r(")", n) + "\n", 0},
-		{"for expressions", "a = " + r("[for x in ", n/4) + "[]" + r(": x]", n/4) + "\n", 0},
+		// For expressions are refused outright (TestForExpressions).
 		{"splats", "a = b" + r("[*]", n) + "\n", 5 + 3*(MaxNesting-1) + 2}, // the open bracket counts too
 		{"attribute splats", "a = b" + r(".*", n) + "\n", 5 + 2*MaxNesting + 2},
 		{"negations", "a = " + r("!", n) + "true\n", 4 + MaxNesting + 1},
@@ -232,5 +232,52 @@ func TestLoadContextGivesUp(t *testing.T) {
 	}
 	if c, err := LoadContext(context.Background(), path, ""); err != nil || len(c.Translator.Mappings) != 200_000 {
 		t.Fatalf("uncancelled load: %v", err)
+	}
+}
+
+// TestForExpressions: for expressions and template for directives are
+// refused where they start, before anything is evaluated; without the
+// check, the five nested ones over 31-element lists (a 500-byte file) ran
+// for over 20 s and past 300 MiB, and each more level multiplies that by
+// 31. The word "for" anywhere else is no for expression.
+func TestForExpressions(t *testing.T) {
+	list := "[" + strings.Repeat("1,", 30) + "1]"
+	nested := "[for a in " + list + ": [for b in " + list + ": [for c in " + list + ": [for d in " + list + ": [for e in " + list + ": 1]]]]]"
+	for _, tc := range []struct {
+		name, expr string
+		col        int // of "for" in the line "  prefix = <expr>"; 0: not refused
+	}{
+		{"nested tuple fors", nested, 13},
+		{"object for", `{for k, v in {a = 1}: k => v}`, 13},
+		{"for after a newline", "[\nfor x in [1]: x]", 1},
+		{"template for directive", `"%{for x in [1]}x%{endfor}"`, 15},
+		{"template for with strip marker", `"%{~ for x in [1]}x%{endfor}"`, 17},
+		{"heredoc for directive", "<<EOT\n%{for x in [1]}x%{endfor}\nEOT", 3},
+		{"for in a string", `"for"`, 0},
+		{"for in an interpolation's string", `"${"for"}"`, 0},
+		{"for in a list of strings", `["for", "x"]`, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := "translator {\n  prefix = " + tc.expr + "\n}\n"
+			start := time.Now()
+			_, err := Parse([]byte(src), "for.hcl")
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("Parse took %v", d)
+			}
+			var ce *Error
+			refused := errors.As(err, &ce) && len(ce.Diagnostics) == 1 && ce.Diagnostics[0].Summary == "For expressions are not allowed"
+			if tc.col == 0 {
+				if refused {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if !refused {
+				t.Fatalf("err = %v, want one \"For expressions are not allowed\" diagnostic", err)
+			}
+			if s := ce.Diagnostics[0].Subject; s == nil || s.Start.Column != tc.col {
+				t.Fatalf("diagnostic at %v, want column %d", s, tc.col)
+			}
+		})
 	}
 }
