@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -183,9 +184,14 @@ func load(src fileSource, path string) (*Config, error) {
 // values, for a minute and hundreds of MiB, and one more level exhausts
 // the memory of the appliance (a load given up after ConfigLoadTimeout
 // goes on in the background). A configuration has no use for them.
+//
+// And it bounds numbers (numberProblem): HCL's numbers are arbitrary
+// precision, and writing one out in decimal, which a string attribute, an
+// interpolation or a diagnostic does, takes time and memory in proportion
+// to its exponent: "queues = 1e-100000000" hung the load.
 func checkNesting(src []byte, filename string) hcl.Diagnostics {
 	toks, _ := hclsyntax.LexConfig(src, filename, hcl.InitialPos)
-	depth, unary, splats, conds := 0, 0, 0, 0
+	depth, unary, splats, conds, mults := 0, 0, 0, 0, 0
 	for i, t := range toks {
 		if forKeyword(toks, i) {
 			return hcl.Diagnostics{{
@@ -194,6 +200,9 @@ func checkNesting(src []byte, filename string) hcl.Diagnostics {
 				Detail:   "map646 refuses for expressions and %{for} template directives before parsing the file: nested ones multiply the work of evaluating them, and a configuration is written out in full.",
 				Subject:  t.Range.Ptr(),
 			}}
+		}
+		if d := numberProblem(toks, i, &mults); d != nil {
+			return hcl.Diagnostics{d}
 		}
 		switch t.Type {
 		case hclsyntax.TokenOBrace, hclsyntax.TokenOBrack, hclsyntax.TokenOParen,
@@ -259,4 +268,57 @@ func forKeyword(toks hclsyntax.Tokens, i int) bool {
 		return false
 	}
 	return false
+}
+
+// Bounds on numbers (checkNesting): literals are at most maxNumberLen
+// bytes and, unless 0, between 2^-maxNumberExp and 2^maxNumberExp in
+// magnitude; at most maxMultiplications "*", "/" and "%" in the file.
+// Products and quotients of such literals stay within about 2^8000,
+// which decimal writes out in 2,500 digits; sums grow no further.
+// The configuration's largest number is a 32-bit AS number.
+const (
+	maxNumberLen       = 64
+	maxNumberExp       = 128
+	maxMultiplications = MaxNesting
+)
+
+// numberProblem reports a number literal out of bounds at toks[i], or
+// the multiplicative operator there that is one too many (mults counts
+// them over the file; a "*" of a splat is none).
+func numberProblem(toks hclsyntax.Tokens, i int, mults *int) *hcl.Diagnostic {
+	t := toks[i]
+	switch t.Type {
+	case hclsyntax.TokenNumberLit:
+		if len(t.Bytes) <= maxNumberLen {
+			// An exponent too large for big.Float is an error.
+			f, _, err := big.ParseFloat(string(t.Bytes), 10, 64, big.ToNearestEven)
+			if err == nil {
+				if exp := f.MantExp(nil); f.Sign() == 0 || exp >= -maxNumberExp && exp <= maxNumberExp {
+					return nil
+				}
+			}
+		}
+		return &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "Number out of range",
+			Detail:   fmt.Sprintf("map646 refuses number literals longer than %d bytes or beyond 2^%d (or, but for 0, below 2^-%d) before parsing the file: writing one out in decimal takes time and memory in proportion to its exponent.", maxNumberLen, maxNumberExp, maxNumberExp),
+			Subject:  t.Range.Ptr(),
+		}
+	case hclsyntax.TokenStar:
+		if i > 0 && (toks[i-1].Type == hclsyntax.TokenOBrack || toks[i-1].Type == hclsyntax.TokenDot) {
+			return nil // a splat
+		}
+	case hclsyntax.TokenSlash, hclsyntax.TokenPercent:
+	default:
+		return nil
+	}
+	if *mults++; *mults <= maxMultiplications {
+		return nil
+	}
+	return &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  "Too many multiplications",
+		Detail:   fmt.Sprintf("map646 refuses a file with more than %d of \"*\", \"/\" and \"%%\" before parsing it: each can multiply a number's exponent, and writing a number out in decimal takes time and memory in proportion to it.", maxMultiplications),
+		Subject:  t.Range.Ptr(),
+	}
 }

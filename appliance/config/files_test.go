@@ -281,3 +281,56 @@ func TestForExpressions(t *testing.T) {
 		})
 	}
 }
+
+// TestNumberLimits: number literals beyond 2^±128 (or longer than 64
+// bytes) and a 65th multiplication are refused where they are, before
+// anything is evaluated; without the check each of the first four hung
+// the load (writing the number out in decimal, in cty's conversion to a
+// string or in a diagnostic of ours), past 20 s and 250 MiB for the
+// large ones. The largest products left are written out quickly.
+func TestNumberLimits(t *testing.T) {
+	big := "170141183460469231731687303715884105727" // 2^127 - 1
+	products := big + strings.Repeat("*"+big, maxMultiplications)
+	for _, tc := range []struct {
+		name, expr string
+		summary    string // "" for accepted (or refused for another reason)
+		col        int    // of the diagnostic, in the line "  prefix = <expr>"
+	}{
+		{"huge literal as a string", "1e100000000", "Number out of range", 12},
+		{"huge literal interpolated", `"${1e100000000}"`, "Number out of range", 15},
+		{"tiny literal", `"${1e-100000000}"`, "Number out of range", 15},
+		{"exponent beyond big.Float", "1e99999999999999999999999", "Number out of range", 12},
+		{"long literal", strings.Repeat("1", 65), "Number out of range", 12},
+		{"65 multiplications", `"${` + products + "*2}\"", "Too many multiplications", 15 + len(products)},
+		{"65 divisions", `"${1` + strings.Repeat("/1", 65) + `}"`, "Too many multiplications", 16 + 2*64},
+		{"64 products of 2^127", `"${` + products + `}"`, "", 0},
+		{"small literals", `"${1e3 + 0.5 + 0 + 4294967295 + 1e-38}"`, "", 0},
+		{"splats are no multiplications", `"${[1][*]}"`, "", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := "translator {\n  prefix = " + tc.expr + "\n}\n"
+			start := time.Now()
+			_, err := Parse([]byte(src), "num.hcl")
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("Parse took %v", d)
+			}
+			var ce *Error
+			if !errors.As(err, &ce) || len(ce.Diagnostics) == 0 {
+				t.Fatalf("err = %v, want diagnostics (no prefix is valid here)", err)
+			}
+			d := ce.Diagnostics[0]
+			if tc.summary == "" {
+				if d.Summary == "Number out of range" || d.Summary == "Too many multiplications" {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if len(ce.Diagnostics) != 1 || d.Summary != tc.summary {
+				t.Fatalf("err = %v, want one %q diagnostic", err, tc.summary)
+			}
+			if d.Subject == nil || d.Subject.Start.Line != 2 || d.Subject.Start.Column != tc.col {
+				t.Fatalf("diagnostic at %v, want line 2 column %d", d.Subject, tc.col)
+			}
+		})
+	}
+}
