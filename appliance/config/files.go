@@ -185,13 +185,16 @@ func load(src fileSource, path string) (*Config, error) {
 // the memory of the appliance (a load given up after ConfigLoadTimeout
 // goes on in the background). A configuration has no use for them.
 //
-// And it bounds numbers (numberProblem): HCL's numbers are arbitrary
-// precision, and writing one out in decimal, which a string attribute, an
-// interpolation or a diagnostic does, takes time and memory in proportion
-// to its exponent: "queues = 1e-100000000" hung the load.
+// And it bounds numbers and operators (numberProblem). HCL's numbers are
+// arbitrary precision, and writing one out in decimal, which a string
+// attribute, an interpolation or a diagnostic does, takes time and memory
+// in proportion to its exponent: "queues = 1e-100000000" hung the load.
+// A chain of binary operators ("1+1+1+...") parses into a tree as deep as
+// it is long, with no bracket to count, which evaluating walks
+// recursively: 256 KiB of "1+" took 256 MiB of stack.
 func checkNesting(src []byte, filename string) hcl.Diagnostics {
 	toks, _ := hclsyntax.LexConfig(src, filename, hcl.InitialPos)
-	depth, unary, splats, conds, mults := 0, 0, 0, 0, 0
+	depth, unary, splats, conds, ops := 0, 0, 0, 0, 0
 	for i, t := range toks {
 		if forKeyword(toks, i) {
 			return hcl.Diagnostics{{
@@ -200,9 +203,6 @@ func checkNesting(src []byte, filename string) hcl.Diagnostics {
 				Detail:   "map646 refuses for expressions and %{for} template directives before parsing the file: nested ones multiply the work of evaluating them, and a configuration is written out in full.",
 				Subject:  t.Range.Ptr(),
 			}}
-		}
-		if d := numberProblem(toks, i, &mults); d != nil {
-			return hcl.Diagnostics{d}
 		}
 		switch t.Type {
 		case hclsyntax.TokenOBrace, hclsyntax.TokenOBrack, hclsyntax.TokenOParen,
@@ -244,6 +244,9 @@ func checkNesting(src []byte, filename string) hcl.Diagnostics {
 				Subject:  t.Range.Ptr(),
 			}}
 		}
+		if d := numberProblem(toks, i, &ops); d != nil {
+			return hcl.Diagnostics{d}
+		}
 	}
 	return nil
 }
@@ -270,22 +273,24 @@ func forKeyword(toks hclsyntax.Tokens, i int) bool {
 	return false
 }
 
-// Bounds on numbers (checkNesting): literals are at most maxNumberLen
-// bytes and, unless 0, between 2^-maxNumberExp and 2^maxNumberExp in
-// magnitude; at most maxMultiplications "*", "/" and "%" in the file.
-// Products and quotients of such literals stay within about 2^8000,
-// which decimal writes out in 2,500 digits; sums grow no further.
-// The configuration's largest number is a 32-bit AS number.
+// Bounds on numbers and operators (checkNesting): literals are at most
+// maxNumberLen bytes and, unless 0, between 2^-maxNumberExp and
+// 2^maxNumberExp in magnitude; at most maxOperators binary operators in
+// the file. An expression's tree is then at most maxOperators deep
+// (besides the nesting MaxNesting bounds), and products and quotients of
+// such literals stay within about 2^8300, which decimal writes out in
+// 2,500 digits. The configuration's largest number is a 32-bit AS number,
+// and it has no use for arithmetic.
 const (
-	maxNumberLen       = 64
-	maxNumberExp       = 128
-	maxMultiplications = MaxNesting
+	maxNumberLen = 64
+	maxNumberExp = 128
+	maxOperators = MaxNesting
 )
 
 // numberProblem reports a number literal out of bounds at toks[i], or
-// the multiplicative operator there that is one too many (mults counts
-// them over the file; a "*" of a splat is none).
-func numberProblem(toks hclsyntax.Tokens, i int, mults *int) *hcl.Diagnostic {
+// the binary operator there that is one too many (ops counts them over
+// the file; the "*" of a splat and a unary "-" are none).
+func numberProblem(toks hclsyntax.Tokens, i int, ops *int) *hcl.Diagnostic {
 	t := toks[i]
 	switch t.Type {
 	case hclsyntax.TokenNumberLit:
@@ -308,17 +313,30 @@ func numberProblem(toks hclsyntax.Tokens, i int, mults *int) *hcl.Diagnostic {
 		if i > 0 && (toks[i-1].Type == hclsyntax.TokenOBrack || toks[i-1].Type == hclsyntax.TokenDot) {
 			return nil // a splat
 		}
-	case hclsyntax.TokenSlash, hclsyntax.TokenPercent:
+	case hclsyntax.TokenMinus:
+		if i == 0 {
+			return nil
+		}
+		switch toks[i-1].Type {
+		case hclsyntax.TokenNumberLit, hclsyntax.TokenIdent, hclsyntax.TokenCBrack, hclsyntax.TokenCParen,
+			hclsyntax.TokenCBrace, hclsyntax.TokenCQuote, hclsyntax.TokenCHeredoc:
+		default:
+			return nil // unary: what follows no operand (checkNesting counts runs of them)
+		}
+	case hclsyntax.TokenPlus, hclsyntax.TokenSlash, hclsyntax.TokenPercent,
+		hclsyntax.TokenEqualOp, hclsyntax.TokenNotEqual,
+		hclsyntax.TokenLessThan, hclsyntax.TokenLessThanEq, hclsyntax.TokenGreaterThan, hclsyntax.TokenGreaterThanEq,
+		hclsyntax.TokenAnd, hclsyntax.TokenOr:
 	default:
 		return nil
 	}
-	if *mults++; *mults <= maxMultiplications {
+	if *ops++; *ops <= maxOperators {
 		return nil
 	}
 	return &hcl.Diagnostic{
 		Severity: hcl.DiagError,
-		Summary:  "Too many multiplications",
-		Detail:   fmt.Sprintf("map646 refuses a file with more than %d of \"*\", \"/\" and \"%%\" before parsing it: each can multiply a number's exponent, and writing a number out in decimal takes time and memory in proportion to it.", maxMultiplications),
+		Summary:  "Too many operators",
+		Detail:   fmt.Sprintf("map646 refuses a file with more than %d binary operators (+ - * / %% == != < <= > >= && ||) before parsing it: a chain of them nests as deep as it is long, and products can make a number too large to write out.", maxOperators),
 		Subject:  t.Range.Ptr(),
 	}
 }

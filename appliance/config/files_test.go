@@ -283,14 +283,16 @@ func TestForExpressions(t *testing.T) {
 }
 
 // TestNumberLimits: number literals beyond 2^±128 (or longer than 64
-// bytes) and a 65th multiplication are refused where they are, before
+// bytes) and a 65th binary operator are refused where they are, before
 // anything is evaluated; without the check each of the first four hung
 // the load (writing the number out in decimal, in cty's conversion to a
 // string or in a diagnostic of ours), past 20 s and 250 MiB for the
-// large ones. The largest products left are written out quickly.
+// large ones, and a file of "1+1+..." evaluated with 256 MiB of stack
+// (TestOperatorChains). The largest products left are written out
+// quickly.
 func TestNumberLimits(t *testing.T) {
 	big := "170141183460469231731687303715884105727" // 2^127 - 1
-	products := big + strings.Repeat("*"+big, maxMultiplications)
+	products := big + strings.Repeat("*"+big, maxOperators)
 	for _, tc := range []struct {
 		name, expr string
 		summary    string // "" for accepted (or refused for another reason)
@@ -301,11 +303,16 @@ func TestNumberLimits(t *testing.T) {
 		{"tiny literal", `"${1e-100000000}"`, "Number out of range", 15},
 		{"exponent beyond big.Float", "1e99999999999999999999999", "Number out of range", 12},
 		{"long literal", strings.Repeat("1", 65), "Number out of range", 12},
-		{"65 multiplications", `"${` + products + "*2}\"", "Too many multiplications", 15 + len(products)},
-		{"65 divisions", `"${1` + strings.Repeat("/1", 65) + `}"`, "Too many multiplications", 16 + 2*64},
+		{"65 multiplications", `"${` + products + "*2}\"", "Too many operators", 15 + len(products)},
+		{"65 divisions", `"${1` + strings.Repeat("/1", 65) + `}"`, "Too many operators", 16 + 2*64},
+		{"65 additions", strings.Repeat("1+", 65) + "1", "Too many operators", 12 + 2*64 + 1},
+		{"65 comparisons", strings.Repeat("1==", 65) + "1", "Too many operators", 12 + 3*64 + 1},
+		{"65 ands", strings.Repeat("true&&", 65) + "true", "Too many operators", 12 + 6*64 + 4},
+		{"65 binary minus", strings.Repeat("(1)-", 65) + "1", "Too many operators", 12 + 4*64 + 3},
+		{"unary minus is no operator", "[" + strings.Repeat("-1,", 100) + "]", "", 0},
 		{"64 products of 2^127", `"${` + products + `}"`, "", 0},
 		{"small literals", `"${1e3 + 0.5 + 0 + 4294967295 + 1e-38}"`, "", 0},
-		{"splats are no multiplications", `"${[1][*]}"`, "", 0},
+		{"splats are no operators", `"${[1][*]}"`, "", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := "translator {\n  prefix = " + tc.expr + "\n}\n"
@@ -320,7 +327,7 @@ func TestNumberLimits(t *testing.T) {
 			}
 			d := ce.Diagnostics[0]
 			if tc.summary == "" {
-				if d.Summary == "Number out of range" || d.Summary == "Too many multiplications" {
+				if d.Summary == "Number out of range" || d.Summary == "Too many operators" || d.Summary == "Nesting too deep" {
 					t.Fatalf("refused: %v", err)
 				}
 				return
@@ -330,6 +337,33 @@ func TestNumberLimits(t *testing.T) {
 			}
 			if d.Subject == nil || d.Subject.Start.Line != 2 || d.Subject.Start.Column != tc.col {
 				t.Fatalf("diagnostic at %v, want line 2 column %d", d.Subject, tc.col)
+			}
+		})
+	}
+}
+
+// TestOperatorChains: a file as large as allowed that is one chain of a
+// binary operator in an evaluated attribute is refused before it is
+// parsed. Without the check "1+1+...+1" was evaluated, recursively over a
+// tree as deep as the chain, with 256 MiB of stack (500 MiB peak RSS),
+// "1==1==..." with 128 MiB: enough to kill an appliance of 128 MiB.
+func TestOperatorChains(t *testing.T) {
+	n := MaxConfigBytes - 100
+	for _, tc := range []struct{ name, unit, last string }{
+		{"additions", "1+", "1"},
+		{"comparisons", "1==", "1"},
+		{"ands", "true&&", "true"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := "translator {\n  prefix = " + strings.Repeat(tc.unit, n/len(tc.unit)) + tc.last + "\n}\n"
+			start := time.Now()
+			_, err := Parse([]byte(src), "chain.hcl")
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("Parse took %v", d)
+			}
+			var ce *Error
+			if !errors.As(err, &ce) || len(ce.Diagnostics) != 1 || ce.Diagnostics[0].Summary != "Too many operators" {
+				t.Fatalf("err = %.300v, want one \"Too many operators\" diagnostic", err)
 			}
 		})
 	}
