@@ -3,6 +3,7 @@ package stack
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"runtime"
@@ -131,8 +132,7 @@ type queueCheck struct {
 
 // queueRecountEvery is how often queueCheck counts again: a queue
 // attached behind the data path's back shows in its health within this
-// (and a health poll) without a sysfs mount a second where the tun is in
-// another namespace.
+// (and a health poll), without reading sysfs every second.
 var queueRecountEvery = 5 * time.Second
 
 // countedTun is one tun whose queues queueCheck counts.
@@ -185,9 +185,13 @@ func (qc *queueCheck) close() {
 // its sysfs queues directory. A sysfs shows the devices of the network
 // namespace that mounted it, so /sys is read directly only when the tun
 // is in this process's namespace and /sys agrees on the device's
-// ifindex; otherwise a sysfs of the tun's namespace (TUNGETDEVNETNS,
-// kept open until release) is mounted on a thread of its own, in a mount
-// namespace of its own, which ends with it (needs CAP_SYS_ADMIN).
+// ifindex; otherwise a sysfs of the tun's namespace (TUNGETDEVNETNS) is
+// mounted once, on a thread of its own, in a mount namespace of its own,
+// which ends with it (needs CAP_SYS_ADMIN), and the queues directory
+// opened there is what the later counts read, until release: the daemon
+// gives up CAP_SYS_ADMIN after set-up (run_as), and a count that mounted
+// again each time then failed, which check takes for no fault, so a queue
+// attached later went unnoticed.
 func queueCounter(fd int, name string) (count func() (int, error), release func()) {
 	direct := func() (int, error) { return sysfsQueues("/sys", name, true) }
 	nsfd, nsErr := unix.IoctlRetInt(fd, tunGetDevNetns) // O_CLOEXEC (open_related_ns)
@@ -202,13 +206,17 @@ func queueCounter(fd int, name string) (count func() (int, error), release func(
 			return n, nil
 		}, func() {}
 	}
+	defer unix.Close(nsfd)
 	if sameNetns(nsfd) {
 		if _, err := direct(); err == nil {
-			unix.Close(nsfd)
 			return direct, func() {}
 		}
 	}
-	return func() (int, error) { return queuesInNetns(nsfd, name) }, func() { unix.Close(nsfd) }
+	dir, err := openQueuesInNetns(nsfd, name)
+	if err != nil {
+		return func() (int, error) { return 0, err }, func() {}
+	}
+	return func() (int, error) { return countQueuesDir(dir) }, func() { dir.Close() }
 }
 
 // sameNetns reports whether the namespace descriptor nsfd is this
@@ -258,31 +266,63 @@ func sysfsQueues(root, name string, check bool) (int, error) {
 	return n, nil
 }
 
-// queuesInNetns counts name's queues in the network namespace nsfd from a
-// sysfs mounted for it, on a thread of its own (throwawayThread) that has
-// its own mount namespace.
-func queuesInNetns(nsfd int, name string) (int, error) {
-	var n int
+// openQueuesInNetns opens name's queues directory in the network
+// namespace nsfd, from a sysfs mounted for it on a thread of its own
+// (throwawayThread) that has its own mount namespace. The directory stays
+// readable through the returned file after the thread, its mount
+// namespace and so the mount are gone (a detached mount lives while a
+// file holds it), and it lists the queues as they are when read.
+func openQueuesInNetns(nsfd int, name string) (*os.File, error) {
+	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
+		return nil, fmt.Errorf("interface name %q", name)
+	}
+	var dir *os.File
 	var err error
 	throwawayThread(func() {
-		n, err = func() (int, error) {
+		dir, err = func() (*os.File, error) {
 			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-				return 0, fmt.Errorf("unshare(CLONE_NEWNS): %w", err)
+				return nil, fmt.Errorf("unshare(CLONE_NEWNS): %w", err)
 			}
-			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-				return 0, fmt.Errorf("making mounts private: %w", err)
+			if err := mountFS("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+				return nil, fmt.Errorf("making mounts private: %w", err)
 			}
 			if err := unix.Setns(nsfd, unix.CLONE_NEWNET); err != nil {
-				return 0, fmt.Errorf("setns: %w", err)
+				return nil, fmt.Errorf("setns: %w", err)
 			}
-			if err := unix.Mount("sysfs", "/sys", "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-				return 0, fmt.Errorf("mounting a sysfs of the tun's namespace: %w", err)
+			if err := mountFS("sysfs", "/sys", "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+				return nil, fmt.Errorf("mounting a sysfs of the tun's namespace: %w", err)
 			}
-			return sysfsQueues("/sys", name, false)
+			return os.Open("/sys/class/net/" + name + "/queues")
 		}()
 	})
 	if err != nil {
-		return 0, fmt.Errorf("%w in its network namespace: %v", errQueuesUnknown, err)
+		return nil, fmt.Errorf("%w in its network namespace: %v", errQueuesUnknown, err)
+	}
+	return dir, nil
+}
+
+// mountFS is mount(2); tests refuse it, as the loss of CAP_SYS_ADMIN
+// does.
+var mountFS = unix.Mount
+
+// countQueuesDir counts the rx-N entries of the queues directory dir
+// (openQueuesInNetns), read again from its start.
+func countQueuesDir(dir *os.File) (int, error) {
+	if _, err := dir.Seek(0, io.SeekStart); err != nil {
+		return 0, err
+	}
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range names {
+		if strings.HasPrefix(e, "rx-") {
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("%s lists no rx queue", dir.Name())
 	}
 	return n, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -169,14 +170,40 @@ func load(src fileSource, path string) (*Config, error) {
 }
 
 // checkNesting refuses src when its brackets, braces, parentheses,
-// quoted templates, interpolations or unary operators nest more than
-// MaxNesting deep. It runs the HCL lexer, which does not recurse, before
-// the parser, which does: a deep enough file would overflow the stack and
-// kill the process (a fatal error, not a panic that can be recovered).
+// quoted templates, interpolations, conditionals or unary operators nest
+// more than MaxNesting deep. It runs the HCL lexer, which does not
+// recurse, before the parser, which does: a deep enough file would
+// overflow the stack and kill the process (a fatal error, not a panic
+// that can be recovered), and one short of that still costs a stack of
+// about a kilobyte per level on top of the parser's heap.
+//
+// It also refuses for expressions ("[for x in xs: ...]", "{for ...}")
+// and template for directives ("%{for x in xs}"): evaluating nested ones
+// multiplies their collections' lengths, so that a file of 500 bytes
+// with five of them nested over 31-element lists evaluates 28 million
+// values, for a minute and hundreds of MiB, and one more level exhausts
+// the memory of the appliance (a load given up after ConfigLoadTimeout
+// goes on in the background). A configuration has no use for them.
+//
+// And it bounds numbers and operators (numberProblem). HCL's numbers are
+// arbitrary precision, and writing one out in decimal, which a string
+// attribute, an interpolation or a diagnostic does, takes time and memory
+// in proportion to its exponent: "queues = 1e-100000000" hung the load.
+// A chain of binary operators ("1+1+1+...") parses into a tree as deep as
+// it is long, with no bracket to count, which evaluating walks
+// recursively: 256 KiB of "1+" took 256 MiB of stack.
 func checkNesting(src []byte, filename string) hcl.Diagnostics {
 	toks, _ := hclsyntax.LexConfig(src, filename, hcl.InitialPos)
-	depth, unary, splats := 0, 0, 0
+	depth, unary, splats, conds, ops := 0, 0, 0, 0, 0
 	for i, t := range toks {
+		if forKeyword(toks, i) {
+			return hcl.Diagnostics{{
+				Severity: hcl.DiagError,
+				Summary:  "For expressions are not allowed",
+				Detail:   "map646 refuses for expressions and %{for} template directives before parsing the file: nested ones multiply the work of evaluating them, and a configuration is written out in full.",
+				Subject:  t.Range.Ptr(),
+			}}
+		}
 		switch t.Type {
 		case hclsyntax.TokenOBrace, hclsyntax.TokenOBrack, hclsyntax.TokenOParen,
 			hclsyntax.TokenTemplateInterp, hclsyntax.TokenTemplateControl,
@@ -197,17 +224,119 @@ func checkNesting(src []byte, filename string) hcl.Diagnostics {
 				splats++
 			}
 			unary = 0
+		case hclsyntax.TokenQuestion:
+			// Each conditional parses (and evaluates) both its
+			// results as expressions of their own: "a?b:c?d:e?..."
+			// recurses once per "?" with no bracket to count, 64,000
+			// deep in a file within MaxConfigBytes. A configuration
+			// has no use for many conditionals, so, as splats, they
+			// are counted over the file.
+			conds++
+			unary = 0
 		default:
 			unary = 0
 		}
-		if depth+unary+splats > MaxNesting {
+		if depth+unary+splats+conds > MaxNesting {
 			return hcl.Diagnostics{{
 				Severity: hcl.DiagError,
 				Summary:  "Nesting too deep",
-				Detail:   fmt.Sprintf("Brackets, braces, parentheses, templates or unary operators nest more than %d levels deep here; map646 refuses such a file before parsing it.", MaxNesting),
+				Detail:   fmt.Sprintf("Brackets, braces, parentheses, templates, conditionals or unary operators nest more than %d levels deep here (splats and conditionals count over the whole file); map646 refuses such a file before parsing it.", MaxNesting),
 				Subject:  t.Range.Ptr(),
 			}}
 		}
+		if d := numberProblem(toks, i, &ops); d != nil {
+			return hcl.Diagnostics{d}
+		}
 	}
 	return nil
+}
+
+// forKeyword reports whether toks[i] is the "for" that starts a for
+// expression or a template for directive: the parser takes an identifier
+// "for" as one right after an open bracket or brace (newlines between are
+// ignored there) or after the "%{" (or "%{~") of a template directive.
+// An attribute named "for" directly in a block is reported too,
+// which costs nothing: no block of the configuration has one.
+func forKeyword(toks hclsyntax.Tokens, i int) bool {
+	if toks[i].Type != hclsyntax.TokenIdent || string(toks[i].Bytes) != "for" {
+		return false
+	}
+	for j := i - 1; j >= 0; j-- {
+		switch toks[j].Type {
+		case hclsyntax.TokenNewline:
+			continue
+		case hclsyntax.TokenOBrack, hclsyntax.TokenOBrace, hclsyntax.TokenTemplateControl:
+			return true
+		}
+		return false
+	}
+	return false
+}
+
+// Bounds on numbers and operators (checkNesting): literals are at most
+// maxNumberLen bytes and, unless 0, between 2^-maxNumberExp and
+// 2^maxNumberExp in magnitude; at most maxOperators binary operators in
+// the file. An expression's tree is then at most maxOperators deep
+// (besides the nesting MaxNesting bounds), and products and quotients of
+// such literals stay within about 2^8300, which decimal writes out in
+// 2,500 digits. The configuration's largest number is a 32-bit AS number,
+// and it has no use for arithmetic.
+const (
+	maxNumberLen = 64
+	maxNumberExp = 128
+	maxOperators = MaxNesting
+)
+
+// numberProblem reports a number literal out of bounds at toks[i], or
+// the binary operator there that is one too many (ops counts them over
+// the file; the "*" of a splat and a unary "-" are none).
+func numberProblem(toks hclsyntax.Tokens, i int, ops *int) *hcl.Diagnostic {
+	t := toks[i]
+	switch t.Type {
+	case hclsyntax.TokenNumberLit:
+		if len(t.Bytes) <= maxNumberLen {
+			// An exponent too large for big.Float is an error.
+			f, _, err := big.ParseFloat(string(t.Bytes), 10, 64, big.ToNearestEven)
+			if err == nil {
+				if exp := f.MantExp(nil); f.Sign() == 0 || exp >= -maxNumberExp && exp <= maxNumberExp {
+					return nil
+				}
+			}
+		}
+		return &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "Number out of range",
+			Detail:   fmt.Sprintf("map646 refuses number literals longer than %d bytes or beyond 2^%d (or, but for 0, below 2^-%d) before parsing the file: writing one out in decimal takes time and memory in proportion to its exponent.", maxNumberLen, maxNumberExp, maxNumberExp),
+			Subject:  t.Range.Ptr(),
+		}
+	case hclsyntax.TokenStar:
+		if i > 0 && (toks[i-1].Type == hclsyntax.TokenOBrack || toks[i-1].Type == hclsyntax.TokenDot) {
+			return nil // a splat
+		}
+	case hclsyntax.TokenMinus:
+		if i == 0 {
+			return nil
+		}
+		switch toks[i-1].Type {
+		case hclsyntax.TokenNumberLit, hclsyntax.TokenIdent, hclsyntax.TokenCBrack, hclsyntax.TokenCParen,
+			hclsyntax.TokenCBrace, hclsyntax.TokenCQuote, hclsyntax.TokenCHeredoc:
+		default:
+			return nil // unary: what follows no operand (checkNesting counts runs of them)
+		}
+	case hclsyntax.TokenPlus, hclsyntax.TokenSlash, hclsyntax.TokenPercent,
+		hclsyntax.TokenEqualOp, hclsyntax.TokenNotEqual,
+		hclsyntax.TokenLessThan, hclsyntax.TokenLessThanEq, hclsyntax.TokenGreaterThan, hclsyntax.TokenGreaterThanEq,
+		hclsyntax.TokenAnd, hclsyntax.TokenOr:
+	default:
+		return nil
+	}
+	if *ops++; *ops <= maxOperators {
+		return nil
+	}
+	return &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  "Too many operators",
+		Detail:   fmt.Sprintf("map646 refuses a file with more than %d binary operators (+ - * / %% == != < <= > >= && ||) before parsing it: a chain of them nests as deep as it is long, and products can make a number too large to write out.", maxOperators),
+		Subject:  t.Range.Ptr(),
+	}
 }

@@ -98,8 +98,9 @@ func TestLoadSizeLimits(t *testing.T) {
 
 // TestNestingLimit: 40,000-deep nestings of every kind that makes the
 // HCL parser recurse are refused with a diagnostic where the limit is
-// crossed. Without the check each of them kills the test binary with a
-// stack overflow.
+// crossed. Without the check each of them but the conditionals kills the
+// test binary with a stack overflow; the conditionals were parsed, a
+// kilobyte of stack per level, and the evaluated ones accepted.
 func TestNestingLimit(t *testing.T) {
 	const n = 40_000 // deep, and within MaxConfigBytes
 	r := strings.Repeat
@@ -113,11 +114,15 @@ func TestNestingLimit(t *testing.T) {
 		{"objects", "a = " + r("{b=", n) + "1" + r("}", n) + "\n", 4 + 3*MaxNesting + 1},
 		{"interpolations", "a = " + r(`"${`, n) + "1" + r(`}"`, n) + "\n", 0},
 		{"function calls", "a = " + r("f(", n) + "1" + r(")", n) + "\n", 0},
-		{"for expressions", "a = " + r("[for x in ", n/4) + "[]" + r(": x]", n/4) + "\n", 0},
+		// For expressions are refused outright (TestForExpressions).
 		{"splats", "a = b" + r("[*]", n) + "\n", 5 + 3*(MaxNesting-1) + 2}, // the open bracket counts too
 		{"attribute splats", "a = b" + r(".*", n) + "\n", 5 + 2*MaxNesting + 2},
 		{"negations", "a = " + r("!", n) + "true\n", 4 + MaxNesting + 1},
 		{"minus signs", "a = " + r("-", n) + "1\n", 4 + MaxNesting + 1},
+		// No overflow, but 64 MiB of stack at 64,000 deep: the
+		// diagnostic is at the first "?" past the limit.
+		{"conditionals", "a = " + r("1?1:", n) + "1\n", 4 + 4*MaxNesting + 2},
+		{"conditionals evaluated", "translator {\nprefix = " + r("false?1:", n/2) + `"2001:db8:64::/96"` + "\n}\n", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.src), "deep.hcl")
@@ -227,5 +232,139 @@ func TestLoadContextGivesUp(t *testing.T) {
 	}
 	if c, err := LoadContext(context.Background(), path, ""); err != nil || len(c.Translator.Mappings) != 200_000 {
 		t.Fatalf("uncancelled load: %v", err)
+	}
+}
+
+// TestForExpressions: for expressions and template for directives are
+// refused where they start, before anything is evaluated; without the
+// check, the five nested ones over 31-element lists (a 500-byte file) ran
+// for over 20 s and past 300 MiB, and each more level multiplies that by
+// 31. The word "for" anywhere else is no for expression.
+func TestForExpressions(t *testing.T) {
+	list := "[" + strings.Repeat("1,", 30) + "1]"
+	nested := "[for a in " + list + ": [for b in " + list + ": [for c in " + list + ": [for d in " + list + ": [for e in " + list + ": 1]]]]]"
+	for _, tc := range []struct {
+		name, expr string
+		col        int // of "for" in the line "  prefix = <expr>"; 0: not refused
+	}{
+		{"nested tuple fors", nested, 13},
+		{"object for", `{for k, v in {a = 1}: k => v}`, 13},
+		{"for after a newline", "[\nfor x in [1]: x]", 1},
+		{"template for directive", `"%{for x in [1]}x%{endfor}"`, 15},
+		{"template for with strip marker", `"%{~ for x in [1]}x%{endfor}"`, 17},
+		{"heredoc for directive", "<<EOT\n%{for x in [1]}x%{endfor}\nEOT", 3},
+		{"for in a string", `"for"`, 0},
+		{"for in an interpolation's string", `"${"for"}"`, 0},
+		{"for in a list of strings", `["for", "x"]`, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := "translator {\n  prefix = " + tc.expr + "\n}\n"
+			start := time.Now()
+			_, err := Parse([]byte(src), "for.hcl")
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("Parse took %v", d)
+			}
+			var ce *Error
+			refused := errors.As(err, &ce) && len(ce.Diagnostics) == 1 && ce.Diagnostics[0].Summary == "For expressions are not allowed"
+			if tc.col == 0 {
+				if refused {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if !refused {
+				t.Fatalf("err = %v, want one \"For expressions are not allowed\" diagnostic", err)
+			}
+			if s := ce.Diagnostics[0].Subject; s == nil || s.Start.Column != tc.col {
+				t.Fatalf("diagnostic at %v, want column %d", s, tc.col)
+			}
+		})
+	}
+}
+
+// TestNumberLimits: number literals beyond 2^±128 (or longer than 64
+// bytes) and a 65th binary operator are refused where they are, before
+// anything is evaluated; without the check each of the first four hung
+// the load (writing the number out in decimal, in cty's conversion to a
+// string or in a diagnostic of ours), past 20 s and 250 MiB for the
+// large ones, and a file of "1+1+..." evaluated with 256 MiB of stack
+// (TestOperatorChains). The largest products left are written out
+// quickly.
+func TestNumberLimits(t *testing.T) {
+	big := "170141183460469231731687303715884105727" // 2^127 - 1
+	products := big + strings.Repeat("*"+big, maxOperators)
+	for _, tc := range []struct {
+		name, expr string
+		summary    string // "" for accepted (or refused for another reason)
+		col        int    // of the diagnostic, in the line "  prefix = <expr>"
+	}{
+		{"huge literal as a string", "1e100000000", "Number out of range", 12},
+		{"huge literal interpolated", `"${1e100000000}"`, "Number out of range", 15},
+		{"tiny literal", `"${1e-100000000}"`, "Number out of range", 15},
+		{"exponent beyond big.Float", "1e99999999999999999999999", "Number out of range", 12},
+		{"long literal", strings.Repeat("1", 65), "Number out of range", 12},
+		{"65 multiplications", `"${` + products + "*2}\"", "Too many operators", 15 + len(products)},
+		{"65 divisions", `"${1` + strings.Repeat("/1", 65) + `}"`, "Too many operators", 16 + 2*64},
+		{"65 additions", strings.Repeat("1+", 65) + "1", "Too many operators", 12 + 2*64 + 1},
+		{"65 comparisons", strings.Repeat("1==", 65) + "1", "Too many operators", 12 + 3*64 + 1},
+		{"65 ands", strings.Repeat("true&&", 65) + "true", "Too many operators", 12 + 6*64 + 4},
+		{"65 binary minus", strings.Repeat("(1)-", 65) + "1", "Too many operators", 12 + 4*64 + 3},
+		{"unary minus is no operator", "[" + strings.Repeat("-1,", 100) + "]", "", 0},
+		{"64 products of 2^127", `"${` + products + `}"`, "", 0},
+		{"small literals", `"${1e3 + 0.5 + 0 + 4294967295 + 1e-38}"`, "", 0},
+		{"splats are no operators", `"${[1][*]}"`, "", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := "translator {\n  prefix = " + tc.expr + "\n}\n"
+			start := time.Now()
+			_, err := Parse([]byte(src), "num.hcl")
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("Parse took %v", d)
+			}
+			var ce *Error
+			if !errors.As(err, &ce) || len(ce.Diagnostics) == 0 {
+				t.Fatalf("err = %v, want diagnostics (no prefix is valid here)", err)
+			}
+			d := ce.Diagnostics[0]
+			if tc.summary == "" {
+				if d.Summary == "Number out of range" || d.Summary == "Too many operators" || d.Summary == "Nesting too deep" {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if len(ce.Diagnostics) != 1 || d.Summary != tc.summary {
+				t.Fatalf("err = %v, want one %q diagnostic", err, tc.summary)
+			}
+			if d.Subject == nil || d.Subject.Start.Line != 2 || d.Subject.Start.Column != tc.col {
+				t.Fatalf("diagnostic at %v, want line 2 column %d", d.Subject, tc.col)
+			}
+		})
+	}
+}
+
+// TestOperatorChains: a file as large as allowed that is one chain of a
+// binary operator in an evaluated attribute is refused before it is
+// parsed. Without the check "1+1+...+1" was evaluated, recursively over a
+// tree as deep as the chain, with 256 MiB of stack (500 MiB peak RSS),
+// "1==1==..." with 128 MiB: enough to kill an appliance of 128 MiB.
+func TestOperatorChains(t *testing.T) {
+	n := MaxConfigBytes - 100
+	for _, tc := range []struct{ name, unit, last string }{
+		{"additions", "1+", "1"},
+		{"comparisons", "1==", "1"},
+		{"ands", "true&&", "true"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := "translator {\n  prefix = " + strings.Repeat(tc.unit, n/len(tc.unit)) + tc.last + "\n}\n"
+			start := time.Now()
+			_, err := Parse([]byte(src), "chain.hcl")
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("Parse took %v", d)
+			}
+			var ce *Error
+			if !errors.As(err, &ce) || len(ce.Diagnostics) != 1 || ce.Diagnostics[0].Summary != "Too many operators" {
+				t.Fatalf("err = %.300v, want one \"Too many operators\" diagnostic", err)
+			}
+		})
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -61,6 +62,7 @@ type controlServer struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 	quit   chan struct{} // closed by Close: pending requests give up
+	stopAt atomic.Int64  // Unix ns by which, once quit is closed, replies must be written
 	// minPause and maxPause bound the pause after a failed accept.
 	minPause, maxPause time.Duration
 
@@ -239,7 +241,7 @@ func (s *controlServer) acceptLoop(d *daemon, reloads chan<- chan reloadReply) {
 		go func() {
 			defer s.wg.Done()
 			if s.admit(c) {
-				s.serve(c, d, reloads)
+				s.serve(&stoppingConn{Conn: c, s: s}, d, reloads)
 			}
 			c.Close()
 			s.mu.Lock()
@@ -326,10 +328,15 @@ func (s *controlServer) Close() error {
 	var err error
 	s.once.Do(func() {
 		err = s.ln.Close()
+		stopAt := time.Now().Add(controlStopGrace)
+		s.stopAt.Store(stopAt.UnixNano())
 		close(s.quit)
 		s.mu.Lock()
 		for c := range s.conns {
-			_ = c.SetReadDeadline(time.Now()) // an idle client must not hold the shutdown
+			// An idle client must not hold the shutdown, nor one that
+			// reads a listing slowly or not at all (stoppingConn).
+			_ = c.SetReadDeadline(time.Now())
+			_ = c.SetWriteDeadline(stopAt)
 		}
 		s.mu.Unlock()
 		s.wg.Wait()
@@ -337,6 +344,51 @@ func (s *controlServer) Close() error {
 	})
 	return err
 }
+
+// stoppingConn is a served control connection whose deadlines cannot be
+// put past the end of the stop's grace (controlServer.stopAt) once the
+// server is closing: the listings extend the write deadline before each
+// write (deadlineWriter), so a client reading a large listing slowly, or
+// not at all, would otherwise hold the daemon's stop for as long as it
+// liked. Close sets every connection's write deadline to stopAt after
+// closing quit, and a deadline set here is checked against quit after it
+// is set, so whichever comes last, none is later than stopAt.
+type stoppingConn struct {
+	net.Conn
+	s *controlServer
+}
+
+func (c *stoppingConn) SetWriteDeadline(t time.Time) error {
+	err := c.Conn.SetWriteDeadline(t)
+	if stop, ok := c.s.stopping(); ok && t.After(stop) {
+		return c.Conn.SetWriteDeadline(stop)
+	}
+	return err
+}
+
+func (c *stoppingConn) SetDeadline(t time.Time) error {
+	err := c.Conn.SetDeadline(t)
+	if stop, ok := c.s.stopping(); ok && t.After(stop) {
+		return c.Conn.SetDeadline(stop)
+	}
+	return err
+}
+
+// stopping reports, once Close has begun, by when the connections must
+// be done writing.
+func (s *controlServer) stopping() (time.Time, bool) {
+	select {
+	case <-s.quit:
+		return time.Unix(0, s.stopAt.Load()), true
+	default:
+		return time.Time{}, false
+	}
+}
+
+// controlStopGrace is how long replies in progress (a reload's "the daemon
+// is stopping", a listing) may still take to be written once the control
+// server closes.
+const controlStopGrace = time.Second
 
 func call(socket string, cmd string, timeout time.Duration) (*reply, error) {
 	if socket == "" {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -149,4 +150,59 @@ func (w *lineCounter) Write(p []byte) (int, error) {
 	w.n += bytes.Count(p, []byte{'\n'})
 	w.bytes += len(p)
 	return len(p), nil
+}
+
+// TestStalledListingDoesNotHoldClose: a client that asks for a listing
+// larger than the socket's buffers and stops reading it holds the
+// server's write, whose deadline each write extends by a minute; closing
+// the control server (the daemon's stop waits for it) cuts it within
+// controlStopGrace. Before, the stop waited for that minute, and a client
+// that read a little every minute held it for the whole listing.
+func TestStalledListingDoesNotHoldClose(t *testing.T) {
+	dir := t.TempDir()
+	var csv strings.Builder
+	for i := range 1 << 16 {
+		fmt.Fprintf(&csv, "20.%d.%d.%d,2001:db8:6::%x:%x\n", i>>16, i>>8&255, i&255, i>>16, i&0xffff)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "m.csv"), []byte(csv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writeConfig(t, filepath.Join(dir, "a.hcl"), "translator {\n  prefix = \"2001:db8:64::/96\"\n  mappings_file = \"m.csv\"\n}\n")
+	cfg, err := config.Load(filepath.Join(dir, "a.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "c.sock")
+	cs, err := listenControl(sock, "", &daemon{cfg: cfg}, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := json.NewEncoder(c).Encode(request{Command: "mappings", Format: "csv"}); err != nil {
+		t.Fatal(err)
+	}
+	// The reply line and the start of the listing, then no more reads:
+	// the server's writes block once the socket's buffers are full.
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	head := make([]byte, 4096)
+	if _, err := io.ReadFull(c, head); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	done := make(chan struct{})
+	go func() {
+		cs.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(controlStopGrace + 5*time.Second):
+		t.Fatalf("Close still waits for the stalled listing after %v", time.Since(start))
+	}
 }

@@ -166,6 +166,41 @@ func loadConfig(ctx context.Context, opts Options) (*config.Config, error) {
 	return config.LoadContext(ctx, opts.ConfigPath, opts.ConfigRoot)
 }
 
+// loadChecking is loadConfig for a reload, which the run loop waits for:
+// meanwhile it goes on with the health polls, every HealthInterval as
+// serve does, so that a data path that stops forwarding during a long
+// load (a large mappings file, a hung file system: up to
+// ConfigLoadTimeout) is withdrawn at once instead of announced, and
+// reported healthy, until the load ends. Nothing the load changes is in
+// use before it has returned.
+func (d *daemon) loadChecking(ctx context.Context) (*config.Config, error) {
+	load := d.env.load
+	if load == nil {
+		load = loadConfig
+	}
+	type loaded struct {
+		cfg *config.Config
+		err error
+	}
+	done := make(chan loaded, 1)
+	go func() {
+		cfg, err := load(ctx, d.opts)
+		done <- loaded{cfg, err}
+	}()
+	health := time.NewTicker(d.opts.HealthInterval)
+	defer health.Stop()
+	for {
+		select {
+		case r := <-done:
+			return r.cfg, r.err
+		case <-health.C:
+			d.pollLinks()
+			d.restore()
+			d.checkHealth(func() { d.announce(ctx) })
+		}
+	}
+}
+
 // device and datapath are the parts of the stack package the daemon
 // uses; the seams let lifecycle tests run without a tun.
 type device interface {
@@ -195,6 +230,8 @@ type env struct {
 	// capabilities keep once it is set up; nil keeps them (the lifecycle
 	// tests run the daemon inside the test process).
 	dropPrivileges func(id identity, keep []uintptr) error
+	// load reads the configuration for a reload; nil: loadConfig.
+	load func(ctx context.Context, opts Options) (*config.Config, error)
 }
 
 // fdLink is the fd mode's device: a descriptor the daemon inherited. It
@@ -966,7 +1003,7 @@ func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
 }
 
 func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
-	cfg, err := loadConfig(ctx, d.opts)
+	cfg, err := d.loadChecking(ctx)
 	if err != nil {
 		return ReloadResult{}, err
 	}

@@ -375,6 +375,9 @@ type harness struct {
 
 	hooksMu sync.Mutex
 	hooks   []string // OnReload and OnHealth calls, in order
+
+	// load, when set, reads the configuration for reloads.
+	load atomic.Pointer[func(context.Context, Options) (*config.Config, error)]
 }
 
 func (h *harness) hook(s string) {
@@ -452,6 +455,12 @@ func startWith(t *testing.T, cfgBody string, k *fakeKernel, opt func(*Options)) 
 		dropPrivileges: func(id identity, keep []uintptr) error {
 			h.drops = append(h.drops, droppedPrivileges{id, keep, len(h.k.routeSet())})
 			return nil
+		},
+		load: func(ctx context.Context, o Options) (*config.Config, error) {
+			if f := h.load.Load(); f != nil {
+				return (*f)(ctx, o)
+			}
+			return loadConfig(ctx, o)
 		},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -676,6 +685,50 @@ func TestHealthChangesAreAnnounced(t *testing.T) {
 	if ups, _ := h.ann.snapshot(); len(ups) != 3 {
 		t.Errorf("announcements without a health change: %d", len(ups))
 	}
+}
+
+// TestHealthIsCheckedDuringASlowReload: while a reload's load is still
+// running (a large mappings file, a file system that hangs: up to
+// ConfigLoadTimeout), the health polls go on, and a data path that stops
+// forwarding is withdrawn at once, not once the load is over. Before,
+// the run loop waited for the load and announced the dead data path as
+// healthy meanwhile.
+func TestHealthIsCheckedDuringASlowReload(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
+	defer h.stop()
+	entered, release := make(chan struct{}), make(chan struct{})
+	slow := func(ctx context.Context, o Options) (*config.Config, error) {
+		close(entered)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return loadConfig(ctx, o)
+	}
+	h.load.Store(&slow)
+	writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10", "198.51.100.20")))
+	h.reload <- struct{}{}
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reload did not start loading")
+	}
+	h.dp.Load().healthy.Store(false)
+	waitFor(t, "an unhealthy announcement while the reload loads", func() bool {
+		ups, _ := h.ann.snapshot()
+		return len(ups) == 2 && !ups[1].Healthy
+	})
+	if st, err := QueryStats(h.sock); err != nil || st.Healthy {
+		t.Errorf("stats while loading: healthy %v, err %v", st.Healthy, err)
+	}
+	h.dp.Load().healthy.Store(true)
+	close(release)
+	waitFor(t, "the reload", func() bool { return slices.Contains(h.k.routeSet(), "198.51.100.20/32 dev dmtest0 table 646") })
+	waitFor(t, "a healthy announcement with the new mapping", func() bool {
+		ups, _ := h.ann.snapshot()
+		last := ups[len(ups)-1]
+		return last.Healthy && slices.Contains(last.IPv4, netip.MustParsePrefix("198.51.100.20/32"))
+	})
 }
 
 // TestServiceManagerHooks: OnHealth reports every health poll's outcome
