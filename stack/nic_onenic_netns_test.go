@@ -97,13 +97,16 @@ func TestNetnsNICOneNIC(t *testing.T) {
 				for q := range qs {
 					dq := after[q] - before[q]
 					total += dq
-					if dq == 2 {
+					if dq > 0 && dq == total {
 						on = q
 					}
 				}
+				// A loaded machine can make udpExchange send its request
+				// again after 2 s: then both tries' requests and replies
+				// were read, on one queue if steering paired them.
 				switch {
-				case total != 2:
-					t.Fatalf("flow %d: queues read %d packets in all, want 2 (request and reply)", i, total)
+				case total < 2 || total%2 != 0:
+					t.Fatalf("flow %d: queues read %d packets in all, want 2 per try (request and reply)", i, total)
 				case on < 0:
 					split++
 				default:
