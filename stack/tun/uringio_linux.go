@@ -26,7 +26,10 @@ import (
 // read, so the slot is read into again only after the write completed
 // (and a reply the write caused at once, on a veth path, is there for that
 // read), and a successful write posts no completion
-// (IOSQE_CQE_SKIP_SUCCESS). A queue busy with K packets thus costs one
+// (IOSQE_CQE_SKIP_SUCCESS). A write of other memory (what the engine
+// makes besides: ICMP errors, fragments) is made at once, after what the
+// ring holds was submitted (queue.sendQueued), so packets leave in the
+// order they were written. A queue busy with K packets thus costs one
 // system call per K packets. The reads posted follow the batches: twice
 // the last batch's packets, at least two, at most uringSlots.
 //
