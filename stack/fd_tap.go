@@ -721,13 +721,20 @@ func (e *tapEndpoint) writePacket(pkt *gvstack.PacketBuffer) tcpip.Error {
 		for i := 2; i < niov && n < len(e.pbuf); i++ {
 			n += copy(e.pbuf[n:], unsafe.Slice(e.wiov[i].Base, e.wiov[i].Len))
 		}
-		parked := e.vnet+size <= parkSize && e.res.park(dst, e.pbuf[:n])
-		e.res.request(dst)
-		if parked {
-			return nil // sent when the next hop is resolved
+		keep := e.pbuf[:n]
+		if e.vnet+size > parkSize {
+			keep = nil // too large to park (pbuf holds its head only): park only looks again
 		}
-		e.noNextHop.Add(1)
-		return &tcpip.ErrHostUnreachable{}
+		var parked bool
+		if hop, ok, parked = e.res.park(dst, keep); !ok {
+			e.res.request(dst)
+			if parked {
+				return nil // sent when the next hop is resolved
+			}
+			e.noNextHop.Add(1)
+			return &tcpip.ErrHostUnreachable{}
+		}
+		// Resolved meanwhile: after the packets parked before it.
 	}
 	copy(e.whdr[0:6], hop.mac[:])
 	copy(e.whdr[6:12], e.mac[:])

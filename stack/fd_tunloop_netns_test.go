@@ -22,20 +22,6 @@ func usesTunLoop(d *Datapath) bool {
 	return ok
 }
 
-// openFDs lists the descriptors the process has open.
-func openFDs(t *testing.T) map[string]bool {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fds := map[string]bool{}
-	for _, e := range ents {
-		fds[e.Name()] = true
-	}
-	return fds
-}
-
 // serveTunFDsIn opens a tun of queues queues with a virtio_net_hdr of
 // vnet bytes (0: none) in ns, routes the translator's IPv4 pool into it,
 // and serves its descriptors through ServeFDQueues until ctx is done.
@@ -131,7 +117,7 @@ func TestNetnsFDStopPrompt(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			before := openFDs(t)
+			before := netnstest.OpenFDs(t)
 			ctx, cancel := context.WithCancel(context.Background())
 			d, err := ServeFDQueues(ctx, testEngine(t), fds, 1520, maxVnetHdr, nil)
 			if err != nil {
@@ -179,7 +165,7 @@ func TestNetnsFDStopPrompt(t *testing.T) {
 					t.Errorf("the caller's fd %d: %v", fd, err)
 				}
 			}
-			after := openFDs(t)
+			after := netnstest.OpenFDs(t)
 			for fd := range after {
 				if !before[fd] {
 					t.Errorf("fd %s opened by the data path is still open", fd)
@@ -199,7 +185,7 @@ func TestNetnsFDQueueFails(t *testing.T) {
 	netnstest.RequireTun(t, "dp-")
 	ns := netnstest.New(t, "dp-fail-")
 	fds := openTunIn(t, ns, 2, maxVnetHdr)
-	before := openFDs(t)
+	before := netnstest.OpenFDs(t)
 	d, err := ServeFDQueues(context.Background(), testEngine(t), fds, 1520, maxVnetHdr, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -262,7 +248,7 @@ func TestNetnsFDTunOutOfPoller(t *testing.T) {
 	}
 	var dups []string
 	var watched string
-	for fd := range openFDs(t) {
+	for fd := range netnstest.OpenFDs(t) {
 		link, _ := os.Readlink("/proc/self/fd/" + fd)
 		switch {
 		case link == "/dev/net/tun" && !callers[fd]:

@@ -62,9 +62,10 @@ type resolver struct {
 	// parked packets wait for their next hop's link address, like the
 	// kernel's small per-neighbour queue (unres_qlen): a flow's first
 	// packet is not lost to resolution. send transmits one once resolved.
-	parkMu sync.Mutex
-	parked [parkSlots]parkedPacket
-	send   func(h nextHop, pkt []byte)
+	parkMu  sync.Mutex
+	parked  [parkSlots]parkedPacket
+	parkSeq uint64 // the seq of the last packet parked
+	send    func(h nextHop, pkt []byte)
 }
 
 // Parking: slots of parkSize bytes, preallocated; a packet that does not
@@ -78,7 +79,8 @@ const (
 
 type parkedPacket struct {
 	dst   netip.Addr
-	since int64 // monoNow; 0: free
+	since int64  // monoNow; 0: free
+	seq   uint64 // the order packets were parked in, which they leave in
 	n     int
 	buf   [parkSize]byte
 }
@@ -169,13 +171,9 @@ func (r *resolver) resolve(dst netip.Addr) {
 		return
 	}
 	if known {
-		r.mu.Lock()
-		if cur, ok := r.dsts[dst]; ok && cur.ifindex == h.ifindex && cur.via == h.via {
-			cur.mac, cur.resolved = mac, true
-			r.dsts[dst] = cur
-		}
-		r.mu.Unlock()
-		r.unpark()
+		r.publish(mac, func(d netip.Addr, cur nextHop) bool {
+			return d == dst && cur.ifindex == h.ifindex && cur.via == h.via
+		})
 		return
 	}
 	if err := r.k.solicit(h.ifindex, h.via); err != nil {
@@ -184,59 +182,118 @@ func (r *resolver) resolve(dst netip.Addr) {
 }
 
 // park keeps a copy of pkt, the packet to dst that lookup could not
-// place, until its next hop is resolved; it reports whether there was room.
-func (r *resolver) park(dst netip.Addr, pkt []byte) bool {
-	if len(pkt) > parkSize {
-		return false
-	}
+// place, until its next hop is resolved; parked reports whether there was
+// room (none for a packet larger than a slot, or nil: one too large for
+// the caller to gather). If dst's next hop was resolved since that
+// lookup, park keeps nothing and returns it (ok): the caller sends the
+// packet itself, after every packet parked for dst has left (publish
+// resolves under parkMu, after sending them), so a flow's first packets
+// keep their order.
+func (r *resolver) park(dst netip.Addr, pkt []byte) (h nextHop, ok, parked bool) {
 	now := monoNow()
 	r.parkMu.Lock()
 	defer r.parkMu.Unlock()
+	if h, ok := r.lookup(dst); ok {
+		return h, true, false
+	}
+	if len(pkt) == 0 || len(pkt) > parkSize {
+		return nextHop{}, false, false
+	}
 	for i := range r.parked {
 		p := &r.parked[i]
 		if p.since != 0 && time.Duration(now-p.since) < parkTTL {
 			continue
 		}
-		p.dst, p.since = dst, now
+		r.parkSeq++
+		p.dst, p.since, p.seq = dst, now, r.parkSeq
 		p.n = copy(p.buf[:], pkt)
-		return true
+		return nextHop{}, false, true
 	}
-	return false
+	return nextHop{}, false, false
 }
 
-// unpark sends the parked packets whose destinations are now resolved.
+// publish gives mac to the destinations whose entries match (resolved),
+// after sending the packets parked for them, oldest first, with parkMu
+// held: a packet to one of them either was parked before and leaves
+// here, or finds its next hop resolved (lookup, or park's second look)
+// only once they all left.
+func (r *resolver) publish(mac [6]byte, match func(dst netip.Addr, h nextHop) bool) {
+	r.parkMu.Lock()
+	defer r.parkMu.Unlock()
+	r.sendParked(func(dst netip.Addr) (nextHop, bool) {
+		h, ok := r.dsts[dst]
+		if !ok || !match(dst, h) {
+			return h, false
+		}
+		h.mac, h.resolved = mac, true
+		return h, true
+	})
+	r.mu.Lock()
+	for dst, h := range r.dsts {
+		if match(dst, h) {
+			h.mac, h.resolved = mac, true
+			r.dsts[dst] = h
+		}
+	}
+	r.mu.Unlock()
+}
+
+// unpark sends the parked packets whose destinations are now resolved,
+// oldest first.
 func (r *resolver) unpark() {
 	r.parkMu.Lock()
 	defer r.parkMu.Unlock()
-	for i := range r.parked {
-		p := &r.parked[i]
-		if p.since == 0 {
-			continue
-		}
+	r.sendParked(func(dst netip.Addr) (nextHop, bool) {
+		h, ok := r.dsts[dst]
+		return h, ok && h.resolved
+	})
+}
+
+// sendParked sends, in the order they were parked, the packets for whose
+// destination hop gives a next hop, and frees their slots; r.parkMu is
+// held, hop is called with r.mu read-locked.
+func (r *resolver) sendParked(hop func(dst netip.Addr) (nextHop, bool)) {
+	for last := uint64(0); ; {
+		// The oldest parked packet after last that can leave: a scan of
+		// parkSlots per packet sent, and only while packets are parked.
+		next := -1
+		var nh nextHop
 		r.mu.RLock()
-		h, ok := r.dsts[p.dst]
-		r.mu.RUnlock()
-		if ok && h.resolved {
-			r.send(h, p.buf[:p.n])
-			p.since = 0
+		for i := range r.parked {
+			p := &r.parked[i]
+			if p.since == 0 || p.seq <= last || (next >= 0 && p.seq > r.parked[next].seq) {
+				continue
+			}
+			if h, ok := hop(p.dst); ok {
+				next, nh = i, h
+			}
 		}
+		r.mu.RUnlock()
+		if next < 0 {
+			return
+		}
+		p := &r.parked[next]
+		r.send(nh, p.buf[:p.n])
+		p.since, last = 0, p.seq
 	}
 }
 
 // neighbourUpdate applies a neighbour table event: a usable link address
 // for via on ifindex (valid) or its loss.
 func (r *resolver) neighbourUpdate(ifindex int, via netip.Addr, mac [6]byte, valid bool) {
+	match := func(_ netip.Addr, h nextHop) bool { return h.ifindex == ifindex && h.via == via }
+	if valid {
+		r.publish(mac, match)
+		return
+	}
 	r.mu.Lock()
 	for dst, h := range r.dsts {
-		if h.ifindex == ifindex && h.via == via {
-			h.mac, h.resolved = mac, valid
+		if match(dst, h) {
+			h.mac, h.resolved = mac, false
 			r.dsts[dst] = h
 		}
 	}
 	r.mu.Unlock()
-	if valid {
-		r.unpark()
-	}
 }
 
 // routesChanged forgets every destination: the next packet to each looks

@@ -84,22 +84,20 @@ func TestResolver(t *testing.T) {
 		t.Errorf("solicited %v for a known neighbour", k.solicited)
 	}
 
-	// A packet parked after a lookup that raced with the resolution
-	// leaves when its request is handled (the neighbour is known by then).
-	if !r.park(dst4, []byte{0x45, 9}) {
-		t.Fatal("no room to park")
+	// A packet whose lookup raced with the resolution is not parked:
+	// park finds the next hop resolved and hands it back, for the caller
+	// to send (after what was parked before, which has left by then).
+	if h, ok, parked := r.park(dst4, []byte{0x45, 9}); !ok || parked || h.mac != mac1 {
+		t.Fatalf("park after resolution: %+v resolved %v parked %v", h, ok, parked)
 	}
-	r.request(dst4)
-	resolveQueued()
-	if len(sent) != 1 || sent[0].pkt[1] != 9 || sent[0].hop.mac != mac1 {
-		t.Fatalf("packet parked after resolution: sent %+v", sent)
+	if len(sent) != 0 {
+		t.Fatalf("sent %+v, nothing was parked", sent)
 	}
-	sent = nil
 
 	// An unknown one is solicited; its packet waits and leaves with the
 	// neighbour event.
 	want("on-link, first", dst6, false, mac2)
-	if !r.park(dst6, []byte{0x60, 1, 2, 3}) {
+	if _, _, parked := r.park(dst6, []byte{0x60, 1, 2, 3}); !parked {
 		t.Fatal("no room to park")
 	}
 	resolveQueued()
@@ -140,22 +138,26 @@ func TestResolver(t *testing.T) {
 func TestResolverParking(t *testing.T) {
 	r := newResolver(&fakeNeighKernel{}, nil, slog.New(slog.DiscardHandler))
 	dst := netip.MustParseAddr("192.0.2.2")
-	if r.park(dst, make([]byte, parkSize+1)) {
-		t.Error("parked a packet larger than a slot")
+	park := func(pkt []byte) bool {
+		_, _, parked := r.park(dst, pkt)
+		return parked
+	}
+	if park(make([]byte, parkSize+1)) || park(nil) {
+		t.Error("parked a packet larger than a slot, or none")
 	}
 	for i := range parkSlots {
-		if !r.park(dst, []byte{byte(i)}) {
+		if !park([]byte{byte(i)}) {
 			t.Fatalf("slot %d refused", i)
 		}
 	}
-	if r.park(dst, []byte{0xff}) {
+	if park([]byte{0xff}) {
 		t.Error("parked beyond the slots")
 	}
 	// Slots whose neighbour never answered are free again after parkTTL.
 	for i := range r.parked {
 		r.parked[i].since -= int64(parkTTL)
 	}
-	if !r.park(dst, []byte{0xff}) {
+	if !park([]byte{0xff}) {
 		t.Error("an expired slot was not reused")
 	}
 }
@@ -177,5 +179,74 @@ func TestResolverBounded(t *testing.T) {
 		if len(r.dsts) > maxDestinations {
 			t.Fatalf("%d destinations cached", len(r.dsts))
 		}
+	}
+}
+
+// TestResolverParkedOrder: the packets parked while a next hop is
+// resolved leave in the order they came, before any packet that finds
+// the next hop resolved: they are sent before the resolution is
+// published (a lookup during their sending still misses), oldest first
+// even when a reused slot puts a later one in front of them, and with
+// the event that resolves them (a neighbour event, or resolve finding
+// the neighbour known). Packets to another, unresolved destination stay.
+func TestResolverParkedOrder(t *testing.T) {
+	a := netip.MustParseAddr
+	dstA, dstB, dstC := a("2001:db8:6::10"), a("2001:db8:6::11"), a("192.0.2.7")
+	gwC := a("203.0.113.2")
+	mac, macC := [6]byte{2, 0, 0, 0, 0, 1}, [6]byte{2, 0, 0, 0, 0, 3}
+	k := &fakeNeighKernel{
+		routes:    map[netip.Addr][2]any{dstA: {6, dstA}, dstB: {6, dstB}, dstC: {4, gwC}},
+		neighbors: map[netip.Addr][6]byte{},
+	}
+	r := newResolver(k, []int{4, 6}, slog.New(slog.DiscardHandler))
+	var sent []byte
+	dstOf := map[byte]netip.Addr{}
+	r.send = func(h nextHop, p []byte) {
+		if _, ok := r.lookup(dstOf[p[1]]); ok {
+			t.Errorf("packet %d sent after its next hop was published: a packet sent at once could have gone first", p[1])
+		}
+		sent = append(sent, p[1])
+	}
+	pkt := func(dst netip.Addr, n byte) []byte {
+		dstOf[n] = dst
+		return []byte{0x60, n}
+	}
+	park := func(dst netip.Addr, n byte) {
+		t.Helper()
+		if _, _, parked := r.park(dst, pkt(dst, n)); !parked {
+			t.Fatalf("packet %d not parked", n)
+		}
+	}
+	// Packets 1, 2, 3 to A and 4 to B take slots 0 to 3; packet 1 waits
+	// past parkTTL (lost: its slot is free again), so packet 5 to A
+	// takes slot 0, in front of packets 2 and 3.
+	for n, d := range []netip.Addr{dstA, dstA, dstA, dstB} {
+		park(d, byte(n+1))
+		r.resolve(d) // the entry, and a solicitation
+	}
+	r.parked[0].since -= int64(parkTTL)
+	park(dstA, 5)
+	if r.parked[0].buf[1] != 5 {
+		t.Fatalf("packet 5 in slot %v, want 0 (the expired one)", r.parked[0].buf[1])
+	}
+	r.neighbourUpdate(6, dstA, mac, true)
+	if string(sent) != "\x02\x03\x05" {
+		t.Errorf("sent packets %v after A's neighbour event, want [2 3 5]", sent)
+	}
+	if h, ok := r.lookup(dstA); !ok || h.mac != mac {
+		t.Errorf("A after its event: %+v %v", h, ok)
+	}
+	// C's gateway is known to the kernel: resolve publishes it, after
+	// sending what was parked for C; B's packet still waits.
+	sent = nil
+	park(dstC, 6)
+	park(dstC, 7)
+	k.neighbors[gwC] = macC
+	r.resolve(dstC)
+	if string(sent) != "\x06\x07" {
+		t.Errorf("sent packets %v after C's resolution, want [6 7]", sent)
+	}
+	if _, ok := r.lookup(dstB); ok || r.parked[3].since == 0 {
+		t.Error("B's packet left, or B resolved, without its neighbour")
 	}
 }

@@ -1025,13 +1025,16 @@ func (n *nicPath) write(c *nicConn, b []byte) error {
 	}
 	hop, ok := n.res.lookup(dst)
 	if !ok {
-		parked := n.res.park(dst, b)
-		n.res.request(dst)
-		if parked {
-			return nil // sent when the next hop is resolved
+		var parked bool
+		if hop, ok, parked = n.res.park(dst, b); !ok {
+			n.res.request(dst)
+			if parked {
+				return nil // sent when the next hop is resolved
+			}
+			n.noNextHop.Add(1)
+			return errNoNextHop
 		}
-		n.noNextHop.Add(1)
-		return errNoNextHop
+		// Resolved meanwhile: after the packets parked before it.
 	}
 	if c.batch != nil && len(b) > tun.VnetHdrLen {
 		if p := n.port(hop.ifindex); p != nil {

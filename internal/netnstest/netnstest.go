@@ -227,3 +227,20 @@ func (ns *NS) Tap(t testing.TB, name string) *os.File {
 	t.Cleanup(func() { f.Close() })
 	return f
 }
+
+// OpenFDs lists the descriptors the process has open (the names in
+// /proc/self/fd), for a test to check that what it set up (a tun, its
+// queues, an io_uring, a namespace's handle) was closed: compare the
+// lists before and after.
+func OpenFDs(t testing.TB) map[string]bool {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := map[string]bool{}
+	for _, e := range ents {
+		fds[e.Name()] = true
+	}
+	return fds
+}

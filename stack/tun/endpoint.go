@@ -137,8 +137,12 @@ func (f *Frame) InFrame(pkt *gvstack.PacketBuffer) (start, end int, ok bool) {
 // DeliverNetworkPacket, on the delivering goroutine, with that queue's
 // Hash, and leaves the bytes it wrote as they are until
 // DeliverNetworkPacket returns (a queue on an io_uring sends them after
-// the delivery, with the next batch). Other dispatchers (a gVisor network
-// stack) get a copy of each packet in a pooled view instead.
+// the delivery, with the next batch). Any other packet it writes with a
+// queue's Hash it writes from within that queue's deliveries too: such a
+// write first submits what the queue's io_uring holds (so that packets
+// leave in the order they were written), which only the ring's own
+// goroutine may do. Other dispatchers (a gVisor network stack) get a copy
+// of each packet in a pooled view instead.
 type FrameDispatcher interface {
 	gvstack.NetworkDispatcher
 	TakesFrames(e *Endpoint) bool
@@ -291,6 +295,11 @@ type queue struct {
 	// (uringio_linux.go); uringOn: the loop runs on the ring now.
 	uio     *uringIO
 	uringOn atomic.Bool
+	// unsent: the ring holds a write that no io_uring_enter submitted
+	// yet (uringIO.queueWrite sets it, uringIO.enter clears it; only
+	// the dispatch goroutine does either). A write made at once submits
+	// it first (sendQueued), keeping the queue's order.
+	unsent atomic.Bool
 
 	wmu  sync.Mutex
 	wbuf []byte // MrgVnetHdrLen + GSOMaxSize: packets from outside the frame
@@ -771,6 +780,10 @@ func (e *Endpoint) writePacket(pkt *gvstack.PacketBuffer) tcpip.Error {
 	if !q.encodeHdr(q.wbuf[:q.hdr+n], &off) {
 		return &tcpip.ErrNotSupported{}
 	}
+	// An engine-made packet (an ICMP error, a fragment, a datagram of a
+	// split UDP super-packet) follows the translated packets that earlier
+	// deliveries of the batch queued on the ring.
+	q.sendQueued()
 	m, err := q.conn.Write(q.wbuf[:q.hdr+n])
 	return writeResult(m, err, q.hdr+n)
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/map646/map646/internal/netnstest"
 )
 
 // filesEndpoint serves one raw socketpair queue through NewEndpointFiles
@@ -191,11 +193,11 @@ func TestEndpointRestartLeaksNothing(t *testing.T) {
 			}
 			e.Close()
 			cycle() // the ring's slots, made once
-			fds, gs := openFDs(t), runtime.NumGoroutine()
+			fds, gs := netnstest.OpenFDs(t), runtime.NumGoroutine()
 			for range 10 {
 				cycle()
 			}
-			if now := openFDs(t); len(now) != len(fds) {
+			if now := netnstest.OpenFDs(t); len(now) != len(fds) {
 				t.Errorf("%d descriptors open after 10 restarts, %d before", len(now), len(fds))
 			}
 			// A loop's goroutine ends just after Close saw it done.
@@ -229,18 +231,4 @@ func echoBurst(t *testing.T, p *os.File, size int) func() {
 			}
 		}
 	}
-}
-
-// openFDs lists the descriptors the process has open.
-func openFDs(t *testing.T) map[string]bool {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fds := map[string]bool{}
-	for _, e := range ents {
-		fds[e.Name()] = true
-	}
-	return fds
 }

@@ -289,6 +289,14 @@ func BenchmarkQueueBurst(b *testing.B) {
 }
 
 func benchQueueBurst(b *testing.B, mode string, burst int) {
+	benchQueueBurstWith(b, mode, burst, func(e *Endpoint) gvstack.NetworkDispatcher {
+		return &echoDispatcher{e: e, idle: make([]atomic.Int64, 1)}
+	})
+}
+
+// benchQueueBurstWith is benchQueueBurst with the dispatcher dispatcher
+// makes, which must write every packet back once.
+func benchQueueBurstWith(b *testing.B, mode string, burst int, dispatcher func(*Endpoint) gvstack.NetworkDispatcher) {
 	saved := queueIO
 	queueIO = mode
 	defer func() { queueIO = saved }()
@@ -300,8 +308,7 @@ func benchQueueBurst(b *testing.B, mode string, burst int) {
 	defer c.Close()
 	defer p.Close()
 	e := NewEndpointConns([]Conn{c}, 1500, 0)
-	d := &echoDispatcher{e: e, idle: make([]atomic.Int64, 1)}
-	e.Attach(d)
+	e.Attach(dispatcher(e))
 	defer e.Close()
 	pkt := make([]byte, VnetHdrLen+64)
 	pkt[VnetHdrLen] = 0x45

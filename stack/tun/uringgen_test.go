@@ -1,6 +1,9 @@
 package tun
 
-import "testing"
+import (
+	"sync/atomic"
+	"testing"
+)
 
 // fakeSQRing is a ring whose submission queue is plain memory: what the
 // queue's bookkeeping prepares can be read back, and no entry is ever
@@ -20,7 +23,7 @@ func fakeSQRing() *ring {
 func (r *ring) lastSqe() *uringSqe { return &r.sqes[(r.tail-1)&r.sqMask] }
 
 func newBookkeeping() *uringIO {
-	u := &uringIO{r: fakeSQRing(), cur: -1}
+	u := &uringIO{r: fakeSQRing(), cur: -1, unsent: new(atomic.Bool)}
 	u.slots = make([]*Frame, uringSlots)
 	for i := range u.slots {
 		u.slots[i] = &Frame{buf: make([]byte, 64)}

@@ -3,6 +3,7 @@ package tun
 import (
 	"fmt"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -25,7 +26,10 @@ import (
 // read, so the slot is read into again only after the write completed
 // (and a reply the write caused at once, on a veth path, is there for that
 // read), and a successful write posts no completion
-// (IOSQE_CQE_SKIP_SUCCESS). A queue busy with K packets thus costs one
+// (IOSQE_CQE_SKIP_SUCCESS). A write of other memory (what the engine
+// makes besides: ICMP errors, fragments) is made at once, after what the
+// ring holds was submitted (queue.sendQueued), so packets leave in the
+// order they were written. A queue busy with K packets thus costs one
 // system call per K packets. The reads posted follow the batches: twice
 // the last batch's packets, at least two, at most uringSlots.
 //
@@ -120,6 +124,9 @@ type uringIO struct {
 	batch [uringSlots][]byte
 	// readAt is where a slot's read lands (the queue's readAt).
 	readAt int
+	// unsent is the queue's (queue.unsent): set while a write queued
+	// here waits for the io_uring_enter that submits it.
+	unsent *atomic.Bool
 }
 
 type uringSlot struct {
@@ -140,7 +147,7 @@ func (q *queue) setupURing(fd int) error {
 	}
 	u := q.uio
 	if u == nil {
-		u = &uringIO{own: uringSlot{view: q.frame.view, buf: q.frame.buf}}
+		u = &uringIO{own: uringSlot{view: q.frame.view, buf: q.frame.buf}, unsent: &q.unsent}
 		u.slots = make([]*Frame, uringSlots)
 		u.slots[0] = &Frame{view: q.frame.view, buf: q.frame.buf}
 		for i := 1; i < uringSlots; i++ {
@@ -170,20 +177,55 @@ func (u *uringIO) postRead(i int) {
 // A delivery queues at most one write: the translated packet, which the
 // engine rewrote in the slot. What the engine makes besides (ICMP errors,
 // fragments, the datagrams of a split UDP super-packet) the Handler hands
-// over as copies, which writePacket writes at once. The slot's
-// bookkeeping counts on that: with several writes chained to one read, the
-// failure of one would cancel the writes after it without a completion,
-// and they would be lost uncounted.
+// over as copies, which writePacket writes at once, after submitting
+// what the batch queued before them (queue.sendQueued): the queue's
+// packets leave in the order they were handed over. The slot's
+// bookkeeping counts on one write per delivery: with several writes
+// chained to one read, the failure of one would cancel the writes after
+// it without a completion, and they would be lost uncounted.
 func (u *uringIO) queueWrite(b []byte) bool {
 	if u == nil || u.cur < 0 {
 		return false
 	}
 	if u.r.space() < 2 { // this write and the slot's read
-		u.r.enter(false, nil, true)
+		u.enter(false, nil, true)
 	}
 	next := (u.gen[u.cur] + 1) & uringGenMask // the generation of the slot's next read
 	u.r.prepRW(uringOpWrite, uringSqeLink|uringSqeSkipSuccess, 0, b, uringWrite|uint64(next)<<8|uint64(u.cur))
+	if !u.unsent.Load() {
+		u.unsent.Store(true)
+	}
 	return true
+}
+
+// enter is the ring's enter; once everything queued was submitted, no
+// write waits any more (a full completion queue can leave some queued:
+// see ring.enter).
+func (u *uringIO) enter(wait bool, timeout *unix.Timespec, raw bool) unix.Errno {
+	errno := u.r.enter(wait, timeout, raw)
+	if u.r.pending == 0 && u.unsent.Load() {
+		u.unsent.Store(false)
+	}
+	return errno
+}
+
+// sendQueued submits the writes q's ring holds, and the reads linked to
+// them, before a packet written at once: the translated packets of
+// earlier slots of the batch must not leave after an engine-made packet
+// of a later one (fragments of the same flow, say; RFC 7915 translators
+// keep a flow's order, and TCP takes a reordered segment for a loss).
+// Only the queue's delivering goroutine queues writes, so only it finds
+// any here; the flag costs a load when there are none. A write the file
+// takes at once is made inside the io_uring_enter that submits it, so it
+// has left when this returns: a tun's always is (it never blocks a
+// writer, and marks itself FMODE_NOWAIT, so the ring tries it inline).
+// One that would block (a full socket buffer), or a file without
+// FMODE_NOWAIT (whose writes the ring hands to its workers), can still
+// leave after the packet written at once.
+func (q *queue) sendQueued() {
+	if q.unsent.Load() {
+		q.uio.enter(false, nil, true)
+	}
 }
 
 // current reports whether a read completion of slot and gen is the slot's
@@ -237,7 +279,7 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 			u.postReads()
 		}
 		u.enters++
-		u.r.enter(false, nil, true) // submits; RWF_NOWAIT reads complete inside it
+		u.enter(false, nil, true) // submits; RWF_NOWAIT reads complete inside it
 		if u.r.ready() == 0 {
 			// Reads in flight that did not complete at once (a kernel
 			// that turned RWF_NOWAIT down): wait on the ring.
@@ -422,7 +464,7 @@ func (u *uringIO) wait(q *queue) error {
 	start := time.Now()
 	for left := raw; left > 0 && u.r.ready() == 0; left = raw - time.Since(start) {
 		ts := unix.NsecToTimespec(int64(left))
-		errno := u.r.enter(true, &ts, true)
+		errno := u.enter(true, &ts, true)
 		if errno != unix.EINTR {
 			break // a completion, the time is up (ETIME), or an error the blocking wait sees again
 		}
@@ -433,7 +475,7 @@ func (u *uringIO) wait(q *queue) error {
 		tmo = &rio.foreignWait
 	}
 	for u.r.ready() == 0 {
-		switch errno := u.r.enter(true, tmo, false); errno {
+		switch errno := u.enter(true, tmo, false); errno {
 		case 0, unix.EINTR, unix.EBUSY:
 			// EBUSY: completions to reap first, which ready() sees.
 		case unix.ETIME:
@@ -463,7 +505,7 @@ func (u *uringIO) drain(q *queue) {
 			u.r.prepCancelAll(uringStop)
 			cancels++
 		}
-		u.r.enter(true, &ts, false)
+		u.enter(true, &ts, false)
 		n := u.r.ready()
 		for i := range n {
 			c := u.r.cqe(i)
