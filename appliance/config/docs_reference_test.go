@@ -2,12 +2,14 @@ package config
 
 // docs/configuration.md's attribute tables against the schema and the
 // decoder: every attribute a block takes has a row in its block's table
-// and every row names one it takes, and every "number, LO–HI" range the
-// table gives is the range the decoder accepts.
+// and every row names one it takes, every "number, LO–HI" range the table
+// gives is the range the decoder accepts, and every literal default is
+// the decoder's.
 
 import (
 	"fmt"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -38,17 +40,17 @@ var docBlocks = []struct {
 	{"## `metrics`", metricsSchema, "translator {\n  prefix = \"2001:db8:64::/96\"\n  mapping_counters = true\n}\nmetrics {\n%s}\n", nil},
 	{"## `log`", logSchema, minimal + "log {\n%s}\n", nil},
 	{"## `run_as`", runAsSchema, minimal + "run_as {\n%s}\n", map[string]string{"user": `"nobody"`}},
-	{"## `bgp`", bgpSchema, minimal + "bgp {\n%s}\n", map[string]string{"local_as": "64512", "router_id": `"192.0.2.1"`}},
+	{"## `bgp`", bgpSchema, minimal + "bgp {\n%s  neighbor \"192.0.2.2\" {\n    remote_as = 64513\n  }\n}\n", map[string]string{"local_as": "64512", "router_id": `"192.0.2.1"`}},
 	{"### `neighbor`", neighborSchema, minimal + "bgp {\n  local_as = 64512\n  router_id = \"192.0.2.1\"\n  neighbor \"192.0.2.2\" {\n%s  }\n}\n",
 		map[string]string{"remote_as": "64513"}},
 	{"## `router_advertisement`", raSchema, minimal + "router_advertisement \"eth1\" {\n%s}\n", nil},
 }
 
 // docRow is one attribute row of a table: its name (a block's without its
-// label, `neighbor "ADDRESS"`) and its type cell.
-type docRow struct{ name, typ string }
+// label, `neighbor "ADDRESS"`), its type cell and its default cell.
+type docRow struct{ name, typ, def string }
 
-var docRowRE = regexp.MustCompile("(?m)^\\| `([a-z_0-9]+)(?: \"[A-Z]+\")?` \\| ([^|]*) \\|")
+var docRowRE = regexp.MustCompile("(?m)^\\| `([a-z_0-9]+)(?: \"[A-Z]+\")?` \\|([^|]*)\\|([^|]*)\\|")
 
 // docTable returns the rows of the first attribute table after heading in
 // doc, up to the next heading.
@@ -70,7 +72,7 @@ func docTable(t *testing.T, doc, heading string) []docRow {
 	}
 	var rows []docRow
 	for _, m := range docRowRE.FindAllStringSubmatch(table, -1) {
-		rows = append(rows, docRow{m[1], strings.TrimSpace(m[2])})
+		rows = append(rows, docRow{m[1], strings.TrimSpace(m[2]), strings.TrimSpace(m[3])})
 	}
 	return rows
 }
@@ -158,5 +160,55 @@ func TestDocsNumberRanges(t *testing.T) {
 	t.Logf("checked %d documented ranges", checked)
 	if checked < 15 {
 		t.Errorf("checked %d documented ranges; docs/configuration.md has at least 15", checked)
+	}
+}
+
+// docDefaultRE matches a default cell that is a literal value alone: a
+// number, a bool, a string or an empty list (not "`0` (unknown)" or a
+// default computed from other attributes).
+var docDefaultRE = regexp.MustCompile("^`(\\d+|true|false|\"[^\"]*\"|\\[\\])`$")
+
+// TestDocsDefaults: for every attribute whose documented default is a
+// literal, a configuration that writes that value decodes to the same
+// Config as one that leaves the attribute out.
+func TestDocsDefaults(t *testing.T) {
+	b, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	parse := func(src string) *Config {
+		t.Helper()
+		c, err := Parse([]byte(src), "doc.hcl")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, src)
+		}
+		// What depends on the text, not on the values.
+		c.Digest, c.Warnings, c.Translator.LinkPos = "", nil, ""
+		c.snap, c.origin = nil, mappingOrigin{}
+		return c
+	}
+	checked := 0
+	for _, blk := range docBlocks {
+		needs := ""
+		for k, val := range blk.needs {
+			needs += fmt.Sprintf("    %s = %s\n", k, val)
+		}
+		for _, r := range docTable(t, doc, blk.heading) {
+			m := docDefaultRE.FindStringSubmatch(r.def)
+			if m == nil || blk.needs[r.name] != "" {
+				continue
+			}
+			without := parse(fmt.Sprintf(blk.config, needs))
+			with := parse(fmt.Sprintf(blk.config, needs+fmt.Sprintf("    %s = %s\n", r.name, m[1])))
+			if !reflect.DeepEqual(without, with) {
+				t.Errorf("%s %s: documented default %s, but writing it changes the configuration:\nleft out: %+v\nwritten:  %+v", blk.heading, r.name, m[1], without, with)
+			}
+			checked++
+		}
+	}
+	t.Logf("checked %d documented defaults", checked)
+	if checked < 20 {
+		t.Errorf("checked %d documented defaults; docs/configuration.md has at least 20", checked)
 	}
 }
