@@ -34,17 +34,6 @@ func TestNetnsNICJoinReadsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	dst := &net.UDPAddr{IP: net.IPv4(203, 0, 113, 1), Port: 9}
-	send := func(n int) {
-		for range n {
-			if _, err := conn.WriteTo([]byte("join"), dst); err != nil {
-				t.Error(err)
-			}
-		}
-		time.Sleep(100 * time.Millisecond) // on the wire and through the filters
-	}
-	send(1) // the peer learns x4's link address (ARP) before anything counts
-
 	var fds []int
 	var rings []*nicRing
 	t.Cleanup(func() {
@@ -55,6 +44,47 @@ func TestNetnsNICJoinReadsOnce(t *testing.T) {
 			unix.Close(fd)
 		}
 	})
+	// A socket outside the group, with the NIC sockets' filter, opened
+	// first: the kernel runs a device's packet hooks newest first, so
+	// when it has counted a frame, the group's hook and the sockets' own
+	// have run for it too.
+	var control int
+	if err := ns.Do(func() (err error) {
+		control, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		if err := attachFilter(control, hostIPFilter); err != nil {
+			unix.Close(control)
+			return err
+		}
+		ifc, err := net.InterfaceByName("x4")
+		if err != nil {
+			unix.Close(control)
+			return err
+		}
+		return unix.Bind(control, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifc.Index})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(control)
+	dst := &net.UDPAddr{IP: net.IPv4(203, 0, 113, 1), Port: 9}
+	var sent, seen uint32
+	send := func(n int) {
+		for range n {
+			if _, err := conn.WriteTo([]byte("join"), dst); err != nil {
+				t.Error(err)
+			}
+		}
+		sent += uint32(n)
+		for deadline := time.Now().Add(5 * time.Second); seen < sent; time.Sleep(time.Millisecond) {
+			seen += packetsAccepted(t, control)
+			if time.Now().After(deadline) {
+				t.Fatalf("a socket outside the group saw %d of the %d frames sent", seen, sent)
+			}
+		}
+	}
+	send(1) // the peer learns x4's link address (ARP) before anything counts
 	const inGap, after = 3, 4
 	err := ns.Do(func() error {
 		ifc, err := net.InterfaceByName("x4")
