@@ -65,13 +65,15 @@ type NICConfig struct {
 // the reply finds the thread that is already running (or waiting raw)
 // instead of waking a second one. A socket
 // filter passes only IPv4 and IPv6 frames addressed to the NIC itself
-// (PACKET_HOST: no broadcast, multicast or other hosts' frames), and
+// (PACKET_HOST: no broadcast, multicast or other hosts' frames), once the
+// socket is in its group (openPacketSocket), and
 // PACKET_IGNORE_OUTGOING with PACKET_FANOUT_FLAG_IGNORE_OUTGOING keeps the
 // packets sent on the NIC out.
 //
 // The sockets carry a virtio_net_hdr in front of every packet
 // (PACKET_VNET_HDR), the same framing as a tun opened with IFF_VNET_HDR,
-// so they are the queues of a tun.Endpoint (one per socket, see nicConn):
+// so they are the queues of a tun.Endpoint (one per index: one socket, or
+// the paired sockets of both NICs, see nicConn):
 // a queue's goroutine reads a packet into its frame from the socket's
 // receive ring (nic_ring.go: bounded in packets, read without a system
 // call per packet), the Handler translates it in place and the endpoint
