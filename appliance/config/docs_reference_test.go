@@ -212,3 +212,36 @@ func TestDocsDefaults(t *testing.T) {
 		t.Errorf("checked %d documented defaults; docs/configuration.md has at least 20", checked)
 	}
 }
+
+// TestDocsExpressions: what "The file" in docs/configuration.md says of
+// expressions: operators, conditionals and templates over literals are
+// evaluated; variables, function calls and for expressions are refused.
+func TestDocsExpressions(t *testing.T) {
+	for _, tc := range []struct {
+		name, value string
+		want        int    // the decoded lowest_ipv6_mtu
+		err         string // or the error
+	}{
+		{"literal", "1300", 1300, ""},
+		{"arithmetic", "1280 + 20", 1300, ""},
+		{"conditional", "1 < 2 ? 1300 : 1400", 1300, ""},
+		{"template", `"${1300}"`, 1300, ""},
+		{"variable", "mtu", 0, "Variables not allowed"},
+		{"function", `parseint("1300", 10)`, 0, "Function calls not allowed"},
+		{"for", "[for x in [1300]: x][0]", 0, "For expressions are not allowed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte("translator {\n  prefix = \"2001:db8:64::/96\"\n  lowest_ipv6_mtu = "+tc.value+"\n}\n"), "doc.hcl")
+			switch {
+			case tc.err != "":
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Errorf("lowest_ipv6_mtu = %s: error %v, want %q", tc.value, err, tc.err)
+				}
+			case err != nil:
+				t.Errorf("lowest_ipv6_mtu = %s: %v", tc.value, err)
+			case c.Translator.LowestIPv6MTU != tc.want:
+				t.Errorf("lowest_ipv6_mtu = %s: %d, want %d", tc.value, c.Translator.LowestIPv6MTU, tc.want)
+			}
+		})
+	}
+}
