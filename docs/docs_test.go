@@ -1,5 +1,5 @@
-// Package docs holds the user documentation; its test keeps the HCL
-// examples in the Markdown files valid.
+// Package docs holds the user documentation; its tests keep the HCL
+// examples in the Markdown files valid and the tests they cite defined.
 package docs
 
 import (

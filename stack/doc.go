@@ -28,11 +28,11 @@
 // header to the resolved next hop for a tap, whose ARP and Neighbor
 // Discovery it answers itself: arp.go). A tun or tap opened with
 // IFF_VNET_HDR has its virtio_net_hdr read beside the frame and written
-// in front of the result, so that super-packets cross it whole too. NIC mode reads AF_PACKET sockets
-// with gVisor's fdbased endpoint, whose PacketBuffers the Handler copies
-// into its queue's own frame (they have no headroom). Any link endpoint
-// can use Handler the same way (NewHandler), provided each queue index in
-// PacketBuffer.Hash is delivered by one goroutine at a time.
+// in front of the result, so that super-packets cross it whole too. Any
+// link endpoint can use Handler (NewHandler), provided each queue index in
+// PacketBuffer.Hash is delivered by one goroutine at a time; the
+// PacketBuffers of an endpoint not ours (gVisor's fdbased) are copied into
+// the queue's own frame (they have no headroom).
 //
 // Before the engine, the Handler sets aside the host's own link chatter on
 // the tun (IPv6 from :: or fe80::/10 to ff02::/16: the kernel's MLD, router
@@ -51,12 +51,14 @@
 // Datapath.Wait returns its error.
 //
 // NIC mode (ServeNIC) reads the appliance's NICs directly: per NIC, a
-// PACKET_FANOUT_HASH group of AF_PACKET sockets with PACKET_VNET_HDR, each
-// one queue of a tun.Endpoint (nicConn moves the Ethernet header aside so
-// that the sockets have a tun's framing), so it is the tun's path: a
-// goroutine per socket reads a packet or GRO/GSO super-packet into its
-// frame, the Handler translates it in place, and the socket's Write sends
-// it to the next hop's link address from the kernel's routing and
+// PACKET_FANOUT_EBPF group (steered by the tun's program; PACKET_FANOUT_HASH
+// without it) of AF_PACKET sockets with PACKET_VNET_HDR and a receive ring,
+// the sockets of index i of both NICs one queue of a tun.Endpoint (nicConn
+// moves the Ethernet header aside so that the sockets have a tun's
+// framing), so it is the tun's path: a goroutine per index reads a packet
+// or GRO/GSO super-packet from either NIC into its frame, the Handler
+// translates it in place, and the next hop NIC's socket of that index
+// sends it to the next hop's link address from the kernel's routing and
 // neighbour tables (resolver). gVisor's own fdbased endpoint is not used
 // there: the pinned version drops the virtio_net_hdr that PACKET_VNET_HDR
 // puts before received frames, so super-packets and partial checksums

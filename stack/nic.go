@@ -65,13 +65,15 @@ type NICConfig struct {
 // the reply finds the thread that is already running (or waiting raw)
 // instead of waking a second one. A socket
 // filter passes only IPv4 and IPv6 frames addressed to the NIC itself
-// (PACKET_HOST: no broadcast, multicast or other hosts' frames), and
+// (PACKET_HOST: no broadcast, multicast or other hosts' frames), once the
+// socket is in its group (openPacketSocket), and
 // PACKET_IGNORE_OUTGOING with PACKET_FANOUT_FLAG_IGNORE_OUTGOING keeps the
 // packets sent on the NIC out.
 //
 // The sockets carry a virtio_net_hdr in front of every packet
 // (PACKET_VNET_HDR), the same framing as a tun opened with IFF_VNET_HDR,
-// so they are the queues of a tun.Endpoint (one per socket, see nicConn):
+// so they are the queues of a tun.Endpoint (one per index: one socket, or
+// the paired sockets of both NICs, see nicConn):
 // a queue's goroutine reads a packet into its frame from the socket's
 // receive ring (nic_ring.go: bounded in packets, read without a system
 // call per packet), the Handler translates it in place and the endpoint
@@ -142,7 +144,7 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 		}
 		n.ports = append(n.ports, p)
 		for q := range queues {
-			fd, ring, err := openPacketSocket(ifc.Index, q == 0, p, ringFrames, prog)
+			fd, ring, err := openPacketSocket(ifc.Index, q == 0, p, ringFrames, prog, nil)
 			if err != nil {
 				return nil, fmt.Errorf("stack: NIC %s queue %d: %w", name, q, err)
 			}
@@ -859,11 +861,23 @@ var hostIPFilter = []unix.SockFilter{
 const socketBuffer = 4 << 20
 
 // openPacketSocket opens one queue's AF_PACKET socket on
-// ifindex: the filter and options are in place before it is bound, so it
-// never sees a packet it should not, and it joins p's fanout group
-// (creating it when first: a PACKET_FANOUT_EBPF group with the program
-// steer, or with steer -1 a PACKET_FANOUT_HASH one).
-func openPacketSocket(ifindex int, first bool, p *nicPort, frames, steer int) (_ int, _ *nicRing, err error) {
+// ifindex and joins it to p's fanout group (creating it when first: a
+// PACKET_FANOUT_EBPF group with the program steer, or with steer -1 a
+// PACKET_FANOUT_HASH one). bound, when not nil, runs between the bind and
+// the join (tests send frames there).
+//
+// The kernel lets only a bound socket join a group, and refuses to bind it
+// again once it has joined (packet(7), PACKET_FANOUT; fanout_add and
+// packet_do_bind in net/packet/af_packet.c), so between the bind and the
+// join the socket receives on its own hook: a frame arriving then was
+// queued on it and also, through the group, on the socket the group
+// steered it to, and the translator read it twice. So the socket is bound
+// with a filter that accepts nothing (dropAllFilter), and the filter that
+// passes the frames to translate (hostIPFilter) replaces it only once the
+// socket is in the group. A frame that the group steers to the socket
+// before that is lost, as is any frame that arrives before the translator
+// has started.
+func openPacketSocket(ifindex int, first bool, p *nicPort, frames, steer int, bound func()) (_ int, _ *nicRing, err error) {
 	// Protocol 0: receives nothing until bound below.
 	// Blocking, so that os.NewFile keeps it out of the runtime poller
 	// (nicConn.blockWait); every read and send passes MSG_DONTWAIT.
@@ -879,8 +893,7 @@ func openPacketSocket(ifindex int, first bool, p *nicPort, frames, steer int) (_
 		unix.Close(fd)
 		return -1, nil, fmt.Errorf("%s: %w", what, err)
 	}
-	prog := unix.SockFprog{Len: uint16(len(hostIPFilter)), Filter: &hostIPFilter[0]}
-	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
+	if err := attachFilter(fd, dropAllFilter); err != nil {
 		return fail("socket filter", err)
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
@@ -911,6 +924,9 @@ func openPacketSocket(ifindex int, first bool, p *nicPort, frames, steer int) (_
 	sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}
 	if err := unix.Bind(fd, sa); err != nil {
 		return fail("bind", err)
+	}
+	if bound != nil {
+		bound()
 	}
 	mode := unix.PACKET_FANOUT_HASH
 	if steer >= 0 {
@@ -949,7 +965,20 @@ func openPacketSocket(ifindex int, first bool, p *nicPort, frames, steer int) (_
 	} else if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, p.fanout|(mode|p.fanoutFlags)<<16); err != nil {
 		return fail("joining PACKET_FANOUT group", err)
 	}
+	if err := attachFilter(fd, hostIPFilter); err != nil {
+		return fail("socket filter", err)
+	}
 	return fd, ring, nil
+}
+
+// dropAllFilter accepts no frame: a NIC socket's filter until it is in its
+// fanout group (openPacketSocket).
+var dropAllFilter = []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+
+// attachFilter makes filter fd's socket filter, replacing the one it had.
+func attachFilter(fd int, filter []unix.SockFilter) error {
+	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog)
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }

@@ -479,7 +479,7 @@ func TestNICPathAllocs(t *testing.T) {
 		}
 		p := &nicPort{name: "x6", ifindex: ifc.Index, mtu: ifc.MTU}
 		n.ports = []*nicPort{p}
-		fd, ring, err := openPacketSocket(ifc.Index, true, p, ringFrames, -1)
+		fd, ring, err := openPacketSocket(ifc.Index, true, p, ringFrames, -1, nil)
 		if err != nil {
 			return err
 		}
@@ -713,7 +713,7 @@ func ringSocket(t *testing.T, ns, peer *netnstest.NS, n *nicPath, name, peerName
 		mac = [6]byte(ifc.HardwareAddr)
 		p := &nicPort{name: name, ifindex: ifc.Index, mtu: 1500}
 		n.ports = append(n.ports, p)
-		fd, ring, err := openPacketSocket(ifc.Index, true, p, frames, -1)
+		fd, ring, err := openPacketSocket(ifc.Index, true, p, frames, -1, nil)
 		if err != nil {
 			return err
 		}
@@ -872,7 +872,7 @@ func TestNetnsNICBatchedWrites(t *testing.T) {
 		}
 		p := &nicPort{name: "x6", ifindex: ifc.Index, mtu: 1500, mac: [6]byte(ifc.HardwareAddr)}
 		n.ports = []*nicPort{p}
-		fd, ring, err := openPacketSocket(ifc.Index, true, p, 16, -1)
+		fd, ring, err := openPacketSocket(ifc.Index, true, p, 16, -1, nil)
 		if err != nil {
 			return err
 		}

@@ -74,7 +74,7 @@ func TestNetnsNICFanoutIgnoresOutgoing(t *testing.T) {
 		}
 		p := &nicPort{name: "x4", ifindex: ifc.Index, mtu: ifc.MTU}
 		for q := range 2 {
-			fd, ring, err := openPacketSocket(ifc.Index, q == 0, p, 16, -1)
+			fd, ring, err := openPacketSocket(ifc.Index, q == 0, p, 16, -1, nil)
 			if err != nil {
 				return err
 			}
