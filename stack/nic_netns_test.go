@@ -852,14 +852,14 @@ func TestNetnsNICRingBound(t *testing.T) {
 	}
 }
 
-// batchedQueue is one ring queue of a NIC path on a veth, x6, whose peer
-// p6 is in another namespace: conn (with its batch, registered in the
+// batchedQueue is one ring queue of a NIC path on a veth, x6 in ns, whose
+// peer p6 is in another namespace: conn (with its batch, registered in the
 // path's ringConns as ServeNIC does), the peer's link address, and recv,
 // which returns the next UDP over IPv6 packet that reached p6 (nil after
 // 200 ms without one).
-func batchedQueue(t *testing.T, name string) (n *nicPath, conn *nicConn, peerMAC [6]byte, recv func() []byte) {
+func batchedQueue(t *testing.T, name string) (ns *netnstest.NS, n *nicPath, conn *nicConn, peerMAC [6]byte, recv func() []byte) {
 	netnstest.Require(t, "dp-")
-	ns := netnstest.New(t, "dp-"+name+"-")
+	ns = netnstest.New(t, "dp-"+name+"-")
 	peer := netnstest.New(t, "dp-"+name+"p-")
 	netnstest.Veth(t, ns, "x6", peer, "p6")
 	ns.Run("ip", "link", "set", "x6", "mtu", "9000")
@@ -923,7 +923,7 @@ func batchedQueue(t *testing.T, name string) (n *nicPath, conn *nicConn, peerMAC
 		t.Fatal(err)
 	}
 	n.ringConns = []*nicConn{conn}
-	return n, conn, peerMAC, recv
+	return ns, n, conn, peerMAC, recv
 }
 
 // TestNetnsNICBatchedWrites: a NIC queue's translated packets wait in its
@@ -931,7 +931,7 @@ func batchedQueue(t *testing.T, name string) (n *nicPath, conn *nicConn, peerMAC
 // (before it waits), when the batch is full, or before a packet too large
 // to batch, which then follows them.
 func TestNetnsNICBatchedWrites(t *testing.T) {
-	n, conn, peerMAC, recv := batchedQueue(t, "batch")
+	_, n, conn, peerMAC, recv := batchedQueue(t, "batch")
 	n.res = newResolver(&fakeNeighKernel{}, []int{n.ports[0].ifindex}, n.log)
 	n.res.dsts[netip.MustParseAddr(serverV6)] = nextHop{ifindex: n.ports[0].ifindex, via: netip.MustParseAddr(serverV6), mac: peerMAC, resolved: true}
 	pkt := func(i, size int) []byte {
@@ -999,7 +999,7 @@ func TestNetnsNICBatchedWrites(t *testing.T) {
 // ones. Packets after that go through the batch again, and nothing counts
 // as an error.
 func TestNetnsNICParkedAfterBatch(t *testing.T) {
-	n, conn, peerMAC, recv := batchedQueue(t, "park")
+	ns, n, conn, peerMAC, recv := batchedQueue(t, "park")
 	ifindex, via := n.ports[0].ifindex, netip.MustParseAddr(serverV6)
 	n.res = newResolver(&fakeNeighKernel{}, []int{ifindex}, n.log)
 	n.res.send = n.sendParked // as ServeNIC does
@@ -1048,6 +1048,21 @@ func TestNetnsNICParkedAfterBatch(t *testing.T) {
 	conn.stats.AddTo(&s)
 	if s != (LinkStats{}) || n.parkedErrors.Load() != 0 {
 		t.Errorf("errors: %+v, parked packets not sent: %d", s, n.parkedErrors.Load())
+	}
+
+	// The NIC goes down before the entry comes back: the batched packet
+	// and the parked one are lost, and each counts as a write error
+	// (the queue's Write had returned success for both).
+	write(7)
+	n.res.neighbourUpdate(ifindex, via, [6]byte{}, false)
+	write(8)
+	ns.MustRun(t, "ip", "link", "set", "x6", "down")
+	n.res.neighbourUpdate(ifindex, via, peerMAC, true)
+	ns.MustRun(t, "ip", "link", "set", "x6", "up")
+	s = LinkStats{}
+	conn.stats.AddTo(&s)
+	if s.WriteErrors != 1 || n.parkedErrors.Load() != 1 {
+		t.Errorf("lost with the NIC down: %d batched, %d parked; want 1 and 1", s.WriteErrors, n.parkedErrors.Load())
 	}
 }
 
