@@ -236,8 +236,9 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 			return &hostFilter{local: &n.local, h: hd}
 		},
 		stats: func(s *LinkStats) {
-			s.NoNextHop += n.noNextHop.Load()
-			s.WriteErrors += n.parkedErrors.Load()
+			expired := n.res.expired.Load()
+			s.NoNextHop += n.noNextHop.Load() + expired
+			s.WriteErrors += n.parkedErrors.Load() + expired
 			for _, c := range n.ringConns {
 				c.stats.AddTo(s)
 			}
