@@ -343,6 +343,13 @@ func (e *tapEndpoint) maintain(done <-chan struct{}) {
 // as LinkChatter.
 func (e *tapEndpoint) addStats(s *LinkStats) {
 	s.NoNextHop += e.noNextHop.Load()
+	if e.res != nil {
+		// Parked packets whose next hop never answered (their Write
+		// had succeeded).
+		expired := e.res.expired.Load()
+		s.NoNextHop += expired
+		s.WriteErrors += expired
+	}
 	s.ReadErrors += e.readErrors.Load()
 	s.ShortVnetHdr += e.shortVnetHdr.Load()
 	s.InvalidVnetHdr += e.invalidVnetHdr.Load()

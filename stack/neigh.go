@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -66,6 +67,10 @@ type resolver struct {
 	parked  [parkSlots]parkedPacket
 	parkSeq uint64 // the seq of the last packet parked
 	send    func(h nextHop, pkt []byte)
+	// expired counts the parked packets dropped because their next hop
+	// was not resolved within parkTTL (the caller's Write had succeeded:
+	// the link counts them as no_next_hop and write errors).
+	expired atomic.Uint64
 }
 
 // Parking: slots of parkSize bytes, preallocated; a packet that does not
@@ -204,6 +209,9 @@ func (r *resolver) park(dst netip.Addr, pkt []byte) (h nextHop, ok, parked bool)
 		if p.since != 0 && time.Duration(now-p.since) < parkTTL {
 			continue
 		}
+		if p.since != 0 {
+			r.expired.Add(1) // its neighbour never answered
+		}
 		r.parkSeq++
 		p.dst, p.since, p.seq = dst, now, r.parkSeq
 		p.n = copy(p.buf[:], pkt)
@@ -251,8 +259,11 @@ func (r *resolver) unpark() {
 
 // sendParked sends, in the order they were parked, the packets for whose
 // destination hop gives a next hop, and frees their slots; r.parkMu is
-// held, hop is called with r.mu read-locked.
+// held, hop is called with r.mu read-locked. Packets parked parkTTL ago
+// or more are dropped, not sent: a next hop that answers late gets no
+// packets that the flow's sender has given up on or sent again since.
 func (r *resolver) sendParked(hop func(dst netip.Addr) (nextHop, bool)) {
+	r.expireParked()
 	for last := uint64(0); ; {
 		// The oldest parked packet after last that can leave: a scan of
 		// parkSlots per packet sent, and only while packets are parked.
@@ -275,6 +286,19 @@ func (r *resolver) sendParked(hop func(dst netip.Addr) (nextHop, bool)) {
 		p := &r.parked[next]
 		r.send(nh, p.buf[:p.n])
 		p.since, last = 0, p.seq
+	}
+}
+
+// expireParked drops (frees and counts) the parked packets whose next hop
+// was not resolved within parkTTL; r.parkMu is held.
+func (r *resolver) expireParked() {
+	now := monoNow()
+	for i := range r.parked {
+		p := &r.parked[i]
+		if p.since != 0 && time.Duration(now-p.since) >= parkTTL {
+			p.since = 0
+			r.expired.Add(1)
+		}
 	}
 }
 
@@ -309,6 +333,11 @@ func (r *resolver) routesChanged() {
 // to stale and never be probed again: a neighbour that changed its link
 // address would stay unreachable.
 func (r *resolver) refresh() {
+	// And drops the parked packets whose next hops never answered, so
+	// that they are counted without waiting for their slots' reuse.
+	r.parkMu.Lock()
+	r.expireParked()
+	r.parkMu.Unlock()
 	type key struct {
 		ifindex int
 		via     netip.Addr

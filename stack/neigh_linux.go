@@ -115,9 +115,11 @@ func (l *localAddrs) load(h *netlink.Handle) error {
 
 // watchKernel keeps r and local in step with the kernel's neighbour,
 // route and address tables, and reports links' MTUs and deletions to
-// onLink, until done is closed. The subscriptions are
-// opened before it returns, in the calling thread's network namespace.
-func watchKernel(h *netlink.Handle, r *resolver, local *localAddrs, onLink func(ifindex, mtu int, deleted bool), done <-chan struct{}) error {
+// onLink, until done is closed; the channel it returns is closed once it
+// has stopped (it sends parked packets: nothing may after the sockets
+// close). The subscriptions are opened before it returns, in the calling
+// thread's network namespace.
+func watchKernel(h *netlink.Handle, r *resolver, local *localAddrs, onLink func(ifindex, mtu int, deleted bool), done <-chan struct{}) (<-chan struct{}, error) {
 	links := make(chan netlink.LinkUpdate, 64)
 	neighs := make(chan netlink.NeighUpdate, 256)
 	routes := make(chan netlink.RouteUpdate, 256)
@@ -125,21 +127,23 @@ func watchKernel(h *netlink.Handle, r *resolver, local *localAddrs, onLink func(
 	var errs atomic.Pointer[error]
 	onErr := func(err error) { errs.Store(&err) }
 	if err := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{ErrorCallback: onErr}); err != nil {
-		return fmt.Errorf("neighbour events: %w", err)
+		return nil, fmt.Errorf("neighbour events: %w", err)
 	}
 	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: onErr}); err != nil {
-		return fmt.Errorf("route events: %w", err)
+		return nil, fmt.Errorf("route events: %w", err)
 	}
 	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{ErrorCallback: onErr}); err != nil {
-		return fmt.Errorf("address events: %w", err)
+		return nil, fmt.Errorf("address events: %w", err)
 	}
 	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
-		return fmt.Errorf("link events: %w", err)
+		return nil, fmt.Errorf("link events: %w", err)
 	}
 	if err := local.load(h); err != nil {
-		return fmt.Errorf("addresses: %w", err)
+		return nil, fmt.Errorf("addresses: %w", err)
 	}
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		tick := time.NewTicker(neighbourRefresh)
 		defer tick.Stop()
 		for {
@@ -190,5 +194,5 @@ func watchKernel(h *netlink.Handle, r *resolver, local *localAddrs, onLink func(
 			}
 		}
 	}()
-	return nil
+	return stopped, nil
 }

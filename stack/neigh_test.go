@@ -160,6 +160,23 @@ func TestResolverParking(t *testing.T) {
 	if !park([]byte{0xff}) {
 		t.Error("an expired slot was not reused")
 	}
+	if n := r.expired.Load(); n != 1 {
+		t.Errorf("%d parked packets counted as expired after one slot's reuse, want 1", n)
+	}
+	// The other expired ones are dropped and counted by the periodic
+	// refresh, or when the next hop answers late, and never sent.
+	r.refresh()
+	if n := r.expired.Load(); n != parkSlots {
+		t.Errorf("%d parked packets counted as expired after refresh, want %d", n, parkSlots)
+	}
+	var sent [][]byte
+	r.send = func(_ nextHop, p []byte) { sent = append(sent, p) }
+	r.parked[0].since -= int64(parkTTL) // the one parked last expires too
+	r.dsts[dst] = nextHop{ifindex: 4, via: dst, resolved: true}
+	r.unpark()
+	if len(sent) != 0 || r.expired.Load() != parkSlots+1 {
+		t.Errorf("late resolution sent %d expired packets, counted %d expired, want none and %d", len(sent), r.expired.Load(), parkSlots+1)
+	}
 }
 
 // TestResolverBounded: a flood of distinct destinations empties the cache

@@ -211,7 +211,7 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 		}
 		log.Info("NIC MTU changed", "ifindex", ifindex, "mtu", mtu)
 	}
-	if err := watchKernel(h, n.res, &n.local, onLink, n.done); err != nil {
+	if n.kernelWatch, err = watchKernel(h, n.res, &n.local, onLink, n.done); err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
 	n.resolving = make(chan struct{})
@@ -238,7 +238,9 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 			return &hostFilter{local: &n.local, h: hd}
 		},
 		stats: func(s *LinkStats) {
-			s.NoNextHop += n.noNextHop.Load()
+			expired := n.res.expired.Load()
+			s.NoNextHop += n.noNextHop.Load() + expired
+			s.WriteErrors += n.parkedErrors.Load() + expired
 			for _, c := range n.ringConns {
 				c.stats.AddTo(s)
 			}
@@ -760,7 +762,13 @@ type nicPath struct {
 	ringConns []*nicConn    // the sockets' queues, for watchRings
 	watching  chan struct{} // closed when watchRings has returned
 	noNextHop atomic.Uint64
-	closeOnce sync.Once
+	// parkedErrors counts the parked packets that failed to send (their
+	// queue's Write had succeeded: they were counted as written).
+	parkedErrors atomic.Uint64
+	// kernelWatch is closed when watchKernel's goroutine, which sends
+	// parked packets (resolver.neighbourUpdate), has returned.
+	kernelWatch <-chan struct{}
+	closeOnce   sync.Once
 }
 
 // nicPort is one NIC: its sockets (one per queue) and MTU.
@@ -787,6 +795,9 @@ func (n *nicPath) close() {
 		}
 		if n.resolving != nil {
 			<-n.resolving // it may be sending a parked packet
+		}
+		if n.kernelWatch != nil {
+			<-n.kernelWatch // so may it (a neighbour event)
 		}
 		if n.watching != nil {
 			<-n.watching // it reads the rings, which close unmaps
@@ -1077,9 +1088,24 @@ func (n *nicPath) write(c *nicConn, b []byte) error {
 }
 
 // sendParked sends a packet (with its virtio_net_hdr) that the resolver
-// kept until its next hop was resolved.
+// kept until its next hop was resolved, from the resolver's goroutine,
+// after the packets waiting in the queues' batches: a flow whose next
+// hop's neighbour entry was lost and found again had its older packets
+// batched by its queue before the loss and its newer ones parked after
+// it, and sent at once the parked ones overtook the batched ones (RFC 7915
+// translators do not reorder; TCP reads it as a loss). The batch's lock,
+// which the queue takes for every packet it adds anyway, makes the flush
+// safe from here; the queue cannot add a newer packet to that hop
+// meanwhile, as it waits on the park lock (resolver.publish) or finds the
+// hop unresolved and parks. A failed send counts as a write error.
 func (n *nicPath) sendParked(hop nextHop, b []byte) {
+	for _, c := range n.ringConns {
+		c.batch.flush(c.writeErr)
+	}
 	if err := n.send(hop, 0, b); err != nil {
+		if err != errNoNextHop { // counted as that
+			n.parkedErrors.Add(1)
+		}
 		n.log.Debug("sending a packet that waited for its next hop", "err", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -851,20 +852,20 @@ func TestNetnsNICRingBound(t *testing.T) {
 	}
 }
 
-// TestNetnsNICBatchedWrites: a NIC queue's translated packets wait in its
-// batch and leave together, in order: when the queue finds its ring empty
-// (before it waits), when the batch is full, or before a packet too large
-// to batch, which then follows them.
-func TestNetnsNICBatchedWrites(t *testing.T) {
+// batchedQueue is one ring queue of a NIC path on a veth, x6 in ns, whose
+// peer p6 is in another namespace: conn (with its batch, registered in the
+// path's ringConns as ServeNIC does), the peer's link address, and recv,
+// which returns the next UDP over IPv6 packet that reached p6 (nil after
+// 200 ms without one).
+func batchedQueue(t *testing.T, name string) (ns *netnstest.NS, n *nicPath, conn *nicConn, peerMAC [6]byte, recv func() []byte) {
 	netnstest.Require(t, "dp-")
-	ns := netnstest.New(t, "dp-batch-")
-	peer := netnstest.New(t, "dp-batchpeer-")
+	ns = netnstest.New(t, "dp-"+name+"-")
+	peer := netnstest.New(t, "dp-"+name+"p-")
 	netnstest.Veth(t, ns, "x6", peer, "p6")
 	ns.Run("ip", "link", "set", "x6", "mtu", "9000")
 	peer.Run("ip", "link", "set", "p6", "mtu", "9000")
-	n := &nicPath{log: slog.New(slog.DiscardHandler)}
+	n = &nicPath{log: slog.New(slog.DiscardHandler)}
 	t.Cleanup(n.close)
-	var conn *nicConn
 	if err := ns.Do(func() error {
 		ifc, err := net.InterfaceByName("x6")
 		if err != nil {
@@ -878,15 +879,15 @@ func TestNetnsNICBatchedWrites(t *testing.T) {
 		}
 		p.fds, p.rings = []int{fd}, []*nicRing{ring}
 		p.files = []*os.File{os.NewFile(uintptr(fd), "x6")}
-		conn, err = newNICConn(n, p.files[0], 0)
+		if conn, err = newNICConn(n, p.files[0], 0); err != nil {
+			return err
+		}
 		conn.useRing(ring)
-		return err
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
 	// The peer reads the IPv6 packets that reach p6.
-	var peerMAC [6]byte
-	var recv func() []byte // nil after 200 ms without one of ours
 	if err := peer.Do(func() error {
 		ifc, err := net.InterfaceByName("p6")
 		if err != nil {
@@ -921,6 +922,16 @@ func TestNetnsNICBatchedWrites(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	n.ringConns = []*nicConn{conn}
+	return ns, n, conn, peerMAC, recv
+}
+
+// TestNetnsNICBatchedWrites: a NIC queue's translated packets wait in its
+// batch and leave together, in order: when the queue finds its ring empty
+// (before it waits), when the batch is full, or before a packet too large
+// to batch, which then follows them.
+func TestNetnsNICBatchedWrites(t *testing.T) {
+	_, n, conn, peerMAC, recv := batchedQueue(t, "batch")
 	n.res = newResolver(&fakeNeighKernel{}, []int{n.ports[0].ifindex}, n.log)
 	n.res.dsts[netip.MustParseAddr(serverV6)] = nextHop{ifindex: n.ports[0].ifindex, via: netip.MustParseAddr(serverV6), mac: peerMAC, resolved: true}
 	pkt := func(i, size int) []byte {
@@ -977,6 +988,81 @@ func TestNetnsNICBatchedWrites(t *testing.T) {
 	conn.stats.AddTo(&s)
 	if s != (LinkStats{}) {
 		t.Errorf("errors: %+v", s)
+	}
+}
+
+// TestNetnsNICParkedAfterBatch: a flow whose next hop's neighbour entry is
+// lost and found again keeps its order. Its older packets wait in the
+// queue's batch (the ring was not empty yet), its newer ones are parked
+// while the entry is gone; when the entry comes back the resolver's
+// goroutine sends the parked ones, and they must not overtake the batched
+// ones. Packets after that go through the batch again, and nothing counts
+// as an error.
+func TestNetnsNICParkedAfterBatch(t *testing.T) {
+	ns, n, conn, peerMAC, recv := batchedQueue(t, "park")
+	ifindex, via := n.ports[0].ifindex, netip.MustParseAddr(serverV6)
+	n.res = newResolver(&fakeNeighKernel{}, []int{ifindex}, n.log)
+	n.res.send = n.sendParked // as ServeNIC does
+	n.res.dsts[via] = nextHop{ifindex: ifindex, via: via, mac: peerMAC, resolved: true}
+	var sent []uint16
+	write := func(i int) {
+		t.Helper()
+		payload := make([]byte, 64)
+		payload[8], payload[9] = byte(i), byte(i>>8)
+		b := append(make([]byte, tun.VnetHdrLen), ipv6(header.UDPProtocolNumber, cli6, srv6, payload)...)
+		if _, err := conn.Write(b); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		sent = append(sent, uint16(i))
+	}
+	idle := func() { // the queue finds its ring empty: its batch leaves
+		t.Helper()
+		conn.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if _, err := conn.Read(make([]byte, 65536)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("read of an empty ring: %v", err)
+		}
+		conn.SetReadDeadline(time.Time{})
+	}
+
+	for i := range 3 {
+		write(i) // batched
+	}
+	n.res.neighbourUpdate(ifindex, via, [6]byte{}, false) // the entry is lost
+	for i := 3; i < 6; i++ {
+		write(i) // parked
+	}
+	n.res.neighbourUpdate(ifindex, via, peerMAC, true) // and found again
+	write(6)                                           // resolved: batched
+	idle()
+
+	var got []uint16
+	for b := recv(); b != nil; b = recv() {
+		if len(b) >= 40+10 {
+			got = append(got, uint16(b[40+8])|uint16(b[40+9])<<8)
+		}
+	}
+	if !slices.Equal(got, sent) {
+		t.Errorf("the peer got the flow's packets in the order %v, sent %v", got, sent)
+	}
+	var s LinkStats
+	conn.stats.AddTo(&s)
+	if s != (LinkStats{}) || n.parkedErrors.Load() != 0 {
+		t.Errorf("errors: %+v, parked packets not sent: %d", s, n.parkedErrors.Load())
+	}
+
+	// The NIC goes down before the entry comes back: the batched packet
+	// and the parked one are lost, and each counts as a write error
+	// (the queue's Write had returned success for both).
+	write(7)
+	n.res.neighbourUpdate(ifindex, via, [6]byte{}, false)
+	write(8)
+	ns.MustRun(t, "ip", "link", "set", "x6", "down")
+	n.res.neighbourUpdate(ifindex, via, peerMAC, true)
+	ns.MustRun(t, "ip", "link", "set", "x6", "up")
+	s = LinkStats{}
+	conn.stats.AddTo(&s)
+	if s.WriteErrors != 1 || n.parkedErrors.Load() != 1 {
+		t.Errorf("lost with the NIC down: %d batched, %d parked; want 1 and 1", s.WriteErrors, n.parkedErrors.Load())
 	}
 }
 

@@ -301,3 +301,40 @@ func TestNICRingPrefetchAllocs(t *testing.T) {
 		t.Errorf("%d runs announced, want 101", calls)
 	}
 }
+
+// TestNICPathCloseWaitsForSenders: closing a NIC path (once its queues
+// stopped) waits for the goroutines that may still send parked packets,
+// the resolver's and the kernel watcher's (a neighbour event), before it
+// closes the sockets: none may send on a closed descriptor, which the
+// process may have reused.
+func TestNICPathCloseWaitsForSenders(t *testing.T) {
+	for _, which := range []string{"resolver", "kernel watcher"} {
+		t.Run(which, func(t *testing.T) {
+			sender := make(chan struct{})
+			n := &nicPath{done: make(chan struct{}), resolving: make(chan struct{}), kernelWatch: sender}
+			if which == "resolver" {
+				close(sender)
+				sender = n.resolving
+			} else {
+				close(n.resolving)
+			}
+			closed := make(chan struct{})
+			go func() {
+				n.close()
+				close(closed)
+			}()
+			<-n.done // the senders are told to stop
+			select {
+			case <-closed:
+				t.Fatalf("close returned while the %s could still send", which)
+			case <-time.After(50 * time.Millisecond):
+			}
+			close(sender)
+			select {
+			case <-closed:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("close did not return once the %s stopped", which)
+			}
+		})
+	}
+}
