@@ -226,7 +226,7 @@ func checkPrerequisites(o options) error {
 	if os.Geteuid() != 0 {
 		miss = append(miss, "root (network namespaces)")
 	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil && (contains(o.Setups, sTayga) || contains(o.Setups, sTaygaFork) || contains(o.Setups, sTunEcho) || usesMap646(o.Setups)) {
+	if _, err := os.Stat("/dev/net/tun"); err != nil && (contains(o.Setups, sTayga) || contains(o.Setups, sTaygaFork) || contains(o.Setups, sTunEcho) || contains(o.Setups, sTunEchoURing) || usesMap646(o.Setups)) {
 		miss = append(miss, "/dev/net/tun")
 	}
 	tools := []string{"ip", "iperf3", "ping", "ethtool", "sysctl", "ss"}
@@ -248,7 +248,7 @@ func checkPrerequisites(o options) error {
 			miss = append(miss, "TAYGA fork binary ("+o.TaygaFork+", -tayga-fork)")
 		}
 	}
-	if contains(o.Setups, sTunEcho) && o.TunEcho != "" {
+	if (contains(o.Setups, sTunEcho) || contains(o.Setups, sTunEchoURing)) && o.TunEcho != "" {
 		if st, err := os.Stat(o.TunEcho); err != nil || st.IsDir() {
 			miss = append(miss, "tun echo binary ("+o.TunEcho+", -tun-echo)")
 		}
@@ -329,7 +329,7 @@ func harness(ctx context.Context, o options) (string, error) {
 			return "", err
 		}
 	}
-	if contains(o.Setups, sTunEcho) && o.TunEcho == "" {
+	if (contains(o.Setups, sTunEcho) || contains(o.Setups, sTunEchoURing)) && o.TunEcho == "" {
 		if o.TunEcho, err = buildTunEcho(ctx, dir); err != nil {
 			return "", err
 		}

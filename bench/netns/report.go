@@ -141,7 +141,8 @@ func renderMarkdown(info runInfo, r *results) string {
 		pairs = append(pairs, [2]string{sMap646M1, sMap646}, [2]string{sTayga, sNative6}, [2]string{sTaygaFork, sNative6},
 			[2]string{sTaygaFork, sTayga}, [2]string{sNative4, sNative6},
 			// The tun detour alone, and what map646 adds to it.
-			[2]string{sTunEcho, sNative6}, [2]string{sMap646, sTunEcho})
+			[2]string{sTunEcho, sNative6}, [2]string{sTunEchoURing, sNative6},
+			[2]string{sMap646, sTunEcho}, [2]string{sMap646, sTunEchoURing})
 		var shown [][2]string
 		for _, p := range pairs {
 			if has[p[0]] && has[p[1]] {

@@ -40,6 +40,7 @@ const (
 type tunEchoTranslator struct {
 	bin, dir string
 	queues   int
+	uring    bool // the echo's io_uring loop (-uring)
 	proc     *process
 	tuns     []*os.File // the harness's copies of the queues
 }
@@ -81,7 +82,11 @@ func (x *tunEchoTranslator) start(ctx context.Context, t topology) (*process, er
 			return nil, err
 		}
 	}
-	p, err := startInWith(t.Router, filepath.Join(x.dir, "tunecho.log"), fs, x.bin, "-queues", strconv.Itoa(len(fs)))
+	argv, log := []string{x.bin, "-queues", strconv.Itoa(len(fs))}, "tunecho.log"
+	if x.uring {
+		argv, log = append(argv, "-uring"), "tunecho-uring.log"
+	}
+	p, err := startInWith(t.Router, filepath.Join(x.dir, log), fs, argv...)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,7 +15,7 @@ import (
 // with a translator process; it needs the echo's binary and is not one of
 // the default setups.
 func TestBuildSetupsTunEcho(t *testing.T) {
-	o := options{Setups: []string{sNative6, sTunEcho, sMap646}, Map646: "/bin/map646", TunEcho: "/bin/tunecho", Mappings: 1}
+	o := options{Setups: []string{sNative6, sTunEcho, sMap646, sTunEchoURing}, Map646: "/bin/map646", TunEcho: "/bin/tunecho", Mappings: 1}
 	s, err := buildSetups(o, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -23,8 +24,14 @@ func TestBuildSetupsTunEcho(t *testing.T) {
 	if !ok || s[1].Key != sTunEcho || s[1].Dst != server6 || s[1].Mode != nil {
 		t.Fatalf("tun-echo setup: %+v", s[1])
 	}
-	if x.bin != o.TunEcho || x.queues != tunEchoQueues || x.tunName() != tunEchoTun {
+	if x.bin != o.TunEcho || x.queues != tunEchoQueues || x.tunName() != tunEchoTun || x.uring {
 		t.Errorf("tun-echo translator: %+v", x)
+	}
+	if u, ok := s[3].xlat.(*tunEchoTranslator); !ok || !u.uring || s[3].Dst != server6 || u.bin != o.TunEcho || s[3].Label == s[1].Label {
+		t.Errorf("tun-echo-uring setup: %+v", s[3])
+	}
+	if contains(defaultSetups("/tmp/tayga-fork/tayga"), sTunEchoURing) {
+		t.Error("tun-echo-uring is a default setup")
 	}
 	for _, name := range []string{map646Tun, map646FDTun, taygaTun, taygaForkTun} {
 		if name == tunEchoTun {
@@ -96,19 +103,25 @@ func TestRenderMarkdownTunEcho(t *testing.T) {
 	}
 }
 
-// The echo passes a TCP connection through the router's tun: the client
-// reaches the server's IPv6 address, and the tun counts (in both
-// directions) at least the bytes the server received, so the stream went
-// through the echo and not around it.
+// The echo passes a TCP connection through the router's tun, with read
+// and write or with its io_uring: the client reaches the server's IPv6
+// address, and the tun counts (in both directions) at least the bytes the
+// server received, so the stream went through the echo and not around it.
 func TestTunEchoPassesTCP(t *testing.T) {
 	requireNetns(t)
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	bin, err := buildTunEcho(ctx, dir)
+	bin, err := buildTunEcho(t.Context(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, uring := range []bool{false, true} {
+		t.Run("uring="+strconv.FormatBool(uring), func(t *testing.T) { testTunEchoPassesTCP(t, bin, uring) })
+	}
+}
+
+func testTunEchoPassesTCP(t *testing.T, bin string, uring bool) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	topo := newTopology(os.Getpid())
 	defer topo.down(context.Background())
 	if err := topo.up(ctx, condGRO); err != nil {
@@ -122,7 +135,7 @@ func TestTunEchoPassesTCP(t *testing.T) {
 	if err := waitListening(ctx, topo.Server, srv, 5201, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	x := &tunEchoTranslator{bin: bin, dir: dir, queues: tunEchoQueues}
+	x := &tunEchoTranslator{bin: bin, dir: dir, queues: tunEchoQueues, uring: uring}
 	p, err := x.start(ctx, topo)
 	defer func() {
 		if err := x.stop(ctx, topo); err != nil {
@@ -164,5 +177,20 @@ func TestTunEchoPassesTCP(t *testing.T) {
 	}
 	if p.exited() {
 		t.Errorf("tunecho exited: %v%s", p.err, p.logTail())
+	}
+	if err := x.stop(ctx, topo); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+	// The echo's own count: packets read, none refused on the way back.
+	b, _ := os.ReadFile(filepath.Join(dir, map[bool]string{false: "tunecho.log", true: "tunecho-uring.log"}[uring]))
+	var read, refused int
+	for _, m := range regexp.MustCompile(`queue \d+: (\d+) packets, \d+ bytes, (\d+) write errors`).FindAllStringSubmatch(string(b), -1) {
+		n, _ := strconv.Atoi(m[1])
+		e, _ := strconv.Atoi(m[2])
+		read, refused = read+n, refused+e
+	}
+	loop := map[bool]string{false: "read/write", true: "io_uring"}[uring]
+	if read < int(txPkts) || refused != 0 || strings.Count(string(b), "tun "+tunEchoTun+", "+loop+"\n") != tunEchoQueues {
+		t.Errorf("echo read %d packets (the tun handed out %.0f), %d refused:\n%s", read, txPkts, refused, b)
 	}
 }

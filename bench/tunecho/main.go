@@ -1,7 +1,8 @@
 // Command tunecho is the floor of any tun translator: it reads each packet
 // from a tun's queues and writes the same bytes back unchanged. No
 // translation, no gVisor, no batching: one OS thread per queue, a blocking
-// read(2) and a write(2) per packet (or GSO super-packet).
+// read(2) and a write(2) per packet (or GSO super-packet); with -uring, one
+// io_uring_enter(2) per packet instead, as map646's queue loop submits.
 //
 // The netns harness (bench/netns, setup tun-echo) routes native IPv6 traffic
 // from the router namespace into the tun with policy routing and lets the
@@ -44,7 +45,8 @@ const firstFD = 3
 // a 64 KiB IP datagram behind a virtio_net_hdr (12 bytes at most).
 const bufSize = 12 + 65535
 
-// queueStats counts what one queue moved. Each queue's counters sit on a
+// queueStats counts what one queue read and how many of those packets the
+// kernel refused to take back. Each queue's counters sit on a
 // cache line of their own: the threads never share a written line.
 type queueStats struct {
 	packets, bytes, writeErrs atomic.Uint64
@@ -53,6 +55,7 @@ type queueStats struct {
 
 func main() {
 	queues := flag.Int("queues", 1, "tun queue descriptors inherited from fd 3 onwards")
+	uring := flag.Bool("uring", false, "echo through an io_uring per queue: one io_uring_enter per packet (the write linked to the next read) instead of a read and a write")
 	flag.Parse()
 	if *queues < 1 || *queues > 256 {
 		fmt.Fprintf(os.Stderr, "tunecho: -queues %d: want 1..256\n", *queues)
@@ -73,8 +76,20 @@ func main() {
 			fmt.Fprintf(os.Stderr, "tunecho: descriptor %d: %v\n", fd, err)
 			os.Exit(1)
 		}
-		fmt.Fprintf(os.Stderr, "tunecho: queue %d: fd %d, tun %s\n", i, fd, name)
-		go func() { fail <- echo(fd, &stats[i]) }()
+		loop := "read/write"
+		if *uring {
+			loop = "io_uring"
+		}
+		fmt.Fprintf(os.Stderr, "tunecho: queue %d: fd %d, tun %s, %s\n", i, fd, name, loop)
+		go func() {
+			runtime.LockOSThread()
+			buf := make([]byte, bufSize)
+			if *uring {
+				fail <- echoURing(fd, &stats[i], buf)
+			} else {
+				fail <- echo(fd, &stats[i], buf)
+			}
+		}()
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
@@ -94,12 +109,10 @@ func main() {
 	os.Exit(code)
 }
 
-// echo copies every packet of one queue back into it, on a thread of its
-// own, until a read fails for good. A failed write (a packet the kernel
-// refuses to take back) is counted and the packet dropped.
-func echo(fd int, s *queueStats) error {
-	runtime.LockOSThread()
-	buf := make([]byte, bufSize)
+// echo copies every packet of one queue back into it, on the caller's
+// locked thread, until a read fails for good. A failed write (a packet the
+// kernel refuses to take back) is counted and the packet dropped.
+func echo(fd int, s *queueStats, buf []byte) error {
 	for {
 		n, err := unix.Read(fd, buf)
 		if err != nil {
@@ -108,12 +121,11 @@ func echo(fd int, s *queueStats) error {
 			}
 			return fmt.Errorf("read fd %d: %w", fd, err)
 		}
-		if _, err := unix.Write(fd, buf[:n]); err != nil {
-			s.writeErrs.Add(1)
-			continue
-		}
 		s.packets.Add(1)
 		s.bytes.Add(uint64(n))
+		if _, err := unix.Write(fd, buf[:n]); err != nil {
+			s.writeErrs.Add(1)
+		}
 	}
 }
 
