@@ -96,6 +96,7 @@ func TestRenderMarkdownTunEcho(t *testing.T) {
 		// 6/10, 3/8 -> 0.49; 8/10, 6/8 -> 0.775; 6/8, 3/6 -> 0.625.
 		"| TCP, 1 stream | 0.49× | 0.78× | 0.62× |",
 		"| translator CPU, TCP 1 stream | — | — | 2.00× |",
+		"The tun echo is native IPv6 with a detour: policy rules (`iif rtr4`, `iif rtr6` → table 100) send both directions into a 2-queue tun",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
