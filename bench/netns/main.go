@@ -59,6 +59,9 @@ type options struct {
 	Tayga    string   // binary of TAYGA 0.9.2
 	// TaygaFork is the apalrd/tayga binary ("": not measured).
 	TaygaFork string
+	// TunEcho is the bench/tunecho binary of the tun-echo setup; "":
+	// the harness builds it when that setup runs.
+	TunEcho string
 	// Templates replaces the embedded HCL template of a link mode
 	// (mode -> file).
 	Templates map[string]string
@@ -103,6 +106,7 @@ func main() {
 	flag.StringVar(&o.Map646, "map646", "bin/map646", "map646 binary (make build)")
 	flag.StringVar(&o.Tayga, "tayga", "/usr/sbin/tayga", "TAYGA 0.9.2 binary")
 	flag.StringVar(&o.TaygaFork, "tayga-fork", "", "binary of the apalrd/tayga fork, run with `workers 2`; empty: not measured")
+	flag.StringVar(&o.TunEcho, "tun-echo", "", "bench/tunecho binary for the tun-echo setup (not in the default setups); empty: built with go build from this repository")
 	tmpl := flag.String("template", "", "replace a link mode's HCL template: MODE=FILE[,MODE=FILE] with MODE tun, nic or fd (text/template; see bench/netns/templates)")
 	flag.StringVar(&o.Out, "out", "", "Markdown file whose netns-harness section is replaced (e.g. docs/benchmarks.md)")
 	flag.StringVar(&o.JSON, "json", "", "write every per-round value to this JSON file")
@@ -222,7 +226,7 @@ func checkPrerequisites(o options) error {
 	if os.Geteuid() != 0 {
 		miss = append(miss, "root (network namespaces)")
 	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil && (contains(o.Setups, sTayga) || contains(o.Setups, sTaygaFork) || usesMap646(o.Setups)) {
+	if _, err := os.Stat("/dev/net/tun"); err != nil && (contains(o.Setups, sTayga) || contains(o.Setups, sTaygaFork) || contains(o.Setups, sTunEcho) || contains(o.Setups, sTunEchoURing) || usesMap646(o.Setups)) {
 		miss = append(miss, "/dev/net/tun")
 	}
 	tools := []string{"ip", "iperf3", "ping", "ethtool", "sysctl", "ss"}
@@ -242,6 +246,11 @@ func checkPrerequisites(o options) error {
 	if contains(o.Setups, sTaygaFork) {
 		if st, err := os.Stat(o.TaygaFork); o.TaygaFork == "" || err != nil || st.IsDir() {
 			miss = append(miss, "TAYGA fork binary ("+o.TaygaFork+", -tayga-fork)")
+		}
+	}
+	if (contains(o.Setups, sTunEcho) || contains(o.Setups, sTunEchoURing)) && o.TunEcho != "" {
+		if st, err := os.Stat(o.TunEcho); err != nil || st.IsDir() {
+			miss = append(miss, "tun echo binary ("+o.TunEcho+", -tun-echo)")
 		}
 	}
 	if usesMap646(o.Setups) {
@@ -317,6 +326,11 @@ func harness(ctx context.Context, o options) (string, error) {
 	}
 	if o.Perf != "" {
 		if err := os.MkdirAll(o.Perf, 0o755); err != nil {
+			return "", err
+		}
+	}
+	if (contains(o.Setups, sTunEcho) || contains(o.Setups, sTunEchoURing)) && o.TunEcho == "" {
+		if o.TunEcho, err = buildTunEcho(ctx, dir); err != nil {
 			return "", err
 		}
 	}

@@ -185,8 +185,9 @@ var pathMarker = func() map[string]string {
 	return m
 }()
 
-// pathComms are the processes on the path: the translators and iperf3.
-var pathComms = []string{"map646", "tayga", "iperf3"}
+// pathComms are the processes on the path: the translators, the tun echo
+// (bench/tunecho) and iperf3.
+var pathComms = []string{"map646", "tayga", "tunecho", "iperf3"}
 
 // userPart names the part of a sample taken in a process's own code
 // (leaf outside the kernel): map646's by Go package, with the system
@@ -209,6 +210,8 @@ func userPart(comm, leaf string) string {
 		}
 	case strings.HasPrefix(comm, "tayga"):
 		return "TAYGA: its code, libc"
+	case strings.HasPrefix(comm, "tunecho"):
+		return "tun echo: its code, Go runtime"
 	case strings.HasPrefix(comm, "iperf3"):
 		return "iperf3: its code"
 	}

@@ -81,6 +81,12 @@ swapper
 	ffffffff81f1 default_idle+0x10 ([kernel.kallsyms])
 	ffffffff81f2 do_idle+0x10 ([kernel.kallsyms])
 
+tunecho 
+	          5a1 main.echo (/tmp/tunecho)
+
+tunecho 
+	ffffffff8231 entry_SYSCALL_64+0x10 ([kernel.kallsyms])
+
 compile 
 	          7e7b9 runtime.step (/usr/local/go/pkg/tool/linux_amd64/compile)
 
@@ -94,7 +100,8 @@ compile
 		"map646: engine":                               1,
 		"map646: syscall stubs":                        1,
 		"map646: gVisor buffers":                       1,
-		"translator: syscall entry/exit, other kernel": 1,
+		"translator: syscall entry/exit, other kernel": 2,
+		"tun echo: its code, Go runtime":               1,
 		"veth xmit, NAPI poll":                         1,
 		"server: socket delivery":                      1,
 		partIdle:                                       1,

@@ -139,7 +139,10 @@ func renderMarkdown(info runInfo, r *results) string {
 			}
 		}
 		pairs = append(pairs, [2]string{sMap646M1, sMap646}, [2]string{sTayga, sNative6}, [2]string{sTaygaFork, sNative6},
-			[2]string{sTaygaFork, sTayga}, [2]string{sNative4, sNative6})
+			[2]string{sTaygaFork, sTayga}, [2]string{sNative4, sNative6},
+			// The tun detour alone, and what map646 adds to it.
+			[2]string{sTunEcho, sNative6}, [2]string{sTunEchoURing, sNative6},
+			[2]string{sMap646, sTunEcho}, [2]string{sMap646, sTunEchoURing})
 		var shown [][2]string
 		for _, p := range pairs {
 			if has[p[0]] && has[p[1]] {
@@ -223,6 +226,9 @@ func renderMarkdown(info runInfo, r *results) string {
 	w("TAYGA 0.9.2 (Debian) and the apalrd/tayga fork (`workers %d`, a multi-queue tun, `-tayga-fork PATH`) run on a tun of MTU %d with one `map` entry. ", taygaForkWorkers, mtu6)
 	w("map646 runs `map646 run -c` with a configuration rendered from its link mode's template (`bench/netns/templates`): host mode (`tun`, the kernel routes into map646's tun) with one `mapping` block ")
 	w("or with a generated `mappings_file` of %d lines that contains the same pair; NIC mode (AF_PACKET sockets with PACKET_VNET_HDR on the router's veths, the router's kernel forwarding off while it runs, every veth's offloads left as the GRO condition has them); fd mode (a tun the harness opens and routes into, inherited as fd %d: opened as QEMU and Firecracker open a VM's tap, with IFF_VNET_HDR, a %d-byte virtio_net_hdr and checksum, TSO and USO offloads set, which map646 finds out from the fd; `map646-fd-plain` opens it without them, one packet per read). ", info.Mappings, passedFD, vmVnetHdr)
+	if has[sTunEcho] || has[sTunEchoURing] {
+		w("The tun echo is native IPv6 with a detour: policy rules (`iif %s`, `iif %s` → table %d) send both directions into a %d-queue tun opened as map646 opens its own (IFF_VNET_HDR, a %d-byte virtio_net_hdr, checksum, TSO and USO offloads), `bench/tunecho` writes every packet back unchanged (a `read` and a `write` per packet; with io_uring one `io_uring_enter`, the write linked to the next read), and the kernel routes it on from the tun: the floor of any tun translator. ", router4If, router6If, tunEchoTable, tunEchoQueues, tunEchoVnetHdr)
+	}
 	w("Each round measures in each veth condition (%s) ", condLabels(info.Conds))
 	if info.Interleave == interleaveSetup {
 		w("every setup in turn, all its tests with one start of its translator (`-interleave setup`), ")

@@ -28,6 +28,13 @@ const (
 	// (IFF_TUN|IFF_NO_PI only): every packet crosses alone, as all fd
 	// setups did before map646 read the header.
 	sMap646FDPlain = "map646-fd-plain"
+	// sTunEcho is native IPv6 forwarding with a detour through a tun
+	// whose reader writes every packet back unchanged (bench/tunecho):
+	// the floor of any tun translator.
+	sTunEcho = "tun-echo"
+	// sTunEchoURing is tun-echo with the echo's io_uring loop (-uring):
+	// one io_uring_enter per packet, as map646's queue loop submits.
+	sTunEchoURing = "tun-echo-uring"
 )
 
 // linkMode is how a map646 setup is attached to the router namespace: the
@@ -143,7 +150,7 @@ func defaultSetups(taygaFork string) []string {
 	return append(s, sMap646, sMap646M1, sMap646NIC, sMap646FD)
 }
 
-var knownSetups = []string{sNative6, sNative4, sTayga, sTaygaFork, sMap646, sMap646M1, sMap646NIC, sMap646FD, sMap646FD2, sMap646FDPlain}
+var knownSetups = []string{sNative6, sNative4, sTayga, sTaygaFork, sMap646, sMap646M1, sMap646NIC, sMap646FD, sMap646FD2, sMap646FDPlain, sTunEcho, sTunEchoURing}
 
 // taygaForkWorkers is the fork's `workers` setting: one thread and tun
 // queue per core of the 2-core machines this runs on.
@@ -193,6 +200,16 @@ func buildSetups(o options, dir string) ([]setup, error) {
 			out = append(out, m646(k, "map646 fd, 2-queue tun", modeFD2, 1))
 		case sMap646FDPlain:
 			out = append(out, m646(k, "map646 fd, no vnet header", modeFDPlain, 1))
+		case sTunEcho, sTunEchoURing:
+			if o.TunEcho == "" {
+				return nil, fmt.Errorf("setup %q needs the bench/tunecho binary (-tun-echo PATH)", k)
+			}
+			label, uring := "tun echo (IPv6)", k == sTunEchoURing
+			if uring {
+				label = "tun echo, io_uring (IPv6)"
+			}
+			out = append(out, setup{Key: k, Label: label, Dst: server6,
+				xlat: &tunEchoTranslator{bin: o.TunEcho, dir: dir, queues: tunEchoQueues, uring: uring}})
 		default:
 			return nil, fmt.Errorf("unknown setup %q (known: %s)", k, strings.Join(knownSetups, ", "))
 		}

@@ -364,19 +364,24 @@ func vmOffloads(fd, vnet int) error {
 // waitForward pings the public address from the client until a reply comes
 // back through the translator, or the translator dies, or the time is up.
 func waitForward(ctx context.Context, t topology, p *process, limit time.Duration) error {
+	return waitForwardTo(ctx, t, p, public4, limit)
+}
+
+// waitForwardTo is waitForward for the destination dst.
+func waitForwardTo(ctx context.Context, t topology, p *process, dst string, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
 		if p.exited() {
 			return fmt.Errorf("%s exited during start-up: %v%s", p.name, p.err, p.logTail())
 		}
-		if _, err := runIn(ctx, t.Client, "ping", "-n", "-c", "1", "-W", "1", public4); err == nil {
+		if _, err := runIn(ctx, t.Client, "ping", "-n", "-c", "1", "-W", "1", dst); err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no echo reply from %s through %s within %v%s", public4, p.name, limit, p.logTail())
+			return fmt.Errorf("no echo reply from %s through %s within %v%s", dst, p.name, limit, p.logTail())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
