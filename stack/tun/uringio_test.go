@@ -103,6 +103,73 @@ func TestURingBatchInOrder(t *testing.T) {
 	}
 }
 
+// TestURingLooksBeforeWaiting: a queue that was busy on its ring and finds
+// itself empty looks again uringIdlePolls times on the ring (each after a
+// sched_yield) before it waits, once per busy period, and then waits in
+// ppoll with nothing in flight, as an idle queue does; a sparse packet
+// after that still goes by raw read and write, without looks.
+func TestURingLooksBeforeWaiting(t *testing.T) {
+	setQueueIO(t, "uring")
+	saved := foreignRawWait
+	foreignRawWait = time.Hour
+	defer func() { foreignRawWait = saved }()
+	c, p := rawPair(t)
+	e := NewEndpointConns([]Conn{c}, 1500, 0)
+	d := &gatedDispatcher{echoDispatcher: echoDispatcher{e: e, idle: make([]atomic.Int64, 1)}, gate: make(chan struct{}), inside: make(chan struct{})}
+	d.echoDispatcher.e = e
+	e.Attach(d)
+	defer e.Close()
+	pkt := make([]byte, VnetHdrLen+28)
+	pkt[VnetHdrLen] = 0x45
+	buf := make([]byte, 100)
+	echo := func(what string) {
+		t.Helper()
+		p.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if m, err := p.Read(buf); err != nil || m != len(pkt) {
+			t.Fatalf("echo of %s: %d bytes, %v", what, m, err)
+		}
+	}
+	inPoll := func(after string) {
+		t.Helper()
+		waitUntil(t, "the loop to wait in ppoll "+after, func() bool {
+			ppoll, enter := inSyscalls(t)
+			if enter > 0 {
+				t.Fatalf("after %s a thread waits in io_uring_enter", after)
+			}
+			return ppoll == 1
+		})
+	}
+	const n = 40 // all queued before the loop goes on: one busy period
+	for i := range n {
+		if _, err := p.Write(pkt); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			<-d.inside
+		}
+	}
+	close(d.gate)
+	for i := range n {
+		echo(fmt.Sprint("burst packet ", i))
+	}
+	inPoll("the burst")
+	// A sparse packet: raw read and write, no batch, no looks.
+	if _, err := p.Write(pkt); err != nil {
+		t.Fatal(err)
+	}
+	echo("a sparse packet")
+	inPoll("the sparse packet")
+	requireQueueIO(t, e, 0, "uring")
+	e.Close() // the loop's counts are read after it ended
+	u := e.queues[0].uio
+	if u.idlePolls != uringIdlePolls {
+		t.Errorf("%d looks on the ring after the burst, want %d (uringIdlePolls): one set per busy period", u.idlePolls, uringIdlePolls)
+	}
+	if u.enters == 0 || u.enters > n/4 {
+		t.Errorf("%d batches for %d packets queued at once, want 1 to %d", u.enters, n, n/4)
+	}
+}
+
 // TestURingFallback: where io_uring cannot be set up (no kernel support,
 // kernel.io_uring_disabled, a kernel too old), the queue runs the raw
 // loop instead and traffic flows.
