@@ -113,9 +113,8 @@ type uringIO struct {
 	want      int
 	readFlags uint32
 	// enters counts the loop's io_uring_enter calls, each a batch (what
-	// batching saves), over the queue's life, but for the idle polls
-	// (uringIdlePolls), which idlePolls counts.
-	enters, idlePolls uint64
+	// batching saves), over the queue's life.
+	enters uint64
 	// batch holds the packets of one batch's completed reads for a
 	// BatchDispatcher (prefetch).
 	batch [uringSlots][]byte
@@ -224,7 +223,6 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 	rio.idled, rio.waited = false, false
 	errs := 0
 	bd, _ := d.(BatchDispatcher)
-	polls := 0 // idle polls since the last packet (uringIdlePolls)
 	for {
 		if e.stopping.Load() {
 			return nil // a queue that never goes idle still stops
@@ -236,12 +234,9 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 			if done, err := e.rawUntilBusy(q, d, frames, wakeFd, &errs); done {
 				return err
 			}
-			polls = 0
 			u.postReads()
 		}
-		if polls == 0 {
-			u.enters++
-		}
+		u.enters++
 		u.r.enter(false, nil, true) // submits; RWF_NOWAIT reads complete inside it
 		if u.r.ready() == 0 {
 			// Reads in flight that did not complete at once (a kernel
@@ -326,35 +321,11 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 			// one more), at most uringSlots.
 			u.want = min(max(2*got, 2), uringSlots)
 		}
-		switch {
-		case got > 0:
-			polls = 0
-			u.postReads()
-		case u.busy == 0 && polls < uringIdlePolls:
-			// The batch found the queue empty. A queue that was just
-			// busy is likely to get more at once: yield the CPU to
-			// whoever is runnable on it (the receiver of what was
-			// written, the sender) and look again, with two reads,
-			// before the raw phase's ppoll, whose sleep and wake-up
-			// cost more than a look.
-			polls++
-			u.idlePolls++
-			unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
-			u.want = 2
+		if got > 0 {
 			u.postReads()
 		}
 	}
 }
-
-// uringIdlePolls is how many times a queue that was busy on its ring
-// looks again, on the ring, each after a sched_yield(2), when a batch found
-// it empty, before it waits in ppoll as the raw loop does
-// (docs/datapath.md, "Looking again before the wait"). Under a flood the
-// next packet is usually a few µs away, and sleeping for it costs a
-// context switch on this thread and a wake-up (try_to_wake_up, an IPI) on
-// the sender's; an idle queue pays the looks once per busy period, and
-// sparse packets never reach the ring at all (uringBusyAfter).
-const uringIdlePolls = 16
 
 // uringBusyAfter is how many packets in a row, each found without a wait,
 // make a queue busy enough for the ring: a lone packet and the reply its
