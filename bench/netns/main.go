@@ -229,7 +229,7 @@ func checkPrerequisites(o options) error {
 	if _, err := os.Stat("/dev/net/tun"); err != nil && (contains(o.Setups, sTayga) || contains(o.Setups, sTaygaFork) || contains(o.Setups, sTunEcho) || contains(o.Setups, sTunEchoURing) || usesMap646(o.Setups)) {
 		miss = append(miss, "/dev/net/tun")
 	}
-	tools := []string{"ip", "iperf3", "ping", "ethtool", "sysctl", "ss"}
+	tools := []string{"ip", "iperf3", "ping", "ethtool", "sysctl", "ss", "nstat"}
 	if o.Perf != "" {
 		tools = append(tools, "perf")
 	}
@@ -602,6 +602,10 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 	}
 	var u udpResult
 	var lp pingResult
+	before, err := m.serverUDP(ctx)
+	if err != nil {
+		return err
+	}
 	err = profiled(mUDP, "UDP 64 B", func() (err error) {
 		u, lp, err = m.udp64WithPing(ctx, s.Dst)
 		return err
@@ -609,11 +613,16 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 	if err != nil {
 		return fmt.Errorf("UDP 64 B: %w", err)
 	}
+	after, err := m.serverUDP(ctx)
+	if err != nil {
+		return err
+	}
 	secs, err := cpu.seconds()
 	if err != nil {
 		return err
 	}
 	res.set(key, mUDP, round, u.PacketsPerSecond/1e3)
+	res.set(key, mUDPDrop, round, after.sub(before).dropPercent())
 	res.setPort(key, mUDP, round, u.Port)
 	res.set(key, mCPUUDP, round, perUnit(secs, u.Packets/1e6))
 	res.set(key, mRTTLoad, round, lp.Median*1000) // NaN when every echo was lost

@@ -374,3 +374,67 @@ func (c *cpuMeter) seconds() (float64, error) {
 	}
 	return float64(t-c.start) / clockTicksPerSecond, nil
 }
+
+// udpCounters are a namespace's UDP receive counters, IPv4 and IPv6
+// together: datagrams queued to a socket, and datagrams dropped because
+// the socket's receive buffer was full.
+type udpCounters struct {
+	In, RcvbufErrors float64
+}
+
+func (c udpCounters) sub(o udpCounters) udpCounters {
+	return udpCounters{In: c.In - o.In, RcvbufErrors: c.RcvbufErrors - o.RcvbufErrors}
+}
+
+// dropPercent is the share of the datagrams that reached the sockets
+// which a full receive buffer dropped; NaN if none reached them.
+func (c udpCounters) dropPercent() float64 {
+	if c.In+c.RcvbufErrors <= 0 {
+		return math.NaN()
+	}
+	return 100 * c.RcvbufErrors / (c.In + c.RcvbufErrors)
+}
+
+// nstatUDP are the counters serverUDP reads.
+var nstatUDP = []string{"UdpInDatagrams", "UdpRcvbufErrors", "Udp6InDatagrams", "Udp6RcvbufErrors"}
+
+// parseNstatUDP reads the output of `nstat -asz` for nstatUDP: a header
+// line ("#kernel"), then "NAME VALUE RATE" lines. Every counter asked for
+// must be there.
+func parseNstatUDP(out string) (udpCounters, error) {
+	var c udpCounters
+	seen := 0
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err != nil || v < 0 {
+			return udpCounters{}, fmt.Errorf("nstat: %q: not a counter", line)
+		}
+		switch f[0] {
+		case "UdpInDatagrams", "Udp6InDatagrams":
+			c.In += v
+		case "UdpRcvbufErrors", "Udp6RcvbufErrors":
+			c.RcvbufErrors += v
+		default:
+			continue
+		}
+		seen++
+	}
+	if seen != len(nstatUDP) {
+		return udpCounters{}, fmt.Errorf("nstat: %d of the %d UDP counters in %q", seen, len(nstatUDP), out)
+	}
+	return c, nil
+}
+
+// serverUDP reads the server namespace's UDP receive counters (absolute,
+// without touching nstat's history file).
+func (m measurer) serverUDP(ctx context.Context) (udpCounters, error) {
+	out, err := runIn(ctx, m.topo.Server, append([]string{"nstat", "-asz"}, nstatUDP...)...)
+	if err != nil {
+		return udpCounters{}, fmt.Errorf("nstat in %s: %w", m.topo.Server, err)
+	}
+	return parseNstatUDP(out)
+}

@@ -162,7 +162,7 @@ func renderMarkdown(info runInfo, r *results) string {
 		}
 		w("\n")
 		for _, m := range metrics {
-			if m.Key == mRTT99 || m.Key == mStart || m.Key == mLossLoad {
+			if m.Key == mRTT99 || m.Key == mStart || m.Key == mLossLoad || m.Key == mUDPDrop {
 				continue
 			}
 			w("| %s |", m.Label)

@@ -41,10 +41,19 @@ const (
 	mStart    = "startup"
 )
 
+// mUDPDrop is the share of the flood's datagrams that reached the
+// server's sockets and were dropped there.
+const mUDPDrop = "udp_rcvbuf_drop"
+
 var metrics = []metric{
 	{Key: mTCP1, Label: "TCP, 1 stream", Unit: "Gbit/s", Higher: true, Test: testTCP1},
 	{Key: mTCP4, Label: "TCP, 4 streams", Unit: "Gbit/s", Higher: true, Test: testTCP4},
 	{Key: mUDP, Label: "UDP 64 B, received", Unit: "kpkt/s", Higher: true, Test: testUDP},
+	// What reached the server and was dropped there (its socket's buffer
+	// full): the received rate is the receiver's drain rate when this is
+	// not 0, not the translator's (docs/datapath.md, "The UDP flood in
+	// host mode").
+	{Key: mUDPDrop, Label: "UDP 64 B, dropped at the server's socket", Unit: "%", Test: testUDP},
 	{Key: mRTT50, Label: "ping RTT 100/s, median", Unit: "µs", Test: testPing},
 	{Key: mRTT99, Label: "ping RTT 100/s, p99", Unit: "µs", Test: testPing},
 	{Key: mRTTSlow, Label: "ping RTT 1/s, median", Unit: "µs", Test: testPing1s},
