@@ -623,6 +623,7 @@ func measureSetup(ctx context.Context, m measurer, s setup, c condition, round i
 	}
 	res.set(key, mUDP, round, u.PacketsPerSecond/1e3)
 	res.set(key, mUDPDrop, round, after.sub(before).dropPercent())
+	res.set(key, mUDPReached, round, after.sub(before).reachedRate(u.PacketsPerSecond)/1e3)
 	res.setPort(key, mUDP, round, u.Port)
 	res.set(key, mCPUUDP, round, perUnit(secs, u.Packets/1e6))
 	res.set(key, mRTTLoad, round, lp.Median*1000) // NaN when every echo was lost

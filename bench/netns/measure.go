@@ -395,6 +395,17 @@ func (c udpCounters) dropPercent() float64 {
 	return 100 * c.RcvbufErrors / (c.In + c.RcvbufErrors)
 }
 
+// reachedRate scales received, the rate of datagrams the receiver read,
+// to the rate at which datagrams reached its sockets, the dropped ones
+// included: received × (queued + dropped) / queued. NaN if none was
+// queued.
+func (c udpCounters) reachedRate(received float64) float64 {
+	if c.In <= 0 {
+		return math.NaN()
+	}
+	return received * (c.In + c.RcvbufErrors) / c.In
+}
+
 // nstatUDP are the counters serverUDP reads.
 var nstatUDP = []string{"UdpInDatagrams", "UdpRcvbufErrors", "Udp6InDatagrams", "Udp6RcvbufErrors"}
 

@@ -149,6 +149,12 @@ Udp6RcvbufErrors                164000             0.0
 	if got, want := d.dropPercent(), 100*164000.0/451378; math.Abs(got-want) > 1e-9 {
 		t.Errorf("dropped %.4f %%, want %.4f", got, want)
 	}
+	if got, want := d.reachedRate(100), 100*451378.0/287378; math.Abs(got-want) > 1e-9 {
+		t.Errorf("reached %.4f kpkt/s for 100 received, want %.4f", got, want)
+	}
+	if got := (udpCounters{}).reachedRate(100); !math.IsNaN(got) {
+		t.Errorf("nothing queued at the server: reached %v, want NaN", got)
+	}
 	if got := (udpCounters{}).dropPercent(); !math.IsNaN(got) {
 		t.Errorf("nothing reached the server: %v %%, want NaN", got)
 	}

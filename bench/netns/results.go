@@ -45,6 +45,12 @@ const (
 // server's sockets and were dropped there.
 const mUDPDrop = "udp_rcvbuf_drop"
 
+// mUDPReached is the rate at which the flood's datagrams reached the
+// server's sockets: what iperf3 received and what its full socket
+// dropped. When the socket drops, it is the translator's delivery rate;
+// the received rate is then the receiver's drain rate.
+const mUDPReached = "udp64_reached"
+
 var metrics = []metric{
 	{Key: mTCP1, Label: "TCP, 1 stream", Unit: "Gbit/s", Higher: true, Test: testTCP1},
 	{Key: mTCP4, Label: "TCP, 4 streams", Unit: "Gbit/s", Higher: true, Test: testTCP4},
@@ -54,6 +60,7 @@ var metrics = []metric{
 	// not 0, not the translator's (docs/datapath.md, "The UDP flood in
 	// host mode").
 	{Key: mUDPDrop, Label: "UDP 64 B, dropped at the server's socket", Unit: "%", Test: testUDP},
+	{Key: mUDPReached, Label: "UDP 64 B, reached the server's socket (received + dropped there)", Unit: "kpkt/s", Higher: true, Test: testUDP},
 	{Key: mRTT50, Label: "ping RTT 100/s, median", Unit: "µs", Test: testPing},
 	{Key: mRTT99, Label: "ping RTT 100/s, p99", Unit: "µs", Test: testPing},
 	{Key: mRTTSlow, Label: "ping RTT 1/s, median", Unit: "µs", Test: testPing1s},
