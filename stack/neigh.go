@@ -236,10 +236,16 @@ func (r *resolver) publish(mac [6]byte, match func(dst netip.Addr, h nextHop) bo
 		h.mac, h.resolved = mac, true
 		return h, true
 	})
+	r.setMatching(mac, true, match)
+}
+
+// setMatching sets the link address and its state of the destinations
+// whose entries match.
+func (r *resolver) setMatching(mac [6]byte, resolved bool, match func(dst netip.Addr, h nextHop) bool) {
 	r.mu.Lock()
 	for dst, h := range r.dsts {
 		if match(dst, h) {
-			h.mac, h.resolved = mac, true
+			h.mac, h.resolved = mac, resolved
 			r.dsts[dst] = h
 		}
 	}
@@ -310,14 +316,7 @@ func (r *resolver) neighbourUpdate(ifindex int, via netip.Addr, mac [6]byte, val
 		r.publish(mac, match)
 		return
 	}
-	r.mu.Lock()
-	for dst, h := range r.dsts {
-		if match(dst, h) {
-			h.mac, h.resolved = mac, false
-			r.dsts[dst] = h
-		}
-	}
-	r.mu.Unlock()
+	r.setMatching(mac, false, match)
 }
 
 // routesChanged forgets every destination: the next packet to each looks
