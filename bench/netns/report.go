@@ -201,7 +201,7 @@ func renderMarkdown(info runInfo, r *results) string {
 		}
 		w("| %s | %s | %s | %s | %s |\n", t.Label, t.Cond, t.Comparison, measured, res)
 	}
-	w("\nRun-to-run noise on a shared 2-core machine is often above 5%%: a result \"not in every round\" is decided by the median of the rounds alone. The 1M table's rows are judged on a 95 %% confidence interval instead (\"1M mappings against 1\" below): \"within 5 %%\" when all of it meets the goal, \"outside 5 %%\" when none of it does, \"undecided\" when the goal's line lies inside it. Compare them with an A/A run, the same comparison with one mapping on both sides (`-setups map646,map646-1m -mappings 1`), and see \"How noisy the 1M rows are\" below the harness's section.\n")
+	w("\nRun-to-run noise on a shared 2-core machine is often above 5%%: a result \"not in every round\" is decided by the median of the rounds alone. The 1M table's rows are judged on a 95 %% confidence interval instead (the table after this one): \"within 5 %%\" when all of it meets the goal, \"outside 5 %%\" when none of it does, \"undecided\" when the goal's line lies inside it. Compare them with an A/A run, the same comparison with one mapping on both sides (`-setups map646,map646-1m -mappings 1`), and see \"How noisy the 1M rows are\" below the harness's section.\n")
 	renderWithin(w, info, r)
 
 	if has[sTayga] {
@@ -349,7 +349,11 @@ func renderWithin(w func(string, ...any), info runInfo, r *results) {
 	if len(ts) == 0 {
 		return
 	}
-	w("\n### 1M mappings against 1: paired estimate with 95 %% confidence\n\n")
+	labels := map[string]string{}
+	for _, s := range info.Setups {
+		labels[s.Key] = s.Label
+	}
+	w("\n### %s against %s: paired estimate with 95 %% confidence\n\n", labels[sMap646M1], labels[sMap646])
 	w("| row | veths | goal | median of the per-round ratios (min–max) | estimate [95 %% CI] | from | verdict |\n|---|---|---|---:|---:|---|---|\n")
 	for _, t := range ts {
 		e := t.estimate(r)

@@ -432,7 +432,7 @@ func TestRenderWithin(t *testing.T) {
 	renderWithin(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }, info, r)
 	md := b.String()
 	for _, want := range []string{
-		"### 1M mappings against 1: paired estimate with 95 % confidence",
+		"### map646 tun, 1M mappings against map646 tun: paired estimate with 95 % confidence",
 		"| translator CPU, UDP 64 B | GRO on | ≤ 1.05× map646 tun | 1.02× (1.01×–1.02×) | 1.01× [1.01–1.02×] | geo-mean of 6 rounds | within 5 % |",
 		"| UDP 64 B, received | GRO on | ≥ 0.95× map646 tun | 0.80× (0.79×–0.81×) | 0.80× [0.79–0.81×] | geo-mean of 6 rounds | outside 5 % |",
 		"| TCP, 1 stream | GRO on | ≥ 0.95× map646 tun | 1.00× (0.80×–1.20×) |",
