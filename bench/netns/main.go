@@ -117,7 +117,18 @@ func main() {
 	flag.StringVar(&o.Interleave, "interleave", interleaveTest, "order of a round's measurements: "+interleaveTest+" (each test runs for every setup before the next test, each setup's translator started for that test alone: a compared pair is measured back to back) or "+interleaveSetup+" (every test of a setup before the next setup, one translator start per setup); either way the setups' order is reversed every other round")
 	flag.BoolVar(&o.KernelFlows, "kernel-flows", false, "let the kernel pick iperf3's client ports and ping its identifiers, each setup its own, instead of giving every setup of a round the same ones (drawn at random per round)")
 	flag.BoolVar(&o.PerfSystem, "perf-system", false, "with -perf: sample every CPU (perf record -a), native forwarding included, instead of the translator's threads")
+	merge := flag.String("merge", "", "render the report from these -json files of runs of the same setups (comma-separated), their rounds pooled, instead of measuring: a long A/B split into runs short enough to hold a shared lock")
 	flag.Parse()
+	if *merge != "" {
+		paths := strings.Split(*merge, ",")
+		info, r, err := mergeRuns(paths)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		fmt.Print(mergedNote(paths, r.Rounds) + renderMarkdown(info, r))
+		return
+	}
 	groSet := false
 	flag.Visit(func(f *flag.Flag) { groSet = groSet || f.Name == "gro" })
 	if *quick {

@@ -256,6 +256,10 @@ type target struct {
 	AtLeast    bool    // ratio >= Threshold; otherwise ratio <= Threshold
 	Threshold  float64 // on the ratio
 	Comparison string  // human form, e.g. "≥ 0.8× native IPv6"
+	// Within: a goal of staying within a few percent of another setup
+	// (the 1M table against one mapping), judged on a confidence
+	// interval (estimate) instead of the median alone.
+	Within bool
 }
 
 // goal is one of issue 12's targets for a map646 link mode, against a
@@ -313,7 +317,9 @@ func issueTargets(conds []condition, setups []setup) []target {
 			if !m.Higher {
 				th, higher = 1.05, false
 			}
-			out = append(out, newTarget(label[sMap646M1]+" vs 1: "+m.Label, c, k, sMap646M1, sMap646, label[sMap646], higher, th))
+			t := newTarget(label[sMap646M1]+" vs 1: "+m.Label, c, k, sMap646M1, sMap646, label[sMap646], higher, th)
+			t.Within = true
+			out = append(out, t)
 		}
 	}
 	return out
@@ -360,6 +366,23 @@ func (t target) spread(r *results) (lo, hi float64, split bool) {
 	}
 	lo, hi = slices.Min(q), slices.Max(q)
 	return lo, hi, t.meets(lo) != t.meets(hi)
+}
+
+// estimate is the target's ratio with a 95 % confidence interval: over
+// every echo of both setups for the idle ping metrics, whose rounds hold
+// a few echoes each (pooledEchoRatio), and over the rounds otherwise
+// (crossoverRatio).
+func (t target) estimate(r *results) ratioEstimate {
+	return r.estimate(t.Metric, t.Num, t.Den)
+}
+
+// estimate is num/den of a metric with its 95 % confidence interval; see
+// target.estimate.
+func (r *results) estimate(metric, num, den string) ratioEstimate {
+	if a, b := r.RTTs[num][metric], r.RTTs[den][metric]; len(a) > 0 && len(b) > 0 {
+		return pooledEchoRatio(a, b)
+	}
+	return crossoverRatio(r.Values[num][metric], r.Values[den][metric])
 }
 
 // writeJSON saves every per-round value (null where none) with the run's
