@@ -129,10 +129,15 @@ func serveFDEndpoints(ctx context.Context, d *Datapath, eps fdQueues, newTransla
 	exited := make([]atomic.Bool, len(eps))
 	d.exited = func(i int) bool { return exited[i].Load() }
 	done := make(chan struct{})
+	// The resolver and the neighbour upkeep write to the fd (parked
+	// packets, solicitations): Wait returns only after they ended, so a
+	// caller that closes the fd then cannot have its number, reused,
+	// written to.
+	var resolving sync.WaitGroup
 	for _, ep := range eps {
 		if ep.eth {
-			go ep.res.run(done)
-			go ep.maintain(done)
+			resolving.Go(func() { ep.res.run(done) })
+			resolving.Go(func() { ep.maintain(done) })
 		}
 	}
 	stopAll := func() {
@@ -158,6 +163,7 @@ func serveFDEndpoints(ctx context.Context, d *Datapath, eps fdQueues, newTransla
 	go func() {
 		wg.Wait()
 		close(done)
+		resolving.Wait()
 		close(d.done)
 	}()
 	context.AfterFunc(ctx, func() {
@@ -260,7 +266,10 @@ type tapEndpoint struct {
 	stats neighStats
 
 	noNextHop, readErrors, linkChatter atomic.Uint64
-	shortVnetHdr, invalidVnetHdr       atomic.Uint64
+	// parkedErrors counts the parked packets that failed to send: their
+	// Write had succeeded, so nothing else counts them.
+	parkedErrors                 atomic.Uint64
+	shortVnetHdr, invalidVnetHdr atomic.Uint64
 
 	// The reader's virtio_net_hdr, read in front of the frame by one
 	// readv (dispatch goroutine only).
@@ -350,6 +359,7 @@ func (e *tapEndpoint) addStats(s *LinkStats) {
 		s.NoNextHop += expired
 		s.WriteErrors += expired
 	}
+	s.WriteErrors += e.parkedErrors.Load()
 	s.ReadErrors += e.readErrors.Load()
 	s.ShortVnetHdr += e.shortVnetHdr.Load()
 	s.InvalidVnetHdr += e.invalidVnetHdr.Load()
@@ -820,6 +830,7 @@ func (e *tapEndpoint) sendParked(hop nextHop, pkt []byte) {
 	}
 	iov = append(iov, rawfile.IovecFromBytes(e.chdr[:]), rawfile.IovecFromBytes(ip))
 	if errno := rawfile.NonBlockingWriteIovec(e.fd, iov); errno != 0 {
+		e.parkedErrors.Add(1)
 		e.log.Debug("sending a packet that waited for its next hop", "err", errno)
 	}
 }

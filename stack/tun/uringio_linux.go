@@ -223,7 +223,7 @@ func (u *uringIO) enter(wait bool, timeout *unix.Timespec, raw bool) unix.Errno 
 // FMODE_NOWAIT (whose writes the ring hands to its workers), can still
 // leave after the packet written at once.
 func (q *queue) sendQueued() {
-	if q.unsent.Load() {
+	if q.unsent.Load() && q.uio != nil && q.uio.r != nil {
 		q.uio.enter(false, nil, true)
 	}
 }
@@ -259,6 +259,9 @@ func (e *Endpoint) uringLoop(q *queue, d gvstack.NetworkDispatcher, frames bool,
 		u.drain(q)
 		u.r.close()
 		u.r = nil
+		// Whatever the ring held went with it (a drain that gave up
+		// can leave writes queued): no later packet may look for it.
+		q.unsent.Store(false)
 		q.frame.view, q.frame.buf = u.own.view, u.own.buf
 	}()
 	rio := q.rio

@@ -538,3 +538,19 @@ func BenchmarkQueueBurstOverSlots(b *testing.B) {
 		b.Run(mode, func(b *testing.B) { benchQueueBurst(b, mode, 4*uringSlots) })
 	}
 }
+
+// TestSendQueuedWithoutRing: a queue whose ring is gone (closed at the
+// end of its io_uring loop, or never set up) holds nothing to submit,
+// even if the flag was left set by a drain that gave up: a packet
+// written at once then goes out by itself instead of entering a nil ring.
+func TestSendQueuedWithoutRing(t *testing.T) {
+	for name, q := range map[string]*queue{
+		"no ring state": {},
+		"ring closed":   {uio: &uringIO{}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			q.unsent.Store(true)
+			q.sendQueued() // must not panic
+		})
+	}
+}
