@@ -196,6 +196,12 @@ func checkNesting(src []byte, filename string) hcl.Diagnostics {
 	toks, _ := hclsyntax.LexConfig(src, filename, hcl.InitialPos)
 	depth, unary, splats, conds, ops := 0, 0, 0, 0, 0
 	for i, t := range toks {
+		if seeThrough(t.Type) {
+			// HCL ignores newlines inside brackets, and comments
+			// anywhere: neither ends a run of unary operators nor
+			// makes the next "-" unary.
+			continue
+		}
 		if forKeyword(toks, i) {
 			return hcl.Diagnostics{{
 				Severity: hcl.DiagError,
@@ -220,7 +226,7 @@ func checkNesting(src []byte, filename string) hcl.Diagnostics {
 			// Each splat ("[*]", ".*") nests the rest of its traversal
 			// in another splat expression. A configuration has no use
 			// for splats at all, so they are counted over the file.
-			if i > 0 && (toks[i-1].Type == hclsyntax.TokenOBrack || toks[i-1].Type == hclsyntax.TokenDot) {
+			if p := prevSignificant(toks, i); p == hclsyntax.TokenOBrack || p == hclsyntax.TokenDot {
 				splats++
 			}
 			unary = 0
@@ -261,16 +267,31 @@ func forKeyword(toks hclsyntax.Tokens, i int) bool {
 	if toks[i].Type != hclsyntax.TokenIdent || string(toks[i].Bytes) != "for" {
 		return false
 	}
-	for j := i - 1; j >= 0; j-- {
-		switch toks[j].Type {
-		case hclsyntax.TokenNewline:
-			continue
-		case hclsyntax.TokenOBrack, hclsyntax.TokenOBrace, hclsyntax.TokenTemplateControl:
-			return true
-		}
-		return false
+	switch prevSignificant(toks, i) {
+	case hclsyntax.TokenOBrack, hclsyntax.TokenOBrace, hclsyntax.TokenTemplateControl:
+		return true
 	}
 	return false
+}
+
+// seeThrough reports whether a token of type ty is one the token
+// counters look past: a newline (which the parser ignores inside
+// brackets, where "(1\n-1)" is a subtraction and "(-\n-\n1)" one run of
+// minus signs) or a comment ("[/**/for ...]" is a for expression).
+// Counting past a newline that ends an attribute only refuses more.
+func seeThrough(ty hclsyntax.TokenType) bool {
+	return ty == hclsyntax.TokenNewline || ty == hclsyntax.TokenComment
+}
+
+// prevSignificant is the type of the last token before toks[i] that is
+// not seeThrough, or TokenNil if there is none.
+func prevSignificant(toks hclsyntax.Tokens, i int) hclsyntax.TokenType {
+	for j := i - 1; j >= 0; j-- {
+		if !seeThrough(toks[j].Type) {
+			return toks[j].Type
+		}
+	}
+	return hclsyntax.TokenNil
 }
 
 // Bounds on numbers and operators (checkNesting): literals are at most
@@ -310,14 +331,11 @@ func numberProblem(toks hclsyntax.Tokens, i int, ops *int) *hcl.Diagnostic {
 			Subject:  t.Range.Ptr(),
 		}
 	case hclsyntax.TokenStar:
-		if i > 0 && (toks[i-1].Type == hclsyntax.TokenOBrack || toks[i-1].Type == hclsyntax.TokenDot) {
+		if p := prevSignificant(toks, i); p == hclsyntax.TokenOBrack || p == hclsyntax.TokenDot {
 			return nil // a splat
 		}
 	case hclsyntax.TokenMinus:
-		if i == 0 {
-			return nil
-		}
-		switch toks[i-1].Type {
+		switch prevSignificant(toks, i) {
 		case hclsyntax.TokenNumberLit, hclsyntax.TokenIdent, hclsyntax.TokenCBrack, hclsyntax.TokenCParen,
 			hclsyntax.TokenCBrace, hclsyntax.TokenCQuote, hclsyntax.TokenCHeredoc:
 		default:

@@ -368,3 +368,63 @@ func TestOperatorChains(t *testing.T) {
 		})
 	}
 }
+
+// parseQuickly is Parse in a goroutine that fails the test after 5 s:
+// the bypasses below hung the load or overflowed its stack.
+func parseQuickly(t *testing.T, src string) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Parse([]byte(src), "bypass.hcl")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatal("Parse hangs")
+		return nil
+	}
+}
+
+// TestTokenCountersSeeThrough: newlines and comments, which HCL ignores
+// inside brackets, do not hide operators, unary runs or for expressions
+// from checkNesting. Without that "(1\n-1\n-1...)" counted no operator,
+// "(-\n-\n...1)" restarted the unary run at each newline (a stack
+// overflow), and a comment before "for" let the for expression through.
+func TestTokenCountersSeeThrough(t *testing.T) {
+	const n = 40_000
+	r := strings.Repeat
+	for _, tc := range []struct {
+		name, expr, want string
+	}{
+		{"binary minus after newlines", "(1" + r("\n-1", 65) + ")", "Too many operators"},
+		{"binary minus after comments", "(1" + r("/**/-1", 65) + ")", "Too many operators"},
+		{"plus after line comments", "(1" + r("# c\n+1", 65) + ")", "Too many operators"},
+		{"unary minus over newlines", "(" + r("-\n", n) + "1)", "Nesting too deep"},
+		{"negations over comments", "(" + r("!/**/", n) + "true)", "Nesting too deep"},
+		{"for after a block comment", "[/**/for v in [1] : v]", "For expressions are not allowed"},
+		{"for after a line comment", "[# c\n for v in [1] : v]", "For expressions are not allowed"},
+		{"for after a // comment", "{// c\n for k, v in {a = 1} : k => v}", "For expressions are not allowed"},
+		{"splat after a comment", "[[1]" + r("[/**/*]", n/8) + "]", "Nesting too deep"},
+		{"unary minus in a list over newlines", "[\n" + r("-1,\n", 100) + "]", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := parseQuickly(t, "translator {\n  prefix = "+tc.expr+"\n}\n")
+			var ce *Error
+			if !errors.As(err, &ce) || len(ce.Diagnostics) == 0 {
+				t.Fatalf("err = %.300v, want diagnostics (no prefix is valid here)", err)
+			}
+			got := ce.Diagnostics[0].Summary
+			if tc.want == "" {
+				if got == "Too many operators" || got == "Nesting too deep" || got == "For expressions are not allowed" {
+					t.Fatalf("refused: %.300v", err)
+				}
+				return
+			}
+			if got != tc.want {
+				t.Fatalf("err = %.300v, want %q", err, tc.want)
+			}
+		})
+	}
+}
