@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
 	"golang.org/x/sys/unix"
 )
 
@@ -357,4 +358,69 @@ func numberProblem(toks hclsyntax.Tokens, i int, ops *int) *hcl.Diagnostic {
 		Detail:   fmt.Sprintf("map646 refuses a file with more than %d binary operators (+ - * / %% == != < <= > >= && ||) before parsing it: a chain of them nests as deep as it is long, and products can make a number too large to write out.", maxOperators),
 		Subject:  t.Range.Ptr(),
 	}
+}
+
+// checkOperands refuses an operand of arithmetic (+ - * / % and unary -)
+// or of an ordering comparison (< <= > >=) that is not a number by its
+// form: a number literal, arithmetic, or a conditional or parentheses
+// around one. HCL converts a string operand to a number and the result,
+// in a template, back to a string: "${-"1e-100000000"}" holds no number
+// literal for numberProblem to bound and hung the load writing 10^8
+// digits. The configuration has no use for arithmetic on strings.
+func checkOperands(body *hclsyntax.Body) hcl.Diagnostics {
+	return hclsyntax.VisitAll(body, func(n hclsyntax.Node) hcl.Diagnostics {
+		var operands []hclsyntax.Expression
+		switch e := n.(type) {
+		case *hclsyntax.BinaryOpExpr:
+			if numberOperation(e.Op) {
+				operands = []hclsyntax.Expression{e.LHS, e.RHS}
+			}
+		case *hclsyntax.UnaryOpExpr:
+			if e.Op == hclsyntax.OpNegate {
+				operands = []hclsyntax.Expression{e.Val}
+			}
+		}
+		for _, o := range operands {
+			if !numberForm(o) {
+				return hcl.Diagnostics{{
+					Severity: hcl.DiagError,
+					Summary:  "Operand is not a number",
+					Detail:   "map646 takes only numbers (number literals, arithmetic on them, conditionals between them) as operands of + - * / % < <= > >=: HCL would convert a string to a number, with no bound on its exponent, and writing such a number out takes time in proportion to it.",
+					Subject:  o.Range().Ptr(),
+				}}
+			}
+		}
+		return nil
+	})
+}
+
+// numberOperation reports whether op converts its operands to numbers.
+func numberOperation(op *hclsyntax.Operation) bool {
+	switch op {
+	case hclsyntax.OpAdd, hclsyntax.OpSubtract, hclsyntax.OpMultiply, hclsyntax.OpDivide, hclsyntax.OpModulo,
+		hclsyntax.OpLessThan, hclsyntax.OpLessThanOrEqual, hclsyntax.OpGreaterThan, hclsyntax.OpGreaterThanOrEqual:
+		return true
+	}
+	return false
+}
+
+// numberForm reports whether e is a number by its form alone (its own
+// operands are checked where checkOperands visits them).
+func numberForm(e hclsyntax.Expression) bool {
+	switch e := e.(type) {
+	case *hclsyntax.LiteralValueExpr:
+		return e.Val.Type() == cty.Number
+	case *hclsyntax.ParenthesesExpr:
+		return numberForm(e.Expression)
+	case *hclsyntax.BinaryOpExpr:
+		switch e.Op {
+		case hclsyntax.OpAdd, hclsyntax.OpSubtract, hclsyntax.OpMultiply, hclsyntax.OpDivide, hclsyntax.OpModulo:
+			return true
+		}
+	case *hclsyntax.UnaryOpExpr:
+		return e.Op == hclsyntax.OpNegate
+	case *hclsyntax.ConditionalExpr:
+		return numberForm(e.TrueResult) && numberForm(e.FalseResult)
+	}
+	return false
 }
