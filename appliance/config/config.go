@@ -276,6 +276,9 @@ func parse(src []byte, filename string, fsrc fileSource) (*Config, error) {
 	if diags.HasErrors() {
 		return nil, &Error{Diagnostics: diags, Files: files}
 	}
+	if diags := checkOperands(f.Body.(*hclsyntax.Body)); diags.HasErrors() {
+		return nil, &Error{Diagnostics: diags, Files: files}
+	}
 	d := &decoder{files: files, dir: filepath.Dir(filename), src: fsrc}
 	c := d.decodeFile(f.Body)
 	c.File = filename

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
 	"golang.org/x/sys/unix"
 )
 
@@ -196,6 +197,12 @@ func checkNesting(src []byte, filename string) hcl.Diagnostics {
 	toks, _ := hclsyntax.LexConfig(src, filename, hcl.InitialPos)
 	depth, unary, splats, conds, ops := 0, 0, 0, 0, 0
 	for i, t := range toks {
+		if seeThrough(t.Type) {
+			// HCL ignores newlines inside brackets, and comments
+			// anywhere: neither ends a run of unary operators nor
+			// makes the next "-" unary.
+			continue
+		}
 		if forKeyword(toks, i) {
 			return hcl.Diagnostics{{
 				Severity: hcl.DiagError,
@@ -220,7 +227,7 @@ func checkNesting(src []byte, filename string) hcl.Diagnostics {
 			// Each splat ("[*]", ".*") nests the rest of its traversal
 			// in another splat expression. A configuration has no use
 			// for splats at all, so they are counted over the file.
-			if i > 0 && (toks[i-1].Type == hclsyntax.TokenOBrack || toks[i-1].Type == hclsyntax.TokenDot) {
+			if p := prevSignificant(toks, i); p == hclsyntax.TokenOBrack || p == hclsyntax.TokenDot {
 				splats++
 			}
 			unary = 0
@@ -261,16 +268,31 @@ func forKeyword(toks hclsyntax.Tokens, i int) bool {
 	if toks[i].Type != hclsyntax.TokenIdent || string(toks[i].Bytes) != "for" {
 		return false
 	}
-	for j := i - 1; j >= 0; j-- {
-		switch toks[j].Type {
-		case hclsyntax.TokenNewline:
-			continue
-		case hclsyntax.TokenOBrack, hclsyntax.TokenOBrace, hclsyntax.TokenTemplateControl:
-			return true
-		}
-		return false
+	switch prevSignificant(toks, i) {
+	case hclsyntax.TokenOBrack, hclsyntax.TokenOBrace, hclsyntax.TokenTemplateControl:
+		return true
 	}
 	return false
+}
+
+// seeThrough reports whether a token of type ty is one the token
+// counters look past: a newline (which the parser ignores inside
+// brackets, where "(1\n-1)" is a subtraction and "(-\n-\n1)" one run of
+// minus signs) or a comment ("[/**/for ...]" is a for expression).
+// Counting past a newline that ends an attribute only refuses more.
+func seeThrough(ty hclsyntax.TokenType) bool {
+	return ty == hclsyntax.TokenNewline || ty == hclsyntax.TokenComment
+}
+
+// prevSignificant is the type of the last token before toks[i] that is
+// not seeThrough, or TokenNil if there is none.
+func prevSignificant(toks hclsyntax.Tokens, i int) hclsyntax.TokenType {
+	for j := i - 1; j >= 0; j-- {
+		if !seeThrough(toks[j].Type) {
+			return toks[j].Type
+		}
+	}
+	return hclsyntax.TokenNil
 }
 
 // Bounds on numbers and operators (checkNesting): literals are at most
@@ -310,14 +332,11 @@ func numberProblem(toks hclsyntax.Tokens, i int, ops *int) *hcl.Diagnostic {
 			Subject:  t.Range.Ptr(),
 		}
 	case hclsyntax.TokenStar:
-		if i > 0 && (toks[i-1].Type == hclsyntax.TokenOBrack || toks[i-1].Type == hclsyntax.TokenDot) {
+		if p := prevSignificant(toks, i); p == hclsyntax.TokenOBrack || p == hclsyntax.TokenDot {
 			return nil // a splat
 		}
 	case hclsyntax.TokenMinus:
-		if i == 0 {
-			return nil
-		}
-		switch toks[i-1].Type {
+		switch prevSignificant(toks, i) {
 		case hclsyntax.TokenNumberLit, hclsyntax.TokenIdent, hclsyntax.TokenCBrack, hclsyntax.TokenCParen,
 			hclsyntax.TokenCBrace, hclsyntax.TokenCQuote, hclsyntax.TokenCHeredoc:
 		default:
@@ -339,4 +358,69 @@ func numberProblem(toks hclsyntax.Tokens, i int, ops *int) *hcl.Diagnostic {
 		Detail:   fmt.Sprintf("map646 refuses a file with more than %d binary operators (+ - * / %% == != < <= > >= && ||) before parsing it: a chain of them nests as deep as it is long, and products can make a number too large to write out.", maxOperators),
 		Subject:  t.Range.Ptr(),
 	}
+}
+
+// checkOperands refuses an operand of arithmetic (+ - * / % and unary -)
+// or of an ordering comparison (< <= > >=) that is not a number by its
+// form: a number literal, arithmetic, or a conditional or parentheses
+// around one. HCL converts a string operand to a number and the result,
+// in a template, back to a string: "${-"1e-100000000"}" holds no number
+// literal for numberProblem to bound and hung the load writing 10^8
+// digits. The configuration has no use for arithmetic on strings.
+func checkOperands(body *hclsyntax.Body) hcl.Diagnostics {
+	return hclsyntax.VisitAll(body, func(n hclsyntax.Node) hcl.Diagnostics {
+		var operands []hclsyntax.Expression
+		switch e := n.(type) {
+		case *hclsyntax.BinaryOpExpr:
+			if numberOperation(e.Op) {
+				operands = []hclsyntax.Expression{e.LHS, e.RHS}
+			}
+		case *hclsyntax.UnaryOpExpr:
+			if e.Op == hclsyntax.OpNegate {
+				operands = []hclsyntax.Expression{e.Val}
+			}
+		}
+		for _, o := range operands {
+			if !numberForm(o) {
+				return hcl.Diagnostics{{
+					Severity: hcl.DiagError,
+					Summary:  "Operand is not a number",
+					Detail:   "map646 takes only numbers (number literals, arithmetic on them, conditionals between them) as operands of + - * / % < <= > >=: HCL would convert a string to a number, with no bound on its exponent, and writing such a number out takes time in proportion to it.",
+					Subject:  o.Range().Ptr(),
+				}}
+			}
+		}
+		return nil
+	})
+}
+
+// numberOperation reports whether op converts its operands to numbers.
+func numberOperation(op *hclsyntax.Operation) bool {
+	switch op {
+	case hclsyntax.OpAdd, hclsyntax.OpSubtract, hclsyntax.OpMultiply, hclsyntax.OpDivide, hclsyntax.OpModulo,
+		hclsyntax.OpLessThan, hclsyntax.OpLessThanOrEqual, hclsyntax.OpGreaterThan, hclsyntax.OpGreaterThanOrEqual:
+		return true
+	}
+	return false
+}
+
+// numberForm reports whether e is a number by its form alone (its own
+// operands are checked where checkOperands visits them).
+func numberForm(e hclsyntax.Expression) bool {
+	switch e := e.(type) {
+	case *hclsyntax.LiteralValueExpr:
+		return e.Val.Type() == cty.Number
+	case *hclsyntax.ParenthesesExpr:
+		return numberForm(e.Expression)
+	case *hclsyntax.BinaryOpExpr:
+		switch e.Op {
+		case hclsyntax.OpAdd, hclsyntax.OpSubtract, hclsyntax.OpMultiply, hclsyntax.OpDivide, hclsyntax.OpModulo:
+			return true
+		}
+	case *hclsyntax.UnaryOpExpr:
+		return e.Op == hclsyntax.OpNegate
+	case *hclsyntax.ConditionalExpr:
+		return numberForm(e.TrueResult) && numberForm(e.FalseResult)
+	}
+	return false
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"context"
 	"errors"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -366,5 +367,139 @@ func TestOperatorChains(t *testing.T) {
 				t.Fatalf("err = %.300v, want one \"Too many operators\" diagnostic", err)
 			}
 		})
+	}
+}
+
+// parseQuickly is Parse in a goroutine that fails the test after 5 s:
+// the bypasses below hung the load or overflowed its stack.
+func parseQuickly(t *testing.T, src string) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Parse([]byte(src), "bypass.hcl")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatal("Parse hangs")
+		return nil
+	}
+}
+
+// TestNumberLimitBypasses: a number written as a string, or made by an
+// operator or a template from a string, is held to the bounds of a
+// literal. Without the checks each of these hung the load writing an
+// unbounded number out in decimal (in a diagnostic of ours, or in HCL's
+// conversion of the result to a string).
+func TestNumberLimitBypasses(t *testing.T) {
+	// full with its log block replaced by one holding a.
+	logAttr := func(a string) string {
+		i := strings.Index(full, "\nlog {")
+		j := i + strings.Index(full[i:], "}\n")
+		return "log {\n  " + a + "\n}\n" + full[:i] + full[j+2:]
+	}
+	log := func(v string) string { return logAttr("drops_per_second = " + v) }
+	tr := func(a string) string { return strings.Replace(full, "translator {\n", "translator {\n  "+a+"\n", 1) }
+	for _, tc := range []struct {
+		name, src, want string // want: in the error; "" for accepted
+	}{
+		{"string number", log(`"1e-100000000"`), "bypass.hcl:2:22: Number out of range"},
+		{"huge string number", log(`"1e100000000"`), "bypass.hcl:2:22: Number out of range"},
+		{"string made by a template", log(`"${"1e-"}100000000"`), "bypass.hcl:2:22: Number out of range"},
+		{"string plateau", tr(`mtu_plateaus = [1280, "1e-100000000"]`), "Number out of range"},
+		{"negated string", logAttr(`level = "${-"1e-100000000"}"`), "bypass.hcl:2:15: Operand is not a number"},
+		{"string plus number", logAttr(`level = "${"1e-100000000"+0}"`), "bypass.hcl:2:14: Operand is not a number"},
+		{"string compared", logAttr(`drops = "1e-100000000" < 1`), "bypass.hcl:2:11: Operand is not a number"},
+		{"conditional string operand", log(`(true ? "1e-100000000" : 1) * 2`), "bypass.hcl:2:22: Operand is not a number"},
+		{"string bool operand", log(`1 + true`), "bypass.hcl:2:26: Operand is not a number"},
+		{"small string number", log(`"100"`), ""},
+		{"string number in a list", tr(`mtu_plateaus = ["1280", 1500]`), ""},
+		{"arithmetic on numbers", log(`(true ? 60 : 1) + -(2 * 5) + 50`), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := parseQuickly(t, tc.src)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %.500v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestTokenCountersSeeThrough: newlines and comments, which HCL ignores
+// inside brackets, do not hide operators, unary runs or for expressions
+// from checkNesting. Without that "(1\n-1\n-1...)" counted no operator,
+// "(-\n-\n...1)" restarted the unary run at each newline (a stack
+// overflow), and a comment before "for" let the for expression through.
+func TestTokenCountersSeeThrough(t *testing.T) {
+	const n = 40_000
+	r := strings.Repeat
+	for _, tc := range []struct {
+		name, expr, want string
+	}{
+		{"binary minus after newlines", "(1" + r("\n-1", 65) + ")", "Too many operators"},
+		{"binary minus after comments", "(1" + r("/**/-1", 65) + ")", "Too many operators"},
+		{"plus after line comments", "(1" + r("# c\n+1", 65) + ")", "Too many operators"},
+		{"unary minus over newlines", "(" + r("-\n", n) + "1)", "Nesting too deep"},
+		{"negations over comments", "(" + r("!/**/", n) + "true)", "Nesting too deep"},
+		{"for after a block comment", "[/**/for v in [1] : v]", "For expressions are not allowed"},
+		{"for after a line comment", "[# c\n for v in [1] : v]", "For expressions are not allowed"},
+		{"for after a // comment", "{// c\n for k, v in {a = 1} : k => v}", "For expressions are not allowed"},
+		{"splat after a comment", "[[1]" + r("[/**/*]", n/8) + "]", "Nesting too deep"},
+		{"unary minus in a list over newlines", "[\n" + r("-1,\n", 100) + "]", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := parseQuickly(t, "translator {\n  prefix = "+tc.expr+"\n}\n")
+			var ce *Error
+			if !errors.As(err, &ce) || len(ce.Diagnostics) == 0 {
+				t.Fatalf("err = %.300v, want diagnostics (no prefix is valid here)", err)
+			}
+			got := ce.Diagnostics[0].Summary
+			if tc.want == "" {
+				if got == "Too many operators" || got == "Nesting too deep" || got == "For expressions are not allowed" {
+					t.Fatalf("refused: %.300v", err)
+				}
+				return
+			}
+			if got != tc.want {
+				t.Fatalf("err = %.300v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestNumberText: a diagnostic describes a number beyond the bounds
+// instead of writing it out, which for 1e-100000000 (about 2^-332192810)
+// did not finish within the 5 s TestNumberLimitBypasses allows.
+func TestNumberText(t *testing.T) {
+	tiny, _, err := big.ParseFloat("1e-100000000", 10, 512, big.ToNearestEven)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		f    *big.Float
+		want string
+	}{
+		{big.NewFloat(0), "0"},
+		{big.NewFloat(1.5), "1.5"},
+		{new(big.Float).SetMantExp(big.NewFloat(1), maxNumberExp-1), "1.7014118346046923e+38"},
+		{new(big.Float).SetMantExp(big.NewFloat(1), maxNumberExp), "a number beyond 2^±128"},
+		{new(big.Float).SetMantExp(big.NewFloat(-1), -maxNumberExp-2), "a number beyond 2^±128"},
+		{tiny, "a number beyond 2^±128"},
+	} {
+		start := time.Now()
+		if got := numberText(tc.f); got != tc.want {
+			t.Errorf("numberText(2^%d) = %q, want %q", tc.f.MantExp(nil), got, tc.want)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("numberText(2^%d) took %v", tc.f.MantExp(nil), d)
+		}
 	}
 }

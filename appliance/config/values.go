@@ -82,7 +82,44 @@ func (d *decoder) value(attr *hcl.Attribute, ty cty.Type) (cty.Value, bool) {
 		d.errorf(attr.Expr.Range(), "Invalid value", "%s must be a constant.", attr.Name)
 		return cty.NilVal, false
 	}
+	if unboundedNumber(cv) {
+		d.errorf(attr.Expr.Range(), "Number out of range",
+			"%s: map646 refuses numbers beyond 2^%d (or, but for 0, below 2^-%d), written as strings too: writing one out in decimal takes time and memory in proportion to its exponent.",
+			attr.Name, maxNumberExp, maxNumberExp)
+		return cty.NilVal, false
+	}
 	return cv, true
+}
+
+// boundedNumber reports whether f is 0 or within 2^±maxNumberExp, the
+// bounds checkNesting holds number literals to. A string converted to a
+// number ("1e-100000000") has no such bound until it is checked here.
+func boundedNumber(f *big.Float) bool {
+	exp := f.MantExp(nil)
+	return f.Sign() == 0 || exp >= -maxNumberExp && exp <= maxNumberExp
+}
+
+// unboundedNumber reports whether v (a known value) is or holds a number
+// beyond boundedNumber.
+func unboundedNumber(v cty.Value) bool {
+	found := false
+	_ = cty.Walk(v, func(_ cty.Path, ev cty.Value) (bool, error) {
+		if ev.Type() == cty.Number && !ev.IsNull() && !boundedNumber(ev.AsBigFloat()) {
+			found = true
+		}
+		return !found, nil
+	})
+	return found
+}
+
+// numberText is f in decimal for a diagnostic, if boundedNumber: the
+// time big.Float.Text takes grows with the exponent (quadratically for
+// "1e-100000000"), so an unbounded number is only described.
+func numberText(f *big.Float) string {
+	if !boundedNumber(f) {
+		return fmt.Sprintf("a number beyond 2^±%d", maxNumberExp)
+	}
+	return f.Text('g', -1)
 }
 
 // typed is attribute name of attrs converted to ty: a nil attribute when
@@ -152,15 +189,15 @@ func (d *decoder) integer(attrs hcl.Attributes, name string, dst *int, lo, hi in
 	}
 	bf := v.AsBigFloat()
 	if !bf.IsInt() {
-		d.errorf(a.Expr.Range(), "Invalid "+name, "%s must be a whole number, not %s.", name, bf.Text('g', -1))
+		d.errorf(a.Expr.Range(), "Invalid "+name, "%s must be a whole number, not %s.", name, numberText(bf))
 		return nil
 	}
 	n, acc := bf.Int64()
 	if acc != big.Exact || (n < lo || n > hi) && !(zeroOK && n == 0) {
 		if zeroOK {
-			d.errorf(a.Expr.Range(), "Invalid "+name, "%s must be 0 or between %d and %d, not %s.", name, lo, hi, bf.Text('g', -1))
+			d.errorf(a.Expr.Range(), "Invalid "+name, "%s must be 0 or between %d and %d, not %s.", name, lo, hi, numberText(bf))
 		} else {
-			d.errorf(a.Expr.Range(), "Invalid "+name, "%s must be between %d and %d, not %s.", name, lo, hi, bf.Text('g', -1))
+			d.errorf(a.Expr.Range(), "Invalid "+name, "%s must be between %d and %d, not %s.", name, lo, hi, numberText(bf))
 		}
 		return nil
 	}
@@ -464,7 +501,7 @@ func (d *decoder) mtuPlateaus(attrs hcl.Attributes, dst *[]int) *hcl.Attribute {
 		}
 		n, acc := ev.AsBigFloat().Int64()
 		if acc != big.Exact || n < 68 || n > 65535 {
-			d.errorf(r, "Invalid "+name, "a plateau is an MTU, a whole number from 68 (RFC 791) to 65535, not %s.", ev.AsBigFloat().Text('g', -1))
+			d.errorf(r, "Invalid "+name, "a plateau is an MTU, a whole number from 68 (RFC 791) to 65535, not %s.", numberText(ev.AsBigFloat()))
 			good = false
 			continue
 		}
