@@ -9,21 +9,27 @@ import (
 	"time"
 )
 
-// savedRun is what writeJSON saves and -merge reads back.
+// savedRun is what writeJSON saves and -merge reads back: one type for
+// both, so a field added to the one is read back by the other.
 type savedRun struct {
-	Date       time.Time                         `json:"date"`
-	Kernel     string                            `json:"kernel"`
-	CPU        string                            `json:"cpu"`
-	Cores      int                               `json:"cores"`
-	Rounds     int                               `json:"rounds"`
-	Seconds    float64                           `json:"seconds_per_test"`
-	Pings      int                               `json:"pings"`
-	Mappings   int                               `json:"mappings"`
-	Interleave string                            `json:"interleave"`
-	Values     map[string]map[string][]*float64  `json:"values"`
-	RTTs       map[string]map[string][][]float64 `json:"rtts_ms"`
-	Flows      []flowIDs                         `json:"flows"`
-	Ports      map[string]map[string][]int       `json:"client_ports"`
+	Date     time.Time `json:"date"`
+	Kernel   string    `json:"kernel"`
+	CPU      string    `json:"cpu"`
+	Cores    int       `json:"cores"`
+	Rounds   int       `json:"rounds"`
+	Seconds  float64   `json:"seconds_per_test"`
+	Pings    int       `json:"pings"`
+	Mappings int       `json:"mappings"`
+	// Interleave is the measuring order (-interleave).
+	Interleave string                           `json:"interleave"`
+	Values     map[string]map[string][]*float64 `json:"values"`
+	// RTTs: column -> ping metric -> round -> every echo's RTT, ms.
+	RTTs map[string]map[string][][]float64 `json:"rtts_ms"`
+	// Flows: each round's ports and ping identifiers given to every
+	// setup; Ports: column -> metric -> round -> the client port
+	// iperf3 reported.
+	Flows []flowIDs                   `json:"flows"`
+	Ports map[string]map[string][]int `json:"client_ports"`
 }
 
 // mergeRuns reads the JSON files of several runs of the same setups and

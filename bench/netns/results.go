@@ -7,7 +7,6 @@ import (
 	"os"
 	"slices"
 	"sort"
-	"time"
 )
 
 // metric is one row of the results table. Values are stored in the unit
@@ -402,26 +401,7 @@ func writeJSON(path string, info runInfo, r *results) error {
 			vals[s][m] = out
 		}
 	}
-	doc := struct {
-		Date     time.Time `json:"date"`
-		Kernel   string    `json:"kernel"`
-		CPU      string    `json:"cpu"`
-		Cores    int       `json:"cores"`
-		Rounds   int       `json:"rounds"`
-		Seconds  float64   `json:"seconds_per_test"`
-		Pings    int       `json:"pings"`
-		Mappings int       `json:"mappings"`
-		// Interleave is the measuring order (-interleave).
-		Interleave string                           `json:"interleave"`
-		Values     map[string]map[string][]*float64 `json:"values"`
-		// RTTs: column -> ping metric -> round -> every echo's RTT, ms.
-		RTTs map[string]map[string][][]float64 `json:"rtts_ms"`
-		// Flows: each round's ports and ping identifiers given to every
-		// setup; Ports: column -> metric -> round -> the client port
-		// iperf3 reported.
-		Flows []flowIDs                   `json:"flows"`
-		Ports map[string]map[string][]int `json:"client_ports"`
-	}{info.Date, info.Kernel, info.CPUModel, info.Cores, info.Rounds, info.Duration.Seconds(), info.Pings, info.Mappings, info.Interleave, vals, r.RTTs, info.Flows, r.Ports}
+	doc := savedRun{info.Date, info.Kernel, info.CPUModel, info.Cores, info.Rounds, info.Duration.Seconds(), info.Pings, info.Mappings, info.Interleave, vals, r.RTTs, info.Flows, r.Ports}
 	b, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
 		return err
