@@ -51,6 +51,9 @@ type Datapath struct {
 	// queues counts the queues of the inherited multi-queue tuns served
 	// (nil: none), for Check (watchQueues).
 	queues *queueCheck
+	// queuesClosed is closed once queues' descriptors are: Wait returns
+	// only then, so a caller sees no descriptor of the data path left.
+	queuesClosed chan struct{}
 
 	errOnce sync.Once
 	err     error
@@ -68,6 +71,9 @@ func (d *Datapath) fail(err error) {
 // cancelled or the link was closed.
 func (d *Datapath) Wait() error {
 	<-d.done
+	if d.queuesClosed != nil {
+		<-d.queuesClosed // the queue count's descriptors are closed too
+	}
 	return d.err
 }
 
@@ -114,9 +120,11 @@ func (d *Datapath) watchQueues(qc *queueCheck) {
 		return
 	}
 	d.queues = qc
+	d.queuesClosed = make(chan struct{})
 	go func() {
 		<-d.done
 		qc.close()
+		close(d.queuesClosed)
 	}()
 }
 
