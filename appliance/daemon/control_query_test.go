@@ -74,24 +74,7 @@ func TestMappingsDumpHeapGrowth(t *testing.T) {
 	}
 	const n = 1 << 20
 	dir := t.TempDir()
-	var csv strings.Builder
-	for i := range n {
-		fmt.Fprintf(&csv, "20.%d.%d.%d,2001:db8:6::%x:%x\n", i>>16, i>>8&255, i&255, i>>16, i&0xffff)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "m.csv"), []byte(csv.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	csv.Reset()
-	writeConfig(t, filepath.Join(dir, "a.hcl"), "translator {\n  prefix = \"2001:db8:64::/96\"\n  mappings_file = \"m.csv\"\n}\n")
-	cfg, err := config.Load(filepath.Join(dir, "a.hcl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "c.sock")
-	cs, err := listenControl(sock, "", &daemon{cfg: cfg}, nil, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs, sock := serveMappings(t, dir, n)
 	defer cs.Close()
 
 	for _, format := range []string{"csv", "json"} {
@@ -160,23 +143,7 @@ func (w *lineCounter) Write(p []byte) (int, error) {
 // that read a little every minute held it for the whole listing.
 func TestStalledListingDoesNotHoldClose(t *testing.T) {
 	dir := t.TempDir()
-	var csv strings.Builder
-	for i := range 1 << 16 {
-		fmt.Fprintf(&csv, "20.%d.%d.%d,2001:db8:6::%x:%x\n", i>>16, i>>8&255, i&255, i>>16, i&0xffff)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "m.csv"), []byte(csv.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	writeConfig(t, filepath.Join(dir, "a.hcl"), "translator {\n  prefix = \"2001:db8:64::/96\"\n  mappings_file = \"m.csv\"\n}\n")
-	cfg, err := config.Load(filepath.Join(dir, "a.hcl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "c.sock")
-	cs, err := listenControl(sock, "", &daemon{cfg: cfg}, nil, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs, sock := serveMappings(t, dir, 1<<16)
 	defer cs.Close()
 	c, err := net.Dial("unix", sock)
 	if err != nil {
@@ -205,4 +172,29 @@ func TestStalledListingDoesNotHoldClose(t *testing.T) {
 	case <-time.After(controlStopGrace + 5*time.Second):
 		t.Fatalf("Close still waits for the stalled listing after %v", time.Since(start))
 	}
+}
+
+// serveMappings writes n mappings (20.x.y.z to 2001:db8:6::/96) to a
+// mappings file in dir, loads a configuration that uses it, and serves
+// the control socket c.sock for it.
+func serveMappings(t *testing.T, dir string, n int) (*controlServer, string) {
+	t.Helper()
+	var csv strings.Builder
+	for i := range n {
+		fmt.Fprintf(&csv, "20.%d.%d.%d,2001:db8:6::%x:%x\n", i>>16, i>>8&255, i&255, i>>16, i&0xffff)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "m.csv"), []byte(csv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writeConfig(t, filepath.Join(dir, "a.hcl"), "translator {\n  prefix = \"2001:db8:64::/96\"\n  mappings_file = \"m.csv\"\n}\n")
+	cfg, err := config.Load(filepath.Join(dir, "a.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "c.sock")
+	cs, err := listenControl(sock, "", &daemon{cfg: cfg}, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs, sock
 }
