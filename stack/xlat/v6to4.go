@@ -193,7 +193,7 @@ func (s *state) own64(q *in6) (why Reason, echo bool) {
 
 // size64 refuses a packet larger than the IPv4 next hop's MTU once it
 // carries DF (section 5.1: unfragmented and over dfThreshold) with Packet
-// Too Big (section 5.1, RFC 8201), the MTU in IPv6 terms. Errors and
+// Too Big (section 5.1, RFC 8201), the MTU in IPv6 terms (ptbMTU). Errors and
 // hairpinned packets (which never meet the IPv4 next hop) pass, and
 // super-packets never come here.
 func (w *Worker) size64(s *state, q *in6, sink Sink) Reason {
@@ -201,8 +201,18 @@ func (w *Worker) size64(s *state, q *in6, sink Sink) Reason {
 		return ReasonNone
 	}
 	// Unfragmented and no error: RFC 4443 section 2.4 (e) allows an error.
-	w.emitError6(s, q.p, 2, 0, uint32(s.mtu4+ip4Size), sink)
+	w.emitError6(s, q.p, 2, 0, s.ptbMTU(), sink)
 	return ReasonTooBig
+}
+
+// ptbMTU is the MTU of the translator's own Packet Too Big (section 5.1):
+// the IPv4 next hop's MTU in IPv6 terms, but never below the IPv6
+// minimum of 1280, since RFC 8201 section 4 has a host discard a smaller
+// one (a PMTUD black hole). A host at 1280 sends packets of at most 1260
+// bytes once translated, which leave without DF for the IPv4 side to
+// fragment (section 5.1, RFC 8021).
+func (s *state) ptbMTU() uint32 {
+	return uint32(max(s.mtu4+ip4Size, 1280))
 }
 
 // transport64 is RFC 7915 section 5.5 (TCP, UDP, other protocols) and the
@@ -299,7 +309,7 @@ func (w *Worker) usoTooBig64(s *state, q *in6, gso int, sink Sink) Reason {
 	}
 	if q.x.nh == protoUDP && len(q.l4) >= udpSize { // not metadata the kernel would refuse
 		d, l, u, c := firstDatagram(q.p, ip6PayloadLen, ip6Size, q.x.off, -1, gso)
-		w.emitError6(s, d, 2, 0, uint32(s.mtu4+ip4Size), sink)
+		w.emitError6(s, d, 2, 0, s.ptbMTU(), sink)
 		restoreDatagram(q.p, ip6PayloadLen, q.x.off, -1, l, u, c)
 	}
 	return ReasonTooBig
