@@ -2,7 +2,11 @@ package xlat
 
 import (
 	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
 	"testing"
+
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
 
 // RFC 7915 section 5.1: a packet whose IPv4 form carries DF and exceeds
@@ -40,5 +44,251 @@ func TestPacketTooBigFloor(t *testing.T) {
 	got, r, _ := run(w, ip6(S6A, C6, 64, 17, udpSeg(42000, 41000, payload(1280-48)), v6opt{}), nil)
 	if r.Verdict != Forward || binary.BigEndian.Uint16(got[6:])&ip4DF != 0 || len(got) != 1260 {
 		t.Errorf("a 1280-byte packet: verdict %d %v, length %d, flags %#x", r.Verdict, r.Reason, len(got), got[6])
+	}
+}
+
+// RFC 1812 section 5.2.2: a router MUST verify the IPv4 header checksum
+// and discard a packet whose checksum is wrong. With a tun the host
+// kernel has checked it; in NIC mode (AF_PACKET) nothing has, and a
+// damaged address would send the packet to another server. A quoted
+// header inside an ICMP error is not checked: the router that quoted it
+// may have changed its TTL, and the ICMP checksum covers the quote.
+func TestIPv4HeaderChecksum(t *testing.T) {
+	damage := func(p []byte, at int) []byte {
+		p = append([]byte(nil), p...)
+		p[at] ^= 0x40
+		return p
+	}
+	udp := ip4(C4, S4A, 64, 17, udpSeg(41000, 42000, payload(20)), v4opt{})
+	lsrr := []byte{0x83, 7, 4, 203, 0, 113, 9, 0}
+	withOpts := ip4(C4, S4A, 64, 17, udpSeg(41000, 42000, payload(20)), v4opt{rawOpts: []byte{1, 1, 1, 0}})
+	icmpErr := ip4(R4, S4A, 64, 1, icmpMsg(3, 3, 0, innerV4(20)), v4opt{})
+	badInner := innerV4(20)
+	badInner[ip4Checksum] ^= 0x40
+	runCases(t, newTestWorker(t, nil), []xcase{
+		{name: "valid", rfc: "1812 5.2.2", in: udp, want: ip6(C6, S6A, 64, 17, udpSeg(41000, 42000, payload(20)), v6opt{})},
+		{name: "checksum-field", rfc: "1812 5.2.2", in: damage(udp, ip4Checksum), reason: ReasonIPv4Checksum},
+		{name: "destination", rfc: "1812 5.2.2", in: damage(udp, ip4Dst+3), reason: ReasonIPv4Checksum},
+		{name: "ttl", rfc: "1812 5.2.2", in: damage(udp, ip4TTL), reason: ReasonIPv4Checksum},
+		{name: "option", rfc: "1812 5.2.2", in: damage(withOpts, ip4Size+1), reason: ReasonIPv4Checksum},
+		// No Source Route Failed about a damaged header: the source
+		// address it would go to is not to be trusted.
+		{name: "source-route", rfc: "1812 5.2.2", in: damage(ip4(C4, S4A, 64, 17, udpSeg(1, 2, nil), v4opt{rawOpts: lsrr}), ip4Src), reason: ReasonIPv4Checksum},
+		{name: "icmp-error", rfc: "1812 5.2.2", in: damage(icmpErr, ip4TOS), reason: ReasonIPv4Checksum},
+		{name: "quoted-header-not-checked", rfc: "7915 4.3; 792",
+			in:   ip4(R4, S4A, 64, 1, icmpMsg(3, 3, 0, badInner), v4opt{}),
+			want: ip6(R4in6, S6A, 64, 58, icmpMsg(1, 4, 0, innerV4as6(20)), v6opt{})},
+	})
+	w := newTestWorker(t, nil)
+	_, _, sk := run(w, damage(ip4(C4, S4A, 64, 17, udpSeg(1, 2, nil), v4opt{rawOpts: lsrr}), ip4Src), nil)
+	if len(sk.pkts) != 0 {
+		t.Errorf("%d errors sent about a packet with a damaged header", len(sk.pkts))
+	}
+	// The word-wise sum of an option-less header agrees with the general
+	// checksum on random headers, half of them given a valid checksum,
+	// and on the all-ones header (sums that fold to 0xffff more than once).
+	rng := rand.New(rand.NewPCG(1, 2))
+	h := make([]byte, ip4Size)
+	for i := range 20000 {
+		for j := range h {
+			h[j] = byte(rng.Uint32())
+		}
+		if i == 0 {
+			for j := range h {
+				h[j] = 0xff
+			}
+		}
+		h[0] = 0x45
+		if i%2 == 1 {
+			put16(h[ip4Checksum:], 0)
+			put16(h[ip4Checksum:], ^checksum.Checksum(h, 0))
+		}
+		q := in4{p: h, h: (*[ip4Size]byte)(h), ihl: ip4Size}
+		if got, want := q.checksumOK(), checksum.Checksum(h, 0) == 0xffff; got != want {
+			t.Fatalf("header %x: checksumOK %v, the general sum says %v", h, got, want)
+		}
+	}
+}
+
+// icmpCode is one row of the type and code lists of RFC 7915 sections
+// 4.2 and 5.2: the type and code out, or drop (ok false), and the second
+// word out for the types whose second word is not copied.
+type icmpCode struct {
+	code     uint8
+	ok       bool
+	typ, out uint8
+	rest     uint32
+}
+
+// Every ICMPv4 Destination Unreachable, Time Exceeded and Parameter
+// Problem code, through Process, as the list of RFC 7915 section 4.2
+// has them; codes the list does not name are silently dropped.
+func TestICMPv4ErrorCodes(t *testing.T) {
+	rows := map[uint8][]icmpCode{
+		3: { // Destination Unreachable
+			{0, true, 1, 0, 0}, {1, true, 1, 0, 0}, // net, host unreachable -> no route
+			{2, true, 4, 1, 6},                                                             // protocol unreachable -> Parameter Problem, pointer to Next Header
+			{3, true, 1, 4, 0},                                                             // port unreachable
+			{4, true, 2, 0, 1320},                                                          // fragmentation needed -> Packet Too Big, MTU + 20
+			{5, true, 1, 0, 0}, {6, true, 1, 0, 0}, {7, true, 1, 0, 0}, {8, true, 1, 0, 0}, // source route failed, unknown, isolated
+			{9, true, 1, 1, 0}, {10, true, 1, 1, 0}, // administratively prohibited (net, host)
+			{11, true, 1, 0, 0}, {12, true, 1, 0, 0}, // unreachable for TOS
+			{13, true, 1, 1, 0},                         // communication administratively prohibited
+			{14, false, 0, 0, 0},                        // host precedence violation: dropped
+			{15, true, 1, 1, 0},                         // precedence cutoff
+			{16, false, 0, 0, 0}, {255, false, 0, 0, 0}, // unknown codes
+		},
+		11: {{0, true, 3, 0, 0}, {1, true, 3, 1, 0}, {2, false, 0, 0, 0}}, // Time Exceeded: code unchanged
+		12: { // Parameter Problem (pointer 9: Protocol -> Next Header)
+			{0, true, 4, 0, 6}, {1, false, 0, 0, 0}, {2, true, 4, 0, 6}, {3, false, 0, 0, 0},
+		},
+	}
+	w := newTestWorker(t, nil)
+	var cases []xcase
+	for typ, list := range rows {
+		for _, c := range list {
+			rest4 := uint32(0)
+			switch {
+			case typ == 3 && c.code == 4:
+				rest4 = 1300
+			case typ == 12:
+				rest4 = 9 << 24
+			}
+			x := xcase{name: fmt.Sprintf("type%d-code%d", typ, c.code), rfc: "7915 4.2", reason: ReasonICMPType,
+				in: ip4(R4, S4A, 64, 1, icmpMsg(typ, c.code, rest4, innerV4(60)), v4opt{})}
+			if c.ok {
+				x.want = ip6(R4in6, S6A, 64, 58, icmpMsg(c.typ, c.out, c.rest, innerV4as6(60)), v6opt{})
+			}
+			cases = append(cases, x)
+		}
+	}
+	runCases(t, w, cases)
+}
+
+// Every ICMPv6 Destination Unreachable, Packet Too Big, Time Exceeded
+// and Parameter Problem code, through Process, as the list of RFC 7915
+// section 5.2 has them.
+func TestICMPv6ErrorCodes(t *testing.T) {
+	rows := map[uint8][]icmpCode{
+		1: { // Destination Unreachable
+			{0, true, 3, 1, 0},                     // no route -> host unreachable
+			{1, true, 3, 10, 0},                    // administratively prohibited
+			{2, true, 3, 1, 0}, {3, true, 3, 1, 0}, // beyond scope, address unreachable
+			{4, true, 3, 3, 0},                                                                 // port unreachable
+			{5, false, 0, 0, 0}, {6, false, 0, 0, 0}, {7, false, 0, 0, 0}, {8, false, 0, 0, 0}, // later codes: dropped
+		},
+		2: {{0, true, 3, 4, 1280}, {1, true, 3, 4, 1280}},                  // Packet Too Big (RFC 4443 3.2: the code is ignored), MTU - 20
+		3: {{0, true, 11, 0, 0}, {1, true, 11, 1, 0}, {2, false, 0, 0, 0}}, // Time Exceeded: code unchanged
+		4: { // Parameter Problem (pointer 6: Next Header -> Protocol)
+			{0, true, 12, 0, 9 << 24}, {1, true, 3, 2, 0}, {2, false, 0, 0, 0}, {3, false, 0, 0, 0},
+		},
+	}
+	w := newTestWorker(t, nil)
+	var cases []xcase
+	for typ, list := range rows {
+		for _, c := range list {
+			rest6 := uint32(0)
+			switch typ {
+			case 2:
+				rest6 = 1300
+			case 4:
+				rest6 = 6
+			}
+			x := xcase{name: fmt.Sprintf("type%d-code%d", typ, c.code), rfc: "7915 5.2", reason: ReasonICMPType, genID: true,
+				in: ip6(S6A, C6, 64, 58, icmpMsg(typ, c.code, rest6, innerV6(60)), v6opt{})}
+			if c.ok {
+				x.want = ip4(S4A, C4, 64, 1, icmpMsg(c.typ, c.out, c.rest, innerV6as4(60)), v4opt{})
+			}
+			cases = append(cases, x)
+		}
+	}
+	runCases(t, w, cases)
+}
+
+// RFC 7915 sections 4.2 and 5.2: the informational types without a
+// counterpart, single-hop messages and unknown types are silently
+// dropped (Echo is the only query translated); so are error types the
+// lists do not name.
+func TestICMPUntranslatableTypes(t *testing.T) {
+	var cases []xcase
+	for _, typ := range []uint8{4, 5, 6, 9, 10, 13, 14, 15, 16, 17, 18, 30, 40, 42, 43, 253} {
+		cases = append(cases, xcase{name: fmt.Sprintf("icmpv4-type%d", typ), rfc: "7915 4.2", reason: ReasonICMPType,
+			in: ip4(C4, S4A, 64, 1, icmpMsg(typ, 0, 0, innerV4(20)), v4opt{})})
+	}
+	for _, typ := range []uint8{5, 100, 127, 130, 131, 132, 133, 134, 135, 136, 137, 139, 140, 143, 160, 200, 255} {
+		cases = append(cases, xcase{name: fmt.Sprintf("icmpv6-type%d", typ), rfc: "7915 5.2", reason: ReasonICMPType,
+			in: ip6(S6A, C6, 64, 58, icmpMsg(typ, 0, 0, innerV6(20)), v6opt{})})
+	}
+	runCases(t, newTestWorker(t, nil), cases)
+}
+
+// RFC 7915 sections 4.3 and 5.3: a quoted fragment is translated like an
+// outer one: the IPv4 fragment fields go into a Fragment header (section
+// 4.1, the Identification in its low 16 bits) and back (section 5.1.1),
+// only a first fragment has a transport header to fix, and a Packet Too
+// Big about a packet that had a Fragment header takes 28 bytes off its
+// MTU, not 20 (section 5.2).
+func TestICMPErrorQuotedFragment(t *testing.T) {
+	udp6 := udpSeg(41000, 42000, payload(60))
+	fillCsum6(C6, S6A, 17, udp6) // client -> server, as the IPv6 side saw it
+	udp4back := udpSeg(42000, 41000, payload(60))
+	fillCsum4(S4A, C4, 17, udp4back) // server -> client, as the IPv4 side saw it
+	udp6back := udpSeg(42000, 41000, payload(60))
+	fillCsum6(S6A, C6, 17, udp6back)
+	first4 := ip4(S4A, C4, 58, 17, udp4back, v4opt{id: 0x2222, flags: MF, nocsum: true})
+	later4 := ip4(S4A, C4, 58, 17, payload(40), v4opt{id: 0x2222, fo: 64, nocsum: true})
+	first6 := ip6(C6, S6A, 57, 44, nil, v6opt{nocsum: true, extNH: 44, ext: append(fragHdr(17, 0, true, 0xabcd5678), udp6...)})
+	later6 := ip6(C6, S6A, 57, 44, nil, v6opt{nocsum: true, extNH: 44, ext: append(fragHdr(17, 64, false, 0xabcd5678), payload(40)...)})
+	udp4 := udpSeg(41000, 42000, payload(60))
+	fillCsum4(C4, S4A, 17, udp4)
+	runCases(t, newTestWorker(t, nil), []xcase{
+		{name: "4to6-first-fragment", rfc: "7915 4.3 4.1",
+			in: ip4(R4, S4A, 64, 1, icmpMsg(11, 1, 0, first4), v4opt{}),
+			want: ip6(R4in6, S6A, 64, 58, icmpMsg(3, 1, 0,
+				ip6(S6A, C6, 58, 44, nil, v6opt{nocsum: true, extNH: 44, ext: append(fragHdr(17, 0, true, 0x2222), udp6back...)})), v6opt{})},
+		{name: "4to6-later-fragment", rfc: "7915 4.3 4.1",
+			in: ip4(R4, S4A, 64, 1, icmpMsg(11, 1, 0, later4), v4opt{}),
+			want: ip6(R4in6, S6A, 64, 58, icmpMsg(3, 1, 0,
+				ip6(S6A, C6, 58, 44, nil, v6opt{nocsum: true, extNH: 44, ext: append(fragHdr(17, 64, false, 0x2222), payload(40)...)})), v6opt{})},
+		{name: "6to4-first-fragment", rfc: "7915 5.3 5.1.1", genID: true,
+			in:   ip6(S6A, C6, 64, 58, icmpMsg(3, 1, 0, first6), v6opt{}),
+			want: ip4(S4A, C4, 64, 1, icmpMsg(11, 1, 0, ip4(C4, S4A, 57, 17, udp4, v4opt{id: 0x5678, flags: MF, nocsum: true})), v4opt{})},
+		{name: "6to4-later-fragment", rfc: "7915 5.3 5.1.1", genID: true,
+			in:   ip6(S6A, C6, 64, 58, icmpMsg(3, 1, 0, later6), v6opt{}),
+			want: ip4(S4A, C4, 64, 1, icmpMsg(11, 1, 0, ip4(C4, S4A, 57, 17, payload(40), v4opt{id: 0x5678, fo: 64, nocsum: true})), v4opt{})},
+		{name: "6to4-ptb-fragment", rfc: "7915 5.2 (MTU - 28 with a Fragment header)", genID: true,
+			in:   ip6(S6A, C6, 64, 58, icmpMsg(2, 0, 1300, first6), v6opt{}),
+			want: ip4(S4A, C4, 64, 1, icmpMsg(3, 4, 1272, ip4(C4, S4A, 57, 17, udp4, v4opt{id: 0x5678, flags: MF, nocsum: true})), v4opt{})},
+	})
+}
+
+// RFC 7915 section 5.2: the MTU of a Fragmentation Needed made from a
+// Packet Too Big is minimum(MTU - 20, the IPv4 next hop's MTU, the IPv6
+// next hop's MTU - 20), within what IPv4 can carry (68 to 65535).
+func TestFragNeededMTU64(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		mtu        uint32
+		mtu4, mtu6 int
+		want       uint32
+	}{
+		{"mtu-20", 1300, 0, 0, 1280},
+		{"ipv4-next-hop", 1500, 1000, 0, 1000},
+		{"ipv6-next-hop", 9000, 0, 1400, 1380},
+		{"both-known", 9000, 1480, 1500, 1480},
+		{"bogus-small", 40, 0, 0, 68},
+		{"bogus-huge", 0xffffffff, 0, 0, 65535},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newTestWorker(t, func(p *Policy) { p.IPv4MTU, p.IPv6MTU = c.mtu4, c.mtu6 })
+			got, r, _ := run(w, ip6(S6A, C6, 64, 58, icmpMsg(2, 0, c.mtu, innerV6(60)), v6opt{}), nil)
+			if r.Verdict != Forward {
+				t.Fatalf("verdict %d %v", r.Verdict, r.Reason)
+			}
+			if got[20] != 3 || got[21] != 4 || binary.BigEndian.Uint16(got[26:]) != uint16(c.want) || binary.BigEndian.Uint16(got[24:]) != 0 {
+				t.Errorf("type %d code %d second word %#x, want 3 4 MTU %d", got[20], got[21], binary.BigEndian.Uint32(got[24:]), c.want)
+			}
+			checkWellFormed(t, got, true)
+		})
 	}
 }
