@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"testing"
 
+	"github.com/map646/map646/mapping"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
 
@@ -291,4 +293,62 @@ func TestFragNeededMTU64(t *testing.T) {
 			checkWellFormed(t, got, true)
 		})
 	}
+}
+
+// With the well-known prefix 64:ff9b::/96, RFC 6052 section 3.1 forbids
+// expressing non-global IPv4 addresses, so an IPv4 router numbered in
+// shared (100.64/10, carrier-grade NAT) or private space has no IPv6
+// address. Its ICMPv4 errors are still translated, from the translator's
+// own error address inside the prefix (the RFC 6791 idea in the 4->6
+// direction, as Jool's pool6791v6 and TAYGA do): dropping them would
+// black-hole the path MTU discovery of servers whose clients sit behind
+// such routers. Everything else from such a source stays untranslatable.
+// (Engine-only bytes: the well-known prefix admits global addresses only.)
+func TestICMPv4ErrorUntranslatableSource(t *testing.T) {
+	const (
+		srv4, srv6 = "8.8.4.4", "2001:db8:6::10"
+		cli4, cli6 = "1.1.1.1", "64:ff9b::101:101"
+		self4      = "8.8.8.8"
+		self6      = "64:ff9b::808:808" // self4 in the prefix: the translator's own errors' source
+	)
+	pfx, err := mapping.NewPrefix(mapping.WellKnown)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := mapping.NewTable([]mapping.Entry{{IPv4: mustPrefix(srv4 + "/32"), IPv6: mustPrefix(srv6 + "/128")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := mapping.NewSnapshot(pfx, tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := testPolicy()
+	pol.ICMPSourcePool, pol.IPv4Address = []netip.Prefix{mustPrefix(self4 + "/32")}, netip.Addr{}
+	e, err := NewEngine(&Config{Map: snap, Policy: pol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.NewWorker()
+	quoted4 := ip4(srv4, cli4, 58, 17, udpSeg(42000, 41000, payload(60)), v4opt{flags: DF})
+	quoted6 := ip6(srv6, cli6, 58, 17, udpSeg(42000, 41000, payload(60)), v6opt{})
+	var cases []xcase
+	for _, router := range []string{"100.64.0.1", "10.20.30.40", "192.168.1.1"} {
+		cases = append(cases,
+			xcase{name: "frag-needed-from-" + router, rfc: "7915 4.2; 6052 3.1; 6791",
+				in:   ip4(router, srv4, 60, 1, icmpMsg(3, 4, 1400, quoted4), v4opt{}),
+				want: ip6(self6, srv6, 60, 58, icmpMsg(2, 0, 1420, quoted6), v6opt{})},
+			xcase{name: "time-exceeded-from-" + router, rfc: "7915 4.2; 6052 3.1; 6791",
+				in:   ip4(router, srv4, 60, 1, icmpMsg(11, 0, 0, quoted4), v4opt{}),
+				want: ip6(self6, srv6, 60, 58, icmpMsg(3, 0, 0, quoted6), v6opt{})},
+			xcase{name: "udp-from-" + router, rfc: "6052 3.1", reason: ReasonSrcUnmapped,
+				in: ip4(router, srv4, 60, 17, udpSeg(1, 2, payload(8)), v4opt{})},
+			xcase{name: "echo-from-" + router, rfc: "6052 3.1", reason: ReasonSrcUnmapped,
+				in: ip4(router, srv4, 60, 1, icmpMsg(8, 0, 1, payload(8)), v4opt{})})
+	}
+	// A global router keeps its own address in the prefix.
+	cases = append(cases, xcase{name: "frag-needed-from-global", rfc: "7915 4.2; 6052",
+		in:   ip4("9.9.9.9", srv4, 60, 1, icmpMsg(3, 4, 1400, quoted4), v4opt{}),
+		want: ip6("64:ff9b::909:909", srv6, 60, 58, icmpMsg(2, 0, 1420, quoted6), v6opt{})})
+	runCases(t, w, cases)
 }

@@ -206,7 +206,17 @@ func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass) (why R
 	}
 	switch srcOrigin {
 	case mapping.NotTranslatable:
-		return ReasonSrcUnmapped, false
+		if !q.isErr() || bool(hp) || !s.pfx.Valid() {
+			return ReasonSrcUnmapped, false
+		}
+		// An ICMPv4 error from a router the prefix cannot express (with
+		// the well-known prefix, RFC 6052 section 3.1: shared or private
+		// space, carrier-grade NAT routers among them) comes from the
+		// translator's own error address, as RFC 6791 does for the other
+		// direction: dropped, a Fragmentation Needed would black-hole the
+		// server's path MTU discovery. Its checksum is made afresh
+		// (icmpError46); the delta is kept right all the same.
+		q.src6, dsrc = s.errSrc6, mapping.Delta(src, s.errSrc6)
 	case mapping.ByEAM:
 		// A mapped public IPv4 address belongs to a server behind this
 		// translator: from the IPv4 side it can only be forged, and would
