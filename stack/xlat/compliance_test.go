@@ -352,3 +352,63 @@ func TestICMPv4ErrorUntranslatableSource(t *testing.T) {
 		want: ip6("64:ff9b::909:909", srv6, 60, 58, icmpMsg(2, 0, 1420, quoted6), v6opt{})})
 	runCases(t, w, cases)
 }
+
+// RFC 7915 section 4.5 with section 4 (DF clear, larger than
+// lowest-ipv6-mtu): an unfragmented datagram without a UDP checksum gets
+// one computed over the whole datagram before the translator fragments
+// it, so that the reassembled IPv6 datagram verifies.
+func TestUDPZeroChecksumFragmented46(t *testing.T) {
+	w := newTestWorker(t, nil)
+	pl := payload(1372)
+	in := ip4(C4, S4A, 64, 17, udpSeg(41000, 42000, pl), v4opt{id: 0x4455, nocsum: true})
+	_, r, sk := run(w, in, nil)
+	if r.Verdict != Consumed || len(sk.pkts) < 2 {
+		t.Fatalf("verdict %d %v, %d packets", r.Verdict, r.Reason, len(sk.pkts))
+	}
+	var data []byte
+	for _, f := range sk.pkts {
+		data = append(data, f[48:]...)
+	}
+	want := ip6(C6, S6A, 64, 17, udpSeg(41000, 42000, pl), v6opt{})[40:]
+	diff(t, "reassembled datagram", data, want)
+}
+
+// RFC 7915 sections 4.5 and 5.5 make other transports optional but
+// require forwarding them all; DCCP (RFC 4340) and UDP-Lite (RFC 3828)
+// checksum the pseudo-header as TCP does, so map646 moves their checksum
+// with the addresses (Jool does not) instead of forwarding packets every
+// receiver would discard. Later fragments carry no header; a quoted
+// packet is fixed like an outer one.
+func TestPseudoHeaderTransports(t *testing.T) {
+	// A DCCP-Request (RFC 4340 section 5.1, X=1: 16-byte generic header
+	// plus the Service Code) and a UDP-Lite header with coverage 0 (the
+	// whole datagram).
+	dccp := append([]byte{0x9c, 0x40, 0x01, 0xbb, 5, 0, 0, 0, 0, 0x03, 0, 0, 0, 0, 0, 7, 0, 0, 0, 42}, payload(20)...)
+	lite := append([]byte{0x9c, 0x40, 0x01, 0xbb, 0, 0, 0, 0}, payload(33)...)
+	var cases []xcase
+	for _, c := range []struct {
+		name  string
+		proto uint8
+		l4    []byte
+	}{{"dccp", 33, dccp}, {"udplite", 136, lite}} {
+		cases = append(cases,
+			xcase{name: c.name + "-4to6", rfc: "7915 4.5",
+				in:   ip4(C4, S4A, 64, c.proto, c.l4, v4opt{}),
+				want: ip6(C6, S6A, 64, c.proto, c.l4, v6opt{})},
+			xcase{name: c.name + "-6to4", rfc: "7915 5.5", genID: true,
+				in:   ip6(S6A, C6, 64, c.proto, c.l4, v6opt{}),
+				want: ip4(S4A, C4, 64, c.proto, c.l4, v4opt{})},
+			xcase{name: c.name + "-later-fragment-4to6", rfc: "7915 4.5",
+				in:   ip4(C4, S4A, 64, c.proto, payload(16), v4opt{fo: 64, id: 3, nocsum: true}),
+				want: ip6(C6, S6A, 64, 44, nil, v6opt{nocsum: true, extNH: 44, ext: append(fragHdr(c.proto, 64, false, 3), payload(16)...)})},
+			xcase{name: c.name + "-short", rfc: "robustness", reason: ReasonMalformed,
+				in: ip4(C4, S4A, 64, c.proto, payload(7), v4opt{nocsum: true})},
+			xcase{name: c.name + "-quoted-4to6", rfc: "7915 4.3",
+				in:   ip4(R4, S4A, 64, 1, icmpMsg(3, 3, 0, ip4(S4A, C4, 58, c.proto, c.l4, v4opt{})), v4opt{}),
+				want: ip6(R4in6, S6A, 64, 58, icmpMsg(1, 4, 0, ip6(S6A, C6, 58, c.proto, c.l4, v6opt{})), v6opt{})},
+			xcase{name: c.name + "-quoted-6to4", rfc: "7915 5.3", genID: true,
+				in:   ip6(S6A, C6, 64, 58, icmpMsg(1, 4, 0, ip6(C6, S6A, 57, c.proto, c.l4, v6opt{})), v6opt{}),
+				want: ip4(S4A, C4, 64, 1, icmpMsg(3, 3, 0, ip4(C4, S4A, 57, c.proto, c.l4, v4opt{})), v4opt{})})
+	}
+	runCases(t, newTestWorker(t, nil), cases)
+}

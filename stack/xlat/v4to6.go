@@ -303,6 +303,10 @@ func (s *state) transport46(q *in4, partial bool) (nh byte, l4hdr int, udpComput
 			}
 			udpCompute = true
 		}
+	case protoDCCP, protoUDPLite:
+		if why = fixPseudo(nh, q.l4, q.first(), q.delta, partial); why != ReasonNone {
+			return nh, 0, false, cls, why
+		}
 	case protoICMPv4:
 		ps := pseudo6(&q.src6, &q.dst6, uint32(len(q.l4)), protoICMPv6)
 		return protoICMPv6, 0, false, ProtoICMP, translateEcho(q.l4, q.isFrag(), true, ps, partial)
@@ -317,7 +321,8 @@ func (s *state) transport46(q *in4, partial bool) (nh byte, l4hdr int, udpComput
 		// header that is not there.
 		return nh, 0, false, cls, ReasonProtoExtHeader
 	}
-	// Other protocols pass unchanged (section 4.5).
+	// Other protocols pass unchanged (section 4.5), DCCP and UDP-Lite
+	// with their checksum moved.
 	if !q.first() {
 		cls = ProtoFragment
 	}

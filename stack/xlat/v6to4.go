@@ -233,6 +233,10 @@ func (s *state) transport64(q *in6, partial bool) (proto byte, l4hdr int, cls Pr
 			return proto, 0, ProtoUDP, why
 		}
 		l4hdr, cls = udpSize, ProtoUDP
+	case protoDCCP, protoUDPLite:
+		if why = fixPseudo(proto, q.l4, q.first(), q.delta, partial); why != ReasonNone {
+			return proto, 0, cls, why
+		}
 	case protoICMPv6:
 		ps := ^pseudo6(&q.src6, &q.dst6, uint32(len(q.l4)), protoICMPv6)
 		return protoICMPv4, 0, ProtoICMP, translateEcho(q.l4, q.isFrag(), false, ps, partial)
