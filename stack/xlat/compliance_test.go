@@ -376,7 +376,7 @@ func TestUDPZeroChecksumFragmented46(t *testing.T) {
 // RFC 7915 sections 4.5 and 5.5 make other transports optional but
 // require forwarding them all; DCCP (RFC 4340) and UDP-Lite (RFC 3828)
 // checksum the pseudo-header as TCP does, so map646 moves their checksum
-// with the addresses (Jool does not) instead of forwarding packets every
+// with the addresses instead of forwarding packets every
 // receiver would discard. Later fragments carry no header; a quoted
 // packet is fixed like an outer one.
 func TestPseudoHeaderTransports(t *testing.T) {
