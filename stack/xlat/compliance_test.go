@@ -300,7 +300,7 @@ func TestFragNeededMTU64(t *testing.T) {
 // shared (100.64/10, carrier-grade NAT) or private space has no IPv6
 // address. Its ICMPv4 errors are still translated, from the translator's
 // own error address inside the prefix (the RFC 6791 idea in the 4->6
-// direction, as Jool's pool6791v6 and TAYGA do): dropping them would
+// direction, as Jool's pool6791v6 does): dropping them would
 // black-hole the path MTU discovery of servers whose clients sit behind
 // such routers. Everything else from such a source stays untranslatable.
 // (Engine-only bytes: the well-known prefix admits global addresses only.)
