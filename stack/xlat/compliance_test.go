@@ -140,7 +140,7 @@ func TestICMPv4ErrorCodes(t *testing.T) {
 			{15, true, 1, 1, 0},                         // precedence cutoff
 			{16, false, 0, 0, 0}, {255, false, 0, 0, 0}, // unknown codes
 		},
-		11: {{0, true, 3, 0, 0}, {1, true, 3, 1, 0}, {2, false, 0, 0, 0}}, // Time Exceeded: code unchanged
+		11: {{0, true, 3, 0, 0}, {1, true, 3, 1, 0}, {2, true, 3, 2, 0}, {255, true, 3, 255, 0}}, // Time Exceeded: "The Code is unchanged"
 		12: { // Parameter Problem (pointer 9: Protocol -> Next Header)
 			{0, true, 4, 0, 6}, {1, false, 0, 0, 0}, {2, true, 4, 0, 6}, {3, false, 0, 0, 0},
 		},
@@ -179,8 +179,8 @@ func TestICMPv6ErrorCodes(t *testing.T) {
 			{4, true, 3, 3, 0},                                                                 // port unreachable
 			{5, false, 0, 0, 0}, {6, false, 0, 0, 0}, {7, false, 0, 0, 0}, {8, false, 0, 0, 0}, // later codes: dropped
 		},
-		2: {{0, true, 3, 4, 1280}, {1, true, 3, 4, 1280}},                  // Packet Too Big (RFC 4443 3.2: the code is ignored), MTU - 20
-		3: {{0, true, 11, 0, 0}, {1, true, 11, 1, 0}, {2, false, 0, 0, 0}}, // Time Exceeded: code unchanged
+		2: {{0, true, 3, 4, 1280}, {1, true, 3, 4, 1280}},                                           // Packet Too Big (RFC 4443 3.2: the code is ignored), MTU - 20
+		3: {{0, true, 11, 0, 0}, {1, true, 11, 1, 0}, {2, true, 11, 2, 0}, {255, true, 11, 255, 0}}, // Time Exceeded: "The Code is unchanged"
 		4: { // Parameter Problem (pointer 6: Next Header -> Protocol)
 			{0, true, 12, 0, 9 << 24}, {1, true, 3, 2, 0}, {2, false, 0, 0, 0}, {3, false, 0, 0, 0},
 		},
