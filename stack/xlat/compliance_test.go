@@ -412,3 +412,41 @@ func TestPseudoHeaderTransports(t *testing.T) {
 	}
 	runCases(t, newTestWorker(t, nil), cases)
 }
+
+// RFC 7915 section 5.1: a packet with a Routing header whose Segments
+// Left is not 0 is not translated, and a Parameter Problem pointing at
+// that field goes back; but only about a packet the translator would
+// otherwise have translated. One it refuses for its addresses (an
+// unmapped or forged source, a destination outside the prefix and the
+// mappings, an own address) earns no error, as in the 4->6 direction
+// (source route): an error to a forged source is a reflection.
+func TestSegmentsLeftAddressesFirst(t *testing.T) {
+	rh := []byte{17, 2, 0, 1, 0, 0, 0, 0, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}
+	const own6 = "2001:db8:ff::1"
+	for _, c := range []struct {
+		name, src, dst string
+		why            Reason
+		emitted        int
+	}{
+		{"translatable", S6A, C6, ReasonSegmentsLeft, 1},
+		{"unmapped-source", S6U, C6, ReasonSrcUnmapped, 0},
+		{"forged-prefix-source", v4in6("192.0.2.99"), C6, ReasonSpoofed, 0},
+		{"unmapped-destination", S6A, "2001:db8:7::1", ReasonDstUnmapped, 0},
+		{"illegal-destination", S6A, v4in6("224.0.0.1"), ReasonDstIllegal, 0},
+		{"untranslatable-source", R6X, C6, ReasonSrcUnmapped, 0},
+		{"to-own-ipv4", S6A, v4in6(SELF4), ReasonOwnAddress, 0},
+		{"to-own-ipv6", S6A, own6, ReasonOwnAddress, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newTestWorker(t, func(p *Policy) { p.OwnAddrs = []netip.Prefix{mustPrefix(own6 + "/128")} })
+			in := ip6(c.src, c.dst, 64, 17, udpSeg(1, 2, payload(8)), v6opt{ext: rh, extNH: 43})
+			_, r, sk := run(w, in, nil)
+			if r.Verdict != Drop || r.Reason != c.why || len(sk.pkts) != c.emitted {
+				t.Fatalf("verdict %d %v, %d errors; want drop %v, %d", r.Verdict, r.Reason, len(sk.pkts), c.why, c.emitted)
+			}
+			if c.emitted == 1 {
+				expectEmitted(t, sk, ip6(errSrc6, c.src, 64, 58, icmpMsg(4, 0, 43, in), v6opt{}))
+			}
+		})
+	}
+}
