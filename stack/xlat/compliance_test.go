@@ -14,7 +14,7 @@ import (
 // RFC 7915 section 5.1: a packet whose IPv4 form carries DF and exceeds
 // the IPv4 next hop's MTU is refused with a Packet Too Big announcing
 // the MTU in IPv6 terms (RFC 8201), and never less than 1280: RFC 8201
-// section 4 has IPv6 hosts discard a smaller one (Linux TCP ignores it),
+// section 4 has IPv6 hosts discard a smaller one (Linux does),
 // which would black-hole the path. At 1280 the host's packets translate
 // to at most 1260 bytes without DF, which the IPv4 side fragments.
 func TestPacketTooBigFloor(t *testing.T) {
