@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -98,5 +99,47 @@ func TestFenceFinder(t *testing.T) {
 	}
 	if _, err := config.Parse([]byte(asFile(bs[1].src)), filepath.Join(t.TempDir(), "b.hcl")); err != nil {
 		t.Errorf("a lone mapping block: %v", err)
+	}
+}
+
+// uncitedRows returns the table rows of a Markdown document (header and
+// separator rows excepted) whose last cell names no test, as "line N".
+func uncitedRows(md string) []string {
+	var bad []string
+	lines := strings.Split(md, "\n")
+	for i, line := range lines {
+		if !strings.HasPrefix(line, "|") || strings.HasPrefix(line, "|---") {
+			continue
+		}
+		if i+1 < len(lines) && strings.HasPrefix(lines[i+1], "|---") {
+			continue // a header row
+		}
+		cells := strings.Split(strings.TrimSuffix(strings.TrimSpace(line), "|"), "|")
+		if !testName.MatchString(cells[len(cells)-1]) {
+			bad = append(bad, "line "+strconv.Itoa(i+1))
+		}
+	}
+	return bad
+}
+
+// TestComplianceRowsCiteTests: every requirement in rfc-compliance.md
+// names, in its last column, the test that shows what map646 does (and
+// TestCitedTestsExist checks that the test exists); a row without one
+// is a behaviour nothing checks.
+func TestComplianceRowsCiteTests(t *testing.T) {
+	b, err := os.ReadFile("rfc-compliance.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), "\n| "); n < 60 {
+		t.Fatalf("rfc-compliance.md has %d table rows; it has over 60", n)
+	}
+	for _, r := range uncitedRows(string(b)) {
+		t.Errorf("rfc-compliance.md %s: the row cites no test", r)
+	}
+	// The check itself finds a row without a test, and passes a header.
+	bad := uncitedRows("| requirement | test |\n|---|---|\n| a | `TestX` |\n| b | none |\n")
+	if len(bad) != 1 || bad[0] != "line 4" {
+		t.Errorf("uncitedRows found %v, want [line 4]", bad)
 	}
 }

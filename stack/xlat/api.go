@@ -18,7 +18,10 @@
 // else 192.0.0.8 (RFC 7600); ICMPv6 ones from that same address inside the
 // RFC 6052 prefix, which is how the IPv6 side sees the translator. They
 // are never sent about an ICMP error or a non-first fragment (RFC 4443
-// section 2.4 (e), RFC 1812 section 4.3.2.7).
+// section 2.4 (e), RFC 1812 section 4.3.2.7). That same IPv6 address is
+// the source of a translated ICMPv4 error whose router the prefix cannot
+// express (the well-known prefix and non-global space, RFC 6052 section
+// 3.1), as RFC 6791 pool addresses are for the other direction.
 //
 // Sources that only the translator writes are refused as spoofed
 // (ReasonSpoofed): an IPv6 source inside the RFC 6052 prefix, an IPv4

@@ -87,6 +87,7 @@ const (
 	ReasonIGMP                    // RFC 7915 4.2: IGMP (IPv4 protocol 2) is silently dropped
 	ReasonExtAfterFragment        // RFC 7915 5.1.1: extension header after the Fragment header of a non-atomic fragment
 	ReasonTTLExceeded             // Policy.DecrementTTL: TTL / Hop Limit would reach 0 at the translator; Time Exceeded sent
+	ReasonIPv4Checksum            // RFC 1812 5.2.2: an IPv4 header with a bad checksum
 	NumReasons
 )
 
@@ -96,7 +97,7 @@ var reasonNames = [NumReasons]string{
 	"udp_zero_checksum", "udp_zero_fragment", "icmp_fragmented", "icmp_type", "icmp_inner",
 	"icmp_nested", "icmp_proto", "pool_empty", "too_big", "hairpin_off", "hairpin_error", "no_sink",
 	"proto_ext_header", "icmp_checksum", "spoofed", "own_address", "broadcast", "hop_limit", "igmp",
-	"ext_after_fragment", "ttl_exceeded",
+	"ext_after_fragment", "ttl_exceeded", "ipv4_checksum",
 }
 
 func (r Reason) String() string {

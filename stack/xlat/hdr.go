@@ -39,6 +39,10 @@ const (
 	udpLen      = 4
 	udpChecksum = 6
 	udpSize     = header.UDPMinimumSize
+	// pseudoCsumAt is where DCCP (RFC 4340 section 5.1) and UDP-Lite
+	// (RFC 3828 section 3.1) keep their checksum, which covers the
+	// pseudo-header as TCP's does.
+	pseudoCsumAt = 6
 
 	icmpChecksum = 2
 	icmpSize     = header.ICMPv4MinimumSize // the same 8 bytes in ICMPv6
@@ -121,7 +125,28 @@ func fixL4(proto byte, l4 []byte, d uint16, partial bool) {
 		if len(l4) >= udpSize && (partial || be16(l4[udpChecksum:]) != 0) {
 			adjust(l4[udpChecksum:udpChecksum+2], d, partial, true)
 		}
+	case protoDCCP, protoUDPLite:
+		if len(l4) >= pseudoCsumAt+2 {
+			adjust(l4[pseudoCsumAt:pseudoCsumAt+2], d, partial, proto == protoUDPLite)
+		}
 	}
+}
+
+// fixPseudo is sections 4.5 and 5.5 for the transports whose support the
+// RFC makes optional but whose checksum, like TCP's, covers the
+// pseudo-header: DCCP (RFC 4340 section 9.1) and UDP-Lite (RFC 3828
+// section 3.2, which sends a computed 0 as 0xffff, as UDP does). Left
+// alone, their checksum would fail at every receiver. A later fragment
+// has no header to fix.
+func fixPseudo(proto byte, l4 []byte, first bool, delta uint16, partial bool) Reason {
+	if !first {
+		return ReasonNone
+	}
+	if len(l4) < pseudoCsumAt+2 {
+		return ReasonMalformed
+	}
+	adjust(l4[pseudoCsumAt:pseudoCsumAt+2], delta, partial, proto == protoUDPLite)
+	return ReasonNone
 }
 
 // fixUDP and fixTCP are sections 4.5 and 5.5 for the UDP or TCP header

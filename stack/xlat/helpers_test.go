@@ -139,7 +139,7 @@ func csumAt(proto uint8) int {
 	switch proto {
 	case 6:
 		return 16
-	case 17:
+	case 17, 33, 136: // UDP, DCCP, UDP-Lite
 		return 6
 	case 1, 58:
 		return 2
@@ -160,7 +160,7 @@ func fillCsum4(src, dst string, proto uint8, l4 []byte) {
 		x = header.PseudoHeaderChecksum(tcpip.TransportProtocolNumber(proto), a4(src), a4(dst), uint16(len(l4)))
 	}
 	c := ^checksum.Checksum(l4, x)
-	if c == 0 && proto == 17 {
+	if c == 0 && (proto == 17 || proto == 136) {
 		c = 0xffff
 	}
 	binary.BigEndian.PutUint16(l4[at:], c)
@@ -174,7 +174,7 @@ func fillCsum6(src, dst string, proto uint8, l4 []byte) {
 	l4[at], l4[at+1] = 0, 0
 	x := header.PseudoHeaderChecksum(tcpip.TransportProtocolNumber(proto), a6(src), a6(dst), uint16(len(l4)))
 	c := ^checksum.Checksum(l4, x)
-	if c == 0 && proto == 17 {
+	if c == 0 && (proto == 17 || proto == 136) {
 		c = 0xffff
 	}
 	binary.BigEndian.PutUint16(l4[at:], c)

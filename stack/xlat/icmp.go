@@ -39,6 +39,9 @@ type icmpMap struct {
 	rest      uint32 // a fixed second word
 	pointer   bool   // Parameter Problem: the second word is the pointer, mapped
 	mtu       bool   // Packet Too Big / Fragmentation Needed: the second word is the MTU
+	// copyCode: every code of the type is translated unchanged (Time
+	// Exceeded, "The Code is unchanged"); the entry is at code 0.
+	copyCode bool
 }
 
 // icmpTable is indexed by type and code; both directions fit.
@@ -60,10 +63,7 @@ var icmpErrors46 = icmpTable{
 		4: {ok: true, typ: 2, mtu: true},        // fragmentation needed -> Packet Too Big
 		// 14 (host precedence violation) has no counterpart.
 	},
-	11: { // Time Exceeded
-		0: {ok: true, typ: 3, code: 0, rfc4884: true},
-		1: {ok: true, typ: 3, code: 1, rfc4884: true},
-	},
+	11: {0: {ok: true, typ: 3, rfc4884: true, copyCode: true}}, // Time Exceeded
 	12: { // Parameter Problem: pointer, bad length
 		0: {ok: true, typ: 4, pointer: true},
 		2: {ok: true, typ: 4, pointer: true},
@@ -77,11 +77,8 @@ var icmpErrors64 = icmpTable{
 		1: unreach4(10), // administratively prohibited
 		4: unreach4(3),  // port unreachable
 	},
-	2: {0: {ok: true, typ: 3, code: 4, mtu: true}}, // Packet Too Big -> Fragmentation Needed
-	3: { // Time Exceeded
-		0: {ok: true, typ: 11, code: 0, rfc4884: true},
-		1: {ok: true, typ: 11, code: 1, rfc4884: true},
-	},
+	2: {0: {ok: true, typ: 3, code: 4, mtu: true}},             // Packet Too Big -> Fragmentation Needed
+	3: {0: {ok: true, typ: 11, rfc4884: true, copyCode: true}}, // Time Exceeded
 	4: { // Parameter Problem
 		0: {ok: true, typ: 12, pointer: true},
 		1: {ok: true, typ: 3, code: 2}, // unrecognized Next Header -> protocol unreachable
@@ -116,8 +113,15 @@ var pointers64 = [...]int8{
 // pointer ptr goes through pointers and is placed in the second word
 // shifted left by shift bits. ok false: the error has no counterpart.
 func (t *icmpTable) lookup(typ, code byte, ptr uint32, pointers []int8, shift uint) (m icmpMap, ok bool) {
-	if int(typ) >= len(t) || int(code) >= len(t[typ]) {
+	if int(typ) >= len(t) {
 		return m, false
+	}
+	if m = t[typ][0]; m.copyCode {
+		m.code = code
+		return m, m.ok
+	}
+	if int(code) >= len(t[typ]) {
+		return icmpMap{}, false
 	}
 	m = t[typ][code]
 	if m.pointer {

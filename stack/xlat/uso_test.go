@@ -61,6 +61,12 @@ func usoCases() []usoCase {
 			wantOff: Offload{Flags: OffloadNeedsCsum, GSOType: GSOUDPL4, HdrLen: 28, GSOSize: 1400, CsumStart: 20, CsumOffset: 6}, wantDF: true},
 		{name: "6to4 DF too big", pol: mtu4(1400), in: udp6(1380), gsoType: GSOUDPL4, gsoSize: 1380, hdrLen: 48,
 			why: ReasonTooBig, errType: 2, errCode: 0, errMTU: 1400 + 20},
+		// Below an IPv4 MTU of 1260 the Packet Too Big says 1280, the
+		// least an IPv6 host accepts (RFC 8201 section 4): IPv6 packets
+		// of that size translate to 1260 bytes without DF, which the
+		// IPv4 next hop fragments.
+		{name: "6to4 DF too big, IPv4 MTU under 1260", pol: mtu4(1000), in: udp6(1300), gsoType: GSOUDPL4, gsoSize: 1300, hdrLen: 48,
+			why: ReasonTooBig, errType: 2, errCode: 0, errMTU: 1280},
 		// Datagrams of 1228 bytes carry no DF (RFC 8021): the IPv4 next
 		// hop fragments each, as it would have each alone.
 		{name: "6to4 not DF too big", pol: mtu4(1000), in: udp6(1200), gsoType: GSOUDPL4, gsoSize: 1200, hdrLen: 48,

@@ -1,6 +1,9 @@
 package xlat
 
-import "github.com/map646/map646/mapping"
+import (
+	"github.com/map646/map646/mapping"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+)
 
 // in4 is an IPv4 packet on its way to IPv6 and what the steps of RFC 7915
 // section 4 have learnt about it. The fields of the fixed header are read
@@ -54,12 +57,39 @@ func (q *in4) parse(p []byte) Reason {
 	return ReasonNone
 }
 
+// checksumOK verifies the header checksum, options included, as RFC 1812
+// section 5.2.2 requires of a router before it forwards a packet: with a
+// tun the host kernel has, but in NIC mode nothing else has, and a
+// damaged address would reach the wrong server (or be answered with an
+// error sent to a damaged source).
+//
+// A header without options, nearly every packet, is summed as five
+// 32-bit words (a ones' complement sum folds the same either way), which
+// costs less than the general checksum call.
+func (q *in4) checksumOK() bool {
+	if q.ihl != ip4Size {
+		return checksum.Checksum(q.p[:q.ihl], 0) == 0xffff
+	}
+	h := q.h
+	s := uint64(be32(h[0:4])) + uint64(be32(h[4:8])) + uint64(be32(h[8:12])) + uint64(be32(h[12:16])) + uint64(be32(h[16:20]))
+	s = s&0xffffffff + s>>32
+	s = s&0xffff + s>>16
+	s = s&0xffff + s>>16
+	s = s&0xffff + s>>16
+	return s == 0xffff
+}
+
 // v4to6 is RFC 7915 section 4: IPv4 -> IPv6, one step per section.
 func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink Sink, hp hairpinPass) Result {
 	r := Result{Dir: Dir46, Verdict: Drop}
 	var q in4
 	if why := q.parse(buf[start:end]); why != ReasonNone {
 		return drop(r, why)
+	}
+	if !bool(hp) && !q.checksumOK() {
+		// The hairpin's intermediate form is the engine's own (its TTL
+		// was spent without a checksum update).
+		return drop(r, ReasonIPv4Checksum)
 	}
 	end = start + len(q.p)
 	switch why, echo := w.addresses46(s, &q, sink, hp); {
@@ -176,7 +206,17 @@ func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass) (why R
 	}
 	switch srcOrigin {
 	case mapping.NotTranslatable:
-		return ReasonSrcUnmapped, false
+		if !q.isErr() || bool(hp) || !s.pfx.Valid() {
+			return ReasonSrcUnmapped, false
+		}
+		// An ICMPv4 error from a router the prefix cannot express (with
+		// the well-known prefix, RFC 6052 section 3.1: shared or private
+		// space, carrier-grade NAT routers among them) comes from the
+		// translator's own error address, as RFC 6791 does for the other
+		// direction: dropped, a Fragmentation Needed would black-hole the
+		// server's path MTU discovery. Its checksum is made afresh
+		// (icmpError46); the delta is kept right all the same.
+		q.src6, dsrc = s.errSrc6, mapping.Delta(src, s.errSrc6)
 	case mapping.ByEAM:
 		// A mapped public IPv4 address belongs to a server behind this
 		// translator: from the IPv4 side it can only be forged, and would
@@ -263,6 +303,10 @@ func (s *state) transport46(q *in4, partial bool) (nh byte, l4hdr int, udpComput
 			}
 			udpCompute = true
 		}
+	case protoDCCP, protoUDPLite:
+		if why = fixPseudo(nh, q.l4, q.first(), q.delta, partial); why != ReasonNone {
+			return nh, 0, false, cls, why
+		}
 	case protoICMPv4:
 		ps := pseudo6(&q.src6, &q.dst6, uint32(len(q.l4)), protoICMPv6)
 		return protoICMPv6, 0, false, ProtoICMP, translateEcho(q.l4, q.isFrag(), true, ps, partial)
@@ -277,7 +321,8 @@ func (s *state) transport46(q *in4, partial bool) (nh byte, l4hdr int, udpComput
 		// header that is not there.
 		return nh, 0, false, cls, ReasonProtoExtHeader
 	}
-	// Other protocols pass unchanged (section 4.5).
+	// Other protocols pass unchanged (section 4.5), DCCP and UDP-Lite
+	// with their checksum moved.
 	if !q.first() {
 		cls = ProtoFragment
 	}

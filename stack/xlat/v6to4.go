@@ -24,7 +24,10 @@ func (q *in6) isFrag() bool { return q.x.fragAt >= 0 && (q.x.fo != 0 || q.x.m) }
 func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink Sink) Result {
 	r := Result{Dir: Dir64, Verdict: Drop}
 	var q in6
-	if why := w.parse6(s, &q, buf[start:end], sink); why != ReasonNone {
+	if why := parse6(&q, buf[start:end]); why != ReasonNone {
+		if why == ReasonSegmentsLeft {
+			return w.segmentsLeft(s, &q, sink, r)
+		}
 		return drop(r, why)
 	}
 	end = start + len(q.p)
@@ -89,10 +92,10 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 }
 
 // parse6 checks the IPv6 header (RFC 8200 section 3) of p, follows its
-// extension headers as RFC 7915 section 5.1 says (answering a Routing
-// header with Segments Left with Parameter Problem, code 0, pointing at
-// that field) and fills q.
-func (w *Worker) parse6(s *state, q *in6, p []byte, sink Sink) Reason {
+// extension headers as RFC 7915 section 5.1 says and fills q; a Routing
+// header with Segments Left is ReasonSegmentsLeft, with q.x.slAt set
+// (segmentsLeft answers it).
+func parse6(q *in6, p []byte) Reason {
 	if len(p) < ip6Size {
 		return ReasonMalformed
 	}
@@ -110,9 +113,7 @@ func (w *Worker) parse6(s *state, q *in6, p []byte, sink Sink) Reason {
 	}
 	x, why := walkExt(p, false)
 	if why != ReasonNone {
-		if why == ReasonSegmentsLeft && errorAllowed6(p) {
-			w.emitError6(s, p, 4, 0, uint32(x.slAt), sink)
-		}
+		q.x = x
 		return why
 	}
 	q.x, q.l4 = x, p[x.off:]
@@ -121,6 +122,33 @@ func (w *Worker) parse6(s *state, q *in6, p []byte, sink Sink) Reason {
 	}
 	q.isErr = x.nh == protoICMPv6 && q.first() && len(q.l4) > 0 && q.l4[0] < 128
 	return ReasonNone
+}
+
+// segmentsLeft refuses a packet still on its source route (section 5.1:
+// a Routing header with Segments Left not 0) with Parameter Problem, code
+// 0, pointing at that field, but only when its addresses are ones the
+// translator would translate: a packet to an own address, or one its
+// address rules refuse (a forged or unmapped source, a destination
+// outside the prefix and the mappings), is dropped for that reason
+// without an error, as the 4->6 direction checks addresses before source
+// routes. An error to a forged source would be a reflection. What follows
+// the Routing header is not known, so the packet counts as no ICMPv6
+// error here; errorAllowed6 then looks behind it.
+func (w *Worker) segmentsLeft(s *state, q *in6, sink Sink, r Result) Result {
+	if len(s.own6) > 0 && s.isOwn6(&q.dst6) {
+		return drop(r, ReasonOwnAddress)
+	}
+	why := s.addresses64(q)
+	if why == ReasonNone && s.special {
+		why, _ = s.own64(q)
+	}
+	if why != ReasonNone {
+		return drop(r, why)
+	}
+	if errorAllowed6(q.p) {
+		w.emitError6(s, q.p, 4, 0, uint32(q.x.slAt), sink)
+	}
+	return drop(r, ReasonSegmentsLeft)
 }
 
 // addresses64 is RFC 7915 section 5.1's address rules with RFC 7757's
@@ -193,7 +221,7 @@ func (s *state) own64(q *in6) (why Reason, echo bool) {
 
 // size64 refuses a packet larger than the IPv4 next hop's MTU once it
 // carries DF (section 5.1: unfragmented and over dfThreshold) with Packet
-// Too Big (section 5.1, RFC 8201), the MTU in IPv6 terms. Errors and
+// Too Big (section 5.1, RFC 8201), the MTU in IPv6 terms (ptbMTU). Errors and
 // hairpinned packets (which never meet the IPv4 next hop) pass, and
 // super-packets never come here.
 func (w *Worker) size64(s *state, q *in6, sink Sink) Reason {
@@ -201,8 +229,18 @@ func (w *Worker) size64(s *state, q *in6, sink Sink) Reason {
 		return ReasonNone
 	}
 	// Unfragmented and no error: RFC 4443 section 2.4 (e) allows an error.
-	w.emitError6(s, q.p, 2, 0, uint32(s.mtu4+ip4Size), sink)
+	w.emitError6(s, q.p, 2, 0, s.ptbMTU(), sink)
 	return ReasonTooBig
+}
+
+// ptbMTU is the MTU of the translator's own Packet Too Big (section 5.1):
+// the IPv4 next hop's MTU in IPv6 terms, but never below the IPv6
+// minimum of 1280, since RFC 8201 section 4 has a host discard a smaller
+// one (a PMTUD black hole). A host at 1280 sends packets of at most 1260
+// bytes once translated, which leave without DF for the IPv4 side to
+// fragment (section 5.1, RFC 8021).
+func (s *state) ptbMTU() uint32 {
+	return uint32(max(s.mtu4+ip4Size, 1280))
 }
 
 // transport64 is RFC 7915 section 5.5 (TCP, UDP, other protocols) and the
@@ -223,6 +261,10 @@ func (s *state) transport64(q *in6, partial bool) (proto byte, l4hdr int, cls Pr
 			return proto, 0, ProtoUDP, why
 		}
 		l4hdr, cls = udpSize, ProtoUDP
+	case protoDCCP, protoUDPLite:
+		if why = fixPseudo(proto, q.l4, q.first(), q.delta, partial); why != ReasonNone {
+			return proto, 0, cls, why
+		}
 	case protoICMPv6:
 		ps := ^pseudo6(&q.src6, &q.dst6, uint32(len(q.l4)), protoICMPv6)
 		return protoICMPv4, 0, ProtoICMP, translateEcho(q.l4, q.isFrag(), false, ps, partial)
@@ -299,7 +341,7 @@ func (w *Worker) usoTooBig64(s *state, q *in6, gso int, sink Sink) Reason {
 	}
 	if q.x.nh == protoUDP && len(q.l4) >= udpSize { // not metadata the kernel would refuse
 		d, l, u, c := firstDatagram(q.p, ip6PayloadLen, ip6Size, q.x.off, -1, gso)
-		w.emitError6(s, d, 2, 0, uint32(s.mtu4+ip4Size), sink)
+		w.emitError6(s, d, 2, 0, s.ptbMTU(), sink)
 		restoreDatagram(q.p, ip6PayloadLen, q.x.off, -1, l, u, c)
 	}
 	return ReasonTooBig

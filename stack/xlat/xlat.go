@@ -12,10 +12,12 @@ const (
 	protoIGMP     = 2
 	protoTCP      = 6
 	protoUDP      = 17
+	protoDCCP     = 33
 	protoRouting  = 43
 	protoFragment = 44
 	protoICMPv6   = 58
 	protoDestOpts = 60
+	protoUDPLite  = 136
 
 	// maxExtHeaders bounds the IPv6 extension header walk.
 	maxExtHeaders = 8
