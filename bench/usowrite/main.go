@@ -1,0 +1,230 @@
+// Command usowrite measures what a translator would save by writing a batch's
+// UDP/IPv6 datagrams of one flow to its tun as one USO super-packet
+// (virtio_net_hdr GSO_UDP_L4) instead of one write per datagram.
+//
+// The writer attaches to a tun (IFF_TUN|IFF_NO_PI|IFF_VNET_HDR, map646's
+// virtio_net_hdr size and offloads) in the router namespace and writes
+// translated-looking 64-byte-payload datagrams (NEEDS_CSUM, as map646 writes
+// a flood's packets) that the kernel forwards through a veth to the server
+// namespace's UDP socket; -n datagrams per group, either as n writes
+// (-mode single) or one super-packet of n (-mode uso). It reports its
+// thread's CPU time per datagram: every write's forwarding up to the
+// server's socket runs in that thread (tun_get_user, the softirq at its
+// bh enable). The server (-role server) counts what it receives and checks
+// the sequence numbers (every datagram once, in order, its payload intact).
+//
+// It is a measuring instrument, not part of the product: run.sh sets up the
+// namespaces and runs both roles.
+package main
+
+import (
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	vnetHdrLen = 10
+	payloadLen = 64
+	srcPort    = 5000
+	dstPort    = 9000
+)
+
+func main() {
+	role := flag.String("role", "writer", "writer or server")
+	tunName := flag.String("tun", "uw0", "tun to attach to (writer)")
+	mode := flag.String("mode", "single", "single: a write per datagram; uso: one USO write per group")
+	n := flag.Int("n", 8, "datagrams per group")
+	total := flag.Int("total", 400000, "datagrams to write")
+	src := flag.String("src", "2001:db8:2::1", "source address")
+	dst := flag.String("dst", "2001:db8:1::2", "destination address")
+	flag.Parse()
+	var err error
+	switch *role {
+	case "writer":
+		err = writer(*tunName, *mode, *n, *total, netip.MustParseAddr(*src), netip.MustParseAddr(*dst))
+	case "server":
+		err = server()
+	default:
+		err = fmt.Errorf("unknown role %q", *role)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "usowrite:", err)
+		os.Exit(1)
+	}
+}
+
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
+	return time.Duration(ts.Nano())
+}
+
+// pseudoSum is the one's complement sum of the IPv6 pseudo-header for a UDP
+// length of l, not complemented: the partial checksum a NEEDS_CSUM packet
+// carries.
+func pseudoSum(src, dst netip.Addr, l int) uint16 {
+	var s uint32
+	a, b := src.As16(), dst.As16()
+	for i := 0; i < 16; i += 2 {
+		s += uint32(binary.BigEndian.Uint16(a[i:])) + uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	s += uint32(l) + unix.IPPROTO_UDP
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
+}
+
+// build writes a virtio_net_hdr, IPv6 and UDP header and k payloads of
+// payloadLen bytes (each starting with its sequence number) into b.
+func build(b []byte, src, dst netip.Addr, seq uint64, k int) int {
+	udpLen := 8 + k*payloadLen
+	h := b[:vnetHdrLen]
+	clear(h)
+	h[0] = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
+	if k > 1 {
+		h[1] = 5 // VIRTIO_NET_HDR_GSO_UDP_L4
+		binary.LittleEndian.PutUint16(h[2:], 40+8)
+		binary.LittleEndian.PutUint16(h[4:], payloadLen)
+	}
+	binary.LittleEndian.PutUint16(h[6:], 40)
+	binary.LittleEndian.PutUint16(h[8:], 6)
+	ip := b[vnetHdrLen:]
+	ip[0], ip[1], ip[2], ip[3] = 0x60, 0, 0, 0
+	binary.BigEndian.PutUint16(ip[4:], uint16(udpLen))
+	ip[6], ip[7] = unix.IPPROTO_UDP, 64
+	s, d := src.As16(), dst.As16()
+	copy(ip[8:], s[:])
+	copy(ip[24:], d[:])
+	u := ip[40:]
+	binary.BigEndian.PutUint16(u[0:], srcPort)
+	binary.BigEndian.PutUint16(u[2:], dstPort)
+	binary.BigEndian.PutUint16(u[4:], uint16(udpLen))
+	binary.BigEndian.PutUint16(u[6:], pseudoSum(src, dst, udpLen))
+	for i := 0; i < k; i++ {
+		p := u[8+i*payloadLen : 8+(i+1)*payloadLen]
+		binary.BigEndian.PutUint64(p, seq+uint64(i))
+		for j := 8; j < payloadLen; j++ {
+			p[j] = byte(seq + uint64(i) + uint64(j))
+		}
+	}
+	return vnetHdrLen + 40 + udpLen
+}
+
+func writer(name, mode string, n, total int, src, dst netip.Addr) error {
+	runtime.LockOSThread()
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return err
+	}
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR | unix.IFF_MULTI_QUEUE)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		return fmt.Errorf("TUNSETIFF: %w", err)
+	}
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, vnetHdrLen); err != nil {
+		return err
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, 0x01|0x02|0x04|0x20|0x40); err != nil {
+		return fmt.Errorf("TUNSETOFFLOAD: %w", err)
+	}
+	buf := make([]byte, 65536)
+	pkts := make([][]byte, n)
+	for i := range pkts {
+		pkts[i] = make([]byte, 256)
+	}
+	groups := total / n
+	var seq uint64
+	var writes, errs int
+	t0, c0 := time.Now(), threadCPU()
+	for g := 0; g < groups; g++ {
+		if mode == "uso" {
+			l := build(buf, src, dst, seq, n)
+			if _, err := unix.Write(fd, buf[:l]); err != nil {
+				errs++
+			}
+			writes++
+		} else {
+			for i := 0; i < n; i++ {
+				l := build(pkts[i], src, dst, seq+uint64(i), 1)
+				if _, err := unix.Write(fd, pkts[i][:l]); err != nil {
+					errs++
+				}
+				writes++
+			}
+		}
+		seq += uint64(n)
+	}
+	cpu, wall := threadCPU()-c0, time.Since(t0)
+	fmt.Printf("mode=%s n=%d datagrams=%d writes=%d errors=%d cpu_ns_per_dgram=%.0f wall_ns_per_dgram=%.0f\n",
+		mode, n, seq, writes, errs, float64(cpu)/float64(seq), float64(wall)/float64(seq))
+	return nil
+}
+
+func server() error {
+	runtime.LockOSThread()
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		return err
+	}
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 64<<20)
+	if err := unix.Bind(fd, &unix.SockaddrInet6{Port: dstPort}); err != nil {
+		return err
+	}
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 200000})
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	fmt.Println("ready")
+	var got, bad, gaps uint64
+	var next uint64
+	buf := make([]byte, 2048)
+	c0 := threadCPU()
+	for {
+		select {
+		case <-stop:
+			cpu := threadCPU() - c0
+			per := 0.0
+			if got > 0 {
+				per = float64(cpu) / float64(got)
+			}
+			fmt.Printf("received=%d bad=%d gaps=%d next=%d cpu_ns_per_dgram=%.0f\n", got, bad, gaps, next, per)
+			return nil
+		default:
+		}
+		k, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			continue
+		}
+		got++
+		if k != payloadLen {
+			bad++
+			continue
+		}
+		s := binary.BigEndian.Uint64(buf)
+		ok := true
+		for j := 8; j < payloadLen; j++ {
+			if buf[j] != byte(s+uint64(j)) {
+				ok = false
+			}
+		}
+		if !ok {
+			bad++
+		}
+		if s != next {
+			gaps++
+		}
+		next = s + 1
+	}
+}
