@@ -13,8 +13,14 @@
 // bh enable). The server (-role server) counts what it receives and checks
 // the sequence numbers (every datagram once, in order, its payload intact).
 //
+// -mode null writes what the tun refuses at once (shorter than its
+// virtio_net_hdr): the system call's own cost, which a translator batching
+// its writes on an io_uring already pays once per batch.
+//
 // It is a measuring instrument, not part of the product: run.sh sets up the
-// namespaces and runs both roles.
+// namespaces and runs both roles; abwrap.sh and abstats.py are the A/B of two
+// map646 binaries in the netns harness (docs/datapath.md, "The write-side
+// USO merge, measured again").
 package main
 
 import (
@@ -41,18 +47,19 @@ const (
 func main() {
 	role := flag.String("role", "writer", "writer or server")
 	tunName := flag.String("tun", "uw0", "tun to attach to (writer)")
-	mode := flag.String("mode", "single", "single: a write per datagram; uso: one USO write per group")
+	mode := flag.String("mode", "single", "single: a write per datagram; uso: one USO write per group; null: a write per datagram that the tun refuses at once (the system call's own cost)")
 	n := flag.Int("n", 8, "datagrams per group")
 	total := flag.Int("total", 400000, "datagrams to write")
 	src := flag.String("src", "2001:db8:2::1", "source address")
 	dst := flag.String("dst", "2001:db8:1::2", "destination address")
+	rcvbuf := flag.Int("rcvbuf", 64<<20, "server: SO_RCVBUFFORCE bytes (0: the namespace's default, which a flood overflows)")
 	flag.Parse()
 	var err error
 	switch *role {
 	case "writer":
 		err = writer(*tunName, *mode, *n, *total, netip.MustParseAddr(*src), netip.MustParseAddr(*dst))
 	case "server":
-		err = server()
+		err = server(*rcvbuf)
 	default:
 		err = fmt.Errorf("unknown role %q", *role)
 	}
@@ -150,7 +157,16 @@ func writer(name, mode string, n, total int, src, dst netip.Addr) error {
 	var writes, errs int
 	t0, c0 := time.Now(), threadCPU()
 	for g := 0; g < groups; g++ {
-		if mode == "uso" {
+		if mode == "null" {
+			// The system call alone: a write the tun refuses at once
+			// (shorter than its virtio_net_hdr), one per datagram.
+			for i := 0; i < n; i++ {
+				if _, err := unix.Write(fd, pkts[i][:1]); err != nil {
+					errs++
+				}
+				writes++
+			}
+		} else if mode == "uso" {
 			l := build(buf, src, dst, seq, n)
 			if _, err := unix.Write(fd, buf[:l]); err != nil {
 				errs++
@@ -173,13 +189,15 @@ func writer(name, mode string, n, total int, src, dst netip.Addr) error {
 	return nil
 }
 
-func server() error {
+func server(rcvbuf int) error {
 	runtime.LockOSThread()
 	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM, 0)
 	if err != nil {
 		return err
 	}
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 64<<20)
+	if rcvbuf > 0 {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvbuf)
+	}
 	if err := unix.Bind(fd, &unix.SockaddrInet6{Port: dstPort}); err != nil {
 		return err
 	}

@@ -1,9 +1,9 @@
 #!/bin/bash
-# run.sh BIN GRO(on|off) ROUNDS TOTAL: sets up namespaces uwr-PID (router, the
+# run.sh BIN GRO(on|off) ROUNDS TOTAL [RCVBUF]: sets up namespaces uwr-PID (router, the
 # tun) and uws-PID (server) joined by a veth, runs single vs uso writes for
 # n = 4, 8, 16 interleaved, ROUNDS times, and removes everything.
 set -u
-BIN=$1; GRO=$2; ROUNDS=$3; TOTAL=${4:-400000}
+BIN=$1; GRO=$2; ROUNDS=$3; TOTAL=${4:-400000}; RCVBUF=${5:-67108864}
 R=uwr-$$; S=uws-$$
 cleanup() { [ -n "${SP:-}" ] && kill $SP 2>/dev/null; ip netns del $R 2>/dev/null; ip netns del $S 2>/dev/null; }
 trap cleanup EXIT
@@ -23,12 +23,12 @@ for r in $(seq 1 $ROUNDS); do
   for n in 4 8 16; do
     for mode in single uso uso single; do
       ip netns exec $S nstat -n >/dev/null
-      ip netns exec $S $BIN -role server > /tmp/uw-srv.$$ & SP=$!
+      ip netns exec $S $BIN -role server -rcvbuf $RCVBUF > /tmp/uw-srv.$$ & SP=$!
       sleep 0.3
       w=$(ip netns exec $R $BIN -role writer -mode $mode -n $n -total $TOTAL)
       sleep 0.5; kill $SP; wait $SP; SP=
       drops=$(ip netns exec $S nstat -sz Udp6RcvbufErrors | awk '/Udp6RcvbufErrors/{print $2}')
-      echo "gro=$GRO round=$r $w server: $(cat /tmp/uw-srv.$$ | tail -1) rcvbuf_drops=$drops"
+      echo "gro=$GRO rcvbuf=$RCVBUF round=$r $w server: $(cat /tmp/uw-srv.$$ | tail -1) rcvbuf_drops=$drops"
     done
   done
 done
