@@ -127,37 +127,46 @@ func build(b []byte, src, dst netip.Addr, seq uint64, k int) int {
 	return vnetHdrLen + 40 + udpLen
 }
 
-func writer(name, mode string, n, total int, src, dst netip.Addr) error {
-	runtime.LockOSThread()
+// openTun attaches to tun name as map646 opens its queues.
+func openTun(name string) (int, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return -1, err
 	}
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
-		return err
+		unix.Close(fd)
+		return -1, err
 	}
 	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR | unix.IFF_MULTI_QUEUE)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-		return fmt.Errorf("TUNSETIFF: %w", err)
+		unix.Close(fd)
+		return -1, fmt.Errorf("TUNSETIFF: %w", err)
 	}
 	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, vnetHdrLen); err != nil {
-		return err
+		unix.Close(fd)
+		return -1, err
 	}
 	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, 0x01|0x02|0x04|0x20|0x40); err != nil {
-		return fmt.Errorf("TUNSETOFFLOAD: %w", err)
+		unix.Close(fd)
+		return -1, fmt.Errorf("TUNSETOFFLOAD: %w", err)
 	}
+	return fd, nil
+}
+
+// flood writes total datagrams (rounded down to groups of n) to the tun
+// fd as mode says, numbered from 0, and counts the writes and the failed
+// ones.
+func flood(fd int, mode string, n, total int, src, dst netip.Addr) (datagrams uint64, writes, errs int) {
 	buf := make([]byte, 65536)
 	pkts := make([][]byte, n)
 	for i := range pkts {
 		pkts[i] = make([]byte, 256)
 	}
-	groups := total / n
 	var seq uint64
-	var writes, errs int
-	t0, c0 := time.Now(), threadCPU()
-	for g := 0; g < groups; g++ {
-		if mode == "null" {
+	for g := 0; g < total/n; g++ {
+		switch mode {
+		case "null":
 			// The system call alone: a write the tun refuses at once
 			// (shorter than its virtio_net_hdr), one per datagram.
 			for i := 0; i < n; i++ {
@@ -166,13 +175,13 @@ func writer(name, mode string, n, total int, src, dst netip.Addr) error {
 				}
 				writes++
 			}
-		} else if mode == "uso" {
+		case "uso":
 			l := build(buf, src, dst, seq, n)
 			if _, err := unix.Write(fd, buf[:l]); err != nil {
 				errs++
 			}
 			writes++
-		} else {
+		default:
 			for i := 0; i < n; i++ {
 				l := build(pkts[i], src, dst, seq+uint64(i), 1)
 				if _, err := unix.Write(fd, pkts[i][:l]); err != nil {
@@ -183,66 +192,104 @@ func writer(name, mode string, n, total int, src, dst netip.Addr) error {
 		}
 		seq += uint64(n)
 	}
+	return seq, writes, errs
+}
+
+func writer(name, mode string, n, total int, src, dst netip.Addr) error {
+	if mode != "single" && mode != "uso" && mode != "null" {
+		return fmt.Errorf("unknown mode %q", mode)
+	}
+	runtime.LockOSThread()
+	fd, err := openTun(name)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	t0, c0 := time.Now(), threadCPU()
+	seq, writes, errs := flood(fd, mode, n, total, src, dst)
 	cpu, wall := threadCPU()-c0, time.Since(t0)
 	fmt.Printf("mode=%s n=%d datagrams=%d writes=%d errors=%d cpu_ns_per_dgram=%.0f wall_ns_per_dgram=%.0f\n",
 		mode, n, seq, writes, errs, float64(cpu)/float64(seq), float64(wall)/float64(seq))
 	return nil
 }
 
-func server(rcvbuf int) error {
-	runtime.LockOSThread()
-	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM, 0)
+// openServer is the server's socket on dstPort, with a receive buffer of
+// rcvbuf bytes (0: the default) and reads that time out after 200 ms.
+func openServer(rcvbuf int) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return -1, err
 	}
 	if rcvbuf > 0 {
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvbuf)
 	}
 	if err := unix.Bind(fd, &unix.SockaddrInet6{Port: dstPort}); err != nil {
-		return err
+		unix.Close(fd)
+		return -1, err
 	}
 	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 200000})
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
-	fmt.Println("ready")
-	var got, bad, gaps uint64
-	var next uint64
+	return fd, nil
+}
+
+// received is what the server counted: datagrams, those not as build made
+// them (size or payload), and sequence numbers that did not follow the
+// previous one (a loss or a reordering); next follows the last one.
+type received struct{ got, bad, gaps, next uint64 }
+
+// receive reads datagrams from fd until done reports true (checked
+// between reads and after every read timeout).
+func receive(fd int, done func(received) bool) received {
+	var r received
 	buf := make([]byte, 2048)
-	c0 := threadCPU()
-	for {
-		select {
-		case <-stop:
-			cpu := threadCPU() - c0
-			per := 0.0
-			if got > 0 {
-				per = float64(cpu) / float64(got)
-			}
-			fmt.Printf("received=%d bad=%d gaps=%d next=%d cpu_ns_per_dgram=%.0f\n", got, bad, gaps, next, per)
-			return nil
-		default:
-		}
+	for !done(r) {
 		k, _, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil {
 			continue
 		}
-		got++
+		r.got++
 		if k != payloadLen {
-			bad++
+			r.bad++
 			continue
 		}
 		s := binary.BigEndian.Uint64(buf)
-		ok := true
 		for j := 8; j < payloadLen; j++ {
 			if buf[j] != byte(s+uint64(j)) {
-				ok = false
+				r.bad++
+				break
 			}
 		}
-		if !ok {
-			bad++
+		if s != r.next {
+			r.gaps++
 		}
-		if s != next {
-			gaps++
-		}
-		next = s + 1
+		r.next = s + 1
 	}
+	return r
+}
+
+func server(rcvbuf int) error {
+	runtime.LockOSThread()
+	fd, err := openServer(rcvbuf)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	fmt.Println("ready")
+	c0 := threadCPU()
+	r := receive(fd, func(received) bool {
+		select {
+		case <-stop:
+			return true
+		default:
+			return false
+		}
+	})
+	cpu := threadCPU() - c0
+	per := 0.0
+	if r.got > 0 {
+		per = float64(cpu) / float64(r.got)
+	}
+	fmt.Printf("received=%d bad=%d gaps=%d next=%d cpu_ns_per_dgram=%.0f\n", r.got, r.bad, r.gaps, r.next, per)
+	return nil
 }
