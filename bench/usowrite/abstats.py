@@ -5,7 +5,7 @@ condition and variant, for runs of 4 rounds made with abwrap.sh (rounds 0 and
 import json, statistics as st, sys
 
 variant = {0: 'a', 1: 'b', 2: 'b', 3: 'a'}
-keys = ['udp64', 'cpu_udp64', 'udp_rcvbuf_drop', 'rtt50_udp', 'tcp1', 'rtt50', 'rtt50_1s']
+keys = ['udp64', 'udp64_reached', 'cpu_udp64', 'udp_rcvbuf_drop', 'rtt50_udp', 'tcp1', 'rtt50', 'rtt50_1s']
 vals, pairs = {}, {}
 for f in sys.argv[1:]:
     d = json.load(open(f))

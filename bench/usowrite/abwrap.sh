@@ -7,6 +7,11 @@
 # context switches, task-clock) and its last `map646 stats --json`
 # ($AB_DIR/perf/TAG.json), both outside the harness's process group, which the
 # harness signals at the end of each test. TAG is $AB_DIR/tag-N-VARIANT.
+# With AB_CGROUP=1 each translator leaves its pid in $AB_DIR/cg/ for
+# cgmove.sh (run beside the harness, in the root mount namespace: `ip netns
+# exec` hides /sys/fs/cgroup from the wrapper) to move into a cgroup whose
+# CPU quota holds the translator below the sender's rate, so that its CPU per
+# packet decides the rate instead of the sender's.
 AB_DIR=${AB_DIR:-/tmp/usowrite-ab}
 case "$1" in
 run)
@@ -21,6 +26,10 @@ run)
     me=$$
     setsid bash -c "sleep 0.3; exec perf stat -e syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_ppoll,syscalls:sys_enter_write,syscalls:sys_enter_read,context-switches,task-clock -p $me -o $AB_DIR/perf/$tag.perf" >/dev/null 2>&1 &
     setsid bash -c "sleep 0.5; while kill -0 $me 2>/dev/null; do $AB_DIR/map646-$b stats --control-socket $sock --json > $AB_DIR/perf/$tag.tmp 2>/dev/null && mv $AB_DIR/perf/$tag.tmp $AB_DIR/perf/$tag.json; sleep 1; done" >/dev/null 2>&1 &
+  fi
+  if [ "${AB_CGROUP:-0}" = 1 ]; then
+    mkdir -p $AB_DIR/cg && touch $AB_DIR/cg/$$
+    for i in $(seq 50); do [ -e $AB_DIR/cg/$$ ] || break; sleep 0.02; done
   fi
   exec $AB_DIR/map646-$b "$@";;
 *)
