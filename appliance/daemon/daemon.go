@@ -1017,7 +1017,7 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	if cfg.Digest == old.Digest {
 		res.Unchanged = true
 		res.Digest, res.PendingDigest = digests(running, old)
-		return res, nil
+		return res, d.retryRefused(ctx)
 	}
 	xc, err := xlatConfig(cfg, d.env)
 	if err != nil {
@@ -1035,23 +1035,12 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	// The engine translates with the new table from here on: routes to
 	// new mappings are added, then routes to removed ones deleted.
 	p := makePlan(cfg, d.dev.Name())
-	added, removed, rerr := d.tracker.SyncRoutes(p.routes)
+	added, removed, kerr := d.syncKernel(p)
 	res.RoutesAdded, res.RoutesRemoved = added, removed
-	var errs []error
-	if rerr != nil {
-		errs = append(errs, rerr)
-	}
-	if err := d.tracker.SyncRules(p.rules); err != nil {
-		errs = append(errs, err)
-	}
 	d.reportForeign()
-	for _, ifc := range p.links {
-		if err := d.tracker.Link(ifc.Name, ifc.MTU, false); err != nil {
-			errs = append(errs, fmt.Errorf("interface %s: %w", ifc.Name, err))
-		}
-	}
-	if err := d.tracker.SyncAddrs(p.addrs); err != nil {
-		errs = append(errs, err)
+	var errs []error
+	if kerr != nil {
+		errs = append(errs, kerr)
 	}
 	announcersChanged := !reflect.DeepEqual(old.BGP, cfg.BGP) || !reflect.DeepEqual(old.RouterAdvertisements, cfg.RouterAdvertisements)
 	d.mu.Lock()
@@ -1063,6 +1052,10 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	d.plan = p
 	oldAnns := d.anns
 	d.mu.Unlock()
+	if kerr != nil {
+		d.kernelRefused(kerr)
+		d.checkHealth(func() {}) // announced below, with the new plan
+	}
 	if announcersChanged {
 		closeAnnouncers(ctx, oldAnns, d.log)
 		anns, err := startAnnouncers(ctx, d.opts.Announcers, cfg, d.log)
@@ -1078,6 +1071,45 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 		return res, fmt.Errorf("new configuration in use, but: %w", errors.Join(errs...))
 	}
 	return res, nil
+}
+
+// retryRefused is a reload of the file in use: what the kernel refused
+// of it is tried again at once, instead of at the end of the backoff, and
+// the answer says whether it still refuses.
+func (d *daemon) retryRefused(ctx context.Context) error {
+	if !d.repair.resync {
+		return nil
+	}
+	d.repair.retryAt = time.Time{}
+	d.restore()
+	d.checkHealth(func() { d.announce(ctx) })
+	if d.repair.resync {
+		return fmt.Errorf("configuration unchanged, but %w", d.kernelFault())
+	}
+	return nil
+}
+
+// syncKernel brings the routes, policy rules, links and addresses to what
+// p asks for, by difference, new routes before stale ones go; it returns
+// how many routes it added and removed, and every refusal of the kernel.
+func (d *daemon) syncKernel(p plan) (added, removed int, err error) {
+	var errs []error
+	added, removed, err = d.tracker.SyncRoutes(p.routes)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := d.tracker.SyncRules(p.rules); err != nil {
+		errs = append(errs, err)
+	}
+	for _, ifc := range p.links {
+		if err := d.tracker.Link(ifc.Name, ifc.MTU, false); err != nil {
+			errs = append(errs, fmt.Errorf("interface %s: %w", ifc.Name, err))
+		}
+	}
+	if err := d.tracker.SyncAddrs(p.addrs); err != nil {
+		errs = append(errs, err)
+	}
+	return added, removed, errors.Join(errs...)
 }
 
 // setDropLog applies log.drops to a data path that has a drop log
