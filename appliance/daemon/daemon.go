@@ -27,7 +27,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"reflect"
 	"runtime"
 	"runtime/debug"
 	"sync"
@@ -230,6 +229,9 @@ type env struct {
 	// capabilities keep once it is set up; nil keeps them (the lifecycle
 	// tests run the daemon inside the test process).
 	dropPrivileges func(id identity, keep []uintptr) error
+	// heldCap reports whether the process has a capability in its
+	// permitted set (keptCaps); nil: none beyond neededCaps.
+	heldCap func(c uintptr) bool
 	// load reads the configuration for a reload; nil: loadConfig.
 	load func(ctx context.Context, opts Options) (*config.Config, error)
 }
@@ -343,6 +345,7 @@ var systemEnv = env{
 		return stack.ServeTun(ctx, eng, dev.(*tun.Device), log)
 	},
 	dropPrivileges: dropPrivileges,
+	heldCap:        heldCap,
 	nicMTU: func(name string) (int, error) {
 		ifc, err := net.InterfaceByName(name)
 		if err != nil {
@@ -429,13 +432,17 @@ type daemon struct {
 	// metrics, log) are in effect: the one started with, or a later one
 	// that left them as they were. Reloads compare against it, so that a
 	// setting changed and changed back is not reported as pending.
-	running  *config.Config
-	plan     plan
-	healthy  bool
-	anns     []runningAnnouncer
-	reloads  metrics.Reloads
-	metrics  string     // bound address of the metrics listener
-	reloadMu sync.Mutex // one reload at a time
+	running *config.Config
+	plan    plan
+	healthy bool
+	anns    []runningAnnouncer
+	// annFaults are the kinds of announcer the last reload could not
+	// build with the file's settings, with why (reloadAnnouncers): not
+	// healthy in Stats until a reload builds them.
+	annFaults map[string]string
+	reloads   metrics.Reloads
+	metrics   string     // bound address of the metrics listener
+	reloadMu  sync.Mutex // one reload at a time
 }
 
 // run starts the translator step by step, serves until ctx is done or the
@@ -788,7 +795,7 @@ func (d *daemon) startAnnouncing(ctx context.Context, u *undoStack) error {
 
 // giveUpPrivileges runs once everything is set up: from then on the
 // translator needs only what reloads, restores and the stop do
-// (neededCaps), and none of root's other powers.
+// (keptCaps), and none of root's other powers.
 func (d *daemon) giveUpPrivileges() error {
 	if d.opts.KeepPrivileges && d.id.set {
 		d.log.Warn("run_as ignored: this process keeps its privileges", "user", d.runAs.User)
@@ -796,7 +803,7 @@ func (d *daemon) giveUpPrivileges() error {
 	if d.env.dropPrivileges == nil || d.opts.KeepPrivileges {
 		return nil
 	}
-	keep := neededCaps(d.cfg)
+	keep := keptCaps(d.cfg, d.env.heldCap)
 	if err := d.env.dropPrivileges(d.id, keep); err != nil {
 		if d.id.set || !errors.Is(err, errCgoThreads) {
 			return fmt.Errorf("dropping privileges: %w", err)
@@ -1042,7 +1049,6 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	if kerr != nil {
 		errs = append(errs, kerr)
 	}
-	announcersChanged := !reflect.DeepEqual(old.BGP, cfg.BGP) || !reflect.DeepEqual(old.RouterAdvertisements, cfg.RouterAdvertisements)
 	d.mu.Lock()
 	d.cfg = cfg
 	if len(res.NeedsRestart) == 0 {
@@ -1050,21 +1056,13 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	}
 	res.Digest, res.PendingDigest = digests(d.running, cfg)
 	d.plan = p
-	oldAnns := d.anns
 	d.mu.Unlock()
 	if kerr != nil {
 		d.kernelRefused(kerr)
 		d.checkHealth(func() {}) // announced below, with the new plan
 	}
-	if announcersChanged {
-		closeAnnouncers(ctx, oldAnns, d.log)
-		anns, err := startAnnouncers(ctx, d.opts.Announcers, cfg, d.log)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		d.mu.Lock()
-		d.anns = anns
-		d.mu.Unlock()
+	if _, err := d.reloadAnnouncers(ctx, old, cfg); err != nil {
+		errs = append(errs, err)
 	}
 	d.announce(ctx)
 	if len(errs) > 0 {
@@ -1077,14 +1075,29 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 // of it is tried again at once, instead of at the end of the backoff, and
 // the answer says whether it still refuses.
 func (d *daemon) retryRefused(ctx context.Context) error {
-	if !d.repair.resync {
-		return nil
-	}
-	d.repair.retryAt = time.Time{}
-	d.restore()
-	d.checkHealth(func() { d.announce(ctx) })
+	var errs []error
 	if d.repair.resync {
-		return fmt.Errorf("configuration unchanged, but %w", d.kernelFault())
+		d.repair.retryAt = time.Time{}
+		d.restore()
+		d.checkHealth(func() { d.announce(ctx) })
+		if d.repair.resync {
+			errs = append(errs, d.kernelFault())
+		}
+	}
+	d.mu.Lock()
+	cfg, failed := d.cfg, len(d.annFaults) > 0
+	d.mu.Unlock()
+	if failed {
+		restarted, err := d.reloadAnnouncers(ctx, cfg, cfg)
+		if restarted {
+			d.announce(ctx)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("configuration unchanged, but %w", errors.Join(errs...))
 	}
 	return nil
 }
@@ -1162,13 +1175,11 @@ func (d *daemon) Stats() metrics.Stats {
 		Mappings:      entryCount(cfg),
 		Tun:           d.dev.Name(),
 		Offloads:      d.dev.Offloads(),
-		Healthy:       d.healthy,
+		Healthy:       d.healthy && len(d.annFaults) == 0,
 		Reloads:       d.reloads,
 		MetricsListen: d.metrics,
 	}
-	for _, a := range d.anns {
-		s.Announcer = append(s.Announcer, metrics.Status{Name: a.name, Status: a.a.Status()})
-	}
+	s.Announcer = d.announcerStatuses()
 	d.mu.Unlock()
 	s.Routes = d.tracker.RouteCount()
 	s.RoutesPreexisting = len(d.tracker.Foreign())

@@ -315,7 +315,7 @@ var fakeKind = AnnouncerKind{Name: "fake", New: func(cfg *config.Config, _ *slog
 		return nil, nil
 	}
 	return currentAnn.Load(), nil
-}}
+}, Settings: func(cfg *config.Config) any { return cfg.BGP }}
 
 // testHealthInterval is the harness's Options.HealthInterval.
 const testHealthInterval = 10 * time.Millisecond
