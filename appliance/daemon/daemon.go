@@ -951,14 +951,19 @@ type ReloadResult struct {
 	// digest of the file those settings come from, and PendingDigest is
 	// the loaded file's (whose mappings, routes and announcers are in use
 	// already, and which runs in full from the next start).
-	Digest         string   `json:"digest"`
-	PendingDigest  string   `json:"pending_digest,omitempty"`
-	Mappings       int      `json:"mappings"`
-	RoutesAdded    int      `json:"routes_added"`
-	RoutesRemoved  int      `json:"routes_removed"`
-	NeedsRestart   []string `json:"needs_restart,omitempty"` // settings that differ from the running ones and take effect only at the next start
-	Unchanged      bool     `json:"unchanged"`
-	DurationMillis int64    `json:"duration_ms"`
+	Digest        string   `json:"digest"`
+	PendingDigest string   `json:"pending_digest,omitempty"`
+	Mappings      int      `json:"mappings"`
+	RoutesAdded   int      `json:"routes_added"`
+	RoutesRemoved int      `json:"routes_removed"`
+	NeedsRestart  []string `json:"needs_restart,omitempty"` // settings that differ from the running ones and take effect only at the next start
+	Unchanged     bool     `json:"unchanged"`
+	// InUse: the loaded file is in use (its mappings, routes and
+	// announcers) even when the reload answers an error: then part of
+	// it has not taken effect yet (a route the kernel refused, an
+	// announcer that could not start), which the error names.
+	InUse          bool  `json:"in_use,omitempty"`
+	DurationMillis int64 `json:"duration_ms"`
 }
 
 // digests returns the running and the pending configuration digest.
@@ -989,6 +994,8 @@ func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
 	d.mu.Unlock()
 	if err != nil && ctx.Err() != nil {
 		d.log.Info("reload abandoned: stopping", "file", d.opts.ConfigPath)
+	} else if err != nil && res.InUse {
+		d.log.Error("reloaded, but part of the configuration has not taken effect", "file", d.opts.ConfigPath, "digest", res.Digest, "err", err)
 	} else if err != nil {
 		d.log.Error("reload refused; the running configuration stays", "file", d.opts.ConfigPath, "err", err)
 	} else {
@@ -1022,7 +1029,7 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	d.mu.Unlock()
 	res := ReloadResult{Mappings: entryCount(cfg), NeedsRestart: restartOnly(running, cfg)}
 	if cfg.Digest == old.Digest {
-		res.Unchanged = true
+		res.Unchanged, res.InUse = true, true
 		res.Digest, res.PendingDigest = digests(running, old)
 		return res, d.retryRefused(ctx)
 	}
@@ -1055,6 +1062,7 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 		d.running = cfg // every setting of the file is in effect
 	}
 	res.Digest, res.PendingDigest = digests(d.running, cfg)
+	res.InUse = true
 	d.plan = p
 	d.mu.Unlock()
 	if kerr != nil {

@@ -643,9 +643,9 @@ func TestBadReloadKeepsTheRunningConfiguration(t *testing.T) {
 	} {
 		t.Run(bad.name, func(t *testing.T) {
 			writeConfig(t, h.cfg, bad.body)
-			_, err := RequestReload(h.sock)
-			if err == nil {
-				t.Fatal("a bad file was accepted")
+			res, err := RequestReload(h.sock)
+			if err == nil || res == nil || res.InUse {
+				t.Fatalf("a bad file: %+v, %v; want refused, not in use", res, err)
 			}
 			if !strings.Contains(err.Error(), h.cfg+bad.wantPos) {
 				t.Errorf("error %q does not point at %s%s", err, h.cfg, bad.wantPos)

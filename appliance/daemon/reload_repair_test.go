@@ -32,9 +32,9 @@ func TestReloadTheKernelRefusesIsRetriedAndUnhealthy(t *testing.T) {
 	h.k.failAdd = true
 	h.k.mu.Unlock()
 	writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10", "198.51.100.30")))
-	_, err := RequestReload(h.sock)
-	if err == nil || !strings.Contains(err.Error(), "network is down") {
-		t.Fatalf("reload answered %v; want the kernel's refusal", err)
+	res, err := RequestReload(h.sock)
+	if err == nil || !strings.Contains(err.Error(), "network is down") || res == nil || !res.InUse {
+		t.Fatalf("reload answered %+v, %v; want the kernel's refusal, the file in use", res, err)
 	}
 	// Unhealthy from the reload's answer on, not from the next poll.
 	if healthy() || last().Healthy {
@@ -50,11 +50,11 @@ func TestReloadTheKernelRefusesIsRetriedAndUnhealthy(t *testing.T) {
 	if tries < 3 || tries > 10 {
 		t.Errorf("%d attempts in 20 health intervals; want a few, backing off", tries)
 	}
-	res, err := RequestReload(h.sock)
+	res, err = RequestReload(h.sock)
 	h.k.mu.Lock()
 	retried := h.k.failed > tries
 	h.k.mu.Unlock()
-	if err == nil || !res.Unchanged || !retried || !strings.Contains(err.Error(), "network is down") {
+	if err == nil || !res.Unchanged || !res.InUse || !retried || !strings.Contains(err.Error(), "network is down") {
 		t.Errorf("reload of the same file: %+v, %v, retried at once %v; want unchanged, retried, still refused", res, err, retried)
 	}
 
