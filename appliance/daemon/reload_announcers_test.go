@@ -268,3 +268,22 @@ func TestAnnouncerConfigCopiesEveryField(t *testing.T) {
 		}
 	}
 }
+
+// TestAnnouncerKindNeedsSettings: a kind without Settings could never be
+// compared on reload; the start refuses it instead of guessing, and closes
+// the announcers it had built.
+func TestAnnouncerKindNeedsSettings(t *testing.T) {
+	built := &instanceKind{name: "bgp", settings: func(c *config.Config) any { return c.BGP }}
+	cfg, err := config.Parse([]byte(fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10"))), "a.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	noSettings := AnnouncerKind{Name: "ra", New: func(*config.Config, *slog.Logger) (Announcer, error) { return nil, nil }}
+	as, err := startAnnouncers(context.Background(), []AnnouncerKind{built.kind(), noSettings}, cfg, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "announcer ra: no Settings") || as != nil {
+		t.Errorf("start with a kind without Settings: %v, %v", as, err)
+	}
+	if n, _ := built.counts(); n != 1 || len(built.live()) != 0 {
+		t.Errorf("%d announcers built, %d left running; want the one built closed", n, len(built.live()))
+	}
+}
