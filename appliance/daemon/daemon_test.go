@@ -619,6 +619,11 @@ func TestReloadAppliesOnlyTheDifference(t *testing.T) {
 	writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10", "198.51.100.30", "198.51.100.40")))
 	h.reload <- struct{}{}
 	waitFor(t, "SIGHUP reload", func() bool { return slices.Contains(h.k.routeSet(), "198.51.100.40/32 dev dmtest0 table 646") })
+	// The route is in before the reload has ended and been counted.
+	waitFor(t, "the SIGHUP reload counted", func() bool {
+		st, err := QueryStats(h.sock)
+		return err == nil && st.Reloads.OK+st.Reloads.Failed == 3
+	})
 	st, err := QueryStats(h.sock)
 	if err != nil {
 		t.Fatal(err)
