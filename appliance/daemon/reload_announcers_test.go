@@ -226,6 +226,16 @@ func TestReloadRestartsOnlyTheAnnouncerThatChanged(t *testing.T) {
 	if n, _ := ra.counts(); n != builtRA {
 		t.Errorf("a BGP change built %d RA announcers", n-builtRA)
 	}
+	// A failed block that is removed again is no failure any more.
+	body = strings.Replace(body, "remote_as = 64500", "remote_as = 64501", 1)
+	writeConfig(t, h.cfg, body+"router_advertisement \"eth8\" {}\n")
+	if _, err := RequestReload(h.sock); err == nil || query().healthy {
+		t.Errorf("reload to a failing RA block again: %v, healthy %v", err, query().healthy)
+	}
+	writeConfig(t, h.cfg, body)
+	if _, err := RequestReload(h.sock); err != nil || !query().healthy || len(ra.live()) != 0 || query().statuses["ra"] != "" {
+		t.Errorf("reload without RA: %v, %+v, %d RA running", err, query(), len(ra.live()))
+	}
 	// Every announcer running was told the announcement.
 	for _, in := range append(bgp.live(), ra.live()...) {
 		in.mu.Lock()
