@@ -1,6 +1,7 @@
 package mapping
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -31,12 +32,20 @@ const MaxReported = 100
 // with a *CSVError finds the first one.
 type CSVErrors = ErrorList[*CSVError]
 
+// ErrNoFinalNewline is why a mappings file whose last line has content but
+// no line end is refused: it is most likely being written at this moment
+// (a reload raced the copy), and a line cut short can still parse, as a
+// mapping to the wrong server ("2001:db8:6::12" cut to "2001:db8:6::1").
+var ErrNoFinalNewline = errors.New("the last line has no line end: file still being written? write it elsewhere and rename it into place")
+
 // ParseCSVLines reads a mappings file: one EAM entry per line as
 // "ipv4,ipv6", where each side is an address (a /32 or /128) or a prefix.
 // Spaces and tabs around fields are ignored, '#' starts a comment, CR LF
 // line ends are accepted, and so is a UTF-8 byte order mark. A line that is
 // blank or whose first non-blank byte is '#' holds no entry; every other
-// line holds exactly one, so the n-th entry is the n-th such line. Each
+// line holds exactly one, so the n-th entry is the n-th such line. Every
+// line ends with a line feed: a last line with content and none is
+// refused (ErrNoFinalNewline), whatever it holds. Each
 // entry passes the same per-entry checks as NewTable (family, host bits,
 // suffix lengths, special space, RFC 6052 section 3.1); the checks between
 // entries (duplicates, overlaps) are NewTable's. A bad line does not stop
@@ -67,9 +76,16 @@ func ParseCSVLines(r io.Reader, name string) (entries []Entry, lines []uint32, e
 	lines = make([]uint32, 0, n)
 	var bad CSVErrors
 	for lineNo := 1; len(src) > 0; lineNo++ {
-		line, rest, _ := strings.Cut(src, "\n")
+		line, rest, ended := strings.Cut(src, "\n")
 		src = rest
-		e, ok, err := parseCSVLine(line)
+		var e Entry
+		var ok bool
+		var err *CSVError
+		if !ended && strings.TrimLeft(line, " \t\r") != "" {
+			err = &CSVError{Col: len(line) + 1, Err: ErrNoFinalNewline}
+		} else {
+			e, ok, err = parseCSVLine(line)
+		}
 		if err != nil {
 			if len(bad.Errs) == MaxReported {
 				bad.More++

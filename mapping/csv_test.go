@@ -18,7 +18,8 @@ func TestParseCSV(t *testing.T) {
 		"  # indented comment\n" +
 		" 198.51.100.11 ,\t2001:db8:6::11   # server B\n" +
 		"192.0.2.0/24,2001:db8:aaaa::/120\n" +
-		"203.0.113.7/32,2001:db8:bbbb::7/128" // no final newline
+		"203.0.113.7/32,2001:db8:bbbb::7/128\n" +
+		"  \t" // a last line of blanks needs no line end
 	entries, lines, err := ParseCSVLines(strings.NewReader(src), "maps.csv")
 	if err != nil {
 		t.Fatal(err)
@@ -37,6 +38,41 @@ func TestParseCSV(t *testing.T) {
 	}
 	if got, _, err := ParseCSVLines(strings.NewReader(""), "empty.csv"); err != nil || len(got) != 0 {
 		t.Errorf("empty file: %v, %v", got, err)
+	}
+}
+
+// TestParseCSVRefusesAFileCutShort: a file read while it is being written
+// ends anywhere; cut inside the last line it would still parse (the IPv6
+// side of "2001:db8:6::12" cut to "2001:db8:6::1" names another server),
+// so a last line with content and no line end is refused, at the column
+// after its last byte, whatever the line holds.
+func TestParseCSVRefusesAFileCutShort(t *testing.T) {
+	const full = "198.51.100.10,2001:db8:6::10\n198.51.100.11,2001:db8:6::11\n198.51.100.12,2001:db8:6::12\n"
+	for _, tc := range []struct {
+		src  string
+		want string
+	}{
+		{full[:len(full)-1], "m.csv:3:29: "},  // only the line end missing
+		{full[:len(full)-2], "m.csv:3:28: "},  // 2001:db8:6::1, another server
+		{full[:len(full)-3], "m.csv:3:27: "},  // 2001:db8:6::
+		{full[:len(full)-17], "m.csv:3:13: "}, // 198.51.100.1, not even a pair
+		{"198.51.100.10,2001:db8:6::10\n# end", "m.csv:2:6: "},
+		{"\uFEFF198.51.100.10,2001:db8:6::10", "m.csv:1:32: "}, // columns count the BOM's bytes
+	} {
+		entries, _, err := ParseCSVLines(strings.NewReader(tc.src), "m.csv")
+		if !errors.Is(err, ErrNoFinalNewline) || !strings.HasPrefix(err.Error(), tc.want) || entries != nil {
+			t.Errorf("%q: %d entries, error %v; want %s%v", tc.src, len(entries), err, tc.want, ErrNoFinalNewline)
+		}
+	}
+	// Cut at a line end, the file is whole as far as anyone can tell.
+	if entries, _, err := ParseCSVLines(strings.NewReader(full[:len(full)-29]), "m.csv"); err != nil || len(entries) != 2 {
+		t.Errorf("cut at a line end: %d entries, %v", len(entries), err)
+	}
+	// With other bad lines, the cut one is listed with them, in order.
+	_, _, err := ParseCSVLines(strings.NewReader("bad\n"+full[:len(full)-2]), "m.csv")
+	var all *CSVErrors
+	if !errors.As(err, &all) || len(all.Errs) != 2 || all.Errs[1].Line != 4 || !errors.Is(all.Errs[1], ErrNoFinalNewline) {
+		t.Errorf("error %v; want line 1 and line 4 (no line end)", err)
 	}
 }
 

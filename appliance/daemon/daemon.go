@@ -27,7 +27,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"reflect"
 	"runtime"
 	"runtime/debug"
 	"sync"
@@ -230,6 +229,9 @@ type env struct {
 	// capabilities keep once it is set up; nil keeps them (the lifecycle
 	// tests run the daemon inside the test process).
 	dropPrivileges func(id identity, keep []uintptr) error
+	// heldCap reports whether the process has a capability in its
+	// permitted set (keptCaps); nil: none beyond neededCaps.
+	heldCap func(c uintptr) bool
 	// load reads the configuration for a reload; nil: loadConfig.
 	load func(ctx context.Context, opts Options) (*config.Config, error)
 }
@@ -343,6 +345,7 @@ var systemEnv = env{
 		return stack.ServeTun(ctx, eng, dev.(*tun.Device), log)
 	},
 	dropPrivileges: dropPrivileges,
+	heldCap:        heldCap,
 	nicMTU: func(name string) (int, error) {
 		ifc, err := net.InterfaceByName(name)
 		if err != nil {
@@ -429,13 +432,17 @@ type daemon struct {
 	// metrics, log) are in effect: the one started with, or a later one
 	// that left them as they were. Reloads compare against it, so that a
 	// setting changed and changed back is not reported as pending.
-	running  *config.Config
-	plan     plan
-	healthy  bool
-	anns     []runningAnnouncer
-	reloads  metrics.Reloads
-	metrics  string     // bound address of the metrics listener
-	reloadMu sync.Mutex // one reload at a time
+	running *config.Config
+	plan    plan
+	healthy bool
+	anns    []runningAnnouncer
+	// annFaults are the kinds of announcer the last reload could not
+	// build with the file's settings, with why (reloadAnnouncers): not
+	// healthy in Stats until a reload builds them.
+	annFaults map[string]string
+	reloads   metrics.Reloads
+	metrics   string     // bound address of the metrics listener
+	reloadMu  sync.Mutex // one reload at a time
 }
 
 // run starts the translator step by step, serves until ctx is done or the
@@ -788,7 +795,7 @@ func (d *daemon) startAnnouncing(ctx context.Context, u *undoStack) error {
 
 // giveUpPrivileges runs once everything is set up: from then on the
 // translator needs only what reloads, restores and the stop do
-// (neededCaps), and none of root's other powers.
+// (keptCaps), and none of root's other powers.
 func (d *daemon) giveUpPrivileges() error {
 	if d.opts.KeepPrivileges && d.id.set {
 		d.log.Warn("run_as ignored: this process keeps its privileges", "user", d.runAs.User)
@@ -796,7 +803,7 @@ func (d *daemon) giveUpPrivileges() error {
 	if d.env.dropPrivileges == nil || d.opts.KeepPrivileges {
 		return nil
 	}
-	keep := neededCaps(d.cfg)
+	keep := keptCaps(d.cfg, d.env.heldCap)
 	if err := d.env.dropPrivileges(d.id, keep); err != nil {
 		if d.id.set || !errors.Is(err, errCgoThreads) {
 			return fmt.Errorf("dropping privileges: %w", err)
@@ -944,14 +951,19 @@ type ReloadResult struct {
 	// digest of the file those settings come from, and PendingDigest is
 	// the loaded file's (whose mappings, routes and announcers are in use
 	// already, and which runs in full from the next start).
-	Digest         string   `json:"digest"`
-	PendingDigest  string   `json:"pending_digest,omitempty"`
-	Mappings       int      `json:"mappings"`
-	RoutesAdded    int      `json:"routes_added"`
-	RoutesRemoved  int      `json:"routes_removed"`
-	NeedsRestart   []string `json:"needs_restart,omitempty"` // settings that differ from the running ones and take effect only at the next start
-	Unchanged      bool     `json:"unchanged"`
-	DurationMillis int64    `json:"duration_ms"`
+	Digest        string   `json:"digest"`
+	PendingDigest string   `json:"pending_digest,omitempty"`
+	Mappings      int      `json:"mappings"`
+	RoutesAdded   int      `json:"routes_added"`
+	RoutesRemoved int      `json:"routes_removed"`
+	NeedsRestart  []string `json:"needs_restart,omitempty"` // settings that differ from the running ones and take effect only at the next start
+	Unchanged     bool     `json:"unchanged"`
+	// InUse: the loaded file is in use (its mappings, routes and
+	// announcers) even when the reload answers an error: then part of
+	// it has not taken effect yet (a route the kernel refused, an
+	// announcer that could not start), which the error names.
+	InUse          bool  `json:"in_use,omitempty"`
+	DurationMillis int64 `json:"duration_ms"`
 }
 
 // digests returns the running and the pending configuration digest.
@@ -982,6 +994,8 @@ func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
 	d.mu.Unlock()
 	if err != nil && ctx.Err() != nil {
 		d.log.Info("reload abandoned: stopping", "file", d.opts.ConfigPath)
+	} else if err != nil && res.InUse {
+		d.log.Error("reloaded, but part of the configuration has not taken effect", "file", d.opts.ConfigPath, "digest", res.Digest, "err", err)
 	} else if err != nil {
 		d.log.Error("reload refused; the running configuration stays", "file", d.opts.ConfigPath, "err", err)
 	} else {
@@ -1015,9 +1029,9 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	d.mu.Unlock()
 	res := ReloadResult{Mappings: entryCount(cfg), NeedsRestart: restartOnly(running, cfg)}
 	if cfg.Digest == old.Digest {
-		res.Unchanged = true
+		res.Unchanged, res.InUse = true, true
 		res.Digest, res.PendingDigest = digests(running, old)
-		return res, nil
+		return res, d.retryRefused(ctx)
 	}
 	xc, err := xlatConfig(cfg, d.env)
 	if err != nil {
@@ -1035,16 +1049,79 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	// The engine translates with the new table from here on: routes to
 	// new mappings are added, then routes to removed ones deleted.
 	p := makePlan(cfg, d.dev.Name())
-	added, removed, rerr := d.tracker.SyncRoutes(p.routes)
+	added, removed, kerr := d.syncKernel(p)
 	res.RoutesAdded, res.RoutesRemoved = added, removed
+	d.reportForeign()
 	var errs []error
-	if rerr != nil {
-		errs = append(errs, rerr)
+	if kerr != nil {
+		errs = append(errs, kerr)
+	}
+	d.mu.Lock()
+	d.cfg = cfg
+	if len(res.NeedsRestart) == 0 {
+		d.running = cfg // every setting of the file is in effect
+	}
+	res.Digest, res.PendingDigest = digests(d.running, cfg)
+	res.InUse = true
+	d.plan = p
+	d.mu.Unlock()
+	if kerr != nil {
+		d.kernelRefused(kerr)
+		d.checkHealth(func() {}) // announced below, with the new plan
+	}
+	if _, err := d.reloadAnnouncers(ctx, old, cfg); err != nil {
+		errs = append(errs, err)
+	}
+	d.announce(ctx)
+	if len(errs) > 0 {
+		return res, fmt.Errorf("new configuration in use, but: %w", errors.Join(errs...))
+	}
+	return res, nil
+}
+
+// retryRefused is a reload of the file in use: what the kernel refused
+// of it is tried again at once, instead of at the end of the backoff, and
+// the answer says whether it still refuses.
+func (d *daemon) retryRefused(ctx context.Context) error {
+	var errs []error
+	if d.repair.resync {
+		d.repair.retryAt = time.Time{}
+		d.restore()
+		d.checkHealth(func() { d.announce(ctx) })
+		if d.repair.resync {
+			errs = append(errs, d.kernelFault())
+		}
+	}
+	d.mu.Lock()
+	cfg, failed := d.cfg, len(d.annFaults) > 0
+	d.mu.Unlock()
+	if failed {
+		restarted, err := d.reloadAnnouncers(ctx, cfg, cfg)
+		if restarted {
+			d.announce(ctx)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("configuration unchanged, but %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// syncKernel brings the routes, policy rules, links and addresses to what
+// p asks for, by difference, new routes before stale ones go; it returns
+// how many routes it added and removed, and every refusal of the kernel.
+func (d *daemon) syncKernel(p plan) (added, removed int, err error) {
+	var errs []error
+	added, removed, err = d.tracker.SyncRoutes(p.routes)
+	if err != nil {
+		errs = append(errs, err)
 	}
 	if err := d.tracker.SyncRules(p.rules); err != nil {
 		errs = append(errs, err)
 	}
-	d.reportForeign()
 	for _, ifc := range p.links {
 		if err := d.tracker.Link(ifc.Name, ifc.MTU, false); err != nil {
 			errs = append(errs, fmt.Errorf("interface %s: %w", ifc.Name, err))
@@ -1053,31 +1130,7 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	if err := d.tracker.SyncAddrs(p.addrs); err != nil {
 		errs = append(errs, err)
 	}
-	announcersChanged := !reflect.DeepEqual(old.BGP, cfg.BGP) || !reflect.DeepEqual(old.RouterAdvertisements, cfg.RouterAdvertisements)
-	d.mu.Lock()
-	d.cfg = cfg
-	if len(res.NeedsRestart) == 0 {
-		d.running = cfg // every setting of the file is in effect
-	}
-	res.Digest, res.PendingDigest = digests(d.running, cfg)
-	d.plan = p
-	oldAnns := d.anns
-	d.mu.Unlock()
-	if announcersChanged {
-		closeAnnouncers(ctx, oldAnns, d.log)
-		anns, err := startAnnouncers(ctx, d.opts.Announcers, cfg, d.log)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		d.mu.Lock()
-		d.anns = anns
-		d.mu.Unlock()
-	}
-	d.announce(ctx)
-	if len(errs) > 0 {
-		return res, fmt.Errorf("new configuration in use, but: %w", errors.Join(errs...))
-	}
-	return res, nil
+	return added, removed, errors.Join(errs...)
 }
 
 // setDropLog applies log.drops to a data path that has a drop log
@@ -1130,13 +1183,11 @@ func (d *daemon) Stats() metrics.Stats {
 		Mappings:      entryCount(cfg),
 		Tun:           d.dev.Name(),
 		Offloads:      d.dev.Offloads(),
-		Healthy:       d.healthy,
+		Healthy:       d.healthy && len(d.annFaults) == 0,
 		Reloads:       d.reloads,
 		MetricsListen: d.metrics,
 	}
-	for _, a := range d.anns {
-		s.Announcer = append(s.Announcer, metrics.Status{Name: a.name, Status: a.a.Status()})
-	}
+	s.Announcer = d.announcerStatuses()
 	d.mu.Unlock()
 	s.Routes = d.tracker.RouteCount()
 	s.RoutesPreexisting = len(d.tracker.Foreign())

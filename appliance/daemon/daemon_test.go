@@ -315,7 +315,7 @@ var fakeKind = AnnouncerKind{Name: "fake", New: func(cfg *config.Config, _ *slog
 		return nil, nil
 	}
 	return currentAnn.Load(), nil
-}}
+}, Settings: func(cfg *config.Config) any { return cfg.BGP }}
 
 // testHealthInterval is the harness's Options.HealthInterval.
 const testHealthInterval = 10 * time.Millisecond
@@ -619,6 +619,11 @@ func TestReloadAppliesOnlyTheDifference(t *testing.T) {
 	writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10", "198.51.100.30", "198.51.100.40")))
 	h.reload <- struct{}{}
 	waitFor(t, "SIGHUP reload", func() bool { return slices.Contains(h.k.routeSet(), "198.51.100.40/32 dev dmtest0 table 646") })
+	// The route is in before the reload has ended and been counted.
+	waitFor(t, "the SIGHUP reload counted", func() bool {
+		st, err := QueryStats(h.sock)
+		return err == nil && st.Reloads.OK+st.Reloads.Failed == 3
+	})
 	st, err := QueryStats(h.sock)
 	if err != nil {
 		t.Fatal(err)
@@ -643,9 +648,9 @@ func TestBadReloadKeepsTheRunningConfiguration(t *testing.T) {
 	} {
 		t.Run(bad.name, func(t *testing.T) {
 			writeConfig(t, h.cfg, bad.body)
-			_, err := RequestReload(h.sock)
-			if err == nil {
-				t.Fatal("a bad file was accepted")
+			res, err := RequestReload(h.sock)
+			if err == nil || res == nil || res.InUse {
+				t.Fatalf("a bad file: %+v, %v; want refused, not in use", res, err)
 			}
 			if !strings.Contains(err.Error(), h.cfg+bad.wantPos) {
 				t.Errorf("error %q does not point at %s%s", err, h.cfg, bad.wantPos)

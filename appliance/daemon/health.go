@@ -63,9 +63,14 @@ type repairState struct {
 	down       map[string]bool // watched links seen down
 	restoreErr error           // the last restore failed: not healthy
 	full       bool            // everything must be put back (link up again, lost events)
-	missing    []netsetup.Route
-	retryAt    time.Time     // after a failed restore, when to try again
-	backoff    time.Duration // doubles per failure, up to maxRestoreBackoff
+	// resync: the kernel refused part of what a reload asked for (a
+	// route, rule, address or link): the whole plan in use is applied
+	// again, with the restore's backoff, until it takes it; restoreErr
+	// says why meanwhile.
+	resync  bool
+	missing []netsetup.Route
+	retryAt time.Time     // after a failed restore, when to try again
+	backoff time.Duration // doubles per failure, up to maxRestoreBackoff
 }
 
 // maxRestoreBackoff bounds the wait between two attempts at a restore
@@ -158,9 +163,12 @@ func (d *daemon) restore() {
 		return // a retry of a failed restore, not yet due
 	}
 	var err error
-	if d.repair.full || d.repair.restoreErr != nil {
+	switch {
+	case d.repair.resync:
+		err = d.resync()
+	case d.repair.full || d.repair.restoreErr != nil:
 		err = d.tracker.Restore()
-	} else {
+	default:
 		err = d.tracker.Reinstall(d.repair.missing)
 	}
 	d.repair.full, d.repair.missing = false, nil
@@ -168,16 +176,50 @@ func (d *daemon) restore() {
 		if d.repair.restoreErr == nil {
 			d.log.Error("cannot restore the translator's routes: unhealthy until it can", "err", err)
 		}
-		d.repair.restoreErr = err
-		d.repair.backoff = min(max(2*d.repair.backoff, d.opts.HealthInterval), maxRestoreBackoff)
-		d.repair.retryAt = time.Now().Add(d.repair.backoff)
+		d.repairFailed(err)
 		return
 	}
-	if d.repair.restoreErr != nil {
+	if d.repair.resync {
+		d.log.Info("the kernel took the configuration in use")
+	} else if d.repair.restoreErr != nil {
 		d.log.Info("routes restored")
 	}
 	d.repair.restoreErr = nil
+	d.repair.resync = false
 	d.repair.backoff = 0
+}
+
+// repairFailed records a failed attempt at putting the kernel state back
+// (err, which keeps the daemon unhealthy) and when to try again: the pause
+// doubles per failure, from HealthInterval up to maxRestoreBackoff.
+func (d *daemon) repairFailed(err error) {
+	d.repair.restoreErr = err
+	d.repair.backoff = min(max(2*d.repair.backoff, d.opts.HealthInterval), maxRestoreBackoff)
+	d.repair.retryAt = time.Now().Add(d.repair.backoff)
+}
+
+// kernelRefused is a reload's kernel changes failing in part (err): the
+// configuration is in use by the engine, so the kernel must follow it.
+// The daemon is unhealthy (announcers withdraw: an announced prefix whose
+// route is missing is a black hole) and the whole plan is applied again
+// with the restore's backoff until the kernel takes it, without another
+// reload.
+func (d *daemon) kernelRefused(err error) {
+	d.log.Error("the kernel refused part of the new configuration: unhealthy, retrying until it takes it", "err", err)
+	d.repair.resync = true
+	d.repairFailed(err)
+}
+
+// resync applies the plan in use again, whole (repairState.resync). The
+// difference alone would not do: the tracker counts the routes of a batch
+// the kernel refused as its own (some of it may be in), so Restore
+// replaces every route and address it owns afterwards.
+func (d *daemon) resync() error {
+	d.mu.Lock()
+	p := d.plan
+	d.mu.Unlock()
+	_, _, err := d.syncKernel(p)
+	return errors.Join(err, d.tracker.Restore())
 }
 
 // kernelFault says why the kernel side cannot forward, or nil.
@@ -189,6 +231,9 @@ func (d *daemon) kernelFault() error {
 		}
 		slices.Sort(names)
 		return fmt.Errorf("link down: %v", names)
+	}
+	if d.repair.restoreErr != nil && d.repair.resync {
+		return fmt.Errorf("the kernel refused part of the configuration in use: %w", d.repair.restoreErr)
 	}
 	if d.repair.restoreErr != nil {
 		return fmt.Errorf("routes not restored: %w", d.repair.restoreErr)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/user"
 	"runtime"
+	"slices"
 	"strconv"
 	"syscall"
 	"unsafe"
@@ -76,9 +77,7 @@ func nameOrID[T any](s string, byName, byID func(string) (*T, error)) (*T, error
 // the stop removes everything and resets the forwarding sysctls, which a
 // network namespace's administrator may write), CAP_NET_BIND_SERVICE when
 // the BGP speaker listens on a port below 1024 and CAP_NET_RAW for router
-// advertisements (a reload that changes those blocks restarts them). A
-// reload that adds such a block to a translator started without it gets
-// a permission error for that announcer and keeps forwarding.
+// advertisements (a reload that changes those blocks restarts them).
 func neededCaps(cfg *config.Config) []uintptr {
 	caps := []uintptr{unix.CAP_NET_ADMIN}
 	if cfg.BGP != nil && cfg.BGP.ListenPort > 0 && cfg.BGP.ListenPort < 1024 {
@@ -88,6 +87,39 @@ func neededCaps(cfg *config.Config) []uintptr {
 		caps = append(caps, unix.CAP_NET_RAW)
 	}
 	return caps
+}
+
+// keptCaps are the capabilities the running translator keeps: neededCaps
+// of the file it started with, and CAP_NET_BIND_SERVICE and CAP_NET_RAW
+// whenever the process holds them (held), so that a reload can add a BGP
+// speaker listening below 1024 or router advertisements, or restart them
+// (an announcer restarted with settings the process can no longer serve
+// fails, and runs again with its previous ones). They add little to
+// CAP_NET_ADMIN, which the translator needs anyway and which already lets
+// it read any interface's traffic (a tun of its own and a tc mirred rule)
+// and send anything through one; to run without them, start the process
+// without them (the service's CapabilityBoundingSet), and a reload that
+// needs them then fails for that announcer only.
+func keptCaps(cfg *config.Config, held func(c uintptr) bool) []uintptr {
+	need := neededCaps(cfg)
+	var keep []uintptr
+	for _, c := range []uintptr{unix.CAP_NET_ADMIN, unix.CAP_NET_BIND_SERVICE, unix.CAP_NET_RAW} {
+		if slices.Contains(need, c) || held != nil && held(c) {
+			keep = append(keep, c)
+		}
+	}
+	return keep
+}
+
+// heldCap reports whether capability c is in this thread's permitted set
+// (at start, every thread's is the same).
+func heldCap(c uintptr) bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[c/32].Permitted&(1<<(c%32)) != 0
 }
 
 // errCgoThreads is why a binary linked with cgo cannot drop privileges:

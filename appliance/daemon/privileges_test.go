@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,6 +71,60 @@ translator {
 	} {
 		if got := neededCaps(parse(tc.extra)); !slices.Equal(got, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestKeptCaps: CAP_NET_BIND_SERVICE and CAP_NET_RAW are kept whenever the
+// process holds them, so that a reload can add the announcers that need
+// them; never more than those three, and never one it does not hold that
+// the file does not need.
+func TestKeptCaps(t *testing.T) {
+	cfg, err := config.Parse([]byte("translator {\n  prefix = \"2001:db8:64::/96\"\n}\n"), "caps.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	withRA, err := config.Parse([]byte("translator {\n  prefix = \"2001:db8:64::/96\"\n}\nrouter_advertisement \"eth1\" {}\n"), "caps.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	holds := func(cs ...uintptr) func(uintptr) bool { return func(c uintptr) bool { return slices.Contains(cs, c) } }
+	all := func(uintptr) bool { return true }
+	for _, tc := range []struct {
+		name string
+		cfg  *config.Config
+		held func(uintptr) bool
+		want []uintptr
+	}{
+		{"holds nothing more", cfg, nil, []uintptr{unix.CAP_NET_ADMIN}},
+		{"holds every capability (root)", cfg, all, []uintptr{unix.CAP_NET_ADMIN, unix.CAP_NET_BIND_SERVICE, unix.CAP_NET_RAW}},
+		{"holds CAP_NET_RAW only", cfg, holds(unix.CAP_NET_ADMIN, unix.CAP_NET_RAW), []uintptr{unix.CAP_NET_ADMIN, unix.CAP_NET_RAW}},
+		{"needs CAP_NET_RAW, holds nothing more", withRA, nil, []uintptr{unix.CAP_NET_ADMIN, unix.CAP_NET_RAW}},
+	} {
+		if got := keptCaps(tc.cfg, tc.held); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, capNames(got), capNames(tc.want))
+		}
+	}
+}
+
+// TestHeldCap agrees with the kernel's account of this process's
+// permitted set (CapPrm in /proc/self/status).
+func TestHeldCap(t *testing.T) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prm uint64
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapPrm:"); ok {
+			if prm, err = strconv.ParseUint(strings.TrimSpace(v), 16, 64); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, c := range []uintptr{unix.CAP_NET_ADMIN, unix.CAP_NET_BIND_SERVICE, unix.CAP_NET_RAW, unix.CAP_SYS_ADMIN} {
+		if got, want := heldCap(c), prm&(1<<c) != 0; got != want {
+			t.Errorf("heldCap(%d) = %v; CapPrm %#x says %v", c, got, prm, want)
 		}
 	}
 }

@@ -15,8 +15,10 @@ import (
 // /96 towards the servers' link).
 func announcers() []daemon.AnnouncerKind {
 	return []daemon.AnnouncerKind{
-		{Name: "bgp", New: newBGPAnnouncer}, // announcers_bgp.go or announcers_nobgp.go
-		{Name: "ra", New: newRAAnnouncer},
+		{Name: "bgp", New: newBGPAnnouncer, // announcers_bgp.go or announcers_nobgp.go
+			Settings: func(c *config.Config) any { return c.BGP }},
+		{Name: "ra", New: newRAAnnouncer,
+			Settings: func(c *config.Config) any { return c.RouterAdvertisements }},
 	}
 }
 

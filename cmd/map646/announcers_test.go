@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -89,5 +90,24 @@ router_advertisement "fo-nosuch0" {
 `)
 	if _, err := newRAAnnouncer(c, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "fo-nosuch0") {
 		t.Errorf("err = %v, want one naming the interface", err)
+	}
+}
+
+// TestAnnouncerSettingsAreTheirOwnBlock: a reload restarts an announcer
+// only when its Settings change, so each kind's must follow its own block
+// and nothing else (an RA-only change must not restart BGP sessions).
+func TestAnnouncerSettingsAreTheirOwnBlock(t *testing.T) {
+	const bgpBlock = "bgp {\n  local_as = 64512\n  router_id = \"203.0.113.1\"\n  neighbor \"203.0.113.14\" { remote_as = 64500 }\n}\n"
+	base := parseConfig(t, announcerBase+bgpBlock)
+	withRA := parseConfig(t, announcerBase+bgpBlock+"router_advertisement \"eth1\" {}\n")
+	otherAS := parseConfig(t, announcerBase+strings.Replace(bgpBlock, "64500", "64501", 1)+"router_advertisement \"eth1\" {}\n")
+	for _, k := range announcers() {
+		same := map[string][2]bool{"bgp": {true, false}, "ra": {false, true}}[k.Name]
+		if got := reflect.DeepEqual(k.Settings(base), k.Settings(withRA)); got != same[0] {
+			t.Errorf("%s: settings equal after adding router_advertisement: %v, want %v", k.Name, got, same[0])
+		}
+		if got := reflect.DeepEqual(k.Settings(withRA), k.Settings(otherAS)); got != same[1] {
+			t.Errorf("%s: settings equal after changing a neighbor's AS: %v, want %v", k.Name, got, same[1])
+		}
 	}
 }

@@ -17,7 +17,8 @@ import (
 )
 
 // TestRunDropsPrivileges: `map646 run` with a run_as block (and --group)
-// runs, once ready, as that user and group with CAP_NET_ADMIN only, and
+// runs, once ready, as that user and group with CAP_NET_ADMIN,
+// CAP_NET_BIND_SERVICE and CAP_NET_RAW only (keptCaps), and
 // still reloads, restores a route the kernel lost and removes everything
 // at stop. It builds the binary with CGO_ENABLED=0, as `make` does:
 // changing the credentials of every thread needs a Go-only process.
@@ -42,8 +43,9 @@ func TestRunDropsPrivileges(t *testing.T) {
 	}
 	cfg := filepath.Join(dir, "map646.hcl")
 	sock := filepath.Join(dir, "ctl.sock")
+	extra := "" // blocks after run_as
 	write := func(mappings string) {
-		src := "translator {\n  prefix = \"2001:db8:64::/96\"\n" + mappings + "  tun {\n    name = \"dmpriv\"\n    queues = 1\n  }\n}\nrun_as {\n  user = \"nobody\"\n}\n"
+		src := "translator {\n  prefix = \"2001:db8:64::/96\"\n" + mappings + "  tun {\n    name = \"dmpriv\"\n    queues = 1\n  }\n}\nrun_as {\n  user = \"nobody\"\n}\n" + extra
 		if err := os.WriteFile(cfg, []byte(src), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -74,11 +76,14 @@ func TestRunDropsPrivileges(t *testing.T) {
 
 	status := procStatus(t, run.Process.Pid)
 	for key, want := range map[string]string{
-		"Uid":        "65534\t65534\t65534\t65534",
-		"Gid":        "65534\t65534\t65534\t65534",
-		"Groups":     "",
-		"CapEff":     "0000000000001000", // CAP_NET_ADMIN (12) only
-		"CapPrm":     "0000000000001000",
+		"Uid":    "65534\t65534\t65534\t65534",
+		"Gid":    "65534\t65534\t65534\t65534",
+		"Groups": "",
+		// CAP_NET_ADMIN (12), and CAP_NET_BIND_SERVICE (10) and
+		// CAP_NET_RAW (13), which root holds at start and which are kept
+		// for a reload that adds a BGP port or router advertisements.
+		"CapEff":     "0000000000003400",
+		"CapPrm":     "0000000000003400",
 		"CapInh":     "0000000000000000",
 		"NoNewPrivs": "1",
 	} {
@@ -99,6 +104,21 @@ func TestRunDropsPrivileges(t *testing.T) {
 	// A route the kernel lost is put back.
 	ns.MustRun(t, "ip", "route", "del", "198.51.100.10/31", "dev", "dmpriv", "table", "646")
 	waitUntil("route restored", func() bool { return strings.Contains(routes(), "198.51.100.10/31 dev dmpriv") })
+
+	// A reload that adds router advertisements starts them as nobody:
+	// CAP_NET_RAW was kept for it.
+	ns.MustRun(t, "ip", "link", "add", "dmra0", "type", "veth", "peer", "name", "dmra1")
+	ns.Sysctl("net.ipv6.conf.dmra0.accept_dad=0")
+	ns.MustRun(t, "ip", "link", "set", "dmra1", "up")
+	ns.MustRun(t, "ip", "link", "set", "dmra0", "up")
+	extra = "router_advertisement \"dmra0\" {}\n"
+	write(mapping("198.51.100.10", "2001:db8:6::10") + mapping("198.51.100.11", "2001:db8:6::11"))
+	if out, err := map646Cmd("reload", "--control-socket", sock).CombinedOutput(); err != nil {
+		t.Fatalf("reload adding router advertisements as nobody: %v\n%s\nlog:\n%s", err, out, logs.String())
+	}
+	if st := stats(); st == nil || !st.Healthy || len(st.Announcer) != 1 || st.Announcer[0].Name != "ra" {
+		t.Errorf("after adding router advertisements: %+v", st)
+	}
 
 	if err := run.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

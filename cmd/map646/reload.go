@@ -19,7 +19,12 @@ configuration file again and waits for the outcome. The file is checked as
 'map646 check' does; if it has errors, they are printed (file:line:column)
 and the exit status is 1, and the translator goes on with the configuration
 it had. Otherwise the new address table is swapped in atomically and only the
-routes that changed are added or removed; the summary says how many.
+routes that changed are added or removed; the summary says how many. If the
+kernel refuses part of it (a route) or an announcer cannot start with its new
+block, the new file is in use all the same, the error says what has not
+taken effect and the exit status is 1: the translator retries the kernel by
+itself (unhealthy meanwhile), and the announcer at the next reload, which may
+be of the same file.
 
 Sending SIGHUP to 'map646 run' does the same, with the outcome in its log.`,
 		Example: `  map646 check /etc/map646/map646.hcl && map646 reload`,
@@ -31,6 +36,9 @@ Sending SIGHUP to 'map646 run' does the same, with the outcome in its log.`,
 					return err
 				}
 				fmt.Fprintln(cmd.ErrOrStderr(), err)
+				if res.InUse {
+					return fmt.Errorf("reloaded (digest %.16s), but part of the configuration has not taken effect", res.Digest)
+				}
 				return fmt.Errorf("reload refused; the running configuration stays in use")
 			}
 			out := cmd.OutOrStdout()

@@ -134,6 +134,15 @@ func TestReloadReportsOutcome(t *testing.T) {
 	if !strings.Contains(stderr, "/etc/map646.hcl:3:12: Invalid RFC 6052 prefix") || !strings.Contains(stderr, "/etc/map646.hcl:9:5:") {
 		t.Errorf("diagnostics not shown:\n%s", stderr)
 	}
+
+	// In use, but the kernel refused a route: not "refused", and it fails.
+	partly := fakeControl(t, map[string]any{"reload": map[string]any{"ok": false, "reload": daemon.ReloadResult{Digest: "fedcba9876543210ff", InUse: true},
+		"error": "new configuration in use, but: route 198.51.100.30/32: network is down"}})
+	_, stderr, err = runCmd(t, "reload", "--control-socket", partly)
+	if err == nil || strings.Contains(err.Error(), "refused") || !strings.Contains(err.Error(), "reloaded (digest fedcba9876543210), but part of the configuration has not taken effect") ||
+		!strings.Contains(stderr, "network is down") {
+		t.Errorf("partly applied reload: err %v, stderr %q", err, stderr)
+	}
 }
 
 func TestRunNeedsExactlyOneConfiguration(t *testing.T) {
