@@ -91,7 +91,7 @@ func (w *Worker) v6to4(s *state, buf []byte, start, end int, off *Offload, sink 
 // parse6 checks the IPv6 header (RFC 8200 section 3) of p, follows its
 // extension headers as RFC 7915 section 5.1 says (answering a Routing
 // header with Segments Left with Parameter Problem, code 0, pointing at
-// that field) and fills q.
+// that field, once addresses64 accepts its addresses) and fills q.
 func (w *Worker) parse6(s *state, q *in6, p []byte, sink Sink) Reason {
 	if len(p) < ip6Size {
 		return ReasonMalformed
@@ -110,8 +110,17 @@ func (w *Worker) parse6(s *state, q *in6, p []byte, sink Sink) Reason {
 	}
 	x, why := walkExt(p, false)
 	if why != ReasonNone {
-		if why == ReasonSegmentsLeft && errorAllowed6(p) {
-			w.emitError6(s, p, 4, 0, uint32(x.slAt), sink)
+		if why == ReasonSegmentsLeft {
+			// Answer only a packet the translator would translate but
+			// for its Routing header: an unmapped (possibly spoofed)
+			// source or a destination it does not translate gets no
+			// error (RFC 4443 section 2.4 lets a node limit its errors).
+			if a := s.addresses64(q); a != ReasonNone {
+				return a
+			}
+			if errorAllowed6(p) {
+				w.emitError6(s, p, 4, 0, uint32(x.slAt), sink)
+			}
 		}
 		return why
 	}
