@@ -421,7 +421,8 @@ type daemon struct {
 	dp      datapath
 	kernel  netsetup.Kernel
 	tracker *netsetup.Tracker
-	repair  repairState // run loop only
+	repair  repairState   // run loop only
+	host    hostAddrState // run loop only
 
 	mu  sync.Mutex     // guards what reload changes and stats reads
 	cfg *config.Config // the file last loaded: its mappings, routes and announcers are in use
@@ -458,6 +459,11 @@ func run(ctx context.Context, opts Options, e env) error {
 	}
 	changes, err := d.watchKernel(&u)
 	if err != nil {
+		return err
+	}
+	// Subscribed first, so no change is missed; before the routes into
+	// the tun go in, so nothing reaches the host's addresses through it.
+	if err := d.refreshHostAddrs(); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -547,7 +553,7 @@ func newDaemon(ctx context.Context, opts Options, e env) (*daemon, error) {
 	}
 	cfg = withoutEntries(cfg)
 	return &daemon{opts: opts, env: e, log: log, started: time.Now(), eng: eng, cfg: cfg, running: cfg,
-		runAs: runAs, id: id, repair: repairState{down: map[string]bool{}}}, nil
+		runAs: runAs, id: id, repair: repairState{down: map[string]bool{}}, host: hostAddrState{file: xc, stale: true}}, nil
 }
 
 // withoutEntries returns cfg without Translator.Mappings, the parsed RFC
@@ -855,10 +861,12 @@ func (d *daemon) serve(ctx context.Context, dpDone chan error, reloadReq <-chan 
 			reply <- reloadReply{res, err}
 		case <-changes.ready:
 			d.noteChanges(changes.take())
+			d.keepHostAddrs()
 			d.restore()
 			d.checkHealth(func() { d.announce(ctx) })
 		case <-health.C:
 			d.pollLinks()
+			d.keepHostAddrs()
 			d.restore()
 			d.checkHealth(func() { d.announce(ctx) })
 		case <-drops.C:
@@ -1026,9 +1034,10 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	if err := ctx.Err(); err != nil {
 		return res, err // stopping: keep what runs, the cleanup removes it
 	}
-	if err := d.eng.Reload(xc); err != nil {
+	if err := d.eng.Reload(d.withHostAddrs(xc)); err != nil {
 		return res, fmt.Errorf("engine: %w", err)
 	}
+	d.host.file = xc
 	cfg = withoutEntries(cfg)
 	setDropLog(d.dp, cfg.Log)
 	setMappingCounters(d.dp, cfg.Translator, xc.Map.Table())
