@@ -71,6 +71,9 @@ func TestWatcherSeesLinksAndDeletedRoutes(t *testing.T) {
 		}
 		ns.MustRun(t, "ip", "route", "del", "198.51.100.7/32")
 		cs := readUntil(t, w, "deleted route", func(c Change) bool { return c.Route.Dst.IsValid() })
+		// The links' carrier coming up may be reported late, on a
+		// loaded machine after the deletion: only routes count here.
+		cs = slices.DeleteFunc(cs, func(c Change) bool { return c.Link != "" })
 		if len(cs) != 1 || cs[0].Route != (Route{Dst: netip.MustParsePrefix("198.51.100.7/32"), Dev: "dm0"}) {
 			return fmt.Errorf("changes after one route deletion: %+v", cs)
 		}
