@@ -44,8 +44,9 @@ import (
 )
 
 // DefaultControlSocket is where `map646 stats` and `map646 reload` find
-// the running daemon.
-const DefaultControlSocket = "/run/map646.sock"
+// the running daemon: in DefaultLockDir, the one directory a daemon that
+// runs as its own user (the packaged unit's User=map646) needs to write.
+const DefaultControlSocket = "/run/map646/map646.sock"
 
 // Options configure Run.
 type Options struct {
