@@ -1,8 +1,11 @@
 package xlat
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // TestHostAddressesAreOwn: the host's own IPv4 addresses, which the
@@ -62,5 +65,42 @@ func TestHostAddressesAreOwn(t *testing.T) {
 	}
 	if _, r, _ := run(withHost, ip4(C4, S4A, 64, 17, udpSeg(1, 2, payload(8)), v4opt{}), nil); r.Verdict != Forward {
 		t.Errorf("4to6 from a client: %v", r.Reason)
+	}
+}
+
+// BenchmarkHostAddresses: what the host's addresses among the own ones
+// cost an ordinary packet: none, a few (their last bytes rarely match,
+// last4), and a thousand (every last byte matches: both sorted lists are
+// searched for both addresses).
+func BenchmarkHostAddresses(b *testing.B) {
+	tcp := tcpSeg(443, 33000, header.TCPFlagAck, 5, 1001, nil, payload(64))
+	pkts := []struct {
+		name string
+		pkt  []byte
+	}{
+		{"tcp/4to6", ip4(C4, S4A, 64, 6, tcp, v4opt{flags: DF})},
+		{"tcp/6to4", ip6(S6A, C6, 64, 6, tcp, v6opt{})},
+	}
+	for _, n := range []int{0, 3, 1000} {
+		var host []netip.Prefix
+		for i := range n {
+			host = append(host, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 24))
+		}
+		for _, c := range pkts {
+			b.Run(fmt.Sprintf("%s/%d", c.name, n), func(b *testing.B) {
+				w := newTestWorker(b, func(p *Policy) { p.OwnAddrs = append(p.OwnAddrs, host...) })
+				buf := make([]byte, Headroom+len(c.pkt))
+				copy(buf[Headroom:], c.pkt)
+				orig := append([]byte(nil), buf...)
+				sk := &nullSink{}
+				b.ReportAllocs()
+				for b.Loop() {
+					copy(buf, orig)
+					if r := w.Process(buf, Headroom, len(buf), nil, sk); r.Verdict != Forward {
+						b.Fatalf("dropped: %v", r.Reason)
+					}
+				}
+			})
+		}
 	}
 }
