@@ -10,9 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/map646/map646/appliance/daemon"
 	"github.com/map646/map646/internal/testenv"
 )
 
@@ -85,7 +87,7 @@ func TestPackage(t *testing.T) {
 			"--force-confold", "--log=/dev/null", "-i", deb)
 	}
 	install()
-	for _, f := range []string{"usr/bin/map646", "usr/lib/systemd/system/map646.service", "etc/map646/map646.hcl",
+	for _, f := range []string{"usr/bin/map646", "usr/lib/systemd/system/map646.service", "etc/map646/map646.hcl", "usr/lib/sysusers.d/map646.conf",
 		"usr/share/man/man8/map646.8.gz", "usr/share/man/man8/map646-run.8.gz", "usr/share/man/man8/map646-check.8.gz"} {
 		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
 			t.Errorf("not installed: %v", err)
@@ -93,6 +95,13 @@ func TestPackage(t *testing.T) {
 	}
 	if st := run(t, "", nil, "dpkg-query", "--root="+root, "-W", "-f=${Status}", "map646"); st != "install ok installed" {
 		t.Errorf("dpkg-query: %q", st)
+	}
+	// The postinst made the service's system user, in that root.
+	if _, err := exec.LookPath("systemd-sysusers"); err == nil {
+		passwd, _ := os.ReadFile(filepath.Join(root, "etc/passwd"))
+		if u := passwdEntry(string(passwd), "map646"); len(u) != 7 || u[2] == "0" || u[6] != "/usr/sbin/nologin" {
+			t.Errorf("user map646 in the root's /etc/passwd: %q\n%s", u, passwd)
+		}
 	}
 	// The installed example configuration is valid for the installed binary.
 	bin := filepath.Join(root, "usr/bin/map646")
@@ -148,6 +157,89 @@ func TestPackage(t *testing.T) {
 	install()
 	if b, _ := os.ReadFile(conf); string(b) != edited {
 		t.Errorf("reinstalling replaced the edited configuration:\n%s", b)
+	}
+}
+
+// passwdEntry is the fields of name's line in an /etc/passwd, or nil.
+func passwdEntry(passwd, name string) []string {
+	for line := range strings.Lines(passwd) {
+		if f := strings.Split(strings.TrimSpace(line), ":"); f[0] == name {
+			return f
+		}
+	}
+	return nil
+}
+
+// TestUnitRunsUnprivileged: the unit never runs the translator as root:
+// it runs as the system user the package's sysusers.d file makes, with
+// ambient capabilities inside its bounding set, a file system read-only
+// but for its runtime directory, which holds the default control socket
+// and the instance locks.
+func TestUnitRunsUnprivileged(t *testing.T) {
+	unit, err := os.ReadFile("map646.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := map[string]string{}
+	section := ""
+	for line := range strings.Lines(string(unit)) {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "["):
+			section = line
+		case section == "[Service]" && line != "" && !strings.HasPrefix(line, "#"):
+			k, v, _ := strings.Cut(line, "=")
+			if _, dup := svc[k]; dup {
+				t.Errorf("%s set twice", k)
+			}
+			svc[k] = v
+		}
+	}
+	user := svc["User"]
+	if user == "" || user == "root" || user == "0" || svc["DynamicUser"] == "yes" {
+		t.Fatalf("User=%q (DynamicUser=%q): the unit runs as root, or as a user the package does not make", user, svc["DynamicUser"])
+	}
+	sysusers, err := os.ReadFile("map646.sysusers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := false
+	for line := range strings.Lines(string(sysusers)) {
+		if f := strings.Fields(line); len(f) >= 3 && f[0] == "u" && f[1] == user && f[2] != "0" {
+			made = true
+		}
+	}
+	if !made || svc["Group"] != user {
+		t.Errorf("sysusers.d file does not make user %s with its group (Group=%q):\n%s", user, svc["Group"], sysusers)
+	}
+	bounding := strings.Fields(svc["CapabilityBoundingSet"])
+	ambient := strings.Fields(svc["AmbientCapabilities"])
+	if !slices.Contains(ambient, "CAP_NET_ADMIN") {
+		t.Errorf("AmbientCapabilities=%q lacks CAP_NET_ADMIN (tun, routes, sysctls)", svc["AmbientCapabilities"])
+	}
+	for _, c := range ambient {
+		if !slices.Contains(bounding, c) {
+			t.Errorf("ambient %s outside CapabilityBoundingSet=%q", c, svc["CapabilityBoundingSet"])
+		}
+	}
+	for _, c := range bounding {
+		if !slices.Contains([]string{"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE", "CAP_BPF"}, c) {
+			t.Errorf("CapabilityBoundingSet has %s, which the translator does not need", c)
+		}
+	}
+	for k, want := range map[string]string{"ProtectSystem": "strict", "NoNewPrivileges": "yes", "ProtectHome": "yes",
+		"RuntimeDirectory": filepath.Base(daemon.DefaultLockDir)} {
+		if svc[k] != want {
+			t.Errorf("%s=%q, want %q", k, svc[k], want)
+		}
+	}
+	// The runtime directory is where the daemon writes by default.
+	if filepath.Dir(daemon.DefaultControlSocket) != daemon.DefaultLockDir || filepath.Dir(daemon.DefaultLockDir) != "/run" {
+		t.Errorf("control socket %s and locks %s are not both in /run/%s", daemon.DefaultControlSocket, daemon.DefaultLockDir, svc["RuntimeDirectory"])
+	}
+	// /proc/sys must stay writable: the forwarding sysctls.
+	if svc["ProtectKernelTunables"] == "yes" {
+		t.Error("ProtectKernelTunables=yes: the translator could not set ip_forward")
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/user"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -185,6 +186,12 @@ func listenControl(path, group string, d *daemon, reloads chan<- chan reloadRepl
 			return nil, fmt.Errorf("control socket %s: another map646 is running (it answers there)", path)
 		}
 		_ = os.Remove(path)
+	}
+	// The default's directory is the instance locks' (DefaultLockDir),
+	// which a service running as its own user is given (the packaged
+	// unit's RuntimeDirectory=map646).
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	ln, err := bindPrivately(path, gid)
 	if err != nil {

@@ -43,8 +43,9 @@ import (
 )
 
 // DefaultControlSocket is where `map646 stats` and `map646 reload` find
-// the running daemon.
-const DefaultControlSocket = "/run/map646.sock"
+// the running daemon: in DefaultLockDir, the one directory a daemon that
+// runs as its own user (the packaged unit's User=map646) needs to write.
+const DefaultControlSocket = "/run/map646/map646.sock"
 
 // Options configure Run.
 type Options struct {
@@ -424,7 +425,8 @@ type daemon struct {
 	dp      datapath
 	kernel  netsetup.Kernel
 	tracker *netsetup.Tracker
-	repair  repairState // run loop only
+	repair  repairState   // run loop only
+	host    hostAddrState // run loop only
 
 	mu  sync.Mutex     // guards what reload changes and stats reads
 	cfg *config.Config // the file last loaded: its mappings, routes and announcers are in use
@@ -465,6 +467,11 @@ func run(ctx context.Context, opts Options, e env) error {
 	}
 	changes, err := d.watchKernel(&u)
 	if err != nil {
+		return err
+	}
+	// Subscribed first, so no change is missed; before the routes into
+	// the tun go in, so nothing reaches the host's addresses through it.
+	if err := d.refreshHostAddrs(); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -554,7 +561,7 @@ func newDaemon(ctx context.Context, opts Options, e env) (*daemon, error) {
 	}
 	cfg = withoutEntries(cfg)
 	return &daemon{opts: opts, env: e, log: log, started: time.Now(), eng: eng, cfg: cfg, running: cfg,
-		runAs: runAs, id: id, repair: repairState{down: map[string]bool{}}}, nil
+		runAs: runAs, id: id, repair: repairState{down: map[string]bool{}}, host: hostAddrState{file: xc, stale: true}}, nil
 }
 
 // withoutEntries returns cfg without Translator.Mappings, the parsed RFC
@@ -862,10 +869,12 @@ func (d *daemon) serve(ctx context.Context, dpDone chan error, reloadReq <-chan 
 			reply <- reloadReply{res, err}
 		case <-changes.ready:
 			d.noteChanges(changes.take())
+			d.keepHostAddrs()
 			d.restore()
 			d.checkHealth(func() { d.announce(ctx) })
 		case <-health.C:
 			d.pollLinks()
+			d.keepHostAddrs()
 			d.restore()
 			d.checkHealth(func() { d.announce(ctx) })
 		case <-drops.C:
@@ -1040,9 +1049,10 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	if err := ctx.Err(); err != nil {
 		return res, err // stopping: keep what runs, the cleanup removes it
 	}
-	if err := d.eng.Reload(xc); err != nil {
+	if err := d.eng.Reload(d.withHostAddrs(xc)); err != nil {
 		return res, fmt.Errorf("engine: %w", err)
 	}
+	d.host.file = xc
 	cfg = withoutEntries(cfg)
 	setDropLog(d.dp, cfg.Log)
 	setMappingCounters(d.dp, cfg.Translator, xc.Map.Table())

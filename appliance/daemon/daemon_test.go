@@ -40,6 +40,11 @@ type fakeKernel struct {
 	failAdd bool // ReplaceRoutes fails (a restore that cannot work)
 	failed  int  // ReplaceRoutes calls that failed
 	feats   map[string]map[string]bool
+	// host are addresses of the host's other interfaces (HostAddrs
+	// lists them besides those added with ReplaceAddr); hostErr makes
+	// HostAddrs fail.
+	host    []netip.Prefix
+	hostErr error
 }
 
 func newFakeKernel() *fakeKernel {
@@ -79,6 +84,20 @@ func (k *fakeKernel) ReplaceAddr(dev string, p netip.Prefix) error {
 	k.addrs[netsetup.Addr{Dev: dev, Prefix: p}] = true
 	k.mu.Unlock()
 	return nil
+}
+func (k *fakeKernel) HostAddrs() ([]netip.Prefix, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.hostErr != nil {
+		return nil, k.hostErr
+	}
+	ps := slices.Clone(k.host)
+	for a := range k.addrs {
+		if a.Prefix.Addr().Is4() {
+			ps = append(ps, a.Prefix)
+		}
+	}
+	return ps, nil
 }
 func (k *fakeKernel) DelAddr(dev string, p netip.Prefix) error {
 	k.mu.Lock()

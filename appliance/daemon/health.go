@@ -108,13 +108,17 @@ func (d *daemon) watchedLinks() []string {
 
 // noteChanges records kernel events: a watched link that went down, one
 // that came up again (its routes, and IPv6 addresses, are gone: restore
-// everything), a route of ours that was deleted.
+// everything), a route of ours that was deleted, an IPv4 address added
+// or removed (refreshHostAddrs).
 func (d *daemon) noteChanges(cs []netsetup.Change) {
 	links := d.watchedLinks()
 	for _, c := range cs {
 		switch {
 		case c.Lost:
 			d.repair.full = true
+			d.host.stale = true
+		case c.Addrs:
+			d.host.stale = true
 		case c.Link != "":
 			if !slices.Contains(links, c.Link) {
 				continue

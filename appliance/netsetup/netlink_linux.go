@@ -131,6 +131,24 @@ func (n *Netlink) DelAddr(dev string, p netip.Prefix) error {
 	return nil
 }
 
+// HostAddrs implements Kernel.
+func (n *Netlink) HostAddrs() ([]netip.Prefix, error) {
+	as, err := n.h.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("listing addresses: %w", err)
+	}
+	ps := make([]netip.Prefix, 0, len(as))
+	for _, a := range as {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok || a.IPNet == nil {
+			continue
+		}
+		bits, _ := a.Mask.Size()
+		ps = append(ps, netip.PrefixFrom(ip.Unmap(), bits))
+	}
+	return ps, nil
+}
+
 // Sysctl implements Kernel. key is the path below /proc/sys with dots or
 // slashes ("net.ipv6.conf.all.forwarding").
 func (n *Netlink) Sysctl(key, value string) (string, error) {

@@ -84,6 +84,9 @@ type Kernel interface {
 	ReplaceAddr(dev string, p netip.Prefix) error
 	// DelAddr removes an address; a missing one is not an error.
 	DelAddr(dev string, p netip.Prefix) error
+	// HostAddrs returns the IPv4 addresses of every interface, with
+	// their prefix lengths: the host's own addresses.
+	HostAddrs() ([]netip.Prefix, error)
 	// AddRoutes adds routes that must not exist yet (NLM_F_EXCL),
 	// batching the requests; those the kernel already has a route for
 	// (same table, destination and metric: EEXIST) are left as they are

@@ -55,6 +55,15 @@ func (f *fakeKernel) ReplaceAddr(dev string, p netip.Prefix) error {
 	f.log = append(f.log, "addr+ "+p.String())
 	return nil
 }
+func (f *fakeKernel) HostAddrs() ([]netip.Prefix, error) {
+	var ps []netip.Prefix
+	for a := range f.addrs {
+		if a.Prefix.Addr().Is4() {
+			ps = append(ps, a.Prefix)
+		}
+	}
+	return ps, nil
+}
 func (f *fakeKernel) DelAddr(dev string, p netip.Prefix) error {
 	delete(f.addrs, Addr{dev, p})
 	f.log = append(f.log, "addr- "+p.String())

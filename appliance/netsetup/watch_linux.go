@@ -20,14 +20,18 @@ type Change struct {
 	// Route is set (Dst valid) for RTM_DELROUTE: the route the kernel
 	// removed, with the device it resolved.
 	Route Route
+	// Addrs is true for an RTM_NEWADDR or RTM_DELADDR of an IPv4
+	// address: the host's own addresses (Kernel.HostAddrs) changed.
+	Addrs bool
 	// Lost is true when the kernel dropped events (ENOBUFS): anything
 	// may have changed.
 	Lost bool
 }
 
-// Watcher receives link and route events of the network namespace that
-// was current for the thread that called Watch, on a netlink socket
-// subscribed to RTNLGRP_LINK, RTNLGRP_IPV4_ROUTE and RTNLGRP_IPV6_ROUTE.
+// Watcher receives link, route and IPv4 address events of the network
+// namespace that was current for the thread that called Watch, on a
+// netlink socket subscribed to RTNLGRP_LINK, RTNLGRP_IPV4_ROUTE,
+// RTNLGRP_IPV6_ROUTE and RTNLGRP_IPV4_IFADDR.
 // IPv4 routes that the kernel flushes with their link (ip link set down)
 // produce no RTM_DELROUTE (fib_sync_down_dev): the link event is the
 // only sign of them, so a reader must restore everything when a link
@@ -55,7 +59,7 @@ func Watch() (*Watcher, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("netlink filter: %w", err)
 	}
-	groups := uint32(1<<(unix.RTNLGRP_LINK-1) | 1<<(unix.RTNLGRP_IPV4_ROUTE-1) | 1<<(unix.RTNLGRP_IPV6_ROUTE-1))
+	groups := uint32(1<<(unix.RTNLGRP_LINK-1) | 1<<(unix.RTNLGRP_IPV4_ROUTE-1) | 1<<(unix.RTNLGRP_IPV6_ROUTE-1) | 1<<(unix.RTNLGRP_IPV4_IFADDR-1))
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: groups}); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("netlink bind: %w", err)
@@ -70,7 +74,8 @@ func Watch() (*Watcher, error) {
 }
 
 // watchFilter is a classic BPF program that accepts rtnetlink messages of
-// type RTM_NEWLINK, RTM_DELLINK and RTM_DELROUTE and drops the rest (each
+// type RTM_NEWLINK, RTM_DELLINK, RTM_DELROUTE, RTM_NEWADDR and
+// RTM_DELADDR and drops the rest (each
 // notification is an skb of its own). A BPF half-word load reads network
 // byte order; nlmsg_type is in host order.
 func watchFilter() *unix.SockFprog {
@@ -79,9 +84,11 @@ func watchFilter() *unix.SockFprog {
 	}
 	prog := []unix.SockFilter{
 		{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: 4},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 3, K: be(unix.RTM_NEWLINK)},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 2, K: be(unix.RTM_DELLINK)},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 1, K: be(unix.RTM_DELROUTE)},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 5, K: be(unix.RTM_NEWLINK)},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 4, K: be(unix.RTM_DELLINK)},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 3, K: be(unix.RTM_DELROUTE)},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 2, K: be(unix.RTM_NEWADDR)},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 1, K: be(unix.RTM_DELADDR)},
 		{Code: unix.BPF_RET | unix.BPF_K, K: 0},
 		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
 	}
@@ -94,7 +101,7 @@ func (w *Watcher) Close() error {
 }
 
 // Read blocks until the kernel sends events and appends those that
-// concern links (all of them) and deleted routes to cs.
+// concern links (all of them), deleted routes and IPv4 addresses to cs.
 func (w *Watcher) Read(cs []Change) ([]Change, error) {
 	rc, err := w.f.SyscallConn()
 	if err != nil {
@@ -156,6 +163,10 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 			}
 			w.names[idx] = name
 			cs = append(cs, Change{Link: name, Up: flags&unix.IFF_UP != 0})
+		case unix.RTM_NEWADDR, unix.RTM_DELADDR:
+			if len(body) >= unix.SizeofIfAddrmsg && body[0] == unix.AF_INET {
+				cs = append(cs, Change{Addrs: true})
+			}
 		case unix.RTM_DELROUTE:
 			if len(body) < unix.SizeofRtMsg {
 				continue

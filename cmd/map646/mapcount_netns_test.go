@@ -12,8 +12,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/map646/map646/appliance/metrics"
 	"github.com/map646/map646/internal/netnstest"
@@ -27,8 +30,10 @@ import (
 // counts, one that changes an entry's IPv6 side starts it at zero, and a
 // reload that turns the counters off makes `stats --mappings` say so.
 //
-// Plan inside the namespace: the client 192.0.2.2 and the server
-// 2001:db8:6::10 are local addresses (on one end of a veth pair); what the translator
+// Plan inside the namespace: the server 2001:db8:6::10 is a local address
+// (on one end of a veth pair); the client 192.0.2.2 is not (the translator
+// translates nothing from the host's own IPv4 addresses), its datagrams
+// leave from a socket with IP_TRANSPARENT; what the translator
 // sends to other servers (2001:db8:6::/64) and to the client 192.0.2.3 is
 // blackholed, and the server has a socket on the port the client sends
 // to, so that no ICMP error comes back to be counted too.
@@ -73,7 +78,6 @@ metrics {
 	for _, c := range [][]string{
 		{"ip", "link", "add", "dmc0", "type", "veth", "peer", "name", "dmc1"},
 		{"ip", "link", "set", "dmc1", "up"},
-		{"ip", "addr", "add", "192.0.2.2/32", "dev", "dmc0"},
 		{"ip", "addr", "add", "2001:db8:6::10/128", "dev", "dmc0", "nodad"},
 		{"ip", "link", "set", "dmc0", "up"},
 		{"ip", "link", "set", "lo", "up"},
@@ -117,9 +121,20 @@ metrics {
 			var err error
 			if network == "udp6" {
 				c = server
-			} else if c, err = net.DialUDP(network, &net.UDPAddr{IP: net.ParseIP(from)}, &net.UDPAddr{IP: net.ParseIP(to), Port: 7000}); err != nil {
-				return err
 			} else {
+				// A source that is no address of the host's.
+				d := net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(from)}, Control: func(_, _ string, rc syscall.RawConn) error {
+					var serr error
+					if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1) }); err != nil {
+						return err
+					}
+					return serr
+				}}
+				nc, err := d.Dial(network, net.JoinHostPort(to, "7000"))
+				if err != nil {
+					return err
+				}
+				c = nc.(*net.UDPConn)
 				defer c.Close()
 			}
 			for range n {

@@ -237,10 +237,11 @@ type state struct {
 	// ipv4Addr is Policy.IPv4Address (hasIPv4Addr false without one).
 	ipv4Addr    [4]byte
 	hasIPv4Addr bool
-	// own4 and own6 are the translator's own addresses; bcast4 the
-	// directed broadcast addresses of own and mapped IPv4 subnets shorter
-	// than /31, sorted. special says any of the three is non-empty, so
-	// that the packet path tests one flag when there are none.
+	// own4 and own6 are the translator's own addresses (own4 sorted);
+	// bcast4 the directed broadcast addresses of own and mapped IPv4
+	// subnets shorter than /31, sorted. special says any of the three is
+	// non-empty, so that the packet path tests one flag when there are
+	// none.
 	own4    []uint32
 	own6    [][16]byte
 	bcast4  []uint32
@@ -454,6 +455,8 @@ func (s *state) compileOwn(p *Policy) error {
 	}
 	slices.Sort(s.bcast4)
 	s.bcast4 = slices.Compact(s.bcast4)
+	slices.Sort(s.own4)
+	s.own4 = slices.Compact(s.own4)
 	for _, l := range [][]uint32{s.own4, s.bcast4} {
 		for _, a := range l {
 			b := byte(a)
@@ -464,16 +467,13 @@ func (s *state) compileOwn(p *Policy) error {
 	return nil
 }
 
-// isOwn4 reports one of the translator's own IPv4 addresses. The lists
-// are short (a few interface addresses), so a scan beats a map.
+// isOwn4 reports one of the translator's own IPv4 addresses. In host mode
+// they include every address of the host, which may be thousands (a
+// Kubernetes node puts each service address on an interface), so the
+// sorted list is searched, not scanned.
 func (s *state) isOwn4(a [4]byte) bool {
-	v := be32(a[:])
-	for _, o := range s.own4 {
-		if o == v {
-			return true
-		}
-	}
-	return false
+	_, found := slices.BinarySearch(s.own4, be32(a[:]))
+	return found
 }
 
 func (s *state) isOwn6(a *[16]byte) bool {

@@ -1,0 +1,93 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/map646/map646/appliance/netsetup"
+)
+
+// TestHostAddrsAreOwnAddresses (host mode): every IPv4 address of the
+// host, not only the interface blocks', is one of the engine's own
+// addresses from the start, follows address events, survives reloads,
+// and a failed listing is retried at the next health poll.
+func TestHostAddrsAreOwnAddresses(t *testing.T) {
+	k := newFakeKernel()
+	dhcp, lo := netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("127.0.0.1/8")
+	k.host = []netip.Prefix{dhcp, lo, dhcp}
+	h := startWithKernel(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")), k)
+	defer h.stop()
+	own := func() []netip.Prefix { return h.eng.Load().Config().Policy.OwnAddrs }
+	count := func(p netip.Prefix) int {
+		n := 0
+		for _, o := range own() {
+			if o == p {
+				n++
+			}
+		}
+		return n
+	}
+	file := netip.MustParsePrefix("203.0.113.1/28") // the interface block's
+	if count(dhcp) != 1 || count(file) < 1 || count(lo) != 0 {
+		t.Fatalf("own addresses at start: %v, want %v once, %v, without %v", own(), dhcp, file, lo)
+	}
+
+	// ip addr add 100.64.0.1/10 dev docker0
+	cgn := netip.MustParsePrefix("100.64.0.1/10")
+	k.mu.Lock()
+	k.host = append(k.host, cgn)
+	k.mu.Unlock()
+	h.w.events <- []netsetup.Change{{Addrs: true}}
+	waitFor(t, "the added address among the own ones", func() bool { return count(cgn) == 1 })
+
+	// A reload keeps them, with the new file's mappings.
+	writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10", "198.51.100.20")))
+	if _, err := RequestReload(h.sock); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := h.eng.Load().Config().Map.Table().Lookup4([4]byte{198, 51, 100, 20}); !ok || count(cgn) != 1 || count(dhcp) != 1 {
+		t.Fatalf("after a reload: mapped %v, own addresses %v", ok, own())
+	}
+
+	// The listing fails: the engine keeps what it had, and the next
+	// health poll after it works again catches up.
+	k.mu.Lock()
+	k.hostErr = errors.New("netlink: no buffer space")
+	k.host = slices.DeleteFunc(k.host, func(p netip.Prefix) bool { return p == cgn })
+	k.mu.Unlock()
+	h.w.events <- []netsetup.Change{{Addrs: true}}
+	time.Sleep(3 * testHealthInterval)
+	if count(cgn) != 1 {
+		t.Fatalf("own addresses changed while they could not be read: %v", own())
+	}
+	k.mu.Lock()
+	k.hostErr = nil
+	k.mu.Unlock()
+	waitFor(t, "the removed address gone once the listing works", func() bool { return count(cgn) == 0 && count(dhcp) == 1 })
+
+	// Lost events: read again.
+	k.mu.Lock()
+	k.host = append(k.host, cgn)
+	k.mu.Unlock()
+	h.w.events <- []netsetup.Change{{Lost: true}}
+	waitFor(t, "the address read again after lost events", func() bool { return count(cgn) == 1 })
+}
+
+func TestOwnHostAddrs(t *testing.T) {
+	in := []netip.Prefix{
+		netip.MustParsePrefix("203.0.113.5/24"), netip.MustParsePrefix("127.0.0.1/8"),
+		netip.MustParsePrefix("169.254.1.1/16"), netip.MustParsePrefix("192.0.2.1/24"),
+		netip.MustParsePrefix("203.0.113.5/24"), netip.MustParsePrefix("2001:db8::1/64"), {},
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("203.0.113.5/24")}
+	if got := ownHostAddrs(in); !slices.Equal(got, want) {
+		t.Errorf("ownHostAddrs = %v, want %v", got, want)
+	}
+	if in[0] != netip.MustParsePrefix("203.0.113.5/24") {
+		t.Error("ownHostAddrs changed its argument")
+	}
+}
