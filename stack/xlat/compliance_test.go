@@ -346,6 +346,11 @@ func TestICMPv4ErrorUntranslatableSource(t *testing.T) {
 			xcase{name: "echo-from-" + router, rfc: "6052 3.1", reason: ReasonSrcUnmapped,
 				in: ip4(router, srv4, 60, 1, icmpMsg(8, 0, 1, payload(8)), v4opt{})})
 	}
+	// Sources no router owns are not lent the error address.
+	for _, martian := range []string{"127.0.0.1", "0.0.0.1", "224.0.0.1", "240.0.0.1", "255.255.255.255", "169.254.0.1"} {
+		cases = append(cases, xcase{name: "frag-needed-from-" + martian, rfc: "7915 4.1; 6791", reason: ReasonSrcIllegal,
+			in: ip4(martian, srv4, 60, 1, icmpMsg(3, 4, 1400, quoted4), v4opt{})})
+	}
 	// A global router keeps its own address in the prefix.
 	cases = append(cases, xcase{name: "frag-needed-from-global", rfc: "7915 4.2; 6052",
 		in:   ip4("9.9.9.9", srv4, 60, 1, icmpMsg(3, 4, 1400, quoted4), v4opt{}),

@@ -209,6 +209,13 @@ func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass) (why R
 		if !q.isErr() || bool(hp) || !s.pfx.Valid() {
 			return ReasonSrcUnmapped, false
 		}
+		if illegal4(src) {
+			// A router's error comes from a unicast address it can
+			// own: this, loopback, multicast, reserved or link-local
+			// space is forged, and the error address must not lend
+			// it the translator's name.
+			return ReasonSrcIllegal, false
+		}
 		// An ICMPv4 error from a router the prefix cannot express (with
 		// the well-known prefix, RFC 6052 section 3.1: shared or private
 		// space, carrier-grade NAT routers among them) comes from the

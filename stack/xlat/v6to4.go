@@ -237,8 +237,9 @@ func (w *Worker) size64(s *state, q *in6, sink Sink) Reason {
 // the IPv4 next hop's MTU in IPv6 terms, but never below the IPv6
 // minimum of 1280, since RFC 8201 section 4 has a host discard a smaller
 // one (a PMTUD black hole). A host at 1280 sends packets of at most 1260
-// bytes once translated, which leave without DF for the IPv4 side to
-// fragment (section 5.1, RFC 8021).
+// bytes once translated, which leave without DF (section 5.1, RFC 8021)
+// for what lies on the IPv4 side to fragment: the host's kernel in host
+// and fd modes; in NIC mode nothing does (docs/rfc-compliance.md).
 func (s *state) ptbMTU() uint32 {
 	return uint32(max(s.mtu4+ip4Size, 1280))
 }
