@@ -129,6 +129,9 @@ type Speaker struct {
 	closed    bool
 
 	stopWatch func()
+	closeOnce sync.Once
+	closeDone chan struct{} // closed when Close's work is done
+	closeErr  error         // its outcome, set before closeDone is closed
 
 	limitMu     sync.Mutex             // guards the fields below; never held with mu
 	limitHits   map[string]uint64      // sessions ended by the prefix limit, by neighbor
@@ -169,7 +172,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) {
 		srv.Stop()
 		return nil, fmt.Errorf("bgp: policy: %w", err)
 	}
-	s := &Speaker{cfg: cfg, log: log, srv: srv,
+	s := &Speaker{cfg: cfg, log: log, srv: srv, closeDone: make(chan struct{}),
 		limitHits: map[string]uint64{}, limitTimers: map[string]*time.Timer{}}
 	if err := s.watchSessions(); err != nil {
 		srv.Stop()
@@ -375,17 +378,22 @@ func (s *Speaker) apply(add, del []netip.Prefix) error {
 
 // Close withdraws every route, then ends each session with a Cease
 // NOTIFICATION (RFC 4486 subcode 3, peer de-configured) so that neighbors
-// drop this translator at once instead of after the hold time.
+// drop this translator at once instead of after the hold time. It returns
+// when ctx ends even if that work is not done (an Update still running, a
+// busy GoBGP): the work goes on in the background and the error says so.
+// Later calls wait for the same work.
 func (s *Speaker) Close(ctx context.Context) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
+	s.closeOnce.Do(func() { go s.shutdown() })
+	select {
+	case <-s.closeDone:
+		return s.closeErr
+	case <-ctx.Done():
+		return fmt.Errorf("bgp: stop: %w", ctx.Err())
 	}
-	s.closed = true
-	err := s.apply(nil, slices.Clone(s.announced))
-	s.mu.Unlock()
+}
 
+// shutdown is Close's work; it closes s.closeDone when done.
+func (s *Speaker) shutdown() {
 	s.limitMu.Lock()
 	s.limitClosed = true
 	for _, t := range s.limitTimers {
@@ -393,19 +401,15 @@ func (s *Speaker) Close(ctx context.Context) error {
 	}
 	s.limitMu.Unlock()
 
-	done := make(chan struct{})
-	go func() {
-		s.srv.Stop()
-		s.stopWatch()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = errors.Join(err, fmt.Errorf("bgp: stop: %w", ctx.Err()))
-	}
+	s.mu.Lock()
+	s.closed = true
+	err := s.apply(nil, slices.Clone(s.announced))
+	s.mu.Unlock()
+	s.srv.Stop()
+	s.stopWatch()
 	s.log.Info("bgp speaker stopped")
-	return err
+	s.closeErr = err
+	close(s.closeDone)
 }
 
 // watchSessions logs each session reaching or leaving Established at info
