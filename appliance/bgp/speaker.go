@@ -298,8 +298,9 @@ func path(p netip.Prefix) (*apiutil.Path, error) {
 // Update makes the announced routes those of the announcement: the union of
 // ipv4 and ipv6 while healthy, nothing otherwise. Only the difference to
 // what is announced now is sent, so a reload that keeps a prefix does not
-// make it flap.
-func (s *Speaker) Update(ctx context.Context, ipv4, ipv6 []netip.Prefix, healthy bool) error {
+// make it flap. GoBGP's path calls take no context, so none is used: a
+// withdrawal must go through even when the caller is stopping.
+func (s *Speaker) Update(_ context.Context, ipv4, ipv6 []netip.Prefix, healthy bool) error {
 	want, err := Desired(ipv4, ipv6, healthy)
 	if err != nil {
 		return err
