@@ -393,6 +393,10 @@ func (s *Speaker) Close(ctx context.Context) error {
 	}
 }
 
+// flushWait is how long Close lets the sessions send the withdrawals:
+// each session's sender takes its queue as soon as it can write.
+const flushWait = 200 * time.Millisecond
+
 // shutdown is Close's work; it closes s.closeDone when done.
 func (s *Speaker) shutdown() {
 	s.limitMu.Lock()
@@ -404,8 +408,17 @@ func (s *Speaker) shutdown() {
 
 	s.mu.Lock()
 	s.closed = true
+	withdrawn := len(s.announced)
 	err := s.apply(nil, slices.Clone(s.announced))
 	s.mu.Unlock()
+	if withdrawn > 0 && len(s.cfg.Neighbors) > 0 {
+		// Let the sessions send the withdrawals before the Cease. GoBGP
+		// also drops a session's queue at stop without waiting for it to
+		// drain (cleanInfiniteChannel), which leaves the goroutine that
+		// holds the queued UPDATEs blocked for good: one per session per
+		// restart.
+		time.Sleep(flushWait)
+	}
 	s.srv.Stop()
 	s.stopWatch()
 	s.log.Info("bgp speaker stopped")
