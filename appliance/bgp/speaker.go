@@ -330,8 +330,8 @@ func (s *Speaker) Update(_ context.Context, ipv4, ipv6 []netip.Prefix, healthy b
 //
 // Withdrawals are one request naming the paths, not their UUIDs: GoBGP
 // finds a UUID by walking the whole RIB, so withdrawing n prefixes one
-// UUID at a time cost n² (8000 prefixes took 22 s, in which a dead
-// translator stayed announced and the daemon's loop stood still).
+// UUID at a time cost n², during which a dead translator stayed announced
+// and the daemon's loop stood still (docs/benchmarks.md).
 // Withdrawing everything (unhealthy, Close) is one DeleteAll. GoBGP
 // checks every path of a request before it withdraws any, so a failed
 // request has withdrawn nothing.
