@@ -58,3 +58,36 @@ func BenchmarkSpeakerAnnounce(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/2000, "ns/prefix")
 }
+
+// BenchmarkSpeakerWithdraw10k is the cost of withdrawing 10000 announced
+// prefixes, with no neighbor: "half" is a reload that drops 5000 of them
+// (withdrawn by path), "all" a failed health check (everything at once).
+// It bounds how long a dead translator stays announced and how long the
+// daemon's loop waits on the speaker.
+func BenchmarkSpeakerWithdraw10k(b *testing.B) {
+	all := manyPrefixes(10000)
+	for _, bc := range []struct {
+		name    string
+		keep    []netip.Prefix
+		healthy bool
+	}{{"half", all[:5000], true}, {"all", nil, false}} {
+		b.Run(bc.name, func(b *testing.B) {
+			s, err := New(context.Background(), Config{LocalAS: 64496, RouterID: netip.MustParseAddr("192.0.2.2")}, slog.New(slog.DiscardHandler))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close(context.Background())
+			ctx := context.Background()
+			for b.Loop() {
+				b.StopTimer()
+				if err := s.Update(ctx, all, nil, true); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if err := s.Update(ctx, bc.keep, nil, bc.healthy); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

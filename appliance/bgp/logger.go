@@ -3,44 +3,42 @@ package bgp
 import (
 	"context"
 	"log/slog"
-
-	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
 )
 
-// logger hands GoBGP's log lines to the daemon's slog.Logger, so that BGP
-// session changes appear in the appliance log with everything else.
-type logger struct{ l *slog.Logger }
+// gobgpHandler hands GoBGP's log records to the daemon's slog handler one
+// level lower: GoBGP logs every FSM step at info and its internals at
+// debug, which would drown the appliance log, so its info lines become
+// debug and its debug lines go below debug. Warnings and errors keep their
+// level.
+type gobgpHandler struct{ h slog.Handler }
 
-func newLogger(l *slog.Logger) gobgplog.Logger { return logger{l.With("component", "bgp")} }
-
-func (g logger) emit(level slog.Level, msg string, fields gobgplog.Fields) {
-	if !g.l.Enabled(context.Background(), level) {
-		return
-	}
-	args := make([]any, 0, 2*len(fields))
-	for k, v := range fields {
-		if k == gobgplog.FieldFacility {
-			continue
-		}
-		args = append(args, k, v)
-	}
-	g.l.Log(context.Background(), level, msg, args...)
+func newGoBGPLogger(l *slog.Logger) *slog.Logger {
+	return slog.New(gobgpHandler{l.With("component", "bgp").Handler()})
 }
 
-// Panic and Fatal are logged as errors: GoBGP calls them for conditions an
-// embedding program must survive (a failed listener), and the daemon decides.
-func (g logger) Panic(msg string, f gobgplog.Fields) { g.emit(slog.LevelError, msg, f) }
-func (g logger) Fatal(msg string, f gobgplog.Fields) { g.emit(slog.LevelError, msg, f) }
-func (g logger) Error(msg string, f gobgplog.Fields) { g.emit(slog.LevelError, msg, f) }
-func (g logger) Warn(msg string, f gobgplog.Fields)  { g.emit(slog.LevelWarn, msg, f) }
-
-// Info lines from GoBGP are chatty (every FSM step); they go to debug.
-func (g logger) Info(msg string, f gobgplog.Fields)  { g.emit(slog.LevelDebug, msg, f) }
-func (g logger) Debug(msg string, f gobgplog.Fields) { g.emit(slog.LevelDebug-4, msg, f) }
-func (g logger) SetLevel(gobgplog.LogLevel)          {}
-func (g logger) GetLevel() gobgplog.LogLevel {
-	if g.l.Enabled(context.Background(), slog.LevelDebug-4) {
-		return gobgplog.DebugLevel
+func gobgpLevel(l slog.Level) slog.Level {
+	switch {
+	case l < slog.LevelInfo:
+		return slog.LevelDebug - 4
+	case l < slog.LevelWarn:
+		return slog.LevelDebug
 	}
-	return gobgplog.InfoLevel
+	return l
+}
+
+func (g gobgpHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return g.h.Enabled(ctx, gobgpLevel(l))
+}
+
+func (g gobgpHandler) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = gobgpLevel(r.Level)
+	return g.h.Handle(ctx, r)
+}
+
+func (g gobgpHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return gobgpHandler{g.h.WithAttrs(as)}
+}
+
+func (g gobgpHandler) WithGroup(name string) slog.Handler {
+	return gobgpHandler{g.h.WithGroup(name)}
 }

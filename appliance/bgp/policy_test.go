@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
-	api "github.com/osrg/gobgp/v3/api"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 
 	"github.com/map646/map646/appliance/config"
 )
@@ -26,9 +28,9 @@ func TestPolicyAssignments(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	for _, dir := range []api.PolicyDirection{api.PolicyDirection_IMPORT, api.PolicyDirection_EXPORT} {
+	for _, dir := range []api.PolicyDirection{api.PolicyDirection_POLICY_DIRECTION_IMPORT, api.PolicyDirection_POLICY_DIRECTION_EXPORT} {
 		a := got[dir]
-		if a == nil || a.DefaultAction != api.RouteAction_REJECT || len(a.Policies) != 1 || a.Policies[0].Name != originatedOnly {
+		if a == nil || a.DefaultAction != api.RouteAction_ROUTE_ACTION_REJECT || len(a.Policies) != 1 || a.Policies[0].Name != originatedOnly {
 			t.Errorf("%v assignment %v: want default reject and policy %s", dir, a, originatedOnly)
 		}
 	}
@@ -42,7 +44,7 @@ func TestPolicyAssignments(t *testing.T) {
 		t.Fatalf("policy statements %v, want one", stmts)
 	}
 	c, a := stmts[0].GetConditions(), stmts[0].GetActions()
-	if c.GetRouteType() != api.Conditions_ROUTE_TYPE_LOCAL || a.GetRouteAction() != api.RouteAction_ACCEPT ||
+	if c.GetRouteType() != api.Conditions_ROUTE_TYPE_LOCAL || a.GetRouteAction() != api.RouteAction_ROUTE_ACTION_ACCEPT ||
 		c.GetPrefixSet() != nil || c.GetNeighborSet() != nil || c.GetAsPathSet() != nil {
 		t.Errorf("statement %v: want only 'route type local: accept'", stmts[0])
 	}
@@ -91,7 +93,7 @@ func (p *testPeer) originate(t *testing.T, ps ...string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := p.srv.AddPath(context.Background(), &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: ap}); err != nil {
+		if _, err := p.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{ap}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -101,7 +103,8 @@ func (p *testPeer) originate(t *testing.T, ps ...string) {
 func (p *testPeer) withdrawAll(t *testing.T) {
 	t.Helper()
 	for _, f := range []Family{IPv4Unicast, IPv6Unicast} {
-		if err := p.srv.DeletePath(context.Background(), &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: apiFamily(f)}); err != nil {
+		fam := bgpFamily(f)
+		if err := p.srv.DeletePath(apiutil.DeletePathRequest{DeleteAll: true, DeleteFamily: &fam}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -169,9 +172,9 @@ func TestSpeakerNoTransit(t *testing.T) {
 
 	// The speaker's RIB holds only what it originates.
 	for _, f := range []Family{IPv4Unicast, IPv6Unicast} {
-		if err := s.srv.ListPath(context.Background(), &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: apiFamily(f)}, func(d *api.Destination) {
-			if d.Prefix != "198.51.100.0/24" && d.Prefix != "2001:db8:64::/96" {
-				t.Errorf("speaker RIB has %s, learned from a neighbor", d.Prefix)
+		if err := s.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: bgpFamily(f)}, func(prefix bgp.NLRI, _ []*apiutil.Path) {
+			if p := prefix.String(); p != "198.51.100.0/24" && p != "2001:db8:64::/96" {
+				t.Errorf("speaker RIB has %s, learned from a neighbor", p)
 			}
 		}); err != nil {
 			t.Fatal(err)

@@ -11,10 +11,10 @@ import (
 	"sync"
 	"time"
 
-	api "github.com/osrg/gobgp/v3/api"
-	"github.com/osrg/gobgp/v3/pkg/apiutil"
-	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
-	"github.com/osrg/gobgp/v3/pkg/server"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
 
 	"github.com/map646/map646/appliance/config"
 )
@@ -122,14 +122,16 @@ type Speaker struct {
 	srv *server.BgpServer
 
 	mu        sync.Mutex
-	announced []netip.Prefix          // sorted, what is in the RIB now
-	uuids     map[netip.Prefix][]byte // GoBGP's handle of each announced path
+	announced []netip.Prefix // sorted, what is in the RIB now
 	healthy   bool
 	updates   uint64
 	lastErr   string
 	closed    bool
 
 	stopWatch func()
+	closeOnce sync.Once
+	closeDone chan struct{} // closed when Close's work is done
+	closeErr  error         // its outcome, set before closeDone is closed
 
 	limitMu     sync.Mutex             // guards the fields below; never held with mu
 	limitHits   map[string]uint64      // sessions ended by the prefix limit, by neighbor
@@ -146,7 +148,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	srv := server.NewBgpServer(server.LoggerOption(newLogger(log)))
+	srv := server.NewBgpServer(server.LoggerOption(newGoBGPLogger(log), nil))
 	go srv.Serve()
 
 	global := &api.Global{
@@ -170,7 +172,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) {
 		srv.Stop()
 		return nil, fmt.Errorf("bgp: policy: %w", err)
 	}
-	s := &Speaker{cfg: cfg, log: log, srv: srv, uuids: map[netip.Prefix][]byte{},
+	s := &Speaker{cfg: cfg, log: log, srv: srv, closeDone: make(chan struct{}),
 		limitHits: map[string]uint64{}, limitTimers: map[string]*time.Timer{}}
 	if err := s.watchSessions(); err != nil {
 		srv.Stop()
@@ -239,15 +241,15 @@ func setPolicy(ctx context.Context, srv *server.BgpServer) error {
 		Statements: []*api.Statement{{
 			Name:       originatedOnly + "-local",
 			Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
-			Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
+			Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
 		}},
 	}})
 	if err != nil {
 		return err
 	}
-	for _, dir := range []api.PolicyDirection{api.PolicyDirection_IMPORT, api.PolicyDirection_EXPORT} {
+	for _, dir := range []api.PolicyDirection{api.PolicyDirection_POLICY_DIRECTION_IMPORT, api.PolicyDirection_POLICY_DIRECTION_EXPORT} {
 		if err := srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
-			Name: globalRIB, Direction: dir, DefaultAction: api.RouteAction_REJECT,
+			Name: globalRIB, Direction: dir, DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
 			Policies: []*api.Policy{{Name: originatedOnly}},
 		}}); err != nil {
 			return err
@@ -270,25 +272,35 @@ func apiFamily(f Family) *api.Family {
 // unspecified so that GoBGP puts the session's own address there for each
 // neighbor (RFC 4271 section 5.1.3); for an IPv4 prefix on an IPv6 session
 // that yields an MP_REACH_NLRI with an IPv6 next hop (RFC 8950).
-func path(p netip.Prefix) (*api.Path, error) {
-	origin := bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)
-	var nlri bgp.AddrPrefixInterface
-	var attrs []bgp.PathAttributeInterface
-	if p.Addr().Is4() {
-		nlri = bgp.NewIPAddrPrefix(uint8(p.Bits()), p.Addr().String())
-		attrs = []bgp.PathAttributeInterface{origin, bgp.NewPathAttributeNextHop("0.0.0.0")}
-	} else {
-		nlri = bgp.NewIPv6AddrPrefix(uint8(p.Bits()), p.Addr().String())
-		attrs = []bgp.PathAttributeInterface{origin, bgp.NewPathAttributeMpReachNLRI("::", []bgp.AddrPrefixInterface{nlri})}
+func path(p netip.Prefix) (*apiutil.Path, error) {
+	nlri, err := bgp.NewIPAddrPrefix(p)
+	if err != nil {
+		return nil, err
 	}
-	return apiutil.NewPath(nlri, false, attrs, time.Now())
+	out := &apiutil.Path{Nlri: nlri, Age: time.Now().Unix(),
+		Attrs: []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)}}
+	if p.Addr().Is4() {
+		nh, err := bgp.NewPathAttributeNextHop(netip.IPv4Unspecified())
+		if err != nil {
+			return nil, err
+		}
+		out.Family, out.Attrs = bgp.RF_IPv4_UC, append(out.Attrs, nh)
+	} else {
+		mp, err := bgp.NewPathAttributeMpReachNLRI(bgp.RF_IPv6_UC, []bgp.PathNLRI{{NLRI: nlri}}, netip.IPv6Unspecified())
+		if err != nil {
+			return nil, err
+		}
+		out.Family, out.Attrs = bgp.RF_IPv6_UC, append(out.Attrs, mp)
+	}
+	return out, nil
 }
 
 // Update makes the announced routes those of the announcement: the union of
 // ipv4 and ipv6 while healthy, nothing otherwise. Only the difference to
 // what is announced now is sent, so a reload that keeps a prefix does not
-// make it flap.
-func (s *Speaker) Update(ctx context.Context, ipv4, ipv6 []netip.Prefix, healthy bool) error {
+// make it flap. GoBGP's path calls take no context, so none is used: a
+// withdrawal must go through even when the caller is stopping.
+func (s *Speaker) Update(_ context.Context, ipv4, ipv6 []netip.Prefix, healthy bool) error {
 	want, err := Desired(ipv4, ipv6, healthy)
 	if err != nil {
 		return err
@@ -301,7 +313,7 @@ func (s *Speaker) Update(ctx context.Context, ipv4, ipv6 []netip.Prefix, healthy
 	s.updates++
 	s.healthy = healthy
 	add, del := Diff(s.announced, want)
-	err = s.apply(ctx, add, del)
+	err = s.apply(add, del)
 	if err != nil {
 		s.lastErr = err.Error()
 	} else {
@@ -315,16 +327,39 @@ func (s *Speaker) Update(ctx context.Context, ipv4, ipv6 []netip.Prefix, healthy
 
 // apply withdraws del and announces add, keeping s.announced equal to what
 // GoBGP actually holds even when a call fails half way. Called with s.mu held.
-func (s *Speaker) apply(ctx context.Context, add, del []netip.Prefix) error {
+//
+// Withdrawals are one request naming the paths, not their UUIDs: GoBGP
+// finds a UUID by walking the whole RIB, so withdrawing n prefixes one
+// UUID at a time cost n², during which a dead translator stayed announced
+// and the daemon's loop stood still (docs/benchmarks.md).
+// Withdrawing everything (unhealthy, Close) is one DeleteAll. GoBGP
+// checks every path of a request before it withdraws any, so a failed
+// request has withdrawn nothing.
+func (s *Speaker) apply(add, del []netip.Prefix) error {
 	var errs []error
-	for _, p := range del {
-		if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Uuid: s.uuids[p]}); err != nil {
-			errs = append(errs, fmt.Errorf("bgp: withdraw %v: %w", p, err))
-			continue
+	if len(del) > 0 {
+		req := apiutil.DeletePathRequest{DeleteAll: len(del) == len(s.announced)}
+		for _, p := range del {
+			if req.DeleteAll {
+				break
+			}
+			ap, err := path(p)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("bgp: withdraw %v: %w", p, err))
+				continue
+			}
+			req.Paths = append(req.Paths, ap)
 		}
-		delete(s.uuids, p)
-		i, _ := slices.BinarySearchFunc(s.announced, p, comparePrefix)
-		s.announced = slices.Delete(s.announced, i, i+1)
+		if req.DeleteAll || len(req.Paths) > 0 {
+			if err := s.srv.DeletePath(req); err != nil {
+				errs = append(errs, fmt.Errorf("bgp: withdraw %d prefixes: %w", len(del), err))
+			} else {
+				s.announced = slices.DeleteFunc(s.announced, func(p netip.Prefix) bool {
+					_, found := slices.BinarySearchFunc(del, p, comparePrefix)
+					return found
+				})
+			}
+		}
 	}
 	for _, p := range add {
 		ap, err := path(p)
@@ -332,12 +367,10 @@ func (s *Speaker) apply(ctx context.Context, add, del []netip.Prefix) error {
 			errs = append(errs, fmt.Errorf("bgp: announce %v: %w", p, err))
 			continue
 		}
-		r, err := s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: ap})
-		if err != nil {
+		if _, err := s.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{ap}}); err != nil {
 			errs = append(errs, fmt.Errorf("bgp: announce %v: %w", p, err))
 			continue
 		}
-		s.uuids[p] = r.Uuid
 		i, _ := slices.BinarySearchFunc(s.announced, p, comparePrefix)
 		s.announced = slices.Insert(s.announced, i, p)
 	}
@@ -346,17 +379,26 @@ func (s *Speaker) apply(ctx context.Context, add, del []netip.Prefix) error {
 
 // Close withdraws every route, then ends each session with a Cease
 // NOTIFICATION (RFC 4486 subcode 3, peer de-configured) so that neighbors
-// drop this translator at once instead of after the hold time.
+// drop this translator at once instead of after the hold time. It returns
+// when ctx ends even if that work is not done (an Update still running, a
+// busy GoBGP): the work goes on in the background and the error says so.
+// Later calls wait for the same work.
 func (s *Speaker) Close(ctx context.Context) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
+	s.closeOnce.Do(func() { go s.shutdown() })
+	select {
+	case <-s.closeDone:
+		return s.closeErr
+	case <-ctx.Done():
+		return fmt.Errorf("bgp: stop: %w", ctx.Err())
 	}
-	s.closed = true
-	err := s.apply(ctx, nil, slices.Clone(s.announced))
-	s.mu.Unlock()
+}
 
+// flushWait is how long Close lets the sessions send the withdrawals:
+// each session's sender takes its queue as soon as it can write.
+const flushWait = 200 * time.Millisecond
+
+// shutdown is Close's work; it closes s.closeDone when done.
+func (s *Speaker) shutdown() {
 	s.limitMu.Lock()
 	s.limitClosed = true
 	for _, t := range s.limitTimers {
@@ -364,19 +406,24 @@ func (s *Speaker) Close(ctx context.Context) error {
 	}
 	s.limitMu.Unlock()
 
-	done := make(chan struct{})
-	go func() {
-		s.srv.Stop()
-		s.stopWatch()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = errors.Join(err, fmt.Errorf("bgp: stop: %w", ctx.Err()))
+	s.mu.Lock()
+	s.closed = true
+	withdrawn := len(s.announced)
+	err := s.apply(nil, slices.Clone(s.announced))
+	s.mu.Unlock()
+	if withdrawn > 0 && len(s.cfg.Neighbors) > 0 {
+		// Let the sessions send the withdrawals before the Cease. GoBGP
+		// also drops a session's queue at stop without waiting for it to
+		// drain (cleanInfiniteChannel), which leaves the goroutine that
+		// holds the queued UPDATEs blocked for good: one per session per
+		// restart.
+		time.Sleep(flushWait)
 	}
+	s.srv.Stop()
+	s.stopWatch()
 	s.log.Info("bgp speaker stopped")
-	return err
+	s.closeErr = err
+	close(s.closeDone)
 }
 
 // watchSessions logs each session reaching or leaving Established at info
@@ -387,27 +434,28 @@ func (s *Speaker) watchSessions() error {
 	s.stopWatch = cancel
 	var mu sync.Mutex
 	up := map[string]bool{}
-	return s.srv.WatchEvent(ctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, func(r *api.WatchEventResponse) {
-		ev := r.GetPeer()
-		if ev == nil || ev.GetType() != api.WatchEventResponse_PeerEvent_STATE {
-			return
-		}
-		st := ev.GetPeer().GetState()
-		addr, state := st.GetNeighborAddress(), st.GetSessionState()
-		established := state == api.PeerState_ESTABLISHED
-		mu.Lock()
-		was := up[addr]
-		up[addr] = established
-		mu.Unlock()
-		level := slog.LevelDebug
-		if established != was {
-			level = slog.LevelInfo
-		}
-		s.log.Log(ctx, level, "bgp session "+sessionState(state), "neighbor", addr, "remote_as", st.GetPeerAsn())
-		if was && !established && st.GetAdminState() == api.PeerState_PFX_CT {
-			s.prefixLimitHit(addr)
-		}
-	})
+	return s.srv.WatchEvent(ctx, server.WatchEventMessageCallbacks{
+		OnPeerUpdate: func(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
+			if ev.Type != apiutil.PEER_EVENT_STATE {
+				return
+			}
+			st := ev.Peer.State
+			addr := st.NeighborAddress.String()
+			established := st.SessionState == bgp.BGP_FSM_ESTABLISHED
+			mu.Lock()
+			was := up[addr]
+			up[addr] = established
+			mu.Unlock()
+			level := slog.LevelDebug
+			if established != was {
+				level = slog.LevelInfo
+			}
+			s.log.Log(ctx, level, "bgp session "+fsmState(st.SessionState), "neighbor", addr, "remote_as", st.PeerASN)
+			if was && !established && st.AdminState == api.PeerState_ADMIN_STATE_PFX_CT {
+				s.prefixLimitHit(addr)
+			}
+		},
+	}, server.WatchPeer())
 }
 
 // prefixLimitHit counts a session that GoBGP ended because the neighbor
@@ -492,7 +540,7 @@ func (s *Speaker) Status() Status {
 	_ = s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
 		n := NeighborStatus{Address: p.GetConf().GetNeighborAddress(), RemoteAS: p.GetConf().GetPeerAsn()}
 		n.State = sessionState(p.GetState().GetSessionState())
-		n.Established = p.GetState().GetSessionState() == api.PeerState_ESTABLISHED
+		n.Established = p.GetState().GetSessionState() == api.PeerState_SESSION_STATE_ESTABLISHED
 		n.Flaps = p.GetState().GetFlops()
 		if t := p.GetTimers().GetState(); t != nil {
 			if n.Established && t.GetUptime() != nil {
@@ -520,19 +568,41 @@ func (s *Speaker) Status() Status {
 	return st
 }
 
+// sessionState names an RFC 4271 section 8.2.2 FSM state as ListPeer
+// reports it.
 func sessionState(s api.PeerState_SessionState) string {
 	switch s {
-	case api.PeerState_IDLE:
+	case api.PeerState_SESSION_STATE_IDLE:
 		return "idle"
-	case api.PeerState_CONNECT:
+	case api.PeerState_SESSION_STATE_CONNECT:
 		return "connect"
-	case api.PeerState_ACTIVE:
+	case api.PeerState_SESSION_STATE_ACTIVE:
 		return "active"
-	case api.PeerState_OPENSENT:
+	case api.PeerState_SESSION_STATE_OPENSENT:
 		return "opensent"
-	case api.PeerState_OPENCONFIRM:
+	case api.PeerState_SESSION_STATE_OPENCONFIRM:
 		return "openconfirm"
-	case api.PeerState_ESTABLISHED:
+	case api.PeerState_SESSION_STATE_ESTABLISHED:
+		return "established"
+	}
+	return "unknown(" + strconv.Itoa(int(s)) + ")"
+}
+
+// fsmState names an FSM state as the session events report it, the same
+// way as sessionState.
+func fsmState(s bgp.FSMState) string {
+	switch s {
+	case bgp.BGP_FSM_IDLE:
+		return "idle"
+	case bgp.BGP_FSM_CONNECT:
+		return "connect"
+	case bgp.BGP_FSM_ACTIVE:
+		return "active"
+	case bgp.BGP_FSM_OPENSENT:
+		return "opensent"
+	case bgp.BGP_FSM_OPENCONFIRM:
+		return "openconfirm"
+	case bgp.BGP_FSM_ESTABLISHED:
 		return "established"
 	}
 	return "unknown(" + strconv.Itoa(int(s)) + ")"

@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
-	api "github.com/osrg/gobgp/v3/api"
-	"github.com/osrg/gobgp/v3/pkg/apiutil"
-	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
-	"github.com/osrg/gobgp/v3/pkg/server"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/map646/map646/internal/testenv"
@@ -66,7 +66,7 @@ func startPeer(t *testing.T, addr string, port uint16, speakerAddr string) *test
 func startPeerAS(t *testing.T, as uint32, id, addr string, port uint16, speakerAddr string) *testPeer {
 	t.Helper()
 	ctx := context.Background()
-	srv := server.NewBgpServer(server.LoggerOption(newLogger(testLogger(t).With("side", "peer"))))
+	srv := server.NewBgpServer(server.LoggerOption(newGoBGPLogger(testLogger(t).With("side", "peer")), nil))
 	go srv.Serve()
 	if err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
 		Asn: as, RouterId: id, ListenPort: int32(port), ListenAddresses: []string{addr},
@@ -92,7 +92,14 @@ func startPeerAS(t *testing.T, as uint32, id, addr string, port uint16, speakerA
 type route struct {
 	NextHop string
 	ASPath  string
-	Age     int64
+	Age     int64 // when the peer received it, in whole seconds (GoBGP's resolution)
+}
+
+func bgpFamily(f Family) bgp.Family {
+	if f == IPv4Unicast {
+		return bgp.RF_IPv4_UC
+	}
+	return bgp.RF_IPv6_UC
 }
 
 // rib returns the peer's best paths of both families.
@@ -100,19 +107,14 @@ func (p *testPeer) rib(t *testing.T) map[string]route {
 	t.Helper()
 	out := map[string]route{}
 	for _, f := range []Family{IPv4Unicast, IPv6Unicast} {
-		err := p.srv.ListPath(context.Background(), &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: apiFamily(f)},
-			func(d *api.Destination) {
-				for _, path := range d.Paths {
+		err := p.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: bgpFamily(f)},
+			func(prefix bgp.NLRI, paths []*apiutil.Path) {
+				for _, path := range paths {
 					if !path.Best {
 						continue
 					}
-					attrs, err := apiutil.UnmarshalPathAttributes(path.Pattrs)
-					if err != nil {
-						t.Errorf("%s: %v", d.Prefix, err)
-						continue
-					}
-					r := route{Age: path.Age.AsTime().UnixNano()}
-					for _, a := range attrs {
+					r := route{Age: path.Age}
+					for _, a := range path.Attrs {
 						switch a := a.(type) {
 						case *bgp.PathAttributeNextHop:
 							r.NextHop = a.Value.String()
@@ -126,7 +128,7 @@ func (p *testPeer) rib(t *testing.T) map[string]route {
 							}
 						}
 					}
-					out[d.Prefix] = r
+					out[prefix.String()] = r
 				}
 			})
 		if err != nil {
@@ -277,8 +279,9 @@ map646_bgp_healthy 1
 	before := peer.waitRIB(t, "198.51.100.0/24", "203.0.113.0/25")
 
 	// Reload: one prefix replaced; the kept one is not re-sent (its age in
-	// the peer's RIB does not change), so it does not flap.
-	time.Sleep(10 * time.Millisecond)
+	// the peer's RIB, in whole seconds, does not change), so it does not
+	// flap.
+	time.Sleep(1100 * time.Millisecond)
 	if err := s.Update(ctx, prefixes("198.51.100.0/24", "203.0.113.128/25"), v6, true); err != nil {
 		t.Fatal(err)
 	}
