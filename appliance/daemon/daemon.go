@@ -98,9 +98,12 @@ type Options struct {
 	// false when it has ended, applied or refused: a service manager is
 	// told RELOADING=1 and then READY=1 (sd_notify(3)).
 	OnReload func(starting bool)
-	// OnHealth, if set, is called with the data path's health at every
-	// poll (HealthInterval): systemd's watchdog is fed only while it is
-	// healthy, so a translator that black-holes packets gets restarted.
+	// OnHealth, if set, is called with the data path's liveness at every
+	// poll (HealthInterval): its links up, routes removed from outside
+	// put back, its queues forwarding. systemd's watchdog is fed only
+	// while it is live, so a translator that stopped forwarding gets
+	// restarted. A reload the kernel refused in part, or an announcer
+	// that failed to start, leaves it live: a restart cannot fix either.
 	OnHealth func(healthy bool)
 }
 
@@ -770,7 +773,7 @@ func (d *daemon) startMetrics(u *undoStack) error {
 // translator keeps translating for opts.WithdrawDrain while that spreads.
 func (d *daemon) startAnnouncing(ctx context.Context, u *undoStack) error {
 	d.pollLinks()
-	healthy := d.dp.Healthy() && d.kernelFault() == nil
+	healthy := d.liveness() == nil
 	anns, err := startAnnouncers(ctx, d.opts.Announcers, d.cfg, d.log)
 	if err != nil {
 		return err
@@ -1060,6 +1063,13 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	// new mappings are added, then routes to removed ones deleted.
 	p := makePlan(cfg, d.dev.Name())
 	added, removed, kerr := d.syncKernel(p)
+	if kerr == nil && d.repair.resync {
+		// The difference went in, but what the kernel refused before
+		// may still be wanted (the tracker counts it as its own):
+		// everything is put back once, so that the refusal ends only
+		// when the kernel holds the whole plan.
+		kerr = d.tracker.Restore()
+	}
 	res.RoutesAdded, res.RoutesRemoved = added, removed
 	d.reportForeign()
 	var errs []error
@@ -1075,9 +1085,15 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	res.InUse = true
 	d.plan = p
 	d.mu.Unlock()
-	if kerr != nil {
+	switch {
+	case kerr != nil:
 		d.kernelRefused(kerr)
 		d.checkHealth(func() {}) // announced below, with the new plan
+	case d.repair.resync:
+		// This reload's file is all in: whatever an earlier one had
+		// refused is no longer wanted or has gone in now.
+		d.kernelTookAll()
+		d.checkHealth(func() {})
 	}
 	if _, err := d.reloadAnnouncers(ctx, old, cfg); err != nil {
 		errs = append(errs, err)
@@ -1099,7 +1115,7 @@ func (d *daemon) retryRefused(ctx context.Context) error {
 		d.restore()
 		d.checkHealth(func() { d.announce(ctx) })
 		if d.repair.resync {
-			errs = append(errs, d.kernelFault())
+			errs = append(errs, d.refusedFault())
 		}
 	}
 	d.mu.Lock()

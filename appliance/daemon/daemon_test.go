@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -39,7 +40,11 @@ type fakeKernel struct {
 	rules   []netsetup.Rule
 	failAdd bool // ReplaceRoutes fails (a restore that cannot work)
 	failed  int  // ReplaceRoutes calls that failed
-	feats   map[string]map[string]bool
+	// refuse, if set, names routes the kernel will not take (a gateway
+	// not on-link): ReplaceRoutes and AddRoutes put in the rest of the
+	// batch and fail naming the first refused one.
+	refuse func(netsetup.Route) bool
+	feats  map[string]map[string]bool
 	// host are addresses of the host's other interfaces (HostAddrs
 	// lists them besides those added with ReplaceAddr); hostErr makes
 	// HostAddrs fail.
@@ -112,18 +117,28 @@ func (k *fakeKernel) ReplaceRoutes(rs []netsetup.Route) error {
 		k.mu.Unlock()
 		return fmt.Errorf("route %v: network is down", rs[0])
 	}
+	var err error
 	for _, r := range rs {
+		if k.refuse != nil && k.refuse(r) {
+			err = cmp.Or(err, fmt.Errorf("route %v: nexthop has invalid gateway", r))
+			continue
+		}
 		k.routes[r] = true
 	}
 	k.mu.Unlock()
 	k.record(fmt.Sprintf("routes+ %v", rs))
-	return nil
+	return err
 }
 func (k *fakeKernel) AddRoutes(rs []netsetup.Route) ([]netsetup.Route, error) {
 	k.mu.Lock()
 	var existed []netsetup.Route
+	var err error
 next:
 	for _, r := range rs {
+		if k.refuse != nil && k.refuse(r) {
+			err = cmp.Or(err, fmt.Errorf("route %v: nexthop has invalid gateway", r))
+			continue
+		}
 		for h := range k.routes {
 			if h.Dst == r.Dst && h.Table == r.Table {
 				existed = append(existed, r)
@@ -134,7 +149,7 @@ next:
 	}
 	k.mu.Unlock()
 	k.record(fmt.Sprintf("routes+ %v", rs))
-	return existed, nil
+	return existed, err
 }
 func (k *fakeKernel) AddRule(r netsetup.Rule) error {
 	k.mu.Lock()
