@@ -442,8 +442,9 @@ type daemon struct {
 	healthy bool
 	anns    []runningAnnouncer
 	// annFaults are the kinds of announcer the last reload could not
-	// build with the file's settings, with why (reloadAnnouncers): not
-	// healthy in Stats until a reload builds them.
+	// build with the file's settings, with why (reloadAnnouncers): shown
+	// in their status in Stats until a reload builds them (Stats.Healthy
+	// stays the translator's: it forwards all the same).
 	annFaults map[string]string
 	reloads   metrics.Reloads
 	metrics   string     // bound address of the metrics listener
@@ -1209,7 +1210,7 @@ func (d *daemon) Stats() metrics.Stats {
 		Mappings:      entryCount(cfg),
 		Tun:           d.dev.Name(),
 		Offloads:      d.dev.Offloads(),
-		Healthy:       d.healthy && len(d.annFaults) == 0,
+		Healthy:       d.healthy, // forwarding; an announcer's failure shows in Announcer
 		Reloads:       d.reloads,
 		MetricsListen: d.metrics,
 	}
