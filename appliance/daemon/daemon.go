@@ -732,22 +732,100 @@ func (d *daemon) watchKernel(u *undoStack) (*changeQueue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watching links and routes: %w", err)
 	}
+	k := &kernelWatch{w: w, stop: make(chan struct{})}
 	changes := newChangeQueue()
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
-		var buf []netsetup.Change
-		for {
-			cs, err := w.Read(buf[:0])
-			if err != nil {
-				return
-			}
+		d.followKernel(k, changes)
+	}()
+	u.add(func() { k.close(); <-watchDone })
+	return changes, nil
+}
+
+// kernelWatch is the netlink subscription in use, which followKernel
+// replaces when it fails, and the stop that ends it.
+type kernelWatch struct {
+	mu      sync.Mutex
+	w       watcher
+	stopped bool
+	stop    chan struct{}
+}
+
+// close ends the subscription and followKernel.
+func (k *kernelWatch) close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.stopped {
+		k.stopped = true
+		close(k.stop)
+		_ = k.w.Close()
+	}
+}
+
+// followKernel hands the subscription's changes to the run loop until
+// close. A subscription that fails (a read error other than the kernel's
+// dropped events, which come as Lost) is replaced, with the restore's
+// backoff: meanwhile the run loop is told to read the host's addresses
+// again at every attempt (the health poll reads the links itself), and
+// once subscribed again that events were lost, so that everything missed
+// is put back.
+func (d *daemon) followKernel(k *kernelWatch, changes *changeQueue) {
+	var buf []netsetup.Change
+	k.mu.Lock()
+	w := k.w
+	k.mu.Unlock()
+	for {
+		cs, err := w.Read(buf[:0])
+		if err == nil {
 			changes.push(cs)
 			buf = cs
+			continue
 		}
-	}()
-	u.add(func() { _ = w.Close(); <-watchDone })
-	return changes, nil
+		k.mu.Lock()
+		stopped := k.stopped
+		k.mu.Unlock()
+		if stopped {
+			return
+		}
+		d.log.Warn("the netlink subscription failed: subscribing again; meanwhile links and host addresses are polled", "err", err)
+		_ = w.Close()
+		if w = d.resubscribe(k, changes); w == nil {
+			return
+		}
+		d.log.Info("netlink subscription restored")
+		changes.push([]netsetup.Change{{Lost: true}})
+	}
+}
+
+// resubscribe subscribes again until it works (the new watcher, made
+// k's) or k is closed (nil), with a pause from HealthInterval doubling up
+// to maxRestoreBackoff.
+func (d *daemon) resubscribe(k *kernelWatch, changes *changeQueue) watcher {
+	var pause time.Duration
+	for {
+		changes.push([]netsetup.Change{{Addrs: true}})
+		pause = min(max(2*pause, d.opts.HealthInterval), maxRestoreBackoff)
+		select {
+		case <-k.stop:
+			return nil
+		case <-time.After(pause):
+		}
+		w, err := d.env.watch()
+		if err != nil {
+			d.log.Debug("subscribing to netlink again", "err", err)
+			continue
+		}
+		k.mu.Lock()
+		if k.stopped {
+			k.mu.Unlock()
+			_ = w.Close()
+			return nil
+		}
+		k.w = w
+		k.mu.Unlock()
+		return w
+	}
 }
 
 // startMetrics serves the metrics block's listener, if there is one.

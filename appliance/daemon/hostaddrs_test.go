@@ -147,3 +147,60 @@ func udp4(src, dst string) []byte {
 	u.SetChecksum(^u.CalculateChecksum(checksum.Checksum(payload, xsum)))
 	return b
 }
+
+// TestFailedSubscriptionIsReplaced: when the netlink subscription fails
+// (a read error other than lost events), the host's addresses are read
+// again at each attempt to subscribe anew (which backs off while it
+// fails), and once subscribed again events are followed as before, and
+// what was missed is put back.
+func TestFailedSubscriptionIsReplaced(t *testing.T) {
+	k := newFakeKernel()
+	h := startWithKernel(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")), k)
+	defer h.stop()
+	own := func(p netip.Prefix) bool { return slices.Contains(h.eng.Load().Config().Policy.OwnAddrs, p) }
+	resubs := func() []*fakeWatcher {
+		h.watchMu.Lock()
+		defer h.watchMu.Unlock()
+		return slices.Clone(h.resubs)
+	}
+
+	h.watchMu.Lock()
+	h.watchErr = errors.New("socket: too many open files")
+	h.watchMu.Unlock()
+	h.w.fail <- errors.New("recvmsg: bad file descriptor")
+	// ip route del 198.51.100.10/32 table 646, unheard.
+	const route = "198.51.100.10/32 dev dmtest0 table 646"
+	k.mu.Lock()
+	for r := range k.routes {
+		if r.String() == route {
+			delete(k.routes, r)
+		}
+	}
+	k.mu.Unlock()
+	if slices.Contains(k.routeSet(), route) {
+		t.Fatalf("routes %v: the test lost its route", k.routeSet())
+	}
+	// While it cannot subscribe, an address added is seen all the same.
+	a := netip.MustParsePrefix("192.0.2.1/24")
+	k.mu.Lock()
+	k.host = append(k.host, a)
+	k.mu.Unlock()
+	waitFor(t, "an address added while unsubscribed", func() bool { return own(a) })
+
+	h.watchMu.Lock()
+	h.watchErr = nil
+	h.watchMu.Unlock()
+	waitFor(t, "subscribed again", func() bool { return len(resubs()) == 1 })
+	// A route deleted while no one listened is put back (lost events).
+	waitFor(t, "the route deleted unheard put back", func() bool { return slices.Contains(k.routeSet(), route) })
+	// The new subscription's events are followed.
+	b := netip.MustParsePrefix("100.64.0.1/10")
+	k.mu.Lock()
+	k.host = append(k.host, b)
+	k.mu.Unlock()
+	resubs()[0].events <- []netsetup.Change{{Addrs: true}}
+	waitFor(t, "an address event on the new subscription", func() bool { return own(b) })
+	if n := len(resubs()); n != 1 {
+		t.Errorf("%d subscriptions made again; want 1", n)
+	}
+}
