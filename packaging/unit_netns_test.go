@@ -47,8 +47,10 @@ echo "left: $(ip route show table 646 2>/dev/null) forwarding $(sysctl -n net.ip
 
 // TestUnitCapabilitiesSuffice: the unit's user and capabilities are
 // enough for a translator to set up, answer stats and reload, and stop
-// leaving nothing; it keeps only CAP_NET_ADMIN and loads the tun's
-// steering program (CAP_BPF).
+// leaving nothing; it loads the tun's steering program (CAP_BPF, dropped
+// afterwards) and keeps CAP_NET_ADMIN, CAP_NET_RAW and
+// CAP_NET_BIND_SERVICE (for a reload that adds router advertisements or a
+// low BGP port), nothing else.
 func TestUnitCapabilitiesSuffice(t *testing.T) {
 	netnstest.RequireTun(t, "pku")
 	for _, tool := range []string{"setpriv", "unshare", "mknod"} {

@@ -114,7 +114,9 @@ func closeAnnouncers(ctx context.Context, as []runningAnnouncer, log *slog.Logge
 // built again from the configuration it was built from, so that a block
 // the process cannot serve (a router advertisement after the raw socket
 // capability was dropped, a port in use) costs no announcement that
-// worked. The failure is kept in annFaults (Stats, /healthz) until a
+// worked. The failure is kept in annFaults (the announcer's status and
+// map646_announcer_failed; not /healthz, which says whether the
+// translator forwards) until a
 // reload builds this kind with the file's settings: the next reload
 // retries, even of the same file.
 func (d *daemon) reloadAnnouncers(ctx context.Context, old, cfg *config.Config) (restarted bool, err error) {

@@ -98,9 +98,12 @@ type Options struct {
 	// false when it has ended, applied or refused: a service manager is
 	// told RELOADING=1 and then READY=1 (sd_notify(3)).
 	OnReload func(starting bool)
-	// OnHealth, if set, is called with the data path's health at every
-	// poll (HealthInterval): systemd's watchdog is fed only while it is
-	// healthy, so a translator that black-holes packets gets restarted.
+	// OnHealth, if set, is called with the data path's liveness at every
+	// poll (HealthInterval): its links up, routes removed from outside
+	// put back, its queues forwarding. systemd's watchdog is fed only
+	// while it is live, so a translator that stopped forwarding gets
+	// restarted. A reload the kernel refused in part, or an announcer
+	// that failed to start, leaves it live: a restart cannot fix either.
 	OnHealth func(healthy bool)
 }
 
@@ -439,8 +442,9 @@ type daemon struct {
 	healthy bool
 	anns    []runningAnnouncer
 	// annFaults are the kinds of announcer the last reload could not
-	// build with the file's settings, with why (reloadAnnouncers): not
-	// healthy in Stats until a reload builds them.
+	// build with the file's settings, with why (reloadAnnouncers): shown
+	// in their status in Stats until a reload builds them (Stats.Healthy
+	// stays the translator's: it forwards all the same).
 	annFaults map[string]string
 	reloads   metrics.Reloads
 	metrics   string     // bound address of the metrics listener
@@ -728,22 +732,100 @@ func (d *daemon) watchKernel(u *undoStack) (*changeQueue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watching links and routes: %w", err)
 	}
+	k := &kernelWatch{w: w, stop: make(chan struct{})}
 	changes := newChangeQueue()
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
-		var buf []netsetup.Change
-		for {
-			cs, err := w.Read(buf[:0])
-			if err != nil {
-				return
-			}
+		d.followKernel(k, changes)
+	}()
+	u.add(func() { k.close(); <-watchDone })
+	return changes, nil
+}
+
+// kernelWatch is the netlink subscription in use, which followKernel
+// replaces when it fails, and the stop that ends it.
+type kernelWatch struct {
+	mu      sync.Mutex
+	w       watcher
+	stopped bool
+	stop    chan struct{}
+}
+
+// close ends the subscription and followKernel.
+func (k *kernelWatch) close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.stopped {
+		k.stopped = true
+		close(k.stop)
+		_ = k.w.Close()
+	}
+}
+
+// followKernel hands the subscription's changes to the run loop until
+// close. A subscription that fails (a read error other than the kernel's
+// dropped events, which come as Lost) is replaced, with the restore's
+// backoff: meanwhile the run loop is told to read the host's addresses
+// again at every attempt (the health poll reads the links itself), and
+// once subscribed again that events were lost, so that everything missed
+// is put back.
+func (d *daemon) followKernel(k *kernelWatch, changes *changeQueue) {
+	var buf []netsetup.Change
+	k.mu.Lock()
+	w := k.w
+	k.mu.Unlock()
+	for {
+		cs, err := w.Read(buf[:0])
+		if err == nil {
 			changes.push(cs)
 			buf = cs
+			continue
 		}
-	}()
-	u.add(func() { _ = w.Close(); <-watchDone })
-	return changes, nil
+		k.mu.Lock()
+		stopped := k.stopped
+		k.mu.Unlock()
+		if stopped {
+			return
+		}
+		d.log.Warn("the netlink subscription failed: subscribing again; meanwhile links and host addresses are polled", "err", err)
+		_ = w.Close()
+		if w = d.resubscribe(k, changes); w == nil {
+			return
+		}
+		d.log.Info("netlink subscription restored")
+		changes.push([]netsetup.Change{{Lost: true}})
+	}
+}
+
+// resubscribe subscribes again until it works (the new watcher, made
+// k's) or k is closed (nil), with a pause from HealthInterval doubling up
+// to maxRestoreBackoff.
+func (d *daemon) resubscribe(k *kernelWatch, changes *changeQueue) watcher {
+	var pause time.Duration
+	for {
+		changes.push([]netsetup.Change{{Addrs: true}})
+		pause = min(max(2*pause, d.opts.HealthInterval), maxRestoreBackoff)
+		select {
+		case <-k.stop:
+			return nil
+		case <-time.After(pause):
+		}
+		w, err := d.env.watch()
+		if err != nil {
+			d.log.Debug("subscribing to netlink again", "err", err)
+			continue
+		}
+		k.mu.Lock()
+		if k.stopped {
+			k.mu.Unlock()
+			_ = w.Close()
+			return nil
+		}
+		k.w = w
+		k.mu.Unlock()
+		return w
+	}
 }
 
 // startMetrics serves the metrics block's listener, if there is one.
@@ -770,7 +852,7 @@ func (d *daemon) startMetrics(u *undoStack) error {
 // translator keeps translating for opts.WithdrawDrain while that spreads.
 func (d *daemon) startAnnouncing(ctx context.Context, u *undoStack) error {
 	d.pollLinks()
-	healthy := d.dp.Healthy() && d.kernelFault() == nil
+	healthy := d.liveness() == nil
 	anns, err := startAnnouncers(ctx, d.opts.Announcers, d.cfg, d.log)
 	if err != nil {
 		return err
@@ -1060,6 +1142,13 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	// new mappings are added, then routes to removed ones deleted.
 	p := makePlan(cfg, d.dev.Name())
 	added, removed, kerr := d.syncKernel(p)
+	if kerr == nil && d.repair.resync {
+		// The difference went in, but what the kernel refused before
+		// may still be wanted (the tracker counts it as its own):
+		// everything is put back once, so that the refusal ends only
+		// when the kernel holds the whole plan.
+		kerr = d.tracker.Restore()
+	}
 	res.RoutesAdded, res.RoutesRemoved = added, removed
 	d.reportForeign()
 	var errs []error
@@ -1075,9 +1164,15 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	res.InUse = true
 	d.plan = p
 	d.mu.Unlock()
-	if kerr != nil {
+	switch {
+	case kerr != nil:
 		d.kernelRefused(kerr)
 		d.checkHealth(func() {}) // announced below, with the new plan
+	case d.repair.resync:
+		// This reload's file is all in: whatever an earlier one had
+		// refused is no longer wanted or has gone in now.
+		d.kernelTookAll()
+		d.checkHealth(func() {})
 	}
 	if _, err := d.reloadAnnouncers(ctx, old, cfg); err != nil {
 		errs = append(errs, err)
@@ -1099,7 +1194,7 @@ func (d *daemon) retryRefused(ctx context.Context) error {
 		d.restore()
 		d.checkHealth(func() { d.announce(ctx) })
 		if d.repair.resync {
-			errs = append(errs, d.kernelFault())
+			errs = append(errs, d.refusedFault())
 		}
 	}
 	d.mu.Lock()
@@ -1193,7 +1288,7 @@ func (d *daemon) Stats() metrics.Stats {
 		Mappings:      entryCount(cfg),
 		Tun:           d.dev.Name(),
 		Offloads:      d.dev.Offloads(),
-		Healthy:       d.healthy && len(d.annFaults) == 0,
+		Healthy:       d.healthy, // forwarding; an announcer's failure shows in Announcer
 		Reloads:       d.reloads,
 		MetricsListen: d.metrics,
 	}

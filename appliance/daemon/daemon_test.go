@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -39,7 +40,11 @@ type fakeKernel struct {
 	rules   []netsetup.Rule
 	failAdd bool // ReplaceRoutes fails (a restore that cannot work)
 	failed  int  // ReplaceRoutes calls that failed
-	feats   map[string]map[string]bool
+	// refuse, if set, names routes the kernel will not take (a gateway
+	// not on-link): ReplaceRoutes and AddRoutes put in the rest of the
+	// batch and fail naming the first refused one.
+	refuse func(netsetup.Route) bool
+	feats  map[string]map[string]bool
 	// host are addresses of the host's other interfaces (HostAddrs
 	// lists them besides those added with ReplaceAddr); hostErr makes
 	// HostAddrs fail.
@@ -112,18 +117,28 @@ func (k *fakeKernel) ReplaceRoutes(rs []netsetup.Route) error {
 		k.mu.Unlock()
 		return fmt.Errorf("route %v: network is down", rs[0])
 	}
+	var err error
 	for _, r := range rs {
+		if k.refuse != nil && k.refuse(r) {
+			err = cmp.Or(err, fmt.Errorf("route %v: nexthop has invalid gateway", r))
+			continue
+		}
 		k.routes[r] = true
 	}
 	k.mu.Unlock()
 	k.record(fmt.Sprintf("routes+ %v", rs))
-	return nil
+	return err
 }
 func (k *fakeKernel) AddRoutes(rs []netsetup.Route) ([]netsetup.Route, error) {
 	k.mu.Lock()
 	var existed []netsetup.Route
+	var err error
 next:
 	for _, r := range rs {
+		if k.refuse != nil && k.refuse(r) {
+			err = cmp.Or(err, fmt.Errorf("route %v: nexthop has invalid gateway", r))
+			continue
+		}
 		for h := range k.routes {
 			if h.Dst == r.Dst && h.Table == r.Table {
 				existed = append(existed, r)
@@ -134,7 +149,7 @@ next:
 	}
 	k.mu.Unlock()
 	k.record(fmt.Sprintf("routes+ %v", rs))
-	return existed, nil
+	return existed, err
 }
 func (k *fakeKernel) AddRule(r netsetup.Rule) error {
 	k.mu.Lock()
@@ -211,17 +226,20 @@ func (k *fakeKernel) routeSet() []string {
 // fakeWatcher hands the daemon the kernel events a test sends.
 type fakeWatcher struct {
 	events chan []netsetup.Change
+	fail   chan error // Read returns the error sent (a netlink socket that failed)
 	closed chan struct{}
 	once   sync.Once
 }
 
 func newFakeWatcher() *fakeWatcher {
-	return &fakeWatcher{events: make(chan []netsetup.Change), closed: make(chan struct{})}
+	return &fakeWatcher{events: make(chan []netsetup.Change), fail: make(chan error), closed: make(chan struct{})}
 }
 func (w *fakeWatcher) Read(cs []netsetup.Change) ([]netsetup.Change, error) {
 	select {
 	case e := <-w.events:
 		return append(cs, e...), nil
+	case err := <-w.fail:
+		return cs, err
 	case <-w.closed:
 		return cs, fmt.Errorf("closed")
 	}
@@ -395,8 +413,32 @@ type harness struct {
 	hooksMu sync.Mutex
 	hooks   []string // OnReload and OnHealth calls, in order
 
+	// watchMu guards resubs (the watchers handed out after the first,
+	// h.w) and watchErr (what subscribing again fails with).
+	watchMu  sync.Mutex
+	resubs   []*fakeWatcher
+	watchErr error
+
 	// load, when set, reads the configuration for reloads.
 	load atomic.Pointer[func(context.Context, Options) (*config.Config, error)]
+}
+
+// subscribe is the harness's env.watch: h.w first, then a new watcher
+// per call (unless watchErr).
+func (h *harness) subscribe() (watcher, error) {
+	h.watchMu.Lock()
+	defer h.watchMu.Unlock()
+	select {
+	case <-h.w.closed:
+	default:
+		return h.w, nil
+	}
+	if h.watchErr != nil {
+		return nil, h.watchErr
+	}
+	w := newFakeWatcher()
+	h.resubs = append(h.resubs, w)
+	return w, nil
 }
 
 func (h *harness) hook(s string) {
@@ -456,7 +498,7 @@ func startWith(t *testing.T, cfgBody string, k *fakeKernel, opt func(*Options)) 
 	writeConfig(t, h.cfg, cfgBody)
 	e := env{
 		kernel: func() (netsetup.Kernel, func() error, error) { return h.k, func() error { return nil }, nil },
-		watch:  func() (watcher, error) { return h.w, nil },
+		watch:  h.subscribe,
 		openTun: func(c tun.Config) (device, error) {
 			if c.Name != "dmtest0" || c.Queues != 1 || c.SteerPrefix != netip.MustParsePrefix("2001:db8:64::/96") {
 				return nil, fmt.Errorf("unexpected tun config %+v", c)

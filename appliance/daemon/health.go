@@ -67,10 +67,16 @@ type repairState struct {
 	// route, rule, address or link): the whole plan in use is applied
 	// again, with the restore's backoff, until it takes it; restoreErr
 	// says why meanwhile.
-	resync  bool
-	missing []netsetup.Route
-	retryAt time.Time     // after a failed restore, when to try again
-	backoff time.Duration // doubles per failure, up to maxRestoreBackoff
+	resync bool
+	// prefixRefused: while resync, the routes that carry the announced
+	// prefixes (into the tun; NIC mode's blackhole) could not all be put
+	// in: traffic to an announced prefix may be black-holed, so the
+	// announcements withdraw. A refused route block or interface alone
+	// leaves them announced (the prefixes still forward).
+	prefixRefused bool
+	missing       []netsetup.Route
+	retryAt       time.Time     // after a failed restore, when to try again
+	backoff       time.Duration // doubles per failure, up to maxRestoreBackoff
 }
 
 // maxRestoreBackoff bounds the wait between two attempts at a restore
@@ -170,6 +176,9 @@ func (d *daemon) restore() {
 	switch {
 	case d.repair.resync:
 		err = d.resync()
+		if err != nil {
+			d.checkPrefixRoutes()
+		}
 	case d.repair.full || d.repair.restoreErr != nil:
 		err = d.tracker.Restore()
 	default:
@@ -183,14 +192,24 @@ func (d *daemon) restore() {
 		d.repairFailed(err)
 		return
 	}
+	if !d.repair.resync && d.repair.restoreErr != nil {
+		d.log.Info("routes restored")
+	}
+	d.kernelTookAll()
+}
+
+// kernelTookAll records that the kernel holds everything the plan in use
+// asks for (a restore or a full resync succeeded): whatever it refused
+// before is in now, and the restore's backoff starts afresh.
+func (d *daemon) kernelTookAll() {
 	if d.repair.resync {
 		d.log.Info("the kernel took the configuration in use")
-	} else if d.repair.restoreErr != nil {
-		d.log.Info("routes restored")
 	}
 	d.repair.restoreErr = nil
 	d.repair.resync = false
+	d.repair.prefixRefused = false
 	d.repair.backoff = 0
+	d.repair.retryAt = time.Time{}
 }
 
 // repairFailed records a failed attempt at putting the kernel state back
@@ -204,14 +223,33 @@ func (d *daemon) repairFailed(err error) {
 
 // kernelRefused is a reload's kernel changes failing in part (err): the
 // configuration is in use by the engine, so the kernel must follow it.
-// The daemon is unhealthy (announcers withdraw: an announced prefix whose
-// route is missing is a black hole) and the whole plan is applied again
-// with the restore's backoff until the kernel takes it, without another
-// reload.
+// The whole plan is applied again with the restore's backoff until the
+// kernel takes it, without another reload. Announcers withdraw only if
+// the routes of the announced prefixes themselves are refused (an
+// announced prefix whose route is missing is a black hole); a refused
+// route block (a gateway not on-link) or interface (a missing device)
+// leaves the prefixes forwarding and announced. Either way the watchdog
+// is still fed (checkHealth): a restart would meet the same refusal.
 func (d *daemon) kernelRefused(err error) {
-	d.log.Error("the kernel refused part of the new configuration: unhealthy, retrying until it takes it", "err", err)
+	d.log.Error("the kernel refused part of the new configuration: retrying until it takes it", "err", err)
 	d.repair.resync = true
 	d.repairFailed(err)
+	d.checkPrefixRoutes()
+}
+
+// checkPrefixRoutes sets repair.prefixRefused: whether the kernel refuses
+// the routes that carry the announced prefixes (put in again, with
+// replace semantics, on their own, so that a refused route block in the
+// same batch does not count against them).
+func (d *daemon) checkPrefixRoutes() {
+	d.mu.Lock()
+	rs := d.plan.prefixRoutes()
+	d.mu.Unlock()
+	err := d.tracker.Reinstall(rs)
+	if err != nil && !d.repair.prefixRefused {
+		d.log.Error("the kernel refuses the routes of the announced prefixes: withdrawing them", "err", err)
+	}
+	d.repair.prefixRefused = err != nil
 }
 
 // resync applies the plan in use again, whole (repairState.resync). The
@@ -226,8 +264,12 @@ func (d *daemon) resync() error {
 	return errors.Join(err, d.tracker.Restore())
 }
 
-// kernelFault says why the kernel side cannot forward, or nil.
-func (d *daemon) kernelFault() error {
+// forwardingFault says why the kernel side cannot forward, or nil: a
+// link the data path needs is down, or routes removed from outside could
+// not be put back. A configuration the kernel refused (repair.resync) is
+// not one: the translator forwards what the kernel took, and restarting
+// cannot make the kernel take the rest.
+func (d *daemon) forwardingFault() error {
 	if len(d.repair.down) > 0 {
 		var names []string
 		for n := range d.repair.down {
@@ -236,27 +278,45 @@ func (d *daemon) kernelFault() error {
 		slices.Sort(names)
 		return fmt.Errorf("link down: %v", names)
 	}
-	if d.repair.restoreErr != nil && d.repair.resync {
-		return fmt.Errorf("the kernel refused part of the configuration in use: %w", d.repair.restoreErr)
-	}
-	if d.repair.restoreErr != nil {
+	if d.repair.restoreErr != nil && !d.repair.resync {
 		return fmt.Errorf("routes not restored: %w", d.repair.restoreErr)
 	}
 	return nil
 }
 
-// checkHealth sets the daemon's health (the data path's workers are alive,
-// the links are up, the routes are in place) and tells the announcers
-// when it changed, so that BGP and router advertisements withdraw.
+// refusedFault says what the kernel refuses of the configuration in use,
+// or nil.
+func (d *daemon) refusedFault() error {
+	if d.repair.resync && d.repair.restoreErr != nil {
+		return fmt.Errorf("the kernel refused part of the configuration in use: %w", d.repair.restoreErr)
+	}
+	return nil
+}
+
+// liveness is the data path's health, which feeds the service manager's
+// watchdog (Options.OnHealth): its links up, routes removed from outside
+// put back, its workers forwarding.
+func (d *daemon) liveness() error {
+	if err := d.forwardingFault(); err != nil {
+		return err
+	}
+	return dataPathFault(d.dp)
+}
+
+// checkHealth sets the daemon's health and tells the announcers when it
+// changed, so that BGP and router advertisements withdraw. Healthy is
+// liveness, and the announced prefixes' routes in place (a refused
+// reload whose prefix routes are missing withdraws them); the watchdog
+// hook is given liveness alone.
 func (d *daemon) checkHealth(announce func()) {
-	fault := d.kernelFault()
-	if fault == nil {
-		fault = dataPathFault(d.dp)
+	fault := d.liveness()
+	if d.opts.OnHealth != nil {
+		d.opts.OnHealth(fault == nil)
+	}
+	if fault == nil && d.repair.prefixRefused {
+		fault = d.refusedFault()
 	}
 	h := fault == nil
-	if d.opts.OnHealth != nil {
-		d.opts.OnHealth(h)
-	}
 	d.mu.Lock()
 	changed := h != d.healthy
 	d.healthy = h

@@ -40,13 +40,30 @@ func (d *daemon) tracksHostAddrs() bool {
 	return d.running.Translator.Link == config.LinkTun
 }
 
-// withHostAddrs is c with the host's addresses added to its own ones.
+// withHostAddrs is c with the host's addresses added to its own ones,
+// except those c maps (an EAM entry, RFC 7757): such an address (a /32 on
+// a dummy interface, there for announcing it) belongs to its server, whose
+// traffic would otherwise be dropped as own_address both ways; packets to
+// it are translated, not delivered to the host.
 func (d *daemon) withHostAddrs(c *xlat.Config) *xlat.Config {
 	if len(d.host.addrs) == 0 {
 		return c
 	}
 	x := *c
-	x.Policy.OwnAddrs = append(slices.Clip(c.Policy.OwnAddrs), d.host.addrs...)
+	x.Policy.OwnAddrs = slices.Clip(c.Policy.OwnAddrs)
+	var mapped []netip.Prefix
+	for _, a := range d.host.addrs {
+		if c.Map != nil {
+			if _, _, ok := c.Map.Table().Lookup4(a.Addr().As4()); ok {
+				mapped = append(mapped, a)
+				continue
+			}
+		}
+		x.Policy.OwnAddrs = append(x.Policy.OwnAddrs, a)
+	}
+	if len(mapped) > 0 {
+		d.log.Warn("host addresses that are mapped IPv4 addresses are their servers', not the host's: the translator takes their traffic", "addresses", mapped)
+	}
 	return &x
 }
 

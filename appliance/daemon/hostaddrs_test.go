@@ -9,6 +9,10 @@ import (
 	"time"
 
 	"github.com/map646/map646/appliance/netsetup"
+	"github.com/map646/map646/stack/xlat"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // TestHostAddrsAreOwnAddresses (host mode): every IPv4 address of the
@@ -89,5 +93,114 @@ func TestOwnHostAddrs(t *testing.T) {
 	}
 	if in[0] != netip.MustParsePrefix("203.0.113.5/24") {
 		t.Error("ownHostAddrs changed its argument")
+	}
+}
+
+// TestMappedHostAddrIsTheServers: a host address that a mapping maps (a
+// /32 on a dummy interface, for announcing it) is left out of the
+// engine's own addresses, so that its server is reached both ways instead
+// of its traffic being dropped as own_address; a reload that unmaps it
+// makes it the host's again.
+func TestMappedHostAddrIsTheServers(t *testing.T) {
+	k := newFakeKernel()
+	mapped, other := netip.MustParsePrefix("198.51.100.10/32"), netip.MustParsePrefix("192.0.2.1/24")
+	k.host = []netip.Prefix{mapped, other}
+	h := startWithKernel(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")), k)
+	defer h.stop()
+	own := func() []netip.Prefix { return h.eng.Load().Config().Policy.OwnAddrs }
+	if slices.Contains(own(), mapped) || !slices.Contains(own(), other) {
+		t.Fatalf("own addresses %v: want %v, not the mapped %v", own(), other, mapped)
+	}
+	// The engine translates to the server: a client's UDP datagram to
+	// the mapped address comes out as IPv6 to 2001:db8:6::10.
+	w := h.eng.Load().NewWorker()
+	pkt := udp4("192.0.2.77", "198.51.100.10")
+	buf := make([]byte, xlat.Headroom+len(pkt)+64)
+	copy(buf[xlat.Headroom:], pkt)
+	res := w.Process(buf, xlat.Headroom, xlat.Headroom+len(pkt), nil, nil)
+	w.Flush()
+	if res.Verdict != xlat.Forward || header.IPv6(buf[res.Start:res.End]).DestinationAddress() != tcpip.AddrFrom16(netip.MustParseAddr("2001:db8:6::10").As16()) {
+		t.Errorf("client -> mapped host address: %+v; want translated to its server", res)
+	}
+	writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.20")))
+	if _, err := RequestReload(h.sock); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(own(), mapped) {
+		t.Errorf("own addresses %v after the mapping went: want %v", own(), mapped)
+	}
+}
+
+// udp4 is a UDP datagram from src to dst, with its checksums.
+func udp4(src, dst string) []byte {
+	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
+	payload := []byte("hello")
+	b := make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize+len(payload))
+	ip := header.IPv4(b)
+	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
+		SrcAddr: tcpip.AddrFrom4(s), DstAddr: tcpip.AddrFrom4(d)})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	u := header.UDP(b[header.IPv4MinimumSize:])
+	u.Encode(&header.UDPFields{SrcPort: 40000, DstPort: 53, Length: uint16(header.UDPMinimumSize + len(payload))})
+	copy(u.Payload(), payload)
+	xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, tcpip.AddrFrom4(s), tcpip.AddrFrom4(d), u.Length())
+	u.SetChecksum(^u.CalculateChecksum(checksum.Checksum(payload, xsum)))
+	return b
+}
+
+// TestFailedSubscriptionIsReplaced: when the netlink subscription fails
+// (a read error other than lost events), the host's addresses are read
+// again at each attempt to subscribe anew (which backs off while it
+// fails), and once subscribed again events are followed as before, and
+// what was missed is put back.
+func TestFailedSubscriptionIsReplaced(t *testing.T) {
+	k := newFakeKernel()
+	h := startWithKernel(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")), k)
+	defer h.stop()
+	own := func(p netip.Prefix) bool { return slices.Contains(h.eng.Load().Config().Policy.OwnAddrs, p) }
+	resubs := func() []*fakeWatcher {
+		h.watchMu.Lock()
+		defer h.watchMu.Unlock()
+		return slices.Clone(h.resubs)
+	}
+
+	h.watchMu.Lock()
+	h.watchErr = errors.New("socket: too many open files")
+	h.watchMu.Unlock()
+	h.w.fail <- errors.New("recvmsg: bad file descriptor")
+	// ip route del 198.51.100.10/32 table 646, unheard.
+	const route = "198.51.100.10/32 dev dmtest0 table 646"
+	k.mu.Lock()
+	for r := range k.routes {
+		if r.String() == route {
+			delete(k.routes, r)
+		}
+	}
+	k.mu.Unlock()
+	if slices.Contains(k.routeSet(), route) {
+		t.Fatalf("routes %v: the test lost its route", k.routeSet())
+	}
+	// While it cannot subscribe, an address added is seen all the same.
+	a := netip.MustParsePrefix("192.0.2.1/24")
+	k.mu.Lock()
+	k.host = append(k.host, a)
+	k.mu.Unlock()
+	waitFor(t, "an address added while unsubscribed", func() bool { return own(a) })
+
+	h.watchMu.Lock()
+	h.watchErr = nil
+	h.watchMu.Unlock()
+	waitFor(t, "subscribed again", func() bool { return len(resubs()) == 1 })
+	// A route deleted while no one listened is put back (lost events).
+	waitFor(t, "the route deleted unheard put back", func() bool { return slices.Contains(k.routeSet(), route) })
+	// The new subscription's events are followed.
+	b := netip.MustParsePrefix("100.64.0.1/10")
+	k.mu.Lock()
+	k.host = append(k.host, b)
+	k.mu.Unlock()
+	resubs()[0].events <- []netsetup.Change{{Addrs: true}}
+	waitFor(t, "an address event on the new subscription", func() bool { return own(b) })
+	if n := len(resubs()); n != 1 {
+		t.Errorf("%d subscriptions made again; want 1", n)
 	}
 }

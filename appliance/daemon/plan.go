@@ -19,10 +19,13 @@ const (
 // plan is the kernel state one configuration asks for.
 type plan struct {
 	routes []netsetup.Route
-	rules  []netsetup.Rule
-	addrs  []netsetup.Addr
-	links  []config.Interface
-	ann    Announcement // without Healthy
+	// prefixN: the first prefixN routes carry the announced prefixes
+	// (into the tun, or NIC mode's blackhole); route blocks follow.
+	prefixN int
+	rules   []netsetup.Rule
+	addrs   []netsetup.Addr
+	links   []config.Interface
+	ann     Announcement // without Healthy
 }
 
 // makePlan derives the routes, addresses and announcement of cfg with the
@@ -64,6 +67,7 @@ func makePlan(cfg *config.Config, tunName string) plan {
 			p.routes = append(p.routes, netsetup.Route{Dst: pfx, Blackhole: true})
 		}
 	}
+	p.prefixN = len(p.routes)
 	for _, r := range cfg.Routes {
 		p.routes = append(p.routes, netsetup.Route{Dst: r.To, Via: r.Via, Dev: r.Dev})
 	}
@@ -75,6 +79,9 @@ func makePlan(cfg *config.Config, tunName string) plan {
 	}
 	return p
 }
+
+// prefixRoutes are the routes of p that carry the announced prefixes.
+func (p plan) prefixRoutes() []netsetup.Route { return p.routes[:p.prefixN:p.prefixN] }
 
 // policyRules keep the appliance from forwarding anything untranslated
 // while forwarding is on (it must be, for the kernel to route into the

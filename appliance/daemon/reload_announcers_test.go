@@ -99,9 +99,11 @@ func (k *instanceKind) counts() (built, tries int) {
 // TestReloadRestartsOnlyTheAnnouncerThatChanged: a reload restarts only the
 // announcer whose block changed. One that cannot start with the new block
 // costs no other announcer anything; if it ran before it runs again with
-// its previous settings; the reload's answer, the stats, /healthz and the
-// metrics say so until a reload starts it with the file's settings, and
-// the next reload retries even when the file is unchanged.
+// its previous settings; the reload's answer, the announcer's status in
+// the stats and map646_announcer_failed say so until a reload starts it
+// with the file's settings, and the next reload retries even when the
+// file is unchanged. The translator forwards all the while: /healthz,
+// map646_datapath_healthy and the stats' healthy say so.
 func TestReloadRestartsOnlyTheAnnouncerThatChanged(t *testing.T) {
 	bgp := &instanceKind{name: "bgp", settings: func(c *config.Config) any { return c.BGP }}
 	ra := &instanceKind{name: "ra", settings: func(c *config.Config) any { return c.RouterAdvertisements }}
@@ -142,6 +144,9 @@ func TestReloadRestartsOnlyTheAnnouncerThatChanged(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		s.metric = strings.Contains(string(b), `map646_announcer_failed{announcer="ra"} 1`)
+		if strings.Contains(string(b), "map646_datapath_healthy 1\n") != st.Healthy {
+			t.Errorf("map646_datapath_healthy disagrees with stats' healthy=%v", st.Healthy)
+		}
 		resp, err = http.Get("http://" + st.MetricsListen + "/healthz")
 		if err != nil {
 			t.Fatal(err)
@@ -168,8 +173,8 @@ func TestReloadRestartsOnlyTheAnnouncerThatChanged(t *testing.T) {
 		t.Errorf("reload adding a failing RA answered %v", err)
 	}
 	bgpUntouched("RA added and failed")
-	if s := query(); s.healthy || !strings.Contains(s.statuses["ra"], "operation not permitted") || !s.metric || s.statuses["bgp"] == "" {
-		t.Errorf("after the failed RA: %+v; want unhealthy, the RA's failure shown and counted, BGP's status", s)
+	if s := query(); !s.healthy || !strings.Contains(s.statuses["ra"], "operation not permitted") || !s.metric || s.statuses["bgp"] == "" {
+		t.Errorf("after the failed RA: %+v; want healthy (it forwards), the RA's failure shown and counted, BGP's status", s)
 	}
 	// The same file again: retried, still failing.
 	_, tries := ra.counts()
@@ -204,8 +209,8 @@ func TestReloadRestartsOnlyTheAnnouncerThatChanged(t *testing.T) {
 	if live := ra.live(); len(live) != 1 || !strings.Contains(live[0].settings, "eth9") {
 		t.Errorf("RA running after the failed change: %v; want one, with the previous settings (eth9)", live)
 	}
-	if s := query(); s.healthy || !s.metric || !strings.Contains(s.statuses["ra"], "eth9") || !strings.Contains(s.statuses["ra"], "operation not permitted") {
-		t.Errorf("after the failed change: %+v; want unhealthy, the failure and the running RA's status", s)
+	if s := query(); !s.healthy || !s.metric || !strings.Contains(s.statuses["ra"], "eth9") || !strings.Contains(s.statuses["ra"], "operation not permitted") {
+		t.Errorf("after the failed change: %+v; want healthy (it forwards), the failure and the running RA's status", s)
 	}
 	bgpUntouched("RA changed and failed")
 	// Changed back: the RA that runs is what the file asks for.
@@ -229,8 +234,8 @@ func TestReloadRestartsOnlyTheAnnouncerThatChanged(t *testing.T) {
 	// A failed block that is removed again is no failure any more.
 	body = strings.Replace(body, "remote_as = 64500", "remote_as = 64501", 1)
 	writeConfig(t, h.cfg, body+"router_advertisement \"eth8\" {}\n")
-	if _, err := RequestReload(h.sock); err == nil || query().healthy {
-		t.Errorf("reload to a failing RA block again: %v, healthy %v", err, query().healthy)
+	if _, err := RequestReload(h.sock); err == nil || !query().healthy || !query().metric {
+		t.Errorf("reload to a failing RA block again: %v, %+v; want refused, healthy, counted", err, query())
 	}
 	writeConfig(t, h.cfg, body)
 	if _, err := RequestReload(h.sock); err != nil || !query().healthy || len(ra.live()) != 0 || query().statuses["ra"] != "" {
