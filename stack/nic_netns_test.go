@@ -425,6 +425,14 @@ func TestNetnsNICFollowsMTU(t *testing.T) {
 	if got := tp.eng.Config().Policy; got.IPv4MTU != 1400 || got.IPv6MTU != 1290 {
 		t.Errorf("MTUs left to the NICs again: %d, %d, want the NICs' 1400, 1290", got.IPv4MTU, got.IPv6MTU)
 	}
+
+	// Below IPv6's minimum (RFC 8200 section 5): the engine keeps 1290.
+	tp.xlat.Run("ip", "link", "set", "x6", "mtu", "1200")
+	tp.xlat.Run("ip", "link", "set", "x4", "mtu", "1300")
+	waitFor(t, "the engine to take IPv4 MTU 1300", func() bool { return tp.eng.Config().Policy.IPv4MTU == 1300 })
+	if got := tp.eng.Config().Policy.IPv6MTU; got != 1290 {
+		t.Errorf("IPv6 MTU %d after the NIC's went to 1200, want the last valid one, 1290", got)
+	}
 }
 
 // TestNetnsNICHostTraffic: in NIC mode the appliance's own traffic stays
@@ -725,6 +733,57 @@ func TestNetnsNICDeleted(t *testing.T) {
 	if d.Healthy() {
 		t.Error("healthy without its NIC")
 	}
+}
+
+// TestNetnsNICMTUBelowIPv6Minimum: an IPv6 NIC whose MTU is below IPv6's
+// minimum (RFC 8200 section 5) cannot be followed: ServeNIC refuses to
+// start, naming the MTU, and leaves the engine as it was; with the IPv6
+// MTU configured it starts.
+func TestNetnsNICMTUBelowIPv6Minimum(t *testing.T) {
+	netnstest.Require(t, "dp-")
+	ns := netnstest.New(t, "dp-nicmtu-")
+	peer := netnstest.New(t, "dp-nicmtupeer-")
+	netnstest.Veth(t, ns, "x4", peer, "p4")
+	netnstest.Veth(t, ns, "x6", peer, "p6")
+	ns.Run("sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0")
+	ns.Run("ip", "link", "set", "x6", "mtu", "1200")
+	eng := testEngine(t)
+	before := eng.Config()
+	err := ns.Do(func() error {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		d, err := ServeNIC(ctx, eng, NICConfig{IPv4: "x4", IPv6: "x6", FollowIPv4MTU: true, FollowIPv6MTU: true}, nil)
+		if err == nil {
+			cancel()
+			d.Wait()
+		}
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "1200") {
+		t.Fatalf("ServeNIC with IPv6 NIC MTU 1200 = %v, want an error naming the MTU", err)
+	}
+	if eng.Config() != before {
+		t.Error("the refused start changed the engine's configuration")
+	}
+	set := *before
+	set.Policy.IPv6MTU = 1280
+	if err := eng.Reload(&set); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var d *Datapath
+	if err := ns.Do(func() (err error) {
+		d, err = ServeNIC(ctx, eng, NICConfig{IPv4: "x4", IPv6: "x6", FollowIPv4MTU: true, FollowIPv6MTU: true}, nil)
+		return err
+	}); err != nil {
+		t.Fatalf("ServeNIC with ipv6 MTU configured: %v", err)
+	}
+	if got := eng.Config().Policy; got.IPv4MTU != 1500 || got.IPv6MTU != 1280 {
+		t.Errorf("engine MTUs %d/%d, want the NIC's 1500 and the configured 1280", got.IPv4MTU, got.IPv6MTU)
+	}
+	cancel()
+	d.Wait()
 }
 
 // ringQueue opens a NIC queue (an AF_PACKET socket with a receive ring of
