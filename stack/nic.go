@@ -43,11 +43,13 @@ type NICConfig struct {
 	// the two NICs, come to sockets of the same index, and so to the
 	// goroutine that translated the packet.
 	SteerPrefix netip.Prefix
-	// FollowIPv4MTU, FollowIPv6MTU: the engine's Policy.IPv4MTU and
-	// IPv6MTU are the NICs' MTUs (the daemon's default in NIC mode), so
-	// ServeNIC reloads the engine with the new value when one changes;
-	// a packet too big for the NIC is then answered by the engine with
-	// Fragmentation Needed or Packet Too Big instead of failing to send.
+	// FollowIPv4MTU, FollowIPv6MTU: where the engine's configuration
+	// leaves Policy.IPv4MTU or IPv6MTU unset (0), it is the IPv4 or IPv6
+	// NIC's MTU, now and whenever that changes, in every configuration
+	// the engine is given (Engine.SetLinkPolicy: a reload keeps it); a
+	// packet too big for the NIC is then answered by the engine with
+	// Fragmentation Needed or Packet Too Big (RFC 7915 sections 4 and 5)
+	// instead of failing to send. A configured MTU stays as configured.
 	FollowIPv4MTU, FollowIPv6MTU bool
 }
 
@@ -184,6 +186,27 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 	gone := make(chan error, 1)
 	ifindex4 := n.ports[0].ifindex
 	ifindex6 := n.ports[len(n.ports)-1].ifindex
+	// The NICs' MTUs as the kernel last reported them (IPv4 side, IPv6
+	// side) are the link's, not a configuration's: the engine applies
+	// follow to every configuration it is given, so that a reload (which
+	// knows nothing of them) keeps them, and a change here keeps the
+	// reload's mappings (Engine.SetLinkPolicy serialises the two).
+	var linkMTU [2]atomic.Int64
+	linkMTU[0].Store(int64(n.ports[0].mtu))
+	linkMTU[1].Store(int64(n.ports[len(n.ports)-1].mtu))
+	follow := func(p *xlat.Policy) {
+		if c.FollowIPv4MTU && p.IPv4MTU == 0 {
+			p.IPv4MTU = int(linkMTU[0].Load())
+		}
+		if c.FollowIPv6MTU && p.IPv6MTU == 0 {
+			p.IPv6MTU = int(linkMTU[1].Load())
+		}
+	}
+	if c.FollowIPv4MTU || c.FollowIPv6MTU {
+		if err := eng.SetLinkPolicy(follow); err != nil {
+			return nil, fmt.Errorf("stack: the NICs' MTUs: %w", err)
+		}
+	}
 	onLink := func(ifindex, mtu int, deleted bool) {
 		if deleted {
 			if p := n.port(ifindex); p != nil {
@@ -194,18 +217,29 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 			}
 			return
 		}
-		cfg := *eng.Config()
 		changed := false
-		if c.FollowIPv4MTU && ifindex == ifindex4 && cfg.Policy.IPv4MTU != mtu && mtu >= 68 {
-			cfg.Policy.IPv4MTU, changed = mtu, true
-		}
-		if c.FollowIPv6MTU && ifindex == ifindex6 && cfg.Policy.IPv6MTU != mtu && mtu >= 1280 {
-			cfg.Policy.IPv6MTU, changed = mtu, true
+		for side, s := range []struct {
+			follow   bool
+			ifindex  int
+			min      int
+			protocol string
+		}{{c.FollowIPv4MTU, ifindex4, 68, "IPv4"}, {c.FollowIPv6MTU, ifindex6, 1280, "IPv6"}} {
+			switch {
+			case !s.follow || ifindex != s.ifindex || linkMTU[side].Load() == int64(mtu):
+			case mtu < s.min || mtu > 65535:
+				// RFC 791, RFC 8200 section 5: no such link for the
+				// protocol; the engine keeps the MTU it had.
+				log.Warn("NIC MTU out of range for its protocol; the translator keeps the last one", "ifindex", ifindex, "mtu", mtu,
+					"protocol", s.protocol, "kept", linkMTU[side].Load())
+			default:
+				linkMTU[side].Store(int64(mtu))
+				changed = true
+			}
 		}
 		if !changed {
 			return
 		}
-		if err := eng.Reload(&cfg); err != nil {
+		if err := eng.SetLinkPolicy(follow); err != nil {
 			log.Warn("NIC MTU changed, engine not updated", "ifindex", ifindex, "mtu", mtu, "err", err)
 			return
 		}

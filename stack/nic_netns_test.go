@@ -118,12 +118,12 @@ func newModeTopologyOffloads(t testing.TB, mode linkMode, mtu6, queues int, tso 
 		tp.xlat.Run(c...)
 	}
 
-	// In NIC mode the engine knows the NICs' MTUs (the daemon sets them),
-	// as the kernel's forwarding would; with an fd the kernel routes, and
-	// its errors are translated.
+	// In NIC mode the engine knows the NICs' MTUs (the configuration
+	// leaves them unset and ServeNIC follows them, as in the daemon), as
+	// the kernel's forwarding would; with an fd the kernel routes, and its
+	// errors are translated.
 	cfg := *testEngine(t).Config()
 	if mode == modeNIC {
-		cfg.Policy.IPv4MTU, cfg.Policy.IPv6MTU = 1500, mtu6
 		cfg.Policy.DecrementTTL = true
 	}
 	if mode == modeTapVnet {
@@ -357,13 +357,82 @@ func learnsMTU(t *testing.T, tp *topology, mtu int) {
 // TestNetnsNICFollowsMTU: when the IPv6 NIC's MTU drops while running, NIC
 // mode answers DF packets that no longer fit with Fragmentation Needed for
 // the new MTU (the engine follows the NIC), instead of failing to send.
+// The daemon's reloads (a new mapping table, MTUs left to the NICs), also
+// while the MTU changes, keep the NIC's MTU, and the MTU changes keep the
+// reloads' table; a configured MTU stays as configured. Run with -race.
 func TestNetnsNICFollowsMTU(t *testing.T) {
 	tp := newModeTopology(t, modeNIC, 1520, 1)
+	if got := tp.eng.Config().Policy; got.IPv4MTU != 1500 || got.IPv6MTU != 1520 {
+		t.Fatalf("engine MTUs %d, %d at the start, want the NICs' 1500, 1520", got.IPv4MTU, got.IPv6MTU)
+	}
 	tp.cli.Run("ping", "-c", "1", "-W", "2", serverV4)
 	tp.srv.Run("ip", "link", "set", "s6", "mtu", "1280")
+	daemonConfig := func() *xlat.Config {
+		c := *testEngine(t).Config() // a new table each time
+		c.Policy.DecrementTTL = true
+		return &c
+	}
+	stop := make(chan struct{})
+	reloaded := make(chan int)
+	go func() { // the daemon's reloads
+		n := 0
+		defer func() { reloaded <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := tp.eng.Reload(daemonConfig()); err != nil {
+				t.Error(err)
+				return
+			}
+			n++
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	for mtu := 1400; mtu > 1280; mtu -= 20 {
+		tp.xlat.Run("ip", "link", "set", "x6", "mtu", strconv.Itoa(mtu))
+	}
 	tp.xlat.Run("ip", "link", "set", "x6", "mtu", "1280")
 	waitFor(t, "the engine to take MTU 1280", func() bool { return tp.eng.Config().Policy.IPv6MTU == 1280 })
+	close(stop)
+	t.Logf("%d reloads while the MTU changed", <-reloaded)
+	last := daemonConfig()
+	if err := tp.eng.Reload(last); err != nil {
+		t.Fatal(err)
+	}
+	if got := tp.eng.Config(); got.Policy.IPv6MTU != 1280 || got.Map != last.Map {
+		t.Fatalf("after a reload: IPv6 MTU %d, want the NIC's 1280 (the reload's table: %v)", got.Policy.IPv6MTU, got.Map == last.Map)
+	}
 	learnsMTU(t, tp, 1260)
+
+	set := daemonConfig()
+	set.Policy.IPv6MTU = 1300
+	if err := tp.eng.Reload(set); err != nil {
+		t.Fatal(err)
+	}
+	tp.xlat.Run("ip", "link", "set", "x6", "mtu", "1290")
+	// The kernel's events come in order: once x4's is in, x6's was.
+	tp.xlat.Run("ip", "link", "set", "x4", "mtu", "1400")
+	waitFor(t, "the engine to take IPv4 MTU 1400", func() bool { return tp.eng.Config().Policy.IPv4MTU == 1400 })
+	if got := tp.eng.Config().Policy.IPv6MTU; got != 1300 {
+		t.Errorf("a configured IPv6 MTU became %d after the NIC's changed, want 1300", got)
+	}
+	if err := tp.eng.Reload(daemonConfig()); err != nil {
+		t.Fatal(err)
+	}
+	if got := tp.eng.Config().Policy; got.IPv4MTU != 1400 || got.IPv6MTU != 1290 {
+		t.Errorf("MTUs left to the NICs again: %d, %d, want the NICs' 1400, 1290", got.IPv4MTU, got.IPv6MTU)
+	}
+
+	// Below IPv6's minimum (RFC 8200 section 5): the engine keeps 1290.
+	tp.xlat.Run("ip", "link", "set", "x6", "mtu", "1200")
+	tp.xlat.Run("ip", "link", "set", "x4", "mtu", "1300")
+	waitFor(t, "the engine to take IPv4 MTU 1300", func() bool { return tp.eng.Config().Policy.IPv4MTU == 1300 })
+	if got := tp.eng.Config().Policy.IPv6MTU; got != 1290 {
+		t.Errorf("IPv6 MTU %d after the NIC's went to 1200, want the last valid one, 1290", got)
+	}
 }
 
 // TestNetnsNICHostTraffic: in NIC mode the appliance's own traffic stays
@@ -664,6 +733,57 @@ func TestNetnsNICDeleted(t *testing.T) {
 	if d.Healthy() {
 		t.Error("healthy without its NIC")
 	}
+}
+
+// TestNetnsNICMTUBelowIPv6Minimum: an IPv6 NIC whose MTU is below IPv6's
+// minimum (RFC 8200 section 5) cannot be followed: ServeNIC refuses to
+// start, naming the MTU, and leaves the engine as it was; with the IPv6
+// MTU configured it starts.
+func TestNetnsNICMTUBelowIPv6Minimum(t *testing.T) {
+	netnstest.Require(t, "dp-")
+	ns := netnstest.New(t, "dp-nicmtu-")
+	peer := netnstest.New(t, "dp-nicmtupeer-")
+	netnstest.Veth(t, ns, "x4", peer, "p4")
+	netnstest.Veth(t, ns, "x6", peer, "p6")
+	ns.Run("sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0")
+	ns.Run("ip", "link", "set", "x6", "mtu", "1200")
+	eng := testEngine(t)
+	before := eng.Config()
+	err := ns.Do(func() error {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		d, err := ServeNIC(ctx, eng, NICConfig{IPv4: "x4", IPv6: "x6", FollowIPv4MTU: true, FollowIPv6MTU: true}, nil)
+		if err == nil {
+			cancel()
+			d.Wait()
+		}
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "1200") {
+		t.Fatalf("ServeNIC with IPv6 NIC MTU 1200 = %v, want an error naming the MTU", err)
+	}
+	if eng.Config() != before {
+		t.Error("the refused start changed the engine's configuration")
+	}
+	set := *before
+	set.Policy.IPv6MTU = 1280
+	if err := eng.Reload(&set); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var d *Datapath
+	if err := ns.Do(func() (err error) {
+		d, err = ServeNIC(ctx, eng, NICConfig{IPv4: "x4", IPv6: "x6", FollowIPv4MTU: true, FollowIPv6MTU: true}, nil)
+		return err
+	}); err != nil {
+		t.Fatalf("ServeNIC with ipv6 MTU configured: %v", err)
+	}
+	if got := eng.Config().Policy; got.IPv4MTU != 1500 || got.IPv6MTU != 1280 {
+		t.Errorf("engine MTUs %d/%d, want the NIC's 1500 and the configured 1280", got.IPv4MTU, got.IPv6MTU)
+	}
+	cancel()
+	d.Wait()
 }
 
 // ringQueue opens a NIC queue (an AF_PACKET socket with a receive ring of

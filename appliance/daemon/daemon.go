@@ -226,9 +226,6 @@ type env struct {
 	// openLink opens the link of the fd and nic modes (translator.link).
 	openLink func(config.Translator) (device, error)
 	serve    func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error)
-	// nicMTU returns an interface's MTU (NIC mode's default IPv4 and
-	// IPv6 MTUs).
-	nicMTU func(name string) (int, error)
 	// dropPrivileges switches the whole process to id and the
 	// capabilities keep once it is set up; nil keeps them (the lifecycle
 	// tests run the daemon inside the test process).
@@ -317,10 +314,11 @@ func openLink(t config.Translator) (device, error) {
 		if q == 0 {
 			q = runtime.NumCPU()
 		}
-		// Unset MTUs are the NICs' (xlatConfig), and follow them.
+		// MTUs a configuration leaves unset are the NICs', followed
+		// (also after a reload that unsets one; a set one stays).
 		// SteerPrefix: a flow's two directions on one queue loop.
 		return &nicLink{cfg: stack.NICConfig{IPv4: t.NIC.IPv4, IPv6: t.NIC.IPv6, Queues: q, SteerPrefix: t.Prefix,
-			FollowIPv4MTU: t.IPv4MTU == 0, FollowIPv6MTU: t.IPv6MTU == 0}}, nil
+			FollowIPv4MTU: true, FollowIPv6MTU: true}}, nil
 	}
 	return nil, fmt.Errorf("unknown link mode %q", t.Link)
 }
@@ -350,24 +348,19 @@ var systemEnv = env{
 	},
 	dropPrivileges: dropPrivileges,
 	heldCap:        heldCap,
-	nicMTU: func(name string) (int, error) {
-		ifc, err := net.InterfaceByName(name)
-		if err != nil {
-			return 0, err
-		}
-		return ifc.MTU, nil
-	},
 }
 
 // xlatConfig is cfg's engine configuration. In NIC mode nothing else
 // stands between the translator and the NICs (the kernel does not
 // forward): the engine decrements TTL and Hop Limit itself, and unless
 // ipv4_mtu and ipv6_mtu say otherwise they are the NICs' MTUs, so that the
-// engine answers packets too big for them (RFC 7915 sections 4 and 5).
-// Learnt MTUs leave the TCP MSS clamp as the file set it (off without an
-// MTU in the file): RFC 7915 changes no TCP option, and every link mode
-// translates the same SYN the same way.
-func xlatConfig(cfg *config.Config, e env) (*xlat.Config, error) {
+// engine answers packets too big for them (RFC 7915 sections 4 and 5):
+// they stay unset here, and ServeNIC fills them in (and follows the NICs)
+// in every configuration the engine is given, this one and each reload's
+// (stack.NICConfig.FollowIPv4MTU). Learnt MTUs leave the TCP MSS clamp as
+// the file set it (off without an MTU in the file): RFC 7915 changes no
+// TCP option, and every link mode translates the same SYN the same way.
+func xlatConfig(cfg *config.Config) (*xlat.Config, error) {
 	xc, err := cfg.Xlat()
 	if err != nil {
 		return nil, err
@@ -386,21 +379,6 @@ func xlatConfig(cfg *config.Config, e env) (*xlat.Config, error) {
 		}
 		if xc.Policy.IPv6MTU == 0 {
 			xc.Policy.IPv6MTU = t.FD.MTU
-		}
-	}
-	if t := cfg.Translator; t.Link == config.LinkNIC && e.nicMTU != nil {
-		for _, side := range []struct {
-			name string
-			mtu  *int
-		}{{t.NIC.IPv4, &xc.Policy.IPv4MTU}, {t.NIC.IPv6, &xc.Policy.IPv6MTU}} {
-			if *side.mtu != 0 {
-				continue
-			}
-			m, err := e.nicMTU(side.name)
-			if err != nil {
-				return nil, fmt.Errorf("translator nic %s: %w", side.name, err)
-			}
-			*side.mtu = m
 		}
 	}
 	return xc, nil
@@ -555,7 +533,7 @@ func newDaemon(ctx context.Context, opts Options, e env) (*daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	xc, err := xlatConfig(cfg, e)
+	xc, err := xlatConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -1124,7 +1102,7 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 		res.Digest, res.PendingDigest = digests(running, old)
 		return res, d.retryRefused(ctx)
 	}
-	xc, err := xlatConfig(cfg, d.env)
+	xc, err := xlatConfig(cfg)
 	if err != nil {
 		return res, err
 	}

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,8 +28,9 @@ import (
 
 // TestLinkModes: the fd and nic blocks start the data path on the link
 // they name instead of a tun. NIC mode turns kernel forwarding off (and
-// restores it), routes nothing into a tun, and gives the engine the NICs'
-// MTUs unless ipv4_mtu / ipv6_mtu are set; fd mode leaves forwarding and
+// restores it), routes nothing into a tun, and leaves the MTUs that
+// ipv4_mtu / ipv6_mtu do not set to the NICs (ServeNIC fills them in and
+// follows them: a reload keeps what a NIC reported); fd mode leaves forwarding and
 // routes to whoever handed the descriptor over. NIC mode adds a P per
 // queue loop (it keeps one while it waits; one loop reads an index's
 // socket of both NICs), fd mode none.
@@ -46,9 +48,9 @@ func TestLinkModes(t *testing.T) {
 		extraProcs int // GOMAXPROCS beyond one per CPU; -1: untouched
 	}{
 		{"nic", "nic {\n    ipv4 = \"eth0\"\n    ipv6 = \"eth1\"\n    queues = 3\n  }",
-			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth1", Queues: 3, SteerPrefix: netip.MustParsePrefix("2001:db8:64::/96"), FollowIPv4MTU: true, FollowIPv6MTU: true}}, "nic eth0,eth1", "0", 1500, 9000, false, 3},
+			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth1", Queues: 3, SteerPrefix: netip.MustParsePrefix("2001:db8:64::/96"), FollowIPv4MTU: true, FollowIPv6MTU: true}}, "nic eth0,eth1", "0", 0, 0, false, 3},
 		{"nic one NIC, ipv6_mtu set", "ipv6_mtu = 1280\n  nic {\n    ipv4 = \"eth0\"\n    queues = 1\n  }",
-			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth0", Queues: 1, SteerPrefix: netip.MustParsePrefix("2001:db8:64::/96"), FollowIPv4MTU: true}}, "nic eth0", "0", 1500, 1280, true, 1},
+			&nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth0", Queues: 1, SteerPrefix: netip.MustParsePrefix("2001:db8:64::/96"), FollowIPv4MTU: true, FollowIPv6MTU: true}}, "nic eth0", "0", 0, 1280, true, 1},
 		{"fd", "fd {\n    fd = 3\n  }", &fdLink{fd: 3, mtu: 1500}, "fd 3", "1", 0, 0, false, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -60,9 +62,13 @@ func TestLinkModes(t *testing.T) {
 			k.sysctls["net.ipv6.conf.all.forwarding"] = "1"
 			dir := t.TempDir()
 			cfgPath := filepath.Join(dir, "map646.hcl")
-			writeConfig(t, cfgPath, fmt.Sprintf("translator {\n  prefix = \"2001:db8:64::/96\"\n%s\n  %s\n}\n", mappingBlocks("198.51.100.10"), tc.link))
+			body := func(mappings ...string) string {
+				return fmt.Sprintf("translator {\n  prefix = \"2001:db8:64::/96\"\n%s\n  %s\n}\n", mappingBlocks(mappings...), tc.link)
+			}
+			writeConfig(t, cfgPath, body("198.51.100.10"))
 			var gotDev device
 			var gotPolicy xlat.Policy
+			var gotEng *xlat.Engine
 			served := make(chan struct{}, 1)
 			e := env{
 				kernel:  func() (netsetup.Kernel, func() error, error) { return k, func() error { return nil }, nil },
@@ -77,14 +83,11 @@ func TestLinkModes(t *testing.T) {
 					return openLink(tr)
 				},
 				serve: func(ctx context.Context, eng *xlat.Engine, dev device, _ *slog.Logger) (datapath, error) {
-					gotDev, gotPolicy = dev, eng.Config().Policy
+					gotDev, gotPolicy, gotEng = dev, eng.Config().Policy, eng
 					p := &fakeDatapath{ctx: ctx, fail: make(chan error, 1)}
 					p.healthy.Store(true)
 					served <- struct{}{}
 					return p, nil
-				},
-				nicMTU: func(name string) (int, error) {
-					return map[string]int{"eth0": 1500, "eth1": 9000}[name], nil
 				},
 			}
 			ctx, cancel := context.WithCancel(context.Background())
@@ -116,6 +119,31 @@ func TestLinkModes(t *testing.T) {
 			}
 			if gotPolicy.ClampMSS != tc.clampMSS {
 				t.Errorf("engine clamps the MSS: %v, want %v", gotPolicy.ClampMSS, tc.clampMSS)
+			}
+			if nic, ok := gotDev.(*nicLink); ok {
+				// The NIC reports its MTUs (as ServeNIC does), then a
+				// reload brings a new mapping: the engine has both.
+				if err := gotEng.SetLinkPolicy(func(p *xlat.Policy) {
+					if nic.cfg.FollowIPv4MTU && p.IPv4MTU == 0 {
+						p.IPv4MTU = 1400
+					}
+					if nic.cfg.FollowIPv6MTU && p.IPv6MTU == 0 {
+						p.IPv6MTU = 9000
+					}
+				}); err != nil {
+					t.Fatal(err)
+				}
+				writeConfig(t, cfgPath, body("198.51.100.10", "198.51.100.11"))
+				if _, err := RequestReload(filepath.Join(dir, "ctl.sock")); err != nil {
+					t.Fatal(err)
+				}
+				got := gotEng.Config()
+				if _, _, ok := got.Map.Table().Lookup4(netip.MustParseAddr("198.51.100.11").As4()); !ok {
+					t.Error("the reload's mapping is not in the engine")
+				}
+				if want6 := cmp.Or(tc.mtu6, 9000); got.Policy.IPv4MTU != 1400 || got.Policy.IPv6MTU != want6 {
+					t.Errorf("engine MTUs %d/%d after a reload, want the NIC's 1400/%d", got.Policy.IPv4MTU, got.Policy.IPv6MTU, want6)
+				}
 			}
 			wantProcs := untouched
 			if tc.extraProcs >= 0 {
@@ -212,7 +240,7 @@ func TestOpenLinkTap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	xc, err := xlatConfig(cfg, env{})
+	xc, err := xlatConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

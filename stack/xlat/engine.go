@@ -158,6 +158,15 @@ type Engine struct {
 	st      atomic.Pointer[state]
 	mu      sync.Mutex
 	workers []*Worker
+
+	// update serialises Reload and SetLinkPolicy, whose read-modify-write
+	// of the configuration would otherwise lose one another's change
+	// (the packet path reads st without it).
+	update sync.Mutex
+	// given is the configuration Reload was last given, before link.
+	given *Config
+	// link fills in what the link knows of itself (SetLinkPolicy).
+	link func(*Policy)
 }
 
 // NewEngine checks c and returns an engine that uses it.
@@ -173,6 +182,43 @@ func NewEngine(c *Config) (*Engine, error) {
 // with the old one. An invalid configuration is refused and the old one
 // stays in use.
 func (e *Engine) Reload(c *Config) error {
+	e.update.Lock()
+	defer e.update.Unlock()
+	if err := e.swap(c, e.link); err != nil {
+		return err
+	}
+	e.given = c
+	return nil
+}
+
+// SetLinkPolicy makes link part of every configuration: Reload applies it
+// to a copy of each configuration's Policy before checking it, and the
+// configuration in use is checked again with it at once. link fills in
+// what the link knows of itself and a configuration from elsewhere does
+// not (NIC mode: the NICs' MTUs, RFC 7915 sections 4 and 5); call
+// SetLinkPolicy again when that changes. Updates of both kinds are
+// serialised, so that neither loses the other: a reload with a new map
+// keeps the link's values, and a link change keeps the new map. A
+// refused result leaves the engine as it was. The engine must have a
+// configuration (NewEngine).
+func (e *Engine) SetLinkPolicy(link func(*Policy)) error {
+	e.update.Lock()
+	defer e.update.Unlock()
+	if err := e.swap(e.given, link); err != nil {
+		return err
+	}
+	e.link = link
+	return nil
+}
+
+// swap compiles c, with link applied to a copy of it, and puts the result
+// in use.
+func (e *Engine) swap(c *Config, link func(*Policy)) error {
+	if c != nil && link != nil {
+		x := *c
+		link(&x.Policy)
+		c = &x
+	}
 	s, err := compile(c)
 	if err != nil {
 		return err
@@ -181,7 +227,7 @@ func (e *Engine) Reload(c *Config) error {
 	return nil
 }
 
-// Config returns the configuration in use.
+// Config returns the configuration in use (the link's policy applied).
 func (e *Engine) Config() *Config { return e.st.Load().cfg }
 
 // Totals sums the counters of every worker of e. Translated packets are
