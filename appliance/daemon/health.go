@@ -202,7 +202,7 @@ func (d *daemon) restore() {
 	var err error
 	switch {
 	case d.repair.resync:
-		err = d.resync(d.repair.full)
+		err = d.resync(d.repair.full, d.repair.missing)
 	case d.repair.full || d.repair.restoreErr != nil:
 		err = d.tracker.Restore()
 	default:
@@ -317,14 +317,17 @@ func (d *daemon) retryRoutes(prefix []netsetup.Route, prefixOnly bool) error {
 // again, the tracker never counted them as its own), and the routes it
 // may not hold put in again (retryRoutes). whole: a link came up again or
 // events were lost meanwhile, so every route and address the daemon owns
-// is put back first.
-func (d *daemon) resync(whole bool) error {
+// is put back first; else missing, routes of ours deleted from outside.
+func (d *daemon) resync(whole bool, missing []netsetup.Route) error {
 	d.mu.Lock()
 	p := d.plan
 	d.mu.Unlock()
 	_, _, err := d.syncKernel(p, false)
-	if whole {
+	switch {
+	case whole:
 		err = errors.Join(err, d.tracker.Restore())
+	case len(missing) > 0:
+		err = errors.Join(err, d.tracker.Reinstall(missing))
 	}
 	return errors.Join(err, d.retryRoutes(p.prefixRoutes(), false))
 }

@@ -185,3 +185,26 @@ func TestRefusedRouteRetryCost(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteDeletedDuringRefusal: while the kernel refuses part of a
+// reload (retried with backoff), a route of ours deleted from outside is
+// still put back at once, not only the refused part.
+func TestRouteDeletedDuringRefusal(t *testing.T) {
+	block := netip.MustParsePrefix("203.0.113.128/25")
+	h, _, _ := refusedHarness(t, func(r netsetup.Route) bool { return r.Dst == block })
+	defer h.stop()
+	writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10"))+"route {\n  to = \"203.0.113.128/25\"\n  via = \"192.0.2.99\"\n}\n")
+	if _, err := RequestReload(h.sock); err == nil {
+		t.Fatal("reload of the refused route block answered no error")
+	}
+	gone := netsetup.Route{Dst: netip.MustParsePrefix("198.51.100.10/32"), Dev: "dmtest0", Table: PolicyTable}
+	h.k.mu.Lock()
+	delete(h.k.routes, gone)
+	h.k.mu.Unlock()
+	h.w.events <- []netsetup.Change{{Route: gone}}
+	waitFor(t, "the deleted route back during the refusal", func() bool {
+		h.k.mu.Lock()
+		defer h.k.mu.Unlock()
+		return h.k.routes[gone]
+	})
+}
