@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"time"
 
 	"github.com/map646/map646/appliance/config"
 	"github.com/map646/map646/appliance/metrics"
@@ -104,6 +105,12 @@ func closeAnnouncers(ctx context.Context, as []runningAnnouncer, log *slog.Logge
 	}
 }
 
+// announcerStopTimeout bounds how long a reload waits for a changed
+// announcer to stop: the serve loop runs the reload, and a BGP stop that
+// hangs (a neighbour that never reads) must not stall health checks and
+// repairs with it. A variable so that tests need not wait that long.
+var announcerStopTimeout = 5 * time.Second
+
 // reloadAnnouncers brings the announcers to cfg (just loaded; old is the
 // configuration loaded before it), kind by kind, and reports whether any
 // was restarted. One whose settings are those it runs with keeps running,
@@ -146,9 +153,11 @@ func (d *daemon) reloadAnnouncers(ctx context.Context, old, cfg *config.Config) 
 			d.mu.Lock() // no Stats or announcement reaches it once closed
 			d.anns = slices.DeleteFunc(slices.Clone(d.anns), func(r runningAnnouncer) bool { return r.name == k.Name })
 			d.mu.Unlock()
-			if err := prev.a.Close(ctx); err != nil {
+			cctx, cancel := context.WithTimeout(ctx, announcerStopTimeout)
+			if err := prev.a.Close(cctx); err != nil {
 				log.Warn("closing announcer", "err", err)
 			}
+			cancel()
 		}
 		a, err := k.New(cfg, log)
 		if err == nil {

@@ -957,11 +957,13 @@ var forwardingFeatures = map[string]bool{netsetup.FeatureGRO: true, netsetup.Fea
 // Addresses go first so that gateways of route blocks are reachable.
 func (d *daemon) applyPlan(p plan) error {
 	var errs []error
+	d.repair.setUp = map[string]bool{}
 	for _, ifc := range p.links {
 		if err := d.tracker.Link(ifc.Name, ifc.MTU, false); err != nil {
 			errs = append(errs, fmt.Errorf("interface %s: %w", ifc.Name, err))
 			continue
 		}
+		d.repair.setUp[ifc.Name] = true
 		// A NIC that cannot merge still forwards, packet by packet.
 		if err := d.tracker.Features(ifc.Name, forwardingFeatures); err != nil {
 			d.log.Warn("interface left without GRO forwarding", "interface", ifc.Name, "err", err)
@@ -1119,13 +1121,13 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	// The engine translates with the new table from here on: routes to
 	// new mappings are added, then routes to removed ones deleted.
 	p := makePlan(cfg, d.dev.Name())
-	added, removed, kerr := d.syncKernel(p)
+	added, removed, kerr := d.syncKernel(p, true)
 	if kerr == nil && d.repair.resync {
 		// The difference went in, but what the kernel refused before
-		// may still be wanted (the tracker counts it as its own):
-		// everything is put back once, so that the refusal ends only
-		// when the kernel holds the whole plan.
-		kerr = d.tracker.Restore()
+		// may still be wanted (the tracker counts it as its own): it
+		// is put in again, so that the refusal ends only when the
+		// kernel holds the whole plan.
+		kerr = d.retryRoutes(p.prefixRoutes(), false)
 	}
 	res.RoutesAdded, res.RoutesRemoved = added, removed
 	d.reportForeign()
@@ -1142,16 +1144,16 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	res.InUse = true
 	d.plan = p
 	d.mu.Unlock()
+	d.forgetUnwatched(d.watchedLinks())
 	switch {
 	case kerr != nil:
 		d.kernelRefused(kerr)
-		d.checkHealth(func() {}) // announced below, with the new plan
 	case d.repair.resync:
 		// This reload's file is all in: whatever an earlier one had
 		// refused is no longer wanted or has gone in now.
 		d.kernelTookAll()
-		d.checkHealth(func() {})
 	}
+	d.checkHealth(func() {}) // announced below, with the new plan
 	if _, err := d.reloadAnnouncers(ctx, old, cfg); err != nil {
 		errs = append(errs, err)
 	}
@@ -1196,20 +1198,35 @@ func (d *daemon) retryRefused(ctx context.Context) error {
 // syncKernel brings the routes, policy rules, links and addresses to what
 // p asks for, by difference, new routes before stale ones go; it returns
 // how many routes it added and removed, and every refusal of the kernel.
-func (d *daemon) syncKernel(p plan) (added, removed int, err error) {
+// reload: p replaces the plan in use, and the routes it added in a batch
+// the kernel refused become unsure (repairState.unsure).
+func (d *daemon) syncKernel(p plan, reload bool) (added, removed int, err error) {
 	var errs []error
 	added, removed, err = d.tracker.SyncRoutes(p.routes)
 	if err != nil {
 		errs = append(errs, err)
 	}
+	if reload && (err != nil || len(d.repair.unsure) > 0) {
+		d.mu.Lock()
+		old := d.plan.routes
+		d.mu.Unlock()
+		d.repair.unsure = unsureRoutes(d.repair.unsure, old, p.routes, err != nil)
+	}
 	if err := d.tracker.SyncRules(p.rules); err != nil {
 		errs = append(errs, err)
 	}
+	setUp := map[string]bool{}
 	for _, ifc := range p.links {
 		if err := d.tracker.Link(ifc.Name, ifc.MTU, false); err != nil {
 			errs = append(errs, fmt.Errorf("interface %s: %w", ifc.Name, err))
+			if d.repair.setUp[ifc.Name] {
+				setUp[ifc.Name] = true // it was forwarding: a link down
+			}
+			continue
 		}
+		setUp[ifc.Name] = true
 	}
+	d.repair.setUp = setUp
 	if err := d.tracker.SyncAddrs(p.addrs); err != nil {
 		errs = append(errs, err)
 	}

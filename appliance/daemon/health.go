@@ -74,9 +74,21 @@ type repairState struct {
 	// announcements withdraw. A refused route block or interface alone
 	// leaves them announced (the prefixes still forward).
 	prefixRefused bool
-	missing       []netsetup.Route
-	retryAt       time.Time     // after a failed restore, when to try again
-	backoff       time.Duration // doubles per failure, up to maxRestoreBackoff
+	// unsure are routes of the plan in use that the kernel may not hold:
+	// those a reload added in a batch it refused (the tracker counts
+	// them as its own, so the difference alone never puts them in
+	// again). A retry puts in these alone, not every route the daemon
+	// owns (a million for a million mappings), and they stop being
+	// unsure once the kernel takes them.
+	unsure []netsetup.Route
+	// setUp are the plan's interfaces the daemon brought up. One the
+	// kernel does not have (a reload naming a missing device) is a
+	// refused configuration, retried, not a link down: it was never
+	// forwarding, and a restart would fail on it too.
+	setUp   map[string]bool
+	missing []netsetup.Route
+	retryAt time.Time     // after a failed restore, when to try again
+	backoff time.Duration // doubles per failure, up to maxRestoreBackoff
 }
 
 // maxRestoreBackoff bounds the wait between two attempts at a restore
@@ -89,7 +101,8 @@ const maxRestoreBackoff = 30 * time.Second
 // inherited fd nor the NIC link is watched by its device name: "fd 3" is
 // no interface of this namespace (a tap's interface may be in another),
 // nor is "nic eth0,eth1", and looking them up would read as a link down
-// for ever.
+// for ever. The plan's interfaces are watched once the daemon brought
+// them up (repairState.setUp).
 func (d *daemon) watchedLinks() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -105,7 +118,7 @@ func (d *daemon) watchedLinks() []string {
 		names = append(names, d.dev.Name())
 	}
 	for _, l := range d.plan.links {
-		if !slices.Contains(names, l.Name) {
+		if d.repair.setUp[l.Name] && !slices.Contains(names, l.Name) {
 			names = append(names, l.Name)
 		}
 	}
@@ -151,12 +164,26 @@ func (d *daemon) noteChanges(cs []netsetup.Change) {
 // pollLinks reads the state of the watched links, for events the
 // subscription may have missed.
 func (d *daemon) pollLinks() {
+	links := d.watchedLinks()
+	d.forgetUnwatched(links)
 	var cs []netsetup.Change
-	for _, name := range d.watchedLinks() {
+	for _, name := range links {
 		_, up, err := d.kernel.Link(name)
 		cs = append(cs, netsetup.Change{Link: name, Up: up && err == nil})
 	}
 	d.noteChanges(cs)
+}
+
+// forgetUnwatched drops the links seen down that are no longer watched
+// (a reload removed their interface block): neither events nor polls
+// cover them any more, so they would keep the daemon unhealthy for ever.
+func (d *daemon) forgetUnwatched(watched []string) {
+	for n := range d.repair.down {
+		if !slices.Contains(watched, n) {
+			delete(d.repair.down, n)
+			d.log.Info("link no longer needed: no longer waiting for it", "link", n)
+		}
+	}
 }
 
 // restore puts back what the kernel removed, unless a link it needs is
@@ -175,10 +202,7 @@ func (d *daemon) restore() {
 	var err error
 	switch {
 	case d.repair.resync:
-		err = d.resync()
-		if err != nil {
-			d.checkPrefixRoutes()
-		}
+		err = d.resync(d.repair.full, d.repair.missing)
 	case d.repair.full || d.repair.restoreErr != nil:
 		err = d.tracker.Restore()
 	default:
@@ -232,36 +256,112 @@ func (d *daemon) repairFailed(err error) {
 // is still fed (checkHealth): a restart would meet the same refusal.
 func (d *daemon) kernelRefused(err error) {
 	d.log.Error("the kernel refused part of the new configuration: retrying until it takes it", "err", err)
+	if d.repair.restoreErr != nil && !d.repair.resync {
+		d.repair.full = true // a restore still owed: the first retry does it whole
+	}
 	d.repair.resync = true
 	d.repairFailed(err)
-	d.checkPrefixRoutes()
-}
-
-// checkPrefixRoutes sets repair.prefixRefused: whether the kernel refuses
-// the routes that carry the announced prefixes (put in again, with
-// replace semantics, on their own, so that a refused route block in the
-// same batch does not count against them).
-func (d *daemon) checkPrefixRoutes() {
 	d.mu.Lock()
-	rs := d.plan.prefixRoutes()
+	prefix := d.plan.prefixRoutes()
 	d.mu.Unlock()
-	err := d.tracker.Reinstall(rs)
-	if err != nil && !d.repair.prefixRefused {
-		d.log.Error("the kernel refuses the routes of the announced prefixes: withdrawing them", "err", err)
-	}
-	d.repair.prefixRefused = err != nil
+	_ = d.retryRoutes(prefix, true) // its verdict is repair.prefixRefused
 }
 
-// resync applies the plan in use again, whole (repairState.resync). The
-// difference alone would not do: the tracker counts the routes of a batch
-// the kernel refused as its own (some of it may be in), so Restore
-// replaces every route and address it owns afterwards.
-func (d *daemon) resync() error {
+// retryRoutes puts in again, with replace semantics, the routes the
+// kernel may not hold (repairState.unsure), and sets
+// repair.prefixRefused: whether it refuses those among them that carry
+// the announced prefixes (prefix), which go in a batch of their own so
+// that a refused route block does not count against them. The routes not
+// unsure the kernel holds: they went in with batches it took whole.
+// prefixOnly: only the prefixes' routes are tried (the reload that
+// refused the others just did).
+func (d *daemon) retryRoutes(prefix []netsetup.Route, prefixOnly bool) error {
+	if len(d.repair.unsure) == 0 {
+		d.repair.prefixRefused = false
+		return nil
+	}
+	own := make(map[netsetup.Route]bool, len(prefix))
+	for _, r := range prefix {
+		own[r] = true
+	}
+	var ps, rest []netsetup.Route
+	for _, r := range d.repair.unsure {
+		if own[r] {
+			ps = append(ps, r)
+		} else {
+			rest = append(rest, r)
+		}
+	}
+	perr := d.tracker.Reinstall(ps)
+	if perr != nil && !d.repair.prefixRefused {
+		d.log.Error("the kernel refuses the routes of the announced prefixes: withdrawing them", "err", perr)
+	}
+	d.repair.prefixRefused = perr != nil
+	var rerr error
+	if !prefixOnly {
+		rerr = d.tracker.Reinstall(rest)
+	}
+	var still []netsetup.Route
+	if perr != nil {
+		still = ps
+	}
+	if rerr != nil || prefixOnly {
+		still = append(still, rest...)
+	}
+	d.repair.unsure = still
+	return errors.Join(perr, rerr)
+}
+
+// resync applies the plan in use again (repairState.resync): by
+// difference (rules, links and addresses the kernel refused are tried
+// again, the tracker never counted them as its own), and the routes it
+// may not hold put in again (retryRoutes). whole: a link came up again or
+// events were lost meanwhile, so every route and address the daemon owns
+// is put back first; else missing, routes of ours deleted from outside.
+func (d *daemon) resync(whole bool, missing []netsetup.Route) error {
 	d.mu.Lock()
 	p := d.plan
 	d.mu.Unlock()
-	_, _, err := d.syncKernel(p)
-	return errors.Join(err, d.tracker.Restore())
+	_, _, err := d.syncKernel(p, false)
+	switch {
+	case whole:
+		err = errors.Join(err, d.tracker.Restore())
+	case len(missing) > 0:
+		err = errors.Join(err, d.tracker.Reinstall(missing))
+	}
+	return errors.Join(err, d.retryRoutes(p.prefixRoutes(), false))
+}
+
+// unsureRoutes returns the routes of want the kernel may not hold after
+// a reload from the plan's routes old: those of unsure still wanted, and
+// if the kernel refused part of the reload's routes (refused), every
+// route the reload added.
+func unsureRoutes(unsure, old, want []netsetup.Route, refused bool) []netsetup.Route {
+	w := make(map[netsetup.Route]bool, len(want))
+	for _, r := range want {
+		w[r] = true
+	}
+	var out []netsetup.Route
+	for _, r := range unsure {
+		if w[r] {
+			out = append(out, r)
+			w[r] = false // listed
+		}
+	}
+	if !refused {
+		return out
+	}
+	had := make(map[netsetup.Route]bool, len(old))
+	for _, r := range old {
+		had[r] = true
+	}
+	for _, r := range want {
+		if w[r] && !had[r] {
+			out = append(out, r)
+			w[r] = false
+		}
+	}
+	return out
 }
 
 // forwardingFault says why the kernel side cannot forward, or nil: a

@@ -371,9 +371,12 @@ func TestSteeringRefusedIsLogged(t *testing.T) {
 // TestWatchedLinks: the health check watches the links the data path
 // needs by interface name: the tun, or in NIC mode the NICs themselves
 // (the NIC link's own name, "nic eth0,eth1", is no interface, and an
-// inherited fd's is not either), plus the interface blocks, once each.
+// inherited fd's is not either), plus the interface blocks, once each,
+// once the daemon brought them up: one whose device the kernel never had
+// is a refused configuration, not a link down.
 func TestWatchedLinks(t *testing.T) {
 	ifaces := []config.Interface{{Name: "eth0"}, {Name: "eth1"}}
+	setUp := map[string]bool{"eth0": true, "eth1": true}
 	for _, tc := range []struct {
 		name   string
 		dev    device
@@ -385,9 +388,10 @@ func TestWatchedLinks(t *testing.T) {
 		{"nic", &nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth1"}}, ifaces, []string{"eth0", "eth1"}},
 		{"nic-one-nic", &nicLink{cfg: stack.NICConfig{IPv4: "eth0", IPv6: "eth0"}}, ifaces[:1], []string{"eth0"}},
 		{"nic-no-interface-blocks", &nicLink{cfg: stack.NICConfig{IPv4: "ens3", IPv6: "ens4"}}, nil, []string{"ens3", "ens4"}},
+		{"interface-never-up", &fakeDevice{name: "map646"}, append(ifaces, config.Interface{Name: "nosuch0"}), []string{"map646", "eth0", "eth1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := &daemon{dev: tc.dev, plan: plan{links: tc.ifaces}}
+			d := &daemon{dev: tc.dev, plan: plan{links: tc.ifaces}, repair: repairState{setUp: setUp}}
 			if got := d.watchedLinks(); !slices.Equal(got, tc.want) {
 				t.Errorf("watched %q, want %q", got, tc.want)
 			}

@@ -1,0 +1,210 @@
+package daemon
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/map646/map646/appliance/netsetup"
+)
+
+// TestReloadNamingAMissingInterface: a reload whose interface block names
+// a device the kernel does not have is a refused configuration (answered
+// with the refusal, retried), not a link down: the watchdog is fed at
+// every poll (a restart would fail on the same "no such link", in a
+// loop), the translator stays healthy and announced. A corrective reload
+// without the block ends the refusal; the device appearing later is taken
+// by the retries and watched from then on.
+func TestReloadNamingAMissingInterface(t *testing.T) {
+	base := fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10"))
+	missing := base + "interface \"nosuch0\" {\n  addresses = [\"203.0.113.33/28\"]\n}\n"
+	for _, tc := range []struct {
+		name string
+		fix  func(h *harness) // ends the refusal
+	}{
+		{"corrective reload", func(h *harness) {
+			writeConfig(t, h.cfg, base)
+			if res, err := RequestReload(h.sock); err != nil {
+				t.Fatalf("corrective reload: %+v, %v", res, err)
+			}
+		}},
+		{"device appears", func(h *harness) {
+			h.k.mu.Lock()
+			h.k.links["nosuch0"] = [2]int{1500, 0}
+			h.k.mu.Unlock()
+			// A reload of the file in use retries at once.
+			if _, err := RequestReload(h.sock); err != nil {
+				t.Fatalf("reload once the device exists: %v", err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, healthy, last := refusedHarness(t, nil)
+			defer h.stop()
+			hooks := len(h.hookCalls())
+			writeConfig(t, h.cfg, missing)
+			res, err := RequestReload(h.sock)
+			if err == nil || !strings.Contains(err.Error(), "nosuch0") || res == nil || !res.InUse {
+				t.Fatalf("reload answered %+v, %v; want the refusal naming nosuch0, the file in use", res, err)
+			}
+			time.Sleep(20 * testHealthInterval)
+			if watchdogStarved(h, hooks) {
+				t.Errorf("watchdog told false after a reload naming a missing interface: %v", h.hookCalls()[hooks:])
+			}
+			if !healthy() || !last().Healthy {
+				t.Errorf("healthy=%v, last announcement %+v; want healthy and announced", healthy(), last())
+			}
+			if st, err := QueryStats(h.sock); err != nil || !strings.Contains(st.Reloads.LastError, "nosuch0") {
+				t.Errorf("stats: %+v, %v; want the refusal as the last reload error", st.Reloads, err)
+			}
+			tc.fix(h)
+			time.Sleep(5 * testHealthInterval)
+			if !healthy() || !last().Healthy || watchdogStarved(h, hooks) {
+				t.Errorf("after the fix: healthy=%v, last announcement %+v, hooks %v", healthy(), last(), h.hookCalls()[hooks:])
+			}
+			h.k.mu.Lock()
+			l, exists := h.k.links["nosuch0"]
+			h.k.mu.Unlock()
+			if exists && l[1] != 1 {
+				t.Errorf("the device that appeared was not brought up: %v", l)
+			}
+			if !exists {
+				return
+			}
+			// Taken: from now on it is watched like any interface.
+			h.k.mu.Lock()
+			h.k.links["nosuch0"] = [2]int{1500, 0}
+			h.k.mu.Unlock()
+			time.Sleep(5 * testHealthInterval)
+			if healthy() {
+				t.Error("healthy while an interface the daemon brought up is down")
+			}
+		})
+	}
+}
+
+// TestReloadRemovingADownInterface: a link seen down stops counting once
+// a reload removes its interface block (no event or poll covers it any
+// more): the translator is healthy again at once.
+func TestReloadRemovingADownInterface(t *testing.T) {
+	h, healthy, last := refusedHarness(t, nil)
+	defer h.stop()
+	base := fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10"))
+	h.k.mu.Lock()
+	h.k.links["eth1"] = [2]int{1500, 1}
+	h.k.mu.Unlock()
+	writeConfig(t, h.cfg, base+"interface \"eth1\" {\n  addresses = [\"203.0.113.33/28\"]\n}\n")
+	if _, err := RequestReload(h.sock); err != nil {
+		t.Fatal(err)
+	}
+	h.k.mu.Lock()
+	h.k.links["eth1"] = [2]int{1500, 0}
+	h.k.mu.Unlock()
+	time.Sleep(5 * testHealthInterval)
+	if healthy() {
+		t.Fatal("healthy while eth1 is down")
+	}
+	writeConfig(t, h.cfg, base)
+	if _, err := RequestReload(h.sock); err != nil {
+		t.Fatal(err)
+	}
+	// At once: the reload's answer comes after the health check.
+	if !healthy() || !last().Healthy {
+		t.Errorf("after the reload without eth1: healthy=%v, last announcement %+v", healthy(), last())
+	}
+	time.Sleep(5 * testHealthInterval)
+	if !healthy() || !last().Healthy {
+		t.Errorf("5 polls later: healthy=%v, last announcement %+v", healthy(), last())
+	}
+}
+
+// TestRefusedRouteRetryCost: each retry of a refused route block puts in
+// the routes of the batch the kernel refused, not every route the daemon
+// owns (a million for a million mappings), and the announced prefixes'
+// routes, which the kernel took, are not put in again.
+func TestRefusedRouteRetryCost(t *testing.T) {
+	block := netip.MustParsePrefix("203.0.113.128/25")
+	var v4s []string
+	for i := range 50 {
+		v4s = append(v4s, fmt.Sprintf("198.51.100.%d", 2*i+1))
+	}
+	base := fmt.Sprintf(baseConfig, mappingBlocks(v4s...))
+	h := start(t, base)
+	defer h.stop()
+	h.k.mu.Lock()
+	h.k.refuse = func(r netsetup.Route) bool { return r.Dst == block }
+	h.k.mu.Unlock()
+	writeConfig(t, h.cfg, base+"route {\n  to = \"203.0.113.128/25\"\n  via = \"192.0.2.99\"\n}\n")
+	if _, err := RequestReload(h.sock); err == nil {
+		t.Fatal("reload of the refused route block answered no error")
+	}
+	h.k.mu.Lock()
+	n0 := len(h.k.log)
+	h.k.mu.Unlock()
+	time.Sleep(40 * testHealthInterval)
+	// A reload of the same file retries at once.
+	if _, err := RequestReload(h.sock); err == nil {
+		t.Fatal("retry of the refused route block answered no error")
+	}
+	h.k.mu.Lock()
+	var batches []string
+	for _, l := range h.k.log[n0:] {
+		if strings.HasPrefix(l, "routes+") {
+			batches = append(batches, l)
+		}
+	}
+	h.k.mu.Unlock()
+	if len(batches) < 2 {
+		t.Errorf("%d retries in 40 health intervals and a reload", len(batches))
+	}
+	for _, b := range batches {
+		if strings.Count(b, "203.0.113.128/25") != 1 || strings.Contains(b, "table 646") {
+			t.Errorf("a retry put in %d prefix routes (%.80q...); want the refused route alone", strings.Count(b, "table 646"), b)
+			break
+		}
+	}
+	// Once the kernel takes it, the retries end.
+	h.k.mu.Lock()
+	h.k.refuse = nil
+	h.k.mu.Unlock()
+	if _, err := RequestReload(h.sock); err != nil {
+		t.Fatalf("retry once the kernel takes it: %v", err)
+	}
+	h.k.mu.Lock()
+	n1 := len(h.k.log)
+	h.k.mu.Unlock()
+	time.Sleep(10 * testHealthInterval)
+	h.k.mu.Lock()
+	after := h.k.log[n1:]
+	h.k.mu.Unlock()
+	for _, l := range after {
+		if strings.HasPrefix(l, "routes+") {
+			t.Errorf("route batch after the refusal ended: %q", l)
+		}
+	}
+}
+
+// TestRouteDeletedDuringRefusal: while the kernel refuses part of a
+// reload (retried with backoff), a route of ours deleted from outside is
+// still put back at once, not only the refused part.
+func TestRouteDeletedDuringRefusal(t *testing.T) {
+	block := netip.MustParsePrefix("203.0.113.128/25")
+	h, _, _ := refusedHarness(t, func(r netsetup.Route) bool { return r.Dst == block })
+	defer h.stop()
+	writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10"))+"route {\n  to = \"203.0.113.128/25\"\n  via = \"192.0.2.99\"\n}\n")
+	if _, err := RequestReload(h.sock); err == nil {
+		t.Fatal("reload of the refused route block answered no error")
+	}
+	gone := netsetup.Route{Dst: netip.MustParsePrefix("198.51.100.10/32"), Dev: "dmtest0", Table: PolicyTable}
+	h.k.mu.Lock()
+	delete(h.k.routes, gone)
+	h.k.mu.Unlock()
+	h.w.events <- []netsetup.Change{{Route: gone}}
+	waitFor(t, "the deleted route back during the refusal", func() bool {
+		h.k.mu.Lock()
+		defer h.k.mu.Unlock()
+		return h.k.routes[gone]
+	})
+}
