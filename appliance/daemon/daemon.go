@@ -198,6 +198,7 @@ func (d *daemon) loadChecking(ctx context.Context) (*config.Config, error) {
 			return r.cfg, r.err
 		case <-health.C:
 			d.pollLinks()
+			d.pollRules()
 			d.restore()
 			d.checkHealth(func() { d.announce(ctx) })
 		}
@@ -934,6 +935,7 @@ func (d *daemon) serve(ctx context.Context, dpDone chan error, reloadReq <-chan 
 			d.checkHealth(func() { d.announce(ctx) })
 		case <-health.C:
 			d.pollLinks()
+			d.pollRules()
 			d.keepHostAddrs()
 			d.restore()
 			d.checkHealth(func() { d.announce(ctx) })

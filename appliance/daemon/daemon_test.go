@@ -39,7 +39,9 @@ type fakeKernel struct {
 	links   map[string][2]int // mtu, up
 	rules   []netsetup.Rule
 	failAdd bool // ReplaceRoutes fails (a restore that cannot work)
-	failed  int  // ReplaceRoutes calls that failed
+	// failRule makes AddRule fail (a rule that cannot be put back).
+	failRule bool
+	failed   int // ReplaceRoutes calls that failed
 	// refuse, if set, names routes the kernel will not take (a gateway
 	// not on-link): ReplaceRoutes and AddRoutes put in the rest of the
 	// batch and fail naming the first refused one.
@@ -151,8 +153,17 @@ next:
 	k.record(fmt.Sprintf("routes+ %v", rs))
 	return existed, err
 }
+func (k *fakeKernel) Rules() ([]netsetup.Rule, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Clone(k.rules), nil
+}
 func (k *fakeKernel) AddRule(r netsetup.Rule) error {
 	k.mu.Lock()
+	if k.failRule {
+		k.mu.Unlock()
+		return fmt.Errorf("rule %v: operation not permitted", r)
+	}
 	if !slices.Contains(k.rules, r) {
 		k.rules = append(k.rules, r)
 	}
@@ -1154,6 +1165,84 @@ func TestKernelUndoingTheSetUpIsRepairedOrReported(t *testing.T) {
 	waitFor(t, "healthy once the route could be restored", healthy)
 	if got := h.k.routeSet(); !slices.Equal(got, want) {
 		t.Errorf("routes after the retry\n%v\nwant\n%v", got, want)
+	}
+}
+
+// TestDeletedRulesAndAddressesArePutBack: a policy rule deleted from
+// outside is put back, whether an RTM_DELRULE reports it or the health
+// check's rule dump finds it missing; one that cannot be put back keeps
+// the daemon unhealthy until it can. An interface block's address
+// deleted from outside is put back; someone else's is left deleted.
+func TestDeletedRulesAndAddressesArePutBack(t *testing.T) {
+	h := start(t, withMetrics(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10"))))
+	defer h.stop()
+	healthy := func() bool {
+		st, err := QueryStats(h.sock)
+		return err == nil && st.Healthy
+	}
+	rules := func() []netsetup.Rule {
+		h.k.mu.Lock()
+		defer h.k.mu.Unlock()
+		return slices.Clone(h.k.rules)
+	}
+	want := rules()
+	if len(want) == 0 {
+		t.Fatal("host mode installed no policy rules")
+	}
+	setRules := func(rs []netsetup.Rule) {
+		h.k.mu.Lock()
+		h.k.rules = rs
+		h.k.mu.Unlock()
+	}
+	sameRules := func() bool {
+		got := rules()
+		return len(got) == len(want) && !slices.ContainsFunc(want, func(r netsetup.Rule) bool { return !slices.Contains(got, r) })
+	}
+
+	// ip rule del pref 6460, reported.
+	setRules(slices.Clone(want[1:]))
+	h.w.events <- []netsetup.Change{{Rule: true}}
+	waitFor(t, "the deleted rule back after RTM_DELRULE", sameRules)
+	// ip rule flush with the event lost to another reader's view: the
+	// health check's dump finds them missing.
+	setRules(nil)
+	waitFor(t, "the rules back after a health check", sameRules)
+
+	// The rules cannot be put back: unhealthy, until they can.
+	h.k.mu.Lock()
+	h.k.failRule = true
+	h.k.rules = nil
+	h.k.mu.Unlock()
+	h.w.events <- []netsetup.Change{{Rule: true}}
+	waitFor(t, "unhealthy while the rules cannot be restored", func() bool { return !healthy() })
+	h.k.mu.Lock()
+	h.k.failRule = false
+	h.k.mu.Unlock()
+	waitFor(t, "healthy once the rules could be restored", healthy)
+	if !sameRules() {
+		t.Errorf("rules after the retry %v, want %v", rules(), want)
+	}
+
+	// ip addr del 203.0.113.1/28 dev eth0: the servers' next hop.
+	mine := netsetup.Addr{Dev: "eth0", Prefix: netip.MustParsePrefix("203.0.113.1/28")}
+	theirs := netsetup.Addr{Dev: "eth0", Prefix: netip.MustParsePrefix("192.0.2.7/24")}
+	h.k.mu.Lock()
+	if !h.k.addrs[mine] {
+		h.k.mu.Unlock()
+		t.Fatalf("the interface block's address was not installed: %v", h.k.addrs)
+	}
+	delete(h.k.addrs, mine)
+	h.k.mu.Unlock()
+	h.w.events <- []netsetup.Change{{Deleted: theirs, Addrs: true}, {Deleted: mine, Addrs: true}}
+	waitFor(t, "the deleted address back", func() bool {
+		h.k.mu.Lock()
+		defer h.k.mu.Unlock()
+		return h.k.addrs[mine]
+	})
+	h.k.mu.Lock()
+	defer h.k.mu.Unlock()
+	if h.k.addrs[theirs] {
+		t.Errorf("someone else's deleted address was put in: %v", h.k.addrs)
 	}
 }
 

@@ -87,8 +87,14 @@ type repairState struct {
 	// forwarding, and a restart would fail on it too.
 	setUp   map[string]bool
 	missing []netsetup.Route
-	retryAt time.Time     // after a failed restore, when to try again
-	backoff time.Duration // doubles per failure, up to maxRestoreBackoff
+	// missingAddrs are addresses of ours deleted from outside (an
+	// interface block's address is its servers' next hop); rules: a
+	// policy rule was deleted (or may have been), without which
+	// nothing reaches the translator's table.
+	missingAddrs []netsetup.Addr
+	rules        bool
+	retryAt      time.Time     // after a failed restore, when to try again
+	backoff      time.Duration // doubles per failure, up to maxRestoreBackoff
 }
 
 // maxRestoreBackoff bounds the wait between two attempts at a restore
@@ -128,11 +134,18 @@ func (d *daemon) watchedLinks() []string {
 // noteChanges records kernel events: a watched link that went down, one
 // that came up again (its routes, and IPv6 addresses, are gone: restore
 // everything), a route of ours that was deleted, an IPv4 address added
-// or removed (refreshHostAddrs).
+// or removed (refreshHostAddrs), an address of ours deleted, a policy
+// rule deleted (ours are put back: RTM_DELRULE is not decoded).
 func (d *daemon) noteChanges(cs []netsetup.Change) {
 	links := d.watchedLinks()
 	for _, c := range cs {
+		if c.Deleted.Prefix.IsValid() && d.tracker.OwnsAddr(c.Deleted) {
+			d.log.Warn("an address of the translator was deleted: restoring it", "addr", c.Deleted.String())
+			d.repair.missingAddrs = append(d.repair.missingAddrs, c.Deleted)
+		}
 		switch {
+		case c.Rule:
+			d.repair.rules = true
 		case c.Lost:
 			d.repair.full = true
 			d.host.stale = true
@@ -186,6 +199,31 @@ func (d *daemon) forgetUnwatched(watched []string) {
 	}
 }
 
+// pollRules looks for policy rules of ours deleted without an event the
+// subscription delivered (one rule dump per health check); a failed dump
+// puts them all back, which is harmless. While a failed restore waits
+// for its retry there is nothing to do: the retry puts back everything.
+func (d *daemon) pollRules() {
+	if d.repair.restoreErr != nil {
+		return // the pending retry restores everything, rules too
+	}
+	missing, err := d.tracker.MissingRules()
+	if err != nil {
+		d.repair.rules = true
+		return
+	}
+	if len(missing) > 0 {
+		d.log.Warn("policy rules of the translator are missing: restoring them", "rules", fmt.Sprint(missing))
+		d.repair.rules = true
+	}
+}
+
+// partial reports whether some things deleted from outside are to be
+// put back, short of a full restore.
+func (r *repairState) partial() bool {
+	return len(r.missing) > 0 || len(r.missingAddrs) > 0 || r.rules
+}
+
 // restore puts back what the kernel removed, unless a link it needs is
 // down (the kernel refuses routes through a down link; they are restored
 // when it comes back up).
@@ -193,22 +231,34 @@ func (d *daemon) restore() {
 	if len(d.repair.down) > 0 {
 		return
 	}
-	if !d.repair.full && len(d.repair.missing) == 0 && d.repair.restoreErr == nil {
+	if !d.repair.full && !d.repair.partial() && d.repair.restoreErr == nil {
 		return
 	}
-	if !d.repair.full && len(d.repair.missing) == 0 && time.Now().Before(d.repair.retryAt) {
+	if !d.repair.full && !d.repair.partial() && time.Now().Before(d.repair.retryAt) {
 		return // a retry of a failed restore, not yet due
 	}
 	var err error
 	switch {
 	case d.repair.resync:
-		err = d.resync(d.repair.full, d.repair.missing)
+		if !d.repair.full { // a full restore puts back addresses and rules too
+			err = d.tracker.ReinstallAddrs(d.repair.missingAddrs)
+			if d.repair.rules {
+				err = errors.Join(err, d.tracker.RestoreRules())
+			}
+		}
+		err = errors.Join(err, d.resync(d.repair.full, d.repair.missing))
 	case d.repair.full || d.repair.restoreErr != nil:
 		err = d.tracker.Restore()
 	default:
-		err = d.tracker.Reinstall(d.repair.missing)
+		// Addresses first: a route through a gateway needs the
+		// address that makes the gateway on-link.
+		err = d.tracker.ReinstallAddrs(d.repair.missingAddrs)
+		err = errors.Join(err, d.tracker.Reinstall(d.repair.missing))
+		if d.repair.rules {
+			err = errors.Join(err, d.tracker.RestoreRules())
+		}
 	}
-	d.repair.full, d.repair.missing = false, nil
+	d.repair.full, d.repair.missing, d.repair.missingAddrs, d.repair.rules = false, nil, nil, false
 	if err != nil {
 		if d.repair.restoreErr == nil {
 			d.log.Error("cannot restore the translator's routes: unhealthy until it can", "err", err)

@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -206,5 +207,35 @@ func TestRouteDeletedDuringRefusal(t *testing.T) {
 		h.k.mu.Lock()
 		defer h.k.mu.Unlock()
 		return h.k.routes[gone]
+	})
+}
+
+// TestRuleAndAddressDeletedDuringRefusal: while a refused reload is
+// retried, a policy rule and an interface block's address deleted from
+// outside are put back as at any other time (the retry's own path
+// covers routes only).
+func TestRuleAndAddressDeletedDuringRefusal(t *testing.T) {
+	block := netip.MustParsePrefix("203.0.113.128/25")
+	h, _, _ := refusedHarness(t, func(r netsetup.Route) bool { return r.Dst == block })
+	defer h.stop()
+	writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10"))+"route {\n  to = \"203.0.113.128/25\"\n  via = \"192.0.2.99\"\n}\n")
+	if _, err := RequestReload(h.sock); err == nil {
+		t.Fatal("reload of the refused route block answered no error")
+	}
+	mine := netsetup.Addr{Dev: "eth0", Prefix: netip.MustParsePrefix("203.0.113.1/28")}
+	h.k.mu.Lock()
+	want := slices.Clone(h.k.rules)
+	had := h.k.addrs[mine]
+	h.k.rules = nil
+	delete(h.k.addrs, mine)
+	h.k.mu.Unlock()
+	if len(want) == 0 || !had {
+		t.Fatalf("set-up: rules %v, address %v installed %v", want, mine, had)
+	}
+	h.w.events <- []netsetup.Change{{Rule: true}, {Deleted: mine, Addrs: true}}
+	waitFor(t, "the rules and the address back during the refusal", func() bool {
+		h.k.mu.Lock()
+		defer h.k.mu.Unlock()
+		return len(h.k.rules) == len(want) && h.k.addrs[mine]
 	})
 }

@@ -214,6 +214,33 @@ func (n *Netlink) DelRule(r Rule) error {
 	return nil
 }
 
+// Rules implements Kernel: one dump per family.
+func (n *Netlink) Rules() ([]Rule, error) {
+	var rs []Rule
+	for _, fam := range []int{4, 6} {
+		af := unix.AF_INET
+		if fam == 6 {
+			af = unix.AF_INET6
+		}
+		nrs, err := n.h.RuleList(af)
+		if err != nil {
+			return nil, fmt.Errorf("rules: %w", err)
+		}
+		for _, nr := range nrs {
+			// RuleList does not decode the action (rtmsg type); a
+			// rule without a table is one that does not look one
+			// up (the kernel refuses a lookup of table 0), which
+			// among ours is the unreachable one.
+			r := Rule{Family: fam, Priority: nr.Priority, Iif: nr.IifName, Table: nr.Table}
+			if nr.Table == unix.RT_TABLE_UNSPEC {
+				r.Unreachable = true
+			}
+			rs = append(rs, r)
+		}
+	}
+	return rs, nil
+}
+
 // DelRoutes implements Kernel (RTM_DELROUTE; ESRCH/ENODEV are ignored, the
 // route is already gone, e.g. with its device).
 func (n *Netlink) DelRoutes(rs []Route) error {

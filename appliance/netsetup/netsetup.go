@@ -101,6 +101,9 @@ type Kernel interface {
 	AddRule(r Rule) error
 	// DelRule removes a rule; a missing one is not an error.
 	DelRule(r Rule) error
+	// Rules returns the policy routing rules of both families, as Rule
+	// describes them (others' rules too).
+	Rules() ([]Rule, error)
 	// Sysctl writes value to /proc/sys/<key> and returns the old value.
 	Sysctl(key, value string) (old string, err error)
 	// Features returns whether each named netdev feature (as `ethtool

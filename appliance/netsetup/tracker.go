@@ -270,10 +270,79 @@ func (t *Tracker) Reinstall(rs []Route) error {
 	return t.k.ReplaceRoutes(put)
 }
 
-// Restore puts back, with replace semantics, every route and address this
-// tracker installed: after a link went down and up the kernel has
-// flushed the routes through it (IPv4 ones without telling anyone) and
-// IPv6 addresses.
+// ReinstallAddrs puts back, with replace semantics, those of as this
+// tracker still owns (an address deleted from outside: an interface
+// block's address is its servers' next hop).
+func (t *Tracker) ReinstallAddrs(as []Addr) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var errs []error
+	for _, a := range as {
+		if _, ok := t.addrs[a]; !ok {
+			continue
+		}
+		if err := t.k.ReplaceAddr(a.Dev, a.Prefix); err != nil {
+			errs = append(errs, fmt.Errorf("address %v: %w", a, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// OwnsAddr reports whether a is an address this tracker installed.
+func (t *Tracker) OwnsAddr(a Addr) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.addrs[a]
+	return ok
+}
+
+// RestoreRules adds again every policy rule this tracker added, in their
+// order (a rule that is there already is left as it is): without them
+// nothing reaches the translator's table.
+func (t *Tracker) RestoreRules() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.restoreRules()
+}
+
+func (t *Tracker) restoreRules() error {
+	var errs []error
+	for _, r := range t.rules {
+		if err := t.k.AddRule(r); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// MissingRules lists the rules this tracker added that the kernel no
+// longer has (one dump of the rules; none when the tracker has no rules).
+func (t *Tracker) MissingRules() ([]Rule, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.rules) == 0 {
+		return nil, nil
+	}
+	have, err := t.k.Rules()
+	if err != nil {
+		return nil, err
+	}
+	var missing []Rule
+	for _, r := range t.rules {
+		if r.Unreachable {
+			r.Table = 0 // the kernel has no table for it
+		}
+		if !slices.Contains(have, r) {
+			missing = append(missing, r)
+		}
+	}
+	return missing, nil
+}
+
+// Restore puts back, with replace semantics, every address, route and
+// policy rule this tracker installed: after a link went down and up the
+// kernel has flushed the routes through it (IPv4 ones without telling
+// anyone) and IPv6 addresses; after lost events anything may be gone.
 func (t *Tracker) Restore() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -289,6 +358,9 @@ func (t *Tracker) Restore() error {
 		if err := t.k.ReplaceRoutes(rs); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := t.restoreRules(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -13,14 +13,15 @@ import (
 
 // fakeKernel records calls and keeps the state a kernel would.
 type fakeKernel struct {
-	log     []string
-	links   map[string]linkState
-	addrs   map[Addr]bool
-	routes  map[Route]bool
-	sysctls map[string]string
-	rules   []Rule
-	failAdd map[netip.Prefix]bool // ReplaceRoutes and AddRoutes fail for these
-	feats   map[string]map[string]bool
+	log      []string
+	links    map[string]linkState
+	addrs    map[Addr]bool
+	routes   map[Route]bool
+	sysctls  map[string]string
+	rules    []Rule
+	failAdd  map[netip.Prefix]bool // ReplaceRoutes and AddRoutes fail for these
+	failRule error                 // AddRule and Rules fail with it
+	feats    map[string]map[string]bool
 }
 
 func newFake() *fakeKernel {
@@ -101,7 +102,16 @@ next:
 	f.log = append(f.log, fmt.Sprintf("routes+excl %d", len(rs)))
 	return existed, errors.Join(errs...)
 }
+func (f *fakeKernel) Rules() ([]Rule, error) {
+	if f.failRule != nil {
+		return nil, f.failRule
+	}
+	return slices.Clone(f.rules), nil
+}
 func (f *fakeKernel) AddRule(r Rule) error {
+	if f.failRule != nil {
+		return fmt.Errorf("rule %v: %w", r, f.failRule)
+	}
 	if !slices.Contains(f.rules, r) {
 		f.rules = append(f.rules, r)
 	}
@@ -429,5 +439,66 @@ func TestTrackerLeavesForeignRoutesAlone(t *testing.T) {
 	delete(k.routes, theirs)
 	if added, _, err := tr.SyncRoutes([]Route{ours}); err != nil || added != 1 || len(tr.Foreign()) != 0 {
 		t.Errorf("second sync: added %d foreign %v err %v", added, tr.Foreign(), err)
+	}
+}
+
+// TestTrackerPutsBackRulesAndAddresses: rules and addresses deleted from
+// outside are found (MissingRules) and put back (RestoreRules, Restore,
+// ReinstallAddrs); an address no longer ours is left deleted.
+func TestTrackerPutsBackRulesAndAddresses(t *testing.T) {
+	k := newFake()
+	tr := NewTracker(k)
+	rules := []Rule{
+		{Family: 4, Priority: 6460, Table: 646},
+		{Family: 4, Priority: 6463, Unreachable: true},
+		{Family: 6, Priority: 6460, Table: 646},
+	}
+	if err := tr.SyncRules(rules); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := tr.MissingRules(); err != nil || len(m) != 0 {
+		t.Fatalf("nothing deleted: missing %v, %v", m, err)
+	}
+	k.rules = slices.Delete(k.rules, 0, 2) // ip rule flush (IPv4)
+	if m, err := tr.MissingRules(); err != nil || !slices.Equal(m, rules[:2]) {
+		t.Fatalf("after deleting the IPv4 rules: missing %v, %v", m, err)
+	}
+	if err := tr.RestoreRules(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := tr.MissingRules(); err != nil || len(m) != 0 || len(k.rules) != 3 {
+		t.Fatalf("after RestoreRules: missing %v, %v; kernel %v", m, err, k.rules)
+	}
+	k.rules = nil
+	if err := tr.Restore(); err != nil || len(k.rules) != 3 {
+		t.Fatalf("Restore: %v; kernel rules %v", err, k.rules)
+	}
+	k.rules = nil
+	k.failRule = errors.New("operation not permitted")
+	if err := tr.RestoreRules(); err == nil {
+		t.Error("RestoreRules hid the kernel's refusal")
+	}
+	if err := tr.Restore(); err == nil {
+		t.Error("Restore hid the kernel's refusal of the rules")
+	}
+	if _, err := tr.MissingRules(); err == nil {
+		t.Error("MissingRules hid a failed dump")
+	}
+	k.failRule = nil
+
+	mine := Addr{Dev: "eth0", Prefix: netip.MustParsePrefix("2001:db8:6::1/64")}
+	if err := tr.SyncAddrs([]Addr{mine}); err != nil {
+		t.Fatal(err)
+	}
+	gone := Addr{Dev: "eth0", Prefix: netip.MustParsePrefix("192.0.2.1/24")}
+	if !tr.OwnsAddr(mine) || tr.OwnsAddr(gone) {
+		t.Errorf("OwnsAddr(%v)=%v OwnsAddr(%v)=%v", mine, tr.OwnsAddr(mine), gone, tr.OwnsAddr(gone))
+	}
+	delete(k.addrs, mine)
+	if err := tr.ReinstallAddrs([]Addr{mine, gone}); err != nil {
+		t.Fatal(err)
+	}
+	if !k.addrs[mine] || k.addrs[gone] {
+		t.Errorf("after ReinstallAddrs: %v; want only %v", k.addrs, mine)
 	}
 }

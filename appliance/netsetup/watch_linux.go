@@ -23,15 +23,24 @@ type Change struct {
 	// Addrs is true for an RTM_NEWADDR or RTM_DELADDR of an IPv4
 	// address: the host's own addresses (Kernel.HostAddrs) changed.
 	Addrs bool
+	// Deleted is set (Prefix valid) for an RTM_DELADDR of either
+	// family: the address the kernel removed, with its prefix length
+	// and device, as Tracker.SyncAddrs installs them.
+	Deleted Addr
+	// Rule is true for an RTM_DELRULE of either family: a policy rule
+	// was removed (the message is not decoded; the rules are few and
+	// Tracker.RestoreRules puts all of them back).
+	Rule bool
 	// Lost is true when the kernel dropped events (ENOBUFS): anything
 	// may have changed.
 	Lost bool
 }
 
-// Watcher receives link, route and IPv4 address events of the network
-// namespace that was current for the thread that called Watch, on a
-// netlink socket subscribed to RTNLGRP_LINK, RTNLGRP_IPV4_ROUTE,
-// RTNLGRP_IPV6_ROUTE and RTNLGRP_IPV4_IFADDR.
+// Watcher receives link, route, address and policy rule events of the
+// network namespace that was current for the thread that called Watch, on
+// a netlink socket subscribed to RTNLGRP_LINK, RTNLGRP_IPV4_ROUTE,
+// RTNLGRP_IPV6_ROUTE, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR,
+// RTNLGRP_IPV4_RULE and RTNLGRP_IPV6_RULE.
 // IPv4 routes that the kernel flushes with their link (ip link set down)
 // produce no RTM_DELROUTE (fib_sync_down_dev): the link event is the
 // only sign of them, so a reader must restore everything when a link
@@ -59,7 +68,9 @@ func Watch() (*Watcher, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("netlink filter: %w", err)
 	}
-	groups := uint32(1<<(unix.RTNLGRP_LINK-1) | 1<<(unix.RTNLGRP_IPV4_ROUTE-1) | 1<<(unix.RTNLGRP_IPV6_ROUTE-1) | 1<<(unix.RTNLGRP_IPV4_IFADDR-1))
+	groups := uint32(1<<(unix.RTNLGRP_LINK-1) | 1<<(unix.RTNLGRP_IPV4_ROUTE-1) | 1<<(unix.RTNLGRP_IPV6_ROUTE-1) |
+		1<<(unix.RTNLGRP_IPV4_IFADDR-1) | 1<<(unix.RTNLGRP_IPV6_IFADDR-1) |
+		1<<(unix.RTNLGRP_IPV4_RULE-1) | 1<<(unix.RTNLGRP_IPV6_RULE-1))
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: groups}); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("netlink bind: %w", err)
@@ -74,8 +85,8 @@ func Watch() (*Watcher, error) {
 }
 
 // watchFilter is a classic BPF program that accepts rtnetlink messages of
-// type RTM_NEWLINK, RTM_DELLINK, RTM_DELROUTE, RTM_NEWADDR and
-// RTM_DELADDR and drops the rest (each
+// type RTM_NEWLINK, RTM_DELLINK, RTM_DELROUTE, RTM_NEWADDR, RTM_DELADDR
+// and RTM_DELRULE and drops the rest (each
 // notification is an skb of its own). A BPF half-word load reads network
 // byte order; nlmsg_type is in host order.
 func watchFilter() *unix.SockFprog {
@@ -84,11 +95,12 @@ func watchFilter() *unix.SockFprog {
 	}
 	prog := []unix.SockFilter{
 		{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: 4},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 5, K: be(unix.RTM_NEWLINK)},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 4, K: be(unix.RTM_DELLINK)},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 3, K: be(unix.RTM_DELROUTE)},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 2, K: be(unix.RTM_NEWADDR)},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 1, K: be(unix.RTM_DELADDR)},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 6, K: be(unix.RTM_NEWLINK)},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 5, K: be(unix.RTM_DELLINK)},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 4, K: be(unix.RTM_DELROUTE)},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 3, K: be(unix.RTM_NEWADDR)},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 2, K: be(unix.RTM_DELADDR)},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 1, K: be(unix.RTM_DELRULE)},
 		{Code: unix.BPF_RET | unix.BPF_K, K: 0},
 		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
 	}
@@ -101,7 +113,7 @@ func (w *Watcher) Close() error {
 }
 
 // Read blocks until the kernel sends events and appends those that
-// concern links (all of them), deleted routes and IPv4 addresses to cs.
+// concern links (all of them), deleted routes, addresses and rules to cs.
 func (w *Watcher) Read(cs []Change) ([]Change, error) {
 	rc, err := w.f.SyscallConn()
 	if err != nil {
@@ -163,9 +175,18 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 			}
 			w.names[idx] = name
 			cs = append(cs, Change{Link: name, Up: flags&unix.IFF_UP != 0})
+		case unix.RTM_DELRULE:
+			cs = append(cs, Change{Rule: true})
 		case unix.RTM_NEWADDR, unix.RTM_DELADDR:
-			if len(body) >= unix.SizeofIfAddrmsg && body[0] == unix.AF_INET {
-				cs = append(cs, Change{Addrs: true})
+			if len(body) < unix.SizeofIfAddrmsg {
+				continue
+			}
+			c := Change{Addrs: body[0] == unix.AF_INET}
+			if typ == unix.RTM_DELADDR {
+				c.Deleted = w.deletedAddr(body)
+			}
+			if c.Addrs || c.Deleted.Prefix.IsValid() {
+				cs = append(cs, c)
 			}
 		case unix.RTM_DELROUTE:
 			if len(body) < unix.SizeofRtMsg {
@@ -219,6 +240,40 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 		}
 	}
 	return cs
+}
+
+// deletedAddr decodes an RTM_DELADDR's ifaddrmsg and attributes: the
+// address is IFA_LOCAL where there is one (IFA_ADDRESS is the peer of a
+// point-to-point IPv4 address), else IFA_ADDRESS. The zero Addr if it is
+// malformed or on a link we cannot name.
+func (w *Watcher) deletedAddr(body []byte) Addr {
+	family, plen := body[0], int(body[1])
+	idx := int32(binary.NativeEndian.Uint32(body[4:8]))
+	var local, addr []byte
+	for t, v := range attrs(body[unix.SizeofIfAddrmsg:]) {
+		switch t {
+		case unix.IFA_LOCAL:
+			local = v
+		case unix.IFA_ADDRESS:
+			addr = v
+		}
+	}
+	if local != nil {
+		addr = local
+	}
+	a, ok := netip.AddrFromSlice(addr)
+	if !ok || (family == unix.AF_INET) != (len(addr) == 4) || (family != unix.AF_INET && family != unix.AF_INET6) {
+		return Addr{}
+	}
+	p, err := a.Prefix(plen)
+	if err != nil {
+		return Addr{}
+	}
+	dev := w.name(idx)
+	if dev == "" {
+		return Addr{}
+	}
+	return Addr{Dev: dev, Prefix: netip.PrefixFrom(a, p.Bits())}
 }
 
 func (w *Watcher) name(idx int32) string {

@@ -96,9 +96,35 @@ func TestWatcherSeesLinksAndDeletedRoutes(t *testing.T) {
 			return fmt.Errorf("host addresses after adding %v: %v, %v", host, as, err)
 		}
 		ns.MustRun(t, "ip", "addr", "del", host.String(), "dev", "dm1")
-		readUntil(t, w, "address removed", func(c Change) bool { return c.Addrs })
+		// ... with the address deleted, as the tracker installs it.
+		want4 := Addr{Dev: "dm1", Prefix: host}
+		readUntil(t, w, "address removed", func(c Change) bool { return c.Addrs && c.Deleted == want4 })
 		if as, err := k.HostAddrs(); err != nil || slices.Contains(as, host) {
 			return fmt.Errorf("host addresses after removing %v: %v, %v", host, as, err)
+		}
+
+		// An IPv6 address deleted from outside is reported with its
+		// device and prefix length (an interface block's address).
+		want6 := Addr{Dev: "dm0", Prefix: netip.MustParsePrefix("2001:db8:6::1/64")}
+		if err := k.ReplaceAddr(want6.Dev, want6.Prefix); err != nil {
+			return err
+		}
+		ns.MustRun(t, "ip", "addr", "del", want6.Prefix.String(), "dev", "dm0")
+		readUntil(t, w, "deleted IPv6 address", func(c Change) bool { return c.Deleted == want6 })
+
+		// A policy rule deleted from outside is reported, whichever
+		// the family; adding one is not.
+		for _, fam := range []int{4, 6} {
+			if err := k.AddRule(Rule{Family: fam, Priority: 6460, Table: 646}); err != nil {
+				return err
+			}
+		}
+		ns.MustRun(t, "ip", "-4", "rule", "del", "pref", "6460")
+		cs = readUntil(t, w, "deleted IPv4 rule", func(c Change) bool { return c.Rule })
+		ns.MustRun(t, "ip", "-6", "rule", "del", "pref", "6460")
+		readUntil(t, w, "deleted IPv6 rule", func(c Change) bool { return c.Rule })
+		if n := len(slices.DeleteFunc(cs, func(c Change) bool { return !c.Rule })); n != 1 {
+			return fmt.Errorf("%d rule changes for two rules added and one deleted", n)
 		}
 		return nil
 	})
@@ -145,6 +171,15 @@ func TestKernelRoutesOfOthersAndPolicyRules(t *testing.T) {
 		}
 		if out := ns.MustRun(t, "ip", "-6", "rule", "show"); !strings.Contains(out, "6462:\tfrom all iif dm0 lookup main") {
 			return fmt.Errorf("IPv6 rules: %q", out)
+		}
+		have, err := k.Rules()
+		if err != nil {
+			return err
+		}
+		for _, r := range []Rule{rule, {Family: 6, Priority: 6462, Iif: "dm0", Table: 254}} {
+			if !slices.Contains(have, r) {
+				return fmt.Errorf("Rules() has no %v: %v", r, have)
+			}
 		}
 		for _, r := range []Rule{rule, {Family: 6, Priority: 6462, Iif: "dm0", Table: 254}} {
 			if err := k.DelRule(r); err != nil {
@@ -197,8 +232,11 @@ func FuzzWatcherParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		w := &Watcher{names: map[int32]string{1: "lo"}}
 		for _, c := range w.parse(nil, b) {
-			if c.Link == "" && !c.Route.Dst.IsValid() && !c.Addrs {
-				t.Fatalf("change without link, route or address: %+v", c)
+			if c.Link == "" && !c.Route.Dst.IsValid() && !c.Addrs && !c.Deleted.Prefix.IsValid() && !c.Rule {
+				t.Fatalf("change without link, route, address or rule: %+v", c)
+			}
+			if c.Deleted.Prefix.IsValid() && c.Deleted.Dev == "" {
+				t.Fatalf("deleted address without its device: %+v", c)
 			}
 		}
 	})
