@@ -142,6 +142,9 @@ func (d *daemon) noteChanges(cs []netsetup.Change) {
 		if c.Deleted.Prefix.IsValid() && d.tracker.OwnsAddr(c.Deleted) {
 			d.log.Warn("an address of the translator was deleted: restoring it", "addr", c.Deleted.String())
 			d.repair.missingAddrs = append(d.repair.missingAddrs, c.Deleted)
+			// The kernel took the routes through a gateway in its
+			// subnet with it, without an event for them.
+			d.repair.missing = append(d.repair.missing, d.tracker.RoutesVia(c.Deleted)...)
 		}
 		switch {
 		case c.Rule:
@@ -201,11 +204,15 @@ func (d *daemon) forgetUnwatched(watched []string) {
 
 // pollRules looks for policy rules of ours deleted without an event the
 // subscription delivered (one rule dump per health check); a failed dump
-// puts them all back, which is harmless. While a failed restore waits
-// for its retry there is nothing to do: the retry puts back everything.
+// puts them all back, which is harmless. While a failed full restore
+// waits for its retry there is nothing to do: the retry puts back
+// everything.
 func (d *daemon) pollRules() {
-	if d.repair.restoreErr != nil {
-		return // the pending retry restores everything, rules too
+	if d.repair.restoreErr != nil && !d.repair.resync {
+		// The pending retry is a full restore: rules too. A refusal's
+		// retry (resync) adds rules only by difference, so they are
+		// looked for then as at any other time.
+		return
 	}
 	missing, err := d.tracker.MissingRules()
 	if err != nil {

@@ -213,7 +213,9 @@ func TestRouteDeletedDuringRefusal(t *testing.T) {
 // TestRuleAndAddressDeletedDuringRefusal: while a refused reload is
 // retried, a policy rule and an interface block's address deleted from
 // outside are put back as at any other time (the retry's own path
-// covers routes only).
+// covers routes only), with the routes through a gateway in the
+// address's subnet (which the kernel deletes without an event), and
+// rules deleted without an event are found by the health check's poll.
 func TestRuleAndAddressDeletedDuringRefusal(t *testing.T) {
 	block := netip.MustParsePrefix("203.0.113.128/25")
 	h, _, _ := refusedHarness(t, func(r netsetup.Route) bool { return r.Dst == block })
@@ -232,10 +234,30 @@ func TestRuleAndAddressDeletedDuringRefusal(t *testing.T) {
 	if len(want) == 0 || !had {
 		t.Fatalf("set-up: rules %v, address %v installed %v", want, mine, had)
 	}
+	// The kernel takes the routes through a gateway in the address's
+	// subnet with it, and reports none of them.
+	via := netsetup.Route{Dst: netip.MustParsePrefix("192.0.2.0/24"), Via: netip.MustParseAddr("203.0.113.14")}
+	h.k.mu.Lock()
+	routed := h.k.routes[via]
+	delete(h.k.routes, via)
+	h.k.mu.Unlock()
+	if !routed {
+		t.Fatalf("set-up: no route %v", via)
+	}
 	h.w.events <- []netsetup.Change{{Rule: true}, {Deleted: mine, Addrs: true}}
-	waitFor(t, "the rules and the address back during the refusal", func() bool {
+	waitFor(t, "the rules, the address and the route via its subnet back during the refusal", func() bool {
 		h.k.mu.Lock()
 		defer h.k.mu.Unlock()
-		return len(h.k.rules) == len(want) && h.k.addrs[mine]
+		return len(h.k.rules) == len(want) && h.k.addrs[mine] && h.k.routes[via]
+	})
+	// Rules deleted with no event delivered: the health check's dump
+	// finds them missing during a refusal too.
+	h.k.mu.Lock()
+	h.k.rules = nil
+	h.k.mu.Unlock()
+	waitFor(t, "the rules back after a health check during the refusal", func() bool {
+		h.k.mu.Lock()
+		defer h.k.mu.Unlock()
+		return len(h.k.rules) == len(want)
 	})
 }

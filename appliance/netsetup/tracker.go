@@ -288,6 +288,22 @@ func (t *Tracker) ReinstallAddrs(as []Addr) error {
 	return errors.Join(errs...)
 }
 
+// RoutesVia returns the routes this tracker installed whose gateway lies
+// in a's subnet: when a is deleted the kernel drops them with it, and
+// sends no RTM_DELROUTE for them, so they are put back with a.
+func (t *Tracker) RoutesVia(a Addr) []Route {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	subnet := a.Prefix.Masked()
+	var rs []Route
+	for r := range t.routes {
+		if r.Via.IsValid() && subnet.Contains(r.Via) {
+			rs = append(rs, r)
+		}
+	}
+	return rs
+}
+
 // OwnsAddr reports whether a is an address this tracker installed.
 func (t *Tracker) OwnsAddr(a Addr) bool {
 	t.mu.Lock()
