@@ -244,9 +244,16 @@ func (d *daemon) restore() {
 	if !d.repair.full && !d.repair.partial() && time.Now().Before(d.repair.retryAt) {
 		return // a retry of a failed restore, not yet due
 	}
+	// A retry owed (a failed restore, a refusal) waits for its time even
+	// when something else was deleted meanwhile: those things alone are
+	// put back now, so that a stream of events (a foreign rule deleted
+	// every second) cannot make each of them a full restore or a resync,
+	// each of which replaces or compares every route (a million).
+	due := d.repair.restoreErr == nil || !time.Now().Before(d.repair.retryAt)
+	partialOnly := false
 	var err error
 	switch {
-	case d.repair.resync:
+	case d.repair.resync && (due || d.repair.full):
 		if !d.repair.full { // a full restore puts back addresses and rules too
 			err = d.tracker.ReinstallAddrs(d.repair.missingAddrs)
 			if d.repair.rules {
@@ -254,9 +261,10 @@ func (d *daemon) restore() {
 			}
 		}
 		err = errors.Join(err, d.resync(d.repair.full, d.repair.missing))
-	case d.repair.full || d.repair.restoreErr != nil:
+	case d.repair.full || (d.repair.restoreErr != nil && due):
 		err = d.tracker.Restore()
 	default:
+		partialOnly = d.repair.restoreErr != nil
 		// Addresses first: a route through a gateway needs the
 		// address that makes the gateway on-link.
 		err = d.tracker.ReinstallAddrs(d.repair.missingAddrs)
@@ -272,6 +280,9 @@ func (d *daemon) restore() {
 		}
 		d.repairFailed(err)
 		return
+	}
+	if partialOnly {
+		return // the retry owed is still owed
 	}
 	if !d.repair.resync && d.repair.restoreErr != nil {
 		d.log.Info("routes restored")

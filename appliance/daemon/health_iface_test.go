@@ -261,3 +261,39 @@ func TestRuleAndAddressDeletedDuringRefusal(t *testing.T) {
 		return len(h.k.rules) == len(want)
 	})
 }
+
+// TestForeignRuleEventsWaitForTheRetry: while a failed restore waits for
+// its retry, rule deletions (someone else's: RTM_DELRULE is not decoded)
+// put back the rules alone; the full restore, which replaces every
+// route, keeps its backoff instead of running at every event.
+func TestForeignRuleEventsWaitForTheRetry(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
+	defer h.stop()
+	gone := netsetup.Route{Dst: netip.MustParsePrefix("198.51.100.10/32"), Dev: "dmtest0", Table: PolicyTable}
+	h.k.mu.Lock()
+	h.k.failAdd = true
+	delete(h.k.routes, gone)
+	h.k.mu.Unlock()
+	h.w.events <- []netsetup.Change{{Lost: true}}
+	waitFor(t, "a failed restore", func() bool {
+		h.k.mu.Lock()
+		defer h.k.mu.Unlock()
+		return h.k.failed > 0
+	})
+	for range 60 {
+		h.w.events <- []netsetup.Change{{Rule: true}}
+		time.Sleep(testHealthInterval)
+	}
+	h.k.mu.Lock()
+	tries := h.k.failed
+	h.k.failAdd = false
+	h.k.mu.Unlock()
+	if tries > 10 {
+		t.Errorf("%d full restores in 60 health intervals with a rule event in each; want the backoff's few", tries)
+	}
+	waitFor(t, "the route back once the kernel takes it", func() bool {
+		h.k.mu.Lock()
+		defer h.k.mu.Unlock()
+		return h.k.routes[gone]
+	})
+}
