@@ -187,17 +187,27 @@ func TestRefusedRouteRetryCost(t *testing.T) {
 	}
 }
 
+// inRefusal starts a daemon and reloads it with a route block the kernel
+// refuses for good (a gateway not on-link): the daemon is then retrying
+// that refusal with its backoff.
+func inRefusal(t *testing.T) *harness {
+	t.Helper()
+	block := netip.MustParsePrefix("203.0.113.128/25")
+	h, _, _ := refusedHarness(t, func(r netsetup.Route) bool { return r.Dst == block })
+	writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10"))+"route {\n  to = \"203.0.113.128/25\"\n  via = \"192.0.2.99\"\n}\n")
+	if _, err := RequestReload(h.sock); err == nil {
+		h.stop()
+		t.Fatal("reload of the refused route block answered no error")
+	}
+	return h
+}
+
 // TestRouteDeletedDuringRefusal: while the kernel refuses part of a
 // reload (retried with backoff), a route of ours deleted from outside is
 // still put back at once, not only the refused part.
 func TestRouteDeletedDuringRefusal(t *testing.T) {
-	block := netip.MustParsePrefix("203.0.113.128/25")
-	h, _, _ := refusedHarness(t, func(r netsetup.Route) bool { return r.Dst == block })
+	h := inRefusal(t)
 	defer h.stop()
-	writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10"))+"route {\n  to = \"203.0.113.128/25\"\n  via = \"192.0.2.99\"\n}\n")
-	if _, err := RequestReload(h.sock); err == nil {
-		t.Fatal("reload of the refused route block answered no error")
-	}
 	gone := netsetup.Route{Dst: netip.MustParsePrefix("198.51.100.10/32"), Dev: "dmtest0", Table: PolicyTable}
 	h.k.mu.Lock()
 	delete(h.k.routes, gone)
@@ -217,13 +227,8 @@ func TestRouteDeletedDuringRefusal(t *testing.T) {
 // address's subnet (which the kernel deletes without an event), and
 // rules deleted without an event are found by the health check's poll.
 func TestRuleAndAddressDeletedDuringRefusal(t *testing.T) {
-	block := netip.MustParsePrefix("203.0.113.128/25")
-	h, _, _ := refusedHarness(t, func(r netsetup.Route) bool { return r.Dst == block })
+	h := inRefusal(t)
 	defer h.stop()
-	writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10"))+"route {\n  to = \"203.0.113.128/25\"\n  via = \"192.0.2.99\"\n}\n")
-	if _, err := RequestReload(h.sock); err == nil {
-		t.Fatal("reload of the refused route block answered no error")
-	}
 	mine := netsetup.Addr{Dev: "eth0", Prefix: netip.MustParsePrefix("203.0.113.1/28")}
 	h.k.mu.Lock()
 	want := slices.Clone(h.k.rules)

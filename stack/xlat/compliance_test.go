@@ -439,6 +439,8 @@ func TestSegmentsLeftAddressesFirst(t *testing.T) {
 		{"unmapped-destination", S6A, "2001:db8:7::1", ReasonDstUnmapped, 0},
 		{"illegal-destination", S6A, v4in6("224.0.0.1"), ReasonDstIllegal, 0},
 		{"untranslatable-source", R6X, C6, ReasonSrcUnmapped, 0},
+		{"neither-mapped", R6X, "2001:db8:eeee::2", ReasonDstUnmapped, 0},
+		{"prefix-source-to-prefix", C6, v4in6("192.0.2.3"), ReasonSpoofed, 0},
 		{"to-own-ipv4", S6A, v4in6(SELF4), ReasonOwnAddress, 0},
 		{"to-own-ipv6", S6A, own6, ReasonOwnAddress, 0},
 	} {
