@@ -138,7 +138,7 @@ func renderMarkdown(info runInfo, r *results) string {
 				pairs = append(pairs, [2]string{mode, ref})
 			}
 		}
-		pairs = append(pairs, [2]string{sMap646M1, sMap646}, [2]string{sTayga, sNative6}, [2]string{sTaygaFork, sNative6},
+		pairs = append(pairs, [2]string{sMap646M1, sMap646}, [2]string{sMap646AA, sMap646}, [2]string{sTayga, sNative6}, [2]string{sTaygaFork, sNative6},
 			[2]string{sTaygaFork, sTayga}, [2]string{sNative4, sNative6},
 			// The tun detour alone, and what map646 adds to it.
 			[2]string{sTunEcho, sNative6}, [2]string{sTunEchoURing, sNative6},
@@ -204,7 +204,7 @@ func renderMarkdown(info runInfo, r *results) string {
 		}
 		w("| %s | %s | %s | %s | %s |\n", t.Label, t.Cond, t.Comparison, measured, res)
 	}
-	w("\nRun-to-run noise on a shared 2-core machine is often above 5%%: a result \"not in every round\" is decided by the median of the rounds alone. The 1M table's rows are judged on a 95 %% confidence interval instead (the table after this one): \"within 5 %%\" when all of it meets the goal, \"outside 5 %%\" when none of it does, \"undecided\" when the goal's line lies inside it. Compare them with an A/A run, the same comparison with one mapping on both sides (`-setups map646,map646-1m -mappings 1`), and see \"How noisy the 1M rows are\" below the harness's section.\n")
+	w("\nRun-to-run noise on a shared 2-core machine is often above 5%%: a result \"not in every round\" is decided by the median of the rounds alone. The 1M table's rows are judged on a 95 %% confidence interval instead (the table after this one): \"within 5 %%\" when all of it meets the goal, \"outside 5 %%\" when none of it does, \"undecided\" when the goal's line lies inside it. Compare them with the A/A twin's rows when the run had one (`-setups map646-1m,map646,map646-aa`: `map646-aa` is map646 again, judged the same way in the same rounds), or with an A/A run, the same comparison with one mapping on both sides (`-setups map646,map646-1m -mappings 1`), and see \"How noisy the 1M rows are\" below the harness's section.\n")
 	renderWithin(w, info, r)
 
 	if has[sTayga] {
@@ -359,7 +359,22 @@ func renderWithin(w func(string, ...any), info runInfo, r *results) {
 	for _, s := range info.Setups {
 		labels[s.Key] = s.Label
 	}
-	w("\n### %s against %s: paired estimate with 95 %% confidence\n\n", labels[sMap646M1], labels[sMap646])
+	for _, num := range []string{sMap646M1, sMap646AA} {
+		var of []target
+		for _, t := range ts {
+			if t.NumSetup == num {
+				of = append(of, t)
+			}
+		}
+		if len(of) > 0 {
+			renderWithinOf(w, of, r, labels[num], labels[sMap646])
+		}
+	}
+}
+
+// renderWithinOf is renderWithin's table for one setup against map646.
+func renderWithinOf(w func(string, ...any), ts []target, r *results, num, den string) {
+	w("\n### %s against %s: paired estimate with 95 %% confidence\n\n", num, den)
 	w("| row | veths | goal | median of the per-round ratios (min–max) | estimate [95 %% CI] | from | verdict |\n|---|---|---|---:|---:|---|---|\n")
 	for _, t := range ts {
 		e := t.estimate(r)

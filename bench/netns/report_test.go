@@ -447,4 +447,49 @@ func TestRenderWithin(t *testing.T) {
 	if strings.Contains(md, "| TCP, 4 streams |") {
 		t.Errorf("a row that was not measured is in the table:\n%s", md)
 	}
+	if strings.Contains(md, "A/A twin") {
+		t.Errorf("a setup that did not run has a table:\n%s", md)
+	}
+}
+
+// TestRenderWithinAATwin: the A/A twin (map646-aa) beside the 1M table
+// gets its own paired table and targets, judged the same way, each row
+// against map646 alone: the twin that matches map646 is within 5 %, the
+// 1M table that is 20 % slower is outside, in the same run.
+func TestRenderWithinAATwin(t *testing.T) {
+	cols := []string{g(sMap646), g(sMap646M1), g(sMap646AA)}
+	r := newResults(cols, 6)
+	fill := func(s, m string, v ...float64) {
+		for i, x := range v {
+			r.set(s, m, i, x)
+		}
+	}
+	fill(g(sMap646), mUDP, 100, 90, 95, 100, 90, 95)
+	fill(g(sMap646M1), mUDP, 80, 73, 75, 81, 71, 76)
+	fill(g(sMap646AA), mUDP, 101, 89, 96, 99, 91, 95)
+	info := testInfo()
+	info.Conds = []condition{condGRO}
+	info.Setups = append(info.Setups, setup{Key: sMap646AA, Label: "map646 tun, A/A twin"})
+	var b strings.Builder
+	renderWithin(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }, info, r)
+	md := b.String()
+	oneM, twin, ok := strings.Cut(md, "### map646 tun, A/A twin against map646 tun: paired estimate with 95 % confidence")
+	if !ok {
+		t.Fatalf("no A/A twin table:\n%s", md)
+	}
+	if !strings.Contains(oneM, "| UDP 64 B, received | GRO on | ≥ 0.95× map646 tun | 0.80× (0.79×–0.81×) | 0.80× [0.79–0.81×] | geo-mean of 6 rounds | outside 5 % |") {
+		t.Errorf("1M table:\n%s", oneM)
+	}
+	if !strings.Contains(twin, "| UDP 64 B, received | GRO on | ≥ 0.95× map646 tun | 1.00× (0.99×–1.01×) |") || !strings.Contains(twin, "| within 5 % |") {
+		t.Errorf("A/A twin table:\n%s", twin)
+	}
+	var labels []string
+	for _, tg := range issueTargets(info.Conds, info.Setups) {
+		if tg.Within && tg.Metric == mUDP {
+			labels = append(labels, tg.Label)
+		}
+	}
+	if want := []string{"map646 tun, 1M mappings vs 1: UDP 64 B, received", "map646 tun, A/A twin vs map646 tun: UDP 64 B, received"}; !slices.Equal(labels, want) {
+		t.Errorf("within targets %q, want %q", labels, want)
+	}
 }

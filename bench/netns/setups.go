@@ -19,6 +19,11 @@ const (
 	sTaygaFork = "tayga-fork" // apalrd/tayga, multi-queue (-tayga-fork PATH)
 	sMap646    = "map646"     // host mode: map646's own tun, the kernel routes
 	sMap646M1  = "map646-1m"  // host mode with the large table (-mappings)
+	// sMap646AA is map646 again, one mapping, host mode: the A/A twin
+	// that runs beside map646-1m and is judged as it is, so that a run's
+	// verdicts on the 1M rows come with the verdicts the same method gives
+	// when nothing differs (the noise of the method, measured in that run).
+	sMap646AA  = "map646-aa"
 	sMap646NIC = "map646-nic" // AF_PACKET on the router's veths, kernel forwarding off
 	sMap646FD  = "map646-fd"  // a tun opened by the harness as a VM manager would (IFF_VNET_HDR, offloads), inherited as fd 3
 	// sMap646FD2 is map646-fd with a two-queue tun (IFF_MULTI_QUEUE),
@@ -150,7 +155,7 @@ func defaultSetups(taygaFork string) []string {
 	return append(s, sMap646, sMap646M1, sMap646NIC, sMap646FD)
 }
 
-var knownSetups = []string{sNative6, sNative4, sTayga, sTaygaFork, sMap646, sMap646M1, sMap646NIC, sMap646FD, sMap646FD2, sMap646FDPlain, sTunEcho, sTunEchoURing}
+var knownSetups = []string{sNative6, sNative4, sTayga, sTaygaFork, sMap646, sMap646M1, sMap646AA, sMap646NIC, sMap646FD, sMap646FD2, sMap646FDPlain, sTunEcho, sTunEchoURing}
 
 // taygaForkWorkers is the fork's `workers` setting: one thread and tun
 // queue per core of the 2-core machines this runs on.
@@ -192,6 +197,8 @@ func buildSetups(o options, dir string) ([]setup, error) {
 				label = "map646 tun, 1 mapping (A/A)"
 			}
 			out = append(out, m646(k, label, modeTun, o.Mappings))
+		case sMap646AA:
+			out = append(out, m646(k, "map646 tun, A/A twin", modeTun, 1))
 		case sMap646NIC:
 			out = append(out, m646(k, "map646 NIC (AF_PACKET)", modeNIC, 1))
 		case sMap646FD:
