@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -95,7 +97,7 @@ func TestOthersLookAlikeRulesAreLeftAlone(t *testing.T) {
 		return strings.Contains(show(), "6460:\tfrom all lookup 646")
 	})
 	t.Logf("rule back after %v", took)
-	for _, want := range []string{"6460:\tfrom 192.0.2.0/24 lookup 646", "6460:\tfrom all fwmark 0x1 lookup 646", "6460:\tfrom all lookup 646"} {
+	for _, want := range []string{"6460:\tfrom 192.0.2.0/24 lookup 646", "6460:\tfrom all fwmark 0x1 lookup 646", "6460:\tfrom all lookup 646 proto 64"} {
 		if n := strings.Count(show(), want+"\n"); n != 1 {
 			t.Errorf("%q %d times, want once:\n%s", want, n, show())
 		}
@@ -105,5 +107,14 @@ func TestOthersLookAlikeRulesAreLeftAlone(t *testing.T) {
 	}
 	if sent, recv := ping(t, tp.cli, "-c", "3", "-i", "0.2", "-W", "1", "198.51.100.10"); recv == 0 {
 		t.Errorf("after our rule came back: ping %d/%d, healthy=%v\n%s", recv, sent, healthyNow(d), show())
+	}
+	// Ours now comes after the look-alikes; at stop it goes, and they
+	// stay (a delete request without our protocol would take the first).
+	if err := d.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit: %v\n%s", err, d.out)
+	}
+	want := []string{"6460:\tfrom 192.0.2.0/24 lookup 646", "6460:\tfrom all fwmark 0x1 lookup 646"}
+	if got := extraRules(t, tp.x, "-4"); !slices.Equal(got, want) {
+		t.Errorf("ip -4 rules after stop:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

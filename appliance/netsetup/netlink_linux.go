@@ -183,45 +183,68 @@ func (n *Netlink) AddRoutes(rs []Route) ([]Route, error) {
 	return n.routeBatch(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_EXCL, rs)
 }
 
-// AddRule implements Kernel: RTM_NEWRULE with NLM_F_CREATE|NLM_F_EXCL.
-// The kernel's EEXIST is not to be trusted: rule_exists leaves out of its
-// comparison the source and destination prefixes and the TOS that the
-// request does not set (fib4_rule_compare, fib6_rule_compare), so a rule
-// of someone else's with the same priority, input interface and table
-// but "from 192.0.2.0/24" passes for r. On EEXIST the dump decides: r is
-// added without NLM_F_EXCL unless the kernel has it exactly.
+// ruleProtocol is the protocol (FRA_PROTOCOL; `ip rule` shows "proto
+// 64") of the policy rules AddRule adds: unassigned in
+// include/uapi/linux/rtnetlink.h and iproute2's rt_protos. The kernel
+// matches a delete request on every field the request sets and on no
+// other (rule_find): without a protocol, deleting "6460: lookup 646"
+// removes the first rule at 6460 that looks up 646, someone else's
+// "6460: from 192.0.2.0/24 lookup 646" if it comes first. With it, only
+// ours.
+const ruleProtocol = 64
+
+// AddRule implements Kernel: RTM_NEWRULE with protocol ruleProtocol,
+// unless the kernel has r exactly already, whatever its protocol (a rule
+// left by a map646 that crashed, older ones without a protocol too, or
+// an identical rule of the operator's), which is taken as it is. The dump
+// decides, not NLM_F_EXCL: rule_exists leaves out of its comparison the
+// source and destination prefixes and the TOS the request does not set
+// (fib4_rule_compare, fib6_rule_compare), so that "6460: from
+// 192.0.2.0/24 lookup 646" would pass for "6460: lookup 646", and it
+// compares the protocol, so that a rule of ours without one would not.
 func (n *Netlink) AddRule(r Rule) error {
-	err := n.ruleRequest(unix.RTM_NEWRULE, unix.NLM_F_CREATE|unix.NLM_F_EXCL, r)
-	if errors.Is(err, unix.EEXIST) {
-		have, derr := n.Rules()
-		if derr != nil {
-			return fmt.Errorf("rule %v: %w", r, derr)
-		}
-		if slices.Contains(have, r.canonical()) {
-			return nil
-		}
-		err = n.ruleRequest(unix.RTM_NEWRULE, unix.NLM_F_CREATE, r)
-	}
+	have, err := n.Rules()
 	if err != nil {
+		return fmt.Errorf("rule %v: %w", r, err)
+	}
+	if slices.Contains(have, r.canonical()) {
+		return nil
+	}
+	if err := n.ruleRequest(unix.RTM_NEWRULE, unix.NLM_F_CREATE, r, ruleProtocol); err != nil {
 		return fmt.Errorf("rule %v: %w", r, err)
 	}
 	return nil
 }
 
-// DelRule implements Kernel.
+// DelRule implements Kernel: the rule of protocol ruleProtocol. If there
+// is none, and the kernel has r exactly with another protocol (taken
+// over by AddRule), that one, named without a protocol: the kernel then
+// deletes the first rule at r's priority with r's action, table and
+// input interface, whatever its other selectors.
 func (n *Netlink) DelRule(r Rule) error {
-	if err := n.ruleRequest(unix.RTM_DELRULE, 0, r); err != nil && !errors.Is(err, unix.ENOENT) {
+	err := n.ruleRequest(unix.RTM_DELRULE, 0, r, ruleProtocol)
+	if errors.Is(err, unix.ENOENT) {
+		have, derr := n.Rules()
+		if derr != nil {
+			return fmt.Errorf("rule %v: %w", r, derr)
+		}
+		if !slices.Contains(have, r.canonical()) {
+			return nil
+		}
+		err = n.ruleRequest(unix.RTM_DELRULE, 0, r, 0)
+	}
+	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("rule %v: %w", r, err)
 	}
 	return nil
 }
 
 // ruleRequest sends one rule request and waits for the kernel's answer.
-func (n *Netlink) ruleRequest(typ, flags uint16, r Rule) error {
+func (n *Netlink) ruleRequest(typ, flags uint16, r Rule, proto uint8) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.seq++
-	if err := unix.Sendto(n.fd, appendRuleMsg(nil, typ, flags, n.seq, r), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	if err := unix.Sendto(n.fd, appendRuleMsg(nil, typ, flags, n.seq, r, proto), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return fmt.Errorf("netlink send: %w", err)
 	}
 	return n.receive(n.seq, nil)

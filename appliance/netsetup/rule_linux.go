@@ -135,9 +135,9 @@ func (f fibRule) rule() (Rule, bool) {
 }
 
 // appendRuleMsg appends one rtnetlink rule request (nlmsghdr, struct
-// fib_rule_hdr, FRA_PRIORITY, FRA_TABLE for a lookup, FRA_IIFNAME): r,
-// with no other selector.
-func appendRuleMsg(b []byte, typ, flags uint16, seq uint32, r Rule) []byte {
+// fib_rule_hdr, FRA_PRIORITY, FRA_TABLE for a lookup, FRA_IIFNAME,
+// FRA_PROTOCOL unless proto is 0): r, with no other selector.
+func appendRuleMsg(b []byte, typ, flags uint16, seq uint32, r Rule, proto uint8) []byte {
 	start := len(b)
 	b = binary.NativeEndian.AppendUint32(b, 0) // length, set below
 	b = binary.NativeEndian.AppendUint16(b, typ)
@@ -164,6 +164,9 @@ func appendRuleMsg(b []byte, typ, flags uint16, seq uint32, r Rule) []byte {
 	}
 	if r.Iif != "" {
 		b = appendAttr(b, unix.FRA_IIFNAME, append([]byte(r.Iif), 0))
+	}
+	if proto != 0 {
+		b = appendAttr(b, unix.FRA_PROTOCOL, []byte{proto})
 	}
 	binary.NativeEndian.PutUint32(b[start:], uint32(len(b)-start))
 	return b

@@ -187,7 +187,7 @@ func FuzzDecodeRule(f *testing.F) {
 		if r.Family != 4 && r.Family != 6 {
 			t.Fatalf("rule of family %d from %x", r.Family, b)
 		}
-		msg := appendRuleMsg(nil, unix.RTM_NEWRULE, 0, 1, r)
+		msg := appendRuleMsg(nil, unix.RTM_NEWRULE, 0, 1, r, ruleProtocol)
 		back, ok := decodeRule(msg[unix.NLMSG_HDRLEN:]).rule()
 		if !ok || back != r.canonical() {
 			t.Fatalf("%x: %v, written and read again: %v, %v", b, r, back, ok)
