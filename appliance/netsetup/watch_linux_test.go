@@ -1,6 +1,8 @@
 package netsetup
 
 import (
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/map646/map646/internal/netnstest"
+	"golang.org/x/sys/unix"
 )
 
 // readUntil reads changes until one satisfies ok or 5 s pass.
@@ -252,9 +255,21 @@ func FuzzWatcherParse(f *testing.F) {
 	f.Add(msg)
 	f.Add(msg[:20])
 	f.Add(append(msg[:16:16], 0xff, 0xff))
+	// RTM_DELRULEs with each body of ruleMsgs: ours, look-alikes and
+	// malformed ones.
+	for _, c := range ruleMsgs {
+		body, _ := hex.DecodeString(c.hex)
+		del := binary.NativeEndian.AppendUint32(nil, uint32(unix.NLMSG_HDRLEN+len(body)))
+		del = binary.NativeEndian.AppendUint16(del, unix.RTM_DELRULE)
+		del = append(del, make([]byte, 10)...)
+		f.Add(append(del, body...))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		w := &Watcher{names: map[int32]string{1: "lo"}}
 		for _, c := range w.parse(nil, b) {
+			if c.Rule.Family != 0 && c.Rule.Family != 4 && c.Rule.Family != 6 {
+				t.Fatalf("deleted rule of family %d: %+v", c.Rule.Family, c)
+			}
 			if c.Link == "" && !c.Route.Dst.IsValid() && !c.Addrs && !c.Deleted.Prefix.IsValid() && c.Rule.Family == 0 {
 				t.Fatalf("change without link, route, address or rule: %+v", c)
 			}
