@@ -42,6 +42,7 @@ type fakeKernel struct {
 	// failRule makes AddRule fail (a rule that cannot be put back).
 	failRule bool
 	failed   int // ReplaceRoutes calls that failed
+	ruleAdds int // AddRule calls
 	// refuse, if set, names routes the kernel will not take (a gateway
 	// not on-link): ReplaceRoutes and AddRoutes put in the rest of the
 	// batch and fail naming the first refused one.
@@ -160,6 +161,7 @@ func (k *fakeKernel) Rules() ([]netsetup.Rule, error) {
 }
 func (k *fakeKernel) AddRule(r netsetup.Rule) error {
 	k.mu.Lock()
+	k.ruleAdds++
 	if k.failRule {
 		k.mu.Unlock()
 		return fmt.Errorf("rule %v: operation not permitted", r)
@@ -1199,9 +1201,37 @@ func TestDeletedRulesAndAddressesArePutBack(t *testing.T) {
 		return len(got) == len(want) && !slices.ContainsFunc(want, func(r netsetup.Rule) bool { return !slices.Contains(got, r) })
 	}
 
+	ruleAdds := func() int {
+		h.k.mu.Lock()
+		defer h.k.mu.Unlock()
+		return h.k.ruleAdds
+	}
+	// Someone else's rules deleted (the watcher reports only what a
+	// Rule says entirely; these differ from ours in one field each):
+	// nothing is put back, ours being all there.
+	before := ruleAdds()
+	ours := want[0]
+	var othersRules []netsetup.Change
+	for range 4 {
+		othersRules = append(othersRules, netsetup.Change{Rule: ours})
+	}
+	othersRules[0].Rule.Priority++
+	othersRules[1].Rule.Table++
+	othersRules[2].Rule.Iif = "eth0"
+	othersRules[3].Rule.Priority = RulePriority + 3 // our unreachable's, with a lookup
+	for _, c := range othersRules {
+		if slices.Contains(want, c.Rule) {
+			t.Fatalf("set-up: %v is one of ours", c.Rule)
+		}
+	}
+	h.w.events <- othersRules
+	time.Sleep(5 * testHealthInterval)
+	if n := ruleAdds() - before; n != 0 {
+		t.Errorf("%d rules added after someone else's rules were deleted; want none", n)
+	}
 	// ip rule del pref 6460, reported.
 	setRules(slices.Clone(want[1:]))
-	h.w.events <- []netsetup.Change{{Rule: true}}
+	h.w.events <- []netsetup.Change{{Rule: ours}}
 	waitFor(t, "the deleted rule back after RTM_DELRULE", sameRules)
 	// ip rule flush with the event lost to another reader's view: the
 	// health check's dump finds them missing.
@@ -1213,7 +1243,7 @@ func TestDeletedRulesAndAddressesArePutBack(t *testing.T) {
 	h.k.failRule = true
 	h.k.rules = nil
 	h.k.mu.Unlock()
-	h.w.events <- []netsetup.Change{{Rule: true}}
+	h.w.events <- []netsetup.Change{{Rule: ours}}
 	waitFor(t, "unhealthy while the rules cannot be restored", func() bool { return !healthy() })
 	h.k.mu.Lock()
 	h.k.failRule = false

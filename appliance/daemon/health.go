@@ -135,7 +135,7 @@ func (d *daemon) watchedLinks() []string {
 // that came up again (its routes, and IPv6 addresses, are gone: restore
 // everything), a route of ours that was deleted, an IPv4 address added
 // or removed (refreshHostAddrs), an address of ours deleted, a policy
-// rule deleted (ours are put back: RTM_DELRULE is not decoded).
+// rule of ours deleted.
 func (d *daemon) noteChanges(cs []netsetup.Change) {
 	links := d.watchedLinks()
 	for _, c := range cs {
@@ -147,8 +147,14 @@ func (d *daemon) noteChanges(cs []netsetup.Change) {
 			d.repair.missing = append(d.repair.missing, d.tracker.RoutesVia(c.Deleted)...)
 		}
 		switch {
-		case c.Rule:
-			d.repair.rules = true
+		case c.Rule.Family != 0:
+			// Only ours: someone else's rule deleted (systemd-networkd,
+			// docker, an operator) is none of our business, and a
+			// stream of them must not keep the repair path busy.
+			if d.tracker.OwnsRule(c.Rule) {
+				d.log.Warn("a policy rule of the translator was deleted: restoring it", "rule", c.Rule.String())
+				d.repair.rules = true
+			}
 		case c.Lost:
 			d.repair.full = true
 			d.host.stale = true

@@ -249,7 +249,7 @@ func TestRuleAndAddressDeletedDuringRefusal(t *testing.T) {
 	if !routed {
 		t.Fatalf("set-up: no route %v", via)
 	}
-	h.w.events <- []netsetup.Change{{Rule: true}, {Deleted: mine, Addrs: true}}
+	h.w.events <- []netsetup.Change{{Rule: want[0]}, {Deleted: mine, Addrs: true}}
 	waitFor(t, "the rules, the address and the route via its subnet back during the refusal", func() bool {
 		h.k.mu.Lock()
 		defer h.k.mu.Unlock()
@@ -267,11 +267,12 @@ func TestRuleAndAddressDeletedDuringRefusal(t *testing.T) {
 	})
 }
 
-// TestForeignRuleEventsWaitForTheRetry: while a failed restore waits for
-// its retry, rule deletions (someone else's: RTM_DELRULE is not decoded)
-// put back the rules alone; the full restore, which replaces every
-// route, keeps its backoff instead of running at every event.
-func TestForeignRuleEventsWaitForTheRetry(t *testing.T) {
+// TestRuleEventsWaitForTheRetry: while a failed restore waits for its
+// retry, deletions of a rule of ours (a network manager that removes
+// rules it did not add, again and again) put back the rules alone; the
+// full restore, which replaces every route, keeps its backoff instead of
+// running at every event.
+func TestRuleEventsWaitForTheRetry(t *testing.T) {
 	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
 	defer h.stop()
 	gone := netsetup.Route{Dst: netip.MustParsePrefix("198.51.100.10/32"), Dev: "dmtest0", Table: PolicyTable}
@@ -285,8 +286,11 @@ func TestForeignRuleEventsWaitForTheRetry(t *testing.T) {
 		defer h.k.mu.Unlock()
 		return h.k.failed > 0
 	})
+	h.k.mu.Lock()
+	ours := h.k.rules[0]
+	h.k.mu.Unlock()
 	for range 60 {
-		h.w.events <- []netsetup.Change{{Rule: true}}
+		h.w.events <- []netsetup.Change{{Rule: ours}}
 		time.Sleep(testHealthInterval)
 	}
 	h.k.mu.Lock()

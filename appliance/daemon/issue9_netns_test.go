@@ -264,10 +264,10 @@ func TestUntranslatedTrafficIsNotForwarded(t *testing.T) {
 	// mapped address, from the appliance itself or from the tun meets the
 	// unreachable rule.
 	wantRules := []string{
-		"6460:\tfrom all lookup 646",
-		"6461:\tfrom all iif lo lookup main",
-		"6462:\tfrom all iif dmtun lookup main",
-		"6463:\tfrom all unreachable",
+		"6460:\tfrom all lookup 646 proto 64",
+		"6461:\tfrom all iif lo lookup main proto 64",
+		"6462:\tfrom all iif dmtun lookup main proto 64",
+		"6463:\tfrom all unreachable proto 64",
 	}
 	for _, fam := range []string{"-4", "-6"} {
 		if got := extraRules(t, tp.x, fam); !slices.Equal(got, wantRules) {

@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -52,5 +54,67 @@ func TestDeletedInterfaceAddressIsPutBack(t *testing.T) {
 	t.Logf("address back after %v", took)
 	if sent, recv := ping(t, tp.cli, "-c", "3", "-i", "0.2", "-W", "1", "198.51.100.10"); recv == 0 {
 		t.Errorf("after the address came back: ping %d/%d, healthy=%v\n%s", recv, sent, healthyNow(d), d.out)
+	}
+}
+
+// TestOthersLookAlikeRulesAreLeftAlone: rules of someone else's with the
+// priority and table of ours but another selector (from, fwmark) come and
+// go without the daemon taking them for ours (no restore logged); ours,
+// deleted while they stay, comes back: the kernel's EEXIST, which the
+// "from" look-alike causes (rule_exists ignores a source prefix the
+// request leaves out), is not taken for ours being there. Traffic flows.
+func TestOthersLookAlikeRulesAreLeftAlone(t *testing.T) {
+	tp := newTopo(t)
+	cfg := tp.configExtra(t, "map646.hcl", "")
+	d := tp.startDaemon(t, cfg)
+	if sent, recv := ping(t, tp.cli, "-c", "2", "-i", "0.2", "-W", "2", "198.51.100.10"); recv != sent {
+		t.Fatalf("ping before: %d/%d\n%s", recv, sent, d.out)
+	}
+	lookAlikes := [][]string{
+		{"pref", "6460", "from", "192.0.2.0/24", "lookup", "646"},
+		{"pref", "6460", "fwmark", "1", "lookup", "646"},
+	}
+	rule := func(op string, args ...string) {
+		tp.x.MustRun(t, append([]string{"ip", "-4", "rule", op}, args...)...)
+	}
+	for _, la := range lookAlikes {
+		rule("add", la...)
+	}
+	for _, la := range lookAlikes {
+		rule("del", la...)
+	}
+	time.Sleep(2 * DefaultHealthInterval) // the events, and two rule dumps
+	if out := d.out.String(); strings.Contains(out, "policy rule") {
+		t.Errorf("someone else's rules deleted, and the daemon restored its own:\n%s", out)
+	}
+
+	for _, la := range lookAlikes {
+		rule("add", la...)
+	}
+	rule("del", "pref", "6460") // the first one at 6460: ours, added before them
+	show := func() string { return tp.x.MustRun(t, "ip", "-4", "rule", "show", "pref", "6460") }
+	took := waitUntil(t, d, "our rule 6460 back beside the look-alikes", 3*DefaultHealthInterval, func() bool {
+		return strings.Contains(show(), "6460:\tfrom all lookup 646")
+	})
+	t.Logf("rule back after %v", took)
+	for _, want := range []string{"6460:\tfrom 192.0.2.0/24 lookup 646", "6460:\tfrom all fwmark 0x1 lookup 646", "6460:\tfrom all lookup 646 proto 64"} {
+		if n := strings.Count(show(), want+"\n"); n != 1 {
+			t.Errorf("%q %d times, want once:\n%s", want, n, show())
+		}
+	}
+	if out := d.out.String(); !strings.Contains(out, "a policy rule of the translator was deleted") {
+		t.Errorf("the deletion of ours was not seen as such:\n%s", out)
+	}
+	if sent, recv := ping(t, tp.cli, "-c", "3", "-i", "0.2", "-W", "1", "198.51.100.10"); recv == 0 {
+		t.Errorf("after our rule came back: ping %d/%d, healthy=%v\n%s", recv, sent, healthyNow(d), show())
+	}
+	// Ours now comes after the look-alikes; at stop it goes, and they
+	// stay (a delete request without our protocol would take the first).
+	if err := d.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit: %v\n%s", err, d.out)
+	}
+	want := []string{"6460:\tfrom 192.0.2.0/24 lookup 646", "6460:\tfrom all fwmark 0x1 lookup 646"}
+	if got := extraRules(t, tp.x, "-4"); !slices.Equal(got, want) {
+		t.Errorf("ip -4 rules after stop:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -17,12 +18,12 @@ import (
 
 // Netlink is the Kernel of the network namespace that was current for the
 // calling thread when Open ran: links and addresses through
-// github.com/vishvananda/netlink, routes through batched rtnetlink requests
-// of its own, sysctls through /proc/sys.
+// github.com/vishvananda/netlink, routes (in batches) and policy rules
+// through rtnetlink requests of its own, sysctls through /proc/sys.
 type Netlink struct {
 	h *netlink.Handle
 
-	mu    sync.Mutex // serialises route batches on fd
+	mu    sync.Mutex // serialises route batches and rule requests on fd
 	fd    int
 	seq   uint32
 	rbuf  []byte
@@ -182,63 +183,158 @@ func (n *Netlink) AddRoutes(rs []Route) ([]Route, error) {
 	return n.routeBatch(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_EXCL, rs)
 }
 
-func nlRule(r Rule) *netlink.Rule {
-	nr := netlink.NewRule()
-	nr.Family = unix.AF_INET
-	if r.Family == 6 {
-		nr.Family = unix.AF_INET6
-	}
-	nr.Priority = r.Priority
-	nr.IifName = r.Iif
-	nr.Table = r.Table
-	if r.Unreachable {
-		nr.Type = unix.FR_ACT_UNREACHABLE
-		nr.Table = unix.RT_TABLE_UNSPEC
-	}
-	return nr
-}
+// ruleProtocol is the protocol (FRA_PROTOCOL; `ip rule` shows "proto
+// 64") of the policy rules AddRule adds: unassigned in
+// include/uapi/linux/rtnetlink.h and iproute2's rt_protos. The kernel
+// matches a delete request on every field the request sets and on no
+// other (rule_find): without a protocol, deleting "6460: lookup 646"
+// removes the first rule at 6460 that looks up 646, someone else's
+// "6460: from 192.0.2.0/24 lookup 646" if it comes first. With it, only
+// ours.
+const ruleProtocol = 64
 
-// AddRule implements Kernel.
+// AddRule implements Kernel: RTM_NEWRULE with protocol ruleProtocol,
+// unless the kernel has r exactly already, whatever its protocol (a rule
+// left by a map646 that crashed, older ones without a protocol too, or
+// an identical rule of the operator's), which is taken as it is. The dump
+// decides, not NLM_F_EXCL: rule_exists leaves out of its comparison the
+// source and destination prefixes and the TOS the request does not set
+// (fib4_rule_compare, fib6_rule_compare), so that "6460: from
+// 192.0.2.0/24 lookup 646" would pass for "6460: lookup 646", and it
+// compares the protocol, so that a rule of ours without one would not.
 func (n *Netlink) AddRule(r Rule) error {
-	if err := n.h.RuleAdd(nlRule(r)); err != nil && !errors.Is(err, unix.EEXIST) {
+	have, err := n.Rules()
+	if err != nil {
+		return fmt.Errorf("rule %v: %w", r, err)
+	}
+	if slices.Contains(have, r.canonical()) {
+		return nil
+	}
+	if err := n.ruleRequest(unix.RTM_NEWRULE, unix.NLM_F_CREATE, r, ruleProtocol); err != nil {
 		return fmt.Errorf("rule %v: %w", r, err)
 	}
 	return nil
 }
 
-// DelRule implements Kernel.
+// DelRule implements Kernel: the rule of protocol ruleProtocol. If there
+// is none, and the kernel has r exactly with another protocol (taken
+// over by AddRule), that one, named without a protocol: the kernel then
+// deletes the first rule at r's priority with r's action, table and
+// input interface, whatever its other selectors.
 func (n *Netlink) DelRule(r Rule) error {
-	if err := n.h.RuleDel(nlRule(r)); err != nil && !errors.Is(err, unix.ENOENT) {
+	err := n.ruleRequest(unix.RTM_DELRULE, 0, r, ruleProtocol)
+	if errors.Is(err, unix.ENOENT) {
+		have, derr := n.Rules()
+		if derr != nil {
+			return fmt.Errorf("rule %v: %w", r, derr)
+		}
+		if !slices.Contains(have, r.canonical()) {
+			return nil
+		}
+		err = n.ruleRequest(unix.RTM_DELRULE, 0, r, 0)
+	}
+	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("rule %v: %w", r, err)
 	}
 	return nil
 }
 
-// Rules implements Kernel: one dump per family.
+// ruleRequest sends one rule request and waits for the kernel's answer.
+func (n *Netlink) ruleRequest(typ, flags uint16, r Rule, proto uint8) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.seq++
+	if err := unix.Sendto(n.fd, appendRuleMsg(nil, typ, flags, n.seq, r, proto), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("netlink send: %w", err)
+	}
+	return n.receive(n.seq, nil)
+}
+
+// Rules implements Kernel: one RTM_GETRULE dump of every family, each
+// rule read by decodeRule. Rules that a Rule cannot describe exactly
+// (another selector, an output interface, another action) are left out:
+// none of them is one of ours, and counting one as ours would hide that
+// ours is missing.
 func (n *Netlink) Rules() ([]Rule, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.seq++
+	req := binary.NativeEndian.AppendUint32(nil, unix.NLMSG_HDRLEN+fibRuleHdrLen)
+	req = binary.NativeEndian.AppendUint16(req, unix.RTM_GETRULE)
+	req = binary.NativeEndian.AppendUint16(req, unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	req = binary.NativeEndian.AppendUint32(req, n.seq)
+	req = binary.NativeEndian.AppendUint32(req, 0)
+	req = append(req, make([]byte, fibRuleHdrLen)...) // family AF_UNSPEC: all of them
+	if err := unix.Sendto(n.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, fmt.Errorf("rules: netlink send: %w", err)
+	}
 	var rs []Rule
-	for _, fam := range []int{4, 6} {
-		af := unix.AF_INET
-		if fam == 6 {
-			af = unix.AF_INET6
+	err := n.receive(n.seq, func(typ uint16, body []byte) {
+		if typ != unix.RTM_NEWRULE {
+			return
 		}
-		nrs, err := n.h.RuleList(af)
-		if err != nil {
-			return nil, fmt.Errorf("rules: %w", err)
-		}
-		for _, nr := range nrs {
-			// RuleList does not decode the action (rtmsg type); a
-			// rule without a table is one that does not look one
-			// up (the kernel refuses a lookup of table 0), which
-			// among ours is the unreachable one.
-			r := Rule{Family: fam, Priority: nr.Priority, Iif: nr.IifName, Table: nr.Table}
-			if nr.Table == unix.RT_TABLE_UNSPEC {
-				r.Unreachable = true
-			}
+		if r, ok := decodeRule(body).rule(); ok {
 			rs = append(rs, r)
 		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rules: %w", err)
 	}
 	return rs, nil
+}
+
+// receive reads the replies to request seq on n.fd until its ack or
+// error (NLMSG_ERROR) or the end of a dump (NLMSG_DONE), and hands each
+// other message of seq to each. Replies to other requests (the stale
+// acks of a batch that failed half way) are skipped. n.mu is held.
+func (n *Netlink) receive(seq uint32, each func(typ uint16, body []byte)) error {
+	interrupted := false
+	for {
+		k, _, err := unix.Recvfrom(n.fd, n.rbuf, 0)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return fmt.Errorf("netlink receive: %w", err)
+		}
+		msgs := n.rbuf[:k]
+		for len(msgs) >= unix.NLMSG_HDRLEN {
+			l := int(binary.NativeEndian.Uint32(msgs[0:4]))
+			if l < unix.NLMSG_HDRLEN || l > len(msgs) {
+				return errors.New("netlink: truncated reply")
+			}
+			mtype := binary.NativeEndian.Uint16(msgs[4:6])
+			mflags := binary.NativeEndian.Uint16(msgs[6:8])
+			mseq := binary.NativeEndian.Uint32(msgs[8:12])
+			body := msgs[unix.NLMSG_HDRLEN:l]
+			msgs = msgs[min(nlAlign(l), len(msgs)):]
+			if mseq != seq {
+				continue
+			}
+			interrupted = interrupted || mflags&unix.NLM_F_DUMP_INTR != 0
+			switch mtype {
+			case unix.NLMSG_ERROR, unix.NLMSG_DONE:
+				var errno int32
+				if len(body) >= 4 {
+					errno = -int32(binary.NativeEndian.Uint32(body[0:4]))
+				} else if mtype == unix.NLMSG_ERROR {
+					return errors.New("netlink: truncated error")
+				}
+				if errno != 0 {
+					return unix.Errno(errno)
+				}
+				if interrupted {
+					// The rules changed during the dump: what it
+					// returned may be neither the old set nor the new.
+					return errors.New("netlink: dump interrupted by a change")
+				}
+				return nil
+			}
+			if each != nil {
+				each(mtype, body)
+			}
+		}
+	}
 }
 
 // DelRoutes implements Kernel (RTM_DELROUTE; ESRCH/ENODEV are ignored, the

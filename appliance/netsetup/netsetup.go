@@ -61,6 +61,15 @@ type Rule struct {
 	Unreachable bool
 }
 
+// canonical is r as the kernel reports it: an unreachable rule looks up
+// no table (the kernel stores what the request said, and AddRule says 0).
+func (r Rule) canonical() Rule {
+	if r.Unreachable {
+		r.Table = 0
+	}
+	return r
+}
+
 func (r Rule) String() string {
 	s := fmt.Sprintf("ipv%d %d:", r.Family, r.Priority)
 	if r.Iif != "" {
@@ -101,8 +110,12 @@ type Kernel interface {
 	AddRule(r Rule) error
 	// DelRule removes a rule; a missing one is not an error.
 	DelRule(r Rule) error
-	// Rules returns the policy routing rules of both families, as Rule
-	// describes them (others' rules too).
+	// Rules returns the policy routing rules of both families that a
+	// Rule describes exactly, others' too; rules with any other
+	// selector (from, to, fwmark, not...), an output interface or
+	// another action (blackhole, goto...) are left out: they are never
+	// ours, and one that looks like ours must not hide that ours is
+	// missing.
 	Rules() ([]Rule, error)
 	// Sysctl writes value to /proc/sys/<key> and returns the old value.
 	Sysctl(key, value string) (old string, err error)

@@ -345,14 +345,20 @@ func (t *Tracker) MissingRules() ([]Rule, error) {
 	}
 	var missing []Rule
 	for _, r := range t.rules {
-		if r.Unreachable {
-			r.Table = 0 // the kernel has no table for it
-		}
-		if !slices.Contains(have, r) {
-			missing = append(missing, r)
+		if !slices.Contains(have, r.canonical()) {
+			missing = append(missing, r.canonical())
 		}
 	}
 	return missing, nil
+}
+
+// OwnsRule reports whether r (as the kernel describes it: an
+// RTM_DELRULE's rule) is a policy rule this tracker added. Someone else's
+// rule, deleted, is nothing to put back.
+func (t *Tracker) OwnsRule(r Rule) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.ContainsFunc(t.rules, func(o Rule) bool { return o.canonical() == r })
 }
 
 // Restore puts back, with replace semantics, every address, route and

@@ -459,6 +459,24 @@ func TestTrackerPutsBackRulesAndAddresses(t *testing.T) {
 	if m, err := tr.MissingRules(); err != nil || len(m) != 0 {
 		t.Fatalf("nothing deleted: missing %v, %v", m, err)
 	}
+	// An RTM_DELRULE's rule is ours only if every field matches.
+	for _, c := range []struct {
+		r    Rule
+		ours bool
+	}{
+		{Rule{Family: 4, Priority: 6460, Table: 646}, true},
+		{Rule{Family: 4, Priority: 6463, Unreachable: true}, true},
+		{Rule{Family: 6, Priority: 6460, Table: 646}, true},
+		{Rule{Family: 6, Priority: 6463, Unreachable: true}, false},
+		{Rule{Family: 4, Priority: 6460, Table: 647}, false},
+		{Rule{Family: 4, Priority: 6461, Table: 646}, false},
+		{Rule{Family: 4, Priority: 6460, Iif: "lo", Table: 646}, false},
+		{Rule{Family: 4, Priority: 6463, Table: 646}, false},
+	} {
+		if got := tr.OwnsRule(c.r); got != c.ours {
+			t.Errorf("OwnsRule(%v) = %v, want %v", c.r, got, c.ours)
+		}
+	}
 	k.rules = slices.Delete(k.rules, 0, 2) // ip rule flush (IPv4)
 	if m, err := tr.MissingRules(); err != nil || !slices.Equal(m, rules[:2]) {
 		t.Fatalf("after deleting the IPv4 rules: missing %v, %v", m, err)

@@ -27,10 +27,11 @@ type Change struct {
 	// family: the address the kernel removed, with its prefix length
 	// and device, as Tracker.SyncAddrs installs them.
 	Deleted Addr
-	// Rule is true for an RTM_DELRULE of either family: a policy rule
-	// was removed (the message is not decoded; the rules are few and
-	// Tracker.RestoreRules puts all of them back).
-	Rule bool
+	// Rule is set (Family not 0) for an RTM_DELRULE of either family
+	// that a Rule describes exactly (decodeRule): the policy rule the
+	// kernel removed, for Tracker.OwnsRule. A deleted rule with any
+	// other selector or action is never ours and is not reported.
+	Rule Rule
 	// Lost is true when the kernel dropped events (ENOBUFS): anything
 	// may have changed.
 	Lost bool
@@ -113,7 +114,8 @@ func (w *Watcher) Close() error {
 }
 
 // Read blocks until the kernel sends events and appends those that
-// concern links (all of them), deleted routes, addresses and rules to cs.
+// concern links (all of them), deleted routes, addresses and rules that
+// may be ours to cs.
 func (w *Watcher) Read(cs []Change) ([]Change, error) {
 	rc, err := w.f.SyscallConn()
 	if err != nil {
@@ -176,7 +178,9 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 			w.names[idx] = name
 			cs = append(cs, Change{Link: name, Up: flags&unix.IFF_UP != 0})
 		case unix.RTM_DELRULE:
-			cs = append(cs, Change{Rule: true})
+			if r, ok := decodeRule(body).rule(); ok {
+				cs = append(cs, Change{Rule: r})
+			}
 		case unix.RTM_NEWADDR, unix.RTM_DELADDR:
 			if len(body) < unix.SizeofIfAddrmsg {
 				continue

@@ -1,6 +1,8 @@
 package netsetup
 
 import (
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/map646/map646/internal/netnstest"
+	"golang.org/x/sys/unix"
 )
 
 // readUntil reads changes until one satisfies ok or 5 s pass.
@@ -112,19 +115,42 @@ func TestWatcherSeesLinksAndDeletedRoutes(t *testing.T) {
 		ns.MustRun(t, "ip", "addr", "del", want6.Prefix.String(), "dev", "dm0")
 		readUntil(t, w, "deleted IPv6 address", func(c Change) bool { return c.Deleted == want6 })
 
-		// A policy rule deleted from outside is reported, whichever
-		// the family; adding one is not.
-		for _, fam := range []int{4, 6} {
-			if err := k.AddRule(Rule{Family: fam, Priority: 6460, Table: 646}); err != nil {
+		// A policy rule deleted from outside is reported, decoded,
+		// whichever the family; adding one is not. A look-alike with
+		// the same priority and table but another selector or action
+		// (someone else's) is not reported when it is deleted: it is
+		// never ours.
+		ours := []Rule{{Family: 4, Priority: 6460, Table: 646}, {Family: 6, Priority: 6460, Table: 646}}
+		for _, r := range ours {
+			if err := k.AddRule(r); err != nil {
 				return err
 			}
 		}
+		lookAlikes := [][]string{
+			{"-4", "pref", "6460", "from", "192.0.2.0/24", "lookup", "646"},
+			{"-4", "pref", "6460", "fwmark", "1", "lookup", "646"},
+			{"-4", "pref", "6460", "not", "to", "198.51.100.0/24", "lookup", "646"},
+			{"-4", "pref", "6460", "blackhole"},
+			{"-6", "pref", "6460", "from", "2001:db8::/32", "lookup", "646"},
+		}
+		for _, la := range lookAlikes {
+			ns.MustRun(t, append([]string{"ip", la[0], "rule", "add"}, la[1:]...)...)
+		}
+		for _, la := range lookAlikes {
+			ns.MustRun(t, append([]string{"ip", la[0], "rule", "del"}, la[1:]...)...)
+		}
 		ns.MustRun(t, "ip", "-4", "rule", "del", "pref", "6460")
-		cs = readUntil(t, w, "deleted IPv4 rule", func(c Change) bool { return c.Rule })
+		cs = readUntil(t, w, "deleted IPv4 rule", func(c Change) bool { return c.Rule.Family != 0 })
 		ns.MustRun(t, "ip", "-6", "rule", "del", "pref", "6460")
-		readUntil(t, w, "deleted IPv6 rule", func(c Change) bool { return c.Rule })
-		if n := len(slices.DeleteFunc(cs, func(c Change) bool { return !c.Rule })); n != 1 {
-			return fmt.Errorf("%d rule changes for two rules added and one deleted", n)
+		cs = append(cs, readUntil(t, w, "deleted IPv6 rule", func(c Change) bool { return c.Rule.Family != 0 })...)
+		var rules []Rule
+		for _, c := range cs {
+			if c.Rule.Family != 0 {
+				rules = append(rules, c.Rule)
+			}
+		}
+		if !slices.Equal(rules, ours) {
+			return fmt.Errorf("rule changes %v after %d look-alikes and then ours %v were deleted; want ours alone", rules, len(lookAlikes), ours)
 		}
 		return nil
 	})
@@ -229,10 +255,22 @@ func FuzzWatcherParse(f *testing.F) {
 	f.Add(msg)
 	f.Add(msg[:20])
 	f.Add(append(msg[:16:16], 0xff, 0xff))
+	// RTM_DELRULEs with each body of ruleMsgs: ours, look-alikes and
+	// malformed ones.
+	for _, c := range ruleMsgs {
+		body, _ := hex.DecodeString(c.hex)
+		del := binary.NativeEndian.AppendUint32(nil, uint32(unix.NLMSG_HDRLEN+len(body)))
+		del = binary.NativeEndian.AppendUint16(del, unix.RTM_DELRULE)
+		del = append(del, make([]byte, 10)...)
+		f.Add(append(del, body...))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		w := &Watcher{names: map[int32]string{1: "lo"}}
 		for _, c := range w.parse(nil, b) {
-			if c.Link == "" && !c.Route.Dst.IsValid() && !c.Addrs && !c.Deleted.Prefix.IsValid() && !c.Rule {
+			if c.Rule.Family != 0 && c.Rule.Family != 4 && c.Rule.Family != 6 {
+				t.Fatalf("deleted rule of family %d: %+v", c.Rule.Family, c)
+			}
+			if c.Link == "" && !c.Route.Dst.IsValid() && !c.Addrs && !c.Deleted.Prefix.IsValid() && c.Rule.Family == 0 {
 				t.Fatalf("change without link, route, address or rule: %+v", c)
 			}
 			if c.Deleted.Prefix.IsValid() && c.Deleted.Dev == "" {
