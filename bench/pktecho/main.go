@@ -91,17 +91,16 @@ type stats struct {
 
 // port is one NIC's socket, its rings and its send batch.
 type port struct {
-	name    string
-	fd      int
-	mac     [6]byte // the NIC's own
-	peer    [6]byte // the link address frames sent out of it go to
-	ifindex int
-	mem     []byte // receive ring, then transmit ring
-	rxHead  int
-	tx      []byte // the transmit ring (nil: sendmsg)
-	txHead  int
-	txFrms  int
-	queued  int // frames marked SEND_REQUEST since the last send
+	name   string
+	fd     int
+	mac    [6]byte // the NIC's own
+	peer   [6]byte // the link address frames sent out of it go to
+	mem    []byte  // receive ring, then transmit ring
+	rxHead int
+	tx     []byte // the transmit ring (nil: sendmsg)
+	txHead int
+	txFrms int
+	queued int // frames marked SEND_REQUEST since the last send
 	// sendmmsg batch (no transmit ring)
 	msgs [batchLen]mmsghdr
 	iov  [batchLen]unix.Iovec
@@ -144,7 +143,7 @@ func main() {
 
 // open opens NIC name's socket with its receive ring and, with txFrames
 // above 0, a transmit ring.
-func open(name, peer string, txFrames int) (*port, error) {
+func open(name, peer string, txFrames int) (_ *port, err error) {
 	ifc, err := net.InterfaceByName(name)
 	if err != nil {
 		return nil, err
@@ -153,12 +152,17 @@ func open(name, peer string, txFrames int) (*port, error) {
 	if err != nil || len(hw) != 6 || len(ifc.HardwareAddr) != 6 {
 		return nil, fmt.Errorf("%s: link addresses %v, %q: %v", name, ifc.HardwareAddr, peer, err)
 	}
-	p := &port{name: name, ifindex: ifc.Index, mac: [6]byte(ifc.HardwareAddr), peer: [6]byte(hw)}
+	p := &port{name: name, mac: [6]byte(ifc.HardwareAddr), peer: [6]byte(hw)}
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
 	p.fd = fd
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
 	// PACKET_HOST frames only: the peer's frames to this NIC, not what
 	// the host sends or broadcasts.
 	filter := []unix.SockFilter{
@@ -284,7 +288,9 @@ func forward(a, b *port, st *[2]stats, stop *atomic.Bool) {
 
 // close unmaps p's rings and closes its socket.
 func (p *port) close() {
-	unix.Munmap(p.mem)
+	if p.mem != nil {
+		unix.Munmap(p.mem)
+	}
 	unix.Close(p.fd)
 }
 
@@ -352,8 +358,11 @@ func (p *port) super(from int, buf []byte, s *stats) {
 	} else {
 		p.flush(s) // the batch's packets go first
 	}
-	n, _, err := unix.Recvfrom(from, dst, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
-	if err != nil || n > len(dst) || n < vnetHdrLen+ethHdrLen {
+	// Raw system calls: unix.Recvfrom and unix.Sendto would allocate a
+	// sockaddr per packet.
+	r, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(from), uintptr(unsafe.Pointer(&dst[0])), uintptr(len(dst)), unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+	n := int(r)
+	if errno != 0 || n > len(dst) || n < vnetHdrLen+ethHdrLen {
 		return
 	}
 	s.packets.Add(1)
@@ -366,7 +375,8 @@ func (p *port) super(from int, buf []byte, s *stats) {
 		}
 		return
 	}
-	if err := unix.Sendto(p.fd, dst[:n], unix.MSG_DONTWAIT, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IPV6), Ifindex: p.ifindex}); err != nil {
+	if _, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(p.fd), uintptr(unsafe.Pointer(&dst[0])), uintptr(n), unix.MSG_DONTWAIT,
+		uintptr(unsafe.Pointer(&p.sll)), unix.SizeofSockaddrLinklayer); errno != 0 {
 		s.sendErrs.Add(1)
 	}
 }
