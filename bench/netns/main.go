@@ -62,6 +62,9 @@ type options struct {
 	// TunEcho is the bench/tunecho binary of the tun-echo setup; "":
 	// the harness builds it when that setup runs.
 	TunEcho string
+	// PktEcho is the bench/pktecho binary of the pkt-echo setups, which
+	// the harness builds when one of them runs.
+	PktEcho string
 	// Templates replaces the embedded HCL template of a link mode
 	// (mode -> file).
 	Templates map[string]string
@@ -342,6 +345,11 @@ func harness(ctx context.Context, o options) (string, error) {
 	}
 	if (contains(o.Setups, sTunEcho) || contains(o.Setups, sTunEchoURing)) && o.TunEcho == "" {
 		if o.TunEcho, err = buildTunEcho(ctx, dir); err != nil {
+			return "", err
+		}
+	}
+	if contains(o.Setups, sPktEcho) || contains(o.Setups, sPktEchoTx) {
+		if o.PktEcho, err = buildPktEcho(ctx, dir); err != nil {
 			return "", err
 		}
 	}

@@ -142,7 +142,10 @@ func renderMarkdown(info runInfo, r *results) string {
 			[2]string{sTaygaFork, sTayga}, [2]string{sNative4, sNative6},
 			// The tun detour alone, and what map646 adds to it.
 			[2]string{sTunEcho, sNative6}, [2]string{sTunEchoURing, sNative6},
-			[2]string{sMap646, sTunEcho}, [2]string{sMap646, sTunEchoURing})
+			[2]string{sMap646, sTunEcho}, [2]string{sMap646, sTunEchoURing},
+			// The packet sockets alone, and what NIC mode adds to them.
+			[2]string{sPktEcho, sNative6}, [2]string{sPktEchoTx, sNative6},
+			[2]string{sPktEchoTx, sPktEcho}, [2]string{sMap646NIC, sPktEcho})
 		var shown [][2]string
 		for _, p := range pairs {
 			if has[p[0]] && has[p[1]] {
@@ -237,6 +240,9 @@ func renderMarkdown(info runInfo, r *results) string {
 	w("or with a generated `mappings_file` of %d lines that contains the same pair; NIC mode (AF_PACKET sockets with PACKET_VNET_HDR on the router's veths, the router's kernel forwarding off while it runs, every veth's offloads left as the GRO condition has them); fd mode (a tun the harness opens and routes into, inherited as fd %d: opened as QEMU and Firecracker open a VM's tap, with IFF_VNET_HDR, a %d-byte virtio_net_hdr and checksum, TSO and USO offloads set, which map646 finds out from the fd; `map646-fd-plain` opens it without them, one packet per read). ", info.Mappings, passedFD, vmVnetHdr)
 	if has[sTunEcho] || has[sTunEchoURing] {
 		w("The tun echo is native IPv6 with a detour: policy rules (`iif %s`, `iif %s` → table %d) send both directions into a %d-queue tun opened as map646 opens its own (IFF_VNET_HDR, a %d-byte virtio_net_hdr, checksum, TSO and USO offloads), `bench/tunecho` writes every packet back unchanged (a `read` and a `write` per packet; with io_uring one `io_uring_enter`, the write linked to the next read), and the kernel routes it on from the tun: the floor of any tun translator. ", router4If, router6If, tunEchoTable, tunEchoQueues, tunEchoVnetHdr)
+	}
+	if has[sPktEcho] || has[sPktEchoTx] {
+		w("The AF_PACKET echo is native IPv6 moved by `bench/pktecho` instead of the router's kernel (its forwarding off while it runs): one SOCK_RAW socket per veth with PACKET_VNET_HDR and map646's receive ring (256 frames of 2 KiB, super-packets read whole with `recvmsg`), every frame sent out of the other veth with only its Ethernet addresses changed, small ones in `sendmmsg` batches and super-packets with `sendmsg`, or with `-txring` all through a PACKET_TX_RING: the floor of NIC mode. ")
 	}
 	w("Each round measures in each veth condition (%s) ", condLabels(info.Conds))
 	if info.Interleave == interleaveSetup {

@@ -40,6 +40,11 @@ const (
 	// sTunEchoURing is tun-echo with the echo's io_uring loop (-uring):
 	// one io_uring_enter per packet, as map646's queue loop submits.
 	sTunEchoURing = "tun-echo-uring"
+	// sPktEcho is native IPv6 moved between the router's veths by
+	// bench/pktecho on AF_PACKET sockets, the router's forwarding off:
+	// the floor of NIC mode. sPktEchoTx sends through a PACKET_TX_RING.
+	sPktEcho   = "pkt-echo"
+	sPktEchoTx = "pkt-echo-txring"
 )
 
 // linkMode is how a map646 setup is attached to the router namespace: the
@@ -155,7 +160,7 @@ func defaultSetups(taygaFork string) []string {
 	return append(s, sMap646, sMap646M1, sMap646NIC, sMap646FD)
 }
 
-var knownSetups = []string{sNative6, sNative4, sTayga, sTaygaFork, sMap646, sMap646M1, sMap646AA, sMap646NIC, sMap646FD, sMap646FD2, sMap646FDPlain, sTunEcho, sTunEchoURing}
+var knownSetups = []string{sNative6, sNative4, sTayga, sTaygaFork, sMap646, sMap646M1, sMap646AA, sMap646NIC, sMap646FD, sMap646FD2, sMap646FDPlain, sTunEcho, sTunEchoURing, sPktEcho, sPktEchoTx}
 
 // taygaForkWorkers is the fork's `workers` setting: one thread and tun
 // queue per core of the 2-core machines this runs on.
@@ -217,6 +222,16 @@ func buildSetups(o options, dir string) ([]setup, error) {
 			}
 			out = append(out, setup{Key: k, Label: label, Dst: server6,
 				xlat: &tunEchoTranslator{bin: o.TunEcho, dir: dir, queues: tunEchoQueues, uring: uring}})
+		case sPktEcho, sPktEchoTx:
+			if o.PktEcho == "" {
+				return nil, fmt.Errorf("setup %q needs the bench/pktecho binary", k)
+			}
+			label := "AF_PACKET echo (IPv6)"
+			if k == sPktEchoTx {
+				label = "AF_PACKET echo, TX ring (IPv6)"
+			}
+			out = append(out, setup{Key: k, Label: label, Dst: server6,
+				xlat: &pktEchoTranslator{bin: o.PktEcho, dir: dir, txRing: k == sPktEchoTx}})
 		default:
 			return nil, fmt.Errorf("unknown setup %q (known: %s)", k, strings.Join(knownSetups, ", "))
 		}

@@ -195,3 +195,48 @@ func testTunEchoPassesTCP(t *testing.T, bin string, uring bool) {
 		t.Errorf("echo read %d packets (the tun handed out %.0f), %d refused:\n%s", read, txPkts, refused, b)
 	}
 }
+
+// The pkt-echo setups are native IPv6 (same destination) moved by
+// bench/pktecho on the router's veths, with or without its transmit ring;
+// neither is a default setup.
+func TestBuildSetupsPktEcho(t *testing.T) {
+	o := options{Setups: []string{sNative6, sPktEcho, sPktEchoTx}, PktEcho: "/bin/pktecho", Mappings: 1}
+	s, err := buildSetups(o, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tx := range map[int]bool{1: false, 2: true} {
+		x, ok := s[i].xlat.(*pktEchoTranslator)
+		if !ok || s[i].Dst != server6 || s[i].Mode != nil || x.bin != o.PktEcho || x.txRing != tx || x.tunName() != "" {
+			t.Errorf("setup %d: %+v", i, s[i])
+		}
+	}
+	if s[1].Label == s[2].Label {
+		t.Errorf("both pkt-echo setups are labelled %q", s[1].Label)
+	}
+	for _, k := range []string{sPktEcho, sPktEchoTx} {
+		if contains(defaultSetups("/tmp/tayga-fork/tayga"), k) {
+			t.Errorf("%s is a default setup", k)
+		}
+	}
+	o.PktEcho = ""
+	if _, err := buildSetups(o, t.TempDir()); err == nil || !strings.Contains(err.Error(), "pktecho") {
+		t.Errorf("pkt-echo without a binary: %v", err)
+	}
+}
+
+// The echo runs on the router's two veths and sends to their peers' link
+// addresses, which the topology fixes; only the TX ring setup asks for the
+// ring.
+func TestPktEchoArgs(t *testing.T) {
+	for _, tx := range []bool{false, true} {
+		got := strings.Join(pktEchoArgs("/bin/pktecho", tx), " ")
+		want := "/bin/pktecho -a " + router4If + " -a-peer " + macClient + " -b " + router6If + " -b-peer " + macServer
+		if tx {
+			want += " -txring"
+		}
+		if got != want {
+			t.Errorf("txRing %v: %q, want %q", tx, got, want)
+		}
+	}
+}
