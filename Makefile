@@ -47,6 +47,7 @@ vet:
 ## lacks root, a tun, QEMU or a tool fails instead of skipping (internal/testenv).
 test: build vet
 	MAP646_FAILOVER_VM=1 $(TESTSUM) $(GO) test -json -count=1 -timeout 70m ./...
+	$(GO) -C third_party/eapache-channels test -count=1 ./...
 	$(MAKE) test-race
 	$(GO) run ./bench/netns -quick -map646 $(BIN)
 	$(MAKE) conformance

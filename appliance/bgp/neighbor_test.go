@@ -46,6 +46,15 @@ type rawNeighbor struct {
 // as a 2-octet-AS-only router (RFC 6793: no capability 65) in AS peerAS.
 func acceptRaw(t *testing.T, ln net.Listener) *rawNeighbor {
 	t.Helper()
+	n := acceptRawMode(t, ln)
+	go n.read()
+	return n
+}
+
+// acceptRawMode is acceptRaw without the reader: what the speaker sends
+// stays in the socket, whose buffers fill, unless the caller reads it.
+func acceptRawMode(t *testing.T, ln net.Listener) *rawNeighbor {
+	t.Helper()
 	ln.(*net.TCPListener).SetDeadline(time.Now().Add(30 * time.Second))
 	c, err := ln.Accept()
 	if err != nil {
@@ -60,7 +69,6 @@ func acceptRaw(t *testing.T, ln net.Listener) *rawNeighbor {
 	n := &rawNeighbor{conn: c, notify: make(chan uint8, 4), closed: make(chan struct{})}
 	n.send(t, open)
 	n.send(t, bgp.NewBGPKeepAliveMessage())
-	go n.read()
 	go func() { // keep the hold timer fed
 		ka, _ := bgp.NewBGPKeepAliveMessage().Serialize()
 		for {

@@ -412,11 +412,12 @@ func (s *Speaker) shutdown() {
 	err := s.apply(nil, slices.Clone(s.announced))
 	s.mu.Unlock()
 	if withdrawn > 0 && len(s.cfg.Neighbors) > 0 {
-		// Let the sessions send the withdrawals before the Cease. GoBGP
-		// also drops a session's queue at stop without waiting for it to
-		// drain (cleanInfiniteChannel), which leaves the goroutine that
-		// holds the queued UPDATEs blocked for good: one per session per
-		// restart.
+		// Let the sessions send the withdrawals before the Cease: GoBGP
+		// drops a session's queue at stop without waiting for it to
+		// drain (cleanInfiniteChannel). That no longer leaves the
+		// queue's goroutine blocked for good with the queued UPDATEs,
+		// one per session per restart, as it did when a neighbour had
+		// stopped reading (third_party/eapache-channels).
 		time.Sleep(flushWait)
 	}
 	s.srv.Stop()

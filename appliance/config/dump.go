@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/map646/map646/mapping"
+	"github.com/map646/map646/stack/xlat"
 )
 
 // Formats of WriteMappings.
@@ -124,7 +125,12 @@ type LookupResult struct {
 	By         string       `json:"by"`                  // "eam", "prefix" or "none"
 	Entry      *MappingInfo `json:"entry,omitempty"`     // the EAM entry used (By "eam")
 	Prefix     netip.Prefix `json:"prefix,omitzero"`     // the RFC 6052 prefix used (By "prefix")
-	Note       string       `json:"note,omitempty"`      // why not, or a deny_ipv4 that drops it
+	// Drop is the drop reason (as map646 stats counts it: "denied",
+	// "own_address" or "broadcast") the engine gives packets to the
+	// address, or to its translation, for what the address is; "" for
+	// none.
+	Drop string `json:"drop,omitempty"`
+	Note string `json:"note,omitempty"` // why not translated, and what Drop is
 }
 
 // String is the one-line form `map646 lookup` prints.
@@ -149,27 +155,41 @@ func (r *LookupResult) String() string {
 
 // Lookup says which EAM entry or prefix translates a (an IPv4 or IPv6
 // address) and to what: EAM entries first, then the prefix (RFC 7757
-// section 3.3), exactly as the translator's per-packet lookups do. Naming
-// the entry scans the table, so this is for operators, not packets.
-func (c *Config) Lookup(a netip.Addr) (*LookupResult, error) {
+// section 3.3), exactly as the translator's per-packet lookups do; and
+// which of eng's address rules (xlat.Engine.AddressRule: deny_ipv4, the
+// translator's own addresses, directed broadcast addresses) drops packets
+// to a or to its translation, as the engine applies them. eng is the
+// engine that translates with c: the running one, whose own addresses
+// include the host's in host mode; nil builds one from c alone (the
+// file's own addresses). Naming the entry scans the table, so this is for
+// operators, not packets.
+func (c *Config) Lookup(a netip.Addr, eng *xlat.Engine) (*LookupResult, error) {
 	if c.snap == nil {
 		return nil, errNoMap
+	}
+	if eng == nil {
+		xc, err := c.Xlat()
+		if err != nil {
+			return nil, err
+		}
+		if eng, err = xlat.NewEngine(xc); err != nil {
+			return nil, err
+		}
 	}
 	a = a.Unmap().WithZone("")
 	r := &LookupResult{Address: a, By: "none"}
 	t := c.snap.Table()
 	var o mapping.Origin
 	var idx int
-	var v4 netip.Addr
 	if a.Is4() {
 		v6, _, org := c.snap.To6(a.As4())
-		o, r.Translated, v4 = org, netip.AddrFrom16(v6), a
+		o, r.Translated = org, netip.AddrFrom16(v6)
 		if o == mapping.ByEAM {
 			idx, _ = t.Find4(a.As4())
 		}
 	} else {
 		got, _, org := c.snap.To4(a.As16())
-		o, r.Translated, v4 = org, netip.AddrFrom4(got), netip.AddrFrom4(got)
+		o, r.Translated = org, netip.AddrFrom4(got)
 		if o == mapping.ByEAM {
 			idx, _ = t.Find6(a.As16())
 		}
@@ -193,13 +213,44 @@ func (c *Config) Lookup(a netip.Addr) (*LookupResult, error) {
 		default:
 			r.Note = fmt.Sprintf("no EAM entry covers it and it is outside the prefix %v", c.Translator.Prefix)
 		}
-		return r, nil
 	}
-	for _, d := range c.Translator.DenyIPv4 {
-		if d.Contains(v4) {
-			r.Note = fmt.Sprintf("but deny_ipv4 %v drops packets to and from %v", d, v4)
-			break
+	// The address first, then its translation: a packet to the address
+	// meets the rules of its own side before it is translated (RFC 7915
+	// sections 4.1 and 5.1).
+	for _, x := range []netip.Addr{a, r.Translated} {
+		if !x.IsValid() {
+			continue
 		}
+		why := eng.AddressRule(x)
+		if why == xlat.ReasonNone {
+			continue
+		}
+		r.Drop = why.String()
+		n := c.ruleNote(why, x)
+		if r.Note == "" {
+			r.Note = "but " + n
+		} else {
+			r.Note += "; " + n
+		}
+		break
 	}
 	return r, nil
+}
+
+// ruleNote says why the engine's address rule why (AddressRule) drops
+// packets to and from a.
+func (c *Config) ruleNote(why xlat.Reason, a netip.Addr) string {
+	switch why {
+	case xlat.ReasonDenied:
+		for _, d := range c.Translator.DenyIPv4 {
+			if d.Contains(a) {
+				return fmt.Sprintf("deny_ipv4 %v drops packets to and from %v", d, a)
+			}
+		}
+		return fmt.Sprintf("deny_ipv4 drops packets to and from %v", a)
+	case xlat.ReasonOwnAddress:
+		return fmt.Sprintf("%v is one of the translator's own addresses (in host mode every address of the host is one): packets to and from it are dropped as %v, and Echo Requests to it answered by the translator", a, why)
+	default:
+		return fmt.Sprintf("%v is the directed broadcast address of an own or mapped subnet: packets to and from it are dropped as %v (RFC 1812 section 5.3.5.2)", a, why)
+	}
 }

@@ -21,7 +21,9 @@ func (d *daemon) runningConfig() *config.Config {
 	return d.cfg
 }
 
-// lookup answers the "lookup" request: how the running map treats addr.
+// lookup answers the "lookup" request: how the running map treats addr,
+// and which of the running engine's address rules drop packets to it (in
+// host mode the host's addresses are among its own, withHostAddrs).
 func (d *daemon) lookup(addr string) (*config.LookupResult, string) {
 	a, err := netip.ParseAddr(addr)
 	if err != nil {
@@ -31,7 +33,7 @@ func (d *daemon) lookup(addr string) (*config.LookupResult, string) {
 	if cfg == nil {
 		return nil, "no configuration is running"
 	}
-	r, err := cfg.Lookup(a)
+	r, err := cfg.Lookup(a, d.eng)
 	if err != nil {
 		return nil, err.Error()
 	}

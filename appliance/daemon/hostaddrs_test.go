@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,6 +130,74 @@ func TestMappedHostAddrIsTheServers(t *testing.T) {
 	if !slices.Contains(own(), mapped) {
 		t.Errorf("own addresses %v after the mapping went: want %v", own(), mapped)
 	}
+}
+
+// TestLookupKnowsHostAddrs (host mode): map646 lookup says that the
+// host's addresses, inside the prefix too, are the translator's own and
+// their subnets' broadcast addresses broadcast ones, with the drop
+// reason, unless a mapping maps the address (its server's); and each
+// answer is what the running engine does with a packet to the address.
+func TestLookupKnowsHostAddrs(t *testing.T) {
+	k := newFakeKernel()
+	k.host = []netip.Prefix{netip.MustParsePrefix("198.51.100.1/24"), netip.MustParsePrefix("198.51.100.10/32")}
+	h := startWithKernel(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")), k)
+	defer h.stop()
+	for _, tc := range []struct {
+		addr, by, drop string
+	}{
+		{"198.51.100.1", "prefix", "own_address"},           // a host address
+		{"2001:db8:64::c633:6401", "prefix", "own_address"}, // the prefix embedding it
+		{"198.51.100.255", "prefix", "broadcast"},           // its subnet's broadcast address
+		{"2001:db8:64::c633:64ff", "prefix", "broadcast"},
+		{"198.51.100.10", "eam", ""}, // a mapped host address: its server's
+		{"2001:db8:6::10", "eam", ""},
+		{"198.51.100.2", "prefix", ""}, // a neighbour
+		{"2001:db8:64::c633:6402", "prefix", ""},
+		{"203.0.113.1", "prefix", "own_address"}, // the interface block's
+	} {
+		a := netip.MustParseAddr(tc.addr)
+		r, err := QueryLookup(h.sock, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.By != tc.by || r.Drop != tc.drop || !strings.Contains(r.Note, tc.drop) || tc.drop == "" && r.Note != "" {
+			t.Errorf("lookup %s = %s (by %s, drop %q); want by %s, drop %q", a, r, r.By, r.Drop, tc.by, tc.drop)
+		}
+		// What the engine does with a packet to it: from a client, or
+		// from the mapped server.
+		var pkt []byte
+		if a.Is4() {
+			pkt = udp4("192.0.2.77", tc.addr)
+		} else {
+			pkt = udp6("2001:db8:6::10", tc.addr)
+		}
+		buf := make([]byte, xlat.Headroom+len(pkt)+64)
+		copy(buf[xlat.Headroom:], pkt)
+		w := h.eng.Load().NewWorker()
+		res := w.Process(buf, xlat.Headroom, xlat.Headroom+len(pkt), nil, nil)
+		w.Flush()
+		switch why := res.Reason.String(); {
+		case tc.drop != "" && (res.Verdict != xlat.Drop || why != tc.drop):
+			t.Errorf("UDP to %s: verdict %d %s; lookup says it is dropped as %s", a, res.Verdict, why, tc.drop)
+		case tc.drop == "" && (why == "own_address" || why == "broadcast" || why == "denied"):
+			t.Errorf("UDP to %s: dropped as %s; lookup says nothing of it", a, why)
+		}
+	}
+}
+
+// udp6 is udp4 for IPv6.
+func udp6(src, dst string) []byte {
+	s, d := tcpip.AddrFrom16(netip.MustParseAddr(src).As16()), tcpip.AddrFrom16(netip.MustParseAddr(dst).As16())
+	payload := []byte("hello")
+	n := header.UDPMinimumSize + len(payload)
+	b := make([]byte, header.IPv6MinimumSize+n)
+	header.IPv6(b).Encode(&header.IPv6Fields{PayloadLength: uint16(n), TransportProtocol: header.UDPProtocolNumber, HopLimit: 64, SrcAddr: s, DstAddr: d})
+	u := header.UDP(b[header.IPv6MinimumSize:])
+	u.Encode(&header.UDPFields{SrcPort: 40000, DstPort: 53, Length: uint16(n)})
+	copy(u.Payload(), payload)
+	xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, s, d, uint16(n))
+	u.SetChecksum(^u.CalculateChecksum(checksum.Checksum(payload, xsum)))
+	return b
 }
 
 // udp4 is a UDP datagram from src to dst, with its checksums.

@@ -80,11 +80,19 @@ func newLookupCmd() *cobra.Command {
 the EAM entry that applies (the longest match, RFC 7757 section 3) with the
 file and line it was written on, or the RFC 6052 prefix, and the address it
 translates to; or why it is not translated (no entry and outside the prefix,
-or non-global IPv4 with the well-known prefix, RFC 6052 section 3.1). A
-deny_ipv4 entry that drops it is mentioned.
+or non-global IPv4 with the well-known prefix, RFC 6052 section 3.1). It
+says too when the translator drops packets to the address, or to its
+translation, for what the address is, and under which drop reason: a
+deny_ipv4 entry covers it (denied), it is one of the translator's own
+addresses (own_address: ipv4_address, the first icmp_source_pool address,
+an interface address, and in host mode every IPv4 address of the host but
+those a mapping maps; Echo Requests to it are answered), or the directed
+broadcast address of an own or mapped subnet (broadcast).
 
-Without -c it asks the running translator; with -c FILE it answers for what
-FILE would load. --json prints the answer as a JSON object.`,
+Without -c it asks the running translator, whose engine answers for the
+host's addresses too; with -c FILE it answers for what FILE would load,
+which knows only the file's own addresses. --json prints the answer as a
+JSON object ("drop" holds the drop reason).`,
 		Example: `  map646 lookup 198.51.100.10
   map646 lookup 2001:db8:6::10 -c /etc/map646.hcl`,
 		Args: cobra.ExactArgs(1),
@@ -99,7 +107,7 @@ FILE would load. --json prints the answer as a JSON object.`,
 			} else {
 				var c *config.Config
 				if c, err = loadForQuery(path); err == nil {
-					r, err = c.Lookup(a)
+					r, err = c.Lookup(a, nil)
 				}
 			}
 			if err != nil {

@@ -58,6 +58,8 @@ func TestLookupOffline(t *testing.T) {
 		{"198.51.100.9", "198.51.100.9 -> 2001:db8:6::9 by EAM entry 198.51.100.9/32 = 2001:db8:6::9/128 (" + filepath.Join(dir, "m.csv") + ":1)\n"},
 		{"2001:db8:7::5", "2001:db8:7::5 -> 198.51.100.5 by EAM entry 198.51.100.0/24 = 2001:db8:7::/120 (" + path + ":3)\n"},
 		{"203.0.113.7", "203.0.113.7 -> 2001:db8:64::cb00:7107 by prefix 2001:db8:64::/96\n"},
+		// The engine's address rules, as the file sets them up.
+		{"2001:db8:7::ff", "2001:db8:7::ff -> 198.51.100.255 by EAM entry 198.51.100.0/24 = 2001:db8:7::/120 (" + path + ":3); but 198.51.100.255 is the directed broadcast address of an own or mapped subnet: packets to and from it are dropped as broadcast (RFC 1812 section 5.3.5.2)\n"},
 	} {
 		out, errOut, err := runCmd(t, "lookup", tc.addr, "-c", path)
 		if err != nil || out != tc.want {
@@ -65,9 +67,13 @@ func TestLookupOffline(t *testing.T) {
 		}
 	}
 	out, _, err := runCmd(t, "lookup", "2001:db8:6::9", "-c", path, "--json")
-	var r struct{ Translated, By string }
-	if err != nil || json.Unmarshal([]byte(out), &r) != nil || r.Translated != "198.51.100.9" || r.By != "eam" {
+	var r struct{ Translated, By, Drop string }
+	if err != nil || json.Unmarshal([]byte(out), &r) != nil || r.Translated != "198.51.100.9" || r.By != "eam" || r.Drop != "" {
 		t.Errorf("json lookup (%v): %s", err, out)
+	}
+	out, _, err = runCmd(t, "lookup", "198.51.100.255", "-c", path, "--json")
+	if err != nil || json.Unmarshal([]byte(out), &r) != nil || r.By != "eam" || r.Drop != "broadcast" {
+		t.Errorf("json lookup of a broadcast address (%v): %s", err, out)
 	}
 	if _, _, err := runCmd(t, "lookup", "nope", "-c", path); err == nil || !strings.Contains(err.Error(), "not an IPv4 or IPv6 address") {
 		t.Errorf("bad address: %v", err)

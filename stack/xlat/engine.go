@@ -554,6 +554,37 @@ func (s *state) check4(src, dst [4]byte) Reason {
 	return ReasonNone
 }
 
+// AddressRule is the drop reason the configuration in use gives packets
+// to a for what a is, whatever else they carry (ReasonNone: no such
+// rule): for an IPv4 address ReasonDenied (Policy.DenyIPv4), then
+// ReasonOwnAddress (one of the translator's own addresses, the host's
+// among them in host mode) or ReasonBroadcast (the directed broadcast
+// address of an own or mapped subnet, RFC 1812 section 5.3.5.2), in the
+// order both directions test them (RFC 7915 sections 4.1 and 5.1:
+// addresses46, addresses64 then own64); for an IPv6 address
+// ReasonOwnAddress (an IPv6 address of Policy.OwnAddrs, toOwn6). It reads
+// the lists the packet path reads, so that `map646 lookup` says what the
+// engine does; it is not for packets. The packet path's exceptions
+// stand: an Echo Request to an own address is answered (echo.go), and
+// the host's ICMP errors from one are translated.
+func (e *Engine) AddressRule(a netip.Addr) Reason {
+	s := e.st.Load()
+	a = a.Unmap()
+	switch {
+	case a.Is4():
+		v := a.As4()
+		if len(s.deny) > 0 && s.denied(v) {
+			return ReasonDenied
+		}
+		return s.check4(v, v)
+	case a.Is6():
+		if v := a.As16(); s.isOwn6(&v) {
+			return ReasonOwnAddress
+		}
+	}
+	return ReasonNone
+}
+
 func toNet4(p netip.Prefix) (net4, error) {
 	if !p.IsValid() || !p.Addr().Is4() {
 		return net4{}, fmt.Errorf("%v is not an IPv4 prefix", p)
