@@ -410,12 +410,15 @@ type daemon struct {
 	repair  repairState   // run loop only
 	host    hostAddrState // run loop only
 
-	mu  sync.Mutex     // guards what reload changes and stats reads
-	cfg *config.Config // the file last loaded: its mappings, routes and announcers are in use
-	// running is the configuration whose restart-only settings (tun,
-	// metrics, log) are in effect: the one started with, or a later one
-	// that left them as they were. Reloads compare against it, so that a
-	// setting changed and changed back is not reported as pending.
+	mu sync.Mutex // guards what reload changes and stats reads
+	// cfg is the file last loaded, with running's restart-only settings
+	// in place of any it changed (applicable): its mappings, routes and
+	// announcers are in use.
+	cfg *config.Config
+	// running is the configuration whose restart-only settings
+	// (restartOnlySettings) are in effect: the one started with, or a
+	// later one that left them as they were. Reloads compare against it,
+	// so that a setting changed and changed back is not reported as pending.
 	running *config.Config
 	plan    plan
 	healthy bool
