@@ -67,6 +67,43 @@ func TestLoadRefusesNonRegularFiles(t *testing.T) {
 	}
 }
 
+// TestLoadEmptyMappingsFile: a mappings file of 0 bytes (what `>` leaves
+// while a rewrite is under way) is refused at the attribute, saying how to
+// load no mappings on purpose; a file that says so with a comment, or
+// holds only blank lines, is an empty table. Review H3-6.
+func TestLoadEmptyMappingsFile(t *testing.T) {
+	for _, tc := range []struct {
+		name, csv string
+		want      string // "" loads
+		mappings  int
+	}{
+		{"0 bytes", "", ":3:19: Empty mappings_file", 0},
+		{"comment only", "# no mappings\n", "", 0},
+		{"blank line", "\n", "", 0},
+		{"one mapping", "198.51.100.10,2001:db8:6::10\n", "", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := writeFiles(t, map[string]string{"a.hcl": tr(`mappings_file = "m.csv"`), "m.csv": tc.csv})
+			p := filepath.Join(dir, "a.hcl")
+			c, err := Load(p)
+			if tc.want == "" {
+				if err != nil || len(c.Translator.Mappings) != tc.mappings {
+					t.Fatalf("Load: %v; want %d mappings", err, tc.mappings)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), p+tc.want) {
+				t.Fatalf("err = %v, want %s%s", err, p, tc.want)
+			}
+			for _, say := range []string{filepath.Join(dir, "m.csv") + " is empty (0 bytes)", "put a comment line in it"} {
+				if !strings.Contains(err.Error(), say) {
+					t.Errorf("err = %v, want it to say %q", err, say)
+				}
+			}
+		})
+	}
+}
+
 // TestLoadSizeLimits: files over the caps are refused from their size,
 // before they are read (the files here are sparse).
 func TestLoadSizeLimits(t *testing.T) {

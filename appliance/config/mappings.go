@@ -17,7 +17,9 @@ import (
 // mappingsFile reads the CSV named by the mappings_file attribute a,
 // relative to the HCL file's directory, and appends its entries. It must
 // be a regular file of at most MaxMappingsBytes (inside the config drive
-// when the HCL file came from one).
+// when the HCL file came from one), and not empty: 0 bytes is what a
+// rewrite with `>` leaves for a moment, not a table (a file of comments
+// alone is an empty table).
 func (d *decoder) mappingsFile(a *hcl.Attribute, name string, t *Translator) {
 	if name == "" {
 		d.errorf(a.Expr.Range(), "Invalid mappings_file", "mappings_file must name a file; leave it out for none.")
@@ -30,6 +32,14 @@ func (d *decoder) mappingsFile(a *hcl.Attribute, name string, t *Translator) {
 	src, err := d.src.readFile(path, MaxMappingsBytes)
 	if err != nil {
 		d.errorf(a.Expr.Range(), "Cannot read mappings_file", "%s.", err)
+		return
+	}
+	if len(src) == 0 {
+		// A file cut to 0 bytes (`>` truncates before the rewrite
+		// writes a line) would load as an empty table and withdraw
+		// every announcement; an empty table is said with a comment.
+		d.errorf(a.Expr.Range(), "Empty mappings_file",
+			"%s is empty (0 bytes): a file being rewritten in place looks like this, and loading it would remove every mapping. To load no mappings from it deliberately, put a comment line in it (# no mappings), or leave mappings_file out.", path)
 		return
 	}
 	t.MappingsFile, t.MappingsName = path, name

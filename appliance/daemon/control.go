@@ -66,6 +66,10 @@ type controlServer struct {
 	stopAt atomic.Int64  // Unix ns by which, once quit is closed, replies must be written
 	// minPause and maxPause bound the pause after a failed accept.
 	minPause, maxPause time.Duration
+	// connTimeout bounds a connection from its accept, listings
+	// included; listingWriteIdle is how long one write of a listing may
+	// wait for the client (controlConnTimeout, listingWriteIdle).
+	connTimeout, listingWriteIdle time.Duration
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -198,7 +202,7 @@ func listenControl(path, group string, d *daemon, reloads chan<- chan reloadRepl
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	s := &controlServer{ln: ln, path: path, access: controlAccess{uid: os.Geteuid(), gid: gid}, log: log,
-		minPause: acceptMinPause, maxPause: acceptMaxPause,
+		minPause: acceptMinPause, maxPause: acceptMaxPause, connTimeout: controlConnTimeout, listingWriteIdle: listingWriteIdle,
 		quit: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	s.wg.Add(1)
 	go func() {
@@ -212,6 +216,15 @@ func listenControl(path, group string, d *daemon, reloads chan<- chan reloadRepl
 const (
 	acceptMinPause = 5 * time.Millisecond
 	acceptMaxPause = time.Second
+)
+
+// controlConnTimeout bounds every control connection, however busy: a
+// listing holds the table it lists, so a client must not keep an old
+// table alive across reloads by reading slowly. listingWriteIdle cuts a
+// listing sooner when one write waits that long for the client.
+const (
+	controlConnTimeout = 5 * time.Minute
+	listingWriteIdle   = time.Minute
 )
 
 // acceptLoop serves connections until the listener is closed. A failed
@@ -277,7 +290,9 @@ func (s *controlServer) admit(c net.Conn) bool {
 }
 
 func (s *controlServer) serve(c net.Conn, d *daemon, reloads chan<- chan reloadReply) {
-	_ = c.SetDeadline(time.Now().Add(5 * time.Minute))
+	end := time.Now().Add(s.connTimeout)
+	_ = c.SetDeadline(end)
+	listing := deadlineWriter{c: c, idle: s.listingWriteIdle, end: end}
 	sc := bufio.NewScanner(c)
 	enc := json.NewEncoder(c)
 	for sc.Scan() {
@@ -310,12 +325,12 @@ func (s *controlServer) serve(c net.Conn, d *daemon, reloads chan<- chan reloadR
 				rep.Lookup, rep.Error = d.lookup(req.Address)
 				rep.OK = rep.Error == ""
 			case "mappings":
-				if d.serveMappings(c, enc, req.Format) {
+				if d.serveMappings(listing, enc, req.Format) {
 					return // the listing ends with the connection
 				}
 				continue
 			case "mapping_counts":
-				if d.serveMappingCounts(c, enc, req) {
+				if d.serveMappingCounts(listing, enc, req) {
 					return
 				}
 				continue

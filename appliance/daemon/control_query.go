@@ -45,7 +45,7 @@ func (d *daemon) lookup(addr string) (*config.LookupResult, string) {
 // is encoded, so the daemon holds no second copy of a large table. It
 // reports whether the connection must close to end the listing; a refused
 // request has had its error reply sent and leaves the connection open.
-func (d *daemon) serveMappings(c net.Conn, enc *json.Encoder, format string) bool {
+func (d *daemon) serveMappings(w deadlineWriter, enc *json.Encoder, format string) bool {
 	cfg := d.runningConfig()
 	var rep reply
 	switch {
@@ -59,18 +59,33 @@ func (d *daemon) serveMappings(c net.Conn, enc *json.Encoder, format string) boo
 	if err := enc.Encode(rep); err != nil || !rep.Stream {
 		return err != nil
 	}
-	// A slow reader gets the same 5 minutes as any request, per write.
-	_ = cfg.WriteMappings(deadlineWriter{c}, format)
+	_ = cfg.WriteMappings(w, format)
 	return true
 }
 
-// deadlineWriter extends the connection's deadline before each write, so a
-// long listing that keeps moving is not cut off, and one that stalls is.
-type deadlineWriter struct{ c net.Conn }
+// deadlineWriter writes a listing to c, each write by idle from its
+// start, so that a listing that keeps moving is not cut off after idle
+// and one that stalls is, but never past end, the connection's overall
+// bound (controlConnTimeout): a client reading a little every so often
+// would otherwise hold the listed table, which a reload has replaced,
+// for as long as it liked.
+type deadlineWriter struct {
+	c    net.Conn
+	idle time.Duration
+	end  time.Time
+}
 
 func (w deadlineWriter) Write(p []byte) (int, error) {
-	_ = w.c.SetWriteDeadline(time.Now().Add(time.Minute))
+	_ = w.c.SetWriteDeadline(earliest(time.Now().Add(w.idle), w.end))
 	return w.c.Write(p)
+}
+
+// earliest is the earlier of a and b.
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // QueryLookup asks the daemon listening on socket ("" for the default) how

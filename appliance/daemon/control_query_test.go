@@ -198,3 +198,87 @@ func serveMappings(t *testing.T, dir string, n int) (*controlServer, string) {
 	}
 	return cs, sock
 }
+
+// TestSlowListingReaderIsCutAtTheConnectionBound: a client that reads a
+// listing slowly but often enough for every write to finish within
+// listingWriteIdle keeps it moving (it is not cut after the first idle
+// period), but not past the connection's bound: each write's deadline is
+// the earlier of its own idle deadline and the bound. Before, each write
+// pushed the deadline a full idle period out, replacing the bound, so a
+// client reading a little every minute held the listed table (replaced by
+// any reload since) for as long as it liked. Review H3-7.
+func TestSlowListingReaderIsCutAtTheConnectionBound(t *testing.T) {
+	const (
+		bound    = 600 * time.Millisecond
+		idle     = 300 * time.Millisecond
+		interval = 50 * time.Millisecond // one read of a whole 64 KiB write each
+	)
+	for _, tc := range []struct {
+		name    string
+		request request
+	}{
+		// mapping_counts writes through the same deadlineWriter (its
+		// parameter's type), made once per connection by serve.
+		{"mappings csv", request{Command: "mappings", Format: "csv"}},
+		{"mappings json", request{Command: "mappings", Format: "json"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			var csv strings.Builder
+			const n = 1 << 14 // a listing of 2 to 3 MB: 40 or more writes of 64 KiB, 2 s or more at one per interval
+			for i := range n {
+				fmt.Fprintf(&csv, "20.%d.%d.%d,2001:db8:6::%x:%x\n", i>>16, i>>8&255, i&255, i>>16, i&0xffff)
+			}
+			writeConfig(t, filepath.Join(dir, "m.csv"), csv.String())
+			writeConfig(t, filepath.Join(dir, "a.hcl"), "translator {\n  prefix = \"2001:db8:64::/96\"\n  mappings_file = \"m.csv\"\n}\n")
+			cfg, err := config.Load(filepath.Join(dir, "a.hcl"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var whole bytes.Buffer
+			if err := cfg.WriteMappings(&whole, tc.request.Format); err != nil {
+				t.Fatal(err)
+			}
+			d := &daemon{cfg: cfg}
+			s := &controlServer{quit: make(chan struct{}), connTimeout: bound, listingWriteIdle: idle, log: slog.New(slog.DiscardHandler)}
+			server, client := net.Pipe() // unbuffered: a write waits for the reads that take it
+			defer client.Close()
+			served := make(chan struct{})
+			start := time.Now()
+			go func() {
+				defer close(served)
+				s.serve(&stoppingConn{Conn: server, s: s}, d, nil)
+				server.Close()
+			}()
+			if err := json.NewEncoder(client).Encode(tc.request); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 128<<10)
+			var got int
+			var last time.Duration // when the last bytes came
+			for {
+				_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+				k, err := client.Read(buf)
+				if k > 0 {
+					got += k
+					last = time.Since(start)
+				}
+				if err != nil {
+					break
+				}
+				time.Sleep(interval)
+			}
+			<-served
+			t.Logf("%d bytes read (the listing is %d), the last at %v", got, whole.Len(), last)
+			if got >= whole.Len() {
+				t.Fatalf("the whole listing (%d bytes) was read over %v: the connection bound %v did not hold", got, last, bound)
+			}
+			if last < idle+interval {
+				t.Errorf("cut at %v: a listing that moves must not be cut after one idle period (%v)", last, idle)
+			}
+			if last > bound+500*time.Millisecond {
+				t.Errorf("cut at %v, well after the connection bound %v", last, bound)
+			}
+		})
+	}
+}

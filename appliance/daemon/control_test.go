@@ -209,7 +209,7 @@ func TestControlAcceptSurvivesErrors(t *testing.T) {
 	}
 	s := &controlServer{ln: &flakyListener{Listener: ln, errs: errs}, path: sock, access: controlAccess{uid: os.Geteuid(), gid: -1},
 		log: slog.New(slog.DiscardHandler), quit: make(chan struct{}), conns: map[net.Conn]struct{}{},
-		minPause: time.Millisecond, maxPause: 20 * time.Millisecond}
+		minPause: time.Millisecond, maxPause: 20 * time.Millisecond, connTimeout: controlConnTimeout, listingWriteIdle: listingWriteIdle}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.acceptLoop(&daemon{}, nil) }()
 	defer s.Close()

@@ -410,12 +410,15 @@ type daemon struct {
 	repair  repairState   // run loop only
 	host    hostAddrState // run loop only
 
-	mu  sync.Mutex     // guards what reload changes and stats reads
-	cfg *config.Config // the file last loaded: its mappings, routes and announcers are in use
-	// running is the configuration whose restart-only settings (tun,
-	// metrics, log) are in effect: the one started with, or a later one
-	// that left them as they were. Reloads compare against it, so that a
-	// setting changed and changed back is not reported as pending.
+	mu sync.Mutex // guards what reload changes and stats reads
+	// cfg is the file last loaded, with running's restart-only settings
+	// in place of any it changed (applicable): its mappings, routes and
+	// announcers are in use.
+	cfg *config.Config
+	// running is the configuration whose restart-only settings
+	// (restartOnlySettings) are in effect: the one started with, or a
+	// later one that left them as they were. Reloads compare against it,
+	// so that a setting changed and changed back is not reported as pending.
 	running *config.Config
 	plan    plan
 	healthy bool
@@ -1100,7 +1103,8 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	d.mu.Lock()
 	old, running := d.cfg, d.running
 	d.mu.Unlock()
-	res := ReloadResult{Mappings: entryCount(cfg), NeedsRestart: restartOnly(running, cfg)}
+	cfg, needsRestart := applicable(running, cfg)
+	res := ReloadResult{Mappings: entryCount(cfg), NeedsRestart: needsRestart}
 	if cfg.Digest == old.Digest {
 		res.Unchanged, res.InUse = true, true
 		res.Digest, res.PendingDigest = digests(running, old)
@@ -1247,27 +1251,64 @@ func setDropLog(dp datapath, l config.Log) {
 	}
 }
 
-// restartOnly lists the settings of loaded that differ from those running
-// but cannot change while running: the tun is open, the metrics socket
-// bound, the logger built, the user switched.
-func restartOnly(running, loaded *config.Config) []string {
-	var s []string
-	if running.Translator.Tun != loaded.Translator.Tun {
-		s = append(s, "translator.tun")
+// restartOnlySettings are the settings that cannot change while the
+// translator runs: the link is open (the tun with its name, queues, MTU
+// and offloads; whether its routes and policy rules exist goes with it,
+// since forwarding was set for it at start), the metrics socket bound,
+// the logger built, the user switched. It is the one list both the
+// reload's answer (NeedsRestart) and what the reload applies are made
+// from: a setting listed here keeps its running value until the next
+// start, whatever the file now says.
+var restartOnlySettings = []struct {
+	name string
+	same func(running, loaded *config.Config) bool
+	keep func(dst, running *config.Config) // sets dst's setting to running's
+}{
+	{"translator.tun",
+		func(r, l *config.Config) bool { return r.Translator.Tun == l.Translator.Tun },
+		func(d, r *config.Config) { d.Translator.Tun = r.Translator.Tun }},
+	{"translator link (fd, nic)",
+		func(r, l *config.Config) bool {
+			return r.Translator.Link == l.Translator.Link && r.Translator.FD == l.Translator.FD && r.Translator.NIC == l.Translator.NIC
+		},
+		func(d, r *config.Config) {
+			d.Translator.Link, d.Translator.FD, d.Translator.NIC, d.Translator.LinkPos =
+				r.Translator.Link, r.Translator.FD, r.Translator.NIC, r.Translator.LinkPos
+		}},
+	{"metrics.listen", // mapping_top changes at once
+		func(r, l *config.Config) bool { return r.Metrics.Listen == l.Metrics.Listen },
+		func(d, r *config.Config) { d.Metrics.Listen = r.Metrics.Listen }},
+	{"log", // log.drops and drops_per_second change at once
+		func(r, l *config.Config) bool { return r.Log.Level == l.Log.Level && r.Log.Format == l.Log.Format },
+		func(d, r *config.Config) { d.Log.Level, d.Log.Format = r.Log.Level, r.Log.Format }},
+	{"run_as",
+		func(r, l *config.Config) bool { return r.RunAs == l.RunAs },
+		func(d, r *config.Config) { d.RunAs = r.RunAs }},
+}
+
+// applicable is what a reload of loaded can put in effect while running
+// runs: loaded with every restart-only setting that differs kept as
+// running has it, and the names of those settings. Nothing a reload
+// builds (the engine configuration, the kernel plan, the announcers)
+// may act on a setting that has not taken effect: a tun whose routes
+// and policy rules went while forwarding stays on would black-hole the
+// prefixes and let the host route untranslated traffic natively. The
+// result keeps loaded's Digest (the file's; the pending one).
+func applicable(running, loaded *config.Config) (*config.Config, []string) {
+	var names []string
+	c := loaded
+	for _, set := range restartOnlySettings {
+		if set.same(running, loaded) {
+			continue
+		}
+		if c == loaded {
+			cp := *loaded
+			c = &cp
+		}
+		set.keep(c, running)
+		names = append(names, set.name)
 	}
-	if running.Translator.Link != loaded.Translator.Link || running.Translator.FD != loaded.Translator.FD || running.Translator.NIC != loaded.Translator.NIC {
-		s = append(s, "translator link (fd, nic)")
-	}
-	if running.Metrics.Listen != loaded.Metrics.Listen { // mapping_top changes at once
-		s = append(s, "metrics.listen")
-	}
-	if running.Log.Level != loaded.Log.Level || running.Log.Format != loaded.Log.Format {
-		s = append(s, "log") // log.drops and drops_per_second change at once
-	}
-	if running.RunAs != loaded.RunAs {
-		s = append(s, "run_as")
-	}
-	return s
+	return c, names
 }
 
 // Stats is a snapshot of the running translator (metrics and `map646

@@ -61,6 +61,10 @@ func TestHostileReloadKeepsRunning(t *testing.T) {
 		{"mappings_file FIFO", func() {
 			writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, `  mappings_file = "fifo"`))
 		}, "not a regular file (a FIFO)"},
+		{"mappings_file truncated to 0 bytes", func() { // `>` during a rewrite
+			writeConfig(t, filepath.Join(dir, "m.csv"), "")
+			writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, `  mappings_file = "m.csv"`))
+		}, h.cfg + ":4:19: Empty mappings_file"},
 		{"configuration FIFO", func() {
 			os.Remove(h.cfg)
 			if err := syscall.Mkfifo(h.cfg, 0o600); err != nil {

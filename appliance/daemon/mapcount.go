@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"strconv"
 
 	"github.com/map646/map646/appliance/config"
@@ -84,7 +83,7 @@ const mappingCountsHeader = "ipv4,ipv6,packets_4to6,bytes_4to6,packets_6to4,byte
 // listing is written as the counters are read; the daemon holds at most
 // Top entries besides the table. It reports whether the connection must
 // close to end the listing.
-func (d *daemon) serveMappingCounts(c net.Conn, enc *json.Encoder, req request) bool {
+func (d *daemon) serveMappingCounts(w deadlineWriter, enc *json.Encoder, req request) bool {
 	m := d.mappingCounters()
 	var rep reply
 	switch {
@@ -102,7 +101,7 @@ func (d *daemon) serveMappingCounts(c net.Conn, enc *json.Encoder, req request) 
 	if err := enc.Encode(rep); err != nil || !rep.Stream {
 		return err != nil
 	}
-	_ = writeMappingCounts(deadlineWriter{c}, m, req)
+	_ = writeMappingCounts(w, m, req)
 	return true
 }
 

@@ -119,10 +119,10 @@ metrics {
 }
 `
 	a := parse(t, sprintf(base, "map646", "[::1]:9646"))
-	if got := restartOnly(a, parse(t, sprintf(base+"# a comment\n", "map646", "[::1]:9646"))); len(got) != 0 {
+	if _, got := applicable(a, parse(t, sprintf(base+"# a comment\n", "map646", "[::1]:9646"))); len(got) != 0 {
 		t.Errorf("no restart-only change, got %v", got)
 	}
-	if got := restartOnly(a, parse(t, sprintf(base, "xl0", "[::1]:9647"))); !slices.Equal(got, []string{"translator.tun", "metrics.listen"}) {
+	if _, got := applicable(a, parse(t, sprintf(base, "xl0", "[::1]:9647"))); !slices.Equal(got, []string{"translator.tun", "metrics.listen"}) {
 		t.Errorf("got %v", got)
 	}
 }
