@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -30,6 +31,9 @@ type savedRun struct {
 	// iperf3 reported.
 	Flows []flowIDs                   `json:"flows"`
 	Ports map[string]map[string][]int `json:"client_ports"`
+	// Pings1s is -pings-1s; files written before it was saved lack it,
+	// and a merge then counts the echoes instead.
+	Pings1s int `json:"pings_1s,omitempty"`
 }
 
 // mergeRuns reads the JSON files of several runs of the same setups and
@@ -73,7 +77,17 @@ func mergeRuns(paths []string) (runInfo, *results, error) {
 	}
 	r := newResults(sortedKeys(cols), total)
 	base := 0
+	var flows []flowIDs
 	for _, s := range runs {
+		// Each run's flows, and none for the empty round after an odd
+		// run: the report tells from them whether the setups of a round
+		// shared their client ports and ping identifiers.
+		f := slices.Clone(s.Flows)
+		if len(f) > s.Rounds {
+			f = f[:s.Rounds]
+		}
+		f = append(f, make([]flowIDs, s.Rounds+s.Rounds%2-len(f))...)
+		flows = append(flows, f...)
 		for c, ms := range s.Values {
 			for m, vs := range ms {
 				if r.Values[c][m] == nil {
@@ -117,13 +131,21 @@ func mergeRuns(paths []string) (runInfo, *results, error) {
 		}
 	}
 	first := runs[0]
+	pings1s := first.Pings1s
+	if pings1s == 0 {
+		for _, ms := range r.RTTs {
+			for _, round := range ms[mRTTSlow] {
+				pings1s = max(pings1s, len(round))
+			}
+		}
+	}
 	o := options{Setups: keys, Mappings: first.Mappings, TaygaFork: "merged"}
 	setups, err := buildSetups(o, "")
 	if err != nil {
 		return runInfo{}, nil, err
 	}
 	info := runInfo{Date: first.Date, Kernel: first.Kernel, CPUModel: first.CPU, Cores: first.Cores,
-		Rounds: total, Duration: time.Duration(first.Seconds * float64(time.Second)), Pings: first.Pings,
+		Rounds: total, Duration: time.Duration(first.Seconds * float64(time.Second)), Pings: first.Pings, Pings1s: pings1s, Flows: flows,
 		Mappings: first.Mappings, Setups: setups, Conds: conds, Interleave: first.Interleave,
 		Translated: map[string]bool{}}
 	for c := range cols {

@@ -29,12 +29,14 @@ func TestMergeRuns(t *testing.T) {
 		b.set(g(sMap646), mCPUUDP, i, v)
 		b.set(g(sMap646M1), mCPUUDP, i, v*1.02)
 	}
+	info.Flows = []flowIDs{{Port: 41000, PingID: 700}, {Port: 42000, PingID: 800}, {Port: 43000, PingID: 900}}
 	pa, pb := filepath.Join(dir, "a.json"), filepath.Join(dir, "b.json")
 	if err := writeJSON(pa, info, a); err != nil {
 		t.Fatal(err)
 	}
 	info2 := info
 	info2.Rounds = 2
+	info2.Flows = info.Flows[:2]
 	if err := writeJSON(pb, info2, b); err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +58,9 @@ func TestMergeRuns(t *testing.T) {
 	for _, s := range mi.Setups {
 		keys = append(keys, s.Key+"="+s.Label)
 	}
+	if len(mi.Flows) != 6 || mi.Flows[3].Port != 0 || mi.Flows[4].Port != 41000 {
+		t.Errorf("merged flows %v, want each run's with an empty round after the odd one", mi.Flows)
+	}
 	if strings.Join(keys, ",") != "map646=map646 tun,map646-1m=map646 tun, 1M mappings" || len(mi.Conds) != 2 || mi.Conds[0] != condGRO {
 		t.Errorf("merged setups %v, conditions %v", keys, mi.Conds)
 	}
@@ -64,6 +69,9 @@ func TestMergeRuns(t *testing.T) {
 		"Merged from 2 runs (`a.json`, `b.json`): 6 rounds in all",
 		"| translator CPU, UDP 64 B | GRO on | ≤ 1.05× map646 tun | 1.01× (1.01×–1.02×) |",
 		"geo-mean of 5 rounds",
+		// What the runs were, not what a merge's zero values say.
+		"200 pings at 100/s and 10 at 1/s per round",
+		"Every setup of a round sends from the same client ports",
 	} {
 		if !strings.Contains(md, s) {
 			t.Errorf("merged report lacks %q:\n%s", s, md)

@@ -461,7 +461,9 @@ func renderEchoSpread(w func(string, ...any), info runInfo, r *results) {
 // of n independent per-round values bound their distribution's median:
 // 1 - 2 * 0.5^n (75 % at 3 rounds, 87.5 % at 4, 93.75 % at 5).
 func confidencePercent(n int) string {
-	return strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%.2f", 100*(1-2*math.Pow(0.5, float64(n)))), "0"), ".") + " %"
+	// Rounded down: 16 rounds give 99.997 %, which is not 100 %.
+	p := math.Floor(100*100*(1-2*math.Pow(0.5, float64(n)))) / 100
+	return strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%.2f", p), "0"), ".") + " %"
 }
 
 func condLabels(cs []condition) string {

@@ -322,7 +322,8 @@ func TestRenderMarkdownInterleaveSetup(t *testing.T) {
 }
 
 func TestConfidencePercent(t *testing.T) {
-	for n, want := range map[int]string{2: "50 %", 3: "75 %", 4: "87.5 %", 5: "93.75 %", 6: "96.88 %"} {
+	// Rounded down, never up to a certainty the rounds do not give.
+	for n, want := range map[int]string{2: "50 %", 3: "75 %", 4: "87.5 %", 5: "93.75 %", 6: "96.87 %", 16: "99.99 %"} {
 		if got := confidencePercent(n); got != want {
 			t.Errorf("confidencePercent(%d) = %q, want %q", n, got, want)
 		}

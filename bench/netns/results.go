@@ -410,7 +410,7 @@ func writeJSON(path string, info runInfo, r *results) error {
 			vals[s][m] = out
 		}
 	}
-	doc := savedRun{info.Date, info.Kernel, info.CPUModel, info.Cores, info.Rounds, info.Duration.Seconds(), info.Pings, info.Mappings, info.Interleave, vals, r.RTTs, info.Flows, r.Ports}
+	doc := savedRun{info.Date, info.Kernel, info.CPUModel, info.Cores, info.Rounds, info.Duration.Seconds(), info.Pings, info.Mappings, info.Interleave, vals, r.RTTs, info.Flows, r.Ports, info.Pings1s}
 	b, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
 		return err
