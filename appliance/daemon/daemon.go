@@ -174,8 +174,10 @@ func loadConfig(ctx context.Context, opts Options) (*config.Config, error) {
 // serve does, so that a data path that stops forwarding during a long
 // load (a large mappings file, a hung file system: up to
 // ConfigLoadTimeout) is withdrawn at once instead of announced, and
-// reported healthy, until the load ends. Nothing the load changes is in
-// use before it has returned.
+// reported healthy, until the load ends. Kernel events are handled as
+// serve handles them (d.changes): a route, rule or address of ours deleted
+// during the load is put back at once, not when it ends. Nothing the load
+// changes is in use before it has returned.
 func (d *daemon) loadChecking(ctx context.Context) (*config.Config, error) {
 	load := d.env.load
 	if load == nil {
@@ -190,15 +192,25 @@ func (d *daemon) loadChecking(ctx context.Context) (*config.Config, error) {
 		cfg, err := load(ctx, d.opts)
 		done <- loaded{cfg, err}
 	}()
+	var changed <-chan struct{} // none without a subscription (lifecycle tests)
+	if d.changes != nil {
+		changed = d.changes.ready
+	}
 	health := time.NewTicker(d.opts.HealthInterval)
 	defer health.Stop()
 	for {
 		select {
 		case r := <-done:
 			return r.cfg, r.err
+		case <-changed:
+			d.noteChanges(d.changes.take())
+			d.keepHostAddrs()
+			d.restore()
+			d.checkHealth(func() { d.announce(ctx) })
 		case <-health.C:
 			d.pollLinks()
 			d.pollRules()
+			d.keepHostAddrs()
 			d.restore()
 			d.checkHealth(func() { d.announce(ctx) })
 		}
@@ -409,6 +421,7 @@ type daemon struct {
 	tracker *netsetup.Tracker
 	repair  repairState   // run loop only
 	host    hostAddrState // run loop only
+	changes *changeQueue  // kernel events for the run loop (watchKernel)
 
 	mu  sync.Mutex     // guards what reload changes and stats reads
 	cfg *config.Config // the file last loaded: its mappings, routes and announcers are in use
@@ -452,6 +465,7 @@ func run(ctx context.Context, opts Options, e env) error {
 	if err != nil {
 		return err
 	}
+	d.changes = changes
 	// Subscribed first, so no change is missed; before the routes into
 	// the tun go in, so nothing reaches the host's addresses through it.
 	if err := d.refreshHostAddrs(); err != nil {

@@ -810,6 +810,41 @@ func TestHealthIsCheckedDuringASlowReload(t *testing.T) {
 	})
 }
 
+// TestRouteDeletedDuringASlowReloadIsPutBack: while a reload's file
+// loads, kernel events are handled as the run loop handles them: a route
+// of the translator deleted meanwhile is put back at once, not once the
+// load is over (until then it stayed deleted, and the daemon healthy and
+// announcing a prefix without its route).
+func TestRouteDeletedDuringASlowReloadIsPutBack(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
+	defer h.stop()
+	entered, release := make(chan struct{}), make(chan struct{})
+	slow := func(ctx context.Context, o Options) (*config.Config, error) {
+		close(entered)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return loadConfig(ctx, o)
+	}
+	h.load.Store(&slow)
+	h.reload <- struct{}{}
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reload did not start loading")
+	}
+	const route = "198.51.100.10/32 dev dmtest0 table 646"
+	r := netsetup.Route{Dst: netip.MustParsePrefix("198.51.100.10/32"), Dev: "dmtest0", Table: 646}
+	if err := h.k.DelRoutes([]netsetup.Route{r}); err != nil {
+		t.Fatal(err)
+	}
+	h.w.events <- []netsetup.Change{{Route: r}}
+	// The load waits for release: the route is back while it runs.
+	waitFor(t, "the route back while the reload still loads", func() bool { return slices.Contains(h.k.routeSet(), route) })
+	close(release)
+}
+
 // TestServiceManagerHooks: OnHealth reports every health poll's outcome
 // (the CLI feeds systemd's watchdog only on true), and OnReload brackets
 // each reload, from SIGHUP or the control socket, applied or refused.
