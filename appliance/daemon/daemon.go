@@ -210,6 +210,7 @@ func (d *daemon) loadChecking(ctx context.Context) (*config.Config, error) {
 		case <-health.C:
 			d.pollLinks()
 			d.pollRules()
+			d.pollSysctls()
 			d.keepHostAddrs()
 			d.restore()
 			d.checkHealth(func() { d.announce(ctx) })
@@ -235,7 +236,9 @@ type datapath interface {
 type env struct {
 	kernel  func() (netsetup.Kernel, func() error, error)
 	openTun func(tun.Config) (device, error)
-	watch   func() (watcher, error)
+	// watch subscribes to kernel events, leaving out the route
+	// replacements the kernel socket of port ownPort makes (restores).
+	watch func(ownPort uint32) (watcher, error)
 	// openLink opens the link of the fd and nic modes (translator.link).
 	openLink func(config.Translator) (device, error)
 	serve    func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error)
@@ -346,7 +349,7 @@ var systemEnv = env{
 	},
 	openTun:  func(c tun.Config) (device, error) { return tun.Open(c) },
 	openLink: openLink,
-	watch:    func() (watcher, error) { return netsetup.Watch() },
+	watch:    func(ownPort uint32) (watcher, error) { return netsetup.Watch(ownPort) },
 	serve: func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error) {
 		switch l := dev.(type) {
 		case *fdLink:
@@ -422,6 +425,7 @@ type daemon struct {
 	repair  repairState   // run loop only
 	host    hostAddrState // run loop only
 	changes *changeQueue  // kernel events for the run loop (watchKernel)
+	repairs repairCounts
 
 	mu  sync.Mutex     // guards what reload changes and stats reads
 	cfg *config.Config // the file last loaded: its mappings, routes and announcers are in use
@@ -615,7 +619,7 @@ func (d *daemon) setUpKernel(u *undoStack) error {
 	// the kernel must not forward what the translator reads off the NICs
 	// (it sees a copy of every frame). fd mode: whoever handed the
 	// descriptor over routes.
-	forwarding := map[string]string{config.LinkTun: "1", config.LinkNIC: "0"}[d.cfg.Translator.Link]
+	forwarding := forwardingSysctl(d.cfg.Translator.Link)
 	if forwarding != "" {
 		for _, key := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
 			if err := d.tracker.Sysctl(key, forwarding); err != nil {
@@ -717,11 +721,20 @@ func (d *daemon) startDatapath(u *undoStack) (chan error, error) {
 	return dpDone, nil
 }
 
+// kernelPort is the netlink port of the kernel's route socket
+// (netsetup.Netlink.PortID), 0 for another Kernel.
+func (d *daemon) kernelPort() uint32 {
+	if n, ok := d.kernel.(interface{ PortID() uint32 }); ok {
+		return n.PortID()
+	}
+	return 0
+}
+
 // watchKernel subscribes to link, address and route changes. It runs
 // before the routes go in, so that nothing the kernel removes after they
 // are installed goes unnoticed.
 func (d *daemon) watchKernel(u *undoStack) (*changeQueue, error) {
-	w, err := d.env.watch()
+	w, err := d.env.watch(d.kernelPort())
 	if err != nil {
 		return nil, fmt.Errorf("watching links and routes: %w", err)
 	}
@@ -804,7 +817,7 @@ func (d *daemon) resubscribe(k *kernelWatch, changes *changeQueue) watcher {
 			return nil
 		case <-time.After(pause):
 		}
-		w, err := d.env.watch()
+		w, err := d.env.watch(d.kernelPort())
 		if err != nil {
 			d.log.Debug("subscribing to netlink again", "err", err)
 			continue
@@ -950,6 +963,7 @@ func (d *daemon) serve(ctx context.Context, dpDone chan error, reloadReq <-chan 
 		case <-health.C:
 			d.pollLinks()
 			d.pollRules()
+			d.pollSysctls()
 			d.keepHostAddrs()
 			d.restore()
 			d.checkHealth(func() { d.announce(ctx) })
@@ -1307,6 +1321,7 @@ func (d *daemon) Stats() metrics.Stats {
 	d.mu.Unlock()
 	s.Routes = d.tracker.RouteCount()
 	s.RoutesPreexisting = len(d.tracker.Foreign())
+	d.repairs.visit(func(what string, n uint64) { s.Repairs = append(s.Repairs, metrics.Count{Kind: what, Value: n}) })
 	t := d.eng.Totals()
 	fillTotals(&s, &t)
 	ls := d.dp.LinkStats()

@@ -309,7 +309,7 @@ func benchReplaceRoutes(b *testing.B, watched bool) {
 		}
 		defer k.Close()
 		if watched {
-			w, err := Watch()
+			w, err := Watch(0)
 			if err != nil {
 				return err
 			}
