@@ -10,7 +10,8 @@
 // It is healthy only while it can forward: the data path's workers are
 // alive, the links it needs are up and its routes are in place. A netlink
 // subscription tells it when the kernel undid part of the set-up (a link
-// down and up flushes the routes through it; an operator deletes a route);
+// down and up flushes the routes through it; an operator deletes or
+// replaces a route), and each health poll reads the forwarding sysctls;
 // it puts back what it can and is unhealthy, so that announcers withdraw,
 // until it has.
 //
@@ -100,7 +101,8 @@ type Options struct {
 	OnReload func(starting bool)
 	// OnHealth, if set, is called with the data path's liveness at every
 	// poll (HealthInterval): its links up, routes removed from outside
-	// put back, its queues forwarding. systemd's watchdog is fed only
+	// and forwarding sysctls changed from outside put back, its queues
+	// forwarding. systemd's watchdog is fed only
 	// while it is live, so a translator that stopped forwarding gets
 	// restarted. A reload the kernel refused in part, or an announcer
 	// that failed to start, leaves it live: a restart cannot fix either.

@@ -539,8 +539,8 @@ func unsureRoutes(unsure, old, want []netsetup.Route, refused bool) []netsetup.R
 }
 
 // forwardingFault says why the kernel side cannot forward, or nil: a
-// link the data path needs is down, or routes removed from outside could
-// not be put back. A configuration the kernel refused (repair.resync) is
+// link the data path needs is down, routes removed from outside could
+// not be put back, or forwarding sysctls changed from outside could not. A configuration the kernel refused (repair.resync) is
 // not one: the translator forwards what the kernel took, and restarting
 // cannot make the kernel take the rest.
 func (d *daemon) forwardingFault() error {
@@ -572,7 +572,8 @@ func (d *daemon) refusedFault() error {
 
 // liveness is the data path's health, which feeds the service manager's
 // watchdog (Options.OnHealth): its links up, routes removed from outside
-// put back, its workers forwarding.
+// and forwarding sysctls changed from outside put back, its workers
+// forwarding.
 func (d *daemon) liveness() error {
 	if err := d.forwardingFault(); err != nil {
 		return err
