@@ -97,7 +97,7 @@ var (
 	descRoutes   = prometheus.NewDesc("map646_routes", "Kernel routes the daemon installed.", nil, nil)
 	descPreexist = prometheus.NewDesc("map646_routes_preexisting", "Wanted routes another party had installed first: left alone, not replaced, never removed.", nil, nil)
 	descRepairs  = prometheus.NewDesc("map646_kernel_repairs_total", "Kernel state of the translator put back after someone else changed or removed it, by what: a forwarding sysctl, a route, a policy rule, an address.", []string{"what"}, nil)
-	descHealthy  = prometheus.NewDesc("map646_datapath_healthy", "1 when the data path can forward: its links are up, its routes in place and every queue makes progress.", nil, nil)
+	descHealthy  = prometheus.NewDesc("map646_datapath_healthy", "1 when the data path can forward: its links are up, its routes and forwarding sysctls in place and every queue makes progress.", nil, nil)
 	descBuild    = prometheus.NewDesc("map646_build_info", "The running binary.", []string{"version", "goversion"}, nil)
 	descConfig   = prometheus.NewDesc("map646_config_info", "The running configuration (sha256 of the HCL and mappings files).", []string{"digest", "file"}, nil)
 	descReloads  = prometheus.NewDesc("map646_config_reloads_total", "Configuration reloads, by result.", []string{"result"}, nil)
