@@ -10,7 +10,8 @@
 // It is healthy only while it can forward: the data path's workers are
 // alive, the links it needs are up and its routes are in place. A netlink
 // subscription tells it when the kernel undid part of the set-up (a link
-// down and up flushes the routes through it; an operator deletes a route);
+// down and up flushes the routes through it; an operator deletes or
+// replaces a route), and each health poll reads the forwarding sysctls;
 // it puts back what it can and is unhealthy, so that announcers withdraw,
 // until it has.
 //
@@ -100,7 +101,8 @@ type Options struct {
 	OnReload func(starting bool)
 	// OnHealth, if set, is called with the data path's liveness at every
 	// poll (HealthInterval): its links up, routes removed from outside
-	// put back, its queues forwarding. systemd's watchdog is fed only
+	// and forwarding sysctls changed from outside put back, its queues
+	// forwarding. systemd's watchdog is fed only
 	// while it is live, so a translator that stopped forwarding gets
 	// restarted. A reload the kernel refused in part, or an announcer
 	// that failed to start, leaves it live: a restart cannot fix either.
@@ -174,8 +176,10 @@ func loadConfig(ctx context.Context, opts Options) (*config.Config, error) {
 // serve does, so that a data path that stops forwarding during a long
 // load (a large mappings file, a hung file system: up to
 // ConfigLoadTimeout) is withdrawn at once instead of announced, and
-// reported healthy, until the load ends. Nothing the load changes is in
-// use before it has returned.
+// reported healthy, until the load ends. Kernel events are handled as
+// serve handles them (d.changes): a route, rule or address of ours deleted
+// during the load is put back at once, not when it ends. Nothing the load
+// changes is in use before it has returned.
 func (d *daemon) loadChecking(ctx context.Context) (*config.Config, error) {
 	load := d.env.load
 	if load == nil {
@@ -190,15 +194,26 @@ func (d *daemon) loadChecking(ctx context.Context) (*config.Config, error) {
 		cfg, err := load(ctx, d.opts)
 		done <- loaded{cfg, err}
 	}()
+	var changed <-chan struct{} // none without a subscription (lifecycle tests)
+	if d.changes != nil {
+		changed = d.changes.ready
+	}
 	health := time.NewTicker(d.opts.HealthInterval)
 	defer health.Stop()
 	for {
 		select {
 		case r := <-done:
 			return r.cfg, r.err
+		case <-changed:
+			d.noteChanges(d.changes.take())
+			d.keepHostAddrs()
+			d.restore()
+			d.checkHealth(func() { d.announce(ctx) })
 		case <-health.C:
 			d.pollLinks()
 			d.pollRules()
+			d.pollSysctls()
+			d.keepHostAddrs()
 			d.restore()
 			d.checkHealth(func() { d.announce(ctx) })
 		}
@@ -223,7 +238,9 @@ type datapath interface {
 type env struct {
 	kernel  func() (netsetup.Kernel, func() error, error)
 	openTun func(tun.Config) (device, error)
-	watch   func() (watcher, error)
+	// watch subscribes to kernel events, leaving out the route
+	// replacements the kernel socket of port ownPort makes (restores).
+	watch func(ownPort uint32) (watcher, error)
 	// openLink opens the link of the fd and nic modes (translator.link).
 	openLink func(config.Translator) (device, error)
 	serve    func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error)
@@ -334,7 +351,7 @@ var systemEnv = env{
 	},
 	openTun:  func(c tun.Config) (device, error) { return tun.Open(c) },
 	openLink: openLink,
-	watch:    func() (watcher, error) { return netsetup.Watch() },
+	watch:    func(ownPort uint32) (watcher, error) { return netsetup.Watch(ownPort) },
 	serve: func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error) {
 		switch l := dev.(type) {
 		case *fdLink:
@@ -409,6 +426,8 @@ type daemon struct {
 	tracker *netsetup.Tracker
 	repair  repairState   // run loop only
 	host    hostAddrState // run loop only
+	changes *changeQueue  // kernel events for the run loop (watchKernel)
+	repairs repairCounts
 
 	mu sync.Mutex // guards what reload changes and stats reads
 	// cfg is the file last loaded, with running's restart-only settings
@@ -455,6 +474,7 @@ func run(ctx context.Context, opts Options, e env) error {
 	if err != nil {
 		return err
 	}
+	d.changes = changes
 	// Subscribed first, so no change is missed; before the routes into
 	// the tun go in, so nothing reaches the host's addresses through it.
 	if err := d.refreshHostAddrs(); err != nil {
@@ -604,7 +624,7 @@ func (d *daemon) setUpKernel(u *undoStack) error {
 	// the kernel must not forward what the translator reads off the NICs
 	// (it sees a copy of every frame). fd mode: whoever handed the
 	// descriptor over routes.
-	forwarding := map[string]string{config.LinkTun: "1", config.LinkNIC: "0"}[d.cfg.Translator.Link]
+	forwarding := forwardingSysctl(d.cfg.Translator.Link)
 	if forwarding != "" {
 		for _, key := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
 			if err := d.tracker.Sysctl(key, forwarding); err != nil {
@@ -706,11 +726,20 @@ func (d *daemon) startDatapath(u *undoStack) (chan error, error) {
 	return dpDone, nil
 }
 
+// kernelPort is the netlink port of the kernel's route socket
+// (netsetup.Netlink.PortID), 0 for another Kernel.
+func (d *daemon) kernelPort() uint32 {
+	if n, ok := d.kernel.(interface{ PortID() uint32 }); ok {
+		return n.PortID()
+	}
+	return 0
+}
+
 // watchKernel subscribes to link, address and route changes. It runs
 // before the routes go in, so that nothing the kernel removes after they
 // are installed goes unnoticed.
 func (d *daemon) watchKernel(u *undoStack) (*changeQueue, error) {
-	w, err := d.env.watch()
+	w, err := d.env.watch(d.kernelPort())
 	if err != nil {
 		return nil, fmt.Errorf("watching links and routes: %w", err)
 	}
@@ -793,7 +822,7 @@ func (d *daemon) resubscribe(k *kernelWatch, changes *changeQueue) watcher {
 			return nil
 		case <-time.After(pause):
 		}
-		w, err := d.env.watch()
+		w, err := d.env.watch(d.kernelPort())
 		if err != nil {
 			d.log.Debug("subscribing to netlink again", "err", err)
 			continue
@@ -939,6 +968,7 @@ func (d *daemon) serve(ctx context.Context, dpDone chan error, reloadReq <-chan 
 		case <-health.C:
 			d.pollLinks()
 			d.pollRules()
+			d.pollSysctls()
 			d.keepHostAddrs()
 			d.restore()
 			d.checkHealth(func() { d.announce(ctx) })
@@ -1334,6 +1364,7 @@ func (d *daemon) Stats() metrics.Stats {
 	d.mu.Unlock()
 	s.Routes = d.tracker.RouteCount()
 	s.RoutesPreexisting = len(d.tracker.Foreign())
+	d.repairs.visit(func(what string, n uint64) { s.Repairs = append(s.Repairs, metrics.Count{Kind: what, Value: n}) })
 	t := d.eng.Totals()
 	fillTotals(&s, &t)
 	ls := d.dp.LinkStats()

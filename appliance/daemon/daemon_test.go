@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 
 	"net"
@@ -42,7 +43,9 @@ type fakeKernel struct {
 	// failRule makes AddRule fail (a rule that cannot be put back).
 	failRule bool
 	failed   int // ReplaceRoutes calls that failed
-	ruleAdds int // AddRule calls
+	// failSysctl makes Sysctl fail to change a value (read-only).
+	failSysctl bool
+	ruleAdds   int // AddRule calls
 	// refuse, if set, names routes the kernel will not take (a gateway
 	// not on-link): ReplaceRoutes and AddRoutes put in the rest of the
 	// batch and fail naming the first refused one.
@@ -59,7 +62,7 @@ func newFakeKernel() *fakeKernel {
 	return &fakeKernel{
 		routes:  map[netsetup.Route]bool{},
 		addrs:   map[netsetup.Addr]bool{},
-		sysctls: map[string]string{"net.ipv4.ip_forward": "0", "net.ipv6.conf.all.forwarding": "0"},
+		sysctls: map[string]string{"net.ipv4.ip_forward": "0", "net.ipv6.conf.all.forwarding": "0", "net/ipv4/conf/dmtest0/forwarding": "1"},
 		links:   map[string][2]int{"eth0": {1500, 0}, "dmtest0": {1500, 1}},
 		feats:   map[string]map[string]bool{"eth0": {netsetup.FeatureGRO: false, netsetup.FeatureUDPGROForwarding: false}},
 	}
@@ -189,12 +192,15 @@ func (k *fakeKernel) DelRoutes(rs []netsetup.Route) error {
 }
 func (k *fakeKernel) Sysctl(key, v string) (string, error) {
 	k.mu.Lock()
+	defer k.mu.Unlock()
 	old, ok := k.sysctls[key]
-	k.sysctls[key] = v
-	k.mu.Unlock()
 	if !ok {
-		return "", fmt.Errorf("no sysctl %s", key)
+		return "", fmt.Errorf("no sysctl %s: %w", key, fs.ErrNotExist)
 	}
+	if k.failSysctl && old != v {
+		return old, fmt.Errorf("sysctl %s=%s: %w", key, v, unix.EPERM)
+	}
+	k.sysctls[key] = v
 	return old, nil
 }
 func (k *fakeKernel) Features(dev string, names []string) (map[string]bool, error) {
@@ -438,7 +444,7 @@ type harness struct {
 
 // subscribe is the harness's env.watch: h.w first, then a new watcher
 // per call (unless watchErr).
-func (h *harness) subscribe() (watcher, error) {
+func (h *harness) subscribe(uint32) (watcher, error) {
 	h.watchMu.Lock()
 	defer h.watchMu.Unlock()
 	select {
@@ -808,6 +814,41 @@ func TestHealthIsCheckedDuringASlowReload(t *testing.T) {
 		last := ups[len(ups)-1]
 		return last.Healthy && slices.Contains(last.IPv4, netip.MustParsePrefix("198.51.100.20/32"))
 	})
+}
+
+// TestRouteDeletedDuringASlowReloadIsPutBack: while a reload's file
+// loads, kernel events are handled as the run loop handles them: a route
+// of the translator deleted meanwhile is put back at once, not once the
+// load is over (until then it stayed deleted, and the daemon healthy and
+// announcing a prefix without its route).
+func TestRouteDeletedDuringASlowReloadIsPutBack(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
+	defer h.stop()
+	entered, release := make(chan struct{}), make(chan struct{})
+	slow := func(ctx context.Context, o Options) (*config.Config, error) {
+		close(entered)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return loadConfig(ctx, o)
+	}
+	h.load.Store(&slow)
+	h.reload <- struct{}{}
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reload did not start loading")
+	}
+	const route = "198.51.100.10/32 dev dmtest0 table 646"
+	r := netsetup.Route{Dst: netip.MustParsePrefix("198.51.100.10/32"), Dev: "dmtest0", Table: 646}
+	if err := h.k.DelRoutes([]netsetup.Route{r}); err != nil {
+		t.Fatal(err)
+	}
+	h.w.events <- []netsetup.Change{{Route: r}}
+	// The load waits for release: the route is back while it runs.
+	waitFor(t, "the route back while the reload still loads", func() bool { return slices.Contains(h.k.routeSet(), route) })
+	close(release)
 }
 
 // TestServiceManagerHooks: OnHealth reports every health poll's outcome

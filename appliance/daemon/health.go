@@ -3,10 +3,14 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/map646/map646/appliance/config"
 	"github.com/map646/map646/appliance/netsetup"
 )
 
@@ -93,8 +97,26 @@ type repairState struct {
 	// nothing reaches the translator's table.
 	missingAddrs []netsetup.Addr
 	rules        bool
-	retryAt      time.Time     // after a failed restore, when to try again
-	backoff      time.Duration // doubles per failure, up to maxRestoreBackoff
+	// sysctlErr: a forwarding sysctl changed from outside could not be
+	// put back (pollSysctls): not healthy.
+	sysctlErr error
+	retryAt   time.Time     // after a failed restore, when to try again
+	backoff   time.Duration // doubles per failure, up to maxRestoreBackoff
+}
+
+// repairCounts count what the daemon put back after someone else changed
+// or removed it (map646_kernel_repairs_total): the run loop adds, Stats
+// reads.
+type repairCounts struct {
+	sysctl, route, rule, addr atomic.Uint64
+}
+
+// visit calls f with each count and its label.
+func (c *repairCounts) visit(f func(what string, n uint64)) {
+	f("sysctl", c.sysctl.Load())
+	f("route", c.route.Load())
+	f("rule", c.rule.Load())
+	f("address", c.addr.Load())
 }
 
 // maxRestoreBackoff bounds the wait between two attempts at a restore
@@ -133,7 +155,8 @@ func (d *daemon) watchedLinks() []string {
 
 // noteChanges records kernel events: a watched link that went down, one
 // that came up again (its routes, and IPv6 addresses, are gone: restore
-// everything), a route of ours that was deleted, an IPv4 address added
+// everything), a route of ours that was deleted or replaced by another
+// one, an IPv4 address added
 // or removed (refreshHostAddrs), an address of ours deleted, a policy
 // rule of ours deleted.
 func (d *daemon) noteChanges(cs []netsetup.Change) {
@@ -141,6 +164,7 @@ func (d *daemon) noteChanges(cs []netsetup.Change) {
 	for _, c := range cs {
 		if c.Deleted.Prefix.IsValid() && d.tracker.OwnsAddr(c.Deleted) {
 			d.log.Warn("an address of the translator was deleted: restoring it", "addr", c.Deleted.String())
+			d.repairs.addr.Add(1)
 			d.repair.missingAddrs = append(d.repair.missingAddrs, c.Deleted)
 			// The kernel took the routes through a gateway in its
 			// subnet with it, without an event for them.
@@ -153,6 +177,7 @@ func (d *daemon) noteChanges(cs []netsetup.Change) {
 			// stream of them must not keep the repair path busy.
 			if d.tracker.OwnsRule(c.Rule) {
 				d.log.Warn("a policy rule of the translator was deleted: restoring it", "rule", c.Rule.String())
+				d.repairs.rule.Add(1)
 				d.repair.rules = true
 			}
 		case c.Lost:
@@ -174,9 +199,23 @@ func (d *daemon) noteChanges(cs []netsetup.Change) {
 				d.log.Info("link up again: restoring its routes and addresses", "link", c.Link)
 				d.repair.full = true
 			}
+		case c.Route.Dst.IsValid() && c.Replaced:
+			// Replaced in place (`ip route replace`): no delete
+			// came. Ours as it was (someone replaced it with the
+			// same) needs nothing; anything else in the place of
+			// ours (a blackhole, another device) is undone.
+			if _, same := d.tracker.Owned(c.Route); same {
+				continue
+			}
+			if r, ok := d.tracker.OwnedAt(c.Route.Dst, c.Route.Table); ok {
+				d.log.Warn("a route of the translator was replaced: restoring it", "route", r.String(), "by", c.Route.String())
+				d.repairs.route.Add(1)
+				d.repair.missing = append(d.repair.missing, r)
+			}
 		case c.Route.Dst.IsValid():
 			if r, ok := d.tracker.Owned(c.Route); ok {
 				d.log.Warn("a route of the translator was deleted: restoring it", "route", r.String())
+				d.repairs.route.Add(1)
 				d.repair.missing = append(d.repair.missing, r)
 			}
 		}
@@ -227,8 +266,69 @@ func (d *daemon) pollRules() {
 	}
 	if len(missing) > 0 {
 		d.log.Warn("policy rules of the translator are missing: restoring them", "rules", fmt.Sprint(missing))
+		d.repairs.rule.Add(uint64(len(missing)))
 		d.repair.rules = true
 	}
+}
+
+// forwardingSysctl is what the kernel's forwarding must be in link mode
+// link ("1" for host mode, "0" for NIC mode), or "" when the daemon
+// leaves it alone (fd mode: whoever handed the link over routes).
+func forwardingSysctl(link string) string {
+	return map[string]string{config.LinkTun: "1", config.LinkNIC: "0"}[link]
+}
+
+// heldSysctls are the forwarding sysctls the translator needs at
+// forwardingSysctl's value while it runs: IPv4 forwarding (RFC 1812) and
+// IPv6 forwarding (RFC 8200 section 1: a router), and IPv4 forwarding of
+// each watched link, which the kernel checks on the interface a packet
+// came in on (net.ipv4.ip_forward sets them all, but each can be turned
+// off alone). Host mode: off, the kernel drops what enters from the tun
+// and the interfaces instead of routing it into and out of the tun: a
+// black hole. NIC mode: on, the kernel, which sees a copy of every frame
+// off the NICs, routes it natively between them, past the mapping table.
+// Slash keys keep an interface name's dots (eth0.100).
+func (d *daemon) heldSysctls() []string {
+	if forwardingSysctl(d.running.Translator.Link) == "" {
+		return nil
+	}
+	keys := []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}
+	for _, l := range d.watchedLinks() {
+		keys = append(keys, "net/ipv4/conf/"+l+"/forwarding")
+	}
+	return keys
+}
+
+// pollSysctls reads the forwarding sysctls the translator needs (a few
+// reads of /proc/sys per health check) and puts back, with a warning,
+// any that someone else changed: `sysctl --system` with a hardening
+// baseline turns forwarding off, a container runtime turns it on. One
+// that cannot be put back keeps the daemon unhealthy (repair.sysctlErr)
+// until it can; a restart, which sets them before anything else, would.
+// A watched link's that is missing is not an error here: the link down
+// is (pollLinks).
+func (d *daemon) pollSysctls() {
+	want := forwardingSysctl(d.running.Translator.Link)
+	var errs []error
+	for _, key := range d.heldSysctls() {
+		was, err := d.tracker.KeepSysctl(key, want)
+		switch {
+		case err != nil && strings.Contains(key, "/") && errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			errs = append(errs, err)
+		case was != want:
+			d.log.Warn("a forwarding sysctl was changed from outside: putting it back", "sysctl", key, "found", was, "want", want)
+			d.repairs.sysctl.Add(1)
+		}
+	}
+	err := errors.Join(errs...)
+	switch {
+	case err != nil && d.repair.sysctlErr == nil:
+		d.log.Error("cannot put the forwarding sysctls back: unhealthy until it can", "err", err)
+	case err == nil && d.repair.sysctlErr != nil:
+		d.log.Info("forwarding sysctls put back")
+	}
+	d.repair.sysctlErr = err
 }
 
 // partial reports whether some things deleted from outside are to be
@@ -439,8 +539,8 @@ func unsureRoutes(unsure, old, want []netsetup.Route, refused bool) []netsetup.R
 }
 
 // forwardingFault says why the kernel side cannot forward, or nil: a
-// link the data path needs is down, or routes removed from outside could
-// not be put back. A configuration the kernel refused (repair.resync) is
+// link the data path needs is down, routes removed from outside could
+// not be put back, or forwarding sysctls changed from outside could not. A configuration the kernel refused (repair.resync) is
 // not one: the translator forwards what the kernel took, and restarting
 // cannot make the kernel take the rest.
 func (d *daemon) forwardingFault() error {
@@ -454,6 +554,9 @@ func (d *daemon) forwardingFault() error {
 	}
 	if d.repair.restoreErr != nil && !d.repair.resync {
 		return fmt.Errorf("routes not restored: %w", d.repair.restoreErr)
+	}
+	if d.repair.sysctlErr != nil {
+		return fmt.Errorf("forwarding sysctls not as the translator needs them: %w", d.repair.sysctlErr)
 	}
 	return nil
 }
@@ -469,7 +572,8 @@ func (d *daemon) refusedFault() error {
 
 // liveness is the data path's health, which feeds the service manager's
 // watchdog (Options.OnHealth): its links up, routes removed from outside
-// put back, its workers forwarding.
+// and forwarding sysctls changed from outside put back, its workers
+// forwarding.
 func (d *daemon) liveness() error {
 	if err := d.forwardingFault(); err != nil {
 		return err

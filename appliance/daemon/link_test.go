@@ -73,7 +73,7 @@ func TestLinkModes(t *testing.T) {
 			e := env{
 				kernel:  func() (netsetup.Kernel, func() error, error) { return k, func() error { return nil }, nil },
 				openTun: func(tun.Config) (device, error) { return nil, fmt.Errorf("a tun was opened") },
-				watch:   func() (watcher, error) { return newFakeWatcher(), nil },
+				watch:   func(uint32) (watcher, error) { return newFakeWatcher(), nil },
 				openLink: func(tr config.Translator) (device, error) {
 					// The system's openLink, minus the descriptor check
 					// (fd 3 is not ours in a test).

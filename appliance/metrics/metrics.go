@@ -37,16 +37,19 @@ type Stats struct {
 	Routes        int       `json:"routes"`
 	// RoutesPreexisting counts wanted main-table routes that someone
 	// else had installed: left alone, never removed.
-	RoutesPreexisting int      `json:"routes_preexisting"`
-	Packets           []Count  `json:"packets"`      // Dir, Kind = protocol
-	Bytes             []Count  `json:"bytes"`        // Dir
-	Drops             []Count  `json:"drops"`        // Dir, Kind = reason
-	Emitted           uint64   `json:"emitted"`      // packets the translator made itself (ICMP errors, fragments)
-	Hairpinned        uint64   `json:"hairpinned"`   // RFC 7757 section 4.2 hairpinned packets
-	RateLimited       uint64   `json:"rate_limited"` // translator-originated ICMP errors suppressed by the rate limit
-	Link              []Count  `json:"link"`         // Kind = link-level counter (read errors, ...)
-	Reloads           Reloads  `json:"reloads"`
-	Announcer         []Status `json:"announcers,omitempty"`
+	RoutesPreexisting int     `json:"routes_preexisting"`
+	Packets           []Count `json:"packets"`      // Dir, Kind = protocol
+	Bytes             []Count `json:"bytes"`        // Dir
+	Drops             []Count `json:"drops"`        // Dir, Kind = reason
+	Emitted           uint64  `json:"emitted"`      // packets the translator made itself (ICMP errors, fragments)
+	Hairpinned        uint64  `json:"hairpinned"`   // RFC 7757 section 4.2 hairpinned packets
+	RateLimited       uint64  `json:"rate_limited"` // translator-originated ICMP errors suppressed by the rate limit
+	Link              []Count `json:"link"`         // Kind = link-level counter (read errors, ...)
+	Reloads           Reloads `json:"reloads"`
+	// Repairs count what the daemon put back after someone else
+	// changed or removed it; Kind = sysctl, route, rule, address.
+	Repairs   []Count  `json:"repairs,omitempty"`
+	Announcer []Status `json:"announcers,omitempty"`
 }
 
 // MappingCount is one EAM entry's counters (translator.mapping_counters):
@@ -93,7 +96,8 @@ var (
 	descMappings = prometheus.NewDesc("map646_mappings", "Explicit address mappings (RFC 7757) in the running configuration.", nil, nil)
 	descRoutes   = prometheus.NewDesc("map646_routes", "Kernel routes the daemon installed.", nil, nil)
 	descPreexist = prometheus.NewDesc("map646_routes_preexisting", "Wanted routes another party had installed first: left alone, not replaced, never removed.", nil, nil)
-	descHealthy  = prometheus.NewDesc("map646_datapath_healthy", "1 when the data path can forward: its links are up, its routes in place and every queue makes progress.", nil, nil)
+	descRepairs  = prometheus.NewDesc("map646_kernel_repairs_total", "Kernel state of the translator put back after someone else changed or removed it, by what: a forwarding sysctl, a route, a policy rule, an address.", []string{"what"}, nil)
+	descHealthy  = prometheus.NewDesc("map646_datapath_healthy", "1 when the data path can forward: its links are up, its routes and forwarding sysctls in place and every queue makes progress.", nil, nil)
 	descBuild    = prometheus.NewDesc("map646_build_info", "The running binary.", []string{"version", "goversion"}, nil)
 	descConfig   = prometheus.NewDesc("map646_config_info", "The running configuration (sha256 of the HCL and mappings files).", []string{"digest", "file"}, nil)
 	descReloads  = prometheus.NewDesc("map646_config_reloads_total", "Configuration reloads, by result.", []string{"result"}, nil)
@@ -153,6 +157,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		h = 1
 	}
 	gauge(descHealthy, h)
+	for _, r := range s.Repairs {
+		counter(descRepairs, r.Value, r.Kind)
+	}
 	gauge(descBuild, 1, s.Version, runtime.Version())
 	gauge(descConfig, 1, s.Digest, s.Config)
 	counter(descReloads, s.Reloads.OK, "success")

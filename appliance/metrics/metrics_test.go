@@ -33,6 +33,7 @@ func sample() Stats {
 		Emitted: 4,
 		Link:    []Count{{Kind: "read_errors", Value: 2}},
 		Reloads: Reloads{OK: 5, Failed: 1, Last: time.Unix(1700000100, 0)},
+		Repairs: []Count{{Kind: "sysctl", Value: 2}, {Kind: "route", Value: 1}},
 	}
 }
 
@@ -62,7 +63,11 @@ map646_link_events_total{counter="read_errors"} 2
 # HELP map646_routes_preexisting Wanted routes another party had installed first: left alone, not replaced, never removed.
 # TYPE map646_routes_preexisting gauge
 map646_routes_preexisting 1
-# HELP map646_datapath_healthy 1 when the data path can forward: its links are up, its routes in place and every queue makes progress.
+# HELP map646_kernel_repairs_total Kernel state of the translator put back after someone else changed or removed it, by what: a forwarding sysctl, a route, a policy rule, an address.
+# TYPE map646_kernel_repairs_total counter
+map646_kernel_repairs_total{what="route"} 1
+map646_kernel_repairs_total{what="sysctl"} 2
+# HELP map646_datapath_healthy 1 when the data path can forward: its links are up, its routes and forwarding sysctls in place and every queue makes progress.
 # TYPE map646_datapath_healthy gauge
 map646_datapath_healthy 1
 # HELP map646_config_last_reload_timestamp_seconds When the configuration was last reloaded successfully.
@@ -72,7 +77,7 @@ map646_config_last_reload_timestamp_seconds 1.7000001e+09
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want),
 		"map646_config_reloads_total", "map646_drops_total", "map646_mappings", "map646_packets_total",
 		"map646_config_info", "map646_link_events_total", "map646_datapath_healthy", "map646_routes_preexisting",
-		"map646_config_last_reload_timestamp_seconds"); err != nil {
+		"map646_config_last_reload_timestamp_seconds", "map646_kernel_repairs_total"); err != nil {
 		t.Error(err)
 	}
 	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {

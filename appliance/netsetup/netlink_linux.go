@@ -32,6 +32,17 @@ type Netlink struct {
 
 var _ Kernel = (*Netlink)(nil)
 
+// PortID is the netlink port of the socket the routes go through: the
+// nlmsg_pid of the notifications they cause (Watch leaves out its
+// replacements). 0 if it cannot be read.
+func (n *Netlink) PortID() uint32 {
+	sa, err := unix.Getsockname(n.fd)
+	if nl, ok := sa.(*unix.SockaddrNetlink); err == nil && ok {
+		return nl.Pid
+	}
+	return 0
+}
+
 // Open opens netlink sockets in the calling thread's network namespace.
 func Open() (*Netlink, error) {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
@@ -150,10 +161,15 @@ func (n *Netlink) HostAddrs() ([]netip.Prefix, error) {
 	return ps, nil
 }
 
-// Sysctl implements Kernel. key is the path below /proc/sys with dots or
-// slashes ("net.ipv6.conf.all.forwarding").
+// Sysctl implements Kernel. key is the path below /proc/sys with dots
+// ("net.ipv6.conf.all.forwarding") or slashes, which keep the dots of an
+// interface's name ("net/ipv4/conf/eth0.100/forwarding", sysctl(8)).
 func (n *Netlink) Sysctl(key, value string) (string, error) {
-	p := filepath.Join(n.sysfs, strings.ReplaceAll(key, ".", "/"))
+	path := key
+	if !strings.Contains(key, "/") {
+		path = strings.ReplaceAll(key, ".", "/")
+	}
+	p := filepath.Join(n.sysfs, path)
 	old, err := os.ReadFile(p)
 	if err != nil {
 		return "", fmt.Errorf("sysctl %s: %w", key, err)

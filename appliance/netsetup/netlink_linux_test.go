@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -309,7 +311,7 @@ func benchReplaceRoutes(b *testing.B, watched bool) {
 		}
 		defer k.Close()
 		if watched {
-			w, err := Watch()
+			w, err := Watch(0)
 			if err != nil {
 				return err
 			}
@@ -393,5 +395,30 @@ func TestFeaturesAgainstTheKernel(t *testing.T) {
 	}
 	if got := ethtoolK(); got["generic-receive-offload"] != "off" || got[FeatureUDPGROForwarding] != "off" {
 		t.Errorf("after Teardown ethtool -k says gro %s, udp gro forwarding %s, want both off again", got["generic-receive-offload"], got[FeatureUDPGROForwarding])
+	}
+}
+
+// TestNetlinkSysctlKeys: a dotted key is a path with dots for slashes; a
+// slashed one keeps the dots of an interface's name (a VLAN, eth0.100),
+// which the dotted form cannot say.
+func TestNetlinkSysctlKeys(t *testing.T) {
+	for _, c := range []struct{ key, path string }{
+		{"net.ipv4.ip_forward", "net/ipv4/ip_forward"},
+		{"net/ipv4/conf/eth0.100/forwarding", "net/ipv4/conf/eth0.100/forwarding"},
+	} {
+		dir := t.TempDir()
+		p := filepath.Join(dir, c.path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("0\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n := &Netlink{sysfs: dir}
+		old, err := n.Sysctl(c.key, "1")
+		b, _ := os.ReadFile(p)
+		if err != nil || old != "0" || string(b) != "1" {
+			t.Errorf("Sysctl(%s, 1) = %q, %v; %s holds %q", c.key, old, err, c.path, b)
+		}
 	}
 }

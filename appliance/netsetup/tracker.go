@@ -3,7 +3,9 @@ package netsetup
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -15,8 +17,13 @@ import (
 type Tracker struct {
 	k Kernel
 
-	mu      sync.Mutex
-	routes  map[Route]struct{}
+	mu     sync.Mutex
+	routes map[Route]struct{}
+	// shapes are the routes' fields other than Dst of every route
+	// installed since the last Teardown (a few: the tun, a blackhole,
+	// the route blocks' gateways), for OwnedAt; one whose routes are
+	// all gone only costs a lookup.
+	shapes  map[Route]struct{}
 	foreign []Route // wanted main-table routes that were there before us
 	rules   []Rule  // in the order they were added
 	addrs   map[Addr]struct{}
@@ -38,6 +45,7 @@ func NewTracker(k Kernel) *Tracker {
 	return &Tracker{
 		k:       k,
 		routes:  map[Route]struct{}{},
+		shapes:  map[Route]struct{}{},
 		addrs:   map[Addr]struct{}{},
 		links:   map[string]linkState{},
 		sysctls: map[string]string{},
@@ -48,17 +56,26 @@ func NewTracker(k Kernel) *Tracker {
 // Sysctl sets a sysctl, remembering the value it had before the first
 // change so that Teardown restores it.
 func (t *Tracker) Sysctl(key, value string) error {
+	_, err := t.KeepSysctl(key, value)
+	return err
+}
+
+// KeepSysctl is Sysctl for a sysctl that must keep value while the
+// translator runs (forwarding): it returns the value the kernel had, which
+// differs from value when someone else changed it since. Teardown restores
+// the value before the first change, whoever made the later ones.
+func (t *Tracker) KeepSysctl(key, value string) (was string, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old, err := t.k.Sysctl(key, value)
 	if err != nil {
-		return err
+		return old, err
 	}
 	if _, seen := t.sysctls[key]; !seen && old != value {
 		t.sysctls[key] = old
 		t.sysOrd = append(t.sysOrd, key)
 	}
-	return nil
+	return old, nil
 }
 
 // Link sets a link's MTU (0 keeps it) and brings it up, remembering its
@@ -180,6 +197,10 @@ func (t *Tracker) SyncRoutes(want []Route) (added, removed int, err error) {
 	w, add, del := diffRoutes(t.routes, want)
 	var main, own []Route
 	for _, r := range add {
+		r.Dst = netip.Prefix{}
+		t.shapes[r] = struct{}{}
+	}
+	for _, r := range add {
 		if r.Table == 0 {
 			main = append(main, r)
 		} else {
@@ -251,6 +272,25 @@ func (t *Tracker) Owned(r Route) (Route, bool) {
 	r.Dev = ""
 	_, ok := t.routes[r]
 	return r, ok
+}
+
+// OwnedAt returns the route this tracker installed to dst in table (0:
+// main), if any: the one whose place a route replaced in place with
+// these took (Change.Replaced). It looks up each shape of route the
+// tracker installed, never all its routes (a million).
+func (t *Tracker) OwnedAt(dst netip.Prefix, table int) (Route, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for s := range t.shapes {
+		if s.Table != table {
+			continue
+		}
+		s.Dst = dst
+		if _, ok := t.routes[s]; ok {
+			return s, true
+		}
+	}
+	return Route{}, false
 }
 
 // Reinstall puts back, with replace semantics, those of rs this tracker
@@ -449,6 +489,7 @@ func (t *Tracker) Teardown() error {
 		}
 		clear(t.routes)
 	}
+	clear(t.shapes)
 	for a := range t.addrs {
 		if err := t.k.DelAddr(a.Dev, a.Prefix); err != nil {
 			errs = append(errs, fmt.Errorf("address %v: %w", a, err))
@@ -474,7 +515,9 @@ func (t *Tracker) Teardown() error {
 	t.linkOrd = nil
 	for i := len(t.sysOrd) - 1; i >= 0; i-- {
 		key := t.sysOrd[i]
-		if _, err := t.k.Sysctl(key, t.sysctls[key]); err != nil {
+		// One of an interface that is gone (the tun) has nothing
+		// left to restore.
+		if _, err := t.k.Sysctl(key, t.sysctls[key]); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}

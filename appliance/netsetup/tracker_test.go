@@ -3,6 +3,7 @@ package netsetup
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net/netip"
 	"reflect"
@@ -133,7 +134,7 @@ func (f *fakeKernel) DelRoutes(rs []Route) error {
 func (f *fakeKernel) Sysctl(key, value string) (string, error) {
 	old, ok := f.sysctls[key]
 	if !ok {
-		return "", fmt.Errorf("sysctl %s: no such file", key)
+		return "", fmt.Errorf("sysctl %s: %w", key, fs.ErrNotExist)
 	}
 	f.sysctls[key] = value
 	f.log = append(f.log, "sysctl "+key+"="+value)
@@ -518,5 +519,70 @@ func TestTrackerPutsBackRulesAndAddresses(t *testing.T) {
 	}
 	if !k.addrs[mine] || k.addrs[gone] {
 		t.Errorf("after ReinstallAddrs: %v; want only %v", k.addrs, mine)
+	}
+}
+
+// TestTrackerOwnedAt: the route of the tracker's at a destination and
+// table, whatever its device, gateway or type, found without a scan; a
+// destination or table not its own finds none.
+func TestTrackerOwnedAt(t *testing.T) {
+	tr := NewTracker(newFake())
+	tun := Route{Dst: netip.MustParsePrefix("198.51.100.10/32"), Dev: "map646", Table: 646}
+	bh := Route{Dst: netip.MustParsePrefix("198.51.100.0/24"), Blackhole: true}
+	gw := Route{Dst: netip.MustParsePrefix("192.0.2.0/24"), Via: netip.MustParseAddr("203.0.113.14")}
+	if _, _, err := tr.SyncRoutes([]Route{tun, bh, gw}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		dst   string
+		table int
+		want  Route
+		ok    bool
+	}{
+		{"198.51.100.10/32", 646, tun, true},
+		{"198.51.100.0/24", 0, bh, true},
+		{"192.0.2.0/24", 0, gw, true},
+		{"198.51.100.10/32", 0, Route{}, false},
+		{"198.51.100.11/32", 646, Route{}, false},
+		{"2001:db8:64::/96", 646, Route{}, false},
+	} {
+		got, ok := tr.OwnedAt(netip.MustParsePrefix(c.dst), c.table)
+		if got != c.want || ok != c.ok {
+			t.Errorf("OwnedAt(%s, %d) = %v, %v; want %v, %v", c.dst, c.table, got, ok, c.want, c.ok)
+		}
+	}
+	if err := tr.Teardown(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tr.OwnedAt(tun.Dst, 646); ok {
+		t.Error("owned after Teardown")
+	}
+}
+
+// TestTrackerKeepSysctl: KeepSysctl reports the value someone else set
+// and puts its own back; Teardown restores the value before the
+// tracker's first change, whoever changed it since.
+func TestTrackerKeepSysctl(t *testing.T) {
+	k := newFake()
+	k.sysctls["net.ipv4.ip_forward"] = "0"
+	tr := NewTracker(k)
+	for _, c := range []struct{ outside, was string }{{"", "0"}, {"", "1"}, {"0", "0"}, {"1", "1"}} {
+		if c.outside != "" {
+			k.sysctls["net.ipv4.ip_forward"] = c.outside
+		}
+		was, err := tr.KeepSysctl("net.ipv4.ip_forward", "1")
+		if err != nil || was != c.was || k.sysctls["net.ipv4.ip_forward"] != "1" {
+			t.Fatalf("after %q from outside: was %q, %v, now %q; want was %q, now 1", c.outside, was, err, k.sysctls["net.ipv4.ip_forward"], c.was)
+		}
+	}
+	// The tun's, put back once, is gone with the tun at Teardown: not
+	// an error.
+	k.sysctls["net/ipv4/conf/tun0/forwarding"] = "0"
+	if _, err := tr.KeepSysctl("net/ipv4/conf/tun0/forwarding", "1"); err != nil {
+		t.Fatal(err)
+	}
+	delete(k.sysctls, "net/ipv4/conf/tun0/forwarding")
+	if err := tr.Teardown(); err != nil || k.sysctls["net.ipv4.ip_forward"] != "0" {
+		t.Errorf("after Teardown: %q, %v; want 0", k.sysctls["net.ipv4.ip_forward"], err)
 	}
 }

@@ -18,8 +18,15 @@ type Change struct {
 	Link string
 	Up   bool
 	// Route is set (Dst valid) for RTM_DELROUTE: the route the kernel
-	// removed, with the device it resolved.
+	// removed, with the device it resolved; and for an RTM_NEWROUTE with
+	// NLM_F_REPLACE (Replaced): the route that now has the place (table,
+	// destination, metric) of another one, as the kernel describes it
+	// (a blackhole, unicast through its device or gateway; any other
+	// type with neither).
 	Route Route
+	// Replaced: Route replaced a route in place (`ip route replace`),
+	// which the kernel announces without deleting the old one.
+	Replaced bool
 	// Addrs is true for an RTM_NEWADDR or RTM_DELADDR of an IPv4
 	// address: the host's own addresses (Kernel.HostAddrs) changed.
 	Addrs bool
@@ -53,8 +60,11 @@ type Watcher struct {
 	msgs  int // messages received, for tests of the socket filter
 }
 
-// Watch opens the subscription.
-func Watch() (*Watcher, error) {
+// Watch opens the subscription. Route replacements sent from the netlink
+// socket of port ownPort (Netlink.PortID: a restore replaces every route
+// the daemon owns, a million for a sparse table) are not delivered; 0:
+// all are.
+func Watch(ownPort uint32) (*Watcher, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink socket: %w", err)
@@ -65,7 +75,7 @@ func Watch() (*Watcher, error) {
 	// Only the messages a Watcher reads pass: the RTM_NEWROUTE of every
 	// route the daemon installs (a million for a sparse table) would
 	// overflow the socket, and losing events costs a full restore.
-	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, watchFilter()); err != nil {
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, watchFilter(ownPort)); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("netlink filter: %w", err)
 	}
@@ -87,23 +97,46 @@ func Watch() (*Watcher, error) {
 
 // watchFilter is a classic BPF program that accepts rtnetlink messages of
 // type RTM_NEWLINK, RTM_DELLINK, RTM_DELROUTE, RTM_NEWADDR, RTM_DELADDR
-// and RTM_DELRULE and drops the rest (each
-// notification is an skb of its own). A BPF half-word load reads network
-// byte order; nlmsg_type is in host order.
-func watchFilter() *unix.SockFprog {
+// and RTM_DELRULE, and RTM_NEWROUTE with NLM_F_REPLACE not sent from
+// ownPort (unless 0), and drops the rest (each notification is an skb of
+// its own). A plain RTM_NEWROUTE cannot change a route of ours (the
+// kernel refuses one with the same table, destination and metric), and
+// every one the daemon installs would overflow the socket. A
+// notification's nlmsg_pid is the port of the socket whose request
+// caused it. BPF loads read network byte order; the netlink header is in
+// host order.
+func watchFilter(ownPort uint32) *unix.SockFprog {
 	be := func(t uint16) uint32 {
 		return uint32(binary.BigEndian.Uint16(binary.NativeEndian.AppendUint16(nil, t)))
 	}
+	jeq := func(k uint32) unix.SockFilter {
+		return unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: k}
+	}
 	prog := []unix.SockFilter{
-		{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: 4},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 6, K: be(unix.RTM_NEWLINK)},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 5, K: be(unix.RTM_DELLINK)},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 4, K: be(unix.RTM_DELROUTE)},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 3, K: be(unix.RTM_NEWADDR)},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 2, K: be(unix.RTM_DELADDR)},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 1, K: be(unix.RTM_DELRULE)},
-		{Code: unix.BPF_RET | unix.BPF_K, K: 0},
-		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
+		{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: 4}, // nlmsg_type
+		jeq(be(unix.RTM_NEWLINK)), jeq(be(unix.RTM_DELLINK)), jeq(be(unix.RTM_DELROUTE)),
+		jeq(be(unix.RTM_NEWADDR)), jeq(be(unix.RTM_DELADDR)), jeq(be(unix.RTM_DELRULE)),
+	}
+	accepts := len(prog)                            // prog[1:accepts] jump to accept when equal
+	prog = append(prog, jeq(be(unix.RTM_NEWROUTE)), // falls through when equal
+		unix.SockFilter{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: 6}, // nlmsg_flags
+		unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, K: be(unix.NLM_F_REPLACE)})
+	drops := []int{len(prog) - 3, len(prog) - 1} // jump to drop when not
+	if ownPort != 0 {
+		prog = append(prog, unix.SockFilter{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 12}, // nlmsg_pid
+			jeq(binary.BigEndian.Uint32(binary.NativeEndian.AppendUint32(nil, ownPort))))
+		last := len(prog) - 1
+		prog[last].Jt = 1 // ours: drop
+	}
+	accept := len(prog)
+	prog = append(prog, unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
+		unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: 0})
+	drop := accept + 1
+	for i := 1; i < accepts; i++ {
+		prog[i].Jt = uint8(accept - i - 1)
+	}
+	for _, i := range drops {
+		prog[i].Jf = uint8(drop - i - 1)
 	}
 	return &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
 }
@@ -148,7 +181,7 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 			return cs
 		}
 		typ := binary.NativeEndian.Uint16(b[4:6])
-		body := b[unix.NLMSG_HDRLEN:l]
+		b0, body := b[:unix.NLMSG_HDRLEN], b[unix.NLMSG_HDRLEN:l]
 		w.msgs++
 		b = b[min(nlAlign(l), len(b)):]
 		switch typ {
@@ -192,11 +225,15 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 			if c.Addrs || c.Deleted.Prefix.IsValid() {
 				cs = append(cs, c)
 			}
-		case unix.RTM_DELROUTE:
+		case unix.RTM_DELROUTE, unix.RTM_NEWROUTE:
 			if len(body) < unix.SizeofRtMsg {
 				continue
 			}
-			family, dstLen, table := body[0], int(body[1]), uint32(body[4])
+			replaced := typ == unix.RTM_NEWROUTE
+			if replaced && binary.NativeEndian.Uint16(b0[6:8])&unix.NLM_F_REPLACE == 0 {
+				continue // added beside what is there (the filter passes none)
+			}
+			family, dstLen, table, rtype := body[0], int(body[1]), uint32(body[4]), body[7]
 			var r Route
 			var dst []byte
 			for t, v := range attrs(body[unix.SizeofRtMsg:]) {
@@ -240,7 +277,15 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 			if table != unix.RT_TABLE_MAIN {
 				r.Table = int(table)
 			}
-			cs = append(cs, Change{Route: r})
+			switch {
+			case rtype == unix.RTN_BLACKHOLE:
+				r = Route{Dst: r.Dst, Table: r.Table, Blackhole: true}
+			case rtype != unix.RTN_UNICAST:
+				// unreachable, prohibit, throw...: nothing of
+				// ours, which is unicast or a blackhole.
+				r = Route{Dst: r.Dst, Table: r.Table}
+			}
+			cs = append(cs, Change{Route: r, Replaced: replaced})
 		}
 	}
 	return cs

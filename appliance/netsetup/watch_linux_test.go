@@ -60,7 +60,7 @@ func TestWatcherSeesLinksAndDeletedRoutes(t *testing.T) {
 			return err
 		}
 		defer k.Close()
-		w, err := Watch()
+		w, err := Watch(k.PortID())
 		if err != nil {
 			return err
 		}
@@ -240,6 +240,62 @@ func TestKernelRoutesOfOthersAndPolicyRules(t *testing.T) {
 	}
 }
 
+// TestWatcherSeesRoutesReplacedByOthers: a route replaced in place (`ip
+// route replace`) comes as an RTM_NEWROUTE with NLM_F_REPLACE and no
+// RTM_DELROUTE: the watcher reports it as the kernel now has it, with
+// its type. Replacements from the daemon's own route socket (a restore
+// replaces every route) do not reach the watcher's socket, nor do
+// routes added.
+func TestWatcherSeesRoutesReplacedByOthers(t *testing.T) {
+	ns := netnstest.New(t, "dm-wr")
+	ns.MustRun(t, "ip", "link", "add", "dm0", "type", "veth", "peer", "name", "dm1")
+	ns.MustRun(t, "ip", "link", "set", "dm1", "up")
+	ns.MustRun(t, "ip", "link", "set", "dm0", "up")
+	err := ns.Do(func() error {
+		k, err := Open()
+		if err != nil {
+			return err
+		}
+		defer k.Close()
+		if k.PortID() == 0 {
+			return fmt.Errorf("no port id")
+		}
+		w, err := Watch(k.PortID())
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		mapped := Route{Dst: netip.MustParsePrefix("2001:db8:64::/96"), Dev: "dm0", Table: 646}
+		for range 2 { // added, then replaced by the daemon itself
+			if err := k.ReplaceRoutes(append(routes4(1000, "dm0"), mapped)); err != nil {
+				return err
+			}
+		}
+		for _, c := range []struct {
+			cmd  []string
+			want Route
+		}{
+			{[]string{"ip", "route", "replace", "blackhole", "198.51.100.7/32"}, Route{Dst: netip.MustParsePrefix("198.51.100.7/32"), Blackhole: true}},
+			{[]string{"ip", "-6", "route", "replace", "2001:db8:64::/96", "dev", "dm1", "table", "646"}, Route{Dst: mapped.Dst, Dev: "dm1", Table: 646}},
+			{[]string{"ip", "route", "replace", "unreachable", "198.51.100.8/32"}, Route{Dst: netip.MustParsePrefix("198.51.100.8/32")}},
+		} {
+			ns.MustRun(t, c.cmd...)
+			cs := readUntil(t, w, strings.Join(c.cmd, " "), func(c Change) bool { return c.Route.Dst.IsValid() })
+			cs = slices.DeleteFunc(cs, func(c Change) bool { return c.Link != "" })
+			if len(cs) != 1 || cs[0].Route != c.want || !cs[0].Replaced {
+				return fmt.Errorf("%v: changes %+v; want %+v replaced", c.cmd, cs, c.want)
+			}
+		}
+		if w.msgs > 20 {
+			return fmt.Errorf("%d messages reached the socket: the filter let the daemon's own routes through", w.msgs)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // FuzzWatcherParse: whatever bytes a netlink socket hands over, parse
 // neither panics nor reports a route without a valid destination.
 func FuzzWatcherParse(f *testing.F) {
@@ -255,6 +311,19 @@ func FuzzWatcherParse(f *testing.F) {
 	f.Add(msg)
 	f.Add(msg[:20])
 	f.Add(append(msg[:16:16], 0xff, 0xff))
+	// The same as an RTM_NEWROUTE with NLM_F_REPLACE (ip route replace),
+	// unicast, blackhole and unreachable, and one without the flag.
+	for _, typ := range []byte{unix.RTN_UNICAST, unix.RTN_BLACKHOLE, unix.RTN_UNREACHABLE} {
+		rep := slices.Clone(msg)
+		binary.NativeEndian.PutUint16(rep[4:], unix.RTM_NEWROUTE)
+		binary.NativeEndian.PutUint16(rep[6:], unix.NLM_F_REPLACE|unix.NLM_F_CREATE)
+		rep[16+7] = typ
+		f.Add(rep)
+		if typ == unix.RTN_UNICAST {
+			binary.NativeEndian.PutUint16(rep[6:], unix.NLM_F_CREATE)
+			f.Add(rep)
+		}
+	}
 	// RTM_DELRULEs with each body of ruleMsgs: ours, look-alikes and
 	// malformed ones.
 	for _, c := range ruleMsgs {
@@ -272,6 +341,12 @@ func FuzzWatcherParse(f *testing.F) {
 			}
 			if c.Link == "" && !c.Route.Dst.IsValid() && !c.Addrs && !c.Deleted.Prefix.IsValid() && c.Rule.Family == 0 {
 				t.Fatalf("change without link, route, address or rule: %+v", c)
+			}
+			if c.Replaced && !c.Route.Dst.IsValid() {
+				t.Fatalf("replaced route without a destination: %+v", c)
+			}
+			if c.Route.Blackhole && (c.Route.Dev != "" || c.Route.Via.IsValid()) {
+				t.Fatalf("blackhole route with a device or gateway: %+v", c)
 			}
 			if c.Deleted.Prefix.IsValid() && c.Deleted.Dev == "" {
 				t.Fatalf("deleted address without its device: %+v", c)
