@@ -153,6 +153,12 @@ func (w *Worker) icmpError46(s *state, buf []byte, start, end int, q *in4, off *
 		return drop(r, ReasonICMPType)
 	}
 	const at = ip6Size + icmpSize // where the quoted packet starts in out
+	if len(icmp) >= icmpSize+ip4Size && [4]byte(icmp[icmpSize+ip4Src:]) != q.dst() {
+		// RFC 7915 section 4.3: the quote is a packet the error's
+		// destination sent; any other would have the translator relay
+		// chosen bytes to a third party.
+		return drop(r, ReasonICMPInner)
+	}
 	out := w.scratch
 	n, extn, why := s.quote46(out[at:], icmp, hp)
 	if why != ReasonNone {
@@ -293,6 +299,13 @@ func (w *Worker) icmpError64(s *state, buf []byte, start, end int, q *in6, off *
 		return drop(r, ReasonICMPType)
 	}
 	const at = ip4Size + icmpSize // where the quoted packet starts in out
+	if len(icmp) >= icmpSize+ip6Size && [16]byte(icmp[icmpSize+ip6Src:]) != q.dst6 {
+		// RFC 7915 section 5.3: the quote is a packet the error's
+		// destination sent. An IPv6 host without a mapping may send
+		// errors (RFC 6791); quoting another's packet, it would have the
+		// translator relay chosen bytes from its own address to anyone.
+		return drop(r, ReasonICMPInner)
+	}
 	out := w.scratch
 	n, extn, fragmented, why := s.quote64(out[at:], icmp, m.rfc4884)
 	if why != ReasonNone {

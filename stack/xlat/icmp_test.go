@@ -185,6 +185,27 @@ func TestICMPError64RFC6791(t *testing.T) {
 	}
 }
 
+// RFC 7915 sections 4.3 and 5.3: the packet an ICMP error quotes is one
+// its destination sent. Any other has the translator relay chosen bytes
+// to a third party: an IPv6 host without a mapping may send errors (RFC
+// 6791), and would reach any IPv4 address from the translator's own.
+func TestICMPErrorQuoteFromDestination(t *testing.T) {
+	const victim4 = "192.0.2.99"
+	victim6 := v4in6(victim4)
+	runCases(t, newTestWorker(t, nil), []xcase{
+		{name: "6to4-quote-from-another-client", rfc: "7915 5.3", reason: ReasonICMPInner,
+			in: ip6(S6A, victim6, 64, 58, icmpMsg(1, 4, 0, innerV6(60)), v6opt{})},
+		{name: "6to4-unmapped-source-relay", rfc: "7915 5.3; 6791", reason: ReasonICMPInner,
+			in: ip6(R6X, victim6, 64, 58, icmpMsg(1, 4, 0, ip6(C6, S6A, 64, 17, udpSeg(53, 53, payload(1000)), v6opt{})), v6opt{})},
+		{name: "6to4-quote-from-server", rfc: "7915 5.3", reason: ReasonICMPInner,
+			in: ip6(S6A, C6, 64, 58, icmpMsg(1, 4, 0, ip6(S6A, C6, 64, 17, udpSeg(53, 53, payload(20)), v6opt{})), v6opt{})},
+		{name: "4to6-quote-from-another-server", rfc: "7915 4.3", reason: ReasonICMPInner,
+			in: ip4(R4, S4A, 64, 1, icmpMsg(3, 1, 0, ip4(S4B, C4, 64, 17, udpSeg(53, 53, payload(20)), v4opt{})), v4opt{})},
+		{name: "4to6-quote-to-destination", rfc: "7915 4.3", reason: ReasonICMPInner,
+			in: ip4(R4, S4A, 64, 1, icmpMsg(11, 0, 0, ip4(C4, S4A, 64, 17, udpSeg(53, 53, payload(20)), v4opt{})), v4opt{})},
+	})
+}
+
 // RFC 4884 extensions: the original-datagram length is recomputed (32-bit
 // words in ICMPv4, 64-bit words in ICMPv6) and the padding redone.
 func TestRFC4884(t *testing.T) {
