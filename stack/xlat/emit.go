@@ -2,10 +2,6 @@ package xlat
 
 import "gvisor.dev/gvisor/pkg/tcpip/checksum"
 
-// maxICMPv4Error is RFC 1812 section 4.3.2.3: an ICMPv4 error quotes as
-// much of the packet as fits in 576 bytes.
-const maxICMPv4Error = 576
-
 // emitError4 sends the translator's own ICMPv4 error about the IPv4 packet
 // orig back to its source (RFC 792), from s.errSrc4, rate-limited. Callers
 // never call it for ICMP errors or non-first fragments (RFC 1812 4.3.2.7),

@@ -13,6 +13,14 @@ import (
 // exceed the minimum IPv6 MTU (RFC 7915 section 4.3 truncates the quote).
 const maxICMPv6Error = 1280
 
+// maxICMPv4Error is RFC 1812 section 4.3.2.3: an ICMPv4 error quotes as
+// much of the packet as fits in 576 bytes, its own and translated ones
+// alike (RFC 7915 section 5.3 truncates the quote). A legitimate ICMPv6
+// error is at most 1280 bytes (RFC 4443 section 2.4 (c)), but nothing
+// stops a sender from making one of 64 KB; translated whole, it would
+// leave the translator's IPv4 address at that size.
+const maxICMPv4Error = 576
+
 // rfc4884Min is the least "original datagram" length when an RFC 4884
 // extension structure follows.
 const rfc4884Min = 128
@@ -268,13 +276,20 @@ func (s *state) mtu46(icmp []byte) uint32 {
 
 // appendExtension is RFC 4884 section 4.5: the original datagram at
 // out[at:n] is zero-padded to a multiple of unit bytes (8 in ICMPv6, 4 in
-// ICMPv4) and at least 128, and the extension structure follows. It
-// returns the message's new end and its length field (in units), or n
-// and 0 (the extension left out) when the message would exceed limit.
+// ICMPv4) and at least 128, and the extension structure follows. The
+// original datagram is cut (to a multiple of unit, still at least 128)
+// for the whole to fit limit, which also keeps the one-octet length
+// attribute (section 4.1) from wrapping: limit/unit is below 256 for both
+// callers. It returns the message's new end and its length field (in
+// units), or n and 0 (the extension left out) when even 128 bytes of
+// original datagram and the extension would exceed limit.
 func appendExtension(out []byte, at, n int, extn []byte, unit, limit int) (int, int) {
 	pad := max((n-at+unit-1)&^(unit-1), rfc4884Min)
-	if at+pad+len(extn) > limit {
-		return n, 0
+	if room := (limit - at - len(extn)) &^ (unit - 1); pad > room {
+		if room < rfc4884Min {
+			return n, 0
+		}
+		pad, n = room, min(n, at+room)
 	}
 	clear(out[n : at+pad])
 	copy(out[at+pad:], extn)
@@ -314,8 +329,9 @@ func (w *Worker) icmpError64(s *state, buf []byte, start, end int, q *in6, off *
 	n += at
 	lenField := 0
 	if extn != nil {
-		n, lenField = appendExtension(out, at, n, extn, 4, len(out))
+		n, lenField = appendExtension(out, at, n, extn, 4, maxICMPv4Error)
 	}
+	n = min(n, maxICMPv4Error)
 	if m.mtu {
 		m.rest = s.mtu64(icmp, fragmented)
 	}

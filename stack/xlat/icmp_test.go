@@ -206,6 +206,24 @@ func TestICMPErrorQuoteFromDestination(t *testing.T) {
 	})
 }
 
+// RFC 1812 section 4.3.2.3: a translated ICMPv4 error is cut to 576 bytes
+// (RFC 7915 section 5.3 truncates the quote), whatever the size of the
+// ICMPv6 error; one of 64 KB would otherwise leave with its Total Length
+// wrapped.
+func TestICMPError64Truncate(t *testing.T) {
+	for _, n := range []int{1280 - 96, 65535 - 96} { // ICMPv6 errors of 1280 and 65535 bytes
+		w := newTestWorker(t, nil)
+		in := ip6(S6A, C6, 64, 58, icmpMsg(1, 4, 0, innerV6(n)), v6opt{})
+		got, r, _ := run(w, in, nil)
+		if r.Verdict != Forward {
+			t.Fatalf("%d bytes: verdict %d %v", len(in), r.Verdict, r.Reason)
+		}
+		want := ip4(S4A, C4, 64, 1, icmpMsg(3, 3, 0, innerV6as4(n)[:576-28]), v4opt{})
+		diff(t, "RFC 1812 4.3.2.3 truncation", got, withID(want, got))
+		checkWellFormed(t, got, true)
+	}
+}
+
 // RFC 4884 extensions: the original-datagram length is recomputed (32-bit
 // words in ICMPv4, 64-bit words in ICMPv6) and the padding redone.
 func TestRFC4884(t *testing.T) {
@@ -305,6 +323,12 @@ func TestRFC4884Padding(t *testing.T) {
 		{"6to4-time-exceeded",
 			ip6(S6A, C6, 64, 58, icmpMsg(3, 0, 23<<24, cat(pad(in6, 184), ext)), v6opt{}),
 			ip4(S4A, C4, 64, 1, icmpMsg(11, 0, 40<<16, cat(as4, ext)), v4opt{})},
+		// The ICMPv4 error is cut to 576 bytes (RFC 1812 4.3.2.3): the
+		// quote before the extension, which its one-octet length (134
+		// words, not 1084 bytes wrapped to 15) then points past.
+		{"6to4-long-quote-cut",
+			ip6(S6A, C6, 64, 58, icmpMsg(1, 4, 138<<24, cat(innerV6(1056), ext)), v6opt{}),
+			ip4(S4A, C4, 64, 1, icmpMsg(3, 3, 134<<16, cat(innerV6as4(1056)[:576-28-len(ext)], ext)), v4opt{})},
 		{"6to4-minimum-128",
 			ip6(S6A, C6, 64, 58, icmpMsg(1, 0, 19<<24, cat(pad(small6, 152), ext)), v6opt{}),
 			ip4(S4A, C4, 64, 1, icmpMsg(3, 1, 32<<16, cat(smallAs4, ext)), v4opt{})},
