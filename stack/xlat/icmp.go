@@ -428,15 +428,19 @@ func (s *state) mtu64(icmp []byte, fragmented bool) uint32 {
 }
 
 // place copies a translated ICMP error from the scratch buffer into buf,
-// ending where the input ended if there is room in front, else starting
-// where it started; failing both it goes to the sink.
+// ending where the input ended if that leaves it within the Headroom in
+// front of start, else starting where it started; failing both it goes
+// to the sink.
 func (w *Worker) place(buf []byte, start, end int, out []byte, r Result, off *Offload, sink Sink) Result {
 	if off != nil {
 		*off = Offload{} // the checksums are complete; nothing to segment
 	}
 	n := len(out)
 	ns := end - n
-	if ns < 0 {
+	if ns < max(start-Headroom, 0) {
+		// In front of the Headroom lies the link's own header room (the
+		// virtio_net_hdr of a tun frame), which the error must leave free
+		// as any packet does.
 		ns = start
 		if ns+n > len(buf) {
 			if sink == nil {

@@ -224,6 +224,34 @@ func TestICMPError64Truncate(t *testing.T) {
 	}
 }
 
+// A translated ICMP error that grows (RFC 4884 pads a short quote to 128
+// bytes, section 4.5) stays behind the Headroom the caller reserved: in
+// front of it lies the link's own header room (a tun frame's
+// virtio_net_hdr), and an error written there is lost as a write error.
+func TestICMPErrorGrowthWithinHeadroom(t *testing.T) {
+	ext := []byte{0x20, 0, 0, 0, 0, 8, 1, 1, 0, 0, 0, 7}
+	cat := func(a, b []byte) []byte { return append(append([]byte{}, a...), b...) }
+	for _, c := range []struct {
+		name string
+		in   []byte
+	}{
+		{"4to6-quote-76", ip4(R4, S4A, 64, 1, icmpMsg(3, 3, 19<<16, cat(innerV4(200)[:76], ext)), v4opt{})},
+		{"4to6-quote-20", ip4(R4, S4A, 64, 1, icmpMsg(11, 0, 5<<16, cat(innerV4(200)[:20], ext)), v4opt{})},
+		{"6to4-quote-40", ip6(S6A, C6, 64, 58, icmpMsg(1, 4, 5<<24, cat(innerV6(200)[:40], ext)), v6opt{})},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			const front = 10 + Headroom // a link header, then the Headroom
+			buf := make([]byte, front+len(c.in)+256)
+			copy(buf[front:], c.in)
+			r := newTestWorker(t, nil).Process(buf, front, front+len(c.in), nil, &sink{})
+			if r.Verdict != Forward || r.Start < front-Headroom {
+				t.Fatalf("verdict %d %v, result at %d, want at %d or later", r.Verdict, r.Reason, r.Start, front-Headroom)
+			}
+			checkWellFormed(t, buf[r.Start:r.End], false)
+		})
+	}
+}
+
 // RFC 4884 extensions: the original-datagram length is recomputed (32-bit
 // words in ICMPv4, 64-bit words in ICMPv6) and the padding redone.
 func TestRFC4884(t *testing.T) {
