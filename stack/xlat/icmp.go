@@ -188,7 +188,9 @@ func (w *Worker) icmpError46(s *state, buf []byte, start, end int, q *in4, off *
 		ic[4] = byte(lenField)
 	}
 	hlim := q.p[ip4TTL]
-	if s.decTTL { // an error is forwarded like any packet (its expiry was checked)
+	if s.decTTL && !bool(hp) {
+		// An error is forwarded like any packet (its expiry was checked);
+		// a hairpin's hop was counted on its way in, as v4to6 does.
 		hlim--
 	}
 	putIPv6(out[:ip6Size], s.tos46.apply(q.p[ip4TOS]), hlim, protoICMPv6, n-ip6Size, &q.src6, &q.dst6, fragment{})
