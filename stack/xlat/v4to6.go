@@ -224,6 +224,12 @@ func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass) (why R
 		// server's path MTU discovery. Its checksum is made afresh
 		// (icmpError46); the delta is kept right all the same.
 		q.src6, dsrc = s.errSrc6, mapping.Delta(src, s.errSrc6)
+	case mapping.ByPrefix:
+		if noRouter4(src) {
+			// Only an ICMPv4 error gets here with such a source (illegal4
+			// refused the others): forged, as without a prefix for it.
+			return ReasonSrcIllegal, false
+		}
 	case mapping.ByEAM:
 		// A mapped public IPv4 address belongs to a server behind this
 		// translator: from the IPv4 side it can only be forged, and would
