@@ -264,7 +264,9 @@ func (w *Worker) size46(s *state, q *in4, sink Sink, hp hairpinPass) (hlen int, 
 			w.emitError4(s, q.p, 3, 4, uint32(s.mtu6-(hlen-q.ihl)), sink)
 		}
 		return hlen, false, ReasonTooBig
-	case !q.df() && len6 > s.lowest:
+	case !q.df() && len6 > s.fit6:
+		// fit6 = min(lowest-ipv6-mtu, the IPv6 next hop's MTU): the next
+		// hop's may be the smaller when learned from a NIC.
 		return ip6Size + frag6Size, true, ReasonNone
 	}
 	return hlen, false, ReasonNone
