@@ -142,7 +142,7 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	// first. With a tun, the host kernel decremented the TTL on the way in;
 	// with DecrementTTL the translator does (a hairpin's hop was counted
 	// on its way in).
-	tos, ttl, id := s.tos46.apply(q.h[ip4TOS]), q.h[ip4TTL], be16(q.h[ip4ID:])
+	tos, ttl, id, df := s.tos46.apply(q.h[ip4TOS]), q.h[ip4TTL], be16(q.h[ip4ID:]), q.df()
 	if s.decTTL && !bool(hp) {
 		ttl--
 	}
@@ -153,7 +153,15 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 		complete(q.l4, udpChecksum, true)
 	}
 	if off != nil {
-		moveOffload(off, hlen-q.ihl, hlen, l4hdr, s.mtu6, GSOTCPv4, GSOTCPv6)
+		// Section 4: a DF=0 packet larger than lowest-ipv6-mtu is
+		// fragmented (size46); a TCP super-packet's segments, each such a
+		// packet, are cut to fit instead, the same bytes on the wire
+		// without fragments. A hairpin's DF is the engine's own.
+		mtu := s.mtu6
+		if !df && !bool(hp) {
+			mtu = s.fit6
+		}
+		moveOffload(off, hlen-q.ihl, hlen, l4hdr, mtu, GSOTCPv4, GSOTCPv6)
 	}
 	r.Start, r.End, r.Verdict = ns, end, Forward
 	if split {
