@@ -44,7 +44,7 @@ var reasonTexts = map[xlat.Reason][2]string{
 	xlat.ReasonUDPZeroFragment:  {"a fragment of IPv4 UDP with checksum 0, which cannot be computed.", "Nothing on the translator; the sender must checksum its UDP or send smaller datagrams."},
 	xlat.ReasonICMPFragmented:   {"a fragmented ICMP message.", "Nothing: rare in real traffic (oversized pings, attacks)."},
 	xlat.ReasonICMPType:         {"an ICMP type or code without a counterpart (RFC 7915 sections 4.2, 5.2).", "Nothing: expected (Timestamp, Router Advertisement, MLD and other single-protocol messages)."},
-	xlat.ReasonICMPInner:        {"the packet quoted by an ICMP error is unusable.", "Nothing: broken or forged ICMP errors."},
+	xlat.ReasonICMPInner:        {"the packet quoted by an ICMP error is unusable, or is not one the error's destination sent.", "Nothing: broken or forged ICMP errors."},
 	xlat.ReasonICMPNested:       {"an ICMP error quoting an ICMP error.", "Nothing: RFC 7915 forbids translating them."},
 	xlat.ReasonICMPProto:        {"ICMPv6 inside IPv4, or ICMPv4 inside IPv6.", "Nothing: broken or forged packets."},
 	xlat.ReasonICMPChecksum:     {"an ICMP error with a bad checksum (translating it would hide the damage).", "Nothing, unless it grows: then look for a link that corrupts packets."},

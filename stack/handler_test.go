@@ -3,11 +3,14 @@ package stack
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"net/netip"
 	"testing"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
@@ -104,6 +107,31 @@ func TestHandlerAllocs(t *testing.T) {
 		pkt.DecRef()
 		if out.n == 0 {
 			t.Errorf("mark %#x: nothing written", mark)
+		}
+	}
+}
+
+// A translated ICMP error that grows (RFC 4884 section 4.5 pads a short
+// quote to 128 bytes) is written whole through the Handler, not lost as a
+// write error for landing in the link's header room.
+func TestHandlerGrowingICMPError(t *testing.T) {
+	const udp = header.UDPProtocolNumber
+	inner := ipv4(udp, srv4, cli4, l4(udp, srv4, cli4, payload(200, 3), false), 0, 0)
+	ext := []byte{0x20, 0, 0, 0, 0, 8, 1, 1, 0, 0, 0, 7}
+	router := tcpip.AddrFrom4(netip.MustParseAddr("203.0.113.200").As4())
+	for _, quote := range []int{76, 128} { // grows by 72 and 16 bytes
+		icmp := make([]byte, header.ICMPv4MinimumSize, header.ICMPv4MinimumSize+quote+len(ext))
+		icmp[0], icmp[1], icmp[5] = 3, 3, byte(quote/4) // Port Unreachable, RFC 4884 length
+		icmp = append(append(icmp, inner[:quote]...), ext...)
+		binary.BigEndian.PutUint16(icmp[2:], ^checksum.Checksum(icmp, 0))
+		out := &captureWriter{}
+		eng := testEngine(t)
+		h := NewHandler(out, 1, func() Translator { return eng.NewWorker() }, nil)
+		pb := chainedPacket(ipv4(header.ICMPv4ProtocolNumber, router, srv4, icmp, 0, 0))
+		h.DeliverNetworkPacket(header.IPv4ProtocolNumber, pb)
+		pb.DecRef()
+		if st := h.Stats(); len(out.pkts) != 1 || st.WriteErrors != 0 {
+			t.Errorf("quote %d: %d packets written, %d write errors; want the translated error written", quote, len(out.pkts), st.WriteErrors)
 		}
 	}
 }

@@ -122,3 +122,45 @@ func firstFragment() []byte {
 	fillCsum4(C4, S4A, 17, d)
 	return d[:808]
 }
+
+// The rarer paths stay allocation-free too: the cut RFC 4884 quote, the
+// hairpinned error, the DF=0 super-packet cut to lowest-ipv6-mtu, the
+// fragments for a next hop below it, and an error quoting another's
+// packet, dropped.
+func TestNoAllocsEdgePaths(t *testing.T) {
+	ext := []byte{0x20, 0, 0, 0, 0, 8, 1, 1, 0, 0, 0, 7}
+	gso4 := ip4(C4, S4A, 64, 6, tcpSeg(5001, 40000, header.TCPFlagAck, 1, 2, nil, payload(8*1448)), v4opt{})
+	gsoOff := makePartial(gso4)
+	gsoOff.GSOType, gsoOff.GSOSize, gsoOff.HdrLen = GSOTCPv4, 1448, 40
+	for _, c := range []struct {
+		name string
+		pkt  []byte
+		off  *Offload
+		pol  func(*Policy)
+	}{
+		{"rfc4884-cut/6to4", ip6(S6A, C6, 64, 58, icmpMsg(1, 4, 138<<24, append(innerV6(1056), ext...)), v6opt{}), nil, nil},
+		{"hairpin-error/6to6", ip6(S6B, v4in6(S4A), 64, 58, icmpMsg(1, 4, 0, ip6(v4in6(S4A), S6B, 60, 17, udpSeg(1, 2, payload(20)), v6opt{})), v6opt{}), nil,
+			func(p *Policy) { p.DecrementTTL = true }},
+		{"gso-df0/4to6", gso4, gsoOff, nil},
+		{"split-next-hop/4to6", ip4(C4, S4A, 64, 17, udpSeg(1, 2, payload(1392)), v4opt{}), nil,
+			func(p *Policy) { p.LowestIPv6MTU, p.IPv6MTU = 1500, 1400 }},
+		{"quote-not-sender/6to4", ip6(R6X, v4in6("192.0.2.99"), 64, 58, icmpMsg(1, 4, 0, innerV6(60)), v6opt{}), nil, nil},
+	} {
+		w := newTestWorker(t, c.pol)
+		buf := make([]byte, Headroom+len(c.pkt))
+		var off Offload
+		sk := &nullSink{}
+		allocs := testing.AllocsPerRun(50, func() {
+			copy(buf[Headroom:], c.pkt)
+			var o *Offload
+			if c.off != nil {
+				off = *c.off
+				o = &off
+			}
+			w.Process(buf, Headroom, len(buf), o, sk)
+		})
+		if allocs != 0 {
+			t.Errorf("%s: %v allocations per packet", c.name, allocs)
+		}
+	}
+}

@@ -2,10 +2,6 @@ package xlat
 
 import "gvisor.dev/gvisor/pkg/tcpip/checksum"
 
-// maxICMPv4Error is RFC 1812 section 4.3.2.3: an ICMPv4 error quotes as
-// much of the packet as fits in 576 bytes.
-const maxICMPv4Error = 576
-
 // emitError4 sends the translator's own ICMPv4 error about the IPv4 packet
 // orig back to its source (RFC 792), from s.errSrc4, rate-limited. Callers
 // never call it for ICMP errors or non-first fragments (RFC 1812 4.3.2.7),
@@ -57,8 +53,8 @@ func (w *Worker) emit(b []byte, sink Sink) {
 }
 
 // fragment6 splits the translated IPv6 packet pkt (which carries a
-// Fragment header at offset 40) into fragments of at most lowest_ipv6_mtu
-// bytes with offsets in multiples of 8 (RFC 7915 section 4, RFC 8200
+// Fragment header at offset 40) into fragments of at most fit6 bytes
+// (lowest_ipv6_mtu, or the IPv6 next hop's MTU when smaller) with offsets in multiples of 8 (RFC 7915 section 4, RFC 8200
 // section 4.5) and emits them.
 func (w *Worker) fragment6(s *state, pkt []byte, off *Offload, sink Sink, r Result) Result {
 	if sink == nil {
@@ -81,7 +77,7 @@ func (w *Worker) fragment6(s *state, pkt []byte, off *Offload, sink Sink, r Resu
 		*off = Offload{}
 	}
 	lastM := be16(pkt[42:]) & 1
-	step := (s.lowest - 48) &^ 7
+	step := (s.fit6 - 48) &^ 7
 	frags := uint64(0)
 	for pos := 0; pos < len(data); {
 		n := min(step, len(data)-pos)

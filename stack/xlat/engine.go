@@ -70,7 +70,7 @@ const (
 	ReasonUDPZeroFragment         // RFC 7915 4.5: IPv4 UDP checksum 0 in a fragment (cannot be computed)
 	ReasonICMPFragmented          // fragmented ICMP: the ICMPv6 pseudo-header length is unknown
 	ReasonICMPType                // RFC 7915 4.2/5.2: ICMP type/code without counterpart, silently dropped
-	ReasonICMPInner               // RFC 7915 4.3/5.3: the packet quoted by an ICMP error is unusable
+	ReasonICMPInner               // RFC 7915 4.3/5.3: the packet quoted by an ICMP error is unusable, or not its destination's
 	ReasonICMPNested              // RFC 7915 4.3/5.3: an ICMP error quoting an ICMP error
 	ReasonICMPProto               // ICMPv6 (58) inside IPv4 or ICMPv4 (1) inside IPv6
 	ReasonPoolEmpty               // RFC 6791: untranslatable ICMPv6 error source and no pool

@@ -290,3 +290,29 @@ func TestOwnErrors(t *testing.T) {
 		}
 	})
 }
+
+// RFC 7915 section 4: a DF=0 packet is fragmented to fit lowest-ipv6-mtu,
+// and to fit the IPv6 next hop where that is smaller (an MTU learned from
+// a NIC below the configured lowest-ipv6-mtu): between the two it used
+// to leave whole, too big for the link.
+func TestFragment46NextHopBelowLowest(t *testing.T) {
+	for _, n := range []int{1392, 1472, 3000} { // IPv6 forms of 1440, 1520, 3048 bytes
+		w := newTestWorker(t, func(p *Policy) { p.LowestIPv6MTU, p.IPv6MTU = 1500, 1400 })
+		pl := payload(n)
+		_, r, sk := run(w, ip4(C4, S4A, 64, 17, udpSeg(41000, 42000, pl), v4opt{id: 0x4455}), nil)
+		if r.Verdict != Consumed || len(sk.pkts) < 2 {
+			t.Fatalf("payload %d: verdict %d %v, %d packets", n, r.Verdict, r.Reason, len(sk.pkts))
+		}
+		var data []byte
+		for i, f := range sk.pkts {
+			if len(f) > 1400 {
+				t.Errorf("payload %d: fragment %d is %d bytes, over the next hop's 1400", n, i, len(f))
+			}
+			checkWellFormed(t, f, false)
+			data = append(data, f[48:]...)
+		}
+		if want := ip6(C6, S6A, 64, 17, udpSeg(41000, 42000, pl), v6opt{})[40:]; !bytes.Equal(data, want) {
+			t.Errorf("payload %d: reassembled datagram differs", n)
+		}
+	}
+}

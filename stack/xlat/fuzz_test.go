@@ -18,6 +18,7 @@ func fuzzSeeds4() [][]byte {
 		ip4(R4, S4A, 64, 1, icmpMsg(3, 4, 1400, innerV4(60)), v4opt{}),
 		ip4(R4, S4A, 64, 1, icmpMsg(12, 0, 8<<24, innerV4(60)), v4opt{}),
 		ip4(R4, S4A, 64, 1, icmpMsg(11, 0, 32<<16, append(innerV4(100), 0x20, 0, 0, 0, 0, 8, 1, 1, 0, 0, 0, 7)), v4opt{}),
+		ip4(R4, S4A, 64, 1, icmpMsg(11, 0, 19<<16, append(innerV4(100)[:76], 0x20, 0, 0, 0, 0, 8, 1, 1, 0, 0, 0, 7)), v4opt{}), // grows by 72
 		ip4(C4, S4A, 64, 17, udpSeg(1, 2, payload(1372)), v4opt{id: 0x4455}),
 		ip4(C4, S4A, 64, 17, payload(400), v4opt{id: 0xabcd, flags: MF, fo: 400, nocsum: true}),
 		ip4(C4, S4A, 64, 17, udpSeg(1, 2, payload(8)), v4opt{rawOpts: lsrr}),
@@ -36,6 +37,7 @@ func fuzzSeeds6() [][]byte {
 		ip6(R6X, C6, 64, 58, icmpMsg(2, 0, 1300, innerV6(60)), v6opt{}),
 		ip6(S6A, C6, 64, 58, icmpMsg(4, 0, 7, innerV6(60)), v6opt{}),
 		ip6(S6A, C6, 64, 58, icmpMsg(3, 0, 16<<24, append(innerV6(80), 0x20, 0, 0, 0, 0, 8, 1, 1, 0, 0, 0, 7)), v6opt{}),
+		ip6(S6A, C6, 64, 58, icmpMsg(3, 0, 5<<24, append(innerV6(80)[:40], 0x20, 0, 0, 0, 0, 8, 1, 1, 0, 0, 0, 7)), v6opt{}), // grows by 68
 		ip6(S6A, C6, 64, 44, nil, v6opt{nocsum: true, extNH: 44, ext: append(fragHdr(17, 0, true, 0x12345678), udpSeg(1, 2, payload(400))...)}),
 		ip6(S6A, C6, 64, 17, udpSeg(42000, 41000, payload(40)), v6opt{ext: append(append([]byte{}, hbhPad...), dstPad...), extNH: 0}),
 		ip6(S6A, C6, 64, 17, udpSeg(1, 2, payload(8)), v6opt{ext: rh, extNH: 43}),
@@ -50,13 +52,16 @@ func fuzzSeeds6() [][]byte {
 // fuzzOne checks the invariants every input must keep: no panic, every
 // output well formed (lengths, IPv4 header checksum, and the transport
 // checksum when the input's was valid), and a round trip back through the
-// engine restores the packet but for the fields RFC 7915 changes.
+// engine restores the packet but for the fields RFC 7915 changes. A
+// result stays behind the Headroom: in front of it lies the link's own
+// header (linkHdr bytes, a tun frame's virtio_net_hdr).
 func fuzzOne(t *testing.T, w *Worker, back *Worker, data []byte) (roundTripped bool) {
-	buf := make([]byte, Headroom+len(data)+64)
-	copy(buf[Headroom:], data)
+	const linkHdr = 10
+	buf := make([]byte, linkHdr+Headroom+len(data)+64)
+	copy(buf[linkHdr+Headroom:], data)
 	sk := &sink{}
 	inValid := wellFormed(data, true) == nil
-	r := w.Process(buf, Headroom, Headroom+len(data), nil, sk)
+	r := w.Process(buf, linkHdr+Headroom, linkHdr+Headroom+len(data), nil, sk)
 	for _, p := range sk.pkts {
 		if err := wellFormed(p, inValid || isOwnError(p)); err != nil {
 			t.Fatalf("emitted: %v\n in  %x\n out %x", err, data, p)
@@ -65,7 +70,7 @@ func fuzzOne(t *testing.T, w *Worker, back *Worker, data []byte) (roundTripped b
 	if r.Verdict != Forward {
 		return false
 	}
-	if r.Start < 0 || r.End > len(buf) || r.Start >= r.End {
+	if r.Start < linkHdr || r.End > len(buf) || r.Start >= r.End {
 		t.Fatalf("result out of bounds: %+v", r)
 	}
 	out := append([]byte(nil), buf[r.Start:r.End]...)

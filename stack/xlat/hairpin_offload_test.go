@@ -155,16 +155,30 @@ func TestGSO(t *testing.T) {
 		finish(got, off)
 		diff(t, "GSO TCP 4to6", got, ip6(C6, S6A, 64, 6, seg(), v6opt{}))
 	})
-	t.Run("4to6-df0-not-fragmented", func(t *testing.T) {
-		w := newTestWorker(t, nil)
-		in := ip4(C4, S4A, 64, 6, seg(), v4opt{})
-		off := makePartial(in)
-		off.GSOType, off.GSOSize, off.HdrLen = GSOTCPv4, 1448, 52
-		_, r, _ := run(w, in, off)
-		if r.Verdict != Forward || off.GSOSize != 1448 {
-			t.Errorf("verdict %d %v, gso_size %d", r.Verdict, r.Reason, off.GSOSize)
-		}
-	})
+	// RFC 7915 section 4: a DF=0 packet larger than lowest-ipv6-mtu is
+	// fragmented; a super-packet is not, its segments are cut to fit
+	// lowest-ipv6-mtu (1280 by default; 1350 here) or the IPv6 next hop,
+	// the smaller.
+	for _, tc := range []struct {
+		name        string
+		lowest, mtu int
+		gso         uint16
+	}{
+		{"4to6-df0-segments-fit-lowest", 1350, 0, 1350 - 72},
+		{"4to6-df0-segments-fit-next-hop", 1350, 1300, 1300 - 72},
+		{"4to6-df0-segments-small-kept", 1500, 0, 1400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newTestWorker(t, func(p *Policy) { p.LowestIPv6MTU, p.IPv6MTU = tc.lowest, tc.mtu })
+			in := ip4(C4, S4A, 64, 6, seg(), v4opt{})
+			off := makePartial(in)
+			off.GSOType, off.GSOSize, off.HdrLen = GSOTCPv4, 1400, 52
+			_, r, sk := run(w, in, off)
+			if r.Verdict != Forward || len(sk.pkts) != 0 || off.GSOSize != tc.gso {
+				t.Errorf("verdict %d %v, %d emitted, gso_size %d, want forwarded whole with %d", r.Verdict, r.Reason, len(sk.pkts), off.GSOSize, tc.gso)
+			}
+		})
+	}
 	t.Run("6to4", func(t *testing.T) {
 		w := newTestWorker(t, func(p *Policy) { p.IPv4MTU = 1400 })
 		in := ip6(S6A, C6, 64, 6, seg(), v6opt{})

@@ -13,6 +13,14 @@ import (
 // exceed the minimum IPv6 MTU (RFC 7915 section 4.3 truncates the quote).
 const maxICMPv6Error = 1280
 
+// maxICMPv4Error is RFC 1812 section 4.3.2.3: an ICMPv4 error quotes as
+// much of the packet as fits in 576 bytes, its own and translated ones
+// alike (RFC 7915 section 5.3 truncates the quote). A legitimate ICMPv6
+// error is at most 1280 bytes (RFC 4443 section 2.4 (c)), but nothing
+// stops a sender from making one of 64 KB; translated whole, it would
+// leave the translator's IPv4 address at that size.
+const maxICMPv4Error = 576
+
 // rfc4884Min is the least "original datagram" length when an RFC 4884
 // extension structure follows.
 const rfc4884Min = 128
@@ -153,6 +161,12 @@ func (w *Worker) icmpError46(s *state, buf []byte, start, end int, q *in4, off *
 		return drop(r, ReasonICMPType)
 	}
 	const at = ip6Size + icmpSize // where the quoted packet starts in out
+	if len(icmp) >= icmpSize+ip4Size && [4]byte(icmp[icmpSize+ip4Src:]) != q.dst() {
+		// RFC 7915 section 4.3: the quote is a packet the error's
+		// destination sent; any other would have the translator relay
+		// chosen bytes to a third party.
+		return drop(r, ReasonICMPInner)
+	}
 	out := w.scratch
 	n, extn, why := s.quote46(out[at:], icmp, hp)
 	if why != ReasonNone {
@@ -174,7 +188,9 @@ func (w *Worker) icmpError46(s *state, buf []byte, start, end int, q *in4, off *
 		ic[4] = byte(lenField)
 	}
 	hlim := q.p[ip4TTL]
-	if s.decTTL { // an error is forwarded like any packet (its expiry was checked)
+	if s.decTTL && !bool(hp) {
+		// An error is forwarded like any packet (its expiry was checked);
+		// a hairpin's hop was counted on its way in, as v4to6 does.
 		hlim--
 	}
 	putIPv6(out[:ip6Size], s.tos46.apply(q.p[ip4TOS]), hlim, protoICMPv6, n-ip6Size, &q.src6, &q.dst6, fragment{})
@@ -262,13 +278,20 @@ func (s *state) mtu46(icmp []byte) uint32 {
 
 // appendExtension is RFC 4884 section 4.5: the original datagram at
 // out[at:n] is zero-padded to a multiple of unit bytes (8 in ICMPv6, 4 in
-// ICMPv4) and at least 128, and the extension structure follows. It
-// returns the message's new end and its length field (in units), or n
-// and 0 (the extension left out) when the message would exceed limit.
+// ICMPv4) and at least 128, and the extension structure follows. The
+// original datagram is cut (to a multiple of unit, still at least 128)
+// for the whole to fit limit, which also keeps the one-octet length
+// attribute (section 4.1) from wrapping: limit/unit is below 256 for both
+// callers. It returns the message's new end and its length field (in
+// units), or n and 0 (the extension left out) when even 128 bytes of
+// original datagram and the extension would exceed limit.
 func appendExtension(out []byte, at, n int, extn []byte, unit, limit int) (int, int) {
 	pad := max((n-at+unit-1)&^(unit-1), rfc4884Min)
-	if at+pad+len(extn) > limit {
-		return n, 0
+	if room := (limit - at - len(extn)) &^ (unit - 1); pad > room {
+		if room < rfc4884Min {
+			return n, 0
+		}
+		pad, n = room, min(n, at+room)
 	}
 	clear(out[n : at+pad])
 	copy(out[at+pad:], extn)
@@ -293,6 +316,13 @@ func (w *Worker) icmpError64(s *state, buf []byte, start, end int, q *in6, off *
 		return drop(r, ReasonICMPType)
 	}
 	const at = ip4Size + icmpSize // where the quoted packet starts in out
+	if len(icmp) >= icmpSize+ip6Size && [16]byte(icmp[icmpSize+ip6Src:]) != q.dst6 {
+		// RFC 7915 section 5.3: the quote is a packet the error's
+		// destination sent. An IPv6 host without a mapping may send
+		// errors (RFC 6791); quoting another's packet, it would have the
+		// translator relay chosen bytes from its own address to anyone.
+		return drop(r, ReasonICMPInner)
+	}
 	out := w.scratch
 	n, extn, fragmented, why := s.quote64(out[at:], icmp, m.rfc4884)
 	if why != ReasonNone {
@@ -301,8 +331,9 @@ func (w *Worker) icmpError64(s *state, buf []byte, start, end int, q *in6, off *
 	n += at
 	lenField := 0
 	if extn != nil {
-		n, lenField = appendExtension(out, at, n, extn, 4, len(out))
+		n, lenField = appendExtension(out, at, n, extn, 4, maxICMPv4Error)
 	}
+	n = min(n, maxICMPv4Error)
 	if m.mtu {
 		m.rest = s.mtu64(icmp, fragmented)
 	}
@@ -399,15 +430,19 @@ func (s *state) mtu64(icmp []byte, fragmented bool) uint32 {
 }
 
 // place copies a translated ICMP error from the scratch buffer into buf,
-// ending where the input ended if there is room in front, else starting
-// where it started; failing both it goes to the sink.
+// ending where the input ended if that leaves it within the Headroom in
+// front of start, else starting where it started; failing both it goes
+// to the sink.
 func (w *Worker) place(buf []byte, start, end int, out []byte, r Result, off *Offload, sink Sink) Result {
 	if off != nil {
 		*off = Offload{} // the checksums are complete; nothing to segment
 	}
 	n := len(out)
 	ns := end - n
-	if ns < 0 {
+	if ns < max(start-Headroom, 0) {
+		// In front of the Headroom lies the link's own header room (the
+		// virtio_net_hdr of a tun frame), which the error must leave free
+		// as any packet does.
 		ns = start
 		if ns+n > len(buf) {
 			if sink == nil {

@@ -185,6 +185,73 @@ func TestICMPError64RFC6791(t *testing.T) {
 	}
 }
 
+// RFC 7915 sections 4.3 and 5.3: the packet an ICMP error quotes is one
+// its destination sent. Any other has the translator relay chosen bytes
+// to a third party: an IPv6 host without a mapping may send errors (RFC
+// 6791), and would reach any IPv4 address from the translator's own.
+func TestICMPErrorQuoteFromDestination(t *testing.T) {
+	const victim4 = "192.0.2.99"
+	victim6 := v4in6(victim4)
+	runCases(t, newTestWorker(t, nil), []xcase{
+		{name: "6to4-quote-from-another-client", rfc: "7915 5.3", reason: ReasonICMPInner,
+			in: ip6(S6A, victim6, 64, 58, icmpMsg(1, 4, 0, innerV6(60)), v6opt{})},
+		{name: "6to4-unmapped-source-relay", rfc: "7915 5.3; 6791", reason: ReasonICMPInner,
+			in: ip6(R6X, victim6, 64, 58, icmpMsg(1, 4, 0, ip6(C6, S6A, 64, 17, udpSeg(53, 53, payload(1000)), v6opt{})), v6opt{})},
+		{name: "6to4-quote-from-server", rfc: "7915 5.3", reason: ReasonICMPInner,
+			in: ip6(S6A, C6, 64, 58, icmpMsg(1, 4, 0, ip6(S6A, C6, 64, 17, udpSeg(53, 53, payload(20)), v6opt{})), v6opt{})},
+		{name: "4to6-quote-from-another-server", rfc: "7915 4.3", reason: ReasonICMPInner,
+			in: ip4(R4, S4A, 64, 1, icmpMsg(3, 1, 0, ip4(S4B, C4, 64, 17, udpSeg(53, 53, payload(20)), v4opt{})), v4opt{})},
+		{name: "4to6-quote-to-destination", rfc: "7915 4.3", reason: ReasonICMPInner,
+			in: ip4(R4, S4A, 64, 1, icmpMsg(11, 0, 0, ip4(C4, S4A, 64, 17, udpSeg(53, 53, payload(20)), v4opt{})), v4opt{})},
+	})
+}
+
+// RFC 1812 section 4.3.2.3: a translated ICMPv4 error is cut to 576 bytes
+// (RFC 7915 section 5.3 truncates the quote), whatever the size of the
+// ICMPv6 error; one of 64 KB would otherwise leave with its Total Length
+// wrapped.
+func TestICMPError64Truncate(t *testing.T) {
+	for _, n := range []int{1280 - 96, 65535 - 96} { // ICMPv6 errors of 1280 and 65535 bytes
+		w := newTestWorker(t, nil)
+		in := ip6(S6A, C6, 64, 58, icmpMsg(1, 4, 0, innerV6(n)), v6opt{})
+		got, r, _ := run(w, in, nil)
+		if r.Verdict != Forward {
+			t.Fatalf("%d bytes: verdict %d %v", len(in), r.Verdict, r.Reason)
+		}
+		want := ip4(S4A, C4, 64, 1, icmpMsg(3, 3, 0, innerV6as4(n)[:576-28]), v4opt{})
+		diff(t, "RFC 1812 4.3.2.3 truncation", got, withID(want, got))
+		checkWellFormed(t, got, true)
+	}
+}
+
+// A translated ICMP error that grows (RFC 4884 pads a short quote to 128
+// bytes, section 4.5) stays behind the Headroom the caller reserved: in
+// front of it lies the link's own header room (a tun frame's
+// virtio_net_hdr), and an error written there is lost as a write error.
+func TestICMPErrorGrowthWithinHeadroom(t *testing.T) {
+	ext := []byte{0x20, 0, 0, 0, 0, 8, 1, 1, 0, 0, 0, 7}
+	cat := func(a, b []byte) []byte { return append(append([]byte{}, a...), b...) }
+	for _, c := range []struct {
+		name string
+		in   []byte
+	}{
+		{"4to6-quote-76", ip4(R4, S4A, 64, 1, icmpMsg(3, 3, 19<<16, cat(innerV4(200)[:76], ext)), v4opt{})},
+		{"4to6-quote-20", ip4(R4, S4A, 64, 1, icmpMsg(11, 0, 5<<16, cat(innerV4(200)[:20], ext)), v4opt{})},
+		{"6to4-quote-40", ip6(S6A, C6, 64, 58, icmpMsg(1, 4, 5<<24, cat(innerV6(200)[:40], ext)), v6opt{})},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			const front = 10 + Headroom // a link header, then the Headroom
+			buf := make([]byte, front+len(c.in)+256)
+			copy(buf[front:], c.in)
+			r := newTestWorker(t, nil).Process(buf, front, front+len(c.in), nil, &sink{})
+			if r.Verdict != Forward || r.Start < front-Headroom {
+				t.Fatalf("verdict %d %v, result at %d, want at %d or later", r.Verdict, r.Reason, r.Start, front-Headroom)
+			}
+			checkWellFormed(t, buf[r.Start:r.End], false)
+		})
+	}
+}
+
 // RFC 4884 extensions: the original-datagram length is recomputed (32-bit
 // words in ICMPv4, 64-bit words in ICMPv6) and the padding redone.
 func TestRFC4884(t *testing.T) {
@@ -284,6 +351,12 @@ func TestRFC4884Padding(t *testing.T) {
 		{"6to4-time-exceeded",
 			ip6(S6A, C6, 64, 58, icmpMsg(3, 0, 23<<24, cat(pad(in6, 184), ext)), v6opt{}),
 			ip4(S4A, C4, 64, 1, icmpMsg(11, 0, 40<<16, cat(as4, ext)), v4opt{})},
+		// The ICMPv4 error is cut to 576 bytes (RFC 1812 4.3.2.3): the
+		// quote before the extension, which its one-octet length (134
+		// words, not 1084 bytes wrapped to 15) then points past.
+		{"6to4-long-quote-cut",
+			ip6(S6A, C6, 64, 58, icmpMsg(1, 4, 138<<24, cat(innerV6(1056), ext)), v6opt{}),
+			ip4(S4A, C4, 64, 1, icmpMsg(3, 3, 134<<16, cat(innerV6as4(1056)[:576-28-len(ext)], ext)), v4opt{})},
 		{"6to4-minimum-128",
 			ip6(S6A, C6, 64, 58, icmpMsg(1, 0, 19<<24, cat(pad(small6, 152), ext)), v6opt{}),
 			ip4(S4A, C4, 64, 1, icmpMsg(3, 1, 32<<16, cat(smallAs4, ext)), v4opt{})},

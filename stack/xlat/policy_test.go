@@ -224,11 +224,18 @@ func TestAddressPolicy(t *testing.T) {
 			want: ip6(C6, "2001:db8:7::fe", 64, 17, u, v6opt{})},
 		{name: "4to6-own-subnet-neighbour", rfc: "7915 4.1", in: ip4("203.0.113.14", S4A, 64, 17, u, v4opt{}),
 			want: ip6(v4in6("203.0.113.14"), S6A, 64, 17, u, v6opt{})},
-		// RFC 7915 4.1/4.3: ICMPv4 errors keep their illegal sources.
+		// RFC 7915 4.1/4.3: ICMPv4 errors keep the illegal sources a
+		// router can be numbered in,
 		{name: "error-from-class-e", rfc: "7915 4.1 4.3", in: ip4("240.0.0.1", S4A, 64, 1, icmpMsg(11, 0, 0, errInner), v4opt{}),
 			want: ip6(v4in6("240.0.0.1"), S6A, 64, 58, icmpMsg(3, 0, 0, innerV4as6(20)), v6opt{})},
 		{name: "error-from-link-local", rfc: "7915 4.1 4.3", in: ip4("169.254.7.7", S4A, 64, 1, icmpMsg(3, 1, 0, errInner), v4opt{}),
 			want: ip6(v4in6("169.254.7.7"), S6A, 64, 58, icmpMsg(1, 0, 0, innerV4as6(20)), v6opt{})},
+		// but not the sources no router has (RFC 1812 5.3.7), which the
+		// well-known prefix refuses too (TestICMPv4ErrorUntranslatableSource).
+		{name: "error-from-this-network", rfc: "1812 5.3.7; 7915 4.3", in: ip4("0.0.0.1", S4A, 64, 1, icmpMsg(11, 0, 0, errInner), v4opt{}), reason: ReasonSrcIllegal},
+		{name: "error-from-loopback", rfc: "1812 5.3.7; 7915 4.3", in: ip4("127.0.0.1", S4A, 64, 1, icmpMsg(3, 1, 0, errInner), v4opt{}), reason: ReasonSrcIllegal},
+		{name: "error-from-multicast", rfc: "1812 5.3.7; 7915 4.3", in: ip4("239.255.255.255", S4A, 64, 1, icmpMsg(3, 4, 1400, errInner), v4opt{}), reason: ReasonSrcIllegal},
+		{name: "error-from-limited-broadcast", rfc: "1812 5.3.7; 7915 4.3", in: ip4("255.255.255.255", S4A, 64, 1, icmpMsg(3, 4, 1400, errInner), v4opt{}), reason: ReasonSrcIllegal},
 		// The translator's host reports its forwarding failures from its
 		// own addresses: those errors are translated.
 		{name: "error-from-own", rfc: "7915 4.2; 1812 4.3.2.4", in: ip4("203.0.113.1", S4A, 64, 1, icmpMsg(11, 0, 0, errInner), v4opt{}),

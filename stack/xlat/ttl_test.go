@@ -73,3 +73,17 @@ func TestDecrementTTLHairpin(t *testing.T) {
 		}
 	}
 }
+
+// A hairpinned ICMPv6 error loses the same two hops as any hairpinned
+// packet with DecrementTTL (RFC 7915 sections 4.3 and 5.3 translate the
+// error like a packet; the hairpin's second pass counts no hop).
+func TestDecrementTTLHairpinError(t *testing.T) {
+	quoted := ip6(v4in6(S4A), S6B, 60, 17, udpSeg(42000, 42001, payload(20)), v6opt{})
+	for _, c := range []struct{ in, out uint8 }{{64, 62}, {3, 1}} {
+		w := newTestWorker(t, func(p *Policy) { p.DecrementTTL = true })
+		out, r, _ := run(w, ip6(S6B, v4in6(S4A), c.in, 58, icmpMsg(1, 4, 0, quoted), v6opt{}), nil)
+		if r.Verdict != Forward || out[7] != c.out {
+			t.Errorf("hop limit %d: verdict %v %v, out %d, want %d", c.in, r.Verdict, r.Reason, out[7], c.out)
+		}
+	}
+}

@@ -142,7 +142,7 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 	// first. With a tun, the host kernel decremented the TTL on the way in;
 	// with DecrementTTL the translator does (a hairpin's hop was counted
 	// on its way in).
-	tos, ttl, id := s.tos46.apply(q.h[ip4TOS]), q.h[ip4TTL], be16(q.h[ip4ID:])
+	tos, ttl, id, df := s.tos46.apply(q.h[ip4TOS]), q.h[ip4TTL], be16(q.h[ip4ID:]), q.df()
 	if s.decTTL && !bool(hp) {
 		ttl--
 	}
@@ -153,7 +153,15 @@ func (w *Worker) v4to6(s *state, buf []byte, start, end int, off *Offload, sink 
 		complete(q.l4, udpChecksum, true)
 	}
 	if off != nil {
-		moveOffload(off, hlen-q.ihl, hlen, l4hdr, s.mtu6, GSOTCPv4, GSOTCPv6)
+		// Section 4: a DF=0 packet larger than lowest-ipv6-mtu is
+		// fragmented (size46); a TCP super-packet's segments, each such a
+		// packet, are cut to fit instead, the same bytes on the wire
+		// without fragments. A hairpin's DF is the engine's own.
+		mtu := s.mtu6
+		if !df && !bool(hp) {
+			mtu = s.fit6
+		}
+		moveOffload(off, hlen-q.ihl, hlen, l4hdr, mtu, GSOTCPv4, GSOTCPv6)
 	}
 	r.Start, r.End, r.Verdict = ns, end, Forward
 	if split {
@@ -224,6 +232,12 @@ func (w *Worker) addresses46(s *state, q *in4, sink Sink, hp hairpinPass) (why R
 		// server's path MTU discovery. Its checksum is made afresh
 		// (icmpError46); the delta is kept right all the same.
 		q.src6, dsrc = s.errSrc6, mapping.Delta(src, s.errSrc6)
+	case mapping.ByPrefix:
+		if noRouter4(src) {
+			// Only an ICMPv4 error gets here with such a source (illegal4
+			// refused the others): forged, as without a prefix for it.
+			return ReasonSrcIllegal, false
+		}
 	case mapping.ByEAM:
 		// A mapped public IPv4 address belongs to a server behind this
 		// translator: from the IPv4 side it can only be forged, and would
@@ -258,7 +272,9 @@ func (w *Worker) size46(s *state, q *in4, sink Sink, hp hairpinPass) (hlen int, 
 			w.emitError4(s, q.p, 3, 4, uint32(s.mtu6-(hlen-q.ihl)), sink)
 		}
 		return hlen, false, ReasonTooBig
-	case !q.df() && len6 > s.lowest:
+	case !q.df() && len6 > s.fit6:
+		// fit6 = min(lowest-ipv6-mtu, the IPv6 next hop's MTU): the next
+		// hop's may be the smaller when learned from a NIC.
 		return ip6Size + frag6Size, true, ReasonNone
 	}
 	return hlen, false, ReasonNone

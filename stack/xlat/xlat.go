@@ -101,6 +101,16 @@ func illegal4(a [4]byte) bool {
 	return a[0] == 0 || a[0] == 127 || a[0] >= 224 || (a[0] == 169 && a[1] == 254)
 }
 
+// noRouter4 reports the sources of illegal4 that no router's interface
+// can have (RFC 1812 sections 4.2.2.11 and 5.3.7): this network (0/8),
+// loopback (127/8), multicast (224/4) and the limited broadcast. An ICMPv4
+// error from one is forged whatever the prefix; link-local and class E
+// space may number a router and stay exempt from the source check
+// (RFC 7915 sections 4.1 and 4.3).
+func noRouter4(a [4]byte) bool {
+	return a[0] == 0 || a[0] == 127 || a[0]&0xf0 == 224 || a == [4]byte{255, 255, 255, 255}
+}
+
 // illegal6 reports the IPv6 unspecified and loopback addresses, multicast
 // (ff00::/8) and link-local unicast (fe80::/10): RFC 7915 section 5.1
 // ("illegal source address ... silently drop") and RFC 4291 scopes that
