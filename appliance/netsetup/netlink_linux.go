@@ -306,26 +306,9 @@ func (n *Netlink) Rules() ([]Rule, error) {
 func (n *Netlink) receive(seq uint32, each func(typ uint16, body []byte)) error {
 	interrupted := false
 	for {
-		k, _, err := unix.Recvfrom(n.fd, n.rbuf, 0)
-		if err != nil {
-			if err == unix.EINTR {
-				continue
-			}
-			return fmt.Errorf("netlink receive: %w", err)
-		}
-		msgs := n.rbuf[:k]
-		for len(msgs) >= unix.NLMSG_HDRLEN {
-			l := int(binary.NativeEndian.Uint32(msgs[0:4]))
-			if l < unix.NLMSG_HDRLEN || l > len(msgs) {
-				return errors.New("netlink: truncated reply")
-			}
-			mtype := binary.NativeEndian.Uint16(msgs[4:6])
-			mflags := binary.NativeEndian.Uint16(msgs[6:8])
-			mseq := binary.NativeEndian.Uint32(msgs[8:12])
-			body := msgs[unix.NLMSG_HDRLEN:l]
-			msgs = msgs[min(nlAlign(l), len(msgs)):]
+		done, err := n.recvMsgs(func(mtype, mflags uint16, mseq uint32, body []byte) (bool, error) {
 			if mseq != seq {
-				continue
+				return false, nil
 			}
 			interrupted = interrupted || mflags&unix.NLM_F_DUMP_INTR != 0
 			switch mtype {
@@ -334,23 +317,57 @@ func (n *Netlink) receive(seq uint32, each func(typ uint16, body []byte)) error 
 				if len(body) >= 4 {
 					errno = -int32(binary.NativeEndian.Uint32(body[0:4]))
 				} else if mtype == unix.NLMSG_ERROR {
-					return errors.New("netlink: truncated error")
+					return true, errors.New("netlink: truncated error")
 				}
 				if errno != 0 {
-					return unix.Errno(errno)
+					return true, unix.Errno(errno)
 				}
 				if interrupted {
 					// The rules changed during the dump: what it
 					// returned may be neither the old set nor the new.
-					return errors.New("netlink: dump interrupted by a change")
+					return true, errors.New("netlink: dump interrupted by a change")
 				}
-				return nil
+				return true, nil
 			}
 			if each != nil {
 				each(mtype, body)
 			}
+			return false, nil
+		})
+		if done || err != nil {
+			return err
 		}
 	}
+}
+
+// recvMsgs reads one datagram of replies on n.fd (again after EINTR) and
+// hands each netlink message in it to each, until each says it is done
+// or fails; a header whose length overruns the datagram is an error.
+// n.mu is held.
+func (n *Netlink) recvMsgs(each func(mtype, mflags uint16, seq uint32, body []byte) (done bool, err error)) (bool, error) {
+	k, _, err := unix.Recvfrom(n.fd, n.rbuf, 0)
+	for err == unix.EINTR {
+		k, _, err = unix.Recvfrom(n.fd, n.rbuf, 0)
+	}
+	if err != nil {
+		return false, fmt.Errorf("netlink receive: %w", err)
+	}
+	msgs := n.rbuf[:k]
+	for len(msgs) >= unix.NLMSG_HDRLEN {
+		l := int(binary.NativeEndian.Uint32(msgs[0:4]))
+		if l < unix.NLMSG_HDRLEN || l > len(msgs) {
+			return false, errors.New("netlink: truncated reply")
+		}
+		mtype := binary.NativeEndian.Uint16(msgs[4:6])
+		mflags := binary.NativeEndian.Uint16(msgs[6:8])
+		seq := binary.NativeEndian.Uint32(msgs[8:12])
+		body := msgs[unix.NLMSG_HDRLEN:l]
+		msgs = msgs[min(nlAlign(l), len(msgs)):]
+		if done, err := each(mtype, mflags, seq, body); done || err != nil {
+			return done, err
+		}
+	}
+	return false, nil
 }
 
 // DelRoutes implements Kernel (RTM_DELROUTE; ESRCH/ENODEV are ignored, the
@@ -382,48 +399,36 @@ func (n *Netlink) routeBatch(typ uint16, flags uint16, rs []Route) (existed []Ro
 			return fmt.Errorf("netlink send: %w", err)
 		}
 		for left := len(pending); left > 0; {
-			k, _, err := unix.Recvfrom(n.fd, n.rbuf, 0)
-			if err != nil {
-				if err == unix.EINTR {
-					continue
-				}
-				return fmt.Errorf("netlink receive: %w", err)
-			}
-			msgs := n.rbuf[:k]
-			for len(msgs) >= unix.NLMSG_HDRLEN {
-				l := int(binary.NativeEndian.Uint32(msgs[0:4]))
-				if l < unix.NLMSG_HDRLEN || l > len(msgs) {
-					return errors.New("netlink: truncated reply")
-				}
-				mtype := binary.NativeEndian.Uint16(msgs[4:6])
-				seq := binary.NativeEndian.Uint32(msgs[8:12])
-				body := msgs[unix.NLMSG_HDRLEN:l]
-				msgs = msgs[min(nlAlign(l), len(msgs)):]
+			_, err := n.recvMsgs(func(mtype, _ uint16, seq uint32, body []byte) (bool, error) {
 				if mtype != unix.NLMSG_ERROR || len(body) < 4 {
-					continue
+					return false, nil
 				}
 				i := int(seq - base)
 				if i < 0 || i >= len(pending) {
-					continue // a stale reply from an earlier, failed batch
+					return false, nil // a stale reply from an earlier, failed batch
 				}
 				left--
 				errno := -int32(binary.NativeEndian.Uint32(body[0:4]))
 				if errno == 0 {
-					continue
+					return false, nil
 				}
 				e := unix.Errno(errno)
 				if typ == unix.RTM_DELROUTE && (e == unix.ESRCH || e == unix.ENODEV || e == unix.ENOENT) {
-					continue
+					return false, nil
 				}
 				if flags&unix.NLM_F_EXCL != 0 && e == unix.EEXIST {
 					existed = append(existed, pending[i])
-					continue
+					return false, nil
 				}
 				op := "add"
 				if typ == unix.RTM_DELROUTE {
 					op = "delete"
 				}
 				errs = append(errs, fmt.Errorf("route %s %v: %w", op, pending[i], e))
+				return false, nil
+			})
+			if err != nil {
+				return err
 			}
 		}
 		buf = buf[:0]
