@@ -27,8 +27,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"reflect"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -465,6 +467,7 @@ func run(ctx context.Context, opts Options, e env) error {
 	}
 	d.log.Info("translator set up", "tun", d.dev.Name(), "offloads", d.dev.Offloads(), "mappings", entryCount(d.cfg),
 		"routes", d.tracker.RouteCount(), "took_ms", time.Since(setupStart).Milliseconds())
+	d.warnUnguardedSides(d.cfg)
 	d.reportForeign()
 	if err := d.startMetrics(&u); err != nil {
 		return err
@@ -945,6 +948,18 @@ func (d *daemon) serve(ctx context.Context, dpDone chan error, reloadReq <-chan 
 	}
 }
 
+// warnUnguardedSides warns when cfg names no interface of a side
+// (unguardedSides): the tun then takes the other family from it, and a
+// neighbour there can have packets translated from addresses it does not
+// own (a mapped server's, as IPv4 from its public address).
+func (d *daemon) warnUnguardedSides(cfg *config.Config) {
+	if s := unguardedSides(cfg); len(s) > 0 {
+		v4, v6 := cfg.Sides()
+		d.log.Warn("the translator accepts "+strings.Join(s, " and ")+": no interface is known to face only one side; name them in tun { ipv4_interfaces, ipv6_interfaces } or give interface blocks addresses of one family",
+			"ipv4_side", v4, "ipv6_side", v6)
+	}
+}
+
 // forwardingFeatures are the netdev features an appliance NIC gets for
 // forwarding: GRO (which NIC drivers turn on by default, veths and some
 // virtual NICs do not) merges a TCP stream's segments into super-packets,
@@ -1123,6 +1138,7 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	// The engine translates with the new table from here on: routes to
 	// new mappings are added, then routes to removed ones deleted.
 	p := makePlan(cfg, d.dev.Name())
+	d.warnUnguardedSides(cfg)
 	added, removed, kerr := d.syncKernel(p, true)
 	if kerr == nil && d.repair.resync {
 		// The difference went in, but what the kernel refused before
@@ -1249,10 +1265,11 @@ func setDropLog(dp datapath, l config.Log) {
 
 // restartOnly lists the settings of loaded that differ from those running
 // but cannot change while running: the tun is open, the metrics socket
-// bound, the logger built, the user switched.
+// bound, the logger built, the user switched. The tun's interface sides
+// are policy rules, which a reload changes.
 func restartOnly(running, loaded *config.Config) []string {
 	var s []string
-	if running.Translator.Tun != loaded.Translator.Tun {
+	if !reflect.DeepEqual(tunDevice(running.Translator.Tun), tunDevice(loaded.Translator.Tun)) {
 		s = append(s, "translator.tun")
 	}
 	if running.Translator.Link != loaded.Translator.Link || running.Translator.FD != loaded.Translator.FD || running.Translator.NIC != loaded.Translator.NIC {
@@ -1268,6 +1285,12 @@ func restartOnly(running, loaded *config.Config) []string {
 		s = append(s, "run_as")
 	}
 	return s
+}
+
+// tunDevice is t without what a reload can change (the interface sides).
+func tunDevice(t config.Tun) config.Tun {
+	t.IPv4Interfaces, t.IPv6Interfaces = nil, nil
+	return t
 }
 
 // Stats is a snapshot of the running translator (metrics and `map646
