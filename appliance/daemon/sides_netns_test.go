@@ -3,6 +3,7 @@ package daemon
 import (
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -192,4 +193,41 @@ func TestWrongSideRefusedTunList(t *testing.T) {
 	if spoofFromIPv4Side(t, tp) {
 		t.Error("IPv6 from the IPv4-side link, with a server's source, left as IPv4 from the server's public address")
 	}
+}
+
+// TestWrongSideDroppedNICMode: in NIC mode with dmx4 and dmx6 as the two
+// NICs, H3's attack and its mirror are dropped and counted as wrong_side,
+// while the appliance's link-local address and translation both ways
+// keep working.
+func TestWrongSideDroppedNICMode(t *testing.T) {
+	tp := newTopo(t)
+	cfg := filepath.Join(tp.dir, "nic.hcl")
+	body := "translator {\n  prefix = \"2001:db8:64::/96\"\n  mapping {\n    ipv4 = \"198.51.100.10\"\n    ipv6 = \"2001:db8:6::10\"\n  }\n" +
+		"  nic {\n    ipv4 = \"dmx4\"\n    ipv6 = \"dmx6\"\n    queues = 2\n  }\n}\n"
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := tp.startDaemon(t, cfg)
+	legitimate(t, tp, d)
+	if spoofFromIPv4Side(t, tp) {
+		t.Error("IPv6 from the IPv4 NIC, with a server's source, left as IPv4 from the server's public address")
+	}
+	if spoofFromIPv6Side(t, tp) {
+		t.Error("IPv4 from the IPv6 NIC, with a client's source, reached a server as that client")
+	}
+	legitimate(t, tp, d)
+	var wrong uint64
+	waitUntil(t, d, "the spoofed packets counted as wrong_side", 5*time.Second, func() bool {
+		st, err := QueryStats(d.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range st.Link {
+			if c.Kind == "wrong_side" {
+				wrong = c.Value
+			}
+		}
+		return wrong >= 6 // three echo requests each way
+	})
+	t.Logf("wrong_side %d", wrong)
 }
