@@ -87,6 +87,9 @@ type NICConfig struct {
 // leaves segment sizes to the path; the engine fits them to the next
 // hop's MTU). ServeNIC leaves the NICs' GRO as it is.
 //
+// With two NICs, each carries one family: a packet of the other is
+// dropped and counted as LinkStats.WrongSide (nicConn.wrongSide).
+//
 // A packet to one of the host's own addresses, or IPv6 link-local, is left
 // to the kernel (hostFilter), which sees a copy of every frame anyway and
 // keeps answering ARP and ND and carrying the appliance's own traffic.
