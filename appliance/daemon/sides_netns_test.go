@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -169,6 +170,20 @@ interface "dmx6" {
 		t.Error("IPv4 from the IPv6-side link, with a client's source, reached a server as that client")
 	}
 	legitimate(t, tp, d)
+	// Ours like the other policy rules: put back when deleted from
+	// outside, deleted at stop.
+	tp.x.MustRun(t, "ip", "-6", "rule", "del", "pref", "6459")
+	waitUntil(t, d, "rule 6459 put back", 3*DefaultHealthInterval, func() bool {
+		return strings.Contains(tp.x.MustRun(t, "ip", "-6", "rule", "show", "pref", "6459"), "iif dmx4 unreachable")
+	})
+	if err := d.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, d.out)
+	}
+	for _, fam := range []string{"-4", "-6"} {
+		if extra := extraRules(t, tp.x, fam); len(extra) > 0 {
+			t.Errorf("ip %s rules left after stop: %q", fam, extra)
+		}
+	}
 }
 
 // TestWrongSideRefusedTunList: a host whose interfaces are not map646's
