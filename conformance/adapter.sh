@@ -51,6 +51,10 @@ conf=$XLAT_WORKDIR/map646.hcl
     echo "    name   = \"$XLAT_TUN\""
     echo "    queues = 1"
     echo "    routes = true"
+    # The harness's sides, as an operator names them: rule 6459 keeps
+    # each family off the other side's interface.
+    [[ -n "${XLAT_IF4:-}" ]] && echo "    ipv4_interfaces = [\"$XLAT_IF4\"]"
+    [[ -n "${XLAT_IF6:-}" ]] && echo "    ipv6_interfaces = [\"$XLAT_IF6\"]"
     echo "  }"
   else
     : "${XLAT_IF4:?NIC mode (XLAT_TUN empty) needs XLAT_IF4}" "${XLAT_IF6:?NIC mode needs XLAT_IF6}"

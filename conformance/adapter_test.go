@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -38,6 +39,7 @@ func TestAdapterWritesTheHarnessPlanAsHCL(t *testing.T) {
 		"XLAT_POOL6791=203.0.113.64/26",
 		"XLAT_LOWEST_IPV6_MTU=1400",
 		"XLAT_TUN=j-tun",
+		"XLAT_IF4=j-x4", "XLAT_IF6=j-x6",
 	)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("adapter.sh: %v\n%s", err, out)
@@ -58,7 +60,8 @@ func TestAdapterWritesTheHarnessPlanAsHCL(t *testing.T) {
 	if tr.Prefix != netip.MustParsePrefix("2001:db8:64::/96") || len(tr.Mappings) != 2 ||
 		tr.Mappings[1].IPv4 != netip.MustParsePrefix("198.51.100.11/32") || tr.Mappings[1].IPv6 != netip.MustParsePrefix("2001:db8:6::11/128") ||
 		tr.LowestIPv6MTU != 1400 || len(tr.ICMPSourcePool) != 1 || tr.ICMPSourcePool[0] != netip.MustParsePrefix("203.0.113.64/26") ||
-		tr.Tun.Name != "j-tun" || !tr.Tun.Routes {
+		tr.Tun.Name != "j-tun" || !tr.Tun.Routes ||
+		!slices.Equal(tr.Tun.IPv4Interfaces, []string{"j-x4"}) || !slices.Equal(tr.Tun.IPv6Interfaces, []string{"j-x6"}) {
 		t.Errorf("generated configuration: %+v", tr)
 	}
 }

@@ -87,6 +87,9 @@ type NICConfig struct {
 // leaves segment sizes to the path; the engine fits them to the next
 // hop's MTU). ServeNIC leaves the NICs' GRO as it is.
 //
+// With two NICs, each carries one family: a packet of the other is
+// dropped and counted as LinkStats.WrongSide (nicConn.wrongSide).
+//
 // A packet to one of the host's own addresses, or IPv6 link-local, is left
 // to the kernel (hostFilter), which sees a copy of every frame anyway and
 // keeps answering ARP and ND and carrying the appliance's own traffic.
@@ -166,6 +169,7 @@ func ServeNIC(ctx context.Context, eng *xlat.Engine, c NICConfig, log *slog.Logg
 		mtu = max(mtu, p.mtu)
 	}
 	if len(n.ports) == 2 {
+		n.ports[0].family, n.ports[1].family = 4, 6
 		// One goroutine per index reads both NICs' sockets.
 		conns = conns[:queues]
 		for q := range queues {
@@ -491,7 +495,12 @@ func (c *nicConn) Read(p []byte) (int, error) {
 		return 0, unix.EINVAL
 	}
 	if c.ring == nil {
-		return c.recv(p)
+		for {
+			n, err := c.recv(p)
+			if err != nil || !c.wrongSide(p[:n]) {
+				return n, err
+			}
+		}
 	}
 	c.rawLeft = unix.NsecToTimespec(int64(nicRawWait)) // a fresh wait for this packet
 	for {
@@ -520,6 +529,9 @@ func (c *nicConn) Read(p []byte) (int, error) {
 		if r != ringEmpty {
 			c.otherFirst = from == c
 		}
+		if (r == ringPacket || r == ringCopy && err == nil && n > 0) && from.wrongSide(p[:n]) {
+			continue
+		}
 		switch r {
 		case ringPacket:
 			return n, nil
@@ -542,6 +554,29 @@ func (c *nicConn) Read(p []byte) (int, error) {
 			}
 		}
 	}
+}
+
+// wrongSide reports whether b (virtio_net_hdr and IP packet), read from
+// c's NIC, is of the other family than that NIC's side carries: RFC 7915
+// translates IPv6 from the IPv6 side and IPv4 from the IPv4 side. Taken,
+// IPv6 from a server's address sent over the IPv4 link by a neighbour
+// there would leave as IPv4 from the server's public address, and IPv4
+// sent over the IPv6 link from any source would reach the servers as
+// that source's translation. Such a packet is counted in WrongSide unless
+// it is the host's own (to one of its addresses, or IPv6 link-local),
+// which the kernel takes from its copy of the frame as hostFilter leaves
+// it to. With one NIC for both families the side cannot be told.
+func (c *nicConn) wrongSide(b []byte) bool {
+	if c.port == nil || c.port.family == 0 || len(b) <= tun.VnetHdrLen {
+		return false
+	}
+	if v := b[tun.VnetHdrLen] >> 4; v == c.port.family || v != 4 && v != 6 {
+		return false // the engine counts what is neither
+	}
+	if dst, ok := destination(b[tun.VnetHdrLen:]); !ok || !(dst.Is6() && dst.IsLinkLocalUnicast() || c.n.local.has(dst)) {
+		c.stats.WrongSide.Add(1)
+	}
+	return true
 }
 
 // take takes the packet at the head of s's ring (s is c or the socket
@@ -815,6 +850,10 @@ type nicPort struct {
 	rings   []*nicRing // their receive rings
 	files   []*os.File // the same sockets, which own them and are read
 	fanout  int        // the PACKET_FANOUT group id the kernel gave the first socket
+	// family is the IP version this NIC's side carries (4 or 6), 0 when
+	// one NIC carries both: a packet of the other version is not
+	// translated (nicConn.wrongSide).
+	family byte
 	// fanoutFlags: the group's PACKET_FANOUT_FLAG_* besides UNIQUEID,
 	// which the sockets that join it must give too.
 	fanoutFlags int

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"net/netip"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/map646/map646/stack/tun"
@@ -104,6 +106,84 @@ func TestNICConnRead(t *testing.T) {
 	file.Close()
 	if _, err := c.Read(buf); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("read of a closed socket: %v", err)
+	}
+}
+
+// TestNICConnWrongSide: with two NICs, a packet of the other family than
+// its NIC's side is not delivered (RFC 7915 takes IPv6 from the IPv6 side
+// and IPv4 from the IPv4 side), and is counted in WrongSide unless it is
+// the host's own (to one of its addresses or IPv6 link-local), which the
+// kernel takes from its copy; a NIC that carries both families delivers
+// both. Review H3-1: IPv6 from a server's address over the IPv4 link.
+func TestNICConnWrongSide(t *testing.T) {
+	addr6 := func(s string) tcpip.Address { return tcpip.AddrFrom16(netip.MustParseAddr(s).As16()) }
+	addr4 := func(s string) tcpip.Address { return tcpip.AddrFrom4(netip.MustParseAddr(s).As4()) }
+	spoof6 := ipv6(17, srv6, cli6, make([]byte, 8+10))                                   // a server's source to the prefix
+	ll6 := ipv6(58, addr6("fe80::2"), addr6("fe80::1"), make([]byte, 8))                 // to the NIC's link-local address
+	own6 := ipv6(58, addr6("fe80::2"), addr6("2001:db8:ffff::1"), make([]byte, 8))       // to one of the host's addresses
+	in4 := ipv4(17, cli4, srv4, make([]byte, 8+10), 0, 0)                                // the IPv4 side's own traffic
+	spoof4 := ipv4(17, addr4("192.0.2.99"), srv4, make([]byte, 8+10), 0, 0)              // any source, over the IPv6 link
+	own4 := ipv4(1, addr4("198.51.100.99"), addr4("203.0.113.1"), make([]byte, 8), 0, 0) // to one of the host's addresses
+	in6 := ipv6(17, srv6, cli6, make([]byte, 8+10))
+	for _, tc := range []struct {
+		name   string
+		family byte
+		in     [][]byte
+		want   [][]byte // delivered, in order
+		wrong  uint64
+	}{
+		{"IPv4 NIC", 4, [][]byte{spoof6, in4, ll6, own6, spoof6, in4}, [][]byte{in4, in4}, 2},
+		{"IPv6 NIC", 6, [][]byte{spoof4, in6, own4, in6}, [][]byte{in6, in6}, 1},
+		{"one NIC for both: no side", 0, [][]byte{spoof6, in4}, [][]byte{spoof6, in4}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			peer := os.NewFile(uintptr(fds[1]), "peer")
+			defer peer.Close()
+			file := os.NewFile(uintptr(fds[0]), "packet socket")
+			defer file.Close()
+			n := &nicPath{}
+			n.local.p.Store(&map[netip.Addr]bool{netip.MustParseAddr("2001:db8:ffff::1"): true, netip.MustParseAddr("203.0.113.1"): true})
+			c, err := newNICConn(n, file, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.closeWake()
+			c.port = &nicPort{name: "x", family: tc.family}
+			for _, ip := range tc.in {
+				eth := make([]byte, tun.VnetHdrLen+ethHdrLen, tun.VnetHdrLen+ethHdrLen+len(ip))
+				et := uint16(unix.ETH_P_IPV6)
+				if ip[0]>>4 == 4 {
+					et = unix.ETH_P_IP
+				}
+				binary.BigEndian.PutUint16(eth[tun.VnetHdrLen+12:], et)
+				if _, err := peer.Write(append(eth, ip...)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			buf := make([]byte, tun.VnetHdrLen+2000)
+			for i, want := range tc.want {
+				k, err := c.Read(buf)
+				if err != nil {
+					t.Fatalf("read %d: %v", i, err)
+				}
+				if !bytes.Equal(buf[tun.VnetHdrLen:k], want) {
+					t.Errorf("read %d: %x, want %x", i, buf[tun.VnetHdrLen:k], want)
+				}
+			}
+			var s LinkStats
+			c.stats.AddTo(&s)
+			if s != (LinkStats{WrongSide: tc.wrong}) {
+				t.Errorf("counted %+v, want wrong_side %d", s, tc.wrong)
+			}
+			b := append(make([]byte, tun.VnetHdrLen), spoof6...)
+			if a := testing.AllocsPerRun(100, func() { c.wrongSide(b) }); a != 0 {
+				t.Errorf("wrongSide allocates %v times per packet", a)
+			}
+		})
 	}
 }
 

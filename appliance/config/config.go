@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -166,6 +167,41 @@ type Tun struct {
 	Routes  bool   // route the mapped IPv4 prefixes and the RFC 6052 prefix into the tun; default true
 	MTU     int    // default: the larger of 1500, IPv6MTU and IPv4MTU+20
 	Offload bool   // virtio-net header offloads (checksum, TSO, USO); default true
+	// IPv4Interfaces and IPv6Interfaces name the host's interfaces that
+	// face only the IPv4 side or only the IPv6 side, besides those the
+	// interface blocks tell (Config.Sides): the kernel refuses to route
+	// a packet of the other family that arrives on one into the tun.
+	IPv4Interfaces []string
+	IPv6Interfaces []string
+}
+
+// Sides returns the interfaces that face only the IPv4 side (v4) and
+// only the IPv6 side (v6): those named in tun.ipv4_interfaces and
+// tun.ipv6_interfaces, then the interface blocks with addresses of one
+// family only, each once, in that order. A block with addresses of both
+// families, or none, is on neither side: it cannot be told. A packet of
+// one family that arrives on the other side's interface is not the
+// translator's to take (RFC 7915 translates IPv6 from the IPv6 side and
+// IPv4 from the IPv4 side): taken, it would let a neighbour on the IPv4
+// link have IPv4 sent from a server's public address, or one on the IPv6
+// link pose as an IPv4 client.
+func (c *Config) Sides() (v4, v6 []string) {
+	v4 = slices.Clone(c.Translator.Tun.IPv4Interfaces)
+	v6 = slices.Clone(c.Translator.Tun.IPv6Interfaces)
+	for _, ifc := range c.Interfaces {
+		has4, has6 := false, false
+		for _, a := range ifc.Addresses {
+			has4 = has4 || a.Addr().Is4()
+			has6 = has6 || a.Addr().Is6()
+		}
+		switch {
+		case has4 && !has6 && !slices.Contains(v4, ifc.Name):
+			v4 = append(v4, ifc.Name)
+		case has6 && !has4 && !slices.Contains(v6, ifc.Name):
+			v6 = append(v6, ifc.Name)
+		}
+	}
+	return v4, v6
 }
 
 // Interface is an `interface "name"` block: one of the appliance's own NICs.

@@ -37,7 +37,7 @@ func TestDefaults(t *testing.T) {
 		DenyIPv4:        []netip.Prefix{},
 		IPv4Address:     DummyIPv4Address,
 		Link:            "tun",
-		Tun:             Tun{Name: "map646", Queues: 0, Routes: true, MTU: 1500, Offload: true},
+		Tun:             Tun{Name: "map646", Queues: 0, Routes: true, MTU: 1500, Offload: true, IPv4Interfaces: []string{}, IPv6Interfaces: []string{}},
 
 		ICMPErrorsPerSecond: 100, ICMPErrorsBurst: 100,
 	}
@@ -169,7 +169,7 @@ func TestFull(t *testing.T) {
 			MappingCounters: true,
 			IPv4Address:     netip.MustParseAddr("203.0.113.1"), // eth0's
 			Link:            "tun",
-			Tun:             Tun{Name: "xl0", Queues: 4, Routes: false, MTU: 9000, Offload: false},
+			Tun:             Tun{Name: "xl0", Queues: 4, Routes: false, MTU: 9000, Offload: false, IPv4Interfaces: []string{}, IPv6Interfaces: []string{}},
 
 			ICMPErrorsPerSecond: 100, ICMPErrorsBurst: 100,
 		},
@@ -703,6 +703,12 @@ func TestErrors(t *testing.T) {
   interval = 100
   route_lifetime = 50
 }`, "7:20: Invalid route_lifetime"},
+		{"side dup", tr(`tun { ipv4_interfaces = ["eth0", "eth0"] }`), "3:36: Duplicate ipv4_interfaces"},
+		{"side bad name", tr(`tun { ipv6_interfaces = ["eth/0"] }`), "3:28: Invalid ipv6_interfaces"},
+		{"side not a list", tr(`tun { ipv4_interfaces = "eth0" }`), "3:27: Incorrect attribute value type"},
+		{"side both lists", tr("tun {\n    ipv4_interfaces = [\"eth0\"]\n    ipv6_interfaces = [\"eth1\", \"eth0\"]\n  }"), "5:32: Interface on both sides"},
+		{"side is the tun", tr(`tun { ipv4_interfaces = ["map646"] }`), "3:28: Interface side is the tun"},
+		{"side against interface block", tr(`tun { ipv4_interfaces = ["eth1"] }`) + "interface \"eth1\" {\n  addresses = [\"2001:db8:6::1/64\"]\n}\n", "3:28: Interface on both sides"},
 		{"ra dup", minimal + "router_advertisement \"eth1\" {}\nrouter_advertisement \"eth1\" {}", "6:1: Duplicate router_advertisement block"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1139,5 +1145,48 @@ func TestJoolSettings(t *testing.T) {
 				t.Errorf("the engine refuses it: %v", err)
 			}
 		})
+	}
+}
+
+// TestInterfaceSides: the tun's lists come first, then the interface
+// blocks of one family; a dual-stack or address-less block is on neither
+// side; lists without routes warn that they add nothing.
+func TestInterfaceSides(t *testing.T) {
+	c, err := Parse([]byte(`translator {
+  prefix = "2001:db8:64::/96"
+  tun {
+    ipv4_interfaces = ["up0", "eth0"]
+    ipv6_interfaces = ["srv0"]
+  }
+}
+interface "eth0" {
+  addresses = ["192.0.2.1/24"]
+}
+interface "eth1" {
+  addresses = ["2001:db8:6::1/64"]
+}
+interface "eth2" {
+  addresses = ["203.0.113.1/28", "2001:db8:ffff::1/64"]
+}
+interface "eth3" {
+  mtu = 1500
+}
+`), "s.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v4, v6 := c.Sides()
+	if !slices.Equal(v4, []string{"up0", "eth0"}) || !slices.Equal(v6, []string{"srv0", "eth1"}) {
+		t.Errorf("sides %q, %q", v4, v6)
+	}
+	c, err = Parse([]byte(tr("tun {\n    routes = false\n    ipv6_interfaces = [\"eth1\"]\n  }")), "w.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) == 0 || !strings.HasPrefix(FormatDiagnostic(c.Warnings[0]), "w.hcl:5:23: warning: Interface sides without routes") {
+		for _, w := range c.Warnings {
+			t.Log(FormatDiagnostic(w))
+		}
+		t.Errorf("want the sides warning first")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 
 	"github.com/hashicorp/hcl/v2"
@@ -55,6 +56,7 @@ var (
 	}}
 	tunSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "name"}, {Name: "queues"}, {Name: "routes"}, {Name: "mtu"}, {Name: "offload"},
+		{Name: "ipv4_interfaces"}, {Name: "ipv6_interfaces"},
 	}}
 	fdSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "fd", Required: true}, {Name: "mtu"}, {Name: "queues"}, {Name: "ethernet"}, {Name: "mac"}, {Name: "vnet_hdr"},
@@ -161,6 +163,7 @@ func (d *decoder) decodeFile(body hcl.Body) *Config {
 		}
 	}
 	d.defaultIPv4Address(c)
+	d.checkSides(c)
 	seenRoute := map[netip.Prefix]hcl.Range{}
 	for _, b := range byType["route"] {
 		r, ok := d.route(b)
@@ -209,6 +212,27 @@ func (d *decoder) decodeFile(body hcl.Body) *Config {
 		}
 	}
 	return c
+}
+
+// checkSides refuses a name in tun.ipv4_interfaces whose interface block
+// has IPv6 addresses only, and the reverse: the block puts it on the
+// other side (Config.Sides), and with both rules its every packet would
+// be refused.
+func (d *decoder) checkSides(c *Config) {
+	t := c.Translator.Tun
+	for _, ifc := range c.Interfaces {
+		has4, has6 := false, false
+		for _, a := range ifc.Addresses {
+			has4 = has4 || a.Addr().Is4()
+			has6 = has6 || a.Addr().Is6()
+		}
+		switch {
+		case has6 && !has4 && slices.Contains(t.IPv4Interfaces, ifc.Name):
+			d.errorf(d.side4Ranges[ifc.Name], "Interface on both sides", "%q is in ipv4_interfaces, but its interface block gives it IPv6 addresses only, which puts it on the IPv6 side.", ifc.Name)
+		case has4 && !has6 && slices.Contains(t.IPv6Interfaces, ifc.Name):
+			d.errorf(d.side6Ranges[ifc.Name], "Interface on both sides", "%q is in ipv6_interfaces, but its interface block gives it IPv4 addresses only, which puts it on the IPv4 side.", ifc.Name)
+		}
+	}
 }
 
 // interfaceLabel checks a block labelled with an interface name: a valid
@@ -270,7 +294,7 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 		ICMPSourcePool:  []netip.Prefix{},
 		DenyIPv4:        []netip.Prefix{},
 		Link:            LinkTun,
-		Tun:             Tun{Name: DefaultTunName, Routes: true, Offload: true},
+		Tun:             Tun{Name: DefaultTunName, Routes: true, Offload: true, IPv4Interfaces: []string{}, IPv6Interfaces: []string{}},
 
 		ICMPErrorsPerSecond: DefaultICMPErrorsPerSecond,
 	}
@@ -346,6 +370,25 @@ func (d *decoder) translator(b *hcl.Block, t *Translator) {
 		tunMTU = d.integer(ta, "mtu", &t.Tun.MTU, 1280, 65535, false)
 		tunMTUSet = tunMTU != nil
 		d.boolean(ta, "offload", &t.Tun.Offload)
+		d.side4Ranges, d.side6Ranges = map[string]hcl.Range{}, map[string]hcl.Range{}
+		a4 := d.ifNameList(ta, "ipv4_interfaces", &t.Tun.IPv4Interfaces, d.side4Ranges)
+		a6 := d.ifNameList(ta, "ipv6_interfaces", &t.Tun.IPv6Interfaces, d.side6Ranges)
+		for _, n := range t.Tun.IPv6Interfaces {
+			if slices.Contains(t.Tun.IPv4Interfaces, n) {
+				d.errorf(d.side6Ranges[n], "Interface on both sides", "%q is in ipv4_interfaces too (%s): an interface that carries both families is on neither side; leave it out of both lists.", n, posString(d.side4Ranges[n]))
+			}
+		}
+		for _, side := range []map[string]hcl.Range{d.side4Ranges, d.side6Ranges} {
+			if r, ok := side[t.Tun.Name]; ok {
+				d.errorf(r, "Interface side is the tun", "%q is the tun, which the translated packets come out of; name the host's interfaces that face each side.", t.Tun.Name)
+			}
+		}
+		for _, a := range []*hcl.Attribute{a4, a6} {
+			if a != nil && !t.Tun.Routes {
+				d.warnf(a.Expr.Range(), "Interface sides without routes",
+					"%s only adds policy rules, and routes = false adds none: whoever routes into the tun must keep the other family off each side's interfaces.", a.Name)
+			}
+		}
 	}
 	defaultMTU := max(1500, t.IPv6MTU)
 	if t.IPv4MTU > 0 {

@@ -34,6 +34,9 @@ type decoder struct {
 	prefixRange     hcl.Range // the translator's prefix value
 	ipv4AddrRange   hcl.Range // the translator's ipv4_address value, if given
 	translatorRange hcl.Range // the translator block's header
+	// side4Ranges, side6Ranges: where each name of tun.ipv4_interfaces
+	// and tun.ipv6_interfaces is (checkSides).
+	side4Ranges, side6Ranges map[string]hcl.Range
 }
 
 // diagf records a diagnostic of severity sev pointing at r (the
@@ -387,6 +390,55 @@ func (d *decoder) prefixList(attrs hcl.Attributes, name string, dst *[]netip.Pre
 		}
 		seen[p] = i
 		out = append(out, p)
+	}
+	if !good {
+		return nil
+	}
+	*dst = out
+	return a
+}
+
+// ifNameList decodes a list of interface names into dst: each a valid
+// name (validIfName), none twice. ranges, when not nil, gets where each
+// name is.
+func (d *decoder) ifNameList(attrs hcl.Attributes, name string, dst *[]string, ranges map[string]hcl.Range) *hcl.Attribute {
+	a, v := d.typed(attrs, name, cty.List(cty.String))
+	if a == nil {
+		return nil
+	}
+	var elems []hcl.Expression
+	if t, ok := a.Expr.(interface{ ExprList() []hcl.Expression }); ok {
+		elems = t.ExprList()
+	}
+	out := []string{}
+	seen := map[string]int{}
+	good := true
+	for i, ev := range v.AsValueSlice() {
+		r := a.Expr.Range()
+		if i < len(elems) {
+			r = elems[i].Range()
+		}
+		if ev.IsNull() {
+			d.errorf(r, "Invalid "+name, "list elements must not be null.")
+			good = false
+			continue
+		}
+		s := ev.AsString()
+		if err := validIfName(s); err != nil {
+			d.errorf(r, "Invalid "+name, "%s.", err)
+			good = false
+			continue
+		}
+		if j, dup := seen[s]; dup {
+			d.errorf(r, "Duplicate "+name, "%q is listed twice (elements %d and %d).", s, j+1, i+1)
+			good = false
+			continue
+		}
+		seen[s] = i
+		if ranges != nil {
+			ranges[s] = r
+		}
+		out = append(out, s)
 	}
 	if !good {
 		return nil

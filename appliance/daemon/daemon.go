@@ -28,8 +28,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"reflect"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -488,6 +490,7 @@ func run(ctx context.Context, opts Options, e env) error {
 	}
 	d.log.Info("translator set up", "tun", d.dev.Name(), "offloads", d.dev.Offloads(), "mappings", entryCount(d.cfg),
 		"routes", d.tracker.RouteCount(), "took_ms", time.Since(setupStart).Milliseconds())
+	d.warnUnguardedSides(d.cfg)
 	d.reportForeign()
 	if err := d.startMetrics(&u); err != nil {
 		return err
@@ -978,6 +981,18 @@ func (d *daemon) serve(ctx context.Context, dpDone chan error, reloadReq <-chan 
 	}
 }
 
+// warnUnguardedSides warns when cfg names no interface of a side
+// (unguardedSides): the tun then takes the other family from it, and a
+// neighbour there can have packets translated from addresses it does not
+// own (a mapped server's, as IPv4 from its public address).
+func (d *daemon) warnUnguardedSides(cfg *config.Config) {
+	if s := unguardedSides(cfg); len(s) > 0 {
+		v4, v6 := cfg.Sides()
+		d.log.Warn("the translator accepts "+strings.Join(s, " and ")+": no interface is known to face only one side; name them in tun { ipv4_interfaces, ipv6_interfaces } or give interface blocks addresses of one family",
+			"ipv4_side", v4, "ipv6_side", v6)
+	}
+}
+
 // forwardingFeatures are the netdev features an appliance NIC gets for
 // forwarding: GRO (which NIC drivers turn on by default, veths and some
 // virtual NICs do not) merges a TCP stream's segments into super-packets,
@@ -1157,6 +1172,7 @@ func (d *daemon) doReload(ctx context.Context) (ReloadResult, error) {
 	// The engine translates with the new table from here on: routes to
 	// new mappings are added, then routes to removed ones deleted.
 	p := makePlan(cfg, d.dev.Name())
+	d.warnUnguardedSides(cfg)
 	added, removed, kerr := d.syncKernel(p, true)
 	if kerr == nil && d.repair.resync {
 		// The difference went in, but what the kernel refused before
@@ -1284,7 +1300,7 @@ func setDropLog(dp datapath, l config.Log) {
 // restartOnlySettings are the settings that cannot change while the
 // translator runs: the link is open (the tun with its name, queues, MTU
 // and offloads; whether its routes and policy rules exist goes with it,
-// since forwarding was set for it at start), the metrics socket bound,
+// since forwarding was set for it at start; not its interface sides), the metrics socket bound,
 // the logger built, the user switched. It is the one list both the
 // reload's answer (NeedsRestart) and what the reload applies are made
 // from: a setting listed here keeps its running value until the next
@@ -1294,9 +1310,15 @@ var restartOnlySettings = []struct {
 	same func(running, loaded *config.Config) bool
 	keep func(dst, running *config.Config) // sets dst's setting to running's
 }{
-	{"translator.tun",
-		func(r, l *config.Config) bool { return r.Translator.Tun == l.Translator.Tun },
-		func(d, r *config.Config) { d.Translator.Tun = r.Translator.Tun }},
+	{"translator.tun", // its interface sides are policy rules, which a reload changes
+		func(r, l *config.Config) bool {
+			return reflect.DeepEqual(tunDevice(r.Translator.Tun), tunDevice(l.Translator.Tun))
+		},
+		func(d, r *config.Config) {
+			t := tunDevice(r.Translator.Tun)
+			t.IPv4Interfaces, t.IPv6Interfaces = d.Translator.Tun.IPv4Interfaces, d.Translator.Tun.IPv6Interfaces
+			d.Translator.Tun = t
+		}},
 	{"translator link (fd, nic)",
 		func(r, l *config.Config) bool {
 			return r.Translator.Link == l.Translator.Link && r.Translator.FD == l.Translator.FD && r.Translator.NIC == l.Translator.NIC
@@ -1339,6 +1361,12 @@ func applicable(running, loaded *config.Config) (*config.Config, []string) {
 		names = append(names, set.name)
 	}
 	return c, names
+}
+
+// tunDevice is t without what a reload can change (the interface sides).
+func tunDevice(t config.Tun) config.Tun {
+	t.IPv4Interfaces, t.IPv6Interfaces = nil, nil
+	return t
 }
 
 // Stats is a snapshot of the running translator (metrics and `map646

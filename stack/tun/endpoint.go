@@ -201,12 +201,15 @@ type LinkStats struct {
 	// DropLogSuppressed counts drop log lines not written because the
 	// drop log's rate limit was spent.
 	DropLogSuppressed uint64
+	// WrongSide counts NIC mode's packets of one family that arrived on
+	// the other family's NIC, not for the appliance itself: dropped.
+	WrongSide uint64
 }
 
 // Counters are LinkStats a goroutine updates while others read them.
 type Counters struct {
 	Reads, Writes, ReadErrors, WriteErrors, ShortVnetHdr, InvalidVnetHdr, NotIP, Panics atomic.Uint64
-	LinkChatter, DropLogSuppressed                                                      atomic.Uint64
+	LinkChatter, DropLogSuppressed, WrongSide                                           atomic.Uint64
 }
 
 // AddTo adds the counters to s.
@@ -221,6 +224,7 @@ func (c *Counters) AddTo(s *LinkStats) {
 	s.Panics += c.Panics.Load()
 	s.LinkChatter += c.LinkChatter.Load()
 	s.DropLogSuppressed += c.DropLogSuppressed.Load()
+	s.WrongSide += c.WrongSide.Load()
 }
 
 // Endpoint is a multi-queue tun (or any set of Conns with virtio_net_hdr
