@@ -175,7 +175,7 @@ func (d *daemon) noteChanges(cs []netsetup.Change) {
 			// Only ours: someone else's rule deleted (systemd-networkd,
 			// docker, an operator) is none of our business, and a
 			// stream of them must not keep the repair path busy.
-			if d.tracker.OwnsRule(c.Rule) {
+			if d.tracker.OwnsRule(c.Rule, c.RuleProtocol) {
 				d.log.Warn("a policy rule of the translator was deleted: restoring it", "rule", c.Rule.String())
 				d.repairs.rule.Add(1)
 				d.repair.rules = true

@@ -118,3 +118,22 @@ func TestOthersLookAlikeRulesAreLeftAlone(t *testing.T) {
 		t.Errorf("ip -4 rules after stop:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestOthersIdenticalRuleDeletedIsNotOurs: the kernel keeps a rule
+// identical to ours but of another protocol beside ours ("6460: lookup
+// 646 proto boot" next to "proto 64"); deleting it is not a deletion of
+// ours (review H11): no warning, no repair counted.
+func TestOthersIdenticalRuleDeletedIsNotOurs(t *testing.T) {
+	tp := newTopo(t)
+	d := tp.startDaemon(t, tp.configExtra(t, "map646.hcl", ""))
+	waitUntil(t, d, "healthy", 5*time.Second, func() bool { return healthyNow(d) })
+	tp.x.MustRun(t, "ip", "-4", "rule", "add", "pref", "6460", "lookup", "646", "proto", "boot")
+	tp.x.MustRun(t, "ip", "-4", "rule", "del", "pref", "6460", "lookup", "646", "proto", "boot")
+	time.Sleep(2 * DefaultHealthInterval)
+	if out := d.out.String(); strings.Contains(out, "a policy rule of the translator was deleted") {
+		t.Errorf("someone else's rule deleted, taken for ours:\n%s", out)
+	}
+	if n := strings.Count(tp.x.MustRun(t, "ip", "-4", "rule", "show", "pref", "6460"), "lookup 646 proto 64\n"); n != 1 {
+		t.Errorf("our rule %d times, want once", n)
+	}
+}

@@ -39,6 +39,11 @@ type Change struct {
 	// kernel removed, for Tracker.OwnsRule. A deleted rule with any
 	// other selector or action is never ours and is not reported.
 	Rule Rule
+	// RuleProtocol is the deleted Rule's protocol (FRA_PROTOCOL; 0
+	// when the kernel reported none): netsetup.RuleProtocol for a rule the
+	// daemon added; another for an identical rule of someone else's,
+	// or one AddRule took over.
+	RuleProtocol uint8
 	// Lost is true when the kernel dropped events (ENOBUFS): anything
 	// may have changed.
 	Lost bool
@@ -211,8 +216,9 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 			w.names[idx] = name
 			cs = append(cs, Change{Link: name, Up: flags&unix.IFF_UP != 0})
 		case unix.RTM_DELRULE:
-			if r, ok := decodeRule(body).rule(); ok {
-				cs = append(cs, Change{Rule: r})
+			f := decodeRule(body)
+			if r, ok := f.rule(); ok {
+				cs = append(cs, Change{Rule: r, RuleProtocol: f.protocol})
 			}
 		case unix.RTM_NEWADDR, unix.RTM_DELADDR:
 			if len(body) < unix.SizeofIfAddrmsg {
