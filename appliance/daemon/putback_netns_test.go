@@ -137,3 +137,20 @@ func TestOthersIdenticalRuleDeletedIsNotOurs(t *testing.T) {
 		t.Errorf("our rule %d times, want once", n)
 	}
 }
+
+// TestOthersRouteReplacedAtAnotherMetric: a route of someone else's to
+// one of our destinations in our table but at another metric (ours are
+// at metric 0 for IPv4) is a route of its own, not ours: replacing it is
+// not a replacement of ours (review H11).
+func TestOthersRouteReplacedAtAnotherMetric(t *testing.T) {
+	tp := newTopo(t)
+	d := tp.startDaemon(t, tp.configExtra(t, "map646.hcl", ""))
+	waitUntil(t, d, "healthy", 5*time.Second, func() bool { return healthyNow(d) })
+	tp.x.MustRun(t, "ip", "-4", "route", "add", "198.51.100.10/32", "dev", "dmx4", "table", "646", "metric", "5")
+	tp.x.MustRun(t, "ip", "-4", "route", "replace", "198.51.100.10/32", "dev", "dmx6", "table", "646", "metric", "5")
+	time.Sleep(2 * DefaultHealthInterval)
+	tp.x.MustRun(t, "ip", "-4", "route", "del", "198.51.100.10/32", "table", "646", "metric", "5")
+	if out := d.out.String(); strings.Contains(out, "was replaced") || strings.Contains(out, "route of the translator was deleted") {
+		t.Errorf("someone else's route at another metric replaced, taken for ours:\n%s", out)
+	}
+}

@@ -22,7 +22,9 @@ type Change struct {
 	// NLM_F_REPLACE (Replaced): the route that now has the place (table,
 	// destination, metric) of another one, as the kernel describes it
 	// (a blackhole, unicast through its device or gateway; any other
-	// type with neither).
+	// type with neither). Only routes at the metric Netlink installs
+	// ours at (installedMetric) are reported: one at another metric has
+	// a place of its own and is never ours.
 	Route Route
 	// Replaced: Route replaced a route in place (`ip route replace`),
 	// which the kernel announces without deleting the old one.
@@ -242,10 +244,15 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 			family, dstLen, table, rtype := body[0], int(body[1]), uint32(body[4]), body[7]
 			var r Route
 			var dst []byte
+			var metric uint32
 			for t, v := range attrs(body[unix.SizeofRtMsg:]) {
 				switch t {
 				case unix.RTA_DST:
 					dst = v
+				case unix.RTA_PRIORITY:
+					if len(v) >= 4 {
+						metric = binary.NativeEndian.Uint32(v)
+					}
 				case unix.RTA_TABLE:
 					if len(v) >= 4 {
 						table = binary.NativeEndian.Uint32(v)
@@ -262,6 +269,12 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 						r.Via, _ = netip.AddrFromSlice(v[2:])
 					}
 				}
+			}
+			if metric != installedMetric(family) {
+				// Another place than any of ours (the kernel keys a
+				// route on table, destination and metric): someone
+				// else's route, deleted or replaced, is not ours.
+				continue
 			}
 			var a netip.Addr
 			switch {
@@ -295,6 +308,17 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 		}
 	}
 	return cs
+}
+
+// installedMetric is the metric (RTA_PRIORITY) the kernel reports for
+// the routes Netlink installs, which set none: 0 for IPv4 (fib_dump_info
+// leaves the attribute out), IP6_RT_PRIO_USER (1024) for IPv6
+// (ip6_route_info_create puts a route without a metric there).
+func installedMetric(family uint8) uint32 {
+	if family == unix.AF_INET6 {
+		return 1024
+	}
+	return 0
 }
 
 // deletedAddr decodes an RTM_DELADDR's ifaddrmsg and attributes: the
