@@ -138,6 +138,26 @@ func TestOthersIdenticalRuleDeletedIsNotOurs(t *testing.T) {
 	}
 }
 
+// TestTakenOverRuleDeletedIsPutBack: a rule identical to ours that the
+// kernel had at start (of another protocol: "proto boot") is taken over,
+// not doubled; deleted, it was the one the translator counted on, and the
+// deletion's event puts ours back, with protocol 64.
+func TestTakenOverRuleDeletedIsPutBack(t *testing.T) {
+	tp := newTopo(t)
+	tp.x.MustRun(t, "ip", "-4", "rule", "add", "pref", "6460", "lookup", "646", "proto", "boot")
+	d := tp.startDaemon(t, tp.configExtra(t, "map646.hcl", ""))
+	waitUntil(t, d, "healthy", 5*time.Second, func() bool { return healthyNow(d) })
+	show := func() string { return tp.x.MustRun(t, "ip", "-4", "rule", "show", "pref", "6460") }
+	if got := show(); strings.Count(got, "6460:") != 1 || !strings.Contains(got, "proto boot") {
+		t.Fatalf("the rule found at start not taken over as it is:\n%s", got)
+	}
+	tp.x.MustRun(t, "ip", "-4", "rule", "del", "pref", "6460", "lookup", "646", "proto", "boot")
+	waitUntil(t, d, "ours back", 3*DefaultHealthInterval, func() bool { return strings.Contains(show(), "lookup 646 proto 64") })
+	if out := d.out.String(); !strings.Contains(out, "a policy rule of the translator was deleted") {
+		t.Errorf("the deletion of the rule taken over was not seen as one of ours:\n%s", out)
+	}
+}
+
 // TestOthersRouteReplacedAtAnotherMetric: a route of someone else's to
 // one of our destinations in our table but at another metric (ours are
 // at metric 0 for IPv4) is a route of its own, not ours: replacing it is
