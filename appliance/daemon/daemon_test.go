@@ -45,7 +45,10 @@ type fakeKernel struct {
 	failed   int // ReplaceRoutes calls that failed
 	// failSysctl makes Sysctl fail to change a value (read-only).
 	failSysctl bool
-	ruleAdds   int // AddRule calls
+	// holdSysctls are values someone sets again right after every
+	// change (an operator's configuration manager), by key.
+	holdSysctls map[string]string
+	ruleAdds    int // AddRule calls
 	// refuse, if set, names routes the kernel will not take (a gateway
 	// not on-link): ReplaceRoutes and AddRoutes put in the rest of the
 	// batch and fail naming the first refused one.
@@ -201,6 +204,9 @@ func (k *fakeKernel) Sysctl(key, v string) (string, error) {
 		return old, fmt.Errorf("sysctl %s=%s: %w", key, v, unix.EPERM)
 	}
 	k.sysctls[key] = v
+	if h, ok := k.holdSysctls[key]; ok {
+		k.sysctls[key] = h
+	}
 	return old, nil
 }
 func (k *fakeKernel) Features(dev string, names []string) (map[string]bool, error) {

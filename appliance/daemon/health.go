@@ -100,8 +100,46 @@ type repairState struct {
 	// sysctlErr: a forwarding sysctl changed from outside could not be
 	// put back (pollSysctls): not healthy.
 	sysctlErr error
-	retryAt   time.Time     // after a failed restore, when to try again
-	backoff   time.Duration // doubles per failure, up to maxRestoreBackoff
+	// sysctlWarns rate-limits the warning for a forwarding sysctl
+	// someone keeps setting to the other value (pollSysctls puts it
+	// back every health interval).
+	sysctlWarns repairWarnings
+	retryAt     time.Time     // after a failed restore, when to try again
+	backoff     time.Duration // doubles per failure, up to maxRestoreBackoff
+}
+
+// repairWarnings counts, per key, the repairs in a row (polls that found
+// the key changed, with none between that found it right), so that one
+// held at another value on purpose (an operator's sysctl.d, a
+// configuration manager) warns at the 1st, 2nd, 4th, 8th... repair in a
+// row, not at every health interval for ever. The zero value is ready.
+type repairWarnings struct {
+	inRow  map[string]uint64 // repairs in a row, by key
+	warned map[string]uint64 // inRow at the last warning, by key
+}
+
+// repaired counts a repair of key and reports whether it is due a
+// warning, and how many repairs that warning covers (those since the
+// last one, this one included).
+func (w *repairWarnings) repaired(key string) (since uint64, due bool) {
+	if w.inRow == nil {
+		w.inRow, w.warned = map[string]uint64{}, map[string]uint64{}
+	}
+	w.inRow[key]++
+	n := w.inRow[key]
+	if n&(n-1) != 0 { // not a power of two
+		return 0, false
+	}
+	since = n - w.warned[key]
+	w.warned[key] = n
+	return since, true
+}
+
+// kept notes that a poll found key right: the next change is a new one,
+// warned at once.
+func (w *repairWarnings) kept(key string) {
+	delete(w.inRow, key)
+	delete(w.warned, key)
 }
 
 // repairCounts count what the daemon put back after someone else changed
@@ -175,7 +213,7 @@ func (d *daemon) noteChanges(cs []netsetup.Change) {
 			// Only ours: someone else's rule deleted (systemd-networkd,
 			// docker, an operator) is none of our business, and a
 			// stream of them must not keep the repair path busy.
-			if d.tracker.OwnsRule(c.Rule) {
+			if d.tracker.OwnsRule(c.Rule, c.RuleProtocol) {
 				d.log.Warn("a policy rule of the translator was deleted: restoring it", "rule", c.Rule.String())
 				d.repairs.rule.Add(1)
 				d.repair.rules = true
@@ -317,8 +355,12 @@ func (d *daemon) pollSysctls() {
 		case err != nil:
 			errs = append(errs, err)
 		case was != want:
-			d.log.Warn("a forwarding sysctl was changed from outside: putting it back", "sysctl", key, "found", was, "want", want)
 			d.repairs.sysctl.Add(1)
+			if since, due := d.repair.sysctlWarns.repaired(key); due {
+				d.log.Warn("a forwarding sysctl was changed from outside: putting it back", "sysctl", key, "found", was, "want", want, "repairs_since_last_warning", since)
+			}
+		default:
+			d.repair.sysctlWarns.kept(key)
 		}
 	}
 	err := errors.Join(errs...)

@@ -2,7 +2,10 @@ package daemon
 
 import (
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
+	"time"
 )
 
 // repairCount is the daemon's count of kernel repairs of kind what
@@ -89,5 +92,88 @@ func TestForwardingSysctlThatCannotBePutBackIsUnhealthy(t *testing.T) {
 	h.stop()
 	if fwd := h.k.sysctls["net.ipv4.ip_forward"]; fwd != "0" {
 		t.Errorf("ip_forward %s after the stop; want 0, as found at the start", fwd)
+	}
+}
+
+// TestForwardingSysctlHeldElsewhereWarnsLessAndLess: a forwarding sysctl
+// someone holds at the other value on purpose is still put back at every
+// health poll (health depends on it) and every repair counted, but the
+// warning comes at the 1st, 2nd, 4th, 8th... repair in a row, saying how
+// many repairs it covers: before, one WARN per key per health interval
+// for ever (review H11).
+func TestForwardingSysctlHeldElsewhereWarnsLessAndLess(t *testing.T) {
+	var logs lockedBuffer
+	k := newFakeKernel()
+	h := startWith(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")), k, func(o *Options) {
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	defer h.stop()
+	const key = "net.ipv4.ip_forward"
+	h.k.mu.Lock()
+	h.k.holdSysctls = map[string]string{key: "0"}
+	h.k.sysctls[key] = "0"
+	h.k.mu.Unlock()
+	waitFor(t, "20 repairs", func() bool { return repairCount(h, "sysctl") >= 20 })
+	h.k.mu.Lock()
+	h.k.holdSysctls = nil
+	h.k.mu.Unlock()
+	waitFor(t, key+" back to 1", func() bool {
+		h.k.mu.Lock()
+		defer h.k.mu.Unlock()
+		return h.k.sysctls[key] == "1"
+	})
+	n := repairCount(h, "sysctl")
+	var warned []string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "a forwarding sysctl was changed from outside") && strings.Contains(l, "sysctl="+key) {
+			_, since, _ := strings.Cut(l, "repairs_since_last_warning=")
+			warned = append(warned, since)
+		}
+	}
+	// Repairs 1, 2, 4, 8, 16 (and 32 if the poll ran that often).
+	want := []string{"1", "1", "2", "4", "8", "16"}
+	if n < 32 {
+		want = want[:5]
+	}
+	if fmt.Sprint(warned) != fmt.Sprint(want) {
+		t.Errorf("after %d repairs, warnings covering %v repairs, want %v", n, warned, want)
+	}
+
+	// Let go of (polls find it right), then changed again: a new
+	// change, warned at once.
+	time.Sleep(10 * testHealthInterval)
+	h.k.mu.Lock()
+	h.k.sysctls[key] = "0"
+	h.k.mu.Unlock()
+	waitFor(t, "a warning for the new change", func() bool { return strings.Count(logs.String(), "sysctl="+key) == len(want)+1 })
+}
+
+// TestRepairWarningsAtPowersOfTwo: the warnings of repairWarnings, for
+// a sequence of polls (r: repaired, k: found right).
+func TestRepairWarningsAtPowersOfTwo(t *testing.T) {
+	for _, c := range []struct {
+		polls string
+		want  []uint64 // the since of each warning, in order
+	}{
+		{"r", []uint64{1}},
+		{"rrrrrrrrr", []uint64{1, 1, 2, 4}},
+		{"rrrkrr", []uint64{1, 1, 1, 1}},
+		{"kkrk", []uint64{1}},
+		{"rrrrrrrrrrrrrrrrr", []uint64{1, 1, 2, 4, 8}},
+	} {
+		var w repairWarnings
+		var got []uint64
+		for _, p := range c.polls {
+			if p == 'k' {
+				w.kept("k")
+				continue
+			}
+			if since, due := w.repaired("k"); due {
+				got = append(got, since)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("%s: warnings %v, want %v", c.polls, got, c.want)
+		}
 	}
 }

@@ -118,3 +118,59 @@ func TestOthersLookAlikeRulesAreLeftAlone(t *testing.T) {
 		t.Errorf("ip -4 rules after stop:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestOthersIdenticalRuleDeletedIsNotOurs: the kernel keeps a rule
+// identical to ours but of another protocol beside ours ("6460: lookup
+// 646 proto boot" next to "proto 64"); deleting it is not a deletion of
+// ours (review H11): no warning, no repair counted.
+func TestOthersIdenticalRuleDeletedIsNotOurs(t *testing.T) {
+	tp := newTopo(t)
+	d := tp.startDaemon(t, tp.configExtra(t, "map646.hcl", ""))
+	waitUntil(t, d, "healthy", 5*time.Second, func() bool { return healthyNow(d) })
+	tp.x.MustRun(t, "ip", "-4", "rule", "add", "pref", "6460", "lookup", "646", "proto", "boot")
+	tp.x.MustRun(t, "ip", "-4", "rule", "del", "pref", "6460", "lookup", "646", "proto", "boot")
+	time.Sleep(2 * DefaultHealthInterval)
+	if out := d.out.String(); strings.Contains(out, "a policy rule of the translator was deleted") {
+		t.Errorf("someone else's rule deleted, taken for ours:\n%s", out)
+	}
+	if n := strings.Count(tp.x.MustRun(t, "ip", "-4", "rule", "show", "pref", "6460"), "lookup 646 proto 64\n"); n != 1 {
+		t.Errorf("our rule %d times, want once", n)
+	}
+}
+
+// TestTakenOverRuleDeletedIsPutBack: a rule identical to ours that the
+// kernel had at start (of another protocol: "proto boot") is taken over,
+// not doubled; deleted, it was the one the translator counted on, and the
+// deletion's event puts ours back, with protocol 64.
+func TestTakenOverRuleDeletedIsPutBack(t *testing.T) {
+	tp := newTopo(t)
+	tp.x.MustRun(t, "ip", "-4", "rule", "add", "pref", "6460", "lookup", "646", "proto", "boot")
+	d := tp.startDaemon(t, tp.configExtra(t, "map646.hcl", ""))
+	waitUntil(t, d, "healthy", 5*time.Second, func() bool { return healthyNow(d) })
+	show := func() string { return tp.x.MustRun(t, "ip", "-4", "rule", "show", "pref", "6460") }
+	if got := show(); strings.Count(got, "6460:") != 1 || !strings.Contains(got, "proto boot") {
+		t.Fatalf("the rule found at start not taken over as it is:\n%s", got)
+	}
+	tp.x.MustRun(t, "ip", "-4", "rule", "del", "pref", "6460", "lookup", "646", "proto", "boot")
+	waitUntil(t, d, "ours back", 3*DefaultHealthInterval, func() bool { return strings.Contains(show(), "lookup 646 proto 64") })
+	if out := d.out.String(); !strings.Contains(out, "a policy rule of the translator was deleted") {
+		t.Errorf("the deletion of the rule taken over was not seen as one of ours:\n%s", out)
+	}
+}
+
+// TestOthersRouteReplacedAtAnotherMetric: a route of someone else's to
+// one of our destinations in our table but at another metric (ours are
+// at metric 0 for IPv4) is a route of its own, not ours: replacing it is
+// not a replacement of ours (review H11).
+func TestOthersRouteReplacedAtAnotherMetric(t *testing.T) {
+	tp := newTopo(t)
+	d := tp.startDaemon(t, tp.configExtra(t, "map646.hcl", ""))
+	waitUntil(t, d, "healthy", 5*time.Second, func() bool { return healthyNow(d) })
+	tp.x.MustRun(t, "ip", "-4", "route", "add", "198.51.100.10/32", "dev", "dmx4", "table", "646", "metric", "5")
+	tp.x.MustRun(t, "ip", "-4", "route", "replace", "198.51.100.10/32", "dev", "dmx6", "table", "646", "metric", "5")
+	time.Sleep(2 * DefaultHealthInterval)
+	tp.x.MustRun(t, "ip", "-4", "route", "del", "198.51.100.10/32", "table", "646", "metric", "5")
+	if out := d.out.String(); strings.Contains(out, "was replaced") || strings.Contains(out, "route of the translator was deleted") {
+		t.Errorf("someone else's route at another metric replaced, taken for ours:\n%s", out)
+	}
+}

@@ -199,17 +199,7 @@ func (n *Netlink) AddRoutes(rs []Route) ([]Route, error) {
 	return n.routeBatch(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_EXCL, rs)
 }
 
-// ruleProtocol is the protocol (FRA_PROTOCOL; `ip rule` shows "proto
-// 64") of the policy rules AddRule adds: unassigned in
-// include/uapi/linux/rtnetlink.h and iproute2's rt_protos. The kernel
-// matches a delete request on every field the request sets and on no
-// other (rule_find): without a protocol, deleting "6460: lookup 646"
-// removes the first rule at 6460 that looks up 646, someone else's
-// "6460: from 192.0.2.0/24 lookup 646" if it comes first. With it, only
-// ours.
-const ruleProtocol = 64
-
-// AddRule implements Kernel: RTM_NEWRULE with protocol ruleProtocol,
+// AddRule implements Kernel: RTM_NEWRULE with protocol RuleProtocol,
 // unless the kernel has r exactly already, whatever its protocol (a rule
 // left by a map646 that crashed, older ones without a protocol too, or
 // an identical rule of the operator's), which is taken as it is. The dump
@@ -226,19 +216,19 @@ func (n *Netlink) AddRule(r Rule) error {
 	if slices.Contains(have, r.canonical()) {
 		return nil
 	}
-	if err := n.ruleRequest(unix.RTM_NEWRULE, unix.NLM_F_CREATE, r, ruleProtocol); err != nil {
+	if err := n.ruleRequest(unix.RTM_NEWRULE, unix.NLM_F_CREATE, r, RuleProtocol); err != nil {
 		return fmt.Errorf("rule %v: %w", r, err)
 	}
 	return nil
 }
 
-// DelRule implements Kernel: the rule of protocol ruleProtocol. If there
+// DelRule implements Kernel: the rule of protocol RuleProtocol. If there
 // is none, and the kernel has r exactly with another protocol (taken
 // over by AddRule), that one, named without a protocol: the kernel then
 // deletes the first rule at r's priority with r's action, table and
 // input interface, whatever its other selectors.
 func (n *Netlink) DelRule(r Rule) error {
-	err := n.ruleRequest(unix.RTM_DELRULE, 0, r, ruleProtocol)
+	err := n.ruleRequest(unix.RTM_DELRULE, 0, r, RuleProtocol)
 	if errors.Is(err, unix.ENOENT) {
 		have, derr := n.Rules()
 		if derr != nil {

@@ -61,6 +61,16 @@ type Rule struct {
 	Unreachable bool
 }
 
+// RuleProtocol is the protocol (FRA_PROTOCOL; `ip rule` shows "proto
+// 64") of the policy rules AddRule adds: unassigned in
+// include/uapi/linux/rtnetlink.h and iproute2's rt_protos. The kernel
+// matches a delete request on every field the request sets and on no
+// other (rule_find): without a protocol, deleting "6460: lookup 646"
+// removes the first rule at 6460 that looks up 646, someone else's
+// "6460: from 192.0.2.0/24 lookup 646" if it comes first. With it, only
+// ours.
+const RuleProtocol = 64
+
 // canonical is r as the kernel reports it: an unreachable rule looks up
 // no table (the kernel stores what the request said, and AddRule says 0).
 func (r Rule) canonical() Rule {

@@ -22,6 +22,7 @@ type fibRule struct {
 	action   uint8  // FR_ACT_TO_TBL, FR_ACT_UNREACHABLE, FR_ACT_BLACKHOLE, FR_ACT_GOTO...
 	table    uint32 // FRA_TABLE, else the header's 8-bit table
 	iif, oif string // FRA_IIFNAME, FRA_OIFNAME
+	protocol uint8  // FRA_PROTOCOL: who added it (RTPROT_*); 0 when absent
 	// other: the rule selects or acts on more than priority, iif, oif
 	// and table: a source or destination prefix or TOS in the header,
 	// FIB_RULE_INVERT ("not"), a suppress_prefixlength or
@@ -89,7 +90,16 @@ func decodeRule(b []byte) fibRule {
 			if len(v) != 4 || binary.NativeEndian.Uint32(v) != 0xffffffff {
 				f.other = true
 			}
-		case unix.FRA_PROTOCOL, unix.FRA_PAD:
+		case unix.FRA_PROTOCOL:
+			// Who added the rule, not what it matches: not a
+			// selector, but it tells ours (RuleProtocol) from an
+			// identical rule of someone else's.
+			if len(v) != 1 {
+				f.other = true
+				continue
+			}
+			f.protocol = v[0]
+		case unix.FRA_PAD:
 		default:
 			f.other = true
 		}

@@ -44,7 +44,7 @@ var ruleMsgs = []struct {
 		fibRule{family: unix.AF_INET, priority: 6460, action: unix.FR_ACT_TO_TBL, table: 100000}, &Rule{Family: 4, Priority: 6460, Table: 100000}},
 	{"ip -4 rule add pref 6460 lookup 646 proto static",
 		"02000000fc0000010000000008000f008602000008000e00ffffffff0500150004000000080006003c190000",
-		fibRule{family: unix.AF_INET, priority: 6460, action: unix.FR_ACT_TO_TBL, table: 646}, &Rule{Family: 4, Priority: 6460, Table: 646}},
+		fibRule{family: unix.AF_INET, priority: 6460, action: unix.FR_ACT_TO_TBL, table: 646, protocol: unix.RTPROT_STATIC}, &Rule{Family: 4, Priority: 6460, Table: 646}},
 	{"ip -4 rule add pref 6460 from 192.0.2.0/24 lookup 646",
 		"02001800fc0000010000000008000f008602000008000e00ffffffff0500150000000000080006003c19000008000200c0000200",
 		fibRule{family: unix.AF_INET, priority: 6460, action: unix.FR_ACT_TO_TBL, table: 646, other: true}, nil},
@@ -187,7 +187,7 @@ func FuzzDecodeRule(f *testing.F) {
 		if r.Family != 4 && r.Family != 6 {
 			t.Fatalf("rule of family %d from %x", r.Family, b)
 		}
-		msg := appendRuleMsg(nil, unix.RTM_NEWRULE, 0, 1, r, ruleProtocol)
+		msg := appendRuleMsg(nil, unix.RTM_NEWRULE, 0, 1, r, RuleProtocol)
 		back, ok := decodeRule(msg[unix.NLMSG_HDRLEN:]).rule()
 		if !ok || back != r.canonical() {
 			t.Fatalf("%x: %v, written and read again: %v, %v", b, r, back, ok)

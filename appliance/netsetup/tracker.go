@@ -393,12 +393,29 @@ func (t *Tracker) MissingRules() ([]Rule, error) {
 }
 
 // OwnsRule reports whether r (as the kernel describes it: an
-// RTM_DELRULE's rule) is a policy rule this tracker added. Someone else's
-// rule, deleted, is nothing to put back.
-func (t *Tracker) OwnsRule(r Rule) bool {
+// RTM_DELRULE's rule, of protocol proto) is a policy rule this tracker
+// added. Someone else's rule, deleted, is nothing to put back. The kernel
+// keeps an identical rule of another protocol beside ours (`ip rule add
+// pref 6460 lookup 646 proto boot`), so a match of every field is ours
+// only when its protocol is RuleProtocol, or when it is a rule AddRule
+// took over (of any protocol: the kernel had it when we came). Which of
+// the two a deleted rule of another protocol was, the kernel says: if it
+// still has r, of whatever protocol, the one deleted was not the one we
+// count on (one dump, only for a deletion that looks like ours).
+func (t *Tracker) OwnsRule(r Rule, proto uint8) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return slices.ContainsFunc(t.rules, func(o Rule) bool { return o.canonical() == r })
+	if !slices.ContainsFunc(t.rules, func(o Rule) bool { return o.canonical() == r }) {
+		return false
+	}
+	if proto == RuleProtocol {
+		return true
+	}
+	have, err := t.k.Rules()
+	if err != nil {
+		return true // putting back one that is there is harmless
+	}
+	return !slices.Contains(have, r)
 }
 
 // Restore puts back, with replace semantics, every address, route and

@@ -447,6 +447,7 @@ func TestTrackerLeavesForeignRoutesAlone(t *testing.T) {
 // outside are found (MissingRules) and put back (RestoreRules, Restore,
 // ReinstallAddrs); an address no longer ours is left deleted.
 func TestTrackerPutsBackRulesAndAddresses(t *testing.T) {
+	const rtprotBoot = 3 // RTPROT_BOOT: `ip rule add ... proto boot`
 	k := newFake()
 	tr := NewTracker(k)
 	rules := []Rule{
@@ -460,24 +461,38 @@ func TestTrackerPutsBackRulesAndAddresses(t *testing.T) {
 	if m, err := tr.MissingRules(); err != nil || len(m) != 0 {
 		t.Fatalf("nothing deleted: missing %v, %v", m, err)
 	}
-	// An RTM_DELRULE's rule is ours only if every field matches.
+	// An RTM_DELRULE's rule is ours only if every field matches, and
+	// it is of our protocol or the kernel no longer has one like it.
 	for _, c := range []struct {
-		r    Rule
-		ours bool
+		r     Rule
+		proto uint8
+		ours  bool
 	}{
-		{Rule{Family: 4, Priority: 6460, Table: 646}, true},
-		{Rule{Family: 4, Priority: 6463, Unreachable: true}, true},
-		{Rule{Family: 6, Priority: 6460, Table: 646}, true},
-		{Rule{Family: 6, Priority: 6463, Unreachable: true}, false},
-		{Rule{Family: 4, Priority: 6460, Table: 647}, false},
-		{Rule{Family: 4, Priority: 6461, Table: 646}, false},
-		{Rule{Family: 4, Priority: 6460, Iif: "lo", Table: 646}, false},
-		{Rule{Family: 4, Priority: 6463, Table: 646}, false},
+		{Rule{Family: 4, Priority: 6460, Table: 646}, RuleProtocol, true},
+		{Rule{Family: 4, Priority: 6463, Unreachable: true}, RuleProtocol, true},
+		{Rule{Family: 6, Priority: 6460, Table: 646}, RuleProtocol, true},
+		{Rule{Family: 6, Priority: 6463, Unreachable: true}, RuleProtocol, false},
+		{Rule{Family: 4, Priority: 6460, Table: 647}, RuleProtocol, false},
+		{Rule{Family: 4, Priority: 6461, Table: 646}, RuleProtocol, false},
+		{Rule{Family: 4, Priority: 6460, Iif: "lo", Table: 646}, RuleProtocol, false},
+		{Rule{Family: 4, Priority: 6463, Table: 646}, RuleProtocol, false},
+		// An identical rule of someone else's (proto boot) deleted
+		// while ours is still there: not ours.
+		{Rule{Family: 4, Priority: 6460, Table: 646}, rtprotBoot, false},
+		{Rule{Family: 6, Priority: 6460, Table: 646}, 0, false},
 	} {
-		if got := tr.OwnsRule(c.r); got != c.ours {
-			t.Errorf("OwnsRule(%v) = %v, want %v", c.r, got, c.ours)
+		if got := tr.OwnsRule(c.r, c.proto); got != c.ours {
+			t.Errorf("OwnsRule(%v, proto %d) = %v, want %v", c.r, c.proto, got, c.ours)
 		}
 	}
+	// A rule AddRule took over (any protocol) deleted: the kernel no
+	// longer has one like it, so it was the one we counted on.
+	taken := k.rules[0]
+	k.rules = slices.Delete(k.rules, 0, 1)
+	if !tr.OwnsRule(taken, rtprotBoot) {
+		t.Errorf("OwnsRule(%v, proto boot) with none left = false, want true", taken)
+	}
+	k.rules = slices.Insert(k.rules, 0, taken)
 	k.rules = slices.Delete(k.rules, 0, 2) // ip rule flush (IPv4)
 	if m, err := tr.MissingRules(); err != nil || !slices.Equal(m, rules[:2]) {
 		t.Fatalf("after deleting the IPv4 rules: missing %v, %v", m, err)

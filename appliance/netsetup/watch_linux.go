@@ -22,7 +22,9 @@ type Change struct {
 	// NLM_F_REPLACE (Replaced): the route that now has the place (table,
 	// destination, metric) of another one, as the kernel describes it
 	// (a blackhole, unicast through its device or gateway; any other
-	// type with neither).
+	// type with neither). Only routes at the metric Netlink installs
+	// ours at (installedMetric) are reported: one at another metric has
+	// a place of its own and is never ours.
 	Route Route
 	// Replaced: Route replaced a route in place (`ip route replace`),
 	// which the kernel announces without deleting the old one.
@@ -39,6 +41,11 @@ type Change struct {
 	// kernel removed, for Tracker.OwnsRule. A deleted rule with any
 	// other selector or action is never ours and is not reported.
 	Rule Rule
+	// RuleProtocol is the deleted Rule's protocol (FRA_PROTOCOL; 0
+	// when the kernel reported none): netsetup.RuleProtocol for a rule the
+	// daemon added; another for an identical rule of someone else's,
+	// or one AddRule took over.
+	RuleProtocol uint8
 	// Lost is true when the kernel dropped events (ENOBUFS): anything
 	// may have changed.
 	Lost bool
@@ -211,8 +218,9 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 			w.names[idx] = name
 			cs = append(cs, Change{Link: name, Up: flags&unix.IFF_UP != 0})
 		case unix.RTM_DELRULE:
-			if r, ok := decodeRule(body).rule(); ok {
-				cs = append(cs, Change{Rule: r})
+			f := decodeRule(body)
+			if r, ok := f.rule(); ok {
+				cs = append(cs, Change{Rule: r, RuleProtocol: f.protocol})
 			}
 		case unix.RTM_NEWADDR, unix.RTM_DELADDR:
 			if len(body) < unix.SizeofIfAddrmsg {
@@ -236,10 +244,15 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 			family, dstLen, table, rtype := body[0], int(body[1]), uint32(body[4]), body[7]
 			var r Route
 			var dst []byte
+			var metric uint32
 			for t, v := range attrs(body[unix.SizeofRtMsg:]) {
 				switch t {
 				case unix.RTA_DST:
 					dst = v
+				case unix.RTA_PRIORITY:
+					if len(v) >= 4 {
+						metric = binary.NativeEndian.Uint32(v)
+					}
 				case unix.RTA_TABLE:
 					if len(v) >= 4 {
 						table = binary.NativeEndian.Uint32(v)
@@ -256,6 +269,12 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 						r.Via, _ = netip.AddrFromSlice(v[2:])
 					}
 				}
+			}
+			if metric != installedMetric(family) {
+				// Another place than any of ours (the kernel keys a
+				// route on table, destination and metric): someone
+				// else's route, deleted or replaced, is not ours.
+				continue
 			}
 			var a netip.Addr
 			switch {
@@ -289,6 +308,17 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 		}
 	}
 	return cs
+}
+
+// installedMetric is the metric (RTA_PRIORITY) the kernel reports for
+// the routes Netlink installs, which set none: 0 for IPv4 (fib_dump_info
+// leaves the attribute out), IP6_RT_PRIO_USER (1024) for IPv6
+// (ip6_route_info_create puts a route without a metric there).
+func installedMetric(family uint8) uint32 {
+	if family == unix.AF_INET6 {
+		return 1024
+	}
+	return 0
 }
 
 // deletedAddr decodes an RTM_DELADDR's ifaddrmsg and attributes: the

@@ -296,6 +296,69 @@ func TestWatcherSeesRoutesReplacedByOthers(t *testing.T) {
 	}
 }
 
+// withType returns a copy of the netlink message m with another type and
+// flags.
+func withType(m []byte, typ, flags uint16) []byte {
+	m = slices.Clone(m)
+	binary.NativeEndian.PutUint16(m[4:], typ)
+	binary.NativeEndian.PutUint16(m[6:], flags)
+	return m
+}
+
+// withMetric returns a copy of the netlink message m with an
+// RTA_PRIORITY attribute appended, and its length fixed.
+func withMetric(m []byte, metric uint32) []byte {
+	m = append(slices.Clone(m), 8, 0, unix.RTA_PRIORITY, 0)
+	m = binary.NativeEndian.AppendUint32(m, metric)
+	binary.NativeEndian.PutUint32(m[0:], uint32(len(m)))
+	return m
+}
+
+// TestWatcherReportsOnlyOurMetric: a route deleted or replaced at a
+// metric other than the one the kernel gives ours (0 for IPv4, 1024 for
+// IPv6) has a place of its own and is not reported (review H11: a route
+// of someone else's replaced at metric 5 was taken for ours).
+func TestWatcherReportsOnlyOurMetric(t *testing.T) {
+	v4 := []byte{
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // nlmsghdr, length set below
+		2, 32, 0, 0, 0, 4, 0, 1, 0, 0, 0, 0, // rtmsg: AF_INET, /32, unicast
+		8, 0, 1, 0, 198, 51, 100, 7, // RTA_DST
+		8, 0, 15, 0, 0x86, 0x02, 0, 0, // RTA_TABLE 646
+		8, 0, 4, 0, 1, 0, 0, 0, // RTA_OIF 1
+	}
+	binary.NativeEndian.PutUint32(v4, uint32(len(v4)))
+	binary.NativeEndian.PutUint16(v4[4:], unix.RTM_DELROUTE)
+	v6 := slices.Concat(v4[:16], []byte{
+		10, 128, 0, 0, 0, 4, 0, 1, 0, 0, 0, 0, // rtmsg: AF_INET6, /128, unicast
+		20, 0, 1, 0, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, // RTA_DST
+		8, 0, 15, 0, 0x86, 0x02, 0, 0, // RTA_TABLE 646
+		8, 0, 4, 0, 1, 0, 0, 0, // RTA_OIF 1
+	})
+	binary.NativeEndian.PutUint32(v6, uint32(len(v6)))
+	rep := func(m []byte) []byte { return withType(m, unix.RTM_NEWROUTE, unix.NLM_F_REPLACE) }
+	for _, c := range []struct {
+		name string
+		msg  []byte
+		want bool
+	}{
+		{"ipv4 delete, no metric", v4, true},
+		{"ipv4 delete, metric 0", withMetric(v4, 0), true},
+		{"ipv4 delete, metric 5", withMetric(v4, 5), false},
+		{"ipv4 replace, no metric", rep(v4), true},
+		{"ipv4 replace, metric 5", withMetric(rep(v4), 5), false},
+		{"ipv6 delete, metric 1024", withMetric(v6, 1024), true},
+		{"ipv6 delete, metric 5", withMetric(v6, 5), false},
+		{"ipv6 replace, metric 1024", withMetric(rep(v6), 1024), true},
+		{"ipv6 replace, metric 1", withMetric(rep(v6), 1), false},
+	} {
+		w := &Watcher{names: map[int32]string{1: "lo"}}
+		cs := w.parse(nil, c.msg)
+		if got := len(cs) == 1 && cs[0].Route.Dst.IsValid(); got != c.want {
+			t.Errorf("%s: changes %+v, want a route reported: %v", c.name, cs, c.want)
+		}
+	}
+}
+
 // FuzzWatcherParse: whatever bytes a netlink socket hands over, parse
 // neither panics nor reports a route without a valid destination.
 func FuzzWatcherParse(f *testing.F) {
@@ -324,6 +387,14 @@ func FuzzWatcherParse(f *testing.F) {
 			f.Add(rep)
 		}
 	}
+	// The delete and the replace with an RTA_PRIORITY: 0 (ours, for
+	// IPv4), 5 (someone else's place), and one cut short.
+	for _, metric := range []uint32{0, 5} {
+		for _, m := range [][]byte{msg, withType(msg, unix.RTM_NEWROUTE, unix.NLM_F_REPLACE)} {
+			f.Add(withMetric(m, metric))
+		}
+	}
+	f.Add(append(slices.Clone(msg), 6, 0, unix.RTA_PRIORITY, 0, 5, 0))
 	// RTM_DELRULEs with each body of ruleMsgs: ours, look-alikes and
 	// malformed ones.
 	for _, c := range ruleMsgs {
