@@ -189,11 +189,7 @@ func (c *Config) Sides() (v4, v6 []string) {
 	v4 = slices.Clone(c.Translator.Tun.IPv4Interfaces)
 	v6 = slices.Clone(c.Translator.Tun.IPv6Interfaces)
 	for _, ifc := range c.Interfaces {
-		has4, has6 := false, false
-		for _, a := range ifc.Addresses {
-			has4 = has4 || a.Addr().Is4()
-			has6 = has6 || a.Addr().Is6()
-		}
+		has4, has6 := ifc.Families()
 		switch {
 		case has4 && !has6 && !slices.Contains(v4, ifc.Name):
 			v4 = append(v4, ifc.Name)
@@ -209,6 +205,16 @@ type Interface struct {
 	Name      string
 	Addresses []netip.Prefix // address with its prefix length, e.g. 203.0.113.1/28
 	MTU       int            // 0: leave as it is
+}
+
+// Families reports whether the block gives its interface IPv4 addresses,
+// IPv6 addresses, or both; one family alone puts it on that side.
+func (i Interface) Families() (has4, has6 bool) {
+	for _, a := range i.Addresses {
+		has4 = has4 || a.Addr().Is4()
+		has6 = has6 || a.Addr().Is6()
+	}
+	return has4, has6
 }
 
 // Route is a `route` block: a static route of the appliance.

@@ -221,11 +221,7 @@ func (d *decoder) decodeFile(body hcl.Body) *Config {
 func (d *decoder) checkSides(c *Config) {
 	t := c.Translator.Tun
 	for _, ifc := range c.Interfaces {
-		has4, has6 := false, false
-		for _, a := range ifc.Addresses {
-			has4 = has4 || a.Addr().Is4()
-			has6 = has6 || a.Addr().Is6()
-		}
+		has4, has6 := ifc.Families()
 		switch {
 		case has6 && !has4 && slices.Contains(t.IPv4Interfaces, ifc.Name):
 			d.errorf(d.side4Ranges[ifc.Name], "Interface on both sides", "%q is in ipv4_interfaces, but its interface block gives it IPv6 addresses only, which puts it on the IPv6 side.", ifc.Name)

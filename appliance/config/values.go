@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -356,52 +357,22 @@ func (d *decoder) prefix(attrs hcl.Attributes, name string, dst *netip.Prefix, f
 // prefixList reads a list of prefixes; an element's error points at that
 // element when the list is written literally.
 func (d *decoder) prefixList(attrs hcl.Attributes, name string, dst *[]netip.Prefix, fam family, mode prefixMode) *hcl.Attribute {
-	a, v := d.typed(attrs, name, cty.List(cty.String))
-	if a == nil {
-		return nil
-	}
-	var elems []hcl.Expression
-	if t, ok := a.Expr.(interface{ ExprList() []hcl.Expression }); ok {
-		elems = t.ExprList()
-	}
-	out := []netip.Prefix{}
-	seen := map[netip.Prefix]int{}
-	good := true
-	for i, ev := range v.AsValueSlice() {
-		r := a.Expr.Range()
-		if i < len(elems) {
-			r = elems[i].Range()
-		}
-		if ev.IsNull() {
-			d.errorf(r, "Invalid "+name, "list elements must not be null.")
-			good = false
-			continue
-		}
-		p, err := parsePrefix(ev.AsString(), fam, mode)
-		if err != nil {
-			d.errorf(r, "Invalid "+name, "%s.", err)
-			good = false
-			continue
-		}
-		if j, dup := seen[p]; dup {
-			d.errorf(r, "Duplicate "+name, "%v is listed twice (elements %d and %d).", p, j+1, i+1)
-			good = false
-			continue
-		}
-		seen[p] = i
-		out = append(out, p)
-	}
-	if !good {
-		return nil
-	}
-	*dst = out
-	return a
+	return uniqueList(d, attrs, name, dst, func(s string) (netip.Prefix, error) { return parsePrefix(s, fam, mode) },
+		func(p netip.Prefix) string { return p.String() }, nil)
 }
 
 // ifNameList decodes a list of interface names into dst: each a valid
 // name (validIfName), none twice. ranges, when not nil, gets where each
 // name is.
 func (d *decoder) ifNameList(attrs hcl.Attributes, name string, dst *[]string, ranges map[string]hcl.Range) *hcl.Attribute {
+	return uniqueList(d, attrs, name, dst, func(s string) (string, error) { return s, validIfName(s) }, strconv.Quote, ranges)
+}
+
+// uniqueList decodes a list of strings into dst, each parsed by parse and
+// none twice; an element's error points at that element when the list is
+// written literally (else at the attribute), and any error leaves dst as
+// it was. ranges, when not nil, gets where each element is.
+func uniqueList[T comparable](d *decoder, attrs hcl.Attributes, name string, dst *[]T, parse func(string) (T, error), show func(T) string, ranges map[T]hcl.Range) *hcl.Attribute {
 	a, v := d.typed(attrs, name, cty.List(cty.String))
 	if a == nil {
 		return nil
@@ -410,8 +381,8 @@ func (d *decoder) ifNameList(attrs hcl.Attributes, name string, dst *[]string, r
 	if t, ok := a.Expr.(interface{ ExprList() []hcl.Expression }); ok {
 		elems = t.ExprList()
 	}
-	out := []string{}
-	seen := map[string]int{}
+	out := []T{}
+	seen := map[T]int{}
 	good := true
 	for i, ev := range v.AsValueSlice() {
 		r := a.Expr.Range()
@@ -423,22 +394,22 @@ func (d *decoder) ifNameList(attrs hcl.Attributes, name string, dst *[]string, r
 			good = false
 			continue
 		}
-		s := ev.AsString()
-		if err := validIfName(s); err != nil {
+		x, err := parse(ev.AsString())
+		if err != nil {
 			d.errorf(r, "Invalid "+name, "%s.", err)
 			good = false
 			continue
 		}
-		if j, dup := seen[s]; dup {
-			d.errorf(r, "Duplicate "+name, "%q is listed twice (elements %d and %d).", s, j+1, i+1)
+		if j, dup := seen[x]; dup {
+			d.errorf(r, "Duplicate "+name, "%s is listed twice (elements %d and %d).", show(x), j+1, i+1)
 			good = false
 			continue
 		}
-		seen[s] = i
+		seen[x] = i
 		if ranges != nil {
-			ranges[s] = r
+			ranges[x] = r
 		}
-		out = append(out, s)
+		out = append(out, x)
 	}
 	if !good {
 		return nil
