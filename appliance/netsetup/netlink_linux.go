@@ -474,15 +474,22 @@ func appendAttr(b []byte, typ uint16, data []byte) []byte {
 	return b
 }
 
+// appendRequestHeader appends the nlmsghdr of a request that asks for an
+// ack, its length left 0 for the caller to set once the message is whole;
+// the port id is 0, the kernel's.
+func appendRequestHeader(b []byte, typ, flags uint16, seq uint32) []byte {
+	b = binary.NativeEndian.AppendUint32(b, 0)
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = binary.NativeEndian.AppendUint16(b, unix.NLM_F_REQUEST|unix.NLM_F_ACK|flags)
+	b = binary.NativeEndian.AppendUint32(b, seq)
+	return binary.NativeEndian.AppendUint32(b, 0)
+}
+
 // appendRouteMsg appends one rtnetlink route request (nlmsghdr, struct
 // rtmsg, attributes; include/uapi/linux/rtnetlink.h).
 func appendRouteMsg(b []byte, typ, flags uint16, seq uint32, r Route, oif int) []byte {
 	start := len(b)
-	b = binary.NativeEndian.AppendUint32(b, 0) // length, set below
-	b = binary.NativeEndian.AppendUint16(b, typ)
-	b = binary.NativeEndian.AppendUint16(b, unix.NLM_F_REQUEST|unix.NLM_F_ACK|flags)
-	b = binary.NativeEndian.AppendUint32(b, seq)
-	b = binary.NativeEndian.AppendUint32(b, 0) // port id: the kernel
+	b = appendRequestHeader(b, typ, flags, seq)
 	family := byte(unix.AF_INET6)
 	if r.Dst.Addr().Is4() {
 		family = unix.AF_INET

@@ -149,11 +149,7 @@ func (f fibRule) rule() (Rule, bool) {
 // FRA_PROTOCOL unless proto is 0): r, with no other selector.
 func appendRuleMsg(b []byte, typ, flags uint16, seq uint32, r Rule, proto uint8) []byte {
 	start := len(b)
-	b = binary.NativeEndian.AppendUint32(b, 0) // length, set below
-	b = binary.NativeEndian.AppendUint16(b, typ)
-	b = binary.NativeEndian.AppendUint16(b, unix.NLM_F_REQUEST|unix.NLM_F_ACK|flags)
-	b = binary.NativeEndian.AppendUint32(b, seq)
-	b = binary.NativeEndian.AppendUint32(b, 0)
+	b = appendRequestHeader(b, typ, flags, seq)
 	family := byte(unix.AF_INET)
 	if r.Family == 6 {
 		family = unix.AF_INET6
