@@ -778,15 +778,11 @@ func TestHealthChangesAreAnnounced(t *testing.T) {
 	}
 }
 
-// TestHealthIsCheckedDuringASlowReload: while a reload's load is still
-// running (a large mappings file, a file system that hangs: up to
-// ConfigLoadTimeout), the health polls go on, and a data path that stops
-// forwarding is withdrawn at once, not once the load is over. Before,
-// the run loop waited for the load and announced the dead data path as
-// healthy meanwhile.
-func TestHealthIsCheckedDuringASlowReload(t *testing.T) {
-	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
-	defer h.stop()
+// reloadHeldInLoad starts a reload whose load of the file waits until
+// release is closed (a large mappings file, a file system that hangs),
+// and returns once the load has begun.
+func (h *harness) reloadHeldInLoad(t *testing.T) (release chan struct{}) {
+	t.Helper()
 	entered, release := make(chan struct{}), make(chan struct{})
 	slow := func(ctx context.Context, o Options) (*config.Config, error) {
 		close(entered)
@@ -797,13 +793,26 @@ func TestHealthIsCheckedDuringASlowReload(t *testing.T) {
 		return loadConfig(ctx, o)
 	}
 	h.load.Store(&slow)
-	writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10", "198.51.100.20")))
 	h.reload <- struct{}{}
 	select {
 	case <-entered:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the reload did not start loading")
 	}
+	return release
+}
+
+// TestHealthIsCheckedDuringASlowReload: while a reload's load is still
+// running (a large mappings file, a file system that hangs: up to
+// ConfigLoadTimeout), the health polls go on, and a data path that stops
+// forwarding is withdrawn at once, not once the load is over. Before,
+// the run loop waited for the load and announced the dead data path as
+// healthy meanwhile.
+func TestHealthIsCheckedDuringASlowReload(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
+	defer h.stop()
+	writeConfig(t, h.cfg, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10", "198.51.100.20")))
+	release := h.reloadHeldInLoad(t)
 	h.dp.Load().healthy.Store(false)
 	waitFor(t, "an unhealthy announcement while the reload loads", func() bool {
 		ups, _ := h.ann.snapshot()
@@ -830,22 +839,7 @@ func TestHealthIsCheckedDuringASlowReload(t *testing.T) {
 func TestRouteDeletedDuringASlowReloadIsPutBack(t *testing.T) {
 	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
 	defer h.stop()
-	entered, release := make(chan struct{}), make(chan struct{})
-	slow := func(ctx context.Context, o Options) (*config.Config, error) {
-		close(entered)
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-		return loadConfig(ctx, o)
-	}
-	h.load.Store(&slow)
-	h.reload <- struct{}{}
-	select {
-	case <-entered:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the reload did not start loading")
-	}
+	release := h.reloadHeldInLoad(t)
 	const route = "198.51.100.10/32 dev dmtest0 table 646"
 	r := netsetup.Route{Dst: netip.MustParsePrefix("198.51.100.10/32"), Dev: "dmtest0", Table: 646}
 	if err := h.k.DelRoutes([]netsetup.Route{r}); err != nil {
