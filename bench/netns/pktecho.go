@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 )
@@ -48,15 +45,11 @@ func (x *pktEchoTranslator) start(ctx context.Context, t topology) (*process, er
 	if x.txRing {
 		log = "pktecho-txring.log"
 	}
-	p, err := startInWith(t.Router, filepath.Join(x.dir, log), nil, pktEchoArgs(x.bin, x.txRing)...)
-	if err != nil {
-		return nil, err
+	p, err := startEcho(ctx, t, filepath.Join(x.dir, log), nil, pktEchoArgs(x.bin, x.txRing))
+	if p != nil {
+		x.proc = p
 	}
-	x.proc = p
-	if err := waitForwardTo(ctx, t, p, server6, 15*time.Second); err != nil {
-		return p, err
-	}
-	return p, nil
+	return p, err
 }
 
 // stop ends the echo and turns the router's forwarding back on.
@@ -78,11 +71,5 @@ func (x *pktEchoTranslator) stop(ctx context.Context, t topology) error {
 // buildPktEcho compiles bench/pktecho into dir (go run ./bench/netns runs
 // from the repository).
 func buildPktEcho(ctx context.Context, dir string) (string, error) {
-	bin := filepath.Join(dir, "pktecho")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/map646/map646/bench/pktecho")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build bench/pktecho: %w\n%s", err, out)
-	}
-	return bin, nil
+	return buildBenchTool(ctx, dir, "pktecho", "")
 }

@@ -86,11 +86,21 @@ func (x *tunEchoTranslator) start(ctx context.Context, t topology) (*process, er
 	if x.uring {
 		argv, log = append(argv, "-uring"), "tunecho-uring.log"
 	}
-	p, err := startInWith(t.Router, filepath.Join(x.dir, log), fs, argv...)
+	p, err := startEcho(ctx, t, filepath.Join(x.dir, log), fs, argv)
+	if p != nil {
+		x.proc = p
+	}
+	return p, err
+}
+
+// startEcho starts an echo (bench/tunecho, bench/pktecho) in the router
+// namespace with files inherited from fd 3 on, and waits until native
+// IPv6 passes through it; the process is returned whenever it started.
+func startEcho(ctx context.Context, t topology, logPath string, files []*os.File, argv []string) (*process, error) {
+	p, err := startInWith(t.Router, logPath, files, argv...)
 	if err != nil {
 		return nil, err
 	}
-	x.proc = p
 	if err := waitForwardTo(ctx, t, p, server6, 15*time.Second); err != nil {
 		return p, err
 	}
@@ -118,15 +128,21 @@ func (x *tunEchoTranslator) stop(ctx context.Context, t topology) error {
 	return err
 }
 
+// buildBenchTool compiles bench/NAME into dir, statically; hint follows
+// the failing command's name in the error.
+func buildBenchTool(ctx context.Context, dir, name, hint string) (string, error) {
+	bin := filepath.Join(dir, name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/map646/map646/bench/"+name)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build bench/%s%s: %w\n%s", name, hint, err, out)
+	}
+	return bin, nil
+}
+
 // buildTunEcho compiles bench/tunecho into dir, for runs that do not name
 // a binary with -tun-echo. It needs the module's source: the harness runs
 // from the repository (go run ./bench/netns).
 func buildTunEcho(ctx context.Context, dir string) (string, error) {
-	bin := filepath.Join(dir, "tunecho")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/map646/map646/bench/tunecho")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build bench/tunecho (or give -tun-echo PATH): %w\n%s", err, out)
-	}
-	return bin, nil
+	return buildBenchTool(ctx, dir, "tunecho", " (or give -tun-echo PATH)")
 }
