@@ -180,34 +180,29 @@ func renderMarkdown(info runInfo, r *results) string {
 		}
 	}
 
-	w("\n### Targets (issue 12), as same-run ratios\n\n| target | veths | goal | measured (rounds' min–max) | result |\n|---|---|---|---:|---|\n")
+	w("\n### Targets (issue 12), as same-run ratios\n\n| target | veths | goal | measured (rounds' min–max) | by the median | estimate [95 %% CI] | by the CI |\n|---|---|---|---:|---|---:|---|\n")
 	for _, t := range issueTargets(info.Conds, info.Setups) {
 		ratio, met, ok := t.verdict(r)
-		res := "not measured"
-		if ok && met {
+		if !ok {
+			w("| %s | %s | %s | n/a | not measured | — | — |\n", t.Label, t.Cond, t.Comparison)
+			continue
+		}
+		res := "**not met**"
+		if met {
 			res = "met"
-		} else if ok {
-			res = "**not met**"
 		}
 		lo, hi, split := t.spread(r)
-		if ok && split {
+		if split {
 			res += ", not in every round"
 		}
-		measured := formatRatio(ratio)
-		if ok {
-			measured += fmt.Sprintf(" (%s–%s)", formatRatio(lo), formatRatio(hi))
+		e := t.estimate(r)
+		ci := e.judge(t)
+		if ci != verdictWithin && ci != verdictMet {
+			ci = "**" + ci + "**"
 		}
-		if ok && t.Within {
-			e := t.estimate(r)
-			res = e.judge(t)
-			if e.judge(t) != verdictWithin {
-				res = "**" + res + "**"
-			}
-			measured += "; " + formatEstimate(e)
-		}
-		w("| %s | %s | %s | %s | %s |\n", t.Label, t.Cond, t.Comparison, measured, res)
+		w("| %s | %s | %s | %s (%s–%s) | %s | %s | %s |\n", t.Label, t.Cond, t.Comparison, formatRatio(ratio), formatRatio(lo), formatRatio(hi), res, formatEstimate(e), ci)
 	}
-	w("\nRun-to-run noise on a shared 2-core machine is often above 5%%: a result \"not in every round\" is decided by the median of the rounds alone. The 1M table's rows are judged on a 95 %% confidence interval instead (the table after this one): \"within 5 %%\" when all of it meets the goal, \"outside 5 %%\" when none of it does, \"undecided\" when the goal's line lies inside it. Compare them with the A/A twin's rows when the run had one (`-setups map646-1m,map646,map646-aa`: `map646-aa` is map646 again, judged the same way in the same rounds), or with an A/A run, the same comparison with one mapping on both sides (`-setups map646,map646-1m -mappings 1`), and see \"How noisy the 1M rows are\" below the harness's section.\n")
+	w("\nRun-to-run noise on a shared 2-core machine is often above 5%%: a result \"not in every round\" by the median is decided by the median of the rounds alone. The last two columns judge the same ratio on a 95 %% confidence interval (how it is computed: the table after this one): met (within 5 %%) when all of the interval meets the goal, not met (outside 5 %%) when none of it does, \"undecided\" when the goal's line lies inside it; pool more rounds (`-merge`) to decide it. Compare the 1M rows with the A/A twin's rows when the run had one (`-setups map646-1m,map646,map646-aa`: `map646-aa` is map646 again, judged the same way in the same rounds), or with an A/A run, the same comparison with one mapping on both sides (`-setups map646,map646-1m -mappings 1`), and see \"How noisy the 1M rows are\" below the harness's section.\n")
 	renderWithin(w, info, r)
 
 	if has[sTayga] {
@@ -260,8 +255,8 @@ func renderMarkdown(info runInfo, r *results) string {
 	w("The tests: %d pings 10 ms apart and %d pings 1 s apart on the idle path, iperf3 TCP 1 stream, TCP 4 streams (`-P 4`), ", info.Pings, info.Pings1s)
 	w("and UDP with 64-byte payloads at full speed (`-u -l 64 -b 0`; the rate is what the receiver got), with pings at 100/s running from 0.5 s into the flood until 0.5 s before its end; the pings on the idle path run before the flood. ")
 	w("The translator's CPU is utime+stime from /proc/PID/stat over each test, divided by the Gbit or million packets received; start-up is the time from starting the translator until a ping passes through it (loading the table and installing routes included). ")
-	w("Targets are judged on the median of the per-round ratios, shown with the rounds' lowest and highest ratio; they are reported, never enforced. ")
-	w("The 1M table's goals (within 5 %% of one mapping) are judged on a 95 %% confidence interval instead: for throughput and CPU the geometric mean of the per-round ratios, the rounds of each order (A B and B A) weighed alike, with a t interval from the spread within each order (n−2 degrees of freedom, so that an advantage of the setup measured second neither biases nor widens it); for the idle pings, whose rounds hold few echoes, the ratio of the medians of every echo of all rounds, with a bootstrap interval that draws rounds (both setups' echoes of a round together) and then echoes within them, 2000 times with a fixed seed. ")
+	w("Targets are judged twice, and reported, never enforced: on the median of the per-round ratios, shown with the rounds' lowest and highest ratio, and on a 95 %% confidence interval of the same ratio. ")
+	w("The interval: for throughput and CPU the geometric mean of the per-round ratios, the rounds of each order (A B and B A) weighed alike, with a t interval from the spread within each order (n−2 degrees of freedom, so that an advantage of the setup measured second neither biases nor widens it); for the idle pings, whose rounds hold few echoes, the ratio of the medians of every echo of all rounds, with a bootstrap interval that draws rounds (both setups' echoes of a round together) and then echoes within them, 2000 times with a fixed seed. ")
 	if info.Rounds > 1 {
 		w("With %d rounds the lowest and highest per-round ratio bound the pair's true median ratio with %s confidence (the chance that all rounds fall on one side of it is 2 × 2^-%d, whatever the noise's shape): a verdict \"not in every round\" has its goal inside that interval, and the run does not decide it. ", info.Rounds, confidencePercent(info.Rounds), info.Rounds)
 	}

@@ -20,24 +20,32 @@ const (
 	unitEchoes = "echoes"
 )
 
-// verdicts of a ratio's confidence interval against a one-sided goal.
+// verdicts of a ratio's confidence interval against a one-sided goal: a
+// goal of staying within 5 % of another setup (target.Within) is within
+// or outside, any other goal met or not met.
 const (
 	verdictWithin    = "within 5 %"
 	verdictOutside   = "outside 5 %"
+	verdictMet       = "met"
+	verdictNotMet    = "not met"
 	verdictUndecided = "undecided (CI spans the line)"
 )
 
-// judge compares the interval with the goal's line: within when the whole
-// interval meets the goal, outside when none of it does, undecided when
-// the line lies inside it (or there is no interval).
+// judge compares the interval with the goal's line: within (met) when the
+// whole interval meets the goal, outside (not met) when none of it does,
+// undecided when the line lies inside it (or there is no interval).
 func (e ratioEstimate) judge(t target) string {
+	yes, no := verdictMet, verdictNotMet
+	if t.Within {
+		yes, no = verdictWithin, verdictOutside
+	}
 	switch {
 	case math.IsNaN(e.Lo) || math.IsNaN(e.Hi):
 		return verdictUndecided
 	case t.meets(e.Lo) && t.meets(e.Hi):
-		return verdictWithin
+		return yes
 	case !t.meets(e.Lo) && !t.meets(e.Hi):
-		return verdictOutside
+		return no
 	}
 	return verdictUndecided
 }

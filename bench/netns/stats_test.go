@@ -139,8 +139,10 @@ func TestTQuantile975(t *testing.T) {
 }
 
 func TestJudge(t *testing.T) {
-	atLeast := target{AtLeast: true, Threshold: 0.95}
-	atMost := target{AtLeast: false, Threshold: 1.05}
+	atLeast := target{AtLeast: true, Threshold: 0.95, Within: true}
+	atMost := target{AtLeast: false, Threshold: 1.05, Within: true}
+	// A goal that is not "within 5 % of another setup" is met or not met.
+	faster := target{AtLeast: false, Threshold: 1}
 	nan := math.NaN()
 	for _, c := range []struct {
 		t      target
@@ -155,6 +157,9 @@ func TestJudge(t *testing.T) {
 		{atMost, 1.06, 1.20, verdictOutside},
 		{atMost, 0.98, 1.07, verdictUndecided},
 		{atMost, nan, nan, verdictUndecided},
+		{faster, 0.80, 0.99, verdictMet},
+		{faster, 1.01, 1.20, verdictNotMet},
+		{faster, 0.95, 1.05, verdictUndecided},
 	} {
 		e := ratioEstimate{Ratio: 1, Lo: c.lo, Hi: c.hi}
 		if got := e.judge(c.t); got != c.want {
