@@ -21,14 +21,16 @@
 // goroutine hand-off. docs/datapath.md draws the path and gives the
 // measurements.
 //
-// The fd path (ServeFDQueues, ServeTap) serves inherited
-// descriptors with an endpoint of ours (fd_tap.go): one goroutine per
-// descriptor reads into a frame with headroom, the same Handler translates
-// in place, and the result is written with one writev (behind an Ethernet
-// header to the resolved next hop for a tap, whose ARP and Neighbor
-// Discovery it answers itself: arp.go). A tun or tap opened with
-// IFF_VNET_HDR has its virtio_net_hdr read beside the frame and written
-// in front of the result, so that super-packets cross it whole too. Any
+// The fd path (ServeFDQueues, ServeTap) serves inherited descriptors.
+// Queues of one tun go to a tun.Endpoint, host mode's queue loops
+// (serveTunFDs in fd.go). Sockets and taps go to an endpoint of ours
+// (fd_tap.go): one goroutine per descriptor reads into a frame with
+// headroom, the same Handler translates in place, and the result is
+// written with one writev (behind an Ethernet header to the resolved next
+// hop for a tap, whose ARP and Neighbor Discovery it answers itself:
+// arp.go). A tun, tap or socket with a virtio_net_hdr has it read beside
+// the frame and written in front of the result, so that super-packets
+// cross it whole too. Any
 // link endpoint can use Handler (NewHandler), provided each queue index in
 // PacketBuffer.Hash is delivered by one goroutine at a time; the
 // PacketBuffers of an endpoint not ours (gVisor's fdbased) are copied into
