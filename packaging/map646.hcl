@@ -16,6 +16,14 @@ translator {
     ipv6 = "2001:db8:6::10"
   }
 
+  # The translator's own public IPv4 address: the source of the ICMPv4
+  # errors it sends and of those it translates from IPv6 routers that have
+  # no IPv4 address (Packet Too Big among them). Without it they come from
+  # 192.0.0.8, which filters drop, and path MTU discovery breaks for IPv4
+  # clients (RFC 7915 section 5.2). Route it to this host; or give
+  # icmp_source_pool = ["..."] instead (RFC 6791).
+  ipv4_address = "203.0.113.1"
+
   # For many servers, one "ipv4,ipv6" line each, relative to this file:
   # mappings_file = "mappings.csv"
 
