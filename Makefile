@@ -1,5 +1,12 @@
 # map646 — see README.md. Every target works from a clean checkout (run ./deps.sh first, as root).
-GO      ?= go
+# The go on PATH, else the one deps.sh installs; whatever make runs (scripts,
+# tests that build with go) finds the same one first on PATH.
+ifeq ($(origin GO),undefined)
+GO := $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+endif
+ifneq ($(findstring /,$(GO)),)
+export PATH := $(patsubst %/,%,$(dir $(GO))):$(PATH)
+endif
 BIN     := bin/map646
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
