@@ -160,7 +160,7 @@ next:
 	k.record(fmt.Sprintf("routes+ %v", rs))
 	return existed, err
 }
-func (k *fakeKernel) Rules() ([]netsetup.Rule, error) {
+func (k *fakeKernel) OwnRules() ([]netsetup.Rule, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return slices.Clone(k.rules), nil

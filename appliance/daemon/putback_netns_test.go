@@ -138,23 +138,31 @@ func TestOthersIdenticalRuleDeletedIsNotOurs(t *testing.T) {
 	}
 }
 
-// TestTakenOverRuleDeletedIsPutBack: a rule identical to ours that the
-// kernel had at start (of another protocol: "proto boot") is taken over,
-// not doubled; deleted, it was the one the translator counted on, and the
-// deletion's event puts ours back, with protocol 64.
-func TestTakenOverRuleDeletedIsPutBack(t *testing.T) {
+// TestRuleFoundAtStartIsTakenOver: a rule identical to ours that the
+// kernel had at start, of another protocol ("proto boot": an operator's,
+// or a crashed map646's older than the protocol), is replaced by ours,
+// with protocol 64, so that the health poll's dump finds ours by its
+// protocol and the stop deletes ours and no look-alike; at stop it goes.
+func TestRuleFoundAtStartIsTakenOver(t *testing.T) {
 	tp := newTopo(t)
 	tp.x.MustRun(t, "ip", "-4", "rule", "add", "pref", "6460", "lookup", "646", "proto", "boot")
 	d := tp.startDaemon(t, tp.configExtra(t, "map646.hcl", ""))
 	waitUntil(t, d, "healthy", 5*time.Second, func() bool { return healthyNow(d) })
 	show := func() string { return tp.x.MustRun(t, "ip", "-4", "rule", "show", "pref", "6460") }
-	if got := show(); strings.Count(got, "6460:") != 1 || !strings.Contains(got, "proto boot") {
-		t.Fatalf("the rule found at start not taken over as it is:\n%s", got)
+	if got := show(); strings.Count(got, "6460:") != 1 || !strings.Contains(got, "lookup 646 proto 64") {
+		t.Fatalf("the rule found at start not replaced by ours:\n%s", got)
 	}
-	tp.x.MustRun(t, "ip", "-4", "rule", "del", "pref", "6460", "lookup", "646", "proto", "boot")
-	waitUntil(t, d, "ours back", 3*DefaultHealthInterval, func() bool { return strings.Contains(show(), "lookup 646 proto 64") })
-	if out := d.out.String(); !strings.Contains(out, "a policy rule of the translator was deleted") {
-		t.Errorf("the deletion of the rule taken over was not seen as one of ours:\n%s", out)
+	if sent, recv := ping(t, tp.cli, "-c", "2", "-i", "0.2", "-W", "2", "198.51.100.10"); recv != sent {
+		t.Errorf("ping: %d/%d\n%s", recv, sent, d.out)
+	}
+	if out := d.out.String(); strings.Contains(out, "a policy rule of the translator was deleted") {
+		t.Errorf("the rule taken over, deleted at start, taken for ours:\n%s", out)
+	}
+	if err := d.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit: %v\n%s", err, d.out)
+	}
+	if got := show(); got != "" {
+		t.Errorf("ip -4 rule at 6460 after stop:\n%s", got)
 	}
 }
 

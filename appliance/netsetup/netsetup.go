@@ -62,7 +62,7 @@ type Rule struct {
 }
 
 // RuleProtocol is the protocol (FRA_PROTOCOL; `ip rule` shows "proto
-// 64") of the policy rules AddRule adds: unassigned in
+// 64") of the policy rules AddRule adds, all the daemon holds: unassigned in
 // include/uapi/linux/rtnetlink.h and iproute2's rt_protos. The kernel
 // matches a delete request on every field the request sets and on no
 // other (rule_find): without a protocol, deleting "6460: lookup 646"
@@ -115,18 +115,23 @@ type Kernel interface {
 	ReplaceRoutes(rs []Route) error
 	// DelRoutes removes routes; missing ones are not an error.
 	DelRoutes(rs []Route) error
-	// AddRule adds a policy routing rule; an identical one that is
-	// there already is not an error.
+	// AddRule adds a policy routing rule of protocol RuleProtocol; one
+	// of that protocol that is there already is not an error. An
+	// identical rule of another protocol is replaced by ours (taken
+	// over), so that every rule the daemon holds carries its protocol.
 	AddRule(r Rule) error
-	// DelRule removes a rule; a missing one is not an error.
+	// DelRule removes the rule of protocol RuleProtocol; a missing one
+	// is not an error. An identical rule of another protocol is never
+	// removed.
 	DelRule(r Rule) error
-	// Rules returns the policy routing rules of both families that a
-	// Rule describes exactly, others' too; rules with any other
-	// selector (from, to, fwmark, not...), an output interface or
-	// another action (blackhole, goto...) are left out: they are never
-	// ours, and one that looks like ours must not hide that ours is
-	// missing.
-	Rules() ([]Rule, error)
+	// OwnRules returns the policy rules of both families of protocol
+	// RuleProtocol that a Rule describes exactly. Neither an identical
+	// rule of another protocol (`ip rule add pref 6460 lookup 646 proto
+	// static`) nor a rule with any other selector (from, to, fwmark,
+	// not...), an output interface or another action (blackhole,
+	// goto...) is listed: none is ours, and one that looks like ours
+	// must not hide that ours is missing.
+	OwnRules() ([]Rule, error)
 	// Sysctl writes value to /proc/sys/<key> and returns the old value.
 	Sysctl(key, value string) (old string, err error)
 	// Features returns whether each named netdev feature (as `ethtool

@@ -372,14 +372,17 @@ func (t *Tracker) restoreRules() error {
 }
 
 // MissingRules lists the rules this tracker added that the kernel no
-// longer has (one dump of the rules; none when the tracker has no rules).
+// longer has with protocol RuleProtocol (one dump of the rules; none when
+// the tracker has no rules). An identical rule of another protocol does
+// not hide one of ours deleted: the kernel keeps both, and ours is the
+// one Teardown deletes.
 func (t *Tracker) MissingRules() ([]Rule, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.rules) == 0 {
 		return nil, nil
 	}
-	have, err := t.k.Rules()
+	have, err := t.k.OwnRules()
 	if err != nil {
 		return nil, err
 	}
@@ -394,28 +397,15 @@ func (t *Tracker) MissingRules() ([]Rule, error) {
 
 // OwnsRule reports whether r (as the kernel describes it: an
 // RTM_DELRULE's rule, of protocol proto) is a policy rule this tracker
-// added. Someone else's rule, deleted, is nothing to put back. The kernel
-// keeps an identical rule of another protocol beside ours (`ip rule add
-// pref 6460 lookup 646 proto boot`), so a match of every field is ours
-// only when its protocol is RuleProtocol, or when it is a rule AddRule
-// took over (of any protocol: the kernel had it when we came). Which of
-// the two a deleted rule of another protocol was, the kernel says: if it
-// still has r, of whatever protocol, the one deleted was not the one we
-// count on (one dump, only for a deletion that looks like ours).
+// added. Someone else's rule, deleted, is nothing to put back. Every
+// rule the tracker holds is of protocol RuleProtocol (Kernel.AddRule
+// replaces one it takes over), so an identical rule of another protocol
+// (`ip rule add pref 6460 lookup 646 proto boot`), which the kernel keeps
+// beside ours, is never ours.
 func (t *Tracker) OwnsRule(r Rule, proto uint8) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !slices.ContainsFunc(t.rules, func(o Rule) bool { return o.canonical() == r }) {
-		return false
-	}
-	if proto == RuleProtocol {
-		return true
-	}
-	have, err := t.k.Rules()
-	if err != nil {
-		return true // putting back one that is there is harmless
-	}
-	return !slices.Contains(have, r)
+	return proto == RuleProtocol && slices.ContainsFunc(t.rules, func(o Rule) bool { return o.canonical() == r })
 }
 
 // Restore puts back, with replace semantics, every address, route and

@@ -198,13 +198,13 @@ func TestKernelRoutesOfOthersAndPolicyRules(t *testing.T) {
 		if out := ns.MustRun(t, "ip", "-6", "rule", "show"); !strings.Contains(out, "6462:\tfrom all iif dm0 lookup main") {
 			return fmt.Errorf("IPv6 rules: %q", out)
 		}
-		have, err := k.Rules()
+		have, err := k.OwnRules()
 		if err != nil {
 			return err
 		}
 		for _, r := range []Rule{rule, {Family: 6, Priority: 6462, Iif: "dm0", Table: 254}} {
 			if !slices.Contains(have, r) {
-				return fmt.Errorf("Rules() has no %v: %v", r, have)
+				return fmt.Errorf("OwnRules() has no %v: %v", r, have)
 			}
 		}
 		for _, r := range []Rule{rule, {Family: 6, Priority: 6462, Iif: "dm0", Table: 254}} {
