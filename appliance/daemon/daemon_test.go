@@ -193,6 +193,10 @@ func (k *fakeKernel) DelRoutes(rs []netsetup.Route) error {
 	k.record(fmt.Sprintf("routes- %v", rs))
 	return nil
 }
+func (k *fakeKernel) DelRoutesAhead(as []netsetup.AheadRoute) error {
+	k.record(fmt.Sprintf("routes-ahead %v", as))
+	return nil
+}
 func (k *fakeKernel) Sysctl(key, v string) (string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()

@@ -182,3 +182,44 @@ func TestOthersRouteReplacedAtAnotherMetric(t *testing.T) {
 		t.Errorf("someone else's route at another metric replaced, taken for ours:\n%s", out)
 	}
 }
+
+// TestRoutesPutAheadAreDeleted: a route put ahead of one of the
+// translator's in its table without replacing it (`ip route prepend` of
+// a blackhole at the /32 of a mapping; an IPv6 blackhole at a lower
+// metric than the /96 of the prefix) came without a deletion or a
+// replacement: ours stayed, behind it, and every packet went into the
+// black hole while the daemon said it was healthy. Now the route ahead
+// is deleted, counted as a route repair, and traffic flows again.
+func TestRoutesPutAheadAreDeleted(t *testing.T) {
+	tp := newTopo(t)
+	d := tp.startDaemon(t, tp.configExtra(t, "map646.hcl", ""))
+	waitUntil(t, d, "healthy", 5*time.Second, func() bool { return healthyNow(d) })
+	if sent, recv := ping(t, tp.cli, "-c", "2", "-i", "0.2", "-W", "2", "198.51.100.10"); recv != sent {
+		t.Fatalf("ping before: %d/%d\n%s", recv, sent, d.out)
+	}
+	for _, c := range []struct{ add, show []string }{
+		{[]string{"ip", "route", "prepend", "blackhole", "198.51.100.10/32", "table", "646"},
+			[]string{"ip", "route", "show", "198.51.100.10/32", "table", "646"}},
+		{[]string{"ip", "-6", "route", "add", "blackhole", "2001:db8:64::/96", "table", "646", "metric", "100"},
+			[]string{"ip", "-6", "route", "show", "2001:db8:64::/96", "table", "646"}},
+	} {
+		tp.x.MustRun(t, c.add...)
+		took := waitUntil(t, d, strings.Join(c.add, " ")+" undone", 5*time.Second, func() bool {
+			out := tp.x.MustRun(t, c.show...)
+			return strings.Contains(out, "dev dmtun") && !strings.Contains(out, "blackhole")
+		})
+		t.Logf("%q undone in %v", strings.Join(c.add, " "), took.Round(time.Millisecond))
+		if sent, recv := ping(t, tp.cli, "-c", "2", "-i", "0.2", "-W", "2", "198.51.100.10"); recv != sent {
+			t.Errorf("ping after %v was undone: %d/%d", c.add, recv, sent)
+		}
+	}
+	if n := statsRepairs(d, "route"); n != 2 {
+		t.Errorf("%d route repairs counted; want 2", n)
+	}
+	if !healthyNow(d) {
+		t.Errorf("unhealthy after the routes ahead were deleted\n%s", d.out)
+	}
+	if !strings.Contains(d.out.String(), "a route was put ahead of one of the translator's") {
+		t.Errorf("no warning logged:\n%s", d.out)
+	}
+}

@@ -412,6 +412,43 @@ func (n *Netlink) DelRoutes(rs []Route) error {
 	return err
 }
 
+// DelRoutesAhead implements Kernel: one RTM_DELROUTE per route (a few),
+// with its type, protocol, metric (RTA_PRIORITY when not 0) and device or
+// gateway, which the kernel matches (fib_table_delete,
+// ip6_route_del); ESRCH, ENOENT and ENODEV (gone already) are not errors.
+func (n *Netlink) DelRoutesAhead(as []AheadRoute) error {
+	var errs []error
+	for _, a := range as {
+		oif := 0
+		if a.Dev != "" {
+			ifi, err := net.InterfaceByName(a.Dev)
+			if err != nil {
+				continue // the device, and the route through it, are gone
+			}
+			oif = ifi.Index
+		}
+		n.mu.Lock()
+		n.seq++
+		b := appendRouteMsg(nil, unix.RTM_DELROUTE, 0, n.seq, a.Route, oif)
+		// rtm_protocol and rtm_type, which a delete of ours leaves 0
+		// (any), and the metric.
+		b[unix.NLMSG_HDRLEN+5], b[unix.NLMSG_HDRLEN+7] = a.Protocol, a.Type
+		if a.Metric != 0 {
+			b = appendAttr(b, unix.RTA_PRIORITY, binary.NativeEndian.AppendUint32(nil, a.Metric))
+			binary.NativeEndian.PutUint32(b, uint32(len(b)))
+		}
+		err := unix.Sendto(n.fd, b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+		if err == nil {
+			err = n.receive(n.seq, nil)
+		}
+		n.mu.Unlock()
+		if err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("route delete %v: %w", a, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // batchBytes bounds one sendmsg of route requests; the acks for one batch
 // must fit the receive buffer, which is why it is not larger.
 const batchBytes = 64 << 10

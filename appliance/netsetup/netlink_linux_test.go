@@ -440,7 +440,7 @@ func benchReplaceRoutes(b *testing.B, watched bool) {
 		}
 		defer k.Close()
 		if watched {
-			w, err := Watch(0)
+			w, err := Watch(0, 0)
 			if err != nil {
 				return err
 			}

@@ -115,6 +115,11 @@ type Kernel interface {
 	ReplaceRoutes(rs []Route) error
 	// DelRoutes removes routes; missing ones are not an error.
 	DelRoutes(rs []Route) error
+	// DelRoutesAhead removes routes of someone else's that the kernel
+	// prefers to ours (Change.Ahead), each named by its type, protocol,
+	// metric and next hop so that ours, behind it, stays; missing ones
+	// are not an error.
+	DelRoutesAhead(as []AheadRoute) error
 	// AddRule adds a policy routing rule of protocol RuleProtocol; one
 	// of that protocol that is there already is not an error. An
 	// identical rule of another protocol is replaced by ours (taken

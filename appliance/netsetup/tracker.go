@@ -281,6 +281,10 @@ func (t *Tracker) Owned(r Route) (Route, bool) {
 func (t *Tracker) OwnedAt(dst netip.Prefix, table int) (Route, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.ownedAt(dst, table)
+}
+
+func (t *Tracker) ownedAt(dst netip.Prefix, table int) (Route, bool) {
 	for s := range t.shapes {
 		if s.Table != table {
 			continue
@@ -308,6 +312,25 @@ func (t *Tracker) Reinstall(rs []Route) error {
 		return nil
 	}
 	return t.k.ReplaceRoutes(put)
+}
+
+// EvictAhead deletes those of as that are ahead of a route this tracker
+// still owns at their table and destination (Change.Ahead). Someone
+// else's route ahead of nothing of ours (a reload removed ours since) is
+// left alone.
+func (t *Tracker) EvictAhead(as []AheadRoute) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var del []AheadRoute
+	for _, a := range as {
+		if _, ok := t.ownedAt(a.Dst, a.Table); ok {
+			del = append(del, a)
+		}
+	}
+	if len(del) == 0 {
+		return nil
+	}
+	return t.k.DelRoutesAhead(del)
 }
 
 // ReinstallAddrs puts back, with replace semantics, those of as this

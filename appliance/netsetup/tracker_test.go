@@ -131,6 +131,10 @@ func (f *fakeKernel) DelRoutes(rs []Route) error {
 	f.log = append(f.log, fmt.Sprintf("routes- %d", len(rs)))
 	return nil
 }
+func (f *fakeKernel) DelRoutesAhead(as []AheadRoute) error {
+	f.log = append(f.log, fmt.Sprintf("routes-ahead %v", as))
+	return nil
+}
 func (f *fakeKernel) Sysctl(key, value string) (string, error) {
 	old, ok := f.sysctls[key]
 	if !ok {
