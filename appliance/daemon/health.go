@@ -417,6 +417,11 @@ func (d *daemon) restore() {
 	// (the kernel answers EEXIST while it is not the first).
 	err := d.tracker.EvictAhead(d.repair.ahead)
 	d.repair.ahead = nil
+	if d.repair.full || (d.repair.restoreErr != nil && due && !d.repair.resync) {
+		// Events were lost, or a restore failed: routes put ahead
+		// of ours meanwhile are found by a dump of the tables.
+		err = errors.Join(err, d.tracker.EvictAllAhead(PolicyTable))
+	}
 	switch {
 	case d.repair.resync && (due || d.repair.full):
 		if !d.repair.full { // a full restore puts back addresses and rules too

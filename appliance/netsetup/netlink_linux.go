@@ -57,6 +57,8 @@ func Open() (*Netlink, error) {
 	// Acks without the echoed request, and room for a whole batch of them.
 	_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
 	_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_EXT_ACK, 1)
+	// Dumps filtered by the kernel (ScanRoutes: one table).
+	_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1)
 	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20) != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
 	}
@@ -447,6 +449,56 @@ func (n *Netlink) DelRoutesAhead(as []AheadRoute) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ScanRoutes implements Kernel: one RTM_GETROUTE dump of both families,
+// each route of table (0: main) handed to each as decodeRoute reads it,
+// in the kernel's order. The socket asks for strict checking
+// (NETLINK_GET_STRICT_CHK), so the kernel dumps that table alone; an
+// older kernel dumps them all, and the others are skipped here.
+func (n *Netlink) ScanRoutes(table int, each func(AheadRoute)) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	tb := uint32(unix.RT_TABLE_MAIN)
+	if table != 0 {
+		tb = uint32(table)
+	}
+	n.seq++
+	req := binary.NativeEndian.AppendUint32(nil, 0)
+	req = binary.NativeEndian.AppendUint16(req, unix.RTM_GETROUTE)
+	req = binary.NativeEndian.AppendUint16(req, unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	req = binary.NativeEndian.AppendUint32(req, n.seq)
+	req = binary.NativeEndian.AppendUint32(req, 0)
+	req = append(req, make([]byte, unix.SizeofRtMsg)...) // family AF_UNSPEC: both
+	req = appendAttr(req, unix.RTA_TABLE, binary.NativeEndian.AppendUint32(nil, tb))
+	binary.NativeEndian.PutUint32(req, uint32(len(req)))
+	if err := unix.Sendto(n.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("routes of table %d: netlink send: %w", tb, err)
+	}
+	names := map[int32]string{}
+	name := func(idx int32) string {
+		if nm, ok := names[idx]; ok {
+			return nm
+		}
+		nm := ""
+		if i, err := net.InterfaceByIndex(int(idx)); err == nil {
+			nm = i.Name
+		}
+		names[idx] = nm
+		return nm
+	}
+	err := n.receive(n.seq, func(typ uint16, body []byte) {
+		if typ != unix.RTM_NEWROUTE {
+			return
+		}
+		if k, ok := decodeRoute(body, name); ok && k.Table == table {
+			each(k)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("routes of table %d: %w", tb, err)
+	}
+	return nil
 }
 
 // batchBytes bounds one sendmsg of route requests; the acks for one batch

@@ -551,3 +551,75 @@ func TestNetlinkSysctlKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestEvictAllAheadAfterLostEvents: after lost events nothing says which
+// routes were put ahead of ours meanwhile, and an IPv4 route of ours
+// behind another at its place cannot be replaced: Restore failed with
+// EEXIST, for ever. EvictAllAhead finds them with one dump per table
+// and deletes them (IPv4 prepended in the translator's table and in
+// main; IPv6 at a lower metric in the translator's table), and only
+// them: routes behind ours, at other destinations, and IPv6 at a lower
+// metric in main stay. Restore works again.
+func TestEvictAllAheadAfterLostEvents(t *testing.T) {
+	ns := netnstest.New(t, "dm-ea")
+	ns.MustRun(t, "ip", "link", "add", "dm0", "type", "veth", "peer", "name", "dm1")
+	ns.MustRun(t, "ip", "link", "set", "dm1", "up")
+	ns.MustRun(t, "ip", "link", "set", "dm0", "up")
+	err := ns.Do(func() error {
+		k, err := Open()
+		if err != nil {
+			return err
+		}
+		defer k.Close()
+		tr := NewTracker(k)
+		ours := []Route{
+			{Dst: netip.MustParsePrefix("198.51.100.7/32"), Dev: "dm0", Table: 646},
+			{Dst: netip.MustParsePrefix("2001:db8:64::/96"), Dev: "dm0", Table: 646},
+			{Dst: netip.MustParsePrefix("192.0.2.0/24"), Dev: "dm0"},
+			{Dst: netip.MustParsePrefix("2001:db8:66::/64"), Dev: "dm0"},
+		}
+		if _, _, err := tr.SyncRoutes(ours); err != nil {
+			return err
+		}
+		for _, c := range [][]string{
+			{"ip", "route", "append", "198.51.100.7/32", "dev", "dm1", "table", "646"},
+			{"ip", "route", "prepend", "blackhole", "198.51.100.7/32", "table", "646"},
+			{"ip", "route", "prepend", "blackhole", "198.51.100.8/32", "table", "646"},
+			{"ip", "route", "prepend", "unreachable", "192.0.2.0/24"},
+			{"ip", "-6", "route", "add", "blackhole", "2001:db8:64::/96", "table", "646", "metric", "100"},
+			{"ip", "-6", "route", "add", "2001:db8:64::/96", "dev", "dm1", "table", "646", "metric", "2048"},
+			{"ip", "-6", "route", "add", "blackhole", "2001:db8:66::/64", "metric", "100"},
+		} {
+			ns.MustRun(t, c...)
+		}
+		if err := tr.Restore(); err == nil {
+			return fmt.Errorf("Restore with a route ahead of ours at its place: no error; the test expects the kernel's EEXIST")
+		}
+		if err := tr.EvictAllAhead(646); err != nil {
+			return err
+		}
+		if err := tr.Restore(); err != nil {
+			return fmt.Errorf("Restore after EvictAllAhead: %w", err)
+		}
+		for _, c := range []struct{ fam, table, want string }{
+			{"-4", "646", "198.51.100.7 dev dm0 proto static scope link \n198.51.100.7 dev dm1 scope link \nblackhole 198.51.100.8 \n"},
+			{"-6", "646", "2001:db8:64::/96 dev dm0 proto static metric 1024 pref medium\n2001:db8:64::/96 dev dm1 metric 2048 pref medium\n"},
+			{"-4", "main", "192.0.2.0/24 dev dm0 proto static scope link \n"},
+			{"-6", "main", "blackhole 2001:db8:66::/64 dev lo metric 100 pref medium\n2001:db8:66::/64 dev dm0 proto static metric 1024 pref medium\n"},
+		} {
+			var keep []string
+			for _, l := range strings.SplitAfter(ns.MustRun(t, "ip", c.fam, "route", "show", "table", c.table), "\n") {
+				if l != "" && !strings.Contains(l, "fe80::") {
+					keep = append(keep, l)
+				}
+			}
+			if got := strings.Join(keep, ""); got != c.want {
+				return fmt.Errorf("ip %s route show table %s:\n%s\nwant\n%s", c.fam, c.table, got, c.want)
+			}
+		}
+		return tr.Teardown()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

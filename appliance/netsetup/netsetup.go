@@ -91,6 +91,10 @@ func (r Rule) String() string {
 	return s + fmt.Sprintf(" lookup %d", r.Table)
 }
 
+// ipv6Metric is the metric the kernel gives an IPv6 route added without
+// one (IP6_RT_PRIO_USER), as ours are; IPv4 ones get 0, the best.
+const ipv6Metric = 1024
+
 // Kernel is the seam between the daemon's plan and the kernel. *Netlink
 // implements it with rtnetlink and /proc/sys; tests use a fake.
 type Kernel interface {
@@ -120,6 +124,10 @@ type Kernel interface {
 	// metric and next hop so that ours, behind it, stays; missing ones
 	// are not an error.
 	DelRoutesAhead(as []AheadRoute) error
+	// ScanRoutes hands each route of table (0: main), of both families,
+	// to each, in the order the kernel keeps them (by destination, then
+	// TOS and metric, then the order they came in): one dump.
+	ScanRoutes(table int, each func(AheadRoute)) error
 	// AddRule adds a policy routing rule of protocol RuleProtocol; one
 	// of that protocol that is there already is not an error. An
 	// identical rule of another protocol is replaced by ours (taken

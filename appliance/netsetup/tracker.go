@@ -266,6 +266,10 @@ func (t *Tracker) Foreign() []Route {
 func (t *Tracker) Owned(r Route) (Route, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.owned(r)
+}
+
+func (t *Tracker) owned(r Route) (Route, bool) {
 	if _, ok := t.routes[r]; ok {
 		return r, true
 	}
@@ -331,6 +335,54 @@ func (t *Tracker) EvictAhead(as []AheadRoute) error {
 		return nil
 	}
 	return t.k.DelRoutesAhead(del)
+}
+
+// EvictAllAhead finds, with one dump of each table this tracker has
+// routes in, the routes ahead of one of its own (as Change.Ahead
+// describes them: at the place of ours and before it, for IPv4; at a
+// lower metric, for IPv6, in the translator's table alone, which is
+// table) and deletes them: after lost events, none may be left ahead of
+// ours unseen, and an IPv4 route of ours behind another cannot be
+// replaced (the kernel answers EEXIST while it is not the first of its
+// place), so a restore would fail for ever.
+func (t *Tracker) EvictAllAhead(table int) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tables := map[int]bool{}
+	for s := range t.shapes {
+		tables[s.Table] = true
+	}
+	var ahead []AheadRoute
+	var errs []error
+	for _, tb := range slices.Sorted(maps.Keys(tables)) {
+		var dst netip.Prefix
+		behind := false // a route of ours at dst went by
+		err := t.k.ScanRoutes(tb, func(a AheadRoute) {
+			if a.Dst != dst {
+				dst, behind = a.Dst, false
+			}
+			if behind {
+				return
+			}
+			if _, ok := t.ownedAt(a.Dst, a.Table); !ok {
+				return
+			}
+			if _, ok := t.owned(a.Route); ok {
+				behind = true
+				return
+			}
+			if a.Dst.Addr().Is4() && a.Metric == 0 || a.Dst.Addr().Is6() && a.Table == table && table != 0 && a.Metric < ipv6Metric {
+				ahead = append(ahead, a)
+			}
+		})
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(ahead) > 0 {
+		errs = append(errs, t.k.DelRoutesAhead(ahead))
+	}
+	return errors.Join(errs...)
 }
 
 // ReinstallAddrs puts back, with replace semantics, those of as this

@@ -131,6 +131,7 @@ func (f *fakeKernel) DelRoutes(rs []Route) error {
 	f.log = append(f.log, fmt.Sprintf("routes- %d", len(rs)))
 	return nil
 }
+func (f *fakeKernel) ScanRoutes(table int, each func(AheadRoute)) error { return nil }
 func (f *fakeKernel) DelRoutesAhead(as []AheadRoute) error {
 	f.log = append(f.log, fmt.Sprintf("routes-ahead %v", as))
 	return nil

@@ -414,7 +414,7 @@ func decodeRoute(body []byte, name func(int32) string) (AheadRoute, bool) {
 // (ip6_route_info_create puts a route without a metric there).
 func installedMetric(family uint8) uint32 {
 	if family == unix.AF_INET6 {
-		return 1024
+		return ipv6Metric
 	}
 	return 0
 }
