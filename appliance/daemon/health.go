@@ -338,13 +338,31 @@ func forwardingSysctl(link string) string {
 // and the interfaces instead of routing it into and out of the tun: a
 // black hole. NIC mode: on, the kernel, which sees a copy of every frame
 // off the NICs, routes it natively between them, past the mapping table.
-// Slash keys keep an interface name's dots (eth0.100).
+// In host mode the IPv4 side's interfaces the configuration names
+// (tun.ipv4_interfaces, interface blocks with IPv4 addresses only:
+// config.Config.Sides) are held too: IPv4 to the mapped addresses comes
+// in there. Other interfaces' are not: which of them IPv4 clients' packets
+// arrive on, the configuration does not say, and routes cannot (a default
+// route names the way out, not the way in). IPv6 forwarding is decided
+// by net.ipv6.conf.all.forwarding alone. Slash keys keep an interface
+// name's dots (eth0.100).
 func (d *daemon) heldSysctls() []string {
 	if forwardingSysctl(d.running.Translator.Link) == "" {
 		return nil
 	}
 	keys := []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}
-	for _, l := range d.watchedLinks() {
+	links := d.watchedLinks()
+	if d.running.Translator.Link == config.LinkTun {
+		d.mu.Lock()
+		v4, _ := d.cfg.Sides()
+		d.mu.Unlock()
+		for _, l := range v4 {
+			if !slices.Contains(links, l) {
+				links = append(links, l)
+			}
+		}
+	}
+	for _, l := range links {
 		keys = append(keys, "net/ipv4/conf/"+l+"/forwarding")
 	}
 	return keys
