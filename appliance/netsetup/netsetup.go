@@ -91,6 +91,22 @@ func (r Rule) String() string {
 	return s + fmt.Sprintf(" lookup %d", r.Table)
 }
 
+// AheadRoute is a route of someone else's ahead of ours (Change.Ahead),
+// described as far as an RTM_DELROUTE needs to delete it and not ours
+// (Kernel.DelRoutesAhead): the kernel deletes the first route at the
+// destination whose type, protocol, metric and next hop match those the
+// request names.
+type AheadRoute struct {
+	Route    // Dst, Table; Dev and Via as reported (none for a blackhole)
+	Metric   uint32
+	Protocol uint8 // RTPROT_*
+	Type     uint8 // RTN_*
+}
+
+func (a AheadRoute) String() string {
+	return fmt.Sprintf("%v type %d proto %d metric %d", a.Route, a.Type, a.Protocol, a.Metric)
+}
+
 // ipv6Metric is the metric the kernel gives an IPv6 route added without
 // one (IP6_RT_PRIO_USER), as ours are; IPv4 ones get 0, the best.
 const ipv6Metric = 1024

@@ -62,22 +62,6 @@ type Change struct {
 	Lost bool
 }
 
-// AheadRoute is a route of someone else's ahead of ours (Change.Ahead),
-// described as far as an RTM_DELROUTE needs to delete it and not ours
-// (Kernel.DelRoutesAhead): the kernel deletes the first route at the
-// destination whose type, protocol, metric and next hop match those the
-// request names.
-type AheadRoute struct {
-	Route    // Dst, Table; Dev and Via as reported (none for a blackhole)
-	Metric   uint32
-	Protocol uint8 // RTPROT_*
-	Type     uint8 // RTN_*
-}
-
-func (a AheadRoute) String() string {
-	return fmt.Sprintf("%v type %d proto %d metric %d", a.Route, a.Type, a.Protocol, a.Metric)
-}
-
 // Watcher receives link, route, address and policy rule events of the
 // network namespace that was current for the thread that called Watch, on
 // a netlink socket subscribed to RTNLGRP_LINK, RTNLGRP_IPV4_ROUTE,
