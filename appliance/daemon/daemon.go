@@ -353,7 +353,7 @@ var systemEnv = env{
 	},
 	openTun:  func(c tun.Config) (device, error) { return tun.Open(c) },
 	openLink: openLink,
-	watch:    func(ownPort uint32) (watcher, error) { return netsetup.Watch(ownPort) },
+	watch:    func(ownPort uint32) (watcher, error) { return netsetup.Watch(ownPort, PolicyTable) },
 	serve: func(ctx context.Context, eng *xlat.Engine, dev device, log *slog.Logger) (datapath, error) {
 		switch l := dev.(type) {
 		case *fdLink:

@@ -54,6 +54,9 @@ type fakeKernel struct {
 	// batch and fail naming the first refused one.
 	refuse func(netsetup.Route) bool
 	feats  map[string]map[string]bool
+	// ahead are routes of someone else's the kernel prefers to others
+	// at their destination (ip route prepend), as ScanRoutes lists them.
+	ahead []netsetup.AheadRoute
 	// host are addresses of the host's other interfaces (HostAddrs
 	// lists them besides those added with ReplaceAddr); hostErr makes
 	// HostAddrs fail.
@@ -160,7 +163,7 @@ next:
 	k.record(fmt.Sprintf("routes+ %v", rs))
 	return existed, err
 }
-func (k *fakeKernel) Rules() ([]netsetup.Rule, error) {
+func (k *fakeKernel) OwnRules() ([]netsetup.Rule, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return slices.Clone(k.rules), nil
@@ -192,6 +195,35 @@ func (k *fakeKernel) DelRoutes(rs []netsetup.Route) error {
 	k.mu.Unlock()
 	k.record(fmt.Sprintf("routes- %v", rs))
 	return nil
+}
+
+// ScanRoutes hands over the routes of table put ahead of others
+// (k.ahead), then the daemon's own.
+func (k *fakeKernel) ScanRoutes(table int, each func(netsetup.AheadRoute)) error {
+	k.mu.Lock()
+	rs := slices.Clone(k.ahead)
+	for r := range k.routes {
+		rs = append(rs, netsetup.AheadRoute{Route: r, Protocol: 4, Type: 1})
+	}
+	k.mu.Unlock()
+	for _, a := range rs {
+		if a.Table == table {
+			each(a)
+		}
+	}
+	return nil
+}
+func (k *fakeKernel) DelRoutesAhead(as []netsetup.AheadRoute) error {
+	k.mu.Lock()
+	k.ahead = slices.DeleteFunc(k.ahead, func(a netsetup.AheadRoute) bool { return slices.Contains(as, a) })
+	k.mu.Unlock()
+	k.record(fmt.Sprintf("routes-ahead %v", as))
+	return nil
+}
+func (k *fakeKernel) aheadNow() []netsetup.AheadRoute {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Clone(k.ahead)
 }
 func (k *fakeKernel) Sysctl(key, v string) (string, error) {
 	k.mu.Lock()
@@ -1352,6 +1384,29 @@ func TestLostEventsRestoreEverything(t *testing.T) {
 	h.k.mu.Unlock()
 	h.w.events <- []netsetup.Change{{Lost: true}}
 	waitFor(t, "every route back", func() bool { return slices.Equal(h.k.routeSet(), want) })
+}
+
+// TestRoutesAheadOfOursAreDeleted: a route put ahead of one of ours
+// (Change.Ahead) is deleted, and one ahead of nothing of ours is not;
+// after lost events, those the tables hold ahead of ours are found and
+// deleted too, and only those.
+func TestRoutesAheadOfOursAreDeleted(t *testing.T) {
+	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10", "198.51.100.20")))
+	defer h.stop()
+	ahead := func(dst string) netsetup.AheadRoute {
+		return netsetup.AheadRoute{Route: netsetup.Route{Dst: netip.MustParsePrefix(dst), Table: PolicyTable, Blackhole: true}, Protocol: 3, Type: 6}
+	}
+	ten, twenty, other := ahead("198.51.100.10/32"), ahead("198.51.100.20/32"), ahead("198.51.100.99/32")
+	h.k.mu.Lock()
+	h.k.ahead = []netsetup.AheadRoute{ten, other}
+	h.k.mu.Unlock()
+	h.w.events <- []netsetup.Change{{Ahead: ten}, {Ahead: other}}
+	waitFor(t, "the route ahead of ours deleted", func() bool { return slices.Equal(h.k.aheadNow(), []netsetup.AheadRoute{other}) })
+	h.k.mu.Lock()
+	h.k.ahead = []netsetup.AheadRoute{twenty, other}
+	h.k.mu.Unlock()
+	h.w.events <- []netsetup.Change{{Lost: true}}
+	waitFor(t, "the route ahead of ours found and deleted", func() bool { return slices.Equal(h.k.aheadNow(), []netsetup.AheadRoute{other}) })
 }
 
 // TestRoutesOfOthersAreReportedAndKept: a route block whose destination

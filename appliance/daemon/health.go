@@ -97,6 +97,9 @@ type repairState struct {
 	// nothing reaches the translator's table.
 	missingAddrs []netsetup.Addr
 	rules        bool
+	// ahead are routes of someone else's that the kernel now prefers
+	// to one of ours (netsetup.Change.Ahead), to be deleted.
+	ahead []netsetup.AheadRoute
 	// sysctlErr: a forwarding sysctl changed from outside could not be
 	// put back (pollSysctls): not healthy.
 	sysctlErr error
@@ -237,6 +240,16 @@ func (d *daemon) noteChanges(cs []netsetup.Change) {
 				d.log.Info("link up again: restoring its routes and addresses", "link", c.Link)
 				d.repair.full = true
 			}
+		case c.Ahead.Dst.IsValid():
+			// Put ahead of ours without replacing it (`ip route
+			// prepend`, a lower IPv6 metric in the translator's
+			// table): ours is still there, but no packet uses it.
+			// Its place, or its table, is the translator's: undone.
+			if r, ok := d.tracker.OwnedAt(c.Ahead.Dst, c.Ahead.Table); ok {
+				d.log.Warn("a route was put ahead of one of the translator's: deleting it", "route", r.String(), "ahead", c.Ahead.String())
+				d.repairs.route.Add(1)
+				d.repair.ahead = append(d.repair.ahead, c.Ahead)
+			}
 		case c.Route.Dst.IsValid() && c.Replaced:
 			// Replaced in place (`ip route replace`): no delete
 			// came. Ours as it was (someone replaced it with the
@@ -325,13 +338,31 @@ func forwardingSysctl(link string) string {
 // and the interfaces instead of routing it into and out of the tun: a
 // black hole. NIC mode: on, the kernel, which sees a copy of every frame
 // off the NICs, routes it natively between them, past the mapping table.
-// Slash keys keep an interface name's dots (eth0.100).
+// In host mode the IPv4 side's interfaces the configuration names
+// (tun.ipv4_interfaces, interface blocks with IPv4 addresses only:
+// config.Config.Sides) are held too: IPv4 to the mapped addresses comes
+// in there. Other interfaces' are not: which of them IPv4 clients' packets
+// arrive on, the configuration does not say, and routes cannot (a default
+// route names the way out, not the way in). IPv6 forwarding is decided
+// by net.ipv6.conf.all.forwarding alone. Slash keys keep an interface
+// name's dots (eth0.100).
 func (d *daemon) heldSysctls() []string {
 	if forwardingSysctl(d.running.Translator.Link) == "" {
 		return nil
 	}
 	keys := []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}
-	for _, l := range d.watchedLinks() {
+	links := d.watchedLinks()
+	if d.running.Translator.Link == config.LinkTun {
+		d.mu.Lock()
+		v4, _ := d.cfg.Sides()
+		d.mu.Unlock()
+		for _, l := range v4 {
+			if !slices.Contains(links, l) {
+				links = append(links, l)
+			}
+		}
+	}
+	for _, l := range links {
 		keys = append(keys, "net/ipv4/conf/"+l+"/forwarding")
 	}
 	return keys
@@ -376,7 +407,7 @@ func (d *daemon) pollSysctls() {
 // partial reports whether some things deleted from outside are to be
 // put back, short of a full restore.
 func (r *repairState) partial() bool {
-	return len(r.missing) > 0 || len(r.missingAddrs) > 0 || r.rules
+	return len(r.missing) > 0 || len(r.missingAddrs) > 0 || r.rules || len(r.ahead) > 0
 }
 
 // restore puts back what the kernel removed, unless a link it needs is
@@ -399,23 +430,32 @@ func (d *daemon) restore() {
 	// each of which replaces or compares every route (a million).
 	due := d.repair.restoreErr == nil || !time.Now().Before(d.repair.retryAt)
 	partialOnly := false
-	var err error
+	// Routes ahead of ours go first, whatever else is owed: an IPv4
+	// route of ours behind another at its place cannot be replaced
+	// (the kernel answers EEXIST while it is not the first).
+	err := d.tracker.EvictAhead(d.repair.ahead)
+	d.repair.ahead = nil
+	if d.repair.full || (d.repair.restoreErr != nil && due && !d.repair.resync) {
+		// Events were lost, or a restore failed: routes put ahead
+		// of ours meanwhile are found by a dump of the tables.
+		err = errors.Join(err, d.tracker.EvictAllAhead(PolicyTable))
+	}
 	switch {
 	case d.repair.resync && (due || d.repair.full):
 		if !d.repair.full { // a full restore puts back addresses and rules too
-			err = d.tracker.ReinstallAddrs(d.repair.missingAddrs)
+			err = errors.Join(err, d.tracker.ReinstallAddrs(d.repair.missingAddrs))
 			if d.repair.rules {
 				err = errors.Join(err, d.tracker.RestoreRules())
 			}
 		}
 		err = errors.Join(err, d.resync(d.repair.full, d.repair.missing))
 	case d.repair.full || (d.repair.restoreErr != nil && due):
-		err = d.tracker.Restore()
+		err = errors.Join(err, d.tracker.Restore())
 	default:
 		partialOnly = d.repair.restoreErr != nil
 		// Addresses first: a route through a gateway needs the
 		// address that makes the gateway on-link.
-		err = d.tracker.ReinstallAddrs(d.repair.missingAddrs)
+		err = errors.Join(err, d.tracker.ReinstallAddrs(d.repair.missingAddrs))
 		err = errors.Join(err, d.tracker.Reinstall(d.repair.missing))
 		if d.repair.rules {
 			err = errors.Join(err, d.tracker.RestoreRules())

@@ -51,6 +51,44 @@ func TestForwardingSysctlsChangedFromOutsideArePutBack(t *testing.T) {
 	}
 }
 
+// TestIPv4SideForwardingIsHeld: the kernel forwards IPv4 only from an
+// interface whose own forwarding is on, so an IPv4-side interface the
+// configuration names (tun.ipv4_interfaces) with forwarding turned off
+// black-holed every IPv4 client behind it while healthy: only the tun's
+// and the interface blocks' were held. Now it is put back too; one that
+// does not exist (yet) is not an error, and an IPv6-side interface's
+// IPv4 forwarding (IPv4 from there is refused) is left alone.
+func TestIPv4SideForwardingIsHeld(t *testing.T) {
+	k := newFakeKernel()
+	const uplink, v6side = "net/ipv4/conf/uplink0/forwarding", "net/ipv4/conf/down0/forwarding"
+	k.sysctls[uplink], k.sysctls[v6side] = "0", "0"
+	cfg := strings.Replace(fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")), "    queues = 1\n",
+		"    queues = 1\n    ipv4_interfaces = [\"uplink0\", \"notyet0\"]\n    ipv6_interfaces = [\"down0\"]\n", 1)
+	h := startWithKernel(t, cfg, k)
+	defer h.stop()
+	waitFor(t, uplink+" set to 1", func() bool {
+		h.k.mu.Lock()
+		defer h.k.mu.Unlock()
+		return h.k.sysctls[uplink] == "1"
+	})
+	h.k.mu.Lock()
+	h.k.sysctls[uplink] = "0"
+	h.k.mu.Unlock()
+	waitFor(t, uplink+" back to 1", func() bool {
+		h.k.mu.Lock()
+		defer h.k.mu.Unlock()
+		return h.k.sysctls[uplink] == "1"
+	})
+	if !healthyNow(&daemonProc{sock: h.sock}) {
+		t.Errorf("unhealthy with an IPv4-side interface that does not exist")
+	}
+	h.k.mu.Lock()
+	defer h.k.mu.Unlock()
+	if got := h.k.sysctls[v6side]; got != "0" {
+		t.Errorf("the IPv6 side's IPv4 forwarding set to %s", got)
+	}
+}
+
 // TestForwardingSysctlThatCannotBePutBackIsUnhealthy: a forwarding sysctl
 // the daemon cannot put back (a read-only /proc/sys) makes it unhealthy:
 // the announcements withdraw and the watchdog is no longer fed (a

@@ -138,23 +138,31 @@ func TestOthersIdenticalRuleDeletedIsNotOurs(t *testing.T) {
 	}
 }
 
-// TestTakenOverRuleDeletedIsPutBack: a rule identical to ours that the
-// kernel had at start (of another protocol: "proto boot") is taken over,
-// not doubled; deleted, it was the one the translator counted on, and the
-// deletion's event puts ours back, with protocol 64.
-func TestTakenOverRuleDeletedIsPutBack(t *testing.T) {
+// TestRuleFoundAtStartIsTakenOver: a rule identical to ours that the
+// kernel had at start, of another protocol ("proto boot": an operator's,
+// or a crashed map646's older than the protocol), is replaced by ours,
+// with protocol 64, so that the health poll's dump finds ours by its
+// protocol and the stop deletes ours and no look-alike; at stop it goes.
+func TestRuleFoundAtStartIsTakenOver(t *testing.T) {
 	tp := newTopo(t)
 	tp.x.MustRun(t, "ip", "-4", "rule", "add", "pref", "6460", "lookup", "646", "proto", "boot")
 	d := tp.startDaemon(t, tp.configExtra(t, "map646.hcl", ""))
 	waitUntil(t, d, "healthy", 5*time.Second, func() bool { return healthyNow(d) })
 	show := func() string { return tp.x.MustRun(t, "ip", "-4", "rule", "show", "pref", "6460") }
-	if got := show(); strings.Count(got, "6460:") != 1 || !strings.Contains(got, "proto boot") {
-		t.Fatalf("the rule found at start not taken over as it is:\n%s", got)
+	if got := show(); strings.Count(got, "6460:") != 1 || !strings.Contains(got, "lookup 646 proto 64") {
+		t.Fatalf("the rule found at start not replaced by ours:\n%s", got)
 	}
-	tp.x.MustRun(t, "ip", "-4", "rule", "del", "pref", "6460", "lookup", "646", "proto", "boot")
-	waitUntil(t, d, "ours back", 3*DefaultHealthInterval, func() bool { return strings.Contains(show(), "lookup 646 proto 64") })
-	if out := d.out.String(); !strings.Contains(out, "a policy rule of the translator was deleted") {
-		t.Errorf("the deletion of the rule taken over was not seen as one of ours:\n%s", out)
+	if sent, recv := ping(t, tp.cli, "-c", "2", "-i", "0.2", "-W", "2", "198.51.100.10"); recv != sent {
+		t.Errorf("ping: %d/%d\n%s", recv, sent, d.out)
+	}
+	if out := d.out.String(); strings.Contains(out, "a policy rule of the translator was deleted") {
+		t.Errorf("the rule taken over, deleted at start, taken for ours:\n%s", out)
+	}
+	if err := d.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit: %v\n%s", err, d.out)
+	}
+	if got := show(); got != "" {
+		t.Errorf("ip -4 rule at 6460 after stop:\n%s", got)
 	}
 }
 
@@ -172,5 +180,46 @@ func TestOthersRouteReplacedAtAnotherMetric(t *testing.T) {
 	tp.x.MustRun(t, "ip", "-4", "route", "del", "198.51.100.10/32", "table", "646", "metric", "5")
 	if out := d.out.String(); strings.Contains(out, "was replaced") || strings.Contains(out, "route of the translator was deleted") {
 		t.Errorf("someone else's route at another metric replaced, taken for ours:\n%s", out)
+	}
+}
+
+// TestRoutesPutAheadAreDeleted: a route put ahead of one of the
+// translator's in its table without replacing it (`ip route prepend` of
+// a blackhole at the /32 of a mapping; an IPv6 blackhole at a lower
+// metric than the /96 of the prefix) came without a deletion or a
+// replacement: ours stayed, behind it, and every packet went into the
+// black hole while the daemon said it was healthy. Now the route ahead
+// is deleted, counted as a route repair, and traffic flows again.
+func TestRoutesPutAheadAreDeleted(t *testing.T) {
+	tp := newTopo(t)
+	d := tp.startDaemon(t, tp.configExtra(t, "map646.hcl", ""))
+	waitUntil(t, d, "healthy", 5*time.Second, func() bool { return healthyNow(d) })
+	if sent, recv := ping(t, tp.cli, "-c", "2", "-i", "0.2", "-W", "2", "198.51.100.10"); recv != sent {
+		t.Fatalf("ping before: %d/%d\n%s", recv, sent, d.out)
+	}
+	for _, c := range []struct{ add, show []string }{
+		{[]string{"ip", "route", "prepend", "blackhole", "198.51.100.10/32", "table", "646"},
+			[]string{"ip", "route", "show", "198.51.100.10/32", "table", "646"}},
+		{[]string{"ip", "-6", "route", "add", "blackhole", "2001:db8:64::/96", "table", "646", "metric", "100"},
+			[]string{"ip", "-6", "route", "show", "2001:db8:64::/96", "table", "646"}},
+	} {
+		tp.x.MustRun(t, c.add...)
+		took := waitUntil(t, d, strings.Join(c.add, " ")+" undone", 5*time.Second, func() bool {
+			out := tp.x.MustRun(t, c.show...)
+			return strings.Contains(out, "dev dmtun") && !strings.Contains(out, "blackhole")
+		})
+		t.Logf("%q undone in %v", strings.Join(c.add, " "), took.Round(time.Millisecond))
+		if sent, recv := ping(t, tp.cli, "-c", "2", "-i", "0.2", "-W", "2", "198.51.100.10"); recv != sent {
+			t.Errorf("ping after %v was undone: %d/%d", c.add, recv, sent)
+		}
+	}
+	if n := statsRepairs(d, "route"); n != 2 {
+		t.Errorf("%d route repairs counted; want 2", n)
+	}
+	if !healthyNow(d) {
+		t.Errorf("unhealthy after the routes ahead were deleted\n%s", d.out)
+	}
+	if !strings.Contains(d.out.String(), "a route was put ahead of one of the translator's") {
+		t.Errorf("no warning logged:\n%s", d.out)
 	}
 }

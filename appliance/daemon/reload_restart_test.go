@@ -12,7 +12,7 @@ import (
 // routes, policy rules, addresses and sysctls.
 func (h *harness) kernelState() string {
 	routes := h.k.routeSet()
-	rules, _ := h.k.Rules()
+	rules, _ := h.k.OwnRules()
 	h.k.mu.Lock()
 	defer h.k.mu.Unlock()
 	var addrs []string

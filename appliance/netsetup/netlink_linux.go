@@ -57,6 +57,8 @@ func Open() (*Netlink, error) {
 	// Acks without the echoed request, and room for a whole batch of them.
 	_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
 	_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_EXT_ACK, 1)
+	// Dumps filtered by the kernel (ScanRoutes: one table).
+	_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1)
 	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20) != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
 	}
@@ -200,46 +202,80 @@ func (n *Netlink) AddRoutes(rs []Route) ([]Route, error) {
 }
 
 // AddRule implements Kernel: RTM_NEWRULE with protocol RuleProtocol,
-// unless the kernel has r exactly already, whatever its protocol (a rule
-// left by a map646 that crashed, older ones without a protocol too, or
-// an identical rule of the operator's), which is taken as it is. The dump
-// decides, not NLM_F_EXCL: rule_exists leaves out of its comparison the
-// source and destination prefixes and the TOS the request does not set
-// (fib4_rule_compare, fib6_rule_compare), so that "6460: from
-// 192.0.2.0/24 lookup 646" would pass for "6460: lookup 646", and it
-// compares the protocol, so that a rule of ours without one would not.
+// unless the kernel has r of that protocol already (left by a map646 that
+// crashed). A rule identical to r of another protocol (one older than
+// the protocol left, an operator's) is taken over by replacing it: ours
+// goes in beside it first, so that r never lapses, then it is deleted by
+// its own protocol (takeOver). So every rule the daemon holds carries
+// RuleProtocol, by which the poll finds it (OwnRules) and Teardown
+// deletes it and no look-alike. The dump decides, not NLM_F_EXCL:
+// rule_exists leaves out of its comparison the source and destination
+// prefixes and the TOS the request does not set (fib4_rule_compare,
+// fib6_rule_compare), so that "6460: from 192.0.2.0/24 lookup 646" would
+// pass for "6460: lookup 646".
 func (n *Netlink) AddRule(r Rule) error {
-	have, err := n.Rules()
+	have, err := n.dumpRules()
 	if err != nil {
 		return fmt.Errorf("rule %v: %w", r, err)
 	}
-	if slices.Contains(have, r.canonical()) {
+	r = r.canonical()
+	if slices.ContainsFunc(have, func(f fibRule) bool { return f.protocol == RuleProtocol && f.is(r) }) {
 		return nil
 	}
 	if err := n.ruleRequest(unix.RTM_NEWRULE, unix.NLM_F_CREATE, r, RuleProtocol); err != nil {
 		return fmt.Errorf("rule %v: %w", r, err)
 	}
+	return n.takeOver(have, r)
+}
+
+// takeOver deletes, now that ours is in, each rule of have (a dump, in
+// the kernel's order) identical to r and of another protocol, by a
+// request that names r and that protocol. The kernel deletes the first
+// rule the request matches (rule_find: each field the request sets and
+// no other; the protocol only if not 0). Where that first match is not
+// identical to r (a look-alike with another selector before it: "6460:
+// from 192.0.2.0/24 lookup 646"), the identical rule is left where it
+// is, neither ours nor ever deleted: deleting it would delete the
+// look-alike.
+func (n *Netlink) takeOver(have []fibRule, r Rule) error {
+	for i := 0; i < len(have); i++ {
+		f := have[i]
+		if f.protocol == RuleProtocol || !f.is(r) {
+			continue
+		}
+		j := firstDeleted(have, r, f.protocol)
+		if j < 0 || !have[j].is(r) {
+			continue
+		}
+		if err := n.ruleRequest(unix.RTM_DELRULE, 0, r, f.protocol); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("rule %v: taking over the one of protocol %d: %w", r, f.protocol, err)
+		}
+		// Gone: f, or one identical to it that came first.
+		have = slices.Delete(have, j, j+1)
+		i = -1 // what the next request matches first has changed
+	}
 	return nil
 }
 
-// DelRule implements Kernel: the rule of protocol RuleProtocol. If there
-// is none, and the kernel has r exactly with another protocol (taken
-// over by AddRule), that one, named without a protocol: the kernel then
-// deletes the first rule at r's priority with r's action, table and
-// input interface, whatever its other selectors.
+// firstDeleted returns the index in rules (a dump, in the kernel's order)
+// of the rule an RTM_DELRULE naming r and protocol proto deletes, or -1:
+// the first of r's family, priority and action, with its table unless
+// the request names none (unreachable), its input interface unless r has
+// none, and its protocol unless proto is 0, whatever else it selects
+// (rule_find, fib4_rule_compare, fib6_rule_compare).
+func firstDeleted(rules []fibRule, r Rule, proto uint8) int {
+	want := r.fibRule()
+	return slices.IndexFunc(rules, func(f fibRule) bool {
+		return f.family == want.family && f.priority == want.priority && f.action == want.action &&
+			(want.table == 0 || f.table == want.table) && (want.iif == "" || f.iif == want.iif) &&
+			(proto == 0 || f.protocol == proto)
+	})
+}
+
+// DelRule implements Kernel: the rule of protocol RuleProtocol, every
+// one the daemon holds (AddRule), never a look-alike of someone else's.
 func (n *Netlink) DelRule(r Rule) error {
-	err := n.ruleRequest(unix.RTM_DELRULE, 0, r, RuleProtocol)
-	if errors.Is(err, unix.ENOENT) {
-		have, derr := n.Rules()
-		if derr != nil {
-			return fmt.Errorf("rule %v: %w", r, derr)
-		}
-		if !slices.Contains(have, r.canonical()) {
-			return nil
-		}
-		err = n.ruleRequest(unix.RTM_DELRULE, 0, r, 0)
-	}
-	if err != nil && !errors.Is(err, unix.ENOENT) {
+	if err := n.ruleRequest(unix.RTM_DELRULE, 0, r, RuleProtocol); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("rule %v: %w", r, err)
 	}
 	return nil
@@ -256,12 +292,26 @@ func (n *Netlink) ruleRequest(typ, flags uint16, r Rule, proto uint8) error {
 	return n.receive(n.seq, nil)
 }
 
-// Rules implements Kernel: one RTM_GETRULE dump of every family, each
-// rule read by decodeRule. Rules that a Rule cannot describe exactly
-// (another selector, an output interface, another action) are left out:
-// none of them is one of ours, and counting one as ours would hide that
-// ours is missing.
-func (n *Netlink) Rules() ([]Rule, error) {
+// OwnRules implements Kernel: the rules of protocol RuleProtocol that a
+// Rule describes exactly, from one dump (dumpRules).
+func (n *Netlink) OwnRules() ([]Rule, error) {
+	fs, err := n.dumpRules()
+	if err != nil {
+		return nil, err
+	}
+	var rs []Rule
+	for _, f := range fs {
+		if r, ok := f.rule(); ok && f.protocol == RuleProtocol {
+			rs = append(rs, r)
+		}
+	}
+	return rs, nil
+}
+
+// dumpRules is one RTM_GETRULE dump of every family, each rule read by
+// decodeRule, in the kernel's order (priority, then the order they were
+// added in), which is the order a delete request is matched in.
+func (n *Netlink) dumpRules() ([]fibRule, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.seq++
@@ -274,19 +324,16 @@ func (n *Netlink) Rules() ([]Rule, error) {
 	if err := unix.Sendto(n.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, fmt.Errorf("rules: netlink send: %w", err)
 	}
-	var rs []Rule
+	var fs []fibRule
 	err := n.receive(n.seq, func(typ uint16, body []byte) {
-		if typ != unix.RTM_NEWRULE {
-			return
-		}
-		if r, ok := decodeRule(body).rule(); ok {
-			rs = append(rs, r)
+		if typ == unix.RTM_NEWRULE {
+			fs = append(fs, decodeRule(body))
 		}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
-	return rs, nil
+	return fs, nil
 }
 
 // receive reads the replies to request seq on n.fd until its ack or
@@ -365,6 +412,93 @@ func (n *Netlink) recvMsgs(each func(mtype, mflags uint16, seq uint32, body []by
 func (n *Netlink) DelRoutes(rs []Route) error {
 	_, err := n.routeBatch(unix.RTM_DELROUTE, 0, rs)
 	return err
+}
+
+// DelRoutesAhead implements Kernel: one RTM_DELROUTE per route (a few),
+// with its type, protocol, metric (RTA_PRIORITY when not 0) and device or
+// gateway, which the kernel matches (fib_table_delete,
+// ip6_route_del); ESRCH, ENOENT and ENODEV (gone already) are not errors.
+func (n *Netlink) DelRoutesAhead(as []AheadRoute) error {
+	var errs []error
+	for _, a := range as {
+		oif := 0
+		if a.Dev != "" {
+			ifi, err := net.InterfaceByName(a.Dev)
+			if err != nil {
+				continue // the device, and the route through it, are gone
+			}
+			oif = ifi.Index
+		}
+		n.mu.Lock()
+		n.seq++
+		b := appendRouteMsg(nil, unix.RTM_DELROUTE, 0, n.seq, a.Route, oif)
+		// rtm_protocol and rtm_type, which a delete of ours leaves 0
+		// (any), and the metric.
+		b[unix.NLMSG_HDRLEN+5], b[unix.NLMSG_HDRLEN+7] = a.Protocol, a.Type
+		if a.Metric != 0 {
+			b = appendAttr(b, unix.RTA_PRIORITY, binary.NativeEndian.AppendUint32(nil, a.Metric))
+			binary.NativeEndian.PutUint32(b, uint32(len(b)))
+		}
+		err := unix.Sendto(n.fd, b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+		if err == nil {
+			err = n.receive(n.seq, nil)
+		}
+		n.mu.Unlock()
+		if err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("route delete %v: %w", a, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ScanRoutes implements Kernel: one RTM_GETROUTE dump of both families,
+// each route of table (0: main) handed to each as decodeRoute reads it,
+// in the kernel's order. The socket asks for strict checking
+// (NETLINK_GET_STRICT_CHK), so the kernel dumps that table alone; an
+// older kernel dumps them all, and the others are skipped here.
+func (n *Netlink) ScanRoutes(table int, each func(AheadRoute)) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	tb := uint32(unix.RT_TABLE_MAIN)
+	if table != 0 {
+		tb = uint32(table)
+	}
+	n.seq++
+	req := binary.NativeEndian.AppendUint32(nil, 0)
+	req = binary.NativeEndian.AppendUint16(req, unix.RTM_GETROUTE)
+	req = binary.NativeEndian.AppendUint16(req, unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	req = binary.NativeEndian.AppendUint32(req, n.seq)
+	req = binary.NativeEndian.AppendUint32(req, 0)
+	req = append(req, make([]byte, unix.SizeofRtMsg)...) // family AF_UNSPEC: both
+	req = appendAttr(req, unix.RTA_TABLE, binary.NativeEndian.AppendUint32(nil, tb))
+	binary.NativeEndian.PutUint32(req, uint32(len(req)))
+	if err := unix.Sendto(n.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("routes of table %d: netlink send: %w", tb, err)
+	}
+	names := map[int32]string{}
+	name := func(idx int32) string {
+		if nm, ok := names[idx]; ok {
+			return nm
+		}
+		nm := ""
+		if i, err := net.InterfaceByIndex(int(idx)); err == nil {
+			nm = i.Name
+		}
+		names[idx] = nm
+		return nm
+	}
+	err := n.receive(n.seq, func(typ uint16, body []byte) {
+		if typ != unix.RTM_NEWROUTE {
+			return
+		}
+		if k, ok := decodeRoute(body, name); ok && k.Table == table {
+			each(k)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("routes of table %d: %w", tb, err)
+	}
+	return nil
 }
 
 // batchBytes bounds one sendmsg of route requests; the acks for one batch

@@ -245,14 +245,16 @@ func TestLookAlikeRulesHideNoneOfOurs(t *testing.T) {
 }
 
 // TestRulesOfAnEarlierRunAreTakenOver: rules identical to ours that the
-// kernel has already, without our protocol (left by a map646 that
-// crashed, one older than the protocol, or added by hand), are taken
-// over as they are, not doubled, and removed at Teardown; ours go in
-// with the protocol.
+// kernel has already, without our protocol (left by a map646 older than
+// the protocol that crashed, or added by hand, of protocol 0 or static),
+// are taken over by replacing them: afterwards each of ours is there
+// once, with protocol 64, and at Teardown it goes. One of our protocol
+// (a crashed map646's) is taken as it is.
 func TestRulesOfAnEarlierRunAreTakenOver(t *testing.T) {
 	ns := netnstest.New(t, "dm-to")
 	ns.MustRun(t, "ip", "-4", "rule", "add", "pref", "6463", "unreachable")
 	ns.MustRun(t, "ip", "-6", "rule", "add", "pref", "6460", "lookup", "646", "proto", "static")
+	ns.MustRun(t, "ip", "-6", "rule", "add", "pref", "6463", "unreachable", "proto", "64")
 	err := ns.Do(func() error {
 		k, err := Open()
 		if err != nil {
@@ -264,13 +266,15 @@ func TestRulesOfAnEarlierRunAreTakenOver(t *testing.T) {
 			{Family: 4, Priority: 6463, Unreachable: true},
 			{Family: 6, Priority: 6460, Table: 646},
 			{Family: 4, Priority: 6460, Table: 646},
+			{Family: 6, Priority: 6463, Unreachable: true},
 		}); err != nil {
 			return err
 		}
-		for _, c := range [][3]string{
-			{"-4", "6463:\tfrom all unreachable\n", ""},
-			{"-6", "6460:\tfrom all lookup 646 proto static\n", ""},
-			{"-4", "6460:\tfrom all lookup 646 proto 64\n", ""},
+		for _, c := range [][2]string{
+			{"-4", "6463:\tfrom all unreachable proto 64\n"},
+			{"-6", "6460:\tfrom all lookup 646 proto 64\n"},
+			{"-4", "6460:\tfrom all lookup 646 proto 64\n"},
+			{"-6", "6463:\tfrom all unreachable proto 64\n"},
 		} {
 			if out := ns.MustRun(t, "ip", c[0], "rule", "show"); strings.Count(out, "\n"+c[1]) != 1 || strings.Count(out, c[1][:6]) != 1 {
 				return fmt.Errorf("ip %s rule: want %q alone at its priority:\n%s", c[0], c[1], out)
@@ -285,6 +289,131 @@ func TestRulesOfAnEarlierRunAreTakenOver(t *testing.T) {
 			}
 		}
 		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTakeOverBehindALookAlike: a look-alike of someone else's ahead of
+// an identical rule to take over, at the same priority ("6460: from
+// 192.0.2.0/24 lookup 646", then "6460: lookup 646"), is what a delete
+// request without the identical rule's protocol removes (the kernel
+// deletes the first rule whose fields the request names match). Deleted
+// at Teardown without a protocol, as taken-over rules were, the
+// look-alike went and the taken-over rule stayed. Now one of protocol
+// static is replaced at start, by its protocol; one of protocol 0,
+// which no request can single out there, is left as it is, never
+// deleted; and at Teardown ours goes and the look-alikes stay.
+func TestTakeOverBehindALookAlike(t *testing.T) {
+	ns := netnstest.New(t, "dm-tl")
+	for _, r := range [][]string{
+		{"-4", "pref", "6460", "from", "192.0.2.0/24", "lookup", "646"},
+		{"-4", "pref", "6460", "lookup", "646", "proto", "static"},
+		// ip rule add asks for NLM_F_EXCL, and the kernel's
+		// rule_exists would take "lookup 646" for the look-alike if
+		// both were of protocol 0.
+		{"-6", "pref", "6460", "from", "2001:db8::/32", "lookup", "646", "proto", "boot"},
+		{"-6", "pref", "6460", "lookup", "646"},
+	} {
+		ns.MustRun(t, append([]string{"ip", r[0], "rule", "add"}, r[1:]...)...)
+	}
+	rules := func(fam string) string {
+		var at []string
+		for _, l := range strings.Split(ns.MustRun(t, "ip", fam, "rule", "show"), "\n") {
+			if strings.HasPrefix(l, "6460:") {
+				at = append(at, l)
+			}
+		}
+		return strings.Join(at, "\n")
+	}
+	err := ns.Do(func() error {
+		k, err := Open()
+		if err != nil {
+			return err
+		}
+		defer k.Close()
+		tr := NewTracker(k)
+		if err := tr.SyncRules([]Rule{{Family: 4, Priority: 6460, Table: 646}, {Family: 6, Priority: 6460, Table: 646}}); err != nil {
+			return err
+		}
+		for _, c := range [][2]string{
+			{"-4", "6460:\tfrom 192.0.2.0/24 lookup 646\n6460:\tfrom all lookup 646 proto 64"},
+			{"-6", "6460:\tfrom 2001:db8::/32 lookup 646 proto boot\n6460:\tfrom all lookup 646\n6460:\tfrom all lookup 646 proto 64"},
+		} {
+			if got := rules(c[0]); got != c[1] {
+				return fmt.Errorf("ip %s rule at 6460 after start:\n%s\nwant\n%s", c[0], got, c[1])
+			}
+		}
+		if err := tr.Teardown(); err != nil {
+			return err
+		}
+		for _, c := range [][2]string{
+			{"-4", "6460:\tfrom 192.0.2.0/24 lookup 646"},
+			{"-6", "6460:\tfrom 2001:db8::/32 lookup 646 proto boot\n6460:\tfrom all lookup 646"},
+		} {
+			if got := rules(c[0]); got != c[1] {
+				return fmt.Errorf("ip %s rule at 6460 after Teardown:\n%s\nwant\n%s", c[0], got, c[1])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOursDeletedBesideAnIdenticalRule: an identical rule of another
+// protocol beside ours ("6460: lookup 646 proto static") hid ours
+// deleted from the health poll's dump: a deletion whose event was lost
+// (the watcher's socket overflowed) was never put back. Now the poll
+// finds ours missing, and RestoreRules puts it back, taking the other
+// over as at start: afterwards ours is there once, with protocol 64.
+func TestOursDeletedBesideAnIdenticalRule(t *testing.T) {
+	ns := netnstest.New(t, "dm-ib")
+	err := ns.Do(func() error {
+		k, err := Open()
+		if err != nil {
+			return err
+		}
+		defer k.Close()
+		tr := NewTracker(k)
+		ours := []Rule{
+			{Family: 4, Priority: 6460, Table: 646},
+			{Family: 4, Priority: 6463, Unreachable: true},
+			{Family: 6, Priority: 6461, Iif: "lo", Table: 254},
+		}
+		if err := tr.SyncRules(ours); err != nil {
+			return err
+		}
+		for _, c := range [][]string{
+			{"-4", "pref", "6460", "lookup", "646"},
+			{"-4", "pref", "6463", "unreachable"},
+			{"-6", "pref", "6461", "iif", "lo", "lookup", "main"},
+		} {
+			ns.MustRun(t, append(append([]string{"ip", c[0], "rule", "add"}, c[1:]...), "proto", "static")...)
+			ns.MustRun(t, append(append([]string{"ip", c[0], "rule", "del"}, c[1:]...), "proto", "64")...)
+		}
+		m, err := tr.MissingRules()
+		if err != nil || !slices.Equal(m, ours) {
+			return fmt.Errorf("ours deleted beside identical rules of proto static: missing %v, %v; want %v", m, err, ours)
+		}
+		if err := tr.RestoreRules(); err != nil {
+			return err
+		}
+		if m, err := tr.MissingRules(); err != nil || len(m) != 0 {
+			return fmt.Errorf("after RestoreRules: missing %v, %v", m, err)
+		}
+		for _, c := range [][2]string{
+			{"-4", "6460:\tfrom all lookup 646 proto 64\n"},
+			{"-4", "6463:\tfrom all unreachable proto 64\n"},
+			{"-6", "6461:\tfrom all iif lo lookup main proto 64\n"},
+		} {
+			if out := ns.MustRun(t, "ip", c[0], "rule", "show"); strings.Count(out, c[1][:6]) != 1 || !strings.Contains(out, c[1]) {
+				return fmt.Errorf("after RestoreRules, ip %s rule: want %q alone at its priority:\n%s", c[0], c[1], out)
+			}
+		}
+		return tr.Teardown()
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -311,7 +440,7 @@ func benchReplaceRoutes(b *testing.B, watched bool) {
 		}
 		defer k.Close()
 		if watched {
-			w, err := Watch(0)
+			w, err := Watch(0, 0)
 			if err != nil {
 				return err
 			}
@@ -420,5 +549,77 @@ func TestNetlinkSysctlKeys(t *testing.T) {
 		if err != nil || old != "0" || string(b) != "1" {
 			t.Errorf("Sysctl(%s, 1) = %q, %v; %s holds %q", c.key, old, err, c.path, b)
 		}
+	}
+}
+
+// TestEvictAllAheadAfterLostEvents: after lost events nothing says which
+// routes were put ahead of ours meanwhile, and an IPv4 route of ours
+// behind another at its place cannot be replaced: Restore failed with
+// EEXIST, for ever. EvictAllAhead finds them with one dump per table
+// and deletes them (IPv4 prepended in the translator's table and in
+// main; IPv6 at a lower metric in the translator's table), and only
+// them: routes behind ours, at other destinations, and IPv6 at a lower
+// metric in main stay. Restore works again.
+func TestEvictAllAheadAfterLostEvents(t *testing.T) {
+	ns := netnstest.New(t, "dm-ea")
+	ns.MustRun(t, "ip", "link", "add", "dm0", "type", "veth", "peer", "name", "dm1")
+	ns.MustRun(t, "ip", "link", "set", "dm1", "up")
+	ns.MustRun(t, "ip", "link", "set", "dm0", "up")
+	err := ns.Do(func() error {
+		k, err := Open()
+		if err != nil {
+			return err
+		}
+		defer k.Close()
+		tr := NewTracker(k)
+		ours := []Route{
+			{Dst: netip.MustParsePrefix("198.51.100.7/32"), Dev: "dm0", Table: 646},
+			{Dst: netip.MustParsePrefix("2001:db8:64::/96"), Dev: "dm0", Table: 646},
+			{Dst: netip.MustParsePrefix("192.0.2.0/24"), Dev: "dm0"},
+			{Dst: netip.MustParsePrefix("2001:db8:66::/64"), Dev: "dm0"},
+		}
+		if _, _, err := tr.SyncRoutes(ours); err != nil {
+			return err
+		}
+		for _, c := range [][]string{
+			{"ip", "route", "append", "198.51.100.7/32", "dev", "dm1", "table", "646"},
+			{"ip", "route", "prepend", "blackhole", "198.51.100.7/32", "table", "646"},
+			{"ip", "route", "prepend", "blackhole", "198.51.100.8/32", "table", "646"},
+			{"ip", "route", "prepend", "unreachable", "192.0.2.0/24"},
+			{"ip", "-6", "route", "add", "blackhole", "2001:db8:64::/96", "table", "646", "metric", "100"},
+			{"ip", "-6", "route", "add", "2001:db8:64::/96", "dev", "dm1", "table", "646", "metric", "2048"},
+			{"ip", "-6", "route", "add", "blackhole", "2001:db8:66::/64", "metric", "100"},
+		} {
+			ns.MustRun(t, c...)
+		}
+		if err := tr.Restore(); err == nil {
+			return fmt.Errorf("Restore with a route ahead of ours at its place: no error; the test expects the kernel's EEXIST")
+		}
+		if err := tr.EvictAllAhead(646); err != nil {
+			return err
+		}
+		if err := tr.Restore(); err != nil {
+			return fmt.Errorf("Restore after EvictAllAhead: %w", err)
+		}
+		for _, c := range []struct{ fam, table, want string }{
+			{"-4", "646", "198.51.100.7 dev dm0 proto static scope link \n198.51.100.7 dev dm1 scope link \nblackhole 198.51.100.8 \n"},
+			{"-6", "646", "2001:db8:64::/96 dev dm0 proto static metric 1024 pref medium\n2001:db8:64::/96 dev dm1 metric 2048 pref medium\n"},
+			{"-4", "main", "192.0.2.0/24 dev dm0 proto static scope link \n"},
+			{"-6", "main", "blackhole 2001:db8:66::/64 dev lo metric 100 pref medium\n2001:db8:66::/64 dev dm0 proto static metric 1024 pref medium\n"},
+		} {
+			var keep []string
+			for _, l := range strings.SplitAfter(ns.MustRun(t, "ip", c.fam, "route", "show", "table", c.table), "\n") {
+				if l != "" && !strings.Contains(l, "fe80::") {
+					keep = append(keep, l)
+				}
+			}
+			if got := strings.Join(keep, ""); got != c.want {
+				return fmt.Errorf("ip %s route show table %s:\n%s\nwant\n%s", c.fam, c.table, got, c.want)
+			}
+		}
+		return tr.Teardown()
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

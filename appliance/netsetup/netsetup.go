@@ -62,7 +62,7 @@ type Rule struct {
 }
 
 // RuleProtocol is the protocol (FRA_PROTOCOL; `ip rule` shows "proto
-// 64") of the policy rules AddRule adds: unassigned in
+// 64") of the policy rules AddRule adds, all the daemon holds: unassigned in
 // include/uapi/linux/rtnetlink.h and iproute2's rt_protos. The kernel
 // matches a delete request on every field the request sets and on no
 // other (rule_find): without a protocol, deleting "6460: lookup 646"
@@ -91,6 +91,26 @@ func (r Rule) String() string {
 	return s + fmt.Sprintf(" lookup %d", r.Table)
 }
 
+// AheadRoute is a route of someone else's ahead of ours (Change.Ahead),
+// described as far as an RTM_DELROUTE needs to delete it and not ours
+// (Kernel.DelRoutesAhead): the kernel deletes the first route at the
+// destination whose type, protocol, metric and next hop match those the
+// request names.
+type AheadRoute struct {
+	Route    // Dst, Table; Dev and Via as reported (none for a blackhole)
+	Metric   uint32
+	Protocol uint8 // RTPROT_*
+	Type     uint8 // RTN_*
+}
+
+func (a AheadRoute) String() string {
+	return fmt.Sprintf("%v type %d proto %d metric %d", a.Route, a.Type, a.Protocol, a.Metric)
+}
+
+// ipv6Metric is the metric the kernel gives an IPv6 route added without
+// one (IP6_RT_PRIO_USER), as ours are; IPv4 ones get 0, the best.
+const ipv6Metric = 1024
+
 // Kernel is the seam between the daemon's plan and the kernel. *Netlink
 // implements it with rtnetlink and /proc/sys; tests use a fake.
 type Kernel interface {
@@ -115,18 +135,32 @@ type Kernel interface {
 	ReplaceRoutes(rs []Route) error
 	// DelRoutes removes routes; missing ones are not an error.
 	DelRoutes(rs []Route) error
-	// AddRule adds a policy routing rule; an identical one that is
-	// there already is not an error.
+	// DelRoutesAhead removes routes of someone else's that the kernel
+	// prefers to ours (Change.Ahead), each named by its type, protocol,
+	// metric and next hop so that ours, behind it, stays; missing ones
+	// are not an error.
+	DelRoutesAhead(as []AheadRoute) error
+	// ScanRoutes hands each route of table (0: main), of both families,
+	// to each, in the order the kernel keeps them (by destination, then
+	// TOS and metric, then the order they came in): one dump.
+	ScanRoutes(table int, each func(AheadRoute)) error
+	// AddRule adds a policy routing rule of protocol RuleProtocol; one
+	// of that protocol that is there already is not an error. An
+	// identical rule of another protocol is replaced by ours (taken
+	// over), so that every rule the daemon holds carries its protocol.
 	AddRule(r Rule) error
-	// DelRule removes a rule; a missing one is not an error.
+	// DelRule removes the rule of protocol RuleProtocol; a missing one
+	// is not an error. An identical rule of another protocol is never
+	// removed.
 	DelRule(r Rule) error
-	// Rules returns the policy routing rules of both families that a
-	// Rule describes exactly, others' too; rules with any other
-	// selector (from, to, fwmark, not...), an output interface or
-	// another action (blackhole, goto...) are left out: they are never
-	// ours, and one that looks like ours must not hide that ours is
-	// missing.
-	Rules() ([]Rule, error)
+	// OwnRules returns the policy rules of both families of protocol
+	// RuleProtocol that a Rule describes exactly. Neither an identical
+	// rule of another protocol (`ip rule add pref 6460 lookup 646 proto
+	// static`) nor a rule with any other selector (from, to, fwmark,
+	// not...), an output interface or another action (blackhole,
+	// goto...) is listed: none is ours, and one that looks like ours
+	// must not hide that ours is missing.
+	OwnRules() ([]Rule, error)
 	// Sysctl writes value to /proc/sys/<key> and returns the old value.
 	Sysctl(key, value string) (old string, err error)
 	// Features returns whether each named netdev feature (as `ethtool

@@ -144,6 +144,24 @@ func (f fibRule) rule() (Rule, bool) {
 	return r, true
 }
 
+// is reports whether f is r exactly, whatever its protocol.
+func (f fibRule) is(r Rule) bool {
+	g, ok := f.rule()
+	return ok && g == r.canonical()
+}
+
+// fibRule is r as a request writes it (appendRuleMsg), without protocol.
+func (r Rule) fibRule() fibRule {
+	f := fibRule{family: unix.AF_INET, priority: uint32(r.Priority), action: unix.FR_ACT_TO_TBL, table: uint32(r.Table), iif: r.Iif}
+	if r.Family == 6 {
+		f.family = unix.AF_INET6
+	}
+	if r.Unreachable {
+		f.action, f.table = unix.FR_ACT_UNREACHABLE, 0
+	}
+	return f
+}
+
 // appendRuleMsg appends one rtnetlink rule request (nlmsghdr, struct
 // fib_rule_hdr, FRA_PRIORITY, FRA_TABLE for a lookup, FRA_IIFNAME,
 // FRA_PROTOCOL unless proto is 0): r, with no other selector.

@@ -194,3 +194,49 @@ func FuzzDecodeRule(f *testing.F) {
 		}
 	})
 }
+
+// TestFirstDeleted: the rule a delete request naming a rule of ours and
+// a protocol removes, as the kernel's rule_find picks it: the first of
+// the family, priority and action, of the table and input interface the
+// request names (none for unreachable, none for an empty one), of the
+// protocol unless 0, whatever else the rule selects (a source prefix, an
+// output interface: other, oif).
+func TestFirstDeleted(t *testing.T) {
+	const static, boot = unix.RTPROT_STATIC, unix.RTPROT_BOOT
+	lookup := Rule{Family: 4, Priority: 6460, Table: 646}
+	unreach := Rule{Family: 6, Priority: 6463, Unreachable: true}
+	iif := Rule{Family: 4, Priority: 6461, Iif: "lo", Table: 254}
+	f4 := func(prio uint32, table uint32, proto uint8) fibRule {
+		return fibRule{family: unix.AF_INET, priority: prio, action: unix.FR_ACT_TO_TBL, table: table, protocol: proto}
+	}
+	from := f4(6460, 646, 0)
+	from.other = true // from 192.0.2.0/24
+	viaOif := f4(6460, 646, static)
+	viaOif.oif = "dm0"
+	onIif := f4(6460, 646, 0)
+	onIif.iif = "dm0"
+	un6 := fibRule{family: unix.AF_INET6, priority: 6463, action: unix.FR_ACT_UNREACHABLE}
+	lo := f4(6461, 254, 0)
+	lo.iif = "lo"
+	for _, c := range []struct {
+		name  string
+		rules []fibRule
+		r     Rule
+		proto uint8
+		want  int
+	}{
+		{"the identical one", []fibRule{f4(6460, 646, 0)}, lookup, 0, 0},
+		{"a look-alike first, protocol 0", []fibRule{from, f4(6460, 646, 0)}, lookup, 0, 0},
+		{"a look-alike first, its protocol named", []fibRule{from, f4(6460, 646, static)}, lookup, static, 1},
+		{"an output interface first", []fibRule{viaOif, f4(6460, 646, static)}, lookup, static, 0},
+		{"an input interface first, none named", []fibRule{onIif, f4(6460, 646, boot)}, lookup, 0, 0},
+		{"another table, priority, family first", []fibRule{f4(6460, 647, 0), f4(6459, 646, 0), un6, f4(6460, 646, 0)}, lookup, 0, 3},
+		{"unreachable: any table", []fibRule{f4(6463, 0, 0), un6}, unreach, 0, 1},
+		{"input interface named", []fibRule{f4(6461, 254, 0), lo}, iif, 0, 1},
+		{"none", []fibRule{from, f4(6460, 646, static)}, lookup, boot, -1},
+	} {
+		if got := firstDeleted(c.rules, c.r, c.proto); got != c.want {
+			t.Errorf("%s: firstDeleted = %d, want %d", c.name, got, c.want)
+		}
+	}
+}

@@ -266,6 +266,10 @@ func (t *Tracker) Foreign() []Route {
 func (t *Tracker) Owned(r Route) (Route, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.owned(r)
+}
+
+func (t *Tracker) owned(r Route) (Route, bool) {
 	if _, ok := t.routes[r]; ok {
 		return r, true
 	}
@@ -281,6 +285,10 @@ func (t *Tracker) Owned(r Route) (Route, bool) {
 func (t *Tracker) OwnedAt(dst netip.Prefix, table int) (Route, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.ownedAt(dst, table)
+}
+
+func (t *Tracker) ownedAt(dst netip.Prefix, table int) (Route, bool) {
 	for s := range t.shapes {
 		if s.Table != table {
 			continue
@@ -308,6 +316,73 @@ func (t *Tracker) Reinstall(rs []Route) error {
 		return nil
 	}
 	return t.k.ReplaceRoutes(put)
+}
+
+// EvictAhead deletes those of as that are ahead of a route this tracker
+// still owns at their table and destination (Change.Ahead). Someone
+// else's route ahead of nothing of ours (a reload removed ours since) is
+// left alone.
+func (t *Tracker) EvictAhead(as []AheadRoute) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var del []AheadRoute
+	for _, a := range as {
+		if _, ok := t.ownedAt(a.Dst, a.Table); ok {
+			del = append(del, a)
+		}
+	}
+	if len(del) == 0 {
+		return nil
+	}
+	return t.k.DelRoutesAhead(del)
+}
+
+// EvictAllAhead finds, with one dump of each table this tracker has
+// routes in, the routes ahead of one of its own (as Change.Ahead
+// describes them: at the place of ours and before it, for IPv4; at a
+// lower metric, for IPv6, in the translator's table alone, which is
+// table) and deletes them: after lost events, none may be left ahead of
+// ours unseen, and an IPv4 route of ours behind another cannot be
+// replaced (the kernel answers EEXIST while it is not the first of its
+// place), so a restore would fail for ever.
+func (t *Tracker) EvictAllAhead(table int) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tables := map[int]bool{}
+	for s := range t.shapes {
+		tables[s.Table] = true
+	}
+	var ahead []AheadRoute
+	var errs []error
+	for _, tb := range slices.Sorted(maps.Keys(tables)) {
+		var dst netip.Prefix
+		behind := false // a route of ours at dst went by
+		err := t.k.ScanRoutes(tb, func(a AheadRoute) {
+			if a.Dst != dst {
+				dst, behind = a.Dst, false
+			}
+			if behind {
+				return
+			}
+			if _, ok := t.ownedAt(a.Dst, a.Table); !ok {
+				return
+			}
+			if _, ok := t.owned(a.Route); ok {
+				behind = true
+				return
+			}
+			if a.Dst.Addr().Is4() && a.Metric == 0 || a.Dst.Addr().Is6() && a.Table == table && table != 0 && a.Metric < ipv6Metric {
+				ahead = append(ahead, a)
+			}
+		})
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(ahead) > 0 {
+		errs = append(errs, t.k.DelRoutesAhead(ahead))
+	}
+	return errors.Join(errs...)
 }
 
 // ReinstallAddrs puts back, with replace semantics, those of as this
@@ -372,14 +447,17 @@ func (t *Tracker) restoreRules() error {
 }
 
 // MissingRules lists the rules this tracker added that the kernel no
-// longer has (one dump of the rules; none when the tracker has no rules).
+// longer has with protocol RuleProtocol (one dump of the rules; none when
+// the tracker has no rules). An identical rule of another protocol does
+// not hide one of ours deleted: the kernel keeps both, and ours is the
+// one Teardown deletes.
 func (t *Tracker) MissingRules() ([]Rule, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.rules) == 0 {
 		return nil, nil
 	}
-	have, err := t.k.Rules()
+	have, err := t.k.OwnRules()
 	if err != nil {
 		return nil, err
 	}
@@ -394,28 +472,15 @@ func (t *Tracker) MissingRules() ([]Rule, error) {
 
 // OwnsRule reports whether r (as the kernel describes it: an
 // RTM_DELRULE's rule, of protocol proto) is a policy rule this tracker
-// added. Someone else's rule, deleted, is nothing to put back. The kernel
-// keeps an identical rule of another protocol beside ours (`ip rule add
-// pref 6460 lookup 646 proto boot`), so a match of every field is ours
-// only when its protocol is RuleProtocol, or when it is a rule AddRule
-// took over (of any protocol: the kernel had it when we came). Which of
-// the two a deleted rule of another protocol was, the kernel says: if it
-// still has r, of whatever protocol, the one deleted was not the one we
-// count on (one dump, only for a deletion that looks like ours).
+// added. Someone else's rule, deleted, is nothing to put back. Every
+// rule the tracker holds is of protocol RuleProtocol (Kernel.AddRule
+// replaces one it takes over), so an identical rule of another protocol
+// (`ip rule add pref 6460 lookup 646 proto boot`), which the kernel keeps
+// beside ours, is never ours.
 func (t *Tracker) OwnsRule(r Rule, proto uint8) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !slices.ContainsFunc(t.rules, func(o Rule) bool { return o.canonical() == r }) {
-		return false
-	}
-	if proto == RuleProtocol {
-		return true
-	}
-	have, err := t.k.Rules()
-	if err != nil {
-		return true // putting back one that is there is harmless
-	}
-	return !slices.Contains(have, r)
+	return proto == RuleProtocol && slices.ContainsFunc(t.rules, func(o Rule) bool { return o.canonical() == r })
 }
 
 // Restore puts back, with replace semantics, every address, route and

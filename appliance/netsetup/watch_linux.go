@@ -29,6 +29,17 @@ type Change struct {
 	// Replaced: Route replaced a route in place (`ip route replace`),
 	// which the kernel announces without deleting the old one.
 	Replaced bool
+	// Ahead is set (Dst valid) for an RTM_NEWROUTE of a route the
+	// kernel now prefers to any of ours at the same table and
+	// destination without having replaced it: an IPv4 route added in
+	// front of others at the same place (`ip route prepend`: flags
+	// NLM_F_CREATE without NLM_F_EXCL, NLM_F_APPEND or NLM_F_REPLACE)
+	// at our metric (installedMetric), or, in the table Watch was given,
+	// an IPv6 route at a metric below ours (a new place: the kernel
+	// looks up the lowest metric first). Neither an appended route
+	// (behind the others) nor an IPv6 route added at our metric (fib6
+	// has no prepend: it goes behind ours) is reported.
+	Ahead AheadRoute
 	// Addrs is true for an RTM_NEWADDR or RTM_DELADDR of an IPv4
 	// address: the host's own addresses (Kernel.HostAddrs) changed.
 	Addrs bool
@@ -62,16 +73,18 @@ type Change struct {
 // comes back up.
 type Watcher struct {
 	f     *os.File // non-blocking, in the runtime poller: Close wakes Read
+	table uint32   // the translator's own table, whose routes ahead of ours are reported at any metric
 	buf   []byte
 	names map[int32]string
 	msgs  int // messages received, for tests of the socket filter
 }
 
-// Watch opens the subscription. Route replacements sent from the netlink
-// socket of port ownPort (Netlink.PortID: a restore replaces every route
-// the daemon owns, a million for a sparse table) are not delivered; 0:
-// all are.
-func Watch(ownPort uint32) (*Watcher, error) {
+// Watch opens the subscription. Route replacements and additions sent
+// from the netlink socket of port ownPort (Netlink.PortID: a restore
+// replaces every route the daemon owns, a million for a sparse table) are
+// not delivered; 0: all are. table is the translator's own table (routes
+// ahead of ours there are reported at any metric: Change.Ahead); 0: none.
+func Watch(ownPort uint32, table int) (*Watcher, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink socket: %w", err)
@@ -82,7 +95,7 @@ func Watch(ownPort uint32) (*Watcher, error) {
 	// Only the messages a Watcher reads pass: the RTM_NEWROUTE of every
 	// route the daemon installs (a million for a sparse table) would
 	// overflow the socket, and losing events costs a full restore.
-	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, watchFilter(ownPort)); err != nil {
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, watchFilter(ownPort, uint32(table))); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("netlink filter: %w", err)
 	}
@@ -93,7 +106,7 @@ func Watch(ownPort uint32) (*Watcher, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("netlink bind: %w", err)
 	}
-	w := &Watcher{f: os.NewFile(uintptr(fd), "netlink-watch"), buf: make([]byte, 1<<16), names: map[int32]string{}}
+	w := &Watcher{f: os.NewFile(uintptr(fd), "netlink-watch"), table: uint32(table), buf: make([]byte, 1<<16), names: map[int32]string{}}
 	if ifs, err := net.Interfaces(); err == nil {
 		for _, i := range ifs {
 			w.names[int32(i.Index)] = i.Name
@@ -104,48 +117,82 @@ func Watch(ownPort uint32) (*Watcher, error) {
 
 // watchFilter is a classic BPF program that accepts rtnetlink messages of
 // type RTM_NEWLINK, RTM_DELLINK, RTM_DELROUTE, RTM_NEWADDR, RTM_DELADDR
-// and RTM_DELRULE, and RTM_NEWROUTE with NLM_F_REPLACE not sent from
-// ownPort (unless 0), and drops the rest (each notification is an skb of
-// its own). A plain RTM_NEWROUTE cannot change a route of ours (the
-// kernel refuses one with the same table, destination and metric), and
-// every one the daemon installs would overflow the socket. A
-// notification's nlmsg_pid is the port of the socket whose request
-// caused it. BPF loads read network byte order; the netlink header is in
-// host order.
-func watchFilter(ownPort uint32) *unix.SockFprog {
-	be := func(t uint16) uint32 {
-		return uint32(binary.BigEndian.Uint16(binary.NativeEndian.AppendUint16(nil, t)))
+// and RTM_DELRULE, and RTM_NEWROUTEs not sent from ownPort (unless 0)
+// that may put a route in the place of ours or ahead of it: with
+// NLM_F_REPLACE; with NLM_F_CREATE alone (prepended at a place that has
+// routes); and with NLM_F_EXCL (a new place) only for IPv6 in table
+// (unless 0), where a lower metric wins over ours. It drops the rest
+// (each notification is an skb of its own): a route appended, or added
+// at a new place elsewhere (every route the daemon installs, a full BGP
+// table in main), would overflow the socket. A notification's nlmsg_pid
+// is the port of the socket whose request caused it, its RTA_TABLE the
+// first attribute after the rtmsg (fib_dump_info, rt6_fill_node). BPF
+// loads read network byte order; the netlink message is in host order.
+func watchFilter(ownPort, table uint32) *unix.SockFprog {
+	be16 := func(v uint16) uint32 {
+		return uint32(binary.BigEndian.Uint16(binary.NativeEndian.AppendUint16(nil, v)))
 	}
-	jeq := func(k uint32) unix.SockFilter {
-		return unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: k}
+	be32 := func(v uint32) uint32 {
+		return binary.BigEndian.Uint32(binary.NativeEndian.AppendUint32(nil, v))
 	}
-	prog := []unix.SockFilter{
-		{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: 4}, // nlmsg_type
-		jeq(be(unix.RTM_NEWLINK)), jeq(be(unix.RTM_DELLINK)), jeq(be(unix.RTM_DELROUTE)),
-		jeq(be(unix.RTM_NEWADDR)), jeq(be(unix.RTM_DELADDR)), jeq(be(unix.RTM_DELRULE)),
+	// A tiny assembler: jumps name their targets, resolved at the end.
+	type insn struct {
+		f      unix.SockFilter
+		jt, jf string // "" falls through
 	}
-	accepts := len(prog)                            // prog[1:accepts] jump to accept when equal
-	prog = append(prog, jeq(be(unix.RTM_NEWROUTE)), // falls through when equal
-		unix.SockFilter{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: 6}, // nlmsg_flags
-		unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, K: be(unix.NLM_F_REPLACE)})
-	drops := []int{len(prog) - 3, len(prog) - 1} // jump to drop when not
+	var prog []insn
+	labels := map[string]int{}
+	label := func(l string) { labels[l] = len(prog) }
+	op := func(code uint16, k uint32) { prog = append(prog, insn{f: unix.SockFilter{Code: code, K: k}}) }
+	jmp := func(code uint16, k uint32, jt, jf string) {
+		prog = append(prog, insn{f: unix.SockFilter{Code: code, K: k}, jt: jt, jf: jf})
+	}
+	const jeq, jset = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K
+
+	op(unix.BPF_LD|unix.BPF_H|unix.BPF_ABS, 4) // nlmsg_type
+	for _, t := range []uint16{unix.RTM_NEWLINK, unix.RTM_DELLINK, unix.RTM_DELROUTE, unix.RTM_NEWADDR, unix.RTM_DELADDR, unix.RTM_DELRULE} {
+		jmp(jeq, be16(t), "accept", "")
+	}
+	jmp(jeq, be16(unix.RTM_NEWROUTE), "", "drop")
+	op(unix.BPF_LD|unix.BPF_H|unix.BPF_ABS, 6) // nlmsg_flags
+	jmp(jset, be16(unix.NLM_F_REPLACE), "sender", "")
+	jmp(jset, be16(unix.NLM_F_APPEND), "drop", "")
+	jmp(jset, be16(unix.NLM_F_EXCL), "", "sender")
+	if table == 0 {
+		jmp(unix.BPF_JMP|unix.BPF_JA, 0, "drop", "") // a JA's offset is its k
+	} else {
+		op(unix.BPF_LD|unix.BPF_B|unix.BPF_ABS, unix.NLMSG_HDRLEN) // rtm_family
+		jmp(jeq, unix.AF_INET6, "", "drop")
+		op(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, unix.NLMSG_HDRLEN+unix.SizeofRtMsg+4) // RTA_TABLE's value
+		jmp(jeq, be32(table), "sender", "drop")
+	}
+	label("sender")
 	if ownPort != 0 {
-		prog = append(prog, unix.SockFilter{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 12}, // nlmsg_pid
-			jeq(binary.BigEndian.Uint32(binary.NativeEndian.AppendUint32(nil, ownPort))))
-		last := len(prog) - 1
-		prog[last].Jt = 1 // ours: drop
+		op(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, 12) // nlmsg_pid
+		jmp(jeq, be32(ownPort), "drop", "accept")
 	}
-	accept := len(prog)
-	prog = append(prog, unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
-		unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: 0})
-	drop := accept + 1
-	for i := 1; i < accepts; i++ {
-		prog[i].Jt = uint8(accept - i - 1)
+	label("accept")
+	op(unix.BPF_RET|unix.BPF_K, 0xffffffff)
+	label("drop")
+	op(unix.BPF_RET|unix.BPF_K, 0)
+
+	out := make([]unix.SockFilter, len(prog))
+	for i, in := range prog {
+		f := in.f
+		rel := func(l string) uint8 {
+			if l == "" {
+				return 0
+			}
+			return uint8(labels[l] - i - 1)
+		}
+		if f.Code == unix.BPF_JMP|unix.BPF_JA {
+			f.K = uint32(rel(in.jt))
+		} else {
+			f.Jt, f.Jf = rel(in.jt), rel(in.jf)
+		}
+		out[i] = f
 	}
-	for _, i := range drops {
-		prog[i].Jf = uint8(drop - i - 1)
-	}
-	return &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	return &unix.SockFprog{Len: uint16(len(out)), Filter: &out[0]}
 }
 
 // Close ends the subscription; a blocked Read returns an error.
@@ -234,80 +281,115 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 				cs = append(cs, c)
 			}
 		case unix.RTM_DELROUTE, unix.RTM_NEWROUTE:
-			if len(body) < unix.SizeofRtMsg {
+			flags := binary.NativeEndian.Uint16(b0[6:8])
+			replaced := typ == unix.RTM_NEWROUTE && flags&unix.NLM_F_REPLACE != 0
+			prepended := typ == unix.RTM_NEWROUTE && flags&(unix.NLM_F_REPLACE|unix.NLM_F_EXCL|unix.NLM_F_APPEND) == 0
+			newPlace := typ == unix.RTM_NEWROUTE && !replaced && flags&unix.NLM_F_EXCL != 0
+			if typ == unix.RTM_NEWROUTE && !replaced && !prepended && !newPlace {
+				continue // appended behind what is there
+			}
+			k, ok := decodeRoute(body, w.name)
+			if !ok {
 				continue
 			}
-			replaced := typ == unix.RTM_NEWROUTE
-			if replaced && binary.NativeEndian.Uint16(b0[6:8])&unix.NLM_F_REPLACE == 0 {
-				continue // added beside what is there (the filter passes none)
-			}
-			family, dstLen, table, rtype := body[0], int(body[1]), uint32(body[4]), body[7]
-			var r Route
-			var dst []byte
-			var metric uint32
-			for t, v := range attrs(body[unix.SizeofRtMsg:]) {
-				switch t {
-				case unix.RTA_DST:
-					dst = v
-				case unix.RTA_PRIORITY:
-					if len(v) >= 4 {
-						metric = binary.NativeEndian.Uint32(v)
-					}
-				case unix.RTA_TABLE:
-					if len(v) >= 4 {
-						table = binary.NativeEndian.Uint32(v)
-					}
-				case unix.RTA_OIF:
-					if len(v) >= 4 {
-						idx := int32(binary.NativeEndian.Uint32(v))
-						r.Dev = w.name(idx)
-					}
-				case unix.RTA_GATEWAY:
-					r.Via, _ = netip.AddrFromSlice(v)
-				case unix.RTA_VIA:
-					if len(v) > 2 {
-						r.Via, _ = netip.AddrFromSlice(v[2:])
-					}
+			family := body[0] // decodeRoute checked its length
+			switch {
+			case newPlace:
+				// Ahead of ours only at a lower metric in the
+				// translator's table (IPv6: IPv4's is 0).
+				if family != unix.AF_INET6 || w.table == 0 || uint32(k.Table) != w.table || k.Metric >= installedMetric(family) {
+					continue
 				}
-			}
-			if metric != installedMetric(family) {
+			case prepended && family != unix.AF_INET:
+				continue // fib6 puts it behind the routes at its metric
+			case k.Metric != installedMetric(family):
 				// Another place than any of ours (the kernel keys a
-				// route on table, destination and metric): someone
-				// else's route, deleted or replaced, is not ours.
+				// route on table, destination, TOS and metric):
+				// someone else's route, deleted, replaced or
+				// prepended, is not ours, nor ahead of ours.
 				continue
 			}
-			var a netip.Addr
-			switch {
-			case family == unix.AF_INET && (dst == nil || len(dst) == 4):
-				a = netip.IPv4Unspecified()
-			case family == unix.AF_INET6 && (dst == nil || len(dst) == 16):
-				a = netip.IPv6Unspecified()
-			default:
+			if prepended || newPlace {
+				cs = append(cs, Change{Ahead: k})
 				continue
 			}
-			if dst != nil {
-				a, _ = netip.AddrFromSlice(dst)
-			}
-			p, err := a.Prefix(dstLen)
-			if err != nil || p.Addr() != a {
-				continue
-			}
-			r.Dst = p
-			if table != unix.RT_TABLE_MAIN {
-				r.Table = int(table)
-			}
-			switch {
-			case rtype == unix.RTN_BLACKHOLE:
-				r = Route{Dst: r.Dst, Table: r.Table, Blackhole: true}
-			case rtype != unix.RTN_UNICAST:
-				// unreachable, prohibit, throw...: nothing of
-				// ours, which is unicast or a blackhole.
-				r = Route{Dst: r.Dst, Table: r.Table}
-			}
-			cs = append(cs, Change{Route: r, Replaced: replaced})
+			cs = append(cs, Change{Route: k.Route, Replaced: replaced})
 		}
 	}
 	return cs
+}
+
+// decodeRoute decodes the body of an RTM_NEWROUTE or RTM_DELROUTE
+// (struct rtmsg and attributes) of an IPv4 or IPv6 route of TOS 0 (ours
+// are; a route of another TOS has a place of its own) as an AheadRoute:
+// its table (0 for main), destination, metric (0 when absent), protocol,
+// type, and for a unicast route its device (name resolves an ifindex)
+// and gateway; a blackhole has neither (Route.Blackhole), another type
+// (unreachable, prohibit, throw...: nothing of ours) neither either.
+// False if it is malformed, of another family or TOS.
+func decodeRoute(body []byte, name func(int32) string) (AheadRoute, bool) {
+	if len(body) < unix.SizeofRtMsg {
+		return AheadRoute{}, false
+	}
+	family, dstLen, tos, table := body[0], int(body[1]), body[3], uint32(body[4])
+	k := AheadRoute{Protocol: body[5], Type: body[7]}
+	if tos != 0 {
+		return AheadRoute{}, false
+	}
+	var r Route
+	var dst []byte
+	for t, v := range attrs(body[unix.SizeofRtMsg:]) {
+		switch t {
+		case unix.RTA_DST:
+			dst = v
+		case unix.RTA_PRIORITY:
+			if len(v) >= 4 {
+				k.Metric = binary.NativeEndian.Uint32(v)
+			}
+		case unix.RTA_TABLE:
+			if len(v) >= 4 {
+				table = binary.NativeEndian.Uint32(v)
+			}
+		case unix.RTA_OIF:
+			if len(v) >= 4 {
+				r.Dev = name(int32(binary.NativeEndian.Uint32(v)))
+			}
+		case unix.RTA_GATEWAY:
+			r.Via, _ = netip.AddrFromSlice(v)
+		case unix.RTA_VIA:
+			if len(v) > 2 {
+				r.Via, _ = netip.AddrFromSlice(v[2:])
+			}
+		}
+	}
+	var a netip.Addr
+	switch {
+	case family == unix.AF_INET && (dst == nil || len(dst) == 4):
+		a = netip.IPv4Unspecified()
+	case family == unix.AF_INET6 && (dst == nil || len(dst) == 16):
+		a = netip.IPv6Unspecified()
+	default:
+		return AheadRoute{}, false
+	}
+	if dst != nil {
+		a, _ = netip.AddrFromSlice(dst)
+	}
+	p, err := a.Prefix(dstLen)
+	if err != nil || p.Addr() != a {
+		return AheadRoute{}, false
+	}
+	r.Dst = p
+	if table != unix.RT_TABLE_MAIN {
+		r.Table = int(table)
+	}
+	switch {
+	case k.Type == unix.RTN_BLACKHOLE:
+		r = Route{Dst: r.Dst, Table: r.Table, Blackhole: true}
+	case k.Type != unix.RTN_UNICAST:
+		r = Route{Dst: r.Dst, Table: r.Table}
+	}
+	k.Route = r
+	return k, true
 }
 
 // installedMetric is the metric (RTA_PRIORITY) the kernel reports for
@@ -316,7 +398,7 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 // (ip6_route_info_create puts a route without a metric there).
 func installedMetric(family uint8) uint32 {
 	if family == unix.AF_INET6 {
-		return 1024
+		return ipv6Metric
 	}
 	return 0
 }

@@ -60,7 +60,7 @@ func TestWatcherSeesLinksAndDeletedRoutes(t *testing.T) {
 			return err
 		}
 		defer k.Close()
-		w, err := Watch(k.PortID())
+		w, err := Watch(k.PortID(), 646)
 		if err != nil {
 			return err
 		}
@@ -198,13 +198,13 @@ func TestKernelRoutesOfOthersAndPolicyRules(t *testing.T) {
 		if out := ns.MustRun(t, "ip", "-6", "rule", "show"); !strings.Contains(out, "6462:\tfrom all iif dm0 lookup main") {
 			return fmt.Errorf("IPv6 rules: %q", out)
 		}
-		have, err := k.Rules()
+		have, err := k.OwnRules()
 		if err != nil {
 			return err
 		}
 		for _, r := range []Rule{rule, {Family: 6, Priority: 6462, Iif: "dm0", Table: 254}} {
 			if !slices.Contains(have, r) {
-				return fmt.Errorf("Rules() has no %v: %v", r, have)
+				return fmt.Errorf("OwnRules() has no %v: %v", r, have)
 			}
 		}
 		for _, r := range []Rule{rule, {Family: 6, Priority: 6462, Iif: "dm0", Table: 254}} {
@@ -260,7 +260,7 @@ func TestWatcherSeesRoutesReplacedByOthers(t *testing.T) {
 		if k.PortID() == 0 {
 			return fmt.Errorf("no port id")
 		}
-		w, err := Watch(k.PortID())
+		w, err := Watch(k.PortID(), 646)
 		if err != nil {
 			return err
 		}
@@ -296,6 +296,96 @@ func TestWatcherSeesRoutesReplacedByOthers(t *testing.T) {
 	}
 }
 
+// TestWatcherSeesRoutesPutAhead: `ip route prepend` at the place of one
+// of ours, and an IPv6 route at a lower metric in the translator's
+// table, come as RTM_NEWROUTEs without NLM_F_REPLACE, which the
+// watcher's filter dropped: the kernel preferred them to ours, a black
+// hole nobody saw. They reach the watcher now, with what it takes to
+// delete them (DelRoutesAhead) and leave ours, behind them, in place;
+// routes appended behind ours, added at a new place elsewhere, or
+// installed by the daemon itself do not.
+func TestWatcherSeesRoutesPutAhead(t *testing.T) {
+	ns := netnstest.New(t, "dm-wa")
+	ns.MustRun(t, "ip", "link", "add", "dm0", "type", "veth", "peer", "name", "dm1")
+	ns.MustRun(t, "ip", "link", "set", "dm1", "up")
+	ns.MustRun(t, "ip", "link", "set", "dm0", "up")
+	err := ns.Do(func() error {
+		k, err := Open()
+		if err != nil {
+			return err
+		}
+		defer k.Close()
+		w, err := Watch(k.PortID(), 646)
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		v4 := Route{Dst: netip.MustParsePrefix("198.51.100.7/32"), Dev: "dm0", Table: 646}
+		v6 := Route{Dst: netip.MustParsePrefix("2001:db8:64::/96"), Dev: "dm0", Table: 646}
+		if err := k.ReplaceRoutes(append(routes4(1000, "dm0"), v4, v6)); err != nil {
+			return err
+		}
+		const boot = unix.RTPROT_BOOT // ip route's protocol when none is given
+		var ahead []AheadRoute
+		for _, c := range []struct {
+			cmd  [][]string // the last one is reported
+			want AheadRoute
+		}{
+			{[][]string{
+				{"ip", "route", "append", "198.51.100.7/32", "dev", "dm1", "table", "646"},
+				{"ip", "route", "add", "192.0.2.0/24", "dev", "dm0"},
+				{"ip", "route", "prepend", "blackhole", "198.51.100.7/32", "table", "646"},
+			}, AheadRoute{Route: Route{Dst: v4.Dst, Table: 646, Blackhole: true}, Protocol: boot, Type: unix.RTN_BLACKHOLE}},
+			{[][]string{
+				{"ip", "route", "prepend", "198.51.100.7/32", "dev", "dm1", "table", "646", "proto", "static"},
+			}, AheadRoute{Route: Route{Dst: v4.Dst, Dev: "dm1", Table: 646}, Protocol: unix.RTPROT_STATIC, Type: unix.RTN_UNICAST}},
+			{[][]string{
+				{"ip", "-6", "route", "append", "2001:db8:64::/96", "via", "fe80::1", "dev", "dm0", "table", "646"},
+				{"ip", "-6", "route", "add", "2001:db8:65::/96", "dev", "dm0", "table", "646", "metric", "2048"},
+				{"ip", "-6", "route", "add", "2001:db8:66::/96", "dev", "dm0", "metric", "100"},
+				{"ip", "-6", "route", "add", "blackhole", "2001:db8:64::/96", "table", "646", "metric", "100"},
+			}, AheadRoute{Route: Route{Dst: v6.Dst, Table: 646, Blackhole: true}, Metric: 100, Protocol: boot, Type: unix.RTN_BLACKHOLE}},
+		} {
+			for _, cmd := range c.cmd {
+				ns.MustRun(t, cmd...)
+			}
+			cs := readUntil(t, w, fmt.Sprint(c.cmd), func(c Change) bool { return c.Ahead.Dst.IsValid() })
+			cs = slices.DeleteFunc(cs, func(c Change) bool { return c.Link != "" })
+			if len(cs) != 1 || cs[0].Ahead != c.want {
+				return fmt.Errorf("%v: changes %+v; want %v ahead", c.cmd, cs, c.want)
+			}
+			ahead = append(ahead, cs[0].Ahead)
+		}
+		if w.msgs > 20 {
+			return fmt.Errorf("%d messages reached the socket: the filter let the daemon's own routes through", w.msgs)
+		}
+		if err := k.DelRoutesAhead(ahead); err != nil {
+			return err
+		}
+		if err := k.DelRoutesAhead(ahead); err != nil {
+			return fmt.Errorf("deleting them again: %w", err)
+		}
+		for _, c := range [][2]string{
+			{"-4", "198.51.100.7 dev dm0 proto static scope link \n198.51.100.7 dev dm1 scope link \n"},
+			{"-6", "2001:db8:64::/96 dev dm0 proto static metric 1024 pref medium\n2001:db8:64::/96 via fe80::1 dev dm0 metric 1024 pref medium\n"},
+		} {
+			var keep []string
+			for _, l := range strings.SplitAfter(ns.MustRun(t, "ip", c[0], "route", "show", "table", "646"), "\n") {
+				if strings.HasPrefix(l, "198.51.100.7 ") || strings.HasPrefix(l, "blackhole 198.51.100.7 ") || strings.Contains(l, "2001:db8:64::/96") {
+					keep = append(keep, l)
+				}
+			}
+			if got := strings.Join(keep, ""); got != c[1] {
+				return fmt.Errorf("ip %s route show table 646 after DelRoutesAhead:\n%s\nwant\n%s", c[0], got, c[1])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // withType returns a copy of the netlink message m with another type and
 // flags.
 func withType(m []byte, typ, flags uint16) []byte {
@@ -314,12 +404,11 @@ func withMetric(m []byte, metric uint32) []byte {
 	return m
 }
 
-// TestWatcherReportsOnlyOurMetric: a route deleted or replaced at a
-// metric other than the one the kernel gives ours (0 for IPv4, 1024 for
-// IPv6) has a place of its own and is not reported (review H11: a route
-// of someone else's replaced at metric 5 was taken for ours).
-func TestWatcherReportsOnlyOurMetric(t *testing.T) {
-	v4 := []byte{
+// routeMsgs returns an RTM_DELROUTE of 198.51.100.7/32 and one of
+// 2001:db8::7/128, each unicast in table 646 through interface 1,
+// without a metric.
+func routeMsgs() (v4, v6 []byte) {
+	v4 = []byte{
 		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // nlmsghdr, length set below
 		2, 32, 0, 0, 0, 4, 0, 1, 0, 0, 0, 0, // rtmsg: AF_INET, /32, unicast
 		8, 0, 1, 0, 198, 51, 100, 7, // RTA_DST
@@ -328,13 +417,22 @@ func TestWatcherReportsOnlyOurMetric(t *testing.T) {
 	}
 	binary.NativeEndian.PutUint32(v4, uint32(len(v4)))
 	binary.NativeEndian.PutUint16(v4[4:], unix.RTM_DELROUTE)
-	v6 := slices.Concat(v4[:16], []byte{
+	v6 = slices.Concat(v4[:16], []byte{
 		10, 128, 0, 0, 0, 4, 0, 1, 0, 0, 0, 0, // rtmsg: AF_INET6, /128, unicast
 		20, 0, 1, 0, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, // RTA_DST
 		8, 0, 15, 0, 0x86, 0x02, 0, 0, // RTA_TABLE 646
 		8, 0, 4, 0, 1, 0, 0, 0, // RTA_OIF 1
 	})
 	binary.NativeEndian.PutUint32(v6, uint32(len(v6)))
+	return v4, v6
+}
+
+// TestWatcherReportsOnlyOurMetric: a route deleted or replaced at a
+// metric other than the one the kernel gives ours (0 for IPv4, 1024 for
+// IPv6) has a place of its own and is not reported (review H11: a route
+// of someone else's replaced at metric 5 was taken for ours).
+func TestWatcherReportsOnlyOurMetric(t *testing.T) {
+	v4, v6 := routeMsgs()
 	rep := func(m []byte) []byte { return withType(m, unix.RTM_NEWROUTE, unix.NLM_F_REPLACE) }
 	for _, c := range []struct {
 		name string
@@ -355,6 +453,57 @@ func TestWatcherReportsOnlyOurMetric(t *testing.T) {
 		cs := w.parse(nil, c.msg)
 		if got := len(cs) == 1 && cs[0].Route.Dst.IsValid(); got != c.want {
 			t.Errorf("%s: changes %+v, want a route reported: %v", c.name, cs, c.want)
+		}
+	}
+}
+
+// TestWatcherReportsRoutesAhead: an RTM_NEWROUTE that puts a route
+// ahead of ours without replacing it is reported as Ahead, with what a
+// delete needs (type, protocol, metric): IPv4 prepended at our metric
+// (NLM_F_CREATE alone), IPv6 at a lower metric in the translator's
+// table (a new place, NLM_F_CREATE|NLM_F_EXCL). Not reported: a route
+// appended (behind ours), IPv6 added at our metric (fib6 puts it
+// behind), IPv6 at a higher metric, in another table, or when the
+// watcher has no table, IPv4 at a new place (ours is at metric 0, the
+// best), IPv4 prepended at another metric.
+func TestWatcherReportsRoutesAhead(t *testing.T) {
+	v4, v6 := routeMsgs()
+	add := func(m []byte, flags uint16) []byte { return withType(m, unix.RTM_NEWROUTE, flags) }
+	blackhole := func(m []byte) []byte {
+		m = slices.Clone(m)
+		m[unix.NLMSG_HDRLEN+7] = unix.RTN_BLACKHOLE
+		return m
+	}
+	const create, excl, appnd = unix.NLM_F_CREATE, unix.NLM_F_EXCL, unix.NLM_F_APPEND
+	dst4, dst6 := netip.MustParsePrefix("198.51.100.7/32"), netip.MustParsePrefix("2001:db8::7/128")
+	for _, c := range []struct {
+		name  string
+		msg   []byte
+		table uint32
+		want  *AheadRoute
+	}{
+		{"ipv4 prepended", add(v4, create), 646,
+			&AheadRoute{Route: Route{Dst: dst4, Dev: "lo", Table: 646}, Protocol: unix.RTPROT_STATIC, Type: unix.RTN_UNICAST}},
+		{"ipv4 blackhole prepended, metric 0", withMetric(add(blackhole(v4), create), 0), 0,
+			&AheadRoute{Route: Route{Dst: dst4, Table: 646, Blackhole: true}, Protocol: unix.RTPROT_STATIC, Type: unix.RTN_BLACKHOLE}},
+		{"ipv4 prepended, metric 5", withMetric(add(v4, create), 5), 646, nil},
+		{"ipv4 appended", add(v4, create|appnd), 646, nil},
+		{"ipv4 new place", add(v4, create|excl), 646, nil},
+		{"ipv6 lower metric, our table", withMetric(add(blackhole(v6), create|excl), 100), 646,
+			&AheadRoute{Route: Route{Dst: dst6, Table: 646, Blackhole: true}, Metric: 100, Protocol: unix.RTPROT_STATIC, Type: unix.RTN_BLACKHOLE}},
+		{"ipv6 lower metric, no table given", withMetric(add(blackhole(v6), create|excl), 100), 0, nil},
+		{"ipv6 lower metric, another table", withMetric(add(blackhole(v6), create|excl), 100), 647, nil},
+		{"ipv6 higher metric", withMetric(add(v6, create|excl), 2048), 646, nil},
+		{"ipv6 our metric, created alone", withMetric(add(v6, create), 1024), 646, nil},
+		{"ipv6 our metric, appended", withMetric(add(v6, create|appnd), 1024), 646, nil},
+	} {
+		w := &Watcher{names: map[int32]string{1: "lo"}, table: c.table}
+		cs := w.parse(nil, c.msg)
+		switch {
+		case c.want == nil && len(cs) != 0:
+			t.Errorf("%s: changes %+v, want none", c.name, cs)
+		case c.want != nil && (len(cs) != 1 || cs[0].Ahead != *c.want || cs[0].Route.Dst.IsValid()):
+			t.Errorf("%s: changes %+v, want one ahead: %v", c.name, cs, *c.want)
 		}
 	}
 }
@@ -405,13 +554,19 @@ func FuzzWatcherParse(f *testing.F) {
 		f.Add(append(del, body...))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		w := &Watcher{names: map[int32]string{1: "lo"}}
+		w := &Watcher{names: map[int32]string{1: "lo"}, table: 646}
 		for _, c := range w.parse(nil, b) {
 			if c.Rule.Family != 0 && c.Rule.Family != 4 && c.Rule.Family != 6 {
 				t.Fatalf("deleted rule of family %d: %+v", c.Rule.Family, c)
 			}
-			if c.Link == "" && !c.Route.Dst.IsValid() && !c.Addrs && !c.Deleted.Prefix.IsValid() && c.Rule.Family == 0 {
+			if c.Link == "" && !c.Route.Dst.IsValid() && !c.Ahead.Dst.IsValid() && !c.Addrs && !c.Deleted.Prefix.IsValid() && c.Rule.Family == 0 {
 				t.Fatalf("change without link, route, address or rule: %+v", c)
+			}
+			if c.Ahead.Dst.IsValid() && (c.Route.Dst.IsValid() || c.Replaced) {
+				t.Fatalf("a route both ahead of ours and deleted or replaced: %+v", c)
+			}
+			if c.Ahead.Blackhole && (c.Ahead.Dev != "" || c.Ahead.Via.IsValid()) {
+				t.Fatalf("blackhole route ahead with a device or gateway: %+v", c)
 			}
 			if c.Replaced && !c.Route.Dst.IsValid() {
 				t.Fatalf("replaced route without a destination: %+v", c)
