@@ -263,7 +263,7 @@ map646_bgp_send_hold_timer_expired_total{neighbor="127.0.0.2"} 1
 		t.Fatal(err)
 	}
 	acceptRaw(t, ln)
-	waitNeighbor(t, s, "127.0.0.2", "established again", func(n NeighborStatus) bool { return n.Established })
+	waitNeighbor(t, s, "127.0.0.2", "established again with the route", func(n NeighborStatus) bool { return n.Established && n.Advertised == 1 })
 	time.Sleep(2 * cfg.SendHoldTime)
 	if nb := neighborStatus(t, s); !nb.Established || nb.SendHoldExpiries != 1 {
 		t.Errorf("with a neighbor that reads, the session is not kept: %+v", nb)
