@@ -166,7 +166,8 @@ func (s *Speaker) runSendHold(ctx context.Context, done chan<- struct{}) {
 }
 
 // sendHoldExpired ends the session with addr, whose sender has not got a
-// message through for hold (RFC 9687 section 4), and counts it. RFC 9687
+// message through for hold (RFC 9687 section 4), counts it and logs it as
+// an error (RFC 9687 sections 3.3 and 5). RFC 9687
 // asks for a NOTIFICATION with error code 8 (Send Hold Timer Expired);
 // GoBGP can only reset a session with Cease, subcode 4 (Administrative
 // Reset, RFC 4486), which carries sendHoldCommunication. GoBGP gives that
@@ -176,7 +177,7 @@ func (s *Speaker) sendHoldExpired(ctx context.Context, addr string, hold time.Du
 	s.limitMu.Lock()
 	s.sendHoldHits[addr]++
 	s.limitMu.Unlock()
-	s.log.Warn("bgp session ended: the neighbor has accepted no message for send_hold_time (RFC 9687 Send Hold Timer Expired)",
+	s.log.Error("bgp session ended: the neighbor has accepted no message for send_hold_time (RFC 9687 Send Hold Timer Expired)",
 		"neighbor", addr, "send_hold_time", hold)
 	if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: addr, Communication: sendHoldCommunication}); err != nil && ctx.Err() == nil {
 		s.log.Error("bgp session cannot be reset after its send hold timer expired", "neighbor", addr, "err", err)
