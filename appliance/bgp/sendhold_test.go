@@ -239,8 +239,10 @@ func TestSpeakerSendHoldStalledNeighbor(t *testing.T) {
 	if nb.SendHoldExpiries != 1 {
 		t.Errorf("send hold expiries %d, want 1", nb.SendHoldExpiries)
 	}
-	if !strings.Contains(logBuf.String(), "Send Hold Timer Expired") {
-		t.Errorf("no log line says the send hold timer expired:\n%s", logBuf.String())
+	if !slices.ContainsFunc(strings.Split(logBuf.String(), "\n"), func(l string) bool {
+		return strings.Contains(l, "level=ERROR") && strings.Contains(l, "Send Hold Timer Expired") && strings.Contains(l, "neighbor=127.0.0.2")
+	}) {
+		t.Errorf("no error in the log says the send hold timer expired:\n%s", logBuf.String())
 	}
 	const wantMetric = `
 # HELP map646_bgp_send_hold_timer_expired_total Sessions ended because the BGP neighbor accepted no message for send_hold_time (RFC 9687).
