@@ -23,6 +23,7 @@ func FromConfig(c *config.BGP) (Config, error) {
 		ListenPort:      c.ListenPort,
 		HoldTime:        time.Duration(c.HoldTime) * time.Second,
 		Keepalive:       time.Duration(c.Keepalive) * time.Second,
+		SendHoldTime:    time.Duration(c.SendHoldTime) * time.Second,
 		ConnectRetry:    time.Duration(c.ConnectRetry) * time.Second,
 		IPv4NextHopIPv6: c.IPv4NextHopIPv6,
 	}

@@ -23,6 +23,7 @@ bgp {
   router_id         = "192.0.2.2"
   listen_port       = 179
   hold_time         = 9
+  send_hold_time    = 60
   connect_retry     = 5
   ipv4_nexthop_ipv6 = true
   neighbor "192.0.2.1" {
@@ -44,7 +45,7 @@ bgp {
 		t.Fatal(err)
 	}
 	if got.LocalAS != 64496 || got.RouterID != netip.MustParseAddr("192.0.2.2") || got.ListenPort != 179 ||
-		got.HoldTime != 9*time.Second || got.Keepalive != 3*time.Second || got.ConnectRetry != 5*time.Second || !got.IPv4NextHopIPv6 {
+		got.HoldTime != 9*time.Second || got.Keepalive != 3*time.Second || got.SendHoldTime != time.Minute || got.ConnectRetry != 5*time.Second || !got.IPv4NextHopIPv6 {
 		t.Errorf("global %+v", got)
 	}
 	if len(got.Neighbors) != 2 {

@@ -56,6 +56,8 @@ func (s Status) Collect(emit metrics.Emit) {
 			metrics.Gauge, float64(n.Advertised), "neighbor", n.Address)
 		emit("map646_bgp_prefix_limit_exceeded_total", "Sessions ended because the BGP neighbor sent more prefixes than max_prefixes allows.",
 			metrics.Counter, float64(n.PrefixLimitHits), "neighbor", n.Address)
+		emit("map646_bgp_send_hold_timer_expired_total", "Sessions ended because the BGP neighbor accepted no message for send_hold_time (RFC 9687).",
+			metrics.Counter, float64(n.SendHoldExpiries), "neighbor", n.Address)
 		emit("map646_bgp_prefixes_received", "Prefixes received from the BGP neighbor (ignored: the speaker imports nothing).",
 			metrics.Gauge, float64(n.Received), "neighbor", n.Address)
 	}

@@ -24,7 +24,7 @@ func TestStatusMetrics(t *testing.T) {
 		Announced: []string{"198.51.100.0/24", "203.0.113.0/25", "2001:db8:64::/96"},
 		Neighbors: []NeighborStatus{
 			{Address: "192.0.2.1", RemoteAS: peerAS, State: "established", Established: true,
-				Since: time.Unix(1700000000, 0), Advertised: 2, Received: 5, Flaps: 1, PrefixLimitHits: 4},
+				Since: time.Unix(1700000000, 0), Advertised: 2, Received: 5, Flaps: 1, PrefixLimitHits: 4, SendHoldExpiries: 2},
 			{Address: "2001:db8::1", RemoteAS: 64501, State: "active"},
 		},
 	}
@@ -73,6 +73,10 @@ map646_bgp_prefixes_advertised{neighbor="2001:db8::1"} 0
 # TYPE map646_bgp_prefix_limit_exceeded_total counter
 map646_bgp_prefix_limit_exceeded_total{neighbor="192.0.2.1"} 4
 map646_bgp_prefix_limit_exceeded_total{neighbor="2001:db8::1"} 0
+# HELP map646_bgp_send_hold_timer_expired_total Sessions ended because the BGP neighbor accepted no message for send_hold_time (RFC 9687).
+# TYPE map646_bgp_send_hold_timer_expired_total counter
+map646_bgp_send_hold_timer_expired_total{neighbor="192.0.2.1"} 2
+map646_bgp_send_hold_timer_expired_total{neighbor="2001:db8::1"} 0
 # HELP map646_bgp_prefixes_received Prefixes received from the BGP neighbor (ignored: the speaker imports nothing).
 # TYPE map646_bgp_prefixes_received gauge
 map646_bgp_prefixes_received{neighbor="192.0.2.1"} 5
@@ -81,7 +85,7 @@ map646_bgp_prefixes_received{neighbor="2001:db8::1"} 0
 	names := []string{"map646_bgp_healthy", "map646_bgp_announcement_updates_total", "map646_bgp_announced_prefixes",
 		"map646_bgp_session_established", "map646_bgp_session_state", "map646_bgp_session_state_change_timestamp_seconds",
 		"map646_bgp_session_flaps_total", "map646_bgp_prefixes_advertised", "map646_bgp_prefixes_received",
-		"map646_bgp_prefix_limit_exceeded_total"}
+		"map646_bgp_prefix_limit_exceeded_total", "map646_bgp_send_hold_timer_expired_total"}
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {
 		t.Error(err)
 	}

@@ -41,7 +41,11 @@ type Config struct {
 	// until an operator intervened, which an unattended appliance cannot
 	// wait for.
 	PrefixLimitRestart time.Duration
-	Neighbors          []Neighbor
+	// SendHoldTime ends a session whose neighbor has accepted no message
+	// for this long (RFC 9687, the send hold timer); it must be longer
+	// than the hold time. 0 means DefaultSendHoldTime of the hold time.
+	SendHoldTime time.Duration
+	Neighbors    []Neighbor
 }
 
 // DefaultPrefixLimitRestart is the default Config.PrefixLimitRestart: long
@@ -92,6 +96,9 @@ func (c *Config) Validate() error {
 	if c.HoldTime > 0 && c.HoldTime < 3*time.Second {
 		return fmt.Errorf("bgp: hold time %v is below 3 s (RFC 4271 section 4.2)", c.HoldTime)
 	}
+	if c.SendHoldTime < 0 || c.SendHoldTime > 0 && c.SendHoldTime <= c.holdTime() {
+		return fmt.Errorf("bgp: send hold time %v must be longer than the hold time %v (RFC 9687 section 3.4)", c.SendHoldTime, c.holdTime())
+	}
 	seen := map[netip.Addr]bool{}
 	for _, n := range c.Neighbors {
 		if !n.Address.IsValid() {
@@ -133,10 +140,14 @@ type Speaker struct {
 	closeDone chan struct{} // closed when Close's work is done
 	closeErr  error         // its outcome, set before closeDone is closed
 
-	limitMu     sync.Mutex             // guards the fields below; never held with mu
-	limitHits   map[string]uint64      // sessions ended by the prefix limit, by neighbor
-	limitTimers map[string]*time.Timer // pending restarts after the limit, by neighbor
-	limitClosed bool                   // no more restarts: the server is stopping
+	limitMu      sync.Mutex             // guards the fields below; never held with mu
+	limitHits    map[string]uint64      // sessions ended by the prefix limit, by neighbor
+	limitTimers  map[string]*time.Timer // pending restarts after the limit, by neighbor
+	limitClosed  bool                   // no more restarts: the server is stopping
+	sendHoldHits map[string]uint64      // sessions ended by the send hold timer, by neighbor
+
+	stopSendHold func()        // ends runSendHold
+	sendHoldDone chan struct{} // closed when runSendHold has returned
 }
 
 // New starts a speaker: it listens, dials its neighbors and announces
@@ -173,7 +184,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) {
 		return nil, fmt.Errorf("bgp: policy: %w", err)
 	}
 	s := &Speaker{cfg: cfg, log: log, srv: srv, closeDone: make(chan struct{}),
-		limitHits: map[string]uint64{}, limitTimers: map[string]*time.Timer{}}
+		limitHits: map[string]uint64{}, limitTimers: map[string]*time.Timer{}, sendHoldHits: map[string]uint64{}}
 	if err := s.watchSessions(); err != nil {
 		srv.Stop()
 		return nil, fmt.Errorf("bgp: watch sessions: %w", err)
@@ -184,8 +195,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) {
 			return nil, fmt.Errorf("bgp: neighbor %v: %w", n.Address, err)
 		}
 	}
+	sendHoldCtx, stopSendHold := context.WithCancel(context.Background())
+	s.stopSendHold, s.sendHoldDone = stopSendHold, make(chan struct{})
+	go s.runSendHold(sendHoldCtx, s.sendHoldDone)
 	log.Info("bgp speaker started", "local_as", cfg.LocalAS, "router_id", cfg.RouterID,
-		"listen_port", cfg.ListenPort, "neighbors", len(cfg.Neighbors))
+		"listen_port", cfg.ListenPort, "neighbors", len(cfg.Neighbors), "send_hold_time", cfg.sendHoldTime())
 	return s, nil
 }
 
@@ -201,6 +215,8 @@ func (s *Speaker) peer(n Neighbor) *api.Peer {
 			HoldTime:          uint64(s.cfg.HoldTime / time.Second),
 			KeepaliveInterval: uint64(s.cfg.Keepalive / time.Second),
 			ConnectRetry:      uint64(s.cfg.ConnectRetry / time.Second),
+			// Only the send hold timer resets sessions (ResetPeer).
+			IdleHoldTimeAfterReset: uint64(sendHoldIdle / time.Second),
 		}},
 	}
 	if n.LocalAddress.IsValid() {
@@ -420,6 +436,10 @@ func (s *Speaker) shutdown() {
 		// stopped reading (third_party/eapache-channels).
 		time.Sleep(flushWait)
 	}
+	// The send hold timer asks the server for the sessions: it stops
+	// first, while the server still answers.
+	s.stopSendHold()
+	<-s.sendHoldDone
 	s.srv.Stop()
 	s.stopWatch()
 	s.log.Info("bgp speaker stopped")
@@ -514,6 +534,9 @@ type NeighborStatus struct {
 	// PrefixLimitHits counts the sessions ended because the neighbor sent
 	// more prefixes than its limit.
 	PrefixLimitHits uint64 `json:"prefix_limit_hits"`
+	// SendHoldExpiries counts the sessions ended because the neighbor
+	// accepted no message for the send hold time (RFC 9687).
+	SendHoldExpiries uint64 `json:"send_hold_expiries"`
 }
 
 // Status reports the sessions and the announced routes.
@@ -559,6 +582,7 @@ func (s *Speaker) Status() Status {
 	s.limitMu.Lock()
 	for i := range st.Neighbors {
 		st.Neighbors[i].PrefixLimitHits = s.limitHits[st.Neighbors[i].Address]
+		st.Neighbors[i].SendHoldExpiries = s.sendHoldHits[st.Neighbors[i].Address]
 	}
 	s.limitMu.Unlock()
 	slices.SortFunc(st.Neighbors, func(a, b NeighborStatus) int {

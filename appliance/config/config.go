@@ -260,6 +260,7 @@ type BGP struct {
 	ListenPort      int // 0: outgoing connections only
 	HoldTime        int // seconds; default 90 (RFC 4271 section 10)
 	Keepalive       int // seconds; default HoldTime/3
+	SendHoldTime    int // seconds; > HoldTime, default max(480, 2×HoldTime) (RFC 9687 section 3.4)
 	ConnectRetry    int // seconds; default 120 (RFC 4271 section 10)
 	IPv4NextHopIPv6 bool
 	Neighbors       []Neighbor

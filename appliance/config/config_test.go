@@ -121,6 +121,7 @@ bgp {
   router_id         = "203.0.113.1"
   listen_port       = 179
   hold_time         = 9
+  send_hold_time    = 120
   connect_retry     = 5
   ipv4_nexthop_ipv6 = true
   neighbor "203.0.113.14" {
@@ -186,7 +187,7 @@ func TestFull(t *testing.T) {
 		Log:     Log{Level: "debug", Format: "json", Drops: true, DropsPerSecond: 25},
 		BGP: &BGP{
 			LocalAS: 64512, RouterID: netip.MustParseAddr("203.0.113.1"), ListenPort: 179,
-			HoldTime: 9, Keepalive: 3, ConnectRetry: 5, IPv4NextHopIPv6: true,
+			HoldTime: 9, Keepalive: 3, SendHoldTime: 120, ConnectRetry: 5, IPv4NextHopIPv6: true,
 			Neighbors: []Neighbor{
 				{Address: netip.MustParseAddr("203.0.113.14"), RemoteAS: 64500, Password: "s3cret", LocalAddress: netip.MustParseAddr("203.0.113.1"), MaxPrefixes: 50},
 				{Address: netip.MustParseAddr("2001:db8:ffff::14"), RemoteAS: 4200000000, MaxPrefixes: DefaultBGPMaxPrefixes},
@@ -653,6 +654,25 @@ func TestErrors(t *testing.T) {
   keepalive = 90
   neighbor "203.0.113.14" { remote_as = 64500 }
 }`, "8:15: Invalid keepalive"},
+		{"bgp send hold time not above hold time", minimal + `bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+  hold_time = 9
+  send_hold_time = 9
+  neighbor "203.0.113.14" { remote_as = 64500 }
+}`, "9:20: Invalid send_hold_time"},
+		{"bgp send hold time below default hold time", minimal + `bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+  send_hold_time = 60
+  neighbor "203.0.113.14" { remote_as = 64500 }
+}`, "8:20: Invalid send_hold_time"},
+		{"bgp send hold time range", minimal + `bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+  send_hold_time = 131071
+  neighbor "203.0.113.14" { remote_as = 64500 }
+}`, "8:20: Invalid send_hold_time"},
 		{"bgp neighbor addr", minimal + `bgp {
   local_as = 64512
   router_id = "203.0.113.1"
@@ -1188,5 +1208,37 @@ interface "eth3" {
 			t.Log(FormatDiagnostic(w))
 		}
 		t.Errorf("want the sides warning first")
+	}
+}
+
+// TestBGPSendHoldTimeDefault: without send_hold_time the send hold timer
+// takes RFC 9687 section 3.4's suggestion, the greater of 8 minutes and
+// twice hold_time.
+func TestBGPSendHoldTimeDefault(t *testing.T) {
+	for _, tc := range []struct {
+		attrs string
+		want  int
+	}{
+		{"", 480},
+		{"hold_time = 9", 480},
+		{"hold_time = 240", 480},
+		{"hold_time = 300", 600},
+		{"hold_time = 65535", 131070},
+		{"hold_time = 300\n  send_hold_time = 301", 301},
+		{"send_hold_time = 91", 91},
+	} {
+		src := minimal + `bgp {
+  local_as = 64512
+  router_id = "203.0.113.1"
+  ` + tc.attrs + `
+  neighbor "203.0.113.14" { remote_as = 64500 }
+}`
+		c, err := Parse([]byte(src), "sendhold.hcl")
+		if err != nil {
+			t.Fatalf("%q: %v", tc.attrs, err)
+		}
+		if c.BGP.SendHoldTime != tc.want {
+			t.Errorf("%q: send_hold_time %d, want %d", tc.attrs, c.BGP.SendHoldTime, tc.want)
+		}
 	}
 }

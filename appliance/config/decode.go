@@ -83,6 +83,7 @@ var (
 			{Name: "listen_port"},
 			{Name: "hold_time"},
 			{Name: "keepalive"},
+			{Name: "send_hold_time"},
 			{Name: "connect_retry"},
 			{Name: "ipv4_nexthop_ipv6"},
 		},
@@ -117,6 +118,12 @@ const (
 	MaxDropsPerSecond      = 100000
 	DefaultBGPHoldTime     = 90  // RFC 4271 section 10
 	DefaultBGPConnectRetry = 120 // RFC 4271 section 10
+	// DefaultBGPSendHoldTime is the least default send_hold_time: RFC 9687
+	// section 3.4 suggests the greater of 8 minutes and twice hold_time.
+	DefaultBGPSendHoldTime = 480
+	// maxBGPSendHoldTime is the largest send_hold_time accepted: the
+	// default for the largest hold_time.
+	maxBGPSendHoldTime = 2 * 65535
 	// DefaultBGPMaxPrefixes bounds the routes a neighbor may send per
 	// address family; the speaker imports none, so only a misconfigured or
 	// hostile neighbor comes near it.
@@ -756,6 +763,13 @@ func (d *decoder) bgp(b *hcl.Block) *BGP {
 	g.Keepalive = g.HoldTime / 3
 	if ka := d.integer(attrs, "keepalive", &g.Keepalive, 1, 65535, false); ka != nil && (hold != nil || attrs["hold_time"] == nil) && g.Keepalive >= g.HoldTime {
 		d.errorf(ka.Expr.Range(), "Invalid keepalive", "keepalive (%d) must be shorter than hold_time (%d); RFC 4271 section 10 suggests a third of it.", g.Keepalive, g.HoldTime)
+	}
+	// RFC 9687 section 3.4: SendHoldTime must be greater than the hold
+	// time, and KEEPALIVEs (sent more often than that) are what keep a
+	// sender that can write from looking stalled.
+	g.SendHoldTime = max(DefaultBGPSendHoldTime, 2*g.HoldTime)
+	if sh := d.integer(attrs, "send_hold_time", &g.SendHoldTime, 4, maxBGPSendHoldTime, false); sh != nil && (hold != nil || attrs["hold_time"] == nil) && g.SendHoldTime <= g.HoldTime {
+		d.errorf(sh.Expr.Range(), "Invalid send_hold_time", "send_hold_time (%d) must be longer than hold_time (%d) (RFC 9687 section 3.4).", g.SendHoldTime, g.HoldTime)
 	}
 	d.integer(attrs, "connect_retry", &g.ConnectRetry, 1, 65535, false)
 	d.boolean(attrs, "ipv4_nexthop_ipv6", &g.IPv4NextHopIPv6)
