@@ -25,8 +25,10 @@ import (
 //     P and runs on at once when the next packet arrives, with no
 //     exitsyscall, no scheduler hand-off and no wake-up of the runtime's
 //     sysmon thread. The runtime's preemption requests (a signal: EINTR),
-//     sysmon's after every 10 ms of waiting and a garbage collector's
-//     stop-the-world, make it yield the P (Gosched) and then wait on for
+//     sysmon's after every 10 ms of waiting, a garbage collector's
+//     stop-the-world and its scan of the goroutine's stack, are honoured
+//     at the preemption point that starts each ppoll (RawPoll's rawPpoll:
+//     it yields the P, or parks for the scan), and then it waits on for
 //     the time left, so nothing waits for it. The daemon gives the runtime
 //     one P per tun queue beyond one per CPU, so that queues in this wait
 //     do not take the Ps the rest of the program runs on. Every warmEvery

@@ -1,8 +1,10 @@
 package tun
 
 import (
+	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -398,19 +400,82 @@ func TestRawWaitsKeepTheirLength(t *testing.T) {
 	}
 }
 
+// onOneCPU runs every thread of the process on one CPU (the first it may
+// use) until t ends; threads started meanwhile inherit the mask, and all
+// get the old one back. A goroutine that the garbage collector wants to
+// scan and that only passes through the run queue (Gosched) is then never
+// seen there: the collector's thread (suspendG) does not run while the
+// goroutine's does. Only a goroutine that parks for the scan lets the
+// collection finish, as it must on a loaded machine, where two CPUs give
+// no better guarantee.
+func onOneCPU(t *testing.T) {
+	t.Helper()
+	var saved, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &saved); err != nil {
+		t.Fatal(err)
+	}
+	for cpu := 0; cpu < len(saved)*64; cpu++ {
+		if saved.IsSet(cpu) {
+			one.Set(cpu)
+			break
+		}
+	}
+	// setAll gives every thread set, and goes round again while new
+	// threads appeared, which may have inherited the mask it replaces.
+	setAll := func(set *unix.CPUSet) error {
+		seen := map[int]bool{}
+		for {
+			tasks, err := os.ReadDir("/proc/self/task")
+			if err != nil {
+				return err
+			}
+			fresh := false
+			for _, task := range tasks {
+				tid, err := strconv.Atoi(task.Name())
+				if err != nil || seen[tid] {
+					continue
+				}
+				seen[tid], fresh = true, true
+				if err := unix.SchedSetaffinity(tid, set); err != nil && err != unix.ESRCH {
+					return fmt.Errorf("thread %d: %w", tid, err)
+				}
+			}
+			if !fresh {
+				return nil
+			}
+		}
+	}
+	t.Cleanup(func() {
+		if err := setAll(&saved); err != nil {
+			t.Errorf("restoring the CPUs of the process: %v", err)
+		}
+	})
+	if err := setAll(&one); err != nil {
+		t.Fatalf("moving the process to one CPU: %v", err)
+	}
+}
+
 // TestRawWaitOutlastsPreemption: a preemption request (here the
 // stop-the-world of garbage collections) makes the raw wait yield its P but
 // not end: it goes on for the time left. Ending it at the first preemption
 // (sysmon sends one after every 10 ms of waiting) made any raw wait longer
 // than 10 ms useless. And the garbage collections complete while the raw
-// wait is still going on: it never holds up the world. The test ends the
-// wait by its wake eventfd once three collections are done, so that a
-// loaded machine only makes it slower, never wrong.
+// wait is still going on: it never holds them up, neither their
+// stop-the-world nor the scan of the waiting goroutine's stack. The test
+// ends the wait by its wake eventfd once three collections are done, so
+// that a loaded machine only makes it slower, never wrong.
+//
+// On one CPU (onOneCPU): before rawPpoll gave each ppoll a preemption
+// point, the raw wait answered the scan's preemption with a Gosched, which
+// let it go on and never parked, and the first collection waited the
+// whole raw wait, every time (5 runs of 5). On two CPUs it did so in about
+// 1 run in 25 under load, and failed CI's race pass once.
 func TestRawWaitOutlastsPreemption(t *testing.T) {
 	const raw, blocking = 10 * time.Second, 10 * time.Second
 	savedRaw, savedForeign := foreignRawWait, foreignWait
 	foreignRawWait, foreignWait = raw, blocking
 	defer func() { foreignRawWait, foreignWait = savedRaw, savedForeign }()
+	onOneCPU(t)
 	c, _ := rawPair(t)
 	e := NewEndpointConns([]Conn{c}, 1500, 0) // not attached: the test reads
 	q := e.queues[0]
