@@ -24,7 +24,8 @@ type Change struct {
 	// (a blackhole, unicast through its device or gateway; any other
 	// type with neither). Only routes at the metric Netlink installs
 	// ours at (installedMetric) are reported: one at another metric has
-	// a place of its own and is never ours.
+	// a place of its own and is never ours. A deleted route is reported
+	// only if it is of the protocol of ours (RouteProtocol).
 	Route Route
 	// Replaced: Route replaced a route in place (`ip route replace`),
 	// which the kernel announces without deleting the old one.
@@ -307,6 +308,12 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 				// route on table, destination, TOS and metric):
 				// someone else's route, deleted, replaced or
 				// prepended, is not ours, nor ahead of ours.
+				continue
+			case typ == unix.RTM_DELROUTE && k.Protocol != RouteProtocol:
+				// Someone else's route, deleted, even at the place,
+				// device and gateway of one of ours: a look-alike
+				// (`ip route prepend ... proto boot`) the daemon
+				// evicted from ahead of ours, which is still there.
 				continue
 			}
 			if prepended || newPlace {
