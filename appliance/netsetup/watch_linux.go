@@ -38,8 +38,10 @@ type Change struct {
 	// at our metric (installedMetric), or, in the table Watch was given,
 	// an IPv6 route at a metric below ours (a new place: the kernel
 	// looks up the lowest metric first). Neither an appended route
-	// (behind the others) nor an IPv6 route added at our metric (fib6
-	// has no prepend: it goes behind ours) is reported.
+	// (behind the others) nor an IPv6 route added at our metric is
+	// reported: fib6 has no prepend, it goes behind ours, or, through a
+	// gateway beside ours through one, joins ours as an ECMP next hop
+	// (someone's intent, as an appended route is).
 	Ahead AheadRoute
 	// Addrs is true for an RTM_NEWADDR or RTM_DELADDR of an IPv4
 	// address: the host's own addresses (Kernel.HostAddrs) changed.
@@ -302,7 +304,7 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 					continue
 				}
 			case prepended && family != unix.AF_INET:
-				continue // fib6 puts it behind the routes at its metric
+				continue // fib6 puts it behind the routes at its metric, or beside ours (ECMP)
 			case k.Metric != installedMetric(family):
 				// Another place than any of ours (the kernel keys a
 				// route on table, destination, TOS and metric):
