@@ -684,6 +684,32 @@ func TestEvictAllAheadLeavesTheOnlyRoute(t *testing.T) {
 				}
 			}
 		}
+		// IPv6: a route at a lower metric than ours in table 646 is
+		// ahead of ours only while ours is there behind it.
+		v6 := Route{Dst: netip.MustParsePrefix("2001:db8:64::/96"), Dev: "dm1", Table: 646}
+		if _, _, err := tr.SyncRoutes(append(ours, v6)); err != nil && !strings.Contains(err.Error(), "unreachable") {
+			return err
+		}
+		ns.MustRun(t, "ip", "-6", "route", "del", "2001:db8:64::/96", "dev", "dm1", "table", "646")
+		ns.MustRun(t, "ip", "-6", "route", "add", "blackhole", "2001:db8:64::/96", "table", "646", "metric", "100")
+		if evicted, err := tr.EvictAllAhead(646); err != nil || len(evicted) != 0 {
+			return fmt.Errorf("ipv6, ours gone: EvictAllAhead deleted %v (%v); want nothing", evicted, err)
+		}
+		if err := tr.Reinstall([]Route{v6}); err != nil {
+			return err
+		}
+		if evicted, err := tr.EvictAllAhead(646); err != nil || len(evicted) != 1 || evicted[0].Metric != 100 {
+			return fmt.Errorf("ipv6, ours back: EvictAllAhead deleted %v (%v); want the blackhole at metric 100", evicted, err)
+		}
+		var got []string
+		for _, l := range strings.SplitAfter(ns.MustRun(t, "ip", "-6", "route", "show", "table", "646"), "\n") {
+			if strings.Contains(l, "2001:db8:64::/96") {
+				got = append(got, l)
+			}
+		}
+		if want := "2001:db8:64::/96 dev dm1 proto static metric 1024 pref medium\n"; strings.Join(got, "") != want {
+			return fmt.Errorf("ip -6 route show table 646:\n%s\nwant\n%s", strings.Join(got, ""), want)
+		}
 		return tr.Teardown()
 	})
 	if err != nil {
