@@ -7,9 +7,15 @@
 # internal/deps's tests call them.
 
 # Where Go comes from: the Go module proxy serves every release as the module
-# golang.org/toolchain (what `go` itself downloads for GOTOOLCHAIN), and the
-# checksum database gives its hash.
+# golang.org/toolchain (what `go` itself downloads for GOTOOLCHAIN). Its h1:
+# hash is the one the sumdb endpoint DEPS_GOSUMDB serves over TLS: by
+# default proxy.golang.org's, which passes on sum.golang.org's answers
+# (sum.golang.org itself need not resolve), whatever DEPS_GOPROXY is, so that
+# a mirror set there serves the zip but not the hash it is checked against.
+# deps.sh reads the hash from the lookup's record and does not verify the
+# signed tree note that comes with it (go does): it trusts the endpoint's TLS.
 DEPS_GOPROXY=${DEPS_GOPROXY:-https://proxy.golang.org}
+DEPS_GOSUMDB=${DEPS_GOSUMDB:-https://proxy.golang.org/sumdb/sum.golang.org}
 DEPS_GO_PREFIX=${DEPS_GO_PREFIX:-/usr/local/go}
 # go and gofmt are linked here when the Go on PATH is missing or too old, so
 # that make, the scripts and the tests that run `go` find the new one
@@ -53,14 +59,18 @@ go_arch() {
 }
 
 # go_install VERSION PREFIX: downloads go$VERSION for linux/$(go_arch) from
-# the module proxy, checks the zip against the checksum database's h1: hash
-# (Go's dirhash Hash1) and installs it as PREFIX (replaced whole). Nothing
-# is changed unless the hash matches.
+# the module proxy, checks the zip against the h1: hash (Go's dirhash Hash1)
+# DEPS_GOSUMDB serves for it and installs it as PREFIX (replaced whole; the
+# Go it replaces is kept as PREFIX.old until the next install). Nothing is
+# changed unless the hash matches. Every step is checked: it runs where set
+# -e is off (in ensure_go's $(...) and || lists).
 go_install() {
 	local version=$1 prefix=$2 arch mod zip tmp sum
 	arch=$(go_arch) || return 1
 	mod="v0.0.1-go$version.linux-$arch"
-	tmp=$(mktemp -d) || return 1
+	# Beside PREFIX, so that the new tree moves into place with a rename.
+	mkdir -p "$(dirname "$prefix")" || return 1
+	tmp=$(mktemp -d "$(dirname "$prefix")/.deps-go.XXXXXX") || return 1
 	zip="$tmp/go.zip"
 	echo "deps.sh: installing Go $version ($DEPS_GOPROXY, golang.org/toolchain@$mod) into $prefix" >&2
 	if ! curl -fsSL --retry 3 -o "$zip" "$DEPS_GOPROXY/golang.org/toolchain/@v/$mod.zip"; then
@@ -68,13 +78,10 @@ go_install() {
 		rm -rf "$tmp"
 		return 1
 	fi
-	# The proxy serves the checksum database too (GOPROXY protocol, /sumdb/);
-	# sum.golang.org itself is asked when it does not.
-	sum=$( (curl -fsSL --retry 3 "$DEPS_GOPROXY/sumdb/sum.golang.org/lookup/golang.org/toolchain@$mod" ||
-		curl -fsSL --retry 3 "https://sum.golang.org/lookup/golang.org/toolchain@$mod") |
+	sum=$(curl -fsSL --retry 3 "$DEPS_GOSUMDB/lookup/golang.org/toolchain@$mod" |
 		awk -v m="golang.org/toolchain" -v v="$mod" '$1 == m && $2 == v { print $3; exit }')
 	if [ -z "$sum" ]; then
-		echo "deps.sh: the checksum database has no hash for golang.org/toolchain@$mod" >&2
+		echo "deps.sh: $DEPS_GOSUMDB has no hash for golang.org/toolchain@$mod" >&2
 		rm -rf "$tmp"
 		return 1
 	fi
@@ -94,7 +101,7 @@ with zipfile.ZipFile(path) as z:
         summary.update(("%s  %s\n" % (hashlib.sha256(z.read(n)).hexdigest(), n)).encode())
     got = "h1:" + base64.b64encode(summary.digest()).decode()
     if got != want:
-        sys.exit("deps.sh: %s does not match the checksum database: %s, want %s" % (path, got, want))
+        sys.exit("deps.sh: %s does not match the hash the sumdb endpoint serves: %s, want %s" % (path, got, want))
     for i in z.infolist():
         n = i.filename
         if n.endswith("/"):
@@ -116,11 +123,33 @@ EOF
 		rm -rf "$tmp"
 		return 1
 	fi
-	# Replace PREFIX whole: files of an older release left behind would break it.
-	mkdir -p "$(dirname "$prefix")"
-	rm -rf "$prefix.old"
-	if [ -e "$prefix" ]; then mv "$prefix" "$prefix.old"; fi
-	mv "$tmp/go" "$prefix" && rm -rf "$prefix.old" "$tmp"
+	# Replace PREFIX whole: files of an older release left behind would break
+	# it. The Go replaced last time goes now (no build runs from it any
+	# more); the one replaced now stays as PREFIX.old, for a build that may
+	# be running from it (a go started before: its working directory, its
+	# open files), until the next install.
+	if ! rm -rf "$prefix.old"; then
+		echo "deps.sh: cannot remove the Go of the last install, $prefix.old" >&2
+		rm -rf "$tmp"
+		return 1
+	fi
+	if [ -e "$prefix" ] || [ -L "$prefix" ]; then
+		if ! mv -T "$prefix" "$prefix.old"; then
+			echo "deps.sh: cannot move $prefix aside" >&2
+			rm -rf "$tmp"
+			return 1
+		fi
+	fi
+	if ! mv -T "$tmp/go" "$prefix"; then
+		echo "deps.sh: cannot move Go $version into $prefix" >&2
+		if [ -e "$prefix.old" ] && [ ! -e "$prefix" ]; then mv -T "$prefix.old" "$prefix"; fi
+		rm -rf "$tmp"
+		return 1
+	fi
+	rm -rf "$tmp"
+	if [ -e "$prefix.old" ]; then
+		echo "deps.sh: the Go it replaced is in $prefix.old until the next install" >&2
+	fi
 }
 
 # ensure_go GOMOD: prints the path of a go at least as new as GOMOD's go
@@ -140,12 +169,12 @@ ensure_go() {
 	if [ -z "$v" ] || ! version_ge "$v" "$need"; then
 		go_install "$inst" "$DEPS_GO_PREFIX" || return 1
 	fi
-	mkdir -p "$DEPS_GO_LINKS"
+	mkdir -p "$DEPS_GO_LINKS" || return 1
 	local tool
 	for tool in go gofmt; do
 		# Never replace a real file: only our own link, or nothing.
 		if [ -L "$DEPS_GO_LINKS/$tool" ] || [ ! -e "$DEPS_GO_LINKS/$tool" ]; then
-			ln -sfn "$DEPS_GO_PREFIX/bin/$tool" "$DEPS_GO_LINKS/$tool"
+			ln -sfn "$DEPS_GO_PREFIX/bin/$tool" "$DEPS_GO_LINKS/$tool" || return 1
 		else
 			echo "deps.sh: $DEPS_GO_LINKS/$tool is not ours; use GO=$g with make" >&2
 		fi

@@ -197,15 +197,17 @@ func (k *fakeKernel) DelRoutes(rs []netsetup.Route) error {
 	return nil
 }
 
-// ScanRoutes hands over the routes of table put ahead of others
-// (k.ahead), then the daemon's own.
+// ScanRoutes hands over the routes of table as the kernel dumps them,
+// those of one destination together: the routes put ahead of others
+// (k.ahead), then the daemon's own (of protocol RouteProtocol).
 func (k *fakeKernel) ScanRoutes(table int, each func(netsetup.AheadRoute)) error {
 	k.mu.Lock()
 	rs := slices.Clone(k.ahead)
 	for r := range k.routes {
-		rs = append(rs, netsetup.AheadRoute{Route: r, Protocol: 4, Type: 1})
+		rs = append(rs, netsetup.AheadRoute{Route: r, Protocol: netsetup.RouteProtocol, Type: 1})
 	}
 	k.mu.Unlock()
+	slices.SortStableFunc(rs, func(a, b netsetup.AheadRoute) int { return a.Dst.Addr().Compare(b.Dst.Addr()) })
 	for _, a := range rs {
 		if a.Table == table {
 			each(a)
@@ -1407,6 +1409,51 @@ func TestRoutesAheadOfOursAreDeleted(t *testing.T) {
 	h.k.mu.Unlock()
 	h.w.events <- []netsetup.Change{{Lost: true}}
 	waitFor(t, "the route ahead of ours found and deleted", func() bool { return slices.Equal(h.k.aheadNow(), []netsetup.AheadRoute{other}) })
+	waitFor(t, "both deletions counted", func() bool { return repairCount(h, "route") == 2 })
+
+	// Ours to .20 gone, and refused when put back (its gateway not
+	// on-link): someone else's route at its place is the only route
+	// left to .20, ahead of nothing, and stays through the retries
+	// (review H8: it was deleted on each one).
+	h.k.mu.Lock()
+	var ours20 netsetup.Route
+	for r := range h.k.routes {
+		if r.Dst == twenty.Dst && r.Table == PolicyTable {
+			ours20 = r
+		}
+	}
+	delete(h.k.routes, ours20)
+	h.k.refuse = func(r netsetup.Route) bool { return r == ours20 }
+	alone := netsetup.AheadRoute{Route: netsetup.Route{Dst: twenty.Dst, Dev: "eth0", Table: PolicyTable}, Protocol: 3, Type: 1}
+	h.k.ahead = []netsetup.AheadRoute{alone, other}
+	restores := 0
+	for _, l := range h.k.log {
+		if strings.HasPrefix(l, "routes+") {
+			restores++
+		}
+	}
+	h.k.mu.Unlock()
+	if !ours20.Dst.IsValid() {
+		t.Fatal("no route of the daemon's to 198.51.100.20/32")
+	}
+	h.w.events <- []netsetup.Change{{Lost: true}}
+	waitFor(t, "two restores tried", func() bool {
+		h.k.mu.Lock()
+		defer h.k.mu.Unlock()
+		n := 0
+		for _, l := range h.k.log {
+			if strings.HasPrefix(l, "routes+") {
+				n++
+			}
+		}
+		return n >= restores+2
+	})
+	if got := h.k.aheadNow(); !slices.Equal(got, []netsetup.AheadRoute{alone, other}) {
+		t.Errorf("after the restores, the routes of others are %v; want %v kept", got, []netsetup.AheadRoute{alone, other})
+	}
+	if n := repairCount(h, "route"); n != 2 {
+		t.Errorf("%d route repairs counted; want still 2", n)
+	}
 }
 
 // TestRoutesOfOthersAreReportedAndKept: a route block whose destination

@@ -245,9 +245,7 @@ func (d *daemon) noteChanges(cs []netsetup.Change) {
 			// prepend`, a lower IPv6 metric in the translator's
 			// table): ours is still there, but no packet uses it.
 			// Its place, or its table, is the translator's: undone.
-			if r, ok := d.tracker.OwnedAt(c.Ahead.Dst, c.Ahead.Table); ok {
-				d.log.Warn("a route was put ahead of one of the translator's: deleting it", "route", r.String(), "ahead", c.Ahead.String())
-				d.repairs.route.Add(1)
+			if d.aheadOfOurs(c.Ahead) {
 				d.repair.ahead = append(d.repair.ahead, c.Ahead)
 			}
 		case c.Route.Dst.IsValid() && c.Replaced:
@@ -271,6 +269,18 @@ func (d *daemon) noteChanges(cs []netsetup.Change) {
 			}
 		}
 	}
+}
+
+// aheadOfOurs logs and counts a as a route repair if it is at the
+// destination of a route of ours, in its table (a route put ahead of
+// ours, which is, or was, deleted), and reports whether it is.
+func (d *daemon) aheadOfOurs(a netsetup.AheadRoute) bool {
+	r, ok := d.tracker.OwnedAt(a.Dst, a.Table)
+	if ok {
+		d.log.Warn("a route was put ahead of one of the translator's: deleting it", "route", r.String(), "ahead", a.String())
+		d.repairs.route.Add(1)
+	}
+	return ok
 }
 
 // pollLinks reads the state of the watched links, for events the
@@ -438,7 +448,11 @@ func (d *daemon) restore() {
 	if d.repair.full || (d.repair.restoreErr != nil && due && !d.repair.resync) {
 		// Events were lost, or a restore failed: routes put ahead
 		// of ours meanwhile are found by a dump of the tables.
-		err = errors.Join(err, d.tracker.EvictAllAhead(PolicyTable))
+		evicted, evictErr := d.tracker.EvictAllAhead(PolicyTable)
+		for _, a := range evicted {
+			d.aheadOfOurs(a)
+		}
+		err = errors.Join(err, evictErr)
 	}
 	switch {
 	case d.repair.resync && (due || d.repair.full):

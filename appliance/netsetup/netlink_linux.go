@@ -628,7 +628,7 @@ func appendRouteMsg(b []byte, typ, flags uint16, seq uint32, r Route, oif int) [
 	if r.Dst.Addr().Is4() {
 		family = unix.AF_INET
 	}
-	scope, rtype, proto := byte(unix.RT_SCOPE_LINK), byte(unix.RTN_UNICAST), byte(unix.RTPROT_STATIC)
+	scope, rtype, proto := byte(unix.RT_SCOPE_LINK), byte(unix.RTN_UNICAST), byte(RouteProtocol)
 	if r.Via.IsValid() {
 		scope = unix.RT_SCOPE_UNIVERSE
 	}

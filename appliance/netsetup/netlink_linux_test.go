@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/map646/map646/internal/netnstest"
+	"golang.org/x/sys/unix"
 )
 
 // routes4 returns n /32 routes into dev from 198.51.100.0 upwards
@@ -595,8 +596,12 @@ func TestEvictAllAheadAfterLostEvents(t *testing.T) {
 		if err := tr.Restore(); err == nil {
 			return fmt.Errorf("Restore with a route ahead of ours at its place: no error; the test expects the kernel's EEXIST")
 		}
-		if err := tr.EvictAllAhead(646); err != nil {
+		evicted, err := tr.EvictAllAhead(646)
+		if err != nil {
 			return err
+		}
+		if len(evicted) != 3 {
+			return fmt.Errorf("EvictAllAhead deleted %v; want the three routes ahead of ours", evicted)
 		}
 		if err := tr.Restore(); err != nil {
 			return fmt.Errorf("Restore after EvictAllAhead: %w", err)
@@ -616,6 +621,94 @@ func TestEvictAllAheadAfterLostEvents(t *testing.T) {
 			if got := strings.Join(keep, ""); got != c.want {
 				return fmt.Errorf("ip %s route show table %s:\n%s\nwant\n%s", c.fam, c.table, got, c.want)
 			}
+		}
+		return tr.Teardown()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEvictAllAheadLeavesTheOnlyRoute (review H8): a route of ours
+// through a gateway is flushed with the gateway's address, without an
+// event, and cannot be put back while the gateway is not on-link; the
+// operator routes its destination another way, at the place of ours.
+// EvictAllAhead took that route for one ahead of ours and deleted it,
+// on each retry of the failing restore: the destination had no route at
+// all. Only a route with one of ours behind it in the dump is ahead of
+// ours; a look-alike (ours but for its protocol) ahead of ours is not
+// ours, and goes.
+func TestEvictAllAheadLeavesTheOnlyRoute(t *testing.T) {
+	ns := netnstest.New(t, "dm-eo")
+	ns.MustRun(t, "ip", "link", "add", "dm0", "type", "veth", "peer", "name", "dm1")
+	ns.MustRun(t, "ip", "link", "set", "dm1", "up")
+	ns.MustRun(t, "ip", "link", "set", "dm0", "up")
+	ns.MustRun(t, "ip", "addr", "add", "198.51.100.2/24", "dev", "dm0")
+	err := ns.Do(func() error {
+		k, err := Open()
+		if err != nil {
+			return err
+		}
+		defer k.Close()
+		tr := NewTracker(k)
+		ours := []Route{
+			{Dst: netip.MustParsePrefix("203.0.113.0/24"), Via: netip.MustParseAddr("198.51.100.1"), Dev: "dm0"},
+			{Dst: netip.MustParsePrefix("198.51.100.7/32"), Dev: "dm1", Table: 646},
+		}
+		if _, _, err := tr.SyncRoutes(ours); err != nil {
+			return err
+		}
+		ns.MustRun(t, "ip", "addr", "del", "198.51.100.2/24", "dev", "dm0")
+		ns.MustRun(t, "ip", "route", "add", "203.0.113.0/24", "dev", "dm1")
+		ns.MustRun(t, "ip", "route", "prepend", "198.51.100.7/32", "dev", "dm1", "table", "646", "proto", "boot")
+		for round := range 2 { // the restore is retried
+			evicted, err := tr.EvictAllAhead(646)
+			if err != nil {
+				return err
+			}
+			if err := tr.Restore(); err == nil {
+				return fmt.Errorf("round %d: Restore with the gateway of a route not on-link: no error; the test expects the kernel's ENETUNREACH", round)
+			}
+			if round == 0 && (len(evicted) != 1 || evicted[0].Dst != ours[1].Dst || evicted[0].Protocol != unix.RTPROT_BOOT) {
+				return fmt.Errorf("round %d: EvictAllAhead deleted %v; want the look-alike of proto boot ahead of ours", round, evicted)
+			}
+			if round == 1 && len(evicted) != 0 {
+				return fmt.Errorf("round %d: EvictAllAhead deleted %v; want nothing", round, evicted)
+			}
+			for _, c := range [][2]string{
+				{"main", "203.0.113.0/24 dev dm1 scope link \n"},
+				{"646", "198.51.100.7 dev dm1 proto static scope link \n"},
+			} {
+				if got := ns.MustRun(t, "ip", "-4", "route", "show", "table", c[0]); got != c[1] {
+					return fmt.Errorf("round %d: ip route show table %s:\n%s\nwant\n%s", round, c[0], got, c[1])
+				}
+			}
+		}
+		// IPv6: a route at a lower metric than ours in table 646 is
+		// ahead of ours only while ours is there behind it.
+		v6 := Route{Dst: netip.MustParsePrefix("2001:db8:64::/96"), Dev: "dm1", Table: 646}
+		if _, _, err := tr.SyncRoutes(append(ours, v6)); err != nil && !strings.Contains(err.Error(), "unreachable") {
+			return err
+		}
+		ns.MustRun(t, "ip", "-6", "route", "del", "2001:db8:64::/96", "dev", "dm1", "table", "646")
+		ns.MustRun(t, "ip", "-6", "route", "add", "blackhole", "2001:db8:64::/96", "table", "646", "metric", "100")
+		if evicted, err := tr.EvictAllAhead(646); err != nil || len(evicted) != 0 {
+			return fmt.Errorf("ipv6, ours gone: EvictAllAhead deleted %v (%v); want nothing", evicted, err)
+		}
+		if err := tr.Reinstall([]Route{v6}); err != nil {
+			return err
+		}
+		if evicted, err := tr.EvictAllAhead(646); err != nil || len(evicted) != 1 || evicted[0].Metric != 100 {
+			return fmt.Errorf("ipv6, ours back: EvictAllAhead deleted %v (%v); want the blackhole at metric 100", evicted, err)
+		}
+		var got []string
+		for _, l := range strings.SplitAfter(ns.MustRun(t, "ip", "-6", "route", "show", "table", "646"), "\n") {
+			if strings.Contains(l, "2001:db8:64::/96") {
+				got = append(got, l)
+			}
+		}
+		if want := "2001:db8:64::/96 dev dm1 proto static metric 1024 pref medium\n"; strings.Join(got, "") != want {
+			return fmt.Errorf("ip -6 route show table 646:\n%s\nwant\n%s", strings.Join(got, ""), want)
 		}
 		return tr.Teardown()
 	})

@@ -71,6 +71,14 @@ type Rule struct {
 // ours.
 const RuleProtocol = 64
 
+// RouteProtocol is the protocol (rtm_protocol; `ip route` shows "proto
+// static") of the routes the daemon installs: RTPROT_STATIC, "added by
+// an administrator" (include/uapi/linux/rtnetlink.h), which the daemon
+// is on the operator's behalf. It tells a route of ours from a
+// look-alike (`ip route prepend ... proto boot`, the default of ip
+// route) at the same place, device and gateway.
+const RouteProtocol = 4
+
 // canonical is r as the kernel reports it: an unreachable rule looks up
 // no table (the kernel stores what the request said, and AddRule says 0).
 func (r Rule) canonical() Rule {

@@ -341,11 +341,18 @@ func (t *Tracker) EvictAhead(as []AheadRoute) error {
 // routes in, the routes ahead of one of its own (as Change.Ahead
 // describes them: at the place of ours and before it, for IPv4; at a
 // lower metric, for IPv6, in the translator's table alone, which is
-// table) and deletes them: after lost events, none may be left ahead of
-// ours unseen, and an IPv4 route of ours behind another cannot be
-// replaced (the kernel answers EEXIST while it is not the first of its
-// place), so a restore would fail for ever.
-func (t *Tracker) EvictAllAhead(table int) error {
+// table), deletes them and returns them: after lost events, none may be
+// left ahead of ours unseen, and an IPv4 route of ours behind another
+// cannot be replaced (the kernel answers EEXIST while it is not the
+// first of its place), so a restore would fail for ever.
+//
+// A route is ahead of ours only if the dump shows ours behind it (of
+// protocol RouteProtocol: a look-alike of another protocol ahead of ours
+// is someone else's). One at the place of a route of ours that is gone
+// (flushed with its gateway's address, and not put back while the
+// gateway is not on-link) is the only route left to its destination:
+// deleting it would leave none, on each retry of the failed restore.
+func (t *Tracker) EvictAllAhead(table int) ([]AheadRoute, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	tables := map[int]bool{}
@@ -355,11 +362,15 @@ func (t *Tracker) EvictAllAhead(table int) error {
 	var ahead []AheadRoute
 	var errs []error
 	for _, tb := range slices.Sorted(maps.Keys(tables)) {
+		// The kernel dumps the routes of one destination together,
+		// in the order it looks them up (ScanRoutes): those before
+		// ours at dst are pending until ours goes by.
 		var dst netip.Prefix
+		var pending []AheadRoute
 		behind := false // a route of ours at dst went by
 		err := t.k.ScanRoutes(tb, func(a AheadRoute) {
 			if a.Dst != dst {
-				dst, behind = a.Dst, false
+				dst, behind, pending = a.Dst, false, pending[:0]
 			}
 			if behind {
 				return
@@ -367,12 +378,13 @@ func (t *Tracker) EvictAllAhead(table int) error {
 			if _, ok := t.ownedAt(a.Dst, a.Table); !ok {
 				return
 			}
-			if _, ok := t.owned(a.Route); ok {
+			if _, ok := t.owned(a.Route); ok && a.Protocol == RouteProtocol {
+				ahead = append(ahead, pending...)
 				behind = true
 				return
 			}
 			if a.Dst.Addr().Is4() && a.Metric == 0 || a.Dst.Addr().Is6() && a.Table == table && table != 0 && a.Metric < ipv6Metric {
-				ahead = append(ahead, a)
+				pending = append(pending, a)
 			}
 		})
 		if err != nil {
@@ -382,7 +394,7 @@ func (t *Tracker) EvictAllAhead(table int) error {
 	if len(ahead) > 0 {
 		errs = append(errs, t.k.DelRoutesAhead(ahead))
 	}
-	return errors.Join(errs...)
+	return ahead, errors.Join(errs...)
 }
 
 // ReinstallAddrs puts back, with replace semantics, those of as this

@@ -24,7 +24,8 @@ type Change struct {
 	// (a blackhole, unicast through its device or gateway; any other
 	// type with neither). Only routes at the metric Netlink installs
 	// ours at (installedMetric) are reported: one at another metric has
-	// a place of its own and is never ours.
+	// a place of its own and is never ours. A deleted route is reported
+	// only if it is of the protocol of ours (RouteProtocol).
 	Route Route
 	// Replaced: Route replaced a route in place (`ip route replace`),
 	// which the kernel announces without deleting the old one.
@@ -37,8 +38,10 @@ type Change struct {
 	// at our metric (installedMetric), or, in the table Watch was given,
 	// an IPv6 route at a metric below ours (a new place: the kernel
 	// looks up the lowest metric first). Neither an appended route
-	// (behind the others) nor an IPv6 route added at our metric (fib6
-	// has no prepend: it goes behind ours) is reported.
+	// (behind the others) nor an IPv6 route added at our metric is
+	// reported: fib6 has no prepend, it goes behind ours, or, through a
+	// gateway beside ours through one, joins ours as an ECMP next hop
+	// (someone's intent, as an appended route is).
 	Ahead AheadRoute
 	// Addrs is true for an RTM_NEWADDR or RTM_DELADDR of an IPv4
 	// address: the host's own addresses (Kernel.HostAddrs) changed.
@@ -301,12 +304,18 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 					continue
 				}
 			case prepended && family != unix.AF_INET:
-				continue // fib6 puts it behind the routes at its metric
+				continue // fib6 puts it behind the routes at its metric, or beside ours (ECMP)
 			case k.Metric != installedMetric(family):
 				// Another place than any of ours (the kernel keys a
 				// route on table, destination, TOS and metric):
 				// someone else's route, deleted, replaced or
 				// prepended, is not ours, nor ahead of ours.
+				continue
+			case typ == unix.RTM_DELROUTE && k.Protocol != RouteProtocol:
+				// Someone else's route, deleted, even at the place,
+				// device and gateway of one of ours: a look-alike
+				// (`ip route prepend ... proto boot`) the daemon
+				// evicted from ahead of ours, which is still there.
 				continue
 			}
 			if prepended || newPlace {

@@ -457,6 +457,90 @@ func TestWatcherReportsOnlyOurMetric(t *testing.T) {
 	}
 }
 
+// TestWatcherReportsOnlyOurProtocolDeleted: a route deleted at the place
+// of ours is reported only if it is of the protocol of ours
+// (RouteProtocol); a look-alike of another protocol, deleted (evicted
+// from ahead of ours), is not (review H8: it was taken for ours deleted,
+// logged and counted a second time). A replacement of any protocol is
+// reported: it took the place of ours.
+func TestWatcherReportsOnlyOurProtocolDeleted(t *testing.T) {
+	v4, v6 := routeMsgs()
+	proto := func(m []byte, p uint8) []byte {
+		m = slices.Clone(m)
+		m[unix.NLMSG_HDRLEN+5] = p
+		return m
+	}
+	rep := func(m []byte) []byte { return withType(m, unix.RTM_NEWROUTE, unix.NLM_F_REPLACE) }
+	for _, c := range []struct {
+		name string
+		msg  []byte
+		want bool
+	}{
+		{"ipv4 delete, proto static", proto(v4, unix.RTPROT_STATIC), true},
+		{"ipv4 delete, proto boot", proto(v4, unix.RTPROT_BOOT), false},
+		{"ipv4 delete, proto kernel", proto(v4, unix.RTPROT_KERNEL), false},
+		{"ipv6 delete, proto static", withMetric(proto(v6, unix.RTPROT_STATIC), 1024), true},
+		{"ipv6 delete, proto boot", withMetric(proto(v6, unix.RTPROT_BOOT), 1024), false},
+		{"ipv4 replace, proto boot", rep(proto(v4, unix.RTPROT_BOOT)), true},
+		{"ipv6 replace, proto boot", withMetric(rep(proto(v6, unix.RTPROT_BOOT)), 1024), true},
+	} {
+		w := &Watcher{names: map[int32]string{1: "lo"}}
+		cs := w.parse(nil, c.msg)
+		if got := len(cs) == 1 && cs[0].Route.Dst.IsValid(); got != c.want {
+			t.Errorf("%s: changes %+v, want a route reported: %v", c.name, cs, c.want)
+		}
+	}
+}
+
+// TestEvictedLookAlikeIsNotOursDeleted (review H8): a look-alike of a
+// route of ours (the same place and device, proto boot) prepended ahead
+// of it and evicted produces an RTM_DELROUTE that the tracker took for
+// ours deleted. It is not reported; ours stays.
+func TestEvictedLookAlikeIsNotOursDeleted(t *testing.T) {
+	ns := netnstest.New(t, "dm-wl")
+	ns.MustRun(t, "ip", "link", "add", "dm0", "type", "veth", "peer", "name", "dm1")
+	ns.MustRun(t, "ip", "link", "set", "dm1", "up")
+	ns.MustRun(t, "ip", "link", "set", "dm0", "up")
+	err := ns.Do(func() error {
+		k, err := Open()
+		if err != nil {
+			return err
+		}
+		defer k.Close()
+		tr := NewTracker(k)
+		ours := Route{Dst: netip.MustParsePrefix("198.51.100.7/32"), Dev: "dm0", Table: 646}
+		if _, _, err := tr.SyncRoutes([]Route{ours}); err != nil {
+			return err
+		}
+		w, err := Watch(k.PortID(), 646)
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		ns.MustRun(t, "ip", "route", "prepend", "198.51.100.7/32", "dev", "dm0", "table", "646", "proto", "boot")
+		cs := readUntil(t, w, "the look-alike ahead", func(c Change) bool { return c.Ahead.Dst.IsValid() })
+		i := slices.IndexFunc(cs, func(c Change) bool { return c.Ahead.Dst.IsValid() })
+		if err := tr.EvictAhead([]AheadRoute{cs[i].Ahead}); err != nil {
+			return err
+		}
+		// A change after the eviction's, to know it has been read.
+		ns.MustRun(t, "ip", "link", "add", "dm2", "type", "veth", "peer", "name", "dm3")
+		cs = readUntil(t, w, "dm2 added", func(c Change) bool { return c.Link == "dm2" })
+		for _, c := range cs {
+			if r, ok := tr.Owned(c.Route); c.Route.Dst.IsValid() && ok {
+				return fmt.Errorf("after the eviction of the look-alike, %v was reported deleted, and taken for ours (%v)", c.Route, r)
+			}
+		}
+		if got, want := ns.MustRun(t, "ip", "route", "show", "table", "646"), "198.51.100.7 dev dm0 proto static scope link \n"; got != want {
+			return fmt.Errorf("ip route show table 646:\n%s\nwant\n%s", got, want)
+		}
+		return tr.Teardown()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestWatcherReportsRoutesAhead: an RTM_NEWROUTE that puts a route
 // ahead of ours without replacing it is reported as Ahead, with what a
 // delete needs (type, protocol, metric): IPv4 prepended at our metric

@@ -1,7 +1,8 @@
 // Package deps tests deps.sh's Go installation: the functions it defines
 // when sourced (go_install, ensure_go) run in bash with a PATH that has no
 // go, against a module proxy in a directory (file:// URLs), installing into
-// a temporary prefix. The zips' h1: hashes come from
+// a temporary prefix, the hashes from a sumdb endpoint in another
+// directory (DEPS_GOSUMDB). The zips' h1: hashes come from
 // golang.org/x/mod/sumdb/dirhash, Go's own implementation, so deps.sh's
 // Python one is checked against it.
 package deps
@@ -80,19 +81,20 @@ func writeToolchainZip(t *testing.T, proxy, v string, files []zipFile) string {
 	return h1
 }
 
-// writeLookup writes the checksum database's answer for release v's zip
-// (as the proxy serves it under /sumdb/) with the hash h1.
-func writeLookup(t *testing.T, proxy, v, h1 string) {
+// writeLookup writes the sumdb lookup answer for release v's zip
+// with the hash h1 into the sumdb endpoint's directory sumdb (what
+// proxy.golang.org serves under /sumdb/sum.golang.org/).
+func writeLookup(t *testing.T, sumdb, v, h1 string) {
 	t.Helper()
 	mod := toolchainMod(v)
-	writeLookupBody(t, proxy, v, fmt.Sprintf("1234\ngolang.org/toolchain %s %s\ngolang.org/toolchain %s/go.mod h1:AAAA\n\ngo.sum database tree\n", mod, h1, mod))
+	writeLookupBody(t, sumdb, v, fmt.Sprintf("1234\ngolang.org/toolchain %s %s\ngolang.org/toolchain %s/go.mod h1:AAAA\n\ngo.sum database tree\n", mod, h1, mod))
 }
 
-// writeLookupBody writes body as the checksum database's answer for
-// release v's zip.
-func writeLookupBody(t *testing.T, proxy, v, body string) {
+// writeLookupBody writes body as the sumdb lookup answer for
+// release v's zip into the sumdb endpoint's directory sumdb.
+func writeLookupBody(t *testing.T, sumdb, v, body string) {
 	t.Helper()
-	dir := filepath.Join(proxy, "sumdb", "sum.golang.org", "lookup", "golang.org")
+	dir := filepath.Join(sumdb, "lookup", "golang.org")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -136,9 +138,10 @@ func systemTool(name string) (string, error) {
 var depsScript, _ = filepath.Abs(filepath.Join("..", "..", "deps.sh"))
 
 // ensureGo sources deps.sh and runs ensure_go on a go.mod with the line
-// `go need`, with PATH = tools (+ extra first), the proxy and prefix
-// given; it returns what ensure_go printed, its stderr and its error.
-func ensureGo(t *testing.T, tools, extra, proxyURL, prefix, links, need string) (string, string, error) {
+// `go need`, with PATH = tools (+ extra first), the proxy, sumdb endpoint
+// and prefix given; it returns what ensure_go printed, its stderr and its
+// error.
+func ensureGo(t *testing.T, tools, extra, proxyURL, sumdbURL, prefix, links, need string) (string, string, error) {
 	t.Helper()
 	gomod := filepath.Join(t.TempDir(), "go.mod")
 	if err := os.WriteFile(gomod, []byte("module example.com/x\n\ngo "+need+"\n"), 0o644); err != nil {
@@ -149,7 +152,7 @@ func ensureGo(t *testing.T, tools, extra, proxyURL, prefix, links, need string) 
 		path = extra + ":" + tools
 	}
 	cmd := exec.Command(filepath.Join(tools, "bash"), "-c", `. "$1" && ensure_go "$2"`, "bash", depsScript, gomod)
-	cmd.Env = []string{"PATH=" + path, "HOME=" + t.TempDir(), "DEPS_GOPROXY=" + proxyURL, "DEPS_GO_PREFIX=" + prefix, "DEPS_GO_LINKS=" + links}
+	cmd.Env = []string{"PATH=" + path, "HOME=" + t.TempDir(), "DEPS_GOPROXY=" + proxyURL, "DEPS_GOSUMDB=" + sumdbURL, "DEPS_GO_PREFIX=" + prefix, "DEPS_GO_LINKS=" + links}
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -165,7 +168,8 @@ func checkArch(t *testing.T) {
 
 // TestEnsureGo: deps.sh keeps a go that is new enough (on PATH or in its
 // prefix) and otherwise installs go.mod's release from the proxy, only
-// when the zip matches the checksum database, replacing the prefix whole.
+// when the zip matches the hash the sumdb endpoint (DEPS_GOSUMDB) serves,
+// replacing the prefix whole.
 func TestEnsureGo(t *testing.T) {
 	checkArch(t)
 	tools := toolsPath(t)
@@ -180,97 +184,112 @@ func TestEnsureGo(t *testing.T) {
 		name string
 		// setup prepares the proxy directory, the prefix and a
 		// directory put first on PATH (bin).
-		setup       func(t *testing.T, proxy, prefix, bin string)
+		setup       func(t *testing.T, proxy, sumdb, prefix, bin string)
 		wantGo      string // "prefix" or "bin": which go ensure_go prints
 		wantErr     string // in stderr, when it must fail
 		wantVersion string // what the prefix's go reports afterwards ("" : no prefix)
+		wantOld     string // what PREFIX.old's go reports afterwards ("": no PREFIX.old)
 		wantLinks   bool
 	}{
 		{
 			name: "no go: installs go.mod's release",
-			setup: func(t *testing.T, proxy, prefix, bin string) {
-				writeLookup(t, proxy, want, writeToolchainZip(t, proxy, want, goodFiles))
+			setup: func(t *testing.T, proxy, sumdb, prefix, bin string) {
+				writeLookup(t, sumdb, want, writeToolchainZip(t, proxy, want, goodFiles))
 			},
 			wantGo: "prefix", wantVersion: want, wantLinks: true,
 		},
 		{
 			name: "go on PATH too old: installs",
-			setup: func(t *testing.T, proxy, prefix, bin string) {
+			setup: func(t *testing.T, proxy, sumdb, prefix, bin string) {
 				writeExec(t, filepath.Join(bin, "go"), fakeGo("1.19.13"))
-				writeLookup(t, proxy, want, writeToolchainZip(t, proxy, want, goodFiles))
+				writeLookup(t, sumdb, want, writeToolchainZip(t, proxy, want, goodFiles))
 			},
 			wantGo: "prefix", wantVersion: want, wantLinks: true,
 		},
 		{
 			name: "go on PATH new enough: kept, nothing downloaded",
-			setup: func(t *testing.T, proxy, prefix, bin string) {
+			setup: func(t *testing.T, proxy, sumdb, prefix, bin string) {
 				writeExec(t, filepath.Join(bin, "go"), fakeGo("1.99.10"))
 			},
 			wantGo: "bin",
 		},
 		{
 			name: "prefix's go new enough: kept, nothing downloaded",
-			setup: func(t *testing.T, proxy, prefix, bin string) {
+			setup: func(t *testing.T, proxy, sumdb, prefix, bin string) {
 				writeExec(t, filepath.Join(prefix, "bin", "go"), fakeGo("1.100.0"))
 			},
 			wantGo: "prefix", wantVersion: "1.100.0", wantLinks: true,
 		},
 		{
-			name: "prefix's go too old: replaced whole",
-			setup: func(t *testing.T, proxy, prefix, bin string) {
+			name: "prefix's go too old: replaced whole, kept as .old until the next install",
+			setup: func(t *testing.T, proxy, sumdb, prefix, bin string) {
 				writeExec(t, filepath.Join(prefix, "bin", "go"), fakeGo("1.98.0"))
 				writeExec(t, filepath.Join(prefix, "src", "old.go"), "package old\n")
-				writeLookup(t, proxy, want, writeToolchainZip(t, proxy, want, goodFiles))
+				// What the install before left: removed now.
+				writeExec(t, filepath.Join(prefix+".old", "bin", "go"), fakeGo("1.97.0"))
+				writeExec(t, filepath.Join(prefix+".old", "src", "older.go"), "package older\n")
+				writeLookup(t, sumdb, want, writeToolchainZip(t, proxy, want, goodFiles))
 			},
-			wantGo: "prefix", wantVersion: want, wantLinks: true,
+			wantGo: "prefix", wantVersion: want, wantOld: "1.98.0", wantLinks: true,
+		},
+		{
+			name: "hash from DEPS_GOSUMDB, not from the proxy's own /sumdb/",
+			setup: func(t *testing.T, proxy, sumdb, prefix, bin string) {
+				writeExec(t, filepath.Join(prefix, "bin", "go"), fakeGo("1.98.0"))
+				// A proxy that serves a tampered zip and a matching hash.
+				bad := writeToolchainZip(t, proxy, want, append(goodFiles[:3:3], zipFile{"VERSION", 0o644, "tampered\n"}))
+				writeLookup(t, filepath.Join(proxy, "sumdb", "sum.golang.org"), want, bad)
+				writeLookup(t, sumdb, want, writeToolchainZip(t, t.TempDir(), want, goodFiles))
+			},
+			wantErr: "does not match the hash the sumdb endpoint serves", wantVersion: "1.98.0",
 		},
 		{
 			name: "hash differs: refused, old prefix kept",
-			setup: func(t *testing.T, proxy, prefix, bin string) {
+			setup: func(t *testing.T, proxy, sumdb, prefix, bin string) {
 				writeExec(t, filepath.Join(prefix, "bin", "go"), fakeGo("1.98.0"))
 				writeToolchainZip(t, proxy, want, goodFiles)
 				other := writeToolchainZip(t, t.TempDir(), want, append(goodFiles[:3:3], zipFile{"VERSION", 0o644, "tampered\n"}))
-				writeLookup(t, proxy, want, other)
+				writeLookup(t, sumdb, want, other)
 			},
-			wantErr: "does not match the checksum database", wantVersion: "1.98.0",
+			wantErr: "does not match the hash the sumdb endpoint serves", wantVersion: "1.98.0",
 		},
 		{
-			name: "no hash in the checksum database: refused",
-			setup: func(t *testing.T, proxy, prefix, bin string) {
+			name: "no hash at the sumdb endpoint: refused",
+			setup: func(t *testing.T, proxy, sumdb, prefix, bin string) {
 				writeToolchainZip(t, proxy, want, goodFiles)
 				// Only the go.mod's line, as for a version without a zip.
-				writeLookupBody(t, proxy, want, "1234\ngolang.org/toolchain "+toolchainMod(want)+"/go.mod h1:AAAA\n\ngo.sum database tree\n")
+				writeLookupBody(t, sumdb, want, "1234\ngolang.org/toolchain "+toolchainMod(want)+"/go.mod h1:AAAA\n\ngo.sum database tree\n")
 			},
 			wantErr: "has no hash",
 		},
 		{
 			name: "no zip on the proxy: refused",
-			setup: func(t *testing.T, proxy, prefix, bin string) {
-				writeLookup(t, proxy, want, "h1:AAAA")
+			setup: func(t *testing.T, proxy, sumdb, prefix, bin string) {
+				writeLookup(t, sumdb, want, "h1:AAAA")
 			},
 			wantErr: "cannot download",
 		},
 		{
 			name: "a file outside the module's directory: refused",
-			setup: func(t *testing.T, proxy, prefix, bin string) {
-				writeLookup(t, proxy, want, writeToolchainZip(t, proxy, want, append(goodFiles[:4:4], zipFile{"../../evil", 0o644, "x"})))
+			setup: func(t *testing.T, proxy, sumdb, prefix, bin string) {
+				writeLookup(t, sumdb, want, writeToolchainZip(t, proxy, want, append(goodFiles[:4:4], zipFile{"../../evil", 0o644, "x"})))
 			},
 			wantErr: "unexpected file",
 		},
 		{
 			name: "zip's go reports another release: refused",
-			setup: func(t *testing.T, proxy, prefix, bin string) {
-				writeLookup(t, proxy, want, writeToolchainZip(t, proxy, want, append([]zipFile{{"bin/go", 0o755, fakeGo("1.99.0")}}, goodFiles[1:]...)))
+			setup: func(t *testing.T, proxy, sumdb, prefix, bin string) {
+				writeLookup(t, sumdb, want, writeToolchainZip(t, proxy, want, append([]zipFile{{"bin/go", 0o755, fakeGo("1.99.0")}}, goodFiles[1:]...)))
 			},
 			wantErr: "does not report version",
 		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			proxy, bin, links := t.TempDir(), t.TempDir(), t.TempDir()
+			proxy, sumdb, bin, links := t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()
 			prefix := filepath.Join(t.TempDir(), "go")
-			tc.setup(t, proxy, prefix, bin)
-			out, stderr, err := ensureGo(t, tools, bin, "file://"+proxy, prefix, links, want)
+			tc.setup(t, proxy, sumdb, prefix, bin)
+			out, stderr, err := ensureGo(t, tools, bin, "file://"+proxy, "file://"+sumdb, prefix, links, want)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(stderr, tc.wantErr) {
 					t.Errorf("ensure_go: %v, printed %q, stderr %q; want a failure saying %q", err, out, stderr, tc.wantErr)
@@ -299,6 +318,16 @@ func TestEnsureGo(t *testing.T) {
 			if tc.wantVersion == want && tc.wantErr == "" {
 				checkInstalled(t, prefix, goodFiles)
 			}
+			if tc.wantOld == "" {
+				if _, err := os.Lstat(prefix + ".old"); err == nil {
+					t.Errorf("%s.old exists; no Go was replaced", prefix)
+				}
+			} else {
+				checkInstalled(t, prefix+".old", []zipFile{{"bin/go", 0o755, fakeGo(tc.wantOld)}, {"src/old.go", 0o755, "package old\n"}})
+			}
+			if left, _ := filepath.Glob(filepath.Join(filepath.Dir(prefix), ".deps-go.*")); len(left) > 0 {
+				t.Errorf("temporary directories left: %v", left)
+			}
 			for _, tool := range []string{"go", "gofmt"} {
 				dst, err := os.Readlink(filepath.Join(links, tool))
 				if tc.wantLinks && (err != nil || dst != filepath.Join(prefix, "bin", tool)) {
@@ -309,6 +338,31 @@ func TestEnsureGo(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestGoSumdbDefault: unless DEPS_GOSUMDB says otherwise, the hash comes
+// from proxy.golang.org's sumdb endpoint whatever DEPS_GOPROXY is: a mirror
+// set there serves the zip, never the hash it is checked against.
+func TestGoSumdbDefault(t *testing.T) {
+	tools := toolsPath(t)
+	for _, c := range []struct{ proxy, sumdb, want string }{
+		{"", "", "https://proxy.golang.org https://proxy.golang.org/sumdb/sum.golang.org"},
+		{"https://goproxy.example.net", "", "https://goproxy.example.net https://proxy.golang.org/sumdb/sum.golang.org"},
+		{"https://goproxy.example.net", "https://sum.golang.org", "https://goproxy.example.net https://sum.golang.org"},
+	} {
+		cmd := exec.Command(filepath.Join(tools, "bash"), "-c", `. "$1" && echo "$DEPS_GOPROXY $DEPS_GOSUMDB"`, "bash", depsScript)
+		cmd.Env = []string{"PATH=" + tools}
+		if c.proxy != "" {
+			cmd.Env = append(cmd.Env, "DEPS_GOPROXY="+c.proxy)
+		}
+		if c.sumdb != "" {
+			cmd.Env = append(cmd.Env, "DEPS_GOSUMDB="+c.sumdb)
+		}
+		out, err := cmd.Output()
+		if got := strings.TrimSpace(string(out)); err != nil || got != c.want {
+			t.Errorf("DEPS_GOPROXY=%q DEPS_GOSUMDB=%q: %q (%v), want %q", c.proxy, c.sumdb, got, err, c.want)
+		}
 	}
 }
 
@@ -354,11 +408,11 @@ func writeExec(t *testing.T, path, body string) {
 }
 
 // TestEnsureGoReal installs go.mod's real Go release as deps.sh does on a
-// machine without Go: the real zip, verified against the real checksum
-// database, into a temporary prefix, and runs it. It needs the network:
+// machine without Go: the real zip, checked against the hash
+// proxy.golang.org's sumdb endpoint serves, into a temporary prefix, and runs it. It needs the network:
 // it runs on CI (CI=true) or with MAP646_GO_DOWNLOAD=1. The 70 MB zip is
 // downloaded once into the user's cache directory and served from there
-// (a file:// proxy); the checksum database's answer is fetched afresh
+// (a file:// proxy); proxy.golang.org's sumdb answer is fetched afresh
 // every run, so the cached zip is verified every time.
 func TestEnsureGoReal(t *testing.T) {
 	checkArch(t)
@@ -389,11 +443,12 @@ func TestEnsureGoReal(t *testing.T) {
 	if _, err := os.Stat(zipPath); err != nil {
 		download(t, upstream+"/golang.org/toolchain/@v/"+mod+".zip", zipPath)
 	}
+	sumdb := t.TempDir()
 	download(t, upstream+"/sumdb/sum.golang.org/lookup/golang.org/toolchain@"+mod,
-		filepath.Join(proxy, "sumdb", "sum.golang.org", "lookup", "golang.org", "toolchain@"+mod))
+		filepath.Join(sumdb, "lookup", "golang.org", "toolchain@"+mod))
 
 	prefix := filepath.Join(t.TempDir(), "go")
-	out, stderr, err := ensureGo(t, toolsPath(t), "", "file://"+proxy, prefix, t.TempDir(), need)
+	out, stderr, err := ensureGo(t, toolsPath(t), "", "file://"+proxy, "file://"+sumdb, prefix, t.TempDir(), need)
 	if err != nil {
 		t.Fatalf("ensure_go: %v\n%s", err, stderr)
 	}
