@@ -104,7 +104,7 @@ grep -q 'msg=ready' "$WORK/map646.log" || { cat "$WORK/map646.log"; echo "demo/r
 sed 's/^/  map646: /' "$WORK/map646.log"
 echo "  routes in $NS_XLAT:"
 ip -n "$NS_XLAT" route show dev map646 | sed 's/^/    /'
-ip -n "$NS_XLAT" -6 route show dev map646 proto static | sed 's/^/    /'
+ip -n "$NS_XLAT" -6 route show dev map646 proto 64 | sed 's/^/    /'
 for _ in $(seq 50); do
   ip netns exec "$NS_SERVER" python3 -c 'import socket; socket.create_connection(("2001:db8:6::10", 80), 0.2)' 2>/dev/null && break
   sleep 0.1

@@ -192,16 +192,16 @@ func (tp *topo) leftovers(t *testing.T) string {
 	if out, err := tp.x.Output("ip", "link", "show", "dmtun"); err == nil {
 		s = append(s, "tun: "+out)
 	}
-	if out := tp.x.MustRun(t, "ip", "route", "show", "proto", "static"); out != "" {
+	if out := tp.x.MustRun(t, "ip", "route", "show", "proto", "64"); out != "" {
 		s = append(s, "IPv4 routes: "+out)
 	}
-	if out := tp.x.MustRun(t, "ip", "-6", "route", "show", "proto", "static"); out != "" {
+	if out := tp.x.MustRun(t, "ip", "-6", "route", "show", "proto", "64"); out != "" {
 		s = append(s, "IPv6 routes: "+out)
 	}
-	if out := tp.x.MustRun(t, "ip", "route", "show", "table", "all", "proto", "static"); out != "" {
+	if out := tp.x.MustRun(t, "ip", "route", "show", "table", "all", "proto", "64"); out != "" {
 		s = append(s, "IPv4 routes in any table: "+out)
 	}
-	if out := tp.x.MustRun(t, "ip", "-6", "route", "show", "table", "all", "proto", "static"); out != "" {
+	if out := tp.x.MustRun(t, "ip", "-6", "route", "show", "table", "all", "proto", "64"); out != "" {
 		s = append(s, "IPv6 routes in any table: "+out)
 	}
 	for _, fam := range []string{"-4", "-6"} {
@@ -291,7 +291,7 @@ func TestDaemonInNamespacesStartsStopsAndSurvivesSIGKILL(t *testing.T) {
 	if out, err := tp.x.Output("ip", "link", "show", "dmtun"); err == nil {
 		t.Errorf("tun left: %s", out)
 	}
-	if out := tp.x.MustRun(t, "ip", "route", "show", "proto", "static"); out != "" {
+	if out := tp.x.MustRun(t, "ip", "route", "show", "proto", "64"); out != "" {
 		t.Errorf("routes left: %s", out)
 	}
 }
@@ -458,7 +458,7 @@ func TestReloadUnderTraffic(t *testing.T) {
 	}
 	// The last configuration (i = 99, odd) has no .11: its route split
 	// back into a /32 for .10.
-	out := tp.x.MustRun(t, "ip", "route", "show", "table", "646", "proto", "static")
+	out := tp.x.MustRun(t, "ip", "route", "show", "table", "646", "proto", "64")
 	if !strings.Contains(out, "198.51.100.10 dev dmtun") || strings.Contains(out, "198.51.100.10/31") {
 		t.Errorf("routes after the last reload:\n%s", out)
 	}

@@ -83,7 +83,7 @@ func TestNetlinkAgainstTheKernel(t *testing.T) {
 			return fmt.Errorf("replacing existing routes: %w", err)
 		}
 
-		if n := countRoutes(t, ns, "-4", "proto static scope link"); n != 1000 {
+		if n := countRoutes(t, ns, "-4", "proto 64 scope link"); n != 1000 {
 			return fmt.Errorf("%d /32 routes in the kernel, want 1000", n)
 		}
 		out := ns.MustRun(t, "ip", "-6", "route", "show", "2001:db8:64::/96")
@@ -105,7 +105,7 @@ func TestNetlinkAgainstTheKernel(t *testing.T) {
 		if added, removed, err := tr.SyncRoutes(next); err != nil || added != 500 || removed != 500 {
 			return fmt.Errorf("sync: +%d -%d %v", added, removed, err)
 		}
-		if n := countRoutes(t, ns, "-4", "proto static scope link"); n != 1000 {
+		if n := countRoutes(t, ns, "-4", "proto 64 scope link"); n != 1000 {
 			return fmt.Errorf("%d /32 routes after sync, want 1000", n)
 		}
 		if out := ns.MustRun(t, "ip", "route", "show", "198.51.100.0/32"); out != "" {
@@ -607,10 +607,10 @@ func TestEvictAllAheadAfterLostEvents(t *testing.T) {
 			return fmt.Errorf("Restore after EvictAllAhead: %w", err)
 		}
 		for _, c := range []struct{ fam, table, want string }{
-			{"-4", "646", "198.51.100.7 dev dm0 proto static scope link \n198.51.100.7 dev dm1 scope link \nblackhole 198.51.100.8 \n"},
-			{"-6", "646", "2001:db8:64::/96 dev dm0 proto static metric 1024 pref medium\n2001:db8:64::/96 dev dm1 metric 2048 pref medium\n"},
-			{"-4", "main", "192.0.2.0/24 dev dm0 proto static scope link \n"},
-			{"-6", "main", "blackhole 2001:db8:66::/64 dev lo metric 100 pref medium\n2001:db8:66::/64 dev dm0 proto static metric 1024 pref medium\n"},
+			{"-4", "646", "198.51.100.7 dev dm0 proto 64 scope link \n198.51.100.7 dev dm1 scope link \nblackhole 198.51.100.8 \n"},
+			{"-6", "646", "2001:db8:64::/96 dev dm0 proto 64 metric 1024 pref medium\n2001:db8:64::/96 dev dm1 metric 2048 pref medium\n"},
+			{"-4", "main", "192.0.2.0/24 dev dm0 proto 64 scope link \n"},
+			{"-6", "main", "blackhole 2001:db8:66::/64 dev lo metric 100 pref medium\n2001:db8:66::/64 dev dm0 proto 64 metric 1024 pref medium\n"},
 		} {
 			var keep []string
 			for _, l := range strings.SplitAfter(ns.MustRun(t, "ip", c.fam, "route", "show", "table", c.table), "\n") {
@@ -677,7 +677,7 @@ func TestEvictAllAheadLeavesTheOnlyRoute(t *testing.T) {
 			}
 			for _, c := range [][2]string{
 				{"main", "203.0.113.0/24 dev dm1 scope link \n"},
-				{"646", "198.51.100.7 dev dm1 proto static scope link \n"},
+				{"646", "198.51.100.7 dev dm1 proto 64 scope link \n"},
 			} {
 				if got := ns.MustRun(t, "ip", "-4", "route", "show", "table", c[0]); got != c[1] {
 					return fmt.Errorf("round %d: ip route show table %s:\n%s\nwant\n%s", round, c[0], got, c[1])
@@ -707,7 +707,7 @@ func TestEvictAllAheadLeavesTheOnlyRoute(t *testing.T) {
 				got = append(got, l)
 			}
 		}
-		if want := "2001:db8:64::/96 dev dm1 proto static metric 1024 pref medium\n"; strings.Join(got, "") != want {
+		if want := "2001:db8:64::/96 dev dm1 proto 64 metric 1024 pref medium\n"; strings.Join(got, "") != want {
 			return fmt.Errorf("ip -6 route show table 646:\n%s\nwant\n%s", strings.Join(got, ""), want)
 		}
 		return tr.Teardown()

@@ -72,12 +72,15 @@ type Rule struct {
 const RuleProtocol = 64
 
 // RouteProtocol is the protocol (rtm_protocol; `ip route` shows "proto
-// static") of the routes the daemon installs: RTPROT_STATIC, "added by
-// an administrator" (include/uapi/linux/rtnetlink.h), which the daemon
-// is on the operator's behalf. It tells a route of ours from a
-// look-alike (`ip route prepend ... proto boot`, the default of ip
-// route) at the same place, device and gateway.
-const RouteProtocol = 4
+// 64") of the routes the daemon installs, the number its policy rules
+// carry (RuleProtocol), which include/uapi/linux/rtnetlink.h assigns to
+// no one. It tells a route of ours from a look-alike at the same place,
+// device and gateway: `ip route prepend ...` (proto boot, ip route's
+// default), and also RTPROT_STATIC, which systemd-networkd and
+// operators (`proto static`) use and which the daemon used until
+// session 11: a networkd route at the place of ours could be taken for
+// ours.
+const RouteProtocol = RuleProtocol
 
 // canonical is r as the kernel reports it: an unreachable rule looks up
 // no table (the kernel stores what the request said, and AddRule says 0).

@@ -180,7 +180,7 @@ func TestKernelRoutesOfOthersAndPolicyRules(t *testing.T) {
 		if err != nil || !slices.Equal(existed, []Route{theirs}) {
 			return fmt.Errorf("AddRoutes: existed %v, %v", existed, err)
 		}
-		if out := ns.MustRun(t, "ip", "route", "show", "192.0.2.0/24"); strings.Contains(out, "proto static") || !strings.Contains(out, "dev dm0") {
+		if out := ns.MustRun(t, "ip", "route", "show", "192.0.2.0/24"); strings.Contains(out, "proto 64") || !strings.Contains(out, "dev dm0") {
 			return fmt.Errorf("the operator's route was replaced: %q", out)
 		}
 		rule := Rule{Family: 4, Priority: 6463, Unreachable: true}
@@ -366,8 +366,8 @@ func TestWatcherSeesRoutesPutAhead(t *testing.T) {
 			return fmt.Errorf("deleting them again: %w", err)
 		}
 		for _, c := range [][2]string{
-			{"-4", "198.51.100.7 dev dm0 proto static scope link \n198.51.100.7 dev dm1 scope link \n"},
-			{"-6", "2001:db8:64::/96 dev dm0 proto static metric 1024 pref medium\n2001:db8:64::/96 via fe80::1 dev dm0 metric 1024 pref medium\n"},
+			{"-4", "198.51.100.7 dev dm0 proto 64 scope link \n198.51.100.7 dev dm1 scope link \n"},
+			{"-6", "2001:db8:64::/96 dev dm0 proto 64 metric 1024 pref medium\n2001:db8:64::/96 via fe80::1 dev dm0 metric 1024 pref medium\n"},
 		} {
 			var keep []string
 			for _, l := range strings.SplitAfter(ns.MustRun(t, "ip", c[0], "route", "show", "table", "646"), "\n") {
@@ -410,7 +410,7 @@ func withMetric(m []byte, metric uint32) []byte {
 func routeMsgs() (v4, v6 []byte) {
 	v4 = []byte{
 		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // nlmsghdr, length set below
-		2, 32, 0, 0, 0, 4, 0, 1, 0, 0, 0, 0, // rtmsg: AF_INET, /32, unicast
+		2, 32, 0, 0, 0, RouteProtocol, 0, 1, 0, 0, 0, 0, // rtmsg: AF_INET, /32, ours, unicast
 		8, 0, 1, 0, 198, 51, 100, 7, // RTA_DST
 		8, 0, 15, 0, 0x86, 0x02, 0, 0, // RTA_TABLE 646
 		8, 0, 4, 0, 1, 0, 0, 0, // RTA_OIF 1
@@ -418,7 +418,7 @@ func routeMsgs() (v4, v6 []byte) {
 	binary.NativeEndian.PutUint32(v4, uint32(len(v4)))
 	binary.NativeEndian.PutUint16(v4[4:], unix.RTM_DELROUTE)
 	v6 = slices.Concat(v4[:16], []byte{
-		10, 128, 0, 0, 0, 4, 0, 1, 0, 0, 0, 0, // rtmsg: AF_INET6, /128, unicast
+		10, 128, 0, 0, 0, RouteProtocol, 0, 1, 0, 0, 0, 0, // rtmsg: AF_INET6, /128, ours, unicast
 		20, 0, 1, 0, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, // RTA_DST
 		8, 0, 15, 0, 0x86, 0x02, 0, 0, // RTA_TABLE 646
 		8, 0, 4, 0, 1, 0, 0, 0, // RTA_OIF 1
@@ -476,10 +476,13 @@ func TestWatcherReportsOnlyOurProtocolDeleted(t *testing.T) {
 		msg  []byte
 		want bool
 	}{
-		{"ipv4 delete, proto static", proto(v4, unix.RTPROT_STATIC), true},
+		{"ipv4 delete, ours", proto(v4, RouteProtocol), true},
+		// systemd-networkd's and an operator's `ip route add ... proto static`.
+		{"ipv4 delete, proto static", proto(v4, unix.RTPROT_STATIC), false},
 		{"ipv4 delete, proto boot", proto(v4, unix.RTPROT_BOOT), false},
 		{"ipv4 delete, proto kernel", proto(v4, unix.RTPROT_KERNEL), false},
-		{"ipv6 delete, proto static", withMetric(proto(v6, unix.RTPROT_STATIC), 1024), true},
+		{"ipv6 delete, ours", withMetric(proto(v6, RouteProtocol), 1024), true},
+		{"ipv6 delete, proto static", withMetric(proto(v6, unix.RTPROT_STATIC), 1024), false},
 		{"ipv6 delete, proto boot", withMetric(proto(v6, unix.RTPROT_BOOT), 1024), false},
 		{"ipv4 replace, proto boot", rep(proto(v4, unix.RTPROT_BOOT)), true},
 		{"ipv6 replace, proto boot", withMetric(rep(proto(v6, unix.RTPROT_BOOT)), 1024), true},
@@ -531,7 +534,7 @@ func TestEvictedLookAlikeIsNotOursDeleted(t *testing.T) {
 				return fmt.Errorf("after the eviction of the look-alike, %v was reported deleted, and taken for ours (%v)", c.Route, r)
 			}
 		}
-		if got, want := ns.MustRun(t, "ip", "route", "show", "table", "646"), "198.51.100.7 dev dm0 proto static scope link \n"; got != want {
+		if got, want := ns.MustRun(t, "ip", "route", "show", "table", "646"), "198.51.100.7 dev dm0 proto 64 scope link \n"; got != want {
 			return fmt.Errorf("ip route show table 646:\n%s\nwant\n%s", got, want)
 		}
 		return tr.Teardown()
@@ -567,14 +570,14 @@ func TestWatcherReportsRoutesAhead(t *testing.T) {
 		want  *AheadRoute
 	}{
 		{"ipv4 prepended", add(v4, create), 646,
-			&AheadRoute{Route: Route{Dst: dst4, Dev: "lo", Table: 646}, Protocol: unix.RTPROT_STATIC, Type: unix.RTN_UNICAST}},
+			&AheadRoute{Route: Route{Dst: dst4, Dev: "lo", Table: 646}, Protocol: RouteProtocol, Type: unix.RTN_UNICAST}},
 		{"ipv4 blackhole prepended, metric 0", withMetric(add(blackhole(v4), create), 0), 0,
-			&AheadRoute{Route: Route{Dst: dst4, Table: 646, Blackhole: true}, Protocol: unix.RTPROT_STATIC, Type: unix.RTN_BLACKHOLE}},
+			&AheadRoute{Route: Route{Dst: dst4, Table: 646, Blackhole: true}, Protocol: RouteProtocol, Type: unix.RTN_BLACKHOLE}},
 		{"ipv4 prepended, metric 5", withMetric(add(v4, create), 5), 646, nil},
 		{"ipv4 appended", add(v4, create|appnd), 646, nil},
 		{"ipv4 new place", add(v4, create|excl), 646, nil},
 		{"ipv6 lower metric, our table", withMetric(add(blackhole(v6), create|excl), 100), 646,
-			&AheadRoute{Route: Route{Dst: dst6, Table: 646, Blackhole: true}, Metric: 100, Protocol: unix.RTPROT_STATIC, Type: unix.RTN_BLACKHOLE}},
+			&AheadRoute{Route: Route{Dst: dst6, Table: 646, Blackhole: true}, Metric: 100, Protocol: RouteProtocol, Type: unix.RTN_BLACKHOLE}},
 		{"ipv6 lower metric, no table given", withMetric(add(blackhole(v6), create|excl), 100), 0, nil},
 		{"ipv6 lower metric, another table", withMetric(add(blackhole(v6), create|excl), 100), 647, nil},
 		{"ipv6 higher metric", withMetric(add(v6, create|excl), 2048), 646, nil},
