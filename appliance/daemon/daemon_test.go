@@ -355,6 +355,10 @@ func (p *fakeDatapath) LinkStats() stack.LinkStats {
 // fakeAnnouncer records what it is told, in order, with the kernel's
 // routes at the time of Close.
 type fakeAnnouncer struct {
+	// statusHold, write-locked by a test, holds Status (and nothing
+	// else) as GoBGP's ListPeer holds a BGP speaker's while its loop is
+	// stuck.
+	statusHold    sync.RWMutex
 	mu            sync.Mutex
 	updates       []Announcement
 	closed        bool
@@ -370,6 +374,8 @@ func (a *fakeAnnouncer) Update(_ context.Context, x Announcement) error {
 	return nil
 }
 func (a *fakeAnnouncer) Status() any {
+	a.statusHold.RLock()
+	a.statusHold.RUnlock()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return fakeAnnouncerStatus{Session: "established", Updates: len(a.updates)}

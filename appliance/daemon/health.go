@@ -677,11 +677,7 @@ func (d *daemon) checkHealth(announce func()) {
 		fault = d.refusedFault()
 	}
 	h := fault == nil
-	d.mu.Lock()
-	changed := h != d.healthy
-	d.healthy = h
-	d.mu.Unlock()
-	if !changed {
+	if d.healthy.Swap(h) == h {
 		return
 	}
 	if h {

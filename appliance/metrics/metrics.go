@@ -206,9 +206,12 @@ func (c *MappingCollector) Collect(ch chan<- prometheus.Metric) {
 
 // Handler serves /metrics (Prometheus text format: the translator's
 // collector plus the Go runtime and process collectors) and /healthz (200
-// "ok" while the data path is healthy, 503 otherwise).
+// "ok" while healthy reports the data path healthy, 503 otherwise).
+// /healthz reads healthy alone, never a full Stats: a load balancer's or
+// service manager's probe must answer at once whatever a snapshot waits
+// on (a BGP speaker's status, the route tracker during a restore).
 // More collectors (the server's own counters) join the translator's.
-func Handler(stats func() Stats, more ...prometheus.Collector) http.Handler {
+func Handler(stats func() Stats, healthy func() bool, more ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewCollector(stats),
 		collectors.NewGoCollector(),
@@ -218,7 +221,7 @@ func Handler(stats func() Stats, more ...prometheus.Collector) http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !stats().Healthy {
+		if !healthy() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte("unhealthy\n"))
 			return
@@ -258,15 +261,16 @@ var limits = serverLimits{
 	maxHeaderBytes:    8 << 10,
 }
 
-// Listen starts serving Handler(stats, more...) on addr ("[::1]:9646").
-// It returns once the socket is bound, so a bad address is an error here.
-func Listen(addr string, stats func() Stats, log *slog.Logger, more ...prometheus.Collector) (*Server, error) {
+// Listen starts serving Handler(stats, healthy, more...) on addr
+// ("[::1]:9646"). It returns once the socket is bound, so a bad address
+// is an error here.
+func Listen(addr string, stats func() Stats, healthy func() bool, log *slog.Logger, more ...prometheus.Collector) (*Server, error) {
 	inner, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	ln := newCapListener(inner, limits.maxConns)
-	h := Handler(stats, append(more, ln)...)
+	h := Handler(stats, healthy, append(more, ln)...)
 	s := &Server{
 		srv: &http.Server{
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

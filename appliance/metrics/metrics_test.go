@@ -114,7 +114,7 @@ func TestServerMetricsAndHealthz(t *testing.T) {
 		s.Announcer = []Status{{Name: "fake", Status: fakeSource{up: true, sent: 3, links: []string{"eth1"}}}}
 		return s
 	}
-	srv, err := Listen("127.0.0.1:0", stats, slog.New(slog.DiscardHandler))
+	srv, err := Listen("127.0.0.1:0", stats, healthy.Load, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,8 +154,48 @@ func TestServerMetricsAndHealthz(t *testing.T) {
 	}
 }
 
+func alwaysHealthy() bool { return true }
+
+// TestHealthzReadsNoStats: /healthz answers from its health getter while
+// a Stats snapshot is stuck (an announcer's status waiting on its
+// routing daemon, the route tracker held by a restore); /metrics, which
+// needs the snapshot, waits.
+func TestHealthzReadsNoStats(t *testing.T) {
+	stuck := make(chan struct{})
+	stats := func() Stats { <-stuck; return sample() }
+	var servers []*Server
+	t.Cleanup(func() {
+		close(stuck)
+		for _, s := range servers {
+			s.Close()
+		}
+	})
+	for _, healthy := range []bool{true, false} {
+		srv, err := Listen("127.0.0.1:0", stats, func() bool { return healthy }, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		servers = append(servers, srv)
+		c := http.Client{Timeout: 2 * time.Second}
+		resp, err := c.Get("http://" + srv.Addr().String() + "/healthz")
+		if err != nil {
+			t.Fatalf("healthy %v: /healthz while Stats is stuck: %v", healthy, err)
+		}
+		resp.Body.Close()
+		want := map[bool]int{true: http.StatusOK, false: http.StatusServiceUnavailable}[healthy]
+		if resp.StatusCode != want {
+			t.Errorf("healthy %v: /healthz %d, want %d", healthy, resp.StatusCode, want)
+		}
+		c.Timeout = 100 * time.Millisecond
+		if resp, err := c.Get("http://" + srv.Addr().String() + "/metrics"); err == nil {
+			resp.Body.Close()
+			t.Errorf("healthy %v: /metrics answered though its Stats is stuck: the test's fake does not block", healthy)
+		}
+	}
+}
+
 func TestListenBadAddress(t *testing.T) {
-	if _, err := Listen("not an address", sample, slog.New(slog.DiscardHandler)); err == nil {
+	if _, err := Listen("not an address", sample, alwaysHealthy, slog.New(slog.DiscardHandler)); err == nil {
 		t.Error("no error for a bad listen address")
 	}
 }
