@@ -1398,7 +1398,7 @@ func (d *daemon) Stats() metrics.Stats {
 	d.mu.Unlock()
 	s.Announcer = announcerStatuses(d.opts.Announcers, anns, faults)
 	s.Routes = d.tracker.RouteCount()
-	s.RoutesPreexisting = len(d.tracker.Foreign())
+	s.RoutesPreexisting = d.tracker.ForeignCount()
 	d.repairs.visit(func(what string, n uint64) { s.Repairs = append(s.Repairs, metrics.Count{Kind: what, Value: n}) })
 	t := d.eng.Totals()
 	fillTotals(&s, &t)
