@@ -431,6 +431,9 @@ type daemon struct {
 	host    hostAddrState // run loop only
 	changes *changeQueue  // kernel events for the run loop (watchKernel)
 	repairs repairCounts
+	// ctlClosed counts the control connections the control server
+	// closed on its own (controlServer.closed).
+	ctlClosed controlClosed
 
 	mu sync.Mutex // guards what reload changes and stats reads
 	// cfg is the file last loaded, with running's restart-only settings
@@ -1400,6 +1403,9 @@ func (d *daemon) Stats() metrics.Stats {
 	s.Routes = d.tracker.RouteCount()
 	s.RoutesPreexisting = d.tracker.ForeignCount()
 	d.repairs.visit(func(what string, n uint64) { s.Repairs = append(s.Repairs, metrics.Count{Kind: what, Value: n}) })
+	d.ctlClosed.visit(func(why string, n uint64) {
+		s.ControlClosed = append(s.ControlClosed, metrics.Count{Kind: why, Value: n})
+	})
 	t := d.eng.Totals()
 	fillTotals(&s, &t)
 	ls := d.dp.LinkStats()

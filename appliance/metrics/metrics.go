@@ -48,8 +48,11 @@ type Stats struct {
 	Reloads           Reloads `json:"reloads"`
 	// Repairs count what the daemon put back after someone else
 	// changed or removed it; Kind = sysctl, route, rule, address.
-	Repairs   []Count  `json:"repairs,omitempty"`
-	Announcer []Status `json:"announcers,omitempty"`
+	Repairs []Count `json:"repairs,omitempty"`
+	// ControlClosed count the control connections the daemon closed on
+	// its own; Kind = idle, evicted, refused.
+	ControlClosed []Count  `json:"control_connections_closed,omitempty"`
+	Announcer     []Status `json:"announcers,omitempty"`
 }
 
 // MappingCount is one EAM entry's counters (translator.mapping_counters):
@@ -97,6 +100,7 @@ var (
 	descRoutes   = prometheus.NewDesc("map646_routes", "Kernel routes the daemon installed.", nil, nil)
 	descPreexist = prometheus.NewDesc("map646_routes_preexisting", "Wanted routes another party had installed first: left alone, not replaced, never removed.", nil, nil)
 	descRepairs  = prometheus.NewDesc("map646_kernel_repairs_total", "Kernel state of the translator put back after someone else changed or removed it, by what: a forwarding sysctl, a route, a policy rule, an address.", []string{"what"}, nil)
+	descCtlClose = prometheus.NewDesc("map646_control_connections_closed_total", "Control socket connections the daemon closed on its own: idle (no request for 30 s), evicted (the oldest idle one, to stay within the cap of 64) or refused (at the cap, every connection busy).", []string{"reason"}, nil)
 	descHealthy  = prometheus.NewDesc("map646_datapath_healthy", "1 when the data path can forward: its links are up, its routes and forwarding sysctls in place and every queue makes progress.", nil, nil)
 	descBuild    = prometheus.NewDesc("map646_build_info", "The running binary.", []string{"version", "goversion"}, nil)
 	descConfig   = prometheus.NewDesc("map646_config_info", "The running configuration (sha256 of the HCL and mappings files).", []string{"digest", "file"}, nil)
@@ -159,6 +163,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descHealthy, h)
 	for _, r := range s.Repairs {
 		counter(descRepairs, r.Value, r.Kind)
+	}
+	for _, c := range s.ControlClosed {
+		counter(descCtlClose, c.Value, c.Kind)
 	}
 	gauge(descBuild, 1, s.Version, runtime.Version())
 	gauge(descConfig, 1, s.Digest, s.Config)

@@ -28,12 +28,13 @@ func sample() Stats {
 			{Dir: "4to6", Kind: "tcp", Value: 10},
 			{Dir: "6to4", Kind: "udp", Value: 7},
 		},
-		Bytes:   []Count{{Dir: "4to6", Value: 1400}},
-		Drops:   []Count{{Dir: "4to6", Kind: "malformed", Value: 1}},
-		Emitted: 4,
-		Link:    []Count{{Kind: "read_errors", Value: 2}},
-		Reloads: Reloads{OK: 5, Failed: 1, Last: time.Unix(1700000100, 0)},
-		Repairs: []Count{{Kind: "sysctl", Value: 2}, {Kind: "route", Value: 1}},
+		Bytes:         []Count{{Dir: "4to6", Value: 1400}},
+		Drops:         []Count{{Dir: "4to6", Kind: "malformed", Value: 1}},
+		Emitted:       4,
+		Link:          []Count{{Kind: "read_errors", Value: 2}},
+		Reloads:       Reloads{OK: 5, Failed: 1, Last: time.Unix(1700000100, 0)},
+		Repairs:       []Count{{Kind: "sysctl", Value: 2}, {Kind: "route", Value: 1}},
+		ControlClosed: []Count{{Kind: "idle", Value: 7}, {Kind: "evicted", Value: 0}, {Kind: "refused", Value: 2}},
 	}
 }
 
@@ -67,6 +68,11 @@ map646_routes_preexisting 1
 # TYPE map646_kernel_repairs_total counter
 map646_kernel_repairs_total{what="route"} 1
 map646_kernel_repairs_total{what="sysctl"} 2
+# HELP map646_control_connections_closed_total Control socket connections the daemon closed on its own: idle (no request for 30 s), evicted (the oldest idle one, to stay within the cap of 64) or refused (at the cap, every connection busy).
+# TYPE map646_control_connections_closed_total counter
+map646_control_connections_closed_total{reason="evicted"} 0
+map646_control_connections_closed_total{reason="idle"} 7
+map646_control_connections_closed_total{reason="refused"} 2
 # HELP map646_datapath_healthy 1 when the data path can forward: its links are up, its routes and forwarding sysctls in place and every queue makes progress.
 # TYPE map646_datapath_healthy gauge
 map646_datapath_healthy 1
@@ -77,7 +83,8 @@ map646_config_last_reload_timestamp_seconds 1.7000001e+09
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want),
 		"map646_config_reloads_total", "map646_drops_total", "map646_mappings", "map646_packets_total",
 		"map646_config_info", "map646_link_events_total", "map646_datapath_healthy", "map646_routes_preexisting",
-		"map646_config_last_reload_timestamp_seconds", "map646_kernel_repairs_total"); err != nil {
+		"map646_config_last_reload_timestamp_seconds", "map646_kernel_repairs_total",
+		"map646_control_connections_closed_total"); err != nil {
 		t.Error(err)
 	}
 	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
