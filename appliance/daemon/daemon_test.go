@@ -45,6 +45,8 @@ type fakeKernel struct {
 	failed   int // ReplaceRoutes calls that failed
 	// failSysctl makes Sysctl fail to change a value (read-only).
 	failSysctl bool
+	// readSysctlErr, if set, is what reading any sysctl fails with.
+	readSysctlErr error
 	// holdSysctls are values someone sets again right after every
 	// change (an operator's configuration manager), by key.
 	holdSysctls map[string]string
@@ -228,6 +230,9 @@ func (k *fakeKernel) aheadNow() []netsetup.AheadRoute {
 func (k *fakeKernel) Sysctl(key, v string) (string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.readSysctlErr != nil {
+		return "", fmt.Errorf("sysctl %s: %w", key, k.readSysctlErr)
+	}
 	old, ok := k.sysctls[key]
 	if !ok {
 		return "", fmt.Errorf("no sysctl %s: %w", key, fs.ErrNotExist)
