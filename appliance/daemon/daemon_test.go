@@ -45,6 +45,7 @@ type fakeKernel struct {
 	failed   int // ReplaceRoutes calls that failed
 	// failSysctl makes Sysctl fail to change a value (read-only).
 	failSysctl bool
+	hostReads  int // HostAddrs calls
 	// readSysctlErr, if set, is what reading any sysctl fails with.
 	readSysctlErr error
 	// holdSysctls are values someone sets again right after every
@@ -107,6 +108,7 @@ func (k *fakeKernel) ReplaceAddr(dev string, p netip.Prefix) error {
 func (k *fakeKernel) HostAddrs() ([]netip.Prefix, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.hostReads++
 	if k.hostErr != nil {
 		return nil, k.hostErr
 	}
