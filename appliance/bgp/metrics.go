@@ -20,6 +20,8 @@ func (s Status) Collect(emit metrics.Emit) {
 		metrics.Gauge, metrics.Bool(s.Healthy))
 	emit("map646_bgp_announcement_updates_total", "Announcements the BGP speaker applied (start, reloads, health changes).",
 		metrics.Counter, float64(s.Updates))
+	emit("map646_bgp_neighbors_stale", "1 while GoBGP does not list the BGP sessions in time: the session series are its last list.",
+		metrics.Gauge, metrics.Bool(s.NeighborsStale))
 	var v4, v6 int
 	for _, a := range s.Announced {
 		if p, err := netip.ParsePrefix(a); err == nil && p.Addr().Is4() {

@@ -187,8 +187,8 @@ func sendHoldConfig(port uint16) Config {
 	}
 }
 
-// neighborStatus is the status of the speaker's session with 127.0.0.2.
-func neighborStatus(t *testing.T, s *Speaker) NeighborStatus {
+// onlyNeighbor is the status of the speaker's session with 127.0.0.2.
+func onlyNeighbor(t *testing.T, s *Speaker) NeighborStatus {
 	t.Helper()
 	st := s.Status()
 	i := slices.IndexFunc(st.Neighbors, func(n NeighborStatus) bool { return n.Address == "127.0.0.2" })
@@ -267,7 +267,7 @@ map646_bgp_send_hold_timer_expired_total{neighbor="127.0.0.2"} 1
 	acceptRaw(t, ln)
 	waitNeighbor(t, s, "127.0.0.2", "established again with the route", func(n NeighborStatus) bool { return n.Established && n.Advertised == 1 })
 	time.Sleep(2 * cfg.SendHoldTime)
-	if nb := neighborStatus(t, s); !nb.Established || nb.SendHoldExpiries != 1 {
+	if nb := onlyNeighbor(t, s); !nb.Established || nb.SendHoldExpiries != 1 {
 		t.Errorf("with a neighbor that reads, the session is not kept: %+v", nb)
 	}
 }
@@ -323,7 +323,7 @@ func TestSpeakerSendHoldSlowNeighbor(t *testing.T) {
 			}
 			last = time.Now()
 		}
-		if nb := neighborStatus(t, s); !nb.Established || nb.SendHoldExpiries != 0 {
+		if nb := onlyNeighbor(t, s); !nb.Established || nb.SendHoldExpiries != 0 {
 			t.Fatalf("the slow neighbor's session was ended: %+v", nb)
 		}
 	}
@@ -334,7 +334,7 @@ func TestSpeakerSendHoldSlowNeighbor(t *testing.T) {
 	if first.IsZero() || last.Sub(first) < 2*cfg.SendHoldTime {
 		t.Fatalf("the sender was not held up by the neighbor for long enough to test anything")
 	}
-	if nb := neighborStatus(t, s); !nb.Established || nb.SendHoldExpiries != 0 || nb.Flaps != 0 {
+	if nb := onlyNeighbor(t, s); !nb.Established || nb.SendHoldExpiries != 0 || nb.Flaps != 0 {
 		t.Errorf("the slow neighbor's session was disturbed: %+v", nb)
 	}
 }

@@ -135,6 +135,8 @@ type Speaker struct {
 	lastErr   string
 	closed    bool
 
+	peers peerQuery // Status's session list
+
 	stopWatch func()
 	closeOnce sync.Once
 	closeDone chan struct{} // closed when Close's work is done
@@ -185,6 +187,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) {
 	}
 	s := &Speaker{cfg: cfg, log: log, srv: srv, closeDone: make(chan struct{}),
 		limitHits: map[string]uint64{}, limitTimers: map[string]*time.Timer{}, sendHoldHits: map[string]uint64{}}
+	s.peers.list = func(ctx context.Context, fn func(*api.Peer)) error {
+		return srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, fn)
+	}
 	if err := s.watchSessions(); err != nil {
 		srv.Stop()
 		return nil, fmt.Errorf("bgp: watch sessions: %w", err)
@@ -517,6 +522,9 @@ type Status struct {
 	LastError string           `json:"last_error,omitempty"`
 	Announced []string         `json:"announced"`
 	Neighbors []NeighborStatus `json:"neighbors"`
+	// NeighborsStale is true when GoBGP did not list the sessions within
+	// statusWait: Neighbors are those it listed last (peerQuery).
+	NeighborsStale bool `json:"neighbors_stale,omitempty"`
 }
 
 // NeighborStatus is one session.
@@ -559,26 +567,13 @@ func (s *Speaker) Status() Status {
 	if closed {
 		return st
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), statusWait)
 	defer cancel()
-	_ = s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
-		n := NeighborStatus{Address: p.GetConf().GetNeighborAddress(), RemoteAS: p.GetConf().GetPeerAsn()}
-		n.State = sessionState(p.GetState().GetSessionState())
-		n.Established = p.GetState().GetSessionState() == api.PeerState_SESSION_STATE_ESTABLISHED
-		n.Flaps = p.GetState().GetFlops()
-		if t := p.GetTimers().GetState(); t != nil {
-			if n.Established && t.GetUptime() != nil {
-				n.Since = t.GetUptime().AsTime()
-			} else if !n.Established && t.GetDowntime() != nil && t.GetDowntime().GetSeconds() > 0 {
-				n.Since = t.GetDowntime().AsTime()
-			}
-		}
-		for _, a := range p.GetAfiSafis() {
-			n.Advertised += a.GetState().GetAdvertised()
-			n.Received += a.GetState().GetReceived()
-		}
-		st.Neighbors = append(st.Neighbors, n)
-	})
+	ns, stale := s.peers.neighbors(ctx)
+	if ns != nil {
+		st.Neighbors = ns
+	}
+	st.NeighborsStale = stale
 	s.limitMu.Lock()
 	for i := range st.Neighbors {
 		st.Neighbors[i].PrefixLimitHits = s.limitHits[st.Neighbors[i].Address]

@@ -150,7 +150,7 @@ func (d *daemon) reloadAnnouncers(ctx context.Context, old, cfg *config.Config) 
 		var prev *runningAnnouncer
 		if i >= 0 {
 			prev = &running[i]
-			d.mu.Lock() // no Stats or announcement reaches it once closed
+			d.mu.Lock() // no announcement reaches it once closed (a Stats that took the list just before may still read its Status, which stays safe)
 			d.anns = slices.DeleteFunc(slices.Clone(d.anns), func(r runningAnnouncer) bool { return r.name == k.Name })
 			d.mu.Unlock()
 			cctx, cancel := context.WithTimeout(ctx, announcerStopTimeout)
@@ -206,17 +206,18 @@ func (f announcerFault) Collect(emit metrics.Emit) {
 	}
 }
 
-// announcerStatuses are the announcers' statuses for Stats, in the order
-// of their kinds, a failed one's wrapped in an announcerFault. d.mu held.
-func (d *daemon) announcerStatuses() []metrics.Status {
+// announcerStatuses are the statuses of anns (the announcers running)
+// for Stats, in the order of kinds, a failed one's (faults) wrapped in
+// an announcerFault. Called without d.mu: an announcer's Status may wait.
+func announcerStatuses(kinds []AnnouncerKind, anns []runningAnnouncer, faults map[string]string) []metrics.Status {
 	var out []metrics.Status
-	for _, k := range d.opts.Announcers {
+	for _, k := range kinds {
 		var st any
-		i := slices.IndexFunc(d.anns, func(r runningAnnouncer) bool { return r.name == k.Name })
+		i := slices.IndexFunc(anns, func(r runningAnnouncer) bool { return r.name == k.Name })
 		if i >= 0 {
-			st = d.anns[i].a.Status()
+			st = anns[i].a.Status()
 		}
-		if f, ok := d.annFaults[k.Name]; ok {
+		if f, ok := faults[k.Name]; ok {
 			st = announcerFault{name: k.Name, Error: f, Running: st}
 		} else if i < 0 {
 			continue

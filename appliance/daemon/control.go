@@ -70,9 +70,39 @@ type controlServer struct {
 	// included; listingWriteIdle is how long one write of a listing may
 	// wait for the client (controlConnTimeout, listingWriteIdle).
 	connTimeout, listingWriteIdle time.Duration
+	// idleTimeout closes a connection that sends no request for that
+	// long; maxConns caps the connections open (controlIdleTimeout,
+	// controlMaxConns).
+	idleTimeout time.Duration
+	maxConns    int
+	closed      *controlClosed // counts what the server closed on its own
 
 	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	conns map[*controlConn]struct{}
+}
+
+// controlConn is one accepted control connection.
+type controlConn struct {
+	net.Conn
+	accepted time.Time
+	// waiting is true while the server waits for the connection's next
+	// request: only then may a new connection take its place.
+	waiting atomic.Bool
+}
+
+// controlClosed counts the control connections the server closed on its
+// own (map646_control_connections_closed_total): idle for
+// controlIdleTimeout, evicted (the oldest idle one, to make room at
+// controlMaxConns) or refused (at the cap with every connection busy).
+type controlClosed struct {
+	idle, evicted, refused atomic.Uint64
+}
+
+// visit calls f with each count and its reason.
+func (c *controlClosed) visit(f func(reason string, n uint64)) {
+	f("idle", c.idle.Load())
+	f("evicted", c.evicted.Load())
+	f("refused", c.refused.Load())
 }
 
 // controlAccess says who may use the control socket besides root.
@@ -203,7 +233,8 @@ func listenControl(path, group string, d *daemon, reloads chan<- chan reloadRepl
 	}
 	s := &controlServer{ln: ln, path: path, access: controlAccess{uid: os.Geteuid(), gid: gid}, log: log,
 		minPause: acceptMinPause, maxPause: acceptMaxPause, connTimeout: controlConnTimeout, listingWriteIdle: listingWriteIdle,
-		quit: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+		idleTimeout: controlIdleTimeout, maxConns: controlMaxConns, closed: &d.ctlClosed,
+		quit: make(chan struct{}), conns: map[*controlConn]struct{}{}}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -225,6 +256,19 @@ const (
 const (
 	controlConnTimeout = 5 * time.Minute
 	listingWriteIdle   = time.Minute
+)
+
+// controlIdleTimeout and controlMaxConns bound what idle clients hold:
+// `map646 stats` and `reload` send their request at once, so a
+// connection that sends nothing for 30 s is closed, and at most 64 are
+// open. A new connection at the cap takes the place of the oldest one
+// waiting for a request; when every one is busy (a reload, a listing),
+// the new one is refused with an error reply. Review H4 held 1000 idle
+// connections, each a descriptor and a goroutine for 5 minutes, and the
+// descriptors it took made the daemon's own sysctl reads fail.
+const (
+	controlIdleTimeout = 30 * time.Second
+	controlMaxConns    = 64
 )
 
 // acceptLoop serves connections until the listener is closed. A failed
@@ -254,21 +298,54 @@ func (s *controlServer) acceptLoop(d *daemon, reloads chan<- chan reloadReply) {
 			continue
 		}
 		pause = 0
-		s.mu.Lock()
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
+		cc, ok := s.track(c)
+		if !ok {
+			continue
+		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			if s.admit(c) {
-				s.serve(&stoppingConn{Conn: c, s: s}, d, reloads)
+				s.serve(&stoppingConn{Conn: cc, s: s}, cc, d, reloads)
 			}
-			c.Close()
+			cc.Close()
 			s.mu.Lock()
-			delete(s.conns, c)
+			delete(s.conns, cc)
 			s.mu.Unlock()
 		}()
 	}
+}
+
+// track adds c to the connections open, making room at the cap by
+// closing the oldest connection waiting for a request. With none
+// waiting, c is refused: one error reply, closed, and ok is false.
+func (s *controlServer) track(c net.Conn) (cc *controlConn, ok bool) {
+	cc = &controlConn{Conn: c, accepted: time.Now()}
+	s.mu.Lock()
+	var victim *controlConn
+	if len(s.conns) >= s.maxConns {
+		for o := range s.conns {
+			if o.waiting.Load() && (victim == nil || o.accepted.Before(victim.accepted)) {
+				victim = o
+			}
+		}
+		if victim == nil {
+			s.mu.Unlock()
+			s.closed.refused.Add(1)
+			_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			_ = json.NewEncoder(c).Encode(reply{Error: fmt.Sprintf("too many control connections (%d), all busy; try again", s.maxConns)})
+			c.Close()
+			return nil, false
+		}
+		delete(s.conns, victim)
+	}
+	s.conns[cc] = struct{}{}
+	s.mu.Unlock()
+	if victim != nil {
+		s.closed.evicted.Add(1)
+		victim.Close() // its goroutine's read fails and it ends
+	}
+	return cc, true
 }
 
 // admit checks the peer's credentials; a refused peer gets one error
@@ -289,13 +366,30 @@ func (s *controlServer) admit(c net.Conn) bool {
 	return false
 }
 
-func (s *controlServer) serve(c net.Conn, d *daemon, reloads chan<- chan reloadReply) {
+// serve answers c's requests until it closes, stays idle for
+// s.idleTimeout or reaches s.connTimeout. cc is c's entry in s.conns.
+func (s *controlServer) serve(c net.Conn, cc *controlConn, d *daemon, reloads chan<- chan reloadReply) {
 	end := time.Now().Add(s.connTimeout)
 	_ = c.SetDeadline(end)
 	listing := deadlineWriter{c: c, idle: s.listingWriteIdle, end: end}
 	sc := bufio.NewScanner(c)
 	enc := json.NewEncoder(c)
-	for sc.Scan() {
+	for {
+		idleEnd := time.Now().Add(s.idleTimeout)
+		if idleEnd.After(end) {
+			idleEnd = end
+		}
+		_ = c.SetReadDeadline(idleEnd)
+		cc.waiting.Store(true)
+		more := sc.Scan()
+		cc.waiting.Store(false)
+		if !more {
+			_, stopping := s.stopping()
+			if errors.Is(sc.Err(), os.ErrDeadlineExceeded) && idleEnd.Before(end) && !stopping {
+				s.closed.idle.Add(1)
+			}
+			return
+		}
 		var req request
 		var rep reply
 		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
@@ -384,6 +478,15 @@ func (c *stoppingConn) SetWriteDeadline(t time.Time) error {
 	err := c.Conn.SetWriteDeadline(t)
 	if stop, ok := c.s.stopping(); ok && t.After(stop) {
 		return c.Conn.SetWriteDeadline(stop)
+	}
+	return err
+}
+
+// SetReadDeadline: once the server is closing, no request is read.
+func (c *stoppingConn) SetReadDeadline(t time.Time) error {
+	err := c.Conn.SetReadDeadline(t)
+	if _, ok := c.s.stopping(); ok {
+		return c.Conn.SetReadDeadline(time.Now())
 	}
 	return err
 }

@@ -240,14 +240,15 @@ func TestSlowListingReaderIsCutAtTheConnectionBound(t *testing.T) {
 				t.Fatal(err)
 			}
 			d := &daemon{cfg: cfg}
-			s := &controlServer{quit: make(chan struct{}), connTimeout: bound, listingWriteIdle: idle, log: slog.New(slog.DiscardHandler)}
+			s := &controlServer{quit: make(chan struct{}), connTimeout: bound, listingWriteIdle: idle, idleTimeout: controlIdleTimeout,
+				closed: &controlClosed{}, log: slog.New(slog.DiscardHandler)}
 			server, client := net.Pipe() // unbuffered: a write waits for the reads that take it
 			defer client.Close()
 			served := make(chan struct{})
 			start := time.Now()
 			go func() {
 				defer close(served)
-				s.serve(&stoppingConn{Conn: server, s: s}, d, nil)
+				s.serve(&stoppingConn{Conn: server, s: s}, &controlConn{Conn: server}, d, nil)
 				server.Close()
 			}()
 			if err := json.NewEncoder(client).Encode(tc.request); err != nil {

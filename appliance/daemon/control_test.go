@@ -208,7 +208,7 @@ func TestControlAcceptSurvivesErrors(t *testing.T) {
 		errs = append(errs, unix.EMFILE, unix.ENFILE, unix.ECONNABORTED)
 	}
 	s := &controlServer{ln: &flakyListener{Listener: ln, errs: errs}, path: sock, access: controlAccess{uid: os.Geteuid(), gid: -1},
-		log: slog.New(slog.DiscardHandler), quit: make(chan struct{}), conns: map[net.Conn]struct{}{},
+		log: slog.New(slog.DiscardHandler), quit: make(chan struct{}), conns: map[*controlConn]struct{}{}, closed: &controlClosed{}, idleTimeout: controlIdleTimeout, maxConns: controlMaxConns,
 		minPause: time.Millisecond, maxPause: 20 * time.Millisecond, connTimeout: controlConnTimeout, listingWriteIdle: listingWriteIdle}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.acceptLoop(&daemon{}, nil) }()

@@ -33,6 +33,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -430,6 +431,9 @@ type daemon struct {
 	host    hostAddrState // run loop only
 	changes *changeQueue  // kernel events for the run loop (watchKernel)
 	repairs repairCounts
+	// ctlClosed counts the control connections the control server
+	// closed on its own (controlServer.closed).
+	ctlClosed controlClosed
 
 	mu sync.Mutex // guards what reload changes and stats reads
 	// cfg is the file last loaded, with running's restart-only settings
@@ -442,7 +446,9 @@ type daemon struct {
 	// so that a setting changed and changed back is not reported as pending.
 	running *config.Config
 	plan    plan
-	healthy bool
+	// healthy is the translator's health (checkHealth): read without
+	// d.mu, so that /healthz answers while a reload or restore holds it.
+	healthy atomic.Bool
 	anns    []runningAnnouncer
 	// annFaults are the kinds of announcer the last reload could not
 	// build with the file's settings, with why (reloadAnnouncers): shown
@@ -848,7 +854,7 @@ func (d *daemon) startMetrics(u *undoStack) error {
 	if listen == "" {
 		return nil
 	}
-	ms, err := metrics.Listen(listen, d.Stats, d.log, metrics.NewMappingCollector(d.metricsTopMappings))
+	ms, err := metrics.Listen(listen, d.Stats, d.healthy.Load, d.log, metrics.NewMappingCollector(d.metricsTopMappings))
 	if err != nil {
 		return fmt.Errorf("metrics listen %s: %w", listen, err)
 	}
@@ -871,8 +877,8 @@ func (d *daemon) startAnnouncing(ctx context.Context, u *undoStack) error {
 	if err != nil {
 		return err
 	}
+	d.healthy.Store(healthy)
 	d.mu.Lock() // stats requests may already be running
-	d.healthy = healthy
 	d.anns = anns
 	d.mu.Unlock()
 	// Announcers close before the routes go (undone newest first).
@@ -1055,7 +1061,7 @@ func (d *daemon) reportForeign() {
 func (d *daemon) announce(ctx context.Context) {
 	d.mu.Lock()
 	a := d.plan.ann
-	a.Healthy = d.healthy
+	a.Healthy = d.healthy.Load()
 	as := d.anns
 	d.mu.Unlock()
 	for _, r := range as {
@@ -1370,7 +1376,10 @@ func tunDevice(t config.Tun) config.Tun {
 }
 
 // Stats is a snapshot of the running translator (metrics and `map646
-// stats`). Safe for concurrent use.
+// stats`). Safe for concurrent use. The announcers' statuses are asked
+// for without d.mu held: a BGP speaker's waits on GoBGP's loop, and a
+// wait there under d.mu would stall the run loop's health checks,
+// restores and reloads with it.
 func (d *daemon) Stats() metrics.Stats {
 	d.mu.Lock()
 	cfg := d.cfg
@@ -1384,15 +1393,19 @@ func (d *daemon) Stats() metrics.Stats {
 		Mappings:      entryCount(cfg),
 		Tun:           d.dev.Name(),
 		Offloads:      d.dev.Offloads(),
-		Healthy:       d.healthy, // forwarding; an announcer's failure shows in Announcer
+		Healthy:       d.healthy.Load(), // forwarding; an announcer's failure shows in Announcer
 		Reloads:       d.reloads,
 		MetricsListen: d.metrics,
 	}
-	s.Announcer = d.announcerStatuses()
+	anns, faults := d.anns, d.annFaults // replaced, never changed in place
 	d.mu.Unlock()
+	s.Announcer = announcerStatuses(d.opts.Announcers, anns, faults)
 	s.Routes = d.tracker.RouteCount()
-	s.RoutesPreexisting = len(d.tracker.Foreign())
+	s.RoutesPreexisting = d.tracker.ForeignCount()
 	d.repairs.visit(func(what string, n uint64) { s.Repairs = append(s.Repairs, metrics.Count{Kind: what, Value: n}) })
+	d.ctlClosed.visit(func(why string, n uint64) {
+		s.ControlClosed = append(s.ControlClosed, metrics.Count{Kind: why, Value: n})
+	})
 	t := d.eng.Totals()
 	fillTotals(&s, &t)
 	ls := d.dp.LinkStats()

@@ -45,6 +45,9 @@ type fakeKernel struct {
 	failed   int // ReplaceRoutes calls that failed
 	// failSysctl makes Sysctl fail to change a value (read-only).
 	failSysctl bool
+	hostReads  int // HostAddrs calls
+	// readSysctlErr, if set, is what reading any sysctl fails with.
+	readSysctlErr error
 	// holdSysctls are values someone sets again right after every
 	// change (an operator's configuration manager), by key.
 	holdSysctls map[string]string
@@ -105,6 +108,7 @@ func (k *fakeKernel) ReplaceAddr(dev string, p netip.Prefix) error {
 func (k *fakeKernel) HostAddrs() ([]netip.Prefix, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.hostReads++
 	if k.hostErr != nil {
 		return nil, k.hostErr
 	}
@@ -230,6 +234,9 @@ func (k *fakeKernel) aheadNow() []netsetup.AheadRoute {
 func (k *fakeKernel) Sysctl(key, v string) (string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.readSysctlErr != nil {
+		return "", fmt.Errorf("sysctl %s: %w", key, k.readSysctlErr)
+	}
 	old, ok := k.sysctls[key]
 	if !ok {
 		return "", fmt.Errorf("no sysctl %s: %w", key, fs.ErrNotExist)
@@ -357,6 +364,10 @@ func (p *fakeDatapath) LinkStats() stack.LinkStats {
 // fakeAnnouncer records what it is told, in order, with the kernel's
 // routes at the time of Close.
 type fakeAnnouncer struct {
+	// statusHold, write-locked by a test, holds Status (and nothing
+	// else) as GoBGP's ListPeer holds a BGP speaker's while its loop is
+	// stuck.
+	statusHold    sync.RWMutex
 	mu            sync.Mutex
 	updates       []Announcement
 	closed        bool
@@ -372,6 +383,8 @@ func (a *fakeAnnouncer) Update(_ context.Context, x Announcement) error {
 	return nil
 }
 func (a *fakeAnnouncer) Status() any {
+	a.statusHold.RLock()
+	a.statusHold.RUnlock()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return fakeAnnouncerStatus{Session: "established", Updates: len(a.updates)}

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/map646/map646/appliance/config"
 	"github.com/map646/map646/appliance/netsetup"
 )
@@ -103,6 +105,10 @@ type repairState struct {
 	// sysctlErr: a forwarding sysctl changed from outside could not be
 	// put back (pollSysctls): not healthy.
 	sysctlErr error
+	// sysctlBlindSince is when the forwarding sysctls last became
+	// unreadable for want of descriptors or memory (sysctlUnreadable),
+	// zero while they can be read (pollSysctls).
+	sysctlBlindSince time.Time
 	// sysctlWarns rate-limits the warning for a forwarding sysctl
 	// someone keeps setting to the other value (pollSysctls puts it
 	// back every health interval).
@@ -385,14 +391,17 @@ func (d *daemon) heldSysctls() []string {
 // that cannot be put back keeps the daemon unhealthy (repair.sysctlErr)
 // until it can; a restart, which sets them before anything else, would.
 // A watched link's that is missing is not an error here: the link down
-// is (pollLinks).
+// is (pollLinks). One that cannot be read for want of descriptors or
+// memory is not checked, and no fault until that lasts sysctlBlindLimit.
 func (d *daemon) pollSysctls() {
 	want := forwardingSysctl(d.running.Translator.Link)
-	var errs []error
+	var errs, blind []error
 	for _, key := range d.heldSysctls() {
 		was, err := d.tracker.KeepSysctl(key, want)
 		switch {
 		case err != nil && strings.Contains(key, "/") && errors.Is(err, fs.ErrNotExist):
+		case err != nil && was == "" && sysctlUnreadable(err):
+			blind = append(blind, err) // read failed: the value is unknown, not wrong
 		case err != nil:
 			errs = append(errs, err)
 		case was != want:
@@ -404,6 +413,9 @@ func (d *daemon) pollSysctls() {
 			d.repair.sysctlWarns.kept(key)
 		}
 	}
+	if err := d.sysctlsBlind(errors.Join(blind...)); err != nil {
+		errs = append(errs, err)
+	}
 	err := errors.Join(errs...)
 	switch {
 	case err != nil && d.repair.sysctlErr == nil:
@@ -412,6 +424,53 @@ func (d *daemon) pollSysctls() {
 		d.log.Info("forwarding sysctls put back")
 	}
 	d.repair.sysctlErr = err
+}
+
+// sysctlBlindLimit is how long the forwarding sysctls may stay unreadable
+// (sysctlUnreadable) before the daemon counts itself unhealthy. A
+// moment without descriptors (a burst of clients) says nothing about
+// forwarding and must not withdraw prefixes that carry traffic (review
+// H4: EMFILE read as a forwarding fault withdrew every prefix). But for
+// as long as it lasts, forwarding turned off from outside (a black
+// hole) goes unseen, and a process that has lacked descriptors for a
+// minute can neither restore routes nor answer its operators: it stops
+// claiming health. A variable so that tests need not wait that long.
+var sysctlBlindLimit = time.Minute
+
+// sysctlsBlind keeps track of the forwarding sysctls being unreadable
+// (err, from this poll; nil if they were read) and says when that has
+// lasted sysctlBlindLimit: a fault from then on.
+func (d *daemon) sysctlsBlind(err error) error {
+	since := &d.repair.sysctlBlindSince
+	switch {
+	case err == nil:
+		if !since.IsZero() {
+			d.log.Info("forwarding sysctls readable again", "unreadable_for", time.Since(*since).Round(time.Millisecond).String())
+			*since = time.Time{}
+		}
+		return nil
+	case since.IsZero():
+		*since = time.Now()
+		d.log.Warn("cannot read the forwarding sysctls: not checked until they can be (unhealthy if that lasts)",
+			"err", err, "unhealthy_after", sysctlBlindLimit.String())
+	}
+	if time.Since(*since) < sysctlBlindLimit {
+		return nil
+	}
+	return fmt.Errorf("unreadable for %v: %w", time.Since(*since).Round(time.Second), err)
+}
+
+// sysctlUnreadable reports whether a sysctl read failed for want of a
+// resource of the process or the system (descriptors, memory), which
+// says nothing about the sysctl's value. Other failures (EACCES: the
+// daemon may not manage forwarding) are faults at once.
+func sysctlUnreadable(err error) bool {
+	for _, e := range []error{unix.EMFILE, unix.ENFILE, unix.ENOMEM, unix.ENOBUFS, unix.EINTR, unix.EAGAIN} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // partial reports whether some things deleted from outside are to be
@@ -691,11 +750,7 @@ func (d *daemon) checkHealth(announce func()) {
 		fault = d.refusedFault()
 	}
 	h := fault == nil
-	d.mu.Lock()
-	changed := h != d.healthy
-	d.healthy = h
-	d.mu.Unlock()
-	if !changed {
+	if d.healthy.Swap(h) == h {
 		return
 	}
 	if h {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // repairCount is the daemon's count of kernel repairs of kind what
@@ -213,5 +215,64 @@ func TestRepairWarningsAtPowersOfTwo(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(c.want) {
 			t.Errorf("%s: warnings %v, want %v", c.polls, got, c.want)
 		}
+	}
+}
+
+// TestUnreadableForwardingSysctls: a sysctl read that fails for want of
+// descriptors or memory (EMFILE, ENFILE) says nothing about forwarding:
+// the daemon stays healthy and announced (review H4: 1000 idle control
+// clients made every read fail with EMFILE, which withdrew every prefix
+// while traffic flowed), until that has lasted sysctlBlindLimit; it is
+// healthy again once they can be read. A read refused for lack of
+// permission is a fault at once.
+func TestUnreadableForwardingSysctls(t *testing.T) {
+	defer func(l time.Duration) { sysctlBlindLimit = l }(sysctlBlindLimit)
+	sysctlBlindLimit = 500 * time.Millisecond
+	for _, tc := range []struct {
+		err    error
+		atOnce bool // unhealthy at once, not after sysctlBlindLimit
+	}{
+		{unix.EMFILE, false},
+		{unix.ENFILE, false},
+		{unix.EACCES, true},
+	} {
+		t.Run(tc.err.Error(), func(t *testing.T) {
+			h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
+			defer h.stop()
+			last := func() Announcement {
+				ups, _ := h.ann.snapshot()
+				return ups[len(ups)-1]
+			}
+			healthy := func() bool { return healthyNow(&daemonProc{sock: h.sock}) && last().Healthy }
+			waitFor(t, "healthy", healthy)
+			setErr := func(err error) {
+				h.k.mu.Lock()
+				h.k.readSysctlErr = err
+				h.k.mu.Unlock()
+			}
+			failing := time.Now()
+			setErr(tc.err)
+			defer setErr(nil) // the stop restores the sysctls
+			if tc.atOnce {
+				waitFor(t, "unhealthy", func() bool { return !healthy() })
+				if took := time.Since(failing); took >= sysctlBlindLimit {
+					t.Errorf("unhealthy only after %v", took)
+				}
+			} else {
+				for time.Since(failing) < sysctlBlindLimit/2 {
+					if !healthy() {
+						t.Fatalf("unhealthy %v after sysctl reads began failing with %v (limit %v)",
+							time.Since(failing), tc.err, sysctlBlindLimit)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				waitFor(t, "unhealthy once the limit passed", func() bool { return !healthy() })
+				if took := time.Since(failing); took < sysctlBlindLimit {
+					t.Errorf("unhealthy after %v, before the limit %v", took, sysctlBlindLimit)
+				}
+			}
+			setErr(nil)
+			waitFor(t, "healthy once readable again", healthy)
+		})
 	}
 }

@@ -30,6 +30,9 @@ type hostAddrState struct {
 	stale bool
 	// failing: the last refresh failed (logged once).
 	failing bool
+	// mapped are the host's addresses the engine in use maps, as last
+	// warned about (noteMapped).
+	mapped []netip.Prefix
 }
 
 // tracksHostAddrs: only host mode routes through this namespace's kernel,
@@ -40,36 +43,66 @@ func (d *daemon) tracksHostAddrs() bool {
 	return d.running.Translator.Link == config.LinkTun
 }
 
+// hostAddrsFor splits the host's addresses host (sorted) as c would take
+// them: refused are those that join c's own addresses, mapped those c
+// maps (an EAM entry, RFC 7757): such an address (a /32 on a dummy
+// interface, there for announcing it) belongs to its server, whose
+// traffic would otherwise be dropped as own_address both ways; packets
+// to it are translated, not delivered to the host. One among c's own
+// addresses already (an interface block's) is in neither: it changes
+// nothing.
+func hostAddrsFor(c *xlat.Config, host []netip.Prefix) (refused, mapped []netip.Prefix) {
+	for _, a := range host {
+		switch {
+		case slices.Contains(c.Policy.OwnAddrs, a):
+		case c.Map != nil && mapsAddr(c, a):
+			mapped = append(mapped, a)
+		default:
+			refused = append(refused, a)
+		}
+	}
+	return refused, mapped
+}
+
+// mapsAddr reports whether c's table maps a's address.
+func mapsAddr(c *xlat.Config, a netip.Prefix) bool {
+	_, _, ok := c.Map.Table().Lookup4(a.Addr().As4())
+	return ok
+}
+
 // withHostAddrs is c with the host's addresses added to its own ones,
-// except those c maps (an EAM entry, RFC 7757): such an address (a /32 on
-// a dummy interface, there for announcing it) belongs to its server, whose
-// traffic would otherwise be dropped as own_address both ways; packets to
-// it are translated, not delivered to the host.
+// except those c maps (hostAddrsFor). A change in which of them c maps
+// is warned about.
 func (d *daemon) withHostAddrs(c *xlat.Config) *xlat.Config {
-	if len(d.host.addrs) == 0 {
+	refused, mapped := hostAddrsFor(c, d.host.addrs)
+	d.noteMapped(mapped)
+	if len(refused) == 0 {
 		return c
 	}
 	x := *c
-	x.Policy.OwnAddrs = slices.Clip(c.Policy.OwnAddrs)
-	var mapped []netip.Prefix
-	for _, a := range d.host.addrs {
-		if c.Map != nil {
-			if _, _, ok := c.Map.Table().Lookup4(a.Addr().As4()); ok {
-				mapped = append(mapped, a)
-				continue
-			}
-		}
-		x.Policy.OwnAddrs = append(x.Policy.OwnAddrs, a)
-	}
-	if len(mapped) > 0 {
-		d.log.Warn("host addresses that are mapped IPv4 addresses are their servers', not the host's: the translator takes their traffic", "addresses", mapped)
-	}
+	x.Policy.OwnAddrs = append(slices.Clip(c.Policy.OwnAddrs), refused...)
 	return &x
 }
 
+// noteMapped warns when the host's addresses that are mapped ones change
+// to a set that is not empty: once, not at every reload of the engine.
+func (d *daemon) noteMapped(mapped []netip.Prefix) {
+	if slices.Equal(mapped, d.host.mapped) {
+		return
+	}
+	d.host.mapped = mapped
+	if len(mapped) > 0 {
+		d.log.Warn("host addresses that are mapped IPv4 addresses are their servers', not the host's: the translator takes their traffic", "addresses", mapped)
+	}
+}
+
 // refreshHostAddrs reads the host's addresses again when they may have
-// changed, and reloads the engine if they did. A failure is retried at
-// the next health poll; the engine keeps the addresses it had.
+// changed, and reloads the engine if the ones it refuses did. A failure
+// is retried at the next health poll; the engine keeps the addresses it
+// had. Only a change to the refused set is logged at info level: a
+// namespace where containers come and go (veth pairs, their addresses)
+// sends address events all day, most of which change nothing the
+// translator does.
 func (d *daemon) refreshHostAddrs() error {
 	if !d.host.stale || !d.tracksHostAddrs() {
 		return nil
@@ -83,14 +116,34 @@ func (d *daemon) refreshHostAddrs() error {
 	if slices.Equal(as, d.host.addrs) {
 		return nil
 	}
+	was, _ := hostAddrsFor(d.host.file, d.host.addrs)
+	now, mapped := hostAddrsFor(d.host.file, as)
+	if slices.Equal(was, now) {
+		d.host.addrs = as
+		d.noteMapped(mapped)
+		d.log.Debug("the host's addresses changed, not those the translator refuses", "addresses", len(as))
+		return nil
+	}
 	old := d.host.addrs
 	d.host.addrs = as
 	if err := d.eng.Reload(d.withHostAddrs(d.host.file)); err != nil {
 		d.host.addrs = old
 		return fmt.Errorf("engine with the host's addresses: %w", err)
 	}
-	d.log.Info("the host's addresses are the translator's own: not reachable through the prefix", "addresses", len(as))
+	d.log.Info("the host's addresses the translator refuses changed: not reachable through the prefix",
+		"added", setMinus(now, was), "removed", setMinus(was, now), "refused", len(now))
 	return nil
+}
+
+// setMinus is the prefixes of a (sorted) not in b (sorted).
+func setMinus(a, b []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range a {
+		if _, found := slices.BinarySearchFunc(b, p, comparePrefixes); !found {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // keepHostAddrs is refreshHostAddrs in the run loop: a failure is logged
@@ -114,11 +167,14 @@ func ownHostAddrs(as []netip.Prefix) []netip.Prefix {
 		a := p.Addr()
 		return !p.IsValid() || !a.Is4() || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsUnspecified()
 	})
-	slices.SortFunc(as, func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c
-		}
-		return a.Bits() - b.Bits()
-	})
+	slices.SortFunc(as, comparePrefixes)
 	return slices.Compact(as)
+}
+
+// comparePrefixes orders prefixes by address, then length.
+func comparePrefixes(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -271,5 +272,79 @@ func TestFailedSubscriptionIsReplaced(t *testing.T) {
 	waitFor(t, "an address event on the new subscription", func() bool { return own(b) })
 	if n := len(resubs()); n != 1 {
 		t.Errorf("%d subscriptions made again; want 1", n)
+	}
+}
+
+// TestHostAddrEventsLogOnlyRefusedChanges: an address event reloads the
+// engine and is logged at info level only when the host's addresses the
+// engine refuses change; an address that changes nothing (one among the
+// file's own addresses already, a mapped one, a loopback one) neither
+// reloads nor logs beyond debug, and the warning about a mapped host
+// address comes when that set changes, not at every event. Review H4:
+// 100 veth create/delete cycles wrote 201 info lines.
+func TestHostAddrEventsLogOnlyRefusedChanges(t *testing.T) {
+	k := newFakeKernel()
+	dhcp := netip.MustParsePrefix("192.0.2.1/24")
+	k.host = []netip.Prefix{dhcp}
+	var logs lockedBuffer
+	h := startWith(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")), k,
+		func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	defer h.stop()
+	var (
+		file   = netip.MustParsePrefix("203.0.113.1/28") // the interface block's
+		mapped = netip.MustParsePrefix("198.51.100.10/32")
+		lo     = netip.MustParsePrefix("127.0.0.2/8")
+		cgn    = netip.MustParsePrefix("100.64.0.1/10")
+	)
+	const refusedLine, mappedLine = "the translator refuses changed", "host addresses that are mapped"
+	steps := []struct {
+		name       string
+		host       []netip.Prefix
+		reload     bool
+		info, warn int // lines
+	}{
+		{"the interface block's address", []netip.Prefix{dhcp, file}, false, 0, 0},
+		{"a loopback address", []netip.Prefix{dhcp, file, lo}, false, 0, 0},
+		{"a mapped address", []netip.Prefix{dhcp, file, lo, mapped}, false, 0, 1},
+		{"the mapped address again, unchanged", []netip.Prefix{mapped, dhcp, file, lo}, false, 0, 0},
+		{"the mapped address gone", []netip.Prefix{dhcp}, false, 0, 0},
+		{"an address the engine must refuse", []netip.Prefix{dhcp, cgn}, true, 1, 0},
+		{"it goes", []netip.Prefix{dhcp}, true, 1, 0},
+	}
+	for round := range 3 { // as containers come and go
+		for _, st := range steps {
+			before := logs.String()
+			eng := h.eng.Load().Config()
+			k.mu.Lock()
+			k.host = st.host
+			reads := k.hostReads
+			k.mu.Unlock()
+			h.w.events <- []netsetup.Change{{Addrs: true}}
+			waitFor(t, st.name+": the addresses read", func() bool {
+				k.mu.Lock()
+				defer k.mu.Unlock()
+				return k.hostReads > reads
+			})
+			if st.reload {
+				waitFor(t, st.name+": the engine reloaded", func() bool { return h.eng.Load().Config() != eng })
+			}
+			time.Sleep(3 * testHealthInterval) // a reload that should not come
+			if reloaded := h.eng.Load().Config() != eng; reloaded != st.reload {
+				t.Errorf("round %d, %s: engine reloaded %v, want %v", round, st.name, reloaded, st.reload)
+			}
+			out := strings.TrimPrefix(logs.String(), before)
+			if n := strings.Count(out, refusedLine); n != st.info {
+				t.Errorf("round %d, %s: %d info lines on the refused addresses, want %d:\n%s", round, st.name, n, st.info, out)
+			}
+			if n := strings.Count(out, mappedLine); n != st.warn {
+				t.Errorf("round %d, %s: %d warnings on mapped host addresses, want %d:\n%s", round, st.name, n, st.warn, out)
+			}
+			own := h.eng.Load().Config().Policy.OwnAddrs
+			for _, p := range st.host {
+				if want := p != mapped && p != lo; slices.Contains(own, p) != want {
+					t.Errorf("round %d, %s: %v among the own addresses %v: %v", round, st.name, p, own, !want)
+				}
+			}
+		}
 	}
 }

@@ -51,7 +51,7 @@ func TestSlowloris(t *testing.T) {
 	l.readHeaderTimeout = time.Minute // only the cap may close them here
 	l.readTimeout = time.Minute
 	withLimits(t, l)
-	s, err := Listen("127.0.0.1:0", sample, slog.New(slog.DiscardHandler))
+	s, err := Listen("127.0.0.1:0", sample, alwaysHealthy, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestServerTimeouts(t *testing.T) {
 	l.readHeaderTimeout = 300 * time.Millisecond
 	l.idleTimeout = 300 * time.Millisecond
 	withLimits(t, l)
-	s, err := Listen("127.0.0.1:0", sample, slog.New(slog.DiscardHandler))
+	s, err := Listen("127.0.0.1:0", sample, alwaysHealthy, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

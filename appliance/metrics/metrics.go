@@ -48,8 +48,11 @@ type Stats struct {
 	Reloads           Reloads `json:"reloads"`
 	// Repairs count what the daemon put back after someone else
 	// changed or removed it; Kind = sysctl, route, rule, address.
-	Repairs   []Count  `json:"repairs,omitempty"`
-	Announcer []Status `json:"announcers,omitempty"`
+	Repairs []Count `json:"repairs,omitempty"`
+	// ControlClosed count the control connections the daemon closed on
+	// its own; Kind = idle, evicted, refused.
+	ControlClosed []Count  `json:"control_connections_closed,omitempty"`
+	Announcer     []Status `json:"announcers,omitempty"`
 }
 
 // MappingCount is one EAM entry's counters (translator.mapping_counters):
@@ -97,6 +100,7 @@ var (
 	descRoutes   = prometheus.NewDesc("map646_routes", "Kernel routes the daemon installed.", nil, nil)
 	descPreexist = prometheus.NewDesc("map646_routes_preexisting", "Wanted routes another party had installed first: left alone, not replaced, never removed.", nil, nil)
 	descRepairs  = prometheus.NewDesc("map646_kernel_repairs_total", "Kernel state of the translator put back after someone else changed or removed it, by what: a forwarding sysctl, a route, a policy rule, an address.", []string{"what"}, nil)
+	descCtlClose = prometheus.NewDesc("map646_control_connections_closed_total", "Control socket connections the daemon closed on its own: idle (no request for 30 s), evicted (the oldest idle one, to stay within the cap of 64) or refused (at the cap, every connection busy).", []string{"reason"}, nil)
 	descHealthy  = prometheus.NewDesc("map646_datapath_healthy", "1 when the data path can forward: its links are up, its routes and forwarding sysctls in place and every queue makes progress.", nil, nil)
 	descBuild    = prometheus.NewDesc("map646_build_info", "The running binary.", []string{"version", "goversion"}, nil)
 	descConfig   = prometheus.NewDesc("map646_config_info", "The running configuration (sha256 of the HCL and mappings files).", []string{"digest", "file"}, nil)
@@ -160,6 +164,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range s.Repairs {
 		counter(descRepairs, r.Value, r.Kind)
 	}
+	for _, c := range s.ControlClosed {
+		counter(descCtlClose, c.Value, c.Kind)
+	}
 	gauge(descBuild, 1, s.Version, runtime.Version())
 	gauge(descConfig, 1, s.Digest, s.Config)
 	counter(descReloads, s.Reloads.OK, "success")
@@ -206,9 +213,12 @@ func (c *MappingCollector) Collect(ch chan<- prometheus.Metric) {
 
 // Handler serves /metrics (Prometheus text format: the translator's
 // collector plus the Go runtime and process collectors) and /healthz (200
-// "ok" while the data path is healthy, 503 otherwise).
+// "ok" while healthy reports the data path healthy, 503 otherwise).
+// /healthz reads healthy alone, never a full Stats: a load balancer's or
+// service manager's probe must answer at once whatever a snapshot waits
+// on (a BGP speaker's status, the route tracker during a restore).
 // More collectors (the server's own counters) join the translator's.
-func Handler(stats func() Stats, more ...prometheus.Collector) http.Handler {
+func Handler(stats func() Stats, healthy func() bool, more ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewCollector(stats),
 		collectors.NewGoCollector(),
@@ -218,7 +228,7 @@ func Handler(stats func() Stats, more ...prometheus.Collector) http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !stats().Healthy {
+		if !healthy() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte("unhealthy\n"))
 			return
@@ -258,15 +268,16 @@ var limits = serverLimits{
 	maxHeaderBytes:    8 << 10,
 }
 
-// Listen starts serving Handler(stats, more...) on addr ("[::1]:9646").
-// It returns once the socket is bound, so a bad address is an error here.
-func Listen(addr string, stats func() Stats, log *slog.Logger, more ...prometheus.Collector) (*Server, error) {
+// Listen starts serving Handler(stats, healthy, more...) on addr
+// ("[::1]:9646"). It returns once the socket is bound, so a bad address
+// is an error here.
+func Listen(addr string, stats func() Stats, healthy func() bool, log *slog.Logger, more ...prometheus.Collector) (*Server, error) {
 	inner, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	ln := newCapListener(inner, limits.maxConns)
-	h := Handler(stats, append(more, ln)...)
+	h := Handler(stats, healthy, append(more, ln)...)
 	s := &Server{
 		srv: &http.Server{
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -28,12 +28,13 @@ func sample() Stats {
 			{Dir: "4to6", Kind: "tcp", Value: 10},
 			{Dir: "6to4", Kind: "udp", Value: 7},
 		},
-		Bytes:   []Count{{Dir: "4to6", Value: 1400}},
-		Drops:   []Count{{Dir: "4to6", Kind: "malformed", Value: 1}},
-		Emitted: 4,
-		Link:    []Count{{Kind: "read_errors", Value: 2}},
-		Reloads: Reloads{OK: 5, Failed: 1, Last: time.Unix(1700000100, 0)},
-		Repairs: []Count{{Kind: "sysctl", Value: 2}, {Kind: "route", Value: 1}},
+		Bytes:         []Count{{Dir: "4to6", Value: 1400}},
+		Drops:         []Count{{Dir: "4to6", Kind: "malformed", Value: 1}},
+		Emitted:       4,
+		Link:          []Count{{Kind: "read_errors", Value: 2}},
+		Reloads:       Reloads{OK: 5, Failed: 1, Last: time.Unix(1700000100, 0)},
+		Repairs:       []Count{{Kind: "sysctl", Value: 2}, {Kind: "route", Value: 1}},
+		ControlClosed: []Count{{Kind: "idle", Value: 7}, {Kind: "evicted", Value: 0}, {Kind: "refused", Value: 2}},
 	}
 }
 
@@ -67,6 +68,11 @@ map646_routes_preexisting 1
 # TYPE map646_kernel_repairs_total counter
 map646_kernel_repairs_total{what="route"} 1
 map646_kernel_repairs_total{what="sysctl"} 2
+# HELP map646_control_connections_closed_total Control socket connections the daemon closed on its own: idle (no request for 30 s), evicted (the oldest idle one, to stay within the cap of 64) or refused (at the cap, every connection busy).
+# TYPE map646_control_connections_closed_total counter
+map646_control_connections_closed_total{reason="evicted"} 0
+map646_control_connections_closed_total{reason="idle"} 7
+map646_control_connections_closed_total{reason="refused"} 2
 # HELP map646_datapath_healthy 1 when the data path can forward: its links are up, its routes and forwarding sysctls in place and every queue makes progress.
 # TYPE map646_datapath_healthy gauge
 map646_datapath_healthy 1
@@ -77,7 +83,8 @@ map646_config_last_reload_timestamp_seconds 1.7000001e+09
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want),
 		"map646_config_reloads_total", "map646_drops_total", "map646_mappings", "map646_packets_total",
 		"map646_config_info", "map646_link_events_total", "map646_datapath_healthy", "map646_routes_preexisting",
-		"map646_config_last_reload_timestamp_seconds", "map646_kernel_repairs_total"); err != nil {
+		"map646_config_last_reload_timestamp_seconds", "map646_kernel_repairs_total",
+		"map646_control_connections_closed_total"); err != nil {
 		t.Error(err)
 	}
 	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
@@ -114,7 +121,7 @@ func TestServerMetricsAndHealthz(t *testing.T) {
 		s.Announcer = []Status{{Name: "fake", Status: fakeSource{up: true, sent: 3, links: []string{"eth1"}}}}
 		return s
 	}
-	srv, err := Listen("127.0.0.1:0", stats, slog.New(slog.DiscardHandler))
+	srv, err := Listen("127.0.0.1:0", stats, healthy.Load, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,8 +161,48 @@ func TestServerMetricsAndHealthz(t *testing.T) {
 	}
 }
 
+func alwaysHealthy() bool { return true }
+
+// TestHealthzReadsNoStats: /healthz answers from its health getter while
+// a Stats snapshot is stuck (an announcer's status waiting on its
+// routing daemon, the route tracker held by a restore); /metrics, which
+// needs the snapshot, waits.
+func TestHealthzReadsNoStats(t *testing.T) {
+	stuck := make(chan struct{})
+	stats := func() Stats { <-stuck; return sample() }
+	var servers []*Server
+	t.Cleanup(func() {
+		close(stuck)
+		for _, s := range servers {
+			s.Close()
+		}
+	})
+	for _, healthy := range []bool{true, false} {
+		srv, err := Listen("127.0.0.1:0", stats, func() bool { return healthy }, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		servers = append(servers, srv)
+		c := http.Client{Timeout: 2 * time.Second}
+		resp, err := c.Get("http://" + srv.Addr().String() + "/healthz")
+		if err != nil {
+			t.Fatalf("healthy %v: /healthz while Stats is stuck: %v", healthy, err)
+		}
+		resp.Body.Close()
+		want := map[bool]int{true: http.StatusOK, false: http.StatusServiceUnavailable}[healthy]
+		if resp.StatusCode != want {
+			t.Errorf("healthy %v: /healthz %d, want %d", healthy, resp.StatusCode, want)
+		}
+		c.Timeout = 100 * time.Millisecond
+		if resp, err := c.Get("http://" + srv.Addr().String() + "/metrics"); err == nil {
+			resp.Body.Close()
+			t.Errorf("healthy %v: /metrics answered though its Stats is stuck: the test's fake does not block", healthy)
+		}
+	}
+}
+
 func TestListenBadAddress(t *testing.T) {
-	if _, err := Listen("not an address", sample, slog.New(slog.DiscardHandler)); err == nil {
+	if _, err := Listen("not an address", sample, alwaysHealthy, slog.New(slog.DiscardHandler)); err == nil {
 		t.Error("no error for a bad listen address")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Tracker applies wanted state through a Kernel and remembers what it
@@ -33,6 +34,11 @@ type Tracker struct {
 	sysOrd  []string
 	feats   map[string]map[string]bool // link -> feature -> state before our first change
 	featOrd []string
+
+	// nRoutes and nForeign are len(routes) and len(foreign), readable
+	// without mu: a restore or sync of a million routes holds mu for
+	// seconds, and the metrics and `map646 stats` must not wait on it.
+	nRoutes, nForeign atomic.Int64
 }
 
 type linkState struct {
@@ -194,6 +200,7 @@ func (t *Tracker) SyncAddrs(want []Addr) error {
 func (t *Tracker) SyncRoutes(want []Route) (added, removed int, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	defer t.count()
 	w, add, del := diffRoutes(t.routes, want)
 	var main, own []Route
 	for _, r := range add {
@@ -250,6 +257,16 @@ func (t *Tracker) SyncRoutes(want []Route) (added, removed int, err error) {
 	t.routes = w
 	return added, len(del), nil
 }
+
+// count publishes the counts of routes and foreign routes. t.mu held.
+func (t *Tracker) count() {
+	t.nRoutes.Store(int64(len(t.routes)))
+	t.nForeign.Store(int64(len(t.foreign)))
+}
+
+// ForeignCount is len(Foreign()), without waiting for a sync or restore
+// in progress: the count the last one left.
+func (t *Tracker) ForeignCount() int { return int(t.nForeign.Load()) }
 
 // Foreign lists the wanted main-table routes that the kernel had before
 // this tracker tried to add them (found by the last SyncRoutes), sorted.
@@ -552,12 +569,9 @@ func (t *Tracker) SyncRules(want []Rule) error {
 	return errors.Join(errs...)
 }
 
-// RouteCount is the number of routes installed by this tracker.
-func (t *Tracker) RouteCount() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.routes)
-}
+// RouteCount is the number of routes installed by this tracker, without
+// waiting for a sync or restore in progress: the count the last one left.
+func (t *Tracker) RouteCount() int { return int(t.nRoutes.Load()) }
 
 // Teardown removes the rules, routes and addresses, restores the links'
 // features, the links and the sysctls, in the reverse order of setting up. It goes on past errors and
@@ -565,6 +579,7 @@ func (t *Tracker) RouteCount() int {
 func (t *Tracker) Teardown() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	defer t.count()
 	var errs []error
 	// Rules first: once they are gone, nothing reaches the translator's
 	// table, whose routes can then go.

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fakeKernel records calls and keeps the state a kernel would.
@@ -597,5 +598,59 @@ func TestTrackerKeepSysctl(t *testing.T) {
 	delete(k.sysctls, "net/ipv4/conf/tun0/forwarding")
 	if err := tr.Teardown(); err != nil || k.sysctls["net.ipv4.ip_forward"] != "0" {
 		t.Errorf("after Teardown: %q, %v; want 0", k.sysctls["net.ipv4.ip_forward"], err)
+	}
+}
+
+// slowKernel is a kernel whose ReplaceRoutes (a restore's) waits for
+// release, as a million routes keep the kernel busy for seconds.
+type slowKernel struct {
+	*fakeKernel
+	entered, release chan struct{}
+}
+
+func (k slowKernel) ReplaceRoutes(rs []Route) error {
+	k.entered <- struct{}{}
+	<-k.release
+	return k.fakeKernel.ReplaceRoutes(rs)
+}
+
+// TestCountsReadableDuringRestore: RouteCount and ForeignCount answer
+// while a restore holds the tracker (the metrics and `map646 stats`
+// read them), with the counts the last sync left.
+func TestCountsReadableDuringRestore(t *testing.T) {
+	f := newFake()
+	taken := Route{Dst: netip.MustParsePrefix("203.0.113.0/24"), Dev: "eth0"}
+	f.routes[taken] = true
+	k := slowKernel{f, make(chan struct{}), make(chan struct{})}
+	tr := NewTracker(k)
+	if _, _, err := tr.SyncRoutes([]Route{
+		{Dst: netip.MustParsePrefix("192.0.2.0/24"), Dev: "map646"},
+		{Dst: netip.MustParsePrefix("198.51.100.0/24"), Dev: "map646"},
+		{Dst: taken.Dst, Dev: "map646"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	restored := make(chan error, 1)
+	go func() { restored <- tr.Restore() }()
+	<-k.entered // Restore holds the tracker from here
+	counted := make(chan [2]int, 1)
+	go func() { counted <- [2]int{tr.RouteCount(), tr.ForeignCount()} }()
+	select {
+	case c := <-counted:
+		if c != [2]int{2, 1} {
+			t.Errorf("during a restore: %d routes, %d foreign, want 2, 1", c[0], c[1])
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("RouteCount and ForeignCount wait for the restore")
+	}
+	close(k.release)
+	if err := <-restored; err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Teardown(); err != nil {
+		t.Fatal(err)
+	}
+	if n, m := tr.RouteCount(), tr.ForeignCount(); n != 0 || m != 0 {
+		t.Errorf("after Teardown: %d routes, %d foreign, want 0, 0", n, m)
 	}
 }
