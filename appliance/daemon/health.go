@@ -257,9 +257,11 @@ func (d *daemon) noteChanges(cs []netsetup.Change) {
 		case c.Route.Dst.IsValid() && c.Replaced:
 			// Replaced in place (`ip route replace`): no delete
 			// came. Ours as it was (someone replaced it with the
-			// same) needs nothing; anything else in the place of
-			// ours (a blackhole, another device) is undone.
-			if _, same := d.tracker.Owned(c.Route); same {
+			// same, protocol included) needs nothing; anything else
+			// in the place of ours (a blackhole, another device, or
+			// the same route of another protocol, whose later
+			// deletion the watcher does not report) is undone.
+			if _, same := d.tracker.Owned(c.Route); same && c.Protocol == netsetup.RouteProtocol {
 				continue
 			}
 			if r, ok := d.tracker.OwnedAt(c.Route.Dst, c.Route.Table); ok {

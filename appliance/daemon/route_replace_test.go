@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/map646/map646/appliance/netsetup"
+	"golang.org/x/sys/unix"
 )
 
 // TestRouteReplacedInPlaceIsPutBack: `ip route replace` of a route of the
@@ -17,7 +18,8 @@ import (
 // counted (map646_kernel_repairs_total{what="route"}). Before, only
 // deletions were seen: the replaced route stayed, a black hole, healthy.
 // A replacement with a route the same as ours, and one of a destination
-// that is not ours, change nothing.
+// that is not ours, change nothing; the same route of another protocol
+// (proto boot, iproute2's default) is not ours and is replaced by ours.
 func TestRouteReplacedInPlaceIsPutBack(t *testing.T) {
 	h := start(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10")))
 	defer h.stop()
@@ -45,7 +47,7 @@ func TestRouteReplacedInPlaceIsPutBack(t *testing.T) {
 	n := len(h.k.log)
 	h.k.mu.Unlock()
 	h.w.events <- []netsetup.Change{
-		{Route: ours4, Replaced: true}, // the same as ours
+		{Route: ours4, Replaced: true, Protocol: netsetup.RouteProtocol}, // the same as ours
 		{Route: netsetup.Route{Dst: netip.MustParsePrefix("198.51.100.99/32"), Table: PolicyTable, Blackhole: true}, Replaced: true},
 	}
 	time.Sleep(10 * testHealthInterval)
@@ -55,4 +57,14 @@ func TestRouteReplacedInPlaceIsPutBack(t *testing.T) {
 	if slices.ContainsFunc(after, func(s string) bool { return strings.HasPrefix(s, "routes") }) || repairCount(h, "route") != 3 {
 		t.Errorf("replacements that change nothing of ours: kernel calls %v, %d route repairs", after, repairCount(h, "route"))
 	}
+	// The same route of another protocol (`ip route replace` defaults
+	// to proto boot) is someone else's: its deletion would not be
+	// reported, so ours is put back (RouteProtocol) at once.
+	h.w.events <- []netsetup.Change{{Route: ours4, Replaced: true, Protocol: unix.RTPROT_BOOT}}
+	waitFor(t, "the look-alike replaced by ours", func() bool {
+		h.k.mu.Lock()
+		defer h.k.mu.Unlock()
+		return slices.ContainsFunc(h.k.log[n:], func(s string) bool { return strings.HasPrefix(s, "routes+") && strings.Contains(s, ours4.Dst.String()) })
+	})
+	waitFor(t, "the repair counted", func() bool { return repairCount(h, "route") == 4 })
 }

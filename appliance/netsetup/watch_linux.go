@@ -30,6 +30,11 @@ type Change struct {
 	// Replaced: Route replaced a route in place (`ip route replace`),
 	// which the kernel announces without deleting the old one.
 	Replaced bool
+	// Protocol is the rtm_protocol of Route (RouteProtocol for ours):
+	// a route replaced by an identical-looking one of another protocol
+	// (`ip route replace` defaults to proto boot) is no longer ours, and
+	// its later deletion is not reported (see Route).
+	Protocol uint8
 	// Ahead is set (Dst valid) for an RTM_NEWROUTE of a route the
 	// kernel now prefers to any of ours at the same table and
 	// destination without having replaced it: an IPv4 route added in
@@ -322,7 +327,7 @@ func (w *Watcher) parse(cs []Change, b []byte) []Change {
 				cs = append(cs, Change{Ahead: k})
 				continue
 			}
-			cs = append(cs, Change{Route: k.Route, Replaced: replaced})
+			cs = append(cs, Change{Route: k.Route, Replaced: replaced, Protocol: k.Protocol})
 		}
 	}
 	return cs

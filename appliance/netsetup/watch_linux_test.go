@@ -272,18 +272,23 @@ func TestWatcherSeesRoutesReplacedByOthers(t *testing.T) {
 			}
 		}
 		for _, c := range []struct {
-			cmd  []string
-			want Route
+			cmd   []string
+			want  Route
+			proto uint8
 		}{
-			{[]string{"ip", "route", "replace", "blackhole", "198.51.100.7/32"}, Route{Dst: netip.MustParsePrefix("198.51.100.7/32"), Blackhole: true}},
-			{[]string{"ip", "-6", "route", "replace", "2001:db8:64::/96", "dev", "dm1", "table", "646"}, Route{Dst: mapped.Dst, Dev: "dm1", Table: 646}},
-			{[]string{"ip", "route", "replace", "unreachable", "198.51.100.8/32"}, Route{Dst: netip.MustParsePrefix("198.51.100.8/32")}},
+			{[]string{"ip", "route", "replace", "blackhole", "198.51.100.7/32"}, Route{Dst: netip.MustParsePrefix("198.51.100.7/32"), Blackhole: true}, unix.RTPROT_BOOT},
+			{[]string{"ip", "-6", "route", "replace", "2001:db8:64::/96", "dev", "dm1", "table", "646"}, Route{Dst: mapped.Dst, Dev: "dm1", Table: 646}, unix.RTPROT_BOOT},
+			{[]string{"ip", "route", "replace", "unreachable", "198.51.100.8/32"}, Route{Dst: netip.MustParsePrefix("198.51.100.8/32")}, unix.RTPROT_BOOT},
+			// Identical-looking to ours but for the protocol: the
+			// daemon must tell it from ours (its deletion is not
+			// reported).
+			{[]string{"ip", "route", "replace", "198.51.100.9/32", "dev", "dm0"}, Route{Dst: netip.MustParsePrefix("198.51.100.9/32"), Dev: "dm0"}, unix.RTPROT_BOOT},
 		} {
 			ns.MustRun(t, c.cmd...)
 			cs := readUntil(t, w, strings.Join(c.cmd, " "), func(c Change) bool { return c.Route.Dst.IsValid() })
 			cs = slices.DeleteFunc(cs, func(c Change) bool { return c.Link != "" })
-			if len(cs) != 1 || cs[0].Route != c.want || !cs[0].Replaced {
-				return fmt.Errorf("%v: changes %+v; want %+v replaced", c.cmd, cs, c.want)
+			if len(cs) != 1 || cs[0].Route != c.want || !cs[0].Replaced || cs[0].Protocol != c.proto {
+				return fmt.Errorf("%v: changes %+v; want %+v replaced, protocol %d", c.cmd, cs, c.want, c.proto)
 			}
 		}
 		if w.msgs > 20 {
