@@ -112,13 +112,14 @@ func (d *daemon) refreshHostAddrs() error {
 		return fmt.Errorf("the host's addresses: %w", err)
 	}
 	as = ownHostAddrs(as)
-	d.host.stale = false
 	if slices.Equal(as, d.host.addrs) {
+		d.host.stale = false
 		return nil
 	}
 	was, _ := hostAddrsFor(d.host.file, d.host.addrs)
 	now, mapped := hostAddrsFor(d.host.file, as)
 	if slices.Equal(was, now) {
+		d.host.stale = false
 		d.host.addrs = as
 		d.noteMapped(mapped)
 		d.log.Debug("the host's addresses changed, not those the translator refuses", "addresses", len(as))
@@ -127,9 +128,11 @@ func (d *daemon) refreshHostAddrs() error {
 	old := d.host.addrs
 	d.host.addrs = as
 	if err := d.eng.Reload(d.withHostAddrs(d.host.file)); err != nil {
+		// Still stale: the next poll reads them and tries again.
 		d.host.addrs = old
 		return fmt.Errorf("engine with the host's addresses: %w", err)
 	}
+	d.host.stale = false
 	d.log.Info("the host's addresses the translator refuses changed: not reachable through the prefix",
 		"added", setMinus(now, was), "removed", setMinus(was, now), "refused", len(now))
 	return nil

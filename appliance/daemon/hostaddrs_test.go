@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -346,5 +347,61 @@ func TestHostAddrEventsLogOnlyRefusedChanges(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestHostAddrsRetriedAfterAFailedReload: an engine reload with the
+// host's new addresses that fails leaves them stale, so the next poll
+// reads them and reloads again. Review H10: stale was cleared before the
+// reload, and the next poll returned at once, for ever, with the engine
+// not refusing the new address.
+func TestHostAddrsRetriedAfterAFailedReload(t *testing.T) {
+	c := parse(t, `translator {
+  prefix = "2001:db8:64::/96"
+}`)
+	xc, err := c.Xlat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := xlat.NewEngine(xc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail := false
+	// A link policy the engine refuses while fail is set: a reload
+	// that fails as a real one may (a limit, an MTU).
+	if err := eng.SetLinkPolicy(func(p *xlat.Policy) {
+		if fail {
+			p.IPv4MTU = 1
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	k := newFakeKernel()
+	cgn := netip.MustParsePrefix("100.64.0.1/10")
+	k.host = []netip.Prefix{cgn}
+	d := &daemon{eng: eng, kernel: k, running: c, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		host: hostAddrState{file: xc, stale: true}}
+	fail = true
+	if err := d.refreshHostAddrs(); err == nil {
+		t.Fatal("a refused reload reported no error")
+	}
+	fail = false
+	if err := d.refreshHostAddrs(); err != nil {
+		t.Fatal(err)
+	}
+	if own := eng.Config().Policy.OwnAddrs; !slices.Contains(own, cgn) {
+		t.Errorf("after the retry the engine's own addresses are %v, without the host's %v", own, cgn)
+	}
+	k.mu.Lock()
+	reads := k.hostReads
+	k.mu.Unlock()
+	if err := d.refreshHostAddrs(); err != nil || reads != 2 {
+		t.Errorf("host address reads %d (want 2: the failure, its retry), then err %v", reads, err)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.hostReads != reads {
+		t.Errorf("read again after the retry succeeded: %d reads", k.hostReads)
 	}
 }
