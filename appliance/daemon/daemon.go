@@ -953,9 +953,18 @@ func (d *daemon) serve(ctx context.Context, dpDone chan error, reloadReq <-chan 
 		select {
 		case <-ctx.Done():
 			d.log.Info("stopping")
+			// Unhealthy from now on: /healthz and the gauge say so
+			// while the announcers withdraw and the drain runs.
+			d.healthy.Store(false)
 			return nil
 		case err := <-dpDone:
 			dpDone <- err // for the data path's undo step
+			// Nothing forwards any more: unhealthy for /healthz and
+			// the gauge during the withdrawal, and for the watchdog.
+			d.healthy.Store(false)
+			if opts.OnHealth != nil {
+				opts.OnHealth(false)
+			}
 			if err == nil {
 				err = errors.New("stopped")
 			}

@@ -1685,3 +1685,63 @@ func TestUndoStackRunsNewestFirst(t *testing.T) {
 		t.Errorf("undone in order %v, want [2 1 0]", got)
 	}
 }
+
+// TestUnhealthyWhileWithdrawing: once the data path has ended, or a stop
+// has begun, /healthz answers 503 and map646_datapath_healthy is 0 while
+// the announcers withdraw and the drain (WithdrawDrain) runs; a data
+// path that ended also tells the watchdog hook. Review H10: the flag was
+// written only by health checks, so both said healthy until the process
+// was gone.
+func TestUnhealthyWhileWithdrawing(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		end  func(h *harness)
+		hook bool // OnHealth(false) expected
+	}{
+		{"the data path ends", func(h *harness) { h.dp.Load().fail <- fmt.Errorf("queue 0: read: input/output error") }, true},
+		{"stop", func(h *harness) { h.cancel() }, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := startWith(t, withMetrics(t, fmt.Sprintf(baseConfig, mappingBlocks("198.51.100.10"))), newFakeKernel(),
+				func(o *Options) { o.WithdrawDrain = 2 * time.Second })
+			st, err := QueryStats(h.sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			get := func(path string) (int, string) {
+				resp, err := http.Get("http://" + st.MetricsListen + path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return resp.StatusCode, string(b)
+			}
+			if code, _ := get("/healthz"); code != http.StatusOK {
+				t.Fatalf("/healthz before: %d", code)
+			}
+			h.hooksMu.Lock()
+			n := len(h.hooks)
+			h.hooksMu.Unlock()
+			c.end(h)
+			waitFor(t, "the announcers withdrawn", func() bool { _, closed := h.ann.snapshot(); return closed })
+			if code, _ := get("/healthz"); code != http.StatusServiceUnavailable {
+				t.Errorf("/healthz during the drain: %d", code)
+			}
+			if _, body := get("/metrics"); !strings.Contains(body, "map646_datapath_healthy 0\n") {
+				t.Error("map646_datapath_healthy is not 0 during the drain")
+			}
+			h.hooksMu.Lock()
+			got := slices.Clone(h.hooks[n:])
+			h.hooksMu.Unlock()
+			if told := slices.Contains(got, "health false"); told != c.hook {
+				t.Errorf("watchdog hook calls %q; want health false: %v", got, c.hook)
+			}
+			select {
+			case <-h.done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Run did not return")
+			}
+		})
+	}
+}
