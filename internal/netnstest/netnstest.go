@@ -10,7 +10,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -109,7 +112,63 @@ func (ns *NS) Output(args ...string) (string, error) {
 	var b bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &b, &b
 	err := cmd.Run()
-	return b.String(), err
+	out := b.String()
+	if len(args) > 0 && args[0] == "ip" {
+		out = numericProto(out, proto64Name)
+	}
+	return out, err
+}
+
+// proto64Name is the name iproute2 on this host gives protocol 64 (the
+// translator's routes and rules: netsetup.RouteProtocol, RuleProtocol),
+// "" if none: the docs suggest naming it in /etc/iproute2/rt_protos.d.
+var proto64Name = protoName(protoFiles(), 64)
+
+// protoFiles are iproute2's protocol name files, in the order it reads
+// them (later ones win): the distribution's, then /etc's.
+func protoFiles() []string {
+	var fs []string
+	for _, dir := range []string{"/usr/lib/iproute2", "/usr/share/iproute2", "/etc/iproute2"} {
+		fs = append(fs, dir+"/rt_protos")
+		d, _ := filepath.Glob(dir + "/rt_protos.d/*.conf")
+		fs = append(fs, d...)
+	}
+	return fs
+}
+
+// protoName is the name files give protocol num ("64 map646" or "0x40
+// map646" lines, # comments), "" if none does; the last one wins.
+func protoName(files []string, num uint64) string {
+	name := ""
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			l, _, _ = strings.Cut(l, "#")
+			fs := strings.Fields(l)
+			if len(fs) < 2 {
+				continue
+			}
+			if n, err := strconv.ParseUint(fs[0], 0, 8); err == nil && n == num {
+				name = fs[1]
+			}
+		}
+	}
+	return name
+}
+
+// numericProto is ip's output out with protocol 64 as a number where
+// name (protoName) named it: tests compare `ip route` and `ip rule`
+// output with "proto 64", which a host that names the protocol would
+// otherwise fail.
+func numericProto(out, name string) string {
+	if name == "" || name == "64" {
+		return out
+	}
+	re := regexp.MustCompile(`proto ` + regexp.QuoteMeta(name) + `(\s|$)`)
+	return re.ReplaceAllString(out, "proto 64$1")
 }
 
 // Run runs a command inside the namespace, fails the test that created the
