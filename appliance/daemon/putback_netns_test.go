@@ -183,6 +183,41 @@ func TestOthersRouteReplacedAtAnotherMetric(t *testing.T) {
 	}
 }
 
+// TestIdenticalRouteReplacedThenDeletedIsPutBack: `ip route replace` of
+// a route of the translator with one that looks the same (its device,
+// table, metric) but is of iproute2's default protocol (boot) is someone
+// else's route: ours is put back (protocol 64) at once, so that deleting
+// it later (`ip route del`, `ip route flush table 646`) is seen and
+// repaired. Review H10: it was taken for ours as it was, and its
+// deletion (proto boot, which the watcher ignores) left the route
+// missing while the daemon said it was healthy and BGP announced.
+func TestIdenticalRouteReplacedThenDeletedIsPutBack(t *testing.T) {
+	tp := newTopo(t)
+	d := tp.startDaemon(t, tp.configExtra(t, "map646.hcl", ""))
+	waitUntil(t, d, "healthy", 5*time.Second, func() bool { return healthyNow(d) })
+	show := func() string { return tp.x.MustRun(t, "ip", "route", "show", "198.51.100.10/32", "table", "646") }
+	if got := show(); !strings.Contains(got, "dev dmtun proto 64") {
+		t.Fatalf("ours before: %q", got)
+	}
+	tp.x.MustRun(t, "ip", "route", "replace", "198.51.100.10/32", "dev", "dmtun", "table", "646")
+	waitUntil(t, d, "ours (proto 64) back in place of the look-alike", 5*time.Second, func() bool {
+		return strings.Contains(show(), "dev dmtun proto 64")
+	})
+	tp.x.MustRun(t, "ip", "route", "del", "198.51.100.10/32", "table", "646")
+	waitUntil(t, d, "ours back after the deletion", 5*time.Second, func() bool {
+		return strings.Contains(show(), "dev dmtun proto 64")
+	})
+	if n := statsRepairs(d, "route"); n != 2 {
+		t.Errorf("%d route repairs counted; want 2 (the replacement, the deletion)", n)
+	}
+	if sent, recv := ping(t, tp.cli, "-c", "2", "-i", "0.2", "-W", "2", "198.51.100.10"); recv != sent {
+		t.Errorf("ping after the repairs: %d/%d\n%s", recv, sent, d.out)
+	}
+	if !healthyNow(d) {
+		t.Errorf("unhealthy after the repairs\n%s", d.out)
+	}
+}
+
 // TestRoutesPutAheadAreDeleted: a route put ahead of one of the
 // translator's in its table without replacing it (`ip route prepend` of
 // a blackhole at the /32 of a mapping; an IPv6 blackhole at a lower
