@@ -131,3 +131,35 @@ func TestStatusBoundedWhileGoBGPStuck(t *testing.T) {
 		t.Errorf("map646_bgp_neighbors_stale %v while stale, want 1", stale)
 	}
 }
+
+// TestStatusNotHeldByAStuckUpdate: Update and Close hold the speaker's
+// lock across GoBGP's path calls, which wait for GoBGP's server loop as
+// ListPeer does. Status reads what the last change published and never
+// takes that lock, so a stuck Update (here: the lock held) does not hold
+// `map646 stats` and scrapes too (review H10: Status took it).
+func TestStatusNotHeldByAStuckUpdate(t *testing.T) {
+	defer func(w time.Duration) { statusWait = w }(statusWait)
+	statusWait = 50 * time.Millisecond
+	s := newTestSpeaker(t, Config{LocalAS: speakerAS, RouterID: netip.MustParseAddr("192.0.2.2")})
+	if st := s.Status(); st.LocalAS != speakerAS || st.RouterID != "192.0.2.2" || st.Healthy || len(st.Announced) != 0 {
+		t.Fatalf("Status before the first Update: %+v", st)
+	}
+	if err := s.Update(context.Background(), prefixes("198.51.100.0/24"), nil, true); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock() // an Update waiting inside GoBGP
+	got := make(chan Status, 1)
+	go func() { got <- s.Status() }()
+	var st Status
+	select {
+	case st = <-got:
+	case <-time.After(2 * time.Second):
+		s.mu.Unlock()
+		<-got
+		t.Fatal("Status still waiting 2 s behind an Update that holds the speaker's lock")
+	}
+	s.mu.Unlock()
+	if !st.Healthy || st.Updates != 1 || len(st.Announced) != 1 || st.Announced[0] != "198.51.100.0/24" {
+		t.Errorf("Status behind a stuck Update: %+v, want healthy, 1 update, 198.51.100.0/24", st)
+	}
+}

@@ -135,6 +135,16 @@ type Speaker struct {
 	lastErr   string
 	closed    bool
 
+	// shown is what Status reports of the fields above, published
+	// (publish) before and after each change of announcements. Status
+	// reads it and never takes mu, which Update and Close hold across
+	// GoBGP's path calls: those wait for GoBGP's server loop as ListPeer
+	// does, so a stuck loop held every Status (`map646 stats`, scrapes)
+	// behind a stuck Update (review H10).
+	shownMu     sync.Mutex // never held while taking mu
+	shown       Status
+	shownClosed bool
+
 	peers peerQuery // Status's session list
 
 	stopWatch func()
@@ -187,6 +197,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) {
 	}
 	s := &Speaker{cfg: cfg, log: log, srv: srv, closeDone: make(chan struct{}),
 		limitHits: map[string]uint64{}, limitTimers: map[string]*time.Timer{}, sendHoldHits: map[string]uint64{}}
+	s.publish() // Status before the first Update: nothing announced
 	s.peers.list = func(ctx context.Context, fn func(*api.Peer)) error {
 		return srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, fn)
 	}
@@ -333,6 +344,7 @@ func (s *Speaker) Update(_ context.Context, ipv4, ipv6 []netip.Prefix, healthy b
 	}
 	s.updates++
 	s.healthy = healthy
+	s.publish()
 	add, del := Diff(s.announced, want)
 	err = s.apply(add, del)
 	if err != nil {
@@ -340,6 +352,7 @@ func (s *Speaker) Update(_ context.Context, ipv4, ipv6 []netip.Prefix, healthy b
 	} else {
 		s.lastErr = ""
 	}
+	s.publish()
 	if len(add)+len(del) > 0 {
 		s.log.Info("bgp announcements changed", "healthy", healthy, "announce", add, "withdraw", del)
 	}
@@ -429,8 +442,10 @@ func (s *Speaker) shutdown() {
 
 	s.mu.Lock()
 	s.closed = true
+	s.publish()
 	withdrawn := len(s.announced)
 	err := s.apply(nil, slices.Clone(s.announced))
+	s.publish()
 	s.mu.Unlock()
 	if withdrawn > 0 && len(s.cfg.Neighbors) > 0 {
 		// Let the sessions send the withdrawals before the Cease: GoBGP
@@ -450,6 +465,25 @@ func (s *Speaker) shutdown() {
 	s.log.Info("bgp speaker stopped")
 	s.closeErr = err
 	close(s.closeDone)
+}
+
+// publish copies what Status reports of the announcements into s.shown.
+// Called with s.mu held.
+func (s *Speaker) publish() {
+	st := Status{
+		LocalAS:   s.cfg.LocalAS,
+		RouterID:  s.cfg.RouterID.String(),
+		Healthy:   s.healthy,
+		Updates:   s.updates,
+		LastError: s.lastErr,
+		Announced: make([]string, 0, len(s.announced)),
+	}
+	for _, p := range s.announced {
+		st.Announced = append(st.Announced, p.String())
+	}
+	s.shownMu.Lock()
+	s.shown, s.shownClosed = st, s.closed
+	s.shownMu.Unlock()
 }
 
 // watchSessions logs each session reaching or leaving Established at info
@@ -549,21 +583,11 @@ type NeighborStatus struct {
 
 // Status reports the sessions and the announced routes.
 func (s *Speaker) Status() Status {
-	s.mu.Lock()
-	st := Status{
-		LocalAS:   s.cfg.LocalAS,
-		RouterID:  s.cfg.RouterID.String(),
-		Healthy:   s.healthy,
-		Updates:   s.updates,
-		LastError: s.lastErr,
-		Announced: make([]string, 0, len(s.announced)),
-		Neighbors: []NeighborStatus{},
-	}
-	for _, p := range s.announced {
-		st.Announced = append(st.Announced, p.String())
-	}
-	closed := s.closed
-	s.mu.Unlock()
+	s.shownMu.Lock()
+	st, closed := s.shown, s.shownClosed
+	st.Announced = slices.Clone(st.Announced)
+	s.shownMu.Unlock()
+	st.Neighbors = []NeighborStatus{}
 	if closed {
 		return st
 	}
