@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/map646/map646/appliance/config"
+	"github.com/map646/map646/appliance/connlimit"
 	"github.com/map646/map646/appliance/metrics"
 )
 
@@ -71,23 +72,13 @@ type controlServer struct {
 	// wait for the client (controlConnTimeout, listingWriteIdle).
 	connTimeout, listingWriteIdle time.Duration
 	// idleTimeout closes a connection that sends no request for that
-	// long; maxConns caps the connections open (controlIdleTimeout,
-	// controlMaxConns).
+	// long (controlIdleTimeout); conns holds the connections open, at
+	// most controlMaxConns. A connection is busy (connlimit.Conn.Enter)
+	// except while the server waits for its next request: only then may
+	// a new connection take its place.
 	idleTimeout time.Duration
-	maxConns    int
+	conns       *connlimit.Set
 	closed      *controlClosed // counts what the server closed on its own
-
-	mu    sync.Mutex
-	conns map[*controlConn]struct{}
-}
-
-// controlConn is one accepted control connection.
-type controlConn struct {
-	net.Conn
-	accepted time.Time
-	// waiting is true while the server waits for the connection's next
-	// request: only then may a new connection take its place.
-	waiting atomic.Bool
 }
 
 // controlClosed counts the control connections the server closed on its
@@ -233,8 +224,8 @@ func listenControl(path, group string, d *daemon, reloads chan<- chan reloadRepl
 	}
 	s := &controlServer{ln: ln, path: path, access: controlAccess{uid: os.Geteuid(), gid: gid}, log: log,
 		minPause: acceptMinPause, maxPause: acceptMaxPause, connTimeout: controlConnTimeout, listingWriteIdle: listingWriteIdle,
-		idleTimeout: controlIdleTimeout, maxConns: controlMaxConns, closed: &d.ctlClosed,
-		quit: make(chan struct{}), conns: map[*controlConn]struct{}{}}
+		idleTimeout: controlIdleTimeout, conns: connlimit.NewSet(controlMaxConns), closed: &d.ctlClosed,
+		quit: make(chan struct{})}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -309,9 +300,7 @@ func (s *controlServer) acceptLoop(d *daemon, reloads chan<- chan reloadReply) {
 				s.serve(&stoppingConn{Conn: cc, s: s}, cc, d, reloads)
 			}
 			cc.Close()
-			s.mu.Lock()
-			delete(s.conns, cc)
-			s.mu.Unlock()
+			s.conns.Remove(cc)
 		}()
 	}
 }
@@ -319,28 +308,15 @@ func (s *controlServer) acceptLoop(d *daemon, reloads chan<- chan reloadReply) {
 // track adds c to the connections open, making room at the cap by
 // closing the oldest connection waiting for a request. With none
 // waiting, c is refused: one error reply, closed, and ok is false.
-func (s *controlServer) track(c net.Conn) (cc *controlConn, ok bool) {
-	cc = &controlConn{Conn: c, accepted: time.Now()}
-	s.mu.Lock()
-	var victim *controlConn
-	if len(s.conns) >= s.maxConns {
-		for o := range s.conns {
-			if o.waiting.Load() && (victim == nil || o.accepted.Before(victim.accepted)) {
-				victim = o
-			}
-		}
-		if victim == nil {
-			s.mu.Unlock()
-			s.closed.refused.Add(1)
-			_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-			_ = json.NewEncoder(c).Encode(reply{Error: fmt.Sprintf("too many control connections (%d), all busy; try again", s.maxConns)})
-			c.Close()
-			return nil, false
-		}
-		delete(s.conns, victim)
+func (s *controlServer) track(c net.Conn) (cc *connlimit.Conn, ok bool) {
+	cc, victim, ok := s.conns.Add(c, true)
+	if !ok {
+		s.closed.refused.Add(1)
+		_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		_ = json.NewEncoder(c).Encode(reply{Error: fmt.Sprintf("too many control connections (%d), all busy; try again", s.conns.Max())})
+		c.Close()
+		return nil, false
 	}
-	s.conns[cc] = struct{}{}
-	s.mu.Unlock()
 	if victim != nil {
 		s.closed.evicted.Add(1)
 		victim.Close() // its goroutine's read fails and it ends
@@ -368,7 +344,7 @@ func (s *controlServer) admit(c net.Conn) bool {
 
 // serve answers c's requests until it closes, stays idle for
 // s.idleTimeout or reaches s.connTimeout. cc is c's entry in s.conns.
-func (s *controlServer) serve(c net.Conn, cc *controlConn, d *daemon, reloads chan<- chan reloadReply) {
+func (s *controlServer) serve(c net.Conn, cc *connlimit.Conn, d *daemon, reloads chan<- chan reloadReply) {
 	end := time.Now().Add(s.connTimeout)
 	_ = c.SetDeadline(end)
 	listing := deadlineWriter{c: c, idle: s.listingWriteIdle, end: end}
@@ -380,9 +356,9 @@ func (s *controlServer) serve(c net.Conn, cc *controlConn, d *daemon, reloads ch
 			idleEnd = end
 		}
 		_ = c.SetReadDeadline(idleEnd)
-		cc.waiting.Store(true)
+		cc.Leave() // waiting for a request: may make room
 		more := sc.Scan()
-		cc.waiting.Store(false)
+		cc.Enter()
 		if !more {
 			_, stopping := s.stopping()
 			if errors.Is(sc.Err(), os.ErrDeadlineExceeded) && idleEnd.Before(end) && !stopping {
@@ -447,14 +423,12 @@ func (s *controlServer) Close() error {
 		stopAt := time.Now().Add(controlStopGrace)
 		s.stopAt.Store(stopAt.UnixNano())
 		close(s.quit)
-		s.mu.Lock()
-		for c := range s.conns {
+		s.conns.Each(func(c *connlimit.Conn) {
 			// An idle client must not hold the shutdown, nor one that
 			// reads a listing slowly or not at all (stoppingConn).
 			_ = c.SetReadDeadline(time.Now())
 			_ = c.SetWriteDeadline(stopAt)
-		}
-		s.mu.Unlock()
+		})
 		s.wg.Wait()
 		_ = os.Remove(s.path)
 	})

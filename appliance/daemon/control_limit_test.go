@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/map646/map646/appliance/connlimit"
 )
 
 // startLimitedControl serves a control socket with the given idle
@@ -24,9 +26,9 @@ func startLimitedControl(t *testing.T, idle time.Duration, maxConns int) (*contr
 		t.Fatal(err)
 	}
 	s := &controlServer{ln: ln, path: sock, access: controlAccess{uid: os.Geteuid(), gid: -1},
-		log: slog.New(slog.DiscardHandler), quit: make(chan struct{}), conns: map[*controlConn]struct{}{},
+		log: slog.New(slog.DiscardHandler), quit: make(chan struct{}), conns: connlimit.NewSet(maxConns),
 		minPause: time.Millisecond, maxPause: 20 * time.Millisecond, connTimeout: controlConnTimeout,
-		listingWriteIdle: listingWriteIdle, idleTimeout: idle, maxConns: maxConns, closed: &controlClosed{}}
+		listingWriteIdle: listingWriteIdle, idleTimeout: idle, closed: &controlClosed{}}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.acceptLoop(&daemon{}, make(chan chan reloadReply)) }()
 	t.Cleanup(func() { s.Close() })
@@ -50,14 +52,13 @@ func dialServed(t *testing.T, s *controlServer, sock string) net.Conn {
 
 // waiting is how many connections the server waits for a request on.
 func (s *controlServer) waitingConns() (waiting, open int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		if c.waiting.Load() {
+	s.conns.Each(func(c *connlimit.Conn) {
+		open++
+		if c.Idle() {
 			waiting++
 		}
-	}
-	return waiting, len(s.conns)
+	})
+	return waiting, open
 }
 
 // closedByServer reports whether the server closed c: a read ends with

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/map646/map646/appliance/config"
+	"github.com/map646/map646/appliance/connlimit"
 )
 
 // TestLookupAndMappingsOverTheSocket: the running daemon answers lookup
@@ -248,7 +249,7 @@ func TestSlowListingReaderIsCutAtTheConnectionBound(t *testing.T) {
 			start := time.Now()
 			go func() {
 				defer close(served)
-				s.serve(&stoppingConn{Conn: server, s: s}, &controlConn{Conn: server}, d, nil)
+				s.serve(&stoppingConn{Conn: server, s: s}, &connlimit.Conn{Conn: server}, d, nil)
 				server.Close()
 			}()
 			if err := json.NewEncoder(client).Encode(tc.request); err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/map646/map646/appliance/connlimit"
 	"github.com/map646/map646/internal/netnstest"
 )
 
@@ -208,7 +209,7 @@ func TestControlAcceptSurvivesErrors(t *testing.T) {
 		errs = append(errs, unix.EMFILE, unix.ENFILE, unix.ECONNABORTED)
 	}
 	s := &controlServer{ln: &flakyListener{Listener: ln, errs: errs}, path: sock, access: controlAccess{uid: os.Geteuid(), gid: -1},
-		log: slog.New(slog.DiscardHandler), quit: make(chan struct{}), conns: map[*controlConn]struct{}{}, closed: &controlClosed{}, idleTimeout: controlIdleTimeout, maxConns: controlMaxConns,
+		log: slog.New(slog.DiscardHandler), quit: make(chan struct{}), conns: connlimit.NewSet(controlMaxConns), closed: &controlClosed{}, idleTimeout: controlIdleTimeout,
 		minPause: time.Millisecond, maxPause: 20 * time.Millisecond, connTimeout: controlConnTimeout, listingWriteIdle: listingWriteIdle}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.acceptLoop(&daemon{}, nil) }()

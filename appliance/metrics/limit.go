@@ -5,46 +5,39 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/map646/map646/appliance/connlimit"
 )
 
-// capListener keeps at most max connections open. When a new connection
-// arrives at the cap, the oldest connection that is not inside a request
-// handler (one still sending its headers, or idle between requests) is
-// closed to make room: a client that opens connections and sends nothing
-// (slowloris) loses its own connections, not the scraper's. When every
-// connection is busy serving a request, the new one is closed at once.
+// capListener keeps at most max connections open (connlimit). When a new
+// connection arrives at the cap, the oldest connection that is not inside
+// a request handler (one still sending its headers, or idle between
+// requests) is closed to make room: a client that opens connections and
+// sends nothing (slowloris) loses its own connections, not the
+// scraper's. When every connection is busy serving a request, the new
+// one is closed at once.
 type capListener struct {
 	net.Listener
-	max int
-
-	mu    sync.Mutex
-	conns map[*trackedConn]struct{}
+	set *connlimit.Set
 
 	evicted, refused atomic.Uint64
 }
 
 func newCapListener(ln net.Listener, max int) *capListener {
-	return &capListener{Listener: ln, max: max, conns: map[*trackedConn]struct{}{}}
+	return &capListener{Listener: ln, set: connlimit.NewSet(max)}
 }
 
-// trackedConn is one accepted connection.
+// trackedConn is one accepted connection; closing it stops its tracking.
 type trackedConn struct {
-	net.Conn
-	l        *capListener
-	accepted time.Time
-	handlers atomic.Int32 // requests being served on it
-	once     sync.Once
+	*connlimit.Conn
+	l    *capListener
+	once sync.Once
 }
 
 func (c *trackedConn) Close() error {
-	c.once.Do(func() {
-		c.l.mu.Lock()
-		delete(c.l.conns, c)
-		c.l.mu.Unlock()
-	})
+	c.once.Do(func() { c.l.set.Remove(c.Conn) })
 	return c.Conn.Close()
 }
 
@@ -57,30 +50,17 @@ func (l *capListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		tc := &trackedConn{Conn: c, l: l, accepted: time.Now()}
-		l.mu.Lock()
-		var victim *trackedConn
-		if len(l.conns) >= l.max {
-			for o := range l.conns {
-				if o.handlers.Load() == 0 && (victim == nil || o.accepted.Before(victim.accepted)) {
-					victim = o
-				}
-			}
-			if victim == nil {
-				l.mu.Unlock()
-				l.refused.Add(1)
-				c.Close()
-				continue
-			}
-			delete(l.conns, victim)
+		cc, victim, ok := l.set.Add(c, false)
+		if !ok {
+			l.refused.Add(1)
+			c.Close()
+			continue
 		}
-		l.conns[tc] = struct{}{}
-		l.mu.Unlock()
 		if victim != nil {
 			l.evicted.Add(1)
 			victim.Close()
 		}
-		return tc, nil
+		return &trackedConn{Conn: cc, l: l}, nil
 	}
 }
 
@@ -102,8 +82,8 @@ func (l *capListener) busy(ctx context.Context) func() {
 	if !ok {
 		return func() {}
 	}
-	tc.handlers.Add(1)
-	return func() { tc.handlers.Add(-1) }
+	tc.Enter()
+	return tc.Leave
 }
 
 var descConnsClosed = prometheus.NewDesc("map646_metrics_connections_closed_total",
